@@ -1,0 +1,2 @@
+//! Bench group `codec`: placeholder until its issue lands (see BENCHMARKS.md).
+fn main() {}

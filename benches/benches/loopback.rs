@@ -1,0 +1,2 @@
+//! Bench group `loopback`: placeholder until its issue lands (see BENCHMARKS.md).
+fn main() {}

@@ -1,0 +1,1 @@
+//! ferrojob's task store.
