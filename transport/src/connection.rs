@@ -1,0 +1,921 @@
+//! The sans-IO connection core: bytes in, events and bytes out, time as an argument.
+//!
+//! One [`Connection`] is one end of one TCP connection, client (worker) or server. It owns the
+//! frame decoder, the handshake state machine, the send buffer, pending requests and every
+//! timer, but no socket and no clock, so tests drive two of them on virtual time and fuzzers
+//! feed them operation sequences.
+//!
+//! ```text
+//!  client: AwaitChallenge --challenge--> AwaitAccept --accepted--> Established --> Closed
+//!  server: AwaitHandshake --valid handshake--> Established --> Closed
+//!          (any state) --error / Close frame / timeout / close()--> Closed
+//! ```
+//!
+//! Timers (all relative to the `now` passed in):
+//! - handshake: the handshake must complete within `handshake_timeout` of creation;
+//! - idle: nothing received for `idle_timeout` closes the connection;
+//! - heartbeat: nothing sent for `heartbeat_interval` sends a [`Ping`];
+//! - frame: a frame begun must be complete within `frame_timeout` (slow-loris defence);
+//! - write stall: bytes handed to the socket and not written for `write_stall_timeout` mean
+//!   the peer does not read;
+//! - requests: each request has its own deadline.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::{self, AppSecret, AppSecrets};
+use crate::error::{ConnectionError, FrameError, RequestError, SendError};
+use crate::frame::{encode_frame, Decoder, Flags, Frame, DEFAULT_MAX_PAYLOAD_LEN, PROTOCOL_VERSION};
+use crate::message::{
+    Close, ErrorCode, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge, Message,
+    MessageKind, Ping, Pong, NONCE_LEN,
+};
+use crate::metrics::TransportMetrics;
+
+/// Settings of one connection. Durations are wall-clock spans; sizes are bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionConfig {
+    /// Largest payload accepted or sent, bytes (default 4 MiB).
+    pub max_payload_len: u32,
+    /// Send a ping when nothing was sent for this long (default 5 s).
+    pub heartbeat_interval: Duration,
+    /// Close when nothing was received for this long (default 20 s; keep it several
+    /// heartbeat intervals).
+    pub idle_timeout: Duration,
+    /// The handshake must complete within this (default 10 s).
+    pub handshake_timeout: Duration,
+    /// A frame begun must arrive completely within this (default 30 s).
+    pub frame_timeout: Duration,
+    /// Bytes handed to the socket must be written within this (default 30 s).
+    pub write_stall_timeout: Duration,
+    /// `send`/`request` refuse new messages while this many bytes are queued (default 8 MiB).
+    pub max_send_buffer: usize,
+    /// At most this many requests await responses (default 65 536).
+    pub max_pending_requests: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max_payload_len: DEFAULT_MAX_PAYLOAD_LEN,
+            heartbeat_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
+            max_send_buffer: 8 * 1024 * 1024,
+            max_pending_requests: 65_536,
+        }
+    }
+}
+
+/// Who a client (worker) says it is, and the secret it proves.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    /// The app the worker belongs to.
+    pub app_name: String,
+    /// Address other processes reach this worker at (`host:port`).
+    pub worker_address: String,
+    /// Tags for SPECIFY dispatch.
+    pub tags: Vec<String>,
+    /// The worker's software version.
+    pub client_version: String,
+    /// The app's secret (never sent).
+    pub secret: AppSecret,
+}
+
+/// What the handshake established about the peer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PeerInfo {
+    /// Seen by a server: the authenticated worker.
+    Worker {
+        /// Its app (authenticated by the proof).
+        app_name: String,
+        /// Its address.
+        worker_address: String,
+        /// Its tags.
+        tags: Vec<String>,
+        /// Its software version.
+        client_version: String,
+    },
+    /// Seen by a client: the authenticated server.
+    Server {
+        /// The server's heartbeat interval, milliseconds.
+        heartbeat_interval_ms: u32,
+        /// The server's idle timeout, milliseconds.
+        idle_timeout_ms: u32,
+        /// The server's clock at acceptance, epoch milliseconds.
+        server_time_ms: i64,
+    },
+}
+
+/// What the connection reports to its owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The handshake completed; messages may flow.
+    Established(PeerInfo),
+    /// A message arrived. With `correlation: Some(c)` it is a request: answer it with
+    /// [`Connection::respond`]`(c, ..)`.
+    Message {
+        /// The request's correlation, if the peer awaits an answer.
+        correlation: Option<u64>,
+        /// The message.
+        message: Message,
+    },
+    /// A request made with [`Connection::request`] completed, failed or timed out.
+    Response {
+        /// The id `request` returned.
+        request: u64,
+        /// The answer; an [`ErrorReply`] becomes `Err(RequestError::Remote)`.
+        result: Result<Message, RequestError>,
+    },
+    /// The connection is closed; no more events follow. Flush `poll_transmit` (a close frame
+    /// may be queued), then drop the socket.
+    Closed(ConnectionError),
+}
+
+#[derive(Debug)]
+enum State {
+    ClientAwaitChallenge {
+        identity: ClientIdentity,
+        client_nonce: [u8; NONCE_LEN],
+    },
+    ClientAwaitAccept {
+        secret: AppSecret,
+        client_nonce: [u8; NONCE_LEN],
+        server_nonce: [u8; NONCE_LEN],
+    },
+    ServerAwaitHandshake {
+        secrets: Arc<dyn AppSecrets>,
+        nonce: [u8; NONCE_LEN],
+    },
+    Established,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Pending {
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// One end of a connection, without I/O.
+///
+/// Call order, repeated until [`Event::Closed`]:
+/// 1. feed what happened: [`handle_input`](Self::handle_input) with bytes read,
+///    [`handle_eof`](Self::handle_eof) when the stream ended,
+///    [`handle_transmitted`](Self::handle_transmitted) when the bytes from the last
+///    `poll_transmit` are fully written, [`handle_timeout`](Self::handle_timeout) when the
+///    deadline from `poll_timeout` passed; and what the owner wants: [`send`](Self::send),
+///    [`request`](Self::request), [`respond`](Self::respond), [`close`](Self::close);
+/// 2. drain [`poll_event`](Self::poll_event) until `None`;
+/// 3. take bytes to write with [`poll_transmit`](Self::poll_transmit) (all queued frames at
+///    once: this is where writes coalesce) and write them;
+/// 4. sleep until [`poll_timeout`](Self::poll_timeout) or more input.
+///
+/// Every `now` must be monotonic (never earlier than the previous one).
+#[derive(Debug)]
+pub struct Connection {
+    config: ConnectionConfig,
+    state: State,
+    decoder: Decoder,
+    metrics: Arc<TransportMetrics>,
+    events: VecDeque<Event>,
+    out: Vec<u8>,
+    /// When the oldest byte now in `out` was queued.
+    out_since: Option<Instant>,
+    /// Bytes handed out by `poll_transmit` and not yet confirmed written, and since when.
+    in_flight: Option<(usize, Instant)>,
+    created: Instant,
+    handshake_deadline: Instant,
+    last_received: Instant,
+    last_sent: Instant,
+    frame_started: Option<Instant>,
+    next_correlation: u64,
+    pending: HashMap<u64, Pending>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    server_time_ms: i64,
+}
+
+impl Connection {
+    fn new(
+        config: ConnectionConfig,
+        state: State,
+        now: Instant,
+        metrics: Arc<TransportMetrics>,
+    ) -> Connection {
+        let handshake_deadline = now.checked_add(config.handshake_timeout).unwrap_or(now);
+        Connection {
+            decoder: Decoder::new(config.max_payload_len),
+            config,
+            state,
+            metrics,
+            events: VecDeque::new(),
+            out: Vec::new(),
+            out_since: None,
+            in_flight: None,
+            created: now,
+            handshake_deadline,
+            last_received: now,
+            last_sent: now,
+            frame_started: None,
+            next_correlation: 1,
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            server_time_ms: 0,
+        }
+    }
+
+    /// A client (worker) end; waits for the server's challenge. `client_nonce` must be fresh
+    /// random bytes.
+    pub fn new_client(
+        config: ConnectionConfig,
+        identity: ClientIdentity,
+        client_nonce: [u8; NONCE_LEN],
+        now: Instant,
+        metrics: Arc<TransportMetrics>,
+    ) -> Connection {
+        Connection::new(
+            config,
+            State::ClientAwaitChallenge {
+                identity,
+                client_nonce,
+            },
+            now,
+            metrics,
+        )
+    }
+
+    /// A server end; queues the challenge at once. `nonce` must be fresh random bytes;
+    /// `server_time_ms` is the server's clock (epoch milliseconds) at `now`.
+    pub fn new_server(
+        config: ConnectionConfig,
+        secrets: Arc<dyn AppSecrets>,
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+        server_time_ms: i64,
+        metrics: Arc<TransportMetrics>,
+    ) -> Connection {
+        let mut conn = Connection::new(
+            config,
+            State::ServerAwaitHandshake { secrets, nonce },
+            now,
+            metrics,
+        );
+        conn.server_time_ms = server_time_ms;
+        let challenge = HandshakeChallenge {
+            protocol_version: PROTOCOL_VERSION,
+            nonce,
+            server_time_ms,
+        };
+        conn.enqueue(now, &challenge.into(), Flags::NONE, 0);
+        conn
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
+    /// Whether the handshake completed and the connection is not closed.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established)
+    }
+
+    /// Whether the connection is closed (flush `poll_transmit`, then drop the socket).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Bytes queued or in flight to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.out
+            .len()
+            .saturating_add(self.in_flight.map_or(0, |(n, _)| n))
+    }
+
+    /// Whether `send` would accept a message now (established and below the buffer limit).
+    pub fn can_send(&self) -> bool {
+        self.is_established() && self.queued_bytes() < self.config.max_send_buffer
+    }
+
+    /// Requests awaiting responses.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ----- input -------------------------------------------------------------------------
+
+    /// Feeds bytes read from the socket.
+    pub fn handle_input(&mut self, now: Instant, mut bytes: &[u8]) {
+        if self.is_closed() || bytes.is_empty() {
+            return;
+        }
+        TransportMetrics::add(&self.metrics.bytes_received, bytes.len() as u64);
+        self.last_received = now;
+        while !self.is_closed() {
+            match self.decoder.decode(&mut bytes) {
+                Ok(Some(frame)) => {
+                    self.frame_started = None;
+                    TransportMetrics::inc(&self.metrics.frames_received);
+                    self.handle_frame(now, frame);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.metrics.count_frame_error(&e);
+                    self.fail(now, ConnectionError::Frame(e));
+                    return;
+                }
+            }
+        }
+        if self.decoder.in_frame() {
+            if self.frame_started.is_none() {
+                self.frame_started = Some(now);
+            }
+        } else {
+            self.frame_started = None;
+        }
+    }
+
+    /// The peer closed its side of the stream.
+    pub fn handle_eof(&mut self, now: Instant) {
+        if !self.is_closed() {
+            self.terminate(now, ConnectionError::Eof, false);
+        }
+    }
+
+    /// The bytes from the last `poll_transmit` are fully written.
+    pub fn handle_transmitted(&mut self, now: Instant) {
+        if let Some((n, _)) = self.in_flight.take() {
+            TransportMetrics::add(&self.metrics.bytes_sent, n as u64);
+            TransportMetrics::inc(&self.metrics.write_calls);
+        }
+        let _ = now;
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if !self.is_established() && now >= self.handshake_deadline {
+            TransportMetrics::inc(&self.metrics.handshake_failures);
+            let timeout = self.config.handshake_timeout;
+            self.fail(now, ConnectionError::HandshakeTimeout { timeout });
+            return;
+        }
+        if now >= self.idle_deadline() {
+            TransportMetrics::inc(&self.metrics.idle_timeouts);
+            let timeout = self.config.idle_timeout;
+            self.fail(now, ConnectionError::IdleTimeout { timeout });
+            return;
+        }
+        if let Some(deadline) = self.frame_deadline() {
+            if now >= deadline {
+                TransportMetrics::inc(&self.metrics.slow_peers);
+                let timeout = self.config.frame_timeout;
+                self.fail(now, ConnectionError::SlowPeer { timeout });
+                return;
+            }
+        }
+        if let Some(deadline) = self.stall_deadline() {
+            if now >= deadline {
+                TransportMetrics::inc(&self.metrics.peers_not_reading);
+                let timeout = self.config.write_stall_timeout;
+                let queued = self.queued_bytes();
+                // The close frame could not be written either; don't queue one.
+                self.terminate(now, ConnectionError::PeerNotReading { timeout, queued }, false);
+                return;
+            }
+        }
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(p) = self.pending.remove(&id) {
+                TransportMetrics::inc(&self.metrics.request_timeouts);
+                self.events.push_back(Event::Response {
+                    request: id,
+                    result: Err(RequestError::TimedOut { timeout: p.timeout }),
+                });
+            }
+        }
+        if self.is_established() && now >= self.heartbeat_deadline() {
+            let ping = Ping {
+                time_ms: self.elapsed_ms(now),
+            };
+            self.enqueue(now, &ping.into(), Flags::NONE, 0);
+        }
+    }
+
+    // ----- output ------------------------------------------------------------------------
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Moves every queued byte into `buf` (appending; swaps buffers when `buf` is empty) and
+    /// marks them in flight until [`handle_transmitted`](Self::handle_transmitted). Returns
+    /// the number of bytes moved. Takes nothing while earlier bytes are still in flight.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> usize {
+        if self.in_flight.is_some() || self.out.is_empty() {
+            return 0;
+        }
+        let n = self.out.len();
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.out);
+        } else {
+            buf.append(&mut self.out);
+        }
+        self.out_since = None;
+        self.in_flight = Some((n, now));
+        n
+    }
+
+    /// When `handle_timeout` must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
+        let mut t = self.idle_deadline();
+        if !self.is_established() {
+            t = t.min(self.handshake_deadline);
+        } else {
+            t = t.min(self.heartbeat_deadline());
+        }
+        for d in [
+            self.frame_deadline(),
+            self.stall_deadline(),
+            self.deadlines.first().map(|&(d, _)| d),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            t = t.min(d);
+        }
+        Some(t)
+    }
+
+    // ----- owner's commands --------------------------------------------------------------
+
+    /// Queues a one-way message.
+    pub fn send(&mut self, now: Instant, message: &Message) -> Result<(), SendError> {
+        self.check_sendable(message.kind())?;
+        self.encode(now, message, Flags::NONE, 0)
+    }
+
+    /// Queues a request; its answer comes as [`Event::Response`] with the returned id, or a
+    /// timeout after `timeout`.
+    pub fn request(
+        &mut self,
+        now: Instant,
+        message: &Message,
+        timeout: Duration,
+    ) -> Result<u64, SendError> {
+        self.check_sendable(message.kind())?;
+        if self.pending.len() >= self.config.max_pending_requests {
+            return Err(SendError::TooManyPending {
+                limit: self.config.max_pending_requests,
+            });
+        }
+        let id = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
+        self.encode(now, message, Flags::REQUEST, id)?;
+        let deadline = now.checked_add(timeout).unwrap_or(now);
+        self.pending.insert(id, Pending { deadline, timeout });
+        self.deadlines.insert((deadline, id));
+        Ok(id)
+    }
+
+    /// Answers the request that arrived with `correlation`. Answers are let through even
+    /// when the buffer is over its limit (they are owed and bounded by the peer's requests),
+    /// but not when the connection is closed.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        correlation: u64,
+        message: &Message,
+    ) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(self.not_open_error());
+        }
+        if message.kind().is_control() {
+            return Err(SendError::ControlMessage {
+                kind: message.kind(),
+            });
+        }
+        self.encode(now, message, Flags::RESPONSE, correlation)
+    }
+
+    /// Closes the connection gracefully: queues a close frame with `code` and `message`
+    /// after everything already queued, fails pending requests, and reports
+    /// [`Event::Closed`]. Flush `poll_transmit` afterwards.
+    pub fn close(&mut self, now: Instant, code: ErrorCode, message: &str) {
+        if self.is_closed() {
+            return;
+        }
+        let error = ConnectionError::LocalClose {
+            code,
+            message: message.to_owned(),
+        };
+        self.terminate(now, error, true);
+    }
+
+    // ----- internals ---------------------------------------------------------------------
+
+    fn not_open_error(&self) -> SendError {
+        if self.is_closed() {
+            SendError::Closed
+        } else {
+            SendError::NotEstablished
+        }
+    }
+
+    fn check_sendable(&self, kind: MessageKind) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(self.not_open_error());
+        }
+        if kind.is_control() {
+            return Err(SendError::ControlMessage { kind });
+        }
+        let queued = self.queued_bytes();
+        if queued >= self.config.max_send_buffer {
+            TransportMetrics::inc(&self.metrics.send_queue_full);
+            return Err(SendError::Full {
+                queued,
+                limit: self.config.max_send_buffer,
+            });
+        }
+        Ok(())
+    }
+
+    fn encode(
+        &mut self,
+        now: Instant,
+        message: &Message,
+        flags: Flags,
+        correlation: u64,
+    ) -> Result<(), SendError> {
+        match encode_frame(
+            &mut self.out,
+            message,
+            flags,
+            correlation,
+            self.config.max_payload_len,
+        ) {
+            Ok(()) => {
+                self.sent(now);
+                Ok(())
+            }
+            Err(e) => {
+                TransportMetrics::inc(&self.metrics.encode_errors);
+                Err(SendError::Encode(e))
+            }
+        }
+    }
+
+    /// Queues a connection-generated frame; these are small and always fit.
+    fn enqueue(&mut self, now: Instant, message: &Message, flags: Flags, correlation: u64) {
+        if encode_frame(&mut self.out, message, flags, correlation, u32::MAX).is_ok() {
+            self.sent(now);
+        }
+    }
+
+    fn sent(&mut self, now: Instant) {
+        TransportMetrics::inc(&self.metrics.frames_sent);
+        self.last_sent = now;
+        if self.out_since.is_none() {
+            self.out_since = Some(now);
+        }
+    }
+
+    fn elapsed_ms(&self, now: Instant) -> i64 {
+        let ms = now.saturating_duration_since(self.created).as_millis();
+        self.server_time_ms
+            .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+
+    fn idle_deadline(&self) -> Instant {
+        self.last_received
+            .checked_add(self.config.idle_timeout)
+            .unwrap_or(self.last_received)
+    }
+
+    fn heartbeat_deadline(&self) -> Instant {
+        self.last_sent
+            .checked_add(self.config.heartbeat_interval)
+            .unwrap_or(self.last_sent)
+    }
+
+    fn frame_deadline(&self) -> Option<Instant> {
+        self.frame_started
+            .map(|t| t.checked_add(self.config.frame_timeout).unwrap_or(t))
+    }
+
+    fn stall_deadline(&self) -> Option<Instant> {
+        let since = match self.in_flight {
+            Some((_, t)) => Some(t),
+            None => self.out_since,
+        }?;
+        Some(
+            since
+                .checked_add(self.config.write_stall_timeout)
+                .unwrap_or(since),
+        )
+    }
+
+    /// Closes because of an error, telling the peer why.
+    fn fail(&mut self, now: Instant, error: ConnectionError) {
+        tracing::debug!(%error, "closing connection");
+        self.terminate(now, error, true);
+    }
+
+    fn terminate(&mut self, now: Instant, error: ConnectionError, send_close: bool) {
+        if send_close {
+            let close = Close {
+                code: error.close_code(),
+                message: close_message(&error),
+            };
+            self.enqueue(now, &close.into(), Flags::NONE, 0);
+        }
+        let lost = error.to_string();
+        let mut ids: Vec<u64> = self.pending.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.events.push_back(Event::Response {
+                request: id,
+                result: Err(RequestError::ConnectionLost(lost.clone())),
+            });
+        }
+        self.pending.clear();
+        self.deadlines.clear();
+        self.frame_started = None;
+        self.state = State::Closed;
+        TransportMetrics::inc(&self.metrics.connections_closed);
+        self.events.push_back(Event::Closed(error));
+    }
+
+    fn unexpected(&mut self, now: Instant, kind: MessageKind, context: &'static str) {
+        TransportMetrics::inc(&self.metrics.unexpected_messages);
+        self.fail(now, ConnectionError::UnexpectedMessage { kind, context });
+    }
+
+    fn auth_failed(&mut self, now: Instant, reason: String) {
+        TransportMetrics::inc(&self.metrics.handshake_failures);
+        tracing::warn!(%reason, "handshake refused");
+        self.fail(now, ConnectionError::AuthFailed { reason });
+    }
+
+    fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        let header = frame.header;
+        let message = match frame.message() {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.count_frame_error(&e);
+                self.fail(now, ConnectionError::Frame(e));
+                return;
+            }
+        };
+        if let Message::Close(c) = message {
+            let error = ConnectionError::PeerClosed {
+                code: c.code,
+                message: c.message,
+            };
+            if !self.is_established() {
+                TransportMetrics::inc(&self.metrics.handshake_failures);
+            }
+            self.terminate(now, error, false);
+            return;
+        }
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        match state {
+            State::Established => {
+                self.state = State::Established;
+                self.handle_established(now, header.flags, header.correlation, message);
+            }
+            State::ClientAwaitChallenge {
+                identity,
+                client_nonce,
+            } => match message {
+                Message::HandshakeChallenge(ch) => {
+                    if ch.protocol_version != PROTOCOL_VERSION {
+                        self.state = State::ClientAwaitChallenge {
+                            identity,
+                            client_nonce,
+                        };
+                        self.auth_failed(
+                            now,
+                            format!(
+                                "server speaks protocol {}, this client {}",
+                                ch.protocol_version, PROTOCOL_VERSION
+                            ),
+                        );
+                        return;
+                    }
+                    let proof = auth::client_proof(
+                        &identity.secret,
+                        &ch.nonce,
+                        &client_nonce,
+                        &identity.app_name,
+                        &identity.worker_address,
+                    );
+                    let hello = Handshake {
+                        protocol_version: PROTOCOL_VERSION,
+                        app_name: identity.app_name,
+                        worker_address: identity.worker_address,
+                        tags: identity.tags,
+                        client_version: identity.client_version,
+                        client_nonce,
+                        proof,
+                    };
+                    self.state = State::ClientAwaitAccept {
+                        secret: identity.secret,
+                        client_nonce,
+                        server_nonce: ch.nonce,
+                    };
+                    self.enqueue(now, &hello.into(), Flags::NONE, 0);
+                }
+                other => {
+                    self.state = State::ClientAwaitChallenge {
+                        identity,
+                        client_nonce,
+                    };
+                    self.unexpected(now, other.kind(), "before the handshake challenge");
+                }
+            },
+            State::ClientAwaitAccept {
+                secret,
+                client_nonce,
+                server_nonce,
+            } => match message {
+                Message::HandshakeAccepted(acc) => {
+                    if !auth::verify_server_proof(
+                        &secret,
+                        &client_nonce,
+                        &server_nonce,
+                        &acc.server_proof,
+                    ) {
+                        self.state = State::ClientAwaitAccept {
+                            secret,
+                            client_nonce,
+                            server_nonce,
+                        };
+                        self.auth_failed(
+                            now,
+                            "server proof invalid: the server does not know the app secret".into(),
+                        );
+                        return;
+                    }
+                    self.state = State::Established;
+                    TransportMetrics::inc(&self.metrics.connections_established);
+                    self.events.push_back(Event::Established(PeerInfo::Server {
+                        heartbeat_interval_ms: acc.heartbeat_interval_ms,
+                        idle_timeout_ms: acc.idle_timeout_ms,
+                        server_time_ms: acc.server_time_ms,
+                    }));
+                }
+                other => {
+                    self.state = State::ClientAwaitAccept {
+                        secret,
+                        client_nonce,
+                        server_nonce,
+                    };
+                    self.unexpected(now, other.kind(), "while awaiting handshake acceptance");
+                }
+            },
+            State::ServerAwaitHandshake { secrets, nonce } => match message {
+                Message::Handshake(h) => {
+                    self.state = State::ServerAwaitHandshake {
+                        secrets: Arc::clone(&secrets),
+                        nonce,
+                    };
+                    if h.protocol_version != PROTOCOL_VERSION {
+                        self.auth_failed(
+                            now,
+                            format!(
+                                "worker {} speaks protocol {}, this server {}",
+                                h.worker_address, h.protocol_version, PROTOCOL_VERSION
+                            ),
+                        );
+                        return;
+                    }
+                    let Some(secret) = secrets.secret(&h.app_name) else {
+                        self.auth_failed(
+                            now,
+                            format!("worker {}: unknown app {:?}", h.worker_address, h.app_name),
+                        );
+                        return;
+                    };
+                    if !auth::verify_client_proof(
+                        &secret,
+                        &nonce,
+                        &h.client_nonce,
+                        &h.app_name,
+                        &h.worker_address,
+                        &h.proof,
+                    ) {
+                        self.auth_failed(
+                            now,
+                            format!(
+                                "worker {}: wrong secret for app {:?}",
+                                h.worker_address, h.app_name
+                            ),
+                        );
+                        return;
+                    }
+                    let accepted = HandshakeAccepted {
+                        server_proof: auth::server_proof(&secret, &h.client_nonce, &nonce),
+                        heartbeat_interval_ms: duration_ms_u32(self.config.heartbeat_interval),
+                        idle_timeout_ms: duration_ms_u32(self.config.idle_timeout),
+                        server_time_ms: self.elapsed_ms(now),
+                    };
+                    self.enqueue(now, &accepted.into(), Flags::NONE, 0);
+                    self.state = State::Established;
+                    TransportMetrics::inc(&self.metrics.connections_established);
+                    self.events.push_back(Event::Established(PeerInfo::Worker {
+                        app_name: h.app_name,
+                        worker_address: h.worker_address,
+                        tags: h.tags,
+                        client_version: h.client_version,
+                    }));
+                }
+                other => {
+                    self.state = State::ServerAwaitHandshake { secrets, nonce };
+                    self.unexpected(now, other.kind(), "before the handshake");
+                }
+            },
+            State::Closed => {}
+        }
+    }
+
+    fn handle_established(&mut self, now: Instant, flags: Flags, correlation: u64, message: Message) {
+        let kind = message.kind();
+        match message {
+            Message::Ping(p) => {
+                let pong = Pong { time_ms: p.time_ms };
+                self.enqueue(now, &pong.into(), Flags::NONE, 0);
+                return;
+            }
+            Message::Pong(_) => return,
+            Message::HandshakeChallenge(_)
+            | Message::Handshake(_)
+            | Message::HandshakeAccepted(_) => {
+                self.unexpected(now, kind, "after the handshake");
+                return;
+            }
+            _ => {}
+        }
+        if flags.is_response() {
+            let Some(p) = self.pending.remove(&correlation) else {
+                TransportMetrics::inc(&self.metrics.late_responses);
+                return;
+            };
+            self.deadlines.remove(&(p.deadline, correlation));
+            let result = match message {
+                Message::ErrorReply(ErrorReply { code, message }) => {
+                    Err(RequestError::Remote { code, message })
+                }
+                m => Ok(m),
+            };
+            self.events.push_back(Event::Response {
+                request: correlation,
+                result,
+            });
+        } else if flags.is_request() {
+            if correlation == 0 {
+                self.fail(
+                    now,
+                    ConnectionError::Frame(FrameError::BadFlags {
+                        flags: flags.bits(),
+                    }),
+                );
+                return;
+            }
+            self.events.push_back(Event::Message {
+                correlation: Some(correlation),
+                message,
+            });
+        } else {
+            self.events.push_back(Event::Message {
+                correlation: None,
+                message,
+            });
+        }
+    }
+}
+
+fn duration_ms_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// What the peer is told: enough to act on, without local secrets-related detail.
+fn close_message(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::AuthFailed { .. } => "authentication failed".to_owned(),
+        other => other.to_string(),
+    }
+}
