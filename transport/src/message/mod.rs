@@ -36,6 +36,7 @@ mod common;
 mod control;
 mod server;
 mod tracker;
+pub mod samples;
 
 pub use common::{
     AlarmConfig, ContextEntry, ErrorCode, ExecuteType, InstanceStatus, LogConfig, LogLevel,
