@@ -916,6 +916,7 @@ fn duration_ms_u32(d: Duration) -> u32 {
 fn close_message(error: &ConnectionError) -> String {
     match error {
         ConnectionError::AuthFailed { .. } => "authentication failed".to_owned(),
+        ConnectionError::LocalClose { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
