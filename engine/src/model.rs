@@ -1,1 +1,110 @@
-//! `model`.
+//! The domain model shared by every part of the engine: identifiers and the instance lifecycle.
+//!
+//! The words follow PowerJob's: a *job* says what to run and when; each run of a job is a
+//! *job instance*, identified by an [`InstanceId`] and moving through [`InstanceStatus`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies a job within one scheduler (embedded) or one server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+/// Identifies one run (instance) of a job; unique within one scheduler or server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job {}", self.0)
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "instance {}", self.0)
+    }
+}
+
+/// Where a job instance is in its life. The numeric codes are PowerJob's, so that tools that
+/// know PowerJob read ours the same way.
+///
+/// ```text
+/// WAITING_DISPATCH ──► WAITING_WORKER_RECEIVE ──► RUNNING ──► SUCCEED | FAILED
+///        │                                           │
+///        └──► CANCELED                               └──► STOPPED
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum InstanceStatus {
+    /// Created, not yet handed to a worker.
+    WaitingDispatch,
+    /// Sent to a worker that has not confirmed it yet.
+    WaitingWorkerReceive,
+    /// A processor is working on it.
+    Running,
+    /// Finished without success (after every retry).
+    Failed,
+    /// Finished successfully.
+    Succeed,
+    /// Canceled before it was dispatched.
+    Canceled,
+    /// Stopped while it ran.
+    Stopped,
+}
+
+impl InstanceStatus {
+    /// PowerJob's numeric code of this status.
+    pub fn code(self) -> u8 {
+        match self {
+            InstanceStatus::WaitingDispatch => 1,
+            InstanceStatus::WaitingWorkerReceive => 2,
+            InstanceStatus::Running => 3,
+            InstanceStatus::Failed => 4,
+            InstanceStatus::Succeed => 5,
+            InstanceStatus::Canceled => 9,
+            InstanceStatus::Stopped => 10,
+        }
+    }
+
+    /// Whether no further transition can happen.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            InstanceStatus::Failed
+                | InstanceStatus::Succeed
+                | InstanceStatus::Canceled
+                | InstanceStatus::Stopped
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_powerjobs() {
+        let all = [
+            (InstanceStatus::WaitingDispatch, 1, false),
+            (InstanceStatus::WaitingWorkerReceive, 2, false),
+            (InstanceStatus::Running, 3, false),
+            (InstanceStatus::Failed, 4, true),
+            (InstanceStatus::Succeed, 5, true),
+            (InstanceStatus::Canceled, 9, true),
+            (InstanceStatus::Stopped, 10, true),
+        ];
+        for (status, code, fin) in all {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert_eq!(status.is_final(), fin, "{status:?}");
+        }
+        assert_eq!(
+            serde_json::to_string(&InstanceStatus::WaitingWorkerReceive).unwrap(),
+            "\"WAITING_WORKER_RECEIVE\""
+        );
+    }
+}

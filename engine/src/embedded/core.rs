@@ -1,0 +1,715 @@
+//! The embedded scheduler's core: a sans-IO state machine that owns the timing wheel and the
+//! jobs' schedules.
+//!
+//! It reads no clock and does no I/O. The driver feeds it, in this order, on every turn:
+//!
+//! 1. [`Core::handle`]`(now, command)` for each command that arrived (add, remove, enable,
+//!    disable, trigger, a fixed-delay run's completion);
+//! 2. [`Core::poll`]`(now, &mut fires)`, which pops every timer due at `now` from the wheel,
+//!    applies the misfire policy and the concurrency limit, reschedules each job's next trigger
+//!    and appends a [`Fire`] per run to launch (or per trigger to report as skipped);
+//! 3. [`Core::next_wakeup`], the instant to sleep until (unless a command arrives first).
+//!
+//! # Invariants
+//! - A job has at most one schedule timer in the wheel (`JobState::timer`); a disabled or
+//!   removed job has none. So a trigger can never fire twice.
+//! - Only the core increments a job's `running` counter, and only when it emits a run, after
+//!   checking `max_instances`; runs only decrement it. So the limit is never exceeded.
+//! - A FIXED_DELAY job has either a timer or is `awaiting_completion` of the run it fired,
+//!   never both; the run's completion schedules the next trigger.
+//! - Trigger times are never rounded: the wheel's 1 ms tick is the unit of every expression.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::model::{InstanceId, JobId};
+use crate::time_expression::{EpochMs, MisfirePolicy, TimeExpression};
+use crate::wheel::{TimerKey, TimerWheel};
+
+use super::job::JobSpec;
+use super::processor::Processor;
+use super::report::SkipReason;
+
+/// A registered job, shared by the core, the scheduler handle and the job's runs.
+pub(crate) struct JobDef {
+    pub(crate) id: JobId,
+    pub(crate) spec: JobSpec,
+    pub(crate) processor: Arc<dyn Processor>,
+    pub(crate) counters: JobCounters,
+}
+
+impl std::fmt::Debug for JobDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobDef")
+            .field("id", &self.id)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Live figures of one job. Relaxed orderings: these are statistics, except `running`, whose
+/// increments happen only on the driver thread and whose decrements only free capacity.
+#[derive(Debug)]
+pub(crate) struct JobCounters {
+    pub(crate) running: AtomicU32,
+    pub(crate) fired: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    /// Next scheduled trigger (ms since the epoch), or `i64::MIN` for none.
+    pub(crate) next_fire_at: AtomicI64,
+}
+
+impl Default for JobCounters {
+    fn default() -> Self {
+        JobCounters {
+            running: AtomicU32::new(0),
+            fired: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            next_fire_at: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+/// What the core is told.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Start scheduling a newly registered job.
+    Add(Arc<JobDef>),
+    /// Stop scheduling a job and forget it.
+    Remove(JobId),
+    /// Enable or disable a job's schedule.
+    SetEnabled(JobId, bool),
+    /// Run a job once, `delay_ms` from now, as `instance`.
+    Trigger {
+        def: Arc<JobDef>,
+        instance: InstanceId,
+        params: Option<Arc<str>>,
+        delay_ms: u64,
+    },
+    /// A scheduled run of a FIXED_DELAY job finished at `finished_at`.
+    Completed { job: JobId, finished_at: EpochMs },
+}
+
+/// A run to launch, or a trigger to report as skipped.
+#[derive(Debug)]
+pub(crate) struct Fire {
+    pub(crate) def: Arc<JobDef>,
+    pub(crate) instance: InstanceId,
+    /// The trigger time served.
+    pub(crate) scheduled_at: EpochMs,
+    pub(crate) instance_params: Option<Arc<str>>,
+    /// Whether the run comes from the job's schedule (not a manual trigger).
+    pub(crate) from_schedule: bool,
+    /// `Some`: do not run; report this reason.
+    pub(crate) skip: Option<SkipReason>,
+}
+
+/// A wheel entry.
+#[derive(Debug)]
+enum Timer {
+    /// The job's next scheduled trigger, due at `due`.
+    Next { job: JobId, due: EpochMs },
+    /// A manual trigger.
+    Trigger(Box<PendingTrigger>),
+}
+
+#[derive(Debug)]
+struct PendingTrigger {
+    def: Arc<JobDef>,
+    instance: InstanceId,
+    params: Option<Arc<str>>,
+    due: EpochMs,
+}
+
+#[derive(Debug)]
+struct JobState {
+    def: Arc<JobDef>,
+    /// The schedule timer, if one is armed.
+    timer: Option<TimerKey>,
+    /// FIXED_RATE's grid origin (fires at anchor + k·period).
+    anchor: EpochMs,
+    enabled: bool,
+    /// FIXED_DELAY: a scheduled run is in flight; its completion arms the next trigger.
+    awaiting_completion: bool,
+}
+
+/// Tunables of the core.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CoreConfig {
+    /// A trigger later than this is a misfire and follows the job's misfire policy.
+    pub(crate) misfire_threshold_ms: u64,
+    /// `FIRE_ALL` runs at most this many missed triggers; the rest are reported skipped.
+    pub(crate) max_catch_up: u32,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Core {
+    /// Wheel tick 0 is this instant; tick `t` is `origin + t` ms.
+    origin: EpochMs,
+    wheel: TimerWheel<Timer>,
+    jobs: HashMap<JobId, JobState>,
+    next_instance: Arc<AtomicU64>,
+    config: CoreConfig,
+}
+
+impl Core {
+    /// A core whose clock reads `now`; instance ids are drawn from `next_instance`.
+    pub(crate) fn new(now: EpochMs, next_instance: Arc<AtomicU64>, config: CoreConfig) -> Self {
+        Core {
+            origin: now,
+            wheel: TimerWheel::new(0),
+            jobs: HashMap::new(),
+            next_instance,
+            config,
+        }
+    }
+
+    /// Number of scheduled jobs.
+    #[cfg(test)]
+    pub(crate) fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    fn tick(&self, at: EpochMs) -> u64 {
+        u64::try_from(at.saturating_sub(self.origin)).unwrap_or(0)
+    }
+
+    /// Applies one command at `now`.
+    pub(crate) fn handle(&mut self, now: EpochMs, command: Command) {
+        match command {
+            Command::Add(def) => {
+                let id = def.id;
+                let spec = &def.spec;
+                let start = spec.lifecycle.start.unwrap_or(EpochMs::MIN);
+                let anchor = spec.resume_after.unwrap_or(now).max(start);
+                let enabled = spec.enabled;
+                let after = spec.resume_after.unwrap_or(now);
+                self.jobs.insert(
+                    id,
+                    JobState {
+                        def,
+                        timer: None,
+                        anchor,
+                        enabled,
+                        awaiting_completion: false,
+                    },
+                );
+                if enabled {
+                    self.arm(id, after);
+                }
+            }
+            Command::Remove(job) => {
+                if let Some(state) = self.jobs.remove(&job) {
+                    if let Some(key) = state.timer {
+                        self.wheel.cancel(key);
+                    }
+                    state
+                        .def
+                        .counters
+                        .next_fire_at
+                        .store(i64::MIN, Ordering::Relaxed);
+                }
+            }
+            Command::SetEnabled(job, enabled) => self.set_enabled(now, job, enabled),
+            Command::Trigger {
+                def,
+                instance,
+                params,
+                delay_ms,
+            } => {
+                let due = now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+                let tick = self.tick(due);
+                self.wheel.insert(
+                    tick,
+                    Timer::Trigger(Box::new(PendingTrigger {
+                        def,
+                        instance,
+                        params,
+                        due,
+                    })),
+                );
+            }
+            Command::Completed { job, finished_at } => {
+                let Some(state) = self.jobs.get_mut(&job) else {
+                    return;
+                };
+                if !state.enabled || !state.awaiting_completion {
+                    return;
+                }
+                state.awaiting_completion = false;
+                state.anchor = finished_at;
+                self.arm(job, finished_at);
+            }
+        }
+    }
+
+    fn set_enabled(&mut self, now: EpochMs, job: JobId, enabled: bool) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if state.enabled == enabled {
+            return;
+        }
+        state.enabled = enabled;
+        if enabled {
+            // A fixed delay counts from the moment the job is enabled again; other
+            // expressions keep their grid. The disabled period is not a misfire.
+            if matches!(state.def.spec.expression, TimeExpression::FixedDelay { .. }) {
+                state.anchor = now;
+            }
+            self.arm(job, now);
+        } else {
+            state.awaiting_completion = false;
+            if let Some(key) = state.timer.take() {
+                self.wheel.cancel(key);
+            }
+            state
+                .def
+                .counters
+                .next_fire_at
+                .store(i64::MIN, Ordering::Relaxed);
+        }
+    }
+
+    /// Arms the job's schedule timer at its first trigger strictly after `after`, if any.
+    fn arm(&mut self, job: JobId, after: EpochMs) {
+        let origin = self.origin;
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if let Some(key) = state.timer.take() {
+            self.wheel.cancel(key);
+        }
+        let next = next_due(&state.def.spec, state.anchor, after);
+        state
+            .def
+            .counters
+            .next_fire_at
+            .store(next.unwrap_or(i64::MIN), Ordering::Relaxed);
+        if let Some(due) = next {
+            let tick = u64::try_from(due.saturating_sub(origin)).unwrap_or(0);
+            state.timer = Some(self.wheel.insert(tick, Timer::Next { job, due }));
+        }
+    }
+
+    /// The instant (ms since the epoch) at which [`Core::poll`] has work next, if any.
+    pub(crate) fn next_wakeup(&self) -> Option<EpochMs> {
+        self.wheel.next_expiration().map(|t| {
+            self.origin
+                .saturating_add(i64::try_from(t).unwrap_or(i64::MAX))
+        })
+    }
+
+    /// Pops every timer due at `now` and appends the resulting fires to `out`.
+    pub(crate) fn poll(&mut self, now: EpochMs, out: &mut Vec<Fire>) {
+        let tick = self.tick(now);
+        while let Some(expired) = self.wheel.poll(tick) {
+            match expired.value {
+                Timer::Next { job, due } => self.on_due(now, job, due, out),
+                Timer::Trigger(t) => {
+                    let PendingTrigger {
+                        def,
+                        instance,
+                        params,
+                        due,
+                    } = *t;
+                    let skip = if self.jobs.contains_key(&def.id) {
+                        admit(&def)
+                    } else {
+                        Some(SkipReason::JobRemoved)
+                    };
+                    out.push(Fire {
+                        def,
+                        instance,
+                        scheduled_at: due,
+                        instance_params: params,
+                        from_schedule: false,
+                        skip,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_due(&mut self, now: EpochMs, job: JobId, due: EpochMs, out: &mut Vec<Fire>) {
+        let Some(state) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        state.timer = None;
+        if !state.enabled {
+            return;
+        }
+        let def = Arc::clone(&state.def);
+        let anchor = state.anchor;
+        let fixed_delay = matches!(def.spec.expression, TimeExpression::FixedDelay { .. });
+        let late_ms = u64::try_from(now.saturating_sub(due)).unwrap_or(0);
+
+        // Trigger times to run now, and the triggers the misfire policy dropped.
+        let mut runs: Vec<EpochMs> = Vec::with_capacity(1);
+        let mut dropped = 0u64;
+        let mut first_dropped = due;
+        let resume_after;
+        if late_ms <= self.config.misfire_threshold_ms || fixed_delay {
+            // On time, or late within the threshold: run it and continue from it (the triggers
+            // after it that are also due come back from the wheel at once). A fixed delay has
+            // exactly one pending trigger, so it has nothing to catch up.
+            runs.push(due);
+            resume_after = due;
+        } else {
+            // A misfire. Walk the triggers due by now: those late by more than the threshold
+            // were missed and the policy decides (`cap` of them run); the later ones are
+            // merely late and run. The walk is bounded by `COUNT_LIMIT` dropped triggers, after
+            // which the schedule resumes from now.
+            const COUNT_LIMIT: u64 = 100_000;
+            let cap = match def.spec.misfire {
+                MisfirePolicy::FireAll => self.config.max_catch_up.max(1),
+                MisfirePolicy::FireOnce => 1,
+                MisfirePolicy::Skip => 0,
+            };
+            let threshold = i64::try_from(self.config.misfire_threshold_ms).unwrap_or(i64::MAX);
+            let mut missed_runs = 0u32;
+            let mut last = due;
+            let mut t = Some(due);
+            while let Some(at) = t.filter(|at| *at <= now) {
+                last = at;
+                if now.saturating_sub(at) <= threshold {
+                    runs.push(at);
+                } else if missed_runs < cap {
+                    runs.push(at);
+                    missed_runs += 1;
+                } else {
+                    if dropped == 0 {
+                        first_dropped = at;
+                    }
+                    dropped += 1;
+                    if dropped >= COUNT_LIMIT {
+                        last = now;
+                        break;
+                    }
+                }
+                t = next_due(&def.spec, anchor, at);
+            }
+            resume_after = last;
+            tracing::warn!(
+                job = def.id.0,
+                name = %def.spec.name,
+                late_ms,
+                policy = ?def.spec.misfire,
+                running = runs.len(),
+                dropped,
+                "misfire"
+            );
+        }
+
+        let mut ran = false;
+        for at in runs {
+            let skip = admit(&def);
+            ran |= skip.is_none();
+            out.push(self.fire(&def, at, skip));
+        }
+        if dropped > 0 {
+            def.counters.skipped.fetch_add(dropped, Ordering::Relaxed);
+            out.push(self.fire(
+                &def,
+                first_dropped,
+                Some(SkipReason::Misfired { missed: dropped }),
+            ));
+        }
+
+        if fixed_delay && ran {
+            if let Some(state) = self.jobs.get_mut(&job) {
+                state.awaiting_completion = true;
+            }
+            def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
+        } else {
+            if fixed_delay {
+                // Nothing ran, so no completion will come: count the delay from now.
+                if let Some(state) = self.jobs.get_mut(&job) {
+                    state.anchor = now;
+                }
+            }
+            self.arm(job, if fixed_delay { now } else { resume_after });
+        }
+    }
+
+    fn fire(&self, def: &Arc<JobDef>, scheduled_at: EpochMs, skip: Option<SkipReason>) -> Fire {
+        Fire {
+            def: Arc::clone(def),
+            instance: InstanceId(self.next_instance.fetch_add(1, Ordering::Relaxed)),
+            scheduled_at,
+            instance_params: None,
+            from_schedule: true,
+            skip,
+        }
+    }
+}
+
+/// Takes a run slot of `def` if its `max_instances` allows; otherwise the reason to skip.
+fn admit(def: &JobDef) -> Option<SkipReason> {
+    let counters = &def.counters;
+    let max = def.spec.max_instances;
+    if max != 0 && counters.running.load(Ordering::Acquire) >= max {
+        counters.skipped.fetch_add(1, Ordering::Relaxed);
+        return Some(SkipReason::TooManyInstances);
+    }
+    counters.running.fetch_add(1, Ordering::AcqRel);
+    counters.fired.fetch_add(1, Ordering::Relaxed);
+    None
+}
+
+/// The first trigger of `spec` strictly after `after` that lies inside its lifecycle window.
+pub(crate) fn next_due(spec: &JobSpec, anchor: EpochMs, after: EpochMs) -> Option<EpochMs> {
+    let lifecycle = &spec.lifecycle;
+    let after = match lifecycle.start {
+        Some(start) if start.saturating_sub(1) > after => start.saturating_sub(1),
+        _ => after,
+    };
+    let next = spec.expression.next_after(anchor, after)?;
+    match lifecycle.end {
+        Some(end) if next > end => None,
+        _ => Some(next),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time_expression::{Lifecycle, TimeExpressionType};
+
+    const T0: EpochMs = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+    fn core() -> Core {
+        Core::new(
+            T0,
+            Arc::new(AtomicU64::new(1)),
+            CoreConfig {
+                misfire_threshold_ms: 1_000,
+                max_catch_up: 5,
+            },
+        )
+    }
+
+    fn noop() -> Arc<dyn Processor> {
+        Arc::new(|_ctx: super::super::RunContext| async {
+            Ok::<_, super::super::BoxError>(String::new())
+        })
+    }
+
+    fn def(id: u64, spec: JobSpec) -> Arc<JobDef> {
+        Arc::new(JobDef {
+            id: JobId(id),
+            spec,
+            processor: noop(),
+            counters: JobCounters::default(),
+        })
+    }
+
+    fn expr(kind: TimeExpressionType, e: &str) -> TimeExpression {
+        TimeExpression::parse(kind, e, None).expect("valid expression")
+    }
+
+    /// Polls at `now` and returns (scheduled_at - T0, skipped?) of each fire.
+    fn poll(core: &mut Core, now: EpochMs) -> Vec<(i64, Option<SkipReason>)> {
+        let mut out = Vec::new();
+        core.poll(now, &mut out);
+        out.into_iter()
+            .map(|f| {
+                if f.skip.is_none() {
+                    f.def.counters.running.fetch_sub(1, Ordering::AcqRel);
+                }
+                (f.scheduled_at - T0, f.skip)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fixed_rate_fires_on_its_grid_without_drift() {
+        let mut c = core();
+        let d = def(
+            1,
+            JobSpec::new("r", expr(TimeExpressionType::FixedRate, "250")),
+        );
+        c.handle(T0, Command::Add(d));
+        assert_eq!(c.next_wakeup(), Some(T0 + 250));
+        assert!(poll(&mut c, T0 + 249).is_empty());
+        assert_eq!(poll(&mut c, T0 + 250), [(250, None)]);
+        // Polled late (within the threshold): still the grid times, each exactly once.
+        assert_eq!(poll(&mut c, T0 + 760), [(500, None), (750, None)]);
+        assert_eq!(c.next_wakeup(), Some(T0 + 1_000));
+    }
+
+    #[test]
+    fn fixed_delay_waits_for_completion() {
+        let mut c = core();
+        let d = def(
+            1,
+            JobSpec::new("d", expr(TimeExpressionType::FixedDelay, "100")),
+        );
+        c.handle(T0, Command::Add(d));
+        assert_eq!(poll(&mut c, T0 + 100), [(100, None)]);
+        assert_eq!(
+            c.next_wakeup(),
+            None,
+            "nothing armed while the run is in flight"
+        );
+        c.handle(
+            T0 + 130,
+            Command::Completed {
+                job: JobId(1),
+                finished_at: T0 + 130,
+            },
+        );
+        assert_eq!(c.next_wakeup(), Some(T0 + 230));
+        assert_eq!(poll(&mut c, T0 + 230), [(230, None)]);
+    }
+
+    #[test]
+    fn misfire_policies() {
+        // Threshold 1 s, a 1 s rate, asleep for 10 s: the triggers at 1..8 s are late by more
+        // than the threshold (missed); 9 s and 10 s are merely late and always run.
+        let on_time = [(9_000, None), (10_000, None)];
+        for (policy, missed_runs, dropped) in [
+            (MisfirePolicy::FireOnce, vec![1_000], Some((2_000, 7))),
+            (
+                MisfirePolicy::FireAll,
+                vec![1_000, 2_000, 3_000, 4_000, 5_000],
+                Some((6_000, 3)),
+            ),
+            (MisfirePolicy::Skip, vec![], Some((1_000, 8))),
+        ] {
+            let mut expected: Vec<(i64, Option<u64>)> =
+                missed_runs.into_iter().map(|at| (at, None)).collect();
+            expected.extend(on_time);
+            expected.extend(dropped.map(|(at, n)| (at, Some(n))));
+            let mut c = core();
+            let spec =
+                JobSpec::new("m", expr(TimeExpressionType::FixedRate, "1000")).with_misfire(policy);
+            c.handle(T0, Command::Add(def(1, spec)));
+            // Asleep for 10 s: triggers at 1 s .. 9 s are missed by more than the threshold.
+            let got: Vec<(i64, Option<u64>)> = poll(&mut c, T0 + 10_000)
+                .into_iter()
+                .map(|(at, skip)| {
+                    let missed = skip.map(|s| match s {
+                        SkipReason::Misfired { missed } => missed,
+                        other => panic!("unexpected skip {other:?}"),
+                    });
+                    (at, missed)
+                })
+                .collect();
+            assert_eq!(got, expected, "{policy:?}");
+            // Back on schedule after the catch-up: the next grid point after now.
+            assert_eq!(c.next_wakeup(), Some(T0 + 11_000), "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn max_instances_skips_while_running() {
+        let mut c = core();
+        let spec =
+            JobSpec::new("x", expr(TimeExpressionType::FixedRate, "10")).with_max_instances(1);
+        let d = def(1, spec);
+        c.handle(T0, Command::Add(Arc::clone(&d)));
+        let mut out = Vec::new();
+        c.poll(T0 + 10, &mut out);
+        assert!(out[0].skip.is_none());
+        assert_eq!(d.counters.running.load(Ordering::Relaxed), 1);
+        out.clear();
+        c.poll(T0 + 20, &mut out);
+        assert_eq!(out[0].skip, Some(SkipReason::TooManyInstances));
+        d.counters.running.fetch_sub(1, Ordering::Relaxed);
+        out.clear();
+        c.poll(T0 + 30, &mut out);
+        assert!(out[0].skip.is_none());
+    }
+
+    #[test]
+    fn disable_enable_and_remove() {
+        let mut c = core();
+        c.handle(
+            T0,
+            Command::Add(def(
+                1,
+                JobSpec::new("x", expr(TimeExpressionType::FixedRate, "100")),
+            )),
+        );
+        c.handle(T0 + 50, Command::SetEnabled(JobId(1), false));
+        assert_eq!(c.next_wakeup(), None);
+        assert!(
+            poll(&mut c, T0 + 500).is_empty(),
+            "disabled: no fires, no misfires"
+        );
+        c.handle(T0 + 500, Command::SetEnabled(JobId(1), true));
+        assert_eq!(c.next_wakeup(), Some(T0 + 600), "the grid is kept");
+        c.handle(T0 + 550, Command::Remove(JobId(1)));
+        assert_eq!(c.job_count(), 0);
+        assert_eq!(c.next_wakeup(), None);
+    }
+
+    #[test]
+    fn manual_trigger_after_delay_and_after_removal() {
+        let mut c = core();
+        let d = def(1, JobSpec::new("api", expr(TimeExpressionType::Api, "")));
+        c.handle(T0, Command::Add(Arc::clone(&d)));
+        assert_eq!(c.next_wakeup(), None, "API jobs never fire on their own");
+        for delay in [0, 40] {
+            c.handle(
+                T0,
+                Command::Trigger {
+                    def: Arc::clone(&d),
+                    instance: InstanceId(100 + delay),
+                    params: Some("p".into()),
+                    delay_ms: delay,
+                },
+            );
+        }
+        assert_eq!(poll(&mut c, T0), [(0, None)]);
+        c.handle(T0 + 1, Command::Remove(JobId(1)));
+        assert_eq!(poll(&mut c, T0 + 40), [(40, Some(SkipReason::JobRemoved))]);
+    }
+
+    #[test]
+    fn lifecycle_window_bounds_the_schedule() {
+        let mut c = core();
+        let spec = JobSpec::new("w", expr(TimeExpressionType::FixedRate, "100")).with_lifecycle(
+            Lifecycle {
+                start: Some(T0 + 1_000),
+                end: Some(T0 + 1_250),
+            },
+        );
+        c.handle(T0, Command::Add(def(1, spec)));
+        assert_eq!(
+            c.next_wakeup(),
+            Some(T0 + 1_100),
+            "anchored at the window's start"
+        );
+        assert_eq!(poll(&mut c, T0 + 1_100), [(1_100, None)]);
+        assert_eq!(poll(&mut c, T0 + 1_200), [(1_200, None)]);
+        assert_eq!(c.next_wakeup(), None, "1300 is past the end");
+    }
+
+    #[test]
+    fn resume_after_replays_missed_triggers_by_policy() {
+        let mut c = core();
+        let spec = JobSpec::new("r", expr(TimeExpressionType::FixedRate, "1000"))
+            .with_resume_after(T0 - 5_000)
+            .with_misfire(MisfirePolicy::FireOnce);
+        c.handle(T0, Command::Add(def(1, spec)));
+        // Missed by more than the 1 s threshold: -4 s, -3 s, -2 s; FIRE_ONCE runs the first and
+        // drops two. -1 s and 0 are merely late and run.
+        assert_eq!(
+            poll(&mut c, T0),
+            [
+                (-4_000, None),
+                (-1_000, None),
+                (0, None),
+                (-3_000, Some(SkipReason::Misfired { missed: 2 }))
+            ]
+        );
+        assert_eq!(c.next_wakeup(), Some(T0 + 1_000));
+    }
+}

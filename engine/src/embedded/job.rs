@@ -1,0 +1,168 @@
+//! What a job is to the embedded scheduler: when it runs ([`JobSpec::expression`], lifecycle,
+//! misfire policy) and how (concurrency limit, timeout, retries).
+
+use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy, TimeExpression};
+
+/// Everything the embedded scheduler needs to know about a job except its processor.
+///
+/// Build one with [`JobSpec::new`] and the `with_*` methods; every field has a documented default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct JobSpec {
+    /// A name for logs and reports; need not be unique.
+    pub name: String,
+    /// When the job runs.
+    pub expression: TimeExpression,
+    /// The window outside which the job never fires (default: no bounds).
+    pub lifecycle: Lifecycle,
+    /// What to do with triggers missed by more than the scheduler's misfire threshold
+    /// (default [`MisfirePolicy::FireOnce`]).
+    pub misfire: MisfirePolicy,
+    /// The last trigger time that already ran before this registration, if the caller knows it
+    /// (e.g. it persisted it before a restart): triggers after it that are already past are
+    /// handled by `misfire`. `None` (default): the schedule starts from the registration time.
+    pub resume_after: Option<EpochMs>,
+    /// At most this many instances of the job run at once; a trigger that finds the limit
+    /// reached is skipped and reported as such. 0 (default) = unlimited.
+    pub max_instances: u32,
+    /// Each attempt is cancelled (its future dropped) after this many milliseconds.
+    /// 0 (default) = no timeout.
+    pub timeout_ms: u64,
+    /// Retries of failed or timed-out attempts (default: none).
+    pub retry: RetryPolicy,
+    /// Parameters handed to every run's processor (default: empty).
+    pub params: String,
+    /// Whether the job fires on its schedule from the start (default `true`).
+    pub enabled: bool,
+}
+
+impl JobSpec {
+    /// A job called `name` that runs on `expression`, with every other field at its default.
+    pub fn new(name: impl Into<String>, expression: TimeExpression) -> Self {
+        JobSpec {
+            name: name.into(),
+            expression,
+            lifecycle: Lifecycle::default(),
+            misfire: MisfirePolicy::default(),
+            resume_after: None,
+            max_instances: 0,
+            timeout_ms: 0,
+            retry: RetryPolicy::default(),
+            params: String::new(),
+            enabled: true,
+        }
+    }
+
+    /// Sets [`JobSpec::lifecycle`].
+    pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
+        self.lifecycle = lifecycle;
+        self
+    }
+
+    /// Sets [`JobSpec::misfire`].
+    pub fn with_misfire(mut self, misfire: MisfirePolicy) -> Self {
+        self.misfire = misfire;
+        self
+    }
+
+    /// Sets [`JobSpec::resume_after`].
+    pub fn with_resume_after(mut self, last_trigger: EpochMs) -> Self {
+        self.resume_after = Some(last_trigger);
+        self
+    }
+
+    /// Sets [`JobSpec::max_instances`] (0 = unlimited).
+    pub fn with_max_instances(mut self, max: u32) -> Self {
+        self.max_instances = max;
+        self
+    }
+
+    /// Sets [`JobSpec::timeout_ms`] (0 = none).
+    pub fn with_timeout_ms(mut self, timeout_ms: u64) -> Self {
+        self.timeout_ms = timeout_ms;
+        self
+    }
+
+    /// Sets [`JobSpec::retry`].
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets [`JobSpec::params`].
+    pub fn with_params(mut self, params: impl Into<String>) -> Self {
+        self.params = params.into();
+        self
+    }
+
+    /// Sets [`JobSpec::enabled`].
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+}
+
+/// How failed attempts are retried: up to `retries` more attempts, the n-th after
+/// `min(initial_backoff_ms · 2^(n-1), max_backoff_ms)` milliseconds.
+///
+/// The backoff has no jitter: in one process there is no herd to spread, and a deterministic
+/// schedule is what tests and users can reason about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts after the first (0 = never retry).
+    pub retries: u32,
+    /// Delay before the first retry, in milliseconds.
+    pub initial_backoff_ms: u64,
+    /// Upper bound of any delay, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    /// No retries; were `retries` raised, 1 s doubling up to 1 min.
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 0,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 60_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// `retries` retries with the default backoff.
+    pub fn retries(retries: u32) -> Self {
+        RetryPolicy {
+            retries,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The delay before retry number `n` (1-based), in milliseconds.
+    pub fn backoff_ms(&self, n: u32) -> u64 {
+        let shift = n.saturating_sub(1).min(63);
+        self.initial_backoff_ms
+            .saturating_mul(1u64 << shift)
+            .min(self.max_backoff_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            retries: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+        };
+        let got: Vec<u64> = (1..=6).map(|n| p.backoff_ms(n)).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1_000, 1_000]);
+        assert_eq!(
+            p.backoff_ms(200),
+            1_000,
+            "huge n saturates, never overflows"
+        );
+    }
+}
