@@ -1,0 +1,338 @@
+//! [`SimBackend`]: an in-memory file system that knows what a power loss would keep.
+//!
+//! Each file has two contents: `data` (what reads see) and `durable` (what survives a crash,
+//! updated by `sync_data`). The directory has two listings likewise, updated by `sync_dir`.
+//! [`SimBackend::crash`] returns a new backend holding only the durable state: the exact
+//! post-crash image under the pessimistic model "nothing unsynced reaches the disk".
+//! [`SimBackend::fail`] injects I/O errors into chosen operations.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{Backend, BackendFile, DirLock, OpenMode};
+
+/// An operation [`SimBackend::fail`] can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `BackendFile::write_all_at`.
+    Write,
+    /// `BackendFile::sync_data`.
+    SyncData,
+    /// `Backend::sync_dir`.
+    SyncDir,
+    /// `Backend::open_file` with `CreateNew`.
+    Create,
+    /// `Backend::rename`.
+    Rename,
+    /// `Backend::remove_file`.
+    Remove,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SimFile {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: BTreeMap<u64, SimFile>,
+    dir: BTreeMap<PathBuf, u64>,
+    durable_dir: BTreeMap<PathBuf, u64>,
+    next_inode: u64,
+    /// Pending faults: the operation, and how many more of them succeed before one fails.
+    faults: Vec<(Fault, u32)>,
+}
+
+impl State {
+    fn check(&mut self, op: Fault) -> io::Result<()> {
+        let mut fire = false;
+        self.faults.retain_mut(|(f, after)| {
+            if *f != op || fire {
+                return true;
+            }
+            if *after == 0 {
+                fire = true;
+                false
+            } else {
+                *after -= 1;
+                true
+            }
+        });
+        if fire {
+            Err(io::Error::other(format!("injected {op:?} failure")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// An in-memory, crash-simulating file system (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct SimBackend {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug)]
+struct SimHandle {
+    state: Arc<Mutex<State>>,
+    inode: u64,
+}
+
+impl SimBackend {
+    /// An empty file system.
+    pub fn new() -> Self {
+        SimBackend::default()
+    }
+
+    /// Makes the next-but-`after` call of `op` fail (`after = 0`: the very next one).
+    pub fn fail(&self, op: Fault, after: u32) {
+        self.state.lock().faults.push((op, after));
+    }
+
+    /// The image a power loss would leave now: only synced data and synced directory entries.
+    pub fn crash(&self) -> SimBackend {
+        let state = self.state.lock();
+        let mut files = BTreeMap::new();
+        for inode in state.durable_dir.values() {
+            if let Some(f) = state.files.get(inode) {
+                files.insert(
+                    *inode,
+                    SimFile {
+                        data: f.durable.clone(),
+                        durable: f.durable.clone(),
+                    },
+                );
+            }
+        }
+        SimBackend {
+            state: Arc::new(Mutex::new(State {
+                files,
+                dir: state.durable_dir.clone(),
+                durable_dir: state.durable_dir.clone(),
+                next_inode: state.next_inode,
+                faults: Vec::new(),
+            })),
+        }
+    }
+
+    /// The image a process crash leaves: everything written, synced or not, stays (the kernel
+    /// keeps its page cache). The new backend shares nothing with this one.
+    pub fn process_crash(&self) -> SimBackend {
+        let state = self.state.lock();
+        let files = state
+            .files
+            .iter()
+            .map(|(i, f)| {
+                (
+                    *i,
+                    SimFile {
+                        data: f.data.clone(),
+                        durable: f.data.clone(),
+                    },
+                )
+            })
+            .collect();
+        SimBackend {
+            state: Arc::new(Mutex::new(State {
+                files,
+                dir: state.dir.clone(),
+                durable_dir: state.dir.clone(),
+                next_inode: state.next_inode,
+                faults: Vec::new(),
+            })),
+        }
+    }
+
+    /// Paths of every file, sorted.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.state.lock().dir.keys().cloned().collect()
+    }
+
+    /// The current contents of `path`, if it exists.
+    pub fn read(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.state.lock();
+        let inode = state.dir.get(path)?;
+        state.files.get(inode).map(|f| f.data.clone())
+    }
+
+    /// Replaces (or creates) `path` with `bytes`, durably.
+    pub fn write(&self, path: &Path, bytes: &[u8]) {
+        let mut state = self.state.lock();
+        let inode = match state.dir.get(path) {
+            Some(i) => *i,
+            None => {
+                state.next_inode += 1;
+                let i = state.next_inode;
+                state.dir.insert(path.to_path_buf(), i);
+                i
+            }
+        };
+        state.durable_dir.insert(path.to_path_buf(), inode);
+        state.files.insert(
+            inode,
+            SimFile {
+                data: bytes.to_vec(),
+                durable: bytes.to_vec(),
+            },
+        );
+    }
+
+    /// Removes `path` durably (no-op when absent).
+    pub fn delete(&self, path: &Path) {
+        let mut state = self.state.lock();
+        state.dir.remove(path);
+        state.durable_dir.remove(path);
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} does not exist", path.display()),
+    )
+}
+
+impl Backend for SimBackend {
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.state.lock();
+        Ok(state
+            .dir
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn BackendFile>> {
+        let mut state = self.state.lock();
+        let inode = match (mode, state.dir.get(path).copied()) {
+            (OpenMode::Existing, Some(i)) => i,
+            (OpenMode::Existing, None) => return Err(not_found(path)),
+            (OpenMode::CreateNew, Some(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", path.display()),
+                ))
+            }
+            (OpenMode::CreateNew, None) => {
+                state.check(Fault::Create)?;
+                state.next_inode += 1;
+                let i = state.next_inode;
+                state.files.insert(i, SimFile::default());
+                state.dir.insert(path.to_path_buf(), i);
+                i
+            }
+        };
+        Ok(Arc::new(SimHandle {
+            state: self.state.clone(),
+            inode,
+        }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.check(Fault::Remove)?;
+        state
+            .dir
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.check(Fault::Rename)?;
+        let inode = state.dir.remove(from).ok_or_else(|| not_found(from))?;
+        state.dir.insert(to.to_path_buf(), inode);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.check(Fault::SyncDir)?;
+        let in_dir = |p: &PathBuf| p.parent() == Some(dir);
+        state.durable_dir.retain(|p, _| !in_dir(p));
+        let entries: Vec<(PathBuf, u64)> = state
+            .dir
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
+        state.durable_dir.extend(entries);
+        Ok(())
+    }
+
+    fn lock_dir(&self, _dir: &Path) -> io::Result<DirLock> {
+        Ok(DirLock::new(None))
+    }
+}
+
+impl SimHandle {
+    fn with<T>(&self, f: impl FnOnce(&mut SimFile) -> io::Result<T>) -> io::Result<T> {
+        let mut state = self.state.lock();
+        match state.files.get_mut(&self.inode) {
+            Some(file) => f(file),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "file vanished")),
+        }
+    }
+}
+
+impl BackendFile for SimHandle {
+    fn len(&self) -> io::Result<u64> {
+        self.with(|f| Ok(f.data.len() as u64))
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.with(|f| {
+            let start = usize::try_from(offset).map_err(io::Error::other)?;
+            let src = start
+                .checked_add(buf.len())
+                .and_then(|end| f.data.get(start..end))
+                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+            buf.copy_from_slice(src);
+            Ok(())
+        })
+    }
+
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.state.lock().check(Fault::Write)?;
+        self.with(|f| {
+            let start = usize::try_from(offset).map_err(io::Error::other)?;
+            let end = start
+                .checked_add(data.len())
+                .ok_or_else(|| io::Error::other("offset overflow"))?;
+            if f.data.len() < end {
+                f.data.resize(end, 0);
+            }
+            if let Some(dst) = f.data.get_mut(start..end) {
+                dst.copy_from_slice(data);
+            }
+            Ok(())
+        })
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.state.lock().check(Fault::SyncData)?;
+        self.with(|f| {
+            f.durable.clone_from(&f.data);
+            Ok(())
+        })
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with(|f| {
+            let len = usize::try_from(len).map_err(io::Error::other)?;
+            f.data.resize(len, 0);
+            Ok(())
+        })
+    }
+}

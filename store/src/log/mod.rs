@@ -1,0 +1,591 @@
+//! [`LogStore`]: the durable store, Bitcask-like: append-only segments, an in-memory index of
+//! where each key's newest record lives, group commit, background compaction.
+//!
+//! See [`format`] for the bytes on disk, [`recovery`] for opening, [`writer`] for group commit,
+//! [`compaction`] for reclaiming space and [`hint`] for the index snapshot.
+//!
+//! # Durability
+//!
+//! | setting        | a commit returns after            | survives a process crash | survives power loss / kernel crash |
+//! |----------------|-----------------------------------|--------------------------|------------------------------------|
+//! | `Sync`         | write + fdatasync of its group    | every returned commit    | every returned commit              |
+//! | `Interval(ms)` | write (fdatasync at most `ms` later) | every returned commit | all but the commits of the last `ms` milliseconds |
+//! | `Buffered`     | write (fdatasync on rotation, `flush`, close) | every returned commit | all but the commits since the last fdatasync |
+//!
+//! In every mode a batch is atomic: after any crash it is entirely there or entirely absent,
+//! and batches are never reordered (what survives is a prefix of the commit order). After
+//! power loss in `Interval` or `Buffered` mode a file system may also lose unsynced pages out of
+//! order, leaving garbage before valid data in the newest segment: open then reports
+//! corruption and `RecoveryMode::Salvage` keeps the valid prefix.
+
+mod compaction;
+pub(crate) mod format;
+mod hint;
+mod index;
+mod recovery;
+mod segment;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::{Mutex, RwLock};
+use tracing::{error, warn};
+
+use crate::backend::{Backend, BackendFile, FsBackend};
+use crate::batch::Batch;
+use crate::error::{CorruptionKind, StoreError};
+use crate::log::format::decode_record;
+use crate::log::index::Index;
+use crate::log::segment::{sync_dir, HINT_NAME, HINT_TMP_NAME};
+use crate::log::writer::{Request, Writer};
+use crate::range::KeyRange;
+use crate::store::{CommitHandle, CommitInfo, KeyValue, Store};
+
+pub use compaction::CompactionReport;
+pub use recovery::RecoveryReport;
+
+/// When a commit is acknowledged relative to fdatasync; see the module docs' table for exactly
+/// what each setting survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after the group's fdatasync: nothing acknowledged is ever lost.
+    Sync,
+    /// Acknowledge after the write; fdatasync at most this many milliseconds later
+    /// (at least 1). A power loss loses at most that window.
+    Interval(u64),
+    /// Acknowledge after the write; fdatasync only on segment rotation, `flush` and close.
+    Buffered,
+}
+
+/// What opening does with corruption in the middle of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open: [`StoreError::Corrupt`] names the file and offset.
+    #[default]
+    Strict,
+    /// Keep everything before the first corrupt batch. The corrupt segment's rest is copied to
+    /// `<segment>.log.corrupt-<offset>` and cut off; later log segments are renamed to
+    /// `<segment>.log.corrupt` (the state stays a prefix of the commit order). Nothing is
+    /// deleted; the report lists what was moved aside.
+    Salvage,
+}
+
+/// Options of a [`LogStore`]. `LogOptions::default()` is the production default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogOptions {
+    /// When commits are acknowledged (default `Sync`).
+    pub durability: Durability,
+    /// A segment is sealed once it reaches this size, in bytes
+    /// (default 64 MiB; 4 KiB to 1 GiB).
+    pub segment_bytes: u64,
+    /// The writer coalesces queued batches up to this many bytes into one write
+    /// (default 4 MiB; 4 KiB to 64 MiB).
+    pub max_group_bytes: usize,
+    /// What opening does with mid-log corruption (default `Strict`).
+    pub recovery: RecoveryMode,
+    /// Read the hint file on open (default true).
+    pub use_hint: bool,
+    /// Write the hint file on close (default true).
+    pub write_hint_on_close: bool,
+    /// Compact in a background thread when garbage warrants it (default true).
+    pub background_compaction: bool,
+    /// Compact when sealed garbage reaches this fraction of sealed bytes
+    /// (default 0.5; 0.05 to 0.95).
+    pub compaction_min_garbage_ratio: f64,
+    /// ... and at least this many bytes (default 64 MiB).
+    pub compaction_min_garbage_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            durability: Durability::Sync,
+            segment_bytes: 64 << 20,
+            max_group_bytes: 4 << 20,
+            recovery: RecoveryMode::Strict,
+            use_hint: true,
+            write_hint_on_close: true,
+            background_compaction: true,
+            compaction_min_garbage_ratio: 0.5,
+            compaction_min_garbage_bytes: 64 << 20,
+        }
+    }
+}
+
+impl LogOptions {
+    fn validate(&self) -> Result<(), StoreError> {
+        let bad = |field, reason: &str| {
+            Err(StoreError::InvalidOptions {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if !(4096..=1 << 30).contains(&self.segment_bytes) {
+            return bad("segment_bytes", "must be between 4096 and 1073741824 bytes");
+        }
+        if !(4096..=64 << 20).contains(&self.max_group_bytes) {
+            return bad("max_group_bytes", "must be between 4096 and 67108864 bytes");
+        }
+        if !(0.05..=0.95).contains(&self.compaction_min_garbage_ratio) {
+            return bad(
+                "compaction_min_garbage_ratio",
+                "must be between 0.05 and 0.95",
+            );
+        }
+        if let Durability::Interval(0) = self.durability {
+            return bad("durability", "Interval needs at least 1 millisecond");
+        }
+        Ok(())
+    }
+}
+
+/// State shared by the store handle, the writer and the compactor.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub backend: Arc<dyn Backend>,
+    pub options: LogOptions,
+    pub index: RwLock<Index>,
+    poison: Mutex<Option<String>>,
+    poisoned: AtomicBool,
+    pub next_file_id: AtomicU32,
+    pub compaction: Mutex<()>,
+    compact_tx: Sender<()>,
+    compaction_failed: AtomicBool,
+    pub compactions: AtomicU64,
+    _lock: crate::backend::DirLock,
+}
+
+impl Shared {
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        if self.poisoned.load(Ordering::Acquire) {
+            self.poison.lock().clone()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn poison(&self, cause: &StoreError) {
+        let mut p = self.poison.lock();
+        if p.is_none() {
+            *p = Some(cause.to_string());
+        }
+        // Release: pairs with the Acquire load in `poisoned`.
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn poison_error(&self, cause: String) -> StoreError {
+        StoreError::Poisoned {
+            dir: self.dir.clone(),
+            cause,
+        }
+    }
+
+    fn needs_compaction(&self) -> bool {
+        let (garbage, total) = self.index.read().sealed_garbage();
+        garbage > 0
+            && garbage >= self.options.compaction_min_garbage_bytes
+            && garbage as f64 >= self.options.compaction_min_garbage_ratio * total as f64
+    }
+
+    pub(crate) fn maybe_trigger_compaction(&self) {
+        if self.options.background_compaction
+            && !self.compaction_failed.load(Ordering::Relaxed)
+            && self.needs_compaction()
+        {
+            match self.compact_tx.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
+            }
+        }
+    }
+
+    fn file(&self, id: u32) -> Option<(Arc<dyn BackendFile>, PathBuf)> {
+        self.index
+            .read()
+            .files
+            .get(&id)
+            .map(|f| (f.handle.clone(), f.path.clone()))
+    }
+
+    fn write_hint(&self) -> Result<(), StoreError> {
+        let bytes = hint::encode(&self.index.read());
+        let tmp = self.dir.join(HINT_TMP_NAME);
+        let path = self.dir.join(HINT_NAME);
+        let _ = self.backend.remove_file(&tmp);
+        let file = self
+            .backend
+            .open_file(&tmp, crate::backend::OpenMode::CreateNew)
+            .map_err(|e| StoreError::io("create hint", &tmp, e))?;
+        file.write_all_at(&bytes, 0)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| StoreError::io("write hint", &tmp, e))?;
+        self.backend
+            .rename(&tmp, &path)
+            .map_err(|e| StoreError::io("rename hint", &tmp, e))?;
+        sync_dir(self.backend.as_ref(), &self.dir)
+    }
+}
+
+struct Threads {
+    tx: Option<Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    compactor: Option<JoinHandle<()>>,
+}
+
+/// The durable store. Cheap to share behind `Arc<dyn Store>`; closing happens on
+/// [`close`](LogStore::close) or drop.
+pub struct LogStore {
+    shared: Arc<Shared>,
+    tx: RwLock<Option<Sender<Request>>>,
+    threads: Mutex<Threads>,
+    stopping: Arc<AtomicBool>,
+    report: RecoveryReport,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("dir", &self.shared.dir)
+            .field("durability", &self.shared.options.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) the store in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<LogStore, StoreError> {
+        LogStore::open_with(Arc::new(FsBackend), dir, options)
+    }
+
+    /// Opens (or creates) the store in `dir` on `backend`.
+    pub fn open_with(
+        backend: Arc<dyn Backend>,
+        dir: impl AsRef<Path>,
+        options: LogOptions,
+    ) -> Result<LogStore, StoreError> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        backend
+            .create_dir_all(&dir)
+            .map_err(|e| StoreError::io("create directory", &dir, e))?;
+        let lock = backend.lock_dir(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                StoreError::Locked { dir: dir.clone() }
+            } else {
+                StoreError::io("lock directory", &dir, e)
+            }
+        })?;
+        let recovered = recovery::recover(&backend, &dir, &options)?;
+        let (compact_tx, compact_rx) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared {
+            dir,
+            backend,
+            options,
+            index: RwLock::new(recovered.index),
+            poison: Mutex::new(None),
+            poisoned: AtomicBool::new(false),
+            next_file_id: AtomicU32::new(recovered.next_file_id),
+            compaction: Mutex::new(()),
+            compact_tx,
+            compaction_failed: AtomicBool::new(false),
+            compactions: AtomicU64::new(0),
+            _lock: lock,
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            active: recovered.active,
+            active_id: recovered.active_id,
+            active_len: recovered.active_len,
+            buf: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("ferrojob-store-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::io("spawn writer thread", &shared.dir, e))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let compactor = {
+            let shared = shared.clone();
+            let stopping = stopping.clone();
+            let dir = shared.dir.clone();
+            std::thread::Builder::new()
+                .name("ferrojob-store-compactor".into())
+                .spawn(move || compactor(shared, compact_rx, stopping))
+                .map_err(|e| StoreError::io("spawn compactor thread", dir, e))?
+        };
+        let store = LogStore {
+            shared,
+            tx: RwLock::new(Some(tx.clone())),
+            threads: Mutex::new(Threads {
+                tx: Some(tx),
+                writer: Some(writer),
+                compactor: Some(compactor),
+            }),
+            stopping,
+            report: recovered.report,
+        };
+        store.shared.maybe_trigger_compaction();
+        Ok(store)
+    }
+
+    /// What opening found and did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Runs one compaction round now, on the calling thread (rounds never overlap).
+    pub fn compact(&self) -> Result<CompactionReport, StoreError> {
+        compaction::compact(&self.shared)
+    }
+
+    /// True when sealed garbage has reached the compaction thresholds.
+    pub fn needs_compaction(&self) -> bool {
+        self.shared.needs_compaction()
+    }
+
+    /// Completed compaction rounds since open.
+    pub fn compactions(&self) -> u64 {
+        self.shared.compactions.load(Ordering::Relaxed)
+    }
+
+    /// Bytes in all segments (header included), the store's disk use bar the hint.
+    pub fn disk_bytes(&self) -> u64 {
+        self.shared.index.read().files.values().map(|f| f.len).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.shared.index.read().files.len()
+    }
+
+    /// Writes the hint file now (after a flush), so the next open replays less.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.shared.write_hint()
+    }
+
+    /// Flushes, stops the writer and compactor, and writes the hint file. Later commits fail
+    /// with [`StoreError::Closed`]; reads keep working. Idempotent.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut threads = self.threads.lock();
+        let Some(tx) = threads.tx.take() else {
+            return Ok(());
+        };
+        *self.tx.write() = None;
+        let (handle, done) = CommitHandle::pending();
+        let flushed = match tx.send(Request::Shutdown { done }) {
+            Ok(()) => handle.wait().map(|_| ()),
+            Err(_) => Err(StoreError::Closed {
+                dir: self.shared.dir.clone(),
+            }),
+        };
+        drop(tx);
+        if let Some(w) = threads.writer.take() {
+            let _ = w.join();
+        }
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.shared.compact_tx.try_send(());
+        if let Some(c) = threads.compactor.take() {
+            let _ = c.join();
+        }
+        flushed?;
+        if self.shared.options.write_hint_on_close && self.shared.poisoned().is_none() {
+            self.shared.write_hint()?;
+        }
+        Ok(())
+    }
+
+    fn closed(&self) -> StoreError {
+        StoreError::Closed {
+            dir: self.shared.dir.clone(),
+        }
+    }
+
+    fn send(&self, make: impl FnOnce(crate::store::Completer) -> Request) -> CommitHandle {
+        let (handle, done) = CommitHandle::pending();
+        let tx = self.tx.read();
+        match tx.as_ref() {
+            Some(tx) => {
+                // A send error drops the request, whose completer then resolves `Closed`.
+                let _ = tx.send(make(done));
+                handle
+            }
+            None => {
+                drop(done);
+                CommitHandle::ready(Err(self.closed()))
+            }
+        }
+    }
+
+    /// Reads the record at `loc` and checks it is a put of `table`/`key`.
+    fn read_value(
+        &self,
+        table: &str,
+        key: &[u8],
+        loc: index::Loc,
+        file: &(Arc<dyn BackendFile>, PathBuf),
+    ) -> Result<Vec<u8>, StoreError> {
+        let (handle, path) = file;
+        let mut buf = vec![0u8; loc.len as usize];
+        handle
+            .read_exact_at(&mut buf, u64::from(loc.offset))
+            .map_err(|e| StoreError::io("read", path, e))?;
+        let bad = || StoreError::Corrupt {
+            path: path.clone(),
+            offset: u64::from(loc.offset),
+            kind: CorruptionKind::BadReadBack,
+        };
+        let value_at = {
+            let rec = decode_record(&buf, 0).map_err(|_| bad())?;
+            if !rec.is_put || rec.table != table || rec.key != key || rec.len != buf.len() {
+                return Err(bad());
+            }
+            buf.len() - rec.value.len()
+        };
+        buf.drain(..value_at);
+        Ok(buf)
+    }
+}
+
+fn compactor(shared: Arc<Shared>, rx: Receiver<()>, stopping: Arc<AtomicBool>) {
+    while rx.recv().is_ok() {
+        if stopping.load(Ordering::Acquire) {
+            return;
+        }
+        if !shared.needs_compaction() {
+            continue;
+        }
+        if let Err(e) = compaction::compact(&shared) {
+            // Do not retry on every commit: a corrupt input or a failing disk needs an operator.
+            error!(error = %e, "background compaction failed; disabled until the store is reopened");
+            shared.compaction_failed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            warn!(dir = %self.shared.dir.display(), error = %e, "closing the store failed");
+        }
+    }
+}
+
+impl Store for LogStore {
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let found = {
+            let index = self.shared.index.read();
+            index.get(table, key).and_then(|loc| {
+                let f = index.files.get(&loc.file)?;
+                Some((loc, (f.handle.clone(), f.path.clone())))
+            })
+        };
+        match found {
+            Some((loc, file)) => self.read_value(table, key, loc, &file).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn range(
+        &self,
+        table: &str,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        if range.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let hits: Vec<(Vec<u8>, index::Loc)> = {
+            let index = self.shared.index.read();
+            match index.tables.get(table) {
+                Some(t) => t
+                    .range::<[u8], _>(range.as_bounds())
+                    .take(limit)
+                    .map(|(k, loc)| (k.to_vec(), *loc))
+                    .collect(),
+                None => return Ok(Vec::new()),
+            }
+        };
+        let mut files: std::collections::HashMap<u32, (Arc<dyn BackendFile>, PathBuf)> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(hits.len());
+        for (key, loc) in hits {
+            if let std::collections::hash_map::Entry::Vacant(e) = files.entry(loc.file) {
+                match self.shared.file(loc.file) {
+                    Some(f) => {
+                        e.insert(f);
+                    }
+                    // Compacted away between the two lock scopes: read the key afresh.
+                    None => {
+                        if let Some(v) = self.get(table, &key)? {
+                            out.push((key, v));
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(file) = files.get(&loc.file) else {
+                continue;
+            };
+            let value = self.read_value(table, &key, loc, file)?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    fn submit(&self, batch: Batch) -> CommitHandle {
+        if let Err(e) = batch.validate() {
+            return CommitHandle::ready(Err(e));
+        }
+        if let Some(cause) = self.shared.poisoned() {
+            return CommitHandle::ready(Err(self.shared.poison_error(cause)));
+        }
+        if batch.is_empty() {
+            if self.tx.read().is_none() {
+                return CommitHandle::ready(Err(self.closed()));
+            }
+            let last_seq = self.shared.index.read().last_seq;
+            return CommitHandle::ready(Ok(CommitInfo { last_seq }));
+        }
+        let ops = batch.into_ops();
+        self.send(|done| Request::Commit { ops, done })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.send(|done| Request::Flush { done }).wait().map(|_| ())
+    }
+
+    fn count(&self, table: &str) -> usize {
+        self.shared
+            .index
+            .read()
+            .tables
+            .get(table)
+            .map_or(0, std::collections::BTreeMap::len)
+    }
+
+    fn tables(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .shared
+            .index
+            .read()
+            .tables
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
