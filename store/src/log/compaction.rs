@@ -64,6 +64,10 @@ struct Moved {
     offset: u32,
 }
 
+/// A record waiting in `Output::pending`: its byte range there, its table and key, and where
+/// the index pointed when it was copied.
+type PendingRecord = (std::ops::Range<usize>, Box<str>, Box<[u8]>, Loc);
+
 struct OutFile {
     id: u32,
     handle: Arc<dyn BackendFile>,
@@ -76,7 +80,7 @@ struct Output<'a> {
     shared: &'a Shared,
     files: Vec<OutFile>,
     pending: Vec<u8>,
-    pending_recs: Vec<(std::ops::Range<usize>, Box<str>, Box<[u8]>, Loc)>,
+    pending_recs: Vec<PendingRecord>,
     moved: Vec<Moved>,
     buf: Vec<u8>,
 }

@@ -42,12 +42,15 @@ pub(crate) struct HintFile {
     pub max_seq: u64,
 }
 
+/// One table's index.
+pub(crate) type TableIndex = BTreeMap<Box<[u8]>, Loc>;
+
 /// A decoded hint file.
 #[derive(Debug)]
 pub(crate) struct Hint {
     pub last_seq: u64,
     pub files: Vec<HintFile>,
-    pub tables: Vec<(Box<str>, BTreeMap<Box<[u8]>, Loc>)>,
+    pub tables: Vec<(Box<str>, TableIndex)>,
 }
 
 /// Serializes the index (whose files all hold `len` durable bytes).

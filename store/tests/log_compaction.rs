@@ -1,0 +1,241 @@
+//! Compaction and hint-file tests of the log store.
+
+mod common;
+
+use std::path::Path;
+
+use common::{copy, dump, hint_path, open, opts, segments, DIR};
+use ferrojob_store::backend::{Fault, SimBackend};
+use ferrojob_store::{Batch, LogOptions, Store};
+
+/// Overwrites `keys` keys `rounds` times and deletes every third key at the end.
+fn churn(s: &dyn Store, keys: u32, rounds: u32) {
+    for r in 0..rounds {
+        for k in 0..keys {
+            s.put("t", &k.to_be_bytes(), &[r as u8; 40]).unwrap();
+        }
+    }
+    for k in (0..keys).step_by(3) {
+        s.delete("t", &k.to_be_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn compaction_keeps_the_state_and_frees_space() {
+    let b = SimBackend::new();
+    let s = open(&b, opts()).unwrap();
+    churn(&s, 20, 30);
+    let expected = dump(&s);
+    let before = s.disk_bytes();
+    let report = s.compact().unwrap();
+    assert!(report.inputs > 1, "{report:?}");
+    assert_eq!(dump(&s), expected);
+    assert!(
+        s.disk_bytes() < before / 4,
+        "{} -> {}",
+        before,
+        s.disk_bytes()
+    );
+    // More writes after compaction, then a power loss and a reopen.
+    s.put("t", b"new", b"v").unwrap();
+    let mut expected = expected;
+    expected.insert(("t".into(), b"new".to_vec()), b"v".to_vec());
+    assert_eq!(dump(&open(&b.crash(), opts()).unwrap()), expected);
+    drop(s);
+    assert_eq!(dump(&open(&b, opts()).unwrap()), expected);
+}
+
+#[test]
+fn deleted_keys_stay_deleted_after_compaction_and_reopen() {
+    let b = SimBackend::new();
+    let s = open(&b, opts()).unwrap();
+    for k in 0..50u32 {
+        s.put("t", &k.to_be_bytes(), &[1; 60]).unwrap();
+    }
+    s.compact().unwrap();
+    // Delete some after the first round: tombstones in a log segment, puts in a compacted one.
+    for k in 0..25u32 {
+        s.delete("t", &k.to_be_bytes()).unwrap();
+    }
+    for k in 50..120u32 {
+        s.put("u", &k.to_be_bytes(), &[2; 60]).unwrap();
+    }
+    let expected = dump(&s);
+    drop(s);
+    assert_eq!(dump(&open(&b, opts()).unwrap()), expected);
+    let s = open(&b, opts()).unwrap();
+    s.compact().unwrap();
+    s.compact().unwrap();
+    assert_eq!(dump(&s), expected);
+    drop(s);
+    assert_eq!(dump(&open(&b, opts()).unwrap()), expected);
+}
+
+#[test]
+fn a_crash_at_any_step_of_compaction_loses_nothing() {
+    for (fault, after) in [
+        (Fault::Create, 0),
+        (Fault::Write, 0),
+        (Fault::SyncData, 0),
+        (Fault::Rename, 0),
+        (Fault::SyncDir, 0),
+        (Fault::SyncDir, 1),
+        (Fault::Remove, 0),
+        (Fault::Remove, 1),
+        (Fault::Remove, 2),
+    ] {
+        let b = SimBackend::new();
+        let s = open(&b, opts()).unwrap();
+        churn(&s, 30, 10);
+        let expected = dump(&s);
+        b.fail(fault, after);
+        let _ = s.compact();
+        // Whatever the round did, the live store still answers correctly...
+        assert_eq!(dump(&s), expected, "{fault:?}/{after} live");
+        // ...and so does every crash image.
+        for img in [b.crash(), copy(&b)] {
+            let s2 = open(&img, opts()).unwrap();
+            assert_eq!(dump(&s2), expected, "{fault:?}/{after} after crash");
+        }
+        drop(s);
+    }
+}
+
+#[test]
+fn disk_use_stays_bounded_under_steady_updates() {
+    let b = SimBackend::new();
+    let o = LogOptions {
+        compaction_min_garbage_bytes: 8192,
+        ..opts()
+    };
+    let s = open(&b, o.clone()).unwrap();
+    let live_keys = 50u32;
+    let value = [7u8; 50];
+    let mut max_disk = 0u64;
+    for round in 0..60u32 {
+        for k in 0..live_keys {
+            s.commit(Batch::new().put("t", k.to_be_bytes(), value.to_vec()))
+                .unwrap();
+            if s.needs_compaction() {
+                s.compact().unwrap();
+            }
+            max_disk = max_disk.max(s.disk_bytes());
+        }
+        assert_eq!(s.count("t"), live_keys as usize, "round {round}");
+    }
+    // live bytes: 50 records of 20 + 1 + 4 + 50 bytes.
+    let live = u64::from(live_keys) * (20 + 1 + 4 + 50);
+    let bound = 3 * live + 2 * o.segment_bytes + o.max_group_bytes as u64 + 8192;
+    assert!(max_disk <= bound, "max disk {max_disk} > bound {bound}");
+    assert!(s.compactions() > 5);
+    // Without compaction the log would hold every update.
+    assert!(max_disk * 5 < 60 * live);
+}
+
+#[test]
+fn background_compaction_runs_by_itself() {
+    let b = SimBackend::new();
+    let o = LogOptions {
+        background_compaction: true,
+        compaction_min_garbage_bytes: 4096,
+        ..opts()
+    };
+    let s = open(&b, o).unwrap();
+    churn(&s, 20, 40);
+    let expected = dump(&s);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut expected = expected;
+    while s.compactions() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background compaction"
+        );
+        // Each commit re-checks the trigger.
+        s.put("t", b"poke", b"").unwrap();
+        expected.insert(("t".into(), b"poke".to_vec()), Vec::new());
+        std::thread::yield_now();
+    }
+    assert_eq!(dump(&s), expected);
+    drop(s);
+    assert_eq!(dump(&open(&b, opts()).unwrap()), expected);
+}
+
+#[test]
+fn hint_is_used_and_agrees_with_a_full_replay() {
+    let b = SimBackend::new();
+    let with_hint = LogOptions {
+        write_hint_on_close: true,
+        ..opts()
+    };
+    let s = open(&b, with_hint.clone()).unwrap();
+    churn(&s, 40, 5);
+    s.compact().unwrap();
+    churn(&s, 10, 2);
+    let expected = dump(&s);
+    s.close().unwrap();
+    drop(s);
+    assert!(b.read(&hint_path()).is_some());
+    let s = open(&b, with_hint.clone()).unwrap();
+    assert!(s.recovery_report().used_hint);
+    assert_eq!(s.recovery_report().batches_replayed, 0);
+    assert_eq!(dump(&s), expected);
+    // Writes after the hint are replayed from the segment tails.
+    s.put("t", b"after-hint", b"1").unwrap();
+    s.delete("t", &1u32.to_be_bytes()).unwrap();
+    let expected = dump(&s);
+    let img = b.crash(); // no clean close: the old hint stays
+    let s2 = open(&img, with_hint.clone()).unwrap();
+    assert!(s2.recovery_report().used_hint);
+    assert_eq!(dump(&s2), expected);
+    let s3 = open(
+        &copy(&img),
+        LogOptions {
+            use_hint: false,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(dump(&s3), expected);
+}
+
+#[test]
+fn a_bad_hint_is_ignored() {
+    let b = SimBackend::new();
+    let with_hint = LogOptions {
+        write_hint_on_close: true,
+        ..opts()
+    };
+    let s = open(&b, with_hint.clone()).unwrap();
+    churn(&s, 30, 4);
+    let expected = dump(&s);
+    s.close().unwrap();
+    drop(s);
+    let hint = b.read(&hint_path()).unwrap();
+    // Every single-bit flip of the hint: never wrong data.
+    for byte in (0..hint.len()).step_by(7) {
+        let img = copy(&b);
+        let mut h = hint.clone();
+        h[byte] ^= 0x04;
+        img.write(&hint_path(), &h);
+        let s = open(&img, with_hint.clone()).unwrap();
+        assert!(!s.recovery_report().used_hint, "flip at {byte}");
+        assert_eq!(dump(&s), expected, "flip at {byte}");
+    }
+    // A hint that names a segment that is gone.
+    let img = copy(&b);
+    let first = segments(&img).remove(0);
+    let bytes = img.read(&first).unwrap();
+    img.delete(&first);
+    img.write(&Path::new(DIR).join("000000f0.log"), &bytes[..0]);
+    let s = open(&img, with_hint.clone());
+    if let Ok(s) = s {
+        assert!(!s.recovery_report().used_hint);
+    }
+    // A hint whose segment was cut shorter than it covers.
+    let img = copy(&b);
+    let last = segments(&img).pop().unwrap();
+    let bytes = img.read(&last).unwrap();
+    img.write(&last, &bytes[..bytes.len() - 1]);
+    let s = open(&img, with_hint).unwrap();
+    assert!(!s.recovery_report().used_hint);
+}
