@@ -58,7 +58,10 @@ impl Side {
             match event {
                 Event::Closed(_) => self.closed = true,
                 Event::Response { request, .. } => {
-                    assert!(self.responded.insert(request), "two responses for {request}");
+                    assert!(
+                        self.responded.insert(request),
+                        "two responses for {request}"
+                    );
                 }
                 Event::Message {
                     correlation: Some(c),
@@ -162,7 +165,11 @@ pub fn run(data: &[u8]) {
                 server.conn.handle_timeout(now);
             }
             Op::Send { from_client, which } => {
-                let side = if from_client { &mut client } else { &mut server };
+                let side = if from_client {
+                    &mut client
+                } else {
+                    &mut server
+                };
                 if let Some(m) = pick(which) {
                     let _ = side.conn.send(now, m);
                 }
@@ -172,7 +179,11 @@ pub fn run(data: &[u8]) {
                 which,
                 timeout_ms,
             } => {
-                let side = if from_client { &mut client } else { &mut server };
+                let side = if from_client {
+                    &mut client
+                } else {
+                    &mut server
+                };
                 if let Some(m) = pick(which) {
                     let _ = side
                         .conn
@@ -180,7 +191,11 @@ pub fn run(data: &[u8]) {
                 }
             }
             Op::Respond { client_side, which } => {
-                let side = if client_side { &mut client } else { &mut server };
+                let side = if client_side {
+                    &mut client
+                } else {
+                    &mut server
+                };
                 if !side.to_answer.is_empty() {
                     let c = side.to_answer.remove(0);
                     let reply: Message = match pick(which) {

@@ -31,9 +31,8 @@ impl AppSecret {
     fn mac(&self) -> HmacSha256 {
         // HMAC accepts keys of any length, so this never fails; fall back to an empty key
         // rather than panic if a future hmac version says otherwise.
-        HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| {
-            <HmacSha256 as Mac>::new(&Default::default())
-        })
+        HmacSha256::new_from_slice(&self.0)
+            .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()))
     }
 }
 
@@ -147,10 +146,23 @@ mod tests {
     fn proof_verifies_only_with_the_same_inputs() {
         let s = AppSecret::new("s3cret");
         let p = client_proof(&s, &[1; 32], &[2; 32], "app", "w:1");
-        assert!(verify_client_proof(&s, &[1; 32], &[2; 32], "app", "w:1", &p));
-        assert!(!verify_client_proof(&AppSecret::new("other"), &[1; 32], &[2; 32], "app", "w:1", &p));
-        assert!(!verify_client_proof(&s, &[9; 32], &[2; 32], "app", "w:1", &p));
-        assert!(!verify_client_proof(&s, &[1; 32], &[2; 32], "ap", "pw:1", &p));
+        assert!(verify_client_proof(
+            &s, &[1; 32], &[2; 32], "app", "w:1", &p
+        ));
+        assert!(!verify_client_proof(
+            &AppSecret::new("other"),
+            &[1; 32],
+            &[2; 32],
+            "app",
+            "w:1",
+            &p
+        ));
+        assert!(!verify_client_proof(
+            &s, &[9; 32], &[2; 32], "app", "w:1", &p
+        ));
+        assert!(!verify_client_proof(
+            &s, &[1; 32], &[2; 32], "ap", "pw:1", &p
+        ));
         let sp = server_proof(&s, &[2; 32], &[1; 32]);
         assert!(verify_server_proof(&s, &[2; 32], &[1; 32], &sp));
         assert!(!verify_server_proof(&s, &[1; 32], &[2; 32], &sp));

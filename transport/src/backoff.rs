@@ -58,7 +58,11 @@ impl Backoff {
             .unwrap_or(self.config.max)
             .min(self.config.max);
         let jitter = self.config.jitter.clamp(0.0, 1.0);
-        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         raw.mul_f64(1.0 - jitter * unit)
     }
 

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{self, AppSecret, AppSecrets};
 use crate::error::{ConnectionError, FrameError, RequestError, SendError};
-use crate::frame::{encode_frame, Decoder, Flags, Frame, DEFAULT_MAX_PAYLOAD_LEN, PROTOCOL_VERSION};
+use crate::frame::{
+    encode_frame, Decoder, Flags, Frame, DEFAULT_MAX_PAYLOAD_LEN, PROTOCOL_VERSION,
+};
 use crate::message::{
     Close, ErrorCode, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge, Message,
     MessageKind, Ping, Pong, NONCE_LEN,
@@ -386,7 +388,11 @@ impl Connection {
                 let timeout = self.config.write_stall_timeout;
                 let queued = self.queued_bytes();
                 // The close frame could not be written either; don't queue one.
-                self.terminate(now, ConnectionError::PeerNotReading { timeout, queued }, false);
+                self.terminate(
+                    now,
+                    ConnectionError::PeerNotReading { timeout, queued },
+                    false,
+                );
                 return;
             }
         }
@@ -852,7 +858,13 @@ impl Connection {
         }
     }
 
-    fn handle_established(&mut self, now: Instant, flags: Flags, correlation: u64, message: Message) {
+    fn handle_established(
+        &mut self,
+        now: Instant,
+        flags: Flags,
+        correlation: u64,
+        message: Message,
+    ) {
         let kind = message.kind();
         match message {
             Message::Ping(p) => {

@@ -12,7 +12,10 @@
 //! The transport knows nothing of the store or of scheduling: it moves [`message::Message`]s.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -28,7 +31,9 @@ pub mod net;
 pub use auth::{AppSecret, AppSecrets};
 pub use backoff::{Backoff, BackoffConfig};
 pub use connection::{ClientIdentity, Connection, ConnectionConfig, Event, PeerInfo};
-pub use error::{ConnectionError, EncodeError, FrameError, RequestError, SendError, TransportError};
+pub use error::{
+    ConnectionError, EncodeError, FrameError, RequestError, SendError, TransportError,
+};
 pub use frame::{Decoder, Flags, Frame, FrameHeader, DEFAULT_MAX_PAYLOAD_LEN, PROTOCOL_VERSION};
 pub use message::{Message, MessageKind};
 pub use metrics::{MetricsSnapshot, TransportMetrics};

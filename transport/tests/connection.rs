@@ -173,7 +173,10 @@ impl Pair {
 fn handshake_establishes_both_ends_with_peer_info() {
     let mut p = Pair::new("s3cret", "s3cret", config());
     assert!(!p.client.is_established());
-    assert_eq!(p.client.send(p.now, &Ack {}.into()), Err(SendError::NotEstablished));
+    assert_eq!(
+        p.client.send(p.now, &Ack {}.into()),
+        Err(SendError::NotEstablished)
+    );
     p.drive();
     assert_eq!(
         p.server_events,
@@ -186,7 +189,11 @@ fn handshake_establishes_both_ends_with_peer_info() {
     );
     assert!(matches!(
         p.client_events.as_slice(),
-        [Event::Established(PeerInfo::Server { heartbeat_interval_ms: 5000, idle_timeout_ms: 20000, .. })]
+        [Event::Established(PeerInfo::Server {
+            heartbeat_interval_ms: 5000,
+            idle_timeout_ms: 20000,
+            ..
+        })]
     ));
     assert_eq!(p.server_metrics.snapshot().connections_established, 1);
 }
@@ -195,7 +202,9 @@ fn handshake_establishes_both_ends_with_peer_info() {
 fn wrong_secret_is_refused_with_a_close_frame() {
     let mut p = Pair::new("guess", "s3cret", config());
     p.drive();
-    assert!(matches!(p.server_closed(), Some(ConnectionError::AuthFailed { reason }) if reason.contains("wrong secret")));
+    assert!(
+        matches!(p.server_closed(), Some(ConnectionError::AuthFailed { reason }) if reason.contains("wrong secret"))
+    );
     assert!(matches!(
         p.client_closed(),
         Some(ConnectionError::PeerClosed { code: ErrorCode::AuthFailed, message }) if message == "authentication failed"
@@ -209,7 +218,8 @@ fn wrong_secret_is_refused_with_a_close_frame() {
 fn unknown_app_is_refused_like_a_wrong_secret() {
     let now = Instant::now();
     let m = Arc::new(TransportMetrics::default());
-    let mut client = Connection::new_client(config(), identity("nope", "x"), [1; 32], now, m.clone());
+    let mut client =
+        Connection::new_client(config(), identity("nope", "x"), [1; 32], now, m.clone());
     let mut server = Connection::new_server(config(), secrets("billing", "x"), [2; 32], now, 0, m);
     for _ in 0..3 {
         let mut b = Vec::new();
@@ -221,28 +231,52 @@ fn unknown_app_is_refused_like_a_wrong_secret() {
         client.handle_transmitted(now);
         server.handle_input(now, &b);
     }
-    assert!(matches!(server.poll_event(), Some(Event::Closed(ConnectionError::AuthFailed { reason })) if reason.contains("unknown app")));
-    assert!(matches!(client.poll_event(), Some(Event::Closed(ConnectionError::PeerClosed { code: ErrorCode::AuthFailed, .. }))));
+    assert!(
+        matches!(server.poll_event(), Some(Event::Closed(ConnectionError::AuthFailed { reason })) if reason.contains("unknown app"))
+    );
+    assert!(matches!(
+        client.poll_event(),
+        Some(Event::Closed(ConnectionError::PeerClosed {
+            code: ErrorCode::AuthFailed,
+            ..
+        }))
+    ));
 }
 
 #[test]
 fn client_rejects_a_server_that_cannot_prove_the_secret() {
     let now = Instant::now();
     let m = Arc::new(TransportMetrics::default());
-    let mut client = Connection::new_client(config(), identity("billing", "s3cret"), [1; 32], now, m);
-    let challenge: Message = HandshakeChallenge { protocol_version: 1, nonce: [5; 32], server_time_ms: 0 }.into();
+    let mut client =
+        Connection::new_client(config(), identity("billing", "s3cret"), [1; 32], now, m);
+    let challenge: Message = HandshakeChallenge {
+        protocol_version: 1,
+        nonce: [5; 32],
+        server_time_ms: 0,
+    }
+    .into();
     client.handle_input(now, &encode_to_vec(&challenge, Flags::NONE, 0).unwrap());
     let mut hello = Vec::new();
     client.poll_transmit(now, &mut hello);
     let mut dec = Decoder::new(1 << 20);
     let frame = dec.decode(&mut &hello[..]).unwrap().unwrap();
     assert_eq!(frame.header.kind, MessageKind::Handshake);
-    let Message::Handshake(h) = frame.message().unwrap() else { panic!() };
+    let Message::Handshake(h) = frame.message().unwrap() else {
+        panic!()
+    };
     assert_eq!(h.app_name, "billing");
     assert!(!h.proof.iter().all(|&b| b == 0));
-    let accepted: Message = HandshakeAccepted { server_proof: [0; 32], heartbeat_interval_ms: 1, idle_timeout_ms: 1, server_time_ms: 0 }.into();
+    let accepted: Message = HandshakeAccepted {
+        server_proof: [0; 32],
+        heartbeat_interval_ms: 1,
+        idle_timeout_ms: 1,
+        server_time_ms: 0,
+    }
+    .into();
     client.handle_input(now, &encode_to_vec(&accepted, Flags::NONE, 0).unwrap());
-    assert!(matches!(client.poll_event(), Some(Event::Closed(ConnectionError::AuthFailed { reason })) if reason.contains("server proof")));
+    assert!(
+        matches!(client.poll_event(), Some(Event::Closed(ConnectionError::AuthFailed { reason })) if reason.contains("server proof"))
+    );
 }
 
 #[test]
@@ -250,8 +284,15 @@ fn the_secret_never_crosses_the_wire() {
     let secret = "a-very-recognisable-secret";
     let now = Instant::now();
     let m = Arc::new(TransportMetrics::default());
-    let mut client = Connection::new_client(config(), identity("billing", secret), [1; 32], now, m.clone());
-    let mut server = Connection::new_server(config(), secrets("billing", secret), [2; 32], now, 0, m);
+    let mut client = Connection::new_client(
+        config(),
+        identity("billing", secret),
+        [1; 32],
+        now,
+        m.clone(),
+    );
+    let mut server =
+        Connection::new_server(config(), secrets("billing", secret), [2; 32], now, 0, m);
     let mut wire = Vec::new();
     for _ in 0..3 {
         let mut b = Vec::new();
@@ -272,7 +313,11 @@ fn the_secret_never_crosses_the_wire() {
 #[test]
 fn requests_get_responses_and_error_replies() {
     let mut p = Pair::established();
-    let q: Message = QueryExecutorCluster { app_id: 7, job_id: 9 }.into();
+    let q: Message = QueryExecutorCluster {
+        app_id: 7,
+        job_id: 9,
+    }
+    .into();
     let id = p.client.request(p.now, &q, Duration::from_secs(3)).unwrap();
     let id2 = p.client.request(p.now, &q, Duration::from_secs(3)).unwrap();
     p.drive();
@@ -280,7 +325,10 @@ fn requests_get_responses_and_error_replies() {
         .server_events
         .drain(..)
         .map(|e| match e {
-            Event::Message { correlation: Some(c), message } => {
+            Event::Message {
+                correlation: Some(c),
+                message,
+            } => {
                 assert_eq!(message, q);
                 c
             }
@@ -288,19 +336,36 @@ fn requests_get_responses_and_error_replies() {
         })
         .collect();
     assert_eq!(corrs.len(), 2);
-    let reply = samples::all().into_iter().find(|m| m.kind() == MessageKind::ExecutorCluster).unwrap();
+    let reply = samples::all()
+        .into_iter()
+        .find(|m| m.kind() == MessageKind::ExecutorCluster)
+        .unwrap();
     p.server.respond(p.now, corrs[0], &reply).unwrap();
     p.server
-        .respond(p.now, corrs[1], &ErrorReply { code: ErrorCode::NotFound, message: "job 9".into() }.into())
+        .respond(
+            p.now,
+            corrs[1],
+            &ErrorReply {
+                code: ErrorCode::NotFound,
+                message: "job 9".into(),
+            }
+            .into(),
+        )
         .unwrap();
     p.drive();
     assert_eq!(
         p.client_events,
         vec![
-            Event::Response { request: id, result: Ok(reply) },
+            Event::Response {
+                request: id,
+                result: Ok(reply)
+            },
             Event::Response {
                 request: id2,
-                result: Err(RequestError::Remote { code: ErrorCode::NotFound, message: "job 9".into() })
+                result: Err(RequestError::Remote {
+                    code: ErrorCode::NotFound,
+                    message: "job 9".into()
+                })
             },
         ]
     );
@@ -310,7 +375,10 @@ fn requests_get_responses_and_error_replies() {
 #[test]
 fn one_way_messages_arrive_in_order_without_correlation() {
     let mut p = Pair::established();
-    let all: Vec<Message> = samples::all().into_iter().filter(|m| !m.kind().is_control()).collect();
+    let all: Vec<Message> = samples::all()
+        .into_iter()
+        .filter(|m| !m.kind().is_control())
+        .collect();
     for m in &all {
         p.client.send(p.now, m).unwrap();
     }
@@ -319,7 +387,10 @@ fn one_way_messages_arrive_in_order_without_correlation() {
         .server_events
         .drain(..)
         .map(|e| match e {
-            Event::Message { correlation: None, message } => message,
+            Event::Message {
+                correlation: None,
+                message,
+            } => message,
             other => panic!("{other:?}"),
         })
         .collect();
@@ -329,22 +400,48 @@ fn one_way_messages_arrive_in_order_without_correlation() {
 #[test]
 fn control_messages_cannot_be_sent_by_callers() {
     let mut p = Pair::established();
-    let err = p.client.send(p.now, &Ping { time_ms: 1 }.into()).unwrap_err();
-    assert_eq!(err, SendError::ControlMessage { kind: MessageKind::Ping });
+    let err = p
+        .client
+        .send(p.now, &Ping { time_ms: 1 }.into())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SendError::ControlMessage {
+            kind: MessageKind::Ping
+        }
+    );
 }
 
 #[test]
 fn request_times_out_and_a_late_response_is_dropped() {
     let mut p = Pair::established();
-    let id = p.client.request(p.now, &StopInstance { instance_id: 1 }.into(), Duration::from_secs(2)).unwrap();
+    let id = p
+        .client
+        .request(
+            p.now,
+            &StopInstance { instance_id: 1 }.into(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
     p.drive();
-    let Some(Event::Message { correlation: Some(c), .. }) = p.server_events.pop() else { panic!() };
+    let Some(Event::Message {
+        correlation: Some(c),
+        ..
+    }) = p.server_events.pop()
+    else {
+        panic!()
+    };
     p.advance(Duration::from_millis(1999));
     assert!(p.client_events.is_empty());
     p.advance(Duration::from_millis(1));
     assert_eq!(
         p.client_events,
-        vec![Event::Response { request: id, result: Err(RequestError::TimedOut { timeout: Duration::from_secs(2) }) }]
+        vec![Event::Response {
+            request: id,
+            result: Err(RequestError::TimedOut {
+                timeout: Duration::from_secs(2)
+            })
+        }]
     );
     p.client_events.clear();
     p.server.respond(p.now, c, &Ack {}.into()).unwrap();
@@ -373,7 +470,12 @@ fn a_silent_peer_hits_the_idle_timeout() {
     p.advance(Duration::from_secs(19));
     assert!(p.client_closed().is_none());
     p.advance(Duration::from_secs(2));
-    assert_eq!(p.client_closed(), Some(&ConnectionError::IdleTimeout { timeout: Duration::from_secs(20) }));
+    assert_eq!(
+        p.client_closed(),
+        Some(&ConnectionError::IdleTimeout {
+            timeout: Duration::from_secs(20)
+        })
+    );
     assert_eq!(p.client_metrics.snapshot().idle_timeouts, 1);
 }
 
@@ -382,8 +484,16 @@ fn a_handshake_that_never_completes_times_out() {
     let mut p = Pair::new("s3cret", "s3cret", config());
     p.server_to_client = false;
     p.advance(Duration::from_secs(11));
-    assert_eq!(p.client_closed(), Some(&ConnectionError::HandshakeTimeout { timeout: Duration::from_secs(10) }));
-    assert!(matches!(p.server_closed(), Some(ConnectionError::HandshakeTimeout { .. })));
+    assert_eq!(
+        p.client_closed(),
+        Some(&ConnectionError::HandshakeTimeout {
+            timeout: Duration::from_secs(10)
+        })
+    );
+    assert!(matches!(
+        p.server_closed(),
+        Some(ConnectionError::HandshakeTimeout { .. })
+    ));
 }
 
 #[test]
@@ -404,8 +514,19 @@ fn a_trickling_peer_is_cut_off_by_the_frame_timeout() {
         }
     }
     assert!(sent <= 9, "cut off after ~30 s, not after {sent} bytes");
-    assert_eq!(p.server_closed(), Some(&ConnectionError::SlowPeer { timeout: Duration::from_secs(30) }));
-    assert!(matches!(p.client_closed(), Some(ConnectionError::PeerClosed { code: ErrorCode::SlowPeer, .. })));
+    assert_eq!(
+        p.server_closed(),
+        Some(&ConnectionError::SlowPeer {
+            timeout: Duration::from_secs(30)
+        })
+    );
+    assert!(matches!(
+        p.client_closed(),
+        Some(ConnectionError::PeerClosed {
+            code: ErrorCode::SlowPeer,
+            ..
+        })
+    ));
     assert_eq!(p.server_metrics.snapshot().slow_peers, 1);
 }
 
@@ -428,7 +549,10 @@ fn a_peer_that_never_reads_gets_backpressure_then_is_dropped() {
         }
         assert!(accepted < 10_000, "send buffer is unbounded");
     };
-    assert!(matches!(err, SendError::Full { limit: 65536, .. }), "{err:?}");
+    assert!(
+        matches!(err, SendError::Full { limit: 65536, .. }),
+        "{err:?}"
+    );
     assert!(p.client.queued_bytes() < 64 * 1024 + 2048);
     // Nothing more can be taken while the batch is in flight.
     assert_eq!(p.client.poll_transmit(p.now, &mut Vec::new()), 0);
@@ -436,36 +560,80 @@ fn a_peer_that_never_reads_gets_backpressure_then_is_dropped() {
     p.advance(Duration::from_secs(9));
     assert!(p.client_closed().is_none());
     p.advance(Duration::from_secs(2));
-    assert!(matches!(p.client_closed(), Some(ConnectionError::PeerNotReading { .. })));
+    assert!(matches!(
+        p.client_closed(),
+        Some(ConnectionError::PeerNotReading { .. })
+    ));
     assert_eq!(p.client_metrics.snapshot().peers_not_reading, 1);
 }
 
 #[test]
 fn close_flushes_earlier_messages_then_tells_the_peer_why() {
     let mut p = Pair::established();
-    let pending = p.client.request(p.now, &StopInstance { instance_id: 5 }.into(), Duration::from_secs(9)).unwrap();
-    p.client.send(p.now, &StopInstance { instance_id: 6 }.into()).unwrap();
-    p.client.close(p.now, ErrorCode::ShuttingDown, "worker stopping");
+    let pending = p
+        .client
+        .request(
+            p.now,
+            &StopInstance { instance_id: 5 }.into(),
+            Duration::from_secs(9),
+        )
+        .unwrap();
+    p.client
+        .send(p.now, &StopInstance { instance_id: 6 }.into())
+        .unwrap();
+    p.client
+        .close(p.now, ErrorCode::ShuttingDown, "worker stopping");
     assert_eq!(p.client.send(p.now, &Ack {}.into()), Err(SendError::Closed));
     p.drive();
-    assert!(matches!(&p.client_events[0], Event::Response { request, result: Err(RequestError::ConnectionLost(_)) } if *request == pending));
-    assert!(matches!(&p.client_events[1], Event::Closed(ConnectionError::LocalClose { code: ErrorCode::ShuttingDown, .. })));
+    assert!(
+        matches!(&p.client_events[0], Event::Response { request, result: Err(RequestError::ConnectionLost(_)) } if *request == pending)
+    );
+    assert!(matches!(
+        &p.client_events[1],
+        Event::Closed(ConnectionError::LocalClose {
+            code: ErrorCode::ShuttingDown,
+            ..
+        })
+    ));
     assert_eq!(p.server_events.len(), 3);
-    assert!(matches!(&p.server_events[0], Event::Message { correlation: Some(_), .. }));
-    assert!(matches!(&p.server_events[1], Event::Message { correlation: None, message: Message::StopInstance(s) } if s.instance_id == 6));
+    assert!(matches!(
+        &p.server_events[0],
+        Event::Message {
+            correlation: Some(_),
+            ..
+        }
+    ));
+    assert!(
+        matches!(&p.server_events[1], Event::Message { correlation: None, message: Message::StopInstance(s) } if s.instance_id == 6)
+    );
     assert_eq!(
         p.server_events[2],
-        Event::Closed(ConnectionError::PeerClosed { code: ErrorCode::ShuttingDown, message: "worker stopping".into() })
+        Event::Closed(ConnectionError::PeerClosed {
+            code: ErrorCode::ShuttingDown,
+            message: "worker stopping".into()
+        })
     );
 }
 
 #[test]
 fn garbage_closes_with_a_reason_and_counts() {
     let mut p = Pair::established();
-    p.server.handle_input(p.now, b"GET / HTTP/1.1\r\nHost: example\r\n\r\n");
+    p.server
+        .handle_input(p.now, b"GET / HTTP/1.1\r\nHost: example\r\n\r\n");
     p.drive();
-    assert!(matches!(p.server_closed(), Some(ConnectionError::Frame(ferrojob_transport::FrameError::BadMagic { .. }))));
-    assert!(matches!(p.client_closed(), Some(ConnectionError::PeerClosed { code: ErrorCode::Malformed, .. })));
+    assert!(matches!(
+        p.server_closed(),
+        Some(ConnectionError::Frame(
+            ferrojob_transport::FrameError::BadMagic { .. }
+        ))
+    ));
+    assert!(matches!(
+        p.client_closed(),
+        Some(ConnectionError::PeerClosed {
+            code: ErrorCode::Malformed,
+            ..
+        })
+    ));
     assert_eq!(p.server_metrics.snapshot().bad_magic, 1);
     // Input after close is ignored, not a panic.
     p.server.handle_input(p.now, b"more");
@@ -475,19 +643,47 @@ fn garbage_closes_with_a_reason_and_counts() {
 #[test]
 fn handshake_messages_after_establishment_are_a_protocol_error() {
     let mut p = Pair::established();
-    let again: Message = HandshakeChallenge { protocol_version: 1, nonce: [0; 32], server_time_ms: 0 }.into();
-    p.client.handle_input(p.now, &encode_to_vec(&again, Flags::NONE, 0).unwrap());
+    let again: Message = HandshakeChallenge {
+        protocol_version: 1,
+        nonce: [0; 32],
+        server_time_ms: 0,
+    }
+    .into();
+    p.client
+        .handle_input(p.now, &encode_to_vec(&again, Flags::NONE, 0).unwrap());
     p.drive();
-    assert!(matches!(p.client_closed(), Some(ConnectionError::UnexpectedMessage { kind: MessageKind::HandshakeChallenge, .. })));
+    assert!(matches!(
+        p.client_closed(),
+        Some(ConnectionError::UnexpectedMessage {
+            kind: MessageKind::HandshakeChallenge,
+            ..
+        })
+    ));
 }
 
 #[test]
 fn messages_before_the_handshake_are_refused() {
     let now = Instant::now();
     let m = Arc::new(TransportMetrics::default());
-    let mut server = Connection::new_server(config(), secrets("billing", "x"), [2; 32], now, 0, m.clone());
-    server.handle_input(now, &encode_to_vec(&samples::schedule_job().into(), Flags::NONE, 0).unwrap());
-    assert!(matches!(server.poll_event(), Some(Event::Closed(ConnectionError::UnexpectedMessage { kind: MessageKind::ScheduleJob, .. }))));
+    let mut server = Connection::new_server(
+        config(),
+        secrets("billing", "x"),
+        [2; 32],
+        now,
+        0,
+        m.clone(),
+    );
+    server.handle_input(
+        now,
+        &encode_to_vec(&samples::schedule_job().into(), Flags::NONE, 0).unwrap(),
+    );
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::Closed(ConnectionError::UnexpectedMessage {
+            kind: MessageKind::ScheduleJob,
+            ..
+        }))
+    ));
     assert_eq!(m.snapshot().unexpected_messages, 1);
 }
 
@@ -495,7 +691,11 @@ fn messages_before_the_handshake_are_refused() {
 /// each failure waits the next backoff delay; success resets it.
 #[test]
 fn reconnect_backoff_schedule_on_virtual_time() {
-    let mut backoff = Backoff::new(BackoffConfig { base: Duration::from_millis(100), max: Duration::from_secs(2), jitter: 0.5 });
+    let mut backoff = Backoff::new(BackoffConfig {
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+        jitter: 0.5,
+    });
     let t0 = Instant::now();
     let mut now = t0;
     let mut attempts = Vec::new();
@@ -506,8 +706,10 @@ fn reconnect_backoff_schedule_on_virtual_time() {
         attempts.push(now.duration_since(t0).as_millis());
         if now >= server_up_at {
             let m = Arc::new(TransportMetrics::default());
-            let mut c = Connection::new_client(config(), identity("billing", "k"), [1; 32], now, m.clone());
-            let mut s = Connection::new_server(config(), secrets("billing", "k"), [2; 32], now, 0, m);
+            let mut c =
+                Connection::new_client(config(), identity("billing", "k"), [1; 32], now, m.clone());
+            let mut s =
+                Connection::new_server(config(), secrets("billing", "k"), [2; 32], now, 0, m);
             for _ in 0..3 {
                 let mut b = Vec::new();
                 s.poll_transmit(now, &mut b);

@@ -2,7 +2,9 @@
 
 mod common;
 
-use ferrojob_transport::frame::{encode_frame, encode_to_vec, Decoder, Flags, FrameHeader, HEADER_LEN, MAGIC};
+use ferrojob_transport::frame::{
+    encode_frame, encode_to_vec, Decoder, Flags, FrameHeader, HEADER_LEN, MAGIC,
+};
 use ferrojob_transport::message::{samples, Message, MessageKind};
 use ferrojob_transport::FrameError;
 use proptest::prelude::*;
@@ -74,11 +76,19 @@ fn a_stream_of_all_kinds_split_at_every_boundary_and_byte_by_byte() {
     }
     for cut in 0..=stream.len() {
         let (a, b) = stream.split_at(cut);
-        let got: Vec<Message> = decode_chunks(&[a, b]).unwrap().into_iter().map(|(_, m)| m).collect();
+        let got: Vec<Message> = decode_chunks(&[a, b])
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
         assert_eq!(got, all, "cut at {cut}");
     }
     let singles: Vec<&[u8]> = stream.chunks(1).collect();
-    let got: Vec<Message> = decode_chunks(&singles).unwrap().into_iter().map(|(_, m)| m).collect();
+    let got: Vec<Message> = decode_chunks(&singles)
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
     assert_eq!(got, all);
 }
 
@@ -102,14 +112,23 @@ fn wrong_magic_is_refused() {
     let mut b = valid_frame();
     b[0] = b'X';
     assert_eq!(first_error(&b), FrameError::BadMagic { found: *b"XJOB" });
-    assert!(matches!(first_error(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), FrameError::BadMagic { .. }));
+    assert!(matches!(
+        first_error(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        FrameError::BadMagic { .. }
+    ));
 }
 
 #[test]
 fn wrong_version_is_refused() {
     let mut b = valid_frame();
     b[4] = 9;
-    assert_eq!(first_error(&b), FrameError::UnsupportedVersion { found: 9, supported: 1 });
+    assert_eq!(
+        first_error(&b),
+        FrameError::UnsupportedVersion {
+            found: 9,
+            supported: 1
+        }
+    );
 }
 
 #[test]
@@ -143,12 +162,23 @@ fn oversized_frame_is_refused_from_the_header_alone() {
     let mut input = &head[..];
     assert_eq!(
         dec.decode(&mut input).unwrap_err(),
-        FrameError::TooLarge { kind: MessageKind::LogBatch, len: u32::MAX as u64, max: 1024 }
+        FrameError::TooLarge {
+            kind: MessageKind::LogBatch,
+            len: u32::MAX as u64,
+            max: 1024
+        }
     );
-    assert_eq!(dec.buffered(), HEADER_LEN, "nothing beyond the header was reserved");
+    assert_eq!(
+        dec.buffered(),
+        HEADER_LEN,
+        "nothing beyond the header was reserved"
+    );
     // The decoder stays failed.
     let mut more = &b"x"[..];
-    assert_eq!(dec.decode(&mut more).unwrap_err(), FrameError::DecoderFailed);
+    assert_eq!(
+        dec.decode(&mut more).unwrap_err(),
+        FrameError::DecoderFailed
+    );
 }
 
 #[test]
@@ -173,7 +203,10 @@ fn encoder_refuses_payloads_over_the_maximum() {
     let m: Message = samples::schedule_job().into();
     let mut out = vec![1, 2, 3];
     let err = encode_frame(&mut out, &m, Flags::NONE, 0, 16).unwrap_err();
-    assert!(matches!(err, ferrojob_transport::EncodeError::TooLarge { max: 16, .. }));
+    assert!(matches!(
+        err,
+        ferrojob_transport::EncodeError::TooLarge { max: 16, .. }
+    ));
     assert_eq!(out, [1, 2, 3], "buffer left as it was");
 }
 
@@ -206,13 +239,29 @@ fn invalid_archives_are_refused_not_trusted() {
     let pos = (HEADER_LEN..b.len()).find(|&i| b[i] == 3).unwrap();
     let mut bad = b.clone();
     bad[pos] = 6;
-    assert!(matches!(first_error(&bad), FrameError::InvalidArchive { kind: MessageKind::InstanceStatusReply, .. }));
+    assert!(matches!(
+        first_error(&bad),
+        FrameError::InvalidArchive {
+            kind: MessageKind::InstanceStatusReply,
+            ..
+        }
+    ));
     // A string pointer past the end of the buffer.
-    let b = encode_to_vec(&Message::from(ferrojob_transport::message::ExecutorCluster { worker_addresses: vec!["a".repeat(40)] }), Flags::NONE, 0).unwrap();
+    let b = encode_to_vec(
+        &Message::from(ferrojob_transport::message::ExecutorCluster {
+            worker_addresses: vec!["a".repeat(40)],
+        }),
+        Flags::NONE,
+        0,
+    )
+    .unwrap();
     let mut bad = b.clone();
     let n = bad.len();
     bad[n - 8..n - 4].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
-    assert!(matches!(first_error(&bad), FrameError::InvalidArchive { .. }));
+    assert!(matches!(
+        first_error(&bad),
+        FrameError::InvalidArchive { .. }
+    ));
 }
 
 proptest! {
@@ -233,11 +282,8 @@ proptest! {
         let mut dec = Decoder::new(256);
         for c in data.chunks(chunk) {
             let mut input = c;
-            loop {
-                match dec.decode(&mut input) {
-                    Ok(Some(f)) => { let _ = f.message(); }
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(f)) = dec.decode(&mut input) {
+                let _ = f.message();
             }
         }
     }

@@ -34,17 +34,16 @@
 
 mod common;
 mod control;
+pub mod samples;
 mod server;
 mod tracker;
-pub mod samples;
 
 pub use common::{
     AlarmConfig, ContextEntry, ErrorCode, ExecuteType, InstanceStatus, LogConfig, LogLevel,
     LogType, ProcessorType, SystemMetrics, TaskStatus, TimeExpressionType,
 };
 pub use control::{
-    Ack, Close, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge, Ping, Pong,
-    NONCE_LEN,
+    Ack, Close, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge, Ping, Pong, NONCE_LEN,
 };
 pub use server::{
     ExecutorCluster, InstanceStatusReply, LogBatch, LogEntry, QueryExecutorCluster,

@@ -87,7 +87,10 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 }
 
 fn context() -> impl Strategy<Value = Vec<ContextEntry>> {
-    vec((s(), s()).prop_map(|(key, value)| ContextEntry { key, value }), 0..4)
+    vec(
+        (s(), s()).prop_map(|(key, value)| ContextEntry { key, value }),
+        0..4,
+    )
 }
 
 prop_compose! {
@@ -153,11 +156,40 @@ prop_compose! {
 /// Any message of any kind.
 pub fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u16>(), nonce(), any::<i64>()).prop_map(|(v, nonce, t)| HandshakeChallenge { protocol_version: v, nonce, server_time_ms: t }.into()),
-        (any::<u16>(), s(), s(), vec(s(), 0..4), s(), nonce(), nonce()).prop_map(|(v, a, w, tags, cv, n, p)| Handshake {
-            protocol_version: v, app_name: a, worker_address: w, tags, client_version: cv, client_nonce: n, proof: p }.into()),
-        (nonce(), any::<u32>(), any::<u32>(), any::<i64>()).prop_map(|(p, h, i, t)| HandshakeAccepted {
-            server_proof: p, heartbeat_interval_ms: h, idle_timeout_ms: i, server_time_ms: t }.into()),
+        (any::<u16>(), nonce(), any::<i64>()).prop_map(|(v, nonce, t)| HandshakeChallenge {
+            protocol_version: v,
+            nonce,
+            server_time_ms: t
+        }
+        .into()),
+        (
+            any::<u16>(),
+            s(),
+            s(),
+            vec(s(), 0..4),
+            s(),
+            nonce(),
+            nonce()
+        )
+            .prop_map(|(v, a, w, tags, cv, n, p)| Handshake {
+                protocol_version: v,
+                app_name: a,
+                worker_address: w,
+                tags,
+                client_version: cv,
+                client_nonce: n,
+                proof: p
+            }
+            .into()),
+        (nonce(), any::<u32>(), any::<u32>(), any::<i64>()).prop_map(|(p, h, i, t)| {
+            HandshakeAccepted {
+                server_proof: p,
+                heartbeat_interval_ms: h,
+                idle_timeout_ms: i,
+                server_time_ms: t,
+            }
+            .into()
+        }),
         any::<i64>().prop_map(|t| Ping { time_ms: t }.into()),
         any::<i64>().prop_map(|t| Pong { time_ms: t }.into()),
         Just(Ack {}.into()),
@@ -167,25 +199,108 @@ pub fn message() -> impl Strategy<Value = Message> {
         schedule_job().prop_map(Message::from),
         any::<u64>().prop_map(|instance_id| StopInstance { instance_id }.into()),
         any::<u64>().prop_map(|instance_id| QueryInstanceStatus { instance_id }.into()),
-        (any::<u64>(), instance_status(), option::of(s()), any::<(u64, u64, u64, u64)>(), any::<i64>()).prop_map(
-            |(id, status, result, c, t)| InstanceStatusReply { instance_id: id, status, result, total_tasks: c.0,
-                succeeded_tasks: c.1, failed_tasks: c.2, running_tasks: c.3, start_time_ms: t }.into()),
+        (
+            any::<u64>(),
+            instance_status(),
+            option::of(s()),
+            any::<(u64, u64, u64, u64)>(),
+            any::<i64>()
+        )
+            .prop_map(|(id, status, result, c, t)| InstanceStatusReply {
+                instance_id: id,
+                status,
+                result,
+                total_tasks: c.0,
+                succeeded_tasks: c.1,
+                failed_tasks: c.2,
+                running_tasks: c.3,
+                start_time_ms: t
+            }
+            .into()),
         report_instance_status().prop_map(Message::from),
-        (s(), vec((any::<u64>(), any::<i64>(), log_level(), s()), 0..5)).prop_map(|(w, e)| LogBatch {
-            worker_address: w,
-            entries: e.into_iter().map(|(instance_id, time_ms, level, content)| LogEntry { instance_id, time_ms, level, content }).collect(),
-        }.into()),
-        any::<(u64, u64)>().prop_map(|(app_id, job_id)| QueryExecutorCluster { app_id, job_id }.into()),
+        (
+            s(),
+            vec((any::<u64>(), any::<i64>(), log_level(), s()), 0..5)
+        )
+            .prop_map(|(w, e)| LogBatch {
+                worker_address: w,
+                entries: e
+                    .into_iter()
+                    .map(|(instance_id, time_ms, level, content)| LogEntry {
+                        instance_id,
+                        time_ms,
+                        level,
+                        content
+                    })
+                    .collect(),
+            }
+            .into()),
+        any::<(u64, u64)>()
+            .prop_map(|(app_id, job_id)| QueryExecutorCluster { app_id, job_id }.into()),
         vec(s(), 0..5).prop_map(|worker_addresses| ExecutorCluster { worker_addresses }.into()),
-        (schedule_job(), s(), any::<u64>(), s(), s(), bytes(), any::<u32>()).prop_map(|(instance, tt, sub, id, name, content, retry)| StartTask {
-            instance, task_tracker_address: tt, sub_instance_id: sub, task_id: id, task_name: name, task_content: content, current_retry: retry }.into()),
+        (
+            schedule_job(),
+            s(),
+            any::<u64>(),
+            s(),
+            s(),
+            bytes(),
+            any::<u32>()
+        )
+            .prop_map(|(instance, tt, sub, id, name, content, retry)| StartTask {
+                instance,
+                task_tracker_address: tt,
+                sub_instance_id: sub,
+                task_id: id,
+                task_name: name,
+                task_content: content,
+                current_retry: retry
+            }
+            .into()),
         any::<u64>().prop_map(|instance_id| TrackerStopInstance { instance_id }.into()),
-        (any::<(u64, u64)>(), s(), task_status(), option::of(s()), any::<i64>(), context()).prop_map(|(ids, task_id, status, result, t, ctx)| ReportTaskStatus {
-            instance_id: ids.0, sub_instance_id: ids.1, task_id, status, result, report_time_ms: t, appended_workflow_context: ctx }.into()),
-        (any::<u64>(), any::<bool>(), any::<u32>(), s(), any::<i64>()).prop_map(|(id, idle, rem, addr, t)| ProcessorTrackerStatus {
-            instance_id: id, load: if idle { ProcessorTrackerLoad::Idle } else { ProcessorTrackerLoad::Load }, remaining_tasks: rem, address: addr, time_ms: t }.into()),
-        (any::<(u64, u64)>(), s(), vec((s(), bytes()), 0..5)).prop_map(|(ids, name, subs)| MapSubtasks {
-            instance_id: ids.0, sub_instance_id: ids.1, task_name: name,
-            sub_tasks: subs.into_iter().map(|(task_id, content)| SubTask { task_id, content }).collect() }.into()),
+        (
+            any::<(u64, u64)>(),
+            s(),
+            task_status(),
+            option::of(s()),
+            any::<i64>(),
+            context()
+        )
+            .prop_map(|(ids, task_id, status, result, t, ctx)| ReportTaskStatus {
+                instance_id: ids.0,
+                sub_instance_id: ids.1,
+                task_id,
+                status,
+                result,
+                report_time_ms: t,
+                appended_workflow_context: ctx
+            }
+            .into()),
+        (any::<u64>(), any::<bool>(), any::<u32>(), s(), any::<i64>()).prop_map(
+            |(id, idle, rem, addr, t)| ProcessorTrackerStatus {
+                instance_id: id,
+                load: if idle {
+                    ProcessorTrackerLoad::Idle
+                } else {
+                    ProcessorTrackerLoad::Load
+                },
+                remaining_tasks: rem,
+                address: addr,
+                time_ms: t
+            }
+            .into()
+        ),
+        (any::<(u64, u64)>(), s(), vec((s(), bytes()), 0..5)).prop_map(|(ids, name, subs)| {
+            MapSubtasks {
+                instance_id: ids.0,
+                sub_instance_id: ids.1,
+                task_name: name,
+                sub_tasks: subs
+                    .into_iter()
+                    .map(|(task_id, content)| SubTask { task_id, content })
+                    .collect(),
+            }
+            .into()
+        }),
     ]
 }

@@ -1,0 +1,269 @@
+//! The per-connection task: moves bytes between a `TcpStream` and the connection core, and
+//! commands and messages between the core and its callers.
+//!
+//! Each loop turn: drain the core's events (hand messages to the incoming queue, complete
+//! request waiters), take every queued byte from the core in one buffer, then wait for the
+//! first of: the socket accepted some of that buffer (`write`, cancel-safe), bytes to read,
+//! commands to encode (only while the core has room: that is the backpressure), or the core's
+//! next deadline.
+
+use std::collections::HashMap;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant as TokioInstant;
+
+use super::handle::{Command, Incoming};
+use super::NetConfig;
+use crate::connection::{Connection, Event, PeerInfo};
+use crate::error::{ConnectionError, RequestError};
+use crate::message::{ErrorCode, Message};
+
+type Waiter = oneshot::Sender<Result<Message, RequestError>>;
+
+fn now() -> std::time::Instant {
+    TokioInstant::now().into_std()
+}
+
+/// Where a connection's outputs go.
+pub(crate) struct DriverIo<'a> {
+    pub commands: &'a mut mpsc::Receiver<Command>,
+    pub incoming: &'a mpsc::Sender<Incoming>,
+    /// Told once: established (with the peer) or failed before that.
+    pub established: Option<oneshot::Sender<Result<PeerInfo, ConnectionError>>>,
+    /// A command to apply before any from `commands`, once the connection can send.
+    pub first: &'a mut Option<Command>,
+}
+
+/// How a driver run ended.
+#[derive(Debug)]
+pub(crate) struct DriverExit {
+    pub error: ConnectionError,
+    /// A caller asked for shutdown (or every handle is gone): do not reconnect.
+    pub shutdown: bool,
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn drive(
+    stream: TcpStream,
+    mut conn: Connection,
+    io: DriverIo<'_>,
+    config: &NetConfig,
+) -> DriverExit {
+    let DriverIo {
+        commands,
+        incoming,
+        mut established,
+        first,
+    } = io;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut read_buf = vec![0u8; config.read_buffer.max(1024)];
+    let mut write_buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut write_pos = 0usize;
+    let mut waiters: HashMap<u64, Waiter> = HashMap::new();
+    let mut shutdown_waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut read_open = true;
+    let mut shutdown = false;
+    let mut closed: Option<ConnectionError> = None;
+
+    loop {
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Established(info) => {
+                    if let Some(tx) = established.take() {
+                        let _ = tx.send(Ok(info));
+                    }
+                }
+                Event::Message {
+                    correlation,
+                    message,
+                } => {
+                    // Waiting here stops reading: a slow consumer slows the peer down
+                    // instead of growing memory.
+                    if incoming
+                        .send(Incoming {
+                            correlation,
+                            message,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        if let Some(c) = correlation {
+                            let refusal = crate::message::ErrorReply {
+                                code: ErrorCode::Internal,
+                                message: "nobody handles incoming messages here".into(),
+                            };
+                            let _ = conn.respond(now(), c, &refusal.into());
+                        }
+                    }
+                }
+                Event::Response { request, result } => {
+                    if let Some(w) = waiters.remove(&request) {
+                        let _ = w.send(result);
+                    }
+                }
+                Event::Closed(error) => closed = Some(error),
+            }
+        }
+
+        if first.is_some() && !shutdown && conn.can_send() {
+            if let Some(c) = first.take() {
+                apply(
+                    &mut conn,
+                    now(),
+                    c,
+                    &mut waiters,
+                    &mut shutdown_waiters,
+                    &mut shutdown,
+                );
+            }
+        }
+
+        if write_pos >= write_buf.len() {
+            write_buf.clear();
+            write_pos = 0;
+            conn.poll_transmit(now(), &mut write_buf);
+        }
+
+        if let Some(error) = closed.take() {
+            // Flush what is queued (the close frame last), bounded in time.
+            let rest = write_buf.get(write_pos..).unwrap_or_default();
+            if !matches!(error, ConnectionError::PeerNotReading { .. }) {
+                let flush = async {
+                    wr.write_all(rest).await?;
+                    conn.handle_transmitted(now());
+                    let mut tail = Vec::new();
+                    conn.poll_transmit(now(), &mut tail);
+                    wr.write_all(&tail).await?;
+                    wr.shutdown().await
+                };
+                let _ = tokio::time::timeout(config.close_flush_timeout, flush).await;
+            }
+            conn.handle_transmitted(now());
+            for (_, w) in waiters.drain() {
+                let _ = w.send(Err(RequestError::ConnectionLost(error.to_string())));
+            }
+            if let Some(tx) = established.take() {
+                let _ = tx.send(Err(error.clone()));
+            }
+            for w in shutdown_waiters {
+                let _ = w.send(());
+            }
+            return DriverExit { error, shutdown };
+        }
+
+        let deadline = conn.poll_timeout().map(TokioInstant::from_std);
+        let accept_commands = !shutdown && conn.can_send();
+        let pending_write = write_buf.get(write_pos..).unwrap_or_default();
+
+        tokio::select! {
+            biased;
+            written = wr.write(pending_write), if !pending_write.is_empty() => {
+                match written {
+                    Ok(0) => conn.handle_eof(now()),
+                    Ok(n) => {
+                        write_pos = write_pos.saturating_add(n);
+                        if write_pos >= write_buf.len() {
+                            conn.handle_transmitted(now());
+                        }
+                    }
+                    Err(e) => closed = Some(ConnectionError::Io(format!("write: {e}"))),
+                }
+            }
+            read = rd.read(&mut read_buf), if read_open => {
+                match read {
+                    Ok(0) => {
+                        read_open = false;
+                        conn.handle_eof(now());
+                    }
+                    Ok(n) => conn.handle_input(now(), read_buf.get(..n).unwrap_or_default()),
+                    Err(e) => closed = Some(ConnectionError::Io(format!("read: {e}"))),
+                }
+            }
+            command = commands.recv(), if accept_commands => {
+                let t = now();
+                match command {
+                    None => {
+                        // Every handle is gone: nobody can send or wait any more.
+                        shutdown = true;
+                        conn.close(t, ErrorCode::ShuttingDown, "all handles dropped");
+                    }
+                    Some(c) => {
+                        apply(&mut conn, t, c, &mut waiters, &mut shutdown_waiters, &mut shutdown);
+                        // Coalesce: take what else is queued, up to a batch, while there is room.
+                        let mut taken = 1;
+                        while taken < config.max_batch && !shutdown && conn.can_send() {
+                            match commands.try_recv() {
+                                Ok(c) => {
+                                    apply(&mut conn, t, c, &mut waiters, &mut shutdown_waiters, &mut shutdown);
+                                    taken += 1;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                conn.handle_timeout(now());
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<TokioInstant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn apply(
+    conn: &mut Connection,
+    now: std::time::Instant,
+    command: Command,
+    waiters: &mut HashMap<u64, Waiter>,
+    shutdown_waiters: &mut Vec<oneshot::Sender<()>>,
+    shutdown: &mut bool,
+) {
+    match command {
+        Command::Send(m) => {
+            if let Err(e) = conn.send(now, &m) {
+                tracing::warn!(error = %e, kind = %m.kind(), "message dropped");
+            }
+        }
+        Command::SendBatch(ms) => {
+            for m in &ms {
+                if let Err(e) = conn.send(now, m) {
+                    tracing::warn!(error = %e, kind = %m.kind(), "message dropped");
+                }
+            }
+        }
+        Command::Request {
+            message,
+            timeout,
+            reply,
+        } => match conn.request(now, &message, timeout) {
+            Ok(id) => {
+                waiters.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(RequestError::Send(e)));
+            }
+        },
+        Command::Respond {
+            correlation,
+            message,
+        } => {
+            if let Err(e) = conn.respond(now, correlation, &message) {
+                tracing::warn!(error = %e, correlation, "response dropped");
+            }
+        }
+        Command::Shutdown(done) => {
+            *shutdown = true;
+            shutdown_waiters.push(done);
+            conn.close(now, ErrorCode::ShuttingDown, "shutting down");
+        }
+    }
+}

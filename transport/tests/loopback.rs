@@ -1,0 +1,421 @@
+//! The tokio adapter on 127.0.0.1 with ephemeral ports: real sockets, short configured
+//! timeouts, no sleeps used as synchronisation and no timing asserts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrojob_transport::frame::{encode_to_vec, Decoder, Flags};
+use ferrojob_transport::message::{
+    samples, Close, ErrorCode, ExecutorCluster, Message, QueryExecutorCluster, StopInstance,
+};
+use ferrojob_transport::net::{connect, Accepted, Listener, NetConfig, ReconnectingClient};
+use ferrojob_transport::{
+    AppSecret, AppSecrets, ClientIdentity, Connection, ConnectionError, Event, RequestError,
+    SendError, TransportError, TransportMetrics,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECRET: &str = "loopback-secret";
+
+fn secrets() -> Arc<dyn AppSecrets> {
+    let mut m = HashMap::new();
+    m.insert("billing".to_owned(), AppSecret::new(SECRET));
+    Arc::new(m)
+}
+
+fn identity(secret: &str) -> ClientIdentity {
+    ClientIdentity {
+        app_name: "billing".into(),
+        worker_address: "127.0.0.1:1".into(),
+        tags: vec![],
+        client_version: "test".into(),
+        secret: AppSecret::new(secret),
+    }
+}
+
+fn config() -> NetConfig {
+    let mut c = NetConfig::default();
+    c.connection.handshake_timeout = Duration::from_secs(5);
+    c.backoff.base = Duration::from_millis(10);
+    c.backoff.max = Duration::from_millis(100);
+    c
+}
+
+async fn listener(config: NetConfig) -> Listener {
+    Listener::bind("127.0.0.1:0".parse().unwrap(), config, secrets())
+        .await
+        .unwrap()
+}
+
+/// Answers every request with an ExecutorCluster naming the request's kind; forwards
+/// one-way messages to the returned channel.
+fn serve(mut acc: Accepted) -> tokio::sync::mpsc::UnboundedReceiver<Message> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(inc) = acc.incoming.recv().await {
+            match inc.correlation {
+                Some(c) => {
+                    let reply = ExecutorCluster {
+                        worker_addresses: vec![inc.message.kind().name().into()],
+                    };
+                    let _ = acc.handle.respond(c, reply).await;
+                }
+                None => {
+                    let _ = tx.send(inc.message);
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test]
+async fn messages_and_requests_flow_both_ways() {
+    let mut l = listener(config()).await;
+    let addr = l.local_addr();
+    let metrics = Arc::new(TransportMetrics::default());
+    let (client, server) = tokio::join!(
+        connect(addr, config(), identity(SECRET), metrics.clone()),
+        l.accept()
+    );
+    let client = client.unwrap();
+    let server = server.unwrap();
+    assert!(
+        matches!(server.peer, ferrojob_transport::PeerInfo::Worker { ref app_name, .. } if app_name == "billing")
+    );
+    let server_handle = server.handle.clone();
+    let mut received = serve(server);
+
+    let all: Vec<Message> = samples::all()
+        .into_iter()
+        .filter(|m| !m.kind().is_control())
+        .collect();
+    for m in &all {
+        client.handle.send(m.clone()).await.unwrap();
+    }
+    for m in &all {
+        assert_eq!(&received.recv().await.unwrap(), m);
+    }
+    let answer = client
+        .handle
+        .request(
+            QueryExecutorCluster {
+                app_id: 1,
+                job_id: 2,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        ExecutorCluster {
+            worker_addresses: vec!["QueryExecutorCluster".into()]
+        }
+        .into()
+    );
+
+    // Server to client.
+    server_handle
+        .send(StopInstance { instance_id: 77 })
+        .await
+        .unwrap();
+    let mut incoming = client.incoming;
+    let got = incoming.recv().await.unwrap();
+    assert_eq!(got.message, StopInstance { instance_id: 77 }.into());
+    assert_eq!(got.correlation, None);
+    let snap = metrics.snapshot();
+    assert!(snap.frames_sent >= all.len() as u64 + 2);
+    assert_eq!(snap.connections_established, 1);
+}
+
+#[tokio::test]
+async fn wrong_secret_is_refused_and_good_clients_still_connect() {
+    let mut l = listener(config()).await;
+    let addr = l.local_addr();
+    let m = Arc::new(TransportMetrics::default());
+    let err = connect(addr, config(), identity("wrong"), m.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            TransportError::Connection {
+                source: ConnectionError::PeerClosed {
+                    code: ErrorCode::AuthFailed,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let (good, acc) = tokio::join!(connect(addr, config(), identity(SECRET), m), l.accept());
+    let good = good.unwrap();
+    let _rx = serve(acc.unwrap());
+    good.handle
+        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(l.metrics().snapshot().handshake_failures, 1);
+}
+
+/// Reads everything until EOF and returns the close frame found in it, if any.
+async fn read_close(stream: &mut TcpStream) -> Option<Close> {
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut all)).await;
+    let mut dec = Decoder::new(1 << 20);
+    let mut input = &all[..];
+    let mut close = None;
+    while let Ok(Some(frame)) = dec.decode(&mut input) {
+        if let Ok(Message::Close(c)) = frame.message() {
+            close = Some(c);
+        }
+    }
+    close
+}
+
+#[tokio::test]
+async fn garbage_peer_gets_a_close_frame_and_others_carry_on() {
+    let mut l = listener(config()).await;
+    let addr = l.local_addr();
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: scheduler\r\n\r\n")
+        .await
+        .unwrap();
+    let close = read_close(&mut garbage).await.expect("close frame");
+    assert_eq!(close.code, ErrorCode::Malformed);
+    assert!(close.message.contains("magic"), "{}", close.message);
+    assert_eq!(l.metrics().snapshot().bad_magic, 1);
+
+    // An oversized frame announced in a valid header.
+    let mut c = NetConfig::default();
+    c.connection.max_payload_len = 1024;
+    let small = listener(c).await;
+    let mut big = TcpStream::connect(small.local_addr()).await.unwrap();
+    let frame = encode_to_vec(&samples::all().remove(14), Flags::NONE, 0).unwrap(); // LogBatch
+    let mut header = frame[..24].to_vec();
+    header[12..16].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    big.write_all(&header).await.unwrap();
+    let close = read_close(&mut big).await.expect("close frame");
+    assert_eq!(close.code, ErrorCode::FrameTooLarge);
+    assert_eq!(small.metrics().snapshot().oversized_frames, 1);
+
+    let (good, acc) = tokio::join!(
+        connect(addr, config(), identity(SECRET), Default::default()),
+        l.accept()
+    );
+    let _rx = serve(acc.unwrap());
+    good.unwrap()
+        .handle
+        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn trickling_peer_is_cut_off_by_the_frame_timeout() {
+    let mut c = config();
+    c.connection.frame_timeout = Duration::from_millis(200);
+    c.connection.idle_timeout = Duration::from_secs(30);
+    let l = listener(c).await;
+    let mut slow = TcpStream::connect(l.local_addr()).await.unwrap();
+    let frame = encode_to_vec(&samples::all().remove(1), Flags::NONE, 0).unwrap(); // Handshake
+    let started = Instant::now();
+    let mut sent = 0;
+    for b in &frame {
+        if slow.write_all(std::slice::from_ref(b)).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        if l.metrics().snapshot().slow_peers > 0 || started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    assert!(sent < frame.len(), "the whole frame trickled through");
+    let close = read_close(&mut slow).await.expect("close frame");
+    assert_eq!(close.code, ErrorCode::SlowPeer);
+    assert_eq!(l.metrics().snapshot().slow_peers, 1);
+}
+
+/// Completes a real handshake over a raw socket with a sans-IO client core, then returns the
+/// socket: the test decides whether it ever reads again.
+async fn raw_authenticated(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut core = Connection::new_client(
+        Default::default(),
+        identity(SECRET),
+        [5; 32],
+        Instant::now(),
+        Default::default(),
+    );
+    let mut buf = vec![0u8; 4096];
+    while !core.is_established() {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        core.handle_input(Instant::now(), &buf[..n]);
+        let mut out = Vec::new();
+        core.poll_transmit(Instant::now(), &mut out);
+        core.handle_transmitted(Instant::now());
+        s.write_all(&out).await.unwrap();
+        while let Some(e) = core.poll_event() {
+            assert!(!matches!(e, Event::Closed(_)), "{e:?}");
+        }
+    }
+    s
+}
+
+#[tokio::test]
+async fn non_reading_peer_gets_backpressure_then_is_dropped() {
+    let mut c = config();
+    c.send_queue = 8;
+    c.max_batch = 8;
+    c.connection.max_send_buffer = 64 * 1024;
+    c.connection.write_stall_timeout = Duration::from_millis(300);
+    c.connection.idle_timeout = Duration::from_secs(30);
+    let mut l = listener(c).await;
+    let addr = l.local_addr();
+    let (sock, acc) = tokio::join!(raw_authenticated(addr), l.accept());
+    let acc = acc.unwrap();
+    let big: Message = samples::all().remove(17); // StartTask
+                                                  // Fill kernel buffers, the core's buffer and the queue until try_send says Full.
+    let mut accepted = 0u64;
+    let full = loop {
+        match acc.handle.try_send(big.clone()) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        if accepted % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(accepted < 10_000_000, "never pushed back");
+    };
+    assert!(matches!(full, SendError::Full { .. }), "{full:?}");
+    // The stall timeout then drops the connection; sends report Closed.
+    let closed = loop {
+        match acc.handle.send(big.clone()).await {
+            Ok(()) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(closed, SendError::Closed);
+    assert_eq!(l.metrics().snapshot().peers_not_reading, 1);
+    drop(sock);
+
+    // Another connection on the same listener is unaffected.
+    let (good, acc2) = tokio::join!(
+        connect(addr, config(), identity(SECRET), Default::default()),
+        l.accept()
+    );
+    let _rx = serve(acc2.unwrap());
+    good.unwrap()
+        .handle
+        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_flushes_everything_accepted() {
+    let mut l = listener(config()).await;
+    let addr = l.local_addr();
+    let (client, acc) = tokio::join!(
+        connect(addr, config(), identity(SECRET), Default::default()),
+        l.accept()
+    );
+    let client = client.unwrap();
+    let mut acc = acc.unwrap();
+    const N: u64 = 20_000;
+    let sender = client.handle.clone();
+    let send = tokio::spawn(async move {
+        for i in 0..N {
+            sender.send(StopInstance { instance_id: i }).await.unwrap();
+        }
+        sender.shutdown().await;
+    });
+    let mut next = 0;
+    while let Some(inc) = acc.incoming.recv().await {
+        assert_eq!(inc.message, StopInstance { instance_id: next }.into());
+        next += 1;
+    }
+    assert_eq!(next, N, "every accepted message arrived before the close");
+    send.await.unwrap();
+    assert!(client.handle.is_closed());
+    assert_eq!(
+        client.handle.send(StopInstance { instance_id: 0 }).await,
+        Err(SendError::Closed)
+    );
+}
+
+#[tokio::test]
+async fn request_without_answer_times_out() {
+    let mut l = listener(config()).await;
+    let addr = l.local_addr();
+    let (client, acc) = tokio::join!(
+        connect(addr, config(), identity(SECRET), Default::default()),
+        l.accept()
+    );
+    let _acc = acc.unwrap(); // never answers
+    let err = client
+        .unwrap()
+        .handle
+        .request(StopInstance { instance_id: 1 }, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RequestError::TimedOut {
+            timeout: Duration::from_millis(100)
+        }
+    );
+}
+
+#[tokio::test]
+async fn reconnecting_client_comes_back_after_the_server_drops_it() {
+    // Reserve a port, then start the client before anything listens on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics = Arc::new(TransportMetrics::default());
+    let mut client = ReconnectingClient::start(addr, config(), identity(SECRET), metrics.clone());
+    // Let it fail a few times (connection refused), then start the server.
+    while metrics.snapshot().reconnect_attempts < 3 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut l = Listener::bind(addr, config(), secrets()).await.unwrap();
+    let first = l.accept().await.unwrap();
+    client.established.recv().await.unwrap();
+    let first_handle = first.handle.clone();
+    let _rx1 = serve(first);
+    client
+        .handle
+        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // The server drops the connection; the client reconnects on its own.
+    first_handle.shutdown().await;
+    let second = l.accept().await.unwrap();
+    client.established.recv().await.unwrap();
+    let mut rx2 = serve(second);
+    client
+        .handle
+        .send(StopInstance { instance_id: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        rx2.recv().await.unwrap(),
+        StopInstance { instance_id: 2 }.into()
+    );
+    assert!(metrics.snapshot().connections_established >= 2);
+    client.handle.shutdown().await;
+}
