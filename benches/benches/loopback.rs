@@ -1,2 +1,345 @@
-//! Bench group `loopback`: placeholder until its issue lands (see BENCHMARKS.md).
-fn main() {}
+//! Bench group `loopback`: one TCP connection on 127.0.0.1, side by side:
+//!
+//! - `ferrojob`: the tokio adapter (`connect` + `Listener`), full protocol: handshake done,
+//!   every message framed, validated and deserialized, writes coalesced by the driver;
+//! - `raw_tcp`: a plain length-prefixed stream over tokio with the same bytes on the wire per
+//!   message (32), buffered writes and reads, no validation: the practical physical limit.
+//!
+//! Cases: `one_way` (client → server small messages, counted on arrival) and `round_trip`
+//! (sequential request → answer). `target/bench-reports/loopback.json` gets `msgs_per_s`
+//! (one-way) and `rtt_p50_us`/`rtt_p99_us` (round trip) per function.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferrojob_benches::{percentile, Report, Row};
+use ferrojob_transport::message::{Ack, Message, StopInstance};
+use ferrojob_transport::net::{connect, ConnectionHandle, Listener, NetConfig};
+use ferrojob_transport::{AppSecret, AppSecrets, ClientIdentity, TransportMetrics};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+
+/// Payload bytes of a raw message, so that a raw message is 32 bytes on the wire like a
+/// ferrojob `StopInstance` frame (24-byte header + 8-byte archive).
+const RAW_PAYLOAD: usize = 28;
+const REPORT_MSGS: u64 = 1_000_000;
+const REPORT_RTTS: usize = 20_000;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Counts arrivals and wakes the sender when a target count is reached.
+#[derive(Default)]
+struct Counter {
+    count: AtomicU64,
+    target: AtomicU64,
+    reached: Notify,
+}
+
+impl Counter {
+    fn arrived(&self) {
+        let n = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        if n == self.target.load(Ordering::Acquire) {
+            self.reached.notify_one();
+        }
+    }
+
+    /// Sets the target `n` arrivals from now; returns the absolute target.
+    fn expect(&self, n: u64) -> u64 {
+        let target = self.count.load(Ordering::Acquire) + n;
+        self.target.store(target, Ordering::Release);
+        target
+    }
+
+    async fn wait(&self, target: u64) {
+        while self.count.load(Ordering::Acquire) < target {
+            self.reached.notified().await;
+        }
+    }
+}
+
+// ----- ferrojob -----------------------------------------------------------------------------
+
+struct Ferro {
+    client: ConnectionHandle,
+    counter: Arc<Counter>,
+}
+
+async fn ferro_setup() -> Ferro {
+    let mut secrets = HashMap::new();
+    secrets.insert("bench".to_owned(), AppSecret::new("k"));
+    let secrets: Arc<dyn AppSecrets> = Arc::new(secrets);
+    let mut config = NetConfig::default();
+    config.connection.heartbeat_interval = Duration::from_secs(60);
+    config.connection.idle_timeout = Duration::from_secs(600);
+    let mut listener = Listener::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        config.clone(),
+        secrets,
+    )
+    .await
+    .expect("bind");
+    let identity = ClientIdentity {
+        app_name: "bench".into(),
+        worker_address: "127.0.0.1:1".into(),
+        tags: Vec::new(),
+        client_version: "bench".into(),
+        secret: AppSecret::new("k"),
+    };
+    let addr = listener.local_addr();
+    let (client, accepted) = tokio::join!(
+        connect(
+            addr,
+            config,
+            identity,
+            Arc::new(TransportMetrics::default())
+        ),
+        listener.accept()
+    );
+    let client = client.expect("connect");
+    let mut accepted = accepted.expect("accept");
+    let counter = Arc::new(Counter::default());
+    let c = Arc::clone(&counter);
+    tokio::spawn(async move {
+        let _keep = listener;
+        while let Some(inc) = accepted.incoming.recv().await {
+            match inc.correlation {
+                Some(corr) => {
+                    let _ = accepted.handle.respond(corr, Ack {}).await;
+                }
+                None => c.arrived(),
+            }
+        }
+    });
+    Ferro {
+        client: client.handle,
+        counter,
+    }
+}
+
+async fn ferro_one_way(f: &Ferro, n: u64) -> Duration {
+    let target = f.counter.expect(n);
+    let start = Instant::now();
+    for i in 0..n {
+        f.client
+            .send(StopInstance { instance_id: i })
+            .await
+            .expect("send");
+    }
+    f.counter.wait(target).await;
+    start.elapsed()
+}
+
+async fn ferro_rtt(f: &Ferro) -> Duration {
+    let start = Instant::now();
+    let m: Message = StopInstance { instance_id: 1 }.into();
+    f.client
+        .request(m, Duration::from_secs(10))
+        .await
+        .expect("request");
+    start.elapsed()
+}
+
+// ----- raw tcp ------------------------------------------------------------------------------
+
+struct Raw {
+    writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    counter: Arc<Counter>,
+}
+
+async fn raw_setup() -> (Raw, Raw) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Two connections: one for one-way (server counts), one for echo (server echoes).
+    let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let (one_way, one_way_server) = (a.expect("connect"), b.expect("accept").0);
+    let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let (echo, echo_server) = (a.expect("connect"), b.expect("accept").0);
+    for s in [&one_way, &one_way_server, &echo, &echo_server] {
+        s.set_nodelay(true).expect("nodelay");
+    }
+    let counter = Arc::new(Counter::default());
+    let c = Arc::clone(&counter);
+    tokio::spawn(async move {
+        let mut r = BufReader::with_capacity(64 * 1024, one_way_server);
+        let mut payload = [0u8; 1024];
+        loop {
+            let Ok(len) = r.read_u32_le().await else {
+                return;
+            };
+            let Some(buf) = payload.get_mut(..len as usize) else {
+                return;
+            };
+            if r.read_exact(buf).await.is_err() {
+                return;
+            }
+            c.arrived();
+        }
+    });
+    tokio::spawn(async move {
+        let (rd, wr) = echo_server.into_split();
+        let mut r = BufReader::with_capacity(64 * 1024, rd);
+        let mut w = BufWriter::with_capacity(64 * 1024, wr);
+        let mut payload = [0u8; 1024];
+        loop {
+            let Ok(len) = r.read_u32_le().await else {
+                return;
+            };
+            let Some(buf) = payload.get_mut(..len as usize) else {
+                return;
+            };
+            if r.read_exact(buf).await.is_err() {
+                return;
+            }
+            if w.write_u32_le(len).await.is_err()
+                || w.write_all(buf).await.is_err()
+                || w.flush().await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    let split = |s: TcpStream, counter: Arc<Counter>| {
+        let (rd, wr) = s.into_split();
+        Raw {
+            writer: BufWriter::with_capacity(64 * 1024, wr),
+            reader: BufReader::with_capacity(64 * 1024, rd),
+            counter,
+        }
+    };
+    (split(one_way, Arc::clone(&counter)), split(echo, counter))
+}
+
+async fn raw_one_way(r: &mut Raw, n: u64) -> Duration {
+    let target = r.counter.expect(n);
+    let start = Instant::now();
+    let mut payload = [0u8; RAW_PAYLOAD];
+    for i in 0..n {
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        r.writer
+            .write_u32_le(RAW_PAYLOAD as u32)
+            .await
+            .expect("write");
+        r.writer.write_all(&payload).await.expect("write");
+    }
+    r.writer.flush().await.expect("flush");
+    r.counter.wait(target).await;
+    start.elapsed()
+}
+
+async fn raw_rtt(r: &mut Raw) -> Duration {
+    let start = Instant::now();
+    let payload = [7u8; RAW_PAYLOAD];
+    r.writer
+        .write_u32_le(RAW_PAYLOAD as u32)
+        .await
+        .expect("write");
+    r.writer.write_all(&payload).await.expect("write");
+    r.writer.flush().await.expect("flush");
+    let len = r.reader.read_u32_le().await.expect("read");
+    let mut back = [0u8; RAW_PAYLOAD];
+    assert_eq!(len as usize, RAW_PAYLOAD);
+    r.reader.read_exact(&mut back).await.expect("read");
+    start.elapsed()
+}
+
+// ----- bench --------------------------------------------------------------------------------
+
+fn rtt_row(function: &str, mut samples: Vec<Duration>) -> Row {
+    samples.sort_unstable();
+    let us = |q| percentile(&samples, q).map_or(0.0, |d: Duration| d.as_secs_f64() * 1e6);
+    Row::new(function, "round_trip")
+        .with("rtt_p50_us", us(0.5))
+        .with("rtt_p99_us", us(0.99))
+        .with("samples", samples.len() as u64)
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
+    let ferro = rt.block_on(ferro_setup());
+    let (mut raw_one, mut raw_echo) = rt.block_on(raw_setup());
+
+    let mut group = c.benchmark_group("loopback");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("ferrojob", "one_way"), |b| {
+        b.iter_custom(|iters| rt.block_on(ferro_one_way(&ferro, iters)))
+    });
+    group.bench_function(BenchmarkId::new("raw_tcp", "one_way"), |b| {
+        b.iter_custom(|iters| rt.block_on(raw_one_way(&mut raw_one, iters)))
+    });
+    group.bench_function(BenchmarkId::new("ferrojob", "round_trip"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += ferro_rtt(&ferro).await;
+                }
+                total
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new("raw_tcp", "round_trip"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += raw_rtt(&mut raw_echo).await;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+
+    // Figures for the report: the two functions alternate so that machine noise hits both.
+    let mut report = Report::new("loopback");
+    let (mut f_best, mut r_best) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        f_best = f_best.min(rt.block_on(ferro_one_way(&ferro, REPORT_MSGS)));
+        r_best = r_best.min(rt.block_on(raw_one_way(&mut raw_one, REPORT_MSGS)));
+    }
+    let f_rate = REPORT_MSGS as f64 / f_best.as_secs_f64();
+    let r_rate = REPORT_MSGS as f64 / r_best.as_secs_f64();
+    report.push(
+        Row::new("ferrojob", "one_way")
+            .with("msgs_per_s", f_rate)
+            .with("ratio_to_raw_tcp", f_rate / r_rate),
+    );
+    report.push(Row::new("raw_tcp", "one_way").with("msgs_per_s", r_rate));
+    let (mut f_rtt, mut r_rtt) = (
+        Vec::with_capacity(REPORT_RTTS),
+        Vec::with_capacity(REPORT_RTTS),
+    );
+    rt.block_on(async {
+        for _ in 0..REPORT_RTTS {
+            f_rtt.push(ferro_rtt(&ferro).await);
+            r_rtt.push(raw_rtt(&mut raw_echo).await);
+        }
+    });
+    report.push(rtt_row("ferrojob", f_rtt));
+    report.push(rtt_row("raw_tcp", r_rtt));
+    if let Err(e) = report.write() {
+        eprintln!("loopback report not written: {e}");
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
