@@ -113,13 +113,15 @@ impl DayOfWeek {
     fn mask(&self, year: i32, month: u32, last: u32) -> Bits {
         let first_wd = weekday(year, month, 1);
         let mut mask: Bits = 0;
-        // Plain weekdays: every day whose weekday is in the set.
+        // Plain weekdays: the week's pattern (bit i = day 1 + i) repeated five times covers
+        // days 1-35; `DaySpec::mask` cuts it to the month.
         if self.plain != 0 {
-            for day in 1..=last {
-                if self.plain & (1 << add_days(first_wd, day - 1)) != 0 {
-                    mask |= 1 << day;
-                }
-            }
+            // Bit j of `by_weekday` is weekday j + 1; day 1 + i has weekday first_wd + i, so the
+            // pattern is `by_weekday` rotated right (within 7 bits) by first_wd - 1.
+            let by_weekday = Bits::from(self.plain >> 1);
+            let r = first_wd - 1;
+            let week = ((by_weekday >> r) | (by_weekday << (7 - r))) & 0x7f;
+            mask |= (week | week << 7 | week << 14 | week << 21 | week << 28) << 1;
         }
         let last_wd = add_days(first_wd, last - 1);
         let mut lasts = self.last;
