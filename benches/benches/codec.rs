@@ -83,14 +83,17 @@ fn serde_encode_json(m: &Message, out: &mut Vec<u8>) {
 fn access_only(kind: MessageKind, payload: &[u8]) -> u64 {
     match kind {
         MessageKind::ScheduleJob => {
-            let a = rkyv::access::<rkyv::Archived<ScheduleJob>, rkyv::rancor::Error>(payload)
-                .expect("valid");
+            let a =
+                rkyv::api::low::access::<rkyv::Archived<ScheduleJob>, rkyv::rancor::Error>(payload)
+                    .expect("valid");
             a.instance_id.to_native()
         }
         _ => {
-            let a =
-                rkyv::access::<rkyv::Archived<ReportInstanceStatus>, rkyv::rancor::Error>(payload)
-                    .expect("valid");
+            let a = rkyv::api::low::access::<
+                rkyv::Archived<ReportInstanceStatus>,
+                rkyv::rancor::Error,
+            >(payload)
+            .expect("valid");
             a.instance_id.to_native()
         }
     }

@@ -1,7 +1,7 @@
 //! Fuzz target `frame_decode`: arbitrary bytes in arbitrary chunks through the frame decoder.
 //!
-//! Input: byte 0 = chunk size seed, byte 1 = maximum payload length seed, the rest = the
-//! stream. Every decoded frame is validated and deserialized; every message that decodes must
+//! Input: byte 0 = chunk size seed, byte 1 = maximum payload length seed (its top bit picks
+//! `decode_message` instead of `decode`), the rest = the stream. Every decoded frame is validated and deserialized; every message that decodes must
 //! re-encode and decode to itself (the codec round-trips against itself).
 
 use ferrojob_transport::frame::{encode_to_vec, Decoder};
@@ -16,6 +16,25 @@ pub fn run(data: &[u8]) {
     let chunk = usize::from(chunk_seed).max(1);
     let max_payload_len = 64u32 << (max_seed % 12);
     let mut decoder = Decoder::new(max_payload_len);
+    if max_seed & 0x80 != 0 {
+        // The connection core's path: validate and deserialize in the reused buffer.
+        for piece in stream.chunks(chunk) {
+            let mut input = piece;
+            loop {
+                match decoder.decode_message(&mut input) {
+                    Ok(Some((header, message))) => {
+                        check_round_trip(&message, header.flags, header.correlation)
+                    }
+                    Ok(None) => {
+                        assert!(input.is_empty(), "decoder returned None with input left");
+                        break;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        return;
+    }
     for piece in stream.chunks(chunk) {
         let mut input = piece;
         loop {

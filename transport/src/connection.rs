@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{self, AppSecret, AppSecrets};
 use crate::error::{ConnectionError, FrameError, RequestError, SendError};
 use crate::frame::{
-    encode_frame, Decoder, Flags, Frame, DEFAULT_MAX_PAYLOAD_LEN, PROTOCOL_VERSION,
+    encode_frame, Decoder, Flags, FrameHeader, DEFAULT_MAX_PAYLOAD_LEN, PROTOCOL_VERSION,
 };
 use crate::message::{
     Close, ErrorCode, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge, Message,
@@ -318,11 +318,11 @@ impl Connection {
         TransportMetrics::add(&self.metrics.bytes_received, bytes.len() as u64);
         self.last_received = now;
         while !self.is_closed() {
-            match self.decoder.decode(&mut bytes) {
-                Ok(Some(frame)) => {
+            match self.decoder.decode_message(&mut bytes) {
+                Ok(Some((header, message))) => {
                     self.frame_started = None;
                     TransportMetrics::inc(&self.metrics.frames_received);
-                    self.handle_frame(now, frame);
+                    self.handle_frame(now, header, message);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -676,16 +676,7 @@ impl Connection {
         self.fail(now, ConnectionError::AuthFailed { reason });
     }
 
-    fn handle_frame(&mut self, now: Instant, frame: Frame) {
-        let header = frame.header;
-        let message = match frame.message() {
-            Ok(m) => m,
-            Err(e) => {
-                self.metrics.count_frame_error(&e);
-                self.fail(now, ConnectionError::Frame(e));
-                return;
-            }
-        };
+    fn handle_frame(&mut self, now: Instant, header: FrameHeader, message: Message) {
         if let Message::Close(c) = message {
             let error = ConnectionError::PeerClosed {
                 code: c.code,

@@ -209,15 +209,15 @@ impl Frame {
         T: rkyv::Archive,
         T::Archived: rkyv::Portable
             + for<'a> rkyv::bytecheck::CheckBytes<
-                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+                rkyv::api::low::LowValidator<'a, rkyv::rancor::Error>,
             >,
     {
-        rkyv::access::<T::Archived, rkyv::rancor::Error>(self.payload.as_slice()).map_err(|e| {
-            FrameError::InvalidArchive {
+        rkyv::api::low::access::<T::Archived, rkyv::rancor::Error>(self.payload.as_slice()).map_err(
+            |e| FrameError::InvalidArchive {
                 kind: self.header.kind,
                 reason: e.to_string(),
-            }
-        })
+            },
+        )
     }
 }
 
@@ -300,21 +300,20 @@ enum DecodeState {
         head: [u8; HEADER_LEN],
         filled: usize,
     },
-    /// Collecting the payload of a checked header.
-    Data {
-        header: FrameHeader,
-        payload: AlignedVec<16>,
-    },
+    /// Collecting the payload of a checked header into `Decoder::payload`.
+    Data { header: FrameHeader },
 }
 
 /// Incremental frame decoder: feed it byte slices of any size; it yields checked frames.
 ///
-/// Call order: `decode(&mut input)` repeatedly until it returns `Ok(None)` (then `input` is
-/// empty and a frame may be in progress). After an `Err` the stream is unusable: the decoder
-/// stays failed and the connection must be closed.
+/// Call order: `decode(&mut input)` (or `decode_message`) repeatedly until it returns
+/// `Ok(None)` (then `input` is empty and a frame may be in progress). After an `Err` the
+/// stream is unusable: the decoder stays failed and the connection must be closed.
 #[derive(Debug)]
 pub struct Decoder {
     state: DecodeState,
+    /// The payload in progress; reused across frames by `decode_message`.
+    payload: AlignedVec<16>,
     max_payload_len: u32,
     failed: bool,
 }
@@ -327,6 +326,7 @@ impl Decoder {
                 head: [0; HEADER_LEN],
                 filled: 0,
             },
+            payload: AlignedVec::new(),
             max_payload_len,
             failed: false,
         }
@@ -345,28 +345,67 @@ impl Decoder {
         }
     }
 
-    /// Bytes currently held for the frame in progress.
+    /// Bytes currently held for the frame in progress (header bytes, or the header plus the
+    /// payload buffer's capacity).
     pub fn buffered(&self) -> usize {
         match &self.state {
             DecodeState::Head { filled, .. } => *filled,
-            DecodeState::Data { payload, .. } => HEADER_LEN.saturating_add(payload.capacity()),
+            DecodeState::Data { .. } => HEADER_LEN.saturating_add(self.payload.capacity()),
         }
     }
 
-    /// Consumes bytes from the front of `input` and returns the next complete, validated
-    /// frame, or `Ok(None)` once `input` is exhausted without completing one.
+    /// Consumes bytes from the front of `input` and returns the next complete frame (its
+    /// payload not yet validated: see [`Frame`]), or `Ok(None)` once `input` is exhausted
+    /// without completing one.
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, FrameError> {
+        Ok(self.next_payload(input)?.map(|header| Frame {
+            header,
+            payload: std::mem::take(&mut self.payload),
+        }))
+    }
+
+    /// Like [`decode`](Self::decode), but validates and deserializes the payload in place
+    /// and keeps the payload buffer for the next frame (no allocation per frame beyond the
+    /// message's own fields). An invalid archive is an error like any other.
+    pub fn decode_message(
+        &mut self,
+        input: &mut &[u8],
+    ) -> Result<Option<(FrameHeader, Message)>, FrameError> {
+        let Some(header) = self.next_payload(input)? else {
+            return Ok(None);
+        };
+        let result = Message::decode(header.kind, self.payload.as_slice());
+        self.payload.clear();
+        if self.payload.capacity() > INITIAL_PAYLOAD_CAPACITY {
+            // Do not keep a large frame's buffer alive on an idle connection.
+            self.payload = AlignedVec::new();
+        }
+        match result {
+            Ok(message) => Ok(Some((header, message))),
+            Err(e) => {
+                self.failed = true;
+                Err(FrameError::InvalidArchive {
+                    kind: header.kind,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    fn next_payload(&mut self, input: &mut &[u8]) -> Result<Option<FrameHeader>, FrameError> {
         if self.failed {
             return Err(FrameError::DecoderFailed);
         }
-        let result = self.decode_inner(input);
+        let result = self.fill(input);
         if result.is_err() {
             self.failed = true;
         }
         result
     }
 
-    fn decode_inner(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, FrameError> {
+    /// Fills the header, then the payload; returns the header once `self.payload` holds the
+    /// whole payload.
+    fn fill(&mut self, input: &mut &[u8]) -> Result<Option<FrameHeader>, FrameError> {
         loop {
             match &mut self.state {
                 DecodeState::Head { head, filled } => {
@@ -383,28 +422,26 @@ impl Decoder {
                     }
                     let header = FrameHeader::parse(head, self.max_payload_len)?;
                     let len = header.payload_len as usize;
-                    self.state = DecodeState::Data {
-                        header,
-                        payload: AlignedVec::with_capacity(len.min(INITIAL_PAYLOAD_CAPACITY)),
-                    };
+                    self.payload.clear();
+                    self.payload.reserve(len.min(INITIAL_PAYLOAD_CAPACITY));
+                    self.state = DecodeState::Data { header };
                 }
-                DecodeState::Data { header, payload } => {
+                DecodeState::Data { header } => {
+                    let header = *header;
                     let len = header.payload_len as usize;
-                    let want = len.saturating_sub(payload.len());
+                    let want = len.saturating_sub(self.payload.len());
                     let take = want.min(input.len());
                     let (now, rest) = input.split_at(take);
-                    payload.extend_from_slice(now);
+                    self.payload.extend_from_slice(now);
                     *input = rest;
-                    if payload.len() < len {
+                    if self.payload.len() < len {
                         return Ok(None);
                     }
-                    let header = *header;
-                    let payload = std::mem::take(payload);
                     self.state = DecodeState::Head {
                         head: [0; HEADER_LEN],
                         filled: 0,
                     };
-                    return Ok(Some(Frame { header, payload }));
+                    return Ok(Some(header));
                 }
             }
         }

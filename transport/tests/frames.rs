@@ -296,3 +296,40 @@ proptest! {
         let _ = decode_chunks(&[&bytes]);
     }
 }
+
+#[test]
+fn decode_message_reuses_its_buffer_and_agrees_with_decode() {
+    let all = samples::all();
+    let mut stream = Vec::new();
+    for (i, m) in all.iter().enumerate() {
+        encode_frame(&mut stream, m, Flags::NONE, i as u64, MAX).unwrap();
+    }
+    for cut in 0..=stream.len() {
+        let mut dec = Decoder::new(MAX);
+        let mut got = Vec::new();
+        for chunk in [&stream[..cut], &stream[cut..]] {
+            let mut input = chunk;
+            while let Some((h, m)) = dec.decode_message(&mut input).unwrap() {
+                assert_eq!(h.correlation as usize, got.len());
+                got.push(m);
+            }
+        }
+        assert_eq!(got, all, "cut at {cut}");
+    }
+    // An invalid archive through decode_message is an error, and the decoder stays failed.
+    let cluster = ferrojob_transport::message::ExecutorCluster {
+        worker_addresses: vec!["a".repeat(40)],
+    };
+    let mut bad = encode_to_vec(&cluster.into(), Flags::NONE, 0).unwrap();
+    let n = bad.len();
+    bad[n - 8..n - 4].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+    let mut dec = Decoder::new(MAX);
+    assert!(matches!(
+        dec.decode_message(&mut &bad[..]),
+        Err(FrameError::InvalidArchive { .. })
+    ));
+    assert_eq!(
+        dec.decode_message(&mut &b""[..]).unwrap_err(),
+        FrameError::DecoderFailed
+    );
+}

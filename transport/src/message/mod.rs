@@ -29,6 +29,10 @@
 //! | 35 | [`ProcessorTrackerStatus`] | ProcessorTracker → TaskTracker |
 //! | 36 | [`MapSubtasks`] | ProcessorTracker → TaskTracker (request) |
 //!
+//! Validation uses rkyv's low-level validator (bounds, alignment, overlapping claims, enum
+//! tags, UTF-8, bytecheck on every field) without the shared-pointer registry of the high-level
+//! one: no message contains `Rc`/`Arc`, and a type that did would not compile against it.
+//!
 //! Versioning: the frame header carries [`crate::frame::PROTOCOL_VERSION`]; a change to any
 //! struct here (or to rkyv's pinned format features) is a new protocol version.
 
@@ -95,7 +99,7 @@ macro_rules! messages {
             pub fn validate(self, payload: &[u8]) -> Result<(), rkyv::rancor::Error> {
                 match self {
                     $(MessageKind::$name => {
-                        rkyv::access::<rkyv::Archived<$name>, rkyv::rancor::Error>(payload)
+                        rkyv::api::low::access::<rkyv::Archived<$name>, rkyv::rancor::Error>(payload)
                             .map(|_| ())
                     })*
                 }
@@ -129,10 +133,14 @@ macro_rules! messages {
                 writer: crate::frame::PayloadWriter<'_>,
             ) -> Result<(), rkyv::rancor::Error> {
                 match self {
-                    $(Message::$name(m) => {
-                        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(m, writer)
-                            .map(|_| ())
-                    })*
+                    $(Message::$name(m) => rkyv::util::with_arena(|arena| {
+                        rkyv::api::low::to_bytes_in_with_alloc::<_, _, rkyv::rancor::Error>(
+                            m,
+                            writer,
+                            arena.acquire(),
+                        )
+                        .map(|_| ())
+                    }),)*
                 }
             }
 
@@ -141,7 +149,8 @@ macro_rules! messages {
             pub fn decode(kind: MessageKind, payload: &[u8]) -> Result<Message, rkyv::rancor::Error> {
                 match kind {
                     $(MessageKind::$name => {
-                        rkyv::from_bytes::<$name, rkyv::rancor::Error>(payload).map(Message::$name)
+                        rkyv::api::low::from_bytes::<$name, rkyv::rancor::Error>(payload)
+                            .map(Message::$name)
                     })*
                 }
             }
