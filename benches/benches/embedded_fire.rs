@@ -11,8 +11,10 @@
 //!
 //! Per scenario: fired, expected, missed (triggers in the observation window that did not fire
 //! by its end + 1 s), early (fires that ran *before* their due instant), lateness p50/p99/max
-//! (µs; from the trigger's due instant to the moment the processor runs; negative = early), CPU seconds of the whole process during the scenario, and the heap
-//! bytes per scheduled job (a counting global allocator). Rows go to
+//! (µs; from the trigger's due instant to the moment the processor runs; negative = early), and
+//! CPU seconds of the whole process during the scenario. Separately, `memory/N`: the heap bytes
+//! per scheduled job, measured by a counting global allocator while N jobs are registered on an
+//! idle scheduler. Rows go to
 //! `target/bench-reports/embedded_fire.json`.
 //!
 //! `EMBEDDED_FIRE_SIZES=1000,10000` limits the sizes (default 1000,10000,100000);
@@ -102,7 +104,6 @@ struct Outcome {
     fired: u64,
     lateness_us: Vec<i64>,
     cpu_s: f64,
-    heap_bytes_per_job: f64,
 }
 
 fn row(function: &str, param: String, mut o: Outcome) -> Row {
@@ -117,7 +118,6 @@ fn row(function: &str, param: String, mut o: Outcome) -> Row {
         .with("lateness_p99_us", p(0.99))
         .with("lateness_max_us", p(1.0))
         .with("cpu_s", (o.cpu_s * 100.0).round() / 100.0)
-        .with("heap_bytes_per_job", o.heap_bytes_per_job.round())
 }
 
 fn now_us() -> i64 {
@@ -130,7 +130,6 @@ fn now_us() -> i64 {
 async fn ferrojob_window(n: usize) -> Outcome {
     let scheduler = Scheduler::with_clock(Arc::new(SystemClock), SchedulerConfig::default());
     let observed = Arc::new(Observed::default());
-    let heap_before = ALLOCATED.load(Ordering::Relaxed);
     let obs = Arc::clone(&observed);
     let processor: Arc<dyn Processor> = Arc::new(move |ctx: RunContext| {
         let now = ctx.clock().now_us();
@@ -149,7 +148,6 @@ async fn ferrojob_window(n: usize) -> Outcome {
         jobs.push(id);
     }
     scheduler.settle().await.expect("settle");
-    let heap_per_job = (ALLOCATED.load(Ordering::Relaxed) - heap_before) as f64 / n as f64;
     let cpu0 = cpu_seconds();
     let window_ms = 2_000u64;
     for (i, id) in jobs.iter().enumerate() {
@@ -167,7 +165,6 @@ async fn ferrojob_window(n: usize) -> Outcome {
         fired: observed.in_window.load(Ordering::Relaxed),
         lateness_us,
         cpu_s: cpu,
-        heap_bytes_per_job: heap_per_job,
     }
 }
 
@@ -180,7 +177,6 @@ async fn ferrojob_fixed_rate(n: usize, secs: u64, spread: bool) -> Outcome {
     let observed = Arc::new(Observed::default());
     let start_ms = SystemClock.now_ms() + 2_000;
     let end_us = (start_ms + i64::try_from(secs).unwrap_or(10) * 1_000) * 1000;
-    let heap_before = ALLOCATED.load(Ordering::Relaxed);
     let obs = Arc::clone(&observed);
     let processor: Arc<dyn Processor> = Arc::new(move |ctx: RunContext| {
         let now = ctx.clock().now_us();
@@ -204,7 +200,6 @@ async fn ferrojob_fixed_rate(n: usize, secs: u64, spread: bool) -> Outcome {
             .expect("register");
     }
     scheduler.settle().await.expect("settle");
-    let heap_per_job = (ALLOCATED.load(Ordering::Relaxed) - heap_before) as f64 / n as f64;
     let cpu0 = cpu_seconds();
     let wait_ms = (start_ms - SystemClock.now_ms()).max(0) as u64 + secs * 1_000 + 1_000;
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -218,8 +213,43 @@ async fn ferrojob_fixed_rate(n: usize, secs: u64, spread: bool) -> Outcome {
         fired: observed.in_window.load(Ordering::Relaxed).min(expected),
         lateness_us,
         cpu_s: cpu,
-        heap_bytes_per_job: heap_per_job,
     }
+}
+
+/// Heap bytes per scheduled job: `n` fixed-rate jobs registered on an otherwise idle
+/// scheduler, measured by the counting allocator once the driver has scheduled them all.
+async fn ferrojob_memory(n: usize) -> f64 {
+    let scheduler = Scheduler::with_clock(Arc::new(SystemClock), SchedulerConfig::default());
+    let processor: Arc<dyn Processor> = Arc::new(|_ctx: RunContext| futures_ready());
+    let rate = TimeExpression::parse(TimeExpressionType::FixedRate, "60000", None).expect("rate");
+    let names: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    scheduler.settle().await.expect("settle");
+    let before = ALLOCATED.load(Ordering::SeqCst);
+    for name in names {
+        let spec = JobSpec::new(name, rate.clone());
+        scheduler
+            .register_arc(spec, Arc::clone(&processor))
+            .expect("register");
+    }
+    scheduler.settle().await.expect("settle");
+    let after = ALLOCATED.load(Ordering::SeqCst);
+    scheduler.shutdown().await;
+    after.saturating_sub(before) as f64 / n as f64
+}
+
+async fn tcs_memory(n: usize) -> Option<f64> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let sched = JobScheduler::new().await.ok()?;
+    // Like ferrojob's, the jobs themselves are built after the baseline and count.
+    let before = ALLOCATED.load(Ordering::SeqCst);
+    for _ in 0..n {
+        let job = Job::new_repeated_async(Duration::from_secs(60), |_id, _l| Box::pin(async {}));
+        sched.add(job.ok()?).await.ok()?;
+    }
+    let after = ALLOCATED.load(Ordering::SeqCst);
+    let mut sched = sched;
+    let _ = sched.shutdown().await;
+    Some(after.saturating_sub(before) as f64 / n as f64)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,7 +259,6 @@ async fn tcs_window(n: usize) -> Option<Outcome> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     let sched = JobScheduler::new().await.ok()?;
     let observed = Arc::new(Observed::default());
-    let heap_before = ALLOCATED.load(Ordering::Relaxed);
     let window_ms = 2_000i64;
     // A one-shot job's delay is fixed when it is created, so the window starts after a lead
     // long enough to cover creating and adding every job (1 s + 2 ms per job).
@@ -255,7 +284,6 @@ async fn tcs_window(n: usize) -> Option<Outcome> {
     for job in added {
         sched.add(job).await.ok()?;
     }
-    let heap_per_job = (ALLOCATED.load(Ordering::Relaxed) - heap_before) as f64 / n as f64;
     let registered = now_us();
     if registered > reg_start + lead_ms * 1000 {
         eprintln!(
@@ -277,7 +305,6 @@ async fn tcs_window(n: usize) -> Option<Outcome> {
         fired: observed.in_window.load(Ordering::Relaxed),
         lateness_us,
         cpu_s: cpu,
-        heap_bytes_per_job: heap_per_job,
     })
 }
 
@@ -285,7 +312,6 @@ async fn tcs_fixed_rate(n: usize, secs: u64) -> Option<Outcome> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     let sched = JobScheduler::new().await.ok()?;
     let observed = Arc::new(Observed::default());
-    let heap_before = ALLOCATED.load(Ordering::Relaxed);
     // Each job's grid is counted from its first fire (tcs gives no way to set a phase).
     let mut jobs = Vec::with_capacity(n);
     let end_us = Arc::new(AtomicI64::new(i64::MAX));
@@ -311,7 +337,6 @@ async fn tcs_fixed_rate(n: usize, secs: u64) -> Option<Outcome> {
     for job in jobs {
         sched.add(job).await.ok()?;
     }
-    let heap_per_job = (ALLOCATED.load(Ordering::Relaxed) - heap_before) as f64 / n as f64;
     let cpu0 = cpu_seconds();
     let start = now_us();
     end_us.store(
@@ -330,7 +355,6 @@ async fn tcs_fixed_rate(n: usize, secs: u64) -> Option<Outcome> {
         fired: observed.in_window.load(Ordering::Relaxed).min(expected),
         lateness_us,
         cpu_s: cpu,
-        heap_bytes_per_job: heap_per_job,
     })
 }
 
@@ -351,40 +375,49 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if benching { 10 } else { 1 });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // Both schedulers get every core: tokio-cron-scheduler a runtime with one worker per core,
+    // ferrojob its driver thread plus a runtime with one worker fewer (its documented setup).
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = |workers: usize| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let ours = runtime(cores - 1);
+    let theirs = runtime(cores);
     let mut report = Report::new("embedded_fire");
-    runtime.block_on(async {
-        for &n in &sizes {
-            report.push(row(
-                "ferrojob",
-                format!("window/{n}"),
-                ferrojob_window(n).await,
-            ));
-            match tcs_window(n).await {
-                Some(o) => report.push(row("tokio_cron_scheduler", format!("window/{n}"), o)),
-                None => eprintln!("tokio_cron_scheduler window/{n}: failed to run"),
-            }
+    for &n in &sizes {
+        let bytes = ours.block_on(ferrojob_memory(n));
+        report.push(
+            Row::new("ferrojob", format!("memory/{n}")).with("heap_bytes_per_job", bytes.round()),
+        );
+        if let Some(bytes) = theirs.block_on(tcs_memory(n)) {
+            report.push(
+                Row::new("tokio_cron_scheduler", format!("memory/{n}"))
+                    .with("heap_bytes_per_job", bytes.round()),
+            );
         }
-        for &n in &sizes {
-            report.push(row(
-                "ferrojob",
-                format!("fixed_rate_spread/{n}"),
-                ferrojob_fixed_rate(n, secs, true).await,
-            ));
-            report.push(row(
-                "ferrojob",
-                format!("fixed_rate_burst/{n}"),
-                ferrojob_fixed_rate(n, secs, false).await,
-            ));
-            match tcs_fixed_rate(n, secs).await {
-                Some(o) => report.push(row("tokio_cron_scheduler", format!("fixed_rate/{n}"), o)),
-                None => eprintln!("tokio_cron_scheduler fixed_rate/{n}: failed to run"),
-            }
+    }
+    for &n in &sizes {
+        let o = ours.block_on(ferrojob_window(n));
+        report.push(row("ferrojob", format!("window/{n}"), o));
+        match theirs.block_on(tcs_window(n)) {
+            Some(o) => report.push(row("tokio_cron_scheduler", format!("window/{n}"), o)),
+            None => eprintln!("tokio_cron_scheduler window/{n}: failed to run"),
         }
-    });
+    }
+    for &n in &sizes {
+        let o = ours.block_on(ferrojob_fixed_rate(n, secs, true));
+        report.push(row("ferrojob", format!("fixed_rate_spread/{n}"), o));
+        let o = ours.block_on(ferrojob_fixed_rate(n, secs, false));
+        report.push(row("ferrojob", format!("fixed_rate_burst/{n}"), o));
+        match theirs.block_on(tcs_fixed_rate(n, secs)) {
+            Some(o) => report.push(row("tokio_cron_scheduler", format!("fixed_rate/{n}"), o)),
+            None => eprintln!("tokio_cron_scheduler fixed_rate/{n}: failed to run"),
+        }
+    }
     match report.write() {
         Ok(path) => println!("wrote {}", path.display()),
         Err(e) => eprintln!("could not write the report: {e}"),

@@ -21,7 +21,10 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    // The scheduler's driver thread gets a core of its own: the runtime has one worker fewer.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.saturating_sub(1).max(1))
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

@@ -11,17 +11,20 @@
 //! 3. [`Core::next_wakeup`], the instant to sleep until (unless a command arrives first).
 //!
 //! # Invariants
-//! - A job has at most one schedule timer in the wheel (`JobState::timer`); a disabled or
+//! - A job has at most one schedule timer in the wheel (`DriverState::timer`); a disabled or
 //!   removed job has none. So a trigger can never fire twice.
+//! - The core keeps no table of jobs: each wheel entry and each command carries the job's
+//!   `Arc<JobDef>`, and the per-job scheduling state lives in `JobDef::driver`, which only the
+//!   driver thread locks (so the lock is never contended). A fire costs no map lookup, and a job
+//!   costs the scheduler one `JobDef`, one wheel entry and one registry slot.
 //! - Only the core increments a job's `running` counter, and only when it emits a run, after
 //!   checking `max_instances`; runs only decrement it. So the limit is never exceeded.
 //! - A FIXED_DELAY job has either a timer or is `awaiting_completion` of the run it fired,
 //!   never both; the run's completion schedules the next trigger.
 //! - Trigger times are never rounded: the wheel's 1 ms tick is the unit of every expression.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::model::{InstanceId, JobId};
 use crate::time_expression::{EpochMs, MisfirePolicy, TimeExpression};
@@ -37,6 +40,25 @@ pub(crate) struct JobDef {
     pub(crate) spec: JobSpec,
     pub(crate) processor: Arc<dyn Processor>,
     pub(crate) counters: JobCounters,
+    /// Scheduling state; locked only by the core, on the driver thread.
+    driver: Mutex<DriverState>,
+}
+
+impl JobDef {
+    /// A job that is not yet scheduled (the core's `Command::Add` schedules it).
+    pub(crate) fn new(id: JobId, spec: JobSpec, processor: Arc<dyn Processor>) -> Self {
+        JobDef {
+            id,
+            spec,
+            processor,
+            counters: JobCounters::default(),
+            driver: Mutex::new(DriverState::default()),
+        }
+    }
+
+    fn driver(&self) -> MutexGuard<'_, DriverState> {
+        self.driver.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for JobDef {
@@ -80,9 +102,9 @@ pub(crate) enum Command {
     /// Start scheduling a newly registered job.
     Add(Arc<JobDef>),
     /// Stop scheduling a job and forget it.
-    Remove(JobId),
+    Remove(Arc<JobDef>),
     /// Enable or disable a job's schedule.
-    SetEnabled(JobId, bool),
+    SetEnabled(Arc<JobDef>, bool),
     /// Run a job once, `delay_ms` from now, as `instance`.
     Trigger {
         def: Arc<JobDef>,
@@ -91,7 +113,10 @@ pub(crate) enum Command {
         delay_ms: u64,
     },
     /// A scheduled run of a FIXED_DELAY job finished at `finished_at`.
-    Completed { job: JobId, finished_at: EpochMs },
+    Completed {
+        def: Arc<JobDef>,
+        finished_at: EpochMs,
+    },
 }
 
 /// A run to launch, or a trigger to report as skipped.
@@ -112,7 +137,7 @@ pub(crate) struct Fire {
 #[derive(Debug)]
 enum Timer {
     /// The job's next scheduled trigger, due at `due`.
-    Next { job: JobId, due: EpochMs },
+    Next { def: Arc<JobDef>, due: EpochMs },
     /// A manual trigger.
     Trigger(Box<PendingTrigger>),
 }
@@ -125,12 +150,14 @@ struct PendingTrigger {
     due: EpochMs,
 }
 
-#[derive(Debug)]
-struct JobState {
-    def: Arc<JobDef>,
+/// A job's scheduling state, owned by the core.
+#[derive(Debug, Default)]
+struct DriverState {
+    /// Whether `Command::Add` has been handled (and `Command::Remove` not yet).
+    scheduled: bool,
     /// The schedule timer, if one is armed.
     timer: Option<TimerKey>,
-    /// FIXED_RATE's grid origin (fires at anchor + k·period).
+    /// FIXED_RATE's grid origin (fires at anchor + k·period); FIXED_DELAY's last completion.
     anchor: EpochMs,
     enabled: bool,
     /// FIXED_DELAY: a scheduled run is in flight; its completion arms the next trigger.
@@ -152,7 +179,6 @@ pub(crate) struct Core {
     /// Wheel tick 0 is this instant; tick `t` is `origin + t` ms.
     origin: EpochMs,
     wheel: TimerWheel<Timer>,
-    jobs: HashMap<JobId, JobState>,
     next_instance: Arc<AtomicU64>,
     config: CoreConfig,
 }
@@ -163,16 +189,9 @@ impl Core {
         Core {
             origin: now,
             wheel: TimerWheel::new(0),
-            jobs: HashMap::new(),
             next_instance,
             config,
         }
-    }
-
-    /// Number of scheduled jobs.
-    #[cfg(test)]
-    pub(crate) fn job_count(&self) -> usize {
-        self.jobs.len()
     }
 
     fn tick(&self, at: EpochMs) -> u64 {
@@ -183,39 +202,29 @@ impl Core {
     pub(crate) fn handle(&mut self, now: EpochMs, command: Command) {
         match command {
             Command::Add(def) => {
-                let id = def.id;
                 let spec = &def.spec;
                 let start = spec.lifecycle.start.unwrap_or(EpochMs::MIN);
-                let anchor = spec.resume_after.unwrap_or(now).max(start);
-                let enabled = spec.enabled;
                 let after = spec.resume_after.unwrap_or(now);
-                self.jobs.insert(
-                    id,
-                    JobState {
-                        def,
-                        timer: None,
-                        anchor,
-                        enabled,
-                        awaiting_completion: false,
-                    },
-                );
-                if enabled {
-                    self.arm(id, after);
+                {
+                    let mut st = def.driver();
+                    st.scheduled = true;
+                    st.anchor = after.max(start);
+                    st.enabled = spec.enabled;
+                }
+                if spec.enabled {
+                    self.arm(&def, after);
                 }
             }
-            Command::Remove(job) => {
-                if let Some(state) = self.jobs.remove(&job) {
-                    if let Some(key) = state.timer {
-                        self.wheel.cancel(key);
-                    }
-                    state
-                        .def
-                        .counters
-                        .next_fire_at
-                        .store(i64::MIN, Ordering::Relaxed);
+            Command::Remove(def) => {
+                let mut st = def.driver();
+                st.scheduled = false;
+                st.enabled = false;
+                if let Some(key) = st.timer.take() {
+                    self.wheel.cancel(key);
                 }
+                def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
             }
-            Command::SetEnabled(job, enabled) => self.set_enabled(now, job, enabled),
+            Command::SetEnabled(def, enabled) => self.set_enabled(now, &def, enabled),
             Command::Trigger {
                 def,
                 instance,
@@ -234,66 +243,61 @@ impl Core {
                     })),
                 );
             }
-            Command::Completed { job, finished_at } => {
-                let Some(state) = self.jobs.get_mut(&job) else {
-                    return;
-                };
-                if !state.enabled || !state.awaiting_completion {
-                    return;
+            Command::Completed { def, finished_at } => {
+                {
+                    let mut st = def.driver();
+                    if !st.scheduled || !st.enabled || !st.awaiting_completion {
+                        return;
+                    }
+                    st.awaiting_completion = false;
+                    st.anchor = finished_at;
                 }
-                state.awaiting_completion = false;
-                state.anchor = finished_at;
-                self.arm(job, finished_at);
+                self.arm(&def, finished_at);
             }
         }
     }
 
-    fn set_enabled(&mut self, now: EpochMs, job: JobId, enabled: bool) {
-        let Some(state) = self.jobs.get_mut(&job) else {
-            return;
-        };
-        if state.enabled == enabled {
-            return;
-        }
-        state.enabled = enabled;
-        if enabled {
+    fn set_enabled(&mut self, now: EpochMs, def: &Arc<JobDef>, enabled: bool) {
+        {
+            let mut st = def.driver();
+            if !st.scheduled || st.enabled == enabled {
+                return;
+            }
+            st.enabled = enabled;
+            if !enabled {
+                st.awaiting_completion = false;
+                if let Some(key) = st.timer.take() {
+                    self.wheel.cancel(key);
+                }
+                def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
+                return;
+            }
             // A fixed delay counts from the moment the job is enabled again; other
             // expressions keep their grid. The disabled period is not a misfire.
-            if matches!(state.def.spec.expression, TimeExpression::FixedDelay { .. }) {
-                state.anchor = now;
+            if matches!(def.spec.expression, TimeExpression::FixedDelay { .. }) {
+                st.anchor = now;
             }
-            self.arm(job, now);
-        } else {
-            state.awaiting_completion = false;
-            if let Some(key) = state.timer.take() {
-                self.wheel.cancel(key);
-            }
-            state
-                .def
-                .counters
-                .next_fire_at
-                .store(i64::MIN, Ordering::Relaxed);
         }
+        self.arm(def, now);
     }
 
     /// Arms the job's schedule timer at its first trigger strictly after `after`, if any.
-    fn arm(&mut self, job: JobId, after: EpochMs) {
-        let origin = self.origin;
-        let Some(state) = self.jobs.get_mut(&job) else {
-            return;
-        };
-        if let Some(key) = state.timer.take() {
+    fn arm(&mut self, def: &Arc<JobDef>, after: EpochMs) {
+        let mut st = def.driver();
+        if let Some(key) = st.timer.take() {
             self.wheel.cancel(key);
         }
-        let next = next_due(&state.def.spec, state.anchor, after);
-        state
-            .def
-            .counters
+        let next = next_due(&def.spec, st.anchor, after);
+        def.counters
             .next_fire_at
             .store(next.unwrap_or(i64::MIN), Ordering::Relaxed);
         if let Some(due) = next {
-            let tick = u64::try_from(due.saturating_sub(origin)).unwrap_or(0);
-            state.timer = Some(self.wheel.insert(tick, Timer::Next { job, due }));
+            let tick = self.tick(due);
+            let timer = Timer::Next {
+                def: Arc::clone(def),
+                due,
+            };
+            st.timer = Some(self.wheel.insert(tick, timer));
         }
     }
 
@@ -305,12 +309,20 @@ impl Core {
         })
     }
 
-    /// Pops every timer due at `now` and appends the resulting fires to `out`.
-    pub(crate) fn poll(&mut self, now: EpochMs, out: &mut Vec<Fire>) {
+    /// Pops the timers due at `now` and appends the resulting fires to `out`, stopping once
+    /// `out` holds at least `limit` fires (call again for the rest: nothing due is lost, and
+    /// the order is kept). Returns whether it stopped because of the limit.
+    pub(crate) fn poll(&mut self, now: EpochMs, out: &mut Vec<Fire>, limit: usize) -> bool {
         let tick = self.tick(now);
-        while let Some(expired) = self.wheel.poll(tick) {
+        loop {
+            if out.len() >= limit {
+                return true;
+            }
+            let Some(expired) = self.wheel.poll(tick) else {
+                return false;
+            };
             match expired.value {
-                Timer::Next { job, due } => self.on_due(now, job, due, out),
+                Timer::Next { def, due } => self.on_due(now, def, due, out),
                 Timer::Trigger(t) => {
                     let PendingTrigger {
                         def,
@@ -318,10 +330,11 @@ impl Core {
                         params,
                         due,
                     } = *t;
-                    let skip = if self.jobs.contains_key(&def.id) {
-                        admit(&def)
-                    } else {
+                    let removed = !def.driver().scheduled;
+                    let skip = if removed {
                         Some(SkipReason::JobRemoved)
+                    } else {
+                        admit(&def)
                     };
                     out.push(Fire {
                         def,
@@ -336,80 +349,84 @@ impl Core {
         }
     }
 
-    fn on_due(&mut self, now: EpochMs, job: JobId, due: EpochMs, out: &mut Vec<Fire>) {
-        let Some(state) = self.jobs.get_mut(&job) else {
-            return;
+    fn on_due(&mut self, now: EpochMs, def: Arc<JobDef>, due: EpochMs, out: &mut Vec<Fire>) {
+        let anchor = {
+            let mut st = def.driver();
+            st.timer = None;
+            if !st.scheduled || !st.enabled {
+                return;
+            }
+            st.anchor
         };
-        state.timer = None;
-        if !state.enabled {
-            return;
-        }
-        let def = Arc::clone(&state.def);
-        let anchor = state.anchor;
         let fixed_delay = matches!(def.spec.expression, TimeExpression::FixedDelay { .. });
         let late_ms = u64::try_from(now.saturating_sub(due)).unwrap_or(0);
 
-        // Trigger times to run now, and the triggers the misfire policy dropped.
-        let mut runs: Vec<EpochMs> = Vec::with_capacity(1);
-        let mut dropped = 0u64;
-        let mut first_dropped = due;
-        let resume_after;
         if late_ms <= self.config.misfire_threshold_ms || fixed_delay {
-            // On time, or late within the threshold: run it and continue from it (the triggers
-            // after it that are also due come back from the wheel at once). A fixed delay has
-            // exactly one pending trigger, so it has nothing to catch up.
-            runs.push(due);
-            resume_after = due;
-        } else {
-            // A misfire. Walk the triggers due by now: those late by more than the threshold
-            // were missed and the policy decides (`cap` of them run); the later ones are
-            // merely late and run. The walk is bounded by `COUNT_LIMIT` dropped triggers, after
-            // which the schedule resumes from now.
-            const COUNT_LIMIT: u64 = 100_000;
-            let cap = match def.spec.misfire {
-                MisfirePolicy::FireAll => self.config.max_catch_up.max(1),
-                MisfirePolicy::FireOnce => 1,
-                MisfirePolicy::Skip => 0,
-            };
-            let threshold = i64::try_from(self.config.misfire_threshold_ms).unwrap_or(i64::MAX);
-            let mut missed_runs = 0u32;
-            let mut last = due;
-            let mut t = Some(due);
-            while let Some(at) = t.filter(|at| *at <= now) {
-                last = at;
-                if now.saturating_sub(at) <= threshold {
-                    runs.push(at);
-                } else if missed_runs < cap {
-                    runs.push(at);
-                    missed_runs += 1;
-                } else {
-                    if dropped == 0 {
-                        first_dropped = at;
-                    }
-                    dropped += 1;
-                    if dropped >= COUNT_LIMIT {
-                        last = now;
-                        break;
-                    }
-                }
-                t = next_due(&def.spec, anchor, at);
+            // On time, or late within the threshold (the hot path: no allocation): run it and
+            // continue from it; the triggers after it that are also due come back from the
+            // wheel at once. A fixed delay has one pending trigger: nothing to catch up.
+            let skip = admit(&def);
+            out.push(self.fire(&def, due, skip));
+            if !fixed_delay {
+                self.arm(&def, due);
+            } else if skip.is_none() {
+                def.driver().awaiting_completion = true;
+                def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
+            } else {
+                // Nothing ran, so no completion will come: count the delay from now.
+                def.driver().anchor = now;
+                self.arm(&def, now);
             }
-            resume_after = last;
-            tracing::warn!(
-                job = def.id.0,
-                name = %def.spec.name,
-                late_ms,
-                policy = ?def.spec.misfire,
-                running = runs.len(),
-                dropped,
-                "misfire"
-            );
+            return;
         }
 
-        let mut ran = false;
+        // A misfire. Walk the triggers due by now: those late by more than the threshold were
+        // missed and the policy decides (`cap` of them run); the later ones are merely late and
+        // run. The walk is bounded by `COUNT_LIMIT` dropped triggers, after which the schedule
+        // resumes from now.
+        const COUNT_LIMIT: u64 = 100_000;
+        let cap = match def.spec.misfire {
+            MisfirePolicy::FireAll => self.config.max_catch_up.max(1),
+            MisfirePolicy::FireOnce => 1,
+            MisfirePolicy::Skip => 0,
+        };
+        let threshold = i64::try_from(self.config.misfire_threshold_ms).unwrap_or(i64::MAX);
+        let mut runs: Vec<EpochMs> = Vec::new();
+        let mut missed_runs = 0u32;
+        let mut dropped = 0u64;
+        let mut first_dropped = due;
+        let mut last = due;
+        let mut t = Some(due);
+        while let Some(at) = t.filter(|at| *at <= now) {
+            last = at;
+            if now.saturating_sub(at) <= threshold {
+                runs.push(at);
+            } else if missed_runs < cap {
+                runs.push(at);
+                missed_runs += 1;
+            } else {
+                if dropped == 0 {
+                    first_dropped = at;
+                }
+                dropped += 1;
+                if dropped >= COUNT_LIMIT {
+                    last = now;
+                    break;
+                }
+            }
+            t = next_due(&def.spec, anchor, at);
+        }
+        tracing::warn!(
+            job = def.id.0,
+            name = %def.spec.name,
+            late_ms,
+            policy = ?def.spec.misfire,
+            running = runs.len(),
+            dropped,
+            "misfire"
+        );
         for at in runs {
             let skip = admit(&def);
-            ran |= skip.is_none();
             out.push(self.fire(&def, at, skip));
         }
         if dropped > 0 {
@@ -420,21 +437,7 @@ impl Core {
                 Some(SkipReason::Misfired { missed: dropped }),
             ));
         }
-
-        if fixed_delay && ran {
-            if let Some(state) = self.jobs.get_mut(&job) {
-                state.awaiting_completion = true;
-            }
-            def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
-        } else {
-            if fixed_delay {
-                // Nothing ran, so no completion will come: count the delay from now.
-                if let Some(state) = self.jobs.get_mut(&job) {
-                    state.anchor = now;
-                }
-            }
-            self.arm(job, if fixed_delay { now } else { resume_after });
-        }
+        self.arm(&def, last);
     }
 
     fn fire(&self, def: &Arc<JobDef>, scheduled_at: EpochMs, skip: Option<SkipReason>) -> Fire {
@@ -501,12 +504,7 @@ mod tests {
     }
 
     fn def(id: u64, spec: JobSpec) -> Arc<JobDef> {
-        Arc::new(JobDef {
-            id: JobId(id),
-            spec,
-            processor: noop(),
-            counters: JobCounters::default(),
-        })
+        Arc::new(JobDef::new(JobId(id), spec, noop()))
     }
 
     fn expr(kind: TimeExpressionType, e: &str) -> TimeExpression {
@@ -516,7 +514,7 @@ mod tests {
     /// Polls at `now` and returns (scheduled_at - T0, skipped?) of each fire.
     fn poll(core: &mut Core, now: EpochMs) -> Vec<(i64, Option<SkipReason>)> {
         let mut out = Vec::new();
-        core.poll(now, &mut out);
+        assert!(!core.poll(now, &mut out, usize::MAX));
         out.into_iter()
             .map(|f| {
                 if f.skip.is_none() {
@@ -550,7 +548,7 @@ mod tests {
             1,
             JobSpec::new("d", expr(TimeExpressionType::FixedDelay, "100")),
         );
-        c.handle(T0, Command::Add(d));
+        c.handle(T0, Command::Add(Arc::clone(&d)));
         assert_eq!(poll(&mut c, T0 + 100), [(100, None)]);
         assert_eq!(
             c.next_wakeup(),
@@ -560,7 +558,7 @@ mod tests {
         c.handle(
             T0 + 130,
             Command::Completed {
-                job: JobId(1),
+                def: d,
                 finished_at: T0 + 130,
             },
         );
@@ -615,39 +613,38 @@ mod tests {
         let d = def(1, spec);
         c.handle(T0, Command::Add(Arc::clone(&d)));
         let mut out = Vec::new();
-        c.poll(T0 + 10, &mut out);
+        c.poll(T0 + 10, &mut out, usize::MAX);
         assert!(out[0].skip.is_none());
         assert_eq!(d.counters.running.load(Ordering::Relaxed), 1);
         out.clear();
-        c.poll(T0 + 20, &mut out);
+        c.poll(T0 + 20, &mut out, usize::MAX);
         assert_eq!(out[0].skip, Some(SkipReason::TooManyInstances));
         d.counters.running.fetch_sub(1, Ordering::Relaxed);
         out.clear();
-        c.poll(T0 + 30, &mut out);
+        c.poll(T0 + 30, &mut out, usize::MAX);
         assert!(out[0].skip.is_none());
     }
 
     #[test]
     fn disable_enable_and_remove() {
         let mut c = core();
-        c.handle(
-            T0,
-            Command::Add(def(
-                1,
-                JobSpec::new("x", expr(TimeExpressionType::FixedRate, "100")),
-            )),
+        let d = def(
+            1,
+            JobSpec::new("x", expr(TimeExpressionType::FixedRate, "100")),
         );
-        c.handle(T0 + 50, Command::SetEnabled(JobId(1), false));
+        c.handle(T0, Command::Add(Arc::clone(&d)));
+        c.handle(T0 + 50, Command::SetEnabled(Arc::clone(&d), false));
         assert_eq!(c.next_wakeup(), None);
         assert!(
             poll(&mut c, T0 + 500).is_empty(),
             "disabled: no fires, no misfires"
         );
-        c.handle(T0 + 500, Command::SetEnabled(JobId(1), true));
+        c.handle(T0 + 500, Command::SetEnabled(Arc::clone(&d), true));
         assert_eq!(c.next_wakeup(), Some(T0 + 600), "the grid is kept");
-        c.handle(T0 + 550, Command::Remove(JobId(1)));
-        assert_eq!(c.job_count(), 0);
+        c.handle(T0 + 550, Command::Remove(Arc::clone(&d)));
         assert_eq!(c.next_wakeup(), None);
+        c.handle(T0 + 560, Command::SetEnabled(d, true));
+        assert_eq!(c.next_wakeup(), None, "a removed job cannot be re-enabled");
     }
 
     #[test]
@@ -668,7 +665,7 @@ mod tests {
             );
         }
         assert_eq!(poll(&mut c, T0), [(0, None)]);
-        c.handle(T0 + 1, Command::Remove(JobId(1)));
+        c.handle(T0 + 1, Command::Remove(Arc::clone(&d)));
         assert_eq!(poll(&mut c, T0 + 40), [(40, Some(SkipReason::JobRemoved))]);
     }
 

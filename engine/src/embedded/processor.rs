@@ -10,6 +10,8 @@ use crate::clock::{Clock, EpochUs};
 use crate::model::{InstanceId, JobId};
 use crate::time_expression::EpochMs;
 
+use super::core::JobDef;
+
 /// Any error a processor returns; its `Display` becomes the run's failure message.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -42,13 +44,11 @@ where
 /// What a processor knows about the run it serves.
 #[derive(Clone)]
 pub struct RunContext {
-    pub(crate) job_id: JobId,
-    pub(crate) job_name: Arc<str>,
+    pub(crate) job: Arc<JobDef>,
     pub(crate) instance_id: InstanceId,
     pub(crate) attempt: u32,
     pub(crate) scheduled_at: EpochMs,
     pub(crate) fired_at_us: EpochUs,
-    pub(crate) params: Arc<str>,
     pub(crate) instance_params: Option<Arc<str>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) cancel: tokio::sync::watch::Receiver<bool>,
@@ -57,8 +57,8 @@ pub struct RunContext {
 impl fmt::Debug for RunContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunContext")
-            .field("job_id", &self.job_id)
-            .field("job_name", &self.job_name)
+            .field("job_id", &self.job.id)
+            .field("job_name", &self.job.spec.name)
             .field("instance_id", &self.instance_id)
             .field("attempt", &self.attempt)
             .field("scheduled_at", &self.scheduled_at)
@@ -69,12 +69,12 @@ impl fmt::Debug for RunContext {
 impl RunContext {
     /// The job this run belongs to.
     pub fn job_id(&self) -> JobId {
-        self.job_id
+        self.job.id
     }
 
     /// The job's name.
     pub fn job_name(&self) -> &str {
-        &self.job_name
+        &self.job.spec.name
     }
 
     /// This run's instance id (the same for every attempt of the run).
@@ -100,7 +100,7 @@ impl RunContext {
 
     /// The job's parameters.
     pub fn params(&self) -> &str {
-        &self.params
+        &self.job.spec.params
     }
 
     /// The parameters of this run, if it was triggered with some.

@@ -2,19 +2,26 @@
 //! [`Core`], and the execution of runs on tokio.
 //!
 //! ```text
-//!  Scheduler (any thread)          driver thread                    tokio runtime
-//!  ──────────────────────          ─────────────                    ─────────────
-//!  register/trigger/... ──flume──► Core::handle(now, cmd)
-//!            └── Parker::unpark ─► Clock::park returns
-//!                                  Core::poll(now) ──► Fire ──spawn──► execute(): attempts,
-//!                                  Clock::park(next_wakeup)           timeout, retries, report
-//!                                        ▲                                │
-//!                                        └──── Completed (FIXED_DELAY) ───┘
+//!  Scheduler (any thread)        driver thread (1)                 tokio runtime
+//!  ──────────────────────        ─────────────────                 ─────────────
+//!  register/trigger/... ─flume─► Core::handle(now, cmd)
+//!          └─ Parker::unpark ──► Clock::park returns
+//!                                Core::poll(now) ─► Vec<Fire> ─flume─► dispatcher task
+//!                                Clock::park(next_wakeup)                └─ spawn execute():
+//!                                      ▲                                    attempts, timeout,
+//!                                      │                                    retries, report
+//!                                      └──── Completed (FIXED_DELAY) ───────────┘
 //! ```
 //!
 //! The driver is a plain thread rather than a tokio task so that its wake-ups are as exact as
 //! the operating system allows (a condition variable with a timeout), independent of tokio's
-//! millisecond timer granularity and of how busy the runtime's workers are.
+//! millisecond timer granularity and of how busy the runtime's workers are. It hands fires to
+//! a dispatcher task in batches, so that one cross-thread wake-up serves a whole batch.
+//!
+//! For the lowest lateness give the driver a core of its own: a runtime with one worker
+//! thread fewer than the machine has cores (`ferrojob demo` does this). When the driver must
+//! share a core with busy runtime workers, the OS can make it wait a scheduling quantum
+//! (milliseconds) before it runs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,7 +34,7 @@ use crate::clock::{Clock, Parker, SystemClock};
 use crate::model::{InstanceId, JobId};
 use crate::time_expression::EpochMs;
 
-use super::core::{Command, Core, CoreConfig, Fire, JobCounters, JobDef};
+use super::core::{Command, Core, CoreConfig, Fire, JobDef};
 use super::error::SchedulerError;
 use super::job::JobSpec;
 use super::processor::{Processor, RunContext};
@@ -112,6 +119,18 @@ enum DriverMsg {
     Shutdown,
 }
 
+/// What the driver hands to the dispatcher task.
+enum Dispatch {
+    /// Fires emitted at `fired_at_us`, in order.
+    Fires(Vec<Fire>, i64),
+    /// Reply once every earlier fire has been launched.
+    Settled(oneshot::Sender<()>),
+}
+
+/// Fires handed to the dispatcher per batch: bounds how long the first run of a large burst
+/// waits for the driver to finish emitting the rest.
+const BATCH: usize = 1024;
+
 struct Inner {
     clock: Arc<dyn Clock>,
     runtime: tokio::runtime::Handle,
@@ -123,7 +142,8 @@ struct Inner {
     reports: broadcast::Sender<RunReport>,
     /// `true` once the scheduler shuts down: every attempt in progress is cancelled.
     cancel: watch::Sender<bool>,
-    /// Runs launched and not yet finished, and a notification when it drops to zero.
+    /// Runs handed to the dispatcher and not yet finished, and a notification when it drops
+    /// to zero.
     in_flight: AtomicUsize,
     idle: Notify,
     shut_down: AtomicBool,
@@ -190,10 +210,17 @@ impl Scheduler {
             idle: Notify::new(),
             shut_down: AtomicBool::new(false),
         });
+        // The dispatcher lives on the runtime and spawns runs from there: spawning from the
+        // driver thread would take tokio's injection lock and wake a worker for every run.
+        let (dispatch_tx, dispatch_rx) = flume::unbounded();
+        let dispatcher_inner = Arc::clone(&inner);
+        inner
+            .runtime
+            .spawn(async move { dispatch(&dispatcher_inner, dispatch_rx).await });
         let driver_inner = Arc::clone(&inner);
         let driver = std::thread::Builder::new()
             .name("ferrojob-driver".into())
-            .spawn(move || drive(&driver_inner, &rx, core))
+            .spawn(move || drive(&driver_inner, &rx, &dispatch_tx, core))
             // Without its driver thread there is no scheduler; this is a resource failure at
             // start-up, not an input error.
             .unwrap_or_else(|e| panic!("cannot start the scheduler's driver thread: {e}"));
@@ -233,12 +260,7 @@ impl Scheduler {
             }
         }
         let id = JobId(self.inner.next_job.fetch_add(1, Ordering::Relaxed));
-        let def = Arc::new(JobDef {
-            id,
-            spec,
-            processor,
-            counters: JobCounters::default(),
-        });
+        let def = Arc::new(JobDef::new(id, spec, processor));
         self.inner.jobs.insert(id, Arc::clone(&def));
         self.send(DriverMsg::Core(Command::Add(def)))?;
         Ok(id)
@@ -248,11 +270,12 @@ impl Scheduler {
     /// skipped. Runs in progress finish.
     pub fn remove(&self, job: JobId) -> Result<(), SchedulerError> {
         self.check_open()?;
-        self.inner
+        let (_, def) = self
+            .inner
             .jobs
             .remove(&job)
             .ok_or(SchedulerError::UnknownJob(job))?;
-        self.send(DriverMsg::Core(Command::Remove(job)))
+        self.send(DriverMsg::Core(Command::Remove(def)))
     }
 
     /// Enables a job's schedule. Triggers that passed while it was disabled are not misfires:
@@ -268,8 +291,8 @@ impl Scheduler {
 
     fn set_enabled(&self, job: JobId, enabled: bool) -> Result<(), SchedulerError> {
         self.check_open()?;
-        self.def(job)?;
-        self.send(DriverMsg::Core(Command::SetEnabled(job, enabled)))
+        let def = self.def(job)?;
+        self.send(DriverMsg::Core(Command::SetEnabled(def, enabled)))
     }
 
     /// Runs a job once, now or after `options.delay_ms`, whatever its schedule and whether it
@@ -325,9 +348,10 @@ impl Scheduler {
         self.inner.reports.subscribe()
     }
 
-    /// Completes once the driver has handled every call made before this one and launched
-    /// every run due at the clock's current time. With a virtual clock this makes
-    /// "advance, then check" deterministic.
+    /// Completes once the driver has handled every call made before this one and every run
+    /// due at the clock's current time has been launched (spawned; skipped triggers reported).
+    /// With a virtual clock this makes "advance, then check" deterministic; a run's own report
+    /// comes when it ends.
     pub async fn settle(&self) -> Result<(), SchedulerError> {
         let (tx, rx) = oneshot::channel();
         self.send(DriverMsg::Settle(tx))?;
@@ -399,9 +423,15 @@ impl Drop for Scheduler {
     }
 }
 
-/// The driver thread: commands in, fires out, park until the next due instant.
-fn drive(inner: &Arc<Inner>, rx: &flume::Receiver<DriverMsg>, mut core: Core) {
-    let mut fires: Vec<Fire> = Vec::new();
+/// The driver thread: commands in, fires out (in batches, to the dispatcher), park until the
+/// next due instant. It ends on `Shutdown`, dropping `dispatch`, which ends the dispatcher once
+/// it has launched what it was given.
+fn drive(
+    inner: &Arc<Inner>,
+    rx: &flume::Receiver<DriverMsg>,
+    dispatch: &flume::Sender<Dispatch>,
+    mut core: Core,
+) {
     let mut settles: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let now = inner.clock.now_ms();
@@ -413,21 +443,45 @@ fn drive(inner: &Arc<Inner>, rx: &flume::Receiver<DriverMsg>, mut core: Core) {
                 Err(flume::TryRecvError::Empty) => break,
             }
         }
-        core.poll(inner.clock.now_ms(), &mut fires);
-        for fire in fires.drain(..) {
-            launch(inner, fire);
+        let now = inner.clock.now_ms();
+        loop {
+            let mut fires = Vec::new();
+            let more = core.poll(now, &mut fires, BATCH);
+            if !fires.is_empty() {
+                let runs = fires.iter().filter(|f| f.skip.is_none()).count();
+                inner.in_flight.fetch_add(runs, Ordering::AcqRel);
+                let _ = dispatch.send(Dispatch::Fires(fires, inner.clock.now_us()));
+            }
+            if !more {
+                break;
+            }
         }
         for tx in settles.drain(..) {
-            let _ = tx.send(());
+            let _ = dispatch.send(Dispatch::Settled(tx));
         }
         let wake_us = core.next_wakeup().map(|ms| ms.saturating_mul(1000));
         inner.clock.park(&inner.parker, wake_us);
     }
 }
 
-/// Starts a run on the runtime, or reports a skipped trigger.
-fn launch(inner: &Arc<Inner>, fire: Fire) {
-    let fired_at_us = inner.clock.now_us();
+/// The dispatcher task: launches each batch the driver emits, in order.
+async fn dispatch(inner: &Arc<Inner>, rx: flume::Receiver<Dispatch>) {
+    while let Ok(msg) = rx.recv_async().await {
+        match msg {
+            Dispatch::Fires(fires, fired_at_us) => {
+                for fire in fires {
+                    launch(inner, fire, fired_at_us);
+                }
+            }
+            Dispatch::Settled(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// Starts a run (already counted in `in_flight` by the driver), or reports a skipped trigger.
+fn launch(inner: &Arc<Inner>, fire: Fire, fired_at_us: i64) {
     if let Some(reason) = fire.skip {
         let _ = inner.reports.send(RunReport {
             job_id: fire.def.id,
@@ -440,31 +494,24 @@ fn launch(inner: &Arc<Inner>, fire: Fire) {
         });
         return;
     }
-    inner.in_flight.fetch_add(1, Ordering::AcqRel);
     let run_inner = Arc::clone(inner);
-    inner
-        .runtime
-        .spawn(async move { execute(run_inner, fire, fired_at_us).await });
+    tokio::spawn(async move { execute(run_inner, fire, fired_at_us).await });
 }
 
 /// Runs every attempt of one run, then accounts for it and reports it.
 async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
     let def = Arc::clone(&fire.def);
     let spec = &def.spec;
-    let job_name: Arc<str> = Arc::from(spec.name.as_str());
-    let params: Arc<str> = Arc::from(spec.params.as_str());
     let mut cancel = inner.cancel.subscribe();
     let mut attempt = 0u32;
     let outcome = loop {
         attempt += 1;
         let ctx = RunContext {
-            job_id: def.id,
-            job_name: Arc::clone(&job_name),
+            job: Arc::clone(&def),
             instance_id: fire.instance,
             attempt,
             scheduled_at: fire.scheduled_at,
             fired_at_us,
-            params: Arc::clone(&params),
             instance_params: fire.instance_params.clone(),
             clock: Arc::clone(&inner.clock),
             cancel: cancel.clone(),
@@ -528,7 +575,7 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
         )
     {
         let _ = inner.commands.send(DriverMsg::Core(Command::Completed {
-            job: def.id,
+            def: Arc::clone(&def),
             finished_at: finished_at_us.div_euclid(1000),
         }));
         inner.parker.unpark();
