@@ -1,0 +1,249 @@
+//! The `ferrojob` binary end to end: real processes, real arguments, real output.
+
+use std::process::{Command, Output};
+
+fn ferrojob(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(args)
+        .output()
+        .expect("run ferrojob")
+}
+
+fn stdout_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One `ferrojob validate` call and the lines it must print.
+fn check(args: &[&str], expected: &[&str]) {
+    let mut all = vec!["validate"];
+    all.extend_from_slice(args);
+    let out = ferrojob(&all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_lines(&out), expected, "{args:?}");
+}
+
+#[test]
+fn validate_prints_quartz_trigger_times_in_the_jobs_zone() {
+    // The issue's example: third Friday of every month, 10:15 in Shanghai.
+    check(
+        &[
+            "--type",
+            "cron",
+            "--expr",
+            "0 15 10 ? * 6#3",
+            "--tz",
+            "Asia/Shanghai",
+            "--after",
+            "2026-01-01T00:00:00Z",
+            "--count",
+            "5",
+        ],
+        &[
+            "2026-01-16T10:15:00+08:00",
+            "2026-02-20T10:15:00+08:00",
+            "2026-03-20T10:15:00+08:00",
+            "2026-04-17T10:15:00+08:00",
+            "2026-05-15T10:15:00+08:00",
+        ],
+    );
+    // Last weekday of the month, New York, across the spring DST change.
+    check(
+        &[
+            "--type",
+            "cron",
+            "--expr",
+            "0 0 12 LW * ?",
+            "--tz",
+            "America/New_York",
+            "--after",
+            "2026-01-01T00:00:00Z",
+            "--count",
+            "3",
+        ],
+        &[
+            "2026-01-30T12:00:00-05:00",
+            "2026-02-27T12:00:00-05:00",
+            "2026-03-31T12:00:00-04:00",
+        ],
+    );
+    // A daily 02:30 in Berlin: the spring-forward gap fires once at 03:00, no day skipped.
+    check(
+        &[
+            "--type",
+            "cron",
+            "--expr",
+            "0 30 2 * * ?",
+            "--tz",
+            "Europe/Berlin",
+            "--after",
+            "2026-03-28T00:00:00Z",
+            "--count",
+            "3",
+        ],
+        &[
+            "2026-03-28T02:30:00+01:00",
+            "2026-03-29T03:00:00+02:00",
+            "2026-03-30T02:30:00+02:00",
+        ],
+    );
+    // Strictly after `--after`, even when it is itself a trigger time.
+    check(
+        &[
+            "--type",
+            "cron",
+            "--expr",
+            "0 0 0 * * ?",
+            "--after",
+            "2026-01-01T00:00:00Z",
+            "--count",
+            "1",
+        ],
+        &["2026-01-02T00:00:00Z"],
+    );
+}
+
+#[test]
+fn validate_other_expression_types() {
+    check(
+        &[
+            "--type",
+            "fixed-rate",
+            "--expr",
+            "1500",
+            "--after",
+            "2026-01-01T00:00:00Z",
+            "--count",
+            "3",
+        ],
+        &[
+            "2026-01-01T00:00:01.500Z",
+            "2026-01-01T00:00:03Z",
+            "2026-01-01T00:00:04.500Z",
+        ],
+    );
+    check(
+        &[
+            "--type",
+            "fixed-delay",
+            "--expr",
+            "60000",
+            "--after",
+            "2026-01-01T00:00:00Z",
+            "--count",
+            "2",
+        ],
+        &["2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"],
+    );
+    check(
+        &[
+            "--type",
+            "daily-time-interval",
+            "--expr",
+            r#"{"interval":90,"unit":"MINUTES","startTimeOfDay":"09:00:00","endTimeOfDay":"12:00:00","daysOfWeek":[2]}"#,
+            "--tz",
+            "Asia/Shanghai",
+            "--after",
+            "2026-01-01T00:00:00Z",
+            "--count",
+            "4",
+        ],
+        &[
+            "2026-01-05T09:00:00+08:00",
+            "2026-01-05T10:30:00+08:00",
+            "2026-01-05T12:00:00+08:00",
+            "2026-01-12T09:00:00+08:00",
+        ],
+    );
+}
+
+#[test]
+fn invalid_expressions_exit_non_zero_naming_the_field() {
+    for (args, needle) in [
+        (
+            vec!["--type", "cron", "--expr", "0 15 10 ? * 8#3"],
+            "day-of-week",
+        ),
+        (vec!["--type", "cron", "--expr", "0 61 * * * ?"], "minutes"),
+        (
+            vec!["--type", "cron", "--expr", "* * * * *"],
+            "6 or 7 fields",
+        ),
+        (
+            vec!["--type", "cron", "--expr", "0 0 0 ? * 2#6"],
+            "day-of-week",
+        ),
+        (vec!["--type", "cron", "--expr", "0 0 0 L * 2"], "day"),
+        (
+            vec![
+                "--type",
+                "cron",
+                "--expr",
+                "0 0 2 * * ?",
+                "--tz",
+                "Mars/Olympus",
+            ],
+            "time zone",
+        ),
+        (vec!["--type", "fixed-rate", "--expr", "0"], "at least 1"),
+        (
+            vec!["--type", "fixed-delay", "--expr", "soon"],
+            "FIXED_DELAY",
+        ),
+        (vec!["--type", "sometimes", "--expr", "1"], "sometimes"),
+        (
+            vec![
+                "--type",
+                "cron",
+                "--expr",
+                "0 0 0 * * ?",
+                "--after",
+                "yesterday",
+            ],
+            "RFC 3339",
+        ),
+    ] {
+        let mut all = vec!["validate"];
+        all.extend_from_slice(&args);
+        let out = ferrojob(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: `{needle}` not in: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn demo_runs_every_kind_of_job_and_stops_cleanly() {
+    // Real time, kept short: the API job is triggered at 3 s with a 250 ms delay.
+    let out = ferrojob(&["demo", "--duration-secs", "4"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for job in [
+        "cron */2s",
+        "fixed-rate 750ms",
+        "fixed-delay 1s",
+        "api +250ms",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(job) && l.contains("SUCCEED")),
+            "no successful run of {job}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("late p99"), "no summary:\n{stdout}");
+}
