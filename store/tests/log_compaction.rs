@@ -239,3 +239,50 @@ fn a_bad_hint_is_ignored() {
     let s = open(&img, with_hint).unwrap();
     assert!(!s.recovery_report().used_hint);
 }
+
+#[test]
+fn checkpoint_while_writing_is_consistent() {
+    use ferrojob_store::Durability;
+    use std::sync::Arc;
+    let b = SimBackend::new();
+    let o = LogOptions {
+        durability: Durability::Buffered,
+        ..opts()
+    };
+    let s = Arc::new(open(&b, o.clone()).unwrap());
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for i in 0..400u32 {
+                s.put("t", &(i % 97).to_be_bytes(), &i.to_le_bytes())
+                    .unwrap();
+            }
+        })
+    };
+    let mut images = Vec::new();
+    for _ in 0..5 {
+        s.checkpoint().unwrap();
+        images.push(b.crash());
+    }
+    writer.join().unwrap();
+    s.flush().unwrap();
+    let expected = dump(s.as_ref());
+    // Power loss right after each checkpoint: the hint is used and matches a full replay.
+    for img in images {
+        let with = open(&copy(&img), o.clone()).unwrap();
+        assert!(with.recovery_report().used_hint);
+        let without = open(
+            &img,
+            LogOptions {
+                use_hint: false,
+                ..o.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(dump(&with), dump(&without));
+    }
+    s.checkpoint().unwrap();
+    let after = open(&b.crash(), o).unwrap();
+    assert!(after.recovery_report().used_hint);
+    assert_eq!(dump(&after), expected);
+}

@@ -20,7 +20,7 @@
 
 mod compaction;
 pub(crate) mod format;
-mod hint;
+pub(crate) mod hint;
 mod index;
 mod recovery;
 mod segment;
@@ -211,8 +211,7 @@ impl Shared {
             .map(|f| (f.handle.clone(), f.path.clone()))
     }
 
-    fn write_hint(&self) -> Result<(), StoreError> {
-        let bytes = hint::encode(&self.index.read());
+    fn write_hint(&self, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self.dir.join(HINT_TMP_NAME);
         let path = self.dir.join(HINT_NAME);
         let _ = self.backend.remove_file(&tmp);
@@ -220,7 +219,7 @@ impl Shared {
             .backend
             .open_file(&tmp, crate::backend::OpenMode::CreateNew)
             .map_err(|e| StoreError::io("create hint", &tmp, e))?;
-        file.write_all_at(&bytes, 0)
+        file.write_all_at(bytes, 0)
             .and_then(|()| file.sync_data())
             .map_err(|e| StoreError::io("write hint", &tmp, e))?;
         self.backend
@@ -370,10 +369,22 @@ impl LogStore {
         self.shared.index.read().files.len()
     }
 
-    /// Writes the hint file now (after a flush), so the next open replays less.
+    /// Writes the hint file now, so that the next open replays less. The writer makes
+    /// everything durable and snapshots the index in one step (commits wait meanwhile, about
+    /// 40 ns per key); compaction rounds wait for the whole checkpoint.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.flush()?;
-        self.shared.write_hint()
+        let _round = self.shared.compaction.lock();
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        {
+            let tx = self.tx.read();
+            let Some(tx) = tx.as_ref() else {
+                return Err(self.closed());
+            };
+            tx.send(Request::Snapshot { reply })
+                .map_err(|_| self.closed())?;
+        }
+        let bytes = rx.recv().map_err(|_| self.closed())??;
+        self.shared.write_hint(&bytes)
     }
 
     /// Flushes, stops the writer and compactor, and writes the hint file. Later commits fail
@@ -402,7 +413,9 @@ impl LogStore {
         }
         flushed?;
         if self.shared.options.write_hint_on_close && self.shared.poisoned().is_none() {
-            self.shared.write_hint()?;
+            // The writer and compactor have stopped: the index is exactly the durable state.
+            let bytes = hint::encode(&self.shared.index.read());
+            self.shared.write_hint(&bytes)?;
         }
         Ok(())
     }

@@ -46,6 +46,11 @@ pub(crate) enum Request {
     Shutdown {
         done: Completer,
     },
+    /// Flush, then encode the hint of exactly the durable state (nothing unsynced exists then,
+    /// and nothing else appends to the log while the writer is busy with this).
+    Snapshot {
+        reply: crossbeam_channel::Sender<Result<Vec<u8>, StoreError>>,
+    },
 }
 
 pub(crate) struct Writer {
@@ -86,6 +91,7 @@ impl Writer {
             let mut commits: Vec<(Vec<Op>, Completer)> = Vec::new();
             let mut flushes: Vec<Completer> = Vec::new();
             let mut shutdown: Option<Completer> = None;
+            let mut snapshots = Vec::new();
             let mut bytes = 0usize;
             let mut next = Some(first);
             while let Some(req) = next.take() {
@@ -96,6 +102,7 @@ impl Writer {
                     }
                     Request::Flush { done } => flushes.push(done),
                     Request::Shutdown { done } => shutdown = Some(done),
+                    Request::Snapshot { reply } => snapshots.push(reply),
                 }
                 if shutdown.is_none() && bytes < self.shared.options.max_group_bytes {
                     next = self.rx.try_recv().ok();
@@ -103,6 +110,19 @@ impl Writer {
             }
             if !commits.is_empty() {
                 self.commit_group(commits);
+            }
+            if !snapshots.is_empty() {
+                let result = self
+                    .sync()
+                    .map(|()| crate::log::hint::encode(&self.shared.index.read()));
+                for reply in snapshots {
+                    let _ = reply.send(
+                        result
+                            .as_ref()
+                            .map(Vec::clone)
+                            .map_err(StoreError::duplicate),
+                    );
+                }
             }
             if !flushes.is_empty() || shutdown.is_some() {
                 let result = self.sync();
