@@ -84,8 +84,12 @@ enum Deadline {
 #[derive(Clone, Debug)]
 enum Op {
     Insert(Deadline),
+    /// Insert `count` timers with one deadline (a same-tick burst).
+    Burst(Deadline, usize),
     /// Cancel the n-th key ever issued (live or stale).
     Cancel(usize),
+    /// Cancel `count` consecutive keys from the n-th (forces slot queue compaction).
+    CancelMany(usize, usize),
     /// Reschedule the n-th key ever issued.
     Reschedule(usize, Deadline),
     /// Poll once at `now + n`.
@@ -123,6 +127,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => deadline().prop_map(Op::Insert),
         2 => (0usize..64).prop_map(Op::Cancel),
+        1 => (deadline(), 1usize..200).prop_map(|(d, count)| Op::Burst(d, count)),
+        1 => ((0usize..64), 1usize..200).prop_map(|(n, count)| Op::CancelMany(n, count)),
         1 => ((0usize..64), deadline()).prop_map(|(n, d)| Op::Reschedule(n, d)),
         3 => step().prop_map(Op::Poll),
         2 => step().prop_map(Op::Drain),
@@ -186,6 +192,27 @@ impl Harness {
         }
     }
 
+    fn insert(&mut self, deadline: u64) {
+        let value = self.next_value;
+        self.next_value += 1;
+        let key = self.wheel.insert(deadline, value);
+        self.model.insert(key, deadline, value);
+        self.keys.push(key);
+        self.deadlines.push(deadline);
+        assert_eq!(self.wheel.get(key), Some(&value));
+        assert_eq!(self.wheel.deadline(key), Some(deadline));
+    }
+
+    fn cancel(&mut self, n: usize) {
+        if let Some(key) = self.key(n) {
+            let got = self.wheel.cancel(key);
+            let want = self.model.cancel(key);
+            assert_eq!(got, want, "cancel({key:?})");
+            self.removed |= got.is_some();
+            assert_eq!(self.wheel.cancel(key), None, "second cancel of {key:?}");
+        }
+    }
+
     fn check_poll(&mut self, now: u64) -> Option<Expired<u32>> {
         let got = self.wheel.poll(now);
         let want = self.model.poll(now);
@@ -202,22 +229,18 @@ impl Harness {
         match op {
             Op::Insert(d) => {
                 let deadline = self.resolve(d);
-                let value = self.next_value;
-                self.next_value += 1;
-                let key = self.wheel.insert(deadline, value);
-                self.model.insert(key, deadline, value);
-                self.keys.push(key);
-                self.deadlines.push(deadline);
-                assert_eq!(self.wheel.get(key), Some(&value));
-                assert_eq!(self.wheel.deadline(key), Some(deadline));
+                self.insert(deadline);
             }
-            Op::Cancel(n) => {
-                if let Some(key) = self.key(*n) {
-                    let got = self.wheel.cancel(key);
-                    let want = self.model.cancel(key);
-                    assert_eq!(got, want, "cancel({key:?})");
-                    self.removed |= got.is_some();
-                    assert_eq!(self.wheel.cancel(key), None, "second cancel of {key:?}");
+            Op::Burst(d, count) => {
+                let deadline = self.resolve(d);
+                for _ in 0..*count {
+                    self.insert(deadline);
+                }
+            }
+            Op::Cancel(n) => self.cancel(*n),
+            Op::CancelMany(n, count) => {
+                for i in 0..*count {
+                    self.cancel(n + i);
                 }
             }
             Op::Reschedule(n, d) => {

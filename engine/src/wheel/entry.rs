@@ -1,17 +1,17 @@
 //! One timer's storage in the slab.
 
-use super::list::NIL;
-
-/// Which list an entry is linked in; [`ListId::Vacant`] for a free slab entry.
+/// Which queue an entry is in; [`ListId::Vacant`] for a free slab entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ListId {
-    /// Free: `value` is `None` and `next` links the slab's free list.
+    /// Free: `value` is `None` and `pos` links the slab's free list.
     Vacant,
-    /// Due at the wheel's current tick, waiting to be returned by `poll`.
+    /// Inserted already due; in the ready queue.
     Ready,
     /// Too far ahead for the levels; parked until its epoch comes into range.
     Overflow,
-    /// In slot `slot` (0..64) of level `level` (0..6).
+    /// In slot `slot` (0..64) of level `level` (0..6). A level-0 slot becomes the ready queue
+    /// wholesale when the wheel reaches it, without touching its entries: a level-0 entry
+    /// whose deadline is at or before the wheel's tick is therefore in the ready queue.
     Slot { level: u8, slot: u8 },
 }
 
@@ -24,8 +24,8 @@ pub(super) struct Entry<T> {
     pub(super) value: Option<T>,
     /// The deadline as inserted, in ticks (never clamped).
     pub(super) deadline: u64,
-    pub(super) prev: u32,
-    pub(super) next: u32,
+    /// Position in its queue; for a vacant entry, the next free entry (or [`NIL`](super::queue::NIL)).
+    pub(super) pos: u32,
     pub(super) generation: u32,
     pub(super) list: ListId,
 }
@@ -35,8 +35,7 @@ impl<T> Entry<T> {
         Entry {
             value: None,
             deadline: 0,
-            prev: NIL,
-            next: next_free,
+            pos: next_free,
             generation: 0,
             list: ListId::Vacant,
         }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   occupied: u64   bit s set  <=>  slots[s] is non-empty
-//!   slots[64]:      FIFO list per slot (head, tail indices into the slab)
+//!   slots[64]:      FIFO queue of slab indices per slot
 //!   earliest[64]:   lower bound of the deadlines in slots[s] (u64::MAX when empty)
 //! ```
 //!
@@ -16,7 +16,7 @@
 //!   the slot, to stay O(1)).
 
 use super::entry::Entry;
-use super::list::List;
+use super::queue::SlotQueue;
 use super::{LEVELS, SLOTS, SLOT_BITS};
 
 /// Bits of `elapsed ^ deadline` below this mask never change the level: they index level 0.
@@ -57,14 +57,14 @@ pub(super) fn slot_start(elapsed: u64, level: usize, slot: usize) -> u64 {
 #[derive(Debug)]
 pub(super) struct Level {
     occupied: u64,
-    slots: [List; SLOTS],
+    slots: [SlotQueue; SLOTS],
     earliest: [u64; SLOTS],
 }
 
 impl Level {
     pub(super) const EMPTY: Level = Level {
         occupied: 0,
-        slots: [List::EMPTY; SLOTS],
+        slots: [SlotQueue::EMPTY; SLOTS],
         earliest: [u64::MAX; SLOTS],
     };
 
@@ -83,6 +83,11 @@ impl Level {
         self.earliest[slot]
     }
 
+    /// Heap bytes held by the slot queues.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.slots.iter().map(SlotQueue::heap_bytes).sum()
+    }
+
     pub(super) fn push<T>(
         &mut self,
         slot: usize,
@@ -90,25 +95,27 @@ impl Level {
         idx: u32,
         deadline: u64,
     ) {
-        self.slots[slot].push_back(entries, idx);
+        self.slots[slot].push(entries, idx);
         self.occupied |= 1 << slot;
         let earliest = &mut self.earliest[slot];
         *earliest = (*earliest).min(deadline);
     }
 
-    pub(super) fn unlink<T>(&mut self, slot: usize, entries: &mut [Entry<T>], idx: u32) {
-        let list = &mut self.slots[slot];
-        list.unlink(entries, idx);
-        if list.is_empty() {
+    /// Removes the entry at `pos` of `slot`.
+    pub(super) fn remove<T>(&mut self, slot: usize, entries: &mut [Entry<T>], pos: u32) {
+        let queue = &mut self.slots[slot];
+        queue.remove(entries, pos);
+        if queue.is_empty() {
             self.occupied &= !(1 << slot);
             self.earliest[slot] = u64::MAX;
         }
     }
 
-    /// Detaches the whole of `slot`, leaving it empty.
-    pub(super) fn take(&mut self, slot: usize) -> List {
+    /// Detaches the whole of `slot`, leaving `replacement` (an empty queue) in its place.
+    pub(super) fn take(&mut self, slot: usize, replacement: SlotQueue) -> SlotQueue {
+        debug_assert!(replacement.is_empty());
         self.occupied &= !(1 << slot);
         self.earliest[slot] = u64::MAX;
-        std::mem::replace(&mut self.slots[slot], List::EMPTY)
+        std::mem::replace(&mut self.slots[slot], replacement)
     }
 }

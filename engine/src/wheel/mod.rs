@@ -42,12 +42,13 @@
 //!
 //! - A timer is never in the slot the wheel currently stands in: every occupied slot lies
 //!   strictly in the future, so no slot wraps around and lower levels always expire first.
-//! - All timers with the same deadline are in the same list (a slot, the ready list or the
-//!   overflow list), in insertion order. Lists are FIFO and a cascade moves a list front to
+//! - All timers with the same deadline are in the same queue (a slot, the ready queue or the
+//!   overflow queue), in insertion order. Queues are FIFO and a cascade moves a queue front to
 //!   back, so timers due in the same tick come out in insertion order.
-//! - The ready list holds only timers whose firing tick is [`TimerWheel::now`].
+//! - The ready queue holds only timers whose firing tick is [`TimerWheel::now`].
 //! - The wheel never allocates per timer in steady state: entries live in a slab whose freed
-//!   cells are reused, and lists are intrusive.
+//!   cells are reused, and slot queues (vectors of slab indices, see [`queue`]) keep their
+//!   capacity; a processed slot's vector is recycled as the next spare.
 //! - `now` never goes backwards.
 //!
 //! # Ordering contract
@@ -60,7 +61,7 @@
 mod entry;
 mod key;
 mod level;
-mod list;
+mod queue;
 mod slab;
 #[cfg(test)]
 mod tests;
@@ -71,7 +72,7 @@ use std::mem::size_of;
 use entry::ListId;
 pub use key::{Expired, TimerKey};
 use level::{level_for, slot_for, slot_start, Level};
-use list::List;
+use queue::SlotQueue;
 use slab::Slab;
 
 /// Bits of a deadline each level resolves.
@@ -98,11 +99,13 @@ pub struct TimerWheel<T> {
     slab: Slab<T>,
     levels: Box<[Level; LEVELS]>,
     /// Timers whose firing tick is `elapsed`, in order.
-    ready: List,
+    ready: SlotQueue,
     /// Timers beyond the levels' range (different 2^36 epoch than `elapsed`).
-    overflow: List,
+    overflow: SlotQueue,
     /// Lower bound of the overflow deadlines (`u64::MAX` when empty).
     overflow_earliest: u64,
+    /// An empty queue kept for its capacity, swapped in for a slot being cascaded.
+    spare: SlotQueue,
 }
 
 /// The next place where the wheel has work: a slot (or the overflow list) whose first tick
@@ -133,9 +136,10 @@ impl<T> TimerWheel<T> {
             elapsed: now,
             slab: Slab::with_capacity(capacity),
             levels: Box::new([Level::EMPTY; LEVELS]),
-            ready: List::EMPTY,
-            overflow: List::EMPTY,
+            ready: SlotQueue::EMPTY,
+            overflow: SlotQueue::EMPTY,
             overflow_earliest: u64::MAX,
+            spare: SlotQueue::EMPTY,
         }
     }
 
@@ -164,9 +168,15 @@ impl<T> TimerWheel<T> {
         self.slab.reserve(additional);
     }
 
-    /// Heap bytes the wheel holds: the slab's whole capacity plus the level arrays.
+    /// Heap bytes the wheel holds: the slab's and the slot queues' whole capacity plus the
+    /// level arrays.
     pub fn heap_bytes(&self) -> usize {
-        self.slab.heap_bytes() + size_of::<[Level; LEVELS]>()
+        self.slab.heap_bytes()
+            + size_of::<[Level; LEVELS]>()
+            + self.levels.iter().map(Level::heap_bytes).sum::<usize>()
+            + self.ready.heap_bytes()
+            + self.overflow.heap_bytes()
+            + self.spare.heap_bytes()
     }
 
     /// Schedules `value` for tick `deadline` and returns its key. O(1).
@@ -285,7 +295,7 @@ impl<T> TimerWheel<T> {
         let deadline = self.slab.entry(idx).deadline;
         let entries = self.slab.entries_mut();
         let list = if deadline <= self.elapsed {
-            self.ready.push_back(entries, idx);
+            self.ready.push(entries, idx);
             ListId::Ready
         } else if let Some(level) = level_for(self.elapsed, deadline) {
             let slot = slot_for(deadline, level);
@@ -295,27 +305,32 @@ impl<T> TimerWheel<T> {
                 slot: slot as u8,
             }
         } else {
-            self.overflow.push_back(entries, idx);
+            self.overflow.push(entries, idx);
             self.overflow_earliest = self.overflow_earliest.min(deadline);
             ListId::Overflow
         };
         self.slab.entry_mut(idx).list = list;
     }
 
-    /// Unlinks the live entry `idx` from its list.
+    /// Takes the live entry `idx` out of its queue.
     fn unlink(&mut self, idx: u32) {
-        let list = self.slab.entry(idx).list;
+        let entry = self.slab.entry(idx);
+        let (list, pos, deadline) = (entry.list, entry.pos, entry.deadline);
         let entries = self.slab.entries_mut();
         match list {
-            ListId::Ready => self.ready.unlink(entries, idx),
+            ListId::Ready => self.ready.remove(entries, pos),
+            // A level-0 slot became the ready queue wholesale when the wheel reached it.
+            ListId::Slot { level: 0, .. } if deadline <= self.elapsed => {
+                self.ready.remove(entries, pos);
+            }
+            ListId::Slot { level, slot } => {
+                self.levels[level as usize].remove(slot as usize, entries, pos);
+            }
             ListId::Overflow => {
-                self.overflow.unlink(entries, idx);
+                self.overflow.remove(entries, pos);
                 if self.overflow.is_empty() {
                     self.overflow_earliest = u64::MAX;
                 }
-            }
-            ListId::Slot { level, slot } => {
-                self.levels[level as usize].unlink(slot as usize, entries, idx);
             }
             ListId::Vacant => debug_assert!(false, "unlinking a vacant entry"),
         }
@@ -344,18 +359,33 @@ impl<T> TimerWheel<T> {
     }
 
     /// Re-places every timer of `source` relative to the (just advanced) `elapsed`, front to
-    /// back so that insertion order survives.
+    /// back so that insertion order survives. Called only when the ready queue is empty.
     fn process(&mut self, source: Source) {
-        let mut list = match source {
-            Source::Slot { level, slot } => self.levels[level].take(slot),
+        debug_assert!(self.ready.is_empty());
+        let taken = match source {
+            Source::Slot { level: 0, slot } => {
+                // Every timer of a level-0 slot is due now: the slot becomes the ready queue
+                // as it is, without touching a single entry.
+                let empty = std::mem::take(&mut self.ready);
+                self.ready = self.levels[0].take(slot, empty);
+                return;
+            }
+            Source::Slot { level, slot } => {
+                let spare = std::mem::take(&mut self.spare);
+                self.levels[level].take(slot, spare)
+            }
             Source::Overflow => {
                 self.overflow_earliest = u64::MAX;
-                std::mem::replace(&mut self.overflow, List::EMPTY)
+                let spare = std::mem::take(&mut self.spare);
+                std::mem::replace(&mut self.overflow, spare)
             }
         };
-        while let Some(idx) = list.pop_front(self.slab.entries_mut()) {
+        for idx in taken.live() {
             self.place(idx);
         }
+        let mut taken = taken;
+        taken.clear();
+        self.spare = taken;
     }
 }
 

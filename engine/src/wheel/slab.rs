@@ -4,14 +4,14 @@
 //! allocates nothing per timer. Cells are addressed by `u32` index, which keeps entries small
 //! and bounds the wheel at `u32::MAX - 1` live timers.
 //!
-//! Invariant: `free_head` chains exactly the vacant cells through their `next` field;
+//! Invariant: `free_head` chains exactly the vacant cells through their `pos` field;
 //! `len` counts the occupied cells.
 
 use std::mem::size_of;
 
 use super::entry::{Entry, ListId};
 use super::key::TimerKey;
-use super::list::NIL;
+use super::queue::NIL;
 
 #[derive(Debug)]
 pub(super) struct Slab<T> {
@@ -69,8 +69,8 @@ impl<T> Slab<T> {
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
             let entry = &mut self.entries[idx as usize];
-            self.free_head = entry.next;
-            entry.next = NIL;
+            self.free_head = entry.pos;
+            entry.pos = NIL;
             idx
         } else {
             let idx = u32::try_from(self.entries.len())
@@ -109,8 +109,7 @@ impl<T> Slab<T> {
         };
         entry.generation = entry.generation.wrapping_add(1);
         entry.list = ListId::Vacant;
-        entry.prev = NIL;
-        entry.next = free_head;
+        entry.pos = free_head;
         self.free_head = idx;
         self.len -= 1;
         Some((key, entry.deadline, value))

@@ -299,3 +299,68 @@ fn entries_stay_small() {
     // Keeps the per-timer footprint in check: deadline, three links and a tag around `T`.
     assert!(std::mem::size_of::<super::entry::Entry<u64>>() <= 40);
 }
+
+#[test]
+fn cancelling_most_of_a_slot_compacts_it_and_keeps_order() {
+    // 1000 timers in one level-1 slot; cancel 900 of them (forcing compactions that move
+    // positions), then cancel a few survivors by key (their positions must have followed).
+    let mut wheel = TimerWheel::new(0);
+    let keys: Vec<_> = (0..1000u32).map(|i| (i, wheel.insert(100, i))).collect();
+    for &(i, key) in &keys {
+        if i % 10 != 3 {
+            assert_eq!(wheel.cancel(key), Some(i));
+        }
+    }
+    for &(i, key) in &keys {
+        if i % 100 == 3 {
+            assert_eq!(wheel.cancel(key), Some(i));
+        }
+    }
+    let mut out = Vec::new();
+    wheel.drain_expired(100, &mut out);
+    let got: Vec<u32> = out.iter().map(|e| e.value).collect();
+    let want: Vec<u32> = (0..1000).filter(|i| i % 10 == 3 && i % 100 != 3).collect();
+    assert_eq!(got, want);
+    assert!(wheel.is_empty());
+}
+
+#[test]
+fn cancelling_from_the_ready_queue_works_after_a_level_zero_slot_became_it() {
+    let mut wheel = TimerWheel::new(0);
+    let keys: Vec<_> = (0..300u32).map(|i| wheel.insert(10, i)).collect();
+    // The first poll at tick 10 turns level-0 slot 10 into the ready queue.
+    assert_eq!(wheel.poll(10).map(|e| e.value), Some(0));
+    for (i, key) in keys.iter().enumerate().skip(1) {
+        if i % 3 != 0 {
+            assert_eq!(wheel.cancel(*key), Some(i as u32));
+        }
+    }
+    let mut out = Vec::new();
+    wheel.drain_expired(10, &mut out);
+    let got: Vec<u32> = out.iter().map(|e| e.value).collect();
+    assert_eq!(got, (3..300).step_by(3).collect::<Vec<_>>());
+}
+
+#[test]
+fn churn_in_one_slot_and_in_the_ready_queue_stays_bounded() {
+    let mut wheel = TimerWheel::new(0);
+    // A far slot that never fires while timers come and go in it.
+    let mut far = wheel.insert(RANGE - 1, u64::MAX);
+    for i in 0..100_000u64 {
+        let key = wheel.insert(RANGE - 2, i);
+        wheel.cancel(far);
+        far = key;
+    }
+    // A ready queue that never empties: always one past-due timer behind the one polled.
+    wheel.insert(0, 0);
+    for i in 0..100_000u64 {
+        wheel.insert(0, i);
+        assert!(wheel.poll(0).is_some());
+    }
+    assert_eq!(wheel.len(), 2);
+    assert!(
+        wheel.heap_bytes() < 64 * 1024,
+        "{} bytes for 2 timers",
+        wheel.heap_bytes()
+    );
+}
