@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   occupied: u64   bit s set  <=>  slots[s] is non-empty
-//!   slots[64]:      FIFO queue of slab indices per slot
+//!   slots[64]:      FIFO queue of (slab index, deadline) per slot
 //!   earliest[64]:   lower bound of the deadlines in slots[s] (u64::MAX when empty)
 //! ```
 //!
@@ -95,7 +95,7 @@ impl Level {
         idx: u32,
         deadline: u64,
     ) {
-        self.slots[slot].push(entries, idx);
+        self.slots[slot].push(entries, idx, deadline);
         self.occupied |= 1 << slot;
         let earliest = &mut self.earliest[slot];
         *earliest = (*earliest).min(deadline);

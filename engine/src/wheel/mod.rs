@@ -189,7 +189,7 @@ impl<T> TimerWheel<T> {
     /// Only if `u32::MAX - 1` timers are already live.
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
         let (idx, key) = self.slab.insert(deadline, value);
-        self.place(idx);
+        self.place(idx, deadline);
         key
     }
 
@@ -209,7 +209,7 @@ impl<T> TimerWheel<T> {
         };
         self.unlink(idx);
         self.slab.entry_mut(idx).deadline = deadline;
-        self.place(idx);
+        self.place(idx, deadline);
         true
     }
 
@@ -290,12 +290,13 @@ impl<T> TimerWheel<T> {
         }
     }
 
-    /// Links the unlinked entry `idx` into the list its deadline belongs to at `elapsed`.
-    fn place(&mut self, idx: u32) {
-        let deadline = self.slab.entry(idx).deadline;
+    /// Puts the unqueued entry `idx`, whose deadline is `deadline`, into the queue that
+    /// deadline belongs to at `elapsed`. Writes the entry but never reads it, which is what
+    /// keeps a cascade a sequential scan.
+    fn place(&mut self, idx: u32, deadline: u64) {
         let entries = self.slab.entries_mut();
         let list = if deadline <= self.elapsed {
-            self.ready.push(entries, idx);
+            self.ready.push(entries, idx, deadline);
             ListId::Ready
         } else if let Some(level) = level_for(self.elapsed, deadline) {
             let slot = slot_for(deadline, level);
@@ -305,7 +306,7 @@ impl<T> TimerWheel<T> {
                 slot: slot as u8,
             }
         } else {
-            self.overflow.push(entries, idx);
+            self.overflow.push(entries, idx, deadline);
             self.overflow_earliest = self.overflow_earliest.min(deadline);
             ListId::Overflow
         };
@@ -380,8 +381,8 @@ impl<T> TimerWheel<T> {
                 std::mem::replace(&mut self.overflow, spare)
             }
         };
-        for idx in taken.live() {
-            self.place(idx);
+        for (idx, deadline) in taken.live() {
+            self.place(idx, deadline);
         }
         let mut taken = taken;
         taken.clear();

@@ -1,17 +1,19 @@
 //! Slot queues: the FIFO of timers in one wheel slot (or the ready or overflow list), stored
-//! as a vector of slab indices with tombstones.
+//! as a vector of slab indices with tombstones, and beside it each timer's deadline.
 //!
 //! ```text
-//!   items: [ 17 | NIL | 4 | 90 | NIL | 23 ]      NIL = cancelled or already popped
-//!            ^head                               entry.pos = its index in `items`
+//!   items:     [ 17 | NIL | 4  | 90 | NIL | 23 ]    NIL = cancelled or already popped
+//!   deadlines: [ d17|  -  | d4 | d90|  -  | d23]    a copy of the entry's deadline
+//!                ^head                              entry.pos = its index in `items`
 //!   live = 4
 //! ```
 //!
-//! Why a vector and not an intrusive linked list: a cascade walks a whole slot. Walking a
-//! linked list is a chain of dependent loads, one cache miss after another; walking a vector
-//! of indices issues independent loads the CPU overlaps. At one million timers this is the
-//! difference between missing and meeting the throughput target (see BENCHMARKS.md). Cancel
-//! stays O(1): the entry knows its position, and its cell becomes a tombstone.
+//! Why vectors and not an intrusive linked list: a cascade walks a whole slot. Walking a
+//! linked list is a chain of dependent loads, one cache miss per timer; walking these vectors
+//! is a sequential scan, and because the deadline travels with the index the cascade never
+//! *reads* the timer's entry (it only stores its new position). At one million timers this
+//! roughly tripled throughput (see BENCHMARKS.md). Cancel stays O(1): the entry knows its
+//! position, and its cell becomes a tombstone.
 //!
 //! Invariants:
 //! - every live index in `items[head..]` names an entry whose `pos` is its position here;
@@ -32,6 +34,8 @@ const SLACK: usize = 64;
 #[derive(Debug, Default)]
 pub(super) struct SlotQueue {
     items: Vec<u32>,
+    /// `deadlines[i]` is the deadline of `items[i]` (meaningless for a tombstone).
+    deadlines: Vec<u64>,
     head: usize,
     live: usize,
 }
@@ -39,6 +43,7 @@ pub(super) struct SlotQueue {
 impl SlotQueue {
     pub(super) const EMPTY: SlotQueue = SlotQueue {
         items: Vec::new(),
+        deadlines: Vec::new(),
         head: 0,
         live: 0,
     };
@@ -50,12 +55,14 @@ impl SlotQueue {
     /// Heap bytes held (the whole capacity).
     pub(super) fn heap_bytes(&self) -> usize {
         self.items.capacity() * std::mem::size_of::<u32>()
+            + self.deadlines.capacity() * std::mem::size_of::<u64>()
     }
 
-    /// Appends `idx` and records its position in the entry.
-    pub(super) fn push<T>(&mut self, entries: &mut [Entry<T>], idx: u32) {
+    /// Appends `idx`, whose deadline is `deadline`, and records its position in the entry.
+    pub(super) fn push<T>(&mut self, entries: &mut [Entry<T>], idx: u32, deadline: u64) {
         entries[idx as usize].pos = self.items.len() as u32;
         self.items.push(idx);
+        self.deadlines.push(deadline);
         self.live += 1;
     }
 
@@ -82,19 +89,21 @@ impl SlotQueue {
         None
     }
 
-    /// The live indices in order, for a cascade that moves them all.
-    pub(super) fn live(&self) -> impl Iterator<Item = u32> + '_ {
-        self.items
-            .get(self.head..)
-            .unwrap_or_default()
+    /// The live `(index, deadline)` pairs in order, for a cascade that moves them all.
+    pub(super) fn live(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let items = self.items.get(self.head..).unwrap_or_default();
+        let deadlines = self.deadlines.get(self.head..).unwrap_or_default();
+        items
             .iter()
             .copied()
-            .filter(|&idx| idx != NIL)
+            .zip(deadlines.iter().copied())
+            .filter(|&(idx, _)| idx != NIL)
     }
 
     /// Empties the queue, keeping its capacity.
     pub(super) fn clear(&mut self) {
         self.items.clear();
+        self.deadlines.clear();
         self.head = 0;
         self.live = 0;
     }
@@ -117,11 +126,13 @@ impl SlotQueue {
             let idx = self.items[read];
             if idx != NIL {
                 self.items[write] = idx;
+                self.deadlines[write] = self.deadlines[read];
                 entries[idx as usize].pos = write as u32;
                 write += 1;
             }
         }
         self.items.truncate(write);
+        self.deadlines.truncate(write);
         self.head = 0;
         debug_assert_eq!(write, self.live);
     }
