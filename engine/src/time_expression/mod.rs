@@ -22,6 +22,16 @@
 //! Invariants: parsing never panics, whatever the input (fuzzed by `cron_parse`); next-trigger
 //! functions never loop unboundedly and never return a time at or before `after`.
 
+// Everything here is fed by users (expressions, zone names): no panicking shortcuts.
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 mod civil;
 pub mod cron;
 pub mod daily;
