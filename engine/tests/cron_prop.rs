@@ -6,7 +6,8 @@
 //! span"), `nW` is "the Monday–Friday day of the month closest to n", `LW` "a weekday with no
 //! weekday after it in the month", and so on. The scan walks UTC minutes, reads the wall clock
 //! in the zone and applies the DST contract literally: a local time fires at its first reading;
-//! local times skipped by a gap fire at the first instant after it.
+//! local times skipped by a gap fire at the first instant after it. Zones: UTC, Europe/Berlin,
+//! America/New_York and Australia/Lord_Howe (whose DST shift is 30 minutes).
 
 use chrono::{DateTime, Datelike, NaiveDate, Offset, TimeZone, Timelike};
 use chrono_tz::Tz;
@@ -378,13 +379,15 @@ fn expr() -> impl Strategy<Value = Expr> {
 }
 
 /// DST transitions (UTC seconds) of the zones used, so that many cases start near one.
-const TRANSITIONS: [i64; 6] = [
+const TRANSITIONS: [i64; 8] = [
     1_774_746_000, // 2026-03-29T01:00Z Berlin spring forward
     1_792_890_000, // 2026-10-25T01:00Z Berlin fall back
     1_772_953_200, // 2026-03-08T07:00Z New York spring forward
     1_793_512_800, // 2026-11-01T06:00Z New York fall back
     1_743_210_000, // 2025-03-30T01:00Z Berlin spring forward
     1_762_063_200, // 2025-11-02T06:00Z New York fall back
+    1_775_314_800, // 2026-04-04T15:00Z Lord Howe fall back by 30 minutes
+    1_791_041_400, // 2026-10-03T15:30Z Lord Howe spring forward by 30 minutes
 ];
 
 fn after() -> impl Strategy<Value = i64> {
@@ -397,7 +400,12 @@ fn after() -> impl Strategy<Value = i64> {
 }
 
 fn zone() -> impl Strategy<Value = Tz> {
-    prop::sample::select(vec![Tz::UTC, Tz::Europe__Berlin, Tz::America__New_York])
+    prop::sample::select(vec![
+        Tz::UTC,
+        Tz::Europe__Berlin,
+        Tz::America__New_York,
+        Tz::Australia__Lord_Howe,
+    ])
 }
 
 /// Window searched by the brute force, in days, and the fires compared.
