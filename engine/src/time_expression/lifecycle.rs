@@ -10,8 +10,8 @@ use super::{EpochMs, TimeExpressionError};
 /// The window in which a job may fire: `start <= t <= end`, both optional and inclusive, in
 /// milliseconds since the Unix epoch (UTC). The default is unbounded.
 ///
-/// Invariant (checked by [`Lifecycle::new`] and by deserialization users should follow with
-/// [`Lifecycle::validate`]): `start <= end` when both are set.
+/// Invariant: `start <= end` when both are set. [`Lifecycle::new`] checks it; a deserialized
+/// window must be checked with [`Lifecycle::validate`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lifecycle {
     /// First instant a fire may happen at (inclusive); `None` = no lower bound.

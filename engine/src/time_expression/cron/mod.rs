@@ -43,7 +43,7 @@
 //!
 //! # Cost
 //!
-//! [`CronSchedule::next_after`] jumps field by field (see [`next`]), never second by second, and
+//! [`CronSchedule::next_after`] jumps field by field (see `cron/next.rs`), never second by second, and
 //! stops at the end of 2099 with `None`, so an expression that can never match
 //! (`0 0 0 30 2 ?`) returns `None` after at most ~1 600 cheap rounds.
 
