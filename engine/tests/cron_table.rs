@@ -507,6 +507,19 @@ fn dst_europe_berlin() {
         "2026-06-30T12:00:00Z",
         &["2026-07-01T00:00:00+02:00"],
     );
+    // Far-future rules apply too (the tz database's recurring rule, not only listed years).
+    check(
+        "0 30 2 * * ?",
+        "Europe/Berlin",
+        "2090-03-25T12:00:00Z",
+        &["2090-03-26T03:00:00+02:00", "2090-03-27T02:30:00+02:00"],
+    );
+    check(
+        "0 0 12 1 7 ? 2099",
+        "Europe/Berlin",
+        "2098-01-01T00:00:00Z",
+        &["2099-07-01T12:00:00+02:00", "none"],
+    );
 }
 
 #[test]

@@ -96,12 +96,17 @@ pub(crate) fn fire_instant(tz: Tz, local_s: i64) -> i64 {
             let b = local_s - i64::from(b.fix().local_minus_utc());
             a.min(b)
         }
-        chrono::LocalResult::None => first_instant_reading_at_least(tz, local_s),
+        // A gap: the tz database knows where it ends; the search is a fallback for gaps at the
+        // edges of its table.
+        chrono::LocalResult::None => chrono_tz::GapInfo::new(&naive, &tz)
+            .and_then(|gap| gap.end)
+            .map(|end| end.timestamp())
+            .unwrap_or_else(|| first_instant_reading_at_least(tz, local_s)),
     }
 }
 
 /// Binary search for the first instant whose reading is `>= local_s`, for a `local_s` inside a
-/// gap. Offsets lie within ±26 h, so the answer is within a day and a bit of `local_s`; in that
+/// gap that the tz database's `GapInfo` cannot bound. Offsets lie within ±26 h, so the answer is within a day and a bit of `local_s`; in that
 /// window the reading only jumps forward (zones do not stack a gap and an overlap within hours).
 fn first_instant_reading_at_least(tz: Tz, local_s: i64) -> i64 {
     let mut lo = local_s - 27 * 3600; // reading < local_s here
@@ -190,6 +195,23 @@ mod tests {
             fire_instant(tz, utc(2026, 3, 29, 1, 59)),
             utc(2026, 3, 29, 0, 59)
         );
+    }
+
+    #[test]
+    fn gap_search_agrees_with_the_tz_database() {
+        for (zone, local) in [
+            ("Europe/Berlin", utc(2026, 3, 29, 2, 30)),
+            ("America/New_York", utc(2026, 3, 8, 2, 0)),
+            ("Australia/Lord_Howe", utc(2026, 10, 4, 2, 10)),
+            ("Pacific/Apia", utc(2011, 12, 30, 12, 0)),
+        ] {
+            let tz: Tz = zone.parse().unwrap();
+            assert_eq!(
+                first_instant_reading_at_least(tz, local),
+                fire_instant(tz, local),
+                "{zone}"
+            );
+        }
     }
 
     #[test]
