@@ -275,6 +275,17 @@ impl Harness {
             "len after {op:?}"
         );
         assert_eq!(self.wheel.is_empty(), self.model.timers.is_empty());
+        // Every live key still reads its deadline and value, wherever its timer sits now
+        // (a slot, the ready queue after a level-0 slot became it, or overflow).
+        for (key, slot) in self.model.live.iter().take(32) {
+            let (deadline, value) = self.model.timers[slot];
+            assert_eq!(
+                self.wheel.deadline(*key),
+                Some(deadline),
+                "deadline({key:?})"
+            );
+            assert_eq!(self.wheel.get(*key), Some(&value), "get({key:?})");
+        }
         let next = self.wheel.next_expiration();
         match (next, self.model.earliest()) {
             (None, None) => {}

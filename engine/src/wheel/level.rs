@@ -83,6 +83,10 @@ impl Level {
         self.earliest[slot]
     }
 
+    pub(super) fn queue(&self, slot: usize) -> &SlotQueue {
+        &self.slots[slot]
+    }
+
     /// Heap bytes held by the slot queues.
     pub(super) fn heap_bytes(&self) -> usize {
         self.slots.iter().map(SlotQueue::heap_bytes).sum()

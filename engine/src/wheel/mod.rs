@@ -200,7 +200,7 @@ impl<T> TimerWheel<T> {
     ///
     /// Only if `u32::MAX - 1` timers are already live.
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
-        let (idx, key) = self.slab.insert(deadline, value);
+        let (idx, key) = self.slab.insert(value);
         self.place(idx, deadline);
         key
     }
@@ -210,7 +210,7 @@ impl<T> TimerWheel<T> {
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
         let idx = self.slab.lookup(key)?;
         self.unlink(idx);
-        self.slab.remove(idx).map(|(_, _, value)| value)
+        self.slab.remove(idx).map(|(_, value)| value)
     }
 
     /// Moves the live timer `key` to `deadline`, keeping its key and value; `false` for a stale
@@ -220,7 +220,6 @@ impl<T> TimerWheel<T> {
             return false;
         };
         self.unlink(idx);
-        self.slab.entry_mut(idx).deadline = deadline;
         self.place(idx, deadline);
         true
     }
@@ -228,7 +227,8 @@ impl<T> TimerWheel<T> {
     /// The deadline the live timer `key` was inserted (or rescheduled) with.
     pub fn deadline(&self, key: TimerKey) -> Option<u64> {
         let idx = self.slab.lookup(key)?;
-        Some(self.slab.entry(idx).deadline)
+        let pos = self.slab.entry(idx).pos;
+        self.queue_of(idx).deadline_of(pos, idx)
     }
 
     /// The value of the live timer `key`.
@@ -268,8 +268,8 @@ impl<T> TimerWheel<T> {
     pub fn poll(&mut self, now: u64) -> Option<Expired<T>> {
         let now = now.max(self.elapsed);
         loop {
-            if let Some(idx) = self.ready.pop_front(self.slab.entries_mut()) {
-                if let Some((key, deadline, value)) = self.slab.remove(idx) {
+            if let Some((idx, deadline)) = self.ready.pop_front(self.slab.entries_mut()) {
+                if let Some((key, value)) = self.slab.remove(idx) {
                     return Some(Expired {
                         key,
                         deadline,
@@ -328,12 +328,14 @@ impl<T> TimerWheel<T> {
     /// Takes the live entry `idx` out of its queue.
     fn unlink(&mut self, idx: u32) {
         let entry = self.slab.entry(idx);
-        let (list, pos, deadline) = (entry.list, entry.pos, entry.deadline);
+        let (list, pos) = (entry.list, entry.pos);
         let entries = self.slab.entries_mut();
         match list {
             ListId::Ready => self.ready.remove(entries, pos),
             // A level-0 slot became the ready queue wholesale when the wheel reached it.
-            ListId::Slot { level: 0, .. } if deadline <= self.elapsed => {
+            ListId::Slot { level: 0, slot }
+                if !self.levels[0].queue(slot as usize).holds(pos, idx) =>
+            {
                 self.ready.remove(entries, pos);
             }
             ListId::Slot { level, slot } => {
@@ -346,6 +348,24 @@ impl<T> TimerWheel<T> {
                 }
             }
             ListId::Vacant => debug_assert!(false, "unlinking a vacant entry"),
+        }
+    }
+
+    /// The queue holding the live entry `idx`.
+    fn queue_of(&self, idx: u32) -> &SlotQueue {
+        let entry = self.slab.entry(idx);
+        match entry.list {
+            ListId::Slot { level, slot } => {
+                let queue = self.levels[level as usize].queue(slot as usize);
+                // A level-0 slot became the ready queue wholesale when the wheel reached it.
+                if level == 0 && !queue.holds(entry.pos, idx) {
+                    &self.ready
+                } else {
+                    queue
+                }
+            }
+            ListId::Overflow => &self.overflow,
+            ListId::Ready | ListId::Vacant => &self.ready,
         }
     }
 

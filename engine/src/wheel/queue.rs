@@ -75,14 +75,29 @@ impl SlotQueue {
         self.after_removal(entries);
     }
 
-    /// Removes and returns the oldest live entry.
-    pub(super) fn pop_front<T>(&mut self, entries: &mut [Entry<T>]) -> Option<u32> {
+    /// Whether this queue holds entry `idx` at position `pos`.
+    pub(super) fn holds(&self, pos: u32, idx: u32) -> bool {
+        self.items.get(pos as usize) == Some(&idx)
+    }
+
+    /// The deadline of entry `idx` at position `pos`, if this queue holds it there.
+    pub(super) fn deadline_of(&self, pos: u32, idx: u32) -> Option<u64> {
+        if self.holds(pos, idx) {
+            self.deadlines.get(pos as usize).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Removes and returns the oldest live entry and its deadline.
+    pub(super) fn pop_front<T>(&mut self, entries: &mut [Entry<T>]) -> Option<(u32, u64)> {
         while let Some(&idx) = self.items.get(self.head) {
+            let deadline = self.deadlines.get(self.head).copied().unwrap_or_default();
             self.head += 1;
             if idx != NIL {
                 self.live -= 1;
                 self.after_removal(entries);
-                return Some(idx);
+                return Some((idx, deadline));
             }
         }
         self.clear();

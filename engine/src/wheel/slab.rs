@@ -65,7 +65,7 @@ impl<T> Slab<T> {
     ///
     /// If `u32::MAX - 1` timers are already live (about 137 GB of entries for `T = u64`), like
     /// `Vec` panics on capacity overflow.
-    pub(super) fn insert(&mut self, deadline: u64, value: T) -> (u32, TimerKey) {
+    pub(super) fn insert(&mut self, value: T) -> (u32, TimerKey) {
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
             let entry = &mut self.entries[idx as usize];
@@ -82,7 +82,6 @@ impl<T> Slab<T> {
         };
         let entry = &mut self.entries[idx as usize];
         entry.value = Some(value);
-        entry.deadline = deadline;
         entry.list = ListId::Ready; // placeholder until the wheel links it
         self.len += 1;
         let key = TimerKey {
@@ -98,8 +97,8 @@ impl<T> Slab<T> {
         (entry.generation == key.generation && entry.list != ListId::Vacant).then_some(key.index)
     }
 
-    /// Frees the (already unlinked) entry at `idx` and returns its key, deadline and value.
-    pub(super) fn remove(&mut self, idx: u32) -> Option<(TimerKey, u64, T)> {
+    /// Frees the (already unlinked) entry at `idx` and returns its key and value.
+    pub(super) fn remove(&mut self, idx: u32) -> Option<(TimerKey, T)> {
         let free_head = self.free_head;
         let entry = self.entries.get_mut(idx as usize)?;
         let value = entry.value.take()?;
@@ -112,6 +111,6 @@ impl<T> Slab<T> {
         entry.pos = free_head;
         self.free_head = idx;
         self.len -= 1;
-        Some((key, entry.deadline, value))
+        Some((key, value))
     }
 }
