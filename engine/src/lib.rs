@@ -5,3 +5,8 @@ pub mod embedded;
 pub mod model;
 pub mod time_expression;
 pub mod wheel;
+
+/// The README's examples compile as doctests, so they cannot drift from the API.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
