@@ -16,7 +16,9 @@
 //! Besides criterion's times, `target/bench-reports/timer_wheel.json` gets, per function and
 //! `n`: `timers_per_s` (n / median iteration time), `heap_bytes_per_timer` (bytes the
 //! structure holds after all inserts, counted by a global allocator wrapper), and for
-//! `ferrojob` the ratios `speedup_vs_delay_queue` and `speedup_vs_binary_heap`. The `delay_queue`
+//! `ferrojob` the ratios `speedup_vs_delay_queue` and `speedup_vs_binary_heap` (from criterion's
+//! medians) and `speedup_vs_*_interleaved` (median, and `_min`, over 5 rounds that run the three
+//! one after another, so load drift on a shared machine hits all three alike). The `delay_queue`
 //! row also carries `clock_only_s`: the time the same 60 000 `advance` calls take with an empty
 //! queue, i.e. the share of its figure that is tokio's paused clock rather than the queue.
 
@@ -297,6 +299,32 @@ fn bench(c: &mut Criterion, samples: &mut Samples) {
     group.finish();
 }
 
+/// Rounds of one iteration per implementation, interleaved, for ratios that machine-load
+/// drift during a run cannot skew (criterion measures the three one after the other).
+const INTERLEAVED_ROUNDS: usize = 5;
+
+fn seconds(run: impl FnOnce() -> usize) -> f64 {
+    let started = Instant::now();
+    black_box(run());
+    started.elapsed().as_secs_f64()
+}
+
+/// Median and minimum over interleaved rounds of (peer time / ferrojob time), for
+/// `delay_queue` and `binary_heap`.
+fn interleaved_speedups(rt: &tokio::runtime::Runtime, deadlines: &[u64]) -> [(f64, f64); 2] {
+    let mut vs_delay_queue = Vec::new();
+    let mut vs_binary_heap = Vec::new();
+    for _ in 0..INTERLEAVED_ROUNDS {
+        let ours = seconds(|| run_wheel(deadlines));
+        vs_delay_queue.push(seconds(|| run_delay_queue(rt, deadlines)) / ours);
+        vs_binary_heap.push(seconds(|| run_heap(deadlines)) / ours);
+    }
+    [vs_delay_queue, vs_binary_heap].map(|mut ratios| {
+        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        (median(&mut ratios), min)
+    })
+}
+
 fn report(samples: &mut Samples) {
     let rt = paused_runtime();
     let mut report = Report::new("timer_wheel");
@@ -331,6 +359,14 @@ fn report(samples: &mut Samples) {
         }
         if let Some(theirs) = per_s.get("binary_heap") {
             row = row.with("speedup_vs_binary_heap", ours / theirs);
+        }
+        if per_s.len() == 3 {
+            let [(dq, dq_min), (heap, heap_min)] = interleaved_speedups(&rt, &deadlines);
+            row = row
+                .with("speedup_vs_delay_queue_interleaved", dq)
+                .with("speedup_vs_delay_queue_interleaved_min", dq_min)
+                .with("speedup_vs_binary_heap_interleaved", heap)
+                .with("speedup_vs_binary_heap_interleaved_min", heap_min);
         }
         report.push(row);
         drop((wheel, keys));
