@@ -23,7 +23,8 @@ pub(super) enum ListId {
 #[derive(Debug)]
 pub(super) struct Entry<T> {
     pub(super) value: Option<T>,
-    /// Position in its queue; for a vacant entry, the next free entry (or [`NIL`](super::queue::NIL)).
+    /// Position in its queue; for a vacant entry, the next free entry (or
+    /// [`NIL`](super::queue::NIL)).
     pub(super) pos: u32,
     pub(super) generation: u32,
     pub(super) list: ListId,

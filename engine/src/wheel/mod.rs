@@ -44,7 +44,7 @@
 //! its deadline (`queue.rs`). tokio and the classic design thread intrusive linked lists
 //! through the entries instead; a cascade then chases one pointer per timer, a cache miss
 //! each, whereas a vector is scanned sequentially and the cascade never reads the entries.
-//! Measured at one million timers this was about 3 times faster (BENCHMARKS.md).
+//! Measured at one million timers this was 3 to 6 times faster (BENCHMARKS.md).
 //!
 //! # Invariants
 //!
