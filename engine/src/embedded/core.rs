@@ -467,16 +467,7 @@ fn admit(def: &JobDef) -> Option<SkipReason> {
 
 /// The first trigger of `spec` strictly after `after` that lies inside its lifecycle window.
 pub(crate) fn next_due(spec: &JobSpec, anchor: EpochMs, after: EpochMs) -> Option<EpochMs> {
-    let lifecycle = &spec.lifecycle;
-    let after = match lifecycle.start {
-        Some(start) if start.saturating_sub(1) > after => start.saturating_sub(1),
-        _ => after,
-    };
-    let next = spec.expression.next_after(anchor, after)?;
-    match lifecycle.end {
-        Some(end) if next > end => None,
-        _ => Some(next),
-    }
+    spec.expression.next_within(&spec.lifecycle, anchor, after)
 }
 
 #[cfg(test)]

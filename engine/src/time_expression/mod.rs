@@ -142,8 +142,9 @@ impl FromStr for TimeExpressionType {
 pub enum TimeExpression {
     /// Fires only when triggered (the scheduler handles an optional delay).
     Api,
-    /// Quartz cron in a time zone.
-    Cron(CronSchedule),
+    /// Quartz cron in a time zone. Boxed: a cron schedule is ~120 bytes of bit sets, and every
+    /// scheduled job holds a `TimeExpression`, whatever its type.
+    Cron(Box<CronSchedule>),
     /// Fires at `anchor + k·period_ms`, k >= 1, where the anchor is the schedule's start.
     FixedRate {
         /// Period in milliseconds, at least 1.
@@ -185,7 +186,9 @@ impl TimeExpression {
                     TimeExpression::Workflow
                 }
             }
-            TimeExpressionType::Cron => TimeExpression::Cron(CronSchedule::parse(expr, tz)?),
+            TimeExpressionType::Cron => {
+                TimeExpression::Cron(Box::new(CronSchedule::parse(expr, tz)?))
+            }
             TimeExpressionType::FixedRate => TimeExpression::FixedRate {
                 period_ms: fixed::parse_period(kind, expr)?,
             },
