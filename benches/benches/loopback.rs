@@ -112,12 +112,15 @@ async fn ferro_setup() -> Ferro {
     let c = Arc::clone(&counter);
     tokio::spawn(async move {
         let _keep = listener;
-        while let Some(inc) = accepted.incoming.recv().await {
-            match inc.correlation {
-                Some(corr) => {
-                    let _ = accepted.handle.respond(corr, Ack {}).await;
+        let mut batch = Vec::with_capacity(1024);
+        while accepted.incoming.recv_many(&mut batch, 1024).await > 0 {
+            for inc in batch.drain(..) {
+                match inc.correlation {
+                    Some(corr) => {
+                        let _ = accepted.handle.respond(corr, Ack {}).await;
+                    }
+                    None => c.arrived(),
                 }
-                None => c.arrived(),
             }
         }
     });

@@ -468,21 +468,51 @@ impl Connection {
 
     // ----- owner's commands --------------------------------------------------------------
 
-    /// Queues a one-way message.
+    /// Queues a one-way message; refused with [`SendError::Full`] while `max_send_buffer`
+    /// bytes are queued.
     pub fn send(&mut self, now: Instant, message: &Message) -> Result<(), SendError> {
-        self.check_sendable(message.kind())?;
+        self.check_sendable(message.kind(), true)?;
+        self.encode(now, message, Flags::NONE, 0)
+    }
+
+    /// Queues a one-way message the owner already accepted from a caller, even over the
+    /// buffer limit: an owner that takes work only while [`can_send`](Self::can_send) holds
+    /// bounds the overshoot itself (the tokio driver: one batch). Never refused for space.
+    pub fn send_accepted(&mut self, now: Instant, message: &Message) -> Result<(), SendError> {
+        self.check_sendable(message.kind(), false)?;
         self.encode(now, message, Flags::NONE, 0)
     }
 
     /// Queues a request; its answer comes as [`Event::Response`] with the returned id, or a
-    /// timeout after `timeout`.
+    /// timeout after `timeout`. Refused with [`SendError::Full`] like [`send`](Self::send).
     pub fn request(
         &mut self,
         now: Instant,
         message: &Message,
         timeout: Duration,
     ) -> Result<u64, SendError> {
-        self.check_sendable(message.kind())?;
+        self.request_inner(now, message, timeout, true)
+    }
+
+    /// [`request`](Self::request) for work the owner already accepted: never refused for
+    /// buffer space (see [`send_accepted`](Self::send_accepted)).
+    pub fn request_accepted(
+        &mut self,
+        now: Instant,
+        message: &Message,
+        timeout: Duration,
+    ) -> Result<u64, SendError> {
+        self.request_inner(now, message, timeout, false)
+    }
+
+    fn request_inner(
+        &mut self,
+        now: Instant,
+        message: &Message,
+        timeout: Duration,
+        enforce_limit: bool,
+    ) -> Result<u64, SendError> {
+        self.check_sendable(message.kind(), enforce_limit)?;
         if self.pending.len() >= self.config.max_pending_requests {
             return Err(SendError::TooManyPending {
                 limit: self.config.max_pending_requests,
@@ -541,7 +571,7 @@ impl Connection {
         }
     }
 
-    fn check_sendable(&self, kind: MessageKind) -> Result<(), SendError> {
+    fn check_sendable(&self, kind: MessageKind, enforce_limit: bool) -> Result<(), SendError> {
         if !self.is_established() {
             return Err(self.not_open_error());
         }
@@ -549,7 +579,7 @@ impl Connection {
             return Err(SendError::ControlMessage { kind });
         }
         let queued = self.queued_bytes();
-        if queued >= self.config.max_send_buffer {
+        if enforce_limit && queued >= self.config.max_send_buffer {
             TransportMetrics::inc(&self.metrics.send_queue_full);
             return Err(SendError::Full {
                 queued,

@@ -352,6 +352,40 @@ async fn graceful_shutdown_flushes_everything_accepted() {
     );
 }
 
+/// Found by the loopback bench: a batch of accepted commands that overshoots the core's
+/// buffer limit must still be sent, not dropped.
+#[tokio::test]
+async fn a_tiny_send_buffer_loses_nothing() {
+    let mut c = config();
+    c.connection.max_send_buffer = 256;
+    c.max_batch = 64;
+    let mut l = listener(c.clone()).await;
+    let (client, acc) = tokio::join!(
+        connect(l.local_addr(), c, identity(SECRET), Default::default()),
+        l.accept()
+    );
+    let client = client.unwrap();
+    let mut acc = acc.unwrap();
+    const N: u64 = 20_000;
+    let sender = client.handle.clone();
+    tokio::spawn(async move {
+        for i in 0..N {
+            if i % 2 == 0 {
+                sender.send(StopInstance { instance_id: i }).await.unwrap();
+            } else {
+                sender
+                    .send_batch(vec![StopInstance { instance_id: i }.into()])
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    for i in 0..N {
+        let inc = acc.incoming.recv().await.unwrap();
+        assert_eq!(inc.message, StopInstance { instance_id: i }.into());
+    }
+}
+
 #[tokio::test]
 async fn request_without_answer_times_out() {
     let mut l = listener(config()).await;

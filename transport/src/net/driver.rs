@@ -66,6 +66,8 @@ pub(crate) async fn drive(
     let mut read_open = true;
     let mut shutdown = false;
     let mut closed: Option<ConnectionError> = None;
+    let batch_limit = config.max_batch.max(1);
+    let mut batch: Vec<Command> = Vec::with_capacity(batch_limit);
 
     loop {
         while let Some(event) = conn.poll_event() {
@@ -80,15 +82,19 @@ pub(crate) async fn drive(
                     message,
                 } => {
                     // Waiting here stops reading: a slow consumer slows the peer down
-                    // instead of growing memory.
-                    if incoming
-                        .send(Incoming {
-                            correlation,
-                            message,
-                        })
-                        .await
-                        .is_err()
-                    {
+                    // instead of growing memory. `try_send` first: the common case needs no
+                    // await point.
+                    let delivered = match incoming.try_send(Incoming {
+                        correlation,
+                        message,
+                    }) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(item)) => {
+                            incoming.send(item).await.is_ok()
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    };
+                    if !delivered {
                         if let Some(c) = correlation {
                             let refusal = crate::message::ErrorReply {
                                 code: ErrorCode::Internal,
@@ -181,28 +187,17 @@ pub(crate) async fn drive(
                     Err(e) => closed = Some(ConnectionError::Io(format!("read: {e}"))),
                 }
             }
-            command = commands.recv(), if accept_commands => {
+            received = commands.recv_many(&mut batch, batch_limit), if accept_commands => {
                 let t = now();
-                match command {
-                    None => {
-                        // Every handle is gone: nobody can send or wait any more.
-                        shutdown = true;
-                        conn.close(t, ErrorCode::ShuttingDown, "all handles dropped");
-                    }
-                    Some(c) => {
-                        apply(&mut conn, t, c, &mut waiters, &mut shutdown_waiters, &mut shutdown);
-                        // Coalesce: take what else is queued, up to a batch, while there is room.
-                        let mut taken = 1;
-                        while taken < config.max_batch && !shutdown && conn.can_send() {
-                            match commands.try_recv() {
-                                Ok(c) => {
-                                    apply(&mut conn, t, c, &mut waiters, &mut shutdown_waiters, &mut shutdown);
-                                    taken += 1;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                if received == 0 {
+                    // Every handle is gone: nobody can send or wait any more.
+                    shutdown = true;
+                    conn.close(t, ErrorCode::ShuttingDown, "all handles dropped");
+                }
+                // Coalesce: everything taken goes into one buffer, hence one write. The core
+                // may go over its soft limit by at most one batch.
+                for c in batch.drain(..) {
+                    apply(&mut conn, t, c, &mut waiters, &mut shutdown_waiters, &mut shutdown);
                 }
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
@@ -229,13 +224,13 @@ fn apply(
 ) {
     match command {
         Command::Send(m) => {
-            if let Err(e) = conn.send(now, &m) {
+            if let Err(e) = conn.send_accepted(now, &m) {
                 tracing::warn!(error = %e, kind = %m.kind(), "message dropped");
             }
         }
         Command::SendBatch(ms) => {
             for m in &ms {
-                if let Err(e) = conn.send(now, m) {
+                if let Err(e) = conn.send_accepted(now, m) {
                     tracing::warn!(error = %e, kind = %m.kind(), "message dropped");
                 }
             }
@@ -244,7 +239,7 @@ fn apply(
             message,
             timeout,
             reply,
-        } => match conn.request(now, &message, timeout) {
+        } => match conn.request_accepted(now, &message, timeout) {
             Ok(id) => {
                 waiters.insert(id, reply);
             }
