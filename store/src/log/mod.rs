@@ -312,6 +312,8 @@ impl LogStore {
             buf: Vec::new(),
             unsynced: false,
             last_sync: Instant::now(),
+            last_group: 0,
+            last_sync_time: std::time::Duration::ZERO,
         };
         let writer = std::thread::Builder::new()
             .name("ferrojob-store-writer".into())

@@ -4,7 +4,9 @@
 //! ```text
 //!  callers ──submit──► channel ──► writer thread
 //!                                   1. take the first request, then every queued one
-//!                                      (up to max_group_bytes)
+//!                                      (up to max_group_bytes); under Sync, while the group
+//!                                      is smaller than the last one, wait up to half the
+//!                                      last fdatasync time (<= 500 us) for stragglers
 //!                                   2. rotate the segment if the group would overflow it
 //!                                   3. encode all batches into one buffer: one write
 //!                                   4. fdatasync (Sync; Interval when due)
@@ -63,7 +65,14 @@ pub(crate) struct Writer {
     /// Bytes written since the last fdatasync.
     pub unsynced: bool,
     pub last_sync: Instant,
+    /// Commits in the previous group.
+    pub last_group: usize,
+    /// How long the previous fdatasync took.
+    pub last_sync_time: Duration,
 }
+
+/// Longest the writer waits for more commits to join a group (see `run`).
+const MAX_GATHER: Duration = Duration::from_micros(500);
 
 impl Writer {
     pub(crate) fn run(mut self) {
@@ -94,6 +103,12 @@ impl Writer {
             let mut snapshots = Vec::new();
             let mut bytes = 0usize;
             let mut next = Some(first);
+            let gather_until = match self.shared.options.durability {
+                Durability::Sync if self.last_group > 1 => {
+                    Some(Instant::now() + (self.last_sync_time / 2).min(MAX_GATHER))
+                }
+                _ => None,
+            };
             while let Some(req) = next.take() {
                 match req {
                     Request::Commit { ops, done } => {
@@ -106,7 +121,15 @@ impl Writer {
                 }
                 if shutdown.is_none() && bytes < self.shared.options.max_group_bytes {
                     next = self.rx.try_recv().ok();
+                    if next.is_none() && gather_until.is_some() && commits.len() < self.last_group {
+                        // Stragglers of the last group are still re-submitting: wait for them
+                        // a little (at most half an fdatasync) rather than pay another one.
+                        next = gather_until.and_then(|d| self.rx.recv_deadline(d).ok());
+                    }
                 }
+            }
+            if !commits.is_empty() {
+                self.last_group = commits.len();
             }
             if !commits.is_empty() {
                 self.commit_group(commits);
@@ -158,10 +181,12 @@ impl Writer {
         if !self.unsynced {
             return Ok(());
         }
+        let started = Instant::now();
         match self.active.sync_data() {
             Ok(()) => {
                 self.unsynced = false;
                 self.last_sync = Instant::now();
+                self.last_sync_time = self.last_sync - started;
                 Ok(())
             }
             Err(e) => {
