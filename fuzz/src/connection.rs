@@ -171,7 +171,12 @@ pub fn run(data: &[u8]) {
                     &mut server
                 };
                 if let Some(m) = pick(which) {
-                    let _ = side.conn.send(now, m);
+                    // The top bit takes the owner's path (never refused for space).
+                    let _ = if which & 0x80 != 0 {
+                        side.conn.send_accepted(now, m)
+                    } else {
+                        side.conn.send(now, m)
+                    };
                 }
             }
             Op::Request {
