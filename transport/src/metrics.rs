@@ -56,7 +56,8 @@ counters! {
     bytes_received,
     /// Bytes written to sockets.
     bytes_sent,
-    /// Write calls that carried bytes (frames_sent / write_calls = coalescing factor).
+    /// Coalesced batches fully written to a socket (one `poll_transmit` each, usually one
+    /// `write` syscall); frames_sent / write_calls = frames per write.
     write_calls,
     /// Frames with a wrong magic.
     bad_magic,

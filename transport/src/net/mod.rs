@@ -44,7 +44,10 @@ pub struct NetConfig {
     /// Commands (sends, requests, answers) queued per connection before callers wait
     /// (default 4096).
     pub send_queue: usize,
-    /// Received messages queued per connection before the driver stops reading (default 4096).
+    /// Received messages queued per connection before the driver stops reading (default
+    /// 4096). While the queue is full the connection task waits: it neither reads nor sends
+    /// pings, so a consumer stalled for longer than the peer's idle timeout loses the
+    /// connection. Consume promptly (`recv_many` for throughput).
     pub incoming_queue: usize,
     /// Bytes read per `read` call (default 64 KiB).
     pub read_buffer: usize,
