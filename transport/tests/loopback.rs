@@ -387,6 +387,50 @@ async fn a_tiny_send_buffer_loses_nothing() {
 }
 
 #[tokio::test]
+async fn the_listener_serves_at_most_max_connections() {
+    let mut c = config();
+    c.max_connections = 1;
+    let mut l = listener(c).await;
+    let addr = l.local_addr();
+    let (first, acc) = tokio::join!(
+        connect(addr, config(), identity(SECRET), Default::default()),
+        l.accept()
+    );
+    let first = first.unwrap();
+    let acc = acc.unwrap();
+    // The second peer's TCP connect succeeds (kernel backlog) but nobody greets it.
+    let mut impatient = config();
+    impatient.connection.handshake_timeout = Duration::from_millis(200);
+    let err = connect(addr, impatient, identity(SECRET), Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Connection {
+                source: ConnectionError::HandshakeTimeout { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Once the first connection ends, the slot frees up.
+    first.handle.shutdown().await;
+    drop(acc);
+    let (third, acc3) = tokio::join!(
+        connect(addr, config(), identity(SECRET), Default::default()),
+        l.accept()
+    );
+    let _rx = serve(acc3.unwrap());
+    third
+        .unwrap()
+        .handle
+        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn request_without_answer_times_out() {
     let mut l = listener(config()).await;
     let addr = l.local_addr();

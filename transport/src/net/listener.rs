@@ -98,7 +98,12 @@ async fn accept_loop(
     metrics: Arc<TransportMetrics>,
     accepted: mpsc::Sender<Accepted>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     loop {
+        // Held by the connection's task until it ends: bounds tasks, buffers and sockets.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let (stream, addr) = match tcp.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -115,6 +120,7 @@ async fn accept_loop(
         let metrics = Arc::clone(&metrics);
         let accepted = accepted.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let conn = Connection::new_server(
                 config.connection.clone(),
                 secrets,

@@ -61,6 +61,9 @@ pub struct NetConfig {
     pub backoff: BackoffConfig,
     /// Established connections waiting in [`Listener::accept`]'s queue (default 128).
     pub accept_queue: usize,
+    /// Connections a [`Listener`] serves at once, handshaking ones included (default 10 000).
+    /// At the limit it stops accepting; new peers wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 impl Default for NetConfig {
@@ -75,6 +78,7 @@ impl Default for NetConfig {
             close_flush_timeout: Duration::from_secs(2),
             backoff: BackoffConfig::default(),
             accept_queue: 128,
+            max_connections: 10_000,
         }
     }
 }
