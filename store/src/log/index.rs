@@ -40,6 +40,20 @@ pub(crate) struct FileInfo {
     pub max_seq: u64,
 }
 
+impl FileInfo {
+    /// A log segment just created: its header and nothing else.
+    pub fn new_log(handle: Arc<dyn BackendFile>, path: PathBuf) -> Self {
+        FileInfo {
+            handle,
+            path,
+            kind: SegmentKind::Log,
+            len: SEGMENT_HEADER_LEN as u64,
+            live: 0,
+            max_seq: 0,
+        }
+    }
+}
+
 /// The index and the segment table; guarded by one `RwLock` in the store.
 #[derive(Debug, Default)]
 pub(crate) struct Index {

@@ -518,17 +518,9 @@ fn apply(
                 SegmentKind::Log,
             )?;
             sync_dir(backend.as_ref(), dir)?;
-            index.files.insert(
-                id,
-                FileInfo {
-                    handle: handle.clone(),
-                    path,
-                    kind: SegmentKind::Log,
-                    len: SEGMENT_HEADER_LEN as u64,
-                    live: 0,
-                    max_seq: 0,
-                },
-            );
+            index
+                .files
+                .insert(id, FileInfo::new_log(handle.clone(), path));
             (id, handle, SEGMENT_HEADER_LEN as u64)
         }
     };

@@ -218,17 +218,9 @@ impl Writer {
         sync_dir(self.shared.backend.as_ref(), &self.shared.dir)?;
         {
             let mut index = self.shared.index.write();
-            index.files.insert(
-                id,
-                FileInfo {
-                    handle: handle.clone(),
-                    path,
-                    kind: SegmentKind::Log,
-                    len: SEGMENT_HEADER_LEN as u64,
-                    live: 0,
-                    max_seq: 0,
-                },
-            );
+            index
+                .files
+                .insert(id, FileInfo::new_log(handle.clone(), path));
             index.active = id;
         }
         debug!(segment = id, "rotated to a new segment");
