@@ -1,8 +1,10 @@
 //! ferrojob's engine: the model, the timing wheel, time expressions and the embedded scheduler.
 
 pub mod clock;
+pub mod dispatch;
 pub mod embedded;
 pub mod model;
+pub mod server;
 pub mod time_expression;
 pub mod wheel;
 

@@ -8,13 +8,43 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Identifies a job within one scheduler (embedded) or one server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[serde(transparent)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
 pub struct JobId(pub u64);
 
 /// Identifies one run (instance) of a job; unique within one scheduler or server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[serde(transparent)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
 pub struct InstanceId(pub u64);
 
 impl fmt::Display for JobId {
@@ -37,8 +67,21 @@ impl fmt::Display for InstanceId {
 ///        │                                           │
 ///        └──► CANCELED                               └──► STOPPED
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[rkyv(derive(Debug, PartialEq, Eq))]
 #[non_exhaustive]
 pub enum InstanceStatus {
     /// Created, not yet handed to a worker.
@@ -83,6 +126,66 @@ impl InstanceStatus {
     }
 }
 
+/// How one instance of a job is split into tasks.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+#[non_exhaustive]
+pub enum ExecuteType {
+    /// One task on one worker (the default).
+    #[default]
+    Standalone,
+    /// One task on every eligible worker.
+    Broadcast,
+    /// The root task maps subtasks, spread over workers.
+    Map,
+    /// MAP plus a final reduce over every task's result.
+    MapReduce,
+}
+
+/// How the server picks the worker(s) for an instance.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+#[non_exhaustive]
+pub enum DispatchStrategy {
+    /// The eligible worker with the best health score (the default).
+    #[default]
+    HealthFirst,
+    /// A uniformly random eligible worker.
+    Random,
+    /// Eligible workers in turn, per job.
+    RoundRobin,
+    /// Only the job's designated workers (by tag or address).
+    Specify,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +208,14 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&InstanceStatus::WaitingWorkerReceive).unwrap(),
             "\"WAITING_WORKER_RECEIVE\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ExecuteType::MapReduce).unwrap(),
+            "\"MAP_REDUCE\""
+        );
+        assert_eq!(
+            serde_json::to_string(&DispatchStrategy::HealthFirst).unwrap(),
+            "\"HEALTH_FIRST\""
         );
     }
 }

@@ -1,0 +1,1 @@
+//! Worker registry and dispatch selection (issue 5 groundwork).

@@ -1,0 +1,1 @@
+//! The server's persistent records and repository (issue 5 groundwork).
