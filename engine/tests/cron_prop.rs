@@ -84,11 +84,11 @@ fn item_matches(item: &Item, f: Span, x: u32) -> bool {
     let width = |a: u32, b: u32| (b + f.len() - a) % f.len();
     match *item {
         Item::Any => true,
-        Item::AnyStep(n) => (x - f.min) % n == 0,
+        Item::AnyStep(n) => (x - f.min).is_multiple_of(n),
         Item::Val(v) => x == v,
         Item::Range(a, b) => off(a) <= width(a, b),
         Item::RangeStep(a, b, n) => off(a) <= width(a, b) && off(a) % n == 0,
-        Item::ValStep(a, n) => x >= a && (x - a) % n == 0,
+        Item::ValStep(a, n) => x >= a && (x - a).is_multiple_of(n),
     }
 }
 

@@ -290,7 +290,7 @@ async fn non_reading_peer_gets_backpressure_then_is_dropped() {
             Ok(()) => accepted += 1,
             Err(e) => break e,
         }
-        if accepted % 64 == 0 {
+        if accepted.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
         assert!(accepted < 10_000_000, "never pushed back");
