@@ -1,1 +1,0 @@
-//! The server's persistent records and repository (issue 5 groundwork).
