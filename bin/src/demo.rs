@@ -142,8 +142,8 @@ async fn demo(args: &Args) -> Result<()> {
 
     println!();
     println!(
-        "{:<24}  {:>6}  {:>6}  {:>6}  {:>10}  {:>10}  {:>10}",
-        "job", "fired", "ok", "failed", "late p50", "late p99", "late max"
+        "{:<24}  {:>6}  {:>6}  {:>6}  {:>9}  {:>10}  {:>10}  {:>10}",
+        "job", "fired", "ok", "failed", "cancelled", "late p50", "late p99", "late max"
     );
     for (job, name) in &names {
         let stats = scheduler.stats(*job)?;
@@ -157,11 +157,12 @@ async fn demo(args: &Args) -> Result<()> {
             late.get(i).map_or("-".into(), |us| format_ms(*us))
         };
         println!(
-            "{:<24}  {:>6}  {:>6}  {:>6}  {:>10}  {:>10}  {:>10}",
+            "{:<24}  {:>6}  {:>6}  {:>6}  {:>9}  {:>10}  {:>10}  {:>10}",
             name,
             stats.fired,
             stats.succeeded,
             stats.failed,
+            stats.cancelled,
             pick(0.5),
             pick(0.99),
             pick(1.0)

@@ -78,6 +78,7 @@ pub(crate) struct JobCounters {
     pub(crate) fired: AtomicU64,
     pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
     pub(crate) skipped: AtomicU64,
     /// Next scheduled trigger (ms since the epoch), or `i64::MIN` for none.
     pub(crate) next_fire_at: AtomicI64,
@@ -90,6 +91,7 @@ impl Default for JobCounters {
             fired: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             next_fire_at: AtomicI64::new(i64::MIN),
         }

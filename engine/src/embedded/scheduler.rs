@@ -76,8 +76,10 @@ pub struct JobStats {
     pub fired: u64,
     /// Runs that succeeded.
     pub succeeded: u64,
-    /// Runs that failed, timed out or were cancelled.
+    /// Runs that failed (after their retries) or timed out.
     pub failed: u64,
+    /// Runs cancelled by a shutdown while in progress.
+    pub cancelled: u64,
     /// Triggers that did not run (concurrency limit, misfire, removed job).
     pub skipped: u64,
     /// The next scheduled trigger (ms since the epoch), if one is armed.
@@ -324,6 +326,7 @@ impl Scheduler {
             fired: c.fired.load(Ordering::Relaxed),
             succeeded: c.succeeded.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
             next_fire_at: (next != i64::MIN).then_some(next),
         })
@@ -563,6 +566,7 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
     let counters = &def.counters;
     match outcome {
         RunOutcome::Succeeded { .. } => counters.succeeded.fetch_add(1, Ordering::Relaxed),
+        RunOutcome::Cancelled => counters.cancelled.fetch_add(1, Ordering::Relaxed),
         _ => counters.failed.fetch_add(1, Ordering::Relaxed),
     };
     // Release: pairs with the Acquire load in `admit`, so a freed slot is seen with the run's
