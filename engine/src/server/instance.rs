@@ -1,0 +1,267 @@
+//! [`InstanceRecord`]: one run of a job, and its lifecycle as methods that refuse illegal
+//! transitions.
+//!
+//! ```text
+//!                 dispatch                 report RUNNING          report SUCCEED/FAILED
+//!  WAITING_DISPATCH ─────► WAITING_WORKER_RECEIVE ─────► RUNNING ──────────────► SUCCEED | FAILED
+//!     │   ▲   │                   │      │                │   │
+//!     │   │   │ fail              │      └─ requeue ──┐   │   └─ stop ─► STOPPED
+//!     │   │   └──────► FAILED     └─ stop ─► STOPPED  │   └─ requeue ─┐
+//!     │   └────────────── requeue (receive timeout, dead worker) ◄────┘
+//!     └─ cancel ─► CANCELED
+//!   any final status ── retry ──► WAITING_DISPATCH
+//! ```
+//!
+//! Worker reports carry a sequence number and their source (the worker's address).
+//! [`InstanceRecord::apply_report`] drops a report from any worker but the instance's current
+//! one (split brain), one with a sequence number below the last applied (stale), and makes one
+//! with the same sequence number a no-op (duplicate), so a report delivered twice never makes
+//! a second transition. Sequence numbers start at 1 and must grow across the instance's
+//! attempts: `report_seq` is kept through a requeue, and the server hands it to the next
+//! worker as the base to count from.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::model::{InstanceId, InstanceStatus, JobId};
+use crate::time_expression::EpochMs;
+
+use super::error::RepoError;
+use super::records::{truncate_marked, AppId, MAX_PARAMS_LEN};
+
+/// Largest stored result, in bytes (64 KiB). A longer result is cut at a char boundary and
+/// marked `...[N bytes truncated]`, so it is at most `MAX_RESULT_LEN + 32` bytes.
+pub const MAX_RESULT_LEN: usize = 64 << 10;
+
+/// One run of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Assigned by the repo when the instance is inserted.
+    pub id: InstanceId,
+    /// Its job.
+    pub job_id: JobId,
+    /// Its job's app.
+    pub app_id: AppId,
+    /// Where it is in its life.
+    pub status: InstanceStatus,
+    /// The processor's result or the failure reason; at most [`MAX_RESULT_LEN`] (+ marker).
+    pub result: Option<String>,
+    /// Instance params (API runs), at most [`MAX_PARAMS_LEN`] bytes.
+    pub params: String,
+    /// When it was meant to fire, ms since the epoch.
+    pub trigger_time: EpochMs,
+    /// When it was last dispatched, ms since the epoch.
+    pub actual_trigger_time: Option<EpochMs>,
+    /// When it reached a final status, ms since the epoch.
+    pub finished_time: Option<EpochMs>,
+    /// The worker (address) it was last dispatched to.
+    pub worker: Option<String>,
+    /// How many times it has been dispatched (attempts so far).
+    pub running_times: u32,
+    /// Sequence number of the last applied report (0 = none yet).
+    pub report_seq: u64,
+    /// When the last report was applied, ms since the epoch.
+    pub last_report_time: Option<EpochMs>,
+    /// When the status last changed, ms since the epoch (the server's checkers use it:
+    /// stuck in WAITING_DISPATCH, WAITING_WORKER_RECEIVE, RUNNING without reports).
+    pub status_time: EpochMs,
+    /// The job's fire number this instance was created by (1-based; 0 for API and retried
+    /// runs not created by [`Repo::fire`](super::Repo::fire)).
+    pub run: u64,
+}
+
+/// What [`InstanceRecord::apply_report`] did with a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportOutcome {
+    /// The report was applied (the record changed and must be saved).
+    Applied,
+    /// Same sequence number as the last applied report: nothing changed.
+    Duplicate,
+    /// Sequence number below the last applied report: dropped.
+    Stale,
+    /// From a worker other than the instance's current one: dropped.
+    Foreign,
+    /// The instance already reached a final status: dropped.
+    Finished,
+}
+
+impl InstanceRecord {
+    /// A new WAITING_DISPATCH instance of `job_id` meant to fire at `trigger_time`
+    /// (`status_time` = `trigger_time`; the id is assigned on insert).
+    pub fn new(
+        job_id: JobId,
+        app_id: AppId,
+        params: impl Into<String>,
+        trigger_time: EpochMs,
+    ) -> InstanceRecord {
+        InstanceRecord {
+            id: InstanceId(0),
+            job_id,
+            app_id,
+            status: InstanceStatus::WaitingDispatch,
+            result: None,
+            params: params.into(),
+            trigger_time,
+            actual_trigger_time: None,
+            finished_time: None,
+            worker: None,
+            running_times: 0,
+            report_seq: 0,
+            last_report_time: None,
+            status_time: trigger_time,
+            run: 0,
+        }
+    }
+
+    /// Checks the sizes of user-fed fields.
+    pub fn validate(&self) -> Result<(), RepoError> {
+        if self.params.len() > MAX_PARAMS_LEN {
+            return Err(RepoError::invalid(
+                "params",
+                format!("at most {MAX_PARAMS_LEN} bytes, got {}", self.params.len()),
+            ));
+        }
+        if let Some(r) = &self.result {
+            if r.len() > MAX_RESULT_LEN + 32 {
+                return Err(RepoError::invalid("result", "exceeds the result cap"));
+            }
+        }
+        Ok(())
+    }
+
+    fn illegal(&self, action: &'static str) -> RepoError {
+        RepoError::IllegalTransition {
+            instance: self.id.0,
+            from: self.status,
+            action,
+        }
+    }
+
+    fn set_status(&mut self, status: InstanceStatus, now: EpochMs) {
+        self.status = status;
+        self.status_time = now;
+        if status.is_final() {
+            self.finished_time = Some(now);
+        }
+    }
+
+    /// WAITING_DISPATCH → WAITING_WORKER_RECEIVE: handed to `worker`; counts an attempt.
+    pub fn dispatch(&mut self, worker: &str, now: EpochMs) -> Result<(), RepoError> {
+        if self.status != InstanceStatus::WaitingDispatch {
+            return Err(self.illegal("dispatch"));
+        }
+        self.worker = Some(worker.to_owned());
+        self.running_times = self.running_times.saturating_add(1);
+        self.actual_trigger_time = Some(now);
+        self.set_status(InstanceStatus::WaitingWorkerReceive, now);
+        Ok(())
+    }
+
+    /// Applies a worker's status report (see the module docs for what is dropped).
+    ///
+    /// `status` may be RUNNING, SUCCEED, FAILED or STOPPED (a worker confirming a stop);
+    /// anything else is an illegal transition. `result` is capped at [`MAX_RESULT_LEN`].
+    pub fn apply_report(
+        &mut self,
+        seq: u64,
+        source: &str,
+        status: InstanceStatus,
+        result: Option<&str>,
+        now: EpochMs,
+    ) -> Result<ReportOutcome, RepoError> {
+        if self.status.is_final() {
+            return Ok(ReportOutcome::Finished);
+        }
+        if self.worker.as_deref() != Some(source) {
+            return Ok(ReportOutcome::Foreign);
+        }
+        if seq < self.report_seq {
+            return Ok(ReportOutcome::Stale);
+        }
+        if seq == self.report_seq {
+            return Ok(ReportOutcome::Duplicate);
+        }
+        match (self.status, status) {
+            (
+                InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running,
+                InstanceStatus::Running
+                | InstanceStatus::Succeed
+                | InstanceStatus::Failed
+                | InstanceStatus::Stopped,
+            ) => {}
+            (_, InstanceStatus::Running) => return Err(self.illegal("report RUNNING")),
+            (_, InstanceStatus::Succeed) => return Err(self.illegal("report SUCCEED")),
+            (_, InstanceStatus::Failed) => return Err(self.illegal("report FAILED")),
+            (_, InstanceStatus::Stopped) => return Err(self.illegal("report STOPPED")),
+            _ => return Err(self.illegal("report a status workers do not report")),
+        }
+        self.report_seq = seq;
+        self.last_report_time = Some(now);
+        if let Some(r) = result {
+            self.result = Some(truncate_marked(r, MAX_RESULT_LEN));
+        }
+        if status != self.status {
+            self.set_status(status, now);
+        }
+        Ok(ReportOutcome::Applied)
+    }
+
+    /// WAITING_DISPATCH → CANCELED (the API's cancel; only before dispatch).
+    pub fn cancel(&mut self, now: EpochMs) -> Result<(), RepoError> {
+        if self.status != InstanceStatus::WaitingDispatch {
+            return Err(self.illegal("cancel"));
+        }
+        self.set_status(InstanceStatus::Canceled, now);
+        Ok(())
+    }
+
+    /// WAITING_WORKER_RECEIVE | RUNNING → STOPPED (the API's stop).
+    pub fn stop(&mut self, now: EpochMs) -> Result<(), RepoError> {
+        if !matches!(
+            self.status,
+            InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running
+        ) {
+            return Err(self.illegal("stop"));
+        }
+        self.set_status(InstanceStatus::Stopped, now);
+        Ok(())
+    }
+
+    /// Any non-final status → FAILED, with `reason` as the result (no eligible worker, too
+    /// many instances, timeout, retries exhausted).
+    pub fn fail(&mut self, reason: &str, now: EpochMs) -> Result<(), RepoError> {
+        if self.status.is_final() {
+            return Err(self.illegal("fail"));
+        }
+        self.result = Some(truncate_marked(reason, MAX_RESULT_LEN));
+        self.set_status(InstanceStatus::Failed, now);
+        Ok(())
+    }
+
+    /// WAITING_WORKER_RECEIVE | RUNNING → WAITING_DISPATCH: the worker never confirmed, died,
+    /// or the run is retried by the instance retry policy. The worker is forgotten, so its late
+    /// reports are foreign; `report_seq` is kept.
+    pub fn requeue(&mut self, now: EpochMs) -> Result<(), RepoError> {
+        if !matches!(
+            self.status,
+            InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running
+        ) {
+            return Err(self.illegal("requeue"));
+        }
+        self.worker = None;
+        self.set_status(InstanceStatus::WaitingDispatch, now);
+        Ok(())
+    }
+
+    /// Any final status → WAITING_DISPATCH (the API's retry): result and finish time cleared.
+    pub fn retry(&mut self, now: EpochMs) -> Result<(), RepoError> {
+        if !self.status.is_final() {
+            return Err(self.illegal("retry"));
+        }
+        self.worker = None;
+        self.result = None;
+        self.finished_time = None;
+        self.set_status(InstanceStatus::WaitingDispatch, now);
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! The server's persistent records and repository (issue 5 groundwork): the durable state of
+//! a ferrojob server, as a library with no network and no clock.
+//!
+//! ```text
+//!   server core ──(records, now)──► Repo ──(Batch of rkyv values)──► Arc<dyn Store>
+//!                ◄──(Commit<T>)────        ◄──(CommitHandle)──────    MemoryStore | LogStore
+//! ```
+//!
+//! - [`records`]: [`AppRecord`], [`JobRecord`] (with its defaults and validation),
+//!   [`TriggerRecord`], [`DelayedRun`], [`LogLine`].
+//! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
+//! - [`keys`]: tables and key layout (the table is in its module docs).
+//! - [`repo`]: [`Repo`], atomic writes, listings with cursors, restart [`Repo::load`].
+//! - `codec`: the versioned, validated value encoding.
+//!
+//! Invariants: no read trusts stored bytes (every value is validated, a bad one is
+//! [`RepoError::Corrupt`]); no write is split across batches (a record, its index rows and the
+//! id counter it used commit together); no id is handed out twice, across restarts too; the
+//! repo reads no clock (every time is an argument).
+
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod codec;
+mod error;
+pub mod instance;
+pub mod keys;
+pub mod records;
+pub mod repo;
+
+pub use codec::RECORD_VERSION;
+pub use error::RepoError;
+pub use instance::{InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
+pub use records::{
+    AppId, AppRecord, DelayedRun, JobRecord, LogLevel, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
+    MAX_PARAMS_LEN,
+};
+pub use repo::{
+    Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo, MAX_PAGE,
+};
+
+/// Decodes a stored value of `table` as its record type, for tests and tools that inspect a
+/// store: `Ok(())` when it is a valid record, [`RepoError::Corrupt`] otherwise.
+pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), RepoError> {
+    match table {
+        keys::APPS => codec::decode::<AppRecord>(table, key, value).map(drop),
+        keys::JOBS => codec::decode::<JobRecord>(table, key, value).map(drop),
+        keys::TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
+        keys::INSTANCES => codec::decode::<InstanceRecord>(table, key, value).map(drop),
+        keys::DELAYED => codec::decode::<DelayedRun>(table, key, value).map(drop),
+        keys::LOGS => codec::decode::<LogLine>(table, key, value).map(drop),
+        _ => Err(RepoError::invalid(
+            "table",
+            format!("{table:?} holds no records"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,747 @@
+//! [`Repo`]: the server's durable state over any [`Store`], with no clock and no network.
+//!
+//! Every write builds one [`Batch`] — the record, its index rows and the id counter it used —
+//! and submits it: a write is atomic, and an id is never handed out twice, even across a crash
+//! (the counter is durable exactly when the row that used it is).
+//!
+//! Writes return a [`Commit`]: the value is final once the store acknowledges the batch.
+//! `commit.await` (it is a runtime-agnostic `Future`) or `commit.wait()` (blocking). Writes are
+//! queued in submission order under one short lock (id allocation, encoding, submit); the wait
+//! happens outside it, so many writes share one group commit of the log store.
+//!
+//! Reads validate every stored value (see `codec.rs`): a corrupt value is
+//! [`RepoError::Corrupt`] naming the table and key.
+//!
+//! Concurrency contract: the repo serializes id allocation and the trigger rows. Read-modify-
+//! write of one job or instance (`update_job`, `update_instance`) is the caller's to
+//! serialize — the server core owns each job and instance on one task.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use ferrojob_store::{Batch, CommitHandle, KeyRange, Scan, Store, StoreError};
+
+use crate::model::{InstanceId, InstanceStatus, JobId};
+use crate::time_expression::EpochMs;
+
+use super::codec::{decode, encode};
+use super::error::RepoError;
+use super::instance::InstanceRecord;
+use super::keys::{self, *};
+use super::records::{
+    truncate_marked, AppId, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord,
+    MAX_LOG_LINE_LEN,
+};
+
+/// Largest page of a listing; a larger `limit` is clamped to it.
+pub const MAX_PAGE: usize = 1000;
+/// Most index rows one instance listing examines (when a status filter skips rows); the page
+/// then ends early with a cursor to continue from.
+pub const MAX_LIST_SCAN: usize = 10_000;
+/// Most log lines one [`Repo::append_logs`] stores; the rest are counted as dropped.
+pub const MAX_LOG_APPEND: usize = 4096;
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    /// The items, in the listing's order.
+    pub items: Vec<T>,
+    /// Pass it back as the cursor to get the next page; `None` when the listing is exhausted.
+    pub next_cursor: Option<u64>,
+}
+
+/// Which instances [`Repo::list_instances`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstanceFilter {
+    /// Only this job's instances.
+    pub job: Option<JobId>,
+    /// Only instances in this status.
+    pub status: Option<InstanceStatus>,
+}
+
+/// A stored log line and its position in the instance's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Position (cursor) of the line; grows in append order.
+    pub seq: u64,
+    /// The line.
+    pub line: LogLine,
+}
+
+/// What [`Repo::append_logs`] stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogAppend {
+    /// Lines stored.
+    pub stored: usize,
+    /// Lines dropped (beyond [`MAX_LOG_APPEND`]).
+    pub dropped: usize,
+    /// Lines whose content was cut to [`MAX_LOG_LINE_LEN`].
+    pub truncated: usize,
+}
+
+/// A job with its schedule state, as [`Repo::load`] returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedJob {
+    /// The job.
+    pub job: JobRecord,
+    /// Its next trigger and run counter.
+    pub trigger: TriggerRecord,
+}
+
+/// Everything a restarting server needs to resume, in id order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedState {
+    /// Every app.
+    pub apps: Vec<AppRecord>,
+    /// Every job with its next trigger.
+    pub jobs: Vec<LoadedJob>,
+    /// Pending delayed API runs.
+    pub delayed: Vec<DelayedRun>,
+    /// Every instance not in a final status.
+    pub active: Vec<InstanceRecord>,
+}
+
+/// A submitted write: resolves to its value once the store acknowledges the batch.
+#[derive(Debug)]
+#[must_use = "a write is not acknowledged until its Commit is awaited or waited for"]
+pub struct Commit<T> {
+    value: Option<T>,
+    handle: CommitHandle,
+}
+
+impl<T> Commit<T> {
+    /// The value the write will have stored (ids assigned), before it is acknowledged.
+    pub fn value(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+
+    /// Blocks until the batch is committed. Not on an async runtime's worker thread: `.await`.
+    pub fn wait(mut self) -> Result<T, RepoError> {
+        self.handle.wait()?;
+        self.value
+            .take()
+            .ok_or(RepoError::Store(StoreError::Closed {
+                dir: Default::default(),
+            }))
+    }
+}
+
+impl<T: Unpin> Future for Commit<T> {
+    type Output = Result<T, RepoError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.handle).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Ready(Ok(_)) => Poll::Ready(this.value.take().ok_or(RepoError::Store(
+                StoreError::Closed {
+                    dir: Default::default(),
+                },
+            ))),
+        }
+    }
+}
+
+/// State shared by writers, guarded by one lock held only to allocate, encode and submit.
+#[derive(Debug)]
+struct Inner {
+    next_app: u64,
+    next_job: u64,
+    next_instance: u64,
+    next_log: u64,
+    /// Every app name, including those submitted but not yet acknowledged (uniqueness).
+    app_names: HashMap<String, AppId>,
+    /// Every job's trigger row as last submitted (fire reads and bumps the run counter).
+    triggers: HashMap<JobId, TriggerRecord>,
+}
+
+/// The server's repository (see the module docs).
+#[derive(Debug)]
+pub struct Repo {
+    store: Arc<dyn Store>,
+    inner: Mutex<Inner>,
+}
+
+fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
+    match store.get(META, key)? {
+        None => Ok(1),
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| RepoError::corrupt(META, key, "counter is not 8 bytes"))?;
+            Ok(u64::from_be_bytes(bytes).max(1))
+        }
+    }
+}
+
+fn alloc(next: &mut u64, what: &'static str) -> Result<u64, RepoError> {
+    let id = *next;
+    *next = next
+        .checked_add(1)
+        .ok_or_else(|| RepoError::invalid("id", format!("{what} ids are exhausted")))?;
+    Ok(id)
+}
+
+impl Repo {
+    /// Opens the repository over `store`: reads the id counters, app names and trigger rows.
+    pub fn open(store: Arc<dyn Store>) -> Result<Repo, RepoError> {
+        let mut app_names = HashMap::new();
+        for kv in Scan::new(&*store, APP_NAMES, KeyRange::all()) {
+            let (k, v) = kv?;
+            let name = String::from_utf8(k.clone())
+                .map_err(|_| RepoError::corrupt(APP_NAMES, &k, "name is not UTF-8"))?;
+            app_names.insert(name, AppId(keys::read_id(APP_NAMES, &v)?));
+        }
+        let mut triggers = HashMap::new();
+        for kv in Scan::new(&*store, TRIGGERS, KeyRange::all()) {
+            let (k, v) = kv?;
+            let job = JobId(keys::read_id(TRIGGERS, &k)?);
+            triggers.insert(job, decode::<TriggerRecord>(TRIGGERS, &k, &v)?);
+        }
+        let inner = Inner {
+            next_app: counter(&*store, NEXT_APP_ID)?,
+            next_job: counter(&*store, NEXT_JOB_ID)?,
+            next_instance: counter(&*store, NEXT_INSTANCE_ID)?,
+            next_log: counter(&*store, NEXT_LOG_SEQ)?,
+            app_names,
+            triggers,
+        };
+        Ok(Repo {
+            store,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The lock guards plain counters and maps that are updated only after every fallible
+        // step, so a panic elsewhere cannot leave them half-written.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn submit<T>(&self, batch: Batch, value: T) -> Commit<T> {
+        Commit {
+            value: Some(value),
+            handle: self.store.submit(batch),
+        }
+    }
+
+    fn get_record<T>(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        what: &'static str,
+        id: u64,
+    ) -> Result<T, RepoError>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+    {
+        match self.store.get(table, key)? {
+            None => Err(RepoError::not_found(what, id)),
+            Some(v) => decode(table, key, &v),
+        }
+    }
+
+    // ----- apps -----
+
+    /// Creates an app with a unique `name`. Fails with [`RepoError::Conflict`] when the name
+    /// is taken (also by a creation not yet acknowledged).
+    pub fn create_app(
+        &self,
+        name: &str,
+        secret: &str,
+        now: EpochMs,
+    ) -> Result<Commit<AppRecord>, RepoError> {
+        let mut app = AppRecord {
+            id: AppId(0),
+            name: name.to_owned(),
+            secret: secret.to_owned(),
+            created_at: now,
+        };
+        app.validate()?;
+        let mut inner = self.lock();
+        if inner.app_names.contains_key(name) {
+            return Err(RepoError::Conflict {
+                what: "app",
+                name: name.to_owned(),
+            });
+        }
+        let mut next = inner.next_app;
+        app.id = AppId(alloc(&mut next, "app")?);
+        let batch = Batch::new()
+            .put(APPS, keys::id(app.id.0), encode(APPS, &app)?)
+            .put(APP_NAMES, name.as_bytes(), keys::id(app.id.0))
+            .put(META, NEXT_APP_ID, keys::id(next));
+        inner.next_app = next;
+        inner.app_names.insert(name.to_owned(), app.id);
+        Ok(self.submit(batch, app))
+    }
+
+    /// The app `id`.
+    pub fn get_app(&self, id: AppId) -> Result<AppRecord, RepoError> {
+        self.get_record(APPS, &keys::id(id.0), "app", id.0)
+    }
+
+    /// The app named `name`.
+    pub fn get_app_by_name(&self, name: &str) -> Result<AppRecord, RepoError> {
+        let id = match self.store.get(APP_NAMES, name.as_bytes())? {
+            None => return Err(RepoError::not_found("app", name)),
+            Some(v) => keys::read_id(APP_NAMES, &v)?,
+        };
+        self.get_app(AppId(id))
+    }
+
+    /// Every app, by id.
+    pub fn list_apps(&self) -> Result<Vec<AppRecord>, RepoError> {
+        scan_records(&*self.store, APPS)
+    }
+
+    // ----- jobs -----
+
+    /// Validates `job` and creates it in its app with a fresh id, `created_at = updated_at =
+    /// now`, and its trigger row (`next_trigger`, run counter 0), in one batch.
+    pub fn create_job(
+        &self,
+        mut job: JobRecord,
+        next_trigger: Option<EpochMs>,
+        now: EpochMs,
+    ) -> Result<Commit<JobRecord>, RepoError> {
+        job.validate()?;
+        self.get_app(job.app_id)?;
+        job.created_at = now;
+        job.updated_at = now;
+        let mut inner = self.lock();
+        let mut next = inner.next_job;
+        job.id = JobId(alloc(&mut next, "job")?);
+        let trigger = TriggerRecord {
+            next_trigger,
+            runs: 0,
+        };
+        let batch = Batch::new()
+            .put(JOBS, keys::id(job.id.0), encode(JOBS, &job)?)
+            .put(APP_JOBS, keys::pair(job.app_id.0, job.id.0), Vec::new())
+            .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?)
+            .put(META, NEXT_JOB_ID, keys::id(next));
+        inner.next_job = next;
+        inner.triggers.insert(job.id, trigger);
+        Ok(self.submit(batch, job))
+    }
+
+    /// The job `id`.
+    pub fn get_job(&self, id: JobId) -> Result<JobRecord, RepoError> {
+        self.get_record(JOBS, &keys::id(id.0), "job", id.0)
+    }
+
+    /// Replaces job `job.id` (validated; its app cannot change; `created_at` is kept,
+    /// `updated_at = now`) and sets its next trigger, keeping its run counter.
+    pub fn update_job(
+        &self,
+        mut job: JobRecord,
+        next_trigger: Option<EpochMs>,
+        now: EpochMs,
+    ) -> Result<Commit<JobRecord>, RepoError> {
+        job.validate()?;
+        let old = self.get_job(job.id)?;
+        if old.app_id != job.app_id {
+            return Err(RepoError::invalid(
+                "app_id",
+                format!("{} belongs to {}, not {}", job.id, old.app_id, job.app_id),
+            ));
+        }
+        job.created_at = old.created_at;
+        job.updated_at = now;
+        let mut inner = self.lock();
+        let mut trigger = inner.triggers.get(&job.id).copied().unwrap_or_default();
+        trigger.next_trigger = next_trigger;
+        let batch = Batch::new()
+            .put(JOBS, keys::id(job.id.0), encode(JOBS, &job)?)
+            .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?);
+        inner.triggers.insert(job.id, trigger);
+        Ok(self.submit(batch, job))
+    }
+
+    /// Deletes job `id`, its index row and its trigger row. Its instances and their logs stay
+    /// (history); a running instance of it finishes normally.
+    pub fn delete_job(&self, id: JobId) -> Result<Commit<JobRecord>, RepoError> {
+        let job = self.get_job(id)?;
+        let mut inner = self.lock();
+        let batch = Batch::new()
+            .delete(JOBS, keys::id(id.0))
+            .delete(APP_JOBS, keys::pair(job.app_id.0, id.0))
+            .delete(TRIGGERS, keys::id(id.0));
+        inner.triggers.remove(&id);
+        Ok(self.submit(batch, job))
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) jobs of `app` after `cursor` (a job id), oldest
+    /// first.
+    pub fn list_jobs(
+        &self,
+        app: AppId,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<JobRecord>, RepoError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let prefix = keys::id(app.0);
+        let mut range = KeyRange::prefix(&prefix);
+        if let Some(c) = cursor {
+            range = range.after(&keys::pair(app.0, c));
+        }
+        let rows = self.store.range(APP_JOBS, &range, limit)?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (k, _) in &rows {
+            let id = keys::read_child(APP_JOBS, k)?;
+            match self.get_job(JobId(id)) {
+                Ok(job) => items.push(job),
+                // Deleted between the index read and this one.
+                Err(RepoError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let next_cursor = match rows.last() {
+            Some((k, _)) if rows.len() == limit => Some(keys::read_child(APP_JOBS, k)?),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Job `id`'s trigger row as last written (including writes not yet acknowledged).
+    pub fn trigger(&self, id: JobId) -> Option<TriggerRecord> {
+        self.lock().triggers.get(&id).copied()
+    }
+
+    /// Moves job `id`'s next trigger without firing (FIXED_DELAY after a completion, enable,
+    /// disable, a misfire skip), keeping its run counter.
+    pub fn set_next_trigger(
+        &self,
+        id: JobId,
+        next_trigger: Option<EpochMs>,
+    ) -> Result<Commit<TriggerRecord>, RepoError> {
+        let mut inner = self.lock();
+        let Some(mut trigger) = inner.triggers.get(&id).copied() else {
+            return Err(RepoError::not_found("job", id.0));
+        };
+        trigger.next_trigger = next_trigger;
+        let batch = Batch::new().put(TRIGGERS, keys::id(id.0), encode(TRIGGERS, &trigger)?);
+        inner.triggers.insert(id, trigger);
+        Ok(self.submit(batch, trigger))
+    }
+
+    // ----- instances -----
+
+    fn insert_instance_ops(
+        batch: &mut Batch,
+        inst: &InstanceRecord,
+        next: u64,
+    ) -> Result<(), RepoError> {
+        let id = inst.id.0;
+        batch.push_put(INSTANCES, keys::id(id), encode(INSTANCES, inst)?);
+        batch.push_put(
+            APP_INSTANCES,
+            keys::newest_first(inst.app_id.0, id),
+            Vec::new(),
+        );
+        batch.push_put(
+            JOB_INSTANCES,
+            keys::newest_first(inst.job_id.0, id),
+            Vec::new(),
+        );
+        if !inst.status.is_final() {
+            batch.push_put(ACTIVE, keys::id(id), Vec::new());
+        }
+        batch.push_put(META, NEXT_INSTANCE_ID, keys::id(next));
+        Ok(())
+    }
+
+    /// Fires job `instance.job_id`: in **one atomic batch**, inserts `instance` (with a fresh
+    /// id and `run` = the job's run counter + 1) and its index rows, and moves the job's next
+    /// trigger to `next_trigger`. After a crash either both are there or neither.
+    pub fn fire(
+        &self,
+        mut instance: InstanceRecord,
+        next_trigger: Option<EpochMs>,
+    ) -> Result<Commit<InstanceRecord>, RepoError> {
+        instance.validate()?;
+        let mut inner = self.lock();
+        let Some(mut trigger) = inner.triggers.get(&instance.job_id).copied() else {
+            return Err(RepoError::not_found("job", instance.job_id.0));
+        };
+        trigger.runs = trigger.runs.saturating_add(1);
+        trigger.next_trigger = next_trigger;
+        instance.run = trigger.runs;
+        let mut next = inner.next_instance;
+        instance.id = InstanceId(alloc(&mut next, "instance")?);
+        let mut batch = Batch::new();
+        Self::insert_instance_ops(&mut batch, &instance, next)?;
+        batch.push_put(
+            TRIGGERS,
+            keys::id(instance.job_id.0).to_vec(),
+            encode(TRIGGERS, &trigger)?,
+        );
+        inner.next_instance = next;
+        inner.triggers.insert(instance.job_id, trigger);
+        Ok(self.submit(batch, instance))
+    }
+
+    /// Inserts an instance that is not a scheduled fire (an API run, a workflow node): with a
+    /// fresh id, its index rows, and — when `delayed_until` is set — a pending delayed-run row
+    /// that [`load`](Repo::load) returns until the instance leaves WAITING_DISPATCH.
+    pub fn create_instance(
+        &self,
+        mut instance: InstanceRecord,
+        delayed_until: Option<EpochMs>,
+    ) -> Result<Commit<InstanceRecord>, RepoError> {
+        instance.validate()?;
+        let mut inner = self.lock();
+        if !inner.triggers.contains_key(&instance.job_id) {
+            return Err(RepoError::not_found("job", instance.job_id.0));
+        }
+        let mut next = inner.next_instance;
+        instance.id = InstanceId(alloc(&mut next, "instance")?);
+        let mut batch = Batch::new();
+        Self::insert_instance_ops(&mut batch, &instance, next)?;
+        if let Some(due) = delayed_until {
+            let run = DelayedRun {
+                instance_id: instance.id,
+                job_id: instance.job_id,
+                due,
+            };
+            batch.push_put(DELAYED, keys::id(instance.id.0), encode(DELAYED, &run)?);
+        }
+        inner.next_instance = next;
+        Ok(self.submit(batch, instance))
+    }
+
+    /// The instance `id`.
+    pub fn get_instance(&self, id: InstanceId) -> Result<InstanceRecord, RepoError> {
+        self.get_record(INSTANCES, &keys::id(id.0), "instance", id.0)
+    }
+
+    /// Saves `instance` (after a transition). It must exist with the same job and app. Keeps
+    /// the non-final index in step and drops its delayed-run row once it left
+    /// WAITING_DISPATCH.
+    pub fn update_instance(&self, instance: &InstanceRecord) -> Result<Commit<()>, RepoError> {
+        instance.validate()?;
+        let old = self.get_instance(instance.id)?;
+        if old.job_id != instance.job_id || old.app_id != instance.app_id {
+            return Err(RepoError::invalid(
+                "job_id",
+                format!("{} belongs to {}", instance.id, old.job_id),
+            ));
+        }
+        let key = keys::id(instance.id.0);
+        let mut batch = Batch::new().put(INSTANCES, key, encode(INSTANCES, instance)?);
+        if instance.status.is_final() {
+            batch.push_delete(ACTIVE, key);
+        } else {
+            batch.push_put(ACTIVE, key, Vec::new());
+        }
+        if instance.status != InstanceStatus::WaitingDispatch {
+            batch.push_delete(DELAYED, key);
+        }
+        Ok(self.submit(batch, ()))
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) instances of `app`, newest first, matching
+    /// `filter`, after `cursor` (the last instance id of the previous page). Examines at most
+    /// [`MAX_LIST_SCAN`] index rows; a page may then be short but still has a cursor.
+    pub fn list_instances(
+        &self,
+        app: AppId,
+        filter: InstanceFilter,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<InstanceRecord>, RepoError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (table, parent) = match filter.job {
+            Some(job) => (JOB_INSTANCES, job.0),
+            None => (APP_INSTANCES, app.0),
+        };
+        let mut range = KeyRange::prefix(&keys::id(parent));
+        if let Some(c) = cursor {
+            range = range.after(&keys::newest_first(parent, c));
+        }
+        let mut items = Vec::new();
+        let mut scanned = 0usize;
+        loop {
+            let chunk = (limit - items.len()).max(16).min(MAX_LIST_SCAN - scanned);
+            let rows = self.store.range(table, &range, chunk)?;
+            let exhausted = rows.len() < chunk;
+            for (k, _) in &rows {
+                scanned += 1;
+                let id = keys::read_newest_first(table, k)?;
+                let inst = match self.get_instance(InstanceId(id)) {
+                    Ok(inst) => inst,
+                    Err(RepoError::NotFound { .. }) => {
+                        return Err(RepoError::corrupt(
+                            table,
+                            k,
+                            format!("index row names missing instance {id}"),
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                };
+                range = range.after(k);
+                let matches = inst.app_id == app && filter.status.is_none_or(|s| inst.status == s);
+                if matches {
+                    items.push(inst);
+                    if items.len() == limit {
+                        return Ok(Page {
+                            items,
+                            next_cursor: Some(id),
+                        });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            if scanned >= MAX_LIST_SCAN {
+                let last = rows
+                    .last()
+                    .map(|(k, _)| keys::read_newest_first(table, k))
+                    .transpose()?;
+                return Ok(Page {
+                    items,
+                    next_cursor: last,
+                });
+            }
+        }
+    }
+
+    // ----- logs -----
+
+    /// Appends `lines` to instance `id`'s log, in order. Stores at most [`MAX_LOG_APPEND`]
+    /// lines (the rest are dropped and counted); content beyond [`MAX_LOG_LINE_LEN`] bytes is
+    /// cut and marked.
+    pub fn append_logs(
+        &self,
+        id: InstanceId,
+        lines: impl IntoIterator<Item = LogLine>,
+    ) -> Result<Commit<LogAppend>, RepoError> {
+        self.get_instance(id)?;
+        let mut out = LogAppend {
+            stored: 0,
+            dropped: 0,
+            truncated: 0,
+        };
+        let mut inner = self.lock();
+        let mut next = inner.next_log;
+        let mut batch = Batch::new();
+        for mut line in lines {
+            if out.stored == MAX_LOG_APPEND {
+                out.dropped += 1;
+                continue;
+            }
+            if line.content.len() > MAX_LOG_LINE_LEN {
+                line.content = truncate_marked(&line.content, MAX_LOG_LINE_LEN);
+                out.truncated += 1;
+            }
+            let seq = alloc(&mut next, "log")?;
+            batch.push_put(LOGS, keys::pair(id.0, seq), encode(LOGS, &line)?);
+            out.stored += 1;
+        }
+        if out.stored > 0 {
+            batch.push_put(META, NEXT_LOG_SEQ, keys::id(next));
+        }
+        inner.next_log = next;
+        Ok(self.submit(batch, out))
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) lines of instance `id`'s log after `cursor` (a
+    /// [`LogEntry::seq`]), in append order.
+    pub fn read_logs(
+        &self,
+        id: InstanceId,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<LogEntry>, RepoError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut range = KeyRange::prefix(&keys::id(id.0));
+        if let Some(c) = cursor {
+            range = range.after(&keys::pair(id.0, c));
+        }
+        let rows = self.store.range(LOGS, &range, limit)?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (k, v) in &rows {
+            items.push(LogEntry {
+                seq: keys::read_child(LOGS, k)?,
+                line: decode(LOGS, k, v)?,
+            });
+        }
+        let next_cursor = match items.last() {
+            Some(e) if items.len() == limit => Some(e.seq),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    // ----- restart -----
+
+    /// Everything a restarting server resumes from: apps, jobs with their trigger rows,
+    /// pending delayed runs and non-final instances, each in id order.
+    pub fn load(&self) -> Result<LoadedState, RepoError> {
+        let apps = self.list_apps()?;
+        let mut jobs = Vec::new();
+        for job in scan_records::<JobRecord>(&*self.store, JOBS)? {
+            let trigger = match self.store.get(TRIGGERS, &keys::id(job.id.0))? {
+                Some(v) => decode(TRIGGERS, &keys::id(job.id.0), &v)?,
+                None => TriggerRecord::default(),
+            };
+            jobs.push(LoadedJob { job, trigger });
+        }
+        let delayed = scan_records(&*self.store, DELAYED)?;
+        let mut active = Vec::new();
+        for kv in Scan::new(&*self.store, ACTIVE, KeyRange::all()) {
+            let (k, _) = kv?;
+            let id = keys::read_id(ACTIVE, &k)?;
+            match self.get_instance(InstanceId(id)) {
+                Ok(inst) => active.push(inst),
+                Err(RepoError::NotFound { .. }) => {
+                    return Err(RepoError::corrupt(
+                        ACTIVE,
+                        &k,
+                        format!("index row names missing instance {id}"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LoadedState {
+            apps,
+            jobs,
+            delayed,
+            active,
+        })
+    }
+}
+
+/// Every record of `table`, in key order.
+fn scan_records<T>(store: &dyn Store, table: &'static str) -> Result<Vec<T>, RepoError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::rancor::Strategy<rkyv::de::Pool, rkyv::rancor::Error>>,
+{
+    let mut out = Vec::new();
+    for kv in Scan::new(store, table, KeyRange::all()) {
+        let (k, v) = kv?;
+        out.push(decode(table, &k, &v)?);
+    }
+    Ok(out)
+}
