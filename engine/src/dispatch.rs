@@ -1,1 +1,0 @@
-//! Worker registry and dispatch selection (issue 5 groundwork).
