@@ -40,7 +40,8 @@ pub use records::{
     MAX_PARAMS_LEN,
 };
 pub use repo::{
-    Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo, MAX_PAGE,
+    Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,
+    MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
 };
 
 /// Decodes a stored value of `table` as its record type, for tests and tools that inspect a

@@ -12,6 +12,12 @@
 //! Reads validate every stored value (see `codec.rs`): a corrupt value is
 //! [`RepoError::Corrupt`] naming the table and key.
 //!
+//! Ordering: batches are submitted under the lock in the order their ids were allocated, and
+//! both stores commit in submission order, so a persisted counter never moves backwards. If a
+//! commit fails (the log store then refuses every further write until reopened), the in-memory
+//! counters, reserved app names and trigger rows may be ahead of the store; reopening the repo
+//! rereads them from the store.
+//!
 //! Concurrency contract: the repo serializes id allocation and the trigger rows. Read-modify-
 //! write of one job or instance (`update_job`, `update_instance`) is the caller's to
 //! serialize — the server core owns each job and instance on one task.
@@ -43,6 +49,8 @@ pub const MAX_PAGE: usize = 1000;
 pub const MAX_LIST_SCAN: usize = 10_000;
 /// Most log lines one [`Repo::append_logs`] stores; the rest are counted as dropped.
 pub const MAX_LOG_APPEND: usize = 4096;
+/// Most log lines [`Repo::delete_instance`] deletes per batch.
+pub const MAX_DELETE_BATCH: usize = 10_000;
 
 /// One page of a listing.
 #[derive(Clone, Debug, PartialEq)]
@@ -621,6 +629,43 @@ impl Repo {
                     next_cursor: last,
                 });
             }
+        }
+    }
+
+    /// Deletes instance `id` with its index rows, its delayed-run row and its log (pruning of
+    /// old finished runs). A log longer than [`MAX_DELETE_BATCH`] lines is deleted in earlier
+    /// batches first, so a crash part-way leaves the instance with a shorter log, never log
+    /// lines without their instance. Refuses a non-final instance unless `force`.
+    pub fn delete_instance(&self, id: InstanceId, force: bool) -> Result<Commit<()>, RepoError> {
+        let inst = self.get_instance(id)?;
+        if !force && !inst.status.is_final() {
+            return Err(RepoError::IllegalTransition {
+                instance: id.0,
+                from: inst.status,
+                action: "be deleted",
+            });
+        }
+        let log_range = KeyRange::prefix(&keys::id(id.0));
+        loop {
+            let rows = self.store.range(LOGS, &log_range, MAX_DELETE_BATCH)?;
+            if rows.len() < MAX_DELETE_BATCH {
+                let key = keys::id(id.0);
+                let mut batch = Batch::new()
+                    .delete(INSTANCES, key)
+                    .delete(APP_INSTANCES, keys::newest_first(inst.app_id.0, id.0))
+                    .delete(JOB_INSTANCES, keys::newest_first(inst.job_id.0, id.0))
+                    .delete(ACTIVE, key)
+                    .delete(DELAYED, key);
+                for (k, _) in rows {
+                    batch.push_delete(LOGS, k);
+                }
+                return Ok(self.submit(batch, ()));
+            }
+            let mut batch = Batch::new();
+            for (k, _) in rows {
+                batch.push_delete(LOGS, k);
+            }
+            self.store.submit(batch).wait()?;
         }
     }
 

@@ -1,0 +1,773 @@
+//! The server repository's suite, run against the MemoryStore and the LogStore (with reopen),
+//! plus crash atomicity of `fire` on the store's simulated file system.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ferrojob::model::{DispatchStrategy, InstanceId, InstanceStatus, JobId};
+use ferrojob::server::*;
+use ferrojob::time_expression::{Lifecycle, TimeExpressionType};
+use ferrojob_store::backend::{Fault, SimBackend};
+use ferrojob_store::{LogOptions, LogStore, MemoryStore, Store};
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+fn log_opts() -> LogOptions {
+    LogOptions {
+        background_compaction: false,
+        ..LogOptions::default()
+    }
+}
+
+fn log_store(dir: &Path) -> Arc<dyn Store> {
+    Arc::new(LogStore::open(dir, log_opts()).unwrap())
+}
+
+fn app(repo: &Repo, name: &str) -> AppRecord {
+    repo.create_app(name, "secret-secret", NOW)
+        .unwrap()
+        .wait()
+        .unwrap()
+}
+
+fn cron_job(app: AppId) -> JobRecord {
+    JobRecord::new(
+        app,
+        "report",
+        TimeExpressionType::Cron,
+        "0 */5 * * * ?",
+        "noop",
+    )
+}
+
+fn job(repo: &Repo, app: AppId, next: Option<i64>) -> JobRecord {
+    repo.create_job(cron_job(app), next, NOW)
+        .unwrap()
+        .wait()
+        .unwrap()
+}
+
+fn fire(repo: &Repo, job: &JobRecord, t: i64, next: Option<i64>) -> InstanceRecord {
+    repo.fire(InstanceRecord::new(job.id, job.app_id, "", t), next)
+        .unwrap()
+        .wait()
+        .unwrap()
+}
+
+/// Runs `check` against a fresh memory store and a fresh log store.
+fn both(check: impl Fn(Arc<dyn Store>)) {
+    check(memory());
+    let dir = tempfile::tempdir().unwrap();
+    check(log_store(dir.path()));
+}
+
+#[test]
+fn apps_are_unique_by_name_and_found_by_id_and_name() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "billing");
+        let b = app(&repo, "search");
+        assert_ne!(a.id, b.id);
+        assert_eq!(repo.get_app(a.id).unwrap(), a);
+        assert_eq!(repo.get_app_by_name("search").unwrap(), b);
+        assert!(matches!(
+            repo.create_app("billing", "another-secret", NOW),
+            Err(RepoError::Conflict { what: "app", .. })
+        ));
+        assert!(matches!(
+            repo.create_app("x", "short", NOW),
+            Err(RepoError::Invalid {
+                field: "secret",
+                ..
+            })
+        ));
+        assert!(matches!(
+            repo.create_app("", "secret-secret", NOW),
+            Err(RepoError::Invalid { field: "name", .. })
+        ));
+        assert!(matches!(
+            repo.get_app(AppId(99)),
+            Err(RepoError::NotFound { what: "app", .. })
+        ));
+        assert!(matches!(
+            repo.get_app_by_name("nope"),
+            Err(RepoError::NotFound { what: "app", .. })
+        ));
+        assert_eq!(repo.list_apps().unwrap(), vec![a, b]);
+    });
+}
+
+/// One-line table tests of job validation: each edit must be refused naming `field`.
+#[test]
+fn job_validation_names_the_field() {
+    let base = cron_job(AppId(1));
+    let check = |field: &str, edit: &dyn Fn(&mut JobRecord)| {
+        let mut j = base.clone();
+        edit(&mut j);
+        match j.validate() {
+            Err(RepoError::Invalid { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: expected Invalid, got {other:?}"),
+        }
+    };
+    assert!(base.validate().is_ok());
+    check("name", &|j| j.name = " ".into());
+    check("name", &|j| j.name = "x".repeat(200));
+    check("time_expression", &|j| {
+        j.time_expression = "61 * * * * ?".into()
+    });
+    check("time_expression", &|j| {
+        j.time_expression_type = TimeExpressionType::FixedRate;
+        j.time_expression = "0".into();
+    });
+    check("time_expression", &|j| {
+        j.time_expression_type = TimeExpressionType::Api;
+    });
+    check("time_zone", &|j| j.time_zone = Some("Mars/Olympus".into()));
+    check("processor", &|j| j.processor = String::new());
+    check("params", &|j| j.params = "p".repeat(MAX_PARAMS_LEN + 1));
+    check("concurrency", &|j| j.concurrency = 0);
+    check("designated_workers", &|j| {
+        j.dispatch_strategy = DispatchStrategy::Specify
+    });
+    check("designated_workers", &|j| {
+        j.designated_workers = vec![" ".into()]
+    });
+    check("min_cpu_cores", &|j| j.min_cpu_cores = -1.0);
+    check("min_memory_gb", &|j| j.min_memory_gb = f64::NAN);
+    check("min_disk_gb", &|j| j.min_disk_gb = f64::INFINITY);
+    check("lifecycle", &|j| {
+        j.lifecycle = Lifecycle {
+            start: Some(10),
+            end: Some(5),
+        }
+    });
+    // Defaults are the documented ones.
+    assert_eq!(base.concurrency, 5);
+    assert_eq!(base.max_instances, 0);
+    assert!(base.enabled);
+    assert_eq!(base.dispatch_strategy, DispatchStrategy::HealthFirst);
+}
+
+#[test]
+fn jobs_create_update_delete_list() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let other = app(&repo, "b");
+        assert!(matches!(
+            repo.create_job(cron_job(AppId(77)), None, NOW),
+            Err(RepoError::NotFound { what: "app", .. })
+        ));
+        let jobs: Vec<_> = (0..25).map(|i| job(&repo, a.id, Some(NOW + i))).collect();
+        job(&repo, other.id, None);
+        assert_eq!(jobs[0].created_at, NOW);
+        assert_eq!(repo.get_job(jobs[3].id).unwrap(), jobs[3]);
+
+        // Pages of 10 return each of the app's jobs once, in id order.
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = repo.list_jobs(a.id, cursor, 10).unwrap();
+            seen.extend(page.items.iter().map(|j| j.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, jobs.iter().map(|j| j.id).collect::<Vec<_>>());
+
+        // Update keeps created_at and the run counter, moves the trigger.
+        fire(&repo, &jobs[0], NOW, Some(NOW + 300_000));
+        let mut edited = jobs[0].clone();
+        edited.name = "renamed".into();
+        edited.created_at = 0;
+        let saved = repo
+            .update_job(edited, Some(NOW + 1), NOW + 5)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(saved.created_at, NOW);
+        assert_eq!(saved.updated_at, NOW + 5);
+        assert_eq!(repo.get_job(jobs[0].id).unwrap().name, "renamed");
+        assert_eq!(
+            repo.trigger(jobs[0].id),
+            Some(TriggerRecord {
+                next_trigger: Some(NOW + 1),
+                runs: 1
+            })
+        );
+        let mut moved = saved.clone();
+        moved.app_id = other.id;
+        assert!(matches!(
+            repo.update_job(moved, None, NOW),
+            Err(RepoError::Invalid {
+                field: "app_id",
+                ..
+            })
+        ));
+
+        // Delete removes the job, its index row and its trigger.
+        repo.delete_job(jobs[1].id).unwrap().wait().unwrap();
+        assert!(matches!(
+            repo.get_job(jobs[1].id),
+            Err(RepoError::NotFound { what: "job", .. })
+        ));
+        assert_eq!(repo.trigger(jobs[1].id), None);
+        assert_eq!(repo.list_jobs(a.id, None, 1000).unwrap().items.len(), 24);
+        let state = repo.load().unwrap();
+        assert!(state.jobs.iter().all(|j| j.job.id != jobs[1].id));
+        assert!(matches!(
+            repo.fire(InstanceRecord::new(jobs[1].id, a.id, "", NOW), None),
+            Err(RepoError::NotFound { what: "job", .. })
+        ));
+        assert!(matches!(
+            repo.delete_job(jobs[1].id),
+            Err(RepoError::NotFound { .. })
+        ));
+    });
+}
+
+#[test]
+fn fire_inserts_the_instance_and_moves_the_trigger() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, Some(NOW));
+        let i1 = fire(&repo, &j, NOW, Some(NOW + 300_000));
+        let i2 = fire(&repo, &j, NOW + 300_000, Some(NOW + 600_000));
+        assert!(i2.id > i1.id);
+        assert_eq!((i1.run, i2.run), (1, 2));
+        assert_eq!(repo.get_instance(i2.id).unwrap(), i2);
+        let t = repo.trigger(j.id).unwrap();
+        assert_eq!(t.next_trigger, Some(NOW + 600_000));
+        assert_eq!(t.runs, 2);
+        let state = repo.load().unwrap();
+        assert_eq!(state.jobs[0].trigger, t);
+        assert_eq!(state.active, vec![i1, i2]);
+    });
+}
+
+#[test]
+fn lifecycle_through_the_repo_and_delayed_runs() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let mut delayed = repo
+            .create_instance(
+                InstanceRecord::new(j.id, a.id, "p", NOW + 60_000),
+                Some(NOW + 60_000),
+            )
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(delayed.run, 0);
+        let state = repo.load().unwrap();
+        assert_eq!(
+            state.delayed,
+            vec![DelayedRun {
+                instance_id: delayed.id,
+                job_id: j.id,
+                due: NOW + 60_000
+            }]
+        );
+        // Dispatch → the delayed row goes; success → it leaves the active set.
+        delayed.dispatch("10.0.0.1:7000", NOW + 60_001).unwrap();
+        repo.update_instance(&delayed).unwrap().wait().unwrap();
+        assert!(repo.load().unwrap().delayed.is_empty());
+        let out = delayed
+            .apply_report(
+                1,
+                "10.0.0.1:7000",
+                InstanceStatus::Succeed,
+                Some("ok"),
+                NOW + 61_000,
+            )
+            .unwrap();
+        assert_eq!(out, ReportOutcome::Applied);
+        repo.update_instance(&delayed).unwrap().wait().unwrap();
+        let state = repo.load().unwrap();
+        assert!(state.active.is_empty());
+        let got = repo.get_instance(delayed.id).unwrap();
+        assert_eq!(got.status, InstanceStatus::Succeed);
+        assert_eq!(got.result.as_deref(), Some("ok"));
+        assert_eq!(got.finished_time, Some(NOW + 61_000));
+        // Unknown ids and mismatched jobs are refused.
+        let mut ghost = got.clone();
+        ghost.id = InstanceId(9999);
+        assert!(matches!(
+            repo.update_instance(&ghost),
+            Err(RepoError::NotFound {
+                what: "instance",
+                ..
+            })
+        ));
+        let mut moved = got.clone();
+        moved.job_id = JobId(12345);
+        assert!(matches!(
+            repo.update_instance(&moved),
+            Err(RepoError::Invalid { .. })
+        ));
+        assert!(matches!(
+            repo.create_instance(InstanceRecord::new(JobId(4242), a.id, "", NOW), None),
+            Err(RepoError::NotFound { what: "job", .. })
+        ));
+        let mut big = InstanceRecord::new(j.id, a.id, "", NOW);
+        big.params = "x".repeat(MAX_PARAMS_LEN + 1);
+        assert!(matches!(
+            repo.create_instance(big, None),
+            Err(RepoError::Invalid {
+                field: "params",
+                ..
+            })
+        ));
+    });
+}
+
+/// Listing 1000 instances in pages of 100 returns each exactly once, newest first; filters by
+/// job and status.
+#[test]
+fn pagination_returns_each_instance_once_in_order() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let b = app(&repo, "b");
+        let j1 = job(&repo, a.id, None);
+        let j2 = job(&repo, a.id, None);
+        let jb = job(&repo, b.id, None);
+        // Submit everything, then wait: the log store group-commits them.
+        let commits: Vec<_> = (0..1000)
+            .map(|i| {
+                let j = if i % 2 == 0 { &j1 } else { &j2 };
+                repo.fire(InstanceRecord::new(j.id, a.id, "", NOW + i), None)
+                    .unwrap()
+            })
+            .collect();
+        let mut all: Vec<InstanceRecord> = commits.into_iter().map(|c| c.wait().unwrap()).collect();
+        fire(&repo, &jb, NOW, None);
+        // Mark every third one FAILED.
+        for inst in all.iter_mut().step_by(3) {
+            inst.fail("no eligible worker", NOW + 2000).unwrap();
+            repo.update_instance(inst).unwrap().wait().unwrap();
+        }
+
+        let list = |filter: InstanceFilter, page: usize| {
+            let mut out = Vec::new();
+            let mut cursor = None;
+            let mut pages = 0;
+            loop {
+                let p = repo.list_instances(a.id, filter, cursor, page).unwrap();
+                assert!(p.items.len() <= page);
+                out.extend(p.items.into_iter().map(|i| i.id));
+                pages += 1;
+                match p.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            (out, pages)
+        };
+        let newest_first = |pred: &dyn Fn(&InstanceRecord) -> bool| {
+            let mut v: Vec<_> = all.iter().filter(|i| pred(i)).map(|i| i.id).collect();
+            v.reverse();
+            v
+        };
+        let (ids, pages) = list(InstanceFilter::default(), 100);
+        assert_eq!(ids, newest_first(&|_| true));
+        assert!((10..=11).contains(&pages));
+        let (ids, _) = list(
+            InstanceFilter {
+                job: Some(j2.id),
+                status: None,
+            },
+            100,
+        );
+        assert_eq!(ids, newest_first(&|i| i.job_id == j2.id));
+        let (ids, _) = list(
+            InstanceFilter {
+                job: None,
+                status: Some(InstanceStatus::Failed),
+            },
+            37,
+        );
+        assert_eq!(ids, newest_first(&|i| i.status == InstanceStatus::Failed));
+        // Another app's job lists nothing under this app.
+        let (ids, _) = list(
+            InstanceFilter {
+                job: Some(jb.id),
+                status: None,
+            },
+            100,
+        );
+        assert!(ids.is_empty());
+        assert_eq!(repo.load().unwrap().active.len(), 1000 - 334 + 1);
+    });
+}
+
+#[test]
+fn logs_append_in_order_with_caps() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let i1 = fire(&repo, &j, NOW, None);
+        let i2 = fire(&repo, &j, NOW, None);
+        let line = |n: usize| LogLine {
+            time: NOW + n as i64,
+            level: LogLevel::Info,
+            content: format!("line {n}"),
+        };
+        let r = repo
+            .append_logs(i1.id, (0..150).map(line))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!((r.stored, r.dropped, r.truncated), (150, 0, 0));
+        repo.append_logs(i2.id, [line(0)]).unwrap().wait().unwrap();
+        let long = LogLine {
+            content: "é".repeat(MAX_LOG_LINE_LEN),
+            ..line(150)
+        };
+        let r = repo.append_logs(i1.id, [long]).unwrap().wait().unwrap();
+        assert_eq!(r.truncated, 1);
+        let mut got = Vec::new();
+        let mut cursor = None;
+        loop {
+            let p = repo.read_logs(i1.id, cursor, 64).unwrap();
+            got.extend(p.items);
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(got.len(), 151);
+        for (n, e) in got.iter().take(150).enumerate() {
+            assert_eq!(e.line, line(n));
+        }
+        let last = &got[150].line.content;
+        assert!(last.len() <= MAX_LOG_LINE_LEN + 32 && last.ends_with("bytes truncated]"));
+        assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(repo.read_logs(i2.id, None, 10).unwrap().items.len(), 1);
+        assert!(matches!(
+            repo.append_logs(InstanceId(424242), [line(0)]),
+            Err(RepoError::NotFound {
+                what: "instance",
+                ..
+            })
+        ));
+        let r = repo
+            .append_logs(i2.id, (0..5000).map(line))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!((r.stored, r.dropped), (4096, 5000 - 4096));
+    });
+}
+
+#[test]
+fn corrupt_values_are_typed_errors_naming_table_and_key() {
+    let store = memory();
+    let repo = Repo::open(store.clone()).unwrap();
+    let a = app(&repo, "a");
+    let j = job(&repo, a.id, None);
+    store
+        .put("jobs", &j.id.0.to_be_bytes(), b"\x01garbage")
+        .unwrap();
+    match repo.get_job(j.id) {
+        Err(RepoError::Corrupt { table, key, .. }) => {
+            assert_eq!(table, "jobs");
+            assert_eq!(key, format!("{:016x}", j.id.0));
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(matches!(repo.load(), Err(RepoError::Corrupt { .. })));
+    store.put("triggers", b"short", b"").unwrap();
+    assert!(matches!(
+        Repo::open(store.clone()),
+        Err(RepoError::Corrupt {
+            table: "triggers",
+            ..
+        })
+    ));
+    let store = memory();
+    store.put("meta", b"next_job_id", b"1234").unwrap();
+    assert!(matches!(
+        Repo::open(store),
+        Err(RepoError::Corrupt { table: "meta", .. })
+    ));
+}
+
+/// Builds a varied state: apps, jobs with triggers, fired, delayed, finished instances, logs.
+fn populate(repo: &Repo) {
+    let a = app(repo, "a");
+    let b = app(repo, "b");
+    let j1 = job(repo, a.id, Some(NOW));
+    let mut fixed = JobRecord::new(b.id, "tick", TimeExpressionType::FixedRate, "1000", "noop");
+    fixed.designated_workers = vec!["gpu".into()];
+    fixed.dispatch_strategy = DispatchStrategy::Specify;
+    let j2 = repo
+        .create_job(fixed, Some(NOW + 1000), NOW)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let j3 = job(repo, a.id, None);
+    repo.delete_job(j3.id).unwrap().wait().unwrap();
+    for k in 0..5 {
+        fire(repo, &j2, NOW + k * 1000, Some(NOW + (k + 1) * 1000));
+    }
+    let mut done = fire(repo, &j1, NOW, Some(NOW + 300_000));
+    done.dispatch("w1", NOW + 1).unwrap();
+    done.apply_report(1, "w1", InstanceStatus::Failed, Some("boom"), NOW + 2)
+        .unwrap();
+    repo.update_instance(&done).unwrap().wait().unwrap();
+    repo.create_instance(
+        InstanceRecord::new(j1.id, a.id, "{\"x\":1}", NOW + 9000),
+        Some(NOW + 9000),
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
+    repo.append_logs(
+        done.id,
+        [LogLine {
+            time: NOW,
+            level: LogLevel::Error,
+            content: "boom".into(),
+        }],
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
+}
+
+#[test]
+fn log_store_reopen_loads_exactly_the_state_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, max_instance) = {
+        let repo = Repo::open(log_store(dir.path())).unwrap();
+        populate(&repo);
+        let state = repo.load().unwrap();
+        let max = state.active.iter().map(|i| i.id.0).max().unwrap();
+        (state, max)
+    };
+    assert_eq!(before.apps.len(), 2);
+    assert_eq!(before.jobs.len(), 2);
+    assert_eq!(before.delayed.len(), 1);
+    assert_eq!(before.active.len(), 6);
+    for _ in 0..2 {
+        let repo = Repo::open(log_store(dir.path())).unwrap();
+        assert_eq!(repo.load().unwrap(), before);
+        // Counters survive: no id is handed out twice, the run counter continues, names stay
+        // unique.
+        let j = &before.jobs[1];
+        assert_eq!(repo.trigger(j.job.id), Some(j.trigger));
+        assert!(matches!(
+            repo.create_app("a", "secret-secret", NOW),
+            Err(RepoError::Conflict { .. })
+        ));
+        drop(repo);
+    }
+    let repo = Repo::open(log_store(dir.path())).unwrap();
+    let j2 = &before.jobs[1].job;
+    let next = fire(&repo, j2, NOW + 9999, None);
+    assert!(next.id.0 > max_instance);
+    assert_eq!(next.run, 6);
+    let j = repo
+        .create_job(cron_job(AppId(1)), None, NOW)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(j.id.0 > 3, "job id {} reused", j.id.0);
+    let c = repo
+        .create_app("c", "secret-secret", NOW)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(c.id, AppId(3));
+}
+
+// ----- crash atomicity on the simulated file system -----
+
+const SIM_DIR: &str = "/db";
+
+fn sim_open(b: &SimBackend) -> Arc<dyn Store> {
+    Arc::new(LogStore::open_with(Arc::new(b.clone()), SIM_DIR, log_opts()).unwrap())
+}
+
+#[test]
+fn power_loss_right_after_an_acknowledged_fire_keeps_both_rows() {
+    let b = SimBackend::new();
+    let (j, inst) = {
+        let repo = Repo::open(sim_open(&b)).unwrap();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, Some(NOW));
+        let inst = fire(&repo, &j, NOW, Some(NOW + 300_000));
+        (j, inst)
+    };
+    // The crash image holds only what was fdatasynced; the store is not closed cleanly.
+    let repo = Repo::open(sim_open(&b.crash())).unwrap();
+    assert_eq!(repo.get_instance(inst.id).unwrap(), inst);
+    assert_eq!(
+        repo.trigger(j.id),
+        Some(TriggerRecord {
+            next_trigger: Some(NOW + 300_000),
+            runs: 1
+        })
+    );
+    assert_eq!(repo.load().unwrap().active, vec![inst]);
+}
+
+#[test]
+fn a_write_failure_during_fire_leaves_neither_row() {
+    for fault in [Fault::Write, Fault::SyncData] {
+        let b = SimBackend::new();
+        let (j, before) = {
+            let repo = Repo::open(sim_open(&b)).unwrap();
+            let a = app(&repo, "a");
+            let j = job(&repo, a.id, Some(NOW));
+            fire(&repo, &j, NOW, Some(NOW + 1000));
+            let before = repo.load().unwrap();
+            b.fail(fault, 0);
+            let res = repo
+                .fire(
+                    InstanceRecord::new(j.id, a.id, "", NOW + 1000),
+                    Some(NOW + 2000),
+                )
+                .unwrap()
+                .wait();
+            assert!(
+                matches!(res, Err(RepoError::Store(_))),
+                "{fault:?}: {res:?}"
+            );
+            (j, before)
+        };
+        for image in [b.crash(), b.process_crash()] {
+            let repo = Repo::open(sim_open(&image)).unwrap();
+            let after = repo.load().unwrap();
+            // Under a process crash a failed fdatasync may still have written the batch: then
+            // both rows are there, never one of them.
+            if after != before {
+                assert_eq!(fault, Fault::SyncData);
+                assert_eq!(after.active.len(), 2);
+                assert_eq!(after.jobs[0].trigger.next_trigger, Some(NOW + 2000));
+                continue;
+            }
+            assert_eq!(repo.trigger(j.id).unwrap().next_trigger, Some(NOW + 1000));
+            assert_eq!(after.active.len(), 1);
+            assert!(matches!(
+                repo.get_instance(InstanceId(after.active[0].id.0 + 1)),
+                Err(RepoError::NotFound { .. })
+            ));
+        }
+    }
+}
+
+#[test]
+fn delete_instance_removes_every_row_and_its_log() {
+    both(|store| {
+        let repo = Repo::open(store.clone()).unwrap();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let keep = fire(&repo, &j, NOW, None);
+        let mut old = fire(&repo, &j, NOW, None);
+        let lines = (0..10).map(|n| LogLine {
+            time: n,
+            level: LogLevel::Debug,
+            content: String::new(),
+        });
+        repo.append_logs(old.id, lines.clone())
+            .unwrap()
+            .wait()
+            .unwrap();
+        repo.append_logs(keep.id, lines).unwrap().wait().unwrap();
+        assert!(matches!(
+            repo.delete_instance(old.id, false),
+            Err(RepoError::IllegalTransition { .. })
+        ));
+        old.cancel(NOW).unwrap();
+        repo.update_instance(&old).unwrap().wait().unwrap();
+        repo.delete_instance(old.id, false).unwrap().wait().unwrap();
+        assert!(matches!(
+            repo.get_instance(old.id),
+            Err(RepoError::NotFound { .. })
+        ));
+        assert!(repo.read_logs(old.id, None, 100).unwrap().items.is_empty());
+        assert_eq!(repo.read_logs(keep.id, None, 100).unwrap().items.len(), 10);
+        let listed = repo
+            .list_instances(a.id, InstanceFilter::default(), None, 100)
+            .unwrap();
+        assert_eq!(listed.items, vec![keep.clone()]);
+        repo.delete_instance(keep.id, true).unwrap().wait().unwrap();
+        for table in [
+            "instances",
+            "app_insts",
+            "job_insts",
+            "active",
+            "delayed",
+            "logs",
+        ] {
+            assert_eq!(store.count(table), 0, "{table}");
+        }
+    });
+}
+
+/// Writers on four threads: every id is handed out once, and after a reopen the counters are
+/// past every id used.
+#[test]
+fn concurrent_writers_never_share_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, mut ids) = {
+        let repo = Arc::new(Repo::open(log_store(dir.path())).unwrap());
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let repo = repo.clone();
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    let commits: Vec<_> = (0..50)
+                        .map(|k| {
+                            repo.fire(InstanceRecord::new(j.id, j.app_id, "", NOW + k), None)
+                                .unwrap()
+                        })
+                        .collect();
+                    let mut out = Vec::new();
+                    for c in commits {
+                        let i = c.wait().unwrap();
+                        out.push((i.id.0, i.run));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let ids: Vec<(u64, u64)> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        (j, ids)
+    };
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup_by_key(|p| p.0);
+    assert_eq!(ids.len(), before);
+    let mut runs: Vec<u64> = ids.iter().map(|p| p.1).collect();
+    runs.sort_unstable();
+    assert_eq!(runs, (1..=200).collect::<Vec<_>>());
+    let repo = Repo::open(log_store(dir.path())).unwrap();
+    assert_eq!(repo.trigger(j.id).unwrap().runs, 200);
+    let next = fire(&repo, &j, NOW, None);
+    assert!(next.id.0 > ids.last().unwrap().0);
+}
+
+/// `Commit` is a plain future: awaited without a runtime's help it resolves to the value.
+#[test]
+fn commit_is_a_future() {
+    let repo = Repo::open(memory()).unwrap();
+    let a =
+        futures::executor::block_on(repo.create_app("a", "secret-secret", NOW).unwrap()).unwrap();
+    assert_eq!(repo.get_app(a.id).unwrap(), a);
+}
