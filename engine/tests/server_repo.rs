@@ -771,3 +771,36 @@ fn commit_is_a_future() {
         futures::executor::block_on(repo.create_app("a", "secret-secret", NOW).unwrap()).unwrap();
     assert_eq!(repo.get_app(a.id).unwrap(), a);
 }
+
+#[test]
+fn finished_beyond_names_the_oldest_finished_runs() {
+    let repo = Repo::open(memory()).unwrap();
+    let a = app(&repo, "a");
+    let j = job(&repo, a.id, None);
+    let mut ids = Vec::new();
+    for k in 0..10 {
+        let mut i = fire(&repo, &j, NOW + k, None);
+        // Runs 3 and 7 are still waiting; the rest finished.
+        if k != 3 && k != 7 {
+            i.fail("x", NOW + k).unwrap();
+            repo.update_instance(&i).unwrap().wait().unwrap();
+        }
+        ids.push(i.id);
+    }
+    // Finished, newest first: 9 8 6 5 4 2 1 0; keep 3 → prune 5 4 2 1 0.
+    let prune = repo.finished_beyond(j.id, 3, 100).unwrap();
+    assert_eq!(prune, vec![ids[5], ids[4], ids[2], ids[1], ids[0]]);
+    assert_eq!(
+        repo.finished_beyond(j.id, 3, 2).unwrap(),
+        vec![ids[5], ids[4]]
+    );
+    assert!(repo.finished_beyond(j.id, 8, 100).unwrap().is_empty());
+    for id in prune {
+        repo.delete_instance(id, false).unwrap().wait().unwrap();
+    }
+    assert!(repo.finished_beyond(j.id, 3, 100).unwrap().is_empty());
+    let left = repo
+        .list_instances(a.id, InstanceFilter::default(), None, 100)
+        .unwrap();
+    assert_eq!(left.items.len(), 5);
+}

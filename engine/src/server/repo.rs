@@ -669,6 +669,44 @@ impl Repo {
         }
     }
 
+    /// Up to `limit` (at most [`MAX_PAGE`]) finished instances of `job` beyond its newest
+    /// `keep` finished ones, newest first: what pruning to "keep the last `keep` runs"
+    /// deletes (with [`delete_instance`](Repo::delete_instance)). Examines at most
+    /// [`MAX_LIST_SCAN`] index rows per call.
+    pub fn finished_beyond(
+        &self,
+        job: JobId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Vec<InstanceId>, RepoError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut range = KeyRange::prefix(&keys::id(job.0));
+        let mut finished = 0usize;
+        let mut scanned = 0usize;
+        let mut out = Vec::new();
+        while scanned < MAX_LIST_SCAN {
+            let rows = self.store.range(JOB_INSTANCES, &range, 256)?;
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            range = range.after(last);
+            for (k, _) in &rows {
+                scanned += 1;
+                let id = InstanceId(keys::read_newest_first(JOB_INSTANCES, k)?);
+                if self.get_instance(id)?.status.is_final() {
+                    finished += 1;
+                    if finished > keep {
+                        out.push(id);
+                        if out.len() == limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     // ----- logs -----
 
     /// Appends `lines` to instance `id`'s log, in order. Stores at most [`MAX_LOG_APPEND`]
