@@ -97,6 +97,10 @@ fn apps_are_unique_by_name_and_found_by_id_and_name() {
             repo.get_app_by_name("nope"),
             Err(RepoError::NotFound { what: "app", .. })
         ));
+        assert!(matches!(
+            repo.get_app_by_name(&"n".repeat(10_000)),
+            Err(RepoError::NotFound { what: "app", .. })
+        ));
         assert_eq!(repo.list_apps().unwrap(), vec![a, b]);
     });
 }

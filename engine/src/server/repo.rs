@@ -304,6 +304,10 @@ impl Repo {
 
     /// The app named `name`.
     pub fn get_app_by_name(&self, name: &str) -> Result<AppRecord, RepoError> {
+        if name.len() > super::records::MAX_NAME_LEN {
+            let shown: String = name.chars().take(32).collect();
+            return Err(RepoError::not_found("app", format!("{shown}...")));
+        }
         let id = match self.store.get(APP_NAMES, name.as_bytes())? {
             None => return Err(RepoError::not_found("app", name)),
             Some(v) => keys::read_id(APP_NAMES, &v)?,
