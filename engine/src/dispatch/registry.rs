@@ -44,6 +44,10 @@
 //!   a concurrent `select` may see fields of two consecutive heartbeats mixed, each of them a
 //!   genuine measurement less than one interval old. `last_heartbeat_ms` never decreases.
 //! - No app has more than `max_workers_per_app` workers.
+//! - An app's entry is never dropped once created, even when its last worker goes: dropping
+//!   it would race with a registration holding the old entry's writer mutex. The entries are
+//!   bounded by the apps the server admits (workers prove the app's secret before their first
+//!   heartbeat reaches the registry), and an empty entry is a few dozen bytes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
