@@ -18,8 +18,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The split follows the sans-IO rule: [`core`] decides *what* fires *when* and reads no clock;
-//! [`scheduler`] owns the driver thread, the clock and the tokio runtime. Runs respect each
+//! The split follows the sans-IO rule: `core` decides *what* fires *when* and reads no clock;
+//! `scheduler` owns the driver thread, the clock and the tokio runtime. Runs respect each
 //! job's concurrency limit ([`JobSpec::max_instances`]), timeout and retries with backoff; jobs
 //! can be enabled, disabled, removed and triggered at runtime; every run ends in a
 //! [`RunReport`] sent to subscribers.
