@@ -2,8 +2,8 @@
 //! (Instances and their lifecycle are in `instance.rs`.)
 //!
 //! Every record is an rkyv archive behind a format version byte (see `codec.rs`). Records hold
-//! domain types; the time-expression enums, which carry no rkyv derive, are archived through
-//! the remote definitions at the bottom of this file.
+//! the domain types themselves (model ids and enums, time-expression types), which all derive
+//! rkyv's traits.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -113,7 +113,6 @@ pub struct JobRecord {
     /// 1 to [`MAX_NAME_LEN`] bytes (not unique).
     pub name: String,
     /// The kind of `time_expression`.
-    #[rkyv(with = TimeExpressionTypeDef)]
     pub time_expression_type: TimeExpressionType,
     /// Must parse with [`TimeExpression::parse`] (empty for API and WORKFLOW).
     pub time_expression: String,
@@ -148,10 +147,8 @@ pub struct JobRecord {
     /// Most workers an instance runs on; 0 = unlimited (default).
     pub max_worker_count: u32,
     /// What happens to missed fires (default FIRE_ONCE).
-    #[rkyv(with = MisfirePolicyDef)]
     pub misfire: MisfirePolicy,
     /// Window in which the job may fire (default unbounded).
-    #[rkyv(with = LifecycleDef)]
     pub lifecycle: Lifecycle,
     /// Disabled jobs keep their record but do not fire (default true).
     pub enabled: bool,
@@ -390,67 +387,4 @@ fn check_name(field: &'static str, s: &str) -> Result<(), RepoError> {
         ));
     }
     Ok(())
-}
-
-// Remote definitions: the time-expression types carry serde but no rkyv derives.
-
-#[derive(Archive, Serialize, Deserialize)]
-#[rkyv(remote = TimeExpressionType)]
-#[rkyv(archived = ArchivedTimeExpressionType)]
-enum TimeExpressionTypeDef {
-    Api,
-    Cron,
-    FixedRate,
-    FixedDelay,
-    DailyTimeInterval,
-    Workflow,
-}
-
-impl From<TimeExpressionTypeDef> for TimeExpressionType {
-    fn from(d: TimeExpressionTypeDef) -> Self {
-        match d {
-            TimeExpressionTypeDef::Api => TimeExpressionType::Api,
-            TimeExpressionTypeDef::Cron => TimeExpressionType::Cron,
-            TimeExpressionTypeDef::FixedRate => TimeExpressionType::FixedRate,
-            TimeExpressionTypeDef::FixedDelay => TimeExpressionType::FixedDelay,
-            TimeExpressionTypeDef::DailyTimeInterval => TimeExpressionType::DailyTimeInterval,
-            TimeExpressionTypeDef::Workflow => TimeExpressionType::Workflow,
-        }
-    }
-}
-
-#[derive(Archive, Serialize, Deserialize)]
-#[rkyv(remote = MisfirePolicy)]
-#[rkyv(archived = ArchivedMisfirePolicy)]
-enum MisfirePolicyDef {
-    FireOnce,
-    FireAll,
-    Skip,
-}
-
-impl From<MisfirePolicyDef> for MisfirePolicy {
-    fn from(d: MisfirePolicyDef) -> Self {
-        match d {
-            MisfirePolicyDef::FireOnce => MisfirePolicy::FireOnce,
-            MisfirePolicyDef::FireAll => MisfirePolicy::FireAll,
-            MisfirePolicyDef::Skip => MisfirePolicy::Skip,
-        }
-    }
-}
-
-#[derive(Archive, Serialize, Deserialize)]
-#[rkyv(remote = Lifecycle)]
-#[rkyv(archived = ArchivedLifecycle)]
-struct LifecycleDef {
-    start: Option<EpochMs>,
-    end: Option<EpochMs>,
-}
-
-impl From<LifecycleDef> for Lifecycle {
-    fn from(d: LifecycleDef) -> Self {
-        Lifecycle {
-            start: d.start,
-            end: d.end,
-        }
-    }
 }

@@ -12,7 +12,21 @@ use super::{EpochMs, TimeExpressionError};
 ///
 /// Invariant: `start <= end` when both are set. [`Lifecycle::new`] checks it; a deserialized
 /// window must be checked with [`Lifecycle::validate`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
 pub struct Lifecycle {
     /// First instant a fire may happen at (inclusive); `None` = no lower bound.
     pub start: Option<EpochMs>,
@@ -64,8 +78,22 @@ impl Lifecycle {
 /// What the scheduler does with fires it missed (it was down or overloaded) once it notices.
 ///
 /// Serialized as `FIRE_ONCE`, `FIRE_ALL`, `SKIP`; parsed case-insensitively with `-` or `_`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[rkyv(derive(Debug, PartialEq, Eq))]
 pub enum MisfirePolicy {
     /// Run once now for all the missed fires together, then continue on schedule (default).
     #[default]

@@ -56,8 +56,21 @@ pub use zone::parse_time_zone;
 pub type EpochMs = i64;
 
 /// The kinds of time expression, named as in PowerJob (serialized `SCREAMING_SNAKE_CASE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[rkyv(derive(Debug, PartialEq, Eq))]
 pub enum TimeExpressionType {
     /// Fires only when triggered through the API.
     Api,
