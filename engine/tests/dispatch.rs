@@ -630,3 +630,26 @@ fn concurrent_selection_heartbeats_and_expiry_stay_consistent() {
     assert_eq!(reg.expire(3500).len(), left);
     assert_eq!(reg.worker_count(APP), 0);
 }
+
+#[test]
+fn tag_order_and_duplicates_do_not_retag() {
+    let reg = WorkerRegistry::default();
+    let m = metrics(1, 0.0, 1, 1);
+    let beat_tags = |tags: &[&str], now| reg.heartbeat(APP, &status("a:1", tags), m, now).unwrap();
+    assert_eq!(
+        beat_tags(&["gpu", "eu", "gpu"], 0),
+        HeartbeatOutcome::Registered
+    );
+    assert_eq!(beat_tags(&["eu", "gpu"], 1), HeartbeatOutcome::Refreshed);
+    assert_eq!(
+        beat_tags(&["gpu", "eu", "eu"], 2),
+        HeartbeatOutcome::Refreshed
+    );
+    assert_eq!(beat_tags(&["eu"], 3), HeartbeatOutcome::Retagged);
+    assert_eq!(beat_tags(&["eu", "eu"], 4), HeartbeatOutcome::Refreshed);
+    assert_eq!(beat_tags(&[], 5), HeartbeatOutcome::Retagged);
+    assert_eq!(beat_tags(&[], 6), HeartbeatOutcome::Refreshed);
+    let w = &reg.workers(APP)[0];
+    assert!(w.tags.is_empty());
+    assert_eq!((w.registered_at_ms, w.last_heartbeat_ms), (5, 6));
+}

@@ -268,8 +268,14 @@ impl WorkerSlot {
         }
     }
 
+    /// Whether `tags` (any order, duplicates allowed) is the same set as this slot's tags.
+    /// No allocation: at most `MAX_TAGS` tags on each side.
     fn same_tags(&self, tags: &[String]) -> bool {
-        self.tags.len() == tags.len() && self.tags.iter().zip(tags).all(|(a, b)| **a == **b)
+        tags.iter().all(|t| {
+            self.tags
+                .binary_search_by(|s| (**s).cmp(t.as_str()))
+                .is_ok()
+        }) && self.tags.iter().all(|s| tags.iter().any(|t| **s == **t))
     }
 
     fn view(&self, window: i64) -> WorkerView {
@@ -376,10 +382,10 @@ impl WorkerRegistry {
         metrics: WorkerMetrics,
         now: EpochMs,
     ) -> Result<HeartbeatOutcome, DispatchError> {
-        let tags = validate(app, status)?;
+        validate(app, status)?;
         if let Some(snapshot) = self.snapshot(app) {
             if let Some(slot) = snapshot.get(&status.address) {
-                if slot.same_tags(&tags) {
+                if slot.same_tags(&status.tags) {
                     let mut details = lock(&slot.details);
                     if !details.removed {
                         slot.update(&mut details, status, metrics, now);
@@ -388,7 +394,7 @@ impl WorkerRegistry {
                 }
             }
         }
-        self.register(app, status, &tags, metrics, now)
+        self.register(app, status, metrics, now)
     }
 
     /// The slow path of `heartbeat`: a membership change under the app's writer mutex.
@@ -396,7 +402,6 @@ impl WorkerRegistry {
         &self,
         app: &str,
         status: &WorkerStatus,
-        tags: &[String],
         metrics: WorkerMetrics,
         now: EpochMs,
     ) -> Result<HeartbeatOutcome, DispatchError> {
@@ -420,7 +425,7 @@ impl WorkerRegistry {
         let mut address: Option<Arc<str>> = None;
         if let Some(slot) = current.get(&status.address) {
             let mut details = lock(&slot.details);
-            if slot.same_tags(tags) && !details.removed {
+            if slot.same_tags(&status.tags) && !details.removed {
                 slot.update(&mut details, status, metrics, now);
                 return Ok(HeartbeatOutcome::Refreshed);
             }
@@ -449,7 +454,10 @@ impl WorkerRegistry {
                 .cloned(),
         );
         let address = address.unwrap_or_else(|| Arc::from(status.address.as_str()));
-        let tags: Box<[Arc<str>]> = tags.iter().map(|t| Arc::from(t.as_str())).collect();
+        let mut tags: Vec<&str> = status.tags.iter().map(String::as_str).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let tags: Box<[Arc<str>]> = tags.into_iter().map(Arc::from).collect();
         slots.push(Arc::new(WorkerSlot::new(
             address, tags, status, metrics, now,
         )));
@@ -568,8 +576,8 @@ impl WorkerRegistry {
     }
 }
 
-/// Checks a heartbeat's identity; returns its tags sorted and deduplicated.
-fn validate(app: &str, status: &WorkerStatus) -> Result<Vec<String>, DispatchError> {
+/// Checks a heartbeat's identity (lengths and counts; no allocation when it is fine).
+fn validate(app: &str, status: &WorkerStatus) -> Result<(), DispatchError> {
     let refuse = |reason: String| DispatchError::InvalidWorker {
         app: shorten(app),
         address: shorten(&status.address),
@@ -609,10 +617,7 @@ fn validate(app: &str, status: &WorkerStatus) -> Result<Vec<String>, DispatchErr
             tag.len()
         )));
     }
-    let mut tags = status.tags.clone();
-    tags.sort_unstable();
-    tags.dedup();
-    Ok(tags)
+    Ok(())
 }
 
 /// At most 64 characters of `s`, for error messages about oversized input.
