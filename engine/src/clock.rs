@@ -14,6 +14,10 @@
 //! The virtual clock never moves by itself: [`VirtualClock::advance`] moves it, wakes every parked
 //! driver and completes every sleep that has come due, so tests are deterministic and instant.
 
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

@@ -28,6 +28,13 @@
 //! re-registers its jobs; to have triggers missed while it was down handled by each job's
 //! misfire policy, pass the last trigger it knows ran as [`JobSpec::resume_after`].
 
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 mod core;
 mod error;
 mod job;
