@@ -5,7 +5,7 @@
 //! asks a `Clock`. Two kinds of waiting exist, because the scheduler has two kinds of waiters:
 //!
 //! * the scheduler's **driver thread** blocks in [`Clock::park`] until a deadline passes or it is
-//!   [`Unparker::unpark`]ed (a command arrived). The system clock parks on a condition variable
+//!   [`Parker::unpark`]ed (a command arrived). The system clock parks on a condition variable
 //!   with a timeout, which the kernel serves with a high-resolution timer (tens of microseconds of
 //!   slack), rather than on tokio's timer, which rounds every deadline up to the next millisecond;
 //! * **runs** (processors, their timeouts and retry backoffs) are async and use
@@ -47,7 +47,7 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Blocks the calling thread until the clock reaches `deadline_us` (`None`: no deadline) or
-    /// `parker` is unparked, whichever comes first. May return early (spuriously); callers
+    /// `parker` is unparked ([`Parker::unpark`]), whichever comes first. May return early (spuriously); callers
     /// re-check the time and their inputs in a loop.
     fn park(&self, parker: &Parker, deadline_us: Option<EpochUs>);
 
@@ -178,9 +178,6 @@ impl Clock for VirtualClock {
 pub struct Parker {
     inner: Arc<(Mutex<bool>, Condvar)>,
 }
-
-/// The waking half handed to producers; an alias that documents intent.
-pub type Unparker = Parker;
 
 impl fmt::Debug for Parker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
