@@ -1,5 +1,6 @@
 //! ferrojob's engine: the model, the timing wheel, time expressions and the embedded scheduler.
 
+pub mod api;
 pub mod clock;
 pub mod dispatch;
 pub mod embedded;

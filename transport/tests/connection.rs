@@ -250,7 +250,7 @@ fn client_rejects_a_server_that_cannot_prove_the_secret() {
     let mut client =
         Connection::new_client(config(), identity("billing", "s3cret"), [1; 32], now, m);
     let challenge: Message = HandshakeChallenge {
-        protocol_version: 1,
+        protocol_version: ferrojob_transport::frame::PROTOCOL_VERSION,
         nonce: [5; 32],
         server_time_ms: 0,
     }
@@ -644,7 +644,7 @@ fn garbage_closes_with_a_reason_and_counts() {
 fn handshake_messages_after_establishment_are_a_protocol_error() {
     let mut p = Pair::established();
     let again: Message = HandshakeChallenge {
-        protocol_version: 1,
+        protocol_version: ferrojob_transport::frame::PROTOCOL_VERSION,
         nonce: [0; 32],
         server_time_ms: 0,
     }

@@ -36,6 +36,7 @@ pub fn schedule_job() -> ScheduleJob {
             silence_window_s: 1800,
         },
         dispatch_time_ms: 1_795_000_000_000,
+        report_seq_base: 0,
     }
 }
 

@@ -76,6 +76,10 @@ pub struct ScheduleJob {
     pub alarm_config: AlarmConfig,
     /// When the server dispatched this, epoch milliseconds.
     pub dispatch_time_ms: i64,
+    /// The instance's last applied report sequence number: the worker numbers its reports
+    /// of this attempt from `report_seq_base + 1`, so a re-dispatched instance's reports are
+    /// never mistaken for stale ones.
+    pub report_seq_base: u64,
 }
 }
 

@@ -118,6 +118,7 @@ prop_compose! {
             log_config: LogConfig { log_type: log.0, level: log.1 },
             alarm_config: AlarmConfig { threshold: alarm.0, statistic_window_s: alarm.1, silence_window_s: alarm.2 },
             dispatch_time_ms: t,
+            report_seq_base: 0,
         }
     }
 }

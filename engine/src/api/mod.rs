@@ -1,0 +1,102 @@
+//! The OpenAPI's contract in Rust: the [`Api`] trait every route calls, its JSON bodies
+//! ([`types`]) and its error ([`ApiError`]).
+//!
+//! ```text
+//!   HTTP (crate::http, axum) ──▶ Arc<dyn Api> ◀── crate::server::node (the real server)
+//!   Rust client (crate::client) ──HTTP/JSON──▶ same routes, same types
+//! ```
+//!
+//! The HTTP layer owns transport concerns (routing, auth, JSON parsing and size limits, status
+//! codes); an [`Api`] implementation owns meaning (apps, jobs, instances, workers). Routes
+//! name an app by its numeric id or its name; [`Api::resolve_app`] turns either into an
+//! [`AppRef`] whose secret the HTTP layer checks against the bearer token.
+//!
+//! | route | method |
+//! |---|---|
+//! | `POST /v1/apps` (admin) | [`Api::create_app`] |
+//! | `POST /v1/apps/{app}/jobs` | [`Api::create_job`] |
+//! | `GET /v1/apps/{app}/jobs` | [`Api::list_jobs`] |
+//! | `GET /v1/apps/{app}/jobs/{id}` | [`Api::get_job`] |
+//! | `PUT /v1/apps/{app}/jobs/{id}` | [`Api::update_job`] |
+//! | `DELETE /v1/apps/{app}/jobs/{id}` | [`Api::delete_job`] |
+//! | `POST /v1/apps/{app}/jobs/{id}/enable`, `.../disable` | [`Api::set_job_enabled`] |
+//! | `POST /v1/apps/{app}/jobs/{id}/run` | [`Api::run_job`] |
+//! | `GET /v1/apps/{app}/instances/{id}` | [`Api::get_instance`] |
+//! | `GET /v1/apps/{app}/instances` | [`Api::list_instances`] |
+//! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
+//! | `GET /v1/apps/{app}/instances/{id}/log` | [`Api::instance_log`] |
+//! | `GET /v1/apps/{app}/workers` | [`Api::list_workers`] |
+//! | `POST /v1/validate` | [`types::validate_expression`] (no server state) |
+//! | `GET /healthz` (no auth) | [`Api::health`] |
+//! | `GET /metrics` (no auth) | [`Api::metrics_text`] |
+
+pub mod error;
+pub mod types;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use types::*;
+
+/// The future an [`Api`] method returns (boxed: the trait is used as `dyn Api`).
+pub type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
+
+/// What an instance action route asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InstanceAction {
+    /// `POST .../instances/{id}/stop`: stop a dispatched or running instance (its worker is
+    /// told to cancel it); STOPPED.
+    Stop,
+    /// `POST .../instances/{id}/cancel`: cancel an instance not yet dispatched (a pending
+    /// delayed run, or one waiting for a worker); CANCELED.
+    Cancel,
+    /// `POST .../instances/{id}/retry`: run a finished instance again (same id, attempts + 1).
+    Retry,
+}
+
+/// Every operation of the OpenAPI, as the HTTP layer calls it. Implementations must never
+/// panic on any input: unknown ids are [`ErrorCode::NotFound`], bad values
+/// [`ErrorCode::InvalidArgument`], illegal transitions [`ErrorCode::Conflict`].
+///
+/// Every method that names an app takes the [`AppRef`] from [`Api::resolve_app`]; an id of
+/// another app's job or instance is NotFound (never leaks across apps).
+pub trait Api: Send + Sync + std::fmt::Debug + 'static {
+    /// The app named by `app` (its numeric id, or its name). NotFound if there is none.
+    fn resolve_app(&self, app: &str) -> Result<AppRef, ApiError>;
+    /// Creates an app; Conflict if the name is taken.
+    fn create_app(&self, req: CreateApp) -> ApiFuture<'_, AppCreated>;
+    /// Creates a job (durable when the future resolves) and schedules it.
+    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created>;
+    /// A page of the app's jobs in id order.
+    fn list_jobs(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, JobList>;
+    /// One job.
+    fn get_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, JobView>;
+    /// Replaces a job's definition and reschedules it.
+    fn update_job(&self, app: AppRef, id: u64, body: JobBody) -> ApiFuture<'_, JobView>;
+    /// Deletes a job and unschedules it (its instances stay, listable).
+    fn delete_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()>;
+    /// Enables or disables a job.
+    fn set_job_enabled(&self, app: AppRef, id: u64, enabled: bool) -> ApiFuture<'_, JobView>;
+    /// Creates an API run now or after `delay_ms`; the instance is durable when this resolves.
+    fn run_job(&self, app: AppRef, id: u64, req: RunJob) -> ApiFuture<'_, RunCreated>;
+    /// One instance.
+    fn get_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, InstanceView>;
+    /// A page of the app's (or a job's) instances, newest first.
+    fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList>;
+    /// Stop, cancel or retry an instance; answers the instance after the change.
+    fn instance_action(
+        &self,
+        app: AppRef,
+        id: u64,
+        action: InstanceAction,
+    ) -> ApiFuture<'_, InstanceView>;
+    /// A page of an instance's log.
+    fn instance_log(&self, app: AppRef, id: u64, query: LogQuery) -> ApiFuture<'_, LogView>;
+    /// The app's live workers.
+    fn list_workers(&self, app: AppRef) -> ApiFuture<'_, WorkerList>;
+    /// Liveness and a summary.
+    fn health(&self) -> Health;
+    /// Prometheus text exposition (version 0.0.4) of the server's metrics.
+    fn metrics_text(&self) -> String;
+}

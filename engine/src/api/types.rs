@@ -1,0 +1,578 @@
+//! The OpenAPI's JSON bodies, shared by the HTTP server (`crate::http`), the Rust client
+//! (`crate::client`) and the server core that implements [`Api`](super::Api).
+//!
+//! Request bodies reject unknown fields (`deny_unknown_fields`): a misspelt optional field is a
+//! 400 naming it, not a silently applied default. Times in responses are epoch milliseconds
+//! (`i64`, like PowerJob's OpenAPI); a job's `lifecycle` is written in RFC 3339.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, JobId};
+use crate::server::{AppId, InstanceRecord, JobRecord, LogLevel, TriggerRecord};
+use crate::time_expression::{
+    EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
+};
+
+use super::error::ApiError;
+
+/// `POST /v1/apps` body (admin).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    /// Unique app name (what workers name in `--app`).
+    pub name: String,
+    /// The secret workers prove in the transport handshake; also a bearer token for the
+    /// app's routes.
+    pub secret: String,
+}
+
+/// `POST /v1/apps` answer (201).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppCreated {
+    /// The app's id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+}
+
+/// An app as the HTTP layer needs it to authorize a request: `{app}` in a route is the app's
+/// numeric id or its name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppRef {
+    /// The app's id.
+    pub id: AppId,
+    /// Its name.
+    pub name: String,
+    /// Its secret (compared in constant time by the HTTP layer; never logged).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AppRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRef")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `{"start", "end"}`: the window in which a job may fire, RFC 3339 instants, both optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleJson {
+    /// First instant a fire may happen at (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// Last instant a fire may happen at (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+fn rfc3339_ms(field: &str, text: &str) -> Result<EpochMs, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| ApiError::invalid(field, format!("{text:?} is not an RFC 3339 instant: {e}")))
+}
+
+/// RFC 3339 text of `ms` in UTC (millisecond precision when needed).
+pub fn ms_to_rfc3339(ms: EpochMs) -> String {
+    match DateTime::<Utc>::from_timestamp_millis(ms) {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        None => ms.to_string(),
+    }
+}
+
+impl LifecycleJson {
+    /// The engine's lifecycle; `start` after `end` is refused.
+    pub fn to_lifecycle(&self) -> Result<Lifecycle, ApiError> {
+        let start = match &self.start {
+            Some(s) => Some(rfc3339_ms("lifecycle.start", s)?),
+            None => None,
+        };
+        let end = match &self.end {
+            Some(s) => Some(rfc3339_ms("lifecycle.end", s)?),
+            None => None,
+        };
+        if let (Some(s), Some(e)) = (start, end) {
+            if s > e {
+                return Err(ApiError::invalid("lifecycle", "start is after end"));
+            }
+        }
+        Ok(Lifecycle { start, end })
+    }
+
+    /// The JSON form of `lifecycle`.
+    pub fn from_lifecycle(lifecycle: &Lifecycle) -> LifecycleJson {
+        LifecycleJson {
+            start: lifecycle.start.map(ms_to_rfc3339),
+            end: lifecycle.end.map(ms_to_rfc3339),
+        }
+    }
+}
+
+fn default_concurrency() -> u32 {
+    5
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `POST /v1/apps/{app}/jobs` and `PUT /v1/apps/{app}/jobs/{id}` body. Only `name`,
+/// `time_expression_type` and `processor` are required; every other field has the default
+/// documented on it (a PUT replaces the whole job, so omitted fields go back to defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobBody {
+    /// 1 to 128 bytes (not unique).
+    pub name: String,
+    /// `API`, `CRON`, `FIXED_RATE`, `FIXED_DELAY`, `DAILY_TIME_INTERVAL` or `WORKFLOW`.
+    pub time_expression_type: TimeExpressionType,
+    /// Quartz cron text, a period in ms, or a daily-time-interval JSON object; empty (the
+    /// default) for API and WORKFLOW.
+    #[serde(default)]
+    pub time_expression: String,
+    /// IANA zone of CRON and DAILY_TIME_INTERVAL expressions; default UTC.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Default `STANDALONE`.
+    #[serde(default)]
+    pub execute_type: ExecuteType,
+    /// Name of a processor the app's workers registered (`shell`, `http`, `noop`, `sleep`
+    /// on the bundled worker).
+    pub processor: String,
+    /// Handed to every instance; default empty.
+    #[serde(default)]
+    pub params: String,
+    /// Most instances running at once; 0 = unlimited (default).
+    #[serde(default)]
+    pub max_instances: u32,
+    /// Tasks at once per worker, default 5.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Run timeout, ms; 0 = none (default).
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// Times the server re-runs a failed instance; default 0.
+    #[serde(default)]
+    pub instance_retries: u32,
+    /// Times a worker re-runs a failed task; default 0.
+    #[serde(default)]
+    pub task_retries: u32,
+    /// Default `HEALTH_FIRST`.
+    #[serde(default)]
+    pub dispatch_strategy: DispatchStrategy,
+    /// Tags or addresses: required for `SPECIFY`, a filter otherwise; default none.
+    #[serde(default)]
+    pub designated_workers: Vec<String>,
+    /// Minimum free CPU cores of an eligible worker; default 0.
+    #[serde(default)]
+    pub min_cpu_cores: f64,
+    /// Minimum free memory, GB; default 0.
+    #[serde(default)]
+    pub min_memory_gb: f64,
+    /// Minimum free disk, GB; default 0.
+    #[serde(default)]
+    pub min_disk_gb: f64,
+    /// Most workers an instance uses; 0 = unlimited (default).
+    #[serde(default)]
+    pub max_worker_count: u32,
+    /// `FIRE_ONCE` (default), `FIRE_ALL` or `SKIP`.
+    #[serde(default)]
+    pub misfire: MisfirePolicy,
+    /// Default unbounded.
+    #[serde(default)]
+    pub lifecycle: LifecycleJson,
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl JobBody {
+    /// A body with every default: the minimal job.
+    pub fn new(
+        name: impl Into<String>,
+        time_expression_type: TimeExpressionType,
+        time_expression: impl Into<String>,
+        processor: impl Into<String>,
+    ) -> JobBody {
+        JobBody::from_record(&JobRecord::new(
+            AppId(0),
+            name,
+            time_expression_type,
+            time_expression,
+            processor,
+        ))
+    }
+
+    /// The record for app `app_id` (id 0; the repo assigns it), checked: the time expression
+    /// parses in its zone, and every field is in range.
+    pub fn to_record(&self, app_id: AppId) -> Result<JobRecord, ApiError> {
+        let mut job = JobRecord::new(
+            app_id,
+            self.name.clone(),
+            self.time_expression_type,
+            self.time_expression.clone(),
+            self.processor.clone(),
+        );
+        job.time_zone = self
+            .time_zone
+            .as_ref()
+            .filter(|z| !z.trim().is_empty())
+            .cloned();
+        job.execute_type = self.execute_type;
+        job.params = self.params.clone();
+        job.max_instances = self.max_instances;
+        job.concurrency = self.concurrency;
+        job.timeout_ms = self.timeout_ms;
+        job.instance_retries = self.instance_retries;
+        job.task_retries = self.task_retries;
+        job.dispatch_strategy = self.dispatch_strategy;
+        job.designated_workers = self.designated_workers.clone();
+        job.min_cpu_cores = self.min_cpu_cores;
+        job.min_memory_gb = self.min_memory_gb;
+        job.min_disk_gb = self.min_disk_gb;
+        job.max_worker_count = self.max_worker_count;
+        job.misfire = self.misfire;
+        job.lifecycle = self.lifecycle.to_lifecycle()?;
+        job.enabled = self.enabled;
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// The body that describes `job`.
+    pub fn from_record(job: &JobRecord) -> JobBody {
+        JobBody {
+            name: job.name.clone(),
+            time_expression_type: job.time_expression_type,
+            time_expression: job.time_expression.clone(),
+            time_zone: job.time_zone.clone(),
+            execute_type: job.execute_type,
+            processor: job.processor.clone(),
+            params: job.params.clone(),
+            max_instances: job.max_instances,
+            concurrency: job.concurrency,
+            timeout_ms: job.timeout_ms,
+            instance_retries: job.instance_retries,
+            task_retries: job.task_retries,
+            dispatch_strategy: job.dispatch_strategy,
+            designated_workers: job.designated_workers.clone(),
+            min_cpu_cores: job.min_cpu_cores,
+            min_memory_gb: job.min_memory_gb,
+            min_disk_gb: job.min_disk_gb,
+            max_worker_count: job.max_worker_count,
+            misfire: job.misfire,
+            lifecycle: LifecycleJson::from_lifecycle(&job.lifecycle),
+            enabled: job.enabled,
+        }
+    }
+}
+
+/// `201 {"id"}` answer of a create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    /// The new record's id.
+    pub id: u64,
+}
+
+/// A job as `GET /v1/apps/{app}/jobs/{id}` returns it: its body plus server-owned fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job's id.
+    pub id: u64,
+    /// Its app's id.
+    pub app_id: u64,
+    /// Every field of the body, as stored.
+    #[serde(flatten)]
+    pub body: JobBody,
+    /// When it fires next (epoch ms); null when not scheduled.
+    pub next_trigger_time: Option<EpochMs>,
+    /// How many times it has fired (its run counter).
+    pub runs: u64,
+    /// Creation time (epoch ms).
+    pub created_at: EpochMs,
+    /// Last update (epoch ms).
+    pub updated_at: EpochMs,
+}
+
+impl JobView {
+    /// The view of `job` with its trigger state.
+    pub fn new(job: &JobRecord, trigger: Option<TriggerRecord>) -> JobView {
+        JobView {
+            id: job.id.0,
+            app_id: job.app_id.0,
+            body: JobBody::from_record(job),
+            next_trigger_time: trigger.and_then(|t| t.next_trigger),
+            runs: trigger.map_or(0, |t| t.runs),
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+        }
+    }
+}
+
+/// `GET /v1/apps/{app}/jobs` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    /// Jobs in id order.
+    pub items: Vec<JobView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<u64>,
+}
+
+/// `GET /v1/apps/{app}/jobs` query.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<u64>,
+}
+
+/// `POST /v1/apps/{app}/jobs/{id}/run` body (may be empty or `{}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunJob {
+    /// Instance params; default empty.
+    #[serde(default)]
+    pub params: String,
+    /// Run this many ms from now (persisted: survives a restart); default 0 = at once.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// `POST /v1/apps/{app}/jobs/{id}/run` answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCreated {
+    /// The instance created for the run (durable when this answer is sent).
+    pub instance_id: u64,
+}
+
+/// `GET /v1/apps/{app}/instances/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// The instance.
+    pub id: u64,
+    /// Its job.
+    pub job_id: u64,
+    /// `WAITING_DISPATCH`, `WAITING_WORKER_RECEIVE`, `RUNNING`, `SUCCEED`, `FAILED`,
+    /// `CANCELED` or `STOPPED`.
+    pub status: InstanceStatus,
+    /// The processor's result or the failure reason (size-capped).
+    pub result: Option<String>,
+    /// Instance params.
+    pub params: String,
+    /// When it was meant to fire (epoch ms).
+    pub trigger_time: EpochMs,
+    /// When it was last dispatched (epoch ms).
+    pub actual_trigger_time: Option<EpochMs>,
+    /// When it reached a final status (epoch ms).
+    pub finished_time: Option<EpochMs>,
+    /// The worker (address) it ran on last.
+    pub worker: Option<String>,
+    /// Attempts so far.
+    pub running_times: u32,
+    /// The job's fire number that created it (0 for API runs and retries).
+    pub run: u64,
+}
+
+impl From<&InstanceRecord> for InstanceView {
+    fn from(r: &InstanceRecord) -> InstanceView {
+        InstanceView {
+            id: r.id.0,
+            job_id: r.job_id.0,
+            status: r.status,
+            result: r.result.clone(),
+            params: r.params.clone(),
+            trigger_time: r.trigger_time,
+            actual_trigger_time: r.actual_trigger_time,
+            finished_time: r.finished_time,
+            worker: r.worker.clone(),
+            running_times: r.running_times,
+            run: r.run,
+        }
+    }
+}
+
+/// `GET /v1/apps/{app}/instances` query.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceQuery {
+    /// Only this job's instances (newest first); without it, the app's (newest first).
+    #[serde(default)]
+    pub job_id: Option<u64>,
+    /// Only instances in this status.
+    #[serde(default)]
+    pub status: Option<InstanceStatus>,
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<u64>,
+}
+
+/// `GET /v1/apps/{app}/instances` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceList {
+    /// The page.
+    pub items: Vec<InstanceView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<u64>,
+}
+
+/// One stored log line of an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLineView {
+    /// Its position in the instance's log (use as `cursor`).
+    pub seq: u64,
+    /// When the processor logged it (worker clock, epoch ms).
+    pub time_ms: EpochMs,
+    /// `DEBUG`, `INFO`, `WARN` or `ERROR`.
+    pub level: LogLevel,
+    /// The text (at most 8 KiB; longer lines are cut and marked).
+    pub content: String,
+}
+
+/// `GET /v1/apps/{app}/instances/{id}/log` query.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Lines per page, 1 to 1000 (default 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Only lines after this `seq`.
+    #[serde(default)]
+    pub cursor: Option<u64>,
+}
+
+/// `GET /v1/apps/{app}/instances/{id}/log` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogView {
+    /// The instance.
+    pub instance_id: u64,
+    /// Lines, oldest first.
+    pub lines: Vec<LogLineView>,
+    /// Pass as `cursor` for more; null when there are no more lines yet.
+    pub next_cursor: Option<u64>,
+    /// Lines the workers dropped (bounded queues) or the server refused (per-instance cap),
+    /// as far as the server knows.
+    pub dropped: u64,
+}
+
+/// One worker of an app, as `GET /v1/apps/{app}/workers` returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// `host:port` the worker announced.
+    pub address: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its software version.
+    pub version: String,
+    /// PowerJob's health score (higher is healthier).
+    pub health_score: f64,
+    /// CPU cores.
+    pub cpu_cores: f64,
+    /// Load average (1 min), if known.
+    pub cpu_load: Option<f64>,
+    /// Memory in use, GB.
+    pub memory_used_gb: f64,
+    /// Memory in all, GB.
+    pub memory_total_gb: f64,
+    /// Disk in use, GB.
+    pub disk_used_gb: f64,
+    /// Disk in all, GB.
+    pub disk_total_gb: f64,
+    /// The worker asked for no new instances.
+    pub overloaded: bool,
+    /// Last heartbeat received (server clock, epoch ms).
+    pub last_heartbeat: EpochMs,
+}
+
+/// `GET /v1/apps/{app}/workers` answer: the live workers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerList {
+    /// Live workers, by address.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// `POST /v1/validate` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    /// The expression's type (`CRON`, `FIXED_RATE`, ...).
+    #[serde(rename = "type")]
+    pub kind: TimeExpressionType,
+    /// The expression.
+    pub expression: String,
+    /// IANA zone; default UTC.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// How many trigger times, 1 to 100 (default 5).
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+/// `POST /v1/validate` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidateResponse {
+    /// The next trigger times after now, RFC 3339 in the expression's zone.
+    pub next: Vec<String>,
+}
+
+/// Most trigger times `POST /v1/validate` computes.
+pub const MAX_VALIDATE_COUNT: u32 = 100;
+
+/// Answers `POST /v1/validate` for `now`: pure, no server state.
+pub fn validate_expression(
+    req: &ValidateRequest,
+    now: EpochMs,
+) -> Result<ValidateResponse, ApiError> {
+    let count = req.count.unwrap_or(5);
+    if count == 0 || count > MAX_VALIDATE_COUNT {
+        return Err(ApiError::invalid(
+            "count",
+            format!("must be 1 to {MAX_VALIDATE_COUNT}, got {count}"),
+        ));
+    }
+    let expr = TimeExpression::parse(req.kind, &req.expression, req.time_zone.as_deref())?;
+    if matches!(
+        req.kind,
+        TimeExpressionType::Api | TimeExpressionType::Workflow
+    ) {
+        return Ok(ValidateResponse { next: Vec::new() });
+    }
+    let tz = expr.time_zone();
+    let next = expr
+        .next_n(now, now, count as usize)
+        .into_iter()
+        .map(|ms| match DateTime::<Utc>::from_timestamp_millis(ms) {
+            Some(t) => t
+                .with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            None => ms.to_string(),
+        })
+        .collect();
+    Ok(ValidateResponse { next })
+}
+
+/// `GET /healthz` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `"ok"`, or `"degraded"` when the store refuses writes.
+    pub status: String,
+    /// Server software version.
+    pub version: String,
+    /// Workers connected now, over all apps.
+    pub workers: u64,
+    /// Milliseconds since the server started.
+    pub uptime_ms: u64,
+}
+
+/// Typed id helper for route handlers.
+pub fn job_id(id: u64) -> JobId {
+    JobId(id)
+}
