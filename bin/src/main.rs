@@ -5,13 +5,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
+mod embedded_demo;
+mod remote;
 mod validate;
+
+pub use ferrojob_bin::fmt_ms;
 
 /// ferrojob: a fast, exact, durable job scheduler.
 #[derive(Debug, Parser)]
 #[command(name = "ferrojob", version, about)]
 struct Cli {
+    #[command(flatten)]
+    conn: remote::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,22 +27,37 @@ struct Cli {
 enum Command {
     /// Print the next trigger times of a time expression, one RFC 3339 timestamp per line.
     Validate(validate::Args),
-    /// Run the embedded scheduler with sample jobs and show every fire live with its lateness.
+    /// Start a server (LogStore in ./ferrojob-data) and two workers, create sample jobs and
+    /// show their instances live (Ctrl-C stops everything).
     Demo(demo::Args),
+    /// Apps (admin token).
+    #[command(subcommand)]
+    App(remote::AppCmd),
+    /// Jobs of an app.
+    #[command(subcommand)]
+    Job(remote::JobCmd),
+    /// Instances (runs) of an app's jobs.
+    #[command(subcommand)]
+    Instance(remote::InstanceCmd),
+    /// Workers of an app.
+    #[command(subcommand)]
+    Worker(remote::WorkerCmd),
+    /// Load benchmarks of a whole server with workers.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
-        Command::Validate(args) => validate::run(&args),
-        Command::Demo(args) => demo::run(&args),
+    ferrojob_bin::init_logging("warn");
+    let result = match &cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::App(cmd) => remote::app(&cli.conn, cmd),
+        Command::Job(cmd) => remote::job(&cli.conn, cmd),
+        Command::Instance(cmd) => remote::instance(&cli.conn, cmd),
+        Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! ferrojob's engine: the model, the timing wheel, time expressions and the embedded scheduler.
 
 pub mod api;
+pub mod launch;
 pub mod clock;
 pub mod dispatch;
 pub mod embedded;

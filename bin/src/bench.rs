@@ -1,0 +1,274 @@
+//! `ferrojob bench dispatch`: the whole server under load.
+//!
+//! Starts a server in this process (LogStore with group-committed durable writes in a temp dir,
+//! or `--ephemeral`) and `--workers` workers with the `noop` processor connected over loopback
+//! TCP, creates an API job, triggers `--instances` runs through the HTTP OpenAPI with
+//! `--in-flight` requests outstanding (optionally paced at `--rate` runs/s), waits until every
+//! instance is SUCCEED (read back through the API, which reads the store: what it returns was
+//! committed), and prints the rate of durable instances and the dispatch latency
+//! (`actual_trigger_time - trigger_time` of every instance, server clock, millisecond
+//! resolution). `--json` prints one row in the bench-report format.
+//!
+//! Workers run in this process (own tasks, own connections): on a 2-core machine the server,
+//! the workers and the load generator share the cores, as they would on one box.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ferrojob::api::{CreateApp, InstanceQuery, JobBody, RunJob};
+use ferrojob::client::Client;
+use ferrojob::launch::{launch, LaunchConfig};
+use ferrojob::model::InstanceStatus;
+use ferrojob::time_expression::TimeExpressionType;
+use ferrojob::worker::{Worker, WorkerConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// `ferrojob bench ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCmd {
+    /// Durable instances per second through server, store and workers; dispatch latency.
+    Dispatch(DispatchArgs),
+}
+
+/// `ferrojob bench dispatch` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DispatchArgs {
+    /// API runs to trigger.
+    #[arg(long, default_value_t = 100_000)]
+    instances: u64,
+    /// Workers (noop processor).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Run requests outstanding at once.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+    /// Pace the runs at this many per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Use the MemoryStore instead of the LogStore (nothing durable: for comparison).
+    #[arg(long)]
+    ephemeral: bool,
+    /// Print one JSON row (bench-report format) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One row of the report (`target/bench-reports` format: units in the names).
+#[derive(Debug, Serialize)]
+struct Row {
+    function: &'static str,
+    param: String,
+    instances: u64,
+    workers: usize,
+    store: &'static str,
+    offered_per_s: u64,
+    trigger_per_s: f64,
+    durable_instances_per_s: f64,
+    elapsed_s: f64,
+    dispatch_p50_us: u64,
+    dispatch_p99_us: u64,
+    dispatch_max_us: u64,
+    failed: u64,
+}
+
+pub fn run(cmd: &BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Dispatch(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(dispatch(args))
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted.get(rank.min(sorted.len() - 1)).copied().unwrap_or(0)
+}
+
+async fn dispatch(args: &DispatchArgs) -> Result<()> {
+    if args.instances == 0 || args.workers == 0 || args.in_flight == 0 {
+        bail!("--instances, --workers and --in-flight must be at least 1");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("ferrojob-bench-")
+        .tempdir()
+        .context("creating a temp data dir")?;
+    let any: SocketAddr = "127.0.0.1:0".parse()?;
+    let mut config = LaunchConfig::new(
+        (!args.ephemeral).then(|| dir.path().to_path_buf()),
+        any,
+        any,
+    );
+    // Keep every instance: the bench reads them all back.
+    config.core.keep_finished_runs = usize::MAX;
+    let server = launch(config).await?;
+    let url = format!("http://{}", server.http_addr());
+    let client = Client::new(&url, server.admin_token())?;
+    let app = "bench";
+    let secret = "bench-secret";
+    client
+        .create_app(&CreateApp {
+            name: app.into(),
+            secret: secret.into(),
+        })
+        .await?;
+    let job = client
+        .create_job(
+            app,
+            &JobBody::new("noop", TimeExpressionType::Api, "", "noop"),
+        )
+        .await?
+        .id;
+    let mut workers = Vec::new();
+    for _ in 0..args.workers {
+        let config = WorkerConfig::new(server.transport_addr(), app, secret);
+        workers.push(Worker::builder(config).builtins().start().await?);
+    }
+    let connected = Instant::now();
+    while client.list_workers(app).await?.workers.len() < args.workers {
+        if connected.elapsed() > Duration::from_secs(10) {
+            bail!("workers did not register within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.instances)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("triggering");
+
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..args.in_flight.min(args.instances as usize) {
+        let client = client.clone();
+        let next = Arc::clone(&next);
+        let bar = bar.clone();
+        let (total, rate) = (args.instances, args.rate);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                if rate > 0 {
+                    let due = started + Duration::from_nanos(n.saturating_mul(1_000_000_000) / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                client.run_job(app, job, &RunJob::default()).await?;
+                bar.inc(1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("a load task panicked")??;
+    }
+    let triggered = started.elapsed();
+
+    // Wait until every instance is final, then read them all back.
+    bar.set_message("finishing");
+    let (finished, instances) = loop {
+        let all = read_all(&client, app, job).await?;
+        let done = all.iter().filter(|i| i.0.is_final()).count() as u64;
+        bar.set_position(done);
+        if done >= args.instances {
+            break (started.elapsed(), all);
+        }
+        if started.elapsed() > triggered + Duration::from_secs(120) {
+            bail!("{} of {} instances finished within 120 s", done, args.instances);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    bar.finish_and_clear();
+    let failed = instances
+        .iter()
+        .filter(|i| i.0 != InstanceStatus::Succeed)
+        .count() as u64;
+    let mut latency: Vec<u64> = instances.iter().map(|i| i.1).collect();
+    latency.sort_unstable();
+    let row = Row {
+        function: "dispatch",
+        param: format!("{}x{}", args.instances, args.workers),
+        instances: args.instances,
+        workers: args.workers,
+        store: if args.ephemeral { "memory" } else { "log" },
+        offered_per_s: args.rate,
+        trigger_per_s: args.instances as f64 / triggered.as_secs_f64(),
+        durable_instances_per_s: args.instances as f64 / finished.as_secs_f64(),
+        elapsed_s: finished.as_secs_f64(),
+        dispatch_p50_us: percentile(&latency, 50.0),
+        dispatch_p99_us: percentile(&latency, 99.0),
+        dispatch_max_us: latency.last().copied().unwrap_or(0),
+        failed,
+    };
+    for w in workers {
+        w.shutdown().await;
+    }
+    server.shutdown().await;
+    if args.json {
+        println!("{}", serde_json::to_string(&row)?);
+    } else {
+        println!(
+            "{} instances over {} worker(s), {} store{}",
+            row.instances,
+            row.workers,
+            row.store,
+            if args.rate > 0 { format!(", offered {} runs/s", args.rate) } else { String::new() }
+        );
+        println!("  triggered        {:>10.0} runs/s", row.trigger_per_s);
+        println!("  durable SUCCEED  {:>10.0} instances/s ({:.2} s)", row.durable_instances_per_s, row.elapsed_s);
+        println!(
+            "  dispatch latency p50 {} µs, p99 {} µs, max {} µs (ms resolution)",
+            row.dispatch_p50_us, row.dispatch_p99_us, row.dispatch_max_us
+        );
+        if failed > 0 {
+            println!("  NOT SUCCEED: {failed}");
+        }
+    }
+    Ok(())
+}
+
+/// Every instance of `job`: (status, dispatch latency in µs).
+async fn read_all(client: &Client, app: &str, job: u64) -> Result<Vec<(InstanceStatus, u64)>> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = client
+            .list_instances(
+                app,
+                &InstanceQuery {
+                    job_id: Some(job),
+                    status: None,
+                    limit: Some(1000),
+                    cursor,
+                },
+            )
+            .await?;
+        for i in &page.items {
+            let latency_ms = i
+                .actual_trigger_time
+                .map_or(0, |a| (a - i.trigger_time).max(0) as u64);
+            out.push((i.status, latency_ms * 1000));
+        }
+        match page.next_cursor {
+            Some(c) if !page.items.is_empty() => cursor = Some(c),
+            _ => return Ok(out),
+        }
+    }
+}

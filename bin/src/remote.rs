@@ -1,0 +1,692 @@
+//! `ferrojob app|job|instance|worker ...`: the OpenAPI from the command line, through the Rust
+//! client (`ferrojob::client::Client`). Output is a short human form, or the API's JSON with
+//! `--json`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use ferrojob::api::{
+    CreateApp, InstanceQuery, InstanceView, JobBody, JobView, LifecycleJson, LogQuery, PageQuery,
+    RunJob,
+};
+use ferrojob::client::Client;
+use ferrojob::model::InstanceStatus;
+use ferrojob::time_expression::TimeExpressionType;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::fmt_ms;
+
+/// Where the server is and who we are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Conn {
+    /// Base URL of the server's OpenAPI.
+    #[arg(long, env = "FERROJOB_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    url: String,
+    /// Bearer token: the admin token or the app's secret.
+    #[arg(long, env = "FERROJOB_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File holding the token (used when --token is not given).
+    #[arg(
+        long,
+        env = "FERROJOB_TOKEN_FILE",
+        default_value = "ferrojob-data/admin.token",
+        global = true
+    )]
+    token_file: PathBuf,
+    /// Print the API's JSON instead of the human form.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Conn {
+    fn client(&self) -> Result<Client> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(&self.token_file)
+                .with_context(|| {
+                    format!(
+                        "no --token (or FERROJOB_TOKEN) and no token file at {}",
+                        self.token_file.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        };
+        Ok(Client::new(&self.url, token)?)
+    }
+}
+
+/// The app a command concerns.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AppArg {
+    /// App name or id.
+    #[arg(long, env = "FERROJOB_APP")]
+    app: String,
+}
+
+/// `ferrojob app ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum AppCmd {
+    /// Create an app (admin token).
+    Create {
+        /// Unique name.
+        #[arg(long)]
+        name: String,
+        /// Secret workers prove in the handshake.
+        #[arg(long, env = "FERROJOB_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+}
+
+/// Parses an enum by its API name, accepting any case and `-` for `_`.
+fn api_enum<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    let name = text.trim().to_ascii_uppercase().replace('-', "_");
+    serde_json::from_value(serde_json::Value::String(name))
+        .with_context(|| format!("unknown {what} {text:?}"))
+}
+
+/// The fields of a job on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobFields {
+    /// The whole body as JSON (a file path, or `-` for stdin); the flags below override it.
+    #[arg(long)]
+    body: Option<String>,
+    /// Job name.
+    #[arg(long)]
+    name: Option<String>,
+    /// API, CRON, FIXED_RATE, FIXED_DELAY, DAILY_TIME_INTERVAL or WORKFLOW.
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// The time expression (cron text, period in ms, JSON).
+    #[arg(long)]
+    expr: Option<String>,
+    /// IANA time zone.
+    #[arg(long)]
+    tz: Option<String>,
+    /// Processor name (shell, http, noop, sleep on the bundled worker).
+    #[arg(long)]
+    processor: Option<String>,
+    /// Job params.
+    #[arg(long)]
+    params: Option<String>,
+    /// STANDALONE or BROADCAST.
+    #[arg(long)]
+    execute_type: Option<String>,
+    /// Most instances at once (0 = unlimited).
+    #[arg(long)]
+    max_instances: Option<u32>,
+    /// Tasks at once per worker.
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Run timeout, ms (0 = none).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Server-side re-runs of a failed instance.
+    #[arg(long)]
+    instance_retries: Option<u32>,
+    /// Worker-side re-runs of a failed task.
+    #[arg(long)]
+    task_retries: Option<u32>,
+    /// HEALTH_FIRST, RANDOM, ROUND_ROBIN or SPECIFY.
+    #[arg(long)]
+    dispatch_strategy: Option<String>,
+    /// A tag or address (repeat for more).
+    #[arg(long = "designated-worker")]
+    designated_workers: Vec<String>,
+    /// Minimum free CPU cores.
+    #[arg(long)]
+    min_cpu_cores: Option<f64>,
+    /// Minimum free memory, GB.
+    #[arg(long)]
+    min_memory_gb: Option<f64>,
+    /// Minimum free disk, GB.
+    #[arg(long)]
+    min_disk_gb: Option<f64>,
+    /// Most workers per instance (0 = unlimited).
+    #[arg(long)]
+    max_worker_count: Option<u32>,
+    /// FIRE_ONCE, FIRE_ALL or SKIP.
+    #[arg(long)]
+    misfire: Option<String>,
+    /// Lifecycle start, RFC 3339.
+    #[arg(long)]
+    start: Option<String>,
+    /// Lifecycle end, RFC 3339.
+    #[arg(long)]
+    end: Option<String>,
+    /// Create it disabled.
+    #[arg(long)]
+    disabled: bool,
+}
+
+impl JobFields {
+    /// The body: `--body` (if any) with every given flag applied over it.
+    fn to_body(&self, base: Option<JobBody>) -> Result<JobBody> {
+        let mut body = match &self.body {
+            Some(src) => {
+                let text = if src == "-" {
+                    std::io::read_to_string(std::io::stdin()).context("reading the body from stdin")?
+                } else {
+                    std::fs::read_to_string(src).with_context(|| format!("reading {src}"))?
+                };
+                serde_json::from_str(&text).context("--body is not a valid job body")?
+            }
+            None => match base {
+                Some(b) => b,
+                None => {
+                    let (Some(name), Some(kind), Some(processor)) =
+                        (&self.name, &self.kind, &self.processor)
+                    else {
+                        bail!("--name, --type and --processor are required (or --body)");
+                    };
+                    let kind: TimeExpressionType =
+                        kind.parse().with_context(|| format!("--type {kind}"))?;
+                    JobBody::new(name.clone(), kind, "", processor.clone())
+                }
+            },
+        };
+        if let Some(v) = &self.name {
+            body.name = v.clone();
+        }
+        if let Some(v) = &self.kind {
+            body.time_expression_type = v.parse().with_context(|| format!("--type {v}"))?;
+        }
+        if let Some(v) = &self.expr {
+            body.time_expression = v.clone();
+        }
+        if let Some(v) = &self.tz {
+            body.time_zone = Some(v.clone());
+        }
+        if let Some(v) = &self.processor {
+            body.processor = v.clone();
+        }
+        if let Some(v) = &self.params {
+            body.params = v.clone();
+        }
+        if let Some(v) = &self.execute_type {
+            body.execute_type = api_enum("execute type", v)?;
+        }
+        if let Some(v) = self.max_instances {
+            body.max_instances = v;
+        }
+        if let Some(v) = self.concurrency {
+            body.concurrency = v;
+        }
+        if let Some(v) = self.timeout_ms {
+            body.timeout_ms = v;
+        }
+        if let Some(v) = self.instance_retries {
+            body.instance_retries = v;
+        }
+        if let Some(v) = self.task_retries {
+            body.task_retries = v;
+        }
+        if let Some(v) = &self.dispatch_strategy {
+            body.dispatch_strategy = api_enum("dispatch strategy", v)?;
+        }
+        if !self.designated_workers.is_empty() {
+            body.designated_workers = self.designated_workers.clone();
+        }
+        if let Some(v) = self.min_cpu_cores {
+            body.min_cpu_cores = v;
+        }
+        if let Some(v) = self.min_memory_gb {
+            body.min_memory_gb = v;
+        }
+        if let Some(v) = self.min_disk_gb {
+            body.min_disk_gb = v;
+        }
+        if let Some(v) = self.max_worker_count {
+            body.max_worker_count = v;
+        }
+        if let Some(v) = &self.misfire {
+            body.misfire = api_enum("misfire policy", v)?;
+        }
+        if self.start.is_some() || self.end.is_some() {
+            body.lifecycle = LifecycleJson {
+                start: self.start.clone().or(body.lifecycle.start),
+                end: self.end.clone().or(body.lifecycle.end),
+            };
+        }
+        if self.disabled {
+            body.enabled = false;
+        }
+        Ok(body)
+    }
+}
+
+/// `ferrojob job ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum JobCmd {
+    /// Create a job; prints its id.
+    Create {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        fields: JobFields,
+    },
+    /// Replace a job's definition (flags change the current one).
+    Update {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: u64,
+        #[command(flatten)]
+        fields: JobFields,
+    },
+    /// List the app's jobs.
+    List {
+        #[command(flatten)]
+        app: AppArg,
+        /// Page size.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Cursor from the previous page.
+        #[arg(long)]
+        cursor: Option<u64>,
+    },
+    /// Show one job.
+    Get {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: u64,
+    },
+    /// Run a job now (or after --delay-ms); prints the instance id.
+    Run {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: u64,
+        /// Instance params.
+        #[arg(long, default_value = "")]
+        params: String,
+        /// Delay, ms.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// Enable a job.
+    Enable {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: u64,
+    },
+    /// Disable a job.
+    Disable {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: u64,
+    },
+    /// Delete a job.
+    Delete {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: u64,
+    },
+}
+
+/// `ferrojob instance ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum InstanceCmd {
+    /// Show one instance.
+    Get {
+        #[command(flatten)]
+        app: AppArg,
+        /// Instance id.
+        id: u64,
+    },
+    /// List instances, newest first.
+    List {
+        #[command(flatten)]
+        app: AppArg,
+        /// Only this job's.
+        #[arg(long)]
+        job: Option<u64>,
+        /// Only in this status (e.g. RUNNING, SUCCEED, FAILED).
+        #[arg(long)]
+        status: Option<String>,
+        /// Page size.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Cursor from the previous page.
+        #[arg(long)]
+        cursor: Option<u64>,
+    },
+    /// Stop a dispatched or running instance.
+    Stop {
+        #[command(flatten)]
+        app: AppArg,
+        /// Instance id.
+        id: u64,
+    },
+    /// Cancel an instance not yet dispatched.
+    Cancel {
+        #[command(flatten)]
+        app: AppArg,
+        /// Instance id.
+        id: u64,
+    },
+    /// Run a finished instance again.
+    Retry {
+        #[command(flatten)]
+        app: AppArg,
+        /// Instance id.
+        id: u64,
+    },
+    /// Print an instance's log.
+    Log {
+        #[command(flatten)]
+        app: AppArg,
+        /// Instance id.
+        id: u64,
+    },
+}
+
+/// `ferrojob worker ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkerCmd {
+    /// The app's live workers.
+    List {
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn job_line(j: &JobView) -> String {
+    format!(
+        "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}",
+        j.id,
+        truncate(&j.body.name, 24),
+        format!("{:?}", j.body.time_expression_type),
+        truncate(&j.body.time_expression, 16),
+        j.body.processor,
+        if j.body.enabled { "enabled" } else { "disabled" },
+        j.runs,
+        j.next_trigger_time.map_or("-".to_owned(), fmt_ms),
+    )
+}
+
+fn instance_line(i: &InstanceView) -> String {
+    format!(
+        "{:>8}  job={:<6} {:<22} tries={:<2} trigger={} worker={} result={}",
+        i.id,
+        i.job_id,
+        status_name(i.status),
+        i.running_times,
+        fmt_ms(i.trigger_time),
+        i.worker.as_deref().unwrap_or("-"),
+        truncate(i.result.as_deref().unwrap_or(""), 60),
+    )
+}
+
+/// The API name of a status (`SUCCEED`).
+pub fn status_name(s: InstanceStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{s:?}"))
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.chars().count() <= n && line.len() == s.len() {
+        line.to_owned()
+    } else {
+        let mut out: String = line.chars().take(n.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+pub fn app(conn: &Conn, cmd: &AppCmd) -> Result<()> {
+    let client = conn.client()?;
+    runtime()?.block_on(async {
+        match cmd {
+            AppCmd::Create { name, secret } => {
+                let created = client
+                    .create_app(&CreateApp {
+                        name: name.clone(),
+                        secret: secret.clone(),
+                    })
+                    .await?;
+                if conn.json {
+                    print_json(&created)
+                } else {
+                    println!("app {} created with id {}", created.name, created.id);
+                    Ok(())
+                }
+            }
+        }
+    })
+}
+
+pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
+    let client = conn.client()?;
+    runtime()?.block_on(async {
+        let json = conn.json;
+        match cmd {
+            JobCmd::Create { app, fields } => {
+                let body = fields.to_body(None)?;
+                let created = client.create_job(&app.app, &body).await?;
+                if json {
+                    print_json(&created)
+                } else {
+                    println!("{}", created.id);
+                    Ok(())
+                }
+            }
+            JobCmd::Update { app, id, fields } => {
+                let current = client.get_job(&app.app, *id).await?;
+                let body = fields.to_body(Some(current.body))?;
+                let view = client.update_job(&app.app, *id, &body).await?;
+                if json {
+                    print_json(&view)
+                } else {
+                    println!("{}", job_line(&view));
+                    Ok(())
+                }
+            }
+            JobCmd::List { app, limit, cursor } => {
+                let page = client
+                    .list_jobs(
+                        &app.app,
+                        PageQuery {
+                            limit: *limit,
+                            cursor: *cursor,
+                        },
+                    )
+                    .await?;
+                if json {
+                    return print_json(&page);
+                }
+                for j in &page.items {
+                    println!("{}", job_line(j));
+                }
+                if let Some(c) = page.next_cursor {
+                    println!("(more: --cursor {c})");
+                }
+                Ok(())
+            }
+            JobCmd::Get { app, id } => print_json(&client.get_job(&app.app, *id).await?),
+            JobCmd::Run {
+                app,
+                id,
+                params,
+                delay_ms,
+            } => {
+                let run = client
+                    .run_job(
+                        &app.app,
+                        *id,
+                        &RunJob {
+                            params: params.clone(),
+                            delay_ms: *delay_ms,
+                        },
+                    )
+                    .await?;
+                if json {
+                    print_json(&run)
+                } else {
+                    println!("{}", run.instance_id);
+                    Ok(())
+                }
+            }
+            JobCmd::Enable { app, id } | JobCmd::Disable { app, id } => {
+                let enable = matches!(cmd, JobCmd::Enable { .. });
+                let view = if enable {
+                    client.enable_job(&app.app, *id).await?
+                } else {
+                    client.disable_job(&app.app, *id).await?
+                };
+                if json {
+                    print_json(&view)
+                } else {
+                    println!("{}", job_line(&view));
+                    Ok(())
+                }
+            }
+            JobCmd::Delete { app, id } => {
+                client.delete_job(&app.app, *id).await?;
+                if !json {
+                    println!("job {id} deleted");
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
+    let client = conn.client()?;
+    runtime()?.block_on(async {
+        let json = conn.json;
+        match cmd {
+            InstanceCmd::Get { app, id } => {
+                print_json(&client.get_instance(&app.app, *id).await?)
+            }
+            InstanceCmd::List {
+                app,
+                job,
+                status,
+                limit,
+                cursor,
+            } => {
+                let status = match status {
+                    Some(s) => Some(api_enum::<InstanceStatus>("status", s)?),
+                    None => None,
+                };
+                let page = client
+                    .list_instances(
+                        &app.app,
+                        &InstanceQuery {
+                            job_id: *job,
+                            status,
+                            limit: *limit,
+                            cursor: *cursor,
+                        },
+                    )
+                    .await?;
+                if json {
+                    return print_json(&page);
+                }
+                for i in &page.items {
+                    println!("{}", instance_line(i));
+                }
+                if let Some(c) = page.next_cursor {
+                    println!("(more: --cursor {c})");
+                }
+                Ok(())
+            }
+            InstanceCmd::Stop { app, id }
+            | InstanceCmd::Cancel { app, id }
+            | InstanceCmd::Retry { app, id } => {
+                let view = match cmd {
+                    InstanceCmd::Stop { .. } => client.stop_instance(&app.app, *id).await?,
+                    InstanceCmd::Cancel { .. } => client.cancel_instance(&app.app, *id).await?,
+                    _ => client.retry_instance(&app.app, *id).await?,
+                };
+                if json {
+                    print_json(&view)
+                } else {
+                    println!("{}", instance_line(&view));
+                    Ok(())
+                }
+            }
+            InstanceCmd::Log { app, id } => {
+                let mut cursor = None;
+                loop {
+                    let page = client
+                        .instance_log(
+                            &app.app,
+                            *id,
+                            LogQuery {
+                                limit: Some(1000),
+                                cursor,
+                            },
+                        )
+                        .await?;
+                    if json {
+                        print_json(&page)?;
+                    } else {
+                        for l in &page.lines {
+                            println!("{} {:?} {}", fmt_ms(l.time_ms), l.level, l.content);
+                        }
+                        if page.dropped > 0 && page.next_cursor.is_none() {
+                            println!("({} lines dropped)", page.dropped);
+                        }
+                    }
+                    match page.next_cursor {
+                        Some(c) if !page.lines.is_empty() => cursor = Some(c),
+                        _ => return Ok(()),
+                    }
+                }
+            }
+        }
+    })
+}
+
+pub fn worker(conn: &Conn, cmd: &WorkerCmd) -> Result<()> {
+    let client = conn.client()?;
+    runtime()?.block_on(async {
+        match cmd {
+            WorkerCmd::List { app } => {
+                let list = client.list_workers(&app.app).await?;
+                if conn.json {
+                    return print_json(&list);
+                }
+                for w in &list.workers {
+                    println!(
+                        "{:<22} score={:<6.1} cpu={} load={} mem={:.1}/{:.1}GB disk={:.0}/{:.0}GB tags={} {}",
+                        w.address,
+                        w.health_score,
+                        w.cpu_cores,
+                        w.cpu_load.map_or("-".to_owned(), |l| format!("{l:.2}")),
+                        w.memory_used_gb,
+                        w.memory_total_gb,
+                        w.disk_used_gb,
+                        w.disk_total_gb,
+                        w.tags.join(","),
+                        if w.overloaded { "OVERLOADED" } else { "" },
+                    );
+                }
+                Ok(())
+            }
+        }
+    })
+}

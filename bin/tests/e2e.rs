@@ -1,0 +1,499 @@
+//! End to end: the real `ferrojob-server` and `ferrojob-worker` binaries on 127.0.0.1 with
+//! ephemeral ports and temp data dirs, driven through the Rust client over the OpenAPI.
+//!
+//! Real time here, with short periods: every wait polls a condition with a generous deadline
+//! (never a fixed sleep that a slow machine could outrun), and nothing asserts a duration.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ferrojob::api::{CreateApp, InstanceQuery, InstanceView, JobBody, RunJob};
+use ferrojob::client::{Client, ClientError};
+use ferrojob::model::{ExecuteType, InstanceStatus};
+use ferrojob::time_expression::TimeExpressionType;
+
+const TOKEN: &str = "e2e-admin-token";
+const APP: &str = "e2e";
+const SECRET: &str = "e2e-secret";
+
+/// A child process killed (SIGKILL) when dropped; its stderr goes to a file for diagnosis.
+struct Proc {
+    child: Child,
+    line: String,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    fn spawn(exe: &str, args: &[String], log_dir: &Path, name: &str) -> Proc {
+        let stderr = log_dir.join(format!("{name}.stderr"));
+        let file = std::fs::File::create(&stderr).unwrap();
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the child never blocks on a full pipe.
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let proc = Proc {
+            child,
+            line,
+            stderr,
+        };
+        assert!(
+            proc.line.contains("ready"),
+            "{name} did not start: {:?}\n{}",
+            proc.line,
+            proc.stderr_text()
+        );
+        proc
+    }
+
+    fn field(&self, key: &str) -> String {
+        self.line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {:?}", self.line))
+            .to_owned()
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    server: Proc,
+    http: SocketAddr,
+    transport: SocketAddr,
+    workers: Vec<Proc>,
+    client: Client,
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn start_server(dir: &Path, transport: Option<SocketAddr>, name: &str) -> Proc {
+    let listen = transport.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
+    let args: Vec<String> = [
+        "--data-dir",
+        dir.join("data").to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+        "--listen",
+        &listen,
+        "--admin-token",
+        TOKEN,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::spawn(env!("CARGO_BIN_EXE_ferrojob-server"), &args, dir, name)
+}
+
+impl Cluster {
+    async fn start(workers: usize, transport: Option<SocketAddr>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_server(dir.path(), transport, "server");
+        let http: SocketAddr = server.field("http").parse().unwrap();
+        let transport: SocketAddr = server.field("transport").parse().unwrap();
+        let client = Client::new(&format!("http://{http}"), TOKEN).unwrap();
+        client
+            .create_app(&CreateApp {
+                name: APP.into(),
+                secret: SECRET.into(),
+            })
+            .await
+            .unwrap();
+        let mut c = Cluster {
+            dir,
+            server,
+            http,
+            transport,
+            workers: Vec::new(),
+            client,
+        };
+        for i in 0..workers {
+            c.add_worker(SECRET, &format!("t{i}"));
+        }
+        c.wait_workers(workers).await;
+        c
+    }
+
+    fn add_worker(&mut self, secret: &str, tag: &str) -> usize {
+        let n = self.workers.len();
+        let args: Vec<String> = [
+            "--server",
+            &self.transport.to_string(),
+            "--app",
+            APP,
+            "--secret",
+            secret,
+            "--tag",
+            tag,
+            "--heartbeat-interval-ms",
+            "200",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let w = Proc::spawn(
+            env!("CARGO_BIN_EXE_ferrojob-worker"),
+            &args,
+            self.dir.path(),
+            &format!("worker{n}"),
+        );
+        self.workers.push(w);
+        n
+    }
+
+    async fn wait_workers(&self, n: usize) {
+        wait_for(&format!("{n} workers"), Duration::from_secs(20), || async {
+            let w = self.client.list_workers(APP).await.ok()?;
+            (w.workers.len() == n).then_some(())
+        })
+        .await;
+    }
+
+    async fn job(&self, body: JobBody) -> u64 {
+        self.client.create_job(APP, &body).await.unwrap().id
+    }
+
+    async fn instances(&self, job: u64) -> Vec<InstanceView> {
+        self.client
+            .list_instances(
+                APP,
+                &InstanceQuery {
+                    job_id: Some(job),
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn succeeded(&self, job: u64) -> Vec<InstanceView> {
+        let mut v: Vec<_> = self
+            .instances(job)
+            .await
+            .into_iter()
+            .filter(|i| i.status == InstanceStatus::Succeed)
+            .collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    fn diagnostics(&self) -> String {
+        let mut out = format!("--- server stderr ---\n{}", self.server.stderr_text());
+        for (i, w) in self.workers.iter().enumerate() {
+            out.push_str(&format!("\n--- worker{i} stderr ---\n{}", w.stderr_text()));
+        }
+        out
+    }
+}
+
+/// Polls `f` every 50 ms until it yields a value, panicking after `limit`.
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn body(name: &str, kind: TimeExpressionType, expr: &str, processor: &str, params: &str) -> JobBody {
+    let mut b = JobBody::new(name, kind, expr, processor);
+    b.params = params.into();
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_time_expression_type_fires_on_real_workers() {
+    let c = Cluster::start(2, None).await;
+    let cron = c
+        .job(body("cron", TimeExpressionType::Cron, "* * * * * ?", "noop", ""))
+        .await;
+    let rate = c
+        .job(body("rate", TimeExpressionType::FixedRate, "300", "noop", ""))
+        .await;
+    let delay = c
+        .job(body("delay", TimeExpressionType::FixedDelay, "300", "sleep", "100"))
+        .await;
+    let daily = c
+        .job(body(
+            "daily",
+            TimeExpressionType::DailyTimeInterval,
+            r#"{"interval": 1, "unit": "SECONDS"}"#,
+            "noop",
+            "",
+        ))
+        .await;
+    let api = c
+        .job(body("api", TimeExpressionType::Api, "", "shell", "echo hi from $0"))
+        .await;
+    let workflow = c
+        .job(body("wf", TimeExpressionType::Workflow, "", "noop", ""))
+        .await;
+    let now_run = c
+        .client
+        .run_job(APP, api, &RunJob { params: "now".into(), delay_ms: 0 })
+        .await
+        .unwrap();
+    let later_run = c
+        .client
+        .run_job(APP, api, &RunJob { params: "later".into(), delay_ms: 300 })
+        .await
+        .unwrap();
+    for (name, job, n) in [("cron", cron, 2), ("rate", rate, 3), ("delay", delay, 3), ("daily", daily, 2), ("api", api, 2)] {
+        wait_for(name, Duration::from_secs(20), || async {
+            (c.succeeded(job).await.len() >= n).then_some(())
+        })
+        .await;
+    }
+    // FIXED_DELAY counts from the reported completion: each run is triggered at least the
+    // delay after the previous one finished.
+    let runs = c.succeeded(delay).await;
+    for pair in runs.windows(2) {
+        let finished = pair[0].finished_time.unwrap();
+        assert!(
+            pair[1].trigger_time >= finished + 300,
+            "fixed delay: run {} triggered {} ms after the previous finished",
+            pair[1].id,
+            pair[1].trigger_time - finished
+        );
+    }
+    // FIXED_RATE: every run is its own instance with its own run number.
+    let rate_runs = c.succeeded(rate).await;
+    let mut numbers: Vec<u64> = rate_runs.iter().map(|i| i.run).collect();
+    numbers.dedup();
+    assert_eq!(numbers.len(), rate_runs.len(), "run counters repeat: {numbers:?}");
+    // API runs carry their params; the shell processor's output is in the instance log.
+    let now_inst = c.client.get_instance(APP, now_run.instance_id).await.unwrap();
+    assert_eq!(now_inst.params, "now");
+    let later_inst = c.client.get_instance(APP, later_run.instance_id).await.unwrap();
+    assert_eq!(later_inst.status, InstanceStatus::Succeed);
+    assert!(later_inst.trigger_time >= now_inst.trigger_time);
+    let log = wait_for("shell log", Duration::from_secs(10), || async {
+        let log = c
+            .client
+            .instance_log(APP, now_run.instance_id, Default::default())
+            .await
+            .ok()?;
+        log.lines.iter().any(|l| l.content.contains("hi from")).then_some(log)
+    })
+    .await;
+    assert!(!log.lines.is_empty());
+    // A WORKFLOW job never fires on its own.
+    assert!(c.instances(workflow).await.is_empty(), "{}", c.diagnostics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_reaches_every_worker() {
+    let c = Cluster::start(3, None).await;
+    let mut b = body("bcast", TimeExpressionType::Api, "", "shell", "echo broadcast-ran");
+    b.execute_type = ExecuteType::Broadcast;
+    let job = c.job(b).await;
+    let run = c.client.run_job(APP, job, &RunJob::default()).await.unwrap();
+    let inst = wait_for("broadcast instance", Duration::from_secs(20), || async {
+        let i = c.client.get_instance(APP, run.instance_id).await.ok()?;
+        i.status.is_final().then_some(i)
+    })
+    .await;
+    assert_eq!(inst.status, InstanceStatus::Succeed, "{inst:?}\n{}", c.diagnostics());
+    let log = wait_for("three log lines", Duration::from_secs(10), || async {
+        let log = c
+            .client
+            .instance_log(APP, run.instance_id, Default::default())
+            .await
+            .ok()?;
+        let n = log.lines.iter().filter(|l| l.content.contains("broadcast-ran")).count();
+        (n >= 3).then_some(n)
+    })
+    .await;
+    assert_eq!(log, 3, "one run per worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_is_retried_on_another_worker() {
+    let mut c = Cluster::start(2, None).await;
+    let mut b = body("long", TimeExpressionType::Api, "", "sleep", "2000");
+    b.instance_retries = 2;
+    let job = c.job(b).await;
+    let run = c.client.run_job(APP, job, &RunJob::default()).await.unwrap();
+    let first = wait_for("RUNNING", Duration::from_secs(20), || async {
+        let i = c.client.get_instance(APP, run.instance_id).await.ok()?;
+        (i.status == InstanceStatus::Running).then_some(i)
+    })
+    .await;
+    let victim = first.worker.clone().unwrap();
+    let idx = c
+        .workers
+        .iter()
+        .position(|w| w.field("address") == victim)
+        .expect("the instance runs on one of our workers");
+    c.workers[idx].kill();
+    let done = wait_for("retried to success", Duration::from_secs(30), || async {
+        let i = c.client.get_instance(APP, run.instance_id).await.ok()?;
+        i.status.is_final().then_some(i)
+    })
+    .await;
+    assert_eq!(done.status, InstanceStatus::Succeed, "{done:?}\n{}", c.diagnostics());
+    assert_ne!(done.worker.as_deref(), Some(victim.as_str()));
+    assert!(done.running_times >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_kill_9_and_restart_keeps_state_and_resumes_scheduling() {
+    let transport = free_port();
+    let mut c = Cluster::start(1, Some(transport)).await;
+    let rate = c
+        .job(body("rate", TimeExpressionType::FixedRate, "200", "noop", ""))
+        .await;
+    let api = c.job(body("api", TimeExpressionType::Api, "", "noop", "")).await;
+    wait_for("a few runs", Duration::from_secs(20), || async {
+        (c.succeeded(rate).await.len() >= 3).then_some(())
+    })
+    .await;
+    // A delayed run acknowledged before the crash must run after it.
+    let delayed = c
+        .client
+        .run_job(APP, api, &RunJob { params: "survives".into(), delay_ms: 1500 })
+        .await
+        .unwrap();
+    let before = c.succeeded(rate).await;
+    let runs_before = c.client.get_job(APP, rate).await.unwrap().runs;
+    c.server.kill();
+    let server = start_server(c.dir.path(), Some(transport), "server2");
+    c.http = server.field("http").parse().unwrap();
+    c.server = server;
+    c.client = Client::new(&format!("http://{}", c.http), TOKEN).unwrap();
+    // Jobs and finished instances are intact.
+    let job = c.client.get_job(APP, rate).await.unwrap();
+    assert!(job.runs >= runs_before);
+    for i in &before {
+        let again = c.client.get_instance(APP, i.id).await.unwrap();
+        assert_eq!(again.status, InstanceStatus::Succeed);
+    }
+    // The worker reconnects; scheduling resumes; the delayed run happens.
+    c.wait_workers(1).await;
+    wait_for("new runs after restart", Duration::from_secs(30), || async {
+        let j = c.client.get_job(APP, rate).await.ok()?;
+        (j.runs >= runs_before + 3).then_some(())
+    })
+    .await;
+    let d = wait_for("delayed run", Duration::from_secs(30), || async {
+        let i = c.client.get_instance(APP, delayed.instance_id).await.ok()?;
+        i.status.is_final().then_some(i)
+    })
+    .await;
+    assert_eq!(d.status, InstanceStatus::Succeed, "{d:?}\n{}", c.diagnostics());
+    assert_eq!(d.params, "survives");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_bad_secret_is_refused() {
+    let mut c = Cluster::start(1, None).await;
+    let bad = c.add_worker("wrong-secret", "bad");
+    // Give the bad worker time for several attempts, while the good one keeps heartbeating.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let workers = c.client.list_workers(APP).await.unwrap();
+    assert_eq!(workers.workers.len(), 1, "{workers:?}");
+    assert_ne!(workers.workers[0].address, c.workers[bad].field("address"));
+    assert!(c.workers[bad].is_running(), "a refused worker keeps retrying");
+    let log = c.server.stderr_text();
+    assert!(
+        log.contains(APP) && (log.contains("refused") || log.contains("auth")),
+        "the server logs the refusal:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_both_ports_leaves_the_server_serving() {
+    let c = Cluster::start(1, None).await;
+    // Garbage on the transport port, and a connection that stays silent.
+    for payload in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0xff; 4096][..], b"FJOB\x01\x00\xff\xff"] {
+        if let Ok(mut s) = TcpStream::connect(c.transport) {
+            let _ = s.write_all(payload);
+        }
+    }
+    let _silent = TcpStream::connect(c.transport).unwrap();
+    // Garbage and malformed requests on the HTTP port.
+    if let Ok(mut s) = TcpStream::connect(c.http) {
+        let _ = s.write_all(&[0u8; 1024]);
+    }
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", c.http);
+    for (path, text) in [
+        (format!("/v1/apps/{APP}/jobs"), "{not json"),
+        (format!("/v1/apps/{APP}/jobs"), r#"{"name": 5}"#),
+        (format!("/v1/apps/{APP}/jobs"), r#"{"name":"x","time_expression_type":"CRON","time_expression":"61 * * * * ?","processor":"noop"}"#),
+        ("/v1/validate".to_owned(), r#"{"type":"CRON","expression":"nonsense"}"#),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(text)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{path} {text}: {}", r.status());
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
+    match c.client.get_instance(APP, 999_999).await {
+        Err(ClientError::Api { status: 404, .. }) => {}
+        other => panic!("unknown instance: {other:?}"),
+    }
+    // Still serving: health, and a job runs to success.
+    c.client.health().await.unwrap();
+    let job = c.job(body("after", TimeExpressionType::Api, "", "noop", "")).await;
+    let run = c.client.run_job(APP, job, &RunJob::default()).await.unwrap();
+    wait_for("run after garbage", Duration::from_secs(20), || async {
+        let i = c.client.get_instance(APP, run.instance_id).await.ok()?;
+        (i.status == InstanceStatus::Succeed).then_some(())
+    })
+    .await;
+}

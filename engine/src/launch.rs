@@ -1,0 +1,249 @@
+//! [`launch`]: a whole ferrojob server in one call — the server core (store, schedules,
+//! dispatch, transport listener) plus the HTTP OpenAPI, with the admin token resolved.
+//!
+//! This is what `ferrojob-server`, `ferrojob demo` and `ferrojob bench dispatch` run; the
+//! binaries only turn flags, environment and a TOML file into a [`LaunchConfig`].
+//!
+//! Admin token: the configured one if any; otherwise the one in `DIR/admin.token` if that file
+//! exists (so a restarted server keeps its token); otherwise a fresh random token written to
+//! `DIR/admin.token` (mode 0600 on Unix). An ephemeral server without a data dir only logs
+//! that it generated a token, and [`RunningServer::admin_token`] hands it to the caller.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::RngCore;
+
+use crate::api::Api;
+use crate::http::{HttpConfig, HttpServer};
+use crate::server::{ServerConfig, ServerCore, StoreChoice};
+
+/// Name of the admin token file in the data dir.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Everything [`launch`] needs.
+#[derive(Clone, Debug)]
+pub struct LaunchConfig {
+    /// The data dir: the LogStore lives in `DIR/store`, the admin token in `DIR/admin.token`.
+    /// `None` only with `ephemeral`.
+    pub data_dir: Option<PathBuf>,
+    /// Keep everything in memory (MemoryStore); nothing survives the process.
+    pub ephemeral: bool,
+    /// HTTP OpenAPI address.
+    pub http: SocketAddr,
+    /// Transport (worker) address.
+    pub listen: SocketAddr,
+    /// The admin token; `None` = read or generate (see the module docs).
+    pub admin_token: Option<String>,
+    /// Largest accepted HTTP request body, bytes.
+    pub max_body_bytes: usize,
+    /// The core's settings; `store` and `listen` are overwritten from the fields above.
+    pub core: ServerConfig,
+}
+
+impl LaunchConfig {
+    /// Defaults: data dir `dir`, HTTP on `http`, transport on `listen`, core defaults.
+    pub fn new(data_dir: Option<PathBuf>, http: SocketAddr, listen: SocketAddr) -> LaunchConfig {
+        let store = match &data_dir {
+            Some(dir) => StoreChoice::Log {
+                dir: dir.join("store"),
+            },
+            None => StoreChoice::Memory,
+        };
+        LaunchConfig {
+            ephemeral: data_dir.is_none(),
+            data_dir,
+            http,
+            listen,
+            admin_token: None,
+            max_body_bytes: 1 << 20,
+            core: ServerConfig::new(store, listen),
+        }
+    }
+}
+
+/// Why [`launch`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// Neither a data dir nor `ephemeral`.
+    #[error("a data dir is required unless the server is ephemeral")]
+    NoDataDir,
+    /// The data dir or the token file could not be created or read.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin token is empty or has whitespace inside.
+    #[error("invalid admin token: {0}")]
+    BadToken(&'static str),
+    /// The server core failed to start (store, listener).
+    #[error("server core: {0}")]
+    Core(#[from] crate::server::ServerError),
+    /// The HTTP listener failed to start.
+    #[error("http: {0}")]
+    Http(#[from] crate::http::HttpError),
+}
+
+/// A running server: core + HTTP.
+#[derive(Debug)]
+pub struct RunningServer {
+    core: ServerCore,
+    http: HttpServer,
+    admin_token: String,
+    token_file: Option<PathBuf>,
+}
+
+impl RunningServer {
+    /// The HTTP OpenAPI's bound address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr()
+    }
+
+    /// The transport's bound address (workers connect here).
+    pub fn transport_addr(&self) -> SocketAddr {
+        self.core.transport_addr()
+    }
+
+    /// The admin token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// Where the admin token is stored, if it is.
+    pub fn token_file(&self) -> Option<&Path> {
+        self.token_file.as_deref()
+    }
+
+    /// The in-process API (what the HTTP routes call).
+    pub fn api(&self) -> Arc<dyn Api> {
+        self.core.api()
+    }
+
+    /// Stops HTTP first (no new requests), then the core (flushes the store).
+    pub async fn shutdown(self) {
+        self.http.shutdown().await;
+        self.core.shutdown().await;
+    }
+}
+
+fn check_token(token: &str) -> Result<(), LaunchError> {
+    if token.is_empty() {
+        return Err(LaunchError::BadToken("it is empty"));
+    }
+    if token.chars().any(char::is_whitespace) {
+        return Err(LaunchError::BadToken("it contains whitespace"));
+    }
+    Ok(())
+}
+
+fn generate_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
+    file.sync_all()
+}
+
+/// Resolves the admin token (see the module docs) and where it is stored.
+fn resolve_token(
+    configured: Option<&str>,
+    data_dir: Option<&Path>,
+) -> Result<(String, Option<PathBuf>), LaunchError> {
+    if let Some(token) = configured {
+        check_token(token)?;
+        return Ok((token.to_owned(), None));
+    }
+    let Some(dir) = data_dir else {
+        let token = generate_token();
+        tracing::warn!("ephemeral server without a data dir: generated an admin token (not stored)");
+        return Ok((token, None));
+    };
+    let path = dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let token = text.trim().to_owned();
+            check_token(&token)?;
+            tracing::info!(path = %path.display(), "admin token read from file");
+            Ok((token, Some(path)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = generate_token();
+            write_token(&path, &token).map_err(|source| LaunchError::Io {
+                what: "writing the admin token to",
+                path: path.clone(),
+                source,
+            })?;
+            tracing::warn!(path = %path.display(), "generated an admin token and wrote it to the file");
+            Ok((token, Some(path)))
+        }
+        Err(source) => Err(LaunchError::Io {
+            what: "reading the admin token from",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Starts the server core and the HTTP OpenAPI.
+pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchError> {
+    if let Some(dir) = &config.data_dir {
+        std::fs::create_dir_all(dir).map_err(|source| LaunchError::Io {
+            what: "creating the data dir",
+            path: dir.clone(),
+            source,
+        })?;
+    } else if !config.ephemeral {
+        return Err(LaunchError::NoDataDir);
+    }
+    config.core.store = match (&config.data_dir, config.ephemeral) {
+        (Some(dir), false) => StoreChoice::Log {
+            dir: dir.join("store"),
+        },
+        _ => StoreChoice::Memory,
+    };
+    config.core.listen = config.listen;
+    let (admin_token, token_file) =
+        resolve_token(config.admin_token.as_deref(), config.data_dir.as_deref())?;
+    let core = ServerCore::start(config.core).await?;
+    let http_config = HttpConfig {
+        admin_token: admin_token.clone(),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let http = match HttpServer::bind(config.http, core.api(), http_config).await {
+        Ok(h) => h,
+        Err(e) => {
+            core.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    tracing::info!(
+        http = %http.local_addr(),
+        transport = %core.transport_addr(),
+        "ferrojob server listening"
+    );
+    Ok(RunningServer {
+        core,
+        http,
+        admin_token,
+        token_file,
+    })
+}
