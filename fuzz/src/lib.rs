@@ -5,6 +5,8 @@
 //! replays the corpora on stable without libFuzzer. Targets are grouped by the library crate they
 //! exercise (features `engine`, `store`, `transport`, all on by default).
 
+#[cfg(feature = "engine")]
+pub mod api_json;
 #[cfg(feature = "transport")]
 pub mod connection;
 #[cfg(feature = "engine")]

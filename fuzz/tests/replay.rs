@@ -29,6 +29,12 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[cfg(feature = "engine")]
 #[test]
+fn api_json_corpus() {
+    replay("api_json", ferrojob_fuzz::api_json::run);
+}
+
+#[cfg(feature = "engine")]
+#[test]
 fn cron_parse_corpus() {
     replay("cron_parse", ferrojob_fuzz::cron_parse::run);
 }
