@@ -612,6 +612,23 @@ async fn every_route_round_trips_through_the_client() {
 }
 
 #[tokio::test]
+async fn app_names_travel_as_one_path_segment() {
+    let h = Harness::start().await;
+    for name in ["team a/b", "ünïcode", "50%", "x?y#z"] {
+        h.admin
+            .create_app(&CreateApp {
+                name: name.into(),
+                secret: "s3cret".into(),
+            })
+            .await
+            .unwrap();
+        let c = h.client("s3cret");
+        let job = c.create_job(name, &cron_job("j")).await.unwrap();
+        assert_eq!(c.get_job(name, job.id).await.unwrap().id, job.id, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn ids_of_another_app_are_not_found() {
     let h = Harness::start().await;
     h.app("a").await;
@@ -855,11 +872,28 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
             r#"{"name":"j","time_expression_type":"API","processor":"noop","enabled":"yes"}"#,
             "enabled",
         ),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop"} trailing"#,
+            "",
+        ),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop"}{}"#,
+            "",
+        ),
+        (
+            r#"{"name":"j","name":"k","time_expression_type":"API","processor":"noop"}"#,
+            "name",
+        ),
     ] {
         let (s, b) = h.post_json(jobs, t, body).await;
         let message = assert_error(s, &b, 400, "invalid_argument");
         assert!(message.contains(needle), "{body}: {message}");
     }
+
+    // Deep nesting is refused by the parser's recursion limit, not by a stack overflow.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (s, b) = h.post_json(jobs, t, &deep).await;
+    assert_error(s, &b, 400, "invalid_argument");
 
     // Missing body, missing or wrong content type.
     let post = reqwest::Method::POST;

@@ -23,8 +23,9 @@ pub(crate) fn parse_id(text: &str) -> Result<u64, Failure> {
     })
 }
 
-/// The query string of `uri` as `T` (unknown keys are refused by `T`). A key with an empty
-/// value (`?job_id=&limit=10`) counts as absent, so a template with blanks is accepted.
+/// The query string of `uri` as `T` (unknown keys and repeated keys are refused by `T`). A
+/// key with an empty or no value (`?job_id=&limit=10`, `?job_id&limit=10`) counts as absent,
+/// so the route's template with blanks is accepted; such a key is not checked at all.
 pub(crate) fn parse_query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, Failure> {
     let Some(query) = uri.query() else {
         return Ok(T::default());

@@ -86,12 +86,11 @@ pub(crate) async fn guard(State(shared): State<Shared>, req: Request, next: Next
     };
     let status = response.status().as_u16();
     shared.metrics.record(status);
-    tracing::debug!(
-        %method,
-        path,
-        status,
-        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "http request"
-    );
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if status >= 500 {
+        tracing::warn!(%method, path, status, elapsed_us, "http request failed on the server side");
+    } else {
+        tracing::debug!(%method, path, status, elapsed_us, "http request");
+    }
     response
 }
