@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use ferrojob::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, ErrorBody, ErrorCode, Health,
@@ -13,7 +14,7 @@ use ferrojob::api::{
     LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, ValidateRequest, WorkerInfo,
     WorkerList,
 };
-use ferrojob::client::{Client, ClientError};
+use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
 use ferrojob::model::InstanceStatus;
 use ferrojob::server::{AppId, LogLevel};
@@ -23,6 +24,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ADMIN: &str = "admin-token-0123456789";
+/// `get_job` of this id never answers (for the client's request timeout).
+const HANG: u64 = u64::MAX;
 
 // ---------------------------------------------------------------------------------------------
 // The mock Api: small but real (apps, jobs, instances in a Mutex'd map).
@@ -148,6 +151,9 @@ impl Api for MockApi {
     }
 
     fn get_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, JobView> {
+        if id == HANG {
+            return Box::pin(std::future::pending());
+        }
         ready(self.lock().job(&app, id).map(|j| j.clone()))
     }
 
@@ -629,6 +635,38 @@ async fn app_names_travel_as_one_path_segment() {
 }
 
 #[tokio::test]
+async fn concurrent_requests_share_the_client() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let c = h.client("a-secret");
+    let job = c.create_job("a", &cron_job("j")).await.unwrap();
+    let calls = (0..64).map(|_| {
+        let c = c.clone();
+        async move { c.get_job("a", job.id).await }
+    });
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap().id, job.id);
+    }
+}
+
+#[tokio::test]
+async fn the_client_times_out_a_request_that_never_answers() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    let c = Client::with_options(&h.base, "a-secret", options).unwrap();
+    match c.get_job("a", HANG).await {
+        Err(ClientError::Transport(e)) => assert!(e.is_timeout(), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Other requests are unaffected.
+    h.assert_serving().await;
+}
+
+#[tokio::test]
 async fn ids_of_another_app_are_not_found() {
     let h = Harness::start().await;
     h.app("a").await;
@@ -971,6 +1009,12 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
         let (s, b) = h.send(post.clone(), p, t, None, vec![]).await;
         assert_error(s, &b, 400, "invalid_argument");
     }
+    // A path segment that is not UTF-8 once decoded.
+    let (s, b) = h
+        .send(get.clone(), "/v1/apps/%ff/jobs", t, None, vec![])
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+
     // Unknown ids.
     let (s, b) = h
         .send(get.clone(), "/v1/apps/a/instances/999", t, None, vec![])

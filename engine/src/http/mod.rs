@@ -17,6 +17,19 @@
 //!   into a 400 (or 413).
 //! - `handlers` holds one function per route; `guard` the outer middleware.
 //!
+//! # Auth
+//!
+//! `Authorization: Bearer <token>`, checked before the body is read:
+//!
+//! | route | accepted token | otherwise |
+//! |---|---|---|
+//! | `GET /healthz`, `GET /metrics`, `POST /v1/validate` | none needed | – |
+//! | `POST /v1/apps` (admin) | the admin token | no token 401, any other token 403 |
+//! | `/v1/apps/{app}/...` | the admin token, or the secret of `{app}` | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
+//!
+//! `/v1/validate` is open: it reads no server state and its work is bounded (at most
+//! [`MAX_VALIDATE_COUNT`](crate::api::MAX_VALIDATE_COUNT) times, a body within the limit).
+//!
 //! # Status codes
 //!
 //! | situation | status | `code` |
