@@ -1,10 +1,12 @@
 //! ferrojob's engine: the model, the timing wheel, time expressions and the embedded scheduler.
 
 pub mod api;
-pub mod launch;
+pub mod client;
 pub mod clock;
 pub mod dispatch;
 pub mod embedded;
+pub mod http;
+pub mod launch;
 pub mod model;
 pub mod server;
 pub mod time_expression;

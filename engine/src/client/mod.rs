@@ -1,0 +1,435 @@
+//! An async Rust client of the OpenAPI ([`crate::http`]): one method per route, taking and
+//! returning the same [`crate::api`] types the server uses, so the two cannot drift.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ferrojob::client::ClientError> {
+//! use ferrojob::api::{JobBody, RunJob};
+//! use ferrojob::client::Client;
+//! use ferrojob::time_expression::TimeExpressionType;
+//!
+//! let client = Client::new("http://127.0.0.1:7700", "the-app-secret")?;
+//! let job = JobBody::new("nightly", TimeExpressionType::Cron, "0 0 2 * * ?", "shell");
+//! let created = client.create_job("my-app", &job).await?;
+//! let run = client.run_job("my-app", created.id, &RunJob::default()).await?;
+//! println!("{:?}", client.get_instance("my-app", run.instance_id).await?.status);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - One [`reqwest::Client`] per [`Client`]: connections are kept alive and reused; clone the
+//!   [`Client`] (cheap) to share them.
+//! - Every request carries `Authorization: Bearer <token>`; a non-2xx answer is
+//!   [`ClientError::Api`] with the server's `{"error"}` body (or one made from the status when
+//!   the body is not ours, e.g. from a proxy).
+//! - `{app}` is the app's name or numeric id, sent percent-encoded as one path segment.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{
+    ApiError, AppCreated, CreateApp, Created, ErrorBody, ErrorCode, Health, InstanceList,
+    InstanceQuery, InstanceView, JobBody, JobList, JobView, LogQuery, LogView, PageQuery,
+    RunCreated, RunJob, ValidateRequest, ValidateResponse, WorkerList,
+};
+
+/// Why a [`Client`] call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with a non-2xx status and this error.
+    #[error("the server answered {status}: {error}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The `{"error"}` body (made from the status if the body was not one).
+        error: ApiError,
+    },
+    /// The request could not be sent or its answer not received (connection refused, timeout,
+    /// reset).
+    #[error("HTTP request failed: {0}")]
+    Transport(#[source] reqwest::Error),
+    /// A 2xx answer whose body is not the expected JSON.
+    #[error("cannot decode the server's answer: {0}")]
+    Decode(#[source] serde_json::Error),
+    /// The base URL does not parse or cannot carry a path.
+    #[error("invalid base URL: {0}")]
+    InvalidUrl(String),
+}
+
+impl ClientError {
+    /// The API error code, if the server answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if the server answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Timeouts and pooling of a [`Client`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Longest wait for a TCP connection; default 5 s.
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole request, from sending to the end of the answer; default 30 s.
+    pub request_timeout: Duration,
+    /// How long an idle kept-alive connection stays in the pool; default 90 s.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// An OpenAPI client bound to one server and one bearer token (the admin token, or an app's
+/// secret for that app's routes). Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The status's error code when the body is not an [`ErrorBody`].
+fn code_for_status(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        503 => ErrorCode::Unavailable,
+        400..=499 => ErrorCode::InvalidArgument,
+        _ => ErrorCode::Internal,
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let error = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => error,
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.chars().take(200).collect();
+            ApiError::new(code_for_status(status), format!("HTTP {status}: {text}"))
+        }
+    };
+    ClientError::Api {
+        status: status.as_u16(),
+        error,
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://host:port`, optionally with a path
+    /// prefix) with the default [`ClientOptions`].
+    pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, ClientError> {
+        Client::with_options(base_url, token, ClientOptions::default())
+    }
+
+    /// A client with explicit timeouts.
+    pub fn with_options(
+        base_url: &str,
+        token: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let base = Url::parse(base_url)
+            .map_err(|e| ClientError::InvalidUrl(format!("{base_url:?}: {e}")))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::InvalidUrl(format!(
+                "{base_url:?}: expected http://host:port"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(ClientError::Transport)?;
+        Ok(Client {
+            http,
+            base,
+            token: token.into(),
+        })
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// The URL of `segments` under the base (each segment percent-encoded).
+    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ClientError::InvalidUrl(format!("{}: cannot carry a path", self.base)))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {
+        Ok(self
+            .http
+            .request(method, self.url(segments)?)
+            .bearer_auth(&self.token))
+    }
+
+    /// Sends `req` and answers the body of a 2xx answer.
+    async fn send(req: RequestBuilder) -> Result<Vec<u8>, ClientError> {
+        let response = req.send().await.map_err(ClientError::Transport)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(ClientError::Transport)?;
+        if status.is_success() {
+            Ok(body.to_vec())
+        } else {
+            Err(api_error(status, &body))
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError> {
+        let body = Client::send(req).await?;
+        serde_json::from_slice(&body).map_err(ClientError::Decode)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        Client::call(self.request(Method::GET, segments)?).await
+    }
+
+    async fn get_query<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        segments: &[&str],
+        query: &Q,
+    ) -> Result<T, ClientError> {
+        Client::call(self.request(Method::GET, segments)?.query(query)).await
+    }
+
+    async fn post<T: DeserializeOwned, B: Serialize>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, ClientError> {
+        Client::call(self.request(Method::POST, segments)?.json(body)).await
+    }
+
+    async fn post_empty<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        Client::call(self.request(Method::POST, segments)?).await
+    }
+
+    /// `POST /v1/apps` (admin token).
+    pub async fn create_app(&self, req: &CreateApp) -> Result<AppCreated, ClientError> {
+        self.post(&["v1", "apps"], req).await
+    }
+
+    /// `POST /v1/apps/{app}/jobs`.
+    pub async fn create_job(&self, app: &str, job: &JobBody) -> Result<Created, ClientError> {
+        self.post(&["v1", "apps", app, "jobs"], job).await
+    }
+
+    /// `GET /v1/apps/{app}/jobs?limit=&cursor=`.
+    pub async fn list_jobs(&self, app: &str, query: PageQuery) -> Result<JobList, ClientError> {
+        self.get_query(&["v1", "apps", app, "jobs"], &query).await
+    }
+
+    /// `GET /v1/apps/{app}/jobs/{id}`.
+    pub async fn get_job(&self, app: &str, id: u64) -> Result<JobView, ClientError> {
+        self.get(&["v1", "apps", app, "jobs", &id.to_string()])
+            .await
+    }
+
+    /// `PUT /v1/apps/{app}/jobs/{id}`: replaces the job's definition.
+    pub async fn update_job(
+        &self,
+        app: &str,
+        id: u64,
+        job: &JobBody,
+    ) -> Result<JobView, ClientError> {
+        let req = self
+            .request(Method::PUT, &["v1", "apps", app, "jobs", &id.to_string()])?
+            .json(job);
+        Client::call(req).await
+    }
+
+    /// `DELETE /v1/apps/{app}/jobs/{id}`.
+    pub async fn delete_job(&self, app: &str, id: u64) -> Result<(), ClientError> {
+        let req = self.request(
+            Method::DELETE,
+            &["v1", "apps", app, "jobs", &id.to_string()],
+        )?;
+        Client::send(req).await.map(drop)
+    }
+
+    /// `POST /v1/apps/{app}/jobs/{id}/enable`.
+    pub async fn enable_job(&self, app: &str, id: u64) -> Result<JobView, ClientError> {
+        self.post_empty(&["v1", "apps", app, "jobs", &id.to_string(), "enable"])
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/jobs/{id}/disable`.
+    pub async fn disable_job(&self, app: &str, id: u64) -> Result<JobView, ClientError> {
+        self.post_empty(&["v1", "apps", app, "jobs", &id.to_string(), "disable"])
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/jobs/{id}/run`.
+    pub async fn run_job(
+        &self,
+        app: &str,
+        id: u64,
+        run: &RunJob,
+    ) -> Result<RunCreated, ClientError> {
+        self.post(&["v1", "apps", app, "jobs", &id.to_string(), "run"], run)
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/instances/{id}`.
+    pub async fn get_instance(&self, app: &str, id: u64) -> Result<InstanceView, ClientError> {
+        self.get(&["v1", "apps", app, "instances", &id.to_string()])
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/instances?job_id=&status=&limit=&cursor=`.
+    pub async fn list_instances(
+        &self,
+        app: &str,
+        query: &InstanceQuery,
+    ) -> Result<InstanceList, ClientError> {
+        self.get_query(&["v1", "apps", app, "instances"], query)
+            .await
+    }
+
+    async fn instance_action(
+        &self,
+        app: &str,
+        id: u64,
+        action: &str,
+    ) -> Result<InstanceView, ClientError> {
+        self.post_empty(&["v1", "apps", app, "instances", &id.to_string(), action])
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/instances/{id}/stop`.
+    pub async fn stop_instance(&self, app: &str, id: u64) -> Result<InstanceView, ClientError> {
+        self.instance_action(app, id, "stop").await
+    }
+
+    /// `POST /v1/apps/{app}/instances/{id}/cancel`.
+    pub async fn cancel_instance(&self, app: &str, id: u64) -> Result<InstanceView, ClientError> {
+        self.instance_action(app, id, "cancel").await
+    }
+
+    /// `POST /v1/apps/{app}/instances/{id}/retry`.
+    pub async fn retry_instance(&self, app: &str, id: u64) -> Result<InstanceView, ClientError> {
+        self.instance_action(app, id, "retry").await
+    }
+
+    /// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=`.
+    pub async fn instance_log(
+        &self,
+        app: &str,
+        id: u64,
+        query: LogQuery,
+    ) -> Result<LogView, ClientError> {
+        self.get_query(
+            &["v1", "apps", app, "instances", &id.to_string(), "log"],
+            &query,
+        )
+        .await
+    }
+
+    /// `GET /v1/apps/{app}/workers`.
+    pub async fn list_workers(&self, app: &str) -> Result<WorkerList, ClientError> {
+        self.get(&["v1", "apps", app, "workers"]).await
+    }
+
+    /// `POST /v1/validate`: the next trigger times of an expression.
+    pub async fn validate(&self, req: &ValidateRequest) -> Result<ValidateResponse, ClientError> {
+        self.post(&["v1", "validate"], req).await
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get(&["healthz"]).await
+    }
+
+    /// `GET /metrics`: Prometheus text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let body = Client::send(self.request(Method::GET, &["metrics"])?).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_encode_segments_and_keep_a_prefix() {
+        let c = Client::new("http://127.0.0.1:7700", "t").unwrap();
+        assert_eq!(
+            c.url(&["v1", "apps", "a b/c", "jobs"]).unwrap().as_str(),
+            "http://127.0.0.1:7700/v1/apps/a%20b%2Fc/jobs"
+        );
+        let c = Client::new("http://h:1/prefix/", "t").unwrap();
+        assert_eq!(
+            c.url(&["healthz"]).unwrap().as_str(),
+            "http://h:1/prefix/healthz"
+        );
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused() {
+        assert!(matches!(
+            Client::new("not a url", "t"),
+            Err(ClientError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            Client::new("mailto:x@y", "t"),
+            Err(ClientError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn foreign_error_bodies_become_api_errors() {
+        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
+        assert_eq!(e.status(), Some(502));
+        assert_eq!(e.code(), Some(ErrorCode::Internal));
+        let e = api_error(
+            StatusCode::NOT_FOUND,
+            br#"{"error":{"code":"not_found","message":"job 3 does not exist"}}"#,
+        );
+        assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    }
+}

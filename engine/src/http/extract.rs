@@ -1,0 +1,164 @@
+//! Path ids, query strings and JSON bodies into `api::types`; every failure is a 400
+//! `invalid_argument` naming what was wrong, except a body over the limit (413).
+//!
+//! These are plain functions rather than axum extractors so that handlers can authorize a
+//! request before they read its body.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Query, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use super::failure::Failure;
+use crate::api::{ApiError, ErrorCode};
+
+/// A numeric `{id}` path segment.
+pub(crate) fn parse_id(text: &str) -> Result<u64, Failure> {
+    text.parse::<u64>().map_err(|_| {
+        Failure::invalid(format!(
+            "invalid id: `{text}` is not a non-negative integer"
+        ))
+    })
+}
+
+/// The query string of `uri` as `T` (unknown keys and repeated keys are refused by `T`). A
+/// key with an empty or no value (`?job_id=&limit=10`, `?job_id&limit=10`) counts as absent,
+/// so the route's template with blanks is accepted; such a key is not checked at all.
+pub(crate) fn parse_query<T: DeserializeOwned + Default>(uri: &Uri) -> Result<T, Failure> {
+    let Some(query) = uri.query() else {
+        return Ok(T::default());
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()))
+        .collect();
+    if kept.is_empty() {
+        return Ok(T::default());
+    }
+    // The kept pairs come from a valid URI unchanged, so this parses; refuse it anyway if not.
+    let uri: Uri = format!("/?{}", kept.join("&"))
+        .parse()
+        .map_err(|_| Failure::invalid("invalid query string"))?;
+    Query::<T>::try_from_uri(&uri)
+        .map(|Query(t)| t)
+        .map_err(|e| Failure::invalid(format!("invalid query string: {}", e.body_text())))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .rsplit_once('+')
+            .is_some_and(|(ty, suffix)| ty.starts_with("application/") && suffix == "json")
+}
+
+/// The body of `req`, within the router's body limit (413 past it).
+async fn read_body(req: Request) -> Result<Bytes, Failure> {
+    Bytes::from_request(req, &()).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, e.body_text()).into()
+        } else {
+            Failure::invalid(format!(
+                "could not read the request body: {}",
+                e.body_text()
+            ))
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+    Json::<T>::from_bytes(bytes)
+        .map(|Json(t)| t)
+        .map_err(|e| Failure::invalid(e.body_text()))
+}
+
+/// The JSON body of `req` as `T`: `Content-Type: application/json` and a non-empty body are
+/// required.
+pub(crate) async fn json_body<T: DeserializeOwned>(req: Request) -> Result<T, Failure> {
+    if !is_json(req.headers()) {
+        return Err(Failure::invalid(
+            "expected a JSON body with `Content-Type: application/json`",
+        ));
+    }
+    let bytes = read_body(req).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Failure::invalid(
+            "the request body is empty: expected a JSON object",
+        ));
+    }
+    parse_json(&bytes)
+}
+
+/// Like [`json_body`], but an empty body (with or without a content type) is `T::default()`.
+pub(crate) async fn optional_json_body<T: DeserializeOwned + Default>(
+    req: Request,
+) -> Result<T, Failure> {
+    let json = is_json(req.headers());
+    let bytes = read_body(req).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if !json {
+        return Err(Failure::invalid(
+            "expected an empty body or a JSON body with `Content-Type: application/json`",
+        ));
+    }
+    parse_json(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{InstanceQuery, PageQuery};
+    use crate::model::InstanceStatus;
+
+    fn query<T: DeserializeOwned + Default>(uri: &str) -> Result<T, Failure> {
+        parse_query(&uri.parse::<Uri>().unwrap())
+    }
+
+    #[test]
+    fn query_strings() {
+        let q: InstanceQuery = query("/x?job_id=7&status=RUNNING&limit=3&cursor=9").unwrap();
+        assert_eq!(q.job_id, Some(7));
+        assert_eq!(q.status, Some(InstanceStatus::Running));
+        assert_eq!(q.limit, Some(3));
+        assert_eq!(q.cursor, Some(9));
+        let q: InstanceQuery = query("/x?job_id=&status=&limit=&cursor=").unwrap();
+        assert_eq!(q, InstanceQuery::default());
+        let q: PageQuery = query("/x").unwrap();
+        assert_eq!(q, PageQuery::default());
+        assert!(query::<PageQuery>("/x?limit=abc").is_err());
+        assert!(query::<PageQuery>("/x?limit=-1").is_err());
+        assert!(query::<PageQuery>("/x?bogus=1").is_err());
+        assert!(query::<PageQuery>("/x?limit=1&limit=2").is_err());
+        assert!(query::<InstanceQuery>("/x?status=NOPE").is_err());
+    }
+
+    #[test]
+    fn ids() {
+        assert_eq!(parse_id("42").unwrap(), 42);
+        assert!(parse_id("-1").is_err());
+        assert!(parse_id("abc").is_err());
+        assert!(parse_id("99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn content_types() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, v.parse().unwrap());
+            h
+        };
+        assert!(is_json(&h("application/json")));
+        assert!(is_json(&h("Application/JSON; charset=utf-8")));
+        assert!(is_json(&h("application/merge-patch+json")));
+        assert!(!is_json(&h("text/plain")));
+        assert!(!is_json(&h("application/x-www-form-urlencoded")));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

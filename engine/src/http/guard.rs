@@ -1,0 +1,96 @@
+//! The outermost middleware: turns a handler panic into a 500, counts responses by class and
+//! logs every request at debug.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+
+use super::failure::Failure;
+use super::Shared;
+use crate::api::ApiError;
+
+/// Request counters, appended to `GET /metrics` (relaxed atomics: independent counters that
+/// are only ever summed).
+#[derive(Debug, Default)]
+pub(crate) struct HttpMetrics {
+    ok: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+    panics: AtomicU64,
+}
+
+impl HttpMetrics {
+    fn record(&self, status: u16) {
+        let counter = match status {
+            500.. => &self.server_errors,
+            400.. => &self.client_errors,
+            _ => &self.ok,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text (version 0.0.4) of the counters.
+    pub(crate) fn render(&self) -> String {
+        let ok = self.ok.load(Ordering::Relaxed);
+        let client = self.client_errors.load(Ordering::Relaxed);
+        let server = self.server_errors.load(Ordering::Relaxed);
+        let panics = self.panics.load(Ordering::Relaxed);
+        format!(
+            "# HELP ferrojob_http_responses_total HTTP responses of the OpenAPI, by status class.\n\
+             # TYPE ferrojob_http_responses_total counter\n\
+             ferrojob_http_responses_total{{class=\"2xx\"}} {ok}\n\
+             ferrojob_http_responses_total{{class=\"4xx\"}} {client}\n\
+             ferrojob_http_responses_total{{class=\"5xx\"}} {server}\n\
+             # HELP ferrojob_http_handler_panics_total OpenAPI handlers that panicked (answered 500).\n\
+             # TYPE ferrojob_http_handler_panics_total counter\n\
+             ferrojob_http_handler_panics_total {panics}\n"
+        )
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+/// Runs the rest of the stack for `req`, catching a panic as a 500 JSON error.
+pub(crate) async fn guard(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let response = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                %method,
+                path,
+                panic = panic_message(panic.as_ref()),
+                "an OpenAPI handler panicked; answered 500"
+            );
+            Failure::from(ApiError::internal(
+                "the server failed while handling this request; see its log",
+            ))
+            .into_response()
+        }
+    };
+    let status = response.status().as_u16();
+    shared.metrics.record(status);
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if status >= 500 {
+        tracing::warn!(%method, path, status, elapsed_us, "http request failed on the server side");
+    } else {
+        tracing::debug!(%method, path, status, elapsed_us, "http request");
+    }
+    response
+}

@@ -1,0 +1,295 @@
+//! One function per route. Each authorizes first, then parses ids, query and body, then calls
+//! the [`Api`](crate::api::Api); any failure is a [`Failure`].
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::extract::{json_body, optional_json_body, parse_id, parse_query};
+use super::failure::Failure;
+use super::Shared;
+use crate::api::{
+    validate_expression, ApiError, CreateApp, ErrorCode, InstanceAction, InstanceQuery, JobBody,
+    LogQuery, PageQuery, RunJob, ValidateRequest,
+};
+use crate::clock::{Clock, SystemClock};
+
+type Answer = Result<Response, Failure>;
+
+/// `/v1/apps/{app}/...`
+#[derive(Debug, Deserialize)]
+pub(crate) struct AppPath {
+    app: String,
+}
+
+/// `/v1/apps/{app}/{jobs|instances}/{id}/...`; `id` is parsed after authorization.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AppIdPath {
+    app: String,
+    id: String,
+}
+
+fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, Failure> {
+    path.map(|Path(p)| p)
+        .map_err(|e| Failure::invalid(format!("invalid path: {}", e.body_text())))
+}
+
+fn ok<T: serde::Serialize>(value: T) -> Answer {
+    Ok(Json(value).into_response())
+}
+
+fn created<T: serde::Serialize>(value: T) -> Answer {
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+/// `GET /healthz` (no auth).
+pub(crate) async fn healthz(State(s): State<Shared>) -> Response {
+    Json(s.api.health()).into_response()
+}
+
+/// `GET /metrics` (no auth): the [`Api`](crate::api::Api)'s metrics and the HTTP counters.
+pub(crate) async fn metrics(State(s): State<Shared>) -> Response {
+    let mut text = s.api.metrics_text();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&s.metrics.render());
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `POST /v1/validate` (no auth: it reads no server state and its work is bounded by
+/// `count` ≤ [`MAX_VALIDATE_COUNT`](crate::api::MAX_VALIDATE_COUNT) and the body limit).
+pub(crate) async fn validate(req: Request) -> Answer {
+    let body: ValidateRequest = json_body(req).await?;
+    ok(validate_expression(&body, SystemClock.now_ms())?)
+}
+
+/// `POST /v1/apps` (admin) → 201.
+pub(crate) async fn create_app(State(s): State<Shared>, req: Request) -> Answer {
+    s.authorize_admin(req.headers())?;
+    let body: CreateApp = json_body(req).await?;
+    created(s.api.create_app(body).await?)
+}
+
+/// `POST /v1/apps/{app}/jobs` → 201.
+pub(crate) async fn create_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppPath>, PathRejection>,
+    req: Request,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(req.headers(), &p.app)?;
+    let body: JobBody = json_body(req).await?;
+    created(s.api.create_job(app, body).await?)
+}
+
+/// `GET /v1/apps/{app}/jobs?limit=&cursor=`.
+pub(crate) async fn list_jobs(
+    State(s): State<Shared>,
+    p: Result<Path<AppPath>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    let query: PageQuery = parse_query(&uri)?;
+    ok(s.api.list_jobs(app, query).await?)
+}
+
+/// `GET /v1/apps/{app}/jobs/{id}`.
+pub(crate) async fn get_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    let id = parse_id(&p.id)?;
+    ok(s.api.get_job(app, id).await?)
+}
+
+/// `PUT /v1/apps/{app}/jobs/{id}`.
+pub(crate) async fn update_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    req: Request,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(req.headers(), &p.app)?;
+    let id = parse_id(&p.id)?;
+    let body: JobBody = json_body(req).await?;
+    ok(s.api.update_job(app, id, body).await?)
+}
+
+/// `DELETE /v1/apps/{app}/jobs/{id}` → 204, empty body.
+pub(crate) async fn delete_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    let id = parse_id(&p.id)?;
+    s.api.delete_job(app, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn set_enabled(
+    s: Shared,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+    enabled: bool,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    let id = parse_id(&p.id)?;
+    ok(s.api.set_job_enabled(app, id, enabled).await?)
+}
+
+/// `POST /v1/apps/{app}/jobs/{id}/enable` → the job (any body is ignored).
+pub(crate) async fn enable_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    set_enabled(s, p, headers, true).await
+}
+
+/// `POST /v1/apps/{app}/jobs/{id}/disable` → the job (any body is ignored).
+pub(crate) async fn disable_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    set_enabled(s, p, headers, false).await
+}
+
+/// `POST /v1/apps/{app}/jobs/{id}/run` → 200 `{"instance_id"}`; an empty body is `{}`.
+pub(crate) async fn run_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    req: Request,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(req.headers(), &p.app)?;
+    let id = parse_id(&p.id)?;
+    let body: RunJob = optional_json_body(req).await?;
+    ok(s.api.run_job(app, id, body).await?)
+}
+
+/// `GET /v1/apps/{app}/instances?job_id=&status=&limit=&cursor=`.
+pub(crate) async fn list_instances(
+    State(s): State<Shared>,
+    p: Result<Path<AppPath>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    let query: InstanceQuery = parse_query(&uri)?;
+    ok(s.api.list_instances(app, query).await?)
+}
+
+/// `GET /v1/apps/{app}/instances/{id}`.
+pub(crate) async fn get_instance(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    let id = parse_id(&p.id)?;
+    ok(s.api.get_instance(app, id).await?)
+}
+
+async fn action(
+    s: Shared,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+    action: InstanceAction,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    let id = parse_id(&p.id)?;
+    ok(s.api.instance_action(app, id, action).await?)
+}
+
+/// `POST /v1/apps/{app}/instances/{id}/stop` → the instance (any body is ignored).
+pub(crate) async fn stop_instance(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    action(s, p, headers, InstanceAction::Stop).await
+}
+
+/// `POST /v1/apps/{app}/instances/{id}/cancel` → the instance (any body is ignored).
+pub(crate) async fn cancel_instance(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    action(s, p, headers, InstanceAction::Cancel).await
+}
+
+/// `POST /v1/apps/{app}/instances/{id}/retry` → the instance (any body is ignored).
+pub(crate) async fn retry_instance(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    action(s, p, headers, InstanceAction::Retry).await
+}
+
+/// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=`.
+pub(crate) async fn instance_log(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    let id = parse_id(&p.id)?;
+    let query: LogQuery = parse_query(&uri)?;
+    ok(s.api.instance_log(app, id, query).await?)
+}
+
+/// `GET /v1/apps/{app}/workers`.
+pub(crate) async fn list_workers(
+    State(s): State<Shared>,
+    p: Result<Path<AppPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app)?;
+    ok(s.api.list_workers(app).await?)
+}
+
+/// Any path without a route: 404 `not_found`.
+pub(crate) async fn not_found(method: Method, uri: Uri) -> Failure {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
+    .into()
+}
+
+/// A route's path with a method it does not have: 405 (axum adds the `Allow` header) with
+/// code `invalid_argument`, since [`ErrorCode`] has no 405 kind.
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
+    Failure {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        error: ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "method {method} is not allowed on {}; the Allow header lists the methods that are",
+                uri.path()
+            ),
+        ),
+    }
+}

@@ -1,0 +1,168 @@
+//! The OpenAPI over HTTP/JSON: an axum router in front of an [`Arc<dyn Api>`](Api), and a
+//! server that runs it on a socket.
+//!
+//! ```text
+//!   TCP ─▶ hyper ─▶ guard (catch panics, count, log) ─▶ DefaultBodyLimit ─▶ route
+//!                                                                            │
+//!          route handler: authorize (bearer) ─▶ parse ids, query, JSON ─▶ Api::method
+//!                                  │ any failure                              │
+//!                                  ▼                                          ▼
+//!                 {"error":{"code","message"}} + status          JSON answer + status
+//! ```
+//!
+//! - [`router`] builds the routes of the table in [`crate::api`]; [`HttpServer`] binds a
+//!   socket, serves the router in a task and shuts it down gracefully.
+//! - `auth` holds bearer parsing, the constant-time comparison and the admin/app rules.
+//! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
+//!   into a 400 (or 413).
+//! - `handlers` holds one function per route; `guard` the outer middleware.
+//!
+//! # Auth
+//!
+//! `Authorization: Bearer <token>`, checked before the body is read:
+//!
+//! | route | accepted token | otherwise |
+//! |---|---|---|
+//! | `GET /healthz`, `GET /metrics`, `POST /v1/validate` | none needed | – |
+//! | `POST /v1/apps` (admin) | the admin token | no token 401, any other token 403 |
+//! | `/v1/apps/{app}/...` | the admin token, or the secret of `{app}` | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
+//!
+//! `/v1/validate` is open: it reads no server state and its work is bounded (at most
+//! [`MAX_VALIDATE_COUNT`](crate::api::MAX_VALIDATE_COUNT) times, a body within the limit).
+//!
+//! # Status codes
+//!
+//! | situation | status | `code` |
+//! |---|---|---|
+//! | created (`POST /v1/apps`, `POST .../jobs`) | 201 | – |
+//! | `DELETE .../jobs/{id}` | 204, empty body | – |
+//! | every other success | 200 | – |
+//! | malformed JSON, wrong field type, unknown field, empty body, missing or non-JSON `Content-Type`, bad query string, non-numeric id | 400 | `invalid_argument` |
+//! | no or malformed `Authorization: Bearer`, or a token that is neither the admin token nor the app's secret (also when the app does not exist) | 401 | `unauthorized` |
+//! | a token other than the admin token on an admin route (`POST /v1/apps`) | 403 | `forbidden` |
+//! | unknown route; unknown app (with the admin token), job or instance | 404 | `not_found` |
+//! | a method the route does not have | 405 (+ `Allow`) | `invalid_argument` |
+//! | a body larger than [`HttpConfig::max_body_bytes`] | 413 | `payload_too_large` |
+//! | an [`ApiError`](crate::api::ApiError) from the [`Api`] | its [`ErrorCode::http_status`](crate::api::ErrorCode::http_status) | its code |
+//! | a panic in a handler (a bug) | 500 | `internal` |
+//!
+//! # Invariants
+//!
+//! - Bad input never produces a 5xx: every extractor failure is mapped to a 4xx here, and
+//!   5xx answers come only from the [`Api`] (Unavailable, Internal) or from a caught panic.
+//! - A panicking handler answers 500 and the server keeps serving (the `guard` middleware
+//!   catches the unwind; nothing here holds a lock across a handler).
+//! - A request is authorized before its body is read: an unauthenticated caller cannot make
+//!   the server buffer a body.
+//! - Secrets never reach a log line: the guard logs method, path and status only.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod auth;
+mod extract;
+mod failure;
+mod guard;
+mod handlers;
+mod server;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::api::Api;
+
+pub use server::{HttpError, HttpServer, SHUTDOWN_GRACE};
+
+/// Default [`HttpConfig::max_body_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// How the HTTP layer authorizes and limits requests.
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// The bearer token of admin routes; it also opens every app's routes. An empty token
+    /// opens nothing (no request can present an empty bearer token).
+    pub admin_token: String,
+    /// Largest request body accepted, bytes; larger bodies are answered 413. Default
+    /// [`DEFAULT_MAX_BODY_BYTES`].
+    pub max_body_bytes: usize,
+}
+
+impl HttpConfig {
+    /// A config with `admin_token` and the default body limit.
+    pub fn new(admin_token: impl Into<String>) -> HttpConfig {
+        HttpConfig {
+            admin_token: admin_token.into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("admin_token", &"<redacted>")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// What every handler shares: the [`Api`], the admin token and the request counters.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) api: Arc<dyn Api>,
+    pub(crate) admin_token: Arc<str>,
+    pub(crate) metrics: Arc<guard::HttpMetrics>,
+}
+
+/// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz` and
+/// `GET /metrics`, with JSON errors for unknown routes (404) and methods (405), the body limit
+/// of `config` and a guard that turns a handler panic into a 500.
+pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
+    let shared = Shared {
+        api,
+        admin_token: Arc::from(config.admin_token),
+        metrics: Arc::new(guard::HttpMetrics::default()),
+    };
+    use handlers as h;
+    Router::new()
+        .route("/healthz", get(h::healthz))
+        .route("/metrics", get(h::metrics))
+        .route("/v1/validate", post(h::validate))
+        .route("/v1/apps", post(h::create_app))
+        .route("/v1/apps/{app}/jobs", post(h::create_job).get(h::list_jobs))
+        .route(
+            "/v1/apps/{app}/jobs/{id}",
+            get(h::get_job).put(h::update_job).delete(h::delete_job),
+        )
+        .route("/v1/apps/{app}/jobs/{id}/enable", post(h::enable_job))
+        .route("/v1/apps/{app}/jobs/{id}/disable", post(h::disable_job))
+        .route("/v1/apps/{app}/jobs/{id}/run", post(h::run_job))
+        .route("/v1/apps/{app}/instances", get(h::list_instances))
+        .route("/v1/apps/{app}/instances/{id}", get(h::get_instance))
+        .route("/v1/apps/{app}/instances/{id}/stop", post(h::stop_instance))
+        .route(
+            "/v1/apps/{app}/instances/{id}/cancel",
+            post(h::cancel_instance),
+        )
+        .route(
+            "/v1/apps/{app}/instances/{id}/retry",
+            post(h::retry_instance),
+        )
+        .route("/v1/apps/{app}/instances/{id}/log", get(h::instance_log))
+        .route("/v1/apps/{app}/workers", get(h::list_workers))
+        // After every route: it is installed on the routes that exist when it is called.
+        .method_not_allowed_fallback(h::method_not_allowed)
+        .fallback(h::not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            guard::guard,
+        ))
+        .with_state(shared)
+}

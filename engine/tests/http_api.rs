@@ -1,0 +1,1364 @@
+//! The OpenAPI's HTTP layer (`ferrojob::http`) and Rust client (`ferrojob::client`) against an
+//! in-memory [`Api`]: every route round-trips through the client; auth rules; malformed input
+//! of every kind gets a 4xx with the JSON error shape and the server keeps serving; random
+//! bodies never get a 5xx.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ferrojob::api::{
+    Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, ErrorBody, ErrorCode, Health,
+    InstanceAction, InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobView,
+    LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, ValidateRequest, WorkerInfo,
+    WorkerList,
+};
+use ferrojob::client::{Client, ClientError, ClientOptions};
+use ferrojob::http::{HttpConfig, HttpServer};
+use ferrojob::model::InstanceStatus;
+use ferrojob::server::{AppId, LogLevel};
+use ferrojob::time_expression::TimeExpressionType;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ADMIN: &str = "admin-token-0123456789";
+/// `get_job` of this id never answers (for the client's request timeout).
+const HANG: u64 = u64::MAX;
+
+// ---------------------------------------------------------------------------------------------
+// The mock Api: small but real (apps, jobs, instances in a Mutex'd map).
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    apps: Vec<AppRef>,
+    jobs: BTreeMap<u64, JobView>,
+    /// Instance id → (app id, view).
+    instances: BTreeMap<u64, (u64, InstanceView)>,
+}
+
+#[derive(Debug, Default)]
+struct MockApi {
+    state: Mutex<State>,
+}
+
+impl MockApi {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn page_limit(limit: Option<u32>, default: u32) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::invalid("limit", "must be 1 to 1000"));
+    }
+    Ok(limit as usize)
+}
+
+impl State {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn job(&mut self, app: &AppRef, id: u64) -> Result<&mut JobView, ApiError> {
+        self.jobs
+            .get_mut(&id)
+            .filter(|j| j.app_id == app.id.0)
+            .ok_or_else(|| ApiError::not_found("job", id))
+    }
+
+    fn instance(&mut self, app: &AppRef, id: u64) -> Result<&mut InstanceView, ApiError> {
+        match self.instances.get_mut(&id) {
+            Some((a, view)) if *a == app.id.0 => Ok(view),
+            _ => Err(ApiError::not_found("instance", id)),
+        }
+    }
+}
+
+fn ready<'a, T: Send + 'a>(r: Result<T, ApiError>) -> ApiFuture<'a, T> {
+    Box::pin(async move { r })
+}
+
+impl Api for MockApi {
+    fn resolve_app(&self, app: &str) -> Result<AppRef, ApiError> {
+        let st = self.lock();
+        st.apps
+            .iter()
+            .find(|a| a.name == app || app.parse::<u64>().is_ok_and(|id| id == a.id.0))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("app", app))
+    }
+
+    fn create_app(&self, req: CreateApp) -> ApiFuture<'_, AppCreated> {
+        let mut st = self.lock();
+        if st.apps.iter().any(|a| a.name == req.name) {
+            return ready(Err(ApiError::conflict(format!("app {} exists", req.name))));
+        }
+        let id = st.id();
+        st.apps.push(AppRef {
+            id: AppId(id),
+            name: req.name.clone(),
+            secret: req.secret,
+        });
+        ready(Ok(AppCreated { id, name: req.name }))
+    }
+
+    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created> {
+        if body.name == "panic" {
+            panic!("the mock panics on a job named `panic`");
+        }
+        if let Err(e) = body.to_record(app.id) {
+            return ready(Err(e));
+        }
+        let mut st = self.lock();
+        let id = st.id();
+        let view = JobView {
+            id,
+            app_id: app.id.0,
+            body,
+            next_trigger_time: None,
+            runs: 0,
+            created_at: 1,
+            updated_at: 1,
+        };
+        st.jobs.insert(id, view);
+        ready(Ok(Created { id }))
+    }
+
+    fn list_jobs(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, JobList> {
+        let st = self.lock();
+        let r = page_limit(query.limit, 100).map(|limit| {
+            let after = query.cursor.unwrap_or(0);
+            let mut items: Vec<JobView> = st
+                .jobs
+                .range(after + 1..)
+                .map(|(_, j)| j)
+                .filter(|j| j.app_id == app.id.0)
+                .take(limit + 1)
+                .cloned()
+                .collect();
+            let next_cursor = (items.len() > limit).then(|| {
+                items.truncate(limit);
+                items.last().map_or(0, |j| j.id)
+            });
+            JobList { items, next_cursor }
+        });
+        ready(r)
+    }
+
+    fn get_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, JobView> {
+        if id == HANG {
+            return Box::pin(std::future::pending());
+        }
+        ready(self.lock().job(&app, id).map(|j| j.clone()))
+    }
+
+    fn update_job(&self, app: AppRef, id: u64, body: JobBody) -> ApiFuture<'_, JobView> {
+        if let Err(e) = body.to_record(app.id) {
+            return ready(Err(e));
+        }
+        ready(self.lock().job(&app, id).map(|j| {
+            j.body = body;
+            j.updated_at += 1;
+            j.clone()
+        }))
+    }
+
+    fn delete_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+        let mut st = self.lock();
+        let r = st.job(&app, id).map(|_| ());
+        if r.is_ok() {
+            st.jobs.remove(&id);
+        }
+        ready(r)
+    }
+
+    fn set_job_enabled(&self, app: AppRef, id: u64, enabled: bool) -> ApiFuture<'_, JobView> {
+        ready(self.lock().job(&app, id).map(|j| {
+            j.body.enabled = enabled;
+            j.clone()
+        }))
+    }
+
+    fn run_job(&self, app: AppRef, id: u64, req: RunJob) -> ApiFuture<'_, RunCreated> {
+        let mut st = self.lock();
+        let job_id = match st.job(&app, id) {
+            Ok(j) => j.id,
+            Err(e) => return ready(Err(e)),
+        };
+        let instance_id = st.id();
+        let view = InstanceView {
+            id: instance_id,
+            job_id,
+            status: InstanceStatus::WaitingDispatch,
+            result: None,
+            params: req.params,
+            trigger_time: 1_000 + i64::try_from(req.delay_ms).unwrap_or(0),
+            actual_trigger_time: None,
+            finished_time: None,
+            worker: None,
+            running_times: 0,
+            run: 0,
+        };
+        st.instances.insert(instance_id, (app.id.0, view));
+        ready(Ok(RunCreated { instance_id }))
+    }
+
+    fn get_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, InstanceView> {
+        ready(self.lock().instance(&app, id).map(|i| i.clone()))
+    }
+
+    fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList> {
+        let st = self.lock();
+        let r = page_limit(query.limit, 100).map(|limit| {
+            let before = query.cursor.unwrap_or(u64::MAX);
+            let mut items: Vec<InstanceView> = st
+                .instances
+                .range(..before)
+                .rev()
+                .filter(|(_, (a, i))| {
+                    *a == app.id.0
+                        && query.job_id.is_none_or(|j| j == i.job_id)
+                        && query.status.is_none_or(|s| s == i.status)
+                })
+                .take(limit + 1)
+                .map(|(_, (_, i))| i.clone())
+                .collect();
+            let next_cursor = (items.len() > limit).then(|| {
+                items.truncate(limit);
+                items.last().map_or(0, |i| i.id)
+            });
+            InstanceList { items, next_cursor }
+        });
+        ready(r)
+    }
+
+    fn instance_action(
+        &self,
+        app: AppRef,
+        id: u64,
+        action: InstanceAction,
+    ) -> ApiFuture<'_, InstanceView> {
+        let mut st = self.lock();
+        let r = st.instance(&app, id).and_then(|i| {
+            use InstanceStatus::*;
+            let next = match (action, i.status) {
+                (InstanceAction::Cancel, WaitingDispatch) => Canceled,
+                (InstanceAction::Stop, WaitingWorkerReceive | Running) => Stopped,
+                (InstanceAction::Retry, Failed | Succeed | Canceled | Stopped) => {
+                    i.running_times += 1;
+                    WaitingDispatch
+                }
+                (action, status) => {
+                    return Err(ApiError::conflict(format!(
+                        "cannot {action:?} an instance in status {status:?}"
+                    )))
+                }
+            };
+            i.status = next;
+            Ok(i.clone())
+        });
+        ready(r)
+    }
+
+    fn instance_log(&self, app: AppRef, id: u64, query: LogQuery) -> ApiFuture<'_, LogView> {
+        let mut st = self.lock();
+        let r = st.instance(&app, id).and_then(|i| {
+            let limit = page_limit(query.limit, 1000)?;
+            let after = query.cursor.unwrap_or(0);
+            let lines: Vec<LogLineView> = (after + 1..=3)
+                .take(limit)
+                .map(|seq| LogLineView {
+                    seq,
+                    time_ms: 1_000 + i64::try_from(seq).unwrap_or(0),
+                    level: LogLevel::Info,
+                    content: format!("instance {} line {seq}", i.id),
+                })
+                .collect();
+            let next_cursor = lines.last().map(|l| l.seq).filter(|&s| s < 3);
+            Ok(LogView {
+                instance_id: i.id,
+                lines,
+                next_cursor,
+                dropped: 0,
+            })
+        });
+        ready(r)
+    }
+
+    fn list_workers(&self, _app: AppRef) -> ApiFuture<'_, WorkerList> {
+        ready(Ok(WorkerList {
+            workers: vec![WorkerInfo {
+                address: "127.0.0.1:27777".into(),
+                tags: vec!["gpu".into()],
+                version: "test".into(),
+                health_score: 4.5,
+                cpu_cores: 2.0,
+                cpu_load: Some(0.5),
+                memory_used_gb: 1.0,
+                memory_total_gb: 8.0,
+                disk_used_gb: 10.0,
+                disk_total_gb: 100.0,
+                overloaded: false,
+                last_heartbeat: 5,
+            }],
+        }))
+    }
+
+    fn health(&self) -> Health {
+        Health {
+            status: "ok".into(),
+            version: "test".into(),
+            workers: 1,
+            uptime_ms: 7,
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        "# TYPE ferrojob_mock_apps gauge\nferrojob_mock_apps 1\n".into()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness.
+
+struct Harness {
+    server: HttpServer,
+    base: String,
+    admin: Client,
+    raw: reqwest::Client,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        Harness::start_with(HttpConfig::new(ADMIN)).await
+    }
+
+    async fn start_with(config: HttpConfig) -> Harness {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = HttpServer::bind(addr, Arc::new(MockApi::default()), config)
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.local_addr());
+        let admin = Client::new(&base, ADMIN).unwrap();
+        Harness {
+            server,
+            base,
+            admin,
+            raw: reqwest::Client::new(),
+        }
+    }
+
+    fn client(&self, token: &str) -> Client {
+        Client::new(&self.base, token).unwrap()
+    }
+
+    /// Creates app `name` with secret `{name}-secret`.
+    async fn app(&self, name: &str) -> AppCreated {
+        self.admin
+            .create_app(&CreateApp {
+                name: name.into(),
+                secret: format!("{name}-secret"),
+            })
+            .await
+            .unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a raw request; answers status and body.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
+        let mut req = self.raw.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.body(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.unwrap().to_vec())
+    }
+
+    async fn post_json(&self, path: &str, token: Option<&str>, body: &str) -> (u16, Vec<u8>) {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            token,
+            Some("application/json"),
+            body.as_bytes().to_vec(),
+        )
+        .await
+    }
+
+    /// The server still answers.
+    async fn assert_serving(&self) {
+        assert_eq!(self.admin.health().await.unwrap().status, "ok");
+    }
+}
+
+/// `body` is `{"error":{"code": code, ...}}`; answers the message.
+#[track_caller]
+fn assert_error(status: u16, body: &[u8], want_status: u16, want_code: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(status, want_status, "body: {text}");
+    let parsed: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(parsed["error"]["code"], want_code, "body: {text}");
+    let err: ErrorBody = serde_json::from_value(parsed).unwrap();
+    err.error.message
+}
+
+#[track_caller]
+fn assert_api_error(r: Result<impl std::fmt::Debug, ClientError>, status: u16, code: ErrorCode) {
+    match r {
+        Err(ClientError::Api { status: s, error }) => {
+            assert_eq!((s, error.code), (status, code), "{}", error.message)
+        }
+        other => panic!("expected a {status} {code:?}, got {other:?}"),
+    }
+}
+
+fn cron_job(name: &str) -> JobBody {
+    JobBody::new(name, TimeExpressionType::Cron, "0 0 2 * * ?", "shell")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips through the client.
+
+#[tokio::test]
+async fn every_route_round_trips_through_the_client() {
+    let h = Harness::start().await;
+    let app = h.app("billing").await;
+    assert_eq!(app.name, "billing");
+    assert_api_error(
+        h.admin
+            .create_app(&CreateApp {
+                name: "billing".into(),
+                secret: "x".into(),
+            })
+            .await,
+        409,
+        ErrorCode::Conflict,
+    );
+
+    // The app's own secret opens its routes; by name and by numeric id.
+    let c = h.client("billing-secret");
+    let by_id = app.id.to_string();
+    let mut body = cron_job("nightly");
+    body.time_zone = Some("Asia/Shanghai".into());
+    body.params = "p".into();
+    let job = c.create_job("billing", &body).await.unwrap();
+    let view = c.get_job(&by_id, job.id).await.unwrap();
+    assert_eq!(view.body, body);
+    assert_eq!(view.id, job.id);
+
+    let second = c.create_job("billing", &cron_job("second")).await.unwrap();
+    let page = c
+        .list_jobs(
+            "billing",
+            PageQuery {
+                limit: Some(1),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].id, job.id);
+    let rest = c
+        .list_jobs(
+            "billing",
+            PageQuery {
+                limit: None,
+                cursor: page.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [second.id]
+    );
+    assert_eq!(rest.next_cursor, None);
+
+    let mut changed = body.clone();
+    changed.time_expression = "0 30 3 * * ?".into();
+    let updated = c.update_job("billing", job.id, &changed).await.unwrap();
+    assert_eq!(updated.body.time_expression, "0 30 3 * * ?");
+    assert!(!c.disable_job("billing", job.id).await.unwrap().body.enabled);
+    assert!(c.enable_job("billing", job.id).await.unwrap().body.enabled);
+
+    let run = c
+        .run_job(
+            "billing",
+            job.id,
+            &RunJob {
+                params: "instance-params".into(),
+                delay_ms: 5,
+            },
+        )
+        .await
+        .unwrap();
+    let inst = c.get_instance("billing", run.instance_id).await.unwrap();
+    assert_eq!(inst.job_id, job.id);
+    assert_eq!(inst.params, "instance-params");
+    assert_eq!(inst.status, InstanceStatus::WaitingDispatch);
+    let other_run = c
+        .run_job("billing", second.id, &RunJob::default())
+        .await
+        .unwrap();
+
+    let all = c
+        .list_instances("billing", &InstanceQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [other_run.instance_id, run.instance_id],
+        "newest first"
+    );
+    let of_job = c
+        .list_instances(
+            "billing",
+            &InstanceQuery {
+                job_id: Some(job.id),
+                status: Some(InstanceStatus::WaitingDispatch),
+                limit: Some(10),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        of_job.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [run.instance_id]
+    );
+
+    let canceled = c.cancel_instance("billing", run.instance_id).await.unwrap();
+    assert_eq!(canceled.status, InstanceStatus::Canceled);
+    assert_api_error(
+        c.stop_instance("billing", run.instance_id).await,
+        409,
+        ErrorCode::Conflict,
+    );
+    let retried = c.retry_instance("billing", run.instance_id).await.unwrap();
+    assert_eq!(retried.status, InstanceStatus::WaitingDispatch);
+    assert_eq!(retried.running_times, 1);
+
+    let log = c
+        .instance_log(
+            "billing",
+            run.instance_id,
+            LogQuery {
+                limit: Some(2),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(log.lines.len(), 2);
+    assert_eq!(log.next_cursor, Some(2));
+    let log = c
+        .instance_log(
+            "billing",
+            run.instance_id,
+            LogQuery {
+                limit: None,
+                cursor: log.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(log.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [3]);
+
+    let workers = c.list_workers("billing").await.unwrap();
+    assert_eq!(workers.workers[0].tags, ["gpu"]);
+
+    c.delete_job("billing", job.id).await.unwrap();
+    assert_api_error(c.get_job("billing", job.id).await, 404, ErrorCode::NotFound);
+    assert_api_error(
+        c.delete_job("billing", job.id).await,
+        404,
+        ErrorCode::NotFound,
+    );
+
+    // The admin token opens every app's routes too.
+    assert_eq!(
+        h.admin.get_job("billing", second.id).await.unwrap().id,
+        second.id
+    );
+
+    let health = c.health().await.unwrap();
+    assert_eq!(health.workers, 1);
+    let metrics = c.metrics().await.unwrap();
+    assert!(metrics.contains("ferrojob_mock_apps 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("ferrojob_http_responses_total{class=\"2xx\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferrojob_http_responses_total{class=\"4xx\"}"),
+        "{metrics}"
+    );
+
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn app_names_travel_as_one_path_segment() {
+    let h = Harness::start().await;
+    for name in ["team a/b", "ünïcode", "50%", "x?y#z"] {
+        h.admin
+            .create_app(&CreateApp {
+                name: name.into(),
+                secret: "s3cret".into(),
+            })
+            .await
+            .unwrap();
+        let c = h.client("s3cret");
+        let job = c.create_job(name, &cron_job("j")).await.unwrap();
+        assert_eq!(c.get_job(name, job.id).await.unwrap().id, job.id, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_the_client() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let c = h.client("a-secret");
+    let job = c.create_job("a", &cron_job("j")).await.unwrap();
+    let calls = (0..64).map(|_| {
+        let c = c.clone();
+        async move { c.get_job("a", job.id).await }
+    });
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap().id, job.id);
+    }
+}
+
+#[tokio::test]
+async fn the_client_times_out_a_request_that_never_answers() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    let c = Client::with_options(&h.base, "a-secret", options).unwrap();
+    match c.get_job("a", HANG).await {
+        Err(ClientError::Transport(e)) => assert!(e.is_timeout(), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Other requests are unaffected.
+    h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn ids_of_another_app_are_not_found() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    h.app("b").await;
+    let job = h
+        .client("a-secret")
+        .create_job("a", &cron_job("j"))
+        .await
+        .unwrap();
+    let b = h.client("b-secret");
+    assert_api_error(b.get_job("b", job.id).await, 404, ErrorCode::NotFound);
+    assert_api_error(
+        b.run_job("b", job.id, &RunJob::default()).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    // With the admin token an unknown app is a plain 404.
+    assert_api_error(
+        h.admin.list_jobs("nope", PageQuery::default()).await,
+        404,
+        ErrorCode::NotFound,
+    );
+}
+
+#[tokio::test]
+async fn invalid_values_are_400s_from_the_api() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let c = h.client("a-secret");
+    let bad = JobBody::new("j", TimeExpressionType::Cron, "0 0 25 * * ?", "shell");
+    assert_api_error(
+        c.create_job("a", &bad).await,
+        400,
+        ErrorCode::InvalidArgument,
+    );
+    assert_api_error(
+        c.list_jobs(
+            "a",
+            PageQuery {
+                limit: Some(0),
+                cursor: None,
+            },
+        )
+        .await,
+        400,
+        ErrorCode::InvalidArgument,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth.
+
+#[tokio::test]
+async fn auth_rules() {
+    let h = Harness::start().await;
+    let a = h.app("a").await;
+    h.app("b").await;
+    let job = h
+        .client("a-secret")
+        .create_job("a", &cron_job("j"))
+        .await
+        .unwrap();
+    let path = format!("/v1/apps/a/jobs/{}", job.id);
+    let get = reqwest::Method::GET;
+
+    // Missing, malformed, wrong: 401.
+    let (s, b) = h.send(get.clone(), &path, None, None, vec![]).await;
+    assert_error(s, &b, 401, "unauthorized");
+    let resp = h
+        .raw
+        .get(h.url(&path))
+        .header("authorization", "Basic YTpi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let (s, b) = h
+        .send(get.clone(), &path, Some("wrong"), None, vec![])
+        .await;
+    assert_error(s, &b, 401, "unauthorized");
+    // A prefix of the secret is not the secret.
+    let (s, b) = h
+        .send(get.clone(), &path, Some("a-secre"), None, vec![])
+        .await;
+    assert_error(s, &b, 401, "unauthorized");
+    // Another app's secret: 401.
+    let (s, b) = h
+        .send(get.clone(), &path, Some("b-secret"), None, vec![])
+        .await;
+    assert_error(s, &b, 401, "unauthorized");
+    // The right secret by name and by id; the admin token.
+    for (p, token) in [
+        (path.clone(), "a-secret"),
+        (format!("/v1/apps/{}/jobs/{}", a.id, job.id), "a-secret"),
+        (path.clone(), ADMIN),
+    ] {
+        let (s, _) = h.send(get.clone(), &p, Some(token), None, vec![]).await;
+        assert_eq!(s, 200, "{p}");
+    }
+    // An unknown app with a non-admin token does not reveal that it does not exist.
+    let (s, b) = h
+        .send(
+            get.clone(),
+            "/v1/apps/nope/jobs",
+            Some("a-secret"),
+            None,
+            vec![],
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = h
+        .send(
+            get.clone(),
+            "/v1/apps/nope/jobs",
+            Some("wrong"),
+            None,
+            vec![],
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = h
+        .send(get.clone(), "/v1/apps/nope/jobs", Some(ADMIN), None, vec![])
+        .await;
+    assert_error(s, &b, 404, "not_found");
+
+    // Admin route: no token 401, an app secret 403.
+    let create = r#"{"name":"c","secret":"s"}"#;
+    let (s, b) = h.post_json("/v1/apps", None, create).await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = h.post_json("/v1/apps", Some("a-secret"), create).await;
+    assert_error(s, &b, 403, "forbidden");
+    assert_api_error(
+        h.client("a-secret")
+            .create_app(&CreateApp {
+                name: "c".into(),
+                secret: "s".into(),
+            })
+            .await,
+        403,
+        ErrorCode::Forbidden,
+    );
+    let (s, _) = h.post_json("/v1/apps", Some(ADMIN), create).await;
+    assert_eq!(s, 201);
+
+    // Auth comes before the body: an unauthenticated garbage body is 401, not 400.
+    let (s, b) = h
+        .post_json("/v1/apps/a/jobs", Some("wrong"), "{garbage")
+        .await;
+    assert_error(s, &b, 401, "unauthorized");
+
+    // healthz, metrics and validate need no token.
+    let (s, _) = h.send(get.clone(), "/healthz", None, None, vec![]).await;
+    assert_eq!(s, 200);
+    let resp = h.raw.get(h.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+    let (s, _) = h
+        .post_json(
+            "/v1/validate",
+            None,
+            r#"{"type":"FIXED_RATE","expression":"1000"}"#,
+        )
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn an_empty_admin_token_opens_nothing() {
+    let h = Harness::start_with(HttpConfig::new("")).await;
+    let (s, b) = h
+        .send(
+            reqwest::Method::POST,
+            "/v1/apps",
+            None,
+            Some("application/json"),
+            br#"{"name":"a","secret":"s"}"#.to_vec(),
+        )
+        .await;
+    assert_error(s, &b, 401, "unauthorized");
+    let resp = h
+        .raw
+        .post(h.url("/v1/apps"))
+        .header("authorization", "Bearer ")
+        .json(&json!({"name":"a","secret":"s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed input.
+
+#[tokio::test]
+async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let job = h
+        .client("a-secret")
+        .create_job("a", &cron_job("j"))
+        .await
+        .unwrap();
+    let t = Some("a-secret");
+    let jobs = "/v1/apps/a/jobs";
+    let minimal = r#"{"name":"j","time_expression_type":"API","processor":"noop"}"#;
+    let (s, _) = h.post_json(jobs, t, minimal).await;
+    assert_eq!(s, 201, "the minimal job is accepted");
+
+    // Malformed JSON, wrong types, unknown fields, missing required fields, wrong enums.
+    for (body, needle) in [
+        ("{", ""),
+        ("not json", ""),
+        ("[]", ""),
+        ("null", ""),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop","bogus":1}"#,
+            "bogus",
+        ),
+        (
+            r#"{"name":5,"time_expression_type":"API","processor":"noop"}"#,
+            "name",
+        ),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop","max_instances":-1}"#,
+            "max_instances",
+        ),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop","max_instances":"3"}"#,
+            "max_instances",
+        ),
+        (
+            r#"{"name":"j","time_expression_type":"HOURLY","processor":"noop"}"#,
+            "time_expression_type",
+        ),
+        (r#"{"name":"j","processor":"noop"}"#, "time_expression_type"),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop","lifecycle":{"start":"yesterday"}}"#,
+            "lifecycle.start",
+        ),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop","enabled":"yes"}"#,
+            "enabled",
+        ),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop"} trailing"#,
+            "",
+        ),
+        (
+            r#"{"name":"j","time_expression_type":"API","processor":"noop"}{}"#,
+            "",
+        ),
+        (
+            r#"{"name":"j","name":"k","time_expression_type":"API","processor":"noop"}"#,
+            "name",
+        ),
+    ] {
+        let (s, b) = h.post_json(jobs, t, body).await;
+        let message = assert_error(s, &b, 400, "invalid_argument");
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+
+    // Deep nesting is refused by the parser's recursion limit, not by a stack overflow.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (s, b) = h.post_json(jobs, t, &deep).await;
+    assert_error(s, &b, 400, "invalid_argument");
+
+    // Missing body, missing or wrong content type.
+    let post = reqwest::Method::POST;
+    let (s, b) = h.send(post.clone(), jobs, t, None, vec![]).await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = h
+        .send(post.clone(), jobs, t, Some("application/json"), vec![])
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = h
+        .send(post.clone(), jobs, t, None, minimal.as_bytes().to_vec())
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = h
+        .send(
+            post.clone(),
+            jobs,
+            t,
+            Some("text/plain"),
+            minimal.as_bytes().to_vec(),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    // Not UTF-8.
+    let (s, b) = h
+        .send(
+            post.clone(),
+            jobs,
+            t,
+            Some("application/json"),
+            vec![0xff, 0xfe, b'{'],
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+
+    // Bad query strings.
+    let get = reqwest::Method::GET;
+    for q in [
+        "/v1/apps/a/jobs?limit=abc",
+        "/v1/apps/a/jobs?limit=-3",
+        "/v1/apps/a/jobs?bogus=1",
+        "/v1/apps/a/jobs?limit=1&limit=2",
+        "/v1/apps/a/instances?status=DONE",
+        "/v1/apps/a/instances?job_id=x",
+        "/v1/apps/a/instances/1/log?cursor=%ff",
+    ] {
+        let (s, b) = h.send(get.clone(), q, t, None, vec![]).await;
+        assert_error(s, &b, 400, "invalid_argument");
+    }
+    // Blank query values are absent.
+    let (s, _) = h
+        .send(
+            get.clone(),
+            "/v1/apps/a/instances?job_id=&status=&limit=&cursor=",
+            t,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // Non-numeric and out-of-range ids.
+    for p in [
+        "/v1/apps/a/jobs/abc",
+        "/v1/apps/a/jobs/-1",
+        "/v1/apps/a/jobs/1.5",
+        "/v1/apps/a/jobs/184467440737095516160",
+        "/v1/apps/a/instances/x",
+        "/v1/apps/a/instances/x/log",
+    ] {
+        let (s, b) = h.send(get.clone(), p, t, None, vec![]).await;
+        assert_error(s, &b, 400, "invalid_argument");
+    }
+    for p in ["/v1/apps/a/jobs/abc/run", "/v1/apps/a/instances/x/stop"] {
+        let (s, b) = h.send(post.clone(), p, t, None, vec![]).await;
+        assert_error(s, &b, 400, "invalid_argument");
+    }
+    // A path segment that is not UTF-8 once decoded.
+    let (s, b) = h
+        .send(get.clone(), "/v1/apps/%ff/jobs", t, None, vec![])
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+
+    // Unknown ids.
+    let (s, b) = h
+        .send(get.clone(), "/v1/apps/a/instances/999", t, None, vec![])
+        .await;
+    assert_error(s, &b, 404, "not_found");
+
+    // Unknown routes: JSON 404; wrong methods: JSON 405 with Allow.
+    for p in ["/", "/v2/apps", "/v1/apps/a/jobs/1/explode", "/v1/apps/a"] {
+        let (s, b) = h.send(get.clone(), p, t, None, vec![]).await;
+        assert_error(s, &b, 404, "not_found");
+    }
+    let resp = h
+        .raw
+        .patch(h.url(&format!("/v1/apps/a/jobs/{}", job.id)))
+        .bearer_auth("a-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(
+        allow.contains("GET") && allow.contains("PUT") && allow.contains("DELETE"),
+        "{allow}"
+    );
+    let body = resp.bytes().await.unwrap();
+    assert_error(405, &body, 405, "invalid_argument");
+    let (s, b) = h
+        .send(get.clone(), "/v1/apps", Some(ADMIN), None, vec![])
+        .await;
+    assert_error(s, &b, 405, "invalid_argument");
+
+    // The run body may be empty (no content type), `{}`, or a RunJob; nothing else.
+    let run = format!("/v1/apps/a/jobs/{}/run", job.id);
+    let (s, b) = h.send(post.clone(), &run, t, None, vec![]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let created: RunCreated = serde_json::from_slice(&b).unwrap();
+    assert!(created.instance_id > 0);
+    let (s, _) = h.post_json(&run, t, "{}").await;
+    assert_eq!(s, 200);
+    let (s, b) = h.post_json(&run, t, r#"{"delay_ms":"soon"}"#).await;
+    assert!(assert_error(s, &b, 400, "invalid_argument").contains("delay_ms"));
+    let (s, b) = h.post_json(&run, t, r#"{"params":"x","extra":1}"#).await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = h
+        .send(post.clone(), &run, t, Some("text/plain"), b"{}".to_vec())
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+
+    h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let h = Harness::start_with(HttpConfig {
+        admin_token: ADMIN.into(),
+        max_body_bytes: 4096,
+    })
+    .await;
+    h.app("a").await;
+    let mut body = cron_job("big");
+    body.params = "x".repeat(8192);
+    assert_api_error(
+        h.client("a-secret").create_job("a", &body).await,
+        413,
+        ErrorCode::PayloadTooLarge,
+    );
+    // Also with a chunked body of unknown length, over a raw socket.
+    let mut sock = tokio::net::TcpStream::connect(h.server.local_addr())
+        .await
+        .unwrap();
+    let mut req = b"POST /v1/apps/a/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a-secret\r\n\
+Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        .to_vec();
+    for _ in 0..10 {
+        req.extend_from_slice(b"400\r\n");
+        req.extend_from_slice(&[b' '; 1024]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer and close before it has read everything; ignore write errors.
+    let _ = sock.write_all(&req).await;
+    let mut answer = Vec::new();
+    let _ = sock.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains(r#""code":"payload_too_large""#), "{text}");
+    // Under the limit still works.
+    body.params = "x".repeat(100);
+    h.client("a-secret").create_job("a", &body).await.unwrap();
+    h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_and_the_server_keeps_serving() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let c = h.client("a-secret");
+    assert_api_error(
+        c.create_job("a", &cron_job("panic")).await,
+        500,
+        ErrorCode::Internal,
+    );
+    c.create_job("a", &cron_job("fine")).await.unwrap();
+    let metrics = c.metrics().await.unwrap();
+    assert!(
+        metrics.contains("ferrojob_http_handler_panics_total 1\n"),
+        "{metrics}"
+    );
+}
+
+/// Raw bytes that are not HTTP: the connection gets a 400 (or is closed) and the server keeps
+/// serving.
+#[tokio::test]
+async fn garbage_on_the_socket_leaves_the_server_serving() {
+    let h = Harness::start().await;
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"\x00\x01\x02\x03\xff\xfe\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"POST /v1/apps HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(h.server.local_addr())
+            .await
+            .unwrap();
+        s.write_all(garbage).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        // The server answers 400 or closes; either way the read ends (or is reset).
+        let _ = s.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || text.starts_with("HTTP/1.1 4"),
+            "{text}"
+        );
+    }
+    h.assert_serving().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// /v1/validate.
+
+#[tokio::test]
+async fn validate_answers_times_in_the_expression_zone() {
+    let h = Harness::start().await;
+    let next = h
+        .admin
+        .validate(&ValidateRequest {
+            kind: TimeExpressionType::Cron,
+            expression: "0 0 2 * * ?".into(),
+            time_zone: Some("Asia/Shanghai".into()),
+            count: Some(3),
+        })
+        .await
+        .unwrap()
+        .next;
+    assert_eq!(next.len(), 3);
+    for t in &next {
+        assert!(t.ends_with("T02:00:00+08:00"), "{t}");
+    }
+
+    let bad = h
+        .admin
+        .validate(&ValidateRequest {
+            kind: TimeExpressionType::Cron,
+            expression: "0 0 25 * * ?".into(),
+            time_zone: None,
+            count: None,
+        })
+        .await;
+    match bad {
+        Err(ClientError::Api { status: 400, error }) => {
+            assert_eq!(error.code, ErrorCode::InvalidArgument);
+            assert!(
+                error.message.to_lowercase().contains("hour"),
+                "names the field: {}",
+                error.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let (s, b) = h
+        .post_json(
+            "/v1/validate",
+            None,
+            r#"{"type":"CRON","expression":"0 0 2 * * ?","count":1000}"#,
+        )
+        .await;
+    assert!(assert_error(s, &b, 400, "invalid_argument").contains("count"));
+    let (s, b) = h
+        .post_json(
+            "/v1/validate",
+            None,
+            r#"{"type":"CRON","expression":"0 0 2 * * ?","time_zone":"Mars/Olympus"}"#,
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = h
+        .post_json("/v1/validate", None, r#"{"type":"CRON"}"#)
+        .await;
+    assert!(assert_error(s, &b, 400, "invalid_argument").contains("expression"));
+}
+
+#[tokio::test]
+async fn shutdown_is_graceful_and_frees_the_port() {
+    let h = Harness::start().await;
+    h.assert_serving().await;
+    let addr = h.server.local_addr();
+    h.server.shutdown().await;
+    // A new client (no pooled connection) cannot connect any more.
+    let fresh = Client::new(&format!("http://{addr}"), ADMIN).unwrap();
+    assert!(matches!(
+        fresh.health().await,
+        Err(ClientError::Transport(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random bodies never get a 5xx.
+
+const FIELDS: &[&str] = &[
+    "name",
+    "secret",
+    "time_expression_type",
+    "time_expression",
+    "time_zone",
+    "execute_type",
+    "processor",
+    "params",
+    "max_instances",
+    "concurrency",
+    "timeout_ms",
+    "dispatch_strategy",
+    "designated_workers",
+    "min_cpu_cores",
+    "misfire",
+    "lifecycle",
+    "enabled",
+    "delay_ms",
+    "type",
+    "expression",
+    "count",
+    "bogus",
+];
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        prop::sample::select(vec![
+            "API",
+            "CRON",
+            "FIXED_RATE",
+            "FIXED_DELAY",
+            "DAILY_TIME_INTERVAL",
+            "WORKFLOW",
+            "BROADCAST",
+            "0 0 2 * * ?",
+            "* * * * * ? *",
+            "1000",
+            "0",
+            "Asia/Shanghai",
+            "2026-01-01T00:00:00Z",
+            "",
+        ])
+        .prop_map(Value::from),
+        ".{0,20}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(2, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map(prop::sample::select(FIELDS.to_vec()), inner, 0..4)
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+        ]
+    })
+}
+
+fn json_object() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::btree_map(prop::sample::select(FIELDS.to_vec()), json_value(), 0..12)
+        .prop_map(|m| {
+            let obj: serde_json::Map<String, Value> =
+                m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            serde_json::to_vec(&Value::Object(obj)).unwrap_or_default()
+        })
+}
+
+fn any_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..256),
+        r#"[{}\[\]":,0-9a-zA-Z_ .\\-]{0,64}"#.prop_map(String::into_bytes),
+        json_object(),
+    ]
+}
+
+#[test]
+fn random_bodies_never_get_a_5xx() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (h, job_id) = rt.block_on(async {
+        let h = Harness::start().await;
+        h.app("a").await;
+        let job = h
+            .client("a-secret")
+            .create_job("a", &cron_job("j"))
+            .await
+            .unwrap();
+        (h, job.id)
+    });
+    let routes: Vec<(reqwest::Method, String, &str)> = vec![
+        (reqwest::Method::POST, "/v1/apps".into(), ADMIN),
+        (reqwest::Method::POST, "/v1/apps/a/jobs".into(), "a-secret"),
+        (
+            reqwest::Method::PUT,
+            format!("/v1/apps/a/jobs/{job_id}"),
+            "a-secret",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/apps/a/jobs/{job_id}/run"),
+            "a-secret",
+        ),
+        (reqwest::Method::POST, "/v1/validate".into(), ADMIN),
+    ];
+    let config = ProptestConfig {
+        cases: 96,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(body in any_body(), route in 0..5usize, json_ct in any::<bool>())| {
+        let (method, path, token) = &routes[route];
+        let ct = json_ct.then_some("application/json");
+        let (status, answer) = rt.block_on(h.send(method.clone(), path, Some(token), ct, body.clone()));
+        prop_assert!(status < 500, "{status} for {}: {}", String::from_utf8_lossy(&body), String::from_utf8_lossy(&answer));
+        if status >= 400 {
+            let parsed: Result<ErrorBody, _> = serde_json::from_slice(&answer);
+            prop_assert!(parsed.is_ok(), "{}", String::from_utf8_lossy(&answer));
+        }
+    });
+    rt.block_on(h.assert_serving());
+}
