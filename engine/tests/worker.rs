@@ -184,8 +184,14 @@ async fn timeout_fires_the_token_and_drops_the_processor() {
     let last = conn.reports_until_final(1).await.pop().unwrap();
     assert_final(&last, InstanceStatus::Failed);
     assert_eq!(last.result.as_deref(), Some("timed out after 100 ms"));
-    tokio::time::timeout(WAIT, dropped_rx).await.unwrap().unwrap();
-    tokio::time::timeout(WAIT, saw_cancel_rx).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, dropped_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, saw_cancel_rx)
+        .await
+        .unwrap()
+        .unwrap();
 
     let mut j = job(2, "sleep", "60000");
     j.instance_timeout_ms = 100;
@@ -251,10 +257,19 @@ async fn stop_instance_cancels_and_reports_stopped() {
     j.report_seq_base = 3;
     conn.schedule(j).await;
     let running = conn.report(5).await;
-    assert_eq!((running.status, running.report_seq), (InstanceStatus::Running, 4));
-    conn.handle.send(StopInstance { instance_id: 5 }).await.unwrap();
+    assert_eq!(
+        (running.status, running.report_seq),
+        (InstanceStatus::Running, 4)
+    );
+    conn.handle
+        .send(StopInstance { instance_id: 5 })
+        .await
+        .unwrap();
     // An unknown instance is ignored.
-    conn.handle.send(StopInstance { instance_id: 99 }).await.unwrap();
+    conn.handle
+        .send(StopInstance { instance_id: 99 })
+        .await
+        .unwrap();
     let stopped = conn.report(5).await;
     assert_final(&stopped, InstanceStatus::Stopped);
     assert_eq!(stopped.report_seq, 5);
@@ -503,7 +518,10 @@ async fn losing_the_server_stops_fixed_rate_work_only() {
     let last = conn.report(1).await;
     assert_final(&last, InstanceStatus::Failed);
     assert!(
-        last.result.as_deref().unwrap().contains("server unreachable"),
+        last.result
+            .as_deref()
+            .unwrap()
+            .contains("server unreachable"),
         "{last:?}"
     );
     match query(&conn, 2).await.unwrap() {

@@ -149,7 +149,7 @@ pub(crate) async fn process_start_task(
     let Ok(_permit) = permit else {
         return ProcessResult::fail("worker shut down");
     };
-    shared.processor_trackers.fetch_add(1, Ordering::Relaxed);
+    let _counted = ProcessorTrackerGuard::new(shared);
     let info = InstanceInfo::new(job.clone());
     let ctx = info.context(
         shared,
@@ -158,12 +158,27 @@ pub(crate) async fn process_start_task(
         logger,
         cancel.clone(),
     );
-    let r = tokio::select! {
+    tokio::select! {
         r = run_attempt(processor.process(ctx)) => r,
         () = cancel.cancelled() => ProcessResult::fail("cancelled"),
-    };
-    shared.processor_trackers.fetch_sub(1, Ordering::Relaxed);
-    r
+    }
+}
+
+/// Counts a running broadcast task in `Shared::processor_trackers` for as long as it lives
+/// (also when its future is dropped by a stop or timeout).
+struct ProcessorTrackerGuard(Arc<Shared>);
+
+impl ProcessorTrackerGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.processor_trackers.fetch_add(1, Ordering::Relaxed);
+        ProcessorTrackerGuard(Arc::clone(shared))
+    }
+}
+
+impl Drop for ProcessorTrackerGuard {
+    fn drop(&mut self) {
+        self.0.processor_trackers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One attempt on a peer, in its own task (see the module doc). The answer arrives through a

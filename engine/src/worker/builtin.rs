@@ -172,12 +172,13 @@ impl BasicProcessor for HttpProcessor {
             );
         }
         if !params.url.starts_with("http://") {
-            return ProcessResult::fail(format!(
-                "http: {:?} is not an http:// URL",
-                params.url
-            ));
+            return ProcessResult::fail(format!("http: {:?} is not an http:// URL", params.url));
         }
-        let method_name = params.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+        let method_name = params
+            .method
+            .as_deref()
+            .unwrap_or("GET")
+            .to_ascii_uppercase();
         let method = match reqwest::Method::from_bytes(method_name.as_bytes()) {
             Ok(m) => m,
             Err(_) => return ProcessResult::fail(format!("http: bad method {method_name:?}")),
@@ -205,7 +206,9 @@ impl BasicProcessor for HttpProcessor {
         let status = response.status();
         let body = match response.bytes().await {
             Ok(b) => b,
-            Err(e) => return ProcessResult::fail(format!("http: {status}: reading body failed: {e}")),
+            Err(e) => {
+                return ProcessResult::fail(format!("http: {status}: reading body failed: {e}"))
+            }
         };
         let mut text = String::from_utf8_lossy(&body).into_owned();
         truncate_at_char_boundary(&mut text, RESULT_PREFIX_BYTES);

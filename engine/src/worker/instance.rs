@@ -28,10 +28,10 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::broadcast;
+use super::epoch_ms;
 use super::logs::{truncate_at_char_boundary, InstanceLogger};
 use super::processor::{ProcessResult, Registered, TaskContext};
 use super::state::{CancelReason, Finished, RunningInstance, Shared};
-use super::epoch_ms;
 
 /// Result texts are cut to this many bytes (the server caps them again).
 pub(crate) const MAX_RESULT_BYTES: usize = 64 * 1024;
@@ -47,8 +47,8 @@ pub(crate) struct InstanceInfo {
 
 impl InstanceInfo {
     pub(crate) fn new(job: ScheduleJob) -> Self {
-        let timeout = (job.instance_timeout_ms > 0)
-            .then(|| Duration::from_millis(job.instance_timeout_ms));
+        let timeout =
+            (job.instance_timeout_ms > 0).then(|| Duration::from_millis(job.instance_timeout_ms));
         InstanceInfo {
             job_params: Arc::from(job.job_params.as_str()),
             instance_params: Arc::from(job.instance_params.as_str()),
@@ -176,7 +176,10 @@ async fn run_instance(shared: Arc<Shared>, job: ScheduleJob, entry: Arc<RunningI
         logger.clone(),
     );
     let deadline = info.timeout.map(|t| tokio::time::Instant::now() + t);
-    let keepalive_every = shared.config.keepalive_interval.max(Duration::from_millis(1));
+    let keepalive_every = shared
+        .config
+        .keepalive_interval
+        .max(Duration::from_millis(1));
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + keepalive_every,
         keepalive_every,
@@ -277,9 +280,7 @@ fn execute(
         return ready(unknown_processor(&shared, &job.processor_info));
     };
     match job.execute_type {
-        ExecuteType::Broadcast => {
-            Box::pin(broadcast::run(shared, info, processor, entry, logger))
-        }
+        ExecuteType::Broadcast => Box::pin(broadcast::run(shared, info, processor, entry, logger)),
         _ => Box::pin(run_standalone(shared, info, processor, entry, logger)),
     }
 }

@@ -349,6 +349,11 @@ impl Worker {
         self.shared.running()
     }
 
+    /// Broadcast tasks this worker runs now for TaskTrackers (its own instances' included).
+    pub fn processor_trackers(&self) -> u32 {
+        self.shared.processor_trackers.load(Ordering::Relaxed)
+    }
+
     /// Log lines dropped because the log queue was full, over the worker's life.
     pub fn log_lines_dropped(&self) -> u64 {
         self.shared.log_stats.dropped.load(Ordering::Relaxed)
@@ -396,11 +401,17 @@ impl Worker {
             );
         }
         stops.logs.cancel();
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut shipper).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut shipper)
+            .await
+            .is_err()
+        {
             shipper.abort();
         }
         stops.session.cancel();
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut session).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut session)
+            .await
+            .is_err()
+        {
             tracing::warn!("server connection did not close in time");
             session.abort();
         }

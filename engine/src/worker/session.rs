@@ -66,7 +66,11 @@ pub(crate) async fn run(
             Err(e) => log_connect_error(&shared, &e),
         }
         let delay = backoff.next_delay(rand::thread_rng().gen::<f64>());
-        tracing::debug!(?delay, attempt = backoff.attempts(), "reconnecting after backoff");
+        tracing::debug!(
+            ?delay,
+            attempt = backoff.attempts(),
+            "reconnecting after backoff"
+        );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => break,
@@ -145,7 +149,9 @@ async fn serve(
             if !batch.is_empty() {
                 let messages = std::mem::replace(&mut batch, Vec::with_capacity(OUTBOUND_BATCH));
                 if handle.send_batch(messages).await.is_err() {
-                    tracing::warn!("connection ended while sending: a batch of reports/logs was lost");
+                    tracing::warn!(
+                        "connection ended while sending: a batch of reports/logs was lost"
+                    );
                     return stopping;
                 }
             }
@@ -262,7 +268,7 @@ pub(crate) async fn heartbeats(shared: Arc<Shared>, mut sampler: Sampler, stop: 
 /// its FIXED_RATE / FIXED_DELAY instances (the server will have started new runs elsewhere).
 fn stop_fixed_work_if_server_lost(shared: &Shared) {
     let lost_for = shared.disconnected_since.lock().map(|t| t.elapsed());
-    if !lost_for.is_some_and(|d| d > shared.config.server_lost_after) {
+    if lost_for.is_none_or(|d| d <= shared.config.server_lost_after) {
         return;
     }
     let victims: Vec<_> = shared
@@ -278,7 +284,10 @@ fn stop_fixed_work_if_server_lost(shared: &Shared) {
         .map(|(id, r)| (*id, Arc::clone(r)))
         .collect();
     for (id, r) in victims {
-        tracing::warn!(instance = id, "server unreachable too long: stopping fixed rate/delay instance");
+        tracing::warn!(
+            instance = id,
+            "server unreachable too long: stopping fixed rate/delay instance"
+        );
         r.cancel(CancelReason::ServerLost);
     }
 }
