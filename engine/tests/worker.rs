@@ -547,3 +547,108 @@ async fn shutdown_fails_running_instances_and_flushes_their_reports() {
     assert_final(&last, InstanceStatus::Failed);
     assert_eq!(last.result.as_deref(), Some("worker shut down"));
 }
+
+#[tokio::test]
+async fn concurrency_limits_tasks_of_one_job_on_this_worker() {
+    let mut server = FakeServer::start(SECRET).await;
+    let started = Arc::new(AtomicU32::new(0));
+    let release = Arc::new(Notify::new());
+    let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+    let worker = Worker::builder(config(server.addr))
+        .basic("gate", move |_ctx: TaskContext| {
+            let (s, r) = (Arc::clone(&s), Arc::clone(&r));
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                r.notified().await;
+                ProcessResult::ok("")
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    // Same job (10), concurrency 1: the second instance is RUNNING but waits for a slot.
+    conn.schedule(job(1, "gate", "")).await;
+    conn.schedule(job(2, "gate", "")).await;
+    assert_eq!(conn.report(1).await.status, InstanceStatus::Running);
+    assert_eq!(conn.report(2).await.status, InstanceStatus::Running);
+    eventually("one task started", || started.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(worker.running(), 2);
+    // Another job has its own slots.
+    let mut other = job(3, "gate", "");
+    other.job_id = 11;
+    conn.schedule(other).await;
+    eventually("the other job's task started", || {
+        started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    release.notify_waiters();
+    eventually("the waiting task started", || {
+        started.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    release.notify_waiters();
+    let mut done = 0;
+    while done < 3 {
+        let r = conn
+            .wait_for(|m| match m {
+                Message::ReportInstanceStatus(r) if r.status.is_final() => Some(r.clone()),
+                _ => None,
+            })
+            .await;
+        assert_final(&r, InstanceStatus::Succeed);
+        done += 1;
+    }
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_instances_each_get_running_then_one_final_report_in_sequence() {
+    const N: u64 = 20_000;
+    let mut server = FakeServer::start(SECRET).await;
+    let worker = Worker::builder(config(server.addr))
+        .builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    let sender = conn.handle.clone();
+    tokio::spawn(async move {
+        for id in 1..=N {
+            let mut j = job(id, "noop", "");
+            j.job_id = id % 7;
+            j.concurrency = 4;
+            j.report_seq_base = id;
+            sender.send(j).await.unwrap();
+        }
+    });
+    let mut seen = std::collections::HashMap::<u64, Vec<(InstanceStatus, u64)>>::new();
+    let mut finals = 0;
+    while finals < N {
+        let r = conn
+            .wait_for(|m| match m {
+                Message::ReportInstanceStatus(r) => Some(r.clone()),
+                _ => None,
+            })
+            .await;
+        if r.status.is_final() {
+            finals += 1;
+        }
+        seen.entry(r.instance_id)
+            .or_default()
+            .push((r.status, r.report_seq));
+    }
+    assert_eq!(seen.len() as u64, N);
+    for (id, reports) in seen {
+        assert_eq!(
+            reports,
+            vec![
+                (InstanceStatus::Running, id + 1),
+                (InstanceStatus::Succeed, id + 2)
+            ],
+            "instance {id}"
+        );
+    }
+    eventually("nothing runs", || worker.running() == 0).await;
+    worker.shutdown().await;
+}
