@@ -89,11 +89,7 @@ pub(crate) fn accept(shared: &Arc<Shared>, job: ScheduleJob) {
         tracing::warn!(instance = id, "worker shutting down: ScheduleJob ignored");
         return;
     }
-    let entry = Arc::new(RunningInstance::new(
-        job.job_id,
-        job.time_expression_type.clone(),
-        shared.tasks_root.child_token(),
-    ));
+    let entry = Arc::new(RunningInstance::new(&job, shared.tasks_root.child_token()));
     {
         let mut running = shared.instances.lock();
         if running.contains_key(&id) {
@@ -108,24 +104,61 @@ pub(crate) fn accept(shared: &Arc<Shared>, job: ScheduleJob) {
     tokio::spawn(run_instance(Arc::clone(shared), job, entry));
 }
 
+/// The sequence numbers of one instance's reports (sans-IO): `base + 1`, `base + 2`, ...,
+/// and nothing after the final report. A number handed out for a report that was not sent
+/// (a skipped keepalive) can be given back, so the numbers the server sees have no gaps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReportSeq {
+    last: u64,
+    finished: bool,
+}
+
+impl ReportSeq {
+    pub(crate) fn new(base: u64) -> Self {
+        ReportSeq {
+            last: base,
+            finished: false,
+        }
+    }
+
+    /// The number of the next report; `None` once the final report has been numbered (and
+    /// when the sequence would overflow, which a server never asks for).
+    pub(crate) fn next(&mut self, is_final: bool) -> Option<u64> {
+        if self.finished {
+            return None;
+        }
+        self.last = self.last.checked_add(1)?;
+        self.finished = is_final;
+        Some(self.last)
+    }
+
+    /// Gives back `seq`, the last number handed out, if it was not final (a report not sent).
+    pub(crate) fn give_back(&mut self, seq: u64) {
+        if !self.finished && seq == self.last {
+            self.last -= 1;
+        }
+    }
+}
+
 /// Numbers and sends one instance's reports.
 struct Reporter {
     shared: Arc<Shared>,
-    seq: u64,
+    seq: ReportSeq,
 }
 
 impl Reporter {
+    /// The next report, or `None` after the final one (see [`ReportSeq`]).
     fn report(
         &mut self,
         job: &ScheduleJob,
         entry: &RunningInstance,
         status: InstanceStatus,
         result: Option<String>,
-    ) -> ReportInstanceStatus {
-        self.seq = self.seq.saturating_add(1);
+    ) -> Option<ReportInstanceStatus> {
+        let report_seq = self.seq.next(status.is_final())?;
         let (total, ok, failed, _) = entry.tasks.snapshot();
         let now = epoch_ms();
-        ReportInstanceStatus {
+        Some(ReportInstanceStatus {
             app_id: job.app_id,
             job_id: job.job_id,
             instance_id: job.instance_id,
@@ -138,15 +171,18 @@ impl Reporter {
             failed_tasks: failed,
             start_time_ms: entry.start_time_ms,
             report_time_ms: now,
-            report_seq: self.seq,
+            report_seq,
             source_address: self.shared.address.to_string(),
             appended_workflow_context: Vec::new(),
             alert: false,
-        }
+        })
     }
 
     /// Queues a report, waiting while the outbound queue is full.
-    async fn send(&self, report: ReportInstanceStatus) {
+    async fn send(&self, report: Option<ReportInstanceStatus>) {
+        let Some(report) = report else {
+            return;
+        };
         if self.shared.outbound.send(report.into()).await.is_err() {
             tracing::warn!("outbound queue closed: report dropped");
         }
@@ -162,7 +198,7 @@ enum Outcome {
 async fn run_instance(shared: Arc<Shared>, job: ScheduleJob, entry: Arc<RunningInstance>) {
     let mut reporter = Reporter {
         shared: Arc::clone(&shared),
-        seq: job.report_seq_base,
+        seq: ReportSeq::new(job.report_seq_base),
     };
     let running = reporter.report(&job, &entry, InstanceStatus::Running, None);
     reporter.send(running).await;
@@ -175,15 +211,14 @@ async fn run_instance(shared: Arc<Shared>, job: ScheduleJob, entry: Arc<RunningI
         Arc::clone(&entry),
         logger.clone(),
     );
-    let deadline = info.timeout.map(|t| tokio::time::Instant::now() + t);
+    // The timeout comes from the network: one too large to represent means "none".
+    let now = tokio::time::Instant::now();
+    let deadline = info.timeout.and_then(|t| now.checked_add(t));
     let keepalive_every = shared
         .config
         .keepalive_interval
-        .max(Duration::from_millis(1));
-    let mut keepalive = tokio::time::interval_at(
-        tokio::time::Instant::now() + keepalive_every,
-        keepalive_every,
-    );
+        .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+    let mut keepalive = tokio::time::interval_at(now + keepalive_every, keepalive_every);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeout = async {
         match deadline {
@@ -207,9 +242,11 @@ async fn run_instance(shared: Arc<Shared>, job: ScheduleJob, entry: Arc<RunningI
             }
             _ = keepalive.tick() => {
                 // A keepalive is worth nothing if it waits behind a full queue: skip it then.
-                let r = reporter.report(&info.job, &entry, InstanceStatus::Running, None);
-                if shared.outbound.try_send(r.into()).is_err() {
-                    reporter.seq -= 1;
+                if let Some(r) = reporter.report(&info.job, &entry, InstanceStatus::Running, None) {
+                    let seq = r.report_seq;
+                    if shared.outbound.try_send(r.into()).is_err() {
+                        reporter.seq.give_back(seq);
+                    }
                 }
             }
         }
@@ -353,5 +390,26 @@ pub(crate) async fn run_attempt(call: BoxFuture<'static, ProcessResult>) -> Proc
                 .unwrap_or_else(|| "non-string panic payload".to_string());
             ProcessResult::fail(format!("processor panicked: {what}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_seq_counts_from_base_and_stops_after_the_final_report() {
+        let mut s = ReportSeq::new(7);
+        assert_eq!(s.next(false), Some(8));
+        assert_eq!(s.next(false), Some(9));
+        s.give_back(9); // a keepalive that was not sent
+        assert_eq!(s.next(false), Some(9));
+        s.give_back(3); // not the last one: ignored
+        assert_eq!(s.next(true), Some(10));
+        s.give_back(10); // final: never given back
+        assert_eq!(s.next(false), None);
+        assert_eq!(s.next(true), None);
+        let mut top = ReportSeq::new(u64::MAX);
+        assert_eq!(top.next(false), None);
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferrojob_transport::message::{
-    InstanceStatus, InstanceStatusReply, LogEntry, Message, SystemMetrics, TimeExpressionType,
-    WorkerHeartbeat,
+    ExecuteType, InstanceStatus, InstanceStatusReply, LogEntry, Message, ScheduleJob,
+    SystemMetrics, TimeExpressionType, WorkerHeartbeat,
 };
 use ferrojob_transport::net::ConnectionHandle;
 use ferrojob_transport::{ClientIdentity, TransportMetrics};
@@ -57,6 +57,8 @@ pub(crate) struct RunningInstance {
     pub job_id: u64,
     pub start_time_ms: i64,
     pub time_expression_type: TimeExpressionType,
+    /// BROADCAST (a "heavy" TaskTracker in heartbeats, as are fixed rate/delay instances).
+    pub broadcast: bool,
     /// Fired on stop, timeout, server loss or shutdown; every task's token is a child.
     pub cancel: CancellationToken,
     reason: Mutex<Option<CancelReason>>,
@@ -64,15 +66,12 @@ pub(crate) struct RunningInstance {
 }
 
 impl RunningInstance {
-    pub(crate) fn new(
-        job_id: u64,
-        time_expression_type: TimeExpressionType,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(job: &ScheduleJob, cancel: CancellationToken) -> Self {
         RunningInstance {
-            job_id,
+            job_id: job.job_id,
             start_time_ms: epoch_ms(),
-            time_expression_type,
+            time_expression_type: job.time_expression_type.clone(),
+            broadcast: job.execute_type == ExecuteType::Broadcast,
             cancel,
             reason: Mutex::new(None),
             tasks: TaskCounts::default(),
@@ -272,10 +271,10 @@ impl Shared {
                     matches!(
                         r.time_expression_type,
                         TimeExpressionType::FixedRate | TimeExpressionType::FixedDelay
-                    ) || r.tasks.total.load(Ordering::Relaxed) > 1
+                    ) || r.broadcast
                 })
                 .count();
-            (instances.len() - heavy, heavy)
+            (instances.len().saturating_sub(heavy), heavy)
         };
         let max = self.config.max_running_instances;
         WorkerHeartbeat {
