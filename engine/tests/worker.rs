@@ -652,3 +652,23 @@ async fn many_instances_each_get_running_then_one_final_report_in_sequence() {
     eventually("nothing runs", || worker.running() == 0).await;
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn dropping_the_worker_ends_its_connection_and_work() {
+    let mut server = FakeServer::start(SECRET).await;
+    let worker = Worker::builder(config(server.addr))
+        .builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    conn.schedule(job(1, "sleep", "60000")).await;
+    assert_eq!(conn.report(1).await.status, InstanceStatus::Running);
+    drop(worker);
+    // Abrupt: the connection ends (whatever was in flight may or may not arrive).
+    while tokio::time::timeout(WAIT, conn.incoming.recv())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+}

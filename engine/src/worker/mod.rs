@@ -285,10 +285,12 @@ impl WorkerBuilder {
         Ok(Worker {
             shared,
             stops,
-            session,
-            heartbeat,
-            shipper,
-            peers,
+            tasks: Some(Tasks {
+                session,
+                heartbeat,
+                shipper,
+                peers,
+            }),
         })
     }
 }
@@ -300,15 +302,38 @@ struct Stops {
     background: CancellationToken,
 }
 
-/// A running worker. Dropping it without [`Worker::shutdown`] leaves its tasks running until
-/// the runtime ends.
+/// A running worker. [`Worker::shutdown`] stops it gracefully; dropping it instead stops its
+/// tasks abruptly (instances are cancelled, the connection just ends: final reports and logs
+/// still queued are lost).
 pub struct Worker {
     shared: Arc<Shared>,
     stops: Stops,
+    /// `None` once `shutdown` took them.
+    tasks: Option<Tasks>,
+}
+
+#[derive(Debug)]
+struct Tasks {
     session: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
     shipper: JoinHandle<()>,
     peers: JoinHandle<()>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(tasks) = self.tasks.take() {
+            self.shared.closing.store(true, Ordering::Release);
+            self.shared.tasks_root.cancel();
+            self.stops.background.cancel();
+            self.stops.logs.cancel();
+            self.stops.session.cancel();
+            tasks.session.abort();
+            tasks.heartbeat.abort();
+            tasks.shipper.abort();
+            tasks.peers.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -367,15 +392,18 @@ impl Worker {
     /// Stops the worker: refuses new instances, cancels the running ones (each reports FAILED
     /// "worker shut down"), ships the queued logs and reports, closes the server connection.
     /// Bounded: gives up waiting after a few seconds.
-    pub async fn shutdown(self) {
-        let Worker {
-            shared,
-            stops,
+    pub async fn shutdown(mut self) {
+        let Some(Tasks {
             mut session,
             heartbeat,
             mut shipper,
             peers,
-        } = self;
+        }) = self.tasks.take()
+        else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let stops = &self.stops;
         shared.closing.store(true, Ordering::Release);
         stops.background.cancel();
         let running: Vec<_> = shared.instances.lock().values().cloned().collect();
