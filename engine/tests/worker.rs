@@ -672,3 +672,25 @@ async fn dropping_the_worker_ends_its_connection_and_work() {
         .is_some()
     {}
 }
+
+#[tokio::test]
+async fn the_advertised_address_is_the_identity() {
+    let mut server = FakeServer::start(SECRET).await;
+    let mut cfg = config(server.addr);
+    cfg.listen = "0.0.0.0:0".parse().unwrap();
+    let w = Worker::builder(cfg.clone()).start().await.unwrap();
+    assert!(w.address().starts_with("127.0.0.1:"), "{}", w.address());
+    assert_eq!(server.accept().await.worker_address(), w.address());
+    w.shutdown().await;
+
+    cfg.advertise = Some("worker-1.example:27777".into());
+    let w = Worker::builder(cfg).start().await.unwrap();
+    assert_eq!(w.address(), "worker-1.example:27777");
+    let mut conn = server.accept().await;
+    assert_eq!(conn.worker_address(), "worker-1.example:27777");
+    assert_eq!(
+        conn.heartbeat().await.worker_address,
+        "worker-1.example:27777"
+    );
+    w.shutdown().await;
+}

@@ -80,7 +80,8 @@ pub struct WorkerConfig {
     /// Where the worker-to-worker Listener binds (default `127.0.0.1:0`).
     pub listen: SocketAddr,
     /// `host:port` other workers and the server know this worker by; default: the listener's
-    /// bound address. It is the worker's identity everywhere.
+    /// bound address (loopback when `listen` is unspecified, e.g. `0.0.0.0`: set this when
+    /// workers run on several machines). It is the worker's identity everywhere.
     pub advertise: Option<String>,
     /// Heartbeat period (default 1 s).
     pub heartbeat_interval: Duration,
@@ -219,7 +220,20 @@ impl WorkerBuilder {
                 return Err(WorkerError::Config("advertise is empty".into()))
             }
             Some(a) => Arc::from(a.as_str()),
-            None => Arc::from(listener.local_addr().to_string().as_str()),
+            None => {
+                let mut bound = listener.local_addr();
+                if bound.ip().is_unspecified() {
+                    // 0.0.0.0 is no address to reach anyone at: loopback works on one machine;
+                    // across machines, `advertise` must name the real one.
+                    tracing::warn!(listen = %bound, "listening on an unspecified address without `advertise`: advertising loopback");
+                    bound.set_ip(if bound.is_ipv4() {
+                        std::net::IpAddr::from([127, 0, 0, 1])
+                    } else {
+                        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+                    });
+                }
+                Arc::from(bound.to_string().as_str())
+            }
         };
         let identity = ClientIdentity {
             app_name: config.app.clone(),
