@@ -214,8 +214,40 @@ fn process_gone(pid: u32) -> bool {
     }
 }
 
+fn read_pid(path: &std::path::Path) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn timeout_kills_the_shell_and_its_children() {
+    let mut server = FakeServer::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let worker = Worker::builder(config(server.addr))
+        .builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    // A generous timeout: the script only has to start its child before it elapses.
+    let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+    let mut j = job(1, "shell", &script);
+    j.instance_timeout_ms = 1000;
+    conn.schedule(j).await;
+    let last = conn.reports_until_final(1).await.pop().unwrap();
+    assert_final(&last, InstanceStatus::Failed);
+    assert_eq!(last.result.as_deref(), Some("timed out after 1000 ms"));
+    let pid = read_pid(&pid_file);
+    eventually("the shell's child is killed", || process_gone(pid)).await;
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn stop_kills_the_shell_and_its_children() {
     let mut server = FakeServer::start(SECRET).await;
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
@@ -229,17 +261,25 @@ async fn timeout_kills_the_shell_and_its_children() {
         "sleep 30 & echo $! > {}; echo started; wait",
         pid_file.display()
     );
-    let mut j = job(1, "shell", &script);
-    j.instance_timeout_ms = 300;
-    conn.schedule(j).await;
-    let last = conn.reports_until_final(1).await.pop().unwrap();
-    assert_final(&last, InstanceStatus::Failed);
-    assert_eq!(last.result.as_deref(), Some("timed out after 300 ms"));
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
+    conn.schedule(job(1, "shell", &script)).await;
+    // Deterministic: stop once the script says its child runs.
+    conn.wait_for(|m| match m {
+        Message::LogBatch(b) => b
+            .entries
+            .iter()
+            .any(|e| e.instance_id == 1 && e.content == "started")
+            .then_some(()),
+        _ => None,
+    })
+    .await;
+    let pid = read_pid(&pid_file);
+    assert!(!process_gone(pid));
+    conn.handle
+        .send(StopInstance { instance_id: 1 })
+        .await
         .unwrap();
+    let last = conn.reports_until_final(1).await.pop().unwrap();
+    assert_final(&last, InstanceStatus::Stopped);
     eventually("the shell's child is killed", || process_gone(pid)).await;
     worker.shutdown().await;
 }
