@@ -10,6 +10,11 @@
 //!     final report (next seq) ─ finished cache ─ leave the running set
 //! ```
 //!
+//! Concurrency: `ScheduleJob::concurrency` bounds the tasks of one *job* running at once on this
+//! worker (a semaphore per job id, across its instances; broadcast tasks run for other
+//! TaskTrackers included). An instance waiting for a slot is already RUNNING and its timeout
+//! runs.
+//!
 //! Invariants: one task per instance owns its reports, so `report_seq` is strictly increasing
 //! from `report_seq_base + 1` and there is exactly one final report, always the last; the final
 //! report is queued before the instance leaves the running set (shutdown waits for that set to
@@ -35,6 +40,9 @@ use super::state::{CancelReason, Finished, RunningInstance, Shared};
 
 /// Result texts are cut to this many bytes (the server caps them again).
 pub(crate) const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// Results kept in the finished cache are cut to this many bytes, so that the cache's
+/// 10 000 entries stay within ~40 MiB whatever processors return.
+pub(crate) const MAX_CACHED_RESULT_BYTES: usize = 4 * 1024;
 
 /// What every task of one instance shares.
 #[derive(Debug)]
@@ -283,6 +291,7 @@ async fn run_instance(shared: Arc<Shared>, job: ScheduleJob, entry: Arc<RunningI
     let final_report = reporter.report(&info.job, &entry, status.clone(), Some(message.clone()));
     reporter.send(final_report).await;
     let (total, ok, failed, _) = entry.tasks.snapshot();
+    truncate_at_char_boundary(&mut message, MAX_CACHED_RESULT_BYTES);
     shared.finished.lock().insert(
         id,
         Finished {
