@@ -734,3 +734,43 @@ async fn the_advertised_address_is_the_identity() {
     );
     w.shutdown().await;
 }
+
+/// Not a benchmark with asserts: `cargo test --release -p ferrojob --test worker --
+/// --ignored --nocapture noop_throughput` prints how fast one worker turns noop instances
+/// around against the fake server (the fake server's loop is part of the measurement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn noop_throughput() {
+    const N: u64 = 200_000;
+    let mut server = FakeServer::start(SECRET).await;
+    let worker = Worker::builder(config(server.addr))
+        .builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    let sender = conn.handle.clone();
+    let start = std::time::Instant::now();
+    tokio::spawn(async move {
+        for id in 1..=N {
+            let mut j = job(id, "noop", "");
+            j.concurrency = 1000;
+            sender.send(j).await.unwrap();
+        }
+    });
+    let mut finals = 0;
+    while finals < N {
+        let m = conn.next().await;
+        if let Message::ReportInstanceStatus(r) = m {
+            if r.status.is_final() {
+                finals += 1;
+            }
+        }
+    }
+    let s = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{N} noop instances in {s:.2} s: {:.0} instances/s",
+        N as f64 / s
+    );
+    worker.shutdown().await;
+}

@@ -138,13 +138,17 @@ struct HttpParams {
 /// the body. Without `timeout_ms` the request is bounded by the instance's timeout.
 #[derive(Debug, Clone)]
 pub struct HttpProcessor {
-    client: reqwest::Client,
+    /// The shared client, or why it could not be built (reported by every run).
+    client: Result<reqwest::Client, String>,
 }
 
 impl Default for HttpProcessor {
     fn default() -> Self {
+        // `Client::new` panics when the client cannot be built; `build` says why instead.
         HttpProcessor {
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .build()
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -183,7 +187,11 @@ impl BasicProcessor for HttpProcessor {
             Ok(m) => m,
             Err(_) => return ProcessResult::fail(format!("http: bad method {method_name:?}")),
         };
-        let mut request = self.client.request(method, &params.url);
+        let client = match &self.client {
+            Ok(c) => c,
+            Err(e) => return ProcessResult::fail(format!("http: no HTTP client: {e}")),
+        };
+        let mut request = client.request(method, &params.url);
         for (k, v) in &params.headers {
             request = request.header(k, v);
         }
