@@ -83,3 +83,39 @@ fn disk_of(disks: &Disks, dir: &Path) -> (u64, u64) {
             (total.saturating_sub(d.available_space()), total)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::GIB;
+
+    #[test]
+    fn score_is_the_registry_score_in_points() {
+        let m = SystemMetrics {
+            cpu_cores: 8,
+            cpu_load: 2.5,
+            memory_used_bytes: GIB,
+            memory_max_bytes: 5 * GIB,
+            disk_used_bytes: 3 * GIB,
+            disk_total_bytes: 13 * GIB,
+            score: 0,
+        };
+        // 2 × 4 GiB + 5.5 cores + 10 GiB = 23.5 points.
+        assert_eq!(score(&m), 23);
+        let huge = SystemMetrics {
+            memory_max_bytes: u64::MAX,
+            disk_total_bytes: u64::MAX,
+            ..m
+        };
+        assert_eq!(score(&huge), i32::MAX);
+    }
+
+    #[test]
+    fn a_sample_is_sane() {
+        let m = Sampler::new().sample();
+        assert!(m.cpu_cores >= 1);
+        assert!(m.memory_used_bytes <= m.memory_max_bytes);
+        assert!(m.disk_used_bytes <= m.disk_total_bytes);
+        assert_eq!(m.score, score(&m));
+    }
+}

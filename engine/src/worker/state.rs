@@ -292,3 +292,37 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(result: &str) -> Finished {
+        Finished {
+            status: InstanceStatus::Succeed,
+            result: Some(result.into()),
+            start_time_ms: 0,
+            counts: (1, 1, 0),
+        }
+    }
+
+    #[test]
+    fn finished_cache_keeps_the_last_capacity_entries() {
+        let mut c = FinishedCache::new(3);
+        for id in 1..=5 {
+            c.insert(id, done(&id.to_string()));
+        }
+        assert!(c.get(1).is_none() && c.get(2).is_none());
+        assert_eq!(c.get(5).unwrap().result.as_deref(), Some("5"));
+        // A re-run forgets its entry; its next finish is the newest.
+        c.remove(3);
+        assert!(c.get(3).is_none());
+        c.insert(6, done("6"));
+        c.insert(3, done("3 again"));
+        assert!(c.get(4).is_none());
+        assert_eq!(c.get(3).unwrap().result.as_deref(), Some("3 again"));
+        assert!(c.get(5).is_some() && c.get(6).is_some());
+        assert_eq!(c.map.len(), 3);
+        assert_eq!(c.order.len(), 3);
+    }
+}
