@@ -11,6 +11,7 @@ pub mod model;
 pub mod server;
 pub mod time_expression;
 pub mod wheel;
+pub mod worker;
 
 /// The README's examples compile as doctests, so they cannot drift from the API.
 #[doc = include_str!("../../README.md")]

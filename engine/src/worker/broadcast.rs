@@ -1,0 +1,368 @@
+//! BROADCAST: the TaskTracker (the worker that received the `ScheduleJob`) and the
+//! ProcessorTracker (every worker of the instance, the TaskTracker included), worker to worker
+//! over transport connections (PROTOCOL.md item 8).
+//!
+//! ```text
+//!  TaskTracker                                   ProcessorTracker (peer's Listener)
+//!   pre_process once (fails → instance FAILED)
+//!   for each address i (task_id = i), concurrently, with task retries:
+//!     own address → in-process ─────────────────▶ process_start_task
+//!     other       → connect(app, secret) ── StartTask ──▶ serve_peer → process_start_task
+//!                   ◀──────────────────── ReportTaskStatus (succeed/failed, result)
+//!                   connection lost / refused → "worker <addr> unreachable"
+//!                   instance cancelled → TrackerStopInstance, close
+//!   post_process(results) → the instance's final status and result
+//! ```
+//!
+//! Each remote attempt runs in its own spawned task holding the instance's token: when the
+//! instance is stopped or times out, that task (not the dropped tracker future) tells the
+//! peer to stop. A peer stops a connection's tasks when the connection ends.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ferrojob_transport::message::{
+    ErrorCode, ErrorReply, Message, ReportTaskStatus, StartTask, TaskStatus, TrackerStopInstance,
+};
+use ferrojob_transport::net::{connect, Accepted, Connected, Incoming, Listener};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::epoch_ms;
+use super::instance::{run_attempt, unknown_processor, InstanceInfo};
+use super::logs::InstanceLogger;
+use super::processor::{summarise, ProcessResult, Registered, TaskResult};
+use super::state::{RunningInstance, Shared};
+
+/// Runs a BROADCAST instance on its TaskTracker; the result is the instance's.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    info: Arc<InstanceInfo>,
+    processor: Registered,
+    entry: Arc<RunningInstance>,
+    logger: InstanceLogger,
+) -> ProcessResult {
+    let cancel = entry.cancel.clone();
+    if let Registered::Broadcast(p) = &processor {
+        let ctx = info.context(&shared, "pre", 1, logger.clone(), cancel.child_token());
+        let pre = run_attempt(Arc::clone(p).pre(ctx)).await;
+        if !pre.success {
+            return ProcessResult::fail(format!("pre_process failed: {}", pre.message));
+        }
+    }
+    let mut addresses = info.job.all_worker_addresses.clone();
+    if addresses.is_empty() {
+        addresses.push(shared.address.to_string());
+    }
+    entry
+        .tasks
+        .total
+        .store(addresses.len() as u64, Ordering::Relaxed);
+    let tasks = addresses.iter().enumerate().map(|(i, addr)| {
+        run_task(
+            Arc::clone(&shared),
+            Arc::clone(&info),
+            Arc::clone(&entry),
+            logger.clone(),
+            i,
+            addr.clone(),
+        )
+    });
+    let results = futures::future::join_all(tasks).await;
+    match &processor {
+        Registered::Broadcast(p) => {
+            let ctx = info.context(&shared, "post", 1, logger, cancel.child_token());
+            run_attempt(Arc::clone(p).post(ctx, results)).await
+        }
+        Registered::Basic(_) => summarise(&results),
+    }
+}
+
+/// One task (one worker) with its retries.
+async fn run_task(
+    shared: Arc<Shared>,
+    info: Arc<InstanceInfo>,
+    entry: Arc<RunningInstance>,
+    logger: InstanceLogger,
+    index: usize,
+    address: String,
+) -> TaskResult {
+    let task_id = index.to_string();
+    let retries = info.job.task_retry_num;
+    let mut retry = 0u32;
+    let result = loop {
+        let start = StartTask {
+            instance: info.job.clone(),
+            task_tracker_address: shared.address.to_string(),
+            sub_instance_id: 0,
+            task_id: task_id.clone(),
+            task_name: "broadcast".to_string(),
+            task_content: Vec::new(),
+            current_retry: retry,
+        };
+        let r = if *address == *shared.address {
+            process_start_task(&shared, &start, logger.clone(), entry.cancel.child_token()).await
+        } else {
+            remote_attempt(&shared, &address, start, entry.cancel.clone()).await
+        };
+        if r.success || retry >= retries || entry.cancel.is_cancelled() {
+            break r;
+        }
+        logger.warn(format!(
+            "broadcast task {task_id} on {address} failed (retry {retry} of {retries}): {}",
+            r.message
+        ));
+        retry += 1;
+    };
+    let counter = if result.success {
+        &entry.tasks.succeeded
+    } else {
+        &entry.tasks.failed
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    TaskResult {
+        worker: address,
+        task_id,
+        success: result.success,
+        message: result.message,
+    }
+}
+
+/// Runs one attempt of a broadcast task on this worker (for its own TaskTracker or a peer's).
+pub(crate) async fn process_start_task(
+    shared: &Arc<Shared>,
+    start: &StartTask,
+    logger: InstanceLogger,
+    cancel: CancellationToken,
+) -> ProcessResult {
+    let job = &start.instance;
+    let Some(processor) = shared.processors.get(&job.processor_info).cloned() else {
+        return unknown_processor(shared, &job.processor_info);
+    };
+    let slot = shared.job_slot(job.job_id, job.concurrency);
+    let permit = tokio::select! {
+        p = slot.acquire_owned() => p,
+        () = cancel.cancelled() => return ProcessResult::fail("cancelled"),
+    };
+    let Ok(_permit) = permit else {
+        return ProcessResult::fail("worker shut down");
+    };
+    let _counted = ProcessorTrackerGuard::new(shared);
+    let info = InstanceInfo::new(job.clone());
+    let ctx = info.context(
+        shared,
+        &start.task_id,
+        start.current_retry.saturating_add(1),
+        logger,
+        cancel.clone(),
+    );
+    tokio::select! {
+        r = run_attempt(processor.process(ctx)) => r,
+        () = cancel.cancelled() => ProcessResult::fail("cancelled"),
+    }
+}
+
+/// Counts a running broadcast task in `Shared::processor_trackers` for as long as it lives
+/// (also when its future is dropped by a stop or timeout).
+struct ProcessorTrackerGuard(Arc<Shared>);
+
+impl ProcessorTrackerGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.processor_trackers.fetch_add(1, Ordering::Relaxed);
+        ProcessorTrackerGuard(Arc::clone(shared))
+    }
+}
+
+impl Drop for ProcessorTrackerGuard {
+    fn drop(&mut self) {
+        self.0.processor_trackers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One attempt on a peer, in its own task (see the module doc). The answer arrives through a
+/// oneshot; a dropped sender (the task died) counts as unreachable.
+async fn remote_attempt(
+    shared: &Arc<Shared>,
+    address: &str,
+    start: StartTask,
+    cancel: CancellationToken,
+) -> ProcessResult {
+    let (tx, rx) = oneshot::channel();
+    let shared2 = Arc::clone(shared);
+    let addr = address.to_string();
+    tokio::spawn(async move {
+        let r = talk_to_peer(&shared2, &addr, start, cancel).await;
+        let _ = tx.send(r.unwrap_or_else(|why| {
+            ProcessResult::fail(format!("worker {addr} unreachable ({why})"))
+        }));
+    });
+    rx.await
+        .unwrap_or_else(|_| ProcessResult::fail(format!("worker {address} unreachable")))
+}
+
+/// `Err(why)` when the peer cannot be reached or the connection drops before the answer.
+async fn talk_to_peer(
+    shared: &Arc<Shared>,
+    address: &str,
+    start: StartTask,
+    cancel: CancellationToken,
+) -> Result<ProcessResult, String> {
+    let socket = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .next()
+        .ok_or_else(|| "address resolves to nothing".to_string())?;
+    let connecting = connect(
+        socket,
+        shared.config.net.clone(),
+        shared.identity.clone(),
+        Arc::clone(&shared.transport_metrics),
+    );
+    let Connected {
+        handle,
+        mut incoming,
+        ..
+    } = tokio::select! {
+        c = connecting => c.map_err(|e| e.to_string())?,
+        () = cancel.cancelled() => return Ok(ProcessResult::fail("cancelled")),
+    };
+    let instance_id = start.instance.instance_id;
+    let task_id = start.task_id.clone();
+    handle
+        .send(start)
+        .await
+        .map_err(|e| format!("send failed: {e}"))?;
+    let result = loop {
+        tokio::select! {
+            () = cancel.cancelled() => {
+                let _ = handle.send(TrackerStopInstance { instance_id }).await;
+                break Ok(ProcessResult::fail("cancelled"));
+            }
+            m = incoming.recv() => match m {
+                None => break Err("connection lost".to_string()),
+                Some(Incoming { message: Message::ReportTaskStatus(r), .. })
+                    if r.instance_id == instance_id && r.task_id == task_id =>
+                {
+                    let message = r.result.unwrap_or_default();
+                    match r.status {
+                        TaskStatus::WorkerProcessSucceed => break Ok(ProcessResult::ok(message)),
+                        TaskStatus::WorkerProcessFailed => break Ok(ProcessResult::fail(message)),
+                        _ => {}
+                    }
+                }
+                Some(other) => {
+                    tracing::debug!(peer = address, kind = %other.message.kind(), "ignored");
+                }
+            },
+        }
+    };
+    handle.shutdown().await;
+    result
+}
+
+/// Accepts peers (TaskTrackers of the same app) on the worker's Listener until `stop` fires.
+pub(crate) async fn accept_peers(
+    shared: Arc<Shared>,
+    mut listener: Listener,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok(a) => {
+                tokio::spawn(serve_peer(Arc::clone(&shared), a));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "worker listener stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// The ProcessorTracker side of one TaskTracker connection.
+async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
+    let Accepted {
+        handle,
+        mut incoming,
+        addr,
+        ..
+    } = accepted;
+    let connection = shared.tasks_root.child_token();
+    let per_instance: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
+    loop {
+        let m = tokio::select! {
+            m = incoming.recv() => m,
+            () = connection.cancelled() => break,
+        };
+        let Some(Incoming {
+            correlation,
+            message,
+        }) = m
+        else {
+            break;
+        };
+        match message {
+            Message::StartTask(start) => {
+                let instance_id = start.instance.instance_id;
+                let cancel = per_instance
+                    .lock()
+                    .entry(instance_id)
+                    .or_insert_with(|| connection.child_token())
+                    .clone();
+                let shared = Arc::clone(&shared);
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let logger = shared.logger(instance_id);
+                    let work = process_start_task(&shared, &start, logger, cancel);
+                    // Safety net: the TaskTracker enforces the timeout and stops us, but a
+                    // lost TaskTracker must not leave the task running forever.
+                    let r = match start.instance.instance_timeout_ms {
+                        0 => work.await,
+                        ms => tokio::time::timeout(std::time::Duration::from_millis(ms), work)
+                            .await
+                            .unwrap_or_else(|_| {
+                                ProcessResult::fail(format!("timed out after {ms} ms"))
+                            }),
+                    };
+                    let report = ReportTaskStatus {
+                        instance_id,
+                        sub_instance_id: start.sub_instance_id,
+                        task_id: start.task_id,
+                        status: if r.success {
+                            TaskStatus::WorkerProcessSucceed
+                        } else {
+                            TaskStatus::WorkerProcessFailed
+                        },
+                        result: Some(r.message),
+                        report_time_ms: epoch_ms(),
+                        appended_workflow_context: Vec::new(),
+                    };
+                    let _ = handle.send(report).await;
+                });
+            }
+            Message::TrackerStopInstance(TrackerStopInstance { instance_id }) => {
+                if let Some(t) = per_instance.lock().remove(&instance_id) {
+                    t.cancel();
+                }
+            }
+            other => {
+                tracing::debug!(peer = %addr, kind = %other.kind(), "unexpected message from peer");
+                if let Some(c) = correlation {
+                    let refusal = ErrorReply {
+                        code: ErrorCode::UnexpectedMessage,
+                        message: format!("{} is not handled by a worker", other.kind()),
+                    };
+                    let _ = handle.respond(c, refusal).await;
+                }
+            }
+        }
+    }
+    // Nobody will hear these tasks' results: stop them.
+    connection.cancel();
+}

@@ -1,0 +1,275 @@
+//! Built-in processors, registered by `WorkerBuilder::builtins`: `shell`, `http`, `noop`,
+//! `sleep`. Each reads [`TaskContext::params`] (the instance params, else the job params).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use super::logs::truncate_at_char_boundary;
+use super::processor::{BasicProcessor, ProcessResult, TaskContext};
+
+/// Lines of standard output kept as the shell processor's result.
+pub const SHELL_RESULT_LINES: usize = 20;
+/// Bytes of the shell result and of the HTTP response body kept as the result at most.
+pub const RESULT_PREFIX_BYTES: usize = 4096;
+
+/// `shell`: runs the params with `sh -c`. Standard output and error lines go to the instance
+/// log; exit status 0 succeeds with the last [`SHELL_RESULT_LINES`] lines of standard output
+/// as the result, anything else fails with the exit code. The command runs in its own process
+/// group; on stop or timeout the whole group is killed (SIGKILL), children included.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShellProcessor;
+
+impl BasicProcessor for ShellProcessor {
+    async fn process(&self, ctx: TaskContext) -> ProcessResult {
+        let script = ctx.params().to_string();
+        if script.trim().is_empty() {
+            return ProcessResult::fail("shell: empty command (set the job or instance params)");
+        }
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(&script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => return ProcessResult::fail(format!("shell: cannot start sh: {e}")),
+        };
+        let group = GroupKiller {
+            pgid: child.id(),
+            armed: true,
+        };
+        let logger = ctx.logger().clone();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let out_log = logger.clone();
+        let read_out = async move {
+            let mut tail: VecDeque<String> = VecDeque::with_capacity(SHELL_RESULT_LINES);
+            if let Some(out) = stdout {
+                let mut lines = BufReader::new(out).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tail.len() == SHELL_RESULT_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line.clone());
+                    out_log.info(line);
+                }
+            }
+            tail
+        };
+        let read_err = async move {
+            if let Some(err) = stderr {
+                let mut lines = BufReader::new(err).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logger.warn(line);
+                }
+            }
+        };
+        let (tail, (), status) = tokio::join!(read_out, read_err, child.wait());
+        let mut group = group;
+        group.armed = false;
+        let mut result = Vec::from(tail).join("\n");
+        truncate_at_char_boundary(&mut result, RESULT_PREFIX_BYTES);
+        match status {
+            Ok(s) if s.success() => ProcessResult::ok(result),
+            Ok(s) => match s.code() {
+                Some(code) => ProcessResult::fail(format!("exit code {code}: {result}")),
+                None => ProcessResult::fail(format!("killed by a signal ({s}): {result}")),
+            },
+            Err(e) => ProcessResult::fail(format!("shell: waiting for sh failed: {e}")),
+        }
+    }
+}
+
+/// Kills the shell's process group when the task is dropped before the shell exited
+/// (`kill_on_drop` alone would kill `sh` but not the commands it started).
+struct GroupKiller {
+    pgid: Option<u32>,
+    armed: bool,
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        let (true, Some(pgid)) = (self.armed, self.pgid) else {
+            return;
+        };
+        // No libc binding in this crate: `kill(1)` does it. tokio reaps the helper in the
+        // background once it is dropped.
+        let spawned = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .arg(format!("-{pgid}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if let Err(e) = spawned {
+            tracing::warn!(pgid, error = %e, "cannot kill the shell's process group");
+        }
+    }
+}
+
+/// `http`'s params in JSON form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpParams {
+    url: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `http`: one HTTP request. Params are a URL (GET) or JSON
+/// `{"url", "method", "body", "headers", "timeout_ms"}`. Only `http://` (this build has no
+/// TLS). A 2xx status succeeds, anything else fails; the result is the status and the start of
+/// the body. Without `timeout_ms` the request is bounded by the instance's timeout.
+#[derive(Debug, Clone)]
+pub struct HttpProcessor {
+    /// The shared client, or why it could not be built (reported by every run).
+    client: Result<reqwest::Client, String>,
+}
+
+impl Default for HttpProcessor {
+    fn default() -> Self {
+        // `Client::new` panics when the client cannot be built; `build` says why instead.
+        HttpProcessor {
+            client: reqwest::Client::builder()
+                .build()
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl BasicProcessor for HttpProcessor {
+    async fn process(&self, ctx: TaskContext) -> ProcessResult {
+        let raw = ctx.params().trim();
+        let params = if raw.starts_with('{') {
+            match serde_json::from_str::<HttpParams>(raw) {
+                Ok(p) => p,
+                Err(e) => return ProcessResult::fail(format!("http: bad params: {e}")),
+            }
+        } else {
+            HttpParams {
+                url: raw.to_string(),
+                method: None,
+                body: None,
+                headers: Default::default(),
+                timeout_ms: None,
+            }
+        };
+        if params.url.starts_with("https://") {
+            return ProcessResult::fail(
+                "http: https:// is not supported (this worker is built without TLS); use http://",
+            );
+        }
+        if !params.url.starts_with("http://") {
+            return ProcessResult::fail(format!("http: {:?} is not an http:// URL", params.url));
+        }
+        let method_name = params
+            .method
+            .as_deref()
+            .unwrap_or("GET")
+            .to_ascii_uppercase();
+        let method = match reqwest::Method::from_bytes(method_name.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return ProcessResult::fail(format!("http: bad method {method_name:?}")),
+        };
+        let client = match &self.client {
+            Ok(c) => c,
+            Err(e) => return ProcessResult::fail(format!("http: no HTTP client: {e}")),
+        };
+        let mut request = client.request(method, &params.url);
+        for (k, v) in &params.headers {
+            request = request.header(k, v);
+        }
+        if let Some(body) = params.body {
+            request = request.body(body);
+        }
+        if let Some(t) = params
+            .timeout_ms
+            .map(Duration::from_millis)
+            .or(ctx.timeout())
+        {
+            request = request.timeout(t);
+        }
+        ctx.logger()
+            .info(format!("http: {method_name} {}", params.url));
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return ProcessResult::fail(format!("http: request failed: {e}")),
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return ProcessResult::fail(format!("http: {status}: reading body failed: {e}"))
+            }
+        };
+        let mut text = String::from_utf8_lossy(&body).into_owned();
+        truncate_at_char_boundary(&mut text, RESULT_PREFIX_BYTES);
+        let message = format!("{status}: {text}");
+        ctx.logger().info(format!("http: {status}"));
+        if status.is_success() {
+            ProcessResult::ok(message)
+        } else {
+            ProcessResult::fail(message)
+        }
+    }
+}
+
+/// `noop`: succeeds at once with an empty result (benchmarks).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopProcessor;
+
+impl BasicProcessor for NoopProcessor {
+    async fn process(&self, _ctx: TaskContext) -> ProcessResult {
+        ProcessResult::ok("")
+    }
+}
+
+/// `sleep`: params = milliseconds, or JSON `{"ms": N}`; sleeps (cancellably), then succeeds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SleepProcessor;
+
+#[derive(Debug, Deserialize)]
+struct SleepParams {
+    ms: u64,
+}
+
+impl BasicProcessor for SleepProcessor {
+    async fn process(&self, ctx: TaskContext) -> ProcessResult {
+        let raw = ctx.params().trim();
+        let ms = if raw.starts_with('{') {
+            serde_json::from_str::<SleepParams>(raw)
+                .map(|p| p.ms)
+                .map_err(|e| e.to_string())
+        } else {
+            raw.parse::<u64>().map_err(|e| e.to_string())
+        };
+        let ms = match ms {
+            Ok(ms) => ms,
+            Err(e) => {
+                return ProcessResult::fail(format!(
+                    "sleep: params must be milliseconds or {{\"ms\": N}}: {e}"
+                ))
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(ms)) => ProcessResult::ok(format!("slept {ms} ms")),
+            () = ctx.cancelled() => ProcessResult::fail("sleep: cancelled"),
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The worker library: connect to a ferrojob server, run the instances it dispatches with
+//! registered processors, report their status, ship their logs, and take part in BROADCAST
+//! instances with other workers of the same app (PROTOCOL.md, worker side).
+//!
+//! ```text
+//!  Worker::builder(config).basic("name", p).broadcast(..).builtins().start()
+//!    ├─ Listener (config.listen)       ── peers' StartTask ─▶ broadcast::serve_peer
+//!    ├─ session task (server)          ── ScheduleJob ─▶ instance::accept ─▶ run_instance task
+//!    │    reconnects with backoff         StopInstance / QueryInstanceStatus
+//!    │    drains the outbound queue   ◀── reports (instance tasks), log batches (shipper)
+//!    ├─ heartbeat task                 ── metrics (sysinfo, spawn_blocking) + WorkerHeartbeat
+//!    └─ log shipper task               ◀── InstanceLogger lines (bounded queue)
+//! ```
+//!
+//! - [`processor`]: [`BasicProcessor`], [`BroadcastProcessor`], [`TaskContext`],
+//!   [`ProcessResult`].
+//! - `instance`: one instance on its TaskTracker (reports, retries, timeout, stop).
+//! - `broadcast`: TaskTracker ↔ ProcessorTracker over worker-to-worker connections.
+//! - `session`: the server connection and heartbeats.
+//! - `logs`: [`InstanceLogger`] and the log shipper.
+//! - [`builtin`]: `shell`, `http`, `noop`, `sleep`.
+//!
+//! Invariants: per instance, reports are numbered from `report_seq_base + 1` and strictly
+//! increase, and exactly one final report is sent, last; every queue is bounded (outbound
+//! messages, log lines, finished-instance cache, peer connections via the listener's limit);
+//! a processor's panic fails its task, never the worker.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod broadcast;
+pub mod builtin;
+mod instance;
+mod logs;
+mod metrics;
+pub mod processor;
+mod session;
+mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrojob_transport::message::SystemMetrics;
+use ferrojob_transport::net::{Listener, NetConfig};
+use ferrojob_transport::{AppSecret, AppSecrets, ClientIdentity, TransportError, TransportMetrics};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use logs::InstanceLogger;
+pub use processor::{
+    summarise, BasicProcessor, BroadcastProcessor, ProcessResult, TaskContext, TaskResult,
+};
+
+use processor::Registered;
+use state::{CancelReason, FinishedCache, Shared};
+
+/// Outbound messages (reports, log batches) queued for the server at most; producers wait
+/// when it is full (backpressure), heartbeats and keepalives are skipped instead.
+pub const OUTBOUND_QUEUE: usize = 65_536;
+
+/// A worker's settings. Build with [`WorkerConfig::new`] and adjust the public fields.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// The server's transport address.
+    pub server: SocketAddr,
+    /// The app this worker serves.
+    pub app: String,
+    /// The app's secret (proved in the handshake, never sent).
+    pub secret: String,
+    /// Tags for SPECIFY dispatch; the first one also goes into heartbeats.
+    pub tags: Vec<String>,
+    /// Where the worker-to-worker Listener binds (default `127.0.0.1:0`).
+    pub listen: SocketAddr,
+    /// `host:port` other workers and the server know this worker by; default: the listener's
+    /// bound address (loopback when `listen` is unspecified, e.g. `0.0.0.0`: set this when
+    /// workers run on several machines). It is the worker's identity everywhere.
+    pub advertise: Option<String>,
+    /// Heartbeat period (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// After the server has been unreachable for longer than this, FIXED_RATE / FIXED_DELAY
+    /// instances are stopped, as PowerJob's workers do (default 30 s).
+    pub server_lost_after: Duration,
+    /// Log lines queued for shipping at most (default 10 000); more are dropped and counted.
+    pub log_queue: usize,
+    /// Instances running at once before heartbeats say `overloaded`; 0 = no limit (default).
+    pub max_running_instances: usize,
+    /// A running instance repeats its RUNNING report this often (default 10 s).
+    pub keepalive_interval: Duration,
+    /// Finished instances remembered for `QueryInstanceStatus` (default 10 000).
+    pub finished_cache: usize,
+    /// Transport settings (timeouts, queues, reconnect backoff) for the server and peers.
+    pub net: NetConfig,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("server", &self.server)
+            .field("app", &self.app)
+            .field("secret", &"..")
+            .field("tags", &self.tags)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("server_lost_after", &self.server_lost_after)
+            .field("log_queue", &self.log_queue)
+            .field("max_running_instances", &self.max_running_instances)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("finished_cache", &self.finished_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerConfig {
+    /// Defaults for a worker of `app` talking to `server`.
+    pub fn new(server: SocketAddr, app: impl Into<String>, secret: impl Into<String>) -> Self {
+        WorkerConfig {
+            server,
+            app: app.into(),
+            secret: secret.into(),
+            tags: Vec::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            heartbeat_interval: Duration::from_secs(1),
+            server_lost_after: Duration::from_secs(30),
+            log_queue: 10_000,
+            max_running_instances: 0,
+            keepalive_interval: Duration::from_secs(10),
+            finished_cache: 10_000,
+            net: NetConfig::default(),
+        }
+    }
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The worker-to-worker listener could not bind.
+    #[error("cannot listen on {addr} for other workers: {source}")]
+    Listen {
+        /// The configured `listen` address.
+        addr: SocketAddr,
+        /// Why.
+        source: TransportError,
+    },
+    /// A setting is unusable.
+    #[error("invalid worker config: {0}")]
+    Config(String),
+}
+
+/// Registers processors, then starts a [`Worker`].
+pub struct WorkerBuilder {
+    config: WorkerConfig,
+    processors: HashMap<String, Registered>,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.processors.keys().collect();
+        names.sort();
+        f.debug_struct("WorkerBuilder")
+            .field("config", &self.config)
+            .field("processors", &names)
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    /// Registers a basic processor under `name` (the job's `processor`); a later registration
+    /// of the same name replaces it.
+    pub fn basic(mut self, name: impl Into<String>, p: impl BasicProcessor) -> Self {
+        self.processors
+            .insert(name.into(), Registered::Basic(Arc::new(p)));
+        self
+    }
+
+    /// Registers a broadcast processor under `name`.
+    pub fn broadcast(mut self, name: impl Into<String>, p: impl BroadcastProcessor) -> Self {
+        self.processors
+            .insert(name.into(), Registered::Broadcast(Arc::new(p)));
+        self
+    }
+
+    /// Registers the built-in processors `shell`, `http`, `noop` and `sleep`.
+    pub fn builtins(self) -> Self {
+        self.basic("shell", builtin::ShellProcessor)
+            .basic("http", builtin::HttpProcessor::default())
+            .basic("noop", builtin::NoopProcessor)
+            .basic("sleep", builtin::SleepProcessor)
+    }
+
+    /// Binds the worker-to-worker listener and starts connecting to the server in the
+    /// background (it does not wait for the server to be up). Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<Worker, WorkerError> {
+        let WorkerBuilder { config, processors } = self;
+        if config.app.is_empty() {
+            return Err(WorkerError::Config("the app name is empty".into()));
+        }
+        let secret = AppSecret::new(config.secret.as_bytes());
+        let mut secrets: HashMap<String, AppSecret> = HashMap::new();
+        secrets.insert(config.app.clone(), secret.clone());
+        let secrets: Arc<dyn AppSecrets> = Arc::new(secrets);
+        let listener = Listener::bind(config.listen, config.net.clone(), secrets)
+            .await
+            .map_err(|source| WorkerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let address: Arc<str> = match &config.advertise {
+            Some(a) if a.trim().is_empty() => {
+                return Err(WorkerError::Config("advertise is empty".into()))
+            }
+            Some(a) => Arc::from(a.as_str()),
+            None => {
+                let mut bound = listener.local_addr();
+                if bound.ip().is_unspecified() {
+                    // 0.0.0.0 is no address to reach anyone at: loopback works on one machine;
+                    // across machines, `advertise` must name the real one.
+                    tracing::warn!(listen = %bound, "listening on an unspecified address without `advertise`: advertising loopback");
+                    bound.set_ip(if bound.is_ipv4() {
+                        std::net::IpAddr::from([127, 0, 0, 1])
+                    } else {
+                        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+                    });
+                }
+                Arc::from(bound.to_string().as_str())
+            }
+        };
+        let identity = ClientIdentity {
+            app_name: config.app.clone(),
+            worker_address: address.to_string(),
+            tags: config.tags.clone(),
+            client_version: concat!("ferrojob-worker ", env!("CARGO_PKG_VERSION")).to_string(),
+            secret,
+        };
+        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (log_tx, log_rx) = mpsc::channel(config.log_queue.max(1));
+        let mut sampler = metrics::Sampler::new();
+        let (sampler, first_metrics) = tokio::task::spawn_blocking(move || {
+            let m = sampler.sample();
+            (sampler, m)
+        })
+        .await
+        .map_err(|e| WorkerError::Config(format!("metrics sampling failed: {e}")))?;
+        let finished = FinishedCache::new(config.finished_cache);
+        let shared = Arc::new(Shared {
+            address: Arc::clone(&address),
+            identity,
+            processors,
+            outbound: outbound_tx.clone(),
+            server: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            disconnected_since: Mutex::new(Some(std::time::Instant::now())),
+            instances: Mutex::new(HashMap::new()),
+            instance_done: Notify::new(),
+            finished: Mutex::new(finished),
+            job_slots: Mutex::new(HashMap::new()),
+            log_tx,
+            log_stats: Arc::default(),
+            tasks_root: CancellationToken::new(),
+            closing: AtomicBool::new(false),
+            processor_trackers: AtomicU32::new(0),
+            transport_metrics: Arc::new(TransportMetrics::default()),
+            latest_metrics: Mutex::new(first_metrics),
+            config,
+        });
+        let stops = Stops::default();
+        let session = tokio::spawn(session::run(
+            Arc::clone(&shared),
+            outbound_rx,
+            stops.session.clone(),
+        ));
+        let heartbeat = tokio::spawn(session::heartbeats(
+            Arc::clone(&shared),
+            sampler,
+            stops.background.clone(),
+        ));
+        let shipper = tokio::spawn(logs::ship(
+            log_rx,
+            outbound_tx,
+            address.to_string(),
+            stops.logs.clone(),
+        ));
+        let peers = tokio::spawn(broadcast::accept_peers(
+            Arc::clone(&shared),
+            listener,
+            stops.background.clone(),
+        ));
+        tracing::info!(address = %address, server = %shared.config.server, app = %shared.config.app, "worker started");
+        Ok(Worker {
+            shared,
+            stops,
+            tasks: Some(Tasks {
+                session,
+                heartbeat,
+                shipper,
+                peers,
+            }),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stops {
+    session: CancellationToken,
+    logs: CancellationToken,
+    background: CancellationToken,
+}
+
+/// A running worker. [`Worker::shutdown`] stops it gracefully; dropping it instead stops its
+/// tasks abruptly (instances are cancelled, the connection just ends: final reports and logs
+/// still queued are lost).
+pub struct Worker {
+    shared: Arc<Shared>,
+    stops: Stops,
+    /// `None` once `shutdown` took them.
+    tasks: Option<Tasks>,
+}
+
+#[derive(Debug)]
+struct Tasks {
+    session: JoinHandle<()>,
+    heartbeat: JoinHandle<()>,
+    shipper: JoinHandle<()>,
+    peers: JoinHandle<()>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(tasks) = self.tasks.take() {
+            self.shared.closing.store(true, Ordering::Release);
+            self.shared.tasks_root.cancel();
+            self.stops.background.cancel();
+            self.stops.logs.cancel();
+            self.stops.session.cancel();
+            tasks.session.abort();
+            tasks.heartbeat.abort();
+            tasks.shipper.abort();
+            tasks.peers.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("address", &self.shared.address)
+            .field("connected", &self.is_connected())
+            .field("running", &self.running())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long shutdown waits for cancelled instances to report, and for the last messages to be
+/// written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl Worker {
+    /// A builder for a worker with `config`.
+    pub fn builder(config: WorkerConfig) -> WorkerBuilder {
+        WorkerBuilder {
+            config,
+            processors: HashMap::new(),
+        }
+    }
+
+    /// The `host:port` this worker is known by (its listener's, or the advertised one).
+    pub fn address(&self) -> &str {
+        &self.shared.address
+    }
+
+    /// Whether the worker is connected to the server now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Instances this worker runs now (as their TaskTracker).
+    pub fn running(&self) -> usize {
+        self.shared.running()
+    }
+
+    /// Broadcast tasks this worker runs now for TaskTrackers (its own instances' included).
+    pub fn processor_trackers(&self) -> u32 {
+        self.shared.processor_trackers.load(Ordering::Relaxed)
+    }
+
+    /// Log lines dropped because the log queue was full, over the worker's life.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.shared.log_stats.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The latest health measurements (as the next heartbeat carries them).
+    pub fn metrics(&self) -> SystemMetrics {
+        self.shared.latest_metrics.lock().clone()
+    }
+
+    /// Stops the worker: refuses new instances, cancels the running ones (each reports FAILED
+    /// "worker shut down"), ships the queued logs and reports, closes the server connection.
+    /// Bounded: gives up waiting after a few seconds.
+    pub async fn shutdown(mut self) {
+        let Some(Tasks {
+            mut session,
+            heartbeat,
+            mut shipper,
+            peers,
+        }) = self.tasks.take()
+        else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let stops = &self.stops;
+        shared.closing.store(true, Ordering::Release);
+        stops.background.cancel();
+        let running: Vec<_> = shared.instances.lock().values().cloned().collect();
+        for r in running {
+            r.cancel(CancelReason::Shutdown);
+        }
+        shared.tasks_root.cancel();
+        let drained = async {
+            loop {
+                let done = shared.instance_done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if shared.running() == 0 {
+                    break;
+                }
+                done.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+            tracing::warn!(
+                running = shared.running(),
+                "instances did not finish in time; their final reports are lost"
+            );
+        }
+        stops.logs.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut shipper)
+            .await
+            .is_err()
+        {
+            shipper.abort();
+        }
+        stops.session.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut session)
+            .await
+            .is_err()
+        {
+            tracing::warn!("server connection did not close in time");
+            session.abort();
+        }
+        heartbeat.abort();
+        peers.abort();
+        tracing::info!(address = %shared.address, "worker stopped");
+    }
+}
+
+/// Now, epoch milliseconds (0 before 1970, saturating).
+pub(crate) fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,291 @@
+//! What a worker runs: [`BasicProcessor`] and [`BroadcastProcessor`], the [`TaskContext`] they
+//! receive and the [`ProcessResult`] they return.
+//!
+//! The public traits use `impl Future` returns (no boxing for implementors); the worker stores
+//! them as `Arc<dyn DynBasic>` / `Arc<dyn DynBroadcast>` whose futures are boxed and `'static`
+//! (the `Arc` travels into the future), so one processor serves any number of concurrent tasks.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::logs::InstanceLogger;
+
+/// The outcome of one processor call: success or failure, and a message that becomes the
+/// task's (or instance's) result text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessResult {
+    /// Whether the call succeeded.
+    pub success: bool,
+    /// The result text (success) or the reason (failure).
+    pub message: String,
+}
+
+impl ProcessResult {
+    /// A success with `message` as its result.
+    pub fn ok(message: impl Into<String>) -> Self {
+        ProcessResult {
+            success: true,
+            message: message.into(),
+        }
+    }
+
+    /// A failure with `message` as its reason.
+    pub fn fail(message: impl Into<String>) -> Self {
+        ProcessResult {
+            success: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// The outcome of one broadcast task, as `post_process` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskResult {
+    /// Address of the worker that ran (or should have run) the task.
+    pub worker: String,
+    /// The task's id (its index in the instance's worker list, as decimal).
+    pub task_id: String,
+    /// Whether the task succeeded (after its retries).
+    pub success: bool,
+    /// The task's result text or failure reason.
+    pub message: String,
+}
+
+/// Everything a processor knows about the task it runs. Cheap to clone (shared strings).
+#[derive(Clone)]
+pub struct TaskContext {
+    pub(crate) instance_id: u64,
+    pub(crate) job_id: u64,
+    pub(crate) job_params: Arc<str>,
+    pub(crate) instance_params: Arc<str>,
+    pub(crate) task_id: Arc<str>,
+    pub(crate) attempt: u32,
+    pub(crate) worker_address: Arc<str>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) logger: InstanceLogger,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("instance_id", &self.instance_id)
+            .field("job_id", &self.job_id)
+            .field("task_id", &self.task_id)
+            .field("attempt", &self.attempt)
+            .field("worker_address", &self.worker_address)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskContext {
+    /// The job instance this task belongs to.
+    pub fn instance_id(&self) -> u64 {
+        self.instance_id
+    }
+
+    /// The job.
+    pub fn job_id(&self) -> u64 {
+        self.job_id
+    }
+
+    /// The parameters saved with the job.
+    pub fn job_params(&self) -> &str {
+        &self.job_params
+    }
+
+    /// The parameters of this run (API runs); empty when none were given.
+    pub fn instance_params(&self) -> &str {
+        &self.instance_params
+    }
+
+    /// The instance parameters if non-empty, else the job parameters: what most processors
+    /// should act on.
+    pub fn params(&self) -> &str {
+        if self.instance_params.is_empty() {
+            &self.job_params
+        } else {
+            &self.instance_params
+        }
+    }
+
+    /// The task's id within the instance: `"0"` for a STANDALONE instance, the worker's index
+    /// for a BROADCAST task, `"pre"`/`"post"` for the broadcast hooks.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// 1 for the first attempt of this task, 2 for its first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The address (`host:port`) of the worker running this task.
+    pub fn worker_address(&self) -> &str {
+        &self.worker_address
+    }
+
+    /// The instance's time limit, if it has one. The worker enforces it (the task's future is
+    /// dropped); it is here so that processors can pass it on (e.g. to a child's own timeout).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The instance log: lines logged here are shipped to the server.
+    pub fn logger(&self) -> &InstanceLogger {
+        &self.logger
+    }
+
+    /// The cancellation signal: fired on stop, timeout, loss of the server (fixed rate/delay)
+    /// and worker shutdown, just before the task's future is dropped.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Whether the task has been cancelled. Processors that block a thread (instead of
+    /// awaiting) should poll this.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes once the task is cancelled.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+}
+
+/// Processes one task of a STANDALONE instance (or every task of a BROADCAST instance whose
+/// processor has no hooks).
+///
+/// Implemented for every `Fn(TaskContext) -> impl Future<Output = ProcessResult>`, so an async
+/// closure is a processor. Cancellation is real: on stop or timeout the context's token fires
+/// and then the future is dropped at its next `.await`.
+pub trait BasicProcessor: Send + Sync + 'static {
+    /// Runs one attempt of a task.
+    fn process(&self, ctx: TaskContext) -> impl Future<Output = ProcessResult> + Send;
+}
+
+impl<F, Fut> BasicProcessor for F
+where
+    F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ProcessResult> + Send,
+{
+    fn process(&self, ctx: TaskContext) -> impl Future<Output = ProcessResult> + Send {
+        self(ctx)
+    }
+}
+
+/// Processes a BROADCAST instance: `pre_process` once on the TaskTracker (the worker that
+/// received the instance), `process` on every selected worker, `post_process` once on the
+/// TaskTracker with every task's result; `post_process` decides the instance's outcome.
+pub trait BroadcastProcessor: Send + Sync + 'static {
+    /// Runs once before any task; a failure fails the instance and no task runs.
+    fn pre_process(&self, ctx: TaskContext) -> impl Future<Output = ProcessResult> + Send {
+        let _ = ctx;
+        async { ProcessResult::ok("") }
+    }
+
+    /// Runs on every worker of the instance.
+    fn process(&self, ctx: TaskContext) -> impl Future<Output = ProcessResult> + Send;
+
+    /// Runs once after every task finished (after its retries); its result is the instance's.
+    /// The default succeeds iff every task succeeded ([`summarise`]).
+    fn post_process(
+        &self,
+        ctx: TaskContext,
+        results: Vec<TaskResult>,
+    ) -> impl Future<Output = ProcessResult> + Send {
+        let _ = ctx;
+        async move { summarise(&results) }
+    }
+}
+
+/// The default broadcast post-processing: success iff every task succeeded; the message says
+/// how many did and names the failed ones (`"2/3 tasks succeeded; failed: 1@host:port: why"`).
+pub fn summarise(results: &[TaskResult]) -> ProcessResult {
+    let ok = results.iter().filter(|r| r.success).count();
+    let mut message = format!("{ok}/{} tasks succeeded", results.len());
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.success)
+        .map(|r| format!("{}@{}: {}", r.task_id, r.worker, r.message))
+        .collect();
+    if !failed.is_empty() {
+        message.push_str("; failed: ");
+        message.push_str(&failed.join("; "));
+    }
+    ProcessResult {
+        success: ok == results.len(),
+        message,
+    }
+}
+
+/// Object-safe form of [`BasicProcessor`].
+pub(crate) trait DynBasic: Send + Sync + 'static {
+    fn call(self: Arc<Self>, ctx: TaskContext) -> BoxFuture<'static, ProcessResult>;
+}
+
+impl<P: BasicProcessor> DynBasic for P {
+    fn call(self: Arc<Self>, ctx: TaskContext) -> BoxFuture<'static, ProcessResult> {
+        Box::pin(async move { self.process(ctx).await })
+    }
+}
+
+/// Object-safe form of [`BroadcastProcessor`].
+pub(crate) trait DynBroadcast: Send + Sync + 'static {
+    fn pre(self: Arc<Self>, ctx: TaskContext) -> BoxFuture<'static, ProcessResult>;
+    fn call(self: Arc<Self>, ctx: TaskContext) -> BoxFuture<'static, ProcessResult>;
+    fn post(
+        self: Arc<Self>,
+        ctx: TaskContext,
+        results: Vec<TaskResult>,
+    ) -> BoxFuture<'static, ProcessResult>;
+}
+
+impl<P: BroadcastProcessor> DynBroadcast for P {
+    fn pre(self: Arc<Self>, ctx: TaskContext) -> BoxFuture<'static, ProcessResult> {
+        Box::pin(async move { self.pre_process(ctx).await })
+    }
+    fn call(self: Arc<Self>, ctx: TaskContext) -> BoxFuture<'static, ProcessResult> {
+        Box::pin(async move { self.process(ctx).await })
+    }
+    fn post(
+        self: Arc<Self>,
+        ctx: TaskContext,
+        results: Vec<TaskResult>,
+    ) -> BoxFuture<'static, ProcessResult> {
+        Box::pin(async move { self.post_process(ctx, results).await })
+    }
+}
+
+/// A registered processor.
+#[derive(Clone)]
+pub(crate) enum Registered {
+    Basic(Arc<dyn DynBasic>),
+    Broadcast(Arc<dyn DynBroadcast>),
+}
+
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Registered::Basic(_) => f.write_str("Basic"),
+            Registered::Broadcast(_) => f.write_str("Broadcast"),
+        }
+    }
+}
+
+impl Registered {
+    /// Runs the per-task step (`process`) of either kind.
+    pub(crate) fn process(&self, ctx: TaskContext) -> BoxFuture<'static, ProcessResult> {
+        match self {
+            Registered::Basic(p) => Arc::clone(p).call(ctx),
+            Registered::Broadcast(p) => Arc::clone(p).call(ctx),
+        }
+    }
+}
