@@ -1298,7 +1298,8 @@ async fn assert_closed_by_server(s: &mut tokio::net::TcpStream) {
 #[tokio::test]
 async fn slow_and_idle_connections_are_closed_after_the_header_read_timeout() {
     let h = Harness::start_with(HttpConfig {
-        header_read_timeout: Duration::from_millis(200),
+        // Short, but long enough for the well-behaved connections below on a loaded machine.
+        header_read_timeout: Duration::from_millis(500),
         ..HttpConfig::new(ADMIN)
     })
     .await;
@@ -1323,6 +1324,39 @@ async fn slow_and_idle_connections_are_closed_after_the_header_read_timeout() {
     assert_closed_by_server(&mut idle).await;
     assert_closed_by_server(&mut trickle).await;
     h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closes() {
+    let h = Harness::start_with(HttpConfig {
+        body_read_timeout: Duration::from_millis(200),
+        ..HttpConfig::new(ADMIN)
+    })
+    .await;
+    let mut s = connect(h.server.local_addr()).await;
+    s.write_all(
+        b"POST /v1/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+Content-Length: 100\r\n\r\n{\"type\":",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut answer))
+        .await
+        .expect("an answer, then the connection closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""code":"invalid_argument""#), "{text}");
+    // A body that arrives in time is unaffected.
+    let (status, _) = h
+        .post_json(
+            "/v1/validate",
+            None,
+            r#"{"type":"CRON","expression":"0 0 2 * * ?"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
@@ -1398,6 +1432,10 @@ async fn out_of_range_limits_are_refused_at_bind() {
         },
         HttpConfig {
             header_read_timeout: Duration::ZERO,
+            ..HttpConfig::new(ADMIN)
+        },
+        HttpConfig {
+            body_read_timeout: Duration::ZERO,
             ..HttpConfig::new(ADMIN)
         },
     ] {

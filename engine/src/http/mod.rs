@@ -46,6 +46,7 @@
 //! | unknown route; unknown app (with the admin token), job or instance | 404 | `not_found` |
 //! | a method the route does not have | 405 (+ `Allow`) | `invalid_argument` |
 //! | a body larger than [`HttpConfig::max_body_bytes`] | 413 | `payload_too_large` |
+//! | a body not complete within [`HttpConfig::body_read_timeout`] | 408 (connection closed) | `invalid_argument` |
 //! | an [`ApiError`](crate::api::ApiError) from the [`Api`] | its [`ErrorCode::http_status`](crate::api::ErrorCode::http_status) | its code |
 //! | a panic in a handler (a bug) | 500 | `internal` |
 //!
@@ -89,6 +90,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default [`HttpConfig::header_read_timeout`]: 10 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default [`HttpConfig::body_read_timeout`]: 30 s.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default [`HttpConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -112,6 +116,12 @@ pub struct HttpConfig {
     /// without an answer. Must be more than zero. Default
     /// [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// How long a route that takes a body waits for all of it, counted from when it starts
+    /// reading (after authorization). Past it the request is answered 408 (code
+    /// `invalid_argument`) and the connection closed, so a client that trickles a body cannot
+    /// hold a connection either. Must be more than zero. Default
+    /// [`DEFAULT_BODY_READ_TIMEOUT`].
+    pub body_read_timeout: Duration,
     /// Most connections served at once. At the limit the server stops accepting (new
     /// connections wait in the kernel's listen backlog) until one closes. Must be at least 1.
     /// Default [`DEFAULT_MAX_CONNECTIONS`].
@@ -129,6 +139,7 @@ impl HttpConfig {
             admin_token: admin_token.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
         }
@@ -141,6 +152,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("admin_token", &"<redacted>")
             .field("max_body_bytes", &self.max_body_bytes)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("shutdown_grace", &self.shutdown_grace)
             .finish()
@@ -153,6 +165,7 @@ pub(crate) struct Shared {
     pub(crate) api: Arc<dyn Api>,
     pub(crate) admin_token: Arc<str>,
     pub(crate) metrics: Arc<guard::HttpMetrics>,
+    pub(crate) body_read_timeout: Duration,
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz` and
@@ -163,6 +176,7 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         api,
         admin_token: Arc::from(config.admin_token),
         metrics: Arc::new(guard::HttpMetrics::default()),
+        body_read_timeout: config.body_read_timeout,
     };
     use handlers as h;
     Router::new()

@@ -90,6 +90,11 @@ impl Limits {
                 "header_read_timeout must be more than zero",
             ));
         }
+        if config.body_read_timeout.is_zero() {
+            return Err(HttpError::InvalidConfig(
+                "body_read_timeout must be more than zero",
+            ));
+        }
         if config.max_connections == 0 {
             return Err(HttpError::InvalidConfig(
                 "max_connections must be at least 1",
