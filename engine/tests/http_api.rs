@@ -1,7 +1,8 @@
 //! The OpenAPI's HTTP layer (`ferrojob::http`) and Rust client (`ferrojob::client`) against an
 //! in-memory [`Api`]: every route round-trips through the client; auth rules; malformed input
 //! of every kind gets a 4xx with the JSON error shape and the server keeps serving; random
-//! bodies never get a 5xx.
+//! bodies never get a 5xx; slow, idle and surplus connections and shutdown with open
+//! connections, over raw sockets.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -1069,8 +1070,8 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn oversized_bodies_are_413() {
     let h = Harness::start_with(HttpConfig {
-        admin_token: ADMIN.into(),
         max_body_bytes: 4096,
+        ..HttpConfig::new(ADMIN)
     })
     .await;
     h.app("a").await;
@@ -1230,6 +1231,220 @@ async fn shutdown_is_graceful_and_frees_the_port() {
         fresh.health().await,
         Err(ClientError::Transport(_))
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection handling: slow clients, the connection limit, shutdown with open connections.
+
+/// Bounds every wait on a raw socket so a regression fails the test instead of hanging it;
+/// not a timing assertion (the waits end in milliseconds when things work).
+const HANG_GUARD: Duration = Duration::from_secs(10);
+
+async fn connect(addr: SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// Reads one answer with a `Content-Length` body from `s`; answers its status line.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a Content-Length header");
+            if buf.len() >= end + 4 + len {
+                return head.lines().next().unwrap().to_owned();
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(HANG_GUARD, s.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-answer: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Sends `GET /healthz` on `s`, keeping the connection alive; answers the status line.
+async fn healthz_on(s: &mut tokio::net::TcpStream) -> String {
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_answer(s).await
+}
+
+/// The server closes `s` (EOF or reset) without sending anything more.
+async fn assert_closed_by_server(s: &mut tokio::net::TcpStream) {
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection");
+    if read.is_ok() {
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+}
+
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_after_the_header_read_timeout() {
+    let h = Harness::start_with(HttpConfig {
+        // Short, but long enough for the well-behaved connections below on a loaded machine.
+        header_read_timeout: Duration::from_millis(500),
+        ..HttpConfig::new(ADMIN)
+    })
+    .await;
+    let addr = h.server.local_addr();
+    // Half a request line, then nothing (slowloris).
+    let mut stalled = connect(addr).await;
+    stalled.write_all(b"GET /healthz HT").await.unwrap();
+    // Connected, never a byte.
+    let mut silent = connect(addr).await;
+    // One answered request, then an idle keep-alive connection.
+    let mut idle = connect(addr).await;
+    assert_eq!(healthz_on(&mut idle).await, "HTTP/1.1 200 OK");
+    // A head sent in many small writes is served (the timeout is for the whole head).
+    let mut trickle = connect(addr).await;
+    for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" {
+        trickle.write_all(&[*b]).await.unwrap();
+    }
+    assert_eq!(read_answer(&mut trickle).await, "HTTP/1.1 200 OK");
+
+    assert_closed_by_server(&mut stalled).await;
+    assert_closed_by_server(&mut silent).await;
+    assert_closed_by_server(&mut idle).await;
+    assert_closed_by_server(&mut trickle).await;
+    h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closes() {
+    let h = Harness::start_with(HttpConfig {
+        body_read_timeout: Duration::from_millis(200),
+        ..HttpConfig::new(ADMIN)
+    })
+    .await;
+    let mut s = connect(h.server.local_addr()).await;
+    s.write_all(
+        b"POST /v1/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+Content-Length: 100\r\n\r\n{\"type\":",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut answer))
+        .await
+        .expect("an answer, then the connection closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""code":"invalid_argument""#), "{text}");
+    // A body that arrives in time is unaffected.
+    let (status, _) = h
+        .post_json(
+            "/v1/validate",
+            None,
+            r#"{"type":"CRON","expression":"0 0 2 * * ?"}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    let h = Harness::start_with(HttpConfig {
+        max_connections: 2,
+        ..HttpConfig::new(ADMIN)
+    })
+    .await;
+    let addr = h.server.local_addr();
+    let mut a = connect(addr).await;
+    let mut b = connect(addr).await;
+    assert_eq!(healthz_on(&mut a).await, "HTTP/1.1 200 OK");
+    assert_eq!(healthz_on(&mut b).await, "HTTP/1.1 200 OK");
+    // The kernel completes the handshake (listen backlog), but the server does not take the
+    // connection while two are open: its request stays unanswered.
+    let mut c = connect(addr).await;
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), c.read(&mut byte))
+            .await
+            .is_err(),
+        "a third connection was served past max_connections = 2"
+    );
+    // The open ones keep being served.
+    assert_eq!(healthz_on(&mut b).await, "HTTP/1.1 200 OK");
+    // One closes: the waiting connection is taken and answered.
+    drop(a);
+    assert_eq!(read_answer(&mut c).await, "HTTP/1.1 200 OK");
+    assert_eq!(healthz_on(&mut b).await, "HTTP/1.1 200 OK");
+    drop(b);
+    drop(c);
+    h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_idle_and_stalled_connections() {
+    let h = Harness::start_with(HttpConfig {
+        // Far longer than the test: only shutdown can end these connections.
+        header_read_timeout: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_millis(100),
+        ..HttpConfig::new(ADMIN)
+    })
+    .await;
+    let addr = h.server.local_addr();
+    // Stalled in its first request head: graceful shutdown waits for the request, so the
+    // grace runs out and the connection task is aborted.
+    let mut stalled = connect(addr).await;
+    stalled.write_all(b"GET /healthz HT").await.unwrap();
+    // Idle between two requests: graceful shutdown closes it at once. Accepted after
+    // `stalled` (accept order), so both are being served when shutdown starts.
+    let mut idle = connect(addr).await;
+    assert_eq!(healthz_on(&mut idle).await, "HTTP/1.1 200 OK");
+
+    tokio::time::timeout(HANG_GUARD, h.server.shutdown())
+        .await
+        .expect("shutdown completes with open connections");
+    assert_closed_by_server(&mut idle).await;
+    assert_closed_by_server(&mut stalled).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn out_of_range_limits_are_refused_at_bind() {
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    for config in [
+        HttpConfig {
+            max_connections: 0,
+            ..HttpConfig::new(ADMIN)
+        },
+        HttpConfig {
+            header_read_timeout: Duration::ZERO,
+            ..HttpConfig::new(ADMIN)
+        },
+        HttpConfig {
+            body_read_timeout: Duration::ZERO,
+            ..HttpConfig::new(ADMIN)
+        },
+    ] {
+        let r = HttpServer::bind(addr, Arc::new(MockApi::default()), config).await;
+        assert!(
+            matches!(r, Err(ferrojob::http::HttpError::InvalidConfig(_))),
+            "{r:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! Path ids, query strings and JSON bodies into `api::types`; every failure is a 400
-//! `invalid_argument` naming what was wrong, except a body over the limit (413).
+//! `invalid_argument` naming what was wrong, except a body over the limit (413) or one that
+//! does not arrive in time (408).
 //!
 //! These are plain functions rather than axum extractors so that handlers can authorize a
 //! request before they read its body.
@@ -12,6 +13,8 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::failure::Failure;
+use super::guard::BodyReadTimeout;
+use super::DEFAULT_BODY_READ_TIMEOUT;
 use crate::api::{ApiError, ErrorCode};
 
 /// A numeric `{id}` path segment.
@@ -57,9 +60,23 @@ fn is_json(headers: &HeaderMap) -> bool {
             .is_some_and(|(ty, suffix)| ty.starts_with("application/") && suffix == "json")
 }
 
-/// The body of `req`, within the router's body limit (413 past it).
+/// The body of `req`, within the router's body limit (413 past it) and the body read timeout
+/// the guard put in its extensions (408 past it; [`DEFAULT_BODY_READ_TIMEOUT`] if absent).
 async fn read_body(req: Request) -> Result<Bytes, Failure> {
-    Bytes::from_request(req, &()).await.map_err(|e| {
+    let timeout = req
+        .extensions()
+        .get::<BodyReadTimeout>()
+        .map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+    let Ok(read) = tokio::time::timeout(timeout, Bytes::from_request(req, &())).await else {
+        return Err(Failure {
+            status: StatusCode::REQUEST_TIMEOUT,
+            error: ApiError::new(
+                ErrorCode::InvalidArgument,
+                format!("the request body did not arrive within {timeout:?}"),
+            ),
+        });
+    };
+    read.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::PayloadTooLarge, e.body_text()).into()
         } else {

@@ -7,8 +7,9 @@ use axum::Json;
 
 use crate::api::{ApiError, ErrorBody, ErrorCode};
 
-/// An error response. The status is the code's [`ErrorCode::http_status`] except for 405,
-/// which has no code of its own (it travels as `invalid_argument`).
+/// An error response. The status is the code's [`ErrorCode::http_status`] except for 405 and
+/// 408 (a body that did not arrive in time), which have no code of their own (they travel as
+/// `invalid_argument`).
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) status: StatusCode,

@@ -3,7 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -53,6 +53,11 @@ impl HttpMetrics {
     }
 }
 
+/// [`HttpConfig::body_read_timeout`](super::HttpConfig::body_read_timeout), carried to the
+/// body readers of `extract` in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyReadTimeout(pub(crate) Duration);
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     if let Some(s) = panic.downcast_ref::<&'static str>() {
         s
@@ -64,7 +69,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Runs the rest of the stack for `req`, catching a panic as a 500 JSON error.
-pub(crate) async fn guard(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(shared): State<Shared>, mut req: Request, next: Next) -> Response {
+    req.extensions_mut()
+        .insert(BodyReadTimeout(shared.body_read_timeout));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();

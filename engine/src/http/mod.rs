@@ -11,7 +11,10 @@
 //! ```
 //!
 //! - [`router`] builds the routes of the table in [`crate::api`]; [`HttpServer`] binds a
-//!   socket, serves the router in a task and shuts it down gracefully.
+//!   socket and serves the router with hyper's HTTP/1 connection builder, one task per
+//!   connection: a header-read timeout (which also bounds idle keep-alive time), at most
+//!   [`HttpConfig::max_connections`] at once, and a shutdown that closes every connection
+//!   gracefully and aborts the stragglers after [`HttpConfig::shutdown_grace`].
 //! - `auth` holds bearer parsing, the constant-time comparison and the admin/app rules.
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
 //!   into a 400 (or 413).
@@ -43,6 +46,7 @@
 //! | unknown route; unknown app (with the admin token), job or instance | 404 | `not_found` |
 //! | a method the route does not have | 405 (+ `Allow`) | `invalid_argument` |
 //! | a body larger than [`HttpConfig::max_body_bytes`] | 413 | `payload_too_large` |
+//! | a body not complete within [`HttpConfig::body_read_timeout`] | 408 (connection closed) | `invalid_argument` |
 //! | an [`ApiError`](crate::api::ApiError) from the [`Api`] | its [`ErrorCode::http_status`](crate::api::ErrorCode::http_status) | its code |
 //! | a panic in a handler (a bug) | 500 | `internal` |
 //!
@@ -70,6 +74,7 @@ mod handlers;
 mod server;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -82,7 +87,20 @@ pub use server::{HttpError, HttpServer, SHUTDOWN_GRACE};
 /// Default [`HttpConfig::max_body_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
-/// How the HTTP layer authorizes and limits requests.
+/// Default [`HttpConfig::header_read_timeout`]: 10 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default [`HttpConfig::body_read_timeout`]: 30 s.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default [`HttpConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// How the HTTP layer authorizes and limits requests and connections.
+///
+/// Build one with [`HttpConfig::new`] and then set the fields to change, or with
+/// `HttpConfig { max_body_bytes: 4096, ..HttpConfig::new(token) }`; a struct literal that
+/// names every field breaks whenever a field is added.
 #[derive(Clone)]
 pub struct HttpConfig {
     /// The bearer token of admin routes; it also opens every app's routes. An empty token
@@ -91,14 +109,39 @@ pub struct HttpConfig {
     /// Largest request body accepted, bytes; larger bodies are answered 413. Default
     /// [`DEFAULT_MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
+    /// How long a connection may take to send a complete request head (request line and
+    /// headers), counted from when the server starts waiting for it. This also bounds how
+    /// long an idle keep-alive connection stays open between two requests: the clock starts
+    /// again as soon as the previous answer is written. A connection past it is closed
+    /// without an answer. Must be more than zero. Default
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// How long a route that takes a body waits for all of it, counted from when it starts
+    /// reading (after authorization). Past it the request is answered 408 (code
+    /// `invalid_argument`) and the connection closed, so a client that trickles a body cannot
+    /// hold a connection either. Must be more than zero. Default
+    /// [`DEFAULT_BODY_READ_TIMEOUT`].
+    pub body_read_timeout: Duration,
+    /// Most connections served at once. At the limit the server stops accepting (new
+    /// connections wait in the kernel's listen backlog) until one closes. Must be at least 1.
+    /// Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// On shutdown, how long connections get to finish their in-flight request after they
+    /// were asked to close; the ones still open then are dropped. Default
+    /// [`SHUTDOWN_GRACE`].
+    pub shutdown_grace: Duration,
 }
 
 impl HttpConfig {
-    /// A config with `admin_token` and the default body limit.
+    /// A config with `admin_token` and every limit at its default.
     pub fn new(admin_token: impl Into<String>) -> HttpConfig {
         HttpConfig {
             admin_token: admin_token.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace: SHUTDOWN_GRACE,
         }
     }
 }
@@ -108,6 +151,10 @@ impl std::fmt::Debug for HttpConfig {
         f.debug_struct("HttpConfig")
             .field("admin_token", &"<redacted>")
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }
@@ -118,6 +165,7 @@ pub(crate) struct Shared {
     pub(crate) api: Arc<dyn Api>,
     pub(crate) admin_token: Arc<str>,
     pub(crate) metrics: Arc<guard::HttpMetrics>,
+    pub(crate) body_read_timeout: Duration,
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz` and
@@ -128,6 +176,7 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         api,
         admin_token: Arc::from(config.admin_token),
         metrics: Arc::new(guard::HttpMetrics::default()),
+        body_read_timeout: config.body_read_timeout,
     };
     use handlers as h;
     Router::new()

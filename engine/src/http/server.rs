@@ -1,19 +1,52 @@
 //! [`HttpServer`]: the [`router`](super::router) served on a TCP socket in a tokio task.
+//!
+//! ```text
+//!   accept loop (one task)                      connection tasks (JoinSet, one per socket)
+//!   ──────────────────────                      ─────────────────────────────────────────
+//!   acquire a permit (≤ max_connections) ─┐
+//!   accept ───────────────────────────────┴──▶  hyper http1 conn (header_read_timeout via
+//!   reap finished connection tasks               TokioTimer) serving the Router; holds the
+//!   stop signal ─▶ stop accepting,               permit until it ends
+//!                  cancel `closing` ─────────▶  graceful_shutdown(): finish the in-flight
+//!                  wait ≤ shutdown_grace         request, then close
+//!                  abort the rest
+//! ```
+//!
+//! # Invariants
+//!
+//! - At most [`HttpConfig::max_connections`] connection tasks exist: a task holds an owned
+//!   semaphore permit, taken before `accept`, for its whole life (also when aborted, since
+//!   the permit is dropped with the task's future).
+//! - No connection task outlives the serving task: every one is in the serving task's
+//!   `JoinSet`, which is drained (gracefully, then by abort after
+//!   [`HttpConfig::shutdown_grace`]) before the serving task returns; and dropping a
+//!   `JoinSet` aborts what is left in it should the serving task itself be aborted.
+//! - A peer cannot hold a connection without sending a request head within
+//!   [`HttpConfig::header_read_timeout`], idle keep-alive time included.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use super::{router, HttpConfig};
 use crate::api::Api;
 
-/// How long [`HttpServer::shutdown`] waits for in-flight requests before it drops the
-/// connections that are still open.
+/// Default [`HttpConfig::shutdown_grace`]: how long [`HttpServer::shutdown`] waits for
+/// in-flight requests before it drops the connections that are still open.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the accept loop pauses after a failed `accept` (e.g. out of file descriptors),
+/// so that a persistent error does not spin a core.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why the HTTP server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +60,14 @@ pub enum HttpError {
         /// Why.
         source: std::io::Error,
     },
+    /// A value of the [`HttpConfig`] is out of range.
+    #[error("invalid HTTP config: {0}")]
+    InvalidConfig(&'static str),
 }
 
 /// The OpenAPI served on a socket. Serving runs in a tokio task from [`HttpServer::bind`]
 /// until [`HttpServer::shutdown`]; dropping the server also asks it to stop (gracefully, in
-/// the background).
+/// the background, with the same grace).
 #[derive(Debug)]
 pub struct HttpServer {
     local_addr: SocketAddr,
@@ -39,15 +75,52 @@ pub struct HttpServer {
     task: Option<JoinHandle<()>>,
 }
 
+/// The connection limits of [`HttpConfig`], checked.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    max_connections: usize,
+    shutdown_grace: Duration,
+}
+
+impl Limits {
+    fn of(config: &HttpConfig) -> Result<Limits, HttpError> {
+        if config.header_read_timeout.is_zero() {
+            return Err(HttpError::InvalidConfig(
+                "header_read_timeout must be more than zero",
+            ));
+        }
+        if config.body_read_timeout.is_zero() {
+            return Err(HttpError::InvalidConfig(
+                "body_read_timeout must be more than zero",
+            ));
+        }
+        if config.max_connections == 0 {
+            return Err(HttpError::InvalidConfig(
+                "max_connections must be at least 1",
+            ));
+        }
+        if config.max_connections > Semaphore::MAX_PERMITS {
+            return Err(HttpError::InvalidConfig("max_connections is too large"));
+        }
+        Ok(Limits {
+            header_read_timeout: config.header_read_timeout,
+            max_connections: config.max_connections,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+}
+
 impl HttpServer {
     /// Binds `addr` (port 0 picks a free port; see [`HttpServer::local_addr`]) and serves
-    /// [`router`](super::router)`(api, config)` on it in a new task. Must be called within a
-    /// tokio runtime.
+    /// [`router`](super::router)`(api, config)` on it in a new task, with the connection
+    /// limits of `config`. Must be called within a tokio runtime.
     pub async fn bind(
         addr: SocketAddr,
         api: Arc<dyn Api>,
         config: HttpConfig,
     ) -> Result<HttpServer, HttpError> {
+        let limits = Limits::of(&config)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| HttpError::Bind { addr, source })?;
@@ -56,18 +129,7 @@ impl HttpServer {
             .map_err(|source| HttpError::Bind { addr, source })?;
         let app = router(api, config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            // A dropped sender (HttpServer dropped) stops the server too.
-            let signal = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-            {
-                tracing::error!(%local_addr, error = %e, "the HTTP server stopped with an error");
-            }
-        });
+        let task = tokio::spawn(serve(listener, local_addr, app, limits, stopped));
         tracing::info!(%local_addr, "OpenAPI listening");
         Ok(HttpServer {
             local_addr,
@@ -81,24 +143,17 @@ impl HttpServer {
         self.local_addr
     }
 
-    /// Stops accepting connections, lets in-flight requests finish (up to
-    /// [`SHUTDOWN_GRACE`]; then the remaining connections are dropped) and returns when the
-    /// serving task has ended.
+    /// Stops accepting connections, asks every open connection to close once its in-flight
+    /// request is answered (idle keep-alive connections close at once), drops the ones still
+    /// open after [`HttpConfig::shutdown_grace`], and returns when every connection task and
+    /// the serving task have ended.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    local_addr = %self.local_addr,
-                    "HTTP requests still in flight after the shutdown grace; dropping them"
-                );
-                task.abort();
-                let _ = task.await;
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                tracing::error!(local_addr = %self.local_addr, error = %e, "the HTTP serving task failed");
             }
         }
         tracing::info!(local_addr = %self.local_addr, "OpenAPI stopped");
@@ -109,6 +164,130 @@ impl Drop for HttpServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+}
+
+/// The serving task: accepts until `stopped` resolves (sent or its sender dropped), then
+/// shuts the connections down.
+async fn serve(
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: Router,
+    limits: Limits,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let closing = CancellationToken::new();
+    let mut conns: JoinSet<()> = JoinSet::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            Some(joined) = conns.join_next(), if !conns.is_empty() => reaped(joined),
+            (permit, accepted) = accept_within_limit(&listener, &permits) => {
+                let Some(permit) = permit else { break };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let conn = connection(&http, stream, peer, app.clone(), closing.clone(), permit);
+                        conns.spawn(conn);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%local_addr, error = %e, "HTTP accept failed");
+                        drop(permit);
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    closing.cancel();
+    let open = conns.len();
+    if open > 0 {
+        tracing::debug!(%local_addr, open, "closing HTTP connections");
+    }
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while let Some(joined) = conns.join_next().await {
+            reaped(joined);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            %local_addr,
+            open = conns.len(),
+            "HTTP connections still open after the shutdown grace; dropping them"
+        );
+        conns.abort_all();
+        while let Some(joined) = conns.join_next().await {
+            if let Err(e) = joined {
+                if !e.is_cancelled() {
+                    reaped(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Waits for a connection permit, then for a connection. `None` for the permit means the
+/// semaphore was closed (it never is; treated as a stop). Cancel-safe: dropped before a
+/// connection arrives, it gives the permit back and accepts nothing.
+async fn accept_within_limit(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> (
+    Option<OwnedSemaphorePermit>,
+    std::io::Result<(TcpStream, SocketAddr)>,
+) {
+    match Arc::clone(permits).acquire_owned().await {
+        Ok(permit) => (Some(permit), listener.accept().await),
+        Err(_) => (
+            None,
+            Err(std::io::Error::other("connection semaphore closed")),
+        ),
+    }
+}
+
+/// Logs a connection task that did not end normally.
+fn reaped(joined: Result<(), JoinError>) {
+    if let Err(e) = joined {
+        tracing::error!(error = %e, "an HTTP connection task failed");
+    }
+}
+
+/// One connection: hyper's HTTP/1 state machine over `stream`, serving `app`, until the
+/// peer closes, a timeout closes it, or `closing` asks it to finish gracefully. Holds
+/// `permit` for its whole life.
+fn connection(
+    http: &http1::Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    closing: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    async move {
+        let _permit = permit;
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = closing.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        // Client-side failures (timeouts, resets, bad bytes) are not the server's errors.
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
         }
     }
 }
