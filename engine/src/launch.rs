@@ -225,8 +225,8 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         resolve_token(config.admin_token.as_deref(), config.data_dir.as_deref())?;
     let core = ServerCore::start(config.core).await?;
     let http_config = HttpConfig {
-        admin_token: admin_token.clone(),
         max_body_bytes: config.max_body_bytes,
+        ..HttpConfig::new(admin_token.clone())
     };
     let http = match HttpServer::bind(config.http, core.api(), http_config).await {
         Ok(h) => h,
