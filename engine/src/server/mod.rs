@@ -40,7 +40,7 @@ pub use records::{
     MAX_PARAMS_LEN,
 };
 pub use repo::{
-    Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,
+    Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo, ID_BLOCK,
     MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
 };
 
