@@ -107,6 +107,8 @@ pub enum Mode {
     Fail,
     /// RUNNING only; the test finishes it.
     Hold,
+    /// No report at all (a worker that never confirms).
+    Silent,
 }
 
 /// What a fake worker saw.
@@ -192,11 +194,14 @@ impl FakeWorker {
                         let _ = tx.send(Seen::Schedule(job.clone()));
                         let mode = *m.lock().unwrap();
                         let w = FakeWorkerRef { handle: handle.clone(), address: addr.clone(), seqs: s.clone(), known: k.clone() };
+                        if mode == Mode::Silent {
+                            continue;
+                        }
                         w.report(id, W::Running, None).await;
                         match mode {
                             Mode::Succeed => w.report(id, W::Succeed, Some("ok")).await,
                             Mode::Fail => w.report(id, W::Failed, Some("boom")).await,
-                            Mode::Hold => {}
+                            Mode::Hold | Mode::Silent => {}
                         }
                     }
                     Message::StopInstance(stop) => {
@@ -368,4 +373,31 @@ impl FakeWorkerRef {
             .await
             .unwrap();
     }
+}
+
+/// Every instance of `job`, oldest first.
+pub async fn instances(api: &Arc<dyn Api>, app: &AppRef, job: u64) -> Vec<InstanceView> {
+    let mut v = api
+        .list_instances(
+            app.clone(),
+            ferrojob::api::InstanceQuery {
+                job_id: Some(job),
+                limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    v.reverse();
+    v
+}
+
+/// Waits until `job` has `n` instances, all SUCCEED.
+pub async fn succeeded(api: &Arc<dyn Api>, app: &AppRef, job: u64, n: usize) -> Vec<InstanceView> {
+    until(&format!("{n} succeeded instances of job {job}"), || async {
+        let v = instances(api, app, job).await;
+        (v.len() == n && v.iter().all(|i| i.status == S::Succeed)).then_some(v)
+    })
+    .await
 }
