@@ -62,8 +62,14 @@ async fn api_run_is_dispatched_and_succeeds() {
         .unwrap();
     assert_eq!(list.items.len(), 1);
     let m = api.metrics_text();
-    assert!(m.contains("ferrojob_instances{status=\"SUCCEED\"} 1"), "{m}");
-    assert!(m.contains("ferrojob_dispatch_latency_seconds_count 1"), "{m}");
+    assert!(
+        m.contains("ferrojob_instances{status=\"SUCCEED\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrojob_dispatch_latency_seconds_count 1"),
+        "{m}"
+    );
     assert!(m.contains("ferrojob_connected_workers 1"), "{m}");
     assert_eq!(api.health().status, "ok");
     server.shutdown().await;
@@ -75,8 +81,14 @@ async fn unknown_ids_conflicts_and_map_jobs_are_refused() {
     let api = server.api();
     let a = app(&api, "a").await;
     let b = app(&api, "b").await;
-    assert_eq!(api.resolve_app("nope").unwrap_err().code, ErrorCode::NotFound);
-    assert_eq!(api.resolve_app("999").unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        api.resolve_app("nope").unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        api.resolve_app("999").unwrap_err().code,
+        ErrorCode::NotFound
+    );
     assert_eq!(api.resolve_app(&a.id.0.to_string()).unwrap().name, "a");
     let dup = api
         .create_app(ferrojob::api::CreateApp {
@@ -91,7 +103,10 @@ async fn unknown_ids_conflicts_and_map_jobs_are_refused() {
         api.get_job(a.clone(), 999).await.unwrap_err().code,
         api.get_job(b.clone(), jid).await.unwrap_err().code,
         api.get_instance(a.clone(), 999).await.unwrap_err().code,
-        api.run_job(a.clone(), 999, RunJob::default()).await.unwrap_err().code,
+        api.run_job(a.clone(), 999, RunJob::default())
+            .await
+            .unwrap_err()
+            .code,
         api.delete_job(a.clone(), 999).await.unwrap_err().code,
         api.instance_action(a.clone(), 999, InstanceAction::Stop)
             .await
@@ -155,10 +170,17 @@ async fn specify_by_tag_reaches_the_tagged_worker_and_broadcast_lists_all() {
     w2.register(&api, &app, 64, 0).await;
     w3.register(&api, &app, 2, 0).await;
 
-    let hf = api.create_job(app.clone(), job(T::Api, "")).await.unwrap().id;
+    let hf = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
     let id = run(&api, &app, hf).await;
     assert_eq!(
-        status_is(&api, &app, id, S::Succeed).await.worker.as_deref(),
+        status_is(&api, &app, id, S::Succeed)
+            .await
+            .worker
+            .as_deref(),
         Some("w2:1")
     );
     assert_eq!(w2.next_schedule().await.instance_id, id);
@@ -181,11 +203,17 @@ async fn specify_by_tag_reaches_the_tagged_worker_and_broadcast_lists_all() {
     status_is(&api, &app, id, S::Succeed).await;
     let sj = w2.next_schedule().await;
     assert_eq!(sj.instance_id, id);
-    assert_eq!(sj.all_worker_addresses[0], "w2:1", "the TaskTracker comes first");
+    assert_eq!(
+        sj.all_worker_addresses[0], "w2:1",
+        "the TaskTracker comes first"
+    );
     let mut all = sj.all_worker_addresses.clone();
     all.sort();
     assert_eq!(all, vec!["w1:1", "w2:1", "w3:1"]);
-    assert!(w3.no_schedule_pending(), "only the TaskTracker gets ScheduleJob");
+    assert!(
+        w3.no_schedule_pending(),
+        "only the TaskTracker gets ScheduleJob"
+    );
 
     // No eligible worker (min memory too high): retried a few times, then FAILED with reasons.
     let clock_free = job(T::Api, "");
@@ -195,7 +223,10 @@ async fn specify_by_tag_reaches_the_tagged_worker_and_broadcast_lists_all() {
     let id = run(&api, &app, big).await;
     let v = status_is(&api, &app, id, S::Failed).await;
     let r = v.result.unwrap();
-    assert!(r.contains("no eligible worker") && r.contains("below min_memory_gb"), "{r}");
+    assert!(
+        r.contains("no eligible worker") && r.contains("below min_memory_gb"),
+        "{r}"
+    );
     server.shutdown().await;
 }
 
@@ -214,7 +245,11 @@ async fn round_robin_and_random_spread_over_workers() {
         body.dispatch_strategy = strategy;
         let j = api.create_job(app.clone(), body).await.unwrap().id;
         let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..(if strategy == DispatchStrategy::RoundRobin { 2 } else { 64 }) {
+        for _ in 0..(if strategy == DispatchStrategy::RoundRobin {
+            2
+        } else {
+            64
+        }) {
             let id = run(&api, &app, j).await;
             let v = status_is(&api, &app, id, S::Succeed).await;
             seen.insert(v.worker.unwrap());
@@ -233,20 +268,31 @@ async fn duplicate_stale_and_foreign_reports_do_not_transition_twice() {
     let mut w1 = FakeWorker::connect(addr, "a", "w1:1", &[], Mode::Hold).await;
     let w2 = FakeWorker::connect(addr, "a", "w2:1", &[], Mode::Hold).await;
     w1.register(&api, &app, 64, 0).await;
-    let j = api.create_job(app.clone(), job(T::Api, "")).await.unwrap().id;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
     let id = run(&api, &app, j).await;
     let sj = w1.next_schedule().await;
     status_is(&api, &app, id, S::Running).await;
     let r1 = w1.r();
     // Foreign: w2 claims the instance (from its own connection, and spoofing w1's address).
-    w2.r().report_raw(&sj, 5, "w2:1", W::Succeed, Some("w2")).await;
-    w2.r().report_raw(&sj, 6, "w1:1", W::Succeed, Some("spoof")).await;
+    w2.r()
+        .report_raw(&sj, 5, "w2:1", W::Succeed, Some("w2"))
+        .await;
+    w2.r()
+        .report_raw(&sj, 6, "w1:1", W::Succeed, Some("spoof"))
+        .await;
     // Stale and duplicate of the RUNNING report (seq 1).
-    r1.report_raw(&sj, 0, "w1:1", W::Failed, Some("stale")).await;
+    r1.report_raw(&sj, 0, "w1:1", W::Failed, Some("stale"))
+        .await;
     r1.report_raw(&sj, 1, "w1:1", W::Failed, Some("dup")).await;
     // The real final report, then the same again.
-    r1.report_raw(&sj, 2, "w1:1", W::Succeed, Some("real")).await;
-    r1.report_raw(&sj, 2, "w1:1", W::Failed, Some("again")).await;
+    r1.report_raw(&sj, 2, "w1:1", W::Succeed, Some("real"))
+        .await;
+    r1.report_raw(&sj, 2, "w1:1", W::Failed, Some("again"))
+        .await;
     r1.report_raw(&sj, 3, "w1:1", W::Failed, Some("late")).await;
     let v = status_is(&api, &app, id, S::Succeed).await;
     assert_eq!(v.result.as_deref(), Some("real"));
@@ -287,7 +333,10 @@ async fn failed_instance_is_retried_with_backoff_then_failed() {
     clock.advance(1);
     let second = w.next_schedule().await;
     assert_eq!(second.instance_id, id);
-    assert_eq!(second.report_seq_base, 2, "sequence numbers continue across attempts");
+    assert_eq!(
+        second.report_seq_base, 2,
+        "sequence numbers continue across attempts"
+    );
     status_is(&api, &app, id, S::WaitingDispatch).await;
     clock.advance(2000);
     let third = w.next_schedule().await;
@@ -315,7 +364,11 @@ async fn stop_sends_stop_instance_and_cancel_removes_a_delayed_run() {
     let app = app(&api, "a").await;
     let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
     w.register(&api, &app, 8, T0).await;
-    let j = api.create_job(app.clone(), job(T::Api, "")).await.unwrap().id;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
     let id = run(&api, &app, j).await;
     w.next_schedule().await;
     status_is(&api, &app, id, S::Running).await;
@@ -327,7 +380,10 @@ async fn stop_sends_stop_instance_and_cancel_removes_a_delayed_run() {
     assert_eq!(w.next_stop().await, id);
     // The worker's STOPPED confirmation changes nothing.
     w.r().report(id, W::Stopped, None).await;
-    assert_eq!(status_is(&api, &app, id, S::Stopped).await.status, S::Stopped);
+    assert_eq!(
+        status_is(&api, &app, id, S::Stopped).await.status,
+        S::Stopped
+    );
 
     let delayed = api
         .run_job(
@@ -391,7 +447,11 @@ async fn logs_are_stored_per_instance_with_a_cap() {
     let app = app(&api, "a").await;
     let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
     w.register(&api, &app, 8, 0).await;
-    let j = api.create_job(app.clone(), job(T::Api, "")).await.unwrap().id;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
     let id = run(&api, &app, j).await;
     w.next_schedule().await;
     let entries = (0..8)
@@ -439,7 +499,11 @@ async fn bad_secret_is_refused_and_garbage_leaves_the_server_serving() {
             .await
             .is_err()
     );
-    for garbage in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0xff; 4096][..], &[0u8; 64][..]] {
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xff; 4096][..],
+        &[0u8; 64][..],
+    ] {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let _ = s.write_all(garbage).await;
         let _ = s.shutdown().await;
@@ -448,7 +512,11 @@ async fn bad_secret_is_refused_and_garbage_leaves_the_server_serving() {
     let app2 = server_node_support::app(&api, "late").await;
     let w = FakeWorker::connect(addr, "late", "w1:1", &[], Mode::Succeed).await;
     w.register(&api, &app2, 8, 0).await;
-    let j = api.create_job(app2.clone(), job(T::Api, "")).await.unwrap().id;
+    let j = api
+        .create_job(app2.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
     let id = run(&api, &app2, j).await;
     status_is(&api, &app2, id, S::Succeed).await;
     let _ = app;

@@ -13,7 +13,14 @@ use ferrojob::time_expression::TimeExpressionType as T;
 use ferrojob_transport::message::InstanceStatus as W;
 use server_node_support::*;
 
-async fn setup(clock: &VirtualClock) -> (ferrojob::server::ServerCore, std::sync::Arc<dyn ferrojob::api::Api>, ferrojob::api::AppRef, FakeWorker) {
+async fn setup(
+    clock: &VirtualClock,
+) -> (
+    ferrojob::server::ServerCore,
+    std::sync::Arc<dyn ferrojob::api::Api>,
+    ferrojob::api::AppRef,
+    FakeWorker,
+) {
     let server = start(config(StoreChoice::Memory, Some(clock))).await;
     let api = server.api();
     let app = app(&api, "a").await;
@@ -35,12 +42,19 @@ impl NowMs for VirtualClock {
 async fn fires_on_schedule(kind: T, expr: &str, first: i64, step: i64) {
     let clock = VirtualClock::new(T0);
     let (server, api, app, _w) = setup(&clock).await;
-    let j = api.create_job(app.clone(), job(kind, expr)).await.unwrap().id;
+    let j = api
+        .create_job(app.clone(), job(kind, expr))
+        .await
+        .unwrap()
+        .id;
     let v = api.get_job(app.clone(), j).await.unwrap();
     assert_eq!(v.next_trigger_time, Some(T0 + first), "{kind}");
     clock.advance(u64::try_from(first - 1).unwrap());
     tokio::task::yield_now().await;
-    assert!(instances(&api, &app, j).await.is_empty(), "{kind}: fired early");
+    assert!(
+        instances(&api, &app, j).await.is_empty(),
+        "{kind}: fired early"
+    );
     clock.advance(1);
     let runs = succeeded(&api, &app, j, 1).await;
     assert_eq!(runs[0].trigger_time, T0 + first);
@@ -99,7 +113,10 @@ async fn fixed_delay_counts_from_the_reported_completion() {
     clock.advance(10_000);
     tokio::task::yield_now().await;
     assert_eq!(instances(&api, &app, j).await.len(), 1);
-    assert_eq!(api.get_job(app.clone(), j).await.unwrap().next_trigger_time, None);
+    assert_eq!(
+        api.get_job(app.clone(), j).await.unwrap().next_trigger_time,
+        None
+    );
     w.r().report(first.instance_id, W::Succeed, None).await;
     status_is(&api, &app, first.instance_id, S::Succeed).await;
     let next = until("re-armed from the completion", || async {
@@ -112,7 +129,10 @@ async fn fixed_delay_counts_from_the_reported_completion() {
     assert!(w.no_schedule_pending());
     clock.advance(1);
     let second = w.next_schedule().await;
-    let v = api.get_instance(app.clone(), second.instance_id).await.unwrap();
+    let v = api
+        .get_instance(app.clone(), second.instance_id)
+        .await
+        .unwrap();
     assert_eq!(v.run, 2);
     assert_eq!(v.trigger_time, T0 + 14_000);
     server.shutdown().await;
@@ -122,15 +142,26 @@ async fn fixed_delay_counts_from_the_reported_completion() {
 async fn api_and_workflow_jobs_never_fire_alone_and_disabled_jobs_stop() {
     let clock = VirtualClock::new(T0);
     let (server, api, app, _w) = setup(&clock).await;
-    let api_job = api.create_job(app.clone(), job(T::Api, "")).await.unwrap().id;
-    let wf = api.create_job(app.clone(), job(T::Workflow, "")).await.unwrap().id;
+    let api_job = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let wf = api
+        .create_job(app.clone(), job(T::Workflow, ""))
+        .await
+        .unwrap()
+        .id;
     let fr = api
         .create_job(app.clone(), job(T::FixedRate, "1000"))
         .await
         .unwrap()
         .id;
     for j in [api_job, wf] {
-        assert_eq!(api.get_job(app.clone(), j).await.unwrap().next_trigger_time, None);
+        assert_eq!(
+            api.get_job(app.clone(), j).await.unwrap().next_trigger_time,
+            None
+        );
     }
     clock.advance(1000);
     succeeded(&api, &app, fr, 1).await;
@@ -153,7 +184,10 @@ async fn api_and_workflow_jobs_never_fire_alone_and_disabled_jobs_stop() {
     assert_eq!(v.next_trigger_time, Some(T0 + 16_000));
     clock.advance(5000);
     succeeded(&api, &app, fr, 2).await;
-    let list = api.list_jobs(app.clone(), PageQuery::default()).await.unwrap();
+    let list = api
+        .list_jobs(app.clone(), PageQuery::default())
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 3);
     server.shutdown().await;
 }
@@ -179,7 +213,10 @@ async fn late_triggers_follow_the_misfire_policy() {
     assert_eq!(skip[0].trigger_time, T0 + 600_000);
     for j in &ids {
         assert_eq!(
-            api.get_job(app.clone(), *j).await.unwrap().next_trigger_time,
+            api.get_job(app.clone(), *j)
+                .await
+                .unwrap()
+                .next_trigger_time,
             Some(T0 + 660_000)
         );
     }
@@ -235,7 +272,11 @@ async fn unconfirmed_dispatch_is_requeued_to_another_worker() {
     let mut good = FakeWorker::connect(addr, "a", "w2:1", &[], Mode::Succeed).await;
     silent.register(&api, &app, 64, T0).await;
     good.register(&api, &app, 1, T0).await;
-    let j = api.create_job(app.clone(), job(T::Api, "")).await.unwrap().id;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
     let id = run(&api, &app, j).await;
     assert_eq!(silent.next_schedule().await.instance_id, id);
     status_is(&api, &app, id, S::WaitingWorkerReceive).await;
@@ -280,7 +321,11 @@ async fn dead_worker_instance_is_retried_on_the_other_worker() {
     assert_eq!(ws.workers[0].address, "w2:1");
     // Without retries left, a dead worker's instance is FAILED naming it.
     *other.mode.lock().unwrap() = Mode::Hold;
-    let j2 = api.create_job(app.clone(), job(T::Api, "")).await.unwrap().id;
+    let j2 = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
     let id2 = run(&api, &app, j2).await;
     assert_eq!(other.next_schedule().await.instance_id, id2);
     status_is(&api, &app, id2, S::Running).await;

@@ -1,6 +1,11 @@
 //! Shared helpers of the server_node* tests: a server on 127.0.0.1:0 and in-process fake
 //! workers that follow PROTOCOL.md over the real transport.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,8 +19,8 @@ use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::{ServerConfig, ServerCore, StoreChoice};
 use ferrojob::time_expression::TimeExpressionType;
 use ferrojob_transport::message::{
-    ErrorCode, ErrorReply, InstanceStatus as W, InstanceStatusReply, Message,
-    ReportInstanceStatus, ScheduleJob, SystemMetrics, WorkerHeartbeat,
+    ErrorCode, ErrorReply, InstanceStatus as W, InstanceStatusReply, Message, ReportInstanceStatus,
+    ScheduleJob, SystemMetrics, WorkerHeartbeat,
 };
 use ferrojob_transport::net::{connect, ConnectionHandle, NetConfig};
 use ferrojob_transport::{AppSecret, ClientIdentity, TransportMetrics};
@@ -45,9 +50,9 @@ pub async fn start(c: ServerConfig) -> ServerCore {
     for _ in 0..200 {
         match ServerCore::start(c.clone()).await {
             Ok(s) => return s,
-            Err(ferrojob::server::ServerError::Store(
-                ferrojob_store::StoreError::Locked { .. },
-            )) => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(ferrojob::server::ServerError::Store(ferrojob_store::StoreError::Locked {
+                ..
+            })) => tokio::time::sleep(Duration::from_millis(25)).await,
             Err(e) => panic!("start: {e}"),
         }
     }
@@ -163,6 +168,18 @@ impl FakeWorker {
         tags: &[&str],
         mode: Mode,
     ) -> Result<FakeWorker, ferrojob_transport::TransportError> {
+        Self::try_connect_with(server, app, secret, address, tags, mode, Arc::default()).await
+    }
+
+    async fn try_connect_with(
+        server: SocketAddr,
+        app: &str,
+        secret: &str,
+        address: &str,
+        tags: &[&str],
+        mode: Mode,
+        known: Arc<Mutex<HashMap<u64, (W, Option<String>)>>>,
+    ) -> Result<FakeWorker, ferrojob_transport::TransportError> {
         let identity = ClientIdentity {
             app_name: app.into(),
             worker_address: address.into(),
@@ -178,11 +195,15 @@ impl FakeWorker {
         )
         .await?;
         let (tx, seen) = mpsc::unbounded_channel();
-        let known: Arc<Mutex<HashMap<u64, (W, Option<String>)>>> = Arc::default();
         let seqs: Arc<Mutex<HashMap<u64, (u64, ScheduleJob)>>> = Arc::default();
         let mode = Arc::new(Mutex::new(mode));
         let handle = c.handle.clone();
-        let (k, s, m, addr) = (known.clone(), seqs.clone(), mode.clone(), address.to_string());
+        let (k, s, m, addr) = (
+            known.clone(),
+            seqs.clone(),
+            mode.clone(),
+            address.to_string(),
+        );
         let mut incoming = c.incoming;
         tokio::spawn(async move {
             while let Some(inc) = incoming.recv().await {
@@ -193,7 +214,12 @@ impl FakeWorker {
                         s.lock().unwrap().insert(id, (base, job.clone()));
                         let _ = tx.send(Seen::Schedule(job.clone()));
                         let mode = *m.lock().unwrap();
-                        let w = FakeWorkerRef { handle: handle.clone(), address: addr.clone(), seqs: s.clone(), known: k.clone() };
+                        let w = FakeWorkerRef {
+                            handle: handle.clone(),
+                            address: addr.clone(),
+                            seqs: s.clone(),
+                            known: k.clone(),
+                        };
                         if mode == Mode::Silent {
                             continue;
                         }
@@ -242,6 +268,25 @@ impl FakeWorker {
             seqs,
             mode,
         })
+    }
+
+    /// Connects already knowing `id` (answers QueryInstanceStatus with `status`, `result`).
+    pub async fn connect_knowing(
+        server: SocketAddr,
+        app: &str,
+        address: &str,
+        mode: Mode,
+        id: u64,
+        status: W,
+        result: &str,
+    ) -> FakeWorker {
+        let known = Arc::new(Mutex::new(HashMap::from([(
+            id,
+            (status, Some(result.to_string())),
+        )])));
+        Self::try_connect_with(server, app, SECRET, address, &[], mode, known)
+            .await
+            .unwrap()
     }
 
     pub fn r(&self) -> FakeWorkerRef {

@@ -183,6 +183,8 @@ impl Shared {
     /// Rebuilds the in-memory state from the store and arms everything that was pending.
     pub(crate) fn recover(self: &Arc<Self>, loaded: LoadedState) {
         let now = self.now();
+        self.restarted
+            .store(!loaded.apps.is_empty(), Ordering::Release);
         for app in loaded.apps {
             self.add_app(app);
         }
@@ -282,6 +284,9 @@ impl Shared {
     }
 
     fn in_grace(&self, now: EpochMs) -> bool {
+        if !self.restarted.load(Ordering::Acquire) {
+            return false;
+        }
         let grace = i64::try_from(self.config.restart_grace_ms).unwrap_or(i64::MAX);
         now < self.started_ms.saturating_add(grace)
     }

@@ -225,5 +225,10 @@ impl Drop for ServerCore {
         for t in &self.tasks {
             t.abort();
         }
+        // Close the worker connections too, so that their tasks end and release the store.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let shared = Arc::clone(&self.shared);
+            rt.spawn(async move { shared.close_connections().await });
+        }
     }
 }

@@ -192,6 +192,9 @@ pub(crate) struct Shared {
     pub(crate) store_failed: AtomicBool,
     pub(crate) started: Instant,
     pub(crate) started_ms: EpochMs,
+    /// Whether this start found stored apps (a restart): dispatch then waits for workers to
+    /// reconnect during the grace period.
+    pub(crate) restarted: AtomicBool,
 }
 
 impl Shared {
@@ -226,6 +229,7 @@ impl Shared {
                 store_failed: AtomicBool::new(false),
                 started: Instant::now(),
                 started_ms,
+                restarted: AtomicBool::new(false),
             }),
             rx,
         ))
