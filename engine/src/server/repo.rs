@@ -838,10 +838,9 @@ impl Repo {
         let mut batch = Batch::new();
         if !kept.is_empty() {
             // `kept.len()` is at most MAX_LOG_APPEND: the cast is lossless.
-            let mut seq = self.log_seqs.alloc(&*self.store, kept.len() as u64)?;
-            for line in &kept {
+            let first = self.log_seqs.alloc(&*self.store, kept.len() as u64)?;
+            for (seq, line) in (first..).zip(&kept) {
                 batch.push_put(LOGS, keys::pair(id.0, seq), encode(LOGS, line)?);
-                seq += 1;
                 out.stored += 1;
             }
         }

@@ -103,6 +103,9 @@ pub async fn run(api: &Arc<dyn Api>, app: &AppRef, job: u64) -> u64 {
         .instance_id
 }
 
+/// instance → (status, result) a fake worker answers QueryInstanceStatus with.
+pub type Known = Arc<Mutex<HashMap<u64, (W, Option<String>)>>>;
+
 /// How a fake worker answers ScheduleJob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -119,7 +122,7 @@ pub enum Mode {
 /// What a fake worker saw.
 #[derive(Debug, Clone)]
 pub enum Seen {
-    Schedule(ScheduleJob),
+    Schedule(Box<ScheduleJob>),
     Stop(u64),
 }
 
@@ -129,7 +132,7 @@ pub struct FakeWorker {
     pub handle: ConnectionHandle,
     pub seen: mpsc::UnboundedReceiver<Seen>,
     /// instance → (status, result) answered to QueryInstanceStatus; absent = NotFound.
-    pub known: Arc<Mutex<HashMap<u64, (W, Option<String>)>>>,
+    pub known: Known,
     /// instance → last seq used.
     pub seqs: Arc<Mutex<HashMap<u64, (u64, ScheduleJob)>>>,
     pub mode: Arc<Mutex<Mode>>,
@@ -178,7 +181,7 @@ impl FakeWorker {
         address: &str,
         tags: &[&str],
         mode: Mode,
-        known: Arc<Mutex<HashMap<u64, (W, Option<String>)>>>,
+        known: Known,
     ) -> Result<FakeWorker, ferrojob_transport::TransportError> {
         let identity = ClientIdentity {
             app_name: app.into(),
@@ -212,7 +215,7 @@ impl FakeWorker {
                         let id = job.instance_id;
                         let base = job.report_seq_base;
                         s.lock().unwrap().insert(id, (base, job.clone()));
-                        let _ = tx.send(Seen::Schedule(job.clone()));
+                        let _ = tx.send(Seen::Schedule(Box::new(job.clone())));
                         let mode = *m.lock().unwrap();
                         let w = FakeWorkerRef {
                             handle: handle.clone(),
@@ -333,7 +336,7 @@ impl FakeWorker {
     pub async fn next_schedule(&mut self) -> ScheduleJob {
         loop {
             match tokio::time::timeout(Duration::from_secs(10), self.seen.recv()).await {
-                Ok(Some(Seen::Schedule(j))) => return j,
+                Ok(Some(Seen::Schedule(j))) => return *j,
                 Ok(Some(_)) => continue,
                 _ => panic!("{}: no ScheduleJob", self.address),
             }
@@ -367,7 +370,7 @@ pub struct FakeWorkerRef {
     pub handle: ConnectionHandle,
     pub address: String,
     pub seqs: Arc<Mutex<HashMap<u64, (u64, ScheduleJob)>>>,
-    pub known: Arc<Mutex<HashMap<u64, (W, Option<String>)>>>,
+    pub known: Known,
 }
 
 impl FakeWorkerRef {
