@@ -10,7 +10,7 @@
 //!
 //! # No global lock on the hot path
 //!
-//! Instance ids and log sequence numbers come from [`IdBlocks`]: an atomic counter, and a
+//! Instance ids and log sequence numbers come from `IdBlocks`: an atomic counter, and a
 //! high-water mark persisted *ahead* of use in blocks of [`ID_BLOCK`] (hi-lo). The thread whose
 //! id crosses the reserved mark submits the next reservation (under a lock taken once per
 //! block) *before* publishing the new mark; every batch that uses an id below the mark is
@@ -168,7 +168,7 @@ impl<T: Unpin> Future for Commit<T> {
     }
 }
 
-/// Ids reserved per persisted high-water mark of [`IdBlocks`].
+/// Ids reserved per persisted high-water mark (hi-lo allocation, see the module docs).
 pub const ID_BLOCK: u64 = 4096;
 
 /// Lock-free id allocation with a persisted high-water mark (hi-lo); see the module docs.
