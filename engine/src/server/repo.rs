@@ -625,15 +625,32 @@ impl Repo {
     /// the server core, which owns every non-final instance in memory and so already knows
     /// that it exists with the same job and app. Validates the record.
     pub fn put_instance(&self, instance: &InstanceRecord) -> Result<Commit<()>, RepoError> {
+        self.put_instance_from(instance, None)
+    }
+
+    /// [`put_instance`](Repo::put_instance) knowing the status last written for the
+    /// instance (`prev`): index rows are then touched only when they change (the non-final
+    /// index when the instance becomes final or leaves a final status, the delayed-run row
+    /// when it leaves WAITING_DISPATCH), so most transitions are one put. `None` = unknown:
+    /// every index row is written.
+    pub fn put_instance_from(
+        &self,
+        instance: &InstanceRecord,
+        prev: Option<InstanceStatus>,
+    ) -> Result<Commit<()>, RepoError> {
         instance.validate()?;
         let key = keys::id(instance.id.0);
         let mut batch = Batch::new().put(INSTANCES, key, encode(INSTANCES, instance)?);
-        if instance.status.is_final() {
+        let now_final = instance.status.is_final();
+        let was_final = prev.map(InstanceStatus::is_final);
+        if now_final && was_final != Some(true) {
             batch.push_delete(ACTIVE, key);
-        } else {
+        } else if !now_final && was_final != Some(false) {
             batch.push_put(ACTIVE, key, Vec::new());
         }
-        if instance.status != InstanceStatus::WaitingDispatch {
+        let left_waiting = instance.status != InstanceStatus::WaitingDispatch
+            && prev.is_none_or(|p| p == InstanceStatus::WaitingDispatch);
+        if left_waiting {
             batch.push_delete(DELAYED, key);
         }
         Ok(self.submit(batch, ()))

@@ -310,7 +310,9 @@ impl Api for NodeApi {
                     }
                     let status = rec.status;
                     rec.retry(now)?;
-                    let slot: Slot = Arc::new(parking_lot::Mutex::new(InstState::new(rec)));
+                    let mut st = InstState::new(rec);
+                    st.persisted = Some(status);
+                    let slot: Slot = Arc::new(parking_lot::Mutex::new(st));
                     let entry = sh.active.entry(iid).or_insert_with(|| Arc::clone(&slot));
                     if !Arc::ptr_eq(&entry, &slot) {
                         return Err(ApiError::conflict(format!(
@@ -318,13 +320,11 @@ impl Api for NodeApi {
                         )));
                     }
                     drop(entry);
-                    let job = sh.job(slot.lock().rec.job_id);
                     sh.metrics
                         .transition(Some(status), InstanceStatus::WaitingDispatch);
-                    let _ = job;
                     let c = {
-                        let st = slot.lock();
-                        sh.persist(&st.rec)
+                        let mut st = slot.lock();
+                        sh.persist(&mut st)
                     };
                     if let Some(c) = c {
                         sh.await_commit(c).await?;
@@ -374,7 +374,7 @@ impl Api for NodeApi {
                     .then(|| st.rec.worker.clone())
                     .flatten();
                 (
-                    sh.persist(&st.rec),
+                    sh.persist(&mut st),
                     follow,
                     worker,
                     InstanceView::from(&st.rec),

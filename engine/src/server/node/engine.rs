@@ -121,9 +121,13 @@ impl Shared {
     }
 
     /// Submits the instance's current record (under its lock, so writes keep their order).
-    pub(crate) fn persist(&self, rec: &InstanceRecord) -> Option<Commit<()>> {
-        match self.repo.put_instance(rec) {
-            Ok(c) => Some(c),
+    pub(crate) fn persist(&self, st: &mut InstState) -> Option<Commit<()>> {
+        let prev = st.persisted.take();
+        match self.repo.put_instance_from(&st.rec, prev) {
+            Ok(c) => {
+                st.persisted = Some(st.rec.status);
+                Some(c)
+            }
             Err(e) => {
                 self.store_write_failed(&e);
                 None
@@ -240,7 +244,7 @@ impl Shared {
                         let mut st = slot.lock();
                         let job = self.job(st.rec.job_id);
                         let f = self.requeue_plain(&mut st, job.as_deref(), now);
-                        writes.push((self.persist(&st.rec), f));
+                        writes.push((self.persist(&mut st), f));
                     }
                 },
             }
@@ -416,7 +420,7 @@ impl Shared {
         tracing::warn!(instance = id.0, worker = ?st.rec.worker, "worker did not confirm in time; requeued");
         let job = self.job(st.rec.job_id);
         let f = self.requeue_plain(&mut st, job.as_deref(), now);
-        let c = self.persist(&st.rec);
+        let c = self.persist(&mut st);
         drop(st);
         self.after_write(c, f);
     }
@@ -435,7 +439,7 @@ impl Shared {
         );
         let old = st.rec.status;
         let f = self.retry_policy(&mut st, job.as_deref(), &reason, old, now, true);
-        let c = self.persist(&st.rec);
+        let c = self.persist(&mut st);
         drop(st);
         self.send_stop(&worker, id);
         self.after_write(c, f);
@@ -481,7 +485,7 @@ impl Shared {
                 let job = self.job(st.rec.job_id);
                 let old = st.rec.status;
                 let f = self.retry_policy(&mut st, job.as_deref(), &reason, old, now, false);
-                writes.push((self.persist(&st.rec), f));
+                writes.push((self.persist(&mut st), f));
             }
         }
         self.after_writes(writes);
@@ -500,7 +504,7 @@ impl Shared {
             let job = self.job(st.rec.job_id);
             let old = st.rec.status;
             let f = self.retry_policy(&mut st, job.as_deref(), reason, old, now, false);
-            writes.push((self.persist(&st.rec), f));
+            writes.push((self.persist(&mut st), f));
         }
         if !writes.is_empty() {
             tracing::warn!(
@@ -613,7 +617,7 @@ impl Shared {
                 _ => {
                     let reason = format!("job {} was deleted", st.rec.job_id.0);
                     let f = self.fail_now(&mut st, None, &reason, now);
-                    let c = self.persist(&st.rec);
+                    let c = self.persist(&mut st);
                     drop(st);
                     self.after_write(c, f);
                     return;
@@ -634,7 +638,7 @@ impl Shared {
                         job.id.0
                     );
                     let f = self.fail_now(&mut st, Some(&job), &reason, now);
-                    let c = self.persist(&st.rec);
+                    let c = self.persist(&mut st);
                     drop(st);
                     self.after_write(c, f);
                     return;
@@ -665,7 +669,7 @@ impl Shared {
                 Err(e) => {
                     unreserve(&job);
                     let f = self.fail_now(&mut st, Some(&job), &e.to_string(), now);
-                    let c = self.persist(&st.rec);
+                    let c = self.persist(&mut st);
                     drop(st);
                     self.after_write(c, f);
                     return;
@@ -689,7 +693,7 @@ impl Shared {
                     InstanceStatus::WaitingWorkerReceive,
                 );
             }
-            let commit = self.persist(&st.rec);
+            let commit = self.persist(&mut st);
             let r = &def.record;
             let msg = ScheduleJob {
                 app_id: r.app_id.0,
@@ -804,7 +808,7 @@ impl Shared {
         );
         tracing::warn!(instance = id.0, %reason, "instance failed");
         let f = self.fail_now(st, Some(job), &reason, now);
-        let c = self.persist(&st.rec);
+        let c = self.persist(st);
         self.after_write(c, f);
     }
 
@@ -903,7 +907,7 @@ impl Shared {
                 Follow::Nothing
             }
         };
-        Some((self.persist(&st.rec), follow))
+        Some((self.persist(&mut st), follow))
     }
 
     /// After a final write: drop the instance from memory, re-arm a FIXED_DELAY job from this
@@ -1051,7 +1055,7 @@ impl Shared {
                     continue;
                 }
             };
-            let c = self.persist(&st.rec);
+            let c = self.persist(&mut st);
             drop(st);
             self.after_write(c, follow);
         }

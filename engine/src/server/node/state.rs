@@ -120,15 +120,20 @@ pub(crate) struct InstState {
     pub(crate) no_worker_attempts: u32,
     /// The worker its last attempt failed on (a retry prefers another one).
     pub(crate) avoid: Option<String>,
+    /// The status last submitted to the store (`None`: unknown, write every index row).
+    pub(crate) persisted: Option<InstanceStatus>,
 }
 
 impl InstState {
+    /// A record as it is stored now.
     pub(crate) fn new(rec: InstanceRecord) -> InstState {
+        let status = rec.status;
         InstState {
             rec,
             ready: Instant::now(),
             no_worker_attempts: 0,
             avoid: None,
+            persisted: Some(status),
         }
     }
 }
