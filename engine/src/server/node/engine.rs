@@ -903,8 +903,11 @@ impl Shared {
                 }
             }
             s => {
+                // RUNNING (and its keepalives) stays in memory: the store keeps the
+                // WAITING_WORKER_RECEIVE write, and after a restart the worker is asked
+                // (QueryInstanceStatus), so nothing acknowledged depends on this write.
                 self.note(job.as_deref(), Some(old), s);
-                Follow::Nothing
+                return None;
             }
         };
         Some((self.persist(&mut st), follow))
@@ -1041,13 +1044,11 @@ impl Shared {
                     code: ErrorCode::NotFound,
                     ..
                 }) => {
-                    if old == InstanceStatus::WaitingWorkerReceive {
-                        self.requeue_plain(&mut st, job.as_deref(), now)
-                    } else {
-                        let reason =
-                            format!("worker {addr} no longer knows the instance (server restart)");
-                        self.retry_policy(&mut st, job.as_deref(), &reason, old, now, false)
-                    }
+                    // RUNNING is not persisted, so a dispatched instance the worker does not
+                    // know may have run and been lost: the retry policy decides.
+                    let reason =
+                        format!("worker {addr} no longer knows the instance (server restart)");
+                    self.retry_policy(&mut st, job.as_deref(), &reason, old, now, false)
                 }
                 other => {
                     tracing::debug!(instance = id.0, answer = ?other, "reconciliation query unanswered");
