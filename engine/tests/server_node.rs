@@ -304,9 +304,12 @@ async fn duplicate_stale_and_foreign_reports_do_not_transition_twice() {
     let v = api.get_instance(app.clone(), id).await.unwrap();
     assert_eq!(v.status, S::Succeed);
     assert_eq!(v.result.as_deref(), Some("real"));
-    assert!(api
-        .metrics_text()
-        .contains("ferrojob_instances{status=\"SUCCEED\"} 1"));
+    until("durable SUCCEED counted once", || async {
+        let m = api.metrics_text();
+        m.contains("ferrojob_instances{status=\"SUCCEED\"} 1")
+            .then_some(())
+    })
+    .await;
     server.shutdown().await;
 }
 

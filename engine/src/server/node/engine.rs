@@ -11,7 +11,7 @@ use ferrojob_transport::message::{
     StopInstance,
 };
 
-use crate::dispatch::DispatchError;
+use crate::dispatch::{DispatchError, SelectState};
 use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
 use crate::server::{
     records::truncate_marked, Commit, InstanceRecord, LoadedState, RepoError, MAX_RESULT_LEN,
@@ -34,6 +34,12 @@ pub(crate) const RUN_SAFETY_MARGIN_MS: i64 = 30_000;
 pub(crate) const MAX_CATCH_UP: u32 = 100;
 /// How long a reconciliation query waits for the worker.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Selection scratch space and rng, one per thread: selection takes no lock of ours.
+    static SELECT_STATE: std::cell::RefCell<SelectState> =
+        std::cell::RefCell::new(SelectState::from_entropy());
+}
 
 /// What to do once an instance's write is acknowledged.
 #[derive(Debug, Clone, Copy)]
@@ -762,28 +768,30 @@ impl Shared {
         avoid: Option<&str>,
         now: EpochMs,
     ) -> Result<(Arc<str>, Vec<Arc<str>>), DispatchError> {
-        let mut st = job.select.lock();
-        let sel = self
-            .registry
-            .select(&job.app, &def.spec, &job.cursor, &mut st, now)?;
-        if let Some(avoid) = avoid {
-            if &*sel.task_tracker == avoid
-                && sel.eligible > 1
-                && def.record.execute_type == ExecuteType::Standalone
-            {
-                let mut spec = def.spec.clone();
-                spec.strategy = crate::model::DispatchStrategy::Random;
-                for _ in 0..8 {
-                    let other = self
-                        .registry
-                        .select(&job.app, &spec, &job.cursor, &mut st, now)?;
-                    if &*other.task_tracker != avoid {
-                        return Ok((other.task_tracker, other.workers));
+        SELECT_STATE.with(|cell| {
+            let mut st = cell.borrow_mut();
+            let sel = self
+                .registry
+                .select(&job.app, &def.spec, &job.cursor, &mut st, now)?;
+            if let Some(avoid) = avoid {
+                if &*sel.task_tracker == avoid
+                    && sel.eligible > 1
+                    && def.record.execute_type == ExecuteType::Standalone
+                {
+                    let mut spec = def.spec.clone();
+                    spec.strategy = crate::model::DispatchStrategy::Random;
+                    for _ in 0..8 {
+                        let other =
+                            self.registry
+                                .select(&job.app, &spec, &job.cursor, &mut st, now)?;
+                        if &*other.task_tracker != avoid {
+                            return Ok((other.task_tracker, other.workers));
+                        }
                     }
                 }
             }
-        }
-        Ok((sel.task_tracker, sel.workers))
+            Ok((sel.task_tracker, sel.workers))
+        })
     }
 
     /// No eligible (connected) worker: try again shortly, or FAILED after
@@ -916,8 +924,15 @@ impl Shared {
     /// After a final write: drop the instance from memory, re-arm a FIXED_DELAY job from this
     /// completion, prune old finished runs.
     pub(crate) async fn finalize(self: &Arc<Self>, id: InstanceId, job_id: JobId, run: u64) {
-        self.active
-            .remove_if(&id, |_, s| s.lock().rec.status.is_final());
+        let mut status = None;
+        self.active.remove_if(&id, |_, s| {
+            let st = s.lock().rec.status;
+            status = Some(st);
+            st.is_final()
+        });
+        if let Some(s) = status.filter(|s| s.is_final()) {
+            self.metrics.finished(s);
+        }
         self.log_counts.remove(&id);
         if run == 0 {
             return;

@@ -97,7 +97,8 @@ impl Histogram {
 pub(crate) struct Metrics {
     /// Instances per non-final status now (gauge; final slots unused).
     pub(crate) gauges: [AtomicI64; 7],
-    /// Transitions into each final status since start (counter; non-final slots unused).
+    /// Final statuses acknowledged by the store since start (counter; non-final slots
+    /// unused).
     pub(crate) finals: [AtomicU64; 7],
     /// Instance ready (WAITING_DISPATCH) → ScheduleJob handed to the connection.
     pub(crate) dispatch_latency: Histogram,
@@ -141,19 +142,24 @@ impl Metrics {
                 }
             }
         }
-        if new.is_final() {
-            if let Some(c) = self.finals.get(status_index(new)) {
-                c.fetch_add(1, Ordering::Relaxed);
+        if !new.is_final() {
+            if let Some(g) = self.gauges.get(status_index(new)) {
+                g.fetch_add(1, Ordering::Relaxed);
             }
-        } else if let Some(g) = self.gauges.get(status_index(new)) {
-            g.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a final status once its write is acknowledged by the store.
+    pub(crate) fn finished(&self, s: InstanceStatus) {
+        if let Some(c) = self.finals.get(status_index(s)) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The Prometheus text of these metrics plus the given extra values.
     pub(crate) fn render(&self, connected_workers: usize, protocol_errors: u64) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP ferrojob_instances Instances by status: non-final statuses are gauges (now), final ones count transitions since start.\n# TYPE ferrojob_instances gauge\n");
+        out.push_str("# HELP ferrojob_instances Instances by status: non-final statuses are gauges (now), final ones count transitions durably recorded since start.\n# TYPE ferrojob_instances gauge\n");
         for s in STATUSES {
             let i = status_index(s);
             let v = if s.is_final() {
@@ -169,7 +175,7 @@ impl Metrics {
                 status_name(s)
             );
         }
-        out.push_str("# HELP ferrojob_instances_finished_total Transitions into a final status since start.\n# TYPE ferrojob_instances_finished_total counter\n");
+        out.push_str("# HELP ferrojob_instances_finished_total Transitions into a final status durably recorded since start.\n# TYPE ferrojob_instances_finished_total counter\n");
         for s in STATUSES.iter().filter(|s| s.is_final()) {
             let v = self
                 .finals

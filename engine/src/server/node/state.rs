@@ -11,9 +11,7 @@ use ferrojob_transport::net::ConnectionHandle;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
-use crate::dispatch::{
-    DispatchSpec, RegistryConfig, RoundRobinCursor, SelectState, WorkerRegistry,
-};
+use crate::dispatch::{DispatchSpec, RegistryConfig, RoundRobinCursor, WorkerRegistry};
 use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
 use crate::server::{AppId, AppRecord, InstanceRecord, JobRecord, Repo, RepoError};
 use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
@@ -83,7 +81,6 @@ pub(crate) struct JobState {
     pub(crate) gen: AtomicU64,
     /// Instances of the job in WAITING_WORKER_RECEIVE or RUNNING (max_instances).
     pub(crate) running: AtomicU32,
-    pub(crate) select: Mutex<SelectState>,
     pub(crate) cursor: RoundRobinCursor,
     /// Final transitions since the last prune.
     pub(crate) finished_since_prune: AtomicU32,
@@ -98,7 +95,6 @@ impl JobState {
             def: RwLock::new(Arc::new(def)),
             gen: AtomicU64::new(1),
             running: AtomicU32::new(0),
-            select: Mutex::new(SelectState::from_entropy()),
             cursor: RoundRobinCursor::new(),
             finished_since_prune: AtomicU32::new(0),
             deleted: AtomicBool::new(false),
