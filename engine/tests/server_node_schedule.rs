@@ -335,3 +335,117 @@ async fn dead_worker_instance_is_retried_on_the_other_worker() {
     assert!(dying.no_schedule_pending());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_run_past_its_timeout_is_failed_by_the_server_and_stopped() {
+    let clock = VirtualClock::new(T0);
+    let (server, api, app, mut w) = setup(&clock).await;
+    *w.mode.lock().unwrap() = Mode::Hold;
+    let mut body = job(T::Api, "");
+    body.timeout_ms = 1000;
+    let j = api.create_job(app.clone(), body).await.unwrap().id;
+    let id = run(&api, &app, j).await;
+    w.next_schedule().await;
+    status_is(&api, &app, id, S::Running).await;
+    clock.advance(30_999);
+    tokio::task::yield_now().await;
+    assert_eq!(
+        api.get_instance(app.clone(), id).await.unwrap().status,
+        S::Running
+    );
+    clock.advance(1);
+    let v = status_is(&api, &app, id, S::Failed).await;
+    assert!(v.result.unwrap().contains("server safety net"));
+    assert_eq!(w.next_stop().await, id);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_connection_stays_closed_is_dead() {
+    let clock = VirtualClock::new(T0);
+    let mut cfg = config(StoreChoice::Memory, Some(&clock));
+    cfg.heartbeat_interval_ms = 1000;
+    let server = start(cfg).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
+    w.register(&api, &app, 8, T0).await;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let id = run(&api, &app, j).await;
+    w.next_schedule().await;
+    status_is(&api, &app, id, S::Running).await;
+    w.handle.shutdown().await;
+    until("worker unroutable", || async {
+        api.list_workers(app.clone())
+            .await
+            .unwrap()
+            .workers
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        clock.advance(1000);
+    }
+    let v = status_is(&api, &app, id, S::Failed).await;
+    assert!(v.result.unwrap().contains("connection lost"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn specify_by_address_and_resource_minimums_filter_workers() {
+    let clock = VirtualClock::new(T0);
+    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let addr = server.transport_addr();
+    let small = FakeWorker::connect(addr, "a", "small:1", &[], Mode::Succeed).await;
+    let big = FakeWorker::connect(addr, "a", "big:1", &[], Mode::Succeed).await;
+    small.register(&api, &app, 1, T0).await;
+    big.register(&api, &app, 32, T0).await;
+    let mut body = job(T::Api, "");
+    body.dispatch_strategy = ferrojob::model::DispatchStrategy::Specify;
+    body.designated_workers = vec!["small:1".into()];
+    let j = api.create_job(app.clone(), body).await.unwrap().id;
+    let id = run(&api, &app, j).await;
+    assert_eq!(
+        status_is(&api, &app, id, S::Succeed)
+            .await
+            .worker
+            .as_deref(),
+        Some("small:1")
+    );
+    let mut body = job(T::Api, "");
+    body.dispatch_strategy = ferrojob::model::DispatchStrategy::RoundRobin;
+    body.min_memory_gb = 16.0;
+    body.min_cpu_cores = 2.0;
+    body.min_disk_gb = 5.0;
+    let j = api.create_job(app.clone(), body).await.unwrap().id;
+    for _ in 0..3 {
+        let id = run(&api, &app, j).await;
+        assert_eq!(
+            status_is(&api, &app, id, S::Succeed)
+                .await
+                .worker
+                .as_deref(),
+            Some("big:1")
+        );
+    }
+    let mut body = job(T::Api, "");
+    body.min_disk_gb = 100.0;
+    let j = api.create_job(app.clone(), body).await.unwrap().id;
+    let id = run(&api, &app, j).await;
+    // Each poll moves virtual time by one retry pause until the attempts are used up.
+    let v = until("no eligible worker", || async {
+        clock.advance(500);
+        let v = api.get_instance(app.clone(), id).await.unwrap();
+        (v.status == S::Failed).then_some(v)
+    })
+    .await;
+    assert!(v.result.unwrap().contains("2 below min_disk_gb"));
+    server.shutdown().await;
+}

@@ -363,10 +363,7 @@ impl Api for NodeApi {
                         st.rec.retry(now)?;
                         st.no_worker_attempts = 0;
                         st.ready = std::time::Instant::now();
-                        Follow::Dispatch {
-                            id: iid,
-                            delay_ms: 0,
-                        }
+                        Follow::Dispatch { id: iid, at: None }
                     }
                 };
                 sh.note(job.as_deref(), Some(old), st.rec.status);

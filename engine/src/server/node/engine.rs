@@ -52,8 +52,9 @@ pub(crate) enum Follow {
         job: JobId,
         run: u64,
     },
-    /// It is WAITING_DISPATCH again: dispatch it after `delay_ms`.
-    Dispatch { id: InstanceId, delay_ms: i64 },
+    /// It is WAITING_DISPATCH again: dispatch it at `at` (clock ms; `None` = at once). The
+    /// time is fixed when the transition is made, not when its write is acknowledged.
+    Dispatch { id: InstanceId, at: Option<EpochMs> },
 }
 
 /// Model status of a wire status.
@@ -167,13 +168,10 @@ impl Shared {
         match follow {
             Follow::Nothing => {}
             Follow::Final { id, job, run } => self.finalize(id, job, run).await,
-            Follow::Dispatch { id, delay_ms } => {
-                if delay_ms <= 0 {
-                    Arc::clone(self).dispatch(id).await;
-                } else {
-                    self.arm(self.now().saturating_add(delay_ms), TimerEv::Dispatch(id));
-                }
-            }
+            Follow::Dispatch { id, at } => match at {
+                None => Arc::clone(self).dispatch(id).await,
+                Some(at) => self.arm(at, TimerEv::Dispatch(id)),
+            },
         }
     }
 
@@ -542,7 +540,7 @@ impl Shared {
         self.note(job, Some(old), st.rec.status);
         Follow::Dispatch {
             id: st.rec.id,
-            delay_ms: 0,
+            at: None,
         }
     }
 
@@ -588,7 +586,8 @@ impl Shared {
                     reason,
                     "instance retried"
                 );
-                return Follow::Dispatch { id, delay_ms };
+                let at = (delay_ms > 0).then(|| now.saturating_add(delay_ms));
+                return Follow::Dispatch { id, at };
             }
         }
         if !st.rec.status.is_final() {
