@@ -14,6 +14,9 @@ use crate::server::{LogLevel, LogLine};
 
 use super::state::{ConnEntry, Shared};
 
+/// Most per-instance log counters kept before those of finished instances are forgotten.
+const MAX_LOG_COUNTERS: usize = 1 << 20;
+
 /// Most messages handled per wake-up of a connection task.
 const RECV_BATCH: usize = 512;
 
@@ -174,8 +177,9 @@ fn level(l: ferrojob_transport::message::LogLevel) -> LogLevel {
 }
 
 /// Stores a worker's log lines per instance, up to the per-instance cap (the rest counted as
-/// dropped). Lines for instances this server does not own (finished or unknown) are still
-/// stored when the instance exists.
+/// dropped). Lines of finished instances (late batches) are still stored; lines of unknown
+/// instances are dropped. The counters live in memory: after a restart (or once more than
+/// `MAX_LOG_COUNTERS` instances have counters) they start again from 0.
 fn on_logs(sh: &Arc<Shared>, worker: &str, batch: LogBatch) {
     let cap = sh.config.max_log_lines_per_instance;
     let mut entries = batch.entries.into_iter().peekable();
@@ -187,6 +191,22 @@ fn on_logs(sh: &Arc<Shared>, worker: &str, batch: LogBatch) {
         }
         let id = InstanceId(id);
         let n = lines.len() as u64;
+        if !sh.log_counts.contains_key(&id)
+            && !sh.active.contains_key(&id)
+            && sh.repo.get_instance(id).is_err()
+        {
+            tracing::debug!(
+                worker,
+                instance = id.0,
+                "log lines for an unknown instance dropped"
+            );
+            continue;
+        }
+        if sh.log_counts.len() >= MAX_LOG_COUNTERS {
+            // Bounded memory: forget the counters of instances no longer running (their
+            // `dropped` count then restarts from 0).
+            sh.log_counts.retain(|k, _| sh.active.contains_key(k));
+        }
         let allowed = {
             let mut c = sh.log_counts.entry(id).or_insert((0, 0));
             let room = cap.saturating_sub(c.0);

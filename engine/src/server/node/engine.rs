@@ -932,7 +932,6 @@ impl Shared {
         if let Some(s) = status.filter(|s| s.is_final()) {
             self.metrics.finished(s);
         }
-        self.log_counts.remove(&id);
         if run == 0 {
             return;
         }
@@ -991,6 +990,7 @@ impl Shared {
             match self.repo.delete_instance(id, false) {
                 Ok(c) => {
                     let _ = self.await_commit(c).await;
+                    self.log_counts.remove(&id);
                 }
                 Err(e) => tracing::debug!(instance = id.0, error = %e, "not pruned"),
             }
