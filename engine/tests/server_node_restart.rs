@@ -213,3 +213,45 @@ async fn running_instances_are_reconciled_with_their_workers_after_a_restart() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn waiting_instances_are_dispatched_once_workers_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = VirtualClock::new(T0);
+    let (j, id) = {
+        let server = start(config(log(&dir), Some(&clock))).await;
+        let api = server.api();
+        let app = app(&api, "a").await;
+        let j = api
+            .create_job(app.clone(), job(T::Api, ""))
+            .await
+            .unwrap()
+            .id;
+        // No worker yet: it waits (the no-worker retries need the virtual clock to move).
+        let id = run(&api, &app, j).await;
+        drop(server);
+        (j, id)
+    };
+    let server = start(config(log(&dir), Some(&clock))).await;
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    assert_eq!(
+        api.get_instance(app.clone(), id).await.unwrap().status,
+        S::WaitingDispatch
+    );
+    // Within the grace period the attempts do not count, however many there are.
+    for _ in 0..10 {
+        clock.advance(500);
+    }
+    let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+    w.register(&api, &app, 8, T0 + 5000).await;
+    let v = until("dispatched after the worker came", || async {
+        clock.advance(500);
+        let v = api.get_instance(app.clone(), id).await.unwrap();
+        (v.status == S::Succeed).then_some(v)
+    })
+    .await;
+    assert_eq!(v.running_times, 1);
+    assert_eq!(instances(&api, &app, j).await.len(), 1);
+    server.shutdown().await;
+}
