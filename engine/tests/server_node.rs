@@ -535,3 +535,58 @@ async fn bad_secret_is_refused_and_garbage_leaves_the_server_serving() {
     .await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn listing_by_a_running_status_comes_from_memory() {
+    let server = start(config(StoreChoice::Memory, None)).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
+    w.register(&api, &app, 8, 0).await;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = run(&api, &app, j).await;
+        w.next_schedule().await;
+        status_is(&api, &app, id, S::Running).await;
+        ids.push(id);
+    }
+    let q = |status, cursor| InstanceQuery {
+        job_id: Some(j),
+        status: Some(status),
+        limit: Some(2),
+        cursor,
+    };
+    let p1 = api
+        .list_instances(app.clone(), q(S::Running, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        p1.items.iter().map(|v| v.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
+    let p2 = api
+        .list_instances(app.clone(), q(S::Running, p1.next_cursor))
+        .await
+        .unwrap();
+    assert_eq!(
+        p2.items.iter().map(|v| v.id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    assert_eq!(p2.next_cursor, None);
+    w.r().report(ids[0], W::Succeed, None).await;
+    status_is(&api, &app, ids[0], S::Succeed).await;
+    until("listed as SUCCEED", || async {
+        let l = api
+            .list_instances(app.clone(), q(S::Succeed, None))
+            .await
+            .unwrap();
+        (l.items.len() == 1 && l.items[0].id == ids[0]).then_some(())
+    })
+    .await;
+    server.shutdown().await;
+}

@@ -255,6 +255,30 @@ impl Api for NodeApi {
     fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList> {
         Box::pin(async move {
             let sh = &self.0;
+            let limit_n = limit(query.limit, 100).clamp(1, crate::server::MAX_PAGE);
+            if let Some(status) = query.status.filter(|s| !s.is_final()) {
+                // Non-final instances all live in memory, which is ahead of the store (RUNNING
+                // is never written): list them from there, newest first.
+                let mut items: Vec<InstanceView> = sh
+                    .active
+                    .iter()
+                    .filter(|e| query.cursor.is_none_or(|c| e.key().0 < c))
+                    .filter_map(|e| {
+                        let st = e.value().lock();
+                        let r = &st.rec;
+                        (r.app_id == app.id
+                            && r.status == status
+                            && query.job_id.is_none_or(|j| r.job_id.0 == j))
+                        .then(|| InstanceView::from(r))
+                    })
+                    .collect();
+                items.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+                let next_cursor = (items.len() > limit_n)
+                    .then(|| items.get(limit_n - 1).map(|v| v.id))
+                    .flatten();
+                items.truncate(limit_n);
+                return Ok(InstanceList { items, next_cursor });
+            }
             let filter = InstanceFilter {
                 job: query.job_id.map(JobId),
                 status: query.status,
