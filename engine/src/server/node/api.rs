@@ -272,7 +272,7 @@ impl Api for NodeApi {
                         .then(|| InstanceView::from(r))
                     })
                     .collect();
-                items.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+                items.sort_unstable_by_key(|v| std::cmp::Reverse(v.id));
                 let next_cursor = (items.len() > limit_n)
                     .then(|| items.get(limit_n - 1).map(|v| v.id))
                     .flatten();
