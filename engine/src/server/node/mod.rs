@@ -10,7 +10,7 @@
 //!   metrics.rs: gauges, counters, histograms, Prometheus text
 //! ```
 //!
-//! See `/ARCHITECTURE.md` (server core section) for the data flow of one job and the
+//! ARCHITECTURE.md (server core) describes the data flow of one job and the
 //! invariants. In short:
 //!
 //! - Every non-final instance lives in memory in the `active` map, one mutex per instance;
