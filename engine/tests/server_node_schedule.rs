@@ -449,3 +449,59 @@ async fn specify_by_address_and_resource_minimums_filter_workers() {
     assert!(v.result.unwrap().contains("2 below min_disk_gb"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn lifecycle_bounds_the_fires_and_max_worker_count_caps_broadcast() {
+    let clock = VirtualClock::new(T0);
+    let (server, api, app, _w) = setup(&clock).await;
+    let mut body = job(T::FixedRate, "1000");
+    body.lifecycle = ferrojob::api::LifecycleJson {
+        start: Some("2030-01-01T00:00:01.500Z".into()),
+        end: Some("2030-01-01T00:00:04.500Z".into()),
+    };
+    let j = api.create_job(app.clone(), body).await.unwrap().id;
+    let first = api.get_job(app.clone(), j).await.unwrap().next_trigger_time;
+    assert_eq!(first, Some(T0 + 2000));
+    for k in 1..=10usize {
+        clock.advance(1000);
+        if (2..=4).contains(&k) {
+            succeeded(&api, &app, j, k - 1).await;
+        }
+    }
+    let runs = succeeded(&api, &app, j, 3).await;
+    let times: Vec<i64> = runs.iter().map(|r| r.trigger_time).collect();
+    assert_eq!(times, vec![T0 + 2000, T0 + 3000, T0 + 4000]);
+    assert_eq!(
+        api.get_job(app.clone(), j).await.unwrap().next_trigger_time,
+        None
+    );
+
+    let addr = server.transport_addr();
+    let mut extra = Vec::new();
+    for i in 2..5 {
+        let w = FakeWorker::connect(addr, "a", &format!("w{i}:1"), &[], Mode::Succeed).await;
+        w.register(&api, &app, 4, clock.now_ms_pub()).await;
+        extra.push(w);
+    }
+    let mut body = job(T::Api, "");
+    body.execute_type = ferrojob::model::ExecuteType::Broadcast;
+    body.max_worker_count = 2;
+    let b = api.create_job(app.clone(), body).await.unwrap().id;
+    let id = run(&api, &app, b).await;
+    let v = status_is(&api, &app, id, S::Succeed).await;
+    let tracker = v.worker.unwrap();
+    let mut w1 = _w;
+    let w = match extra.iter_mut().find(|w| w.address == tracker) {
+        Some(w) => w,
+        None => &mut w1,
+    };
+    let sj = loop {
+        let sj = w.next_schedule().await;
+        if sj.instance_id == id {
+            break sj;
+        }
+    };
+    assert_eq!(sj.all_worker_addresses.len(), 2);
+    assert_eq!(sj.all_worker_addresses[0], tracker);
+    server.shutdown().await;
+}
