@@ -29,18 +29,20 @@ mod codec;
 mod error;
 pub mod instance;
 pub mod keys;
+pub mod node;
 pub mod records;
 pub mod repo;
 
 pub use codec::RECORD_VERSION;
 pub use error::RepoError;
 pub use instance::{InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
+pub use node::{ServerConfig, ServerCore, ServerError, StoreChoice};
 pub use records::{
     AppId, AppRecord, DelayedRun, JobRecord, LogLevel, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
     MAX_PARAMS_LEN,
 };
 pub use repo::{
-    Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,
+    Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo, ID_BLOCK,
     MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
 };
 

@@ -5,27 +5,41 @@
 //! (the counter is durable exactly when the row that used it is).
 //!
 //! Writes return a [`Commit`]: the value is final once the store acknowledges the batch.
-//! `commit.await` (it is a runtime-agnostic `Future`) or `commit.wait()` (blocking). Writes are
-//! queued in submission order under one short lock (id allocation, encoding, submit); the wait
-//! happens outside it, so many writes share one group commit of the log store.
+//! `commit.await` (it is a runtime-agnostic `Future`) or `commit.wait()` (blocking). The wait
+//! happens outside any lock, so many writes share one group commit of the log store.
+//!
+//! # No global lock on the hot path
+//!
+//! Instance ids and log sequence numbers come from `IdBlocks`: an atomic counter, and a
+//! high-water mark persisted *ahead* of use in blocks of [`ID_BLOCK`] (hi-lo). The thread whose
+//! id crosses the reserved mark submits the next reservation (under a lock taken once per
+//! block) *before* publishing the new mark; every batch that uses an id below the mark is
+//! submitted after that reservation, and both stores commit in submission order, so an
+//! acknowledged id is always below the persisted mark: after a crash the counter restarts at
+//! the mark and no id is handed out twice (ids skipped by a crash leave gaps). Trigger rows
+//! live in a sharded `DashMap`; [`Repo::fire`] holds only its job's shard entry while it
+//! submits, so fires of one job are submitted in the order their run counters were taken.
+//! App and job ids (rare, cold) keep exact counters under a small lock of their own.
 //!
 //! Reads validate every stored value (see `codec.rs`): a corrupt value is
 //! [`RepoError::Corrupt`] naming the table and key.
 //!
-//! Ordering: batches are submitted under the lock in the order their ids were allocated, and
-//! both stores commit in submission order, so a persisted counter never moves backwards. If a
-//! commit fails (the log store then refuses every further write until reopened), the in-memory
-//! counters, reserved app names and trigger rows may be ahead of the store; reopening the repo
-//! rereads them from the store.
+//! Ordering: app and job batches are submitted under the cold lock in the order their ids were
+//! allocated, so those counters never move backwards. If a commit fails (the log store then
+//! refuses every further write until reopened), the in-memory counters, reserved app names and
+//! trigger rows may be ahead of the store; reopening the repo rereads them from the store.
 //!
-//! Concurrency contract: the repo serializes id allocation and the trigger rows. Read-modify-
+//! Concurrency contract: the repo makes id allocation and the trigger rows safe. Read-modify-
 //! write of one job or instance (`update_job`, `update_instance`) is the caller's to
 //! serialize — the server core owns each job and instance on one task.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use dashmap::DashMap;
 use std::task::{Context, Poll};
 
 use ferrojob_store::{Batch, CommitHandle, KeyRange, Scan, Store, StoreError};
@@ -154,24 +168,78 @@ impl<T: Unpin> Future for Commit<T> {
     }
 }
 
-/// State shared by writers, guarded by one lock held only to allocate, encode and submit.
+/// Ids reserved per persisted high-water mark (hi-lo allocation, see the module docs).
+pub const ID_BLOCK: u64 = 4096;
+
+/// Lock-free id allocation with a persisted high-water mark (hi-lo); see the module docs.
 #[derive(Debug)]
-struct Inner {
+struct IdBlocks {
+    what: &'static str,
+    key: &'static [u8],
+    /// Next id to hand out.
+    next: AtomicU64,
+    /// Ids below this are covered by a submitted reservation.
+    reserved: AtomicU64,
+    /// Taken only to submit a reservation (once per [`ID_BLOCK`] ids).
+    reserving: Mutex<()>,
+}
+
+impl IdBlocks {
+    fn new(what: &'static str, key: &'static [u8], start: u64) -> IdBlocks {
+        IdBlocks {
+            what,
+            key,
+            next: AtomicU64::new(start),
+            reserved: AtomicU64::new(start),
+            reserving: Mutex::new(()),
+        }
+    }
+
+    /// `n` consecutive fresh ids (the first one returned), covered by a submitted reservation.
+    fn alloc(&self, store: &dyn Store, n: u64) -> Result<u64, RepoError> {
+        let first = self.next.fetch_add(n, Ordering::Relaxed);
+        let end = first
+            .checked_add(n)
+            .filter(|e| *e < u64::MAX - 2 * ID_BLOCK)
+            .ok_or_else(|| RepoError::invalid("id", format!("{} ids are exhausted", self.what)))?;
+        if end > self.reserved.load(Ordering::Acquire) {
+            let _g = self
+                .reserving
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut hi = self.reserved.load(Ordering::Acquire);
+            if end > hi {
+                while hi < end {
+                    hi = hi.saturating_add(ID_BLOCK);
+                }
+                // Submitted before the mark is published: every batch using an id below `hi`
+                // is submitted after it (commit order = submission order).
+                drop(store.submit(Batch::new().put(META, self.key, keys::id(hi))));
+                self.reserved.store(hi, Ordering::Release);
+            }
+        }
+        Ok(first)
+    }
+}
+
+/// App and job counters and app names: cold state under a small lock of its own.
+#[derive(Debug)]
+struct Cold {
     next_app: u64,
     next_job: u64,
-    next_instance: u64,
-    next_log: u64,
     /// Every app name, including those submitted but not yet acknowledged (uniqueness).
     app_names: HashMap<String, AppId>,
-    /// Every job's trigger row as last submitted (fire reads and bumps the run counter).
-    triggers: HashMap<JobId, TriggerRecord>,
 }
 
 /// The server's repository (see the module docs).
 #[derive(Debug)]
 pub struct Repo {
     store: Arc<dyn Store>,
-    inner: Mutex<Inner>,
+    cold: Mutex<Cold>,
+    instance_ids: IdBlocks,
+    log_seqs: IdBlocks,
+    /// Every job's trigger row as last submitted (fire reads and bumps the run counter).
+    triggers: DashMap<JobId, TriggerRecord>,
 }
 
 fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
@@ -205,23 +273,29 @@ impl Repo {
                 .map_err(|_| RepoError::corrupt(APP_NAMES, &k, "name is not UTF-8"))?;
             app_names.insert(name, AppId(keys::read_id(APP_NAMES, &v)?));
         }
-        let mut triggers = HashMap::new();
+        let triggers = DashMap::new();
         for kv in Scan::new(&*store, TRIGGERS, KeyRange::all()) {
             let (k, v) = kv?;
             let job = JobId(keys::read_id(TRIGGERS, &k)?);
             triggers.insert(job, decode::<TriggerRecord>(TRIGGERS, &k, &v)?);
         }
-        let inner = Inner {
+        let cold = Cold {
             next_app: counter(&*store, NEXT_APP_ID)?,
             next_job: counter(&*store, NEXT_JOB_ID)?,
-            next_instance: counter(&*store, NEXT_INSTANCE_ID)?,
-            next_log: counter(&*store, NEXT_LOG_SEQ)?,
             app_names,
-            triggers,
         };
+        let instance_ids = IdBlocks::new(
+            "instance",
+            NEXT_INSTANCE_ID,
+            counter(&*store, NEXT_INSTANCE_ID)?,
+        );
+        let log_seqs = IdBlocks::new("log", NEXT_LOG_SEQ, counter(&*store, NEXT_LOG_SEQ)?);
         Ok(Repo {
             store,
-            inner: Mutex::new(inner),
+            cold: Mutex::new(cold),
+            instance_ids,
+            log_seqs,
+            triggers,
         })
     }
 
@@ -230,10 +304,10 @@ impl Repo {
         &self.store
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Cold> {
         // The lock guards plain counters and maps that are updated only after every fallible
         // step, so a panic elsewhere cannot leave them half-written.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.cold.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn submit<T>(&self, batch: Batch, value: T) -> Commit<T> {
@@ -347,7 +421,7 @@ impl Repo {
             .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?)
             .put(META, NEXT_JOB_ID, keys::id(next));
         inner.next_job = next;
-        inner.triggers.insert(job.id, trigger);
+        self.triggers.insert(job.id, trigger);
         Ok(self.submit(batch, job))
     }
 
@@ -374,13 +448,13 @@ impl Repo {
         }
         job.created_at = old.created_at;
         job.updated_at = now;
-        let mut inner = self.lock();
-        let mut trigger = inner.triggers.get(&job.id).copied().unwrap_or_default();
+        let mut entry = self.triggers.entry(job.id).or_default();
+        let mut trigger = *entry;
         trigger.next_trigger = next_trigger;
         let batch = Batch::new()
             .put(JOBS, keys::id(job.id.0), encode(JOBS, &job)?)
             .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?);
-        inner.triggers.insert(job.id, trigger);
+        *entry = trigger;
         Ok(self.submit(batch, job))
     }
 
@@ -388,12 +462,12 @@ impl Repo {
     /// (history); a running instance of it finishes normally.
     pub fn delete_job(&self, id: JobId) -> Result<Commit<JobRecord>, RepoError> {
         let job = self.get_job(id)?;
-        let mut inner = self.lock();
         let batch = Batch::new()
             .delete(JOBS, keys::id(id.0))
             .delete(APP_JOBS, keys::pair(job.app_id.0, id.0))
             .delete(TRIGGERS, keys::id(id.0));
-        inner.triggers.remove(&id);
+        // Removed before the delete is submitted: a fire after this point finds no job.
+        self.triggers.remove(&id);
         Ok(self.submit(batch, job))
     }
 
@@ -431,7 +505,7 @@ impl Repo {
 
     /// Job `id`'s trigger row as last written (including writes not yet acknowledged).
     pub fn trigger(&self, id: JobId) -> Option<TriggerRecord> {
-        self.lock().triggers.get(&id).copied()
+        self.triggers.get(&id).map(|t| *t)
     }
 
     /// Moves job `id`'s next trigger without firing (FIXED_DELAY after a completion, enable,
@@ -441,23 +515,19 @@ impl Repo {
         id: JobId,
         next_trigger: Option<EpochMs>,
     ) -> Result<Commit<TriggerRecord>, RepoError> {
-        let mut inner = self.lock();
-        let Some(mut trigger) = inner.triggers.get(&id).copied() else {
+        let Some(mut entry) = self.triggers.get_mut(&id) else {
             return Err(RepoError::not_found("job", id.0));
         };
+        let mut trigger = *entry;
         trigger.next_trigger = next_trigger;
         let batch = Batch::new().put(TRIGGERS, keys::id(id.0), encode(TRIGGERS, &trigger)?);
-        inner.triggers.insert(id, trigger);
+        *entry = trigger;
         Ok(self.submit(batch, trigger))
     }
 
     // ----- instances -----
 
-    fn insert_instance_ops(
-        batch: &mut Batch,
-        inst: &InstanceRecord,
-        next: u64,
-    ) -> Result<(), RepoError> {
+    fn insert_instance_ops(batch: &mut Batch, inst: &InstanceRecord) -> Result<(), RepoError> {
         let id = inst.id.0;
         batch.push_put(INSTANCES, keys::id(id), encode(INSTANCES, inst)?);
         batch.push_put(
@@ -473,7 +543,6 @@ impl Repo {
         if !inst.status.is_final() {
             batch.push_put(ACTIVE, keys::id(id), Vec::new());
         }
-        batch.push_put(META, NEXT_INSTANCE_ID, keys::id(next));
         Ok(())
     }
 
@@ -486,25 +555,24 @@ impl Repo {
         next_trigger: Option<EpochMs>,
     ) -> Result<Commit<InstanceRecord>, RepoError> {
         instance.validate()?;
-        let mut inner = self.lock();
-        let Some(mut trigger) = inner.triggers.get(&instance.job_id).copied() else {
+        let Some(mut entry) = self.triggers.get_mut(&instance.job_id) else {
             return Err(RepoError::not_found("job", instance.job_id.0));
         };
+        let mut trigger = *entry;
         trigger.runs = trigger.runs.saturating_add(1);
         trigger.next_trigger = next_trigger;
         instance.run = trigger.runs;
-        let mut next = inner.next_instance;
-        instance.id = InstanceId(alloc(&mut next, "instance")?);
+        instance.id = InstanceId(self.instance_ids.alloc(&*self.store, 1)?);
         let mut batch = Batch::new();
-        Self::insert_instance_ops(&mut batch, &instance, next)?;
+        Self::insert_instance_ops(&mut batch, &instance)?;
         batch.push_put(
             TRIGGERS,
             keys::id(instance.job_id.0).to_vec(),
             encode(TRIGGERS, &trigger)?,
         );
-        inner.next_instance = next;
-        inner.triggers.insert(instance.job_id, trigger);
-        Ok(self.submit(batch, instance))
+        let commit = self.submit(batch, instance);
+        *entry = trigger;
+        Ok(commit)
     }
 
     /// Inserts an instance that is not a scheduled fire (an API run, a workflow node): with a
@@ -516,14 +584,12 @@ impl Repo {
         delayed_until: Option<EpochMs>,
     ) -> Result<Commit<InstanceRecord>, RepoError> {
         instance.validate()?;
-        let mut inner = self.lock();
-        if !inner.triggers.contains_key(&instance.job_id) {
+        if !self.triggers.contains_key(&instance.job_id) {
             return Err(RepoError::not_found("job", instance.job_id.0));
         }
-        let mut next = inner.next_instance;
-        instance.id = InstanceId(alloc(&mut next, "instance")?);
+        instance.id = InstanceId(self.instance_ids.alloc(&*self.store, 1)?);
         let mut batch = Batch::new();
-        Self::insert_instance_ops(&mut batch, &instance, next)?;
+        Self::insert_instance_ops(&mut batch, &instance)?;
         if let Some(due) = delayed_until {
             let run = DelayedRun {
                 instance_id: instance.id,
@@ -532,7 +598,6 @@ impl Repo {
             };
             batch.push_put(DELAYED, keys::id(instance.id.0), encode(DELAYED, &run)?);
         }
-        inner.next_instance = next;
         Ok(self.submit(batch, instance))
     }
 
@@ -553,14 +618,39 @@ impl Repo {
                 format!("{} belongs to {}", instance.id, old.job_id),
             ));
         }
+        self.put_instance(instance)
+    }
+
+    /// [`update_instance`](Repo::update_instance) without re-reading the stored record: for
+    /// the server core, which owns every non-final instance in memory and so already knows
+    /// that it exists with the same job and app. Validates the record.
+    pub fn put_instance(&self, instance: &InstanceRecord) -> Result<Commit<()>, RepoError> {
+        self.put_instance_from(instance, None)
+    }
+
+    /// [`put_instance`](Repo::put_instance) knowing the status last written for the
+    /// instance (`prev`): index rows are then touched only when they change (the non-final
+    /// index when the instance becomes final or leaves a final status, the delayed-run row
+    /// when it leaves WAITING_DISPATCH), so most transitions are one put. `None` = unknown:
+    /// every index row is written.
+    pub fn put_instance_from(
+        &self,
+        instance: &InstanceRecord,
+        prev: Option<InstanceStatus>,
+    ) -> Result<Commit<()>, RepoError> {
+        instance.validate()?;
         let key = keys::id(instance.id.0);
         let mut batch = Batch::new().put(INSTANCES, key, encode(INSTANCES, instance)?);
-        if instance.status.is_final() {
+        let now_final = instance.status.is_final();
+        let was_final = prev.map(InstanceStatus::is_final);
+        if now_final && was_final != Some(true) {
             batch.push_delete(ACTIVE, key);
-        } else {
+        } else if !now_final && was_final != Some(false) {
             batch.push_put(ACTIVE, key, Vec::new());
         }
-        if instance.status != InstanceStatus::WaitingDispatch {
+        let left_waiting = instance.status != InstanceStatus::WaitingDispatch
+            && prev.is_none_or(|p| p == InstanceStatus::WaitingDispatch);
+        if left_waiting {
             batch.push_delete(DELAYED, key);
         }
         Ok(self.submit(batch, ()))
@@ -683,6 +773,28 @@ impl Repo {
         keep: usize,
         limit: usize,
     ) -> Result<Vec<InstanceId>, RepoError> {
+        self.finished_beyond_where(job, keep, limit, false)
+    }
+
+    /// [`finished_beyond`](Repo::finished_beyond) counting only scheduled fires (instances
+    /// with `run > 0`, created by [`fire`](Repo::fire)): API runs and retried runs are never
+    /// pruned by the server.
+    pub fn finished_fires_beyond(
+        &self,
+        job: JobId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Vec<InstanceId>, RepoError> {
+        self.finished_beyond_where(job, keep, limit, true)
+    }
+
+    fn finished_beyond_where(
+        &self,
+        job: JobId,
+        keep: usize,
+        limit: usize,
+        fires_only: bool,
+    ) -> Result<Vec<InstanceId>, RepoError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut range = KeyRange::prefix(&keys::id(job.0));
         let mut finished = 0usize;
@@ -697,7 +809,8 @@ impl Repo {
             for (k, _) in &rows {
                 scanned += 1;
                 let id = InstanceId(keys::read_newest_first(JOB_INSTANCES, k)?);
-                if self.get_instance(id)?.status.is_final() {
+                let inst = self.get_instance(id)?;
+                if inst.status.is_final() && (!fires_only || inst.run > 0) {
                     finished += 1;
                     if finished > keep {
                         out.push(id);
@@ -727,11 +840,9 @@ impl Repo {
             dropped: 0,
             truncated: 0,
         };
-        let mut inner = self.lock();
-        let mut next = inner.next_log;
-        let mut batch = Batch::new();
+        let mut kept = Vec::new();
         for mut line in lines {
-            if out.stored == MAX_LOG_APPEND {
+            if kept.len() == MAX_LOG_APPEND {
                 out.dropped += 1;
                 continue;
             }
@@ -739,14 +850,17 @@ impl Repo {
                 line.content = truncate_marked(&line.content, MAX_LOG_LINE_LEN);
                 out.truncated += 1;
             }
-            let seq = alloc(&mut next, "log")?;
-            batch.push_put(LOGS, keys::pair(id.0, seq), encode(LOGS, &line)?);
-            out.stored += 1;
+            kept.push(line);
         }
-        if out.stored > 0 {
-            batch.push_put(META, NEXT_LOG_SEQ, keys::id(next));
+        let mut batch = Batch::new();
+        if !kept.is_empty() {
+            // `kept.len()` is at most MAX_LOG_APPEND: the cast is lossless.
+            let first = self.log_seqs.alloc(&*self.store, kept.len() as u64)?;
+            for (seq, line) in (first..).zip(&kept) {
+                batch.push_put(LOGS, keys::pair(id.0, seq), encode(LOGS, line)?);
+                out.stored += 1;
+            }
         }
-        inner.next_log = next;
         Ok(self.submit(batch, out))
     }
 

@@ -1,0 +1,494 @@
+//! [`Api`] over the server core.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::api::{
+    Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
+    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobView, LogLineView, LogQuery,
+    LogView, PageQuery, RunCreated, RunJob, WorkerInfo, WorkerList,
+};
+use crate::dispatch::GIB;
+use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
+use crate::server::{AppId, InstanceFilter, InstanceRecord, JobRecord};
+
+use super::engine::Follow;
+use super::state::{InstState, JobDef, JobState, Shared, Slot, TimerEv};
+
+/// Longest `delay_ms` of an API run (about 10 years).
+const MAX_DELAY_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+
+/// The [`Api`] of a running server core.
+#[derive(Debug)]
+pub(crate) struct NodeApi(pub(crate) Arc<Shared>);
+
+fn not_supported(e: ExecuteType) -> Option<ApiError> {
+    (!Shared::supported(e)).then(|| {
+        ApiError::invalid(
+            "execute_type",
+            format!("{e:?} is not supported yet (MAP and MAP_REDUCE come with issue 6)"),
+        )
+    })
+}
+
+fn limit(l: Option<u32>, default: usize) -> usize {
+    l.map_or(default, |l| usize::try_from(l).unwrap_or(usize::MAX))
+}
+
+impl NodeApi {
+    fn job_of(&self, app: &AppRef, id: u64) -> Result<Arc<JobState>, ApiError> {
+        match self.0.job(JobId(id)) {
+            Some(j) if !j.deleted.load(Ordering::Acquire) && j.def().record.app_id == app.id => {
+                Ok(j)
+            }
+            _ => Err(ApiError::not_found("job", id)),
+        }
+    }
+
+    fn view(&self, job: &JobState) -> JobView {
+        JobView::new(&job.def().record, self.0.repo.trigger(job.id))
+    }
+
+    /// The instance as the core knows it now (memory for non-final ones, else the store),
+    /// NotFound unless it belongs to `app`.
+    fn instance(&self, app: &AppRef, id: u64) -> Result<InstanceRecord, ApiError> {
+        let rec = match self.0.slot(InstanceId(id)) {
+            Some(s) => s.lock().rec.clone(),
+            None => self.0.repo.get_instance(InstanceId(id))?,
+        };
+        if rec.app_id != app.id {
+            return Err(ApiError::not_found("instance", id));
+        }
+        Ok(rec)
+    }
+
+    /// Replaces a job's definition (update, enable, disable) and reschedules it.
+    async fn replace(
+        &self,
+        job: Arc<JobState>,
+        mut record: JobRecord,
+    ) -> Result<JobView, ApiError> {
+        let sh = &self.0;
+        record.id = job.id;
+        let def = JobDef::new(record.clone())?;
+        let now = sh.now();
+        let next = def.initial_next(now);
+        let gen = job.gen.fetch_add(1, Ordering::AcqRel) + 1;
+        let saved = sh
+            .await_commit(sh.repo.update_job(record, next, now)?)
+            .await?;
+        let def = JobDef::new(saved)?;
+        *job.def.write() = Arc::new(def);
+        if let Some(n) = next {
+            sh.arm(
+                n,
+                TimerEv::Job {
+                    job: job.id,
+                    gen,
+                    due: n,
+                },
+            );
+        }
+        Ok(self.view(&job))
+    }
+}
+
+impl Api for NodeApi {
+    fn resolve_app(&self, app: &str) -> Result<AppRef, ApiError> {
+        let sh = &self.0;
+        let rec = match app.parse::<u64>() {
+            Ok(id) => sh
+                .app_name(AppId(id))
+                .and_then(|n| sh.apps.get(&n).map(|a| a.clone())),
+            Err(_) => sh.apps.get(app).map(|a| a.clone()),
+        };
+        let rec = rec.ok_or_else(|| {
+            let shown: String = app.chars().take(64).collect();
+            ApiError::not_found("app", shown)
+        })?;
+        Ok(AppRef {
+            id: rec.id,
+            name: rec.name.clone(),
+            secret: rec.secret.clone(),
+        })
+    }
+
+    fn create_app(&self, req: CreateApp) -> ApiFuture<'_, AppCreated> {
+        Box::pin(async move {
+            let sh = &self.0;
+            let c = sh.repo.create_app(&req.name, &req.secret, sh.now())?;
+            let app = sh.await_commit(c).await?;
+            let out = AppCreated {
+                id: app.id.0,
+                name: app.name.clone(),
+            };
+            sh.add_app(app);
+            Ok(out)
+        })
+    }
+
+    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created> {
+        Box::pin(async move {
+            let sh = &self.0;
+            if let Some(e) = not_supported(body.execute_type) {
+                return Err(e);
+            }
+            let record = body.to_record(app.id)?;
+            let def = JobDef::new(record.clone())?;
+            let now = sh.now();
+            let next = def.initial_next(now);
+            let saved = sh
+                .await_commit(sh.repo.create_job(record, next, now)?)
+                .await?;
+            let id = saved.id;
+            let state = Arc::new(JobState::new(
+                Arc::from(app.name.as_str()),
+                JobDef::new(saved)?,
+            ));
+            let gen = state.gen.load(Ordering::Acquire);
+            sh.jobs.insert(id, state);
+            if let Some(n) = next {
+                sh.arm(
+                    n,
+                    TimerEv::Job {
+                        job: id,
+                        gen,
+                        due: n,
+                    },
+                );
+            }
+            Ok(Created { id: id.0 })
+        })
+    }
+
+    fn list_jobs(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, JobList> {
+        Box::pin(async move {
+            let sh = &self.0;
+            let page = sh
+                .repo
+                .list_jobs(app.id, query.cursor, limit(query.limit, 100))?;
+            let items = page
+                .items
+                .iter()
+                .map(|j| JobView::new(j, sh.repo.trigger(j.id)))
+                .collect();
+            Ok(JobList {
+                items,
+                next_cursor: page.next_cursor,
+            })
+        })
+    }
+
+    fn get_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, JobView> {
+        Box::pin(async move {
+            let job = self.job_of(&app, id)?;
+            Ok(self.view(&job))
+        })
+    }
+
+    fn update_job(&self, app: AppRef, id: u64, body: JobBody) -> ApiFuture<'_, JobView> {
+        Box::pin(async move {
+            let job = self.job_of(&app, id)?;
+            if let Some(e) = not_supported(body.execute_type) {
+                return Err(e);
+            }
+            let record = body.to_record(app.id)?;
+            self.replace(job, record).await
+        })
+    }
+
+    fn delete_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+        Box::pin(async move {
+            let sh = &self.0;
+            let job = self.job_of(&app, id)?;
+            job.gen.fetch_add(1, Ordering::AcqRel);
+            sh.await_commit(sh.repo.delete_job(job.id)?).await?;
+            job.deleted.store(true, Ordering::Release);
+            sh.jobs.remove(&job.id);
+            Ok(())
+        })
+    }
+
+    fn set_job_enabled(&self, app: AppRef, id: u64, enabled: bool) -> ApiFuture<'_, JobView> {
+        Box::pin(async move {
+            let job = self.job_of(&app, id)?;
+            let mut record = job.def().record.clone();
+            if record.enabled == enabled {
+                return Ok(self.view(&job));
+            }
+            record.enabled = enabled;
+            self.replace(job, record).await
+        })
+    }
+
+    fn run_job(&self, app: AppRef, id: u64, req: RunJob) -> ApiFuture<'_, RunCreated> {
+        Box::pin(async move {
+            let sh = &self.0;
+            let job = self.job_of(&app, id)?;
+            if req.delay_ms > MAX_DELAY_MS {
+                return Err(ApiError::invalid(
+                    "delay_ms",
+                    format!("at most {MAX_DELAY_MS}, got {}", req.delay_ms),
+                ));
+            }
+            let now = sh.now();
+            let delay = i64::try_from(req.delay_ms).unwrap_or(0);
+            let due = now.saturating_add(delay);
+            let rec = InstanceRecord::new(job.id, app.id, req.params, due);
+            let c = sh.repo.create_instance(rec, (delay > 0).then_some(due))?;
+            let rec = sh.await_commit(c).await?;
+            let iid = rec.id;
+            sh.admit(rec);
+            if delay > 0 {
+                sh.arm(due, TimerEv::Dispatch(iid));
+            } else {
+                tokio::spawn(Arc::clone(sh).dispatch(iid));
+            }
+            Ok(RunCreated { instance_id: iid.0 })
+        })
+    }
+
+    fn get_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, InstanceView> {
+        Box::pin(async move { Ok(InstanceView::from(&self.instance(&app, id)?)) })
+    }
+
+    fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList> {
+        Box::pin(async move {
+            let sh = &self.0;
+            let limit_n = limit(query.limit, 100).clamp(1, crate::server::MAX_PAGE);
+            if let Some(status) = query.status.filter(|s| !s.is_final()) {
+                // Non-final instances all live in memory, which is ahead of the store (RUNNING
+                // is never written): list them from there, newest first.
+                let mut items: Vec<InstanceView> = sh
+                    .active
+                    .iter()
+                    .filter(|e| query.cursor.is_none_or(|c| e.key().0 < c))
+                    .filter_map(|e| {
+                        let st = e.value().lock();
+                        let r = &st.rec;
+                        (r.app_id == app.id
+                            && r.status == status
+                            && query.job_id.is_none_or(|j| r.job_id.0 == j))
+                        .then(|| InstanceView::from(r))
+                    })
+                    .collect();
+                items.sort_unstable_by_key(|v| std::cmp::Reverse(v.id));
+                let next_cursor = (items.len() > limit_n)
+                    .then(|| items.get(limit_n - 1).map(|v| v.id))
+                    .flatten();
+                items.truncate(limit_n);
+                return Ok(InstanceList { items, next_cursor });
+            }
+            let filter = InstanceFilter {
+                job: query.job_id.map(JobId),
+                status: query.status,
+            };
+            let page =
+                sh.repo
+                    .list_instances(app.id, filter, query.cursor, limit(query.limit, 100))?;
+            let items = page
+                .items
+                .iter()
+                .map(|r| match sh.slot(r.id) {
+                    Some(s) => InstanceView::from(&s.lock().rec),
+                    None => InstanceView::from(r),
+                })
+                .collect();
+            Ok(InstanceList {
+                items,
+                next_cursor: page.next_cursor,
+            })
+        })
+    }
+
+    fn instance_action(
+        &self,
+        app: AppRef,
+        id: u64,
+        action: InstanceAction,
+    ) -> ApiFuture<'_, InstanceView> {
+        Box::pin(async move {
+            let sh = &self.0;
+            let iid = InstanceId(id);
+            let now = sh.now();
+            let slot: Slot = match sh.slot(iid) {
+                Some(s) => s,
+                None => {
+                    let mut rec = self.instance(&app, id)?;
+                    if action != InstanceAction::Retry {
+                        // Final (not owned by the core): stop and cancel are illegal.
+                        let err = match action {
+                            InstanceAction::Stop => rec.stop(now),
+                            _ => rec.cancel(now),
+                        };
+                        err?;
+                        return Err(ApiError::conflict(format!(
+                            "instance {id} changed; try again"
+                        )));
+                    }
+                    if sh.job(rec.job_id).is_none() {
+                        return Err(ApiError::conflict(format!(
+                            "instance {id} cannot be retried: job {} was deleted",
+                            rec.job_id.0
+                        )));
+                    }
+                    let status = rec.status;
+                    rec.retry(now)?;
+                    let mut st = InstState::new(rec);
+                    st.persisted = Some(status);
+                    let slot: Slot = Arc::new(parking_lot::Mutex::new(st));
+                    let entry = sh.active.entry(iid).or_insert_with(|| Arc::clone(&slot));
+                    if !Arc::ptr_eq(&entry, &slot) {
+                        return Err(ApiError::conflict(format!(
+                            "instance {id} changed; try again"
+                        )));
+                    }
+                    drop(entry);
+                    sh.metrics
+                        .transition(Some(status), InstanceStatus::WaitingDispatch);
+                    let c = {
+                        let mut st = slot.lock();
+                        sh.persist(&mut st)
+                    };
+                    if let Some(c) = c {
+                        sh.await_commit(c).await?;
+                    }
+                    let view = InstanceView::from(&slot.lock().rec);
+                    tokio::spawn(Arc::clone(sh).dispatch(iid));
+                    return Ok(view);
+                }
+            };
+            let (commit, follow, worker, view) = {
+                let mut st = slot.lock();
+                if st.rec.app_id != app.id {
+                    return Err(ApiError::not_found("instance", id));
+                }
+                let old = st.rec.status;
+                let job = sh.job(st.rec.job_id);
+                let follow = match action {
+                    InstanceAction::Stop => {
+                        st.rec.stop(now)?;
+                        Follow::Final {
+                            id: iid,
+                            job: st.rec.job_id,
+                            run: st.rec.run,
+                        }
+                    }
+                    InstanceAction::Cancel => {
+                        st.rec.cancel(now)?;
+                        Follow::Final {
+                            id: iid,
+                            job: st.rec.job_id,
+                            run: st.rec.run,
+                        }
+                    }
+                    InstanceAction::Retry => {
+                        // Final but not yet dropped from memory.
+                        st.rec.retry(now)?;
+                        st.no_worker_attempts = 0;
+                        st.ready = std::time::Instant::now();
+                        Follow::Dispatch { id: iid, at: None }
+                    }
+                };
+                sh.note(job.as_deref(), Some(old), st.rec.status);
+                let worker = (action == InstanceAction::Stop)
+                    .then(|| st.rec.worker.clone())
+                    .flatten();
+                (
+                    sh.persist(&mut st),
+                    follow,
+                    worker,
+                    InstanceView::from(&st.rec),
+                )
+            };
+            if let Some(c) = commit {
+                sh.await_commit(c).await?;
+            }
+            if let Some(w) = worker {
+                sh.send_stop(&w, iid);
+            }
+            sh.after_write(None, follow);
+            Ok(view)
+        })
+    }
+
+    fn instance_log(&self, app: AppRef, id: u64, query: LogQuery) -> ApiFuture<'_, LogView> {
+        Box::pin(async move {
+            let sh = &self.0;
+            self.instance(&app, id)?;
+            let page = sh
+                .repo
+                .read_logs(InstanceId(id), query.cursor, limit(query.limit, 1000))?;
+            let dropped = sh.log_counts.get(&InstanceId(id)).map_or(0, |c| c.1);
+            Ok(LogView {
+                instance_id: id,
+                lines: page
+                    .items
+                    .into_iter()
+                    .map(|e| LogLineView {
+                        seq: e.seq,
+                        time_ms: e.line.time,
+                        level: e.line.level,
+                        content: e.line.content,
+                    })
+                    .collect(),
+                next_cursor: page.next_cursor,
+                dropped,
+            })
+        })
+    }
+
+    fn list_workers(&self, app: AppRef) -> ApiFuture<'_, WorkerList> {
+        Box::pin(async move {
+            let gb = |b: u64| b as f64 / GIB as f64;
+            let workers = self
+                .0
+                .registry
+                .workers(&app.name)
+                .into_iter()
+                .map(|w| WorkerInfo {
+                    address: w.address.to_string(),
+                    tags: w.tags.iter().map(|t| t.to_string()).collect(),
+                    version: w.version.clone(),
+                    health_score: w.health_score as f64 / 1000.0,
+                    cpu_cores: f64::from(w.metrics.cpu_cores),
+                    cpu_load: w.metrics.known_load(),
+                    memory_used_gb: gb(w.metrics.memory_used_bytes),
+                    memory_total_gb: gb(w.metrics.memory_max_bytes),
+                    disk_used_gb: gb(w.metrics.disk_used_bytes),
+                    disk_total_gb: gb(w.metrics.disk_total_bytes),
+                    overloaded: w.overloaded,
+                    last_heartbeat: w.last_heartbeat_ms,
+                })
+                .collect();
+            Ok(WorkerList { workers })
+        })
+    }
+
+    fn health(&self) -> Health {
+        let sh = &self.0;
+        let degraded = sh.store_failed.load(Ordering::Relaxed);
+        Health {
+            status: if degraded { "degraded" } else { "ok" }.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            workers: sh.conns.len() as u64,
+            uptime_ms: u64::try_from(sh.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        let sh = &self.0;
+        let protocol_errors = sh.transport_metrics.get().map_or(0, |m| {
+            let s = m.snapshot();
+            s.handshake_failures
+                + s.bad_magic
+                + s.bad_version
+                + s.unknown_kind
+                + s.bad_header
+                + s.oversized_frames
+                + s.invalid_archives
+                + s.unexpected_messages
+        });
+        sh.metrics.render(sh.conns.len(), protocol_errors)
+    }
+}

@@ -1,0 +1,245 @@
+//! Worker connections: the accept loop and one task per authenticated connection that turns
+//! heartbeats into registry updates, reports into transitions and log batches into log rows.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ferrojob_transport::message::{ErrorCode, ErrorReply, ExecutorCluster, LogBatch, Message};
+use ferrojob_transport::net::{Accepted, Incoming, Listener};
+use ferrojob_transport::PeerInfo;
+
+use crate::dispatch::{TrackerCounts, WorkerMetrics, WorkerStatus};
+use crate::model::InstanceId;
+use crate::server::{LogLevel, LogLine};
+
+use super::state::{ConnEntry, Shared};
+
+/// Most per-instance log counters kept before those of finished instances are forgotten.
+const MAX_LOG_COUNTERS: usize = 1 << 20;
+
+/// Most messages handled per wake-up of a connection task.
+const RECV_BATCH: usize = 512;
+
+pub(crate) async fn accept_loop(sh: Arc<Shared>, mut listener: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok(acc) => {
+                if sh.is_shutting_down() {
+                    acc.handle.shutdown().await;
+                    return;
+                }
+                tokio::spawn(serve(Arc::clone(&sh), acc));
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "listener stopped");
+                return;
+            }
+        }
+    }
+}
+
+async fn serve(sh: Arc<Shared>, acc: Accepted) {
+    let Accepted {
+        handle,
+        mut incoming,
+        peer,
+        addr,
+    } = acc;
+    let PeerInfo::Worker {
+        app_name,
+        worker_address,
+        tags,
+        client_version,
+    } = peer
+    else {
+        return;
+    };
+    let app: Arc<str> = Arc::from(app_name.as_str());
+    let gen = sh.conn_gen.fetch_add(1, Ordering::Relaxed);
+    if let Some(old) = sh.conns.insert(
+        worker_address.clone(),
+        ConnEntry {
+            handle: handle.clone(),
+            gen,
+        },
+    ) {
+        // A worker reconnected before its old connection was noticed closed.
+        let h = old.handle;
+        tokio::spawn(async move { h.shutdown().await });
+    }
+    sh.lost.remove(&worker_address);
+    tracing::info!(app = %app, worker = %worker_address, peer = %addr, "worker connected");
+    if let Some((_, ids)) = sh.reconcile.remove(&worker_address) {
+        tokio::spawn(Arc::clone(&sh).reconcile_worker(worker_address.clone(), handle.clone(), ids));
+    }
+    let mut buf: Vec<Incoming> = Vec::with_capacity(RECV_BATCH);
+    loop {
+        if incoming.recv_many(&mut buf, RECV_BATCH).await == 0 {
+            break;
+        }
+        let now = sh.now();
+        let mut writes = Vec::new();
+        for inc in buf.drain(..) {
+            match inc.message {
+                Message::WorkerHeartbeat(hb) => {
+                    let status = WorkerStatus {
+                        address: worker_address.clone(),
+                        tags: tags.clone(),
+                        version: if hb.version.is_empty() {
+                            client_version.clone()
+                        } else {
+                            hb.version
+                        },
+                        overloaded: hb.overloaded,
+                        trackers: TrackerCounts {
+                            lightweight_task_trackers: hb.lightweight_task_trackers,
+                            heavy_task_trackers: hb.heavy_task_trackers,
+                            processor_trackers: hb.processor_trackers,
+                        },
+                    };
+                    let m = hb.metrics;
+                    let metrics = WorkerMetrics {
+                        cpu_cores: m.cpu_cores,
+                        cpu_load: m.cpu_load,
+                        memory_used_bytes: m.memory_used_bytes,
+                        memory_max_bytes: m.memory_max_bytes,
+                        disk_used_bytes: m.disk_used_bytes,
+                        disk_total_bytes: m.disk_total_bytes,
+                        reported_score: m.score,
+                    };
+                    if let Err(e) = sh.registry.heartbeat(&app, &status, metrics, now) {
+                        tracing::warn!(worker = %worker_address, error = %e, "heartbeat refused");
+                    }
+                }
+                Message::ReportInstanceStatus(r) => {
+                    if let Some(w) = sh.on_report(&worker_address, &r, now) {
+                        writes.push(w);
+                    }
+                }
+                Message::LogBatch(b) => on_logs(&sh, &worker_address, b),
+                Message::QueryExecutorCluster(_) => {
+                    if let Some(c) = inc.correlation {
+                        let workers = sh
+                            .registry
+                            .workers(&app)
+                            .into_iter()
+                            .map(|w| w.address.to_string())
+                            .collect();
+                        let _ = handle
+                            .respond(
+                                c,
+                                ExecutorCluster {
+                                    worker_addresses: workers,
+                                },
+                            )
+                            .await;
+                    }
+                }
+                other => {
+                    tracing::debug!(worker = %worker_address, kind = %other.kind(), "unexpected message ignored");
+                    if let Some(c) = inc.correlation {
+                        let _ = handle
+                            .respond(
+                                c,
+                                ErrorReply {
+                                    code: ErrorCode::UnexpectedMessage,
+                                    message: format!("the server does not handle {}", other.kind()),
+                                },
+                            )
+                            .await;
+                    }
+                }
+            }
+        }
+        sh.after_writes(writes);
+    }
+    // Closed: unroutable at once; dead unless it is back within the liveness window.
+    let mine = sh
+        .conns
+        .remove_if(&worker_address, |_, e| e.gen == gen)
+        .is_some();
+    if mine && !sh.is_shutting_down() {
+        sh.registry.remove(&app, &worker_address);
+        sh.lost
+            .insert(worker_address.clone(), (Arc::clone(&app), sh.now()));
+        tracing::info!(app = %app, worker = %worker_address, "worker disconnected");
+    }
+}
+
+fn level(l: ferrojob_transport::message::LogLevel) -> LogLevel {
+    use ferrojob_transport::message::LogLevel as W;
+    match l {
+        W::Debug => LogLevel::Debug,
+        W::Info => LogLevel::Info,
+        W::Warn => LogLevel::Warn,
+        W::Error => LogLevel::Error,
+    }
+}
+
+/// Stores a worker's log lines per instance, up to the per-instance cap (the rest counted as
+/// dropped). Lines of finished instances (late batches) are still stored; lines of unknown
+/// instances are dropped. The counters live in memory: after a restart (or once more than
+/// `MAX_LOG_COUNTERS` instances have counters) they start again from 0.
+fn on_logs(sh: &Arc<Shared>, worker: &str, batch: LogBatch) {
+    let cap = sh.config.max_log_lines_per_instance;
+    let mut entries = batch.entries.into_iter().peekable();
+    while let Some(first) = entries.next() {
+        let id = first.instance_id;
+        let mut lines = vec![first];
+        while let Some(e) = entries.next_if(|e| e.instance_id == id) {
+            lines.push(e);
+        }
+        let id = InstanceId(id);
+        let n = lines.len() as u64;
+        if !sh.log_counts.contains_key(&id)
+            && !sh.active.contains_key(&id)
+            && sh.repo.get_instance(id).is_err()
+        {
+            tracing::debug!(
+                worker,
+                instance = id.0,
+                "log lines for an unknown instance dropped"
+            );
+            continue;
+        }
+        if sh.log_counts.len() >= MAX_LOG_COUNTERS {
+            // Bounded memory: forget the counters of instances no longer running (their
+            // `dropped` count then restarts from 0).
+            sh.log_counts.retain(|k, _| sh.active.contains_key(k));
+        }
+        let allowed = {
+            let mut c = sh.log_counts.entry(id).or_insert((0, 0));
+            let room = cap.saturating_sub(c.0);
+            let allowed = n.min(room);
+            c.0 += allowed;
+            c.1 += n - allowed;
+            allowed
+        };
+        if allowed < n {
+            sh.metrics
+                .log_lines_dropped
+                .fetch_add(n - allowed, Ordering::Relaxed);
+        }
+        let keep = usize::try_from(allowed).unwrap_or(usize::MAX);
+        let rows = lines.into_iter().take(keep).map(|e| LogLine {
+            time: e.time_ms,
+            level: level(e.level),
+            content: e.content,
+        });
+        match sh.repo.append_logs(id, rows) {
+            Ok(c) => {
+                let sh2 = Arc::clone(sh);
+                tokio::spawn(async move {
+                    if let Ok(r) = sh2.await_commit(c).await {
+                        if r.dropped > 0 {
+                            if let Some(mut c) = sh2.log_counts.get_mut(&id) {
+                                c.1 += r.dropped as u64;
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::debug!(worker, instance = id.0, error = %e, "log lines not stored"),
+        }
+    }
+}

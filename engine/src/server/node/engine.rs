@@ -1,0 +1,1081 @@
+//! The server core's behaviour: restart recovery, firing, dispatch, the retry policy, worker
+//! reports, final transitions, dead workers and restart reconciliation.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrojob_transport::error::RequestError;
+use ferrojob_transport::message::{
+    self as wire, ErrorCode, Message, QueryInstanceStatus, ReportInstanceStatus, ScheduleJob,
+    StopInstance,
+};
+
+use crate::dispatch::{DispatchError, SelectState};
+use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
+use crate::server::{
+    records::truncate_marked, Commit, InstanceRecord, LoadedState, RepoError, MAX_RESULT_LEN,
+};
+use crate::time_expression::{EpochMs, MisfirePolicy, TimeExpressionType};
+
+use super::state::{is_running, InstState, JobDef, JobState, Shared, Slot, TimerEv};
+
+/// Dispatch attempts that find no eligible worker before the instance is FAILED.
+pub(crate) const NO_WORKER_ATTEMPTS: u32 = 5;
+/// Pause between those attempts, ms (so the window is about 2 s).
+pub(crate) const NO_WORKER_RETRY_MS: i64 = 500;
+/// First retry backoff after a failed attempt, ms; doubles per attempt up to the cap.
+pub(crate) const RETRY_BACKOFF_MS: i64 = 1000;
+/// Largest retry backoff, ms.
+pub(crate) const RETRY_BACKOFF_CAP_MS: i64 = 30_000;
+/// Grace beyond the job's timeout before the server fails a silent run itself, ms.
+pub(crate) const RUN_SAFETY_MARGIN_MS: i64 = 30_000;
+/// Most missed fires FIRE_ALL runs at once.
+pub(crate) const MAX_CATCH_UP: u32 = 100;
+/// How long a reconciliation query waits for the worker.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// Selection scratch space and rng, one per thread: selection takes no lock of ours.
+    static SELECT_STATE: std::cell::RefCell<SelectState> =
+        std::cell::RefCell::new(SelectState::from_entropy());
+}
+
+/// What to do once an instance's write is acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Follow {
+    /// Nothing.
+    Nothing,
+    /// It reached a final status: drop it from memory, re-arm FIXED_DELAY, prune.
+    Final {
+        id: InstanceId,
+        job: JobId,
+        run: u64,
+    },
+    /// It is WAITING_DISPATCH again: dispatch it at `at` (clock ms; `None` = at once). The
+    /// time is fixed when the transition is made, not when its write is acknowledged.
+    Dispatch { id: InstanceId, at: Option<EpochMs> },
+}
+
+/// Model status of a wire status.
+pub(crate) fn from_wire(s: &wire::InstanceStatus) -> InstanceStatus {
+    match s {
+        wire::InstanceStatus::WaitingDispatch => InstanceStatus::WaitingDispatch,
+        wire::InstanceStatus::WaitingWorkerReceive => InstanceStatus::WaitingWorkerReceive,
+        wire::InstanceStatus::Running => InstanceStatus::Running,
+        wire::InstanceStatus::Failed => InstanceStatus::Failed,
+        wire::InstanceStatus::Succeed => InstanceStatus::Succeed,
+        wire::InstanceStatus::Canceled => InstanceStatus::Canceled,
+        wire::InstanceStatus::Stopped => InstanceStatus::Stopped,
+    }
+}
+
+fn wire_execute(e: ExecuteType) -> wire::ExecuteType {
+    match e {
+        ExecuteType::Standalone => wire::ExecuteType::Standalone,
+        ExecuteType::Broadcast => wire::ExecuteType::Broadcast,
+        ExecuteType::Map => wire::ExecuteType::Map,
+        ExecuteType::MapReduce => wire::ExecuteType::MapReduce,
+    }
+}
+
+fn wire_time(t: TimeExpressionType) -> wire::TimeExpressionType {
+    match t {
+        TimeExpressionType::Api => wire::TimeExpressionType::Api,
+        TimeExpressionType::Cron => wire::TimeExpressionType::Cron,
+        TimeExpressionType::FixedRate => wire::TimeExpressionType::FixedRate,
+        TimeExpressionType::FixedDelay => wire::TimeExpressionType::FixedDelay,
+        TimeExpressionType::DailyTimeInterval => wire::TimeExpressionType::DailyTimeInterval,
+        TimeExpressionType::Workflow => wire::TimeExpressionType::Workflow,
+    }
+}
+
+/// Sets a final status reported out of band (a reconciliation answer).
+fn force_final(
+    rec: &mut InstanceRecord,
+    status: InstanceStatus,
+    result: Option<&str>,
+    now: EpochMs,
+) {
+    rec.status = status;
+    rec.status_time = now;
+    rec.finished_time = Some(now);
+    if let Some(r) = result {
+        rec.result = Some(truncate_marked(r, MAX_RESULT_LEN));
+    }
+}
+
+impl Shared {
+    // ----- writes -----
+
+    /// Awaits a write, measuring it; a failure is logged and counted.
+    pub(crate) async fn await_commit<T: Unpin>(&self, c: Commit<T>) -> Result<T, RepoError> {
+        let t = Instant::now();
+        let r = c.await;
+        self.metrics.store_commit.observe(t.elapsed());
+        if let Err(e) = &r {
+            self.store_write_failed(e);
+        }
+        r
+    }
+
+    pub(crate) fn store_write_failed(&self, e: &RepoError) {
+        self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(e, RepoError::Store(_)) {
+            self.store_failed.store(true, Ordering::Relaxed);
+        }
+        tracing::error!(error = %e, "store write failed");
+    }
+
+    /// Submits the instance's current record (under its lock, so writes keep their order).
+    pub(crate) fn persist(&self, st: &mut InstState) -> Option<Commit<()>> {
+        let prev = st.persisted.take();
+        match self.repo.put_instance_from(&st.rec, prev) {
+            Ok(c) => {
+                st.persisted = Some(st.rec.status);
+                Some(c)
+            }
+            Err(e) => {
+                self.store_write_failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Awaits `writes` in a task of their own, then runs each one's follow-up.
+    pub(crate) fn after_writes(self: &Arc<Self>, writes: Vec<(Option<Commit<()>>, Follow)>) {
+        if writes.is_empty() {
+            return;
+        }
+        let sh = Arc::clone(self);
+        tokio::spawn(async move {
+            for (commit, follow) in writes {
+                if let Some(c) = commit {
+                    if sh.await_commit(c).await.is_err() {
+                        continue;
+                    }
+                }
+                sh.follow(follow).await;
+            }
+        });
+    }
+
+    pub(crate) fn after_write(self: &Arc<Self>, commit: Option<Commit<()>>, follow: Follow) {
+        self.after_writes(vec![(commit, follow)]);
+    }
+
+    pub(crate) async fn follow(self: &Arc<Self>, follow: Follow) {
+        match follow {
+            Follow::Nothing => {}
+            Follow::Final { id, job, run } => self.finalize(id, job, run).await,
+            Follow::Dispatch { id, at } => match at {
+                None => Arc::clone(self).dispatch(id).await,
+                Some(at) => self.arm(at, TimerEv::Dispatch(id)),
+            },
+        }
+    }
+
+    /// Puts a freshly created (durable) WAITING_DISPATCH instance under the core's ownership.
+    pub(crate) fn admit(&self, rec: InstanceRecord) -> Slot {
+        let id = rec.id;
+        let job = self.job(rec.job_id);
+        let status = rec.status;
+        let slot: Slot = Arc::new(parking_lot::Mutex::new(InstState::new(rec)));
+        self.active.insert(id, Arc::clone(&slot));
+        self.note(job.as_deref(), None, status);
+        slot
+    }
+
+    // ----- restart -----
+
+    /// Rebuilds the in-memory state from the store and arms everything that was pending.
+    pub(crate) fn recover(self: &Arc<Self>, loaded: LoadedState) {
+        let now = self.now();
+        self.restarted
+            .store(!loaded.apps.is_empty(), Ordering::Release);
+        for app in loaded.apps {
+            self.add_app(app);
+        }
+        for lj in loaded.jobs {
+            let Some(app) = self.app_name(lj.job.app_id) else {
+                tracing::error!(job = lj.job.id.0, "job of an unknown app skipped");
+                continue;
+            };
+            let def = match JobDef::new(lj.job) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "stored job no longer valid; not scheduled");
+                    continue;
+                }
+            };
+            let enabled = def.record.enabled;
+            let state = Arc::new(JobState::new(Arc::from(app.as_str()), def));
+            self.jobs.insert(state.id, Arc::clone(&state));
+            if let (true, Some(t)) = (enabled, lj.trigger.next_trigger) {
+                self.arm(
+                    t,
+                    TimerEv::Job {
+                        job: state.id,
+                        gen: 1,
+                        due: t,
+                    },
+                );
+            }
+        }
+        let delayed: std::collections::HashMap<InstanceId, EpochMs> = loaded
+            .delayed
+            .iter()
+            .map(|d| (d.instance_id, d.due))
+            .collect();
+        let mut fixed_delay_busy = std::collections::HashSet::new();
+        let mut writes = Vec::new();
+        for rec in loaded.active {
+            let id = rec.id;
+            if rec.run > 0 {
+                fixed_delay_busy.insert(rec.job_id);
+            }
+            let status = rec.status;
+            let worker = rec.worker.clone();
+            let slot = self.admit(rec);
+            match status {
+                InstanceStatus::WaitingDispatch => {
+                    let at = delayed.get(&id).copied().unwrap_or(now);
+                    self.arm(at, TimerEv::Dispatch(id));
+                }
+                _ => match worker {
+                    Some(w) => self.reconcile.entry(w).or_default().push(id),
+                    None => {
+                        let mut st = slot.lock();
+                        let job = self.job(st.rec.job_id);
+                        let f = self.requeue_plain(&mut st, job.as_deref(), now);
+                        writes.push((self.persist(&mut st), f));
+                    }
+                },
+            }
+        }
+        for job in self.jobs.iter() {
+            let def = job.def();
+            if def.is_fixed_delay()
+                && def.record.enabled
+                && !fixed_delay_busy.contains(&job.id)
+                && self
+                    .repo
+                    .trigger(job.id)
+                    .is_some_and(|t| t.next_trigger.is_none())
+            {
+                if let Some(next) = def.initial_next(now) {
+                    match self.repo.set_next_trigger(job.id, Some(next)) {
+                        Ok(c) => drop(c),
+                        Err(e) => self.store_write_failed(&e),
+                    }
+                    self.arm(
+                        next,
+                        TimerEv::Job {
+                            job: job.id,
+                            gen: 1,
+                            due: next,
+                        },
+                    );
+                }
+            }
+        }
+        self.after_writes(writes);
+        if !self.reconcile.is_empty() {
+            let grace = i64::try_from(self.config.restart_grace_ms).unwrap_or(i64::MAX);
+            self.arm(now.saturating_add(grace), TimerEv::GraceEnd);
+        }
+        self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
+    }
+
+    pub(crate) fn hb_ms(&self) -> i64 {
+        i64::try_from(self.config.heartbeat_interval_ms).unwrap_or(i64::MAX)
+    }
+
+    fn in_grace(&self, now: EpochMs) -> bool {
+        if !self.restarted.load(Ordering::Acquire) {
+            return false;
+        }
+        let grace = i64::try_from(self.config.restart_grace_ms).unwrap_or(i64::MAX);
+        now < self.started_ms.saturating_add(grace)
+    }
+
+    // ----- timer -----
+
+    /// Handles one expired wheel event (on the timer task: no waiting here).
+    pub(crate) fn on_timer(self: &Arc<Self>, ev: TimerEv, now: EpochMs) {
+        match ev {
+            TimerEv::Job { job, gen, due } => self.on_job_due(job, gen, due, now),
+            TimerEv::Dispatch(id) => {
+                tokio::spawn(Arc::clone(self).dispatch(id));
+            }
+            TimerEv::ReceiveCheck { id, since } => self.on_receive_check(id, since, now),
+            TimerEv::RunCheck { id, since } => self.on_run_check(id, since, now),
+            TimerEv::Tick => self.on_tick(now),
+            TimerEv::GraceEnd => self.on_grace_end(now),
+        }
+    }
+
+    /// A job's trigger came due: fire it (misfire policy when late) and arm the next one.
+    fn on_job_due(self: &Arc<Self>, job_id: JobId, gen: u64, due: EpochMs, now: EpochMs) {
+        let Some(job) = self.job(job_id) else { return };
+        if job.gen.load(Ordering::Acquire) != gen || job.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let def = job.def();
+        if !def.record.enabled {
+            return;
+        }
+        let threshold = i64::try_from(self.config.misfire_threshold_ms).unwrap_or(i64::MAX);
+        let mut fires: Vec<EpochMs> = Vec::with_capacity(1);
+        let next;
+        if now.saturating_sub(due) <= threshold || def.is_fixed_delay() {
+            fires.push(due);
+            next = def.next_after_fire(due);
+        } else {
+            let cap = match def.record.misfire {
+                MisfirePolicy::FireAll => MAX_CATCH_UP,
+                MisfirePolicy::FireOnce => 1,
+                MisfirePolicy::Skip => 0,
+            };
+            let mut missed = 0u32;
+            let mut dropped = 0u64;
+            let mut t = Some(due);
+            let mut last = due;
+            let mut steps = 0u32;
+            while let Some(at) = t.filter(|at| *at <= now) {
+                steps += 1;
+                if steps > 100_000 {
+                    break;
+                }
+                last = at;
+                if now.saturating_sub(at) <= threshold {
+                    fires.push(at);
+                } else if missed < cap {
+                    fires.push(at);
+                    missed += 1;
+                } else {
+                    dropped += 1;
+                }
+                t = def.next_after_fire(at);
+            }
+            next = match t {
+                Some(at) if at > now => Some(at),
+                Some(_) => def.expr.next_within(&def.record.lifecycle, last, now),
+                None => None,
+            };
+            tracing::warn!(
+                job = job_id.0,
+                late_ms = now.saturating_sub(due),
+                policy = %def.record.misfire,
+                running = fires.len(),
+                dropped,
+                "misfire"
+            );
+        }
+        for (i, at) in fires.iter().enumerate() {
+            let next_for = fires.get(i + 1).copied().or(next);
+            let rec = InstanceRecord::new(job_id, def.record.app_id, "", *at);
+            match self.repo.fire(rec, next_for) {
+                Ok(c) => {
+                    self.metrics
+                        .fire_lateness
+                        .observe_ms(now.saturating_sub(*at));
+                    let sh = Arc::clone(self);
+                    tokio::spawn(async move {
+                        if let Ok(rec) = sh.await_commit(c).await {
+                            let id = rec.id;
+                            sh.admit(rec);
+                            Arc::clone(&sh).dispatch(id).await;
+                        }
+                    });
+                }
+                Err(e) => self.store_write_failed(&e),
+            }
+        }
+        if fires.is_empty() {
+            match self.repo.set_next_trigger(job_id, next) {
+                Ok(c) => {
+                    let sh = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let _ = sh.await_commit(c).await;
+                    });
+                }
+                Err(e) => self.store_write_failed(&e),
+            }
+        }
+        if let Some(n) = next {
+            self.arm(
+                n,
+                TimerEv::Job {
+                    job: job_id,
+                    gen,
+                    due: n,
+                },
+            );
+        }
+    }
+
+    fn on_receive_check(self: &Arc<Self>, id: InstanceId, since: EpochMs, now: EpochMs) {
+        let Some(slot) = self.slot(id) else { return };
+        let mut st = slot.lock();
+        if st.rec.status != InstanceStatus::WaitingWorkerReceive || st.rec.status_time != since {
+            return;
+        }
+        tracing::warn!(instance = id.0, worker = ?st.rec.worker, "worker did not confirm in time; requeued");
+        let job = self.job(st.rec.job_id);
+        let f = self.requeue_plain(&mut st, job.as_deref(), now);
+        let c = self.persist(&mut st);
+        drop(st);
+        self.after_write(c, f);
+    }
+
+    fn on_run_check(self: &Arc<Self>, id: InstanceId, since: EpochMs, now: EpochMs) {
+        let Some(slot) = self.slot(id) else { return };
+        let mut st = slot.lock();
+        if !is_running(st.rec.status) || st.rec.actual_trigger_time != Some(since) {
+            return;
+        }
+        let worker = st.rec.worker.clone().unwrap_or_default();
+        let job = self.job(st.rec.job_id);
+        let timeout = job.as_ref().map_or(0, |j| j.def().record.timeout_ms);
+        let reason = format!(
+            "no final report from worker {worker} within timeout_ms {timeout} + 30 s (server safety net)"
+        );
+        let old = st.rec.status;
+        let f = self.retry_policy(&mut st, job.as_deref(), &reason, old, now, true);
+        let c = self.persist(&mut st);
+        drop(st);
+        self.send_stop(&worker, id);
+        self.after_write(c, f);
+    }
+
+    fn on_tick(self: &Arc<Self>, now: EpochMs) {
+        let window = self.registry.config().liveness_window_ms();
+        for (_app, addr) in self.registry.expire(now) {
+            self.worker_gone(&addr, &format!("worker {addr} died (missed heartbeats)"));
+        }
+        let mut gone = Vec::new();
+        self.lost.retain(|addr, (_app, since)| {
+            if now.saturating_sub(*since) >= window && !self.conns.contains_key(addr) {
+                gone.push(addr.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for addr in gone {
+            self.worker_gone(&addr, &format!("worker {addr} died (connection lost)"));
+        }
+        self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
+    }
+
+    fn on_grace_end(self: &Arc<Self>, now: EpochMs) {
+        let workers: Vec<String> = self.reconcile.iter().map(|e| e.key().clone()).collect();
+        let mut writes = Vec::new();
+        for addr in workers {
+            let Some((_, ids)) = self.reconcile.remove(&addr) else {
+                continue;
+            };
+            let reason = format!(
+                "worker {addr} did not come back within {} ms of the server restart",
+                self.config.restart_grace_ms
+            );
+            for id in ids {
+                let Some(slot) = self.slot(id) else { continue };
+                let mut st = slot.lock();
+                if !is_running(st.rec.status) || st.rec.worker.as_deref() != Some(addr.as_str()) {
+                    continue;
+                }
+                let job = self.job(st.rec.job_id);
+                let old = st.rec.status;
+                let f = self.retry_policy(&mut st, job.as_deref(), &reason, old, now, false);
+                writes.push((self.persist(&mut st), f));
+            }
+        }
+        self.after_writes(writes);
+    }
+
+    /// Every instance dispatched to `addr` goes to its retry policy at once.
+    pub(crate) fn worker_gone(self: &Arc<Self>, addr: &str, reason: &str) {
+        let now = self.now();
+        let slots: Vec<Slot> = self.active.iter().map(|e| Arc::clone(e.value())).collect();
+        let mut writes = Vec::new();
+        for slot in slots {
+            let mut st = slot.lock();
+            if !is_running(st.rec.status) || st.rec.worker.as_deref() != Some(addr) {
+                continue;
+            }
+            let job = self.job(st.rec.job_id);
+            let old = st.rec.status;
+            let f = self.retry_policy(&mut st, job.as_deref(), reason, old, now, false);
+            writes.push((self.persist(&mut st), f));
+        }
+        if !writes.is_empty() {
+            tracing::warn!(
+                worker = addr,
+                instances = writes.len(),
+                reason,
+                "worker gone; instances handed to their retry policy"
+            );
+        }
+        self.after_writes(writes);
+    }
+
+    // ----- retry policy -----
+
+    /// WAITING_WORKER_RECEIVE | RUNNING → WAITING_DISPATCH without consuming a retry (the
+    /// worker never confirmed), dispatched again at once preferring another worker.
+    pub(crate) fn requeue_plain(
+        &self,
+        st: &mut InstState,
+        job: Option<&JobState>,
+        now: EpochMs,
+    ) -> Follow {
+        let old = st.rec.status;
+        st.avoid = st.rec.worker.clone();
+        if st.rec.requeue(now).is_err() {
+            return Follow::Nothing;
+        }
+        st.ready = Instant::now();
+        self.note(job, Some(old), st.rec.status);
+        Follow::Dispatch {
+            id: st.rec.id,
+            at: None,
+        }
+    }
+
+    /// An attempt failed (`old` = the status before this operation; the record may already be
+    /// FAILED by a report): requeue with `reason` when retries are left (after a backoff of
+    /// 1 s, 2 s, 4 s ... capped at 30 s when `backoff`), else FAILED with `reason`.
+    pub(crate) fn retry_policy(
+        &self,
+        st: &mut InstState,
+        job: Option<&JobState>,
+        reason: &str,
+        old: InstanceStatus,
+        now: EpochMs,
+        backoff: bool,
+    ) -> Follow {
+        let retries = job
+            .filter(|j| !j.deleted.load(Ordering::Acquire))
+            .map(|j| j.def().record.instance_retries);
+        let attempts = st.rec.running_times;
+        let id = st.rec.id;
+        if let Some(retries) = retries.filter(|r| attempts <= *r) {
+            st.avoid = st.rec.worker.clone();
+            let moved = if st.rec.status.is_final() {
+                st.rec.retry(now)
+            } else {
+                st.rec.requeue(now)
+            };
+            if moved.is_ok() {
+                st.rec.result = Some(truncate_marked(reason, MAX_RESULT_LEN));
+                st.ready = Instant::now();
+                self.note(job, Some(old), st.rec.status);
+                let delay_ms = if backoff {
+                    let shift = attempts.saturating_sub(1).min(16);
+                    (RETRY_BACKOFF_MS << shift).min(RETRY_BACKOFF_CAP_MS)
+                } else {
+                    0
+                };
+                tracing::info!(
+                    instance = id.0,
+                    attempt = attempts,
+                    retries,
+                    delay_ms,
+                    reason,
+                    "instance retried"
+                );
+                let at = (delay_ms > 0).then(|| now.saturating_add(delay_ms));
+                return Follow::Dispatch { id, at };
+            }
+        }
+        if !st.rec.status.is_final() {
+            let _ = st.rec.fail(reason, now);
+        }
+        self.note(job, Some(old), st.rec.status);
+        Follow::Final {
+            id,
+            job: st.rec.job_id,
+            run: st.rec.run,
+        }
+    }
+
+    // ----- dispatch -----
+
+    /// Dispatches a WAITING_DISPATCH instance: max_instances, worker selection (with a few
+    /// retries over a short window when no worker is eligible), the WAITING_WORKER_RECEIVE
+    /// write, then ScheduleJob on the TaskTracker's connection.
+    pub(crate) async fn dispatch(self: Arc<Self>, id: InstanceId) {
+        if self.is_shutting_down() {
+            return;
+        }
+        let Some(slot) = self.slot(id) else { return };
+        let now = self.now();
+        let (commit, msg, handle, ready, timeout_ms) = {
+            let mut st = slot.lock();
+            if st.rec.status != InstanceStatus::WaitingDispatch {
+                return;
+            }
+            let job = match self.job(st.rec.job_id) {
+                Some(j) if !j.deleted.load(Ordering::Acquire) => j,
+                _ => {
+                    let reason = format!("job {} was deleted", st.rec.job_id.0);
+                    let f = self.fail_now(&mut st, None, &reason, now);
+                    let c = self.persist(&mut st);
+                    drop(st);
+                    self.after_write(c, f);
+                    return;
+                }
+            };
+            let def = job.def();
+            let max = def.record.max_instances;
+            if max > 0 {
+                let reserved = job
+                    .running
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max).then_some(n + 1)
+                    })
+                    .is_ok();
+                if !reserved {
+                    let reason = format!(
+                        "too many instances: job {} allows {max} at once (max_instances)",
+                        job.id.0
+                    );
+                    let f = self.fail_now(&mut st, Some(&job), &reason, now);
+                    let c = self.persist(&mut st);
+                    drop(st);
+                    self.after_write(c, f);
+                    return;
+                }
+            }
+            let unreserve = |job: &JobState| {
+                if max > 0 {
+                    job.running.fetch_sub(1, Ordering::AcqRel);
+                }
+            };
+            let selected = self.select(&job, &def, st.avoid.as_deref(), now);
+            let (tracker, workers, conn) = match selected {
+                Ok((tracker, workers)) => match self.conns.get(&*tracker) {
+                    Some(c) => (tracker, workers, c.handle.clone()),
+                    None => {
+                        unreserve(&job);
+                        let e = format!("worker {tracker} is not connected");
+                        self.no_worker(&mut st, &job, &e, now);
+                        return;
+                    }
+                },
+                Err(DispatchError::NoEligibleWorker { app, exclusions }) => {
+                    unreserve(&job);
+                    let e = format!("no eligible worker for app {app}: {exclusions}");
+                    self.no_worker(&mut st, &job, &e, now);
+                    return;
+                }
+                Err(e) => {
+                    unreserve(&job);
+                    let f = self.fail_now(&mut st, Some(&job), &e.to_string(), now);
+                    let c = self.persist(&mut st);
+                    drop(st);
+                    self.after_write(c, f);
+                    return;
+                }
+            };
+            st.no_worker_attempts = 0;
+            if st.rec.dispatch(&tracker, now).is_err() {
+                unreserve(&job);
+                return;
+            }
+            if max > 0 {
+                // The running count was reserved above.
+                self.metrics.transition(
+                    Some(InstanceStatus::WaitingDispatch),
+                    InstanceStatus::WaitingWorkerReceive,
+                );
+            } else {
+                self.note(
+                    Some(&job),
+                    Some(InstanceStatus::WaitingDispatch),
+                    InstanceStatus::WaitingWorkerReceive,
+                );
+            }
+            let commit = self.persist(&mut st);
+            let r = &def.record;
+            let msg = ScheduleJob {
+                app_id: r.app_id.0,
+                job_id: r.id.0,
+                instance_id: id.0,
+                workflow_instance_id: None,
+                execute_type: wire_execute(r.execute_type),
+                processor_type: wire::ProcessorType::BuiltIn,
+                processor_info: r.processor.clone(),
+                job_params: r.params.clone(),
+                instance_params: st.rec.params.clone(),
+                instance_timeout_ms: r.timeout_ms,
+                concurrency: r.concurrency,
+                task_retry_num: r.task_retries,
+                time_expression_type: wire_time(r.time_expression_type),
+                time_expression: r.time_expression.clone(),
+                max_instance_num: r.max_instances,
+                all_worker_addresses: workers.iter().map(|w| w.to_string()).collect(),
+                max_worker_count: r.max_worker_count,
+                log_config: wire::LogConfig {
+                    log_type: wire::LogType::Online,
+                    level: wire::LogLevel::Info,
+                },
+                alarm_config: wire::AlarmConfig {
+                    threshold: 0,
+                    statistic_window_s: 0,
+                    silence_window_s: 0,
+                },
+                dispatch_time_ms: now,
+                report_seq_base: st.rec.report_seq,
+            };
+            (commit, msg, conn, st.ready, r.timeout_ms)
+        };
+        let Some(commit) = commit else { return };
+        if self.await_commit(commit).await.is_err() {
+            return;
+        }
+        let receive = i64::try_from(self.config.worker_receive_timeout_ms).unwrap_or(i64::MAX);
+        self.arm(
+            now.saturating_add(receive),
+            TimerEv::ReceiveCheck { id, since: now },
+        );
+        if timeout_ms > 0 {
+            let t = i64::try_from(timeout_ms).unwrap_or(i64::MAX);
+            self.arm(
+                now.saturating_add(t).saturating_add(RUN_SAFETY_MARGIN_MS),
+                TimerEv::RunCheck { id, since: now },
+            );
+        }
+        if handle.send(msg).await.is_ok() {
+            self.metrics.dispatch_latency.observe(ready.elapsed());
+        } else {
+            tracing::warn!(
+                instance = id.0,
+                "worker connection closed during dispatch; the receive check requeues it"
+            );
+        }
+    }
+
+    /// Selects the TaskTracker and the workers; a retried instance prefers a worker other
+    /// than `avoid` (up to 3 more tries with RANDOM among the eligible ones).
+    fn select(
+        &self,
+        job: &JobState,
+        def: &JobDef,
+        avoid: Option<&str>,
+        now: EpochMs,
+    ) -> Result<(Arc<str>, Vec<Arc<str>>), DispatchError> {
+        SELECT_STATE.with(|cell| {
+            let mut st = cell.borrow_mut();
+            let sel = self
+                .registry
+                .select(&job.app, &def.spec, &job.cursor, &mut st, now)?;
+            if let Some(avoid) = avoid {
+                if &*sel.task_tracker == avoid
+                    && sel.eligible > 1
+                    && def.record.execute_type == ExecuteType::Standalone
+                {
+                    let mut spec = def.spec.clone();
+                    spec.strategy = crate::model::DispatchStrategy::Random;
+                    for _ in 0..8 {
+                        let other =
+                            self.registry
+                                .select(&job.app, &spec, &job.cursor, &mut st, now)?;
+                        if &*other.task_tracker != avoid {
+                            return Ok((other.task_tracker, other.workers));
+                        }
+                    }
+                }
+            }
+            Ok((sel.task_tracker, sel.workers))
+        })
+    }
+
+    /// No eligible (connected) worker: try again shortly, or FAILED after
+    /// [`NO_WORKER_ATTEMPTS`] (attempts during the restart grace period do not count).
+    fn no_worker(self: &Arc<Self>, st: &mut InstState, job: &JobState, why: &str, now: EpochMs) {
+        self.metrics.no_worker.fetch_add(1, Ordering::Relaxed);
+        if !self.in_grace(now) {
+            st.no_worker_attempts += 1;
+        }
+        let id = st.rec.id;
+        if st.no_worker_attempts < NO_WORKER_ATTEMPTS {
+            tracing::debug!(instance = id.0, why, "no worker yet; dispatch retried");
+            self.arm(
+                now.saturating_add(NO_WORKER_RETRY_MS),
+                TimerEv::Dispatch(id),
+            );
+            return;
+        }
+        let reason = format!(
+            "dispatch failed after {NO_WORKER_ATTEMPTS} attempts over {} ms: {why}",
+            i64::from(NO_WORKER_ATTEMPTS - 1) * NO_WORKER_RETRY_MS
+        );
+        tracing::warn!(instance = id.0, %reason, "instance failed");
+        let f = self.fail_now(st, Some(job), &reason, now);
+        let c = self.persist(st);
+        self.after_write(c, f);
+    }
+
+    /// Any non-final status → FAILED now, no retry.
+    fn fail_now(
+        &self,
+        st: &mut InstState,
+        job: Option<&JobState>,
+        reason: &str,
+        now: EpochMs,
+    ) -> Follow {
+        let old = st.rec.status;
+        if st.rec.fail(reason, now).is_err() {
+            return Follow::Nothing;
+        }
+        self.note(job, Some(old), st.rec.status);
+        Follow::Final {
+            id: st.rec.id,
+            job: st.rec.job_id,
+            run: st.rec.run,
+        }
+    }
+
+    pub(crate) fn send_stop(&self, worker: &str, id: InstanceId) {
+        if let Some(c) = self.conns.get(worker) {
+            if c.handle
+                .try_send(StopInstance { instance_id: id.0 })
+                .is_err()
+            {
+                let handle = c.handle.clone();
+                tokio::spawn(async move {
+                    let _ = handle.send(StopInstance { instance_id: id.0 }).await;
+                });
+            }
+        }
+    }
+
+    // ----- reports -----
+
+    /// Applies one worker report (from the authenticated worker `source`); returns the write
+    /// to await, if the report changed the instance.
+    pub(crate) fn on_report(
+        &self,
+        source: &str,
+        r: &ReportInstanceStatus,
+        now: EpochMs,
+    ) -> Option<(Option<Commit<()>>, Follow)> {
+        let id = InstanceId(r.instance_id);
+        let dropped = || {
+            self.metrics.reports_dropped.fetch_add(1, Ordering::Relaxed);
+            None
+        };
+        if r.source_address != source {
+            return dropped();
+        }
+        let Some(slot) = self.slot(id) else {
+            return dropped();
+        };
+        let mut st = slot.lock();
+        let old = st.rec.status;
+        let status = from_wire(&r.status);
+        match st
+            .rec
+            .apply_report(r.report_seq, source, status, r.result.as_deref(), now)
+        {
+            Ok(crate::server::ReportOutcome::Applied) => {}
+            Ok(outcome) => {
+                tracing::debug!(instance = id.0, ?outcome, "report dropped");
+                return dropped();
+            }
+            Err(e) => {
+                tracing::debug!(instance = id.0, error = %e, "report refused");
+                return dropped();
+            }
+        }
+        let job = self.job(st.rec.job_id);
+        let follow = match st.rec.status {
+            InstanceStatus::Failed => {
+                let reason = format!(
+                    "attempt {} on {source} failed: {}",
+                    st.rec.running_times,
+                    st.rec.result.as_deref().unwrap_or("")
+                );
+                self.retry_policy(&mut st, job.as_deref(), &reason, old, now, true)
+            }
+            s if s.is_final() => {
+                self.note(job.as_deref(), Some(old), s);
+                Follow::Final {
+                    id,
+                    job: st.rec.job_id,
+                    run: st.rec.run,
+                }
+            }
+            s => {
+                // RUNNING (and its keepalives) stays in memory: the store keeps the
+                // WAITING_WORKER_RECEIVE write, and after a restart the worker is asked
+                // (QueryInstanceStatus), so nothing acknowledged depends on this write.
+                self.note(job.as_deref(), Some(old), s);
+                return None;
+            }
+        };
+        Some((self.persist(&mut st), follow))
+    }
+
+    /// After a final write: drop the instance from memory, re-arm a FIXED_DELAY job from this
+    /// completion, prune old finished runs.
+    pub(crate) async fn finalize(self: &Arc<Self>, id: InstanceId, job_id: JobId, run: u64) {
+        let mut status = None;
+        self.active.remove_if(&id, |_, s| {
+            let st = s.lock().rec.status;
+            status = Some(st);
+            st.is_final()
+        });
+        if let Some(s) = status.filter(|s| s.is_final()) {
+            self.metrics.finished(s);
+        }
+        if run == 0 {
+            return;
+        }
+        let Some(job) = self.job(job_id) else { return };
+        if job.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let def = job.def();
+        if def.is_fixed_delay()
+            && def.record.enabled
+            && self
+                .repo
+                .trigger(job_id)
+                .is_some_and(|t| t.next_trigger.is_none())
+        {
+            let now = self.now();
+            if let Some(next) = def.initial_next(now) {
+                let gen = job.gen.load(Ordering::Acquire);
+                match self.repo.set_next_trigger(job_id, Some(next)) {
+                    Ok(c) => {
+                        if self.await_commit(c).await.is_ok() {
+                            self.arm(
+                                next,
+                                TimerEv::Job {
+                                    job: job_id,
+                                    gen,
+                                    due: next,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => self.store_write_failed(&e),
+                }
+            }
+        }
+        let keep = self.config.keep_finished_runs;
+        let every = u32::try_from(keep / 4).unwrap_or(u32::MAX).max(1);
+        if job.finished_since_prune.fetch_add(1, Ordering::AcqRel) + 1 >= every {
+            job.finished_since_prune.store(0, Ordering::Release);
+            self.prune(job_id, keep).await;
+        }
+    }
+
+    async fn prune(&self, job: JobId, keep: usize) {
+        let ids = match self.repo.finished_fires_beyond(job, keep, 1000) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(job = job.0, error = %e, "pruning failed");
+                return;
+            }
+        };
+        for id in ids {
+            if self.active.contains_key(&id) {
+                continue;
+            }
+            match self.repo.delete_instance(id, false) {
+                Ok(c) => {
+                    let _ = self.await_commit(c).await;
+                    self.log_counts.remove(&id);
+                }
+                Err(e) => tracing::debug!(instance = id.0, error = %e, "not pruned"),
+            }
+        }
+    }
+
+    // ----- reconciliation -----
+
+    /// Asks a reconnected worker about the instances it had before the server restarted.
+    pub(crate) async fn reconcile_worker(
+        self: Arc<Self>,
+        addr: String,
+        handle: ferrojob_transport::net::ConnectionHandle,
+        ids: Vec<InstanceId>,
+    ) {
+        let mut unresolved = Vec::new();
+        for id in ids {
+            let answer = handle
+                .request(QueryInstanceStatus { instance_id: id.0 }, QUERY_TIMEOUT)
+                .await;
+            let Some(slot) = self.slot(id) else { continue };
+            let now = self.now();
+            let mut st = slot.lock();
+            if !is_running(st.rec.status) || st.rec.worker.as_deref() != Some(addr.as_str()) {
+                continue;
+            }
+            let job = self.job(st.rec.job_id);
+            let old = st.rec.status;
+            let follow = match answer {
+                Ok(Message::InstanceStatusReply(rep)) => match from_wire(&rep.status) {
+                    InstanceStatus::Running => {
+                        if old == InstanceStatus::WaitingWorkerReceive {
+                            st.rec.status = InstanceStatus::Running;
+                            st.rec.status_time = now;
+                            self.note(job.as_deref(), Some(old), InstanceStatus::Running);
+                        }
+                        Follow::Nothing
+                    }
+                    s @ (InstanceStatus::Succeed | InstanceStatus::Stopped) => {
+                        force_final(&mut st.rec, s, rep.result.as_deref(), now);
+                        self.note(job.as_deref(), Some(old), s);
+                        Follow::Final {
+                            id,
+                            job: st.rec.job_id,
+                            run: st.rec.run,
+                        }
+                    }
+                    InstanceStatus::Failed => {
+                        force_final(
+                            &mut st.rec,
+                            InstanceStatus::Failed,
+                            rep.result.as_deref(),
+                            now,
+                        );
+                        let reason = format!(
+                            "attempt {} on {addr} failed: {}",
+                            st.rec.running_times,
+                            rep.result.as_deref().unwrap_or("")
+                        );
+                        self.retry_policy(&mut st, job.as_deref(), &reason, old, now, true)
+                    }
+                    _ => continue,
+                },
+                Err(RequestError::Remote {
+                    code: ErrorCode::NotFound,
+                    ..
+                }) => {
+                    // RUNNING is not persisted, so a dispatched instance the worker does not
+                    // know may have run and been lost: the retry policy decides.
+                    let reason =
+                        format!("worker {addr} no longer knows the instance (server restart)");
+                    self.retry_policy(&mut st, job.as_deref(), &reason, old, now, false)
+                }
+                other => {
+                    tracing::debug!(instance = id.0, answer = ?other, "reconciliation query unanswered");
+                    unresolved.push(id);
+                    continue;
+                }
+            };
+            let c = self.persist(&mut st);
+            drop(st);
+            self.after_write(c, follow);
+        }
+        if !unresolved.is_empty() {
+            self.reconcile.entry(addr).or_default().extend(unresolved);
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Hand-rolled atomic metrics and their Prometheus text exposition (version 0.0.4).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::model::InstanceStatus;
+
+/// Every status, in PowerJob code order (index = [`status_index`]).
+pub(crate) const STATUSES: [InstanceStatus; 7] = [
+    InstanceStatus::WaitingDispatch,
+    InstanceStatus::WaitingWorkerReceive,
+    InstanceStatus::Running,
+    InstanceStatus::Failed,
+    InstanceStatus::Succeed,
+    InstanceStatus::Canceled,
+    InstanceStatus::Stopped,
+];
+
+/// The wire name of a status (`WAITING_DISPATCH`, ...).
+pub(crate) fn status_name(s: InstanceStatus) -> &'static str {
+    match s {
+        InstanceStatus::WaitingDispatch => "WAITING_DISPATCH",
+        InstanceStatus::WaitingWorkerReceive => "WAITING_WORKER_RECEIVE",
+        InstanceStatus::Running => "RUNNING",
+        InstanceStatus::Failed => "FAILED",
+        InstanceStatus::Succeed => "SUCCEED",
+        InstanceStatus::Canceled => "CANCELED",
+        InstanceStatus::Stopped => "STOPPED",
+    }
+}
+
+/// Index of `s` in [`STATUSES`].
+pub(crate) fn status_index(s: InstanceStatus) -> usize {
+    STATUSES.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// A cumulative histogram over fixed bucket bounds (seconds), lock-free.
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Latency buckets from 50 µs to 10 s.
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+impl Histogram {
+    pub(crate) fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            if let Some(b) = self.buckets.get(i) {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn observe_ms(&self, ms: i64) {
+        self.observe(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (b, n) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// The server core's metrics.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    /// Instances per non-final status now (gauge; final slots unused).
+    pub(crate) gauges: [AtomicI64; 7],
+    /// Final statuses acknowledged by the store since start (counter; non-final slots
+    /// unused).
+    pub(crate) finals: [AtomicU64; 7],
+    /// Instance ready (WAITING_DISPATCH) → ScheduleJob handed to the connection.
+    pub(crate) dispatch_latency: Histogram,
+    /// Scheduled trigger → fire.
+    pub(crate) fire_lateness: Histogram,
+    /// Store submit → acknowledged, for the core's writes.
+    pub(crate) store_commit: Histogram,
+    /// Reports dropped (stale, duplicate, foreign, finished, unknown instance).
+    pub(crate) reports_dropped: AtomicU64,
+    /// Dispatch attempts that found no eligible worker.
+    pub(crate) no_worker: AtomicU64,
+    /// Store writes that failed.
+    pub(crate) store_errors: AtomicU64,
+    /// Log lines dropped by the per-instance cap.
+    pub(crate) log_lines_dropped: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            gauges: Default::default(),
+            finals: Default::default(),
+            dispatch_latency: Histogram::new(LATENCY_BUCKETS),
+            fire_lateness: Histogram::new(LATENCY_BUCKETS),
+            store_commit: Histogram::new(LATENCY_BUCKETS),
+            reports_dropped: AtomicU64::new(0),
+            no_worker: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            log_lines_dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Accounts for an instance moving from `old` (None: created) to `new`.
+    pub(crate) fn transition(&self, old: Option<InstanceStatus>, new: InstanceStatus) {
+        if let Some(old) = old {
+            if !old.is_final() {
+                if let Some(g) = self.gauges.get(status_index(old)) {
+                    g.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !new.is_final() {
+            if let Some(g) = self.gauges.get(status_index(new)) {
+                g.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts a final status once its write is acknowledged by the store.
+    pub(crate) fn finished(&self, s: InstanceStatus) {
+        if let Some(c) = self.finals.get(status_index(s)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text of these metrics plus the given extra values.
+    pub(crate) fn render(&self, connected_workers: usize, protocol_errors: u64) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP ferrojob_instances Instances by status: non-final statuses are gauges (now), final ones count transitions durably recorded since start.\n# TYPE ferrojob_instances gauge\n");
+        for s in STATUSES {
+            let i = status_index(s);
+            let v = if s.is_final() {
+                self.finals
+                    .get(i)
+                    .map_or(0, |c| c.load(Ordering::Relaxed) as i64)
+            } else {
+                self.gauges.get(i).map_or(0, |g| g.load(Ordering::Relaxed))
+            };
+            let _ = writeln!(
+                out,
+                "ferrojob_instances{{status=\"{}\"}} {v}",
+                status_name(s)
+            );
+        }
+        out.push_str("# HELP ferrojob_instances_finished_total Transitions into a final status durably recorded since start.\n# TYPE ferrojob_instances_finished_total counter\n");
+        for s in STATUSES.iter().filter(|s| s.is_final()) {
+            let v = self
+                .finals
+                .get(status_index(*s))
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "ferrojob_instances_finished_total{{status=\"{}\"}} {v}",
+                status_name(*s)
+            );
+        }
+        self.dispatch_latency.render(
+            "ferrojob_dispatch_latency_seconds",
+            "Instance ready to ScheduleJob handed to the worker connection.",
+            &mut out,
+        );
+        self.fire_lateness.render(
+            "ferrojob_fire_lateness_seconds",
+            "Scheduled trigger time to fire.",
+            &mut out,
+        );
+        self.store_commit.render(
+            "ferrojob_store_commit_seconds",
+            "Store write submitted to acknowledged.",
+            &mut out,
+        );
+        let _ = writeln!(out, "# HELP ferrojob_connected_workers Worker connections open now.\n# TYPE ferrojob_connected_workers gauge\nferrojob_connected_workers {connected_workers}");
+        let _ = writeln!(out, "# HELP ferrojob_protocol_errors_total Transport frames or handshakes refused (bad magic, version, kind, header, size, archive, unexpected message, handshake failure).\n# TYPE ferrojob_protocol_errors_total counter\nferrojob_protocol_errors_total {protocol_errors}");
+        for (name, help, v) in [
+            (
+                "ferrojob_reports_dropped_total",
+                "Worker reports dropped (stale, duplicate, foreign, finished, unknown).",
+                &self.reports_dropped,
+            ),
+            (
+                "ferrojob_dispatch_no_worker_total",
+                "Dispatch attempts that found no eligible worker.",
+                &self.no_worker,
+            ),
+            (
+                "ferrojob_store_errors_total",
+                "Store writes of the server core that failed.",
+                &self.store_errors,
+            ),
+            (
+                "ferrojob_log_lines_dropped_total",
+                "Log lines refused by the per-instance cap.",
+                &self.log_lines_dropped,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}

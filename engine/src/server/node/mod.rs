@@ -1,0 +1,234 @@
+//! The server core runtime: apps, jobs, the timing wheel, dispatch, worker connections,
+//! reports, logs, restart recovery and metrics, behind the [`Api`](crate::api::Api) trait.
+//!
+//! ```text
+//!   Api (HTTP, client) ──► api.rs ──► Repo (durable) ──► active map + timer commands
+//!   timer.rs (TimerWheel on the Clock) ──► fire / delayed run / retry / checks / tick
+//!   engine.rs: dispatch (WorkerRegistry::select ──► ScheduleJob on the worker's connection),
+//!              retry policy, final transitions (prune, FIXED_DELAY re-arm)
+//!   conn.rs: transport Listener ──► per-connection task: heartbeats, reports, logs, queries
+//!   metrics.rs: gauges, counters, histograms, Prometheus text
+//! ```
+//!
+//! ARCHITECTURE.md (server core) describes the data flow of one job and the
+//! invariants. In short:
+//!
+//! - Every non-final instance lives in memory in the `active` map, one mutex per instance;
+//!   every transition is made under that mutex and submitted to the store before it is
+//!   released, so the store sees an instance's writes in transition order. Nothing on the path
+//!   wheel → select → socket takes a lock shared by all instances or jobs.
+//! - A ScheduleJob is sent only after the WAITING_WORKER_RECEIVE write is acknowledged; an
+//!   API answer (create, run) only after its write is acknowledged.
+//! - A scheduled fire and the job's next trigger are one atomic batch (`Repo::fire`).
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod api;
+mod conn;
+mod engine;
+mod metrics;
+mod state;
+mod timer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferrojob_store::{LogOptions, LogStore, MemoryStore, Store, StoreError};
+use ferrojob_transport::error::TransportError;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::dispatch::DispatchError;
+
+use super::{Repo, RepoError};
+
+/// Where the server keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The crash-safe log store in `dir` (default durability: acknowledged = fsynced, group
+    /// commit).
+    Log {
+        /// The data directory (created if missing; locked while the server runs).
+        dir: PathBuf,
+    },
+    /// The in-memory store: everything is lost when the process ends.
+    Memory,
+}
+
+/// The server core's settings; [`ServerConfig::new`] holds every default.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where state is kept.
+    pub store: StoreChoice,
+    /// Transport address workers connect to (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The clock (default [`SystemClock`]); tests use a `VirtualClock`.
+    pub clock: Arc<dyn Clock>,
+    /// Worker heartbeat interval, ms (default 1000); a worker is dead after 3 missed.
+    pub heartbeat_interval_ms: u64,
+    /// An instance WAITING_WORKER_RECEIVE longer than this (ms, default 10 000) is requeued.
+    pub worker_receive_timeout_ms: u64,
+    /// Finished scheduled runs kept per job (default 100); older ones are pruned.
+    pub keep_finished_runs: usize,
+    /// A trigger later than this (ms, default 5000) is a misfire and follows the job's policy.
+    pub misfire_threshold_ms: u64,
+    /// Log lines stored per instance (default 100 000); beyond, lines are counted as dropped.
+    pub max_log_lines_per_instance: u64,
+    /// After a start, how long (ms) to wait for workers to reconnect before their
+    /// dispatched or running instances go to the retry policy (default 3 × heartbeat).
+    pub restart_grace_ms: u64,
+}
+
+impl ServerConfig {
+    /// The defaults, with `store` and `listen`.
+    pub fn new(store: StoreChoice, listen: SocketAddr) -> Self {
+        ServerConfig {
+            store,
+            listen,
+            clock: Arc::new(SystemClock),
+            heartbeat_interval_ms: 1000,
+            worker_receive_timeout_ms: 10_000,
+            keep_finished_runs: 100,
+            misfire_threshold_ms: 5000,
+            max_log_lines_per_instance: 100_000,
+            restart_grace_ms: 3000,
+        }
+    }
+}
+
+/// Why the server core could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The store could not be opened (locked by another server, I/O, corruption).
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The stored state could not be read.
+    #[error("cannot load the stored state: {0}")]
+    Repo(#[from] RepoError),
+    /// The transport address could not be bound.
+    #[error("cannot listen for workers: {0}")]
+    Transport(#[from] TransportError),
+    /// A setting is unusable.
+    #[error("invalid server config: {0}")]
+    Config(String),
+}
+
+impl From<DispatchError> for ServerError {
+    fn from(e: DispatchError) -> Self {
+        ServerError::Config(e.to_string())
+    }
+}
+
+/// A running server core (see the module docs). Drop it or call
+/// [`shutdown`](ServerCore::shutdown) to stop it.
+#[derive(Debug)]
+pub struct ServerCore {
+    shared: Arc<state::Shared>,
+    addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+    log_store: Option<Arc<LogStore>>,
+}
+
+impl ServerCore {
+    /// Opens the store, loads and reconciles the stored state, binds the transport listener
+    /// and starts the timer and connection tasks. Must be called on a tokio runtime.
+    pub async fn start(config: ServerConfig) -> Result<ServerCore, ServerError> {
+        if config.heartbeat_interval_ms == 0 {
+            return Err(ServerError::Config(
+                "heartbeat_interval_ms must be >= 1".into(),
+            ));
+        }
+        let (store, log_store): (Arc<dyn Store>, Option<Arc<LogStore>>) = match &config.store {
+            StoreChoice::Memory => (Arc::new(MemoryStore::new()), None),
+            StoreChoice::Log { dir } => {
+                let dir = dir.clone();
+                let log =
+                    tokio::task::spawn_blocking(move || LogStore::open(dir, LogOptions::default()))
+                        .await
+                        .map_err(|e| {
+                            ServerError::Config(format!("store open task failed: {e}"))
+                        })??;
+                let log = Arc::new(log);
+                (log.clone(), Some(log))
+            }
+        };
+        let repo = Repo::open(store)?;
+        let loaded = repo.load()?;
+        let (shared, timer_rx) = state::Shared::new(config, repo)?;
+        let secrets: Arc<dyn ferrojob_transport::auth::AppSecrets> =
+            Arc::new(state::AppTable(Arc::clone(&shared)));
+        let listener = ferrojob_transport::net::Listener::bind(
+            shared.config.listen,
+            ferrojob_transport::net::NetConfig::default(),
+            secrets,
+        )
+        .await?;
+        let addr = listener.local_addr();
+        shared.set_transport_metrics(Arc::clone(listener.metrics()));
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(timer::run(Arc::clone(&shared), timer_rx)));
+        shared.recover(loaded);
+        tasks.push(tokio::spawn(conn::accept_loop(
+            Arc::clone(&shared),
+            listener,
+        )));
+        tracing::info!(%addr, "server core started");
+        Ok(ServerCore {
+            shared,
+            addr,
+            tasks,
+            log_store,
+        })
+    }
+
+    /// The transport address workers connect to.
+    pub fn transport_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The OpenAPI implementation over this server.
+    pub fn api(&self) -> Arc<dyn crate::api::Api> {
+        Arc::new(api::NodeApi(Arc::clone(&self.shared)))
+    }
+
+    /// Stops accepting workers, stops scheduling, closes every worker connection (flushing
+    /// what was queued) and flushes the store.
+    pub async fn shutdown(mut self) {
+        self.shared.begin_shutdown();
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        self.shared.close_connections().await;
+        if let Err(e) = self.shared.repo.store().flush() {
+            tracing::warn!(error = %e, "store flush at shutdown failed");
+        }
+        if let Some(log) = self.log_store.take() {
+            if let Err(e) = log.close() {
+                tracing::warn!(error = %e, "store close at shutdown failed");
+            }
+        }
+        tracing::info!("server core stopped");
+    }
+}
+
+impl Drop for ServerCore {
+    fn drop(&mut self) {
+        // Like a crash for the timer and the listener; acknowledged writes are durable.
+        self.shared.begin_shutdown();
+        for t in &self.tasks {
+            t.abort();
+        }
+        // Close the worker connections too, so that their tasks end and release the store.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let shared = Arc::clone(&self.shared);
+            rt.spawn(async move { shared.close_connections().await });
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The server core's in-memory state: apps, jobs, the active instances, connections.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use dashmap::DashMap;
+use ferrojob_transport::auth::{AppSecret, AppSecrets};
+use ferrojob_transport::metrics::TransportMetrics;
+use ferrojob_transport::net::ConnectionHandle;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+
+use crate::dispatch::{DispatchSpec, RegistryConfig, RoundRobinCursor, WorkerRegistry};
+use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
+use crate::server::{AppId, AppRecord, InstanceRecord, JobRecord, Repo, RepoError};
+use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
+
+use super::metrics::Metrics;
+use super::ServerConfig;
+
+/// A job's definition as the scheduler uses it: the record, its parsed expression and its
+/// dispatch settings. Immutable; replaced as a whole on update.
+#[derive(Debug)]
+pub(crate) struct JobDef {
+    pub(crate) record: JobRecord,
+    pub(crate) expr: TimeExpression,
+    pub(crate) spec: DispatchSpec,
+}
+
+impl JobDef {
+    pub(crate) fn new(record: JobRecord) -> Result<JobDef, RepoError> {
+        let expr = record.time_expression()?;
+        let spec = DispatchSpec {
+            execute_type: record.execute_type,
+            strategy: record.dispatch_strategy,
+            designated: record.designated_workers.clone(),
+            min_cpu_cores: record.min_cpu_cores,
+            min_memory_gb: record.min_memory_gb,
+            min_disk_gb: record.min_disk_gb,
+            max_worker_count: record.max_worker_count,
+        };
+        Ok(JobDef { record, expr, spec })
+    }
+
+    /// The job's first trigger when (re)scheduled at `now` (created, enabled, updated,
+    /// FIXED_DELAY re-armed): `None` when disabled or never firing on its own.
+    pub(crate) fn initial_next(&self, now: EpochMs) -> Option<EpochMs> {
+        if !self.record.enabled {
+            return None;
+        }
+        match self.expr {
+            TimeExpression::Api | TimeExpression::Workflow => None,
+            _ => self.expr.next_within(&self.record.lifecycle, now, now),
+        }
+    }
+
+    /// The trigger after a fire at `at` (`None` for FIXED_DELAY: it waits for a completion).
+    pub(crate) fn next_after_fire(&self, at: EpochMs) -> Option<EpochMs> {
+        match self.expr {
+            TimeExpression::FixedDelay { .. } | TimeExpression::Api | TimeExpression::Workflow => {
+                None
+            }
+            _ => self.expr.next_within(&self.record.lifecycle, at, at),
+        }
+    }
+
+    pub(crate) fn is_fixed_delay(&self) -> bool {
+        self.record.time_expression_type == TimeExpressionType::FixedDelay
+    }
+}
+
+/// One job's scheduling state.
+#[derive(Debug)]
+pub(crate) struct JobState {
+    pub(crate) id: JobId,
+    pub(crate) app: Arc<str>,
+    pub(crate) def: RwLock<Arc<JobDef>>,
+    /// Bumped whenever the schedule changes: armed wheel events of older generations are
+    /// ignored.
+    pub(crate) gen: AtomicU64,
+    /// Instances of the job in WAITING_WORKER_RECEIVE or RUNNING (max_instances).
+    pub(crate) running: AtomicU32,
+    pub(crate) cursor: RoundRobinCursor,
+    /// Final transitions since the last prune.
+    pub(crate) finished_since_prune: AtomicU32,
+    pub(crate) deleted: AtomicBool,
+}
+
+impl JobState {
+    pub(crate) fn new(app: Arc<str>, def: JobDef) -> JobState {
+        JobState {
+            id: def.record.id,
+            app,
+            def: RwLock::new(Arc::new(def)),
+            gen: AtomicU64::new(1),
+            running: AtomicU32::new(0),
+            cursor: RoundRobinCursor::new(),
+            finished_since_prune: AtomicU32::new(0),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn def(&self) -> Arc<JobDef> {
+        Arc::clone(&self.def.read())
+    }
+}
+
+/// One non-final instance, owned by the server core.
+#[derive(Debug)]
+pub(crate) struct InstState {
+    pub(crate) rec: InstanceRecord,
+    /// When it last became WAITING_DISPATCH (dispatch latency).
+    pub(crate) ready: Instant,
+    /// Dispatch attempts in a row that found no eligible worker.
+    pub(crate) no_worker_attempts: u32,
+    /// The worker its last attempt failed on (a retry prefers another one).
+    pub(crate) avoid: Option<String>,
+    /// The status last submitted to the store (`None`: unknown, write every index row).
+    pub(crate) persisted: Option<InstanceStatus>,
+}
+
+impl InstState {
+    /// A record as it is stored now.
+    pub(crate) fn new(rec: InstanceRecord) -> InstState {
+        let status = rec.status;
+        InstState {
+            rec,
+            ready: Instant::now(),
+            no_worker_attempts: 0,
+            avoid: None,
+            persisted: Some(status),
+        }
+    }
+}
+
+/// A shared, individually locked instance.
+pub(crate) type Slot = Arc<Mutex<InstState>>;
+
+/// A worker's open connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnEntry {
+    pub(crate) handle: ConnectionHandle,
+    pub(crate) gen: u64,
+}
+
+/// What the timer wheel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerEv {
+    /// A job's trigger `due` (ignored unless `gen` is still the job's generation).
+    Job { job: JobId, gen: u64, due: EpochMs },
+    /// Try to dispatch a WAITING_DISPATCH instance (delayed run due, backoff over, retry).
+    Dispatch(InstanceId),
+    /// Requeue the instance if it is still WAITING_WORKER_RECEIVE since `since`.
+    ReceiveCheck { id: InstanceId, since: EpochMs },
+    /// Fail/retry the instance if it is still on the attempt dispatched at `since`.
+    RunCheck { id: InstanceId, since: EpochMs },
+    /// Worker liveness check (every heartbeat interval).
+    Tick,
+    /// The restart grace period is over: unreconciled instances go to the retry policy.
+    GraceEnd,
+}
+
+/// A command to the timer task.
+#[derive(Debug)]
+pub(crate) enum TimerCmd {
+    Arm(EpochMs, TimerEv),
+}
+
+/// Everything the core's tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) repo: Repo,
+    pub(crate) registry: WorkerRegistry,
+    pub(crate) apps: DashMap<String, AppRecord>,
+    pub(crate) app_names: DashMap<AppId, String>,
+    pub(crate) jobs: DashMap<JobId, Arc<JobState>>,
+    pub(crate) active: DashMap<InstanceId, Slot>,
+    /// Open worker connections by worker address.
+    pub(crate) conns: DashMap<String, ConnEntry>,
+    pub(crate) conn_gen: AtomicU64,
+    /// Workers whose connection closed: (app, since) — dead if not back within the window.
+    pub(crate) lost: DashMap<String, (Arc<str>, EpochMs)>,
+    /// After a restart: instances believed dispatched to each worker, to reconcile.
+    pub(crate) reconcile: DashMap<String, Vec<InstanceId>>,
+    /// Per instance: (lines stored, lines dropped) since this server started.
+    pub(crate) log_counts: DashMap<InstanceId, (u64, u64)>,
+    pub(crate) timer: mpsc::UnboundedSender<TimerCmd>,
+    pub(crate) metrics: Metrics,
+    pub(crate) transport_metrics: OnceLock<Arc<TransportMetrics>>,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) store_failed: AtomicBool,
+    pub(crate) started: Instant,
+    pub(crate) started_ms: EpochMs,
+    /// Whether this start found stored apps (a restart): dispatch then waits for workers to
+    /// reconnect during the grace period.
+    pub(crate) restarted: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: ServerConfig,
+        repo: Repo,
+    ) -> Result<(Arc<Shared>, mpsc::UnboundedReceiver<TimerCmd>), super::ServerError> {
+        let registry = WorkerRegistry::new(RegistryConfig {
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            ..RegistryConfig::default()
+        })?;
+        let (timer, rx) = mpsc::unbounded_channel();
+        let started_ms = config.clock.now_ms();
+        Ok((
+            Arc::new(Shared {
+                config,
+                repo,
+                registry,
+                apps: DashMap::new(),
+                app_names: DashMap::new(),
+                jobs: DashMap::new(),
+                active: DashMap::new(),
+                conns: DashMap::new(),
+                conn_gen: AtomicU64::new(1),
+                lost: DashMap::new(),
+                reconcile: DashMap::new(),
+                log_counts: DashMap::new(),
+                timer,
+                metrics: Metrics::default(),
+                transport_metrics: OnceLock::new(),
+                shutting_down: AtomicBool::new(false),
+                store_failed: AtomicBool::new(false),
+                started: Instant::now(),
+                started_ms,
+                restarted: AtomicBool::new(false),
+            }),
+            rx,
+        ))
+    }
+
+    pub(crate) fn now(&self) -> EpochMs {
+        self.config.clock.now_ms()
+    }
+
+    pub(crate) fn set_transport_metrics(&self, m: Arc<TransportMetrics>) {
+        let _ = self.transport_metrics.set(m);
+    }
+
+    pub(crate) fn arm(&self, at: EpochMs, ev: TimerEv) {
+        // Fails only once the timer task is gone (shutdown): nothing to schedule then.
+        let _ = self.timer.send(TimerCmd::Arm(at, ev));
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub(crate) async fn close_connections(&self) {
+        let handles: Vec<ConnectionHandle> = self
+            .conns
+            .iter()
+            .map(|e| e.value().handle.clone())
+            .collect();
+        self.conns.clear();
+        for h in handles {
+            h.shutdown().await;
+        }
+    }
+
+    pub(crate) fn app_name(&self, id: AppId) -> Option<String> {
+        self.app_names.get(&id).map(|n| n.clone())
+    }
+
+    /// Registers an app in memory (after its creation is durable, or at load).
+    pub(crate) fn add_app(&self, app: AppRecord) {
+        self.app_names.insert(app.id, app.name.clone());
+        self.apps.insert(app.name.clone(), app);
+    }
+
+    pub(crate) fn job(&self, id: JobId) -> Option<Arc<JobState>> {
+        self.jobs.get(&id).map(|j| Arc::clone(&j))
+    }
+
+    pub(crate) fn slot(&self, id: InstanceId) -> Option<Slot> {
+        self.active.get(&id).map(|s| Arc::clone(&s))
+    }
+
+    /// Accounts for an instance of `job` moving from `old` (None: created) to `new`: status
+    /// gauges and counters, and the job's running count (max_instances).
+    pub(crate) fn note(
+        &self,
+        job: Option<&JobState>,
+        old: Option<InstanceStatus>,
+        new: InstanceStatus,
+    ) {
+        if old == Some(new) {
+            return;
+        }
+        self.metrics.transition(old, new);
+        let was = old.is_some_and(is_running);
+        let is = is_running(new);
+        if let Some(job) = job {
+            if is && !was {
+                job.running.fetch_add(1, Ordering::AcqRel);
+            } else if was && !is {
+                let _ = job
+                    .running
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+            }
+        }
+    }
+
+    /// The execute types the server runs (MAP and MAP_REDUCE are issue 6).
+    pub(crate) fn supported(execute_type: ExecuteType) -> bool {
+        matches!(
+            execute_type,
+            ExecuteType::Standalone | ExecuteType::Broadcast
+        )
+    }
+}
+
+/// WAITING_WORKER_RECEIVE or RUNNING: counts against max_instances.
+pub(crate) fn is_running(s: InstanceStatus) -> bool {
+    matches!(
+        s,
+        InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running
+    )
+}
+
+/// The transport's view of the app table: secrets of apps created so far, at once.
+#[derive(Debug)]
+pub(crate) struct AppTable(pub(crate) Arc<Shared>);
+
+impl AppSecrets for AppTable {
+    fn secret(&self, app_name: &str) -> Option<AppSecret> {
+        match self.0.apps.get(app_name) {
+            Some(app) => Some(AppSecret::new(app.secret.as_bytes().to_vec())),
+            None => {
+                let shown: String = app_name.chars().take(64).collect();
+                tracing::warn!(app = %shown, "worker refused: unknown app");
+                None
+            }
+        }
+    }
+}

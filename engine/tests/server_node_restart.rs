@@ -1,0 +1,257 @@
+//! Restart on the log store: jobs, instances, delayed runs and next triggers survive (also
+//! when the server is dropped without a shutdown), scheduling resumes, missed triggers follow
+//! the misfire policy, and dispatched instances are reconciled with their workers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod server_node_support;
+
+use ferrojob::api::{JobBody, RunJob};
+use ferrojob::clock::VirtualClock;
+use ferrojob::model::InstanceStatus as S;
+use ferrojob::server::StoreChoice;
+use ferrojob::time_expression::TimeExpressionType as T;
+use ferrojob_transport::message::InstanceStatus as W;
+use server_node_support::*;
+
+fn log(dir: &tempfile::TempDir) -> StoreChoice {
+    StoreChoice::Log {
+        dir: dir.path().to_path_buf(),
+    }
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_and_scheduling_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = VirtualClock::new(T0);
+    let (fr, api_job, delayed, first_run) = {
+        let server = start(config(log(&dir), Some(&clock))).await;
+        let api = server.api();
+        let app = app(&api, "a").await;
+        let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+        w.register(&api, &app, 8, T0).await;
+        let fr = api
+            .create_job(app.clone(), job(T::FixedRate, "1000"))
+            .await
+            .unwrap()
+            .id;
+        let api_job = api
+            .create_job(app.clone(), job(T::Api, ""))
+            .await
+            .unwrap()
+            .id;
+        clock.advance(1000);
+        let first_run = succeeded(&api, &app, fr, 1).await.remove(0);
+        let delayed = api
+            .run_job(
+                app.clone(),
+                api_job,
+                RunJob {
+                    params: "later".into(),
+                    delay_ms: 30_000,
+                },
+            )
+            .await
+            .unwrap()
+            .instance_id;
+        // Like kill -9 for the scheduler: no shutdown, acknowledged writes are durable.
+        drop(server);
+        w.handle.shutdown().await;
+        (fr, api_job, delayed, first_run)
+    };
+    // Down for 500 ms: the FIXED_RATE trigger at T0+2000 is late by less than the threshold.
+    clock.advance(500);
+    let server = start(config(log(&dir), Some(&clock))).await;
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    let j = api.get_job(app.clone(), fr).await.unwrap();
+    assert_eq!(j.runs, 1);
+    assert_eq!(j.next_trigger_time, Some(T0 + 2000));
+    let v = api.get_instance(app.clone(), first_run.id).await.unwrap();
+    assert_eq!(v.status, S::Succeed);
+    let d = api.get_instance(app.clone(), delayed).await.unwrap();
+    assert_eq!(d.status, S::WaitingDispatch);
+    assert_eq!(d.params, "later");
+    let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+    w.register(&api, &app, 8, T0 + 1500).await;
+    clock.advance(500);
+    let runs = succeeded(&api, &app, fr, 2).await;
+    assert_eq!(runs[1].run, 2, "the run counter continues");
+    assert_eq!(runs[1].trigger_time, T0 + 2000);
+    clock.advance(29_000);
+    status_is(&api, &app, delayed, S::Succeed).await;
+    assert_eq!(instances(&api, &app, api_job).await.len(), 1);
+    // A new app id and new instance ids are fresh.
+    let b = server_node_support::app(&api, "b").await;
+    assert!(b.id.0 > app.id.0);
+    let id = run(&api, &app, api_job).await;
+    assert!(id > delayed);
+    status_is(&api, &app, id, S::Succeed).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn triggers_missed_while_down_follow_the_misfire_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = VirtualClock::new(T0);
+    let mut ids = Vec::new();
+    {
+        let server = start(config(log(&dir), Some(&clock))).await;
+        let api = server.api();
+        let app = app(&api, "a").await;
+        for policy in ["FIRE_ONCE", "FIRE_ALL", "SKIP"] {
+            let mut body: JobBody = job(T::Cron, "0 * * * * ?");
+            body.misfire = serde_json::from_value(serde_json::json!(policy)).unwrap();
+            ids.push(api.create_job(app.clone(), body).await.unwrap().id);
+        }
+        server.shutdown().await;
+    }
+    // Down for ten minutes and 30 s.
+    clock.advance(630_000);
+    let server = start(config(log(&dir), Some(&clock))).await;
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+    w.register(&api, &app, 8, T0 + 630_000).await;
+    let once = succeeded(&api, &app, ids[0], 1).await;
+    assert_eq!(once[0].trigger_time, T0 + 60_000);
+    succeeded(&api, &app, ids[1], 10).await;
+    for j in &ids {
+        assert_eq!(
+            api.get_job(app.clone(), *j)
+                .await
+                .unwrap()
+                .next_trigger_time,
+            Some(T0 + 660_000)
+        );
+    }
+    assert!(instances(&api, &app, ids[2]).await.is_empty());
+    clock.advance(30_000);
+    succeeded(&api, &app, ids[2], 1).await;
+    succeeded(&api, &app, ids[0], 2).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn running_instances_are_reconciled_with_their_workers_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = VirtualClock::new(T0);
+    let (done, lost, waiting, orphan) = {
+        let server = start(config(log(&dir), Some(&clock))).await;
+        let api = server.api();
+        let app = app(&api, "a").await;
+        let addr = server.transport_addr();
+        let mut w = FakeWorker::connect(addr, "a", "w1:1", &[], Mode::Hold).await;
+        let mut x = FakeWorker::connect(addr, "a", "x:1", &["x"], Mode::Hold).await;
+        w.register(&api, &app, 64, T0).await;
+        x.register(&api, &app, 1, T0).await;
+        let j = api
+            .create_job(app.clone(), job(T::Api, ""))
+            .await
+            .unwrap()
+            .id;
+        let mut body = job(T::Api, "");
+        body.dispatch_strategy = ferrojob::model::DispatchStrategy::Specify;
+        body.designated_workers = vec!["x".into()];
+        let jx = api.create_job(app.clone(), body).await.unwrap().id;
+        let done = run(&api, &app, j).await;
+        let lost = run(&api, &app, j).await;
+        let orphan = run(&api, &app, jx).await;
+        for _ in 0..2 {
+            w.next_schedule().await;
+        }
+        x.next_schedule().await;
+        for id in [done, lost, orphan] {
+            status_is(&api, &app, id, S::Running).await;
+        }
+        *w.mode.lock().unwrap() = Mode::Silent;
+        let waiting = run(&api, &app, j).await;
+        w.next_schedule().await;
+        status_is(&api, &app, waiting, S::WaitingWorkerReceive).await;
+        server.shutdown().await;
+        (done, lost, waiting, orphan)
+    };
+    let server = start(config(log(&dir), Some(&clock))).await;
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    // RUNNING lives in memory only: the store has the dispatch (WAITING_WORKER_RECEIVE).
+    assert_eq!(
+        api.get_instance(app.clone(), done).await.unwrap().status,
+        S::WaitingWorkerReceive
+    );
+    // w1 comes back: it finished `done` meanwhile and never heard of `lost` or `waiting`.
+    let mut w = FakeWorker::connect_knowing(
+        server.transport_addr(),
+        "a",
+        "w1:1",
+        Mode::Succeed,
+        done,
+        W::Succeed,
+        "finished while the server was down",
+    )
+    .await;
+    let v = status_is(&api, &app, done, S::Succeed).await;
+    assert_eq!(
+        v.result.as_deref(),
+        Some("finished while the server was down")
+    );
+    let v = status_is(&api, &app, lost, S::Failed).await;
+    assert!(v.result.unwrap().contains("no longer knows"));
+    let v = status_is(&api, &app, waiting, S::Failed).await;
+    assert!(v.result.unwrap().contains("no longer knows"));
+    w.register(&api, &app, 64, T0).await;
+    assert!(w.no_schedule_pending());
+    // x never comes back: after the grace period its instance goes to the retry policy.
+    assert_eq!(
+        api.get_instance(app.clone(), orphan).await.unwrap().status,
+        S::WaitingWorkerReceive
+    );
+    clock.advance(10_000);
+    let v = status_is(&api, &app, orphan, S::Failed).await;
+    assert!(
+        v.result.as_deref().unwrap().contains("did not come back"),
+        "{v:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn waiting_instances_are_dispatched_once_workers_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = VirtualClock::new(T0);
+    let (j, id) = {
+        let server = start(config(log(&dir), Some(&clock))).await;
+        let api = server.api();
+        let app = app(&api, "a").await;
+        let j = api
+            .create_job(app.clone(), job(T::Api, ""))
+            .await
+            .unwrap()
+            .id;
+        // No worker yet: it waits (the no-worker retries need the virtual clock to move).
+        let id = run(&api, &app, j).await;
+        drop(server);
+        (j, id)
+    };
+    let server = start(config(log(&dir), Some(&clock))).await;
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    assert_eq!(
+        api.get_instance(app.clone(), id).await.unwrap().status,
+        S::WaitingDispatch
+    );
+    // Within the grace period the attempts do not count, however many there are.
+    for _ in 0..10 {
+        clock.advance(500);
+    }
+    let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+    w.register(&api, &app, 8, T0 + 5000).await;
+    let v = until("dispatched after the worker came", || async {
+        clock.advance(500);
+        let v = api.get_instance(app.clone(), id).await.unwrap();
+        (v.status == S::Succeed).then_some(v)
+    })
+    .await;
+    assert_eq!(v.running_times, 1);
+    assert_eq!(instances(&api, &app, j).await.len(), 1);
+    server.shutdown().await;
+}
