@@ -148,53 +148,66 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         ProgressBar::new(args.instances)
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:<10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} durable {pos}/{len} [{bar:40}] {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message("triggering");
 
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    let triggered_count = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.in_flight.min(args.instances as usize) {
         let client = client.clone();
         let next = Arc::clone(&next);
-        let bar = bar.clone();
+        let triggered_count = Arc::clone(&triggered_count);
         let (total, rate) = (args.instances, args.rate);
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
-                    return Ok::<(), anyhow::Error>(());
+                    return Ok::<Instant, anyhow::Error>(Instant::now());
                 }
                 if rate > 0 {
-                    let due = started + Duration::from_nanos(n.saturating_mul(1_000_000_000) / rate);
+                    let due =
+                        started + Duration::from_nanos(n.saturating_mul(1_000_000_000) / rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
                 client.run_job(app, job, &RunJob::default()).await?;
-                bar.inc(1);
+                triggered_count.fetch_add(1, Ordering::Relaxed);
             }
-        }));
+        });
     }
-    for t in tasks {
-        t.await.context("a load task panicked")??;
-    }
-    let triggered = started.elapsed();
-
-    // Wait until every instance is final, then read them all back.
-    bar.set_message("finishing");
-    let (finished, instances) = loop {
-        let all = read_all(&client, app, job).await?;
-        let done = all.iter().filter(|i| i.0.is_final()).count() as u64;
+    // Progress from the server's counter of final statuses durably recorded.
+    let mut triggered = Duration::ZERO;
+    let finished = loop {
+        while let Some(done) = tasks.try_join_next() {
+            let at = done.context("a load task panicked")??;
+            triggered = triggered.max(at.duration_since(started));
+        }
+        let done = finished_count(&client).await?;
         bar.set_position(done);
-        if done >= args.instances {
-            break (started.elapsed(), all);
+        bar.set_message(format!(
+            "triggered {}",
+            triggered_count.load(Ordering::Relaxed)
+        ));
+        if done >= args.instances && tasks.is_empty() {
+            break started.elapsed();
         }
-        if started.elapsed() > triggered + Duration::from_secs(120) {
-            bail!("{} of {} instances finished within 120 s", done, args.instances);
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("{done} of {} instances finished within 600 s", args.instances);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let instances = read_all(&client, app, job).await?;
+    if (instances.len() as u64) < args.instances {
+        bail!(
+            "the server counted {} final instances but lists {}",
+            args.instances,
+            instances.len()
+        );
+    }
     bar.finish_and_clear();
     let failed = instances
         .iter()
@@ -242,6 +255,17 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Final statuses durably recorded since the server started
+/// (`ferrojob_instances_finished_total`, summed over statuses).
+async fn finished_count(client: &Client) -> Result<u64> {
+    let text = client.metrics().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("ferrojob_instances_finished_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
 }
 
 /// Every instance of `job`: (status, dispatch latency in µs).

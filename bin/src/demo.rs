@@ -17,7 +17,7 @@ use ferrojob::api::{
 };
 use ferrojob::client::{Client, ClientError};
 use ferrojob::launch::{launch, LaunchConfig, LaunchError, RunningServer};
-use ferrojob::model::{ExecuteType, InstanceStatus};
+use ferrojob::model::{DispatchStrategy, ExecuteType, InstanceStatus};
 use ferrojob::time_expression::TimeExpressionType;
 use ferrojob::worker::{Worker, WorkerConfig};
 use ferrojob_bin::fmt_ms;
@@ -48,6 +48,8 @@ const SECRET: &str = "demo-secret-change-me";
 
 struct Sample {
     name: &'static str,
+    strategy: DispatchStrategy,
+    designated: &'static [&'static str],
     kind: TimeExpressionType,
     expr: &'static str,
     tz: Option<&'static str>,
@@ -59,6 +61,8 @@ struct Sample {
 const SAMPLES: [Sample; 7] = [
     Sample {
         name: "cron */2s Asia/Shanghai",
+        strategy: DispatchStrategy::Specify,
+        designated: &["green"],
         kind: TimeExpressionType::Cron,
         expr: "*/2 * * * * ?",
         tz: Some("Asia/Shanghai"),
@@ -68,6 +72,8 @@ const SAMPLES: [Sample; 7] = [
     },
     Sample {
         name: "fixed-rate 1s",
+        strategy: DispatchStrategy::RoundRobin,
+        designated: &[],
         kind: TimeExpressionType::FixedRate,
         expr: "1000",
         tz: None,
@@ -77,6 +83,8 @@ const SAMPLES: [Sample; 7] = [
     },
     Sample {
         name: "fixed-delay 1.5s",
+        strategy: DispatchStrategy::HealthFirst,
+        designated: &[],
         kind: TimeExpressionType::FixedDelay,
         expr: "1500",
         tz: None,
@@ -86,6 +94,8 @@ const SAMPLES: [Sample; 7] = [
     },
     Sample {
         name: "daily-interval 3s",
+        strategy: DispatchStrategy::Random,
+        designated: &[],
         kind: TimeExpressionType::DailyTimeInterval,
         expr: r#"{"interval": 3, "unit": "SECONDS"}"#,
         tz: Some("Europe/Berlin"),
@@ -95,6 +105,8 @@ const SAMPLES: [Sample; 7] = [
     },
     Sample {
         name: "broadcast every 4s",
+        strategy: DispatchStrategy::HealthFirst,
+        designated: &[],
         kind: TimeExpressionType::FixedRate,
         expr: "4000",
         tz: None,
@@ -104,15 +116,19 @@ const SAMPLES: [Sample; 7] = [
     },
     Sample {
         name: "api (run by the demo)",
+        strategy: DispatchStrategy::RoundRobin,
+        designated: &[],
         kind: TimeExpressionType::Api,
         expr: "",
         tz: None,
         execute: ExecuteType::Standalone,
         processor: "shell",
-        params: "echo api run with params",
+        params: "echo api run without params",
     },
     Sample {
         name: "workflow node (never alone)",
+        strategy: DispatchStrategy::HealthFirst,
+        designated: &[],
         kind: TimeExpressionType::Workflow,
         expr: "",
         tz: None,
@@ -179,6 +195,8 @@ async fn ensure_jobs(client: &Client) -> Result<BTreeMap<u64, &'static str>> {
                 body.params = s.params.to_owned();
                 body.timeout_ms = 10_000;
                 body.instance_retries = 1;
+                body.dispatch_strategy = s.strategy;
+                body.designated_workers = s.designated.iter().map(|d| d.to_string()).collect();
                 client.create_job(APP, &body).await?.id
             }
         };
@@ -243,7 +261,8 @@ async fn demo(args: &Args) -> Result<()> {
         ticks += 1;
         if let (Some(job), true) = (api_job, ticks % 10 == 1) {
             let run = RunJob {
-                params: format!("tick {ticks}"),
+                // For `shell`, an API run's params are the command.
+                params: format!("echo api run from demo tick {ticks}"),
                 delay_ms: 500,
             };
             if let Err(e) = client.run_job(APP, job, &run).await {
@@ -251,7 +270,7 @@ async fn demo(args: &Args) -> Result<()> {
             }
         }
         let page = match client
-            .list_instances(APP, InstanceQuery { limit: Some(50), ..Default::default() })
+            .list_instances(APP, &InstanceQuery { limit: Some(50), ..Default::default() })
             .await
         {
             Ok(p) => p,

@@ -645,7 +645,15 @@ pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
                         print_json(&page)?;
                     } else {
                         for l in &page.lines {
-                            println!("{} {:?} {}", fmt_ms(l.time_ms), l.level, l.content);
+                            println!(
+                                "{} {:<5} {}",
+                                fmt_ms(l.time_ms),
+                                serde_json::to_value(l.level)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                                    .unwrap_or_default(),
+                                l.content
+                            );
                         }
                         if page.dropped > 0 && page.next_cursor.is_none() {
                             println!("({} lines dropped)", page.dropped);

@@ -278,12 +278,12 @@ async fn every_time_expression_type_fires_on_real_workers() {
         .await;
     let now_run = c
         .client
-        .run_job(APP, api, &RunJob { params: "now".into(), delay_ms: 0 })
+        .run_job(APP, api, &RunJob { params: "echo hi from now".into(), delay_ms: 0 })
         .await
         .unwrap();
     let later_run = c
         .client
-        .run_job(APP, api, &RunJob { params: "later".into(), delay_ms: 300 })
+        .run_job(APP, api, &RunJob { params: "echo later".into(), delay_ms: 300 })
         .await
         .unwrap();
     for (name, job, n) in [("cron", cron, 2), ("rate", rate, 3), ("delay", delay, 3), ("daily", daily, 2), ("api", api, 2)] {
@@ -309,9 +309,10 @@ async fn every_time_expression_type_fires_on_real_workers() {
     let mut numbers: Vec<u64> = rate_runs.iter().map(|i| i.run).collect();
     numbers.dedup();
     assert_eq!(numbers.len(), rate_runs.len(), "run counters repeat: {numbers:?}");
-    // API runs carry their params; the shell processor's output is in the instance log.
+    // API runs carry their params (for `shell`, the command), and the shell processor's output
+    // is in the instance log.
     let now_inst = c.client.get_instance(APP, now_run.instance_id).await.unwrap();
-    assert_eq!(now_inst.params, "now");
+    assert_eq!(now_inst.params, "echo hi from now");
     let later_inst = c.client.get_instance(APP, later_run.instance_id).await.unwrap();
     assert_eq!(later_inst.status, InstanceStatus::Succeed);
     assert!(later_inst.trigger_time >= now_inst.trigger_time);
