@@ -350,9 +350,8 @@ impl Api for NodeApi {
                         let mut st = slot.lock();
                         sh.persist(&mut st)
                     };
-                    if let Some(c) = c {
-                        sh.await_commit(c).await?;
-                    }
+                    let c = c.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
+                    sh.await_commit(c).await?;
                     let view = InstanceView::from(&slot.lock().rec);
                     tokio::spawn(Arc::clone(sh).dispatch(iid));
                     return Ok(view);
@@ -401,9 +400,8 @@ impl Api for NodeApi {
                     InstanceView::from(&st.rec),
                 )
             };
-            if let Some(c) = commit {
-                sh.await_commit(c).await?;
-            }
+            let commit = commit.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
+            sh.await_commit(commit).await?;
             if let Some(w) = worker {
                 sh.send_stop(&w, iid);
             }

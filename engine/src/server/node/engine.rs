@@ -142,6 +142,20 @@ impl Shared {
         }
     }
 
+    /// Submits the record and pairs the write with its follow-up; when the write could not
+    /// even be submitted the follow-up is dropped (the store is failing; a restart
+    /// reconciles).
+    pub(crate) fn persist_follow(
+        &self,
+        st: &mut InstState,
+        f: Follow,
+    ) -> (Option<Commit<()>>, Follow) {
+        match self.persist(st) {
+            Some(c) => (Some(c), f),
+            None => (None, Follow::Nothing),
+        }
+    }
+
     /// Awaits `writes` in a task of their own, then runs each one's follow-up.
     pub(crate) fn after_writes(self: &Arc<Self>, writes: Vec<(Option<Commit<()>>, Follow)>) {
         if writes.is_empty() {
@@ -248,7 +262,7 @@ impl Shared {
                         let mut st = slot.lock();
                         let job = self.job(st.rec.job_id);
                         let f = self.requeue_plain(&mut st, job.as_deref(), now);
-                        writes.push((self.persist(&mut st), f));
+                        writes.push(self.persist_follow(&mut st, f));
                     }
                 },
             }
@@ -424,7 +438,7 @@ impl Shared {
         tracing::warn!(instance = id.0, worker = ?st.rec.worker, "worker did not confirm in time; requeued");
         let job = self.job(st.rec.job_id);
         let f = self.requeue_plain(&mut st, job.as_deref(), now);
-        let c = self.persist(&mut st);
+        let (c, f) = self.persist_follow(&mut st, f);
         drop(st);
         self.after_write(c, f);
     }
@@ -443,7 +457,7 @@ impl Shared {
         );
         let old = st.rec.status;
         let f = self.retry_policy(&mut st, job.as_deref(), &reason, old, now, true);
-        let c = self.persist(&mut st);
+        let (c, f) = self.persist_follow(&mut st, f);
         drop(st);
         self.send_stop(&worker, id);
         self.after_write(c, f);
@@ -489,7 +503,7 @@ impl Shared {
                 let job = self.job(st.rec.job_id);
                 let old = st.rec.status;
                 let f = self.retry_policy(&mut st, job.as_deref(), &reason, old, now, false);
-                writes.push((self.persist(&mut st), f));
+                writes.push(self.persist_follow(&mut st, f));
             }
         }
         self.after_writes(writes);
@@ -508,7 +522,7 @@ impl Shared {
             let job = self.job(st.rec.job_id);
             let old = st.rec.status;
             let f = self.retry_policy(&mut st, job.as_deref(), reason, old, now, false);
-            writes.push((self.persist(&mut st), f));
+            writes.push(self.persist_follow(&mut st, f));
         }
         if !writes.is_empty() {
             tracing::warn!(
@@ -622,7 +636,7 @@ impl Shared {
                 _ => {
                     let reason = format!("job {} was deleted", st.rec.job_id.0);
                     let f = self.fail_now(&mut st, None, &reason, now);
-                    let c = self.persist(&mut st);
+                    let (c, f) = self.persist_follow(&mut st, f);
                     drop(st);
                     self.after_write(c, f);
                     return;
@@ -643,7 +657,7 @@ impl Shared {
                         job.id.0
                     );
                     let f = self.fail_now(&mut st, Some(&job), &reason, now);
-                    let c = self.persist(&mut st);
+                    let (c, f) = self.persist_follow(&mut st, f);
                     drop(st);
                     self.after_write(c, f);
                     return;
@@ -674,7 +688,7 @@ impl Shared {
                 Err(e) => {
                     unreserve(&job);
                     let f = self.fail_now(&mut st, Some(&job), &e.to_string(), now);
-                    let c = self.persist(&mut st);
+                    let (c, f) = self.persist_follow(&mut st, f);
                     drop(st);
                     self.after_write(c, f);
                     return;
@@ -815,7 +829,7 @@ impl Shared {
         );
         tracing::warn!(instance = id.0, %reason, "instance failed");
         let f = self.fail_now(st, Some(job), &reason, now);
-        let c = self.persist(st);
+        let (c, f) = self.persist_follow(st, f);
         self.after_write(c, f);
     }
 
@@ -917,7 +931,7 @@ impl Shared {
                 return None;
             }
         };
-        Some((self.persist(&mut st), follow))
+        Some(self.persist_follow(&mut st, follow))
     }
 
     /// After a final write: drop the instance from memory, re-arm a FIXED_DELAY job from this
@@ -1070,7 +1084,7 @@ impl Shared {
                     continue;
                 }
             };
-            let c = self.persist(&mut st);
+            let (c, follow) = self.persist_follow(&mut st, follow);
             drop(st);
             self.after_write(c, follow);
         }
