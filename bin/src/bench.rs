@@ -148,10 +148,8 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         ProgressBar::new(args.instances)
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} durable {pos}/{len} [{bar:40}] {per_sec} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} durable {pos}/{len} [{bar:40}] {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
     let started = Instant::now();
@@ -196,7 +194,10 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
             break started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(600) {
-            bail!("{done} of {} instances finished within 600 s", args.instances);
+            bail!(
+                "{done} of {} instances finished within 600 s",
+                args.instances
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -242,10 +243,17 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
             row.instances,
             row.workers,
             row.store,
-            if args.rate > 0 { format!(", offered {} runs/s", args.rate) } else { String::new() }
+            if args.rate > 0 {
+                format!(", offered {} runs/s", args.rate)
+            } else {
+                String::new()
+            }
         );
         println!("  triggered        {:>10.0} runs/s", row.trigger_per_s);
-        println!("  durable SUCCEED  {:>10.0} instances/s ({:.2} s)", row.durable_instances_per_s, row.elapsed_s);
+        println!(
+            "  durable SUCCEED  {:>10.0} instances/s ({:.2} s)",
+            row.durable_instances_per_s, row.elapsed_s
+        );
         println!(
             "  dispatch latency p50 {} µs, p99 {} µs, max {} µs (ms resolution)",
             row.dispatch_p50_us, row.dispatch_p99_us, row.dispatch_max_us

@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ferrojob::api::{
-    ApiError, CreateApp, ErrorCode, InstanceQuery, JobBody, PageQuery, RunJob,
-};
+use ferrojob::api::{ApiError, CreateApp, ErrorCode, InstanceQuery, JobBody, PageQuery, RunJob};
 use ferrojob::client::{Client, ClientError};
 use ferrojob::launch::{launch, LaunchConfig, LaunchError, RunningServer};
 use ferrojob::model::{DispatchStrategy, ExecuteType, InstanceStatus};
@@ -166,7 +164,16 @@ async fn start_server(args: &Args) -> Result<RunningServer> {
 }
 
 fn is_conflict(e: &ClientError) -> bool {
-    matches!(e, ClientError::Api { error: ApiError { code: ErrorCode::Conflict, .. }, .. })
+    matches!(
+        e,
+        ClientError::Api {
+            error: ApiError {
+                code: ErrorCode::Conflict,
+                ..
+            },
+            ..
+        }
+    )
 }
 
 async fn ensure_jobs(client: &Client) -> Result<BTreeMap<u64, &'static str>> {
@@ -174,7 +181,13 @@ async fn ensure_jobs(client: &Client) -> Result<BTreeMap<u64, &'static str>> {
     let mut cursor = None;
     loop {
         let page = client
-            .list_jobs(APP, PageQuery { limit: Some(1000), cursor })
+            .list_jobs(
+                APP,
+                PageQuery {
+                    limit: Some(1000),
+                    cursor,
+                },
+            )
             .await?;
         for j in &page.items {
             existing.insert(j.body.name.clone(), j.id);
@@ -209,7 +222,12 @@ async fn demo(args: &Args) -> Result<()> {
     let server = start_server(args).await?;
     let url = format!("http://{}", server.http_addr());
     println!("ferrojob demo");
-    println!("  OpenAPI   {url}   (admin token in {})", server.token_file().map_or("memory".into(), |p| p.display().to_string()));
+    println!(
+        "  OpenAPI   {url}   (admin token in {})",
+        server
+            .token_file()
+            .map_or("memory".into(), |p| p.display().to_string())
+    );
     println!("  transport {}", server.transport_addr());
     println!("  data dir  {}", args.data_dir.display());
     let client = Client::new(&url, server.admin_token())?;
@@ -270,7 +288,13 @@ async fn demo(args: &Args) -> Result<()> {
             }
         }
         let page = match client
-            .list_instances(APP, &InstanceQuery { limit: Some(50), ..Default::default() })
+            .list_instances(
+                APP,
+                &InstanceQuery {
+                    limit: Some(50),
+                    ..Default::default()
+                },
+            )
             .await
         {
             Ok(p) => p,
@@ -297,7 +321,12 @@ async fn demo(args: &Args) -> Result<()> {
                 status_name(i.status),
                 i.worker.as_deref().unwrap_or("-"),
                 lateness,
-                i.result.as_deref().unwrap_or("").lines().next().unwrap_or(""),
+                i.result
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or(""),
             );
             if i.status.is_final() {
                 *totals.entry(status_name(i.status)).or_default() += 1;
@@ -314,6 +343,9 @@ async fn demo(args: &Args) -> Result<()> {
     for (status, n) in &totals {
         println!("  {status:<10} {n}");
     }
-    println!("state is kept in {}; run the demo again to continue", args.data_dir.display());
+    println!(
+        "state is kept in {}; run the demo again to continue",
+        args.data_dir.display()
+    );
     Ok(())
 }

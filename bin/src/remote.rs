@@ -21,7 +21,12 @@ use crate::fmt_ms;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
     /// Base URL of the server's OpenAPI.
-    #[arg(long, env = "FERROJOB_URL", default_value = "http://127.0.0.1:7700", global = true)]
+    #[arg(
+        long,
+        env = "FERROJOB_URL",
+        default_value = "http://127.0.0.1:7700",
+        global = true
+    )]
     url: String,
     /// Bearer token: the admin token or the app's secret.
     #[arg(long, env = "FERROJOB_TOKEN", hide_env_values = true, global = true)]
@@ -166,7 +171,8 @@ impl JobFields {
         let mut body = match &self.body {
             Some(src) => {
                 let text = if src == "-" {
-                    std::io::read_to_string(std::io::stdin()).context("reading the body from stdin")?
+                    std::io::read_to_string(std::io::stdin())
+                        .context("reading the body from stdin")?
                 } else {
                     std::fs::read_to_string(src).with_context(|| format!("reading {src}"))?
                 };
@@ -416,7 +422,11 @@ fn job_line(j: &JobView) -> String {
         format!("{:?}", j.body.time_expression_type),
         truncate(&j.body.time_expression, 16),
         j.body.processor,
-        if j.body.enabled { "enabled" } else { "disabled" },
+        if j.body.enabled {
+            "enabled"
+        } else {
+            "disabled"
+        },
         j.runs,
         j.next_trigger_time.map_or("-".to_owned(), fmt_ms),
     )
@@ -577,9 +587,7 @@ pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
     runtime()?.block_on(async {
         let json = conn.json;
         match cmd {
-            InstanceCmd::Get { app, id } => {
-                print_json(&client.get_instance(&app.app, *id).await?)
-            }
+            InstanceCmd::Get { app, id } => print_json(&client.get_instance(&app.app, *id).await?),
             InstanceCmd::List {
                 app,
                 job,

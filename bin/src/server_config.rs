@@ -26,7 +26,11 @@ use serde::Deserialize;
 
 /// Command-line flags (each with its environment variable).
 #[derive(Debug, Clone, Default, clap::Parser)]
-#[command(name = "ferrojob-server", version, about = "The ferrojob server: schedules, instances, dispatch, OpenAPI")]
+#[command(
+    name = "ferrojob-server",
+    version,
+    about = "The ferrojob server: schedules, instances, dispatch, OpenAPI"
+)]
 pub struct ServerArgs {
     /// TOML configuration file.
     #[arg(long, env = "FERROJOB_CONFIG")]

@@ -52,7 +52,12 @@ impl WorkerArgs {
             .next()
             .with_context(|| format!("--server {} resolves to no address", self.server))?;
         let mut config = WorkerConfig::new(server, self.app.clone(), self.secret.clone());
-        config.tags = self.tags.iter().filter(|t| !t.is_empty()).cloned().collect();
+        config.tags = self
+            .tags
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect();
         config.listen = self.listen;
         config.advertise = self.advertise.clone();
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.max(1));

@@ -223,9 +223,9 @@ fn invalid_expressions_exit_non_zero_naming_the_field() {
 }
 
 #[test]
-fn demo_runs_every_kind_of_job_and_stops_cleanly() {
+fn embedded_demo_runs_every_kind_of_job_and_stops_cleanly() {
     // Real time, kept short: the API job is triggered at 3 s with a 250 ms delay.
-    let out = ferrojob(&["demo", "--duration-secs", "4"]);
+    let out = ferrojob(&["demo", "--embedded", "--duration-secs", "4"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -246,4 +246,55 @@ fn demo_runs_every_kind_of_job_and_stops_cleanly() {
         );
     }
     assert!(stdout.contains("late p99"), "no summary:\n{stdout}");
+}
+
+#[test]
+fn server_demo_runs_every_sample_on_two_workers_and_resumes_from_its_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let args = [
+        "demo",
+        "--data-dir",
+        data,
+        "--http",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration-secs",
+    ];
+    let mut first = args.to_vec();
+    first.push("6");
+    let out = ferrojob(&first);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for job in [
+        "cron */2s",
+        "fixed-rate 1s",
+        "fixed-delay 1.5s",
+        "daily-interval 3s",
+        "broadcast every 4s",
+        "api (run by the demo)",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(job) && l.contains("SUCCEED")),
+            "no successful run of {job}:\n{stdout}\n{stderr}"
+        );
+    }
+    assert!(!stdout
+        .lines()
+        .any(|l| l.contains("workflow node") && l.contains('#')));
+    assert_eq!(stdout.matches("  worker    ").count(), 2, "{stdout}");
+    assert!(stdout.contains("jobs      7"), "{stdout}");
+    assert!(dir.path().join("data/admin.token").exists());
+    // Second run: same app and jobs from the data dir, not seven more.
+    let mut again = args.to_vec();
+    again.push("1");
+    let out = ferrojob(&again);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("jobs      7"), "{stdout}");
 }

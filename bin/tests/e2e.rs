@@ -243,7 +243,13 @@ where
     }
 }
 
-fn body(name: &str, kind: TimeExpressionType, expr: &str, processor: &str, params: &str) -> JobBody {
+fn body(
+    name: &str,
+    kind: TimeExpressionType,
+    expr: &str,
+    processor: &str,
+    params: &str,
+) -> JobBody {
     let mut b = JobBody::new(name, kind, expr, processor);
     b.params = params.into();
     b
@@ -253,13 +259,31 @@ fn body(name: &str, kind: TimeExpressionType, expr: &str, processor: &str, param
 async fn every_time_expression_type_fires_on_real_workers() {
     let c = Cluster::start(2, None).await;
     let cron = c
-        .job(body("cron", TimeExpressionType::Cron, "* * * * * ?", "noop", ""))
+        .job(body(
+            "cron",
+            TimeExpressionType::Cron,
+            "* * * * * ?",
+            "noop",
+            "",
+        ))
         .await;
     let rate = c
-        .job(body("rate", TimeExpressionType::FixedRate, "300", "noop", ""))
+        .job(body(
+            "rate",
+            TimeExpressionType::FixedRate,
+            "300",
+            "noop",
+            "",
+        ))
         .await;
     let delay = c
-        .job(body("delay", TimeExpressionType::FixedDelay, "300", "sleep", "100"))
+        .job(body(
+            "delay",
+            TimeExpressionType::FixedDelay,
+            "300",
+            "sleep",
+            "100",
+        ))
         .await;
     let daily = c
         .job(body(
@@ -271,22 +295,48 @@ async fn every_time_expression_type_fires_on_real_workers() {
         ))
         .await;
     let api = c
-        .job(body("api", TimeExpressionType::Api, "", "shell", "echo hi from $0"))
+        .job(body(
+            "api",
+            TimeExpressionType::Api,
+            "",
+            "shell",
+            "echo hi from $0",
+        ))
         .await;
     let workflow = c
         .job(body("wf", TimeExpressionType::Workflow, "", "noop", ""))
         .await;
     let now_run = c
         .client
-        .run_job(APP, api, &RunJob { params: "echo hi from now".into(), delay_ms: 0 })
+        .run_job(
+            APP,
+            api,
+            &RunJob {
+                params: "echo hi from now".into(),
+                delay_ms: 0,
+            },
+        )
         .await
         .unwrap();
     let later_run = c
         .client
-        .run_job(APP, api, &RunJob { params: "echo later".into(), delay_ms: 300 })
+        .run_job(
+            APP,
+            api,
+            &RunJob {
+                params: "echo later".into(),
+                delay_ms: 300,
+            },
+        )
         .await
         .unwrap();
-    for (name, job, n) in [("cron", cron, 2), ("rate", rate, 3), ("delay", delay, 3), ("daily", daily, 2), ("api", api, 2)] {
+    for (name, job, n) in [
+        ("cron", cron, 2),
+        ("rate", rate, 3),
+        ("delay", delay, 3),
+        ("daily", daily, 2),
+        ("api", api, 2),
+    ] {
         wait_for(name, Duration::from_secs(20), || async {
             (c.succeeded(job).await.len() >= n).then_some(())
         })
@@ -308,12 +358,24 @@ async fn every_time_expression_type_fires_on_real_workers() {
     let rate_runs = c.succeeded(rate).await;
     let mut numbers: Vec<u64> = rate_runs.iter().map(|i| i.run).collect();
     numbers.dedup();
-    assert_eq!(numbers.len(), rate_runs.len(), "run counters repeat: {numbers:?}");
+    assert_eq!(
+        numbers.len(),
+        rate_runs.len(),
+        "run counters repeat: {numbers:?}"
+    );
     // API runs carry their params (for `shell`, the command), and the shell processor's output
     // is in the instance log.
-    let now_inst = c.client.get_instance(APP, now_run.instance_id).await.unwrap();
+    let now_inst = c
+        .client
+        .get_instance(APP, now_run.instance_id)
+        .await
+        .unwrap();
     assert_eq!(now_inst.params, "echo hi from now");
-    let later_inst = c.client.get_instance(APP, later_run.instance_id).await.unwrap();
+    let later_inst = c
+        .client
+        .get_instance(APP, later_run.instance_id)
+        .await
+        .unwrap();
     assert_eq!(later_inst.status, InstanceStatus::Succeed);
     assert!(later_inst.trigger_time >= now_inst.trigger_time);
     let log = wait_for("shell log", Duration::from_secs(10), || async {
@@ -322,34 +384,60 @@ async fn every_time_expression_type_fires_on_real_workers() {
             .instance_log(APP, now_run.instance_id, Default::default())
             .await
             .ok()?;
-        log.lines.iter().any(|l| l.content.contains("hi from")).then_some(log)
+        log.lines
+            .iter()
+            .any(|l| l.content.contains("hi from"))
+            .then_some(log)
     })
     .await;
     assert!(!log.lines.is_empty());
     // A WORKFLOW job never fires on its own.
-    assert!(c.instances(workflow).await.is_empty(), "{}", c.diagnostics());
+    assert!(
+        c.instances(workflow).await.is_empty(),
+        "{}",
+        c.diagnostics()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_reaches_every_worker() {
     let c = Cluster::start(3, None).await;
-    let mut b = body("bcast", TimeExpressionType::Api, "", "shell", "echo broadcast-ran");
+    let mut b = body(
+        "bcast",
+        TimeExpressionType::Api,
+        "",
+        "shell",
+        "echo broadcast-ran",
+    );
     b.execute_type = ExecuteType::Broadcast;
     let job = c.job(b).await;
-    let run = c.client.run_job(APP, job, &RunJob::default()).await.unwrap();
+    let run = c
+        .client
+        .run_job(APP, job, &RunJob::default())
+        .await
+        .unwrap();
     let inst = wait_for("broadcast instance", Duration::from_secs(20), || async {
         let i = c.client.get_instance(APP, run.instance_id).await.ok()?;
         i.status.is_final().then_some(i)
     })
     .await;
-    assert_eq!(inst.status, InstanceStatus::Succeed, "{inst:?}\n{}", c.diagnostics());
+    assert_eq!(
+        inst.status,
+        InstanceStatus::Succeed,
+        "{inst:?}\n{}",
+        c.diagnostics()
+    );
     let log = wait_for("three log lines", Duration::from_secs(10), || async {
         let log = c
             .client
             .instance_log(APP, run.instance_id, Default::default())
             .await
             .ok()?;
-        let n = log.lines.iter().filter(|l| l.content.contains("broadcast-ran")).count();
+        let n = log
+            .lines
+            .iter()
+            .filter(|l| l.content.contains("broadcast-ran"))
+            .count();
         (n >= 3).then_some(n)
     })
     .await;
@@ -362,7 +450,11 @@ async fn a_worker_killed_mid_run_is_retried_on_another_worker() {
     let mut b = body("long", TimeExpressionType::Api, "", "sleep", "2000");
     b.instance_retries = 2;
     let job = c.job(b).await;
-    let run = c.client.run_job(APP, job, &RunJob::default()).await.unwrap();
+    let run = c
+        .client
+        .run_job(APP, job, &RunJob::default())
+        .await
+        .unwrap();
     let first = wait_for("RUNNING", Duration::from_secs(20), || async {
         let i = c.client.get_instance(APP, run.instance_id).await.ok()?;
         (i.status == InstanceStatus::Running).then_some(i)
@@ -380,7 +472,12 @@ async fn a_worker_killed_mid_run_is_retried_on_another_worker() {
         i.status.is_final().then_some(i)
     })
     .await;
-    assert_eq!(done.status, InstanceStatus::Succeed, "{done:?}\n{}", c.diagnostics());
+    assert_eq!(
+        done.status,
+        InstanceStatus::Succeed,
+        "{done:?}\n{}",
+        c.diagnostics()
+    );
     assert_ne!(done.worker.as_deref(), Some(victim.as_str()));
     assert!(done.running_times >= 2);
 }
@@ -390,9 +487,17 @@ async fn server_kill_9_and_restart_keeps_state_and_resumes_scheduling() {
     let transport = free_port();
     let mut c = Cluster::start(1, Some(transport)).await;
     let rate = c
-        .job(body("rate", TimeExpressionType::FixedRate, "200", "noop", ""))
+        .job(body(
+            "rate",
+            TimeExpressionType::FixedRate,
+            "200",
+            "noop",
+            "",
+        ))
         .await;
-    let api = c.job(body("api", TimeExpressionType::Api, "", "noop", "")).await;
+    let api = c
+        .job(body("api", TimeExpressionType::Api, "", "noop", ""))
+        .await;
     wait_for("a few runs", Duration::from_secs(20), || async {
         (c.succeeded(rate).await.len() >= 3).then_some(())
     })
@@ -400,7 +505,14 @@ async fn server_kill_9_and_restart_keeps_state_and_resumes_scheduling() {
     // A delayed run acknowledged before the crash must run after it.
     let delayed = c
         .client
-        .run_job(APP, api, &RunJob { params: "survives".into(), delay_ms: 1500 })
+        .run_job(
+            APP,
+            api,
+            &RunJob {
+                params: "survives".into(),
+                delay_ms: 1500,
+            },
+        )
         .await
         .unwrap();
     let before = c.succeeded(rate).await;
@@ -419,17 +531,26 @@ async fn server_kill_9_and_restart_keeps_state_and_resumes_scheduling() {
     }
     // The worker reconnects; scheduling resumes; the delayed run happens.
     c.wait_workers(1).await;
-    wait_for("new runs after restart", Duration::from_secs(30), || async {
-        let j = c.client.get_job(APP, rate).await.ok()?;
-        (j.runs >= runs_before + 3).then_some(())
-    })
+    wait_for(
+        "new runs after restart",
+        Duration::from_secs(30),
+        || async {
+            let j = c.client.get_job(APP, rate).await.ok()?;
+            (j.runs >= runs_before + 3).then_some(())
+        },
+    )
     .await;
     let d = wait_for("delayed run", Duration::from_secs(30), || async {
         let i = c.client.get_instance(APP, delayed.instance_id).await.ok()?;
         i.status.is_final().then_some(i)
     })
     .await;
-    assert_eq!(d.status, InstanceStatus::Succeed, "{d:?}\n{}", c.diagnostics());
+    assert_eq!(
+        d.status,
+        InstanceStatus::Succeed,
+        "{d:?}\n{}",
+        c.diagnostics()
+    );
     assert_eq!(d.params, "survives");
 }
 
@@ -442,7 +563,10 @@ async fn a_worker_with_a_bad_secret_is_refused() {
     let workers = c.client.list_workers(APP).await.unwrap();
     assert_eq!(workers.workers.len(), 1, "{workers:?}");
     assert_ne!(workers.workers[0].address, c.workers[bad].field("address"));
-    assert!(c.workers[bad].is_running(), "a refused worker keeps retrying");
+    assert!(
+        c.workers[bad].is_running(),
+        "a refused worker keeps retrying"
+    );
     let log = c.server.stderr_text();
     assert!(
         log.contains(APP) && (log.contains("refused") || log.contains("auth")),
@@ -454,7 +578,11 @@ async fn a_worker_with_a_bad_secret_is_refused() {
 async fn garbage_on_both_ports_leaves_the_server_serving() {
     let c = Cluster::start(1, None).await;
     // Garbage on the transport port, and a connection that stays silent.
-    for payload in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0xff; 4096][..], b"FJOB\x01\x00\xff\xff"] {
+    for payload in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xff; 4096][..],
+        b"FJOB\x01\x00\xff\xff",
+    ] {
         if let Ok(mut s) = TcpStream::connect(c.transport) {
             let _ = s.write_all(payload);
         }
@@ -469,8 +597,14 @@ async fn garbage_on_both_ports_leaves_the_server_serving() {
     for (path, text) in [
         (format!("/v1/apps/{APP}/jobs"), "{not json"),
         (format!("/v1/apps/{APP}/jobs"), r#"{"name": 5}"#),
-        (format!("/v1/apps/{APP}/jobs"), r#"{"name":"x","time_expression_type":"CRON","time_expression":"61 * * * * ?","processor":"noop"}"#),
-        ("/v1/validate".to_owned(), r#"{"type":"CRON","expression":"nonsense"}"#),
+        (
+            format!("/v1/apps/{APP}/jobs"),
+            r#"{"name":"x","time_expression_type":"CRON","time_expression":"61 * * * * ?","processor":"noop"}"#,
+        ),
+        (
+            "/v1/validate".to_owned(),
+            r#"{"type":"CRON","expression":"nonsense"}"#,
+        ),
     ] {
         let r = http
             .post(format!("{base}{path}"))
@@ -480,7 +614,11 @@ async fn garbage_on_both_ports_leaves_the_server_serving() {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_client_error(), "{path} {text}: {}", r.status());
+        assert!(
+            r.status().is_client_error(),
+            "{path} {text}: {}",
+            r.status()
+        );
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(v["error"]["code"].is_string(), "{v}");
     }
@@ -490,8 +628,14 @@ async fn garbage_on_both_ports_leaves_the_server_serving() {
     }
     // Still serving: health, and a job runs to success.
     c.client.health().await.unwrap();
-    let job = c.job(body("after", TimeExpressionType::Api, "", "noop", "")).await;
-    let run = c.client.run_job(APP, job, &RunJob::default()).await.unwrap();
+    let job = c
+        .job(body("after", TimeExpressionType::Api, "", "noop", ""))
+        .await;
+    let run = c
+        .client
+        .run_job(APP, job, &RunJob::default())
+        .await
+        .unwrap();
     wait_for("run after garbage", Duration::from_secs(20), || async {
         let i = c.client.get_instance(APP, run.instance_id).await.ok()?;
         (i.status == InstanceStatus::Succeed).then_some(())

@@ -174,7 +174,9 @@ fn resolve_token(
     }
     let Some(dir) = data_dir else {
         let token = generate_token();
-        tracing::warn!("ephemeral server without a data dir: generated an admin token (not stored)");
+        tracing::warn!(
+            "ephemeral server without a data dir: generated an admin token (not stored)"
+        );
         return Ok((token, None));
     };
     let path = dir.join(ADMIN_TOKEN_FILE);

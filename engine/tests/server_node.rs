@@ -47,7 +47,8 @@ async fn api_run_is_dispatched_and_succeeds() {
     assert_eq!(sj.job_params, "job-params");
     assert_eq!(sj.instance_params, "p");
     assert_eq!(sj.instance_timeout_ms, 5000);
-    assert_eq!(sj.report_seq_base, 0);
+    // Attempt 1 numbers its reports from 1 << 32 (the attempt in the high 32 bits).
+    assert_eq!(sj.report_seq_base, 1 << 32);
     assert_eq!(sj.all_worker_addresses, vec!["w1:1".to_string()]);
     assert_eq!(sj.processor_info, "noop");
     let list = api
@@ -277,23 +278,26 @@ async fn duplicate_stale_and_foreign_reports_do_not_transition_twice() {
     let sj = w1.next_schedule().await;
     status_is(&api, &app, id, S::Running).await;
     let r1 = w1.r();
+    let b = sj.report_seq_base;
     // Foreign: w2 claims the instance (from its own connection, and spoofing w1's address).
     w2.r()
-        .report_raw(&sj, 5, "w2:1", W::Succeed, Some("w2"))
+        .report_raw(&sj, b + 5, "w2:1", W::Succeed, Some("w2"))
         .await;
     w2.r()
-        .report_raw(&sj, 6, "w1:1", W::Succeed, Some("spoof"))
+        .report_raw(&sj, b + 6, "w1:1", W::Succeed, Some("spoof"))
         .await;
-    // Stale and duplicate of the RUNNING report (seq 1).
-    r1.report_raw(&sj, 0, "w1:1", W::Failed, Some("stale"))
+    // Stale and duplicate of the RUNNING report (seq b + 1).
+    r1.report_raw(&sj, b, "w1:1", W::Failed, Some("stale"))
         .await;
-    r1.report_raw(&sj, 1, "w1:1", W::Failed, Some("dup")).await;
+    r1.report_raw(&sj, b + 1, "w1:1", W::Failed, Some("dup"))
+        .await;
     // The real final report, then the same again.
-    r1.report_raw(&sj, 2, "w1:1", W::Succeed, Some("real"))
+    r1.report_raw(&sj, b + 2, "w1:1", W::Succeed, Some("real"))
         .await;
-    r1.report_raw(&sj, 2, "w1:1", W::Failed, Some("again"))
+    r1.report_raw(&sj, b + 2, "w1:1", W::Failed, Some("again"))
         .await;
-    r1.report_raw(&sj, 3, "w1:1", W::Failed, Some("late")).await;
+    r1.report_raw(&sj, b + 3, "w1:1", W::Failed, Some("late"))
+        .await;
     let v = status_is(&api, &app, id, S::Succeed).await;
     assert_eq!(v.result.as_deref(), Some("real"));
     until("reports counted", || async {
@@ -326,7 +330,7 @@ async fn failed_instance_is_retried_with_backoff_then_failed() {
     let j = api.create_job(app.clone(), body).await.unwrap().id;
     let id = run(&api, &app, j).await;
     let first = w.next_schedule().await;
-    assert_eq!(first.report_seq_base, 0);
+    assert_eq!(first.report_seq_base, 1 << 32);
     let v = status_is(&api, &app, id, S::WaitingDispatch).await;
     assert!(v.result.unwrap().contains("boom"));
     // Backoff 1 s: nothing before it.
@@ -337,13 +341,25 @@ async fn failed_instance_is_retried_with_backoff_then_failed() {
     let second = w.next_schedule().await;
     assert_eq!(second.instance_id, id);
     assert_eq!(
-        second.report_seq_base, 2,
-        "sequence numbers continue across attempts"
+        second.report_seq_base,
+        2 << 32,
+        "each attempt numbers its reports in a range of its own"
     );
+    // A late report of attempt 1 (same worker, a sequence above attempt 1's last) must not
+    // be taken for attempt 2's.
+    w.r()
+        .report_raw(
+            &first,
+            (1 << 32) + 3,
+            "w1:1",
+            W::Succeed,
+            Some("late attempt 1"),
+        )
+        .await;
     status_is(&api, &app, id, S::WaitingDispatch).await;
     clock.advance(2000);
     let third = w.next_schedule().await;
-    assert_eq!(third.report_seq_base, 4);
+    assert_eq!(third.report_seq_base, 3 << 32);
     let v = status_is(&api, &app, id, S::Failed).await;
     assert_eq!(v.running_times, 3);
     assert_eq!(v.result.as_deref(), Some("boom"));

@@ -712,6 +712,10 @@ impl Shared {
                     InstanceStatus::WaitingWorkerReceive,
                 );
             }
+            // Each attempt numbers its reports in a range of its own: the high 32 bits are
+            // the attempt, so a late report of an earlier attempt (even from the same worker)
+            // is below the base and dropped as stale, never applied to this attempt.
+            st.rec.report_seq = st.rec.report_seq.max(u64::from(st.rec.running_times) << 32);
             let commit = self.persist(&mut st);
             let r = &def.record;
             let msg = ScheduleJob {
