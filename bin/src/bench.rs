@@ -167,9 +167,8 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
                 if n >= total {
                     return Ok::<Instant, anyhow::Error>(Instant::now());
                 }
-                if rate > 0 {
-                    let due =
-                        started + Duration::from_nanos(n.saturating_mul(1_000_000_000) / rate);
+                if let Some(offset) = n.saturating_mul(1_000_000_000).checked_div(rate) {
+                    let due = started + Duration::from_nanos(offset);
                     tokio::time::sleep_until(due.into()).await;
                 }
                 client.run_job(app, job, &RunJob::default()).await?;

@@ -35,7 +35,7 @@ enum Command {
     App(remote::AppCmd),
     /// Jobs of an app.
     #[command(subcommand)]
-    Job(remote::JobCmd),
+    Job(Box<remote::JobCmd>),
     /// Instances (runs) of an app's jobs.
     #[command(subcommand)]
     Instance(remote::InstanceCmd),
