@@ -52,9 +52,23 @@ pub struct DispatchArgs {
     /// Use the MemoryStore instead of the LogStore (nothing durable: for comparison).
     #[arg(long)]
     ephemeral: bool,
+    /// How runs are triggered: `http` (the OpenAPI's run route, through the Rust client) or
+    /// `api` (the same `Api::run_job` the route calls, in process: the server core without
+    /// HTTP).
+    #[arg(long, value_enum, default_value_t = Via::Http)]
+    via: Via,
     /// Print one JSON row (bench-report format) instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// How `bench dispatch` triggers runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// `POST /v1/apps/{app}/jobs/{id}/run` through `ferrojob::client::Client`.
+    Http,
+    /// `Api::run_job` in process.
+    Api,
 }
 
 /// One row of the report (`target/bench-reports` format: units in the names).
@@ -65,6 +79,7 @@ struct Row {
     instances: u64,
     workers: usize,
     store: &'static str,
+    via: &'static str,
     offered_per_s: u64,
     trigger_per_s: f64,
     durable_instances_per_s: f64,
@@ -85,14 +100,6 @@ pub fn run(cmd: &BenchCmd) -> Result<()> {
             runtime.block_on(dispatch(args))
         }
     }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted.get(rank.min(sorted.len() - 1)).copied().unwrap_or(0)
 }
 
 async fn dispatch(args: &DispatchArgs) -> Result<()> {
@@ -156,8 +163,13 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let triggered_count = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
+    let api = server.api();
+    let app_ref = api.resolve_app(app)?;
+    let via = args.via;
     for _ in 0..args.in_flight.min(args.instances as usize) {
         let client = client.clone();
+        let api = Arc::clone(&api);
+        let app_ref = app_ref.clone();
         let next = Arc::clone(&next);
         let triggered_count = Arc::clone(&triggered_count);
         let (total, rate) = (args.instances, args.rate);
@@ -171,7 +183,14 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
                     let due = started + Duration::from_nanos(offset);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                client.run_job(app, job, &RunJob::default()).await?;
+                match via {
+                    Via::Http => {
+                        client.run_job(app, job, &RunJob::default()).await?;
+                    }
+                    Via::Api => {
+                        api.run_job(app_ref.clone(), job, RunJob::default()).await?;
+                    }
+                }
                 triggered_count.fetch_add(1, Ordering::Relaxed);
             }
         });
@@ -215,18 +234,23 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         .count() as u64;
     let mut latency: Vec<u64> = instances.iter().map(|i| i.1).collect();
     latency.sort_unstable();
+    let histogram = dispatch_histogram(&client.metrics().await?);
     let row = Row {
         function: "dispatch",
         param: format!("{}x{}", args.instances, args.workers),
         instances: args.instances,
         workers: args.workers,
         store: if args.ephemeral { "memory" } else { "log" },
+        via: match args.via {
+            Via::Http => "http",
+            Via::Api => "api",
+        },
         offered_per_s: args.rate,
         trigger_per_s: args.instances as f64 / triggered.as_secs_f64(),
         durable_instances_per_s: args.instances as f64 / finished.as_secs_f64(),
         elapsed_s: finished.as_secs_f64(),
-        dispatch_p50_us: percentile(&latency, 50.0),
-        dispatch_p99_us: percentile(&latency, 99.0),
+        dispatch_p50_us: histogram_quantile(&histogram, 0.50),
+        dispatch_p99_us: histogram_quantile(&histogram, 0.99),
         dispatch_max_us: latency.last().copied().unwrap_or(0),
         failed,
     };
@@ -254,7 +278,7 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
             row.durable_instances_per_s, row.elapsed_s
         );
         println!(
-            "  dispatch latency p50 {} µs, p99 {} µs, max {} µs (ms resolution)",
+            "  dispatch latency p50 {} µs, p99 {} µs (server histogram), max {} µs (instance times, ms resolution)",
             row.dispatch_p50_us, row.dispatch_p99_us, row.dispatch_max_us
         );
         if failed > 0 {
@@ -262,6 +286,44 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The cumulative buckets of `ferrojob_dispatch_latency_seconds`: (upper bound in s, count).
+fn dispatch_histogram(metrics: &str) -> Vec<(f64, u64)> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("ferrojob_dispatch_latency_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `q` quantile of a cumulative histogram in µs, interpolated linearly inside its bucket
+/// (as Prometheus' `histogram_quantile` does); the last finite bound if it falls in +Inf.
+fn histogram_quantile(buckets: &[(f64, u64)], q: f64) -> u64 {
+    let Some(&(_, total)) = buckets.last() else {
+        return 0;
+    };
+    if total == 0 {
+        return 0;
+    }
+    let rank = q * total as f64;
+    let mut prev = (0.0f64, 0u64);
+    for &(bound, count) in buckets {
+        if count as f64 >= rank {
+            if bound.is_infinite() {
+                return (prev.0 * 1e6) as u64;
+            }
+            let inside = (count - prev.1) as f64;
+            let frac = if inside > 0.0 { (rank - prev.1 as f64) / inside } else { 1.0 };
+            return ((prev.0 + (bound - prev.0) * frac) * 1e6) as u64;
+        }
+        prev = (bound, count);
+    }
+    (prev.0 * 1e6) as u64
 }
 
 /// Final statuses durably recorded since the server started

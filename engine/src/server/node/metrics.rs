@@ -44,10 +44,11 @@ pub(crate) struct Histogram {
     count: AtomicU64,
 }
 
-/// Latency buckets from 50 µs to 10 s.
+/// Latency buckets from 50 µs to 10 s, fine around the millisecond (where dispatch and fire
+/// lateness live) so that quantiles interpolated from them are meaningful.
 pub(crate) const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 impl Histogram {
