@@ -295,7 +295,11 @@ fn dispatch_histogram(metrics: &str) -> Vec<(f64, u64)> {
         .filter_map(|l| l.strip_prefix("ferrojob_dispatch_latency_seconds_bucket{le=\""))
         .filter_map(|rest| {
             let (bound, count) = rest.split_once("\"} ")?;
-            let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
             Some((bound, count.trim().parse().ok()?))
         })
         .collect()
@@ -318,7 +322,11 @@ fn histogram_quantile(buckets: &[(f64, u64)], q: f64) -> u64 {
                 return (prev.0 * 1e6) as u64;
             }
             let inside = (count - prev.1) as f64;
-            let frac = if inside > 0.0 { (rank - prev.1 as f64) / inside } else { 1.0 };
+            let frac = if inside > 0.0 {
+                (rank - prev.1 as f64) / inside
+            } else {
+                1.0
+            };
             return ((prev.0 + (bound - prev.0) * frac) * 1e6) as u64;
         }
         prev = (bound, count);

@@ -626,8 +626,35 @@ async fn garbage_on_both_ports_leaves_the_server_serving() {
         Err(ClientError::Api { status: 404, .. }) => {}
         other => panic!("unknown instance: {other:?}"),
     }
-    // Still serving: health, and a job runs to success.
+    // Still serving: health, metrics that saw the garbage, and a job runs to success.
     c.client.health().await.unwrap();
+    let metrics = wait_for(
+        "protocol errors counted",
+        Duration::from_secs(10),
+        || async {
+            let m = c.client.metrics().await.ok()?;
+            let errors: u64 = m
+                .lines()
+                .find_map(|l| l.strip_prefix("ferrojob_protocol_errors_total "))?
+                .trim()
+                .parse()
+                .ok()?;
+            (errors >= 1).then_some(m)
+        },
+    )
+    .await;
+    for name in [
+        "ferrojob_instances{status=\"RUNNING\"}",
+        "ferrojob_dispatch_latency_seconds_bucket",
+        "ferrojob_fire_lateness_seconds_bucket",
+        "ferrojob_store_commit_seconds_bucket",
+        "ferrojob_connected_workers 1",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
     let job = c
         .job(body("after", TimeExpressionType::Api, "", "noop", ""))
         .await;
@@ -641,4 +668,94 @@ async fn garbage_on_both_ports_leaves_the_server_serving() {
         (i.status == InstanceStatus::Succeed).then_some(())
     })
     .await;
+}
+
+/// Runs the `ferrojob` CLI against the cluster; returns stdout (panics on failure).
+fn cli(c: &Cluster, args: &[&str]) -> String {
+    let url = format!("http://{}", c.http);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", &url, "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferrojob {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_jobs_instances_and_workers() {
+    let c = Cluster::start(1, None).await;
+    let id = cli(
+        &c,
+        &[
+            "job",
+            "create",
+            "--app",
+            APP,
+            "--name",
+            "cli-job",
+            "--type",
+            "api",
+            "--processor",
+            "shell",
+            "--params",
+            "echo from-cli",
+            "--timeout-ms",
+            "5000",
+        ],
+    );
+    let id: u64 = id.trim().parse().unwrap();
+    assert!(cli(&c, &["job", "list", "--app", APP]).contains("cli-job"));
+    let job: serde_json::Value =
+        serde_json::from_str(&cli(&c, &["job", "get", "--app", APP, &id.to_string()])).unwrap();
+    assert_eq!(job["timeout_ms"], 5000);
+    let inst = cli(&c, &["job", "run", "--app", APP, &id.to_string()]);
+    let inst: u64 = inst.trim().parse().unwrap();
+    wait_for("cli run", Duration::from_secs(20), || async {
+        let i = c.client.get_instance(APP, inst).await.ok()?;
+        (i.status == InstanceStatus::Succeed).then_some(())
+    })
+    .await;
+    let got: serde_json::Value = serde_json::from_str(&cli(
+        &c,
+        &["instance", "get", "--app", APP, &inst.to_string()],
+    ))
+    .unwrap();
+    assert_eq!(got["status"], "SUCCEED");
+    assert!(cli(
+        &c,
+        &["instance", "list", "--app", APP, "--status", "succeed"]
+    )
+    .contains("SUCCEED"));
+    let log = wait_for("cli log", Duration::from_secs(10), || async {
+        let out = cli(&c, &["instance", "log", "--app", APP, &inst.to_string()]);
+        out.contains("from-cli").then_some(out)
+    })
+    .await;
+    assert!(log.contains("INFO") || log.contains("WARN"), "{log}");
+    let workers = cli(&c, &["--json", "worker", "list", "--app", APP]);
+    let workers: serde_json::Value = serde_json::from_str(&workers).unwrap();
+    assert_eq!(workers["workers"].as_array().unwrap().len(), 1);
+    assert!(cli(&c, &["job", "disable", "--app", APP, &id.to_string()]).contains("disabled"));
+    assert!(cli(&c, &["job", "enable", "--app", APP, &id.to_string()]).contains("enabled"));
+    cli(&c, &["job", "delete", "--app", APP, &id.to_string()]);
+    match c.client.get_job(APP, id).await {
+        Err(ClientError::Api { status: 404, .. }) => {}
+        other => panic!("deleted job: {other:?}"),
+    }
+    // A bad expression is refused with the field named, exit code 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", &format!("http://{}", c.http), "--token", TOKEN])
+        .args([
+            "job", "create", "--app", APP, "--name", "bad", "--type", "cron",
+        ])
+        .args(["--expr", "0 0 25 * * ?", "--processor", "noop"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hours"));
 }

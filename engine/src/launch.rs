@@ -9,6 +9,11 @@
 //! `DIR/admin.token` (mode 0600 on Unix). An ephemeral server without a data dir only logs
 //! that it generated a token, and [`RunningServer::admin_token`] hands it to the caller.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -248,4 +253,41 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         admin_token,
         token_file,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_token_is_written_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, path) = resolve_token(None, Some(dir.path())).unwrap();
+        let path = path.unwrap();
+        assert_eq!(path, dir.path().join(ADMIN_TOKEN_FILE));
+        assert_eq!(first.len(), 48);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the token file is private: {mode:o}");
+        }
+        let (again, _) = resolve_token(None, Some(dir.path())).unwrap();
+        assert_eq!(again, first, "a restarted server keeps its token");
+    }
+
+    #[test]
+    fn a_configured_token_wins_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, path) = resolve_token(Some("given"), Some(dir.path())).unwrap();
+        assert_eq!((t.as_str(), path), ("given", None));
+        assert!(!dir.path().join(ADMIN_TOKEN_FILE).exists());
+        assert!(resolve_token(Some(""), None).is_err());
+        assert!(resolve_token(Some("a b"), None).is_err());
+        std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "\n").unwrap();
+        assert!(resolve_token(None, Some(dir.path())).is_err(), "an empty token file");
+        let (ephemeral, none) = resolve_token(None, None).unwrap();
+        assert!(!ephemeral.is_empty() && none.is_none());
+    }
 }
