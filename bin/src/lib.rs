@@ -2,6 +2,10 @@
 //! Nothing here schedules anything: the binaries only parse configuration and call the
 //! `ferrojob` library.
 
+use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: `default`).
@@ -13,6 +17,28 @@ pub fn init_logging(default: &str) {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The body of a service binary's `main`: logging at `default_log` (unless `RUST_LOG`), a
+/// multi-threaded tokio runtime, `body`; an error is printed and exits with code 2.
+pub fn service_main<F, Fut>(default_log: &str, body: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    init_logging(default_log);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| runtime.block_on(body()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Epoch milliseconds as RFC 3339 in UTC (the raw number if out of range).

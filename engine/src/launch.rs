@@ -286,7 +286,10 @@ mod tests {
         assert!(resolve_token(Some(""), None).is_err());
         assert!(resolve_token(Some("a b"), None).is_err());
         std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "\n").unwrap();
-        assert!(resolve_token(None, Some(dir.path())).is_err(), "an empty token file");
+        assert!(
+            resolve_token(None, Some(dir.path())).is_err(),
+            "an empty token file"
+        );
         let (ephemeral, none) = resolve_token(None, None).unwrap();
         assert!(!ephemeral.is_empty() && none.is_none());
     }

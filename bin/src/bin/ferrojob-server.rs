@@ -3,30 +3,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
 use clap::Parser;
 use ferrojob_bin::server_config::ServerArgs;
 
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
-    ferrojob_bin::init_logging("info");
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn run(args: &ServerArgs) -> Result<()> {
-    let config = args.resolve()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(async {
-        let server = ferrojob::launch::launch(config).await?;
+    ferrojob_bin::service_main("info", || async move {
+        let server = ferrojob::launch::launch(args.resolve()?).await?;
         // One machine-readable line on stdout, so scripts and tests learn the bound ports.
         println!(
             "ferrojob-server ready http={} transport={}",

@@ -3,31 +3,17 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
 use clap::Parser;
 use ferrojob::worker::Worker;
 use ferrojob_bin::worker_config::WorkerArgs;
 
 fn main() -> ExitCode {
     let args = WorkerArgs::parse();
-    ferrojob_bin::init_logging("info");
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn run(args: &WorkerArgs) -> Result<()> {
-    let config = args.to_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(async {
-        let worker = Worker::builder(config).builtins().start().await?;
+    ferrojob_bin::service_main("info", || async move {
+        let worker = Worker::builder(args.to_config()?)
+            .builtins()
+            .start()
+            .await?;
         println!("ferrojob-worker ready address={}", worker.address());
         ferrojob_bin::shutdown_signal().await;
         tracing::info!("shutting down");
