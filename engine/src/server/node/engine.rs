@@ -989,10 +989,24 @@ impl Shared {
                     }
                 });
             }
-            Err(_) => tracing::warn!(
-                instance = id.0,
-                "worker connection closed during dispatch; the receive check requeues it"
-            ),
+            Err(_) => {
+                // The connection closed while the write was in flight (its worker may have
+                // been declared gone before this instance was in `active`): requeue now
+                // rather than at the receive check.
+                tracing::warn!(
+                    instance = id.0,
+                    "worker connection closed during dispatch; requeued"
+                );
+                let mut st = slot.lock();
+                if st.rec.status == InstanceStatus::WaitingWorkerReceive
+                    && st.rec.status_time == nd.now
+                {
+                    let f = self.requeue_plain(&mut st, Some(&nd.job), self.now());
+                    let (c, f) = self.persist_follow(&mut st, f);
+                    drop(st);
+                    self.after_write(c, f);
+                }
+            }
         }
     }
 
