@@ -606,3 +606,89 @@ async fn listing_by_a_running_status_comes_from_memory() {
     .await;
     server.shutdown().await;
 }
+
+/// `ferrojob_store_commit_seconds_count`: store writes the core has awaited so far.
+fn commits(api: &std::sync::Arc<dyn ferrojob::api::Api>) -> u64 {
+    let m = api.metrics_text();
+    m.lines()
+        .find_map(|l| l.strip_prefix("ferrojob_store_commit_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no commit count in {m}"))
+}
+
+#[tokio::test]
+async fn a_run_dispatchable_at_once_is_written_once_before_its_schedule_job() {
+    let server = start(config(StoreChoice::Memory, None)).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
+    w.register(&api, &app, 8, 0).await;
+    let job = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let before = commits(&api);
+    let id = run(&api, &app, job).await;
+    // Answered once durable: the instance was written already WAITING_WORKER_RECEIVE.
+    let sj = w.next_schedule().await;
+    assert_eq!(sj.instance_id, id);
+    assert_eq!(sj.report_seq_base, 1 << 32);
+    let v = status_is(&api, &app, id, S::Running).await;
+    assert_eq!(v.worker.as_deref(), Some("w1:1"));
+    assert_eq!(v.running_times, 1);
+    assert_eq!(
+        commits(&api) - before,
+        1,
+        "create + dispatch are one write (RUNNING is not written)"
+    );
+    w.r().report(id, W::Succeed, Some("done")).await;
+    status_is(&api, &app, id, S::Succeed).await;
+    assert_eq!(commits(&api) - before, 2);
+    let m = api.metrics_text();
+    assert!(
+        m.contains("ferrojob_instances{status=\"RUNNING\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrojob_instances{status=\"WAITING_WORKER_RECEIVE\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrojob_dispatch_latency_seconds_count 1"),
+        "{m}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_run_whose_caller_goes_away_is_still_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(config(
+        StoreChoice::Log {
+            dir: dir.path().to_path_buf(),
+        },
+        None,
+    ))
+    .await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+    w.register(&api, &app, 8, 0).await;
+    let mut body = job(T::Api, "");
+    body.max_instances = 1;
+    let job = api.create_job(app.clone(), body).await.unwrap().id;
+    // Dropped at its first wait (the log store's fsync): an HTTP client that disconnects.
+    let _ = tokio::time::timeout(
+        std::time::Duration::ZERO,
+        api.run_job(app.clone(), job, RunJob::default()),
+    )
+    .await;
+    let sj = w.next_schedule().await;
+    let v = status_is(&api, &app, sj.instance_id, S::Succeed).await;
+    assert_eq!(v.running_times, 1);
+    // Its max_instances slot was released: the next run is dispatched, not refused.
+    let id = run(&api, &app, job).await;
+    status_is(&api, &app, id, S::Succeed).await;
+    server.shutdown().await;
+}

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use ferrojob_bin::server_config::ServerArgs;
 
+/// mimalloc: the glibc allocator costs the dispatch path ~30 % of its CPU (measured).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = ServerArgs::parse();
     ferrojob_bin::service_main("info", || async move {

@@ -12,7 +12,7 @@ use crate::dispatch::GIB;
 use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
 use crate::server::{AppId, InstanceFilter, InstanceRecord, JobRecord};
 
-use super::engine::Follow;
+use super::engine::{AfterCreate, Follow, PendingRun};
 use super::state::{InstState, JobDef, JobState, Shared, Slot, TimerEv};
 
 /// Longest `delay_ms` of an API run (about 10 years).
@@ -234,16 +234,26 @@ impl Api for NodeApi {
             let now = sh.now();
             let delay = i64::try_from(req.delay_ms).unwrap_or(0);
             let due = now.saturating_add(delay);
-            let rec = InstanceRecord::new(job.id, app.id, req.params, due);
-            let c = sh.repo.create_instance(rec, (delay > 0).then_some(due))?;
-            let rec = sh.await_commit(c).await?;
-            let iid = rec.id;
-            sh.admit(rec);
-            if delay > 0 {
-                sh.arm(due, TimerEv::Dispatch(iid));
-            } else {
-                tokio::spawn(Arc::clone(sh).dispatch(iid));
-            }
+            let mut rec = InstanceRecord::new(job.id, app.id, req.params, due);
+            // Dispatchable at once: written once, already WAITING_WORKER_RECEIVE (the answer
+            // still waits for that write, and ScheduleJob goes out after it). Otherwise
+            // written WAITING_DISPATCH and dispatched as usual.
+            let then = match (delay == 0).then(|| sh.dispatch_new(&job, &mut rec, now)) {
+                Some(Some(nd)) => AfterCreate::Dispatched(nd),
+                _ => AfterCreate::Dispatch {
+                    at: (delay > 0).then_some(due),
+                },
+            };
+            let commit = match sh.repo.create_instance(rec, (delay > 0).then_some(due)) {
+                Ok(c) => c,
+                Err(e) => {
+                    sh.create_failed(then);
+                    return Err(e.into());
+                }
+            };
+            let iid = PendingRun::new(Arc::clone(sh), commit, then)
+                .finish()
+                .await?;
             Ok(RunCreated { instance_id: iid.0 })
         })
     }

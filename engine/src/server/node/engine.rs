@@ -5,16 +5,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrojob_transport::error::RequestError;
+use ferrojob_transport::error::{RequestError, SendError};
 use ferrojob_transport::message::{
     self as wire, ErrorCode, Message, QueryInstanceStatus, ReportInstanceStatus, ScheduleJob,
     StopInstance,
 };
+use ferrojob_transport::net::ConnectionHandle;
 
 use crate::dispatch::{DispatchError, SelectState};
 use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
 use crate::server::{
-    records::truncate_marked, Commit, InstanceRecord, LoadedState, RepoError, MAX_RESULT_LEN,
+    records::truncate_marked, Commit, InstanceRecord, JobRecord, LoadedState, RepoError,
+    MAX_RESULT_LEN,
 };
 use crate::time_expression::{EpochMs, MisfirePolicy, TimeExpressionType};
 
@@ -87,6 +89,131 @@ fn wire_time(t: TimeExpressionType) -> wire::TimeExpressionType {
         TimeExpressionType::FixedDelay => wire::TimeExpressionType::FixedDelay,
         TimeExpressionType::DailyTimeInterval => wire::TimeExpressionType::DailyTimeInterval,
         TimeExpressionType::Workflow => wire::TimeExpressionType::Workflow,
+    }
+}
+
+/// What follows the acknowledged creation of an API run.
+#[derive(Debug)]
+pub(crate) enum AfterCreate {
+    /// It was written WAITING_WORKER_RECEIVE ([`Shared::dispatch_new`]): hand it over.
+    Dispatched(NewDispatch),
+    /// It was written WAITING_DISPATCH: own it and dispatch it at `at` (`None` = at once).
+    Dispatch { at: Option<EpochMs> },
+}
+
+/// An API run's creation, submitted: [`finish`](PendingRun::finish) awaits the write and
+/// then starts the instance. If the caller goes away before the write is acknowledged (an
+/// HTTP client that disconnects drops the request's future), `Drop` finishes it in a task of
+/// its own, so a written instance is never left unowned (or a `max_instances` slot
+/// reserved).
+#[derive(Debug)]
+pub(crate) struct PendingRun {
+    sh: Arc<Shared>,
+    inner: Option<(Commit<InstanceRecord>, AfterCreate)>,
+}
+
+impl PendingRun {
+    pub(crate) fn new(sh: Arc<Shared>, commit: Commit<InstanceRecord>, then: AfterCreate) -> Self {
+        PendingRun {
+            sh,
+            inner: Some((commit, then)),
+        }
+    }
+
+    /// Awaits the write; once acknowledged the instance is started and its id returned.
+    pub(crate) async fn finish(mut self) -> Result<InstanceId, RepoError> {
+        let t = Instant::now();
+        let result = match self.inner.as_mut() {
+            Some((commit, _)) => commit.await,
+            None => return Err(RepoError::not_found("pending run", 0)),
+        };
+        let Some((_, then)) = self.inner.take() else {
+            return Err(RepoError::not_found("pending run", 0));
+        };
+        self.sh.metrics.store_commit.observe(t.elapsed());
+        match result {
+            Ok(rec) => {
+                let id = rec.id;
+                self.sh.after_create(rec, then);
+                Ok(id)
+            }
+            Err(e) => {
+                self.sh.store_write_failed(&e);
+                self.sh.create_failed(then);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for PendingRun {
+    fn drop(&mut self) {
+        let Some((commit, then)) = self.inner.take() else {
+            return;
+        };
+        let sh = Arc::clone(&self.sh);
+        // Without a runtime (the process is ending) there is nothing left to start.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                match sh.await_commit(commit).await {
+                    Ok(rec) => sh.after_create(rec, then),
+                    Err(_) => sh.create_failed(then),
+                }
+            });
+        }
+    }
+}
+
+/// A new instance dispatched before its first write (see `Shared::dispatch_new`).
+#[derive(Debug)]
+pub(crate) struct NewDispatch {
+    job: Arc<JobState>,
+    def: Arc<JobDef>,
+    /// Whether a `max_instances` slot was reserved.
+    reserved: bool,
+    workers: Vec<Arc<str>>,
+    conn: ConnectionHandle,
+    ready: Instant,
+    now: EpochMs,
+}
+
+/// The ScheduleJob of `rec`'s current attempt (dispatched at `now` to `workers`, the
+/// TaskTracker first).
+fn schedule_msg(
+    r: &JobRecord,
+    rec: &InstanceRecord,
+    workers: &[Arc<str>],
+    now: EpochMs,
+) -> ScheduleJob {
+    ScheduleJob {
+        app_id: r.app_id.0,
+        job_id: r.id.0,
+        instance_id: rec.id.0,
+        workflow_instance_id: None,
+        execute_type: wire_execute(r.execute_type),
+        processor_type: wire::ProcessorType::BuiltIn,
+        processor_info: r.processor.clone(),
+        job_params: r.params.clone(),
+        instance_params: rec.params.clone(),
+        instance_timeout_ms: r.timeout_ms,
+        concurrency: r.concurrency,
+        task_retry_num: r.task_retries,
+        time_expression_type: wire_time(r.time_expression_type),
+        time_expression: r.time_expression.clone(),
+        max_instance_num: r.max_instances,
+        all_worker_addresses: workers.iter().map(|w| w.to_string()).collect(),
+        max_worker_count: r.max_worker_count,
+        log_config: wire::LogConfig {
+            log_type: wire::LogType::Online,
+            level: wire::LogLevel::Info,
+        },
+        alarm_config: wire::AlarmConfig {
+            threshold: 0,
+            statistic_window_s: 0,
+            silence_window_s: 0,
+        },
+        dispatch_time_ms: now,
+        report_seq_base: rec.report_seq,
     }
 }
 
@@ -388,7 +515,12 @@ impl Shared {
         }
         for (i, at) in fires.iter().enumerate() {
             let next_for = fires.get(i + 1).copied().or(next);
-            let rec = InstanceRecord::new(job_id, def.record.app_id, "", *at);
+            let mut rec = InstanceRecord::new(job_id, def.record.app_id, "", *at);
+            // Dispatchable at once: the fire writes it already WAITING_WORKER_RECEIVE.
+            let then = match self.dispatch_new(&job, &mut rec, now) {
+                Some(nd) => AfterCreate::Dispatched(nd),
+                None => AfterCreate::Dispatch { at: None },
+            };
             match self.repo.fire(rec, next_for) {
                 Ok(c) => {
                     self.metrics
@@ -396,14 +528,16 @@ impl Shared {
                         .observe_ms(now.saturating_sub(*at));
                     let sh = Arc::clone(self);
                     tokio::spawn(async move {
-                        if let Ok(rec) = sh.await_commit(c).await {
-                            let id = rec.id;
-                            sh.admit(rec);
-                            Arc::clone(&sh).dispatch(id).await;
+                        match sh.await_commit(c).await {
+                            Ok(rec) => sh.after_create(rec, then),
+                            Err(_) => sh.create_failed(then),
                         }
                     });
                 }
-                Err(e) => self.store_write_failed(&e),
+                Err(e) => {
+                    self.create_failed(then);
+                    self.store_write_failed(&e);
+                }
             }
         }
         if fires.is_empty() {
@@ -717,43 +851,27 @@ impl Shared {
             // is below the base and dropped as stale, never applied to this attempt.
             st.rec.report_seq = st.rec.report_seq.max(u64::from(st.rec.running_times) << 32);
             let commit = self.persist(&mut st);
-            let r = &def.record;
-            let msg = ScheduleJob {
-                app_id: r.app_id.0,
-                job_id: r.id.0,
-                instance_id: id.0,
-                workflow_instance_id: None,
-                execute_type: wire_execute(r.execute_type),
-                processor_type: wire::ProcessorType::BuiltIn,
-                processor_info: r.processor.clone(),
-                job_params: r.params.clone(),
-                instance_params: st.rec.params.clone(),
-                instance_timeout_ms: r.timeout_ms,
-                concurrency: r.concurrency,
-                task_retry_num: r.task_retries,
-                time_expression_type: wire_time(r.time_expression_type),
-                time_expression: r.time_expression.clone(),
-                max_instance_num: r.max_instances,
-                all_worker_addresses: workers.iter().map(|w| w.to_string()).collect(),
-                max_worker_count: r.max_worker_count,
-                log_config: wire::LogConfig {
-                    log_type: wire::LogType::Online,
-                    level: wire::LogLevel::Info,
-                },
-                alarm_config: wire::AlarmConfig {
-                    threshold: 0,
-                    statistic_window_s: 0,
-                    silence_window_s: 0,
-                },
-                dispatch_time_ms: now,
-                report_seq_base: st.rec.report_seq,
-            };
-            (commit, msg, conn, st.ready, r.timeout_ms)
+            let msg = schedule_msg(&def.record, &st.rec, &workers, now);
+            (commit, msg, conn, st.ready, def.record.timeout_ms)
         };
         let Some(commit) = commit else { return };
         if self.await_commit(commit).await.is_err() {
             return;
         }
+        self.arm_checks(id, now, timeout_ms);
+        if handle.send(msg).await.is_ok() {
+            self.metrics.dispatch_latency.observe(ready.elapsed());
+        } else {
+            tracing::warn!(
+                instance = id.0,
+                "worker connection closed during dispatch; the receive check requeues it"
+            );
+        }
+    }
+
+    /// Arms the receive check and (with a timeout) the run-timeout safety net of the attempt
+    /// dispatched at `now`.
+    fn arm_checks(&self, id: InstanceId, now: EpochMs, timeout_ms: u64) {
         let receive = i64::try_from(self.config.worker_receive_timeout_ms).unwrap_or(i64::MAX);
         self.arm(
             now.saturating_add(receive),
@@ -766,13 +884,161 @@ impl Shared {
                 TimerEv::RunCheck { id, since: now },
             );
         }
-        if handle.send(msg).await.is_ok() {
-            self.metrics.dispatch_latency.observe(ready.elapsed());
+    }
+
+    // ----- dispatch at creation -----
+
+    /// Tries to dispatch a new instance (an API run or a fire) before its first write, so it
+    /// is written once, already WAITING_WORKER_RECEIVE, instead of WAITING_DISPATCH and then
+    /// WAITING_WORKER_RECEIVE. On success `rec` is dispatched (worker, attempt 1, report
+    /// numbering) and a `max_instances` slot is reserved; the caller writes `rec` and then
+    /// calls [`start_dispatched`](Shared::start_dispatched) once the write is acknowledged,
+    /// or [`abandon_dispatched`](Shared::abandon_dispatched) if it failed. `None` (job
+    /// deleted, no slot, no eligible or connected worker, shutting down): nothing changed;
+    /// the caller writes it WAITING_DISPATCH and dispatches it as usual, which handles every
+    /// refusal (FAILED, no-worker retries) exactly as before.
+    pub(crate) fn dispatch_new(
+        &self,
+        job: &Arc<JobState>,
+        rec: &mut InstanceRecord,
+        now: EpochMs,
+    ) -> Option<NewDispatch> {
+        if self.is_shutting_down()
+            || job.deleted.load(Ordering::Acquire)
+            || rec.status != InstanceStatus::WaitingDispatch
+        {
+            return None;
+        }
+        let def = job.def();
+        let max = def.record.max_instances;
+        let reserved = max > 0;
+        if reserved
+            && job
+                .running
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_err()
+        {
+            return None;
+        }
+        let unreserve = || {
+            if reserved {
+                job.running.fetch_sub(1, Ordering::AcqRel);
+            }
+        };
+        let Ok((tracker, workers)) = self.select(job, &def, None, now) else {
+            unreserve();
+            return None;
+        };
+        let Some(conn) = self.conns.get(&*tracker).map(|c| c.handle.clone()) else {
+            unreserve();
+            return None;
+        };
+        if rec.dispatch(&tracker, now).is_err() {
+            unreserve();
+            return None;
+        }
+        // Attempt 1 numbers its reports from 1 << 32, as `dispatch` does.
+        rec.report_seq = rec.report_seq.max(u64::from(rec.running_times) << 32);
+        Some(NewDispatch {
+            job: Arc::clone(job),
+            def,
+            reserved,
+            workers,
+            conn,
+            ready: Instant::now(),
+            now,
+        })
+    }
+
+    /// The write of a [`dispatch_new`](Shared::dispatch_new)ed instance is acknowledged:
+    /// the core owns it (WAITING_WORKER_RECEIVE), its checks are armed and ScheduleJob is
+    /// handed to the TaskTracker's connection.
+    pub(crate) fn start_dispatched(self: &Arc<Self>, rec: InstanceRecord, nd: NewDispatch) {
+        let id = rec.id;
+        let msg = schedule_msg(&nd.def.record, &rec, &nd.workers, nd.now);
+        let status = rec.status;
+        let mut st = InstState::new(rec);
+        st.ready = nd.ready;
+        let slot: Slot = Arc::new(parking_lot::Mutex::new(st));
+        self.active.insert(id, Arc::clone(&slot));
+        if nd.reserved {
+            // The running count was reserved by `dispatch_new`.
+            self.metrics.transition(None, status);
         } else {
-            tracing::warn!(
-                instance = id.0,
-                "worker connection closed during dispatch; the receive check requeues it"
-            );
+            self.note(Some(&nd.job), None, status);
+        }
+        self.arm_checks(id, nd.now, nd.def.record.timeout_ms);
+        match nd.conn.try_send(msg) {
+            Ok(()) => self.metrics.dispatch_latency.observe(nd.ready.elapsed()),
+            Err(SendError::Full { .. }) => {
+                // The connection's queue is full: wait for room in a task of its own, unless
+                // the attempt was superseded meanwhile (requeued, stopped).
+                let msg = {
+                    let st = slot.lock();
+                    (st.rec.status == InstanceStatus::WaitingWorkerReceive
+                        && st.rec.status_time == nd.now)
+                        .then(|| schedule_msg(&nd.def.record, &st.rec, &nd.workers, nd.now))
+                };
+                let Some(msg) = msg else { return };
+                let sh = Arc::clone(self);
+                tokio::spawn(async move {
+                    if nd.conn.send(msg).await.is_ok() {
+                        sh.metrics.dispatch_latency.observe(nd.ready.elapsed());
+                    }
+                });
+            }
+            Err(_) => {
+                // The connection closed while the write was in flight (its worker may have
+                // been declared gone before this instance was in `active`): requeue now
+                // rather than at the receive check.
+                tracing::warn!(
+                    instance = id.0,
+                    "worker connection closed during dispatch; requeued"
+                );
+                let mut st = slot.lock();
+                if st.rec.status == InstanceStatus::WaitingWorkerReceive
+                    && st.rec.status_time == nd.now
+                {
+                    let f = self.requeue_plain(&mut st, Some(&nd.job), self.now());
+                    let (c, f) = self.persist_follow(&mut st, f);
+                    drop(st);
+                    self.after_write(c, f);
+                }
+            }
+        }
+    }
+
+    /// A run's creation is acknowledged: start it.
+    pub(crate) fn after_create(self: &Arc<Self>, rec: InstanceRecord, then: AfterCreate) {
+        match then {
+            AfterCreate::Dispatched(nd) => self.start_dispatched(rec, nd),
+            AfterCreate::Dispatch { at } => {
+                let id = rec.id;
+                self.admit(rec);
+                match at {
+                    Some(at) => self.arm(at, TimerEv::Dispatch(id)),
+                    None => {
+                        tokio::spawn(Arc::clone(self).dispatch(id));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A run's creation failed: undo what was prepared for it.
+    pub(crate) fn create_failed(&self, then: AfterCreate) {
+        if let AfterCreate::Dispatched(nd) = then {
+            self.abandon_dispatched(nd);
+        }
+    }
+
+    /// The write of a [`dispatch_new`](Shared::dispatch_new)ed instance failed: release its
+    /// `max_instances` slot (nothing else was changed).
+    pub(crate) fn abandon_dispatched(&self, nd: NewDispatch) {
+        if nd.reserved {
+            nd.job.running.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
