@@ -692,3 +692,41 @@ async fn a_run_whose_caller_goes_away_is_still_started() {
     status_is(&api, &app, id, S::Succeed).await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_worker_back_after_a_dropped_connection_is_asked_about_its_instances() {
+    // A final report handed to a connection that then drops is lost; when the worker comes
+    // back (within the liveness window, no server restart) the server asks it.
+    let server = start(config(StoreChoice::Memory, None)).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let addr = server.transport_addr();
+    let mut w = FakeWorker::connect(addr, "a", "w1:1", &[], Mode::Hold).await;
+    w.register(&api, &app, 64, 0).await;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let id = run(&api, &app, j).await;
+    w.next_schedule().await;
+    status_is(&api, &app, id, S::Running).await;
+    // The connection drops with the instance's SUCCEED never sent.
+    w.handle.shutdown().await;
+    drop(w);
+    let back = FakeWorker::connect_knowing(
+        addr,
+        "a",
+        "w1:1",
+        Mode::Hold,
+        id,
+        W::Succeed,
+        "finished while disconnected",
+    )
+    .await;
+    back.register(&api, &app, 64, 0).await;
+    let v = status_is(&api, &app, id, S::Succeed).await;
+    assert_eq!(v.result.as_deref(), Some("finished while disconnected"));
+    assert_eq!(v.running_times, 1, "answered, not retried");
+    server.shutdown().await;
+}

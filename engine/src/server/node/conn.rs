@@ -67,9 +67,21 @@ async fn serve(sh: Arc<Shared>, acc: Accepted) {
         let h = old.handle;
         tokio::spawn(async move { h.shutdown().await });
     }
-    sh.lost.remove(&worker_address);
+    let came_back = sh.lost.remove(&worker_address).is_some();
     tracing::info!(app = %app, worker = %worker_address, peer = %addr, "worker connected");
-    if let Some((_, ids)) = sh.reconcile.remove(&worker_address) {
+    let mut ids = sh
+        .reconcile
+        .remove(&worker_address)
+        .map(|(_, ids)| ids)
+        .unwrap_or_default();
+    if came_back {
+        // Back after a dropped connection: whatever was in flight on the old one (a
+        // ScheduleJob, a final report) may be lost, so ask about every instance it holds.
+        ids.extend(sh.dispatched_to(&worker_address));
+        ids.sort_unstable_by_key(|id| id.0);
+        ids.dedup();
+    }
+    if !ids.is_empty() {
         tokio::spawn(Arc::clone(&sh).reconcile_worker(worker_address.clone(), handle.clone(), ids));
     }
     let mut buf: Vec<Incoming> = Vec::with_capacity(RECV_BATCH);

@@ -644,6 +644,19 @@ impl Shared {
     }
 
     /// Every instance dispatched to `addr` goes to its retry policy at once.
+    /// The non-final instances dispatched to `addr` (WAITING_WORKER_RECEIVE or RUNNING there).
+    pub(crate) fn dispatched_to(&self, addr: &str) -> Vec<InstanceId> {
+        let slots: Vec<Slot> = self.active.iter().map(|e| Arc::clone(e.value())).collect();
+        slots
+            .iter()
+            .filter_map(|slot| {
+                let st = slot.lock();
+                (is_running(st.rec.status) && st.rec.worker.as_deref() == Some(addr))
+                    .then_some(st.rec.id)
+            })
+            .collect()
+    }
+
     pub(crate) fn worker_gone(self: &Arc<Self>, addr: &str, reason: &str) {
         let now = self.now();
         let slots: Vec<Slot> = self.active.iter().map(|e| Arc::clone(e.value())).collect();
