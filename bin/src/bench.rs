@@ -9,6 +9,10 @@
 //! (`actual_trigger_time - trigger_time` of every instance, server clock, millisecond
 //! resolution). `--json` prints one row in the bench-report format.
 //!
+//! `--url URL --token T --transport ADDR` uses a server that already runs instead (a
+//! `ferrojob-server` process): a fresh app is created on it, and the counters the bench reads
+//! (`ferrojob_instances_finished_total`, the dispatch histogram) are taken as differences.
+//!
 //! Workers run in this process (own tasks, own connections): on a 2-core machine the server,
 //! the workers and the load generator share the cores, as they would on one box.
 
@@ -57,6 +61,16 @@ pub struct DispatchArgs {
     /// HTTP).
     #[arg(long, value_enum, default_value_t = Via::Http)]
     via: Via,
+    /// Use the server at this OpenAPI URL instead of starting one (needs --token and
+    /// --transport; workers still start here and connect to it).
+    #[arg(long)]
+    url: Option<String>,
+    /// Admin token of the --url server.
+    #[arg(long, env = "FERROJOB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Worker transport address of the --url server.
+    #[arg(long)]
+    transport: Option<SocketAddr>,
     /// Print one JSON row (bench-report format) instead of text.
     #[arg(long)]
     json: bool,
@@ -106,29 +120,68 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
     if args.instances == 0 || args.workers == 0 || args.in_flight == 0 {
         bail!("--instances, --workers and --in-flight must be at least 1");
     }
-    let dir = tempfile::Builder::new()
-        .prefix("ferrojob-bench-")
-        .tempdir()
-        .context("creating a temp data dir")?;
-    let any: SocketAddr = "127.0.0.1:0".parse()?;
-    let mut config = LaunchConfig::new(
-        (!args.ephemeral).then(|| dir.path().to_path_buf()),
-        any,
-        any,
-    );
-    // Keep every instance: the bench reads them all back.
-    config.core.keep_finished_runs = usize::MAX;
-    let server = launch(config).await?;
-    let url = format!("http://{}", server.http_addr());
-    let client = Client::new(&url, server.admin_token())?;
-    let app = "bench";
-    let secret = "bench-secret";
+    // A server of our own (in this process), or one that runs elsewhere (`--url`).
+    let (server, _dir, client, transport, app, secret) = match &args.url {
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("ferrojob-bench-")
+                .tempdir()
+                .context("creating a temp data dir")?;
+            let any: SocketAddr = "127.0.0.1:0".parse()?;
+            let mut config = LaunchConfig::new(
+                (!args.ephemeral).then(|| dir.path().to_path_buf()),
+                any,
+                any,
+            );
+            // Keep every instance: the bench reads them all back.
+            config.core.keep_finished_runs = usize::MAX;
+            let server = launch(config).await?;
+            let url = format!("http://{}", server.http_addr());
+            let client = Client::new(&url, server.admin_token())?;
+            let transport = server.transport_addr();
+            (
+                Some(server),
+                Some(dir),
+                client,
+                transport,
+                "bench".to_owned(),
+                "bench-secret".to_owned(),
+            )
+        }
+        Some(url) => {
+            if args.via == Via::Api {
+                bail!("--via api needs the server in this process: drop --url");
+            }
+            let (Some(token), Some(transport)) = (&args.token, args.transport) else {
+                bail!("--url needs --token (the admin token) and --transport (the server's worker address)");
+            };
+            let client = Client::new(url, token.clone())?;
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let app = format!("bench-{stamp}");
+            (
+                None,
+                None,
+                client,
+                transport,
+                app,
+                format!("bench-secret-{stamp}"),
+            )
+        }
+    };
+    let app = app.as_str();
+    let secret = secret.as_str();
     client
         .create_app(&CreateApp {
             name: app.into(),
             secret: secret.into(),
         })
         .await?;
+    // A server that already ran has counted finals and latencies before us.
+    let metrics_before = client.metrics().await?;
+    let finished_before = finished_total(&metrics_before);
+    let histogram_before = dispatch_histogram(&metrics_before);
     let job = client
         .create_job(
             app,
@@ -138,7 +191,7 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         .id;
     let mut workers = Vec::new();
     for _ in 0..args.workers {
-        let config = WorkerConfig::new(server.transport_addr(), app, secret);
+        let config = WorkerConfig::new(transport, app, secret);
         workers.push(Worker::builder(config).builtins().start().await?);
     }
     let connected = Instant::now();
@@ -163,13 +216,17 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let triggered_count = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    let api = server.api();
-    let app_ref = api.resolve_app(app)?;
+    let api = server.as_ref().map(|s| s.api());
+    let app_ref = match &api {
+        Some(api) => Some(api.resolve_app(app)?),
+        None => None,
+    };
     let via = args.via;
     for _ in 0..args.in_flight.min(args.instances as usize) {
         let client = client.clone();
-        let api = Arc::clone(&api);
+        let api = api.clone();
         let app_ref = app_ref.clone();
+        let app = app.to_owned();
         let next = Arc::clone(&next);
         let triggered_count = Arc::clone(&triggered_count);
         let (total, rate) = (args.instances, args.rate);
@@ -183,12 +240,12 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
                     let due = started + Duration::from_nanos(offset);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                match via {
-                    Via::Http => {
-                        client.run_job(app, job, &RunJob::default()).await?;
-                    }
-                    Via::Api => {
+                match (via, &api, &app_ref) {
+                    (Via::Api, Some(api), Some(app_ref)) => {
                         api.run_job(app_ref.clone(), job, RunJob::default()).await?;
+                    }
+                    _ => {
+                        client.run_job(&app, job, &RunJob::default()).await?;
                     }
                 }
                 triggered_count.fetch_add(1, Ordering::Relaxed);
@@ -202,7 +259,7 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
             let at = done.context("a load task panicked")??;
             triggered = triggered.max(at.duration_since(started));
         }
-        let done = finished_count(&client).await?;
+        let done = finished_total(&client.metrics().await?).saturating_sub(finished_before);
         bar.set_position(done);
         bar.set_message(format!(
             "triggered {}",
@@ -234,13 +291,26 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         .count() as u64;
     let mut latency: Vec<u64> = instances.iter().map(|i| i.1).collect();
     latency.sort_unstable();
-    let histogram = dispatch_histogram(&client.metrics().await?);
+    let histogram: Vec<(f64, u64)> = dispatch_histogram(&client.metrics().await?)
+        .into_iter()
+        .map(|(bound, count)| {
+            let before = histogram_before
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map_or(0, |(_, c)| *c);
+            (bound, count.saturating_sub(before))
+        })
+        .collect();
     let row = Row {
         function: "dispatch",
         param: format!("{}x{}", args.instances, args.workers),
         instances: args.instances,
         workers: args.workers,
-        store: if args.ephemeral { "memory" } else { "log" },
+        store: match (&args.url, args.ephemeral) {
+            (Some(_), _) => "remote",
+            (None, true) => "memory",
+            (None, false) => "log",
+        },
         via: match args.via {
             Via::Http => "http",
             Via::Api => "api",
@@ -257,7 +327,9 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
     for w in workers {
         w.shutdown().await;
     }
-    server.shutdown().await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&row)?);
     } else {
@@ -349,13 +421,12 @@ fn histogram_max(buckets: &[(f64, u64)]) -> u64 {
 
 /// Final statuses durably recorded since the server started
 /// (`ferrojob_instances_finished_total`, summed over statuses).
-async fn finished_count(client: &Client) -> Result<u64> {
-    let text = client.metrics().await?;
-    Ok(text
+fn finished_total(metrics: &str) -> u64 {
+    metrics
         .lines()
         .filter(|l| l.starts_with("ferrojob_instances_finished_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
+        .sum()
 }
 
 /// Every instance of `job`: (status, dispatch latency in µs).
