@@ -256,6 +256,45 @@ fn fire_inserts_the_instance_and_moves_the_trigger() {
 }
 
 #[test]
+fn a_fire_that_is_no_longer_current_writes_nothing() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, Some(NOW));
+        // An update replaced the schedule between the fire's decision and its write.
+        let updated = repo
+            .update_job(j.clone(), Some(NOW + 42), NOW)
+            .unwrap()
+            .wait()
+            .unwrap();
+        let stale = InstanceRecord::new(j.id, a.id, "", NOW);
+        let none = repo.fire_if(stale, Some(NOW + 300_000), || false).unwrap();
+        assert!(none.is_none());
+        let t = repo.trigger(updated.id).unwrap();
+        assert_eq!(
+            t.next_trigger,
+            Some(NOW + 42),
+            "the update's next trigger stands"
+        );
+        assert_eq!(t.runs, 0);
+        assert!(repo.load().unwrap().active.is_empty());
+        // Still current: the same call fires.
+        let fired = repo
+            .fire_if(
+                InstanceRecord::new(j.id, a.id, "", NOW + 42),
+                Some(NOW + 99),
+                || true,
+            )
+            .unwrap()
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(fired.run, 1);
+        assert_eq!(repo.trigger(j.id).unwrap().next_trigger, Some(NOW + 99));
+    });
+}
+
+#[test]
 fn lifecycle_through_the_repo_and_delayed_runs() {
     both(|store| {
         let repo = Repo::open(store).unwrap();

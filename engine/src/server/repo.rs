@@ -551,13 +551,33 @@ impl Repo {
     /// trigger to `next_trigger`. After a crash either both are there or neither.
     pub fn fire(
         &self,
-        mut instance: InstanceRecord,
+        instance: InstanceRecord,
         next_trigger: Option<EpochMs>,
     ) -> Result<Commit<InstanceRecord>, RepoError> {
+        let job = instance.job_id;
+        self.fire_if(instance, next_trigger, || true)?
+            .ok_or_else(|| RepoError::not_found("job", job.0))
+    }
+
+    /// [`fire`](Repo::fire), but only if `still_current()` holds, checked while the job's
+    /// trigger row is held (the row [`update_job`](Repo::update_job) and
+    /// [`set_next_trigger`](Repo::set_next_trigger) write under the same hold). `Ok(None)`:
+    /// nothing was written. The server passes "the job's schedule generation is unchanged" so
+    /// that a fire computed from a definition an update just replaced never overwrites the
+    /// update's next trigger.
+    pub fn fire_if(
+        &self,
+        mut instance: InstanceRecord,
+        next_trigger: Option<EpochMs>,
+        still_current: impl FnOnce() -> bool,
+    ) -> Result<Option<Commit<InstanceRecord>>, RepoError> {
         instance.validate()?;
         let Some(mut entry) = self.triggers.get_mut(&instance.job_id) else {
             return Err(RepoError::not_found("job", instance.job_id.0));
         };
+        if !still_current() {
+            return Ok(None);
+        }
         let mut trigger = *entry;
         trigger.runs = trigger.runs.saturating_add(1);
         trigger.next_trigger = next_trigger;
@@ -572,7 +592,7 @@ impl Repo {
         );
         let commit = self.submit(batch, instance);
         *entry = trigger;
-        Ok(commit)
+        Ok(Some(commit))
     }
 
     /// Inserts an instance that is not a scheduled fire (an API run, a workflow node): with a

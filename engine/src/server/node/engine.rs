@@ -521,8 +521,15 @@ impl Shared {
                 Some(nd) => AfterCreate::Dispatched(nd),
                 None => AfterCreate::Dispatch { at: None },
             };
-            match self.repo.fire(rec, next_for) {
-                Ok(c) => {
+            // Checked under the job's trigger row: an update that bumped the generation
+            // after the check at the top must not have its next trigger overwritten.
+            let current = || job.gen.load(Ordering::Acquire) == gen;
+            match self.repo.fire_if(rec, next_for, current) {
+                Ok(None) => {
+                    self.create_failed(then);
+                    return;
+                }
+                Ok(Some(c)) => {
                     self.metrics
                         .fire_lateness
                         .observe_ms(now.saturating_sub(*at));
