@@ -109,16 +109,7 @@ async fn serve(sh: Arc<Shared>, acc: Accepted) {
                             processor_trackers: hb.processor_trackers,
                         },
                     };
-                    let m = hb.metrics;
-                    let metrics = WorkerMetrics {
-                        cpu_cores: m.cpu_cores,
-                        cpu_load: m.cpu_load,
-                        memory_used_bytes: m.memory_used_bytes,
-                        memory_max_bytes: m.memory_max_bytes,
-                        disk_used_bytes: m.disk_used_bytes,
-                        disk_total_bytes: m.disk_total_bytes,
-                        reported_score: m.score,
-                    };
+                    let metrics = WorkerMetrics::from(&hb.metrics);
                     if let Err(e) = sh.registry.heartbeat(&app, &status, metrics, now) {
                         tracing::warn!(worker = %worker_address, error = %e, "heartbeat refused");
                     }
