@@ -515,14 +515,30 @@ impl Repo {
         id: JobId,
         next_trigger: Option<EpochMs>,
     ) -> Result<Commit<TriggerRecord>, RepoError> {
+        self.set_next_trigger_if(id, next_trigger, || true)?
+            .ok_or_else(|| RepoError::not_found("job", id.0))
+    }
+
+    /// [`set_next_trigger`](Repo::set_next_trigger), but only if `still_current()` holds while
+    /// the job's trigger row is held (see [`fire_if`](Repo::fire_if)); `Ok(None)`: nothing
+    /// was written.
+    pub fn set_next_trigger_if(
+        &self,
+        id: JobId,
+        next_trigger: Option<EpochMs>,
+        still_current: impl FnOnce() -> bool,
+    ) -> Result<Option<Commit<TriggerRecord>>, RepoError> {
         let Some(mut entry) = self.triggers.get_mut(&id) else {
             return Err(RepoError::not_found("job", id.0));
         };
+        if !still_current() {
+            return Ok(None);
+        }
         let mut trigger = *entry;
         trigger.next_trigger = next_trigger;
         let batch = Batch::new().put(TRIGGERS, keys::id(id.0), encode(TRIGGERS, &trigger)?);
         *entry = trigger;
-        Ok(self.submit(batch, trigger))
+        Ok(Some(self.submit(batch, trigger)))
     }
 
     // ----- instances -----

@@ -548,8 +548,10 @@ impl Shared {
             }
         }
         if fires.is_empty() {
-            match self.repo.set_next_trigger(job_id, next) {
-                Ok(c) => {
+            let current = || job.gen.load(Ordering::Acquire) == gen;
+            match self.repo.set_next_trigger_if(job_id, next, current) {
+                Ok(None) => return,
+                Ok(Some(c)) => {
                     let sh = Arc::clone(self);
                     tokio::spawn(async move {
                         let _ = sh.await_commit(c).await;
@@ -1254,8 +1256,10 @@ impl Shared {
             let now = self.now();
             if let Some(next) = def.initial_next(now) {
                 let gen = job.gen.load(Ordering::Acquire);
-                match self.repo.set_next_trigger(job_id, Some(next)) {
-                    Ok(c) => {
+                let current = || job.gen.load(Ordering::Acquire) == gen;
+                match self.repo.set_next_trigger_if(job_id, Some(next), current) {
+                    Ok(None) => {}
+                    Ok(Some(c)) => {
                         if self.await_commit(c).await.is_ok() {
                             self.arm(
                                 next,
