@@ -30,6 +30,8 @@
 //! | `GET /healthz` (no auth) | [`Api::health`] |
 //! | `GET /metrics` (no auth) | [`Api::metrics_text`] |
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 pub mod error;
 pub mod types;
 
