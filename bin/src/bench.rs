@@ -9,7 +9,8 @@
 //! (`actual_trigger_time - trigger_time` of every instance, server clock, millisecond
 //! resolution). `--json` prints one row in the bench-report format.
 //!
-//! `--url URL --token T --transport ADDR` uses a server that already runs instead (a
+//! `--connect --transport ADDR` (with the global `--url` and admin `--token`) uses a server
+//! that already runs instead (a
 //! `ferrojob-server` process): a fresh app is created on it, and the counters the bench reads
 //! (`ferrojob_instances_finished_total`, the dispatch histogram) are taken as differences.
 //!
@@ -29,6 +30,8 @@ use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
 use ferrojob::worker::{Worker, WorkerConfig};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::remote::Conn;
 use serde::Serialize;
 
 /// `ferrojob bench ...`
@@ -61,19 +64,13 @@ pub struct DispatchArgs {
     /// HTTP).
     #[arg(long, value_enum, default_value_t = Via::Http)]
     via: Via,
-    /// Use the server at this OpenAPI URL instead of starting one (needs --token and
-    /// --transport; workers still start here and connect to it).
-    #[arg(long)]
-    url: Option<String>,
-    /// Admin token of the --url server.
-    #[arg(long, env = "FERROJOB_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Worker transport address of the --url server.
+    /// Load the server that runs at the global `--url` (with the admin `--token`) instead of
+    /// starting one; needs `--transport`. Workers still start here and connect to it.
+    #[arg(long, requires = "transport")]
+    connect: bool,
+    /// Worker transport address of the server `--connect` uses.
     #[arg(long)]
     transport: Option<SocketAddr>,
-    /// Print one JSON row (bench-report format) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// How `bench dispatch` triggers runs.
@@ -104,72 +101,72 @@ struct Row {
     failed: u64,
 }
 
-pub fn run(cmd: &BenchCmd) -> Result<()> {
+/// Runs a bench; `conn` gives the global `--url`, `--token` and `--json`.
+pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
     match cmd {
         BenchCmd::Dispatch(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            runtime.block_on(dispatch(args))
+            runtime.block_on(dispatch(args, conn))
         }
     }
 }
 
-async fn dispatch(args: &DispatchArgs) -> Result<()> {
+async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
+    let json = conn.json();
     if args.instances == 0 || args.workers == 0 || args.in_flight == 0 {
         bail!("--instances, --workers and --in-flight must be at least 1");
     }
     // A server of our own (in this process), or one that runs elsewhere (`--url`).
-    let (server, _dir, client, transport, app, secret) = match &args.url {
-        None => {
-            let dir = tempfile::Builder::new()
-                .prefix("ferrojob-bench-")
-                .tempdir()
-                .context("creating a temp data dir")?;
-            let any: SocketAddr = "127.0.0.1:0".parse()?;
-            let mut config = LaunchConfig::new(
-                (!args.ephemeral).then(|| dir.path().to_path_buf()),
-                any,
-                any,
-            );
-            // Keep every instance: the bench reads them all back.
-            config.core.keep_finished_runs = usize::MAX;
-            let server = launch(config).await?;
-            let url = format!("http://{}", server.http_addr());
-            let client = Client::new(&url, server.admin_token())?;
-            let transport = server.transport_addr();
-            (
-                Some(server),
-                Some(dir),
-                client,
-                transport,
-                "bench".to_owned(),
-                "bench-secret".to_owned(),
-            )
-        }
-        Some(url) => {
-            if args.via == Via::Api {
-                bail!("--via api needs the server in this process: drop --url");
+    let (server, _dir, client, transport, app, secret) =
+        match args.connect.then_some(args.transport).flatten() {
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("ferrojob-bench-")
+                    .tempdir()
+                    .context("creating a temp data dir")?;
+                let any: SocketAddr = "127.0.0.1:0".parse()?;
+                let mut config = LaunchConfig::new(
+                    (!args.ephemeral).then(|| dir.path().to_path_buf()),
+                    any,
+                    any,
+                );
+                // Keep every instance: the bench reads them all back.
+                config.core.keep_finished_runs = usize::MAX;
+                let server = launch(config).await?;
+                let url = format!("http://{}", server.http_addr());
+                let client = Client::new(&url, server.admin_token())?;
+                let transport = server.transport_addr();
+                (
+                    Some(server),
+                    Some(dir),
+                    client,
+                    transport,
+                    "bench".to_owned(),
+                    "bench-secret".to_owned(),
+                )
             }
-            let (Some(token), Some(transport)) = (&args.token, args.transport) else {
-                bail!("--url needs --token (the admin token) and --transport (the server's worker address)");
-            };
-            let client = Client::new(url, token.clone())?;
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            let app = format!("bench-{stamp}");
-            (
-                None,
-                None,
-                client,
-                transport,
-                app,
-                format!("bench-secret-{stamp}"),
-            )
-        }
-    };
+            Some(transport) => {
+                if args.via == Via::Api {
+                    bail!("--via api needs the server in this process: drop --connect");
+                }
+                let client = conn.client()?;
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let app = format!("bench-{stamp}");
+                (
+                    None,
+                    None,
+                    client,
+                    transport,
+                    app,
+                    format!("bench-secret-{stamp}"),
+                )
+            }
+        };
     let app = app.as_str();
     let secret = secret.as_str();
     client
@@ -202,7 +199,7 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let bar = if args.json {
+    let bar = if json {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(args.instances)
@@ -306,10 +303,10 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
         param: format!("{}x{}", args.instances, args.workers),
         instances: args.instances,
         workers: args.workers,
-        store: match (&args.url, args.ephemeral) {
-            (Some(_), _) => "remote",
-            (None, true) => "memory",
-            (None, false) => "log",
+        store: match (args.connect, args.ephemeral) {
+            (true, _) => "remote",
+            (false, true) => "memory",
+            (false, false) => "log",
         },
         via: match args.via {
             Via::Http => "http",
@@ -330,7 +327,7 @@ async fn dispatch(args: &DispatchArgs) -> Result<()> {
     if let Some(server) = server {
         server.shutdown().await;
     }
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string(&row)?);
     } else {
         println!(

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         Command::Job(cmd) => remote::job(&cli.conn, cmd),
         Command::Instance(cmd) => remote::instance(&cli.conn, cmd),
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd, &cli.conn),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

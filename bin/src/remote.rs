@@ -45,7 +45,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn client(&self) -> Result<Client> {
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// A client for `--url` with `--token` (or the token file).
+    pub fn client(&self) -> Result<Client> {
         let token = match &self.token {
             Some(t) => t.clone(),
             None => std::fs::read_to_string(&self.token_file)

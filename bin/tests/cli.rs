@@ -298,3 +298,37 @@ fn server_demo_runs_every_sample_on_two_workers_and_resumes_from_its_data_dir() 
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("jobs      7"), "{stdout}");
 }
+
+#[test]
+fn bench_dispatch_prints_one_json_row_with_every_instance_succeeded() {
+    let out = ferrojob(&[
+        "bench",
+        "dispatch",
+        "--instances",
+        "300",
+        "--workers",
+        "2",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(row["function"], "dispatch");
+    assert_eq!(row["instances"], 300);
+    assert_eq!(row["failed"], 0);
+    assert_eq!(row["store"], "log");
+    for key in [
+        "durable_instances_per_s",
+        "dispatch_p50_us",
+        "dispatch_p99_us",
+    ] {
+        assert!(row[key].is_number(), "{key} in {row}");
+    }
+    // --connect needs --transport: a usage error, not a panic.
+    let out = ferrojob(&["bench", "dispatch", "--connect"]);
+    assert_eq!(out.status.code(), Some(2));
+}
