@@ -6,7 +6,8 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value as Json};
 
 fn ctx() -> Map<String, Json> {
-    match json!({"go": "left", "tries": 2, "ok": true, "ratio": 0.5, "nothing": null, "list": [1], "3": 42}) {
+    match json!({"go": "left", "tries": 2, "ok": true, "ratio": 0.5, "nothing": null, "list": [1], "3": 42})
+    {
         Json::Object(m) => m,
         _ => unreachable!(),
     }
@@ -37,7 +38,13 @@ fn evaluates() {
     for src in yes {
         assert_eq!(eval(src), Ok(true), "{src}");
     }
-    let no = [r#"go == "right""#, "tries > 2", "false && missing", "!ok", "ok && tries == 3"];
+    let no = [
+        r#"go == "right""#,
+        "tries > 2",
+        "false && missing",
+        "!ok",
+        "ok && tries == 3",
+    ];
     for src in no {
         assert_eq!(eval(src), Ok(false), "{src}");
     }
@@ -45,19 +52,60 @@ fn evaluates() {
 
 #[test]
 fn errors_are_typed() {
-    assert_eq!(eval("missing"), Err(ExprError::UnknownIdentifier("missing".into())));
-    assert_eq!(eval("ok && missing"), Err(ExprError::UnknownIdentifier("missing".into())));
-    assert_eq!(eval("nothing == 1"), Err(ExprError::UnsupportedValue("nothing".into())));
-    assert_eq!(eval("list == 1"), Err(ExprError::UnsupportedValue("list".into())));
-    assert!(matches!(eval("go < 3"), Err(ExprError::TypeMismatch { .. })));
-    assert!(matches!(eval("ok < true"), Err(ExprError::TypeMismatch { .. })));
-    assert!(matches!(eval("tries && ok"), Err(ExprError::TypeMismatch { .. })));
+    assert_eq!(
+        eval("missing"),
+        Err(ExprError::UnknownIdentifier("missing".into()))
+    );
+    assert_eq!(
+        eval("ok && missing"),
+        Err(ExprError::UnknownIdentifier("missing".into()))
+    );
+    assert_eq!(
+        eval("nothing == 1"),
+        Err(ExprError::UnsupportedValue("nothing".into()))
+    );
+    assert_eq!(
+        eval("list == 1"),
+        Err(ExprError::UnsupportedValue("list".into()))
+    );
+    assert!(matches!(
+        eval("go < 3"),
+        Err(ExprError::TypeMismatch { .. })
+    ));
+    assert!(matches!(
+        eval("ok < true"),
+        Err(ExprError::TypeMismatch { .. })
+    ));
+    assert!(matches!(
+        eval("tries && ok"),
+        Err(ExprError::TypeMismatch { .. })
+    ));
     assert!(matches!(eval("!go"), Err(ExprError::TypeMismatch { .. })));
     assert!(matches!(eval("-ok"), Err(ExprError::TypeMismatch { .. })));
     assert_eq!(eval("tries"), Err(ExprError::NotBoolean("number")));
     assert_eq!(eval("go"), Err(ExprError::NotBoolean("string")));
-    for bad in ["", "a ==", "(a", "a)", "a = 1", "a += 1", "f(x)", "1 < 2 < 3", "\"open", "a; b", "1..2", "1e999",
-        "ctx[3]", "ctx", "ctx[\"a\"", "'single'", "a & b", "a | b", "\"\\x\"", "é"] {
+    for bad in [
+        "",
+        "a ==",
+        "(a",
+        "a)",
+        "a = 1",
+        "a += 1",
+        "f(x)",
+        "1 < 2 < 3",
+        "\"open",
+        "a; b",
+        "1..2",
+        "1e999",
+        "ctx[3]",
+        "ctx",
+        "ctx[\"a\"",
+        "'single'",
+        "a & b",
+        "a | b",
+        "\"\\x\"",
+        "é",
+    ] {
         match Expr::parse(bad) {
             Err(ExprError::Syntax { .. }) => {}
             other => panic!("{bad:?}: {other:?}"),
@@ -71,14 +119,31 @@ fn hostile_input_is_bounded() {
     assert!(matches!(Expr::parse(&long), Err(ExprError::TooLong { .. })));
     let mb = "(".repeat(1 << 20);
     assert!(matches!(Expr::parse(&mb), Err(ExprError::TooLong { .. })));
-    let deep = format!("{}ok{}", "(".repeat(MAX_DEPTH + 1), ")".repeat(MAX_DEPTH + 1));
-    assert_eq!(Expr::parse(&deep), Err(ExprError::TooDeep { max: MAX_DEPTH }));
-    let ok_deep = format!("{}ok{}", "(".repeat(MAX_DEPTH - 1), ")".repeat(MAX_DEPTH - 1));
+    let deep = format!(
+        "{}ok{}",
+        "(".repeat(MAX_DEPTH + 1),
+        ")".repeat(MAX_DEPTH + 1)
+    );
+    assert_eq!(
+        Expr::parse(&deep),
+        Err(ExprError::TooDeep { max: MAX_DEPTH })
+    );
+    let ok_deep = format!(
+        "{}ok{}",
+        "(".repeat(MAX_DEPTH - 1),
+        ")".repeat(MAX_DEPTH - 1)
+    );
     assert_eq!(Expr::parse(&ok_deep).unwrap().eval_bool(&ctx()), Ok(true));
     let nots = format!("{}ok", "!".repeat(500));
-    assert_eq!(Expr::parse(&nots), Err(ExprError::TooDeep { max: MAX_DEPTH }));
+    assert_eq!(
+        Expr::parse(&nots),
+        Err(ExprError::TooDeep { max: MAX_DEPTH })
+    );
     let negs = format!("{}1 == 1", "-".repeat(500));
-    assert_eq!(Expr::parse(&negs), Err(ExprError::TooDeep { max: MAX_DEPTH }));
+    assert_eq!(
+        Expr::parse(&negs),
+        Err(ExprError::TooDeep { max: MAX_DEPTH })
+    );
     // A long flat chain is fine (n-ary, not deep).
     let chain = vec!["ok"; 250].join("&&");
     assert!(chain.len() <= MAX_EXPR_LEN);
@@ -90,8 +155,14 @@ fn hostile_input_is_bounded() {
 
 #[test]
 fn literal_values() {
-    assert_eq!(Expr::parse("1.5").unwrap().eval(&Map::new()), Ok(Value::Num(1.5)));
-    assert_eq!(Expr::parse("\"é\"").unwrap().eval(&Map::new()), Ok(Value::Str("é".into())));
+    assert_eq!(
+        Expr::parse("1.5").unwrap().eval(&Map::new()),
+        Ok(Value::Num(1.5))
+    );
+    assert_eq!(
+        Expr::parse("\"é\"").unwrap().eval(&Map::new()),
+        Ok(Value::Str("é".into()))
+    );
 }
 
 proptest! {

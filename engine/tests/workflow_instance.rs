@@ -65,14 +65,25 @@ fn a_decision_takes_the_right_branch_and_the_context_reaches_downstream_nodes() 
     let a = wi.start(T0).unwrap();
     assert_eq!(dispatched(&a), vec![1]);
     match &a[0] {
-        Action::Dispatch { node, job_id, params, attempt, context } => {
-            assert_eq!((*node, *job_id, params.as_str(), *attempt), (1, 101, "p1", 0));
+        Action::Dispatch {
+            node,
+            job_id,
+            params,
+            attempt,
+            context,
+        } => {
+            assert_eq!(
+                (*node, *job_id, params.as_str(), *attempt),
+                (1, 101, "p1", 0)
+            );
             assert_eq!(context.get("tries"), Some(&json!(1)));
         }
         other => panic!("{other:?}"),
     }
     // Node 1's result (a JSON object) merges into the context; the decision runs at once.
-    let a = wi.on_node_finished(1, true, Some(r#"{"go": "left"}"#.into()), T0 + 1).unwrap();
+    let a = wi
+        .on_node_finished(1, true, Some(r#"{"go": "left"}"#.into()), T0 + 1)
+        .unwrap();
     assert_eq!(dispatched(&a), vec![3]);
     assert_eq!(status(&wi, 2), NodeStatus::Succeed);
     assert_eq!(wi.node(2).unwrap().result.as_deref(), Some("true"));
@@ -85,10 +96,14 @@ fn a_decision_takes_the_right_branch_and_the_context_reaches_downstream_nodes() 
         other => panic!("{other:?}"),
     }
     // A non-object result is stored under the node id.
-    let a = wi.on_node_finished(3, true, Some("42".into()), T0 + 2).unwrap();
+    let a = wi
+        .on_node_finished(3, true, Some("42".into()), T0 + 2)
+        .unwrap();
     assert_eq!(dispatched(&a), vec![5]);
     assert_eq!(wi.context().get("3"), Some(&json!(42)));
-    let a = wi.on_node_finished(5, true, Some("done".into()), T0 + 3).unwrap();
+    let a = wi
+        .on_node_finished(5, true, Some("done".into()), T0 + 3)
+        .unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
     assert_eq!(wi.status(), InstanceStatus::Succeed);
     assert_eq!(wi.context().get("5"), Some(&json!("done")));
@@ -127,8 +142,17 @@ fn a_failing_decision_fails_the_instance_and_names_the_error() {
     let a = wi.on_node_finished(1, true, None, T0).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Failed));
     assert_eq!(status(&wi, 2), NodeStatus::Failed);
-    assert!(wi.node(2).unwrap().result.as_deref().unwrap().contains("unknown identifier `go`"));
-    assert_eq!(wi.mark_success(2, T0), Err(InstanceError::DecisionMarkSuccess(2)));
+    assert!(wi
+        .node(2)
+        .unwrap()
+        .result
+        .as_deref()
+        .unwrap()
+        .contains("unknown identifier `go`"));
+    assert_eq!(
+        wi.mark_success(2, T0),
+        Err(InstanceError::DecisionMarkSuccess(2))
+    );
 }
 
 #[test]
@@ -141,7 +165,9 @@ fn a_failed_node_with_skip_when_failed_lets_the_workflow_succeed() {
     let mut wi = WorkflowInstance::new(d, Json::Null, T0).unwrap();
     wi.start(T0).unwrap();
     wi.on_node_finished(1, true, None, T0).unwrap();
-    let a = wi.on_node_finished(2, false, Some("boom".into()), T0).unwrap();
+    let a = wi
+        .on_node_finished(2, false, Some("boom".into()), T0)
+        .unwrap();
     assert_eq!(dispatched(&a), vec![3]);
     assert_eq!(status(&wi, 2), NodeStatus::Failed);
     let a = wi.on_node_finished(3, true, None, T0).unwrap();
@@ -160,9 +186,13 @@ fn retry_re_runs_only_the_failed_nodes() {
     );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
-    let a = wi.on_node_finished(1, true, Some(r#"{"k": 1}"#.into()), T0).unwrap();
+    let a = wi
+        .on_node_finished(1, true, Some(r#"{"k": 1}"#.into()), T0)
+        .unwrap();
     assert_eq!(dispatched(&a), vec![2, 3]);
-    let a = wi.on_node_finished(2, false, Some("err".into()), T0).unwrap();
+    let a = wi
+        .on_node_finished(2, false, Some("err".into()), T0)
+        .unwrap();
     assert!(a.is_empty(), "{a:?}");
     let a = wi.on_node_finished(3, true, None, T0).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Failed));
@@ -172,7 +202,11 @@ fn retry_re_runs_only_the_failed_nodes() {
     assert_eq!(dispatched(&a), vec![2]);
     assert_eq!(wi.node(2).unwrap().attempt, 1);
     assert_eq!(wi.node(3).unwrap().attempt, 0);
-    assert_eq!(wi.context().get("k"), Some(&json!(1)), "the context survives a retry");
+    assert_eq!(
+        wi.context().get("k"),
+        Some(&json!(1)),
+        "the context survives a retry"
+    );
     let a = wi.on_node_finished(2, true, None, T0 + 11).unwrap();
     assert_eq!(dispatched(&a), vec![4]);
     let a = wi.on_node_finished(4, true, None, T0 + 12).unwrap();
@@ -183,15 +217,30 @@ fn retry_re_runs_only_the_failed_nodes() {
 #[test]
 fn fail_fast_cancels_running_nodes_and_fails_at_once() {
     // Two independent chains 1 → 2 and 3 → 4.
-    let d = dag(json!([job(1), job(2), job(3), job(4)]), json!([{"from": 1, "to": 2}, {"from": 3, "to": 4}]), "FAIL_FAST");
+    let d = dag(
+        json!([job(1), job(2), job(3), job(4)]),
+        json!([{"from": 1, "to": 2}, {"from": 3, "to": 4}]),
+        "FAIL_FAST",
+    );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     assert_eq!(dispatched(&wi.start(T0).unwrap()), vec![1, 3]);
     let a = wi.on_node_finished(1, false, None, T0).unwrap();
-    assert_eq!(a, vec![Action::Cancel { node: 3 }, Action::Finished { status: InstanceStatus::Failed }]);
+    assert_eq!(
+        a,
+        vec![
+            Action::Cancel { node: 3 },
+            Action::Finished {
+                status: InstanceStatus::Failed
+            }
+        ]
+    );
     assert_eq!(status(&wi, 3), NodeStatus::Stopped);
     assert_eq!(status(&wi, 2), NodeStatus::Waiting);
     // The cancelled node's late report is refused.
-    assert_eq!(wi.on_node_finished(3, true, None, T0), Err(InstanceError::NodeNotRunning(3)));
+    assert_eq!(
+        wi.on_node_finished(3, true, None, T0),
+        Err(InstanceError::NodeNotRunning(3))
+    );
     // Retry re-runs the failed and the stopped node.
     let a = wi.retry(T0).unwrap();
     assert_eq!(dispatched(&a), vec![1, 3]);
@@ -199,7 +248,11 @@ fn fail_fast_cancels_running_nodes_and_fails_at_once() {
 
 #[test]
 fn finish_branches_runs_independent_branches_to_their_end() {
-    let d = dag(json!([job(1), job(2), job(3), job(4)]), json!([{"from": 1, "to": 2}, {"from": 3, "to": 4}]), "FINISH_BRANCHES");
+    let d = dag(
+        json!([job(1), job(2), job(3), job(4)]),
+        json!([{"from": 1, "to": 2}, {"from": 3, "to": 4}]),
+        "FINISH_BRANCHES",
+    );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
     let a = wi.on_node_finished(1, false, None, T0).unwrap();
@@ -213,7 +266,11 @@ fn finish_branches_runs_independent_branches_to_their_end() {
 
 #[test]
 fn mark_success_releases_successors_on_a_running_instance() {
-    let d = dag(json!([job(1), job(2), job(3)]), json!([{"from": 1, "to": 2}]), "FINISH_BRANCHES");
+    let d = dag(
+        json!([job(1), job(2), job(3)]),
+        json!([{"from": 1, "to": 2}]),
+        "FINISH_BRANCHES",
+    );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
     wi.on_node_finished(1, false, None, T0).unwrap();
@@ -223,12 +280,20 @@ fn mark_success_releases_successors_on_a_running_instance() {
     assert_eq!(dispatched(&a), vec![2]);
     wi.on_node_finished(2, true, None, T0).unwrap();
     let a = wi.on_node_finished(3, true, None, T0).unwrap();
-    assert_eq!(finished(&a), Some(InstanceStatus::Succeed), "the only failure was marked successful");
+    assert_eq!(
+        finished(&a),
+        Some(InstanceStatus::Succeed),
+        "the only failure was marked successful"
+    );
 }
 
 #[test]
 fn mark_success_on_a_failed_instance_then_retry_continues_from_it() {
-    let d = dag(json!([job(1), job(2)]), json!([{"from": 1, "to": 2}]), "FAIL_FAST");
+    let d = dag(
+        json!([job(1), job(2)]),
+        json!([{"from": 1, "to": 2}]),
+        "FAIL_FAST",
+    );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
     wi.on_node_finished(1, false, None, T0).unwrap();
@@ -240,11 +305,23 @@ fn mark_success_on_a_failed_instance_then_retry_continues_from_it() {
 
 #[test]
 fn stop_cancels_and_can_be_retried() {
-    let d = dag(json!([job(1), job(2)]), json!([{"from": 1, "to": 2}]), "FAIL_FAST");
+    let d = dag(
+        json!([job(1), job(2)]),
+        json!([{"from": 1, "to": 2}]),
+        "FAIL_FAST",
+    );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
     let a = wi.stop(T0);
-    assert_eq!(a, vec![Action::Cancel { node: 1 }, Action::Finished { status: InstanceStatus::Stopped }]);
+    assert_eq!(
+        a,
+        vec![
+            Action::Cancel { node: 1 },
+            Action::Finished {
+                status: InstanceStatus::Stopped
+            }
+        ]
+    );
     assert!(wi.stop(T0).is_empty(), "stop is idempotent");
     assert_eq!(wi.start(T0), Err(InstanceError::AlreadyStarted));
     let a = wi.retry(T0).unwrap();
@@ -262,7 +339,17 @@ fn disabled_nodes_are_passed_over_and_nested_workflows_are_run() {
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     let a = wi.start(T0).unwrap();
     assert_eq!(status(&wi, 1), NodeStatus::Disabled);
-    assert!(matches!(&a[..], [Action::RunWorkflow { node: 2, workflow_id: 5, .. }]), "{a:?}");
+    assert!(
+        matches!(
+            &a[..],
+            [Action::RunWorkflow {
+                node: 2,
+                workflow_id: 5,
+                ..
+            }]
+        ),
+        "{a:?}"
+    );
     // A disabled decision takes no decision: both branches run.
     let a = wi.on_node_finished(2, true, None, T0).unwrap();
     assert_eq!(dispatched(&a), vec![4, 5]);
@@ -271,14 +358,27 @@ fn disabled_nodes_are_passed_over_and_nested_workflows_are_run() {
 
 #[test]
 fn all_disabled_finishes_at_start() {
-    let d = dag(json!([{"id": 1, "job_id": 1, "enabled": false}]), json!([]), "FAIL_FAST");
+    let d = dag(
+        json!([{"id": 1, "job_id": 1, "enabled": false}]),
+        json!([]),
+        "FAIL_FAST",
+    );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
-    assert_eq!(wi.start(T0).unwrap(), vec![Action::Finished { status: InstanceStatus::Succeed }]);
+    assert_eq!(
+        wi.start(T0).unwrap(),
+        vec![Action::Finished {
+            status: InstanceStatus::Succeed
+        }]
+    );
 }
 
 #[test]
 fn the_context_is_capped() {
-    let d = dag(json!([job(1), job(2)]), json!([{"from": 1, "to": 2}]), "FAIL_FAST");
+    let d = dag(
+        json!([job(1), job(2)]),
+        json!([{"from": 1, "to": 2}]),
+        "FAIL_FAST",
+    );
     assert_eq!(
         WorkflowInstance::new(d.clone(), json!([1]), T0).err(),
         Some(InstanceError::InitParamsNotObject)
@@ -288,33 +388,59 @@ fn the_context_is_capped() {
         WorkflowInstance::new(d.clone(), json!({"a": big}), T0),
         Err(InstanceError::ContextTooLarge { .. })
     ));
-    let mut wi = WorkflowInstance::new(d, json!({"a": "x".repeat(MAX_CONTEXT_BYTES - 100)}), T0).unwrap();
+    let mut wi =
+        WorkflowInstance::new(d, json!({"a": "x".repeat(MAX_CONTEXT_BYTES - 100)}), T0).unwrap();
     wi.start(T0).unwrap();
     let result = json!({"b": "y".repeat(200)}).to_string();
     let a = wi.on_node_finished(1, true, Some(result), T0).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Failed));
-    assert!(wi.node(1).unwrap().result.as_deref().unwrap().starts_with("context limit"));
+    assert!(wi
+        .node(1)
+        .unwrap()
+        .result
+        .as_deref()
+        .unwrap()
+        .starts_with("context limit"));
     assert!(wi.context_bytes() <= MAX_CONTEXT_BYTES);
     assert!(!wi.context().contains_key("b"));
     // Overwriting a key frees its old size.
     let d = dag(json!([job(1)]), json!([]), "FAIL_FAST");
-    let mut wi = WorkflowInstance::new(d, json!({"a": "x".repeat(MAX_CONTEXT_BYTES - 100)}), T0).unwrap();
+    let mut wi =
+        WorkflowInstance::new(d, json!({"a": "x".repeat(MAX_CONTEXT_BYTES - 100)}), T0).unwrap();
     wi.start(T0).unwrap();
-    let a = wi.on_node_finished(1, true, Some(json!({"a": "short"}).to_string()), T0).unwrap();
+    let a = wi
+        .on_node_finished(1, true, Some(json!({"a": "short"}).to_string()), T0)
+        .unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
     assert_eq!(wi.context_bytes(), "a".len() + "\"short\"".len());
 }
 
 #[test]
 fn reports_for_unknown_or_idle_nodes_are_refused() {
-    let d = dag(json!([job(1), job(2)]), json!([{"from": 1, "to": 2}]), "FAIL_FAST");
+    let d = dag(
+        json!([job(1), job(2)]),
+        json!([{"from": 1, "to": 2}]),
+        "FAIL_FAST",
+    );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
-    assert_eq!(wi.on_node_finished(1, true, None, T0), Err(InstanceError::NodeNotRunning(1)));
+    assert_eq!(
+        wi.on_node_finished(1, true, None, T0),
+        Err(InstanceError::NodeNotRunning(1))
+    );
     wi.start(T0).unwrap();
-    assert_eq!(wi.on_node_finished(2, true, None, T0), Err(InstanceError::NodeNotRunning(2)));
-    assert_eq!(wi.on_node_finished(7, true, None, T0), Err(InstanceError::UnknownNode(7)));
+    assert_eq!(
+        wi.on_node_finished(2, true, None, T0),
+        Err(InstanceError::NodeNotRunning(2))
+    );
+    assert_eq!(
+        wi.on_node_finished(7, true, None, T0),
+        Err(InstanceError::UnknownNode(7))
+    );
     wi.on_node_finished(1, true, None, T0).unwrap();
-    assert_eq!(wi.on_node_finished(1, true, None, T0), Err(InstanceError::NodeNotRunning(1)));
+    assert_eq!(
+        wi.on_node_finished(1, true, None, T0),
+        Err(InstanceError::NodeNotRunning(1))
+    );
 }
 
 #[test]

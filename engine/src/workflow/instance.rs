@@ -227,6 +227,7 @@ pub struct WorkflowInstance {
     failed: bool,
     context: Arc<Map<String, Json>>,
     context_bytes: usize,
+    created_at: EpochMs,
     started_at: Option<EpochMs>,
     finished_at: Option<EpochMs>,
 }
@@ -279,7 +280,6 @@ impl WorkflowInstance {
                 finished_at: None,
             })
             .collect();
-        let _ = now;
         Ok(WorkflowInstance {
             edge_live: vec![None; dag.edges().len()],
             pending: (0..n).map(|i| dag.in_edges(i).len()).collect(),
@@ -292,6 +292,7 @@ impl WorkflowInstance {
             failed: false,
             context: Arc::new(context),
             context_bytes,
+            created_at: now,
             started_at: None,
             finished_at: None,
         })
@@ -324,6 +325,10 @@ impl WorkflowInstance {
     /// Number of RUNNING nodes.
     pub fn running(&self) -> usize {
         self.running
+    }
+    /// When it was created.
+    pub fn created_at(&self) -> EpochMs {
+        self.created_at
     }
     /// When it (last) started.
     pub fn started_at(&self) -> Option<EpochMs> {
