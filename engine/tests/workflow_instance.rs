@@ -456,3 +456,28 @@ fn a_hundred_node_chain_hands_off_one_node_per_report() {
     }
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
 }
+
+#[test]
+fn a_snapshot_restores_mid_run_and_refuses_another_workflow() {
+    let mut wi = WorkflowInstance::new(decision_dag(), json!({"tries": 1}), T0).unwrap();
+    wi.start(T0).unwrap();
+    wi.on_node_finished(1, true, Some(r#"{"go": "left"}"#.into()), T0 + 1)
+        .unwrap();
+    let json = serde_json::to_string(&wi.snapshot()).unwrap();
+    let (mut back, due) =
+        WorkflowInstance::restore(decision_dag(), serde_json::from_str(&json).unwrap(), T0 + 5)
+            .unwrap();
+    assert!(due.is_empty());
+    assert_eq!(back.running(), 1);
+    assert_eq!(status(&back, 4), NodeStatus::Skipped);
+    assert_eq!(back.context().get("go"), Some(&json!("left")));
+    let a = back.on_node_finished(3, true, None, T0 + 6).unwrap();
+    assert_eq!(dispatched(&a), vec![5]);
+
+    let other = dag(json!([job(1)]), json!([]), "FAIL_FAST");
+    let snap = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        WorkflowInstance::restore(other, snap, T0).err(),
+        Some(InstanceError::SnapshotMismatch)
+    );
+}

@@ -5,7 +5,8 @@
 //! Checked: a node is dispatched at most once per attempt and only when every predecessor has
 //! passed; exactly one `Finished` per start/retry and nothing dispatched after it; the RUNNING
 //! count matches; and once the instance succeeds, the nodes that ran are exactly those a simple
-//! model (topological pass over the graph) says are reachable through taken edges.
+//! model (topological pass over the graph) says are reachable through taken edges. Every other
+//! step the instance is replaced by one restored from a JSON snapshot of it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -211,8 +212,18 @@ proptest! {
                 // After the first attempt every node succeeds, so retries converge.
                 let ok = attempts > 0 || c.outcomes[step % c.outcomes.len()];
                 step += 1;
-                let a = wi.on_node_finished(node, ok, None, step as i64).unwrap();
+                let a = wi.on_node_finished(node, ok, Some(format!("{{\"n{node}\": {step}}}")), step as i64).unwrap();
                 finishes += apply(&wi, &c, &a, &mut running, &mut dispatched);
+                // Every other step, carry on with an instance restored from a JSON snapshot:
+                // the restored instance must need no action and behave the same from here.
+                if step % 2 == 0 {
+                    let json = serde_json::to_string(&wi.snapshot()).unwrap();
+                    let snap = serde_json::from_str(&json).unwrap();
+                    let (restored, due) = WorkflowInstance::restore(wi.dag().clone(), snap, step as i64).unwrap();
+                    prop_assert!(due.is_empty(), "{:?}", due);
+                    prop_assert_eq!(restored.snapshot(), wi.snapshot());
+                    wi = restored;
+                }
                 let really_running = wi.nodes().iter().filter(|n| n.status == NodeStatus::Running).count();
                 prop_assert_eq!(wi.running(), really_running);
                 prop_assert_eq!(running.len(), really_running);

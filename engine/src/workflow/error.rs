@@ -219,6 +219,9 @@ pub enum InstanceError {
     /// The init params are not a JSON object (or null).
     #[error("init_params must be a JSON object")]
     InitParamsNotObject,
+    /// A snapshot does not belong to this workflow (different nodes) or is inconsistent.
+    #[error("the snapshot does not match the workflow definition")]
+    SnapshotMismatch,
     /// The init params exceed the context cap.
     #[error("init_params are {len} bytes; the context limit is {max}")]
     ContextTooLarge {

@@ -148,7 +148,7 @@ impl InstanceStatus {
 }
 
 /// The observable state of one node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeState {
     /// The node id.
     pub id: u64,
@@ -206,6 +206,27 @@ pub enum Action {
         /// SUCCEED, FAILED or STOPPED.
         status: InstanceStatus,
     },
+}
+
+/// The durable state of a [`WorkflowInstance`] (serde), everything else is derived.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSnapshot {
+    /// The instance state.
+    pub status: InstanceStatus,
+    /// Every node's state, in definition order.
+    pub nodes: Vec<NodeState>,
+    /// (decision node id, value) of the decisions that evaluated.
+    pub decisions: Vec<(u64, bool)>,
+    /// The context.
+    pub context: Map<String, Json>,
+    /// A node failed without `skip_when_failed` in the current attempt.
+    pub failed: bool,
+    /// When it was created.
+    pub created_at: EpochMs,
+    /// When it (last) started.
+    pub started_at: Option<EpochMs>,
+    /// When it (last) finished.
+    pub finished_at: Option<EpochMs>,
 }
 
 /// One run of a workflow (see the module doc).
@@ -429,6 +450,15 @@ impl WorkflowInstance {
         self.failed = false;
         self.running = 0;
         self.finished_at = None;
+        let ready = self.rebuild_edges();
+        let mut actions = Vec::new();
+        self.process(ready, now, &mut actions);
+        Ok(actions)
+    }
+
+    /// Recomputes every edge, `pending` and `live_in` from the node states (the passing nodes
+    /// resolve their out-edges); returns the WAITING nodes that are ready.
+    fn rebuild_edges(&mut self) -> Vec<usize> {
         self.edge_live.iter_mut().for_each(|e| *e = None);
         self.live_in.iter_mut().for_each(|c| *c = 0);
         for (i, p) in self.pending.iter_mut().enumerate() {
@@ -445,9 +475,75 @@ impl WorkflowInstance {
                 self.resolve_out(i, &mut ready);
             }
         }
+        ready
+    }
+
+    /// The durable state, to persist after every call (see [`WorkflowInstance::restore`]).
+    pub fn snapshot(&self) -> InstanceSnapshot {
+        InstanceSnapshot {
+            status: self.status,
+            nodes: self.nodes.clone(),
+            decisions: self
+                .nodes
+                .iter()
+                .zip(&self.decision)
+                .filter_map(|(n, d)| d.map(|d| (n.id, d)))
+                .collect(),
+            context: (*self.context).clone(),
+            failed: self.failed,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+
+    /// Rebuilds an instance from a [`snapshot`](WorkflowInstance::snapshot) of the same
+    /// workflow (e.g. after a server restart). Derived state (edges, readiness, the RUNNING
+    /// count) is recomputed from the node states. Returns the actions due if the snapshot was
+    /// taken mid-call — normally none; a RUNNING snapshot with nothing running and nothing
+    /// ready finishes. RUNNING nodes stay RUNNING: the caller reconciles them with their job
+    /// instances and reports their ends as usual.
+    pub fn restore(
+        dag: Arc<ValidDag>,
+        snap: InstanceSnapshot,
+        now: EpochMs,
+    ) -> Result<(Self, Vec<Action>), InstanceError> {
+        let same_nodes = snap.nodes.len() == dag.len()
+            && snap
+                .nodes
+                .iter()
+                .zip(&dag.def().nodes)
+                .all(|(s, d)| s.id == d.id);
+        if !same_nodes {
+            return Err(InstanceError::SnapshotMismatch);
+        }
+        let running = snap
+            .nodes
+            .iter()
+            .filter(|n| n.status == NodeStatus::Running)
+            .count();
+        if running > 0 && snap.status != InstanceStatus::Running {
+            return Err(InstanceError::SnapshotMismatch);
+        }
+        let mut wi = WorkflowInstance::new(dag, Json::Object(snap.context), snap.created_at)?;
+        for (id, value) in snap.decisions {
+            let i = wi.dag.index_of(id).ok_or(InstanceError::SnapshotMismatch)?;
+            if let Some(d) = wi.decision.get_mut(i) {
+                *d = Some(value);
+            }
+        }
+        wi.status = snap.status;
+        wi.nodes = snap.nodes;
+        wi.failed = snap.failed;
+        wi.running = running;
+        wi.started_at = snap.started_at;
+        wi.finished_at = snap.finished_at;
+        let ready = wi.rebuild_edges();
         let mut actions = Vec::new();
-        self.process(ready, now, &mut actions);
-        Ok(actions)
+        if wi.status == InstanceStatus::Running {
+            wi.process(ready, now, &mut actions);
+        }
+        Ok((wi, actions))
     }
 
     /// Marks a FAILED or STOPPED node successful (see the module doc).

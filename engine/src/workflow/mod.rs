@@ -35,4 +35,6 @@ pub mod instance;
 pub use definition::{EdgeDef, FailurePolicy, NodeDef, NodeKind, ValidDag, WorkflowDef};
 pub use error::{ExprError, InstanceError, WorkflowError};
 pub use expr::Expr;
-pub use instance::{Action, InstanceStatus, NodeState, NodeStatus, WorkflowInstance};
+pub use instance::{
+    Action, InstanceSnapshot, InstanceStatus, NodeState, NodeStatus, WorkflowInstance,
+};
