@@ -216,7 +216,7 @@ proptest! {
                 finishes += apply(&wi, &c, &a, &mut running, &mut dispatched);
                 // Every other step, carry on with an instance restored from a JSON snapshot:
                 // the restored instance must need no action and behave the same from here.
-                if step % 2 == 0 {
+                if step.is_multiple_of(2) {
                     let json = serde_json::to_string(&wi.snapshot()).unwrap();
                     let snap = serde_json::from_str(&json).unwrap();
                     let (restored, due) = WorkflowInstance::restore(wi.dag().clone(), snap, step as i64).unwrap();
