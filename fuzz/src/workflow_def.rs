@@ -2,7 +2,8 @@
 //! `POST /v1/apps/{app}/workflows`) and as a decision expression. Parsing and validation fail
 //! with a typed error or succeed, never panic; a definition that validates is then run as an
 //! instance to its end (nodes finish in dispatch order, even job ids fail, one retry with every
-//! node succeeding), which must finish exactly once per attempt, and succeed after the retry.
+//! node succeeding), which must finish exactly once per attempt; after every report the
+//! instance is replaced by one restored from its snapshot, which must need no action.
 
 use std::sync::Arc;
 
@@ -21,7 +22,8 @@ pub fn run(data: &[u8]) {
     let Ok(dag) = def.validate(|job| job % 7 != 6, |wf| wf % 7 != 6) else {
         return;
     };
-    let Ok(mut wi) = WorkflowInstance::new(Arc::new(dag), serde_json::json!({"x": 1}), 0) else {
+    let dag = Arc::new(dag);
+    let Ok(mut wi) = WorkflowInstance::new(Arc::clone(&dag), serde_json::json!({"x": 1}), 0) else {
         return;
     };
     let Ok(first) = wi.start(0) else {
@@ -34,6 +36,16 @@ pub fn run(data: &[u8]) {
         now += 1;
         if let Ok(actions) = wi.on_node_finished(node, id % 2 == 1, None, now) {
             finishes += take(actions, &mut queue);
+        }
+        // A snapshot restores to the same state and needs no action.
+        let snap = wi.snapshot();
+        match WorkflowInstance::restore(Arc::clone(&dag), snap.clone(), now) {
+            Ok((back, due)) => {
+                assert!(due.is_empty(), "{due:?}");
+                assert_eq!(back.snapshot(), snap);
+                wi = back;
+            }
+            Err(e) => panic!("restore failed: {e}"),
         }
     }
     assert_eq!(finishes, 1, "one Finished per attempt");
