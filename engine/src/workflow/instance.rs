@@ -52,6 +52,10 @@
 //! nothing to the context). On a RUNNING instance (FINISH_BRANCHES) its successors are released
 //! at once; on a finished instance nothing runs until `retry`.
 //!
+//! **Durability.** [`WorkflowInstance::snapshot`] is the whole durable state
+//! ([`InstanceSnapshot`], serde); [`WorkflowInstance::restore`] rebuilds the derived state
+//! (edges, readiness, the RUNNING count) from it.
+//!
 //! Invariants (checked by the tests, including a model-based proptest):
 //! - a node is dispatched at most once per attempt, and only when every predecessor passed
 //!   or its edge from a predecessor is dead;
@@ -59,6 +63,7 @@
 //!   later `retry`;
 //! - a SUCCEED instance has every node passing;
 //! - `running` equals the number of RUNNING nodes;
+//! - `restore(snapshot())` gives the same snapshot and no action;
 //! - no clock is read: every timestamp is the `now` passed in.
 
 use std::collections::VecDeque;

@@ -8,6 +8,7 @@
 //!                                      │ start(now)                    ──▶ Vec<Action>
 //!   node report ──────────────────────▶│ on_node_finished(node, ok, result, now) ──▶ Vec<Action>
 //!   user ─────────────────────────────▶│ retry(now) / mark_success(node, now) / stop(now)
+//!   store ◀── snapshot() ──────────────│ restore(dag, snapshot, now) after a restart
 //!                                      ▼
 //!        Action::{Dispatch, RunWorkflow, Cancel, Finished}  (the caller performs them)
 //! ```
