@@ -481,3 +481,37 @@ fn a_snapshot_restores_mid_run_and_refuses_another_workflow() {
         Some(InstanceError::SnapshotMismatch)
     );
 }
+
+#[test]
+fn a_failed_decision_with_skip_when_failed_takes_neither_branch() {
+    let d = dag(
+        json!([{"id": 1, "type": "DECISION", "expression": "missing == 1", "skip_when_failed": true}, job(2), job(3), job(4)]),
+        json!([{"from": 1, "to": 2, "property": "true"}, {"from": 1, "to": 3, "property": "false"}, {"from": 1, "to": 4, "property": "false"}, {"from": 2, "to": 4}]),
+        "FAIL_FAST",
+    );
+    let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
+    let a = wi.start(T0).unwrap();
+    assert_eq!(
+        a,
+        vec![Action::Finished {
+            status: InstanceStatus::Succeed
+        }]
+    );
+    assert_eq!(status(&wi, 1), NodeStatus::Failed);
+    for n in 2..=4 {
+        assert_eq!(status(&wi, n), NodeStatus::Skipped, "node {n}");
+    }
+}
+
+#[test]
+fn a_decision_over_init_params_runs_at_start() {
+    let d = dag(
+        json!([{"id": 1, "type": "DECISION", "expression": "n >= 10"}, job(2), job(3)]),
+        json!([{"from": 1, "to": 2, "property": "true"}, {"from": 1, "to": 3, "property": "false"}]),
+        "FAIL_FAST",
+    );
+    let mut wi = WorkflowInstance::new(d.clone(), json!({"n": 10}), T0).unwrap();
+    assert_eq!(dispatched(&wi.start(T0).unwrap()), vec![2]);
+    let mut wi = WorkflowInstance::new(d, json!({"n": 9.5}), T0).unwrap();
+    assert_eq!(dispatched(&wi.start(T0).unwrap()), vec![3]);
+}
