@@ -12,6 +12,7 @@ pub mod server;
 pub mod time_expression;
 pub mod wheel;
 pub mod worker;
+pub mod workflow;
 
 /// The README's examples compile as doctests, so they cannot drift from the API.
 #[doc = include_str!("../../README.md")]

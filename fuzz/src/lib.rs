@@ -17,3 +17,5 @@ pub mod frame_decode;
 pub mod message_validate;
 #[cfg(feature = "store")]
 pub mod store_recover;
+#[cfg(feature = "engine")]
+pub mod workflow_def;

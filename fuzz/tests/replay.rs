@@ -39,6 +39,12 @@ fn cron_parse_corpus() {
     replay("cron_parse", ferrojob_fuzz::cron_parse::run);
 }
 
+#[cfg(feature = "engine")]
+#[test]
+fn workflow_def_corpus() {
+    replay("workflow_def", ferrojob_fuzz::workflow_def::run);
+}
+
 #[cfg(feature = "store")]
 #[test]
 fn store_recover_corpus() {

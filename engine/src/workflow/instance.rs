@@ -1,0 +1,836 @@
+//! The workflow instance state machine, sans-IO: the caller feeds it events with the current
+//! time and performs the [`Action`]s it returns.
+//!
+//! ```text
+//!  node states                                          instance states
+//!
+//!            ┌──────────── retry ───────────────┐        WAITING ─start─▶ RUNNING ──▶ SUCCEED
+//!            ▼                                  │                          │  ▲  │
+//!  WAITING ──ready──▶ RUNNING ──ok──▶ SUCCEED   │                          │  │  └──▶ STOPPED (stop)
+//!     │  │    (JOB,     │  │                    │                     fails│  │retry      │
+//!     │  │   NESTED)    │  └──fail──▶ FAILED ───┤                          ▼  │           │
+//!     │  │              │   (cancel) ─▶ STOPPED ┘                        FAILED ◀──retry──┘
+//!     │  ├─ready, DECISION: evaluated at once ─▶ SUCCEED (true/false) │ FAILED (error)
+//!     │  ├─ready, enabled = false ─────────────▶ DISABLED
+//!     │  └─ready, every in-edge dead ──────────▶ SKIPPED
+//!     └─ mark_success (FAILED/STOPPED only) ───▶ SUCCEED
+//! ```
+//!
+//! **Readiness (push, not poll).** Each edge is *unresolved*, *live* or *dead*. When a node
+//! *passes* — SUCCEED, DISABLED, SKIPPED, or FAILED with `skip_when_failed` — each of its
+//! out-edges resolves: live, except out-edges of a SKIPPED node, and edges of a decision whose
+//! branch (`"true"`/`"false"`) differs from the value (a failed decision takes neither branch).
+//! A WAITING node whose in-edges are all resolved is *ready* and is handled in the same call:
+//! if it has in-edges and none is live it becomes SKIPPED (so everything reachable only through
+//! the edges a decision did not take is skipped, transitively); else if it is disabled in the
+//! definition it becomes DISABLED (a disabled decision takes no decision: all its out-edges are
+//! live); else a DECISION is evaluated on the spot, and a JOB or NESTED_WORKFLOW becomes
+//! RUNNING with an [`Action::Dispatch`] or [`Action::RunWorkflow`]. Nodes with no in-edges are
+//! ready at `start`. A FAILED node (without `skip_when_failed`) never resolves its out-edges.
+//!
+//! **Failure policies.** `FAIL_FAST`: at the first failure every RUNNING node becomes STOPPED
+//! with an [`Action::Cancel`] and the instance fails at once (late reports from cancelled nodes
+//! are refused with [`InstanceError::NodeNotRunning`]). `FINISH_BRANCHES`: dispatching goes on
+//! for every node that does not depend on a failed one; when nothing is running the instance
+//! fails.
+//!
+//! **Context.** A JSON object seeded from the init params. When a node SUCCEEDs with a
+//! non-empty result: a result that is a JSON object merges its keys (later nodes overwrite);
+//! any other result is stored under the node id as a decimal string key (`"3"`), as its JSON
+//! value if it parses as JSON, else as a JSON string. Decisions read the context (`ctx["3"]`
+//! reads a node-id key). The context's size — the sum over keys of key length plus the
+//! compact JSON length of the value — never exceeds [`MAX_CONTEXT_BYTES`]; a result that would
+//! push it over fails its node instead (result `context limit ...`), so the cap is visible and
+//! the failure policy applies. Dispatches carry a cheap snapshot (`Arc`) of the context.
+//!
+//! **Retry** (FAILED or STOPPED instance): FAILED and STOPPED nodes go back to WAITING with
+//! their attempt incremented, passing nodes keep their state and the context is kept; edges are
+//! re-resolved from the passing nodes and the ready nodes run. A FAILED node with
+//! `skip_when_failed` passed, so it is not re-run.
+//!
+//! **Mark success** of a FAILED or STOPPED (non-decision) node: it becomes SUCCEED (appending
+//! nothing to the context). On a RUNNING instance (FINISH_BRANCHES) its successors are released
+//! at once; on a finished instance nothing runs until `retry`.
+//!
+//! **Durability.** [`WorkflowInstance::snapshot`] is the whole durable state
+//! ([`InstanceSnapshot`], serde); [`WorkflowInstance::restore`] rebuilds the derived state
+//! (edges, readiness, the RUNNING count) from it.
+//!
+//! Invariants (checked by the tests, including a model-based proptest):
+//! - a node is dispatched at most once per attempt, and only when every predecessor passed
+//!   or its edge from a predecessor is dead;
+//! - exactly one [`Action::Finished`] per start or retry; no action after it except those of a
+//!   later `retry`;
+//! - a SUCCEED instance has every node passing;
+//! - `running` equals the number of RUNNING nodes;
+//! - `restore(snapshot())` gives the same snapshot and no action;
+//! - no clock is read: every timestamp is the `now` passed in.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use super::definition::{FailurePolicy, NodeKind, ValidDag};
+use super::error::InstanceError;
+use crate::time_expression::EpochMs;
+
+/// The cap on the context's size (see the module doc for how it is measured).
+pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
+/// Node results longer than this are stored truncated (on a char boundary).
+pub const MAX_RESULT_LEN: usize = 16 * 1024;
+
+/// The state of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NodeStatus {
+    /// Not yet ready (or never reached).
+    Waiting,
+    /// Dispatched; waiting for its report.
+    Running,
+    /// Succeeded (or a decision evaluated, or marked successful).
+    Succeed,
+    /// Failed.
+    Failed,
+    /// Cancelled by FAIL_FAST or `stop` while running.
+    Stopped,
+    /// Disabled in the definition; passed over.
+    Disabled,
+    /// On a branch a decision did not take; passed over.
+    Skipped,
+}
+
+impl NodeStatus {
+    /// The wire name, e.g. `SUCCEED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Waiting => "WAITING",
+            NodeStatus::Running => "RUNNING",
+            NodeStatus::Succeed => "SUCCEED",
+            NodeStatus::Failed => "FAILED",
+            NodeStatus::Stopped => "STOPPED",
+            NodeStatus::Disabled => "DISABLED",
+            NodeStatus::Skipped => "SKIPPED",
+        }
+    }
+}
+
+/// The state of a workflow instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceStatus {
+    /// Created, not started.
+    Waiting,
+    /// Started; some node may still run.
+    Running,
+    /// Every node passed.
+    Succeed,
+    /// A node failed (and did not have `skip_when_failed`).
+    Failed,
+    /// Stopped by the user.
+    Stopped,
+}
+
+impl InstanceStatus {
+    /// The wire name, e.g. `RUNNING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Waiting => "WAITING",
+            InstanceStatus::Running => "RUNNING",
+            InstanceStatus::Succeed => "SUCCEED",
+            InstanceStatus::Failed => "FAILED",
+            InstanceStatus::Stopped => "STOPPED",
+        }
+    }
+    /// SUCCEED, FAILED or STOPPED.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            InstanceStatus::Succeed | InstanceStatus::Failed | InstanceStatus::Stopped
+        )
+    }
+}
+
+/// The observable state of one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// The node id.
+    pub id: u64,
+    /// Its state.
+    pub status: NodeStatus,
+    /// The last result (a job's result, a decision's `"true"`/`"false"` or its error),
+    /// at most [`MAX_RESULT_LEN`] bytes.
+    pub result: Option<String>,
+    /// 0 for the first run, +1 per `retry` that re-ran it.
+    pub attempt: u32,
+    /// When it last became RUNNING (or was evaluated/passed over).
+    pub started_at: Option<EpochMs>,
+    /// When it last left RUNNING (or was evaluated/passed over).
+    pub finished_at: Option<EpochMs>,
+}
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Run job `job_id` as node `node` with `params`; report with
+    /// [`WorkflowInstance::on_node_finished`].
+    Dispatch {
+        /// The node id.
+        node: u64,
+        /// The job to run.
+        job_id: u64,
+        /// The node's params.
+        params: String,
+        /// The node's attempt (to tell a retry's run from a late report of an earlier one).
+        attempt: u32,
+        /// The context at dispatch time.
+        context: Arc<Map<String, Json>>,
+    },
+    /// Run workflow `workflow_id` as node `node`; report its end with
+    /// [`WorkflowInstance::on_node_finished`].
+    RunWorkflow {
+        /// The node id.
+        node: u64,
+        /// The workflow to run.
+        workflow_id: u64,
+        /// The node's params.
+        params: String,
+        /// The node's attempt.
+        attempt: u32,
+        /// The context at dispatch time (a natural seed for the nested run's init params).
+        context: Arc<Map<String, Json>>,
+    },
+    /// Cancel the running job (or nested workflow) of node `node`; its report will be refused.
+    Cancel {
+        /// The node id.
+        node: u64,
+    },
+    /// The instance finished (once per start or retry).
+    Finished {
+        /// SUCCEED, FAILED or STOPPED.
+        status: InstanceStatus,
+    },
+}
+
+/// The durable state of a [`WorkflowInstance`] (serde), everything else is derived.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSnapshot {
+    /// The instance state.
+    pub status: InstanceStatus,
+    /// Every node's state, in definition order.
+    pub nodes: Vec<NodeState>,
+    /// (decision node id, value) of the decisions that evaluated.
+    pub decisions: Vec<(u64, bool)>,
+    /// The context.
+    pub context: Map<String, Json>,
+    /// A node failed without `skip_when_failed` in the current attempt.
+    pub failed: bool,
+    /// When it was created.
+    pub created_at: EpochMs,
+    /// When it (last) started.
+    pub started_at: Option<EpochMs>,
+    /// When it (last) finished.
+    pub finished_at: Option<EpochMs>,
+}
+
+/// One run of a workflow (see the module doc).
+#[derive(Clone, Debug)]
+pub struct WorkflowInstance {
+    dag: Arc<ValidDag>,
+    status: InstanceStatus,
+    nodes: Vec<NodeState>,
+    /// Per edge: `None` unresolved, `Some(live)`.
+    edge_live: Vec<Option<bool>>,
+    /// Per node: its in-edges not yet resolved.
+    pending: Vec<usize>,
+    /// Per node: its resolved live in-edges.
+    live_in: Vec<usize>,
+    /// Per decision node: the value it evaluated to.
+    decision: Vec<Option<bool>>,
+    running: usize,
+    /// A node failed without `skip_when_failed` in the current attempt (FINISH_BRANCHES).
+    failed: bool,
+    context: Arc<Map<String, Json>>,
+    context_bytes: usize,
+    created_at: EpochMs,
+    started_at: Option<EpochMs>,
+    finished_at: Option<EpochMs>,
+}
+
+fn entry_bytes(key: &str, v: &Json) -> usize {
+    key.len()
+        .saturating_add(serde_json::to_string(v).map_or(usize::MAX / 4, |s| s.len()))
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_RESULT_LEN {
+        let mut cut = MAX_RESULT_LEN;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+impl WorkflowInstance {
+    /// A new, not yet started instance. `init_params` must be a JSON object (or null, read as
+    /// `{}`) of at most [`MAX_CONTEXT_BYTES`].
+    pub fn new(dag: Arc<ValidDag>, init_params: Json, now: EpochMs) -> Result<Self, InstanceError> {
+        let context = match init_params {
+            Json::Object(m) => m,
+            Json::Null => Map::new(),
+            _ => return Err(InstanceError::InitParamsNotObject),
+        };
+        let context_bytes = context
+            .iter()
+            .fold(0usize, |a, (k, v)| a.saturating_add(entry_bytes(k, v)));
+        if context_bytes > MAX_CONTEXT_BYTES {
+            return Err(InstanceError::ContextTooLarge {
+                len: context_bytes,
+                max: MAX_CONTEXT_BYTES,
+            });
+        }
+        let n = dag.len();
+        let nodes = dag
+            .def()
+            .nodes
+            .iter()
+            .map(|d| NodeState {
+                id: d.id,
+                status: NodeStatus::Waiting,
+                result: None,
+                attempt: 0,
+                started_at: None,
+                finished_at: None,
+            })
+            .collect();
+        Ok(WorkflowInstance {
+            edge_live: vec![None; dag.edges().len()],
+            pending: (0..n).map(|i| dag.in_edges(i).len()).collect(),
+            live_in: vec![0; n],
+            decision: vec![None; n],
+            dag,
+            status: InstanceStatus::Waiting,
+            nodes,
+            running: 0,
+            failed: false,
+            context: Arc::new(context),
+            context_bytes,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+        })
+    }
+
+    /// The workflow.
+    pub fn dag(&self) -> &Arc<ValidDag> {
+        &self.dag
+    }
+    /// The instance state.
+    pub fn status(&self) -> InstanceStatus {
+        self.status
+    }
+    /// Every node's state, in definition order.
+    pub fn nodes(&self) -> &[NodeState] {
+        &self.nodes
+    }
+    /// One node's state.
+    pub fn node(&self, id: u64) -> Option<&NodeState> {
+        self.dag.index_of(id).and_then(|i| self.nodes.get(i))
+    }
+    /// The context.
+    pub fn context(&self) -> &Map<String, Json> {
+        &self.context
+    }
+    /// The context's size as counted against [`MAX_CONTEXT_BYTES`].
+    pub fn context_bytes(&self) -> usize {
+        self.context_bytes
+    }
+    /// Number of RUNNING nodes.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+    /// When it was created.
+    pub fn created_at(&self) -> EpochMs {
+        self.created_at
+    }
+    /// When it (last) started.
+    pub fn started_at(&self) -> Option<EpochMs> {
+        self.started_at
+    }
+    /// When it (last) finished.
+    pub fn finished_at(&self) -> Option<EpochMs> {
+        self.finished_at
+    }
+
+    /// Starts the instance: every node without in-edges is ready.
+    pub fn start(&mut self, now: EpochMs) -> Result<Vec<Action>, InstanceError> {
+        if self.status != InstanceStatus::Waiting {
+            return Err(InstanceError::AlreadyStarted);
+        }
+        self.status = InstanceStatus::Running;
+        self.started_at = Some(now);
+        let ready: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.dag.in_edges(i).is_empty())
+            .collect();
+        let mut actions = Vec::new();
+        self.process(ready, now, &mut actions);
+        Ok(actions)
+    }
+
+    /// A RUNNING node's job (or nested workflow) ended. `result` is its result text, if any.
+    pub fn on_node_finished(
+        &mut self,
+        node: u64,
+        success: bool,
+        result: Option<String>,
+        now: EpochMs,
+    ) -> Result<Vec<Action>, InstanceError> {
+        let i = self
+            .dag
+            .index_of(node)
+            .ok_or(InstanceError::UnknownNode(node))?;
+        if self.status != InstanceStatus::Running || self.status_of(i) != Some(NodeStatus::Running)
+        {
+            return Err(InstanceError::NodeNotRunning(node));
+        }
+        self.running = self.running.saturating_sub(1);
+        let mut actions = Vec::new();
+        let mut ok = success;
+        let mut result = result.map(truncate);
+        if success {
+            if let Some(r) = result.as_deref() {
+                if let Err(msg) = self.append_context(node, r) {
+                    tracing::warn!(node, "{msg}");
+                    ok = false;
+                    result = Some(msg);
+                }
+            }
+        }
+        if let Some(st) = self.nodes.get_mut(i) {
+            st.status = if ok {
+                NodeStatus::Succeed
+            } else {
+                NodeStatus::Failed
+            };
+            st.result = result;
+            st.finished_at = Some(now);
+        }
+        let mut ready = Vec::new();
+        if ok {
+            self.resolve_out(i, &mut ready);
+        } else {
+            self.on_failure(i, &mut ready, now, &mut actions);
+        }
+        self.process(ready, now, &mut actions);
+        Ok(actions)
+    }
+
+    /// Retries a FAILED or STOPPED instance: only unsuccessful nodes re-run (see the module
+    /// doc).
+    pub fn retry(&mut self, now: EpochMs) -> Result<Vec<Action>, InstanceError> {
+        if !matches!(
+            self.status,
+            InstanceStatus::Failed | InstanceStatus::Stopped
+        ) {
+            return Err(InstanceError::NotRetriable(self.status.as_str()));
+        }
+        // FAILED nodes with skip_when_failed passed: they are not re-run.
+        let dag = Arc::clone(&self.dag);
+        for (i, st) in self.nodes.iter_mut().enumerate() {
+            let skip = dag.node(i).is_some_and(|d| d.skip_when_failed);
+            let rerun = match st.status {
+                NodeStatus::Stopped => true,
+                NodeStatus::Failed => !skip,
+                _ => false,
+            };
+            if rerun {
+                st.status = NodeStatus::Waiting;
+                st.attempt = st.attempt.saturating_add(1);
+            }
+        }
+        self.status = InstanceStatus::Running;
+        self.failed = false;
+        self.running = 0;
+        self.finished_at = None;
+        let ready = self.rebuild_edges();
+        let mut actions = Vec::new();
+        self.process(ready, now, &mut actions);
+        Ok(actions)
+    }
+
+    /// Recomputes every edge, `pending` and `live_in` from the node states (the passing nodes
+    /// resolve their out-edges); returns the WAITING nodes that are ready.
+    fn rebuild_edges(&mut self) -> Vec<usize> {
+        self.edge_live.iter_mut().for_each(|e| *e = None);
+        self.live_in.iter_mut().for_each(|c| *c = 0);
+        for (i, p) in self.pending.iter_mut().enumerate() {
+            *p = self.dag.in_edges(i).len();
+        }
+        let mut ready: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.dag.in_edges(i).is_empty() && self.status_of(i) == Some(NodeStatus::Waiting)
+            })
+            .collect();
+        let topo = self.dag.topo_order().to_vec();
+        for i in topo {
+            if self.passes(i) {
+                self.resolve_out(i, &mut ready);
+            }
+        }
+        ready
+    }
+
+    /// The durable state, to persist after every call (see [`WorkflowInstance::restore`]).
+    pub fn snapshot(&self) -> InstanceSnapshot {
+        InstanceSnapshot {
+            status: self.status,
+            nodes: self.nodes.clone(),
+            decisions: self
+                .nodes
+                .iter()
+                .zip(&self.decision)
+                .filter_map(|(n, d)| d.map(|d| (n.id, d)))
+                .collect(),
+            context: (*self.context).clone(),
+            failed: self.failed,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+
+    /// Rebuilds an instance from a [`snapshot`](WorkflowInstance::snapshot) of the same
+    /// workflow (e.g. after a server restart). Derived state (edges, readiness, the RUNNING
+    /// count) is recomputed from the node states. Returns the actions due if the snapshot was
+    /// taken mid-call — normally none; a RUNNING snapshot with nothing running and nothing
+    /// ready finishes. RUNNING nodes stay RUNNING: the caller reconciles them with their job
+    /// instances and reports their ends as usual.
+    pub fn restore(
+        dag: Arc<ValidDag>,
+        snap: InstanceSnapshot,
+        now: EpochMs,
+    ) -> Result<(Self, Vec<Action>), InstanceError> {
+        let same_nodes = snap.nodes.len() == dag.len()
+            && snap
+                .nodes
+                .iter()
+                .zip(&dag.def().nodes)
+                .all(|(s, d)| s.id == d.id);
+        if !same_nodes {
+            return Err(InstanceError::SnapshotMismatch);
+        }
+        let running = snap
+            .nodes
+            .iter()
+            .filter(|n| n.status == NodeStatus::Running)
+            .count();
+        if running > 0 && snap.status != InstanceStatus::Running {
+            return Err(InstanceError::SnapshotMismatch);
+        }
+        let mut wi = WorkflowInstance::new(dag, Json::Object(snap.context), snap.created_at)?;
+        for (id, value) in snap.decisions {
+            let i = wi.dag.index_of(id).ok_or(InstanceError::SnapshotMismatch)?;
+            if let Some(d) = wi.decision.get_mut(i) {
+                *d = Some(value);
+            }
+        }
+        wi.status = snap.status;
+        wi.nodes = snap.nodes;
+        wi.failed = snap.failed;
+        wi.running = running;
+        wi.started_at = snap.started_at;
+        wi.finished_at = snap.finished_at;
+        let ready = wi.rebuild_edges();
+        let mut actions = Vec::new();
+        if wi.status == InstanceStatus::Running {
+            wi.process(ready, now, &mut actions);
+        }
+        Ok((wi, actions))
+    }
+
+    /// Marks a FAILED or STOPPED node successful (see the module doc).
+    pub fn mark_success(&mut self, node: u64, now: EpochMs) -> Result<Vec<Action>, InstanceError> {
+        let i = self
+            .dag
+            .index_of(node)
+            .ok_or(InstanceError::UnknownNode(node))?;
+        if !matches!(
+            self.status_of(i),
+            Some(NodeStatus::Failed | NodeStatus::Stopped)
+        ) {
+            return Err(InstanceError::NodeNotFailed(node));
+        }
+        if self
+            .dag
+            .node(i)
+            .is_some_and(|d| d.kind == NodeKind::Decision)
+        {
+            return Err(InstanceError::DecisionMarkSuccess(node));
+        }
+        let already_passed = self.passes(i);
+        if let Some(st) = self.nodes.get_mut(i) {
+            st.status = NodeStatus::Succeed;
+            st.finished_at = Some(now);
+        }
+        let mut actions = Vec::new();
+        if self.status == InstanceStatus::Running && !already_passed {
+            self.failed = (0..self.nodes.len())
+                .any(|j| self.status_of(j) == Some(NodeStatus::Failed) && !self.passes(j));
+            let mut ready = Vec::new();
+            self.resolve_out(i, &mut ready);
+            self.process(ready, now, &mut actions);
+        }
+        Ok(actions)
+    }
+
+    /// Stops the instance: RUNNING nodes become STOPPED (with [`Action::Cancel`]), the
+    /// instance STOPPED. A no-op (no actions) on a finished instance.
+    pub fn stop(&mut self, now: EpochMs) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.status.is_finished() {
+            return actions;
+        }
+        self.cancel_running(now, &mut actions);
+        self.finish(InstanceStatus::Stopped, now, &mut actions);
+        actions
+    }
+
+    fn status_of(&self, i: usize) -> Option<NodeStatus> {
+        self.nodes.get(i).map(|s| s.status)
+    }
+
+    /// Whether node `i` passed (its successors may go on).
+    fn passes(&self, i: usize) -> bool {
+        match self.status_of(i) {
+            Some(NodeStatus::Succeed | NodeStatus::Disabled | NodeStatus::Skipped) => true,
+            Some(NodeStatus::Failed) => self.dag.node(i).is_some_and(|d| d.skip_when_failed),
+            _ => false,
+        }
+    }
+
+    /// Resolves the out-edges of passing node `i`; pushes successors that became ready.
+    fn resolve_out(&mut self, i: usize, ready: &mut Vec<usize>) {
+        let skipped = self.status_of(i) == Some(NodeStatus::Skipped);
+        let is_decision = self
+            .dag
+            .node(i)
+            .is_some_and(|d| d.kind == NodeKind::Decision)
+            && self.status_of(i) != Some(NodeStatus::Disabled);
+        let value = self.decision.get(i).copied().flatten();
+        let dag = Arc::clone(&self.dag);
+        for &k in dag.out_edges(i) {
+            let Some(e) = dag.edges().get(k) else {
+                continue;
+            };
+            let live = !skipped && (!is_decision || (value.is_some() && e.branch == value));
+            if let Some(slot) = self.edge_live.get_mut(k) {
+                if slot.is_some() {
+                    continue;
+                }
+                *slot = Some(live);
+            }
+            if live {
+                if let Some(c) = self.live_in.get_mut(e.to) {
+                    *c += 1;
+                }
+            }
+            if let Some(p) = self.pending.get_mut(e.to) {
+                *p = p.saturating_sub(1);
+                if *p == 0 && self.nodes.get(e.to).map(|s| s.status) == Some(NodeStatus::Waiting) {
+                    ready.push(e.to);
+                }
+            }
+        }
+    }
+
+    /// Node `i` just became FAILED.
+    fn on_failure(
+        &mut self,
+        i: usize,
+        ready: &mut Vec<usize>,
+        now: EpochMs,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.passes(i) {
+            self.resolve_out(i, ready);
+            return;
+        }
+        self.failed = true;
+        if self.dag.def().failure_policy == FailurePolicy::FailFast {
+            ready.clear();
+            self.cancel_running(now, actions);
+            self.finish(InstanceStatus::Failed, now, actions);
+        }
+    }
+
+    fn cancel_running(&mut self, now: EpochMs, actions: &mut Vec<Action>) {
+        for st in &mut self.nodes {
+            if st.status == NodeStatus::Running {
+                st.status = NodeStatus::Stopped;
+                st.finished_at = Some(now);
+                actions.push(Action::Cancel { node: st.id });
+            }
+        }
+        self.running = 0;
+    }
+
+    fn finish(&mut self, status: InstanceStatus, now: EpochMs, actions: &mut Vec<Action>) {
+        self.status = status;
+        self.finished_at = Some(now);
+        actions.push(Action::Finished { status });
+    }
+
+    /// Handles ready nodes (first in, first out) until none is left, then finishes the
+    /// instance if nothing runs.
+    fn process(&mut self, ready: Vec<usize>, now: EpochMs, actions: &mut Vec<Action>) {
+        let mut queue: VecDeque<usize> = ready.into();
+        let mut newly = Vec::new();
+        while let Some(i) = queue.pop_front() {
+            if self.status != InstanceStatus::Running {
+                return;
+            }
+            if self.status_of(i) != Some(NodeStatus::Waiting) {
+                continue;
+            }
+            self.handle_ready(i, now, &mut newly, actions);
+            queue.extend(newly.drain(..));
+        }
+        if self.status == InstanceStatus::Running && self.running == 0 {
+            let status = if !self.failed && (0..self.nodes.len()).all(|i| self.passes(i)) {
+                InstanceStatus::Succeed
+            } else {
+                InstanceStatus::Failed
+            };
+            self.finish(status, now, actions);
+        }
+    }
+
+    /// Node `i` is WAITING with every in-edge resolved.
+    fn handle_ready(
+        &mut self,
+        i: usize,
+        now: EpochMs,
+        newly: &mut Vec<usize>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(def) = self.dag.node(i).cloned() else {
+            return;
+        };
+        let has_in = !self.dag.in_edges(i).is_empty();
+        let live_in = self.live_in.get(i).copied().unwrap_or(0);
+        let passed_over = if has_in && live_in == 0 {
+            Some(NodeStatus::Skipped)
+        } else if !def.enabled {
+            Some(NodeStatus::Disabled)
+        } else {
+            None
+        };
+        if let Some(status) = passed_over {
+            if let Some(st) = self.nodes.get_mut(i) {
+                st.status = status;
+                st.started_at = Some(now);
+                st.finished_at = Some(now);
+            }
+            self.resolve_out(i, newly);
+            return;
+        }
+        let attempt = self.nodes.get(i).map_or(0, |s| s.attempt);
+        let context = Arc::clone(&self.context);
+        let action = match def.kind {
+            NodeKind::Decision => {
+                let outcome = match self.dag.expression(i) {
+                    Some(e) => e.eval_bool(&self.context).map_err(|e| e.to_string()),
+                    None => Err("decision without an expression".to_owned()),
+                };
+                if let Some(d) = self.decision.get_mut(i) {
+                    *d = outcome.as_ref().ok().copied();
+                }
+                let (status, result) = match &outcome {
+                    Ok(v) => (NodeStatus::Succeed, v.to_string()),
+                    Err(msg) => (NodeStatus::Failed, msg.clone()),
+                };
+                if let Some(st) = self.nodes.get_mut(i) {
+                    st.status = status;
+                    st.result = Some(result);
+                    st.started_at = Some(now);
+                    st.finished_at = Some(now);
+                }
+                if outcome.is_ok() {
+                    self.resolve_out(i, newly);
+                } else {
+                    tracing::debug!(node = def.id, "decision failed: {:?}", outcome);
+                    self.on_failure(i, newly, now, actions);
+                }
+                return;
+            }
+            NodeKind::Job => def.job_id.map(|job_id| Action::Dispatch {
+                node: def.id,
+                job_id,
+                params: def.params,
+                attempt,
+                context,
+            }),
+            NodeKind::NestedWorkflow => def.workflow_id.map(|workflow_id| Action::RunWorkflow {
+                node: def.id,
+                workflow_id,
+                params: def.params,
+                attempt,
+                context,
+            }),
+        };
+        match action {
+            Some(action) => {
+                if let Some(st) = self.nodes.get_mut(i) {
+                    st.status = NodeStatus::Running;
+                    st.result = None;
+                    st.started_at = Some(now);
+                    st.finished_at = None;
+                }
+                self.running += 1;
+                actions.push(action);
+            }
+            // Impossible for a ValidDag (validation requires the id); fail rather than panic.
+            None => {
+                if let Some(st) = self.nodes.get_mut(i) {
+                    st.status = NodeStatus::Failed;
+                    st.result = Some("node has no job_id/workflow_id".into());
+                    st.finished_at = Some(now);
+                }
+                self.on_failure(i, newly, now, actions);
+            }
+        }
+    }
+
+    /// Appends a successful node's result to the context, or says why it would exceed the cap.
+    fn append_context(&mut self, node: u64, result: &str) -> Result<(), String> {
+        if result.trim().is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<(String, Json)> = match serde_json::from_str::<Json>(result) {
+            Ok(Json::Object(m)) => m.into_iter().collect(),
+            Ok(v) => vec![(node.to_string(), v)],
+            Err(_) => vec![(node.to_string(), Json::String(result.to_owned()))],
+        };
+        let mut total = self.context_bytes;
+        for (k, v) in &entries {
+            if let Some(old) = self.context.get(k) {
+                total = total.saturating_sub(entry_bytes(k, old));
+            }
+            total = total.saturating_add(entry_bytes(k, v));
+        }
+        if total > MAX_CONTEXT_BYTES {
+            return Err(format!(
+                "context limit: appending this result would make the context {total} bytes; the limit is {MAX_CONTEXT_BYTES}"
+            ));
+        }
+        let ctx = Arc::make_mut(&mut self.context);
+        for (k, v) in entries {
+            ctx.insert(k, v);
+        }
+        self.context_bytes = total;
+        Ok(())
+    }
+}
