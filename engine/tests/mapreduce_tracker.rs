@@ -225,7 +225,7 @@ fn exhausted_retries_fail_tasks_and_retries_move_to_another_worker() {
     let mut fail = |i: u64| {
         let a = attempts.entry(i).or_default();
         *a += 1;
-        i % 10 == 0 || (i % 7 == 0 && *a == 1)
+        i.is_multiple_of(10) || (i.is_multiple_of(7) && *a == 1)
     };
     let mut retried_elsewhere = 0;
     loop {
