@@ -457,3 +457,61 @@ fn bounded(n: u64) {
     assert_eq!(reduce_sum(&core), n * (n - 1) / 2);
     assert_eq!(core.progress().unwrap(), (n + 1, n + 1, 0));
 }
+
+/// Many seeds: random capacities, random transient failures (retried), a random worker dying
+/// at a random point and coming back later: the sum stays exact, every task succeeds once.
+#[test]
+fn random_schedules_keep_the_sum_exact() {
+    for seed in 1..=24u64 {
+        const N: u64 = 2000;
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut config = TrackerConfig::new(OWN, MapKind::MapReduce);
+        config.task_retries = 3;
+        config.dispatch_page = 1 + rng.below(300) as usize;
+        let core = TaskTrackerCore::new(store(), seed, config, root_content(N, 1 + rng.below(500)))
+            .unwrap();
+        let caps: Vec<(&str, u32)> = W.iter().map(|w| (*w, 1 + rng.below(100) as u32)).collect();
+        let mut sim = Sim::new(core, &caps, seed);
+        let victim = W[rng.below(3) as usize];
+        let kill_at = rng.below(N);
+        let back_at = kill_at + rng.below(N);
+        let mut fail_rng = Rng(seed + 1);
+        // Transient: an attempt fails with probability 1/8, at most twice per index (fewer
+        // than the 3 retries), so every task ends up succeeding.
+        let mut failures: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut fail = |i: u64| {
+            let f = failures.entry(i).or_default();
+            if *f < 2 && fail_rng.below(8) == 0 {
+                *f += 1;
+                true
+            } else {
+                false
+            }
+        };
+        let mut steps = 0u64;
+        loop {
+            sim.dispatch();
+            if !sim.step(&mut fail) {
+                break;
+            }
+            steps += 1;
+            if steps == kill_at {
+                sim.queues.get_mut(victim).unwrap().clear();
+                sim.core.on_worker_dead(victim).unwrap();
+            }
+            if steps == back_at {
+                let cap = caps.iter().find(|(w, _)| *w == victim).unwrap().1;
+                sim.core.set_worker(victim, cap, sim.now);
+            }
+        }
+        assert!(sim.core.is_done(), "seed {seed}");
+        assert_eq!(sim.core.poll_action(), Some(Action::Reduce));
+        assert_eq!(reduce_sum(&sim.core), N * (N - 1) / 2, "seed {seed}");
+        assert!(sim.succeeded.iter().all(|&n| n == 1), "seed {seed}");
+        assert_eq!(
+            sim.core.progress().unwrap(),
+            (N + 1, N + 1, 0),
+            "seed {seed}"
+        );
+    }
+}
