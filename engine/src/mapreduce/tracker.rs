@@ -302,7 +302,8 @@ impl TaskTrackerCore {
 
     /// A task's final report from `worker`. A failure is retried while the task has retries
     /// left; a report that does not match the task's current dispatch is
-    /// [`Finish::Stale`] and ignored.
+    /// [`Finish::Stale`] and ignored. A task id the instance never had is
+    /// [`TaskStoreError::NoSuchTask`]: a bogus report, to log and drop (the core is unchanged).
     pub fn on_task_report(
         &mut self,
         task_id: u64,
