@@ -515,3 +515,45 @@ fn random_schedules_keep_the_sum_exact() {
         );
     }
 }
+
+#[test]
+fn root_only_map_completes_and_a_failed_root_fails_the_instance() {
+    let mut core =
+        TaskTrackerCore::new(store(), 10, TrackerConfig::new(OWN, MapKind::Map), vec![]).unwrap();
+    core.set_worker(W[0], 1, 0);
+    assert!(core.poll_dispatch(0).unwrap().len() == 1);
+    assert!(!core.is_done());
+    core.on_task_report(0, W[0], true, "ok".into()).unwrap();
+    assert_eq!(
+        core.poll_action(),
+        Some(Action::Complete {
+            success: true,
+            result: "total:1,succeeded:1,failed:0".into()
+        })
+    );
+    // A report after completion is stale and queues nothing.
+    assert_eq!(
+        core.on_task_report(0, W[0], false, "late".into()).unwrap(),
+        Finish::Stale
+    );
+    assert_eq!(core.poll_action(), None);
+    // Mapping from the finished root is refused.
+    assert!(core.map(0, "s", vec![vec![1]]).is_err());
+
+    let mut core =
+        TaskTrackerCore::new(store(), 11, TrackerConfig::new(OWN, MapKind::Map), vec![]).unwrap();
+    core.set_worker(W[0], 1, 0);
+    core.poll_dispatch(0).unwrap();
+    assert_eq!(
+        core.on_task_report(0, W[0], false, "boom".into()).unwrap(),
+        Finish::Failed
+    );
+    assert!(matches!(
+        core.poll_action(),
+        Some(Action::Complete { success: false, .. })
+    ));
+    assert!(matches!(
+        core.on_task_report(99, W[0], true, String::new()),
+        Err(ferrojob::mapreduce::TaskStoreError::NoSuchTask { .. })
+    ));
+}
