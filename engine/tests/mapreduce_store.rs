@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ferrojob::mapreduce::{
-    Finish, TaskCounts, TaskState, TaskStore, TaskStoreError, MAX_CONTENT_LEN, TABLE_META,
-    TABLE_PENDING, TABLE_TASKS,
+    Finish, TaskCounts, TaskReport, TaskState, TaskStore, TaskStoreError, MAX_CONTENT_LEN,
+    TABLE_META, TABLE_PENDING, TABLE_TASKS,
 };
 use ferrojob_store::{Durability, LogOptions, LogStore, MemoryStore, Store};
 use proptest::prelude::*;
@@ -90,6 +90,10 @@ enum Op {
         worker: usize,
         success: bool,
     },
+    FinishMany {
+        instance: u64,
+        reports: Vec<(usize, usize, bool)>,
+    },
     Requeue {
         instance: u64,
         worker: usize,
@@ -106,9 +110,30 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(instance, limit, worker)| Op::Dispatch { instance, limit, worker }),
         4 => (inst.clone(), 0usize..64, 0usize..3, any::<bool>())
             .prop_map(|(instance, pick, worker, success)| Op::Finish { instance, pick, worker, success }),
+        2 => (inst.clone(), proptest::collection::vec((0usize..64, 0usize..3, any::<bool>()), 0..8))
+            .prop_map(|(instance, reports)| Op::FinishMany { instance, reports }),
         1 => (inst, 0usize..3).prop_map(|(instance, worker)| Op::Requeue { instance, worker }),
         1 => Just(Op::Reopen),
     ]
+}
+
+/// The model's answer to one report, applied to `m`.
+fn model_finish(m: &mut MInstance, id: u64, w: &str, success: bool, result: String) -> Finish {
+    let t = m.tasks.get_mut(&id).unwrap();
+    if t.status != MStatus::Dispatched(w.to_owned()) {
+        Finish::Stale
+    } else if success {
+        t.status = MStatus::Succeeded(result);
+        Finish::Succeeded
+    } else if t.retries < MAX_RETRIES {
+        t.retries += 1;
+        let retries = t.retries;
+        m.enqueue(id);
+        Finish::Retry { retries }
+    } else {
+        t.status = MStatus::Failed(result);
+        Finish::Failed
+    }
 }
 
 fn log_options() -> LogOptions {
@@ -240,21 +265,35 @@ fn run(ops: Vec<Op>, dir: Option<&std::path::Path>) {
                 let got = ts
                     .mark_finished(instance, id, w, success, result.clone(), MAX_RETRIES)
                     .unwrap();
-                let t = m.tasks.get_mut(&id).unwrap();
-                let expected = if t.status != MStatus::Dispatched(w.to_owned()) {
-                    Finish::Stale
-                } else if success {
-                    t.status = MStatus::Succeeded(result);
-                    Finish::Succeeded
-                } else if t.retries < MAX_RETRIES {
-                    t.retries += 1;
-                    let retries = t.retries;
-                    m.enqueue(id);
-                    Finish::Retry { retries }
-                } else {
-                    t.status = MStatus::Failed(result);
-                    Finish::Failed
-                };
+                assert_eq!(got, model_finish(m, id, w, success, result));
+            }
+            Op::FinishMany { instance, reports } => {
+                let m = model.entry(instance).or_default();
+                let n = m.tasks.len() as u64;
+                let reports: Vec<TaskReport> = reports
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (pick, worker, success))| TaskReport {
+                        // One id past the end: an unknown task, Stale in a batch.
+                        task_id: pick as u64 % (n + 1),
+                        worker: WORKERS[worker].to_owned(),
+                        success,
+                        result: format!("r{step}.{i}"),
+                    })
+                    .collect();
+                let got = ts
+                    .mark_finished_many(instance, reports.clone(), MAX_RETRIES)
+                    .unwrap();
+                let expected: Vec<Finish> = reports
+                    .into_iter()
+                    .map(|r| {
+                        if r.task_id == n {
+                            Finish::Stale
+                        } else {
+                            model_finish(m, r.task_id, &r.worker, r.success, r.result)
+                        }
+                    })
+                    .collect();
                 assert_eq!(got, expected);
             }
             Op::Requeue { instance, worker } => {

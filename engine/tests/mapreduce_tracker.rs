@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use ferrojob::mapreduce::{
-    Action, Finish, MapKind, TaskRecord, TaskStore, TaskTrackerCore, TrackerConfig, ROOT_TASK_NAME,
+    Action, Finish, MapKind, TaskRecord, TaskReport, TaskStore, TaskTrackerCore, TrackerConfig,
+    ROOT_TASK_NAME,
 };
 use ferrojob_store::MemoryStore;
 
@@ -443,12 +444,20 @@ fn bounded(n: u64) {
         let batch = core.poll_dispatch(now).unwrap();
         let held: usize = batch.iter().map(|d| d.tasks.len()).sum();
         assert!(held <= 1000 && held > 0, "held {held}");
+        // Each worker's reports arrive as one batch (one store commit).
         for d in batch {
-            for t in d.tasks {
-                let index = u64_of(&t.content, 0);
-                core.on_task_report(t.task_id, &d.worker, true, index.to_string())
-                    .unwrap();
-            }
+            let reports: Vec<TaskReport> = d
+                .tasks
+                .iter()
+                .map(|t| TaskReport {
+                    task_id: t.task_id,
+                    worker: d.worker.clone(),
+                    success: true,
+                    result: u64_of(&t.content, 0).to_string(),
+                })
+                .collect();
+            let finishes = core.on_task_reports(reports).unwrap();
+            assert!(finishes.iter().all(|f| *f == Finish::Succeeded));
         }
         now += 1;
     }

@@ -39,7 +39,7 @@
 //! Writers are serialised by a mutex inside the `TaskStore` (clones share it): two
 //! `TaskStore`s over the same store must not write the same instance.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -167,6 +167,19 @@ impl TaskCounts {
     pub fn all_final(&self) -> bool {
         self.total > 0 && self.pending == 0 && self.running == 0
     }
+}
+
+/// A ProcessorTracker's final report on a task, for [`TaskStore::mark_finished_many`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskReport {
+    /// The task.
+    pub task_id: u64,
+    /// The reporting worker's address.
+    pub worker: String,
+    /// Whether the task succeeded.
+    pub success: bool,
+    /// Its result, or its failure message.
+    pub result: String,
 }
 
 /// What [`TaskStore::mark_finished`] did with a report.
@@ -612,14 +625,95 @@ impl TaskStore {
         max_retries: u32,
     ) -> Result<Finish, TaskStoreError> {
         let _guard = self.write.lock();
-        let mut record = self.must_get(instance, task_id)?;
-        let attempt = match &record.status {
-            TaskState::Dispatched { worker: w, attempt } if w == worker => *attempt,
-            _ => return Ok(Finish::Stale),
-        };
         let mut meta = self.meta(instance)?;
         let mut batch = Batch::new();
-        batch.push_delete(TABLE_WORKER, worker_key(instance, worker, task_id)?);
+        let mut overlay = HashMap::new();
+        let report = TaskReport {
+            task_id,
+            worker: worker.to_owned(),
+            success,
+            result,
+        };
+        let finish = self.finish_into(
+            instance,
+            &mut meta,
+            &mut batch,
+            &mut overlay,
+            report,
+            max_retries,
+        )?;
+        if !batch.is_empty() {
+            Self::put_meta(&mut batch, instance, &meta);
+            self.store.commit(batch)?;
+        }
+        Ok(finish)
+    }
+
+    /// [`mark_finished`](Self::mark_finished) for many reports in one batch (one commit, so
+    /// one fsync under `Durability::Sync`), applied in order: a later report on the same task
+    /// sees the earlier one's effect. A report on a task the instance never had is
+    /// [`Finish::Stale`] here (it changes nothing), not an error.
+    pub fn mark_finished_many(
+        &self,
+        instance: u64,
+        reports: Vec<TaskReport>,
+        max_retries: u32,
+    ) -> Result<Vec<Finish>, TaskStoreError> {
+        let _guard = self.write.lock();
+        let mut meta = self.meta(instance)?;
+        let mut batch = Batch::new();
+        let mut overlay = HashMap::with_capacity(reports.len());
+        let mut out = Vec::with_capacity(reports.len());
+        for report in reports {
+            let finish = match self.finish_into(
+                instance,
+                &mut meta,
+                &mut batch,
+                &mut overlay,
+                report,
+                max_retries,
+            ) {
+                Err(TaskStoreError::NoSuchTask { .. }) => Finish::Stale,
+                other => other?,
+            };
+            out.push(finish);
+        }
+        if !batch.is_empty() {
+            Self::put_meta(&mut batch, instance, &meta);
+            self.store.commit(batch)?;
+        }
+        Ok(out)
+    }
+
+    /// Applies one report to `meta`, `batch` and `overlay` (the records already changed in
+    /// this batch, which the store does not show yet).
+    fn finish_into(
+        &self,
+        instance: u64,
+        meta: &mut Meta,
+        batch: &mut Batch,
+        overlay: &mut HashMap<u64, TaskRecord>,
+        report: TaskReport,
+        max_retries: u32,
+    ) -> Result<Finish, TaskStoreError> {
+        let TaskReport {
+            task_id,
+            worker,
+            success,
+            result,
+        } = report;
+        let mut record = match overlay.remove(&task_id) {
+            Some(r) => r,
+            None => self.must_get(instance, task_id)?,
+        };
+        let attempt = match &record.status {
+            TaskState::Dispatched { worker: w, attempt } if *w == worker => *attempt,
+            _ => {
+                overlay.insert(task_id, record);
+                return Ok(Finish::Stale);
+            }
+        };
+        batch.push_delete(TABLE_WORKER, worker_key(instance, &worker, task_id)?);
         meta.counts.running = sub(meta.counts.running, 1, instance)?;
         let result = cap(result, MAX_RESULT_LEN);
         let finish = if success {
@@ -629,7 +723,7 @@ impl TaskStore {
         } else if record.retries < max_retries {
             record.retries = record.retries.saturating_add(1);
             record.status = TaskState::Pending;
-            record.avoid_worker = Some(worker.to_owned());
+            record.avoid_worker = Some(worker);
             record.pending_seq = meta.next_pending_seq;
             meta.next_pending_seq = add(meta.next_pending_seq, 1, instance)?;
             batch.push_put(
@@ -649,9 +743,8 @@ impl TaskStore {
             meta.counts.failed = add(meta.counts.failed, 1, instance)?;
             Finish::Failed
         };
-        Self::put_record(&mut batch, &record)?;
-        Self::put_meta(&mut batch, instance, &meta);
-        self.store.commit(batch)?;
+        Self::put_record(batch, &record)?;
+        overlay.insert(task_id, record);
         Ok(finish)
     }
 

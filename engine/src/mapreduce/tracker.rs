@@ -13,6 +13,7 @@
 //!     map(parent, name, contents)                    a running task's MapSubtasks (ack after)
 //!     on_worker_status(addr, remaining, now)         a ProcessorTrackerStatus
 //!     on_task_report(task, addr, success, result)    a ReportTaskStatus with a final status
+//!     on_task_reports([TaskReport])                  many of them, one store batch
 //!     on_worker_dead(addr)                           the transport lost the worker
 //!     poll_dispatch(now) -> [Dispatch]               send one StartTask per record
 //!     poll_action() -> Action                        Reduce (run it, then on_reduce_finished)
@@ -39,7 +40,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use super::error::TaskStoreError;
-use super::task_store::{Finish, TaskCounts, TaskRecord, TaskStore};
+use super::task_store::{Finish, TaskCounts, TaskRecord, TaskReport, TaskStore};
 
 /// Name of the root task, as PowerJob calls it.
 pub const ROOT_TASK_NAME: &str = "ROOT_TASK";
@@ -333,6 +334,28 @@ impl TaskTrackerCore {
         }
         self.check_done()?;
         Ok(finish)
+    }
+
+    /// Many final reports at once, in one store batch (see [`TaskStore::mark_finished_many`]):
+    /// the way to keep up with a fast ProcessorTracker when the store fsyncs every commit.
+    /// Reports on unknown tasks are [`Finish::Stale`].
+    pub fn on_task_reports(
+        &mut self,
+        reports: Vec<TaskReport>,
+    ) -> Result<Vec<Finish>, TaskStoreError> {
+        let workers: Vec<String> = reports.iter().map(|r| r.worker.clone()).collect();
+        let finishes =
+            self.store
+                .mark_finished_many(self.instance, reports, self.config.task_retries)?;
+        for (worker, finish) in workers.iter().zip(&finishes) {
+            if *finish != Finish::Stale {
+                if let Some(slot) = self.workers.get_mut(worker) {
+                    slot.in_flight = slot.in_flight.saturating_sub(1);
+                }
+            }
+        }
+        self.check_done()?;
+        Ok(finishes)
     }
 
     /// The next thing the driver must do, if any.
