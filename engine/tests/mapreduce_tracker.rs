@@ -421,18 +421,28 @@ fn a_new_core_resumes_the_stored_tree() {
 #[test]
 #[ignore = "1M tasks: run in release"]
 fn million_tasks_bounded_memory() {
-    bounded(1_000_000);
+    bounded(1_000_000, store());
+}
+
+/// The same over a `LogStore` with `Durability::Sync` in a temp dir (every batch fsynced).
+#[test]
+#[ignore = "1M tasks on disk: run in release"]
+fn million_tasks_bounded_memory_log_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        ferrojob_store::LogStore::open(dir.path(), ferrojob_store::LogOptions::default()).unwrap();
+    bounded(1_000_000, TaskStore::new(Arc::new(log)));
 }
 
 #[test]
 fn hundred_thousand_tasks_bounded_memory() {
-    bounded(100_000);
+    bounded(100_000, store());
 }
 
-fn bounded(n: u64) {
+fn bounded(n: u64, ts: TaskStore) {
     let mut config = TrackerConfig::new(OWN, MapKind::MapReduce);
     config.dispatch_page = 1000;
-    let mut core = TaskTrackerCore::new(store(), 9, config, root_content(n, 10_000)).unwrap();
+    let mut core = TaskTrackerCore::new(ts, 9, config, root_content(n, 10_000)).unwrap();
     core.set_worker(W[0], 5000, 0);
     core.set_worker(W[1], 5000, 0);
     let root = core.poll_dispatch(0).unwrap();
