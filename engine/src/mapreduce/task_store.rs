@@ -372,6 +372,10 @@ fn add(a: u64, b: u64, instance: u64) -> Result<u64, TaskStoreError> {
 /// The task trees of MAP/MAP_REDUCE instances over a shared `Store` (a `MemoryStore` or a
 /// `LogStore`). Cheap to clone; clones share the writer lock. See the module doc for the key
 /// layout and the invariants.
+///
+/// Every method blocks until its batch is committed (`Store::commit`; an fsync under
+/// `Durability::Sync`): call it from a blocking context (`spawn_blocking`, a dedicated thread),
+/// not from an async runtime's worker thread.
 #[derive(Clone)]
 pub struct TaskStore {
     store: Arc<dyn Store>,

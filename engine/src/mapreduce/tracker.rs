@@ -1,6 +1,8 @@
 //! [`TaskTrackerCore`]: the sans-IO scheduling core of a MAP/MAP_REDUCE instance's TaskTracker.
 //!
 //! It owns no socket, spawns nothing and reads no clock: time comes in as `now_ms` arguments.
+//! Its only effects are [`TaskStore`] calls, which block until committed: drive it from a
+//! blocking context.
 //! Its state is the instance's [`TaskStore`] (durable) plus a small table of candidate workers
 //! (derived: capacity, tasks in flight, last sign of life).
 //!
