@@ -164,6 +164,17 @@ fn check(ts: &TaskStore, model: &BTreeMap<u64, MInstance>) {
             };
             assert_eq!(status, t.status, "task {instance}/{id}");
         }
+        let mut workers: Vec<String> = m
+            .tasks
+            .values()
+            .filter_map(|t| match &t.status {
+                MStatus::Dispatched(w) => Some(w.clone()),
+                _ => None,
+            })
+            .collect();
+        workers.sort();
+        workers.dedup();
+        assert_eq!(ts.dispatched_workers(instance).unwrap(), workers);
         let results: Vec<(u64, bool, String)> = ts
             .results(instance)
             .map(|r| r.unwrap())

@@ -398,8 +398,13 @@ fn a_new_core_resumes_the_stored_tree() {
     )
     .unwrap();
     assert_eq!(core.progress().unwrap(), (3, 0, 0));
-    // The previous life's dispatch is unknown to this one: declare that worker dead.
+    // The previous life's dispatches are found in the store: declare that worker dead.
+    assert_eq!(
+        core.store().dispatched_workers(6).unwrap(),
+        vec![W[0].to_owned()]
+    );
     assert_eq!(core.on_worker_dead(W[0]).unwrap(), 1);
+    assert!(core.store().dispatched_workers(6).unwrap().is_empty());
     core.set_worker(W[1], 10, 0);
     let d = core.poll_dispatch(0).unwrap();
     assert_eq!(d[0].tasks.len(), 3);

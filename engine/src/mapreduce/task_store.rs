@@ -801,6 +801,35 @@ impl TaskStore {
         }
     }
 
+    /// The distinct workers that hold dispatched tasks of `instance`, in key order: after a
+    /// TaskTracker restart, the workers to ask about (or declare dead). One read per worker,
+    /// skipping over each worker's tasks, so memory is bounded by the number of workers.
+    pub fn dispatched_workers(&self, instance: u64) -> Result<Vec<String>, TaskStoreError> {
+        let mut out = Vec::new();
+        let mut range = KeyRange::prefix(&instance_prefix(instance));
+        loop {
+            let page = self.store.range(TABLE_WORKER, &range, 1)?;
+            let Some((key, _)) = page.into_iter().next() else {
+                return Ok(out);
+            };
+            let bad = || TaskStoreError::corrupt(TABLE_WORKER, &key, "bad key");
+            let len = match key.get(8..10) {
+                Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+                _ => return Err(bad()),
+            };
+            let worker = key
+                .get(10..10 + len)
+                .filter(|_| key.len() == 10 + len + 8)
+                .ok_or_else(bad)?;
+            let worker = String::from_utf8(worker.to_vec()).map_err(|_| bad())?;
+            // Past every task of this worker: its prefix followed by the largest task id.
+            let mut last = worker_prefix(instance, &worker)?;
+            last.extend_from_slice(&u64::MAX.to_be_bytes());
+            range = range.after(&last);
+            out.push(worker);
+        }
+    }
+
     /// The instance's final tasks in task-id order, read a page at a time: memory is bounded by
     /// the page (1000 records), however many tasks there are. Non-final tasks are skipped.
     pub fn results(&self, instance: u64) -> TaskResults {
