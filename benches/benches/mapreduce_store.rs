@@ -11,6 +11,9 @@
 //!   a `counts` row updated in the same transaction as each change (as `TaskStore` keeps
 //!   counters). Same operations: one transaction per map batch, per dispatch page, per finish.
 //!
+//! - `*_finish_batch_1000`: the same, but finish reports go 1000 to a commit
+//!   (`TaskStore::mark_finished_many`; one SQLite transaction of 1000 updates).
+//!
 //! Neither is durable per commit, so this compares the bookkeeping cost, not the disk.
 //! Criterion times one whole instance; the per-phase rates (tasks/s) of one extra run per
 //! function go to `target/bench-reports/mapreduce_store.json`.
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ferrojob::mapreduce::TaskStore;
+use ferrojob::mapreduce::{TaskReport, TaskStore};
 use ferrojob_benches::{target_dir, Report, Row};
 use ferrojob_store::{Durability, LogOptions, LogStore};
 
@@ -46,7 +49,8 @@ trait Tasks {
     fn run(&mut self, instance: u64) -> Phases;
 }
 
-struct Ferrojob(TaskStore);
+/// The task store and how many reports each finish commit carries.
+struct Ferrojob(TaskStore, usize);
 
 impl Tasks for Ferrojob {
     fn run(&mut self, instance: u64) -> Phases {
@@ -79,16 +83,31 @@ impl Tasks for Ferrojob {
         p.dispatch = t.elapsed().as_secs_f64();
         let t = Instant::now();
         // Subtask ids are 1-based (the root is 0); each result is the 0-based index.
-        for id in ids_all {
-            ts.mark_finished(
-                instance,
-                id,
-                WORKER,
-                true,
-                id.saturating_sub(1).to_string(),
-                0,
-            )
-            .expect("finish");
+        if self.1 <= 1 {
+            for id in ids_all {
+                ts.mark_finished(
+                    instance,
+                    id,
+                    WORKER,
+                    true,
+                    id.saturating_sub(1).to_string(),
+                    0,
+                )
+                .expect("finish");
+            }
+        } else {
+            for chunk in ids_all.chunks(self.1) {
+                let reports = chunk
+                    .iter()
+                    .map(|&id| TaskReport {
+                        task_id: id,
+                        worker: WORKER.to_owned(),
+                        success: true,
+                        result: id.saturating_sub(1).to_string(),
+                    })
+                    .collect();
+                ts.mark_finished_many(instance, reports, 0).expect("finish");
+            }
         }
         p.finish = t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -106,11 +125,13 @@ impl Tasks for Ferrojob {
     }
 }
 
-struct Sqlite(rusqlite::Connection);
+/// The connection and how many reports each finish transaction carries.
+struct Sqlite(rusqlite::Connection, usize);
 
 impl Sqlite {
-    fn open(dir: &std::path::Path) -> Sqlite {
-        let conn = rusqlite::Connection::open(dir.join("tasks.sqlite")).expect("sqlite open");
+    fn open(dir: &std::path::Path, batch: usize) -> Sqlite {
+        let conn = rusqlite::Connection::open(dir.join(format!("tasks-{batch}.sqlite")))
+            .expect("sqlite open");
         conn.pragma_update(None, "journal_mode", "WAL")
             .expect("wal");
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -125,7 +146,7 @@ impl Sqlite {
                 running INTEGER, succeeded INTEGER);",
         )
         .expect("schema");
-        Sqlite(conn)
+        Sqlite(conn, batch)
     }
 }
 
@@ -214,7 +235,7 @@ impl Tasks for Sqlite {
         }
         p.dispatch = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        for id in ids_all {
+        for chunk in ids_all.chunks(self.1.max(1)) {
             let tx = conn.transaction().expect("begin");
             {
                 let mut up = tx
@@ -223,20 +244,23 @@ impl Tasks for Sqlite {
                          WHERE instance = ?1 AND task_id = ?2 AND status = 1 AND worker = ?4",
                     )
                     .expect("prepare");
-                let n = up
-                    .execute(rusqlite::params![
-                        inst,
-                        id,
-                        (id - 1).max(0).to_string(),
-                        WORKER
-                    ])
-                    .expect("update");
-                assert_eq!(n, 1);
+                for &id in chunk {
+                    let n = up
+                        .execute(rusqlite::params![
+                            inst,
+                            id,
+                            (id - 1).max(0).to_string(),
+                            WORKER
+                        ])
+                        .expect("update");
+                    assert_eq!(n, 1);
+                }
                 tx.prepare_cached(
-                    "UPDATE counts SET running = running - 1, succeeded = succeeded + 1 WHERE instance = ?1",
+                    "UPDATE counts SET running = running - ?2, succeeded = succeeded + ?2
+                     WHERE instance = ?1",
                 )
                 .expect("prepare")
-                .execute([inst])
+                .execute(rusqlite::params![inst, chunk.len() as i64])
                 .expect("counts");
             }
             tx.commit().expect("commit");
@@ -281,20 +305,30 @@ fn bench(c: &mut Criterion) {
     group.warm_up_time(Duration::from_millis(100));
     group.measurement_time(Duration::from_secs(30));
     let dir = bench_dir();
-    let log = LogStore::open(
-        dir.path().join("log"),
-        LogOptions {
-            durability: Durability::Buffered,
-            ..LogOptions::default()
-        },
-    )
-    .expect("open log store");
+    let log = |name: &str| {
+        LogStore::open(
+            dir.path().join(name),
+            LogOptions {
+                durability: Durability::Buffered,
+                ..LogOptions::default()
+            },
+        )
+        .expect("open log store")
+    };
     let functions: Vec<(&str, Box<dyn Tasks>)> = vec![
         (
             "ferrojob_taskstore",
-            Box::new(Ferrojob(TaskStore::new(Arc::new(log)))),
+            Box::new(Ferrojob(TaskStore::new(Arc::new(log("log1"))), 1)),
         ),
-        ("sqlite", Box::new(Sqlite::open(dir.path()))),
+        ("sqlite", Box::new(Sqlite::open(dir.path(), 1))),
+        (
+            "ferrojob_taskstore_finish_batch_1000",
+            Box::new(Ferrojob(TaskStore::new(Arc::new(log("log1000"))), 1000)),
+        ),
+        (
+            "sqlite_finish_batch_1000",
+            Box::new(Sqlite::open(dir.path(), 1000)),
+        ),
     ];
     for (name, mut tasks) in functions {
         let mut instance = 0u64;
