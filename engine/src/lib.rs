@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod embedded;
 pub mod http;
 pub mod launch;
+pub mod mapreduce;
 pub mod model;
 pub mod server;
 pub mod time_expression;
