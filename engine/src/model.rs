@@ -101,6 +101,17 @@ pub enum InstanceStatus {
 }
 
 impl InstanceStatus {
+    /// Every status, in PowerJob code order.
+    pub const ALL: [InstanceStatus; 7] = [
+        InstanceStatus::WaitingDispatch,
+        InstanceStatus::WaitingWorkerReceive,
+        InstanceStatus::Running,
+        InstanceStatus::Failed,
+        InstanceStatus::Succeed,
+        InstanceStatus::Canceled,
+        InstanceStatus::Stopped,
+    ];
+
     /// PowerJob's numeric code of this status.
     pub fn code(self) -> u8 {
         match self {

@@ -13,15 +13,7 @@ use crate::model::{DispatchStrategy, ExecuteType, InstanceId, InstanceStatus, Jo
 use crate::time_expression::{Lifecycle, MisfirePolicy, TimeExpressionType};
 
 fn status() -> impl Strategy<Value = InstanceStatus> {
-    prop::sample::select(vec![
-        InstanceStatus::WaitingDispatch,
-        InstanceStatus::WaitingWorkerReceive,
-        InstanceStatus::Running,
-        InstanceStatus::Failed,
-        InstanceStatus::Succeed,
-        InstanceStatus::Canceled,
-        InstanceStatus::Stopped,
-    ])
+    prop::sample::select(InstanceStatus::ALL.to_vec())
 }
 
 prop_compose! {

@@ -7,15 +7,7 @@ use std::time::Duration;
 use crate::model::InstanceStatus;
 
 /// Every status, in PowerJob code order (index = [`status_index`]).
-pub(crate) const STATUSES: [InstanceStatus; 7] = [
-    InstanceStatus::WaitingDispatch,
-    InstanceStatus::WaitingWorkerReceive,
-    InstanceStatus::Running,
-    InstanceStatus::Failed,
-    InstanceStatus::Succeed,
-    InstanceStatus::Canceled,
-    InstanceStatus::Stopped,
-];
+pub(crate) const STATUSES: [InstanceStatus; 7] = InstanceStatus::ALL;
 
 /// The wire name of a status (`WAITING_DISPATCH`, ...).
 pub(crate) fn status_name(s: InstanceStatus) -> &'static str {
