@@ -8,7 +8,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, JobId};
+use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus};
 use crate::server::{AppId, InstanceRecord, JobRecord, LogLevel, TriggerRecord};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
@@ -570,9 +570,4 @@ pub struct Health {
     pub workers: u64,
     /// Milliseconds since the server started.
     pub uptime_ms: u64,
-}
-
-/// Typed id helper for route handlers.
-pub fn job_id(id: u64) -> JobId {
-    JobId(id)
 }
