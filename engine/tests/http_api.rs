@@ -12,8 +12,9 @@ use std::time::Duration;
 use ferrojob::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, ErrorBody, ErrorCode, Health,
     InstanceAction, InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobView,
-    LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, ValidateRequest, WorkerInfo,
-    WorkerList,
+    LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, ValidateRequest,
+    WorkerInfo, WorkerList, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList,
+    WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
@@ -204,6 +205,8 @@ impl Api for MockApi {
             worker: None,
             running_times: 0,
             run: 0,
+            workflow_instance_id: None,
+            tasks: None,
         };
         st.instances.insert(instance_id, (app.id.0, view));
         ready(Ok(RunCreated { instance_id }))
@@ -289,6 +292,62 @@ impl Api for MockApi {
             })
         });
         ready(r)
+    }
+
+    // Workflow routes: the lead's compile shim; the HTTP work replaces it with a real mock.
+    fn create_workflow(&self, _app: AppRef, _body: WorkflowDef) -> ApiFuture<'_, Created> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn list_workflows(&self, _app: AppRef, _q: PageQuery) -> ApiFuture<'_, WorkflowList> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn get_workflow(&self, _app: AppRef, _id: u64) -> ApiFuture<'_, WorkflowView> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn update_workflow(
+        &self,
+        _app: AppRef,
+        _id: u64,
+        _b: WorkflowDef,
+    ) -> ApiFuture<'_, WorkflowView> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn delete_workflow(&self, _app: AppRef, _id: u64) -> ApiFuture<'_, ()> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn run_workflow(
+        &self,
+        _app: AppRef,
+        _id: u64,
+        _r: RunWorkflow,
+    ) -> ApiFuture<'_, WorkflowRunCreated> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn get_workflow_instance(&self, _app: AppRef, _id: u64) -> ApiFuture<'_, WorkflowInstanceView> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn list_workflow_instances(
+        &self,
+        _app: AppRef,
+        _q: WorkflowInstanceQuery,
+    ) -> ApiFuture<'_, WorkflowInstanceList> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn workflow_instance_action(
+        &self,
+        _app: AppRef,
+        _id: u64,
+        _a: WorkflowInstanceAction,
+    ) -> ApiFuture<'_, WorkflowInstanceView> {
+        ready(Err(ApiError::unavailable("mock")))
+    }
+    fn mark_workflow_node_success(
+        &self,
+        _app: AppRef,
+        _id: u64,
+        _n: u64,
+    ) -> ApiFuture<'_, WorkflowInstanceView> {
+        ready(Err(ApiError::unavailable("mock")))
     }
 
     fn list_workers(&self, _app: AppRef) -> ApiFuture<'_, WorkerList> {

@@ -3,7 +3,7 @@
 mod common;
 
 use ferrojob_transport::frame::{
-    encode_frame, encode_to_vec, Decoder, Flags, FrameHeader, HEADER_LEN, MAGIC,
+    encode_frame, encode_to_vec, Decoder, Flags, FrameHeader, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
 };
 use ferrojob_transport::message::{samples, Message, MessageKind};
 use ferrojob_transport::FrameError;
@@ -126,7 +126,7 @@ fn wrong_version_is_refused() {
         first_error(&b),
         FrameError::UnsupportedVersion {
             found: 9,
-            supported: 1
+            supported: PROTOCOL_VERSION
         }
     );
 }
@@ -155,7 +155,7 @@ fn bad_flags_and_reserved_bits_are_refused() {
 fn oversized_frame_is_refused_from_the_header_alone() {
     let mut head = [0u8; HEADER_LEN];
     head[..4].copy_from_slice(&MAGIC);
-    head[4..6].copy_from_slice(&1u16.to_le_bytes());
+    head[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     head[6..8].copy_from_slice(&MessageKind::LogBatch.code().to_le_bytes());
     head[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
     let mut dec = Decoder::new(1024);

@@ -26,6 +26,8 @@
 //! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
 //! | `GET /v1/apps/{app}/instances/{id}/log` | [`Api::instance_log`] |
 //! | `GET /v1/apps/{app}/workers` | [`Api::list_workers`] |
+//! | `POST/GET /v1/apps/{app}/workflows`, `GET/PUT/DELETE .../workflows/{id}`, `POST .../workflows/{id}/run` | workflow methods ([`workflow`]) |
+//! | `GET /v1/apps/{app}/workflow-instances[/{id}]`, `POST .../{id}/stop`, `/retry`, `.../nodes/{node}/mark-success` | workflow instance methods ([`workflow`]) |
 //! | `POST /v1/validate` | [`types::validate_expression`] (no server state) |
 //! | `GET /healthz` (no auth) | [`Api::health`] |
 //! | `GET /metrics` (no auth) | [`Api::metrics_text`] |
@@ -34,12 +36,14 @@
 
 pub mod error;
 pub mod types;
+pub mod workflow;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use types::*;
+pub use workflow::*;
 
 /// The future an [`Api`] method returns (boxed: the trait is used as `dyn Api`).
 pub type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
@@ -97,6 +101,55 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     fn instance_log(&self, app: AppRef, id: u64, query: LogQuery) -> ApiFuture<'_, LogView>;
     /// The app's live workers.
     fn list_workers(&self, app: AppRef) -> ApiFuture<'_, WorkerList>;
+    /// Creates a workflow (validated: cycles, dangling edges, unknown jobs or workflows of
+    /// this app are InvalidArgument naming the problem), durable when the future resolves,
+    /// and schedules it.
+    fn create_workflow(&self, app: AppRef, body: WorkflowDef) -> ApiFuture<'_, Created>;
+    /// A page of the app's workflows in id order.
+    fn list_workflows(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, WorkflowList>;
+    /// One workflow.
+    fn get_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowView>;
+    /// Replaces a workflow's definition and reschedules it; running instances keep the
+    /// definition they started with.
+    fn update_workflow(
+        &self,
+        app: AppRef,
+        id: u64,
+        body: WorkflowDef,
+    ) -> ApiFuture<'_, WorkflowView>;
+    /// Deletes a workflow and unschedules it; Conflict while one of its instances runs or
+    /// another workflow nests it.
+    fn delete_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()>;
+    /// Creates a workflow run now or after `delay_ms`; durable when this resolves.
+    fn run_workflow(
+        &self,
+        app: AppRef,
+        id: u64,
+        req: RunWorkflow,
+    ) -> ApiFuture<'_, WorkflowRunCreated>;
+    /// One workflow instance.
+    fn get_workflow_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowInstanceView>;
+    /// A page of the app's (or a workflow's) instances, newest first.
+    fn list_workflow_instances(
+        &self,
+        app: AppRef,
+        query: WorkflowInstanceQuery,
+    ) -> ApiFuture<'_, WorkflowInstanceList>;
+    /// Stops or retries a workflow instance; answers it after the change.
+    fn workflow_instance_action(
+        &self,
+        app: AppRef,
+        id: u64,
+        action: WorkflowInstanceAction,
+    ) -> ApiFuture<'_, WorkflowInstanceView>;
+    /// Marks a FAILED node successful (its successors then run as if it had succeeded);
+    /// answers the instance after the change.
+    fn mark_workflow_node_success(
+        &self,
+        app: AppRef,
+        id: u64,
+        node: u64,
+    ) -> ApiFuture<'_, WorkflowInstanceView>;
     /// Liveness and a summary.
     fn health(&self) -> Health;
     /// Prometheus text exposition (version 0.0.4) of the server's metrics.

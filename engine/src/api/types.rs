@@ -377,6 +377,14 @@ pub struct InstanceView {
     pub running_times: u32,
     /// The job's fire number that created it (0 for API runs and retries).
     pub run: u64,
+    /// The workflow instance this run is a node of (absent when it is not one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_instance_id: Option<u64>,
+    /// MAP / MAP_REDUCE task progress as the TaskTracker last reported it (absent for other
+    /// execute types and once the instance's final status is stored: the counts live in the
+    /// server's memory only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<super::workflow::TaskProgress>,
 }
 
 impl From<&InstanceRecord> for InstanceView {
@@ -393,6 +401,8 @@ impl From<&InstanceRecord> for InstanceView {
             worker: r.worker.clone(),
             running_times: r.running_times,
             run: r.run,
+            workflow_instance_id: None,
+            tasks: None,
         }
     }
 }

@@ -50,6 +50,7 @@ pub(crate) struct InstanceInfo {
     pub job: ScheduleJob,
     pub job_params: Arc<str>,
     pub instance_params: Arc<str>,
+    pub workflow_context: Arc<str>,
     pub timeout: Option<Duration>,
 }
 
@@ -60,6 +61,7 @@ impl InstanceInfo {
         InstanceInfo {
             job_params: Arc::from(job.job_params.as_str()),
             instance_params: Arc::from(job.instance_params.as_str()),
+            workflow_context: Arc::from(job.workflow_context.as_str()),
             timeout,
             job,
         }
@@ -79,6 +81,8 @@ impl InstanceInfo {
             job_id: self.job.job_id,
             job_params: Arc::clone(&self.job_params),
             instance_params: Arc::clone(&self.instance_params),
+            workflow_instance_id: self.job.workflow_instance_id,
+            workflow_context: Arc::clone(&self.workflow_context),
             task_id: Arc::from(task_id),
             attempt,
             worker_address: Arc::clone(&shared.address),

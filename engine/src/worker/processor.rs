@@ -63,6 +63,8 @@ pub struct TaskContext {
     pub(crate) job_id: u64,
     pub(crate) job_params: Arc<str>,
     pub(crate) instance_params: Arc<str>,
+    pub(crate) workflow_instance_id: Option<u64>,
+    pub(crate) workflow_context: Arc<str>,
     pub(crate) task_id: Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) worker_address: Arc<str>,
@@ -103,6 +105,18 @@ impl TaskContext {
     /// The parameters of this run (API runs); empty when none were given.
     pub fn instance_params(&self) -> &str {
         &self.instance_params
+    }
+
+    /// The workflow instance this run is a node of, if any.
+    pub fn workflow_instance_id(&self) -> Option<u64> {
+        self.workflow_instance_id
+    }
+
+    /// The workflow instance's context when this node was dispatched: a JSON object as text
+    /// (the run's init params plus what earlier nodes appended); empty when the run is not a
+    /// workflow node. A node appends to it by returning a JSON object as its result.
+    pub fn workflow_context(&self) -> &str {
+        &self.workflow_context
     }
 
     /// The instance parameters if non-empty, else the job parameters: what most processors

@@ -37,6 +37,7 @@ pub fn schedule_job() -> ScheduleJob {
         },
         dispatch_time_ms: 1_795_000_000_000,
         report_seq_base: 0,
+        workflow_context: String::new(),
     }
 }
 

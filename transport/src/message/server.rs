@@ -80,6 +80,9 @@ pub struct ScheduleJob {
     /// of this attempt from `report_seq_base + 1`, so a re-dispatched instance's reports are
     /// never mistaken for stale ones.
     pub report_seq_base: u64,
+    /// The workflow instance's context when this node was dispatched (a JSON object as text);
+    /// empty when the run is not a workflow node.
+    pub workflow_context: String,
 }
 }
 

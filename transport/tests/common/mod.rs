@@ -119,6 +119,7 @@ prop_compose! {
             alarm_config: AlarmConfig { threshold: alarm.0, statistic_window_s: alarm.1, silence_window_s: alarm.2 },
             dispatch_time_ms: t,
             report_seq_base: 0,
+            workflow_context: String::new(),
         }
     }
 }

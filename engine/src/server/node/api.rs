@@ -6,7 +6,9 @@ use std::sync::Arc;
 use crate::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
     InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobView, LogLineView, LogQuery,
-    LogView, PageQuery, RunCreated, RunJob, WorkerInfo, WorkerList,
+    LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo, WorkerList, WorkflowDef,
+    WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView,
+    WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::dispatch::GIB;
 use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
@@ -26,7 +28,7 @@ fn not_supported(e: ExecuteType) -> Option<ApiError> {
     (!Shared::supported(e)).then(|| {
         ApiError::invalid(
             "execute_type",
-            format!("{e:?} is not supported yet (MAP and MAP_REDUCE come with issue 6)"),
+            format!("{e:?} is not supported by this server"),
         )
     })
 }
@@ -471,6 +473,70 @@ impl Api for NodeApi {
                 .collect();
             Ok(WorkerList { workers })
         })
+    }
+
+    fn create_workflow(&self, app: AppRef, body: WorkflowDef) -> ApiFuture<'_, Created> {
+        Box::pin(self.wf_create(app, body))
+    }
+
+    fn list_workflows(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, WorkflowList> {
+        Box::pin(self.wf_list(app, query))
+    }
+
+    fn get_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowView> {
+        Box::pin(self.wf_get(app, id))
+    }
+
+    fn update_workflow(
+        &self,
+        app: AppRef,
+        id: u64,
+        body: WorkflowDef,
+    ) -> ApiFuture<'_, WorkflowView> {
+        Box::pin(self.wf_update(app, id, body))
+    }
+
+    fn delete_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+        Box::pin(self.wf_delete(app, id))
+    }
+
+    fn run_workflow(
+        &self,
+        app: AppRef,
+        id: u64,
+        req: RunWorkflow,
+    ) -> ApiFuture<'_, WorkflowRunCreated> {
+        Box::pin(self.wf_run(app, id, req))
+    }
+
+    fn get_workflow_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowInstanceView> {
+        Box::pin(self.wf_instance(app, id))
+    }
+
+    fn list_workflow_instances(
+        &self,
+        app: AppRef,
+        query: WorkflowInstanceQuery,
+    ) -> ApiFuture<'_, WorkflowInstanceList> {
+        Box::pin(self.wf_instances(app, query))
+    }
+
+    fn workflow_instance_action(
+        &self,
+        app: AppRef,
+        id: u64,
+        action: WorkflowInstanceAction,
+    ) -> ApiFuture<'_, WorkflowInstanceView> {
+        Box::pin(self.wf_action(app, id, action))
+    }
+
+    fn mark_workflow_node_success(
+        &self,
+        app: AppRef,
+        id: u64,
+        node: u64,
+    ) -> ApiFuture<'_, WorkflowInstanceView> {
+        Box::pin(self.wf_mark_success(app, id, node))
     }
 
     fn health(&self) -> Health {

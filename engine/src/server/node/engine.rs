@@ -214,6 +214,7 @@ fn schedule_msg(
         },
         dispatch_time_ms: now,
         report_seq_base: rec.report_seq,
+        workflow_context: String::new(),
     }
 }
 

@@ -33,6 +33,7 @@ mod engine;
 mod metrics;
 mod state;
 mod timer;
+mod workflow;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

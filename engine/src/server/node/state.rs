@@ -314,11 +314,14 @@ impl Shared {
         }
     }
 
-    /// The execute types the server runs (MAP and MAP_REDUCE are issue 6).
+    /// The execute types the server runs (all of them; kept as the one place to say so).
     pub(crate) fn supported(execute_type: ExecuteType) -> bool {
         matches!(
             execute_type,
-            ExecuteType::Standalone | ExecuteType::Broadcast
+            ExecuteType::Standalone
+                | ExecuteType::Broadcast
+                | ExecuteType::Map
+                | ExecuteType::MapReduce
         )
     }
 }

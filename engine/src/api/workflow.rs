@@ -1,0 +1,172 @@
+//! The OpenAPI's workflow bodies (issue 6): definitions, runs and workflow instances.
+//!
+//! | route | method | body → answer |
+//! |---|---|---|
+//! | `POST /v1/apps/{app}/workflows` | [`Api::create_workflow`] | [`WorkflowDef`] → 201 [`Created`] |
+//! | `GET /v1/apps/{app}/workflows` | [`Api::list_workflows`] | [`PageQuery`] → [`WorkflowList`] |
+//! | `GET /v1/apps/{app}/workflows/{id}` | [`Api::get_workflow`] | → [`WorkflowView`] |
+//! | `PUT /v1/apps/{app}/workflows/{id}` | [`Api::update_workflow`] | [`WorkflowDef`] → [`WorkflowView`] |
+//! | `DELETE /v1/apps/{app}/workflows/{id}` | [`Api::delete_workflow`] | → 204 |
+//! | `POST /v1/apps/{app}/workflows/{id}/run` | [`Api::run_workflow`] | [`RunWorkflow`] → [`WorkflowRunCreated`] |
+//! | `GET /v1/apps/{app}/workflow-instances` | [`Api::list_workflow_instances`] | [`WorkflowInstanceQuery`] → [`WorkflowInstanceList`] |
+//! | `GET /v1/apps/{app}/workflow-instances/{id}` | [`Api::get_workflow_instance`] | → [`WorkflowInstanceView`] |
+//! | `POST /v1/apps/{app}/workflow-instances/{id}/stop`, `/retry` | [`Api::workflow_instance_action`] | → [`WorkflowInstanceView`] |
+//! | `POST /v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success` | [`Api::mark_workflow_node_success`] | → [`WorkflowInstanceView`] |
+//!
+//! The definition body is [`crate::workflow::WorkflowDef`] itself (field names as in the
+//! issue: `name`, `time_expression_type`, `time_expression`, `time_zone`, `max_instances`,
+//! `failure_policy`, `nodes`, `edges`); `WorkflowDef::validate` is the one place it is
+//! checked.
+//!
+//! [`Api::create_workflow`]: super::Api::create_workflow
+//! [`Api::list_workflows`]: super::Api::list_workflows
+//! [`Api::get_workflow`]: super::Api::get_workflow
+//! [`Api::update_workflow`]: super::Api::update_workflow
+//! [`Api::delete_workflow`]: super::Api::delete_workflow
+//! [`Api::run_workflow`]: super::Api::run_workflow
+//! [`Api::list_workflow_instances`]: super::Api::list_workflow_instances
+//! [`Api::get_workflow_instance`]: super::Api::get_workflow_instance
+//! [`Api::workflow_instance_action`]: super::Api::workflow_instance_action
+//! [`Api::mark_workflow_node_success`]: super::Api::mark_workflow_node_success
+//! [`Created`]: super::Created
+//! [`PageQuery`]: super::PageQuery
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::time_expression::EpochMs;
+pub use crate::workflow::{
+    EdgeDef, FailurePolicy, InstanceStatus as WorkflowInstanceStatus, NodeDef, NodeKind,
+    NodeStatus, WorkflowDef,
+};
+
+/// `GET /v1/apps/{app}/workflows/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowView {
+    /// The workflow.
+    pub id: u64,
+    /// Its app.
+    pub app_id: u64,
+    /// The definition as stored (defaults filled in).
+    #[serde(flatten)]
+    pub body: WorkflowDef,
+    /// The next scheduled run (CRON, FIXED_RATE, DAILY_TIME_INTERVAL), epoch ms; null for API
+    /// workflows or when the expression has no further trigger.
+    pub next_trigger_time: Option<EpochMs>,
+    /// When it was created (epoch ms).
+    pub created_at: EpochMs,
+    /// When it was last updated (epoch ms).
+    pub updated_at: EpochMs,
+}
+
+/// `GET /v1/apps/{app}/workflows` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowList {
+    /// The page, in id order.
+    pub items: Vec<WorkflowView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<u64>,
+}
+
+/// `POST /v1/apps/{app}/workflows/{id}/run` body (may be empty or `{}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunWorkflow {
+    /// Seeds the workflow context: a JSON object, or a string holding one (PowerJob passes
+    /// its `initParams` as a string); default `{}`. Anything else is a 400.
+    #[serde(default)]
+    pub init_params: Option<Json>,
+    /// Start this many ms from now (persisted: survives a restart); default 0 = at once.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// `POST /v1/apps/{app}/workflows/{id}/run` answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRunCreated {
+    /// The workflow instance created for the run (durable when this answer is sent).
+    pub workflow_instance_id: u64,
+}
+
+/// One node of a workflow instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowNodeView {
+    /// The node's id in the definition.
+    pub id: u64,
+    /// `WAITING`, `RUNNING`, `SUCCEED`, `FAILED`, `STOPPED`, `DISABLED` or `SKIPPED`.
+    pub status: NodeStatus,
+    /// The job instance of the node's latest attempt (JOB nodes), or the nested workflow
+    /// instance (NESTED_WORKFLOW nodes); null before it is dispatched and for decisions.
+    pub instance_id: Option<u64>,
+    /// The node's result (a decision's is `"true"`/`"false"`), or its failure reason.
+    pub result: Option<String>,
+}
+
+/// `GET /v1/apps/{app}/workflow-instances/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowInstanceView {
+    /// The workflow instance.
+    pub id: u64,
+    /// Its workflow.
+    pub workflow_id: u64,
+    /// `WAITING`, `RUNNING`, `SUCCEED`, `FAILED` or `STOPPED`.
+    pub status: WorkflowInstanceStatus,
+    /// The context: the init params plus what the nodes appended.
+    pub context: Map<String, Json>,
+    /// Every node, in definition order.
+    pub nodes: Vec<WorkflowNodeView>,
+    /// The workflow instance this one runs as a NESTED_WORKFLOW node of, if any.
+    pub parent_instance_id: Option<u64>,
+    /// When it was created (epoch ms).
+    pub created_at: EpochMs,
+    /// When it (last) started (epoch ms).
+    pub started_at: Option<EpochMs>,
+    /// When it (last) finished (epoch ms).
+    pub finished_at: Option<EpochMs>,
+}
+
+/// `GET /v1/apps/{app}/workflow-instances` query.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowInstanceQuery {
+    /// Only this workflow's instances; without it, the app's. Newest first either way.
+    #[serde(default)]
+    pub workflow_id: Option<u64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<u64>,
+}
+
+/// `GET /v1/apps/{app}/workflow-instances` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowInstanceList {
+    /// The page, newest first.
+    pub items: Vec<WorkflowInstanceView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<u64>,
+}
+
+/// What a workflow instance action route asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkflowInstanceAction {
+    /// `POST .../workflow-instances/{id}/stop`: stop every running node and the instance;
+    /// STOPPED.
+    Stop,
+    /// `POST .../workflow-instances/{id}/retry`: re-run a FAILED or STOPPED instance; only
+    /// its unsuccessful nodes run again.
+    Retry,
+}
+
+/// Task progress of a MAP / MAP_REDUCE instance, as its TaskTracker last reported it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    /// Tasks created so far (the root task included).
+    pub total: u64,
+    /// Tasks that succeeded.
+    pub succeeded: u64,
+    /// Tasks that failed for good (retries exhausted).
+    pub failed: u64,
+}
