@@ -4,7 +4,7 @@
 //! bodies never get a 5xx; slow, idle and surplus connections and shutdown with open
 //! connections, over raw sockets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,8 +14,10 @@ use ferrojob::api::{
     InstanceAction, InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobView,
     LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, ValidateRequest,
     WorkerInfo, WorkerList, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList,
-    WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
+    WorkflowInstanceQuery, WorkflowInstanceStatus, WorkflowInstanceView, WorkflowList,
+    WorkflowNodeView, WorkflowRunCreated, WorkflowView,
 };
+use ferrojob::workflow::{Action, InstanceError, WorkflowInstance};
 use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
 use ferrojob::model::InstanceStatus;
@@ -39,6 +41,20 @@ struct State {
     jobs: BTreeMap<u64, JobView>,
     /// Instance id → (app id, view).
     instances: BTreeMap<u64, (u64, InstanceView)>,
+    workflows: BTreeMap<u64, WorkflowView>,
+    workflow_instances: BTreeMap<u64, MockWorkflowInstance>,
+}
+
+/// The mock's clock: every workflow transition happens at this time.
+const NOW: i64 = 1_000;
+
+#[derive(Debug)]
+struct MockWorkflowInstance {
+    app_id: u64,
+    workflow_id: u64,
+    instance: WorkflowInstance,
+    /// Node id → the job instance of its latest attempt.
+    node_instances: BTreeMap<u64, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +93,201 @@ impl State {
         match self.instances.get_mut(&id) {
             Some((a, view)) if *a == app.id.0 => Ok(view),
             _ => Err(ApiError::not_found("instance", id)),
+        }
+    }
+
+    fn workflow(&mut self, app: &AppRef, id: u64) -> Result<&mut WorkflowView, ApiError> {
+        self.workflows
+            .get_mut(&id)
+            .filter(|w| w.app_id == app.id.0)
+            .ok_or_else(|| ApiError::not_found("workflow", id))
+    }
+
+    fn workflow_instance(
+        &mut self,
+        app: &AppRef,
+        id: u64,
+    ) -> Result<&mut MockWorkflowInstance, ApiError> {
+        self.workflow_instances
+            .get_mut(&id)
+            .filter(|w| w.app_id == app.id.0)
+            .ok_or_else(|| ApiError::not_found("workflow instance", id))
+    }
+
+    /// `WorkflowDef::validate` against this app's jobs and workflows.
+    fn validate_workflow(
+        &self,
+        app: &AppRef,
+        body: &WorkflowDef,
+        updating: Option<u64>,
+    ) -> Result<(), ApiError> {
+        let job_exists = |id| self.jobs.get(&id).is_some_and(|j| j.app_id == app.id.0);
+        let workflow_exists = |id| {
+            Some(id) != updating && self.workflows.get(&id).is_some_and(|w| w.app_id == app.id.0)
+        };
+        body.clone()
+            .validate(job_exists, workflow_exists)
+            .map(drop)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.to_string()))
+    }
+
+    fn run_workflow(
+        &mut self,
+        app: &AppRef,
+        id: u64,
+        req: RunWorkflow,
+    ) -> Result<WorkflowRunCreated, ApiError> {
+        let body = self.workflow(app, id)?.body.clone();
+        let dag = body
+            .validate(|_| true, |_| true)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let init = match req.init_params {
+            None => Value::Null,
+            Some(Value::String(text)) => serde_json::from_str(&text)
+                .map_err(|e| ApiError::invalid("init_params", e))?,
+            Some(v) => v,
+        };
+        let mut instance = WorkflowInstance::new(Arc::new(dag), init, NOW)
+            .map_err(|e| ApiError::invalid("init_params", e))?;
+        let actions = instance
+            .start(NOW)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let wid = self.id();
+        let mut mock = MockWorkflowInstance {
+            app_id: app.id.0,
+            workflow_id: id,
+            instance,
+            node_instances: BTreeMap::new(),
+        };
+        self.perform(wid, &mut mock, actions);
+        self.workflow_instances.insert(wid, mock);
+        Ok(WorkflowRunCreated {
+            workflow_instance_id: wid,
+        })
+    }
+
+    /// Runs `f` on workflow instance `id` (which exists), performs its actions and answers
+    /// the view after them; an `InstanceError` is a 404 (unknown node) or a 409.
+    fn with_workflow_instance(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut WorkflowInstance) -> Result<Vec<Action>, InstanceError>,
+    ) -> Result<WorkflowInstanceView, ApiError> {
+        let mut mock = self
+            .workflow_instances
+            .remove(&id)
+            .ok_or_else(|| ApiError::not_found("workflow instance", id))?;
+        let r = f(&mut mock.instance);
+        if let Ok(actions) = &r {
+            self.perform(id, &mut mock, actions.clone());
+        }
+        self.workflow_instances.insert(id, mock);
+        match r {
+            Ok(_) => Ok(self.workflow_instance_view(id)),
+            Err(InstanceError::UnknownNode(n)) => Err(ApiError::not_found("node", n)),
+            Err(e) => Err(ApiError::conflict(e.to_string())),
+        }
+    }
+
+    /// Performs a workflow instance's actions the way the class doc of the mock says.
+    fn perform(&mut self, wid: u64, mock: &mut MockWorkflowInstance, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Dispatch {
+                    node,
+                    job_id,
+                    params,
+                    ..
+                } => {
+                    let name = self.jobs.get(&job_id).map(|j| j.body.name.clone());
+                    let outcome = match name.as_deref() {
+                        Some("hold") => None,
+                        Some("fail") => Some((false, "boom".to_owned())),
+                        _ => Some((true, params.clone())),
+                    };
+                    let instance_id = self.id();
+                    let (status, result) = match &outcome {
+                        None => (InstanceStatus::Running, None),
+                        Some((true, r)) => (InstanceStatus::Succeed, Some(r.clone())),
+                        Some((false, r)) => (InstanceStatus::Failed, Some(r.clone())),
+                    };
+                    let view = InstanceView {
+                        id: instance_id,
+                        job_id,
+                        status,
+                        result,
+                        params,
+                        trigger_time: NOW,
+                        actual_trigger_time: Some(NOW),
+                        finished_time: outcome.as_ref().map(|_| NOW),
+                        worker: None,
+                        running_times: 1,
+                        run: 0,
+                        workflow_instance_id: Some(wid),
+                        tasks: None,
+                    };
+                    self.instances.insert(instance_id, (mock.app_id, view));
+                    mock.node_instances.insert(node, instance_id);
+                    if let Some((ok, result)) = outcome {
+                        if let Ok(more) =
+                            mock.instance
+                                .on_node_finished(node, ok, Some(result), NOW)
+                        {
+                            queue.extend(more);
+                        }
+                    }
+                }
+                Action::Cancel { node } => {
+                    if let Some((_, view)) = mock
+                        .node_instances
+                        .get(&node)
+                        .and_then(|i| self.instances.get_mut(i))
+                    {
+                        view.status = InstanceStatus::Stopped;
+                    }
+                }
+                // Nested workflows stay RUNNING in the mock.
+                Action::RunWorkflow { .. } | Action::Finished { .. } => {}
+            }
+        }
+    }
+
+    /// The view of workflow instance `id` (an unknown id gives an empty view; callers check).
+    fn workflow_instance_view(&self, id: u64) -> WorkflowInstanceView {
+        let Some(mock) = self.workflow_instances.get(&id) else {
+            return WorkflowInstanceView {
+                id,
+                workflow_id: 0,
+                status: WorkflowInstanceStatus::Waiting,
+                context: serde_json::Map::new(),
+                nodes: vec![],
+                parent_instance_id: None,
+                created_at: 0,
+                started_at: None,
+                finished_at: None,
+            };
+        };
+        let wi = &mock.instance;
+        WorkflowInstanceView {
+            id,
+            workflow_id: mock.workflow_id,
+            status: wi.status(),
+            context: wi.context().clone(),
+            nodes: wi
+                .nodes()
+                .iter()
+                .map(|n| WorkflowNodeView {
+                    id: n.id,
+                    status: n.status,
+                    instance_id: mock.node_instances.get(&n.id).copied(),
+                    result: n.result.clone(),
+                })
+                .collect(),
+            parent_instance_id: None,
+            created_at: wi.created_at(),
+            started_at: wi.started_at(),
+            finished_at: wi.finished_at(),
         }
     }
 }
@@ -294,60 +505,166 @@ impl Api for MockApi {
         ready(r)
     }
 
-    // Workflow routes: the lead's compile shim; the HTTP work replaces it with a real mock.
-    fn create_workflow(&self, _app: AppRef, _body: WorkflowDef) -> ApiFuture<'_, Created> {
-        ready(Err(ApiError::unavailable("mock")))
+    // Workflow routes: definitions validated with `WorkflowDef::validate` against the mock's
+    // jobs and workflows, instances driven by the real `WorkflowInstance` state machine. A
+    // dispatched JOB node gets a job instance (with `workflow_instance_id`) that finishes at
+    // once by the job's name: `hold` keeps running, `fail` fails with "boom", any other
+    // succeeds with the node's params as its result (so `{"go":"left"}` feeds a decision).
+    fn create_workflow(&self, app: AppRef, body: WorkflowDef) -> ApiFuture<'_, Created> {
+        let mut st = self.lock();
+        let r = st.validate_workflow(&app, &body, None).map(|()| {
+            let id = st.id();
+            st.workflows.insert(
+                id,
+                WorkflowView {
+                    id,
+                    app_id: app.id.0,
+                    body,
+                    next_trigger_time: None,
+                    created_at: 1,
+                    updated_at: 1,
+                },
+            );
+            Created { id }
+        });
+        ready(r)
     }
-    fn list_workflows(&self, _app: AppRef, _q: PageQuery) -> ApiFuture<'_, WorkflowList> {
-        ready(Err(ApiError::unavailable("mock")))
+
+    fn list_workflows(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, WorkflowList> {
+        let st = self.lock();
+        let r = page_limit(query.limit, 100).map(|limit| {
+            let after = query.cursor.unwrap_or(0);
+            let mut items: Vec<WorkflowView> = st
+                .workflows
+                .range(after + 1..)
+                .map(|(_, w)| w)
+                .filter(|w| w.app_id == app.id.0)
+                .take(limit + 1)
+                .cloned()
+                .collect();
+            let next_cursor = (items.len() > limit).then(|| {
+                items.truncate(limit);
+                items.last().map_or(0, |w| w.id)
+            });
+            WorkflowList { items, next_cursor }
+        });
+        ready(r)
     }
-    fn get_workflow(&self, _app: AppRef, _id: u64) -> ApiFuture<'_, WorkflowView> {
-        ready(Err(ApiError::unavailable("mock")))
+
+    fn get_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowView> {
+        ready(self.lock().workflow(&app, id).map(|w| w.clone()))
     }
+
     fn update_workflow(
         &self,
-        _app: AppRef,
-        _id: u64,
-        _b: WorkflowDef,
+        app: AppRef,
+        id: u64,
+        body: WorkflowDef,
     ) -> ApiFuture<'_, WorkflowView> {
-        ready(Err(ApiError::unavailable("mock")))
+        let mut st = self.lock();
+        let r = st
+            .workflow(&app, id)
+            .map(|_| ())
+            .and_then(|()| st.validate_workflow(&app, &body, Some(id)))
+            .and_then(|()| st.workflow(&app, id))
+            .map(|w| {
+                w.body = body;
+                w.updated_at += 1;
+                w.clone()
+            });
+        ready(r)
     }
-    fn delete_workflow(&self, _app: AppRef, _id: u64) -> ApiFuture<'_, ()> {
-        ready(Err(ApiError::unavailable("mock")))
+
+    fn delete_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+        let mut st = self.lock();
+        let r = st.workflow(&app, id).map(|_| ()).and_then(|()| {
+            let running = st.workflow_instances.values().any(|w| {
+                w.workflow_id == id && w.instance.status() == WorkflowInstanceStatus::Running
+            });
+            if running {
+                return Err(ApiError::conflict(format!(
+                    "workflow {id} has a running instance; stop it first"
+                )));
+            }
+            st.workflows.remove(&id);
+            Ok(())
+        });
+        ready(r)
     }
+
     fn run_workflow(
         &self,
-        _app: AppRef,
-        _id: u64,
-        _r: RunWorkflow,
+        app: AppRef,
+        id: u64,
+        req: RunWorkflow,
     ) -> ApiFuture<'_, WorkflowRunCreated> {
-        ready(Err(ApiError::unavailable("mock")))
+        let mut st = self.lock();
+        ready(st.run_workflow(&app, id, req))
     }
-    fn get_workflow_instance(&self, _app: AppRef, _id: u64) -> ApiFuture<'_, WorkflowInstanceView> {
-        ready(Err(ApiError::unavailable("mock")))
+
+    fn get_workflow_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowInstanceView> {
+        let mut st = self.lock();
+        let r = st.workflow_instance(&app, id).map(|_| ());
+        ready(r.map(|()| st.workflow_instance_view(id)))
     }
+
     fn list_workflow_instances(
         &self,
-        _app: AppRef,
-        _q: WorkflowInstanceQuery,
+        app: AppRef,
+        query: WorkflowInstanceQuery,
     ) -> ApiFuture<'_, WorkflowInstanceList> {
-        ready(Err(ApiError::unavailable("mock")))
+        let st = self.lock();
+        let r = page_limit(query.limit, 100).map(|limit| {
+            let before = query.cursor.unwrap_or(u64::MAX);
+            let ids: Vec<u64> = st
+                .workflow_instances
+                .range(..before)
+                .rev()
+                .filter(|(_, w)| {
+                    w.app_id == app.id.0 && query.workflow_id.is_none_or(|q| q == w.workflow_id)
+                })
+                .take(limit + 1)
+                .map(|(id, _)| *id)
+                .collect();
+            let mut items: Vec<WorkflowInstanceView> =
+                ids.iter().map(|&id| st.workflow_instance_view(id)).collect();
+            let next_cursor = (items.len() > limit).then(|| {
+                items.truncate(limit);
+                items.last().map_or(0, |i| i.id)
+            });
+            WorkflowInstanceList { items, next_cursor }
+        });
+        ready(r)
     }
+
     fn workflow_instance_action(
         &self,
-        _app: AppRef,
-        _id: u64,
-        _a: WorkflowInstanceAction,
+        app: AppRef,
+        id: u64,
+        action: WorkflowInstanceAction,
     ) -> ApiFuture<'_, WorkflowInstanceView> {
-        ready(Err(ApiError::unavailable("mock")))
+        let mut st = self.lock();
+        let r = st.workflow_instance(&app, id).map(|_| ()).and_then(|()| {
+            st.with_workflow_instance(id, |wi| match action {
+                WorkflowInstanceAction::Stop => Ok(wi.stop(NOW)),
+                WorkflowInstanceAction::Retry => wi.retry(NOW),
+            })
+        });
+        ready(r)
     }
+
     fn mark_workflow_node_success(
         &self,
-        _app: AppRef,
-        _id: u64,
-        _n: u64,
+        app: AppRef,
+        id: u64,
+        node: u64,
     ) -> ApiFuture<'_, WorkflowInstanceView> {
-        ready(Err(ApiError::unavailable("mock")))
+        let mut st = self.lock();
+        let r = st
+            .workflow_instance(&app, id)
+            .map(|_| ())
+            .and_then(|()| st.with_workflow_instance(id, |wi| wi.mark_success(node, NOW)));
+        ready(r)
     }
 
     fn list_workers(&self, _app: AppRef) -> ApiFuture<'_, WorkerList> {

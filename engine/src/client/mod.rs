@@ -38,7 +38,9 @@ use serde::Serialize;
 use crate::api::{
     ApiError, AppCreated, CreateApp, Created, ErrorBody, ErrorCode, Health, InstanceList,
     InstanceQuery, InstanceView, JobBody, JobList, JobView, LogQuery, LogView, PageQuery,
-    RunCreated, RunJob, ValidateRequest, ValidateResponse, WorkerList,
+    RunCreated, RunJob, RunWorkflow, ValidateRequest, ValidateResponse, WorkerList, WorkflowDef,
+    WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
+    WorkflowRunCreated, WorkflowView,
 };
 
 /// Why a [`Client`] call failed.
@@ -372,6 +374,146 @@ impl Client {
     /// `GET /v1/apps/{app}/workers`.
     pub async fn list_workers(&self, app: &str) -> Result<WorkerList, ClientError> {
         self.get(&["v1", "apps", app, "workers"]).await
+    }
+
+    /// `POST /v1/apps/{app}/workflows`: creates a workflow (the server validates it: a
+    /// cycle, a dangling edge or an unknown job is a 400 naming the node or edge).
+    pub async fn create_workflow(
+        &self,
+        app: &str,
+        workflow: &WorkflowDef,
+    ) -> Result<Created, ClientError> {
+        self.post(&["v1", "apps", app, "workflows"], workflow).await
+    }
+
+    /// `GET /v1/apps/{app}/workflows?limit=&cursor=`.
+    pub async fn list_workflows(
+        &self,
+        app: &str,
+        query: PageQuery,
+    ) -> Result<WorkflowList, ClientError> {
+        self.get_query(&["v1", "apps", app, "workflows"], &query)
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/workflows/{id}`.
+    pub async fn get_workflow(&self, app: &str, id: u64) -> Result<WorkflowView, ClientError> {
+        self.get(&["v1", "apps", app, "workflows", &id.to_string()])
+            .await
+    }
+
+    /// `PUT /v1/apps/{app}/workflows/{id}`: replaces the workflow's definition.
+    pub async fn update_workflow(
+        &self,
+        app: &str,
+        id: u64,
+        workflow: &WorkflowDef,
+    ) -> Result<WorkflowView, ClientError> {
+        let req = self
+            .request(
+                Method::PUT,
+                &["v1", "apps", app, "workflows", &id.to_string()],
+            )?
+            .json(workflow);
+        Client::call(req).await
+    }
+
+    /// `DELETE /v1/apps/{app}/workflows/{id}`.
+    pub async fn delete_workflow(&self, app: &str, id: u64) -> Result<(), ClientError> {
+        let req = self.request(
+            Method::DELETE,
+            &["v1", "apps", app, "workflows", &id.to_string()],
+        )?;
+        Client::send(req).await.map(drop)
+    }
+
+    /// `POST /v1/apps/{app}/workflows/{id}/run`.
+    pub async fn run_workflow(
+        &self,
+        app: &str,
+        id: u64,
+        run: &RunWorkflow,
+    ) -> Result<WorkflowRunCreated, ClientError> {
+        self.post(
+            &["v1", "apps", app, "workflows", &id.to_string(), "run"],
+            run,
+        )
+        .await
+    }
+
+    /// `GET /v1/apps/{app}/workflow-instances/{id}`.
+    pub async fn get_workflow_instance(
+        &self,
+        app: &str,
+        id: u64,
+    ) -> Result<WorkflowInstanceView, ClientError> {
+        self.get(&["v1", "apps", app, "workflow-instances", &id.to_string()])
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/workflow-instances?workflow_id=&limit=&cursor=`.
+    pub async fn list_workflow_instances(
+        &self,
+        app: &str,
+        query: &WorkflowInstanceQuery,
+    ) -> Result<WorkflowInstanceList, ClientError> {
+        self.get_query(&["v1", "apps", app, "workflow-instances"], query)
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/workflow-instances/{id}/stop`.
+    pub async fn stop_workflow_instance(
+        &self,
+        app: &str,
+        id: u64,
+    ) -> Result<WorkflowInstanceView, ClientError> {
+        self.post_empty(&[
+            "v1",
+            "apps",
+            app,
+            "workflow-instances",
+            &id.to_string(),
+            "stop",
+        ])
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/workflow-instances/{id}/retry`: re-runs the unsuccessful nodes of
+    /// a FAILED or STOPPED workflow instance.
+    pub async fn retry_workflow_instance(
+        &self,
+        app: &str,
+        id: u64,
+    ) -> Result<WorkflowInstanceView, ClientError> {
+        self.post_empty(&[
+            "v1",
+            "apps",
+            app,
+            "workflow-instances",
+            &id.to_string(),
+            "retry",
+        ])
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success`.
+    pub async fn mark_workflow_node_success(
+        &self,
+        app: &str,
+        id: u64,
+        node: u64,
+    ) -> Result<WorkflowInstanceView, ClientError> {
+        self.post_empty(&[
+            "v1",
+            "apps",
+            app,
+            "workflow-instances",
+            &id.to_string(),
+            "nodes",
+            &node.to_string(),
+            "mark-success",
+        ])
+        .await
     }
 
     /// `POST /v1/validate`: the next trigger times of an expression.

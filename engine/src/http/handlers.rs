@@ -18,31 +18,31 @@ use crate::api::{
 };
 use crate::clock::{Clock, SystemClock};
 
-type Answer = Result<Response, Failure>;
+pub(super) type Answer = Result<Response, Failure>;
 
 /// `/v1/apps/{app}/...`
 #[derive(Debug, Deserialize)]
 pub(crate) struct AppPath {
-    app: String,
+    pub(super) app: String,
 }
 
-/// `/v1/apps/{app}/{jobs|instances}/{id}/...`; `id` is parsed after authorization.
+/// `/v1/apps/{app}/{jobs|instances|workflows|workflow-instances}/{id}/...`; `id` is parsed after authorization.
 #[derive(Debug, Deserialize)]
 pub(crate) struct AppIdPath {
-    app: String,
-    id: String,
+    pub(super) app: String,
+    pub(super) id: String,
 }
 
-fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, Failure> {
+pub(super) fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, Failure> {
     path.map(|Path(p)| p)
         .map_err(|e| Failure::invalid(format!("invalid path: {}", e.body_text())))
 }
 
-fn ok<T: serde::Serialize>(value: T) -> Answer {
+pub(super) fn ok<T: serde::Serialize>(value: T) -> Answer {
     Ok(Json(value).into_response())
 }
 
-fn created<T: serde::Serialize>(value: T) -> Answer {
+pub(super) fn created<T: serde::Serialize>(value: T) -> Answer {
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 

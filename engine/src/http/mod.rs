@@ -17,8 +17,10 @@
 //!   gracefully and aborts the stragglers after [`HttpConfig::shutdown_grace`].
 //! - `auth` holds bearer parsing, the constant-time comparison and the admin/app rules.
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
-//!   into a 400 (or 413).
-//! - `handlers` holds one function per route; `guard` the outer middleware.
+//!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
+//!   take an empty body as `{}`; every other body route requires a JSON body.
+//! - `handlers` holds one function per job, instance and app route, `workflow` one per
+//!   workflow and workflow instance route (issue 6); `guard` the outer middleware.
 //!
 //! # Auth
 //!
@@ -37,13 +39,13 @@
 //!
 //! | situation | status | `code` |
 //! |---|---|---|
-//! | created (`POST /v1/apps`, `POST .../jobs`) | 201 | – |
-//! | `DELETE .../jobs/{id}` | 204, empty body | – |
+//! | created (`POST /v1/apps`, `POST .../jobs`, `POST .../workflows`) | 201 | – |
+//! | `DELETE .../jobs/{id}`, `DELETE .../workflows/{id}` | 204, empty body | – |
 //! | every other success | 200 | – |
 //! | malformed JSON, wrong field type, unknown field, empty body, missing or non-JSON `Content-Type`, bad query string, non-numeric id | 400 | `invalid_argument` |
 //! | no or malformed `Authorization: Bearer`, or a token that is neither the admin token nor the app's secret (also when the app does not exist) | 401 | `unauthorized` |
 //! | a token other than the admin token on an admin route (`POST /v1/apps`) | 403 | `forbidden` |
-//! | unknown route; unknown app (with the admin token), job or instance | 404 | `not_found` |
+//! | unknown route; unknown app (with the admin token), job, instance, workflow, workflow instance or node | 404 | `not_found` |
 //! | a method the route does not have | 405 (+ `Allow`) | `invalid_argument` |
 //! | a body larger than [`HttpConfig::max_body_bytes`] | 413 | `payload_too_large` |
 //! | a body not complete within [`HttpConfig::body_read_timeout`] | 408 (connection closed) | `invalid_argument` |
@@ -72,6 +74,7 @@ mod failure;
 mod guard;
 mod handlers;
 mod server;
+mod workflow;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,6 +182,7 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         body_read_timeout: config.body_read_timeout,
     };
     use handlers as h;
+    use workflow as w;
     Router::new()
         .route("/healthz", get(h::healthz))
         .route("/metrics", get(h::metrics))
@@ -205,6 +209,37 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         )
         .route("/v1/apps/{app}/instances/{id}/log", get(h::instance_log))
         .route("/v1/apps/{app}/workers", get(h::list_workers))
+        .route(
+            "/v1/apps/{app}/workflows",
+            post(w::create_workflow).get(w::list_workflows),
+        )
+        .route(
+            "/v1/apps/{app}/workflows/{id}",
+            get(w::get_workflow)
+                .put(w::update_workflow)
+                .delete(w::delete_workflow),
+        )
+        .route("/v1/apps/{app}/workflows/{id}/run", post(w::run_workflow))
+        .route(
+            "/v1/apps/{app}/workflow-instances",
+            get(w::list_workflow_instances),
+        )
+        .route(
+            "/v1/apps/{app}/workflow-instances/{id}",
+            get(w::get_workflow_instance),
+        )
+        .route(
+            "/v1/apps/{app}/workflow-instances/{id}/stop",
+            post(w::stop_workflow_instance),
+        )
+        .route(
+            "/v1/apps/{app}/workflow-instances/{id}/retry",
+            post(w::retry_workflow_instance),
+        )
+        .route(
+            "/v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success",
+            post(w::mark_workflow_node_success),
+        )
         // After every route: it is installed on the routes that exist when it is called.
         .method_not_allowed_fallback(h::method_not_allowed)
         .fallback(h::not_found)
