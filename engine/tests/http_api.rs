@@ -17,12 +17,14 @@ use ferrojob::api::{
     WorkflowInstanceQuery, WorkflowInstanceStatus, WorkflowInstanceView, WorkflowList,
     WorkflowNodeView, WorkflowRunCreated, WorkflowView,
 };
-use ferrojob::workflow::{Action, InstanceError, WorkflowInstance};
 use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
 use ferrojob::model::InstanceStatus;
 use ferrojob::server::{AppId, LogLevel};
 use ferrojob::time_expression::TimeExpressionType;
+use ferrojob::workflow::{
+    Action, EdgeDef, FailurePolicy, InstanceError, NodeDef, NodeStatus, WorkflowInstance,
+};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,7 +125,11 @@ impl State {
     ) -> Result<(), ApiError> {
         let job_exists = |id| self.jobs.get(&id).is_some_and(|j| j.app_id == app.id.0);
         let workflow_exists = |id| {
-            Some(id) != updating && self.workflows.get(&id).is_some_and(|w| w.app_id == app.id.0)
+            Some(id) != updating
+                && self
+                    .workflows
+                    .get(&id)
+                    .is_some_and(|w| w.app_id == app.id.0)
         };
         body.clone()
             .validate(job_exists, workflow_exists)
@@ -143,8 +149,9 @@ impl State {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let init = match req.init_params {
             None => Value::Null,
-            Some(Value::String(text)) => serde_json::from_str(&text)
-                .map_err(|e| ApiError::invalid("init_params", e))?,
+            Some(Value::String(text)) => {
+                serde_json::from_str(&text).map_err(|e| ApiError::invalid("init_params", e))?
+            }
             Some(v) => v,
         };
         let mut instance = WorkflowInstance::new(Arc::new(dag), init, NOW)
@@ -231,8 +238,7 @@ impl State {
                     mock.node_instances.insert(node, instance_id);
                     if let Some((ok, result)) = outcome {
                         if let Ok(more) =
-                            mock.instance
-                                .on_node_finished(node, ok, Some(result), NOW)
+                            mock.instance.on_node_finished(node, ok, Some(result), NOW)
                         {
                             queue.extend(more);
                         }
@@ -626,8 +632,10 @@ impl Api for MockApi {
                 .take(limit + 1)
                 .map(|(id, _)| *id)
                 .collect();
-            let mut items: Vec<WorkflowInstanceView> =
-                ids.iter().map(|&id| st.workflow_instance_view(id)).collect();
+            let mut items: Vec<WorkflowInstanceView> = ids
+                .iter()
+                .map(|&id| st.workflow_instance_view(id))
+                .collect();
             let next_cursor = (items.len() > limit).then(|| {
                 items.truncate(limit);
                 items.last().map_or(0, |i| i.id)
@@ -1091,6 +1099,698 @@ async fn invalid_values_are_400s_from_the_api() {
         400,
         ErrorCode::InvalidArgument,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workflows.
+
+fn job_node(id: u64, job_id: u64, params: &str) -> NodeDef {
+    serde_json::from_value(json!({"id": id, "job_id": job_id, "params": params})).unwrap()
+}
+
+fn edge(from: u64, to: u64, property: Option<&str>) -> EdgeDef {
+    EdgeDef {
+        from,
+        to,
+        property: property.map(str::to_owned),
+    }
+}
+
+/// Jobs `decide`, `left`, `right` in app `a`, and a workflow: 1 (decide, result
+/// `{"go":"left"}`) → 2 (decision `go == "left" && tries < 3`) → true: 3 (left), false: 4
+/// (right).
+async fn decision_workflow(c: &Client) -> (WorkflowDef, [u64; 3]) {
+    let mut ids = [0; 3];
+    for (slot, name) in ids.iter_mut().zip(["decide", "left", "right"]) {
+        *slot = c.create_job("a", &cron_job(name)).await.unwrap().id;
+    }
+    let def: WorkflowDef = serde_json::from_value(json!({
+        "name": "branchy",
+        "time_expression_type": "API",
+        "nodes": [
+            {"id": 1, "job_id": ids[0], "params": r#"{"go":"left"}"#},
+            {"id": 2, "type": "DECISION", "expression": r#"go == "left" && tries < 3"#},
+            {"id": 3, "job_id": ids[1]},
+            {"id": 4, "job_id": ids[2]}
+        ],
+        "edges": [
+            {"from": 1, "to": 2},
+            {"from": 2, "to": 3, "property": "true"},
+            {"from": 2, "to": 4, "property": "false"}
+        ]
+    }))
+    .unwrap();
+    (def, ids)
+}
+
+fn node_status(view: &WorkflowInstanceView, id: u64) -> NodeStatus {
+    view.nodes.iter().find(|n| n.id == id).unwrap().status
+}
+
+#[tokio::test]
+async fn workflow_routes_round_trip_through_the_client() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let c = h.client("a-secret");
+    let (def, jobs) = decision_workflow(&c).await;
+
+    let created = c.create_workflow("a", &def).await.unwrap();
+    let view = c.get_workflow("a", created.id).await.unwrap();
+    assert_eq!((view.id, &view.body), (created.id, &def));
+    let second = c.create_workflow("a", &def).await.unwrap();
+    let page = c
+        .list_workflows(
+            "a",
+            PageQuery {
+                limit: Some(1),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.iter().map(|w| w.id).collect::<Vec<_>>(),
+        [created.id]
+    );
+    let rest = c
+        .list_workflows(
+            "a",
+            PageQuery {
+                limit: None,
+                cursor: page.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|w| w.id).collect::<Vec<_>>(),
+        [second.id]
+    );
+    assert_eq!(rest.next_cursor, None);
+
+    let mut changed = def.clone();
+    changed.name = "renamed".into();
+    changed.failure_policy = FailurePolicy::FinishBranches;
+    let updated = c.update_workflow("a", created.id, &changed).await.unwrap();
+    assert_eq!(updated.body, changed);
+    assert_eq!(
+        c.get_workflow("a", created.id).await.unwrap().body.name,
+        "renamed"
+    );
+
+    // A run with init params (an object, or a string holding one): the decision takes the
+    // `true` edge, the other branch is skipped, the context has both the init params and
+    // node 1's result.
+    let run = c
+        .run_workflow(
+            "a",
+            created.id,
+            &RunWorkflow {
+                init_params: Some(json!({"tries": 1})),
+                delay_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let wi = c
+        .get_workflow_instance("a", run.workflow_instance_id)
+        .await
+        .unwrap();
+    assert_eq!(wi.workflow_id, created.id);
+    assert_eq!(wi.status, WorkflowInstanceStatus::Succeed);
+    assert_eq!(wi.context["go"], "left");
+    assert_eq!(wi.context["tries"], 1);
+    assert_eq!(node_status(&wi, 3), NodeStatus::Succeed);
+    assert_eq!(node_status(&wi, 4), NodeStatus::Skipped);
+    assert_eq!(wi.nodes[1].result.as_deref(), Some("true"));
+    // The job instance of node 3 knows its workflow instance.
+    let job_instance = c
+        .get_instance("a", wi.nodes[2].instance_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(job_instance.job_id, jobs[1]);
+    assert_eq!(job_instance.workflow_instance_id, Some(wi.id));
+
+    let as_string = c
+        .run_workflow(
+            "a",
+            second.id,
+            &RunWorkflow {
+                init_params: Some(json!(r#"{"tries": 5}"#)),
+                delay_ms: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let wi2 = c
+        .get_workflow_instance("a", as_string.workflow_instance_id)
+        .await
+        .unwrap();
+    assert_eq!(node_status(&wi2, 3), NodeStatus::Skipped);
+    assert_eq!(node_status(&wi2, 4), NodeStatus::Succeed);
+
+    let all = c
+        .list_workflow_instances("a", &WorkflowInstanceQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [wi2.id, wi.id],
+        "newest first"
+    );
+    let of_first = c
+        .list_workflow_instances(
+            "a",
+            &WorkflowInstanceQuery {
+                workflow_id: Some(created.id),
+                limit: Some(10),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        of_first.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [wi.id]
+    );
+    let paged = c
+        .list_workflow_instances(
+            "a",
+            &WorkflowInstanceQuery {
+                workflow_id: None,
+                limit: Some(1),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(paged.next_cursor, Some(wi2.id));
+
+    // A failing node: FAILED; retry re-runs it (a new job instance); mark-success passes it.
+    let fail = c.create_job("a", &cron_job("fail")).await.unwrap();
+    let mut failing = def.clone();
+    failing.nodes[0].job_id = Some(fail.id);
+    let failing = c.create_workflow("a", &failing).await.unwrap();
+    let run = c
+        .run_workflow("a", failing.id, &RunWorkflow::default())
+        .await
+        .unwrap();
+    let wi = c
+        .get_workflow_instance("a", run.workflow_instance_id)
+        .await
+        .unwrap();
+    assert_eq!(wi.status, WorkflowInstanceStatus::Failed);
+    assert_eq!(node_status(&wi, 1), NodeStatus::Failed);
+    assert_eq!(wi.nodes[0].result.as_deref(), Some("boom"));
+    let retried = c.retry_workflow_instance("a", wi.id).await.unwrap();
+    assert_eq!(retried.status, WorkflowInstanceStatus::Failed);
+    assert_ne!(retried.nodes[0].instance_id, wi.nodes[0].instance_id);
+    let marked = c.mark_workflow_node_success("a", wi.id, 1).await.unwrap();
+    assert_eq!(node_status(&marked, 1), NodeStatus::Succeed);
+    // Not failed any more, a decision, an unknown node: 409, 409, 404.
+    assert_api_error(
+        c.mark_workflow_node_success("a", wi.id, 1).await,
+        409,
+        ErrorCode::Conflict,
+    );
+    assert_api_error(
+        c.mark_workflow_node_success("a", wi.id, 2).await,
+        409,
+        ErrorCode::Conflict,
+    );
+    assert_api_error(
+        c.mark_workflow_node_success("a", wi.id, 99).await,
+        404,
+        ErrorCode::NotFound,
+    );
+
+    // A node that keeps running: the workflow cannot be deleted until the instance stops.
+    let hold = c.create_job("a", &cron_job("hold")).await.unwrap();
+    let mut holding = def.clone();
+    holding.nodes[0].job_id = Some(hold.id);
+    let holding = c.create_workflow("a", &holding).await.unwrap();
+    let run = c
+        .run_workflow("a", holding.id, &RunWorkflow::default())
+        .await
+        .unwrap();
+    let wi = c
+        .get_workflow_instance("a", run.workflow_instance_id)
+        .await
+        .unwrap();
+    assert_eq!(wi.status, WorkflowInstanceStatus::Running);
+    assert_eq!(node_status(&wi, 1), NodeStatus::Running);
+    assert_api_error(
+        c.retry_workflow_instance("a", wi.id).await,
+        409,
+        ErrorCode::Conflict,
+    );
+    assert_api_error(
+        c.delete_workflow("a", holding.id).await,
+        409,
+        ErrorCode::Conflict,
+    );
+    let stopped = c.stop_workflow_instance("a", wi.id).await.unwrap();
+    assert_eq!(stopped.status, WorkflowInstanceStatus::Stopped);
+    assert_eq!(node_status(&stopped, 1), NodeStatus::Stopped);
+    let job_instance = c
+        .get_instance("a", stopped.nodes[0].instance_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(job_instance.status, InstanceStatus::Stopped);
+    c.delete_workflow("a", holding.id).await.unwrap();
+    assert_api_error(
+        c.get_workflow("a", holding.id).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(
+        c.delete_workflow("a", holding.id).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    // Its instances stay readable.
+    c.get_workflow_instance("a", wi.id).await.unwrap();
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_workflows_are_400s_naming_the_fault() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let c = h.client("a-secret");
+    let (def, _) = decision_workflow(&c).await;
+    let other_apps_job = {
+        h.app("b").await;
+        h.client("b-secret")
+            .create_job("b", &cron_job("theirs"))
+            .await
+            .unwrap()
+            .id
+    };
+    let check = |change: &dyn Fn(&mut WorkflowDef), needles: &[&str]| {
+        let mut bad = def.clone();
+        change(&mut bad);
+        let needles: Vec<String> = needles.iter().map(|n| (*n).to_owned()).collect();
+        let c = c.clone();
+        async move {
+            for r in [
+                c.create_workflow("a", &bad).await.map(drop),
+                c.update_workflow("a", 1_000_000, &bad).await.map(drop),
+            ] {
+                match r {
+                    Err(ClientError::Api { status, error }) if status == 400 || status == 404 => {
+                        if status == 400 {
+                            for n in &needles {
+                                assert!(error.message.contains(n.as_str()), "{}", error.message);
+                            }
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    };
+    // A cycle 3 → 1 → 2 → 3.
+    check(&|d| d.edges.push(edge(3, 1, None)), &["cycle"]).await;
+    // A dangling edge.
+    check(
+        &|d| d.edges.push(edge(3, 42, None)),
+        &["42", "does not exist"],
+    )
+    .await;
+    // An unknown job, and another app's job.
+    check(
+        &|d| d.nodes.push(job_node(9, 777, "")),
+        &["node 9", "job 777"],
+    )
+    .await;
+    let theirs = other_apps_job;
+    check(
+        &move |d| d.nodes.push(job_node(9, theirs, "")),
+        &["node 9", &format!("job {theirs}")],
+    )
+    .await;
+    // A decision edge without a property, a bad expression, a duplicate node.
+    check(&|d| d.edges[1].property = None, &["property"]).await;
+    check(
+        &|d| d.nodes[1].expression = Some("go ==".into()),
+        &["node 2"],
+    )
+    .await;
+    check(
+        &|d| d.nodes.push(job_node(1, 1, "")),
+        &["duplicate node id 1"],
+    )
+    .await;
+    check(&|d| d.nodes.clear(), &["at least one node"]).await;
+
+    // Updating an existing workflow with a bad body is a 400 (it exists: not a 404).
+    let created = c.create_workflow("a", &def).await.unwrap();
+    let mut cyclic = def.clone();
+    cyclic.edges.push(edge(3, 1, None));
+    let r = c.update_workflow("a", created.id, &cyclic).await;
+    assert_api_error(r, 400, ErrorCode::InvalidArgument);
+    assert_eq!(c.get_workflow("a", created.id).await.unwrap().body, def);
+
+    // Malformed bodies over raw HTTP.
+    let t = Some("a-secret");
+    let path = "/v1/apps/a/workflows";
+    for (body, needle) in [
+        ("{", ""),
+        ("[]", ""),
+        (r#"{"name":"w","time_expression_type":"API"}"#, "nodes"),
+        (r#"{"name":"w","nodes":[]}"#, "time_expression_type"),
+        (
+            r#"{"name":"w","time_expression_type":"API","nodes":[],"bogus":1}"#,
+            "bogus",
+        ),
+        (
+            r#"{"name":"w","time_expression_type":"API","nodes":[{"id":"one"}]}"#,
+            "",
+        ),
+        (
+            r#"{"name":"w","time_expression_type":"API","nodes":[{"id":1,"type":"SCRIPT"}]}"#,
+            "",
+        ),
+        (
+            r#"{"name":"w","time_expression_type":"API","nodes":[{"id":1,"job_id":1,"extra":1}]}"#,
+            "extra",
+        ),
+        (
+            r#"{"name":"w","time_expression_type":"API","nodes":[{"id":1,"job_id":1}],"edges":[{"from":1}]}"#,
+            "to",
+        ),
+        (
+            r#"{"name":"w","time_expression_type":"API","failure_policy":"MAYBE","nodes":[{"id":1,"job_id":1}]}"#,
+            "",
+        ),
+        (
+            r#"{"name":"w","time_expression_type":"FIXED_DELAY","time_expression":"1000","nodes":[{"id":1,"job_id":1}]}"#,
+            "FIXED_DELAY",
+        ),
+        (
+            r#"{"name":"w","time_expression_type":"CRON","time_expression":"0 0 25 * * ?","nodes":[{"id":1,"job_id":1}]}"#,
+            "",
+        ),
+        (
+            r#"{"name":"w","time_expression_type":"API","max_instances":0,"nodes":[{"id":1,"job_id":1}]}"#,
+            "max_instances",
+        ),
+    ] {
+        let (s, b) = h.post_json(path, t, body).await;
+        let message = assert_error(s, &b, 400, "invalid_argument");
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    let post = reqwest::Method::POST;
+    let (s, b) = h.send(post.clone(), path, t, None, vec![]).await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let minimal = format!(
+        r#"{{"name":"w","time_expression_type":"API","nodes":[{{"id":1,"job_id":{}}}]}}"#,
+        def.nodes[0].job_id.unwrap()
+    );
+    let (s, b) = h
+        .send(
+            post.clone(),
+            path,
+            t,
+            Some("text/plain"),
+            minimal.clone().into_bytes(),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    let (s, b) = h.post_json(path, t, &minimal).await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    let id: Created = serde_json::from_slice(&b).unwrap();
+
+    // The run body may be empty (no content type), `{}`, or a RunWorkflow; nothing else.
+    let run = format!("/v1/apps/a/workflows/{}/run", id.id);
+    let (s, b) = h.send(post.clone(), &run, t, None, vec![]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let created: WorkflowRunCreated = serde_json::from_slice(&b).unwrap();
+    assert!(created.workflow_instance_id > 0);
+    let (s, _) = h.post_json(&run, t, "{}").await;
+    assert_eq!(s, 200);
+    let (s, _) = h
+        .post_json(&run, t, r#"{"init_params":"{\"k\":1}","delay_ms":5}"#)
+        .await;
+    assert_eq!(s, 200);
+    for (body, needle) in [
+        (r#"{"delay_ms":"soon"}"#, "delay_ms"),
+        (r#"{"init_params":{},"extra":1}"#, "extra"),
+        (r#"{"init_params":[1,2]}"#, "init_params"),
+        (r#"{"init_params":"not json"}"#, "init_params"),
+        (r#"{"init_params":7}"#, "init_params"),
+    ] {
+        let (s, b) = h.post_json(&run, t, body).await;
+        let message = assert_error(s, &b, 400, "invalid_argument");
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    let (s, b) = h
+        .send(post.clone(), &run, t, Some("text/plain"), b"{}".to_vec())
+        .await;
+    assert_error(s, &b, 400, "invalid_argument");
+    h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn workflow_routes_check_auth_ids_and_methods() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    h.app("b").await;
+    let c = h.client("a-secret");
+    let (def, _) = decision_workflow(&c).await;
+    let wf = c.create_workflow("a", &def).await.unwrap().id;
+    let wi = c
+        .run_workflow("a", wf, &RunWorkflow::default())
+        .await
+        .unwrap()
+        .workflow_instance_id;
+
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let put = reqwest::Method::PUT;
+    let delete = reqwest::Method::DELETE;
+    let body = serde_json::to_vec(&def).unwrap();
+    let routes: Vec<(reqwest::Method, String, Vec<u8>)> = vec![
+        (post.clone(), "/v1/apps/a/workflows".into(), body.clone()),
+        (get.clone(), "/v1/apps/a/workflows".into(), vec![]),
+        (get.clone(), format!("/v1/apps/a/workflows/{wf}"), vec![]),
+        (
+            put.clone(),
+            format!("/v1/apps/a/workflows/{wf}"),
+            body.clone(),
+        ),
+        (
+            post.clone(),
+            format!("/v1/apps/a/workflows/{wf}/run"),
+            vec![],
+        ),
+        (get.clone(), "/v1/apps/a/workflow-instances".into(), vec![]),
+        (
+            get.clone(),
+            format!("/v1/apps/a/workflow-instances/{wi}"),
+            vec![],
+        ),
+        (
+            post.clone(),
+            format!("/v1/apps/a/workflow-instances/{wi}/stop"),
+            vec![],
+        ),
+        (
+            post.clone(),
+            format!("/v1/apps/a/workflow-instances/{wi}/retry"),
+            vec![],
+        ),
+        (
+            post.clone(),
+            format!("/v1/apps/a/workflow-instances/{wi}/nodes/1/mark-success"),
+            vec![],
+        ),
+        (delete.clone(), format!("/v1/apps/a/workflows/{wf}"), vec![]),
+    ];
+    let ct = Some("application/json");
+    for (method, path, body) in &routes {
+        // No token, a wrong token, another app's secret: 401, before the body is read.
+        for token in [None, Some("wrong"), Some("b-secret")] {
+            let (s, b) = h
+                .send(method.clone(), path, token, ct, b"{garbage".to_vec())
+                .await;
+            assert_error(s, &b, 401, "unauthorized");
+        }
+        // An unknown app: 401 with an app secret, 404 with the admin token.
+        let elsewhere = path.replacen("/apps/a/", "/apps/nope/", 1);
+        let (s, b) = h
+            .send(
+                method.clone(),
+                &elsewhere,
+                Some("a-secret"),
+                ct,
+                body.clone(),
+            )
+            .await;
+        assert_error(s, &b, 401, "unauthorized");
+        let (s, b) = h
+            .send(method.clone(), &elsewhere, Some(ADMIN), ct, body.clone())
+            .await;
+        assert_error(s, &b, 404, "not_found");
+        // Another app's ids: 404 (nothing leaks across apps).
+        if path.matches('/').count() > 4 {
+            let theirs = path.replacen("/apps/a/", "/apps/b/", 1);
+            let (s, b) = h
+                .send(method.clone(), &theirs, Some("b-secret"), ct, body.clone())
+                .await;
+            assert_error(s, &b, 404, "not_found");
+        }
+        // The app's secret and the admin token both open it (the last route deletes).
+        for token in [ADMIN, "a-secret"] {
+            let (s, b) = h
+                .send(method.clone(), path, Some(token), ct, body.clone())
+                .await;
+            assert!(
+                matches!(s, 200 | 201 | 204 | 409),
+                "{method} {path}: {s} {}",
+                String::from_utf8_lossy(&b)
+            );
+            if *method == delete {
+                break;
+            }
+        }
+    }
+
+    // Unknown ids: 404; non-numeric ids: 400.
+    assert_api_error(c.get_workflow("a", 999).await, 404, ErrorCode::NotFound);
+    assert_api_error(
+        c.update_workflow("a", 999, &def).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(c.delete_workflow("a", 999).await, 404, ErrorCode::NotFound);
+    assert_api_error(
+        c.run_workflow("a", 999, &RunWorkflow::default()).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(
+        c.get_workflow_instance("a", 999).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(
+        c.stop_workflow_instance("a", 999).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(
+        c.retry_workflow_instance("a", 999).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(
+        c.mark_workflow_node_success("a", 999, 1).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    let t = Some("a-secret");
+    for (method, p) in [
+        (get.clone(), "/v1/apps/a/workflows/abc"),
+        (get.clone(), "/v1/apps/a/workflows/-1"),
+        (put.clone(), "/v1/apps/a/workflows/1.5"),
+        (delete.clone(), "/v1/apps/a/workflows/x"),
+        (post.clone(), "/v1/apps/a/workflows/x/run"),
+        (get.clone(), "/v1/apps/a/workflow-instances/x"),
+        (post.clone(), "/v1/apps/a/workflow-instances/x/stop"),
+        (post.clone(), "/v1/apps/a/workflow-instances/x/retry"),
+        (
+            post.clone(),
+            "/v1/apps/a/workflow-instances/1/nodes/x/mark-success",
+        ),
+        (
+            post.clone(),
+            "/v1/apps/a/workflow-instances/x/nodes/1/mark-success",
+        ),
+        (get.clone(), "/v1/apps/a/workflows?limit=0"),
+        (get.clone(), "/v1/apps/a/workflows?bogus=1"),
+        (get.clone(), "/v1/apps/a/workflow-instances?workflow_id=x"),
+        (get.clone(), "/v1/apps/a/workflow-instances?status=RUNNING"),
+        (get.clone(), "/v1/apps/a/workflow-instances?limit=1001"),
+    ] {
+        let (s, b) = h.send(method, p, t, ct, b"{}".to_vec()).await;
+        assert_error(s, &b, 400, "invalid_argument");
+    }
+    // Blank query values are absent.
+    let (s, _) = h
+        .send(
+            get.clone(),
+            "/v1/apps/a/workflow-instances?workflow_id=&limit=&cursor=",
+            t,
+            None,
+            vec![],
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // Wrong methods: 405 with Allow and our JSON error.
+    for (method, p, allowed) in [
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/apps/a/workflows/{wf}"),
+            "GET",
+        ),
+        (delete.clone(), "/v1/apps/a/workflows".to_owned(), "POST"),
+        (
+            get.clone(),
+            format!("/v1/apps/a/workflows/{wf}/run"),
+            "POST",
+        ),
+        (
+            delete.clone(),
+            format!("/v1/apps/a/workflow-instances/{wi}"),
+            "GET",
+        ),
+        (
+            post.clone(),
+            "/v1/apps/a/workflow-instances".to_owned(),
+            "GET",
+        ),
+        (
+            get.clone(),
+            format!("/v1/apps/a/workflow-instances/{wi}/stop"),
+            "POST",
+        ),
+        (
+            get.clone(),
+            format!("/v1/apps/a/workflow-instances/{wi}/retry"),
+            "POST",
+        ),
+        (
+            get.clone(),
+            format!("/v1/apps/a/workflow-instances/{wi}/nodes/1/mark-success"),
+            "POST",
+        ),
+    ] {
+        let resp = h
+            .raw
+            .request(method.clone(), h.url(&p))
+            .bearer_auth("a-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {p}");
+        let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
+        assert!(allow.contains(allowed), "{method} {p}: {allow}");
+        let body = resp.bytes().await.unwrap();
+        assert_error(405, &body, 405, "invalid_argument");
+    }
+    // Unknown sub-routes: 404.
+    for p in [
+        format!("/v1/apps/a/workflows/{wf}/explode"),
+        format!("/v1/apps/a/workflow-instances/{wi}/nodes"),
+        format!("/v1/apps/a/workflow-instances/{wi}/nodes/1"),
+    ] {
+        let (s, b) = h.send(get.clone(), &p, t, None, vec![]).await;
+        assert_error(s, &b, 404, "not_found");
+    }
+    h.assert_serving().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1848,6 +2548,17 @@ const FIELDS: &[&str] = &[
     "type",
     "expression",
     "count",
+    "nodes",
+    "edges",
+    "id",
+    "job_id",
+    "from",
+    "to",
+    "property",
+    "skip_when_failed",
+    "failure_policy",
+    "workflow_id",
+    "init_params",
     "bogus",
 ];
 
@@ -1871,6 +2582,13 @@ fn json_value() -> impl Strategy<Value = Value> {
             "0",
             "Asia/Shanghai",
             "2026-01-01T00:00:00Z",
+            "JOB",
+            "DECISION",
+            "NESTED_WORKFLOW",
+            "FAIL_FAST",
+            "true",
+            "go == \"left\"",
+            "{\"go\":\"left\"}",
             "",
         ])
         .prop_map(Value::from),
@@ -1896,11 +2614,55 @@ fn json_object() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Workflow definitions with a plausible shape and random structure: duplicate ids, cycles,
+/// dangling edges, unknown jobs, bad expressions and properties, wrong fields per type.
+fn workflow_body() -> impl Strategy<Value = Vec<u8>> {
+    let node = (
+        0..6u64,
+        prop::sample::select(vec!["JOB", "DECISION", "NESTED_WORKFLOW", "OTHER"]),
+        prop::option::of(prop::sample::select(vec![1u64, 2, 3, 777])),
+        prop::option::of(prop::sample::select(vec![
+            "go == \"left\"",
+            "tries < 3 && go != \"x\"",
+            "go ==",
+            "((((",
+            "",
+            "1 + true",
+        ])),
+        prop::option::of(0..4u64),
+        any::<bool>(),
+    )
+        .prop_map(|(id, kind, job_id, expression, workflow_id, enabled)| {
+            json!({"id": id, "type": kind, "job_id": job_id, "expression": expression,
+                   "workflow_id": workflow_id, "enabled": enabled})
+        });
+    let edge = (
+        0..7u64,
+        0..7u64,
+        prop::option::of(prop::sample::select(vec!["true", "false", "maybe"])),
+    )
+        .prop_map(|(from, to, property)| json!({"from": from, "to": to, "property": property}));
+    (
+        prop::sample::select(vec!["API", "CRON", "FIXED_RATE", "WORKFLOW", "BOGUS"]),
+        prop::sample::select(vec!["", "0 0 2 * * ?", "1000", "0"]),
+        prop::collection::vec(node, 0..6),
+        prop::collection::vec(edge, 0..8),
+    )
+        .prop_map(|(kind, expr, nodes, edges)| {
+            serde_json::to_vec(&json!({
+                "name": "w", "time_expression_type": kind, "time_expression": expr,
+                "nodes": nodes, "edges": edges,
+            }))
+            .unwrap_or_default()
+        })
+}
+
 fn any_body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..256),
         r#"[{}\[\]":,0-9a-zA-Z_ .\\-]{0,64}"#.prop_map(String::into_bytes),
         json_object(),
+        workflow_body(),
     ]
 }
 
@@ -1911,15 +2673,14 @@ fn random_bodies_never_get_a_5xx() {
         .enable_all()
         .build()
         .unwrap();
-    let (h, job_id) = rt.block_on(async {
+    let (h, job_id, workflow_id) = rt.block_on(async {
         let h = Harness::start().await;
         h.app("a").await;
-        let job = h
-            .client("a-secret")
-            .create_job("a", &cron_job("j"))
-            .await
-            .unwrap();
-        (h, job.id)
+        let c = h.client("a-secret");
+        let job = c.create_job("a", &cron_job("j")).await.unwrap();
+        let (def, _) = decision_workflow(&c).await;
+        let workflow = c.create_workflow("a", &def).await.unwrap();
+        (h, job.id, workflow.id)
     });
     let routes: Vec<(reqwest::Method, String, &str)> = vec![
         (reqwest::Method::POST, "/v1/apps".into(), ADMIN),
@@ -1935,13 +2696,28 @@ fn random_bodies_never_get_a_5xx() {
             "a-secret",
         ),
         (reqwest::Method::POST, "/v1/validate".into(), ADMIN),
+        (
+            reqwest::Method::POST,
+            "/v1/apps/a/workflows".into(),
+            "a-secret",
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("/v1/apps/a/workflows/{workflow_id}"),
+            "a-secret",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/apps/a/workflows/{workflow_id}/run"),
+            "a-secret",
+        ),
     ];
     let config = ProptestConfig {
-        cases: 96,
+        cases: 160,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
-    proptest!(config, |(body in any_body(), route in 0..5usize, json_ct in any::<bool>())| {
+    proptest!(config, |(body in any_body(), route in 0..routes.len(), json_ct in any::<bool>())| {
         let (method, path, token) = &routes[route];
         let ct = json_ct.then_some("application/json");
         let (status, answer) = rt.block_on(h.send(method.clone(), path, Some(token), ct, body.clone()));
