@@ -1,10 +1,15 @@
 //! `ferrojob demo`: a real server (LogStore under `./ferrojob-data`, OpenAPI, transport) and
 //! two real workers connected over loopback TCP, sample jobs of every time expression type and
-//! both execution types (STANDALONE, BROADCAST), and every instance's state changes shown live.
-//! Ctrl-C (or `--duration-secs`) stops the workers, then the server, and prints a summary.
+//! every execution type (STANDALONE, BROADCAST, MAP_REDUCE with the built-in `sum_mr`), a
+//! small workflow with a decision node (run once at start and on a CRON), and every job and
+//! workflow instance's state changes shown live. Ctrl-C (or `--duration-secs`) stops the
+//! workers, then the server, and prints a summary.
 //!
-//! Run it again and it picks up where it stopped: same app, same jobs (found by name), their
-//! run counters and instances, from the data dir.
+//! Run it again and it picks up where it stopped: same app, same jobs and workflow (found by
+//! name), their run counters and instances, from the data dir.
+//!
+//! A failure of the workflow routes (e.g. a server without workflows) is reported once and the
+//! rest of the demo goes on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -12,7 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ferrojob::api::{ApiError, CreateApp, ErrorCode, InstanceQuery, JobBody, PageQuery, RunJob};
+use ferrojob::api::{
+    ApiError, CreateApp, ErrorCode, InstanceQuery, JobBody, PageQuery, RunJob, RunWorkflow,
+    WorkflowDef, WorkflowInstanceQuery, WorkflowInstanceView,
+};
 use ferrojob::client::{Client, ClientError};
 use ferrojob::launch::{launch, LaunchConfig, LaunchError, RunningServer};
 use ferrojob::model::{DispatchStrategy, ExecuteType, InstanceStatus};
@@ -20,7 +28,7 @@ use ferrojob::time_expression::TimeExpressionType;
 use ferrojob::worker::{Worker, WorkerConfig};
 use ferrojob_bin::fmt_ms;
 
-use crate::remote::status_name;
+use crate::remote::{status_name, tasks_text};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,7 +64,21 @@ struct Sample {
     params: &'static str,
 }
 
-const SAMPLES: [Sample; 7] = [
+/// The MAP_REDUCE sample's subtask count (`sum_mr` maps `0..SUM_MR_TASKS`).
+const SUM_MR_TASKS: u64 = 10_000;
+
+/// The MAP_REDUCE sample's name; its result must be `SUM_MR_TASKS·(SUM_MR_TASKS−1)/2`.
+const SUM_MR_NAME: &str = "map-reduce sum_mr 10k / 20s";
+
+/// The workflow's name (found by name on a second run).
+const WORKFLOW_NAME: &str = "decide left or right";
+
+/// The jobs of the workflow's nodes (WORKFLOW jobs: they never run on their own).
+const WF_DECIDE: &str = "wf decide";
+const WF_LEFT: &str = "wf left branch";
+const WF_RIGHT: &str = "wf right branch";
+
+const SAMPLES: [Sample; 11] = [
     Sample {
         name: "cron */2s Asia/Shanghai",
         strategy: DispatchStrategy::Specify,
@@ -134,7 +156,136 @@ const SAMPLES: [Sample; 7] = [
         processor: "noop",
         params: "",
     },
+    Sample {
+        name: SUM_MR_NAME,
+        strategy: DispatchStrategy::HealthFirst,
+        designated: &[],
+        kind: TimeExpressionType::FixedRate,
+        expr: "20000",
+        tz: None,
+        execute: ExecuteType::MapReduce,
+        processor: "sum_mr",
+        params: r#"{"tasks": 10000, "batch": 1000}"#,
+    },
+    // The workflow's nodes. `shell` answers its last stdout line, so node 1's result is the
+    // JSON object the decision reads from the workflow context.
+    Sample {
+        name: WF_DECIDE,
+        strategy: DispatchStrategy::HealthFirst,
+        designated: &[],
+        kind: TimeExpressionType::Workflow,
+        expr: "",
+        tz: None,
+        execute: ExecuteType::Standalone,
+        processor: "shell",
+        params: r#"echo '{"go":"left"}'"#,
+    },
+    Sample {
+        name: WF_LEFT,
+        strategy: DispatchStrategy::HealthFirst,
+        designated: &[],
+        kind: TimeExpressionType::Workflow,
+        expr: "",
+        tz: None,
+        execute: ExecuteType::Standalone,
+        processor: "shell",
+        params: "echo went left",
+    },
+    Sample {
+        name: WF_RIGHT,
+        strategy: DispatchStrategy::HealthFirst,
+        designated: &[],
+        kind: TimeExpressionType::Workflow,
+        expr: "",
+        tz: None,
+        execute: ExecuteType::Standalone,
+        processor: "shell",
+        params: "echo went right",
+    },
 ];
+
+/// The demo workflow over the jobs `jobs` (id → name): node 1 runs [`WF_DECIDE`], decision 2
+/// reads `go == "left"`, node 3 ([`WF_LEFT`]) is on its `true` edge and node 4
+/// ([`WF_RIGHT`]) on its `false` edge, so only node 3 runs. CRON every 15 s, plus one API run
+/// at start.
+fn demo_workflow(jobs: &BTreeMap<u64, &'static str>) -> Result<WorkflowDef> {
+    let id = |name: &str| {
+        jobs.iter()
+            .find(|(_, n)| **n == name)
+            .map(|(id, _)| *id)
+            .with_context(|| format!("the demo job {name:?} is missing"))
+    };
+    let (decide, left, right) = (id(WF_DECIDE)?, id(WF_LEFT)?, id(WF_RIGHT)?);
+    let def = serde_json::json!({
+        "name": WORKFLOW_NAME,
+        "time_expression_type": "CRON",
+        "time_expression": "*/15 * * * * ?",
+        "max_instances": 2,
+        "nodes": [
+            {"id": 1, "job_id": decide},
+            {"id": 2, "type": "DECISION", "expression": r#"go == "left""#},
+            {"id": 3, "job_id": left},
+            {"id": 4, "job_id": right}
+        ],
+        "edges": [
+            {"from": 1, "to": 2},
+            {"from": 2, "to": 3, "property": "true"},
+            {"from": 2, "to": 4, "property": "false"}
+        ]
+    });
+    serde_json::from_value(def).context("building the demo workflow")
+}
+
+/// The demo workflow's id: found by name, else created.
+async fn ensure_workflow(client: &Client, jobs: &BTreeMap<u64, &'static str>) -> Result<u64> {
+    let mut cursor = None;
+    loop {
+        let page = client
+            .list_workflows(
+                APP,
+                PageQuery {
+                    limit: Some(1000),
+                    cursor,
+                },
+            )
+            .await?;
+        if let Some(w) = page.items.iter().find(|w| w.body.name == WORKFLOW_NAME) {
+            return Ok(w.id);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(client.create_workflow(APP, &demo_workflow(jobs)?).await?.id)
+}
+
+/// A workflow instance's nodes in one line: `1=SUCCEED 2=SUCCEED(true) 3=RUNNING 4=SKIPPED`.
+fn workflow_nodes_text(w: &WorkflowInstanceView) -> String {
+    w.nodes
+        .iter()
+        .map(|n| {
+            let status = serde_json::to_value(n.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            match n.result.as_deref() {
+                Some(r @ ("true" | "false")) => format!("{}={status}({r})", n.id),
+                _ => format!("{}={status}", n.id),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `✓` or what was expected, for a finished `sum_mr` result.
+fn sum_mr_check(result: &str) -> String {
+    let want = SUM_MR_TASKS * (SUM_MR_TASKS - 1) / 2;
+    match result.trim().parse::<u64>() {
+        Ok(got) if got == want => format!("(= N(N-1)/2 for N={SUM_MR_TASKS} ✓)"),
+        _ => format!("(expected {want})"),
+    }
+}
 
 pub fn run(args: &Args) -> Result<()> {
     if args.embedded {
@@ -256,11 +407,41 @@ async fn demo(args: &Args) -> Result<()> {
         .find(|(_, n)| n.starts_with("api"))
         .map(|(id, _)| *id);
     println!("  jobs      {}", jobs.len());
+    // The MAP_REDUCE sample runs every 20 s; run it once now too so it shows at once.
+    if let Some((&id, _)) = jobs.iter().find(|(_, n)| **n == SUM_MR_NAME) {
+        if let Err(e) = client.run_job(APP, id, &RunJob::default()).await {
+            println!("  map-reduce run failed: {e}");
+        }
+    }
+    let workflow = match ensure_workflow(&client, &jobs).await {
+        Ok(id) => {
+            println!("  workflow  {id} {WORKFLOW_NAME:?} (CRON */15s, and one run now)");
+            let run = RunWorkflow {
+                init_params: Some(serde_json::json!({"from": "demo start"})),
+                delay_ms: 0,
+            };
+            if let Err(e) = client.run_workflow(APP, id, &run).await {
+                println!("  workflow  run failed: {e}");
+            }
+            Some(id)
+        }
+        Err(e) => {
+            println!("  workflow  unavailable: {e:#}");
+            None
+        }
+    };
     println!();
     println!("try: cargo run --release --bin ferrojob -- --url {url} job list --app {APP}");
+    if workflow.is_some() {
+        println!(
+            "     cargo run --release --bin ferrojob -- --url {url} workflow instances --app {APP}"
+        );
+    }
     println!();
 
     let mut seen: HashMap<u64, InstanceStatus> = HashMap::new();
+    let mut seen_workflows: HashMap<u64, String> = HashMap::new();
+    let mut workflow_error: Option<String> = None;
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     let start = std::time::Instant::now();
     let deadline = args.duration_secs.map(Duration::from_secs);
@@ -313,23 +494,74 @@ async fn demo(args: &Args) -> Result<()> {
                 .actual_trigger_time
                 .map(|a| format!("dispatched +{}ms", a - i.trigger_time))
                 .unwrap_or_default();
+            let result = i
+                .result
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("");
+            let check = if name == SUM_MR_NAME && i.status == InstanceStatus::Succeed {
+                sum_mr_check(result)
+            } else {
+                String::new()
+            };
             println!(
-                "{}  #{:<6} {:<28} {:<22} {:<21} {} {}",
+                "{}  #{:<6} {:<28} {:<22} {:<21} {}{}{} {} {}",
                 fmt_ms(i.trigger_time),
                 i.id,
                 name,
                 status_name(i.status),
                 i.worker.as_deref().unwrap_or("-"),
                 lateness,
-                i.result
-                    .as_deref()
-                    .unwrap_or("")
-                    .lines()
-                    .next()
-                    .unwrap_or(""),
+                i.tasks.map_or(String::new(), |t| tasks_text(&t)),
+                i.workflow_instance_id
+                    .map_or(String::new(), |w| format!(" wf#{w}")),
+                result,
+                check,
             );
             if i.status.is_final() {
                 *totals.entry(status_name(i.status)).or_default() += 1;
+            }
+        }
+        if workflow.is_some() {
+            let query = WorkflowInstanceQuery {
+                limit: Some(20),
+                ..Default::default()
+            };
+            match client.list_workflow_instances(APP, &query).await {
+                Ok(page) => {
+                    workflow_error = None;
+                    for w in page.items.iter().rev() {
+                        let status = serde_json::to_value(w.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        let state = format!("{status:<8} nodes {}", workflow_nodes_text(w));
+                        if seen_workflows.get(&w.id) == Some(&state) {
+                            continue;
+                        }
+                        seen_workflows.insert(w.id, state.clone());
+                        println!(
+                            "{}  wf#{:<5} {:<28} {}",
+                            fmt_ms(w.started_at.unwrap_or(w.created_at)),
+                            w.id,
+                            WORKFLOW_NAME,
+                            state,
+                        );
+                        if w.status.is_finished() {
+                            *totals.entry(format!("workflow {status}")).or_default() += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Said once per kind of failure, not every tick.
+                    let text = e.to_string();
+                    if workflow_error.as_ref() != Some(&text) {
+                        eprintln!("listing workflow instances failed: {text}");
+                        workflow_error = Some(text);
+                    }
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ mod demo;
 mod embedded_demo;
 mod remote;
 mod validate;
+mod workflow_cmd;
 
 pub use ferrojob_bin::fmt_ms;
 
@@ -46,6 +47,9 @@ enum Command {
     /// Workers of an app.
     #[command(subcommand)]
     Worker(remote::WorkerCmd),
+    /// Workflows (DAGs of jobs and decisions) of an app, and their instances.
+    #[command(subcommand)]
+    Workflow(Box<workflow_cmd::WorkflowCmd>),
     /// Load benchmarks of a whole server with workers.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Job(cmd) => remote::job(&cli.conn, cmd),
         Command::Instance(cmd) => remote::instance(&cli.conn, cmd),
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
+        Command::Workflow(cmd) => workflow_cmd::workflow(&cli.conn, cmd),
         Command::Bench(cmd) => bench::run(cmd, &cli.conn),
     };
     match result {

@@ -1,4 +1,4 @@
-//! `ferrojob app|job|instance|worker ...`: the OpenAPI from the command line, through the Rust
+//! `ferrojob app|job|instance|worker ...` (`ferrojob workflow ...` is in `workflow_cmd`): the OpenAPI from the command line, through the Rust
 //! client (`ferrojob::client::Client`). Output is a short human form, or the API's JSON with
 //! `--json`.
 
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use ferrojob::api::{
     CreateApp, InstanceQuery, InstanceView, JobBody, JobView, LifecycleJson, LogQuery, PageQuery,
-    RunJob,
+    RunJob, TaskProgress,
 };
 use ferrojob::client::Client;
 use ferrojob::model::InstanceStatus;
@@ -73,7 +73,7 @@ impl Conn {
 pub struct AppArg {
     /// App name or id.
     #[arg(long, env = "FERROJOB_APP")]
-    app: String,
+    pub(crate) app: String,
 }
 
 /// `ferrojob app ...`
@@ -91,7 +91,7 @@ pub enum AppCmd {
 }
 
 /// Parses an enum by its API name, accepting any case and `-` for `_`.
-fn api_enum<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+pub(crate) fn api_enum<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     let name = text.trim().to_ascii_uppercase().replace('-', "_");
     serde_json::from_value(serde_json::Value::String(name))
         .with_context(|| format!("unknown {what} {text:?}"))
@@ -408,12 +408,12 @@ pub enum WorkerCmd {
     },
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -438,17 +438,32 @@ fn job_line(j: &JobView) -> String {
     )
 }
 
-fn instance_line(i: &InstanceView) -> String {
+/// One instance on one line; MAP / MAP_REDUCE instances add their task progress
+/// (`tasks=succeeded/total`, and the failed count if any) and instances of a workflow node
+/// the workflow instance (`wf=ID`).
+pub(crate) fn instance_line(i: &InstanceView) -> String {
     format!(
-        "{:>8}  job={:<6} {:<22} tries={:<2} trigger={} worker={} result={}",
+        "{:>8}  job={:<6} {:<22} tries={:<2} trigger={} worker={}{}{} result={}",
         i.id,
         i.job_id,
         status_name(i.status),
         i.running_times,
         fmt_ms(i.trigger_time),
         i.worker.as_deref().unwrap_or("-"),
+        i.tasks.map_or(String::new(), |t| tasks_text(&t)),
+        i.workflow_instance_id
+            .map_or(String::new(), |w| format!(" wf={w}")),
         truncate(i.result.as_deref().unwrap_or(""), 60),
     )
+}
+
+/// ` tasks=succeeded/total` (plus ` failed=N` when some failed).
+pub(crate) fn tasks_text(t: &TaskProgress) -> String {
+    if t.failed > 0 {
+        format!(" tasks={}/{} failed={}", t.succeeded, t.total, t.failed)
+    } else {
+        format!(" tasks={}/{}", t.succeeded, t.total)
+    }
 }
 
 /// The API name of a status (`SUCCEED`).
@@ -459,7 +474,7 @@ pub fn status_name(s: InstanceStatus) -> String {
         .unwrap_or_else(|| format!("{s:?}"))
 }
 
-fn truncate(s: &str, n: usize) -> String {
+pub(crate) fn truncate(s: &str, n: usize) -> String {
     let line = s.lines().next().unwrap_or("");
     if line.chars().count() <= n && line.len() == s.len() {
         line.to_owned()
