@@ -356,3 +356,266 @@ fn bench_dispatch_prints_one_json_row_with_every_instance_succeeded() {
     let out = ferrojob(&["bench", "dispatch", "--connect"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// `ferrojob workflow ...`
+
+mod common;
+
+/// Runs the CLI against `c` with the admin token; answers (exit code, stdout, stderr).
+fn workflow_cli(c: &common::Cluster, args: &[&str]) -> (Option<i32>, String, String) {
+    let url = format!("http://{}", c.http);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", &url, "--token", common::TOKEN])
+        .args(args)
+        .output()
+        .expect("run ferrojob");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Like [`workflow_cli`], but the command must succeed; answers stdout.
+fn workflow_ok(c: &common::Cluster, args: &[&str]) -> String {
+    let (code, stdout, stderr) = workflow_cli(c, args);
+    assert_eq!(
+        code,
+        Some(0),
+        "ferrojob {args:?}: {stderr}\n{}",
+        c.diagnostics()
+    );
+    stdout
+}
+
+#[test]
+fn workflow_commands_refuse_bad_local_input_before_any_request() {
+    // Nothing listens on this URL: each of these fails on its input first (exit code 2).
+    let base = ["--url", "http://127.0.0.1:9", "--token", "t", "workflow"];
+    for (args, needle) in [
+        (
+            &["create", "--app", "a", "--body", "{not json"][..],
+            "not a valid workflow definition",
+        ),
+        (&["create", "--app", "a"][..], "--file PATH or --body JSON"),
+        (
+            &["create", "--app", "a", "--file", "/nonexistent/def.json"][..],
+            "/nonexistent/def.json",
+        ),
+        (
+            &["run", "--app", "a", "1", "--init-params", "[1]"][..],
+            "JSON object",
+        ),
+        (
+            &["run", "--app", "a", "1", "--init-params", "{"][..],
+            "not JSON",
+        ),
+    ] {
+        let mut all = base.to_vec();
+        all.extend_from_slice(args);
+        let out = ferrojob(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    // A server that is not there: a transport error, exit code 2, no panic.
+    let mut all = base.to_vec();
+    all.extend_from_slice(&["instance", "--app", "a", "1"]);
+    let out = ferrojob(&all);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP request failed"));
+    // Every subcommand has its help.
+    for sub in [
+        "create",
+        "list",
+        "get",
+        "update",
+        "delete",
+        "run",
+        "instances",
+        "instance",
+        "stop",
+        "retry",
+        "mark-success",
+    ] {
+        let out = ferrojob(&["workflow", sub, "--help"]);
+        assert!(out.status.success(), "workflow {sub} --help");
+    }
+}
+
+/// Every `ferrojob workflow` command against a real server and worker. Needs the server's
+/// workflow engine (the issue 6 server branch); on a server without it every workflow route
+/// answers 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the server's workflow engine (issue 6 server branch); run with --ignored after the merge"]
+async fn the_cli_drives_workflows_end_to_end() {
+    use common::{body, wait_for, Cluster, APP};
+    use ferrojob::api::WorkflowInstanceStatus;
+    use ferrojob::time_expression::TimeExpressionType::Workflow;
+    use std::time::Duration;
+
+    let c = Cluster::start(1, None).await;
+    let decide = c
+        .job(body(
+            "decide",
+            Workflow,
+            "",
+            "shell",
+            r#"echo '{"go":"left"}'"#,
+        ))
+        .await;
+    let left = c
+        .job(body("left", Workflow, "", "shell", "echo went left"))
+        .await;
+    let right = c
+        .job(body("right", Workflow, "", "shell", "echo went right"))
+        .await;
+    let failing = c
+        .job(body("failing", Workflow, "", "shell", "exit 3"))
+        .await;
+    let slow = c.job(body("slow", Workflow, "", "sleep", "60000")).await;
+    let def = serde_json::json!({
+        "name": "cli-branchy",
+        "time_expression_type": "API",
+        "nodes": [
+            {"id": 1, "job_id": decide},
+            {"id": 2, "type": "DECISION", "expression": r#"go == "left" && tries < 3"#},
+            {"id": 3, "job_id": left},
+            {"id": 4, "job_id": right}
+        ],
+        "edges": [
+            {"from": 1, "to": 2},
+            {"from": 2, "to": 3, "property": "true"},
+            {"from": 2, "to": 4, "property": "false"}
+        ]
+    });
+    let file = c.dir.path().join("def.json");
+    std::fs::write(&file, def.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+
+    let id = workflow_ok(&c, &["workflow", "create", "--app", APP, "--file", file]);
+    let id = id.trim().to_owned();
+    assert!(workflow_ok(&c, &["workflow", "list", "--app", APP]).contains("cli-branchy"));
+    let got: serde_json::Value =
+        serde_json::from_str(&workflow_ok(&c, &["workflow", "get", "--app", APP, &id])).unwrap();
+    assert_eq!(got["nodes"].as_array().unwrap().len(), 4);
+
+    // A cycle is refused with the node named.
+    let mut cyclic = def.clone();
+    cyclic["edges"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"from": 3, "to": 1}));
+    let (code, _, stderr) = workflow_cli(
+        &c,
+        &[
+            "workflow",
+            "create",
+            "--app",
+            APP,
+            "--body",
+            &cyclic.to_string(),
+        ],
+    );
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("cycle"), "{stderr}");
+
+    // Run: the decision goes left; the node table shows it.
+    let wi = workflow_ok(
+        &c,
+        &[
+            "workflow",
+            "run",
+            "--app",
+            APP,
+            &id,
+            "--init-params",
+            r#"{"tries":1}"#,
+        ],
+    );
+    let wi: u64 = wi.trim().parse().unwrap();
+    wait_for("the workflow instance", Duration::from_secs(20), || async {
+        let v = c.client.get_workflow_instance(APP, wi).await.ok()?;
+        (v.status == WorkflowInstanceStatus::Succeed).then_some(())
+    })
+    .await;
+    let table = workflow_ok(&c, &["workflow", "instance", "--app", APP, &wi.to_string()]);
+    assert!(table.contains("SUCCEED"), "{table}");
+    assert!(table.contains("SKIPPED"), "{table}");
+    assert!(table.contains("DECISION"), "{table}");
+    assert!(table.contains("went left"), "{table}");
+    assert!(table.contains(r#""tries":1"#), "{table}");
+    let list = workflow_ok(
+        &c,
+        &["workflow", "instances", "--app", APP, "--workflow", &id],
+    );
+    assert!(list.contains(&wi.to_string()), "{list}");
+    let jobs = workflow_ok(&c, &["instance", "list", "--app", APP]);
+    assert!(jobs.contains(&format!("wf={wi}")), "{jobs}");
+
+    // Update through --body, then a succeeded instance cannot be retried (409, exit 2).
+    let mut renamed = def.clone();
+    renamed["name"] = "cli-renamed".into();
+    let out = workflow_ok(
+        &c,
+        &[
+            "workflow",
+            "update",
+            "--app",
+            APP,
+            &id,
+            "--body",
+            &renamed.to_string(),
+        ],
+    );
+    assert!(out.contains("cli-renamed"), "{out}");
+    let (code, _, _) = workflow_cli(&c, &["workflow", "retry", "--app", APP, &wi.to_string()]);
+    assert_eq!(code, Some(2));
+
+    // A failing node: retry re-runs it, mark-success passes it.
+    let one = |job: u64| {
+        serde_json::json!({"name": format!("one-{job}"), "time_expression_type": "API",
+                           "nodes": [{"id": 1, "job_id": job}]})
+        .to_string()
+    };
+    let fid = workflow_ok(
+        &c,
+        &["workflow", "create", "--app", APP, "--body", &one(failing)],
+    );
+    let fwi = workflow_ok(&c, &["workflow", "run", "--app", APP, fid.trim()]);
+    let fwi = fwi.trim().to_owned();
+    let failed = || async {
+        let v = c
+            .client
+            .get_workflow_instance(APP, fwi.parse().ok()?)
+            .await
+            .ok()?;
+        (v.status == WorkflowInstanceStatus::Failed).then_some(())
+    };
+    wait_for(
+        "a failed workflow instance",
+        Duration::from_secs(20),
+        failed,
+    )
+    .await;
+    workflow_ok(&c, &["workflow", "retry", "--app", APP, &fwi]);
+    wait_for("a failed retry", Duration::from_secs(20), failed).await;
+    let marked = workflow_ok(&c, &["workflow", "mark-success", "--app", APP, &fwi, "1"]);
+    assert!(marked.contains("SUCCEED"), "{marked}");
+
+    // A slow node: stop.
+    let sid = workflow_ok(
+        &c,
+        &["workflow", "create", "--app", APP, "--body", &one(slow)],
+    );
+    let swi = workflow_ok(&c, &["workflow", "run", "--app", APP, sid.trim()]);
+    let stopped = workflow_ok(&c, &["workflow", "stop", "--app", APP, swi.trim()]);
+    assert!(stopped.contains("STOPPED"), "{stopped}");
+
+    workflow_ok(&c, &["workflow", "delete", "--app", APP, sid.trim()]);
+    let (code, _, stderr) = workflow_cli(&c, &["workflow", "get", "--app", APP, sid.trim()]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("404"), "{stderr}");
+    let _ = right;
+}
