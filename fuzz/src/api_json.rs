@@ -3,10 +3,16 @@
 //! `LifecycleJson::to_lifecycle`, `validate_expression`) fails with a typed error or succeeds;
 //! never a panic. A job body that converts must survive `from_record` unchanged in meaning
 //! (converting again gives the same record).
+//!
+//! Workflow bodies (issue 6): a [`WorkflowDef`] that parses must serialize and parse back to
+//! itself, and validate (against a fixed set of existing jobs and workflows) to a DAG or a
+//! typed error with a message; a [`RunWorkflow`] must round-trip too (its `init_params`
+//! exactly when they hold no floating-point number, which serde_json need not read back
+//! bit-for-bit).
 
 use ferrojob::api::{
     validate_expression, CreateApp, InstanceQuery, JobBody, LogQuery, PageQuery, RunJob,
-    ValidateRequest,
+    RunWorkflow, ValidateRequest, WorkflowDef, WorkflowInstanceQuery,
 };
 use ferrojob::server::AppId;
 
@@ -36,4 +42,43 @@ pub fn run(data: &[u8]) {
     let _ = serde_json::from_slice::<PageQuery>(data);
     let _ = serde_json::from_slice::<InstanceQuery>(data);
     let _ = serde_json::from_slice::<LogQuery>(data);
+    let _ = serde_json::from_slice::<WorkflowInstanceQuery>(data);
+    if let Ok(def) = serde_json::from_slice::<WorkflowDef>(data) {
+        let text = serde_json::to_string(&def).map_err(|e| e.to_string());
+        let back = text
+            .as_deref()
+            .map_err(Clone::clone)
+            .and_then(|t| serde_json::from_str::<WorkflowDef>(t).map_err(|e| e.to_string()));
+        assert_eq!(back.as_ref().ok(), Some(&def), "{back:?}");
+        // Jobs 1 to 9 and workflows 1 to 3 exist.
+        match def.validate(|job| (1..10).contains(&job), |wf| (1..4).contains(&wf)) {
+            Ok(dag) => assert!(!dag.is_empty() && dag.topo_order().len() == dag.len()),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+    if let Ok(run) = serde_json::from_slice::<RunWorkflow>(data) {
+        let text = serde_json::to_string(&run).map_err(|e| e.to_string());
+        let back = text
+            .as_deref()
+            .map_err(Clone::clone)
+            .and_then(|t| serde_json::from_str::<RunWorkflow>(t).map_err(|e| e.to_string()));
+        let back = match back {
+            Ok(b) => b,
+            Err(e) => panic!("a parsed RunWorkflow does not parse back: {e}"),
+        };
+        assert_eq!(back.delay_ms, run.delay_ms);
+        if !run.init_params.as_ref().is_some_and(has_float) {
+            assert_eq!(back.init_params, run.init_params);
+        }
+    }
+}
+
+/// Whether `v` holds a floating-point number anywhere.
+fn has_float(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => n.is_f64(),
+        serde_json::Value::Array(a) => a.iter().any(has_float),
+        serde_json::Value::Object(m) => m.values().any(has_float),
+        _ => false,
+    }
 }
