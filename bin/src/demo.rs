@@ -581,3 +581,71 @@ async fn demo(args: &Args) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ferrojob::workflow::{Action, InstanceStatus as WfStatus, NodeStatus, WorkflowInstance};
+
+    use super::*;
+
+    /// The demo's jobs with made-up ids, as `ensure_jobs` answers them.
+    fn jobs() -> BTreeMap<u64, &'static str> {
+        SAMPLES
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64 + 1, s.name))
+            .collect()
+    }
+
+    #[test]
+    fn the_demo_workflow_is_valid_and_takes_the_left_branch() {
+        let jobs = jobs();
+        let def = demo_workflow(&jobs).unwrap();
+        let dag = def
+            .validate(|id| jobs.contains_key(&id), |_| false)
+            .unwrap();
+        let mut wi = WorkflowInstance::new(Arc::new(dag), serde_json::json!({}), 0).unwrap();
+        // Each dispatched node answers what its `shell` command prints.
+        let mut pending = wi.start(0).unwrap();
+        while let Some(action) = pending.pop() {
+            if let Action::Dispatch { node, job_id, .. } = action {
+                let printed = match jobs[&job_id] {
+                    WF_DECIDE => r#"{"go":"left"}"#,
+                    WF_LEFT => "went left",
+                    other => panic!("{other} must not run"),
+                };
+                pending.extend(
+                    wi.on_node_finished(node, true, Some(printed.into()), 1)
+                        .unwrap(),
+                );
+            }
+        }
+        assert_eq!(wi.status(), WfStatus::Succeed);
+        assert_eq!(wi.node(3).unwrap().status, NodeStatus::Succeed);
+        assert_eq!(wi.node(4).unwrap().status, NodeStatus::Skipped);
+        assert_eq!(wi.context()["go"], "left");
+    }
+
+    #[test]
+    fn the_map_reduce_sample_and_its_check() {
+        let s = SAMPLES.iter().find(|s| s.name == SUM_MR_NAME).unwrap();
+        assert_eq!(s.execute, ExecuteType::MapReduce);
+        assert_eq!(s.processor, "sum_mr");
+        let params: serde_json::Value = serde_json::from_str(s.params).unwrap();
+        assert_eq!(params["tasks"], SUM_MR_TASKS);
+        assert!(sum_mr_check("49995000").contains('✓'));
+        assert!(sum_mr_check(" 49995000\n").contains('✓'));
+        assert!(sum_mr_check("49994999").contains("expected 49995000"));
+        assert!(sum_mr_check("").contains("expected"));
+    }
+
+    #[test]
+    fn sample_names_are_unique() {
+        let mut names: Vec<&str> = SAMPLES.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SAMPLES.len());
+    }
+}
