@@ -216,16 +216,24 @@ fn demo_workflow(jobs: &BTreeMap<u64, &'static str>) -> Result<WorkflowDef> {
             .with_context(|| format!("the demo job {name:?} is missing"))
     };
     let (decide, left, right) = (id(WF_DECIDE)?, id(WF_LEFT)?, id(WF_RIGHT)?);
+    // Each node also carries its job's command as its params, so the workflow runs the same
+    // whether a server hands empty node params to the job as "use the job's own" or as-is.
+    let params = |name: &str| {
+        SAMPLES
+            .iter()
+            .find(|s| s.name == name)
+            .map_or("", |s| s.params)
+    };
     let def = serde_json::json!({
         "name": WORKFLOW_NAME,
         "time_expression_type": "CRON",
         "time_expression": "*/15 * * * * ?",
         "max_instances": 2,
         "nodes": [
-            {"id": 1, "job_id": decide},
+            {"id": 1, "job_id": decide, "params": params(WF_DECIDE)},
             {"id": 2, "type": "DECISION", "expression": r#"go == "left""#},
-            {"id": 3, "job_id": left},
-            {"id": 4, "job_id": right}
+            {"id": 3, "job_id": left, "params": params(WF_LEFT)},
+            {"id": 4, "job_id": right, "params": params(WF_RIGHT)}
         ],
         "edges": [
             {"from": 1, "to": 2},

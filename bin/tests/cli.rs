@@ -479,10 +479,10 @@ async fn the_cli_drives_workflows_end_to_end() {
         "name": "cli-branchy",
         "time_expression_type": "API",
         "nodes": [
-            {"id": 1, "job_id": decide},
+            {"id": 1, "job_id": decide, "params": r#"echo '{"go":"left"}'"#},
             {"id": 2, "type": "DECISION", "expression": r#"go == "left" && tries < 3"#},
-            {"id": 3, "job_id": left},
-            {"id": 4, "job_id": right}
+            {"id": 3, "job_id": left, "params": "echo went left"},
+            {"id": 4, "job_id": right, "params": "echo went right"}
         ],
         "edges": [
             {"from": 1, "to": 2},
@@ -574,14 +574,21 @@ async fn the_cli_drives_workflows_end_to_end() {
     assert_eq!(code, Some(2));
 
     // A failing node: retry re-runs it, mark-success passes it.
-    let one = |job: u64| {
+    let one = |job: u64, params: &str| {
         serde_json::json!({"name": format!("one-{job}"), "time_expression_type": "API",
-                           "nodes": [{"id": 1, "job_id": job}]})
+                           "nodes": [{"id": 1, "job_id": job, "params": params}]})
         .to_string()
     };
     let fid = workflow_ok(
         &c,
-        &["workflow", "create", "--app", APP, "--body", &one(failing)],
+        &[
+            "workflow",
+            "create",
+            "--app",
+            APP,
+            "--body",
+            &one(failing, "exit 3"),
+        ],
     );
     let fwi = workflow_ok(&c, &["workflow", "run", "--app", APP, fid.trim()]);
     let fwi = fwi.trim().to_owned();
@@ -607,7 +614,14 @@ async fn the_cli_drives_workflows_end_to_end() {
     // A slow node: stop.
     let sid = workflow_ok(
         &c,
-        &["workflow", "create", "--app", APP, "--body", &one(slow)],
+        &[
+            "workflow",
+            "create",
+            "--app",
+            APP,
+            "--body",
+            &one(slow, "60000"),
+        ],
     );
     let swi = workflow_ok(&c, &["workflow", "run", "--app", APP, sid.trim()]);
     let stopped = workflow_ok(&c, &["workflow", "stop", "--app", APP, swi.trim()]);
