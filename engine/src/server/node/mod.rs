@@ -161,6 +161,7 @@ impl ServerCore {
         };
         let repo = Repo::open(store)?;
         let loaded = repo.load()?;
+        let (workflows, wf_active) = repo.load_workflows()?;
         let (shared, timer_rx) = state::Shared::new(config, repo)?;
         let secrets: Arc<dyn ferrojob_transport::auth::AppSecrets> =
             Arc::new(state::AppTable(Arc::clone(&shared)));
@@ -174,7 +175,9 @@ impl ServerCore {
         shared.set_transport_metrics(Arc::clone(listener.metrics()));
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(timer::run(Arc::clone(&shared), timer_rx)));
+        let wf_recovery = shared.recover_workflows(&loaded, workflows, wf_active);
         shared.recover(loaded);
+        shared.resume_workflows(wf_recovery);
         tasks.push(tokio::spawn(conn::accept_loop(
             Arc::clone(&shared),
             listener,
