@@ -547,7 +547,10 @@ impl Repo {
 
     // ----- instances -----
 
-    pub(super) fn insert_instance_ops(batch: &mut Batch, inst: &InstanceRecord) -> Result<(), RepoError> {
+    pub(super) fn insert_instance_ops(
+        batch: &mut Batch,
+        inst: &InstanceRecord,
+    ) -> Result<(), RepoError> {
         let id = inst.id.0;
         batch.push_put(INSTANCES, keys::id(id), encode(INSTANCES, inst)?);
         batch.push_put(

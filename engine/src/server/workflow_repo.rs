@@ -144,7 +144,11 @@ impl WfInstanceRecord {
     /// The decoded snapshot.
     pub fn snapshot(&self) -> Result<InstanceSnapshot, RepoError> {
         serde_json::from_str(&self.snapshot_json).map_err(|e| {
-            RepoError::corrupt(WF_INSTANCES, &keys::id(self.id), format!("snapshot JSON: {e}"))
+            RepoError::corrupt(
+                WF_INSTANCES,
+                &keys::id(self.id),
+                format!("snapshot JSON: {e}"),
+            )
         })
     }
 
@@ -451,11 +455,7 @@ impl Repo {
         for (inst, link) in &w.job_instances {
             inst.validate()?;
             Self::insert_instance_ops(&mut batch, inst)?;
-            batch.push_put(
-                NODE_LINKS,
-                keys::id(inst.id.0),
-                encode(NODE_LINKS, link)?,
-            );
+            batch.push_put(NODE_LINKS, keys::id(inst.id.0), encode(NODE_LINKS, link)?);
         }
         if let Some((id, row)) = &w.trigger {
             batch.push_put(WF_TRIGGERS, keys::id(*id), encode(WF_TRIGGERS, row)?);

@@ -1211,17 +1211,23 @@ impl Shared {
                 return dropped();
             }
         }
-        if r.total_tasks > 0 || r.succeeded_tasks > 0 || r.failed_tasks > 0 {
+        if st.rec.status.is_final() {
+            self.wf_reported(id);
+        }
+        let job = self.job(st.rec.job_id);
+        let mapped = job.as_ref().is_some_and(|j| {
+            matches!(
+                j.def().record.execute_type,
+                ExecuteType::Map | ExecuteType::MapReduce
+            )
+        });
+        if mapped {
             st.tasks = Some(crate::api::TaskProgress {
                 total: r.total_tasks,
                 succeeded: r.succeeded_tasks,
                 failed: r.failed_tasks,
             });
         }
-        if st.rec.status.is_final() {
-            self.wf_reported(id);
-        }
-        let job = self.job(st.rec.job_id);
         let follow = match st.rec.status {
             InstanceStatus::Failed => {
                 let reason = format!(

@@ -39,8 +39,7 @@ use crate::api::{
 };
 use crate::model::{InstanceId, InstanceStatus, JobId};
 use crate::server::workflow_repo::{
-    LoadedWorkflow, NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfParent, WfWrite,
-    WorkflowRecord,
+    LoadedWorkflow, NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfParent, WfWrite, WorkflowRecord,
 };
 use crate::server::{AppId, Commit, InstanceRecord, RepoError, TriggerRecord};
 use crate::time_expression::{EpochMs, Lifecycle, TimeExpression};
@@ -432,14 +431,17 @@ impl Shared {
                         init.extend(m);
                     }
                     let cur = wf.cur();
-                    let machine =
-                        match WorkflowInstance::new(Arc::clone(&cur.dag), Json::Object(init), now) {
-                            Ok(m) => m,
-                            Err(e) => {
-                                queue.extend(Self::fail_node(w, node, e.to_string(), now));
-                                continue;
-                            }
-                        };
+                    let machine = match WorkflowInstance::new(
+                        Arc::clone(&cur.dag),
+                        Json::Object(init),
+                        now,
+                    ) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            queue.extend(Self::fail_node(w, node, e.to_string(), now));
+                            continue;
+                        }
+                    };
                     let id = match self.repo.new_wf_instance_id() {
                         Ok(id) => id,
                         Err(e) => {
@@ -565,13 +567,25 @@ impl Shared {
         self.wf_settle(p.wf_instance);
         if let Some((status, parent, result)) = p.finished {
             self.metrics.wf_finished(status);
-            tracing::info!(wf_instance = p.wf_instance, status = status.as_str(), "workflow instance finished");
+            tracing::info!(
+                wf_instance = p.wf_instance,
+                status = status.as_str(),
+                "workflow instance finished"
+            );
             if let Some(parent) = parent {
                 let sh = Arc::clone(self);
                 let ok = status == WfStatus::Succeed;
                 tokio::spawn(async move {
-                    sh.wf_node_done(parent.instance, parent.node, parent.attempt, None, ok, result, None)
-                        .await;
+                    sh.wf_node_done(
+                        parent.instance,
+                        parent.node,
+                        parent.attempt,
+                        None,
+                        ok,
+                        result,
+                        None,
+                    )
+                    .await;
                 });
             }
         }
@@ -580,8 +594,13 @@ impl Shared {
     /// Drops a finished workflow instance from memory and releases its `max_instances` slot.
     fn wf_settle(&self, id: u64) {
         let mut workflow = None;
+        // `try_lock`: never wait for an instance's mutex under the map's shard lock (a
+        // transition holds its mutex while it inserts nested instances into the map). A
+        // contended instance is being changed; that change settles it again when it ends.
         self.wf_active.remove_if(&id, |_, s| {
-            let mut w = s.lock();
+            let Some(mut w) = s.try_lock() else {
+                return false;
+            };
             let done = w.machine.status().is_finished();
             if done && w.counted {
                 w.counted = false;
@@ -667,14 +686,19 @@ impl Shared {
         reported: Option<Instant>,
     ) {
         let Some(slot) = self.wf_slot(wf_instance) else {
-            tracing::debug!(wf_instance, node, "node end for a workflow instance not running");
+            tracing::debug!(
+                wf_instance,
+                node,
+                "node end for a workflow instance not running"
+            );
             return;
         };
         let now = self.now();
         let pending = {
             let mut w = slot.lock();
             let current = w.machine.node(node).map(|n| (n.status, n.attempt));
-            let same_run = instance.is_none_or(|i| w.rec.run_of(node).is_some_and(|r| r.instance == i));
+            let same_run =
+                instance.is_none_or(|i| w.rec.run_of(node).is_some_and(|r| r.instance == i));
             if current != Some((NodeStatus::Running, attempt)) || !same_run {
                 tracing::debug!(wf_instance, node, "late node end ignored");
                 return;
@@ -771,8 +795,7 @@ impl Shared {
                 wf.id
             )));
         }
-        let machine = match WorkflowInstance::new(Arc::clone(&cur.dag), Json::Object(init), now)
-        {
+        let machine = match WorkflowInstance::new(Arc::clone(&cur.dag), Json::Object(init), now) {
             Ok(m) => m,
             Err(e) => {
                 wf.unrun();
@@ -830,7 +853,9 @@ impl Shared {
 
     /// A workflow's trigger came due (on the timer task): fire it and arm the next one.
     pub(crate) fn on_wf_due(self: &Arc<Self>, wf_id: u64, gen: u64, due: EpochMs, now: EpochMs) {
-        let Some(wf) = self.workflow(wf_id) else { return };
+        let Some(wf) = self.workflow(wf_id) else {
+            return;
+        };
         if wf.gen.load(Ordering::Acquire) != gen || wf.deleted.load(Ordering::Acquire) {
             return;
         }
@@ -842,13 +867,20 @@ impl Shared {
         let next = if now.saturating_sub(due) <= threshold {
             expr.next_within(&lc, due, due)
         } else {
-            tracing::warn!(workflow = wf_id, late_ms = now.saturating_sub(due), "workflow misfire: fired once");
+            tracing::warn!(
+                workflow = wf_id,
+                late_ms = now.saturating_sub(due),
+                "workflow misfire: fired once"
+            );
             expr.next_within(&lc, due, now)
         };
         let current = || wf.gen.load(Ordering::Acquire) == gen;
         let full = wf.running.load(Ordering::Acquire) >= cur.dag.def().max_instances;
         if full {
-            tracing::warn!(workflow = wf_id, "fire skipped: max_instances instances are running");
+            tracing::warn!(
+                workflow = wf_id,
+                "fire skipped: max_instances instances are running"
+            );
             match self.repo.wf_set_next_trigger_if(wf_id, next, current) {
                 Ok(Some(c)) => drop(c),
                 Ok(None) => return,
@@ -893,8 +925,7 @@ impl Shared {
     ) -> WfRecovery {
         let now = self.now();
         let ids: std::collections::HashSet<u64> = wfs.iter().map(|w| w.record.id).collect();
-        let jobs: std::collections::HashSet<u64> =
-            loaded.jobs.iter().map(|j| j.job.id.0).collect();
+        let jobs: std::collections::HashSet<u64> = loaded.jobs.iter().map(|j| j.job.id.0).collect();
         for lw in wfs {
             let id = lw.record.id;
             let dag = match lw.def.validate(|j| jobs.contains(&j), |w| ids.contains(&w)) {
@@ -910,7 +941,14 @@ impl Shared {
             }));
             self.workflows.insert(id, state);
             if let Some(t) = lw.trigger.next_trigger {
-                self.arm(t, TimerEv::Workflow { wf: id, gen: 1, due: t });
+                self.arm(
+                    t,
+                    TimerEv::Workflow {
+                        wf: id,
+                        gen: 1,
+                        due: t,
+                    },
+                );
             }
         }
         let mut dags: HashMap<(u64, u64), Arc<ValidDag>> = HashMap::new();
@@ -965,29 +1003,53 @@ impl Shared {
             }
             let id = rec.id;
             if machine.status() == WfStatus::Waiting {
-                self.arm(rec.delayed_until.unwrap_or(now).max(now), TimerEv::WfStart(id));
+                self.arm(
+                    rec.delayed_until.unwrap_or(now).max(now),
+                    TimerEv::WfStart(id),
+                );
             }
-            for n in machine.nodes().iter().filter(|n| n.status == NodeStatus::Running) {
+            for n in machine
+                .nodes()
+                .iter()
+                .filter(|n| n.status == NodeStatus::Running)
+            {
                 let Some(run) = rec.run_of(n.id) else {
-                    pushes.push((id, n.id, n.attempt, None, false, Some("node run lost".to_owned())));
+                    pushes.push((
+                        id,
+                        n.id,
+                        n.attempt,
+                        None,
+                        false,
+                        Some("node run lost".to_owned()),
+                    ));
                     continue;
                 };
                 if run.nested {
                     if active_ids.contains(&run.instance) {
                         continue;
                     }
-                    match self.repo.get_wf_instance(run.instance).and_then(|c| c.snapshot()) {
+                    match self
+                        .repo
+                        .get_wf_instance(run.instance)
+                        .and_then(|c| c.snapshot())
+                    {
                         Ok(s) if s.status.is_finished() => {
                             let ok = s.status == WfStatus::Succeed;
                             let result = if ok {
                                 serde_json::to_string(&s.context).ok()
                             } else {
-                                Some(format!("workflow instance {} {}", run.instance, s.status.as_str()))
+                                Some(format!(
+                                    "workflow instance {} {}",
+                                    run.instance,
+                                    s.status.as_str()
+                                ))
                             };
                             pushes.push((id, n.id, n.attempt, None, ok, result));
                         }
                         Ok(_) => {}
-                        Err(e) => pushes.push((id, n.id, n.attempt, None, false, Some(e.to_string()))),
+                        Err(e) => {
+                            pushes.push((id, n.id, n.attempt, None, false, Some(e.to_string())))
+                        }
                     }
                     continue;
                 }
@@ -1049,8 +1111,13 @@ impl Shared {
                 sh.complete(p).await;
             }
             for (wfi, node, attempt, inst, ok, result) in pushes {
-                tracing::info!(wf_instance = wfi, node, "node finished while the server was down; pushed");
-                sh.wf_node_done(wfi, node, attempt, inst, ok, result, None).await;
+                tracing::info!(
+                    wf_instance = wfi,
+                    node,
+                    "node finished while the server was down; pushed"
+                );
+                sh.wf_node_done(wfi, node, attempt, inst, ok, result, None)
+                    .await;
             }
         });
     }
@@ -1122,7 +1189,9 @@ impl NodeApi {
         if rec.app_id != app.id {
             return Err(ApiError::not_found("workflow instance", id));
         }
-        let wf = sh.workflow(rec.workflow_id).filter(|w| !w.deleted.load(Ordering::Acquire));
+        let wf = sh
+            .workflow(rec.workflow_id)
+            .filter(|w| !w.deleted.load(Ordering::Acquire));
         let Some(wf) = wf else {
             return Err(ApiError::conflict(format!(
                 "workflow {} of instance {id} was deleted",
@@ -1148,7 +1217,11 @@ impl NodeApi {
         Ok(Arc::clone(&entry))
     }
 
-    pub(crate) async fn wf_create(&self, app: AppRef, body: WorkflowDef) -> Result<Created, ApiError> {
+    pub(crate) async fn wf_create(
+        &self,
+        app: AppRef,
+        body: WorkflowDef,
+    ) -> Result<Created, ApiError> {
         let sh = &self.0;
         let dag = self.validate(&app, body)?;
         let now = sh.now();
@@ -1163,14 +1236,27 @@ impl NodeApi {
         }));
         sh.workflows.insert(id, state);
         if let Some(n) = next {
-            sh.arm(n, TimerEv::Workflow { wf: id, gen: 1, due: n });
+            sh.arm(
+                n,
+                TimerEv::Workflow {
+                    wf: id,
+                    gen: 1,
+                    due: n,
+                },
+            );
         }
         Ok(Created { id })
     }
 
-    pub(crate) async fn wf_list(&self, app: AppRef, q: PageQuery) -> Result<WorkflowList, ApiError> {
+    pub(crate) async fn wf_list(
+        &self,
+        app: AppRef,
+        q: PageQuery,
+    ) -> Result<WorkflowList, ApiError> {
         let sh = &self.0;
-        let limit = q.limit.map_or(100, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let limit = q
+            .limit
+            .map_or(100, |l| usize::try_from(l).unwrap_or(usize::MAX));
         let page = sh.repo.list_workflows(app.id, q.cursor, limit)?;
         let items = page
             .items
@@ -1222,7 +1308,14 @@ impl NodeApi {
             dag: Arc::new(dag),
         });
         if let Some(n) = next {
-            sh.arm(n, TimerEv::Workflow { wf: id, gen, due: n });
+            sh.arm(
+                n,
+                TimerEv::Workflow {
+                    wf: id,
+                    gen,
+                    due: n,
+                },
+            );
         }
         Ok(self.wf_view(&wf))
     }
@@ -1230,13 +1323,12 @@ impl NodeApi {
     pub(crate) async fn wf_delete(&self, app: AppRef, id: u64) -> Result<(), ApiError> {
         let sh = &self.0;
         let wf = self.wf_of(&app, id)?;
-        let running = sh
-            .wf_active
-            .iter()
-            .any(|e| {
-                let w = e.value().lock();
-                w.rec.workflow_id == id && !w.machine.status().is_finished()
-            });
+        // Slots are collected first: no instance mutex is taken under the map's locks.
+        let slots: Vec<WfSlot> = sh.wf_active.iter().map(|e| Arc::clone(e.value())).collect();
+        let running = slots.iter().any(|s| {
+            let w = s.lock();
+            w.rec.workflow_id == id && !w.machine.status().is_finished()
+        });
         if running {
             return Err(ApiError::conflict(format!(
                 "workflow {id} has an instance running; stop it first"
@@ -1245,9 +1337,12 @@ impl NodeApi {
         let nester = sh.workflows.iter().find_map(|w| {
             (w.id != id
                 && !w.deleted.load(Ordering::Acquire)
-                && w.cur().dag.def().nodes.iter().any(|n| {
-                    n.kind == NodeKind::NestedWorkflow && n.workflow_id == Some(id)
-                }))
+                && w.cur()
+                    .dag
+                    .def()
+                    .nodes
+                    .iter()
+                    .any(|n| n.kind == NodeKind::NestedWorkflow && n.workflow_id == Some(id)))
             .then_some(w.id)
         });
         if let Some(other) = nester {
@@ -1300,7 +1395,9 @@ impl NodeApi {
         q: WorkflowInstanceQuery,
     ) -> Result<WorkflowInstanceList, ApiError> {
         let sh = &self.0;
-        let limit = q.limit.map_or(100, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let limit = q
+            .limit
+            .map_or(100, |l| usize::try_from(l).unwrap_or(usize::MAX));
         let page = sh
             .repo
             .list_wf_instances(app.id, q.workflow_id, q.cursor, limit)?;
