@@ -681,9 +681,21 @@ impl Repo {
         instance: &InstanceRecord,
         prev: Option<InstanceStatus>,
     ) -> Result<Commit<()>, RepoError> {
+        let mut batch = Batch::new();
+        Self::instance_put_ops(&mut batch, instance, prev)?;
+        Ok(self.submit(batch, ()))
+    }
+
+    /// The operations of [`put_instance_from`](Repo::put_instance_from), appended to `batch`
+    /// (a workflow transition writes a node's final instance in its own batch).
+    pub(super) fn instance_put_ops(
+        batch: &mut Batch,
+        instance: &InstanceRecord,
+        prev: Option<InstanceStatus>,
+    ) -> Result<(), RepoError> {
         instance.validate()?;
         let key = keys::id(instance.id.0);
-        let mut batch = Batch::new().put(INSTANCES, key, encode(INSTANCES, instance)?);
+        batch.push_put(INSTANCES, key, encode(INSTANCES, instance)?);
         let now_final = instance.status.is_final();
         let was_final = prev.map(InstanceStatus::is_final);
         if now_final && was_final != Some(true) {
@@ -696,7 +708,7 @@ impl Repo {
         if left_waiting {
             batch.push_delete(DELAYED, key);
         }
-        Ok(self.submit(batch, ()))
+        Ok(())
     }
 
     /// Up to `limit` (at most [`MAX_PAGE`]) instances of `app`, newest first, matching

@@ -198,6 +198,10 @@ pub struct WfWrite {
     pub job_instances: Vec<(InstanceRecord, NodeLinkRecord)>,
     /// A fire's trigger row: (workflow id, row).
     pub trigger: Option<(u64, TriggerRecord)>,
+    /// Existing job instances to save with the transition (the node's instance that just
+    /// reached its final status), with the status last written for each (as
+    /// [`Repo::put_instance_from`] takes it).
+    pub instances: Vec<(InstanceRecord, Option<crate::model::InstanceStatus>)>,
 }
 
 /// Workflow id allocation and trigger rows (part of [`Repo`]).
@@ -431,6 +435,9 @@ impl Repo {
     /// Submits one workflow transition as one batch (see [`WfWrite`]).
     pub fn write_wf(&self, w: &WfWrite) -> Result<Commit<()>, RepoError> {
         let mut batch = Batch::new();
+        for (inst, prev) in &w.instances {
+            Self::instance_put_ops(&mut batch, inst, *prev)?;
+        }
         for (rec, created, finished) in &w.wf_instances {
             let key = keys::id(rec.id);
             batch.push_put(WF_INSTANCES, key, encode(WF_INSTANCES, rec)?);

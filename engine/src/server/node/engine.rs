@@ -1178,7 +1178,7 @@ impl Shared {
     /// Applies one worker report (from the authenticated worker `source`); returns the write
     /// to await, if the report changed the instance.
     pub(crate) fn on_report(
-        &self,
+        self: &Arc<Self>,
         source: &str,
         r: &ReportInstanceStatus,
         now: EpochMs,
@@ -1253,6 +1253,10 @@ impl Shared {
                 return None;
             }
         };
+        // A workflow node's end: saved with the workflow's transition in one batch.
+        if matches!(follow, Follow::Final { .. }) && self.wf_push_batched(&mut st, now) {
+            return None;
+        }
         Some(self.persist_follow(&mut st, follow))
     }
 

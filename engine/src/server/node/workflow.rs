@@ -50,7 +50,7 @@ use crate::workflow::{
 
 use super::api::NodeApi;
 use super::engine::{AfterCreate, Follow};
-use super::state::{Shared, TimerEv};
+use super::state::{InstState, Shared, TimerEv};
 
 /// Deepest nesting of NESTED_WORKFLOW runs (a root instance has depth 0).
 pub(crate) const MAX_NESTING: usize = 8;
@@ -147,6 +147,8 @@ struct Pending {
     cancels: Vec<WfNodeRun>,
     finished: Option<(WfStatus, Option<WfParent>, Option<String>)>,
     wf_instance: u64,
+    /// A node's job instance saved final by this transition: finalize it once acknowledged.
+    finalize: Option<(InstanceId, JobId, u64)>,
 }
 
 /// A workflow validation error as the API's InvalidArgument, naming the field.
@@ -326,8 +328,27 @@ impl Shared {
         trigger: Option<(u64, TriggerRecord)>,
         handoff: Option<Instant>,
     ) -> Pending {
+        self.advance_with(w, actions, now, created, trigger, handoff, None)
+    }
+
+    /// [`advance`](Shared::advance), also saving `node_final` (a node's job instance that
+    /// just reached its final status, and the status last written for it) in the same batch.
+    #[allow(clippy::too_many_arguments)]
+    fn advance_with(
+        &self,
+        w: &mut WfInst,
+        actions: Vec<Action>,
+        now: EpochMs,
+        created: bool,
+        trigger: Option<(u64, TriggerRecord)>,
+        handoff: Option<Instant>,
+        node_final: Option<(InstanceRecord, Option<InstanceStatus>)>,
+    ) -> Pending {
         let mut queue: VecDeque<Action> = actions.into();
-        let mut write = WfWrite::default();
+        let mut write = WfWrite {
+            instances: node_final.into_iter().collect(),
+            ..WfWrite::default()
+        };
         let mut p = Pending {
             wf_instance: w.rec.id,
             ..Pending::default()
@@ -500,6 +521,14 @@ impl Shared {
             }
         }
         let finished = w.machine.status().is_finished();
+        if finished && w.counted {
+            // Released when the transition is made (not when it is acknowledged): an API
+            // client that sees the instance finished may run the workflow again at once.
+            w.counted = false;
+            if let Some(wf) = self.workflow(w.rec.workflow_id) {
+                wf.unrun();
+            }
+        }
         if let Err(e) = w.rec.set_snapshot(&w.machine.snapshot()) {
             self.store_write_failed(&e);
         }
@@ -565,6 +594,9 @@ impl Shared {
             }
         }
         self.wf_settle(p.wf_instance);
+        if let Some((id, job, run)) = p.finalize {
+            self.finalize(id, job, run).await;
+        }
         if let Some((status, parent, result)) = p.finished {
             self.metrics.wf_finished(status);
             tracing::info!(
@@ -591,9 +623,9 @@ impl Shared {
         }
     }
 
-    /// Drops a finished workflow instance from memory and releases its `max_instances` slot.
+    /// Drops a finished workflow instance from memory (its `max_instances` slot was released
+    /// by the transition that finished it).
     fn wf_settle(&self, id: u64) {
-        let mut workflow = None;
         // `try_lock`: never wait for an instance's mutex under the map's shard lock (a
         // transition holds its mutex while it inserts nested instances into the map). A
         // contended instance is being changed; that change settles it again when it ends.
@@ -604,13 +636,12 @@ impl Shared {
             let done = w.machine.status().is_finished();
             if done && w.counted {
                 w.counted = false;
-                workflow = Some(w.rec.workflow_id);
+                if let Some(wf) = self.workflow(w.rec.workflow_id) {
+                    wf.unrun();
+                }
             }
             done
         });
-        if let Some(wf) = workflow.and_then(|w| self.workflow(w)) {
-            wf.unrun();
-        }
     }
 
     /// Stops a node's job instance (FAIL_FAST, workflow stop) through the usual stop path.
@@ -648,6 +679,59 @@ impl Shared {
             self.send_stop(&w, id);
         }
         self.after_write(commit, follow);
+    }
+
+    /// Under the lock of job instance `st`, which a worker report just made final: if it runs
+    /// a workflow node that is waiting for it, makes the workflow transition now and submits
+    /// the instance's final record, the new snapshot and the successors' new job instances
+    /// as ONE batch; the successors are dispatched as soon as it is acknowledged. `false`:
+    /// not a node, or a late one; the caller saves the instance as usual.
+    pub(crate) fn wf_push_batched(self: &Arc<Self>, st: &mut InstState, now: EpochMs) -> bool {
+        let id = st.rec.id;
+        let Some(run) = self.node_runs.get(&id).map(|r| Arc::clone(&r)) else {
+            return false;
+        };
+        let Some(slot) = self.wf_slot(run.wf_instance) else {
+            return false;
+        };
+        let pending = {
+            let mut w = slot.lock();
+            let current = w.machine.node(run.node).map(|n| (n.status, n.attempt));
+            let same_run = w
+                .rec
+                .run_of(run.node)
+                .is_some_and(|r| !r.nested && r.instance == id.0);
+            if current != Some((NodeStatus::Running, run.attempt)) || !same_run {
+                return false;
+            }
+            let ok = st.rec.status == InstanceStatus::Succeed;
+            let actions =
+                match w
+                    .machine
+                    .on_node_finished(run.node, ok, st.rec.result.clone(), now)
+                {
+                    Ok(a) => a,
+                    Err(_) => return false,
+                };
+            let node_final = Some((st.rec.clone(), st.persisted.take()));
+            self.advance_with(
+                &mut w,
+                actions,
+                now,
+                false,
+                None,
+                Some(Instant::now()),
+                node_final,
+            )
+        };
+        self.node_runs.remove(&id);
+        let mut pending = pending;
+        if pending.commit.is_some() {
+            st.persisted = Some(st.rec.status);
+            pending.finalize = Some((id, st.rec.job_id, st.rec.run));
+        }
+        tokio::spawn(self.complete(pending));
+        true
     }
 
     /// A job instance that runs a workflow node reached its final status (its final write is
