@@ -705,14 +705,13 @@ impl Shared {
                 return false;
             }
             let ok = st.rec.status == InstanceStatus::Succeed;
-            let actions =
-                match w
-                    .machine
-                    .on_node_finished(run.node, ok, st.rec.result.clone(), now)
-                {
-                    Ok(a) => a,
-                    Err(_) => return false,
-                };
+            let actions = match w
+                .machine
+                .on_node_finished(run.node, ok, st.rec.result.clone(), now)
+            {
+                Ok(a) => a,
+                Err(_) => return false,
+            };
             let node_final = Some((st.rec.clone(), st.persisted.take()));
             self.advance_with(
                 &mut w,
