@@ -637,3 +637,65 @@ async fn a_restart_mid_workflow_loses_nothing() {
     assert_eq!(s.workflow_instance_id, Some(delayed));
     assert_eq!(ctx(&s), json!({"d": 1}));
 }
+
+#[tokio::test]
+async fn a_node_instance_retries_before_its_node_fails_and_updates_spare_running_instances() {
+    let mut e = env(1).await;
+    let mut body = job(T::Api, "");
+    body.instance_retries = 1;
+    let retried = e.api.create_job(e.app.clone(), body).await.unwrap().id;
+    let wf = e
+        .create(def(
+            "retries",
+            json!([{"id": 1, "job_id": retried}, {"id": 2, "job_id": e.jobs[0]}]),
+            json!([{"from": 1, "to": 2}]),
+        ))
+        .await;
+    let wfi = e.run(wf, json!({})).await;
+    // The workflow definition changes while the instance runs: it keeps its own.
+    e.api
+        .update_workflow(
+            e.app.clone(),
+            wf,
+            def(
+                "retries",
+                json!([{"id": 9, "job_id": e.jobs[0]}]),
+                json!([]),
+            ),
+        )
+        .await
+        .unwrap();
+    let first = e.finish_next(W::Failed, "flaky").await;
+    // The server retries the instance itself (after its backoff); the node stays RUNNING.
+    status_is(&e.api, &e.app, first.instance_id, S::WaitingDispatch).await;
+    assert_eq!(node_status(&e.wfi(wfi).await, 1), NS::Running);
+    e.clock.advance(1000);
+    let again = e.finish_next(W::Succeed, r#"{"second": true}"#).await;
+    assert_eq!(again.instance_id, first.instance_id);
+    assert_eq!(again.workflow_instance_id, Some(wfi));
+    let s2 = e.finish_next(W::Succeed, "").await;
+    assert_eq!(ctx(&s2)["second"], json!(true));
+    let v = e.wf_status(wfi, WS::Succeed).await;
+    assert_eq!(
+        v.nodes.len(),
+        2,
+        "the instance kept the definition it started with"
+    );
+    let view = e.api.get_workflow(e.app.clone(), wf).await.unwrap();
+    assert_eq!(view.body.nodes.len(), 1);
+}
+
+#[tokio::test]
+async fn map_instances_show_their_task_progress() {
+    let mut e = env(0).await;
+    let mut body = job(T::Api, "");
+    body.execute_type = ferrojob::model::ExecuteType::Map;
+    let j = e.api.create_job(e.app.clone(), body).await.unwrap().id;
+    let id = run(&e.api, &e.app, j).await;
+    e.w.next_schedule().await;
+    // The fake worker's RUNNING report carries total_tasks = 1.
+    let v = status_is(&e.api, &e.app, id, S::Running).await;
+    let t = v.tasks.expect("MAP instances carry task counts");
+    assert_eq!((t.total, t.succeeded, t.failed), (1, 0, 0));
+    assert!(v.workflow_instance_id.is_none());
+}
