@@ -699,3 +699,75 @@ async fn map_instances_show_their_task_progress() {
     assert_eq!((t.total, t.succeeded, t.failed), (1, 0, 0));
     assert!(v.workflow_instance_id.is_none());
 }
+
+/// Opens the store the server left (waiting for its lock).
+async fn reopen(dir: &tempfile::TempDir) -> Arc<ferrojob_store::LogStore> {
+    for _ in 0..400 {
+        match ferrojob_store::LogStore::open(dir.path(), ferrojob_store::LogOptions::default()) {
+            Ok(s) => return Arc::new(s),
+            Err(ferrojob_store::StoreError::Locked { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+    panic!("store stayed locked")
+}
+
+#[tokio::test]
+async fn a_node_that_finished_while_its_push_was_in_flight_is_pushed_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wfi, s1, jobs) = {
+        let mut e = env_on(log(&dir), 2).await;
+        let jobs = e.jobs.clone();
+        let mut d = def(
+            "chain",
+            json!([{"id": 1, "job_id": jobs[0]}, {"id": 2, "job_id": jobs[1]}]),
+            json!([{"from": 1, "to": 2}]),
+        );
+        d.time_expression_type = T::FixedRate;
+        d.time_expression = "3600000".into();
+        let wf = e.create(d).await;
+        let wfi = e.run(wf, json!({})).await;
+        let s1 = e.w.next_schedule().await;
+        status_is(&e.api, &e.app, s1.instance_id, S::Running).await;
+        drop(e.w);
+        e.server.shutdown().await;
+        (wfi, s1, jobs)
+    };
+    // The crash image: the node's job instance is final in the store, but the workflow's
+    // transition (its push) never made it.
+    {
+        let store = reopen(&dir).await;
+        let repo = ferrojob::server::Repo::open(store.clone()).unwrap();
+        let mut rec = repo
+            .get_instance(ferrojob::model::InstanceId(s1.instance_id))
+            .unwrap();
+        rec.status = S::Succeed;
+        rec.result = Some(r#"{"late": 1}"#.into());
+        rec.finished_time = Some(T0);
+        repo.update_instance(&rec).unwrap().wait().unwrap();
+        store.close().unwrap();
+    }
+    let clock = VirtualClock::new(T0 + 1000);
+    let server = start(config(log(&dir), Some(&clock))).await;
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
+    w.register(&api, &app, 8, T0 + 1000).await;
+    let s2 = w.next_schedule().await;
+    assert_eq!(s2.job_id, jobs[1]);
+    assert_eq!(s2.workflow_instance_id, Some(wfi));
+    assert_eq!(ctx(&s2), json!({"late": 1}));
+    // The workflow's trigger was re-armed too: it fires on the hour.
+    w.r().report(s2.instance_id, W::Succeed, Some("")).await;
+    until("workflow finished", || async {
+        let v = api.get_workflow_instance(app.clone(), wfi).await.unwrap();
+        (v.status == WS::Succeed).then_some(())
+    })
+    .await;
+    clock.advance(3_600_000);
+    let fired = w.next_schedule().await;
+    assert_eq!(fired.job_id, jobs[0]);
+    assert_ne!(fired.workflow_instance_id, Some(wfi));
+}
