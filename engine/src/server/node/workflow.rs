@@ -873,6 +873,17 @@ impl Shared {
             })
             .is_ok();
         if !reserved {
+            if let Some(t) = trigger {
+                // The fire is refused, but its trigger row (moved on) is still written.
+                let write = WfWrite {
+                    trigger: Some(t),
+                    ..WfWrite::default()
+                };
+                match self.repo.write_wf(&write) {
+                    Ok(c) => drop(c),
+                    Err(e) => self.store_write_failed(&e),
+                }
+            }
             return Err(ApiError::conflict(format!(
                 "too many instances: workflow {} allows {max} at once (max_instances)",
                 wf.id
