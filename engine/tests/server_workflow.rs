@@ -700,6 +700,20 @@ async fn map_instances_show_their_task_progress() {
     assert!(v.workflow_instance_id.is_none());
 }
 
+/// The next ScheduleJob, advancing the clock 500 ms (the no-worker retry pause) while none
+/// comes.
+async fn next_schedule_advancing(w: &mut FakeWorker, clock: &VirtualClock) -> ScheduleJob {
+    for _ in 0..200 {
+        match tokio::time::timeout(std::time::Duration::from_millis(50), w.seen.recv()).await {
+            Ok(Some(Seen::Schedule(j))) => return *j,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("worker gone"),
+            Err(_) => clock.advance(500),
+        }
+    }
+    panic!("no ScheduleJob")
+}
+
 /// Opens the store the server left (waiting for its lock).
 async fn reopen(dir: &tempfile::TempDir) -> Arc<ferrojob_store::LogStore> {
     for _ in 0..400 {
@@ -755,7 +769,8 @@ async fn a_node_that_finished_while_its_push_was_in_flight_is_pushed_at_restart(
     let app = api.resolve_app("a").unwrap();
     let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
     w.register(&api, &app, 8, T0 + 1000).await;
-    let s2 = w.next_schedule().await;
+    // The push may have found no worker yet: its dispatch then retries on the clock.
+    let s2 = next_schedule_advancing(&mut w, &clock).await;
     assert_eq!(s2.job_id, jobs[1]);
     assert_eq!(s2.workflow_instance_id, Some(wfi));
     assert_eq!(ctx(&s2), json!({"late": 1}));

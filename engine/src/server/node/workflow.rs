@@ -545,6 +545,11 @@ impl Shared {
                     self.node_runs.remove(&rec.id);
                     self.create_failed(then);
                 }
+                for (_, child) in children {
+                    if let Some(wf) = self.workflow(child.rec.workflow_id) {
+                        wf.unrun();
+                    }
+                }
                 p.cancels.clear();
                 p.finished = None;
                 return p;
@@ -579,7 +584,13 @@ impl Shared {
             return;
         }
         for (rec, then) in p.jobs {
+            let id = rec.id;
             self.after_create(rec, then);
+            // A later transition may have cancelled the node before this one's instance was
+            // owned (its Cancel then found nothing to stop): stop it now.
+            if !self.wf_still_wanted(id) {
+                self.stop_node_instance(id);
+            }
         }
         for child in p.children {
             let sh = Arc::clone(self);
@@ -607,12 +618,13 @@ impl Shared {
             if let Some(parent) = parent {
                 let sh = Arc::clone(self);
                 let ok = status == WfStatus::Succeed;
+                let child = p.wf_instance;
                 tokio::spawn(async move {
                     sh.wf_node_done(
                         parent.instance,
                         parent.node,
                         parent.attempt,
-                        None,
+                        Some(child),
                         ok,
                         result,
                         None,
@@ -621,6 +633,23 @@ impl Shared {
                 });
             }
         }
+    }
+
+    /// Whether job instance `id` still runs its workflow node's current attempt.
+    fn wf_still_wanted(&self, id: InstanceId) -> bool {
+        let Some(run) = self.node_runs.get(&id).map(|r| Arc::clone(&r)) else {
+            // Already final and pushed.
+            return true;
+        };
+        let Some(slot) = self.wf_slot(run.wf_instance) else {
+            return false;
+        };
+        let w = slot.lock();
+        let running = w
+            .machine
+            .node(run.node)
+            .is_some_and(|n| n.status == NodeStatus::Running && n.attempt == run.attempt);
+        running && w.rec.run_of(run.node).is_some_and(|r| r.instance == id.0)
     }
 
     /// Drops a finished workflow instance from memory (its `max_instances` slot was released
@@ -1138,12 +1167,17 @@ impl Shared {
                                     s.status.as_str()
                                 ))
                             };
-                            pushes.push((id, n.id, n.attempt, None, ok, result));
+                            pushes.push((id, n.id, n.attempt, Some(run.instance), ok, result));
                         }
                         Ok(_) => {}
-                        Err(e) => {
-                            pushes.push((id, n.id, n.attempt, None, false, Some(e.to_string())))
-                        }
+                        Err(e) => pushes.push((
+                            id,
+                            n.id,
+                            n.attempt,
+                            Some(run.instance),
+                            false,
+                            Some(e.to_string()),
+                        )),
                     }
                     continue;
                 }
