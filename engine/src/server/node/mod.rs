@@ -7,6 +7,8 @@
 //!   engine.rs: dispatch (WorkerRegistry::select ──► ScheduleJob on the worker's connection),
 //!              retry policy, final transitions (prune, FIXED_DELAY re-arm)
 //!   conn.rs: transport Listener ──► per-connection task: heartbeats, reports, logs, queries
+//!   workflow.rs: workflows — a node's final report ──► its workflow instance's state machine
+//!                ──► one batch (node final + snapshot + successors' instances) ──► dispatch
 //!   metrics.rs: gauges, counters, histograms, Prometheus text
 //! ```
 //!
