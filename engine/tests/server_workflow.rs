@@ -786,3 +786,80 @@ async fn a_node_that_finished_while_its_push_was_in_flight_is_pushed_at_restart(
     assert_eq!(fired.job_id, jobs[0]);
     assert_ne!(fired.workflow_instance_id, Some(wfi));
 }
+
+/// Real in-process workers: each node's processor reads the workflow context from its
+/// TaskContext and appends to it; a decision routes on what the nodes wrote.
+#[tokio::test]
+async fn real_workers_see_the_context_and_a_decision_routes_on_it() {
+    use ferrojob::worker::{ProcessResult, TaskContext, Worker, WorkerConfig};
+    let server = start(config(StoreChoice::Memory, None)).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let count = |ctx: TaskContext| async move {
+        let c: Value = serde_json::from_str(ctx.workflow_context()).unwrap_or(json!({}));
+        let n = c["n"].as_u64().unwrap_or(0);
+        assert!(ctx.workflow_instance_id().is_some());
+        ProcessResult::ok(json!({"n": n + 1, "last": ctx.instance_params()}).to_string())
+    };
+    let worker = Worker::builder(WorkerConfig::new(server.transport_addr(), "a", SECRET))
+        .basic("count", count)
+        .start()
+        .await
+        .unwrap();
+    until("worker registered", || async {
+        (!api
+            .list_workers(app.clone())
+            .await
+            .unwrap()
+            .workers
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    let j = api
+        .create_job(
+            app.clone(),
+            ferrojob::api::JobBody::new("c", T::Api, "", "count"),
+        )
+        .await
+        .unwrap()
+        .id;
+    let wf = api
+        .create_workflow(
+            app.clone(),
+            def(
+                "real",
+                json!([
+                    {"id": 1, "job_id": j, "params": "one"},
+                    {"id": 2, "job_id": j, "params": "two"},
+                    {"id": 3, "type": "DECISION", "expression": "n == 2"},
+                    {"id": 4, "job_id": j, "params": "yes"},
+                    {"id": 5, "job_id": j, "params": "no"},
+                ]),
+                json!([
+                    {"from": 1, "to": 2}, {"from": 2, "to": 3},
+                    {"from": 3, "to": 4, "property": "true"},
+                    {"from": 3, "to": 5, "property": "false"},
+                ]),
+            ),
+        )
+        .await
+        .unwrap()
+        .id;
+    let wfi = api
+        .run_workflow(app.clone(), wf, RunWorkflow::default())
+        .await
+        .unwrap()
+        .workflow_instance_id;
+    let v = until("workflow finished", || async {
+        let v = api.get_workflow_instance(app.clone(), wfi).await.unwrap();
+        v.status.is_finished().then_some(v)
+    })
+    .await;
+    assert_eq!(v.status, WS::Succeed, "{v:?}");
+    assert_eq!(node_status(&v, 4), NS::Succeed);
+    assert_eq!(node_status(&v, 5), NS::Skipped);
+    assert_eq!(v.context["n"], json!(3));
+    assert_eq!(v.context["last"], json!("yes"));
+    worker.shutdown().await;
+}
