@@ -190,8 +190,9 @@ pub struct NodeLinkRecord {
 /// One workflow transition, written as one batch by [`Repo::write_wf`].
 #[derive(Debug, Default)]
 pub struct WfWrite {
-    /// Workflow instances to put (the one that moved, nested ones it starts); with
-    /// `true` when the record is new (index rows are written too).
+    /// Workflow instances to put (the one that moved, nested ones it starts), each with
+    /// `created` (a new record: its index rows are written too) and `finished` (it leaves
+    /// the `wf_active` index; otherwise it is put there).
     pub wf_instances: Vec<(WfInstanceRecord, bool, bool)>,
     /// Job instances created for dispatched nodes (ids assigned by the caller with
     /// [`Repo::new_instance_id`]) with their links.
