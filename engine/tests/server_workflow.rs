@@ -863,3 +863,56 @@ async fn real_workers_see_the_context_and_a_decision_routes_on_it() {
     assert_eq!(v.context["last"], json!("yes"));
     worker.shutdown().await;
 }
+
+/// Fan-out / fan-in under concurrency: 20 parallel nodes between a source and a sink, five
+/// instances at once, a worker that succeeds at once — every push races the others.
+#[tokio::test]
+async fn fan_out_and_in_with_concurrent_instances() {
+    let clock = VirtualClock::new(T0);
+    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+    w.register(&api, &app, 8, T0).await;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let mut nodes = vec![
+        json!({"id": 1, "job_id": j}),
+        json!({"id": 100, "job_id": j}),
+    ];
+    let mut edges = Vec::new();
+    for k in 2..=21 {
+        nodes.push(json!({"id": k, "job_id": j}));
+        edges.push(json!({"from": 1, "to": k}));
+        edges.push(json!({"from": k, "to": 100}));
+    }
+    let mut d = def("fan", json!(nodes), json!(edges));
+    d.max_instances = 5;
+    let wf = api.create_workflow(app.clone(), d).await.unwrap().id;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            api.run_workflow(app.clone(), wf, RunWorkflow::default())
+                .await
+                .unwrap()
+                .workflow_instance_id,
+        );
+    }
+    for id in ids {
+        let v = until("instance finished", || async {
+            let v = api.get_workflow_instance(app.clone(), id).await.unwrap();
+            v.status.is_finished().then_some(v)
+        })
+        .await;
+        assert_eq!(v.status, WS::Succeed);
+        assert!(v.nodes.iter().all(|n| n.status == NS::Succeed));
+        // "ok" is not JSON: each node stored it under its id.
+        assert_eq!(v.context.len(), 22);
+    }
+    let all = instances(&api, &app, j).await;
+    assert_eq!(all.len(), 5 * 22);
+    assert!(all.iter().all(|i| i.status == S::Succeed));
+}
