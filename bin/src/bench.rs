@@ -34,11 +34,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::remote::Conn;
 use serde::Serialize;
 
+#[path = "bench_workflow.rs"]
+mod bench_workflow;
+
 /// `ferrojob bench ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCmd {
     /// Durable instances per second through server, store and workers; dispatch latency.
     Dispatch(DispatchArgs),
+    /// Workflow handoff (a node's completion → the next node's dispatch) on a chain.
+    Workflow(bench_workflow::WorkflowArgs),
 }
 
 /// `ferrojob bench dispatch` flags.
@@ -111,6 +116,7 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
                 .context("starting the tokio runtime")?;
             runtime.block_on(dispatch(args, conn))
         }
+        BenchCmd::Workflow(args) => bench_workflow::run(args, conn),
     }
 }
 

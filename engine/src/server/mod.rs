@@ -11,6 +11,7 @@
 //! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
 //! - [`keys`]: tables and key layout (the table is in its module docs).
 //! - [`repo`]: [`Repo`], atomic writes, listings with cursors, restart [`Repo::load`].
+//! - [`workflow_repo`]: workflows, workflow instances and node links (issue 6).
 //! - `codec`: the versioned, validated value encoding.
 //!
 //! Invariants: no read trusts stored bytes (every value is validated, a bad one is
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod node;
 pub mod records;
 pub mod repo;
+pub mod workflow_repo;
 
 pub use codec::RECORD_VERSION;
 pub use error::RepoError;
@@ -56,6 +58,19 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         keys::INSTANCES => codec::decode::<InstanceRecord>(table, key, value).map(drop),
         keys::DELAYED => codec::decode::<DelayedRun>(table, key, value).map(drop),
         keys::LOGS => codec::decode::<LogLine>(table, key, value).map(drop),
+        workflow_repo::WORKFLOWS => {
+            codec::decode::<workflow_repo::WorkflowRecord>(table, key, value).map(drop)
+        }
+        workflow_repo::WF_VERSIONS => {
+            codec::decode::<workflow_repo::WorkflowDefRecord>(table, key, value).map(drop)
+        }
+        workflow_repo::WF_TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
+        workflow_repo::WF_INSTANCES => {
+            codec::decode::<workflow_repo::WfInstanceRecord>(table, key, value).map(drop)
+        }
+        workflow_repo::NODE_LINKS => {
+            codec::decode::<workflow_repo::NodeLinkRecord>(table, key, value).map(drop)
+        }
         _ => Err(RepoError::invalid(
             "table",
             format!("{table:?} holds no records"),

@@ -173,7 +173,7 @@ pub const ID_BLOCK: u64 = 4096;
 
 /// Lock-free id allocation with a persisted high-water mark (hi-lo); see the module docs.
 #[derive(Debug)]
-struct IdBlocks {
+pub(super) struct IdBlocks {
     what: &'static str,
     key: &'static [u8],
     /// Next id to hand out.
@@ -185,7 +185,7 @@ struct IdBlocks {
 }
 
 impl IdBlocks {
-    fn new(what: &'static str, key: &'static [u8], start: u64) -> IdBlocks {
+    pub(super) fn new(what: &'static str, key: &'static [u8], start: u64) -> IdBlocks {
         IdBlocks {
             what,
             key,
@@ -196,7 +196,7 @@ impl IdBlocks {
     }
 
     /// `n` consecutive fresh ids (the first one returned), covered by a submitted reservation.
-    fn alloc(&self, store: &dyn Store, n: u64) -> Result<u64, RepoError> {
+    pub(super) fn alloc(&self, store: &dyn Store, n: u64) -> Result<u64, RepoError> {
         let first = self.next.fetch_add(n, Ordering::Relaxed);
         let end = first
             .checked_add(n)
@@ -236,13 +236,15 @@ struct Cold {
 pub struct Repo {
     store: Arc<dyn Store>,
     cold: Mutex<Cold>,
-    instance_ids: IdBlocks,
+    pub(super) instance_ids: IdBlocks,
     log_seqs: IdBlocks,
     /// Every job's trigger row as last submitted (fire reads and bumps the run counter).
     triggers: DashMap<JobId, TriggerRecord>,
+    /// Workflow ids, workflow instance ids and workflow trigger rows.
+    pub(super) wf: super::workflow_repo::WfCounters,
 }
 
-fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
+pub(super) fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
     match store.get(META, key)? {
         None => Ok(1),
         Some(v) => {
@@ -290,7 +292,9 @@ impl Repo {
             counter(&*store, NEXT_INSTANCE_ID)?,
         );
         let log_seqs = IdBlocks::new("log", NEXT_LOG_SEQ, counter(&*store, NEXT_LOG_SEQ)?);
+        let wf = super::workflow_repo::WfCounters::open(&*store)?;
         Ok(Repo {
+            wf,
             store,
             cold: Mutex::new(cold),
             instance_ids,
@@ -310,14 +314,14 @@ impl Repo {
         self.cold.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn submit<T>(&self, batch: Batch, value: T) -> Commit<T> {
+    pub(super) fn submit<T>(&self, batch: Batch, value: T) -> Commit<T> {
         Commit {
             value: Some(value),
             handle: self.store.submit(batch),
         }
     }
 
-    fn get_record<T>(
+    pub(super) fn get_record<T>(
         &self,
         table: &'static str,
         key: &[u8],
@@ -543,7 +547,10 @@ impl Repo {
 
     // ----- instances -----
 
-    fn insert_instance_ops(batch: &mut Batch, inst: &InstanceRecord) -> Result<(), RepoError> {
+    pub(super) fn insert_instance_ops(
+        batch: &mut Batch,
+        inst: &InstanceRecord,
+    ) -> Result<(), RepoError> {
         let id = inst.id.0;
         batch.push_put(INSTANCES, keys::id(id), encode(INSTANCES, inst)?);
         batch.push_put(
@@ -674,9 +681,21 @@ impl Repo {
         instance: &InstanceRecord,
         prev: Option<InstanceStatus>,
     ) -> Result<Commit<()>, RepoError> {
+        let mut batch = Batch::new();
+        Self::instance_put_ops(&mut batch, instance, prev)?;
+        Ok(self.submit(batch, ()))
+    }
+
+    /// The operations of [`put_instance_from`](Repo::put_instance_from), appended to `batch`
+    /// (a workflow transition writes a node's final instance in its own batch).
+    pub(super) fn instance_put_ops(
+        batch: &mut Batch,
+        instance: &InstanceRecord,
+        prev: Option<InstanceStatus>,
+    ) -> Result<(), RepoError> {
         instance.validate()?;
         let key = keys::id(instance.id.0);
-        let mut batch = Batch::new().put(INSTANCES, key, encode(INSTANCES, instance)?);
+        batch.push_put(INSTANCES, key, encode(INSTANCES, instance)?);
         let now_final = instance.status.is_final();
         let was_final = prev.map(InstanceStatus::is_final);
         if now_final && was_final != Some(true) {
@@ -689,7 +708,7 @@ impl Repo {
         if left_waiting {
             batch.push_delete(DELAYED, key);
         }
-        Ok(self.submit(batch, ()))
+        Ok(())
     }
 
     /// Up to `limit` (at most [`MAX_PAGE`]) instances of `app`, newest first, matching
@@ -969,7 +988,7 @@ impl Repo {
 }
 
 /// Every record of `table`, in key order.
-fn scan_records<T>(store: &dyn Store, table: &'static str) -> Result<Vec<T>, RepoError>
+pub(super) fn scan_records<T>(store: &dyn Store, table: &'static str) -> Result<Vec<T>, RepoError>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>

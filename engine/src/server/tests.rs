@@ -184,3 +184,97 @@ fn app_debug_redacts_secret() {
     };
     assert!(!format!("{app:?}").contains("hunter2"));
 }
+
+#[test]
+fn workflow_records_round_trip_and_bad_bytes_are_corrupt() {
+    use super::workflow_repo::*;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let repo = Repo::open(Arc::clone(&store)).unwrap();
+    let app = repo
+        .create_app("a", "secret-secret", 1)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let def: crate::workflow::WorkflowDef = serde_json::from_value(serde_json::json!({
+        "name": "w", "time_expression_type": "API", "nodes": [{"id": 1, "job_id": 1}],
+    }))
+    .unwrap();
+    let wf = repo
+        .create_workflow(app.id, &def, None, 5)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(repo.workflow_def(wf.id, 1).unwrap(), def);
+    let snap = crate::workflow::InstanceSnapshot {
+        status: crate::workflow::InstanceStatus::Waiting,
+        nodes: Vec::new(),
+        decisions: Vec::new(),
+        context: serde_json::Map::new(),
+        failed: false,
+        created_at: 5,
+        started_at: None,
+        finished_at: None,
+    };
+    let mut rec = WfInstanceRecord {
+        id: repo.new_wf_instance_id().unwrap(),
+        workflow_id: wf.id,
+        version: 1,
+        app_id: app.id,
+        parent: None,
+        ancestors: vec![],
+        snapshot_json: String::new(),
+        nodes: vec![],
+        delayed_until: Some(9),
+        run: 0,
+    };
+    rec.set_snapshot(&snap).unwrap();
+    let write = WfWrite {
+        wf_instances: vec![(rec.clone(), true, false)],
+        ..WfWrite::default()
+    };
+    repo.write_wf(&write).unwrap().wait().unwrap();
+    assert_eq!(repo.get_wf_instance(rec.id).unwrap(), rec);
+    assert_eq!(
+        repo.get_wf_instance(rec.id).unwrap().snapshot().unwrap(),
+        snap
+    );
+    let (wfs, active) = repo.load_workflows().unwrap();
+    assert_eq!((wfs.len(), active.len()), (1, 1));
+    let page = repo
+        .list_wf_instances(app.id, Some(wf.id), None, 10)
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    // Garbage in either layer is a typed error, never a panic.
+    let key = keys::id(rec.id);
+    store
+        .submit(ferrojob_store::Batch::new().put(WF_INSTANCES, key, vec![1, 2, 3]))
+        .wait()
+        .unwrap();
+    assert!(matches!(
+        repo.get_wf_instance(rec.id),
+        Err(RepoError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        repo.load_workflows(),
+        Err(RepoError::Corrupt { .. })
+    ));
+    rec.snapshot_json = "{not json".into();
+    assert!(matches!(rec.snapshot(), Err(RepoError::Corrupt { .. })));
+    let bad = WorkflowDefRecord {
+        def_json: "[]".into(),
+    };
+    let vkey = keys::pair(wf.id, 1);
+    store
+        .submit(ferrojob_store::Batch::new().put(
+            WF_VERSIONS,
+            vkey,
+            encode(WF_VERSIONS, &bad).unwrap(),
+        ))
+        .wait()
+        .unwrap();
+    assert!(matches!(
+        repo.workflow_def(wf.id, 1),
+        Err(RepoError::Corrupt { .. })
+    ));
+    assert!(check_value(WF_VERSIONS, &vkey, &[9, 9]).is_err());
+}

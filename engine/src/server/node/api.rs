@@ -47,6 +47,15 @@ impl NodeApi {
         }
     }
 
+    /// The API view of an instance: the record plus the workflow link and, while it is in
+    /// memory, its task progress.
+    fn iview(&self, rec: &InstanceRecord, tasks: Option<crate::api::TaskProgress>) -> InstanceView {
+        let mut v = InstanceView::from(rec);
+        v.workflow_instance_id = self.0.wf_instance_of(rec.id);
+        v.tasks = tasks;
+        v
+    }
+
     fn view(&self, job: &JobState) -> JobView {
         JobView::new(&job.def().record, self.0.repo.trigger(job.id))
     }
@@ -54,14 +63,26 @@ impl NodeApi {
     /// The instance as the core knows it now (memory for non-final ones, else the store),
     /// NotFound unless it belongs to `app`.
     fn instance(&self, app: &AppRef, id: u64) -> Result<InstanceRecord, ApiError> {
-        let rec = match self.0.slot(InstanceId(id)) {
-            Some(s) => s.lock().rec.clone(),
-            None => self.0.repo.get_instance(InstanceId(id))?,
+        Ok(self.instance_tasks(app, id)?.0)
+    }
+
+    /// [`instance`](Self::instance) with the task progress kept in memory.
+    fn instance_tasks(
+        &self,
+        app: &AppRef,
+        id: u64,
+    ) -> Result<(InstanceRecord, Option<crate::api::TaskProgress>), ApiError> {
+        let (rec, tasks) = match self.0.slot(InstanceId(id)) {
+            Some(s) => {
+                let st = s.lock();
+                (st.rec.clone(), st.tasks)
+            }
+            None => (self.0.repo.get_instance(InstanceId(id))?, None),
         };
         if rec.app_id != app.id {
             return Err(ApiError::not_found("instance", id));
         }
-        Ok(rec)
+        Ok((rec, tasks))
     }
 
     /// Replaces a job's definition (update, enable, disable) and reschedules it.
@@ -203,6 +224,11 @@ impl Api for NodeApi {
         Box::pin(async move {
             let sh = &self.0;
             let job = self.job_of(&app, id)?;
+            if let Some(wf) = sh.job_referenced(job.id) {
+                return Err(ApiError::conflict(format!(
+                    "job {id} is referenced by workflow {wf}; remove it from the workflow first"
+                )));
+            }
             job.gen.fetch_add(1, Ordering::AcqRel);
             sh.await_commit(sh.repo.delete_job(job.id)?).await?;
             job.deleted.store(true, Ordering::Release);
@@ -261,7 +287,10 @@ impl Api for NodeApi {
     }
 
     fn get_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, InstanceView> {
-        Box::pin(async move { Ok(InstanceView::from(&self.instance(&app, id)?)) })
+        Box::pin(async move {
+            let (rec, tasks) = self.instance_tasks(&app, id)?;
+            Ok(self.iview(&rec, tasks))
+        })
     }
 
     fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList> {
@@ -281,7 +310,7 @@ impl Api for NodeApi {
                         (r.app_id == app.id
                             && r.status == status
                             && query.job_id.is_none_or(|j| r.job_id.0 == j))
-                        .then(|| InstanceView::from(r))
+                        .then(|| self.iview(r, st.tasks))
                     })
                     .collect();
                 items.sort_unstable_by_key(|v| std::cmp::Reverse(v.id));
@@ -302,8 +331,11 @@ impl Api for NodeApi {
                 .items
                 .iter()
                 .map(|r| match sh.slot(r.id) {
-                    Some(s) => InstanceView::from(&s.lock().rec),
-                    None => InstanceView::from(r),
+                    Some(s) => {
+                        let st = s.lock();
+                        self.iview(&st.rec, st.tasks)
+                    }
+                    None => self.iview(r, None),
                 })
                 .collect();
             Ok(InstanceList {
@@ -364,7 +396,7 @@ impl Api for NodeApi {
                     };
                     let c = c.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
                     sh.await_commit(c).await?;
-                    let view = InstanceView::from(&slot.lock().rec);
+                    let view = self.iview(&slot.lock().rec, None);
                     tokio::spawn(Arc::clone(sh).dispatch(iid));
                     return Ok(view);
                 }
@@ -409,7 +441,7 @@ impl Api for NodeApi {
                     sh.persist(&mut st),
                     follow,
                     worker,
-                    InstanceView::from(&st.rec),
+                    self.iview(&st.rec, st.tasks),
                 )
             };
             let commit = commit.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;

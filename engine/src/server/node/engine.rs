@@ -454,6 +454,11 @@ impl Shared {
             TimerEv::RunCheck { id, since } => self.on_run_check(id, since, now),
             TimerEv::Tick => self.on_tick(now),
             TimerEv::GraceEnd => self.on_grace_end(now),
+            TimerEv::Workflow { wf, gen, due } => self.on_wf_due(wf, gen, due, now),
+            TimerEv::WfStart(id) => {
+                let sh = Arc::clone(self);
+                tokio::spawn(async move { sh.wf_start(id).await });
+            }
         }
     }
 
@@ -874,7 +879,8 @@ impl Shared {
             // is below the base and dropped as stale, never applied to this attempt.
             st.rec.report_seq = st.rec.report_seq.max(u64::from(st.rec.running_times) << 32);
             let commit = self.persist(&mut st);
-            let msg = schedule_msg(&def.record, &st.rec, &workers, now);
+            let mut msg = schedule_msg(&def.record, &st.rec, &workers, now);
+            self.wf_fill(&mut msg);
             (commit, msg, conn, st.ready, def.record.timeout_ms)
         };
         let Some(commit) = commit else { return };
@@ -884,6 +890,7 @@ impl Shared {
         self.arm_checks(id, now, timeout_ms);
         if handle.send(msg).await.is_ok() {
             self.metrics.dispatch_latency.observe(ready.elapsed());
+            self.wf_sent(id);
         } else {
             tracing::warn!(
                 instance = id.0,
@@ -980,7 +987,8 @@ impl Shared {
     /// handed to the TaskTracker's connection.
     pub(crate) fn start_dispatched(self: &Arc<Self>, rec: InstanceRecord, nd: NewDispatch) {
         let id = rec.id;
-        let msg = schedule_msg(&nd.def.record, &rec, &nd.workers, nd.now);
+        let mut msg = schedule_msg(&nd.def.record, &rec, &nd.workers, nd.now);
+        self.wf_fill(&mut msg);
         let status = rec.status;
         let mut st = InstState::new(rec);
         st.ready = nd.ready;
@@ -994,7 +1002,10 @@ impl Shared {
         }
         self.arm_checks(id, nd.now, nd.def.record.timeout_ms);
         match nd.conn.try_send(msg) {
-            Ok(()) => self.metrics.dispatch_latency.observe(nd.ready.elapsed()),
+            Ok(()) => {
+                self.metrics.dispatch_latency.observe(nd.ready.elapsed());
+                self.wf_sent(id);
+            }
             Err(SendError::Full { .. }) => {
                 // The connection's queue is full: wait for room in a task of its own, unless
                 // the attempt was superseded meanwhile (requeued, stopped).
@@ -1004,11 +1015,13 @@ impl Shared {
                         && st.rec.status_time == nd.now)
                         .then(|| schedule_msg(&nd.def.record, &st.rec, &nd.workers, nd.now))
                 };
-                let Some(msg) = msg else { return };
+                let Some(mut msg) = msg else { return };
+                self.wf_fill(&mut msg);
                 let sh = Arc::clone(self);
                 tokio::spawn(async move {
                     if nd.conn.send(msg).await.is_ok() {
                         sh.metrics.dispatch_latency.observe(nd.ready.elapsed());
+                        sh.wf_sent(id);
                     }
                 });
             }
@@ -1165,7 +1178,7 @@ impl Shared {
     /// Applies one worker report (from the authenticated worker `source`); returns the write
     /// to await, if the report changed the instance.
     pub(crate) fn on_report(
-        &self,
+        self: &Arc<Self>,
         source: &str,
         r: &ReportInstanceStatus,
         now: EpochMs,
@@ -1198,7 +1211,23 @@ impl Shared {
                 return dropped();
             }
         }
+        if st.rec.status.is_final() {
+            self.wf_reported(id);
+        }
         let job = self.job(st.rec.job_id);
+        let mapped = job.as_ref().is_some_and(|j| {
+            matches!(
+                j.def().record.execute_type,
+                ExecuteType::Map | ExecuteType::MapReduce
+            )
+        });
+        if mapped {
+            st.tasks = Some(crate::api::TaskProgress {
+                total: r.total_tasks,
+                succeeded: r.succeeded_tasks,
+                failed: r.failed_tasks,
+            });
+        }
         let follow = match st.rec.status {
             InstanceStatus::Failed => {
                 let reason = format!(
@@ -1224,6 +1253,10 @@ impl Shared {
                 return None;
             }
         };
+        // A workflow node's end: saved with the workflow's transition in one batch.
+        if matches!(follow, Follow::Final { .. }) && self.wf_push_batched(&mut st, now) {
+            return None;
+        }
         Some(self.persist_follow(&mut st, follow))
     }
 
@@ -1231,13 +1264,20 @@ impl Shared {
     /// completion, prune old finished runs.
     pub(crate) async fn finalize(self: &Arc<Self>, id: InstanceId, job_id: JobId, run: u64) {
         let mut status = None;
+        let mut result = None;
         self.active.remove_if(&id, |_, s| {
-            let st = s.lock().rec.status;
-            status = Some(st);
-            st.is_final()
+            let st = s.lock();
+            status = Some(st.rec.status);
+            if st.rec.status.is_final() {
+                result = st.rec.result.clone();
+            }
+            st.rec.status.is_final()
         });
         if let Some(s) = status.filter(|s| s.is_final()) {
             self.metrics.finished(s);
+            if let Some((_, node)) = self.node_runs.remove(&id) {
+                self.wf_job_final(id, node, s, result).await;
+            }
         }
         if run == 0 {
             return;

@@ -7,6 +7,8 @@
 //!   engine.rs: dispatch (WorkerRegistry::select ──► ScheduleJob on the worker's connection),
 //!              retry policy, final transitions (prune, FIXED_DELAY re-arm)
 //!   conn.rs: transport Listener ──► per-connection task: heartbeats, reports, logs, queries
+//!   workflow.rs: workflows — a node's final report ──► its workflow instance's state machine
+//!                ──► one batch (node final + snapshot + successors' instances) ──► dispatch
 //!   metrics.rs: gauges, counters, histograms, Prometheus text
 //! ```
 //!
@@ -161,6 +163,7 @@ impl ServerCore {
         };
         let repo = Repo::open(store)?;
         let loaded = repo.load()?;
+        let (workflows, wf_active) = repo.load_workflows()?;
         let (shared, timer_rx) = state::Shared::new(config, repo)?;
         let secrets: Arc<dyn ferrojob_transport::auth::AppSecrets> =
             Arc::new(state::AppTable(Arc::clone(&shared)));
@@ -174,7 +177,9 @@ impl ServerCore {
         shared.set_transport_metrics(Arc::clone(listener.metrics()));
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(timer::run(Arc::clone(&shared), timer_rx)));
+        let wf_recovery = shared.recover_workflows(&loaded, workflows, wf_active);
         shared.recover(loaded);
+        shared.resume_workflows(wf_recovery);
         tasks.push(tokio::spawn(conn::accept_loop(
             Arc::clone(&shared),
             listener,

@@ -118,6 +118,8 @@ pub(crate) struct InstState {
     pub(crate) avoid: Option<String>,
     /// The status last submitted to the store (`None`: unknown, write every index row).
     pub(crate) persisted: Option<InstanceStatus>,
+    /// MAP / MAP_REDUCE task counts as last reported (memory only).
+    pub(crate) tasks: Option<crate::api::TaskProgress>,
 }
 
 impl InstState {
@@ -130,6 +132,7 @@ impl InstState {
             no_worker_attempts: 0,
             avoid: None,
             persisted: Some(status),
+            tasks: None,
         }
     }
 }
@@ -159,6 +162,10 @@ pub(crate) enum TimerEv {
     Tick,
     /// The restart grace period is over: unreconciled instances go to the retry policy.
     GraceEnd,
+    /// A workflow's trigger `due` (ignored unless `gen` is still the workflow's generation).
+    Workflow { wf: u64, gen: u64, due: EpochMs },
+    /// Start a delayed workflow instance.
+    WfStart(u64),
 }
 
 /// A command to the timer task.
@@ -177,6 +184,12 @@ pub(crate) struct Shared {
     pub(crate) app_names: DashMap<AppId, String>,
     pub(crate) jobs: DashMap<JobId, Arc<JobState>>,
     pub(crate) active: DashMap<InstanceId, Slot>,
+    /// Workflows by id.
+    pub(crate) workflows: DashMap<u64, Arc<super::workflow::WfState>>,
+    /// Workflow instances owned by the core (unfinished ones, and ones an API call changes).
+    pub(crate) wf_active: DashMap<u64, super::workflow::WfSlot>,
+    /// Non-final job instances that run a workflow node.
+    pub(crate) node_runs: DashMap<InstanceId, Arc<super::workflow::NodeRun>>,
     /// Open worker connections by worker address.
     pub(crate) conns: DashMap<String, ConnEntry>,
     pub(crate) conn_gen: AtomicU64,
@@ -218,6 +231,9 @@ impl Shared {
                 app_names: DashMap::new(),
                 jobs: DashMap::new(),
                 active: DashMap::new(),
+                workflows: DashMap::new(),
+                wf_active: DashMap::new(),
+                node_runs: DashMap::new(),
                 conns: DashMap::new(),
                 conn_gen: AtomicU64::new(1),
                 lost: DashMap::new(),
