@@ -448,7 +448,6 @@ fn workflow_commands_refuse_bad_local_input_before_any_request() {
 /// workflow engine (the issue 6 server branch); on a server without it every workflow route
 /// answers 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the server's workflow engine (issue 6 server branch); run with --ignored after the merge"]
 async fn the_cli_drives_workflows_end_to_end() {
     use common::{body, wait_for, Cluster, APP};
     use ferrojob::api::WorkflowInstanceStatus;
