@@ -176,6 +176,9 @@ pub struct TaskReport {
     pub task_id: u64,
     /// The reporting worker's address.
     pub worker: String,
+    /// The dispatch the report answers (`TaskRecord::dispatches` when it was sent); `None`
+    /// skips that check. A report for another dispatch is [`Finish::Stale`].
+    pub dispatch: Option<u32>,
     /// Whether the task succeeded.
     pub success: bool,
     /// Its result, or its failure message.
@@ -635,6 +638,7 @@ impl TaskStore {
         let report = TaskReport {
             task_id,
             worker: worker.to_owned(),
+            dispatch: None,
             success,
             result,
         };
@@ -703,6 +707,7 @@ impl TaskStore {
         let TaskReport {
             task_id,
             worker,
+            dispatch,
             success,
             result,
         } = report;
@@ -711,7 +716,11 @@ impl TaskStore {
             None => self.must_get(instance, task_id)?,
         };
         let attempt = match &record.status {
-            TaskState::Dispatched { worker: w, attempt } if *w == worker => *attempt,
+            TaskState::Dispatched { worker: w, attempt }
+                if *w == worker && dispatch.is_none_or(|d| d == *attempt) =>
+            {
+                *attempt
+            }
             _ => {
                 overlay.insert(task_id, record);
                 return Ok(Finish::Stale);

@@ -230,6 +230,7 @@ async fn talk_to_peer(
     };
     let instance_id = start.instance.instance_id;
     let task_id = start.task_id.clone();
+    let attempt = start.current_retry.saturating_add(1);
     handle
         .send(start)
         .await
@@ -243,7 +244,8 @@ async fn talk_to_peer(
             m = incoming.recv() => match m {
                 None => break Err("connection lost".to_string()),
                 Some(Incoming { message: Message::ReportTaskStatus(r), .. })
-                    if r.instance_id == instance_id && r.task_id == task_id =>
+                    if r.instance_id == instance_id && r.task_id == task_id
+                        && r.attempt == attempt =>
                 {
                     let message = r.result.unwrap_or_default();
                     match r.status {
@@ -340,6 +342,7 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
                             TaskStatus::WorkerProcessFailed
                         },
                         result: Some(r.message),
+                        attempt: start.current_retry.saturating_add(1),
                         report_time_ms: epoch_ms(),
                         appended_workflow_context: Vec::new(),
                     };
