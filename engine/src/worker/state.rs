@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::logs::{InstanceLogger, LogStats};
 use super::processor::Registered;
+use super::TaskStoreConfig;
 use super::{epoch_ms, WorkerConfig};
+use crate::mapreduce::TaskStore;
 
 /// Why an instance was cancelled (the first reason wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +180,8 @@ pub(crate) struct Shared {
     pub processor_trackers: AtomicU32,
     pub transport_metrics: Arc<TransportMetrics>,
     pub latest_metrics: Mutex<SystemMetrics>,
+    /// The MAP/MAP_REDUCE task store, opened at the first MAP instance.
+    pub task_store: tokio::sync::OnceCell<TaskStore>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -256,6 +260,25 @@ impl Shared {
             })
     }
 
+    /// The task store, opened (off the runtime's threads) on first use: a `LogStore` with
+    /// `Durability::Buffered`, cleared of what an earlier run left.
+    ///
+    /// Buffered, not Sync: the task tree only has to outlive this process's instance, not a
+    /// crash. If the TaskTracker's process dies the server re-dispatches the instance, and a
+    /// restarted worker deletes the old tree anyway, so an fsync per commit would buy nothing;
+    /// the log store is there to keep pending tasks out of RAM.
+    pub(crate) async fn task_store(&self) -> Result<TaskStore, String> {
+        let config = self.config.task_store.clone();
+        self.task_store
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || open_task_store(&config))
+                    .await
+                    .map_err(|e| format!("task store: {e}"))?
+            })
+            .await
+            .cloned()
+    }
+
     /// Instances running now.
     pub(crate) fn running(&self) -> usize {
         self.instances.lock().len()
@@ -291,6 +314,34 @@ impl Shared {
             metrics: self.latest_metrics.lock().clone(),
         }
     }
+}
+
+fn open_task_store(config: &TaskStoreConfig) -> Result<TaskStore, String> {
+    use ferrojob_store::{Durability, LogOptions, LogStore, MemoryStore, Store};
+    let store: Arc<dyn Store> = match config {
+        TaskStoreConfig::Memory => Arc::new(MemoryStore::new()),
+        TaskStoreConfig::Log { dir } => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create task store dir {}: {e}", dir.display()))?;
+            let options = LogOptions {
+                durability: Durability::Buffered,
+                ..LogOptions::default()
+            };
+            let store = LogStore::open(dir, options)
+                .map_err(|e| format!("cannot open task store in {}: {e}", dir.display()))?;
+            Arc::new(store)
+        }
+    };
+    let tasks = TaskStore::new(store);
+    let stale = tasks.instances().map_err(|e| e.to_string())?;
+    for instance in stale {
+        tracing::info!(
+            instance,
+            "deleting the task tree an earlier run of this worker left"
+        );
+        tasks.delete_instance(instance).map_err(|e| e.to_string())?;
+    }
+    Ok(tasks)
 }
 
 #[cfg(test)]
