@@ -34,11 +34,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::remote::Conn;
 use serde::Serialize;
 
+#[path = "bench_mapreduce.rs"]
+mod mapreduce;
+
 /// `ferrojob bench ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCmd {
     /// Durable instances per second through server, store and workers; dispatch latency.
     Dispatch(DispatchArgs),
+    /// One sum_mr MAP_REDUCE instance over worker processes: tasks/s, peak RSS per worker.
+    Mapreduce(mapreduce::MapReduceArgs),
 }
 
 /// `ferrojob bench dispatch` flags.
@@ -111,6 +116,7 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
                 .context("starting the tokio runtime")?;
             runtime.block_on(dispatch(args, conn))
         }
+        BenchCmd::Mapreduce(args) => mapreduce::run(args, conn),
     }
 }
 
