@@ -154,7 +154,7 @@ pub(crate) fn on_start_tasks(
     let StartTasks {
         instance: job,
         tasks,
-        ..
+        task_tracker_address,
     } = start;
     let instance_id = job.instance_id;
     let pt = match instances.get(&instance_id) {
@@ -169,6 +169,11 @@ pub(crate) fn on_start_tasks(
                 cancel: connection.child_token(),
             });
             instances.insert(instance_id, Arc::clone(&pt));
+            tracing::info!(
+                instance = instance_id,
+                tracker = %task_tracker_address,
+                "mapreduce: running tasks for a TaskTracker"
+            );
             let processor = match shared.processors.get(&job.processor_info) {
                 Some(Registered::Map { processor, .. }) => Ok(Arc::clone(processor)),
                 Some(_) => Err(format!(
