@@ -20,14 +20,30 @@ use parking_lot::Mutex;
 use worker_support::*;
 
 /// Who ran which task, shared by every worker's processor.
-#[derive(Default)]
 struct Seen {
+    /// The root waits for a permit before it maps (tests that must pick a victim first).
+    gate: tokio::sync::Semaphore,
     /// task id → workers that ran an attempt of it.
     by_task: Mutex<BTreeMap<u64, Vec<String>>>,
     /// The worker whose tasks hang until it goes away ("" for none).
     victim: Mutex<String>,
     /// Tasks started on the victim.
     victim_started: AtomicU32,
+}
+
+impl Seen {
+    fn new() -> Arc<Seen> {
+        Self::gated(false)
+    }
+
+    fn gated(gated: bool) -> Arc<Seen> {
+        Arc::new(Seen {
+            gate: tokio::sync::Semaphore::new(if gated { 0 } else { 1 << 20 }),
+            by_task: Mutex::default(),
+            victim: Mutex::default(),
+            victim_started: AtomicU32::new(0),
+        })
+    }
 }
 
 /// MAP_REDUCE: the root maps `n` tasks named "item" in batches of 100 (content: the index as
@@ -50,6 +66,7 @@ impl MapProcessor for Summer {
             .push(ctx.worker_address().to_string());
         if ctx.is_root() {
             assert_eq!(ctx.task_name(), "ROOT_TASK");
+            let _permit = self.seen.gate.acquire().await.unwrap();
             let mut i = 0;
             while i < self.n {
                 let end = (i + 100).min(self.n);
@@ -175,7 +192,7 @@ fn no_tweak(_: usize, _: &mut WorkerConfig) {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sum_mr_is_exact_across_three_workers_and_reports_progress() {
-    let seen = Arc::new(Seen::default());
+    let seen = Seen::new();
     let mut c = Cluster::start(3, &seen, 0, no_tweak, None, None).await;
     let n = 3000u64;
     let j = c.job(
@@ -205,7 +222,7 @@ async fn sum_mr_is_exact_across_three_workers_and_reports_progress() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_spread_over_workers_and_a_task_failing_once_succeeds_on_retry() {
-    let seen = Arc::new(Seen::default());
+    let seen = Seen::new();
     let mut c = Cluster::start(2, &seen, 500, no_tweak, Some(7), None).await;
     let mut j = c.job(2, ExecuteType::MapReduce, "summer", "");
     j.task_retry_num = 1;
@@ -226,7 +243,7 @@ async fn tasks_spread_over_workers_and_a_task_failing_once_succeeds_on_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_fail_the_instance_with_counts() {
-    let seen = Arc::new(Seen::default());
+    let seen = Seen::new();
     let mut c = Cluster::start(2, &seen, 50, no_tweak, None, Some(3)).await;
     let mut j = c.job(3, ExecuteType::MapReduce, "summer", "");
     j.task_retry_num = 2;
@@ -257,7 +274,7 @@ async fn exhausted_retries_fail_the_instance_with_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_without_reduce_builds_a_tree_of_tasks() {
-    let seen = Arc::new(Seen::default());
+    let seen = Seen::new();
     let mut c = Cluster::start(2, &seen, 0, no_tweak, None, None).await;
     c.conns[1]
         .schedule(c.job(5, ExecuteType::Map, "tree", ""))
@@ -303,11 +320,20 @@ async fn map_without_reduce_builds_a_tree_of_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_shut_down_mid_run_has_its_tasks_rerun_elsewhere() {
-    let seen = Arc::new(Seen::default());
+    let seen = Seen::gated(true);
     let mut c = Cluster::start(3, &seen, 400, no_tweak, None, None).await;
-    *seen.victim.lock() = c.workers[2].address().to_string();
     let j = c.job(8, ExecuteType::MapReduce, "summer", "");
     c.conns[0].schedule(j).await;
+    // The victim is neither the TaskTracker nor the root's worker: a re-run root would map
+    // its subtasks again (the earlier attempt's acknowledged maps stay).
+    eventually("the root runs", || seen.by_task.lock().contains_key(&0)).await;
+    let root_worker = seen.by_task.lock()[&0][0].clone();
+    let victim_index = (1..3)
+        .find(|&i| c.workers[i].address() != root_worker)
+        .unwrap();
+    c.workers.swap(victim_index, 2);
+    *seen.victim.lock() = c.workers[2].address().to_string();
+    seen.gate.add_permits(1);
     // The victim holds some tasks (they hang there), then goes away.
     eventually("the victim runs tasks", || {
         seen.victim_started.load(Ordering::SeqCst) > 0
@@ -336,7 +362,7 @@ async fn a_worker_shut_down_mid_run_has_its_tasks_rerun_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_only_task_tracker_runs_no_task() {
-    let seen = Arc::new(Seen::default());
+    let seen = Seen::new();
     let mut c = Cluster::start(
         3,
         &seen,

@@ -259,12 +259,19 @@ async fn runner(
                     content,
                     mapper: mapper.clone(),
                 };
+                // A task cancelled here (stop, lost TaskTracker, shutdown) reports nothing,
+                // even if its processor returned a failure on seeing the token: the
+                // TaskTracker re-dispatches it rather than counting a failure.
                 tokio::select! {
-                    r = run_attempt(Arc::clone(p).call(ctx)) => r,
+                    biased;
                     () = pt.cancel.cancelled() => return,
+                    r = run_attempt(Arc::clone(p).call(ctx)) => r,
                 }
             }
         };
+        if pt.cancel.is_cancelled() {
+            return;
+        }
         let mut text = result.message;
         truncate_at_char_boundary(&mut text, MAX_RESULT_LEN);
         pt.outcomes.lock().push(TaskOutcome {
@@ -291,9 +298,10 @@ async fn flusher(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
+            () = pt.cancel.cancelled() => break,
             () = pt.flush.notified() => {}
             _ = tick.tick() => {}
-            () = pt.cancel.cancelled() => break,
         }
         let outcomes = std::mem::take(&mut *pt.outcomes.lock());
         let remaining = pt.remaining();

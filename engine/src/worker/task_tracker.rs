@@ -352,11 +352,12 @@ impl TrackerThread {
         let instance = self.instance;
         let outputs = self.outputs.clone();
         let outcome = self.drive();
-        if let Err(e) = store.delete_instance(instance) {
-            tracing::error!(instance, error = %e, "mapreduce: cannot delete the instance's tasks");
-        }
+        // The outcome first: deleting a million tasks takes a while and the instance is over.
         if let Some(r) = outcome {
             let _ = outputs.send(Output::Done(r));
+        }
+        if let Err(e) = store.delete_instance(instance) {
+            tracing::error!(instance, error = %e, "mapreduce: cannot delete the instance's tasks");
         }
     }
 
