@@ -98,9 +98,7 @@ impl WorkerProc {
             let mut sink = Vec::new();
             let _ = reader.read_to_end(&mut sink);
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_default();
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
         if !line.contains("ready") {
             bail!("worker did not start: {line:?}");
         }

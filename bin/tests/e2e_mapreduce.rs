@@ -41,10 +41,14 @@ async fn run_sum_mr(c: &Cluster, tasks: u64, batch: u64) -> u64 {
 }
 
 async fn wait_final(c: &Cluster, id: u64) -> InstanceView {
-    wait_for("the sum_mr instance to end", Duration::from_secs(120), || async {
-        let i = c.client.get_instance(APP, id).await.ok()?;
-        i.status.is_final().then_some(i)
-    })
+    wait_for(
+        "the sum_mr instance to end",
+        Duration::from_secs(120),
+        || async {
+            let i = c.client.get_instance(APP, id).await.ok()?;
+            i.status.is_final().then_some(i)
+        },
+    )
     .await
 }
 
@@ -54,8 +58,16 @@ async fn sum_mr_of_100k_tasks_over_two_workers_is_exact() {
     let n = 100_000u64;
     let id = run_sum_mr(&c, n, 5_000).await;
     let i = wait_final(&c, id).await;
-    assert_eq!(i.status, InstanceStatus::Succeed, "{i:?}\n{}", c.diagnostics());
-    assert_eq!(i.result.as_deref(), Some((n * (n - 1) / 2).to_string().as_str()));
+    assert_eq!(
+        i.status,
+        InstanceStatus::Succeed,
+        "{i:?}\n{}",
+        c.diagnostics()
+    );
+    assert_eq!(
+        i.result.as_deref(),
+        Some((n * (n - 1) / 2).to_string().as_str())
+    );
     // Both workers ran tasks for the TaskTracker (its own ProcessorTracker included).
     for w in &c.workers {
         assert!(
@@ -78,18 +90,31 @@ async fn a_worker_killed_mid_mapreduce_has_its_tasks_rerun_and_the_sum_stays_exa
     .await;
     let victim = addresses.iter().position(|a| *a != tracker).unwrap();
     // Kill the victim (SIGKILL) as soon as it runs tasks of the instance.
-    wait_for("the victim to run tasks", Duration::from_secs(60), || async {
-        c.workers[victim]
-            .stderr_text()
-            .contains("running tasks for a TaskTracker")
-            .then_some(())
-    })
+    wait_for(
+        "the victim to run tasks",
+        Duration::from_secs(60),
+        || async {
+            c.workers[victim]
+                .stderr_text()
+                .contains("running tasks for a TaskTracker")
+                .then_some(())
+        },
+    )
     .await;
     c.workers[victim].kill();
     let i = wait_final(&c, id).await;
-    assert_eq!(i.status, InstanceStatus::Succeed, "{i:?}\n{}", c.diagnostics());
-    assert_eq!(i.result.as_deref(), Some((n * (n - 1) / 2).to_string().as_str()));
-    let tracker_log = c.workers[addresses.iter().position(|a| *a == tracker).unwrap()].stderr_text();
+    assert_eq!(
+        i.status,
+        InstanceStatus::Succeed,
+        "{i:?}\n{}",
+        c.diagnostics()
+    );
+    assert_eq!(
+        i.result.as_deref(),
+        Some((n * (n - 1) / 2).to_string().as_str())
+    );
+    let tracker_log =
+        c.workers[addresses.iter().position(|a| *a == tracker).unwrap()].stderr_text();
     assert!(
         tracker_log.contains("worker dead, tasks requeued"),
         "the TaskTracker noticed the dead worker\n{}",

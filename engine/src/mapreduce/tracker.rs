@@ -287,7 +287,9 @@ impl TaskTrackerCore {
         let mut out = Vec::with_capacity(by_worker.len());
         for (worker, records) in by_worker {
             // The records were just read and nothing changed since: no second read.
-            let records = self.store.dispatch_records(self.instance, records, &worker)?;
+            let records = self
+                .store
+                .dispatch_records(self.instance, records, &worker)?;
             if let Some(slot) = self.workers.get_mut(&worker) {
                 let n = u32::try_from(records.len()).unwrap_or(u32::MAX);
                 slot.in_flight = slot.in_flight.saturating_add(n);

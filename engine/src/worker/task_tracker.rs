@@ -44,7 +44,7 @@ use super::instance::{run_attempt, InstanceInfo};
 use super::logs::InstanceLogger;
 use super::processor::{DynMap, MapTaskResult, ProcessResult, ReduceResults};
 use super::processor_tracker::{map_refusal, split_by_size};
-use super::state::{RunningInstance, Shared};
+use super::state::{RunningInstance, Shared, WorkerTaskStore};
 use crate::mapreduce::{
     Action, MapKind, TaskRecord, TaskReport, TaskState, TaskStore, TaskTrackerCore, TrackerConfig,
 };
@@ -117,10 +117,12 @@ pub(crate) async fn run(
 ) -> ProcessResult {
     let job = &info.job;
     let kind = match job.execute_type {
-        ExecuteType::MapReduce if !has_reduce => return ProcessResult::fail(format!(
+        ExecuteType::MapReduce if !has_reduce => {
+            return ProcessResult::fail(format!(
             "processor {:?} has no reduce (register it with map_reduce) but the job is MAP_REDUCE",
             job.processor_info
-        )),
+        ))
+        }
         ExecuteType::MapReduce => MapKind::MapReduce,
         _ => MapKind::Map,
     };
@@ -173,7 +175,8 @@ pub(crate) async fn run(
         ));
     }
     let thread = TrackerThread {
-        store,
+        store: store.tasks.clone(),
+        worker_store: store,
         instance: job.instance_id,
         config,
         capacity: shared.config.map_tasks_in_flight.max(1),
@@ -335,6 +338,7 @@ async fn link(
 /// The tracker thread's state (see the module doc).
 struct TrackerThread {
     store: TaskStore,
+    worker_store: WorkerTaskStore,
     instance: u64,
     config: TrackerConfig,
     capacity: u32,
@@ -348,7 +352,7 @@ struct TrackerThread {
 
 impl TrackerThread {
     fn run(self) {
-        let store = self.store.clone();
+        let store = self.worker_store.clone();
         let instance = self.instance;
         let outputs = self.outputs.clone();
         let outcome = self.drive();
@@ -356,8 +360,11 @@ impl TrackerThread {
         if let Some(r) = outcome {
             let _ = outputs.send(Output::Done(r));
         }
-        if let Err(e) = store.delete_instance(instance) {
-            tracing::error!(instance, error = %e, "mapreduce: cannot delete the instance's tasks");
+        match store.tasks.delete_instance(instance) {
+            Ok(()) => store.compact(),
+            Err(e) => {
+                tracing::error!(instance, error = %e, "mapreduce: cannot delete the instance's tasks");
+            }
         }
     }
 
