@@ -215,7 +215,7 @@ async fn mapreduce(args: &MapReduceArgs, json: bool) -> Result<()> {
             break i;
         }
         polls += 1;
-        if polls % 10 == 0 {
+        if polls.is_multiple_of(10) {
             if let Some(t) = &i.tasks {
                 bar.set_length(t.total.max(1));
                 bar.set_position(t.succeeded + t.failed);

@@ -382,12 +382,13 @@ async fn a_coordinator_only_task_tracker_runs_no_task() {
         Some(format!("300:{}", 300 * 299 / 2).as_str())
     );
     let tracker = c.workers[0].address().to_string();
-    let by_task = seen.by_task.lock();
-    assert_eq!(by_task.len(), 301);
-    assert!(by_task.values().flatten().all(|w| *w != tracker));
+    {
+        let by_task = seen.by_task.lock();
+        assert_eq!(by_task.len(), 301);
+        assert!(by_task.values().flatten().all(|w| *w != tracker));
+    }
 
     // Alone, a coordinator-only tracker cannot run anything: a clear failure.
-    drop(by_task);
     let mut j = c.job(10, ExecuteType::MapReduce, "summer", "");
     j.all_worker_addresses = vec![tracker];
     c.conns[0].schedule(j).await;

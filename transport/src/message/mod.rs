@@ -63,8 +63,7 @@ pub use server::{
 };
 pub use tracker::{
     MapSubtasks, MapTasks, ProcessorTrackerLoad, ProcessorTrackerStatus, ReportTaskStatus,
-    ReportTaskStatuses, StartTask, StartTasks, SubTask, TaskOutcome, TaskSpec,
-    TrackerStopInstance,
+    ReportTaskStatuses, StartTask, StartTasks, SubTask, TaskOutcome, TaskSpec, TrackerStopInstance,
 };
 
 macro_rules! messages {

@@ -268,17 +268,19 @@ pub fn message() -> impl Strategy<Value = Message> {
             (any::<i64>(), any::<u32>()),
             context()
         )
-            .prop_map(|(ids, task_id, status, result, (t, attempt), ctx)| ReportTaskStatus {
-                instance_id: ids.0,
-                sub_instance_id: ids.1,
-                task_id,
-                status,
-                result,
-                attempt,
-                report_time_ms: t,
-                appended_workflow_context: ctx
-            }
-            .into()),
+            .prop_map(|(ids, task_id, status, result, (t, attempt), ctx)| {
+                ReportTaskStatus {
+                    instance_id: ids.0,
+                    sub_instance_id: ids.1,
+                    task_id,
+                    status,
+                    result,
+                    attempt,
+                    report_time_ms: t,
+                    appended_workflow_context: ctx,
+                }
+                .into()
+            }),
         (any::<u64>(), any::<bool>(), any::<u32>(), s(), any::<i64>()).prop_map(
             |(id, idle, rem, addr, t)| ProcessorTrackerStatus {
                 instance_id: id,
