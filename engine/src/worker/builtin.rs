@@ -387,3 +387,33 @@ impl super::processor::MapReduceProcessor for SumMrProcessor {
         ProcessResult::ok(sum.to_string())
     }
 }
+
+#[cfg(test)]
+mod sum_mr_tests {
+    use super::*;
+
+    fn check(params: &str, expected: Result<(u64, u64), &str>) {
+        match (sum_mr_params(params), expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{params}"),
+            (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{params}: {e}"),
+            (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn sum_mr_params_table() {
+        check(r#"{"tasks": 10, "batch": 3}"#, Ok((10, 3)));
+        check(r#"{"tasks": 10}"#, Ok((10, SUM_MR_DEFAULT_BATCH)));
+        check(r#"{"tasks": 0, "batch": 1}"#, Ok((0, 1)));
+        check(r#"{"tasks": 10, "batch": 0}"#, Err("\"batch\" must be"));
+        check(
+            r#"{"tasks": 10, "batch": 1000001}"#,
+            Err("\"batch\" must be"),
+        );
+        check(r#"{"tasks": 100000001}"#, Err("\"tasks\" must be"));
+        check(r#"{"tasks": -1}"#, Err("params must be JSON"));
+        check(r#"{"batch": 5}"#, Err("params must be JSON"));
+        check(r#"{"tasks": 5, "extra": 1}"#, Err("params must be JSON"));
+        check("", Err("params must be JSON"));
+    }
+}

@@ -3,16 +3,19 @@
 //! instances with other workers of the same app (PROTOCOL.md, worker side).
 //!
 //! ```text
-//!  Worker::builder(config).basic("name", p).broadcast(..).builtins().start()
+//!  Worker::builder(config).basic("name", p).broadcast(..).map_reduce(..).builtins().start()
 //!    ├─ Listener (config.listen)       ── peers' StartTask ─▶ broadcast::serve_peer
+//!    │                                    peers' StartTasks ─▶ processor_tracker (MAP tasks)
 //!    ├─ session task (server)          ── ScheduleJob ─▶ instance::accept ─▶ run_instance task
+//!    │                                    (MAP/MAP_REDUCE: task_tracker::run + its thread)
 //!    │    reconnects with backoff         StopInstance / QueryInstanceStatus
 //!    │    drains the outbound queue   ◀── reports (instance tasks), log batches (shipper)
 //!    ├─ heartbeat task                 ── metrics (sysinfo, spawn_blocking) + WorkerHeartbeat
 //!    └─ log shipper task               ◀── InstanceLogger lines (bounded queue)
 //! ```
 //!
-//! - [`processor`]: [`BasicProcessor`], [`BroadcastProcessor`], [`TaskContext`],
+//! - [`processor`]: [`BasicProcessor`], [`BroadcastProcessor`], [`MapProcessor`],
+//!   [`MapReduceProcessor`], [`TaskContext`], [`MapContext`],
 //!   [`ProcessResult`].
 //! - `instance`: one instance on its TaskTracker (reports, retries, timeout, stop).
 //! - `broadcast`: TaskTracker ↔ ProcessorTracker over worker-to-worker connections.
