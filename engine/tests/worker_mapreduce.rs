@@ -434,3 +434,83 @@ fn a_late_report_of_an_earlier_dispatch_is_ignored() {
     );
     assert!(core.is_done());
 }
+
+/// The whole path with a real server (in process, MemoryStore): the server dispatches the
+/// MAP_REDUCE instance with both workers as candidates; its result is the exact sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sum_mr_through_a_real_server() {
+    use ferrojob::api::{CreateApp, JobBody, RunJob};
+    use ferrojob::client::Client;
+    use ferrojob::launch::{launch, LaunchConfig};
+    use ferrojob::model::ExecuteType as JobExecuteType;
+    use ferrojob::time_expression::TimeExpressionType;
+    const LONG_SECRET: &str = "mapreduce-secret";
+
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = launch(LaunchConfig::new(None, any, any)).await.unwrap();
+    let client = Client::new(
+        &format!("http://{}", server.http_addr()),
+        server.admin_token(),
+    )
+    .unwrap();
+    client
+        .create_app(&CreateApp {
+            name: APP.into(),
+            secret: LONG_SECRET.into(),
+        })
+        .await
+        .unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let mut c = WorkerConfig::new(server.transport_addr(), APP, LONG_SECRET);
+        c.net = net();
+        c.heartbeat_interval = std::time::Duration::from_millis(50);
+        workers.push(Worker::builder(c).builtins().start().await.unwrap());
+    }
+    let registered = || async { client.list_workers(APP).await.unwrap().workers.len() };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while registered().await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workers did not register"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut body = JobBody::new("sum", TimeExpressionType::Api, "", "sum_mr");
+    body.execute_type = JobExecuteType::MapReduce;
+    let job = client.create_job(APP, &body).await.unwrap().id;
+    let n = 2000u64;
+    let run = client
+        .run_job(
+            APP,
+            job,
+            &RunJob {
+                params: format!(r#"{{"tasks": {n}, "batch": 300}}"#),
+                delay_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let instance = loop {
+        let i = client.get_instance(APP, run.instance_id).await.unwrap();
+        if i.status.is_final() {
+            break i;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not final: {i:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        instance.status,
+        ferrojob::model::InstanceStatus::Succeed,
+        "{instance:?}"
+    );
+    assert_eq!(
+        instance.result.as_deref(),
+        Some((n * (n - 1) / 2).to_string().as_str())
+    );
+    for w in workers {
+        w.shutdown().await;
+    }
+    server.shutdown().await;
+}
