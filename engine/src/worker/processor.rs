@@ -300,6 +300,9 @@ pub enum MapError {
 
 /// What a MAP/MAP_REDUCE task receives: the [`TaskContext`] (through `Deref`: params, logger,
 /// cancellation) plus the task's name and content and the way to map subtasks.
+///
+/// For a MAP task, [`TaskContext::attempt`] is the task's dispatch number: 1 for the first,
+/// and one more for each retry or re-dispatch after its worker died.
 pub struct MapContext {
     pub(crate) task: TaskContext,
     pub(crate) map_task_id: u64,
