@@ -143,6 +143,7 @@ impl Cluster {
                     },
                 )
                 .map("tree", tree)
+                .map("remap", remap)
                 .builtins()
                 .start()
                 .await
@@ -186,6 +187,22 @@ async fn tree(ctx: MapContext) -> ProcessResult {
         Ok(()) => ProcessResult::ok("mapped"),
         Err(e) => ProcessResult::fail(e.to_string()),
     }
+}
+
+/// MAP: the root maps 3 batches of 10; its first attempt fails after the second batch.
+async fn remap(ctx: MapContext) -> ProcessResult {
+    if !ctx.is_root() {
+        return ProcessResult::ok("leaf");
+    }
+    for batch in 0..3 {
+        if ctx.attempt() == 1 && batch == 2 {
+            return ProcessResult::fail("first attempt dies after two batches");
+        }
+        if let Err(e) = ctx.map("leaf", vec![Vec::new(); 10]).await {
+            return ProcessResult::fail(e.to_string());
+        }
+    }
+    ProcessResult::ok("mapped")
 }
 
 fn no_tweak(_: usize, _: &mut WorkerConfig) {}
@@ -395,6 +412,22 @@ async fn a_coordinator_only_task_tracker_runs_no_task() {
     let last = c.conns[0].reports_until_final(10).await.pop().unwrap();
     assert_final(&last, InstanceStatus::Failed);
     assert!(last.result.as_deref().unwrap().contains("coordinator-only"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_task_does_not_map_its_subtasks_twice() {
+    let seen = Seen::new();
+    let mut c = Cluster::start(2, &seen, 0, no_tweak, None, None).await;
+    let mut j = c.job(11, ExecuteType::Map, "remap", "");
+    j.task_retry_num = 1;
+    c.conns[0].schedule(j).await;
+    let last = c.conns[0].reports_until_final(11).await.pop().unwrap();
+    assert_final(&last, InstanceStatus::Succeed);
+    // The retry's first two map requests were stored by the first attempt: skipped.
+    assert_eq!(
+        (last.total_tasks, last.succeeded_tasks, last.failed_tasks),
+        (31, 31, 0)
+    );
 }
 
 #[test]

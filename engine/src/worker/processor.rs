@@ -357,10 +357,16 @@ impl MapContext {
     }
 
     /// Creates one subtask named `name` per payload in `contents` (each at most 64 KiB).
-    /// Returns once the TaskTracker has stored them all (durable in its task store), so a task
-    /// that maps and then finishes can never be seen finished without its children. Large
-    /// batches are sent in several requests, in order; an error leaves the ones before it
-    /// mapped. Call it only while the task runs (the TaskTracker refuses a finished parent).
+    /// Returns once the TaskTracker has stored them all (committed to its task store), so a
+    /// task that maps and then finishes can never be seen finished without its children.
+    /// Large batches are sent in several requests, in order; an error leaves the ones before
+    /// it mapped. Call it only while the task runs (the TaskTracker refuses a finished parent).
+    ///
+    /// Re-runs: a task that runs again (a retry, or its worker died) numbers its map requests
+    /// from the start again, and the TaskTracker skips those an earlier attempt already had
+    /// stored. So a task that maps the same subtasks in the same order every time creates
+    /// each of them once; a task whose maps differ between attempts should not rely on it.
+    /// Concurrent `map` calls of one task are sent one after the other.
     pub async fn map(&self, name: &str, contents: Vec<Vec<u8>>) -> Result<(), MapError> {
         self.mapper
             .map(self.map_task_id, self.task.attempt, name, contents)

@@ -73,10 +73,11 @@ pub(crate) fn split_by_size<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec
 }
 
 /// How a running task reaches its TaskTracker for `map`: the connection the task came on.
-#[derive(Clone)]
+/// One per task attempt: `next_seq` numbers the attempt's map requests from 0.
 pub(crate) struct Mapper {
     handle: ConnectionHandle,
     instance_id: u64,
+    next_seq: tokio::sync::Mutex<u32>,
 }
 
 impl Mapper {
@@ -93,11 +94,17 @@ impl Mapper {
                 big.len()
             )));
         }
+        // Held across the requests: concurrent `map` calls of one task go out one after the
+        // other, each with consecutive numbers.
+        let mut seq = self.next_seq.lock().await;
         for chunk in split_by_size(contents, Vec::len) {
+            let map_seq = *seq;
+            *seq = seq.saturating_add(1);
             let request = MapTasks {
                 instance_id: self.instance_id,
                 parent_task_id: parent,
                 parent_dispatch: dispatch,
+                map_seq,
                 task_name: name.to_owned(),
                 contents: chunk,
             };
@@ -215,10 +222,6 @@ async fn runner(
     handle: ConnectionHandle,
 ) {
     let logger = shared.logger(info.job.instance_id);
-    let mapper = Mapper {
-        handle,
-        instance_id: info.job.instance_id,
-    };
     loop {
         let notified = pt.work.notified();
         tokio::pin!(notified);
@@ -257,7 +260,11 @@ async fn runner(
                     map_task_id: task_id,
                     name: Arc::from(name),
                     content,
-                    mapper: mapper.clone(),
+                    mapper: Mapper {
+                        handle: handle.clone(),
+                        instance_id: info.job.instance_id,
+                        next_seq: tokio::sync::Mutex::new(0),
+                    },
                 };
                 // A task cancelled here (stop, lost TaskTracker, shutdown) reports nothing,
                 // even if its processor returned a failure on seeing the token: the

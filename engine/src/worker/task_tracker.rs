@@ -23,7 +23,9 @@
 //! Invariants: the thread is the only writer of the instance's tasks; a map is acknowledged
 //! only after its batch is committed and only while its parent runs as the dispatch that asks
 //! (so a parent's report, which follows its acknowledged maps on the same connection, can
-//! never precede its children); a report is applied only if it answers the task's current
+//! never precede its children); a re-run parent's map requests are matched to the earlier
+//! attempts' by their number (`MapTasks::map_seq`), so the ones already stored are
+//! acknowledged, not stored twice (a deterministic parent maps each subtask once); a report is applied only if it answers the task's current
 //! dispatch (`TaskReport::dispatch`); the instance's tasks are deleted when the thread ends,
 //! whatever the outcome (dropping `run`'s future stops the thread).
 
@@ -46,7 +48,8 @@ use super::processor::{DynMap, MapTaskResult, ProcessResult, ReduceResults};
 use super::processor_tracker::{map_refusal, split_by_size};
 use super::state::{RunningInstance, Shared, WorkerTaskStore};
 use crate::mapreduce::{
-    Action, MapKind, TaskRecord, TaskReport, TaskState, TaskStore, TaskTrackerCore, TrackerConfig,
+    Action, Finish, MapKind, TaskRecord, TaskReport, TaskState, TaskStore, TaskTrackerCore,
+    TrackerConfig,
 };
 
 /// The tracker thread waits at most this long for an event before it polls anyway (dead
@@ -72,6 +75,7 @@ pub(crate) enum Event {
         worker: String,
         parent: u64,
         dispatch: u32,
+        seq: u32,
         name: String,
         contents: Vec<Vec<u8>>,
         reply: oneshot::Sender<Result<(), String>>,
@@ -313,6 +317,7 @@ async fn link(
                         worker: address.clone(),
                         parent: m.parent_task_id,
                         dispatch: m.parent_dispatch,
+                        seq: m.map_seq,
                         name: m.task_name,
                         contents: m.contents,
                         reply,
@@ -333,6 +338,14 @@ async fn link(
             },
         }
     }
+}
+
+/// Who asks for a map, and which request of theirs it is.
+struct MapCall<'a> {
+    worker: &'a str,
+    parent: u64,
+    dispatch: u32,
+    seq: u32,
 }
 
 /// The tracker thread's state (see the module doc).
@@ -392,6 +405,9 @@ impl TrackerThread {
             core.set_worker(address, self.capacity, now_ms());
         }
         let mut stream_failed: Option<String> = None;
+        // Per task that mapped and is not final yet: map requests stored (across its
+        // attempts). Bounded by the tasks in flight and pending retries.
+        let mut map_calls: HashMap<u64, u32> = HashMap::new();
         loop {
             let mut batch = Vec::new();
             match self.events.recv_timeout(TICK) {
@@ -426,11 +442,18 @@ impl TrackerThread {
                         worker,
                         parent,
                         dispatch,
+                        seq,
                         name,
                         contents,
                         reply,
                     } => {
-                        let r = self.map(&mut core, &worker, parent, dispatch, &name, contents);
+                        let call = MapCall {
+                            worker: &worker,
+                            parent,
+                            dispatch,
+                            seq,
+                        };
+                        let r = self.map(&mut core, &mut map_calls, call, &name, contents);
                         let _ = reply.send(r);
                     }
                     Event::Dead(worker) => {
@@ -451,8 +474,18 @@ impl TrackerThread {
                 }
             }
             if !reports.is_empty() {
-                if let Err(e) = core.on_task_reports(reports) {
-                    return fail("applying reports", &e);
+                let ids: Vec<u64> = reports.iter().map(|r| r.task_id).collect();
+                match core.on_task_reports(reports) {
+                    Ok(finishes) => {
+                        if !map_calls.is_empty() {
+                            for (id, f) in ids.iter().zip(finishes) {
+                                if matches!(f, Finish::Succeeded | Finish::Failed) {
+                                    map_calls.remove(id);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => return fail("applying reports", &e),
                 }
             }
             match core.poll_dispatch(now_ms()) {
@@ -498,16 +531,23 @@ impl TrackerThread {
         }
     }
 
-    /// A `MapTasks`: refused unless `parent` runs on `worker` as dispatch `dispatch`.
+    /// A `MapTasks`: refused unless `parent` runs on `worker` as dispatch `dispatch`; a request
+    /// an earlier attempt of `parent` already had stored (`seq` below the count) is
+    /// acknowledged without storing it again.
     fn map(
         &self,
         core: &mut TaskTrackerCore,
-        worker: &str,
-        parent: u64,
-        dispatch: u32,
+        map_calls: &mut HashMap<u64, u32>,
+        call: MapCall<'_>,
         name: &str,
         contents: Vec<Vec<u8>>,
     ) -> Result<(), String> {
+        let MapCall {
+            worker,
+            parent,
+            dispatch,
+            seq,
+        } = call;
         let record = self
             .store
             .get(self.instance, parent)
@@ -521,9 +561,25 @@ impl TrackerThread {
                 "task {parent} (dispatch {dispatch}) is not running on {worker} any more"
             ));
         }
+        let stored = map_calls.get(&parent).copied().unwrap_or(0);
+        if seq < stored {
+            tracing::debug!(
+                instance = self.instance,
+                parent,
+                seq,
+                "mapreduce: map request already stored by an earlier attempt"
+            );
+            return Ok(());
+        }
+        if seq > stored {
+            return Err(format!(
+                "map request {seq} of task {parent} arrived before request {stored}"
+            ));
+        }
         core.map(parent, name, contents)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        map_calls.insert(parent, stored.saturating_add(1));
+        Ok(())
     }
 
     /// Streams every final task into a `ReduceResults` for the async side's reduce.

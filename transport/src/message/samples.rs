@@ -258,6 +258,7 @@ pub fn all() -> Vec<Message> {
             instance_id: 981_234_567_890,
             parent_task_id: 0,
             parent_dispatch: 1,
+            map_seq: 0,
             task_name: "SETTLE".into(),
             contents: (0u8..3).map(|i| vec![i; 4]).collect(),
         }

@@ -175,6 +175,11 @@ pub struct MapTasks {
     pub parent_task_id: u64,
     /// The parent's dispatch number.
     pub parent_dispatch: u32,
+    /// This request's number among the parent attempt's map requests, from 0. A re-run of
+    /// the parent numbers its requests from 0 again, and the TaskTracker acknowledges the
+    /// ones an earlier attempt already had stored without storing them twice: a parent that
+    /// maps the same way every time maps each subtask once.
+    pub map_seq: u32,
     /// Name of the new tasks.
     pub task_name: String,
     /// One payload per new task, in order (ids are assigned consecutively).

@@ -346,11 +346,12 @@ pub fn message() -> impl Strategy<Value = Message> {
                     .collect()
             }
             .into()),
-        (any::<(u64, u64, u32)>(), s(), vec(bytes(), 0..5)).prop_map(
-            |((id, parent, dispatch), name, contents)| MapTasks {
+        (any::<(u64, u64, u32, u32)>(), s(), vec(bytes(), 0..5)).prop_map(
+            |((id, parent, dispatch, seq), name, contents)| MapTasks {
                 instance_id: id,
                 parent_task_id: parent,
                 parent_dispatch: dispatch,
+                map_seq: seq,
                 task_name: name,
                 contents
             }
