@@ -102,6 +102,7 @@ impl Tasks for Ferrojob {
                     .map(|&id| TaskReport {
                         task_id: id,
                         worker: WORKER.to_owned(),
+                        dispatch: None,
                         success: true,
                         result: id.saturating_sub(1).to_string(),
                     })

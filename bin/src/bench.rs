@@ -36,6 +36,8 @@ use serde::Serialize;
 
 #[path = "bench_workflow.rs"]
 mod bench_workflow;
+#[path = "bench_mapreduce.rs"]
+mod mapreduce;
 
 /// `ferrojob bench ...`
 #[derive(Debug, clap::Subcommand)]
@@ -44,6 +46,8 @@ pub enum BenchCmd {
     Dispatch(DispatchArgs),
     /// Workflow handoff (a node's completion → the next node's dispatch) on a chain.
     Workflow(bench_workflow::WorkflowArgs),
+    /// One sum_mr MAP_REDUCE instance over worker processes: tasks/s, peak RSS per worker.
+    Mapreduce(mapreduce::MapReduceArgs),
 }
 
 /// `ferrojob bench dispatch` flags.
@@ -117,6 +121,7 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
             runtime.block_on(dispatch(args, conn))
         }
         BenchCmd::Workflow(args) => bench_workflow::run(args, conn),
+        BenchCmd::Mapreduce(args) => mapreduce::run(args, conn),
     }
 }
 

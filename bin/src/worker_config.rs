@@ -1,17 +1,18 @@
 //! `ferrojob-worker`'s flags (each with its `FERROJOB_*` environment variable).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ferrojob::worker::WorkerConfig;
+use ferrojob::worker::{TaskStoreConfig, WorkerConfig};
 
 /// Command-line flags of the bundled worker.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "ferrojob-worker",
     version,
-    about = "A ferrojob worker with the built-in processors shell, http, noop and sleep"
+    about = "A ferrojob worker with the built-in processors shell, http, noop, sleep and sum_mr"
 )]
 pub struct WorkerArgs {
     /// The server's transport address.
@@ -42,6 +43,19 @@ pub struct WorkerArgs {
     /// overloaded.
     #[arg(long, env = "FERROJOB_MAX_RUNNING", default_value_t = 0)]
     pub max_running: usize,
+    /// Directory of the MAP/MAP_REDUCE task store (a log store, created at the first MAP
+    /// instance; what an earlier run left there is deleted then). One per worker. Default:
+    /// `./ferrojob-worker-data/<listen port>`, or `./ferrojob-worker-data/pid-<pid>` when the
+    /// listen port is 0.
+    #[arg(long, env = "FERROJOB_WORKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep MAP/MAP_REDUCE task trees in memory instead of on disk (faster; pending tasks
+    /// take RAM).
+    #[arg(long, env = "FERROJOB_MEMORY_STORE")]
+    pub memory_store: bool,
+    /// As a MAP/MAP_REDUCE TaskTracker, run no task here: only coordinate the other workers.
+    #[arg(long, env = "FERROJOB_COORDINATOR_ONLY")]
+    pub coordinator_only: bool,
 }
 
 impl WorkerArgs {
@@ -63,6 +77,25 @@ impl WorkerArgs {
         config.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.max(1));
         config.server_lost_after = Duration::from_millis(self.server_lost_after_ms);
         config.max_running_instances = self.max_running;
+        config.coordinator_only = self.coordinator_only;
+        config.task_store = if self.memory_store {
+            TaskStoreConfig::Memory
+        } else {
+            TaskStoreConfig::Log {
+                dir: self.data_dir(),
+            }
+        };
         Ok(config)
+    }
+
+    /// The task store directory: `--data-dir`, else the per-worker default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            let leaf = match self.listen.port() {
+                0 => format!("pid-{}", std::process::id()),
+                port => port.to_string(),
+            };
+            PathBuf::from("ferrojob-worker-data").join(leaf)
+        })
     }
 }

@@ -288,6 +288,7 @@ fn run(ops: Vec<Op>, dir: Option<&std::path::Path>) {
                         // One id past the end: an unknown task, Stale in a batch.
                         task_id: pick as u64 % (n + 1),
                         worker: WORKERS[worker].to_owned(),
+                        dispatch: None,
                         success,
                         result: format!("r{step}.{i}"),
                     })

@@ -467,6 +467,7 @@ fn bounded(n: u64, ts: TaskStore) {
                 .map(|t| TaskReport {
                     task_id: t.task_id,
                     worker: d.worker.clone(),
+                    dispatch: None,
                     success: true,
                     result: u64_of(&t.content, 0).to_string(),
                 })

@@ -480,16 +480,18 @@ async fn unknown_processor_and_map_fail() {
     assert_final(&last, InstanceStatus::Failed);
     let msg = last.result.unwrap();
     assert!(msg.starts_with("unknown processor \"nope\""), "{msg}");
-    assert!(msg.contains("http, noop, shell, sleep"), "{msg}");
+    assert!(msg.contains("http, noop, shell, sleep, sum_mr"), "{msg}");
 
     let mut j = job(2, "noop", "");
     j.execute_type = ExecuteType::MapReduce;
     conn.schedule(j).await;
     let last = conn.reports_until_final(2).await.pop().unwrap();
     assert_final(&last, InstanceStatus::Failed);
-    assert_eq!(
-        last.result.as_deref(),
-        Some("MAP/MAP_REDUCE is not supported yet")
+    // A basic processor cannot run a MAP_REDUCE job: a clear failure.
+    let msg = last.result.unwrap();
+    assert!(
+        msg.contains("\"noop\" is not a MAP/MAP_REDUCE processor"),
+        "{msg}"
     );
     worker.shutdown().await;
 }

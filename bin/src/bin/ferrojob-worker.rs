@@ -1,4 +1,4 @@
-//! `ferrojob-worker`: the bundled worker (processors shell, http, noop, sleep). Parse flags,
+//! `ferrojob-worker`: the bundled worker (processors shell, http, noop, sleep, sum_mr). Parse flags,
 //! start the library's worker, run until Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;

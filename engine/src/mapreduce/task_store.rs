@@ -176,6 +176,9 @@ pub struct TaskReport {
     pub task_id: u64,
     /// The reporting worker's address.
     pub worker: String,
+    /// The dispatch the report answers (`TaskRecord::dispatches` when it was sent); `None`
+    /// skips that check. A report for another dispatch is [`Finish::Stale`].
+    pub dispatch: Option<u32>,
     /// Whether the task succeeded.
     pub success: bool,
     /// Its result, or its failure message.
@@ -380,6 +383,11 @@ fn add(a: u64, b: u64, instance: u64) -> Result<u64, TaskStoreError> {
 pub struct TaskStore {
     store: Arc<dyn Store>,
     write: Arc<Mutex<()>>,
+    /// Write-through copies of the dispatched tasks' records (derived; bounded by the tasks
+    /// in flight): a report is applied without reading its task back from the store. An
+    /// entry is inserted after its dispatch commits and removed whenever the task leaves
+    /// `Dispatched` (report, requeue, delete), so it never differs from the store.
+    in_flight: Arc<Mutex<HashMap<(u64, u64), TaskRecord>>>,
 }
 
 impl fmt::Debug for TaskStore {
@@ -396,6 +404,7 @@ impl TaskStore {
         TaskStore {
             store,
             write: Arc::new(Mutex::new(())),
+            in_flight: Arc::default(),
         }
     }
 
@@ -579,13 +588,43 @@ impl TaskStore {
         worker: &str,
     ) -> Result<Vec<TaskRecord>, TaskStoreError> {
         let _guard = self.write.lock();
+        let mut records = Vec::with_capacity(task_ids.len());
+        for &task_id in task_ids {
+            records.push(self.must_get(instance, task_id)?);
+        }
+        self.dispatch_locked(instance, records, worker)
+    }
+
+    /// [`mark_dispatched`](Self::mark_dispatched) for records the caller just read with
+    /// [`next_pending`](Self::next_pending), saving a second read of each. The caller must be
+    /// the instance's only writer and must not have changed the instance in between (the
+    /// records are taken as current); they are still checked to be pending and distinct.
+    pub fn dispatch_records(
+        &self,
+        instance: u64,
+        records: Vec<TaskRecord>,
+        worker: &str,
+    ) -> Result<Vec<TaskRecord>, TaskStoreError> {
+        let _guard = self.write.lock();
+        self.dispatch_locked(instance, records, worker)
+    }
+
+    fn dispatch_locked(
+        &self,
+        instance: u64,
+        records: Vec<TaskRecord>,
+        worker: &str,
+    ) -> Result<Vec<TaskRecord>, TaskStoreError> {
         let mut meta = self.meta(instance)?;
         let mut batch = Batch::new();
-        let mut seen = HashSet::with_capacity(task_ids.len());
-        let mut out = Vec::with_capacity(task_ids.len());
-        for &task_id in task_ids {
-            let mut record = self.must_get(instance, task_id)?;
-            if record.status != TaskState::Pending || !seen.insert(task_id) {
+        let mut seen = HashSet::with_capacity(records.len());
+        let mut out = Vec::with_capacity(records.len());
+        for mut record in records {
+            let task_id = record.task_id;
+            if record.instance_id != instance
+                || record.status != TaskState::Pending
+                || !seen.insert(task_id)
+            {
                 return Err(TaskStoreError::NotPending {
                     instance_id: instance,
                     task_id,
@@ -612,6 +651,10 @@ impl TaskStore {
         if n > 0 {
             Self::put_meta(&mut batch, instance, &meta);
             self.store.commit(batch)?;
+            let mut cache = self.in_flight.lock();
+            for record in &out {
+                cache.insert((instance, record.task_id), record.clone());
+            }
         }
         Ok(out)
     }
@@ -635,6 +678,7 @@ impl TaskStore {
         let report = TaskReport {
             task_id,
             worker: worker.to_owned(),
+            dispatch: None,
             success,
             result,
         };
@@ -703,16 +747,27 @@ impl TaskStore {
         let TaskReport {
             task_id,
             worker,
+            dispatch,
             success,
             result,
         } = report;
-        let mut record = match overlay.remove(&task_id) {
+        let cached = self.in_flight.lock().remove(&(instance, task_id));
+        let mut record = match overlay.remove(&task_id).or(cached) {
             Some(r) => r,
             None => self.must_get(instance, task_id)?,
         };
         let attempt = match &record.status {
-            TaskState::Dispatched { worker: w, attempt } if *w == worker => *attempt,
+            TaskState::Dispatched { worker: w, attempt }
+                if *w == worker && dispatch.is_none_or(|d| d == *attempt) =>
+            {
+                *attempt
+            }
             _ => {
+                if matches!(record.status, TaskState::Dispatched { .. }) {
+                    self.in_flight
+                        .lock()
+                        .insert((instance, task_id), record.clone());
+                }
                 overlay.insert(task_id, record);
                 return Ok(Finish::Stale);
             }
@@ -774,6 +829,7 @@ impl TaskStore {
                     .and_then(|rest| u64_at(rest, 0))
                     .ok_or_else(|| TaskStoreError::corrupt(TABLE_WORKER, &key, "bad key"))?;
                 batch.push_delete(TABLE_WORKER, key.clone());
+                self.in_flight.lock().remove(&(instance, task_id));
                 let mut record = self.must_get(instance, task_id)?;
                 if !matches!(&record.status, TaskState::Dispatched { worker: w, .. } if w == worker)
                 {
@@ -844,6 +900,7 @@ impl TaskStore {
     /// go last, so an interrupted delete is resumed by calling it again.
     pub fn delete_instance(&self, instance: u64) -> Result<(), TaskStoreError> {
         let _guard = self.write.lock();
+        self.in_flight.lock().retain(|(i, _), _| *i != instance);
         let prefix = instance_prefix(instance);
         let range = KeyRange::prefix(&prefix);
         for table in [TABLE_PENDING, TABLE_WORKER, TABLE_TASKS] {

@@ -270,8 +270,8 @@ impl TaskTrackerCore {
             .min(self.config.dispatch_page);
         let tasks = self.store.next_pending(self.instance, limit)?;
         self.peak_held = self.peak_held.max(tasks.len());
-        let mut by_worker: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for task in &tasks {
+        let mut by_worker: BTreeMap<String, Vec<TaskRecord>> = BTreeMap::new();
+        for task in tasks {
             let avoid = task.avoid_worker.as_deref();
             // The worker with the most free slots, preferring one the task did not fail on.
             let pick = free
@@ -282,15 +282,14 @@ impl TaskTrackerCore {
                 break;
             };
             *slots -= 1;
-            by_worker
-                .entry(address.clone())
-                .or_default()
-                .push(task.task_id);
+            by_worker.entry(address.clone()).or_default().push(task);
         }
-        drop(tasks);
         let mut out = Vec::with_capacity(by_worker.len());
-        for (worker, ids) in by_worker {
-            let records = self.store.mark_dispatched(self.instance, &ids, &worker)?;
+        for (worker, records) in by_worker {
+            // The records were just read and nothing changed since: no second read.
+            let records = self
+                .store
+                .dispatch_records(self.instance, records, &worker)?;
             if let Some(slot) = self.workers.get_mut(&worker) {
                 let n = u32::try_from(records.len()).unwrap_or(u32::MAX);
                 slot.in_flight = slot.in_flight.saturating_add(n);

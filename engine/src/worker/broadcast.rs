@@ -14,6 +14,8 @@
 //!   post_process(results) → the instance's final status and result
 //! ```
 //!
+//! MAP/MAP_REDUCE tasks arrive on the same Listener (`StartTasks`, see `processor_tracker`).
+//!
 //! Each remote attempt runs in its own spawned task holding the instance's token: when the
 //! instance is stopped or times out, that task (not the dropped tracker future) tells the
 //! peer to stop. A peer stops a connection's tasks when the connection ends.
@@ -34,6 +36,7 @@ use super::epoch_ms;
 use super::instance::{run_attempt, unknown_processor, InstanceInfo};
 use super::logs::InstanceLogger;
 use super::processor::{summarise, ProcessResult, Registered, TaskResult};
+use super::processor_tracker;
 use super::state::{RunningInstance, Shared};
 
 /// Runs a BROADCAST instance on its TaskTracker; the result is the instance's.
@@ -76,7 +79,7 @@ pub(crate) async fn run(
             let ctx = info.context(&shared, "post", 1, logger, cancel.child_token());
             run_attempt(Arc::clone(p).post(ctx, results)).await
         }
-        Registered::Basic(_) => summarise(&results),
+        Registered::Basic(_) | Registered::Map { .. } => summarise(&results),
     }
 }
 
@@ -230,6 +233,7 @@ async fn talk_to_peer(
     };
     let instance_id = start.instance.instance_id;
     let task_id = start.task_id.clone();
+    let attempt = start.current_retry.saturating_add(1);
     handle
         .send(start)
         .await
@@ -243,7 +247,8 @@ async fn talk_to_peer(
             m = incoming.recv() => match m {
                 None => break Err("connection lost".to_string()),
                 Some(Incoming { message: Message::ReportTaskStatus(r), .. })
-                    if r.instance_id == instance_id && r.task_id == task_id =>
+                    if r.instance_id == instance_id && r.task_id == task_id
+                        && r.attempt == attempt =>
                 {
                     let message = r.result.unwrap_or_default();
                     match r.status {
@@ -295,6 +300,7 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
     } = accepted;
     let connection = shared.tasks_root.child_token();
     let per_instance: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
+    let mut map_instances: HashMap<u64, Arc<processor_tracker::PtInstance>> = HashMap::new();
     loop {
         let m = tokio::select! {
             m = incoming.recv() => m,
@@ -340,15 +346,26 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
                             TaskStatus::WorkerProcessFailed
                         },
                         result: Some(r.message),
+                        attempt: start.current_retry.saturating_add(1),
                         report_time_ms: epoch_ms(),
                         appended_workflow_context: Vec::new(),
                     };
                     let _ = handle.send(report).await;
                 });
             }
+            Message::StartTasks(start) => processor_tracker::on_start_tasks(
+                &shared,
+                &handle,
+                &connection,
+                &mut map_instances,
+                start,
+            ),
             Message::TrackerStopInstance(TrackerStopInstance { instance_id }) => {
                 if let Some(t) = per_instance.lock().remove(&instance_id) {
                     t.cancel();
+                }
+                if let Some(pt) = map_instances.remove(&instance_id) {
+                    pt.stop();
                 }
             }
             other => {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  ScheduleJob ─ accept(): insert into the running set (duplicates ignored) ─ spawn ─┐
-//!  run_instance: RUNNING (seq base+1)                                                ▼
+//!  run_instance: RUNNING (seq base+1); MAP/MAP_REDUCE: task_tracker::run, progress ≤ 1 s                                                ▼
 //!     select { work done │ token cancelled (stop/server lost/shutdown) │ timeout │ every
 //!              keepalive_interval: RUNNING (next seq) }
 //!     the token fires, then the work future is dropped (cancellation is real)
@@ -37,12 +37,16 @@ use super::epoch_ms;
 use super::logs::{truncate_at_char_boundary, InstanceLogger};
 use super::processor::{ProcessResult, Registered, TaskContext};
 use super::state::{CancelReason, Finished, RunningInstance, Shared};
+use super::task_tracker;
 
 /// Result texts are cut to this many bytes (the server caps them again).
 pub(crate) const MAX_RESULT_BYTES: usize = 64 * 1024;
 /// Results kept in the finished cache are cut to this many bytes, so that the cache's
 /// 10 000 entries stay within ~40 MiB whatever processors return.
 pub(crate) const MAX_CACHED_RESULT_BYTES: usize = 4 * 1024;
+
+/// A MAP/MAP_REDUCE instance reports its task counts at least this often.
+pub(crate) const MAP_PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What every task of one instance shares.
 #[derive(Debug)]
@@ -226,10 +230,19 @@ async fn run_instance(shared: Arc<Shared>, job: ScheduleJob, entry: Arc<RunningI
     // The timeout comes from the network: one too large to represent means "none".
     let now = tokio::time::Instant::now();
     let deadline = info.timeout.and_then(|t| now.checked_add(t));
-    let keepalive_every = shared
+    // A MAP/MAP_REDUCE instance's RUNNING reports carry its task counts: at least every
+    // second, so that the server shows progress.
+    let is_map = matches!(
+        info.job.execute_type,
+        ExecuteType::Map | ExecuteType::MapReduce
+    );
+    let mut keepalive_every = shared
         .config
         .keepalive_interval
         .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
+    if is_map {
+        keepalive_every = keepalive_every.min(MAP_PROGRESS_EVERY);
+    }
     let mut keepalive = tokio::time::interval_at(now + keepalive_every, keepalive_every);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeout = async {
@@ -318,9 +331,6 @@ fn execute(
     logger: InstanceLogger,
 ) -> BoxFuture<'static, ProcessResult> {
     let job = &info.job;
-    if matches!(job.execute_type, ExecuteType::Map | ExecuteType::MapReduce) {
-        return ready(ProcessResult::fail("MAP/MAP_REDUCE is not supported yet"));
-    }
     if job.processor_type == ProcessorType::External {
         return ready(ProcessResult::fail(
             "external processors are not supported by this worker",
@@ -329,9 +339,24 @@ fn execute(
     let Some(processor) = shared.processors.get(&job.processor_info).cloned() else {
         return ready(unknown_processor(&shared, &job.processor_info));
     };
-    match job.execute_type {
-        ExecuteType::Broadcast => Box::pin(broadcast::run(shared, info, processor, entry, logger)),
-        _ => Box::pin(run_standalone(shared, info, processor, entry, logger)),
+    match (&job.execute_type, processor) {
+        (
+            ExecuteType::Map | ExecuteType::MapReduce,
+            Registered::Map {
+                processor,
+                has_reduce,
+            },
+        ) => Box::pin(task_tracker::run(
+            shared, info, processor, has_reduce, entry, logger,
+        )),
+        (ExecuteType::Map | ExecuteType::MapReduce, _) => ready(ProcessResult::fail(format!(
+            "processor {:?} is not a MAP/MAP_REDUCE processor (register it with map or map_reduce)",
+            job.processor_info
+        ))),
+        (ExecuteType::Broadcast, processor) => {
+            Box::pin(broadcast::run(shared, info, processor, entry, logger))
+        }
+        (_, processor) => Box::pin(run_standalone(shared, info, processor, entry, logger)),
     }
 }
 

@@ -3,22 +3,28 @@
 //! instances with other workers of the same app (PROTOCOL.md, worker side).
 //!
 //! ```text
-//!  Worker::builder(config).basic("name", p).broadcast(..).builtins().start()
+//!  Worker::builder(config).basic("name", p).broadcast(..).map_reduce(..).builtins().start()
 //!    ├─ Listener (config.listen)       ── peers' StartTask ─▶ broadcast::serve_peer
+//!    │                                    peers' StartTasks ─▶ processor_tracker (MAP tasks)
 //!    ├─ session task (server)          ── ScheduleJob ─▶ instance::accept ─▶ run_instance task
+//!    │                                    (MAP/MAP_REDUCE: task_tracker::run + its thread)
 //!    │    reconnects with backoff         StopInstance / QueryInstanceStatus
 //!    │    drains the outbound queue   ◀── reports (instance tasks), log batches (shipper)
 //!    ├─ heartbeat task                 ── metrics (sysinfo, spawn_blocking) + WorkerHeartbeat
 //!    └─ log shipper task               ◀── InstanceLogger lines (bounded queue)
 //! ```
 //!
-//! - [`processor`]: [`BasicProcessor`], [`BroadcastProcessor`], [`TaskContext`],
+//! - [`processor`]: [`BasicProcessor`], [`BroadcastProcessor`], [`MapProcessor`],
+//!   [`MapReduceProcessor`], [`TaskContext`], [`MapContext`],
 //!   [`ProcessResult`].
 //! - `instance`: one instance on its TaskTracker (reports, retries, timeout, stop).
 //! - `broadcast`: TaskTracker ↔ ProcessorTracker over worker-to-worker connections.
+//! - `task_tracker`: a MAP/MAP_REDUCE instance on its TaskTracker (the task tree in the
+//!   worker's task store, dispatch to ProcessorTrackers, retries, dead workers, reduce).
+//! - `processor_tracker`: the MAP/MAP_REDUCE tasks a worker runs for a TaskTracker.
 //! - `session`: the server connection and heartbeats.
 //! - `logs`: [`InstanceLogger`] and the log shipper.
-//! - [`builtin`]: `shell`, `http`, `noop`, `sleep`.
+//! - [`builtin`]: `shell`, `http`, `noop`, `sleep`, `sum_mr`.
 //!
 //! Invariants: per instance, reports are numbered from `report_seq_base + 1` and strictly
 //! increase, and exactly one final report is sent, last; every queue is bounded (outbound
@@ -37,8 +43,10 @@ mod instance;
 mod logs;
 mod metrics;
 pub mod processor;
+mod processor_tracker;
 mod session;
 mod state;
+mod task_tracker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,7 +64,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use logs::InstanceLogger;
 pub use processor::{
-    summarise, BasicProcessor, BroadcastProcessor, ProcessResult, TaskContext, TaskResult,
+    summarise, BasicProcessor, BroadcastProcessor, MapContext, MapError, MapProcessor,
+    MapReduceProcessor, MapTaskResult, ProcessResult, ReduceResults, TaskContext, TaskResult,
 };
 
 use processor::Registered;
@@ -98,6 +107,32 @@ pub struct WorkerConfig {
     pub finished_cache: usize,
     /// Transport settings (timeouts, queues, reconnect backoff) for the server and peers.
     pub net: NetConfig,
+    /// Where this worker keeps the task trees of the MAP/MAP_REDUCE instances it tracks
+    /// (default: in memory; the bundled worker defaults to a log store in its data dir).
+    pub task_store: TaskStoreConfig,
+    /// True: as a MAP/MAP_REDUCE TaskTracker this worker runs no task itself, it only
+    /// coordinates the other workers of the instance (default false).
+    pub coordinator_only: bool,
+    /// MAP/MAP_REDUCE tasks a TaskTracker keeps dispatched to one ProcessorTracker at once
+    /// (back-pressure; default 4096).
+    pub map_tasks_in_flight: u32,
+    /// A ProcessorTracker silent for this long is dead for its TaskTracker, which re-dispatches
+    /// its tasks (default 15 s; a closed connection counts at once).
+    pub map_worker_timeout: Duration,
+}
+
+/// Where a worker keeps MAP/MAP_REDUCE task trees (see [`WorkerConfig::task_store`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskStoreConfig {
+    /// In memory: fastest, but pending tasks take RAM.
+    Memory,
+    /// A `LogStore` in `dir` (created if missing; one directory per worker): pending tasks
+    /// live on disk, only their keys in RAM. Opened at the first MAP instance; what a previous
+    /// run of the worker left there is deleted then (the server re-dispatches those instances).
+    Log {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -115,6 +150,10 @@ impl std::fmt::Debug for WorkerConfig {
             .field("max_running_instances", &self.max_running_instances)
             .field("keepalive_interval", &self.keepalive_interval)
             .field("finished_cache", &self.finished_cache)
+            .field("task_store", &self.task_store)
+            .field("coordinator_only", &self.coordinator_only)
+            .field("map_tasks_in_flight", &self.map_tasks_in_flight)
+            .field("map_worker_timeout", &self.map_worker_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -136,6 +175,10 @@ impl WorkerConfig {
             keepalive_interval: Duration::from_secs(10),
             finished_cache: 10_000,
             net: NetConfig::default(),
+            task_store: TaskStoreConfig::Memory,
+            coordinator_only: false,
+            map_tasks_in_flight: 4096,
+            map_worker_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -190,12 +233,38 @@ impl WorkerBuilder {
         self
     }
 
-    /// Registers the built-in processors `shell`, `http`, `noop` and `sleep`.
+    /// Registers a MAP processor under `name` (for jobs of execute type MAP).
+    pub fn map(mut self, name: impl Into<String>, p: impl MapProcessor) -> Self {
+        self.processors.insert(
+            name.into(),
+            Registered::Map {
+                processor: Arc::new(processor::MapOnly(p)),
+                has_reduce: false,
+            },
+        );
+        self
+    }
+
+    /// Registers a MAP_REDUCE processor under `name` (for jobs of execute type MAP_REDUCE;
+    /// a MAP job may use it too, without the reduce).
+    pub fn map_reduce(mut self, name: impl Into<String>, p: impl MapReduceProcessor) -> Self {
+        self.processors.insert(
+            name.into(),
+            Registered::Map {
+                processor: Arc::new(processor::WithReduce(p)),
+                has_reduce: true,
+            },
+        );
+        self
+    }
+
+    /// Registers the built-in processors `shell`, `http`, `noop`, `sleep` and `sum_mr`.
     pub fn builtins(self) -> Self {
         self.basic("shell", builtin::ShellProcessor)
             .basic("http", builtin::HttpProcessor::default())
             .basic("noop", builtin::NoopProcessor)
             .basic("sleep", builtin::SleepProcessor)
+            .map_reduce("sum_mr", builtin::SumMrProcessor)
     }
 
     /// Binds the worker-to-worker listener and starts connecting to the server in the
@@ -271,6 +340,7 @@ impl WorkerBuilder {
             processor_trackers: AtomicU32::new(0),
             transport_metrics: Arc::new(TransportMetrics::default()),
             latest_metrics: Mutex::new(first_metrics),
+            task_store: tokio::sync::OnceCell::new(),
             config,
         });
         let stops = Stops::default();

@@ -1,5 +1,6 @@
-//! What a worker runs: [`BasicProcessor`] and [`BroadcastProcessor`], the [`TaskContext`] they
-//! receive and the [`ProcessResult`] they return.
+//! What a worker runs: [`BasicProcessor`], [`BroadcastProcessor`], [`MapProcessor`] and
+//! [`MapReduceProcessor`], the [`TaskContext`] / [`MapContext`] they receive and the
+//! [`ProcessResult`] they return.
 //!
 //! The public traits use `impl Future` returns (no boxing for implementors); the worker stores
 //! them as `Arc<dyn DynBasic>` / `Arc<dyn DynBroadcast>` whose futures are boxed and `'static`
@@ -7,11 +8,17 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::processor_tracker::Mapper;
 
 use super::logs::InstanceLogger;
 
@@ -278,11 +285,217 @@ impl<P: BroadcastProcessor> DynBroadcast for P {
     }
 }
 
+/// Why [`MapContext::map`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapError {
+    /// The TaskTracker refused the subtasks (the parent task is no longer running there, a
+    /// content is over 64 KiB, its store failed): the message says which.
+    #[error("the TaskTracker refused the subtasks: {0}")]
+    Refused(String),
+    /// The TaskTracker could not be reached or did not answer in time.
+    #[error("the TaskTracker is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// What a MAP/MAP_REDUCE task receives: the [`TaskContext`] (through `Deref`: params, logger,
+/// cancellation) plus the task's name and content and the way to map subtasks.
+///
+/// For a MAP task, [`TaskContext::attempt`] is the task's dispatch number: 1 for the first,
+/// and one more for each retry or re-dispatch after its worker died.
+pub struct MapContext {
+    pub(crate) task: TaskContext,
+    pub(crate) map_task_id: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) content: Vec<u8>,
+    pub(crate) mapper: Mapper,
+}
+
+impl fmt::Debug for MapContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapContext")
+            .field("task", &self.task)
+            .field("name", &self.name)
+            .field("content_len", &self.content.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for MapContext {
+    type Target = TaskContext;
+    fn deref(&self) -> &TaskContext {
+        &self.task
+    }
+}
+
+impl MapContext {
+    /// True for the root task (id 0, named [`crate::mapreduce::ROOT_TASK_NAME`]), the one task
+    /// the TaskTracker creates itself; every other task was mapped by a task.
+    pub fn is_root(&self) -> bool {
+        self.map_task_id == 0
+    }
+
+    /// The task's numeric id within the instance (0 for the root; ids grow in `map` order).
+    /// [`TaskContext::task_id`] is the same number as text.
+    pub fn map_task_id(&self) -> u64 {
+        self.map_task_id
+    }
+
+    /// The task's name: `ROOT_TASK` for the root, else the name given to `map`.
+    pub fn task_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The task's payload, as given to `map` (empty for the root).
+    pub fn task_content(&self) -> &[u8] {
+        &self.content
+    }
+
+    /// The underlying task context.
+    pub fn task(&self) -> &TaskContext {
+        &self.task
+    }
+
+    /// Creates one subtask named `name` per payload in `contents` (each at most 64 KiB).
+    /// Returns once the TaskTracker has stored them all (committed to its task store), so a
+    /// task that maps and then finishes can never be seen finished without its children.
+    /// Large batches are sent in several requests, in order; an error leaves the ones before
+    /// it mapped. Call it only while the task runs (the TaskTracker refuses a finished parent).
+    ///
+    /// Re-runs: a task that runs again (a retry, or its worker died) numbers its map requests
+    /// from the start again, and the TaskTracker skips those an earlier attempt already had
+    /// stored. So a task that maps the same subtasks in the same order every time creates
+    /// each of them once; a task whose maps differ between attempts should not rely on it.
+    /// Concurrent `map` calls of one task are sent one after the other.
+    pub async fn map(&self, name: &str, contents: Vec<Vec<u8>>) -> Result<(), MapError> {
+        self.mapper
+            .map(self.map_task_id, self.task.attempt, name, contents)
+            .await
+    }
+}
+
+/// Processes the tasks of a MAP instance: the root task and every task mapped from it run
+/// [`process`](MapProcessor::process), anywhere among the instance's workers; a task maps
+/// subtasks with [`MapContext::map`]. The instance succeeds iff no task failed (after its
+/// retries).
+///
+/// Implemented for every `Fn(MapContext) -> impl Future<Output = ProcessResult>`.
+pub trait MapProcessor: Send + Sync + 'static {
+    /// Runs one attempt of a task.
+    fn process(&self, ctx: MapContext) -> impl Future<Output = ProcessResult> + Send;
+}
+
+impl<F, Fut> MapProcessor for F
+where
+    F: Fn(MapContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ProcessResult> + Send,
+{
+    fn process(&self, ctx: MapContext) -> impl Future<Output = ProcessResult> + Send {
+        self(ctx)
+    }
+}
+
+/// A MAP processor with a reduce step: once every task is final, `reduce` runs once on the
+/// TaskTracker with every task's outcome (streamed from its store, never all in memory), and
+/// its result is the instance's.
+pub trait MapReduceProcessor: MapProcessor {
+    /// Reduces the outcomes of all tasks (the root's included, in task id order).
+    fn reduce(
+        &self,
+        ctx: TaskContext,
+        results: ReduceResults,
+    ) -> impl Future<Output = ProcessResult> + Send;
+}
+
+/// The final outcome of one MAP task, as [`ReduceResults`] streams them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapTaskResult {
+    /// The task's id (0 is the root).
+    pub task_id: u64,
+    /// Its name.
+    pub name: String,
+    /// Whether it succeeded (after its retries).
+    pub success: bool,
+    /// Its result, or its last failure's reason (at most 8 KiB).
+    pub result: String,
+}
+
+/// The outcomes of every task of an instance, in task id order, streamed from the
+/// TaskTracker's store a page at a time: memory stays bounded whatever the task count.
+/// Use [`next`](ReduceResults::next) or it as a `futures::Stream`. If the store fails while
+/// streaming, the stream ends early and the instance fails whatever `reduce` returns.
+#[derive(Debug)]
+pub struct ReduceResults {
+    pub(crate) rx: mpsc::Receiver<MapTaskResult>,
+}
+
+impl ReduceResults {
+    /// The next outcome, or `None` at the end.
+    pub async fn next(&mut self) -> Option<MapTaskResult> {
+        self.rx.recv().await
+    }
+}
+
+impl futures::Stream for ReduceResults {
+    type Item = MapTaskResult;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<MapTaskResult>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Object-safe form of [`MapProcessor`] / [`MapReduceProcessor`]; `reduce` is `None` for a
+/// MAP-only processor.
+pub(crate) trait DynMap: Send + Sync + 'static {
+    fn call(self: Arc<Self>, ctx: MapContext) -> BoxFuture<'static, ProcessResult>;
+    fn reduce(
+        self: Arc<Self>,
+        ctx: TaskContext,
+        results: ReduceResults,
+    ) -> Option<BoxFuture<'static, ProcessResult>>;
+}
+
+/// A [`MapProcessor`] registered without reduce.
+pub(crate) struct MapOnly<P>(pub P);
+
+impl<P: MapProcessor> DynMap for MapOnly<P> {
+    fn call(self: Arc<Self>, ctx: MapContext) -> BoxFuture<'static, ProcessResult> {
+        Box::pin(async move { self.0.process(ctx).await })
+    }
+    fn reduce(
+        self: Arc<Self>,
+        _ctx: TaskContext,
+        _results: ReduceResults,
+    ) -> Option<BoxFuture<'static, ProcessResult>> {
+        None
+    }
+}
+
+/// A [`MapReduceProcessor`].
+pub(crate) struct WithReduce<P>(pub P);
+
+impl<P: MapReduceProcessor> DynMap for WithReduce<P> {
+    fn call(self: Arc<Self>, ctx: MapContext) -> BoxFuture<'static, ProcessResult> {
+        Box::pin(async move { self.0.process(ctx).await })
+    }
+    fn reduce(
+        self: Arc<Self>,
+        ctx: TaskContext,
+        results: ReduceResults,
+    ) -> Option<BoxFuture<'static, ProcessResult>> {
+        Some(Box::pin(async move { self.0.reduce(ctx, results).await }))
+    }
+}
+
 /// A registered processor.
 #[derive(Clone)]
 pub(crate) enum Registered {
     Basic(Arc<dyn DynBasic>),
     Broadcast(Arc<dyn DynBroadcast>),
+    /// MAP (`has_reduce` false) or MAP_REDUCE.
+    Map {
+        processor: Arc<dyn DynMap>,
+        has_reduce: bool,
+    },
 }
 
 impl fmt::Debug for Registered {
@@ -290,16 +503,26 @@ impl fmt::Debug for Registered {
         match self {
             Registered::Basic(_) => f.write_str("Basic"),
             Registered::Broadcast(_) => f.write_str("Broadcast"),
+            Registered::Map {
+                has_reduce: false, ..
+            } => f.write_str("Map"),
+            Registered::Map {
+                has_reduce: true, ..
+            } => f.write_str("MapReduce"),
         }
     }
 }
 
 impl Registered {
-    /// Runs the per-task step (`process`) of either kind.
+    /// Runs the per-task step (`process`) of a basic or broadcast processor; a MAP processor
+    /// cannot run a STANDALONE or BROADCAST task (it needs a task tree) and fails.
     pub(crate) fn process(&self, ctx: TaskContext) -> BoxFuture<'static, ProcessResult> {
         match self {
             Registered::Basic(p) => Arc::clone(p).call(ctx),
             Registered::Broadcast(p) => Arc::clone(p).call(ctx),
+            Registered::Map { .. } => Box::pin(std::future::ready(ProcessResult::fail(
+                "this is a MAP/MAP_REDUCE processor: the job's execute type must be MAP or MAP_REDUCE",
+            ))),
         }
     }
 }

@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::logs::{InstanceLogger, LogStats};
 use super::processor::Registered;
+use super::TaskStoreConfig;
 use super::{epoch_ms, WorkerConfig};
+use crate::mapreduce::TaskStore;
+use ferrojob_store::LogStore;
 
 /// Why an instance was cancelled (the first reason wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +181,8 @@ pub(crate) struct Shared {
     pub processor_trackers: AtomicU32,
     pub transport_metrics: Arc<TransportMetrics>,
     pub latest_metrics: Mutex<SystemMetrics>,
+    /// The MAP/MAP_REDUCE task store, opened at the first MAP instance.
+    pub task_store: tokio::sync::OnceCell<WorkerTaskStore>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -256,6 +261,27 @@ impl Shared {
             })
     }
 
+    /// The task store, opened (off the runtime's threads) on first use: a `LogStore` with
+    /// `Durability::Buffered`, cleared of what an earlier run left.
+    ///
+    /// Background compaction is off; see [`WorkerTaskStore::compact`].
+    ///
+    /// Buffered, not Sync: the task tree only has to outlive this process's instance, not a
+    /// crash. If the TaskTracker's process dies the server re-dispatches the instance, and a
+    /// restarted worker deletes the old tree anyway, so an fsync per commit would buy nothing;
+    /// the log store is there to keep pending tasks out of RAM.
+    pub(crate) async fn task_store(&self) -> Result<WorkerTaskStore, String> {
+        let config = self.config.task_store.clone();
+        self.task_store
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || open_task_store(&config))
+                    .await
+                    .map_err(|e| format!("task store: {e}"))?
+            })
+            .await
+            .cloned()
+    }
+
     /// Instances running now.
     pub(crate) fn running(&self) -> usize {
         self.instances.lock().len()
@@ -289,6 +315,66 @@ impl Shared {
             heavy_task_trackers: u32::try_from(heavy).unwrap_or(u32::MAX),
             processor_trackers: self.processor_trackers.load(Ordering::Relaxed),
             metrics: self.latest_metrics.lock().clone(),
+        }
+    }
+}
+
+fn open_task_store(config: &TaskStoreConfig) -> Result<WorkerTaskStore, String> {
+    use ferrojob_store::{Durability, LogOptions, MemoryStore, Store};
+    let mut log = None;
+    let store: Arc<dyn Store> = match config {
+        TaskStoreConfig::Memory => Arc::new(MemoryStore::new()),
+        TaskStoreConfig::Log { dir } => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create task store dir {}: {e}", dir.display()))?;
+            let options = LogOptions {
+                durability: Durability::Buffered,
+                // Compaction runs after each instance's tasks are deleted (see
+                // `compact_task_store`), never during a run: compacting while an instance
+                // rewrites its records cost ~240 MB of peak RSS and ~20 % of the time at 1M
+                // tasks (measured).
+                background_compaction: false,
+                ..LogOptions::default()
+            };
+            let store = LogStore::open(dir, options)
+                .map_err(|e| format!("cannot open task store in {}: {e}", dir.display()))?;
+            let store = Arc::new(store);
+            log = Some(Arc::clone(&store));
+            store
+        }
+    };
+    let tasks = TaskStore::new(store);
+    let stale = tasks.instances().map_err(|e| e.to_string())?;
+    for instance in stale {
+        tracing::info!(
+            instance,
+            "deleting the task tree an earlier run of this worker left"
+        );
+        tasks.delete_instance(instance).map_err(|e| e.to_string())?;
+    }
+    let store = WorkerTaskStore { tasks, log };
+    store.compact();
+    Ok(store)
+}
+
+/// The worker's MAP/MAP_REDUCE task store, and its log store if it has one.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerTaskStore {
+    pub tasks: TaskStore,
+    log: Option<Arc<LogStore>>,
+}
+
+impl WorkerTaskStore {
+    /// Compacts the log store if garbage warrants it (blocking: call it off the runtime).
+    /// Called once an instance's tasks are deleted, when what is live is small.
+    pub(crate) fn compact(&self) {
+        if let Some(log) = &self.log {
+            if log.needs_compaction() {
+                match log.compact() {
+                    Ok(r) => tracing::debug!(?r, "task store compacted"),
+                    Err(e) => tracing::warn!(error = %e, "task store compaction failed"),
+                }
+            }
         }
     }
 }

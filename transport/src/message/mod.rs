@@ -27,7 +27,15 @@
 //! | 33 | [`TrackerStopInstance`] | TaskTracker → ProcessorTracker |
 //! | 34 | [`ReportTaskStatus`] | ProcessorTracker → TaskTracker |
 //! | 35 | [`ProcessorTrackerStatus`] | ProcessorTracker → TaskTracker |
-//! | 36 | [`MapSubtasks`] | ProcessorTracker → TaskTracker (request) |
+//! | 36 | [`MapSubtasks`] | ProcessorTracker → TaskTracker (request; unused, see [`MapTasks`]) |
+//! | 37 | [`StartTasks`] | TaskTracker → ProcessorTracker (MAP/MAP_REDUCE, a batch) |
+//! | 38 | [`ReportTaskStatuses`] | ProcessorTracker → TaskTracker (outcomes + load) |
+//! | 39 | [`MapTasks`] | ProcessorTracker → TaskTracker (request, answered by `Ack`) |
+//!
+//! MAP/MAP_REDUCE tasks travel in batches (kinds 37–39): a million tasks cannot each carry
+//! a whole `ScheduleJob` as `StartTask` does. Every task outcome carries the dispatch number
+//! it answers, so that a late outcome of an earlier dispatch is ignored. Senders split
+//! batches so that each fits one frame (`DEFAULT_MAX_PAYLOAD_LEN`, 4 MiB).
 //!
 //! Validation uses rkyv's low-level validator (bounds, alignment, overlapping claims, enum
 //! tags, UTF-8, bytecheck on every field) without the shared-pointer registry of the high-level
@@ -54,8 +62,8 @@ pub use server::{
     QueryInstanceStatus, ReportInstanceStatus, ScheduleJob, StopInstance, WorkerHeartbeat,
 };
 pub use tracker::{
-    MapSubtasks, ProcessorTrackerLoad, ProcessorTrackerStatus, ReportTaskStatus, StartTask,
-    SubTask, TrackerStopInstance,
+    MapSubtasks, MapTasks, ProcessorTrackerLoad, ProcessorTrackerStatus, ReportTaskStatus,
+    ReportTaskStatuses, StartTask, StartTasks, SubTask, TaskOutcome, TaskSpec, TrackerStopInstance,
 };
 
 macro_rules! messages {
@@ -189,6 +197,9 @@ messages! {
     34 => ReportTaskStatus,
     35 => ProcessorTrackerStatus,
     36 => MapSubtasks,
+    37 => StartTasks,
+    38 => ReportTaskStatuses,
+    39 => MapTasks,
 }
 
 impl MessageKind {

@@ -177,7 +177,7 @@ pub fn all() -> Vec<Message> {
         }
         .into(),
         StartTask {
-            instance: job,
+            instance: job.clone(),
             task_tracker_address: "10.0.3.11:27777".into(),
             sub_instance_id: 0,
             task_id: "0.1.17".into(),
@@ -196,6 +196,7 @@ pub fn all() -> Vec<Message> {
             task_id: "0.1.17".into(),
             status: TaskStatus::WorkerProcessSucceed,
             result: Some("ok".into()),
+            attempt: 1,
             report_time_ms: 1_795_000_001_000,
             appended_workflow_context: Vec::new(),
         }
@@ -218,6 +219,48 @@ pub fn all() -> Vec<Message> {
                     content: vec![i; 4],
                 })
                 .collect(),
+        }
+        .into(),
+        StartTasks {
+            instance: job,
+            task_tracker_address: "10.0.3.11:27777".into(),
+            tasks: (1..4)
+                .map(|i| TaskSpec {
+                    task_id: i,
+                    dispatch: 1,
+                    name: "SETTLE".into(),
+                    content: i.to_le_bytes().to_vec(),
+                })
+                .collect(),
+        }
+        .into(),
+        ReportTaskStatuses {
+            instance_id: 981_234_567_890,
+            address: "10.0.3.12:27777".into(),
+            remaining_tasks: 118,
+            reports: vec![
+                TaskOutcome {
+                    task_id: 1,
+                    dispatch: 1,
+                    success: true,
+                    result: "1".into(),
+                },
+                TaskOutcome {
+                    task_id: 2,
+                    dispatch: 2,
+                    success: false,
+                    result: "timeout talking to the bank".into(),
+                },
+            ],
+        }
+        .into(),
+        MapTasks {
+            instance_id: 981_234_567_890,
+            parent_task_id: 0,
+            parent_dispatch: 1,
+            map_seq: 0,
+            task_name: "SETTLE".into(),
+            contents: (0u8..3).map(|i| vec![i; 4]).collect(),
         }
         .into(),
     ]

@@ -265,19 +265,22 @@ pub fn message() -> impl Strategy<Value = Message> {
             s(),
             task_status(),
             option::of(s()),
-            any::<i64>(),
+            (any::<i64>(), any::<u32>()),
             context()
         )
-            .prop_map(|(ids, task_id, status, result, t, ctx)| ReportTaskStatus {
-                instance_id: ids.0,
-                sub_instance_id: ids.1,
-                task_id,
-                status,
-                result,
-                report_time_ms: t,
-                appended_workflow_context: ctx
-            }
-            .into()),
+            .prop_map(|(ids, task_id, status, result, (t, attempt), ctx)| {
+                ReportTaskStatus {
+                    instance_id: ids.0,
+                    sub_instance_id: ids.1,
+                    task_id,
+                    status,
+                    result,
+                    attempt,
+                    report_time_ms: t,
+                    appended_workflow_context: ctx,
+                }
+                .into()
+            }),
         (any::<u64>(), any::<bool>(), any::<u32>(), s(), any::<i64>()).prop_map(
             |(id, idle, rem, addr, t)| ProcessorTrackerStatus {
                 instance_id: id,
@@ -304,5 +307,55 @@ pub fn message() -> impl Strategy<Value = Message> {
             }
             .into()
         }),
+        (
+            schedule_job(),
+            s(),
+            vec((any::<(u64, u32)>(), s(), bytes()), 0..5)
+        )
+            .prop_map(|(instance, tt, tasks)| StartTasks {
+                instance,
+                task_tracker_address: tt,
+                tasks: tasks
+                    .into_iter()
+                    .map(|((task_id, dispatch), name, content)| TaskSpec {
+                        task_id,
+                        dispatch,
+                        name,
+                        content
+                    })
+                    .collect()
+            }
+            .into()),
+        (
+            any::<(u64, u32)>(),
+            s(),
+            vec((any::<(u64, u32, bool)>(), s()), 0..5)
+        )
+            .prop_map(|((id, rem), addr, reports)| ReportTaskStatuses {
+                instance_id: id,
+                address: addr,
+                remaining_tasks: rem,
+                reports: reports
+                    .into_iter()
+                    .map(|((task_id, dispatch, success), result)| TaskOutcome {
+                        task_id,
+                        dispatch,
+                        success,
+                        result
+                    })
+                    .collect()
+            }
+            .into()),
+        (any::<(u64, u64, u32, u32)>(), s(), vec(bytes(), 0..5)).prop_map(
+            |((id, parent, dispatch, seq), name, contents)| MapTasks {
+                instance_id: id,
+                parent_task_id: parent,
+                parent_dispatch: dispatch,
+                map_seq: seq,
+                task_name: name,
+                contents
+            }
+            .into()
+        ),
     ]
 }
