@@ -20,6 +20,10 @@ pub const RESULT_PREFIX_BYTES: usize = 4096;
 /// log; exit status 0 succeeds with the last [`SHELL_RESULT_LINES`] lines of standard output
 /// as the result, anything else fails with the exit code. The command runs in its own process
 /// group; on stop or timeout the whole group is killed (SIGKILL), children included.
+///
+/// Environment: `FERROJOB_INSTANCE_ID`, `FERROJOB_JOB_ID`, and for a workflow node
+/// `FERROJOB_WORKFLOW_INSTANCE_ID` and `FERROJOB_WORKFLOW_CONTEXT` (the context as a JSON
+/// object). A node appends to the context when its result (the output above) is a JSON object.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShellProcessor;
 
@@ -36,7 +40,14 @@ impl BasicProcessor for ShellProcessor {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
+            .env("FERROJOB_INSTANCE_ID", ctx.instance_id().to_string())
+            .env("FERROJOB_JOB_ID", ctx.job_id().to_string())
             .kill_on_drop(true);
+        if let Some(wf) = ctx.workflow_instance_id() {
+            command
+                .env("FERROJOB_WORKFLOW_INSTANCE_ID", wf.to_string())
+                .env("FERROJOB_WORKFLOW_CONTEXT", ctx.workflow_context());
+        }
         #[cfg(unix)]
         command.process_group(0);
         let mut child = match command.spawn() {
