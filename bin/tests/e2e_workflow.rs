@@ -43,10 +43,14 @@ async fn run(c: &Cluster, wf: u64, init: serde_json::Value) -> u64 {
 }
 
 async fn finished(c: &Cluster, wi: u64) -> WorkflowInstanceView {
-    wait_for("the workflow instance to end", Duration::from_secs(30), || async {
-        let v = c.client.get_workflow_instance(APP, wi).await.ok()?;
-        v.status.is_finished().then_some(v)
-    })
+    wait_for(
+        "the workflow instance to end",
+        Duration::from_secs(30),
+        || async {
+            let v = c.client.get_workflow_instance(APP, wi).await.ok()?;
+            v.status.is_finished().then_some(v)
+        },
+    )
     .await
 }
 
@@ -91,13 +95,18 @@ async fn a_decision_takes_the_right_branch_and_the_context_reaches_downstream() 
     assert_eq!(node(&v, 2).result.as_deref(), Some("true"));
     assert_eq!(node(&v, 3).status, NodeStatus::Succeed);
     assert_eq!(node(&v, 4).status, NodeStatus::Skipped);
-    assert_eq!(node(&v, 4).instance_id, None, "the branch not taken never ran");
+    assert_eq!(
+        node(&v, 4).instance_id,
+        None,
+        "the branch not taken never ran"
+    );
     // The context holds the init params and node 1's result, and node 3 saw both.
     assert_eq!(v.context.get("tries"), Some(&json!(1)));
     assert_eq!(v.context.get("go"), Some(&json!("left")));
     let seen = node(&v, 3).result.clone().unwrap_or_default();
     assert!(seen.starts_with("left saw "), "{seen}");
-    let ctx: serde_json::Value = serde_json::from_str(seen.trim_start_matches("left saw ")).unwrap();
+    let ctx: serde_json::Value =
+        serde_json::from_str(seen.trim_start_matches("left saw ")).unwrap();
     assert_eq!(ctx["batch"], json!(7));
     assert_eq!(ctx["tries"], json!(1));
     // The node's job instance knows its workflow instance.
@@ -149,7 +158,10 @@ async fn retry_re_runs_only_the_failed_nodes() {
     let second = shell_job(
         &c,
         "second",
-        &format!("test -f {0} || {{ touch {0}; exit 1; }}; echo recovered", mark.display()),
+        &format!(
+            "test -f {0} || {{ touch {0}; exit 1; }}; echo recovered",
+            mark.display()
+        ),
     )
     .await;
     let wf = create(
@@ -225,7 +237,10 @@ async fn a_server_restart_in_the_middle_of_a_workflow_loses_nothing() {
     assert_eq!(v.context.get("origin"), Some(&json!("before the crash")));
     assert_eq!(v.context.get("slept"), Some(&json!(true)));
     let seen = node(&v, 2).result.clone().unwrap_or_default();
-    assert!(seen.contains("before the crash") && seen.contains("slept"), "{seen}");
+    assert!(
+        seen.contains("before the crash") && seen.contains("slept"),
+        "{seen}"
+    );
     // The workflow and its definition are intact too.
     assert_eq!(
         c.client.get_workflow(APP, wf).await.unwrap().body.name,

@@ -1,7 +1,7 @@
-//! MAP / MAP_REDUCE groundwork (issue 6): the TaskTracker's persistent task tree and its
+//! MAP / MAP_REDUCE: the TaskTracker's persistent task tree and its
 //! scheduling core.
 //!
-//! Neither part opens a socket, spawns a task or reads a clock: the worker (not wired yet)
+//! Neither part opens a socket, spawns a task or reads a clock: the worker (`worker::task_tracker`)
 //! feeds the core events and time, and ships what it returns.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Workflows (issue 6 groundwork): definitions, the decision expression language and the
+//! Workflows: definitions, the decision expression language and the
 //! workflow instance state machine — a pure, sans-IO library the server wires in.
 //!
 //! ```text
