@@ -413,6 +413,27 @@ pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// Prints one page of a listing: the whole page as JSON with `--json`, else one `line` per
+/// item and a hint with the next cursor when there is more.
+pub(crate) fn print_page<P: Serialize, T>(
+    json: bool,
+    page: &P,
+    items: &[T],
+    next_cursor: Option<u64>,
+    line: impl Fn(&T) -> String,
+) -> Result<()> {
+    if json {
+        return print_json(page);
+    }
+    for item in items {
+        println!("{}", line(item));
+    }
+    if let Some(c) = next_cursor {
+        println!("(more: --cursor {c})");
+    }
+    Ok(())
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -543,16 +564,7 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                         },
                     )
                     .await?;
-                if json {
-                    return print_json(&page);
-                }
-                for j in &page.items {
-                    println!("{}", job_line(j));
-                }
-                if let Some(c) = page.next_cursor {
-                    println!("(more: --cursor {c})");
-                }
-                Ok(())
+                print_page(json, &page, &page.items, page.next_cursor, job_line)
             }
             JobCmd::Get { app, id } => print_json(&client.get_job(&app.app, *id).await?),
             JobCmd::Run {
@@ -631,16 +643,7 @@ pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
                         },
                     )
                     .await?;
-                if json {
-                    return print_json(&page);
-                }
-                for i in &page.items {
-                    println!("{}", instance_line(i));
-                }
-                if let Some(c) = page.next_cursor {
-                    println!("(more: --cursor {c})");
-                }
-                Ok(())
+                print_page(json, &page, &page.items, page.next_cursor, instance_line)
             }
             InstanceCmd::Stop { app, id }
             | InstanceCmd::Cancel { app, id }

@@ -16,7 +16,7 @@ use ferrojob::client::Client;
 use ferrojob::workflow::NodeKind;
 
 use crate::fmt_ms;
-use crate::remote::{print_json, runtime, truncate, AppArg, Conn};
+use crate::remote::{print_json, print_page, runtime, truncate, AppArg, Conn};
 
 /// Where a workflow definition comes from.
 #[derive(Debug, Clone, clap::Args)]
@@ -312,16 +312,7 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                         },
                     )
                     .await?;
-                if json {
-                    return print_json(&page);
-                }
-                for w in &page.items {
-                    println!("{}", workflow_line(w));
-                }
-                if let Some(c) = page.next_cursor {
-                    println!("(more: --cursor {c})");
-                }
-                Ok(())
+                print_page(json, &page, &page.items, page.next_cursor, workflow_line)
             }
             WorkflowCmd::Get { app, id } => print_json(&client.get_workflow(&app.app, *id).await?),
             WorkflowCmd::Update { app, id, def } => {
@@ -374,16 +365,13 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                         },
                     )
                     .await?;
-                if json {
-                    return print_json(&page);
-                }
-                for i in &page.items {
-                    println!("{}", workflow_instance_line(i));
-                }
-                if let Some(c) = page.next_cursor {
-                    println!("(more: --cursor {c})");
-                }
-                Ok(())
+                print_page(
+                    json,
+                    &page,
+                    &page.items,
+                    page.next_cursor,
+                    workflow_instance_line,
+                )
             }
             WorkflowCmd::Instance { app, id } => {
                 let view = client.get_workflow_instance(&app.app, *id).await?;
