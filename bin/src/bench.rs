@@ -112,16 +112,14 @@ struct Row {
 
 /// Runs a bench; `conn` gives the global `--url`, `--token` and `--json`.
 pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     match cmd {
-        BenchCmd::Dispatch(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?;
-            runtime.block_on(dispatch(args, conn))
-        }
-        BenchCmd::Workflow(args) => bench_workflow::run(args, conn),
-        BenchCmd::Mapreduce(args) => mapreduce::run(args, conn),
+        BenchCmd::Dispatch(args) => runtime.block_on(dispatch(args, conn)),
+        BenchCmd::Workflow(args) => runtime.block_on(bench_workflow::bench(args, conn.json())),
+        BenchCmd::Mapreduce(args) => runtime.block_on(mapreduce::mapreduce(args, conn.json())),
     }
 }
 
@@ -370,9 +368,15 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
 
 /// The cumulative buckets of `ferrojob_dispatch_latency_seconds`: (upper bound in s, count).
 fn dispatch_histogram(metrics: &str) -> Vec<(f64, u64)> {
+    histogram(metrics, "ferrojob_dispatch_latency_seconds")
+}
+
+/// The cumulative buckets of histogram `name` in Prometheus text: (upper bound in s, count).
+fn histogram(metrics: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
     metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("ferrojob_dispatch_latency_seconds_bucket{le=\""))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (bound, count) = rest.split_once("\"} ")?;
             let bound = if bound == "+Inf" {

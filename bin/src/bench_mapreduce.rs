@@ -25,8 +25,6 @@ use ferrojob::time_expression::TimeExpressionType;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::remote::Conn;
-
 /// `ferrojob bench mapreduce` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MapReduceArgs {
@@ -118,15 +116,8 @@ impl WorkerProc {
 }
 
 /// Runs the bench in a runtime of its own.
-pub fn run(args: &MapReduceArgs, conn: &Conn) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(mapreduce(args, conn.json()))
-}
-
-async fn mapreduce(args: &MapReduceArgs, json: bool) -> Result<()> {
+/// Runs one `sum_mr` instance over `args.workers` worker processes and reports it.
+pub(super) async fn mapreduce(args: &MapReduceArgs, json: bool) -> Result<()> {
     if args.workers == 0 || args.batch == 0 {
         bail!("--workers and --batch must be at least 1");
     }

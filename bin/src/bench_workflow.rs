@@ -34,8 +34,6 @@ use ferrojob::time_expression::TimeExpressionType;
 use ferrojob::worker::{Worker, WorkerConfig};
 use serde::Serialize;
 
-use crate::remote::Conn;
-
 /// `ferrojob bench workflow` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkflowArgs {
@@ -74,36 +72,9 @@ struct Row {
     failed_runs: u64,
 }
 
-/// Runs the bench on a runtime of its own.
-pub fn run(args: &WorkflowArgs, conn: &Conn) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    runtime.block_on(bench(args, conn.json()))
-}
-
-/// The cumulative buckets of histogram `name`: (upper bound in s, count).
-fn histogram(metrics: &str, name: &str) -> Vec<(f64, u64)> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter_map(|rest| {
-            let (bound, count) = rest.split_once("\"} ")?;
-            let bound = if bound == "+Inf" {
-                f64::INFINITY
-            } else {
-                bound.parse().ok()?
-            };
-            Some((bound, count.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// `ferrojob_store_commit_seconds`: every write of the core, submit → acknowledged.
 fn histogram_of_commits(metrics: &str) -> Vec<(f64, u64)> {
-    histogram(metrics, "ferrojob_store_commit_seconds")
+    super::histogram(metrics, "ferrojob_store_commit_seconds")
 }
 
 fn gauge(metrics: &str, name: &str) -> f64 {
@@ -113,7 +84,8 @@ fn gauge(metrics: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn bench(args: &WorkflowArgs, json: bool) -> Result<()> {
+/// Runs `args.runs` chains of `args.nodes` nodes and reports the handoffs.
+pub(super) async fn bench(args: &WorkflowArgs, json: bool) -> Result<()> {
     if args.nodes == 0 || args.runs == 0 || args.workers == 0 {
         bail!("--nodes, --runs and --workers must be at least 1");
     }
@@ -201,7 +173,7 @@ async fn bench(args: &WorkflowArgs, json: bool) -> Result<()> {
         walls.push(wall.as_secs_f64() * 1e3);
     }
     let metrics = api.metrics_text();
-    let histogram = histogram(&metrics, "ferrojob_workflow_handoff_seconds");
+    let histogram = super::histogram(&metrics, "ferrojob_workflow_handoff_seconds");
     let commits = histogram_of_commits(&metrics);
     let handoffs = histogram.last().map_or(0, |(_, c)| *c);
     walls.sort_by(f64::total_cmp);
