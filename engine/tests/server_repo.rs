@@ -324,7 +324,7 @@ fn lifecycle_through_the_repo_and_delayed_runs() {
         assert!(repo.load().unwrap().delayed.is_empty());
         let out = delayed
             .apply_report(
-                1,
+                attempt_base(1) + 1,
                 "10.0.0.1:7000",
                 InstanceStatus::Succeed,
                 Some("ok"),
@@ -564,8 +564,14 @@ fn populate(repo: &Repo) {
     }
     let mut done = fire(repo, &j1, NOW, Some(NOW + 300_000));
     done.dispatch("w1", NOW + 1).unwrap();
-    done.apply_report(1, "w1", InstanceStatus::Failed, Some("boom"), NOW + 2)
-        .unwrap();
+    done.apply_report(
+        attempt_base(1) + 1,
+        "w1",
+        InstanceStatus::Failed,
+        Some("boom"),
+        NOW + 2,
+    )
+    .unwrap();
     repo.update_instance(&done).unwrap().wait().unwrap();
     repo.create_instance(
         InstanceRecord::new(j1.id, a.id, "{\"x\":1}", NOW + 9000),
@@ -846,4 +852,116 @@ fn finished_beyond_names_the_oldest_finished_runs() {
         .list_instances(a.id, InstanceFilter::default(), None, 100)
         .unwrap();
     assert_eq!(left.items.len(), 5);
+}
+
+/// A store that runs `hook` once, right after the first range read of `table`: a write that
+/// commits between a listing's index read and its record reads.
+struct RaceAfterRange {
+    inner: MemoryStore,
+    table: &'static str,
+    #[allow(clippy::type_complexity)]
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce(&MemoryStore) + Send>>>,
+}
+
+impl std::fmt::Debug for RaceAfterRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaceAfterRange")
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+impl Store for RaceAfterRange {
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ferrojob_store::StoreError> {
+        self.inner.get(table, key)
+    }
+    fn range(
+        &self,
+        table: &str,
+        range: &ferrojob_store::KeyRange,
+        limit: usize,
+    ) -> Result<Vec<ferrojob_store::KeyValue>, ferrojob_store::StoreError> {
+        let rows = self.inner.range(table, range, limit)?;
+        if table == self.table {
+            if let Some(hook) = self.hook.lock().unwrap().take() {
+                hook(&self.inner);
+            }
+        }
+        Ok(rows)
+    }
+    fn submit(&self, batch: ferrojob_store::Batch) -> ferrojob_store::CommitHandle {
+        self.inner.submit(batch)
+    }
+    fn flush(&self) -> Result<(), ferrojob_store::StoreError> {
+        self.inner.flush()
+    }
+    fn count(&self, table: &str) -> usize {
+        self.inner.count(table)
+    }
+    fn tables(&self) -> Vec<String> {
+        self.inner.tables()
+    }
+}
+
+/// A listing that races a prune answers the remaining rows (it used to fail as corrupt: the
+/// index row it had read named a record deleted meanwhile). A missing record whose index row
+/// is still there stays corruption.
+#[test]
+fn a_listing_that_races_a_prune_returns_the_remaining_rows() {
+    for (table, by_job) in [(keys::APP_INSTANCES, false), (keys::JOB_INSTANCES, true)] {
+        let store = Arc::new(RaceAfterRange {
+            inner: MemoryStore::new(),
+            table,
+            hook: std::sync::Mutex::new(None),
+        });
+        let repo = Arc::new(Repo::open(store.clone()).unwrap());
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let mut fires: Vec<InstanceRecord> =
+            (0..5).map(|n| fire(&repo, &j, NOW + n, None)).collect();
+        for f in &mut fires {
+            f.cancel(NOW).unwrap();
+            repo.update_instance(f).unwrap().wait().unwrap();
+        }
+        let pruned = fires[2].id;
+        let pruner = Arc::clone(&repo);
+        *store.hook.lock().unwrap() = Some(Box::new(move |_| {
+            pruner
+                .delete_instance(pruned, false)
+                .unwrap()
+                .wait()
+                .unwrap();
+        }));
+        let filter = InstanceFilter {
+            job: by_job.then_some(j.id),
+            ..InstanceFilter::default()
+        };
+        let page = repo
+            .list_instances(a.id, filter.clone(), None, 100)
+            .unwrap();
+        let ids: Vec<InstanceId> = page.items.iter().map(|i| i.id).collect();
+        let mut want: Vec<InstanceId> = fires
+            .iter()
+            .map(|f| f.id)
+            .filter(|id| *id != pruned)
+            .collect();
+        want.reverse();
+        assert_eq!(ids, want, "listing by {table}");
+        if by_job {
+            let beyond = repo.finished_beyond(j.id, 0, 100).unwrap();
+            assert_eq!(beyond, want);
+        }
+        // An index row without its record (and no delete in flight) is still corruption.
+        store
+            .inner
+            .commit(
+                ferrojob_store::Batch::new()
+                    .delete(keys::INSTANCES, keys::id(fires[0].id.0).to_vec()),
+            )
+            .unwrap();
+        assert!(matches!(
+            repo.list_instances(a.id, filter, None, 100),
+            Err(RepoError::Corrupt { .. })
+        ));
+    }
 }

@@ -126,7 +126,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             InstanceStatus::Stopped,
                         ][status as usize];
                         matches!(
-                            rec.apply_report(seq, "w", s, Some("r"), now),
+                            rec.apply_report(
+                                attempt_base(rec.running_times) + seq,
+                                "w",
+                                s,
+                                Some("r"),
+                                now
+                            ),
                             Ok(ReportOutcome::Applied)
                         )
                     }

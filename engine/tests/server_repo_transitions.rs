@@ -6,6 +6,8 @@ use ferrojob::server::*;
 use InstanceStatus::*;
 
 const W: &str = "10.0.0.1:7000";
+/// Attempt 1's reports are numbered from `B + 1`.
+const B: u64 = 1 << 32;
 
 /// An instance in `status`, dispatched to `W` unless still WAITING_DISPATCH.
 fn at(status: InstanceStatus) -> InstanceRecord {
@@ -17,7 +19,7 @@ fn at(status: InstanceStatus) -> InstanceRecord {
     match status {
         WaitingWorkerReceive => {}
         Running | Succeed | Failed | Stopped => {
-            i.apply_report(1, W, status, None, 120).unwrap();
+            i.apply_report(B + 1, W, status, None, 120).unwrap();
         }
         Canceled => {
             let mut c = InstanceRecord::new(JobId(1), AppId(1), "", 100);
@@ -175,7 +177,7 @@ fn reports_from_each_status() {
     for &(from, reported, outcome, after) in table {
         let mut i = at(from);
         let before = i.clone();
-        let res = i.apply_report(5, W, reported, Some("r"), 900);
+        let res = i.apply_report(B + 5, W, reported, Some("r"), 900);
         match outcome {
             Some(o) => assert_eq!(res.unwrap(), o, "{reported:?} from {from:?}"),
             None => assert!(
@@ -187,7 +189,7 @@ fn reports_from_each_status() {
         if outcome != Some(ReportOutcome::Applied) {
             assert_eq!(i, before, "{reported:?} from {from:?} changed the record");
         } else {
-            assert_eq!((i.report_seq, i.last_report_time), (5, Some(900)));
+            assert_eq!((i.report_seq, i.last_report_time), (B + 5, Some(900)));
             assert_eq!(i.result.as_deref(), Some("r"));
         }
     }
@@ -195,37 +197,39 @@ fn reports_from_each_status() {
 
 #[test]
 fn stale_foreign_and_duplicate_reports_change_nothing() {
-    let mut i = at(Running); // report_seq 1
+    let mut i = at(Running); // report_seq B + 1
     assert_eq!(
-        i.apply_report(3, W, Running, None, 200).unwrap(),
+        i.apply_report(B + 3, W, Running, None, 200).unwrap(),
         ReportOutcome::Applied
     );
     let snapshot = i.clone();
     // Stale: below the last applied sequence number.
     assert_eq!(
-        i.apply_report(2, W, Succeed, None, 210).unwrap(),
+        i.apply_report(B + 2, W, Succeed, None, 210).unwrap(),
         ReportOutcome::Stale
     );
     // Duplicate: the same report again.
     assert_eq!(
-        i.apply_report(3, W, Running, None, 220).unwrap(),
+        i.apply_report(B + 3, W, Running, None, 220).unwrap(),
         ReportOutcome::Duplicate
     );
     // Foreign: another worker (split brain), even with a newer sequence number.
     assert_eq!(
-        i.apply_report(9, "10.0.0.2:7000", Failed, None, 230)
+        i.apply_report(B + 9, "10.0.0.2:7000", Failed, None, 230)
             .unwrap(),
         ReportOutcome::Foreign
     );
     assert_eq!(i, snapshot);
     // A final report delivered twice makes one transition.
     assert_eq!(
-        i.apply_report(4, W, Succeed, Some("done"), 240).unwrap(),
+        i.apply_report(B + 4, W, Succeed, Some("done"), 240)
+            .unwrap(),
         ReportOutcome::Applied
     );
     let done = i.clone();
     assert_eq!(
-        i.apply_report(4, W, Succeed, Some("done"), 250).unwrap(),
+        i.apply_report(B + 4, W, Succeed, Some("done"), 250)
+            .unwrap(),
         ReportOutcome::Finished
     );
     assert_eq!(i, done);
@@ -233,33 +237,60 @@ fn stale_foreign_and_duplicate_reports_change_nothing() {
 }
 
 #[test]
-fn requeue_forgets_the_worker_but_keeps_the_sequence() {
+fn requeue_forgets_the_worker_and_the_next_attempt_counts_from_its_own_base() {
     let mut i = at(Running);
-    i.apply_report(7, W, Running, None, 200).unwrap();
+    i.apply_report(B + 7, W, Running, None, 200).unwrap();
     i.requeue(300).unwrap();
     // The old worker's late reports are foreign now.
     assert_eq!(
-        i.apply_report(8, W, Succeed, None, 310).unwrap(),
+        i.apply_report(B + 8, W, Succeed, None, 310).unwrap(),
         ReportOutcome::Foreign
     );
-    i.dispatch("w2", 320).unwrap();
+    i.dispatch(W, 320).unwrap();
     assert_eq!(i.running_times, 2);
-    assert_eq!(i.report_seq, 7);
+    assert_eq!(i.report_seq, attempt_base(2));
+    // The same worker picked again: attempt 1's late report is stale for attempt 2.
     assert_eq!(
-        i.apply_report(7, "w2", Running, None, 330).unwrap(),
-        ReportOutcome::Duplicate
+        i.apply_report(B + 8, W, Succeed, None, 330).unwrap(),
+        ReportOutcome::Stale
     );
     assert_eq!(
-        i.apply_report(8, "w2", Succeed, None, 340).unwrap(),
+        i.apply_report(attempt_base(2) + 1, W, Succeed, None, 340)
+            .unwrap(),
         ReportOutcome::Applied
     );
+}
+
+/// One report numbered far beyond its attempt used to become the instance's `report_seq`, so
+/// every report of every later attempt was stale and the instance could never finish.
+#[test]
+fn a_report_beyond_its_attempt_is_refused_and_later_attempts_still_report() {
+    let mut i = at(Running);
+    let before = i.clone();
+    for seq in [attempt_base(2), attempt_base(2) + 1, u64::MAX] {
+        assert_eq!(
+            i.apply_report(seq, W, Failed, None, 200).unwrap(),
+            ReportOutcome::OutOfRange,
+            "seq {seq}"
+        );
+        assert_eq!(i, before);
+    }
+    i.apply_report(B + 2, W, Failed, Some("boom"), 210).unwrap();
+    i.retry(220).unwrap();
+    i.dispatch(W, 230).unwrap();
+    assert_eq!(
+        i.apply_report(attempt_base(2) + 1, W, Succeed, None, 240)
+            .unwrap(),
+        ReportOutcome::Applied
+    );
+    assert_eq!(i.status, Succeed);
 }
 
 #[test]
 fn results_are_capped() {
     let mut i = at(Running);
     let big = "x".repeat(MAX_RESULT_LEN * 2);
-    i.apply_report(2, W, Succeed, Some(&big), 200).unwrap();
+    i.apply_report(B + 2, W, Succeed, Some(&big), 200).unwrap();
     let r = i.result.unwrap();
     assert!(r.len() <= MAX_RESULT_LEN + 32);
     assert!(r.ends_with(&format!("...[{} bytes truncated]", MAX_RESULT_LEN)));

@@ -16,9 +16,14 @@
 //! [`InstanceRecord::apply_report`] drops a report from any worker but the instance's current
 //! one (split brain), one with a sequence number below the last applied (stale), and makes one
 //! with the same sequence number a no-op (duplicate), so a report delivered twice never makes
-//! a second transition. Sequence numbers start at 1 and must grow across the instance's
-//! attempts: `report_seq` is kept through a requeue, and the server hands it to the next
-//! worker as the base to count from.
+//! a second transition.
+//!
+//! Each attempt numbers its reports in a range of its own: [`InstanceRecord::dispatch`] moves
+//! `report_seq` to the attempt's base, `attempt << 32`, which the server hands to the worker
+//! to count from. A late report of an earlier attempt (even from the same worker) is then below
+//! the base and stale; a report numbered beyond its attempt's range is refused
+//! ([`ReportOutcome::OutOfRange`]), so one report with a huge number cannot make every later
+//! attempt's reports stale.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -83,6 +88,13 @@ pub enum ReportOutcome {
     Foreign,
     /// The instance already reached a final status: dropped.
     Finished,
+    /// Numbered beyond the current attempt's range (see the module docs): dropped.
+    OutOfRange,
+}
+
+/// The first report sequence number of attempt `attempt` is `attempt_base(attempt) + 1`.
+pub fn attempt_base(attempt: u32) -> u64 {
+    u64::from(attempt) << 32
 }
 
 impl InstanceRecord {
@@ -145,13 +157,18 @@ impl InstanceRecord {
         }
     }
 
-    /// WAITING_DISPATCH → WAITING_WORKER_RECEIVE: handed to `worker`; counts an attempt.
+    /// WAITING_DISPATCH → WAITING_WORKER_RECEIVE: handed to `worker`; counts an attempt and
+    /// moves `report_seq` to the attempt's base (the worker counts its reports from there).
     pub fn dispatch(&mut self, worker: &str, now: EpochMs) -> Result<(), RepoError> {
         if self.status != InstanceStatus::WaitingDispatch {
             return Err(self.illegal("dispatch"));
         }
+        if self.running_times == u32::MAX {
+            return Err(self.illegal("dispatch (attempts exhausted)"));
+        }
         self.worker = Some(worker.to_owned());
-        self.running_times = self.running_times.saturating_add(1);
+        self.running_times += 1;
+        self.report_seq = self.report_seq.max(attempt_base(self.running_times));
         self.actual_trigger_time = Some(now);
         self.set_status(InstanceStatus::WaitingWorkerReceive, now);
         Ok(())
@@ -174,6 +191,9 @@ impl InstanceRecord {
         }
         if self.worker.as_deref() != Some(source) {
             return Ok(ReportOutcome::Foreign);
+        }
+        if seq >= attempt_base(self.running_times.saturating_add(1)) {
+            return Ok(ReportOutcome::OutOfRange);
         }
         if seq < self.report_seq {
             return Ok(ReportOutcome::Stale);

@@ -37,7 +37,7 @@ pub mod workflow_repo;
 
 pub use codec::RECORD_VERSION;
 pub use error::RepoError;
-pub use instance::{InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
+pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use node::{ServerConfig, ServerCore, ServerError, StoreChoice};
 pub use records::{
     AppId, AppRecord, DelayedRun, JobRecord, LogLevel, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,

@@ -739,18 +739,10 @@ impl Repo {
             for (k, _) in &rows {
                 scanned += 1;
                 let id = keys::read_newest_first(table, k)?;
-                let inst = match self.get_instance(InstanceId(id)) {
-                    Ok(inst) => inst,
-                    Err(RepoError::NotFound { .. }) => {
-                        return Err(RepoError::corrupt(
-                            table,
-                            k,
-                            format!("index row names missing instance {id}"),
-                        ))
-                    }
-                    Err(e) => return Err(e),
-                };
                 range = range.after(k);
+                let Some(inst) = self.indexed_instance(table, k, id)? else {
+                    continue;
+                };
                 let matches = inst.app_id == app && filter.status.is_none_or(|s| inst.status == s);
                 if matches {
                     items.push(inst);
@@ -778,6 +770,30 @@ impl Repo {
                     next_cursor: last,
                 });
             }
+        }
+    }
+
+    /// The instance an index row of `table` (key `key`) names. Reading the index and then the
+    /// record is two reads, not a snapshot: a prune committed between them deletes both, so a
+    /// missing record whose index row is gone too was deleted meanwhile (`None`, skip it). A
+    /// missing record whose index row is still there is corruption.
+    fn indexed_instance(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        id: u64,
+    ) -> Result<Option<InstanceRecord>, RepoError> {
+        match self.get_instance(InstanceId(id)) {
+            Ok(inst) => Ok(Some(inst)),
+            Err(RepoError::NotFound { .. }) => match self.store.get(table, key)? {
+                None => Ok(None),
+                Some(_) => Err(RepoError::corrupt(
+                    table,
+                    key,
+                    format!("index row names missing instance {id}"),
+                )),
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -864,7 +880,9 @@ impl Repo {
             for (k, _) in &rows {
                 scanned += 1;
                 let id = InstanceId(keys::read_newest_first(JOB_INSTANCES, k)?);
-                let inst = self.get_instance(id)?;
+                let Some(inst) = self.indexed_instance(JOB_INSTANCES, k, id.0)? else {
+                    continue;
+                };
                 if inst.status.is_final() && (!fires_only || inst.run > 0) {
                     finished += 1;
                     if finished > keep {

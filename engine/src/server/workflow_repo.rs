@@ -510,7 +510,21 @@ impl Repo {
         let mut items = Vec::with_capacity(rows.len());
         for (k, _) in &rows {
             let id = keys::read_newest_first(table, k)?;
-            let rec = self.get_wf_instance(id)?;
+            let rec = match self.get_wf_instance(id) {
+                Ok(rec) => rec,
+                // Deleted between the index read and this one (see `Repo::list_instances`).
+                Err(RepoError::NotFound { .. }) if self.store().get(table, k)?.is_none() => {
+                    continue
+                }
+                Err(RepoError::NotFound { .. }) => {
+                    return Err(RepoError::corrupt(
+                        table,
+                        k,
+                        format!("index row names missing workflow instance {id}"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
             if rec.app_id == app {
                 items.push(rec);
             }

@@ -874,10 +874,6 @@ impl Shared {
                     InstanceStatus::WaitingWorkerReceive,
                 );
             }
-            // Each attempt numbers its reports in a range of its own: the high 32 bits are
-            // the attempt, so a late report of an earlier attempt (even from the same worker)
-            // is below the base and dropped as stale, never applied to this attempt.
-            st.rec.report_seq = st.rec.report_seq.max(u64::from(st.rec.running_times) << 32);
             let commit = self.persist(&mut st);
             let mut msg = schedule_msg(&def.record, &st.rec, &workers, now);
             self.wf_fill(&mut msg);
@@ -969,8 +965,6 @@ impl Shared {
             unreserve();
             return None;
         }
-        // Attempt 1 numbers its reports from 1 << 32, as `dispatch` does.
-        rec.report_seq = rec.report_seq.max(u64::from(rec.running_times) << 32);
         Some(NewDispatch {
             job: Arc::clone(job),
             def,
