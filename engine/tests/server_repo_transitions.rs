@@ -298,3 +298,58 @@ fn results_are_capped() {
     f.fail(&"é".repeat(MAX_RESULT_LEN), 200).unwrap();
     assert!(f.result.unwrap().len() <= MAX_RESULT_LEN + 32);
 }
+
+/// Reconciliation answers go through the lifecycle too: they confirm or end a dispatched
+/// instance and are refused from any other status.
+#[test]
+fn worker_answers_confirm_or_end_a_dispatched_instance() {
+    let answers: [(&str, Action, InstanceStatus); 3] = [
+        (
+            "answer SUCCEED",
+            |i| i.apply_answer(Succeed, Some("r"), 500),
+            Succeed,
+        ),
+        (
+            "answer FAILED",
+            |i| i.apply_answer(Failed, Some("r"), 500),
+            Failed,
+        ),
+        (
+            "answer STOPPED",
+            |i| i.apply_answer(Stopped, Some("r"), 500),
+            Stopped,
+        ),
+    ];
+    for (name, action, end) in answers {
+        check(
+            name,
+            action,
+            [
+                (WaitingDispatch, None),
+                (WaitingWorkerReceive, Some(end)),
+                (Running, Some(end)),
+                (Succeed, None),
+                (Failed, None),
+                (Canceled, None),
+                (Stopped, None),
+            ],
+        );
+    }
+    let mut i = at(WaitingWorkerReceive);
+    i.apply_answer(Running, None, 500).unwrap();
+    assert_eq!((i.status, i.status_time), (Running, 500));
+    // RUNNING confirmed again changes nothing.
+    let before = i.clone();
+    i.apply_answer(Running, None, 600).unwrap();
+    assert_eq!(i, before);
+    for from in [WaitingDispatch, Succeed, Failed, Canceled, Stopped] {
+        assert!(
+            at(from).apply_answer(Running, None, 600).is_err(),
+            "{from:?}"
+        );
+    }
+    // A status workers never hold is refused.
+    assert!(at(Running)
+        .apply_answer(WaitingDispatch, None, 600)
+        .is_err());
+}

@@ -226,6 +226,39 @@ impl InstanceRecord {
         Ok(ReportOutcome::Applied)
     }
 
+    /// Applies a worker's answer to a status query about the attempt it holds (restart or
+    /// reconnection reconciliation; answers carry no sequence number): RUNNING confirms a
+    /// WAITING_WORKER_RECEIVE instance, SUCCEED, FAILED and STOPPED end it (a result is capped
+    /// like a report's). Only from WAITING_WORKER_RECEIVE or RUNNING.
+    pub fn apply_answer(
+        &mut self,
+        status: InstanceStatus,
+        result: Option<&str>,
+        now: EpochMs,
+    ) -> Result<(), RepoError> {
+        let from_dispatched = matches!(
+            self.status,
+            InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running
+        );
+        match status {
+            InstanceStatus::Running if from_dispatched => {
+                if self.status != InstanceStatus::Running {
+                    self.set_status(InstanceStatus::Running, now);
+                }
+            }
+            InstanceStatus::Succeed | InstanceStatus::Failed | InstanceStatus::Stopped
+                if from_dispatched =>
+            {
+                if let Some(r) = result {
+                    self.result = Some(truncate_marked(r, MAX_RESULT_LEN));
+                }
+                self.set_status(status, now);
+            }
+            _ => return Err(self.illegal("apply a worker's answer")),
+        }
+        Ok(())
+    }
+
     /// WAITING_DISPATCH → CANCELED (the API's cancel; only before dispatch).
     pub fn cancel(&mut self, now: EpochMs) -> Result<(), RepoError> {
         if self.status != InstanceStatus::WaitingDispatch {

@@ -218,21 +218,6 @@ fn schedule_msg(
     }
 }
 
-/// Sets a final status reported out of band (a reconciliation answer).
-fn force_final(
-    rec: &mut InstanceRecord,
-    status: InstanceStatus,
-    result: Option<&str>,
-    now: EpochMs,
-) {
-    rec.status = status;
-    rec.status_time = now;
-    rec.finished_time = Some(now);
-    if let Some(r) = result {
-        rec.result = Some(truncate_marked(r, MAX_RESULT_LEN));
-    }
-}
-
 impl Shared {
     // ----- writes -----
 
@@ -1364,16 +1349,19 @@ impl Shared {
             let old = st.rec.status;
             let follow = match answer {
                 Ok(Message::InstanceStatusReply(rep)) => match from_wire(&rep.status) {
+                    s @ (InstanceStatus::Running
+                    | InstanceStatus::Succeed
+                    | InstanceStatus::Stopped
+                    | InstanceStatus::Failed)
+                        if st.rec.apply_answer(s, rep.result.as_deref(), now).is_err() =>
+                    {
+                        continue
+                    }
                     InstanceStatus::Running => {
-                        if old == InstanceStatus::WaitingWorkerReceive {
-                            st.rec.status = InstanceStatus::Running;
-                            st.rec.status_time = now;
-                            self.note(job.as_deref(), Some(old), InstanceStatus::Running);
-                        }
+                        self.note(job.as_deref(), Some(old), InstanceStatus::Running);
                         Follow::Nothing
                     }
                     s @ (InstanceStatus::Succeed | InstanceStatus::Stopped) => {
-                        force_final(&mut st.rec, s, rep.result.as_deref(), now);
                         self.note(job.as_deref(), Some(old), s);
                         Follow::Final {
                             id,
@@ -1382,12 +1370,6 @@ impl Shared {
                         }
                     }
                     InstanceStatus::Failed => {
-                        force_final(
-                            &mut st.rec,
-                            InstanceStatus::Failed,
-                            rep.result.as_deref(),
-                            now,
-                        );
                         let reason = format!(
                             "attempt {} on {addr} failed: {}",
                             st.rec.running_times,
