@@ -281,9 +281,40 @@ async fn unconfirmed_dispatch_is_requeued_to_another_worker() {
     assert_eq!(silent.next_schedule().await.instance_id, id);
     status_is(&api, &app, id, S::WaitingWorkerReceive).await;
     clock.advance(10_000);
+    // The silent worker is told to stop the attempt it never confirmed before the instance
+    // runs elsewhere.
+    assert_eq!(silent.next_stop().await, id);
     assert_eq!(good.next_schedule().await.instance_id, id);
     let v = status_is(&api, &app, id, S::Succeed).await;
     assert_eq!(v.worker.as_deref(), Some("w2:1"));
+    assert_eq!(v.running_times, 2);
+    server.shutdown().await;
+}
+
+/// With one worker, the requeued instance goes back to it: first the stop of the attempt it
+/// never confirmed, then the new attempt, numbered in a range of its own.
+#[tokio::test]
+async fn unconfirmed_dispatch_to_the_only_worker_is_stopped_then_dispatched_again() {
+    let clock = VirtualClock::new(T0);
+    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Silent).await;
+    w.register(&api, &app, 64, T0).await;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let id = run(&api, &app, j).await;
+    let first = w.next_schedule().await;
+    assert_eq!(first.report_seq_base, 1 << 32);
+    clock.advance(10_000);
+    assert_eq!(w.next_stop().await, id);
+    let second = w.next_schedule().await;
+    assert_eq!((second.instance_id, second.report_seq_base), (id, 2 << 32));
+    w.r().report(id, W::Succeed, Some("ok")).await;
+    let v = status_is(&api, &app, id, S::Succeed).await;
     assert_eq!(v.running_times, 2);
     server.shutdown().await;
 }

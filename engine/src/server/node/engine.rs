@@ -570,10 +570,18 @@ impl Shared {
             return;
         }
         tracing::warn!(instance = id.0, worker = ?st.rec.worker, "worker did not confirm in time; requeued");
+        let worker = st.rec.worker.clone();
         let job = self.job(st.rec.job_id);
         let f = self.requeue_plain(&mut st, job.as_deref(), now);
         let (c, f) = self.persist_follow(&mut st, f);
         drop(st);
+        // The worker may still have the ScheduleJob (queued, or late on the wire): tell it to
+        // stop before the next attempt is dispatched, so the instance never runs twice. The
+        // next ScheduleJob goes out after the requeue's write, behind this stop on the same
+        // connection when the same worker is picked again.
+        if let Some(w) = worker {
+            self.send_stop(&w, id);
+        }
         self.after_write(c, f);
     }
 
