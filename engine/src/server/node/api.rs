@@ -11,7 +11,7 @@ use crate::api::{
     WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::dispatch::GIB;
-use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
+use crate::model::{InstanceId, InstanceStatus, JobId};
 use crate::server::{AppId, InstanceFilter, InstanceRecord, JobRecord};
 
 use super::engine::{AfterCreate, Follow, PendingRun};
@@ -23,15 +23,6 @@ const MAX_DELAY_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 /// The [`Api`] of a running server core.
 #[derive(Debug)]
 pub(crate) struct NodeApi(pub(crate) Arc<Shared>);
-
-fn not_supported(e: ExecuteType) -> Option<ApiError> {
-    (!Shared::supported(e)).then(|| {
-        ApiError::invalid(
-            "execute_type",
-            format!("{e:?} is not supported by this server"),
-        )
-    })
-}
 
 fn limit(l: Option<u32>, default: usize) -> usize {
     l.map_or(default, |l| usize::try_from(l).unwrap_or(usize::MAX))
@@ -153,9 +144,6 @@ impl Api for NodeApi {
     fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created> {
         Box::pin(async move {
             let sh = &self.0;
-            if let Some(e) = not_supported(body.execute_type) {
-                return Err(e);
-            }
             let record = body.to_record(app.id)?;
             let def = JobDef::new(record.clone())?;
             let now = sh.now();
@@ -212,9 +200,6 @@ impl Api for NodeApi {
     fn update_job(&self, app: AppRef, id: u64, body: JobBody) -> ApiFuture<'_, JobView> {
         Box::pin(async move {
             let job = self.job_of(&app, id)?;
-            if let Some(e) = not_supported(body.execute_type) {
-                return Err(e);
-            }
             let record = body.to_record(app.id)?;
             self.replace(job, record).await
         })

@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use crate::dispatch::{DispatchSpec, RegistryConfig, RoundRobinCursor, WorkerRegistry};
-use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
+use crate::model::{InstanceId, InstanceStatus, JobId};
 use crate::server::{AppId, AppRecord, InstanceRecord, JobRecord, Repo, RepoError};
 use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
 
@@ -328,17 +328,6 @@ impl Shared {
                     });
             }
         }
-    }
-
-    /// The execute types the server runs (all of them; kept as the one place to say so).
-    pub(crate) fn supported(execute_type: ExecuteType) -> bool {
-        matches!(
-            execute_type,
-            ExecuteType::Standalone
-                | ExecuteType::Broadcast
-                | ExecuteType::Map
-                | ExecuteType::MapReduce
-        )
     }
 }
 
