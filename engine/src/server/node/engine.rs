@@ -96,7 +96,7 @@ fn wire_time(t: TimeExpressionType) -> wire::TimeExpressionType {
 #[derive(Debug)]
 pub(crate) enum AfterCreate {
     /// It was written WAITING_WORKER_RECEIVE ([`Shared::dispatch_new`]): hand it over.
-    Dispatched(NewDispatch),
+    Dispatched(Claim),
     /// It was written WAITING_DISPATCH: own it and dispatch it at `at` (`None` = at once).
     Dispatch { at: Option<EpochMs> },
 }
@@ -164,17 +164,29 @@ impl Drop for PendingRun {
     }
 }
 
-/// A new instance dispatched before its first write (see `Shared::dispatch_new`).
+/// An instance handed to a worker before its WAITING_WORKER_RECEIVE write (see
+/// `Shared::claim`): its job, the selected workers (the TaskTracker first) and the
+/// TaskTracker's connection. It holds one of the job's running slots (`max_instances`):
+/// [`Shared::hand_over`] keeps it, [`Shared::abandon`] gives it back.
 #[derive(Debug)]
-pub(crate) struct NewDispatch {
+pub(crate) struct Claim {
     job: Arc<JobState>,
     def: Arc<JobDef>,
-    /// Whether a `max_instances` slot was reserved.
-    reserved: bool,
     workers: Vec<Arc<str>>,
     conn: ConnectionHandle,
     ready: Instant,
     now: EpochMs,
+}
+
+/// Why an instance cannot be handed to a worker now.
+#[derive(Debug)]
+enum Refusal {
+    /// No eligible or connected worker: try again shortly.
+    NoWorker(String),
+    /// The instance cannot run (job deleted, too many instances, invalid settings): FAILED.
+    Fail(String),
+    /// The instance is not WAITING_DISPATCH, or the server is stopping: nothing to do.
+    Nothing,
 }
 
 /// The ScheduleJob of `rec`'s current attempt (dispatched at `now` to `workers`, the
@@ -772,120 +784,118 @@ impl Shared {
 
     // ----- dispatch -----
 
-    /// Dispatches a WAITING_DISPATCH instance: max_instances, worker selection (with a few
-    /// retries over a short window when no worker is eligible), the WAITING_WORKER_RECEIVE
-    /// write, then ScheduleJob on the TaskTracker's connection.
-    pub(crate) async fn dispatch(self: Arc<Self>, id: InstanceId) {
-        if self.is_shutting_down() {
-            return;
+    /// The one dispatch rule, for instances the core owns and new ones alike: the job must
+    /// still exist, a `max_instances` slot is reserved, the TaskTracker and the workers are
+    /// selected (a retried instance prefers another worker than `avoid`) and must be
+    /// connected, and `rec` moves to WAITING_WORKER_RECEIVE. On a refusal nothing changed.
+    fn claim(
+        &self,
+        job: Option<Arc<JobState>>,
+        rec: &mut InstanceRecord,
+        avoid: Option<&str>,
+        now: EpochMs,
+    ) -> Result<Claim, Refusal> {
+        if self.is_shutting_down() || rec.status != InstanceStatus::WaitingDispatch {
+            return Err(Refusal::Nothing);
         }
+        let job = match job {
+            Some(j) if !j.deleted.load(Ordering::Acquire) => j,
+            _ => return Err(Refusal::Fail(format!("job {} was deleted", rec.job_id.0))),
+        };
+        let def = job.def();
+        let max = def.record.max_instances;
+        // Every dispatched instance holds a running slot (counted even without a limit, so
+        // that the count is right when a limit is set later).
+        if job
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n.saturating_add(1))
+            })
+            .is_err()
+        {
+            return Err(Refusal::Fail(format!(
+                "too many instances: job {} allows {max} at once (max_instances)",
+                job.id.0
+            )));
+        }
+        let release = |job: &JobState| {
+            job.running.fetch_sub(1, Ordering::AcqRel);
+        };
+        let (tracker, workers) = match self.select(&job, &def, avoid, now) {
+            Ok(sel) => sel,
+            Err(DispatchError::NoEligibleWorker { app, exclusions }) => {
+                release(&job);
+                return Err(Refusal::NoWorker(format!(
+                    "no eligible worker for app {app}: {exclusions}"
+                )));
+            }
+            Err(e) => {
+                release(&job);
+                return Err(Refusal::Fail(e.to_string()));
+            }
+        };
+        let Some(conn) = self.conns.get(&*tracker).map(|c| c.handle.clone()) else {
+            release(&job);
+            return Err(Refusal::NoWorker(format!(
+                "worker {tracker} is not connected"
+            )));
+        };
+        if rec.dispatch(&tracker, now).is_err() {
+            release(&job);
+            return Err(Refusal::Nothing);
+        }
+        Ok(Claim {
+            job,
+            def,
+            workers,
+            conn,
+            ready: Instant::now(),
+            now,
+        })
+    }
+
+    /// Dispatches a WAITING_DISPATCH instance the core owns: [`claim`](Shared::claim) (a
+    /// refusal fails it, or retries shortly when no worker is eligible), the
+    /// WAITING_WORKER_RECEIVE write, then [`hand_over`](Shared::hand_over).
+    pub(crate) async fn dispatch(self: Arc<Self>, id: InstanceId) {
         let Some(slot) = self.slot(id) else { return };
         let now = self.now();
-        let (commit, msg, handle, ready, timeout_ms) = {
+        let (commit, claim) = {
             let mut st = slot.lock();
-            if st.rec.status != InstanceStatus::WaitingDispatch {
-                return;
-            }
-            let job = match self.job(st.rec.job_id) {
-                Some(j) if !j.deleted.load(Ordering::Acquire) => j,
-                _ => {
-                    let reason = format!("job {} was deleted", st.rec.job_id.0);
-                    let f = self.fail_now(&mut st, None, &reason, now);
-                    let (c, f) = self.persist_follow(&mut st, f);
-                    drop(st);
-                    self.after_write(c, f);
-                    return;
-                }
-            };
-            let def = job.def();
-            let max = def.record.max_instances;
-            if max > 0 {
-                let reserved = job
-                    .running
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < max).then_some(n + 1)
-                    })
-                    .is_ok();
-                if !reserved {
-                    let reason = format!(
-                        "too many instances: job {} allows {max} at once (max_instances)",
-                        job.id.0
+            let job = self.job(st.rec.job_id);
+            let avoid = st.avoid.clone();
+            match self.claim(job.clone(), &mut st.rec, avoid.as_deref(), now) {
+                Ok(claim) => {
+                    st.no_worker_attempts = 0;
+                    st.ready = claim.ready;
+                    // The running count was taken by the claim.
+                    self.metrics.transition(
+                        Some(InstanceStatus::WaitingDispatch),
+                        InstanceStatus::WaitingWorkerReceive,
                     );
-                    let f = self.fail_now(&mut st, Some(&job), &reason, now);
-                    let (c, f) = self.persist_follow(&mut st, f);
-                    drop(st);
-                    self.after_write(c, f);
-                    return;
+                    (self.persist(&mut st), claim)
                 }
-            }
-            let unreserve = |job: &JobState| {
-                if max > 0 {
-                    job.running.fetch_sub(1, Ordering::AcqRel);
-                }
-            };
-            let selected = self.select(&job, &def, st.avoid.as_deref(), now);
-            let (tracker, workers, conn) = match selected {
-                Ok((tracker, workers)) => match self.conns.get(&*tracker) {
-                    Some(c) => (tracker, workers, c.handle.clone()),
-                    None => {
-                        unreserve(&job);
-                        let e = format!("worker {tracker} is not connected");
-                        self.no_worker(&mut st, &job, &e, now);
-                        return;
+                Err(Refusal::Nothing) => return,
+                Err(Refusal::NoWorker(why)) => {
+                    if let Some(job) = job {
+                        self.no_worker(&mut st, &job, &why, now);
                     }
-                },
-                Err(DispatchError::NoEligibleWorker { app, exclusions }) => {
-                    unreserve(&job);
-                    let e = format!("no eligible worker for app {app}: {exclusions}");
-                    self.no_worker(&mut st, &job, &e, now);
                     return;
                 }
-                Err(e) => {
-                    unreserve(&job);
-                    let f = self.fail_now(&mut st, Some(&job), &e.to_string(), now);
+                Err(Refusal::Fail(reason)) => {
+                    let f = self.fail_now(&mut st, job.as_deref(), &reason, now);
                     let (c, f) = self.persist_follow(&mut st, f);
                     drop(st);
                     self.after_write(c, f);
                     return;
                 }
-            };
-            st.no_worker_attempts = 0;
-            if st.rec.dispatch(&tracker, now).is_err() {
-                unreserve(&job);
-                return;
             }
-            if max > 0 {
-                // The running count was reserved above.
-                self.metrics.transition(
-                    Some(InstanceStatus::WaitingDispatch),
-                    InstanceStatus::WaitingWorkerReceive,
-                );
-            } else {
-                self.note(
-                    Some(&job),
-                    Some(InstanceStatus::WaitingDispatch),
-                    InstanceStatus::WaitingWorkerReceive,
-                );
-            }
-            let commit = self.persist(&mut st);
-            let mut msg = schedule_msg(&def.record, &st.rec, &workers, now);
-            self.wf_fill(&mut msg);
-            (commit, msg, conn, st.ready, def.record.timeout_ms)
         };
         let Some(commit) = commit else { return };
         if self.await_commit(commit).await.is_err() {
             return;
         }
-        self.arm_checks(id, now, timeout_ms);
-        if handle.send(msg).await.is_ok() {
-            self.metrics.dispatch_latency.observe(ready.elapsed());
-            self.wf_sent(id);
-        } else {
-            tracing::warn!(
-                instance = id.0,
-                "worker connection closed during dispatch; the receive check requeues it"
-            );
-        }
+        self.hand_over(&slot, claim);
     }
 
     /// Arms the receive check and (with a timeout) the run-timeout safety net of the attempt
@@ -905,126 +915,87 @@ impl Shared {
         }
     }
 
-    // ----- dispatch at creation -----
-
     /// Tries to dispatch a new instance (an API run or a fire) before its first write, so it
     /// is written once, already WAITING_WORKER_RECEIVE, instead of WAITING_DISPATCH and then
-    /// WAITING_WORKER_RECEIVE. On success `rec` is dispatched (worker, attempt 1, report
-    /// numbering) and a `max_instances` slot is reserved; the caller writes `rec` and then
-    /// calls [`start_dispatched`](Shared::start_dispatched) once the write is acknowledged,
-    /// or [`abandon_dispatched`](Shared::abandon_dispatched) if it failed. `None` (job
-    /// deleted, no slot, no eligible or connected worker, shutting down): nothing changed;
-    /// the caller writes it WAITING_DISPATCH and dispatches it as usual, which handles every
-    /// refusal (FAILED, no-worker retries) exactly as before.
+    /// WAITING_WORKER_RECEIVE. It is [`claim`](Shared::claim), the same rule as for owned
+    /// instances: on success the caller writes `rec` and then calls
+    /// [`start_dispatched`](Shared::start_dispatched) once the write is acknowledged, or
+    /// [`abandon`](Shared::abandon) if it failed. `None`: nothing changed; the caller writes
+    /// it WAITING_DISPATCH and [`dispatch`](Shared::dispatch)es it, which handles every
+    /// refusal (FAILED, no-worker retries).
     pub(crate) fn dispatch_new(
         &self,
         job: &Arc<JobState>,
         rec: &mut InstanceRecord,
         now: EpochMs,
-    ) -> Option<NewDispatch> {
-        if self.is_shutting_down()
-            || job.deleted.load(Ordering::Acquire)
-            || rec.status != InstanceStatus::WaitingDispatch
-        {
-            return None;
-        }
-        let def = job.def();
-        let max = def.record.max_instances;
-        let reserved = max > 0;
-        if reserved
-            && job
-                .running
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < max).then_some(n + 1)
-                })
-                .is_err()
-        {
-            return None;
-        }
-        let unreserve = || {
-            if reserved {
-                job.running.fetch_sub(1, Ordering::AcqRel);
-            }
-        };
-        let Ok((tracker, workers)) = self.select(job, &def, None, now) else {
-            unreserve();
-            return None;
-        };
-        let Some(conn) = self.conns.get(&*tracker).map(|c| c.handle.clone()) else {
-            unreserve();
-            return None;
-        };
-        if rec.dispatch(&tracker, now).is_err() {
-            unreserve();
-            return None;
-        }
-        Some(NewDispatch {
-            job: Arc::clone(job),
-            def,
-            reserved,
-            workers,
-            conn,
-            ready: Instant::now(),
-            now,
-        })
+    ) -> Option<Claim> {
+        self.claim(Some(Arc::clone(job)), rec, None, now).ok()
     }
 
     /// The write of a [`dispatch_new`](Shared::dispatch_new)ed instance is acknowledged:
-    /// the core owns it (WAITING_WORKER_RECEIVE), its checks are armed and ScheduleJob is
-    /// handed to the TaskTracker's connection.
-    pub(crate) fn start_dispatched(self: &Arc<Self>, rec: InstanceRecord, nd: NewDispatch) {
+    /// the core owns it (WAITING_WORKER_RECEIVE) and hands it over.
+    pub(crate) fn start_dispatched(self: &Arc<Self>, rec: InstanceRecord, claim: Claim) {
         let id = rec.id;
-        let mut msg = schedule_msg(&nd.def.record, &rec, &nd.workers, nd.now);
-        self.wf_fill(&mut msg);
         let status = rec.status;
         let mut st = InstState::new(rec);
-        st.ready = nd.ready;
+        st.ready = claim.ready;
         let slot: Slot = Arc::new(parking_lot::Mutex::new(st));
         self.active.insert(id, Arc::clone(&slot));
-        if nd.reserved {
-            // The running count was reserved by `dispatch_new`.
-            self.metrics.transition(None, status);
-        } else {
-            self.note(Some(&nd.job), None, status);
-        }
-        self.arm_checks(id, nd.now, nd.def.record.timeout_ms);
-        match nd.conn.try_send(msg) {
+        // The running count was taken by the claim.
+        self.metrics.transition(None, status);
+        self.hand_over(&slot, claim);
+    }
+
+    /// The WAITING_WORKER_RECEIVE write of a claimed instance is acknowledged: its checks
+    /// are armed and ScheduleJob goes to the TaskTracker's connection (in a task of its own
+    /// when the connection's queue is full, unless the attempt was superseded meanwhile). A
+    /// connection that closed while the write was in flight (its worker may have been
+    /// declared gone before the instance was owned) requeues it at once rather than at the
+    /// receive check.
+    fn hand_over(self: &Arc<Self>, slot: &Slot, claim: Claim) {
+        let current = |st: &InstState| {
+            st.rec.status == InstanceStatus::WaitingWorkerReceive && st.rec.status_time == claim.now
+        };
+        let (id, mut msg) = {
+            let st = slot.lock();
+            if !current(&st) {
+                return;
+            }
+            let msg = schedule_msg(&claim.def.record, &st.rec, &claim.workers, claim.now);
+            (st.rec.id, msg)
+        };
+        self.wf_fill(&mut msg);
+        self.arm_checks(id, claim.now, claim.def.record.timeout_ms);
+        match claim.conn.try_send(msg) {
             Ok(()) => {
-                self.metrics.dispatch_latency.observe(nd.ready.elapsed());
+                self.metrics.dispatch_latency.observe(claim.ready.elapsed());
                 self.wf_sent(id);
             }
             Err(SendError::Full { .. }) => {
-                // The connection's queue is full: wait for room in a task of its own, unless
-                // the attempt was superseded meanwhile (requeued, stopped).
                 let msg = {
                     let st = slot.lock();
-                    (st.rec.status == InstanceStatus::WaitingWorkerReceive
-                        && st.rec.status_time == nd.now)
-                        .then(|| schedule_msg(&nd.def.record, &st.rec, &nd.workers, nd.now))
+                    current(&st).then(|| {
+                        schedule_msg(&claim.def.record, &st.rec, &claim.workers, claim.now)
+                    })
                 };
                 let Some(mut msg) = msg else { return };
                 self.wf_fill(&mut msg);
                 let sh = Arc::clone(self);
                 tokio::spawn(async move {
-                    if nd.conn.send(msg).await.is_ok() {
-                        sh.metrics.dispatch_latency.observe(nd.ready.elapsed());
+                    if claim.conn.send(msg).await.is_ok() {
+                        sh.metrics.dispatch_latency.observe(claim.ready.elapsed());
                         sh.wf_sent(id);
                     }
                 });
             }
             Err(_) => {
-                // The connection closed while the write was in flight (its worker may have
-                // been declared gone before this instance was in `active`): requeue now
-                // rather than at the receive check.
                 tracing::warn!(
                     instance = id.0,
                     "worker connection closed during dispatch; requeued"
                 );
                 let mut st = slot.lock();
-                if st.rec.status == InstanceStatus::WaitingWorkerReceive
-                    && st.rec.status_time == nd.now
-                {
-                    let f = self.requeue_plain(&mut st, Some(&nd.job), self.now());
+                if current(&st) {
+                    let f = self.requeue_plain(&mut st, Some(&claim.job), self.now());
                     let (c, f) = self.persist_follow(&mut st, f);
                     drop(st);
                     self.after_write(c, f);
@@ -1036,7 +1007,7 @@ impl Shared {
     /// A run's creation is acknowledged: start it.
     pub(crate) fn after_create(self: &Arc<Self>, rec: InstanceRecord, then: AfterCreate) {
         match then {
-            AfterCreate::Dispatched(nd) => self.start_dispatched(rec, nd),
+            AfterCreate::Dispatched(claim) => self.start_dispatched(rec, claim),
             AfterCreate::Dispatch { at } => {
                 let id = rec.id;
                 self.admit(rec);
@@ -1052,17 +1023,15 @@ impl Shared {
 
     /// A run's creation failed: undo what was prepared for it.
     pub(crate) fn create_failed(&self, then: AfterCreate) {
-        if let AfterCreate::Dispatched(nd) = then {
-            self.abandon_dispatched(nd);
+        if let AfterCreate::Dispatched(claim) = then {
+            self.abandon(claim);
         }
     }
 
-    /// The write of a [`dispatch_new`](Shared::dispatch_new)ed instance failed: release its
-    /// `max_instances` slot (nothing else was changed).
-    pub(crate) fn abandon_dispatched(&self, nd: NewDispatch) {
-        if nd.reserved {
-            nd.job.running.fetch_sub(1, Ordering::AcqRel);
-        }
+    /// The write of a claimed instance failed: give its running slot back (nothing else was
+    /// changed).
+    pub(crate) fn abandon(&self, claim: Claim) {
+        claim.job.running.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Selects the TaskTracker and the workers; a retried instance prefers a worker other
