@@ -30,6 +30,8 @@ enum DomItem {
     Plain(Item),
     Last(u32),
     LastWeekday,
+    /// `L-nW`.
+    LastMinusNearest(u32),
     Nearest(u32),
 }
 
@@ -145,6 +147,7 @@ impl Expr {
                         DomItem::Last(0) => "L".into(),
                         DomItem::Last(n) => format!("L-{n}"),
                         DomItem::LastWeekday => "LW".into(),
+                        DomItem::LastMinusNearest(n) => format!("L-{n}W"),
                         DomItem::Nearest(n) => format!("{n}W"),
                     })
                     .collect();
@@ -194,19 +197,20 @@ impl Expr {
                 .number_from_sunday()
         };
         let is_weekday = |day: u32| (2..=6).contains(&wd(day));
+        // The Monday-Friday day of the month closest to `n`.
+        let nearest = |n: u32| {
+            (1..=dim)
+                .filter(|x| is_weekday(*x))
+                .min_by_key(|x| x.abs_diff(n))
+        };
         match &self.days {
             Days::Every(..) => true,
             Days::Month(items, _) => items.iter().any(|i| match i {
                 DomItem::Plain(p) => item_matches(p, DOM, d),
                 DomItem::Last(n) => d + n == dim,
                 DomItem::LastWeekday => is_weekday(d) && (d + 1..=dim).all(|x| !is_weekday(x)),
-                DomItem::Nearest(n) => {
-                    *n <= dim
-                        && (1..=dim)
-                            .filter(|x| is_weekday(*x))
-                            .min_by_key(|x| x.abs_diff(*n))
-                            == Some(d)
-                }
+                DomItem::Nearest(n) => *n <= dim && nearest(*n) == Some(d),
+                DomItem::LastMinusNearest(n) => *n < dim && nearest(dim - n) == Some(d),
             }),
             Days::Week(_, items) => items.iter().any(|i| match i {
                 DowItem::Plain(p) => item_matches(p, DOW, wd(d)),
@@ -318,6 +322,7 @@ fn days() -> impl Strategy<Value = Days> {
         3 => item(DOM).prop_map(DomItem::Plain),
         1 => (0u32..=30).prop_map(DomItem::Last),
         1 => Just(DomItem::LastWeekday),
+        1 => (0u32..=30).prop_map(DomItem::LastMinusNearest),
         2 => (1u32..=31).prop_map(DomItem::Nearest),
     ];
     let dow_item = prop_oneof![
@@ -328,7 +333,13 @@ fn days() -> impl Strategy<Value = Days> {
     prop_oneof![
         1 => prop_oneof![Just(Days::Every("?", "*")), Just(Days::Every("*", "?")), Just(Days::Every("*", "*"))],
         2 => (prop::collection::vec(dom_item, 1..=3), unrestricted.clone()).prop_map(|(i, o)| Days::Month(i, o)),
-        2 => (unrestricted, prop::collection::vec(dow_item, 1..=3)).prop_map(|(o, i)| Days::Week(o, i)),
+        // An `nL` item only alone (a list with one is refused, as in Quartz).
+        2 => (unrestricted, prop::collection::vec(dow_item, 1..=3)).prop_map(|(o, mut i)| {
+            if let Some(p) = i.iter().position(|x| matches!(x, DowItem::LastOf(_))) {
+                i = vec![i.swap_remove(p)];
+            }
+            Days::Week(o, i)
+        }),
     ]
 }
 

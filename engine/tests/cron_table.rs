@@ -320,6 +320,85 @@ fn nearest_weekday() {
 }
 
 #[test]
+fn nearest_weekday_before_the_last_day() {
+    // L-2W in 2026: Jan 29 (Thu), Feb 26 (Thu), Mar 29 is a Sunday -> Monday 30, Apr 28,
+    // May 29 (Fri), Jun 29 (Mon).
+    check(
+        "0 0 0 L-2W * ?",
+        "UTC",
+        "2026-01-01T00:00:00Z",
+        &[
+            "2026-01-29T00:00:00Z",
+            "2026-02-26T00:00:00Z",
+            "2026-03-30T00:00:00Z",
+            "2026-04-28T00:00:00Z",
+            "2026-05-29T00:00:00Z",
+            "2026-06-29T00:00:00Z",
+        ],
+    );
+    // L-30W exists only in 31-day months: Jan 1 2026 is a Thursday, Mar 1 a Sunday -> Monday 2.
+    check(
+        "0 0 0 L-30W * ?",
+        "UTC",
+        "2025-12-31T12:00:00Z",
+        &[
+            "2026-01-01T00:00:00Z",
+            "2026-03-02T00:00:00Z",
+            "2026-05-01T00:00:00Z",
+        ],
+    );
+    // L-0W is LW.
+    check(
+        "0 0 18 L-0W 5 ?",
+        "UTC",
+        "2026-01-01T00:00:00Z",
+        &["2026-05-29T18:00:00Z"],
+    );
+    // Lists mix L, L-n, nW and L-nW: Feb 2026 ends on a Saturday and the 15th is a Sunday.
+    check(
+        "0 0 0 15W,L-1W,L,L-3 2,3 ?",
+        "UTC",
+        "2026-02-01T00:00:00Z",
+        &[
+            "2026-02-16T00:00:00Z",
+            "2026-02-25T00:00:00Z",
+            "2026-02-27T00:00:00Z",
+            "2026-02-28T00:00:00Z",
+            "2026-03-16T00:00:00Z",
+            "2026-03-28T00:00:00Z",
+            "2026-03-30T00:00:00Z",
+            "2026-03-31T00:00:00Z",
+        ],
+    );
+    check_err(
+        "0 0 0 L-31W * ?",
+        Some(CronField::DayOfMonth),
+        "out of range 0-30",
+    );
+    check_err("0 0 0 L-W * ?", Some(CronField::DayOfMonth), "L-W");
+}
+
+/// Quartz refuses `L` listed with other days of the week, and so do we.
+#[test]
+fn last_in_a_day_of_week_list_is_refused() {
+    for expr in [
+        "0 0 0 ? * 6L,MON",
+        "0 0 0 ? * L,2",
+        "0 0 0 ? * MON,6l",
+        "0 0 0 ? * 2#1,L",
+        "0 0 0 ? * 2#1,6L",
+    ] {
+        check_err(expr, Some(CronField::DayOfWeek), "cannot be listed");
+    }
+    check(
+        "0 0 0 ? * 6L",
+        "UTC",
+        "2026-11-01T00:00:00Z",
+        &["2026-11-27T00:00:00Z"],
+    );
+}
+
+#[test]
 fn nth_and_last_weekday() {
     // 6#3: the third Friday.
     check(
@@ -365,13 +444,14 @@ fn nth_and_last_weekday() {
         "2026-01-01T00:00:00Z",
         &["2026-08-31T00:00:00Z"],
     );
+    // Other forms still list together: the first Monday and the third Friday.
     check(
-        "0 0 0 ? * 2#1,6L",
+        "0 0 0 ? * 2#1,6#3",
         "UTC",
         "2026-11-01T00:00:00Z",
         &[
             "2026-11-02T00:00:00Z",
-            "2026-11-27T00:00:00Z",
+            "2026-11-20T00:00:00Z",
             "2026-12-07T00:00:00Z",
         ],
     );

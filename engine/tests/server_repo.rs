@@ -937,7 +937,7 @@ fn a_listing_that_races_a_prune_returns_the_remaining_rows() {
             ..InstanceFilter::default()
         };
         let page = repo
-            .list_instances(a.id, filter.clone(), None, 100)
+            .list_instances(a.id, filter, None, 100)
             .unwrap();
         let ids: Vec<InstanceId> = page.items.iter().map(|i| i.id).collect();
         let mut want: Vec<InstanceId> = fires

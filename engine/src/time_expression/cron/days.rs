@@ -1,4 +1,5 @@
-//! Which days of a month a cron expression allows: day-of-month (`15`, `L`, `L-3`, `LW`, `15W`)
+//! Which days of a month a cron expression allows: day-of-month (`15`, `L`, `L-3`, `LW`,
+//! `L-3W`, `15W`)
 //! or day-of-week (`MON-FRI`, `6L`, `6#3`), reduced to a bit mask of the month's days.
 //!
 //! Quartz lets only one of the two fields restrict the day (the other is `?`), so a month's
@@ -9,15 +10,17 @@ use crate::time_expression::civil::{days_in_month, weekday};
 
 /// The day-of-month field, as a union of the forms its list items take.
 ///
-/// Invariant: `plain` and `nearest_weekday` use bits 1–31 only; `last_minus` bits 0–30.
+/// Invariant: `plain` and `nearest_weekday` use bits 1–31 only; `last_minus` and
+/// `last_minus_weekday` bits 0–30.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct DayOfMonth {
     /// Plain days (`1,15`, `1-10/2`).
     pub(crate) plain: Bits,
     /// `L-n` offsets from the last day: bit `n` set means `L-n` (`L` is `L-0`).
     pub(crate) last_minus: Bits,
-    /// `LW`: the last weekday (Monday–Friday) of the month.
-    pub(crate) last_weekday: bool,
+    /// `L-nW`: bit `n` set means the weekday (Monday–Friday) nearest to day `L-n`, without
+    /// leaving the month (`LW`, the month's last weekday, is `L-0W`).
+    pub(crate) last_minus_weekday: Bits,
     /// `nW`: the weekday nearest to day `n`, without leaving the month.
     pub(crate) nearest_weekday: Bits,
 }
@@ -78,32 +81,32 @@ impl DayOfMonth {
         }
         let first_wd = weekday(year, month, 1);
         let wd_of = |day: u32| add_days(first_wd, day - 1);
-        if self.last_weekday {
-            let day = match wd_of(last) {
-                1 => last - 2, // Sunday -> Friday
-                7 => last - 1, // Saturday -> Friday
-                _ => last,
-            };
-            mask |= 1 << day;
-        }
-        let mut nearest = self.nearest_weekday;
-        while nearest != 0 {
-            let n = nearest.trailing_zeros();
-            nearest &= nearest - 1;
-            if n > last {
-                // Like a plain day 31 in a 30-day month: this month has no such day.
-                continue;
+        // The weekday nearest to day `n` (1..=last) without leaving the month.
+        let nearest = |n: u32| match wd_of(n) {
+            // Saturday: the Friday before, unless that leaves the month (then Monday).
+            7 if n == 1 => 3,
+            7 => n - 1,
+            // Sunday: the Monday after, unless that leaves the month (then Friday).
+            1 if n == last => n - 2,
+            1 => n + 1,
+            _ => n,
+        };
+        let mut from_last = self.last_minus_weekday;
+        while from_last != 0 {
+            let n = from_last.trailing_zeros();
+            from_last &= from_last - 1;
+            if n < last {
+                mask |= 1 << nearest(last - n);
             }
-            let day = match wd_of(n) {
-                // Saturday: the Friday before, unless that leaves the month (then Monday).
-                7 if n == 1 => 3,
-                7 => n - 1,
-                // Sunday: the Monday after, unless that leaves the month (then Friday).
-                1 if n == last => n - 2,
-                1 => n + 1,
-                _ => n,
-            };
-            mask |= 1 << day;
+        }
+        let mut days = self.nearest_weekday;
+        while days != 0 {
+            let n = days.trailing_zeros();
+            days &= days - 1;
+            // Like a plain day 31 in a 30-day month: a month without day n has no match.
+            if n <= last {
+                mask |= 1 << nearest(n);
+            }
         }
         mask
     }

@@ -4,7 +4,7 @@
 //!   ┌──────────── seconds       0-59
 //!   │ ┌────────── minutes       0-59
 //!   │ │ ┌──────── hours         0-23
-//!   │ │ │ ┌────── day-of-month  1-31  ? L L-n LW nW
+//!   │ │ │ ┌────── day-of-month  1-31  ? L L-n LW L-nW nW
 //!   │ │ │ │ ┌──── month         1-12  JAN-DEC
 //!   │ │ │ │ │ ┌── day-of-week   1-7   SUN-SAT (1 = SUN)  ? L nL n#k
 //!   │ │ │ │ │ │ ┌ year          1970-2099 (optional)
@@ -17,16 +17,18 @@
 //! Day forms: `L` is the last day of the month and `L-n` the n-th day before it; `nW` is the
 //! weekday (Mon–Fri) nearest to day n without leaving the month (`1W` on a Saturday is Monday the
 //! 3rd, `31W` on a Sunday is Friday the 29th) and matches nothing in months without a day n;
-//! `LW` is the month's last weekday. In day-of-week, `nL` is the last weekday n of the month
+//! `LW` is the month's last weekday and `L-nW` the weekday nearest to day `L-n` (in March 2026
+//! `L-2W` is the weekday nearest Sunday the 29th: Monday the 30th). In day-of-week, `nL` is the last weekday n of the month
 //! (`6L` = last Friday), `n#k` the k-th one (`6#3` = third Friday; a month without a fifth
-//! `5#5` is skipped) and `L` alone is Saturday, as in Quartz.
+//! `5#5` is skipped) and `L` alone is Saturday, as in Quartz; an `L` item cannot be listed
+//! with other days of the week, as in Quartz.
 //!
 //! Day-of-month and day-of-week: Quartz requires `?` in exactly one of them. ferrojob accepts
 //! that and, more leniently, `*` in place of `?` (so `0 0 12 * * MON` means every Monday and
 //! `* * * * * *` every second): whichever field is restricted decides, and `?`/`*` in both means
 //! every day. Restricting both (`0 0 0 15 * MON`) is rejected, as in Quartz, because "the 15th
-//! or a Monday" and "the 15th if a Monday" are both plausible readings. Lists may mix plain and
-//! special items (`1,L`), which Quartz itself rejects for some combinations.
+//! or a Monday" and "the 15th if a Monday" are both plausible readings. Day-of-month lists may
+//! mix plain and special items (`1,L`, `15W,L-2W,L`), which Quartz itself rejects.
 //!
 //! # Time zones and DST
 //!

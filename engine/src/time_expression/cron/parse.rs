@@ -5,8 +5,8 @@
 //!   field      = "?" | item ("," item)*   "?" only in day-of-month / day-of-week, alone
 //!   item       = "*" ["/" step]
 //!              | value ["-" value] ["/" step]      a-b wraps when a > b (FRI-MON, 22-2)
-//!              | day-of-month: "L" | "L-" n | "LW" | n "W"
-//!              | day-of-week:  "L" | value "L" | value "#" k
+//!              | day-of-month: "L" | "L-" n | "LW" | "L-" n "W" | n "W"
+//!              | day-of-week:  "L" | value "L" | value "#" k   (an `L` item only alone)
 //!   value      = digits | JAN..DEC (month) | SUN..SAT (day-of-week), any case
 //! ```
 //!
@@ -152,17 +152,25 @@ fn day_of_month(text: &str) -> Result<Option<DayOfMonth>, FieldError> {
         if item.eq_ignore_ascii_case("L") {
             dom.last_minus |= 1;
         } else if item.eq_ignore_ascii_case("LW") {
-            dom.last_weekday = true;
-        } else if let Some(n) = item.strip_prefix("L-").or_else(|| item.strip_prefix("l-")) {
+            dom.last_minus_weekday |= 1;
+        } else if let Some(rest) = item.strip_prefix("L-").or_else(|| item.strip_prefix("l-")) {
+            let (n, weekday) = match rest.strip_suffix('W').or_else(|| rest.strip_suffix('w')) {
+                Some(n) => (n, true),
+                None => (rest, false),
+            };
             let n = number(F, n)?;
             if n > 30 {
                 return err(F, format!("in `{item}` the offset {n} is out of range 0-30 (`L-n` is n days before the last day)"));
             }
-            dom.last_minus |= 1 << n;
+            if weekday {
+                dom.last_minus_weekday |= 1 << n;
+            } else {
+                dom.last_minus |= 1 << n;
+            }
         } else if let Some(n) = item.strip_suffix('W').or_else(|| item.strip_suffix('w')) {
             let n = number(F, n).map_err(|_| FieldError {
                 field: Some(F),
-                reason: format!("`{item}` is not `nW` with a day n in 1-31 (the weekday nearest to day n), nor `LW`"),
+                reason: format!("`{item}` is not `nW` with a day n in 1-31 (the weekday nearest to day n), nor `LW` or `L-nW`"),
             })?;
             if !(1..=31).contains(&n) {
                 return err(F, format!("in `{item}` the day {n} is out of range 1-31"));
@@ -182,6 +190,14 @@ fn day_of_week(text: &str) -> Result<Option<DayOfWeek>, FieldError> {
         return Ok(None);
     }
     let mut dow = DayOfWeek::default();
+    if text.contains(',') && text.split(',').any(|item| item.ends_with(['L', 'l'])) {
+        // As Quartz: "Support for specifying 'L' with other days of the week is not
+        // implemented". `6L,MON` has no reading both tools would agree on.
+        return err(
+            F,
+            format!("`{text}`: `L` and `nL` cannot be listed with other days of the week"),
+        );
+    }
     for_each_item(F, text, |item| {
         if item.eq_ignore_ascii_case("L") {
             // Quartz: `L` alone in day-of-week is the last day of the week, Saturday.
@@ -279,7 +295,7 @@ fn value(field: CronField, text: &str) -> Result<u32, FieldError> {
     let expected = match field {
         CronField::Month => "a month number 1-12 or name JAN-DEC",
         CronField::DayOfWeek => "a weekday number 1-7 (1 = SUN) or name SUN-SAT",
-        CronField::DayOfMonth => "a day 1-31, `L`, `L-n`, `LW` or `nW`",
+        CronField::DayOfMonth => "a day 1-31, `L`, `L-n`, `LW`, `L-nW` or `nW`",
         _ => "a number",
     };
     err(field, format!("`{text}` is not {expected}"))
