@@ -194,10 +194,10 @@ fn on_logs(sh: &Arc<Shared>, worker: &str, batch: LogBatch) {
         }
         let id = InstanceId(id);
         let n = lines.len() as u64;
-        if !sh.log_counts.contains_key(&id)
-            && !sh.active.contains_key(&id)
-            && sh.repo.get_instance(id).is_err()
-        {
+        // A non-final instance is in memory and never pruned: its lines need no read of the
+        // store first, so a busy log does not slow the reports queued behind it.
+        let live = sh.active.contains_key(&id);
+        if !live && !sh.log_counts.contains_key(&id) && sh.repo.get_instance(id).is_err() {
             tracing::debug!(
                 worker,
                 instance = id.0,
@@ -229,7 +229,12 @@ fn on_logs(sh: &Arc<Shared>, worker: &str, batch: LogBatch) {
             level: level(e.level),
             content: e.content,
         });
-        match sh.repo.append_logs(id, rows) {
+        let appended = if live {
+            sh.repo.append_logs_of_live(id, rows)
+        } else {
+            sh.repo.append_logs(id, rows)
+        };
+        match appended {
             Ok(c) => {
                 let sh2 = Arc::clone(sh);
                 tokio::spawn(async move {
