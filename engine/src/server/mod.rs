@@ -28,10 +28,11 @@
 //!
 //! Limits (refused unless said otherwise): names [`MAX_NAME_LEN`](records::MAX_NAME_LEN)
 //! bytes, secrets [`MIN_SECRET_LEN`](records::MIN_SECRET_LEN) to
-//! [`MAX_SECRET_LEN`](records::MAX_SECRET_LEN) bytes, params [`MAX_PARAMS_LEN`]; results beyond [`MAX_RESULT_LEN`] and log lines beyond
-//! [`MAX_LOG_LINE_LEN`] are cut and marked; an append keeps at most [`MAX_LOG_APPEND`] lines
-//! (the rest are counted as dropped); a page holds at most [`MAX_PAGE`] rows and a filtered
-//! listing examines at most [`MAX_LIST_SCAN`] index rows.
+//! [`MAX_SECRET_LEN`](records::MAX_SECRET_LEN) bytes, params [`MAX_PARAMS_LEN`]; results
+//! beyond [`MAX_RESULT_LEN`] and log lines beyond [`MAX_LOG_LINE_LEN`] are cut and marked; an
+//! append keeps at most [`MAX_LOG_APPEND`] lines (the rest are counted as dropped); a page
+//! holds at most [`MAX_PAGE`] rows and a filtered listing examines at most [`MAX_LIST_SCAN`]
+//! index rows.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
