@@ -10,6 +10,30 @@
 //! ```
 //!
 //! The transport knows nothing of the store or of scheduling: it moves [`message::Message`]s.
+//!
+//! # Map
+//!
+//! - [`frame`]: the 24-byte header, the protocol version and the incremental [`Decoder`].
+//! - [`message`]: one struct per frame kind, one file per family (handshake and keep-alive,
+//!   server ↔ worker, TaskTracker ↔ ProcessorTracker), and the closed enum [`Message`].
+//! - [`auth`]: the HMAC handshake proofs.
+//! - [`connection`]: [`Connection`], the sans-IO core (handshake, send buffer, pending
+//!   requests, every timer).
+//! - [`net`]: the tokio adapter ([`net::Listener`], [`net::connect`],
+//!   [`net::ReconnectingClient`], [`net::ConnectionHandle`]).
+//! - [`backoff`]: reconnect delays; [`metrics`]: [`TransportMetrics`]; [`error`]: the errors.
+//!
+//! # Invariants
+//!
+//! - `frame`, `message`, `auth` and `connection` do no I/O and read no clock: time comes in
+//!   as an argument; sockets and timers exist only in `net`.
+//! - No archived value from a socket is used unvalidated: payloads are read only through
+//!   [`Frame::message`], [`Frame::access`] or [`MessageKind::validate`], which run bytecheck.
+//! - No memory is reserved for a frame before its header passed every check.
+//! - No queue is unbounded: the send buffer, the command and incoming queues, pending
+//!   requests, the accept queue and the connections per listener all have limits.
+//! - The app secret never crosses the wire (a test scans the handshake bytes for it).
+//! - The crate never names the store or the engine.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(

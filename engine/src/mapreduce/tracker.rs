@@ -12,12 +12,12 @@
 //!   new(store, instance, config, root_content)      root task 0 created (or resumed)
 //!   set_worker(addr, capacity, now)*                 candidate workers from the ScheduleJob
 //!   loop {
-//!     map(parent, name, contents)                    a running task's MapSubtasks (ack after)
-//!     on_worker_status(addr, remaining, now)         a ProcessorTrackerStatus
-//!     on_task_report(task, addr, success, result)    a ReportTaskStatus with a final status
-//!     on_task_reports([TaskReport])                  many of them, one store batch
+//!     map(parent, name, contents)                    a running task's MapTasks (ack after)
+//!     on_worker_status(addr, remaining, now)         a ReportTaskStatuses' remaining_tasks
+//!     on_task_report(task, addr, success, result)    one task outcome
+//!     on_task_reports([TaskReport])                  the outcomes of many, one store batch
 //!     on_worker_dead(addr)                           the transport lost the worker
-//!     poll_dispatch(now) -> [Dispatch]               send one StartTask per record
+//!     poll_dispatch(now) -> [Dispatch]               send the records as StartTasks batches
 //!     poll_action() -> Action                        Reduce (run it, then on_reduce_finished)
 //!   }                                                or Complete: report the instance
 //! ```
@@ -26,7 +26,7 @@
 //!
 //! - Back-pressure: a worker gets at most `capacity − max(in flight, reported remaining)` new
 //!   tasks per poll, where "in flight" counts tasks dispatched to it and not reported yet and
-//!   "reported remaining" is the `remaining_tasks` of its last `ProcessorTrackerStatus`. A
+//!   "reported remaining" is the `remaining_tasks` of its last `ReportTaskStatuses`. A
 //!   poll reads at most `dispatch_page` records from the store, so the core holds at most
 //!   that many records at once ([`TaskTrackerCore::peak_held`]).
 //! - Coordinator only: the tracker's own address is never a candidate.
@@ -87,7 +87,7 @@ impl TrackerConfig {
     }
 }
 
-/// Tasks to send to one worker (one `StartTask` each).
+/// Tasks to send to one worker (in `StartTasks` batches).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dispatch {
     /// The worker's address.
@@ -206,7 +206,7 @@ impl TaskTrackerCore {
         self.workers.keys().map(String::as_str)
     }
 
-    /// A `ProcessorTrackerStatus`: the worker is alive and holds `remaining` tasks.
+    /// A `ReportTaskStatuses` from the worker: it is alive and holds `remaining` tasks.
     /// Ignored for a worker that is not a candidate.
     pub fn on_worker_status(&mut self, address: &str, remaining: u32, now_ms: u64) {
         if let Some(slot) = self.workers.get_mut(address) {
@@ -230,7 +230,7 @@ impl TaskTrackerCore {
     }
 
     /// Appends subtasks mapped by the running task `parent` (see [`TaskStore::map`]). The
-    /// driver acknowledges the `MapSubtasks` only after this returns, and so before `parent`
+    /// driver acknowledges the `MapTasks` only after this returns, and so before `parent`
     /// can report: that is what makes completion detection sound.
     pub fn map(
         &mut self,

@@ -5,7 +5,7 @@
 //!
 //! | table       | key                                  | value              | purpose |
 //! |-------------|--------------------------------------|--------------------|---------|
-//! | `meta`      | counter name (`next_app_id`, ...)    | u64 BE             | id counters, written in the batch that uses the id |
+//! | `meta`      | counter name (`next_app_id`, ...)    | u64 BE             | id counters: app and job ids written in the batch that uses the id; instance ids and log sequence numbers reserved ahead in blocks of [`ID_BLOCK`] |
 //! | `apps`      | app id (8)                           | [`AppRecord`]      | apps |
 //! | `app_names` | app name (UTF-8, 1..=128 bytes)      | app id (8)         | unique names, lookup by name |
 //! | `jobs`      | job id (8)                           | [`JobRecord`]      | jobs |
@@ -21,6 +21,7 @@
 //! `!id` is `u64::MAX - id`: instance index rows sort newest first, so the first page of a
 //! listing is the most recent runs.
 //!
+//! [`ID_BLOCK`]: super::ID_BLOCK
 //! [`AppRecord`]: super::AppRecord
 //! [`JobRecord`]: super::JobRecord
 //! [`TriggerRecord`]: super::TriggerRecord

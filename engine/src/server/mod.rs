@@ -1,5 +1,9 @@
-//! The server's persistent records and repository (issue 5 groundwork): the durable state of
-//! a ferrojob server, as a library with no network and no clock.
+//! The ferrojob server: its durable state (the records and the repository in this module's
+//! files) and its runtime ([`node`], [`ServerCore`]).
+//!
+//! The repository files are a library with no network, no clock and no tasks of their own:
+//! the runtime passes `now` in and awaits the returned [`Commit`]. [`node`] is the part with
+//! sockets, tokio tasks and a [`Clock`](crate::clock::Clock).
 //!
 //! ```text
 //!   server core ──(records, now)──► Repo ──(Batch of rkyv values)──► Arc<dyn Store>
@@ -11,13 +15,24 @@
 //! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
 //! - [`keys`]: tables and key layout (the table is in its module docs).
 //! - [`repo`]: [`Repo`], atomic writes, listings with cursors, restart [`Repo::load`].
-//! - [`workflow_repo`]: workflows, workflow instances and node links (issue 6).
+//! - [`workflow_repo`]: workflows, workflow instances and node links.
 //! - `codec`: the versioned, validated value encoding.
+//! - [`node`]: the server runtime.
 //!
-//! Invariants: no read trusts stored bytes (every value is validated, a bad one is
-//! [`RepoError::Corrupt`]); no write is split across batches (a record, its index rows and the
-//! id counter it used commit together); no id is handed out twice, across restarts too; the
-//! repo reads no clock (every time is an argument).
+//! Invariants of the repository: no read trusts stored bytes (every value is validated, a bad
+//! one is [`RepoError::Corrupt`] naming the table and key, never a panic); no write is split
+//! across batches (a record, its index rows and the id counter it used commit together); no
+//! id is handed out twice, across restarts too; no index row outlives its record
+//! ([`Repo::delete_job`] and [`Repo::delete_instance`] remove them together); the repo reads
+//! no clock (every time is an argument).
+//!
+//! Limits (refused unless said otherwise): names [`MAX_NAME_LEN`](records::MAX_NAME_LEN)
+//! bytes, secrets [`MIN_SECRET_LEN`](records::MIN_SECRET_LEN) to
+//! [`MAX_SECRET_LEN`](records::MAX_SECRET_LEN) bytes, params [`MAX_PARAMS_LEN`]; results
+//! beyond [`MAX_RESULT_LEN`] and log lines beyond [`MAX_LOG_LINE_LEN`] are cut and marked; an
+//! append keeps at most [`MAX_LOG_APPEND`] lines (the rest are counted as dropped); a page
+//! holds at most [`MAX_PAGE`] rows and a filtered listing examines at most [`MAX_LIST_SCAN`]
+//! index rows.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

@@ -1,4 +1,4 @@
-//! Workflow storage (issue 6): workflow definitions, their triggers, workflow instances, and
+//! Workflow storage: workflow definitions, their triggers, workflow instances, and
 //! the link from a node's job instance back to its workflow instance.
 //!
 //! | table          | key                                  | value                   | purpose |
@@ -16,6 +16,10 @@
 //! Definitions and snapshots are serde types of [`crate::workflow`]; they are stored as their
 //! JSON text inside an rkyv record behind the codec's version byte, so a bad stored value is
 //! [`RepoError::Corrupt`] (either layer), never a panic.
+//!
+//! Ids: workflow ids and workflow instance ids are reserved ahead in blocks, like instance ids
+//! (`next_workflow_id` and `next_wf_instance_id` in `meta`); a node's job instance takes its id
+//! from the repo's instance id blocks.
 //!
 //! Atomicity: one [`WfWrite`] is one batch — the workflow instance's new snapshot, the job
 //! instances created for its newly dispatched nodes with their node links, the nested
