@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrojob::model::{DispatchStrategy, InstanceId, InstanceStatus, JobId};
+use ferrojob::ids::{AppId, InstanceId, JobId};
+use ferrojob::model::{DispatchStrategy, InstanceStatus};
 use ferrojob::server::*;
 use ferrojob::time_expression::{Lifecycle, TimeExpressionType};
 use ferrojob_store::backend::{Fault, SimBackend};
