@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ferrojob::api::{CreateApp, InstanceQuery, JobBody, RunJob};
 use ferrojob::client::Client;
+use ferrojob::ids::JobId;
 use ferrojob::launch::{launch, LaunchConfig};
 use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
@@ -442,7 +443,7 @@ fn finished_total(metrics: &str) -> u64 {
 }
 
 /// Every instance of `job`: (status, dispatch latency in µs).
-async fn read_all(client: &Client, app: &str, job: u64) -> Result<Vec<(InstanceStatus, u64)>> {
+async fn read_all(client: &Client, app: &str, job: JobId) -> Result<Vec<(InstanceStatus, u64)>> {
     let mut out = Vec::new();
     let mut cursor = None;
     loop {

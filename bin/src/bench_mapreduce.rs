@@ -214,7 +214,7 @@ pub(super) async fn mapreduce(args: &MapReduceArgs, json: bool) -> Result<()> {
             bar.set_message(format!("{:?}", i.status));
         }
         if started.elapsed() > deadline {
-            bail!("instance {} not final after {deadline:?}", run.instance_id);
+            bail!("{} not final after {deadline:?}", run.instance_id);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };

@@ -22,6 +22,7 @@ use ferrojob::api::{
     WorkflowDef, WorkflowInstanceQuery, WorkflowInstanceView,
 };
 use ferrojob::client::{Client, ClientError};
+use ferrojob::ids::{InstanceId, JobId, WorkflowId, WorkflowInstanceId};
 use ferrojob::launch::{launch, LaunchConfig, LaunchError, RunningServer};
 use ferrojob::model::{DispatchStrategy, ExecuteType, InstanceStatus};
 use ferrojob::time_expression::TimeExpressionType;
@@ -208,7 +209,7 @@ const SAMPLES: [Sample; 11] = [
 /// reads `go == "left"`, node 3 ([`WF_LEFT`]) is on its `true` edge and node 4
 /// ([`WF_RIGHT`]) on its `false` edge, so only node 3 runs. CRON every 15 s, plus one API run
 /// at start.
-fn demo_workflow(jobs: &BTreeMap<u64, &'static str>) -> Result<WorkflowDef> {
+fn demo_workflow(jobs: &BTreeMap<JobId, &'static str>) -> Result<WorkflowDef> {
     let id = |name: &str| {
         jobs.iter()
             .find(|(_, n)| **n == name)
@@ -245,7 +246,10 @@ fn demo_workflow(jobs: &BTreeMap<u64, &'static str>) -> Result<WorkflowDef> {
 }
 
 /// The demo workflow's id: found by name, else created.
-async fn ensure_workflow(client: &Client, jobs: &BTreeMap<u64, &'static str>) -> Result<u64> {
+async fn ensure_workflow(
+    client: &Client,
+    jobs: &BTreeMap<JobId, &'static str>,
+) -> Result<WorkflowId> {
     let mut cursor = None;
     loop {
         let page = client
@@ -278,8 +282,8 @@ fn workflow_nodes_text(w: &WorkflowInstanceView) -> String {
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
             match n.result.as_deref() {
-                Some(r @ ("true" | "false")) => format!("{}={status}({r})", n.id),
-                _ => format!("{}={status}", n.id),
+                Some(r @ ("true" | "false")) => format!("{}={status}({r})", n.id.get()),
+                _ => format!("{}={status}", n.id.get()),
             }
         })
         .collect::<Vec<_>>()
@@ -335,8 +339,8 @@ fn is_conflict(e: &ClientError) -> bool {
     )
 }
 
-async fn ensure_jobs(client: &Client) -> Result<BTreeMap<u64, &'static str>> {
-    let mut existing: HashMap<String, u64> = HashMap::new();
+async fn ensure_jobs(client: &Client) -> Result<BTreeMap<JobId, &'static str>> {
+    let mut existing: HashMap<String, JobId> = HashMap::new();
     let mut cursor = None;
     loop {
         let page = client
@@ -423,7 +427,10 @@ async fn demo(args: &Args) -> Result<()> {
     }
     let workflow = match ensure_workflow(&client, &jobs).await {
         Ok(id) => {
-            println!("  workflow  {id} {WORKFLOW_NAME:?} (CRON */15s, and one run now)");
+            println!(
+                "  workflow  {} {WORKFLOW_NAME:?} (CRON */15s, and one run now)",
+                id.get()
+            );
             let run = RunWorkflow {
                 init_params: Some(serde_json::json!({"from": "demo start"})),
                 delay_ms: 0,
@@ -447,8 +454,8 @@ async fn demo(args: &Args) -> Result<()> {
     }
     println!();
 
-    let mut seen: HashMap<u64, InstanceStatus> = HashMap::new();
-    let mut seen_workflows: HashMap<u64, String> = HashMap::new();
+    let mut seen: HashMap<InstanceId, InstanceStatus> = HashMap::new();
+    let mut seen_workflows: HashMap<WorkflowInstanceId, String> = HashMap::new();
     let mut workflow_error: Option<String> = None;
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     let start = std::time::Instant::now();
@@ -517,14 +524,14 @@ async fn demo(args: &Args) -> Result<()> {
             println!(
                 "{}  #{:<6} {:<28} {:<22} {:<21} {}{}{} {} {}",
                 fmt_ms(i.trigger_time),
-                i.id,
+                i.id.get(),
                 name,
                 status_name(i.status),
                 i.worker.as_deref().unwrap_or("-"),
                 lateness,
                 i.tasks.map_or(String::new(), |t| tasks_text(&t)),
                 i.workflow_instance_id
-                    .map_or(String::new(), |w| format!(" wf#{w}")),
+                    .map_or(String::new(), |w| format!(" wf#{}", w.get())),
                 result,
                 check,
             );
@@ -553,7 +560,7 @@ async fn demo(args: &Args) -> Result<()> {
                         println!(
                             "{}  wf#{:<5} {:<28} {}",
                             fmt_ms(w.started_at.unwrap_or(w.created_at)),
-                            w.id,
+                            w.id.get(),
                             WORKFLOW_NAME,
                             state,
                         );
@@ -594,16 +601,17 @@ async fn demo(args: &Args) -> Result<()> {
 mod tests {
     use std::sync::Arc;
 
+    use ferrojob::ids::NodeId;
     use ferrojob::workflow::{Action, InstanceStatus as WfStatus, NodeStatus, WorkflowInstance};
 
     use super::*;
 
     /// The demo's jobs with made-up ids, as `ensure_jobs` answers them.
-    fn jobs() -> BTreeMap<u64, &'static str> {
+    fn jobs() -> BTreeMap<JobId, &'static str> {
         SAMPLES
             .iter()
             .enumerate()
-            .map(|(i, s)| (i as u64 + 1, s.name))
+            .map(|(i, s)| (JobId(i as u64 + 1), s.name))
             .collect()
     }
 
@@ -631,8 +639,8 @@ mod tests {
             }
         }
         assert_eq!(wi.status(), WfStatus::Succeed);
-        assert_eq!(wi.node(3).unwrap().status, NodeStatus::Succeed);
-        assert_eq!(wi.node(4).unwrap().status, NodeStatus::Skipped);
+        assert_eq!(wi.node(NodeId(3)).unwrap().status, NodeStatus::Succeed);
+        assert_eq!(wi.node(NodeId(4)).unwrap().status, NodeStatus::Skipped);
         assert_eq!(wi.context()["go"], "left");
     }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use ferrojob::embedded::{
     BoxError, JobSpec, RunContext, RunOutcome, RunReport, Scheduler, TriggerOptions,
 };
-use ferrojob::model::JobId;
+use ferrojob::ids::JobId;
 use ferrojob::time_expression::{TimeExpression, TimeExpressionType};
 
 pub fn run(duration_secs: Option<u64>) -> Result<()> {

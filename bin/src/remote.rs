@@ -10,6 +10,7 @@ use ferrojob::api::{
     RunJob, TaskProgress,
 };
 use ferrojob::client::Client;
+use ferrojob::ids::{InstanceId, JobId};
 use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
 use serde::de::DeserializeOwned;
@@ -283,7 +284,7 @@ pub enum JobCmd {
         #[command(flatten)]
         app: AppArg,
         /// Job id.
-        id: u64,
+        id: JobId,
         #[command(flatten)]
         fields: JobFields,
     },
@@ -303,14 +304,14 @@ pub enum JobCmd {
         #[command(flatten)]
         app: AppArg,
         /// Job id.
-        id: u64,
+        id: JobId,
     },
     /// Run a job now (or after --delay-ms); prints the instance id.
     Run {
         #[command(flatten)]
         app: AppArg,
         /// Job id.
-        id: u64,
+        id: JobId,
         /// Instance params.
         #[arg(long, default_value = "")]
         params: String,
@@ -323,21 +324,21 @@ pub enum JobCmd {
         #[command(flatten)]
         app: AppArg,
         /// Job id.
-        id: u64,
+        id: JobId,
     },
     /// Disable a job.
     Disable {
         #[command(flatten)]
         app: AppArg,
         /// Job id.
-        id: u64,
+        id: JobId,
     },
     /// Delete a job.
     Delete {
         #[command(flatten)]
         app: AppArg,
         /// Job id.
-        id: u64,
+        id: JobId,
     },
 }
 
@@ -349,7 +350,7 @@ pub enum InstanceCmd {
         #[command(flatten)]
         app: AppArg,
         /// Instance id.
-        id: u64,
+        id: InstanceId,
     },
     /// List instances, newest first.
     List {
@@ -357,7 +358,7 @@ pub enum InstanceCmd {
         app: AppArg,
         /// Only this job's.
         #[arg(long)]
-        job: Option<u64>,
+        job: Option<JobId>,
         /// Only in this status (e.g. RUNNING, SUCCEED, FAILED).
         #[arg(long)]
         status: Option<String>,
@@ -373,28 +374,28 @@ pub enum InstanceCmd {
         #[command(flatten)]
         app: AppArg,
         /// Instance id.
-        id: u64,
+        id: InstanceId,
     },
     /// Cancel an instance not yet dispatched.
     Cancel {
         #[command(flatten)]
         app: AppArg,
         /// Instance id.
-        id: u64,
+        id: InstanceId,
     },
     /// Run a finished instance again.
     Retry {
         #[command(flatten)]
         app: AppArg,
         /// Instance id.
-        id: u64,
+        id: InstanceId,
     },
     /// Print an instance's log.
     Log {
         #[command(flatten)]
         app: AppArg,
         /// Instance id.
-        id: u64,
+        id: InstanceId,
     },
 }
 
@@ -444,7 +445,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 fn job_line(j: &JobView) -> String {
     format!(
         "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}",
-        j.id,
+        j.id.get(),
         truncate(&j.body.name, 24),
         format!("{:?}", j.body.time_expression_type),
         truncate(&j.body.time_expression, 16),
@@ -465,15 +466,15 @@ fn job_line(j: &JobView) -> String {
 pub(crate) fn instance_line(i: &InstanceView) -> String {
     format!(
         "{:>8}  job={:<6} {:<22} tries={:<2} trigger={} worker={}{}{} result={}",
-        i.id,
-        i.job_id,
+        i.id.get(),
+        i.job_id.get(),
         status_name(i.status),
         i.running_times,
         fmt_ms(i.trigger_time),
         i.worker.as_deref().unwrap_or("-"),
         i.tasks.map_or(String::new(), |t| tasks_text(&t)),
         i.workflow_instance_id
-            .map_or(String::new(), |w| format!(" wf={w}")),
+            .map_or(String::new(), |w| format!(" wf={}", w.get())),
         truncate(i.result.as_deref().unwrap_or(""), 60),
     )
 }
@@ -520,7 +521,7 @@ pub fn app(conn: &Conn, cmd: &AppCmd) -> Result<()> {
                 if conn.json {
                     print_json(&created)
                 } else {
-                    println!("app {} created with id {}", created.name, created.id);
+                    println!("app {} created with id {}", created.name, created.id.get());
                     Ok(())
                 }
             }
@@ -539,7 +540,7 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                 if json {
                     print_json(&created)
                 } else {
-                    println!("{}", created.id);
+                    println!("{}", created.id.get());
                     Ok(())
                 }
             }
@@ -586,7 +587,7 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                 if json {
                     print_json(&run)
                 } else {
-                    println!("{}", run.instance_id);
+                    println!("{}", run.instance_id.get());
                     Ok(())
                 }
             }
@@ -607,7 +608,7 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
             JobCmd::Delete { app, id } => {
                 client.delete_job(&app.app, *id).await?;
                 if !json {
-                    println!("job {id} deleted");
+                    println!("{id} deleted");
                 }
                 Ok(())
             }

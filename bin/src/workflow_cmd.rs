@@ -13,6 +13,7 @@ use ferrojob::api::{
     PageQuery, RunWorkflow, WorkflowDef, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowView,
 };
 use ferrojob::client::Client;
+use ferrojob::ids::{NodeId, WorkflowId, WorkflowInstanceId};
 use ferrojob::workflow::NodeKind;
 
 use crate::fmt_ms;
@@ -76,14 +77,14 @@ pub enum WorkflowCmd {
         #[command(flatten)]
         app: AppArg,
         /// Workflow id.
-        id: u64,
+        id: WorkflowId,
     },
     /// Replace a workflow's definition (running instances keep theirs).
     Update {
         #[command(flatten)]
         app: AppArg,
         /// Workflow id.
-        id: u64,
+        id: WorkflowId,
         #[command(flatten)]
         def: DefSource,
     },
@@ -92,14 +93,14 @@ pub enum WorkflowCmd {
         #[command(flatten)]
         app: AppArg,
         /// Workflow id.
-        id: u64,
+        id: WorkflowId,
     },
     /// Run a workflow now (or after --delay-ms); prints the workflow instance id.
     Run {
         #[command(flatten)]
         app: AppArg,
         /// Workflow id.
-        id: u64,
+        id: WorkflowId,
         /// Seeds the workflow context: a JSON object, e.g. '{"tries":1}'.
         #[arg(long)]
         init_params: Option<String>,
@@ -113,7 +114,7 @@ pub enum WorkflowCmd {
         app: AppArg,
         /// Only this workflow's.
         #[arg(long)]
-        workflow: Option<u64>,
+        workflow: Option<WorkflowId>,
         /// Page size.
         #[arg(long)]
         limit: Option<u32>,
@@ -126,30 +127,30 @@ pub enum WorkflowCmd {
         #[command(flatten)]
         app: AppArg,
         /// Workflow instance id.
-        id: u64,
+        id: WorkflowInstanceId,
     },
     /// Stop a workflow instance (its running nodes are stopped).
     Stop {
         #[command(flatten)]
         app: AppArg,
         /// Workflow instance id.
-        id: u64,
+        id: WorkflowInstanceId,
     },
     /// Retry a FAILED or STOPPED workflow instance (only its unsuccessful nodes run again).
     Retry {
         #[command(flatten)]
         app: AppArg,
         /// Workflow instance id.
-        id: u64,
+        id: WorkflowInstanceId,
     },
     /// Mark a FAILED or STOPPED node successful; its successors then run.
     MarkSuccess {
         #[command(flatten)]
         app: AppArg,
         /// Workflow instance id.
-        id: u64,
+        id: WorkflowInstanceId,
         /// Node id (as in the definition).
-        node: u64,
+        node: NodeId,
     },
 }
 
@@ -166,7 +167,7 @@ fn workflow_line(w: &WorkflowView) -> String {
     let b = &w.body;
     format!(
         "{:>6}  {:<24} {:<20} {:<16} nodes={:<3} edges={:<3} {:<15} next={}",
-        w.id,
+        w.id.get(),
         truncate(&b.name, 24),
         api_name(&b.time_expression_type),
         truncate(&b.time_expression, 16),
@@ -190,8 +191,8 @@ pub(crate) fn workflow_instance_line(i: &WorkflowInstanceView) -> String {
     let counts: Vec<String> = counts.iter().map(|(s, c)| format!("{s}={c}")).collect();
     format!(
         "{:>8}  workflow={:<6} {:<8} created={} finished={} nodes: {}",
-        i.id,
-        i.workflow_id,
+        i.id.get(),
+        i.workflow_id.get(),
         api_name(&i.status),
         fmt_ms(i.created_at),
         i.finished_at.map_or("-".to_owned(), fmt_ms),
@@ -200,18 +201,18 @@ pub(crate) fn workflow_instance_line(i: &WorkflowInstanceView) -> String {
 }
 
 /// What a node is, from the definition (when it is still there): `JOB 5`, `DECISION go == 1`.
-fn node_kind(def: Option<&WorkflowDef>, id: u64) -> String {
+fn node_kind(def: Option<&WorkflowDef>, id: NodeId) -> String {
     let Some(node) = def.and_then(|d| d.nodes.iter().find(|n| n.id == id)) else {
         return "-".to_owned();
     };
     match node.kind {
-        NodeKind::Job => format!("JOB {}", node.job_id.unwrap_or_default()),
+        NodeKind::Job => format!("JOB {}", node.job_id.unwrap_or_default().get()),
         NodeKind::Decision => format!(
             "DECISION {}",
             truncate(node.expression.as_deref().unwrap_or(""), 28)
         ),
         NodeKind::NestedWorkflow => {
-            format!("WORKFLOW {}", node.workflow_id.unwrap_or_default())
+            format!("WORKFLOW {}", node.workflow_id.unwrap_or_default().get())
         }
     }
 }
@@ -223,16 +224,16 @@ pub(crate) fn workflow_instance_table(
     def: Option<&WorkflowDef>,
 ) -> String {
     let mut out = format!(
-        "workflow instance {}  workflow={}  {}  created={} started={} finished={}\n",
+        "{}  workflow={}  {}  created={} started={} finished={}\n",
         i.id,
-        i.workflow_id,
+        i.workflow_id.get(),
         api_name(&i.status),
         fmt_ms(i.created_at),
         i.started_at.map_or("-".to_owned(), fmt_ms),
         i.finished_at.map_or("-".to_owned(), fmt_ms),
     );
     if let Some(parent) = i.parent_instance_id {
-        out.push_str(&format!("nested in workflow instance {parent}\n"));
+        out.push_str(&format!("nested in {parent}\n"));
     }
     let context = serde_json::to_string(&i.context).unwrap_or_default();
     out.push_str(&format!("context: {}\n", truncate(&context, 200)));
@@ -243,7 +244,7 @@ pub(crate) fn workflow_instance_table(
     for n in &i.nodes {
         out.push_str(&format!(
             "{:>6}  {:<32} {:<9} {:>9}  {}\n",
-            n.id,
+            n.id.get(),
             node_kind(def, n.id),
             api_name(&n.status),
             n.instance_id.map_or("-".to_owned(), |id| id.to_string()),
@@ -298,7 +299,7 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                 if json {
                     print_json(&created)
                 } else {
-                    println!("{}", created.id);
+                    println!("{}", created.id.get());
                     Ok(())
                 }
             }
@@ -327,7 +328,7 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
             WorkflowCmd::Delete { app, id } => {
                 client.delete_workflow(&app.app, *id).await?;
                 if !json {
-                    println!("workflow {id} deleted");
+                    println!("{id} deleted");
                 }
                 Ok(())
             }
@@ -345,7 +346,7 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                 if json {
                     print_json(&created)
                 } else {
-                    println!("{}", created.workflow_instance_id);
+                    println!("{}", created.workflow_instance_id.get());
                     Ok(())
                 }
             }
@@ -421,19 +422,19 @@ mod tests {
         }))
         .unwrap();
         let view = WorkflowInstanceView {
-            id: 9,
-            workflow_id: 3,
+            id: WorkflowInstanceId(9),
+            workflow_id: WorkflowId(3),
             status: WorkflowInstanceStatus::Succeed,
             context: serde_json::from_str(r#"{"go":"left"}"#).unwrap(),
             nodes: vec![
                 WorkflowNodeView {
-                    id: 1,
+                    id: NodeId(1),
                     status: NodeStatus::Succeed,
                     instance_id: Some(44),
                     result: Some(r#"{"go":"left"}"#.into()),
                 },
                 WorkflowNodeView {
-                    id: 2,
+                    id: NodeId(2),
                     status: NodeStatus::Succeed,
                     instance_id: None,
                     result: Some("true".into()),

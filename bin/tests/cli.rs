@@ -451,6 +451,7 @@ fn workflow_commands_refuse_bad_local_input_before_any_request() {
 async fn the_cli_drives_workflows_end_to_end() {
     use common::{body, wait_for, Cluster, APP};
     use ferrojob::api::WorkflowInstanceStatus;
+    use ferrojob::ids::{JobId, WorkflowInstanceId};
     use ferrojob::time_expression::TimeExpressionType::Workflow;
     use std::time::Duration;
 
@@ -535,7 +536,11 @@ async fn the_cli_drives_workflows_end_to_end() {
     );
     let wi: u64 = wi.trim().parse().unwrap();
     wait_for("the workflow instance", Duration::from_secs(20), || async {
-        let v = c.client.get_workflow_instance(APP, wi).await.ok()?;
+        let v = c
+            .client
+            .get_workflow_instance(APP, WorkflowInstanceId(wi))
+            .await
+            .ok()?;
         (v.status == WorkflowInstanceStatus::Succeed).then_some(())
     })
     .await;
@@ -573,8 +578,8 @@ async fn the_cli_drives_workflows_end_to_end() {
     assert_eq!(code, Some(2));
 
     // A failing node: retry re-runs it, mark-success passes it.
-    let one = |job: u64, params: &str| {
-        serde_json::json!({"name": format!("one-{job}"), "time_expression_type": "API",
+    let one = |job: JobId, params: &str| {
+        serde_json::json!({"name": format!("one-{}", job.get()), "time_expression_type": "API",
                            "nodes": [{"id": 1, "job_id": job, "params": params}]})
         .to_string()
     };

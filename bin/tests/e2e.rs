@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ferrojob::api::RunJob;
 use ferrojob::client::{Client, ClientError};
+use ferrojob::ids::{InstanceId, JobId};
 use ferrojob::model::{ExecuteType, InstanceStatus};
 use ferrojob::time_expression::TimeExpressionType;
 
@@ -384,7 +385,7 @@ async fn garbage_on_both_ports_leaves_the_server_serving() {
         let v: serde_json::Value = r.json().await.unwrap();
         assert!(v["error"]["code"].is_string(), "{v}");
     }
-    match c.client.get_instance(APP, 999_999).await {
+    match c.client.get_instance(APP, InstanceId(999_999)).await {
         Err(ClientError::Api { status: 404, .. }) => {}
         other => panic!("unknown instance: {other:?}"),
     }
@@ -478,7 +479,7 @@ async fn the_cli_drives_jobs_instances_and_workers() {
     let inst = cli(&c, &["job", "run", "--app", APP, &id.to_string()]);
     let inst: u64 = inst.trim().parse().unwrap();
     wait_for("cli run", Duration::from_secs(20), || async {
-        let i = c.client.get_instance(APP, inst).await.ok()?;
+        let i = c.client.get_instance(APP, InstanceId(inst)).await.ok()?;
         (i.status == InstanceStatus::Succeed).then_some(())
     })
     .await;
@@ -505,7 +506,7 @@ async fn the_cli_drives_jobs_instances_and_workers() {
     assert!(cli(&c, &["job", "disable", "--app", APP, &id.to_string()]).contains("disabled"));
     assert!(cli(&c, &["job", "enable", "--app", APP, &id.to_string()]).contains("enabled"));
     cli(&c, &["job", "delete", "--app", APP, &id.to_string()]);
-    match c.client.get_job(APP, id).await {
+    match c.client.get_job(APP, JobId(id)).await {
         Err(ClientError::Api { status: 404, .. }) => {}
         other => panic!("deleted job: {other:?}"),
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use ferrojob::api::{InstanceView, RunJob};
+use ferrojob::ids::InstanceId;
 use ferrojob::model::{ExecuteType, InstanceStatus};
 use ferrojob::time_expression::TimeExpressionType;
 
@@ -22,7 +23,7 @@ async fn cluster(n: usize) -> Cluster {
     c
 }
 
-async fn run_sum_mr(c: &Cluster, tasks: u64, batch: u64) -> u64 {
+async fn run_sum_mr(c: &Cluster, tasks: u64, batch: u64) -> InstanceId {
     let mut b = body("sum", TimeExpressionType::Api, "", "sum_mr", "");
     b.execute_type = ExecuteType::MapReduce;
     let job = c.job(b).await;
@@ -40,7 +41,7 @@ async fn run_sum_mr(c: &Cluster, tasks: u64, batch: u64) -> u64 {
         .instance_id
 }
 
-async fn wait_final(c: &Cluster, id: u64) -> InstanceView {
+async fn wait_final(c: &Cluster, id: InstanceId) -> InstanceView {
     wait_for(
         "the sum_mr instance to end",
         Duration::from_secs(120),

@@ -10,6 +10,7 @@ use ferrojob::api::{
     NodeStatus, RunWorkflow, WorkflowDef, WorkflowInstanceStatus, WorkflowInstanceView,
 };
 use ferrojob::client::Client;
+use ferrojob::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType::Workflow;
 use serde_json::json;
@@ -18,16 +19,16 @@ mod common;
 use common::*;
 
 /// A WORKFLOW-only shell job running `command`.
-async fn shell_job(c: &Cluster, name: &str, command: &str) -> u64 {
+async fn shell_job(c: &Cluster, name: &str, command: &str) -> JobId {
     c.job(body(name, Workflow, "", "shell", command)).await
 }
 
-async fn create(c: &Cluster, def: serde_json::Value) -> u64 {
+async fn create(c: &Cluster, def: serde_json::Value) -> WorkflowId {
     let def: WorkflowDef = serde_json::from_value(def).unwrap();
     c.client.create_workflow(APP, &def).await.unwrap().id
 }
 
-async fn run(c: &Cluster, wf: u64, init: serde_json::Value) -> u64 {
+async fn run(c: &Cluster, wf: WorkflowId, init: serde_json::Value) -> WorkflowInstanceId {
     c.client
         .run_workflow(
             APP,
@@ -42,7 +43,7 @@ async fn run(c: &Cluster, wf: u64, init: serde_json::Value) -> u64 {
         .workflow_instance_id
 }
 
-async fn finished(c: &Cluster, wi: u64) -> WorkflowInstanceView {
+async fn finished(c: &Cluster, wi: WorkflowInstanceId) -> WorkflowInstanceView {
     wait_for(
         "the workflow instance to end",
         Duration::from_secs(30),
@@ -55,7 +56,7 @@ async fn finished(c: &Cluster, wi: u64) -> WorkflowInstanceView {
 }
 
 fn node(v: &WorkflowInstanceView, id: u64) -> &ferrojob::api::WorkflowNodeView {
-    v.nodes.iter().find(|n| n.id == id).unwrap()
+    v.nodes.iter().find(|n| n.id == NodeId(id)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +113,7 @@ async fn a_decision_takes_the_right_branch_and_the_context_reaches_downstream() 
     // The node's job instance knows its workflow instance.
     let inst = c
         .client
-        .get_instance(APP, node(&v, 3).instance_id.unwrap())
+        .get_instance(APP, InstanceId(node(&v, 3).instance_id.unwrap()))
         .await
         .unwrap();
     assert_eq!(inst.workflow_instance_id, Some(wi));
@@ -217,7 +218,7 @@ async fn a_server_restart_in_the_middle_of_a_workflow_loses_nothing() {
     wait_for("node 1 running", Duration::from_secs(20), || async {
         let v = c.client.get_workflow_instance(APP, wi).await.ok()?;
         let id = node(&v, 1).instance_id?;
-        let i = c.client.get_instance(APP, id).await.ok()?;
+        let i = c.client.get_instance(APP, InstanceId(id)).await.ok()?;
         (i.status == InstanceStatus::Running).then_some(())
     })
     .await;

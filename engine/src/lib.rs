@@ -6,6 +6,7 @@ pub mod clock;
 pub mod dispatch;
 pub mod embedded;
 pub mod http;
+pub mod ids;
 pub mod launch;
 pub mod mapreduce;
 pub mod model;

@@ -1,63 +1,11 @@
-//! The domain model shared by every part of the engine: identifiers and the instance lifecycle.
+//! The domain model shared by every part of the engine: the instance lifecycle and how a job
+//! runs. (Identifiers are in [`crate::ids`].)
 //!
 //! The words follow PowerJob's: a *job* says what to run and when; each run of a job is a
-//! *job instance*, identified by an [`InstanceId`] and moving through [`InstanceStatus`].
-
-use std::fmt;
+//! *job instance*, identified by an [`InstanceId`](crate::ids::InstanceId) and moving through
+//! [`InstanceStatus`].
 
 use serde::{Deserialize, Serialize};
-
-/// Identifies a job within one scheduler (embedded) or one server.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[serde(transparent)]
-#[rkyv(derive(Debug, PartialEq, Eq))]
-pub struct JobId(pub u64);
-
-/// Identifies one run (instance) of a job; unique within one scheduler or server.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[serde(transparent)]
-#[rkyv(derive(Debug, PartialEq, Eq))]
-pub struct InstanceId(pub u64);
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "job {}", self.0)
-    }
-}
-
-impl fmt::Display for InstanceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "instance {}", self.0)
-    }
-}
 
 /// Where a job instance is in its life. The numeric codes are PowerJob's, so that tools that
 /// know PowerJob read ours the same way.

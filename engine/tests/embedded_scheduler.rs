@@ -13,7 +13,8 @@ use ferrojob::embedded::{
     BoxError, JobSpec, ProcessResult, RetryPolicy, RunContext, RunOutcome, RunReport, Scheduler,
     SchedulerConfig, SchedulerError, SkipReason, TriggerOptions,
 };
-use ferrojob::model::{InstanceStatus, JobId};
+use ferrojob::ids::JobId;
+use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::{MisfirePolicy, TimeExpression, TimeExpressionType};
 use tokio::sync::{broadcast, mpsc};
 

@@ -19,8 +19,9 @@ use ferrojob::api::{
 };
 use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
+use ferrojob::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use ferrojob::model::InstanceStatus;
-use ferrojob::server::{AppId, LogLevel};
+use ferrojob::server::LogLevel;
 use ferrojob::time_expression::TimeExpressionType;
 use ferrojob::workflow::{
     Action, EdgeDef, FailurePolicy, InstanceError, NodeDef, NodeStatus, WorkflowInstance,
@@ -56,7 +57,7 @@ struct MockWorkflowInstance {
     workflow_id: u64,
     instance: WorkflowInstance,
     /// Node id → the job instance of its latest attempt.
-    node_instances: BTreeMap<u64, u64>,
+    node_instances: BTreeMap<NodeId, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +88,7 @@ impl State {
     fn job(&mut self, app: &AppRef, id: u64) -> Result<&mut JobView, ApiError> {
         self.jobs
             .get_mut(&id)
-            .filter(|j| j.app_id == app.id.0)
+            .filter(|j| j.app_id == app.id)
             .ok_or_else(|| ApiError::not_found("job", id))
     }
 
@@ -101,7 +102,7 @@ impl State {
     fn workflow(&mut self, app: &AppRef, id: u64) -> Result<&mut WorkflowView, ApiError> {
         self.workflows
             .get_mut(&id)
-            .filter(|w| w.app_id == app.id.0)
+            .filter(|w| w.app_id == app.id)
             .ok_or_else(|| ApiError::not_found("workflow", id))
     }
 
@@ -123,13 +124,13 @@ impl State {
         body: &WorkflowDef,
         updating: Option<u64>,
     ) -> Result<(), ApiError> {
-        let job_exists = |id| self.jobs.get(&id).is_some_and(|j| j.app_id == app.id.0);
-        let workflow_exists = |id| {
-            Some(id) != updating
+        let job_exists = |id: JobId| self.jobs.get(&id.0).is_some_and(|j| j.app_id == app.id);
+        let workflow_exists = |id: WorkflowId| {
+            Some(id.0) != updating
                 && self
                     .workflows
-                    .get(&id)
-                    .is_some_and(|w| w.app_id == app.id.0)
+                    .get(&id.0)
+                    .is_some_and(|w| w.app_id == app.id)
         };
         body.clone()
             .validate(job_exists, workflow_exists)
@@ -169,7 +170,7 @@ impl State {
         self.perform(wid, &mut mock, actions);
         self.workflow_instances.insert(wid, mock);
         Ok(WorkflowRunCreated {
-            workflow_instance_id: wid,
+            workflow_instance_id: WorkflowInstanceId(wid),
         })
     }
 
@@ -191,7 +192,7 @@ impl State {
         self.workflow_instances.insert(id, mock);
         match r {
             Ok(_) => Ok(self.workflow_instance_view(id)),
-            Err(InstanceError::UnknownNode(n)) => Err(ApiError::not_found("node", n)),
+            Err(InstanceError::UnknownNode(n)) => Err(ApiError::not_found("node", n.0)),
             Err(e) => Err(ApiError::conflict(e.to_string())),
         }
     }
@@ -207,7 +208,7 @@ impl State {
                     params,
                     ..
                 } => {
-                    let name = self.jobs.get(&job_id).map(|j| j.body.name.clone());
+                    let name = self.jobs.get(&job_id.0).map(|j| j.body.name.clone());
                     let outcome = match name.as_deref() {
                         Some("hold") => None,
                         Some("fail") => Some((false, "boom".to_owned())),
@@ -220,7 +221,7 @@ impl State {
                         Some((false, r)) => (InstanceStatus::Failed, Some(r.clone())),
                     };
                     let view = InstanceView {
-                        id: instance_id,
+                        id: InstanceId(instance_id),
                         job_id,
                         status,
                         result,
@@ -231,7 +232,7 @@ impl State {
                         worker: None,
                         running_times: 1,
                         run: 0,
-                        workflow_instance_id: Some(wid),
+                        workflow_instance_id: Some(WorkflowInstanceId(wid)),
                         tasks: None,
                     };
                     self.instances.insert(instance_id, (mock.app_id, view));
@@ -263,8 +264,8 @@ impl State {
     fn workflow_instance_view(&self, id: u64) -> WorkflowInstanceView {
         let Some(mock) = self.workflow_instances.get(&id) else {
             return WorkflowInstanceView {
-                id,
-                workflow_id: 0,
+                id: WorkflowInstanceId(id),
+                workflow_id: WorkflowId(0),
                 status: WorkflowInstanceStatus::Waiting,
                 context: serde_json::Map::new(),
                 nodes: vec![],
@@ -276,8 +277,8 @@ impl State {
         };
         let wi = &mock.instance;
         WorkflowInstanceView {
-            id,
-            workflow_id: mock.workflow_id,
+            id: WorkflowInstanceId(id),
+            workflow_id: WorkflowId(mock.workflow_id),
             status: wi.status(),
             context: wi.context().clone(),
             nodes: wi
@@ -323,10 +324,13 @@ impl Api for MockApi {
             name: req.name.clone(),
             secret: req.secret,
         });
-        ready(Ok(AppCreated { id, name: req.name }))
+        ready(Ok(AppCreated {
+            id: AppId(id),
+            name: req.name,
+        }))
     }
 
-    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created> {
+    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created<JobId>> {
         if body.name == "panic" {
             panic!("the mock panics on a job named `panic`");
         }
@@ -336,8 +340,8 @@ impl Api for MockApi {
         let mut st = self.lock();
         let id = st.id();
         let view = JobView {
-            id,
-            app_id: app.id.0,
+            id: JobId(id),
+            app_id: app.id,
             body,
             next_trigger_time: None,
             runs: 0,
@@ -345,7 +349,7 @@ impl Api for MockApi {
             updated_at: 1,
         };
         st.jobs.insert(id, view);
-        ready(Ok(Created { id }))
+        ready(Ok(Created { id: JobId(id) }))
     }
 
     fn list_jobs(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, JobList> {
@@ -356,27 +360,29 @@ impl Api for MockApi {
                 .jobs
                 .range(after + 1..)
                 .map(|(_, j)| j)
-                .filter(|j| j.app_id == app.id.0)
+                .filter(|j| j.app_id == app.id)
                 .take(limit + 1)
                 .cloned()
                 .collect();
             let next_cursor = (items.len() > limit).then(|| {
                 items.truncate(limit);
-                items.last().map_or(0, |j| j.id)
+                items.last().map_or(0, |j| j.id.0)
             });
             JobList { items, next_cursor }
         });
         ready(r)
     }
 
-    fn get_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, JobView> {
+    fn get_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, JobView> {
+        let id = id.0;
         if id == HANG {
             return Box::pin(std::future::pending());
         }
         ready(self.lock().job(&app, id).map(|j| j.clone()))
     }
 
-    fn update_job(&self, app: AppRef, id: u64, body: JobBody) -> ApiFuture<'_, JobView> {
+    fn update_job(&self, app: AppRef, id: JobId, body: JobBody) -> ApiFuture<'_, JobView> {
+        let id = id.0;
         if let Err(e) = body.to_record(app.id) {
             return ready(Err(e));
         }
@@ -387,7 +393,8 @@ impl Api for MockApi {
         }))
     }
 
-    fn delete_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+    fn delete_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, ()> {
+        let id = id.0;
         let mut st = self.lock();
         let r = st.job(&app, id).map(|_| ());
         if r.is_ok() {
@@ -396,14 +403,16 @@ impl Api for MockApi {
         ready(r)
     }
 
-    fn set_job_enabled(&self, app: AppRef, id: u64, enabled: bool) -> ApiFuture<'_, JobView> {
+    fn set_job_enabled(&self, app: AppRef, id: JobId, enabled: bool) -> ApiFuture<'_, JobView> {
+        let id = id.0;
         ready(self.lock().job(&app, id).map(|j| {
             j.body.enabled = enabled;
             j.clone()
         }))
     }
 
-    fn run_job(&self, app: AppRef, id: u64, req: RunJob) -> ApiFuture<'_, RunCreated> {
+    fn run_job(&self, app: AppRef, id: JobId, req: RunJob) -> ApiFuture<'_, RunCreated> {
+        let id = id.0;
         let mut st = self.lock();
         let job_id = match st.job(&app, id) {
             Ok(j) => j.id,
@@ -411,7 +420,7 @@ impl Api for MockApi {
         };
         let instance_id = st.id();
         let view = InstanceView {
-            id: instance_id,
+            id: InstanceId(instance_id),
             job_id,
             status: InstanceStatus::WaitingDispatch,
             result: None,
@@ -426,10 +435,13 @@ impl Api for MockApi {
             tasks: None,
         };
         st.instances.insert(instance_id, (app.id.0, view));
-        ready(Ok(RunCreated { instance_id }))
+        ready(Ok(RunCreated {
+            instance_id: InstanceId(instance_id),
+        }))
     }
 
-    fn get_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, InstanceView> {
+    fn get_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView> {
+        let id = id.0;
         ready(self.lock().instance(&app, id).map(|i| i.clone()))
     }
 
@@ -451,7 +463,7 @@ impl Api for MockApi {
                 .collect();
             let next_cursor = (items.len() > limit).then(|| {
                 items.truncate(limit);
-                items.last().map_or(0, |i| i.id)
+                items.last().map_or(0, |i| i.id.0)
             });
             InstanceList { items, next_cursor }
         });
@@ -461,9 +473,10 @@ impl Api for MockApi {
     fn instance_action(
         &self,
         app: AppRef,
-        id: u64,
+        id: InstanceId,
         action: InstanceAction,
     ) -> ApiFuture<'_, InstanceView> {
+        let id = id.0;
         let mut st = self.lock();
         let r = st.instance(&app, id).and_then(|i| {
             use InstanceStatus::*;
@@ -486,7 +499,8 @@ impl Api for MockApi {
         ready(r)
     }
 
-    fn instance_log(&self, app: AppRef, id: u64, query: LogQuery) -> ApiFuture<'_, LogView> {
+    fn instance_log(&self, app: AppRef, id: InstanceId, query: LogQuery) -> ApiFuture<'_, LogView> {
+        let id = id.0;
         let mut st = self.lock();
         let r = st.instance(&app, id).and_then(|i| {
             let limit = page_limit(query.limit, 1000)?;
@@ -497,7 +511,7 @@ impl Api for MockApi {
                     seq,
                     time_ms: 1_000 + i64::try_from(seq).unwrap_or(0),
                     level: LogLevel::Info,
-                    content: format!("instance {} line {seq}", i.id),
+                    content: format!("instance {} line {seq}", i.id.0),
                 })
                 .collect();
             let next_cursor = lines.last().map(|l| l.seq).filter(|&s| s < 3);
@@ -516,22 +530,26 @@ impl Api for MockApi {
     // dispatched JOB node gets a job instance (with `workflow_instance_id`) that finishes at
     // once by the job's name: `hold` keeps running, `fail` fails with "boom", any other
     // succeeds with the node's params as its result (so `{"go":"left"}` feeds a decision).
-    fn create_workflow(&self, app: AppRef, body: WorkflowDef) -> ApiFuture<'_, Created> {
+    fn create_workflow(
+        &self,
+        app: AppRef,
+        body: WorkflowDef,
+    ) -> ApiFuture<'_, Created<WorkflowId>> {
         let mut st = self.lock();
         let r = st.validate_workflow(&app, &body, None).map(|()| {
             let id = st.id();
             st.workflows.insert(
                 id,
                 WorkflowView {
-                    id,
-                    app_id: app.id.0,
+                    id: WorkflowId(id),
+                    app_id: app.id,
                     body,
                     next_trigger_time: None,
                     created_at: 1,
                     updated_at: 1,
                 },
             );
-            Created { id }
+            Created { id: WorkflowId(id) }
         });
         ready(r)
     }
@@ -544,29 +562,31 @@ impl Api for MockApi {
                 .workflows
                 .range(after + 1..)
                 .map(|(_, w)| w)
-                .filter(|w| w.app_id == app.id.0)
+                .filter(|w| w.app_id == app.id)
                 .take(limit + 1)
                 .cloned()
                 .collect();
             let next_cursor = (items.len() > limit).then(|| {
                 items.truncate(limit);
-                items.last().map_or(0, |w| w.id)
+                items.last().map_or(0, |w| w.id.0)
             });
             WorkflowList { items, next_cursor }
         });
         ready(r)
     }
 
-    fn get_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowView> {
+    fn get_workflow(&self, app: AppRef, id: WorkflowId) -> ApiFuture<'_, WorkflowView> {
+        let id = id.0;
         ready(self.lock().workflow(&app, id).map(|w| w.clone()))
     }
 
     fn update_workflow(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowId,
         body: WorkflowDef,
     ) -> ApiFuture<'_, WorkflowView> {
+        let id = id.0;
         let mut st = self.lock();
         let r = st
             .workflow(&app, id)
@@ -581,7 +601,8 @@ impl Api for MockApi {
         ready(r)
     }
 
-    fn delete_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+    fn delete_workflow(&self, app: AppRef, id: WorkflowId) -> ApiFuture<'_, ()> {
+        let id = id.0;
         let mut st = self.lock();
         let r = st.workflow(&app, id).map(|_| ()).and_then(|()| {
             let running = st.workflow_instances.values().any(|w| {
@@ -601,14 +622,20 @@ impl Api for MockApi {
     fn run_workflow(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowId,
         req: RunWorkflow,
     ) -> ApiFuture<'_, WorkflowRunCreated> {
+        let id = id.0;
         let mut st = self.lock();
         ready(st.run_workflow(&app, id, req))
     }
 
-    fn get_workflow_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowInstanceView> {
+    fn get_workflow_instance(
+        &self,
+        app: AppRef,
+        id: WorkflowInstanceId,
+    ) -> ApiFuture<'_, WorkflowInstanceView> {
+        let id = id.0;
         let mut st = self.lock();
         let r = st.workflow_instance(&app, id).map(|_| ());
         ready(r.map(|()| st.workflow_instance_view(id)))
@@ -627,7 +654,7 @@ impl Api for MockApi {
                 .range(..before)
                 .rev()
                 .filter(|(_, w)| {
-                    w.app_id == app.id.0 && query.workflow_id.is_none_or(|q| q == w.workflow_id)
+                    w.app_id == app.id.0 && query.workflow_id.is_none_or(|q| q.0 == w.workflow_id)
                 })
                 .take(limit + 1)
                 .map(|(id, _)| *id)
@@ -638,7 +665,7 @@ impl Api for MockApi {
                 .collect();
             let next_cursor = (items.len() > limit).then(|| {
                 items.truncate(limit);
-                items.last().map_or(0, |i| i.id)
+                items.last().map_or(0, |i| i.id.0)
             });
             WorkflowInstanceList { items, next_cursor }
         });
@@ -648,9 +675,10 @@ impl Api for MockApi {
     fn workflow_instance_action(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowInstanceId,
         action: WorkflowInstanceAction,
     ) -> ApiFuture<'_, WorkflowInstanceView> {
+        let id = id.0;
         let mut st = self.lock();
         let r = st.workflow_instance(&app, id).map(|_| ()).and_then(|()| {
             st.with_workflow_instance(id, |wi| match action {
@@ -664,9 +692,10 @@ impl Api for MockApi {
     fn mark_workflow_node_success(
         &self,
         app: AppRef,
-        id: u64,
-        node: u64,
+        id: WorkflowInstanceId,
+        node: NodeId,
     ) -> ApiFuture<'_, WorkflowInstanceView> {
+        let id = id.0;
         let mut st = self.lock();
         let r = st
             .workflow_instance(&app, id)
@@ -841,7 +870,7 @@ async fn every_route_round_trips_through_the_client() {
 
     // The app's own secret opens its routes; by name and by numeric id.
     let c = h.client("billing-secret");
-    let by_id = app.id.to_string();
+    let by_id = app.id.get().to_string();
     let mut body = cron_job("nightly");
     body.time_zone = Some("Asia/Shanghai".into());
     body.params = "p".into();
@@ -1043,7 +1072,7 @@ async fn the_client_times_out_a_request_that_never_answers() {
         ..ClientOptions::default()
     };
     let c = Client::with_options(&h.base, "a-secret", options).unwrap();
-    match c.get_job("a", HANG).await {
+    match c.get_job("a", JobId(HANG)).await {
         Err(ClientError::Transport(e)) => assert!(e.is_timeout(), "{e}"),
         other => panic!("{other:?}"),
     }
@@ -1104,14 +1133,14 @@ async fn invalid_values_are_400s_from_the_api() {
 // ---------------------------------------------------------------------------------------------
 // Workflows.
 
-fn job_node(id: u64, job_id: u64, params: &str) -> NodeDef {
+fn job_node(id: u64, job_id: JobId, params: &str) -> NodeDef {
     serde_json::from_value(json!({"id": id, "job_id": job_id, "params": params})).unwrap()
 }
 
 fn edge(from: u64, to: u64, property: Option<&str>) -> EdgeDef {
     EdgeDef {
-        from,
-        to,
+        from: NodeId(from),
+        to: NodeId(to),
         property: property.map(str::to_owned),
     }
 }
@@ -1119,8 +1148,8 @@ fn edge(from: u64, to: u64, property: Option<&str>) -> EdgeDef {
 /// Jobs `decide`, `left`, `right` in app `a`, and a workflow: 1 (decide, result
 /// `{"go":"left"}`) → 2 (decision `go == "left" && tries < 3`) → true: 3 (left), false: 4
 /// (right).
-async fn decision_workflow(c: &Client) -> (WorkflowDef, [u64; 3]) {
-    let mut ids = [0; 3];
+async fn decision_workflow(c: &Client) -> (WorkflowDef, [JobId; 3]) {
+    let mut ids = [JobId(0); 3];
     for (slot, name) in ids.iter_mut().zip(["decide", "left", "right"]) {
         *slot = c.create_job("a", &cron_job(name)).await.unwrap().id;
     }
@@ -1144,7 +1173,11 @@ async fn decision_workflow(c: &Client) -> (WorkflowDef, [u64; 3]) {
 }
 
 fn node_status(view: &WorkflowInstanceView, id: u64) -> NodeStatus {
-    view.nodes.iter().find(|n| n.id == id).unwrap().status
+    view.nodes
+        .iter()
+        .find(|n| n.id == NodeId(id))
+        .unwrap()
+        .status
 }
 
 #[tokio::test]
@@ -1225,7 +1258,7 @@ async fn workflow_routes_round_trip_through_the_client() {
     assert_eq!(wi.nodes[1].result.as_deref(), Some("true"));
     // The job instance of node 3 knows its workflow instance.
     let job_instance = c
-        .get_instance("a", wi.nodes[2].instance_id.unwrap())
+        .get_instance("a", InstanceId(wi.nodes[2].instance_id.unwrap()))
         .await
         .unwrap();
     assert_eq!(job_instance.job_id, jobs[1]);
@@ -1284,7 +1317,7 @@ async fn workflow_routes_round_trip_through_the_client() {
         )
         .await
         .unwrap();
-    assert_eq!(paged.next_cursor, Some(wi2.id));
+    assert_eq!(paged.next_cursor, Some(wi2.id.0));
 
     // A failing node: FAILED; retry re-runs it (a new job instance); mark-success passes it.
     let fail = c.create_job("a", &cron_job("fail")).await.unwrap();
@@ -1305,21 +1338,24 @@ async fn workflow_routes_round_trip_through_the_client() {
     let retried = c.retry_workflow_instance("a", wi.id).await.unwrap();
     assert_eq!(retried.status, WorkflowInstanceStatus::Failed);
     assert_ne!(retried.nodes[0].instance_id, wi.nodes[0].instance_id);
-    let marked = c.mark_workflow_node_success("a", wi.id, 1).await.unwrap();
+    let marked = c
+        .mark_workflow_node_success("a", wi.id, NodeId(1))
+        .await
+        .unwrap();
     assert_eq!(node_status(&marked, 1), NodeStatus::Succeed);
     // Not failed any more, a decision, an unknown node: 409, 409, 404.
     assert_api_error(
-        c.mark_workflow_node_success("a", wi.id, 1).await,
+        c.mark_workflow_node_success("a", wi.id, NodeId(1)).await,
         409,
         ErrorCode::Conflict,
     );
     assert_api_error(
-        c.mark_workflow_node_success("a", wi.id, 2).await,
+        c.mark_workflow_node_success("a", wi.id, NodeId(2)).await,
         409,
         ErrorCode::Conflict,
     );
     assert_api_error(
-        c.mark_workflow_node_success("a", wi.id, 99).await,
+        c.mark_workflow_node_success("a", wi.id, NodeId(99)).await,
         404,
         ErrorCode::NotFound,
     );
@@ -1353,7 +1389,7 @@ async fn workflow_routes_round_trip_through_the_client() {
     assert_eq!(stopped.status, WorkflowInstanceStatus::Stopped);
     assert_eq!(node_status(&stopped, 1), NodeStatus::Stopped);
     let job_instance = c
-        .get_instance("a", stopped.nodes[0].instance_id.unwrap())
+        .get_instance("a", InstanceId(stopped.nodes[0].instance_id.unwrap()))
         .await
         .unwrap();
     assert_eq!(job_instance.status, InstanceStatus::Stopped);
@@ -1395,7 +1431,9 @@ async fn invalid_workflows_are_400s_naming_the_fault() {
         async move {
             for r in [
                 c.create_workflow("a", &bad).await.map(drop),
-                c.update_workflow("a", 1_000_000, &bad).await.map(drop),
+                c.update_workflow("a", WorkflowId(1_000_000), &bad)
+                    .await
+                    .map(drop),
             ] {
                 match r {
                     Err(ClientError::Api { status, error }) if status == 400 || status == 404 => {
@@ -1420,14 +1458,14 @@ async fn invalid_workflows_are_400s_naming_the_fault() {
     .await;
     // An unknown job, and another app's job.
     check(
-        &|d| d.nodes.push(job_node(9, 777, "")),
+        &|d| d.nodes.push(job_node(9, JobId(777), "")),
         &["node 9", "job 777"],
     )
     .await;
     let theirs = other_apps_job;
     check(
         &move |d| d.nodes.push(job_node(9, theirs, "")),
-        &["node 9", &format!("job {theirs}")],
+        &["node 9", &format!("{theirs}")],
     )
     .await;
     // A decision edge without a property, a bad expression, a duplicate node.
@@ -1438,7 +1476,7 @@ async fn invalid_workflows_are_400s_naming_the_fault() {
     )
     .await;
     check(
-        &|d| d.nodes.push(job_node(1, 1, "")),
+        &|d| d.nodes.push(job_node(1, JobId(1), "")),
         &["duplicate node id 1"],
     )
     .await;
@@ -1506,7 +1544,7 @@ async fn invalid_workflows_are_400s_naming_the_fault() {
     assert_error(s, &b, 400, "invalid_argument");
     let minimal = format!(
         r#"{{"name":"w","time_expression_type":"API","nodes":[{{"id":1,"job_id":{}}}]}}"#,
-        def.nodes[0].job_id.unwrap()
+        def.nodes[0].job_id.unwrap().get()
     );
     let (s, b) = h
         .send(
@@ -1520,14 +1558,14 @@ async fn invalid_workflows_are_400s_naming_the_fault() {
     assert_error(s, &b, 400, "invalid_argument");
     let (s, b) = h.post_json(path, t, &minimal).await;
     assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
-    let id: Created = serde_json::from_slice(&b).unwrap();
+    let id: Created<WorkflowId> = serde_json::from_slice(&b).unwrap();
 
     // The run body may be empty (no content type), `{}`, or a RunWorkflow; nothing else.
-    let run = format!("/v1/apps/a/workflows/{}/run", id.id);
+    let run = format!("/v1/apps/a/workflows/{}/run", id.id.get());
     let (s, b) = h.send(post.clone(), &run, t, None, vec![]).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     let created: WorkflowRunCreated = serde_json::from_slice(&b).unwrap();
-    assert!(created.workflow_instance_id > 0);
+    assert!(created.workflow_instance_id > WorkflowInstanceId(0));
     let (s, _) = h.post_json(&run, t, "{}").await;
     assert_eq!(s, 200);
     let (s, _) = h
@@ -1564,7 +1602,9 @@ async fn workflow_routes_check_auth_ids_and_methods() {
         .run_workflow("a", wf, &RunWorkflow::default())
         .await
         .unwrap()
-        .workflow_instance_id;
+        .workflow_instance_id
+        .get();
+    let wf = wf.get();
 
     let get = reqwest::Method::GET;
     let post = reqwest::Method::POST;
@@ -1658,35 +1698,46 @@ async fn workflow_routes_check_auth_ids_and_methods() {
     }
 
     // Unknown ids: 404; non-numeric ids: 400.
-    assert_api_error(c.get_workflow("a", 999).await, 404, ErrorCode::NotFound);
     assert_api_error(
-        c.update_workflow("a", 999, &def).await,
-        404,
-        ErrorCode::NotFound,
-    );
-    assert_api_error(c.delete_workflow("a", 999).await, 404, ErrorCode::NotFound);
-    assert_api_error(
-        c.run_workflow("a", 999, &RunWorkflow::default()).await,
+        c.get_workflow("a", WorkflowId(999)).await,
         404,
         ErrorCode::NotFound,
     );
     assert_api_error(
-        c.get_workflow_instance("a", 999).await,
+        c.update_workflow("a", WorkflowId(999), &def).await,
         404,
         ErrorCode::NotFound,
     );
     assert_api_error(
-        c.stop_workflow_instance("a", 999).await,
+        c.delete_workflow("a", WorkflowId(999)).await,
         404,
         ErrorCode::NotFound,
     );
     assert_api_error(
-        c.retry_workflow_instance("a", 999).await,
+        c.run_workflow("a", WorkflowId(999), &RunWorkflow::default())
+            .await,
         404,
         ErrorCode::NotFound,
     );
     assert_api_error(
-        c.mark_workflow_node_success("a", 999, 1).await,
+        c.get_workflow_instance("a", WorkflowInstanceId(999)).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(
+        c.stop_workflow_instance("a", WorkflowInstanceId(999)).await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(
+        c.retry_workflow_instance("a", WorkflowInstanceId(999))
+            .await,
+        404,
+        ErrorCode::NotFound,
+    );
+    assert_api_error(
+        c.mark_workflow_node_success("a", WorkflowInstanceId(999), NodeId(1))
+            .await,
         404,
         ErrorCode::NotFound,
     );
@@ -1806,7 +1857,7 @@ async fn auth_rules() {
         .create_job("a", &cron_job("j"))
         .await
         .unwrap();
-    let path = format!("/v1/apps/a/jobs/{}", job.id);
+    let path = format!("/v1/apps/a/jobs/{}", job.id.get());
     let get = reqwest::Method::GET;
 
     // Missing, malformed, wrong: 401.
@@ -1837,7 +1888,10 @@ async fn auth_rules() {
     // The right secret by name and by id; the admin token.
     for (p, token) in [
         (path.clone(), "a-secret"),
-        (format!("/v1/apps/{}/jobs/{}", a.id, job.id), "a-secret"),
+        (
+            format!("/v1/apps/{}/jobs/{}", a.id.get(), job.id.get()),
+            "a-secret",
+        ),
         (path.clone(), ADMIN),
     ] {
         let (s, _) = h.send(get.clone(), &p, Some(token), None, vec![]).await;
@@ -2105,7 +2159,7 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
     }
     let resp = h
         .raw
-        .patch(h.url(&format!("/v1/apps/a/jobs/{}", job.id)))
+        .patch(h.url(&format!("/v1/apps/a/jobs/{}", job.id.get())))
         .bearer_auth("a-secret")
         .send()
         .await
@@ -2124,11 +2178,11 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
     assert_error(s, &b, 405, "invalid_argument");
 
     // The run body may be empty (no content type), `{}`, or a RunJob; nothing else.
-    let run = format!("/v1/apps/a/jobs/{}/run", job.id);
+    let run = format!("/v1/apps/a/jobs/{}/run", job.id.get());
     let (s, b) = h.send(post.clone(), &run, t, None, vec![]).await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     let created: RunCreated = serde_json::from_slice(&b).unwrap();
-    assert!(created.instance_id > 0);
+    assert!(created.instance_id > InstanceId(0));
     let (s, _) = h.post_json(&run, t, "{}").await;
     assert_eq!(s, 200);
     let (s, b) = h.post_json(&run, t, r#"{"delay_ms":"soon"}"#).await;
@@ -2680,7 +2734,7 @@ fn random_bodies_never_get_a_5xx() {
         let job = c.create_job("a", &cron_job("j")).await.unwrap();
         let (def, _) = decision_workflow(&c).await;
         let workflow = c.create_workflow("a", &def).await.unwrap();
-        (h, job.id, workflow.id)
+        (h, job.id.get(), workflow.id.get())
     });
     let routes: Vec<(reqwest::Method, String, &str)> = vec![
         (reqwest::Method::POST, "/v1/apps".into(), ADMIN),

@@ -6,6 +6,7 @@ mod server_node_support;
 
 use ferrojob::api::{ErrorCode, InstanceAction, InstanceQuery, LogQuery, RunJob};
 use ferrojob::clock::VirtualClock;
+use ferrojob::ids::{InstanceId, JobId};
 use ferrojob::model::{DispatchStrategy, ExecuteType, InstanceStatus as S};
 use ferrojob::server::StoreChoice;
 use ferrojob::time_expression::TimeExpressionType as T;
@@ -43,7 +44,7 @@ async fn api_run_is_dispatched_and_succeeds() {
     assert_eq!(v.params, "p");
     let mut w = w;
     let sj = w.next_schedule().await;
-    assert_eq!(sj.instance_id, id);
+    assert_eq!(sj.instance_id, id.0);
     assert_eq!(sj.job_params, "job-params");
     assert_eq!(sj.instance_params, "p");
     assert_eq!(sj.instance_timeout_ms, 5000);
@@ -101,19 +102,25 @@ async fn unknown_ids_and_conflicts_are_refused_and_map_jobs_accepted() {
     assert_eq!(dup.code, ErrorCode::Conflict);
     let jid = api.create_job(a.clone(), job(T::Api, "")).await.unwrap().id;
     for code in [
-        api.get_job(a.clone(), 999).await.unwrap_err().code,
+        api.get_job(a.clone(), JobId(999)).await.unwrap_err().code,
         api.get_job(b.clone(), jid).await.unwrap_err().code,
-        api.get_instance(a.clone(), 999).await.unwrap_err().code,
-        api.run_job(a.clone(), 999, RunJob::default())
+        api.get_instance(a.clone(), InstanceId(999))
             .await
             .unwrap_err()
             .code,
-        api.delete_job(a.clone(), 999).await.unwrap_err().code,
-        api.instance_action(a.clone(), 999, InstanceAction::Stop)
+        api.run_job(a.clone(), JobId(999), RunJob::default())
             .await
             .unwrap_err()
             .code,
-        api.instance_log(a.clone(), 999, LogQuery::default())
+        api.delete_job(a.clone(), JobId(999))
+            .await
+            .unwrap_err()
+            .code,
+        api.instance_action(a.clone(), InstanceId(999), InstanceAction::Stop)
+            .await
+            .unwrap_err()
+            .code,
+        api.instance_log(a.clone(), InstanceId(999), LogQuery::default())
             .await
             .unwrap_err()
             .code,
@@ -183,7 +190,7 @@ async fn specify_by_tag_reaches_the_tagged_worker_and_broadcast_lists_all() {
             .as_deref(),
         Some("w2:1")
     );
-    assert_eq!(w2.next_schedule().await.instance_id, id);
+    assert_eq!(w2.next_schedule().await.instance_id, id.0);
 
     let mut body = job(T::Api, "");
     body.dispatch_strategy = DispatchStrategy::Specify;
@@ -193,7 +200,7 @@ async fn specify_by_tag_reaches_the_tagged_worker_and_broadcast_lists_all() {
         let id = run(&api, &app, sp).await;
         let v = status_is(&api, &app, id, S::Succeed).await;
         assert_eq!(v.worker.as_deref(), Some("w1:1"));
-        assert_eq!(w1.next_schedule().await.instance_id, id);
+        assert_eq!(w1.next_schedule().await.instance_id, id.0);
     }
 
     let mut body = job(T::Api, "");
@@ -202,7 +209,7 @@ async fn specify_by_tag_reaches_the_tagged_worker_and_broadcast_lists_all() {
     let id = run(&api, &app, bc).await;
     status_is(&api, &app, id, S::Succeed).await;
     let sj = w2.next_schedule().await;
-    assert_eq!(sj.instance_id, id);
+    assert_eq!(sj.instance_id, id.0);
     assert_eq!(
         sj.all_worker_addresses[0], "w2:1",
         "the TaskTracker comes first"
@@ -338,7 +345,7 @@ async fn failed_instance_is_retried_with_backoff_then_failed() {
     assert!(w.no_schedule_pending());
     clock.advance(1);
     let second = w.next_schedule().await;
-    assert_eq!(second.instance_id, id);
+    assert_eq!(second.instance_id, id.0);
     assert_eq!(
         second.report_seq_base,
         2 << 32,
@@ -395,9 +402,9 @@ async fn stop_sends_stop_instance_and_cancel_removes_a_delayed_run() {
         .await
         .unwrap();
     assert_eq!(v.status, S::Stopped);
-    assert_eq!(w.next_stop().await, id);
+    assert_eq!(w.next_stop().await, id.0);
     // The worker's STOPPED confirmation changes nothing.
-    w.r().report(id, W::Stopped, None).await;
+    w.r().report(id.0, W::Stopped, None).await;
     assert_eq!(
         status_is(&api, &app, id, S::Stopped).await.status,
         S::Stopped
@@ -449,10 +456,10 @@ async fn max_instances_fails_the_extra_instance() {
     let b = run(&api, &app, j).await;
     let v = status_is(&api, &app, b, S::Failed).await;
     assert!(v.result.unwrap().contains("too many instances"));
-    w.r().report(a, W::Succeed, None).await;
+    w.r().report(a.0, W::Succeed, None).await;
     status_is(&api, &app, a, S::Succeed).await;
     let c = run(&api, &app, j).await;
-    assert_eq!(w.next_schedule().await.instance_id, c);
+    assert_eq!(w.next_schedule().await.instance_id, c.0);
     server.shutdown().await;
 }
 
@@ -474,7 +481,7 @@ async fn logs_are_stored_per_instance_with_a_cap() {
     w.next_schedule().await;
     let entries = (0..8)
         .map(|i| LogEntry {
-            instance_id: id,
+            instance_id: id.0,
             time_ms: i,
             level: LogLevel::Info,
             content: format!("line {i}"),
@@ -593,7 +600,7 @@ async fn listing_by_a_running_status_comes_from_memory() {
         vec![ids[0]]
     );
     assert_eq!(p2.next_cursor, None);
-    w.r().report(ids[0], W::Succeed, None).await;
+    w.r().report(ids[0].0, W::Succeed, None).await;
     status_is(&api, &app, ids[0], S::Succeed).await;
     until("listed as SUCCEED", || async {
         let l = api
@@ -631,7 +638,7 @@ async fn a_run_dispatchable_at_once_is_written_once_before_its_schedule_job() {
     let id = run(&api, &app, job).await;
     // Answered once durable: the instance was written already WAITING_WORKER_RECEIVE.
     let sj = w.next_schedule().await;
-    assert_eq!(sj.instance_id, id);
+    assert_eq!(sj.instance_id, id.0);
     assert_eq!(sj.report_seq_base, 1 << 32);
     let v = status_is(&api, &app, id, S::Running).await;
     assert_eq!(v.worker.as_deref(), Some("w1:1"));
@@ -641,7 +648,7 @@ async fn a_run_dispatchable_at_once_is_written_once_before_its_schedule_job() {
         1,
         "create + dispatch are one write (RUNNING is not written)"
     );
-    w.r().report(id, W::Succeed, Some("done")).await;
+    w.r().report(id.0, W::Succeed, Some("done")).await;
     status_is(&api, &app, id, S::Succeed).await;
     assert_eq!(commits(&api) - before, 2);
     let m = api.metrics_text();
@@ -684,7 +691,7 @@ async fn a_run_whose_caller_goes_away_is_still_started() {
     )
     .await;
     let sj = w.next_schedule().await;
-    let v = status_is(&api, &app, sj.instance_id, S::Succeed).await;
+    let v = status_is(&api, &app, InstanceId(sj.instance_id), S::Succeed).await;
     assert_eq!(v.running_times, 1);
     // Its max_instances slot was released: the next run is dispatched, not refused.
     let id = run(&api, &app, job).await;
@@ -718,7 +725,7 @@ async fn a_worker_back_after_a_dropped_connection_is_asked_about_its_instances()
         "a",
         "w1:1",
         Mode::Hold,
-        id,
+        id.0,
         W::Succeed,
         "finished while disconnected",
     )

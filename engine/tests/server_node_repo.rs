@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use ferrojob::model::InstanceId;
+use ferrojob::ids::InstanceId;
 use ferrojob::server::*;
 use ferrojob::time_expression::TimeExpressionType;
 use ferrojob_store::backend::SimBackend;

@@ -184,7 +184,7 @@ async fn running_instances_are_reconciled_with_their_workers_after_a_restart() {
         "a",
         "w1:1",
         Mode::Succeed,
-        done,
+        done.0,
         W::Succeed,
         "finished while the server was down",
     )

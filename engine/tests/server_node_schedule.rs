@@ -7,6 +7,7 @@ mod server_node_support;
 
 use ferrojob::api::{JobBody, PageQuery};
 use ferrojob::clock::VirtualClock;
+use ferrojob::ids::InstanceId;
 use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::StoreChoice;
 use ferrojob::time_expression::TimeExpressionType as T;
@@ -108,7 +109,7 @@ async fn fixed_delay_counts_from_the_reported_completion() {
     );
     clock.advance(2000);
     let first = w.next_schedule().await;
-    status_is(&api, &app, first.instance_id, S::Running).await;
+    status_is(&api, &app, InstanceId(first.instance_id), S::Running).await;
     // While it runs, nothing else fires.
     clock.advance(10_000);
     tokio::task::yield_now().await;
@@ -118,7 +119,7 @@ async fn fixed_delay_counts_from_the_reported_completion() {
         None
     );
     w.r().report(first.instance_id, W::Succeed, None).await;
-    status_is(&api, &app, first.instance_id, S::Succeed).await;
+    status_is(&api, &app, InstanceId(first.instance_id), S::Succeed).await;
     let next = until("re-armed from the completion", || async {
         api.get_job(app.clone(), j).await.unwrap().next_trigger_time
     })
@@ -130,7 +131,7 @@ async fn fixed_delay_counts_from_the_reported_completion() {
     clock.advance(1);
     let second = w.next_schedule().await;
     let v = api
-        .get_instance(app.clone(), second.instance_id)
+        .get_instance(app.clone(), InstanceId(second.instance_id))
         .await
         .unwrap();
     assert_eq!(v.run, 2);
@@ -278,13 +279,13 @@ async fn unconfirmed_dispatch_is_requeued_to_another_worker() {
         .unwrap()
         .id;
     let id = run(&api, &app, j).await;
-    assert_eq!(silent.next_schedule().await.instance_id, id);
+    assert_eq!(silent.next_schedule().await.instance_id, id.0);
     status_is(&api, &app, id, S::WaitingWorkerReceive).await;
     clock.advance(10_000);
     // The silent worker is told to stop the attempt it never confirmed before the instance
     // runs elsewhere.
-    assert_eq!(silent.next_stop().await, id);
-    assert_eq!(good.next_schedule().await.instance_id, id);
+    assert_eq!(silent.next_stop().await, id.0);
+    assert_eq!(good.next_schedule().await.instance_id, id.0);
     let v = status_is(&api, &app, id, S::Succeed).await;
     assert_eq!(v.worker.as_deref(), Some("w2:1"));
     assert_eq!(v.running_times, 2);
@@ -310,10 +311,13 @@ async fn unconfirmed_dispatch_to_the_only_worker_is_stopped_then_dispatched_agai
     let first = w.next_schedule().await;
     assert_eq!(first.report_seq_base, 1 << 32);
     clock.advance(10_000);
-    assert_eq!(w.next_stop().await, id);
+    assert_eq!(w.next_stop().await, id.0);
     let second = w.next_schedule().await;
-    assert_eq!((second.instance_id, second.report_seq_base), (id, 2 << 32));
-    w.r().report(id, W::Succeed, Some("ok")).await;
+    assert_eq!(
+        (second.instance_id, second.report_seq_base),
+        (id.0, 2 << 32)
+    );
+    w.r().report(id.0, W::Succeed, Some("ok")).await;
     let v = status_is(&api, &app, id, S::Succeed).await;
     assert_eq!(v.running_times, 2);
     server.shutdown().await;
@@ -336,14 +340,14 @@ async fn dead_worker_instance_is_retried_on_the_other_worker() {
     body.instance_retries = 1;
     let j = api.create_job(app.clone(), body).await.unwrap().id;
     let id = run(&api, &app, j).await;
-    assert_eq!(dying.next_schedule().await.instance_id, id);
+    assert_eq!(dying.next_schedule().await.instance_id, id.0);
     status_is(&api, &app, id, S::Running).await;
     // w1 stops heartbeating; w2 keeps going.
     for step in 1..=3 {
         clock.advance(1000);
         other.register(&api, &app, 1, T0 + step * 1000).await;
     }
-    assert_eq!(other.next_schedule().await.instance_id, id);
+    assert_eq!(other.next_schedule().await.instance_id, id.0);
     let v = status_is(&api, &app, id, S::Succeed).await;
     assert_eq!(v.worker.as_deref(), Some("w2:1"));
     assert_eq!(v.running_times, 2);
@@ -358,7 +362,7 @@ async fn dead_worker_instance_is_retried_on_the_other_worker() {
         .unwrap()
         .id;
     let id2 = run(&api, &app, j2).await;
-    assert_eq!(other.next_schedule().await.instance_id, id2);
+    assert_eq!(other.next_schedule().await.instance_id, id2.0);
     status_is(&api, &app, id2, S::Running).await;
     clock.advance(3000);
     let v = status_is(&api, &app, id2, S::Failed).await;
@@ -387,7 +391,7 @@ async fn silent_run_past_its_timeout_is_failed_by_the_server_and_stopped() {
     clock.advance(1);
     let v = status_is(&api, &app, id, S::Failed).await;
     assert!(v.result.unwrap().contains("server safety net"));
-    assert_eq!(w.next_stop().await, id);
+    assert_eq!(w.next_stop().await, id.0);
     server.shutdown().await;
 }
 
@@ -528,7 +532,7 @@ async fn lifecycle_bounds_the_fires_and_max_worker_count_caps_broadcast() {
     };
     let sj = loop {
         let sj = w.next_schedule().await;
-        if sj.instance_id == id {
+        if sj.instance_id == id.0 {
             break sj;
         }
     };

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrojob::model::{DispatchStrategy, InstanceId, InstanceStatus, JobId};
+use ferrojob::ids::{AppId, InstanceId, JobId};
+use ferrojob::model::{DispatchStrategy, InstanceStatus};
 use ferrojob::server::*;
 use ferrojob::time_expression::{Lifecycle, TimeExpressionType};
 use ferrojob_store::backend::{Fault, SimBackend};
@@ -936,9 +937,7 @@ fn a_listing_that_races_a_prune_returns_the_remaining_rows() {
             job: by_job.then_some(j.id),
             ..InstanceFilter::default()
         };
-        let page = repo
-            .list_instances(a.id, filter, None, 100)
-            .unwrap();
+        let page = repo.list_instances(a.id, filter, None, 100).unwrap();
         let ids: Vec<InstanceId> = page.items.iter().map(|i| i.id).collect();
         let mut want: Vec<InstanceId> = fires
             .iter()

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferrojob::model::{InstanceId, InstanceStatus, JobId};
+use ferrojob::ids::{InstanceId, JobId};
+use ferrojob::model::InstanceStatus;
 use ferrojob::server::*;
 use ferrojob::time_expression::TimeExpressionType;
 use ferrojob_store::{MemoryStore, Store};

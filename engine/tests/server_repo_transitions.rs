@@ -1,7 +1,8 @@
 //! Table tests of the instance lifecycle: legal and illegal transitions, and stale, foreign and
 //! duplicate reports.
 
-use ferrojob::model::{InstanceStatus, JobId};
+use ferrojob::ids::{AppId, JobId};
+use ferrojob::model::InstanceStatus;
 use ferrojob::server::*;
 use InstanceStatus::*;
 

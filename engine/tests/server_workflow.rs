@@ -13,6 +13,7 @@ use ferrojob::api::{
     WorkflowInstanceView,
 };
 use ferrojob::clock::VirtualClock;
+use ferrojob::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::{ServerCore, StoreChoice};
 use ferrojob::time_expression::TimeExpressionType as T;
@@ -33,7 +34,7 @@ struct Env {
     api: Arc<dyn Api>,
     app: AppRef,
     w: FakeWorker,
-    jobs: Vec<u64>,
+    jobs: Vec<JobId>,
     clock: VirtualClock,
 }
 
@@ -68,7 +69,7 @@ async fn env(n: usize) -> Env {
 }
 
 impl Env {
-    async fn create(&self, d: WorkflowDef) -> u64 {
+    async fn create(&self, d: WorkflowDef) -> WorkflowId {
         self.api
             .create_workflow(self.app.clone(), d)
             .await
@@ -76,7 +77,7 @@ impl Env {
             .id
     }
 
-    async fn run(&self, wf: u64, init: Value) -> u64 {
+    async fn run(&self, wf: WorkflowId, init: Value) -> WorkflowInstanceId {
         self.api
             .run_workflow(
                 self.app.clone(),
@@ -91,15 +92,15 @@ impl Env {
             .workflow_instance_id
     }
 
-    async fn wfi(&self, id: u64) -> WorkflowInstanceView {
+    async fn wfi(&self, id: WorkflowInstanceId) -> WorkflowInstanceView {
         self.api
             .get_workflow_instance(self.app.clone(), id)
             .await
             .unwrap()
     }
 
-    async fn wf_status(&self, id: u64, s: WS) -> WorkflowInstanceView {
-        until(&format!("workflow instance {id} {s:?}"), || async {
+    async fn wf_status(&self, id: WorkflowInstanceId, s: WS) -> WorkflowInstanceView {
+        until(&format!("{id} {s:?}"), || async {
             let v = self.wfi(id).await;
             (v.status == s).then_some(v)
         })
@@ -115,7 +116,11 @@ impl Env {
 }
 
 fn node_status(v: &WorkflowInstanceView, node: u64) -> NS {
-    v.nodes.iter().find(|n| n.id == node).unwrap().status
+    v.nodes
+        .iter()
+        .find(|n| n.id == NodeId(node))
+        .unwrap()
+        .status
 }
 
 fn ctx(s: &ScheduleJob) -> Value {
@@ -136,22 +141,22 @@ async fn chain_runs_in_order_and_the_context_reaches_downstream() {
     // init_params as a string holding an object (PowerJob's form).
     let wfi = e.run(wf, json!("{\"seed\": 7}")).await;
     let s1 = e.finish_next(W::Succeed, r#"{"a": 1}"#).await;
-    assert_eq!(s1.job_id, j1);
-    assert_eq!(s1.workflow_instance_id, Some(wfi));
+    assert_eq!(s1.job_id, j1.0);
+    assert_eq!(s1.workflow_instance_id, Some(wfi.0));
     assert_eq!(ctx(&s1), json!({"seed": 7}));
     let s2 = e.finish_next(W::Succeed, "plain text").await;
-    assert_eq!(s2.job_id, j2);
+    assert_eq!(s2.job_id, j2.0);
     assert_eq!(s2.instance_params, "p2");
     assert_eq!(ctx(&s2), json!({"seed": 7, "a": 1}));
     let s3 = e.finish_next(W::Succeed, "{}").await;
-    assert_eq!(s3.job_id, j3);
+    assert_eq!(s3.job_id, j3.0);
     assert_eq!(ctx(&s3), json!({"seed": 7, "a": 1, "2": "plain text"}));
     let v = e.wf_status(wfi, WS::Succeed).await;
     assert!(v.nodes.iter().all(|n| n.status == NS::Succeed));
     assert_eq!(v.nodes[0].instance_id, Some(s1.instance_id));
     let iv = e
         .api
-        .get_instance(e.app.clone(), s2.instance_id)
+        .get_instance(e.app.clone(), InstanceId(s2.instance_id))
         .await
         .unwrap();
     assert_eq!(iv.workflow_instance_id, Some(wfi));
@@ -191,7 +196,7 @@ async fn a_decision_takes_the_right_branch_and_skips_the_other() {
     let wfi = e.run(wf, json!({"tries": 1})).await;
     e.finish_next(W::Succeed, r#"{"go": "left"}"#).await;
     let s = e.finish_next(W::Succeed, "").await;
-    assert_eq!(s.job_id, left);
+    assert_eq!(s.job_id, left.0);
     let v = e.wf_status(wfi, WS::Succeed).await;
     assert_eq!(node_status(&v, 2), NS::Succeed);
     assert_eq!(v.nodes[1].result.as_deref(), Some("true"));
@@ -212,13 +217,13 @@ async fn skip_when_failed_lets_the_workflow_succeed() {
     let wfi = e.run(wf, Value::Null).await;
     e.finish_next(W::Failed, "boom").await;
     let s = e.finish_next(W::Succeed, "").await;
-    assert_eq!(s.job_id, e.jobs[1]);
+    assert_eq!(s.job_id, e.jobs[1].0);
     let v = e.wf_status(wfi, WS::Succeed).await;
     assert_eq!(node_status(&v, 1), NS::Failed);
 }
 
 /// Two independent branches: 1 → 3 and 2; node 1 fails while 2 runs.
-async fn branches(policy: &str) -> (Env, u64, ScheduleJob, ScheduleJob) {
+async fn branches(policy: &str) -> (Env, WorkflowInstanceId, ScheduleJob, ScheduleJob) {
     let mut e = env(3).await;
     let mut d = def(
         "branches",
@@ -230,7 +235,7 @@ async fn branches(policy: &str) -> (Env, u64, ScheduleJob, ScheduleJob) {
     let wfi = e.run(wf, json!({})).await;
     let a = e.w.next_schedule().await;
     let b = e.w.next_schedule().await;
-    let (one, two) = if a.job_id == e.jobs[0] {
+    let (one, two) = if a.job_id == e.jobs[0].0 {
         (a, b)
     } else {
         (b, a)
@@ -244,11 +249,11 @@ async fn branches(policy: &str) -> (Env, u64, ScheduleJob, ScheduleJob) {
 #[tokio::test]
 async fn fail_fast_stops_the_other_branch() {
     let (mut e, wfi, _one, two) = branches("FAIL_FAST").await;
-    let v = e.wf_status(wfi, WS::Failed).await;
+    let v = e.wf_status(WorkflowInstanceId(wfi.0), WS::Failed).await;
     assert_eq!(node_status(&v, 2), NS::Stopped);
     assert_eq!(node_status(&v, 3), NS::Waiting);
     assert_eq!(e.w.next_stop().await, two.instance_id);
-    status_is(&e.api, &e.app, two.instance_id, S::Stopped).await;
+    status_is(&e.api, &e.app, InstanceId(two.instance_id), S::Stopped).await;
 }
 
 #[tokio::test]
@@ -256,12 +261,12 @@ async fn finish_branches_lets_the_other_branch_end() {
     let (e, wfi, _one, two) = branches("FINISH_BRANCHES").await;
     // Still running: node 2 has not ended.
     until("node 1 failed", || async {
-        (node_status(&e.wfi(wfi).await, 1) == NS::Failed).then_some(())
+        (node_status(&e.wfi(WorkflowInstanceId(wfi.0)).await, 1) == NS::Failed).then_some(())
     })
     .await;
-    assert_eq!(e.wfi(wfi).await.status, WS::Running);
+    assert_eq!(e.wfi(WorkflowInstanceId(wfi.0)).await.status, WS::Running);
     e.w.r().report(two.instance_id, W::Succeed, Some("")).await;
-    let v = e.wf_status(wfi, WS::Failed).await;
+    let v = e.wf_status(WorkflowInstanceId(wfi.0), WS::Failed).await;
     assert_eq!(node_status(&v, 2), NS::Succeed);
     assert_eq!(node_status(&v, 3), NS::Waiting);
 }
@@ -289,19 +294,19 @@ async fn retry_reruns_only_the_failed_nodes_and_mark_success_releases_successors
         .unwrap();
     assert_eq!(r.status, WS::Running);
     let s2 = e.finish_next(W::Failed, "boom again").await;
-    assert_eq!(s2.job_id, e.jobs[1]);
+    assert_eq!(s2.job_id, e.jobs[1].0);
     e.wf_status(wfi, WS::Failed).await;
     // Mark node 2 successful: the instance stays FAILED until retried; then node 3 runs.
     let m = e
         .api
-        .mark_workflow_node_success(e.app.clone(), wfi, 2)
+        .mark_workflow_node_success(e.app.clone(), wfi, NodeId(2))
         .await
         .unwrap();
     assert_eq!(node_status(&m, 2), NS::Succeed);
     assert_eq!(m.status, WS::Failed);
     let err = e
         .api
-        .mark_workflow_node_success(e.app.clone(), wfi, 1)
+        .mark_workflow_node_success(e.app.clone(), wfi, NodeId(1))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
@@ -310,7 +315,7 @@ async fn retry_reruns_only_the_failed_nodes_and_mark_success_releases_successors
         .await
         .unwrap();
     let s3 = e.finish_next(W::Succeed, "").await;
-    assert_eq!(s3.job_id, e.jobs[2]);
+    assert_eq!(s3.job_id, e.jobs[2].0);
     let v = e.wf_status(wfi, WS::Succeed).await;
     assert_eq!(
         v.nodes[0].instance_id,
@@ -345,7 +350,7 @@ async fn stop_stops_the_running_node() {
     assert_eq!(v.status, WS::Stopped);
     assert_eq!(node_status(&v, 1), NS::Stopped);
     assert_eq!(e.w.next_stop().await, s.instance_id);
-    status_is(&e.api, &e.app, s.instance_id, S::Stopped).await;
+    status_is(&e.api, &e.app, InstanceId(s.instance_id), S::Stopped).await;
     let err = e
         .api
         .workflow_instance_action(e.app.clone(), wfi, A::Stop)
@@ -373,16 +378,16 @@ async fn a_nested_workflow_runs_as_a_node() {
         .await;
     let wfi = e.run(outer, json!({"k": "v"})).await;
     let s = e.finish_next(W::Succeed, r#"{"x": 5}"#).await;
-    assert_eq!(s.job_id, e.jobs[0]);
+    assert_eq!(s.job_id, e.jobs[0].0);
     let child = s.workflow_instance_id.unwrap();
-    assert_ne!(child, wfi);
+    assert_ne!(child, wfi.0);
     assert_eq!(
         ctx(&s),
         json!({"k": "v"}),
         "the child is seeded from the parent's context"
     );
     let s2 = e.finish_next(W::Succeed, "").await;
-    assert_eq!(s2.job_id, e.jobs[1]);
+    assert_eq!(s2.job_id, e.jobs[1].0);
     assert_eq!(
         ctx(&s2)["x"],
         json!(5),
@@ -390,7 +395,7 @@ async fn a_nested_workflow_runs_as_a_node() {
     );
     let v = e.wf_status(wfi, WS::Succeed).await;
     assert_eq!(v.nodes[0].instance_id, Some(child));
-    let c = e.wf_status(child, WS::Succeed).await;
+    let c = e.wf_status(WorkflowInstanceId(child), WS::Succeed).await;
     assert_eq!(c.parent_instance_id, Some(wfi));
     // Nesting is visible in the listing of the inner workflow.
     let l = e
@@ -452,7 +457,7 @@ async fn a_nesting_loop_is_refused_at_runtime() {
     let wfi = e.run(a, json!({})).await;
     let v = e.wf_status(wfi, WS::Failed).await;
     let child = v.nodes[0].instance_id.unwrap();
-    let c = e.wf_status(child, WS::Failed).await;
+    let c = e.wf_status(WorkflowInstanceId(child), WS::Failed).await;
     let why = c.nodes[0].result.clone().unwrap();
     assert!(why.contains("nesting loop"), "{why}");
 }
@@ -501,17 +506,21 @@ async fn invalid_definitions_and_bad_requests_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidArgument);
-    let err = e.api.get_workflow(e.app.clone(), 12345).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::NotFound);
     let err = e
         .api
-        .get_workflow_instance(e.app.clone(), 12345)
+        .get_workflow(e.app.clone(), WorkflowId(12345))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
     let err = e
         .api
-        .mark_workflow_node_success(e.app.clone(), 12345, 1)
+        .get_workflow_instance(e.app.clone(), WorkflowInstanceId(12345))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    let err = e
+        .api
+        .mark_workflow_node_success(e.app.clone(), WorkflowInstanceId(12345), NodeId(1))
         .await
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
@@ -530,7 +539,7 @@ async fn a_cron_workflow_fires_on_the_clock_within_max_instances() {
     let s = e.w.next_schedule().await;
     let wfi = s.workflow_instance_id.unwrap();
     // RUNNING before the clock moves on (else the receive check would requeue it).
-    status_is(&e.api, &e.app, s.instance_id, S::Running).await;
+    status_is(&e.api, &e.app, InstanceId(s.instance_id), S::Running).await;
     // max_instances = 1: the next fire is skipped while this one runs.
     e.clock.advance(10_000);
     until("trigger moved on", || async {
@@ -546,7 +555,7 @@ async fn a_cron_workflow_fires_on_the_clock_within_max_instances() {
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict);
     e.w.r().report(s.instance_id, W::Succeed, Some("")).await;
-    e.wf_status(wfi, WS::Succeed).await;
+    e.wf_status(WorkflowInstanceId(wfi), WS::Succeed).await;
     e.clock.advance(10_000);
     let s2 = e.w.next_schedule().await;
     assert_ne!(s2.workflow_instance_id, Some(wfi));
@@ -590,7 +599,7 @@ async fn a_restart_mid_workflow_loses_nothing() {
         let wfi = e.run(wf, json!({"seed": 1})).await;
         e.finish_next(W::Succeed, r#"{"a": 1}"#).await;
         let s2 = e.w.next_schedule().await;
-        assert_eq!(s2.job_id, jobs[1]);
+        assert_eq!(s2.job_id, jobs[1].0);
         // Node 2 is dispatched and held; the server dies (no shutdown).
         drop(e.w);
         drop(e.server);
@@ -617,8 +626,8 @@ async fn a_restart_mid_workflow_loses_nothing() {
     .await;
     w.register(&api, &app, 8, T0 + 1000).await;
     let s3 = w.next_schedule().await;
-    assert_eq!(s3.job_id, jobs[2]);
-    assert_eq!(s3.workflow_instance_id, Some(wfi));
+    assert_eq!(s3.job_id, jobs[2].0);
+    assert_eq!(s3.workflow_instance_id, Some(wfi.0));
     assert_eq!(ctx(&s3), json!({"seed": 1, "a": 1, "b": 2}));
     w.r().report(s3.instance_id, W::Succeed, Some("")).await;
     until("workflow finished", || async {
@@ -634,7 +643,7 @@ async fn a_restart_mid_workflow_loses_nothing() {
     assert_eq!(d.status, WS::Waiting);
     clock.advance(60_000);
     let s = w.next_schedule().await;
-    assert_eq!(s.workflow_instance_id, Some(delayed));
+    assert_eq!(s.workflow_instance_id, Some(delayed.0));
     assert_eq!(ctx(&s), json!({"d": 1}));
 }
 
@@ -667,12 +676,18 @@ async fn a_node_instance_retries_before_its_node_fails_and_updates_spare_running
         .unwrap();
     let first = e.finish_next(W::Failed, "flaky").await;
     // The server retries the instance itself (after its backoff); the node stays RUNNING.
-    status_is(&e.api, &e.app, first.instance_id, S::WaitingDispatch).await;
+    status_is(
+        &e.api,
+        &e.app,
+        InstanceId(first.instance_id),
+        S::WaitingDispatch,
+    )
+    .await;
     assert_eq!(node_status(&e.wfi(wfi).await, 1), NS::Running);
     e.clock.advance(1000);
     let again = e.finish_next(W::Succeed, r#"{"second": true}"#).await;
     assert_eq!(again.instance_id, first.instance_id);
-    assert_eq!(again.workflow_instance_id, Some(wfi));
+    assert_eq!(again.workflow_instance_id, Some(wfi.0));
     let s2 = e.finish_next(W::Succeed, "").await;
     assert_eq!(ctx(&s2)["second"], json!(true));
     let v = e.wf_status(wfi, WS::Succeed).await;
@@ -744,7 +759,7 @@ async fn a_node_that_finished_while_its_push_was_in_flight_is_pushed_at_restart(
         let wf = e.create(d).await;
         let wfi = e.run(wf, json!({})).await;
         let s1 = e.w.next_schedule().await;
-        status_is(&e.api, &e.app, s1.instance_id, S::Running).await;
+        status_is(&e.api, &e.app, InstanceId(s1.instance_id), S::Running).await;
         drop(e.w);
         e.server.shutdown().await;
         (wfi, s1, jobs)
@@ -754,9 +769,7 @@ async fn a_node_that_finished_while_its_push_was_in_flight_is_pushed_at_restart(
     {
         let store = reopen(&dir).await;
         let repo = ferrojob::server::Repo::open(store.clone()).unwrap();
-        let mut rec = repo
-            .get_instance(ferrojob::model::InstanceId(s1.instance_id))
-            .unwrap();
+        let mut rec = repo.get_instance(InstanceId(s1.instance_id)).unwrap();
         rec.status = S::Succeed;
         rec.result = Some(r#"{"late": 1}"#.into());
         rec.finished_time = Some(T0);
@@ -771,8 +784,8 @@ async fn a_node_that_finished_while_its_push_was_in_flight_is_pushed_at_restart(
     w.register(&api, &app, 8, T0 + 1000).await;
     // The push may have found no worker yet: its dispatch then retries on the clock.
     let s2 = next_schedule_advancing(&mut w, &clock).await;
-    assert_eq!(s2.job_id, jobs[1]);
-    assert_eq!(s2.workflow_instance_id, Some(wfi));
+    assert_eq!(s2.job_id, jobs[1].0);
+    assert_eq!(s2.workflow_instance_id, Some(wfi.0));
     assert_eq!(ctx(&s2), json!({"late": 1}));
     // The workflow's trigger was re-armed too: it fires on the hour.
     w.r().report(s2.instance_id, W::Succeed, Some("")).await;
@@ -783,8 +796,8 @@ async fn a_node_that_finished_while_its_push_was_in_flight_is_pushed_at_restart(
     .await;
     clock.advance(3_600_000);
     let fired = w.next_schedule().await;
-    assert_eq!(fired.job_id, jobs[0]);
-    assert_ne!(fired.workflow_instance_id, Some(wfi));
+    assert_eq!(fired.job_id, jobs[0].0);
+    assert_ne!(fired.workflow_instance_id, Some(wfi.0));
 }
 
 /// Real in-process workers: each node's processor reads the workflow context from its

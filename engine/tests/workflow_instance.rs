@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ferrojob::ids::{JobId, NodeId, WorkflowId};
 use ferrojob::workflow::instance::MAX_CONTEXT_BYTES;
 use ferrojob::workflow::{
     Action, InstanceError, InstanceStatus, NodeStatus, ValidDag, WorkflowDef, WorkflowInstance,
@@ -28,7 +29,7 @@ fn dispatched(actions: &[Action]) -> Vec<u64> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Dispatch { node, .. } | Action::RunWorkflow { node, .. } => Some(*node),
+            Action::Dispatch { node, .. } | Action::RunWorkflow { node, .. } => Some(node.get()),
             _ => None,
         })
         .collect()
@@ -42,7 +43,7 @@ fn finished(actions: &[Action]) -> Option<InstanceStatus> {
 }
 
 fn status(wi: &WorkflowInstance, id: u64) -> NodeStatus {
-    wi.node(id).unwrap().status
+    wi.node(NodeId(id)).unwrap().status
 }
 
 /// Decision 2 after node 1; true → 3 → 5, false → 4 → 5; 5 also needs 1.
@@ -74,7 +75,7 @@ fn a_decision_takes_the_right_branch_and_the_context_reaches_downstream_nodes() 
         } => {
             assert_eq!(
                 (*node, *job_id, params.as_str(), *attempt),
-                (1, 101, "p1", 0)
+                (NodeId(1), JobId(101), "p1", 0)
             );
             assert_eq!(context.get("tries"), Some(&json!(1)));
         }
@@ -82,11 +83,11 @@ fn a_decision_takes_the_right_branch_and_the_context_reaches_downstream_nodes() 
     }
     // Node 1's result (a JSON object) merges into the context; the decision runs at once.
     let a = wi
-        .on_node_finished(1, true, Some(r#"{"go": "left"}"#.into()), T0 + 1)
+        .on_node_finished(NodeId(1), true, Some(r#"{"go": "left"}"#.into()), T0 + 1)
         .unwrap();
     assert_eq!(dispatched(&a), vec![3]);
     assert_eq!(status(&wi, 2), NodeStatus::Succeed);
-    assert_eq!(wi.node(2).unwrap().result.as_deref(), Some("true"));
+    assert_eq!(wi.node(NodeId(2)).unwrap().result.as_deref(), Some("true"));
     assert_eq!(status(&wi, 4), NodeStatus::Skipped);
     match &a[0] {
         Action::Dispatch { context, .. } => {
@@ -97,12 +98,12 @@ fn a_decision_takes_the_right_branch_and_the_context_reaches_downstream_nodes() 
     }
     // A non-object result is stored under the node id.
     let a = wi
-        .on_node_finished(3, true, Some("42".into()), T0 + 2)
+        .on_node_finished(NodeId(3), true, Some("42".into()), T0 + 2)
         .unwrap();
     assert_eq!(dispatched(&a), vec![5]);
     assert_eq!(wi.context().get("3"), Some(&json!(42)));
     let a = wi
-        .on_node_finished(5, true, Some("done".into()), T0 + 3)
+        .on_node_finished(NodeId(5), true, Some("done".into()), T0 + 3)
         .unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
     assert_eq!(wi.status(), InstanceStatus::Succeed);
@@ -125,13 +126,13 @@ fn the_false_branch_skips_everything_only_reachable_through_the_true_edge() {
     );
     let mut wi = WorkflowInstance::new(d, json!({"go": "right"}), T0).unwrap();
     wi.start(T0).unwrap();
-    let a = wi.on_node_finished(1, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(1), true, None, T0).unwrap();
     assert_eq!(dispatched(&a), vec![4]);
     assert_eq!(status(&wi, 3), NodeStatus::Skipped);
     assert_eq!(status(&wi, 6), NodeStatus::Skipped);
-    let a = wi.on_node_finished(4, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(4), true, None, T0).unwrap();
     assert_eq!(dispatched(&a), vec![7]);
-    let a = wi.on_node_finished(7, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(7), true, None, T0).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
 }
 
@@ -139,19 +140,19 @@ fn the_false_branch_skips_everything_only_reachable_through_the_true_edge() {
 fn a_failing_decision_fails_the_instance_and_names_the_error() {
     let mut wi = WorkflowInstance::new(decision_dag(), json!({}), T0).unwrap();
     wi.start(T0).unwrap();
-    let a = wi.on_node_finished(1, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(1), true, None, T0).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Failed));
     assert_eq!(status(&wi, 2), NodeStatus::Failed);
     assert!(wi
-        .node(2)
+        .node(NodeId(2))
         .unwrap()
         .result
         .as_deref()
         .unwrap()
         .contains("unknown identifier `go`"));
     assert_eq!(
-        wi.mark_success(2, T0),
-        Err(InstanceError::DecisionMarkSuccess(2))
+        wi.mark_success(NodeId(2), T0),
+        Err(InstanceError::DecisionMarkSuccess(NodeId(2)))
     );
 }
 
@@ -164,13 +165,13 @@ fn a_failed_node_with_skip_when_failed_lets_the_workflow_succeed() {
     );
     let mut wi = WorkflowInstance::new(d, Json::Null, T0).unwrap();
     wi.start(T0).unwrap();
-    wi.on_node_finished(1, true, None, T0).unwrap();
+    wi.on_node_finished(NodeId(1), true, None, T0).unwrap();
     let a = wi
-        .on_node_finished(2, false, Some("boom".into()), T0)
+        .on_node_finished(NodeId(2), false, Some("boom".into()), T0)
         .unwrap();
     assert_eq!(dispatched(&a), vec![3]);
     assert_eq!(status(&wi, 2), NodeStatus::Failed);
-    let a = wi.on_node_finished(3, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(3), true, None, T0).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
     // A failed result is not appended to the context.
     assert!(wi.context().is_empty());
@@ -187,29 +188,29 @@ fn retry_re_runs_only_the_failed_nodes() {
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
     let a = wi
-        .on_node_finished(1, true, Some(r#"{"k": 1}"#.into()), T0)
+        .on_node_finished(NodeId(1), true, Some(r#"{"k": 1}"#.into()), T0)
         .unwrap();
     assert_eq!(dispatched(&a), vec![2, 3]);
     let a = wi
-        .on_node_finished(2, false, Some("err".into()), T0)
+        .on_node_finished(NodeId(2), false, Some("err".into()), T0)
         .unwrap();
     assert!(a.is_empty(), "{a:?}");
-    let a = wi.on_node_finished(3, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(3), true, None, T0).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Failed));
     assert_eq!(status(&wi, 4), NodeStatus::Waiting);
 
     let a = wi.retry(T0 + 10).unwrap();
     assert_eq!(dispatched(&a), vec![2]);
-    assert_eq!(wi.node(2).unwrap().attempt, 1);
-    assert_eq!(wi.node(3).unwrap().attempt, 0);
+    assert_eq!(wi.node(NodeId(2)).unwrap().attempt, 1);
+    assert_eq!(wi.node(NodeId(3)).unwrap().attempt, 0);
     assert_eq!(
         wi.context().get("k"),
         Some(&json!(1)),
         "the context survives a retry"
     );
-    let a = wi.on_node_finished(2, true, None, T0 + 11).unwrap();
+    let a = wi.on_node_finished(NodeId(2), true, None, T0 + 11).unwrap();
     assert_eq!(dispatched(&a), vec![4]);
-    let a = wi.on_node_finished(4, true, None, T0 + 12).unwrap();
+    let a = wi.on_node_finished(NodeId(4), true, None, T0 + 12).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
     assert_eq!(wi.retry(T0), Err(InstanceError::NotRetriable("SUCCEED")));
 }
@@ -224,11 +225,11 @@ fn fail_fast_cancels_running_nodes_and_fails_at_once() {
     );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     assert_eq!(dispatched(&wi.start(T0).unwrap()), vec![1, 3]);
-    let a = wi.on_node_finished(1, false, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(1), false, None, T0).unwrap();
     assert_eq!(
         a,
         vec![
-            Action::Cancel { node: 3 },
+            Action::Cancel { node: NodeId(3) },
             Action::Finished {
                 status: InstanceStatus::Failed
             }
@@ -238,8 +239,8 @@ fn fail_fast_cancels_running_nodes_and_fails_at_once() {
     assert_eq!(status(&wi, 2), NodeStatus::Waiting);
     // The cancelled node's late report is refused.
     assert_eq!(
-        wi.on_node_finished(3, true, None, T0),
-        Err(InstanceError::NodeNotRunning(3))
+        wi.on_node_finished(NodeId(3), true, None, T0),
+        Err(InstanceError::NodeNotRunning(NodeId(3)))
     );
     // Retry re-runs the failed and the stopped node.
     let a = wi.retry(T0).unwrap();
@@ -255,11 +256,11 @@ fn finish_branches_runs_independent_branches_to_their_end() {
     );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
-    let a = wi.on_node_finished(1, false, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(1), false, None, T0).unwrap();
     assert!(a.is_empty(), "{a:?}");
-    let a = wi.on_node_finished(3, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(3), true, None, T0).unwrap();
     assert_eq!(dispatched(&a), vec![4]);
-    let a = wi.on_node_finished(4, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(4), true, None, T0).unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Failed));
     assert_eq!(status(&wi, 2), NodeStatus::Waiting);
 }
@@ -273,13 +274,19 @@ fn mark_success_releases_successors_on_a_running_instance() {
     );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
-    wi.on_node_finished(1, false, None, T0).unwrap();
-    assert_eq!(wi.mark_success(3, T0), Err(InstanceError::NodeNotFailed(3)));
-    assert_eq!(wi.mark_success(9, T0), Err(InstanceError::UnknownNode(9)));
-    let a = wi.mark_success(1, T0).unwrap();
+    wi.on_node_finished(NodeId(1), false, None, T0).unwrap();
+    assert_eq!(
+        wi.mark_success(NodeId(3), T0),
+        Err(InstanceError::NodeNotFailed(NodeId(3)))
+    );
+    assert_eq!(
+        wi.mark_success(NodeId(9), T0),
+        Err(InstanceError::UnknownNode(NodeId(9)))
+    );
+    let a = wi.mark_success(NodeId(1), T0).unwrap();
     assert_eq!(dispatched(&a), vec![2]);
-    wi.on_node_finished(2, true, None, T0).unwrap();
-    let a = wi.on_node_finished(3, true, None, T0).unwrap();
+    wi.on_node_finished(NodeId(2), true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(3), true, None, T0).unwrap();
     assert_eq!(
         finished(&a),
         Some(InstanceStatus::Succeed),
@@ -296,8 +303,8 @@ fn mark_success_on_a_failed_instance_then_retry_continues_from_it() {
     );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     wi.start(T0).unwrap();
-    wi.on_node_finished(1, false, None, T0).unwrap();
-    assert_eq!(wi.mark_success(1, T0).unwrap(), vec![]);
+    wi.on_node_finished(NodeId(1), false, None, T0).unwrap();
+    assert_eq!(wi.mark_success(NodeId(1), T0).unwrap(), vec![]);
     assert_eq!(wi.status(), InstanceStatus::Failed);
     let a = wi.retry(T0).unwrap();
     assert_eq!(dispatched(&a), vec![2], "node 1 is not re-run");
@@ -316,7 +323,7 @@ fn stop_cancels_and_can_be_retried() {
     assert_eq!(
         a,
         vec![
-            Action::Cancel { node: 1 },
+            Action::Cancel { node: NodeId(1) },
             Action::Finished {
                 status: InstanceStatus::Stopped
             }
@@ -343,15 +350,15 @@ fn disabled_nodes_are_passed_over_and_nested_workflows_are_run() {
         matches!(
             &a[..],
             [Action::RunWorkflow {
-                node: 2,
-                workflow_id: 5,
+                node: NodeId(2),
+                workflow_id: WorkflowId(5),
                 ..
             }]
         ),
         "{a:?}"
     );
     // A disabled decision takes no decision: both branches run.
-    let a = wi.on_node_finished(2, true, None, T0).unwrap();
+    let a = wi.on_node_finished(NodeId(2), true, None, T0).unwrap();
     assert_eq!(dispatched(&a), vec![4, 5]);
     assert_eq!(status(&wi, 3), NodeStatus::Disabled);
 }
@@ -392,10 +399,12 @@ fn the_context_is_capped() {
         WorkflowInstance::new(d, json!({"a": "x".repeat(MAX_CONTEXT_BYTES - 100)}), T0).unwrap();
     wi.start(T0).unwrap();
     let result = json!({"b": "y".repeat(200)}).to_string();
-    let a = wi.on_node_finished(1, true, Some(result), T0).unwrap();
+    let a = wi
+        .on_node_finished(NodeId(1), true, Some(result), T0)
+        .unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Failed));
     assert!(wi
-        .node(1)
+        .node(NodeId(1))
         .unwrap()
         .result
         .as_deref()
@@ -409,7 +418,7 @@ fn the_context_is_capped() {
         WorkflowInstance::new(d, json!({"a": "x".repeat(MAX_CONTEXT_BYTES - 100)}), T0).unwrap();
     wi.start(T0).unwrap();
     let a = wi
-        .on_node_finished(1, true, Some(json!({"a": "short"}).to_string()), T0)
+        .on_node_finished(NodeId(1), true, Some(json!({"a": "short"}).to_string()), T0)
         .unwrap();
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
     assert_eq!(wi.context_bytes(), "a".len() + "\"short\"".len());
@@ -424,22 +433,22 @@ fn reports_for_unknown_or_idle_nodes_are_refused() {
     );
     let mut wi = WorkflowInstance::new(d, json!({}), T0).unwrap();
     assert_eq!(
-        wi.on_node_finished(1, true, None, T0),
-        Err(InstanceError::NodeNotRunning(1))
+        wi.on_node_finished(NodeId(1), true, None, T0),
+        Err(InstanceError::NodeNotRunning(NodeId(1)))
     );
     wi.start(T0).unwrap();
     assert_eq!(
-        wi.on_node_finished(2, true, None, T0),
-        Err(InstanceError::NodeNotRunning(2))
+        wi.on_node_finished(NodeId(2), true, None, T0),
+        Err(InstanceError::NodeNotRunning(NodeId(2)))
     );
     assert_eq!(
-        wi.on_node_finished(7, true, None, T0),
-        Err(InstanceError::UnknownNode(7))
+        wi.on_node_finished(NodeId(7), true, None, T0),
+        Err(InstanceError::UnknownNode(NodeId(7)))
     );
-    wi.on_node_finished(1, true, None, T0).unwrap();
+    wi.on_node_finished(NodeId(1), true, None, T0).unwrap();
     assert_eq!(
-        wi.on_node_finished(1, true, None, T0),
-        Err(InstanceError::NodeNotRunning(1))
+        wi.on_node_finished(NodeId(1), true, None, T0),
+        Err(InstanceError::NodeNotRunning(NodeId(1)))
     );
 }
 
@@ -452,7 +461,9 @@ fn a_hundred_node_chain_hands_off_one_node_per_report() {
     let mut a = wi.start(T0).unwrap();
     for i in 0..100u64 {
         assert_eq!(dispatched(&a), vec![i]);
-        a = wi.on_node_finished(i, true, None, T0 + i as i64).unwrap();
+        a = wi
+            .on_node_finished(NodeId(i), true, None, T0 + i as i64)
+            .unwrap();
     }
     assert_eq!(finished(&a), Some(InstanceStatus::Succeed));
 }
@@ -461,7 +472,7 @@ fn a_hundred_node_chain_hands_off_one_node_per_report() {
 fn a_snapshot_restores_mid_run_and_refuses_another_workflow() {
     let mut wi = WorkflowInstance::new(decision_dag(), json!({"tries": 1}), T0).unwrap();
     wi.start(T0).unwrap();
-    wi.on_node_finished(1, true, Some(r#"{"go": "left"}"#.into()), T0 + 1)
+    wi.on_node_finished(NodeId(1), true, Some(r#"{"go": "left"}"#.into()), T0 + 1)
         .unwrap();
     let json = serde_json::to_string(&wi.snapshot()).unwrap();
     let (mut back, due) =
@@ -471,7 +482,9 @@ fn a_snapshot_restores_mid_run_and_refuses_another_workflow() {
     assert_eq!(back.running(), 1);
     assert_eq!(status(&back, 4), NodeStatus::Skipped);
     assert_eq!(back.context().get("go"), Some(&json!("left")));
-    let a = back.on_node_finished(3, true, None, T0 + 6).unwrap();
+    let a = back
+        .on_node_finished(NodeId(3), true, None, T0 + 6)
+        .unwrap();
     assert_eq!(dispatched(&a), vec![5]);
 
     let other = dag(json!([job(1)]), json!([]), "FAIL_FAST");

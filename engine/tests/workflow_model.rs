@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use ferrojob::ids::NodeId;
 use ferrojob::workflow::{Action, InstanceStatus, NodeStatus, WorkflowDef, WorkflowInstance};
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
@@ -142,7 +143,7 @@ fn model(c: &Case) -> (BTreeSet<usize>, BTreeSet<usize>) {
 }
 
 fn passes(wi: &WorkflowInstance, c: &Case, id: usize) -> bool {
-    match wi.node(id as u64).unwrap().status {
+    match wi.node(NodeId(id as u64)).unwrap().status {
         NodeStatus::Succeed | NodeStatus::Disabled | NodeStatus::Skipped => true,
         NodeStatus::Failed => c.nodes[id].skip,
         _ => false,
@@ -162,23 +163,23 @@ fn apply(
         assert_eq!(finished, 0, "an action after Finished: {actions:?}");
         match a {
             Action::Dispatch { node, attempt, .. } => {
-                let count = dispatched.entry((*node, *attempt)).or_default();
+                let count = dispatched.entry((node.get(), *attempt)).or_default();
                 *count += 1;
                 assert_eq!(
                     *count, 1,
                     "node {node} dispatched twice in attempt {attempt}"
                 );
                 for &(i, j, _) in &c.edges {
-                    if j as u64 == *node {
+                    if j as u64 == node.get() {
                         assert!(
                             passes(wi, c, i),
                             "node {node} dispatched before predecessor {i} passed"
                         );
                     }
                 }
-                running.push(*node);
+                running.push(node.get());
             }
-            Action::Cancel { node } => running.retain(|n| n != node),
+            Action::Cancel { node } => running.retain(|n| *n != node.get()),
             Action::Finished { .. } => finished += 1,
             Action::RunWorkflow { .. } => panic!("no nested workflows here"),
         }
@@ -212,7 +213,7 @@ proptest! {
                 // After the first attempt every node succeeds, so retries converge.
                 let ok = attempts > 0 || c.outcomes[step % c.outcomes.len()];
                 step += 1;
-                let a = wi.on_node_finished(node, ok, Some(format!("{{\"n{node}\": {step}}}")), step as i64).unwrap();
+                let a = wi.on_node_finished(NodeId(node), ok, Some(format!("{{\"n{node}\": {step}}}")), step as i64).unwrap();
                 finishes += apply(&wi, &c, &a, &mut running, &mut dispatched);
                 // Every other step, carry on with an instance restored from a JSON snapshot:
                 // the restored instance must need no action and behave the same from here.
@@ -241,10 +242,10 @@ proptest! {
         }
         let (ran, skipped) = model(&c);
         let got_ran: BTreeSet<usize> = (0..c.nodes.len())
-            .filter(|&i| c.nodes[i].decision.is_none() && matches!(wi.node(i as u64).unwrap().status, NodeStatus::Succeed | NodeStatus::Failed))
+            .filter(|&i| c.nodes[i].decision.is_none() && matches!(wi.node(NodeId(i as u64)).unwrap().status, NodeStatus::Succeed | NodeStatus::Failed))
             .collect();
         let got_skipped: BTreeSet<usize> = (0..c.nodes.len())
-            .filter(|&i| wi.node(i as u64).unwrap().status == NodeStatus::Skipped)
+            .filter(|&i| wi.node(NodeId(i as u64)).unwrap().status == NodeStatus::Skipped)
             .collect();
         prop_assert_eq!(got_ran, ran.clone());
         prop_assert_eq!(got_skipped, skipped);

@@ -1,5 +1,6 @@
 //! Workflow definitions: JSON shape and the validation table.
 
+use ferrojob::ids::{JobId, NodeId, WorkflowId};
 use ferrojob::workflow::{ExprError, FailurePolicy, NodeKind, WorkflowDef, WorkflowError};
 use serde_json::json;
 
@@ -8,7 +9,9 @@ fn def(v: serde_json::Value) -> WorkflowDef {
 }
 
 fn validate(v: serde_json::Value) -> Result<(), WorkflowError> {
-    def(v).validate(|j| j < 100, |w| w < 10).map(|_| ())
+    def(v)
+        .validate(|j| j < JobId(100), |w| w < WorkflowId(10))
+        .map(|_| ())
 }
 
 fn base(nodes: serde_json::Value, edges: serde_json::Value) -> serde_json::Value {
@@ -91,24 +94,24 @@ fn validation_table() {
         (
             "duplicate node",
             base(json!([j(1), j(1)]), json!([])),
-            E::DuplicateNode(1),
+            E::DuplicateNode(NodeId(1)),
         ),
         (
             "dangling to",
             base(json!([j(1)]), json!([{"from": 1, "to": 9}])),
             E::DanglingEdge {
-                from: 1,
-                to: 9,
-                missing: 9,
+                from: NodeId(1),
+                to: NodeId(9),
+                missing: NodeId(9),
             },
         ),
         (
             "dangling from",
             base(json!([j(1)]), json!([{"from": 8, "to": 1}])),
             E::DanglingEdge {
-                from: 8,
-                to: 1,
-                missing: 8,
+                from: NodeId(8),
+                to: NodeId(1),
+                missing: NodeId(8),
             },
         ),
         (
@@ -117,25 +120,28 @@ fn validation_table() {
                 json!([j(1), j(2)]),
                 json!([{"from": 1, "to": 2}, {"from": 1, "to": 2}]),
             ),
-            E::DuplicateEdge { from: 1, to: 2 },
+            E::DuplicateEdge {
+                from: NodeId(1),
+                to: NodeId(2),
+            },
         ),
         (
             "self loop",
             base(json!([j(1)]), json!([{"from": 1, "to": 1}])),
-            E::Cycle { node: 1 },
+            E::Cycle { node: NodeId(1) },
         ),
         (
             "unknown job",
             base(json!([{"id": 1, "job_id": 100}]), json!([])),
             E::UnknownJob {
-                node: 1,
-                job_id: 100,
+                node: NodeId(1),
+                job_id: JobId(100),
             },
         ),
         (
             "missing job id",
             base(json!([{"id": 1}]), json!([])),
-            E::MissingJobId(1),
+            E::MissingJobId(NodeId(1)),
         ),
         (
             "unknown workflow",
@@ -144,14 +150,14 @@ fn validation_table() {
                 json!([]),
             ),
             E::UnknownWorkflow {
-                node: 1,
-                workflow_id: 10,
+                node: NodeId(1),
+                workflow_id: WorkflowId(10),
             },
         ),
         (
             "missing workflow id",
             base(json!([{"id": 1, "type": "NESTED_WORKFLOW"}]), json!([])),
-            E::MissingWorkflowId(1),
+            E::MissingWorkflowId(NodeId(1)),
         ),
         (
             "expression on job",
@@ -160,7 +166,7 @@ fn validation_table() {
                 json!([]),
             ),
             E::FieldNotAllowed {
-                node: 1,
+                node: NodeId(1),
                 field: "expression",
                 kind: "JOB",
             },
@@ -172,7 +178,7 @@ fn validation_table() {
                 json!([]),
             ),
             E::FieldNotAllowed {
-                node: 1,
+                node: NodeId(1),
                 field: "job_id",
                 kind: "DECISION",
             },
@@ -180,7 +186,7 @@ fn validation_table() {
         (
             "decision without expression",
             base(json!([{"id": 1, "type": "DECISION"}]), json!([])),
-            E::MissingExpression(1),
+            E::MissingExpression(NodeId(1)),
         ),
         (
             "decision bad expression",
@@ -189,7 +195,7 @@ fn validation_table() {
                 json!([]),
             ),
             E::BadExpression {
-                node: 1,
+                node: NodeId(1),
                 error: ExprError::Syntax {
                     at: 5,
                     msg: "unexpected end of expression".into(),
@@ -203,8 +209,8 @@ fn validation_table() {
                 json!([{"from": 1, "to": 2}]),
             ),
             E::DecisionEdgeProperty {
-                from: 1,
-                to: 2,
+                from: NodeId(1),
+                to: NodeId(2),
                 property: None,
             },
         ),
@@ -215,8 +221,8 @@ fn validation_table() {
                 json!([{"from": 1, "to": 2, "property": "yes"}]),
             ),
             E::DecisionEdgeProperty {
-                from: 1,
-                to: 2,
+                from: NodeId(1),
+                to: NodeId(2),
                 property: Some("yes".into()),
             },
         ),
@@ -226,7 +232,10 @@ fn validation_table() {
                 json!([j(1), j(2)]),
                 json!([{"from": 1, "to": 2, "property": "true"}]),
             ),
-            E::UnexpectedEdgeProperty { from: 1, to: 2 },
+            E::UnexpectedEdgeProperty {
+                from: NodeId(1),
+                to: NodeId(2),
+            },
         ),
     ];
     for (name, body, want) in cases {
@@ -250,14 +259,16 @@ fn the_cycle_error_names_a_node_on_the_cycle() {
     let nodes: Vec<_> = (1..=5).map(|i| json!({"id": i, "job_id": 1})).collect();
     let edges = json!([{"from": 5, "to": 1}, {"from": 1, "to": 2}, {"from": 2, "to": 3}, {"from": 3, "to": 4}, {"from": 4, "to": 2}]);
     match validate(base(json!(nodes), edges)) {
-        Err(WorkflowError::Cycle { node }) => assert!((2..=4).contains(&node), "{node}"),
+        Err(WorkflowError::Cycle { node }) => assert!((2..=4).contains(&node.get()), "{node}"),
         other => panic!("{other:?}"),
     }
     // A node downstream of the cycle is not on it; the error still names one that is.
     let nodes: Vec<_> = (1..=4).map(|i| json!({"id": i, "job_id": 1})).collect();
     let edges = json!([{"from": 1, "to": 2}, {"from": 2, "to": 1}, {"from": 2, "to": 3}, {"from": 3, "to": 4}]);
     match validate(base(json!(nodes), edges)) {
-        Err(WorkflowError::Cycle { node }) => assert!(node == 1 || node == 2, "{node}"),
+        Err(WorkflowError::Cycle { node }) => {
+            assert!(node == NodeId(1) || node == NodeId(2), "{node}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -292,6 +303,9 @@ fn size_caps() {
             json!([{"id": 1, "job_id": 1, "params": long}]),
             json!([])
         )),
-        Err(WorkflowError::ParamsTooLong { node: 1, .. })
+        Err(WorkflowError::ParamsTooLong {
+            node: NodeId(1),
+            ..
+        })
     ));
 }

@@ -14,7 +14,7 @@ use ferrojob::api::{
     validate_expression, CreateApp, InstanceQuery, JobBody, LogQuery, PageQuery, RunJob,
     RunWorkflow, ValidateRequest, WorkflowDef, WorkflowInstanceQuery,
 };
-use ferrojob::server::AppId;
+use ferrojob::ids::AppId;
 
 /// A fixed "now" so runs are reproducible: 2026-03-28T23:00:00Z (before Berlin's DST change).
 const NOW: i64 = 1_774_738_800_000;
@@ -51,7 +51,10 @@ pub fn run(data: &[u8]) {
             .and_then(|t| serde_json::from_str::<WorkflowDef>(t).map_err(|e| e.to_string()));
         assert_eq!(back.as_ref().ok(), Some(&def), "{back:?}");
         // Jobs 1 to 9 and workflows 1 to 3 exist.
-        match def.validate(|job| (1..10).contains(&job), |wf| (1..4).contains(&wf)) {
+        match def.validate(
+            |job| (1..10).contains(&job.get()),
+            |wf| (1..4).contains(&wf.get()),
+        ) {
             Ok(dag) => assert!(!dag.is_empty() && dag.topo_order().len() == dag.len()),
             Err(e) => assert!(!e.to_string().is_empty()),
         }

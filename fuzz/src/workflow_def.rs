@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use ferrojob::ids::NodeId;
 use ferrojob::workflow::{Action, Expr, InstanceStatus, WorkflowDef, WorkflowInstance};
 
 /// Feeds one fuzz input to the code under test; must never panic.
@@ -19,7 +20,7 @@ pub fn run(data: &[u8]) {
     let Ok(def) = serde_json::from_slice::<WorkflowDef>(data) else {
         return;
     };
-    let Ok(dag) = def.validate(|job| job % 7 != 6, |wf| wf % 7 != 6) else {
+    let Ok(dag) = def.validate(|job| job.get() % 7 != 6, |wf| wf.get() % 7 != 6) else {
         return;
     };
     let dag = Arc::new(dag);
@@ -29,7 +30,7 @@ pub fn run(data: &[u8]) {
     let Ok(first) = wi.start(0) else {
         panic!("a new instance must start")
     };
-    let mut queue: std::collections::VecDeque<(u64, u64)> = Default::default();
+    let mut queue: std::collections::VecDeque<(NodeId, u64)> = Default::default();
     let mut finishes = take(first, &mut queue);
     let mut now = 0i64;
     while let Some((node, id)) = queue.pop_front() {
@@ -67,14 +68,14 @@ pub fn run(data: &[u8]) {
 }
 
 /// Queues dispatched nodes (node id, job or workflow id); counts `Finished`.
-fn take(actions: Vec<Action>, queue: &mut std::collections::VecDeque<(u64, u64)>) -> usize {
+fn take(actions: Vec<Action>, queue: &mut std::collections::VecDeque<(NodeId, u64)>) -> usize {
     let mut finishes = 0;
     for a in actions {
         match a {
-            Action::Dispatch { node, job_id, .. } => queue.push_back((node, job_id)),
+            Action::Dispatch { node, job_id, .. } => queue.push_back((node, job_id.get())),
             Action::RunWorkflow {
                 node, workflow_id, ..
-            } => queue.push_back((node, workflow_id)),
+            } => queue.push_back((node, workflow_id.get())),
             Action::Cancel { node } => queue.retain(|(n, _)| *n != node),
             Action::Finished { .. } => finishes += 1,
         }

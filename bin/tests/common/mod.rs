@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferrojob::api::{CreateApp, InstanceQuery, InstanceView, JobBody};
 use ferrojob::client::Client;
+use ferrojob::ids::JobId;
 use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
 
@@ -192,11 +193,11 @@ impl Cluster {
         .await;
     }
 
-    pub async fn job(&self, body: JobBody) -> u64 {
+    pub async fn job(&self, body: JobBody) -> JobId {
         self.client.create_job(APP, &body).await.unwrap().id
     }
 
-    pub async fn instances(&self, job: u64) -> Vec<InstanceView> {
+    pub async fn instances(&self, job: JobId) -> Vec<InstanceView> {
         self.client
             .list_instances(
                 APP,
@@ -211,7 +212,7 @@ impl Cluster {
             .items
     }
 
-    pub async fn succeeded(&self, job: u64) -> Vec<InstanceView> {
+    pub async fn succeeded(&self, job: JobId) -> Vec<InstanceView> {
         let mut v: Vec<_> = self
             .instances(job)
             .await

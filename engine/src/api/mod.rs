@@ -41,6 +41,7 @@ pub mod workflow;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use types::*;
 pub use workflow::*;
@@ -73,62 +74,67 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     /// Creates an app; Conflict if the name is taken.
     fn create_app(&self, req: CreateApp) -> ApiFuture<'_, AppCreated>;
     /// Creates a job (durable when the future resolves) and schedules it.
-    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created>;
+    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created<JobId>>;
     /// A page of the app's jobs in id order.
     fn list_jobs(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, JobList>;
     /// One job.
-    fn get_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, JobView>;
+    fn get_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, JobView>;
     /// Replaces a job's definition and reschedules it.
-    fn update_job(&self, app: AppRef, id: u64, body: JobBody) -> ApiFuture<'_, JobView>;
+    fn update_job(&self, app: AppRef, id: JobId, body: JobBody) -> ApiFuture<'_, JobView>;
     /// Deletes a job and unschedules it (its instances stay, listable).
-    fn delete_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()>;
+    fn delete_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, ()>;
     /// Enables or disables a job.
-    fn set_job_enabled(&self, app: AppRef, id: u64, enabled: bool) -> ApiFuture<'_, JobView>;
+    fn set_job_enabled(&self, app: AppRef, id: JobId, enabled: bool) -> ApiFuture<'_, JobView>;
     /// Creates an API run now or after `delay_ms`; the instance is durable when this resolves.
-    fn run_job(&self, app: AppRef, id: u64, req: RunJob) -> ApiFuture<'_, RunCreated>;
+    fn run_job(&self, app: AppRef, id: JobId, req: RunJob) -> ApiFuture<'_, RunCreated>;
     /// One instance.
-    fn get_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, InstanceView>;
+    fn get_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView>;
     /// A page of the app's (or a job's) instances, newest first.
     fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList>;
     /// Stop, cancel or retry an instance; answers the instance after the change.
     fn instance_action(
         &self,
         app: AppRef,
-        id: u64,
+        id: InstanceId,
         action: InstanceAction,
     ) -> ApiFuture<'_, InstanceView>;
     /// A page of an instance's log.
-    fn instance_log(&self, app: AppRef, id: u64, query: LogQuery) -> ApiFuture<'_, LogView>;
+    fn instance_log(&self, app: AppRef, id: InstanceId, query: LogQuery) -> ApiFuture<'_, LogView>;
     /// The app's live workers.
     fn list_workers(&self, app: AppRef) -> ApiFuture<'_, WorkerList>;
     /// Creates a workflow (validated: cycles, dangling edges, unknown jobs or workflows of
     /// this app are InvalidArgument naming the problem), durable when the future resolves,
     /// and schedules it.
-    fn create_workflow(&self, app: AppRef, body: WorkflowDef) -> ApiFuture<'_, Created>;
+    fn create_workflow(&self, app: AppRef, body: WorkflowDef)
+        -> ApiFuture<'_, Created<WorkflowId>>;
     /// A page of the app's workflows in id order.
     fn list_workflows(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, WorkflowList>;
     /// One workflow.
-    fn get_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowView>;
+    fn get_workflow(&self, app: AppRef, id: WorkflowId) -> ApiFuture<'_, WorkflowView>;
     /// Replaces a workflow's definition and reschedules it; running instances keep the
     /// definition they started with.
     fn update_workflow(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowId,
         body: WorkflowDef,
     ) -> ApiFuture<'_, WorkflowView>;
     /// Deletes a workflow and unschedules it; Conflict while one of its instances runs or
     /// another workflow nests it.
-    fn delete_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()>;
+    fn delete_workflow(&self, app: AppRef, id: WorkflowId) -> ApiFuture<'_, ()>;
     /// Creates a workflow run now or after `delay_ms`; durable when this resolves.
     fn run_workflow(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowId,
         req: RunWorkflow,
     ) -> ApiFuture<'_, WorkflowRunCreated>;
     /// One workflow instance.
-    fn get_workflow_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowInstanceView>;
+    fn get_workflow_instance(
+        &self,
+        app: AppRef,
+        id: WorkflowInstanceId,
+    ) -> ApiFuture<'_, WorkflowInstanceView>;
     /// A page of the app's (or a workflow's) instances, newest first.
     fn list_workflow_instances(
         &self,
@@ -139,7 +145,7 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     fn workflow_instance_action(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowInstanceId,
         action: WorkflowInstanceAction,
     ) -> ApiFuture<'_, WorkflowInstanceView>;
     /// Marks a FAILED node successful (its successors then run as if it had succeeded);
@@ -147,8 +153,8 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     fn mark_workflow_node_success(
         &self,
         app: AppRef,
-        id: u64,
-        node: u64,
+        id: WorkflowInstanceId,
+        node: NodeId,
     ) -> ApiFuture<'_, WorkflowInstanceView>;
     /// Liveness and a summary.
     fn health(&self) -> Health;

@@ -8,8 +8,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AppId, InstanceId, JobId, WorkflowInstanceId};
 use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus};
-use crate::server::{AppId, InstanceRecord, JobRecord, LogLevel, TriggerRecord};
+use crate::server::{InstanceRecord, JobRecord, LogLevel, TriggerRecord};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -31,7 +32,7 @@ pub struct CreateApp {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppCreated {
     /// The app's id.
-    pub id: u64,
+    pub id: AppId,
     /// Its name.
     pub name: String,
 }
@@ -269,20 +270,21 @@ impl JobBody {
     }
 }
 
-/// `201 {"id"}` answer of a create.
+/// `201 {"id"}` answer of a create: `Created<JobId>` for a job, `Created<WorkflowId>` for a
+/// workflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Created {
+pub struct Created<I> {
     /// The new record's id.
-    pub id: u64,
+    pub id: I,
 }
 
 /// A job as `GET /v1/apps/{app}/jobs/{id}` returns it: its body plus server-owned fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     /// The job's id.
-    pub id: u64,
+    pub id: JobId,
     /// Its app's id.
-    pub app_id: u64,
+    pub app_id: AppId,
     /// Every field of the body, as stored.
     #[serde(flatten)]
     pub body: JobBody,
@@ -300,8 +302,8 @@ impl JobView {
     /// The view of `job` with its trigger state.
     pub fn new(job: &JobRecord, trigger: Option<TriggerRecord>) -> JobView {
         JobView {
-            id: job.id.0,
-            app_id: job.app_id.0,
+            id: job.id,
+            app_id: job.app_id,
             body: JobBody::from_record(job),
             next_trigger_time: trigger.and_then(|t| t.next_trigger),
             runs: trigger.map_or(0, |t| t.runs),
@@ -348,16 +350,16 @@ pub struct RunJob {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunCreated {
     /// The instance created for the run (durable when this answer is sent).
-    pub instance_id: u64,
+    pub instance_id: InstanceId,
 }
 
 /// `GET /v1/apps/{app}/instances/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceView {
     /// The instance.
-    pub id: u64,
+    pub id: InstanceId,
     /// Its job.
-    pub job_id: u64,
+    pub job_id: JobId,
     /// `WAITING_DISPATCH`, `WAITING_WORKER_RECEIVE`, `RUNNING`, `SUCCEED`, `FAILED`,
     /// `CANCELED` or `STOPPED`.
     pub status: InstanceStatus,
@@ -379,7 +381,7 @@ pub struct InstanceView {
     pub run: u64,
     /// The workflow instance this run is a node of (absent when it is not one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workflow_instance_id: Option<u64>,
+    pub workflow_instance_id: Option<WorkflowInstanceId>,
     /// MAP / MAP_REDUCE task progress as the TaskTracker last reported it (absent for other
     /// execute types and once the instance's final status is stored: the counts live in the
     /// server's memory only).
@@ -390,8 +392,8 @@ pub struct InstanceView {
 impl From<&InstanceRecord> for InstanceView {
     fn from(r: &InstanceRecord) -> InstanceView {
         InstanceView {
-            id: r.id.0,
-            job_id: r.job_id.0,
+            id: r.id,
+            job_id: r.job_id,
             status: r.status,
             result: r.result.clone(),
             params: r.params.clone(),
@@ -413,7 +415,7 @@ impl From<&InstanceRecord> for InstanceView {
 pub struct InstanceQuery {
     /// Only this job's instances (newest first); without it, the app's (newest first).
     #[serde(default)]
-    pub job_id: Option<u64>,
+    pub job_id: Option<JobId>,
     /// Only instances in this status.
     #[serde(default)]
     pub status: Option<InstanceStatus>,
@@ -463,7 +465,7 @@ pub struct LogQuery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogView {
     /// The instance.
-    pub instance_id: u64,
+    pub instance_id: InstanceId,
     /// Lines, oldest first.
     pub lines: Vec<LogLineView>,
     /// Pass as `cursor` for more; null when there are no more lines yet.

@@ -34,6 +34,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
+use crate::ids::{AppId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::time_expression::EpochMs;
 pub use crate::workflow::{
     EdgeDef, FailurePolicy, InstanceStatus as WorkflowInstanceStatus, NodeDef, NodeKind,
@@ -44,9 +45,9 @@ pub use crate::workflow::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowView {
     /// The workflow.
-    pub id: u64,
+    pub id: WorkflowId,
     /// Its app.
-    pub app_id: u64,
+    pub app_id: AppId,
     /// The definition as stored (defaults filled in).
     #[serde(flatten)]
     pub body: WorkflowDef,
@@ -85,18 +86,19 @@ pub struct RunWorkflow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowRunCreated {
     /// The workflow instance created for the run (durable when this answer is sent).
-    pub workflow_instance_id: u64,
+    pub workflow_instance_id: WorkflowInstanceId,
 }
 
 /// One node of a workflow instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowNodeView {
     /// The node's id in the definition.
-    pub id: u64,
+    pub id: NodeId,
     /// `WAITING`, `RUNNING`, `SUCCEED`, `FAILED`, `STOPPED`, `DISABLED` or `SKIPPED`.
     pub status: NodeStatus,
     /// The job instance of the node's latest attempt (JOB nodes), or the nested workflow
-    /// instance (NESTED_WORKFLOW nodes); null before it is dispatched and for decisions.
+    /// instance (NESTED_WORKFLOW nodes); null before it is dispatched and for decisions. A
+    /// bare number because it names either kind of instance.
     pub instance_id: Option<u64>,
     /// The node's result (a decision's is `"true"`/`"false"`), or its failure reason.
     pub result: Option<String>,
@@ -106,9 +108,9 @@ pub struct WorkflowNodeView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowInstanceView {
     /// The workflow instance.
-    pub id: u64,
+    pub id: WorkflowInstanceId,
     /// Its workflow.
-    pub workflow_id: u64,
+    pub workflow_id: WorkflowId,
     /// `WAITING`, `RUNNING`, `SUCCEED`, `FAILED` or `STOPPED`.
     pub status: WorkflowInstanceStatus,
     /// The context: the init params plus what the nodes appended.
@@ -116,7 +118,7 @@ pub struct WorkflowInstanceView {
     /// Every node, in definition order.
     pub nodes: Vec<WorkflowNodeView>,
     /// The workflow instance this one runs as a NESTED_WORKFLOW node of, if any.
-    pub parent_instance_id: Option<u64>,
+    pub parent_instance_id: Option<WorkflowInstanceId>,
     /// When it was created (epoch ms).
     pub created_at: EpochMs,
     /// When it (last) started (epoch ms).
@@ -131,7 +133,7 @@ pub struct WorkflowInstanceView {
 pub struct WorkflowInstanceQuery {
     /// Only this workflow's instances; without it, the app's. Newest first either way.
     #[serde(default)]
-    pub workflow_id: Option<u64>,
+    pub workflow_id: Option<WorkflowId>,
     /// Page size, 1 to 1000 (default 100).
     #[serde(default)]
     pub limit: Option<u32>,

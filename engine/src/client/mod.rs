@@ -42,6 +42,7 @@ use crate::api::{
     WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
     WorkflowRunCreated, WorkflowView,
 };
+use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 
 /// Why a [`Client`] call failed.
 #[derive(Debug, thiserror::Error)]
@@ -256,7 +257,11 @@ impl Client {
     }
 
     /// `POST /v1/apps/{app}/jobs`.
-    pub async fn create_job(&self, app: &str, job: &JobBody) -> Result<Created, ClientError> {
+    pub async fn create_job(
+        &self,
+        app: &str,
+        job: &JobBody,
+    ) -> Result<Created<JobId>, ClientError> {
         self.post(&["v1", "apps", app, "jobs"], job).await
     }
 
@@ -266,8 +271,8 @@ impl Client {
     }
 
     /// `GET /v1/apps/{app}/jobs/{id}`.
-    pub async fn get_job(&self, app: &str, id: u64) -> Result<JobView, ClientError> {
-        self.get(&["v1", "apps", app, "jobs", &id.to_string()])
+    pub async fn get_job(&self, app: &str, id: JobId) -> Result<JobView, ClientError> {
+        self.get(&["v1", "apps", app, "jobs", &id.get().to_string()])
             .await
     }
 
@@ -275,33 +280,36 @@ impl Client {
     pub async fn update_job(
         &self,
         app: &str,
-        id: u64,
+        id: JobId,
         job: &JobBody,
     ) -> Result<JobView, ClientError> {
         let req = self
-            .request(Method::PUT, &["v1", "apps", app, "jobs", &id.to_string()])?
+            .request(
+                Method::PUT,
+                &["v1", "apps", app, "jobs", &id.get().to_string()],
+            )?
             .json(job);
         Client::call(req).await
     }
 
     /// `DELETE /v1/apps/{app}/jobs/{id}`.
-    pub async fn delete_job(&self, app: &str, id: u64) -> Result<(), ClientError> {
+    pub async fn delete_job(&self, app: &str, id: JobId) -> Result<(), ClientError> {
         let req = self.request(
             Method::DELETE,
-            &["v1", "apps", app, "jobs", &id.to_string()],
+            &["v1", "apps", app, "jobs", &id.get().to_string()],
         )?;
         Client::send(req).await.map(drop)
     }
 
     /// `POST /v1/apps/{app}/jobs/{id}/enable`.
-    pub async fn enable_job(&self, app: &str, id: u64) -> Result<JobView, ClientError> {
-        self.post_empty(&["v1", "apps", app, "jobs", &id.to_string(), "enable"])
+    pub async fn enable_job(&self, app: &str, id: JobId) -> Result<JobView, ClientError> {
+        self.post_empty(&["v1", "apps", app, "jobs", &id.get().to_string(), "enable"])
             .await
     }
 
     /// `POST /v1/apps/{app}/jobs/{id}/disable`.
-    pub async fn disable_job(&self, app: &str, id: u64) -> Result<JobView, ClientError> {
-        self.post_empty(&["v1", "apps", app, "jobs", &id.to_string(), "disable"])
+    pub async fn disable_job(&self, app: &str, id: JobId) -> Result<JobView, ClientError> {
+        self.post_empty(&["v1", "apps", app, "jobs", &id.get().to_string(), "disable"])
             .await
     }
 
@@ -309,16 +317,23 @@ impl Client {
     pub async fn run_job(
         &self,
         app: &str,
-        id: u64,
+        id: JobId,
         run: &RunJob,
     ) -> Result<RunCreated, ClientError> {
-        self.post(&["v1", "apps", app, "jobs", &id.to_string(), "run"], run)
-            .await
+        self.post(
+            &["v1", "apps", app, "jobs", &id.get().to_string(), "run"],
+            run,
+        )
+        .await
     }
 
     /// `GET /v1/apps/{app}/instances/{id}`.
-    pub async fn get_instance(&self, app: &str, id: u64) -> Result<InstanceView, ClientError> {
-        self.get(&["v1", "apps", app, "instances", &id.to_string()])
+    pub async fn get_instance(
+        &self,
+        app: &str,
+        id: InstanceId,
+    ) -> Result<InstanceView, ClientError> {
+        self.get(&["v1", "apps", app, "instances", &id.get().to_string()])
             .await
     }
 
@@ -335,25 +350,44 @@ impl Client {
     async fn instance_action(
         &self,
         app: &str,
-        id: u64,
+        id: InstanceId,
         action: &str,
     ) -> Result<InstanceView, ClientError> {
-        self.post_empty(&["v1", "apps", app, "instances", &id.to_string(), action])
-            .await
+        self.post_empty(&[
+            "v1",
+            "apps",
+            app,
+            "instances",
+            &id.get().to_string(),
+            action,
+        ])
+        .await
     }
 
     /// `POST /v1/apps/{app}/instances/{id}/stop`.
-    pub async fn stop_instance(&self, app: &str, id: u64) -> Result<InstanceView, ClientError> {
+    pub async fn stop_instance(
+        &self,
+        app: &str,
+        id: InstanceId,
+    ) -> Result<InstanceView, ClientError> {
         self.instance_action(app, id, "stop").await
     }
 
     /// `POST /v1/apps/{app}/instances/{id}/cancel`.
-    pub async fn cancel_instance(&self, app: &str, id: u64) -> Result<InstanceView, ClientError> {
+    pub async fn cancel_instance(
+        &self,
+        app: &str,
+        id: InstanceId,
+    ) -> Result<InstanceView, ClientError> {
         self.instance_action(app, id, "cancel").await
     }
 
     /// `POST /v1/apps/{app}/instances/{id}/retry`.
-    pub async fn retry_instance(&self, app: &str, id: u64) -> Result<InstanceView, ClientError> {
+    pub async fn retry_instance(
+        &self,
+        app: &str,
+        id: InstanceId,
+    ) -> Result<InstanceView, ClientError> {
         self.instance_action(app, id, "retry").await
     }
 
@@ -361,11 +395,11 @@ impl Client {
     pub async fn instance_log(
         &self,
         app: &str,
-        id: u64,
+        id: InstanceId,
         query: LogQuery,
     ) -> Result<LogView, ClientError> {
         self.get_query(
-            &["v1", "apps", app, "instances", &id.to_string(), "log"],
+            &["v1", "apps", app, "instances", &id.get().to_string(), "log"],
             &query,
         )
         .await
@@ -382,7 +416,7 @@ impl Client {
         &self,
         app: &str,
         workflow: &WorkflowDef,
-    ) -> Result<Created, ClientError> {
+    ) -> Result<Created<WorkflowId>, ClientError> {
         self.post(&["v1", "apps", app, "workflows"], workflow).await
     }
 
@@ -397,8 +431,12 @@ impl Client {
     }
 
     /// `GET /v1/apps/{app}/workflows/{id}`.
-    pub async fn get_workflow(&self, app: &str, id: u64) -> Result<WorkflowView, ClientError> {
-        self.get(&["v1", "apps", app, "workflows", &id.to_string()])
+    pub async fn get_workflow(
+        &self,
+        app: &str,
+        id: WorkflowId,
+    ) -> Result<WorkflowView, ClientError> {
+        self.get(&["v1", "apps", app, "workflows", &id.get().to_string()])
             .await
     }
 
@@ -406,23 +444,23 @@ impl Client {
     pub async fn update_workflow(
         &self,
         app: &str,
-        id: u64,
+        id: WorkflowId,
         workflow: &WorkflowDef,
     ) -> Result<WorkflowView, ClientError> {
         let req = self
             .request(
                 Method::PUT,
-                &["v1", "apps", app, "workflows", &id.to_string()],
+                &["v1", "apps", app, "workflows", &id.get().to_string()],
             )?
             .json(workflow);
         Client::call(req).await
     }
 
     /// `DELETE /v1/apps/{app}/workflows/{id}`.
-    pub async fn delete_workflow(&self, app: &str, id: u64) -> Result<(), ClientError> {
+    pub async fn delete_workflow(&self, app: &str, id: WorkflowId) -> Result<(), ClientError> {
         let req = self.request(
             Method::DELETE,
-            &["v1", "apps", app, "workflows", &id.to_string()],
+            &["v1", "apps", app, "workflows", &id.get().to_string()],
         )?;
         Client::send(req).await.map(drop)
     }
@@ -431,11 +469,11 @@ impl Client {
     pub async fn run_workflow(
         &self,
         app: &str,
-        id: u64,
+        id: WorkflowId,
         run: &RunWorkflow,
     ) -> Result<WorkflowRunCreated, ClientError> {
         self.post(
-            &["v1", "apps", app, "workflows", &id.to_string(), "run"],
+            &["v1", "apps", app, "workflows", &id.get().to_string(), "run"],
             run,
         )
         .await
@@ -445,10 +483,16 @@ impl Client {
     pub async fn get_workflow_instance(
         &self,
         app: &str,
-        id: u64,
+        id: WorkflowInstanceId,
     ) -> Result<WorkflowInstanceView, ClientError> {
-        self.get(&["v1", "apps", app, "workflow-instances", &id.to_string()])
-            .await
+        self.get(&[
+            "v1",
+            "apps",
+            app,
+            "workflow-instances",
+            &id.get().to_string(),
+        ])
+        .await
     }
 
     /// `GET /v1/apps/{app}/workflow-instances?workflow_id=&limit=&cursor=`.
@@ -465,14 +509,14 @@ impl Client {
     pub async fn stop_workflow_instance(
         &self,
         app: &str,
-        id: u64,
+        id: WorkflowInstanceId,
     ) -> Result<WorkflowInstanceView, ClientError> {
         self.post_empty(&[
             "v1",
             "apps",
             app,
             "workflow-instances",
-            &id.to_string(),
+            &id.get().to_string(),
             "stop",
         ])
         .await
@@ -483,14 +527,14 @@ impl Client {
     pub async fn retry_workflow_instance(
         &self,
         app: &str,
-        id: u64,
+        id: WorkflowInstanceId,
     ) -> Result<WorkflowInstanceView, ClientError> {
         self.post_empty(&[
             "v1",
             "apps",
             app,
             "workflow-instances",
-            &id.to_string(),
+            &id.get().to_string(),
             "retry",
         ])
         .await
@@ -500,17 +544,17 @@ impl Client {
     pub async fn mark_workflow_node_success(
         &self,
         app: &str,
-        id: u64,
-        node: u64,
+        id: WorkflowInstanceId,
+        node: NodeId,
     ) -> Result<WorkflowInstanceView, ClientError> {
         self.post_empty(&[
             "v1",
             "apps",
             app,
             "workflow-instances",
-            &id.to_string(),
+            &id.get().to_string(),
             "nodes",
-            &node.to_string(),
+            &node.get().to_string(),
             "mark-success",
         ])
         .await

@@ -26,7 +26,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::model::{InstanceId, JobId};
+use crate::ids::{InstanceId, JobId};
 use crate::time_expression::{EpochMs, MisfirePolicy, TimeExpression};
 use crate::wheel::{TimerKey, TimerWheel};
 

@@ -1,6 +1,6 @@
 //! Errors of the embedded scheduler's API.
 
-use crate::model::JobId;
+use crate::ids::JobId;
 
 /// Why a call to the embedded [`Scheduler`](super::Scheduler) failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::clock::{Clock, EpochUs};
-use crate::model::{InstanceId, JobId};
+use crate::ids::{InstanceId, JobId};
 use crate::time_expression::EpochMs;
 
 use super::core::JobDef;

@@ -1,7 +1,8 @@
 //! What the embedded scheduler tells its subscribers after every run.
 
 use crate::clock::EpochUs;
-use crate::model::{InstanceId, InstanceStatus, JobId};
+use crate::ids::{InstanceId, JobId};
+use crate::model::InstanceStatus;
 use crate::time_expression::EpochMs;
 
 /// The end of one run (or of a trigger that did not run), as sent to

@@ -31,7 +31,7 @@ use futures::FutureExt;
 use tokio::sync::{broadcast, oneshot, watch, Notify};
 
 use crate::clock::{Clock, Parker, SystemClock};
-use crate::model::{InstanceId, JobId};
+use crate::ids::{InstanceId, JobId};
 use crate::time_expression::EpochMs;
 
 use super::core::{Command, Core, CoreConfig, Fire, JobDef};

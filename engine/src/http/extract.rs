@@ -5,6 +5,8 @@
 //! These are plain functions rather than axum extractors so that handlers can authorize a
 //! request before they read its body.
 
+use std::str::FromStr;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Query, Request};
 use axum::http::header::CONTENT_TYPE;
@@ -16,14 +18,13 @@ use super::failure::Failure;
 use super::guard::BodyReadTimeout;
 use super::DEFAULT_BODY_READ_TIMEOUT;
 use crate::api::{ApiError, ErrorCode};
+use crate::ids::ParseIdError;
 
-/// A numeric `{id}` path segment.
-pub(crate) fn parse_id(text: &str) -> Result<u64, Failure> {
-    text.parse::<u64>().map_err(|_| {
-        Failure::invalid(format!(
-            "invalid id: `{text}` is not a non-negative integer"
-        ))
-    })
+/// A numeric `{id}` path segment as the id type the route names (the 400 says which kind of
+/// id was bad).
+pub(crate) fn parse_id<I: FromStr<Err = ParseIdError>>(text: &str) -> Result<I, Failure> {
+    text.parse::<I>()
+        .map_err(|e| Failure::invalid(e.to_string()))
 }
 
 /// The query string of `uri` as `T` (unknown keys and repeated keys are refused by `T`). A
@@ -132,6 +133,7 @@ pub(crate) async fn optional_json_body<T: DeserializeOwned + Default>(
 mod tests {
     use super::*;
     use crate::api::{InstanceQuery, PageQuery};
+    use crate::ids::{JobId, NodeId, WorkflowInstanceId};
     use crate::model::InstanceStatus;
 
     fn query<T: DeserializeOwned + Default>(uri: &str) -> Result<T, Failure> {
@@ -141,7 +143,7 @@ mod tests {
     #[test]
     fn query_strings() {
         let q: InstanceQuery = query("/x?job_id=7&status=RUNNING&limit=3&cursor=9").unwrap();
-        assert_eq!(q.job_id, Some(7));
+        assert_eq!(q.job_id, Some(JobId(7)));
         assert_eq!(q.status, Some(InstanceStatus::Running));
         assert_eq!(q.limit, Some(3));
         assert_eq!(q.cursor, Some(9));
@@ -158,10 +160,16 @@ mod tests {
 
     #[test]
     fn ids() {
-        assert_eq!(parse_id("42").unwrap(), 42);
-        assert!(parse_id("-1").is_err());
-        assert!(parse_id("abc").is_err());
-        assert!(parse_id("99999999999999999999999").is_err());
+        assert_eq!(parse_id::<JobId>("42").unwrap(), JobId(42));
+        assert!(parse_id::<JobId>("-1").is_err());
+        assert!(parse_id::<NodeId>("abc").is_err());
+        assert!(parse_id::<JobId>("99999999999999999999999").is_err());
+        let err = parse_id::<WorkflowInstanceId>("x1").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            err.error.message,
+            "invalid workflow instance id: `x1` is not a non-negative integer"
+        );
     }
 
     #[test]

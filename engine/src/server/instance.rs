@@ -27,11 +27,13 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{InstanceId, InstanceStatus, JobId};
+use crate::ids::{InstanceId, JobId};
+use crate::model::InstanceStatus;
 use crate::time_expression::EpochMs;
 
 use super::error::RepoError;
-use super::records::{truncate_marked, AppId, MAX_PARAMS_LEN};
+use super::records::{truncate_marked, MAX_PARAMS_LEN};
+use crate::ids::AppId;
 
 /// Largest stored result, in bytes (64 KiB). A longer result is cut at a char boundary and
 /// marked `...[N bytes truncated]`, so it is at most `MAX_RESULT_LEN + 32` bytes.

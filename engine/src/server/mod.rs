@@ -55,7 +55,7 @@ pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use node::{ServerConfig, ServerCore, ServerError, StoreChoice};
 pub use records::{
-    AppId, AppRecord, DelayedRun, JobRecord, LogLevel, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
+    AppRecord, DelayedRun, JobRecord, LogLevel, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
     MAX_PARAMS_LEN,
 };
 pub use repo::{

@@ -7,7 +7,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{DispatchStrategy, ExecuteType, JobId};
+use crate::ids::{AppId, JobId};
+use crate::model::{DispatchStrategy, ExecuteType};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -32,32 +33,6 @@ pub const MAX_DESIGNATED_WORKERS: usize = 1024;
 pub const MAX_WORKER_LEN: usize = 256;
 /// Largest `concurrency` (tasks at once per worker).
 pub const MAX_CONCURRENCY: u32 = 10_000;
-
-/// Identifies an app within one server.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    Archive,
-    Serialize,
-    Deserialize,
-)]
-#[serde(transparent)]
-#[rkyv(derive(Debug, PartialEq, Eq))]
-pub struct AppId(pub u64);
-
-impl std::fmt::Display for AppId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "app {}", self.0)
-    }
-}
 
 /// An app: a group of workers sharing a secret.
 ///
@@ -298,7 +273,7 @@ pub struct TriggerRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct DelayedRun {
     /// The instance created for the run.
-    pub instance_id: crate::model::InstanceId,
+    pub instance_id: crate::ids::InstanceId,
     /// Its job.
     pub job_id: JobId,
     /// When it is due, ms since the epoch.

@@ -44,7 +44,8 @@ use std::task::{Context, Poll};
 
 use ferrojob_store::{Batch, CommitHandle, KeyRange, Scan, Store, StoreError};
 
-use crate::model::{InstanceId, InstanceStatus, JobId};
+use crate::ids::{InstanceId, JobId};
+use crate::model::InstanceStatus;
 use crate::time_expression::EpochMs;
 
 use super::codec::{decode, encode};
@@ -52,9 +53,9 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys::{self, *};
 use super::records::{
-    truncate_marked, AppId, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord,
-    MAX_LOG_LINE_LEN,
+    truncate_marked, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
 };
+use crate::ids::AppId;
 
 /// Largest page of a listing; a larger `limit` is clamped to it.
 pub const MAX_PAGE: usize = 1000;

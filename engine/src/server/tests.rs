@@ -9,7 +9,8 @@ use proptest::prelude::*;
 use super::codec::{decode, encode};
 use super::keys;
 use super::*;
-use crate::model::{DispatchStrategy, ExecuteType, InstanceId, InstanceStatus, JobId};
+use crate::ids::{AppId, InstanceId, JobId};
+use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus};
 use crate::time_expression::{Lifecycle, MisfirePolicy, TimeExpressionType};
 
 fn status() -> impl Strategy<Value = InstanceStatus> {
@@ -245,7 +246,7 @@ fn workflow_records_round_trip_and_bad_bytes_are_corrupt() {
         .unwrap();
     assert_eq!(page.items.len(), 1);
     // Garbage in either layer is a typed error, never a panic.
-    let key = keys::id(rec.id);
+    let key = keys::id(rec.id.0);
     store
         .submit(ferrojob_store::Batch::new().put(WF_INSTANCES, key, vec![1, 2, 3]))
         .wait()
@@ -263,7 +264,7 @@ fn workflow_records_round_trip_and_bad_bytes_are_corrupt() {
     let bad = WorkflowDefRecord {
         def_json: "[]".into(),
     };
-    let vkey = keys::pair(wf.id, 1);
+    let vkey = keys::pair(wf.id.0, 1);
     store
         .submit(ferrojob_store::Batch::new().put(
             WF_VERSIONS,

@@ -29,6 +29,7 @@ use dashmap::DashMap;
 use ferrojob_store::{Batch, KeyRange, Scan, Store};
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::ids::{AppId, InstanceId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::time_expression::EpochMs;
 use crate::workflow::{InstanceSnapshot, WorkflowDef};
 
@@ -36,7 +37,7 @@ use super::codec::{decode, encode};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys;
-use super::records::{AppId, TriggerRecord};
+use super::records::TriggerRecord;
 use super::repo::{counter, IdBlocks, Page, Repo, MAX_PAGE};
 use super::Commit;
 
@@ -69,7 +70,7 @@ pub const NEXT_WF_INSTANCE_ID: &[u8] = b"next_wf_instance_id";
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct WorkflowRecord {
     /// Assigned by [`Repo::create_workflow`].
-    pub id: u64,
+    pub id: WorkflowId,
     /// Its app.
     pub app_id: AppId,
     /// The definition's name (copied for listings).
@@ -101,9 +102,9 @@ impl WorkflowDefRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct WfParent {
     /// The parent workflow instance.
-    pub instance: u64,
+    pub instance: WorkflowInstanceId,
     /// The parent's node.
-    pub node: u64,
+    pub node: NodeId,
     /// The node's attempt.
     pub attempt: u32,
 }
@@ -112,20 +113,34 @@ pub struct WfParent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct WfNodeRun {
     /// The node id.
-    pub node: u64,
-    /// The job instance id or the nested workflow instance id of its latest attempt.
+    pub node: NodeId,
+    /// The job instance id or the nested workflow instance id of its latest attempt (a bare
+    /// number: which kind `nested` says; see [`WfNodeRun::job_instance`] and
+    /// [`WfNodeRun::nested_instance`]).
     pub instance: u64,
     /// Whether `instance` is a workflow instance (NESTED_WORKFLOW).
     pub nested: bool,
+}
+
+impl WfNodeRun {
+    /// The job instance that runs the node (JOB nodes).
+    pub fn job_instance(&self) -> Option<InstanceId> {
+        (!self.nested).then_some(InstanceId(self.instance))
+    }
+
+    /// The workflow instance that runs the node (NESTED_WORKFLOW nodes).
+    pub fn nested_instance(&self) -> Option<WorkflowInstanceId> {
+        self.nested.then_some(WorkflowInstanceId(self.instance))
+    }
 }
 
 /// A workflow instance.
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct WfInstanceRecord {
     /// Assigned by [`Repo::new_wf_instance_id`].
-    pub id: u64,
+    pub id: WorkflowInstanceId,
     /// Its workflow.
-    pub workflow_id: u64,
+    pub workflow_id: WorkflowId,
     /// The definition version it runs.
     pub version: u64,
     /// Its app.
@@ -133,7 +148,7 @@ pub struct WfInstanceRecord {
     /// Set when it runs as a NESTED_WORKFLOW node.
     pub parent: Option<WfParent>,
     /// Workflow ids of its ancestors, root first (the nesting-loop guard).
-    pub ancestors: Vec<u64>,
+    pub ancestors: Vec<WorkflowId>,
     /// `serde_json` of the [`InstanceSnapshot`].
     pub snapshot_json: String,
     /// Per dispatched node, what runs it (latest attempt).
@@ -150,7 +165,7 @@ impl WfInstanceRecord {
         serde_json::from_str(&self.snapshot_json).map_err(|e| {
             RepoError::corrupt(
                 WF_INSTANCES,
-                &keys::id(self.id),
+                &keys::id(self.id.0),
                 format!("snapshot JSON: {e}"),
             )
         })
@@ -164,7 +179,7 @@ impl WfInstanceRecord {
     }
 
     /// What runs `node` now.
-    pub fn run_of(&self, node: u64) -> Option<WfNodeRun> {
+    pub fn run_of(&self, node: NodeId) -> Option<WfNodeRun> {
         self.nodes.iter().find(|n| n.node == node).copied()
     }
 
@@ -181,9 +196,9 @@ impl WfInstanceRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct NodeLinkRecord {
     /// The workflow instance.
-    pub wf_instance: u64,
+    pub wf_instance: WorkflowInstanceId,
     /// The node.
-    pub node: u64,
+    pub node: NodeId,
     /// The node's attempt.
     pub attempt: u32,
     /// The workflow context at dispatch (JSON object text), sent with every ScheduleJob of
@@ -202,7 +217,7 @@ pub struct WfWrite {
     /// [`Repo::new_instance_id`]) with their links.
     pub job_instances: Vec<(InstanceRecord, NodeLinkRecord)>,
     /// A fire's trigger row: (workflow id, row).
-    pub trigger: Option<(u64, TriggerRecord)>,
+    pub trigger: Option<(WorkflowId, TriggerRecord)>,
     /// Existing job instances to save with the transition (the node's instance that just
     /// reached its final status), with the status last written for each (as
     /// [`Repo::put_instance_from`] takes it).
@@ -214,7 +229,7 @@ pub struct WfWrite {
 pub struct WfCounters {
     workflow_ids: IdBlocks,
     instance_ids: IdBlocks,
-    triggers: DashMap<u64, TriggerRecord>,
+    triggers: DashMap<WorkflowId, TriggerRecord>,
 }
 
 impl WfCounters {
@@ -222,7 +237,7 @@ impl WfCounters {
         let triggers = DashMap::new();
         for kv in Scan::new(store, WF_TRIGGERS, KeyRange::all()) {
             let (k, v) = kv?;
-            let id = keys::read_id(WF_TRIGGERS, &k)?;
+            let id = WorkflowId(keys::read_id(WF_TRIGGERS, &k)?);
             triggers.insert(id, decode::<TriggerRecord>(WF_TRIGGERS, &k, &v)?);
         }
         Ok(WfCounters {
@@ -269,7 +284,7 @@ impl Repo {
         now: EpochMs,
     ) -> Result<Commit<WorkflowRecord>, RepoError> {
         self.get_app(app)?;
-        let id = self.wf.workflow_ids.alloc(&**self.store(), 1)?;
+        let id = WorkflowId(self.wf.workflow_ids.alloc(&**self.store(), 1)?);
         let rec = WorkflowRecord {
             id,
             app_id: app,
@@ -286,23 +301,23 @@ impl Repo {
             def_json: def_json(def)?,
         };
         let batch = Batch::new()
-            .put(WORKFLOWS, keys::id(id), encode(WORKFLOWS, &rec)?)
-            .put(WF_VERSIONS, keys::pair(id, 1), encode(WF_VERSIONS, &dr)?)
-            .put(APP_WORKFLOWS, keys::pair(app.0, id), Vec::new())
-            .put(WF_TRIGGERS, keys::id(id), encode(WF_TRIGGERS, &trigger)?);
+            .put(WORKFLOWS, keys::id(id.0), encode(WORKFLOWS, &rec)?)
+            .put(WF_VERSIONS, keys::pair(id.0, 1), encode(WF_VERSIONS, &dr)?)
+            .put(APP_WORKFLOWS, keys::pair(app.0, id.0), Vec::new())
+            .put(WF_TRIGGERS, keys::id(id.0), encode(WF_TRIGGERS, &trigger)?);
         self.wf.triggers.insert(id, trigger);
         Ok(self.submit(batch, rec))
     }
 
     /// The workflow `id`.
-    pub fn get_workflow(&self, id: u64) -> Result<WorkflowRecord, RepoError> {
-        self.get_record(WORKFLOWS, &keys::id(id), "workflow", id)
+    pub fn get_workflow(&self, id: WorkflowId) -> Result<WorkflowRecord, RepoError> {
+        self.get_record(WORKFLOWS, &keys::id(id.0), "workflow", id.0)
     }
 
     /// Version `version` of workflow `id`'s definition.
-    pub fn workflow_def(&self, id: u64, version: u64) -> Result<WorkflowDef, RepoError> {
-        let key = keys::pair(id, version);
-        let rec: WorkflowDefRecord = self.get_record(WF_VERSIONS, &key, "workflow", id)?;
+    pub fn workflow_def(&self, id: WorkflowId, version: u64) -> Result<WorkflowDef, RepoError> {
+        let key = keys::pair(id.0, version);
+        let rec: WorkflowDefRecord = self.get_record(WF_VERSIONS, &key, "workflow", id.0)?;
         rec.def(&key)
     }
 
@@ -310,7 +325,7 @@ impl Repo {
     /// instances that run them) and sets its next trigger, keeping its run counter.
     pub fn update_workflow(
         &self,
-        id: u64,
+        id: WorkflowId,
         def: &WorkflowDef,
         next_trigger: Option<EpochMs>,
         now: EpochMs,
@@ -326,25 +341,25 @@ impl Repo {
         let mut trigger = *entry;
         trigger.next_trigger = next_trigger;
         let batch = Batch::new()
-            .put(WORKFLOWS, keys::id(id), encode(WORKFLOWS, &rec)?)
+            .put(WORKFLOWS, keys::id(id.0), encode(WORKFLOWS, &rec)?)
             .put(
                 WF_VERSIONS,
-                keys::pair(id, rec.version),
+                keys::pair(id.0, rec.version),
                 encode(WF_VERSIONS, &dr)?,
             )
-            .put(WF_TRIGGERS, keys::id(id), encode(WF_TRIGGERS, &trigger)?);
+            .put(WF_TRIGGERS, keys::id(id.0), encode(WF_TRIGGERS, &trigger)?);
         *entry = trigger;
         Ok(self.submit(batch, rec))
     }
 
     /// Deletes workflow `id`, its index and trigger rows (definition versions and instances
     /// stay: history).
-    pub fn delete_workflow(&self, id: u64) -> Result<Commit<WorkflowRecord>, RepoError> {
+    pub fn delete_workflow(&self, id: WorkflowId) -> Result<Commit<WorkflowRecord>, RepoError> {
         let rec = self.get_workflow(id)?;
         let batch = Batch::new()
-            .delete(WORKFLOWS, keys::id(id))
-            .delete(APP_WORKFLOWS, keys::pair(rec.app_id.0, id))
-            .delete(WF_TRIGGERS, keys::id(id));
+            .delete(WORKFLOWS, keys::id(id.0))
+            .delete(APP_WORKFLOWS, keys::pair(rec.app_id.0, id.0))
+            .delete(WF_TRIGGERS, keys::id(id.0));
         self.wf.triggers.remove(&id);
         Ok(self.submit(batch, rec))
     }
@@ -365,7 +380,7 @@ impl Repo {
         let rows = self.store().range(APP_WORKFLOWS, &range, limit)?;
         let mut items = Vec::with_capacity(rows.len());
         for (k, _) in &rows {
-            let id = keys::read_child(APP_WORKFLOWS, k)?;
+            let id = WorkflowId(keys::read_child(APP_WORKFLOWS, k)?);
             match self.get_workflow(id) {
                 Ok(w) => items.push(w),
                 Err(RepoError::NotFound { .. }) => {}
@@ -380,7 +395,7 @@ impl Repo {
     }
 
     /// Workflow `id`'s trigger row as last written.
-    pub fn wf_trigger(&self, id: u64) -> Option<TriggerRecord> {
+    pub fn wf_trigger(&self, id: WorkflowId) -> Option<TriggerRecord> {
         self.wf.triggers.get(&id).map(|t| *t)
     }
 
@@ -388,19 +403,19 @@ impl Repo {
     /// its trigger row is held; `Ok(None)`: nothing written.
     pub fn wf_set_next_trigger_if(
         &self,
-        id: u64,
+        id: WorkflowId,
         next_trigger: Option<EpochMs>,
         still_current: impl FnOnce() -> bool,
     ) -> Result<Option<Commit<TriggerRecord>>, RepoError> {
         let Some(mut entry) = self.wf.triggers.get_mut(&id) else {
-            return Err(RepoError::not_found("workflow", id));
+            return Err(RepoError::not_found("workflow", id.0));
         };
         if !still_current() {
             return Ok(None);
         }
         let mut trigger = *entry;
         trigger.next_trigger = next_trigger;
-        let batch = Batch::new().put(WF_TRIGGERS, keys::id(id), encode(WF_TRIGGERS, &trigger)?);
+        let batch = Batch::new().put(WF_TRIGGERS, keys::id(id.0), encode(WF_TRIGGERS, &trigger)?);
         *entry = trigger;
         Ok(Some(self.submit(batch, trigger)))
     }
@@ -410,7 +425,7 @@ impl Repo {
     /// same [`WfWrite`] as the instance it creates (`None`: the fire is stale).
     pub fn wf_fire_row(
         &self,
-        id: u64,
+        id: WorkflowId,
         next_trigger: Option<EpochMs>,
         still_current: impl FnOnce() -> bool,
     ) -> Option<TriggerRecord> {
@@ -426,15 +441,15 @@ impl Repo {
     // ----- workflow instances -----
 
     /// A fresh workflow instance id (covered by a persisted reservation).
-    pub fn new_wf_instance_id(&self) -> Result<u64, RepoError> {
-        self.wf.instance_ids.alloc(&**self.store(), 1)
+    pub fn new_wf_instance_id(&self) -> Result<WorkflowInstanceId, RepoError> {
+        Ok(WorkflowInstanceId(
+            self.wf.instance_ids.alloc(&**self.store(), 1)?,
+        ))
     }
 
     /// A fresh job instance id (covered by a persisted reservation).
-    pub fn new_instance_id(&self) -> Result<crate::model::InstanceId, RepoError> {
-        Ok(crate::model::InstanceId(
-            self.instance_ids.alloc(&**self.store(), 1)?,
-        ))
+    pub fn new_instance_id(&self) -> Result<InstanceId, RepoError> {
+        Ok(InstanceId(self.instance_ids.alloc(&**self.store(), 1)?))
     }
 
     /// Submits one workflow transition as one batch (see [`WfWrite`]).
@@ -444,17 +459,17 @@ impl Repo {
             Self::instance_put_ops(&mut batch, inst, *prev)?;
         }
         for (rec, created, finished) in &w.wf_instances {
-            let key = keys::id(rec.id);
+            let key = keys::id(rec.id.0);
             batch.push_put(WF_INSTANCES, key, encode(WF_INSTANCES, rec)?);
             if *created {
                 batch.push_put(
                     APP_WF_INSTANCES,
-                    keys::newest_first(rec.app_id.0, rec.id),
+                    keys::newest_first(rec.app_id.0, rec.id.0),
                     Vec::new(),
                 );
                 batch.push_put(
                     WF_WF_INSTANCES,
-                    keys::newest_first(rec.workflow_id, rec.id),
+                    keys::newest_first(rec.workflow_id.0, rec.id.0),
                     Vec::new(),
                 );
             }
@@ -470,21 +485,18 @@ impl Repo {
             batch.push_put(NODE_LINKS, keys::id(inst.id.0), encode(NODE_LINKS, link)?);
         }
         if let Some((id, row)) = &w.trigger {
-            batch.push_put(WF_TRIGGERS, keys::id(*id), encode(WF_TRIGGERS, row)?);
+            batch.push_put(WF_TRIGGERS, keys::id(id.0), encode(WF_TRIGGERS, row)?);
         }
         Ok(self.submit(batch, ()))
     }
 
     /// The workflow instance `id`.
-    pub fn get_wf_instance(&self, id: u64) -> Result<WfInstanceRecord, RepoError> {
-        self.get_record(WF_INSTANCES, &keys::id(id), "workflow instance", id)
+    pub fn get_wf_instance(&self, id: WorkflowInstanceId) -> Result<WfInstanceRecord, RepoError> {
+        self.get_record(WF_INSTANCES, &keys::id(id.0), "workflow instance", id.0)
     }
 
     /// The node job instance `id` runs, if it runs one.
-    pub fn node_link(
-        &self,
-        id: crate::model::InstanceId,
-    ) -> Result<Option<NodeLinkRecord>, RepoError> {
+    pub fn node_link(&self, id: InstanceId) -> Result<Option<NodeLinkRecord>, RepoError> {
         let key = keys::id(id.0);
         match self.store().get(NODE_LINKS, &key)? {
             None => Ok(None),
@@ -497,13 +509,13 @@ impl Repo {
     pub fn list_wf_instances(
         &self,
         app: AppId,
-        workflow: Option<u64>,
+        workflow: Option<WorkflowId>,
         cursor: Option<u64>,
         limit: usize,
     ) -> Result<Page<WfInstanceRecord>, RepoError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let (table, parent) = match workflow {
-            Some(w) => (WF_WF_INSTANCES, w),
+            Some(w) => (WF_WF_INSTANCES, w.0),
             None => (APP_WF_INSTANCES, app.0),
         };
         let mut range = KeyRange::prefix(&keys::id(parent));
@@ -513,7 +525,7 @@ impl Repo {
         let rows = self.store().range(table, &range, limit)?;
         let mut items = Vec::with_capacity(rows.len());
         for (k, _) in &rows {
-            let id = keys::read_newest_first(table, k)?;
+            let id = WorkflowInstanceId(keys::read_newest_first(table, k)?);
             let rec = match self.get_wf_instance(id) {
                 Ok(rec) => rec,
                 // Deleted between the index read and this one (see `Repo::list_instances`).
@@ -558,14 +570,14 @@ impl Repo {
         let mut active = Vec::new();
         for kv in Scan::new(&**self.store(), WF_ACTIVE, KeyRange::all()) {
             let (k, _) = kv?;
-            let id = keys::read_id(WF_ACTIVE, &k)?;
+            let id = WorkflowInstanceId(keys::read_id(WF_ACTIVE, &k)?);
             match self.get_wf_instance(id) {
                 Ok(r) => active.push(r),
                 Err(RepoError::NotFound { .. }) => {
                     return Err(RepoError::corrupt(
                         WF_ACTIVE,
                         &k,
-                        format!("index row names missing workflow instance {id}"),
+                        format!("index row names missing {id}"),
                     ))
                 }
                 Err(e) => return Err(e),

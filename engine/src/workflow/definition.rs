@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::WorkflowError;
 use super::expr::Expr;
+use crate::ids::{JobId, NodeId, WorkflowId};
 use crate::time_expression::{TimeExpression, TimeExpressionType};
 
 /// Most nodes a workflow may have.
@@ -106,13 +107,13 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct NodeDef {
     /// Unique within the workflow.
-    pub id: u64,
+    pub id: NodeId,
     /// Default `JOB`.
     #[serde(rename = "type", default)]
     pub kind: NodeKind,
     /// The job a JOB node runs (required there, refused elsewhere).
     #[serde(default)]
-    pub job_id: Option<u64>,
+    pub job_id: Option<JobId>,
     /// Handed to the job (or nested workflow) instead of its own params; default empty.
     #[serde(default)]
     pub params: String,
@@ -128,7 +129,7 @@ pub struct NodeDef {
     pub expression: Option<String>,
     /// The workflow a NESTED_WORKFLOW node runs (required there, refused elsewhere).
     #[serde(default)]
-    pub workflow_id: Option<u64>,
+    pub workflow_id: Option<WorkflowId>,
 }
 
 /// One edge: `to` runs after `from`.
@@ -136,9 +137,9 @@ pub struct NodeDef {
 #[serde(deny_unknown_fields)]
 pub struct EdgeDef {
     /// Source node id.
-    pub from: u64,
+    pub from: NodeId,
     /// Target node id.
-    pub to: u64,
+    pub to: NodeId,
     /// `"true"` or `"false"` on edges leaving a DECISION node, absent elsewhere.
     #[serde(default)]
     pub property: Option<String>,
@@ -161,7 +162,7 @@ pub struct DagEdge {
 pub struct ValidDag {
     def: WorkflowDef,
     time_expression: TimeExpression,
-    index: HashMap<u64, usize>,
+    index: HashMap<NodeId, usize>,
     edges: Vec<DagEdge>,
     /// Per node: indices into `edges` of its out-edges.
     out_edges: Vec<Vec<usize>>,
@@ -189,7 +190,7 @@ impl ValidDag {
         self.def.nodes.is_empty()
     }
     /// Index of the node with this id.
-    pub fn index_of(&self, id: u64) -> Option<usize> {
+    pub fn index_of(&self, id: NodeId) -> Option<usize> {
         self.index.get(&id).copied()
     }
     /// The node at this index.
@@ -223,8 +224,8 @@ impl WorkflowDef {
     /// job/workflow exists (in the caller's app). See the module doc for what is checked.
     pub fn validate(
         self,
-        job_exists: impl Fn(u64) -> bool,
-        workflow_exists: impl Fn(u64) -> bool,
+        job_exists: impl Fn(JobId) -> bool,
+        workflow_exists: impl Fn(WorkflowId) -> bool,
     ) -> Result<ValidDag, WorkflowError> {
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
             return Err(WorkflowError::BadName {
@@ -336,8 +337,8 @@ impl WorkflowDef {
 
 fn check_node(
     n: &NodeDef,
-    job_exists: &impl Fn(u64) -> bool,
-    workflow_exists: &impl Fn(u64) -> bool,
+    job_exists: &impl Fn(JobId) -> bool,
+    workflow_exists: &impl Fn(WorkflowId) -> bool,
 ) -> Result<Option<Expr>, WorkflowError> {
     if n.params.len() > MAX_PARAMS_LEN {
         return Err(WorkflowError::ParamsTooLong {
@@ -436,6 +437,6 @@ fn topo_sort(
         }
     }
     Err(WorkflowError::Cycle {
-        node: nodes.get(cur).map_or(0, |n| n.id),
+        node: nodes.get(cur).map_or(NodeId(0), |n| n.id),
     })
 }

@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::ids::{JobId, NodeId, WorkflowId};
+
 use crate::time_expression::{TimeExpressionError, TimeExpressionType};
 
 /// A decision expression failed to parse or to evaluate.
@@ -95,102 +97,102 @@ pub enum WorkflowError {
         max: usize,
     },
     /// Two nodes share an id.
-    #[error("duplicate node id {0}")]
-    DuplicateNode(u64),
+    #[error("duplicate node id {}", .0.0)]
+    DuplicateNode(NodeId),
     /// A node's params are longer than the limit.
-    #[error("node {node}: params are {len} bytes; the limit is {max}")]
+    #[error("{node}: params are {len} bytes; the limit is {max}")]
     ParamsTooLong {
         /// The node.
-        node: u64,
+        node: NodeId,
         /// Their length.
         len: usize,
         /// The limit.
         max: usize,
     },
     /// An edge names a node that does not exist.
-    #[error("edge {from} -> {to}: node {missing} does not exist")]
+    #[error("edge {} -> {}: {missing} does not exist", .from.0, .to.0)]
     DanglingEdge {
         /// Edge source.
-        from: u64,
+        from: NodeId,
         /// Edge target.
-        to: u64,
+        to: NodeId,
         /// The missing end.
-        missing: u64,
+        missing: NodeId,
     },
     /// The same edge appears twice.
-    #[error("edge {from} -> {to} appears twice")]
+    #[error("edge {} -> {} appears twice", .from.0, .to.0)]
     DuplicateEdge {
         /// Edge source.
-        from: u64,
+        from: NodeId,
         /// Edge target.
-        to: u64,
+        to: NodeId,
     },
     /// The graph has a cycle through this node (a self-loop included).
-    #[error("the graph has a cycle through node {node}")]
+    #[error("the graph has a cycle through {node}")]
     Cycle {
         /// A node on the cycle.
-        node: u64,
+        node: NodeId,
     },
     /// A JOB node without `job_id`.
-    #[error("node {0}: a JOB node needs job_id")]
-    MissingJobId(u64),
+    #[error("{0}: a JOB node needs job_id")]
+    MissingJobId(NodeId),
     /// A JOB node references a job that does not exist.
-    #[error("node {node}: job {job_id} does not exist")]
+    #[error("{node}: {job_id} does not exist")]
     UnknownJob {
         /// The node.
-        node: u64,
+        node: NodeId,
         /// The job it references.
-        job_id: u64,
+        job_id: JobId,
     },
     /// A NESTED_WORKFLOW node without `workflow_id`.
-    #[error("node {0}: a NESTED_WORKFLOW node needs workflow_id")]
-    MissingWorkflowId(u64),
+    #[error("{0}: a NESTED_WORKFLOW node needs workflow_id")]
+    MissingWorkflowId(NodeId),
     /// A NESTED_WORKFLOW node references a workflow that does not exist.
-    #[error("node {node}: workflow {workflow_id} does not exist")]
+    #[error("{node}: {workflow_id} does not exist")]
     UnknownWorkflow {
         /// The node.
-        node: u64,
+        node: NodeId,
         /// The workflow it references.
-        workflow_id: u64,
+        workflow_id: WorkflowId,
     },
     /// A field that does not belong to the node's type is set.
-    #[error("node {node}: `{field}` is not allowed on a {kind} node")]
+    #[error("{node}: `{field}` is not allowed on a {kind} node")]
     FieldNotAllowed {
         /// The node.
-        node: u64,
+        node: NodeId,
         /// The field.
         field: &'static str,
         /// The node type.
         kind: &'static str,
     },
     /// A DECISION node without an expression.
-    #[error("node {0}: a DECISION node needs an expression")]
-    MissingExpression(u64),
+    #[error("{0}: a DECISION node needs an expression")]
+    MissingExpression(NodeId),
     /// A DECISION node's expression does not parse.
-    #[error("node {node}: bad expression: {error}")]
+    #[error("{node}: bad expression: {error}")]
     BadExpression {
         /// The node.
-        node: u64,
+        node: NodeId,
         /// Why.
         error: ExprError,
     },
     /// An edge leaving a decision lacks `"property": "true"|"false"`.
-    #[error("edge {from} -> {to} leaves a DECISION node and needs \"property\": \"true\" or \"false\", got {property:?}")]
+    #[error("edge {} -> {} leaves a DECISION node and needs \"property\": \"true\" or \"false\", got {property:?}", .from.0, .to.0)]
     DecisionEdgeProperty {
         /// Edge source (the decision).
-        from: u64,
+        from: NodeId,
         /// Edge target.
-        to: u64,
+        to: NodeId,
         /// What it has.
         property: Option<String>,
     },
     /// An edge leaving a non-decision node has a property.
-    #[error("edge {from} -> {to}: only edges leaving a DECISION node carry a property")]
+    #[error("edge {} -> {}: only edges leaving a DECISION node carry a property", .from.0, .to.0)]
     UnexpectedEdgeProperty {
         /// Edge source.
-        from: u64,
+        from: NodeId,
         /// Edge target.
-        to: u64,
+        to: NodeId,
     },
 }
 
@@ -199,17 +201,17 @@ pub enum WorkflowError {
 #[non_exhaustive]
 pub enum InstanceError {
     /// The instance has no such node.
-    #[error("no node {0} in this workflow")]
-    UnknownNode(u64),
+    #[error("no {0} in this workflow")]
+    UnknownNode(NodeId),
     /// A report for a node that is not running (a late or duplicate report).
-    #[error("node {0} is not running")]
-    NodeNotRunning(u64),
+    #[error("{0} is not running")]
+    NodeNotRunning(NodeId),
     /// Only FAILED and STOPPED nodes can be marked successful.
-    #[error("node {0} is neither FAILED nor STOPPED")]
-    NodeNotFailed(u64),
+    #[error("{0} is neither FAILED nor STOPPED")]
+    NodeNotFailed(NodeId),
     /// A decision has no value to propagate; fix the context and retry instead.
-    #[error("node {0} is a DECISION; it cannot be marked successful")]
-    DecisionMarkSuccess(u64),
+    #[error("{0} is a DECISION; it cannot be marked successful")]
+    DecisionMarkSuccess(NodeId),
     /// `start` on an instance that already started.
     #[error("the instance already started")]
     AlreadyStarted,

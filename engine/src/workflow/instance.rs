@@ -74,6 +74,7 @@ use serde_json::{Map, Value as Json};
 
 use super::definition::{FailurePolicy, NodeKind, ValidDag};
 use super::error::InstanceError;
+use crate::ids::{JobId, NodeId, WorkflowId};
 use crate::time_expression::EpochMs;
 
 /// The cap on the context's size (see the module doc for how it is measured).
@@ -156,7 +157,7 @@ impl InstanceStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeState {
     /// The node id.
-    pub id: u64,
+    pub id: NodeId,
     /// Its state.
     pub status: NodeStatus,
     /// The last result (a job's result, a decision's `"true"`/`"false"` or its error),
@@ -177,9 +178,9 @@ pub enum Action {
     /// [`WorkflowInstance::on_node_finished`].
     Dispatch {
         /// The node id.
-        node: u64,
+        node: NodeId,
         /// The job to run.
-        job_id: u64,
+        job_id: JobId,
         /// The node's params.
         params: String,
         /// The node's attempt (to tell a retry's run from a late report of an earlier one).
@@ -191,9 +192,9 @@ pub enum Action {
     /// [`WorkflowInstance::on_node_finished`].
     RunWorkflow {
         /// The node id.
-        node: u64,
+        node: NodeId,
         /// The workflow to run.
-        workflow_id: u64,
+        workflow_id: WorkflowId,
         /// The node's params.
         params: String,
         /// The node's attempt.
@@ -204,7 +205,7 @@ pub enum Action {
     /// Cancel the running job (or nested workflow) of node `node`; its report will be refused.
     Cancel {
         /// The node id.
-        node: u64,
+        node: NodeId,
     },
     /// The instance finished (once per start or retry).
     Finished {
@@ -221,7 +222,7 @@ pub struct InstanceSnapshot {
     /// Every node's state, in definition order.
     pub nodes: Vec<NodeState>,
     /// (decision node id, value) of the decisions that evaluated.
-    pub decisions: Vec<(u64, bool)>,
+    pub decisions: Vec<(NodeId, bool)>,
     /// The context.
     pub context: Map<String, Json>,
     /// A node failed without `skip_when_failed` in the current attempt.
@@ -337,7 +338,7 @@ impl WorkflowInstance {
         &self.nodes
     }
     /// One node's state.
-    pub fn node(&self, id: u64) -> Option<&NodeState> {
+    pub fn node(&self, id: NodeId) -> Option<&NodeState> {
         self.dag.index_of(id).and_then(|i| self.nodes.get(i))
     }
     /// The context.
@@ -383,7 +384,7 @@ impl WorkflowInstance {
     /// A RUNNING node's job (or nested workflow) ended. `result` is its result text, if any.
     pub fn on_node_finished(
         &mut self,
-        node: u64,
+        node: NodeId,
         success: bool,
         result: Option<String>,
         now: EpochMs,
@@ -403,7 +404,7 @@ impl WorkflowInstance {
         if success {
             if let Some(r) = result.as_deref() {
                 if let Err(msg) = self.append_context(node, r) {
-                    tracing::warn!(node, "{msg}");
+                    tracing::warn!(node = node.0, "{msg}");
                     ok = false;
                     result = Some(msg);
                 }
@@ -552,7 +553,11 @@ impl WorkflowInstance {
     }
 
     /// Marks a FAILED or STOPPED node successful (see the module doc).
-    pub fn mark_success(&mut self, node: u64, now: EpochMs) -> Result<Vec<Action>, InstanceError> {
+    pub fn mark_success(
+        &mut self,
+        node: NodeId,
+        now: EpochMs,
+    ) -> Result<Vec<Action>, InstanceError> {
         let i = self
             .dag
             .index_of(node)
@@ -761,7 +766,7 @@ impl WorkflowInstance {
                 if outcome.is_ok() {
                     self.resolve_out(i, newly);
                 } else {
-                    tracing::debug!(node = def.id, "decision failed: {:?}", outcome);
+                    tracing::debug!(node = def.id.0, "decision failed: {:?}", outcome);
                     self.on_failure(i, newly, now, actions);
                 }
                 return;
@@ -805,14 +810,14 @@ impl WorkflowInstance {
     }
 
     /// Appends a successful node's result to the context, or says why it would exceed the cap.
-    fn append_context(&mut self, node: u64, result: &str) -> Result<(), String> {
+    fn append_context(&mut self, node: NodeId, result: &str) -> Result<(), String> {
         if result.trim().is_empty() {
             return Ok(());
         }
         let entries: Vec<(String, Json)> = match serde_json::from_str::<Json>(result) {
             Ok(Json::Object(m)) => m.into_iter().collect(),
-            Ok(v) => vec![(node.to_string(), v)],
-            Err(_) => vec![(node.to_string(), Json::String(result.to_owned()))],
+            Ok(v) => vec![(node.get().to_string(), v)],
+            Err(_) => vec![(node.get().to_string(), Json::String(result.to_owned()))],
         };
         let mut total = self.context_bytes;
         for (k, v) in &entries {

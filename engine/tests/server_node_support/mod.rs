@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ferrojob::api::{Api, AppRef, CreateApp, InstanceView, JobBody, RunJob};
 use ferrojob::clock::VirtualClock;
+use ferrojob::ids::{InstanceId, JobId};
 use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::{ServerConfig, ServerCore, StoreChoice};
 use ferrojob::time_expression::TimeExpressionType;
@@ -88,15 +89,15 @@ where
     panic!("timed out waiting for {what}");
 }
 
-pub async fn status_is(api: &Arc<dyn Api>, app: &AppRef, id: u64, s: S) -> InstanceView {
-    until(&format!("instance {id} {s:?}"), || async {
+pub async fn status_is(api: &Arc<dyn Api>, app: &AppRef, id: InstanceId, s: S) -> InstanceView {
+    until(&format!("{id} {s:?}"), || async {
         let v = api.get_instance(app.clone(), id).await.unwrap();
         (v.status == s).then_some(v)
     })
     .await
 }
 
-pub async fn run(api: &Arc<dyn Api>, app: &AppRef, job: u64) -> u64 {
+pub async fn run(api: &Arc<dyn Api>, app: &AppRef, job: JobId) -> InstanceId {
     api.run_job(app.clone(), job, RunJob::default())
         .await
         .unwrap()
@@ -424,7 +425,7 @@ impl FakeWorkerRef {
 }
 
 /// Every instance of `job`, oldest first.
-pub async fn instances(api: &Arc<dyn Api>, app: &AppRef, job: u64) -> Vec<InstanceView> {
+pub async fn instances(api: &Arc<dyn Api>, app: &AppRef, job: JobId) -> Vec<InstanceView> {
     let mut v = api
         .list_instances(
             app.clone(),
@@ -442,8 +443,13 @@ pub async fn instances(api: &Arc<dyn Api>, app: &AppRef, job: u64) -> Vec<Instan
 }
 
 /// Waits until `job` has `n` instances, all SUCCEED.
-pub async fn succeeded(api: &Arc<dyn Api>, app: &AppRef, job: u64, n: usize) -> Vec<InstanceView> {
-    until(&format!("{n} succeeded instances of job {job}"), || async {
+pub async fn succeeded(
+    api: &Arc<dyn Api>,
+    app: &AppRef,
+    job: JobId,
+    n: usize,
+) -> Vec<InstanceView> {
+    until(&format!("{n} succeeded instances of {job}"), || async {
         let v = instances(api, app, job).await;
         (v.len() == n && v.iter().all(|i| i.status == S::Succeed)).then_some(v)
     })

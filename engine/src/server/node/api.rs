@@ -11,8 +11,9 @@ use crate::api::{
     WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::dispatch::GIB;
-use crate::model::{InstanceId, InstanceStatus, JobId};
-use crate::server::{AppId, InstanceFilter, InstanceRecord, JobRecord};
+use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
+use crate::model::InstanceStatus;
+use crate::server::{InstanceFilter, InstanceRecord, JobRecord};
 
 use super::engine::{AfterCreate, Follow, PendingRun};
 use super::state::{InstState, JobDef, JobState, Shared, Slot, TimerEv};
@@ -29,12 +30,12 @@ fn limit(l: Option<u32>, default: usize) -> usize {
 }
 
 impl NodeApi {
-    fn job_of(&self, app: &AppRef, id: u64) -> Result<Arc<JobState>, ApiError> {
-        match self.0.job(JobId(id)) {
+    fn job_of(&self, app: &AppRef, id: JobId) -> Result<Arc<JobState>, ApiError> {
+        match self.0.job(id) {
             Some(j) if !j.deleted.load(Ordering::Acquire) && j.def().record.app_id == app.id => {
                 Ok(j)
             }
-            _ => Err(ApiError::not_found("job", id)),
+            _ => Err(ApiError::not_found("job", id.0)),
         }
     }
 
@@ -53,7 +54,7 @@ impl NodeApi {
 
     /// The instance as the core knows it now (memory for non-final ones, else the store),
     /// NotFound unless it belongs to `app`.
-    fn instance(&self, app: &AppRef, id: u64) -> Result<InstanceRecord, ApiError> {
+    fn instance(&self, app: &AppRef, id: InstanceId) -> Result<InstanceRecord, ApiError> {
         Ok(self.instance_tasks(app, id)?.0)
     }
 
@@ -61,17 +62,17 @@ impl NodeApi {
     fn instance_tasks(
         &self,
         app: &AppRef,
-        id: u64,
+        id: InstanceId,
     ) -> Result<(InstanceRecord, Option<crate::api::TaskProgress>), ApiError> {
-        let (rec, tasks) = match self.0.slot(InstanceId(id)) {
+        let (rec, tasks) = match self.0.slot(id) {
             Some(s) => {
                 let st = s.lock();
                 (st.rec.clone(), st.tasks)
             }
-            None => (self.0.repo.get_instance(InstanceId(id))?, None),
+            None => (self.0.repo.get_instance(id)?, None),
         };
         if rec.app_id != app.id {
-            return Err(ApiError::not_found("instance", id));
+            return Err(ApiError::not_found("instance", id.0));
         }
         Ok((rec, tasks))
     }
@@ -133,7 +134,7 @@ impl Api for NodeApi {
             let c = sh.repo.create_app(&req.name, &req.secret, sh.now())?;
             let app = sh.await_commit(c).await?;
             let out = AppCreated {
-                id: app.id.0,
+                id: app.id,
                 name: app.name.clone(),
             };
             sh.add_app(app);
@@ -141,7 +142,7 @@ impl Api for NodeApi {
         })
     }
 
-    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created> {
+    fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created<JobId>> {
         Box::pin(async move {
             let sh = &self.0;
             let record = body.to_record(app.id)?;
@@ -168,7 +169,7 @@ impl Api for NodeApi {
                     },
                 );
             }
-            Ok(Created { id: id.0 })
+            Ok(Created { id })
         })
     }
 
@@ -190,14 +191,14 @@ impl Api for NodeApi {
         })
     }
 
-    fn get_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, JobView> {
+    fn get_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, JobView> {
         Box::pin(async move {
             let job = self.job_of(&app, id)?;
             Ok(self.view(&job))
         })
     }
 
-    fn update_job(&self, app: AppRef, id: u64, body: JobBody) -> ApiFuture<'_, JobView> {
+    fn update_job(&self, app: AppRef, id: JobId, body: JobBody) -> ApiFuture<'_, JobView> {
         Box::pin(async move {
             let job = self.job_of(&app, id)?;
             let record = body.to_record(app.id)?;
@@ -205,13 +206,13 @@ impl Api for NodeApi {
         })
     }
 
-    fn delete_job(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+    fn delete_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, ()> {
         Box::pin(async move {
             let sh = &self.0;
             let job = self.job_of(&app, id)?;
             if let Some(wf) = sh.job_referenced(job.id) {
                 return Err(ApiError::conflict(format!(
-                    "job {id} is referenced by workflow {wf}; remove it from the workflow first"
+                    "{id} is referenced by {wf}; remove it from the workflow first"
                 )));
             }
             job.gen.fetch_add(1, Ordering::AcqRel);
@@ -222,7 +223,7 @@ impl Api for NodeApi {
         })
     }
 
-    fn set_job_enabled(&self, app: AppRef, id: u64, enabled: bool) -> ApiFuture<'_, JobView> {
+    fn set_job_enabled(&self, app: AppRef, id: JobId, enabled: bool) -> ApiFuture<'_, JobView> {
         Box::pin(async move {
             let job = self.job_of(&app, id)?;
             let mut record = job.def().record.clone();
@@ -234,7 +235,7 @@ impl Api for NodeApi {
         })
     }
 
-    fn run_job(&self, app: AppRef, id: u64, req: RunJob) -> ApiFuture<'_, RunCreated> {
+    fn run_job(&self, app: AppRef, id: JobId, req: RunJob) -> ApiFuture<'_, RunCreated> {
         Box::pin(async move {
             let sh = &self.0;
             let job = self.job_of(&app, id)?;
@@ -267,11 +268,11 @@ impl Api for NodeApi {
             let iid = PendingRun::new(Arc::clone(sh), commit, then)
                 .finish()
                 .await?;
-            Ok(RunCreated { instance_id: iid.0 })
+            Ok(RunCreated { instance_id: iid })
         })
     }
 
-    fn get_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, InstanceView> {
+    fn get_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView> {
         Box::pin(async move {
             let (rec, tasks) = self.instance_tasks(&app, id)?;
             Ok(self.iview(&rec, tasks))
@@ -294,19 +295,19 @@ impl Api for NodeApi {
                         let r = &st.rec;
                         (r.app_id == app.id
                             && r.status == status
-                            && query.job_id.is_none_or(|j| r.job_id.0 == j))
+                            && query.job_id.is_none_or(|j| r.job_id == j))
                         .then(|| self.iview(r, st.tasks))
                     })
                     .collect();
                 items.sort_unstable_by_key(|v| std::cmp::Reverse(v.id));
                 let next_cursor = (items.len() > limit_n)
-                    .then(|| items.get(limit_n - 1).map(|v| v.id))
+                    .then(|| items.get(limit_n - 1).map(|v| v.id.0))
                     .flatten();
                 items.truncate(limit_n);
                 return Ok(InstanceList { items, next_cursor });
             }
             let filter = InstanceFilter {
-                job: query.job_id.map(JobId),
+                job: query.job_id,
                 status: query.status,
             };
             let page =
@@ -333,17 +334,17 @@ impl Api for NodeApi {
     fn instance_action(
         &self,
         app: AppRef,
-        id: u64,
+        iid: InstanceId,
         action: InstanceAction,
     ) -> ApiFuture<'_, InstanceView> {
         Box::pin(async move {
             let sh = &self.0;
-            let iid = InstanceId(id);
+            let id = iid.0;
             let now = sh.now();
             let slot: Slot = match sh.slot(iid) {
                 Some(s) => s,
                 None => {
-                    let mut rec = self.instance(&app, id)?;
+                    let mut rec = self.instance(&app, iid)?;
                     if action != InstanceAction::Retry {
                         // Final (not owned by the core): stop and cancel are illegal.
                         let err = match action {
@@ -439,14 +440,14 @@ impl Api for NodeApi {
         })
     }
 
-    fn instance_log(&self, app: AppRef, id: u64, query: LogQuery) -> ApiFuture<'_, LogView> {
+    fn instance_log(&self, app: AppRef, id: InstanceId, query: LogQuery) -> ApiFuture<'_, LogView> {
         Box::pin(async move {
             let sh = &self.0;
             self.instance(&app, id)?;
             let page = sh
                 .repo
-                .read_logs(InstanceId(id), query.cursor, limit(query.limit, 1000))?;
-            let dropped = sh.log_counts.get(&InstanceId(id)).map_or(0, |c| c.1);
+                .read_logs(id, query.cursor, limit(query.limit, 1000))?;
+            let dropped = sh.log_counts.get(&id).map_or(0, |c| c.1);
             Ok(LogView {
                 instance_id: id,
                 lines: page
@@ -492,7 +493,11 @@ impl Api for NodeApi {
         })
     }
 
-    fn create_workflow(&self, app: AppRef, body: WorkflowDef) -> ApiFuture<'_, Created> {
+    fn create_workflow(
+        &self,
+        app: AppRef,
+        body: WorkflowDef,
+    ) -> ApiFuture<'_, Created<WorkflowId>> {
         Box::pin(self.wf_create(app, body))
     }
 
@@ -500,33 +505,37 @@ impl Api for NodeApi {
         Box::pin(self.wf_list(app, query))
     }
 
-    fn get_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowView> {
+    fn get_workflow(&self, app: AppRef, id: WorkflowId) -> ApiFuture<'_, WorkflowView> {
         Box::pin(self.wf_get(app, id))
     }
 
     fn update_workflow(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowId,
         body: WorkflowDef,
     ) -> ApiFuture<'_, WorkflowView> {
         Box::pin(self.wf_update(app, id, body))
     }
 
-    fn delete_workflow(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+    fn delete_workflow(&self, app: AppRef, id: WorkflowId) -> ApiFuture<'_, ()> {
         Box::pin(self.wf_delete(app, id))
     }
 
     fn run_workflow(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowId,
         req: RunWorkflow,
     ) -> ApiFuture<'_, WorkflowRunCreated> {
         Box::pin(self.wf_run(app, id, req))
     }
 
-    fn get_workflow_instance(&self, app: AppRef, id: u64) -> ApiFuture<'_, WorkflowInstanceView> {
+    fn get_workflow_instance(
+        &self,
+        app: AppRef,
+        id: WorkflowInstanceId,
+    ) -> ApiFuture<'_, WorkflowInstanceView> {
         Box::pin(self.wf_instance(app, id))
     }
 
@@ -541,7 +550,7 @@ impl Api for NodeApi {
     fn workflow_instance_action(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowInstanceId,
         action: WorkflowInstanceAction,
     ) -> ApiFuture<'_, WorkflowInstanceView> {
         Box::pin(self.wf_action(app, id, action))
@@ -550,8 +559,8 @@ impl Api for NodeApi {
     fn mark_workflow_node_success(
         &self,
         app: AppRef,
-        id: u64,
-        node: u64,
+        id: WorkflowInstanceId,
+        node: NodeId,
     ) -> ApiFuture<'_, WorkflowInstanceView> {
         Box::pin(self.wf_mark_success(app, id, node))
     }

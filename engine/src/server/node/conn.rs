@@ -9,7 +9,7 @@ use ferrojob_transport::net::{Accepted, Incoming, Listener};
 use ferrojob_transport::PeerInfo;
 
 use crate::dispatch::{TrackerCounts, WorkerMetrics, WorkerStatus};
-use crate::model::InstanceId;
+use crate::ids::InstanceId;
 use crate::server::{LogLevel, LogLine};
 
 use super::state::{ConnEntry, Shared};

@@ -13,7 +13,8 @@ use ferrojob_transport::message::{
 use ferrojob_transport::net::ConnectionHandle;
 
 use crate::dispatch::{DispatchError, SelectState};
-use crate::model::{ExecuteType, InstanceId, InstanceStatus, JobId};
+use crate::ids::{InstanceId, JobId};
+use crate::model::{ExecuteType, InstanceStatus};
 use crate::server::{
     records::truncate_marked, Commit, InstanceRecord, JobRecord, LoadedState, RepoError,
     MAX_RESULT_LEN,

@@ -12,8 +12,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use crate::dispatch::{DispatchSpec, RegistryConfig, RoundRobinCursor, WorkerRegistry};
-use crate::model::{InstanceId, InstanceStatus, JobId};
-use crate::server::{AppId, AppRecord, InstanceRecord, JobRecord, Repo, RepoError};
+use crate::ids::{AppId, InstanceId, JobId, WorkflowId, WorkflowInstanceId};
+use crate::model::InstanceStatus;
+use crate::server::{AppRecord, InstanceRecord, JobRecord, Repo, RepoError};
 use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
 
 use super::metrics::Metrics;
@@ -163,9 +164,13 @@ pub(crate) enum TimerEv {
     /// The restart grace period is over: unreconciled instances go to the retry policy.
     GraceEnd,
     /// A workflow's trigger `due` (ignored unless `gen` is still the workflow's generation).
-    Workflow { wf: u64, gen: u64, due: EpochMs },
+    Workflow {
+        wf: WorkflowId,
+        gen: u64,
+        due: EpochMs,
+    },
     /// Start a delayed workflow instance.
-    WfStart(u64),
+    WfStart(WorkflowInstanceId),
 }
 
 /// A command to the timer task.
@@ -185,9 +190,9 @@ pub(crate) struct Shared {
     pub(crate) jobs: DashMap<JobId, Arc<JobState>>,
     pub(crate) active: DashMap<InstanceId, Slot>,
     /// Workflows by id.
-    pub(crate) workflows: DashMap<u64, Arc<super::workflow::WfState>>,
+    pub(crate) workflows: DashMap<WorkflowId, Arc<super::workflow::WfState>>,
     /// Workflow instances owned by the core (unfinished ones, and ones an API call changes).
-    pub(crate) wf_active: DashMap<u64, super::workflow::WfSlot>,
+    pub(crate) wf_active: DashMap<WorkflowInstanceId, super::workflow::WfSlot>,
     /// Non-final job instances that run a workflow node.
     pub(crate) node_runs: DashMap<InstanceId, Arc<super::workflow::NodeRun>>,
     /// Open worker connections by worker address.

@@ -73,10 +73,10 @@ fn view_of_stored(rec: &WfInstanceRecord) -> Result<WorkflowInstanceView, RepoEr
 // ----- the API -----
 
 impl NodeApi {
-    fn wf_of(&self, app: &AppRef, id: u64) -> Result<Arc<WfState>, ApiError> {
+    fn wf_of(&self, app: &AppRef, id: WorkflowId) -> Result<Arc<WfState>, ApiError> {
         match self.0.workflow(id) {
             Some(w) if !w.deleted.load(Ordering::Acquire) && w.app == app.id => Ok(w),
-            _ => Err(ApiError::not_found("workflow", id)),
+            _ => Err(ApiError::not_found("workflow", id.0)),
         }
     }
 
@@ -84,7 +84,7 @@ impl NodeApi {
         let sh = &self.0;
         body.validate(
             |j| {
-                sh.job(JobId(j)).is_some_and(|j| {
+                sh.job(j).is_some_and(|j| {
                     !j.deleted.load(Ordering::Acquire) && j.def().record.app_id == app.id
                 })
             },
@@ -100,7 +100,7 @@ impl NodeApi {
         let cur = wf.cur();
         WorkflowView {
             id: wf.id,
-            app_id: wf.app.0,
+            app_id: wf.app,
             body: cur.dag.def().clone(),
             next_trigger_time: self.0.repo.wf_trigger(wf.id).and_then(|t| t.next_trigger),
             created_at: cur.record.created_at,
@@ -108,41 +108,45 @@ impl NodeApi {
         }
     }
 
-    fn wf_instance_view(&self, app: &AppRef, id: u64) -> Result<WorkflowInstanceView, ApiError> {
+    fn wf_instance_view(
+        &self,
+        app: &AppRef,
+        id: WorkflowInstanceId,
+    ) -> Result<WorkflowInstanceView, ApiError> {
         if let Some(slot) = self.0.wf_slot(id) {
             let w = slot.lock();
             if w.rec.app_id != app.id {
-                return Err(ApiError::not_found("workflow instance", id));
+                return Err(ApiError::not_found("workflow instance", id.0));
             }
             return Ok(view_of(&w.rec, &w.machine));
         }
         let rec = self.0.repo.get_wf_instance(id)?;
         if rec.app_id != app.id {
-            return Err(ApiError::not_found("workflow instance", id));
+            return Err(ApiError::not_found("workflow instance", id.0));
         }
         Ok(view_of_stored(&rec)?)
     }
 
     /// The slot of workflow instance `id` (loaded from the store when it is finished).
-    fn wf_slot_loaded(&self, app: &AppRef, id: u64) -> Result<WfSlot, ApiError> {
+    fn wf_slot_loaded(&self, app: &AppRef, id: WorkflowInstanceId) -> Result<WfSlot, ApiError> {
         let sh = &self.0;
         if let Some(slot) = sh.wf_slot(id) {
             if slot.lock().rec.app_id != app.id {
-                return Err(ApiError::not_found("workflow instance", id));
+                return Err(ApiError::not_found("workflow instance", id.0));
             }
             return Ok(slot);
         }
         let rec = sh.repo.get_wf_instance(id)?;
         if rec.app_id != app.id {
-            return Err(ApiError::not_found("workflow instance", id));
+            return Err(ApiError::not_found("workflow instance", id.0));
         }
         let wf = sh
             .workflow(rec.workflow_id)
             .filter(|w| !w.deleted.load(Ordering::Acquire));
         let Some(wf) = wf else {
             return Err(ApiError::conflict(format!(
-                "workflow {} of instance {id} was deleted",
-                rec.workflow_id
+                "{} of instance {} was deleted",
+                rec.workflow_id, id.0
             )));
         };
         let cur = wf.cur();
@@ -168,7 +172,7 @@ impl NodeApi {
         &self,
         app: AppRef,
         body: WorkflowDef,
-    ) -> Result<Created, ApiError> {
+    ) -> Result<Created<WorkflowId>, ApiError> {
         let sh = &self.0;
         let dag = self.validate(&app, body)?;
         let now = sh.now();
@@ -218,7 +222,11 @@ impl NodeApi {
         })
     }
 
-    pub(crate) async fn wf_get(&self, app: AppRef, id: u64) -> Result<WorkflowView, ApiError> {
+    pub(crate) async fn wf_get(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+    ) -> Result<WorkflowView, ApiError> {
         let wf = self.wf_of(&app, id)?;
         Ok(self.wf_view(&wf))
     }
@@ -226,7 +234,7 @@ impl NodeApi {
     pub(crate) async fn wf_update(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowId,
         body: WorkflowDef,
     ) -> Result<WorkflowView, ApiError> {
         let sh = &self.0;
@@ -241,7 +249,7 @@ impl NodeApi {
         {
             return Err(ApiError::invalid(
                 "nodes",
-                format!("workflow {id} cannot nest itself"),
+                format!("{id} cannot nest itself"),
             ));
         }
         let now = sh.now();
@@ -267,7 +275,7 @@ impl NodeApi {
         Ok(self.wf_view(&wf))
     }
 
-    pub(crate) async fn wf_delete(&self, app: AppRef, id: u64) -> Result<(), ApiError> {
+    pub(crate) async fn wf_delete(&self, app: AppRef, id: WorkflowId) -> Result<(), ApiError> {
         let sh = &self.0;
         let wf = self.wf_of(&app, id)?;
         // Slots are collected first: no instance mutex is taken under the map's locks.
@@ -278,7 +286,7 @@ impl NodeApi {
         });
         if running {
             return Err(ApiError::conflict(format!(
-                "workflow {id} has an instance running; stop it first"
+                "{id} has an instance running; stop it first"
             )));
         }
         let nester = sh.workflows.iter().find_map(|w| {
@@ -293,9 +301,7 @@ impl NodeApi {
             .then_some(w.id)
         });
         if let Some(other) = nester {
-            return Err(ApiError::conflict(format!(
-                "workflow {id} is nested by workflow {other}"
-            )));
+            return Err(ApiError::conflict(format!("{id} is nested by {other}")));
         }
         wf.gen.fetch_add(1, Ordering::AcqRel);
         sh.await_commit(sh.repo.delete_workflow(id)?).await?;
@@ -307,7 +313,7 @@ impl NodeApi {
     pub(crate) async fn wf_run(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowId,
         r: RunWorkflow,
     ) -> Result<WorkflowRunCreated, ApiError> {
         let sh = &self.0;
@@ -331,7 +337,7 @@ impl NodeApi {
     pub(crate) async fn wf_instance(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowInstanceId,
     ) -> Result<WorkflowInstanceView, ApiError> {
         self.wf_instance_view(&app, id)
     }
@@ -367,7 +373,7 @@ impl NodeApi {
     pub(crate) async fn wf_action(
         &self,
         app: AppRef,
-        id: u64,
+        id: WorkflowInstanceId,
         a: WorkflowInstanceAction,
     ) -> Result<WorkflowInstanceView, ApiError> {
         let sh = &self.0;
@@ -410,8 +416,8 @@ impl NodeApi {
     pub(crate) async fn wf_mark_success(
         &self,
         app: AppRef,
-        id: u64,
-        node: u64,
+        id: WorkflowInstanceId,
+        node: NodeId,
     ) -> Result<WorkflowInstanceView, ApiError> {
         let sh = &self.0;
         let slot = self.wf_slot_loaded(&app, id)?;
@@ -425,7 +431,7 @@ impl NodeApi {
                     sh.wf_settle(id);
                     return Err(match e {
                         crate::workflow::InstanceError::UnknownNode(n) => {
-                            ApiError::not_found("node", n)
+                            ApiError::not_found("node", n.0)
                         }
                         e => ApiError::conflict(e.to_string()),
                     });

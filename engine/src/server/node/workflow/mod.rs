@@ -41,11 +41,12 @@ use crate::api::{
     WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
     WorkflowNodeView, WorkflowRunCreated, WorkflowView,
 };
-use crate::model::{InstanceId, InstanceStatus, JobId};
+use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
+use crate::model::InstanceStatus;
 use crate::server::workflow_repo::{
     LoadedWorkflow, NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfParent, WfWrite, WorkflowRecord,
 };
-use crate::server::{AppId, Commit, InstanceRecord, RepoError, TriggerRecord};
+use crate::server::{Commit, InstanceRecord, RepoError, TriggerRecord};
 use crate::time_expression::{EpochMs, Lifecycle, TimeExpression};
 use crate::workflow::{
     Action, InstanceStatus as WfStatus, NodeKind, NodeStatus, ValidDag, WorkflowError,
@@ -71,7 +72,7 @@ pub(crate) struct WfVersion {
 /// One workflow's scheduling state.
 #[derive(Debug)]
 pub(crate) struct WfState {
-    pub(crate) id: u64,
+    pub(crate) id: WorkflowId,
     pub(crate) app: AppId,
     pub(crate) cur: RwLock<Arc<WfVersion>>,
     /// Bumped when the schedule changes: armed fires of older generations are ignored.
@@ -121,8 +122,8 @@ pub(crate) type WfSlot = Arc<Mutex<WfInst>>;
 /// The workflow node a job instance runs (in memory while the instance is not final).
 #[derive(Debug)]
 pub(crate) struct NodeRun {
-    pub(crate) wf_instance: u64,
-    pub(crate) node: u64,
+    pub(crate) wf_instance: WorkflowInstanceId,
+    pub(crate) node: NodeId,
     pub(crate) attempt: u32,
     /// The context at dispatch, JSON object text (ScheduleJob.workflow_context).
     pub(crate) context: Arc<str>,
@@ -137,10 +138,10 @@ pub(crate) struct NodeRun {
 struct Pending {
     commit: Option<Commit<()>>,
     jobs: Vec<(InstanceRecord, AfterCreate)>,
-    children: Vec<u64>,
+    children: Vec<WorkflowInstanceId>,
     cancels: Vec<WfNodeRun>,
     finished: Option<(WfStatus, Option<WfParent>, Option<String>)>,
-    wf_instance: u64,
+    wf_instance: WorkflowInstanceId,
     /// A node's job instance saved final by this transition: finalize it once acknowledged.
     finalize: Option<(InstanceId, JobId, u64)>,
 }
@@ -178,18 +179,18 @@ mod api;
 mod recover;
 
 impl Shared {
-    pub(crate) fn workflow(&self, id: u64) -> Option<Arc<WfState>> {
+    pub(crate) fn workflow(&self, id: WorkflowId) -> Option<Arc<WfState>> {
         self.workflows.get(&id).map(|w| Arc::clone(&w))
     }
 
-    fn wf_slot(&self, id: u64) -> Option<WfSlot> {
+    fn wf_slot(&self, id: WorkflowInstanceId) -> Option<WfSlot> {
         self.wf_active.get(&id).map(|s| Arc::clone(&s))
     }
 
     /// Fills a ScheduleJob's workflow fields when its instance runs a workflow node.
     pub(crate) fn wf_fill(&self, msg: &mut ferrojob_transport::message::ScheduleJob) {
         if let Some(run) = self.node_runs.get(&InstanceId(msg.instance_id)) {
-            msg.workflow_instance_id = Some(run.wf_instance);
+            msg.workflow_instance_id = Some(run.wf_instance.0);
             msg.workflow_context = run.context.to_string();
         }
     }
@@ -212,7 +213,7 @@ impl Shared {
     }
 
     /// The workflow instance (node) `id` runs as, for InstanceView.
-    pub(crate) fn wf_instance_of(&self, id: InstanceId) -> Option<u64> {
+    pub(crate) fn wf_instance_of(&self, id: InstanceId) -> Option<WorkflowInstanceId> {
         if let Some(r) = self.node_runs.get(&id) {
             return Some(r.wf_instance);
         }
@@ -224,7 +225,7 @@ impl Shared {
     }
 
     /// Whether a live workflow references job `job` (a JOB node).
-    pub(crate) fn job_referenced(&self, job: JobId) -> Option<u64> {
+    pub(crate) fn job_referenced(&self, job: JobId) -> Option<WorkflowId> {
         self.workflows.iter().find_map(|w| {
             (!w.deleted.load(Ordering::Acquire)
                 && w.cur()
@@ -232,7 +233,7 @@ impl Shared {
                     .def()
                     .nodes
                     .iter()
-                    .any(|n| n.kind == NodeKind::Job && n.job_id == Some(job.0)))
+                    .any(|n| n.kind == NodeKind::Job && n.job_id == Some(job)))
             .then_some(w.id)
         })
     }
@@ -240,8 +241,8 @@ impl Shared {
     // ----- transitions -----
 
     /// Fails RUNNING node `node` at once (a dispatch that could not even be created).
-    fn fail_node(w: &mut WfInst, node: u64, reason: String, now: EpochMs) -> Vec<Action> {
-        tracing::warn!(wf_instance = w.rec.id, node, %reason, "workflow node failed");
+    fn fail_node(w: &mut WfInst, node: NodeId, reason: String, now: EpochMs) -> Vec<Action> {
+        tracing::warn!(wf_instance = w.rec.id.0, node = node.0, %reason, "workflow node failed");
         w.machine
             .on_node_finished(node, false, Some(reason), now)
             .unwrap_or_default()
@@ -255,7 +256,7 @@ impl Shared {
         actions: Vec<Action>,
         now: EpochMs,
         created: bool,
-        trigger: Option<(u64, TriggerRecord)>,
+        trigger: Option<(WorkflowId, TriggerRecord)>,
         handoff: Option<Instant>,
     ) -> Pending {
         self.advance_with(w, actions, now, created, trigger, handoff, None)
@@ -270,7 +271,7 @@ impl Shared {
         actions: Vec<Action>,
         now: EpochMs,
         created: bool,
-        trigger: Option<(u64, TriggerRecord)>,
+        trigger: Option<(WorkflowId, TriggerRecord)>,
         handoff: Option<Instant>,
         node_final: Option<(InstanceRecord, Option<InstanceStatus>)>,
     ) -> Pending {
@@ -294,11 +295,11 @@ impl Shared {
                     context,
                 } => {
                     let job = self
-                        .job(JobId(job_id))
+                        .job(job_id)
                         .filter(|j| !j.deleted.load(Ordering::Acquire))
                         .filter(|j| j.def().record.app_id == w.rec.app_id);
                     let Some(job) = job else {
-                        let reason = format!("job {job_id} does not exist (deleted?)");
+                        let reason = format!("{job_id} does not exist (deleted?)");
                         queue.extend(Self::fail_node(w, node, reason, now));
                         continue;
                     };
@@ -356,15 +357,17 @@ impl Shared {
                     let mut chain = w.rec.ancestors.clone();
                     chain.push(w.rec.workflow_id);
                     if chain.contains(&workflow_id) {
+                        let ids: Vec<u64> = chain.iter().map(|w| w.0).collect();
                         let reason = format!(
-                            "nesting loop refused: workflow {workflow_id} already runs in the ancestor chain {chain:?}"
+                            "nesting loop refused: {workflow_id} already runs in the ancestor chain {ids:?}"
                         );
                         queue.extend(Self::fail_node(w, node, reason, now));
                         continue;
                     }
                     if chain.len() > MAX_NESTING {
+                        let ids: Vec<u64> = chain.iter().map(|w| w.0).collect();
                         let reason = format!(
-                            "nesting refused: deeper than {MAX_NESTING} levels (ancestor chain {chain:?})"
+                            "nesting refused: deeper than {MAX_NESTING} levels (ancestor chain {ids:?})"
                         );
                         queue.extend(Self::fail_node(w, node, reason, now));
                         continue;
@@ -373,7 +376,7 @@ impl Shared {
                         .workflow(workflow_id)
                         .filter(|x| !x.deleted.load(Ordering::Acquire) && x.app == w.rec.app_id);
                     let Some(wf) = wf else {
-                        let reason = format!("workflow {workflow_id} does not exist (deleted?)");
+                        let reason = format!("{workflow_id} does not exist (deleted?)");
                         queue.extend(Self::fail_node(w, node, reason, now));
                         continue;
                     };
@@ -424,7 +427,7 @@ impl Shared {
                     write.wf_instances.push((rec.clone(), true, false));
                     w.rec.set_run(WfNodeRun {
                         node,
-                        instance: id,
+                        instance: id.0,
                         nested: true,
                     });
                     children.push((
@@ -444,7 +447,7 @@ impl Shared {
                 Action::Finished { status } => {
                     let result = match status {
                         WfStatus::Succeed => serde_json::to_string(w.machine.context()).ok(),
-                        s => Some(format!("workflow instance {} {}", w.rec.id, s.as_str())),
+                        s => Some(format!("{} {}", w.rec.id, s.as_str())),
                     };
                     p.finished = Some((status, w.rec.parent, result));
                 }
@@ -529,7 +532,7 @@ impl Shared {
         for c in p.cancels {
             if c.nested {
                 let sh = Arc::clone(self);
-                tokio::spawn(async move { sh.wf_stop(c.instance).await });
+                tokio::spawn(async move { sh.wf_stop(WorkflowInstanceId(c.instance)).await });
             } else {
                 self.stop_node_instance(InstanceId(c.instance));
             }
@@ -541,7 +544,7 @@ impl Shared {
         if let Some((status, parent, result)) = p.finished {
             self.metrics.wf_finished(status);
             tracing::info!(
-                wf_instance = p.wf_instance,
+                wf_instance = p.wf_instance.0,
                 status = status.as_str(),
                 "workflow instance finished"
             );
@@ -554,7 +557,7 @@ impl Shared {
                         parent.instance,
                         parent.node,
                         parent.attempt,
-                        Some(child),
+                        Some(child.0),
                         ok,
                         result,
                         None,
@@ -584,7 +587,7 @@ impl Shared {
 
     /// Drops a finished workflow instance from memory (its `max_instances` slot was released
     /// by the transition that finished it).
-    fn wf_settle(&self, id: u64) {
+    fn wf_settle(&self, id: WorkflowInstanceId) {
         // `try_lock`: never wait for an instance's mutex under the map's shard lock (a
         // transition holds its mutex while it inserts nested instances into the map). A
         // contended instance is being changed; that change settles it again when it ends.
@@ -719,8 +722,8 @@ impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn wf_node_done(
         self: &Arc<Self>,
-        wf_instance: u64,
-        node: u64,
+        wf_instance: WorkflowInstanceId,
+        node: NodeId,
         attempt: u32,
         instance: Option<u64>,
         ok: bool,
@@ -729,8 +732,8 @@ impl Shared {
     ) {
         let Some(slot) = self.wf_slot(wf_instance) else {
             tracing::debug!(
-                wf_instance,
-                node,
+                wf_instance = wf_instance.0,
+                node = node.0,
                 "node end for a workflow instance not running"
             );
             return;
@@ -742,13 +745,22 @@ impl Shared {
             let same_run =
                 instance.is_none_or(|i| w.rec.run_of(node).is_some_and(|r| r.instance == i));
             if current != Some((NodeStatus::Running, attempt)) || !same_run {
-                tracing::debug!(wf_instance, node, "late node end ignored");
+                tracing::debug!(
+                    wf_instance = wf_instance.0,
+                    node = node.0,
+                    "late node end ignored"
+                );
                 return;
             }
             let actions = match w.machine.on_node_finished(node, ok, result, now) {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::debug!(wf_instance, node, error = %e, "node end refused");
+                    tracing::debug!(
+                        wf_instance = wf_instance.0,
+                        node = node.0,
+                        error = %e,
+                        "node end refused"
+                    );
                     return;
                 }
             };
@@ -758,7 +770,7 @@ impl Shared {
     }
 
     /// Starts a WAITING workflow instance (created, delayed run due, nested run).
-    pub(crate) async fn wf_start(self: &Arc<Self>, id: u64) {
+    pub(crate) async fn wf_start(self: &Arc<Self>, id: WorkflowInstanceId) {
         let Some(slot) = self.wf_slot(id) else { return };
         let now = self.now();
         let pending = {
@@ -773,7 +785,7 @@ impl Shared {
             let actions = match w.machine.start(now) {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::debug!(wf_instance = id, error = %e, "start refused");
+                    tracing::debug!(wf_instance = id.0, error = %e, "start refused");
                     return;
                 }
             };
@@ -785,18 +797,16 @@ impl Shared {
 
     /// Stops workflow instance `id` (user stop, FAIL_FAST of a parent). Conflict when it is
     /// already finished.
-    pub(crate) async fn wf_stop(self: &Arc<Self>, id: u64) -> Result<(), ApiError> {
+    pub(crate) async fn wf_stop(self: &Arc<Self>, id: WorkflowInstanceId) -> Result<(), ApiError> {
         let Some(slot) = self.wf_slot(id) else {
-            return Err(ApiError::conflict(format!(
-                "workflow instance {id} is not running"
-            )));
+            return Err(ApiError::conflict(format!("{id} is not running")));
         };
         let now = self.now();
         let pending = {
             let mut w = slot.lock();
             if w.machine.status().is_finished() {
                 return Err(ApiError::conflict(format!(
-                    "workflow instance {id} already finished ({})",
+                    "{id} already finished ({})",
                     w.machine.status().as_str()
                 )));
             }
@@ -819,10 +829,10 @@ impl Shared {
         wf: &Arc<WfState>,
         init: Map<String, Json>,
         delay_until: Option<EpochMs>,
-        trigger: Option<(u64, TriggerRecord)>,
+        trigger: Option<(WorkflowId, TriggerRecord)>,
         run: u64,
         now: EpochMs,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<WorkflowInstanceId, ApiError> {
         let cur = wf.cur();
         let max = cur.dag.def().max_instances;
         let reserved = wf
@@ -844,7 +854,7 @@ impl Shared {
                 }
             }
             return Err(ApiError::conflict(format!(
-                "too many instances: workflow {} allows {max} at once (max_instances)",
+                "too many instances: {} allows {max} at once (max_instances)",
                 wf.id
             )));
         }
@@ -905,7 +915,13 @@ impl Shared {
     }
 
     /// A workflow's trigger came due (on the timer task): fire it and arm the next one.
-    pub(crate) fn on_wf_due(self: &Arc<Self>, wf_id: u64, gen: u64, due: EpochMs, now: EpochMs) {
+    pub(crate) fn on_wf_due(
+        self: &Arc<Self>,
+        wf_id: WorkflowId,
+        gen: u64,
+        due: EpochMs,
+        now: EpochMs,
+    ) {
         let Some(wf) = self.workflow(wf_id) else {
             return;
         };
@@ -921,7 +937,7 @@ impl Shared {
             expr.next_within(&lc, due, due)
         } else {
             tracing::warn!(
-                workflow = wf_id,
+                workflow = wf_id.0,
                 late_ms = now.saturating_sub(due),
                 "workflow misfire: fired once"
             );
@@ -931,7 +947,7 @@ impl Shared {
         let full = wf.running.load(Ordering::Acquire) >= cur.dag.def().max_instances;
         if full {
             tracing::warn!(
-                workflow = wf_id,
+                workflow = wf_id.0,
                 "fire skipped: max_instances instances are running"
             );
             match self.repo.wf_set_next_trigger_if(wf_id, next, current) {
@@ -950,7 +966,7 @@ impl Shared {
                     .wf_create_instance(&wf2, Map::new(), None, Some((wf_id, row)), row.runs, now)
                     .await
                 {
-                    tracing::warn!(workflow = wf_id, error = %e, "workflow fire failed");
+                    tracing::warn!(workflow = wf_id.0, error = %e, "workflow fire failed");
                 }
             });
         }

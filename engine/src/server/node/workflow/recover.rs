@@ -3,12 +3,19 @@
 use super::*;
 
 /// A node end found at restart: (workflow instance, node, attempt, job instance, ok, result).
-type Push = (u64, u64, u32, Option<u64>, bool, Option<String>);
+type Push = (
+    WorkflowInstanceId,
+    NodeId,
+    u32,
+    Option<u64>,
+    bool,
+    Option<String>,
+);
 
 /// What [`Shared::recover_workflows`] leaves to [`Shared::resume_workflows`].
 #[derive(Debug)]
 pub(crate) struct WfRecovery {
-    replays: Vec<(u64, Vec<Action>)>,
+    replays: Vec<(WorkflowInstanceId, Vec<Action>)>,
     pushes: Vec<Push>,
 }
 
@@ -24,14 +31,14 @@ impl Shared {
         active: Vec<WfInstanceRecord>,
     ) -> WfRecovery {
         let now = self.now();
-        let ids: std::collections::HashSet<u64> = wfs.iter().map(|w| w.record.id).collect();
-        let jobs: std::collections::HashSet<u64> = loaded.jobs.iter().map(|j| j.job.id.0).collect();
+        let ids: std::collections::HashSet<WorkflowId> = wfs.iter().map(|w| w.record.id).collect();
+        let jobs: std::collections::HashSet<JobId> = loaded.jobs.iter().map(|j| j.job.id).collect();
         for lw in wfs {
             let id = lw.record.id;
             let dag = match lw.def.validate(|j| jobs.contains(&j), |w| ids.contains(&w)) {
                 Ok(d) => Arc::new(d),
                 Err(e) => {
-                    tracing::error!(workflow = id, error = %e, "stored workflow no longer valid; not scheduled");
+                    tracing::error!(workflow = id.0, error = %e, "stored workflow no longer valid; not scheduled");
                     continue;
                 }
             };
@@ -51,10 +58,10 @@ impl Shared {
                 );
             }
         }
-        let mut dags: HashMap<(u64, u64), Arc<ValidDag>> = HashMap::new();
+        let mut dags: HashMap<(WorkflowId, u64), Arc<ValidDag>> = HashMap::new();
         let mut pushes: Vec<Push> = Vec::new();
         let mut replays = Vec::new();
-        let active_ids: std::collections::HashSet<u64> = active.iter().map(|r| r.id).collect();
+        let active_ids: std::collections::HashSet<u64> = active.iter().map(|r| r.id.0).collect();
         for rec in active {
             let key = (rec.workflow_id, rec.version);
             let dag = match dags.get(&key) {
@@ -75,7 +82,7 @@ impl Shared {
                         {
                             Ok(d) => Arc::new(d),
                             Err(e) => {
-                                tracing::error!(wf_instance = rec.id, error = %e, "workflow instance not restored");
+                                tracing::error!(wf_instance = rec.id.0, error = %e, "workflow instance not restored");
                                 continue;
                             }
                         },
@@ -87,14 +94,14 @@ impl Shared {
             let snap = match rec.snapshot() {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(wf_instance = rec.id, error = %e, "workflow instance not restored");
+                    tracing::error!(wf_instance = rec.id.0, error = %e, "workflow instance not restored");
                     continue;
                 }
             };
             let (machine, actions) = match WorkflowInstance::restore(dag, snap, now) {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::error!(wf_instance = rec.id, error = %e, "workflow instance not restored");
+                    tracing::error!(wf_instance = rec.id.0, error = %e, "workflow instance not restored");
                     continue;
                 }
             };
@@ -130,7 +137,7 @@ impl Shared {
                     }
                     match self
                         .repo
-                        .get_wf_instance(run.instance)
+                        .get_wf_instance(WorkflowInstanceId(run.instance))
                         .and_then(|c| c.snapshot())
                     {
                         Ok(s) if s.status.is_finished() => {
@@ -217,8 +224,8 @@ impl Shared {
             }
             for (wfi, node, attempt, inst, ok, result) in pushes {
                 tracing::info!(
-                    wf_instance = wfi,
-                    node,
+                    wf_instance = wfi.0,
+                    node = node.0,
                     "node finished while the server was down; pushed"
                 );
                 sh.wf_node_done(wfi, node, attempt, inst, ok, result, None)
