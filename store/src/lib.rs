@@ -36,7 +36,9 @@ pub use batch::{
     MAX_VALUE_LEN,
 };
 pub use error::{CorruptionKind, StoreError};
-pub use log::{CompactionReport, Durability, LogOptions, LogStore, RecoveryMode, RecoveryReport};
+pub use log::{
+    CompactionReport, Durability, LogOptions, LogStore, RecoveryMode, RecoveryReport, WriterMode,
+};
 pub use memory::MemoryStore;
 pub use range::{KeyRange, Scan};
 pub use store::{CommitHandle, CommitInfo, KeyValue, Store};
