@@ -4,6 +4,8 @@
 //! updated by `sync_data`). The directory has two listings likewise, updated by `sync_dir`.
 //! [`SimBackend::crash`] returns a new backend holding only the durable state: the exact
 //! post-crash image under the pessimistic model "nothing unsynced reaches the disk".
+//! [`SimBackend::crash_torn`] lets part of each file's unsynced appends survive, as a torn
+//! write does; [`SimBackend::process_crash`] keeps everything written, as the page cache does.
 //! [`SimBackend::fail`] injects I/O errors into chosen operations.
 
 use std::collections::BTreeMap;
@@ -30,6 +32,17 @@ pub enum Fault {
     Rename,
     /// `Backend::remove_file`.
     Remove,
+}
+
+/// What part of a file's unsynced appended bytes a [`SimBackend::crash_torn`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tear {
+    /// The first `n` unsynced bytes reached the disk, in order, and nothing after them
+    /// (clamped to the unsynced length). `Prefix(0)` is [`SimBackend::crash`]'s image.
+    Prefix(u64),
+    /// The file's new length reached the disk but only its first `n` unsynced bytes did: the
+    /// rest reads as zeros (a file system that extended the file and lost the data).
+    ZeroFilled(u64),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -118,6 +131,46 @@ impl SimBackend {
                 faults: Vec::new(),
             })),
         }
+    }
+
+    /// The image a power loss would leave if part of the unsynced appends reached the disk.
+    /// For every durable file whose current contents extend its synced contents,
+    /// `tear(path, unsynced_len)` says how much of the extension survives; it is called in
+    /// path order, only for files with unsynced appends, so a seeded closure gives a
+    /// reproducible image. A file rewritten or shortened since its last sync keeps its synced
+    /// contents. Directory entries are the synced ones, as in [`crash`](SimBackend::crash).
+    pub fn crash_torn(&self, mut tear: impl FnMut(&Path, u64) -> Tear) -> SimBackend {
+        let torn = self.crash();
+        let state = self.state.lock();
+        let mut image = torn.state.lock();
+        for (path, inode) in &state.durable_dir {
+            let (Some(f), Some(out)) = (state.files.get(inode), image.files.get_mut(inode)) else {
+                continue;
+            };
+            if !f.data.starts_with(&f.durable) {
+                continue;
+            }
+            let Some(unsynced) = f.data.get(f.durable.len()..).filter(|u| !u.is_empty()) else {
+                continue;
+            };
+            let (kept, zeroed) = match tear(path, unsynced.len() as u64) {
+                Tear::Prefix(n) => (n, 0),
+                Tear::ZeroFilled(n) => (n, unsynced.len() as u64),
+            };
+            let kept = usize::try_from(kept)
+                .unwrap_or(usize::MAX)
+                .min(unsynced.len());
+            let zeroed = usize::try_from(zeroed)
+                .unwrap_or(usize::MAX)
+                .min(unsynced.len());
+            let mut data = f.durable.clone();
+            data.extend_from_slice(unsynced.get(..kept).unwrap_or_default());
+            data.resize(f.durable.len() + kept.max(zeroed), 0);
+            out.durable.clone_from(&data);
+            out.data = data;
+        }
+        drop(image);
+        torn
     }
 
     /// The image a process crash leaves: everything written, synced or not, stays (the kernel

@@ -2,11 +2,9 @@
 //! every byte, bit flips in every byte, power loss after acknowledged commits, injected I/O
 //! failures, idempotent recovery.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{copy, dump, open, opts, segments, State, DIR};
+use crate::common::{copy, dump, open, opts, segments, State, DIR};
 use ferrojob_store::backend::{Fault, SimBackend};
 use ferrojob_store::{
     Batch, CorruptionKind, Durability, LogOptions, RecoveryMode, Store, StoreError,
