@@ -1,8 +1,9 @@
 //! [`LogStore`]: the durable store, Bitcask-like: append-only segments, an in-memory index of
 //! where each key's newest record lives, group commit, background compaction.
 //!
-//! See [`format`] for the bytes on disk, [`recovery`] for opening, [`writer`] for group commit,
-//! [`compaction`] for reclaiming space and [`hint`] for the index snapshot.
+//! See [`format`](mod@format) for the bytes on disk, [`recovery`] for opening, [`writer`] for group commit,
+//! [`stepped`] for the thread-free writer, [`compaction`] for reclaiming space and [`hint`] for
+//! the index snapshot.
 //!
 //! # Durability
 //!
@@ -14,9 +15,63 @@
 //!
 //! In every mode a batch is atomic: after any crash it is entirely there or entirely absent,
 //! and batches are never reordered (what survives is a prefix of the commit order). After
-//! power loss in `Interval` or `Buffered` mode a file system may also lose unsynced pages out of
-//! order, leaving garbage before valid data in the newest segment: open then reports
+//! power loss a file system may also lose unsynced pages out of order (under `Sync` only those
+//! of groups not yet acknowledged), leaving zeros or garbage before valid data at the end of
+//! the newest segment: unless only zeros follow the last complete batch, open then reports
 //! corruption and `RecoveryMode::Salvage` keeps the valid prefix.
+//!
+//! # Writer modes
+//!
+//! [`WriterMode::Thread`] (the default, and the production path) runs a group-commit writer
+//! thread and a compactor thread. [`WriterMode::Stepped`] runs none: the same writer code runs
+//! on the caller's thread, only when called, so one thread on virtual time (a deterministic
+//! simulator) decides when each batch is written, when it becomes durable, and where a crash
+//! falls. A batch then goes through three states:
+//!
+//! | state   | reached by                        | readers see it / handle resolved     | survives                 |
+//! |---------|-----------------------------------|--------------------------------------|--------------------------|
+//! | queued  | [`submit`](Store::submit)         | no                                   | nothing                  |
+//! | written | [`LogStore::write_pending`]       | `Buffered`: yes; `Sync`: not yet     | a process crash          |
+//! | durable | [`LogStore::sync_pending`]        | yes                                  | a power loss             |
+//!
+//! What the stepped mode guarantees:
+//! - no thread is started and no clock or random number is read: handles resolve only inside
+//!   the store's calls (`write_pending`, `sync_pending`, and `commit`, `flush`, `checkpoint`,
+//!   `close`, which write and sync everything queued; `submit` itself writes, without syncing,
+//!   once the queue holds `max_group_bytes`, as the writer thread would);
+//! - compaction runs only when [`LogStore::compact`] is called (`background_compaction` is
+//!   ignored), never while a write or sync is under way;
+//! - determinism: on a [`SimBackend`](crate::backend::SimBackend), the same calls with the same
+//!   batches give the same file bytes, the same [`CommitInfo`]s, the same handle outcomes and
+//!   the same [`RecoveryReport`]s (hash maps are only looked up, never iterated into a file or a
+//!   result; whatever is written is in key or id order);
+//! - under `Sync`, a batch is acknowledged exactly when it is durable and readers see exactly
+//!   the acknowledged batches; a rotation fdatasyncs the sealed segment, so `write_pending` can
+//!   acknowledge earlier written batches when it rotates;
+//! - after a crash the store recovers the state after some prefix of the submitted batches:
+//!   with [`crash`](crate::backend::SimBackend::crash) exactly the durable ones, with
+//!   [`process_crash`](crate::backend::SimBackend::process_crash) exactly the written ones,
+//!   with [`crash_torn`](crate::backend::SimBackend::crash_torn) at least the durable and at
+//!   most the written ones (a `Tear::ZeroFilled` tail can need `RecoveryMode::Salvage`, see
+//!   above); never part of a batch.
+//!
+//! What a simulator calls, and when:
+//! 1. open: `LogStore::open_with(Arc::new(sim.clone()), dir, LogOptions { writer:
+//!    WriterMode::Stepped, ..LogOptions::default() })`;
+//! 2. the core asks for a batch to be made durable: `submit(batch)`, keep the
+//!    [`CommitHandle`];
+//! 3. the simulated write reaches the page cache: `write_pending()`;
+//! 4. the simulated fdatasync completes (delay this step for a slow fsync):
+//!    `sync_pending()`; the handles that are [`is_done`](CommitHandle::is_done) now carry the
+//!    outcome, which the simulator feeds back to the core;
+//! 5. compaction when the simulator chooses, e.g. when [`LogStore::needs_compaction`]:
+//!    `compact()`;
+//! 6. a crash at any point: take the image first (`sim.crash()`, `sim.crash_torn(seeded)` or
+//!    `sim.process_crash()`), then [`LogStore::abandon`] (nothing more is written; waiting
+//!    handles resolve with [`StoreError::Closed`]), then open a new store on the image.
+//!
+//! Never call [`CommitHandle::wait`] on a handle that is not done yet: with no writer thread
+//! nothing else will resolve it. [`Store::commit`] is safe: it writes and syncs itself.
 
 mod compaction;
 pub(crate) mod format;

@@ -2,7 +2,7 @@
 //! each group with one write, fdatasyncs, points the index at the new records and
 //! acknowledges the callers. Two drivers share it:
 //!
-//! - the group-commit thread ([`Writer::run`], the production path), fed by a channel;
+//! - the group-commit thread ([`GroupCommit::run`], the production path), fed by a channel;
 //! - the stepped driver ([`Stepped`](crate::log::stepped::Stepped)), called by the store's
 //!   caller on its own thread (no thread, no clock; see the `log` module docs).
 //!
