@@ -501,9 +501,9 @@ impl LogStore {
     /// 40 ns per key); compaction rounds wait for the whole checkpoint. With
     /// `WriterMode::Stepped` this writes and syncs the queue first, as [`flush`](Store::flush).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let _round = self.shared.compaction.lock();
-        let bytes = match &self.driver {
+        match &self.driver {
             Driver::Thread(threaded) => {
+                let _round = self.shared.compaction.lock();
                 let (reply, rx) = crossbeam_channel::bounded(1);
                 {
                     let tx = threaded.tx.read();
@@ -513,18 +513,21 @@ impl LogStore {
                     tx.send(Request::Snapshot { reply })
                         .map_err(|_| self.closed())?;
                 }
-                rx.recv().map_err(|_| self.closed())??
+                let bytes = rx.recv().map_err(|_| self.closed())??;
+                self.shared.write_hint(&bytes)
             }
             Driver::Stepped(stepped) => {
+                // The lock order of `compact`: the writer, then the compaction round.
                 let mut stepped = stepped.lock();
+                let _round = self.shared.compaction.lock();
                 let Some(stepped) = stepped.as_mut() else {
                     return Err(self.closed());
                 };
                 stepped.flush()?;
-                hint::encode(&self.shared.index.read())
+                let bytes = hint::encode(&self.shared.index.read());
+                self.shared.write_hint(&bytes)
             }
-        };
-        self.shared.write_hint(&bytes)
+        }
     }
 
     /// Flushes, stops the writer and compactor, and writes the hint file. Later commits fail

@@ -235,6 +235,24 @@ fn abandon_resolves_every_waiting_handle_as_closed_and_writes_nothing() {
 }
 
 #[test]
+fn abandoning_a_threaded_store_keeps_its_commits_and_writes_no_hint() {
+    let b = SimBackend::new();
+    let s = open(
+        &b,
+        LogOptions {
+            write_hint_on_close: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    s.put("t", b"k", b"v").unwrap();
+    s.abandon();
+    assert!(!b.paths().contains(&crate::common::hint_path()));
+    let s = open(&b.crash(), opts()).unwrap();
+    assert_eq!(value(&s, "k"), Some(b"v".to_vec()));
+}
+
+#[test]
 fn stepping_calls_need_the_stepped_mode_and_interval_needs_the_thread() {
     let b = SimBackend::new();
     let s = open(&b, opts()).unwrap();
