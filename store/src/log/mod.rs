@@ -125,7 +125,8 @@ pub enum RecoveryMode {
     #[default]
     Strict,
     /// Keep everything before the first corrupt batch. The corrupt segment's rest is copied to
-    /// `<segment>.log.corrupt-<offset>` and cut off; later log segments are renamed to
+    /// `<segment>.log.corrupt-<offset>` (`.1`, `.2`, ... appended if a salvage already took
+    /// that name) and cut off; later log segments are renamed to
     /// `<segment>.log.corrupt` (the state stays a prefix of the commit order). Nothing is
     /// deleted; the report lists what was moved aside.
     Salvage,

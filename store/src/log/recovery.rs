@@ -408,6 +408,32 @@ fn replay(
     })
 }
 
+/// `path` with the extension `ext`, or `ext.1`, `ext.2`, ... when that name is taken: the
+/// same segment can be salvaged at the same offset again (the newest segment is reused after
+/// a salvage cut it), and a salvage never replaces what an earlier one kept.
+fn unused_name(
+    backend: &Arc<dyn Backend>,
+    dir: &Path,
+    path: &Path,
+    ext: &str,
+) -> Result<PathBuf, StoreError> {
+    let names = backend
+        .list_dir(dir)
+        .map_err(|e| StoreError::io("list directory", dir, e))?;
+    let taken = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| names.iter().any(|x| x == n))
+    };
+    let mut to = path.with_extension(ext);
+    let mut n = 0u32;
+    while taken(&to) {
+        n += 1;
+        to = path.with_extension(format!("{ext}.{n}"));
+    }
+    Ok(to)
+}
+
 /// Carries out the plan's file changes and opens the segment the writer appends to.
 fn apply(
     backend: &Arc<dyn Backend>,
@@ -461,7 +487,7 @@ fn apply(
             Action::MoveAsideTail { seg, offset } => {
                 let Some(s) = segments.get(seg) else { continue };
                 let tail = read_range(s.handle.as_ref(), &s.path, offset, s.len - offset)?;
-                let to = s.path.with_extension(format!("log.corrupt-{offset:x}"));
+                let to = unused_name(backend, dir, &s.path, &format!("log.corrupt-{offset:x}"))?;
                 let aside = backend
                     .open_file(&to, OpenMode::CreateNew)
                     .map_err(|e| StoreError::io("create salvage file", &to, e))?;
