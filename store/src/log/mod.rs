@@ -132,7 +132,35 @@ pub enum RecoveryMode {
     Salvage,
 }
 
-/// Who runs a [`LogStore`]'s writer and compaction; see the module docs.
+/// Who runs a [`LogStore`]'s writer and compaction.
+///
+/// A simulator drives a stepped store like this (one thread, the disk crashed on purpose):
+///
+/// ```
+/// use std::sync::Arc;
+/// use ferrojob_store::backend::SimBackend;
+/// use ferrojob_store::{Batch, LogOptions, LogStore, Store, WriterMode};
+///
+/// let options = LogOptions { writer: WriterMode::Stepped, ..LogOptions::default() };
+/// let disk = SimBackend::new();
+/// let store = LogStore::open_with(Arc::new(disk.clone()), "/data", options.clone())?;
+///
+/// let a = store.submit(Batch::new().put("jobs", b"a".to_vec(), b"1".to_vec()));
+/// store.write_pending()?; // in the page cache: survives a process crash
+/// store.sync_pending()?; // durable: `a` is acknowledged
+/// assert_eq!(a.wait()?.last_seq, 1);
+///
+/// let b = store.submit(Batch::new().put("jobs", b"b".to_vec(), b"2".to_vec()));
+/// store.write_pending()?; // the fdatasync never comes: power loss
+/// let image = disk.crash();
+/// store.abandon();
+/// assert!(b.wait().is_err());
+///
+/// let store = LogStore::open_with(Arc::new(image), "/data", options)?;
+/// assert_eq!(store.get("jobs", b"a")?, Some(b"1".to_vec()));
+/// assert_eq!(store.get("jobs", b"b")?, None);
+/// # Ok::<(), ferrojob_store::StoreError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WriterMode {
     /// A writer thread commits batches in groups as they arrive, and (with

@@ -88,10 +88,17 @@ impl Stepped {
             let result = self.writer.write_group(group, |w, rotated| {
                 // The rotation's fdatasync covered every group written so far.
                 match rotated {
-                    Ok(()) => written.drain(..).for_each(|g| w.publish(g)),
-                    Err(e) => written.drain(..).for_each(|g| g.fail(e)),
+                    Ok(()) => {
+                        written.drain(..).for_each(|g| w.publish(g));
+                        *unsynced = 0;
+                    }
+                    Err(e) => {
+                        for g in written.drain(..) {
+                            *unsynced = unsynced.saturating_sub(g.batches());
+                            g.fail(e);
+                        }
+                    }
                 }
-                *unsynced = 0;
             });
             match result {
                 Ok(group) => {
