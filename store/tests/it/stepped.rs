@@ -341,6 +341,54 @@ fn a_zero_filled_torn_tail_is_corruption_for_strict_and_a_prefix_for_salvage() {
     assert_eq!(dump(&open(&img, stepped()).unwrap()).len(), 1);
 }
 
+/// Commits one at a time through `Store::commit` (a group per commit in both modes), with
+/// compactions and checkpoints, then closes; returns the commit infos and the files.
+fn sequential(o: LogOptions) -> (Vec<CommitInfo>, Files) {
+    let b = SimBackend::new();
+    let s = open(&b, o).unwrap();
+    let mut infos = Vec::new();
+    let mut x = 12345u64;
+    for i in 0..600u64 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let k = ((x >> 33) % 50).to_be_bytes().to_vec();
+        let mut batch = Batch::new().put("instances", k, vec![(x >> 8) as u8; (x % 300) as usize]);
+        if x.is_multiple_of(5) {
+            batch = batch.delete("instances", ((x >> 20) % 50).to_be_bytes().to_vec());
+        }
+        infos.push(s.commit(batch).unwrap());
+        if i % 100 == 99 {
+            s.compact().unwrap();
+        }
+        if i % 150 == 149 {
+            s.checkpoint().unwrap();
+        }
+    }
+    s.close().unwrap();
+    (infos, files(&b))
+}
+
+#[test]
+fn stepped_commits_write_the_same_bytes_as_the_writer_thread() {
+    let o = LogOptions {
+        write_hint_on_close: true,
+        ..opts()
+    };
+    let threaded = sequential(o.clone());
+    let stepped = sequential(LogOptions {
+        writer: WriterMode::Stepped,
+        ..o
+    });
+    assert!(
+        threaded.1.len() > 2,
+        "rotated and compacted: {}",
+        threaded.1.len()
+    );
+    assert_eq!(threaded.0, stepped.0);
+    assert!(threaded.1 == stepped.1, "the files differ");
+}
+
 /// Every file's path and bytes, in path order.
 type Files = Vec<(std::path::PathBuf, Option<Vec<u8>>)>;
 
