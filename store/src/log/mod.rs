@@ -16,9 +16,10 @@
 //! In every mode a batch is atomic: after any crash it is entirely there or entirely absent,
 //! and batches are never reordered (what survives is a prefix of the commit order). After
 //! power loss a file system may also lose unsynced pages out of order (under `Sync` only those
-//! of groups not yet acknowledged), leaving zeros or garbage before valid data at the end of
-//! the newest segment: unless only zeros follow the last complete batch, open then reports
-//! corruption and `RecoveryMode::Salvage` keeps the valid prefix.
+//! of groups not yet acknowledged). Zeros at the end of the newest segment (the file's length
+//! reached the disk, its data did not) count as never written, so a batch cut short by them is
+//! a torn tail; garbage before valid data is reported as corruption, and
+//! `RecoveryMode::Salvage` keeps the valid prefix.
 //!
 //! # Writer modes
 //!
@@ -51,9 +52,9 @@
 //! - after a crash the store recovers the state after some prefix of the submitted batches:
 //!   with [`crash`](crate::backend::SimBackend::crash) exactly the durable ones, with
 //!   [`process_crash`](crate::backend::SimBackend::process_crash) exactly the written ones,
-//!   with [`crash_torn`](crate::backend::SimBackend::crash_torn) at least the durable and at
-//!   most the written ones (a `Tear::ZeroFilled` tail can need `RecoveryMode::Salvage`, see
-//!   above); never part of a batch.
+//!   with [`crash_torn`](crate::backend::SimBackend::crash_torn) (a prefix of the unsynced
+//!   bytes, or that prefix and zeros) at least the durable and at most the written ones; never
+//!   part of a batch.
 //!
 //! What a simulator calls, and when:
 //! 1. open: `LogStore::open_with(Arc::new(sim.clone()), dir, LogOptions { writer:

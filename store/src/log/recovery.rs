@@ -8,8 +8,11 @@
 //!
 //! Only the newest log segment may end in an incomplete batch (every rotation fdatasyncs the
 //! old segment before creating the next); an incomplete batch anywhere else, or a complete
-//! batch that fails a check anywhere, is corruption. A tail of zero bytes in the newest log
-//! segment (a file system that extended the file but lost the data) counts as torn.
+//! batch that fails a check anywhere, is corruption. Zero bytes at the end of the newest log
+//! segment count as never written (a file system that extended the file but lost the data):
+//! if the batch is incomplete once they are cut off, it is a torn tail, not corruption. A
+//! complete batch never ends in a zero byte (its trailer ends in a magic), so no valid batch
+//! is ever taken for zeros.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -316,10 +319,9 @@ fn replay(
                 Ok(b) => b,
                 Err(fault) => {
                     let offset = start + pos as u64;
-                    let zeros = bytes.get(pos..).is_some_and(|t| t.iter().all(|b| *b == 0));
                     let kind_err = match fault {
                         BatchFault::Torn if is_tail => None,
-                        BatchFault::Corrupt(_) if is_tail && zeros => None,
+                        BatchFault::Corrupt(_) if is_tail && torn_before_zeros(&bytes, pos) => None,
                         BatchFault::Torn => Some(CorruptionKind::TornSealedSegment),
                         BatchFault::Corrupt(k) => Some(k),
                     };
@@ -406,6 +408,17 @@ fn replay(
         batches,
         used_hint,
     })
+}
+
+/// True when the batch at `pos` is incomplete once the zero bytes at the end of `bytes` are
+/// cut off: what failed its checks is a batch whose end never reached the disk.
+fn torn_before_zeros(bytes: &[u8], pos: usize) -> bool {
+    let zeros = bytes.iter().rev().take_while(|b| **b == 0).count();
+    let written = bytes.len() - zeros;
+    zeros > 0
+        && bytes
+            .get(..written)
+            .is_some_and(|w| matches!(decode_batch(w, pos, true), Err(BatchFault::Torn)))
 }
 
 /// `path` with the extension `ext`, or `ext.1`, `ext.2`, ... when that name is taken: the

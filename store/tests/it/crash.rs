@@ -76,6 +76,28 @@ fn cut_at_every_offset_of_the_last_batch_is_before_or_after() {
 }
 
 #[test]
+fn a_last_batch_cut_anywhere_and_zero_filled_is_torn() {
+    let (b, states) = build(6);
+    let seg = segments(&b).pop().unwrap();
+    let full = b.read(&seg).unwrap();
+    let (b5, _) = build(5);
+    let before_len = b5.read(&segments(&b5).pop().unwrap()).unwrap().len();
+    // The file kept its length; only the first `cut` bytes of the last batch reached the disk.
+    for cut in before_len..full.len() {
+        let img = copy(&b);
+        let mut bytes = full.clone();
+        bytes[cut..].fill(0);
+        img.write(&seg, &bytes);
+        let s = open(&img, opts()).unwrap();
+        assert_eq!(dump(&s), states[5], "cut {cut}");
+        assert_eq!(
+            s.recovery_report().truncated,
+            [(seg.clone(), before_len as u64)]
+        );
+    }
+}
+
+#[test]
 fn zero_filled_tail_counts_as_torn() {
     let (b, states) = build(4);
     let seg = segments(&b).pop().unwrap();

@@ -8,8 +8,8 @@
 use crate::common::{dump, open, opts, State};
 use ferrojob_store::backend::{Fault, SimBackend, Tear};
 use ferrojob_store::{
-    Batch, CommitHandle, CommitInfo, Durability, LogOptions, LogStore, RecoveryMode, Store,
-    StoreError, WriterMode,
+    Batch, CommitHandle, CommitInfo, Durability, LogOptions, LogStore, Store, StoreError,
+    WriterMode,
 };
 use proptest::prelude::*;
 
@@ -309,36 +309,21 @@ fn a_closed_stepped_store_refuses_stepping_and_commits() {
 }
 
 #[test]
-fn a_zero_filled_torn_tail_is_corruption_for_strict_and_a_prefix_for_salvage() {
-    let b = SimBackend::new();
-    let s = open(&b, stepped()).unwrap();
-    s.put("t", b"a", b"1").unwrap();
-    s.submit(Batch::new().put("t", b"b".to_vec(), vec![7; 500]));
-    s.write_pending().unwrap();
-    // The file's length reached the disk, only the batch header did.
-    let img = b.crash_torn(|_, _| Tear::ZeroFilled(40));
-    s.abandon();
-    let err = open(&img, stepped()).unwrap_err();
-    assert!(err.is_corruption(), "{err}");
-    let s = open(
-        &img,
-        LogOptions {
-            recovery: RecoveryMode::Salvage,
-            ..stepped()
-        },
-    )
-    .unwrap();
-    assert_eq!(value(&s, "a"), Some(b"1".to_vec()));
-    assert_eq!(value(&s, "b"), None);
-    // With no byte of the batch on disk, the zeros are a torn tail even for Strict.
-    let b = SimBackend::new();
-    let s = open(&b, stepped()).unwrap();
-    s.put("t", b"a", b"1").unwrap();
-    s.submit(put("b", "2"));
-    s.write_pending().unwrap();
-    let img = b.crash_torn(|_, _| Tear::ZeroFilled(0));
-    s.abandon();
-    assert_eq!(dump(&open(&img, stepped()).unwrap()).len(), 1);
+fn a_batch_cut_short_by_zeros_is_a_torn_tail() {
+    for kept in [0, 10, 40, 200] {
+        let b = SimBackend::new();
+        let s = open(&b, stepped()).unwrap();
+        s.put("t", b"a", b"1").unwrap();
+        s.submit(Batch::new().put("t", b"b".to_vec(), vec![7; 500]));
+        s.write_pending().unwrap();
+        // The file's new length reached the disk, only `kept` bytes of the batch did.
+        let img = b.crash_torn(|_, _| Tear::ZeroFilled(kept));
+        s.abandon();
+        let s = open(&img, stepped()).unwrap();
+        assert_eq!(dump(&s).len(), 1, "kept {kept}");
+        assert_eq!(value(&s, "a"), Some(b"1".to_vec()));
+        assert_eq!(s.recovery_report().truncated.len(), 1);
+    }
 }
 
 /// Commits one at a time through `Store::commit` (a group per commit in both modes), with
@@ -539,7 +524,7 @@ impl Run {
                 self.poll();
                 assert!(self.waiting.is_empty(), "close flushes");
                 drop(self.store.take());
-                self.reopen(self.backend.clone(), false);
+                self.reopen(self.backend.clone());
                 self.check_recovered(self.acked, self.acked);
             }
             Step::PowerLoss => self.crash(Crash::Power),
@@ -635,7 +620,7 @@ impl Run {
                 "a crash acknowledges nothing more"
             );
         }
-        self.reopen(image, matches!(how, Crash::ZeroFilled(_)));
+        self.reopen(image);
         match how {
             // Nothing unsynced survives, and everything synced was acknowledged.
             Crash::Power => self.check_recovered(self.acked, self.acked),
@@ -645,21 +630,10 @@ impl Run {
         }
     }
 
-    /// Opens `backend`. A zero-filled tear may leave garbage after the last complete batch,
-    /// which strict recovery refuses: then salvage must keep the valid prefix.
-    fn reopen(&mut self, backend: SimBackend, may_need_salvage: bool) {
-        let store = match open(&backend, self.options.clone()) {
-            Ok(s) => s,
-            Err(e) if may_need_salvage && e.is_corruption() => {
-                self.trace.push(format!("strict open refused: {e}"));
-                let salvage = LogOptions {
-                    recovery: RecoveryMode::Salvage,
-                    ..self.options.clone()
-                };
-                open(&backend, salvage).unwrap()
-            }
-            Err(e) => panic!("reopen failed: {e}"),
-        };
+    /// Opens `backend`: every crash image opens in `RecoveryMode::Strict`.
+    fn reopen(&mut self, backend: SimBackend) {
+        let store =
+            open(&backend, self.options.clone()).unwrap_or_else(|e| panic!("reopen failed: {e}"));
         self.trace.push(format!("{:?}", store.recovery_report()));
         self.backend = backend;
         self.store = Some(store);
