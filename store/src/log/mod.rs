@@ -1,9 +1,9 @@
 //! [`LogStore`]: the durable store, Bitcask-like: append-only segments, an in-memory index of
 //! where each key's newest record lives, group commit, background compaction.
 //!
-//! See [`format`](mod@format) for the bytes on disk, [`recovery`] for opening, [`writer`] for group commit,
-//! [`stepped`] for the thread-free writer, [`compaction`] for reclaiming space and [`hint`] for
-//! the index snapshot.
+//! See [`format`](mod@format) for the bytes on disk, [`recovery`] for opening, [`writer`] for
+//! group commit, [`stepped`] for the thread-free writer, [`compaction`] for reclaiming space
+//! and [`hint`] for the index snapshot.
 //!
 //! # Durability
 //!
@@ -36,7 +36,8 @@
 //! | durable | [`LogStore::sync_pending`]        | yes                                  | a power loss             |
 //!
 //! What the stepped mode guarantees:
-//! - no thread is started and no clock or random number is read: handles resolve only inside
+//! - no thread is started and no clock is read (randomness, the hash maps' seeds, never
+//!   reaches a file or a result, see below): handles resolve only inside
 //!   the store's calls (`write_pending`, `sync_pending`, and `commit`, `flush`, `checkpoint`,
 //!   `close`, which write and sync everything queued; `submit` itself writes, without syncing,
 //!   once the queue holds `max_group_bytes`, as the writer thread would);
