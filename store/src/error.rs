@@ -106,6 +106,17 @@ pub enum StoreError {
         /// Why it was refused, with the accepted range.
         reason: String,
     },
+    /// A call that drives the writer by hand on a store whose writer runs in its own thread.
+    #[error(
+        "store {dir}: {op} drives the writer by hand and needs LogOptions::writer = \
+         WriterMode::Stepped; this store's writer thread writes and syncs by itself"
+    )]
+    NotStepped {
+        /// The store directory.
+        dir: PathBuf,
+        /// The call made.
+        op: &'static str,
+    },
 }
 
 impl StoreError {
@@ -165,6 +176,10 @@ impl StoreError {
             StoreError::InvalidOptions { field, reason } => StoreError::InvalidOptions {
                 field,
                 reason: reason.clone(),
+            },
+            StoreError::NotStepped { dir, op } => StoreError::NotStepped {
+                dir: dir.clone(),
+                op,
             },
         }
     }

@@ -5,6 +5,10 @@
 //! The store knows nothing of the engine's types or of the transport: keys and values are
 //! bytes (the engine writes rkyv archives).
 //!
+//! For deterministic simulation, a `LogStore` opened with [`WriterMode::Stepped`] on a
+//! [`SimBackend`](backend::SimBackend) runs no thread and reads no clock: the caller decides
+//! when batches are written and synced, and crashes the simulated disk between any two calls.
+//!
 //! ```
 //! use ferrojob_store::{Batch, KeyRange, MemoryStore, Store};
 //! let store = MemoryStore::new();
@@ -72,7 +76,9 @@ pub use batch::{
     MAX_VALUE_LEN,
 };
 pub use error::{CorruptionKind, StoreError};
-pub use log::{CompactionReport, Durability, LogOptions, LogStore, RecoveryMode, RecoveryReport};
+pub use log::{
+    CompactionReport, Durability, LogOptions, LogStore, RecoveryMode, RecoveryReport, WriterMode,
+};
 pub use memory::MemoryStore;
 pub use range::{KeyRange, Scan};
 pub use store::{CommitHandle, CommitInfo, KeyValue, Store};

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use fs::FsBackend;
-pub use sim::{Fault, SimBackend};
+pub use sim::{Fault, SimBackend, Tear};
 
 /// How [`Backend::open_file`] opens a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

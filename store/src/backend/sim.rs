@@ -4,6 +4,8 @@
 //! updated by `sync_data`). The directory has two listings likewise, updated by `sync_dir`.
 //! [`SimBackend::crash`] returns a new backend holding only the durable state: the exact
 //! post-crash image under the pessimistic model "nothing unsynced reaches the disk".
+//! [`SimBackend::crash_torn`] lets part of each file's unsynced appends survive, as a torn
+//! write does; [`SimBackend::process_crash`] keeps everything written, as the page cache does.
 //! [`SimBackend::fail`] injects I/O errors into chosen operations.
 
 use std::collections::BTreeMap;
@@ -32,10 +34,50 @@ pub enum Fault {
     Remove,
 }
 
+/// What part of a file's unsynced appended bytes a [`SimBackend::crash_torn`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tear {
+    /// The first `n` unsynced bytes reached the disk, in order, and nothing after them
+    /// (clamped to the unsynced length). `Prefix(0)` is [`SimBackend::crash`]'s image.
+    Prefix(u64),
+    /// The file's new length reached the disk but only its first `n` unsynced bytes did: the
+    /// rest reads as zeros (a file system that extended the file and lost the data).
+    ZeroFilled(u64),
+}
+
 #[derive(Debug, Default, Clone)]
 struct SimFile {
     data: Vec<u8>,
     durable: Vec<u8>,
+    /// Length of the prefix of `data` known to equal `durable`'s (nothing was written there
+    /// since the last sync): a sync copies only what lies after it, so it costs what was
+    /// written since the previous one, not the size of the file.
+    synced_prefix: usize,
+}
+
+impl SimFile {
+    /// A file whose contents are all durable.
+    fn synced(bytes: Vec<u8>) -> SimFile {
+        SimFile {
+            durable: bytes.clone(),
+            synced_prefix: bytes.len(),
+            data: bytes,
+        }
+    }
+
+    /// `sync_data`: the durable contents become the current ones.
+    fn sync(&mut self) {
+        let from = self.synced_prefix.min(self.data.len());
+        self.durable.truncate(from);
+        self.durable
+            .extend_from_slice(self.data.get(from..).unwrap_or_default());
+        self.synced_prefix = self.data.len();
+    }
+
+    /// Records that the contents from `offset` on may differ from the durable ones.
+    fn touched(&mut self, offset: usize) {
+        self.synced_prefix = self.synced_prefix.min(offset);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -100,13 +142,7 @@ impl SimBackend {
         let mut files = BTreeMap::new();
         for inode in state.durable_dir.values() {
             if let Some(f) = state.files.get(inode) {
-                files.insert(
-                    *inode,
-                    SimFile {
-                        data: f.durable.clone(),
-                        durable: f.durable.clone(),
-                    },
-                );
+                files.insert(*inode, SimFile::synced(f.durable.clone()));
             }
         }
         SimBackend {
@@ -120,6 +156,47 @@ impl SimBackend {
         }
     }
 
+    /// The image a power loss would leave if part of the unsynced appends reached the disk.
+    /// For every durable file whose current contents extend its synced contents,
+    /// `tear(path, unsynced_len)` says how much of the extension survives; it is called in
+    /// path order, only for files with unsynced appends, so a seeded closure gives a
+    /// reproducible image. A file rewritten or shortened since its last sync keeps its synced
+    /// contents. Directory entries are the synced ones, as in [`crash`](SimBackend::crash).
+    pub fn crash_torn(&self, mut tear: impl FnMut(&Path, u64) -> Tear) -> SimBackend {
+        let torn = self.crash();
+        let state = self.state.lock();
+        let mut image = torn.state.lock();
+        for (path, inode) in &state.durable_dir {
+            let (Some(f), Some(out)) = (state.files.get(inode), image.files.get_mut(inode)) else {
+                continue;
+            };
+            // Only appends since the last sync can be torn; anything else keeps its synced
+            // contents.
+            if f.synced_prefix < f.durable.len() {
+                continue;
+            }
+            let Some(unsynced) = f.data.get(f.durable.len()..).filter(|u| !u.is_empty()) else {
+                continue;
+            };
+            let (kept, zeroed) = match tear(path, unsynced.len() as u64) {
+                Tear::Prefix(n) => (n, 0),
+                Tear::ZeroFilled(n) => (n, unsynced.len() as u64),
+            };
+            let kept = usize::try_from(kept)
+                .unwrap_or(usize::MAX)
+                .min(unsynced.len());
+            let zeroed = usize::try_from(zeroed)
+                .unwrap_or(usize::MAX)
+                .min(unsynced.len());
+            let mut data = f.durable.clone();
+            data.extend_from_slice(unsynced.get(..kept).unwrap_or_default());
+            data.resize(f.durable.len() + kept.max(zeroed), 0);
+            *out = SimFile::synced(data);
+        }
+        drop(image);
+        torn
+    }
+
     /// The image a process crash leaves: everything written, synced or not, stays (the kernel
     /// keeps its page cache). The new backend shares nothing with this one.
     pub fn process_crash(&self) -> SimBackend {
@@ -127,15 +204,7 @@ impl SimBackend {
         let files = state
             .files
             .iter()
-            .map(|(i, f)| {
-                (
-                    *i,
-                    SimFile {
-                        data: f.data.clone(),
-                        durable: f.data.clone(),
-                    },
-                )
-            })
+            .map(|(i, f)| (*i, SimFile::synced(f.data.clone())))
             .collect();
         SimBackend {
             state: Arc::new(Mutex::new(State {
@@ -173,13 +242,7 @@ impl SimBackend {
             }
         };
         state.durable_dir.insert(path.to_path_buf(), inode);
-        state.files.insert(
-            inode,
-            SimFile {
-                data: bytes.to_vec(),
-                durable: bytes.to_vec(),
-            },
-        );
+        state.files.insert(inode, SimFile::synced(bytes.to_vec()));
     }
 
     /// Removes `path` durably (no-op when absent).
@@ -310,6 +373,7 @@ impl BackendFile for SimHandle {
             let end = start
                 .checked_add(data.len())
                 .ok_or_else(|| io::Error::other("offset overflow"))?;
+            f.touched(start);
             if f.data.len() < end {
                 f.data.resize(end, 0);
             }
@@ -323,7 +387,7 @@ impl BackendFile for SimHandle {
     fn sync_data(&self) -> io::Result<()> {
         self.state.lock().check(Fault::SyncData)?;
         self.with(|f| {
-            f.durable.clone_from(&f.data);
+            f.sync();
             Ok(())
         })
     }
@@ -331,8 +395,81 @@ impl BackendFile for SimHandle {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|f| {
             let len = usize::try_from(len).map_err(io::Error::other)?;
+            f.touched(len.min(f.data.len()));
             f.data.resize(len, 0);
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(b: &SimBackend, name: &str) -> Arc<dyn BackendFile> {
+        let path = Path::new("/d").join(name);
+        let f = b.open_file(&path, OpenMode::CreateNew).unwrap();
+        b.sync_dir(Path::new("/d")).unwrap();
+        f
+    }
+
+    fn durable(b: &SimBackend, name: &str) -> Vec<u8> {
+        b.crash().read(&Path::new("/d").join(name)).unwrap()
+    }
+
+    #[test]
+    fn sync_makes_exactly_the_current_contents_durable() {
+        let b = SimBackend::new();
+        let f = file(&b, "a");
+        f.write_all_at(b"0123456789", 0).unwrap();
+        assert_eq!(durable(&b, "a"), b"");
+        f.sync_data().unwrap();
+        assert_eq!(durable(&b, "a"), b"0123456789");
+        // An overwrite in the middle, an append, a truncation and a regrowth.
+        f.write_all_at(b"xx", 4).unwrap();
+        f.write_all_at(b"ab", 10).unwrap();
+        assert_eq!(durable(&b, "a"), b"0123456789");
+        f.sync_data().unwrap();
+        assert_eq!(durable(&b, "a"), b"0123xx6789ab");
+        f.set_len(3).unwrap();
+        f.sync_data().unwrap();
+        assert_eq!(durable(&b, "a"), b"012");
+        f.set_len(5).unwrap();
+        f.write_all_at(b"z", 6).unwrap();
+        f.sync_data().unwrap();
+        assert_eq!(durable(&b, "a"), b"012\0\0\0z");
+        assert_eq!(b.read(Path::new("/d/a")).unwrap(), b"012\0\0\0z");
+    }
+
+    #[test]
+    fn a_torn_crash_keeps_a_prefix_of_appends_only() {
+        let b = SimBackend::new();
+        let appended = file(&b, "appended");
+        appended.write_all_at(b"durable", 0).unwrap();
+        appended.sync_data().unwrap();
+        appended.write_all_at(b"+unsynced", 7).unwrap();
+        let rewritten = file(&b, "rewritten");
+        rewritten.write_all_at(b"durable", 0).unwrap();
+        rewritten.sync_data().unwrap();
+        rewritten.write_all_at(b"D", 0).unwrap();
+        rewritten.write_all_at(b"+more", 7).unwrap();
+        let mut asked = Vec::new();
+        let img = b.crash_torn(|path, unsynced| {
+            asked.push((path.to_path_buf(), unsynced));
+            Tear::Prefix(3)
+        });
+        assert_eq!(asked, [(PathBuf::from("/d/appended"), 9)]);
+        assert_eq!(img.read(Path::new("/d/appended")).unwrap(), b"durable+un");
+        assert_eq!(img.read(Path::new("/d/rewritten")).unwrap(), b"durable");
+        let img = b.crash_torn(|_, _| Tear::ZeroFilled(2));
+        assert_eq!(
+            img.read(Path::new("/d/appended")).unwrap(),
+            b"durable+u\0\0\0\0\0\0\0"
+        );
+        // The torn image is durable as it stands.
+        assert_eq!(
+            img.crash().read(Path::new("/d/appended")),
+            img.read(Path::new("/d/appended"))
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! [`LogStore`]: the durable store, Bitcask-like: append-only segments, an in-memory index of
 //! where each key's newest record lives, group commit, background compaction.
 //!
-//! See [`format`] for the bytes on disk, [`recovery`] for opening, [`writer`] for group commit,
-//! [`compaction`] for reclaiming space and [`hint`] for the index snapshot.
+//! See [`format`](mod@format) for the bytes on disk, [`recovery`] for opening, [`writer`] for
+//! group commit, [`stepped`] for the thread-free writer, [`compaction`] for reclaiming space
+//! and [`hint`] for the index snapshot.
 //!
 //! # Durability
 //!
@@ -14,9 +15,65 @@
 //!
 //! In every mode a batch is atomic: after any crash it is entirely there or entirely absent,
 //! and batches are never reordered (what survives is a prefix of the commit order). After
-//! power loss in `Interval` or `Buffered` mode a file system may also lose unsynced pages out of
-//! order, leaving garbage before valid data in the newest segment: open then reports
-//! corruption and `RecoveryMode::Salvage` keeps the valid prefix.
+//! power loss a file system may also lose unsynced pages out of order (under `Sync` only those
+//! of groups not yet acknowledged). Zeros at the end of the newest segment (the file's length
+//! reached the disk, its data did not) count as never written, so a batch cut short by them is
+//! a torn tail; garbage before valid data is reported as corruption, and
+//! `RecoveryMode::Salvage` keeps the valid prefix.
+//!
+//! # Writer modes
+//!
+//! [`WriterMode::Thread`] (the default, and the production path) runs a group-commit writer
+//! thread and a compactor thread. [`WriterMode::Stepped`] runs none: the same writer code runs
+//! on the caller's thread, only when called, so one thread on virtual time (a deterministic
+//! simulator) decides when each batch is written, when it becomes durable, and where a crash
+//! falls. A batch then goes through three states:
+//!
+//! | state   | reached by                        | readers see it / handle resolved     | survives                 |
+//! |---------|-----------------------------------|--------------------------------------|--------------------------|
+//! | queued  | [`submit`](Store::submit)         | no                                   | nothing                  |
+//! | written | [`LogStore::write_pending`]       | `Buffered`: yes; `Sync`: not yet     | a process crash          |
+//! | durable | [`LogStore::sync_pending`]        | yes                                  | a power loss             |
+//!
+//! What the stepped mode guarantees:
+//! - no thread is started and no clock is read (randomness, the hash maps' seeds, never
+//!   reaches a file or a result, see below): handles resolve only inside
+//!   the store's calls (`write_pending`, `sync_pending`, and `commit`, `flush`, `checkpoint`,
+//!   `close`, which write and sync everything queued; `submit` itself writes, without syncing,
+//!   once the queue holds `max_group_bytes`, as the writer thread would);
+//! - compaction runs only when [`LogStore::compact`] is called (`background_compaction` is
+//!   ignored), never while a write or sync is under way;
+//! - determinism: on a [`SimBackend`](crate::backend::SimBackend), the same calls with the same
+//!   batches give the same file bytes, the same [`CommitInfo`]s, the same handle outcomes and
+//!   the same [`RecoveryReport`]s (hash maps are only looked up, never iterated into a file or a
+//!   result; whatever is written is in key or id order);
+//! - under `Sync`, a batch is acknowledged exactly when it is durable and readers see exactly
+//!   the acknowledged batches; a rotation fdatasyncs the sealed segment, so `write_pending` can
+//!   acknowledge earlier written batches when it rotates;
+//! - after a crash the store recovers the state after some prefix of the submitted batches:
+//!   with [`crash`](crate::backend::SimBackend::crash) exactly the durable ones, with
+//!   [`process_crash`](crate::backend::SimBackend::process_crash) exactly the written ones,
+//!   with [`crash_torn`](crate::backend::SimBackend::crash_torn) (a prefix of the unsynced
+//!   bytes, or that prefix and zeros) at least the durable and at most the written ones; never
+//!   part of a batch.
+//!
+//! What a simulator calls, and when:
+//! 1. open: `LogStore::open_with(Arc::new(sim.clone()), dir, LogOptions { writer:
+//!    WriterMode::Stepped, ..LogOptions::default() })`;
+//! 2. the core asks for a batch to be made durable: `submit(batch)`, keep the
+//!    [`CommitHandle`];
+//! 3. the simulated write reaches the page cache: `write_pending()`;
+//! 4. the simulated fdatasync completes (delay this step for a slow fsync):
+//!    `sync_pending()`; the handles that are [`is_done`](CommitHandle::is_done) now carry the
+//!    outcome, which the simulator feeds back to the core;
+//! 5. compaction when the simulator chooses, e.g. when [`LogStore::needs_compaction`]:
+//!    `compact()`;
+//! 6. a crash at any point: take the image first (`sim.crash()`, `sim.crash_torn(seeded)` or
+//!    `sim.process_crash()`), then [`LogStore::abandon`] (nothing more is written; waiting
+//!    handles resolve with [`StoreError::Closed`]), then open a new store on the image.
+//!
+//! Never call [`CommitHandle::wait`] on a handle that is not done yet: with no writer thread
+//! nothing else will resolve it. [`Store::commit`] is safe: it writes and syncs itself.
 
 mod compaction;
 pub(crate) mod format;
@@ -24,13 +81,13 @@ pub(crate) mod hint;
 mod index;
 mod recovery;
 mod segment;
+mod stepped;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
@@ -42,7 +99,8 @@ use crate::error::{CorruptionKind, StoreError};
 use crate::log::format::decode_record;
 use crate::log::index::Index;
 use crate::log::segment::{sync_dir, HINT_NAME, HINT_TMP_NAME};
-use crate::log::writer::{Request, Writer};
+use crate::log::stepped::Stepped;
+use crate::log::writer::{GroupCommit, Request, Writer};
 use crate::range::KeyRange;
 use crate::store::{CommitHandle, CommitInfo, KeyValue, Store};
 
@@ -69,10 +127,56 @@ pub enum RecoveryMode {
     #[default]
     Strict,
     /// Keep everything before the first corrupt batch. The corrupt segment's rest is copied to
-    /// `<segment>.log.corrupt-<offset>` and cut off; later log segments are renamed to
+    /// `<segment>.log.corrupt-<offset>` (`.1`, `.2`, ... appended if a salvage already took
+    /// that name) and cut off; later log segments are renamed to
     /// `<segment>.log.corrupt` (the state stays a prefix of the commit order). Nothing is
     /// deleted; the report lists what was moved aside.
     Salvage,
+}
+
+/// Who runs a [`LogStore`]'s writer and compaction.
+///
+/// A simulator drives a stepped store like this (one thread, the disk crashed on purpose):
+///
+/// ```
+/// use std::sync::Arc;
+/// use ferrojob_store::backend::SimBackend;
+/// use ferrojob_store::{Batch, LogOptions, LogStore, Store, WriterMode};
+///
+/// let options = LogOptions { writer: WriterMode::Stepped, ..LogOptions::default() };
+/// let disk = SimBackend::new();
+/// let store = LogStore::open_with(Arc::new(disk.clone()), "/data", options.clone())?;
+///
+/// let a = store.submit(Batch::new().put("jobs", b"a".to_vec(), b"1".to_vec()));
+/// store.write_pending()?; // in the page cache: survives a process crash
+/// store.sync_pending()?; // durable: `a` is acknowledged
+/// assert_eq!(a.wait()?.last_seq, 1);
+///
+/// let b = store.submit(Batch::new().put("jobs", b"b".to_vec(), b"2".to_vec()));
+/// store.write_pending()?; // the fdatasync never comes: power loss
+/// let image = disk.crash();
+/// store.abandon();
+/// assert!(b.wait().is_err());
+///
+/// let store = LogStore::open_with(Arc::new(image), "/data", options)?;
+/// assert_eq!(store.get("jobs", b"a")?, Some(b"1".to_vec()));
+/// assert_eq!(store.get("jobs", b"b")?, None);
+/// # Ok::<(), ferrojob_store::StoreError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriterMode {
+    /// A writer thread commits batches in groups as they arrive, and (with
+    /// `background_compaction`) a compactor thread compacts when garbage warrants it.
+    /// The production mode.
+    #[default]
+    Thread,
+    /// No thread at all: `submit` only queues; the caller writes the queue with
+    /// [`LogStore::write_pending`], makes it durable with [`LogStore::sync_pending`], and
+    /// compacts with [`LogStore::compact`]. No clock is read. With a
+    /// [`SimBackend`](crate::backend::SimBackend) the same calls give the same bytes, the same
+    /// [`CommitInfo`]s and the same recovery, for deterministic simulation. Needs `Sync` or
+    /// `Buffered` durability (`Interval` needs the writer thread's clock).
+    Stepped,
 }
 
 /// Options of a [`LogStore`]. `LogOptions::default()` is the production default.
@@ -88,11 +192,14 @@ pub struct LogOptions {
     pub max_group_bytes: usize,
     /// What opening does with mid-log corruption (default `Strict`).
     pub recovery: RecoveryMode,
+    /// Who runs the writer and compaction (default `Thread`).
+    pub writer: WriterMode,
     /// Read the hint file on open (default true).
     pub use_hint: bool,
     /// Write the hint file on close (default true).
     pub write_hint_on_close: bool,
-    /// Compact in a background thread when garbage warrants it (default true).
+    /// Compact in a background thread when garbage warrants it (default true; ignored by
+    /// `WriterMode::Stepped`, which compacts only when asked).
     pub background_compaction: bool,
     /// Compact when sealed garbage reaches this fraction of sealed bytes
     /// (default 0.5; 0.05 to 0.95).
@@ -108,6 +215,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             max_group_bytes: 4 << 20,
             recovery: RecoveryMode::Strict,
+            writer: WriterMode::Thread,
             use_hint: true,
             write_hint_on_close: true,
             background_compaction: true,
@@ -140,6 +248,13 @@ impl LogOptions {
         if let Durability::Interval(0) = self.durability {
             return bad("durability", "Interval needs at least 1 millisecond");
         }
+        if let (WriterMode::Stepped, Durability::Interval(_)) = (self.writer, self.durability) {
+            return bad(
+                "durability",
+                "WriterMode::Stepped takes Sync or Buffered: the caller decides when to \
+                 sync_pending, there is no writer thread to keep an interval",
+            );
+        }
         Ok(())
     }
 }
@@ -154,7 +269,8 @@ pub(crate) struct Shared {
     poisoned: AtomicBool,
     pub next_file_id: AtomicU32,
     pub compaction: Mutex<()>,
-    compact_tx: Sender<()>,
+    /// Wakes the compactor thread; `None` without one (`WriterMode::Stepped`).
+    compact_tx: Option<Sender<()>>,
     compaction_failed: AtomicBool,
     pub compactions: AtomicU64,
     _lock: crate::backend::DirLock,
@@ -193,11 +309,14 @@ impl Shared {
     }
 
     pub(crate) fn maybe_trigger_compaction(&self) {
+        let Some(tx) = &self.compact_tx else {
+            return;
+        };
         if self.options.background_compaction
             && !self.compaction_failed.load(Ordering::Relaxed)
             && self.needs_compaction()
         {
-            match self.compact_tx.try_send(()) {
+            match tx.try_send(()) {
                 Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
             }
         }
@@ -235,6 +354,19 @@ struct Threads {
     compactor: Option<JoinHandle<()>>,
 }
 
+/// The writer and compactor threads of `WriterMode::Thread`.
+struct Threaded {
+    tx: RwLock<Option<Sender<Request>>>,
+    threads: Mutex<Threads>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Who runs the writer: the threads, or the caller through [`Stepped`] (`None` once closed).
+enum Driver {
+    Thread(Threaded),
+    Stepped(Mutex<Option<Stepped>>),
+}
+
 /// The durable store. Cheap to share behind `Arc<dyn Store>`; closing happens on
 /// [`close`](LogStore::close) or drop.
 ///
@@ -244,12 +376,11 @@ struct Threads {
 /// one batch), one segment held whole while recovery or compaction reads it (`segment_bytes`),
 /// and during a compaction round the table and key of every record it moves.
 ///
-/// Threads: one writer (group commit) and one compactor per open store.
+/// Threads: with [`WriterMode::Thread`], one writer (group commit) and one compactor per open
+/// store; with [`WriterMode::Stepped`], none (see the module docs for the calls that drive it).
 pub struct LogStore {
     shared: Arc<Shared>,
-    tx: RwLock<Option<Sender<Request>>>,
-    threads: Mutex<Threads>,
-    stopping: Arc<AtomicBool>,
+    driver: Driver,
     report: RecoveryReport,
 }
 
@@ -258,6 +389,7 @@ impl std::fmt::Debug for LogStore {
         f.debug_struct("LogStore")
             .field("dir", &self.shared.dir)
             .field("durability", &self.shared.options.durability)
+            .field("writer", &self.shared.options.writer)
             .finish_non_exhaustive()
     }
 }
@@ -287,7 +419,9 @@ impl LogStore {
             }
         })?;
         let recovered = recovery::recover(&backend, &dir, &options)?;
+        let threaded = options.writer == WriterMode::Thread;
         let (compact_tx, compact_rx) = crossbeam_channel::bounded(1);
+        let last_seq = recovered.index.last_seq;
         let shared = Arc::new(Shared {
             dir,
             backend,
@@ -297,27 +431,32 @@ impl LogStore {
             poisoned: AtomicBool::new(false),
             next_file_id: AtomicU32::new(recovered.next_file_id),
             compaction: Mutex::new(()),
-            compact_tx,
+            compact_tx: threaded.then_some(compact_tx),
             compaction_failed: AtomicBool::new(false),
             compactions: AtomicU64::new(0),
             _lock: lock,
         });
-        let (tx, rx) = crossbeam_channel::unbounded();
         let writer = Writer {
             shared: shared.clone(),
-            rx,
             active: recovered.active,
             active_id: recovered.active_id,
             active_len: recovered.active_len,
             buf: Vec::new(),
             unsynced: false,
-            last_sync: Instant::now(),
-            last_group: 0,
-            last_sync_time: std::time::Duration::ZERO,
+            last_seq,
         };
+        if !threaded {
+            return Ok(LogStore {
+                shared,
+                driver: Driver::Stepped(Mutex::new(Some(Stepped::new(writer)))),
+                report: recovered.report,
+            });
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let writer = GroupCommit::new(writer);
         let writer = std::thread::Builder::new()
             .name("ferrojob-store-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::io("spawn writer thread", &shared.dir, e))?;
         let stopping = Arc::new(AtomicBool::new(false));
         let compactor = {
@@ -331,13 +470,15 @@ impl LogStore {
         };
         let store = LogStore {
             shared,
-            tx: RwLock::new(Some(tx.clone())),
-            threads: Mutex::new(Threads {
-                tx: Some(tx),
-                writer: Some(writer),
-                compactor: Some(compactor),
+            driver: Driver::Thread(Threaded {
+                tx: RwLock::new(Some(tx.clone())),
+                threads: Mutex::new(Threads {
+                    tx: Some(tx),
+                    writer: Some(writer),
+                    compactor: Some(compactor),
+                }),
+                stopping,
             }),
-            stopping,
             report: recovered.report,
         };
         store.shared.maybe_trigger_compaction();
@@ -354,9 +495,16 @@ impl LogStore {
         &self.shared.dir
     }
 
-    /// Runs one compaction round now, on the calling thread (rounds never overlap).
+    /// Runs one compaction round now, on the calling thread (rounds never overlap; with
+    /// `WriterMode::Stepped` no write or sync runs meanwhile either).
     pub fn compact(&self) -> Result<CompactionReport, StoreError> {
-        compaction::compact(&self.shared)
+        match &self.driver {
+            Driver::Thread(_) => compaction::compact(&self.shared),
+            Driver::Stepped(stepped) => {
+                let _writer = stepped.lock();
+                compaction::compact(&self.shared)
+            }
+        }
     }
 
     /// True when sealed garbage has reached the compaction thresholds.
@@ -381,47 +529,63 @@ impl LogStore {
 
     /// Writes the hint file now, so that the next open replays less. The writer makes
     /// everything durable and snapshots the index in one step (commits wait meanwhile, about
-    /// 40 ns per key); compaction rounds wait for the whole checkpoint.
+    /// 40 ns per key); compaction rounds wait for the whole checkpoint. With
+    /// `WriterMode::Stepped` this writes and syncs the queue first, as [`flush`](Store::flush).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let _round = self.shared.compaction.lock();
-        let (reply, rx) = crossbeam_channel::bounded(1);
-        {
-            let tx = self.tx.read();
-            let Some(tx) = tx.as_ref() else {
-                return Err(self.closed());
-            };
-            tx.send(Request::Snapshot { reply })
-                .map_err(|_| self.closed())?;
+        match &self.driver {
+            Driver::Thread(threaded) => {
+                let _round = self.shared.compaction.lock();
+                let (reply, rx) = crossbeam_channel::bounded(1);
+                {
+                    let tx = threaded.tx.read();
+                    let Some(tx) = tx.as_ref() else {
+                        return Err(self.closed());
+                    };
+                    tx.send(Request::Snapshot { reply })
+                        .map_err(|_| self.closed())?;
+                }
+                let bytes = rx.recv().map_err(|_| self.closed())??;
+                self.shared.write_hint(&bytes)
+            }
+            Driver::Stepped(stepped) => {
+                // The lock order of `compact`: the writer, then the compaction round.
+                let mut stepped = stepped.lock();
+                let _round = self.shared.compaction.lock();
+                let Some(stepped) = stepped.as_mut() else {
+                    return Err(self.closed());
+                };
+                stepped.flush()?;
+                let bytes = hint::encode(&self.shared.index.read());
+                self.shared.write_hint(&bytes)
+            }
         }
-        let bytes = rx.recv().map_err(|_| self.closed())??;
-        self.shared.write_hint(&bytes)
     }
 
     /// Flushes, stops the writer and compactor, and writes the hint file. Later commits fail
     /// with [`StoreError::Closed`]; reads keep working. Idempotent.
     pub fn close(&self) -> Result<(), StoreError> {
-        let mut threads = self.threads.lock();
-        let Some(tx) = threads.tx.take() else {
-            return Ok(());
-        };
-        *self.tx.write() = None;
-        let (handle, done) = CommitHandle::pending();
-        let flushed = match tx.send(Request::Shutdown { done }) {
-            Ok(()) => handle.wait().map(|_| ()),
-            Err(_) => Err(StoreError::Closed {
-                dir: self.shared.dir.clone(),
-            }),
-        };
-        drop(tx);
-        if let Some(w) = threads.writer.take() {
-            let _ = w.join();
+        match &self.driver {
+            Driver::Thread(threaded) => {
+                // Held to the end: a concurrent close returns once this one is done.
+                let mut threads = threaded.threads.lock();
+                match self.stop_threads(threaded, &mut threads) {
+                    Some(flushed) => flushed?,
+                    None => return Ok(()),
+                }
+                self.write_hint_on_close()
+            }
+            Driver::Stepped(stepped) => {
+                let mut stepped = stepped.lock();
+                let Some(mut writer) = stepped.take() else {
+                    return Ok(());
+                };
+                writer.flush()?;
+                self.write_hint_on_close()
+            }
         }
-        self.stopping.store(true, Ordering::Release);
-        let _ = self.shared.compact_tx.try_send(());
-        if let Some(c) = threads.compactor.take() {
-            let _ = c.join();
-        }
-        flushed?;
+    }
+
+    fn write_hint_on_close(&self) -> Result<(), StoreError> {
         if self.shared.options.write_hint_on_close && self.shared.poisoned().is_none() {
             // The writer and compactor have stopped: the index is exactly the durable state.
             let bytes = hint::encode(&self.shared.index.read());
@@ -430,15 +594,121 @@ impl LogStore {
         Ok(())
     }
 
+    /// Flushes and stops the writer and compactor threads; `None` if they were stopped
+    /// already.
+    fn stop_threads(
+        &self,
+        threaded: &Threaded,
+        threads: &mut Threads,
+    ) -> Option<Result<(), StoreError>> {
+        let tx = threads.tx.take()?;
+        *threaded.tx.write() = None;
+        let (handle, done) = CommitHandle::pending();
+        let flushed = match tx.send(Request::Shutdown { done }) {
+            Ok(()) => handle.wait().map(|_| ()),
+            Err(_) => Err(self.closed()),
+        };
+        drop(tx);
+        if let Some(w) = threads.writer.take() {
+            let _ = w.join();
+        }
+        threaded.stopping.store(true, Ordering::Release);
+        if let Some(tx) = &self.shared.compact_tx {
+            let _ = tx.try_send(());
+        }
+        if let Some(c) = threads.compactor.take() {
+            let _ = c.join();
+        }
+        Some(flushed)
+    }
+
+    /// `WriterMode::Stepped`: writes every queued batch (one write per group of up to
+    /// `max_group_bytes`, the groups the writer thread would form) without fdatasync, and
+    /// returns how many batches it wrote. They now survive a process crash
+    /// ([`SimBackend::process_crash`](crate::backend::SimBackend::process_crash)) but not a
+    /// power loss. Under `Buffered` their handles resolve now and readers see them; under
+    /// `Sync` both wait for [`sync_pending`](LogStore::sync_pending). A segment rotation on
+    /// the way fdatasyncs the sealed segment, making what was written before it durable.
+    ///
+    /// On an I/O failure every batch concerned is failed and the store is poisoned.
+    pub fn write_pending(&self) -> Result<usize, StoreError> {
+        self.with_stepped("write_pending", Stepped::write_pending)
+    }
+
+    /// `WriterMode::Stepped`: fdatasyncs what [`write_pending`](LogStore::write_pending)
+    /// wrote (queued batches stay queued) and returns how many batches it made durable.
+    /// Under `Sync` their handles resolve now and readers see them.
+    ///
+    /// On an I/O failure the batches waiting for it are failed and the store is poisoned.
+    pub fn sync_pending(&self) -> Result<usize, StoreError> {
+        self.with_stepped("sync_pending", Stepped::sync_pending)
+    }
+
+    /// `WriterMode::Stepped`: batches submitted and not yet written (0 with the writer
+    /// thread, or once closed).
+    pub fn queued_batches(&self) -> usize {
+        match &self.driver {
+            Driver::Stepped(stepped) => stepped.lock().as_ref().map_or(0, Stepped::queued_batches),
+            Driver::Thread(_) => 0,
+        }
+    }
+
+    /// `WriterMode::Stepped`: batches written and not yet fdatasynced (0 with the writer
+    /// thread, or once closed).
+    pub fn unsynced_batches(&self) -> usize {
+        match &self.driver {
+            Driver::Stepped(stepped) => {
+                stepped.lock().as_ref().map_or(0, Stepped::unsynced_batches)
+            }
+            Driver::Thread(_) => 0,
+        }
+    }
+
+    /// Drops the store the way a crash would: with `WriterMode::Stepped` nothing more is
+    /// written or synced and no hint is written; queued and unsynced batches resolve with
+    /// [`StoreError::Closed`] (what is already written stays in the backend, as after a real
+    /// crash). With `WriterMode::Thread` this is [`close`](LogStore::close) without the hint:
+    /// a running writer thread cannot be stopped mid-group.
+    pub fn abandon(self) {
+        match &self.driver {
+            Driver::Stepped(stepped) => drop(stepped.lock().take()),
+            Driver::Thread(threaded) => {
+                let mut threads = threaded.threads.lock();
+                let _ = self.stop_threads(threaded, &mut threads);
+            }
+        }
+    }
+
+    fn with_stepped<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Stepped) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.driver {
+            Driver::Stepped(stepped) => match stepped.lock().as_mut() {
+                Some(stepped) => f(stepped),
+                None => Err(self.closed()),
+            },
+            Driver::Thread(_) => Err(StoreError::NotStepped {
+                dir: self.shared.dir.clone(),
+                op,
+            }),
+        }
+    }
+
     fn closed(&self) -> StoreError {
         StoreError::Closed {
             dir: self.shared.dir.clone(),
         }
     }
 
-    fn send(&self, make: impl FnOnce(crate::store::Completer) -> Request) -> CommitHandle {
+    fn send(
+        &self,
+        threaded: &Threaded,
+        make: impl FnOnce(crate::store::Completer) -> Request,
+    ) -> CommitHandle {
         let (handle, done) = CommitHandle::pending();
-        let tx = self.tx.read();
+        let tx = threaded.tx.read();
         match tx.as_ref() {
             Some(tx) => {
                 // A send error drops the request, whose completer then resolves `Closed`.
@@ -575,19 +845,61 @@ impl Store for LogStore {
         if let Some(cause) = self.shared.poisoned() {
             return CommitHandle::ready(Err(self.shared.poison_error(cause)));
         }
-        if batch.is_empty() {
-            if self.tx.read().is_none() {
-                return CommitHandle::ready(Err(self.closed()));
+        match &self.driver {
+            Driver::Thread(threaded) => {
+                if batch.is_empty() {
+                    if threaded.tx.read().is_none() {
+                        return CommitHandle::ready(Err(self.closed()));
+                    }
+                    let last_seq = self.shared.index.read().last_seq;
+                    return CommitHandle::ready(Ok(CommitInfo { last_seq }));
+                }
+                let ops = batch.into_ops();
+                self.send(threaded, |done| Request::Commit { ops, done })
             }
-            let last_seq = self.shared.index.read().last_seq;
-            return CommitHandle::ready(Ok(CommitInfo { last_seq }));
+            Driver::Stepped(stepped) => {
+                let mut stepped = stepped.lock();
+                let Some(stepped) = stepped.as_mut() else {
+                    return CommitHandle::ready(Err(self.closed()));
+                };
+                if batch.is_empty() {
+                    let last_seq = self.shared.index.read().last_seq;
+                    return CommitHandle::ready(Ok(CommitInfo { last_seq }));
+                }
+                let (handle, done) = CommitHandle::pending();
+                stepped.submit(batch.into_ops(), done);
+                handle
+            }
         }
-        let ops = batch.into_ops();
-        self.send(|done| Request::Commit { ops, done })
     }
 
+    /// With `WriterMode::Stepped`: [`write_pending`](LogStore::write_pending) then
+    /// [`sync_pending`](LogStore::sync_pending).
     fn flush(&self) -> Result<(), StoreError> {
-        self.send(|done| Request::Flush { done }).wait().map(|_| ())
+        match &self.driver {
+            Driver::Thread(threaded) => self
+                .send(threaded, |done| Request::Flush { done })
+                .wait()
+                .map(|_| ()),
+            Driver::Stepped(_) => self.with_stepped("flush", Stepped::flush),
+        }
+    }
+
+    /// With `WriterMode::Stepped` this does the writer's work on the calling thread: it
+    /// queues the batch, writes the queue and (under `Sync`) fdatasyncs, so it never waits
+    /// for a call that nobody will make.
+    fn commit(&self, batch: Batch) -> Result<CommitInfo, StoreError> {
+        let handle = self.submit(batch);
+        if let Driver::Stepped(_) = &self.driver {
+            if !handle.is_done() {
+                self.write_pending()?;
+                if self.shared.options.durability == Durability::Sync {
+                    self.sync_pending()?;
+                }
+            }
+            debug_assert!(handle.is_done(), "a stepped commit resolves its own handle");
+        }
+        handle.wait()
     }
 
     fn count(&self, table: &str) -> usize {

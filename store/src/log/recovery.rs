@@ -8,8 +8,11 @@
 //!
 //! Only the newest log segment may end in an incomplete batch (every rotation fdatasyncs the
 //! old segment before creating the next); an incomplete batch anywhere else, or a complete
-//! batch that fails a check anywhere, is corruption. A tail of zero bytes in the newest log
-//! segment (a file system that extended the file but lost the data) counts as torn.
+//! batch that fails a check anywhere, is corruption. Zero bytes at the end of the newest log
+//! segment count as never written (a file system that extended the file but lost the data):
+//! if the batch is incomplete once they are cut off, it is a torn tail, not corruption. A
+//! complete batch never ends in a zero byte (its trailer ends in a magic), so no valid batch
+//! is ever taken for zeros.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -316,10 +319,9 @@ fn replay(
                 Ok(b) => b,
                 Err(fault) => {
                     let offset = start + pos as u64;
-                    let zeros = bytes.get(pos..).is_some_and(|t| t.iter().all(|b| *b == 0));
                     let kind_err = match fault {
                         BatchFault::Torn if is_tail => None,
-                        BatchFault::Corrupt(_) if is_tail && zeros => None,
+                        BatchFault::Corrupt(_) if is_tail && torn_before_zeros(&bytes, pos) => None,
                         BatchFault::Torn => Some(CorruptionKind::TornSealedSegment),
                         BatchFault::Corrupt(k) => Some(k),
                     };
@@ -408,6 +410,43 @@ fn replay(
     })
 }
 
+/// True when the batch at `pos` is incomplete once the zero bytes at the end of `bytes` are
+/// cut off: what failed its checks is a batch whose end never reached the disk.
+fn torn_before_zeros(bytes: &[u8], pos: usize) -> bool {
+    let zeros = bytes.iter().rev().take_while(|b| **b == 0).count();
+    let written = bytes.len() - zeros;
+    zeros > 0
+        && bytes
+            .get(..written)
+            .is_some_and(|w| matches!(decode_batch(w, pos, true), Err(BatchFault::Torn)))
+}
+
+/// `path` with the extension `ext`, or `ext.1`, `ext.2`, ... when that name is taken: the
+/// same segment can be salvaged at the same offset again (the newest segment is reused after
+/// a salvage cut it), and a salvage never replaces what an earlier one kept.
+fn unused_name(
+    backend: &Arc<dyn Backend>,
+    dir: &Path,
+    path: &Path,
+    ext: &str,
+) -> Result<PathBuf, StoreError> {
+    let names = backend
+        .list_dir(dir)
+        .map_err(|e| StoreError::io("list directory", dir, e))?;
+    let taken = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| names.iter().any(|x| x == n))
+    };
+    let mut to = path.with_extension(ext);
+    let mut n = 0u32;
+    while taken(&to) {
+        n += 1;
+        to = path.with_extension(format!("{ext}.{n}"));
+    }
+    Ok(to)
+}
+
 /// Carries out the plan's file changes and opens the segment the writer appends to.
 fn apply(
     backend: &Arc<dyn Backend>,
@@ -461,7 +500,7 @@ fn apply(
             Action::MoveAsideTail { seg, offset } => {
                 let Some(s) = segments.get(seg) else { continue };
                 let tail = read_range(s.handle.as_ref(), &s.path, offset, s.len - offset)?;
-                let to = s.path.with_extension(format!("log.corrupt-{offset:x}"));
+                let to = unused_name(backend, dir, &s.path, &format!("log.corrupt-{offset:x}"))?;
                 let aside = backend
                     .open_file(&to, OpenMode::CreateNew)
                     .map_err(|e| StoreError::io("create salvage file", &to, e))?;

@@ -1,5 +1,10 @@
-//! The group-commit writer: one thread owns the active segment, drains every queued batch into
-//! one write and (for `Durability::Sync`) one fdatasync, then acknowledges them all.
+//! The writer: the one owner of the active segment. It encodes batches into groups, appends
+//! each group with one write, fdatasyncs, points the index at the new records and
+//! acknowledges the callers. Two drivers share it:
+//!
+//! - the group-commit thread ([`GroupCommit::run`], the production path), fed by a channel;
+//! - the stepped driver ([`Stepped`](crate::log::stepped::Stepped)), called by the store's
+//!   caller on its own thread (no thread, no clock; see the `log` module docs).
 //!
 //! ```text
 //!  callers ──submit──► channel ──► writer thread
@@ -13,6 +18,9 @@
 //!                                   5. point the index at the new records (readers see them)
 //!                                   6. acknowledge every caller of the group
 //! ```
+//!
+//! Steps 2-3 are [`Writer::write_group`], step 4 [`Writer::sync`], steps 5-6
+//! [`Writer::publish`]; the stepped driver runs the same three at the caller's command.
 //!
 //! A failed write or fdatasync poisons the store: the failure goes to every caller of the
 //! group and every later commit is refused, because after a failed fsync the kernel may have
@@ -34,7 +42,7 @@ use crate::log::segment::{create_segment_file, segment_name, sync_dir};
 use crate::log::{Durability, Shared};
 use crate::store::{CommitInfo, Completer};
 
-/// What callers send the writer.
+/// What callers send the writer thread.
 pub(crate) enum Request {
     Commit {
         ops: Vec<Op>,
@@ -55,138 +63,74 @@ pub(crate) enum Request {
     },
 }
 
+/// A batch waiting to be written: its operations and the completer of its handle.
+pub(crate) type Pending = (Vec<Op>, Completer);
+
+/// The active segment and everything needed to append to it. Owned by exactly one driver.
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
-    pub rx: Receiver<Request>,
     pub active: Arc<dyn BackendFile>,
     pub active_id: u32,
     pub active_len: u64,
     pub buf: Vec<u8>,
     /// Bytes written since the last fdatasync.
     pub unsynced: bool,
-    pub last_sync: Instant,
-    /// Commits in the previous group.
-    pub last_group: usize,
-    /// How long the previous fdatasync took.
-    pub last_sync_time: Duration,
+    /// Sequence number of the last record written (the index's `last_seq` lags behind it
+    /// while a written group waits for its fdatasync).
+    pub last_seq: u64,
 }
 
-/// Longest the writer waits for more commits to join a group (see `run`).
-const MAX_GATHER: Duration = Duration::from_micros(500);
+/// A group appended to a segment whose records the index does not point to yet: the
+/// outcome of [`Writer::write_group`], consumed by [`Writer::publish`] or [`Written::fail`].
+#[must_use = "a written group must be published or failed, or its callers wait forever"]
+pub(crate) struct Written {
+    /// The segment the group went to.
+    file: u32,
+    /// Offset of the group in that segment.
+    base: u64,
+    /// The segment's length after the group.
+    end: u64,
+    /// Sequence number of the group's last record.
+    last_seq: u64,
+    /// Offset (in the group) and length of every record, in order.
+    records: Vec<(usize, usize)>,
+    /// Every batch of the group with the sequence number of its first record.
+    commits: Vec<(Vec<Op>, Completer, u64)>,
+}
+
+impl Written {
+    /// Number of batches in the group.
+    pub(crate) fn batches(&self) -> usize {
+        self.commits.len()
+    }
+
+    /// Resolves every caller of the group with `err`.
+    pub(crate) fn fail(self, err: &StoreError) {
+        for (_, done, _) in self.commits {
+            done.complete(Err(err.duplicate()));
+        }
+    }
+}
+
+/// Fails every batch of `commits` with `err`.
+pub(crate) fn fail_all(commits: Vec<Pending>, err: &StoreError) {
+    for (_, done) in commits {
+        done.complete(Err(err.duplicate()));
+    }
+}
 
 impl Writer {
-    pub(crate) fn run(mut self) {
-        let interval = match self.shared.options.durability {
-            Durability::Interval(ms) => Some(Duration::from_millis(ms.max(1))),
-            _ => None,
-        };
-        loop {
-            let first = match interval {
-                Some(every) if self.unsynced => {
-                    match self.rx.recv_deadline(self.last_sync + every) {
-                        Ok(r) => r,
-                        Err(RecvTimeoutError::Timeout) => {
-                            let _ = self.sync();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                _ => match self.rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                },
-            };
-            let mut commits: Vec<(Vec<Op>, Completer)> = Vec::new();
-            let mut flushes: Vec<Completer> = Vec::new();
-            let mut shutdown: Option<Completer> = None;
-            let mut snapshots = Vec::new();
-            let mut bytes = 0usize;
-            let mut next = Some(first);
-            let gather_until = match self.shared.options.durability {
-                Durability::Sync if self.last_group > 1 => {
-                    Some(Instant::now() + (self.last_sync_time / 2).min(MAX_GATHER))
-                }
-                _ => None,
-            };
-            while let Some(req) = next.take() {
-                match req {
-                    Request::Commit { ops, done } => {
-                        bytes += ops.iter().map(Op::encoded_len).sum::<usize>();
-                        commits.push((ops, done));
-                    }
-                    Request::Flush { done } => flushes.push(done),
-                    Request::Shutdown { done } => shutdown = Some(done),
-                    Request::Snapshot { reply } => snapshots.push(reply),
-                }
-                if shutdown.is_none() && bytes < self.shared.options.max_group_bytes {
-                    next = self.rx.try_recv().ok();
-                    if next.is_none() && gather_until.is_some() && commits.len() < self.last_group {
-                        // Stragglers of the last group are still re-submitting: wait for them
-                        // a little (at most half an fdatasync) rather than pay another one.
-                        next = gather_until.and_then(|d| self.rx.recv_deadline(d).ok());
-                    }
-                }
-            }
-            if !commits.is_empty() {
-                self.last_group = commits.len();
-            }
-            if !commits.is_empty() {
-                self.commit_group(commits);
-            }
-            if !snapshots.is_empty() {
-                let result = self
-                    .sync()
-                    .map(|()| crate::log::hint::encode(&self.shared.index.read()));
-                for reply in snapshots {
-                    let _ = reply.send(
-                        result
-                            .as_ref()
-                            .map(Vec::clone)
-                            .map_err(StoreError::duplicate),
-                    );
-                }
-            }
-            if !flushes.is_empty() || shutdown.is_some() {
-                let result = self.sync();
-                for done in flushes {
-                    done.complete(
-                        result
-                            .as_ref()
-                            .map(|_| self.info())
-                            .map_err(StoreError::duplicate),
-                    );
-                }
-                if let Some(done) = shutdown {
-                    done.complete(result.map(|_| self.info()));
-                    return;
-                }
-            }
-        }
-        // Every sender is gone: make what was acknowledged durable before exiting.
-        let _ = self.sync();
-    }
-
-    fn info(&self) -> CommitInfo {
-        CommitInfo {
-            last_seq: self.shared.index.read().last_seq,
-        }
-    }
-
     /// Fdatasyncs the active segment if anything is unsynced; poisons on failure.
-    fn sync(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
         if let Some(cause) = self.shared.poisoned() {
             return Err(self.shared.poison_error(cause));
         }
         if !self.unsynced {
             return Ok(());
         }
-        let started = Instant::now();
         match self.active.sync_data() {
             Ok(()) => {
                 self.unsynced = false;
-                self.last_sync = Instant::now();
-                self.last_sync_time = self.last_sync - started;
                 Ok(())
             }
             Err(e) => {
@@ -197,11 +141,18 @@ impl Writer {
         }
     }
 
+    pub(crate) fn info(&self) -> CommitInfo {
+        CommitInfo {
+            last_seq: self.shared.index.read().last_seq,
+        }
+    }
+
     fn path(&self) -> std::path::PathBuf {
         self.shared.dir.join(segment_name(self.active_id))
     }
 
-    /// Seals the active segment and starts a new one.
+    /// Seals the active segment (fdatasync: everything written to it is durable afterwards)
+    /// and starts a new one.
     fn rotate(&mut self) -> Result<(), StoreError> {
         self.active
             .sync_data()
@@ -231,16 +182,24 @@ impl Writer {
         Ok(())
     }
 
-    fn fail_all(&self, commits: Vec<(Vec<Op>, Completer)>, err: &StoreError) {
-        for (_, done) in commits {
-            done.complete(Err(err.duplicate()));
-        }
-    }
-
-    fn commit_group(&mut self, commits: Vec<(Vec<Op>, Completer)>) {
+    /// Appends `commits` as one group: rotates first if the group would overflow the active
+    /// segment, then encodes every batch into one buffer and writes it with one call. Does
+    /// not fdatasync. On failure every caller of the group has been failed (with copies of the
+    /// returned error) and the store is poisoned.
+    ///
+    /// `on_rotate` runs right after a rotation, with its outcome, before the group is
+    /// written. A successful rotation fdatasynced every group written so far, so a driver
+    /// holding unpublished groups publishes them then: the index must know all of a segment
+    /// once it is sealed (compaction reads sealed segments through the index).
+    pub(crate) fn write_group(
+        &mut self,
+        commits: Vec<Pending>,
+        on_rotate: impl FnOnce(&Writer, Result<(), &StoreError>),
+    ) -> Result<Written, StoreError> {
         if let Some(cause) = self.shared.poisoned() {
             let err = self.shared.poison_error(cause);
-            return self.fail_all(commits, &err);
+            fail_all(commits, &err);
+            return Err(err);
         }
         let group_len: u64 = commits
             .iter()
@@ -252,53 +211,72 @@ impl Writer {
         if self.active_len > SEGMENT_HEADER_LEN as u64
             && self.active_len + group_len > self.shared.options.segment_bytes
         {
-            if let Err(e) = self.rotate() {
+            let rotated = self.rotate();
+            on_rotate(self, rotated.as_ref().map(|_| ()));
+            if let Err(e) = rotated {
                 error!(error = %e, "segment rotation failed; refusing further writes");
                 self.shared.poison(&e);
-                return self.fail_all(commits, &e);
+                fail_all(commits, &e);
+                return Err(e);
             }
         }
         self.buf.clear();
-        let mut seq = self.shared.index.read().last_seq;
+        let mut seq = self.last_seq;
         let mut records = Vec::new();
-        let mut firsts = Vec::with_capacity(commits.len());
-        for (ops, _) in &commits {
-            firsts.push(seq + 1);
-            encode_batch(&mut self.buf, seq + 1, ops, &mut records);
+        let mut batches = Vec::with_capacity(commits.len());
+        for (ops, done) in commits {
+            let first = seq + 1;
+            encode_batch(&mut self.buf, first, &ops, &mut records);
             seq += ops.len() as u64;
+            batches.push((ops, done, first));
         }
         if let Err(e) = self.active.write_all_at(&self.buf, self.active_len) {
             let err = StoreError::io("write", self.path(), e);
             error!(error = %err, "log write failed; refusing further writes");
             self.shared.poison(&err);
-            return self.fail_all(commits, &err);
+            for (_, done, _) in batches {
+                done.complete(Err(err.duplicate()));
+            }
+            return Err(err);
         }
         self.unsynced = true;
-        let must_sync = match self.shared.options.durability {
-            Durability::Sync => true,
-            Durability::Interval(ms) => self.last_sync.elapsed() >= Duration::from_millis(ms),
-            Durability::Buffered => false,
-        };
-        if must_sync {
-            if let Err(err) = self.sync() {
-                error!(error = %err, "fdatasync failed; refusing further writes");
-                return self.fail_all(commits, &err);
-            }
-        }
+        self.last_seq = seq;
         let base = self.active_len;
         self.active_len += self.buf.len() as u64;
+        Ok(Written {
+            file: self.active_id,
+            base,
+            end: self.active_len,
+            last_seq: seq,
+            records,
+            commits: batches,
+        })
+    }
+
+    /// Points the index at the records of `written` (readers see them from now on) and
+    /// acknowledges its callers. Groups are published in the order they were written.
+    pub(crate) fn publish(&self, written: Written) {
+        let Written {
+            file,
+            base,
+            end,
+            last_seq,
+            records,
+            commits,
+        } = written;
         let mut acks = Vec::with_capacity(commits.len());
         {
             let mut index = self.shared.index.write();
+            debug_assert!(index.last_seq < last_seq, "groups are published in order");
             let mut rec = records.iter();
-            for ((ops, done), first) in commits.into_iter().zip(firsts) {
+            for (ops, done, first) in commits {
                 for (i, op) in ops.iter().enumerate() {
                     let Some((offset, len)) = rec.next() else {
                         break;
                     };
                     let loc = Loc {
                         seq: first + i as u64,
-                        file: self.active_id,
+                        file,
                         // Segments stay below 4 GiB: at most segment_bytes (<= 1 GiB) plus
                         // one group (<= max_group_bytes + one 64 MiB batch).
                         offset: (base + *offset as u64) as u32,
@@ -308,7 +286,7 @@ impl Writer {
                         Op::Put { table, key, .. } => index.put(table, key, loc),
                         Op::Delete { table, key } => {
                             index.delete(table, key);
-                            if let Some(f) = index.files.get_mut(&self.active_id) {
+                            if let Some(f) = index.files.get_mut(&file) {
                                 f.max_seq = f.max_seq.max(loc.seq);
                             }
                         }
@@ -317,14 +295,164 @@ impl Writer {
                 let last_seq = first + ops.len() as u64 - 1;
                 acks.push((done, last_seq));
             }
-            index.last_seq = seq;
-            if let Some(f) = index.files.get_mut(&self.active_id) {
-                f.len = self.active_len;
+            index.last_seq = last_seq;
+            if let Some(f) = index.files.get_mut(&file) {
+                f.len = end;
             }
         }
         for (done, last_seq) in acks {
             done.complete(Ok(CommitInfo { last_seq }));
         }
         self.shared.maybe_trigger_compaction();
+    }
+}
+
+/// The group-commit thread: a [`Writer`] fed by a channel, with the timing that decides
+/// `Interval` fdatasyncs and how long a group waits for stragglers.
+pub(crate) struct GroupCommit {
+    pub writer: Writer,
+    pub last_sync: Instant,
+    /// Commits in the previous group.
+    pub last_group: usize,
+    /// How long the previous fdatasync took.
+    pub last_sync_time: Duration,
+}
+
+/// Longest the writer waits for more commits to join a group (see `run`).
+const MAX_GATHER: Duration = Duration::from_micros(500);
+
+impl GroupCommit {
+    pub(crate) fn new(writer: Writer) -> GroupCommit {
+        GroupCommit {
+            writer,
+            last_sync: Instant::now(),
+            last_group: 0,
+            last_sync_time: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        let interval = match self.writer.shared.options.durability {
+            Durability::Interval(ms) => Some(Duration::from_millis(ms.max(1))),
+            _ => None,
+        };
+        loop {
+            let first = match interval {
+                Some(every) if self.writer.unsynced => {
+                    match rx.recv_deadline(self.last_sync + every) {
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => {
+                            let _ = self.sync();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
+            let mut commits: Vec<Pending> = Vec::new();
+            let mut flushes: Vec<Completer> = Vec::new();
+            let mut shutdown: Option<Completer> = None;
+            let mut snapshots = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            let gather_until = match self.writer.shared.options.durability {
+                Durability::Sync if self.last_group > 1 => {
+                    Some(Instant::now() + (self.last_sync_time / 2).min(MAX_GATHER))
+                }
+                _ => None,
+            };
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Commit { ops, done } => {
+                        bytes += ops.iter().map(Op::encoded_len).sum::<usize>();
+                        commits.push((ops, done));
+                    }
+                    Request::Flush { done } => flushes.push(done),
+                    Request::Shutdown { done } => shutdown = Some(done),
+                    Request::Snapshot { reply } => snapshots.push(reply),
+                }
+                if shutdown.is_none() && bytes < self.writer.shared.options.max_group_bytes {
+                    next = rx.try_recv().ok();
+                    if next.is_none() && gather_until.is_some() && commits.len() < self.last_group {
+                        // Stragglers of the last group are still re-submitting: wait for them
+                        // a little (at most half an fdatasync) rather than pay another one.
+                        next = gather_until.and_then(|d| rx.recv_deadline(d).ok());
+                    }
+                }
+            }
+            if !commits.is_empty() {
+                self.last_group = commits.len();
+            }
+            if !commits.is_empty() {
+                self.commit_group(commits);
+            }
+            if !snapshots.is_empty() {
+                let result = self
+                    .sync()
+                    .map(|()| crate::log::hint::encode(&self.writer.shared.index.read()));
+                for reply in snapshots {
+                    let _ = reply.send(
+                        result
+                            .as_ref()
+                            .map(Vec::clone)
+                            .map_err(StoreError::duplicate),
+                    );
+                }
+            }
+            if !flushes.is_empty() || shutdown.is_some() {
+                let result = self.sync();
+                for done in flushes {
+                    done.complete(
+                        result
+                            .as_ref()
+                            .map(|_| self.writer.info())
+                            .map_err(StoreError::duplicate),
+                    );
+                }
+                if let Some(done) = shutdown {
+                    done.complete(result.map(|_| self.writer.info()));
+                    return;
+                }
+            }
+        }
+        // Every sender is gone: make what was acknowledged durable before exiting.
+        let _ = self.sync();
+    }
+
+    /// [`Writer::sync`], timed.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if !self.writer.unsynced {
+            return self.writer.sync();
+        }
+        let started = Instant::now();
+        self.writer.sync()?;
+        self.last_sync = Instant::now();
+        self.last_sync_time = self.last_sync - started;
+        Ok(())
+    }
+
+    /// Writes one group, fdatasyncs it as the durability setting asks, publishes it.
+    fn commit_group(&mut self, commits: Vec<Pending>) {
+        // Nothing is left unpublished across a rotation: every group is published (or
+        // failed) before the next one is written.
+        let Ok(written) = self.writer.write_group(commits, |_, _| {}) else {
+            return;
+        };
+        let must_sync = match self.writer.shared.options.durability {
+            Durability::Sync => true,
+            Durability::Interval(ms) => self.last_sync.elapsed() >= Duration::from_millis(ms),
+            Durability::Buffered => false,
+        };
+        if must_sync {
+            if let Err(err) = self.sync() {
+                error!(error = %err, "fdatasync failed; refusing further writes");
+                return written.fail(&err);
+            }
+        }
+        self.writer.publish(written);
     }
 }

@@ -1,11 +1,9 @@
 //! Property test: the log store against a `BTreeMap` model, with reopen, power loss, process
 //! crash, compaction and checkpoints at random points.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{dump, open, opts};
+use crate::common::{dump, open, opts};
 use ferrojob_store::backend::SimBackend;
 use ferrojob_store::{Batch, KeyRange, LogOptions, LogStore, Store};
 use proptest::prelude::*;

@@ -2,11 +2,9 @@
 //! every byte, bit flips in every byte, power loss after acknowledged commits, injected I/O
 //! failures, idempotent recovery.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{copy, dump, open, opts, segments, State, DIR};
+use crate::common::{copy, dump, open, opts, segments, State, DIR};
 use ferrojob_store::backend::{Fault, SimBackend};
 use ferrojob_store::{
     Batch, CorruptionKind, Durability, LogOptions, RecoveryMode, Store, StoreError,
@@ -74,6 +72,28 @@ fn cut_at_every_offset_of_the_last_batch_is_before_or_after() {
         drop(s);
         let s = open(&img, opts()).unwrap();
         assert_eq!(dump(&s), expected, "cut {cut} after reopen");
+    }
+}
+
+#[test]
+fn a_last_batch_cut_anywhere_and_zero_filled_is_torn() {
+    let (b, states) = build(6);
+    let seg = segments(&b).pop().unwrap();
+    let full = b.read(&seg).unwrap();
+    let (b5, _) = build(5);
+    let before_len = b5.read(&segments(&b5).pop().unwrap()).unwrap().len();
+    // The file kept its length; only the first `cut` bytes of the last batch reached the disk.
+    for cut in before_len..full.len() {
+        let img = copy(&b);
+        let mut bytes = full.clone();
+        bytes[cut..].fill(0);
+        img.write(&seg, &bytes);
+        let s = open(&img, opts()).unwrap();
+        assert_eq!(dump(&s), states[5], "cut {cut}");
+        assert_eq!(
+            s.recovery_report().truncated,
+            [(seg.clone(), before_len as u64)]
+        );
     }
 }
 
@@ -192,6 +212,60 @@ fn salvage_moves_later_segments_aside_and_keeps_a_prefix() {
         .any(|p| p.to_string_lossy().contains(".corrupt")));
     let s = open(&b, opts()).unwrap();
     assert_eq!(dump(&s), got);
+}
+
+/// Found by property testing (the stepped model, zero-filled torn tails): a salvage cuts the
+/// newest segment, the store appends to it again, and a second salvage at the same offset
+/// found its moved-aside name taken and refused to open.
+#[test]
+fn salvaging_the_same_offset_twice_keeps_both_tails() {
+    let salvage = LogOptions {
+        recovery: RecoveryMode::Salvage,
+        ..opts()
+    };
+    let b = SimBackend::new();
+    let mut moved = Vec::new();
+    for round in 0..3u8 {
+        let s = open(&b, salvage.clone()).unwrap();
+        assert_eq!(
+            s.tables().len(),
+            0,
+            "round {round}: every batch was salvaged away"
+        );
+        s.put("t", b"k", &[round; 40]).unwrap();
+        drop(s);
+        // Garbage in the batch just written, the only one in the segment.
+        let seg = segments(&b).pop().unwrap();
+        let mut bytes = b.read(&seg).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        b.write(&seg, &bytes);
+        let s = open(&b, salvage.clone()).unwrap();
+        let aside = s.recovery_report().moved_aside.clone();
+        assert_eq!(aside.len(), 1, "round {round}");
+        assert!(
+            !moved.contains(&aside[0]),
+            "round {round}: {aside:?} reused"
+        );
+        // What was moved aside is the corrupt batch, whole.
+        assert_eq!(b.read(&aside[0]).unwrap().len(), bytes.len() - 24);
+        moved.extend(aside);
+        s.close().unwrap();
+        drop(s);
+        b.delete(&crate::common::hint_path());
+    }
+    let names: Vec<String> = moved
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "00000001.log.corrupt-18",
+            "00000001.log.corrupt-18.1",
+            "00000001.log.corrupt-18.2"
+        ]
+    );
 }
 
 #[test]

@@ -1,5 +1,4 @@
 //! Helpers shared by the log store's crash, model and compaction tests.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

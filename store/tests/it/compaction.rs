@@ -1,10 +1,8 @@
 //! Compaction and hint-file tests of the log store.
 
-mod common;
-
 use std::path::Path;
 
-use common::{copy, dump, hint_path, open, opts, segments, DIR};
+use crate::common::{copy, dump, hint_path, open, opts, segments, DIR};
 use ferrojob_store::backend::{Fault, SimBackend};
 use ferrojob_store::{Batch, LogOptions, Store};
 

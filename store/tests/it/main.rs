@@ -1,0 +1,9 @@
+//! The store's integration tests, in one binary (linked once): the shared suite run against
+//! every store, then the log store's crash, compaction, model and stepped-mode tests.
+
+mod common;
+mod compaction;
+mod crash;
+mod model;
+mod stepped;
+mod suite;
