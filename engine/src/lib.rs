@@ -9,6 +9,7 @@ pub mod http;
 pub mod launch;
 pub mod mapreduce;
 pub mod model;
+pub mod schedule;
 pub mod server;
 pub mod time_expression;
 pub mod wheel;
