@@ -48,29 +48,28 @@ fn plan(
     schedule.plan(threshold_ms, T0 + due, T0 + now)
 }
 
+/// A job's schedule in the tables: expression, lifecycle window, misfire policy.
+struct Job<'a>(&'a TimeExpression, Lifecycle, MisfirePolicy);
+
 /// Plans `due` at `now` (offsets from `T0`, threshold 1 s) and checks the fires, the next
-/// trigger and the dropped count; the walk must not be cut and must report its first drop.
-#[allow(clippy::too_many_arguments)]
+/// trigger and the dropped count (offsets from `T0`); the walk must not be cut and must
+/// report its first drop.
 #[track_caller]
 fn check(
-    e: &TimeExpression,
-    lifecycle: Lifecycle,
-    misfire: MisfirePolicy,
+    Job(e, lifecycle, misfire): Job<'_>,
     due: i64,
     now: i64,
-    fires: &[i64],
-    next: Option<i64>,
-    dropped: u64,
+    want: (&[i64], Option<i64>, u64),
 ) {
     let got = plan(e, lifecycle, misfire, 1_000, due, now);
-    let got_fires: Vec<i64> = got.fires.iter().map(|t| t - T0).collect();
+    let fires: Vec<i64> = got.fires.iter().map(|t| t - T0).collect();
+    let got_summary = (&fires[..], got.next.map(|t| t - T0), got.dropped);
+    assert_eq!(got_summary, want, "{e:?} {misfire:?} due {due} now {now}");
     assert_eq!(
-        got_fires, fires,
-        "fires of {e:?} {misfire:?} due {due} now {now}"
+        got.first_dropped.is_some(),
+        got.dropped > 0,
+        "first_dropped"
     );
-    assert_eq!(got.next.map(|t| t - T0), next, "next");
-    assert_eq!(got.dropped, dropped, "dropped");
-    assert_eq!(got.first_dropped.is_some(), dropped > 0, "first_dropped");
     assert!(!got.truncated, "truncated");
 }
 
@@ -78,91 +77,27 @@ fn all() -> Lifecycle {
     Lifecycle::default()
 }
 
+#[rustfmt::skip]
 #[test]
 fn fixed_rate_on_time_late_and_missed() {
     let r = rate(1_000);
+    let all_ten: Vec<i64> = (1..=10).map(|k| k * 1_000).collect();
     // On time, and late within the threshold (1 s): the trigger and every later one due.
-    check(&r, all(), FireOnce, 1_000, 1_000, &[1_000], Some(2_000), 0);
-    check(&r, all(), Skip, 1_000, 1_999, &[1_000], Some(2_000), 0);
-    check(
-        &r,
-        all(),
-        Skip,
-        1_000,
-        2_000,
-        &[1_000, 2_000],
-        Some(3_000),
-        0,
-    );
+    check(Job(&r, all(), FireOnce), 1_000, 1_000,  (&[1_000], Some(2_000), 0));
+    check(Job(&r, all(), Skip),     1_000, 1_999,  (&[1_000], Some(2_000), 0));
+    check(Job(&r, all(), Skip),     1_000, 2_000,  (&[1_000, 2_000], Some(3_000), 0));
     // 1 000 is late by 1.5 s: missed; 2 000 is merely late.
-    check(
-        &r,
-        all(),
-        FireOnce,
-        1_000,
-        2_500,
-        &[1_000, 2_000],
-        Some(3_000),
-        0,
-    );
-    check(
-        &r,
-        all(),
-        FireAll,
-        1_000,
-        2_500,
-        &[1_000, 2_000],
-        Some(3_000),
-        0,
-    );
-    check(&r, all(), Skip, 1_000, 2_500, &[2_000], Some(3_000), 1);
+    check(Job(&r, all(), FireOnce), 1_000, 2_500,  (&[1_000, 2_000], Some(3_000), 0));
+    check(Job(&r, all(), FireAll),  1_000, 2_500,  (&[1_000, 2_000], Some(3_000), 0));
+    check(Job(&r, all(), Skip),     1_000, 2_500,  (&[2_000], Some(3_000), 1));
     // Asleep for 10 s: 1..8 s are missed; 9 s and 10 s are on time.
-    check(
-        &r,
-        all(),
-        FireOnce,
-        1_000,
-        10_000,
-        &[1_000, 9_000, 10_000],
-        Some(11_000),
-        7,
-    );
-    check(
-        &r,
-        all(),
-        FireAll,
-        1_000,
-        10_000,
-        &(1..=10).map(|k| k * 1_000).collect::<Vec<_>>(),
-        Some(11_000),
-        0,
-    );
-    check(
-        &r,
-        all(),
-        Skip,
-        1_000,
-        10_000,
-        &[9_000, 10_000],
-        Some(11_000),
-        8,
-    );
+    check(Job(&r, all(), FireOnce), 1_000, 10_000, (&[1_000, 9_000, 10_000], Some(11_000), 7));
+    check(Job(&r, all(), FireAll),  1_000, 10_000, (&all_ten, Some(11_000), 0));
+    check(Job(&r, all(), Skip),     1_000, 10_000, (&[9_000, 10_000], Some(11_000), 8));
     // `next` is after now even when now falls between triggers.
-    check(&r, all(), Skip, 1_000, 10_400, &[10_000], Some(11_000), 9);
-}
-
-#[test]
-fn a_trigger_handed_in_early_fires_as_on_time() {
-    check(
-        &rate(1_000),
-        all(),
-        Skip,
-        1_000,
-        500,
-        &[1_000],
-        Some(2_000),
-        0,
-    );
+    check(Job(&r, all(), Skip),     1_000, 10_400, (&[10_000], Some(11_000), 9));
+    // A trigger handed in before it is due (a timer that rounded) fires as on time.
+    check(Job(&r, all(), Skip),     1_000, 500,    (&[1_000], Some(2_000), 0));
 }
 
 #[test]
@@ -205,151 +140,78 @@ fn first_dropped_is_the_oldest_dropped_trigger() {
     assert_eq!(p.first_dropped, Some(T0 + 1_000));
 }
 
+#[rustfmt::skip]
 #[test]
 fn lifecycle_bounds_the_walk() {
     let r = rate(1_000);
     // The window ends inside the walk: nothing after its end fires, and nothing is armed.
     let ends = window(None, Some(5_500));
-    check(
-        &r,
-        ends,
-        FireAll,
-        1_000,
-        10_000,
-        &[1_000, 2_000, 3_000, 4_000, 5_000],
-        None,
-        0,
-    );
-    check(&r, ends, Skip, 1_000, 10_000, &[], None, 5);
-    check(&r, ends, FireOnce, 1_000, 10_000, &[1_000], None, 4);
+    let five = [1_000, 2_000, 3_000, 4_000, 5_000];
+    check(Job(&r, ends, FireAll),  1_000, 10_000, (&five, None, 0));
+    check(Job(&r, ends, FireOnce), 1_000, 10_000, (&[1_000], None, 4));
+    check(Job(&r, ends, Skip),     1_000, 10_000, (&[], None, 5));
     // The end is inclusive.
-    check(
-        &r,
-        window(None, Some(3_000)),
-        FireAll,
-        1_000,
-        3_000,
-        &[1_000, 2_000, 3_000],
-        None,
-        0,
-    );
+    let inclusive = window(None, Some(3_000));
+    check(Job(&r, inclusive, FireAll), 1_000, 3_000, (&[1_000, 2_000, 3_000], None, 0));
     // Ending between now and the next trigger: nothing to arm.
-    check(
-        &r,
-        window(None, Some(1_500)),
-        Skip,
-        1_000,
-        1_200,
-        &[1_000],
-        None,
-        0,
-    );
+    check(Job(&r, window(None, Some(1_500)), Skip), 1_000, 1_200, (&[1_000], None, 0));
     // A due past the end fires nothing.
-    check(
-        &r,
-        window(None, Some(500)),
-        FireAll,
-        1_000,
-        3_000,
-        &[],
-        None,
-        0,
-    );
+    check(Job(&r, window(None, Some(500)), FireAll), 1_000, 3_000, (&[], None, 0));
     // A due before the start: the walk begins at the window's first trigger.
     let starts = window(Some(3_500), None);
-    check(&r, starts, FireAll, 1_000, 4_000, &[4_000], Some(5_000), 0);
-    check(&r, starts, FireAll, 1_000, 2_000, &[], Some(4_000), 0);
+    check(Job(&r, starts, FireAll), 1_000, 4_000, (&[4_000], Some(5_000), 0));
+    check(Job(&r, starts, FireAll), 1_000, 2_000, (&[], Some(4_000), 0));
 }
 
+#[rustfmt::skip]
 #[test]
 fn fixed_delay_never_misfires() {
     let d = TimeExpression::FixedDelay { delay_ms: 1_000 };
     for policy in [FireOnce, FireAll, Skip] {
         // However late, the one pending trigger fires and nothing is armed: the run's
         // completion arms the next one.
-        check(&d, all(), policy, 1_000, 1_000, &[1_000], None, 0);
-        check(&d, all(), policy, 1_000, DAY, &[1_000], None, 0);
+        check(Job(&d, all(), policy), 1_000, 1_000, (&[1_000], None, 0));
+        check(Job(&d, all(), policy), 1_000, DAY,   (&[1_000], None, 0));
     }
-    // Before its window: armed at the window's first trigger, or fired once it is due.
+    // Before its window: armed at the window's first trigger, or fired once that is due.
     let starts = window(Some(3_500), None);
-    check(&d, starts, Skip, 1_000, 2_000, &[], Some(4_000), 0);
-    check(&d, starts, Skip, 1_000, 9_000, &[4_000], None, 0);
+    check(Job(&d, starts, Skip), 1_000, 2_000, (&[], Some(4_000), 0));
+    check(Job(&d, starts, Skip), 1_000, 9_000, (&[4_000], None, 0));
     // Past its window: nothing.
-    check(
-        &d,
-        window(None, Some(500)),
-        Skip,
-        1_000,
-        9_000,
-        &[],
-        None,
-        0,
-    );
+    check(Job(&d, window(None, Some(500)), Skip), 1_000, 9_000, (&[], None, 0));
 }
 
 #[test]
 fn api_and_workflow_never_fire_on_their_own() {
     for e in [TimeExpression::Api, TimeExpression::Workflow] {
         for policy in [FireOnce, FireAll, Skip] {
-            check(&e, all(), policy, 1_000, 1_000, &[], None, 0);
-            check(&e, all(), policy, 1_000, DAY, &[], None, 0);
+            check(Job(&e, all(), policy), 1_000, 1_000, (&[], None, 0));
+            check(Job(&e, all(), policy), 1_000, DAY, (&[], None, 0));
         }
     }
 }
 
+#[rustfmt::skip]
 #[test]
 fn cron_and_daily_time_interval() {
     // Every minute, asleep for 10 minutes (threshold 1 s): minutes 1..9 are missed.
     let every_minute = cron("0 * * * * ?");
-    check(
-        &every_minute,
-        all(),
-        FireOnce,
-        MIN,
-        10 * MIN,
-        &[MIN, 10 * MIN],
-        Some(11 * MIN),
-        8,
-    );
-    check(
-        &every_minute,
-        all(),
-        Skip,
-        MIN,
-        10 * MIN + 30 * SEC,
-        &[],
-        Some(11 * MIN),
-        10,
-    );
-    // A cron's calendar decides, not a period: 12:00 on weekdays; Thursday's fire is missed
-    // by three days, so FIRE_ONCE runs it, drops Friday's and Monday's, and arms Tuesday's.
+    check(Job(&every_minute, all(), FireOnce), MIN, 10 * MIN, (&[MIN, 10 * MIN], Some(11 * MIN), 8));
+    check(Job(&every_minute, all(), Skip), MIN, 10 * MIN + 30 * SEC, (&[], Some(11 * MIN), 10));
+    // A cron's calendar decides, not a period: 12:00 on weekdays. Thursday's fire is missed
+    // by four days, so FIRE_ONCE runs it, drops Friday's and Monday's, and arms Tuesday's.
     let noon = cron("0 0 12 ? * MON-FRI");
     let thu = 12 * 60 * MIN;
-    check(
-        &noon,
-        all(),
-        FireOnce,
-        thu,
-        thu + 4 * DAY + MIN,
-        &[thu],
-        Some(thu + 5 * DAY),
-        2,
-    );
+    check(Job(&noon, all(), FireOnce), thu, thu + 4 * DAY + MIN, (&[thu], Some(thu + 5 * DAY), 2));
     // Every 30 minutes between 09:00 and 10:00: late within the threshold at 09:30.
     let daily = expr(
         TimeExpressionType::DailyTimeInterval,
         r#"{"interval":30,"unit":"MINUTES","startTimeOfDay":"09:00:00","endTimeOfDay":"10:00:00"}"#,
     );
-    let nine = 9 * 60 * MIN;
+    let half_past_nine = 9 * 60 * MIN + 30 * MIN;
     check(
-        &daily,
-        all(),
-        Skip,
-        nine + 30 * MIN,
-        nine + 30 * MIN + 500,
-        &[nine + 30 * MIN],
-        Some(nine + 60 * MIN),
-        0,
+        Job(&daily, all(), Skip), half_past_nine, half_past_nine + 500,
+        (&[half_past_nine], Some(half_past_nine + 30 * MIN), 0),
     );
 }
 
