@@ -43,8 +43,8 @@
 //! ## Why this rule
 //!
 //! Both schedulers had their own copy of the walk, and they had drifted. This one keeps what
-//! they agreed on (the oldest missed triggers fire first, on-time triggers always fire, `next`
-//! is after `now`) and settles the rest:
+//! they agreed on (the threshold test, the oldest missed triggers fire first, on-time triggers
+//! always fire, FIXED_DELAY never misfires) and settles the rest:
 //! - The FIRE_ALL cap is one constant, [`MAX_CATCH_UP`], not a per-scheduler setting: a job's
 //!   misfire behaviour must not depend on which scheduler runs it.
 //! - The step bound counts every trigger visited, so no input makes a plan expensive, and a
@@ -78,8 +78,8 @@ use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy, TimeExpression};
 pub const MAX_CATCH_UP: u32 = 100;
 
 /// Most triggers one part of a walk (the missed ones, the on-time ones) visits. Computing a
-/// trigger costs well under a microsecond for FIXED_RATE and a few for CRON, so a plan costs
-/// at most some tenths of a second, however long the job was missed.
+/// trigger costs about 0.1 µs (FIXED_RATE, a per-second CRON; release build), so a walk cut
+/// at this bound costs milliseconds, however long the job was missed.
 pub const MAX_WALK_STEPS: u32 = 100_000;
 
 /// How a job's schedule fires: its time expression, lifecycle window and misfire policy.
@@ -146,8 +146,9 @@ impl Schedule<'_> {
     /// start, whenever the job was created. The anchor is the moment the schedule started
     /// (FIXED_RATE), the previous run's completion or the moment the job was enabled
     /// (FIXED_DELAY); CRON and DAILY_TIME_INTERVAL ignore it. Usually `after == anchor`;
-    /// `after` is later to resume a FIXED_RATE grid (re-enabled job) and earlier to replay
-    /// triggers already past (a restart that knows its last fire).
+    /// `after` is later to resume a FIXED_RATE grid (a re-enabled job). To replay triggers
+    /// already past (a restart that knows the last trigger that ran), pass that trigger as
+    /// both: the result may be before `now`, and its plan applies the misfire policy.
     pub fn first_trigger(&self, anchor: EpochMs, after: EpochMs) -> Option<EpochMs> {
         let anchor = match self.lifecycle.start {
             Some(start) => anchor.max(start),

@@ -552,7 +552,7 @@ mod tests {
             let spec =
                 JobSpec::new("m", expr(TimeExpressionType::FixedRate, "1000")).with_misfire(policy);
             c.handle(T0, Command::Add(def(1, spec)));
-            // Asleep for 10 s: triggers at 1 s .. 9 s are missed by more than the threshold.
+            // Asleep for 10 s: triggers at 1 s .. 8 s are missed by more than the threshold.
             let got: Vec<(i64, Option<u64>)> = poll(&mut c, T0 + 10_000)
                 .into_iter()
                 .map(|(at, skip)| {
@@ -567,6 +567,35 @@ mod tests {
             // Back on schedule after the catch-up: the next grid point after now.
             assert_eq!(c.next_wakeup(), Some(T0 + 11_000), "{policy:?}");
         }
+    }
+
+    #[test]
+    fn fire_all_catches_up_at_most_the_shared_cap() {
+        // 149 missed triggers (1 s .. 149 s): the oldest MAX_CATCH_UP run, the rest are reported
+        // once; 150 s and 151 s are on time.
+        let mut c = core();
+        let spec = JobSpec::new("all", expr(TimeExpressionType::FixedRate, "1000"))
+            .with_misfire(MisfirePolicy::FireAll);
+        c.handle(T0, Command::Add(def(1, spec)));
+        let got = poll(&mut c, T0 + 151_000);
+        let cap = crate::schedule::MAX_CATCH_UP;
+        let runs: Vec<i64> = got
+            .iter()
+            .filter(|(_, skip)| skip.is_none())
+            .map(|(at, _)| *at)
+            .collect();
+        let mut expected: Vec<i64> = (1..=i64::from(cap)).map(|k| k * 1_000).collect();
+        expected.extend([150_000, 151_000]);
+        assert_eq!(runs, expected);
+        let missed = 149 - u64::from(cap);
+        assert_eq!(
+            got.last(),
+            Some(&(
+                (i64::from(cap) + 1) * 1_000,
+                Some(SkipReason::Misfired { missed })
+            ))
+        );
+        assert_eq!(c.next_wakeup(), Some(T0 + 152_000));
     }
 
     #[test]
