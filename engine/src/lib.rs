@@ -10,6 +10,7 @@ pub mod ids;
 pub mod launch;
 pub mod mapreduce;
 pub mod model;
+pub mod schedule;
 pub mod server;
 pub mod time_expression;
 pub mod wheel;

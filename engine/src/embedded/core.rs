@@ -6,8 +6,9 @@
 //! 1. [`Core::handle`]`(now, command)` for each command that arrived (add, remove, enable,
 //!    disable, trigger, a fixed-delay run's completion);
 //! 2. [`Core::poll`]`(now, &mut fires)`, which pops every timer due at `now` from the wheel,
-//!    applies the misfire policy and the concurrency limit, reschedules each job's next trigger
-//!    and appends a [`Fire`] per run to launch (or per trigger to report as skipped);
+//!    plans its fires ([`crate::schedule`]: the misfire policy), applies the concurrency
+//!    limit, arms each job's next trigger and appends a [`Fire`] per run to launch (or per
+//!    trigger to report as skipped);
 //! 3. [`Core::next_wakeup`], the instant to sleep until (unless a command arrives first).
 //!
 //! # Invariants
@@ -17,17 +18,18 @@
 //!   `Arc<JobDef>`, and the per-job scheduling state lives in `JobDef::driver`, which only the
 //!   driver thread locks (so the lock is never contended). A fire costs no map lookup, and a job
 //!   costs the scheduler one `JobDef`, one wheel entry and one registry slot.
-//! - Only the core increments a job's `running` counter, and only when it emits a run, after
-//!   checking `max_instances`; runs only decrement it. So the limit is never exceeded.
+//! - Only the core reserves a slot of a job's `running` count, and only when it emits a run,
+//!   within `max_instances`; each run releases its slot once. So the limit is never exceeded.
 //! - A FIXED_DELAY job has either a timer or is `awaiting_completion` of the run it fired,
 //!   never both; the run's completion schedules the next trigger.
 //! - Trigger times are never rounded: the wheel's 1 ms tick is the unit of every expression.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::ids::{InstanceId, JobId};
-use crate::time_expression::{EpochMs, MisfirePolicy, TimeExpression};
+use crate::schedule::{FirePlan, RunningCount};
+use crate::time_expression::{EpochMs, TimeExpression};
 use crate::wheel::{TimerKey, TimerWheel};
 
 use super::job::JobSpec;
@@ -70,11 +72,11 @@ impl std::fmt::Debug for JobDef {
     }
 }
 
-/// Live figures of one job. Relaxed orderings: these are statistics, except `running`, whose
-/// increments happen only on the driver thread and whose decrements only free capacity.
+/// Live figures of one job. Relaxed orderings: these are statistics, except `running`, which
+/// the core reserves (on the driver thread) and runs release.
 #[derive(Debug)]
 pub(crate) struct JobCounters {
-    pub(crate) running: AtomicU32,
+    pub(crate) running: RunningCount,
     pub(crate) fired: AtomicU64,
     pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -87,7 +89,7 @@ pub(crate) struct JobCounters {
 impl Default for JobCounters {
     fn default() -> Self {
         JobCounters {
-            running: AtomicU32::new(0),
+            running: RunningCount::new(),
             fired: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -171,8 +173,6 @@ struct DriverState {
 pub(crate) struct CoreConfig {
     /// A trigger later than this is a misfire and follows the job's misfire policy.
     pub(crate) misfire_threshold_ms: u64,
-    /// `FIRE_ALL` runs at most this many missed triggers; the rest are reported skipped.
-    pub(crate) max_catch_up: u32,
 }
 
 /// See the module documentation.
@@ -183,6 +183,8 @@ pub(crate) struct Core {
     wheel: TimerWheel<Timer>,
     next_instance: Arc<AtomicU64>,
     config: CoreConfig,
+    /// Scratch space of `on_due`, kept to fire without allocating.
+    plan: FirePlan,
 }
 
 impl Core {
@@ -193,6 +195,7 @@ impl Core {
             wheel: TimerWheel::new(0),
             next_instance,
             config,
+            plan: FirePlan::with_capacity(4),
         }
     }
 
@@ -205,12 +208,11 @@ impl Core {
         match command {
             Command::Add(def) => {
                 let spec = &def.spec;
-                let start = spec.lifecycle.start.unwrap_or(EpochMs::MIN);
                 let after = spec.resume_after.unwrap_or(now);
                 {
                     let mut st = def.driver();
                     st.scheduled = true;
-                    st.anchor = after.max(start);
+                    st.anchor = after;
                     st.enabled = spec.enabled;
                 }
                 if spec.enabled {
@@ -285,11 +287,17 @@ impl Core {
 
     /// Arms the job's schedule timer at its first trigger strictly after `after`, if any.
     fn arm(&mut self, def: &Arc<JobDef>, after: EpochMs) {
+        let anchor = def.driver().anchor;
+        let next = def.spec.schedule().first_trigger(anchor, after);
+        self.arm_at(def, next);
+    }
+
+    /// Arms the job's schedule timer at `next` (`None`: disarms it).
+    fn arm_at(&mut self, def: &Arc<JobDef>, next: Option<EpochMs>) {
         let mut st = def.driver();
         if let Some(key) = st.timer.take() {
             self.wheel.cancel(key);
         }
-        let next = next_due(&def.spec, st.anchor, after);
         def.counters
             .next_fire_at
             .store(next.unwrap_or(i64::MIN), Ordering::Relaxed);
@@ -352,26 +360,54 @@ impl Core {
     }
 
     fn on_due(&mut self, now: EpochMs, def: Arc<JobDef>, due: EpochMs, out: &mut Vec<Fire>) {
-        let anchor = {
+        {
             let mut st = def.driver();
             st.timer = None;
             if !st.scheduled || !st.enabled {
                 return;
             }
-            st.anchor
-        };
+        }
+        let threshold_ms = self.config.misfire_threshold_ms;
+        let mut plan = std::mem::take(&mut self.plan);
+        def.spec
+            .schedule()
+            .plan_into(threshold_ms, due, now, &mut plan);
+
         let fixed_delay = matches!(def.spec.expression, TimeExpression::FixedDelay { .. });
         let late_ms = u64::try_from(now.saturating_sub(due)).unwrap_or(0);
-
-        if late_ms <= self.config.misfire_threshold_ms || fixed_delay {
-            // On time, or late within the threshold (the hot path: no allocation): run it and
-            // continue from it; the triggers after it that are also due come back from the
-            // wheel at once. A fixed delay has one pending trigger: nothing to catch up.
+        if late_ms > threshold_ms && !fixed_delay {
+            tracing::warn!(
+                job = def.id.0,
+                name = %def.spec.name,
+                late_ms,
+                policy = ?def.spec.misfire,
+                running = plan.fires.len(),
+                dropped = plan.dropped,
+                truncated = plan.truncated,
+                "misfire"
+            );
+        }
+        let mut ran = false;
+        for &at in &plan.fires {
             let skip = admit(&def);
-            out.push(self.fire(&def, due, skip));
-            if !fixed_delay {
-                self.arm(&def, due);
-            } else if skip.is_none() {
+            ran |= skip.is_none();
+            out.push(self.fire(&def, at, skip));
+        }
+        if let Some(first) = plan.first_dropped {
+            def.counters
+                .skipped
+                .fetch_add(plan.dropped, Ordering::Relaxed);
+            out.push(self.fire(
+                &def,
+                first,
+                Some(SkipReason::Misfired {
+                    missed: plan.dropped,
+                }),
+            ));
+        }
+        if fixed_delay && !plan.fires.is_empty() {
+            if ran {
+                // The run's completion arms the next trigger.
                 def.driver().awaiting_completion = true;
                 def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
             } else {
@@ -379,67 +415,10 @@ impl Core {
                 def.driver().anchor = now;
                 self.arm(&def, now);
             }
-            return;
+        } else {
+            self.arm_at(&def, plan.next);
         }
-
-        // A misfire. Walk the triggers due by now: those late by more than the threshold were
-        // missed and the policy decides (`cap` of them run); the later ones are merely late and
-        // run. The walk is bounded by `COUNT_LIMIT` dropped triggers, after which the schedule
-        // resumes from now.
-        const COUNT_LIMIT: u64 = 100_000;
-        let cap = match def.spec.misfire {
-            MisfirePolicy::FireAll => self.config.max_catch_up.max(1),
-            MisfirePolicy::FireOnce => 1,
-            MisfirePolicy::Skip => 0,
-        };
-        let threshold = i64::try_from(self.config.misfire_threshold_ms).unwrap_or(i64::MAX);
-        let mut runs: Vec<EpochMs> = Vec::new();
-        let mut missed_runs = 0u32;
-        let mut dropped = 0u64;
-        let mut first_dropped = due;
-        let mut last = due;
-        let mut t = Some(due);
-        while let Some(at) = t.filter(|at| *at <= now) {
-            last = at;
-            if now.saturating_sub(at) <= threshold {
-                runs.push(at);
-            } else if missed_runs < cap {
-                runs.push(at);
-                missed_runs += 1;
-            } else {
-                if dropped == 0 {
-                    first_dropped = at;
-                }
-                dropped += 1;
-                if dropped >= COUNT_LIMIT {
-                    last = now;
-                    break;
-                }
-            }
-            t = next_due(&def.spec, anchor, at);
-        }
-        tracing::warn!(
-            job = def.id.0,
-            name = %def.spec.name,
-            late_ms,
-            policy = ?def.spec.misfire,
-            running = runs.len(),
-            dropped,
-            "misfire"
-        );
-        for at in runs {
-            let skip = admit(&def);
-            out.push(self.fire(&def, at, skip));
-        }
-        if dropped > 0 {
-            def.counters.skipped.fetch_add(dropped, Ordering::Relaxed);
-            out.push(self.fire(
-                &def,
-                first_dropped,
-                Some(SkipReason::Misfired { missed: dropped }),
-            ));
-        }
-        self.arm(&def, last);
+        self.plan = plan;
     }
 
     fn fire(&self, def: &Arc<JobDef>, scheduled_at: EpochMs, skip: Option<SkipReason>) -> Fire {
@@ -457,25 +436,18 @@ impl Core {
 /// Takes a run slot of `def` if its `max_instances` allows; otherwise the reason to skip.
 fn admit(def: &JobDef) -> Option<SkipReason> {
     let counters = &def.counters;
-    let max = def.spec.max_instances;
-    if max != 0 && counters.running.load(Ordering::Acquire) >= max {
+    if !counters.running.try_reserve(def.spec.max_instances) {
         counters.skipped.fetch_add(1, Ordering::Relaxed);
         return Some(SkipReason::TooManyInstances);
     }
-    counters.running.fetch_add(1, Ordering::AcqRel);
     counters.fired.fetch_add(1, Ordering::Relaxed);
     None
-}
-
-/// The first trigger of `spec` strictly after `after` that lies inside its lifecycle window.
-pub(crate) fn next_due(spec: &JobSpec, anchor: EpochMs, after: EpochMs) -> Option<EpochMs> {
-    spec.expression.next_within(&spec.lifecycle, anchor, after)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time_expression::{Lifecycle, TimeExpressionType};
+    use crate::time_expression::{Lifecycle, MisfirePolicy, TimeExpressionType};
 
     const T0: EpochMs = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
@@ -485,7 +457,6 @@ mod tests {
             Arc::new(AtomicU64::new(1)),
             CoreConfig {
                 misfire_threshold_ms: 1_000,
-                max_catch_up: 5,
             },
         )
     }
@@ -511,7 +482,7 @@ mod tests {
         out.into_iter()
             .map(|f| {
                 if f.skip.is_none() {
-                    f.def.counters.running.fetch_sub(1, Ordering::AcqRel);
+                    f.def.counters.running.release();
                 }
                 (f.scheduled_at - T0, f.skip)
             })
@@ -568,8 +539,8 @@ mod tests {
             (MisfirePolicy::FireOnce, vec![1_000], Some((2_000, 7))),
             (
                 MisfirePolicy::FireAll,
-                vec![1_000, 2_000, 3_000, 4_000, 5_000],
-                Some((6_000, 3)),
+                vec![1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000, 8_000],
+                None,
             ),
             (MisfirePolicy::Skip, vec![], Some((1_000, 8))),
         ] {
@@ -581,7 +552,7 @@ mod tests {
             let spec =
                 JobSpec::new("m", expr(TimeExpressionType::FixedRate, "1000")).with_misfire(policy);
             c.handle(T0, Command::Add(def(1, spec)));
-            // Asleep for 10 s: triggers at 1 s .. 9 s are missed by more than the threshold.
+            // Asleep for 10 s: triggers at 1 s .. 8 s are missed by more than the threshold.
             let got: Vec<(i64, Option<u64>)> = poll(&mut c, T0 + 10_000)
                 .into_iter()
                 .map(|(at, skip)| {
@@ -599,6 +570,35 @@ mod tests {
     }
 
     #[test]
+    fn fire_all_catches_up_at_most_the_shared_cap() {
+        // 149 missed triggers (1 s .. 149 s): the oldest MAX_CATCH_UP run, the rest are reported
+        // once; 150 s and 151 s are on time.
+        let mut c = core();
+        let spec = JobSpec::new("all", expr(TimeExpressionType::FixedRate, "1000"))
+            .with_misfire(MisfirePolicy::FireAll);
+        c.handle(T0, Command::Add(def(1, spec)));
+        let got = poll(&mut c, T0 + 151_000);
+        let cap = crate::schedule::MAX_CATCH_UP;
+        let runs: Vec<i64> = got
+            .iter()
+            .filter(|(_, skip)| skip.is_none())
+            .map(|(at, _)| *at)
+            .collect();
+        let mut expected: Vec<i64> = (1..=i64::from(cap)).map(|k| k * 1_000).collect();
+        expected.extend([150_000, 151_000]);
+        assert_eq!(runs, expected);
+        let missed = 149 - u64::from(cap);
+        assert_eq!(
+            got.last(),
+            Some(&(
+                (i64::from(cap) + 1) * 1_000,
+                Some(SkipReason::Misfired { missed })
+            ))
+        );
+        assert_eq!(c.next_wakeup(), Some(T0 + 152_000));
+    }
+
+    #[test]
     fn max_instances_skips_while_running() {
         let mut c = core();
         let spec =
@@ -608,11 +608,11 @@ mod tests {
         let mut out = Vec::new();
         c.poll(T0 + 10, &mut out, usize::MAX);
         assert!(out[0].skip.is_none());
-        assert_eq!(d.counters.running.load(Ordering::Relaxed), 1);
+        assert_eq!(d.counters.running.count(), 1);
         out.clear();
         c.poll(T0 + 20, &mut out, usize::MAX);
         assert_eq!(out[0].skip, Some(SkipReason::TooManyInstances));
-        d.counters.running.fetch_sub(1, Ordering::Relaxed);
+        d.counters.running.release();
         out.clear();
         c.poll(T0 + 30, &mut out, usize::MAX);
         assert!(out[0].skip.is_none());

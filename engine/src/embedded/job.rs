@@ -1,6 +1,7 @@
 //! What a job is to the embedded scheduler: when it runs ([`JobSpec::expression`], lifecycle,
 //! misfire policy) and how (concurrency limit, timeout, retries).
 
+use crate::schedule::Schedule;
 use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy, TimeExpression};
 
 /// Everything the embedded scheduler needs to know about a job except its processor.
@@ -50,6 +51,15 @@ impl JobSpec {
             retry: RetryPolicy::default(),
             params: String::new(),
             enabled: true,
+        }
+    }
+
+    /// The job's schedule as the shared scheduling rules see it.
+    pub(crate) fn schedule(&self) -> Schedule<'_> {
+        Schedule {
+            expression: &self.expression,
+            lifecycle: &self.lifecycle,
+            misfire: self.misfire,
         }
     }
 

@@ -45,12 +45,10 @@ use super::report::{RunOutcome, RunReport};
 #[non_exhaustive]
 pub struct SchedulerConfig {
     /// A trigger that fires later than this (milliseconds) counts as missed and follows its
-    /// job's misfire policy; a later-but-within-threshold trigger simply runs late.
-    /// Default 5 000.
+    /// job's misfire policy (`FIRE_ALL` runs at most
+    /// [`MAX_CATCH_UP`](crate::schedule::MAX_CATCH_UP) missed triggers per catch-up); a
+    /// later-but-within-threshold trigger simply runs late. Default 5 000.
     pub misfire_threshold_ms: u64,
-    /// How many missed triggers `FIRE_ALL` runs at most per catch-up (the rest are reported
-    /// skipped). Default 100.
-    pub max_catch_up: u32,
     /// How many reports a slow subscriber may lag behind before it misses some
     /// (see [`Scheduler::subscribe`]). Default 4 096.
     pub report_capacity: usize,
@@ -60,7 +58,6 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             misfire_threshold_ms: 5_000,
-            max_catch_up: 100,
             report_capacity: 4_096,
         }
     }
@@ -195,7 +192,6 @@ impl Scheduler {
             Arc::clone(&next_instance),
             CoreConfig {
                 misfire_threshold_ms: config.misfire_threshold_ms,
-                max_catch_up: config.max_catch_up,
             },
         );
         let inner = Arc::new(Inner {
@@ -322,7 +318,7 @@ impl Scheduler {
         let c = &def.counters;
         let next = c.next_fire_at.load(Ordering::Relaxed);
         Ok(JobStats {
-            running: c.running.load(Ordering::Relaxed),
+            running: c.running.count(),
             fired: c.fired.load(Ordering::Relaxed),
             succeeded: c.succeeded.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
@@ -569,9 +565,9 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
         RunOutcome::Cancelled => counters.cancelled.fetch_add(1, Ordering::Relaxed),
         _ => counters.failed.fetch_add(1, Ordering::Relaxed),
     };
-    // Release: pairs with the Acquire load in `admit`, so a freed slot is seen with the run's
-    // effects before it is reused.
-    counters.running.fetch_sub(1, Ordering::AcqRel);
+    // Release: pairs with the Acquire reservation in `admit`, so a freed slot is reused only
+    // after the run's effects.
+    counters.running.release();
     if fire.from_schedule
         && matches!(
             spec.expression,
