@@ -252,9 +252,7 @@ impl Connection {
         metrics: Arc<TransportMetrics>,
     ) -> Connection {
         let handshake_deadline = now.checked_add(config.handshake_timeout).unwrap_or(now);
-        let preauth_limit = config
-            .max_handshake_payload_len
-            .min(config.max_payload_len);
+        let preauth_limit = config.max_handshake_payload_len.min(config.max_payload_len);
         Connection {
             decoder: Decoder::new(preauth_limit),
             config,
@@ -337,8 +335,7 @@ impl Connection {
         server_time_ms: i64,
         metrics: Arc<TransportMetrics>,
     ) -> Connection {
-        let mut conn =
-            Connection::new_server(config, secrets, nonce, now, server_time_ms, metrics);
+        let mut conn = Connection::new_server(config, secrets, nonce, now, server_time_ms, metrics);
         conn.admission = Some(admission);
         conn
     }
@@ -754,7 +751,8 @@ impl Connection {
         // Called between frames, so the next header is checked against the new limit.
         debug_assert!(!self.decoder.in_frame());
         self.state = State::Established;
-        self.decoder.set_max_payload_len(self.config.max_payload_len);
+        self.decoder
+            .set_max_payload_len(self.config.max_payload_len);
         TransportMetrics::inc(&self.metrics.connections_established);
         self.events.push_back(Event::Established(peer));
     }

@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use ferrojob_transport::frame::{encode_to_vec, Decoder, Flags};
 use ferrojob_transport::message::{
-    samples, Ack, ErrorCode, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge,
-    Message, MessageKind, Ping, QueryExecutorCluster, StopInstance,
+    samples, Ack, ErrorCode, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge, Message,
+    MessageKind, Ping, QueryExecutorCluster, StopInstance,
 };
 use ferrojob_transport::{
     AdmissionControl, AppSecret, AppSecrets, Backoff, BackoffConfig, ClientIdentity, Connection,
-    ConnectionConfig, ConnectionError, Event, PeerInfo, RequestError, SendError,
-    TransportMetrics,
+    ConnectionConfig, ConnectionError, Event, PeerInfo, RequestError, SendError, TransportMetrics,
 };
 use proptest::prelude::*;
 
@@ -737,7 +736,11 @@ fn a_frame_over_the_preauth_limit_closes_before_any_payload_is_buffered() {
     }
     let close = close.expect("close frame");
     assert_eq!(close.code, ErrorCode::FrameTooLarge);
-    assert!(close.message.contains("before authentication"), "{}", close.message);
+    assert!(
+        close.message.contains("before authentication"),
+        "{}",
+        close.message
+    );
 }
 
 #[test]
@@ -753,7 +756,9 @@ fn the_full_frame_limit_applies_from_the_first_frame_after_the_handshake() {
     p.drive();
     assert!(p.server_closed().is_none(), "{:?}", p.server_closed());
     assert_eq!(p.server_events.len(), 2);
-    assert!(matches!(&p.server_events[0], Event::Message { message: Message::ScheduleJob(j), .. } if *j == job));
+    assert!(
+        matches!(&p.server_events[0], Event::Message { message: Message::ScheduleJob(j), .. } if *j == job)
+    );
     // And the client side raised its limit too: the server's answer of the same size.
     p.server.send(p.now, &job.into()).unwrap();
     p.drive();
@@ -768,16 +773,24 @@ fn the_handshake_messages_fit_the_preauth_limit() {
         protocol_version: ferrojob_transport::frame::PROTOCOL_VERSION,
         app_name: "a".repeat(64),
         worker_address: format!("{}:27777", "h".repeat(120)),
-        tags: (0..16).map(|i| format!("tag-{i}-{}", "t".repeat(24))).collect(),
+        tags: (0..16)
+            .map(|i| format!("tag-{i}-{}", "t".repeat(24)))
+            .collect(),
         client_version: "ferrojob-worker 1.2.3 (x86_64-unknown-linux-gnu)".into(),
         client_nonce: [1; 32],
         proof: [2; 32],
     };
     let sizes = [
         encode_to_vec(&hello.into(), Flags::NONE, 0).unwrap().len(),
-        encode_to_vec(&samples::all().remove(0), Flags::NONE, 0).unwrap().len(),
-        encode_to_vec(&samples::all().remove(1), Flags::NONE, 0).unwrap().len(),
-        encode_to_vec(&samples::all().remove(2), Flags::NONE, 0).unwrap().len(),
+        encode_to_vec(&samples::all().remove(0), Flags::NONE, 0)
+            .unwrap()
+            .len(),
+        encode_to_vec(&samples::all().remove(1), Flags::NONE, 0)
+            .unwrap()
+            .len(),
+        encode_to_vec(&samples::all().remove(2), Flags::NONE, 0)
+            .unwrap()
+            .len(),
     ];
     for len in sizes {
         assert!(len - 24 < 2048, "{sizes:?}");
@@ -789,7 +802,9 @@ fn a_client_whose_handshake_is_too_large_fails_locally_with_a_reason() {
     let now = Instant::now();
     let m = Arc::new(TransportMetrics::default());
     let mut who = identity("billing", "s3cret");
-    who.tags = (0..200).map(|i| format!("tag-{i:04}-{}", "t".repeat(32))).collect();
+    who.tags = (0..200)
+        .map(|i| format!("tag-{i:04}-{}", "t".repeat(32)))
+        .collect();
     let mut client = Connection::new_client(config(), who.clone(), [1; 32], now, m.clone());
     let mut server = Connection::new_server(
         config(),
@@ -910,7 +925,8 @@ fn refusals_count_as_control_replies() {
             .unwrap();
     }
     assert_eq!(
-        p.server.refuse(p.now, 5, ErrorCode::Internal, "nobody here"),
+        p.server
+            .refuse(p.now, 5, ErrorCode::Internal, "nobody here"),
         Err(SendError::Closed)
     );
     assert_eq!(p.server_metrics.snapshot().control_queue_overflows, 1);
@@ -930,7 +946,8 @@ struct Gate {
 
 impl AdmissionControl for Gate {
     fn admit(&mut self) -> Result<(), String> {
-        self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.open {
             Ok(())
         } else {
@@ -963,8 +980,14 @@ fn gated_pair(client_secret: &str, open: bool) -> (Pair, Arc<std::sync::atomic::
 fn a_refused_admission_closes_before_the_peer_sees_the_connection_established() {
     let (p, asked) = gated_pair("s3cret", false);
     assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert!(!p.client_events.iter().any(|e| matches!(e, Event::Established(_))));
-    assert!(!p.server_events.iter().any(|e| matches!(e, Event::Established(_))));
+    assert!(!p
+        .client_events
+        .iter()
+        .any(|e| matches!(e, Event::Established(_))));
+    assert!(!p
+        .server_events
+        .iter()
+        .any(|e| matches!(e, Event::Established(_))));
     assert_eq!(
         p.client_closed(),
         Some(&ConnectionError::PeerClosed {

@@ -107,7 +107,6 @@ impl Admission {
             metrics,
         }
     }
-
 }
 
 impl AdmissionControl for Admission {
