@@ -659,3 +659,56 @@ async fn a_peer_that_pings_without_reading_is_cut_off_long_before_the_write_stal
     assert_eq!(l.metrics().snapshot().control_queue_overflows, 1);
     assert_eq!(l.metrics().snapshot().peers_not_reading, 0);
 }
+
+#[tokio::test]
+async fn a_flood_from_one_address_is_rate_limited_and_workers_elsewhere_get_in() {
+    const FLOOD: u64 = 300;
+    let mut c = config();
+    c.max_handshaking = 32;
+    c.handshake_rate_per_min = 60;
+    c.handshake_burst = 50;
+    c.connection.handshake_timeout = Duration::from_secs(120);
+    let mut l = listener(c).await;
+    let addr = l.local_addr();
+    let started = Instant::now();
+    let run = async {
+        // The flood comes from 127.0.0.2 (all of 127/8 is loopback on Linux), the worker
+        // from 127.0.0.1.
+        let mut flood = Vec::new();
+        for _ in 0..FLOOD {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            flood.push(socket.connect(addr).await.unwrap());
+        }
+        let (good, acc) = tokio::join!(
+            connect(addr, config(), identity(SECRET), Default::default()),
+            l.accept()
+        );
+        let _rx = serve(acc.unwrap());
+        good.unwrap()
+            .handle
+            .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+            .await
+            .unwrap();
+        flood
+    };
+    let flood = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("a worker could not connect during the flood");
+    // The burst, plus one per second of the test, got through; the rest was closed on
+    // arrival.
+    let allowed = 50 + started.elapsed().as_secs() + 1;
+    let s = l.metrics().snapshot();
+    assert!(
+        s.handshakes_rate_limited >= FLOOD.saturating_sub(allowed),
+        "{} rate limited",
+        s.handshakes_rate_limited
+    );
+    assert!(
+        s.preauth_pool_full >= 50 - 32,
+        "{} pushed out",
+        s.preauth_pool_full
+    );
+    assert_eq!(s.connections_established, 1);
+    drop(flood);
+}
