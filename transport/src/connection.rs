@@ -999,7 +999,11 @@ impl Connection {
                         return;
                     }
                     if let Some(Err(reason)) = self.admission.as_mut().map(|a| a.admit()) {
-                        tracing::debug!(worker = %h.worker_address, %reason, "authenticated peer not admitted");
+                        tracing::debug!(
+                            worker = %h.worker_address,
+                            %reason,
+                            "authenticated peer not admitted"
+                        );
                         let error = ConnectionError::LocalClose {
                             code: ErrorCode::Overloaded,
                             message: reason,
@@ -1088,6 +1092,16 @@ impl Connection {
                 correlation: None,
                 message,
             });
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // A core dropped while open (its task aborted, e.g. pushed out of a full
+        // pre-authentication pool) ended too.
+        if !self.is_closed() {
+            TransportMetrics::inc(&self.metrics.connections_closed);
         }
     }
 }

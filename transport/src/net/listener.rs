@@ -155,15 +155,16 @@ async fn accept_loop(
             Arc::clone(&established),
             Arc::clone(&metrics),
         );
-        let serving = serve(
-            stream,
-            addr,
-            config.clone(),
+        let conn = Connection::new_server_with_admission(
+            config.connection.clone(),
             Arc::clone(&secrets),
+            Box::new(admission),
+            random_nonce(),
+            now,
+            epoch_ms(),
             Arc::clone(&metrics),
-            accepted.clone(),
-            admission,
         );
+        let serving = serve(stream, addr, conn, config.clone(), accepted.clone());
         // The task starts once it is in the pool, so it cannot leave the pool before joining.
         let (open, gate) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -172,8 +173,8 @@ async fn accept_loop(
             }
         });
         if preauth.admit(id, task.abort_handle()) {
+            // The evicted core counts itself closed when its aborted task drops it.
             TransportMetrics::inc(&metrics.preauth_pool_full);
-            TransportMetrics::inc(&metrics.connections_closed);
             tracing::debug!("pre-authentication pool full: oldest handshaking connection closed");
         }
         if open.send(()).is_err() {
@@ -187,21 +188,10 @@ async fn accept_loop(
 async fn serve(
     stream: TcpStream,
     addr: SocketAddr,
+    conn: Connection,
     config: NetConfig,
-    secrets: Arc<dyn AppSecrets>,
-    metrics: Arc<TransportMetrics>,
     accepted: mpsc::Sender<Accepted>,
-    admission: Admission,
 ) {
-    let conn = Connection::new_server_with_admission(
-        config.connection.clone(),
-        secrets,
-        Box::new(admission),
-        random_nonce(),
-        tokio::time::Instant::now().into_std(),
-        epoch_ms(),
-        metrics,
-    );
     let (handle, mut commands) = command_queue(config.send_queue, addr);
     let (incoming_tx, incoming) = mpsc::channel(config.incoming_queue.max(1));
     let (est_tx, est_rx) = oneshot::channel();
