@@ -60,8 +60,8 @@ counters! {
     /// Connections closed on arrival because their source address exceeded its handshake
     /// rate (`NetConfig::handshake_rate_per_min`, `handshake_burst`).
     handshakes_rate_limited,
-    /// Authenticated connections closed because `NetConfig::max_connections` were open
-    /// already.
+    /// Connections closed because `NetConfig::max_connections` authenticated connections
+    /// were open already: on arrival, or instead of accepting the handshake.
     connections_over_limit,
     /// Frames received and decoded.
     frames_received,

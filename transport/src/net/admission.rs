@@ -91,7 +91,8 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// A member of `pool` under `id` (already registered with [`PreAuthPool::admit`]).
+    /// A member of `pool` under `id`; its task must be registered with
+    /// [`PreAuthPool::admit`] before it runs.
     pub(crate) fn new(
         pool: Arc<PreAuthPool>,
         id: u64,
