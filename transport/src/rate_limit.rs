@@ -194,6 +194,46 @@ mod tests {
         assert!(!l.allow(ip("::ffff:192.0.2.7"), t0), "same IPv4 host");
     }
 
+    /// The textbook bucket, in integer milliseconds of credit: it holds up to
+    /// `burst × interval`, refills one millisecond per millisecond, an attempt costs
+    /// `interval`.
+    struct ModelBucket {
+        credit_ms: u64,
+        last_ms: u64,
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn agrees_with_a_plain_token_bucket(
+            per_min in proptest::sample::select(vec![1u32, 6, 60, 600, 6000, 60_000]),
+            burst in 1u32..8,
+            attempts in proptest::collection::vec((0u8..4, 0u64..3000), 1..200),
+        ) {
+            let interval_ms = 60_000 / u64::from(per_min);
+            let capacity = u64::from(burst) * interval_ms;
+            let t0 = Instant::now();
+            let mut limiter = HandshakeRateLimiter::new(per_min, burst, 64);
+            let mut model: HashMap<u8, ModelBucket> = HashMap::new();
+            let mut now_ms = 0u64;
+            for (source, gap_ms) in attempts {
+                now_ms += gap_ms;
+                let b = model.entry(source).or_insert(ModelBucket {
+                    credit_ms: capacity,
+                    last_ms: now_ms,
+                });
+                b.credit_ms = (b.credit_ms + (now_ms - b.last_ms)).min(capacity);
+                b.last_ms = now_ms;
+                let expected = b.credit_ms >= interval_ms;
+                if expected {
+                    b.credit_ms -= interval_ms;
+                }
+                let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, source));
+                let got = limiter.allow(ip, t0 + Duration::from_millis(now_ms));
+                proptest::prop_assert_eq!(got, expected, "source {} at {} ms", source, now_ms);
+            }
+        }
+    }
+
     #[test]
     fn the_table_stays_bounded_and_keeps_the_worst_offenders() {
         let t0 = Instant::now();
