@@ -103,7 +103,7 @@ impl Default for ConnectionConfig {
 /// Decides whether a server takes a peer that has just proven its identity, before the
 /// handshake is accepted (e.g. whether a connection slot is free). Called at most once per
 /// connection, synchronously, from [`Connection::handle_input`].
-pub trait AdmissionControl: Send + std::fmt::Debug {
+pub trait AdmissionControl: Send + Sync + std::fmt::Debug {
     /// `Ok` accepts the handshake; `Err(reason)` closes the connection with
     /// [`ErrorCode::Overloaded`] and `reason` instead, so the peer never sees it established.
     fn admit(&mut self) -> Result<(), String>;
@@ -1118,3 +1118,9 @@ fn close_message(error: &ConnectionError) -> String {
         other => other.to_string(),
     }
 }
+
+// The core moves between threads with its task and may be shared read-only.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Connection>();
+};
