@@ -555,6 +555,19 @@ async fn bad_secret_is_refused_and_garbage_leaves_the_server_serving() {
         (n >= 2).then_some(())
     })
     .await;
+    // The worker port's limits are exported too, each as a counter.
+    let m = api.metrics_text();
+    for limit in [
+        "handshake_timeouts",
+        "preauth_pool_full",
+        "preauth_frames_too_large",
+        "handshakes_rate_limited",
+        "connections_over_limit",
+        "control_queue_overflows",
+    ] {
+        let name = format!("ferrojob_transport_{limit}_total ");
+        assert!(m.lines().any(|l| l.starts_with(&name)), "{name} missing");
+    }
     server.shutdown().await;
 }
 

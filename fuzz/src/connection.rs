@@ -3,17 +3,39 @@
 //! A client and a server core exchange bytes on virtual time while the fuzzer interleaves
 //! sends, requests, answers, timeouts, closes, corrupted or injected bytes and dropped
 //! deliveries. Invariants: no panic; queued bytes stay bounded; after `Closed` no other event
-//! comes; every request id gets at most one response.
+//! comes; every request id gets at most one response; the server asks its admission control
+//! at most once, and a client it refused never sees the connection established.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use ferrojob_transport::message::{samples, ErrorCode, Message};
 use ferrojob_transport::{
-    AppSecret, AppSecrets, ClientIdentity, Connection, ConnectionConfig, Event, TransportMetrics,
+    AdmissionControl, AppSecret, AppSecrets, ClientIdentity, Connection, ConnectionConfig, Event,
+    TransportMetrics,
 };
+
+/// Admission control that admits or refuses as the input says, and counts how often it was
+/// asked.
+#[derive(Debug)]
+struct Gate {
+    open: bool,
+    asked: Arc<AtomicUsize>,
+}
+
+impl AdmissionControl for Gate {
+    fn admit(&mut self) -> Result<(), String> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        if self.open {
+            Ok(())
+        } else {
+            Err("fuzz: no room".into())
+        }
+    }
+}
 
 #[derive(Debug, Arbitrary)]
 enum Op {
@@ -46,6 +68,7 @@ enum Op {
 struct Side {
     conn: Connection,
     closed: bool,
+    established: bool,
     responded: HashSet<u64>,
     to_answer: Vec<u64>,
     in_flight: Vec<u8>,
@@ -57,6 +80,7 @@ impl Side {
             assert!(!self.closed, "event after Closed: {event:?}");
             match event {
                 Event::Closed(_) => self.closed = true,
+                Event::Established(_) => self.established = true,
                 Event::Response { request, .. } => {
                     assert!(
                         self.responded.insert(request),
@@ -67,7 +91,7 @@ impl Side {
                     correlation: Some(c),
                     ..
                 } => self.to_answer.push(c),
-                Event::Message { .. } | Event::Established(_) => {}
+                Event::Message { .. } => {}
             }
         }
         let limit = self.conn.config().max_send_buffer + 2 * 1024 * 1024;
@@ -97,7 +121,15 @@ pub fn run(data: &[u8]) {
     let mut secrets = HashMap::new();
     secrets.insert("billing".to_owned(), AppSecret::new("k"));
     let secrets: Arc<dyn AppSecrets> = Arc::new(secrets);
-    let good_secret = u.arbitrary::<u8>().map_or(true, |b| b % 8 != 0);
+    // One byte picks both, so that inputs saved before the gate existed keep their secret.
+    let first = u.arbitrary::<u8>().unwrap_or(1);
+    let good_secret = !first.is_multiple_of(8);
+    let admitted = first % 16 != 9;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let gate = Gate {
+        open: admitted,
+        asked: Arc::clone(&asked),
+    };
     let identity = ClientIdentity {
         app_name: "billing".into(),
         worker_address: "w:1".into(),
@@ -108,13 +140,23 @@ pub fn run(data: &[u8]) {
     let mut client = Side {
         conn: Connection::new_client(config(), identity, [1; 32], now, Arc::clone(&metrics)),
         closed: false,
+        established: false,
         responded: HashSet::new(),
         to_answer: Vec::new(),
         in_flight: Vec::new(),
     };
     let mut server = Side {
-        conn: Connection::new_server(config(), secrets, [2; 32], now, 0, Arc::clone(&metrics)),
+        conn: Connection::new_server_with_admission(
+            config(),
+            secrets,
+            Box::new(gate),
+            [2; 32],
+            now,
+            0,
+            Arc::clone(&metrics),
+        ),
         closed: false,
+        established: false,
         responded: HashSet::new(),
         to_answer: Vec::new(),
         in_flight: Vec::new(),
@@ -224,5 +266,10 @@ pub fn run(data: &[u8]) {
         if let (Some(t), false) = (client.conn.poll_timeout(), client.closed) {
             assert!(t >= t0, "deadline before creation");
         }
+        assert!(asked.load(Ordering::Relaxed) <= 1, "admission asked twice");
+        assert!(
+            admitted || !(client.established || server.established),
+            "established although admission refused"
+        );
     }
 }

@@ -12,20 +12,30 @@
 //! ```
 //!
 //! Timers (all relative to the `now` passed in):
-//! - handshake: the handshake must complete within `handshake_timeout` of creation;
+//! - handshake: the handshake must complete within `handshake_timeout` of creation (5 s by
+//!   default: a real peer needs one round trip);
 //! - idle: nothing received for `idle_timeout` closes the connection;
 //! - heartbeat: nothing sent for `heartbeat_interval` sends a [`Ping`];
 //! - frame: a frame begun must be complete within `frame_timeout` (slow-loris defence);
 //! - write stall: bytes handed to the socket and not written for `write_stall_timeout` mean
 //!   the peer does not read;
 //! - requests: each request has its own deadline.
+//!
+//! Limits that hold before the peer has authenticated, so that an anonymous peer costs
+//! little: frames may carry at most `max_handshake_payload_len` bytes (4 KiB by default; the
+//! handshake messages need a few hundred), checked by the decoder on the header before any
+//! payload memory is reserved; the full `max_payload_len` applies from the first frame after
+//! the handshake. At any time, the replies the core sends on its own (a [`Pong`] per [`Ping`],
+//! refusals) that wait for the socket are bounded by `max_queued_control_replies`: a peer that
+//! keeps asking without reading is disconnected when the bound is hit, not after the write
+//! stall timeout.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, AppSecret, AppSecrets};
-use crate::error::{ConnectionError, FrameError, RequestError, SendError};
+use crate::error::{ConnectionError, EncodeError, FrameError, RequestError, SendError};
 use crate::frame::{
     encode_frame, Decoder, Flags, FrameHeader, DEFAULT_MAX_PAYLOAD_LEN, PROTOCOL_VERSION,
 };
@@ -35,17 +45,29 @@ use crate::message::{
 };
 use crate::metrics::TransportMetrics;
 
+/// Default [`ConnectionConfig::max_handshake_payload_len`]: 4 KiB.
+pub const DEFAULT_MAX_HANDSHAKE_PAYLOAD_LEN: u32 = 4 * 1024;
+
+/// Send-buffer capacity a connection keeps while it has nothing to send; a burst may grow the
+/// buffer further, and the surplus is released once it is written.
+pub(crate) const RETAINED_SEND_CAPACITY: usize = 64 * 1024;
+
 /// Settings of one connection. Durations are wall-clock spans; sizes are bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionConfig {
-    /// Largest payload accepted or sent, bytes (default 4 MiB).
+    /// Largest payload accepted or sent once authenticated, bytes (default 4 MiB).
     pub max_payload_len: u32,
+    /// Largest payload accepted or sent before the handshake completed, bytes (default 4 KiB;
+    /// capped by `max_payload_len`). A larger frame header closes the connection before any
+    /// of its payload is buffered. The worker's `Handshake` (app name, address, tags, version
+    /// plus about 150 bytes) must fit.
+    pub max_handshake_payload_len: u32,
     /// Send a ping when nothing was sent for this long (default 5 s).
     pub heartbeat_interval: Duration,
     /// Close when nothing was received for this long (default 20 s; keep it several
     /// heartbeat intervals).
     pub idle_timeout: Duration,
-    /// The handshake must complete within this (default 10 s).
+    /// The handshake must complete within this of the connection's start (default 5 s).
     pub handshake_timeout: Duration,
     /// A frame begun must arrive completely within this (default 30 s).
     pub frame_timeout: Duration,
@@ -55,21 +77,36 @@ pub struct ConnectionConfig {
     pub max_send_buffer: usize,
     /// At most this many requests await responses (default 65 536).
     pub max_pending_requests: usize,
+    /// Replies the connection sends on its own ([`Pong`]s, refusals) that may wait for the
+    /// socket at once (default 64). One more closes the connection
+    /// ([`ConnectionError::ControlQueueFull`]): the peer asks without reading the answers.
+    pub max_queued_control_replies: usize,
 }
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
         ConnectionConfig {
             max_payload_len: DEFAULT_MAX_PAYLOAD_LEN,
+            max_handshake_payload_len: DEFAULT_MAX_HANDSHAKE_PAYLOAD_LEN,
             heartbeat_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(30),
             write_stall_timeout: Duration::from_secs(30),
             max_send_buffer: 8 * 1024 * 1024,
             max_pending_requests: 65_536,
+            max_queued_control_replies: 64,
         }
     }
+}
+
+/// Decides whether a server takes a peer that has just proven its identity, before the
+/// handshake is accepted (e.g. whether a connection slot is free). Called at most once per
+/// connection, synchronously, from [`Connection::handle_input`].
+pub trait AdmissionControl: Send + Sync + std::fmt::Debug {
+    /// `Ok` accepts the handshake; `Err(reason)` closes the connection with
+    /// [`ErrorCode::Overloaded`] and `reason` instead, so the peer never sees it established.
+    fn admit(&mut self) -> Result<(), String>;
 }
 
 /// Who a client (worker) says it is, and the secret it proves.
@@ -190,6 +227,10 @@ pub struct Connection {
     out_since: Option<Instant>,
     /// Bytes handed out by `poll_transmit` and not yet confirmed written, and since when.
     in_flight: Option<(usize, Instant)>,
+    /// Replies queued by the core itself (Pongs, refusals) that are in `out`, and in flight.
+    /// Their sum is at most `max_queued_control_replies`.
+    control_queued: usize,
+    control_in_flight: usize,
     created: Instant,
     handshake_deadline: Instant,
     last_received: Instant,
@@ -199,6 +240,8 @@ pub struct Connection {
     pending: HashMap<u64, Pending>,
     deadlines: BTreeSet<(Instant, u64)>,
     server_time_ms: i64,
+    /// Asked once a peer has authenticated; kept for the connection's life.
+    admission: Option<Box<dyn AdmissionControl>>,
 }
 
 impl Connection {
@@ -209,8 +252,9 @@ impl Connection {
         metrics: Arc<TransportMetrics>,
     ) -> Connection {
         let handshake_deadline = now.checked_add(config.handshake_timeout).unwrap_or(now);
+        let preauth_limit = config.max_handshake_payload_len.min(config.max_payload_len);
         Connection {
-            decoder: Decoder::new(config.max_payload_len),
+            decoder: Decoder::new(preauth_limit),
             config,
             state,
             metrics,
@@ -218,6 +262,8 @@ impl Connection {
             out: Vec::new(),
             out_since: None,
             in_flight: None,
+            control_queued: 0,
+            control_in_flight: 0,
             created: now,
             handshake_deadline,
             last_received: now,
@@ -227,6 +273,7 @@ impl Connection {
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
             server_time_ms: 0,
+            admission: None,
         }
     }
 
@@ -273,6 +320,23 @@ impl Connection {
             server_time_ms,
         };
         conn.enqueue(now, &challenge.into(), Flags::NONE, 0);
+        conn
+    }
+
+    /// A server end that asks `admission` before it accepts an authenticated peer (see
+    /// [`AdmissionControl`]); otherwise like [`new_server`](Self::new_server). `admission`
+    /// lives as long as the connection: it may hold the peer's slot.
+    pub fn new_server_with_admission(
+        config: ConnectionConfig,
+        secrets: Arc<dyn AppSecrets>,
+        admission: Box<dyn AdmissionControl>,
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+        server_time_ms: i64,
+        metrics: Arc<TransportMetrics>,
+    ) -> Connection {
+        let mut conn = Connection::new_server(config, secrets, nonce, now, server_time_ms, metrics);
+        conn.admission = Some(admission);
         conn
     }
 
@@ -327,7 +391,14 @@ impl Connection {
                 Ok(None) => break,
                 Err(e) => {
                     self.metrics.count_frame_error(&e);
-                    self.fail(now, ConnectionError::Frame(e));
+                    let error = match e {
+                        FrameError::TooLarge { kind, len, max } if !self.is_established() => {
+                            TransportMetrics::inc(&self.metrics.preauth_frames_too_large);
+                            ConnectionError::HandshakeFrameTooLarge { kind, len, max }
+                        }
+                        e => ConnectionError::Frame(e),
+                    };
+                    self.fail(now, error);
                     return;
                 }
             }
@@ -354,6 +425,7 @@ impl Connection {
             TransportMetrics::add(&self.metrics.bytes_sent, n as u64);
             TransportMetrics::inc(&self.metrics.write_calls);
         }
+        self.control_in_flight = 0;
         let _ = now;
     }
 
@@ -364,6 +436,7 @@ impl Connection {
         }
         if !self.is_established() && now >= self.handshake_deadline {
             TransportMetrics::inc(&self.metrics.handshake_failures);
+            TransportMetrics::inc(&self.metrics.handshake_timeouts);
             let timeout = self.config.handshake_timeout;
             self.fail(now, ConnectionError::HandshakeTimeout { timeout });
             return;
@@ -427,8 +500,17 @@ impl Connection {
     /// Moves every queued byte into `buf` (appending; swaps buffers when `buf` is empty) and
     /// marks them in flight until [`handle_transmitted`](Self::handle_transmitted). Returns
     /// the number of bytes moved. Takes nothing while earlier bytes are still in flight.
+    ///
+    /// With nothing to send, a send buffer grown by a burst beyond 64 KiB is released, so an
+    /// idle connection keeps little memory.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> usize {
-        if self.in_flight.is_some() || self.out.is_empty() {
+        if self.in_flight.is_some() {
+            return 0;
+        }
+        if self.out.is_empty() {
+            if self.out.capacity() > RETAINED_SEND_CAPACITY {
+                self.out = Vec::new();
+            }
             return 0;
         }
         let n = self.out.len();
@@ -439,6 +521,7 @@ impl Connection {
         }
         self.out_since = None;
         self.in_flight = Some((n, now));
+        self.control_in_flight = std::mem::take(&mut self.control_queued);
         n
     }
 
@@ -547,6 +630,32 @@ impl Connection {
         self.encode(now, message, Flags::RESPONSE, correlation)
     }
 
+    /// Refuses the request that arrived with `correlation` with an [`ErrorReply`], for an
+    /// owner that has nobody to hand requests to. Unlike [`respond`](Self::respond) this
+    /// counts as a reply the connection sends on its own: when
+    /// `max_queued_control_replies` of those wait for a peer that does not read, the
+    /// connection closes ([`ConnectionError::ControlQueueFull`]).
+    pub fn refuse(
+        &mut self,
+        now: Instant,
+        correlation: u64,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(self.not_open_error());
+        }
+        let refusal = ErrorReply {
+            code,
+            message: message.to_owned(),
+        };
+        self.reply(now, &refusal.into(), Flags::RESPONSE, correlation);
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        Ok(())
+    }
+
     /// Closes the connection gracefully: queues a close frame with `code` and `message`
     /// after everything already queued, fails pending requests, and reports
     /// [`Event::Closed`]. Flush `poll_transmit` afterwards.
@@ -619,6 +728,33 @@ impl Connection {
         if encode_frame(&mut self.out, message, flags, correlation, u32::MAX).is_ok() {
             self.sent(now);
         }
+    }
+
+    /// Queues a reply the peer asked for and the core sends on its own (a Pong, a refusal),
+    /// or closes the connection when `max_queued_control_replies` such replies already wait
+    /// for the socket: the peer keeps asking without reading.
+    fn reply(&mut self, now: Instant, message: &Message, flags: Flags, correlation: u64) {
+        let waiting = self.control_queued.saturating_add(self.control_in_flight);
+        if waiting >= self.config.max_queued_control_replies {
+            TransportMetrics::inc(&self.metrics.control_queue_overflows);
+            let limit = self.config.max_queued_control_replies;
+            // The peer does not read: a close frame would only join the queue.
+            self.terminate(now, ConnectionError::ControlQueueFull { limit }, false);
+            return;
+        }
+        self.control_queued += 1;
+        self.enqueue(now, message, flags, correlation);
+    }
+
+    /// The handshake completed: the full frame limit applies from the next frame on.
+    fn establish(&mut self, peer: PeerInfo) {
+        // Called between frames, so the next header is checked against the new limit.
+        debug_assert!(!self.decoder.in_frame());
+        self.state = State::Established;
+        self.decoder
+            .set_max_payload_len(self.config.max_payload_len);
+        TransportMetrics::inc(&self.metrics.connections_established);
+        self.events.push_back(Event::Established(peer));
     }
 
     fn sent(&mut self, now: Instant) {
@@ -764,7 +900,17 @@ impl Connection {
                         client_nonce,
                         server_nonce: ch.nonce,
                     };
-                    self.enqueue(now, &hello.into(), Flags::NONE, 0);
+                    // Fail here, with a reason, rather than be cut off by the server's
+                    // pre-authentication frame limit.
+                    let limit = self.decoder.max_payload_len();
+                    match encode_frame(&mut self.out, &hello.into(), Flags::NONE, 0, limit) {
+                        Ok(()) => self.sent(now),
+                        Err(EncodeError::TooLarge { kind, len, max }) => {
+                            let error = ConnectionError::HandshakeFrameTooLarge { kind, len, max };
+                            self.fail(now, error);
+                        }
+                        Err(e) => self.auth_failed(now, e.to_string()),
+                    }
                 }
                 other => {
                     self.state = State::ClientAwaitChallenge {
@@ -797,13 +943,11 @@ impl Connection {
                         );
                         return;
                     }
-                    self.state = State::Established;
-                    TransportMetrics::inc(&self.metrics.connections_established);
-                    self.events.push_back(Event::Established(PeerInfo::Server {
+                    self.establish(PeerInfo::Server {
                         heartbeat_interval_ms: acc.heartbeat_interval_ms,
                         idle_timeout_ms: acc.idle_timeout_ms,
                         server_time_ms: acc.server_time_ms,
-                    }));
+                    });
                 }
                 other => {
                     self.state = State::ClientAwaitAccept {
@@ -854,6 +998,19 @@ impl Connection {
                         );
                         return;
                     }
+                    if let Some(Err(reason)) = self.admission.as_mut().map(|a| a.admit()) {
+                        tracing::debug!(
+                            worker = %h.worker_address,
+                            %reason,
+                            "authenticated peer not admitted"
+                        );
+                        let error = ConnectionError::LocalClose {
+                            code: ErrorCode::Overloaded,
+                            message: reason,
+                        };
+                        self.fail(now, error);
+                        return;
+                    }
                     let accepted = HandshakeAccepted {
                         server_proof: auth::server_proof(&secret, &h.client_nonce, &nonce),
                         heartbeat_interval_ms: duration_ms_u32(self.config.heartbeat_interval),
@@ -861,14 +1018,12 @@ impl Connection {
                         server_time_ms: self.elapsed_ms(now),
                     };
                     self.enqueue(now, &accepted.into(), Flags::NONE, 0);
-                    self.state = State::Established;
-                    TransportMetrics::inc(&self.metrics.connections_established);
-                    self.events.push_back(Event::Established(PeerInfo::Worker {
+                    self.establish(PeerInfo::Worker {
                         app_name: h.app_name,
                         worker_address: h.worker_address,
                         tags: h.tags,
                         client_version: h.client_version,
-                    }));
+                    });
                 }
                 other => {
                     self.state = State::ServerAwaitHandshake { secrets, nonce };
@@ -890,7 +1045,7 @@ impl Connection {
         match message {
             Message::Ping(p) => {
                 let pong = Pong { time_ms: p.time_ms };
-                self.enqueue(now, &pong.into(), Flags::NONE, 0);
+                self.reply(now, &pong.into(), Flags::NONE, 0);
                 return;
             }
             Message::Pong(_) => return,
@@ -941,6 +1096,16 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // A core dropped while open (its task aborted, e.g. pushed out of a full
+        // pre-authentication pool) ended too.
+        if !self.is_closed() {
+            TransportMetrics::inc(&self.metrics.connections_closed);
+        }
+    }
+}
+
 fn duration_ms_u32(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -953,3 +1118,9 @@ fn close_message(error: &ConnectionError) -> String {
         other => other.to_string(),
     }
 }
+
+// The core moves between threads with its task and may be shared read-only.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Connection>();
+};

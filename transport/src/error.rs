@@ -118,6 +118,23 @@ pub enum ConnectionError {
         /// The configured handshake timeout.
         timeout: Duration,
     },
+    /// A frame before authentication was larger than the pre-authentication limit.
+    #[error("{kind} frame of {len} bytes before authentication exceeds the pre-authentication limit of {max} bytes (max_handshake_payload_len; the handshake's app name, address and tags must fit)")]
+    HandshakeFrameTooLarge {
+        /// The frame's kind.
+        kind: MessageKind,
+        /// The announced (or encoded) payload length, bytes.
+        len: u64,
+        /// The pre-authentication limit, bytes.
+        max: u32,
+    },
+    /// The peer asked for more replies the connection sends on its own (Pongs, refusals)
+    /// than the limit while not reading them.
+    #[error("{limit} replies (pongs, refusals) waiting for a peer that does not read them")]
+    ControlQueueFull {
+        /// The configured limit (`max_queued_control_replies`).
+        limit: usize,
+    },
     /// Nothing was received for the idle timeout.
     #[error("nothing received for {timeout:?}: peer presumed dead")]
     IdleTimeout {
@@ -177,6 +194,8 @@ impl ConnectionError {
             ConnectionError::Frame(e) => e.close_code(),
             ConnectionError::AuthFailed { .. } => ErrorCode::AuthFailed,
             ConnectionError::HandshakeTimeout { .. } => ErrorCode::AuthFailed,
+            ConnectionError::HandshakeFrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            ConnectionError::ControlQueueFull { .. } => ErrorCode::Overloaded,
             ConnectionError::IdleTimeout { .. } => ErrorCode::IdleTimeout,
             ConnectionError::SlowPeer { .. } => ErrorCode::SlowPeer,
             ConnectionError::PeerNotReading { .. } => ErrorCode::Overloaded,

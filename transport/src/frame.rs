@@ -337,6 +337,13 @@ impl Decoder {
         self.max_payload_len
     }
 
+    /// Changes the payload limit from the next header on (a header already checked keeps
+    /// the limit it passed). The connection core starts with a small limit and raises it once
+    /// the peer has authenticated.
+    pub fn set_max_payload_len(&mut self, max_payload_len: u32) {
+        self.max_payload_len = max_payload_len;
+    }
+
     /// Whether part of a frame has been received but not all of it.
     pub fn in_frame(&self) -> bool {
         match &self.state {

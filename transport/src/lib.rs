@@ -51,10 +51,14 @@ pub mod frame;
 pub mod message;
 pub mod metrics;
 pub mod net;
+pub mod rate_limit;
 
 pub use auth::{AppSecret, AppSecrets};
 pub use backoff::{Backoff, BackoffConfig};
-pub use connection::{ClientIdentity, Connection, ConnectionConfig, Event, PeerInfo};
+pub use connection::{
+    AdmissionControl, ClientIdentity, Connection, ConnectionConfig, Event, PeerInfo,
+    DEFAULT_MAX_HANDSHAKE_PAYLOAD_LEN,
+};
 pub use error::{
     ConnectionError, EncodeError, FrameError, RequestError, SendError, TransportError,
 };

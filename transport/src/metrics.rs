@@ -46,8 +46,23 @@ counters! {
     connections_closed,
     /// Connections accepted by a listener (before the handshake).
     connections_accepted,
-    /// Handshakes refused or timed out.
+    /// Handshakes refused or timed out (`handshake_timeouts` included).
     handshake_failures,
+    /// Connections closed because the handshake did not complete within
+    /// `ConnectionConfig::handshake_timeout` (also counted in `handshake_failures`).
+    handshake_timeouts,
+    /// Handshaking connections closed because the pre-authentication pool
+    /// (`NetConfig::max_handshaking`) was full when a new connection arrived; the oldest goes.
+    preauth_pool_full,
+    /// Frames announced before authentication over
+    /// `ConnectionConfig::max_handshake_payload_len` (also counted in `oversized_frames`).
+    preauth_frames_too_large,
+    /// Connections closed on arrival because their source address exceeded its handshake
+    /// rate (`NetConfig::handshake_rate_per_min`, `handshake_burst`).
+    handshakes_rate_limited,
+    /// Connections closed because `NetConfig::max_connections` authenticated connections
+    /// were open already: on arrival, or instead of accepting the handshake.
+    connections_over_limit,
     /// Frames received and decoded.
     frames_received,
     /// Frames queued for sending.
@@ -79,6 +94,10 @@ counters! {
     slow_peers,
     /// Connections closed because the peer did not read.
     peers_not_reading,
+    /// Connections closed because the peer kept asking for replies the connection sends on
+    /// its own (Pongs, refusals) without reading them:
+    /// `ConnectionConfig::max_queued_control_replies` were waiting.
+    control_queue_overflows,
     /// Requests that got no response in time.
     request_timeouts,
     /// Responses that arrived after their request timed out (or for no request).

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use ferrojob_transport::frame::{encode_to_vec, Decoder, Flags};
 use ferrojob_transport::message::{
-    samples, Ack, ErrorCode, ErrorReply, HandshakeAccepted, HandshakeChallenge, Message,
+    samples, Ack, ErrorCode, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge, Message,
     MessageKind, Ping, QueryExecutorCluster, StopInstance,
 };
 use ferrojob_transport::{
-    AppSecret, AppSecrets, Backoff, BackoffConfig, ClientIdentity, Connection, ConnectionConfig,
-    ConnectionError, Event, PeerInfo, RequestError, SendError, TransportMetrics,
+    AdmissionControl, AppSecret, AppSecrets, Backoff, BackoffConfig, ClientIdentity, Connection,
+    ConnectionConfig, ConnectionError, Event, PeerInfo, RequestError, SendError, TransportMetrics,
 };
 use proptest::prelude::*;
 
@@ -685,6 +685,326 @@ fn messages_before_the_handshake_are_refused() {
         }))
     ));
     assert_eq!(m.snapshot().unexpected_messages, 1);
+}
+
+// ----- limits before authentication, and on replies the core sends on its own ----------
+
+/// A header announcing `len` payload bytes of `kind`, with no payload.
+fn header_announcing(kind: Message, len: u32) -> Vec<u8> {
+    let frame = encode_to_vec(&kind, Flags::NONE, 0).unwrap();
+    let mut header = frame[..24].to_vec();
+    header[12..16].copy_from_slice(&len.to_le_bytes());
+    header
+}
+
+#[test]
+fn a_frame_over_the_preauth_limit_closes_before_any_payload_is_buffered() {
+    let now = Instant::now();
+    let m = Arc::new(TransportMetrics::default());
+    let mut server = Connection::new_server(
+        ConnectionConfig::default(),
+        secrets("billing", "x"),
+        [2; 32],
+        now,
+        0,
+        m.clone(),
+    );
+    // 4 MiB is within max_payload_len but not within the pre-authentication limit.
+    let hello = samples::all().remove(1); // Handshake
+    server.handle_input(now, &header_announcing(hello, 4 * 1024 * 1024));
+    assert_eq!(
+        server.poll_event(),
+        Some(Event::Closed(ConnectionError::HandshakeFrameTooLarge {
+            kind: MessageKind::Handshake,
+            len: 4 * 1024 * 1024,
+            max: 4096,
+        }))
+    );
+    let s = m.snapshot();
+    assert_eq!(s.preauth_frames_too_large, 1);
+    assert_eq!(s.oversized_frames, 1);
+    // The peer is told why (after the challenge queued at creation).
+    let mut out = Vec::new();
+    server.poll_transmit(now, &mut out);
+    let mut dec = Decoder::new(1 << 20);
+    let mut input = &out[..];
+    let mut close = None;
+    while let Ok(Some(frame)) = dec.decode(&mut input) {
+        if let Ok(Message::Close(c)) = frame.message() {
+            close = Some(c);
+        }
+    }
+    let close = close.expect("close frame");
+    assert_eq!(close.code, ErrorCode::FrameTooLarge);
+    assert!(
+        close.message.contains("before authentication"),
+        "{}",
+        close.message
+    );
+}
+
+#[test]
+fn the_full_frame_limit_applies_from_the_first_frame_after_the_handshake() {
+    let mut p = Pair::established();
+    // Far over the pre-authentication limit, well within max_payload_len.
+    let mut job = samples::schedule_job();
+    job.job_params = "x".repeat(30 * 1024);
+    p.client.send(p.now, &job.clone().into()).unwrap();
+    p.client
+        .send(p.now, &StopInstance { instance_id: 7 }.into())
+        .unwrap();
+    p.drive();
+    assert!(p.server_closed().is_none(), "{:?}", p.server_closed());
+    assert_eq!(p.server_events.len(), 2);
+    assert!(
+        matches!(&p.server_events[0], Event::Message { message: Message::ScheduleJob(j), .. } if *j == job)
+    );
+    // And the client side raised its limit too: the server's answer of the same size.
+    p.server.send(p.now, &job.into()).unwrap();
+    p.drive();
+    assert!(p.client_closed().is_none(), "{:?}", p.client_closed());
+    assert_eq!(p.server_metrics.snapshot().preauth_frames_too_large, 0);
+}
+
+#[test]
+fn the_handshake_messages_fit_the_preauth_limit() {
+    // A generous identity: long names, sixteen tags.
+    let hello = Handshake {
+        protocol_version: ferrojob_transport::frame::PROTOCOL_VERSION,
+        app_name: "a".repeat(64),
+        worker_address: format!("{}:27777", "h".repeat(120)),
+        tags: (0..16)
+            .map(|i| format!("tag-{i}-{}", "t".repeat(24)))
+            .collect(),
+        client_version: "ferrojob-worker 1.2.3 (x86_64-unknown-linux-gnu)".into(),
+        client_nonce: [1; 32],
+        proof: [2; 32],
+    };
+    let sizes = [
+        encode_to_vec(&hello.into(), Flags::NONE, 0).unwrap().len(),
+        encode_to_vec(&samples::all().remove(0), Flags::NONE, 0)
+            .unwrap()
+            .len(),
+        encode_to_vec(&samples::all().remove(1), Flags::NONE, 0)
+            .unwrap()
+            .len(),
+        encode_to_vec(&samples::all().remove(2), Flags::NONE, 0)
+            .unwrap()
+            .len(),
+    ];
+    for len in sizes {
+        assert!(len - 24 < 2048, "{sizes:?}");
+    }
+}
+
+#[test]
+fn a_client_whose_handshake_is_too_large_fails_locally_with_a_reason() {
+    let now = Instant::now();
+    let m = Arc::new(TransportMetrics::default());
+    let mut who = identity("billing", "s3cret");
+    who.tags = (0..200)
+        .map(|i| format!("tag-{i:04}-{}", "t".repeat(32)))
+        .collect();
+    let mut client = Connection::new_client(config(), who.clone(), [1; 32], now, m.clone());
+    let mut server = Connection::new_server(
+        config(),
+        secrets("billing", "s3cret"),
+        [2; 32],
+        now,
+        0,
+        m.clone(),
+    );
+    let mut out = Vec::new();
+    server.poll_transmit(now, &mut out);
+    client.handle_input(now, &out);
+    assert!(matches!(
+        client.poll_event(),
+        Some(Event::Closed(ConnectionError::HandshakeFrameTooLarge {
+            kind: MessageKind::Handshake,
+            max: 4096,
+            ..
+        }))
+    ));
+    // Raised on both sides, the same identity gets in.
+    let mut cfg = config();
+    cfg.max_handshake_payload_len = 64 * 1024;
+    let mut p = Pair::new("s3cret", "s3cret", cfg.clone());
+    p.client = Connection::new_client(cfg, who, [1; 32], p.now, m);
+    p.drive();
+    assert!(p.client.is_established() && p.server.is_established());
+}
+
+#[test]
+fn the_default_handshake_deadline_is_five_seconds_and_counted() {
+    let cfg = ConnectionConfig::default();
+    assert_eq!(cfg.handshake_timeout, Duration::from_secs(5));
+    let mut p = Pair::new("s3cret", "s3cret", cfg);
+    p.client_to_server = false;
+    p.advance(Duration::from_millis(4999));
+    assert!(p.server_closed().is_none());
+    p.advance(Duration::from_millis(1));
+    assert_eq!(
+        p.server_closed(),
+        Some(&ConnectionError::HandshakeTimeout {
+            timeout: Duration::from_secs(5)
+        })
+    );
+    let s = p.server_metrics.snapshot();
+    assert_eq!(s.handshake_timeouts, 1);
+    assert_eq!(s.handshake_failures, 1);
+}
+
+fn ping_frame(time_ms: i64) -> Vec<u8> {
+    encode_to_vec(&Ping { time_ms }.into(), Flags::NONE, 0).unwrap()
+}
+
+#[test]
+fn a_peer_that_pings_without_reading_is_cut_off_at_the_control_bound() {
+    let mut p = Pair::established();
+    let limit = ConnectionConfig::default().max_queued_control_replies;
+    // The server's socket takes nothing: its output is never transmitted. No time passes,
+    // so no timer can be what closes the connection.
+    let mut pings = Vec::new();
+    for i in 0..limit {
+        pings.extend_from_slice(&ping_frame(i as i64));
+    }
+    p.server.handle_input(p.now, &pings);
+    assert!(!p.server.is_closed(), "{limit} pongs may wait");
+    p.server.handle_input(p.now, &ping_frame(-1));
+    assert!(p.server.is_closed());
+    let mut events = Vec::new();
+    while let Some(e) = p.server.poll_event() {
+        events.push(e);
+    }
+    assert_eq!(
+        events,
+        vec![Event::Closed(ConnectionError::ControlQueueFull { limit })]
+    );
+    assert_eq!(p.server_metrics.snapshot().control_queue_overflows, 1);
+}
+
+#[test]
+fn pongs_in_flight_count_until_written_and_a_reading_peer_may_ping_freely() {
+    let mut p = Pair::established();
+    let limit = 8;
+    let mut cfg = config();
+    cfg.max_queued_control_replies = limit;
+    let mut p2 = Pair::new("s3cret", "s3cret", cfg);
+    p2.drive();
+    // Half the bound handed to a socket that has not finished writing, half queued behind.
+    for i in 0..limit / 2 {
+        p2.server.handle_input(p2.now, &ping_frame(i as i64));
+    }
+    let mut stuck = Vec::new();
+    assert!(p2.server.poll_transmit(p2.now, &mut stuck) > 0);
+    for i in 0..limit / 2 {
+        p2.server.handle_input(p2.now, &ping_frame(i as i64));
+    }
+    assert!(!p2.server.is_closed());
+    p2.server.handle_input(p2.now, &ping_frame(0));
+    assert!(p2.server.is_closed(), "in-flight pongs still count");
+
+    // A peer that reads its pongs is never cut off, however often it pings.
+    for i in 0..10 * limit {
+        p.server.handle_input(p.now, &ping_frame(i as i64));
+        p.drive();
+    }
+    assert!(p.server_closed().is_none());
+    assert_eq!(p.server_metrics.snapshot().control_queue_overflows, 0);
+}
+
+#[test]
+fn refusals_count_as_control_replies() {
+    let mut cfg = config();
+    cfg.max_queued_control_replies = 4;
+    let mut p = Pair::new("s3cret", "s3cret", cfg);
+    p.drive();
+    for c in 1..=4 {
+        p.server
+            .refuse(p.now, c, ErrorCode::Internal, "nobody here")
+            .unwrap();
+    }
+    assert_eq!(
+        p.server
+            .refuse(p.now, 5, ErrorCode::Internal, "nobody here"),
+        Err(SendError::Closed)
+    );
+    assert_eq!(p.server_metrics.snapshot().control_queue_overflows, 1);
+    // Answers from the owner are not control replies (they are bounded by the send buffer).
+    let mut p = Pair::established();
+    for c in 1..=100 {
+        p.server.respond(p.now, c, &Ack {}.into()).unwrap();
+    }
+    assert!(!p.server.is_closed());
+}
+
+#[derive(Debug)]
+struct Gate {
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+    open: bool,
+}
+
+impl AdmissionControl for Gate {
+    fn admit(&mut self) -> Result<(), String> {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.open {
+            Ok(())
+        } else {
+            Err("no room".into())
+        }
+    }
+}
+
+fn gated_pair(client_secret: &str, open: bool) -> (Pair, Arc<std::sync::atomic::AtomicUsize>) {
+    let mut p = Pair::new(client_secret, "s3cret", config());
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gate = Gate {
+        asked: Arc::clone(&asked),
+        open,
+    };
+    p.server = Connection::new_server_with_admission(
+        config(),
+        secrets("billing", "s3cret"),
+        Box::new(gate),
+        [2; 32],
+        p.now,
+        1_000,
+        Arc::clone(&p.server_metrics),
+    );
+    p.drive();
+    (p, asked)
+}
+
+#[test]
+fn a_refused_admission_closes_before_the_peer_sees_the_connection_established() {
+    let (p, asked) = gated_pair("s3cret", false);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(!p
+        .client_events
+        .iter()
+        .any(|e| matches!(e, Event::Established(_))));
+    assert!(!p
+        .server_events
+        .iter()
+        .any(|e| matches!(e, Event::Established(_))));
+    assert_eq!(
+        p.client_closed(),
+        Some(&ConnectionError::PeerClosed {
+            code: ErrorCode::Overloaded,
+            message: "no room".into()
+        })
+    );
+    assert_eq!(p.server_metrics.snapshot().handshake_failures, 0);
+
+    let (p, asked) = gated_pair("s3cret", true);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(p.client.is_established() && p.server.is_established());
+
+    // Admission is asked only of peers that proved the secret.
+    let (p, asked) = gated_pair("wrong", true);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert!(p.server.is_closed());
 }
 
 /// Reconnect schedule on virtual time: the server is down for the first three attempts;

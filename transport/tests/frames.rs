@@ -199,6 +199,49 @@ fn announced_length_costs_only_what_arrives() {
 }
 
 #[test]
+fn a_raised_limit_applies_from_the_next_header_and_a_small_one_reserves_little() {
+    let pre_auth = ferrojob_transport::DEFAULT_MAX_HANDSHAKE_PAYLOAD_LEN;
+    let announce = |len: u32| {
+        FrameHeader {
+            kind: MessageKind::LogBatch,
+            flags: Flags::NONE,
+            payload_len: len,
+            correlation: 0,
+        }
+        .to_bytes()
+    };
+    // Under the small limit a frame at the limit reserves at most the limit.
+    let mut dec = Decoder::new(pre_auth);
+    let at_limit = announce(pre_auth);
+    let mut input = &at_limit[..];
+    assert!(dec.decode(&mut input).unwrap().is_none());
+    assert!(dec.buffered() <= HEADER_LEN + pre_auth as usize);
+    // One byte more is refused from the header.
+    let mut dec = Decoder::new(pre_auth);
+    let over = announce(pre_auth + 1);
+    let mut input = &over[..];
+    assert!(matches!(
+        dec.decode(&mut input),
+        Err(FrameError::TooLarge { max, .. }) if max == pre_auth
+    ));
+    assert_eq!(dec.buffered(), HEADER_LEN);
+
+    // Raised between frames: the next frame may be as large as the new limit.
+    let mut dec = Decoder::new(pre_auth);
+    let small = encode_to_vec(&samples::all().remove(0), Flags::NONE, 0).unwrap();
+    let mut big_msg = samples::schedule_job();
+    big_msg.job_params = "p".repeat(64 * 1024);
+    let big = encode_to_vec(&big_msg.clone().into(), Flags::NONE, 0).unwrap();
+    let mut input = &small[..];
+    assert!(dec.decode_message(&mut input).unwrap().is_some());
+    dec.set_max_payload_len(MAX);
+    assert_eq!(dec.max_payload_len(), MAX);
+    let mut input = &big[..];
+    let (_, m) = dec.decode_message(&mut input).unwrap().unwrap();
+    assert_eq!(m, big_msg.into());
+}
+
+#[test]
 fn encoder_refuses_payloads_over_the_maximum() {
     let m: Message = samples::schedule_job().into();
     let mut out = vec![1, 2, 3];

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferrojob_transport::frame::{encode_to_vec, Decoder, Flags};
 use ferrojob_transport::message::{
-    samples, Close, ErrorCode, ExecutorCluster, Message, QueryExecutorCluster, StopInstance,
+    samples, Close, ErrorCode, ExecutorCluster, Message, Ping, QueryExecutorCluster, StopInstance,
 };
 use ferrojob_transport::net::{connect, Accepted, Listener, NetConfig, ReconnectingClient};
 use ferrojob_transport::{
@@ -397,25 +397,28 @@ async fn the_listener_serves_at_most_max_connections() {
         l.accept()
     );
     let first = first.unwrap();
-    let acc = acc.unwrap();
-    // The second peer's TCP connect succeeds (kernel backlog) but nobody greets it.
-    let mut impatient = config();
-    impatient.connection.handshake_timeout = Duration::from_millis(200);
-    let err = connect(addr, impatient, identity(SECRET), Default::default())
+    let mut acc = acc.unwrap();
+    // A second peer finds no slot: it is told so at once, with a reason.
+    let err = connect(addr, config(), identity(SECRET), Default::default())
         .await
         .unwrap_err();
     assert!(
         matches!(
             err,
             TransportError::Connection {
-                source: ConnectionError::HandshakeTimeout { .. },
+                source: ConnectionError::PeerClosed {
+                    code: ErrorCode::Overloaded,
+                    ..
+                },
                 ..
             }
         ),
         "{err}"
     );
-    // Once the first connection ends, the slot frees up.
+    assert_eq!(l.metrics().snapshot().connections_over_limit, 1);
+    // Once the first connection has ended on the server too, the slot is free again.
     first.handle.shutdown().await;
+    while acc.incoming.recv().await.is_some() {}
     drop(acc);
     let (third, acc3) = tokio::join!(
         connect(addr, config(), identity(SECRET), Default::default()),
@@ -496,4 +499,216 @@ async fn reconnecting_client_comes_back_after_the_server_drops_it() {
     );
     assert!(metrics.snapshot().connections_established >= 2);
     client.handle.shutdown().await;
+}
+
+/// A header announcing a `len`-byte Handshake, without the payload.
+fn handshake_header_announcing(len: u32) -> Vec<u8> {
+    let frame = encode_to_vec(&samples::all().remove(1), Flags::NONE, 0).unwrap(); // Handshake
+    let mut header = frame[..24].to_vec();
+    header[12..16].copy_from_slice(&len.to_le_bytes());
+    header
+}
+
+#[tokio::test]
+async fn a_flood_of_never_authenticating_connections_does_not_lock_out_workers() {
+    const FLOOD: usize = 300;
+    let mut c = config();
+    c.max_connections = 2;
+    c.max_handshaking = 16;
+    // Every peer here is 127.0.0.1: the pools alone are under test.
+    c.handshake_rate_per_min = 0;
+    // The flood holds its places for the whole test unless pushed out.
+    c.connection.handshake_timeout = Duration::from_secs(120);
+    let mut l = listener(c).await;
+    let addr = l.local_addr();
+    // A worker already connected holds one of the two slots.
+    let (first, acc) = tokio::join!(
+        connect(addr, config(), identity(SECRET), Default::default()),
+        l.accept()
+    );
+    let first = first.unwrap();
+    let _rx_first = serve(acc.unwrap());
+
+    let run = async {
+        // Half announce a 4 MiB handshake, half say nothing; all stay open.
+        let announce = handshake_header_announcing(4 * 1024 * 1024);
+        let mut flood = Vec::with_capacity(FLOOD);
+        for i in 0..FLOOD {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            if i % 2 == 0 {
+                // The server may have closed it already (pushed out): that is fine.
+                let _ = s.write_all(&announce).await;
+            }
+            flood.push(s);
+        }
+        // With the pre-auth pool full of silent peers, a real worker still gets in.
+        let (good, acc) = tokio::join!(
+            connect(addr, config(), identity(SECRET), Default::default()),
+            l.accept()
+        );
+        let _rx = serve(acc.unwrap());
+        good.unwrap()
+            .handle
+            .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+            .await
+            .unwrap();
+        first
+            .handle
+            .request(StopInstance { instance_id: 2 }, Duration::from_secs(5))
+            .await
+            .unwrap();
+        flood
+    };
+    let flood = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("a worker could not connect during the flood");
+    let s = l.metrics().snapshot();
+    assert_eq!(s.connections_established, 2);
+    assert_eq!(s.connections_over_limit, 0);
+    // Every flood connection was accepted before the worker's (the backlog is FIFO), and
+    // the silent ones leave the pool only when pushed out.
+    assert!(
+        s.preauth_pool_full >= (FLOOD / 2 - 16) as u64,
+        "{} pushed out",
+        s.preauth_pool_full
+    );
+    assert!(s.preauth_frames_too_large >= 1);
+    assert_eq!(s.handshake_timeouts, 0);
+    drop(flood);
+}
+
+/// Reads from `stream` until one whole frame arrived.
+async fn read_frame(stream: &mut TcpStream) -> Message {
+    let mut dec = Decoder::new(1 << 20);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a whole frame");
+        let mut input = &buf[..n];
+        if let Some(frame) = dec.decode(&mut input).unwrap() {
+            return frame.message().unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_source_over_its_handshake_rate_is_closed_on_arrival() {
+    let mut c = config();
+    c.handshake_rate_per_min = 1;
+    c.handshake_burst = 2;
+    let l = listener(c).await;
+    let addr = l.local_addr();
+    let mut within = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(matches!(
+            read_frame(&mut s).await,
+            Message::HandshakeChallenge(_)
+        ));
+        within.push(s);
+    }
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    let close = read_close(&mut over).await.expect("close frame");
+    assert_eq!(close.code, ErrorCode::Overloaded);
+    assert_eq!(l.metrics().snapshot().handshakes_rate_limited, 1);
+    // A worker from that address learns why.
+    let err = connect(addr, config(), identity(SECRET), Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Connection {
+                source: ConnectionError::PeerClosed {
+                    code: ErrorCode::Overloaded,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(l.metrics().snapshot().handshakes_rate_limited, 2);
+}
+
+#[tokio::test]
+async fn a_peer_that_pings_without_reading_is_cut_off_long_before_the_write_stall() {
+    let mut c = config();
+    c.connection.write_stall_timeout = Duration::from_secs(600);
+    c.connection.idle_timeout = Duration::from_secs(600);
+    let mut l = listener(c).await;
+    let addr = l.local_addr();
+    let (mut sock, acc) = tokio::join!(raw_authenticated(addr), l.accept());
+    let _acc = acc.unwrap();
+    let mut pings = Vec::new();
+    for i in 0..1024 {
+        pings.extend(encode_to_vec(&Ping { time_ms: i }.into(), Flags::NONE, 0).unwrap());
+    }
+    // Pings, never a read: once the socket buffers are full, pongs queue in the server.
+    let mut sent = 0u64;
+    loop {
+        if sock.write_all(&pings).await.is_err() {
+            break; // the server hung up
+        }
+        sent += 1024;
+        if l.metrics().snapshot().control_queue_overflows > 0 {
+            break;
+        }
+        assert!(sent < 5_000_000, "not cut off after {sent} pings");
+    }
+    assert_eq!(l.metrics().snapshot().control_queue_overflows, 1);
+    assert_eq!(l.metrics().snapshot().peers_not_reading, 0);
+}
+
+#[tokio::test]
+async fn a_flood_from_one_address_is_rate_limited_and_workers_elsewhere_get_in() {
+    const FLOOD: u64 = 300;
+    let mut c = config();
+    c.max_handshaking = 32;
+    c.handshake_rate_per_min = 60;
+    c.handshake_burst = 50;
+    c.connection.handshake_timeout = Duration::from_secs(120);
+    let mut l = listener(c).await;
+    let addr = l.local_addr();
+    let started = Instant::now();
+    let run = async {
+        // The flood comes from 127.0.0.2 (all of 127/8 is loopback on Linux), the worker
+        // from 127.0.0.1.
+        let mut flood = Vec::new();
+        for _ in 0..FLOOD {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            flood.push(socket.connect(addr).await.unwrap());
+        }
+        let (good, acc) = tokio::join!(
+            connect(addr, config(), identity(SECRET), Default::default()),
+            l.accept()
+        );
+        let _rx = serve(acc.unwrap());
+        good.unwrap()
+            .handle
+            .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+            .await
+            .unwrap();
+        flood
+    };
+    let flood = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("a worker could not connect during the flood");
+    // The burst, plus one per second of the test, got through; the rest was closed on
+    // arrival.
+    let allowed = 50 + started.elapsed().as_secs() + 1;
+    let s = l.metrics().snapshot();
+    assert!(
+        s.handshakes_rate_limited >= FLOOD.saturating_sub(allowed),
+        "{} rate limited",
+        s.handshakes_rate_limited
+    );
+    assert!(
+        s.preauth_pool_full >= 50 - 32,
+        "{} pushed out",
+        s.preauth_pool_full
+    );
+    assert_eq!(s.connections_established, 1);
+    drop(flood);
 }

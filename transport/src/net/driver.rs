@@ -6,6 +6,11 @@
 //! first of: the socket accepted some of that buffer (`write`, cancel-safe), bytes to read,
 //! commands to encode (only while the core has room: that is the backpressure), or the core's
 //! next deadline.
+//!
+//! Buffers start small and grow with use: the read buffer starts at 4 KiB and doubles each
+//! time a read fills it, up to `NetConfig::read_buffer`, but only once the peer has
+//! authenticated (a handshake needs a few hundred bytes); the write buffer holds what the
+//! core queued and is released down to 64 KiB whenever the connection has nothing to send.
 
 use std::collections::HashMap;
 
@@ -16,11 +21,24 @@ use tokio::time::Instant as TokioInstant;
 
 use super::handle::{Command, Incoming};
 use super::NetConfig;
-use crate::connection::{Connection, Event, PeerInfo};
+use crate::connection::{Connection, Event, PeerInfo, RETAINED_SEND_CAPACITY};
 use crate::error::{ConnectionError, RequestError};
 use crate::message::{ErrorCode, Message};
 
 type Waiter = oneshot::Sender<Result<Message, RequestError>>;
+
+/// First size of a connection's read buffer, bytes.
+const INITIAL_READ_BUFFER: usize = 4 * 1024;
+
+/// The read buffer's next length after a read of `filled` bytes into `len` bytes: doubled
+/// when the read filled it and the peer is authenticated, up to `cap`.
+fn next_read_len(len: usize, filled: usize, cap: usize, established: bool) -> usize {
+    if established && filled >= len && len < cap {
+        len.saturating_mul(2).min(cap)
+    } else {
+        len
+    }
+}
 
 fn now() -> std::time::Instant {
     TokioInstant::now().into_std()
@@ -58,8 +76,9 @@ pub(crate) async fn drive(
         first,
     } = io;
     let (mut rd, mut wr) = stream.into_split();
-    let mut read_buf = vec![0u8; config.read_buffer.max(1024)];
-    let mut write_buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let read_cap = config.read_buffer.max(1024);
+    let mut read_buf = vec![0u8; INITIAL_READ_BUFFER.min(read_cap)];
+    let mut write_buf: Vec<u8> = Vec::new();
     let mut write_pos = 0usize;
     let mut waiters: HashMap<u64, Waiter> = HashMap::new();
     let mut shutdown_waiters: Vec<oneshot::Sender<()>> = Vec::new();
@@ -96,11 +115,14 @@ pub(crate) async fn drive(
                     };
                     if !delivered {
                         if let Some(c) = correlation {
-                            let refusal = crate::message::ErrorReply {
-                                code: ErrorCode::Internal,
-                                message: "nobody handles incoming messages here".into(),
-                            };
-                            let _ = conn.respond(now(), c, &refusal.into());
+                            // Counted as a reply the connection sends on its own, so a peer
+                            // that floods requests without reading is cut off.
+                            let _ = conn.refuse(
+                                now(),
+                                c,
+                                ErrorCode::Internal,
+                                "nobody handles incoming messages here",
+                            );
                         }
                     }
                 }
@@ -129,13 +151,22 @@ pub(crate) async fn drive(
         if write_pos >= write_buf.len() {
             write_buf.clear();
             write_pos = 0;
-            conn.poll_transmit(now(), &mut write_buf);
+            if conn.poll_transmit(now(), &mut write_buf) == 0
+                && write_buf.capacity() > RETAINED_SEND_CAPACITY
+            {
+                // Nothing to send: release what a burst grew (the core does the same).
+                write_buf = Vec::new();
+            }
         }
 
         if let Some(error) = closed.take() {
-            // Flush what is queued (the close frame last), bounded in time.
+            // Flush what is queued (the close frame last), bounded in time; not to a peer
+            // known not to read.
             let rest = write_buf.get(write_pos..).unwrap_or_default();
-            if !matches!(error, ConnectionError::PeerNotReading { .. }) {
+            if !matches!(
+                error,
+                ConnectionError::PeerNotReading { .. } | ConnectionError::ControlQueueFull { .. }
+            ) {
                 let flush = async {
                     wr.write_all(rest).await?;
                     conn.handle_transmitted(now());
@@ -183,7 +214,13 @@ pub(crate) async fn drive(
                         read_open = false;
                         conn.handle_eof(now());
                     }
-                    Ok(n) => conn.handle_input(now(), read_buf.get(..n).unwrap_or_default()),
+                    Ok(n) => {
+                        conn.handle_input(now(), read_buf.get(..n).unwrap_or_default());
+                        let len = next_read_len(read_buf.len(), n, read_cap, conn.is_established());
+                        if len != read_buf.len() {
+                            read_buf.resize(len, 0);
+                        }
+                    }
                     Err(e) => closed = Some(ConnectionError::Io(format!("read: {e}"))),
                 }
             }
@@ -260,5 +297,25 @@ fn apply(
             shutdown_waiters.push(done);
             conn.close(now, ErrorCode::ShuttingDown, "shutting down");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_read_len;
+
+    #[test]
+    fn the_read_buffer_grows_only_when_filled_and_only_after_authentication() {
+        let cap = 64 * 1024;
+        assert_eq!(next_read_len(4096, 4096, cap, false), 4096, "handshaking");
+        assert_eq!(next_read_len(4096, 4095, cap, true), 4096, "not filled");
+        assert_eq!(next_read_len(4096, 4096, cap, true), 8192);
+        assert_eq!(next_read_len(48 * 1024, 48 * 1024, cap, true), cap);
+        assert_eq!(next_read_len(cap, cap, cap, true), cap, "capped");
+        let mut len = 4096;
+        for _ in 0..10 {
+            len = next_read_len(len, len, cap, true);
+        }
+        assert_eq!(len, cap);
     }
 }

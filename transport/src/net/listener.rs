@@ -1,19 +1,24 @@
-//! The server side: accept, handshake in a task per connection, yield authenticated peers.
+//! The server side: accept (per-source rate limit), handshake in a task per connection (in
+//! the pre-authentication pool), admit (an established slot), yield authenticated peers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::admission::{Admission, PreAuthPool, FULL};
 use super::driver::{drive, DriverIo};
 use super::handle::{command_queue, ConnectionHandle, Incoming};
 use super::{epoch_ms, random_nonce, NetConfig};
 use crate::auth::AppSecrets;
 use crate::connection::{Connection, PeerInfo};
 use crate::error::TransportError;
+use crate::frame::{encode_to_vec, Flags};
+use crate::message::{Close, ErrorCode};
 use crate::metrics::TransportMetrics;
+use crate::rate_limit::HandshakeRateLimiter;
 
 /// An authenticated connection, ready for messages.
 #[derive(Debug)]
@@ -98,12 +103,20 @@ async fn accept_loop(
     metrics: Arc<TransportMetrics>,
     accepted: mpsc::Sender<Accepted>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let established = Arc::new(Semaphore::new(
+        config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let preauth = Arc::new(PreAuthPool::new(config.max_handshaking));
+    let mut rate = HandshakeRateLimiter::new(
+        config.handshake_rate_per_min,
+        config.handshake_burst,
+        config.handshake_rate_sources,
+    );
+    // Encoded once: every refusal on arrival writes the same bytes.
+    let rate_limited_close = close_frame("too many connections from this address: retry later");
+    let full_close = close_frame(FULL);
+    let mut next_id: u64 = 0;
     loop {
-        // Held by the connection's task until it ends: bounds tasks, buffers and sockets.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
         let (stream, addr) = match tcp.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -114,45 +127,101 @@ async fn accept_loop(
             }
         };
         TransportMetrics::inc(&metrics.connections_accepted);
+        let now = tokio::time::Instant::now().into_std();
+        if !rate.allow(addr.ip(), now) {
+            TransportMetrics::inc(&metrics.handshakes_rate_limited);
+            TransportMetrics::inc(&metrics.connections_closed);
+            tracing::debug!(%addr, "connection over the handshake rate of its source closed");
+            // A fresh socket's send buffer is empty: this never blocks, and a short write
+            // only shortens the courtesy.
+            let _ = stream.try_write(&rate_limited_close);
+            continue;
+        }
+        if established.available_permits() == 0 {
+            // Full: say so at once rather than run a handshake that cannot be admitted. A
+            // slot freed meanwhile serves the next peer; one taken meanwhile is caught by
+            // the admission check after the handshake.
+            TransportMetrics::inc(&metrics.connections_over_limit);
+            TransportMetrics::inc(&metrics.connections_closed);
+            let _ = stream.try_write(&full_close);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
-        let config = config.clone();
-        let secrets = Arc::clone(&secrets);
-        let metrics = Arc::clone(&metrics);
-        let accepted = accepted.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let conn = Connection::new_server(
-                config.connection.clone(),
-                secrets,
-                random_nonce(),
-                tokio::time::Instant::now().into_std(),
-                epoch_ms(),
-                Arc::clone(&metrics),
-            );
-            let (handle, mut commands) = command_queue(config.send_queue, addr);
-            let (incoming_tx, incoming) = mpsc::channel(config.incoming_queue.max(1));
-            let (est_tx, est_rx) = oneshot::channel();
-            let handshake = async {
-                if let Ok(Ok(peer)) = est_rx.await {
-                    let _ = accepted
-                        .send(Accepted {
-                            handle,
-                            incoming,
-                            peer,
-                            addr,
-                        })
-                        .await;
-                }
-            };
-            let mut first = None;
-            let io = DriverIo {
-                commands: &mut commands,
-                incoming: &incoming_tx,
-                established: Some(est_tx),
-                first: &mut first,
-            };
-            let (exit, ()) = tokio::join!(drive(stream, conn, io, &config), handshake);
-            tracing::debug!(%addr, error = %exit.error, "connection ended");
+        let id = next_id;
+        next_id = next_id.wrapping_add(1);
+        let admission = Admission::new(
+            Arc::clone(&preauth),
+            id,
+            Arc::clone(&established),
+            Arc::clone(&metrics),
+        );
+        let conn = Connection::new_server_with_admission(
+            config.connection.clone(),
+            Arc::clone(&secrets),
+            Box::new(admission),
+            random_nonce(),
+            now,
+            epoch_ms(),
+            Arc::clone(&metrics),
+        );
+        let serving = serve(stream, addr, conn, config.clone(), accepted.clone());
+        // The task starts once it is in the pool, so it cannot leave the pool before joining.
+        let (open, gate) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            if gate.await.is_ok() {
+                serving.await;
+            }
         });
+        if preauth.admit(id, task.abort_handle()) {
+            // The evicted core counts itself closed when its aborted task drops it.
+            TransportMetrics::inc(&metrics.preauth_pool_full);
+            tracing::debug!("pre-authentication pool full: oldest handshaking connection closed");
+        }
+        if open.send(()).is_err() {
+            // The task is gone already (the runtime is shutting down).
+            preauth.leave(id);
+        }
     }
+}
+
+/// One accepted connection: handshake, admission, then messages until it ends.
+async fn serve(
+    stream: TcpStream,
+    addr: SocketAddr,
+    conn: Connection,
+    config: NetConfig,
+    accepted: mpsc::Sender<Accepted>,
+) {
+    let (handle, mut commands) = command_queue(config.send_queue, addr);
+    let (incoming_tx, incoming) = mpsc::channel(config.incoming_queue.max(1));
+    let (est_tx, est_rx) = oneshot::channel();
+    let handshake = async {
+        if let Ok(Ok(peer)) = est_rx.await {
+            let _ = accepted
+                .send(Accepted {
+                    handle,
+                    incoming,
+                    peer,
+                    addr,
+                })
+                .await;
+        }
+    };
+    let mut first = None;
+    let io = DriverIo {
+        commands: &mut commands,
+        incoming: &incoming_tx,
+        established: Some(est_tx),
+        first: &mut first,
+    };
+    let (exit, ()) = tokio::join!(drive(stream, conn, io, &config), handshake);
+    tracing::debug!(%addr, error = %exit.error, "connection ended");
+}
+
+fn close_frame(message: &str) -> Vec<u8> {
+    let close = Close {
+        code: ErrorCode::Overloaded,
+        message: message.to_owned(),
+    };
+    encode_to_vec(&close.into(), Flags::NONE, 0).unwrap_or_default()
 }

@@ -12,6 +12,10 @@
 //!
 //! - [`Listener`]: accepts connections, runs each handshake in its own task, and yields only
 //!   authenticated connections from [`Listener::accept`]. A bad peer costs its own task only.
+//!   Connections still in their handshake live in a small pool of their own
+//!   ([`NetConfig::max_handshaking`]), apart from authenticated ones
+//!   ([`NetConfig::max_connections`]), and each source address may start only so many
+//!   handshakes per minute ([`NetConfig::handshake_rate_per_min`]); see `admission.rs`.
 //! - [`connect`]: one client connection; [`ReconnectingClient`]: a client that reconnects with
 //!   exponential backoff and jitter, keeping one handle and one incoming queue across
 //!   connections.
@@ -22,6 +26,7 @@
 //!
 //! [`Connection`]: crate::Connection
 
+mod admission;
 mod client;
 mod driver;
 mod handle;
@@ -49,7 +54,9 @@ pub struct NetConfig {
     /// pings, so a consumer stalled for longer than the peer's idle timeout loses the
     /// connection. Consume promptly (`recv_many` for throughput).
     pub incoming_queue: usize,
-    /// Bytes read per `read` call (default 64 KiB).
+    /// Largest read buffer per connection, bytes (default 64 KiB, at least 1 KiB). Each
+    /// connection starts with 4 KiB and doubles it, after authentication only, each time a
+    /// read fills it.
     pub read_buffer: usize,
     /// Commands drained into one write at most (default 1024).
     pub max_batch: usize,
@@ -61,9 +68,30 @@ pub struct NetConfig {
     pub backoff: BackoffConfig,
     /// Established connections waiting in [`Listener::accept`]'s queue (default 128).
     pub accept_queue: usize,
-    /// Connections a [`Listener`] serves at once, handshaking ones included (default 10 000).
-    /// At the limit it stops accepting; new peers wait in the kernel's backlog.
+    /// Authenticated connections a [`Listener`] serves at once (default 10 000, at least 1).
+    /// At the limit a new connection is closed on arrival with a close frame (`Overloaded`),
+    /// and a peer that completes its handshake while the last slot is taken is refused
+    /// instead of accepted; both count in `connections_over_limit`. Handshaking connections
+    /// never hold one of these slots.
     pub max_connections: usize,
+    /// Connections a [`Listener`] keeps in their handshake at once (default 256, at least 1).
+    /// When a new connection finds the pool full, the oldest handshaking connection is closed
+    /// to make room (`preauth_pool_full`): a real peer needs one round trip, a peer that
+    /// never authenticates only holds its place until pushed out or until
+    /// `connection.handshake_timeout`.
+    pub max_handshaking: usize,
+    /// Connections a [`Listener`] accepts per source address per minute after a burst of
+    /// `handshake_burst` (default 6000, i.e. 100 per second; 0 turns the limit off). An
+    /// IPv6 source is its /64. A connection over the rate is closed on arrival, with a close
+    /// frame (`Overloaded`) and before any handshake work (`handshakes_rate_limited`). Turn
+    /// it off or raise it when every peer comes through one proxy or NAT address.
+    pub handshake_rate_per_min: u32,
+    /// Connections a source may open at once before `handshake_rate_per_min` applies
+    /// (default 200, at least 1).
+    pub handshake_burst: u32,
+    /// Source addresses the rate limit tracks at once (default 4096, at least 1). When full,
+    /// sources whose allowance has refilled are forgotten first, then those closest to it.
+    pub handshake_rate_sources: usize,
 }
 
 impl Default for NetConfig {
@@ -79,6 +107,10 @@ impl Default for NetConfig {
             backoff: BackoffConfig::default(),
             accept_queue: 128,
             max_connections: 10_000,
+            max_handshaking: 256,
+            handshake_rate_per_min: 6000,
+            handshake_burst: 200,
+            handshake_rate_sources: 4096,
         }
     }
 }

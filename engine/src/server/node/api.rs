@@ -577,9 +577,10 @@ impl Api for NodeApi {
     }
 
     fn metrics_text(&self) -> String {
+        use std::fmt::Write as _;
         let sh = &self.0;
-        let protocol_errors = sh.transport_metrics.get().map_or(0, |m| {
-            let s = m.snapshot();
+        let snapshot = sh.transport_metrics.get().map(|m| m.snapshot());
+        let protocol_errors = snapshot.as_ref().map_or(0, |s| {
             s.handshake_failures
                 + s.bad_magic
                 + s.bad_version
@@ -589,6 +590,23 @@ impl Api for NodeApi {
                 + s.invalid_archives
                 + s.unexpected_messages
         });
-        sh.metrics.render(sh.conns.len(), protocol_errors)
+        let mut out = sh.metrics.render(sh.conns.len(), protocol_errors);
+        let Some(s) = snapshot else { return out };
+        // The worker port's limits, each counted when hit (see `NetConfig`).
+        let limits = [
+            ("handshake_timeouts", "Worker-port connections closed because the handshake did not complete in time.", s.handshake_timeouts),
+            ("preauth_pool_full", "Handshaking connections closed to make room in the full pre-authentication pool.", s.preauth_pool_full),
+            ("preauth_frames_too_large", "Connections closed for a frame over the pre-authentication size limit.", s.preauth_frames_too_large),
+            ("handshakes_rate_limited", "Connections closed on arrival because their source exceeded its handshake rate.", s.handshakes_rate_limited),
+            ("connections_over_limit", "Connections refused because max_connections authenticated connections were open.", s.connections_over_limit),
+            ("control_queue_overflows", "Connections closed because the peer asked for pongs or refusals without reading them.", s.control_queue_overflows),
+        ];
+        for (name, help, value) in limits {
+            let _ = writeln!(
+                out,
+                "# HELP ferrojob_transport_{name}_total {help}\n# TYPE ferrojob_transport_{name}_total counter\nferrojob_transport_{name}_total {value}"
+            );
+        }
+        out
     }
 }
