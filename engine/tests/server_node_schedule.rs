@@ -495,17 +495,18 @@ async fn lifecycle_bounds_the_fires_and_max_worker_count_caps_broadcast() {
         end: Some("2030-01-01T00:00:04.500Z".into()),
     };
     let j = api.create_job(app.clone(), body).await.unwrap().id;
+    // A FIXED_RATE grid starts at the window's start (`schedule::Schedule::first_trigger`).
     let first = api.get_job(app.clone(), j).await.unwrap().next_trigger_time;
-    assert_eq!(first, Some(T0 + 2000));
+    assert_eq!(first, Some(T0 + 2500));
     for k in 1..=10usize {
         clock.advance(1000);
-        if (2..=4).contains(&k) {
-            succeeded(&api, &app, j, k - 1).await;
+        if (3..=5).contains(&k) {
+            succeeded(&api, &app, j, k - 2).await;
         }
     }
     let runs = succeeded(&api, &app, j, 3).await;
     let times: Vec<i64> = runs.iter().map(|r| r.trigger_time).collect();
-    assert_eq!(times, vec![T0 + 2000, T0 + 3000, T0 + 4000]);
+    assert_eq!(times, vec![T0 + 2500, T0 + 3500, T0 + 4500]);
     assert_eq!(
         api.get_job(app.clone(), j).await.unwrap().next_trigger_time,
         None

@@ -19,7 +19,7 @@ use crate::server::{
     records::truncate_marked, Commit, InstanceRecord, JobRecord, LoadedState, RepoError,
     MAX_RESULT_LEN,
 };
-use crate::time_expression::{EpochMs, MisfirePolicy, TimeExpressionType};
+use crate::time_expression::{EpochMs, TimeExpressionType};
 
 use super::state::{is_running, InstState, JobDef, JobState, Shared, Slot, TimerEv};
 
@@ -33,8 +33,6 @@ pub(crate) const RETRY_BACKOFF_MS: i64 = 1000;
 pub(crate) const RETRY_BACKOFF_CAP_MS: i64 = 30_000;
 /// Grace beyond the job's timeout before the server fails a silent run itself, ms.
 pub(crate) const RUN_SAFETY_MARGIN_MS: i64 = 30_000;
-/// Most missed fires FIRE_ALL runs at once.
-pub(crate) const MAX_CATCH_UP: u32 = 100;
 /// How long a reconciliation query waits for the worker.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -470,50 +468,18 @@ impl Shared {
         if !def.record.enabled {
             return;
         }
-        let threshold = i64::try_from(self.config.misfire_threshold_ms).unwrap_or(i64::MAX);
-        let mut fires: Vec<EpochMs> = Vec::with_capacity(1);
-        let next;
-        if now.saturating_sub(due) <= threshold || def.is_fixed_delay() {
-            fires.push(due);
-            next = def.next_after_fire(due);
-        } else {
-            let cap = match def.record.misfire {
-                MisfirePolicy::FireAll => MAX_CATCH_UP,
-                MisfirePolicy::FireOnce => 1,
-                MisfirePolicy::Skip => 0,
-            };
-            let mut missed = 0u32;
-            let mut dropped = 0u64;
-            let mut t = Some(due);
-            let mut last = due;
-            let mut steps = 0u32;
-            while let Some(at) = t.filter(|at| *at <= now) {
-                steps += 1;
-                if steps > 100_000 {
-                    break;
-                }
-                last = at;
-                if now.saturating_sub(at) <= threshold {
-                    fires.push(at);
-                } else if missed < cap {
-                    fires.push(at);
-                    missed += 1;
-                } else {
-                    dropped += 1;
-                }
-                t = def.next_after_fire(at);
-            }
-            next = match t {
-                Some(at) if at > now => Some(at),
-                Some(_) => def.expr.next_within(&def.record.lifecycle, last, now),
-                None => None,
-            };
+        let plan = def
+            .schedule()
+            .plan(self.config.misfire_threshold_ms, due, now);
+        let (fires, next) = (plan.fires, plan.next);
+        if plan.dropped > 0 || plan.truncated {
             tracing::warn!(
                 job = job_id.0,
                 late_ms = now.saturating_sub(due),
                 policy = %def.record.misfire,
                 running = fires.len(),
-                dropped,
+                dropped = plan.dropped,
+                truncated = plan.truncated,
                 "misfire"
             );
         }
@@ -807,21 +773,13 @@ impl Shared {
         let max = def.record.max_instances;
         // Every dispatched instance holds a running slot (counted even without a limit, so
         // that the count is right when a limit is set later).
-        if job
-            .running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (max == 0 || n < max).then_some(n.saturating_add(1))
-            })
-            .is_err()
-        {
+        if !job.running.try_reserve(max) {
             return Err(Refusal::Fail(format!(
                 "too many instances: job {} allows {max} at once (max_instances)",
                 job.id.0
             )));
         }
-        let release = |job: &JobState| {
-            job.running.fetch_sub(1, Ordering::AcqRel);
-        };
+        let release = |job: &JobState| job.running.release();
         let (tracker, workers) = match self.select(&job, &def, avoid, now) {
             Ok(sel) => sel,
             Err(DispatchError::NoEligibleWorker { app, exclusions }) => {
@@ -1032,7 +990,7 @@ impl Shared {
     /// The write of a claimed instance failed: give its running slot back (nothing else was
     /// changed).
     pub(crate) fn abandon(&self, claim: Claim) {
-        claim.job.running.fetch_sub(1, Ordering::AcqRel);
+        claim.job.running.release();
     }
 
     /// Selects the TaskTracker and the workers; a retried instance prefers a worker other

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::dispatch::{DispatchSpec, RegistryConfig, RoundRobinCursor, WorkerRegistry};
 use crate::ids::{AppId, InstanceId, JobId, WorkflowId, WorkflowInstanceId};
 use crate::model::InstanceStatus;
+use crate::schedule::{RunningCount, Schedule};
 use crate::server::{AppRecord, InstanceRecord, JobRecord, Repo, RepoError};
 use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
 
@@ -44,26 +45,22 @@ impl JobDef {
         Ok(JobDef { record, expr, spec })
     }
 
+    /// The job's schedule: its expression, lifecycle window and misfire policy.
+    pub(crate) fn schedule(&self) -> Schedule<'_> {
+        Schedule {
+            expression: &self.expr,
+            lifecycle: &self.record.lifecycle,
+            misfire: self.record.misfire,
+        }
+    }
+
     /// The job's first trigger when (re)scheduled at `now` (created, enabled, updated,
     /// FIXED_DELAY re-armed): `None` when disabled or never firing on its own.
     pub(crate) fn initial_next(&self, now: EpochMs) -> Option<EpochMs> {
         if !self.record.enabled {
             return None;
         }
-        match self.expr {
-            TimeExpression::Api | TimeExpression::Workflow => None,
-            _ => self.expr.next_within(&self.record.lifecycle, now, now),
-        }
-    }
-
-    /// The trigger after a fire at `at` (`None` for FIXED_DELAY: it waits for a completion).
-    pub(crate) fn next_after_fire(&self, at: EpochMs) -> Option<EpochMs> {
-        match self.expr {
-            TimeExpression::FixedDelay { .. } | TimeExpression::Api | TimeExpression::Workflow => {
-                None
-            }
-            _ => self.expr.next_within(&self.record.lifecycle, at, at),
-        }
+        self.schedule().first_trigger(now, now)
     }
 
     pub(crate) fn is_fixed_delay(&self) -> bool {
@@ -81,7 +78,7 @@ pub(crate) struct JobState {
     /// ignored.
     pub(crate) gen: AtomicU64,
     /// Instances of the job in WAITING_WORKER_RECEIVE or RUNNING (max_instances).
-    pub(crate) running: AtomicU32,
+    pub(crate) running: RunningCount,
     pub(crate) cursor: RoundRobinCursor,
     /// Final transitions since the last prune.
     pub(crate) finished_since_prune: AtomicU32,
@@ -95,7 +92,7 @@ impl JobState {
             app,
             def: RwLock::new(Arc::new(def)),
             gen: AtomicU64::new(1),
-            running: AtomicU32::new(0),
+            running: RunningCount::new(),
             cursor: RoundRobinCursor::new(),
             finished_since_prune: AtomicU32::new(0),
             deleted: AtomicBool::new(false),
@@ -324,13 +321,10 @@ impl Shared {
         let is = is_running(new);
         if let Some(job) = job {
             if is && !was {
-                job.running.fetch_add(1, Ordering::AcqRel);
+                // Not through a claim (restart recovery): counted, whatever the limit.
+                let _ = job.running.try_reserve(0);
             } else if was && !is {
-                let _ = job
-                    .running
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        Some(n.saturating_sub(1))
-                    });
+                job.running.release();
             }
         }
     }

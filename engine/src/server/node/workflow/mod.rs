@@ -43,11 +43,12 @@ use crate::api::{
 };
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::model::InstanceStatus;
+use crate::schedule::Schedule;
 use crate::server::workflow_repo::{
     LoadedWorkflow, NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfParent, WfWrite, WorkflowRecord,
 };
 use crate::server::{Commit, InstanceRecord, RepoError, TriggerRecord};
-use crate::time_expression::{EpochMs, Lifecycle, TimeExpression};
+use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy};
 use crate::workflow::{
     Action, InstanceStatus as WfStatus, NodeKind, NodeStatus, ValidDag, WorkflowError,
     WorkflowInstance,
@@ -169,10 +170,12 @@ fn to_api(e: RepoError) -> ApiError {
 
 /// The first trigger of a workflow scheduled at `now` (None for API).
 fn initial_next(dag: &ValidDag, now: EpochMs) -> Option<EpochMs> {
-    match dag.time_expression() {
-        TimeExpression::Api | TimeExpression::Workflow => None,
-        e => e.next_within(&Lifecycle::default(), now, now),
+    Schedule {
+        expression: dag.time_expression(),
+        lifecycle: &Lifecycle::default(),
+        misfire: MisfirePolicy::FireOnce,
     }
+    .first_trigger(now, now)
 }
 
 mod api;
@@ -929,34 +932,54 @@ impl Shared {
             return;
         }
         let cur = wf.cur();
-        let threshold = i64::try_from(self.config.misfire_threshold_ms).unwrap_or(i64::MAX);
-        let expr = cur.dag.time_expression();
-        let lc = Lifecycle::default();
-        // FIRE_ONCE (the jobs' default): a late trigger fires once, the next is after now.
-        let next = if now.saturating_sub(due) <= threshold {
-            expr.next_within(&lc, due, due)
-        } else {
+        // Workflows follow FIRE_ONCE (the jobs' default): a late trigger fires once.
+        let lifecycle = Lifecycle::default();
+        let plan = Schedule {
+            expression: cur.dag.time_expression(),
+            lifecycle: &lifecycle,
+            misfire: MisfirePolicy::FireOnce,
+        }
+        .plan(self.config.misfire_threshold_ms, due, now);
+        if plan.dropped > 0 {
             tracing::warn!(
                 workflow = wf_id.0,
                 late_ms = now.saturating_sub(due),
+                dropped = plan.dropped,
                 "workflow misfire: fired once"
             );
-            expr.next_within(&lc, due, now)
-        };
+        }
+        let next = plan.next;
         let current = || wf.gen.load(Ordering::Acquire) == gen;
-        let full = wf.running.load(Ordering::Acquire) >= cur.dag.def().max_instances;
-        if full {
-            tracing::warn!(
-                workflow = wf_id.0,
-                "fire skipped: max_instances instances are running"
-            );
+        // Room under max_instances, taken once: the instances of this plan are counted only
+        // when they are created.
+        let mut room = cur
+            .dag
+            .def()
+            .max_instances
+            .saturating_sub(wf.running.load(Ordering::Acquire));
+        if plan.fires.is_empty() {
             match self.repo.wf_set_next_trigger_if(wf_id, next, current) {
                 Ok(Some(c)) => drop(c),
                 Ok(None) => return,
                 Err(e) => self.store_write_failed(&e),
             }
-        } else {
-            let Some(row) = self.repo.wf_fire_row(wf_id, next, current) else {
+        }
+        for (i, _) in plan.fires.iter().enumerate() {
+            let next_for = plan.fires.get(i + 1).copied().or(next);
+            if room == 0 {
+                tracing::warn!(
+                    workflow = wf_id.0,
+                    "fire skipped: max_instances instances are running"
+                );
+                match self.repo.wf_set_next_trigger_if(wf_id, next_for, current) {
+                    Ok(Some(c)) => drop(c),
+                    Ok(None) => return,
+                    Err(e) => self.store_write_failed(&e),
+                }
+                continue;
+            }
+            room -= 1;
+            let Some(row) = self.repo.wf_fire_row(wf_id, next_for, current) else {
                 return;
             };
             let sh = Arc::clone(self);
