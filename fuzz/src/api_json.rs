@@ -15,6 +15,7 @@ use ferrojob::api::{
     RunWorkflow, ValidateRequest, WorkflowDef, WorkflowInstanceQuery,
 };
 use ferrojob::ids::AppId;
+use ferrojob::server::api_convert::{job_body, job_record};
 
 /// A fixed "now" so runs are reproducible: 2026-03-28T23:00:00Z (before Berlin's DST change).
 const NOW: i64 = 1_774_738_800_000;
@@ -22,11 +23,9 @@ const NOW: i64 = 1_774_738_800_000;
 /// Feeds one fuzz input to the code under test; must never panic.
 pub fn run(data: &[u8]) {
     if let Ok(body) = serde_json::from_slice::<JobBody>(data) {
-        match body.to_record(AppId(1)) {
+        match job_record(&body, AppId(1)) {
             Ok(record) => {
-                let again = JobBody::from_record(&record)
-                    .to_record(AppId(1))
-                    .map_err(|e| e.to_string());
+                let again = job_record(&job_body(&record), AppId(1)).map_err(|e| e.to_string());
                 assert_eq!(again.as_ref().ok(), Some(&record), "{again:?}");
             }
             Err(e) => assert!(!e.message.is_empty()),

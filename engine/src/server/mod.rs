@@ -26,6 +26,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod api_convert;
 mod codec;
 mod error;
 pub mod instance;
@@ -40,8 +41,7 @@ pub use error::RepoError;
 pub use instance::{InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use node::{ServerConfig, ServerCore, ServerError, StoreChoice};
 pub use records::{
-    AppRecord, DelayedRun, JobRecord, LogLevel, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
-    MAX_PARAMS_LEN,
+    AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
 pub use repo::{
     Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo, ID_BLOCK,
