@@ -1,10 +1,10 @@
 //! Fuzz target `api_json`: any bytes as the JSON body of every OpenAPI request type; parsing
-//! either fails with an error or yields a body whose conversion (`JobBody::to_record`,
+//! either fails with an error or yields a body whose conversion (`api_convert::job_record`,
 //! `LifecycleJson::to_lifecycle`, `validate_expression`) fails with a typed error or succeeds;
-//! never a panic. A job body that converts must survive `from_record` unchanged in meaning
-//! (converting again gives the same record).
+//! never a panic. A job body that converts must survive `api_convert::job_body` unchanged in
+//! meaning (converting again gives the same record).
 //!
-//! Workflow bodies (issue 6): a [`WorkflowDef`] that parses must serialize and parse back to
+//! Workflow bodies: a [`WorkflowDef`] that parses must serialize and parse back to
 //! itself, and validate (against a fixed set of existing jobs and workflows) to a DAG or a
 //! typed error with a message; a [`RunWorkflow`] must round-trip too (its `init_params`
 //! exactly when they hold no floating-point number, which serde_json need not read back

@@ -1,4 +1,4 @@
-//! The server's worker registry and dispatch decision (issue 5 groundwork): which workers each
+//! The server's worker registry and dispatch decision: which workers each
 //! app has, whether they are alive and healthy, and which of them runs an instance.
 //!
 //! This module does no I/O and reads no clock: the server feeds it heartbeats (`heartbeat(app,

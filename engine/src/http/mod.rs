@@ -20,7 +20,7 @@
 //!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
 //!   take an empty body as `{}`; every other body route requires a JSON body.
 //! - `handlers` holds one function per job, instance and app route, `workflow` one per
-//!   workflow and workflow instance route (issue 6); `guard` the outer middleware.
+//!   workflow and workflow instance route; `guard` the outer middleware.
 //!
 //! # Auth
 //!

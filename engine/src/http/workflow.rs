@@ -1,4 +1,4 @@
-//! The workflow routes (issue 6), one function per route, exactly like the job routes in
+//! The workflow routes, one function per route, exactly like the job routes in
 //! `handlers`: authorize first, then parse ids, query and body, then call the
 //! [`Api`](crate::api::Api); any failure is a `Failure`.
 //!

@@ -6,10 +6,10 @@
 //!
 //! ```text
 //!   ScheduleJob (MAP/MAP_REDUCE) ─▶ TaskTrackerCore::new ─▶ root task 0 in the TaskStore
-//!   MapSubtasks from a task ──────▶ TaskTrackerCore::map ─▶ TaskStore::map (pending, in order)
-//!   ProcessorTrackerStatus ───────▶ on_worker_status     ─▶ back-pressure, liveness
-//!   every tick (now) ─────────────▶ poll_dispatch(now)   ─▶ [(worker, [TaskRecord])] → StartTask
-//!   ReportTaskStatus ─────────────▶ on_task_report       ─▶ Succeeded | Retry | Failed | Stale
+//!   MapTasks from a task ─────────▶ TaskTrackerCore::map ─▶ TaskStore::map (pending, in order)
+//!   ReportTaskStatuses.remaining ─▶ on_worker_status     ─▶ back-pressure, liveness
+//!   every tick (now) ─────────────▶ poll_dispatch(now)   ─▶ [(worker, [TaskRecord])] → StartTasks
+//!   ReportTaskStatuses.reports ───▶ on_task_reports      ─▶ Succeeded | Retry | Failed | Stale
 //!   worker gone ──────────────────▶ on_worker_dead       ─▶ its tasks back to pending
 //!   all tasks final ──────────────▶ poll_action()        ─▶ Action::Reduce / Action::Complete
 //! ```

@@ -1,5 +1,5 @@
-//! The server's persistent records and repository (issue 5 groundwork): the durable state of
-//! a ferrojob server, as a library with no network and no clock.
+//! The server: its persistent records and repository, the conversions to the API's types, and
+//! the runtime that serves workers and the API (`node`).
 //!
 //! ```text
 //!   server core ──(records, now)──► Repo ──(Batch of rkyv values)──► Arc<dyn Store>
@@ -11,13 +11,17 @@
 //! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
 //! - [`keys`]: tables and key layout (the table is in its module docs).
 //! - [`repo`]: [`Repo`], atomic writes, listings with cursors, restart [`Repo::load`].
-//! - [`workflow_repo`]: workflows, workflow instances and node links (issue 6).
+//! - [`workflow_repo`]: workflows, workflow instances and node links.
+//! - [`api_convert`]: records into API views, job bodies into records, repository errors
+//!   into API errors.
+//! - `node`: the running server (connections, timers, dispatch, the [`Api`](crate::api::Api)
+//!   implementation).
 //! - `codec`: the versioned, validated value encoding.
 //!
-//! Invariants: no read trusts stored bytes (every value is validated, a bad one is
-//! [`RepoError::Corrupt`]); no write is split across batches (a record, its index rows and the
-//! id counter it used commit together); no id is handed out twice, across restarts too; the
-//! repo reads no clock (every time is an argument).
+//! Invariants of the repository (it has no network): no read trusts stored bytes (every value
+//! is validated, a bad one is [`RepoError::Corrupt`]); no write is split across batches (a
+//! record, its index rows and the id counter it used commit together); no id is handed out
+//! twice, across restarts too; the repo reads no clock (every time is an argument).
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

@@ -1,4 +1,4 @@
-//! Workflow storage (issue 6): workflow definitions, their triggers, workflow instances, and
+//! Workflow storage: workflow definitions, their triggers, workflow instances, and
 //! the link from a node's job instance back to its workflow instance.
 //!
 //! | table          | key                                  | value                   | purpose |
