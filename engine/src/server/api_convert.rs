@@ -9,20 +9,21 @@
 //! | [`JobRecord`] | [`JobBody`] | [`job_body`] |
 //! | [`JobRecord`] + [`TriggerRecord`] | [`JobView`] | [`job_view`] |
 //! | [`InstanceRecord`] | [`InstanceView`] | [`instance_view`] |
+//! | [`WorkflowRecord`] + its [`WorkflowDef`] + [`TriggerRecord`] | [`WorkflowView`] | [`workflow_view`] |
 //! | [`WfInstanceRecord`] + [`InstanceSnapshot`] | [`WorkflowInstanceView`] | [`workflow_instance_view`] |
 //! | [`RepoError`] | [`ApiError`] | `From` |
 
 use crate::api::{
     ApiError, ErrorCode, InstanceView, JobBody, JobView, LifecycleJson, WorkflowInstanceView,
-    WorkflowNodeView,
+    WorkflowNodeView, WorkflowView,
 };
 use crate::ids::AppId;
-use crate::workflow::InstanceSnapshot;
+use crate::workflow::{InstanceSnapshot, WorkflowDef};
 
 use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::records::{JobRecord, TriggerRecord};
-use super::workflow_repo::WfInstanceRecord;
+use super::workflow_repo::{WfInstanceRecord, WorkflowRecord};
 
 /// The record `body` describes for app `app_id` (id 0: the repo assigns it), checked: the
 /// time expression parses in its zone, the lifecycle is ordered, and every field is in range
@@ -120,6 +121,23 @@ pub fn instance_view(r: &InstanceRecord) -> InstanceView {
     }
 }
 
+/// The view of a workflow from its record, its current definition (the record holds only its
+/// version) and its trigger row (none: not scheduled).
+pub fn workflow_view(
+    rec: &WorkflowRecord,
+    def: WorkflowDef,
+    trigger: Option<TriggerRecord>,
+) -> WorkflowView {
+    WorkflowView {
+        id: rec.id,
+        app_id: rec.app_id,
+        body: def,
+        next_trigger_time: trigger.and_then(|t| t.next_trigger),
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+    }
+}
+
 /// The view of a workflow instance from its record and a snapshot of its state machine (the
 /// stored one, or `WorkflowInstance::snapshot` of a live one). A node's `instance_id` is what
 /// runs its latest attempt, when it has been dispatched.
@@ -192,6 +210,61 @@ mod tests {
         body.concurrency = 0;
         let e = job_record(&body, AppId(1)).unwrap_err();
         assert!(e.message.contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn a_workflow_instance_view_names_what_runs_each_node() {
+        use crate::ids::{NodeId, WorkflowId, WorkflowInstanceId};
+        use crate::server::workflow_repo::{WfNodeRun, WfParent};
+        use crate::workflow::{InstanceStatus, NodeState, NodeStatus};
+
+        let node = |id, status| NodeState {
+            id: NodeId(id),
+            status,
+            result: None,
+            attempt: 0,
+            started_at: None,
+            finished_at: None,
+        };
+        let snap = InstanceSnapshot {
+            status: InstanceStatus::Running,
+            nodes: vec![node(1, NodeStatus::Succeed), node(2, NodeStatus::Waiting)],
+            decisions: Vec::new(),
+            context: serde_json::Map::new(),
+            failed: false,
+            created_at: 5,
+            started_at: Some(6),
+            finished_at: None,
+        };
+        let rec = WfInstanceRecord {
+            id: WorkflowInstanceId(9),
+            workflow_id: WorkflowId(3),
+            version: 1,
+            app_id: AppId(1),
+            parent: Some(WfParent {
+                instance: WorkflowInstanceId(8),
+                node: NodeId(4),
+                attempt: 0,
+            }),
+            ancestors: vec![WorkflowId(2)],
+            snapshot_json: String::new(),
+            nodes: vec![WfNodeRun {
+                node: NodeId(1),
+                instance: 77,
+                nested: false,
+            }],
+            delayed_until: None,
+            run: 0,
+        };
+        let v = workflow_instance_view(&rec, snap);
+        assert_eq!(
+            (v.id, v.workflow_id),
+            (WorkflowInstanceId(9), WorkflowId(3))
+        );
+        assert_eq!(v.parent_instance_id, Some(WorkflowInstanceId(8)));
+        let runs: Vec<_> = v.nodes.iter().map(|n| (n.id, n.instance_id)).collect();
+        assert_eq!(runs, [(NodeId(1), Some(77)), (NodeId(2), None)]);
+        assert_eq!((v.created_at, v.started_at), (5, Some(6)));
     }
 
     #[test]
