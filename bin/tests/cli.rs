@@ -31,7 +31,7 @@ fn check(args: &[&str], expected: &[&str]) {
 
 #[test]
 fn validate_prints_quartz_trigger_times_in_the_jobs_zone() {
-    // The issue's example: third Friday of every month, 10:15 in Shanghai.
+    // The README's example: third Friday of every month, 10:15 in Shanghai.
     check(
         &[
             "--type",
@@ -444,9 +444,7 @@ fn workflow_commands_refuse_bad_local_input_before_any_request() {
     }
 }
 
-/// Every `ferrojob workflow` command against a real server and worker. Needs the server's
-/// workflow engine (the issue 6 server branch); on a server without it every workflow route
-/// answers 503.
+/// Every `ferrojob workflow` command against a real server and worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_workflows_end_to_end() {
     use common::{body, wait_for, Cluster, APP};

@@ -1,19 +1,42 @@
-//! ferrojob's engine: the model, the timing wheel, time expressions and the embedded scheduler.
+//! ferrojob's engine: the model, the timing wheel, time expressions, the embedded scheduler,
+//! the server and worker cores, the HTTP API and its Rust client.
+//!
+//! Cargo features (all on by default) pick the parts that are compiled:
+//!
+//! | feature | modules | pulls in |
+//! |---|---|---|
+//! | `embedded` | `embedded` | nothing beyond the core |
+//! | `server` | `server`, `dispatch` (`launch` with `http`) | `ferrojob-store`, `ferrojob-transport` |
+//! | `worker` | `worker`, `mapreduce`, `dispatch` | `ferrojob-store`, `ferrojob-transport`, `reqwest`, `sysinfo` |
+//! | `client` | `client` | `reqwest` |
+//! | `http` | `http` | `axum`, `hyper`, `hyper-util` |
+//!
+//! Always compiled: `ids`, `model`, `clock`, `wheel`, `time_expression`, `workflow` and the
+//! `api` contract types. Embedding only the scheduler takes
+//! `ferrojob = { default-features = false, features = ["embedded"] }`.
 
 pub mod api;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
+#[cfg(any(feature = "server", feature = "worker"))]
 pub mod dispatch;
+#[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod ids;
+#[cfg(all(feature = "server", feature = "http"))]
 pub mod launch;
+#[cfg(feature = "worker")]
 pub mod mapreduce;
 pub mod model;
 pub mod schedule;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod time_expression;
 pub mod wheel;
+#[cfg(feature = "worker")]
 pub mod worker;
 pub mod workflow;
 

@@ -145,6 +145,35 @@ pub enum DispatchStrategy {
     Specify,
 }
 
+/// Severity of a line of an instance's log (stored by the server, listed by the API).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub enum LogLevel {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warning.
+    Warn,
+    /// Error.
+    Error,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,8 @@ use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
 use ferrojob::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use ferrojob::model::InstanceStatus;
-use ferrojob::server::LogLevel;
+use ferrojob::model::LogLevel;
+use ferrojob::server::api_convert::job_record;
 use ferrojob::time_expression::TimeExpressionType;
 use ferrojob::workflow::{
     Action, EdgeDef, FailurePolicy, InstanceError, NodeDef, NodeStatus, WorkflowInstance,
@@ -334,7 +335,7 @@ impl Api for MockApi {
         if body.name == "panic" {
             panic!("the mock panics on a job named `panic`");
         }
-        if let Err(e) = body.to_record(app.id) {
+        if let Err(e) = job_record(&body, app.id) {
             return ready(Err(e));
         }
         let mut st = self.lock();
@@ -383,7 +384,7 @@ impl Api for MockApi {
 
     fn update_job(&self, app: AppRef, id: JobId, body: JobBody) -> ApiFuture<'_, JobView> {
         let id = id.0;
-        if let Err(e) = body.to_record(app.id) {
+        if let Err(e) = job_record(&body, app.id) {
             return ready(Err(e));
         }
         ready(self.lock().job(&app, id).map(|j| {

@@ -127,7 +127,7 @@ async fn unknown_ids_and_conflicts_are_refused_and_map_jobs_accepted() {
     ] {
         assert_eq!(code, ErrorCode::NotFound);
     }
-    // Since issue 6 the server accepts MAP and MAP_REDUCE jobs.
+    // The server accepts MAP and MAP_REDUCE jobs.
     for et in [ExecuteType::Map, ExecuteType::MapReduce] {
         let mut body = job(T::Api, "");
         body.execute_type = et;

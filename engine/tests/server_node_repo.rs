@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ferrojob::ids::InstanceId;
+use ferrojob::model::LogLevel;
 use ferrojob::server::*;
 use ferrojob::time_expression::TimeExpressionType;
 use ferrojob_store::backend::SimBackend;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferrojob::ids::{AppId, InstanceId, JobId};
-use ferrojob::model::{DispatchStrategy, InstanceStatus};
+use ferrojob::model::{DispatchStrategy, InstanceStatus, LogLevel};
 use ferrojob::server::*;
 use ferrojob::time_expression::{Lifecycle, TimeExpressionType};
 use ferrojob_store::backend::{Fault, SimBackend};

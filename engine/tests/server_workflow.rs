@@ -1,4 +1,4 @@
-//! Workflows in the server core (issue 6): a fake worker over the real transport holds every
+//! Workflows in the server core: a fake worker over the real transport holds every
 //! node's job instance and the test reports its end, so each step is explicit. Time is a
 //! `VirtualClock`: nothing fires unless a test advances it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

@@ -1,4 +1,4 @@
-//! The workflow instance state machine: the scenarios, failure policies, retry,
+//! The workflow instance state machine: decisions and branches, failure policies, retry,
 //! mark-success, stop, and the context.
 
 use std::sync::Arc;

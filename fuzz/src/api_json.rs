@@ -1,10 +1,10 @@
 //! Fuzz target `api_json`: any bytes as the JSON body of every OpenAPI request type; parsing
-//! either fails with an error or yields a body whose conversion (`JobBody::to_record`,
+//! either fails with an error or yields a body whose conversion (`api_convert::job_record`,
 //! `LifecycleJson::to_lifecycle`, `validate_expression`) fails with a typed error or succeeds;
-//! never a panic. A job body that converts must survive `from_record` unchanged in meaning
-//! (converting again gives the same record).
+//! never a panic. A job body that converts must survive `api_convert::job_body` unchanged in
+//! meaning (converting again gives the same record).
 //!
-//! Workflow bodies (issue 6): a [`WorkflowDef`] that parses must serialize and parse back to
+//! Workflow bodies: a [`WorkflowDef`] that parses must serialize and parse back to
 //! itself, and validate (against a fixed set of existing jobs and workflows) to a DAG or a
 //! typed error with a message; a [`RunWorkflow`] must round-trip too (its `init_params`
 //! exactly when they hold no floating-point number, which serde_json need not read back
@@ -15,6 +15,7 @@ use ferrojob::api::{
     RunWorkflow, ValidateRequest, WorkflowDef, WorkflowInstanceQuery,
 };
 use ferrojob::ids::AppId;
+use ferrojob::server::api_convert::{job_body, job_record};
 
 /// A fixed "now" so runs are reproducible: 2026-03-28T23:00:00Z (before Berlin's DST change).
 const NOW: i64 = 1_774_738_800_000;
@@ -22,11 +23,9 @@ const NOW: i64 = 1_774_738_800_000;
 /// Feeds one fuzz input to the code under test; must never panic.
 pub fn run(data: &[u8]) {
     if let Ok(body) = serde_json::from_slice::<JobBody>(data) {
-        match body.to_record(AppId(1)) {
+        match job_record(&body, AppId(1)) {
             Ok(record) => {
-                let again = JobBody::from_record(&record)
-                    .to_record(AppId(1))
-                    .map_err(|e| e.to_string());
+                let again = job_record(&job_body(&record), AppId(1)).map_err(|e| e.to_string());
                 assert_eq!(again.as_ref().ok(), Some(&record), "{again:?}");
             }
             Err(e) => assert!(!e.message.is_empty()),

@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::RepoError;
-
 /// The machine-readable kind of an [`ApiError`]; its `snake_case` name is the JSON `code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,19 +111,6 @@ impl ApiError {
     /// 500.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::Internal, message)
-    }
-}
-
-impl From<RepoError> for ApiError {
-    fn from(e: RepoError) -> ApiError {
-        let code = match &e {
-            RepoError::NotFound { .. } => ErrorCode::NotFound,
-            RepoError::Conflict { .. } | RepoError::IllegalTransition { .. } => ErrorCode::Conflict,
-            RepoError::Invalid { .. } => ErrorCode::InvalidArgument,
-            RepoError::Store(_) => ErrorCode::Unavailable,
-            _ => ErrorCode::Internal,
-        };
-        ApiError::new(code, e.to_string())
     }
 }
 

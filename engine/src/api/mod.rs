@@ -2,7 +2,7 @@
 //! ([`types`]) and its error ([`ApiError`]).
 //!
 //! ```text
-//!   HTTP (crate::http, axum) ──▶ Arc<dyn Api> ◀── crate::server::node (the real server)
+//!   HTTP (crate::http, axum) ──▶ Arc<dyn Api> ◀── crate::server (the real server)
 //!   Rust client (crate::client) ──HTTP/JSON──▶ same routes, same types
 //! ```
 //!

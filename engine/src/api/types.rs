@@ -1,5 +1,6 @@
 //! The OpenAPI's JSON bodies, shared by the HTTP server (`crate::http`), the Rust client
-//! (`crate::client`) and the server core that implements [`Api`](super::Api).
+//! (`crate::client`) and the server core that implements [`Api`](super::Api). They depend on
+//! no server record: the server converts at its boundary (`crate::server::api_convert`).
 //!
 //! Request bodies reject unknown fields (`deny_unknown_fields`): a misspelt optional field is a
 //! 400 naming it, not a silently applied default. Times in responses are epoch milliseconds
@@ -9,8 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AppId, InstanceId, JobId, WorkflowInstanceId};
-use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus};
-use crate::server::{InstanceRecord, JobRecord, LogLevel, TriggerRecord};
+use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -191,81 +191,36 @@ pub struct JobBody {
 }
 
 impl JobBody {
-    /// A body with every default: the minimal job.
+    /// A body with every default: the minimal job (the defaults are those documented on each
+    /// field, the same as the server record's).
     pub fn new(
         name: impl Into<String>,
         time_expression_type: TimeExpressionType,
         time_expression: impl Into<String>,
         processor: impl Into<String>,
     ) -> JobBody {
-        JobBody::from_record(&JobRecord::new(
-            AppId(0),
-            name,
-            time_expression_type,
-            time_expression,
-            processor,
-        ))
-    }
-
-    /// The record for app `app_id` (id 0; the repo assigns it), checked: the time expression
-    /// parses in its zone, and every field is in range.
-    pub fn to_record(&self, app_id: AppId) -> Result<JobRecord, ApiError> {
-        let mut job = JobRecord::new(
-            app_id,
-            self.name.clone(),
-            self.time_expression_type,
-            self.time_expression.clone(),
-            self.processor.clone(),
-        );
-        job.time_zone = self
-            .time_zone
-            .as_ref()
-            .filter(|z| !z.trim().is_empty())
-            .cloned();
-        job.execute_type = self.execute_type;
-        job.params = self.params.clone();
-        job.max_instances = self.max_instances;
-        job.concurrency = self.concurrency;
-        job.timeout_ms = self.timeout_ms;
-        job.instance_retries = self.instance_retries;
-        job.task_retries = self.task_retries;
-        job.dispatch_strategy = self.dispatch_strategy;
-        job.designated_workers = self.designated_workers.clone();
-        job.min_cpu_cores = self.min_cpu_cores;
-        job.min_memory_gb = self.min_memory_gb;
-        job.min_disk_gb = self.min_disk_gb;
-        job.max_worker_count = self.max_worker_count;
-        job.misfire = self.misfire;
-        job.lifecycle = self.lifecycle.to_lifecycle()?;
-        job.enabled = self.enabled;
-        job.validate()?;
-        Ok(job)
-    }
-
-    /// The body that describes `job`.
-    pub fn from_record(job: &JobRecord) -> JobBody {
         JobBody {
-            name: job.name.clone(),
-            time_expression_type: job.time_expression_type,
-            time_expression: job.time_expression.clone(),
-            time_zone: job.time_zone.clone(),
-            execute_type: job.execute_type,
-            processor: job.processor.clone(),
-            params: job.params.clone(),
-            max_instances: job.max_instances,
-            concurrency: job.concurrency,
-            timeout_ms: job.timeout_ms,
-            instance_retries: job.instance_retries,
-            task_retries: job.task_retries,
-            dispatch_strategy: job.dispatch_strategy,
-            designated_workers: job.designated_workers.clone(),
-            min_cpu_cores: job.min_cpu_cores,
-            min_memory_gb: job.min_memory_gb,
-            min_disk_gb: job.min_disk_gb,
-            max_worker_count: job.max_worker_count,
-            misfire: job.misfire,
-            lifecycle: LifecycleJson::from_lifecycle(&job.lifecycle),
-            enabled: job.enabled,
+            name: name.into(),
+            time_expression_type,
+            time_expression: time_expression.into(),
+            time_zone: None,
+            execute_type: ExecuteType::default(),
+            processor: processor.into(),
+            params: String::new(),
+            max_instances: 0,
+            concurrency: default_concurrency(),
+            timeout_ms: 0,
+            instance_retries: 0,
+            task_retries: 0,
+            dispatch_strategy: DispatchStrategy::default(),
+            designated_workers: Vec::new(),
+            min_cpu_cores: 0.0,
+            min_memory_gb: 0.0,
+            min_disk_gb: 0.0,
+            max_worker_count: 0,
+            misfire: MisfirePolicy::default(),
+            lifecycle: LifecycleJson::default(),
+            enabled: default_true(),
         }
     }
 }
@@ -296,21 +251,6 @@ pub struct JobView {
     pub created_at: EpochMs,
     /// Last update (epoch ms).
     pub updated_at: EpochMs,
-}
-
-impl JobView {
-    /// The view of `job` with its trigger state.
-    pub fn new(job: &JobRecord, trigger: Option<TriggerRecord>) -> JobView {
-        JobView {
-            id: job.id,
-            app_id: job.app_id,
-            body: JobBody::from_record(job),
-            next_trigger_time: trigger.and_then(|t| t.next_trigger),
-            runs: trigger.map_or(0, |t| t.runs),
-            created_at: job.created_at,
-            updated_at: job.updated_at,
-        }
-    }
 }
 
 /// `GET /v1/apps/{app}/jobs` answer.
@@ -387,26 +327,6 @@ pub struct InstanceView {
     /// server's memory only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<super::workflow::TaskProgress>,
-}
-
-impl From<&InstanceRecord> for InstanceView {
-    fn from(r: &InstanceRecord) -> InstanceView {
-        InstanceView {
-            id: r.id,
-            job_id: r.job_id,
-            status: r.status,
-            result: r.result.clone(),
-            params: r.params.clone(),
-            trigger_time: r.trigger_time,
-            actual_trigger_time: r.actual_trigger_time,
-            finished_time: r.finished_time,
-            worker: r.worker.clone(),
-            running_times: r.running_times,
-            run: r.run,
-            workflow_instance_id: None,
-            tasks: None,
-        }
-    }
 }
 
 /// `GET /v1/apps/{app}/instances` query.

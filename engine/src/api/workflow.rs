@@ -1,4 +1,4 @@
-//! The OpenAPI's workflow bodies (issue 6): definitions, runs and workflow instances.
+//! The OpenAPI's workflow bodies: definitions, runs and workflow instances.
 //!
 //! | route | method | body → answer |
 //! |---|---|---|
@@ -13,10 +13,9 @@
 //! | `POST /v1/apps/{app}/workflow-instances/{id}/stop`, `/retry` | [`Api::workflow_instance_action`] | → [`WorkflowInstanceView`] |
 //! | `POST /v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success` | [`Api::mark_workflow_node_success`] | → [`WorkflowInstanceView`] |
 //!
-//! The definition body is [`crate::workflow::WorkflowDef`] itself (field names as in the
-//! issue: `name`, `time_expression_type`, `time_expression`, `time_zone`, `max_instances`,
-//! `failure_policy`, `nodes`, `edges`); `WorkflowDef::validate` is the one place it is
-//! checked.
+//! The definition body is [`crate::workflow::WorkflowDef`] itself (fields `name`,
+//! `time_expression_type`, `time_expression`, `time_zone`, `max_instances`, `failure_policy`,
+//! `nodes`, `edges`); `WorkflowDef::validate` is the one place it is checked.
 //!
 //! [`Api::create_workflow`]: super::Api::create_workflow
 //! [`Api::list_workflows`]: super::Api::list_workflows

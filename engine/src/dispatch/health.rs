@@ -56,6 +56,23 @@ pub struct WorkerMetrics {
     pub reported_score: i32,
 }
 
+/// The registry's view of a heartbeat's measurements (`reported_score` = the worker's own
+/// score; the server recomputes the score it uses). Used by both sides: the worker for its
+/// informational score, the server for every heartbeat.
+impl From<&ferrojob_transport::message::SystemMetrics> for WorkerMetrics {
+    fn from(m: &ferrojob_transport::message::SystemMetrics) -> WorkerMetrics {
+        WorkerMetrics {
+            cpu_cores: m.cpu_cores,
+            cpu_load: m.cpu_load,
+            memory_used_bytes: m.memory_used_bytes,
+            memory_max_bytes: m.memory_max_bytes,
+            disk_used_bytes: m.disk_used_bytes,
+            disk_total_bytes: m.disk_total_bytes,
+            reported_score: m.score,
+        }
+    }
+}
+
 impl WorkerMetrics {
     /// The load if it is a real measurement (finite and ≥ 0), else `None`.
     pub fn known_load(&self) -> Option<f64> {

@@ -7,9 +7,9 @@
 //! ```text
 //!   ScheduleJob (MAP/MAP_REDUCE) ─▶ TaskTrackerCore::new ─▶ root task 0 in the TaskStore
 //!   MapTasks from a task ─────────▶ TaskTrackerCore::map ─▶ TaskStore::map (pending, in order)
-//!   ReportTaskStatuses ───────────▶ on_worker_status     ─▶ back-pressure, liveness
-//!                     └───────────▶ on_task_reports      ─▶ Succeeded | Retry | Failed | Stale
-//!   every tick (now) ─────────────▶ poll_dispatch(now)   ─▶ [Dispatch] → StartTasks
+//!   ReportTaskStatuses.remaining ─▶ on_worker_status     ─▶ back-pressure, liveness
+//!   every tick (now) ─────────────▶ poll_dispatch(now)   ─▶ [(worker, [TaskRecord])] → StartTasks
+//!   ReportTaskStatuses.reports ───▶ on_task_reports      ─▶ Succeeded | Retry | Failed | Stale
 //!   worker gone ──────────────────▶ on_worker_dead       ─▶ its tasks back to pending
 //!   all tasks final ──────────────▶ poll_action()        ─▶ Action::Reduce / Action::Complete
 //! ```

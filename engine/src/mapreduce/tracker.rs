@@ -13,11 +13,10 @@
 //!   set_worker(addr, capacity, now)*                 candidate workers from the ScheduleJob
 //!   loop {
 //!     map(parent, name, contents)                    a running task's MapTasks (ack after)
-//!     on_worker_status(addr, remaining, now)         a ReportTaskStatuses' remaining_tasks
-//!     on_task_report(task, addr, success, result)    one task outcome
-//!     on_task_reports([TaskReport])                  the outcomes of many, one store batch
+//!     on_worker_status(addr, remaining, now)         a ReportTaskStatuses' remaining count
+//!     on_task_reports([TaskReport])                  its final outcomes, in one store batch
 //!     on_worker_dead(addr)                           the transport lost the worker
-//!     poll_dispatch(now) -> [Dispatch]               send the records as StartTasks batches
+//!     poll_dispatch(now) -> [Dispatch]               send each worker its records (StartTasks)
 //!     poll_action() -> Action                        Reduce (run it, then on_reduce_finished)
 //!   }                                                or Complete: report the instance
 //! ```
@@ -206,7 +205,8 @@ impl TaskTrackerCore {
         self.workers.keys().map(String::as_str)
     }
 
-    /// A `ReportTaskStatuses` from the worker: it is alive and holds `remaining` tasks.
+    /// A `ReportTaskStatuses` (with or without outcomes): the worker is alive and holds
+    /// `remaining` tasks.
     /// Ignored for a worker that is not a candidate.
     pub fn on_worker_status(&mut self, address: &str, remaining: u32, now_ms: u64) {
         if let Some(slot) = self.workers.get_mut(address) {
@@ -302,44 +302,11 @@ impl TaskTrackerCore {
         Ok(out)
     }
 
-    /// A task's final report from `worker`. A failure is retried while the task has retries
-    /// left; a report that does not match the task's current dispatch is
-    /// [`Finish::Stale`] and ignored. A task id the instance never had is
-    /// [`TaskStoreError::NoSuchTask`]: a bogus report, to log and drop (the core is unchanged).
-    pub fn on_task_report(
-        &mut self,
-        task_id: u64,
-        worker: &str,
-        success: bool,
-        result: String,
-    ) -> Result<Finish, TaskStoreError> {
-        let finish = self.store.mark_finished(
-            self.instance,
-            task_id,
-            worker,
-            success,
-            result,
-            self.config.task_retries,
-        )?;
-        if finish != Finish::Stale {
-            if let Some(slot) = self.workers.get_mut(worker) {
-                slot.in_flight = slot.in_flight.saturating_sub(1);
-            }
-        } else {
-            tracing::debug!(
-                instance = self.instance,
-                task_id,
-                worker,
-                "mapreduce: stale task report ignored"
-            );
-        }
-        self.check_done()?;
-        Ok(finish)
-    }
-
-    /// Many final reports at once, in one store batch (see [`TaskStore::mark_finished_many`]):
-    /// the way to keep up with a fast ProcessorTracker when the store fsyncs every commit.
-    /// Reports on unknown tasks are [`Finish::Stale`].
+    /// Final reports from workers, in one store batch (see [`TaskStore::mark_finished_many`]):
+    /// one commit for a whole `ReportTaskStatuses`, which keeps up with a fast ProcessorTracker
+    /// when the store fsyncs every commit. A failure is retried while the task has retries
+    /// left; a report that does not match the task's current dispatch, or on a task the
+    /// instance never had, is [`Finish::Stale`] and changes nothing.
     pub fn on_task_reports(
         &mut self,
         reports: Vec<TaskReport>,

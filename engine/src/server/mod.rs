@@ -1,8 +1,9 @@
 //! The ferrojob server: its durable state (the records and the repository in this module's
-//! files) and its runtime ([`node`], [`ServerCore`]).
+//! files), the conversions between records and the API's types ([`api_convert`]), and its
+//! runtime (`node`, [`ServerCore`]).
 //!
 //! The repository files are a library with no network, no clock and no tasks of their own:
-//! the runtime passes `now` in and awaits the returned [`Commit`]. [`node`] is the part with
+//! the runtime passes `now` in and awaits the returned [`Commit`]. `node` is the part with
 //! sockets, tokio tasks and a [`Clock`](crate::clock::Clock).
 //!
 //! ```text
@@ -16,6 +17,8 @@
 //! - [`keys`]: tables and key layout (the table is in its module docs).
 //! - [`repo`]: [`Repo`], atomic writes, listings with cursors, restart [`Repo::load`].
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
+//! - [`api_convert`]: records into API views, job bodies into records, repository errors
+//!   into API errors.
 //! - `codec`: the versioned, validated value encoding.
 //! - [`node`]: the server runtime.
 //!
@@ -41,6 +44,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod api_convert;
 mod codec;
 mod error;
 pub mod instance;
@@ -55,8 +59,7 @@ pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use node::{ServerConfig, ServerCore, ServerError, StoreChoice};
 pub use records::{
-    AppRecord, DelayedRun, JobRecord, LogLevel, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
-    MAX_PARAMS_LEN,
+    AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
 pub use repo::{
     Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo, ID_BLOCK,

@@ -8,7 +8,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::ids::{AppId, JobId};
-use crate::model::{DispatchStrategy, ExecuteType};
+use crate::model::{DispatchStrategy, ExecuteType, LogLevel};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -278,35 +278,6 @@ pub struct DelayedRun {
     pub job_id: JobId,
     /// When it is due, ms since the epoch.
     pub due: EpochMs,
-}
-
-/// Severity of a log line.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    Archive,
-    Serialize,
-    Deserialize,
-)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[rkyv(derive(Debug, PartialEq, Eq))]
-pub enum LogLevel {
-    /// Debug.
-    Debug,
-    /// Info.
-    Info,
-    /// Warning.
-    Warn,
-    /// Error.
-    Error,
 }
 
 /// Longest stored log line, in bytes; longer content is cut at a char boundary and marked.

@@ -10,7 +10,7 @@ use super::codec::{decode, encode};
 use super::keys;
 use super::*;
 use crate::ids::{AppId, InstanceId, JobId};
-use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus};
+use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel};
 use crate::time_expression::{Lifecycle, MisfirePolicy, TimeExpressionType};
 
 fn status() -> impl Strategy<Value = InstanceStatus> {

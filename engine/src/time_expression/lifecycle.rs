@@ -68,11 +68,6 @@ impl Lifecycle {
             None => after,
         }
     }
-
-    /// Whether every instant after `t` lies past the end of the window.
-    pub fn ended_by(&self, t: EpochMs) -> bool {
-        self.end.is_some_and(|e| t >= e)
-    }
 }
 
 /// What the scheduler does with fires it missed (it was down or overloaded) once it notices.
@@ -150,8 +145,6 @@ mod tests {
         assert!(!w.contains(201));
         assert_eq!(w.clamp(0), 99);
         assert_eq!(w.clamp(150), 150);
-        assert!(w.ended_by(200));
-        assert!(!w.ended_by(199));
         assert!(Lifecycle::default().contains(i64::MIN));
         let err = Lifecycle::new(Some(2), Some(1)).unwrap_err();
         assert!(err.to_string().contains("start"), "{err}");

@@ -1,6 +1,6 @@
 //! BROADCAST: the TaskTracker (the worker that received the `ScheduleJob`) and the
 //! ProcessorTracker (every worker of the instance, the TaskTracker included), worker to worker
-//! over transport connections (PROTOCOL.md item 8).
+//! over transport connections (`ferrojob_transport::message`, kinds 32–34).
 //!
 //! ```text
 //!  TaskTracker                                   ProcessorTracker (peer's Listener)

@@ -54,23 +54,6 @@ impl Sampler {
     }
 }
 
-/// The registry's view of a heartbeat's measurements (`reported_score` = the worker's own
-/// score; the server recomputes the score it uses). Used by both sides: the worker for its
-/// informational score, the server for every heartbeat.
-impl From<&SystemMetrics> for WorkerMetrics {
-    fn from(m: &SystemMetrics) -> WorkerMetrics {
-        WorkerMetrics {
-            cpu_cores: m.cpu_cores,
-            cpu_load: m.cpu_load,
-            memory_used_bytes: m.memory_used_bytes,
-            memory_max_bytes: m.memory_max_bytes,
-            disk_used_bytes: m.disk_used_bytes,
-            disk_total_bytes: m.disk_total_bytes,
-            reported_score: m.score,
-        }
-    }
-}
-
 /// PowerJob's health score in whole points (the registry's thousandths divided by 1000,
 /// saturated to `i32`). The server recomputes it from the measurements; this is informational.
 pub(crate) fn score(m: &SystemMetrics) -> i32 {

@@ -1,6 +1,7 @@
 //! The worker library: connect to a ferrojob server, run the instances it dispatches with
 //! registered processors, report their status, ship their logs, and take part in BROADCAST
-//! instances with other workers of the same app (PROTOCOL.md, worker side).
+//! instances with other workers of the same app (the worker side of
+//! `ferrojob_transport::message`).
 //!
 //! ```text
 //!  Worker::builder(config).basic("name", p).broadcast(..).map_reduce(..).builtins().start()

@@ -1,5 +1,6 @@
 //! Shared helpers of the server_node* tests: a server on 127.0.0.1:0 and in-process fake
-//! workers that follow PROTOCOL.md over the real transport.
+//! workers that speak the transport protocol (`ferrojob_transport::message`) over the real
+//! transport.
 #![allow(
     dead_code,
     clippy::unwrap_used,

@@ -26,11 +26,13 @@
 //! | 32 | [`StartTask`] | TaskTracker → ProcessorTracker |
 //! | 33 | [`TrackerStopInstance`] | TaskTracker → ProcessorTracker |
 //! | 34 | [`ReportTaskStatus`] | ProcessorTracker → TaskTracker |
-//! | 35 | [`ProcessorTrackerStatus`] | ProcessorTracker → TaskTracker |
-//! | 36 | [`MapSubtasks`] | ProcessorTracker → TaskTracker (request; unused, see [`MapTasks`]) |
 //! | 37 | [`StartTasks`] | TaskTracker → ProcessorTracker (MAP/MAP_REDUCE, a batch) |
 //! | 38 | [`ReportTaskStatuses`] | ProcessorTracker → TaskTracker (outcomes + load) |
 //! | 39 | [`MapTasks`] | ProcessorTracker → TaskTracker (request, answered by `Ack`) |
+//!
+//! Codes 35 and 36 are retired (a periodic tracker status and a per-task map request, both
+//! replaced by kinds 38 and 39) and never reused: a peer that sends them gets an unknown-kind
+//! error.
 //!
 //! MAP/MAP_REDUCE tasks travel in batches (kinds 37–39): a million tasks cannot each carry
 //! a whole `ScheduleJob` as `StartTask` does. Every task outcome carries the dispatch number
@@ -62,8 +64,8 @@ pub use server::{
     QueryInstanceStatus, ReportInstanceStatus, ScheduleJob, StopInstance, WorkerHeartbeat,
 };
 pub use tracker::{
-    MapSubtasks, MapTasks, ProcessorTrackerLoad, ProcessorTrackerStatus, ReportTaskStatus,
-    ReportTaskStatuses, StartTask, StartTasks, SubTask, TaskOutcome, TaskSpec, TrackerStopInstance,
+    MapTasks, ReportTaskStatus, ReportTaskStatuses, StartTask, StartTasks, TaskOutcome, TaskSpec,
+    TrackerStopInstance,
 };
 
 macro_rules! messages {
@@ -195,8 +197,6 @@ messages! {
     32 => StartTask,
     33 => TrackerStopInstance,
     34 => ReportTaskStatus,
-    35 => ProcessorTrackerStatus,
-    36 => MapSubtasks,
     37 => StartTasks,
     38 => ReportTaskStatuses,
     39 => MapTasks,

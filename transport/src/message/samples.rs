@@ -201,26 +201,6 @@ pub fn all() -> Vec<Message> {
             appended_workflow_context: Vec::new(),
         }
         .into(),
-        ProcessorTrackerStatus {
-            instance_id: 981_234_567_890,
-            load: ProcessorTrackerLoad::Load,
-            remaining_tasks: 120,
-            address: "10.0.3.12:27777".into(),
-            time_ms: 1_795_000_001_500,
-        }
-        .into(),
-        MapSubtasks {
-            instance_id: 981_234_567_890,
-            sub_instance_id: 0,
-            task_name: "SETTLE".into(),
-            sub_tasks: (0..3)
-                .map(|i| SubTask {
-                    task_id: format!("0.1.{i}"),
-                    content: vec![i; 4],
-                })
-                .collect(),
-        }
-        .into(),
         StartTasks {
             instance: job,
             task_tracker_address: "10.0.3.11:27777".into(),

@@ -55,58 +55,6 @@ pub struct ReportTaskStatus {
 }
 
 wire_type! {
-/// How busy a ProcessorTracker is.
-pub enum ProcessorTrackerLoad {
-    /// No task queued or running.
-    Idle,
-    /// Tasks queued or running.
-    Load,
-}
-}
-
-wire_type! {
-/// ProcessorTracker → TaskTracker, periodically: its load, so the TaskTracker dispatches
-/// to idle trackers and notices dead ones.
-pub struct ProcessorTrackerStatus {
-    /// The instance.
-    pub instance_id: u64,
-    /// Idle or loaded.
-    pub load: ProcessorTrackerLoad,
-    /// Tasks queued or running on this tracker.
-    pub remaining_tasks: u32,
-    /// The tracker's worker address (`host:port`).
-    pub address: String,
-    /// When this was built, epoch milliseconds.
-    pub time_ms: i64,
-}
-}
-
-wire_type! {
-/// One task created by `map`.
-pub struct SubTask {
-    /// Task id, unique within the instance.
-    pub task_id: String,
-    /// Opaque payload handed to the processor.
-    pub content: Vec<u8>,
-}
-}
-
-wire_type! {
-/// ProcessorTracker → TaskTracker (request): persist and dispatch these new tasks.
-/// Answered by `Ack`, or an error reply.
-pub struct MapSubtasks {
-    /// The instance.
-    pub instance_id: u64,
-    /// The sub-instance, or 0.
-    pub sub_instance_id: u64,
-    /// Name of the map stage the tasks belong to.
-    pub task_name: String,
-    /// The new tasks.
-    pub sub_tasks: Vec<SubTask>,
-}
-}
-
-wire_type! {
 /// One task of a [`StartTasks`] batch.
 pub struct TaskSpec {
     /// Task id, unique within the instance (0 is the root task).

@@ -281,32 +281,6 @@ pub fn message() -> impl Strategy<Value = Message> {
                 }
                 .into()
             }),
-        (any::<u64>(), any::<bool>(), any::<u32>(), s(), any::<i64>()).prop_map(
-            |(id, idle, rem, addr, t)| ProcessorTrackerStatus {
-                instance_id: id,
-                load: if idle {
-                    ProcessorTrackerLoad::Idle
-                } else {
-                    ProcessorTrackerLoad::Load
-                },
-                remaining_tasks: rem,
-                address: addr,
-                time_ms: t
-            }
-            .into()
-        ),
-        (any::<(u64, u64)>(), s(), vec((s(), bytes()), 0..5)).prop_map(|(ids, name, subs)| {
-            MapSubtasks {
-                instance_id: ids.0,
-                sub_instance_id: ids.1,
-                task_name: name,
-                sub_tasks: subs
-                    .into_iter()
-                    .map(|(task_id, content)| SubTask { task_id, content })
-                    .collect(),
-            }
-            .into()
-        }),
         (
             schedule_job(),
             s(),

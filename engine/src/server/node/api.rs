@@ -13,6 +13,7 @@ use crate::api::{
 use crate::dispatch::GIB;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::model::InstanceStatus;
+use crate::server::api_convert::{instance_view, job_record, job_view};
 use crate::server::{InstanceFilter, InstanceRecord, JobRecord};
 
 use super::engine::{AfterCreate, Follow, PendingRun};
@@ -42,14 +43,14 @@ impl NodeApi {
     /// The API view of an instance: the record plus the workflow link and, while it is in
     /// memory, its task progress.
     fn iview(&self, rec: &InstanceRecord, tasks: Option<crate::api::TaskProgress>) -> InstanceView {
-        let mut v = InstanceView::from(rec);
+        let mut v = instance_view(rec);
         v.workflow_instance_id = self.0.wf_instance_of(rec.id);
         v.tasks = tasks;
         v
     }
 
     fn view(&self, job: &JobState) -> JobView {
-        JobView::new(&job.def().record, self.0.repo.trigger(job.id))
+        job_view(&job.def().record, self.0.repo.trigger(job.id))
     }
 
     /// The instance as the core knows it now (memory for non-final ones, else the store),
@@ -145,7 +146,7 @@ impl Api for NodeApi {
     fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created<JobId>> {
         Box::pin(async move {
             let sh = &self.0;
-            let record = body.to_record(app.id)?;
+            let record = job_record(&body, app.id)?;
             let def = JobDef::new(record.clone())?;
             let now = sh.now();
             let next = def.initial_next(now);
@@ -182,7 +183,7 @@ impl Api for NodeApi {
             let items = page
                 .items
                 .iter()
-                .map(|j| JobView::new(j, sh.repo.trigger(j.id)))
+                .map(|j| job_view(j, sh.repo.trigger(j.id)))
                 .collect();
             Ok(JobList {
                 items,
@@ -201,7 +202,7 @@ impl Api for NodeApi {
     fn update_job(&self, app: AppRef, id: JobId, body: JobBody) -> ApiFuture<'_, JobView> {
         Box::pin(async move {
             let job = self.job_of(&app, id)?;
-            let record = body.to_record(app.id)?;
+            let record = job_record(&body, app.id)?;
             self.replace(job, record).await
         })
     }

@@ -10,7 +10,8 @@ use ferrojob_transport::PeerInfo;
 
 use crate::dispatch::{TrackerCounts, WorkerMetrics, WorkerStatus};
 use crate::ids::InstanceId;
-use crate::server::{LogLevel, LogLine};
+use crate::model::LogLevel;
+use crate::server::LogLine;
 
 use super::state::{ConnEntry, Shared};
 
