@@ -95,12 +95,7 @@ fn runs(function: &str, workload: Workload) -> bool {
 }
 
 /// One iteration of `function` on `plan`; returns how many timers fired.
-fn run_one(
-    function: &str,
-    rt: &tokio::runtime::Runtime,
-    deadlines: &[u64],
-    plan: &Plan,
-) -> usize {
+fn run_one(function: &str, rt: &tokio::runtime::Runtime, deadlines: &[u64], plan: &Plan) -> usize {
     let n = deadlines.len();
     match function {
         "ferrojob" => timers::run(Ferrojob::with_capacity(n), deadlines, plan),
@@ -283,7 +278,9 @@ fn report(samples: &mut Samples) {
             for peer in &peers {
                 row = row.with(&format!("speedup_vs_{peer}"), ours / per_s[peer]);
             }
-            for (peer, med, min) in interleaved_speedups(&rt, &deadlines, &Plan::new(workload, n), &peers) {
+            for (peer, med, min) in
+                interleaved_speedups(&rt, &deadlines, &Plan::new(workload, n), &peers)
+            {
                 row = row
                     .with(&format!("speedup_vs_{peer}_interleaved"), med)
                     .with(&format!("speedup_vs_{peer}_interleaved_min"), min);

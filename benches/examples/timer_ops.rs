@@ -126,11 +126,17 @@ fn callgrind(function: &str, workload: Workload, n: usize, dir: &Path) -> Counts
     // previous dump and naming the call that triggered it. A part triggered by `phase_end`
     // holds the phase whose call triggered the part before it.
     let mut parts = Vec::new();
-    let prefix = format!("{}.", out.file_name().and_then(|n| n.to_str()).unwrap_or(""));
+    let prefix = format!(
+        "{}.",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("")
+    );
     for entry in std::fs::read_dir(dir).expect("callgrind output directory") {
         let path = entry.expect("directory entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let Some(k) = name.strip_prefix(&prefix).and_then(|k| k.parse::<u32>().ok()) else {
+        let Some(k) = name
+            .strip_prefix(&prefix)
+            .and_then(|k| k.parse::<u32>().ok())
+        else {
             continue;
         };
         let text = std::fs::read_to_string(&path).expect("callgrind part file");
@@ -156,7 +162,10 @@ fn callgrind(function: &str, workload: Workload, n: usize, dir: &Path) -> Counts
         if !ended.ends_with("phase_end") {
             continue;
         }
-        if let Some(i) = PHASES.iter().position(|p| started.contains(&format!("phase_{p}"))) {
+        if let Some(i) = PHASES
+            .iter()
+            .position(|p| started.contains(&format!("phase_{p}")))
+        {
             ir[i] = *total;
         }
     }
@@ -223,11 +232,20 @@ fn callgrind_all() {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["callgrind"] => callgrind_all(),
         ["run", function, workload, n] => {
             let workload = Workload::from_name(workload).expect("workload: cancel10 or cancel99");
-            run(function, workload, n.parse().expect("n: a number of timers"));
+            run(
+                function,
+                workload,
+                n.parse().expect("n: a number of timers"),
+            );
         }
         _ => eprintln!(
             "usage: timer_ops callgrind | timer_ops run <ferrojob|nexus_timer|binary_heap> \

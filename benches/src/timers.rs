@@ -53,8 +53,8 @@ impl Workload {
     /// Whether timer `id` (its insertion index) is cancelled.
     pub fn is_cancelled(self, id: usize) -> bool {
         match self {
-            Workload::Cancel10 => id % 10 == 0,
-            Workload::Cancel99 => id % 100 != 0,
+            Workload::Cancel10 => id.is_multiple_of(10),
+            Workload::Cancel99 => !id.is_multiple_of(100),
         }
     }
 
