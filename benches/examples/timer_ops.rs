@@ -228,6 +228,11 @@ fn callgrind_all() {
         Ok(path) => println!("timer_ops: wrote {}", path.display()),
         Err(err) => eprintln!("timer_ops: could not write the report: {err}"),
     }
+    // The profiles carry per-line data for the whole binary; they are large and the figures
+    // are in the report now.
+    if let Err(err) = std::fs::remove_dir_all(&dir) {
+        eprintln!("timer_ops: could not remove {}: {err}", dir.display());
+    }
 }
 
 fn main() {
