@@ -1,44 +1,35 @@
-//! Bench group `timer_wheel`: ferrojob's hierarchical timing wheel against the two structures
-//! a Rust scheduler would otherwise use, doing exactly the same work:
+//! Bench group `timer_wheel`: ferrojob's hierarchical timing wheel against the structures a
+//! Rust scheduler would otherwise use, doing exactly the same work (`ferrojob_benches::timers`
+//! describes the four and the work): `ferrojob`, `nexus_timer`, `delay_queue`, `binary_heap`.
 //!
-//! - `ferrojob`: [`ferrojob::wheel::TimerWheel`], polled once per tick;
-//! - `delay_queue`: `tokio_util::time::DelayQueue` (a slab plus tokio's own 6-level wheel) on a
-//!   current-thread runtime with paused time, the clock advanced 1 ms per tick with
-//!   `tokio::time::advance` and drained with `poll_expired` until `Pending`;
-//! - `binary_heap`: `std::collections::BinaryHeap<Reverse<(deadline, seq, id)>>` with lazy
-//!   cancel (a tombstone bit per id, skipped when popped).
-//!
-//! Work per iteration, parameter `n` = number of timers (100 000 and 1 000 000): insert `n`
-//! timers with pseudo-random deadlines spread over 60 s of 1 ms ticks (the same deadlines for
-//! all three), cancel every tenth (10 %), then advance tick by tick to 60 000 and drain
-//! everything due at each tick. Every run checks it fired exactly the `0.9 n` live timers.
+//! Two workloads, each at `n` = 100 000 and 1 000 000 timers: insert `n`, cancel every tenth
+//! (param `n`) or all but every hundredth (param `cancel_99pct/n`; DelayQueue sits this one
+//! out), then advance tick by tick to 60 000 and drain. Every run checks it fired exactly the
+//! timers it did not cancel.
 //!
 //! Besides criterion's times, `target/bench-reports/timer_wheel.json` gets, per function and
-//! `n`: `timers_per_s` (n / median iteration time), `heap_bytes_per_timer` (bytes the
-//! structure holds after all inserts, counted by a global allocator wrapper), and for
-//! `ferrojob` the ratios `speedup_vs_delay_queue` and `speedup_vs_binary_heap` (from criterion's
-//! medians) and `speedup_vs_*_interleaved` (median, and `_min`, over 5 rounds that run the three
-//! one after another, so load drift on a shared machine hits all three alike). The `delay_queue`
-//! row also carries `clock_only_s`: the time the same 60 000 `advance` calls take with an empty
-//! queue, i.e. the share of its figure that is tokio's paused clock rather than the queue.
+//! param: `timers_per_s` (n / median iteration time), `heap_bytes_per_timer` (bytes the
+//! structure holds after all inserts, counted by a global allocator wrapper, without the
+//! caller's vector of keys or handles), and for `ferrojob` the ratios `speedup_vs_<peer>`
+//! (from criterion's medians) and `speedup_vs_<peer>_interleaved` (median, and `_min`, over 5
+//! rounds that run all of them one after another, so load drift on a shared machine hits all
+//! alike). The `delay_queue` row also carries `clock_only_s`: the time the same 60 000
+//! `advance` calls take with an empty queue, i.e. the share of its figure that is tokio's
+//! paused clock rather than the queue.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use ferrojob::wheel::TimerWheel;
+use ferrojob_benches::timers::{
+    self, paused_runtime, run_clock_only, run_delay_queue, DelayQueueOps, Ferrojob, Heap,
+    NexusTimer, Plan, TimerOps, Workload,
+};
 use ferrojob_benches::{Report, Row};
-use tokio_util::time::DelayQueue;
 
-/// 60 s of 1 ms ticks.
-const SPAN_TICKS: u64 = 60_000;
-/// Every `CANCEL_EVERY`-th timer is cancelled (10 %).
-const CANCEL_EVERY: usize = 10;
 const SIZES: [usize; 2] = [100_000, 1_000_000];
 
 // ---------------------------------------------------------------------------------------------
@@ -93,165 +84,46 @@ fn heap_bytes_of<R>(build: impl FnOnce() -> R) -> (usize, R) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The workload.
 
-/// `n` deadlines in `1..=SPAN_TICKS`, deterministic (splitmix64), in insertion order.
-fn deadlines(n: usize) -> Vec<u64> {
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            1 + z % SPAN_TICKS
-        })
-        .collect()
+/// The implementations, in the order they run.
+const FUNCTIONS: [&str; 4] = ["ferrojob", "nexus_timer", "delay_queue", "binary_heap"];
+
+/// Whether `function` runs `workload` (DelayQueue only the historical 10 % one, to keep the
+/// bench's running time in check).
+fn runs(function: &str, workload: Workload) -> bool {
+    function != "delay_queue" || workload == Workload::Cancel10
 }
 
-fn expected_fired(n: usize) -> usize {
-    n - n.div_ceil(CANCEL_EVERY)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The three implementations, each doing insert all / cancel 10 % / tick-by-tick drain.
-
-fn build_wheel(deadlines: &[u64]) -> (TimerWheel<u32>, Vec<ferrojob::wheel::TimerKey>) {
-    let mut wheel = TimerWheel::with_capacity(0, deadlines.len());
-    let mut keys = Vec::with_capacity(deadlines.len());
-    for (id, &deadline) in deadlines.iter().enumerate() {
-        keys.push(wheel.insert(deadline, id as u32));
+/// One iteration of `function` on `plan`; returns how many timers fired.
+fn run_one(function: &str, rt: &tokio::runtime::Runtime, deadlines: &[u64], plan: &Plan) -> usize {
+    let n = deadlines.len();
+    match function {
+        "ferrojob" => timers::run(Ferrojob::with_capacity(n), deadlines, plan),
+        "nexus_timer" => timers::run(NexusTimer::with_capacity(n), deadlines, plan),
+        "binary_heap" => timers::run(Heap::with_capacity(n), deadlines, plan),
+        "delay_queue" => run_delay_queue(rt, deadlines, plan),
+        _ => unreachable!("unknown function {function}"),
     }
-    (wheel, keys)
 }
 
-fn run_wheel(deadlines: &[u64]) -> usize {
-    let (mut wheel, keys) = build_wheel(deadlines);
-    for key in keys.iter().step_by(CANCEL_EVERY) {
-        black_box(wheel.cancel(*key));
-    }
-    let mut fired = 0;
-    for tick in 1..=SPAN_TICKS {
-        while let Some(expired) = wheel.poll(tick) {
-            black_box(expired);
-            fired += 1;
-        }
-    }
-    fired
-}
-
-type Heap = BinaryHeap<Reverse<(u64, u64, u32)>>;
-
-fn build_heap(deadlines: &[u64]) -> (Heap, Vec<u64>) {
-    let mut heap = BinaryHeap::with_capacity(deadlines.len());
-    let tombstones = vec![0u64; deadlines.len().div_ceil(64)];
-    for (id, &deadline) in deadlines.iter().enumerate() {
-        // The sequence number keeps same-deadline timers in insertion order, as the wheel does.
-        heap.push(Reverse((deadline, id as u64, id as u32)));
-    }
-    (heap, tombstones)
-}
-
-fn run_heap(deadlines: &[u64]) -> usize {
-    let (mut heap, mut tombstones) = build_heap(deadlines);
-    for id in (0..deadlines.len()).step_by(CANCEL_EVERY) {
-        tombstones[id / 64] |= 1 << (id % 64);
-    }
-    let mut fired = 0;
-    for tick in 1..=SPAN_TICKS {
-        while let Some(&Reverse((deadline, _, id))) = heap.peek() {
-            if deadline > tick {
-                break;
-            }
-            heap.pop();
-            if tombstones[id as usize / 64] & (1 << (id % 64)) != 0 {
-                continue;
-            }
-            black_box(id);
-            fired += 1;
-        }
-    }
-    fired
-}
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("tokio runtime")
-}
-
-fn build_delay_queue(
-    deadlines: &[u64],
-) -> (DelayQueue<u32>, Vec<tokio_util::time::delay_queue::Key>) {
-    let start = tokio::time::Instant::now();
-    let mut queue = DelayQueue::with_capacity(deadlines.len());
-    let mut keys = Vec::with_capacity(deadlines.len());
-    for (id, &deadline) in deadlines.iter().enumerate() {
-        keys.push(queue.insert_at(id as u32, start + Duration::from_millis(deadline)));
-    }
-    (queue, keys)
-}
-
-/// Runs on `rt` (paused clock). The queue's clock origin is the runtime's current instant, so
-/// deadline `d` is exactly `d` ms after it, as for the other two.
-fn run_delay_queue(rt: &tokio::runtime::Runtime, deadlines: &[u64]) -> usize {
-    rt.block_on(async {
-        let (mut queue, keys) = build_delay_queue(deadlines);
-        for key in keys.iter().step_by(CANCEL_EVERY) {
-            black_box(queue.remove(key));
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut fired = 0;
-        for _ in 1..=SPAN_TICKS {
-            tokio::time::advance(Duration::from_millis(1)).await;
-            while let Poll::Ready(Some(expired)) = queue.poll_expired(&mut cx) {
-                black_box(expired);
-                fired += 1;
-            }
-        }
-        fired
-    })
-}
-
-/// The paused clock alone: 60 000 one-millisecond `advance` calls with an empty queue.
-fn run_clock_only(rt: &tokio::runtime::Runtime) -> Duration {
-    rt.block_on(async {
-        let mut queue: DelayQueue<u32> = DelayQueue::new();
-        let mut cx = Context::from_waker(Waker::noop());
-        let started = Instant::now();
-        for _ in 1..=SPAN_TICKS {
-            tokio::time::advance(Duration::from_millis(1)).await;
-            while let Poll::Ready(Some(expired)) = queue.poll_expired(&mut cx) {
-                black_box(expired);
-            }
-        }
-        started.elapsed()
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-
-/// Per-iteration times (seconds) by (function, n), collected from criterion's runs.
-type Samples = BTreeMap<(&'static str, usize), Vec<f64>>;
+/// Per-iteration times (seconds) by (function, param), collected from criterion's runs.
+type Samples = BTreeMap<(&'static str, String), Vec<f64>>;
 
 fn median(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// A criterion `iter_custom` routine that runs `run` (checking it fired the `0.9 n` live
-/// timers) and records each iteration's time in `samples`.
+/// A criterion `iter_custom` routine that runs `run` (checking it fired `expected` timers)
+/// and records each iteration's time in `samples`.
 fn timed<'a>(
     samples: &'a mut Samples,
     name: &'static str,
-    n: usize,
+    param: String,
+    expected: usize,
     mut run: impl FnMut() -> usize + 'a,
 ) -> impl FnMut(u64) -> Duration + 'a {
-    let expected = expected_fired(n);
-    let times = samples.entry((name, n)).or_default();
+    let times = samples.entry((name, param)).or_default();
     move |iters| {
         let started = Instant::now();
         for _ in 0..iters {
@@ -271,36 +143,27 @@ fn bench(c: &mut Criterion, samples: &mut Samples) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     let rt = paused_runtime();
-    for n in SIZES {
-        let deadlines = deadlines(n);
-        group.throughput(Throughput::Elements(n as u64));
-
-        let run = || run_wheel(&deadlines);
-        let mut routine = timed(samples, "ferrojob", n, run);
-        group.bench_function(BenchmarkId::new("ferrojob", n), |b| {
-            b.iter_custom(&mut routine)
-        });
-        drop(routine);
-
-        let run = || run_delay_queue(&rt, &deadlines);
-        let mut routine = timed(samples, "delay_queue", n, run);
-        group.bench_function(BenchmarkId::new("delay_queue", n), |b| {
-            b.iter_custom(&mut routine)
-        });
-        drop(routine);
-
-        let run = || run_heap(&deadlines);
-        let mut routine = timed(samples, "binary_heap", n, run);
-        group.bench_function(BenchmarkId::new("binary_heap", n), |b| {
-            b.iter_custom(&mut routine)
-        });
-        drop(routine);
+    for workload in Workload::ALL {
+        for n in SIZES {
+            let deadlines = timers::deadlines(n);
+            let plan = Plan::new(workload, n);
+            let param = workload.param(n);
+            group.throughput(Throughput::Elements(n as u64));
+            for function in FUNCTIONS.into_iter().filter(|f| runs(f, workload)) {
+                let expected = workload.expected_fired(n);
+                let run = || run_one(function, &rt, &deadlines, &plan);
+                let mut routine = timed(samples, function, param.clone(), expected, run);
+                group.bench_function(BenchmarkId::new(function, &param), |b| {
+                    b.iter_custom(&mut routine)
+                });
+            }
+        }
     }
     group.finish();
 }
 
 /// Rounds of one iteration per implementation, interleaved, for ratios that machine-load
-/// drift during a run cannot skew (criterion measures the three one after the other).
+/// drift during a run cannot skew (criterion measures them one after the other).
 const INTERLEAVED_ROUNDS: usize = 5;
 
 fn seconds(run: impl FnOnce() -> usize) -> f64 {
@@ -309,93 +172,133 @@ fn seconds(run: impl FnOnce() -> usize) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// Median and minimum over interleaved rounds of (peer time / ferrojob time), for
-/// `delay_queue` and `binary_heap`.
-fn interleaved_speedups(rt: &tokio::runtime::Runtime, deadlines: &[u64]) -> [(f64, f64); 2] {
-    let mut vs_delay_queue = Vec::new();
-    let mut vs_binary_heap = Vec::new();
+/// Median and minimum over interleaved rounds of (peer time / ferrojob time), per peer.
+fn interleaved_speedups(
+    rt: &tokio::runtime::Runtime,
+    deadlines: &[u64],
+    plan: &Plan,
+    peers: &[&'static str],
+) -> Vec<(&'static str, f64, f64)> {
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
     for _ in 0..INTERLEAVED_ROUNDS {
-        let ours = seconds(|| run_wheel(deadlines));
-        vs_delay_queue.push(seconds(|| run_delay_queue(rt, deadlines)) / ours);
-        vs_binary_heap.push(seconds(|| run_heap(deadlines)) / ours);
+        let ours = seconds(|| run_one("ferrojob", rt, deadlines, plan));
+        for (peer, ratios) in peers.iter().zip(&mut ratios) {
+            ratios.push(seconds(|| run_one(peer, rt, deadlines, plan)) / ours);
+        }
     }
-    [vs_delay_queue, vs_binary_heap].map(|mut ratios| {
-        let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        (median(&mut ratios), min)
-    })
+    peers
+        .iter()
+        .zip(ratios)
+        .map(|(peer, mut ratios)| {
+            let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            (*peer, median(&mut ratios), min)
+        })
+        .collect()
+}
+
+/// Heap bytes per timer of `function` after inserting `deadlines`, without the caller's
+/// vector of keys or handles.
+fn heap_bytes_per_timer(function: &str, rt: &tokio::runtime::Runtime, deadlines: &[u64]) -> f64 {
+    let n = deadlines.len();
+    let bytes = match function {
+        "ferrojob" => {
+            let (bytes, ops) = heap_bytes_of(|| {
+                let mut ops = Ferrojob::with_capacity(n);
+                ops.insert_all(deadlines);
+                ops
+            });
+            bytes - ops.keys.capacity() * std::mem::size_of::<ferrojob::wheel::TimerKey>()
+        }
+        "nexus_timer" => {
+            let (bytes, ops) = heap_bytes_of(|| {
+                let mut ops = NexusTimer::with_capacity(n);
+                ops.insert_all(deadlines);
+                ops
+            });
+            bytes - ops.handles.capacity() * std::mem::size_of_val(&ops.handles[0])
+        }
+        "binary_heap" => {
+            heap_bytes_of(|| {
+                let mut ops = Heap::with_capacity(n);
+                ops.insert_all(deadlines);
+                ops
+            })
+            .0
+        }
+        "delay_queue" => rt.block_on(async {
+            let (bytes, ops) = heap_bytes_of(|| {
+                let mut ops = DelayQueueOps::with_capacity(n);
+                ops.insert_all(deadlines);
+                ops
+            });
+            bytes - ops.keys.capacity() * std::mem::size_of_val(&ops.keys[0])
+        }),
+        _ => unreachable!("unknown function {function}"),
+    };
+    bytes as f64 / n as f64
 }
 
 fn report(samples: &mut Samples) {
     let rt = paused_runtime();
     let mut report = Report::new("timer_wheel");
-    for n in SIZES {
-        let deadlines = deadlines(n);
-        let mut per_s = BTreeMap::new();
-        for name in ["ferrojob", "delay_queue", "binary_heap"] {
-            if let Some(times) = samples.get_mut(&(name, n)) {
-                if !times.is_empty() {
-                    per_s.insert(name, n as f64 / median(times));
+    for workload in Workload::ALL {
+        for n in SIZES {
+            let deadlines = timers::deadlines(n);
+            let param = workload.param(n);
+            let mut per_s = BTreeMap::new();
+            for name in FUNCTIONS {
+                if let Some(times) = samples.get_mut(&(name, param.clone())) {
+                    if !times.is_empty() {
+                        per_s.insert(name, n as f64 / median(times));
+                    }
                 }
             }
-        }
-        let Some(&ours) = per_s.get("ferrojob") else {
-            continue; // filtered out on the command line
-        };
+            let Some(&ours) = per_s.get("ferrojob") else {
+                continue; // filtered out on the command line
+            };
 
-        let (bytes, (wheel, keys)) = heap_bytes_of(|| build_wheel(&deadlines));
-        let keys_bytes = keys.capacity() * std::mem::size_of_val(&keys[0]);
-        let mut row = Row::new("ferrojob", n)
-            .with("timers_per_s", ours)
-            .with(
-                "heap_bytes_per_timer",
-                (bytes - keys_bytes) as f64 / n as f64,
-            )
-            .with(
-                "wheel_heap_bytes_per_timer",
-                wheel.heap_bytes() as f64 / n as f64,
-            );
-        if let Some(theirs) = per_s.get("delay_queue") {
-            row = row.with("speedup_vs_delay_queue", ours / theirs);
-        }
-        if let Some(theirs) = per_s.get("binary_heap") {
-            row = row.with("speedup_vs_binary_heap", ours / theirs);
-        }
-        if per_s.len() == 3 {
-            let [(dq, dq_min), (heap, heap_min)] = interleaved_speedups(&rt, &deadlines);
-            row = row
-                .with("speedup_vs_delay_queue_interleaved", dq)
-                .with("speedup_vs_delay_queue_interleaved_min", dq_min)
-                .with("speedup_vs_binary_heap_interleaved", heap)
-                .with("speedup_vs_binary_heap_interleaved_min", heap_min);
-        }
-        report.push(row);
-        drop((wheel, keys));
+            let mut row = Row::new("ferrojob", &param)
+                .with("timers_per_s", ours)
+                .with(
+                    "heap_bytes_per_timer",
+                    heap_bytes_per_timer("ferrojob", &rt, &deadlines),
+                );
+            if workload == Workload::Cancel10 {
+                let mut wheel = Ferrojob::with_capacity(n);
+                wheel.insert_all(&deadlines);
+                row = row.with(
+                    "wheel_heap_bytes_per_timer",
+                    wheel.wheel.heap_bytes() as f64 / n as f64,
+                );
+            }
+            let peers: Vec<&'static str> = FUNCTIONS
+                .into_iter()
+                .filter(|f| *f != "ferrojob" && per_s.contains_key(f))
+                .collect();
+            for peer in &peers {
+                row = row.with(&format!("speedup_vs_{peer}"), ours / per_s[peer]);
+            }
+            for (peer, med, min) in
+                interleaved_speedups(&rt, &deadlines, &Plan::new(workload, n), &peers)
+            {
+                row = row
+                    .with(&format!("speedup_vs_{peer}_interleaved"), med)
+                    .with(&format!("speedup_vs_{peer}_interleaved_min"), min);
+            }
+            report.push(row);
 
-        if let Some(&theirs) = per_s.get("delay_queue") {
-            let (bytes, keys_bytes) = rt.block_on(async {
-                let (bytes, (queue, keys)) = heap_bytes_of(|| build_delay_queue(&deadlines));
-                let keys_bytes = keys.capacity() * std::mem::size_of_val(&keys[0]);
-                drop((queue, keys));
-                (bytes, keys_bytes)
-            });
-            report.push(
-                Row::new("delay_queue", n)
-                    .with("timers_per_s", theirs)
+            for peer in &peers {
+                let mut row = Row::new(peer, &param)
+                    .with("timers_per_s", per_s[peer])
                     .with(
                         "heap_bytes_per_timer",
-                        (bytes - keys_bytes) as f64 / n as f64,
-                    )
-                    .with("clock_only_s", run_clock_only(&rt).as_secs_f64()),
-            );
-        }
-        if let Some(&theirs) = per_s.get("binary_heap") {
-            let (bytes, built) = heap_bytes_of(|| build_heap(&deadlines));
-            drop(built);
-            report.push(
-                Row::new("binary_heap", n)
-                    .with("timers_per_s", theirs)
-                    .with("heap_bytes_per_timer", bytes as f64 / n as f64),
-            );
+                        heap_bytes_per_timer(peer, &rt, &deadlines),
+                    );
+                if *peer == "delay_queue" {
+                    row = row.with("clock_only_s", run_clock_only(&rt).as_secs_f64());
+                }
+                report.push(row);
+            }
         }
     }
     match report.write() {

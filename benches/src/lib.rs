@@ -5,6 +5,9 @@
 //! `{"function", "param", ...}` whose field names carry their units (`per_s`, `p50_us`,
 //! `p99_us`, `missed`, `rss_bytes`).
 
+#[cfg(feature = "engine")]
+pub mod timers;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

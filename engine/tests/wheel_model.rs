@@ -7,7 +7,8 @@
 //! Random sequences of inserts (near, far, past, same-tick bursts, beyond the 2^36-tick range,
 //! across epoch boundaries, near `u64::MAX`), cancels and reschedules (live and stale keys) and
 //! polls (small and huge steps, exactly to `next_expiration`) must give the same timers in the
-//! same ticks in the same order.
+//! same ticks in the same order. A second property runs timeout-like traffic where most timers
+//! are cancelled soon after they are inserted.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -90,10 +91,15 @@ enum Op {
     Cancel(usize),
     /// Cancel `count` consecutive keys from the n-th (forces slot queue compaction).
     CancelMany(usize, usize),
+    /// Cancel `count` consecutive keys ending `back` keys before the newest: the timers that
+    /// were just inserted, as when most timeouts are cancelled because the reply came.
+    CancelRecent(usize, usize),
     /// Reschedule the n-th key ever issued.
     Reschedule(usize, Deadline),
     /// Poll once at `now + n`.
     Poll(u64),
+    /// Poll `count` times at `now + n` (pops part of a ready queue, leaving the rest).
+    PollMany(u64, usize),
     /// Drain everything due at `now + n`.
     Drain(u64),
     /// Drain everything due at `next_expiration()`.
@@ -133,6 +139,28 @@ fn op() -> impl Strategy<Value = Op> {
         3 => step().prop_map(Op::Poll),
         2 => step().prop_map(Op::Drain),
         2 => Just(Op::DrainToNext),
+    ]
+}
+
+/// Timeout traffic: bursts of timers into the same few slots (and the ready queue), most of
+/// them cancelled soon after, partial pops of the ready queue while more is pushed behind, and
+/// an occasional drain. Exercises tombstones, compaction on cancel and before a push, and a
+/// ready queue that is popped and pushed without emptying.
+fn cancel_heavy_op() -> impl Strategy<Value = Op> {
+    let near = prop_oneof![
+        3 => (0u64..70).prop_map(Deadline::Near),
+        2 => (0u64..5_000).prop_map(Deadline::Within),
+        2 => (0u64..3).prop_map(Deadline::Past),
+        1 => (0usize..64).prop_map(Deadline::SameAs),
+    ];
+    prop_oneof![
+        4 => (near, 1usize..300).prop_map(|(d, count)| Op::Burst(d, count)),
+        1 => deadline().prop_map(Op::Insert),
+        6 => ((0usize..300), 1usize..120).prop_map(|(back, count)| Op::CancelRecent(back, count)),
+        1 => ((0usize..300), deadline()).prop_map(|(n, d)| Op::Reschedule(n, d)),
+        3 => ((0u64..3), 1usize..300).prop_map(|(n, count)| Op::PollMany(n, count)),
+        1 => (0u64..5_000).prop_map(Op::Drain),
+        1 => Just(Op::DrainToNext),
     ]
 }
 
@@ -243,6 +271,12 @@ impl Harness {
                     self.cancel(n + i);
                 }
             }
+            Op::CancelRecent(back, count) => {
+                let newest = self.keys.len().saturating_sub(1 + back);
+                for n in newest.saturating_sub(*count)..=newest {
+                    self.cancel(n);
+                }
+            }
             Op::Reschedule(n, d) => {
                 if let Some(key) = self.key(*n) {
                     let deadline = self.resolve(d);
@@ -258,6 +292,14 @@ impl Harness {
             Op::Poll(n) => {
                 let now = self.wheel.now().saturating_add(*n);
                 self.check_poll(now);
+            }
+            Op::PollMany(n, count) => {
+                let now = self.wheel.now().saturating_add(*n);
+                for _ in 0..*count {
+                    if self.check_poll(now).is_none() {
+                        break;
+                    }
+                }
             }
             Op::Drain(n) => {
                 let now = self.wheel.now().saturating_add(*n);
@@ -338,6 +380,19 @@ proptest! {
             harness.apply(op);
         }
         // Finally everything fires, in model order.
+        harness.drain(u64::MAX);
+        prop_assert!(harness.wheel.is_empty());
+    }
+
+    #[test]
+    fn wheel_matches_model_under_cancel_heavy_traffic(
+        start in start(),
+        ops in proptest::collection::vec(cancel_heavy_op(), 1..80),
+    ) {
+        let mut harness = Harness::new(start);
+        for op in &ops {
+            harness.apply(op);
+        }
         harness.drain(u64::MAX);
         prop_assert!(harness.wheel.is_empty());
     }

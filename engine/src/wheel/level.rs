@@ -29,6 +29,7 @@ const SLOT_MASK: u64 = (SLOTS as u64) - 1;
 /// by [`SLOT_BITS`]: level `k` holds deadlines in the same level-`k+1` slot as `elapsed` but
 /// in a later level-`k` slot. So a timer is never in the slot `elapsed` is in, slots never wrap
 /// around, and lower levels always fire before higher ones. Requires `deadline > elapsed`.
+#[inline]
 pub(super) fn level_for(elapsed: u64, deadline: u64) -> Option<usize> {
     debug_assert!(deadline > elapsed);
     let masked = (elapsed ^ deadline) | SLOT_MASK;
@@ -38,11 +39,13 @@ pub(super) fn level_for(elapsed: u64, deadline: u64) -> Option<usize> {
 }
 
 /// The slot of `deadline` in `level`.
+#[inline]
 pub(super) fn slot_for(deadline: u64, level: usize) -> usize {
     ((deadline >> (level as u32 * SLOT_BITS)) & SLOT_MASK) as usize
 }
 
 /// The first tick of slot `slot` of `level`, in the rotation of that level `elapsed` is in.
+#[inline]
 pub(super) fn slot_start(elapsed: u64, level: usize, slot: usize) -> u64 {
     let slot_bits = level as u32 * SLOT_BITS;
     let rotation_bits = slot_bits + SLOT_BITS;
@@ -92,17 +95,13 @@ impl Level {
         self.slots.iter().map(SlotQueue::heap_bytes).sum()
     }
 
-    pub(super) fn push<T>(
-        &mut self,
-        slot: usize,
-        entries: &mut [Entry<T>],
-        idx: u32,
-        deadline: u64,
-    ) {
-        self.slots[slot].push(entries, idx, deadline);
+    /// Appends `idx` with `deadline` to `slot` and returns its position there.
+    #[inline]
+    pub(super) fn push(&mut self, slot: usize, idx: u32, deadline: u64) -> u32 {
         self.occupied |= 1 << slot;
         let earliest = &mut self.earliest[slot];
         *earliest = (*earliest).min(deadline);
+        self.slots[slot].push(idx, deadline)
     }
 
     /// Removes the entry at `pos` of `slot`.

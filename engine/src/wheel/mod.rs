@@ -199,6 +199,7 @@ impl<T> TimerWheel<T> {
     /// # Panics
     ///
     /// Only if `u32::MAX - 1` timers are already live.
+    #[inline]
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
         let (idx, key) = self.slab.insert(value);
         self.place(idx, deadline);
@@ -207,6 +208,7 @@ impl<T> TimerWheel<T> {
 
     /// Cancels the timer `key` names and returns its value; `None` if the key is stale (its
     /// timer already fired or was cancelled) or unknown. O(1).
+    #[inline]
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
         let idx = self.slab.lookup(key)?;
         self.unlink(idx);
@@ -265,10 +267,11 @@ impl<T> TimerWheel<T> {
     /// tick by tick, so a poll far ahead costs O(occupied slots crossed), not O(ticks). While
     /// it returns timers, `now()` is the firing tick of the timer just returned; it reaches
     /// `now` when `poll` returns `None`.
+    #[inline]
     pub fn poll(&mut self, now: u64) -> Option<Expired<T>> {
         let now = now.max(self.elapsed);
         loop {
-            if let Some((idx, deadline)) = self.ready.pop_front(self.slab.entries_mut()) {
+            if let Some((idx, deadline)) = self.ready.pop_front() {
                 if let Some((key, value)) = self.slab.remove(idx) {
                     return Some(Expired {
                         key,
@@ -305,24 +308,29 @@ impl<T> TimerWheel<T> {
     /// Puts the unqueued entry `idx`, whose deadline is `deadline`, into the queue that
     /// deadline belongs to at `elapsed`. Writes the entry but never reads it, which is what
     /// keeps a cascade a sequential scan.
+    #[inline]
     fn place(&mut self, idx: u32, deadline: u64) {
-        let entries = self.slab.entries_mut();
-        let list = if deadline <= self.elapsed {
-            self.ready.push(entries, idx, deadline);
-            ListId::Ready
+        let (list, pos) = if deadline <= self.elapsed {
+            // Only the ready queue is popped, so only it can fill up with a popped prefix.
+            if self.ready.should_compact_before_push() {
+                self.ready.compact(self.slab.entries_mut());
+            }
+            (ListId::Ready, self.ready.push(idx, deadline))
         } else if let Some(level) = level_for(self.elapsed, deadline) {
             let slot = slot_for(deadline, level);
-            self.levels[level].push(slot, entries, idx, deadline);
-            ListId::Slot {
+            let pos = self.levels[level].push(slot, idx, deadline);
+            let list = ListId::Slot {
                 level: level as u8,
                 slot: slot as u8,
-            }
+            };
+            (list, pos)
         } else {
-            self.overflow.push(entries, idx, deadline);
             self.overflow_earliest = self.overflow_earliest.min(deadline);
-            ListId::Overflow
+            (ListId::Overflow, self.overflow.push(idx, deadline))
         };
-        self.slab.entry_mut(idx).list = list;
+        let entry = self.slab.entry_mut(idx);
+        entry.pos = pos;
+        entry.list = list;
     }
 
     /// Takes the live entry `idx` out of its queue.

@@ -51,10 +51,12 @@ impl<T> Slab<T> {
         &mut self.entries
     }
 
+    #[inline]
     pub(super) fn entry(&self, idx: u32) -> &Entry<T> {
         &self.entries[idx as usize]
     }
 
+    #[inline]
     pub(super) fn entry_mut(&mut self, idx: u32) -> &mut Entry<T> {
         &mut self.entries[idx as usize]
     }
@@ -65,6 +67,7 @@ impl<T> Slab<T> {
     ///
     /// If `u32::MAX - 1` timers are already live (about 137 GB of entries for `T = u64`), like
     /// `Vec` panics on capacity overflow.
+    #[inline]
     pub(super) fn insert(&mut self, value: T) -> (u32, TimerKey) {
         let idx = if self.free_head != NIL {
             let idx = self.free_head;
@@ -92,12 +95,14 @@ impl<T> Slab<T> {
     }
 
     /// The index of the live timer `key` names, or `None` for a stale or unknown key.
+    #[inline]
     pub(super) fn lookup(&self, key: TimerKey) -> Option<u32> {
         let entry = self.entries.get(key.index as usize)?;
         (entry.generation == key.generation && entry.list != ListId::Vacant).then_some(key.index)
     }
 
     /// Frees the (already unlinked) entry at `idx` and returns its key and value.
+    #[inline]
     pub(super) fn remove(&mut self, idx: u32) -> Option<(TimerKey, T)> {
         let free_head = self.free_head;
         let entry = self.entries.get_mut(idx as usize)?;
