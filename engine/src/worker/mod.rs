@@ -39,6 +39,8 @@
 
 mod broadcast;
 pub mod builtin;
+mod core;
+mod driver;
 mod instance;
 mod logs;
 mod metrics;
@@ -50,7 +52,7 @@ mod task_tracker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +60,7 @@ use ferrojob_transport::message::SystemMetrics;
 use ferrojob_transport::net::{Listener, NetConfig};
 use ferrojob_transport::{AppSecret, AppSecrets, ClientIdentity, TransportError, TransportMetrics};
 use parking_lot::Mutex;
+use rand::Rng;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -68,11 +71,17 @@ pub use processor::{
     MapReduceProcessor, MapTaskResult, ProcessResult, ReduceResults, TaskContext, TaskResult,
 };
 
-use processor::Registered;
-use state::{CancelReason, FinishedCache, Shared};
+pub use self::core::MAX_RECONNECT_DELAY;
 
-/// Outbound messages (reports, log batches) queued for the server at most; producers wait
-/// when it is full (backpressure), heartbeats and keepalives are skipped instead.
+use self::core::{CoreConfig, Input, WorkerCore};
+use driver::Driven;
+use processor::Registered;
+use state::Shared;
+
+/// Control messages (reports, heartbeats, query answers) queued for the server past which
+/// keepalives and heartbeats are skipped and new instances refused; final reports are always
+/// queued (at most one per running instance). Log batches have their own, smaller queue and go
+/// out only when no control message waits.
 pub const OUTBOUND_QUEUE: usize = 65_536;
 
 /// A worker's settings. Build with [`WorkerConfig::new`] and adjust the public fields.
@@ -311,7 +320,7 @@ impl WorkerBuilder {
             client_version: concat!("ferrojob-worker ", env!("CARGO_PKG_VERSION")).to_string(),
             secret,
         };
-        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (log_batch_tx, log_batch_rx) = mpsc::channel(logs::LOG_BATCH_QUEUE);
         let (log_tx, log_rx) = mpsc::channel(config.log_queue.max(1));
         let mut sampler = metrics::Sampler::new();
         let (sampler, first_metrics) = tokio::task::spawn_blocking(move || {
@@ -320,43 +329,55 @@ impl WorkerBuilder {
         })
         .await
         .map_err(|e| WorkerError::Config(format!("metrics sampling failed: {e}")))?;
-        let finished = FinishedCache::new(config.finished_cache);
+        let core = WorkerCore::new(
+            CoreConfig {
+                address: address.to_string(),
+                app: config.app.clone(),
+                tag: config.tags.first().cloned(),
+                heartbeat_interval_ms: millis(config.heartbeat_interval).max(10),
+                keepalive_interval_ms: millis(config.keepalive_interval),
+                server_lost_after: config.server_lost_after,
+                max_running_instances: config.max_running_instances,
+                finished_cache: config.finished_cache,
+                backoff: config.net.backoff.clone(),
+                seed: rand::thread_rng().gen(),
+                metrics: first_metrics,
+            },
+            epoch_ms(),
+        );
+        let stops = Stops::default();
         let shared = Arc::new(Shared {
             address: Arc::clone(&address),
             identity,
             processors,
-            outbound: outbound_tx.clone(),
-            server: Mutex::new(None),
-            connected: AtomicBool::new(false),
-            disconnected_since: Mutex::new(Some(std::time::Instant::now())),
-            instances: Mutex::new(HashMap::new()),
+            driven: Mutex::new(Driven::new(core)),
+            runtime: tokio::runtime::Handle::current(),
+            transmit_ready: Notify::new(),
+            timer_changed: Notify::new(),
             instance_done: Notify::new(),
-            finished: Mutex::new(finished),
-            job_slots: Mutex::new(HashMap::new()),
             log_tx,
             log_stats: Arc::default(),
             tasks_root: CancellationToken::new(),
-            closing: AtomicBool::new(false),
             processor_trackers: AtomicU32::new(0),
+            next_ticket: AtomicU64::new(0),
             transport_metrics: Arc::new(TransportMetrics::default()),
-            latest_metrics: Mutex::new(first_metrics),
             task_store: tokio::sync::OnceCell::new(),
             config,
         });
-        let stops = Stops::default();
         let session = tokio::spawn(session::run(
             Arc::clone(&shared),
-            outbound_rx,
+            log_batch_rx,
             stops.session.clone(),
         ));
-        let heartbeat = tokio::spawn(session::heartbeats(
+        let heartbeat = tokio::spawn(session::sample_metrics(
             Arc::clone(&shared),
             sampler,
             stops.background.clone(),
         ));
+        let timers = tokio::spawn(driver::timers(Arc::clone(&shared), stops.session.clone()));
         let shipper = tokio::spawn(logs::ship(
             log_rx,
-            outbound_tx,
+            log_batch_tx,
             address.to_string(),
             stops.logs.clone(),
         ));
@@ -372,6 +393,7 @@ impl WorkerBuilder {
             tasks: Some(Tasks {
                 session,
                 heartbeat,
+                timers,
                 shipper,
                 peers,
             }),
@@ -400,6 +422,7 @@ pub struct Worker {
 struct Tasks {
     session: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    timers: JoinHandle<()>,
     shipper: JoinHandle<()>,
     peers: JoinHandle<()>,
 }
@@ -407,13 +430,13 @@ struct Tasks {
 impl Drop for Worker {
     fn drop(&mut self) {
         if let Some(tasks) = self.tasks.take() {
-            self.shared.closing.store(true, Ordering::Release);
             self.shared.tasks_root.cancel();
             self.stops.background.cancel();
             self.stops.logs.cancel();
             self.stops.session.cancel();
             tasks.session.abort();
             tasks.heartbeat.abort();
+            tasks.timers.abort();
             tasks.shipper.abort();
             tasks.peers.abort();
         }
@@ -450,7 +473,7 @@ impl Worker {
 
     /// Whether the worker is connected to the server now.
     pub fn is_connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Acquire)
+        self.shared.driven.lock().core.is_connected()
     }
 
     /// Instances this worker runs now (as their TaskTracker).
@@ -470,7 +493,7 @@ impl Worker {
 
     /// The latest health measurements (as the next heartbeat carries them).
     pub fn metrics(&self) -> SystemMetrics {
-        self.shared.latest_metrics.lock().clone()
+        self.shared.driven.lock().core.metrics().clone()
     }
 
     /// Stops the worker: refuses new instances, cancels the running ones (each reports FAILED
@@ -480,6 +503,7 @@ impl Worker {
         let Some(Tasks {
             mut session,
             heartbeat,
+            timers,
             mut shipper,
             peers,
         }) = self.tasks.take()
@@ -488,12 +512,8 @@ impl Worker {
         };
         let shared = Arc::clone(&self.shared);
         let stops = &self.stops;
-        shared.closing.store(true, Ordering::Release);
         stops.background.cancel();
-        let running: Vec<_> = shared.instances.lock().values().cloned().collect();
-        for r in running {
-            r.cancel(CancelReason::Shutdown);
-        }
+        shared.drive(Input::Shutdown);
         shared.tasks_root.cancel();
         let drained = async {
             loop {
@@ -528,9 +548,15 @@ impl Worker {
             session.abort();
         }
         heartbeat.abort();
+        timers.abort();
         peers.abort();
         tracing::info!(address = %shared.address, "worker stopped");
     }
+}
+
+/// `d` in milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Now, epoch milliseconds (0 before 1970, saturating).
