@@ -29,7 +29,7 @@ use std::sync::Arc;
 use ferrojob_transport::message::{ErrorCode, ErrorReply, LogBatch, Message, StopInstance};
 use ferrojob_transport::net::{connect, Connected, ConnectionHandle, Incoming};
 use ferrojob_transport::{ConnectionError, TransportError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::core::{Input, Transmit};
@@ -135,7 +135,7 @@ async fn serve(
             on_message(shared, &handle, m);
         }
     };
-    let writer = write(shared, &handle, logs, stop);
+    let writer = write(shared.as_ref(), &handle, logs, stop);
     let stopped = tokio::select! {
         () = reader => false,
         s = writer => s,
@@ -169,11 +169,28 @@ impl ServerSink for ConnectionHandle {
     }
 }
 
+/// Where the writer takes control messages from: the core (a test double in unit tests).
+pub(crate) trait ControlSource: Sync {
+    /// Up to `max` control messages, in order.
+    fn take(&self, max: usize) -> Vec<Transmit>;
+    /// Notified when there are control messages to take.
+    fn ready(&self) -> &Notify;
+}
+
+impl ControlSource for Shared {
+    fn take(&self, max: usize) -> Vec<Transmit> {
+        self.take_transmits(max)
+    }
+    fn ready(&self) -> &Notify {
+        &self.transmit_ready
+    }
+}
+
 /// Hands the core's control messages to `sink`; `false` when the connection is gone (what
 /// was taken is lost).
-async fn send_control(shared: &Shared, sink: &impl ServerSink) -> bool {
+async fn send_control(control: &impl ControlSource, sink: &impl ServerSink) -> bool {
     loop {
-        let batch = shared.take_transmits(OUTBOUND_BATCH);
+        let batch = control.take(OUTBOUND_BATCH);
         if batch.is_empty() {
             return true;
         }
@@ -203,7 +220,7 @@ async fn send_control(shared: &Shared, sink: &impl ServerSink) -> bool {
 /// The writer: control messages first, then one log batch at a time, until `stop` fires
 /// (then it flushes both and returns `true`) or the connection is gone (`false`).
 pub(crate) async fn write(
-    shared: &Shared,
+    control: &impl ControlSource,
     sink: &impl ServerSink,
     logs: &mut mpsc::Receiver<LogBatch>,
     stop: &CancellationToken,
@@ -214,13 +231,13 @@ pub(crate) async fn write(
         Stop,
     }
     loop {
-        if !send_control(shared, sink).await {
+        if !send_control(control, sink).await {
             return false;
         }
         let next = tokio::select! {
             biased;
             () = stop.cancelled() => Next::Stop,
-            () = shared.transmit_ready.notified() => Next::Control,
+            () = control.ready().notified() => Next::Control,
             b = logs.recv() => b.map_or(Next::Stop, Next::Log),
         };
         match next {
@@ -234,7 +251,7 @@ pub(crate) async fn write(
             Next::Stop => {
                 // Flush: control, then every queued log batch, then control once more
                 // (shutdown's last reports may race the last logs).
-                if !send_control(shared, sink).await {
+                if !send_control(control, sink).await {
                     return true;
                 }
                 while let Ok(batch) = logs.try_recv() {
@@ -242,7 +259,7 @@ pub(crate) async fn write(
                         return true;
                     }
                 }
-                let _ = send_control(shared, sink).await;
+                let _ = send_control(control, sink).await;
                 return true;
             }
         }
@@ -326,5 +343,202 @@ pub(crate) async fn sample_metrics(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ferrojob_transport::message::{
+        AlarmConfig, ExecuteType, LogConfig, LogEntry, LogLevel, LogType, ProcessorType,
+        ScheduleJob, SystemMetrics, TimeExpressionType,
+    };
+    use ferrojob_transport::BackoffConfig;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::worker::core::{CoreConfig, ProcessorKind, WorkerCore};
+    use crate::worker::logs::LOG_BATCH_QUEUE;
+
+    /// A core behind a lock, as the driver keeps it.
+    struct Control {
+        core: Mutex<WorkerCore>,
+        ready: Notify,
+    }
+
+    impl ControlSource for Control {
+        fn take(&self, max: usize) -> Vec<Transmit> {
+            let mut core = self.core.lock();
+            std::iter::from_fn(|| core.poll_transmit())
+                .take(max)
+                .collect()
+        }
+        fn ready(&self) -> &Notify {
+            &self.ready
+        }
+    }
+
+    impl Control {
+        /// Dispatches an instance: the core queues its RUNNING report.
+        fn schedule(&self, instance_id: u64) {
+            let job = ScheduleJob {
+                app_id: 1,
+                job_id: 1,
+                instance_id,
+                workflow_instance_id: None,
+                execute_type: ExecuteType::Standalone,
+                processor_type: ProcessorType::BuiltIn,
+                processor_info: "p".into(),
+                job_params: String::new(),
+                instance_params: String::new(),
+                instance_timeout_ms: 0,
+                concurrency: 1,
+                task_retry_num: 0,
+                time_expression_type: TimeExpressionType::Api,
+                time_expression: String::new(),
+                max_instance_num: 0,
+                all_worker_addresses: Vec::new(),
+                max_worker_count: 0,
+                log_config: LogConfig {
+                    log_type: LogType::Online,
+                    level: LogLevel::Info,
+                },
+                alarm_config: AlarmConfig {
+                    threshold: 0,
+                    statistic_window_s: 0,
+                    silence_window_s: 0,
+                },
+                dispatch_time_ms: 0,
+                report_seq_base: 0,
+                workflow_context: String::new(),
+            };
+            let mut core = self.core.lock();
+            core.handle(
+                0,
+                crate::worker::core::Input::ScheduleJob {
+                    job,
+                    processor: ProcessorKind::Basic,
+                },
+            );
+            while core.poll_effect().is_some() {}
+            self.ready.notify_one();
+        }
+    }
+
+    /// Records what the writer hands over; dispatches an instance when the first log batch
+    /// arrives (a report produced while logs pour out) and stops after `stop_after` messages.
+    struct Recorder {
+        control: Arc<Control>,
+        sent: Mutex<Vec<Message>>,
+        stop: CancellationToken,
+        stop_after: usize,
+    }
+
+    impl ServerSink for Recorder {
+        async fn send_batch(&self, messages: Vec<Message>) -> bool {
+            let first_log = {
+                let mut sent = self.sent.lock();
+                let before = sent
+                    .iter()
+                    .filter(|m| matches!(m, Message::LogBatch(_)))
+                    .count();
+                sent.extend(messages);
+                let after = sent
+                    .iter()
+                    .filter(|m| matches!(m, Message::LogBatch(_)))
+                    .count();
+                if sent.len() >= self.stop_after {
+                    self.stop.cancel();
+                }
+                before == 0 && after > 0
+            };
+            if first_log {
+                self.control.schedule(1);
+            }
+            true
+        }
+        async fn respond(&self, _correlation: u64, message: Message) -> bool {
+            self.sent.lock().push(message);
+            true
+        }
+    }
+
+    fn batch(i: u64) -> LogBatch {
+        LogBatch {
+            worker_address: "w:1".into(),
+            entries: vec![LogEntry {
+                instance_id: 9,
+                time_ms: 0,
+                level: LogLevel::Info,
+                content: format!("line {i}"),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_report_overtakes_every_queued_log_batch() {
+        let mut core = WorkerCore::new(
+            CoreConfig {
+                address: "w:1".into(),
+                app: "app".into(),
+                tag: None,
+                heartbeat_interval_ms: 1000,
+                keepalive_interval_ms: 10_000,
+                server_lost_after: Duration::from_secs(30),
+                max_running_instances: 0,
+                finished_cache: 10,
+                backoff: BackoffConfig::default(),
+                seed: 1,
+                metrics: SystemMetrics {
+                    cpu_cores: 1,
+                    cpu_load: 0.0,
+                    memory_used_bytes: 0,
+                    memory_max_bytes: 0,
+                    disk_used_bytes: 0,
+                    disk_total_bytes: 0,
+                    score: 0,
+                },
+            },
+            0,
+        );
+        core.handle(0, crate::worker::core::Input::Connected);
+        let control = Arc::new(Control {
+            core: Mutex::new(core),
+            ready: Notify::new(),
+        });
+        // The log batch queue is full.
+        let (tx, mut logs) = mpsc::channel(LOG_BATCH_QUEUE);
+        for i in 0..LOG_BATCH_QUEUE as u64 {
+            tx.try_send(batch(i)).unwrap();
+        }
+        assert!(
+            tx.try_send(batch(99)).is_err(),
+            "the log batch queue is bounded"
+        );
+        let stop = CancellationToken::new();
+        let sink = Recorder {
+            control: Arc::clone(&control),
+            sent: Mutex::new(Vec::new()),
+            stop: stop.clone(),
+            stop_after: 4,
+        };
+        assert!(write(control.as_ref(), &sink, &mut logs, &stop).await);
+        let sent = sink.sent.into_inner();
+        let kinds: Vec<&str> = sent
+            .iter()
+            .map(|m| match m {
+                Message::WorkerHeartbeat(_) => "heartbeat",
+                Message::LogBatch(_) => "log",
+                Message::ReportInstanceStatus(_) => "report",
+                _ => "other",
+            })
+            .take(4)
+            .collect();
+        // The heartbeat of the connection, the log batch being sent when the instance was
+        // dispatched, then its report ahead of the 63 batches still queued.
+        assert_eq!(kinds, ["heartbeat", "log", "report", "log"]);
+        // Stopping flushed every queued batch.
+        assert_eq!(sent.len(), 2 + LOG_BATCH_QUEUE);
     }
 }

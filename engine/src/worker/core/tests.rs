@@ -228,6 +228,10 @@ fn failed_attempts_are_retried_task_retry_num_times_holding_the_slot() {
             .map(|attempt| RunKind::Standalone { attempt })
             .collect::<Vec<_>>()
     );
+    // The slot passed on to the waiting instance.
+    let runs = h.runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].job.instance_id, 2);
     let logs: Vec<String> = h
         .take_effects()
         .into_iter()
@@ -250,10 +254,6 @@ fn failed_attempts_are_retried_task_retry_num_times_holding_the_slot() {
         .collect();
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0].result.as_deref(), Some("c"));
-    // The slot passed on to the waiting instance.
-    let runs = h.runs();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].job.instance_id, 2);
 }
 
 #[test]
