@@ -573,6 +573,64 @@ async fn losing_the_server_stops_fixed_rate_work_only() {
     worker.shutdown().await;
 }
 
+/// Reports never wait behind log lines: an instance that logs heavily while the server is
+/// away has its final report delivered, on the next connection, before any of its logs.
+#[tokio::test]
+async fn a_final_report_goes_out_before_the_logs_queued_with_it() {
+    let mut server = FakeServer::start(SECRET).await;
+    let addr = server.addr;
+    let go = Arc::new(Notify::new());
+    let g = Arc::clone(&go);
+    let worker = Worker::builder(config(addr))
+        .basic("chatty", move |ctx: TaskContext| {
+            let g = Arc::clone(&g);
+            async move {
+                g.notified().await;
+                for i in 0..2000 {
+                    ctx.logger().info(format!("line {i}"));
+                }
+                // Keeps running a little after its last line (longer than the log shipper's
+                // batching delay), as real jobs do: the lines are batched before it ends.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                ProcessResult::ok("logged")
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    conn.schedule(job(1, "chatty", "")).await;
+    assert_eq!(conn.report(1).await.status, InstanceStatus::Running);
+
+    // The server goes away; meanwhile the instance logs 2000 lines and finishes.
+    drop(conn);
+    drop(server);
+    eventually("disconnected", || !worker.is_connected()).await;
+    go.notify_one();
+    eventually("the instance finished", || worker.running() == 0).await;
+
+    let mut server = FakeServer::bind(addr, SECRET).await;
+    let mut conn = server.accept().await;
+    assert!(matches!(conn.next().await, Message::WorkerHeartbeat(_)));
+    match conn.next().await {
+        Message::ReportInstanceStatus(r) => {
+            assert_final(&r, InstanceStatus::Succeed);
+            assert_eq!(r.report_seq, 2);
+        }
+        other => panic!("expected the final report before any log batch, got {other:?}"),
+    }
+    // The logs follow, all of them, in order.
+    let mut lines = Vec::new();
+    while lines.len() < 2000 {
+        if let Message::LogBatch(b) = conn.next().await {
+            lines.extend(b.entries.into_iter().map(|e| e.content));
+        }
+    }
+    let expected: Vec<String> = (0..2000).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected);
+    worker.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_fails_running_instances_and_flushes_their_reports() {
     let mut server = FakeServer::start(SECRET).await;
