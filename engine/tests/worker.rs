@@ -617,7 +617,10 @@ async fn a_final_report_goes_out_before_the_logs_queued_with_it() {
             assert_final(&r, InstanceStatus::Succeed);
             assert_eq!(r.report_seq, 2);
         }
-        other => panic!("expected the final report before any log batch, got {other:?}"),
+        other => panic!(
+            "expected the final report before any log batch, got a {}",
+            other.kind()
+        ),
     }
     // The logs follow, all of them, in order.
     let mut lines = Vec::new();

@@ -430,6 +430,9 @@ struct Tasks {
 impl Drop for Worker {
     fn drop(&mut self) {
         if let Some(tasks) = self.tasks.take() {
+            // The core ends every instance ("worker shut down") before their runs see the
+            // cancellation, so no run's "cancelled" result is taken for a failed attempt.
+            self.shared.drive(Input::Shutdown);
             self.shared.tasks_root.cancel();
             self.stops.background.cancel();
             self.stops.logs.cancel();

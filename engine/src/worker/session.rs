@@ -275,7 +275,10 @@ fn on_message(shared: &Arc<Shared>, handle: &ConnectionHandle, m: Incoming) {
     match message {
         Message::ScheduleJob(job) => {
             let processor = processor_kind(shared, &job);
-            shared.drive(Input::ScheduleJob { job, processor });
+            shared.drive(Input::ScheduleJob {
+                job: Box::new(job),
+                processor,
+            });
         }
         Message::StopInstance(StopInstance { instance_id }) => {
             shared.drive(Input::StopInstance { instance_id });
@@ -417,7 +420,7 @@ mod tests {
             core.handle(
                 0,
                 crate::worker::core::Input::ScheduleJob {
-                    job,
+                    job: Box::new(job),
                     processor: ProcessorKind::Basic,
                 },
             );

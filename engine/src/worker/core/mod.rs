@@ -136,7 +136,7 @@ pub(crate) enum Input {
     ConnectionLost,
     /// The server dispatched an instance; `processor` is what is registered under its name.
     ScheduleJob {
-        job: ScheduleJob,
+        job: Box<ScheduleJob>,
         processor: ProcessorKind,
     },
     /// The server asked to stop an instance.
@@ -669,7 +669,7 @@ impl WorkerCore {
 
     // ---- instances ------------------------------------------------------------------------
 
-    fn on_schedule(&mut self, now: EpochMs, job: ScheduleJob, processor: ProcessorKind) {
+    fn on_schedule(&mut self, now: EpochMs, job: Box<ScheduleJob>, processor: ProcessorKind) {
         let id = job.instance_id;
         if self.closing {
             tracing::warn!(instance = id, "worker shutting down: ScheduleJob ignored");
@@ -703,7 +703,7 @@ impl WorkerCore {
         self.next_generation += 1;
         let mut instance = Instance {
             seq: seq::ReportSeq::new(job.report_seq_base),
-            job: Arc::new(job),
+            job: Arc::new(*job),
             generation: self.next_generation,
             processor,
             start_time_ms: now,

@@ -111,7 +111,10 @@ impl Harness {
     }
 
     fn schedule(&mut self, job: ScheduleJob, processor: ProcessorKind) {
-        self.input(Input::ScheduleJob { job, processor });
+        self.input(Input::ScheduleJob {
+            job: Box::new(job),
+            processor,
+        });
     }
 
     /// Moves virtual time to `now + ms`, feeding every timer on the way at its due time.
