@@ -4,32 +4,46 @@
 //!
 //! ```text
 //!  Worker::builder(config).basic("name", p).broadcast(..).map_reduce(..).builtins().start()
-//!    ├─ Listener (config.listen)       ── peers' StartTask ─▶ broadcast::serve_peer
-//!    │                                    peers' StartTasks ─▶ processor_tracker (MAP tasks)
-//!    ├─ session task (server)          ── ScheduleJob ─▶ instance::accept ─▶ run_instance task
-//!    │                                    (MAP/MAP_REDUCE: task_tracker::run + its thread)
-//!    │    reconnects with backoff         StopInstance / QueryInstanceStatus
-//!    │    drains the outbound queue   ◀── reports (instance tasks), log batches (shipper)
-//!    ├─ heartbeat task                 ── metrics (sysinfo, spawn_blocking) + WorkerHeartbeat
-//!    └─ log shipper task               ◀── InstanceLogger lines (bounded queue)
+//!
+//!   WorkerCore (sans-IO, behind the driver's one lock): instances, report seqs, retries,
+//!   │  timeouts, stop, concurrency slots, finished cache, heartbeats, reconnect backoff
+//!   │  ▲ Shared::drive(Input)                  │ effects, transmits, timeouts
+//!   │  │                                       ▼
+//!   ├─ session task (server)  ── ScheduleJob / StopInstance / QueryInstanceStatus ─▶ core
+//!   │    connects when the core says (backoff ≤ MAX_RECONNECT_DELAY), Connected / Lost ─▶ core
+//!   │    writer: core.poll_transmit first (reports, heartbeats, answers), then one log batch
+//!   ├─ timer task             ── Input::Timer at core.poll_timeout (keepalives, timeouts,
+//!   │                            heartbeats, server lost)
+//!   ├─ run tasks (instance)   ◀─ Effect::StartRun: a STANDALONE attempt, a BROADCAST hook or
+//!   │                            task attempt (here or on a peer), a MAP/MAP_REDUCE instance
+//!   │                            (task_tracker::run + its thread) ── RunFinished ─▶ core
+//!   ├─ sampler task           ── metrics (sysinfo, spawn_blocking) ─▶ core (for heartbeats)
+//!   ├─ Listener (config.listen) ── peers' StartTask ─▶ broadcast::serve_peer (slot from core)
+//!   │                              peers' StartTasks ─▶ processor_tracker (MAP tasks)
+//!   └─ log shipper task       ◀── InstanceLogger lines (bounded) ─▶ log batches (bounded)
 //! ```
 //!
 //! - [`processor`]: [`BasicProcessor`], [`BroadcastProcessor`], [`MapProcessor`],
 //!   [`MapReduceProcessor`], [`TaskContext`], [`MapContext`],
 //!   [`ProcessResult`].
-//! - `instance`: one instance on its TaskTracker (reports, retries, timeout, stop).
-//! - `broadcast`: TaskTracker ↔ ProcessorTracker over worker-to-worker connections.
+//! - `core`: the sans-IO worker core (`WorkerCore`): every rule about the instances this
+//!   worker is the TaskTracker of, its concurrency slots and its server connection.
+//! - `driver`: feeds the core with the wall clock and carries out its effects; the timer task.
+//! - `instance`: the processor runs the core starts.
+//! - `broadcast`: BROADCAST task attempts on peers, and the ProcessorTracker side for peers.
 //! - `task_tracker`: a MAP/MAP_REDUCE instance on its TaskTracker (the task tree in the
-//!   worker's task store, dispatch to ProcessorTrackers, retries, dead workers, reduce).
+//!   worker's task store, dispatch to ProcessorTrackers, retries, dead workers, reduce), over
+//!   `mapreduce::TaskTrackerCore`.
 //! - `processor_tracker`: the MAP/MAP_REDUCE tasks a worker runs for a TaskTracker.
-//! - `session`: the server connection and heartbeats.
+//! - `session`: the server connection (reader, control-first writer) and the metrics sampler.
 //! - `logs`: [`InstanceLogger`] and the log shipper.
 //! - [`builtin`]: `shell`, `http`, `noop`, `sleep`, `sum_mr`.
 //!
-//! Invariants: per instance, reports are numbered from `report_seq_base + 1` and strictly
-//! increase, and exactly one final report is sent, last; every queue is bounded (outbound
-//! messages, log lines, finished-instance cache, peer connections via the listener's limit);
-//! a processor's panic fails its task, never the worker.
+//! Invariants: per instance dispatch, reports are numbered from `report_seq_base + 1` and
+//! strictly increase, and exactly one final report is sent, last (the core's); reports,
+//! heartbeats and query answers never wait behind log batches; every queue is bounded (the
+//! core's control queue, log lines, log batches, the finished-instance cache, peer tasks, peer
+//! connections via the listener's limit); a processor's panic fails its task, never the worker.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(
