@@ -13,7 +13,7 @@ use super::{
 use crate::worker::processor::{summarise, TaskResult};
 
 impl WorkerCore {
-    pub(super) fn start_broadcast_tasks(&mut self, now: EpochMs, id: u64) {
+    pub(super) fn start_broadcast_tasks(&mut self, id: u64) {
         let own = self.config.address.clone();
         let Some(i) = self.instances.get_mut(&id) else {
             return;
@@ -38,12 +38,12 @@ impl WorkerCore {
             results: vec![None; n],
         };
         for index in 0..n {
-            self.start_broadcast_attempt(now, id, index);
+            self.start_broadcast_attempt(id, index);
         }
     }
 
     /// Starts (or queues for a slot) the next attempt of broadcast task `index`.
-    pub(super) fn start_broadcast_attempt(&mut self, now: EpochMs, id: u64, index: usize) {
+    pub(super) fn start_broadcast_attempt(&mut self, id: u64, index: usize) {
         let Some(i) = self.instances.get_mut(&id) else {
             return;
         };
@@ -61,7 +61,7 @@ impl WorkerCore {
                 index,
             };
             let granted = self.slots.acquire(job_id, concurrency, holder);
-            self.on_granted(now, granted);
+            self.on_granted(granted);
         } else {
             task.state = TaskState::Running;
             let kind = RunKind::BroadcastTask {
@@ -83,7 +83,7 @@ impl WorkerCore {
         index: usize,
         result: ProcessResult,
     ) {
-        self.release_slot(now, slot);
+        self.release_slot(slot);
         let Some(i) = self.instances.get_mut(&id) else {
             return;
         };
@@ -105,7 +105,7 @@ impl WorkerCore {
                 ),
             });
             task.retry += 1;
-            self.start_broadcast_attempt(now, id, index);
+            self.start_broadcast_attempt(id, index);
             return;
         }
         task.state = TaskState::Done;

@@ -13,7 +13,7 @@ use super::slots::Holder;
 use super::{
     About, Effect, EpochMs, Finished, Outcome, ProcessResult, ProcessorKind, Run, RunId, RunKind,
     RunRec, RunWhat, TimerKey, Transmit, WorkerCore, MAP_PROGRESS_EVERY_MS,
-    MAX_CACHED_RESULT_BYTES, MAX_INSTANCES, MAX_RESULT_BYTES, TRANSMIT_SOFT_LIMIT,
+    MAX_CACHED_RESULT_BYTES, MAX_INSTANCES, MAX_QUEUED_CONTROL, MAX_RESULT_BYTES,
 };
 use crate::worker::logs::truncate_at_char_boundary;
 
@@ -35,7 +35,7 @@ impl WorkerCore {
             tracing::debug!(instance = id, "instance already running here: ignored");
             return;
         }
-        if self.instances.len() >= MAX_INSTANCES || self.transmits.len() >= TRANSMIT_SOFT_LIMIT {
+        if self.instances.len() >= MAX_INSTANCES || self.transmits.len() >= MAX_QUEUED_CONTROL {
             tracing::warn!(
                 instance = id,
                 running = self.instances.len(),
@@ -120,19 +120,19 @@ impl WorkerCore {
                 i.phase = Phase::BroadcastPre;
                 self.start_run(id, None, RunWhat::Pre, RunKind::BroadcastPre);
             }
-            (ExecuteType::Broadcast, _) => self.start_broadcast_tasks(now, id),
+            (ExecuteType::Broadcast, _) => self.start_broadcast_tasks(id),
             _ => {
                 i.counts.total = 1;
                 i.phase = Phase::WaitingSlot;
                 let granted =
                     self.slots
                         .acquire(job.job_id, job.concurrency, Holder::Standalone { instance_id: id });
-                self.on_granted(now, granted);
+                self.on_granted(granted);
             }
         }
     }
 
-    pub(super) fn on_granted(&mut self, _now: EpochMs, granted: Vec<Holder>) {
+    pub(super) fn on_granted(&mut self, granted: Vec<Holder>) {
         for holder in granted {
             match holder {
                 Holder::Standalone { instance_id } => {
@@ -220,7 +220,7 @@ impl WorkerCore {
             // is left to give back.
             if let Some(job_id) = rec.slot {
                 let granted = self.slots.release(job_id);
-                self.on_granted(now, granted);
+                self.on_granted(granted);
             }
             return;
         };
@@ -255,12 +255,12 @@ impl WorkerCore {
                 } else {
                     i.counts.failed = 1;
                 }
-                self.release_slot(now, rec.slot);
+                self.release_slot(rec.slot);
                 self.finish(now, id, done(result));
             }
             RunWhat::Pre => {
                 if result.success {
-                    self.start_broadcast_tasks(now, id);
+                    self.start_broadcast_tasks(id);
                 } else {
                     let message = format!("pre_process failed: {}", result.message);
                     self.fail(now, id, message);
@@ -271,10 +271,10 @@ impl WorkerCore {
         }
     }
 
-    pub(super) fn release_slot(&mut self, now: EpochMs, slot: Option<u64>) {
+    pub(super) fn release_slot(&mut self, slot: Option<u64>) {
         if let Some(job_id) = slot {
             let granted = self.slots.release(job_id);
-            self.on_granted(now, granted);
+            self.on_granted(granted);
         }
     }
 

@@ -3,8 +3,25 @@
 
 use ferrojob_transport::message::{InstanceStatus, WorkerHeartbeat};
 
-use super::reconnect::MAX_RECONNECT_DELAY;
+use ferrojob_transport::Backoff;
+
+use super::reconnect::{SplitMix64, MAX_RECONNECT_DELAY};
 use super::{About, EpochMs, Outcome, TimerKey, Transmit, WorkerCore, TRANSMIT_SOFT_LIMIT};
+
+/// The server connection as the core sees it.
+#[derive(Debug)]
+pub(super) struct Link {
+    pub(super) connected: bool,
+    /// Since when the server is unreachable (`None` while connected).
+    pub(super) disconnected_since: Option<EpochMs>,
+    /// When to try the server next (`None` while connected).
+    pub(super) next_connect_at: Option<EpochMs>,
+    /// Fixed rate/delay instances were stopped for this disconnection.
+    pub(super) lost_applied: bool,
+    pub(super) next_heartbeat: EpochMs,
+    pub(super) backoff: Backoff,
+    pub(super) rng: SplitMix64,
+}
 
 impl WorkerCore {
     pub(super) fn on_connected(&mut self, now: EpochMs) {
@@ -128,6 +145,10 @@ impl WorkerCore {
         let Some(i) = self.instances.get_mut(&id) else {
             return;
         };
+        debug_assert!(
+            !i.seq.is_finished(),
+            "instance {id} running after its final report"
+        );
         i.next_keepalive = now.saturating_add(i.keepalive_every);
         self.timers
             .insert((i.next_keepalive, TimerKey::Keepalive(id)));

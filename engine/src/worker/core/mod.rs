@@ -45,11 +45,12 @@
 //! - A job's slots in use equal its runs holding one plus the peer tasks granted one; a slot
 //!   is released when its run *finishes* (not when its instance is cancelled), so a processor
 //!   still unwinding from a stop keeps counting against the limit.
-//! - The transmit queue is bounded: keepalives and heartbeats are skipped (never queued twice
-//!   for one instance or one connection), new instances and queries are refused past
-//!   [`TRANSMIT_SOFT_LIMIT`], so above it there are only final reports, at most one per
-//!   instance that was running ([`MAX_INSTANCES`]). Query answers and heartbeats belong to one
-//!   connection and are dropped when it ends; reports wait for the next one.
+//! - The transmit queue is bounded: a keepalive is skipped while its instance still has a
+//!   report queued, a heartbeat while one is queued, and both, with queries, past
+//!   [`TRANSMIT_SOFT_LIMIT`]; new instances are refused past [`MAX_QUEUED_CONTROL`] or at
+//!   [`MAX_INSTANCES`] running. So the queue holds at most `MAX_QUEUED_CONTROL` plus one final
+//!   report per running instance. Query answers and heartbeats belong to one connection and
+//!   are dropped when it ends; reports wait for the next one.
 
 mod broadcast;
 mod finished;
@@ -72,13 +73,14 @@ use ferrojob_transport::message::{
     ErrorCode, ErrorReply, InstanceStatus, InstanceStatusReply, LogLevel, Message, ScheduleJob,
     SystemMetrics,
 };
-use ferrojob_transport::{Backoff, BackoffConfig};
+use ferrojob_transport::BackoffConfig;
 
 pub(crate) use finished::{Finished, FinishedCache};
 pub(crate) use instance::{Outcome, ProcessorKind};
 pub use reconnect::MAX_RECONNECT_DELAY;
 
 use instance::{Counts, Instance, Phase};
+use link::Link;
 use reconnect::SplitMix64;
 use slots::{Holder, JobSlots};
 
@@ -87,10 +89,12 @@ pub(crate) use crate::time_expression::EpochMs;
 
 /// Instances running on one worker at most; more `ScheduleJob`s are ignored (the server
 /// re-dispatches them when their receive timeout passes).
-pub const MAX_INSTANCES: usize = 65_536;
-/// Past this many queued control messages, keepalives and heartbeats are skipped and new
-/// instances and queries refused.
-pub const TRANSMIT_SOFT_LIMIT: usize = 65_536;
+pub const MAX_INSTANCES: usize = 262_144;
+/// Past this many queued control messages, keepalives and heartbeats are skipped and queries
+/// refused.
+pub const TRANSMIT_SOFT_LIMIT: usize = crate::worker::OUTBOUND_QUEUE;
+/// Past this many queued control messages, new instances are refused too.
+pub const MAX_QUEUED_CONTROL: usize = 4 * TRANSMIT_SOFT_LIMIT;
 /// Peer tasks (broadcast tasks of other TaskTrackers) waiting for or holding a slot at most.
 pub const MAX_PEER_TASKS: usize = 65_536;
 /// Result texts are cut to this many bytes (the server caps them again).
@@ -288,21 +292,6 @@ struct PeerRec {
     granted: bool,
 }
 
-/// The server connection as the core sees it.
-#[derive(Debug)]
-struct Link {
-    connected: bool,
-    /// Since when the server is unreachable (`None` while connected).
-    disconnected_since: Option<EpochMs>,
-    /// When to try the server next (`None` while connected).
-    next_connect_at: Option<EpochMs>,
-    /// Fixed rate/delay instances were stopped for this disconnection.
-    lost_applied: bool,
-    next_heartbeat: EpochMs,
-    backoff: Backoff,
-    rng: SplitMix64,
-}
-
 /// The worker's sans-IO core; see the module doc for the call order and invariants.
 #[derive(Debug)]
 pub(crate) struct WorkerCore {
@@ -404,7 +393,7 @@ impl WorkerCore {
                         self.slots.withdraw(p.job_id, Holder::Peer { ticket });
                         Vec::new()
                     };
-                    self.on_granted(now, granted);
+                    self.on_granted(granted);
                 }
             }
             Input::Metrics {
@@ -568,7 +557,7 @@ impl WorkerCore {
         let granted = self
             .slots
             .acquire(job_id, concurrency, Holder::Peer { ticket });
-        self.on_granted(0, granted);
+        self.on_granted(granted);
     }
 
     /// Checks the invariants the module doc states (debug builds only).
@@ -590,15 +579,8 @@ impl WorkerCore {
         }
         debug_assert!(self.finished.len() <= self.config.finished_cache.max(1));
         debug_assert!(self.instances.len() <= MAX_INSTANCES);
-        debug_assert!(self.transmits.len() <= TRANSMIT_SOFT_LIMIT + 2 * MAX_INSTANCES + 1);
-        for (id, i) in &self.instances {
-            debug_assert!(
-                !i.seq.is_finished(),
-                "instance {id} running after its final report"
-            );
-            debug_assert!(self
-                .timers
-                .contains(&(i.next_keepalive, TimerKey::Keepalive(*id))));
-        }
+        debug_assert!(self.transmits.len() <= MAX_QUEUED_CONTROL + 2 * MAX_INSTANCES + 1);
+        // Every running instance has its keepalive timer (and possibly a deadline).
+        debug_assert!(self.timers.len() >= self.instances.len());
     }
 }
