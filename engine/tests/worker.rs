@@ -804,7 +804,11 @@ async fn the_advertised_address_is_the_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn noop_throughput() {
-    const N: u64 = 200_000;
+    // FERROJOB_NOOP_INSTANCES overrides the count (e.g. for a quick debug-build run).
+    let n: u64 = std::env::var("FERROJOB_NOOP_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let mut server = FakeServer::start(SECRET).await;
     let worker = Worker::builder(config(server.addr))
         .builtins()
@@ -815,14 +819,14 @@ async fn noop_throughput() {
     let sender = conn.handle.clone();
     let start = std::time::Instant::now();
     tokio::spawn(async move {
-        for id in 1..=N {
+        for id in 1..=n {
             let mut j = job(id, "noop", "");
             j.concurrency = 1000;
             sender.send(j).await.unwrap();
         }
     });
     let mut finals = 0;
-    while finals < N {
+    while finals < n {
         let m = conn.next().await;
         if let Message::ReportInstanceStatus(r) = m {
             if r.status.is_final() {
@@ -832,8 +836,8 @@ async fn noop_throughput() {
     }
     let s = start.elapsed().as_secs_f64();
     eprintln!(
-        "{N} noop instances in {s:.2} s: {:.0} instances/s",
-        N as f64 / s
+        "{n} noop instances in {s:.2} s: {:.0} instances/s",
+        n as f64 / s
     );
     worker.shutdown().await;
 }
