@@ -13,7 +13,7 @@ use super::slots::Holder;
 use super::{
     About, Effect, EpochMs, Finished, Outcome, ProcessResult, ProcessorKind, Run, RunId, RunKind,
     RunRec, RunWhat, TimerKey, Transmit, WorkerCore, MAP_PROGRESS_EVERY_MS,
-    MAX_CACHED_RESULT_BYTES, MAX_INSTANCES, MAX_QUEUED_CONTROL, MAX_RESULT_BYTES,
+    MAX_CACHED_RESULT_BYTES, MAX_INSTANCES, MAX_RESULT_BYTES,
 };
 use crate::worker::logs::truncate_at_char_boundary;
 
@@ -35,7 +35,7 @@ impl WorkerCore {
             tracing::debug!(instance = id, "instance already running here: ignored");
             return;
         }
-        if self.instances.len() >= MAX_INSTANCES || self.transmits.len() >= MAX_QUEUED_CONTROL {
+        if self.instances.len() + self.unsent_finals >= MAX_INSTANCES {
             tracing::warn!(
                 instance = id,
                 running = self.instances.len(),
@@ -173,6 +173,8 @@ impl WorkerCore {
                 Holder::Peer { ticket } => {
                     if let Some(p) = self.peers.get_mut(&ticket) {
                         p.granted = true;
+                        let job_id = p.job_id;
+                        self.hold(job_id);
                         self.effects.push_back(Effect::PeerTask {
                             ticket,
                             granted: true,
@@ -185,6 +187,7 @@ impl WorkerCore {
 
     pub(super) fn start_run(&mut self, id: u64, slot: Option<u64>, what: RunWhat, kind: RunKind) {
         let Some(i) = self.instances.get_mut(&id) else {
+            debug_assert!(slot.is_none(), "a slot granted to a gone instance");
             return;
         };
         self.next_run += 1;
@@ -204,6 +207,9 @@ impl WorkerCore {
             job: Arc::clone(&i.job),
             kind,
         }));
+        if let Some(job_id) = slot {
+            self.hold(job_id);
+        }
     }
 
     pub(super) fn on_run_finished(&mut self, now: EpochMs, run: RunId, result: ProcessResult) {
@@ -211,6 +217,9 @@ impl WorkerCore {
             debug_assert!(false, "finish of an unknown run");
             return;
         };
+        if let Some(job_id) = rec.slot {
+            self.unhold(job_id);
+        }
         let current = self
             .instances
             .get_mut(&rec.instance_id)
@@ -346,6 +355,7 @@ impl WorkerCore {
         if let Some(r) = report {
             self.transmits
                 .push_back((Transmit::Send(r.into()), About::FinalReport));
+            self.unsent_finals += 1;
         }
         truncate_at_char_boundary(&mut message, MAX_CACHED_RESULT_BYTES);
         self.finished.insert(

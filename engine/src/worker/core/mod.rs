@@ -47,9 +47,9 @@
 //!   still unwinding from a stop keeps counting against the limit.
 //! - The transmit queue is bounded: a keepalive is skipped while its instance still has a
 //!   report queued, a heartbeat while one is queued, and both, with queries, past
-//!   [`TRANSMIT_SOFT_LIMIT`]; new instances are refused past [`MAX_QUEUED_CONTROL`] or at
-//!   [`MAX_INSTANCES`] running. So the queue holds at most `MAX_QUEUED_CONTROL` plus one final
-//!   report per running instance. Query answers and heartbeats belong to one connection and
+//!   [`TRANSMIT_SOFT_LIMIT`]; new instances are refused while [`MAX_INSTANCES`] are running or
+//!   have a final report not yet handed to the connection. So the queue holds at most two
+//!   reports per such instance, one heartbeat and `TRANSMIT_SOFT_LIMIT` answers. Query answers and heartbeats belong to one connection and
 //!   are dropped when it ends; reports wait for the next one.
 
 mod broadcast;
@@ -87,14 +87,13 @@ use slots::{Holder, JobSlots};
 use super::processor::{ProcessResult, TaskResult};
 pub(crate) use crate::time_expression::EpochMs;
 
-/// Instances running on one worker at most; more `ScheduleJob`s are ignored (the server
-/// re-dispatches them when their receive timeout passes).
+/// Instances running on one worker, or finished with their final report still queued, at
+/// most; more `ScheduleJob`s are ignored (the server re-dispatches them when their receive
+/// timeout passes).
 pub const MAX_INSTANCES: usize = 262_144;
 /// Past this many queued control messages, keepalives and heartbeats are skipped and queries
 /// refused.
 pub const TRANSMIT_SOFT_LIMIT: usize = crate::worker::OUTBOUND_QUEUE;
-/// Past this many queued control messages, new instances are refused too.
-pub const MAX_QUEUED_CONTROL: usize = 4 * TRANSMIT_SOFT_LIMIT;
 /// Peer tasks (broadcast tasks of other TaskTrackers) waiting for or holding a slot at most.
 pub const MAX_PEER_TASKS: usize = 65_536;
 /// Result texts are cut to this many bytes (the server caps them again).
@@ -305,6 +304,10 @@ pub(crate) struct WorkerCore {
     effects: VecDeque<Effect>,
     transmits: VecDeque<(Transmit, About)>,
     heartbeat_queued: bool,
+    /// Final reports in `transmits`.
+    unsent_finals: usize,
+    /// Per job: runs holding a slot plus peer tasks granted one (checks `slots`).
+    held: HashMap<u64, u32>,
     link: Link,
     metrics: SystemMetrics,
     processor_trackers: u32,
@@ -337,6 +340,8 @@ impl WorkerCore {
             effects: VecDeque::new(),
             transmits: VecDeque::new(),
             heartbeat_queued: false,
+            unsent_finals: 0,
+            held: HashMap::new(),
             link,
             processor_trackers: 0,
             closing: false,
@@ -388,6 +393,7 @@ impl WorkerCore {
             Input::PeerTaskDone { ticket } => {
                 if let Some(p) = self.peers.remove(&ticket) {
                     let granted = if p.granted {
+                        self.unhold(p.job_id);
                         self.slots.release(p.job_id)
                     } else {
                         self.slots.withdraw(p.job_id, Holder::Peer { ticket });
@@ -440,7 +446,11 @@ impl WorkerCore {
         let (t, about) = self.transmits.pop_front()?;
         match about {
             About::Heartbeat => self.heartbeat_queued = false,
-            About::Reply | About::FinalReport => {}
+            About::Reply => {}
+            About::FinalReport => {
+                debug_assert!(self.unsent_finals > 0);
+                self.unsent_finals = self.unsent_finals.saturating_sub(1);
+            }
             About::Report {
                 instance_id,
                 generation,
@@ -560,26 +570,32 @@ impl WorkerCore {
         self.on_granted(granted);
     }
 
+    fn hold(&mut self, job_id: u64) {
+        *self.held.entry(job_id).or_default() += 1;
+    }
+
+    fn unhold(&mut self, job_id: u64) {
+        if let Some(n) = self.held.get_mut(&job_id) {
+            debug_assert!(*n > 0);
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.held.remove(&job_id);
+            }
+        }
+    }
+
     /// Checks the invariants the module doc states (debug builds only).
     fn check_invariants(&self) {
         if !cfg!(debug_assertions) {
             return;
         }
-        let mut held: HashMap<u64, u32> = HashMap::new();
-        for r in self.runs.values() {
-            if let Some(job) = r.slot {
-                *held.entry(job).or_default() += 1;
-            }
-        }
-        for p in self.peers.values().filter(|p| p.granted) {
-            *held.entry(p.job_id).or_default() += 1;
-        }
-        for (job, n) in &held {
+        // Counted apart from `slots`, at each run and peer grant: O(jobs), not O(runs).
+        for (job, n) in &self.held {
             debug_assert_eq!(self.slots.used(*job), *n, "slots in use of job {job}");
         }
         debug_assert!(self.finished.len() <= self.config.finished_cache.max(1));
-        debug_assert!(self.instances.len() <= MAX_INSTANCES);
-        debug_assert!(self.transmits.len() <= MAX_QUEUED_CONTROL + 2 * MAX_INSTANCES + 1);
+        debug_assert!(self.instances.len() + self.unsent_finals <= MAX_INSTANCES);
+        debug_assert!(self.transmits.len() <= 2 * MAX_INSTANCES + TRANSMIT_SOFT_LIMIT + 1);
         // Every running instance has its keepalive timer (and possibly a deadline).
         debug_assert!(self.timers.len() >= self.instances.len());
     }
