@@ -53,6 +53,8 @@
 //!   are dropped when it ends; reports wait for the next one.
 
 mod broadcast;
+#[cfg(test)]
+mod broadcast_tests;
 mod finished;
 mod instance;
 mod lifecycle;
