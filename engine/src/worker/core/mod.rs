@@ -293,7 +293,13 @@ struct PeerRec {
     granted: bool,
 }
 
-/// The worker's sans-IO core; see the module doc for the call order and invariants.
+/// The worker's sans-IO core (see the module doc for what it decides and its invariants).
+///
+/// Call order, by the one owner of `&mut self`: [`handle`](Self::handle)`(now, input)`; then
+/// [`poll_effect`](Self::poll_effect) until `None`, carrying each out in order; then, whenever
+/// the server connection has room, [`poll_transmit`](Self::poll_transmit) (before any log
+/// batch); and [`poll_timeout`](Self::poll_timeout) / [`next_connect_at`](Self::next_connect_at)
+/// for when to come back with [`Input::Timer`] or a connection attempt.
 #[derive(Debug)]
 pub(crate) struct WorkerCore {
     config: CoreConfig,
