@@ -573,6 +573,67 @@ async fn losing_the_server_stops_fixed_rate_work_only() {
     worker.shutdown().await;
 }
 
+/// Reports never wait behind log lines: an instance that logs heavily while the server is
+/// away has its final report delivered, on the next connection, before any of its logs.
+#[tokio::test]
+async fn a_final_report_goes_out_before_the_logs_queued_with_it() {
+    let mut server = FakeServer::start(SECRET).await;
+    let addr = server.addr;
+    let go = Arc::new(Notify::new());
+    let g = Arc::clone(&go);
+    let worker = Worker::builder(config(addr))
+        .basic("chatty", move |ctx: TaskContext| {
+            let g = Arc::clone(&g);
+            async move {
+                g.notified().await;
+                for i in 0..2000 {
+                    ctx.logger().info(format!("line {i}"));
+                }
+                // Keeps running a little after its last line (longer than the log shipper's
+                // batching delay), as real jobs do: the lines are batched before it ends.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                ProcessResult::ok("logged")
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    conn.schedule(job(1, "chatty", "")).await;
+    assert_eq!(conn.report(1).await.status, InstanceStatus::Running);
+
+    // The server goes away; meanwhile the instance logs 2000 lines and finishes.
+    drop(conn);
+    drop(server);
+    eventually("disconnected", || !worker.is_connected()).await;
+    go.notify_one();
+    eventually("the instance finished", || worker.running() == 0).await;
+
+    let mut server = FakeServer::bind(addr, SECRET).await;
+    let mut conn = server.accept().await;
+    assert!(matches!(conn.next().await, Message::WorkerHeartbeat(_)));
+    match conn.next().await {
+        Message::ReportInstanceStatus(r) => {
+            assert_final(&r, InstanceStatus::Succeed);
+            assert_eq!(r.report_seq, 2);
+        }
+        other => panic!(
+            "expected the final report before any log batch, got a {}",
+            other.kind()
+        ),
+    }
+    // The logs follow, all of them, in order.
+    let mut lines = Vec::new();
+    while lines.len() < 2000 {
+        if let Message::LogBatch(b) = conn.next().await {
+            lines.extend(b.entries.into_iter().map(|e| e.content));
+        }
+    }
+    let expected: Vec<String> = (0..2000).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected);
+    worker.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_fails_running_instances_and_flushes_their_reports() {
     let mut server = FakeServer::start(SECRET).await;
@@ -743,7 +804,11 @@ async fn the_advertised_address_is_the_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn noop_throughput() {
-    const N: u64 = 200_000;
+    // FERROJOB_NOOP_INSTANCES overrides the count (e.g. for a quick debug-build run).
+    let n: u64 = std::env::var("FERROJOB_NOOP_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let mut server = FakeServer::start(SECRET).await;
     let worker = Worker::builder(config(server.addr))
         .builtins()
@@ -754,14 +819,14 @@ async fn noop_throughput() {
     let sender = conn.handle.clone();
     let start = std::time::Instant::now();
     tokio::spawn(async move {
-        for id in 1..=N {
+        for id in 1..=n {
             let mut j = job(id, "noop", "");
             j.concurrency = 1000;
             sender.send(j).await.unwrap();
         }
     });
     let mut finals = 0;
-    while finals < N {
+    while finals < n {
         let m = conn.next().await;
         if let Message::ReportInstanceStatus(r) = m {
             if r.status.is_final() {
@@ -771,8 +836,8 @@ async fn noop_throughput() {
     }
     let s = start.elapsed().as_secs_f64();
     eprintln!(
-        "{N} noop instances in {s:.2} s: {:.0} instances/s",
-        N as f64 / s
+        "{n} noop instances in {s:.2} s: {:.0} instances/s",
+        n as f64 / s
     );
     worker.shutdown().await;
 }

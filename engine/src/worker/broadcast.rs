@@ -3,11 +3,12 @@
 //! over transport connections (`ferrojob_transport::message`, kinds 32–34).
 //!
 //! ```text
-//!  TaskTracker                                   ProcessorTracker (peer's Listener)
+//!  TaskTracker (the core decides; these are its runs)  ProcessorTracker (peer's Listener)
 //!   pre_process once (fails → instance FAILED)
 //!   for each address i (task_id = i), concurrently, with task retries:
-//!     own address → in-process ─────────────────▶ process_start_task
-//!     other       → connect(app, secret) ── StartTask ──▶ serve_peer → process_start_task
+//!     own address → in-process (slot from the core) ─▶ run_local_task
+//!     other       → connect(app, secret) ── StartTask ──▶ serve_peer → slot from the core
+//!                                                                    → run_local_task
 //!                   ◀──────────────────── ReportTaskStatus (succeed/failed, result)
 //!                   connection lost / refused → "worker <addr> unreachable"
 //!                   instance cancelled → TrackerStopInstance, close
@@ -35,106 +36,13 @@ use tokio_util::sync::CancellationToken;
 use super::epoch_ms;
 use super::instance::{run_attempt, unknown_processor, InstanceInfo};
 use super::logs::InstanceLogger;
-use super::processor::{summarise, ProcessResult, Registered, TaskResult};
+use super::processor::ProcessResult;
 use super::processor_tracker;
-use super::state::{RunningInstance, Shared};
+use super::state::Shared;
 
-/// Runs a BROADCAST instance on its TaskTracker; the result is the instance's.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    info: Arc<InstanceInfo>,
-    processor: Registered,
-    entry: Arc<RunningInstance>,
-    logger: InstanceLogger,
-) -> ProcessResult {
-    let cancel = entry.cancel.clone();
-    if let Registered::Broadcast(p) = &processor {
-        let ctx = info.context(&shared, "pre", 1, logger.clone(), cancel.child_token());
-        let pre = run_attempt(Arc::clone(p).pre(ctx)).await;
-        if !pre.success {
-            return ProcessResult::fail(format!("pre_process failed: {}", pre.message));
-        }
-    }
-    let mut addresses = info.job.all_worker_addresses.clone();
-    if addresses.is_empty() {
-        addresses.push(shared.address.to_string());
-    }
-    entry
-        .tasks
-        .total
-        .store(addresses.len() as u64, Ordering::Relaxed);
-    let tasks = addresses.iter().enumerate().map(|(i, addr)| {
-        run_task(
-            Arc::clone(&shared),
-            Arc::clone(&info),
-            Arc::clone(&entry),
-            logger.clone(),
-            i,
-            addr.clone(),
-        )
-    });
-    let results = futures::future::join_all(tasks).await;
-    match &processor {
-        Registered::Broadcast(p) => {
-            let ctx = info.context(&shared, "post", 1, logger, cancel.child_token());
-            run_attempt(Arc::clone(p).post(ctx, results)).await
-        }
-        Registered::Basic(_) | Registered::Map { .. } => summarise(&results),
-    }
-}
-
-/// One task (one worker) with its retries.
-async fn run_task(
-    shared: Arc<Shared>,
-    info: Arc<InstanceInfo>,
-    entry: Arc<RunningInstance>,
-    logger: InstanceLogger,
-    index: usize,
-    address: String,
-) -> TaskResult {
-    let task_id = index.to_string();
-    let retries = info.job.task_retry_num;
-    let mut retry = 0u32;
-    let result = loop {
-        let start = StartTask {
-            instance: info.job.clone(),
-            task_tracker_address: shared.address.to_string(),
-            sub_instance_id: 0,
-            task_id: task_id.clone(),
-            task_name: "broadcast".to_string(),
-            task_content: Vec::new(),
-            current_retry: retry,
-        };
-        let r = if *address == *shared.address {
-            process_start_task(&shared, &start, logger.clone(), entry.cancel.child_token()).await
-        } else {
-            remote_attempt(&shared, &address, start, entry.cancel.clone()).await
-        };
-        if r.success || retry >= retries || entry.cancel.is_cancelled() {
-            break r;
-        }
-        logger.warn(format!(
-            "broadcast task {task_id} on {address} failed (retry {retry} of {retries}): {}",
-            r.message
-        ));
-        retry += 1;
-    };
-    let counter = if result.success {
-        &entry.tasks.succeeded
-    } else {
-        &entry.tasks.failed
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    TaskResult {
-        worker: address,
-        task_id,
-        success: result.success,
-        message: result.message,
-    }
-}
-
-/// Runs one attempt of a broadcast task on this worker (for its own TaskTracker or a peer's).
-pub(crate) async fn process_start_task(
+/// Runs one attempt of a broadcast task on this worker (for its own TaskTracker, which holds
+/// the concurrency slot, or for a peer's, see [`serve_peer`]).
+pub(crate) async fn run_local_task(
     shared: &Arc<Shared>,
     start: &StartTask,
     logger: InstanceLogger,
@@ -143,14 +51,6 @@ pub(crate) async fn process_start_task(
     let job = &start.instance;
     let Some(processor) = shared.processors.get(&job.processor_info).cloned() else {
         return unknown_processor(shared, &job.processor_info);
-    };
-    let slot = shared.job_slot(job.job_id, job.concurrency);
-    let permit = tokio::select! {
-        p = slot.acquire_owned() => p,
-        () = cancel.cancelled() => return ProcessResult::fail("cancelled"),
-    };
-    let Ok(_permit) = permit else {
-        return ProcessResult::fail("worker shut down");
     };
     let _counted = ProcessorTrackerGuard::new(shared);
     let info = InstanceInfo::new(job.clone());
@@ -165,6 +65,25 @@ pub(crate) async fn process_start_task(
         r = run_attempt(processor.process(ctx)) => r,
         () = cancel.cancelled() => ProcessResult::fail("cancelled"),
     }
+}
+
+/// Runs a broadcast task a peer's TaskTracker asked for, once the core grants it a
+/// concurrency slot of its job.
+async fn run_peer_task(
+    shared: &Arc<Shared>,
+    start: &StartTask,
+    logger: InstanceLogger,
+    cancel: CancellationToken,
+) -> ProcessResult {
+    let job = &start.instance;
+    let Some(_slot) = shared.peer_slot(job.job_id, job.concurrency, &cancel).await else {
+        return ProcessResult::fail(if cancel.is_cancelled() {
+            "cancelled"
+        } else {
+            "worker full or shutting down"
+        });
+    };
+    run_local_task(shared, start, logger, cancel).await
 }
 
 /// Counts a running broadcast task in `Shared::processor_trackers` for as long as it lives
@@ -186,7 +105,7 @@ impl Drop for ProcessorTrackerGuard {
 
 /// One attempt on a peer, in its own task (see the module doc). The answer arrives through a
 /// oneshot; a dropped sender (the task died) counts as unreachable.
-async fn remote_attempt(
+pub(crate) async fn remote_attempt(
     shared: &Arc<Shared>,
     address: &str,
     start: StartTask,
@@ -325,7 +244,7 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
                 let handle = handle.clone();
                 tokio::spawn(async move {
                     let logger = shared.logger(instance_id);
-                    let work = process_start_task(&shared, &start, logger, cancel);
+                    let work = run_peer_task(&shared, &start, logger, cancel);
                     // Safety net: the TaskTracker enforces the timeout and stops us, but a
                     // lost TaskTracker must not leave the task running forever.
                     let r = match start.instance.instance_timeout_ms {

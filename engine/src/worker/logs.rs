@@ -5,8 +5,13 @@
 //!  InstanceLogger::info(..) --try_send--> bounded mpsc (log_queue lines) --> shipper task
 //!     full? count the line as dropped                                  batches of ≤ 512 lines
 //!     room again? first a WARN "ferrojob: N log lines dropped"         or every 100 ms
-//!                                                                       --> outbound queue
+//!                                            --> bounded queue of LOG_BATCH_QUEUE batches
+//!                                            --> the session's writer, only when no report,
+//!                                                heartbeat or answer is waiting
 //! ```
+//!
+//! When the server is slow or away, the batch queue fills, the shipper waits, the line queue
+//! fills and lines are dropped (and counted): logs never hold back reports.
 //!
 //! Invariants: logging never blocks and never allocates more than the queue bound; every line
 //! is either queued or counted as dropped (per instance, and in the worker's total); lines of
@@ -17,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrojob_transport::message::{LogBatch, LogEntry, LogLevel, Message};
+use ferrojob_transport::message::{LogBatch, LogEntry, LogLevel};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +32,8 @@ use super::epoch_ms;
 pub(crate) const BATCH_LINES: usize = 512;
 /// A batch waits at most this long for more lines after its first one.
 pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(100);
+/// Log batches queued for the server at most (each up to [`BATCH_LINES`] lines).
+pub(crate) const LOG_BATCH_QUEUE: usize = 64;
 /// Longer lines are truncated to this many bytes (on a character boundary).
 pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024;
 
@@ -148,11 +155,11 @@ pub(crate) fn truncate_at_char_boundary(s: &mut String, max: usize) {
     s.truncate(cut);
 }
 
-/// Ships queued lines to the outbound queue in batches until `shutdown` fires, then flushes
+/// Ships queued lines to the batch queue (`outbound`) until `shutdown` fires, then flushes
 /// what is queued and returns.
 pub(crate) async fn ship(
     mut lines: mpsc::Receiver<LogEntry>,
-    outbound: mpsc::Sender<Message>,
+    outbound: mpsc::Sender<LogBatch>,
     worker_address: String,
     shutdown: CancellationToken,
 ) {
@@ -181,7 +188,7 @@ pub(crate) async fn ship(
             worker_address: worker_address.clone(),
             entries,
         };
-        if outbound.send(message.into()).await.is_err() {
+        if outbound.send(message).await.is_err() {
             return;
         }
     }
@@ -196,7 +203,7 @@ pub(crate) async fn ship(
             worker_address: worker_address.clone(),
             entries: rest,
         };
-        if outbound.send(message.into()).await.is_err() {
+        if outbound.send(message).await.is_err() {
             return;
         }
     }

@@ -5,32 +5,46 @@
 //!
 //! ```text
 //!  Worker::builder(config).basic("name", p).broadcast(..).map_reduce(..).builtins().start()
-//!    ├─ Listener (config.listen)       ── peers' StartTask ─▶ broadcast::serve_peer
-//!    │                                    peers' StartTasks ─▶ processor_tracker (MAP tasks)
-//!    ├─ session task (server)          ── ScheduleJob ─▶ instance::accept ─▶ run_instance task
-//!    │                                    (MAP/MAP_REDUCE: task_tracker::run + its thread)
-//!    │    reconnects with backoff         StopInstance / QueryInstanceStatus
-//!    │    drains the outbound queue   ◀── reports (instance tasks), log batches (shipper)
-//!    ├─ heartbeat task                 ── metrics (sysinfo, spawn_blocking) + WorkerHeartbeat
-//!    └─ log shipper task               ◀── InstanceLogger lines (bounded queue)
+//!
+//!   WorkerCore (sans-IO, behind the driver's one lock): instances, report seqs, retries,
+//!   │  timeouts, stop, concurrency slots, finished cache, heartbeats, reconnect backoff
+//!   │  ▲ Shared::drive(Input)                  │ effects, transmits, timeouts
+//!   │  │                                       ▼
+//!   ├─ session task (server)  ── ScheduleJob / StopInstance / QueryInstanceStatus ─▶ core
+//!   │    connects when the core says (backoff ≤ MAX_RECONNECT_DELAY), Connected / Lost ─▶ core
+//!   │    writer: core.poll_transmit first (reports, heartbeats, answers), then one log batch
+//!   ├─ timer task             ── Input::Timer at core.poll_timeout (keepalives, timeouts,
+//!   │                            heartbeats, server lost)
+//!   ├─ run tasks (instance)   ◀─ Effect::StartRun: a STANDALONE attempt, a BROADCAST hook or
+//!   │                            task attempt (here or on a peer), a MAP/MAP_REDUCE instance
+//!   │                            (task_tracker::run + its thread) ── RunFinished ─▶ core
+//!   ├─ sampler task           ── metrics (sysinfo, spawn_blocking) ─▶ core (for heartbeats)
+//!   ├─ Listener (config.listen) ── peers' StartTask ─▶ broadcast::serve_peer (slot from core)
+//!   │                              peers' StartTasks ─▶ processor_tracker (MAP tasks)
+//!   └─ log shipper task       ◀── InstanceLogger lines (bounded) ─▶ log batches (bounded)
 //! ```
 //!
 //! - [`processor`]: [`BasicProcessor`], [`BroadcastProcessor`], [`MapProcessor`],
 //!   [`MapReduceProcessor`], [`TaskContext`], [`MapContext`],
 //!   [`ProcessResult`].
-//! - `instance`: one instance on its TaskTracker (reports, retries, timeout, stop).
-//! - `broadcast`: TaskTracker ↔ ProcessorTracker over worker-to-worker connections.
+//! - `core`: the sans-IO worker core (`WorkerCore`): every rule about the instances this
+//!   worker is the TaskTracker of, its concurrency slots and its server connection.
+//! - `driver`: feeds the core with the wall clock and carries out its effects; the timer task.
+//! - `instance`: the processor runs the core starts.
+//! - `broadcast`: BROADCAST task attempts on peers, and the ProcessorTracker side for peers.
 //! - `task_tracker`: a MAP/MAP_REDUCE instance on its TaskTracker (the task tree in the
-//!   worker's task store, dispatch to ProcessorTrackers, retries, dead workers, reduce).
+//!   worker's task store, dispatch to ProcessorTrackers, retries, dead workers, reduce), over
+//!   `mapreduce::TaskTrackerCore`.
 //! - `processor_tracker`: the MAP/MAP_REDUCE tasks a worker runs for a TaskTracker.
-//! - `session`: the server connection and heartbeats.
+//! - `session`: the server connection (reader, control-first writer) and the metrics sampler.
 //! - `logs`: [`InstanceLogger`] and the log shipper.
 //! - [`builtin`]: `shell`, `http`, `noop`, `sleep`, `sum_mr`.
 //!
-//! Invariants: per instance, reports are numbered from `report_seq_base + 1` and strictly
-//! increase, and exactly one final report is sent, last; every queue is bounded (outbound
-//! messages, log lines, finished-instance cache, peer connections via the listener's limit);
-//! a processor's panic fails its task, never the worker.
+//! Invariants: per instance dispatch, reports are numbered from `report_seq_base + 1` and
+//! strictly increase, and exactly one final report is sent, last (the core's); reports,
+//! heartbeats and query answers never wait behind log batches; every queue is bounded (the
+//! core's control queue, log lines, log batches, the finished-instance cache, peer tasks, peer
+//! connections via the listener's limit); a processor's panic fails its task, never the worker.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(
@@ -40,6 +54,8 @@
 
 mod broadcast;
 pub mod builtin;
+mod core;
+mod driver;
 mod instance;
 mod logs;
 mod metrics;
@@ -51,7 +67,7 @@ mod task_tracker;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +75,7 @@ use ferrojob_transport::message::SystemMetrics;
 use ferrojob_transport::net::{Listener, NetConfig};
 use ferrojob_transport::{AppSecret, AppSecrets, ClientIdentity, TransportError, TransportMetrics};
 use parking_lot::Mutex;
+use rand::Rng;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -69,11 +86,17 @@ pub use processor::{
     MapReduceProcessor, MapTaskResult, ProcessResult, ReduceResults, TaskContext, TaskResult,
 };
 
-use processor::Registered;
-use state::{CancelReason, FinishedCache, Shared};
+pub use self::core::MAX_RECONNECT_DELAY;
 
-/// Outbound messages (reports, log batches) queued for the server at most; producers wait
-/// when it is full (backpressure), heartbeats and keepalives are skipped instead.
+use self::core::{CoreConfig, Input, WorkerCore};
+use driver::Driven;
+use processor::Registered;
+use state::Shared;
+
+/// Control messages (reports, heartbeats, query answers) queued for the server past which
+/// keepalives and heartbeats are skipped and new instances refused; final reports are always
+/// queued (at most one per running instance). Log batches have their own, smaller queue and go
+/// out only when no control message waits.
 pub const OUTBOUND_QUEUE: usize = 65_536;
 
 /// A worker's settings. Build with [`WorkerConfig::new`] and adjust the public fields.
@@ -312,7 +335,7 @@ impl WorkerBuilder {
             client_version: concat!("ferrojob-worker ", env!("CARGO_PKG_VERSION")).to_string(),
             secret,
         };
-        let (outbound_tx, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (log_batch_tx, log_batch_rx) = mpsc::channel(logs::LOG_BATCH_QUEUE);
         let (log_tx, log_rx) = mpsc::channel(config.log_queue.max(1));
         let mut sampler = metrics::Sampler::new();
         let (sampler, first_metrics) = tokio::task::spawn_blocking(move || {
@@ -321,43 +344,55 @@ impl WorkerBuilder {
         })
         .await
         .map_err(|e| WorkerError::Config(format!("metrics sampling failed: {e}")))?;
-        let finished = FinishedCache::new(config.finished_cache);
+        let core = WorkerCore::new(
+            CoreConfig {
+                address: address.to_string(),
+                app: config.app.clone(),
+                tag: config.tags.first().cloned(),
+                heartbeat_interval_ms: millis(config.heartbeat_interval).max(10),
+                keepalive_interval_ms: millis(config.keepalive_interval),
+                server_lost_after: config.server_lost_after,
+                max_running_instances: config.max_running_instances,
+                finished_cache: config.finished_cache,
+                backoff: config.net.backoff.clone(),
+                seed: rand::thread_rng().gen(),
+                metrics: first_metrics,
+            },
+            epoch_ms(),
+        );
+        let stops = Stops::default();
         let shared = Arc::new(Shared {
             address: Arc::clone(&address),
             identity,
             processors,
-            outbound: outbound_tx.clone(),
-            server: Mutex::new(None),
-            connected: AtomicBool::new(false),
-            disconnected_since: Mutex::new(Some(std::time::Instant::now())),
-            instances: Mutex::new(HashMap::new()),
+            driven: Mutex::new(Driven::new(core)),
+            runtime: tokio::runtime::Handle::current(),
+            transmit_ready: Notify::new(),
+            timer_changed: Notify::new(),
             instance_done: Notify::new(),
-            finished: Mutex::new(finished),
-            job_slots: Mutex::new(HashMap::new()),
             log_tx,
             log_stats: Arc::default(),
             tasks_root: CancellationToken::new(),
-            closing: AtomicBool::new(false),
             processor_trackers: AtomicU32::new(0),
+            next_ticket: AtomicU64::new(0),
             transport_metrics: Arc::new(TransportMetrics::default()),
-            latest_metrics: Mutex::new(first_metrics),
             task_store: tokio::sync::OnceCell::new(),
             config,
         });
-        let stops = Stops::default();
         let session = tokio::spawn(session::run(
             Arc::clone(&shared),
-            outbound_rx,
+            log_batch_rx,
             stops.session.clone(),
         ));
-        let heartbeat = tokio::spawn(session::heartbeats(
+        let heartbeat = tokio::spawn(session::sample_metrics(
             Arc::clone(&shared),
             sampler,
             stops.background.clone(),
         ));
+        let timers = tokio::spawn(driver::timers(Arc::clone(&shared), stops.session.clone()));
         let shipper = tokio::spawn(logs::ship(
             log_rx,
-            outbound_tx,
+            log_batch_tx,
             address.to_string(),
             stops.logs.clone(),
         ));
@@ -373,6 +408,7 @@ impl WorkerBuilder {
             tasks: Some(Tasks {
                 session,
                 heartbeat,
+                timers,
                 shipper,
                 peers,
             }),
@@ -401,6 +437,7 @@ pub struct Worker {
 struct Tasks {
     session: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    timers: JoinHandle<()>,
     shipper: JoinHandle<()>,
     peers: JoinHandle<()>,
 }
@@ -408,13 +445,16 @@ struct Tasks {
 impl Drop for Worker {
     fn drop(&mut self) {
         if let Some(tasks) = self.tasks.take() {
-            self.shared.closing.store(true, Ordering::Release);
+            // The core ends every instance ("worker shut down") before their runs see the
+            // cancellation, so no run's "cancelled" result is taken for a failed attempt.
+            self.shared.drive(Input::Shutdown);
             self.shared.tasks_root.cancel();
             self.stops.background.cancel();
             self.stops.logs.cancel();
             self.stops.session.cancel();
             tasks.session.abort();
             tasks.heartbeat.abort();
+            tasks.timers.abort();
             tasks.shipper.abort();
             tasks.peers.abort();
         }
@@ -451,7 +491,7 @@ impl Worker {
 
     /// Whether the worker is connected to the server now.
     pub fn is_connected(&self) -> bool {
-        self.shared.connected.load(Ordering::Acquire)
+        self.shared.driven.lock().core.is_connected()
     }
 
     /// Instances this worker runs now (as their TaskTracker).
@@ -471,7 +511,7 @@ impl Worker {
 
     /// The latest health measurements (as the next heartbeat carries them).
     pub fn metrics(&self) -> SystemMetrics {
-        self.shared.latest_metrics.lock().clone()
+        self.shared.driven.lock().core.metrics().clone()
     }
 
     /// Stops the worker: refuses new instances, cancels the running ones (each reports FAILED
@@ -481,6 +521,7 @@ impl Worker {
         let Some(Tasks {
             mut session,
             heartbeat,
+            timers,
             mut shipper,
             peers,
         }) = self.tasks.take()
@@ -489,12 +530,8 @@ impl Worker {
         };
         let shared = Arc::clone(&self.shared);
         let stops = &self.stops;
-        shared.closing.store(true, Ordering::Release);
         stops.background.cancel();
-        let running: Vec<_> = shared.instances.lock().values().cloned().collect();
-        for r in running {
-            r.cancel(CancelReason::Shutdown);
-        }
+        shared.drive(Input::Shutdown);
         shared.tasks_root.cancel();
         let drained = async {
             loop {
@@ -529,9 +566,15 @@ impl Worker {
             session.abort();
         }
         heartbeat.abort();
+        timers.abort();
         peers.abort();
         tracing::info!(address = %shared.address, "worker stopped");
     }
+}
+
+/// `d` in milliseconds, saturating.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Now, epoch milliseconds (0 before 1970, saturating).

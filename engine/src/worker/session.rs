@@ -1,56 +1,70 @@
-//! The server session: connect (handshake with the app secret), serve, reconnect with
-//! exponential backoff and jitter; and the heartbeat task.
+//! The server session: connect (handshake with the app secret) when the core says, serve,
+//! and feed the connection's comings and goings to the core; and the metrics sampler.
 //!
 //! ```text
-//!  session task:  connect ──ok──▶ heartbeat first, then concurrently:
-//!                   reader: ScheduleJob → instance::accept │ StopInstance → cancel
-//!                           QueryInstanceStatus → spawned answer (never blocks the reader)
-//!                   writer: outbound queue ──recv_many──▶ send_batch (reports, log batches)
-//!                 until the connection ends (→ backoff, reconnect) or shutdown (→ flush, close)
-//!  heartbeat task: every heartbeat_interval: sample metrics (spawn_blocking), heartbeat on the
-//!                  current connection, stop fixed rate/delay instances once the server has been
-//!                  unreachable for longer than server_lost_after
+//!  session task:  wait for core.next_connect_at ─ connect ─ ok: Input::Connected
+//!                                                         └ err: Input::ConnectFailed
+//!                   reader: ScheduleJob / StopInstance / QueryInstanceStatus → the core
+//!                   writer: control first: core.poll_transmit (reports, heartbeats, answers)
+//!                           then one log batch, then control again, ...
+//!                 until the connection ends (Input::ConnectionLost) or shutdown (flush, close)
+//!  sampler task:  every heartbeat_interval: sample metrics (spawn_blocking) → Input::Metrics
 //! ```
 //!
-//! The worker runs its own reconnect loop over [`connect`] instead of
-//! `ReconnectingClient` because it must know when it is disconnected (`Worker::is_connected`,
-//! `server_lost_after`), which `ReconnectingClient` does not expose. The outbound queue plays
-//! the part of `ReconnectingClient`'s queue: what is queued while disconnected goes out on the
-//! next connection, in order. Reader and writer run concurrently so that a full command queue
-//! (slow server) never stops this side from reading, which would deadlock both peers.
+//! The worker runs its own reconnect loop over [`connect`] instead of `ReconnectingClient`
+//! because the core decides when to try again (its backoff is capped at
+//! [`MAX_RECONNECT_DELAY`](super::core::MAX_RECONNECT_DELAY)) and must know when the
+//! connection is down (`server_lost_after`). Reader and writer run concurrently so that a full
+//! command queue (slow server) never stops this side from reading, which would deadlock both
+//! peers.
+//!
+//! Priority: reports, heartbeats and query answers never wait behind log lines. The core
+//! holds them; the writer drains them before every log batch, and the connection's own send
+//! queue is kept short ([`SERVER_SEND_QUEUE`] commands), so a control message queued while
+//! logs pour out waits behind at most that many batches.
 
-use std::sync::atomic::Ordering;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
-use ferrojob_transport::message::{
-    ErrorCode, ErrorReply, Message, StopInstance, TimeExpressionType,
-};
+use ferrojob_transport::message::{ErrorCode, ErrorReply, LogBatch, Message, StopInstance};
 use ferrojob_transport::net::{connect, Connected, ConnectionHandle, Incoming};
-use ferrojob_transport::{Backoff, ConnectionError, TransportError};
-use rand::Rng;
-use tokio::sync::mpsc;
+use ferrojob_transport::{ConnectionError, TransportError};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::instance;
+use super::core::{Input, Transmit};
+use super::driver::until;
+use super::instance::processor_kind;
 use super::metrics::Sampler;
-use super::state::{CancelReason, Shared};
+use super::state::Shared;
 
-/// Messages moved from the outbound queue to the connection per batch at most.
+/// Control messages moved from the core to the connection per batch at most.
 const OUTBOUND_BATCH: usize = 1024;
+/// Commands (message batches) the server connection queues before the writer waits: small,
+/// so that what the writer hands over next (control first) is not stuck behind many log
+/// batches inside the connection.
+pub(crate) const SERVER_SEND_QUEUE: usize = 16;
 
 /// Runs the server session until `stop` fires; then flushes what is queued and closes.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    mut outbound: mpsc::Receiver<Message>,
+    mut logs: mpsc::Receiver<LogBatch>,
     stop: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(shared.config.net.backoff.clone());
+    let mut net = shared.config.net.clone();
+    net.send_queue = net.send_queue.clamp(1, SERVER_SEND_QUEUE);
     loop {
+        let at = shared.driven.lock().core.next_connect_at();
+        if let Some(at) = at {
+            tokio::select! {
+                () = tokio::time::sleep(until(at)) => {}
+                () = stop.cancelled() => break,
+            }
+        }
         let attempt = tokio::select! {
             c = connect(
                 shared.config.server,
-                shared.config.net.clone(),
+                net.clone(),
                 shared.identity.clone(),
                 Arc::clone(&shared.transport_metrics),
             ) => c,
@@ -58,25 +72,17 @@ pub(crate) async fn run(
         };
         match attempt {
             Ok(connected) => {
-                backoff.reset();
-                if serve(&shared, connected, &mut outbound, &stop).await {
+                if serve(&shared, connected, &mut logs, &stop).await {
                     return;
                 }
             }
-            Err(e) => log_connect_error(&shared, &e),
-        }
-        let delay = backoff.next_delay(rand::thread_rng().gen::<f64>());
-        tracing::debug!(
-            ?delay,
-            attempt = backoff.attempts(),
-            "reconnecting after backoff"
-        );
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop.cancelled() => break,
+            Err(e) => {
+                log_connect_error(&shared, &e);
+                shared.drive(Input::ConnectFailed);
+            }
         }
     }
-    let lost = outbound.len();
+    let lost = shared.driven.lock().core.transmits_queued() + logs.len();
     if lost > 0 {
         tracing::warn!(
             messages = lost,
@@ -113,7 +119,7 @@ fn log_connect_error(shared: &Shared, e: &TransportError) {
 async fn serve(
     shared: &Arc<Shared>,
     connected: Connected,
-    outbound: &mut mpsc::Receiver<Message>,
+    logs: &mut mpsc::Receiver<LogBatch>,
     stop: &CancellationToken,
 ) -> bool {
     let Connected {
@@ -122,51 +128,19 @@ async fn serve(
         ..
     } = connected;
     tracing::info!(server = %shared.config.server, address = %shared.address, "connected to the server");
-    let _ = handle.send(shared.heartbeat()).await;
-    *shared.server.lock() = Some(handle.clone());
-    *shared.disconnected_since.lock() = None;
-    shared.connected.store(true, Ordering::Release);
+    shared.drive(Input::Connected);
 
     let reader = async {
         while let Some(m) = incoming.recv().await {
             on_message(shared, &handle, m);
         }
     };
-    // The writer owns the stop signal: a batch it has taken is always handed to the
-    // connection (never dropped mid-send by a shutdown), and on stop it flushes the queue.
-    let writer = async {
-        let mut batch = Vec::with_capacity(OUTBOUND_BATCH);
-        loop {
-            let stopping = tokio::select! {
-                n = outbound.recv_many(&mut batch, OUTBOUND_BATCH) => n == 0,
-                () = stop.cancelled() => true,
-            };
-            if stopping {
-                while let Ok(m) = outbound.try_recv() {
-                    batch.push(m);
-                }
-            }
-            if !batch.is_empty() {
-                let messages = std::mem::replace(&mut batch, Vec::with_capacity(OUTBOUND_BATCH));
-                if handle.send_batch(messages).await.is_err() {
-                    tracing::warn!(
-                        "connection ended while sending: a batch of reports/logs was lost"
-                    );
-                    return stopping;
-                }
-            }
-            if stopping {
-                return true;
-            }
-        }
-    };
+    let writer = write(shared.as_ref(), &handle, logs, stop);
     let stopped = tokio::select! {
         () = reader => false,
         s = writer => s,
     };
-    shared.connected.store(false, Ordering::Release);
-    *shared.server.lock() = None;
-    *shared.disconnected_since.lock() = Some(Instant::now());
+    shared.drive(Input::ConnectionLost);
     if stopped {
         let grace = shared.config.net.close_flush_timeout;
         let _ = tokio::time::timeout(grace, handle.shutdown()).await;
@@ -176,6 +150,122 @@ async fn serve(
     stopped
 }
 
+/// Where the writer puts messages: the server connection (a test double in unit tests).
+pub(crate) trait ServerSink {
+    /// Queues one-way messages, in order; `false` when the connection is gone.
+    fn send_batch(&self, messages: Vec<Message>) -> impl Future<Output = bool> + Send;
+    /// Queues the answer to a request; `false` when the connection is gone.
+    fn respond(&self, correlation: u64, message: Message) -> impl Future<Output = bool> + Send;
+}
+
+impl ServerSink for ConnectionHandle {
+    async fn send_batch(&self, messages: Vec<Message>) -> bool {
+        ConnectionHandle::send_batch(self, messages).await.is_ok()
+    }
+    async fn respond(&self, correlation: u64, message: Message) -> bool {
+        ConnectionHandle::respond(self, correlation, message)
+            .await
+            .is_ok()
+    }
+}
+
+/// Where the writer takes control messages from: the core (a test double in unit tests).
+pub(crate) trait ControlSource: Sync {
+    /// Up to `max` control messages, in order.
+    fn take(&self, max: usize) -> Vec<Transmit>;
+    /// Notified when there are control messages to take.
+    fn ready(&self) -> &Notify;
+}
+
+impl ControlSource for Shared {
+    fn take(&self, max: usize) -> Vec<Transmit> {
+        self.take_transmits(max)
+    }
+    fn ready(&self) -> &Notify {
+        &self.transmit_ready
+    }
+}
+
+/// Hands the core's control messages to `sink`; `false` when the connection is gone (what
+/// was taken is lost).
+async fn send_control(control: &impl ControlSource, sink: &impl ServerSink) -> bool {
+    loop {
+        let batch = control.take(OUTBOUND_BATCH);
+        if batch.is_empty() {
+            return true;
+        }
+        let mut sends = Vec::with_capacity(batch.len());
+        let mut replies = Vec::new();
+        for t in batch {
+            match t {
+                Transmit::Send(m) => sends.push(m),
+                Transmit::Reply {
+                    correlation,
+                    message,
+                } => replies.push((correlation, message)),
+            }
+        }
+        if !sends.is_empty() && !sink.send_batch(sends).await {
+            tracing::warn!("connection ended while sending: a batch of reports was lost");
+            return false;
+        }
+        for (correlation, message) in replies {
+            if !sink.respond(correlation, message).await {
+                return false;
+            }
+        }
+    }
+}
+
+/// The writer: control messages first, then one log batch at a time, until `stop` fires
+/// (then it flushes both and returns `true`) or the connection is gone (`false`).
+pub(crate) async fn write(
+    control: &impl ControlSource,
+    sink: &impl ServerSink,
+    logs: &mut mpsc::Receiver<LogBatch>,
+    stop: &CancellationToken,
+) -> bool {
+    enum Next {
+        Control,
+        Log(LogBatch),
+        Stop,
+    }
+    loop {
+        if !send_control(control, sink).await {
+            return false;
+        }
+        let next = tokio::select! {
+            biased;
+            () = stop.cancelled() => Next::Stop,
+            () = control.ready().notified() => Next::Control,
+            b = logs.recv() => b.map_or(Next::Stop, Next::Log),
+        };
+        match next {
+            Next::Control => {}
+            Next::Log(batch) => {
+                if !sink.send_batch(vec![batch.into()]).await {
+                    tracing::warn!("connection ended while sending: a log batch was lost");
+                    return false;
+                }
+            }
+            Next::Stop => {
+                // Flush: control, then every queued log batch, then control once more
+                // (shutdown's last reports may race the last logs).
+                if !send_control(control, sink).await {
+                    return true;
+                }
+                while let Ok(batch) = logs.try_recv() {
+                    if !sink.send_batch(vec![batch.into()]).await {
+                        return true;
+                    }
+                }
+                let _ = send_control(control, sink).await;
+                return true;
+            }
+        }
+    }
+}
+
 /// Handles one message from the server without blocking the reader.
 fn on_message(shared: &Arc<Shared>, handle: &ConnectionHandle, m: Incoming) {
     let Incoming {
@@ -183,51 +273,46 @@ fn on_message(shared: &Arc<Shared>, handle: &ConnectionHandle, m: Incoming) {
         message,
     } = m;
     match message {
-        Message::ScheduleJob(job) => instance::accept(shared, job),
+        Message::ScheduleJob(job) => {
+            let processor = processor_kind(shared, &job);
+            shared.drive(Input::ScheduleJob {
+                job: Box::new(job),
+                processor,
+            });
+        }
         Message::StopInstance(StopInstance { instance_id }) => {
-            let entry = shared.instances.lock().get(&instance_id).cloned();
-            match entry {
-                Some(e) => e.cancel(CancelReason::Stopped),
-                None => tracing::debug!(instance = instance_id, "stop for an unknown instance"),
-            }
+            shared.drive(Input::StopInstance { instance_id });
         }
-        Message::QueryInstanceStatus(q) => {
-            let answer: Message = match shared.instance_status(q.instance_id) {
-                Some(reply) => reply.into(),
-                None => ErrorReply {
-                    code: ErrorCode::NotFound,
-                    message: format!("instance {} unknown to this worker", q.instance_id),
-                }
-                .into(),
-            };
-            respond_later(handle, correlation, answer);
-        }
+        Message::QueryInstanceStatus(q) => match correlation {
+            Some(correlation) => shared.drive(Input::QueryInstanceStatus {
+                correlation,
+                instance_id: q.instance_id,
+            }),
+            None => tracing::debug!("QueryInstanceStatus without a correlation: ignored"),
+        },
         other => {
             tracing::debug!(kind = %other.kind(), "unexpected message from the server");
-            if correlation.is_some() {
+            if let Some(c) = correlation {
                 let refusal = ErrorReply {
                     code: ErrorCode::UnexpectedMessage,
                     message: format!("{} is not handled by a worker", other.kind()),
                 };
-                respond_later(handle, correlation, refusal.into());
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let _ = handle.respond(c, refusal).await;
+                });
             }
         }
     }
 }
 
-fn respond_later(handle: &ConnectionHandle, correlation: Option<u64>, answer: Message) {
-    let Some(c) = correlation else {
-        return;
-    };
-    let handle = handle.clone();
-    tokio::spawn(async move {
-        let _ = handle.respond(c, answer).await;
-    });
-}
-
-/// Samples metrics, heartbeats and watches for a lost server, every `heartbeat_interval`,
-/// until `stop` fires.
-pub(crate) async fn heartbeats(shared: Arc<Shared>, mut sampler: Sampler, stop: CancellationToken) {
+/// Samples metrics every `heartbeat_interval` and hands them to the core (which heartbeats on
+/// its own timer), until `stop` fires.
+pub(crate) async fn sample_metrics(
+    shared: Arc<Shared>,
+    mut sampler: Sampler,
+    stop: CancellationToken,
+) {
     let every = shared
         .config
         .heartbeat_interval
@@ -246,48 +331,217 @@ pub(crate) async fn heartbeats(shared: Arc<Shared>, mut sampler: Sampler, stop: 
         })
         .await
         {
-            Ok((s, m)) => {
+            Ok((s, metrics)) => {
                 sampler = s;
-                *shared.latest_metrics.lock() = m;
+                let processor_trackers = shared
+                    .processor_trackers
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                shared.drive(Input::Metrics {
+                    metrics,
+                    processor_trackers,
+                });
             }
             Err(e) => {
-                tracing::error!(error = %e, "metrics sampling failed; heartbeats stop");
+                tracing::error!(error = %e, "metrics sampling failed; heartbeats keep the last sample");
                 return;
             }
         }
-        let handle = shared.server.lock().clone();
-        if let Some(h) = handle {
-            // A heartbeat stuck behind a full queue is stale: skip it rather than wait.
-            let _ = h.try_send(shared.heartbeat());
-        }
-        stop_fixed_work_if_server_lost(&shared);
     }
 }
 
-/// PowerJob's rule: a worker cut off from the server for longer than `server_lost_after` stops
-/// its FIXED_RATE / FIXED_DELAY instances (the server will have started new runs elsewhere).
-fn stop_fixed_work_if_server_lost(shared: &Shared) {
-    let lost_for = shared.disconnected_since.lock().map(|t| t.elapsed());
-    if lost_for.is_none_or(|d| d <= shared.config.server_lost_after) {
-        return;
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ferrojob_transport::message::{
+        AlarmConfig, ExecuteType, LogConfig, LogEntry, LogLevel, LogType, ProcessorType,
+        ScheduleJob, SystemMetrics, TimeExpressionType,
+    };
+    use ferrojob_transport::BackoffConfig;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::worker::core::{CoreConfig, ProcessorKind, WorkerCore};
+    use crate::worker::logs::LOG_BATCH_QUEUE;
+
+    /// A core behind a lock, as the driver keeps it.
+    struct Control {
+        core: Mutex<WorkerCore>,
+        ready: Notify,
     }
-    let victims: Vec<_> = shared
-        .instances
-        .lock()
-        .iter()
-        .filter(|(_, r)| {
-            matches!(
-                r.time_expression_type,
-                TimeExpressionType::FixedRate | TimeExpressionType::FixedDelay
-            ) && !r.cancel.is_cancelled()
-        })
-        .map(|(id, r)| (*id, Arc::clone(r)))
-        .collect();
-    for (id, r) in victims {
-        tracing::warn!(
-            instance = id,
-            "server unreachable too long: stopping fixed rate/delay instance"
+
+    impl ControlSource for Control {
+        fn take(&self, max: usize) -> Vec<Transmit> {
+            let mut core = self.core.lock();
+            std::iter::from_fn(|| core.poll_transmit())
+                .take(max)
+                .collect()
+        }
+        fn ready(&self) -> &Notify {
+            &self.ready
+        }
+    }
+
+    impl Control {
+        /// Dispatches an instance: the core queues its RUNNING report.
+        fn schedule(&self, instance_id: u64) {
+            let job = ScheduleJob {
+                app_id: 1,
+                job_id: 1,
+                instance_id,
+                workflow_instance_id: None,
+                execute_type: ExecuteType::Standalone,
+                processor_type: ProcessorType::BuiltIn,
+                processor_info: "p".into(),
+                job_params: String::new(),
+                instance_params: String::new(),
+                instance_timeout_ms: 0,
+                concurrency: 1,
+                task_retry_num: 0,
+                time_expression_type: TimeExpressionType::Api,
+                time_expression: String::new(),
+                max_instance_num: 0,
+                all_worker_addresses: Vec::new(),
+                max_worker_count: 0,
+                log_config: LogConfig {
+                    log_type: LogType::Online,
+                    level: LogLevel::Info,
+                },
+                alarm_config: AlarmConfig {
+                    threshold: 0,
+                    statistic_window_s: 0,
+                    silence_window_s: 0,
+                },
+                dispatch_time_ms: 0,
+                report_seq_base: 0,
+                workflow_context: String::new(),
+            };
+            let mut core = self.core.lock();
+            core.handle(
+                0,
+                crate::worker::core::Input::ScheduleJob {
+                    job: Box::new(job),
+                    processor: ProcessorKind::Basic,
+                },
+            );
+            while core.poll_effect().is_some() {}
+            self.ready.notify_one();
+        }
+    }
+
+    /// Records what the writer hands over; dispatches an instance when the first log batch
+    /// arrives (a report produced while logs pour out) and stops after `stop_after` messages.
+    struct Recorder {
+        control: Arc<Control>,
+        sent: Mutex<Vec<Message>>,
+        stop: CancellationToken,
+        stop_after: usize,
+    }
+
+    impl ServerSink for Recorder {
+        async fn send_batch(&self, messages: Vec<Message>) -> bool {
+            let first_log = {
+                let mut sent = self.sent.lock();
+                let before = sent
+                    .iter()
+                    .filter(|m| matches!(m, Message::LogBatch(_)))
+                    .count();
+                sent.extend(messages);
+                let after = sent
+                    .iter()
+                    .filter(|m| matches!(m, Message::LogBatch(_)))
+                    .count();
+                if sent.len() >= self.stop_after {
+                    self.stop.cancel();
+                }
+                before == 0 && after > 0
+            };
+            if first_log {
+                self.control.schedule(1);
+            }
+            true
+        }
+        async fn respond(&self, _correlation: u64, message: Message) -> bool {
+            self.sent.lock().push(message);
+            true
+        }
+    }
+
+    fn batch(i: u64) -> LogBatch {
+        LogBatch {
+            worker_address: "w:1".into(),
+            entries: vec![LogEntry {
+                instance_id: 9,
+                time_ms: 0,
+                level: LogLevel::Info,
+                content: format!("line {i}"),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_report_overtakes_every_queued_log_batch() {
+        let mut core = WorkerCore::new(
+            CoreConfig {
+                address: "w:1".into(),
+                app: "app".into(),
+                tag: None,
+                heartbeat_interval_ms: 1000,
+                keepalive_interval_ms: 10_000,
+                server_lost_after: Duration::from_secs(30),
+                max_running_instances: 0,
+                finished_cache: 10,
+                backoff: BackoffConfig::default(),
+                seed: 1,
+                metrics: SystemMetrics {
+                    cpu_cores: 1,
+                    cpu_load: 0.0,
+                    memory_used_bytes: 0,
+                    memory_max_bytes: 0,
+                    disk_used_bytes: 0,
+                    disk_total_bytes: 0,
+                    score: 0,
+                },
+            },
+            0,
         );
-        r.cancel(CancelReason::ServerLost);
+        core.handle(0, crate::worker::core::Input::Connected);
+        let control = Arc::new(Control {
+            core: Mutex::new(core),
+            ready: Notify::new(),
+        });
+        // The log batch queue is full.
+        let (tx, mut logs) = mpsc::channel(LOG_BATCH_QUEUE);
+        for i in 0..LOG_BATCH_QUEUE as u64 {
+            tx.try_send(batch(i)).unwrap();
+        }
+        assert!(
+            tx.try_send(batch(99)).is_err(),
+            "the log batch queue is bounded"
+        );
+        let stop = CancellationToken::new();
+        let sink = Recorder {
+            control: Arc::clone(&control),
+            sent: Mutex::new(Vec::new()),
+            stop: stop.clone(),
+            stop_after: 4,
+        };
+        assert!(write(control.as_ref(), &sink, &mut logs, &stop).await);
+        let sent = sink.sent.into_inner();
+        let kinds: Vec<&str> = sent
+            .iter()
+            .map(|m| match m {
+                Message::WorkerHeartbeat(_) => "heartbeat",
+                Message::LogBatch(_) => "log",
+                Message::ReportInstanceStatus(_) => "report",
+                _ => "other",
+            })
+            .take(4)
+            .collect();
+        // The heartbeat of the connection, the log batch being sent when the instance was
+        // dispatched, then its report ahead of the 63 batches still queued.
+        assert_eq!(kinds, ["heartbeat", "log", "report", "log"]);
+        // Stopping flushed every queued batch.
+        assert_eq!(sent.len(), 2 + LOG_BATCH_QUEUE);
     }
 }

@@ -30,7 +30,6 @@
 //! whatever the outcome (dropping `run`'s future stops the thread).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,11 +41,12 @@ use ferrojob_transport::net::{connect, Connected, Incoming};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::core::Input;
 use super::instance::{run_attempt, InstanceInfo};
 use super::logs::InstanceLogger;
 use super::processor::{DynMap, MapTaskResult, ProcessResult, ReduceResults};
 use super::processor_tracker::{map_refusal, split_by_size};
-use super::state::{RunningInstance, Shared, WorkerTaskStore};
+use super::state::{Shared, WorkerTaskStore};
 use crate::mapreduce::{
     Action, Finish, MapKind, TaskRecord, TaskReport, TaskState, TaskStore, TaskTrackerCore,
     TrackerConfig,
@@ -116,7 +116,7 @@ pub(crate) async fn run(
     info: Arc<InstanceInfo>,
     processor: Arc<dyn DynMap>,
     has_reduce: bool,
-    entry: Arc<RunningInstance>,
+    cancel: CancellationToken,
     logger: InstanceLogger,
 ) -> ProcessResult {
     let job = &info.job;
@@ -160,7 +160,7 @@ pub(crate) async fn run(
     };
     let (events, events_rx) = std_mpsc::channel::<Event>();
     let (outputs, mut outputs_rx) = mpsc::unbounded_channel::<Output>();
-    let links_token = entry.cancel.child_token();
+    let links_token = cancel.child_token();
     let _guard = StopGuard {
         events: events.clone(),
         links: links_token.clone(),
@@ -188,7 +188,8 @@ pub(crate) async fn run(
         events: events_rx,
         outputs,
         links,
-        entry: Arc::clone(&entry),
+        shared: Arc::clone(&shared),
+        published: std::cell::Cell::new(None),
         logger: logger.clone(),
     };
     let spawned = std::thread::Builder::new()
@@ -200,13 +201,7 @@ pub(crate) async fn run(
     while let Some(output) = outputs_rx.recv().await {
         match output {
             Output::Reduce(results) => {
-                let ctx = info.context(
-                    &shared,
-                    "reduce",
-                    1,
-                    logger.clone(),
-                    entry.cancel.child_token(),
-                );
+                let ctx = info.context(&shared, "reduce", 1, logger.clone(), cancel.child_token());
                 let r = match Arc::clone(&processor).reduce(ctx, results) {
                     Some(f) => run_attempt(f).await,
                     None => ProcessResult::fail("no reduce"),
@@ -359,7 +354,10 @@ struct TrackerThread {
     events: std_mpsc::Receiver<Event>,
     outputs: mpsc::UnboundedSender<Output>,
     links: HashMap<String, mpsc::UnboundedSender<Vec<TaskRecord>>>,
-    entry: Arc<RunningInstance>,
+    /// Where progress goes (the worker's core).
+    shared: Arc<Shared>,
+    /// The counts last handed to the core.
+    published: std::cell::Cell<Option<(u64, u64, u64)>>,
     logger: InstanceLogger,
 }
 
@@ -608,13 +606,20 @@ impl TrackerThread {
         Ok(())
     }
 
-    /// Copies the counters to the running instance, for progress reports.
+    /// Hands the counters to the worker's core, for progress reports.
     fn publish(&self, core: &TaskTrackerCore) {
-        if let Ok((total, ok, failed)) = core.progress() {
-            let t = &self.entry.tasks;
-            t.total.store(total, Ordering::Relaxed);
-            t.succeeded.store(ok, Ordering::Relaxed);
-            t.failed.store(failed, Ordering::Relaxed);
+        if let Ok((total, succeeded, failed)) = core.progress() {
+            if self.published.replace(Some((total, succeeded, failed)))
+                == Some((total, succeeded, failed))
+            {
+                return;
+            }
+            self.shared.drive(Input::Progress {
+                instance_id: self.instance,
+                total,
+                succeeded,
+                failed,
+            });
         }
     }
 }
