@@ -83,7 +83,9 @@ pub struct ServerConfig {
     /// Log lines stored per instance (default 100 000); beyond, lines are counted as dropped.
     pub max_log_lines_per_instance: u64,
     /// After a start, how long (ms) to wait for workers to reconnect before their
-    /// dispatched or running instances go to the retry policy (default 3 × heartbeat).
+    /// dispatched or running instances go to the retry policy (default 3000). It must cover
+    /// the workers' reconnect delay: a worker tries again at most
+    /// [`MAX_RECONNECT_DELAY`](crate::worker::MAX_RECONNECT_DELAY) (1 s) after a failed attempt.
     pub restart_grace_ms: u64,
 }
 

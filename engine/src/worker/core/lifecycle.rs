@@ -29,11 +29,22 @@ impl WorkerCore {
             tracing::warn!(instance = id, "worker shutting down: ScheduleJob ignored");
             return;
         }
-        if self.instances.contains_key(&id) {
-            // A re-sent ScheduleJob for an instance already running here: the running
-            // attempt keeps reporting; a second one would break the sequence.
-            tracing::debug!(instance = id, "instance already running here: ignored");
-            return;
+        if let Some(running) = self.instances.get(&id) {
+            if job.report_seq_base <= running.job.report_seq_base {
+                // A re-sent ScheduleJob for the attempt already running here: it keeps
+                // reporting; a second run would break the sequence.
+                tracing::debug!(instance = id, "instance already running here: ignored");
+                return;
+            }
+            // A later attempt of an instance this worker still runs: the server gave up on
+            // the old one (it never saw it confirmed) and picked this worker again. The old
+            // attempt ends here (its runs are cancelled and keep their slots until they have
+            // unwound, so the two never run at once) and the new one starts.
+            tracing::info!(
+                instance = id,
+                "a later attempt supersedes the one running here"
+            );
+            self.finish(now, id, Outcome::Stopped);
         }
         if self.instances.len() + self.unsent_finals >= MAX_INSTANCES {
             tracing::warn!(

@@ -181,8 +181,15 @@ fn run_model(ops: Vec<Op>) {
                     ProcessorKind::Basic
                 };
                 let was_running = h.core.instances.contains_key(&instance);
+                if was_running {
+                    // Bases only grow here: a later attempt supersedes the running one, which
+                    // ends STOPPED.
+                    if let Some(d) = m.dispatches.get_mut(&instance).and_then(|d| d.last_mut()) {
+                        d.stop_expected = true;
+                    }
+                }
                 h.schedule(sj, kind);
-                if !was_running && h.core.instances.contains_key(&instance) {
+                if h.core.instances.contains_key(&instance) {
                     m.dispatches.entry(instance).or_default().push(Dispatch {
                         base,
                         last_seq: base,

@@ -327,6 +327,40 @@ fn stop_reports_one_stopped_and_ignores_unknown_and_duplicates() {
     assert_eq!(h.core.running(), 0);
 }
 
+/// The server re-dispatched an attempt it never saw confirmed to the same worker: the old
+/// attempt ends STOPPED in its own numbering, the new one runs (once the old run has given its
+/// slot back) and reports in the new attempt's range.
+#[test]
+fn a_later_attempt_supersedes_the_one_running_here() {
+    let mut h = Harness::new(config());
+    let mut first = job(5, 1);
+    first.report_seq_base = 1 << 32;
+    h.schedule(first, ProcessorKind::Basic);
+    let old_run = h.runs().pop().unwrap();
+    let mut second = job(5, 1);
+    second.report_seq_base = 2 << 32;
+    h.schedule(second, ProcessorKind::Basic);
+    let r = h.reports();
+    assert_eq!(
+        r.iter().map(status_seq).collect::<Vec<_>>(),
+        [
+            (InstanceStatus::Running, (1 << 32) + 1),
+            (InstanceStatus::Stopped, (1 << 32) + 2),
+            (InstanceStatus::Running, (2 << 32) + 1),
+        ]
+    );
+    // Concurrency 1: the new run waits for the old one to unwind.
+    assert!(h.runs().is_empty());
+    h.finish(old_run.id, ok("too late"));
+    let new_run = h.runs().pop().unwrap();
+    h.finish(new_run.id, ok("done"));
+    assert_eq!(
+        h.reports().iter().map(status_seq).collect::<Vec<_>>(),
+        [(InstanceStatus::Succeed, (2 << 32) + 2)]
+    );
+    assert_eq!(h.core.running(), 0);
+}
+
 #[test]
 fn concurrency_bounds_one_jobs_runs_across_instances() {
     let mut h = Harness::new(config());
