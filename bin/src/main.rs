@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod embedded_demo;
 mod remote;
+mod store_cmd;
 mod validate;
 mod workflow_cmd;
 
@@ -53,6 +54,9 @@ enum Command {
     /// Load benchmarks of a whole server with workers.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// A server's store directory, offline: check it (read-only) or salvage it.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCmd),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,12 @@ fn main() -> ExitCode {
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
         Command::Workflow(cmd) => workflow_cmd::workflow(&cli.conn, cmd),
         Command::Bench(cmd) => bench::run(cmd, &cli.conn),
+        Command::Store(cmd) => match store_cmd::run(cmd) {
+            // Damage found by `check`: exit 1, errors exit 2.
+            Ok(false) => return ExitCode::from(1),
+            Ok(true) => Ok(()),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
