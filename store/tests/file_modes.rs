@@ -41,7 +41,7 @@ fn store_files_are_private_whatever_the_umask() {
             .unwrap();
     }
     drop(s);
-    assert_eq!(mode(&dir.parent().unwrap()), 0o700, "created parents too");
+    assert_eq!(mode(dir.parent().unwrap()), 0o700, "created parents too");
     assert_private(&dir);
 
     // Loosened by hand (or by an older version): the next open fixes them.
