@@ -67,9 +67,15 @@ impl Backend for FsBackend {
 
     fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn BackendFile>> {
         let mut options = OpenOptions::new();
-        options.read(true).write(true);
-        if mode == OpenMode::CreateNew {
-            options.create_new(true).mode(FILE_MODE);
+        options.read(true);
+        match mode {
+            OpenMode::CreateNew => {
+                options.write(true).create_new(true).mode(FILE_MODE);
+            }
+            OpenMode::Existing => {
+                options.write(true);
+            }
+            OpenMode::ReadOnly => {}
         }
         Ok(Arc::new(FsFile(options.open(path)?)))
     }

@@ -24,6 +24,8 @@ pub enum OpenMode {
     CreateNew,
     /// Open an existing file for reading and writing.
     Existing,
+    /// Open an existing file for reading only: writes and truncation fail.
+    ReadOnly,
 }
 
 /// A directory of files: the store's only view of the file system.

@@ -127,7 +127,7 @@ pub(crate) fn recover(
     if removed_tmp {
         sync_dir(backend.as_ref(), dir)?;
     }
-    let mut segments = open_segments(backend, dir, ids)?;
+    let mut segments = open_segments(backend, dir, ids, OpenMode::Existing)?;
 
     let hint = if has_hint && options.use_hint {
         let path = dir.join(HINT_NAME);
@@ -182,13 +182,14 @@ fn open_segments(
     backend: &Arc<dyn Backend>,
     dir: &Path,
     mut ids: Vec<u32>,
+    mode: OpenMode,
 ) -> Result<Vec<Segment>, StoreError> {
     ids.sort_unstable();
     let mut segments = Vec::with_capacity(ids.len());
     for id in ids {
         let path = dir.join(segment_name(id));
         let handle = backend
-            .open_file(&path, OpenMode::Existing)
+            .open_file(&path, mode)
             .map_err(|e| StoreError::io("open segment", &path, e))?;
         let len = handle
             .len()
@@ -234,14 +235,15 @@ impl CheckReport {
     }
 }
 
-/// Replays every segment of `dir` without changing anything (no lock, no truncation, no
-/// temporary files removed): see [`CheckReport`].
+/// Replays every segment of `dir` without changing anything (segments opened read-only; no
+/// lock, no truncation, no temporary files removed): see [`CheckReport`].
 pub(crate) fn check(backend: &Arc<dyn Backend>, dir: &Path) -> Result<CheckReport, StoreError> {
     let names = backend
         .list_dir(dir)
         .map_err(|e| StoreError::io("list directory", dir, e))?;
     let ids = names.iter().filter_map(|n| parse_segment_name(n)).collect();
-    let mut segments = open_segments(backend, dir, ids)?;
+    // Read-only: the file system itself guarantees the check changes nothing.
+    let mut segments = open_segments(backend, dir, ids, OpenMode::ReadOnly)?;
     let options = LogOptions {
         recovery: RecoveryMode::Salvage,
         ..LogOptions::default()
