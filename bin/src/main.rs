@@ -61,7 +61,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ferrojob_bin::init_logging("warn");
+    // The store commands print a full report; the store's own warnings would repeat it.
+    let default_log = match cli.command {
+        Command::Store(_) => "error",
+        _ => "warn",
+    };
+    ferrojob_bin::init_logging(default_log);
     let result = match &cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Demo(args) => demo::run(args),

@@ -93,7 +93,7 @@ fn check(dir: &Path) -> Result<bool> {
         Ok(true)
     } else {
         println!(
-            "result: damaged ({} ranges). `ferrojob store salvage {}` (or `ferrojob-server \
+            "result: damaged ({} range(s)). `ferrojob store salvage {}` (or `ferrojob-server \
              --salvage`) keeps the {} intact batches and moves the damaged ranges aside.",
             report.damaged.len(),
             dir.display(),
@@ -140,7 +140,7 @@ fn salvage(dir: &Path) -> Result<()> {
         println!("result: nothing damaged, nothing moved");
     } else {
         println!(
-            "result: salvaged; {} files moved aside (kept for inspection, delete them when done)",
+            "result: salvaged; {} file(s) moved aside (kept for inspection, delete them when done)",
             report.moved_aside.len()
         );
     }
