@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod embedded_demo;
 mod remote;
+mod store_cmd;
 mod validate;
 mod workflow_cmd;
 
@@ -53,11 +54,19 @@ enum Command {
     /// Load benchmarks of a whole server with workers.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// A server's store directory, offline: check it (read-only) or salvage it.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ferrojob_bin::init_logging("warn");
+    // The store commands print a full report; the store's own warnings would repeat it.
+    let default_log = match cli.command {
+        Command::Store(_) => "error",
+        _ => "warn",
+    };
+    ferrojob_bin::init_logging(default_log);
     let result = match &cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Demo(args) => demo::run(args),
@@ -67,6 +76,12 @@ fn main() -> ExitCode {
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
         Command::Workflow(cmd) => workflow_cmd::workflow(&cli.conn, cmd),
         Command::Bench(cmd) => bench::run(cmd, &cli.conn),
+        Command::Store(cmd) => match store_cmd::run(cmd) {
+            // Damage found by `check`: exit 1, errors exit 2.
+            Ok(false) => return ExitCode::from(1),
+            Ok(true) => Ok(()),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

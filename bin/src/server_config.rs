@@ -15,6 +15,8 @@
 //! keep_finished_runs = 100          # finished instances kept per job (oldest pruned)
 //! misfire_threshold_ms = 5000       # later than this -> the job's misfire policy applies
 //! max_body_bytes = 1048576          # largest HTTP request body
+//! salvage = false                   # start even if the store is damaged mid-log: keep every
+//!                                   # intact record, move the damaged part aside
 //! ```
 
 use std::net::SocketAddr;
@@ -65,6 +67,11 @@ pub struct ServerArgs {
     /// Largest HTTP request body, bytes (default 1 MiB).
     #[arg(long, env = "FERROJOB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Start even if the store is damaged in the middle of its log: keep every intact record
+    /// before the damage, move the damaged part aside (`*.log.corrupt*` files next to the
+    /// segments, nothing deleted) and log what was moved. Default: refuse to start.
+    #[arg(long, env = "FERROJOB_SALVAGE")]
+    pub salvage: bool,
 }
 
 /// The TOML file's keys (all optional; unknown keys are an error).
@@ -81,6 +88,7 @@ pub struct FileConfig {
     keep_finished_runs: Option<usize>,
     misfire_threshold_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    salvage: Option<bool>,
 }
 
 /// Default OpenAPI address.
@@ -128,6 +136,9 @@ impl ServerArgs {
             config.max_body_bytes = v;
         }
         let core = &mut config.core;
+        if self.salvage || file.salvage.unwrap_or(false) {
+            core.recovery = ferrojob_store::RecoveryMode::Salvage;
+        }
         if let Some(v) = self.heartbeat_interval_ms.or(file.heartbeat_interval_ms) {
             core.heartbeat_interval_ms = v;
         }
@@ -170,6 +181,22 @@ mod tests {
         assert_eq!(d.http.to_string(), DEFAULT_HTTP);
         assert_eq!(d.data_dir.unwrap(), PathBuf::from(DEFAULT_DATA_DIR));
         assert!(!d.ephemeral);
+        assert_eq!(d.core.recovery, ferrojob_store::RecoveryMode::Strict);
+    }
+
+    #[test]
+    fn salvage_comes_from_the_flag_or_the_file() {
+        use ferrojob_store::RecoveryMode;
+        let salvage = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args)
+                .merge(toml::from_str::<FileConfig>(file).unwrap())
+                .unwrap()
+                .core
+                .recovery
+        };
+        assert_eq!(salvage(&["s", "--salvage"], ""), RecoveryMode::Salvage);
+        assert_eq!(salvage(&["s"], "salvage = true"), RecoveryMode::Salvage);
+        assert_eq!(salvage(&["s"], "salvage = false"), RecoveryMode::Strict);
     }
 
     #[test]

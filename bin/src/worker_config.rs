@@ -1,7 +1,7 @@
 //! `ferrojob-worker`'s flags (each with its `FERROJOB_*` environment variable).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -46,7 +46,8 @@ pub struct WorkerArgs {
     /// Directory of the MAP/MAP_REDUCE task store (a log store, created at the first MAP
     /// instance; what an earlier run left there is deleted then). One per worker. Default:
     /// `./ferrojob-worker-data/<listen port>`, or `./ferrojob-worker-data/pid-<pid>` when the
-    /// listen port is 0.
+    /// listen port is 0 (then `pid-*` directories of processes that no longer exist are
+    /// removed at start).
     #[arg(long, env = "FERROJOB_WORKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Keep MAP/MAP_REDUCE task trees in memory instead of on disk (faster; pending tasks
@@ -92,10 +93,104 @@ impl WorkerArgs {
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
             let leaf = match self.listen.port() {
-                0 => format!("pid-{}", std::process::id()),
+                0 => format!("{PID_DIR_PREFIX}{}", std::process::id()),
                 port => port.to_string(),
             };
-            PathBuf::from("ferrojob-worker-data").join(leaf)
+            PathBuf::from(DEFAULT_DATA_ROOT).join(leaf)
         })
+    }
+
+    /// With the default `pid-<pid>` task store directory, removes the ones earlier worker
+    /// processes left (see [`remove_stale_pid_dirs`]); call before starting the worker.
+    pub fn remove_stale_task_stores(&self) {
+        if self.memory_store || self.data_dir.is_some() || self.listen.port() != 0 {
+            return;
+        }
+        remove_stale_pid_dirs(Path::new(DEFAULT_DATA_ROOT), std::process::id(), pid_alive);
+    }
+}
+
+/// Where the default task store directories live.
+const DEFAULT_DATA_ROOT: &str = "ferrojob-worker-data";
+/// A default task store directory of a worker listening on port 0 is `pid-<its pid>`.
+const PID_DIR_PREFIX: &str = "pid-";
+
+/// True unless the process `pid` certainly does not exist: on Linux, when `/proc/<pid>` is
+/// missing; elsewhere always true (nothing is removed).
+pub fn pid_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+/// Removes the `pid-<pid>` directories under `root` whose process is not `own` and not
+/// `alive`, and returns them. A worker that died without cleaning up leaves one behind
+/// (a task store of up to its pending tasks); nothing else reads it. Failures are logged, not
+/// fatal; a missing `root` is nothing to do.
+pub fn remove_stale_pid_dirs(root: &Path, own: u32, alive: impl Fn(u32) -> bool) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PID_DIR_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Not a symlink or a file: only directories this worker layout creates.
+        if pid == own || alive(pid) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed the task store of a worker process that no longer exists");
+                removed.push(path);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale task store")
+            }
+        }
+    }
+    removed.sort();
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_directories_of_dead_processes_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        for name in ["pid-100", "pid-200", "pid-300", "pid-x", "7700"] {
+            std::fs::create_dir(root.path().join(name)).unwrap();
+            std::fs::write(root.path().join(name).join("00000001.log"), b"x").unwrap();
+        }
+        std::fs::write(root.path().join("pid-400"), b"a file").unwrap();
+        // 100 is this process, 200 is alive, 300 and 400 are dead.
+        let removed = remove_stale_pid_dirs(root.path(), 100, |pid| pid == 200);
+        assert_eq!(removed, [root.path().join("pid-300")]);
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["7700", "pid-100", "pid-200", "pid-400", "pid-x"]);
+        assert!(remove_stale_pid_dirs(&root.path().join("missing"), 1, |_| false).is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_is_alive_and_an_impossible_pid_is_not() {
+        assert!(pid_alive(std::process::id()));
+        // Above the kernel's largest pid (4194304).
+        assert!(!pid_alive(u32::MAX));
     }
 }

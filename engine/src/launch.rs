@@ -8,6 +8,13 @@
 //! exists (so a restarted server keeps its token); otherwise a fresh random token written to
 //! `DIR/admin.token` (mode 0600 on Unix). An ephemeral server without a data dir only logs
 //! that it generated a token, and [`RunningServer::admin_token`] hands it to the caller.
+//!
+//! Files: the data dir is made 0700 and the token file 0600 (on Unix, whatever the umask,
+//! including ones an earlier version left more open); the store keeps its own files 0600.
+//!
+//! A store damaged in the middle of its log (after a power loss on a disk that lies about
+//! fsync, say) makes the start fail with [`LaunchError::CorruptStore`], which names the way
+//! out: `--salvage` ([`ServerConfig::recovery`](crate::server::ServerConfig::recovery)).
 
 #![cfg_attr(
     not(test),
@@ -89,6 +96,16 @@ pub enum LaunchError {
     /// The admin token is empty or has whitespace inside.
     #[error("invalid admin token: {0}")]
     BadToken(&'static str),
+    /// The store is damaged before intact data and the recovery mode is strict.
+    #[error(
+        "server core: {0}\nThe store is damaged before intact data, so the server refuses to \
+         start rather than silently drop records. `ferrojob store check DIR` lists the damaged \
+         ranges without changing anything. Starting with --salvage (FERROJOB_SALVAGE=true, or \
+         `salvage = true` in the config file) keeps every intact record before the damage and \
+         moves the damaged part aside into `*.log.corrupt*` files next to the segments \
+         (nothing is deleted)."
+    )]
+    CorruptStore(crate::server::ServerError),
     /// The server core failed to start (store, listener).
     #[error("server core: {0}")]
     Core(#[from] crate::server::ServerError),
@@ -155,13 +172,46 @@ fn generate_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Mode of the data dir.
+#[cfg(unix)]
+const DATA_DIR_MODE: u32 = 0o700;
+/// Mode of the admin token file.
+#[cfg(unix)]
+const TOKEN_FILE_MODE: u32 = 0o600;
+
+/// Sets `path`'s permission bits to `mode` unless they are exactly that already.
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path)?.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Creates the data dir (and missing parents) private to the owner, and makes an existing
+/// one private.
+fn create_data_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(DATA_DIR_MODE);
+    }
+    builder.create(dir)?;
+    #[cfg(unix)]
+    restrict(dir, DATA_DIR_MODE)?;
+    Ok(())
+}
+
 fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(TOKEN_FILE_MODE);
     }
     let mut file = options.open(path)?;
     std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
@@ -189,6 +239,12 @@ fn resolve_token(
         Ok(text) => {
             let token = text.trim().to_owned();
             check_token(&token)?;
+            #[cfg(unix)]
+            restrict(&path, TOKEN_FILE_MODE).map_err(|source| LaunchError::Io {
+                what: "making private the admin token file",
+                path: path.clone(),
+                source,
+            })?;
             tracing::info!(path = %path.display(), "admin token read from file");
             Ok((token, Some(path)))
         }
@@ -213,7 +269,7 @@ fn resolve_token(
 /// Starts the server core and the HTTP OpenAPI.
 pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchError> {
     if let Some(dir) = &config.data_dir {
-        std::fs::create_dir_all(dir).map_err(|source| LaunchError::Io {
+        create_data_dir(dir).map_err(|source| LaunchError::Io {
             what: "creating the data dir",
             path: dir.clone(),
             source,
@@ -230,7 +286,14 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     config.core.listen = config.listen;
     let (admin_token, token_file) =
         resolve_token(config.admin_token.as_deref(), config.data_dir.as_deref())?;
-    let core = ServerCore::start(config.core).await?;
+    let strict = config.core.recovery == ferrojob_store::RecoveryMode::Strict;
+    let core = match ServerCore::start(config.core).await {
+        Ok(core) => core,
+        Err(crate::server::ServerError::Store(e)) if strict && e.is_corruption() => {
+            return Err(LaunchError::CorruptStore(e.into()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let http_config = HttpConfig {
         max_body_bytes: config.max_body_bytes,
         ..HttpConfig::new(admin_token.clone())
@@ -275,6 +338,103 @@ mod tests {
         }
         let (again, _) = resolve_token(None, Some(dir.path())).unwrap();
         assert_eq!(again, first, "a restarted server keeps its token");
+    }
+
+    /// A power-loss image with garbage before intact data (no hint: the server never closed):
+    /// strict refuses and names `--salvage`; salvage starts and keeps every intact record.
+    #[tokio::test]
+    async fn a_store_damaged_mid_log_is_refused_unless_salvaged() {
+        use crate::api::CreateApp;
+        use ferrojob_store::{LogOptions, LogStore, RecoveryMode, Store};
+
+        /// `launch`, retried while the store is still locked by the previous server: tasks
+        /// it spawned may hold the store for a moment after `shutdown` returns.
+        async fn relaunch(config: LaunchConfig) -> Result<RunningServer, LaunchError> {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                match launch(config.clone()).await {
+                    Err(LaunchError::Core(crate::server::ServerError::Store(
+                        ferrojob_store::StoreError::Locked { .. },
+                    ))) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = || LaunchConfig::new(Some(dir.path().to_path_buf()), local, local);
+        let server = launch(config()).await.unwrap();
+        let names: Vec<String> = (0..40).map(|i| format!("app-{i:02}")).collect();
+        for name in &names {
+            server
+                .api()
+                .create_app(CreateApp {
+                    name: name.clone(),
+                    secret: format!("secret-of-{name}"),
+                })
+                .await
+                .unwrap();
+        }
+        server.shutdown().await;
+        let store_dir = dir.path().join("store");
+        std::fs::remove_file(store_dir.join("hint")).unwrap();
+        let segment = store_dir.join("00000001.log");
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let hole = bytes.len() / 2;
+        for b in bytes.iter_mut().skip(hole).take(8) {
+            *b ^= 0x5A;
+        }
+        std::fs::write(&segment, &bytes).unwrap();
+        let check = LogStore::check(&store_dir).unwrap();
+        assert!(!check.is_intact(), "{check:?}");
+
+        let err = relaunch(config()).await.unwrap_err();
+        assert!(matches!(err, LaunchError::CorruptStore(_)), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("00000001.log"), "{message}");
+        assert!(
+            message.contains("--salvage") && message.contains("keeps every intact record"),
+            "{message}"
+        );
+
+        let mut salvage = config();
+        salvage.core.recovery = RecoveryMode::Salvage;
+        let server = relaunch(salvage).await.unwrap();
+        let api = server.api();
+        let kept: Vec<&String> = names
+            .iter()
+            .filter(|n| api.resolve_app(n).is_ok())
+            .collect();
+        drop(api);
+        assert!(
+            !kept.is_empty() && kept.len() < names.len(),
+            "kept {kept:?}"
+        );
+        // What survives is exactly the apps created before the hole.
+        assert_eq!(kept, names.iter().take(kept.len()).collect::<Vec<_>>());
+        server.shutdown().await;
+        // Every intact record: the salvaged store holds what the check found intact.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let store = loop {
+            match LogStore::open(&store_dir, LogOptions::default()) {
+                Err(ferrojob_store::StoreError::Locked { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                other => break other.unwrap(),
+            }
+        };
+        let keys: usize = store.tables().iter().map(|t| store.count(t)).sum();
+        assert!(keys >= check.keys, "{keys} < {}", check.keys);
+        assert!(std::fs::read_dir(&store_dir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".corrupt")));
     }
 
     #[test]

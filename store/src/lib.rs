@@ -77,7 +77,8 @@ pub use batch::{
 };
 pub use error::{CorruptionKind, StoreError};
 pub use log::{
-    CompactionReport, Durability, LogOptions, LogStore, RecoveryMode, RecoveryReport, WriterMode,
+    CheckReport, CompactionReport, Durability, LogOptions, LogStore, RecoveryMode, RecoveryReport,
+    WriterMode,
 };
 pub use memory::MemoryStore;
 pub use range::{KeyRange, Scan};

@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = WorkerArgs::parse();
     ferrojob_bin::service_main("info", || async move {
+        args.remove_stale_task_stores();
         let worker = Worker::builder(args.to_config()?)
             .builtins()
             .start()

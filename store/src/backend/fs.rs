@@ -1,12 +1,28 @@
 //! [`FsBackend`]: the real file system (Unix positioned I/O, `fdatasync`, directory fsync).
+//!
+//! Everything it creates is private to the owner whatever the umask: directories 0700, files
+//! (segments, hint, lock, salvage files) 0600. The store holds job parameters and results.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
 use super::{Backend, BackendFile, DirLock, OpenMode};
+
+/// Mode of the directories the store creates.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of the files the store creates.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Sets `path`'s permission bits to `mode` unless they are already exactly that.
+fn set_mode(path: &Path, meta: &fs::Metadata, mode: u32) -> io::Result<()> {
+    if meta.permissions().mode() & 0o7777 != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
 
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -17,7 +33,23 @@ struct FsFile(File);
 
 impl Backend for FsBackend {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+    }
+
+    fn restrict_permissions(&self, dir: &Path) -> io::Result<()> {
+        set_mode(dir, &fs::metadata(dir)?, DIR_MODE)?;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            // `DirEntry::metadata` does not follow symlinks: only regular files are changed.
+            let meta = entry.metadata()?;
+            if meta.is_file() {
+                set_mode(&entry.path(), &meta, FILE_MODE)?;
+            }
+        }
+        Ok(())
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -35,9 +67,15 @@ impl Backend for FsBackend {
 
     fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn BackendFile>> {
         let mut options = OpenOptions::new();
-        options.read(true).write(true);
-        if mode == OpenMode::CreateNew {
-            options.create_new(true);
+        options.read(true);
+        match mode {
+            OpenMode::CreateNew => {
+                options.write(true).create_new(true).mode(FILE_MODE);
+            }
+            OpenMode::Existing => {
+                options.write(true);
+            }
+            OpenMode::ReadOnly => {}
         }
         Ok(Arc::new(FsFile(options.open(path)?)))
     }
@@ -60,6 +98,7 @@ impl Backend for FsBackend {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(dir.join("LOCK"))?;
         match file.try_lock() {
             Ok(()) => Ok(DirLock::new(Some(Box::new(file)))),

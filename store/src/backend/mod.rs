@@ -14,7 +14,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use fs::FsBackend;
+pub use fs::{FsBackend, DIR_MODE, FILE_MODE};
 pub use sim::{Fault, SimBackend, Tear};
 
 /// How [`Backend::open_file`] opens a file.
@@ -24,6 +24,8 @@ pub enum OpenMode {
     CreateNew,
     /// Open an existing file for reading and writing.
     Existing,
+    /// Open an existing file for reading only: writes and truncation fail.
+    ReadOnly,
 }
 
 /// A directory of files: the store's only view of the file system.
@@ -40,6 +42,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removes) durable: fsync on the directory.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes `dir` and the regular files in it private to their owner (0700 and 0600 on the
+    /// real file system), fixing what an older version or a permissive umask left. Files and
+    /// directories the backend creates are private from the start. The default does nothing
+    /// (a backend without permissions).
+    fn restrict_permissions(&self, dir: &Path) -> io::Result<()> {
+        let _ = dir;
+        Ok(())
+    }
     /// Takes an exclusive lock on `dir`, held until the returned guard is dropped.
     /// Fails with `io::ErrorKind::WouldBlock` when it is held elsewhere.
     fn lock_dir(&self, dir: &Path) -> io::Result<DirLock>;

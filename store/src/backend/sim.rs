@@ -123,6 +123,7 @@ pub struct SimBackend {
 struct SimHandle {
     state: Arc<Mutex<State>>,
     inode: u64,
+    read_only: bool,
 }
 
 impl SimBackend {
@@ -278,8 +279,8 @@ impl Backend for SimBackend {
     fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn BackendFile>> {
         let mut state = self.state.lock();
         let inode = match (mode, state.dir.get(path).copied()) {
-            (OpenMode::Existing, Some(i)) => i,
-            (OpenMode::Existing, None) => return Err(not_found(path)),
+            (OpenMode::Existing | OpenMode::ReadOnly, Some(i)) => i,
+            (OpenMode::Existing | OpenMode::ReadOnly, None) => return Err(not_found(path)),
             (OpenMode::CreateNew, Some(_)) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -298,6 +299,7 @@ impl Backend for SimBackend {
         Ok(Arc::new(SimHandle {
             state: self.state.clone(),
             inode,
+            read_only: mode == OpenMode::ReadOnly,
         }))
     }
 
@@ -340,6 +342,16 @@ impl Backend for SimBackend {
 }
 
 impl SimHandle {
+    fn refuse_if_read_only(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "file opened read-only",
+            ));
+        }
+        Ok(())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut SimFile) -> io::Result<T>) -> io::Result<T> {
         let mut state = self.state.lock();
         match state.files.get_mut(&self.inode) {
@@ -367,6 +379,7 @@ impl BackendFile for SimHandle {
     }
 
     fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.refuse_if_read_only()?;
         self.state.lock().check(Fault::Write)?;
         self.with(|f| {
             let start = usize::try_from(offset).map_err(io::Error::other)?;
@@ -393,6 +406,7 @@ impl BackendFile for SimHandle {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.refuse_if_read_only()?;
         self.with(|f| {
             let len = usize::try_from(len).map_err(io::Error::other)?;
             f.touched(len.min(f.data.len()));

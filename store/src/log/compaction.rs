@@ -21,6 +21,13 @@
 //! `live / (1 - r)`; during a round the output (at most `live`) exists next to its inputs. With
 //! the default r = 0.5, disk use stays below `3 x live + 2 x segment_bytes + max_group_bytes`.
 //! Memory: a round keeps the table and key of every record it moves.
+//!
+//! Failure: a round that fails (a full disk, an I/O error) is counted
+//! ([`LogStore::compaction_failures`](crate::LogStore::compaction_failures)), and the
+//! background compactor retries it on its own after `compaction_retry_min` (1 s), doubling
+//! up to `compaction_retry_max` (5 min), until one succeeds; meanwhile
+//! [`LogStore::compaction_failing`](crate::LogStore::compaction_failing) is true and the disk
+//! bound above does not hold.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -88,6 +88,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
@@ -105,7 +106,7 @@ use crate::range::KeyRange;
 use crate::store::{CommitHandle, CommitInfo, KeyValue, Store};
 
 pub use compaction::CompactionReport;
-pub use recovery::RecoveryReport;
+pub use recovery::{CheckReport, RecoveryReport};
 
 /// When a commit is acknowledged relative to fdatasync; see the module docs' table for exactly
 /// what each setting survives.
@@ -206,6 +207,12 @@ pub struct LogOptions {
     pub compaction_min_garbage_ratio: f64,
     /// ... and at least this many bytes (default 64 MiB).
     pub compaction_min_garbage_bytes: u64,
+    /// After a failed background compaction round, the first retry waits this long
+    /// (default 1 s, at least 1 ms); each further failure doubles the wait up to
+    /// `compaction_retry_max` (default 5 min). A success resets it.
+    pub compaction_retry_min: Duration,
+    /// The longest wait between background compaction retries (default 5 min).
+    pub compaction_retry_max: Duration,
 }
 
 impl Default for LogOptions {
@@ -221,6 +228,8 @@ impl Default for LogOptions {
             background_compaction: true,
             compaction_min_garbage_ratio: 0.5,
             compaction_min_garbage_bytes: 64 << 20,
+            compaction_retry_min: Duration::from_secs(1),
+            compaction_retry_max: Duration::from_secs(300),
         }
     }
 }
@@ -243,6 +252,14 @@ impl LogOptions {
             return bad(
                 "compaction_min_garbage_ratio",
                 "must be between 0.05 and 0.95",
+            );
+        }
+        if self.compaction_retry_min < Duration::from_millis(1)
+            || self.compaction_retry_max < self.compaction_retry_min
+        {
+            return bad(
+                "compaction_retry_min",
+                "must be at least 1 ms and at most compaction_retry_max",
             );
         }
         if let Durability::Interval(0) = self.durability {
@@ -271,7 +288,10 @@ pub(crate) struct Shared {
     pub compaction: Mutex<()>,
     /// Wakes the compactor thread; `None` without one (`WriterMode::Stepped`).
     compact_tx: Option<Sender<()>>,
-    compaction_failed: AtomicBool,
+    /// The last compaction round failed (cleared by a successful one).
+    compaction_failing: AtomicBool,
+    /// Failed compaction rounds since open.
+    compaction_failures: AtomicU64,
     pub compactions: AtomicU64,
     _lock: crate::backend::DirLock,
 }
@@ -313,13 +333,23 @@ impl Shared {
             return;
         };
         if self.options.background_compaction
-            && !self.compaction_failed.load(Ordering::Relaxed)
+            // While failing, the compactor retries on its own schedule.
+            && !self.compaction_failing.load(Ordering::Relaxed)
             && self.needs_compaction()
         {
             match tx.try_send(()) {
                 Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
             }
         }
+    }
+
+    /// Counts a compaction round's outcome: `Some(error)` when it failed.
+    fn record_compaction(&self, failed: Option<&StoreError>) {
+        if failed.is_some() {
+            self.compaction_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.compaction_failing
+            .store(failed.is_some(), Ordering::Relaxed);
     }
 
     fn file(&self, id: u32) -> Option<(Arc<dyn BackendFile>, PathBuf)> {
@@ -418,6 +448,9 @@ impl LogStore {
                 StoreError::io("lock directory", &dir, e)
             }
         })?;
+        backend
+            .restrict_permissions(&dir)
+            .map_err(|e| StoreError::io("restrict permissions of", &dir, e))?;
         let recovered = recovery::recover(&backend, &dir, &options)?;
         let threaded = options.writer == WriterMode::Thread;
         let (compact_tx, compact_rx) = crossbeam_channel::bounded(1);
@@ -432,7 +465,8 @@ impl LogStore {
             next_file_id: AtomicU32::new(recovered.next_file_id),
             compaction: Mutex::new(()),
             compact_tx: threaded.then_some(compact_tx),
-            compaction_failed: AtomicBool::new(false),
+            compaction_failing: AtomicBool::new(false),
+            compaction_failures: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             _lock: lock,
         });
@@ -497,14 +531,45 @@ impl LogStore {
 
     /// Runs one compaction round now, on the calling thread (rounds never overlap; with
     /// `WriterMode::Stepped` no write or sync runs meanwhile either).
+    ///
+    /// The outcome counts in [`compaction_failures`](LogStore::compaction_failures) and
+    /// [`compaction_failing`](LogStore::compaction_failing) as a background round's does.
     pub fn compact(&self) -> Result<CompactionReport, StoreError> {
-        match &self.driver {
+        let result = match &self.driver {
             Driver::Thread(_) => compaction::compact(&self.shared),
             Driver::Stepped(stepped) => {
                 let _writer = stepped.lock();
                 compaction::compact(&self.shared)
             }
-        }
+        };
+        self.shared.record_compaction(result.as_ref().err());
+        result
+    }
+
+    /// Failed compaction rounds since open (a counter).
+    pub fn compaction_failures(&self) -> u64 {
+        self.shared.compaction_failures.load(Ordering::Relaxed)
+    }
+
+    /// True while the last compaction round failed: the background compactor is waiting to
+    /// retry (see [`LogOptions::compaction_retry_min`]). Garbage is not reclaimed meanwhile.
+    pub fn compaction_failing(&self) -> bool {
+        self.shared.compaction_failing.load(Ordering::Relaxed)
+    }
+
+    /// Checks the store in `dir` on the real file system without changing anything: see
+    /// [`CheckReport`]. Safe next to a running store (no lock is taken), though a batch being
+    /// written may then show as a torn tail.
+    pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport, StoreError> {
+        LogStore::check_with(Arc::new(FsBackend), dir)
+    }
+
+    /// [`check`](LogStore::check) on `backend`.
+    pub fn check_with(
+        backend: Arc<dyn Backend>,
+        dir: impl AsRef<Path>,
+    ) -> Result<CheckReport, StoreError> {
+        recovery::check(&backend, dir.as_ref())
     }
 
     /// True when sealed garbage has reached the compaction thresholds.
@@ -752,19 +817,83 @@ impl LogStore {
     }
 }
 
+/// The background compactor: a round when woken and garbage warrants it; after a failure,
+/// retries on its own with [`RetryBackoff`] (commits do not wake it meanwhile), so a full or
+/// failing disk is neither hammered nor given up on.
 fn compactor(shared: Arc<Shared>, rx: Receiver<()>, stopping: Arc<AtomicBool>) {
-    while rx.recv().is_ok() {
-        if stopping.load(Ordering::Acquire) {
+    let mut backoff = RetryBackoff::new(
+        shared.options.compaction_retry_min,
+        shared.options.compaction_retry_max,
+    );
+    let mut retry_in: Option<Duration> = None;
+    loop {
+        let woken = match retry_in {
+            None => rx.recv().is_ok(),
+            // Only `close` wakes a failing compactor early (and sets `stopping`).
+            Some(wait) => !matches!(
+                rx.recv_timeout(wait),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+            ),
+        };
+        if !woken || stopping.load(Ordering::Acquire) {
             return;
         }
         if !shared.needs_compaction() {
+            // Nothing to retry: back to waiting for commits.
+            shared.record_compaction(None);
+            backoff.reset();
+            retry_in = None;
             continue;
         }
-        if let Err(e) = compaction::compact(&shared) {
-            // Do not retry on every commit: a corrupt input or a failing disk needs an operator.
-            error!(error = %e, "background compaction failed; disabled until the store is reopened");
-            shared.compaction_failed.store(true, Ordering::Relaxed);
+        let result = compaction::compact(&shared);
+        shared.record_compaction(result.as_ref().err());
+        match result {
+            Ok(_) => {
+                backoff.reset();
+                retry_in = None;
+            }
+            Err(e) => {
+                let wait = backoff.next_wait();
+                error!(
+                    dir = %shared.dir.display(),
+                    error = %e,
+                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "background compaction failed; retrying later"
+                );
+                retry_in = Some(wait);
+            }
         }
+    }
+}
+
+/// Exponential backoff between compaction retries: `min`, `2 min`, `4 min`, ... capped at
+/// `max`.
+#[derive(Debug, Clone)]
+pub(crate) struct RetryBackoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl RetryBackoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        RetryBackoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The wait before the next retry; doubles the one after (up to `max`).
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        wait
+    }
+
+    /// After a success: the next failure waits `min` again.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
     }
 }
 
@@ -922,5 +1051,20 @@ impl Store for LogStore {
             .collect();
         names.sort();
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetryBackoff;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = RetryBackoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        let waits: Vec<u64> = (0..11).map(|_| b.next_wait().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        b.reset();
+        assert_eq!(b.next_wait(), Duration::from_secs(1));
     }
 }

@@ -284,3 +284,79 @@ fn checkpoint_while_writing_is_consistent() {
     assert!(after.recovery_report().used_hint);
     assert_eq!(dump(&after), expected);
 }
+
+#[test]
+fn a_failed_compaction_counts_and_the_next_round_succeeds() {
+    let b = SimBackend::new();
+    let o = LogOptions {
+        writer: ferrojob_store::WriterMode::Stepped,
+        ..opts()
+    };
+    let s = open(&b, o).unwrap();
+    churn(&s, 200, 3);
+    let expected = dump(&s);
+    assert!(s.needs_compaction());
+    assert!(!s.compaction_failing());
+    // Live records sit in sealed segments: the round has output, which cannot be renamed
+    // into place.
+    b.fail(Fault::Rename, 0);
+    assert!(s.compact().is_err());
+    assert_eq!((s.compaction_failures(), s.compaction_failing()), (1, true));
+    assert_eq!(dump(&s), expected);
+    let report = s.compact().unwrap();
+    assert!(report.inputs > 0 && report.outputs > 0, "{report:?}");
+    assert_eq!(
+        (s.compaction_failures(), s.compaction_failing()),
+        (1, false)
+    );
+    assert_eq!(s.compactions(), 1);
+    drop(s);
+    assert_eq!(dump(&open(&b, opts()).unwrap()), expected);
+}
+
+#[test]
+fn background_compaction_retries_after_a_failure() {
+    let b = SimBackend::new();
+    let s = open(&b, opts()).unwrap();
+    churn(&s, 200, 3);
+    let expected = dump(&s);
+    drop(s);
+    // Opening wakes the compactor at once; its first round fails, the retry (1 ms later,
+    // with no commit to wake it) succeeds.
+    b.fail(Fault::Rename, 0);
+    let o = LogOptions {
+        background_compaction: true,
+        compaction_min_garbage_bytes: 4096,
+        compaction_retry_min: std::time::Duration::from_millis(1),
+        ..opts()
+    };
+    let s = open(&b, o).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.compactions() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retry after the failure (failures: {})",
+            s.compaction_failures()
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(s.compaction_failures(), 1);
+    assert!(!s.compaction_failing());
+    assert_eq!(dump(&s), expected);
+}
+
+#[test]
+fn retry_options_are_validated() {
+    let b = SimBackend::new();
+    let o = LogOptions {
+        compaction_retry_min: std::time::Duration::ZERO,
+        ..opts()
+    };
+    assert!(open(&b, o).is_err());
+    let o = LogOptions {
+        compaction_retry_min: std::time::Duration::from_secs(10),
+        compaction_retry_max: std::time::Duration::from_secs(1),
+        ..opts()
+    };
+    assert!(open(&b, o).is_err());
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::common::{copy, dump, open, opts, segments, State, DIR};
 use ferrojob_store::backend::{Fault, SimBackend};
 use ferrojob_store::{
-    Batch, CorruptionKind, Durability, LogOptions, RecoveryMode, Store, StoreError,
+    Batch, CorruptionKind, Durability, LogOptions, LogStore, RecoveryMode, Store, StoreError,
 };
 
 fn batch(i: u32) -> Batch {
@@ -572,4 +572,66 @@ fn real_directory_is_locked_while_open() {
     let s = ferrojob_store::LogStore::open(dir.path(), LogOptions::default()).unwrap();
     assert!(s.recovery_report().used_hint);
     assert_eq!(s.get("t", b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+/// A power-loss image with garbage before valid data: `check` reports the damaged range and
+/// changes nothing; strict refuses; salvage keeps every batch before the hole.
+#[test]
+fn check_reports_a_hole_before_valid_data_without_changing_anything() {
+    let (b, states) = build(60);
+    let intact = LogStore::check_with(Arc::new(b.clone()), DIR).unwrap();
+    assert!(intact.is_intact() && intact.torn.is_empty(), "{intact:?}");
+    assert_eq!(intact.batches, 60);
+    let final_state = states.last().unwrap();
+    assert_eq!(intact.keys, final_state.len());
+    assert_eq!(
+        intact
+            .tables
+            .iter()
+            .map(|(t, _)| t.as_str())
+            .collect::<Vec<_>>(),
+        ["instances", "triggers"]
+    );
+
+    let segs = segments(&b);
+    assert!(segs.len() >= 3, "{segs:?}");
+    let mut bytes = b.read(&segs[1]).unwrap();
+    let len = bytes.len() as u64;
+    for x in &mut bytes[300..340] {
+        *x = 0xAA;
+    }
+    b.write(&segs[1], &bytes);
+    let before: Vec<_> = b.paths().into_iter().map(|p| (b.read(&p), p)).collect();
+
+    let report = LogStore::check_with(Arc::new(b.clone()), DIR).unwrap();
+    assert!(!report.is_intact());
+    let (path, range) = &report.damaged[0];
+    assert_eq!(path, &segs[1]);
+    assert!(range.start <= 300 && range.end == len, "{range:?}");
+    // Every later segment is damaged too: it comes after the hole.
+    assert_eq!(report.damaged.len(), segs.len() - 1, "{report:?}");
+    assert!(report.batches < 60);
+    let after: Vec<_> = b.paths().into_iter().map(|p| (b.read(&p), p)).collect();
+    assert_eq!(before, after, "check changed the directory");
+
+    let err = open(&b, opts()).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    let s = open(
+        &b,
+        LogOptions {
+            recovery: RecoveryMode::Salvage,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let kept = dump(&s);
+    assert_eq!(
+        &kept, &states[report.batches as usize],
+        "salvage keeps every intact batch"
+    );
+    assert_eq!(s.recovery_report().moved_aside.len(), report.damaged.len());
+    drop(s);
+    assert!(LogStore::check_with(Arc::new(b.clone()), DIR)
+        .unwrap()
+        .is_intact());
 }

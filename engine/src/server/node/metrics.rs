@@ -116,6 +116,9 @@ pub(crate) struct Metrics {
     pub(crate) wf_started: AtomicU64,
     /// Workflow instances finished: SUCCEED, FAILED, STOPPED.
     pub(crate) wf_finals: [AtomicU64; 3],
+    /// The log store, for its compaction state (unset with the in-memory store). Weak: the
+    /// metrics never keep a closed store alive.
+    pub(crate) log_store: std::sync::OnceLock<std::sync::Weak<ferrojob_store::LogStore>>,
 }
 
 /// Handoff buckets from 10 µs to 1 s: the target is 1 ms at p99.
@@ -142,6 +145,7 @@ impl Default for Metrics {
             wf_handoff_max_ns: AtomicU64::new(0),
             wf_started: AtomicU64::new(0),
             wf_finals: Default::default(),
+            log_store: std::sync::OnceLock::new(),
         }
     }
 }
@@ -253,6 +257,15 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
+        let (compaction_failures, compaction_failing) = self
+            .log_store
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .map_or((0, false), |s| {
+                (s.compaction_failures(), s.compaction_failing())
+            });
+        let _ = writeln!(out, "# HELP ferrojob_store_compaction_failures_total Store compaction rounds that failed since start (each is retried, waiting 1 s doubling to 5 min).\n# TYPE ferrojob_store_compaction_failures_total counter\nferrojob_store_compaction_failures_total {compaction_failures}");
+        let _ = writeln!(out, "# HELP ferrojob_store_compaction_failing 1 while the last store compaction round failed: disk space is not reclaimed until a retry succeeds.\n# TYPE ferrojob_store_compaction_failing gauge\nferrojob_store_compaction_failing {}", u8::from(compaction_failing));
         let _ = writeln!(out, "# HELP ferrojob_connected_workers Worker connections open now.\n# TYPE ferrojob_connected_workers gauge\nferrojob_connected_workers {connected_workers}");
         let _ = writeln!(out, "# HELP ferrojob_protocol_errors_total Transport frames or handshakes refused (bad magic, version, kind, header, size, archive, unexpected message, handshake failure).\n# TYPE ferrojob_protocol_errors_total counter\nferrojob_protocol_errors_total {protocol_errors}");
         for (name, help, v) in [
@@ -284,5 +297,65 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ferrojob_store::backend::{Fault, SimBackend};
+    use ferrojob_store::{LogOptions, LogStore, Store, WriterMode};
+
+    use super::Metrics;
+
+    #[test]
+    fn the_store_compaction_state_is_exported() {
+        let metrics = Metrics::default();
+        let text = metrics.render(0, 0);
+        assert!(
+            text.contains("\nferrojob_store_compaction_failures_total 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nferrojob_store_compaction_failing 0\n"),
+            "{text}"
+        );
+
+        let disk = SimBackend::new();
+        let options = LogOptions {
+            writer: WriterMode::Stepped,
+            segment_bytes: 4096,
+            compaction_min_garbage_bytes: 1,
+            ..LogOptions::default()
+        };
+        let store = Arc::new(LogStore::open_with(Arc::new(disk.clone()), "/s", options).unwrap());
+        for round in 0..3u8 {
+            for k in 0..200u32 {
+                store.put("t", &k.to_be_bytes(), &[round; 40]).unwrap();
+            }
+        }
+        metrics.log_store.set(Arc::downgrade(&store)).unwrap();
+        disk.fail(Fault::Rename, 0);
+        assert!(store.compact().is_err());
+        let text = metrics.render(0, 0);
+        assert!(
+            text.contains("\nferrojob_store_compaction_failures_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nferrojob_store_compaction_failing 1\n"),
+            "{text}"
+        );
+        store.compact().unwrap();
+        let text = metrics.render(0, 0);
+        assert!(
+            text.contains("\nferrojob_store_compaction_failures_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nferrojob_store_compaction_failing 0\n"),
+            "{text}"
+        );
     }
 }

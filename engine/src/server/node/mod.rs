@@ -41,7 +41,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferrojob_store::{LogOptions, LogStore, MemoryStore, Store, StoreError};
+use ferrojob_store::{LogOptions, LogStore, MemoryStore, RecoveryMode, Store, StoreError};
 use ferrojob_transport::error::TransportError;
 use tokio::task::JoinHandle;
 
@@ -87,6 +87,10 @@ pub struct ServerConfig {
     /// the workers' reconnect delay: a worker tries again at most
     /// [`MAX_RECONNECT_DELAY`](crate::worker::MAX_RECONNECT_DELAY) (1 s) after a failed attempt.
     pub restart_grace_ms: u64,
+    /// What opening the log store does with damage in the middle of the log (default
+    /// `Strict`: refuse to start; `Salvage` keeps every intact record and moves the damaged
+    /// part aside, see [`RecoveryMode`]).
+    pub recovery: RecoveryMode,
 }
 
 impl ServerConfig {
@@ -102,6 +106,7 @@ impl ServerConfig {
             misfire_threshold_ms: 5000,
             max_log_lines_per_instance: 100_000,
             restart_grace_ms: 3000,
+            recovery: RecoveryMode::Strict,
         }
     }
 }
@@ -140,6 +145,22 @@ pub struct ServerCore {
     log_store: Option<Arc<LogStore>>,
 }
 
+/// Logs what opening the store changed: torn tails cut off, damaged data moved aside.
+fn log_recovery(log: &LogStore) {
+    let report = log.recovery_report();
+    for (path, len) in &report.truncated {
+        tracing::info!(path = %path.display(), len, "store: cut off a torn tail (an unfinished write)");
+    }
+    if !report.moved_aside.is_empty() {
+        tracing::warn!(
+            moved_aside = ?report.moved_aside,
+            batches_kept = report.batches_replayed,
+            keys = report.keys,
+            "store salvaged: every intact record kept, the damaged part moved aside (nothing deleted)"
+        );
+    }
+}
+
 impl ServerCore {
     /// Opens the store, loads and reconciles the stored state, binds the transport listener
     /// and starts the timer and connection tasks. Must be called on a tokio runtime.
@@ -153,12 +174,14 @@ impl ServerCore {
             StoreChoice::Memory => (Arc::new(MemoryStore::new()), None),
             StoreChoice::Log { dir } => {
                 let dir = dir.clone();
-                let log =
-                    tokio::task::spawn_blocking(move || LogStore::open(dir, LogOptions::default()))
-                        .await
-                        .map_err(|e| {
-                            ServerError::Config(format!("store open task failed: {e}"))
-                        })??;
+                let options = LogOptions {
+                    recovery: config.recovery,
+                    ..LogOptions::default()
+                };
+                let log = tokio::task::spawn_blocking(move || LogStore::open(dir, options))
+                    .await
+                    .map_err(|e| ServerError::Config(format!("store open task failed: {e}")))??;
+                log_recovery(&log);
                 let log = Arc::new(log);
                 (log.clone(), Some(log))
             }
@@ -167,6 +190,9 @@ impl ServerCore {
         let loaded = repo.load()?;
         let (workflows, wf_active) = repo.load_workflows()?;
         let (shared, timer_rx) = state::Shared::new(config, repo)?;
+        if let Some(log) = &log_store {
+            let _ = shared.metrics.log_store.set(Arc::downgrade(log));
+        }
         let secrets: Arc<dyn ferrojob_transport::auth::AppSecrets> =
             Arc::new(state::AppTable(Arc::clone(&shared)));
         let listener = ferrojob_transport::net::Listener::bind(
