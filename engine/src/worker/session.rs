@@ -353,10 +353,7 @@ pub(crate) async fn sample_metrics(
 mod tests {
     use std::time::Duration;
 
-    use ferrojob_transport::message::{
-        AlarmConfig, ExecuteType, LogConfig, LogEntry, LogLevel, LogType, ProcessorType,
-        ScheduleJob, SystemMetrics, TimeExpressionType,
-    };
+    use ferrojob_transport::message::{LogEntry, LogLevel, SystemMetrics, TimeExpressionType};
     use ferrojob_transport::BackoffConfig;
     use parking_lot::Mutex;
 
@@ -385,37 +382,9 @@ mod tests {
     impl Control {
         /// Dispatches an instance: the core queues its RUNNING report.
         fn schedule(&self, instance_id: u64) {
-            let job = ScheduleJob {
-                app_id: 1,
-                job_id: 1,
-                instance_id,
-                workflow_instance_id: None,
-                execute_type: ExecuteType::Standalone,
-                processor_type: ProcessorType::BuiltIn,
-                processor_info: "p".into(),
-                job_params: String::new(),
-                instance_params: String::new(),
-                instance_timeout_ms: 0,
-                concurrency: 1,
-                task_retry_num: 0,
-                time_expression_type: TimeExpressionType::Api,
-                time_expression: String::new(),
-                max_instance_num: 0,
-                all_worker_addresses: Vec::new(),
-                max_worker_count: 0,
-                log_config: LogConfig {
-                    log_type: LogType::Online,
-                    level: LogLevel::Info,
-                },
-                alarm_config: AlarmConfig {
-                    threshold: 0,
-                    statistic_window_s: 0,
-                    silence_window_s: 0,
-                },
-                dispatch_time_ms: 0,
-                report_seq_base: 0,
-                workflow_context: String::new(),
-            };
+            let mut job = crate::worker::core::tests::job(instance_id, 1);
+            job.time_expression_type = TimeExpressionType::Api;
+            job.time_expression = String::new();
             let mut core = self.core.lock();
             core.handle(
                 0,

@@ -65,7 +65,7 @@ mod reconnect;
 mod seq;
 mod slots;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

@@ -40,7 +40,7 @@ pub(super) fn config() -> CoreConfig {
     }
 }
 
-pub(super) fn job(instance_id: u64, job_id: u64) -> ScheduleJob {
+pub(crate) fn job(instance_id: u64, job_id: u64) -> ScheduleJob {
     ScheduleJob {
         app_id: 1,
         job_id,
