@@ -4,24 +4,41 @@
 //! ```text
 //!   Api (HTTP, client) ──► api.rs ──► Repo (durable) ──► active map + timer commands
 //!   timer.rs (TimerWheel on the Clock) ──► fire / delayed run / retry / checks / tick
-//!   engine.rs: dispatch (WorkerRegistry::select ──► ScheduleJob on the worker's connection),
-//!              retry policy, final transitions (prune, FIXED_DELAY re-arm)
+//!   engine.rs: fire (schedule::Schedule::plan), claim ──► hand_over (ScheduleJob on the
+//!              TaskTracker's connection), retry policy, reports, final transitions (prune,
+//!              FIXED_DELAY re-arm), restart reconciliation
 //!   conn.rs: transport Listener ──► per-connection task: heartbeats, reports, logs, queries
-//!   workflow.rs: workflows — a node's final report ──► its workflow instance's state machine
-//!                ──► one batch (node final + snapshot + successors' instances) ──► dispatch
+//!   workflow/: workflows — a node's final report ──► its workflow instance's state machine
+//!              ──► one batch (node final + snapshot + successors' instances) ──► dispatch
 //!   metrics.rs: gauges, counters, histograms, Prometheus text
 //! ```
 //!
-//! ARCHITECTURE.md (server core) describes the data flow of one job and the
-//! invariants. In short:
+//! Invariants:
 //!
 //! - Every non-final instance lives in memory in the `active` map, one mutex per instance;
-//!   every transition is made under that mutex and submitted to the store before it is
-//!   released, so the store sees an instance's writes in transition order. Nothing on the path
-//!   wheel → select → socket takes a lock shared by all instances or jobs.
+//!   every transition is made under that mutex through `InstanceRecord`'s lifecycle methods
+//!   and submitted to the store before it is released, so the store sees an instance's writes
+//!   in transition order. Nothing on the path wheel → select → socket takes a lock shared by
+//!   all instances or jobs.
 //! - A ScheduleJob is sent only after the WAITING_WORKER_RECEIVE write is acknowledged; an
-//!   API answer (create, run) only after its write is acknowledged.
-//! - A scheduled fire and the job's next trigger are one atomic batch (`Repo::fire`).
+//!   API answer (create, run) only after its write is acknowledged. RUNNING is kept in memory
+//!   only: after a restart the worker is asked (`QueryInstanceStatus`).
+//! - A scheduled fire and the job's next trigger are one atomic batch (`Repo::fire_if`).
+//!
+//! Policies:
+//!
+//! - No eligible worker: 5 attempts 500 ms apart, then FAILED naming what excluded each
+//!   worker. Attempts during the restart grace do not count.
+//! - A failed attempt is retried after 1 s, 2 s, 4 s … (at most 30 s), preferring another
+//!   worker, while the job's `instance_retries` allow.
+//! - No confirmation within `worker_receive_timeout_ms`: the worker that had it is told to
+//!   stop, and the instance is dispatched again without using a retry.
+//! - No final report within the job's `timeout_ms` + 30 s: `StopInstance` and the retry policy.
+//! - A dead worker (3 missed heartbeats, or a connection not back within that window): its
+//!   instances go to the retry policy at once.
+//! - After a restart, instances on workers that have not reconnected within
+//!   `restart_grace_ms` go to the retry policy; a worker that reconnects is asked about every
+//!   instance it holds.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(

@@ -1,4 +1,4 @@
-//! Workflows in the server core (issue 6): scheduling, the push from a finished node to its
+//! Workflows in the server core: scheduling, the push from a finished node to its
 //! successors, nested runs, restart recovery.
 //!
 //! ```text
