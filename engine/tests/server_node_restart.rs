@@ -112,6 +112,9 @@ async fn triggers_missed_while_down_follow_the_misfire_policy() {
     let app = api.resolve_app("a").unwrap();
     let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
     w.register(&api, &app, 8, T0 + 630_000).await;
+    // The catch-up fires race the worker's registration: a fire that found no worker yet is
+    // tried again one no-worker pause (500 ms) later, on the virtual clock.
+    clock.advance(500);
     let once = succeeded(&api, &app, ids[0], 1).await;
     assert_eq!(once[0].trigger_time, T0 + 60_000);
     succeeded(&api, &app, ids[1], 10).await;
