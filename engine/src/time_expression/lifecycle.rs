@@ -93,8 +93,8 @@ pub enum MisfirePolicy {
     /// Run once now for all the missed fires together, then continue on schedule (default).
     #[default]
     FireOnce,
-    /// Run once per missed fire, oldest first, up to the scheduler's catch-up bound; the rest
-    /// are reported as missed.
+    /// Run once per missed fire, oldest first, up to
+    /// [`MAX_CATCH_UP`](crate::schedule::MAX_CATCH_UP) of them; the rest are reported as missed.
     FireAll,
     /// Run none of the missed fires (each is reported as missed); continue on schedule.
     Skip,

@@ -820,10 +820,11 @@ impl Shared {
         let Some(slot) = self.slot(id) else { return };
         let now = self.now();
         let (commit, claim) = {
-            let mut st = slot.lock();
+            let mut guard = slot.lock();
+            // Reborrowed through the guard once, so that `rec` and `avoid` borrow apart.
+            let st = &mut *guard;
             let job = self.job(st.rec.job_id);
-            let avoid = st.avoid.clone();
-            match self.claim(job.clone(), &mut st.rec, avoid.as_deref(), now) {
+            match self.claim(job.clone(), &mut st.rec, st.avoid.as_deref(), now) {
                 Ok(claim) => {
                     st.no_worker_attempts = 0;
                     st.ready = claim.ready;
@@ -832,19 +833,19 @@ impl Shared {
                         Some(InstanceStatus::WaitingDispatch),
                         InstanceStatus::WaitingWorkerReceive,
                     );
-                    (self.persist(&mut st), claim)
+                    (self.persist(st), claim)
                 }
                 Err(Refusal::Nothing) => return,
                 Err(Refusal::NoWorker(why)) => {
                     if let Some(job) = job {
-                        self.no_worker(&mut st, &job, &why, now);
+                        self.no_worker(st, &job, &why, now);
                     }
                     return;
                 }
                 Err(Refusal::Fail(reason)) => {
-                    let f = self.fail_now(&mut st, job.as_deref(), &reason, now);
-                    let (c, f) = self.persist_follow(&mut st, f);
-                    drop(st);
+                    let f = self.fail_now(st, job.as_deref(), &reason, now);
+                    let (c, f) = self.persist_follow(st, f);
+                    drop(guard);
                     self.after_write(c, f);
                     return;
                 }
