@@ -31,6 +31,13 @@
 
 use std::time::Duration;
 
+pub mod jobs_file;
+pub mod plan;
+pub mod powerjob;
+
+pub use jobs_file::{Format, JobsFile, JobsFileError, NodeSpec, WorkflowSpec};
+pub use plan::{AppState, Change, FieldDiff, Plan};
+
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
