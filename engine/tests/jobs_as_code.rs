@@ -191,6 +191,20 @@ fn plan_refusals() {
     let file = JobsFile::parse(uses_a, Format::Toml).unwrap();
     assert!(plan(&file, &state(), false).is_ok());
     check_err(uses_a, true, "--prune would delete");
+    // A time expression that does not parse stops the plan.
+    check_err(
+        &SAME.replace("'0 0 2 * * ?'", "'0 0 25 * * ?'"),
+        false,
+        "job \"b\": ",
+    );
+    check_err(
+        &SAME.replace(
+            "name = 'w'\ntime_expression_type = 'API'",
+            "name = 'w'\ntime_expression_type = 'CRON'\ntime_expression = 'often'",
+        ),
+        false,
+        "workflow \"w\": ",
+    );
     // Nested workflows in a cycle cannot be created in any order.
     check_err(
         "[[workflows]]\nname = 'p'\ntime_expression_type = 'API'\n\
@@ -489,9 +503,10 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_change_stops_apply_and_says_how_far_it_got() {
     let (server, client) = server().await;
+    // The server refuses what the plan does not check: a concurrency of 0.
     let file = JobsFile::parse(
         "[[jobs]]\nname = 'ok'\ntime_expression_type = 'API'\nprocessor = 'noop'\n\
-         [[jobs]]\nname = 'bad'\ntime_expression_type = 'CRON'\ntime_expression = 'not cron'\n\
+         [[jobs]]\nname = 'bad'\ntime_expression_type = 'API'\nconcurrency = 0\n\
          processor = 'noop'\n",
         Format::Toml,
     )

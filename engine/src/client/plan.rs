@@ -16,7 +16,8 @@
 //! error, since either could be meant. A workflow node's `job` and `workflow` name an entry
 //! of the file, or, without `prune`, one already on the server.
 //!
-//! Comparison is on the bodies as the server stores them ([`normalize_job`]): a lifecycle
+//! Each time expression is parsed before anything is planned, so a typo stops `plan`, not
+//! `apply` halfway. Comparison is on the bodies as the server stores them ([`normalize_job`]): a lifecycle
 //! written with an offset equals the same instant in UTC.
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use super::jobs_file::{normalize_job, JobsFile, JobsFileError, WorkflowSpec, MAX
 use super::{Client, ClientError};
 use crate::api::{JobBody, JobView, PageQuery, WorkflowView};
 use crate::ids::{JobId, WorkflowId};
+use crate::time_expression::{TimeExpression, TimeExpressionType};
 
 /// An app's jobs and workflows as the server has them.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -326,6 +328,13 @@ pub fn plan(file: &JobsFile, state: &AppState, prune: bool) -> Result<Plan, Jobs
     let mut job_updates = Vec::new();
     for job in &file.jobs {
         let body = normalize_job(job)?;
+        check_expression(
+            "job",
+            &job.name,
+            job.time_expression_type,
+            &job.time_expression,
+            job.time_zone.as_deref(),
+        )?;
         match lookup("job", &server_jobs, &job.name)? {
             None => plan.changes.push(Change::CreateJob {
                 name: job.name.clone(),
@@ -368,6 +377,13 @@ pub fn plan(file: &JobsFile, state: &AppState, prune: bool) -> Result<Plan, Jobs
     let file_wfs: HashSet<&str> = file.workflows.iter().map(|w| w.name.as_str()).collect();
     let mut wf_changes = Vec::new();
     for wf in &file.workflows {
+        check_expression(
+            "workflow",
+            &wf.name,
+            wf.time_expression_type,
+            &wf.time_expression,
+            wf.time_zone.as_deref(),
+        )?;
         for node in &wf.nodes {
             check_ref(
                 wf,
@@ -457,6 +473,21 @@ pub fn plan(file: &JobsFile, state: &AppState, prune: bool) -> Result<Plan, Jobs
         }
     }
     Ok(plan)
+}
+
+/// The time expression parses in its zone (the server's own check, run before anything is
+/// applied).
+fn check_expression(
+    kind: &str,
+    name: &str,
+    kind_of_expr: TimeExpressionType,
+    expression: &str,
+    zone: Option<&str>,
+) -> Result<(), JobsFileError> {
+    let zone = zone.filter(|z| !z.trim().is_empty());
+    TimeExpression::parse(kind_of_expr, expression, zone)
+        .map(drop)
+        .map_err(|e| JobsFileError::invalid(format!("{kind} {name:?}: {e}")))
 }
 
 fn change_name(c: &Change) -> &str {
