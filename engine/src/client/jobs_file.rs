@@ -31,7 +31,8 @@
 //! - A job is exactly the API's [`JobBody`]: same fields, same defaults, unknown fields
 //!   refused. A workflow is the API's [`WorkflowDef`] except that nodes name their job
 //!   (`job`) and nested workflow (`workflow`) instead of giving server ids, so one file fits
-//!   any server.
+//!   any server. [`WorkflowSpec::to_def`] and [`WorkflowSpec::from_def`] build the API types
+//!   field by field, so a field added to them does not compile until the file has it too.
 //! - Names are the keys: two jobs (or two workflows) of one file may not share a name.
 //! - The format follows the file's extension (`.toml`, `.json`). [`JobsFile::render`] writes
 //!   the fields that differ from their defaults, in the body's field order, so an export is
@@ -66,7 +67,7 @@ pub enum JobsFileError {
         source: std::io::Error,
     },
     /// The file's extension names no known format.
-    #[error("{0}: unknown format; name the file *.toml or *.json")]
+    #[error("{0}: unknown format; use TOML (*.toml) or JSON (*.json)")]
     UnknownFormat(String),
     /// The text is not a valid jobs file.
     #[error("not a valid jobs file ({format}): {message}")]
