@@ -15,7 +15,8 @@
 //!   [`TriggerRecord`], [`DelayedRun`], [`LogLine`].
 //! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
 //! - [`keys`]: tables and key layout (the table is in its module docs).
-//! - [`repo`]: [`Repo`], atomic writes, listings with cursors, restart [`Repo::load`].
+//! - [`repo`]: [`Repo`], atomic writes, apps, jobs, logs, restart [`Repo::load`];
+//!   `instance_repo.rs` its instances (fire, listings, deletion).
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
 //! - [`api_convert`]: records into API views, job bodies into records, repository errors
 //!   into API errors.
@@ -48,6 +49,7 @@ pub mod api_convert;
 mod codec;
 mod error;
 pub mod instance;
+mod instance_repo;
 pub mod keys;
 pub mod records;
 pub mod repo;
