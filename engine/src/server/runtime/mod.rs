@@ -114,6 +114,10 @@ pub struct ServerConfig {
     /// `Strict`: refuse to start; `Salvage` keeps every intact record and moves the damaged
     /// part aside, see [`RecoveryMode`]).
     pub recovery: RecoveryMode,
+    /// The worker port's connection limits and sizes: authenticated connections, the
+    /// pre-authentication pool, per-source handshake rate, frame sizes, timeouts and queues
+    /// (see [`NetConfig`](ferrojob_transport::net::NetConfig); its defaults by default).
+    pub net: ferrojob_transport::net::NetConfig,
 }
 
 impl ServerConfig {
@@ -130,6 +134,7 @@ impl ServerConfig {
             max_log_lines_per_instance: 100_000,
             restart_grace_ms: 3000,
             recovery: RecoveryMode::Strict,
+            net: ferrojob_transport::net::NetConfig::default(),
         }
     }
 }
@@ -220,7 +225,7 @@ impl ServerCore {
             Arc::new(state::AppTable(Arc::clone(&shared)));
         let listener = ferrojob_transport::net::Listener::bind(
             shared.config.listen,
-            ferrojob_transport::net::NetConfig::default(),
+            shared.config.net.clone(),
             secrets,
         )
         .await?;
