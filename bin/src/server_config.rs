@@ -17,6 +17,15 @@
 //! max_body_bytes = 1048576          # largest HTTP request body
 //! salvage = false                   # start even if the store is damaged mid-log: keep every
 //!                                   # intact record, move the damaged part aside
+//! restart_grace_ms = 3000           # after a restart, wait this long for workers to return
+//! max_log_lines_per_instance = 100000
+//! # The worker port's limits (each hit is counted in /metrics):
+//! max_worker_connections = 10000    # authenticated worker connections at once
+//! max_handshaking = 256             # connections still in their handshake at once
+//! handshake_rate_per_min = 6000     # new connections per source address per minute (0: off)
+//! handshake_burst = 200             # ... after this many at once
+//! max_frame_bytes = 4194304         # largest frame from an authenticated worker
+//! max_handshake_frame_bytes = 4096  # largest frame before authentication
 //! ```
 
 use std::net::SocketAddr;
@@ -72,6 +81,33 @@ pub struct ServerArgs {
     /// segments, nothing deleted) and log what was moved. Default: refuse to start.
     #[arg(long, env = "FERROJOB_SALVAGE")]
     pub salvage: bool,
+    /// After a restart, how long to wait for workers to reconnect before their instances go
+    /// to the retry policy, ms (default 3000).
+    #[arg(long, env = "FERROJOB_RESTART_GRACE_MS")]
+    pub restart_grace_ms: Option<u64>,
+    /// Log lines stored per instance; beyond, lines are counted as dropped (default 100000).
+    #[arg(long, env = "FERROJOB_MAX_LOG_LINES_PER_INSTANCE")]
+    pub max_log_lines_per_instance: Option<u64>,
+    /// Authenticated worker connections served at once (default 10000).
+    #[arg(long, env = "FERROJOB_MAX_WORKER_CONNECTIONS")]
+    pub max_worker_connections: Option<usize>,
+    /// Worker-port connections kept in their handshake at once; the oldest is closed to make
+    /// room (default 256).
+    #[arg(long, env = "FERROJOB_MAX_HANDSHAKING")]
+    pub max_handshaking: Option<usize>,
+    /// New worker-port connections per source address per minute after the burst (default
+    /// 6000; 0 turns the limit off, e.g. behind one NAT address).
+    #[arg(long, env = "FERROJOB_HANDSHAKE_RATE_PER_MIN")]
+    pub handshake_rate_per_min: Option<u32>,
+    /// Connections a source may open at once before the rate applies (default 200).
+    #[arg(long, env = "FERROJOB_HANDSHAKE_BURST")]
+    pub handshake_burst: Option<u32>,
+    /// Largest frame an authenticated worker may send, bytes (default 4 MiB).
+    #[arg(long, env = "FERROJOB_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<u32>,
+    /// Largest frame before authentication, bytes (default 4 KiB).
+    #[arg(long, env = "FERROJOB_MAX_HANDSHAKE_FRAME_BYTES")]
+    pub max_handshake_frame_bytes: Option<u32>,
 }
 
 /// The TOML file's keys (all optional; unknown keys are an error).
@@ -89,6 +125,14 @@ pub struct FileConfig {
     misfire_threshold_ms: Option<u64>,
     max_body_bytes: Option<usize>,
     salvage: Option<bool>,
+    restart_grace_ms: Option<u64>,
+    max_log_lines_per_instance: Option<u64>,
+    max_worker_connections: Option<usize>,
+    max_handshaking: Option<usize>,
+    handshake_rate_per_min: Option<u32>,
+    handshake_burst: Option<u32>,
+    max_frame_bytes: Option<u32>,
+    max_handshake_frame_bytes: Option<u32>,
 }
 
 /// Default OpenAPI address.
@@ -154,6 +198,37 @@ impl ServerArgs {
         if let Some(v) = self.misfire_threshold_ms.or(file.misfire_threshold_ms) {
             core.misfire_threshold_ms = v;
         }
+        if let Some(v) = self.restart_grace_ms.or(file.restart_grace_ms) {
+            core.restart_grace_ms = v;
+        }
+        if let Some(v) = self
+            .max_log_lines_per_instance
+            .or(file.max_log_lines_per_instance)
+        {
+            core.max_log_lines_per_instance = v;
+        }
+        let net = &mut core.net;
+        if let Some(v) = self.max_worker_connections.or(file.max_worker_connections) {
+            net.max_connections = v;
+        }
+        if let Some(v) = self.max_handshaking.or(file.max_handshaking) {
+            net.max_handshaking = v;
+        }
+        if let Some(v) = self.handshake_rate_per_min.or(file.handshake_rate_per_min) {
+            net.handshake_rate_per_min = v;
+        }
+        if let Some(v) = self.handshake_burst.or(file.handshake_burst) {
+            net.handshake_burst = v;
+        }
+        if let Some(v) = self.max_frame_bytes.or(file.max_frame_bytes) {
+            net.connection.max_payload_len = v;
+        }
+        if let Some(v) = self
+            .max_handshake_frame_bytes
+            .or(file.max_handshake_frame_bytes)
+        {
+            net.connection.max_handshake_payload_len = v;
+        }
         Ok(config)
     }
 }
@@ -197,6 +272,38 @@ mod tests {
         assert_eq!(salvage(&["s", "--salvage"], ""), RecoveryMode::Salvage);
         assert_eq!(salvage(&["s"], "salvage = true"), RecoveryMode::Salvage);
         assert_eq!(salvage(&["s"], "salvage = false"), RecoveryMode::Strict);
+    }
+
+    #[test]
+    fn worker_port_limits_come_from_flags_or_the_file() {
+        let c = ServerArgs::parse_from([
+            "s",
+            "--max-handshaking",
+            "9",
+            "--handshake-rate-per-min",
+            "0",
+        ])
+        .merge(
+            toml::from_str::<FileConfig>(
+                "max_handshaking = 50\nmax_worker_connections = 77\nmax_frame_bytes = 65536\nrestart_grace_ms = 12000\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let net = &c.core.net;
+        assert_eq!(net.max_handshaking, 9);
+        assert_eq!(net.handshake_rate_per_min, 0);
+        assert_eq!(net.max_connections, 77);
+        assert_eq!(net.connection.max_payload_len, 65536);
+        assert_eq!(c.core.restart_grace_ms, 12000);
+        let d = ServerArgs::parse_from(["s"])
+            .merge(FileConfig::default())
+            .unwrap();
+        let defaults = ferrojob::server::ServerConfig::new(
+            ferrojob::server::StoreChoice::Memory,
+            DEFAULT_LISTEN.parse().unwrap(),
+        );
+        assert_eq!(d.core.net, defaults.net);
     }
 
     #[test]

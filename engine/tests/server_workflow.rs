@@ -3,7 +3,7 @@
 //! `VirtualClock`: nothing fires unless a test advances it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod server_node_support;
+mod server_runtime_support;
 
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use ferrojob::server::{ServerCore, StoreChoice};
 use ferrojob::time_expression::TimeExpressionType as T;
 use ferrojob_transport::message::{InstanceStatus as W, ScheduleJob};
 use serde_json::{json, Value};
-use server_node_support::*;
+use server_runtime_support::*;
 
 fn def(name: &str, nodes: Value, edges: Value) -> WorkflowDef {
     serde_json::from_value(json!({

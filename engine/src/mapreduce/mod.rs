@@ -15,7 +15,8 @@
 //! ```
 //!
 //! - [`task_store`] holds [`TaskStore`]: the task tree of every instance in a
-//!   `ferrojob_store::Store`, with a FIFO pending queue, a per-worker index and counters.
+//!   `ferrojob_store::Store`, with a FIFO pending queue, a per-worker index and counters;
+//!   `task.rs` holds the task's types and `task_codec.rs` their keys and encoding.
 //! - [`tracker`] holds [`TaskTrackerCore`]: which pending task goes to which worker, retries,
 //!   dead workers, completion and the reduce trigger.
 //! - [`error`] holds [`TaskStoreError`].
@@ -27,6 +28,8 @@
 )]
 
 pub mod error;
+mod task;
+mod task_codec;
 pub mod task_store;
 pub mod tracker;
 

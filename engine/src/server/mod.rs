@@ -1,9 +1,9 @@
 //! The ferrojob server: its durable state (the records and the repository in this module's
 //! files), the conversions between records and the API's types ([`api_convert`]), and its
-//! runtime (`node`, [`ServerCore`]).
+//! runtime ([`runtime`], [`ServerCore`]).
 //!
 //! The repository files are a library with no network, no clock and no tasks of their own:
-//! the runtime passes `now` in and awaits the returned [`Commit`]. `node` is the part with
+//! the runtime passes `now` in and awaits the returned [`Commit`]. [`runtime`] is the part with
 //! sockets, tokio tasks and a [`Clock`](crate::clock::Clock).
 //!
 //! ```text
@@ -15,12 +15,13 @@
 //!   [`TriggerRecord`], [`DelayedRun`], [`LogLine`].
 //! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
 //! - [`keys`]: tables and key layout (the table is in its module docs).
-//! - [`repo`]: [`Repo`], atomic writes, listings with cursors, restart [`Repo::load`].
+//! - [`repo`]: [`Repo`], atomic writes, apps, jobs, logs, restart [`Repo::load`];
+//!   `instance_repo.rs` its instances (fire, listings, deletion).
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
 //! - [`api_convert`]: records into API views, job bodies into records, repository errors
 //!   into API errors.
 //! - `codec`: the versioned, validated value encoding.
-//! - [`node`]: the server runtime.
+//! - [`runtime`]: the server runtime.
 //!
 //! Invariants of the repository: no read trusts stored bytes (every value is validated, a bad
 //! one is [`RepoError::Corrupt`] naming the table and key, never a panic); no write is split
@@ -48,16 +49,16 @@ pub mod api_convert;
 mod codec;
 mod error;
 pub mod instance;
+mod instance_repo;
 pub mod keys;
-pub mod node;
 pub mod records;
 pub mod repo;
+pub mod runtime;
 pub mod workflow_repo;
 
 pub use codec::RECORD_VERSION;
 pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
-pub use node::{ServerConfig, ServerCore, ServerError, StoreChoice};
 pub use records::{
     AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
@@ -65,6 +66,7 @@ pub use repo::{
     Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo, ID_BLOCK,
     MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
 };
+pub use runtime::{ServerConfig, ServerCore, ServerError, StoreChoice};
 
 /// Decodes a stored value of `table` as its record type, for tests and tools that inspect a
 /// store: `Ok(())` when it is a valid record, [`RepoError::Corrupt`] otherwise.

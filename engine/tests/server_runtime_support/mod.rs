@@ -1,4 +1,4 @@
-//! Shared helpers of the server_node* tests: a server on 127.0.0.1:0 and in-process fake
+//! Shared helpers of the server_runtime* tests: a server on 127.0.0.1:0 and in-process fake
 //! workers that speak the transport protocol (`ferrojob_transport::message`) over the real
 //! transport.
 #![allow(

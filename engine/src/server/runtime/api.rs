@@ -16,15 +16,15 @@ use crate::model::InstanceStatus;
 use crate::server::api_convert::{instance_view, job_record, job_view};
 use crate::server::{InstanceFilter, InstanceRecord, JobRecord};
 
-use super::engine::{AfterCreate, Follow, PendingRun};
-use super::state::{InstState, JobDef, JobState, Shared, Slot, TimerEv};
+use super::state::{InstState, JobDef, JobState, Runtime, Slot, TimerEv};
+use super::write::{AfterCreate, Follow, PendingRun};
 
 /// Longest `delay_ms` of an API run (about 10 years).
 const MAX_DELAY_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 
 /// The [`Api`] of a running server core.
 #[derive(Debug)]
-pub(crate) struct NodeApi(pub(crate) Arc<Shared>);
+pub(crate) struct NodeApi(pub(crate) Arc<Runtime>);
 
 fn limit(l: Option<u32>, default: usize) -> usize {
     l.map_or(default, |l| usize::try_from(l).unwrap_or(usize::MAX))

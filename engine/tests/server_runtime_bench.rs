@@ -1,17 +1,17 @@
 //! Throughput probe of the server core (ignored by default; run with
-//! `cargo test --release -p ferrojob --test server_node_bench -- --ignored --nocapture`):
+//! `cargo test --release -p ferrojob --test server_runtime_bench -- --ignored --nocapture`):
 //! N API runs from concurrent callers through `Api::run_job`, two fake noop workers over the
 //! real transport, the log store with its default durability, until every instance is
 //! SUCCEED (acknowledged by the store).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod server_node_support;
+mod server_runtime_support;
 
 use std::time::Instant;
 
 use ferrojob::server::StoreChoice;
 use ferrojob::time_expression::TimeExpressionType as T;
-use server_node_support::*;
+use server_runtime_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]

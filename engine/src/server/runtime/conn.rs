@@ -13,7 +13,7 @@ use crate::ids::InstanceId;
 use crate::model::LogLevel;
 use crate::server::LogLine;
 
-use super::state::{ConnEntry, Shared};
+use super::state::{ConnEntry, Runtime};
 
 /// Most per-instance log counters kept before those of finished instances are forgotten.
 const MAX_LOG_COUNTERS: usize = 1 << 20;
@@ -21,7 +21,7 @@ const MAX_LOG_COUNTERS: usize = 1 << 20;
 /// Most messages handled per wake-up of a connection task.
 const RECV_BATCH: usize = 512;
 
-pub(crate) async fn accept_loop(sh: Arc<Shared>, mut listener: Listener) {
+pub(crate) async fn accept_loop(sh: Arc<Runtime>, mut listener: Listener) {
     loop {
         match listener.accept().await {
             Ok(acc) => {
@@ -39,7 +39,7 @@ pub(crate) async fn accept_loop(sh: Arc<Shared>, mut listener: Listener) {
     }
 }
 
-async fn serve(sh: Arc<Shared>, acc: Accepted) {
+async fn serve(sh: Arc<Runtime>, acc: Accepted) {
     let Accepted {
         handle,
         mut incoming,
@@ -184,7 +184,7 @@ fn level(l: ferrojob_transport::message::LogLevel) -> LogLevel {
 /// dropped). Lines of finished instances (late batches) are still stored; lines of unknown
 /// instances are dropped. The counters live in memory: after a restart (or once more than
 /// `MAX_LOG_COUNTERS` instances have counters) they start again from 0.
-fn on_logs(sh: &Arc<Shared>, worker: &str, batch: LogBatch) {
+fn on_logs(sh: &Arc<Runtime>, worker: &str, batch: LogBatch) {
     let cap = sh.config.max_log_lines_per_instance;
     let mut entries = batch.entries.into_iter().peekable();
     while let Some(first) = entries.next() {

@@ -2,7 +2,7 @@
 //! broadcast, reports (duplicate/stale/foreign), retries, stop/cancel/retry, logs, refusals.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod server_node_support;
+mod server_runtime_support;
 
 use ferrojob::api::{ErrorCode, InstanceAction, InstanceQuery, LogQuery, RunJob};
 use ferrojob::clock::VirtualClock;
@@ -11,7 +11,7 @@ use ferrojob::model::{DispatchStrategy, ExecuteType, InstanceStatus as S};
 use ferrojob::server::StoreChoice;
 use ferrojob::time_expression::TimeExpressionType as T;
 use ferrojob_transport::message::{InstanceStatus as W, LogBatch, LogEntry, LogLevel};
-use server_node_support::*;
+use server_runtime_support::*;
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
@@ -534,7 +534,7 @@ async fn bad_secret_is_refused_and_garbage_leaves_the_server_serving() {
         let _ = s.shutdown().await;
     }
     // Apps created now are valid at once; the server still serves.
-    let app2 = server_node_support::app(&api, "late").await;
+    let app2 = server_runtime_support::app(&api, "late").await;
     let w = FakeWorker::connect(addr, "late", "w1:1", &[], Mode::Succeed).await;
     w.register(&api, &app2, 8, 0).await;
     let j = api

@@ -3,7 +3,7 @@
 //! the misfire policy, and dispatched instances are reconciled with their workers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod server_node_support;
+mod server_runtime_support;
 
 use ferrojob::api::{JobBody, RunJob};
 use ferrojob::clock::VirtualClock;
@@ -11,7 +11,7 @@ use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::StoreChoice;
 use ferrojob::time_expression::TimeExpressionType as T;
 use ferrojob_transport::message::InstanceStatus as W;
-use server_node_support::*;
+use server_runtime_support::*;
 
 fn log(dir: &tempfile::TempDir) -> StoreChoice {
     StoreChoice::Log {
@@ -81,7 +81,7 @@ async fn state_survives_a_restart_and_scheduling_resumes() {
     status_is(&api, &app, delayed, S::Succeed).await;
     assert_eq!(instances(&api, &app, api_job).await.len(), 1);
     // A new app id and new instance ids are fresh.
-    let b = server_node_support::app(&api, "b").await;
+    let b = server_runtime_support::app(&api, "b").await;
     assert!(b.id.0 > app.id.0);
     let id = run(&api, &app, api_job).await;
     assert!(id > delayed);

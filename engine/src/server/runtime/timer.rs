@@ -1,7 +1,7 @@
 //! The timer task: one [`TimerWheel`] of millisecond ticks on the server's [`Clock`], fed by
 //! [`TimerCmd`]s over an unbounded channel. It owns the wheel (no lock), sleeps with
 //! `Clock::sleep_until` until the earliest deadline or the next command, and hands each
-//! expired event to `Shared::on_timer`, which never waits (firing submits to the store and
+//! expired event to `Runtime::on_timer`, which never waits (firing submits to the store and
 //! spawns the rest). With a `VirtualClock` nothing fires until the test advances the clock.
 //!
 //! [`Clock`]: crate::clock::Clock
@@ -13,13 +13,13 @@ use tokio::sync::mpsc;
 use crate::time_expression::EpochMs;
 use crate::wheel::{Expired, TimerWheel};
 
-use super::state::{Shared, TimerCmd, TimerEv};
+use super::state::{Runtime, TimerCmd, TimerEv};
 
 fn tick(ms: EpochMs) -> u64 {
     u64::try_from(ms).unwrap_or(0)
 }
 
-pub(crate) async fn run(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<TimerCmd>) {
+pub(crate) async fn run(sh: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<TimerCmd>) {
     let mut wheel: TimerWheel<TimerEv> = TimerWheel::new(tick(sh.now()));
     let mut expired: Vec<Expired<TimerEv>> = Vec::new();
     loop {

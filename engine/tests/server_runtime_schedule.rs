@@ -3,7 +3,7 @@
 //! receive timeout and dead workers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod server_node_support;
+mod server_runtime_support;
 
 use ferrojob::api::{JobBody, PageQuery};
 use ferrojob::clock::VirtualClock;
@@ -12,7 +12,7 @@ use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::StoreChoice;
 use ferrojob::time_expression::TimeExpressionType as T;
 use ferrojob_transport::message::InstanceStatus as W;
-use server_node_support::*;
+use server_runtime_support::*;
 
 async fn setup(
     clock: &VirtualClock,

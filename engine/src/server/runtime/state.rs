@@ -178,7 +178,7 @@ pub(crate) enum TimerCmd {
 
 /// Everything the core's tasks share.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct Runtime {
     pub(crate) config: ServerConfig,
     pub(crate) repo: Repo,
     pub(crate) registry: WorkerRegistry,
@@ -213,11 +213,11 @@ pub(crate) struct Shared {
     pub(crate) restarted: AtomicBool,
 }
 
-impl Shared {
+impl Runtime {
     pub(crate) fn new(
         config: ServerConfig,
         repo: Repo,
-    ) -> Result<(Arc<Shared>, mpsc::UnboundedReceiver<TimerCmd>), super::ServerError> {
+    ) -> Result<(Arc<Runtime>, mpsc::UnboundedReceiver<TimerCmd>), super::ServerError> {
         let registry = WorkerRegistry::new(RegistryConfig {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             ..RegistryConfig::default()
@@ -225,7 +225,7 @@ impl Shared {
         let (timer, rx) = mpsc::unbounded_channel();
         let started_ms = config.clock.now_ms();
         Ok((
-            Arc::new(Shared {
+            Arc::new(Runtime {
                 config,
                 repo,
                 registry,
@@ -340,7 +340,7 @@ pub(crate) fn is_running(s: InstanceStatus) -> bool {
 
 /// The transport's view of the app table: secrets of apps created so far, at once.
 #[derive(Debug)]
-pub(crate) struct AppTable(pub(crate) Arc<Shared>);
+pub(crate) struct AppTable(pub(crate) Arc<Runtime>);
 
 impl AppSecrets for AppTable {
     fn secret(&self, app_name: &str) -> Option<AppSecret> {

@@ -4,9 +4,11 @@
 //! ```text
 //!   Api (HTTP, client) ──► api.rs ──► Repo (durable) ──► active map + timer commands
 //!   timer.rs (TimerWheel on the Clock) ──► fire / delayed run / retry / checks / tick
-//!   engine.rs: fire (schedule::Schedule::plan), claim ──► hand_over (ScheduleJob on the
-//!              TaskTracker's connection), retry policy, reports, final transitions (prune,
-//!              FIXED_DELAY re-arm), restart reconciliation
+//!   fire.rs: a trigger (schedule::Schedule::plan), receive/run checks, worker liveness
+//!   dispatch.rs: claim ──► hand_over (ScheduleJob on the TaskTracker's connection)
+//!   report.rs: reports, retry policy, final transitions (prune, FIXED_DELAY re-arm)
+//!   write.rs: a transition's write ──► acknowledged ──► its follow-up
+//!   recover.rs: restart recovery, grace period, reconciliation with reconnected workers
 //!   conn.rs: transport Listener ──► per-connection task: heartbeats, reports, logs, queries
 //!   workflow/: workflows — a node's final report ──► its workflow instance's state machine
 //!              ──► one batch (node final + snapshot + successors' instances) ──► dispatch
@@ -48,11 +50,15 @@
 
 mod api;
 mod conn;
-mod engine;
+mod dispatch;
+mod fire;
 mod metrics;
+mod recover;
+mod report;
 mod state;
 mod timer;
 mod workflow;
+mod write;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,6 +114,10 @@ pub struct ServerConfig {
     /// `Strict`: refuse to start; `Salvage` keeps every intact record and moves the damaged
     /// part aside, see [`RecoveryMode`]).
     pub recovery: RecoveryMode,
+    /// The worker port's connection limits and sizes: authenticated connections, the
+    /// pre-authentication pool, per-source handshake rate, frame sizes, timeouts and queues
+    /// (see [`NetConfig`](ferrojob_transport::net::NetConfig); its defaults by default).
+    pub net: ferrojob_transport::net::NetConfig,
 }
 
 impl ServerConfig {
@@ -124,6 +134,7 @@ impl ServerConfig {
             max_log_lines_per_instance: 100_000,
             restart_grace_ms: 3000,
             recovery: RecoveryMode::Strict,
+            net: ferrojob_transport::net::NetConfig::default(),
         }
     }
 }
@@ -156,7 +167,7 @@ impl From<DispatchError> for ServerError {
 /// [`shutdown`](ServerCore::shutdown) to stop it.
 #[derive(Debug)]
 pub struct ServerCore {
-    shared: Arc<state::Shared>,
+    shared: Arc<state::Runtime>,
     addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     log_store: Option<Arc<LogStore>>,
@@ -206,7 +217,7 @@ impl ServerCore {
         let repo = Repo::open(store)?;
         let loaded = repo.load()?;
         let (workflows, wf_active) = repo.load_workflows()?;
-        let (shared, timer_rx) = state::Shared::new(config, repo)?;
+        let (shared, timer_rx) = state::Runtime::new(config, repo)?;
         if let Some(log) = &log_store {
             let _ = shared.metrics.log_store.set(Arc::downgrade(log));
         }
@@ -214,7 +225,7 @@ impl ServerCore {
             Arc::new(state::AppTable(Arc::clone(&shared)));
         let listener = ferrojob_transport::net::Listener::bind(
             shared.config.listen,
-            ferrojob_transport::net::NetConfig::default(),
+            shared.config.net.clone(),
             secrets,
         )
         .await?;

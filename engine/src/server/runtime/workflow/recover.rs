@@ -12,14 +12,14 @@ type Push = (
     Option<String>,
 );
 
-/// What [`Shared::recover_workflows`] leaves to [`Shared::resume_workflows`].
+/// What [`Runtime::recover_workflows`] leaves to [`Runtime::resume_workflows`].
 #[derive(Debug)]
 pub(crate) struct WfRecovery {
     replays: Vec<(WorkflowInstanceId, Vec<Action>)>,
     pushes: Vec<Push>,
 }
 
-impl Shared {
+impl Runtime {
     // ----- restart -----
 
     /// Rebuilds the workflows and their unfinished instances from the store (before the job
@@ -208,7 +208,7 @@ impl Shared {
         WfRecovery { replays, pushes }
     }
 
-    /// Runs what [`recover_workflows`](Shared::recover_workflows) found due, once the jobs
+    /// Runs what [`recover_workflows`](Runtime::recover_workflows) found due, once the jobs
     /// and their instances are recovered too.
     pub(crate) fn resume_workflows(self: &Arc<Self>, r: WfRecovery) {
         let WfRecovery { replays, pushes } = r;

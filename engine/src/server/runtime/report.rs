@@ -1,0 +1,309 @@
+//! An attempt's outcome: worker reports, the retry policy, final transitions (FIXED_DELAY
+//! re-arm, pruning old runs).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrojob_transport::message::{self as wire, ReportInstanceStatus};
+
+use crate::ids::{InstanceId, JobId};
+use crate::model::{ExecuteType, InstanceStatus};
+use crate::server::{records::truncate_marked, Commit, MAX_RESULT_LEN};
+use crate::time_expression::EpochMs;
+
+use super::state::{InstState, JobState, Runtime, TimerEv};
+use super::write::Follow;
+
+/// First retry backoff after a failed attempt, ms; doubles per attempt up to the cap.
+pub(crate) const RETRY_BACKOFF_MS: i64 = 1000;
+
+/// Largest retry backoff, ms.
+pub(crate) const RETRY_BACKOFF_CAP_MS: i64 = 30_000;
+
+/// Grace beyond the job's timeout before the server fails a silent run itself, ms.
+pub(crate) const RUN_SAFETY_MARGIN_MS: i64 = 30_000;
+
+/// Model status of a wire status.
+pub(crate) fn from_wire(s: &wire::InstanceStatus) -> InstanceStatus {
+    match s {
+        wire::InstanceStatus::WaitingDispatch => InstanceStatus::WaitingDispatch,
+        wire::InstanceStatus::WaitingWorkerReceive => InstanceStatus::WaitingWorkerReceive,
+        wire::InstanceStatus::Running => InstanceStatus::Running,
+        wire::InstanceStatus::Failed => InstanceStatus::Failed,
+        wire::InstanceStatus::Succeed => InstanceStatus::Succeed,
+        wire::InstanceStatus::Canceled => InstanceStatus::Canceled,
+        wire::InstanceStatus::Stopped => InstanceStatus::Stopped,
+    }
+}
+
+impl Runtime {
+    /// WAITING_WORKER_RECEIVE | RUNNING → WAITING_DISPATCH without consuming a retry (the
+    /// worker never confirmed), dispatched again at once preferring another worker.
+    pub(crate) fn requeue_plain(
+        &self,
+        st: &mut InstState,
+        job: Option<&JobState>,
+        now: EpochMs,
+    ) -> Follow {
+        let old = st.rec.status;
+        st.avoid = st.rec.worker.clone();
+        if st.rec.requeue(now).is_err() {
+            return Follow::Nothing;
+        }
+        st.ready = Instant::now();
+        self.note(job, Some(old), st.rec.status);
+        Follow::Dispatch {
+            id: st.rec.id,
+            at: None,
+        }
+    }
+
+    /// An attempt failed (`old` = the status before this operation; the record may already be
+    /// FAILED by a report): requeue with `reason` when retries are left (after a backoff of
+    /// 1 s, 2 s, 4 s ... capped at 30 s when `backoff`), else FAILED with `reason`.
+    pub(crate) fn retry_policy(
+        &self,
+        st: &mut InstState,
+        job: Option<&JobState>,
+        reason: &str,
+        old: InstanceStatus,
+        now: EpochMs,
+        backoff: bool,
+    ) -> Follow {
+        let retries = job
+            .filter(|j| !j.deleted.load(Ordering::Acquire))
+            .map(|j| j.def().record.instance_retries);
+        let attempts = st.rec.running_times;
+        let id = st.rec.id;
+        if let Some(retries) = retries.filter(|r| attempts <= *r) {
+            st.avoid = st.rec.worker.clone();
+            let moved = if st.rec.status.is_final() {
+                st.rec.retry(now)
+            } else {
+                st.rec.requeue(now)
+            };
+            if moved.is_ok() {
+                st.rec.result = Some(truncate_marked(reason, MAX_RESULT_LEN));
+                st.ready = Instant::now();
+                self.note(job, Some(old), st.rec.status);
+                let delay_ms = if backoff {
+                    let shift = attempts.saturating_sub(1).min(16);
+                    (RETRY_BACKOFF_MS << shift).min(RETRY_BACKOFF_CAP_MS)
+                } else {
+                    0
+                };
+                tracing::info!(
+                    instance = id.0,
+                    attempt = attempts,
+                    retries,
+                    delay_ms,
+                    reason,
+                    "instance retried"
+                );
+                let at = (delay_ms > 0).then(|| now.saturating_add(delay_ms));
+                return Follow::Dispatch { id, at };
+            }
+        }
+        if !st.rec.status.is_final() {
+            let _ = st.rec.fail(reason, now);
+        }
+        self.note(job, Some(old), st.rec.status);
+        Follow::Final {
+            id,
+            job: st.rec.job_id,
+            run: st.rec.run,
+        }
+    }
+
+    /// Any non-final status → FAILED now, no retry.
+    pub(super) fn fail_now(
+        &self,
+        st: &mut InstState,
+        job: Option<&JobState>,
+        reason: &str,
+        now: EpochMs,
+    ) -> Follow {
+        let old = st.rec.status;
+        if st.rec.fail(reason, now).is_err() {
+            return Follow::Nothing;
+        }
+        self.note(job, Some(old), st.rec.status);
+        Follow::Final {
+            id: st.rec.id,
+            job: st.rec.job_id,
+            run: st.rec.run,
+        }
+    }
+
+    /// Applies one worker report (from the authenticated worker `source`); returns the write
+    /// to await, if the report changed the instance.
+    pub(crate) fn on_report(
+        self: &Arc<Self>,
+        source: &str,
+        r: &ReportInstanceStatus,
+        now: EpochMs,
+    ) -> Option<(Option<Commit<()>>, Follow)> {
+        let id = InstanceId(r.instance_id);
+        let dropped = || {
+            self.metrics.reports_dropped.fetch_add(1, Ordering::Relaxed);
+            None
+        };
+        if r.source_address != source {
+            return dropped();
+        }
+        let Some(slot) = self.slot(id) else {
+            return dropped();
+        };
+        let mut st = slot.lock();
+        let old = st.rec.status;
+        let status = from_wire(&r.status);
+        match st
+            .rec
+            .apply_report(r.report_seq, source, status, r.result.as_deref(), now)
+        {
+            Ok(crate::server::ReportOutcome::Applied) => {}
+            Ok(outcome) => {
+                tracing::debug!(instance = id.0, ?outcome, "report dropped");
+                return dropped();
+            }
+            Err(e) => {
+                tracing::debug!(instance = id.0, error = %e, "report refused");
+                return dropped();
+            }
+        }
+        if st.rec.status.is_final() {
+            self.wf_reported(id);
+        }
+        let job = self.job(st.rec.job_id);
+        let mapped = job.as_ref().is_some_and(|j| {
+            matches!(
+                j.def().record.execute_type,
+                ExecuteType::Map | ExecuteType::MapReduce
+            )
+        });
+        if mapped {
+            st.tasks = Some(crate::api::TaskProgress {
+                total: r.total_tasks,
+                succeeded: r.succeeded_tasks,
+                failed: r.failed_tasks,
+            });
+        }
+        let follow = match st.rec.status {
+            InstanceStatus::Failed => {
+                let reason = format!(
+                    "attempt {} on {source} failed: {}",
+                    st.rec.running_times,
+                    st.rec.result.as_deref().unwrap_or("")
+                );
+                self.retry_policy(&mut st, job.as_deref(), &reason, old, now, true)
+            }
+            s if s.is_final() => {
+                self.note(job.as_deref(), Some(old), s);
+                Follow::Final {
+                    id,
+                    job: st.rec.job_id,
+                    run: st.rec.run,
+                }
+            }
+            s => {
+                // RUNNING (and its keepalives) stays in memory: the store keeps the
+                // WAITING_WORKER_RECEIVE write, and after a restart the worker is asked
+                // (QueryInstanceStatus), so nothing acknowledged depends on this write.
+                self.note(job.as_deref(), Some(old), s);
+                return None;
+            }
+        };
+        // A workflow node's end: saved with the workflow's transition in one batch.
+        if matches!(follow, Follow::Final { .. }) && self.wf_push_batched(&mut st, now) {
+            return None;
+        }
+        Some(self.persist_follow(&mut st, follow))
+    }
+
+    /// After a final write: drop the instance from memory, re-arm a FIXED_DELAY job from this
+    /// completion, prune old finished runs.
+    pub(crate) async fn finalize(self: &Arc<Self>, id: InstanceId, job_id: JobId, run: u64) {
+        let mut status = None;
+        let mut result = None;
+        self.active.remove_if(&id, |_, s| {
+            let st = s.lock();
+            status = Some(st.rec.status);
+            if st.rec.status.is_final() {
+                result = st.rec.result.clone();
+            }
+            st.rec.status.is_final()
+        });
+        if let Some(s) = status.filter(|s| s.is_final()) {
+            self.metrics.finished(s);
+            if let Some((_, node)) = self.node_runs.remove(&id) {
+                self.wf_job_final(id, node, s, result).await;
+            }
+        }
+        if run == 0 {
+            return;
+        }
+        let Some(job) = self.job(job_id) else { return };
+        if job.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let def = job.def();
+        if def.is_fixed_delay()
+            && def.record.enabled
+            && self
+                .repo
+                .trigger(job_id)
+                .is_some_and(|t| t.next_trigger.is_none())
+        {
+            let now = self.now();
+            if let Some(next) = def.initial_next(now) {
+                let gen = job.gen.load(Ordering::Acquire);
+                let current = || job.gen.load(Ordering::Acquire) == gen;
+                match self.repo.set_next_trigger_if(job_id, Some(next), current) {
+                    Ok(None) => {}
+                    Ok(Some(c)) => {
+                        if self.await_commit(c).await.is_ok() {
+                            self.arm(
+                                next,
+                                TimerEv::Job {
+                                    job: job_id,
+                                    gen,
+                                    due: next,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => self.store_write_failed(&e),
+                }
+            }
+        }
+        let keep = self.config.keep_finished_runs;
+        let every = u32::try_from(keep / 4).unwrap_or(u32::MAX).max(1);
+        if job.finished_since_prune.fetch_add(1, Ordering::AcqRel) + 1 >= every {
+            job.finished_since_prune.store(0, Ordering::Release);
+            self.prune(job_id, keep).await;
+        }
+    }
+
+    pub(super) async fn prune(&self, job: JobId, keep: usize) {
+        let ids = match self.repo.finished_fires_beyond(job, keep, 1000) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(job = job.0, error = %e, "pruning failed");
+                return;
+            }
+        };
+        for id in ids {
+            if self.active.contains_key(&id) {
+                continue;
+            }
+            match self.repo.delete_instance(id, false) {
+                Ok(c) => {
+                    let _ = self.await_commit(c).await;
+                    self.log_counts.remove(&id);
+                }
+                Err(e) => tracing::debug!(instance = id.0, error = %e, "not pruned"),
+            }
+        }
+    }
+}
