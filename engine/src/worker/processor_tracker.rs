@@ -12,6 +12,10 @@
 //!  TrackerStopInstance / the connection ends ──▶ queued tasks dropped, running ones cancelled
 //! ```
 //!
+//! Admission: the first `StartTasks` of an instance on a connection is checked by
+//! `admission::check_peer_task` and announces the instance; later batches must carry the same
+//! header and TaskTracker. Refused tasks are not run: each fails with the refusal.
+//!
 //! Memory: the queue holds what the TaskTracker dispatched and not yet reported, which its
 //! back-pressure bounds (`WorkerConfig::map_tasks_in_flight`); outcomes wait at most one
 //! flush. Concurrency: the job's `concurrency` (1 to [`MAX_RUNNERS`]) runner tasks per
@@ -32,7 +36,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::instance::{run_attempt, unknown_processor, InstanceInfo};
+use super::admission::{check_peer_task, PeerMessage, PeerTask, PeerTaskRefused};
+use super::instance::{run_attempt, InstanceInfo};
 use super::logs::truncate_at_char_boundary;
 use super::processor::{DynMap, MapContext, MapError, ProcessResult, Registered};
 use super::state::Shared;
@@ -128,6 +133,8 @@ impl Mapper {
 
 /// One instance's tasks on this worker, for one TaskTracker connection.
 pub(crate) struct PtInstance {
+    /// The header and TaskTracker of the instance's first batch on this connection.
+    announced: StartTasks,
     queue: Mutex<VecDeque<TaskSpec>>,
     running: AtomicU32,
     work: Notify,
@@ -149,25 +156,69 @@ impl PtInstance {
     }
 }
 
-/// A `StartTasks` from the TaskTracker on `handle`: queues the tasks on the instance's
-/// `PtInstance`, starting it (runners and flusher) on the first batch.
+/// A `StartTasks` from the TaskTracker on `handle` (`sender`, as it authenticated): queues
+/// the tasks on the instance's `PtInstance`, starting it (runners and flusher) on the first
+/// batch. A refused instance still gets its runners: they fail each task with the refusal.
 pub(crate) fn on_start_tasks(
     shared: &Arc<Shared>,
+    sender: &str,
     handle: &ConnectionHandle,
     connection: &CancellationToken,
     instances: &mut std::collections::HashMap<u64, Arc<PtInstance>>,
-    start: StartTasks,
+    mut start: StartTasks,
 ) {
-    let StartTasks {
-        instance: job,
-        tasks,
-        task_tracker_address,
-    } = start;
-    let instance_id = job.instance_id;
+    let tasks = std::mem::take(&mut start.tasks);
+    let instance_id = start.instance.instance_id;
     let pt = match instances.get(&instance_id) {
-        Some(pt) if !pt.cancel.is_cancelled() => Arc::clone(pt),
+        Some(pt) if !pt.cancel.is_cancelled() => {
+            if pt.announced != start {
+                let refused = PeerTaskRefused::Changed {
+                    instance: instance_id,
+                };
+                tracing::warn!(instance = instance_id, peer = sender, %refused, "peer tasks refused");
+                let message = refused.to_string();
+                pt.outcomes
+                    .lock()
+                    .extend(tasks.into_iter().map(|t| TaskOutcome {
+                        task_id: t.task_id,
+                        dispatch: t.dispatch,
+                        success: false,
+                        result: message.clone(),
+                    }));
+                pt.flush.notify_one();
+                return;
+            }
+            Arc::clone(pt)
+        }
         _ => {
+            let job = &start.instance;
+            let task = PeerTask {
+                own_address: &shared.address,
+                sender,
+                message: PeerMessage::StartTasks,
+                instance: job,
+                task_tracker_address: &start.task_tracker_address,
+            };
+            let registered = shared.processors.get(&job.processor_info);
+            let admitted = check_peer_task(
+                task,
+                registered,
+                shared.processors.keys().map(String::as_str),
+            );
+            let processor = match (admitted, registered) {
+                (Ok(()), Some(Registered::Map { processor, .. })) => Ok(Arc::clone(processor)),
+                (Err(refused), _) => {
+                    tracing::warn!(instance = instance_id, peer = sender, processor = %job.processor_info, %refused, "peer tasks refused");
+                    Err(refused.to_string())
+                }
+                // The check accepts a StartTasks only for a MAP processor.
+                (Ok(()), _) => Err(format!(
+                    "processor {:?} is not a MAP/MAP_REDUCE processor on {}",
+                    job.processor_info, shared.address
+                )),
+            };
             let pt = Arc::new(PtInstance {
+                announced: start.clone(),
                 queue: Mutex::new(VecDeque::new()),
                 running: AtomicU32::new(0),
                 work: Notify::new(),
@@ -178,18 +229,10 @@ pub(crate) fn on_start_tasks(
             instances.insert(instance_id, Arc::clone(&pt));
             tracing::info!(
                 instance = instance_id,
-                tracker = %task_tracker_address,
+                tracker = %start.task_tracker_address,
                 "mapreduce: running tasks for a TaskTracker"
             );
-            let processor = match shared.processors.get(&job.processor_info) {
-                Some(Registered::Map { processor, .. }) => Ok(Arc::clone(processor)),
-                Some(_) => Err(format!(
-                    "processor {:?} is not a MAP/MAP_REDUCE processor on {}",
-                    job.processor_info, shared.address
-                )),
-                None => Err(unknown_processor(shared, &job.processor_info).message),
-            };
-            let info = Arc::new(InstanceInfo::new(job));
+            let info = Arc::new(InstanceInfo::new(start.instance));
             let runners = info.job.concurrency.clamp(1, MAX_RUNNERS);
             for _ in 0..runners {
                 tokio::spawn(runner(
