@@ -599,8 +599,9 @@ async fn peer_tasks_run_only_for_the_announced_instance_of_their_tracker() {
         task_tracker_address: "127.0.0.1:2".into(),
         tasks: tasks(1..3),
     };
-    from.handle.send(forged).await.unwrap();
-    let got = outcomes(&mut from, 2, 2).await;
+    let mut forger = peer(&own, tracker).await;
+    forger.handle.send(forged).await.unwrap();
+    let got = outcomes(&mut forger, 2, 2).await;
     assert_eq!(got.len(), 2);
     for (_, success, result) in &got {
         assert!(!success);

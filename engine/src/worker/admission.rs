@@ -26,9 +26,11 @@
 //!    (`all_worker_addresses`: the server lists the TaskTracker first);
 //! 4. this worker is one of the instance's workers (an empty list means the TaskTracker alone,
 //!    as the TaskTracker reads it: only its own connection is accepted then);
-//! 5. for MAP/MAP_REDUCE, the first `StartTasks` of an instance on a connection announces the
-//!    instance: every later batch of it on that connection must carry the same header and
-//!    TaskTracker, or its tasks fail ([`PeerTaskRefused::Changed`]).
+//! 5. a connection carries one instance, as a TaskTracker opens one per instance (one per task
+//!    attempt for BROADCAST): the first task message announces it, and a message for another
+//!    instance closes the connection (which also bounds what one connection can hold); for
+//!    MAP/MAP_REDUCE every later batch must carry the first one's header and TaskTracker, or
+//!    its tasks fail ([`PeerTaskRefused::Changed`]).
 //!
 //! A refused task is not run; it fails with the refusal as its result, so a real TaskTracker
 //! whose peer is misconfigured finishes the instance (FAILED, with the reason) instead of

@@ -247,6 +247,9 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
     let connection = shared.tasks_root.child_token();
     let per_instance: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
     let mut map_instances: HashMap<u64, Arc<processor_tracker::PtInstance>> = HashMap::new();
+    // A TaskTracker opens one connection per instance (per task attempt for BROADCAST): the
+    // first task message names the connection's instance, and one for another closes it.
+    let mut instance_of_connection: Option<u64> = None;
     loop {
         let m = tokio::select! {
             m = incoming.recv() => m,
@@ -259,6 +262,21 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
         else {
             break;
         };
+        let named = match &message {
+            Message::StartTask(m) => Some(m.instance.instance_id),
+            Message::StartTasks(m) => Some(m.instance.instance_id),
+            _ => None,
+        };
+        if let Some(id) = named {
+            match instance_of_connection {
+                None => instance_of_connection = Some(id),
+                Some(first) if first != id => {
+                    tracing::warn!(peer = %sender, first, instance = id, "a peer sent tasks of a second instance on one connection: closing it");
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
         match message {
             Message::StartTask(start) => {
                 let instance_id = start.instance.instance_id;
