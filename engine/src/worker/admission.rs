@@ -121,8 +121,7 @@ impl PeerMessage {
 
 /// Why a ProcessorTracker refuses a peer's task (the rules are in the module doc).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PeerTaskRefused {
+pub(crate) enum PeerTaskRefused {
     /// Rule 1: the message does not fit the instance's execute type.
     #[error("refused: a {message} cannot carry a {execute:?} instance")]
     ExecuteType {

@@ -90,7 +90,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use admission::{PeerTaskRefused, ProcessorUnavailable};
+pub use admission::ProcessorUnavailable;
 pub use builtin::DangerousBuiltin;
 pub use logs::InstanceLogger;
 pub use processor::{
