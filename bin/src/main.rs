@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod embedded_demo;
+mod jobs_cmd;
 mod remote;
 mod store_cmd;
 mod validate;
@@ -51,6 +52,14 @@ enum Command {
     /// Workflows (DAGs of jobs and decisions) of an app, and their instances.
     #[command(subcommand)]
     Workflow(Box<workflow_cmd::WorkflowCmd>),
+    /// Show what `apply` would create, change (field by field) and delete for an app.
+    Plan(jobs_cmd::PlanArgs),
+    /// Make an app's jobs and workflows match a jobs file (TOML or JSON); idempotent.
+    Apply(jobs_cmd::PlanArgs),
+    /// Write an app's jobs and workflows as a jobs file.
+    Export(jobs_cmd::ExportArgs),
+    /// Convert PowerJob's job export (JSON) into a jobs file.
+    ImportPowerjob(jobs_cmd::ImportArgs),
     /// Load benchmarks of a whole server with workers.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -75,6 +84,10 @@ fn main() -> ExitCode {
         Command::Instance(cmd) => remote::instance(&cli.conn, cmd),
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
         Command::Workflow(cmd) => workflow_cmd::workflow(&cli.conn, cmd),
+        Command::Plan(args) => jobs_cmd::plan_or_apply(&cli.conn, args, false),
+        Command::Apply(args) => jobs_cmd::plan_or_apply(&cli.conn, args, true),
+        Command::Export(args) => jobs_cmd::export_cmd(&cli.conn, args),
+        Command::ImportPowerjob(args) => jobs_cmd::import_cmd(args),
         Command::Bench(cmd) => bench::run(cmd, &cli.conn),
         Command::Store(cmd) => match store_cmd::run(cmd) {
             // Damage found by `check`: exit 1, errors exit 2.

@@ -635,3 +635,51 @@ async fn the_cli_drives_workflows_end_to_end() {
     assert!(stderr.contains("404"), "{stderr}");
     let _ = right;
 }
+
+/// `import-powerjob` converts the engine's sample export offline: the jobs file on standard
+/// output (TOML), notes and skipped jobs on standard error.
+#[test]
+fn import_powerjob_writes_a_jobs_file_and_lists_what_it_skipped() {
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../engine/tests/data/powerjob_export.json"
+    );
+    let out = ferrojob(&["import-powerjob", "-f", sample, "--app", "billing"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("app = \"billing\"\n"), "{stdout}");
+    assert_eq!(stdout.matches("[[jobs]]").count(), 3, "{stdout}");
+    assert!(stdout.contains("\"daysOfWeek\":[2,3,4,5,6]"), "{stdout}");
+    assert!(stderr.contains("skipped: \"reconcile\""), "{stderr}");
+    assert!(stderr.contains("3 job(s) imported, 2 skipped"), "{stderr}");
+}
+
+/// A jobs file for one app is not applied to another, and an unknown extension is refused,
+/// before any server is contacted.
+#[test]
+fn plan_refuses_a_file_for_another_app_or_of_unknown_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = dir.path().join("jobs.toml");
+    std::fs::write(&toml, "app = \"billing\"\n").expect("write");
+    let out = ferrojob(&[
+        "plan",
+        "-f",
+        toml.to_str().expect("utf-8"),
+        "--app",
+        "other",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the file describes app \"billing\""));
+    let yaml = dir.path().join("jobs.yaml");
+    std::fs::write(&yaml, "").expect("write");
+    let out = ferrojob(&[
+        "plan",
+        "-f",
+        yaml.to_str().expect("utf-8"),
+        "--app",
+        "billing",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown format"));
+}

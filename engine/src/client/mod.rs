@@ -22,6 +22,10 @@
 //!   [`ClientError::Api`] with the server's `{"error"}` body (or one made from the status when
 //!   the body is not ours, e.g. from a proxy).
 //! - `{app}` is the app's name or numeric id, sent percent-encoded as one path segment.
+//!
+//! Jobs as code is built on it: [`jobs_file`] (an app's jobs and workflows in a TOML or JSON
+//! file, keyed by name), [`plan`] (compare with a server, apply, export) and [`powerjob`]
+//! (PowerJob's job export into a jobs file).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(
@@ -30,6 +34,13 @@
 )]
 
 use std::time::Duration;
+
+pub mod jobs_file;
+pub mod plan;
+pub mod powerjob;
+
+pub use jobs_file::{Format, JobsFile, JobsFileError, NodeSpec, WorkflowSpec};
+pub use plan::{AppState, Change, FieldDiff, Plan};
 
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;

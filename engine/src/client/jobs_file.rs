@@ -1,0 +1,670 @@
+//! Jobs as code: an app's jobs and workflows in one TOML or JSON file, keyed by name, that
+//! [`super::plan`] compares with a server and applies, and that [`super::plan::export`]
+//! writes from one.
+//!
+//! ```toml
+//! app = "billing"              # optional: the app the file describes (else `--app`)
+//!
+//! [[jobs]]                     # every field of the job body (`crate::api::JobBody`)
+//! name = "extract"
+//! time_expression_type = "CRON"
+//! time_expression = "0 0 2 * * ?"
+//! time_zone = "Europe/Paris"
+//! processor = "shell"
+//! params = "./extract.sh"
+//!
+//! [[workflows]]                # a workflow body whose nodes name jobs and workflows
+//! name = "nightly"
+//! time_expression_type = "API"
+//! [[workflows.nodes]]
+//! id = 1
+//! job = "extract"              # instead of `job_id`
+//! [[workflows.nodes]]
+//! id = 2
+//! type = "NESTED_WORKFLOW"
+//! workflow = "load"            # instead of `workflow_id`
+//! [[workflows.edges]]
+//! from = 1
+//! to = 2
+//! ```
+//!
+//! - A job is exactly the API's [`JobBody`]: same fields, same defaults, unknown fields
+//!   refused. A workflow is the API's [`WorkflowDef`] except that nodes name their job
+//!   (`job`) and nested workflow (`workflow`) instead of giving server ids, so one file fits
+//!   any server. [`WorkflowSpec::to_def`] and [`WorkflowSpec::from_def`] build the API types
+//!   field by field, so a field added to them does not compile until the file has it too.
+//! - Names are the keys: two jobs (or two workflows) of one file may not share a name.
+//! - The format follows the file's extension (`.toml`, `.json`). [`JobsFile::render`] writes
+//!   the fields that differ from their defaults, in the body's field order, so an export is
+//!   short and reads like a hand-written file; parsing it gives back the same values.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::api::{EdgeDef, FailurePolicy, JobBody, LifecycleJson, NodeKind, WorkflowDef};
+use crate::ids::{JobId, NodeId, WorkflowId};
+use crate::time_expression::TimeExpressionType;
+
+/// Largest jobs file read, bytes.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Most jobs, and most workflows, one file or one app may hold for planning.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// Why a jobs file could not be read, planned or applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobsFileError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's extension names no known format.
+    #[error("{0}: unknown format; use TOML (*.toml) or JSON (*.json)")]
+    UnknownFormat(String),
+    /// The text is not a valid jobs file.
+    #[error("not a valid jobs file ({format}): {message}")]
+    Parse {
+        /// `TOML` or `JSON`.
+        format: &'static str,
+        /// The parser's message (with the line, for TOML).
+        message: String,
+    },
+    /// The file or the server state cannot be planned (a duplicate name, a reference to
+    /// nothing, a cycle of nested workflows, a bad field).
+    #[error("{0}")]
+    Invalid(String),
+    /// The file names no app and none was given.
+    #[error("no app: give --app or set `app` in the file")]
+    NoApp,
+    /// A server call failed; `done` changes were applied before it.
+    #[error("{what} failed after {done} applied change(s): {source}")]
+    Client {
+        /// What was being done.
+        what: String,
+        /// Changes applied before the failure.
+        done: usize,
+        /// The cause.
+        #[source]
+        source: super::ClientError,
+    },
+}
+
+impl JobsFileError {
+    pub(crate) fn invalid(message: impl Into<String>) -> JobsFileError {
+        JobsFileError::Invalid(message.into())
+    }
+}
+
+/// The two formats of a jobs file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// TOML (the default of `export`).
+    #[default]
+    Toml,
+    /// JSON.
+    Json,
+}
+
+impl Format {
+    /// The format a path's extension names (`.toml`, `.json`, any case).
+    pub fn from_path(path: &Path) -> Result<Format, JobsFileError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("toml") => Ok(Format::Toml),
+            Some("json") => Ok(Format::Json),
+            _ => Err(JobsFileError::UnknownFormat(path.display().to_string())),
+        }
+    }
+
+    /// `TOML` or `JSON`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Toml => "TOML",
+            Format::Json => "JSON",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = JobsFileError;
+
+    fn from_str(s: &str) -> Result<Format, JobsFileError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "toml" => Ok(Format::Toml),
+            "json" => Ok(Format::Json),
+            _ => Err(JobsFileError::UnknownFormat(s.to_owned())),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The workflow's `max_instances` default (the API's: 1).
+fn default_max_instances() -> u32 {
+    1
+}
+
+/// An app's jobs and workflows, by name; see the [module docs](self).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsFile {
+    /// The app the file describes (name or id); a command's `--app` must agree with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The jobs, each keyed by its `name`.
+    #[serde(default)]
+    pub jobs: Vec<JobBody>,
+    /// The workflows, each keyed by its `name`.
+    #[serde(default)]
+    pub workflows: Vec<WorkflowSpec>,
+}
+
+/// A workflow of a jobs file: [`WorkflowDef`] with nodes that name jobs and workflows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSpec {
+    /// 1 to 128 bytes; the key.
+    pub name: String,
+    /// `API`, `CRON`, `FIXED_RATE` or `DAILY_TIME_INTERVAL`.
+    pub time_expression_type: TimeExpressionType,
+    /// As for jobs; empty (the default) for API.
+    #[serde(default)]
+    pub time_expression: String,
+    /// IANA zone; default UTC.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Most instances at once; default 1.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// Default `FAIL_FAST`.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// The nodes.
+    pub nodes: Vec<NodeSpec>,
+    /// The edges; default none.
+    #[serde(default)]
+    pub edges: Vec<EdgeDef>,
+}
+
+/// A node of a [`WorkflowSpec`]: the API's node with `job` and `workflow` names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Unique within the workflow.
+    pub id: NodeId,
+    /// Default `JOB`.
+    #[serde(rename = "type", default)]
+    pub kind: NodeKind,
+    /// The name of the job a JOB node runs.
+    #[serde(default)]
+    pub job: Option<String>,
+    /// Handed to the job instead of its own params; default empty.
+    #[serde(default)]
+    pub params: String,
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Default false.
+    #[serde(default)]
+    pub skip_when_failed: bool,
+    /// A DECISION node's expression.
+    #[serde(default)]
+    pub expression: Option<String>,
+    /// The name of the workflow a NESTED_WORKFLOW node runs.
+    #[serde(default)]
+    pub workflow: Option<String>,
+}
+
+impl WorkflowSpec {
+    /// The spec of a server definition, naming its jobs and workflows by `job_names` and
+    /// `workflow_names`; an id with no name is an error naming the workflow and node.
+    pub fn from_def(
+        def: &WorkflowDef,
+        job_names: &HashMap<JobId, String>,
+        workflow_names: &HashMap<WorkflowId, String>,
+    ) -> Result<WorkflowSpec, JobsFileError> {
+        let mut nodes = Vec::with_capacity(def.nodes.len());
+        for n in &def.nodes {
+            let job = match n.job_id {
+                Some(id) => Some(job_names.get(&id).cloned().ok_or_else(|| {
+                    JobsFileError::invalid(format!(
+                        "workflow {:?} node {}: {id} does not exist",
+                        def.name, n.id.0
+                    ))
+                })?),
+                None => None,
+            };
+            let workflow = match n.workflow_id {
+                Some(id) => Some(workflow_names.get(&id).cloned().ok_or_else(|| {
+                    JobsFileError::invalid(format!(
+                        "workflow {:?} node {}: {id} does not exist",
+                        def.name, n.id.0
+                    ))
+                })?),
+                None => None,
+            };
+            nodes.push(NodeSpec {
+                id: n.id,
+                kind: n.kind,
+                job,
+                params: n.params.clone(),
+                enabled: n.enabled,
+                skip_when_failed: n.skip_when_failed,
+                expression: n.expression.clone(),
+                workflow,
+            });
+        }
+        Ok(WorkflowSpec {
+            name: def.name.clone(),
+            time_expression_type: def.time_expression_type,
+            time_expression: def.time_expression.clone(),
+            time_zone: def.time_zone.clone(),
+            max_instances: def.max_instances,
+            failure_policy: def.failure_policy,
+            nodes,
+            edges: def.edges.clone(),
+        })
+    }
+
+    /// The API definition, with names resolved by `job_id` and `workflow_id`; a name that
+    /// resolves to nothing is an error naming the workflow and node.
+    pub fn to_def(
+        &self,
+        job_id: impl Fn(&str) -> Option<JobId>,
+        workflow_id: impl Fn(&str) -> Option<WorkflowId>,
+    ) -> Result<WorkflowDef, JobsFileError> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for n in &self.nodes {
+            let missing = |kind: &str, name: &str| {
+                JobsFileError::invalid(format!(
+                    "workflow {:?} node {}: no {kind} named {name:?}",
+                    self.name, n.id.0
+                ))
+            };
+            let job_id = match &n.job {
+                Some(name) => Some(job_id(name).ok_or_else(|| missing("job", name))?),
+                None => None,
+            };
+            let workflow_id = match &n.workflow {
+                Some(name) => Some(workflow_id(name).ok_or_else(|| missing("workflow", name))?),
+                None => None,
+            };
+            nodes.push(crate::api::NodeDef {
+                id: n.id,
+                kind: n.kind,
+                job_id,
+                params: n.params.clone(),
+                enabled: n.enabled,
+                skip_when_failed: n.skip_when_failed,
+                expression: n.expression.clone(),
+                workflow_id,
+            });
+        }
+        Ok(WorkflowDef {
+            name: self.name.clone(),
+            time_expression_type: self.time_expression_type,
+            time_expression: self.time_expression.clone(),
+            time_zone: self.time_zone.clone(),
+            max_instances: self.max_instances,
+            failure_policy: self.failure_policy,
+            nodes,
+            edges: self.edges.clone(),
+        })
+    }
+
+    /// The names of the workflows this one nests.
+    pub fn nested(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().filter_map(|n| n.workflow.as_deref())
+    }
+}
+
+/// `body` as the server stores it: an empty time zone is none and the lifecycle is written
+/// in UTC, so that a file and the server's copy compare equal when they mean the same.
+pub fn normalize_job(body: &JobBody) -> Result<JobBody, JobsFileError> {
+    let mut out = body.clone();
+    if out
+        .time_zone
+        .as_deref()
+        .is_some_and(|z| z.trim().is_empty())
+    {
+        out.time_zone = None;
+    }
+    let lifecycle = body
+        .lifecycle
+        .to_lifecycle()
+        .map_err(|e| JobsFileError::invalid(format!("job {:?}: {}", body.name, e.message)))?;
+    out.lifecycle = LifecycleJson::from_lifecycle(&lifecycle);
+    Ok(out)
+}
+
+impl JobsFile {
+    /// Parses `text` in `format`.
+    pub fn parse(text: &str, format: Format) -> Result<JobsFile, JobsFileError> {
+        let parsed = match format {
+            Format::Toml => toml::from_str::<JobsFile>(text).map_err(|e| e.to_string()),
+            Format::Json => serde_json::from_str::<JobsFile>(text).map_err(|e| e.to_string()),
+        };
+        let file = parsed.map_err(|message| JobsFileError::Parse {
+            format: format.name(),
+            message: message.trim_end().to_owned(),
+        })?;
+        if file.jobs.len() > MAX_ENTRIES || file.workflows.len() > MAX_ENTRIES {
+            return Err(JobsFileError::invalid(format!(
+                "more than {MAX_ENTRIES} jobs or workflows in one file"
+            )));
+        }
+        Ok(file)
+    }
+
+    /// Reads and parses the file at `path` (its extension names the format), at most
+    /// [`MAX_FILE_BYTES`].
+    pub fn read(path: &Path) -> Result<JobsFile, JobsFileError> {
+        let format = Format::from_path(path)?;
+        JobsFile::parse(&read_capped(path)?, format)
+    }
+
+    /// The file's text in `format`: fields at their default are left out.
+    pub fn render(&self, format: Format) -> Result<String, JobsFileError> {
+        let doc = self.compact()?;
+        let text = match format {
+            Format::Toml => toml::to_string(&doc).map_err(|e| e.to_string()),
+            Format::Json => serde_json::to_string_pretty(&doc)
+                .map(|mut s| {
+                    s.push('\n');
+                    s
+                })
+                .map_err(|e| e.to_string()),
+        };
+        text.map_err(|message| JobsFileError::invalid(format!("cannot write the file: {message}")))
+    }
+
+    fn compact(&self) -> Result<Doc, JobsFileError> {
+        let mut top = Vec::new();
+        if let Some(app) = &self.app {
+            top.push(("app".to_owned(), Doc::Leaf(Value::String(app.clone()))));
+        }
+        let mut jobs = Vec::with_capacity(self.jobs.len());
+        for job in &self.jobs {
+            let default = JobBody::new(
+                job.name.clone(),
+                job.time_expression_type,
+                "",
+                job.processor.clone(),
+            );
+            jobs.push(compact(
+                to_value(job)?,
+                &to_value(&default)?,
+                JOB_FIELDS,
+                &["name", "time_expression_type", "processor"],
+            ));
+        }
+        if !jobs.is_empty() {
+            top.push(("jobs".to_owned(), Doc::List(jobs)));
+        }
+        let mut workflows = Vec::with_capacity(self.workflows.len());
+        for wf in &self.workflows {
+            let default: WorkflowSpec = serde_json::from_value(serde_json::json!({
+                "name": wf.name,
+                "time_expression_type": wf.time_expression_type,
+                "nodes": [],
+            }))
+            .map_err(|e| JobsFileError::invalid(e.to_string()))?;
+            let mut value = to_value(wf)?;
+            let nodes = match &mut value {
+                Value::Object(map) => map.remove("nodes"),
+                _ => None,
+            };
+            let edges = match &mut value {
+                Value::Object(map) => map.remove("edges"),
+                _ => None,
+            };
+            let Doc::Map(mut fields) = compact(
+                value,
+                &to_value(&default)?,
+                WORKFLOW_FIELDS,
+                &["name", "time_expression_type"],
+            ) else {
+                return Err(JobsFileError::invalid("a workflow is not an object"));
+            };
+            let mut node_docs = Vec::new();
+            for node in nodes.and_then(into_array).unwrap_or_default() {
+                let id = node.get("id").cloned().unwrap_or(Value::Null);
+                let default = serde_json::from_value::<NodeSpec>(serde_json::json!({ "id": id }))
+                    .map_err(|e| JobsFileError::invalid(e.to_string()))?;
+                node_docs.push(compact(node, &to_value(&default)?, NODE_FIELDS, &["id"]));
+            }
+            fields.push(("nodes".to_owned(), Doc::List(node_docs)));
+            let edge_docs: Vec<Doc> = edges
+                .and_then(into_array)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| compact(e, &Value::Null, EDGE_FIELDS, &["from", "to"]))
+                .collect();
+            if !edge_docs.is_empty() {
+                fields.push(("edges".to_owned(), Doc::List(edge_docs)));
+            }
+            workflows.push(Doc::Map(fields));
+        }
+        if !workflows.is_empty() {
+            top.push(("workflows".to_owned(), Doc::List(workflows)));
+        }
+        Ok(Doc::Map(top))
+    }
+}
+
+/// Reads `path` as UTF-8 text, refusing files over [`MAX_FILE_BYTES`].
+pub(crate) fn read_capped(path: &Path) -> Result<String, JobsFileError> {
+    use std::io::Read;
+    let io = |source| JobsFileError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(JobsFileError::invalid(format!(
+            "{}: larger than {MAX_FILE_BYTES} bytes",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value, JobsFileError> {
+    serde_json::to_value(v).map_err(|e| JobsFileError::invalid(e.to_string()))
+}
+
+fn into_array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// The job body's fields in declaration order (a field missing here is written last).
+const JOB_FIELDS: &[&str] = &[
+    "name",
+    "time_expression_type",
+    "time_expression",
+    "time_zone",
+    "execute_type",
+    "processor",
+    "params",
+    "max_instances",
+    "concurrency",
+    "timeout_ms",
+    "instance_retries",
+    "task_retries",
+    "dispatch_strategy",
+    "designated_workers",
+    "min_cpu_cores",
+    "min_memory_gb",
+    "min_disk_gb",
+    "max_worker_count",
+    "misfire",
+    "lifecycle",
+    "enabled",
+];
+const WORKFLOW_FIELDS: &[&str] = &[
+    "name",
+    "time_expression_type",
+    "time_expression",
+    "time_zone",
+    "max_instances",
+    "failure_policy",
+];
+const NODE_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "job",
+    "workflow",
+    "expression",
+    "params",
+    "enabled",
+    "skip_when_failed",
+];
+const EDGE_FIELDS: &[&str] = &["from", "to", "property"];
+
+/// A value to write with its keys in a chosen order (`serde_json`'s maps are sorted).
+#[derive(Debug)]
+enum Doc {
+    Leaf(Value),
+    Map(Vec<(String, Doc)>),
+    List(Vec<Doc>),
+}
+
+impl Serialize for Doc {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Doc::Leaf(v) => v.serialize(s),
+            Doc::Map(fields) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            Doc::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// The fields of object `value` in `order` (others after, sorted), without nulls and without
+/// those equal to the same field of `default`, except the `keep` ones. A non-object is a leaf.
+fn compact(value: Value, default: &Value, order: &[&str], keep: &[&str]) -> Doc {
+    let Value::Object(mut map) = value else {
+        return Doc::Leaf(value);
+    };
+    let mut keys: Vec<String> = order
+        .iter()
+        .filter(|k| map.contains_key(**k))
+        .map(|k| (*k).to_owned())
+        .collect();
+    let mut rest: Vec<String> = map
+        .keys()
+        .filter(|k| !order.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    rest.sort();
+    keys.extend(rest);
+    let mut fields = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(v) = map.remove(&key) else { continue };
+        let kept = keep.contains(&key.as_str());
+        if v.is_null() || (!kept && default.get(&key) == Some(&v)) {
+            continue;
+        }
+        fields.push((key, Doc::Leaf(v)));
+    }
+    Doc::Map(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &Value) -> Vec<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn the_field_lists_name_every_field() {
+        let job = to_value(&JobBody::new("j", TimeExpressionType::Api, "", "noop")).unwrap();
+        for k in keys(&job) {
+            assert!(JOB_FIELDS.contains(&k.as_str()), "job field {k}");
+        }
+        let node: NodeSpec = serde_json::from_str(r#"{"id":1}"#).unwrap();
+        for k in keys(&to_value(&node).unwrap()) {
+            assert!(NODE_FIELDS.contains(&k.as_str()), "node field {k}");
+        }
+        let wf: WorkflowSpec =
+            serde_json::from_str(r#"{"name":"w","time_expression_type":"API","nodes":[]}"#)
+                .unwrap();
+        for k in keys(&to_value(&wf).unwrap()) {
+            assert!(
+                WORKFLOW_FIELDS.contains(&k.as_str()) || k == "nodes" || k == "edges",
+                "workflow field {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn workflow_defaults_are_the_apis() {
+        let text = r#"{"name":"w","time_expression_type":"API","nodes":[{"id":1}]}"#;
+        let def: WorkflowDef = serde_json::from_str(text).unwrap();
+        let spec: WorkflowSpec = serde_json::from_str(text).unwrap();
+        assert_eq!(spec.max_instances, def.max_instances);
+        assert_eq!(spec.failure_policy, def.failure_policy);
+        assert_eq!(spec.nodes[0].enabled, def.nodes[0].enabled);
+        assert_eq!(spec.nodes[0].kind, def.nodes[0].kind);
+    }
+
+    #[test]
+    fn formats_follow_the_extension() {
+        assert_eq!(
+            Format::from_path(Path::new("a/jobs.toml")).unwrap(),
+            Format::Toml
+        );
+        assert_eq!(
+            Format::from_path(Path::new("JOBS.JSON")).unwrap(),
+            Format::Json
+        );
+        assert!(Format::from_path(Path::new("jobs.yaml")).is_err());
+        assert!(Format::from_path(Path::new("jobs")).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        let e = JobsFile::parse(
+            "[[jobs]]\nname = \"a\"\ntime_expression_type = \"API\"\nprocessor = \"noop\"\nretries = 3\n",
+            Format::Toml,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("retries"), "{e}");
+        let e = JobsFile::parse(r#"{"jbos": []}"#, Format::Json).unwrap_err();
+        assert!(e.to_string().contains("jbos"), "{e}");
+    }
+}
