@@ -12,7 +12,8 @@
 //! admin_token = "..."               # default: read or generate DIR/admin.token
 //! heartbeat_interval_ms = 1000      # a worker missing 3 heartbeats is dead
 //! worker_receive_timeout_ms = 10000 # dispatched but unconfirmed this long -> re-dispatch
-//! keep_finished_runs = 100          # finished instances kept per job (oldest pruned)
+//! keep_finished_runs = 100          # finished instances kept per job (oldest deleted)
+//! retention_ms = 604800000          # finished instances older than this are deleted (0: off)
 //! misfire_threshold_ms = 5000       # later than this -> the job's misfire policy applies
 //! max_body_bytes = 1048576          # largest HTTP request body
 //! salvage = false                   # start even if the store is damaged mid-log: keep every
@@ -70,6 +71,10 @@ pub struct ServerArgs {
     /// Finished instances kept per job (default 100).
     #[arg(long, env = "FERROJOB_KEEP_FINISHED_RUNS")]
     pub keep_finished_runs: Option<usize>,
+    /// Finished instances older than this are deleted with their logs, ms (default 7 days;
+    /// 0 turns the age rule off).
+    #[arg(long, env = "FERROJOB_RETENTION_MS")]
+    pub retention_ms: Option<u64>,
     /// Misfire threshold, ms (default 5000).
     #[arg(long, env = "FERROJOB_MISFIRE_THRESHOLD_MS")]
     pub misfire_threshold_ms: Option<u64>,
@@ -122,6 +127,7 @@ pub struct FileConfig {
     heartbeat_interval_ms: Option<u64>,
     worker_receive_timeout_ms: Option<u64>,
     keep_finished_runs: Option<usize>,
+    retention_ms: Option<u64>,
     misfire_threshold_ms: Option<u64>,
     max_body_bytes: Option<usize>,
     salvage: Option<bool>,
@@ -194,6 +200,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.keep_finished_runs.or(file.keep_finished_runs) {
             core.keep_finished_runs = v;
+        }
+        if let Some(v) = self.retention_ms.or(file.retention_ms) {
+            core.retention_ms = v;
         }
         if let Some(v) = self.misfire_threshold_ms.or(file.misfire_threshold_ms) {
             core.misfire_threshold_ms = v;
@@ -296,6 +305,7 @@ mod tests {
         assert_eq!(net.max_connections, 77);
         assert_eq!(net.connection.max_payload_len, 65536);
         assert_eq!(c.core.restart_grace_ms, 12000);
+        assert_eq!(c.core.retention_ms, 7 * 24 * 3600 * 1000);
         let d = ServerArgs::parse_from(["s"])
             .merge(FileConfig::default())
             .unwrap();
