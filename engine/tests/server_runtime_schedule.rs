@@ -598,3 +598,60 @@ async fn lifecycle_bounds_the_fires_and_max_worker_count_caps_broadcast() {
     assert_eq!(sj.all_worker_addresses[0], tracker);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn schedules_faster_than_the_servers_minimum_period_are_refused() {
+    let clock = VirtualClock::new(T0);
+    let mut cfg = config(StoreChoice::Memory, Some(&clock));
+    cfg.min_period_ms = 1000;
+    let server = start(cfg).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    for kind in [T::FixedRate, T::FixedDelay] {
+        let e = api
+            .create_job(app.clone(), job(kind, "999"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ferrojob::api::ErrorCode::InvalidArgument, "{e}");
+        assert!(e.message.contains("min_period_ms"), "{e}");
+    }
+    let id = api
+        .create_job(app.clone(), job(T::FixedRate, "1000"))
+        .await
+        .unwrap()
+        .id;
+    let e = api
+        .update_job(app.clone(), id, job(T::FixedRate, "10"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ferrojob::api::ErrorCode::InvalidArgument, "{e}");
+    // Untouched by the refused update.
+    let v = api.get_job(app.clone(), id).await.unwrap();
+    assert_eq!(v.body.time_expression, "1000");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_app_at_its_job_quota_is_refused_without_touching_other_apps() {
+    let clock = VirtualClock::new(T0);
+    let mut cfg = config(StoreChoice::Memory, Some(&clock));
+    cfg.max_jobs_per_app = 2;
+    let server = start(cfg).await;
+    let api = server.api();
+    let a = app(&api, "a").await;
+    let b = app(&api, "b").await;
+    let first = api.create_job(a.clone(), job(T::Api, "")).await.unwrap().id;
+    api.create_job(a.clone(), job(T::Api, "")).await.unwrap();
+    let e = api
+        .create_job(a.clone(), job(T::Api, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ferrojob::api::ErrorCode::Conflict, "{e}");
+    assert!(e.message.contains("max_jobs_per_app"), "{e}");
+    // Another tenant is not affected.
+    api.create_job(b.clone(), job(T::Api, "")).await.unwrap();
+    // Deleting one makes room again.
+    api.delete_job(a.clone(), first).await.unwrap();
+    api.create_job(a.clone(), job(T::Api, "")).await.unwrap();
+    server.shutdown().await;
+}

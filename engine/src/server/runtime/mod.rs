@@ -120,6 +120,11 @@ pub struct ServerConfig {
     /// `Strict`: refuse to start; `Salvage` keeps every intact record and moves the damaged
     /// part aside, see [`RecoveryMode`]).
     pub recovery: RecoveryMode,
+    /// Jobs an app may have (default 10 000); creating one more is refused (409).
+    pub max_jobs_per_app: usize,
+    /// Shortest FIXED_RATE period or FIXED_DELAY delay a job or workflow may have, ms
+    /// (default 1000): a tenant cannot saturate the commit writer with 1 ms schedules.
+    pub min_period_ms: u64,
     /// The worker port's connection limits and sizes: authenticated connections, the
     /// pre-authentication pool, per-source handshake rate, frame sizes, timeouts and queues
     /// (see [`NetConfig`](ferrojob_transport::net::NetConfig); its defaults by default).
@@ -141,6 +146,8 @@ impl ServerConfig {
             max_log_lines_per_instance: 100_000,
             restart_grace_ms: 3000,
             recovery: RecoveryMode::Strict,
+            max_jobs_per_app: 10_000,
+            min_period_ms: 1000,
             net: ferrojob_transport::net::NetConfig::default(),
         }
     }
