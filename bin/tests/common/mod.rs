@@ -128,6 +128,9 @@ pub fn start_server(dir: &Path, transport: Option<SocketAddr>, name: &str) -> Pr
         &listen,
         "--admin-token",
         TOKEN,
+        // The end-to-end jobs run every few hundred ms to finish quickly.
+        "--min-period-ms",
+        "100",
     ]
     .iter()
     .map(|s| s.to_string())

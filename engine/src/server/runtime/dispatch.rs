@@ -13,6 +13,7 @@ use ferrojob_transport::net::ConnectionHandle;
 use crate::dispatch::{DispatchError, SelectState};
 use crate::ids::InstanceId;
 use crate::model::{ExecuteType, InstanceStatus};
+use crate::server::instance::attempt_base;
 use crate::server::{InstanceRecord, JobRecord};
 use crate::time_expression::{EpochMs, TimeExpressionType};
 
@@ -289,6 +290,13 @@ impl Runtime {
                 return;
             }
             let msg = schedule_msg(&claim.def.record, &st.rec, &claim.workers, claim.now);
+            // The attempt's reports are numbered in its own range (see `attempt_base`).
+            debug_assert!(
+                msg.report_seq_base >= attempt_base(st.rec.running_times)
+                    && msg.report_seq_base < attempt_base(st.rec.running_times.saturating_add(1)),
+                "report base outside attempt {}",
+                st.rec.running_times
+            );
             (st.rec.id, msg)
         };
         self.wf_fill(&mut msg);

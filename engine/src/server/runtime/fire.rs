@@ -23,6 +23,7 @@ impl Runtime {
             TimerEv::ReceiveCheck { id, since } => self.on_receive_check(id, since, now),
             TimerEv::RunCheck { id, since } => self.on_run_check(id, since, now),
             TimerEv::Tick => self.on_tick(now),
+            TimerEv::Retention => self.on_retention(now),
             TimerEv::GraceEnd => self.on_grace_end(now),
             TimerEv::Workflow { wf, gen, due } => self.on_wf_due(wf, gen, due, now),
             TimerEv::WfStart(id) => {

@@ -107,6 +107,8 @@ pub(crate) struct Metrics {
     pub(crate) store_errors: AtomicU64,
     /// Log lines dropped by the per-instance cap.
     pub(crate) log_lines_dropped: AtomicU64,
+    /// Finished instances deleted by the age sweep.
+    pub(crate) retention_deleted: AtomicU64,
     /// Final report of a workflow node's instance → ScheduleJob of a successor handed to
     /// its connection.
     pub(crate) wf_handoff: Histogram,
@@ -141,6 +143,7 @@ impl Default for Metrics {
             no_worker: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
             log_lines_dropped: AtomicU64::new(0),
+            retention_deleted: AtomicU64::new(0),
             wf_handoff: Histogram::new(HANDOFF_BUCKETS),
             wf_handoff_max_ns: AtomicU64::new(0),
             wf_started: AtomicU64::new(0),
@@ -288,6 +291,11 @@ impl Metrics {
                 "ferrojob_log_lines_dropped_total",
                 "Log lines refused by the per-instance cap.",
                 &self.log_lines_dropped,
+            ),
+            (
+                "ferrojob_retention_deleted_total",
+                "Finished instances deleted because they were older than the retention period.",
+                &self.retention_deleted,
             ),
         ] {
             let _ = writeln!(

@@ -118,6 +118,10 @@ impl Runtime {
             self.arm(now.saturating_add(grace), TimerEv::GraceEnd);
         }
         self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
+        self.arm(
+            now.saturating_add(super::retention::RETENTION_SWEEP_MS),
+            TimerEv::Retention,
+        );
     }
 
     pub(crate) fn hb_ms(&self) -> i64 {

@@ -9,7 +9,6 @@ use ferrojob_transport::auth::{AppSecret, AppSecrets};
 use ferrojob_transport::metrics::TransportMetrics;
 use ferrojob_transport::net::ConnectionHandle;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
 
 use crate::dispatch::{DispatchSpec, RegistryConfig, RoundRobinCursor, WorkerRegistry};
 use crate::ids::{AppId, InstanceId, JobId, WorkflowId, WorkflowInstanceId};
@@ -17,6 +16,7 @@ use crate::model::InstanceStatus;
 use crate::schedule::{RunningCount, Schedule};
 use crate::server::{AppRecord, InstanceRecord, JobRecord, Repo, RepoError};
 use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
+use crate::wheel::TimerWheel;
 
 use super::metrics::Metrics;
 use super::ServerConfig;
@@ -160,6 +160,8 @@ pub(crate) enum TimerEv {
     Tick,
     /// The restart grace period is over: unreconciled instances go to the retry policy.
     GraceEnd,
+    /// A round of the retention sweep (instances finished longer ago than `retention_ms`).
+    Retention,
     /// A workflow's trigger `due` (ignored unless `gen` is still the workflow's generation).
     Workflow {
         wf: WorkflowId,
@@ -170,10 +172,13 @@ pub(crate) enum TimerEv {
     WfStart(WorkflowInstanceId),
 }
 
-/// A command to the timer task.
+/// The armed timer events and what the timer task is sleeping for.
 #[derive(Debug)]
-pub(crate) enum TimerCmd {
-    Arm(EpochMs, TimerEv),
+pub(crate) struct Timers {
+    pub(crate) wheel: TimerWheel<TimerEv>,
+    /// The tick the timer task sleeps until (`u64::MAX`: nothing armed); arming an earlier
+    /// event wakes it.
+    pub(crate) sleeping_until: u64,
 }
 
 /// Everything the core's tasks share.
@@ -201,7 +206,11 @@ pub(crate) struct Runtime {
     pub(crate) reconcile: DashMap<String, Vec<InstanceId>>,
     /// Per instance: (lines stored, lines dropped) since this server started.
     pub(crate) log_counts: DashMap<InstanceId, (u64, u64)>,
-    pub(crate) timer: mpsc::UnboundedSender<TimerCmd>,
+    /// Armed timer events, in a wheel of millisecond ticks (bounded by the jobs, instances
+    /// and workflow instances that arm them).
+    pub(crate) timers: Mutex<Timers>,
+    /// Wakes the timer task when an event is armed before the tick it sleeps until.
+    pub(crate) timer_wake: tokio::sync::Notify,
     pub(crate) metrics: Metrics,
     pub(crate) transport_metrics: OnceLock<Arc<TransportMetrics>>,
     pub(crate) shutting_down: AtomicBool,
@@ -211,47 +220,54 @@ pub(crate) struct Runtime {
     /// Whether this start found stored apps (a restart): dispatch then waits for workers to
     /// reconnect during the grace period.
     pub(crate) restarted: AtomicBool,
+    /// A retention sweep round is running.
+    pub(crate) sweeping: AtomicBool,
+    /// The instance id the next retention sweep round starts from.
+    pub(crate) sweep_from: AtomicU64,
 }
 
 impl Runtime {
     pub(crate) fn new(
         config: ServerConfig,
         repo: Repo,
-    ) -> Result<(Arc<Runtime>, mpsc::UnboundedReceiver<TimerCmd>), super::ServerError> {
+    ) -> Result<Arc<Runtime>, super::ServerError> {
         let registry = WorkerRegistry::new(RegistryConfig {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             ..RegistryConfig::default()
         })?;
-        let (timer, rx) = mpsc::unbounded_channel();
         let started_ms = config.clock.now_ms();
-        Ok((
-            Arc::new(Runtime {
-                config,
-                repo,
-                registry,
-                apps: DashMap::new(),
-                app_names: DashMap::new(),
-                jobs: DashMap::new(),
-                active: DashMap::new(),
-                workflows: DashMap::new(),
-                wf_active: DashMap::new(),
-                node_runs: DashMap::new(),
-                conns: DashMap::new(),
-                conn_gen: AtomicU64::new(1),
-                lost: DashMap::new(),
-                reconcile: DashMap::new(),
-                log_counts: DashMap::new(),
-                timer,
-                metrics: Metrics::default(),
-                transport_metrics: OnceLock::new(),
-                shutting_down: AtomicBool::new(false),
-                store_failed: AtomicBool::new(false),
-                started: Instant::now(),
-                started_ms,
-                restarted: AtomicBool::new(false),
-            }),
-            rx,
-        ))
+        let timers = Mutex::new(Timers {
+            wheel: TimerWheel::new(u64::try_from(started_ms).unwrap_or(0)),
+            sleeping_until: u64::MAX,
+        });
+        Ok(Arc::new(Runtime {
+            config,
+            repo,
+            registry,
+            apps: DashMap::new(),
+            app_names: DashMap::new(),
+            jobs: DashMap::new(),
+            active: DashMap::new(),
+            workflows: DashMap::new(),
+            wf_active: DashMap::new(),
+            node_runs: DashMap::new(),
+            conns: DashMap::new(),
+            conn_gen: AtomicU64::new(1),
+            lost: DashMap::new(),
+            reconcile: DashMap::new(),
+            log_counts: DashMap::new(),
+            timers,
+            timer_wake: tokio::sync::Notify::new(),
+            metrics: Metrics::default(),
+            transport_metrics: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+            store_failed: AtomicBool::new(false),
+            started: Instant::now(),
+            started_ms,
+            restarted: AtomicBool::new(false),
+            sweeping: AtomicBool::new(false),
+            sweep_from: AtomicU64::new(0),
+        }))
     }
 
     pub(crate) fn now(&self) -> EpochMs {
@@ -262,9 +278,18 @@ impl Runtime {
         let _ = self.transport_metrics.set(m);
     }
 
+    /// Arms `ev` at clock ms `at` (a time already past fires at once).
     pub(crate) fn arm(&self, at: EpochMs, ev: TimerEv) {
-        // Fails only once the timer task is gone (shutdown): nothing to schedule then.
-        let _ = self.timer.send(TimerCmd::Arm(at, ev));
+        let tick = u64::try_from(at).unwrap_or(0);
+        let wake = {
+            let mut t = self.timers.lock();
+            let tick = tick.max(t.wheel.now());
+            t.wheel.insert(tick, ev);
+            tick < t.sleeping_until
+        };
+        if wake {
+            self.timer_wake.notify_one();
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -316,6 +341,10 @@ impl Runtime {
         if old == Some(new) {
             return;
         }
+        debug_assert!(
+            !(old.is_some_and(|o| o.is_final()) && new.is_final()),
+            "a final status changed: {old:?} -> {new:?}"
+        );
         self.metrics.transition(old, new);
         let was = old.is_some_and(is_running);
         let is = is_running(new);
