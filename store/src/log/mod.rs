@@ -2,8 +2,8 @@
 //! where each key's newest record lives, group commit, background compaction.
 //!
 //! See [`format`](mod@format) for the bytes on disk, [`recovery`] for opening, [`writer`] for
-//! group commit, [`stepped`] for the thread-free writer, [`compaction`] for reclaiming space
-//! and [`hint`] for the index snapshot.
+//! group commit, [`stepped`] for the thread-free writer, [`spare`] for preallocated segments,
+//! [`compaction`] for reclaiming space and [`hint`] for the index snapshot.
 //!
 //! # Durability
 //!
@@ -81,6 +81,7 @@ pub(crate) mod hint;
 mod index;
 mod recovery;
 mod segment;
+mod spare;
 mod stepped;
 mod writer;
 
@@ -100,6 +101,7 @@ use crate::error::{CorruptionKind, StoreError};
 use crate::log::format::decode_record;
 use crate::log::index::Index;
 use crate::log::segment::{sync_dir, HINT_NAME, HINT_TMP_NAME};
+use crate::log::spare::Spares;
 use crate::log::stepped::Stepped;
 use crate::log::writer::{GroupCommit, Request, Writer};
 use crate::range::KeyRange;
@@ -207,6 +209,11 @@ pub struct LogOptions {
     pub compaction_min_garbage_ratio: f64,
     /// ... and at least this many bytes (default 64 MiB).
     pub compaction_min_garbage_bytes: u64,
+    /// Zero-fill the next log segment ahead of the writer, so that commits overwrite zeros in
+    /// place and fdatasync flushes no file-size change (default true; see the `spare` module
+    /// docs). Off: segments grow with every append and a zero tail of the newest segment is
+    /// cut off on open.
+    pub preallocate: bool,
     /// After a failed background compaction round, the first retry waits this long
     /// (default 1 s, at least 1 ms); each further failure doubles the wait up to
     /// `compaction_retry_max` (default 5 min). A success resets it.
@@ -228,6 +235,7 @@ impl Default for LogOptions {
             background_compaction: true,
             compaction_min_garbage_ratio: 0.5,
             compaction_min_garbage_bytes: 64 << 20,
+            preallocate: true,
             compaction_retry_min: Duration::from_secs(1),
             compaction_retry_max: Duration::from_secs(300),
         }
@@ -382,6 +390,8 @@ struct Threads {
     tx: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     compactor: Option<JoinHandle<()>>,
+    /// Prepares preallocated segments (`None` with `preallocate` off).
+    preparer: Option<JoinHandle<()>>,
 }
 
 /// The writer and compactor threads of `WriterMode::Thread`.
@@ -470,7 +480,40 @@ impl LogStore {
             compactions: AtomicU64::new(0),
             _lock: lock,
         });
-        let writer = Writer {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut preparer = None;
+        let spares = match (shared.options.preallocate, threaded) {
+            (false, _) => None,
+            (true, false) => Some(Spares::Inline {
+                backend: shared.backend.clone(),
+                dir: shared.dir.clone(),
+                ready: None,
+            }),
+            (true, true) => {
+                let (requests, requests_rx) = crossbeam_channel::bounded(1);
+                let (done_tx, done) = crossbeam_channel::bounded(1);
+                let backend = shared.backend.clone();
+                let dir = shared.dir.clone();
+                let stop = stopping.clone();
+                preparer = Some(
+                    std::thread::Builder::new()
+                        .name("ferrojob-store-prealloc".into())
+                        .spawn(move || {
+                            spare::run_preparer(backend, dir, requests_rx, done_tx, stop)
+                        })
+                        .map_err(|e| {
+                            StoreError::io("spawn preallocation thread", &shared.dir, e)
+                        })?,
+                );
+                Some(Spares::Thread {
+                    requests,
+                    done,
+                    ready: None,
+                    pending: false,
+                })
+            }
+        };
+        let mut writer = Writer {
             shared: shared.clone(),
             active: recovered.active,
             active_id: recovered.active_id,
@@ -478,7 +521,11 @@ impl LogStore {
             buf: Vec::new(),
             unsynced: false,
             last_seq,
+            active_capacity: recovered.active_capacity,
+            spares,
+            next_spare: spare::MIN_SPARE.min(shared.options.segment_bytes),
         };
+        writer.request_spare();
         if !threaded {
             return Ok(LogStore {
                 shared,
@@ -492,7 +539,6 @@ impl LogStore {
             .name("ferrojob-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::io("spawn writer thread", &shared.dir, e))?;
-        let stopping = Arc::new(AtomicBool::new(false));
         let compactor = {
             let shared = shared.clone();
             let stopping = stopping.clone();
@@ -510,6 +556,7 @@ impl LogStore {
                     tx: Some(tx),
                     writer: Some(writer),
                     compactor: Some(compactor),
+                    preparer,
                 }),
                 stopping,
             }),
@@ -683,6 +730,11 @@ impl LogStore {
         }
         if let Some(c) = threads.compactor.take() {
             let _ = c.join();
+        }
+        // The writer is gone, so the preparer's channel is closed: it stops after the spare
+        // it is making (`stopping` cuts that short).
+        if let Some(p) = threads.preparer.take() {
+            let _ = p.join();
         }
         Some(flushed)
     }
