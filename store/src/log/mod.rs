@@ -17,9 +17,11 @@
 //! and batches are never reordered (what survives is a prefix of the commit order). After
 //! power loss a file system may also lose unsynced pages out of order (under `Sync` only those
 //! of groups not yet acknowledged). Zeros at the end of the newest segment (the file's length
-//! reached the disk, its data did not) count as never written, so a batch cut short by them is
-//! a torn tail; garbage before valid data is reported as corruption, and
-//! `RecoveryMode::Salvage` keeps the valid prefix.
+//! reached the disk, its data did not, or preallocated room) count as never written, so a batch
+//! cut short by them is a torn tail; garbage before valid data is reported as corruption, and
+//! `RecoveryMode::Salvage` keeps the valid prefix. With `preallocate` (the default) segments
+//! are zero-filled before the writer uses them and commits overwrite zeros in place (see
+//! [`spare`]): the same rules hold, the zeros simply end each segment.
 //!
 //! # Writer modes
 //!
