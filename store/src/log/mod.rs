@@ -631,7 +631,9 @@ impl LogStore {
         self.shared.compactions.load(Ordering::Relaxed)
     }
 
-    /// Bytes in all segments (header included), the store's disk use bar the hint.
+    /// Bytes in all segments up to the end of their data (header included), the store's disk
+    /// use bar the hint; with `preallocate`, the newest segment's zero-filled room and the
+    /// spare add up to `2 × segment_bytes` more.
     pub fn disk_bytes(&self) -> u64 {
         self.shared.index.read().files.values().map(|f| f.len).sum()
     }
