@@ -527,7 +527,7 @@ impl LogStore {
             spares,
             next_spare: spare::MIN_SPARE.min(shared.options.segment_bytes),
         };
-        writer.request_spare();
+        writer.maybe_request_spare();
         if !threaded {
             return Ok(LogStore {
                 shared,

@@ -13,20 +13,23 @@
 //! ```text
 //!  writer                                   preparer (a thread, or inline when stepped)
 //!  ──────                                   ────────
-//!  open: ask for a spare of 256 KiB ──────► create segment.spare, write zeros, fdatasync
+//!  the active segment is half full:
+//!  ask for a spare (256 KiB first) ───────► create segment.spare, write zeros, fdatasync
 //!  appends go to the active segment         ◄── Ready(spare)
 //!  a group passes the zero-filled room
 //!  and a spare is ready: rotate into it:
 //!    fdatasync the old segment
 //!    header into the spare, fdatasync
 //!    rename segment.spare → <id>.log, fsync dir
-//!  ask for the next spare (four times the
-//!  size, up to segment_bytes) ────────────► ...
+//!  half full again: ask for the next spare
+//!  (four times the size, up to
+//!  segment_bytes) ────────────────────────► ...
 //! ```
 //!
-//! Sizes grow fourfold from [`MIN_SPARE`] up to `segment_bytes`, so a store that writes little
-//! never holds more than a few hundred zero-filled kilobytes, and a busy one reaches full-size
-//! (64 MiB) segments after four rotations. Without a ready spare the writer does what it does with preallocation
+//! A spare is asked for once the active segment is half full (half of [`MIN_SPARE`] for the
+//! segment a new store starts with, which grows), so a store that writes little never makes
+//! one and its files hold exactly its data. Sizes grow fourfold from [`MIN_SPARE`] up to
+//! `segment_bytes`: a busy store reaches full-size (64 MiB) segments after four rotations. Without a ready spare the writer does what it does with preallocation
 //! off: it appends (growing the file) until the segment reaches `segment_bytes`, then creates
 //! the next segment itself. A spare that cannot be made (a full disk) is only logged: commits
 //! never wait for one and never fail because of one.

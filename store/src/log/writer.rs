@@ -41,7 +41,7 @@ use crate::error::StoreError;
 use crate::log::format::{encode_batch, encode_segment_header, SegmentKind, SEGMENT_HEADER_LEN};
 use crate::log::index::{FileInfo, Loc};
 use crate::log::segment::{create_segment_file, segment_name, sync_dir};
-use crate::log::spare::{next_capacity, Spare, Spares};
+use crate::log::spare::{next_capacity, Spare, Spares, MIN_SPARE};
 use crate::log::{Durability, Shared};
 use crate::store::{CommitInfo, Completer};
 
@@ -161,8 +161,17 @@ impl Writer {
         self.shared.dir.join(segment_name(self.active_id))
     }
 
-    /// Asks for the next spare segment (when preallocating).
-    pub(crate) fn request_spare(&mut self) {
+    /// Asks for the next spare segment (when preallocating) once the active segment is half
+    /// full: half of its zero-filled room, or of the first spare's size for a segment that
+    /// grows. A store that writes little never makes a spare at all.
+    pub(crate) fn maybe_request_spare(&mut self) {
+        let room = self
+            .active_capacity
+            .max(MIN_SPARE)
+            .min(self.shared.options.segment_bytes);
+        if self.active_len < room / 2 {
+            return;
+        }
         let capacity = self.next_spare;
         if let Some(spares) = &mut self.spares {
             spares.request(capacity);
@@ -220,7 +229,6 @@ impl Writer {
         self.active_id = id;
         self.active_len = SEGMENT_HEADER_LEN as u64;
         self.active_capacity = capacity;
-        self.request_spare();
         self.shared.maybe_trigger_compaction();
         Ok(())
     }
@@ -304,6 +312,7 @@ impl Writer {
         self.last_seq = seq;
         let base = self.active_len;
         self.active_len += self.buf.len() as u64;
+        self.maybe_request_spare();
         Ok(Written {
             file: self.active_id,
             base,
