@@ -19,6 +19,8 @@
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
 //!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
 //!   take an empty body as `{}`; every other body route requires a JSON body.
+//! - `console` serves the web console: HTML pages at `/` over the same [`Api`], with its own
+//!   sessions (cookie + CSRF token) instead of bearer tokens.
 //! - `handlers` holds one function per job, instance and app route, `workflow` one per
 //!   workflow and workflow instance route; `guard` the outer middleware.
 //!
@@ -69,6 +71,7 @@
 )]
 
 mod auth;
+mod console;
 mod extract;
 mod failure;
 mod guard;
@@ -133,6 +136,9 @@ pub struct HttpConfig {
     /// were asked to close; the ones still open then are dropped. Default
     /// [`SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
+    /// Mark the web console's cookies `Secure`: set it when browsers reach this server over
+    /// TLS (a TLS-terminating proxy in front of it). Default false.
+    pub secure_cookies: bool,
 }
 
 impl HttpConfig {
@@ -145,6 +151,7 @@ impl HttpConfig {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
+            secure_cookies: false,
         }
     }
 }
@@ -158,6 +165,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("body_read_timeout", &self.body_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("secure_cookies", &self.secure_cookies)
             .finish()
     }
 }
@@ -171,8 +179,8 @@ pub(crate) struct Shared {
     pub(crate) body_read_timeout: Duration,
 }
 
-/// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz` and
-/// `GET /metrics`, with JSON errors for unknown routes (404) and methods (405), the body limit
+/// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
+/// `GET /metrics` and the web console's pages (at `/`, outside `/v1`), with JSON errors for unknown routes (404) and methods (405), the body limit
 /// of `config` and a guard that turns a handler panic into a 500.
 pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
     let shared = Shared {
@@ -240,6 +248,11 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
             "/v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success",
             post(w::mark_workflow_node_success),
         )
+        .merge(console::router(
+            Arc::clone(&shared.api),
+            Arc::clone(&shared.admin_token),
+            config.secure_cookies,
+        ))
         // After every route: it is installed on the routes that exist when it is called.
         .method_not_allowed_fallback(h::method_not_allowed)
         .fallback(h::not_found)
