@@ -206,8 +206,7 @@ pub(crate) fn job_form(
     };
     let form = html! {
         @if let Some(e) = error { p.error role="alert" { (e) } }
-        form.job method="post" action=(action)
-            hx-post="/jobs/preview" hx-trigger="input delay:300ms, load" hx-target="#preview" hx-swap="innerHTML" {
+        form.job method="post" action=(action) {
             (csrf(session))
             fieldset {
                 legend { "Job" }
@@ -224,7 +223,10 @@ pub(crate) fn job_form(
                 label { "Misfire" (select("misfire", &MISFIRE_POLICIES, body.misfire.as_str(), None)) }
                 label { "Lifecycle start (RFC 3339)" input name="lifecycle_start" value=(body.lifecycle.start.as_deref().unwrap_or("")); }
                 label { "Lifecycle end (RFC 3339)" input name="lifecycle_end" value=(body.lifecycle.end.as_deref().unwrap_or("")); }
-                div #preview.preview aria-live="polite" {}
+                // Its own element asks for the preview (the form's values go along): a request
+                // from the form itself would first run the browser's validation of every field.
+                div #preview.preview aria-live="polite" hx-post="/jobs/preview"
+                    hx-trigger="load, input delay:300ms from:closest fieldset" {}
             }
             fieldset {
                 legend { "How" }
@@ -372,7 +374,8 @@ pub(crate) fn instance_live(
             }
             h2 { "Log" }
             @if let Some(n) = log_note { p.muted { (n) } }
-            pre.log {
+            @if log.is_empty() { p.muted { "No log lines yet." } }
+            pre.log hidden[log.is_empty()] {
                 @for l in log {
                     span class={ "lv-" (wire(&l.level)) } { (ms_to_rfc3339(l.time_ms)) " " (wire(&l.level)) " " (l.content) "\n" }
                 }
@@ -437,8 +440,8 @@ pub(crate) fn overview_live(o: &Overview) -> Markup {
         div #live hx-get="/overview/live" hx-trigger="every 5s" hx-swap="outerHTML" {
             div.cards {
                 div.card { span.k { "Instances / s (last minute)" } span.v { (format!("{:.2}", o.per_second)) } }
-                div.card { span.k { "Last hour" } span.v { span.st-SUCCEED { (o.hour.0) " ok" } " · " span.st-FAILED { (o.hour.1) " failed" } } }
-                div.card { span.k { "Last day" } span.v { span.st-SUCCEED { (o.day.0) " ok" } " · " span.st-FAILED { (o.day.1) " failed" } } }
+                div.card { span.k { "Last hour" } span.v { span.ok { (o.hour.0) " ok" } " · " span.bad { (o.hour.1) " failed" } } }
+                div.card { span.k { "Last day" } span.v { span.ok { (o.day.0) " ok" } " · " span.bad { (o.day.1) " failed" } } }
                 div.card { span.k { "Fire lateness p50 / p99" } span.v { (ms(o.lateness_p50)) " / " (ms(o.lateness_p99)) } }
                 div.card { span.k { "Workers online" } span.v { a href="/workers" { (o.workers) } } }
             }
