@@ -29,8 +29,14 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
+        Harness::start_with(false).await
+    }
+
+    async fn start_with(secure_cookies: bool) -> Harness {
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let server = launch(LaunchConfig::new(None, any, any)).await.unwrap();
+        let mut config = LaunchConfig::new(None, any, any);
+        config.secure_cookies = secure_cookies;
+        let server = launch(config).await.unwrap();
         let base = format!("http://{}", server.http_addr());
         let api = Client::new(&base, server.admin_token()).unwrap();
         for (name, secret) in [(APP_A, SECRET_A), (APP_B, SECRET_B)] {
@@ -219,6 +225,26 @@ async fn sign_in_takes_the_admin_token_or_the_apps_secret_only() {
     let (status, _, page) = h.get("/", Some(&admin.id)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(APP_B) && page.contains("(admin)"), "{page}");
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_when_configured() {
+    let h = Harness::start_with(true).await;
+    let page = h.http.get(h.url("/login")).send().await.unwrap();
+    let line = set_cookie_line(&page, "ferrojob_login");
+    assert!(
+        line.contains("; Secure") && line.contains("HttpOnly"),
+        "{line}"
+    );
+    let resp = h.sign_in_raw(APP_A, SECRET_A).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let line = set_cookie_line(&resp, "ferrojob_session");
+    assert!(line.contains("; Secure"), "{line}");
+    assert!(
+        line.contains("SameSite=Strict") && line.contains("HttpOnly"),
+        "{line}"
+    );
     h.server.shutdown().await;
 }
 
@@ -467,7 +493,7 @@ async fn a_job_created_through_the_form_is_listed_escaped_and_runs_to_succeed() 
         .post_as(
             &s,
             &format!("/jobs/{id}/run"),
-            &[("params", "from the console")],
+            &[("params", "from the <i>console</i>")],
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -479,7 +505,8 @@ async fn a_job_created_through_the_form_is_listed_escaped_and_runs_to_succeed() 
             .await;
         assert_eq!(status, StatusCode::OK, "{live}");
         if live.contains("st-SUCCEED") {
-            assert!(live.contains("from the console"), "{live}");
+            assert!(live.contains("from the &lt;i&gt;console"), "{live}");
+            assert!(!live.contains("<i>"), "{live}");
             // Final: the fragment no longer polls.
             assert!(!live.contains("hx-trigger"), "{live}");
             break;
