@@ -519,6 +519,9 @@ async fn a_job_created_through_the_form_is_listed_escaped_and_runs_to_succeed() 
     }
     let (_, _, page) = h.get(&format!("/instances?job_id={id}"), Some(&s.id)).await;
     assert!(page.contains(&format!("/instances/{instance}\"")), "{page}");
+    let (_, _, overview) = h.get("/", Some(&s.id)).await;
+    assert!(overview.contains("1 ok"), "{overview}");
+    assert!(overview.contains("Counted over the newest 1 instances."), "{overview}");
     let (_, _, workers) = h.get("/workers", Some(&s.id)).await;
     assert!(workers.contains(worker.address()), "{workers}");
 

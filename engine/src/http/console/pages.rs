@@ -39,6 +39,8 @@ fn head(title: &str) -> Markup {
             // Inline indicator styles would need 'unsafe-inline' under the page's CSP.
             meta name="htmx-config" content=r#"{"includeIndicatorStyles":false}"#;
             title { (title) " · ferrojob" }
+            // No icon: an empty one keeps the browser from asking for /favicon.ico.
+            link rel="icon" href="data:,";
             link rel="stylesheet" href="/assets/console.css";
             script src="/assets/htmx.min.js" defer {}
             script src="/assets/console.js" defer {}

@@ -267,7 +267,7 @@ async fn overview_data(c: &Console, s: &Session) -> Result<Overview, ApiError> {
     let mut lateness = Vec::new();
     let mut last_minute = 0u32;
     for i in &page.items {
-        if now - i.trigger_time <= 60_000 {
+        if (0..=60_000).contains(&(now - i.trigger_time)) {
             last_minute += 1;
         }
         if let Some(dispatched) = i.actual_trigger_time {
