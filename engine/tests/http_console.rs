@@ -386,6 +386,17 @@ async fn an_app_session_never_sees_another_apps_data() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
     }
     assert!(h.api.get_job(APP_B, job_b).await.unwrap().body.enabled);
+    // An app-secret session cannot switch apps; an admin session can.
+    let (status, _, _) = h.post_as(&s, "/switch-app", &[("app", APP_B)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let admin = h.sign_in(APP_A, h.server.admin_token()).await;
+    let (status, location, _) = h.post_as(&admin, "/switch-app", &[("app", APP_B)]).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/"));
+    let (_, _, jobs_b) = h.get("/jobs", Some(&admin.id)).await;
+    assert!(
+        jobs_b.contains("only-in-b") && !jobs_b.contains("only-in-a"),
+        "{jobs_b}"
+    );
     assert!(h.get("/jobs", Some(&s.id)).await.2.contains("only-in-a"));
     h.server.shutdown().await;
 }
@@ -521,7 +532,10 @@ async fn a_job_created_through_the_form_is_listed_escaped_and_runs_to_succeed() 
     assert!(page.contains(&format!("/instances/{instance}\"")), "{page}");
     let (_, _, overview) = h.get("/", Some(&s.id)).await;
     assert!(overview.contains("1 ok"), "{overview}");
-    assert!(overview.contains("Counted over the newest 1 instances."), "{overview}");
+    assert!(
+        overview.contains("Counted over the newest 1 instances."),
+        "{overview}"
+    );
     let (_, _, workers) = h.get("/workers", Some(&s.id)).await;
     assert!(workers.contains(worker.address()), "{workers}");
 

@@ -20,7 +20,8 @@
 //! - **Sessions** ([`session`]): bounded, in memory, one app per session; every page and
 //!   action of a session passes that session's [`AppRef`](crate::api::AppRef) to the
 //!   [`Api`], which answers NotFound for another app's ids: a session never sees another
-//!   app's data. To look at another app, sign out and in again.
+//!   app's data. A session signed in with the admin token may switch to another app
+//!   (`POST /switch-app`); an app-secret session cannot, it signs out and in again.
 //! - **CSRF**: every form carries the session's `_csrf`; every POST compares it (constant
 //!   time) before doing anything, and refuses with 403 when it is missing or wrong. The
 //!   session cookie is also `SameSite=Strict`.
@@ -80,6 +81,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
         .route("/assets/{name}", get(r::asset))
         .route("/login", get(r::login_page).post(r::login))
         .route("/logout", post(r::logout))
+        .route("/switch-app", post(r::switch_app))
         .route("/jobs", get(j::list).post(j::create))
         .route("/jobs/new", get(j::new_form))
         .route("/jobs/preview", post(j::preview))

@@ -70,6 +70,13 @@ pub(crate) fn layout(session: &Session, tab: Tab, title: &str, body: Markup) -> 
                         "app " strong { (session.app.name) }
                         @if session.admin { " (admin)" }
                     }
+                    @if session.admin {
+                        form.inline method="post" action="/switch-app" {
+                            (csrf(session))
+                            input name="app" required placeholder="app name or id" aria-label="Switch to app";
+                            button type="submit" { "Switch" }
+                        }
+                    }
                     form method="post" action="/logout" {
                         (csrf(session))
                         button type="submit" { "Sign out" }

@@ -242,6 +242,30 @@ pub(super) async fn logout(State(c): State<Console>, req: Request) -> Response {
     response
 }
 
+/// `POST /switch-app` (`app`: a name or id): an admin session now shows that app.
+pub(super) async fn switch_app(State(c): State<Console>, req: Request) -> Response {
+    let id = cookie(req.headers(), SESSION_COOKIE)
+        .unwrap_or("")
+        .to_owned();
+    let (session, fields) = match c.form(req).await {
+        Ok(f) => f,
+        Err(refused) => return refused,
+    };
+    if !session.admin {
+        let message = "Only a session signed in with the admin token can switch apps; sign out and sign in to the other app.";
+        return html(StatusCode::FORBIDDEN, pages::error_page("Refused", message));
+    }
+    let app = match c.api.resolve_app(fields.get("app").unwrap_or("")) {
+        Ok(app) => app,
+        Err(e) => return api_error(&e),
+    };
+    if c.sessions.lock().switch_app(&id, app, Instant::now()) {
+        see_other("/")
+    } else {
+        see_other("/login")
+    }
+}
+
 /// `p`-th percentile (0–100) of sorted `values`, nearest rank.
 fn percentile(sorted: &[i64], p: usize) -> Option<i64> {
     if sorted.is_empty() {

@@ -148,6 +148,21 @@ impl SessionTable {
         Some(entry.session.clone())
     }
 
+    /// Points admin session `id` at `app`; false (and nothing changes) when the session is
+    /// not live or was not signed in with the admin token.
+    pub(crate) fn switch_app(&mut self, id: &str, app: AppRef, now: Instant) -> bool {
+        match self.get(id, now) {
+            Some(session) if session.admin => match self.entries.get_mut(id) {
+                Some(entry) => {
+                    entry.session.app = app;
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Ends session `id` (nothing if there is none).
     pub(crate) fn remove(&mut self, id: &str) {
         self.entries.remove(id);
@@ -214,6 +229,19 @@ mod tests {
         assert!(t.get("nope", now).is_none());
         t.remove(&id);
         assert!(t.get(&id, now).is_none());
+    }
+
+    #[test]
+    fn only_admin_sessions_switch_apps() {
+        let now = Instant::now();
+        let mut t = table(4);
+        let admin = t.create(app(1), true, now);
+        let user = t.create(app(1), false, now);
+        assert!(t.switch_app(&admin, app(2), now));
+        assert_eq!(t.get(&admin, now).unwrap().app.id, AppId(2));
+        assert!(!t.switch_app(&user, app(2), now));
+        assert_eq!(t.get(&user, now).unwrap().app.id, AppId(1));
+        assert!(!t.switch_app("nope", app(2), now));
     }
 
     #[test]
