@@ -33,6 +33,7 @@
 //! | `GET /healthz`, `GET /metrics`, `POST /v1/validate` | none needed | – |
 //! | `POST /v1/apps` (admin) | the admin token | no token 401, any other token 403 |
 //! | `/v1/apps/{app}/...` | the admin token, or the secret of `{app}` | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
+//! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`) | 303 to `/login`; a form without its CSRF token 403 |
 //!
 //! `/v1/validate` is open: it reads no server state and its work is bounded (at most
 //! [`MAX_VALIDATE_COUNT`](crate::api::MAX_VALIDATE_COUNT) times, a body within the limit).
@@ -61,7 +62,8 @@
 //! - A panicking handler answers 500 and the server keeps serving (the `guard` middleware
 //!   catches the unwind; nothing here holds a lock across a handler).
 //! - A request is authorized before its body is read: an unauthenticated caller cannot make
-//!   the server buffer a body.
+//!   the server buffer a body. The one exception is the console's `POST /login`, whose body
+//!   carries the credentials (within the same body limit and read timeout).
 //! - Secrets never reach a log line: the guard logs method, path and status only.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -180,8 +182,9 @@ pub(crate) struct Shared {
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
-/// `GET /metrics` and the web console's pages (at `/`, outside `/v1`), with JSON errors for unknown routes (404) and methods (405), the body limit
-/// of `config` and a guard that turns a handler panic into a 500.
+/// `GET /metrics` and the web console's pages (at `/`, outside `/v1`), with JSON errors for
+/// unknown routes (404) and methods (405), the body limit of `config` and a guard that turns
+/// a handler panic into a 500.
 pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
     let shared = Shared {
         api,
