@@ -451,7 +451,7 @@ pub(crate) fn overview_live(o: &Overview) -> Markup {
                 div.card { span.k { "Instances / s (last minute)" } span.v { (format!("{:.2}", o.per_second)) } }
                 div.card { span.k { "Last hour" } span.v { span.ok { (o.hour.0) " ok" } " · " span.bad { (o.hour.1) " failed" } } }
                 div.card { span.k { "Last day" } span.v { span.ok { (o.day.0) " ok" } " · " span.bad { (o.day.1) " failed" } } }
-                div.card { span.k { "Fire lateness p50 / p99" } span.v { (ms(o.lateness_p50)) " / " (ms(o.lateness_p99)) } }
+                div.card { span.k { "Fire lateness p50 / p99 (last hour)" } span.v { (ms(o.lateness_p50)) " / " (ms(o.lateness_p99)) } }
                 div.card { span.k { "Workers online" } span.v { a href="/workers" { (o.workers) } } }
             }
             p.muted { "Counted over the newest " (o.scanned) " instances." }

@@ -294,8 +294,12 @@ async fn overview_data(c: &Console, s: &Session) -> Result<Overview, ApiError> {
         if (0..=60_000).contains(&(now - i.trigger_time)) {
             last_minute += 1;
         }
+        // Fire lateness: first attempts triggered in the last hour (a retry's dispatch time
+        // includes its backoff, which is not lateness).
         if let Some(dispatched) = i.actual_trigger_time {
-            lateness.push((dispatched - i.trigger_time).max(0));
+            if i.running_times <= 1 && (0..=3_600_000).contains(&(now - i.trigger_time)) {
+                lateness.push((dispatched - i.trigger_time).max(0));
+            }
         }
         let Some(finished) = i.finished_time else {
             continue;
