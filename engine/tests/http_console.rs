@@ -265,6 +265,16 @@ async fn pages_need_a_session_and_sign_out_ends_it() {
         let (status, _, _) = h.get(path, Some("forged-session")).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
     }
+    // A live refresh without a session is told to go to the sign-in page.
+    let resp = h
+        .http
+        .get(h.url("/overview/live"))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["hx-redirect"], "/login");
     let s = h.sign_in(APP_A, SECRET_A).await;
     // Every page renders for an app with nothing in it.
     for path in [

@@ -93,11 +93,23 @@ pub(super) fn path_id(text: &str) -> Result<u64, Response> {
 }
 
 impl Console {
-    /// The request's live session, or a 303 to the sign-in page.
+    /// The request's live session, or a 303 to the sign-in page. An htmx request (a live
+    /// refresh) gets 401 with `HX-Redirect` instead: a 303 would be followed inside the
+    /// fragment and put the sign-in page in its place.
     pub(super) fn session(&self, headers: &HeaderMap) -> Result<Session, Response> {
         cookie(headers, SESSION_COOKIE)
             .and_then(|id| self.sessions.lock().get(id, Instant::now()))
-            .ok_or_else(|| see_other("/login"))
+            .ok_or_else(|| {
+                if headers.contains_key("hx-request") {
+                    let mut response = StatusCode::UNAUTHORIZED.into_response();
+                    response
+                        .headers_mut()
+                        .insert("hx-redirect", HeaderValue::from_static("/login"));
+                    response
+                } else {
+                    see_other("/login")
+                }
+            })
     }
 
     /// The session of a POST and its form fields, once the form's `_csrf` matched the
