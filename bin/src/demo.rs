@@ -392,6 +392,7 @@ async fn demo(args: &Args) -> Result<()> {
             .token_file()
             .map_or("memory".into(), |p| p.display().to_string())
     );
+    println!("  console   {url}/   (sign in: app {APP}, token {SECRET})");
     println!("  transport {}", server.transport_addr());
     println!("  data dir  {}", args.data_dir.display());
     let client = Client::new(&url, server.admin_token())?;

@@ -16,6 +16,7 @@
 //! retention_ms = 604800000          # finished instances older than this are deleted (0: off)
 //! misfire_threshold_ms = 5000       # later than this -> the job's misfire policy applies
 //! max_body_bytes = 1048576          # largest HTTP request body
+//! secure_cookies = false            # web console cookies `Secure` (served over TLS by a proxy)
 //! salvage = false                   # start even if the store is damaged mid-log: keep every
 //!                                   # intact record, move the damaged part aside
 //! restart_grace_ms = 3000           # after a restart, wait this long for workers to return
@@ -83,6 +84,10 @@ pub struct ServerArgs {
     /// Largest HTTP request body, bytes (default 1 MiB).
     #[arg(long, env = "FERROJOB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Mark the web console's cookies `Secure`: set it when browsers reach the server over
+    /// TLS (through a TLS-terminating proxy). Default off.
+    #[arg(long, env = "FERROJOB_SECURE_COOKIES")]
+    pub secure_cookies: bool,
     /// Start even if the store is damaged in the middle of its log: keep every intact record
     /// before the damage, move the damaged part aside (`*.log.corrupt*` files next to the
     /// segments, nothing deleted) and log what was moved. Default: refuse to start.
@@ -138,6 +143,7 @@ pub struct FileConfig {
     retention_ms: Option<u64>,
     misfire_threshold_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    secure_cookies: Option<bool>,
     salvage: Option<bool>,
     restart_grace_ms: Option<u64>,
     max_log_lines_per_instance: Option<u64>,
@@ -195,6 +201,7 @@ impl ServerArgs {
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
             config.max_body_bytes = v;
         }
+        config.secure_cookies = self.secure_cookies || file.secure_cookies.unwrap_or(false);
         let core = &mut config.core;
         if self.salvage || file.salvage.unwrap_or(false) {
             core.recovery = ferrojob_store::RecoveryMode::Salvage;
@@ -331,6 +338,19 @@ mod tests {
             DEFAULT_LISTEN.parse().unwrap(),
         );
         assert_eq!(d.core.net, defaults.net);
+    }
+
+    #[test]
+    fn secure_cookies_come_from_the_flag_or_the_file() {
+        let secure = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args)
+                .merge(toml::from_str::<FileConfig>(file).unwrap())
+                .unwrap()
+                .secure_cookies
+        };
+        assert!(secure(&["s", "--secure-cookies"], ""));
+        assert!(secure(&["s"], "secure_cookies = true"));
+        assert!(!secure(&["s"], ""));
     }
 
     #[test]
