@@ -17,7 +17,7 @@ use super::records::DelayedRun;
 use super::repo::{Commit, InstanceFilter, Page, Repo, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_PAGE};
 
 /// Records in a row triggered within the retention window after which an age scan stops.
-pub const AGE_SCAN_YOUNG_RUN: usize = 1024;
+pub(crate) const AGE_SCAN_YOUNG_RUN: usize = 1024;
 
 impl Repo {
     pub(super) fn insert_instance_ops(
@@ -374,7 +374,7 @@ impl Repo {
     /// first, examining instance records in id (creation) order from `from`: what retention
     /// by age deletes. Ids grow with creation time and a trigger never precedes its
     /// instance's creation by more than a delayed run's delay, so the scan stops after
-    /// [`AGE_SCAN_YOUNG_RUN`] records in a row triggered at or after `cutoff` (a younger tail
+    /// `AGE_SCAN_YOUNG_RUN` (1024) records in a row triggered at or after `cutoff` (a younger tail
     /// holds nothing to delete), or after `max_examine` records. Returns the candidates and
     /// the id to continue from (`None`: the scan reached the young tail or the end).
     pub fn finished_before(

@@ -465,7 +465,7 @@ impl Api for NodeApi {
             let commit = commit.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
             sh.await_commit(commit).await?;
             if let Some(w) = worker {
-                sh.send_stop(&w, iid);
+                sh.send_stop(app.id, &w, iid);
             }
             sh.after_write(None, follow);
             Ok(view)

@@ -26,6 +26,8 @@
 //!   API answer (create, run) only after its write is acknowledged. RUNNING is kept in memory
 //!   only: after a restart the worker is asked (`QueryInstanceStatus`).
 //! - A scheduled fire and the job's next trigger are one atomic batch (`Repo::fire_if`).
+//! - A worker is known by its app and the address it announced (`state::Conns`): a
+//!   connection, a report or a log line of one app never reaches another app's instances.
 //!
 //! Policies:
 //!

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ferrojob_transport::message::{self as wire, ReportInstanceStatus};
 
-use crate::ids::{InstanceId, JobId};
+use crate::ids::{AppId, InstanceId, JobId};
 use crate::model::{ExecuteType, InstanceStatus};
 use crate::server::{records::truncate_marked, Commit, MAX_RESULT_LEN};
 use crate::time_expression::EpochMs;
@@ -136,10 +136,12 @@ impl Runtime {
         }
     }
 
-    /// Applies one worker report (from the authenticated worker `source`); returns the write
-    /// to await, if the report changed the instance.
+    /// Applies one worker report (from the authenticated worker `source` of `app`); returns
+    /// the write to await, if the report changed the instance. A report for another app's
+    /// instance is dropped.
     pub(crate) fn on_report(
         self: &Arc<Self>,
+        app: AppId,
         source: &str,
         r: &ReportInstanceStatus,
         now: EpochMs,
@@ -156,6 +158,9 @@ impl Runtime {
             return dropped();
         };
         let mut st = slot.lock();
+        if st.rec.app_id != app {
+            return dropped();
+        }
         let old = st.rec.status;
         let status = from_wire(&r.status);
         match st

@@ -141,9 +141,80 @@ pub(crate) type Slot = Arc<Mutex<InstState>>;
 /// A worker's open connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnEntry {
+    pub(crate) app: AppId,
     pub(crate) handle: ConnectionHandle,
     pub(crate) gen: u64,
 }
+
+/// Open worker connections by app and worker address. A worker names its own address, so
+/// workers of different apps may name the same one: each app's connection is its own entry,
+/// and a worker of one app can never replace, receive the work of, or report for another
+/// app's worker.
+#[derive(Debug, Default)]
+pub(crate) struct Conns(DashMap<String, Vec<ConnEntry>>);
+
+impl Conns {
+    /// Files `entry` under its app and `addr`; returns the connection it replaced (the same
+    /// worker reconnecting before its old connection was noticed closed).
+    pub(crate) fn insert(&self, addr: &str, entry: ConnEntry) -> Option<ConnEntry> {
+        let mut list = self.0.entry(addr.to_owned()).or_default();
+        match list.iter_mut().find(|e| e.app == entry.app) {
+            Some(slot) => Some(std::mem::replace(slot, entry)),
+            None => {
+                list.push(entry);
+                None
+            }
+        }
+    }
+
+    /// The connection of `app`'s worker `addr`.
+    pub(crate) fn get(&self, app: AppId, addr: &str) -> Option<ConnectionHandle> {
+        let list = self.0.get(addr)?;
+        list.iter().find(|e| e.app == app).map(|e| e.handle.clone())
+    }
+
+    pub(crate) fn contains(&self, app: AppId, addr: &str) -> bool {
+        self.0
+            .get(addr)
+            .is_some_and(|l| l.iter().any(|e| e.app == app))
+    }
+
+    /// Removes `app`'s connection to `addr` if it is still generation `gen`.
+    pub(crate) fn remove_if_current(&self, app: AppId, addr: &str, gen: u64) -> bool {
+        let mut removed = false;
+        self.0.remove_if_mut(addr, |_, list| {
+            let before = list.len();
+            list.retain(|e| !(e.app == app && e.gen == gen));
+            removed = list.len() < before;
+            list.is_empty()
+        });
+        removed
+    }
+
+    /// Open connections.
+    pub(crate) fn len(&self) -> usize {
+        self.0.iter().map(|e| e.value().len()).sum()
+    }
+
+    /// Forgets every connection and returns their handles.
+    pub(crate) fn take_all(&self) -> Vec<ConnectionHandle> {
+        let handles = self
+            .0
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .map(|c| c.handle.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.0.clear();
+        handles
+    }
+}
+
+/// A worker as the server knows it: its app and the address it announced.
+pub(crate) type WorkerKey = (AppId, String);
 
 /// What the timer wheel carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,12 +269,12 @@ pub(crate) struct Runtime {
     /// Non-final job instances that run a workflow node.
     pub(crate) node_runs: DashMap<InstanceId, Arc<super::workflow::NodeRun>>,
     /// Open worker connections by worker address.
-    pub(crate) conns: DashMap<String, ConnEntry>,
+    pub(crate) conns: Conns,
     pub(crate) conn_gen: AtomicU64,
     /// Workers whose connection closed: (app, since) — dead if not back within the window.
-    pub(crate) lost: DashMap<String, (Arc<str>, EpochMs)>,
+    pub(crate) lost: DashMap<WorkerKey, (Arc<str>, EpochMs)>,
     /// After a restart: instances believed dispatched to each worker, to reconcile.
-    pub(crate) reconcile: DashMap<String, Vec<InstanceId>>,
+    pub(crate) reconcile: DashMap<WorkerKey, Vec<InstanceId>>,
     /// Per instance: (lines stored, lines dropped) since this server started.
     pub(crate) log_counts: DashMap<InstanceId, (u64, u64)>,
     /// Armed timer events, in a wheel of millisecond ticks (bounded by the jobs, instances
@@ -251,7 +322,7 @@ impl Runtime {
             workflows: DashMap::new(),
             wf_active: DashMap::new(),
             node_runs: DashMap::new(),
-            conns: DashMap::new(),
+            conns: Conns::default(),
             conn_gen: AtomicU64::new(1),
             lost: DashMap::new(),
             reconcile: DashMap::new(),
@@ -301,13 +372,7 @@ impl Runtime {
     }
 
     pub(crate) async fn close_connections(&self) {
-        let handles: Vec<ConnectionHandle> = self
-            .conns
-            .iter()
-            .map(|e| e.value().handle.clone())
-            .collect();
-        self.conns.clear();
-        for h in handles {
+        for h in self.conns.take_all() {
             h.shutdown().await;
         }
     }
