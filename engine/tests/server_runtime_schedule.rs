@@ -298,6 +298,10 @@ async fn finished_instances_older_than_the_retention_period_are_deleted() {
     }
     // First sweep: finished exactly one retention period ago is not older than it.
     clock.advance(60_000);
+    until("the first sweep", || async {
+        (metric(&api, "ferrojob_retention_sweeps_total") >= 1).then_some(())
+    })
+    .await;
     // A run finished within the period survives the next sweep.
     let young = run(&api, &app, j).await;
     status_is(&api, &app, young, S::Succeed).await;
@@ -311,12 +315,17 @@ async fn finished_instances_older_than_the_retention_period_are_deleted() {
     for id in old {
         assert!(api.get_instance(app.clone(), id).await.is_err());
     }
-    let metrics = api.metrics_text();
-    assert!(
-        metrics.contains("ferrojob_retention_deleted_total 3"),
-        "{metrics}"
-    );
+    assert_eq!(metric(&api, "ferrojob_retention_deleted_total"), 3);
     server.shutdown().await;
+}
+
+/// The value of counter `name` in the server's metrics text.
+fn metric(api: &std::sync::Arc<dyn ferrojob::api::Api>, name: &str) -> u64 {
+    api.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]

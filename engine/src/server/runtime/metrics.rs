@@ -109,6 +109,8 @@ pub(crate) struct Metrics {
     pub(crate) log_lines_dropped: AtomicU64,
     /// Finished instances deleted by the age sweep.
     pub(crate) retention_deleted: AtomicU64,
+    /// Rounds of the age sweep completed.
+    pub(crate) retention_sweeps: AtomicU64,
     /// Final report of a workflow node's instance → ScheduleJob of a successor handed to
     /// its connection.
     pub(crate) wf_handoff: Histogram,
@@ -144,6 +146,7 @@ impl Default for Metrics {
             store_errors: AtomicU64::new(0),
             log_lines_dropped: AtomicU64::new(0),
             retention_deleted: AtomicU64::new(0),
+            retention_sweeps: AtomicU64::new(0),
             wf_handoff: Histogram::new(HANDOFF_BUCKETS),
             wf_handoff_max_ns: AtomicU64::new(0),
             wf_started: AtomicU64::new(0),
@@ -296,6 +299,11 @@ impl Metrics {
                 "ferrojob_retention_deleted_total",
                 "Finished instances deleted because they were older than the retention period.",
                 &self.retention_deleted,
+            ),
+            (
+                "ferrojob_retention_sweeps_total",
+                "Rounds of the retention sweep completed.",
+                &self.retention_sweeps,
             ),
         ] {
             let _ = writeln!(

@@ -65,6 +65,7 @@ impl Runtime {
         let sh = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             sh.sweep(cutoff);
+            sh.metrics.retention_sweeps.fetch_add(1, Ordering::Relaxed);
             sh.sweeping.store(false, Ordering::Release);
         });
     }
