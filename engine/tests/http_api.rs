@@ -2198,6 +2198,44 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
     h.assert_serving().await;
 }
 
+/// serde reads a JSON array as a struct's fields by position; the HTTP layer takes only JSON
+/// objects as bodies, so `["billing","secret"]` is not an app and `["p", 5]` is not a run.
+#[tokio::test]
+async fn array_bodies_are_400s_not_structs_by_position() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let job = h
+        .client("a-secret")
+        .create_job("a", &cron_job("j"))
+        .await
+        .unwrap();
+    let t = Some("a-secret");
+    let run = format!("/v1/apps/a/jobs/{}/run", job.id.0);
+    for (path, token, body) in [
+        ("/v1/apps", Some(ADMIN), r#"["b", "b-secret-0123"]"#),
+        ("/v1/validate", None, r#" ["CRON", "0 * * * * ?"]"#),
+        ("/v1/apps/a/jobs", t, r#"["j", "API", "", null]"#),
+        (run.as_str(), t, r#"["p", 5]"#),
+        ("/v1/apps/a/workflows", t, r#"["w", "API", "", null, 1]"#),
+    ] {
+        let (s, b) = h.post_json(path, token, body).await;
+        let message = assert_error(s, &b, 400, "invalid_argument");
+        assert!(message.contains("JSON object"), "{path} {body}: {message}");
+    }
+    // The app was not created, and objects still work.
+    let (s, _) = h.post_json(&run, t, r#" {"params":"p"}"#).await;
+    assert_eq!(s, 200);
+    let (s, b) = h
+        .send(
+            reqwest::Method::GET,
+            "/v1/apps/b/jobs",
+            Some(ADMIN),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+}
 #[tokio::test]
 async fn oversized_bodies_are_413() {
     let h = Harness::start_with(HttpConfig {

@@ -89,7 +89,15 @@ pub(crate) async fn read_body(req: Request) -> Result<Bytes, Failure> {
     })
 }
 
+/// `bytes` as `T`. Every request body is a JSON object: anything else is refused before serde
+/// sees it, since serde would otherwise read a JSON array as a struct's fields by position
+/// (`["billing","s3cret-billing"]` as a `CreateApp`).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Failure::invalid(
+            "the request body must be a JSON object (`{...}`)",
+        ));
+    }
     Json::<T>::from_bytes(bytes)
         .map(|Json(t)| t)
         .map_err(|e| Failure::invalid(e.body_text()))

@@ -23,6 +23,9 @@
 //!   sessions (cookie + CSRF token) instead of bearer tokens.
 //! - `handlers` holds one function per job, instance and app route, `workflow` one per
 //!   workflow and workflow instance route; `guard` the outer middleware.
+//! - `routes` is the route table: every route is added there, and the table is what the
+//!   tests compare with the OpenAPI document `openapi.json` (served at `GET /v1/openapi.json`
+//!   by `openapi`, which also holds the document's other checks).
 //!
 //! # Auth
 //!
@@ -30,7 +33,7 @@
 //!
 //! | route | accepted token | otherwise |
 //! |---|---|---|
-//! | `GET /healthz`, `GET /metrics`, `POST /v1/validate` | none needed | – |
+//! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json`, `POST /v1/validate` | none needed | – |
 //! | `POST /v1/apps` (admin) | the admin token | no token 401, any other token 403 |
 //! | `/v1/apps/{app}/...` | the admin token, or the secret of `{app}` | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
 //! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`) | 303 to `/login`; a form without its CSRF token 403 |
@@ -45,7 +48,7 @@
 //! | created (`POST /v1/apps`, `POST .../jobs`, `POST .../workflows`) | 201 | – |
 //! | `DELETE .../jobs/{id}`, `DELETE .../workflows/{id}` | 204, empty body | – |
 //! | every other success | 200 | – |
-//! | malformed JSON, wrong field type, unknown field, empty body, missing or non-JSON `Content-Type`, bad query string, non-numeric id | 400 | `invalid_argument` |
+//! | malformed JSON, a body that is not a JSON object, wrong field type, unknown field, empty body, missing or non-JSON `Content-Type`, bad query string, non-numeric id | 400 | `invalid_argument` |
 //! | no or malformed `Authorization: Bearer`, or a token that is neither the admin token nor the app's secret (also when the app does not exist) | 401 | `unauthorized` |
 //! | a token other than the admin token on an admin route (`POST /v1/apps`) | 403 | `forbidden` |
 //! | unknown route; unknown app (with the admin token), job, instance, workflow, workflow instance or node | 404 | `not_found` |
@@ -78,6 +81,8 @@ mod extract;
 mod failure;
 mod guard;
 mod handlers;
+mod openapi;
+mod routes;
 mod server;
 mod workflow;
 
@@ -85,11 +90,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 
 use crate::api::Api;
 
+pub use openapi::OPENAPI_JSON;
 pub use server::{HttpError, HttpServer, SHUTDOWN_GRACE};
 
 /// Default [`HttpConfig::max_body_bytes`]: 1 MiB.
@@ -182,9 +187,9 @@ pub(crate) struct Shared {
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
-/// `GET /metrics` and the web console's pages (at `/`, outside `/v1`), with JSON errors for
-/// unknown routes (404) and methods (405), the body limit of `config` and a guard that turns
-/// a handler panic into a 500.
+/// `GET /metrics`, `GET /v1/openapi.json` ([`OPENAPI_JSON`]) and the web console's pages (at
+/// `/`, outside `/v1`), with JSON errors for unknown routes (404) and methods (405), the body
+/// limit of `config` and a guard that turns a handler panic into a 500.
 pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
     let shared = Shared {
         api,
@@ -192,73 +197,16 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         metrics: Arc::new(guard::HttpMetrics::default()),
         body_read_timeout: config.body_read_timeout,
     };
-    use handlers as h;
-    use workflow as w;
-    Router::new()
-        .route("/healthz", get(h::healthz))
-        .route("/metrics", get(h::metrics))
-        .route("/v1/validate", post(h::validate))
-        .route("/v1/apps", post(h::create_app))
-        .route("/v1/apps/{app}/jobs", post(h::create_job).get(h::list_jobs))
-        .route(
-            "/v1/apps/{app}/jobs/{id}",
-            get(h::get_job).put(h::update_job).delete(h::delete_job),
-        )
-        .route("/v1/apps/{app}/jobs/{id}/enable", post(h::enable_job))
-        .route("/v1/apps/{app}/jobs/{id}/disable", post(h::disable_job))
-        .route("/v1/apps/{app}/jobs/{id}/run", post(h::run_job))
-        .route("/v1/apps/{app}/instances", get(h::list_instances))
-        .route("/v1/apps/{app}/instances/{id}", get(h::get_instance))
-        .route("/v1/apps/{app}/instances/{id}/stop", post(h::stop_instance))
-        .route(
-            "/v1/apps/{app}/instances/{id}/cancel",
-            post(h::cancel_instance),
-        )
-        .route(
-            "/v1/apps/{app}/instances/{id}/retry",
-            post(h::retry_instance),
-        )
-        .route("/v1/apps/{app}/instances/{id}/log", get(h::instance_log))
-        .route("/v1/apps/{app}/workers", get(h::list_workers))
-        .route(
-            "/v1/apps/{app}/workflows",
-            post(w::create_workflow).get(w::list_workflows),
-        )
-        .route(
-            "/v1/apps/{app}/workflows/{id}",
-            get(w::get_workflow)
-                .put(w::update_workflow)
-                .delete(w::delete_workflow),
-        )
-        .route("/v1/apps/{app}/workflows/{id}/run", post(w::run_workflow))
-        .route(
-            "/v1/apps/{app}/workflow-instances",
-            get(w::list_workflow_instances),
-        )
-        .route(
-            "/v1/apps/{app}/workflow-instances/{id}",
-            get(w::get_workflow_instance),
-        )
-        .route(
-            "/v1/apps/{app}/workflow-instances/{id}/stop",
-            post(w::stop_workflow_instance),
-        )
-        .route(
-            "/v1/apps/{app}/workflow-instances/{id}/retry",
-            post(w::retry_workflow_instance),
-        )
-        .route(
-            "/v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success",
-            post(w::mark_workflow_node_success),
-        )
+    routes::routes()
+        .into_router()
         .merge(console::router(
             Arc::clone(&shared.api),
             Arc::clone(&shared.admin_token),
             config.secure_cookies,
         ))
         // After every route: it is installed on the routes that exist when it is called.
-        .method_not_allowed_fallback(h::method_not_allowed)
-        .fallback(h::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
