@@ -15,7 +15,6 @@
 //! `api` contract types. Embedding only the scheduler takes
 //! `ferrojob = { default-features = false, features = ["embedded"] }`.
 
-#[cfg(feature = "server")]
 pub mod alarm;
 pub mod api;
 #[cfg(feature = "client")]

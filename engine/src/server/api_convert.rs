@@ -57,6 +57,7 @@ pub fn job_record(body: &JobBody, app_id: AppId) -> Result<JobRecord, ApiError> 
     job.misfire = body.misfire;
     job.lifecycle = body.lifecycle.to_lifecycle()?;
     job.enabled = body.enabled;
+    job.alarm = body.alarm.clone();
     job.validate()?;
     Ok(job)
 }
@@ -85,6 +86,7 @@ pub fn job_body(job: &JobRecord) -> JobBody {
         misfire: job.misfire,
         lifecycle: LifecycleJson::from_lifecycle(&job.lifecycle),
         enabled: job.enabled,
+        alarm: job.alarm.clone(),
     }
 }
 
@@ -198,6 +200,32 @@ mod tests {
         );
         assert_eq!(job_body(&record), body);
         assert_eq!(job_record(&body, AppId(3)).unwrap(), record);
+    }
+
+    /// A body without `alarm` (every client before alarm rules) still parses, and a job with
+    /// no rules prints no `alarm` key; rules round-trip through the record.
+    #[test]
+    fn alarm_rules_are_optional_and_round_trip() {
+        let old = r#"{"name":"j","time_expression_type":"API","processor":"shell"}"#;
+        let body: JobBody = serde_json::from_str(old).unwrap();
+        assert_eq!(body.alarm, crate::alarm::AlarmRules::default());
+        assert!(!serde_json::to_string(&body).unwrap().contains("alarm"));
+        let with: JobBody = serde_json::from_str(
+            r#"{"name":"j","time_expression_type":"API","processor":"shell",
+                "alarm":{"failures":{"threshold":2,"window_ms":60000},"recovered":true,"channels":["ops"]}}"#,
+        )
+        .unwrap();
+        let record = job_record(&with, AppId(1)).unwrap();
+        assert_eq!(record.alarm.failures.unwrap().threshold, 2);
+        assert_eq!(job_body(&record), with);
+        let mut bad = with;
+        bad.alarm.failures = Some(crate::alarm::FailureRule {
+            threshold: 0,
+            window_ms: 0,
+            silence_ms: 0,
+        });
+        let e = job_record(&bad, AppId(1)).unwrap_err();
+        assert!(e.message.contains("alarm.failures.threshold"), "{e}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ mod codec;
 mod error;
 pub mod instance;
 mod instance_repo;
+mod job_codec;
 pub mod keys;
 pub mod records;
 pub mod repo;
@@ -59,6 +60,7 @@ pub mod workflow_repo;
 pub use codec::RECORD_VERSION;
 pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
+pub use job_codec::JOB_RECORD_VERSION;
 pub use records::{
     AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
@@ -73,7 +75,7 @@ pub use runtime::{ServerConfig, ServerCore, ServerError, StoreChoice};
 pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), RepoError> {
     match table {
         keys::APPS => codec::decode::<AppRecord>(table, key, value).map(drop),
-        keys::JOBS => codec::decode::<JobRecord>(table, key, value).map(drop),
+        keys::JOBS => job_codec::decode_job(key, value).map(drop),
         keys::TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
         keys::INSTANCES => codec::decode::<InstanceRecord>(table, key, value).map(drop),
         keys::DELAYED => codec::decode::<DelayedRun>(table, key, value).map(drop),

@@ -51,6 +51,7 @@ use crate::time_expression::EpochMs;
 use super::codec::{decode, encode};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
+use super::job_codec::{decode_job, encode_job};
 use super::keys::{self, *};
 use super::records::{
     truncate_marked, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
@@ -421,7 +422,7 @@ impl Repo {
             runs: 0,
         };
         let batch = Batch::new()
-            .put(JOBS, keys::id(job.id.0), encode(JOBS, &job)?)
+            .put(JOBS, keys::id(job.id.0), encode_job(&job)?)
             .put(APP_JOBS, keys::pair(job.app_id.0, job.id.0), Vec::new())
             .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?)
             .put(META, NEXT_JOB_ID, keys::id(next));
@@ -432,7 +433,11 @@ impl Repo {
 
     /// The job `id`.
     pub fn get_job(&self, id: JobId) -> Result<JobRecord, RepoError> {
-        self.get_record(JOBS, &keys::id(id.0), "job", id.0)
+        let key = keys::id(id.0);
+        match self.store.get(JOBS, &key)? {
+            None => Err(RepoError::not_found("job", id.0)),
+            Some(v) => decode_job(&key, &v),
+        }
     }
 
     /// Replaces job `job.id` (validated; its app cannot change; `created_at` is kept,
@@ -457,7 +462,7 @@ impl Repo {
         let mut trigger = *entry;
         trigger.next_trigger = next_trigger;
         let batch = Batch::new()
-            .put(JOBS, keys::id(job.id.0), encode(JOBS, &job)?)
+            .put(JOBS, keys::id(job.id.0), encode_job(&job)?)
             .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?);
         *entry = trigger;
         Ok(self.submit(batch, job))
@@ -631,7 +636,12 @@ impl Repo {
     pub fn load(&self) -> Result<LoadedState, RepoError> {
         let apps = self.list_apps()?;
         let mut jobs = Vec::new();
-        for job in scan_records::<JobRecord>(&*self.store, JOBS)? {
+        let mut stored_jobs = Vec::new();
+        for kv in Scan::new(&*self.store, JOBS, KeyRange::all()) {
+            let (k, v) = kv?;
+            stored_jobs.push(decode_job(&k, &v)?);
+        }
+        for job in stored_jobs {
             let trigger = match self.store.get(TRIGGERS, &keys::id(job.id.0))? {
                 Some(v) => decode(TRIGGERS, &keys::id(job.id.0), &v)?,
                 None => TriggerRecord::default(),
