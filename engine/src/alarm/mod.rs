@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{InstanceId, JobId};
 use crate::time_expression::EpochMs;
 
+pub mod channel;
 #[cfg(test)]
 mod tests;
 

@@ -18,6 +18,7 @@
 //! - [`repo`]: [`Repo`], atomic writes, apps, jobs, logs, restart [`Repo::load`];
 //!   `instance_repo.rs` its instances (fire, listings, deletion).
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
+//! - [`alarm_repo`]: the alarm outbox with its delivery history, and the apps' channels.
 //! - [`api_convert`]: records into API views, job bodies into records, repository errors
 //!   into API errors.
 //! - `codec`: the versioned, validated value encoding.
@@ -45,6 +46,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod alarm_repo;
 pub mod api_convert;
 mod codec;
 mod error;
@@ -89,6 +91,10 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         workflow_repo::WF_TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
         workflow_repo::WF_INSTANCES => {
             codec::decode::<workflow_repo::WfInstanceRecord>(table, key, value).map(drop)
+        }
+        alarm_repo::ALARMS => codec::decode::<alarm_repo::AlarmRecord>(table, key, value).map(drop),
+        alarm_repo::ALARM_CHANNELS => {
+            codec::decode::<alarm_repo::ChannelRecord>(table, key, value).map(drop)
         }
         workflow_repo::NODE_LINKS => {
             codec::decode::<workflow_repo::NodeLinkRecord>(table, key, value).map(drop)

@@ -244,6 +244,8 @@ pub struct Repo {
     pub(super) triggers: DashMap<JobId, TriggerRecord>,
     /// Workflow ids, workflow instance ids and workflow trigger rows.
     pub(super) wf: super::workflow_repo::WfCounters,
+    /// Alarm sequence numbers (`alarm_repo.rs`).
+    pub(super) alarm_seqs: IdBlocks,
 }
 
 pub(super) fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
@@ -295,8 +297,14 @@ impl Repo {
         );
         let log_seqs = IdBlocks::new("log", NEXT_LOG_SEQ, counter(&*store, NEXT_LOG_SEQ)?);
         let wf = super::workflow_repo::WfCounters::open(&*store)?;
+        let alarm_seqs = IdBlocks::new(
+            "alarm",
+            super::alarm_repo::NEXT_ALARM_SEQ,
+            counter(&*store, super::alarm_repo::NEXT_ALARM_SEQ)?,
+        );
         Ok(Repo {
             wf,
+            alarm_seqs,
             store,
             cold: Mutex::new(cold),
             instance_ids,
