@@ -142,6 +142,14 @@ impl<T> Commit<T> {
         self.value.as_ref()
     }
 
+    /// The same write, resolving to `()` once acknowledged.
+    pub fn discard_value(self) -> Commit<()> {
+        Commit {
+            value: Some(()),
+            handle: self.handle,
+        }
+    }
+
     /// Blocks until the batch is committed. Not on an async runtime's worker thread: `.await`.
     pub fn wait(mut self) -> Result<T, RepoError> {
         self.handle.wait()?;

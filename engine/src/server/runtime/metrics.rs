@@ -107,6 +107,14 @@ pub(crate) struct Metrics {
     pub(crate) store_errors: AtomicU64,
     /// Log lines dropped by the per-instance cap.
     pub(crate) log_lines_dropped: AtomicU64,
+    /// Alarms raised (written to the outbox or the history).
+    pub(crate) alarms_raised: AtomicU64,
+    /// Alarms every channel accepted.
+    pub(crate) alarms_delivered: AtomicU64,
+    /// Alarms given up after their last attempt.
+    pub(crate) alarms_failed: AtomicU64,
+    /// Alarms in the outbox as last seen by the delivery task.
+    pub(crate) alarms_pending: AtomicI64,
     /// Final report of a workflow node's instance → ScheduleJob of a successor handed to
     /// its connection.
     pub(crate) wf_handoff: Histogram,
@@ -141,6 +149,10 @@ impl Default for Metrics {
             no_worker: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
             log_lines_dropped: AtomicU64::new(0),
+            alarms_raised: AtomicU64::new(0),
+            alarms_delivered: AtomicU64::new(0),
+            alarms_failed: AtomicU64::new(0),
+            alarms_pending: AtomicI64::new(0),
             wf_handoff: Histogram::new(HANDOFF_BUCKETS),
             wf_handoff_max_ns: AtomicU64::new(0),
             wf_started: AtomicU64::new(0),
@@ -289,6 +301,21 @@ impl Metrics {
                 "Log lines refused by the per-instance cap.",
                 &self.log_lines_dropped,
             ),
+            (
+                "ferrojob_alarms_raised_total",
+                "Alarms raised by job alarm rules.",
+                &self.alarms_raised,
+            ),
+            (
+                "ferrojob_alarms_delivered_total",
+                "Alarms every channel accepted.",
+                &self.alarms_delivered,
+            ),
+            (
+                "ferrojob_alarms_failed_total",
+                "Alarms given up after their last delivery attempt.",
+                &self.alarms_failed,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -296,6 +323,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(out, "# HELP ferrojob_alarms_pending Alarms waiting in the outbox for delivery.\n# TYPE ferrojob_alarms_pending gauge\nferrojob_alarms_pending {}", self.alarms_pending.load(Ordering::Relaxed));
         out
     }
 }

@@ -203,6 +203,8 @@ pub(crate) struct Runtime {
     pub(crate) log_counts: DashMap<InstanceId, (u64, u64)>,
     pub(crate) timer: mpsc::UnboundedSender<TimerCmd>,
     pub(crate) metrics: Metrics,
+    /// Alarm evaluation and delivery (`alarm.rs`).
+    pub(crate) alarms: super::alarm::Alarms,
     pub(crate) transport_metrics: OnceLock<Arc<TransportMetrics>>,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) store_failed: AtomicBool,
@@ -243,6 +245,7 @@ impl Runtime {
                 log_counts: DashMap::new(),
                 timer,
                 metrics: Metrics::default(),
+                alarms: super::alarm::Alarms::default(),
                 transport_metrics: OnceLock::new(),
                 shutting_down: AtomicBool::new(false),
                 store_failed: AtomicBool::new(false),

@@ -1,0 +1,310 @@
+//! Alarms in the server: evaluation at each final transition, and the delivery task.
+//!
+//! ```text
+//!  final transition ─ persist ─ Alarms::on_final (JobAlarms of the job, crate::alarm)
+//!        └─ ONE batch: the final instance + its alarms + their outbox rows
+//!  delivery task ─ Repo::pending_alarms ─ POST to each channel not yet reached
+//!        └─ Repo::update_alarm: the attempt, the next attempt time, or Delivered / Failed
+//! ```
+//!
+//! Evaluation state (failure windows, silence, whether a job alarmed) lives in memory and
+//! starts afresh on restart; the alarms themselves are durable from the write that raised
+//! them. The server evaluates the rules when a run ends: `late_start_ms` from the run's
+//! dispatch time, `overrun_ms` from its duration. Overrun of a run still going and the dead
+//! man's switch are evaluated by `JobAlarms::poll`, which the server does not drive.
+//!
+//! Delivery is at least once: an alarm leaves the outbox only after every channel answered
+//! 2xx (or after [`MAX_DELIVERY_ATTEMPTS`]); a channel that accepted is not sent it again,
+//! one that did not is retried after 1 s, doubling to [`MAX_BACKOFF_MS`]. A crash between an
+//! answer and the write that records it sends the alarm again, with the same id.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use sha2::Sha256;
+
+use crate::alarm::channel::{request_body, Notice, ALARM_ID_HEADER, SIGNATURE_HEADER};
+use crate::alarm::{Alarm, JobAlarms, RunOutcome};
+use crate::ids::JobId;
+use crate::model::InstanceStatus;
+use crate::server::alarm_repo::{AlarmRecord, AttemptRecord, ChannelRecord, DeliveryStatus};
+use crate::server::InstanceRecord;
+use crate::time_expression::EpochMs;
+
+use super::state::Runtime;
+
+/// Attempts before an alarm is given up (marked Failed).
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 12;
+/// Longest wait between two attempts, ms.
+pub const MAX_BACKOFF_MS: i64 = 300_000;
+/// First wait after a failed attempt, ms.
+pub const FIRST_BACKOFF_MS: i64 = 1_000;
+/// Alarms one delivery round reads from the outbox.
+const ROUND: usize = 256;
+/// Longest the delivery task sleeps without looking at the outbox (real time).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Timeout of one channel request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server's alarm state: one evaluator per job that has rules, the delivery task's wake-up
+/// and its HTTP client.
+#[derive(Debug)]
+pub(crate) struct Alarms {
+    books: DashMap<JobId, Mutex<JobAlarms>>,
+    wake: tokio::sync::Notify,
+    http: reqwest::Client,
+}
+
+impl Default for Alarms {
+    fn default() -> Self {
+        Alarms {
+            books: DashMap::new(),
+            wake: tokio::sync::Notify::new(),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The wait after `attempts` failed attempts: 1 s doubling, at most [`MAX_BACKOFF_MS`].
+pub(crate) fn backoff_ms(attempts: u32) -> i64 {
+    let shift = attempts.saturating_sub(1).min(20);
+    FIRST_BACKOFF_MS
+        .saturating_mul(1i64 << shift)
+        .min(MAX_BACKOFF_MS)
+}
+
+impl Runtime {
+    /// The alarms `rec`'s final transition at `now` raises, as records for the outbox (none
+    /// unless its job has rules).
+    pub(crate) fn alarms_on_final(&self, rec: &InstanceRecord, now: EpochMs) -> Vec<AlarmRecord> {
+        let Some(job) = self.job(rec.job_id) else {
+            self.alarms.books.remove(&rec.job_id);
+            return Vec::new();
+        };
+        let rules = job.def().record.alarm.clone();
+        if rules.is_empty() {
+            self.alarms.books.remove(&rec.job_id);
+            return Vec::new();
+        }
+        let outcome = match rec.status {
+            InstanceStatus::Succeed => RunOutcome::Succeeded,
+            InstanceStatus::Failed => RunOutcome::Failed,
+            _ => RunOutcome::Neutral,
+        };
+        let channels = rules.channels.clone();
+        let book = self
+            .alarms
+            .books
+            .entry(rec.job_id)
+            .or_insert_with(|| Mutex::new(JobAlarms::new(rec.job_id, rules.clone(), now)));
+        let mut book = book.lock();
+        if *book.rules() != rules {
+            book.set_rules(rules);
+        }
+        let mut raised: Vec<Alarm> = Vec::new();
+        if let Some(dispatched) = rec.actual_trigger_time {
+            raised.extend(book.on_dispatched(dispatched, rec.id, Some(rec.trigger_time)));
+        }
+        raised.extend(book.on_finished(now, rec.id, outcome, rec.actual_trigger_time));
+        drop(book);
+        self.metrics
+            .alarms_raised
+            .fetch_add(raised.len() as u64, Ordering::Relaxed);
+        raised
+            .into_iter()
+            .map(|a| {
+                tracing::warn!(alarm = %a.id, "{}", a.message);
+                AlarmRecord::raised(rec.app_id, a, channels.clone())
+            })
+            .collect()
+    }
+
+    /// Tells the delivery task that the outbox may have grown.
+    pub(crate) fn wake_delivery(&self) {
+        self.alarms.wake.notify_one();
+    }
+
+    /// Sends `notice` to `channel` once: `Ok(status)` for a 2xx answer, `Err(detail)`
+    /// otherwise.
+    pub(crate) async fn send_to_channel(
+        &self,
+        channel: &ChannelRecord,
+        notice: &Notice<'_>,
+    ) -> Result<String, String> {
+        let body = request_body(channel.kind, notice);
+        let mut req = self
+            .alarms
+            .http
+            .post(&channel.url)
+            .header("content-type", "application/json")
+            .header(ALARM_ID_HEADER, notice.id);
+        if let Some(secret) = &channel.secret {
+            req = req.header(SIGNATURE_HEADER, signature(secret.as_bytes(), &body));
+        }
+        match req.body(body).send().await {
+            Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16().to_string()),
+            Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
+            Err(e) => Err(format!("request failed: {e}")),
+        }
+    }
+
+    /// One delivery round over the outbox at `now`; returns when the next attempt is due.
+    async fn deliver_round(&self) -> Option<EpochMs> {
+        let pending = match self.repo.pending_alarms(ROUND) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the alarm outbox");
+                return None;
+            }
+        };
+        self.metrics.alarms_pending.store(
+            i64::try_from(pending.len()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        let mut next: Option<EpochMs> = None;
+        for mut alarm in pending {
+            if self.is_shutting_down() {
+                return None;
+            }
+            let now = self.now();
+            if alarm.next_attempt_at > now {
+                next = Some(next.map_or(alarm.next_attempt_at, |n| n.min(alarm.next_attempt_at)));
+                continue;
+            }
+            self.attempt(&mut alarm, now).await;
+            if alarm.status == DeliveryStatus::Pending {
+                next = Some(next.map_or(alarm.next_attempt_at, |n| n.min(alarm.next_attempt_at)));
+            }
+            match self.repo.update_alarm(&alarm) {
+                Ok(c) => {
+                    if self.await_commit(c).await.is_err() {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    self.store_write_failed(&e);
+                    return None;
+                }
+            }
+            match alarm.status {
+                DeliveryStatus::Delivered => {
+                    self.metrics
+                        .alarms_delivered
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                DeliveryStatus::Failed => {
+                    self.metrics.alarms_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                DeliveryStatus::Pending | DeliveryStatus::Recorded => {}
+            }
+        }
+        next
+    }
+
+    /// Sends `alarm` to every channel that has not accepted it yet and records the outcome.
+    async fn attempt(&self, alarm: &mut AlarmRecord, now: EpochMs) {
+        let app = self.app_name(alarm.app_id).unwrap_or_default();
+        let remaining: Vec<String> = alarm.remaining().cloned().collect();
+        alarm.attempt_count = alarm.attempt_count.saturating_add(1);
+        for name in remaining {
+            let outcome = match self.repo.get_channel(alarm.app_id, &name) {
+                Ok(channel) => {
+                    let notice = Notice {
+                        id: &alarm.id,
+                        app: &app,
+                        job_id: alarm.job_id,
+                        instance_id: alarm.instance_id,
+                        kind: alarm.kind,
+                        raised_at: alarm.raised_at,
+                        message: &alarm.message,
+                    };
+                    self.send_to_channel(&channel, &notice).await
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(detail) = &outcome {
+                tracing::warn!(alarm = %alarm.id, channel = %name, %detail, "alarm delivery failed");
+            }
+            alarm.push_attempt(AttemptRecord {
+                at: now,
+                channel: name,
+                ok: outcome.is_ok(),
+                detail: outcome.unwrap_or_else(|e| e),
+            });
+        }
+        if alarm.remaining().next().is_none() {
+            alarm.status = DeliveryStatus::Delivered;
+        } else if alarm.attempt_count >= MAX_DELIVERY_ATTEMPTS {
+            alarm.status = DeliveryStatus::Failed;
+        } else {
+            alarm.next_attempt_at = now.saturating_add(backoff_ms(alarm.attempt_count));
+        }
+    }
+}
+
+/// `sha256={hex}` of the HMAC-SHA256 of `body` under `secret`.
+pub(crate) fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC accepts keys of any length.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + tag.len() * 2);
+    out.push_str("sha256=");
+    for b in tag {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The delivery task: a round over the outbox whenever a final write raised alarms, an
+/// attempt comes due, or [`IDLE_POLL`] passed.
+pub(crate) async fn run(sh: Arc<Runtime>) {
+    loop {
+        if sh.is_shutting_down() {
+            return;
+        }
+        let next = sh.deliver_round().await;
+        let wait = next
+            .map(|at| at.saturating_sub(sh.now()).max(0))
+            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+            .map_or(IDLE_POLL, |d| d.min(IDLE_POLL));
+        tokio::select! {
+            () = sh.alarms.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        assert_eq!(backoff_ms(1), 1_000);
+        assert_eq!(backoff_ms(2), 2_000);
+        assert_eq!(backoff_ms(5), 16_000);
+        assert_eq!(backoff_ms(9), MAX_BACKOFF_MS);
+        assert_eq!(backoff_ms(u32::MAX), MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_in_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
