@@ -68,6 +68,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod alarm;
 mod auth;
 mod extract;
 mod failure;
@@ -240,6 +241,16 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
             "/v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success",
             post(w::mark_workflow_node_success),
         )
+        .route("/v1/apps/{app}/alarm-channels", get(alarm::list_channels))
+        .route(
+            "/v1/apps/{app}/alarm-channels/{name}",
+            axum::routing::put(alarm::put_channel).delete(alarm::delete_channel),
+        )
+        .route(
+            "/v1/apps/{app}/alarm-channels/{name}/test",
+            post(alarm::test_channel),
+        )
+        .route("/v1/apps/{app}/alarms", get(alarm::list_alarms))
         // After every route: it is installed on the routes that exist when it is called.
         .method_not_allowed_fallback(h::method_not_allowed)
         .fallback(h::not_found)

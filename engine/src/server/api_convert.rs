@@ -20,6 +20,7 @@ use crate::api::{
 use crate::ids::AppId;
 use crate::workflow::{InstanceSnapshot, WorkflowDef};
 
+use super::alarm_repo::{AlarmRecord, ChannelRecord, DeliveryStatus};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::records::{JobRecord, TriggerRecord};
@@ -179,6 +180,67 @@ impl From<RepoError> for ApiError {
             _ => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
+    }
+}
+
+/// The record of channel `name` of app `app_id` as `body` describes it, checked.
+pub fn channel_record(
+    body: crate::api::ChannelBody,
+    app_id: AppId,
+    name: String,
+) -> Result<ChannelRecord, ApiError> {
+    let record = ChannelRecord {
+        app_id,
+        name,
+        kind: body.kind,
+        url: body.url,
+        secret: body.secret,
+    };
+    record.validate()?;
+    Ok(record)
+}
+
+/// The view of a channel (without its secret).
+pub fn channel_view(c: &ChannelRecord) -> crate::api::ChannelView {
+    crate::api::ChannelView {
+        name: c.name.clone(),
+        kind: c.kind,
+        url: c.url.clone(),
+        signed: c.secret.is_some(),
+    }
+}
+
+/// The view of an alarm with its delivery history.
+pub fn alarm_view(a: &AlarmRecord) -> crate::api::AlarmView {
+    let status = match a.status {
+        DeliveryStatus::Pending => "PENDING",
+        DeliveryStatus::Delivered => "DELIVERED",
+        DeliveryStatus::Failed => "FAILED",
+        DeliveryStatus::Recorded => "RECORDED",
+    };
+    crate::api::AlarmView {
+        seq: a.seq,
+        id: a.id.clone(),
+        job_id: a.job_id,
+        instance_id: a.instance_id,
+        kind: a.kind,
+        raised_at: a.raised_at,
+        message: a.message.clone(),
+        status: status.to_owned(),
+        channels: a.channels.clone(),
+        delivered_to: a.delivered_to.clone(),
+        attempt_count: a.attempt_count,
+        next_attempt_at: a.next_attempt_at,
+        attempts: a
+            .attempts
+            .iter()
+            .map(|t| crate::api::AlarmAttemptView {
+                at: t.at,
+                channel: t.channel.clone(),
+                ok: t.ok,
+                detail: t.detail.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -28,10 +28,15 @@ use parking_lot::Mutex;
 use sha2::Sha256;
 
 use crate::alarm::channel::{request_body, Notice, ALARM_ID_HEADER, SIGNATURE_HEADER};
-use crate::alarm::{Alarm, JobAlarms, RunOutcome};
+use crate::alarm::{Alarm, AlarmKind, JobAlarms, RunOutcome};
+use crate::api::{
+    AlarmList, ApiError, AppRef, ChannelBody, ChannelList, ChannelTestResult, ChannelView,
+    PageQuery,
+};
 use crate::ids::JobId;
 use crate::model::InstanceStatus;
 use crate::server::alarm_repo::{AlarmRecord, AttemptRecord, ChannelRecord, DeliveryStatus};
+use crate::server::api_convert::{alarm_view, channel_record, channel_view};
 use crate::server::InstanceRecord;
 use crate::time_expression::EpochMs;
 
@@ -247,6 +252,78 @@ impl Runtime {
         } else {
             alarm.next_attempt_at = now.saturating_add(backoff_ms(alarm.attempt_count));
         }
+    }
+}
+
+/// The alarm routes of [`NodeApi`](super::api::NodeApi).
+impl Runtime {
+    pub(crate) async fn api_put_channel(
+        &self,
+        app: AppRef,
+        name: String,
+        body: ChannelBody,
+    ) -> Result<ChannelView, ApiError> {
+        let record = channel_record(body, app.id, name)?;
+        self.await_commit(self.repo.put_channel(&record)?).await?;
+        Ok(channel_view(&record))
+    }
+
+    pub(crate) fn api_list_channels(&self, app: AppRef) -> Result<ChannelList, ApiError> {
+        let items = self.repo.list_channels(app.id)?;
+        Ok(ChannelList {
+            items: items.iter().map(channel_view).collect(),
+        })
+    }
+
+    pub(crate) async fn api_delete_channel(
+        &self,
+        app: AppRef,
+        name: String,
+    ) -> Result<(), ApiError> {
+        self.await_commit(self.repo.delete_channel(app.id, &name)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Sends a test alarm (id `test-{channel}-{now}`, kind RECOVERED, no job) to the channel
+    /// now; nothing is stored.
+    pub(crate) async fn api_test_channel(
+        &self,
+        app: AppRef,
+        name: String,
+    ) -> Result<ChannelTestResult, ApiError> {
+        let channel = self.repo.get_channel(app.id, &name)?;
+        let now = self.now();
+        let id = format!("test-{name}-{now}");
+        let notice = Notice {
+            id: &id,
+            app: &app.name,
+            job_id: JobId(0),
+            instance_id: None,
+            kind: AlarmKind::Recovered,
+            raised_at: now,
+            message: "test alarm from ferrojob",
+        };
+        let outcome = self.send_to_channel(&channel, &notice).await;
+        Ok(ChannelTestResult {
+            delivered: outcome.is_ok(),
+            detail: outcome.unwrap_or_else(|e| e),
+        })
+    }
+
+    pub(crate) fn api_list_alarms(
+        &self,
+        app: AppRef,
+        query: PageQuery,
+    ) -> Result<AlarmList, ApiError> {
+        let limit = query
+            .limit
+            .map_or(100, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let page = self.repo.list_alarms(app.id, query.cursor, limit)?;
+        Ok(AlarmList {
+            items: page.items.iter().map(alarm_view).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 }
 
