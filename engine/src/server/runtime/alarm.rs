@@ -372,7 +372,8 @@ mod tests {
         assert_eq!(backoff_ms(1), 1_000);
         assert_eq!(backoff_ms(2), 2_000);
         assert_eq!(backoff_ms(5), 16_000);
-        assert_eq!(backoff_ms(9), MAX_BACKOFF_MS);
+        assert_eq!(backoff_ms(9), 256_000);
+        assert_eq!(backoff_ms(10), MAX_BACKOFF_MS);
         assert_eq!(backoff_ms(u32::MAX), MAX_BACKOFF_MS);
     }
 
