@@ -31,9 +31,9 @@ pub enum AlarmCmd {
         /// WEBHOOK, SLACK, DINGTALK, FEISHU or WECOM.
         #[arg(long, default_value = "WEBHOOK", value_parser = parse_kind)]
         kind: ChannelKind,
-        /// The http:// URL alarms are posted to.
+        /// The http:// URL alarms are posted to (`--url` is the server's).
         #[arg(long)]
-        url: String,
+        endpoint: String,
         /// Sign requests with HMAC-SHA256 under this key (X-Ferrojob-Signature).
         #[arg(long, env = "FERROJOB_CHANNEL_SECRET", hide_env_values = true)]
         secret: Option<String>,
@@ -98,12 +98,12 @@ pub fn alarm(conn: &Conn, cmd: &AlarmCmd) -> Result<()> {
                 app,
                 name,
                 kind,
-                url,
+                endpoint,
                 secret,
             } => {
                 let body = ChannelBody {
                     kind: *kind,
-                    url: url.clone(),
+                    url: endpoint.clone(),
                     secret: secret.clone(),
                 };
                 let view = client.put_channel(&app.app, name, &body).await?;
@@ -120,7 +120,13 @@ pub fn alarm(conn: &Conn, cmd: &AlarmCmd) -> Result<()> {
                 }
                 for c in &list.items {
                     let signed = if c.signed { " signed" } else { "" };
-                    println!("{:<20} {:?} {}{signed}", c.name, c.kind, c.url);
+                    let kind = serde_json::to_string(&c.kind)?;
+                    println!(
+                        "{:<20} {:<10} {}{signed}",
+                        c.name,
+                        kind.trim_matches('"'),
+                        c.url
+                    );
                 }
                 Ok(())
             }
