@@ -1,6 +1,6 @@
 //! Alarms end to end on a real server: a failing job's alarm is posted to a local HTTP
-//! receiver with its exact body and signature, and an alarm raised before a restart is
-//! delivered after it, with the same id.
+//! receiver with its exact body and signature, an alarm raised before a restart is delivered
+//! after it with the same id, and a job that never succeeds trips its dead man's switch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod server_runtime_support;
@@ -245,5 +245,40 @@ async fn an_alarm_raised_before_a_restart_is_delivered_after_it_with_the_same_id
             .all(|(id, sig, _)| *id == alarm_id && sig.is_none()),
         "{got:?}"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_with_no_successful_run_trips_its_dead_man_switch() {
+    let receiver = Receiver::start(200).await;
+    let clock = ferrojob::clock::VirtualClock::new(T0);
+    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    add_channel(&api, &app, receiver.url(), None).await;
+    let mut body = job(T::Api, "");
+    body.alarm = AlarmRules {
+        dead_man_ms: Some(60_000),
+        channels: vec!["ops".into()],
+        ..AlarmRules::default()
+    };
+    let job = api.create_job(app.clone(), body).await.unwrap().id;
+    // Virtual time moves a second per look; the switch trips a minute after the server first
+    // saw the job.
+    let prefix = format!("job-{}-dead_man-", job.0);
+    let got = until("the dead man's switch", || async {
+        clock.advance(1_000);
+        let got = receiver.got();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0.starts_with(&prefix), "{got:?}");
+    let json: serde_json::Value = serde_json::from_str(&got[0].2).unwrap();
+    assert_eq!(json["kind"], "DEAD_MAN");
+    assert!(json["instance_id"].is_null());
+    let deadline: i64 = got[0].0[prefix.len()..].parse().unwrap();
+    assert!(deadline >= T0 + 60_000, "{deadline}");
+    assert!(ferrojob::clock::Clock::now_ms(&clock) >= deadline);
     server.shutdown().await;
 }

@@ -244,6 +244,24 @@ impl Repo {
         Ok(self.submit(batch, alarms))
     }
 
+    /// Inserts alarms no instance write carries (the dead man's switch), in one batch, with
+    /// fresh sequence numbers.
+    pub fn insert_alarms(
+        &self,
+        mut alarms: Vec<AlarmRecord>,
+    ) -> Result<Commit<Vec<AlarmRecord>>, RepoError> {
+        let mut batch = Batch::new();
+        if !alarms.is_empty() {
+            let n = u64::try_from(alarms.len()).unwrap_or(u64::MAX);
+            let first = self.alarm_seqs.alloc(&*self.store, n)?;
+            for (seq, alarm) in (first..).zip(alarms.iter_mut()) {
+                alarm.seq = seq;
+                Self::alarm_ops(&mut batch, alarm)?;
+            }
+        }
+        Ok(self.submit(batch, alarms))
+    }
+
     fn alarm_ops(batch: &mut Batch, alarm: &AlarmRecord) -> Result<(), RepoError> {
         let app = alarm.app_id.0;
         batch.push_put(

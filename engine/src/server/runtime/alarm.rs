@@ -10,15 +10,16 @@
 //! Evaluation state (failure windows, silence, whether a job alarmed) lives in memory and
 //! starts afresh on restart; the alarms themselves are durable from the write that raised
 //! them. The server evaluates the rules when a run ends: `late_start_ms` from the run's
-//! dispatch time, `overrun_ms` from its duration. Overrun of a run still going and the dead
-//! man's switch are evaluated by `JobAlarms::poll`, which the server does not drive.
+//! dispatch time, `overrun_ms` from its duration. The delivery task polls the dead man's
+//! switch once a second (`JobAlarms::poll`); overrun of a run still going is not polled (the
+//! server feeds no dispatch events to the evaluator).
 //!
 //! Delivery is at least once: an alarm leaves the outbox only after every channel answered
 //! 2xx (or after [`MAX_DELIVERY_ATTEMPTS`]); a channel that accepted is not sent it again,
 //! one that did not is retried after 1 s, doubling to [`MAX_BACKOFF_MS`]. A crash between an
 //! answer and the write that records it sends the alarm again, with the same id.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ pub const FIRST_BACKOFF_MS: i64 = 1_000;
 const ROUND: usize = 256;
 /// Longest the delivery task sleeps without looking at the outbox (real time).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Clock time between two polls of the time-driven rules, ms.
+const POLL_EVERY_MS: i64 = 1_000;
 /// Timeout of one channel request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,6 +65,8 @@ pub(crate) struct Alarms {
     books: DashMap<JobId, Mutex<JobAlarms>>,
     wake: tokio::sync::Notify,
     http: reqwest::Client,
+    /// When the time-driven rules were last polled, clock ms.
+    last_poll: AtomicI64,
 }
 
 impl Default for Alarms {
@@ -74,6 +79,7 @@ impl Default for Alarms {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            last_poll: AtomicI64::new(i64::MIN),
         }
     }
 }
@@ -130,6 +136,57 @@ impl Runtime {
                 AlarmRecord::raised(rec.app_id, a, channels.clone())
             })
             .collect()
+    }
+
+    /// The dead man's switch of every enabled job that has one, at most once per
+    /// [`POLL_EVERY_MS`] of clock time: the alarms it raises are written (a batch of their
+    /// own) before the delivery round reads the outbox. A job's switch counts from its last
+    /// success seen by this server, or from when this server first polled it.
+    async fn poll_time_rules(&self) {
+        let now = self.now();
+        let last = self.alarms.last_poll.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < POLL_EVERY_MS {
+            return;
+        }
+        self.alarms.last_poll.store(now, Ordering::Relaxed);
+        let mut raised = Vec::new();
+        for job in self.jobs.iter() {
+            let def = job.def();
+            let rules = &def.record.alarm;
+            if rules.dead_man_ms.is_none() || !def.record.enabled {
+                continue;
+            }
+            let book = self
+                .alarms
+                .books
+                .entry(job.id)
+                .or_insert_with(|| Mutex::new(JobAlarms::new(job.id, rules.clone(), now)));
+            let mut book = book.lock();
+            if book.rules() != rules {
+                book.set_rules(rules.clone());
+            }
+            for a in book.poll(now) {
+                tracing::warn!(alarm = %a.id, "{}", a.message);
+                raised.push(AlarmRecord::raised(
+                    def.record.app_id,
+                    a,
+                    rules.channels.clone(),
+                ));
+            }
+        }
+        self.alarms.books.retain(|id, _| self.jobs.contains_key(id));
+        if raised.is_empty() {
+            return;
+        }
+        self.metrics
+            .alarms_raised
+            .fetch_add(raised.len() as u64, Ordering::Relaxed);
+        match self.repo.insert_alarms(raised) {
+            Ok(c) => {
+                let _ = self.await_commit(c).await;
+            }
+            Err(e) => self.store_write_failed(&e),
+        }
     }
 
     /// Tells the delivery task that the outbox may have grown.
@@ -351,6 +408,7 @@ pub(crate) async fn run(sh: Arc<Runtime>) {
         if sh.is_shutting_down() {
             return;
         }
+        sh.poll_time_rules().await;
         let next = sh.deliver_round().await;
         let wait = next
             .map(|at| at.saturating_sub(sh.now()).max(0))
