@@ -282,3 +282,82 @@ async fn a_job_with_no_successful_run_trips_its_dead_man_switch() {
     assert!(ferrojob::clock::Clock::now_ms(&clock) >= deadline);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_alarm_routes_answer_over_http_through_the_client() {
+    use ferrojob::api::{CreateApp, ErrorCode};
+    use ferrojob::client::{Client, ClientError};
+    use ferrojob::launch::{launch, LaunchConfig};
+
+    let receiver = Receiver::start(200).await;
+    let server = launch(LaunchConfig::new(None, local(), local()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.http_addr());
+    let admin = Client::new(&base, server.admin_token()).unwrap();
+    admin
+        .create_app(&CreateApp {
+            name: "shop".into(),
+            secret: SECRET.into(),
+        })
+        .await
+        .unwrap();
+    let c = Client::new(&base, SECRET).unwrap();
+    let body = ChannelBody {
+        kind: ChannelKind::Slack,
+        url: receiver.url(),
+        secret: Some("k".into()),
+    };
+    let view = c.put_channel("shop", "ops", &body).await.unwrap();
+    assert!(view.signed);
+    let list = c.list_channels("shop").await.unwrap();
+    assert_eq!(list.items, vec![view]);
+
+    let sent = c.test_channel("shop", "ops").await.unwrap();
+    assert!(sent.delivered, "{sent:?}");
+    let got = receiver.got();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].0.starts_with("test-ops-"), "{got:?}");
+    assert_eq!(got[0].1.as_deref(), Some(sign("k", &got[0].2).as_str()));
+    let text: serde_json::Value = serde_json::from_str(&got[0].2).unwrap();
+    assert!(text["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("[ferrojob] shop: "));
+    assert!(c
+        .list_alarms("shop", PageQuery::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    let code = |r: Result<_, ClientError>| match r {
+        Err(ClientError::Api { error, .. }) => error.code,
+        other => panic!("expected an API error, got {other:?}"),
+    };
+    let wrong = Client::new(&base, "not-the-secret").unwrap();
+    assert_eq!(
+        code(
+            wrong
+                .list_alarms("shop", PageQuery::default())
+                .await
+                .map(drop)
+        ),
+        ErrorCode::Unauthorized
+    );
+    assert_eq!(
+        code(c.test_channel("shop", "nope").await.map(drop)),
+        ErrorCode::NotFound
+    );
+    let bad = ChannelBody {
+        url: "https://example.com".into(),
+        ..body
+    };
+    assert_eq!(
+        code(c.put_channel("shop", "ops", &bad).await.map(drop)),
+        ErrorCode::InvalidArgument
+    );
+    c.delete_channel("shop", "ops").await.unwrap();
+    assert!(c.list_channels("shop").await.unwrap().items.is_empty());
+    server.shutdown().await;
+}
