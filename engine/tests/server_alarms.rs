@@ -19,6 +19,7 @@ use ferrojob::ids::JobId;
 use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::StoreChoice;
 use ferrojob::time_expression::TimeExpressionType as T;
+use ferrojob_transport::message::InstanceStatus as W;
 use hmac::{Hmac, Mac};
 use server_runtime_support::*;
 use sha2::Sha256;
@@ -212,10 +213,18 @@ async fn an_alarm_raised_before_a_restart_is_delivered_after_it_with_the_same_id
         let id = run(&api, &app, job).await;
         status_is(&api, &app, id, S::Failed).await;
         let _ = w.next_schedule().await;
-        until("a refused attempt", || async {
-            (!receiver.got().is_empty()).then_some(())
+        until("a refused attempt, recorded", || async {
+            let l = api
+                .list_alarms(app.clone(), PageQuery::default())
+                .await
+                .unwrap();
+            l.items
+                .first()
+                .is_some_and(|a| a.status == "PENDING" && a.attempt_count >= 1)
+                .then_some(())
         })
         .await;
+        assert!(!receiver.got().is_empty());
         // Dropped without a shutdown: like a crash for its tasks.
         drop(server);
         (job, id)
@@ -359,5 +368,45 @@ async fn the_alarm_routes_answer_over_http_through_the_client() {
     );
     c.delete_channel("shop", "ops").await.unwrap();
     assert!(c.list_channels("shop").await.unwrap().items.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_run_still_going_past_its_limit_alarms_once() {
+    let receiver = Receiver::start(200).await;
+    let clock = ferrojob::clock::VirtualClock::new(T0);
+    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    add_channel(&api, &app, receiver.url(), None).await;
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
+    w.register(&api, &app, 8, T0).await;
+    let mut body = job(T::Api, "");
+    body.alarm = AlarmRules {
+        overrun_ms: Some(5_000),
+        channels: vec!["ops".into()],
+        ..AlarmRules::default()
+    };
+    let job = api.create_job(app.clone(), body).await.unwrap().id;
+    let id = run(&api, &app, job).await;
+    status_is(&api, &app, id, S::Running).await;
+    let _ = w.next_schedule().await;
+    let alarm_id = format!("job-{}-overrun-{}", job.0, id.0);
+    let got = until("the overrun alarm", || async {
+        clock.advance(1_000);
+        let got = receiver.got();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(got[0].0, alarm_id);
+    // The run's end does not raise its overrun again.
+    w.r().report(id.0, W::Succeed, None).await;
+    status_is(&api, &app, id, S::Succeed).await;
+    let listed = api
+        .list_alarms(app.clone(), PageQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "{listed:?}");
+    assert_eq!(listed.items[0].id, alarm_id);
     server.shutdown().await;
 }

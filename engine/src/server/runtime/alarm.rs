@@ -10,15 +10,17 @@
 //! Evaluation state (failure windows, silence, whether a job alarmed) lives in memory and
 //! starts afresh on restart; the alarms themselves are durable from the write that raised
 //! them. The server evaluates the rules when a run ends: `late_start_ms` from the run's
-//! dispatch time, `overrun_ms` from its duration. The delivery task polls the dead man's
-//! switch once a second (`JobAlarms::poll`); overrun of a run still going is not polled (the
-//! server feeds no dispatch events to the evaluator).
+//! dispatch time, `overrun_ms` from its duration. Once a second the delivery task polls the
+//! time-driven rules (`JobAlarms::poll`): the dead man's switch, and the overrun of runs still
+//! going (fed from the instances in memory; each run's overrun alarm has one id, raised once
+//! whether the poll or the run's end sees it first).
 //!
 //! Delivery is at least once: an alarm leaves the outbox only after every channel answered
 //! 2xx (or after [`MAX_DELIVERY_ATTEMPTS`]); a channel that accepted is not sent it again,
 //! one that did not is retried after 1 s, doubling to [`MAX_BACKOFF_MS`]. A crash between an
 //! answer and the write that records it sends the alarm again, with the same id.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,19 +31,19 @@ use parking_lot::Mutex;
 use sha2::Sha256;
 
 use crate::alarm::channel::{request_body, Notice, ALARM_ID_HEADER, SIGNATURE_HEADER};
-use crate::alarm::{Alarm, AlarmKind, JobAlarms, RunOutcome};
+use crate::alarm::{Alarm, AlarmKind, AlarmRules, JobAlarms, RunOutcome};
 use crate::api::{
     AlarmList, ApiError, AppRef, ChannelBody, ChannelList, ChannelTestResult, ChannelView,
     PageQuery,
 };
-use crate::ids::JobId;
+use crate::ids::{AppId, JobId};
 use crate::model::InstanceStatus;
 use crate::server::alarm_repo::{AlarmRecord, AttemptRecord, ChannelRecord, DeliveryStatus};
 use crate::server::api_convert::{alarm_view, channel_record, channel_view};
-use crate::server::InstanceRecord;
+use crate::server::{InstanceRecord, JobRecord};
 use crate::time_expression::EpochMs;
 
-use super::state::Runtime;
+use super::state::{is_running, Runtime};
 
 /// Attempts before an alarm is given up (marked Failed).
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 12;
@@ -84,6 +86,16 @@ impl Default for Alarms {
     }
 }
 
+/// The rules `job` is evaluated with: its own, without the dead man's switch while it is
+/// disabled (a disabled job is not expected to succeed).
+fn effective_rules(job: &JobRecord) -> AlarmRules {
+    let mut rules = job.alarm.clone();
+    if !job.enabled {
+        rules.dead_man_ms = None;
+    }
+    rules
+}
+
 /// The wait after `attempts` failed attempts: 1 s doubling, at most [`MAX_BACKOFF_MS`].
 pub(crate) fn backoff_ms(attempts: u32) -> i64 {
     let shift = attempts.saturating_sub(1).min(20);
@@ -100,7 +112,7 @@ impl Runtime {
             self.alarms.books.remove(&rec.job_id);
             return Vec::new();
         };
-        let rules = job.def().record.alarm.clone();
+        let rules = effective_rules(&job.def().record);
         if rules.is_empty() {
             self.alarms.books.remove(&rec.job_id);
             return Vec::new();
@@ -138,8 +150,9 @@ impl Runtime {
             .collect()
     }
 
-    /// The dead man's switch of every enabled job that has one, at most once per
-    /// [`POLL_EVERY_MS`] of clock time: the alarms it raises are written (a batch of their
+    /// The time-driven rules, at most once per [`POLL_EVERY_MS`] of clock time: the dead
+    /// man's switch of every enabled job that has one, and the overrun of every running
+    /// instance of a job with `overrun_ms`. The alarms raised are written (a batch of their
     /// own) before the delivery round reads the outbox. A job's switch counts from its last
     /// success seen by this server, or from when this server first polled it.
     async fn poll_time_rules(&self) {
@@ -149,32 +162,57 @@ impl Runtime {
             return;
         }
         self.alarms.last_poll.store(now, Ordering::Relaxed);
-        let mut raised = Vec::new();
+        // Jobs with a time-driven rule, with their effective rules and app.
+        let mut timed: HashMap<JobId, (AlarmRules, AppId)> = HashMap::new();
         for job in self.jobs.iter() {
             let def = job.def();
-            let rules = &def.record.alarm;
-            if rules.dead_man_ms.is_none() || !def.record.enabled {
-                continue;
+            let rules = effective_rules(&def.record);
+            if rules.dead_man_ms.is_some() || rules.overrun_ms.is_some() {
+                timed.insert(job.id, (rules, def.record.app_id));
             }
+        }
+        self.alarms.books.retain(|id, _| self.jobs.contains_key(id));
+        if timed.is_empty() {
+            return;
+        }
+        // Running instances of jobs watched for overrun: (job, instance, dispatch time).
+        let mut running = Vec::new();
+        if timed.values().any(|(r, _)| r.overrun_ms.is_some()) {
+            for slot in self.active.iter() {
+                // A busy instance is seen at the next poll.
+                let Some(st) = slot.try_lock() else { continue };
+                let watched = timed
+                    .get(&st.rec.job_id)
+                    .is_some_and(|(r, _)| r.overrun_ms.is_some());
+                if let (true, true, Some(at)) = (
+                    watched,
+                    is_running(st.rec.status),
+                    st.rec.actual_trigger_time,
+                ) {
+                    running.push((st.rec.job_id, st.rec.id, at));
+                }
+            }
+        }
+        let mut raised = Vec::new();
+        for (job, (rules, app)) in &timed {
             let book = self
                 .alarms
                 .books
-                .entry(job.id)
-                .or_insert_with(|| Mutex::new(JobAlarms::new(job.id, rules.clone(), now)));
+                .entry(*job)
+                .or_insert_with(|| Mutex::new(JobAlarms::new(*job, rules.clone(), now)));
             let mut book = book.lock();
             if book.rules() != rules {
                 book.set_rules(rules.clone());
             }
+            for (_, id, at) in running.iter().filter(|(j, _, _)| j == job) {
+                // Not a dispatch event for late start (no trigger time given): only tracked.
+                let _ = book.on_dispatched(*at, *id, None);
+            }
             for a in book.poll(now) {
                 tracing::warn!(alarm = %a.id, "{}", a.message);
-                raised.push(AlarmRecord::raised(
-                    def.record.app_id,
-                    a,
-                    rules.channels.clone(),
-                ));
+                raised.push(AlarmRecord::raised(*app, a, rules.channels.clone()));
             }
         }
-        self.alarms.books.retain(|id, _| self.jobs.contains_key(id));
         if raised.is_empty() {
             return;
         }
