@@ -12,7 +12,8 @@
 //! task reads the outbox ([`Repo::pending_alarms`]) and records each attempt
 //! ([`Repo::update_alarm`]); the pending row goes when the alarm is delivered or given up.
 //! Alarm sequence numbers come from the same hi-lo allocation as instance ids (`meta` key
-//! `next_alarm_seq`).
+//! `next_alarm_seq`). [`Repo::prune_alarms`] bounds an app's history (the runtime keeps the
+//! newest 10 000 alarms per app, and every pending one).
 
 use ferrojob_store::{Batch, KeyRange, Scan};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -340,6 +341,37 @@ impl Repo {
         Ok(Page { items, next_cursor })
     }
 
+    /// Deletes up to `limit` (at most [`MAX_PAGE`]) of `app`'s oldest alarms beyond its
+    /// newest `keep`, except pending ones (they stay until delivered or given up). Answers
+    /// how many it deletes.
+    pub fn prune_alarms(
+        &self,
+        app: AppId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Commit<usize>, RepoError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let rows = self.store.range(
+            ALARMS,
+            &KeyRange::prefix(&keys::id(app.0)),
+            keep.saturating_add(limit),
+        )?;
+        let mut batch = Batch::new();
+        let mut n = 0usize;
+        for (k, _) in rows.iter().skip(keep) {
+            let seq = keys::read_newest_first(ALARMS, k)?;
+            if self
+                .store
+                .get(ALARM_PENDING, &keys::pair(app.0, seq))?
+                .is_none()
+            {
+                batch.push_delete(ALARMS, k.clone());
+                n += 1;
+            }
+        }
+        Ok(self.submit(batch, n))
+    }
+
     /// Creates or replaces channel `channel.name` of its app.
     pub fn put_channel(&self, channel: &ChannelRecord) -> Result<Commit<()>, RepoError> {
         channel.validate()?;
@@ -472,6 +504,44 @@ mod tests {
             .wait()
             .unwrap();
         assert!(again[0].seq > stored[1].seq);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_and_the_pending() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let repo = Repo::open(Arc::clone(&store)).unwrap();
+        let app = AppId(1);
+        let mut alarms = Vec::new();
+        for i in 0..10u64 {
+            // The two oldest are pending, the rest history only.
+            let channels = if i < 2 {
+                vec!["ops".into()]
+            } else {
+                Vec::new()
+            };
+            alarms.push(AlarmRecord::raised(
+                app,
+                alarm(JobId(1), InstanceId(i)),
+                channels,
+            ));
+        }
+        repo.insert_alarms(alarms).unwrap().wait().unwrap();
+        let other = AlarmRecord::raised(AppId(2), alarm(JobId(2), InstanceId(1)), Vec::new());
+        repo.insert_alarms(vec![other]).unwrap().wait().unwrap();
+        assert_eq!(repo.prune_alarms(app, 3, 100).unwrap().wait().unwrap(), 5);
+        let left: Vec<u64> = repo
+            .list_alarms(app, None, 100)
+            .unwrap()
+            .items
+            .iter()
+            .map(|a| a.instance_id.unwrap().0)
+            .collect();
+        assert_eq!(left, vec![9, 8, 7, 1, 0]);
+        assert_eq!(
+            repo.list_alarms(AppId(2), None, 100).unwrap().items.len(),
+            1
+        );
+        assert_eq!(repo.prune_alarms(app, 3, 100).unwrap().wait().unwrap(), 0);
     }
 
     #[test]

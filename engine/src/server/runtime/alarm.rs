@@ -55,6 +55,10 @@ pub const FIRST_BACKOFF_MS: i64 = 1_000;
 const ROUND: usize = 256;
 /// Longest the delivery task sleeps without looking at the outbox (real time).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Alarms kept per app in the history (pending ones are kept too).
+pub const MAX_ALARMS_KEPT: usize = 10_000;
+/// Clock time between two prunes of the alarm history, ms.
+const PRUNE_EVERY_MS: i64 = 600_000;
 /// Clock time between two polls of the time-driven rules, ms.
 const POLL_EVERY_MS: i64 = 1_000;
 /// Timeout of one channel request.
@@ -69,6 +73,8 @@ pub(crate) struct Alarms {
     http: reqwest::Client,
     /// When the time-driven rules were last polled, clock ms.
     last_poll: AtomicI64,
+    /// When the alarm history was last pruned, clock ms.
+    last_prune: AtomicI64,
 }
 
 impl Default for Alarms {
@@ -82,6 +88,7 @@ impl Default for Alarms {
                 .build()
                 .unwrap_or_default(),
             last_poll: AtomicI64::new(i64::MIN),
+            last_prune: AtomicI64::new(i64::MIN),
         }
     }
 }
@@ -224,6 +231,31 @@ impl Runtime {
                 let _ = self.await_commit(c).await;
             }
             Err(e) => self.store_write_failed(&e),
+        }
+    }
+
+    /// Deletes each app's alarms beyond its newest [`MAX_ALARMS_KEPT`], at most once per
+    /// [`PRUNE_EVERY_MS`] of clock time and a page per app at a time.
+    async fn prune_history(&self) {
+        let now = self.now();
+        let last = self.alarms.last_prune.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < PRUNE_EVERY_MS {
+            return;
+        }
+        self.alarms.last_prune.store(now, Ordering::Relaxed);
+        let apps: Vec<AppId> = self.app_names.iter().map(|e| *e.key()).collect();
+        for app in apps {
+            match self.repo.prune_alarms(app, MAX_ALARMS_KEPT, 1000) {
+                Ok(c) => {
+                    if self.await_commit(c).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, %app, "cannot prune the alarm history");
+                    return;
+                }
+            }
         }
     }
 
@@ -448,6 +480,7 @@ pub(crate) async fn run(sh: Arc<Runtime>) {
         }
         sh.poll_time_rules().await;
         let next = sh.deliver_round().await;
+        sh.prune_history().await;
         let wait = next
             .map(|at| at.saturating_sub(sh.now()).max(0))
             .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
