@@ -287,10 +287,19 @@ impl Repo {
         Ok(self.submit(batch, ()))
     }
 
-    /// Up to `limit` (at most [`MAX_PAGE`]) alarms of the outbox, oldest first per app.
-    pub fn pending_alarms(&self, limit: usize) -> Result<Vec<AlarmRecord>, RepoError> {
+    /// Up to `limit` (at most [`MAX_PAGE`]) alarms of the outbox, by app then oldest first,
+    /// after `after` (the app and sequence number of the last one of the previous page).
+    pub fn pending_alarms(
+        &self,
+        after: Option<(AppId, u64)>,
+        limit: usize,
+    ) -> Result<Vec<AlarmRecord>, RepoError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let rows = self.store.range(ALARM_PENDING, &KeyRange::all(), limit)?;
+        let mut range = KeyRange::all();
+        if let Some((app, seq)) = after {
+            range = range.after(&keys::pair(app.0, seq));
+        }
+        let rows = self.store.range(ALARM_PENDING, &range, limit)?;
         let mut out = Vec::with_capacity(rows.len());
         for (k, _) in rows {
             let (Some(app), Ok(seq)) = (k.get(..8), keys::read_child(ALARM_PENDING, &k)) else {
@@ -474,14 +483,17 @@ mod tests {
         assert_eq!(repo.get_instance(inst.id).unwrap().status, inst.status);
         assert_ne!(stored[0].seq, stored[1].seq);
         // Only the one with a channel is pending; both are listed, newest first.
-        let pending = repo.pending_alarms(10).unwrap();
+        let pending = repo.pending_alarms(None, 10).unwrap();
         assert_eq!(pending, vec![stored[0].clone()]);
         let listed = repo.list_alarms(app, None, 10).unwrap().items;
         assert_eq!(listed, vec![stored[1].clone(), stored[0].clone()]);
 
         // A reopened repo sees the same outbox and hands out fresh sequence numbers.
         let repo = Repo::open(Arc::clone(&store)).unwrap();
-        assert_eq!(repo.pending_alarms(10).unwrap(), vec![stored[0].clone()]);
+        assert_eq!(
+            repo.pending_alarms(None, 10).unwrap(),
+            vec![stored[0].clone()]
+        );
         let mut delivered = stored[0].clone();
         delivered.push_attempt(AttemptRecord {
             at: 6,
@@ -492,7 +504,7 @@ mod tests {
         assert_eq!(delivered.remaining().count(), 0);
         delivered.status = DeliveryStatus::Delivered;
         repo.update_alarm(&delivered).unwrap().wait().unwrap();
-        assert!(repo.pending_alarms(10).unwrap().is_empty());
+        assert!(repo.pending_alarms(None, 10).unwrap().is_empty());
         let page = repo.list_alarms(app, None, 1).unwrap();
         assert_eq!(page.items, vec![stored[1].clone()]);
         let page = repo.list_alarms(app, page.next_cursor, 1).unwrap();

@@ -75,6 +75,9 @@ pub(crate) struct Alarms {
     last_poll: AtomicI64,
     /// When the alarm history was last pruned, clock ms.
     last_prune: AtomicI64,
+    /// Where the next delivery round reads the outbox from (`None`: its start), so that a
+    /// full page of alarms backing off does not hide the ones after it.
+    outbox_cursor: Mutex<Option<(AppId, u64)>>,
 }
 
 impl Default for Alarms {
@@ -89,6 +92,7 @@ impl Default for Alarms {
                 .unwrap_or_default(),
             last_poll: AtomicI64::new(i64::MIN),
             last_prune: AtomicI64::new(i64::MIN),
+            outbox_cursor: Mutex::new(None),
         }
     }
 }
@@ -290,18 +294,27 @@ impl Runtime {
 
     /// One delivery round over the outbox at `now`; returns when the next attempt is due.
     async fn deliver_round(&self) -> Option<EpochMs> {
-        let pending = match self.repo.pending_alarms(ROUND) {
+        let from = *self.alarms.outbox_cursor.lock();
+        let pending = match self.repo.pending_alarms(from, ROUND) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the alarm outbox");
                 return None;
             }
         };
-        self.metrics.alarms_pending.store(
-            i64::try_from(pending.len()).unwrap_or(i64::MAX),
-            Ordering::Relaxed,
-        );
-        let mut next: Option<EpochMs> = None;
+        let full = pending.len() == ROUND;
+        *self.alarms.outbox_cursor.lock() = match pending.last() {
+            Some(a) if full => Some((a.app_id, a.seq)),
+            _ => None,
+        };
+        if from.is_none() {
+            self.metrics.alarms_pending.store(
+                i64::try_from(pending.len()).unwrap_or(i64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        // More of the outbox may be due now: then the next round comes at once.
+        let mut next: Option<EpochMs> = full.then(|| self.now());
         for mut alarm in pending {
             if self.is_shutting_down() {
                 return None;

@@ -113,7 +113,8 @@ pub(crate) struct Metrics {
     pub(crate) alarms_delivered: AtomicU64,
     /// Alarms given up after their last attempt.
     pub(crate) alarms_failed: AtomicU64,
-    /// Alarms in the outbox as last seen by the delivery task.
+    /// Alarms in the outbox as the delivery task last saw them from its start (at most one
+    /// round's page, 256).
     pub(crate) alarms_pending: AtomicI64,
     /// Final report of a workflow node's instance → ScheduleJob of a successor handed to
     /// its connection.
@@ -323,7 +324,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP ferrojob_alarms_pending Alarms waiting in the outbox for delivery.\n# TYPE ferrojob_alarms_pending gauge\nferrojob_alarms_pending {}", self.alarms_pending.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP ferrojob_alarms_pending Alarms waiting in the outbox for delivery (counted up to 256).\n# TYPE ferrojob_alarms_pending gauge\nferrojob_alarms_pending {}", self.alarms_pending.load(Ordering::Relaxed));
         out
     }
 }
