@@ -18,7 +18,8 @@
 //! `target/bench-reports/embedded_fire.json`.
 //!
 //! `EMBEDDED_FIRE_SIZES=1000,10000` limits the sizes (default 1000,10000,100000);
-//! `EMBEDDED_FIRE_SECS` sets the fixed-rate observation (default 10).
+//! `EMBEDDED_FIRE_SECS` sets the fixed-rate observation (default 10);
+//! `EMBEDDED_FIRE_MEMORY_ONLY=1` runs only `memory/N` (seconds, even at 1,000,000 jobs).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -375,7 +376,7 @@ async fn tcs_fixed_rate(n: usize, secs: u64) -> Option<Outcome> {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run tiny then.
     let benching = std::env::args().any(|a| a == "--bench");
-    let sizes: Vec<usize> = std::env::var("EMBEDDED_FIRE_SIZES")
+    let mut sizes: Vec<usize> = std::env::var("EMBEDDED_FIRE_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| {
@@ -413,6 +414,9 @@ fn main() {
                     .with("heap_bytes_per_job", bytes.round()),
             );
         }
+    }
+    if std::env::var_os("EMBEDDED_FIRE_MEMORY_ONLY").is_some() {
+        sizes.clear();
     }
     for &n in &sizes {
         let o = ours.block_on(ferrojob_window(n));

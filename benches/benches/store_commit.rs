@@ -4,12 +4,18 @@
 //! Functions, side by side in one run, all on the same disk (a temp dir under the cargo target
 //! dir, never tmpfs):
 //! - `ferrojob_log`: `LogStore`, `Durability::Sync` (group commit: one write + one fdatasync
-//!   per group of concurrent commits; each caller acknowledged once its group is durable).
+//!   per group of concurrent commits; each caller acknowledged once its group is durable), with
+//!   preallocated segments (the default: commits overwrite zeros, fdatasync flushes no size
+//!   change).
+//! - `ferrojob_log_appending`: the same with `preallocate: false` (every group grows the
+//!   file), to show what preallocation buys on the same disk at the same time.
 //! - `sqlite`: rusqlite (bundled), WAL, `synchronous=FULL`, one transaction per commit. The
 //!   writers share one connection behind a mutex, SQLite's best configuration for concurrent
 //!   writers (separate connections only add lock contention and busy-wait sleeps).
 //! - `redb`: redb 4, `Durability::Immediate`, one write transaction per commit.
-//! - `fdatasync_floor`: write + fdatasync per record, single writer: this disk's floor.
+//! - `fdatasync_floor`: write + fdatasync per record, single writer, appending: this disk's
+//!   floor; `fdatasync_floor_prealloc`: the same over 32 MiB of durable zeros (what
+//!   preallocation buys at the disk, without any store around it).
 //! - `ferrojob_log_buffered`: `LogStore`, `Durability::Buffered` (records/s, not durable).
 //!
 //! Criterion measures the time per commit. The commits/s and the p50/p99 commit latency of
@@ -132,14 +138,17 @@ fn key(writer: usize, seq: u64) -> [u8; 16] {
 }
 
 fn open_log(dir: &Path, durability: Durability) -> Log {
-    Log(LogStore::open(
+    open_log_with(
         dir,
         LogOptions {
             durability,
             ..LogOptions::default()
         },
     )
-    .expect("open log store"))
+}
+
+fn open_log_with(dir: &Path, options: LogOptions) -> Log {
+    Log(LogStore::open(dir, options).expect("open log store"))
 }
 
 fn open_sqlite(dir: &Path) -> Sqlite {
@@ -161,6 +170,13 @@ fn open_redb(dir: &Path) -> Redb {
 }
 
 fn open_floor(dir: &Path) -> Floor {
+    open_floor_with(dir, 0)
+}
+
+/// The floor writing into `zeros` bytes of durable zeros (a preallocated file), as long as
+/// they last.
+fn open_floor_with(dir: &Path, zeros: u64) -> Floor {
+    use std::os::unix::fs::FileExt;
     let file = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -168,6 +184,12 @@ fn open_floor(dir: &Path) -> Floor {
         .write(true)
         .open(dir.join("floor.bin"))
         .expect("floor open");
+    let chunk = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < zeros {
+        file.write_all_at(&chunk, at).expect("zero-fill");
+        at += chunk.len() as u64;
+    }
     file.sync_all().expect("sync");
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -184,7 +206,14 @@ struct Tally {
 }
 
 /// The functions whose commits are durable, measured in interleaved rounds for the report.
-const DURABLE: [&str; 4] = ["ferrojob_log", "sqlite", "redb", "fdatasync_floor"];
+const DURABLE: [&str; 6] = [
+    "ferrojob_log",
+    "ferrojob_log_appending",
+    "sqlite",
+    "redb",
+    "fdatasync_floor",
+    "fdatasync_floor_prealloc",
+];
 /// One function in the interleaved rounds: name, committer, figures, next key, directory.
 type Interleaved = (
     &'static str,
@@ -296,15 +325,33 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
 
     type Opener = fn(&Path) -> Arc<dyn Committer>;
-    let functions: [(&str, Opener, &[usize]); 6] = [
+    let functions: [(&str, Opener, &[usize]); 8] = [
         (
             "ferrojob_log",
             |d| Arc::new(open_log(d, Durability::Sync)),
             &WRITERS,
         ),
+        (
+            "ferrojob_log_appending",
+            |d| {
+                Arc::new(open_log_with(
+                    d,
+                    LogOptions {
+                        preallocate: false,
+                        ..LogOptions::default()
+                    },
+                ))
+            },
+            &WRITERS,
+        ),
         ("sqlite", |d| Arc::new(open_sqlite(d)), &WRITERS),
         ("redb", |d| Arc::new(open_redb(d)), &WRITERS),
         ("fdatasync_floor", |d| Arc::new(open_floor(d)), &[1]),
+        (
+            "fdatasync_floor_prealloc",
+            |d| Arc::new(open_floor_with(d, 32 << 20)),
+            &[1],
+        ),
         (
             "ferrojob_log_buffered",
             |d| Arc::new(open_log(d, Durability::Buffered)),
@@ -419,6 +466,18 @@ fn bench(c: &mut Criterion) {
                 .with(
                     "ferrojob_log_over_fdatasync_floor",
                     ratio(("ferrojob_log", w), ("fdatasync_floor", 1)),
+                )
+                .with(
+                    "ferrojob_log_over_appending",
+                    ratio(("ferrojob_log", w), ("ferrojob_log_appending", w)),
+                )
+                .with(
+                    "appending_over_sqlite",
+                    ratio(("ferrojob_log_appending", w), ("sqlite", w)),
+                )
+                .with(
+                    "floor_prealloc_over_floor",
+                    ratio(("fdatasync_floor_prealloc", 1), ("fdatasync_floor", 1)),
                 ),
         );
     }

@@ -27,7 +27,7 @@ use ferrojob::ids::{InstanceId, JobId, WorkflowId, WorkflowInstanceId};
 use ferrojob::launch::{launch, LaunchConfig, LaunchError, RunningServer};
 use ferrojob::model::{DispatchStrategy, ExecuteType, InstanceStatus};
 use ferrojob::time_expression::TimeExpressionType;
-use ferrojob::worker::{Worker, WorkerConfig};
+use ferrojob::worker::{DangerousBuiltin, Worker, WorkerConfig};
 use ferrojob_bin::fmt_ms;
 
 use crate::remote::{status_name, tasks_text};
@@ -149,7 +149,8 @@ const SAMPLES: [Sample; 12] = [
         tz: None,
         execute: ExecuteType::Standalone,
         processor: "shell",
-        params: "echo api run without params",
+        // A run's params never replace a shell job's command: they arrive as a variable.
+        params: r#"echo "api run: ${FERROJOB_INSTANCE_PARAMS:-no params}""#,
     },
     Sample {
         name: "workflow node (never alone)",
@@ -419,6 +420,7 @@ async fn demo(args: &Args) -> Result<()> {
             .token_file()
             .map_or("memory".into(), |p| p.display().to_string())
     );
+    println!("  console   {url}/   (sign in: app {APP}, token {SECRET})");
     println!("  transport {}", server.transport_addr());
     println!("  data dir  {}", args.data_dir.display());
     let client = Client::new(&url, server.admin_token())?;
@@ -437,6 +439,8 @@ async fn demo(args: &Args) -> Result<()> {
     for tag in ["blue", "green"] {
         let mut config = WorkerConfig::new(server.transport_addr(), APP, SECRET);
         config.tags = vec![tag.to_owned()];
+        // The samples run `shell` jobs (STANDALONE, BROADCAST, workflow nodes).
+        config.allow_processors = [DangerousBuiltin::Shell].into();
         let worker = Worker::builder(config).builtins().start().await?;
         println!("  worker    {} (tag {tag})", worker.address());
         workers.push(worker);
@@ -504,8 +508,8 @@ async fn demo(args: &Args) -> Result<()> {
         ticks += 1;
         if let (Some(job), true) = (api_job, ticks % 10 == 1) {
             let run = RunJob {
-                // For `shell`, an API run's params are the command.
-                params: format!("echo api run from demo tick {ticks}"),
+                // `shell` hands them to the job's command as FERROJOB_INSTANCE_PARAMS.
+                params: format!("from demo tick {ticks}"),
                 delay_ms: 500,
             };
             if let Err(e) = client.run_job(APP, job, &run).await {

@@ -12,13 +12,17 @@
 //! admin_token = "..."               # default: read or generate DIR/admin.token
 //! heartbeat_interval_ms = 1000      # a worker missing 3 heartbeats is dead
 //! worker_receive_timeout_ms = 10000 # dispatched but unconfirmed this long -> re-dispatch
-//! keep_finished_runs = 100          # finished instances kept per job (oldest pruned)
+//! keep_finished_runs = 100          # finished instances kept per job (oldest deleted)
+//! retention_ms = 604800000          # finished instances older than this are deleted (0: off)
 //! misfire_threshold_ms = 5000       # later than this -> the job's misfire policy applies
 //! max_body_bytes = 1048576          # largest HTTP request body
+//! secure_cookies = false            # web console cookies `Secure` (served over TLS by a proxy)
 //! salvage = false                   # start even if the store is damaged mid-log: keep every
 //!                                   # intact record, move the damaged part aside
 //! restart_grace_ms = 3000           # after a restart, wait this long for workers to return
 //! max_log_lines_per_instance = 100000
+//! max_jobs_per_app = 10000          # creating one more job in a full app is refused (409)
+//! min_period_ms = 1000              # shortest FIXED_RATE period / FIXED_DELAY delay (400)
 //! # The worker port's limits (each hit is counted in /metrics):
 //! max_worker_connections = 10000    # authenticated worker connections at once
 //! max_handshaking = 256             # connections still in their handshake at once
@@ -70,12 +74,20 @@ pub struct ServerArgs {
     /// Finished instances kept per job (default 100).
     #[arg(long, env = "FERROJOB_KEEP_FINISHED_RUNS")]
     pub keep_finished_runs: Option<usize>,
+    /// Finished instances older than this are deleted with their logs, ms (default 7 days;
+    /// 0 turns the age rule off).
+    #[arg(long, env = "FERROJOB_RETENTION_MS")]
+    pub retention_ms: Option<u64>,
     /// Misfire threshold, ms (default 5000).
     #[arg(long, env = "FERROJOB_MISFIRE_THRESHOLD_MS")]
     pub misfire_threshold_ms: Option<u64>,
     /// Largest HTTP request body, bytes (default 1 MiB).
     #[arg(long, env = "FERROJOB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Mark the web console's cookies `Secure`: set it when browsers reach the server over
+    /// TLS (through a TLS-terminating proxy). Default off.
+    #[arg(long, env = "FERROJOB_SECURE_COOKIES")]
+    pub secure_cookies: bool,
     /// Start even if the store is damaged in the middle of its log: keep every intact record
     /// before the damage, move the damaged part aside (`*.log.corrupt*` files next to the
     /// segments, nothing deleted) and log what was moved. Default: refuse to start.
@@ -88,6 +100,12 @@ pub struct ServerArgs {
     /// Log lines stored per instance; beyond, lines are counted as dropped (default 100000).
     #[arg(long, env = "FERROJOB_MAX_LOG_LINES_PER_INSTANCE")]
     pub max_log_lines_per_instance: Option<u64>,
+    /// Jobs an app may have; one more is refused with 409 (default 10000).
+    #[arg(long, env = "FERROJOB_MAX_JOBS_PER_APP")]
+    pub max_jobs_per_app: Option<usize>,
+    /// Shortest FIXED_RATE period or FIXED_DELAY delay of a job or workflow, ms (default 1000).
+    #[arg(long, env = "FERROJOB_MIN_PERIOD_MS")]
+    pub min_period_ms: Option<u64>,
     /// Authenticated worker connections served at once (default 10000).
     #[arg(long, env = "FERROJOB_MAX_WORKER_CONNECTIONS")]
     pub max_worker_connections: Option<usize>,
@@ -122,11 +140,15 @@ pub struct FileConfig {
     heartbeat_interval_ms: Option<u64>,
     worker_receive_timeout_ms: Option<u64>,
     keep_finished_runs: Option<usize>,
+    retention_ms: Option<u64>,
     misfire_threshold_ms: Option<u64>,
     max_body_bytes: Option<usize>,
+    secure_cookies: Option<bool>,
     salvage: Option<bool>,
     restart_grace_ms: Option<u64>,
     max_log_lines_per_instance: Option<u64>,
+    max_jobs_per_app: Option<usize>,
+    min_period_ms: Option<u64>,
     max_worker_connections: Option<usize>,
     max_handshaking: Option<usize>,
     handshake_rate_per_min: Option<u32>,
@@ -179,6 +201,7 @@ impl ServerArgs {
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
             config.max_body_bytes = v;
         }
+        config.secure_cookies = self.secure_cookies || file.secure_cookies.unwrap_or(false);
         let core = &mut config.core;
         if self.salvage || file.salvage.unwrap_or(false) {
             core.recovery = ferrojob_store::RecoveryMode::Salvage;
@@ -195,6 +218,9 @@ impl ServerArgs {
         if let Some(v) = self.keep_finished_runs.or(file.keep_finished_runs) {
             core.keep_finished_runs = v;
         }
+        if let Some(v) = self.retention_ms.or(file.retention_ms) {
+            core.retention_ms = v;
+        }
         if let Some(v) = self.misfire_threshold_ms.or(file.misfire_threshold_ms) {
             core.misfire_threshold_ms = v;
         }
@@ -206,6 +232,12 @@ impl ServerArgs {
             .or(file.max_log_lines_per_instance)
         {
             core.max_log_lines_per_instance = v;
+        }
+        if let Some(v) = self.max_jobs_per_app.or(file.max_jobs_per_app) {
+            core.max_jobs_per_app = v;
+        }
+        if let Some(v) = self.min_period_ms.or(file.min_period_ms) {
+            core.min_period_ms = v;
         }
         let net = &mut core.net;
         if let Some(v) = self.max_worker_connections.or(file.max_worker_connections) {
@@ -285,7 +317,7 @@ mod tests {
         ])
         .merge(
             toml::from_str::<FileConfig>(
-                "max_handshaking = 50\nmax_worker_connections = 77\nmax_frame_bytes = 65536\nrestart_grace_ms = 12000\n",
+                "max_handshaking = 50\nmin_period_ms = 250\nmax_worker_connections = 77\nmax_frame_bytes = 65536\nrestart_grace_ms = 12000\n",
             )
             .unwrap(),
         )
@@ -296,6 +328,8 @@ mod tests {
         assert_eq!(net.max_connections, 77);
         assert_eq!(net.connection.max_payload_len, 65536);
         assert_eq!(c.core.restart_grace_ms, 12000);
+        assert_eq!(c.core.retention_ms, 7 * 24 * 3600 * 1000);
+        assert_eq!(c.core.min_period_ms, 250);
         let d = ServerArgs::parse_from(["s"])
             .merge(FileConfig::default())
             .unwrap();
@@ -304,6 +338,19 @@ mod tests {
             DEFAULT_LISTEN.parse().unwrap(),
         );
         assert_eq!(d.core.net, defaults.net);
+    }
+
+    #[test]
+    fn secure_cookies_come_from_the_flag_or_the_file() {
+        let secure = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args)
+                .merge(toml::from_str::<FileConfig>(file).unwrap())
+                .unwrap()
+                .secure_cookies
+        };
+        assert!(secure(&["s", "--secure-cookies"], ""));
+        assert!(secure(&["s"], "secure_cookies = true"));
+        assert!(!secure(&["s"], ""));
     }
 
     #[test]

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ferrojob::worker::{TaskStoreConfig, WorkerConfig};
+use ferrojob::worker::{DangerousBuiltin, TaskStoreConfig, WorkerConfig};
 
 /// Command-line flags of the bundled worker.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "ferrojob-worker",
     version,
-    about = "A ferrojob worker with the built-in processors shell, http, noop, sleep and sum_mr"
+    about = "A ferrojob worker with the built-in processors noop, sleep and sum_mr, and shell and http when allowed (--allow-processor)"
 )]
 pub struct WorkerArgs {
     /// The server's transport address.
@@ -57,6 +57,17 @@ pub struct WorkerArgs {
     /// As a MAP/MAP_REDUCE TaskTracker, run no task here: only coordinate the other workers.
     #[arg(long, env = "FERROJOB_COORDINATOR_ONLY")]
     pub coordinator_only: bool,
+    /// Registers a built-in that runs what jobs name: `shell` (commands) or `http` (URLs).
+    /// Repeat for both. Without it, a job using one fails ("processor ... is disabled"). Anyone
+    /// who may create or run such jobs, or who holds the app secret and reaches the listener,
+    /// can then use this machine and its network position.
+    #[arg(
+        long = "allow-processor",
+        env = "FERROJOB_ALLOW_PROCESSORS",
+        value_delimiter = ',',
+        value_name = "shell|http"
+    )]
+    pub allow_processors: Vec<DangerousBuiltin>,
 }
 
 impl WorkerArgs {
@@ -79,6 +90,7 @@ impl WorkerArgs {
         config.server_lost_after = Duration::from_millis(self.server_lost_after_ms);
         config.max_running_instances = self.max_running;
         config.coordinator_only = self.coordinator_only;
+        config.allow_processors = self.allow_processors.iter().copied().collect();
         config.task_store = if self.memory_store {
             TaskStoreConfig::Memory
         } else {
@@ -164,7 +176,35 @@ pub fn remove_stale_pid_dirs(root: &Path, own: u32, alive: impl Fn(u32) -> bool)
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    fn parse(extra: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        let mut args = vec!["ferrojob-worker", "--app", "a", "--secret", "s"];
+        args.extend_from_slice(extra);
+        WorkerArgs::try_parse_from(args)
+    }
+
+    #[test]
+    fn shell_and_http_are_off_unless_allowed() {
+        let none = parse(&[]).unwrap().to_config().unwrap();
+        assert!(none.allow_processors.is_empty());
+        let both = parse(&["--allow-processor", "shell", "--allow-processor", "http"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(
+            both.allow_processors.into_iter().collect::<Vec<_>>(),
+            [DangerousBuiltin::Shell, DangerousBuiltin::Http]
+        );
+        let listed = parse(&["--allow-processor", "http,shell"]).unwrap();
+        assert_eq!(listed.allow_processors.len(), 2);
+        let err = parse(&["--allow-processor", "noop"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("always registered"), "{err}");
+    }
 
     #[test]
     fn only_directories_of_dead_processes_are_removed() {

@@ -269,6 +269,13 @@ fn server_demo_runs_every_sample_on_two_workers_and_resumes_from_its_data_dir() 
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  console   http://127.0.0.1:")
+                && l.contains("sign in: app demo, token ")),
+        "no console line:\n{stdout}"
+    );
     for job in [
         "cron */2s",
         "fixed-rate 1s",

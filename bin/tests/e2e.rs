@@ -63,7 +63,7 @@ async fn every_time_expression_type_fires_on_real_workers() {
             TimeExpressionType::Api,
             "",
             "shell",
-            "echo hi from $0",
+            r#"echo "hi from $FERROJOB_INSTANCE_PARAMS""#,
         ))
         .await;
     let workflow = c
@@ -75,7 +75,7 @@ async fn every_time_expression_type_fires_on_real_workers() {
             APP,
             api,
             &RunJob {
-                params: "echo hi from now".into(),
+                params: "now".into(),
                 delay_ms: 0,
             },
         )
@@ -87,7 +87,7 @@ async fn every_time_expression_type_fires_on_real_workers() {
             APP,
             api,
             &RunJob {
-                params: "echo later".into(),
+                params: "later".into(),
                 delay_ms: 300,
             },
         )
@@ -126,14 +126,14 @@ async fn every_time_expression_type_fires_on_real_workers() {
         rate_runs.len(),
         "run counters repeat: {numbers:?}"
     );
-    // API runs carry their params (for `shell`, the command), and the shell processor's output
-    // is in the instance log.
+    // API runs carry their params (for `shell`, the variable FERROJOB_INSTANCE_PARAMS of the
+    // job's command), and the shell processor's output is in the instance log.
     let now_inst = c
         .client
         .get_instance(APP, now_run.instance_id)
         .await
         .unwrap();
-    assert_eq!(now_inst.params, "echo hi from now");
+    assert_eq!(now_inst.params, "now");
     let later_inst = c
         .client
         .get_instance(APP, later_run.instance_id)
@@ -149,7 +149,7 @@ async fn every_time_expression_type_fires_on_real_workers() {
             .ok()?;
         log.lines
             .iter()
-            .any(|l| l.content.contains("hi from"))
+            .any(|l| l.content == "hi from now")
             .then_some(log)
     })
     .await;
@@ -521,4 +521,95 @@ async fn the_cli_drives_jobs_instances_and_workers() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hours"));
+}
+
+/// `shell` runs only on a worker started with `--allow-processor shell`; a run's params reach
+/// the job's command as a variable and never run as a command; the command does not see the
+/// secret the worker was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_is_opt_in_and_its_children_get_neither_run_code_nor_the_secret() {
+    use ferrojob::model::DispatchStrategy;
+
+    let mut c = Cluster::start(0, None).await;
+    c.add_worker_with(SECRET, "strict", &[]);
+    c.add_worker_env(
+        "shell",
+        &["--allow-processor", "shell"],
+        &[("FERROJOB_SECRET", SECRET)],
+    );
+    c.wait_workers(2).await;
+    let witness = c.dir.path().join("ran");
+    let on = |tag: &str, params: &str| {
+        let mut b = body(
+            &format!("on {tag}"),
+            TimeExpressionType::Api,
+            "",
+            "shell",
+            params,
+        );
+        b.dispatch_strategy = DispatchStrategy::Specify;
+        b.designated_workers = vec![tag.to_string()];
+        b
+    };
+    let run = |params: String| RunJob {
+        params,
+        delay_ms: 0,
+    };
+    let finished = |id: InstanceId| {
+        let c = &c;
+        async move {
+            wait_for("a final status", Duration::from_secs(15), || async {
+                let i = c.client.get_instance(APP, id).await.ok()?;
+                i.status.is_final().then_some(i)
+            })
+            .await
+        }
+    };
+
+    // The worker without the flag refuses shell.
+    let strict = c
+        .job(on("strict", &format!("touch {}", witness.display())))
+        .await;
+    let r = c
+        .client
+        .run_job(APP, strict, &run(String::new()))
+        .await
+        .unwrap();
+    let i = finished(r.instance_id).await;
+    assert_eq!(i.status, InstanceStatus::Failed, "{i:?}");
+    let why = i.result.unwrap_or_default();
+    assert!(
+        why.contains("processor \"shell\" is disabled") && why.contains("--allow-processor shell"),
+        "{why}"
+    );
+
+    // The allowed worker runs the job's command, with the run's params as a variable only.
+    let printer = c
+        .job(on(
+            "shell",
+            r#"env | cut -d= -f1 | sort | tr '\n' ' '; echo; printf 'params: %s\n' "$FERROJOB_INSTANCE_PARAMS""#,
+        ))
+        .await;
+    let injected = format!("touch {}", witness.display());
+    let r = c
+        .client
+        .run_job(APP, printer, &run(injected.clone()))
+        .await
+        .unwrap();
+    let i = finished(r.instance_id).await;
+    assert_eq!(i.status, InstanceStatus::Succeed, "{i:?}");
+    let out = i.result.unwrap_or_default();
+    let mut lines = out.lines();
+    let names = lines.next().unwrap_or_default();
+    assert_eq!(lines.next(), Some(format!("params: {injected}").as_str()));
+    assert!(names.contains("FERROJOB_INSTANCE_ID"), "{names}");
+    assert!(
+        !names.contains("FERROJOB_SECRET"),
+        "the secret reached the child: {names}"
+    );
+    assert!(
+        !names.contains("RUST_LOG"),
+        "the worker's environment reached the child: {names}"
+    );
+    assert!(!witness.exists(), "a run's params ran as a command");
 }

@@ -50,6 +50,9 @@ pub struct LaunchConfig {
     pub admin_token: Option<String>,
     /// Largest accepted HTTP request body, bytes.
     pub max_body_bytes: usize,
+    /// Mark the web console's cookies `Secure` (browsers reach the server over TLS through a
+    /// proxy); see [`HttpConfig::secure_cookies`].
+    pub secure_cookies: bool,
     /// The core's settings; `store` and `listen` are overwritten from the fields above.
     pub core: ServerConfig,
 }
@@ -70,6 +73,7 @@ impl LaunchConfig {
             listen,
             admin_token: None,
             max_body_bytes: 1 << 20,
+            secure_cookies: false,
             core: ServerConfig::new(store, listen),
         }
     }
@@ -296,6 +300,7 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     };
     let http_config = HttpConfig {
         max_body_bytes: config.max_body_bytes,
+        secure_cookies: config.secure_cookies,
         ..HttpConfig::new(admin_token.clone())
     };
     let http = match HttpServer::bind(config.http, core.api(), http_config).await {

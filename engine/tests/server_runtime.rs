@@ -749,3 +749,73 @@ async fn a_worker_back_after_a_dropped_connection_is_asked_about_its_instances()
     assert_eq!(v.running_times, 1, "answered, not retried");
     server.shutdown().await;
 }
+
+/// A worker chooses its own address, so a worker of app B may announce the address of one
+/// of app A's workers: it must neither replace A's connection (and receive A's work) nor
+/// report for, or write log lines into, A's instances.
+#[tokio::test]
+async fn a_worker_of_another_app_announcing_the_same_address_cannot_touch_this_apps_work() {
+    let clock = VirtualClock::new(T0);
+    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let api = server.api();
+    let a = app(&api, "a").await;
+    let b = app(&api, "b").await;
+    let addr = server.transport_addr();
+    let mut wa = FakeWorker::connect(addr, "a", "w1:1", &[], Mode::Hold).await;
+    wa.register(&api, &a, 8, T0).await;
+    let wb = FakeWorker::connect(addr, "b", "w1:1", &[], Mode::Succeed).await;
+    wb.register(&api, &b, 8, T0).await;
+    let j = api.create_job(a.clone(), job(T::Api, "")).await.unwrap().id;
+    let id = run(&api, &a, j).await;
+    // A's own connection gets the work.
+    let s = wa.next_schedule().await;
+    assert_eq!(s.instance_id, id.0);
+    status_is(&api, &a, id, S::Running).await;
+    // B's worker writes log lines into A's instance and reports it done, naming the address.
+    wb.handle
+        .send(LogBatch {
+            worker_address: "w1:1".into(),
+            entries: vec![LogEntry {
+                instance_id: id.0,
+                time_ms: T0,
+                level: LogLevel::Info,
+                content: "forged".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let dropped_before = dropped_reports(&api);
+    wb.r()
+        .report_raw(
+            &s,
+            s.report_seq_base + 1000,
+            "w1:1",
+            W::Succeed,
+            Some("forged"),
+        )
+        .await;
+    until("the forged report dropped", || async {
+        (dropped_reports(&api) > dropped_before).then_some(())
+    })
+    .await;
+    let v = status_is(&api, &a, id, S::Running).await;
+    assert_eq!(v.result, None);
+    let log = api
+        .instance_log(a.clone(), id, LogQuery::default())
+        .await
+        .unwrap();
+    assert!(log.lines.is_empty(), "{:?}", log.lines);
+    // A's worker finishes it.
+    wa.r().report(id.0, W::Succeed, Some("real")).await;
+    let v = status_is(&api, &a, id, S::Succeed).await;
+    assert_eq!(v.result.as_deref(), Some("real"));
+    server.shutdown().await;
+}
+
+fn dropped_reports(api: &std::sync::Arc<dyn ferrojob::api::Api>) -> u64 {
+    api.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrojob_reports_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}

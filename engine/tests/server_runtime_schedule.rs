@@ -256,10 +256,76 @@ async fn finished_runs_beyond_the_keep_count_are_pruned() {
     .await;
     assert!(left.iter().any(|x| x.run == 10));
     assert!(left.iter().all(|x| x.run >= 6), "{left:?}");
-    // API runs are never pruned.
-    let id = run(&api, &app, j).await;
-    status_is(&api, &app, id, S::Succeed).await;
+    // API runs count and are pruned too: four of them push every scheduled run out but the
+    // newest one left from before.
+    let mut api_runs = Vec::new();
+    for _ in 0..4 {
+        let id = run(&api, &app, j).await;
+        status_is(&api, &app, id, S::Succeed).await;
+        api_runs.push(id);
+    }
+    let left = until("scheduled runs pruned behind the API runs", || async {
+        let v = instances(&api, &app, j).await;
+        (v.iter().filter(|x| x.run > 0).count() <= 1).then_some(v)
+    })
+    .await;
+    for id in api_runs {
+        assert!(left.iter().any(|x| x.id == id), "{left:?}");
+    }
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn finished_instances_older_than_the_retention_period_are_deleted() {
+    let clock = VirtualClock::new(T0);
+    let mut cfg = config(StoreChoice::Memory, Some(&clock));
+    cfg.retention_ms = 60_000;
+    let server = start(cfg).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+    w.register(&api, &app, 8, T0).await;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let mut old = Vec::new();
+    for _ in 0..3 {
+        let id = run(&api, &app, j).await;
+        status_is(&api, &app, id, S::Succeed).await;
+        old.push(id);
+    }
+    // First sweep: finished exactly one retention period ago is not older than it.
+    clock.advance(60_000);
+    until("the first sweep", || async {
+        (metric(&api, "ferrojob_retention_sweeps_total") >= 1).then_some(())
+    })
+    .await;
+    // A run finished within the period survives the next sweep.
+    let young = run(&api, &app, j).await;
+    status_is(&api, &app, young, S::Succeed).await;
+    clock.advance(60_000);
+    let left = until("old runs deleted", || async {
+        let v = instances(&api, &app, j).await;
+        (v.len() == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(left[0].id, young);
+    for id in old {
+        assert!(api.get_instance(app.clone(), id).await.is_err());
+    }
+    assert_eq!(metric(&api, "ferrojob_retention_deleted_total"), 3);
+    server.shutdown().await;
+}
+
+/// The value of counter `name` in the server's metrics text.
+fn metric(api: &std::sync::Arc<dyn ferrojob::api::Api>, name: &str) -> u64 {
+    api.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -539,5 +605,62 @@ async fn lifecycle_bounds_the_fires_and_max_worker_count_caps_broadcast() {
     };
     assert_eq!(sj.all_worker_addresses.len(), 2);
     assert_eq!(sj.all_worker_addresses[0], tracker);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn schedules_faster_than_the_servers_minimum_period_are_refused() {
+    let clock = VirtualClock::new(T0);
+    let mut cfg = config(StoreChoice::Memory, Some(&clock));
+    cfg.min_period_ms = 1000;
+    let server = start(cfg).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    for kind in [T::FixedRate, T::FixedDelay] {
+        let e = api
+            .create_job(app.clone(), job(kind, "999"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ferrojob::api::ErrorCode::InvalidArgument, "{e}");
+        assert!(e.message.contains("min_period_ms"), "{e}");
+    }
+    let id = api
+        .create_job(app.clone(), job(T::FixedRate, "1000"))
+        .await
+        .unwrap()
+        .id;
+    let e = api
+        .update_job(app.clone(), id, job(T::FixedRate, "10"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ferrojob::api::ErrorCode::InvalidArgument, "{e}");
+    // Untouched by the refused update.
+    let v = api.get_job(app.clone(), id).await.unwrap();
+    assert_eq!(v.body.time_expression, "1000");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_app_at_its_job_quota_is_refused_without_touching_other_apps() {
+    let clock = VirtualClock::new(T0);
+    let mut cfg = config(StoreChoice::Memory, Some(&clock));
+    cfg.max_jobs_per_app = 2;
+    let server = start(cfg).await;
+    let api = server.api();
+    let a = app(&api, "a").await;
+    let b = app(&api, "b").await;
+    let first = api.create_job(a.clone(), job(T::Api, "")).await.unwrap().id;
+    api.create_job(a.clone(), job(T::Api, "")).await.unwrap();
+    let e = api
+        .create_job(a.clone(), job(T::Api, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ferrojob::api::ErrorCode::Conflict, "{e}");
+    assert!(e.message.contains("max_jobs_per_app"), "{e}");
+    // Another tenant is not affected.
+    api.create_job(b.clone(), job(T::Api, "")).await.unwrap();
+    // Deleting one makes room again.
+    api.delete_job(a.clone(), first).await.unwrap();
+    api.create_job(a.clone(), job(T::Api, "")).await.unwrap();
     server.shutdown().await;
 }

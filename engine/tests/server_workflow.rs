@@ -882,7 +882,10 @@ async fn real_workers_see_the_context_and_a_decision_routes_on_it() {
 #[tokio::test]
 async fn fan_out_and_in_with_concurrent_instances() {
     let clock = VirtualClock::new(T0);
-    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let mut cfg = config(StoreChoice::Memory, Some(&clock));
+    // Every node instance is checked at the end: none pruned.
+    cfg.keep_finished_runs = 1000;
+    let server = start(cfg).await;
     let api = server.api();
     let app = app(&api, "a").await;
     let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;

@@ -467,6 +467,52 @@ async fn a_panicking_processor_fails_its_instance_and_the_worker_lives_on() {
 }
 
 #[tokio::test]
+async fn shell_and_http_are_refused_unless_allowed() {
+    let mut server = FakeServer::start(SECRET).await;
+    let marker = tempfile::tempdir().unwrap();
+    let witness = marker.path().join("ran");
+    let worker = Worker::builder(strict_config(server.addr))
+        .builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    let command = format!("touch {}", witness.display());
+    for (id, name, params) in [
+        (1, "shell", command.as_str()),
+        (2, "http", "http://127.0.0.1:9/"),
+    ] {
+        conn.schedule(job(id, name, params)).await;
+        let last = conn.reports_until_final(id).await.pop().unwrap();
+        assert_final(&last, InstanceStatus::Failed);
+        let msg = last.result.unwrap();
+        assert!(
+            msg.starts_with(&format!(
+                "processor \"{name}\" is disabled on worker {}",
+                worker.address()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("--allow-processor {name}")), "{msg}");
+    }
+    // The safe built-ins are there; the dangerous ones are not even listed.
+    conn.schedule(job(3, "nope", "")).await;
+    let msg = conn
+        .reports_until_final(3)
+        .await
+        .pop()
+        .unwrap()
+        .result
+        .unwrap();
+    assert!(
+        msg.ends_with("(this worker has: noop, sleep, sum_mr)"),
+        "{msg}"
+    );
+    assert!(!witness.exists(), "the shell command ran");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_processor_and_map_fail() {
     let mut server = FakeServer::start(SECRET).await;
     let worker = Worker::builder(config(server.addr))

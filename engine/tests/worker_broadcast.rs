@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use ferrojob::worker::{BroadcastProcessor, ProcessResult, TaskContext, TaskResult, Worker};
-use ferrojob_transport::message::{ExecuteType, InstanceStatus, ScheduleJob};
+use ferrojob_transport::message::{
+    ExecuteType, InstanceStatus, Message, ReportTaskStatus, ScheduleJob, StartTask, TaskStatus,
+};
 use parking_lot::Mutex;
 use worker_support::*;
 
@@ -226,4 +228,112 @@ async fn stopping_a_broadcast_stops_the_peers_tasks() {
     for w in workers {
         w.shutdown().await;
     }
+}
+
+/// What a ProcessorTracker answers to `start`, sent by `from`.
+async fn answer_on(from: &mut Conn, start: StartTask) -> ReportTaskStatus {
+    let task_id = start.task_id.clone();
+    from.handle.send(start).await.unwrap();
+    from.wait_for(|m| match m {
+        Message::ReportTaskStatus(r) if r.task_id == task_id => Some(r.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// What the worker at `worker` answers to `start`, sent on a connection of its own (as a
+/// TaskTracker does) by a secret holder claiming to be `sender`.
+async fn answer(worker: &str, sender: &str, start: StartTask) -> ReportTaskStatus {
+    answer_on(&mut peer(worker, sender).await, start).await
+}
+
+fn start_task(instance: ScheduleJob, tracker: &str, task_id: &str) -> StartTask {
+    StartTask {
+        instance,
+        task_tracker_address: tracker.into(),
+        sub_instance_id: 0,
+        task_id: task_id.into(),
+        task_name: "broadcast".into(),
+        task_content: Vec::new(),
+        current_retry: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_task_runs_only_for_a_consistent_dispatch_of_a_registered_processor() {
+    let mut server = FakeServer::start(SECRET).await;
+    let seen = Arc::new(Seen::default());
+    // The target: `rec` and the safe built-ins, no `shell`.
+    let target = Worker::builder(strict_config(server.addr))
+        .broadcast("rec", Recorder(Arc::clone(&seen)))
+        .builtins()
+        .start()
+        .await
+        .unwrap();
+    let _conn = server.accept().await;
+    let own = target.address().to_string();
+    let tracker = "127.0.0.1:1";
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("ran");
+    let refused = |r: &ReportTaskStatus| {
+        assert_eq!(r.status, TaskStatus::WorkerProcessFailed, "{r:?}");
+        r.result.clone().unwrap_or_default()
+    };
+
+    // A shell task on a worker that did not allow shell.
+    let mut shell = broadcast_job(1, "shell", vec![tracker.into(), own.clone()]);
+    shell.job_params = format!("touch {}", witness.display());
+    let msg = refused(&answer(&own, tracker, start_task(shell, tracker, "1")).await);
+    assert!(msg.contains("processor \"shell\" is disabled"), "{msg}");
+
+    // The sender names another TaskTracker than the one it authenticated as.
+    let rec = broadcast_job(2, "rec", vec!["127.0.0.1:2".into(), own.clone()]);
+    let msg = refused(&answer(&own, tracker, start_task(rec, "127.0.0.1:2", "1")).await);
+    assert!(msg.contains("is not the sender"), "{msg}");
+
+    // A TaskTracker that is not one of the instance's workers, and an instance this worker
+    // is not part of.
+    let rec = broadcast_job(3, "rec", vec!["127.0.0.1:2".into(), own.clone()]);
+    let msg = refused(&answer(&own, tracker, start_task(rec, tracker, "1")).await);
+    assert!(msg.contains("is not one of instance 3's workers"), "{msg}");
+    let rec = broadcast_job(4, "rec", vec![tracker.into(), "127.0.0.1:3".into()]);
+    let msg = refused(&answer(&own, tracker, start_task(rec, tracker, "1")).await);
+    assert!(
+        msg.contains(&format!("worker {own} is not one of")),
+        "{msg}"
+    );
+
+    // A StartTask for an instance that is not BROADCAST.
+    let mut standalone = broadcast_job(5, "rec", vec![tracker.into(), own.clone()]);
+    standalone.execute_type = ExecuteType::Standalone;
+    let msg = refused(&answer(&own, tracker, start_task(standalone, tracker, "1")).await);
+    assert!(msg.contains("cannot carry a Standalone instance"), "{msg}");
+    assert!(seen.process.lock().is_empty(), "a refused task ran");
+    assert!(!witness.exists(), "the shell command ran");
+
+    // The same sender with a consistent dispatch is served.
+    let mut from = peer(&own, tracker).await;
+    let rec = broadcast_job(6, "rec", vec![tracker.into(), own.clone()]);
+    let r = answer_on(&mut from, start_task(rec, tracker, "2")).await;
+    assert_eq!(r.status, TaskStatus::WorkerProcessSucceed, "{r:?}");
+    assert_eq!(seen.process.lock().len(), 1);
+    // A connection carries one instance: a task of another one closes it, unrun.
+    let other = broadcast_job(7, "rec", vec![tracker.into(), own.clone()]);
+    from.handle
+        .send(start_task(other, tracker, "3"))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(WAIT, async {
+        while let Some(m) = from.incoming.recv().await {
+            assert!(!matches!(m.message, Message::ReportTaskStatus(_)), "{m:?}");
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection stayed open");
+    assert_eq!(
+        seen.process.lock().len(),
+        1,
+        "the second instance's task ran"
+    );
+    target.shutdown().await;
 }

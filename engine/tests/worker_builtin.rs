@@ -111,9 +111,13 @@ async fn shell_logs_output_and_reports_exit_codes() {
         .unwrap();
     let mut conn = server.accept().await;
 
-    // Instance params win over job params.
-    let mut j = job(1, "shell", "echo job params");
-    j.instance_params = "echo one; echo two; echo oops >&2".into();
+    // The job's params are the command; the run's params are a variable, not code.
+    let mut j = job(
+        1,
+        "shell",
+        r#"echo "$FERROJOB_INSTANCE_PARAMS"; echo two; echo oops >&2"#,
+    );
+    j.instance_params = "one".into();
     conn.schedule(j).await;
     let last = conn.reports_until_final(1).await.pop().unwrap();
     assert_final(&last, InstanceStatus::Succeed);

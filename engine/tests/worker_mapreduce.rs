@@ -15,7 +15,9 @@ use ferrojob::worker::{
     Worker, WorkerConfig,
 };
 use ferrojob_store::MemoryStore;
-use ferrojob_transport::message::{ExecuteType, InstanceStatus, ScheduleJob};
+use ferrojob_transport::message::{
+    ExecuteType, InstanceStatus, Message, ReportTaskStatuses, ScheduleJob, StartTasks, TaskSpec,
+};
 use parking_lot::Mutex;
 use worker_support::*;
 
@@ -546,4 +548,94 @@ async fn sum_mr_through_a_real_server() {
         w.shutdown().await;
     }
     server.shutdown().await;
+}
+
+/// The outcomes a ProcessorTracker reports to `from` for `instance`, until `n` arrived.
+async fn outcomes(from: &mut Conn, instance: u64, n: usize) -> Vec<(u64, bool, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let r: ReportTaskStatuses = from
+            .wait_for(|m| match m {
+                Message::ReportTaskStatuses(r) if r.instance_id == instance => Some(r.clone()),
+                _ => None,
+            })
+            .await;
+        out.extend(
+            r.reports
+                .into_iter()
+                .map(|o| (o.task_id, o.success, o.result)),
+        );
+    }
+    out.sort();
+    out
+}
+
+fn tasks(ids: std::ops::Range<u64>) -> Vec<TaskSpec> {
+    ids.map(|task_id| TaskSpec {
+        task_id,
+        dispatch: 1,
+        name: "item".into(),
+        content: task_id.to_string().into_bytes(),
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_tasks_run_only_for_the_announced_instance_of_their_tracker() {
+    let seen = Seen::new();
+    let c = Cluster::start(1, &seen, 0, no_tweak, None, None).await;
+    let own = c.workers[0].address().to_string();
+    let tracker = "127.0.0.1:1";
+    let mut from = peer(&own, tracker).await;
+    let mut j = c.job(1, ExecuteType::MapReduce, "summer", "");
+    j.all_worker_addresses = vec![tracker.into(), own.clone()];
+
+    // Named TaskTracker and sender disagree: nothing runs, every task fails with the reason.
+    let forged = StartTasks {
+        instance: ScheduleJob {
+            instance_id: 2,
+            ..j.clone()
+        },
+        task_tracker_address: "127.0.0.1:2".into(),
+        tasks: tasks(1..3),
+    };
+    let mut forger = peer(&own, tracker).await;
+    forger.handle.send(forged).await.unwrap();
+    let got = outcomes(&mut forger, 2, 2).await;
+    assert_eq!(got.len(), 2);
+    for (_, success, result) in &got {
+        assert!(!success);
+        assert!(result.contains("is not the sender"), "{result}");
+    }
+
+    // A consistent instance is announced by its first batch and runs.
+    let announced = StartTasks {
+        instance: j.clone(),
+        task_tracker_address: tracker.into(),
+        tasks: tasks(1..3),
+    };
+    from.handle.send(announced).await.unwrap();
+    let got = outcomes(&mut from, 1, 2).await;
+    assert!(got.iter().all(|(_, success, _)| *success), "{got:?}");
+
+    // A later batch of the same instance with other params is refused.
+    let changed = StartTasks {
+        instance: ScheduleJob {
+            job_params: "other".into(),
+            ..j.clone()
+        },
+        task_tracker_address: tracker.into(),
+        tasks: tasks(3..5),
+    };
+    from.handle.send(changed).await.unwrap();
+    let got = outcomes(&mut from, 1, 2).await;
+    for (_, success, result) in &got {
+        assert!(!success);
+        assert!(result.contains("changed since its first batch"), "{result}");
+    }
+    let ran: Vec<u64> = seen.by_task.lock().keys().copied().collect();
+    assert_eq!(ran, [1, 2], "only the announced batch ran");
+    for w in c.workers {
+        w.shutdown().await;
+    }
 }

@@ -36,6 +36,9 @@ fn options(recovery: RecoveryMode) -> LogOptions {
         segment_bytes: 4096,
         max_group_bytes: 4096,
         background_compaction: false,
+        // Segments that grow with each append: the fixture's three batches stay in one
+        // segment, whenever the preallocation thread would have had a spare ready.
+        preallocate: false,
         ..LogOptions::default()
     }
 }

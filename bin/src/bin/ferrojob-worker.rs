@@ -1,5 +1,5 @@
-//! `ferrojob-worker`: the bundled worker (processors shell, http, noop, sleep, sum_mr). Parse flags,
-//! start the library's worker, run until Ctrl-C or SIGTERM.
+//! `ferrojob-worker`: the bundled worker (processors noop, sleep, sum_mr; shell and http with
+//! `--allow-processor`). Parse flags, start the library's worker, run until Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;
 

@@ -28,10 +28,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(exe: &str, args: &[String], log_dir: &Path, name: &str) -> Proc {
+        Self::spawn_with_env(exe, args, &[], log_dir, name)
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        exe: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+        name: &str,
+    ) -> Proc {
         let stderr = log_dir.join(format!("{name}.stderr"));
         let file = std::fs::File::create(&stderr).unwrap();
         let mut child = Command::new(exe)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(file))
@@ -116,6 +128,9 @@ pub fn start_server(dir: &Path, transport: Option<SocketAddr>, name: &str) -> Pr
         &listen,
         "--admin-token",
         TOKEN,
+        // The end-to-end jobs run every few hundred ms to finish quickly.
+        "--min-period-ms",
+        "100",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -152,20 +167,28 @@ impl Cluster {
         c
     }
 
+    /// Starts one more worker, with `shell` allowed (the tests' jobs use it).
     pub fn add_worker(&mut self, secret: &str, tag: &str) -> usize {
-        self.add_worker_with(secret, tag, &[])
+        self.add_worker_with(secret, tag, &["--allow-processor", "shell"])
     }
 
-    /// Starts one more worker with extra command-line flags.
+    /// Starts one more worker with extra command-line flags (and no `--allow-processor`
+    /// unless they have it).
     pub fn add_worker_with(&mut self, secret: &str, tag: &str, extra: &[&str]) -> usize {
+        let mut args = vec!["--secret", secret];
+        args.extend_from_slice(extra);
+        self.add_worker_env(tag, &args, &[])
+    }
+
+    /// Starts one more worker with these flags (the secret among them, or in `env` as
+    /// `FERROJOB_SECRET`) and environment variables.
+    pub fn add_worker_env(&mut self, tag: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
         let n = self.workers.len();
         let mut args: Vec<String> = [
             "--server",
             &self.transport.to_string(),
             "--app",
             APP,
-            "--secret",
-            secret,
             "--tag",
             tag,
             "--heartbeat-interval-ms",
@@ -175,9 +198,10 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let w = Proc::spawn(
+        let w = Proc::spawn_with_env(
             env!("CARGO_BIN_EXE_ferrojob-worker"),
             &args,
+            env,
             self.dir.path(),
             &format!("worker{n}"),
         );

@@ -32,14 +32,14 @@ use crate::schedule::{FirePlan, RunningCount};
 use crate::time_expression::{EpochMs, TimeExpression};
 use crate::wheel::{TimerKey, TimerWheel};
 
-use super::job::JobSpec;
+use super::job::{JobSpec, StoredSpec};
 use super::processor::Processor;
 use super::report::SkipReason;
 
 /// A registered job, shared by the core, the scheduler handle and the job's runs.
 pub(crate) struct JobDef {
     pub(crate) id: JobId,
-    pub(crate) spec: JobSpec,
+    pub(crate) spec: StoredSpec,
     pub(crate) processor: Arc<dyn Processor>,
     pub(crate) counters: JobCounters,
     /// Scheduling state; locked only by the core, on the driver thread.
@@ -51,7 +51,7 @@ impl JobDef {
     pub(crate) fn new(id: JobId, spec: JobSpec, processor: Arc<dyn Processor>) -> Self {
         JobDef {
             id,
-            spec,
+            spec: StoredSpec::from(spec),
             processor,
             counters: JobCounters::default(),
             driver: Mutex::new(DriverState::default()),
@@ -208,7 +208,7 @@ impl Core {
         match command {
             Command::Add(def) => {
                 let spec = &def.spec;
-                let after = spec.resume_after.unwrap_or(now);
+                let after = spec.resume_after().unwrap_or(now);
                 {
                     let mut st = def.driver();
                     st.scheduled = true;

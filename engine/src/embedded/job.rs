@@ -54,15 +54,6 @@ impl JobSpec {
         }
     }
 
-    /// The job's schedule as the shared scheduling rules see it.
-    pub(crate) fn schedule(&self) -> Schedule<'_> {
-        Schedule {
-            expression: &self.expression,
-            lifecycle: &self.lifecycle,
-            misfire: self.misfire,
-        }
-    }
-
     /// Sets [`JobSpec::lifecycle`].
     pub fn with_lifecycle(mut self, lifecycle: Lifecycle) -> Self {
         self.lifecycle = lifecycle;
@@ -127,14 +118,17 @@ pub struct RetryPolicy {
     pub max_backoff_ms: u64,
 }
 
+/// [`RetryPolicy::default`].
+const NO_RETRY: RetryPolicy = RetryPolicy {
+    retries: 0,
+    initial_backoff_ms: 1_000,
+    max_backoff_ms: 60_000,
+};
+
 impl Default for RetryPolicy {
     /// No retries; were `retries` raised, 1 s doubling up to 1 min.
     fn default() -> Self {
-        RetryPolicy {
-            retries: 0,
-            initial_backoff_ms: 1_000,
-            max_backoff_ms: 60_000,
-        }
+        NO_RETRY
     }
 }
 
@@ -156,9 +150,146 @@ impl RetryPolicy {
     }
 }
 
+/// [`Lifecycle::default`]: no bounds.
+const NO_BOUNDS: Lifecycle = Lifecycle {
+    start: None,
+    end: None,
+};
+
+/// What the scheduler keeps of a [`JobSpec`] while the job is registered, packed: the fields
+/// every fire reads stay inline; the ones most jobs leave at their defaults (lifecycle,
+/// `resume_after`, timeout, retries, parameters) live in one box that exists only when one of
+/// them is set. A job with defaults costs 48 bytes here instead of the spec's ~150, plus its
+/// name, stored at its exact length.
+#[derive(Debug)]
+pub(crate) struct StoredSpec {
+    pub(crate) name: Box<str>,
+    pub(crate) expression: TimeExpression,
+    pub(crate) max_instances: u32,
+    pub(crate) misfire: MisfirePolicy,
+    pub(crate) enabled: bool,
+    rare: Option<Box<RareFields>>,
+}
+
+/// The [`JobSpec`] fields that are usually at their defaults.
+#[derive(Debug)]
+struct RareFields {
+    lifecycle: Lifecycle,
+    resume_after: Option<EpochMs>,
+    timeout_ms: u64,
+    retry: RetryPolicy,
+    params: Box<str>,
+}
+
+impl From<JobSpec> for StoredSpec {
+    fn from(spec: JobSpec) -> Self {
+        let defaults = spec.lifecycle == NO_BOUNDS
+            && spec.resume_after.is_none()
+            && spec.timeout_ms == 0
+            && spec.retry == NO_RETRY
+            && spec.params.is_empty();
+        StoredSpec {
+            name: spec.name.into_boxed_str(),
+            expression: spec.expression,
+            max_instances: spec.max_instances,
+            misfire: spec.misfire,
+            enabled: spec.enabled,
+            rare: (!defaults).then(|| {
+                Box::new(RareFields {
+                    lifecycle: spec.lifecycle,
+                    resume_after: spec.resume_after,
+                    timeout_ms: spec.timeout_ms,
+                    retry: spec.retry,
+                    params: spec.params.into_boxed_str(),
+                })
+            }),
+        }
+    }
+}
+
+impl StoredSpec {
+    /// [`JobSpec::lifecycle`].
+    pub(crate) fn lifecycle(&self) -> &Lifecycle {
+        self.rare.as_ref().map_or(&NO_BOUNDS, |r| &r.lifecycle)
+    }
+
+    /// [`JobSpec::resume_after`].
+    pub(crate) fn resume_after(&self) -> Option<EpochMs> {
+        self.rare.as_ref().and_then(|r| r.resume_after)
+    }
+
+    /// [`JobSpec::timeout_ms`].
+    pub(crate) fn timeout_ms(&self) -> u64 {
+        self.rare.as_ref().map_or(0, |r| r.timeout_ms)
+    }
+
+    /// [`JobSpec::retry`].
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        self.rare.as_ref().map_or(&NO_RETRY, |r| &r.retry)
+    }
+
+    /// [`JobSpec::params`].
+    pub(crate) fn params(&self) -> &str {
+        self.rare.as_ref().map_or("", |r| &r.params)
+    }
+
+    /// The job's schedule as the shared scheduling rules see it.
+    pub(crate) fn schedule(&self) -> Schedule<'_> {
+        Schedule {
+            expression: &self.expression,
+            lifecycle: self.lifecycle(),
+            misfire: self.misfire,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_spec_keeps_every_field() {
+        let rate = TimeExpression::FixedRate { period_ms: 1_000 };
+        let plain = StoredSpec::from(JobSpec::new("plain", rate.clone()));
+        assert!(plain.rare.is_none());
+        assert_eq!(&*plain.name, "plain");
+        assert_eq!(plain.lifecycle(), &Lifecycle::default());
+        assert_eq!(plain.retry(), &RetryPolicy::default());
+        assert_eq!(
+            (plain.resume_after(), plain.timeout_ms(), plain.params()),
+            (None, 0, "")
+        );
+        assert!(plain.enabled);
+
+        let mut spec = JobSpec::new("full", rate)
+            .with_lifecycle(Lifecycle {
+                start: Some(5),
+                end: Some(9),
+            })
+            .with_misfire(MisfirePolicy::Skip)
+            .with_resume_after(7);
+        spec.max_instances = 3;
+        spec.timeout_ms = 250;
+        spec.retry = RetryPolicy::retries(2);
+        spec.params = "p=1".into();
+        spec.enabled = false;
+        let full = StoredSpec::from(spec);
+        assert_eq!(full.lifecycle().start, Some(5));
+        assert_eq!(full.lifecycle().end, Some(9));
+        assert_eq!(full.misfire, MisfirePolicy::Skip);
+        assert_eq!(full.resume_after(), Some(7));
+        assert_eq!(full.max_instances, 3);
+        assert_eq!(full.timeout_ms(), 250);
+        assert_eq!(full.retry().retries, 2);
+        assert_eq!(full.params(), "p=1");
+        assert!(!full.enabled);
+        // Any one rare field set keeps it.
+        let only_params = StoredSpec::from(JobSpec {
+            params: "x".into(),
+            ..JobSpec::new("p", TimeExpression::Api)
+        });
+        assert_eq!(only_params.params(), "x");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -100,7 +100,7 @@ impl RunContext {
 
     /// The job's parameters.
     pub fn params(&self) -> &str {
-        &self.job.spec.params
+        self.job.spec.params()
     }
 
     /// The parameters of this run, if it was triggered with some.

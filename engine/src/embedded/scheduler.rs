@@ -334,7 +334,7 @@ impl Scheduler {
             .inner
             .jobs
             .iter()
-            .map(|e| (*e.key(), e.value().spec.name.clone()))
+            .map(|e| (*e.key(), e.value().spec.name.to_string()))
             .collect();
         jobs.sort_by_key(|(id, _)| *id);
         jobs
@@ -517,10 +517,10 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
         };
         let run = std::panic::AssertUnwindSafe(def.processor.process(ctx)).catch_unwind();
         let timeout = async {
-            if spec.timeout_ms == 0 {
+            if spec.timeout_ms() == 0 {
                 std::future::pending::<()>().await;
             } else {
-                let ms = i64::try_from(spec.timeout_ms).unwrap_or(i64::MAX);
+                let ms = i64::try_from(spec.timeout_ms()).unwrap_or(i64::MAX);
                 let deadline = inner.clock.now_us().saturating_add(ms.saturating_mul(1000));
                 inner.clock.sleep_until(deadline).await;
             }
@@ -537,7 +537,7 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
             },
             () = timeout => RunOutcome::TimedOut,
         };
-        if attempt > spec.retry.retries {
+        if attempt > spec.retry().retries {
             break failure;
         }
         tracing::debug!(
@@ -547,7 +547,7 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
             ?failure,
             "retrying"
         );
-        let backoff = i64::try_from(spec.retry.backoff_ms(attempt)).unwrap_or(i64::MAX);
+        let backoff = i64::try_from(spec.retry().backoff_ms(attempt)).unwrap_or(i64::MAX);
         let wake = inner
             .clock
             .now_us()

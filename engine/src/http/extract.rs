@@ -63,7 +63,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// The body of `req`, within the router's body limit (413 past it) and the body read timeout
 /// the guard put in its extensions (408 past it; [`DEFAULT_BODY_READ_TIMEOUT`] if absent).
-async fn read_body(req: Request) -> Result<Bytes, Failure> {
+pub(crate) async fn read_body(req: Request) -> Result<Bytes, Failure> {
     let timeout = req
         .extensions()
         .get::<BodyReadTimeout>()

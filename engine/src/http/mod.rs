@@ -19,6 +19,8 @@
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
 //!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
 //!   take an empty body as `{}`; every other body route requires a JSON body.
+//! - `console` serves the web console: HTML pages at `/` over the same [`Api`], with its own
+//!   sessions (cookie + CSRF token) instead of bearer tokens.
 //! - `handlers` holds one function per job, instance and app route, `workflow` one per
 //!   workflow and workflow instance route; `guard` the outer middleware.
 //!
@@ -31,6 +33,7 @@
 //! | `GET /healthz`, `GET /metrics`, `POST /v1/validate` | none needed | – |
 //! | `POST /v1/apps` (admin) | the admin token | no token 401, any other token 403 |
 //! | `/v1/apps/{app}/...` | the admin token, or the secret of `{app}` | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
+//! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`) | 303 to `/login`; a form without its CSRF token 403 |
 //!
 //! `/v1/validate` is open: it reads no server state and its work is bounded (at most
 //! [`MAX_VALIDATE_COUNT`](crate::api::MAX_VALIDATE_COUNT) times, a body within the limit).
@@ -59,7 +62,8 @@
 //! - A panicking handler answers 500 and the server keeps serving (the `guard` middleware
 //!   catches the unwind; nothing here holds a lock across a handler).
 //! - A request is authorized before its body is read: an unauthenticated caller cannot make
-//!   the server buffer a body.
+//!   the server buffer a body. The one exception is the console's `POST /login`, whose body
+//!   carries the credentials (within the same body limit and read timeout).
 //! - Secrets never reach a log line: the guard logs method, path and status only.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -70,6 +74,7 @@
 
 mod alarm;
 mod auth;
+mod console;
 mod extract;
 mod failure;
 mod guard;
@@ -134,6 +139,9 @@ pub struct HttpConfig {
     /// were asked to close; the ones still open then are dropped. Default
     /// [`SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
+    /// Mark the web console's cookies `Secure`: set it when browsers reach this server over
+    /// TLS (a TLS-terminating proxy in front of it). Default false.
+    pub secure_cookies: bool,
 }
 
 impl HttpConfig {
@@ -146,6 +154,7 @@ impl HttpConfig {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
+            secure_cookies: false,
         }
     }
 }
@@ -159,6 +168,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("body_read_timeout", &self.body_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("secure_cookies", &self.secure_cookies)
             .finish()
     }
 }
@@ -172,9 +182,10 @@ pub(crate) struct Shared {
     pub(crate) body_read_timeout: Duration,
 }
 
-/// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz` and
-/// `GET /metrics`, with JSON errors for unknown routes (404) and methods (405), the body limit
-/// of `config` and a guard that turns a handler panic into a 500.
+/// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
+/// `GET /metrics` and the web console's pages (at `/`, outside `/v1`), with JSON errors for
+/// unknown routes (404) and methods (405), the body limit of `config` and a guard that turns
+/// a handler panic into a 500.
 pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
     let shared = Shared {
         api,
@@ -251,6 +262,11 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
             post(alarm::test_channel),
         )
         .route("/v1/apps/{app}/alarms", get(alarm::list_alarms))
+        .merge(console::router(
+            Arc::clone(&shared.api),
+            Arc::clone(&shared.admin_token),
+            config.secure_cookies,
+        ))
         // After every route: it is installed on the routes that exist when it is called.
         .method_not_allowed_fallback(h::method_not_allowed)
         .fallback(h::not_found)

@@ -17,12 +17,12 @@ pub enum TaskState {
     },
     /// Finished well.
     Succeeded {
-        /// The processor's result (capped to [`MAX_RESULT_LEN`]).
+        /// The processor's result (capped to [`MAX_RESULT_LEN`](super::MAX_RESULT_LEN)).
         result: String,
     },
     /// Failed for good: retries exhausted.
     Failed {
-        /// The last failure's message (capped to [`MAX_RESULT_LEN`]).
+        /// The last failure's message (capped to [`MAX_RESULT_LEN`](super::MAX_RESULT_LEN)).
         reason: String,
         /// Dispatches made.
         attempts: u32,
@@ -47,7 +47,7 @@ pub struct TaskRecord {
     pub parent: Option<u64>,
     /// The name the processor branches on (`ROOT_TASK`, a map stage).
     pub name: String,
-    /// Opaque payload, at most [`MAX_CONTENT_LEN`] bytes.
+    /// Opaque payload, at most [`MAX_CONTENT_LEN`](super::MAX_CONTENT_LEN) bytes.
     pub content: Vec<u8>,
     /// Where the task is.
     pub status: TaskState,
@@ -61,7 +61,7 @@ pub struct TaskRecord {
     pub avoid_worker: Option<String>,
 }
 
-/// One final task, as [`TaskStore::results`] streams them for reduce.
+/// One final task, as [`TaskStore::results`](super::TaskStore::results) streams them for reduce.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskResult {
     /// The task.
@@ -98,7 +98,7 @@ impl TaskCounts {
     }
 }
 
-/// A ProcessorTracker's final report on a task, for [`TaskStore::mark_finished_many`].
+/// A ProcessorTracker's final report on a task, for [`TaskStore::mark_finished_many`](super::TaskStore::mark_finished_many).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskReport {
     /// The task.
@@ -114,7 +114,7 @@ pub struct TaskReport {
     pub result: String,
 }
 
-/// What [`TaskStore::mark_finished`] did with a report.
+/// What [`TaskStore::mark_finished`](super::TaskStore::mark_finished) did with a report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finish {
     /// The task succeeded.

@@ -1,18 +1,23 @@
 //! The repository's job instances: the fire batch, creation, updates with their index rows,
 //! listings by app, job and status, deletion and the finished runs beyond a count.
 
+use std::ops::Bound;
+
 use ferrojob_store::{Batch, KeyRange};
 
 use crate::ids::{AppId, InstanceId, JobId};
 use crate::model::InstanceStatus;
 use crate::time_expression::EpochMs;
 
-use super::codec::encode;
+use super::codec::{decode, encode};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys::{self, *};
 use super::records::DelayedRun;
 use super::repo::{Commit, InstanceFilter, Page, Repo, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_PAGE};
+
+/// Records in a row triggered within the retention window after which an age scan stops.
+pub(crate) const AGE_SCAN_YOUNG_RUN: usize = 1024;
 
 impl Repo {
     pub(super) fn insert_instance_ops(
@@ -363,5 +368,52 @@ impl Repo {
             }
         }
         Ok(out)
+    }
+
+    /// Up to `limit` finished instances whose `finished_time` is before `cutoff`, oldest id
+    /// first, examining instance records in id (creation) order from `from`: what retention
+    /// by age deletes. Ids grow with creation time and a trigger never precedes its
+    /// instance's creation by more than a delayed run's delay, so the scan stops after
+    /// `AGE_SCAN_YOUNG_RUN` (1024) records in a row triggered at or after `cutoff` (a younger tail
+    /// holds nothing to delete), or after `max_examine` records. Returns the candidates and
+    /// the id to continue from (`None`: the scan reached the young tail or the end).
+    pub fn finished_before(
+        &self,
+        cutoff: EpochMs,
+        from: InstanceId,
+        max_examine: usize,
+        limit: usize,
+    ) -> Result<(Vec<InstanceId>, Option<InstanceId>), RepoError> {
+        let start = keys::id(from.0);
+        let mut range = KeyRange::new(Bound::Included(&start[..]), Bound::Unbounded);
+        let mut out = Vec::new();
+        let mut examined = 0usize;
+        let mut young_run = 0usize;
+        loop {
+            let rows = self.store.range(INSTANCES, &range, 256)?;
+            let Some((last, _)) = rows.last() else {
+                return Ok((out, None));
+            };
+            range = range.after(last);
+            for (k, v) in &rows {
+                examined += 1;
+                let inst: InstanceRecord = decode(INSTANCES, k, v)?;
+                if inst.trigger_time >= cutoff {
+                    young_run += 1;
+                    if young_run >= AGE_SCAN_YOUNG_RUN {
+                        return Ok((out, None));
+                    }
+                } else {
+                    young_run = 0;
+                }
+                if inst.status.is_final() && inst.finished_time.is_some_and(|t| t < cutoff) {
+                    out.push(inst.id);
+                }
+                if out.len() >= limit || examined >= max_examine {
+                    let next = inst.id.0.checked_add(1).map(InstanceId);
+                    return Ok((out, next));
+                }
+            }
+        }
     }
 }

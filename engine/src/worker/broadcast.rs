@@ -16,6 +16,9 @@
 //! ```
 //!
 //! MAP/MAP_REDUCE tasks arrive on the same Listener (`StartTasks`, see `processor_tracker`).
+//! Nothing on the Listener comes from the server: a peer's task runs only once
+//! `admission::check_peer_task` accepted it (the rules and what they cannot catch are in
+//! `admission`); a refused task fails with the refusal as its result.
 //!
 //! Each remote attempt runs in its own spawned task holding the instance's token: when the
 //! instance is stopped or times out, that task (not the dropped tracker future) tells the
@@ -29,10 +32,12 @@ use ferrojob_transport::message::{
     ErrorCode, ErrorReply, Message, ReportTaskStatus, StartTask, TaskStatus, TrackerStopInstance,
 };
 use ferrojob_transport::net::{connect, Accepted, Connected, Incoming, Listener};
+use ferrojob_transport::PeerInfo;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::{check_peer_task, PeerMessage, PeerTask};
 use super::epoch_ms;
 use super::instance::{run_attempt, unknown_processor, InstanceInfo};
 use super::logs::InstanceLogger;
@@ -67,15 +72,32 @@ pub(crate) async fn run_local_task(
     }
 }
 
-/// Runs a broadcast task a peer's TaskTracker asked for, once the core grants it a
-/// concurrency slot of its job.
+/// Runs a broadcast task a peer's TaskTracker (`sender`, as it authenticated) asked for,
+/// once `admission` accepted it and the core granted it a concurrency slot of its job.
 async fn run_peer_task(
     shared: &Arc<Shared>,
+    sender: &str,
     start: &StartTask,
     logger: InstanceLogger,
     cancel: CancellationToken,
 ) -> ProcessResult {
     let job = &start.instance;
+    let task = PeerTask {
+        own_address: &shared.address,
+        sender,
+        message: PeerMessage::StartTask,
+        instance: job,
+        task_tracker_address: &start.task_tracker_address,
+    };
+    let processor = shared.processors.get(&job.processor_info);
+    if let Err(refused) = check_peer_task(
+        task,
+        processor,
+        shared.processors.keys().map(String::as_str),
+    ) {
+        tracing::warn!(instance = job.instance_id, peer = sender, processor = %job.processor_info, %refused, "peer task refused");
+        return ProcessResult::fail(refused.to_string());
+    }
     let Some(_slot) = shared.peer_slot(job.job_id, job.concurrency, &cancel).await else {
         return ProcessResult::fail(if cancel.is_cancelled() {
             "cancelled"
@@ -215,11 +237,19 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
         handle,
         mut incoming,
         addr,
-        ..
+        peer,
     } = accepted;
+    // The address the peer proved the app secret under; the listener only accepts workers.
+    let sender: Arc<str> = match peer {
+        PeerInfo::Worker { worker_address, .. } => Arc::from(worker_address),
+        _ => return,
+    };
     let connection = shared.tasks_root.child_token();
     let per_instance: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
     let mut map_instances: HashMap<u64, Arc<processor_tracker::PtInstance>> = HashMap::new();
+    // A TaskTracker opens one connection per instance (per task attempt for BROADCAST): the
+    // first task message names the connection's instance, and one for another closes it.
+    let mut instance_of_connection: Option<u64> = None;
     loop {
         let m = tokio::select! {
             m = incoming.recv() => m,
@@ -232,6 +262,21 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
         else {
             break;
         };
+        let named = match &message {
+            Message::StartTask(m) => Some(m.instance.instance_id),
+            Message::StartTasks(m) => Some(m.instance.instance_id),
+            _ => None,
+        };
+        if let Some(id) = named {
+            match instance_of_connection {
+                None => instance_of_connection = Some(id),
+                Some(first) if first != id => {
+                    tracing::warn!(peer = %sender, first, instance = id, "a peer sent tasks of a second instance on one connection: closing it");
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
         match message {
             Message::StartTask(start) => {
                 let instance_id = start.instance.instance_id;
@@ -242,9 +287,10 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
                     .clone();
                 let shared = Arc::clone(&shared);
                 let handle = handle.clone();
+                let sender = Arc::clone(&sender);
                 tokio::spawn(async move {
                     let logger = shared.logger(instance_id);
-                    let work = run_peer_task(&shared, &start, logger, cancel);
+                    let work = run_peer_task(&shared, &sender, &start, logger, cancel);
                     // Safety net: the TaskTracker enforces the timeout and stops us, but a
                     // lost TaskTracker must not leave the task running forever.
                     let r = match start.instance.instance_timeout_ms {
@@ -274,6 +320,7 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
             }
             Message::StartTasks(start) => processor_tracker::on_start_tasks(
                 &shared,
+                &sender,
                 &handle,
                 &connection,
                 &mut map_instances,

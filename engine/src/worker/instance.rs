@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::processor_unavailable;
 use super::broadcast;
 use super::core::{Input, ProcessorKind, Run, RunKind};
 use super::driver::InstanceHandle;
@@ -196,14 +197,15 @@ fn ready(r: ProcessResult) -> BoxFuture<'static, ProcessResult> {
     Box::pin(std::future::ready(r))
 }
 
-/// The failure for a processor name this worker does not have.
+/// The failure for a processor name this worker does not have (unknown, or a dangerous
+/// built-in the operator did not allow).
 pub(crate) fn unknown_processor(shared: &Shared, name: &str) -> ProcessResult {
-    let mut known: Vec<&str> = shared.processors.keys().map(String::as_str).collect();
-    known.sort_unstable();
-    ProcessResult::fail(format!(
-        "unknown processor {name:?} (this worker has: {})",
-        known.join(", ")
-    ))
+    let why = processor_unavailable(
+        shared.processors.keys().map(String::as_str),
+        name,
+        &shared.address,
+    );
+    ProcessResult::fail(why.to_string())
 }
 
 /// Runs one processor call; a panic becomes a failure ("processor panicked: ...").

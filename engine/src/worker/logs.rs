@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  InstanceLogger::info(..) --try_send--> bounded mpsc (log_queue lines) --> shipper task
-//!     full? count the line as dropped                                  batches of ≤ 512 lines
+//!     full? count the line as dropped                  batches of ≤ 512 lines and ≤ 1 MiB
 //!     room again? first a WARN "ferrojob: N log lines dropped"         or every 100 ms
 //!                                            --> bounded queue of LOG_BATCH_QUEUE batches
 //!                                            --> the session's writer, only when no report,
@@ -36,6 +36,9 @@ pub(crate) const BATCH_DELAY: Duration = Duration::from_millis(100);
 pub(crate) const LOG_BATCH_QUEUE: usize = 64;
 /// Longer lines are truncated to this many bytes (on a character boundary).
 pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024;
+/// Content bytes per `LogBatch` at most (plus one line): 512 lines of 16 KiB would not fit
+/// in one frame, so a batch of long lines is sent as several messages.
+pub(crate) const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Shared counters of the worker's log queue.
 #[derive(Debug, Default)]
@@ -184,12 +187,14 @@ pub(crate) async fn ship(
             }
         }
         let entries = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
-        let message = LogBatch {
-            worker_address: worker_address.clone(),
-            entries,
-        };
-        if outbound.send(message).await.is_err() {
-            return;
+        for entries in split_by_bytes(entries, MAX_BATCH_BYTES) {
+            let message = LogBatch {
+                worker_address: worker_address.clone(),
+                entries,
+            };
+            if outbound.send(message).await.is_err() {
+                return;
+            }
         }
     }
     // Shutdown: flush what is queued now, without waiting for more.
@@ -199,14 +204,37 @@ pub(crate) async fn ship(
         if lines.recv_many(&mut rest, BATCH_LINES).await == 0 {
             break;
         }
-        let message = LogBatch {
-            worker_address: worker_address.clone(),
-            entries: rest,
-        };
-        if outbound.send(message).await.is_err() {
-            return;
+        for entries in split_by_bytes(rest, MAX_BATCH_BYTES) {
+            let message = LogBatch {
+                worker_address: worker_address.clone(),
+                entries,
+            };
+            if outbound.send(message).await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// Splits `entries` in order into runs of at most `max` content bytes each (a run holds at
+/// least one line, whatever its length).
+fn split_by_bytes(entries: Vec<LogEntry>, max: usize) -> Vec<Vec<LogEntry>> {
+    let mut out = Vec::new();
+    let mut run: Vec<LogEntry> = Vec::new();
+    let mut bytes = 0usize;
+    for e in entries {
+        let n = e.content.len();
+        if !run.is_empty() && bytes.saturating_add(n) > max {
+            out.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(n);
+        run.push(e);
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -232,6 +260,29 @@ mod tests {
         assert_eq!(notice.content, "ferrojob: 2 log lines dropped (queue full)");
         assert_eq!(rx.try_recv().unwrap().content, "e");
         assert_eq!(log.dropped_pending(), 0);
+    }
+
+    #[test]
+    fn a_batch_of_long_lines_is_split_to_fit_a_frame_in_order() {
+        let line = |i: usize, n: usize| LogEntry {
+            instance_id: 1,
+            time_ms: i as i64,
+            level: LogLevel::Info,
+            content: "x".repeat(n),
+        };
+        let entries: Vec<LogEntry> = (0..BATCH_LINES).map(|i| line(i, MAX_LINE_BYTES)).collect();
+        let runs = split_by_bytes(entries, MAX_BATCH_BYTES);
+        assert_eq!(runs.len(), BATCH_LINES * MAX_LINE_BYTES / MAX_BATCH_BYTES);
+        for r in &runs {
+            let bytes: usize = r.iter().map(|e| e.content.len()).sum();
+            assert!(bytes <= MAX_BATCH_BYTES, "{bytes}");
+        }
+        let times: Vec<i64> = runs.iter().flatten().map(|e| e.time_ms).collect();
+        assert_eq!(times, (0..BATCH_LINES as i64).collect::<Vec<_>>());
+        // Short lines stay one batch; an empty batch is no message.
+        let short: Vec<LogEntry> = (0..BATCH_LINES).map(|i| line(i, 10)).collect();
+        assert_eq!(split_by_bytes(short, MAX_BATCH_BYTES).len(), 1);
+        assert!(split_by_bytes(Vec::new(), MAX_BATCH_BYTES).is_empty());
     }
 
     #[test]

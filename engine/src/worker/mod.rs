@@ -38,7 +38,16 @@
 //! - `processor_tracker`: the MAP/MAP_REDUCE tasks a worker runs for a TaskTracker.
 //! - `session`: the server connection (reader, control-first writer) and the metrics sampler.
 //! - `logs`: [`InstanceLogger`] and the log shipper.
-//! - [`builtin`]: `shell`, `http`, `noop`, `sleep`, `sum_mr`.
+//! - [`builtin`]: `noop`, `sleep`, `sum_mr`, and `shell`, `http` when allowed.
+//! - `admission`: what the worker runs for whom: a disabled or unknown processor
+//!   ([`ProcessorUnavailable`]), and the checks on a peer's `StartTask`/`StartTasks` before
+//!   any of its tasks runs.
+//!
+//! Trust: the server and every worker of an app prove the same app secret, so the worker
+//! trusts what arrives on its server connection and checks what arrives on its listener (see
+//! `admission`). `shell` and `http` run what jobs name, so they are registered only when
+//! [`WorkerConfig::allow_processors`] names them; `shell` takes its command from the job's
+//! params, never from a run's, and starts it with a clean environment (see [`builtin`]).
 //!
 //! Invariants: per instance dispatch, reports are numbered from `report_seq_base + 1` and
 //! strictly increase, and exactly one final report is sent, last (the core's); reports,
@@ -52,6 +61,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod admission;
 mod broadcast;
 pub mod builtin;
 mod core;
@@ -80,6 +90,8 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use admission::ProcessorUnavailable;
+pub use builtin::DangerousBuiltin;
 pub use logs::InstanceLogger;
 pub use processor::{
     summarise, BasicProcessor, BroadcastProcessor, MapContext, MapError, MapProcessor,
@@ -143,6 +155,10 @@ pub struct WorkerConfig {
     /// A ProcessorTracker silent for this long is dead for its TaskTracker, which re-dispatches
     /// its tasks (default 15 s; a closed connection counts at once).
     pub map_worker_timeout: Duration,
+    /// The built-ins that act beyond the worker which [`WorkerBuilder::builtins`] registers
+    /// (`shell`, `http`; default none). A job naming one that is not allowed fails with
+    /// [`ProcessorUnavailable::NotAllowed`].
+    pub allow_processors: std::collections::BTreeSet<DangerousBuiltin>,
 }
 
 /// Where a worker keeps MAP/MAP_REDUCE task trees (see [`WorkerConfig::task_store`]).
@@ -178,6 +194,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("coordinator_only", &self.coordinator_only)
             .field("map_tasks_in_flight", &self.map_tasks_in_flight)
             .field("map_worker_timeout", &self.map_worker_timeout)
+            .field("allow_processors", &self.allow_processors)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +220,7 @@ impl WorkerConfig {
             coordinator_only: false,
             map_tasks_in_flight: 4096,
             map_worker_timeout: Duration::from_secs(15),
+            allow_processors: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -282,13 +300,21 @@ impl WorkerBuilder {
         self
     }
 
-    /// Registers the built-in processors `shell`, `http`, `noop`, `sleep` and `sum_mr`.
+    /// Registers the built-in processors `noop`, `sleep` and `sum_mr`, and those of `shell`
+    /// and `http` that [`WorkerConfig::allow_processors`] names.
     pub fn builtins(self) -> Self {
-        self.basic("shell", builtin::ShellProcessor)
-            .basic("http", builtin::HttpProcessor::default())
+        let allowed = self.config.allow_processors.clone();
+        let mut builder = self
             .basic("noop", builtin::NoopProcessor)
             .basic("sleep", builtin::SleepProcessor)
-            .map_reduce("sum_mr", builtin::SumMrProcessor)
+            .map_reduce("sum_mr", builtin::SumMrProcessor);
+        for processor in allowed {
+            builder = match processor {
+                DangerousBuiltin::Shell => builder.basic("shell", builtin::ShellProcessor),
+                DangerousBuiltin::Http => builder.basic("http", builtin::HttpProcessor::default()),
+            };
+        }
+        builder
     }
 
     /// Binds the worker-to-worker listener and starts connecting to the server in the

@@ -12,6 +12,10 @@
 //!  TrackerStopInstance / the connection ends ──▶ queued tasks dropped, running ones cancelled
 //! ```
 //!
+//! Admission: the first `StartTasks` of an instance on a connection is checked by
+//! `admission::check_peer_task` and announces the instance; later batches must carry the same
+//! header and TaskTracker. Refused tasks are not run: each fails with the refusal.
+//!
 //! Memory: the queue holds what the TaskTracker dispatched and not yet reported, which its
 //! back-pressure bounds (`WorkerConfig::map_tasks_in_flight`); outcomes wait at most one
 //! flush. Concurrency: the job's `concurrency` (1 to [`MAX_RUNNERS`]) runner tasks per
@@ -32,9 +36,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::instance::{run_attempt, unknown_processor, InstanceInfo};
+use super::admission::{check_peer_task, PeerMessage, PeerTask, PeerTaskRefused};
+use super::instance::{run_attempt, InstanceInfo};
 use super::logs::truncate_at_char_boundary;
-use super::processor::{DynMap, MapContext, MapError, ProcessResult, Registered};
+use super::processor::{DynMap, MapContext, MapError, Registered};
 use super::state::Shared;
 use crate::mapreduce::{MAX_CONTENT_LEN, MAX_RESULT_LEN};
 
@@ -128,6 +133,11 @@ impl Mapper {
 
 /// One instance's tasks on this worker, for one TaskTracker connection.
 pub(crate) struct PtInstance {
+    /// The header and TaskTracker of the instance's first batch on this connection (its
+    /// `tasks` empty).
+    announced: StartTasks,
+    /// Why this worker refused the instance (`admission`): its tasks fail with this, unrun.
+    refusal: Option<String>,
     queue: Mutex<VecDeque<TaskSpec>>,
     running: AtomicU32,
     work: Notify,
@@ -149,56 +159,43 @@ impl PtInstance {
     }
 }
 
-/// A `StartTasks` from the TaskTracker on `handle`: queues the tasks on the instance's
-/// `PtInstance`, starting it (runners and flusher) on the first batch.
+/// A `StartTasks` from the TaskTracker on `handle` (`sender`, as it authenticated): queues
+/// the tasks on the instance's `PtInstance`, starting it (runners and flusher) on the first
+/// batch. The first batch is checked by `admission`; a refused instance gets no runners, and
+/// its tasks (and those of a later batch whose header differs) fail at once with the reason.
 pub(crate) fn on_start_tasks(
     shared: &Arc<Shared>,
+    sender: &str,
     handle: &ConnectionHandle,
     connection: &CancellationToken,
     instances: &mut std::collections::HashMap<u64, Arc<PtInstance>>,
-    start: StartTasks,
+    mut start: StartTasks,
 ) {
-    let StartTasks {
-        instance: job,
-        tasks,
-        task_tracker_address,
-    } = start;
-    let instance_id = job.instance_id;
+    let tasks = std::mem::take(&mut start.tasks);
+    let instance_id = start.instance.instance_id;
     let pt = match instances.get(&instance_id) {
         Some(pt) if !pt.cancel.is_cancelled() => Arc::clone(pt),
         _ => {
-            let pt = Arc::new(PtInstance {
-                queue: Mutex::new(VecDeque::new()),
-                running: AtomicU32::new(0),
-                work: Notify::new(),
-                outcomes: Mutex::new(Vec::new()),
-                flush: Notify::new(),
-                cancel: connection.child_token(),
-            });
+            let (pt, processor) = admit(shared, sender, connection, start.clone());
+            let pt = Arc::new(pt);
             instances.insert(instance_id, Arc::clone(&pt));
-            tracing::info!(
-                instance = instance_id,
-                tracker = %task_tracker_address,
-                "mapreduce: running tasks for a TaskTracker"
-            );
-            let processor = match shared.processors.get(&job.processor_info) {
-                Some(Registered::Map { processor, .. }) => Ok(Arc::clone(processor)),
-                Some(_) => Err(format!(
-                    "processor {:?} is not a MAP/MAP_REDUCE processor on {}",
-                    job.processor_info, shared.address
-                )),
-                None => Err(unknown_processor(shared, &job.processor_info).message),
-            };
-            let info = Arc::new(InstanceInfo::new(job));
-            let runners = info.job.concurrency.clamp(1, MAX_RUNNERS);
-            for _ in 0..runners {
-                tokio::spawn(runner(
-                    Arc::clone(shared),
-                    Arc::clone(&info),
-                    processor.clone(),
-                    Arc::clone(&pt),
-                    handle.clone(),
-                ));
+            if let Some(processor) = processor {
+                tracing::info!(
+                    instance = instance_id,
+                    tracker = %start.task_tracker_address,
+                    "mapreduce: running tasks for a TaskTracker"
+                );
+                let info = Arc::new(InstanceInfo::new(start.instance.clone()));
+                let runners = info.job.concurrency.clamp(1, MAX_RUNNERS);
+                for _ in 0..runners {
+                    tokio::spawn(runner(
+                        Arc::clone(shared),
+                        Arc::clone(&info),
+                        Arc::clone(&processor),
+                        Arc::clone(&pt),
+                        handle.clone(),
+                    ));
+                }
             }
             tokio::spawn(flusher(
                 Arc::clone(shared),
@@ -209,15 +206,91 @@ pub(crate) fn on_start_tasks(
             pt
         }
     };
-    pt.queue.lock().extend(tasks);
-    pt.work.notify_waiters();
+    let refusal = match &pt.refusal {
+        Some(why) => Some(why.clone()),
+        None if pt.announced != start => {
+            let refused = PeerTaskRefused::Changed {
+                instance: instance_id,
+            };
+            tracing::warn!(instance = instance_id, peer = sender, %refused, "peer tasks refused");
+            Some(refused.to_string())
+        }
+        None => None,
+    };
+    match refusal {
+        Some(why) => {
+            pt.outcomes
+                .lock()
+                .extend(tasks.into_iter().map(|t| TaskOutcome {
+                    task_id: t.task_id,
+                    dispatch: t.dispatch,
+                    success: false,
+                    result: why.clone(),
+                }));
+            pt.flush.notify_one();
+        }
+        None => {
+            pt.queue.lock().extend(tasks);
+            pt.work.notify_waiters();
+        }
+    }
+}
+
+/// The `PtInstance` of a first batch `start` (its `tasks` taken), and the processor its
+/// runners run unless it is refused.
+fn admit(
+    shared: &Shared,
+    sender: &str,
+    connection: &CancellationToken,
+    start: StartTasks,
+) -> (PtInstance, Option<Arc<dyn DynMap>>) {
+    let job = &start.instance;
+    let task = PeerTask {
+        own_address: &shared.address,
+        sender,
+        message: PeerMessage::StartTasks,
+        instance: job,
+        task_tracker_address: &start.task_tracker_address,
+    };
+    let registered = shared.processors.get(&job.processor_info);
+    let checked = check_peer_task(
+        task,
+        registered,
+        shared.processors.keys().map(String::as_str),
+    );
+    let (refusal, processor) = match (checked, registered) {
+        (Ok(()), Some(Registered::Map { processor, .. })) => (None, Some(Arc::clone(processor))),
+        // The check accepts a StartTasks only for a MAP/MAP_REDUCE processor.
+        (Ok(()), _) => (
+            Some(format!(
+                "processor {:?} is not a MAP/MAP_REDUCE processor on {}",
+                job.processor_info, shared.address
+            )),
+            None,
+        ),
+        (Err(refused), _) => {
+            tracing::warn!(instance = job.instance_id, peer = sender, processor = %job.processor_info, %refused, "peer tasks refused");
+            (Some(refused.to_string()), None)
+        }
+    };
+    let pt = PtInstance {
+        announced: start,
+        refusal,
+        queue: Mutex::new(VecDeque::new()),
+        running: AtomicU32::new(0),
+        work: Notify::new(),
+        outcomes: Mutex::new(Vec::new()),
+        flush: Notify::new(),
+        cancel: connection.child_token(),
+    };
+    (pt, processor)
 }
 
 /// Takes tasks from the queue and runs them until the instance stops here.
 async fn runner(
     shared: Arc<Shared>,
     info: Arc<InstanceInfo>,
-    processor: Result<Arc<dyn DynMap>, String>,
+    processor: Arc<dyn DynMap>,
     pt: Arc<PtInstance>,
     handle: ConnectionHandle,
 ) {
@@ -246,35 +319,30 @@ async fn runner(
             name,
             content,
         } = task;
-        let result = match &processor {
-            Err(why) => ProcessResult::fail(why.clone()),
-            Ok(p) => {
-                let ctx = MapContext {
-                    task: info.context(
-                        &shared,
-                        &task_id.to_string(),
-                        dispatch,
-                        logger.clone(),
-                        pt.cancel.clone(),
-                    ),
-                    map_task_id: task_id,
-                    name: Arc::from(name),
-                    content,
-                    mapper: Mapper {
-                        handle: handle.clone(),
-                        instance_id: info.job.instance_id,
-                        next_seq: tokio::sync::Mutex::new(0),
-                    },
-                };
-                // A task cancelled here (stop, lost TaskTracker, shutdown) reports nothing,
-                // even if its processor returned a failure on seeing the token: the
-                // TaskTracker re-dispatches it rather than counting a failure.
-                tokio::select! {
-                    biased;
-                    () = pt.cancel.cancelled() => return,
-                    r = run_attempt(Arc::clone(p).call(ctx)) => r,
-                }
-            }
+        let ctx = MapContext {
+            task: info.context(
+                &shared,
+                &task_id.to_string(),
+                dispatch,
+                logger.clone(),
+                pt.cancel.clone(),
+            ),
+            map_task_id: task_id,
+            name: Arc::from(name),
+            content,
+            mapper: Mapper {
+                handle: handle.clone(),
+                instance_id: info.job.instance_id,
+                next_seq: tokio::sync::Mutex::new(0),
+            },
+        };
+        // A task cancelled here (stop, lost TaskTracker, shutdown) reports nothing, even if
+        // its processor returned a failure on seeing the token: the TaskTracker re-dispatches
+        // it rather than counting a failure.
+        let result = tokio::select! {
+            biased;
+            () = pt.cancel.cancelled() => return,
+            r = run_attempt(Arc::clone(&processor).call(ctx)) => r,
         };
         if pt.cancel.is_cancelled() {
             return;

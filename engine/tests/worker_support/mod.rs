@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrojob::worker::WorkerConfig;
+use ferrojob::worker::{DangerousBuiltin, WorkerConfig};
 use ferrojob_transport::message::{
     AlarmConfig, ExecuteType, InstanceStatus, LogBatch, LogConfig, LogLevel, LogType, Message,
     ProcessorType, ReportInstanceStatus, ScheduleJob, TimeExpressionType, WorkerHeartbeat,
@@ -33,7 +33,15 @@ pub fn net() -> NetConfig {
     }
 }
 
+/// A worker of [`APP`] with fast heartbeats, `shell` and `http` allowed.
 pub fn config(server: SocketAddr) -> WorkerConfig {
+    let mut c = strict_config(server);
+    c.allow_processors = DangerousBuiltin::ALL.into_iter().collect();
+    c
+}
+
+/// [`config`] without `shell` and `http`: the defaults of `WorkerConfig`.
+pub fn strict_config(server: SocketAddr) -> WorkerConfig {
     let mut c = WorkerConfig::new(server, APP, SECRET);
     c.heartbeat_interval = Duration::from_millis(50);
     c.net = net();
@@ -142,6 +150,28 @@ impl Conn {
 
     pub async fn schedule(&self, job: ScheduleJob) {
         self.handle.send(job).await.unwrap();
+    }
+}
+
+/// A connection to a worker's listener from a holder of the app secret who claims to be the
+/// worker at `claimed_address` (a TaskTracker, real or forged).
+pub async fn peer(worker: &str, claimed_address: &str) -> Conn {
+    let identity = ferrojob_transport::ClientIdentity {
+        app_name: APP.into(),
+        worker_address: claimed_address.into(),
+        tags: Vec::new(),
+        client_version: "test peer".into(),
+        secret: AppSecret::new(SECRET),
+    };
+    let c =
+        ferrojob_transport::net::connect(worker.parse().unwrap(), net(), identity, Arc::default())
+            .await
+            .unwrap();
+    Conn {
+        handle: c.handle,
+        incoming: c.incoming,
+        peer: c.peer,
+        logs: Vec::new(),
     }
 }
 

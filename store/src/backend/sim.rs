@@ -157,12 +157,14 @@ impl SimBackend {
         }
     }
 
-    /// The image a power loss would leave if part of the unsynced appends reached the disk.
-    /// For every durable file whose current contents extend its synced contents,
-    /// `tear(path, unsynced_len)` says how much of the extension survives; it is called in
-    /// path order, only for files with unsynced appends, so a seeded closure gives a
-    /// reproducible image. A file rewritten or shortened since its last sync keeps its synced
-    /// contents. Directory entries are the synced ones, as in [`crash`](SimBackend::crash).
+    /// The image a power loss would leave if part of the unsynced writes reached the disk.
+    /// For every durable file with unsynced appends, or unsynced writes over durable zeros (a
+    /// preallocated file), `tear(path, unsynced_len)` says how much of the unsynced bytes
+    /// (from the first one written since the last sync to the end of the current contents)
+    /// survives, in order; the rest keeps its durable contents (zeros). It is called in path
+    /// order, only for such files, so a seeded closure gives a reproducible image. A file
+    /// otherwise rewritten or shortened since its last sync keeps its synced contents.
+    /// Directory entries are the synced ones, as in [`crash`](SimBackend::crash).
     pub fn crash_torn(&self, mut tear: impl FnMut(&Path, u64) -> Tear) -> SimBackend {
         let torn = self.crash();
         let state = self.state.lock();
@@ -171,12 +173,17 @@ impl SimBackend {
             let (Some(f), Some(out)) = (state.files.get(inode), image.files.get_mut(inode)) else {
                 continue;
             };
-            // Only appends since the last sync can be torn; anything else keeps its synced
-            // contents.
-            if f.synced_prefix < f.durable.len() {
+            // Only appends and writes over durable zeros (a preallocated file) since the last
+            // sync can be torn; anything else keeps its synced contents.
+            let from = f.synced_prefix.min(f.data.len());
+            let over_zeros = f
+                .durable
+                .get(from..)
+                .is_some_and(|rest| rest.iter().all(|b| *b == 0));
+            if f.data.len() < f.durable.len() || !over_zeros {
                 continue;
             }
-            let Some(unsynced) = f.data.get(f.durable.len()..).filter(|u| !u.is_empty()) else {
+            let Some(unsynced) = f.data.get(from..).filter(|u| !u.is_empty()) else {
                 continue;
             };
             let (kept, zeroed) = match tear(path, unsynced.len() as u64) {
@@ -189,9 +196,13 @@ impl SimBackend {
             let zeroed = usize::try_from(zeroed)
                 .unwrap_or(usize::MAX)
                 .min(unsynced.len());
+            // The durable contents, the kept prefix of the new bytes written over them from
+            // `from` on, and (for `ZeroFilled`) zeros up to the new length.
             let mut data = f.durable.clone();
-            data.extend_from_slice(unsynced.get(..kept).unwrap_or_default());
-            data.resize(f.durable.len() + kept.max(zeroed), 0);
+            data.resize(f.durable.len().max(from + kept.max(zeroed)), 0);
+            if let Some(dst) = data.get_mut(from..from + kept) {
+                dst.copy_from_slice(unsynced.get(..kept).unwrap_or_default());
+            }
             *out = SimFile::synced(data);
         }
         drop(image);

@@ -19,7 +19,8 @@
 //! Disk bound: a round starts when sealed garbage reaches `compaction_min_garbage_ratio` (r) of
 //! sealed bytes (and at least `compaction_min_garbage_bytes`), so sealed segments stay below
 //! `live / (1 - r)`; during a round the output (at most `live`) exists next to its inputs. With
-//! the default r = 0.5, disk use stays below `3 x live + 2 x segment_bytes + max_group_bytes`.
+//! the default r = 0.5, disk use stays below `3 x live + 2 x segment_bytes + max_group_bytes`
+//! (with `preallocate`, plus up to `2 x segment_bytes` of zero-filled room and spare).
 //! Memory: a round keeps the table and key of every record it moves.
 //!
 //! Failure: a round that fails (a full disk, an I/O error) is counted

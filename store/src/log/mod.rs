@@ -2,8 +2,8 @@
 //! where each key's newest record lives, group commit, background compaction.
 //!
 //! See [`format`](mod@format) for the bytes on disk, [`recovery`] for opening, [`writer`] for
-//! group commit, [`stepped`] for the thread-free writer, [`compaction`] for reclaiming space
-//! and [`hint`] for the index snapshot.
+//! group commit, [`stepped`] for the thread-free writer, [`spare`] for preallocated segments,
+//! [`compaction`] for reclaiming space and [`hint`] for the index snapshot.
 //!
 //! # Durability
 //!
@@ -17,9 +17,11 @@
 //! and batches are never reordered (what survives is a prefix of the commit order). After
 //! power loss a file system may also lose unsynced pages out of order (under `Sync` only those
 //! of groups not yet acknowledged). Zeros at the end of the newest segment (the file's length
-//! reached the disk, its data did not) count as never written, so a batch cut short by them is
-//! a torn tail; garbage before valid data is reported as corruption, and
-//! `RecoveryMode::Salvage` keeps the valid prefix.
+//! reached the disk, its data did not, or preallocated room) count as never written, so a batch
+//! cut short by them is a torn tail; garbage before valid data is reported as corruption, and
+//! `RecoveryMode::Salvage` keeps the valid prefix. With `preallocate` (the default) segments
+//! are zero-filled before the writer uses them and commits overwrite zeros in place (see
+//! [`spare`]): the same rules hold, the zeros simply end each segment.
 //!
 //! # Writer modes
 //!
@@ -81,6 +83,7 @@ pub(crate) mod hint;
 mod index;
 mod recovery;
 mod segment;
+mod spare;
 mod stepped;
 mod writer;
 
@@ -100,6 +103,7 @@ use crate::error::{CorruptionKind, StoreError};
 use crate::log::format::decode_record;
 use crate::log::index::Index;
 use crate::log::segment::{sync_dir, HINT_NAME, HINT_TMP_NAME};
+use crate::log::spare::Spares;
 use crate::log::stepped::Stepped;
 use crate::log::writer::{GroupCommit, Request, Writer};
 use crate::range::KeyRange;
@@ -207,6 +211,11 @@ pub struct LogOptions {
     pub compaction_min_garbage_ratio: f64,
     /// ... and at least this many bytes (default 64 MiB).
     pub compaction_min_garbage_bytes: u64,
+    /// Zero-fill the next log segment ahead of the writer, so that commits overwrite zeros in
+    /// place and fdatasync flushes no file-size change (default true; see the `spare` module
+    /// docs). Off: segments grow with every append and a zero tail of the newest segment is
+    /// cut off on open.
+    pub preallocate: bool,
     /// After a failed background compaction round, the first retry waits this long
     /// (default 1 s, at least 1 ms); each further failure doubles the wait up to
     /// `compaction_retry_max` (default 5 min). A success resets it.
@@ -228,6 +237,7 @@ impl Default for LogOptions {
             background_compaction: true,
             compaction_min_garbage_ratio: 0.5,
             compaction_min_garbage_bytes: 64 << 20,
+            preallocate: true,
             compaction_retry_min: Duration::from_secs(1),
             compaction_retry_max: Duration::from_secs(300),
         }
@@ -382,6 +392,8 @@ struct Threads {
     tx: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     compactor: Option<JoinHandle<()>>,
+    /// Prepares preallocated segments (`None` with `preallocate` off).
+    preparer: Option<JoinHandle<()>>,
 }
 
 /// The writer and compactor threads of `WriterMode::Thread`.
@@ -470,7 +482,40 @@ impl LogStore {
             compactions: AtomicU64::new(0),
             _lock: lock,
         });
-        let writer = Writer {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut preparer = None;
+        let spares = match (shared.options.preallocate, threaded) {
+            (false, _) => None,
+            (true, false) => Some(Spares::Inline {
+                backend: shared.backend.clone(),
+                dir: shared.dir.clone(),
+                ready: None,
+            }),
+            (true, true) => {
+                let (requests, requests_rx) = crossbeam_channel::bounded(1);
+                let (done_tx, done) = crossbeam_channel::bounded(1);
+                let backend = shared.backend.clone();
+                let dir = shared.dir.clone();
+                let stop = stopping.clone();
+                preparer = Some(
+                    std::thread::Builder::new()
+                        .name("ferrojob-store-prealloc".into())
+                        .spawn(move || {
+                            spare::run_preparer(backend, dir, requests_rx, done_tx, stop)
+                        })
+                        .map_err(|e| {
+                            StoreError::io("spawn preallocation thread", &shared.dir, e)
+                        })?,
+                );
+                Some(Spares::Thread {
+                    requests,
+                    done,
+                    ready: None,
+                    pending: false,
+                })
+            }
+        };
+        let mut writer = Writer {
             shared: shared.clone(),
             active: recovered.active,
             active_id: recovered.active_id,
@@ -478,7 +523,11 @@ impl LogStore {
             buf: Vec::new(),
             unsynced: false,
             last_seq,
+            active_capacity: recovered.active_capacity,
+            spares,
+            next_spare: spare::MIN_SPARE.min(shared.options.segment_bytes),
         };
+        writer.maybe_request_spare();
         if !threaded {
             return Ok(LogStore {
                 shared,
@@ -492,7 +541,6 @@ impl LogStore {
             .name("ferrojob-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::io("spawn writer thread", &shared.dir, e))?;
-        let stopping = Arc::new(AtomicBool::new(false));
         let compactor = {
             let shared = shared.clone();
             let stopping = stopping.clone();
@@ -510,6 +558,7 @@ impl LogStore {
                     tx: Some(tx),
                     writer: Some(writer),
                     compactor: Some(compactor),
+                    preparer,
                 }),
                 stopping,
             }),
@@ -582,7 +631,9 @@ impl LogStore {
         self.shared.compactions.load(Ordering::Relaxed)
     }
 
-    /// Bytes in all segments (header included), the store's disk use bar the hint.
+    /// Bytes in all segments up to the end of their data (header included), the store's disk
+    /// use bar the hint; with `preallocate`, the newest segment's zero-filled room and the
+    /// spare add up to `2 × segment_bytes` more.
     pub fn disk_bytes(&self) -> u64 {
         self.shared.index.read().files.values().map(|f| f.len).sum()
     }
@@ -683,6 +734,11 @@ impl LogStore {
         }
         if let Some(c) = threads.compactor.take() {
             let _ = c.join();
+        }
+        // The writer is gone, so the preparer's channel is closed: it stops after the spare
+        // it is making (`stopping` cuts that short).
+        if let Some(p) = threads.preparer.take() {
+            let _ = p.join();
         }
         Some(flushed)
     }

@@ -13,6 +13,10 @@
 //! if the batch is incomplete once they are cut off, it is a torn tail, not corruption. A
 //! complete batch never ends in a zero byte (its trailer ends in a magic), so no valid batch
 //! is ever taken for zeros.
+//!
+//! Zeros from a batch boundary to the end of any log segment are preallocated room (see
+//! `spare`), not damage: they end that segment's replay. In the newest segment they stay as
+//! the writer's room (with `preallocate` off they are cut off, as before).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,7 @@ use crate::log::segment::{
     create_segment_file, leading_id, parse_compact_tmp_name, parse_segment_name, read_range,
     segment_name, sync_dir, HINT_NAME, HINT_TMP_NAME,
 };
+use crate::log::spare::SPARE_NAME;
 use crate::log::{LogOptions, RecoveryMode};
 
 /// What opening a [`LogStore`](crate::LogStore) found and did.
@@ -57,6 +62,8 @@ pub(crate) struct Recovered {
     pub active: Arc<dyn BackendFile>,
     pub active_id: u32,
     pub active_len: u64,
+    /// The active segment's file length: beyond `active_len` it holds zeros.
+    pub active_capacity: u64,
     pub next_file_id: u32,
     pub report: RecoveryReport,
 }
@@ -113,8 +120,12 @@ pub(crate) fn recover(
         }
         if let Some(id) = parse_segment_name(name) {
             ids.push(id);
-        } else if parse_compact_tmp_name(name).is_some() || name == HINT_TMP_NAME {
-            // An interrupted compaction or hint write: never part of the state.
+        } else if parse_compact_tmp_name(name).is_some()
+            || name == HINT_TMP_NAME
+            || name == SPARE_NAME
+        {
+            // An interrupted compaction or hint write, or a preallocated segment never used:
+            // never part of the state.
             let path = dir.join(name);
             backend
                 .remove_file(&path)
@@ -410,6 +421,20 @@ fn replay(
             };
             let batch = match fault {
                 Ok(b) => b,
+                Err(_) if kind == SegmentKind::Log && zero_rest(&bytes, pos) => {
+                    // Zero-filled room after the last batch: the end of the segment.
+                    let offset = start + pos as u64;
+                    if is_tail && !options.preallocate {
+                        actions.push(Action::Truncate {
+                            seg: i,
+                            len: offset,
+                        });
+                    }
+                    if let Some(f) = index.files.get_mut(&seg.id) {
+                        f.len = offset;
+                    }
+                    break;
+                }
                 Err(fault) => {
                     let offset = start + pos as u64;
                     let kind_err = match fault {
@@ -501,6 +526,15 @@ fn replay(
         batches,
         used_hint,
     })
+}
+
+/// True when everything from `pos` on is zero: a preallocated segment's unused room (a batch
+/// header starts with its magic, never with a zero byte). A sealed segment can end so too:
+/// rotation leaves the rest of its room as it is.
+fn zero_rest(bytes: &[u8], pos: usize) -> bool {
+    bytes
+        .get(pos..)
+        .is_some_and(|rest| rest.iter().all(|b| *b == 0))
 }
 
 /// True when the batch at `pos` is incomplete once the zero bytes at the end of `bytes` are
@@ -637,8 +671,14 @@ fn apply(
         .next_back()
         .filter(|(_, f)| f.kind == SegmentKind::Log && f.len < options.segment_bytes)
         .map(|(id, f)| (*id, f.handle.clone(), f.len));
-    let (active_id, active, active_len) = match reuse {
-        Some(r) => r,
+    let (active_id, active, active_len, active_capacity) = match reuse {
+        Some((id, handle, len)) => {
+            let path = dir.join(segment_name(id));
+            let capacity = handle
+                .len()
+                .map_err(|e| StoreError::io("stat segment", &path, e))?;
+            (id, handle, len, capacity)
+        }
         None => {
             let id = next_file_id;
             next_file_id += 1;
@@ -653,7 +693,12 @@ fn apply(
             index
                 .files
                 .insert(id, FileInfo::new_log(handle.clone(), path));
-            (id, handle, SEGMENT_HEADER_LEN as u64)
+            (
+                id,
+                handle,
+                SEGMENT_HEADER_LEN as u64,
+                SEGMENT_HEADER_LEN as u64,
+            )
         }
     };
     index.active = active_id;
@@ -671,6 +716,7 @@ fn apply(
         active,
         active_id,
         active_len,
+        active_capacity,
         next_file_id,
         report,
     })

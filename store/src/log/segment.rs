@@ -6,6 +6,7 @@
 //!   00000001.log              segments, named by id (8 lowercase hex digits)
 //!   00000002.log
 //!   00000003.compact          compaction output being written (deleted on open)
+//!   segment.spare             zero-filled next segment (see `spare`; deleted on open)
 //!   hint                      index snapshot written on close (see `hint`)
 //!   00000002.log.corrupt      moved aside by a salvage, never read again
 //! ```

@@ -13,6 +13,8 @@
 //!                                      is smaller than the last one, wait up to half the
 //!                                      last fdatasync time (<= 500 us) for stragglers
 //!                                   2. rotate the segment if the group would overflow it
+//!                                      (into a preallocated spare when one is ready,
+//!                                      see `spare`)
 //!                                   3. encode all batches into one buffer: one write
 //!                                   4. fdatasync (Sync; Interval when due)
 //!                                   5. point the index at the new records (readers see them)
@@ -36,9 +38,10 @@ use tracing::{debug, error};
 use crate::backend::BackendFile;
 use crate::batch::Op;
 use crate::error::StoreError;
-use crate::log::format::{encode_batch, SegmentKind, SEGMENT_HEADER_LEN};
+use crate::log::format::{encode_batch, encode_segment_header, SegmentKind, SEGMENT_HEADER_LEN};
 use crate::log::index::{FileInfo, Loc};
 use crate::log::segment::{create_segment_file, segment_name, sync_dir};
+use crate::log::spare::{next_capacity, Spare, Spares, MIN_SPARE};
 use crate::log::{Durability, Shared};
 use crate::store::{CommitInfo, Completer};
 
@@ -78,6 +81,13 @@ pub(crate) struct Writer {
     /// Sequence number of the last record written (the index's `last_seq` lags behind it
     /// while a written group waits for its fdatasync).
     pub last_seq: u64,
+    /// End of the active segment's zero-filled room: a group that ends at or before it is
+    /// written in place, without changing the file's size.
+    pub active_capacity: u64,
+    /// Preallocated segments to rotate into; `None` with `preallocate` off.
+    pub spares: Option<Spares>,
+    /// Size of the spare asked for next.
+    pub next_spare: u64,
 }
 
 /// A group appended to a segment whose records the index does not point to yet: the
@@ -151,21 +161,61 @@ impl Writer {
         self.shared.dir.join(segment_name(self.active_id))
     }
 
+    /// Asks for the next spare segment (when preallocating) once the active segment is half
+    /// full: half of its zero-filled room, or of the first spare's size for a segment that
+    /// grows. A store that writes little never makes a spare at all.
+    pub(crate) fn maybe_request_spare(&mut self) {
+        let room = self
+            .active_capacity
+            .max(MIN_SPARE)
+            .min(self.shared.options.segment_bytes);
+        if self.active_len < room / 2 {
+            return;
+        }
+        let capacity = self.next_spare;
+        if let Some(spares) = &mut self.spares {
+            spares.request(capacity);
+        }
+    }
+
+    /// True when the next group should start a new segment: it would take the active one past
+    /// `segment_bytes`, or past its zero-filled room while a preallocated one is ready. A
+    /// segment holding no batch yet takes any group.
+    fn must_rotate(&mut self, group_len: u64) -> bool {
+        let end = self.active_len + group_len;
+        self.active_len > SEGMENT_HEADER_LEN as u64
+            && (end > self.shared.options.segment_bytes
+                || (end > self.active_capacity
+                    && self.spares.as_mut().is_some_and(Spares::is_ready)))
+    }
+
     /// Seals the active segment (fdatasync: everything written to it is durable afterwards)
-    /// and starts a new one.
+    /// and starts a new one: the ready spare if there is one, else a new empty file.
     fn rotate(&mut self) -> Result<(), StoreError> {
         self.active
             .sync_data()
             .map_err(|e| StoreError::io("fdatasync", self.path(), e))?;
         self.unsynced = false;
         let id = self.shared.next_file_id.fetch_add(1, Ordering::Relaxed);
-        let (handle, path) = create_segment_file(
-            self.shared.backend.as_ref(),
-            &self.shared.dir,
-            &segment_name(id),
-            id,
-            SegmentKind::Log,
-        )?;
+        let spare = self.spares.as_mut().and_then(Spares::take);
+        let (handle, path, capacity) = match spare {
+            Some(spare) => {
+                let path = self.shared.dir.join(segment_name(id));
+                self.adopt_spare(&spare, id, &path)?;
+                self.next_spare = next_capacity(spare.capacity, self.shared.options.segment_bytes);
+                (spare.handle, path, spare.capacity)
+            }
+            None => {
+                let (handle, path) = create_segment_file(
+                    self.shared.backend.as_ref(),
+                    &self.shared.dir,
+                    &segment_name(id),
+                    id,
+                    SegmentKind::Log,
+                )?;
+                (handle, path, SEGMENT_HEADER_LEN as u64)
+            }
+        };
         sync_dir(self.shared.backend.as_ref(), &self.shared.dir)?;
         {
             let mut index = self.shared.index.write();
@@ -178,8 +228,29 @@ impl Writer {
         self.active = handle;
         self.active_id = id;
         self.active_len = SEGMENT_HEADER_LEN as u64;
+        self.active_capacity = capacity;
         self.shared.maybe_trigger_compaction();
         Ok(())
+    }
+
+    /// Turns `spare` into log segment `id` at `path`: its header is written over the zeros and
+    /// made durable before the rename, so the segment is never seen without it. The caller
+    /// fsyncs the directory.
+    fn adopt_spare(
+        &self,
+        spare: &Spare,
+        id: u32,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        spare
+            .handle
+            .write_all_at(&encode_segment_header(id, SegmentKind::Log), 0)
+            .and_then(|()| spare.handle.sync_data())
+            .map_err(|e| StoreError::io("write segment header", &spare.path, e))?;
+        self.shared
+            .backend
+            .rename(&spare.path, path)
+            .map_err(|e| StoreError::io("rename spare segment", &spare.path, e))
     }
 
     /// Appends `commits` as one group: rotates first if the group would overflow the active
@@ -208,9 +279,7 @@ impl Writer {
                     as u64
             })
             .sum();
-        if self.active_len > SEGMENT_HEADER_LEN as u64
-            && self.active_len + group_len > self.shared.options.segment_bytes
-        {
+        if self.must_rotate(group_len) {
             let rotated = self.rotate();
             on_rotate(self, rotated.as_ref().map(|_| ()));
             if let Err(e) = rotated {
@@ -243,6 +312,7 @@ impl Writer {
         self.last_seq = seq;
         let base = self.active_len;
         self.active_len += self.buf.len() as u64;
+        self.maybe_request_spare();
         Ok(Written {
             file: self.active_id,
             base,

@@ -10,9 +10,11 @@ use ferrojob_store::{KeyRange, LogOptions, LogStore, Store, StoreError};
 pub const DIR: &str = "/db";
 
 /// Small segments so that tests rotate; no background threads racing the test; no hint unless
-/// a test asks for one.
+/// a test asks for one; segments that grow with each append, so that a test can cut a file at
+/// any byte (the `prealloc` tests turn preallocation on).
 pub fn opts() -> LogOptions {
     LogOptions {
+        preallocate: false,
         segment_bytes: 4096,
         max_group_bytes: 4096,
         background_compaction: false,

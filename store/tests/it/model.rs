@@ -1,5 +1,6 @@
 //! Property test: the log store against a `BTreeMap` model, with reopen, power loss, process
-//! crash, compaction and checkpoints at random points.
+//! crash, compaction and checkpoints at random points, with and without preallocated segments
+//! (the writer thread and the preallocation thread racing as in production).
 
 use std::collections::BTreeMap;
 
@@ -44,9 +45,10 @@ fn key(k: u8) -> Vec<u8> {
     vec![b'k', k]
 }
 
-fn run(steps: Vec<Step>) {
+fn run(steps: Vec<Step>, preallocate: bool) {
     let o = LogOptions {
         write_hint_on_close: true,
+        preallocate,
         ..opts()
     };
     let mut backend = SimBackend::new();
@@ -115,7 +117,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn log_store_matches_a_btreemap(steps in prop::collection::vec(step(), 1..80)) {
-        run(steps);
+    fn log_store_matches_a_btreemap(
+        steps in prop::collection::vec(step(), 1..80),
+        preallocate in any::<bool>(),
+    ) {
+        run(steps, preallocate);
     }
 }

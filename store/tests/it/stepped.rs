@@ -471,9 +471,10 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 impl Run {
-    fn new() -> Run {
+    fn new(preallocate: bool) -> Run {
         let options = LogOptions {
             write_hint_on_close: true,
+            preallocate,
             ..stepped()
         };
         let backend = SimBackend::new();
@@ -676,8 +677,8 @@ impl Run {
 }
 
 /// Runs `steps`; returns what it observed and the files it left.
-fn run(steps: &[Step]) -> (Vec<String>, Files) {
-    let mut run = Run::new();
+fn run(steps: &[Step], preallocate: bool) -> (Vec<String>, Files) {
+    let mut run = Run::new(preallocate);
     for step in steps {
         run.step(step.clone());
     }
@@ -685,14 +686,15 @@ fn run(steps: &[Step]) -> (Vec<String>, Files) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn stepped_store_matches_a_btreemap_through_crashes_and_is_deterministic(
-        steps in prop::collection::vec(step(), 1..80)
+        steps in prop::collection::vec(step(), 1..80),
+        preallocate in any::<bool>(),
     ) {
-        let (trace, files) = run(&steps);
-        let (trace2, files2) = run(&steps);
+        let (trace, files) = run(&steps, preallocate);
+        let (trace2, files2) = run(&steps, preallocate);
         // Same operations: same acknowledgements, sequence numbers, recoveries and bytes.
         prop_assert_eq!(trace, trace2);
         let differ: Vec<_> = files

@@ -15,6 +15,7 @@ use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceI
 use crate::model::InstanceStatus;
 use crate::server::api_convert::{instance_view, job_record, job_view};
 use crate::server::{InstanceFilter, InstanceRecord, JobRecord};
+use crate::time_expression::TimeExpression;
 
 use super::state::{InstState, JobDef, JobState, Runtime, Slot, TimerEv};
 use super::write::{AfterCreate, Follow, PendingRun};
@@ -28,6 +29,22 @@ pub(crate) struct NodeApi(pub(crate) Arc<Runtime>);
 
 fn limit(l: Option<u32>, default: usize) -> usize {
     l.map_or(default, |l| usize::try_from(l).unwrap_or(usize::MAX))
+}
+
+/// Refuses a FIXED_RATE period or FIXED_DELAY delay below the server's `min_period_ms`.
+pub(super) fn check_period(expr: &TimeExpression, min_ms: u64) -> Result<(), ApiError> {
+    let period = match expr {
+        TimeExpression::FixedRate { period_ms } => *period_ms,
+        TimeExpression::FixedDelay { delay_ms } => *delay_ms,
+        _ => return Ok(()),
+    };
+    if period < min_ms {
+        return Err(ApiError::invalid(
+            "time_expression",
+            format!("at least {min_ms} ms on this server (min_period_ms), got {period}"),
+        ));
+    }
+    Ok(())
 }
 
 impl NodeApi {
@@ -87,6 +104,7 @@ impl NodeApi {
         let sh = &self.0;
         record.id = job.id;
         let def = JobDef::new(record.clone())?;
+        check_period(&def.expr, sh.config.min_period_ms)?;
         let now = sh.now();
         let next = def.initial_next(now);
         let gen = job.gen.fetch_add(1, Ordering::AcqRel) + 1;
@@ -148,6 +166,19 @@ impl Api for NodeApi {
             let sh = &self.0;
             let record = job_record(&body, app.id)?;
             let def = JobDef::new(record.clone())?;
+            check_period(&def.expr, sh.config.min_period_ms)?;
+            let max = sh.config.max_jobs_per_app;
+            let jobs = sh
+                .jobs
+                .iter()
+                .filter(|j| !j.deleted.load(Ordering::Acquire) && j.def().record.app_id == app.id)
+                .count();
+            if jobs >= max {
+                return Err(ApiError::conflict(format!(
+                    "app {} already has {jobs} jobs, the most this server allows per app (max_jobs_per_app {max})",
+                    app.name
+                )));
+            }
             let now = sh.now();
             let next = def.initial_next(now);
             let saved = sh
@@ -434,7 +465,7 @@ impl Api for NodeApi {
             let commit = commit.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
             sh.await_commit(commit).await?;
             if let Some(w) = worker {
-                sh.send_stop(&w, iid);
+                sh.send_stop(app.id, &w, iid);
             }
             sh.after_write(None, follow);
             Ok(view)

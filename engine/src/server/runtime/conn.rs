@@ -9,11 +9,11 @@ use ferrojob_transport::net::{Accepted, Incoming, Listener};
 use ferrojob_transport::PeerInfo;
 
 use crate::dispatch::{TrackerCounts, WorkerMetrics, WorkerStatus};
-use crate::ids::InstanceId;
+use crate::ids::{AppId, InstanceId};
 use crate::model::LogLevel;
 use crate::server::LogLine;
 
-use super::state::{ConnEntry, Runtime};
+use super::state::{ConnEntry, Runtime, WorkerKey};
 
 /// Most per-instance log counters kept before those of finished instances are forgotten.
 const MAX_LOG_COUNTERS: usize = 1 << 20;
@@ -56,10 +56,17 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
         return;
     };
     let app: Arc<str> = Arc::from(app_name.as_str());
+    // The handshake proved the secret of this app, so it exists.
+    let Some(app_id) = sh.apps.get(app_name.as_str()).map(|a| a.id) else {
+        handle.shutdown().await;
+        return;
+    };
+    let key: WorkerKey = (app_id, worker_address.clone());
     let gen = sh.conn_gen.fetch_add(1, Ordering::Relaxed);
     if let Some(old) = sh.conns.insert(
-        worker_address.clone(),
+        &worker_address,
         ConnEntry {
+            app: app_id,
             handle: handle.clone(),
             gen,
         },
@@ -68,22 +75,22 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
         let h = old.handle;
         tokio::spawn(async move { h.shutdown().await });
     }
-    let came_back = sh.lost.remove(&worker_address).is_some();
+    let came_back = sh.lost.remove(&key).is_some();
     tracing::info!(app = %app, worker = %worker_address, peer = %addr, "worker connected");
     let mut ids = sh
         .reconcile
-        .remove(&worker_address)
+        .remove(&key)
         .map(|(_, ids)| ids)
         .unwrap_or_default();
     if came_back {
         // Back after a dropped connection: whatever was in flight on the old one (a
         // ScheduleJob, a final report) may be lost, so ask about every instance it holds.
-        ids.extend(sh.dispatched_to(&worker_address));
+        ids.extend(sh.dispatched_to(app_id, &worker_address));
         ids.sort_unstable_by_key(|id| id.0);
         ids.dedup();
     }
     if !ids.is_empty() {
-        tokio::spawn(Arc::clone(&sh).reconcile_worker(worker_address.clone(), handle.clone(), ids));
+        tokio::spawn(Arc::clone(&sh).reconcile_worker(key.clone(), handle.clone(), ids));
     }
     let mut buf: Vec<Incoming> = Vec::with_capacity(RECV_BATCH);
     loop {
@@ -116,11 +123,11 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
                     }
                 }
                 Message::ReportInstanceStatus(r) => {
-                    if let Some(w) = sh.on_report(&worker_address, &r, now) {
+                    if let Some(w) = sh.on_report(app_id, &worker_address, &r, now) {
                         writes.push(w);
                     }
                 }
-                Message::LogBatch(b) => on_logs(&sh, &worker_address, b),
+                Message::LogBatch(b) => on_logs(&sh, app_id, &worker_address, b),
                 Message::QueryExecutorCluster(_) => {
                     if let Some(c) = inc.correlation {
                         let workers = sh
@@ -158,14 +165,10 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
         sh.after_writes(writes);
     }
     // Closed: unroutable at once; dead unless it is back within the liveness window.
-    let mine = sh
-        .conns
-        .remove_if(&worker_address, |_, e| e.gen == gen)
-        .is_some();
+    let mine = sh.conns.remove_if_current(app_id, &worker_address, gen);
     if mine && !sh.is_shutting_down() {
         sh.registry.remove(&app, &worker_address);
-        sh.lost
-            .insert(worker_address.clone(), (Arc::clone(&app), sh.now()));
+        sh.lost.insert(key, (Arc::clone(&app), sh.now()));
         tracing::info!(app = %app, worker = %worker_address, "worker disconnected");
     }
 }
@@ -182,9 +185,9 @@ fn level(l: ferrojob_transport::message::LogLevel) -> LogLevel {
 
 /// Stores a worker's log lines per instance, up to the per-instance cap (the rest counted as
 /// dropped). Lines of finished instances (late batches) are still stored; lines of unknown
-/// instances are dropped. The counters live in memory: after a restart (or once more than
+/// instances, and of instances of another app than the connection's, are dropped. The counters live in memory: after a restart (or once more than
 /// `MAX_LOG_COUNTERS` instances have counters) they start again from 0.
-fn on_logs(sh: &Arc<Runtime>, worker: &str, batch: LogBatch) {
+fn on_logs(sh: &Arc<Runtime>, app: AppId, worker: &str, batch: LogBatch) {
     let cap = sh.config.max_log_lines_per_instance;
     let mut entries = batch.entries.into_iter().peekable();
     while let Some(first) = entries.next() {
@@ -197,15 +200,22 @@ fn on_logs(sh: &Arc<Runtime>, worker: &str, batch: LogBatch) {
         let n = lines.len() as u64;
         // A non-final instance is in memory and never pruned: its lines need no read of the
         // store first, so a busy log does not slow the reports queued behind it.
-        let live = sh.active.contains_key(&id);
-        if !live && !sh.log_counts.contains_key(&id) && sh.repo.get_instance(id).is_err() {
+        // Only lines of the connection's own app: a worker cannot write into another app's
+        // instances.
+        let live = sh.slot(id).map(|slot| slot.lock().rec.app_id == app);
+        let ours = match live {
+            Some(ours) => ours,
+            None => sh.repo.get_instance(id).is_ok_and(|r| r.app_id == app),
+        };
+        if !ours {
             tracing::debug!(
                 worker,
                 instance = id.0,
-                "log lines for an unknown instance dropped"
+                "log lines for an unknown instance, or another app's, dropped"
             );
             continue;
         }
+        let live = live.is_some();
         if sh.log_counts.len() >= MAX_LOG_COUNTERS {
             // Bounded memory: forget the counters of instances no longer running (their
             // `dropped` count then restarts from 0).

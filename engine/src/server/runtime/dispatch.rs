@@ -11,8 +11,9 @@ use ferrojob_transport::message::{self as wire, ScheduleJob, StopInstance};
 use ferrojob_transport::net::ConnectionHandle;
 
 use crate::dispatch::{DispatchError, SelectState};
-use crate::ids::InstanceId;
+use crate::ids::{AppId, InstanceId};
 use crate::model::{ExecuteType, InstanceStatus};
+use crate::server::instance::attempt_base;
 use crate::server::{InstanceRecord, JobRecord};
 use crate::time_expression::{EpochMs, TimeExpressionType};
 
@@ -160,7 +161,7 @@ impl Runtime {
                 return Err(Refusal::Fail(e.to_string()));
             }
         };
-        let Some(conn) = self.conns.get(&*tracker).map(|c| c.handle.clone()) else {
+        let Some(conn) = self.conns.get(def.record.app_id, &tracker) else {
             release(&job);
             return Err(Refusal::NoWorker(format!(
                 "worker {tracker} is not connected"
@@ -289,6 +290,13 @@ impl Runtime {
                 return;
             }
             let msg = schedule_msg(&claim.def.record, &st.rec, &claim.workers, claim.now);
+            // The attempt's reports are numbered in its own range (see `attempt_base`).
+            debug_assert!(
+                msg.report_seq_base >= attempt_base(st.rec.running_times)
+                    && msg.report_seq_base < attempt_base(st.rec.running_times.saturating_add(1)),
+                "report base outside attempt {}",
+                st.rec.running_times
+            );
             (st.rec.id, msg)
         };
         self.wf_fill(&mut msg);
@@ -404,13 +412,10 @@ impl Runtime {
         self.after_write(c, f);
     }
 
-    pub(crate) fn send_stop(&self, worker: &str, id: InstanceId) {
-        if let Some(c) = self.conns.get(worker) {
-            if c.handle
-                .try_send(StopInstance { instance_id: id.0 })
-                .is_err()
-            {
-                let handle = c.handle.clone();
+    /// Tells `app`'s worker `worker` to stop instance `id` (if it is connected).
+    pub(crate) fn send_stop(&self, app: AppId, worker: &str, id: InstanceId) {
+        if let Some(handle) = self.conns.get(app, worker) {
+            if handle.try_send(StopInstance { instance_id: id.0 }).is_err() {
                 tokio::spawn(async move {
                     let _ = handle.send(StopInstance { instance_id: id.0 }).await;
                 });

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::ids::{InstanceId, JobId};
+use crate::ids::{AppId, InstanceId, JobId};
 use crate::model::InstanceStatus;
 use crate::server::InstanceRecord;
 use crate::time_expression::EpochMs;
@@ -23,6 +23,7 @@ impl Runtime {
             TimerEv::ReceiveCheck { id, since } => self.on_receive_check(id, since, now),
             TimerEv::RunCheck { id, since } => self.on_run_check(id, since, now),
             TimerEv::Tick => self.on_tick(now),
+            TimerEv::Retention => self.on_retention(now),
             TimerEv::GraceEnd => self.on_grace_end(now),
             TimerEv::Workflow { wf, gen, due } => self.on_wf_due(wf, gen, due, now),
             TimerEv::WfStart(id) => {
@@ -130,6 +131,7 @@ impl Runtime {
         }
         tracing::warn!(instance = id.0, worker = ?st.rec.worker, "worker did not confirm in time; requeued");
         let worker = st.rec.worker.clone();
+        let app = st.rec.app_id;
         let job = self.job(st.rec.job_id);
         let f = self.requeue_plain(&mut st, job.as_deref(), now);
         let (c, f) = self.persist_follow(&mut st, f);
@@ -139,7 +141,7 @@ impl Runtime {
         // next ScheduleJob goes out after the requeue's write, behind this stop on the same
         // connection when the same worker is picked again.
         if let Some(w) = worker {
-            self.send_stop(&w, id);
+            self.send_stop(app, &w, id);
         }
         self.after_write(c, f);
     }
@@ -151,6 +153,7 @@ impl Runtime {
             return;
         }
         let worker = st.rec.worker.clone().unwrap_or_default();
+        let app = st.rec.app_id;
         let job = self.job(st.rec.job_id);
         let timeout = job.as_ref().map_or(0, |j| j.def().record.timeout_ms);
         let reason = format!(
@@ -160,50 +163,64 @@ impl Runtime {
         let f = self.retry_policy(&mut st, job.as_deref(), &reason, old, now, true);
         let (c, f) = self.persist_follow(&mut st, f);
         drop(st);
-        self.send_stop(&worker, id);
+        self.send_stop(app, &worker, id);
         self.after_write(c, f);
     }
 
     pub(super) fn on_tick(self: &Arc<Self>, now: EpochMs) {
         let window = self.registry.config().liveness_window_ms();
-        for (_app, addr) in self.registry.expire(now) {
-            self.worker_gone(&addr, &format!("worker {addr} died (missed heartbeats)"));
+        for (app, addr) in self.registry.expire(now) {
+            let Some(app) = self.apps.get(&*app).map(|a| a.id) else {
+                continue;
+            };
+            self.worker_gone(
+                app,
+                &addr,
+                &format!("worker {addr} died (missed heartbeats)"),
+            );
         }
         let mut gone = Vec::new();
-        self.lost.retain(|addr, (_app, since)| {
-            if now.saturating_sub(*since) >= window && !self.conns.contains_key(addr) {
-                gone.push(addr.clone());
+        self.lost.retain(|(app, addr), (_name, since)| {
+            if now.saturating_sub(*since) >= window && !self.conns.contains(*app, addr) {
+                gone.push((*app, addr.clone()));
                 false
             } else {
                 true
             }
         });
-        for addr in gone {
-            self.worker_gone(&addr, &format!("worker {addr} died (connection lost)"));
+        for (app, addr) in gone {
+            self.worker_gone(app, &addr, &format!("worker {addr} died (connection lost)"));
         }
         self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
     }
 
-    pub(crate) fn dispatched_to(&self, addr: &str) -> Vec<InstanceId> {
+    /// The non-final instances dispatched to `app`'s worker `addr` (WAITING_WORKER_RECEIVE or
+    /// RUNNING there).
+    pub(crate) fn dispatched_to(&self, app: AppId, addr: &str) -> Vec<InstanceId> {
         let slots: Vec<Slot> = self.active.iter().map(|e| Arc::clone(e.value())).collect();
         slots
             .iter()
             .filter_map(|slot| {
                 let st = slot.lock();
-                (is_running(st.rec.status) && st.rec.worker.as_deref() == Some(addr))
-                    .then_some(st.rec.id)
+                (is_running(st.rec.status)
+                    && st.rec.app_id == app
+                    && st.rec.worker.as_deref() == Some(addr))
+                .then_some(st.rec.id)
             })
             .collect()
     }
 
-    /// Every instance dispatched to `addr` goes to its retry policy at once.
-    pub(crate) fn worker_gone(self: &Arc<Self>, addr: &str, reason: &str) {
+    /// Every instance dispatched to `app`'s worker `addr` goes to its retry policy at once.
+    pub(crate) fn worker_gone(self: &Arc<Self>, app: AppId, addr: &str, reason: &str) {
         let now = self.now();
         let slots: Vec<Slot> = self.active.iter().map(|e| Arc::clone(e.value())).collect();
         let mut writes = Vec::new();
         for slot in slots {
             let mut st = slot.lock();
-            if !is_running(st.rec.status) || st.rec.worker.as_deref() != Some(addr) {
+            if !is_running(st.rec.status)
+                || st.rec.app_id != app
+                || st.rec.worker.as_deref() != Some(addr)
+            {
                 continue;
             }
             let job = self.job(st.rec.job_id);

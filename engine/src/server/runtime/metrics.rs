@@ -116,6 +116,10 @@ pub(crate) struct Metrics {
     /// Alarms in the outbox as the delivery task last saw them from its start (at most one
     /// round's page, 256).
     pub(crate) alarms_pending: AtomicI64,
+    /// Finished instances deleted by the age sweep.
+    pub(crate) retention_deleted: AtomicU64,
+    /// Rounds of the age sweep completed.
+    pub(crate) retention_sweeps: AtomicU64,
     /// Final report of a workflow node's instance → ScheduleJob of a successor handed to
     /// its connection.
     pub(crate) wf_handoff: Histogram,
@@ -154,6 +158,8 @@ impl Default for Metrics {
             alarms_delivered: AtomicU64::new(0),
             alarms_failed: AtomicU64::new(0),
             alarms_pending: AtomicI64::new(0),
+            retention_deleted: AtomicU64::new(0),
+            retention_sweeps: AtomicU64::new(0),
             wf_handoff: Histogram::new(HANDOFF_BUCKETS),
             wf_handoff_max_ns: AtomicU64::new(0),
             wf_started: AtomicU64::new(0),
@@ -316,6 +322,16 @@ impl Metrics {
                 "ferrojob_alarms_failed_total",
                 "Alarms given up after their last delivery attempt.",
                 &self.alarms_failed,
+            ),
+            (
+                "ferrojob_retention_deleted_total",
+                "Finished instances deleted because they were older than the retention period.",
+                &self.retention_deleted,
+            ),
+            (
+                "ferrojob_retention_sweeps_total",
+                "Rounds of the retention sweep completed.",
+                &self.retention_sweeps,
             ),
         ] {
             let _ = writeln!(

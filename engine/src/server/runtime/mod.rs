@@ -27,6 +27,8 @@
 //!   API answer (create, run) only after its write is acknowledged. RUNNING is kept in memory
 //!   only: after a restart the worker is asked (`QueryInstanceStatus`).
 //! - A scheduled fire and the job's next trigger are one atomic batch (`Repo::fire_if`).
+//! - A worker is known by its app and the address it announced (`state::Conns`): a
+//!   connection, a report or a log line of one app never reaches another app's instances.
 //!
 //! Policies:
 //!
@@ -57,6 +59,7 @@ mod fire;
 mod metrics;
 mod recover;
 mod report;
+mod retention;
 mod state;
 mod timer;
 mod workflow;
@@ -101,8 +104,13 @@ pub struct ServerConfig {
     pub heartbeat_interval_ms: u64,
     /// An instance WAITING_WORKER_RECEIVE longer than this (ms, default 10 000) is requeued.
     pub worker_receive_timeout_ms: u64,
-    /// Finished scheduled runs kept per job (default 100); older ones are pruned.
+    /// Finished instances kept per job, of every kind (scheduled, API, retried, workflow
+    /// node; default 100); older ones are deleted with their logs.
     pub keep_finished_runs: usize,
+    /// How long a finished instance is kept, ms (default 7 days, PowerJob's
+    /// `instanceinfo.retention`; 0 keeps them until `keep_finished_runs` prunes them). The
+    /// sweep runs every minute in the background.
+    pub retention_ms: u64,
     /// A trigger later than this (ms, default 5000) is a misfire and follows the job's policy.
     pub misfire_threshold_ms: u64,
     /// Log lines stored per instance (default 100 000); beyond, lines are counted as dropped.
@@ -116,6 +124,11 @@ pub struct ServerConfig {
     /// `Strict`: refuse to start; `Salvage` keeps every intact record and moves the damaged
     /// part aside, see [`RecoveryMode`]).
     pub recovery: RecoveryMode,
+    /// Jobs an app may have (default 10 000); creating one more is refused (409).
+    pub max_jobs_per_app: usize,
+    /// Shortest FIXED_RATE period or FIXED_DELAY delay a job or workflow may have, ms
+    /// (default 1000): a tenant cannot saturate the commit writer with 1 ms schedules.
+    pub min_period_ms: u64,
     /// The worker port's connection limits and sizes: authenticated connections, the
     /// pre-authentication pool, per-source handshake rate, frame sizes, timeouts and queues
     /// (see [`NetConfig`](ferrojob_transport::net::NetConfig); its defaults by default).
@@ -132,10 +145,13 @@ impl ServerConfig {
             heartbeat_interval_ms: 1000,
             worker_receive_timeout_ms: 10_000,
             keep_finished_runs: 100,
+            retention_ms: 7 * 24 * 3600 * 1000,
             misfire_threshold_ms: 5000,
             max_log_lines_per_instance: 100_000,
             restart_grace_ms: 3000,
             recovery: RecoveryMode::Strict,
+            max_jobs_per_app: 10_000,
+            min_period_ms: 1000,
             net: ferrojob_transport::net::NetConfig::default(),
         }
     }
@@ -219,7 +235,7 @@ impl ServerCore {
         let repo = Repo::open(store)?;
         let loaded = repo.load()?;
         let (workflows, wf_active) = repo.load_workflows()?;
-        let (shared, timer_rx) = state::Runtime::new(config, repo)?;
+        let shared = state::Runtime::new(config, repo)?;
         if let Some(log) = &log_store {
             let _ = shared.metrics.log_store.set(Arc::downgrade(log));
         }
@@ -234,7 +250,7 @@ impl ServerCore {
         let addr = listener.local_addr();
         shared.set_transport_metrics(Arc::clone(listener.metrics()));
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(timer::run(Arc::clone(&shared), timer_rx)));
+        tasks.push(tokio::spawn(timer::run(Arc::clone(&shared))));
         let wf_recovery = shared.recover_workflows(&loaded, workflows, wf_active);
         shared.recover(loaded);
         shared.resume_workflows(wf_recovery);

@@ -14,7 +14,7 @@ use crate::server::LoadedState;
 use crate::time_expression::EpochMs;
 
 use super::report::from_wire;
-use super::state::{is_running, JobDef, JobState, Runtime, TimerEv};
+use super::state::{is_running, JobDef, JobState, Runtime, TimerEv, WorkerKey};
 use super::write::Follow;
 
 /// How long a reconciliation query waits for the worker.
@@ -69,6 +69,7 @@ impl Runtime {
             }
             let status = rec.status;
             let worker = rec.worker.clone();
+            let app = rec.app_id;
             let slot = self.admit(rec);
             match status {
                 InstanceStatus::WaitingDispatch => {
@@ -76,7 +77,7 @@ impl Runtime {
                     self.arm(at, TimerEv::Dispatch(id));
                 }
                 _ => match worker {
-                    Some(w) => self.reconcile.entry(w).or_default().push(id),
+                    Some(w) => self.reconcile.entry((app, w)).or_default().push(id),
                     None => {
                         let mut st = slot.lock();
                         let job = self.job(st.rec.job_id);
@@ -118,6 +119,10 @@ impl Runtime {
             self.arm(now.saturating_add(grace), TimerEv::GraceEnd);
         }
         self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
+        self.arm(
+            now.saturating_add(super::retention::RETENTION_SWEEP_MS),
+            TimerEv::Retention,
+        );
     }
 
     pub(crate) fn hb_ms(&self) -> i64 {
@@ -133,10 +138,10 @@ impl Runtime {
     }
 
     pub(super) fn on_grace_end(self: &Arc<Self>, now: EpochMs) {
-        let workers: Vec<String> = self.reconcile.iter().map(|e| e.key().clone()).collect();
+        let workers: Vec<WorkerKey> = self.reconcile.iter().map(|e| e.key().clone()).collect();
         let mut writes = Vec::new();
-        for addr in workers {
-            let Some((_, ids)) = self.reconcile.remove(&addr) else {
+        for key in workers {
+            let Some(((app, addr), ids)) = self.reconcile.remove(&key) else {
                 continue;
             };
             let reason = format!(
@@ -146,7 +151,10 @@ impl Runtime {
             for id in ids {
                 let Some(slot) = self.slot(id) else { continue };
                 let mut st = slot.lock();
-                if !is_running(st.rec.status) || st.rec.worker.as_deref() != Some(addr.as_str()) {
+                if !is_running(st.rec.status)
+                    || st.rec.app_id != app
+                    || st.rec.worker.as_deref() != Some(addr.as_str())
+                {
                     continue;
                 }
                 let job = self.job(st.rec.job_id);
@@ -161,10 +169,11 @@ impl Runtime {
     /// Asks a reconnected worker about the instances it had before the server restarted.
     pub(crate) async fn reconcile_worker(
         self: Arc<Self>,
-        addr: String,
+        key: WorkerKey,
         handle: ferrojob_transport::net::ConnectionHandle,
         ids: Vec<InstanceId>,
     ) {
+        let (app, addr) = &key;
         let mut unresolved = Vec::new();
         for id in ids {
             let answer = handle
@@ -173,7 +182,10 @@ impl Runtime {
             let Some(slot) = self.slot(id) else { continue };
             let now = self.now();
             let mut st = slot.lock();
-            if !is_running(st.rec.status) || st.rec.worker.as_deref() != Some(addr.as_str()) {
+            if !is_running(st.rec.status)
+                || st.rec.app_id != *app
+                || st.rec.worker.as_deref() != Some(addr.as_str())
+            {
                 continue;
             }
             let job = self.job(st.rec.job_id);
@@ -231,7 +243,7 @@ impl Runtime {
             self.after_write(c, follow);
         }
         if !unresolved.is_empty() {
-            self.reconcile.entry(addr).or_default().extend(unresolved);
+            self.reconcile.entry(key).or_default().extend(unresolved);
         }
     }
 }

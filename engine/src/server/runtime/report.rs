@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ferrojob_transport::message::{self as wire, ReportInstanceStatus};
 
-use crate::ids::{InstanceId, JobId};
+use crate::ids::{AppId, InstanceId, JobId};
 use crate::model::{ExecuteType, InstanceStatus};
 use crate::server::{records::truncate_marked, Commit, MAX_RESULT_LEN};
 use crate::time_expression::EpochMs;
@@ -136,10 +136,12 @@ impl Runtime {
         }
     }
 
-    /// Applies one worker report (from the authenticated worker `source`); returns the write
-    /// to await, if the report changed the instance.
+    /// Applies one worker report (from the authenticated worker `source` of `app`); returns
+    /// the write to await, if the report changed the instance. A report for another app's
+    /// instance is dropped.
     pub(crate) fn on_report(
         self: &Arc<Self>,
+        app: AppId,
         source: &str,
         r: &ReportInstanceStatus,
         now: EpochMs,
@@ -156,6 +158,9 @@ impl Runtime {
             return dropped();
         };
         let mut st = slot.lock();
+        if st.rec.app_id != app {
+            return dropped();
+        }
         let old = st.rec.status;
         let status = from_wire(&r.status);
         match st
@@ -240,11 +245,19 @@ impl Runtime {
                 self.wf_job_final(id, node, s, result).await;
             }
         }
-        if run == 0 {
-            return;
-        }
         let Some(job) = self.job(job_id) else { return };
         if job.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        // Keep the newest `keep_finished_runs` finished instances of the job, of every kind;
+        // pruned a quarter of that count at a time, in the background.
+        let keep = self.config.keep_finished_runs;
+        let every = u32::try_from(keep / 4).unwrap_or(u32::MAX).max(1);
+        if job.finished_since_prune.fetch_add(1, Ordering::AcqRel) + 1 >= every {
+            job.finished_since_prune.store(0, Ordering::Release);
+            self.prune_in_background(job_id);
+        }
+        if run == 0 {
             return;
         }
         let def = job.def();
@@ -275,34 +288,6 @@ impl Runtime {
                     }
                     Err(e) => self.store_write_failed(&e),
                 }
-            }
-        }
-        let keep = self.config.keep_finished_runs;
-        let every = u32::try_from(keep / 4).unwrap_or(u32::MAX).max(1);
-        if job.finished_since_prune.fetch_add(1, Ordering::AcqRel) + 1 >= every {
-            job.finished_since_prune.store(0, Ordering::Release);
-            self.prune(job_id, keep).await;
-        }
-    }
-
-    pub(super) async fn prune(&self, job: JobId, keep: usize) {
-        let ids = match self.repo.finished_fires_beyond(job, keep, 1000) {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(job = job.0, error = %e, "pruning failed");
-                return;
-            }
-        };
-        for id in ids {
-            if self.active.contains_key(&id) {
-                continue;
-            }
-            match self.repo.delete_instance(id, false) {
-                Ok(c) => {
-                    let _ = self.await_commit(c).await;
-                    self.log_counts.remove(&id);
-                }
-                Err(e) => tracing::debug!(instance = id.0, error = %e, "not pruned"),
             }
         }
     }

@@ -9,7 +9,6 @@ use ferrojob_transport::auth::{AppSecret, AppSecrets};
 use ferrojob_transport::metrics::TransportMetrics;
 use ferrojob_transport::net::ConnectionHandle;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
 
 use crate::dispatch::{DispatchSpec, RegistryConfig, RoundRobinCursor, WorkerRegistry};
 use crate::ids::{AppId, InstanceId, JobId, WorkflowId, WorkflowInstanceId};
@@ -17,6 +16,7 @@ use crate::model::InstanceStatus;
 use crate::schedule::{RunningCount, Schedule};
 use crate::server::{AppRecord, InstanceRecord, JobRecord, Repo, RepoError};
 use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
+use crate::wheel::TimerWheel;
 
 use super::metrics::Metrics;
 use super::ServerConfig;
@@ -141,9 +141,80 @@ pub(crate) type Slot = Arc<Mutex<InstState>>;
 /// A worker's open connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnEntry {
+    pub(crate) app: AppId,
     pub(crate) handle: ConnectionHandle,
     pub(crate) gen: u64,
 }
+
+/// Open worker connections by app and worker address. A worker names its own address, so
+/// workers of different apps may name the same one: each app's connection is its own entry,
+/// and a worker of one app can never replace, receive the work of, or report for another
+/// app's worker.
+#[derive(Debug, Default)]
+pub(crate) struct Conns(DashMap<String, Vec<ConnEntry>>);
+
+impl Conns {
+    /// Files `entry` under its app and `addr`; returns the connection it replaced (the same
+    /// worker reconnecting before its old connection was noticed closed).
+    pub(crate) fn insert(&self, addr: &str, entry: ConnEntry) -> Option<ConnEntry> {
+        let mut list = self.0.entry(addr.to_owned()).or_default();
+        match list.iter_mut().find(|e| e.app == entry.app) {
+            Some(slot) => Some(std::mem::replace(slot, entry)),
+            None => {
+                list.push(entry);
+                None
+            }
+        }
+    }
+
+    /// The connection of `app`'s worker `addr`.
+    pub(crate) fn get(&self, app: AppId, addr: &str) -> Option<ConnectionHandle> {
+        let list = self.0.get(addr)?;
+        list.iter().find(|e| e.app == app).map(|e| e.handle.clone())
+    }
+
+    pub(crate) fn contains(&self, app: AppId, addr: &str) -> bool {
+        self.0
+            .get(addr)
+            .is_some_and(|l| l.iter().any(|e| e.app == app))
+    }
+
+    /// Removes `app`'s connection to `addr` if it is still generation `gen`.
+    pub(crate) fn remove_if_current(&self, app: AppId, addr: &str, gen: u64) -> bool {
+        let mut removed = false;
+        self.0.remove_if_mut(addr, |_, list| {
+            let before = list.len();
+            list.retain(|e| !(e.app == app && e.gen == gen));
+            removed = list.len() < before;
+            list.is_empty()
+        });
+        removed
+    }
+
+    /// Open connections.
+    pub(crate) fn len(&self) -> usize {
+        self.0.iter().map(|e| e.value().len()).sum()
+    }
+
+    /// Forgets every connection and returns their handles.
+    pub(crate) fn take_all(&self) -> Vec<ConnectionHandle> {
+        let handles = self
+            .0
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .map(|c| c.handle.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.0.clear();
+        handles
+    }
+}
+
+/// A worker as the server knows it: its app and the address it announced.
+pub(crate) type WorkerKey = (AppId, String);
 
 /// What the timer wheel carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +231,8 @@ pub(crate) enum TimerEv {
     Tick,
     /// The restart grace period is over: unreconciled instances go to the retry policy.
     GraceEnd,
+    /// A round of the retention sweep (instances finished longer ago than `retention_ms`).
+    Retention,
     /// A workflow's trigger `due` (ignored unless `gen` is still the workflow's generation).
     Workflow {
         wf: WorkflowId,
@@ -170,10 +243,13 @@ pub(crate) enum TimerEv {
     WfStart(WorkflowInstanceId),
 }
 
-/// A command to the timer task.
+/// The armed timer events and what the timer task is sleeping for.
 #[derive(Debug)]
-pub(crate) enum TimerCmd {
-    Arm(EpochMs, TimerEv),
+pub(crate) struct Timers {
+    pub(crate) wheel: TimerWheel<TimerEv>,
+    /// The tick the timer task sleeps until (`u64::MAX`: nothing armed); arming an earlier
+    /// event wakes it.
+    pub(crate) sleeping_until: u64,
 }
 
 /// Everything the core's tasks share.
@@ -193,15 +269,19 @@ pub(crate) struct Runtime {
     /// Non-final job instances that run a workflow node.
     pub(crate) node_runs: DashMap<InstanceId, Arc<super::workflow::NodeRun>>,
     /// Open worker connections by worker address.
-    pub(crate) conns: DashMap<String, ConnEntry>,
+    pub(crate) conns: Conns,
     pub(crate) conn_gen: AtomicU64,
     /// Workers whose connection closed: (app, since) — dead if not back within the window.
-    pub(crate) lost: DashMap<String, (Arc<str>, EpochMs)>,
+    pub(crate) lost: DashMap<WorkerKey, (Arc<str>, EpochMs)>,
     /// After a restart: instances believed dispatched to each worker, to reconcile.
-    pub(crate) reconcile: DashMap<String, Vec<InstanceId>>,
+    pub(crate) reconcile: DashMap<WorkerKey, Vec<InstanceId>>,
     /// Per instance: (lines stored, lines dropped) since this server started.
     pub(crate) log_counts: DashMap<InstanceId, (u64, u64)>,
-    pub(crate) timer: mpsc::UnboundedSender<TimerCmd>,
+    /// Armed timer events, in a wheel of millisecond ticks (bounded by the jobs, instances
+    /// and workflow instances that arm them).
+    pub(crate) timers: Mutex<Timers>,
+    /// Wakes the timer task when an event is armed before the tick it sleeps until.
+    pub(crate) timer_wake: tokio::sync::Notify,
     pub(crate) metrics: Metrics,
     /// Alarm evaluation and delivery (`alarm.rs`).
     pub(crate) alarms: super::alarm::Alarms,
@@ -213,48 +293,55 @@ pub(crate) struct Runtime {
     /// Whether this start found stored apps (a restart): dispatch then waits for workers to
     /// reconnect during the grace period.
     pub(crate) restarted: AtomicBool,
+    /// A retention sweep round is running.
+    pub(crate) sweeping: AtomicBool,
+    /// The instance id the next retention sweep round starts from.
+    pub(crate) sweep_from: AtomicU64,
 }
 
 impl Runtime {
     pub(crate) fn new(
         config: ServerConfig,
         repo: Repo,
-    ) -> Result<(Arc<Runtime>, mpsc::UnboundedReceiver<TimerCmd>), super::ServerError> {
+    ) -> Result<Arc<Runtime>, super::ServerError> {
         let registry = WorkerRegistry::new(RegistryConfig {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             ..RegistryConfig::default()
         })?;
-        let (timer, rx) = mpsc::unbounded_channel();
         let started_ms = config.clock.now_ms();
-        Ok((
-            Arc::new(Runtime {
-                config,
-                repo,
-                registry,
-                apps: DashMap::new(),
-                app_names: DashMap::new(),
-                jobs: DashMap::new(),
-                active: DashMap::new(),
-                workflows: DashMap::new(),
-                wf_active: DashMap::new(),
-                node_runs: DashMap::new(),
-                conns: DashMap::new(),
-                conn_gen: AtomicU64::new(1),
-                lost: DashMap::new(),
-                reconcile: DashMap::new(),
-                log_counts: DashMap::new(),
-                timer,
-                metrics: Metrics::default(),
-                alarms: super::alarm::Alarms::default(),
-                transport_metrics: OnceLock::new(),
-                shutting_down: AtomicBool::new(false),
-                store_failed: AtomicBool::new(false),
-                started: Instant::now(),
-                started_ms,
-                restarted: AtomicBool::new(false),
-            }),
-            rx,
-        ))
+        let timers = Mutex::new(Timers {
+            wheel: TimerWheel::new(u64::try_from(started_ms).unwrap_or(0)),
+            sleeping_until: u64::MAX,
+        });
+        Ok(Arc::new(Runtime {
+            config,
+            repo,
+            registry,
+            apps: DashMap::new(),
+            app_names: DashMap::new(),
+            jobs: DashMap::new(),
+            active: DashMap::new(),
+            workflows: DashMap::new(),
+            wf_active: DashMap::new(),
+            node_runs: DashMap::new(),
+            conns: Conns::default(),
+            conn_gen: AtomicU64::new(1),
+            lost: DashMap::new(),
+            reconcile: DashMap::new(),
+            log_counts: DashMap::new(),
+            timers,
+            timer_wake: tokio::sync::Notify::new(),
+            metrics: Metrics::default(),
+            alarms: super::alarm::Alarms::default(),
+            transport_metrics: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+            store_failed: AtomicBool::new(false),
+            started: Instant::now(),
+            started_ms,
+            restarted: AtomicBool::new(false),
+            sweeping: AtomicBool::new(false),
+            sweep_from: AtomicU64::new(0),
+        }))
     }
 
     pub(crate) fn now(&self) -> EpochMs {
@@ -265,9 +352,18 @@ impl Runtime {
         let _ = self.transport_metrics.set(m);
     }
 
+    /// Arms `ev` at clock ms `at` (a time already past fires at once).
     pub(crate) fn arm(&self, at: EpochMs, ev: TimerEv) {
-        // Fails only once the timer task is gone (shutdown): nothing to schedule then.
-        let _ = self.timer.send(TimerCmd::Arm(at, ev));
+        let tick = u64::try_from(at).unwrap_or(0);
+        let wake = {
+            let mut t = self.timers.lock();
+            let tick = tick.max(t.wheel.now());
+            t.wheel.insert(tick, ev);
+            tick < t.sleeping_until
+        };
+        if wake {
+            self.timer_wake.notify_one();
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -279,13 +375,7 @@ impl Runtime {
     }
 
     pub(crate) async fn close_connections(&self) {
-        let handles: Vec<ConnectionHandle> = self
-            .conns
-            .iter()
-            .map(|e| e.value().handle.clone())
-            .collect();
-        self.conns.clear();
-        for h in handles {
+        for h in self.conns.take_all() {
             h.shutdown().await;
         }
     }
@@ -319,6 +409,10 @@ impl Runtime {
         if old == Some(new) {
             return;
         }
+        debug_assert!(
+            !(old.is_some_and(|o| o.is_final()) && new.is_final()),
+            "a final status changed: {old:?} -> {new:?}"
+        );
         self.metrics.transition(old, new);
         let was = old.is_some_and(is_running);
         let is = is_running(new);

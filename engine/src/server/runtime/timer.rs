@@ -1,55 +1,55 @@
-//! The timer task: one [`TimerWheel`] of millisecond ticks on the server's [`Clock`], fed by
-//! [`TimerCmd`]s over an unbounded channel. It owns the wheel (no lock), sleeps with
-//! `Clock::sleep_until` until the earliest deadline or the next command, and hands each
-//! expired event to `Runtime::on_timer`, which never waits (firing submits to the store and
-//! spawns the rest). With a `VirtualClock` nothing fires until the test advances the clock.
+//! The timer task: it sleeps with `Clock::sleep_until` until the earliest armed event of the
+//! runtime's [`TimerWheel`] (one tick per millisecond on the server's [`Clock`]), or until
+//! `Runtime::arm` wakes it for an earlier one, and hands each expired event to
+//! `Runtime::on_timer`, which never waits (firing submits to the store and spawns the rest).
+//! With a `VirtualClock` nothing fires until the test advances the clock.
 //!
 //! [`Clock`]: crate::clock::Clock
+//! [`TimerWheel`]: crate::wheel::TimerWheel
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use crate::time_expression::EpochMs;
-use crate::wheel::{Expired, TimerWheel};
+use crate::wheel::Expired;
 
-use super::state::{Runtime, TimerCmd, TimerEv};
+use super::state::{Runtime, TimerEv};
 
 fn tick(ms: EpochMs) -> u64 {
     u64::try_from(ms).unwrap_or(0)
 }
 
-pub(crate) async fn run(sh: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<TimerCmd>) {
-    let mut wheel: TimerWheel<TimerEv> = TimerWheel::new(tick(sh.now()));
+pub(crate) async fn run(sh: Arc<Runtime>) {
     let mut expired: Vec<Expired<TimerEv>> = Vec::new();
     loop {
-        while let Ok(cmd) = rx.try_recv() {
-            let TimerCmd::Arm(at, ev) = cmd;
-            wheel.insert(tick(at), ev);
-        }
         if sh.is_shutting_down() {
             return;
         }
         let now = sh.now();
-        let now_tick = tick(now).max(wheel.now());
-        wheel.drain_expired(now_tick, &mut expired);
+        {
+            let mut t = sh.timers.lock();
+            let now_tick = tick(now).max(t.wheel.now());
+            t.wheel.drain_expired(now_tick, &mut expired);
+        }
         for e in expired.drain(..) {
             sh.on_timer(e.value, now);
         }
-        if !rx.is_empty() {
+        // Under the lock that `arm` takes: an event armed after this reads the new bound and
+        // wakes the task if it is earlier (the wake-up is kept until the task waits).
+        let next = {
+            let mut t = sh.timers.lock();
+            let next = t.wheel.next_expiration();
+            t.sleeping_until = next.unwrap_or(u64::MAX);
+            next
+        };
+        if next.is_some_and(|n| n <= tick(sh.now())) {
             continue;
         }
-        let sleep = wheel.next_expiration().map(|t| {
+        let sleep = next.map(|t| {
             let us = i64::try_from(t).unwrap_or(i64::MAX).saturating_mul(1000);
             sh.config.clock.sleep_until(us)
         });
         tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(TimerCmd::Arm(at, ev)) => {
-                    wheel.insert(tick(at), ev);
-                }
-                None => return,
-            },
+            () = sh.timer_wake.notified() => {}
             () = async {
                 match sleep {
                     Some(s) => s.await,

@@ -202,7 +202,8 @@ impl Runtime {
         let job = self.job(rec.job_id);
         let status = rec.status;
         let slot: Slot = Arc::new(parking_lot::Mutex::new(InstState::new(rec)));
-        self.active.insert(id, Arc::clone(&slot));
+        let before = self.active.insert(id, Arc::clone(&slot));
+        debug_assert!(before.is_none(), "instance {} owned twice", id.0);
         self.note(job.as_deref(), None, status);
         slot
     }

@@ -399,7 +399,7 @@ impl Runtime {
     pub(super) fn stop_node_instance(self: &Arc<Self>, id: InstanceId) {
         let Some(slot) = self.slot(id) else { return };
         let now = self.now();
-        let (commit, follow, worker) = {
+        let (commit, follow, worker, app) = {
             let mut st = slot.lock();
             let old = st.rec.status;
             if old.is_final() {
@@ -424,10 +424,10 @@ impl Runtime {
                 run: st.rec.run,
             };
             let (c, f) = self.persist_follow(&mut st, follow);
-            (c, f, worker)
+            (c, f, worker, st.rec.app_id)
         };
         if let Some(w) = worker {
-            self.send_stop(&w, id);
+            self.send_stop(app, &w, id);
         }
         self.after_write(commit, follow);
     }

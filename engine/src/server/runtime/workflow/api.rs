@@ -94,6 +94,10 @@ impl NodeApi {
             },
         )
         .map_err(wf_error)
+        .and_then(|dag| {
+            super::super::api::check_period(dag.time_expression(), sh.config.min_period_ms)?;
+            Ok(dag)
+        })
     }
 
     fn wf_view(&self, wf: &WfState) -> WorkflowView {

@@ -1,130 +1,76 @@
-//! Built-in processors, registered by `WorkerBuilder::builtins`: `shell`, `http`, `noop`,
-//! `sleep`, and the MAP_REDUCE `sum_mr`. Each reads [`TaskContext::params`] (the instance params, else the job params).
+//! Built-in processors, registered by `WorkerBuilder::builtins`: `noop`, `sleep` and the
+//! MAP_REDUCE `sum_mr` always; `shell` ([`ShellProcessor`], see [`shell`]) and `http` only
+//! when the operator opts in ([`DangerousBuiltin`], `WorkerConfig::allow_processors`,
+//! `ferrojob-worker --allow-processor NAME`). `http`, `noop`, `sleep` and `sum_mr` read
+//! [`TaskContext::params`] (the instance params, else the job params); `shell` runs the job's
+//! params only.
 
-use std::collections::VecDeque;
+pub mod shell;
+
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 use super::logs::truncate_at_char_boundary;
 use super::processor::{BasicProcessor, ProcessResult, TaskContext};
 
-/// Lines of standard output kept as the shell processor's result.
-pub const SHELL_RESULT_LINES: usize = 20;
+pub use shell::{
+    shell_command, shell_env, ShellCommandError, ShellProcessor, SHELL_DEFAULT_PATH,
+    SHELL_INHERITED_ENV, SHELL_RESULT_LINES,
+};
+
 /// Bytes of the shell result and of the HTTP response body kept as the result at most.
 pub const RESULT_PREFIX_BYTES: usize = 4096;
 
-/// `shell`: runs the params with `sh -c`. Standard output and error lines go to the instance
-/// log; exit status 0 succeeds with the last [`SHELL_RESULT_LINES`] lines of standard output
-/// as the result, anything else fails with the exit code. The command runs in its own process
-/// group; on stop or timeout the whole group is killed (SIGKILL), children included.
-///
-/// Environment: `FERROJOB_INSTANCE_ID`, `FERROJOB_JOB_ID`, and for a workflow node
-/// `FERROJOB_WORKFLOW_INSTANCE_ID` and `FERROJOB_WORKFLOW_CONTEXT` (the context as a JSON
-/// object). A node appends to the context when its result (the output above) is a JSON object.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ShellProcessor;
+/// A built-in processor that acts beyond the worker on a job's say-so: `shell` runs the
+/// commands jobs name, `http` sends requests to the URLs they name. Whoever can create or run
+/// such a job (and whoever holds the app secret, through the worker-to-worker listener) can
+/// use the worker's machine and network position, so `WorkerBuilder::builtins` registers them
+/// only when `WorkerConfig::allow_processors` names them; a `ScheduleJob` for a disabled one
+/// fails with [`ProcessorUnavailable::NotAllowed`](super::ProcessorUnavailable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DangerousBuiltin {
+    /// `shell` ([`ShellProcessor`]).
+    Shell,
+    /// `http` ([`HttpProcessor`]).
+    Http,
+}
 
-impl BasicProcessor for ShellProcessor {
-    async fn process(&self, ctx: TaskContext) -> ProcessResult {
-        let script = ctx.params().to_string();
-        if script.trim().is_empty() {
-            return ProcessResult::fail("shell: empty command (set the job or instance params)");
+impl DangerousBuiltin {
+    /// Every one of them.
+    pub const ALL: [DangerousBuiltin; 2] = [DangerousBuiltin::Shell, DangerousBuiltin::Http];
+
+    /// The processor name jobs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            DangerousBuiltin::Shell => "shell",
+            DangerousBuiltin::Http => "http",
         }
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(&script)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .env("FERROJOB_INSTANCE_ID", ctx.instance_id().to_string())
-            .env("FERROJOB_JOB_ID", ctx.job_id().to_string())
-            .kill_on_drop(true);
-        if let Some(wf) = ctx.workflow_instance_id() {
-            command
-                .env("FERROJOB_WORKFLOW_INSTANCE_ID", wf.to_string())
-                .env("FERROJOB_WORKFLOW_CONTEXT", ctx.workflow_context());
-        }
-        #[cfg(unix)]
-        command.process_group(0);
-        let mut child = match command.spawn() {
-            Ok(c) => c,
-            Err(e) => return ProcessResult::fail(format!("shell: cannot start sh: {e}")),
-        };
-        let group = GroupKiller {
-            pgid: child.id(),
-            armed: true,
-        };
-        let logger = ctx.logger().clone();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let out_log = logger.clone();
-        let read_out = async move {
-            let mut tail: VecDeque<String> = VecDeque::with_capacity(SHELL_RESULT_LINES);
-            if let Some(out) = stdout {
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if tail.len() == SHELL_RESULT_LINES {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line.clone());
-                    out_log.info(line);
-                }
-            }
-            tail
-        };
-        let read_err = async move {
-            if let Some(err) = stderr {
-                let mut lines = BufReader::new(err).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logger.warn(line);
-                }
-            }
-        };
-        let (tail, (), status) = tokio::join!(read_out, read_err, child.wait());
-        let mut group = group;
-        group.armed = false;
-        let mut result = Vec::from(tail).join("\n");
-        truncate_at_char_boundary(&mut result, RESULT_PREFIX_BYTES);
-        match status {
-            Ok(s) if s.success() => ProcessResult::ok(result),
-            Ok(s) => match s.code() {
-                Some(code) => ProcessResult::fail(format!("exit code {code}: {result}")),
-                None => ProcessResult::fail(format!("killed by a signal ({s}): {result}")),
-            },
-            Err(e) => ProcessResult::fail(format!("shell: waiting for sh failed: {e}")),
-        }
+    }
+
+    /// The one named `name`, if any.
+    pub fn from_name(name: &str) -> Option<DangerousBuiltin> {
+        DangerousBuiltin::ALL.into_iter().find(|d| d.name() == name)
     }
 }
 
-/// Kills the shell's process group when the task is dropped before the shell exited
-/// (`kill_on_drop` alone would kill `sh` but not the commands it started).
-struct GroupKiller {
-    pgid: Option<u32>,
-    armed: bool,
+impl std::fmt::Display for DangerousBuiltin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        let (true, Some(pgid)) = (self.armed, self.pgid) else {
-            return;
-        };
-        // No libc binding in this crate: `kill(1)` does it. tokio reaps the helper in the
-        // background once it is dropped.
-        let spawned = Command::new("kill")
-            .arg("-KILL")
-            .arg("--")
-            .arg(format!("-{pgid}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        if let Err(e) = spawned {
-            tracing::warn!(pgid, error = %e, "cannot kill the shell's process group");
-        }
+/// A name given to `--allow-processor` that is not a [`DangerousBuiltin`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a processor that needs allowing (choose from: shell, http; noop, sleep and sum_mr are always registered)")]
+pub struct UnknownDangerousBuiltin(pub String);
+
+impl std::str::FromStr for DangerousBuiltin {
+    type Err = UnknownDangerousBuiltin;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DangerousBuiltin::from_name(s.trim()).ok_or_else(|| UnknownDangerousBuiltin(s.to_string()))
     }
 }
 
@@ -143,7 +89,8 @@ struct HttpParams {
     timeout_ms: Option<u64>,
 }
 
-/// `http`: one HTTP request. Params are a URL (GET) or JSON
+/// `http`: one HTTP request. Registered by `WorkerBuilder::builtins` only when allowed
+/// ([`DangerousBuiltin::Http`]). Params are a URL (GET) or JSON
 /// `{"url", "method", "body", "headers", "timeout_ms"}`. Only `http://` (this build has no
 /// TLS). A 2xx status succeeds, anything else fails; the result is the status and the start of
 /// the body. Without `timeout_ms` the request is bounded by the instance's timeout.
@@ -408,6 +355,17 @@ mod sum_mr_tests {
             (Ok(got), Ok(want)) => assert_eq!(got, want, "{params}"),
             (Err(e), Err(needle)) => assert!(e.to_string().contains(needle), "{params}: {e}"),
             (got, want) => panic!("{params}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn dangerous_builtins_parse_by_name() {
+        assert_eq!("shell".parse(), Ok(DangerousBuiltin::Shell));
+        assert_eq!(" http ".parse(), Ok(DangerousBuiltin::Http));
+        let err = "noop".parse::<DangerousBuiltin>().unwrap_err();
+        assert!(err.to_string().contains("always registered"), "{err}");
+        for d in DangerousBuiltin::ALL {
+            assert_eq!(DangerousBuiltin::from_name(d.name()), Some(d));
         }
     }
 

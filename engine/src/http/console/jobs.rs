@@ -1,0 +1,336 @@
+//! The jobs pages: the table with search and filters, create and edit, the live preview of
+//! the next fire times, enable/disable, run now, delete with confirmation.
+//!
+//! The [`Api`](crate::api::Api) lists jobs by id a page at a time and filters nothing, so
+//! the table scans at most [`MAX_JOB_PAGES`] pages and shows at most [`MAX_JOB_ROWS`]
+//! matches (and says so when it stops early).
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::form::{job_body, parse_wire, wire, Fields};
+use super::pages;
+use super::routes::{api_error, html, job_page, ok, path_id, query, see_other};
+use super::session::Session;
+use super::Console;
+use crate::api::{
+    validate_expression, ApiError, ErrorCode, JobBody, JobView, RunJob, ValidateRequest,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::ids::JobId;
+use crate::time_expression::TimeExpressionType;
+
+/// Pages of 1000 jobs the table reads at most.
+const MAX_JOB_PAGES: usize = 10;
+/// Rows the table shows at most.
+const MAX_JOB_ROWS: usize = 500;
+/// Fire times the job form previews.
+const PREVIEW_COUNT: u32 = 5;
+
+/// The jobs page's filters, as typed.
+#[derive(Debug, Default)]
+pub(crate) struct JobFilter {
+    pub(crate) q: String,
+    pub(crate) kind: String,
+    pub(crate) execute: String,
+    pub(crate) enabled: String,
+}
+
+impl JobFilter {
+    fn matches(&self, j: &JobView) -> bool {
+        let q = self.q.to_lowercase();
+        (q.is_empty() || j.body.name.to_lowercase().contains(&q))
+            && (self.kind.is_empty() || j.body.time_expression_type.as_str() == self.kind)
+            && (self.execute.is_empty() || wire(&j.body.execute_type) == self.execute)
+            && match self.enabled.as_str() {
+                "yes" => j.body.enabled,
+                "no" => !j.body.enabled,
+                _ => true,
+            }
+    }
+}
+
+/// The app's jobs that `keep` accepts, in id order, at most [`MAX_JOB_ROWS`]; `true` when
+/// the scan stopped before the last job.
+pub(super) async fn scan(
+    c: &Console,
+    s: &Session,
+    keep: impl Fn(&JobView) -> bool,
+) -> Result<(Vec<JobView>, bool), ApiError> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_JOB_PAGES {
+        let page = c.api.list_jobs(s.app.clone(), job_page(cursor)).await?;
+        for j in page.items {
+            if keep(&j) {
+                if out.len() == MAX_JOB_ROWS {
+                    return Ok((out, true));
+                }
+                out.push(j);
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok((out, false)),
+        }
+    }
+    Ok((out, true))
+}
+
+/// `GET /jobs?q&type&execute&enabled`.
+pub(super) async fn list(State(c): State<Console>, req: Request) -> Response {
+    let s = match c.session(req.headers()) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let q = query(req.uri());
+    let text = |name: &str| q.get(name).unwrap_or("").to_owned();
+    let filter = JobFilter {
+        q: text("q"),
+        kind: text("type"),
+        execute: text("execute"),
+        enabled: text("enabled"),
+    };
+    match scan(&c, &s, |j| filter.matches(j)).await {
+        Ok((jobs, truncated)) => ok(pages::jobs(&s, &filter, &jobs, truncated)),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `GET /jobs/new`.
+pub(super) async fn new_form(State(c): State<Console>, headers: HeaderMap) -> Response {
+    match c.session(&headers) {
+        Ok(s) => {
+            let body = JobBody::new("", TimeExpressionType::Cron, "0 * * * * ?", "");
+            ok(pages::job_form(&s, None, &body, None))
+        }
+        Err(r) => r,
+    }
+}
+
+/// What the form shows again after a refused submit: the parsed body, or as much of it as
+/// the required fields give.
+fn retyped(fields: &Fields) -> JobBody {
+    job_body(fields).unwrap_or_else(|_| {
+        let kind = fields
+            .get("time_expression_type")
+            .and_then(parse_wire)
+            .unwrap_or(TimeExpressionType::Cron);
+        JobBody::new(
+            fields.get("name").unwrap_or(""),
+            kind,
+            fields.get("time_expression").unwrap_or(""),
+            fields.get("processor").unwrap_or(""),
+        )
+    })
+}
+
+/// The form again with `message`, 400 (a bad field) or the error's own status.
+fn refused(s: &Session, id: Option<u64>, fields: &Fields, e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    html(
+        status,
+        pages::job_form(s, id, &retyped(fields), Some(&e.message)),
+    )
+}
+
+/// `POST /jobs` → 303 to the new job.
+pub(super) async fn create(State(c): State<Console>, req: Request) -> Response {
+    let (s, fields) = match c.form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let body = match job_body(&fields) {
+        Ok(b) => b,
+        Err(msg) => {
+            return refused(
+                &s,
+                None,
+                &fields,
+                &ApiError::new(ErrorCode::InvalidArgument, msg),
+            )
+        }
+    };
+    match c.api.create_job(s.app.clone(), body).await {
+        Ok(created) => see_other(&format!("/jobs/{}", created.id.0)),
+        Err(e) if e.code == ErrorCode::InvalidArgument => refused(&s, None, &fields, &e),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `POST /jobs/preview`: the next fire times of the form's expression (an htmx fragment;
+/// always 200 so that htmx swaps the error in too).
+pub(super) async fn preview(State(c): State<Console>, req: Request) -> Response {
+    let (_, fields) = match c.form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let result = match fields
+        .get("time_expression_type")
+        .and_then(parse_wire::<TimeExpressionType>)
+    {
+        None => Err("choose a time expression type".to_owned()),
+        Some(kind) => {
+            let req = ValidateRequest {
+                kind,
+                expression: fields.get("time_expression").unwrap_or("").to_owned(),
+                time_zone: fields.get("time_zone").map(str::to_owned),
+                count: Some(PREVIEW_COUNT),
+            };
+            validate_expression(&req, SystemClock.now_ms())
+                .map(|v| v.next)
+                .map_err(|e| e.message)
+        }
+    };
+    ok(pages::preview(result))
+}
+
+async fn job(c: &Console, s: &Session, id: &str) -> Result<JobView, Response> {
+    let id = JobId(path_id(id)?);
+    c.api
+        .get_job(s.app.clone(), id)
+        .await
+        .map_err(|e| api_error(&e))
+}
+
+/// `GET /jobs/{id}`: the edit form.
+pub(super) async fn edit_form(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match job(&c, &s, &id).await {
+        Ok(j) => ok(pages::job_form(&s, Some(j.id.0), &j.body, None)),
+        Err(r) => r,
+    }
+}
+
+/// `POST /jobs/{id}` → 303 back to the job.
+pub(super) async fn update(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let (s, fields) = match c.form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let body = match job_body(&fields) {
+        Ok(b) => b,
+        Err(msg) => {
+            let e = ApiError::new(ErrorCode::InvalidArgument, msg);
+            return refused(&s, Some(id), &fields, &e);
+        }
+    };
+    match c.api.update_job(s.app.clone(), JobId(id), body).await {
+        Ok(j) => see_other(&format!("/jobs/{}", j.id.0)),
+        Err(e) if e.code == ErrorCode::InvalidArgument => refused(&s, Some(id), &fields, &e),
+        Err(e) => api_error(&e),
+    }
+}
+
+async fn set_enabled(c: Console, id: String, req: Request, enabled: bool) -> Response {
+    let (s, _) = match c.form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(id) => JobId(id),
+        Err(r) => return r,
+    };
+    match c.api.set_job_enabled(s.app.clone(), id, enabled).await {
+        Ok(_) => see_other("/jobs"),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `POST /jobs/{id}/enable` → 303 to the table.
+pub(super) async fn enable(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    set_enabled(c, id, req, true).await
+}
+
+/// `POST /jobs/{id}/disable` → 303 to the table.
+pub(super) async fn disable(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    set_enabled(c, id, req, false).await
+}
+
+/// `POST /jobs/{id}/run` (`params`, `delay_ms`) → 303 to the new instance.
+pub(super) async fn run(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let (s, fields) = match c.form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(id) => JobId(id),
+        Err(r) => return r,
+    };
+    let delay_ms = match fields.number("delay_ms", 0u64) {
+        Ok(d) => d,
+        Err(msg) => return api_error(&ApiError::new(ErrorCode::InvalidArgument, msg)),
+    };
+    let req = RunJob {
+        params: fields.raw("params").to_owned(),
+        delay_ms,
+    };
+    match c.api.run_job(s.app.clone(), id, req).await {
+        Ok(run) => see_other(&format!("/instances/{}", run.instance_id.0)),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `GET /jobs/{id}/delete`: asks first.
+pub(super) async fn confirm_delete(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match job(&c, &s, &id).await {
+        Ok(j) => ok(pages::confirm_delete(&s, &j)),
+        Err(r) => r,
+    }
+}
+
+/// `POST /jobs/{id}/delete` → 303 to the table.
+pub(super) async fn delete(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let (s, _) = match c.form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(id) => JobId(id),
+        Err(r) => return r,
+    };
+    match c.api.delete_job(s.app.clone(), id).await {
+        Ok(()) => see_other("/jobs"),
+        Err(e) => api_error(&e),
+    }
+}

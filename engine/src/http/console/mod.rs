@@ -1,0 +1,99 @@
+//! The web console: server-rendered HTML pages at `/` on the HTTP port, beside the OpenAPI
+//! at `/v1`, built on the same [`Api`] trait (so it works over any server that implements
+//! it).
+//!
+//! ```text
+//!   browser ── GET /jobs ──▶ session cookie ─▶ SessionTable ─▶ Session { app, csrf }
+//!                                                   │ none: 303 /login
+//!                              Api::list_jobs(session.app) ─▶ pages::jobs (maud) ─▶ HTML
+//!   browser ── POST /jobs ─▶ session ─▶ body (urlencoded, within the body limit and read
+//!                              timeout) ─▶ `_csrf` == session.csrf ─▶ Api::create_job ─▶ 303
+//! ```
+//!
+//! - **Assets**: htmx (vendored, `assets/htmx.min.js`), `console.css` and `console.js` are
+//!   compiled into the binary with `include_str!` and served under `/assets/`; pages load
+//!   nothing from elsewhere, and their `Content-Security-Policy` forbids it.
+//! - **Sign-in** (`/login`): an app (name or id) and a token: the admin token, or that
+//!   app's secret, the same tokens the OpenAPI accepts for `/v1/apps/{app}/...`. A wrong
+//!   token, another app's secret and an unknown app get the same answer. The sign-in form
+//!   is protected by a double-submit token (cookie [`session::LOGIN_COOKIE`] = hidden field).
+//! - **Sessions** ([`session`]): bounded, in memory, one app per session; every page and
+//!   action of a session passes that session's [`AppRef`](crate::api::AppRef) to the
+//!   [`Api`], which answers NotFound for another app's ids: a session never sees another
+//!   app's data. A session signed in with the admin token may switch to another app
+//!   (`POST /switch-app`); an app-secret session cannot, it signs out and in again.
+//! - **CSRF**: every form carries the session's `_csrf`; every POST compares it (constant
+//!   time) before doing anything, and refuses with 403 when it is missing or wrong. The
+//!   session cookie is also `SameSite=Strict`.
+//! - **Live parts** (the instance page while it runs, the overview, the job form's "next 5
+//!   fire times") are htmx fragments fetched by polling or on input; the fragment routes
+//!   answer the same markup the full page embeds, so a refresh causes no layout shift.
+//!
+//! What the [`Api`] does not offer, the console does not show: there is no app listing
+//! (sign in names the app), no time-range filter for instances, no record of dead workers,
+//! and an instance's start time is not kept apart from its dispatch time.
+
+// Helpers answer `Result<_, Response>` whose `Err` is the finished error page or redirect,
+// returned by the handler at once and never stored: its size does not matter.
+#![allow(clippy::result_large_err)]
+
+mod form;
+mod jobs;
+mod pages;
+mod routes;
+mod session;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use parking_lot::Mutex;
+
+use crate::api::Api;
+use session::{SessionLimits, SessionTable};
+
+/// What every console handler shares.
+#[derive(Clone)]
+pub(crate) struct Console {
+    api: Arc<dyn Api>,
+    admin_token: Arc<str>,
+    sessions: Arc<Mutex<SessionTable>>,
+    secure_cookies: bool,
+}
+
+/// The console's routes, with their own state; merged into the HTTP router beside `/v1`.
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(
+    api: Arc<dyn Api>,
+    admin_token: Arc<str>,
+    secure_cookies: bool,
+) -> Router<S> {
+    let console = Console {
+        api,
+        admin_token,
+        sessions: Arc::new(Mutex::new(SessionTable::new(SessionLimits::default()))),
+        secure_cookies,
+    };
+    use jobs as j;
+    use routes as r;
+    Router::new()
+        .route("/", get(r::overview))
+        .route("/overview/live", get(r::overview_live))
+        .route("/assets/{name}", get(r::asset))
+        .route("/login", get(r::login_page).post(r::login))
+        .route("/logout", post(r::logout))
+        .route("/switch-app", post(r::switch_app))
+        .route("/jobs", get(j::list).post(j::create))
+        .route("/jobs/new", get(j::new_form))
+        .route("/jobs/preview", post(j::preview))
+        .route("/jobs/{id}", get(j::edit_form).post(j::update))
+        .route("/jobs/{id}/enable", post(j::enable))
+        .route("/jobs/{id}/disable", post(j::disable))
+        .route("/jobs/{id}/run", post(j::run))
+        .route("/jobs/{id}/delete", get(j::confirm_delete).post(j::delete))
+        .route("/instances", get(r::instances))
+        .route("/instances/{id}", get(r::instance))
+        .route("/instances/{id}/live", get(r::instance_live))
+        .route("/instances/{id}/{action}", post(r::instance_action))
+        .route("/workers", get(r::workers))
+        .with_state(console)
+}

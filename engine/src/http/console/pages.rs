@@ -1,0 +1,477 @@
+//! The console's HTML, written with maud: every interpolated value is escaped, so a job
+//! named `<script>` renders as text. One function per page or fragment; handlers in
+//! [`super::routes`] fetch the data and call these.
+//!
+//! Times are rendered as `<time datetime="…Z" title="… UTC">` in UTC; `console.js` rewrites
+//! the text in the browser's zone (the UTC instant stays on hover).
+
+use maud::{html, Markup, DOCTYPE};
+
+use super::form::wire;
+use super::session::Session;
+use crate::api::{ms_to_rfc3339, InstanceView, JobBody, JobView, LogLineView, WorkerInfo};
+use crate::model::InstanceStatus;
+use crate::time_expression::{EpochMs, TimeExpressionType};
+
+/// Which tab of the navigation is the current page's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tab {
+    Overview,
+    Jobs,
+    Instances,
+    Workers,
+}
+
+const EXECUTE_TYPES: [&str; 4] = ["STANDALONE", "BROADCAST", "MAP", "MAP_REDUCE"];
+const DISPATCH_STRATEGIES: [&str; 4] = ["HEALTH_FIRST", "RANDOM", "ROUND_ROBIN", "SPECIFY"];
+const MISFIRE_POLICIES: [&str; 3] = ["FIRE_ONCE", "FIRE_ALL", "SKIP"];
+
+/// The hidden CSRF field every form of a session carries.
+pub(crate) fn csrf(session: &Session) -> Markup {
+    html! { input type="hidden" name="_csrf" value=(session.csrf); }
+}
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            // Inline indicator styles would need 'unsafe-inline' under the page's CSP.
+            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false}"#;
+            title { (title) " · ferrojob" }
+            // No icon: an empty one keeps the browser from asking for /favicon.ico.
+            link rel="icon" href="data:,";
+            link rel="stylesheet" href="/assets/console.css";
+            script src="/assets/htmx.min.js" defer {}
+            script src="/assets/console.js" defer {}
+        }
+    }
+}
+
+/// A signed-in page: navigation, the app's name, sign-out, then `body`.
+pub(crate) fn layout(session: &Session, tab: Tab, title: &str, body: Markup) -> Markup {
+    let link = |t: Tab, href: &str, text: &str| {
+        html! { a href=(href) aria-current=[(t == tab).then_some("page")] { (text) } }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body {
+                header.top {
+                    strong.brand { "ferrojob" }
+                    nav {
+                        (link(Tab::Overview, "/", "Overview"))
+                        (link(Tab::Jobs, "/jobs", "Jobs"))
+                        (link(Tab::Instances, "/instances", "Instances"))
+                        (link(Tab::Workers, "/workers", "Workers"))
+                    }
+                    span.who {
+                        "app " strong { (session.app.name) }
+                        @if session.admin { " (admin)" }
+                    }
+                    @if session.admin {
+                        form.inline method="post" action="/switch-app" {
+                            (csrf(session))
+                            input name="app" required placeholder="app name or id" aria-label="Switch to app";
+                            button type="submit" { "Switch" }
+                        }
+                    }
+                    form method="post" action="/logout" {
+                        (csrf(session))
+                        button type="submit" { "Sign out" }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// The sign-in page; `error` is shown above the form.
+pub(crate) fn login(csrf_token: &str, app: &str, error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Sign in"))
+            body {
+                main.narrow {
+                    h1 { "ferrojob console" }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                    form method="post" action="/login" {
+                        input type="hidden" name="_csrf" value=(csrf_token);
+                        label { "App (name or id)" input name="app" required value=(app) autofocus; }
+                        label { "Token (the admin token or the app's secret)"
+                            input name="token" type="password" required autocomplete="current-password"; }
+                        button type="submit" { "Sign in" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A page that only says what went wrong.
+pub(crate) fn error_page(title: &str, message: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body { main.narrow { h1 { (title) } p.error role="alert" { (message) } p { a href="/" { "Back to the console" } } } }
+        }
+    }
+}
+
+/// An instant as a `<time>` element (UTC text; local in the browser).
+pub(crate) fn time(ms: Option<EpochMs>) -> Markup {
+    match ms {
+        None => html! { span.muted { "–" } },
+        Some(ms) => {
+            let utc = ms_to_rfc3339(ms);
+            html! { time datetime=(utc) title={ (utc) " UTC" } { (utc) } }
+        }
+    }
+}
+
+/// A status badge; the colour comes from its class, the same on every page.
+pub(crate) fn status(s: InstanceStatus) -> Markup {
+    let name = wire(&s);
+    html! { span class={ "badge st-" (name) } { (name) } }
+}
+
+fn select(name: &str, options: &[&str], chosen: &str, blank: Option<&str>) -> Markup {
+    html! {
+        select name=(name) id=(name) {
+            @if let Some(b) = blank { option value="" { (b) } }
+            @for o in options { option value=(o) selected[*o == chosen] { (o) } }
+        }
+    }
+}
+
+fn time_types() -> Vec<&'static str> {
+    TimeExpressionType::ALL.iter().map(|t| t.as_str()).collect()
+}
+
+/// The jobs table with its filters.
+pub(crate) fn jobs(
+    session: &Session,
+    filter: &super::jobs::JobFilter,
+    jobs: &[JobView],
+    truncated: bool,
+) -> Markup {
+    let body = html! {
+        form.filters method="get" action="/jobs" role="search" {
+            label { "Name" input name="q" value=(filter.q) placeholder="search"; }
+            label { "Time type" (select("type", &time_types(), &filter.kind, Some("any"))) }
+            label { "Execute type" (select("execute", &EXECUTE_TYPES, &filter.execute, Some("any"))) }
+            label { "Enabled" (select("enabled", &["yes", "no"], &filter.enabled, Some("any"))) }
+            button type="submit" { "Filter" }
+            a.button href="/jobs/new" { "New job" }
+        }
+        @if jobs.is_empty() { p.muted { "No jobs match." } } @else {
+            table {
+                thead { tr { th { "Id" } th { "Name" } th { "Time" } th { "Execute" } th { "Processor" } th { "Enabled" } th { "Next fire" } th { "Actions" } } }
+                tbody {
+                    @for j in jobs {
+                        tr {
+                            td { (j.id.0) }
+                            td { a href={ "/jobs/" (j.id.0) } { (j.body.name) } }
+                            td { (j.body.time_expression_type.as_str()) " " code { (j.body.time_expression) } }
+                            td { (wire(&j.body.execute_type)) }
+                            td { (j.body.processor) }
+                            td { @if j.body.enabled { "yes" } @else { span.muted { "no" } } }
+                            td { (time(j.next_trigger_time)) }
+                            td.actions {
+                                form method="post" action={ "/jobs/" (j.id.0) "/run" } { (csrf(session)) button type="submit" { "Run now" } }
+                                form method="post" action={ "/jobs/" (j.id.0) (if j.body.enabled { "/disable" } else { "/enable" }) } {
+                                    (csrf(session))
+                                    button type="submit" { (if j.body.enabled { "Disable" } else { "Enable" }) }
+                                }
+                                a href={ "/instances?job_id=" (j.id.0) } { "Instances" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if truncated { p.muted { "Only the first " (jobs.len()) " matches are shown; narrow the search." } }
+        }
+    };
+    layout(session, Tab::Jobs, "Jobs", body)
+}
+
+/// The create (`id` = None) or edit form of a job, with the live preview of its next fires.
+pub(crate) fn job_form(
+    session: &Session,
+    id: Option<u64>,
+    body: &JobBody,
+    error: Option<&str>,
+) -> Markup {
+    let action = match id {
+        Some(id) => format!("/jobs/{id}"),
+        None => "/jobs".to_owned(),
+    };
+    let num = |name: &str, label: &str, value: String| {
+        html! { label { (label) input name=(name) inputmode="decimal" value=(value); } }
+    };
+    let form = html! {
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        form.job method="post" action=(action) {
+            (csrf(session))
+            fieldset {
+                legend { "Job" }
+                label { "Name" input name="name" required maxlength="128" value=(body.name); }
+                label { "Processor" input name="processor" required value=(body.processor) placeholder="shell, http, noop, sleep"; }
+                label { "Params" textarea name="params" rows="3" { (body.params) } }
+                label { "Enabled" input type="checkbox" name="enabled" checked[body.enabled]; }
+            }
+            fieldset {
+                legend { "When" }
+                label { "Time expression type" (select("time_expression_type", &time_types(), body.time_expression_type.as_str(), None)) }
+                label { "Time expression" input name="time_expression" value=(body.time_expression) placeholder="0 */5 * * * ?  or  60000" aria-describedby="preview"; }
+                label { "Time zone" input name="time_zone" value=(body.time_zone.as_deref().unwrap_or("")) placeholder="UTC"; }
+                label { "Misfire" (select("misfire", &MISFIRE_POLICIES, body.misfire.as_str(), None)) }
+                label { "Lifecycle start (RFC 3339)" input name="lifecycle_start" value=(body.lifecycle.start.as_deref().unwrap_or("")); }
+                label { "Lifecycle end (RFC 3339)" input name="lifecycle_end" value=(body.lifecycle.end.as_deref().unwrap_or("")); }
+                // Its own element asks for the preview (the form's values go along): a request
+                // from the form itself would first run the browser's validation of every field.
+                div #preview.preview aria-live="polite" hx-post="/jobs/preview"
+                    hx-trigger="load, input delay:300ms from:closest fieldset" {}
+            }
+            fieldset {
+                legend { "How" }
+                label { "Execute type" (select("execute_type", &EXECUTE_TYPES, &wire(&body.execute_type), None)) }
+                label { "Dispatch strategy" (select("dispatch_strategy", &DISPATCH_STRATEGIES, &wire(&body.dispatch_strategy), None)) }
+                label { "Designated workers (tags or addresses, comma-separated)" input name="designated_workers" value=(body.designated_workers.join(", ")); }
+                (num("max_instances", "Max instances (0 = unlimited)", body.max_instances.to_string()))
+                (num("concurrency", "Concurrency per worker", body.concurrency.to_string()))
+                (num("timeout_ms", "Timeout, ms (0 = none)", body.timeout_ms.to_string()))
+                (num("instance_retries", "Instance retries", body.instance_retries.to_string()))
+                (num("task_retries", "Task retries", body.task_retries.to_string()))
+                (num("max_worker_count", "Max workers (0 = unlimited)", body.max_worker_count.to_string()))
+                (num("min_cpu_cores", "Min free CPU cores", body.min_cpu_cores.to_string()))
+                (num("min_memory_gb", "Min free memory, GB", body.min_memory_gb.to_string()))
+                (num("min_disk_gb", "Min free disk, GB", body.min_disk_gb.to_string()))
+            }
+            button type="submit" { @if id.is_some() { "Save" } @else { "Create" } }
+        }
+    };
+    let extra = match id {
+        None => html! {},
+        Some(id) => html! {
+            section {
+                h2 { "Run now" }
+                form.inline method="post" action={ "/jobs/" (id) "/run" } {
+                    (csrf(session))
+                    label { "Params" input name="params"; }
+                    label { "Delay, ms" input name="delay_ms" inputmode="numeric" value="0"; }
+                    button type="submit" { "Run now" }
+                }
+                p { a href={ "/instances?job_id=" (id) } { "This job's instances" } " · "
+                    a.danger href={ "/jobs/" (id) "/delete" } { "Delete…" } }
+            }
+        },
+    };
+    let title = match id {
+        Some(id) => format!("Job {id}"),
+        None => "New job".to_owned(),
+    };
+    layout(session, Tab::Jobs, &title, html! { (form) (extra) })
+}
+
+/// The preview fragment: the next fire times, or the expression's error.
+pub(crate) fn preview(result: Result<Vec<String>, String>) -> Markup {
+    match result {
+        Err(e) => html! { p.error role="alert" { "Time expression: " (e) } },
+        Ok(next) if next.is_empty() => {
+            html! { p.muted { "Fires only when run (API or workflow)." } }
+        }
+        Ok(next) => html! {
+            p { "Next " (next.len()) " fire times:" }
+            ol.preview-times { @for t in &next { li { code { (t) } } } }
+        },
+    }
+}
+
+/// Asks before deleting a job.
+pub(crate) fn confirm_delete(session: &Session, job: &JobView) -> Markup {
+    let body = html! {
+        p { "Delete job " strong { (job.body.name) } " (id " (job.id.0) ")? Its instances stay listed." }
+        form.inline method="post" action={ "/jobs/" (job.id.0) "/delete" } {
+            (csrf(session))
+            button.danger type="submit" { "Delete" }
+            a href={ "/jobs/" (job.id.0) } { "Cancel" }
+        }
+    };
+    layout(session, Tab::Jobs, "Delete job", body)
+}
+
+/// The instances table, one page, newest first.
+pub(crate) fn instances(
+    session: &Session,
+    filter: &super::routes::InstanceFilter,
+    items: &[InstanceView],
+    next: Option<String>,
+) -> Markup {
+    let statuses: Vec<String> = InstanceStatus::ALL.iter().map(wire).collect();
+    let statuses: Vec<&str> = statuses.iter().map(String::as_str).collect();
+    let body = html! {
+        form.filters method="get" action="/instances" {
+            label { "Job id" input name="job_id" inputmode="numeric" value=(filter.job_id); }
+            label { "Status" (select("status", &statuses, &filter.status, Some("any"))) }
+            button type="submit" { "Filter" }
+        }
+        @if items.is_empty() { p.muted { "No instances." } } @else {
+            table {
+                thead { tr { th { "Id" } th { "Job" } th { "Status" } th { "Trigger" } th { "Finished" } th { "Worker" } th { "Attempts" } } }
+                tbody {
+                    @for i in items {
+                        tr {
+                            td { a href={ "/instances/" (i.id.0) } { (i.id.0) } }
+                            td { a href={ "/jobs/" (i.job_id.0) } { (i.job_id.0) } }
+                            td { (status(i.status)) }
+                            td { (time(Some(i.trigger_time))) }
+                            td { (time(i.finished_time)) }
+                            td { (i.worker.as_deref().unwrap_or("–")) }
+                            td { (i.running_times) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(href) = next { p { a href=(href) { "Older →" } } }
+    };
+    layout(session, Tab::Instances, "Instances", body)
+}
+
+/// The live part of an instance's page: polled every 2 s by htmx until the status is final.
+pub(crate) fn instance_live(
+    session: &Session,
+    i: &InstanceView,
+    log: &[LogLineView],
+    log_note: Option<String>,
+) -> Markup {
+    let lateness = i.actual_trigger_time.map(|t| t - i.trigger_time);
+    let live = !i.status.is_final();
+    html! {
+        div #live hx-get=[live.then(|| format!("/instances/{}/live", i.id.0))]
+            hx-trigger=[live.then_some("every 2s")] hx-swap="outerHTML" {
+            dl.facts {
+                dt { "Status" } dd { (status(i.status)) }
+                dt { "Job" } dd { a href={ "/jobs/" (i.job_id.0) } { (i.job_id.0) } }
+                dt { "Triggered for" } dd { (time(Some(i.trigger_time))) }
+                dt { "Dispatched" } dd { (time(i.actual_trigger_time)) }
+                dt { "Finished" } dd { (time(i.finished_time)) }
+                dt { "Lateness" } dd { @match lateness { Some(ms) => { (ms) " ms" }, None => "–" } }
+                dt { "Worker" } dd { (i.worker.as_deref().unwrap_or("–")) }
+                dt { "Attempts" } dd { (i.running_times) }
+                @if let Some(t) = &i.tasks {
+                    dt { "Tasks" } dd { (t.succeeded) " succeeded, " (t.failed) " failed, " (t.total) " in all" }
+                }
+                dt { "Params" } dd { code { (i.params) } }
+                dt { "Result" } dd { pre.result { (i.result.as_deref().unwrap_or("")) } }
+            }
+            div.actions {
+                @for (action, label, shown) in [
+                    ("stop", "Stop", matches!(i.status, InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running)),
+                    ("cancel", "Cancel", i.status == InstanceStatus::WaitingDispatch),
+                    ("retry", "Retry", i.status.is_final()),
+                ] {
+                    @if shown {
+                        form method="post" action={ "/instances/" (i.id.0) "/" (action) } { (csrf(session)) button type="submit" { (label) } }
+                    }
+                }
+            }
+            h2 { "Log" }
+            @if let Some(n) = log_note { p.muted { (n) } }
+            @if log.is_empty() { p.muted { "No log lines yet." } }
+            pre.log hidden[log.is_empty()] {
+                @for l in log {
+                    span class={ "lv-" (wire(&l.level)) } { (ms_to_rfc3339(l.time_ms)) " " (wire(&l.level)) " " (l.content) "\n" }
+                }
+            }
+        }
+    }
+}
+
+/// One instance's page.
+pub(crate) fn instance(session: &Session, live: Markup, id: u64) -> Markup {
+    layout(session, Tab::Instances, &format!("Instance {id}"), live)
+}
+
+/// The app's live workers.
+pub(crate) fn workers(session: &Session, workers: &[WorkerInfo]) -> Markup {
+    let gb = |used: f64, total: f64| format!("{used:.1} / {total:.1} GB");
+    let body = html! {
+        p.muted { "Workers that sent a heartbeat recently; a worker that stops is dropped from this list." }
+        @if workers.is_empty() { p.muted { "No worker is connected." } } @else {
+            table {
+                thead { tr { th { "Address" } th { "Health" } th { "CPU" } th { "Memory" } th { "Disk" } th { "Tags" } th { "Version" } th { "Last heartbeat" } } }
+                tbody {
+                    @for w in workers {
+                        tr {
+                            td { (w.address) @if w.overloaded { " " span.badge.st-FAILED { "overloaded" } } }
+                            td { (format!("{:.1}", w.health_score)) }
+                            td { (format!("{:.0} cores", w.cpu_cores)) @if let Some(l) = w.cpu_load { ", load " (format!("{l:.2}")) } }
+                            td { (gb(w.memory_used_gb, w.memory_total_gb)) }
+                            td { (gb(w.disk_used_gb, w.disk_total_gb)) }
+                            td { (w.tags.join(", ")) }
+                            td { (w.version) }
+                            td { (time(Some(w.last_heartbeat))) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(session, Tab::Workers, "Workers", body)
+}
+
+/// The overview's numbers (see `routes::overview` for how they are computed).
+#[derive(Debug, Default)]
+pub(crate) struct Overview {
+    pub(crate) scanned: usize,
+    pub(crate) per_second: f64,
+    pub(crate) hour: (u64, u64),
+    pub(crate) day: (u64, u64),
+    pub(crate) lateness_p50: Option<i64>,
+    pub(crate) lateness_p99: Option<i64>,
+    pub(crate) workers: usize,
+    pub(crate) next: Vec<(u64, String, EpochMs)>,
+}
+
+/// The overview's body, refreshed every 5 s.
+pub(crate) fn overview_live(o: &Overview) -> Markup {
+    let ms = |v: Option<i64>| match v {
+        Some(v) => format!("{v} ms"),
+        None => "–".to_owned(),
+    };
+    html! {
+        div #live hx-get="/overview/live" hx-trigger="every 5s" hx-swap="outerHTML" {
+            div.cards {
+                div.card { span.k { "Instances / s (last minute)" } span.v { (format!("{:.2}", o.per_second)) } }
+                div.card { span.k { "Last hour" } span.v { span.ok { (o.hour.0) " ok" } " · " span.bad { (o.hour.1) " failed" } } }
+                div.card { span.k { "Last day" } span.v { span.ok { (o.day.0) " ok" } " · " span.bad { (o.day.1) " failed" } } }
+                div.card { span.k { "Fire lateness p50 / p99 (last hour)" } span.v { (ms(o.lateness_p50)) " / " (ms(o.lateness_p99)) } }
+                div.card { span.k { "Workers online" } span.v { a href="/workers" { (o.workers) } } }
+            }
+            p.muted { "Counted over the newest " (o.scanned) " instances." }
+            h2 { "Next triggers" }
+            @if o.next.is_empty() { p.muted { "No job is scheduled." } } @else {
+                table {
+                    thead { tr { th { "When" } th { "Job" } } }
+                    tbody { @for (id, name, at) in &o.next { tr { td { (time(Some(*at))) } td { a href={ "/jobs/" (id) } { (name) } } } } }
+                }
+            }
+        }
+    }
+}
+
+/// The overview page.
+pub(crate) fn overview(session: &Session, o: &Overview) -> Markup {
+    layout(session, Tab::Overview, "Overview", overview_live(o))
+}
+
+/// The embedded stylesheet, script and htmx.
+pub(crate) const CONSOLE_CSS: &str = include_str!("assets/console.css");
+pub(crate) const CONSOLE_JS: &str = include_str!("assets/console.js");
+pub(crate) const HTMX_JS: &str = include_str!("assets/htmx.min.js");

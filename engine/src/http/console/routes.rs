@@ -1,0 +1,592 @@
+//! Console handlers shared by every page (responses, sign-in, the session and CSRF checks)
+//! and the pages other than jobs: overview, instances, workers, assets.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use axum::extract::{Path, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::Markup;
+
+use super::form::{parse_wire, Fields};
+use super::pages::{self, Overview};
+use super::session::{cookie, random_token, set_cookie, Session, LOGIN_COOKIE, SESSION_COOKIE};
+use super::Console;
+use crate::api::{
+    ApiError, ErrorCode, InstanceAction, InstanceQuery, InstanceView, LogLineView, LogQuery,
+    PageQuery,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::http::auth::ct_eq;
+use crate::ids::{InstanceId, JobId};
+use crate::model::InstanceStatus;
+
+/// Instances per page of the instances table.
+const INSTANCES_PAGE: u32 = 50;
+/// Log lines an instance page shows (the newest).
+const LOG_TAIL_LINES: usize = 200;
+/// Log pages (of 1000 lines) read to find the tail; a longer log shows an earlier window.
+const MAX_LOG_PAGES: usize = 10;
+/// Newest instances the overview counts.
+const OVERVIEW_INSTANCES: u32 = 1000;
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// An HTML answer with the console's security headers.
+pub(super) fn html(status: StatusCode, markup: Markup) -> Response {
+    let mut response = (status, markup.into_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    response
+}
+
+pub(super) fn ok(markup: Markup) -> Response {
+    html(StatusCode::OK, markup)
+}
+
+/// 303 to `location` (after a POST, or to the sign-in page).
+pub(super) fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, v);
+    }
+    response
+}
+
+/// An [`ApiError`] as an error page with its status.
+pub(super) fn api_error(e: &ApiError) -> Response {
+    let status =
+        StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let title = match e.code {
+        ErrorCode::NotFound => "Not found",
+        ErrorCode::InvalidArgument => "Invalid request",
+        ErrorCode::Conflict => "Not possible now",
+        _ => "Error",
+    };
+    html(status, pages::error_page(title, &e.message))
+}
+
+fn not_found() -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        pages::error_page("Not found", "There is no such page."),
+    )
+}
+
+/// A numeric path id, or the 404 page.
+pub(super) fn path_id(text: &str) -> Result<u64, Response> {
+    text.parse().map_err(|_| not_found())
+}
+
+impl Console {
+    /// The request's live session, or a 303 to the sign-in page. An htmx request (a live
+    /// refresh) gets 401 with `HX-Redirect` instead: a 303 would be followed inside the
+    /// fragment and put the sign-in page in its place.
+    pub(super) fn session(&self, headers: &HeaderMap) -> Result<Session, Response> {
+        cookie(headers, SESSION_COOKIE)
+            .and_then(|id| self.sessions.lock().get(id, Instant::now()))
+            .ok_or_else(|| {
+                if headers.contains_key("hx-request") {
+                    let mut response = StatusCode::UNAUTHORIZED.into_response();
+                    response
+                        .headers_mut()
+                        .insert("hx-redirect", HeaderValue::from_static("/login"));
+                    response
+                } else {
+                    see_other("/login")
+                }
+            })
+    }
+
+    /// The session of a POST and its form fields, once the form's `_csrf` matched the
+    /// session's (403 otherwise). The body is read only for a signed-in request.
+    pub(super) async fn form(&self, req: Request) -> Result<(Session, Fields), Response> {
+        let session = self.session(req.headers())?;
+        let fields = read_fields(req).await?;
+        let sent = fields.get("_csrf").unwrap_or("");
+        if sent.is_empty() || !ct_eq(sent.as_bytes(), session.csrf.as_bytes()) {
+            return Err(html(
+                StatusCode::FORBIDDEN,
+                pages::error_page(
+                    "Refused",
+                    "This form is out of date (missing or wrong CSRF token); reload the page and try again.",
+                ),
+            ));
+        }
+        Ok((session, fields))
+    }
+}
+
+/// A urlencoded request body within the router's limits.
+async fn read_fields(req: Request) -> Result<Fields, Response> {
+    let bytes = crate::http::extract::read_body(req)
+        .await
+        .map_err(|f| api_error(&f.error))?;
+    Fields::parse(&bytes).ok_or_else(|| {
+        api_error(&ApiError::new(
+            ErrorCode::InvalidArgument,
+            "too many fields",
+        ))
+    })
+}
+
+/// The query string's fields.
+pub(super) fn query(req_uri: &axum::http::Uri) -> Fields {
+    Fields::parse(req_uri.query().unwrap_or("").as_bytes()).unwrap_or_default()
+}
+
+/// `GET /assets/{name}`: the embedded files.
+pub(super) async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind) = match name.as_str() {
+        "htmx.min.js" => (pages::HTMX_JS, "text/javascript; charset=utf-8"),
+        "console.js" => (pages::CONSOLE_JS, "text/javascript; charset=utf-8"),
+        "console.css" => (pages::CONSOLE_CSS, "text/css; charset=utf-8"),
+        _ => return not_found(),
+    };
+    (
+        [
+            (CONTENT_TYPE, kind),
+            (CACHE_CONTROL, "public, max-age=300"),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /login`: the form, with a fresh double-submit token in a cookie.
+pub(super) async fn login_page(State(c): State<Console>, headers: HeaderMap) -> Response {
+    if c.session(&headers).is_ok() {
+        return see_other("/");
+    }
+    let token = random_token();
+    let mut response = ok(pages::login(&token, "", None));
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(LOGIN_COOKIE, &token, c.secure_cookies)) {
+        response.headers_mut().append(SET_COOKIE, v);
+    }
+    response
+}
+
+/// `POST /login`: app + token → a session cookie and 303 to the overview; 401 otherwise.
+pub(super) async fn login(State(c): State<Console>, req: Request) -> Response {
+    let login_token = cookie(req.headers(), LOGIN_COOKIE).unwrap_or("").to_owned();
+    let fields = match read_fields(req).await {
+        Ok(f) => f,
+        Err(response) => return response,
+    };
+    let sent = fields.get("_csrf").unwrap_or("");
+    if login_token.is_empty() || !ct_eq(sent.as_bytes(), login_token.as_bytes()) {
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error_page(
+                "Refused",
+                "The sign-in form is out of date; open /login again.",
+            ),
+        );
+    }
+    let app = fields.get("app").unwrap_or("");
+    let token = fields.get("token").unwrap_or("");
+    let admin = !c.admin_token.is_empty() && ct_eq(token.as_bytes(), c.admin_token.as_bytes());
+    let found = match c.api.resolve_app(app) {
+        Ok(found) if admin => Some(found),
+        Ok(found)
+            if !found.secret.is_empty() && ct_eq(token.as_bytes(), found.secret.as_bytes()) =>
+        {
+            Some(found)
+        }
+        Ok(_) => None,
+        Err(e) if admin && e.code == ErrorCode::NotFound => {
+            let page = pages::login(&login_token, app, Some("There is no such app."));
+            return html(StatusCode::NOT_FOUND, page);
+        }
+        Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::InvalidArgument) => None,
+        Err(e) => return api_error(&e),
+    };
+    let Some(found) = found else {
+        let page = pages::login(
+            &login_token,
+            app,
+            Some("The app or the token is not valid."),
+        );
+        return html(StatusCode::UNAUTHORIZED, page);
+    };
+    tracing::info!(app = %found.name, admin, "console sign-in");
+    let id = c.sessions.lock().create(found, admin, Instant::now());
+    let mut response = see_other("/");
+    for value in [
+        set_cookie(SESSION_COOKIE, &id, c.secure_cookies),
+        set_cookie(LOGIN_COOKIE, "", c.secure_cookies),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// `POST /logout`: ends the session and clears its cookie.
+pub(super) async fn logout(State(c): State<Console>, req: Request) -> Response {
+    let id = cookie(req.headers(), SESSION_COOKIE)
+        .unwrap_or("")
+        .to_owned();
+    if let Err(refused) = c.form(req).await {
+        return refused;
+    }
+    c.sessions.lock().remove(&id);
+    let mut response = see_other("/login");
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", c.secure_cookies)) {
+        response.headers_mut().append(SET_COOKIE, v);
+    }
+    response
+}
+
+/// `POST /switch-app` (`app`: a name or id): an admin session now shows that app.
+pub(super) async fn switch_app(State(c): State<Console>, req: Request) -> Response {
+    let id = cookie(req.headers(), SESSION_COOKIE)
+        .unwrap_or("")
+        .to_owned();
+    let (session, fields) = match c.form(req).await {
+        Ok(f) => f,
+        Err(refused) => return refused,
+    };
+    if !session.admin {
+        let message = "Only a session signed in with the admin token can switch apps; sign out and sign in to the other app.";
+        return html(StatusCode::FORBIDDEN, pages::error_page("Refused", message));
+    }
+    let app = match c.api.resolve_app(fields.get("app").unwrap_or("")) {
+        Ok(app) => app,
+        Err(e) => return api_error(&e),
+    };
+    if c.sessions.lock().switch_app(&id, app, Instant::now()) {
+        see_other("/")
+    } else {
+        see_other("/login")
+    }
+}
+
+/// `p`-th percentile (0–100) of sorted `values`, nearest rank.
+fn percentile(sorted: &[i64], p: usize) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (sorted.len() * p).div_ceil(100).max(1) - 1;
+    sorted.get(rank.min(sorted.len() - 1)).copied()
+}
+
+/// The overview's numbers over the newest [`OVERVIEW_INSTANCES`] instances of the app.
+async fn overview_data(c: &Console, s: &Session) -> Result<Overview, ApiError> {
+    let now = SystemClock.now_ms();
+    let query = InstanceQuery {
+        limit: Some(OVERVIEW_INSTANCES),
+        ..InstanceQuery::default()
+    };
+    let page = c.api.list_instances(s.app.clone(), query).await?;
+    let mut o = Overview {
+        scanned: page.items.len(),
+        workers: c.api.list_workers(s.app.clone()).await?.workers.len(),
+        ..Overview::default()
+    };
+    let mut lateness = Vec::new();
+    let mut last_minute = 0u32;
+    for i in &page.items {
+        if (0..=60_000).contains(&(now - i.trigger_time)) {
+            last_minute += 1;
+        }
+        // Fire lateness: first attempts triggered in the last hour (a retry's dispatch time
+        // includes its backoff, which is not lateness).
+        if let Some(dispatched) = i.actual_trigger_time {
+            if i.running_times <= 1 && (0..=3_600_000).contains(&(now - i.trigger_time)) {
+                lateness.push((dispatched - i.trigger_time).max(0));
+            }
+        }
+        let Some(finished) = i.finished_time else {
+            continue;
+        };
+        let (ok, failed) = match i.status {
+            InstanceStatus::Succeed => (1, 0),
+            InstanceStatus::Failed => (0, 1),
+            _ => continue,
+        };
+        if now - finished <= 3_600_000 {
+            o.hour.0 += ok;
+            o.hour.1 += failed;
+        }
+        if now - finished <= 86_400_000 {
+            o.day.0 += ok;
+            o.day.1 += failed;
+        }
+    }
+    o.per_second = f64::from(last_minute) / 60.0;
+    lateness.sort_unstable();
+    o.lateness_p50 = percentile(&lateness, 50);
+    o.lateness_p99 = percentile(&lateness, 99);
+    let (jobs, _) = super::jobs::scan(c, s, |j| j.next_trigger_time.is_some()).await?;
+    let mut next: Vec<(u64, String, i64)> = jobs
+        .into_iter()
+        .filter_map(|j| Some((j.id.0, j.body.name, j.next_trigger_time?)))
+        .collect();
+    next.sort_by_key(|(_, _, at)| *at);
+    next.truncate(5);
+    o.next = next;
+    Ok(o)
+}
+
+/// `GET /`: the overview.
+pub(super) async fn overview(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match overview_data(&c, &s).await {
+        Ok(o) => ok(pages::overview(&s, &o)),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `GET /overview/live`: the overview's refreshed body.
+pub(super) async fn overview_live(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match overview_data(&c, &s).await {
+        Ok(o) => ok(pages::overview_live(&o)),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// The instances page's filters, as typed.
+#[derive(Debug, Default)]
+pub(crate) struct InstanceFilter {
+    pub(crate) job_id: String,
+    pub(crate) status: String,
+}
+
+/// `GET /instances?job_id&status&cursor`: one page, newest first.
+pub(super) async fn instances(State(c): State<Console>, req: Request) -> Response {
+    let s = match c.session(req.headers()) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let q = query(req.uri());
+    let filter = InstanceFilter {
+        job_id: q.get("job_id").unwrap_or("").to_owned(),
+        status: q.get("status").unwrap_or("").to_owned(),
+    };
+    let bad = |what: &str| api_error(&ApiError::invalid(what, "not a valid value"));
+    let job_id = match q.get("job_id").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(id)) => Some(JobId(id)),
+        Some(Err(_)) => return bad("job_id"),
+    };
+    let status = match q.get("status") {
+        None => None,
+        Some(v) => match parse_wire::<InstanceStatus>(v) {
+            Some(st) => Some(st),
+            None => return bad("status"),
+        },
+    };
+    let cursor = match q.get("cursor").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => return bad("cursor"),
+    };
+    let query = InstanceQuery {
+        job_id,
+        status,
+        limit: Some(INSTANCES_PAGE),
+        cursor,
+    };
+    match c.api.list_instances(s.app.clone(), query).await {
+        Ok(page) => {
+            let next = page.next_cursor.map(|cursor| {
+                let mut href = format!("/instances?cursor={cursor}");
+                if let Some(id) = job_id {
+                    href.push_str(&format!("&job_id={}", id.0));
+                }
+                if let Some(st) = status {
+                    href.push_str(&format!("&status={}", super::form::wire(&st)));
+                }
+                href
+            });
+            ok(pages::instances(&s, &filter, &page.items, next))
+        }
+        Err(e) => api_error(&e),
+    }
+}
+
+/// The last [`LOG_TAIL_LINES`] lines of an instance's log, and a note when the log was
+/// longer than the pages read, or lost lines.
+async fn log_tail(
+    c: &Console,
+    s: &Session,
+    id: InstanceId,
+) -> Result<(Vec<LogLineView>, Option<String>), ApiError> {
+    let mut tail: VecDeque<LogLineView> = VecDeque::with_capacity(LOG_TAIL_LINES);
+    let mut cursor = None;
+    let mut dropped = 0;
+    let mut complete = false;
+    for _ in 0..MAX_LOG_PAGES {
+        let page = c
+            .api
+            .instance_log(
+                s.app.clone(),
+                id,
+                LogQuery {
+                    limit: Some(1000),
+                    cursor,
+                },
+            )
+            .await?;
+        dropped = page.dropped;
+        for line in page.lines {
+            if tail.len() == LOG_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => {
+                complete = true;
+                break;
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    if !complete {
+        notes.push(format!(
+            "The log is longer than {} lines; these are lines up to that point.",
+            MAX_LOG_PAGES * 1000
+        ));
+    }
+    if dropped > 0 {
+        notes.push(format!("{dropped} lines were dropped."));
+    }
+    let note = (!notes.is_empty()).then(|| notes.join(" "));
+    Ok((tail.into(), note))
+}
+
+async fn instance_markup(
+    c: &Console,
+    s: &Session,
+    id: &str,
+) -> Result<(InstanceView, Markup), Response> {
+    let id = InstanceId(path_id(id)?);
+    let view = c
+        .api
+        .get_instance(s.app.clone(), id)
+        .await
+        .map_err(|e| api_error(&e))?;
+    let (log, note) = log_tail(c, s, id).await.map_err(|e| api_error(&e))?;
+    let live = pages::instance_live(s, &view, &log, note);
+    Ok((view, live))
+}
+
+/// `GET /instances/{id}`.
+pub(super) async fn instance(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match instance_markup(&c, &s, &id).await {
+        Ok((view, live)) => ok(pages::instance(&s, live, view.id.0)),
+        Err(r) => r,
+    }
+}
+
+/// `GET /instances/{id}/live`: the part of the page that changes while it runs.
+pub(super) async fn instance_live(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match instance_markup(&c, &s, &id).await {
+        Ok((_, live)) => ok(live),
+        Err(r) => r,
+    }
+}
+
+/// `POST /instances/{id}/{stop|cancel|retry}` → 303 back to the instance.
+pub(super) async fn instance_action(
+    State(c): State<Console>,
+    Path((id, action)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let action = match action.as_str() {
+        "stop" => InstanceAction::Stop,
+        "cancel" => InstanceAction::Cancel,
+        "retry" => InstanceAction::Retry,
+        _ => return not_found(),
+    };
+    let (s, _) = match c.form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let id = match path_id(&id) {
+        Ok(id) => InstanceId(id),
+        Err(r) => return r,
+    };
+    match c.api.instance_action(s.app.clone(), id, action).await {
+        Ok(view) => see_other(&format!("/instances/{}", view.id.0)),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `GET /workers`.
+pub(super) async fn workers(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match c.api.list_workers(s.app.clone()).await {
+        Ok(list) => ok(pages::workers(&s, &list.workers)),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// A page of the app's jobs (used by [`super::jobs::scan`]).
+pub(super) fn job_page(cursor: Option<u64>) -> PageQuery {
+    PageQuery {
+        limit: Some(1000),
+        cursor,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[7], 99), Some(7));
+        let v: Vec<i64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50), Some(50));
+        assert_eq!(percentile(&v, 99), Some(99));
+        assert_eq!(percentile(&v, 100), Some(100));
+        assert_eq!(percentile(&[1, 2, 3], 0), Some(1));
+    }
+}

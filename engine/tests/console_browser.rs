@@ -1,0 +1,362 @@
+//! The web console in a real headless Chromium, driven over WebDriver (Debian's `chromium`
+//! and `chromium-driver`), against a real in-process server and two workers: sign in; create
+//! a CRON job and see its preview; run it now and watch the instance page (htmx polling)
+//! reach SUCCEED; start a long `sleep` run and stop it from its page; sign out and be sent
+//! back to the sign-in page. A screenshot of each page goes to
+//! `target/console-screenshots/` on every run.
+//!
+//! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
+//! `FERROJOB_BROWSER_TESTS=require` (set by `.ci/run`, which installs both): then it fails.
+//! `FERROJOB_CHROMEDRIVER` and `FERROJOB_CHROMIUM` name other binaries.
+//!
+//! The WebDriver client is the few commands this test needs, over `reqwest`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferrojob::api::{CreateApp, JobBody, RunJob};
+use ferrojob::client::Client;
+use ferrojob::launch::{launch, LaunchConfig};
+use ferrojob::time_expression::TimeExpressionType;
+use ferrojob::worker::{Worker, WorkerConfig};
+use serde_json::{json, Value};
+
+const APP: &str = "browser";
+const SECRET: &str = "browser-secret";
+/// How long the test waits for the browser or the server.
+const WAIT: Duration = Duration::from_secs(30);
+/// The W3C WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn binary(env: &str, default: &str) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(default))
+        .find(|p| p.is_file())
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("console-screenshots")
+}
+
+/// Standard base64 (what WebDriver screenshots are) to bytes.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits: Vec<u8> = text.bytes().filter_map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// One WebDriver session.
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn command(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.session);
+        let mut req = self.http.request(method, url);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let answer: Value = req.send().await.unwrap().json().await.unwrap();
+        answer["value"].clone()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.command(reqwest::Method::POST, path, body).await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.command(reqwest::Method::GET, path, Value::Null).await
+    }
+
+    async fn open(&self, base: &str, path: &str) {
+        self.post("/url", json!({ "url": format!("{base}{path}") }))
+            .await;
+    }
+
+    async fn url(&self) -> String {
+        self.get("/url").await.as_str().unwrap_or("").to_owned()
+    }
+
+    /// The first element matching `css`, waiting for it to appear.
+    async fn find(&self, css: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let found = self
+                .post("/element", json!({ "using": "css selector", "value": css }))
+                .await;
+            if let Some(id) = found[ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no {css}: {found}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        let text = self.get(&format!("/element/{id}/text")).await;
+        text.as_str().unwrap_or("").to_owned()
+    }
+
+    /// Waits until the text of `css` satisfies `ok` (the page may be replaced meanwhile).
+    async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let found = self
+                .post("/element", json!({ "using": "css selector", "value": css }))
+                .await;
+            if let Some(id) = found[ELEMENT].as_str() {
+                let text = self.get(&format!("/element/{id}/text")).await;
+                if let Some(text) = text.as_str().filter(|t| ok(t)) {
+                    return text.to_owned();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{css} never matched; page at {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.post(&format!("/element/{id}/clear"), json!({})).await;
+        self.post(&format!("/element/{id}/value"), json!({ "text": text }))
+            .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.post(&format!("/element/{id}/click"), json!({})).await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let data = self.get("/screenshot").await;
+        let png = base64_decode(data.as_str().unwrap_or(""));
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn close(self) {
+        self.command(reqwest::Method::DELETE, "", Value::Null).await;
+    }
+}
+
+/// Starts chromedriver on a free port and a headless session in it.
+async fn start_browser(driver: &Path, chromium: &Path) -> (tokio::process::Child, Browser) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ready = match http.get(format!("{base}/status")).send().await {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .map(|v| v["value"]["ready"] == true),
+            Err(_) => None,
+        };
+        if ready == Some(true) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let caps = json!({ "capabilities": { "alwaysMatch": {
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,800"],
+        },
+    }}});
+    let answer: Value = http
+        .post(format!("{base}/session"))
+        .json(&caps)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = answer["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no WebDriver session: {answer}"));
+    let shots = screenshot_dir();
+    std::fs::create_dir_all(&shots).unwrap();
+    let browser = Browser {
+        session: format!("{base}/session/{session}"),
+        http,
+        shots,
+    };
+    (child, browser)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
+    let required = std::env::var("FERROJOB_BROWSER_TESTS").is_ok_and(|v| v == "require");
+    let (Some(driver), Some(chromium)) = (
+        binary("FERROJOB_CHROMEDRIVER", "chromedriver"),
+        binary("FERROJOB_CHROMIUM", "chromium"),
+    ) else {
+        assert!(!required, "chromedriver or chromium is missing");
+        eprintln!("console_browser: no chromedriver/chromium here; the browser test did not run");
+        return;
+    };
+
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = launch(LaunchConfig::new(None, any, any)).await.unwrap();
+    let base = format!("http://{}", server.http_addr());
+    let api = Client::new(&base, server.admin_token()).unwrap();
+    let app = CreateApp {
+        name: APP.into(),
+        secret: SECRET.into(),
+    };
+    api.create_app(&app).await.unwrap();
+    let mut workers = Vec::new();
+    for tag in ["blue", "green"] {
+        let mut config = WorkerConfig::new(server.transport_addr(), APP, SECRET);
+        config.tags = vec![tag.to_owned()];
+        workers.push(Worker::builder(config).builtins().start().await.unwrap());
+    }
+    let (_driver, b) = start_browser(&driver, &chromium).await;
+
+    // Sign in.
+    b.open(&base, "/jobs").await;
+    assert!(b.url().await.ends_with("/login"));
+    b.screenshot("login").await;
+    b.type_into("input[name=app]", APP).await;
+    b.type_into("input[name=token]", SECRET).await;
+    b.click("form[action='/login'] button").await;
+    b.wait_text("h1", |t| t == "Overview").await;
+    b.wait_text("main", |t| t.contains("Workers online")).await;
+    b.screenshot("overview").await;
+
+    // A CRON job: the preview follows the expression as it is typed.
+    b.open(&base, "/jobs/new").await;
+    b.type_into("input[name=name]", "every minute <b>").await;
+    b.type_into("input[name=processor]", "noop").await;
+    b.type_into("input[name=time_expression]", "0 * * * * ?")
+        .await;
+    b.type_into("input[name=time_zone]", "Asia/Tokyo").await;
+    let preview = b.wait_text("#preview", |t| t.contains("+09:00")).await;
+    assert_eq!(preview.matches("+09:00").count(), 5, "{preview}");
+    b.type_into("input[name=time_expression]", "0 * * * * ?x")
+        .await;
+    b.wait_text("#preview", |t| t.contains("Time expression:"))
+        .await;
+    b.screenshot("job-preview-error").await;
+    b.type_into("input[name=time_expression]", "0 * * * * ?")
+        .await;
+    b.wait_text("#preview", |t| t.contains("Next 5 fire times"))
+        .await;
+    b.screenshot("job-new").await;
+    b.click("form.job button[type=submit]").await;
+    b.wait_text("h1", |t| t.starts_with("Job ")).await;
+
+    // It is listed, its name as text.
+    b.open(&base, "/jobs").await;
+    let table = b
+        .wait_text("table", |t| t.contains("every minute <b>"))
+        .await;
+    assert!(table.contains("CRON"), "{table}");
+    b.screenshot("jobs").await;
+
+    // Run it now; the instance page follows it to SUCCEED.
+    b.click("td a[href^='/jobs/']").await;
+    b.wait_text("h1", |t| t.starts_with("Job ")).await;
+    b.type_into("form.inline input[name=params]", "from the browser")
+        .await;
+    b.click("form.inline button").await;
+    b.wait_text("h1", |t| t.starts_with("Instance ")).await;
+    b.wait_text("#live .badge", |t| t == "SUCCEED").await;
+    assert!(b.text("#live").await.contains("from the browser"));
+    b.screenshot("instance").await;
+
+    // A long run, stopped from its page.
+    let body = JobBody::new("long sleep", TimeExpressionType::Api, "", "sleep");
+    let job = api.create_job(APP, &body).await.unwrap().id;
+    let run = RunJob {
+        params: "600000".into(),
+        delay_ms: 0,
+    };
+    let instance = api.run_job(APP, job, &run).await.unwrap().instance_id;
+    b.open(&base, &format!("/instances/{}", instance.0)).await;
+    b.wait_text("#live .badge", |t| t == "RUNNING").await;
+    b.screenshot("instance-running").await;
+    b.click("form[action$='/stop'] button").await;
+    b.wait_text("#live .badge", |t| t == "STOPPED").await;
+    b.screenshot("instance-stopped").await;
+
+    b.open(&base, "/workers").await;
+    b.wait_text("table", |t| t.contains("blue") && t.contains("green"))
+        .await;
+    b.screenshot("workers").await;
+    b.open(&base, "/instances").await;
+    b.wait_text("table", |t| t.contains("STOPPED") && t.contains("SUCCEED"))
+        .await;
+    b.screenshot("instances").await;
+
+    // Sign out: pages send back to the sign-in page.
+    b.click("form[action='/logout'] button").await;
+    b.wait_text("h1", |t| t == "ferrojob console").await;
+    b.open(&base, "/jobs").await;
+    assert!(b.url().await.ends_with("/login"));
+
+    b.close().await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    server.shutdown().await;
+}
+
+#[test]
+fn base64_decodes() {
+    assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    assert_eq!(base64_decode("aGVsbG8h"), b"hello!");
+    assert_eq!(base64_decode("aA=="), b"h");
+    assert_eq!(base64_decode(""), b"");
+}

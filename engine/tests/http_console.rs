@@ -1,0 +1,599 @@
+//! The web console over HTTP against a real in-process server (`launch`, MemoryStore) on
+//! 127.0.0.1: sign-in with good and bad tokens, the session cookie's flags, CSRF refusals,
+//! app isolation, escaping of user-provided names, and a job created through the form, listed
+//! and run on a real worker until its instance page shows SUCCEED.
+
+use std::time::Duration;
+
+use ferrojob::api::{CreateApp, JobBody, RunJob};
+use ferrojob::client::Client;
+use ferrojob::launch::{launch, LaunchConfig, RunningServer};
+use ferrojob::time_expression::TimeExpressionType;
+use ferrojob::worker::{Worker, WorkerConfig};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+
+const APP_A: &str = "console-a";
+const SECRET_A: &str = "secret-of-app-a";
+const APP_B: &str = "console-b";
+const SECRET_B: &str = "secret-of-app-b";
+/// How long a test waits for something the server does asynchronously.
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Harness {
+    server: RunningServer,
+    base: String,
+    http: reqwest::Client,
+    api: Client,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        Harness::start_with(false).await
+    }
+
+    async fn start_with(secure_cookies: bool) -> Harness {
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut config = LaunchConfig::new(None, any, any);
+        config.secure_cookies = secure_cookies;
+        let server = launch(config).await.unwrap();
+        let base = format!("http://{}", server.http_addr());
+        let api = Client::new(&base, server.admin_token()).unwrap();
+        for (name, secret) in [(APP_A, SECRET_A), (APP_B, SECRET_B)] {
+            let app = CreateApp {
+                name: name.into(),
+                secret: secret.into(),
+            };
+            api.create_app(&app).await.unwrap();
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Harness {
+            server,
+            base,
+            http,
+            api,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET `path` with the session cookie `session` (if any): status, `Location`, body.
+    async fn get(&self, path: &str, session: Option<&str>) -> (StatusCode, String, String) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(s) = session {
+            req = req.header(COOKIE, format!("ferrojob_session={s}"));
+        }
+        answer(req.send().await.unwrap()).await
+    }
+
+    /// POST a urlencoded form to `path` with `cookie` as the `Cookie` header.
+    async fn post(
+        &self,
+        path: &str,
+        cookie: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, String, String) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let resp = self
+            .http
+            .post(self.url(path))
+            .header(COOKIE, cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        answer(resp).await
+    }
+
+    /// POST with a session's cookie and its CSRF token added to `fields`.
+    async fn post_as(
+        &self,
+        s: &Signed,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> (StatusCode, String, String) {
+        let mut all = vec![("_csrf", s.csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post(path, &format!("ferrojob_session={}", s.id), &all)
+            .await
+    }
+
+    /// Signs in through the form: the raw answer of `POST /login`.
+    async fn sign_in_raw(&self, app: &str, token: &str) -> reqwest::Response {
+        let page = self.http.get(self.url("/login")).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let login_cookie = set_cookie(&page, "ferrojob_login").unwrap();
+        let csrf = csrf_in(&page.text().await.unwrap());
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("_csrf", csrf.as_str()), ("app", app), ("token", token)])
+            .finish();
+        self.http
+            .post(self.url("/login"))
+            .header(COOKIE, format!("ferrojob_login={login_cookie}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Signs in and reads the session's CSRF token from the overview.
+    async fn sign_in(&self, app: &str, token: &str) -> Signed {
+        let resp = self.sign_in_raw(app, token).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "sign-in refused");
+        let id = set_cookie(&resp, "ferrojob_session").unwrap();
+        let (status, _, page) = self.get("/", Some(&id)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        Signed {
+            csrf: csrf_in(&page),
+            id,
+        }
+    }
+
+    async fn job_id(&self, app: &str, name: &str) -> ferrojob::ids::JobId {
+        let body = JobBody::new(name, TimeExpressionType::Api, "", "noop");
+        self.api.create_job(app, &body).await.unwrap().id
+    }
+}
+
+/// A signed-in browser: its session cookie and CSRF token.
+struct Signed {
+    id: String,
+    csrf: String,
+}
+
+async fn answer(resp: reqwest::Response) -> (StatusCode, String, String) {
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, location, resp.text().await.unwrap())
+}
+
+/// The value `resp` sets for cookie `name`.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn set_cookie_line(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The first `_csrf` hidden field's value in `html`.
+fn csrf_in(html: &str) -> String {
+    let marker = r#"name="_csrf" value=""#;
+    let start = html.find(marker).expect("a form with a CSRF field") + marker.len();
+    let len = html[start..].find('"').unwrap();
+    html[start..start + len].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_takes_the_admin_token_or_the_apps_secret_only() {
+    let h = Harness::start().await;
+    for (app, token) in [
+        (APP_A, "wrong"),
+        (APP_A, SECRET_B),
+        ("no-such-app", SECRET_A),
+        (APP_A, ""),
+    ] {
+        let resp = h.sign_in_raw(app, token).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{app} {token}");
+        assert_eq!(set_cookie(&resp, "ferrojob_session"), None);
+    }
+    // The sign-in form itself needs its double-submit token.
+    let (status, _, _) = h
+        .post(
+            "/login",
+            "",
+            &[("_csrf", "x"), ("app", APP_A), ("token", SECRET_A)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let resp = h.sign_in_raw(APP_A, SECRET_A).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let line = set_cookie_line(&resp, "ferrojob_session");
+    assert!(line.contains("HttpOnly"), "{line}");
+    assert!(line.contains("SameSite=Strict"), "{line}");
+    assert!(line.contains("Path=/"), "{line}");
+    assert!(!line.contains("Secure"), "plain HTTP: {line}");
+
+    let admin = h.sign_in(APP_B, h.server.admin_token()).await;
+    let (status, _, page) = h.get("/", Some(&admin.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(APP_B) && page.contains("(admin)"), "{page}");
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_when_configured() {
+    let h = Harness::start_with(true).await;
+    let page = h.http.get(h.url("/login")).send().await.unwrap();
+    let line = set_cookie_line(&page, "ferrojob_login");
+    assert!(
+        line.contains("; Secure") && line.contains("HttpOnly"),
+        "{line}"
+    );
+    let resp = h.sign_in_raw(APP_A, SECRET_A).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let line = set_cookie_line(&resp, "ferrojob_session");
+    assert!(line.contains("; Secure"), "{line}");
+    assert!(
+        line.contains("SameSite=Strict") && line.contains("HttpOnly"),
+        "{line}"
+    );
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_need_a_session_and_sign_out_ends_it() {
+    let h = Harness::start().await;
+    for path in [
+        "/",
+        "/jobs",
+        "/jobs/new",
+        "/instances",
+        "/workers",
+        "/instances/1",
+    ] {
+        let (status, location, _) = h.get(path, None).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(location, "/login", "{path}");
+        let (status, _, _) = h.get(path, Some("forged-session")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+    }
+    // A live refresh without a session is told to go to the sign-in page.
+    let resp = h
+        .http
+        .get(h.url("/overview/live"))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["hx-redirect"], "/login");
+    let s = h.sign_in(APP_A, SECRET_A).await;
+    // Every page renders for an app with nothing in it.
+    for path in [
+        "/",
+        "/overview/live",
+        "/jobs",
+        "/jobs/new",
+        "/instances",
+        "/workers",
+    ] {
+        let (status, _, page) = h.get(path, Some(&s.id)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+    }
+    // Sign-out is a form too: without the token it is refused and the session stays.
+    let (status, _, _) = h
+        .post("/logout", &format!("ferrojob_session={}", s.id), &[])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(h.get("/", Some(&s.id)).await.0, StatusCode::OK);
+    let (status, location, _) = h.post_as(&s, "/logout", &[]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    let (status, location, _) = h.get("/jobs", Some(&s.id)).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_form_post_needs_the_sessions_csrf_token() {
+    let h = Harness::start().await;
+    let s = h.sign_in(APP_A, SECRET_A).await;
+    let other = h.sign_in(APP_A, SECRET_A).await;
+    assert_ne!(s.csrf, other.csrf);
+    let job = h.job_id(APP_A, "existing").await.0;
+    let cookie = format!("ferrojob_session={}", s.id);
+    let fields = [
+        ("name", "made-by-a-forged-form"),
+        ("time_expression_type", "API"),
+        ("processor", "noop"),
+    ];
+    let job_path = format!("/jobs/{job}");
+    let paths = [
+        "/jobs",
+        &format!("{job_path}/run"),
+        &format!("{job_path}/disable"),
+        &format!("{job_path}/delete"),
+        job_path.as_str(),
+    ];
+    for path in paths {
+        // No token, an empty one, another session's, and a wrong one.
+        let (status, _, _) = h.post(path, &cookie, &fields).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        for token in ["", other.csrf.as_str(), "0123"] {
+            let mut with = vec![("_csrf", token)];
+            with.extend_from_slice(&fields);
+            let (status, _, _) = h.post(path, &cookie, &with).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} with {token:?}");
+        }
+    }
+    // Nothing happened.
+    let jobs = h.api.list_jobs(APP_A, Default::default()).await.unwrap();
+    assert_eq!(jobs.items.len(), 1);
+    assert!(jobs.items[0].body.enabled);
+    let instances = h
+        .api
+        .list_instances(APP_A, &Default::default())
+        .await
+        .unwrap();
+    assert!(instances.items.is_empty());
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_session_never_sees_another_apps_data() {
+    let h = Harness::start().await;
+    let job_b = h.job_id(APP_B, "only-in-b").await;
+    let run_b = h
+        .api
+        .run_job(APP_B, job_b, &RunJob::default())
+        .await
+        .unwrap()
+        .instance_id
+        .0;
+    h.job_id(APP_A, "only-in-a").await;
+    let s = h.sign_in(APP_A, SECRET_A).await;
+    let job_b_id = job_b.0;
+    let (_, _, jobs) = h.get("/jobs", Some(&s.id)).await;
+    assert!(
+        jobs.contains("only-in-a") && !jobs.contains("only-in-b"),
+        "{jobs}"
+    );
+    let (_, _, instances) = h.get("/instances", Some(&s.id)).await;
+    assert!(
+        !instances.contains(&format!("/instances/{run_b}\"")),
+        "{instances}"
+    );
+    for path in [
+        format!("/jobs/{job_b_id}"),
+        format!("/jobs/{job_b_id}/delete"),
+        format!("/instances/{run_b}"),
+        format!("/instances/{run_b}/live"),
+    ] {
+        let (status, _, page) = h.get(&path, Some(&s.id)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!page.contains("only-in-b"), "{path}: {page}");
+    }
+    for path in [
+        format!("/jobs/{job_b_id}/run"),
+        format!("/jobs/{job_b_id}/disable"),
+        format!("/jobs/{job_b_id}/delete"),
+        format!("/instances/{run_b}/stop"),
+    ] {
+        let (status, _, _) = h.post_as(&s, &path, &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert!(h.api.get_job(APP_B, job_b).await.unwrap().body.enabled);
+    // An app-secret session cannot switch apps; an admin session can.
+    let (status, _, _) = h.post_as(&s, "/switch-app", &[("app", APP_B)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let admin = h.sign_in(APP_A, h.server.admin_token()).await;
+    let (status, location, _) = h.post_as(&admin, "/switch-app", &[("app", APP_B)]).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/"));
+    let (_, _, jobs_b) = h.get("/jobs", Some(&admin.id)).await;
+    assert!(
+        jobs_b.contains("only-in-b") && !jobs_b.contains("only-in-a"),
+        "{jobs_b}"
+    );
+    assert!(h.get("/jobs", Some(&s.id)).await.2.contains("only-in-a"));
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_created_through_the_form_is_listed_escaped_and_runs_to_succeed() {
+    let h = Harness::start().await;
+    let worker = Worker::builder(WorkerConfig::new(
+        h.server.transport_addr(),
+        APP_A,
+        SECRET_A,
+    ))
+    .builtins()
+    .start()
+    .await
+    .unwrap();
+    let s = h.sign_in(APP_A, SECRET_A).await;
+
+    // The live preview: five fire times for a good expression, the error for a bad one.
+    let cron = [
+        ("time_expression_type", "CRON"),
+        ("time_expression", "0 */5 * * * ?"),
+        ("time_zone", "Europe/Paris"),
+    ];
+    let (status, _, preview) = h.post_as(&s, "/jobs/preview", &cron).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(preview.matches("<li>").count(), 5, "{preview}");
+    assert!(
+        preview.contains("+01:00") || preview.contains("+02:00"),
+        "{preview}"
+    );
+    let bad = [
+        ("time_expression_type", "CRON"),
+        ("time_expression", "61 * * * * ?"),
+    ];
+    let (_, _, preview) = h.post_as(&s, "/jobs/preview", &bad).await;
+    assert!(preview.contains("class=\"error\""), "{preview}");
+
+    // A refused form comes back with the message and what was typed.
+    let (status, _, page) = h
+        .post_as(
+            &s,
+            "/jobs",
+            &[
+                ("name", "keep-me"),
+                ("time_expression_type", "CRON"),
+                ("time_expression", "nope"),
+                ("processor", "noop"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(
+        page.contains("keep-me") && page.contains("class=\"error\""),
+        "{page}"
+    );
+
+    let name = "<script>alert(1)</script>";
+    let (status, location, _) = h
+        .post_as(
+            &s,
+            "/jobs",
+            &[
+                ("name", name),
+                ("time_expression_type", "API"),
+                ("processor", "noop"),
+                ("params", "p&q"),
+                ("timeout_ms", "5000"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let id: u64 = location.strip_prefix("/jobs/").unwrap().parse().unwrap();
+    let stored = h
+        .api
+        .get_job(APP_A, ferrojob::ids::JobId(id))
+        .await
+        .unwrap();
+    assert_eq!(stored.body.name, name);
+    assert_eq!(stored.body.params, "p&q");
+    assert_eq!(stored.body.timeout_ms, 5000);
+
+    let (_, _, list) = h.get("/jobs?q=SCRIPT", Some(&s.id)).await;
+    assert!(
+        list.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{list}"
+    );
+    assert!(!list.contains(name), "the name must render as text");
+    let (_, _, none) = h.get("/jobs?q=nothing-like-it", Some(&s.id)).await;
+    assert!(none.contains("No jobs match."), "{none}");
+    let (_, _, edit) = h.get(&location, Some(&s.id)).await;
+    assert!(!edit.contains(name) && edit.contains("p&amp;q"), "{edit}");
+
+    // Disable and enable through the table's buttons.
+    let (status, _, _) = h.post_as(&s, &format!("/jobs/{id}/disable"), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let job = ferrojob::ids::JobId(id);
+    assert!(!h.api.get_job(APP_A, job).await.unwrap().body.enabled);
+    h.post_as(&s, &format!("/jobs/{id}/enable"), &[]).await;
+    assert!(h.api.get_job(APP_A, job).await.unwrap().body.enabled);
+
+    // Run now; the instance page shows it reach SUCCEED.
+    let (status, location, _) = h
+        .post_as(
+            &s,
+            &format!("/jobs/{id}/run"),
+            &[("params", "from the <i>console</i>")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let instance = location.strip_prefix("/instances/").unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, _, live) = h
+            .get(&format!("/instances/{instance}/live"), Some(&s.id))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{live}");
+        if live.contains("st-SUCCEED") {
+            assert!(live.contains("from the &lt;i&gt;console"), "{live}");
+            assert!(!live.contains("<i>"), "{live}");
+            // Final: the fragment no longer polls.
+            assert!(!live.contains("hx-trigger"), "{live}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not SUCCEED: {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, _, page) = h.get(&format!("/instances?job_id={id}"), Some(&s.id)).await;
+    assert!(page.contains(&format!("/instances/{instance}\"")), "{page}");
+    let (_, _, overview) = h.get("/", Some(&s.id)).await;
+    assert!(overview.contains("1 ok"), "{overview}");
+    assert!(
+        overview.contains("Counted over the newest 1 instances."),
+        "{overview}"
+    );
+    let (_, _, workers) = h.get("/workers", Some(&s.id)).await;
+    assert!(workers.contains(worker.address()), "{workers}");
+
+    // Delete asks first, then deletes.
+    let (status, _, confirm) = h.get(&format!("/jobs/{id}/delete"), Some(&s.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("Delete job"), "{confirm}");
+    let (status, location, _) = h.post_as(&s, &format!("/jobs/{id}/delete"), &[]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/jobs")
+    );
+    assert!(h.api.get_job(APP_A, job).await.is_err());
+    worker.shutdown().await;
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assets_are_served_from_the_binary() {
+    let h = Harness::start().await;
+    for (name, kind, needle) in [
+        ("htmx.min.js", "text/javascript", "htmx"),
+        ("console.js", "text/javascript", "datetime"),
+        ("console.css", "text/css", "--ok"),
+    ] {
+        let resp = h
+            .http
+            .get(h.url(&format!("/assets/{name}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{name}");
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with(kind), "{name}: {ct}");
+        assert!(resp.text().await.unwrap().contains(needle), "{name}");
+    }
+    let (status, _, _) = h.get("/assets/../Cargo.toml", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let resp = h.http.get(h.url("/login")).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let page = resp.text().await.unwrap();
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
+    h.server.shutdown().await;
+}
