@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ferrojob::alarm::{AlarmRules, FailureRule};
 use ferrojob::api::{
     ApiError, CreateApp, ErrorCode, InstanceQuery, JobBody, PageQuery, RunJob, RunWorkflow,
     WorkflowDef, WorkflowInstanceQuery, WorkflowInstanceView,
@@ -79,7 +80,11 @@ const WF_DECIDE: &str = "wf decide";
 const WF_LEFT: &str = "wf left branch";
 const WF_RIGHT: &str = "wf right branch";
 
-const SAMPLES: [Sample; 11] = [
+/// The sample whose alarm fires: it fails in every third second (no retry), raising a
+/// failures alarm, and the next success a recovery notice; both show in `ferrojob alarm list`.
+const ALARM_SAMPLE: &str = "fixed-rate 1s, fails every 3rd second";
+
+const SAMPLES: [Sample; 12] = [
     Sample {
         name: "cron */2s Asia/Shanghai",
         strategy: DispatchStrategy::Specify,
@@ -203,6 +208,17 @@ const SAMPLES: [Sample; 11] = [
         execute: ExecuteType::Standalone,
         processor: "shell",
         params: "echo went right",
+    },
+    Sample {
+        name: ALARM_SAMPLE,
+        strategy: DispatchStrategy::HealthFirst,
+        designated: &[],
+        kind: TimeExpressionType::FixedRate,
+        expr: "1000",
+        tz: None,
+        execute: ExecuteType::Standalone,
+        processor: "shell",
+        params: "s=$(date +%s); if [ $((s % 3)) -eq 0 ]; then echo \"failing on purpose at $s\"; exit 1; fi; echo \"ok at $s\"",
     },
 ];
 
@@ -374,6 +390,18 @@ async fn ensure_jobs(client: &Client) -> Result<BTreeMap<JobId, &'static str>> {
                 body.instance_retries = 1;
                 body.dispatch_strategy = s.strategy;
                 body.designated_workers = s.designated.iter().map(|d| d.to_string()).collect();
+                if s.name == ALARM_SAMPLE {
+                    body.instance_retries = 0;
+                    body.alarm = AlarmRules {
+                        failures: Some(FailureRule {
+                            threshold: 1,
+                            window_ms: 0,
+                            silence_ms: 0,
+                        }),
+                        recovered: true,
+                        ..AlarmRules::default()
+                    };
+                }
                 client.create_job(APP, &body).await?.id
             }
         };
@@ -451,6 +479,7 @@ async fn demo(args: &Args) -> Result<()> {
     };
     println!();
     println!("try: cargo run --release --bin ferrojob -- --url {url} job list --app {APP}");
+    println!("     cargo run --release --bin ferrojob -- --url {url} alarm list --app {APP}");
     if workflow.is_some() {
         println!(
             "     cargo run --release --bin ferrojob -- --url {url} workflow instances --app {APP}"
@@ -585,6 +614,17 @@ async fn demo(args: &Args) -> Result<()> {
         }
     }
     println!();
+    let alarms = PageQuery {
+        limit: Some(1000),
+        cursor: None,
+    };
+    match client.list_alarms(APP, alarms).await {
+        Ok(page) => println!(
+            "  alarms    {} in the history (ferrojob alarm list --app {APP})",
+            page.items.len()
+        ),
+        Err(e) => println!("  alarms    unavailable: {e}"),
+    }
     println!("stopping workers and server ...");
     for w in workers {
         w.shutdown().await;

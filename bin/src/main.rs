@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alarm_cmd;
 mod bench;
 mod demo;
 mod embedded_demo;
@@ -49,6 +50,9 @@ enum Command {
     /// Workers of an app.
     #[command(subcommand)]
     Worker(remote::WorkerCmd),
+    /// Alarms of an app: their delivery history and the channels they go to.
+    #[command(subcommand)]
+    Alarm(alarm_cmd::AlarmCmd),
     /// Workflows (DAGs of jobs and decisions) of an app, and their instances.
     #[command(subcommand)]
     Workflow(Box<workflow_cmd::WorkflowCmd>),
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Job(cmd) => remote::job(&cli.conn, cmd),
         Command::Instance(cmd) => remote::instance(&cli.conn, cmd),
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
+        Command::Alarm(cmd) => alarm_cmd::alarm(&cli.conn, cmd),
         Command::Workflow(cmd) => workflow_cmd::workflow(&cli.conn, cmd),
         Command::Plan(args) => jobs_cmd::plan_or_apply(&cli.conn, args, false),
         Command::Apply(args) => jobs_cmd::plan_or_apply(&cli.conn, args, true),

@@ -295,7 +295,13 @@ fn server_demo_runs_every_sample_on_two_workers_and_resumes_from_its_data_dir() 
         .lines()
         .any(|l| l.contains("workflow node") && l.contains('#')));
     assert_eq!(stdout.matches("  worker    ").count(), 2, "{stdout}");
-    assert!(stdout.contains("jobs      11"), "{stdout}");
+    assert!(stdout.contains("jobs      12"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  alarms    ") && l.contains("in the history")),
+        "{stdout}"
+    );
     // The MAP_REDUCE sample is run at start, and the workflow is either created and run
     // (a server with workflows) or reported unavailable without stopping the demo.
     assert!(
@@ -314,13 +320,13 @@ fn server_demo_runs_every_sample_on_two_workers_and_resumes_from_its_data_dir() 
         .lines()
         .find(|l| l.starts_with("  workflow  ") && l.contains("decide left or right"))
         .map(str::to_owned);
-    // Second run: same app, jobs and workflow from the data dir, not eleven more jobs.
+    // Second run: same app, jobs and workflow from the data dir, not twelve more jobs.
     let mut again = args.to_vec();
     again.push("1");
     let out = ferrojob(&again);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("jobs      11"), "{stdout}");
+    assert!(stdout.contains("jobs      12"), "{stdout}");
     // The workflow is found by name, not created again: the same id both times.
     let workflow_line = |out: &str| {
         out.lines()

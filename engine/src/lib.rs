@@ -15,6 +15,7 @@
 //! `api` contract types. Embedding only the scheduler takes
 //! `ferrojob = { default-features = false, features = ["embedded"] }`.
 
+pub mod alarm;
 pub mod api;
 #[cfg(feature = "client")]
 pub mod client;

@@ -28,12 +28,15 @@
 //! | `GET /v1/apps/{app}/workers` | [`Api::list_workers`] |
 //! | `POST/GET /v1/apps/{app}/workflows`, `GET/PUT/DELETE .../workflows/{id}`, `POST .../workflows/{id}/run` | workflow methods ([`workflow`]) |
 //! | `GET /v1/apps/{app}/workflow-instances[/{id}]`, `POST .../{id}/stop`, `/retry`, `.../nodes/{node}/mark-success` | workflow instance methods ([`workflow`]) |
+//! | `PUT/GET/DELETE /v1/apps/{app}/alarm-channels[/{name}]`, `POST .../{name}/test` | alarm channel methods ([`alarm`]) |
+//! | `GET /v1/apps/{app}/alarms` | [`Api::list_alarms`] |
 //! | `POST /v1/validate` | [`types::validate_expression`] (no server state) |
 //! | `GET /healthz` (no auth) | [`Api::health`] |
 //! | `GET /metrics` (no auth) | [`Api::metrics_text`] |
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+pub mod alarm;
 pub mod error;
 pub mod types;
 pub mod workflow;
@@ -42,6 +45,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
+pub use alarm::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use types::*;
 pub use workflow::*;
@@ -157,7 +161,42 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         node: NodeId,
     ) -> ApiFuture<'_, WorkflowInstanceView>;
     /// Liveness and a summary.
+    /// Creates or replaces the app's alarm channel `name`.
+    fn put_channel(
+        &self,
+        app: AppRef,
+        name: String,
+        body: ChannelBody,
+    ) -> ApiFuture<'_, ChannelView> {
+        let _ = (app, name, body);
+        alarms_unavailable()
+    }
+    /// The app's alarm channels.
+    fn list_channels(&self, app: AppRef) -> ApiFuture<'_, ChannelList> {
+        let _ = app;
+        alarms_unavailable()
+    }
+    /// Deletes the app's alarm channel `name`.
+    fn delete_channel(&self, app: AppRef, name: String) -> ApiFuture<'_, ()> {
+        let _ = (app, name);
+        alarms_unavailable()
+    }
+    /// Sends a test alarm to channel `name` at once and says how it went.
+    fn test_channel(&self, app: AppRef, name: String) -> ApiFuture<'_, ChannelTestResult> {
+        let _ = (app, name);
+        alarms_unavailable()
+    }
+    /// The app's alarms with their delivery history, newest first.
+    fn list_alarms(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, AlarmList> {
+        let _ = (app, query);
+        alarms_unavailable()
+    }
     fn health(&self) -> Health;
     /// Prometheus text exposition (version 0.0.4) of the server's metrics.
     fn metrics_text(&self) -> String;
+}
+
+/// The answer of an [`Api`] without alarms.
+fn alarms_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
+    Box::pin(async { Err(ApiError::unavailable("this server has no alarms")) })
 }

@@ -9,6 +9,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::AlarmRules;
 use crate::ids::{AppId, InstanceId, JobId, WorkflowInstanceId};
 use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel};
 use crate::time_expression::{
@@ -188,6 +189,13 @@ pub struct JobBody {
     /// Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Alarm rules and the app channels they go to; default none (omitted when empty).
+    #[serde(default, skip_serializing_if = "is_default_alarm")]
+    pub alarm: AlarmRules,
+}
+
+fn is_default_alarm(a: &AlarmRules) -> bool {
+    *a == AlarmRules::default()
 }
 
 impl JobBody {
@@ -221,6 +229,7 @@ impl JobBody {
             misfire: MisfirePolicy::default(),
             lifecycle: LifecycleJson::default(),
             enabled: default_true(),
+            alarm: AlarmRules::default(),
         }
     }
 }

@@ -35,6 +35,7 @@
 
 use std::time::Duration;
 
+mod alarm;
 pub mod jobs_file;
 pub mod plan;
 pub mod powerjob;

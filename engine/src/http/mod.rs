@@ -75,6 +75,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod alarm;
 mod auth;
 mod console;
 mod extract;

@@ -273,6 +273,12 @@ fn full_job_body() -> JobBody {
         start: Some("2026-01-01T00:00:00Z".into()),
         end: Some("2027-01-01T00:00:00Z".into()),
     };
+    body.alarm = serde_json::from_value(json!({
+        "failures": {"threshold": 3, "window_ms": 60000, "silence_ms": 600000},
+        "late_start_ms": 5000, "overrun_ms": 60000, "dead_man_ms": 3600000,
+        "recovered": true, "channels": ["ops"]
+    }))
+    .unwrap();
     body
 }
 
@@ -314,6 +320,13 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
         count: Some(2),
     };
     request_matches(&d, "post", "/v1/validate", "ValidateRequest", &v);
+    let channel = crate::api::ChannelBody {
+        kind: crate::alarm::channel::ChannelKind::Webhook,
+        url: "http://h:1/x".into(),
+        secret: Some("k".into()),
+    };
+    let path = "/v1/apps/{app}/alarm-channels/{name}";
+    request_matches(&d, "put", path, "ChannelBody", &channel);
     // The workflow node and edge schemas name exactly the fields of NodeDef and EdgeDef.
     let node = serde_json::to_value(&wf.nodes[0]).unwrap();
     let edge = serde_json::to_value(&wf.edges[1]).unwrap();

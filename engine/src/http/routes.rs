@@ -8,7 +8,7 @@ use axum::http::Method;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use super::{handlers as h, openapi, workflow as w, Shared};
+use super::{alarm as a, handlers as h, openapi, workflow as w, Shared};
 
 /// A [`Router`] under construction and the `(method, path)` of every route added to it.
 pub(crate) struct Routes {
@@ -64,6 +64,7 @@ impl Routes {
 pub(crate) fn routes() -> Routes {
     const JOB: &str = "/v1/apps/{app}/jobs/{id}";
     const WORKFLOW: &str = "/v1/apps/{app}/workflows/{id}";
+    const CHANNEL: &str = "/v1/apps/{app}/alarm-channels/{name}";
     Routes::new()
         .get("/healthz", h::healthz)
         .get("/metrics", h::metrics)
@@ -111,4 +112,9 @@ pub(crate) fn routes() -> Routes {
             "/v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success",
             w::mark_workflow_node_success,
         )
+        .get("/v1/apps/{app}/alarm-channels", a::list_channels)
+        .put(CHANNEL, a::put_channel)
+        .delete(CHANNEL, a::delete_channel)
+        .post("/v1/apps/{app}/alarm-channels/{name}/test", a::test_channel)
+        .get("/v1/apps/{app}/alarms", a::list_alarms)
 }

@@ -20,6 +20,7 @@ use crate::api::{
 use crate::ids::AppId;
 use crate::workflow::{InstanceSnapshot, WorkflowDef};
 
+use super::alarm_repo::{AlarmRecord, ChannelRecord, DeliveryStatus};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::records::{JobRecord, TriggerRecord};
@@ -57,6 +58,7 @@ pub fn job_record(body: &JobBody, app_id: AppId) -> Result<JobRecord, ApiError> 
     job.misfire = body.misfire;
     job.lifecycle = body.lifecycle.to_lifecycle()?;
     job.enabled = body.enabled;
+    job.alarm = body.alarm.clone();
     job.validate()?;
     Ok(job)
 }
@@ -85,6 +87,7 @@ pub fn job_body(job: &JobRecord) -> JobBody {
         misfire: job.misfire,
         lifecycle: LifecycleJson::from_lifecycle(&job.lifecycle),
         enabled: job.enabled,
+        alarm: job.alarm.clone(),
     }
 }
 
@@ -180,6 +183,67 @@ impl From<RepoError> for ApiError {
     }
 }
 
+/// The record of channel `name` of app `app_id` as `body` describes it, checked.
+pub fn channel_record(
+    body: crate::api::ChannelBody,
+    app_id: AppId,
+    name: String,
+) -> Result<ChannelRecord, ApiError> {
+    let record = ChannelRecord {
+        app_id,
+        name,
+        kind: body.kind,
+        url: body.url,
+        secret: body.secret,
+    };
+    record.validate()?;
+    Ok(record)
+}
+
+/// The view of a channel (without its secret).
+pub fn channel_view(c: &ChannelRecord) -> crate::api::ChannelView {
+    crate::api::ChannelView {
+        name: c.name.clone(),
+        kind: c.kind,
+        url: c.url.clone(),
+        signed: c.secret.is_some(),
+    }
+}
+
+/// The view of an alarm with its delivery history.
+pub fn alarm_view(a: &AlarmRecord) -> crate::api::AlarmView {
+    let status = match a.status {
+        DeliveryStatus::Pending => "PENDING",
+        DeliveryStatus::Delivered => "DELIVERED",
+        DeliveryStatus::Failed => "FAILED",
+        DeliveryStatus::Recorded => "RECORDED",
+    };
+    crate::api::AlarmView {
+        seq: a.seq,
+        id: a.id.clone(),
+        job_id: a.job_id,
+        instance_id: a.instance_id,
+        kind: a.kind,
+        raised_at: a.raised_at,
+        message: a.message.clone(),
+        status: status.to_owned(),
+        channels: a.channels.clone(),
+        delivered_to: a.delivered_to.clone(),
+        attempt_count: a.attempt_count,
+        next_attempt_at: a.next_attempt_at,
+        attempts: a
+            .attempts
+            .iter()
+            .map(|t| crate::api::AlarmAttemptView {
+                at: t.at,
+                channel: t.channel.clone(),
+                ok: t.ok,
+                detail: t.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +262,32 @@ mod tests {
         );
         assert_eq!(job_body(&record), body);
         assert_eq!(job_record(&body, AppId(3)).unwrap(), record);
+    }
+
+    /// A body without `alarm` (every client before alarm rules) still parses, and a job with
+    /// no rules prints no `alarm` key; rules round-trip through the record.
+    #[test]
+    fn alarm_rules_are_optional_and_round_trip() {
+        let old = r#"{"name":"j","time_expression_type":"API","processor":"shell"}"#;
+        let body: JobBody = serde_json::from_str(old).unwrap();
+        assert_eq!(body.alarm, crate::alarm::AlarmRules::default());
+        assert!(!serde_json::to_string(&body).unwrap().contains("alarm"));
+        let with: JobBody = serde_json::from_str(
+            r#"{"name":"j","time_expression_type":"API","processor":"shell",
+                "alarm":{"failures":{"threshold":2,"window_ms":60000},"recovered":true,"channels":["ops"]}}"#,
+        )
+        .unwrap();
+        let record = job_record(&with, AppId(1)).unwrap();
+        assert_eq!(record.alarm.failures.unwrap().threshold, 2);
+        assert_eq!(job_body(&record), with);
+        let mut bad = with;
+        bad.alarm.failures = Some(crate::alarm::FailureRule {
+            threshold: 0,
+            window_ms: 0,
+            silence_ms: 0,
+        });
+        let e = job_record(&bad, AppId(1)).unwrap_err();
+        assert!(e.message.contains("alarm.failures.threshold"), "{e}");
     }
 
     #[test]

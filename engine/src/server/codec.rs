@@ -7,8 +7,9 @@
 //!           +---------+--------------------------------------+
 //! ```
 //!
-//! Version 1 is the only one so far. A later version adds a decoder for the old one and
-//! migrates on read; a value with an unknown version is [`RepoError::Corrupt`].
+//! Every record is at version 1 except [`JobRecord`](super::JobRecord), which is at version 2
+//! (its alarm rules); `job_codec.rs` still reads version 1 jobs and migrates them on read. A
+//! value with an unknown version is [`RepoError::Corrupt`].
 //!
 //! Reads copy the archive into an [`AlignedVec`] (the version byte leaves it misaligned in
 //! the store's buffer) and validate it with bytecheck before deserializing: a value the store
@@ -31,11 +32,23 @@ pub(crate) fn encode<T>(table: &'static str, value: &T) -> Result<Vec<u8>, RepoE
 where
     T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
 {
+    encode_version(table, RECORD_VERSION, value)
+}
+
+/// Encodes `value` as `[version] ++ archive`.
+pub(crate) fn encode_version<T>(
+    table: &'static str,
+    version: u8,
+    value: &T,
+) -> Result<Vec<u8>, RepoError>
+where
+    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+{
     let archive = rkyv::to_bytes::<rancor::Error>(value).map_err(|e| {
         RepoError::invalid("record", format!("cannot archive a {table} record: {e}"))
     })?;
     let mut out = Vec::with_capacity(archive.len() + 1);
-    out.push(RECORD_VERSION);
+    out.push(version);
     out.extend_from_slice(&archive);
     Ok(out)
 }
@@ -48,9 +61,7 @@ where
     T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
         + Deserialize<T, rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
 {
-    let Some((&version, archive)) = bytes.split_first() else {
-        return Err(RepoError::corrupt(table, key, "empty value"));
-    };
+    let version = version_of(table, key, bytes)?;
     if version != RECORD_VERSION {
         return Err(RepoError::corrupt(
             table,
@@ -58,6 +69,32 @@ where
             format!("unknown record format version {version} (this build reads {RECORD_VERSION})"),
         ));
     }
+    decode_archive(table, key, bytes)
+}
+
+/// The version byte of a stored value.
+pub(crate) fn version_of(table: &'static str, key: &[u8], bytes: &[u8]) -> Result<u8, RepoError> {
+    bytes
+        .first()
+        .copied()
+        .ok_or_else(|| RepoError::corrupt(table, key, "empty value"))
+}
+
+/// Decodes the archive behind the version byte as a `T`, whatever the version says (the
+/// caller picked `T` from it).
+pub(crate) fn decode_archive<T>(
+    table: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, RepoError>
+where
+    T: Archive,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+        + Deserialize<T, rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
+{
+    let Some((_, archive)) = bytes.split_first() else {
+        return Err(RepoError::corrupt(table, key, "empty value"));
+    };
     let mut aligned = AlignedVec::<16>::with_capacity(archive.len());
     aligned.extend_from_slice(archive);
     rkyv::from_bytes::<T, rancor::Error>(&aligned)

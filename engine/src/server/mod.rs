@@ -18,6 +18,7 @@
 //! - [`repo`]: [`Repo`], atomic writes, apps, jobs, logs, restart [`Repo::load`];
 //!   `instance_repo.rs` its instances (fire, listings, deletion).
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
+//! - [`alarm_repo`]: the alarm outbox with its delivery history, and the apps' channels.
 //! - [`api_convert`]: records into API views, job bodies into records, repository errors
 //!   into API errors.
 //! - `codec`: the versioned, validated value encoding.
@@ -45,11 +46,13 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod alarm_repo;
 pub mod api_convert;
 mod codec;
 mod error;
 pub mod instance;
 mod instance_repo;
+mod job_codec;
 pub mod keys;
 pub mod records;
 pub mod repo;
@@ -59,6 +62,7 @@ pub mod workflow_repo;
 pub use codec::RECORD_VERSION;
 pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
+pub use job_codec::JOB_RECORD_VERSION;
 pub use records::{
     AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
@@ -73,7 +77,7 @@ pub use runtime::{ServerConfig, ServerCore, ServerError, StoreChoice};
 pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), RepoError> {
     match table {
         keys::APPS => codec::decode::<AppRecord>(table, key, value).map(drop),
-        keys::JOBS => codec::decode::<JobRecord>(table, key, value).map(drop),
+        keys::JOBS => job_codec::decode_job(key, value).map(drop),
         keys::TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
         keys::INSTANCES => codec::decode::<InstanceRecord>(table, key, value).map(drop),
         keys::DELAYED => codec::decode::<DelayedRun>(table, key, value).map(drop),
@@ -87,6 +91,10 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         workflow_repo::WF_TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
         workflow_repo::WF_INSTANCES => {
             codec::decode::<workflow_repo::WfInstanceRecord>(table, key, value).map(drop)
+        }
+        alarm_repo::ALARMS => codec::decode::<alarm_repo::AlarmRecord>(table, key, value).map(drop),
+        alarm_repo::ALARM_CHANNELS => {
+            codec::decode::<alarm_repo::ChannelRecord>(table, key, value).map(drop)
         }
         workflow_repo::NODE_LINKS => {
             codec::decode::<workflow_repo::NodeLinkRecord>(table, key, value).map(drop)

@@ -7,6 +7,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::alarm::AlarmRules;
 use crate::ids::{AppId, JobId};
 use crate::model::{DispatchStrategy, ExecuteType, LogLevel};
 use crate::time_expression::{
@@ -127,6 +128,8 @@ pub struct JobRecord {
     pub lifecycle: Lifecycle,
     /// Disabled jobs keep their record but do not fire (default true).
     pub enabled: bool,
+    /// Alarm rules (default none: the job raises no alarm).
+    pub alarm: AlarmRules,
     /// Creation time, ms since the epoch (set by the repo).
     pub created_at: EpochMs,
     /// Last update, ms since the epoch (set by the repo).
@@ -136,7 +139,8 @@ pub struct JobRecord {
 impl JobRecord {
     /// A job with every documented default: enabled, STANDALONE, HEALTH_FIRST, UTC, no params,
     /// `max_instances` 0 (unlimited), `concurrency` 5, no timeout, no retries, no resource
-    /// minimums, `max_worker_count` 0 (unlimited), FIRE_ONCE, unbounded lifecycle. The id and
+    /// minimums, `max_worker_count` 0 (unlimited), FIRE_ONCE, unbounded lifecycle, no alarm
+    /// rules. The id and
     /// times are assigned by [`Repo::create_job`](super::Repo::create_job).
     pub fn new(
         app_id: AppId,
@@ -169,6 +173,7 @@ impl JobRecord {
             misfire: MisfirePolicy::FireOnce,
             lifecycle: Lifecycle::default(),
             enabled: true,
+            alarm: AlarmRules::default(),
             created_at: 0,
             updated_at: 0,
         }
@@ -253,6 +258,9 @@ impl JobRecord {
         self.lifecycle
             .validate()
             .map_err(|e| RepoError::invalid("lifecycle", e.to_string()))?;
+        self.alarm
+            .validate()
+            .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
         Ok(())
     }
 }

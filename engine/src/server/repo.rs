@@ -51,6 +51,7 @@ use crate::time_expression::EpochMs;
 use super::codec::{decode, encode};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
+use super::job_codec::{decode_job, encode_job};
 use super::keys::{self, *};
 use super::records::{
     truncate_marked, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
@@ -139,6 +140,14 @@ impl<T> Commit<T> {
     /// The value the write will have stored (ids assigned), before it is acknowledged.
     pub fn value(&self) -> Option<&T> {
         self.value.as_ref()
+    }
+
+    /// The same write, resolving to `()` once acknowledged.
+    pub fn discard_value(self) -> Commit<()> {
+        Commit {
+            value: Some(()),
+            handle: self.handle,
+        }
     }
 
     /// Blocks until the batch is committed. Not on an async runtime's worker thread: `.await`.
@@ -243,6 +252,8 @@ pub struct Repo {
     pub(super) triggers: DashMap<JobId, TriggerRecord>,
     /// Workflow ids, workflow instance ids and workflow trigger rows.
     pub(super) wf: super::workflow_repo::WfCounters,
+    /// Alarm sequence numbers (`alarm_repo.rs`).
+    pub(super) alarm_seqs: IdBlocks,
 }
 
 pub(super) fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
@@ -294,8 +305,14 @@ impl Repo {
         );
         let log_seqs = IdBlocks::new("log", NEXT_LOG_SEQ, counter(&*store, NEXT_LOG_SEQ)?);
         let wf = super::workflow_repo::WfCounters::open(&*store)?;
+        let alarm_seqs = IdBlocks::new(
+            "alarm",
+            super::alarm_repo::NEXT_ALARM_SEQ,
+            counter(&*store, super::alarm_repo::NEXT_ALARM_SEQ)?,
+        );
         Ok(Repo {
             wf,
+            alarm_seqs,
             store,
             cold: Mutex::new(cold),
             instance_ids,
@@ -421,7 +438,7 @@ impl Repo {
             runs: 0,
         };
         let batch = Batch::new()
-            .put(JOBS, keys::id(job.id.0), encode(JOBS, &job)?)
+            .put(JOBS, keys::id(job.id.0), encode_job(&job)?)
             .put(APP_JOBS, keys::pair(job.app_id.0, job.id.0), Vec::new())
             .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?)
             .put(META, NEXT_JOB_ID, keys::id(next));
@@ -432,7 +449,11 @@ impl Repo {
 
     /// The job `id`.
     pub fn get_job(&self, id: JobId) -> Result<JobRecord, RepoError> {
-        self.get_record(JOBS, &keys::id(id.0), "job", id.0)
+        let key = keys::id(id.0);
+        match self.store.get(JOBS, &key)? {
+            None => Err(RepoError::not_found("job", id.0)),
+            Some(v) => decode_job(&key, &v),
+        }
     }
 
     /// Replaces job `job.id` (validated; its app cannot change; `created_at` is kept,
@@ -457,7 +478,7 @@ impl Repo {
         let mut trigger = *entry;
         trigger.next_trigger = next_trigger;
         let batch = Batch::new()
-            .put(JOBS, keys::id(job.id.0), encode(JOBS, &job)?)
+            .put(JOBS, keys::id(job.id.0), encode_job(&job)?)
             .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?);
         *entry = trigger;
         Ok(self.submit(batch, job))
@@ -631,7 +652,12 @@ impl Repo {
     pub fn load(&self) -> Result<LoadedState, RepoError> {
         let apps = self.list_apps()?;
         let mut jobs = Vec::new();
-        for job in scan_records::<JobRecord>(&*self.store, JOBS)? {
+        let mut stored_jobs = Vec::new();
+        for kv in Scan::new(&*self.store, JOBS, KeyRange::all()) {
+            let (k, v) = kv?;
+            stored_jobs.push(decode_job(&k, &v)?);
+        }
+        for job in stored_jobs {
             let trigger = match self.store.get(TRIGGERS, &keys::id(job.id.0))? {
                 Some(v) => decode(TRIGGERS, &keys::id(job.id.0), &v)?,
                 None => TriggerRecord::default(),

@@ -597,6 +597,35 @@ impl Api for NodeApi {
         Box::pin(self.wf_mark_success(app, id, node))
     }
 
+    fn put_channel(
+        &self,
+        app: AppRef,
+        name: String,
+        body: crate::api::ChannelBody,
+    ) -> ApiFuture<'_, crate::api::ChannelView> {
+        Box::pin(self.0.api_put_channel(app, name, body))
+    }
+
+    fn list_channels(&self, app: AppRef) -> ApiFuture<'_, crate::api::ChannelList> {
+        Box::pin(async move { self.0.api_list_channels(app) })
+    }
+
+    fn delete_channel(&self, app: AppRef, name: String) -> ApiFuture<'_, ()> {
+        Box::pin(self.0.api_delete_channel(app, name))
+    }
+
+    fn test_channel(
+        &self,
+        app: AppRef,
+        name: String,
+    ) -> ApiFuture<'_, crate::api::ChannelTestResult> {
+        Box::pin(self.0.api_test_channel(app, name))
+    }
+
+    fn list_alarms(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, crate::api::AlarmList> {
+        Box::pin(async move { self.0.api_list_alarms(app, query) })
+    }
+
     fn health(&self) -> Health {
         let sh = &self.0;
         let degraded = sh.store_failed.load(Ordering::Relaxed);

@@ -107,6 +107,15 @@ pub(crate) struct Metrics {
     pub(crate) store_errors: AtomicU64,
     /// Log lines dropped by the per-instance cap.
     pub(crate) log_lines_dropped: AtomicU64,
+    /// Alarms raised (written to the outbox or the history).
+    pub(crate) alarms_raised: AtomicU64,
+    /// Alarms every channel accepted.
+    pub(crate) alarms_delivered: AtomicU64,
+    /// Alarms given up after their last attempt.
+    pub(crate) alarms_failed: AtomicU64,
+    /// Alarms in the outbox as the delivery task last saw them from its start (at most one
+    /// round's page, 256).
+    pub(crate) alarms_pending: AtomicI64,
     /// Finished instances deleted by the age sweep.
     pub(crate) retention_deleted: AtomicU64,
     /// Rounds of the age sweep completed.
@@ -145,6 +154,10 @@ impl Default for Metrics {
             no_worker: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
             log_lines_dropped: AtomicU64::new(0),
+            alarms_raised: AtomicU64::new(0),
+            alarms_delivered: AtomicU64::new(0),
+            alarms_failed: AtomicU64::new(0),
+            alarms_pending: AtomicI64::new(0),
             retention_deleted: AtomicU64::new(0),
             retention_sweeps: AtomicU64::new(0),
             wf_handoff: Histogram::new(HANDOFF_BUCKETS),
@@ -296,6 +309,21 @@ impl Metrics {
                 &self.log_lines_dropped,
             ),
             (
+                "ferrojob_alarms_raised_total",
+                "Alarms raised by job alarm rules.",
+                &self.alarms_raised,
+            ),
+            (
+                "ferrojob_alarms_delivered_total",
+                "Alarms every channel accepted.",
+                &self.alarms_delivered,
+            ),
+            (
+                "ferrojob_alarms_failed_total",
+                "Alarms given up after their last delivery attempt.",
+                &self.alarms_failed,
+            ),
+            (
                 "ferrojob_retention_deleted_total",
                 "Finished instances deleted because they were older than the retention period.",
                 &self.retention_deleted,
@@ -312,6 +340,7 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(out, "# HELP ferrojob_alarms_pending Alarms waiting in the outbox for delivery (counted up to 256).\n# TYPE ferrojob_alarms_pending gauge\nferrojob_alarms_pending {}", self.alarms_pending.load(Ordering::Relaxed));
         out
     }
 }

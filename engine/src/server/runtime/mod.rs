@@ -13,6 +13,7 @@
 //!   workflow/: workflows — a node's final report ──► its workflow instance's state machine
 //!              ──► one batch (node final + snapshot + successors' instances) ──► dispatch
 //!   metrics.rs: gauges, counters, histograms, Prometheus text
+//!   alarm.rs: a final transition's alarms (in its batch) ──► delivery task ──► channels
 //! ```
 //!
 //! Invariants:
@@ -50,6 +51,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod alarm;
 mod api;
 mod conn;
 mod dispatch;
@@ -252,6 +254,7 @@ impl ServerCore {
         let wf_recovery = shared.recover_workflows(&loaded, workflows, wf_active);
         shared.recover(loaded);
         shared.resume_workflows(wf_recovery);
+        tasks.push(tokio::spawn(alarm::run(Arc::clone(&shared))));
         tasks.push(tokio::spawn(conn::accept_loop(
             Arc::clone(&shared),
             listener,

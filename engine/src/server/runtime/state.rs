@@ -283,6 +283,8 @@ pub(crate) struct Runtime {
     /// Wakes the timer task when an event is armed before the tick it sleeps until.
     pub(crate) timer_wake: tokio::sync::Notify,
     pub(crate) metrics: Metrics,
+    /// Alarm evaluation and delivery (`alarm.rs`).
+    pub(crate) alarms: super::alarm::Alarms,
     pub(crate) transport_metrics: OnceLock<Arc<TransportMetrics>>,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) store_failed: AtomicBool,
@@ -330,6 +332,7 @@ impl Runtime {
             timers,
             timer_wake: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
+            alarms: super::alarm::Alarms::default(),
             transport_metrics: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             store_failed: AtomicBool::new(false),

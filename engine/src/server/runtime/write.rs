@@ -121,9 +121,23 @@ impl Runtime {
     }
 
     /// Submits the instance's current record (under its lock, so writes keep their order).
+    /// A final transition's alarms go into the same batch (the outbox).
     pub(crate) fn persist(&self, st: &mut InstState) -> Option<Commit<()>> {
         let prev = st.persisted.take();
-        match self.repo.put_instance_from(&st.rec, prev) {
+        let becomes_final = st.rec.status.is_final() && !prev.is_some_and(|p| p.is_final());
+        let alarms = if becomes_final {
+            self.alarms_on_final(&st.rec, self.now())
+        } else {
+            Vec::new()
+        };
+        let written = if alarms.is_empty() {
+            self.repo.put_instance_from(&st.rec, prev)
+        } else {
+            let commit = self.repo.put_instance_with_alarms(&st.rec, prev, alarms);
+            self.wake_delivery();
+            commit.map(Commit::discard_value)
+        };
+        match written {
             Ok(c) => {
                 st.persisted = Some(st.rec.status);
                 Some(c)

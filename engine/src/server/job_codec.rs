@@ -1,0 +1,193 @@
+//! The stored form of [`JobRecord`], with its versions.
+//!
+//! | version | archive of | since |
+//! |---|---|---|
+//! | 1 | [`JobRecordV1`]: every field but `alarm` | the first release |
+//! | 2 | [`JobRecord`] | alarm rules |
+//!
+//! Writes are always version 2. A version 1 value is read as a [`JobRecordV1`] and migrated
+//! to a job with no alarm rules, so a store written before alarms opens unchanged; it is
+//! rewritten at version 2 on the job's next update.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::alarm::AlarmRules;
+use crate::ids::{AppId, JobId};
+use crate::model::{DispatchStrategy, ExecuteType};
+use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy, TimeExpressionType};
+
+use super::codec::{decode_archive, encode_version, version_of};
+use super::error::RepoError;
+use super::keys::JOBS;
+use super::records::JobRecord;
+
+/// The version [`encode_job`] writes.
+pub const JOB_RECORD_VERSION: u8 = 2;
+
+/// A job as version 1 stored it: the layout must never change.
+#[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
+pub(crate) struct JobRecordV1 {
+    pub id: JobId,
+    pub app_id: AppId,
+    pub name: String,
+    pub time_expression_type: TimeExpressionType,
+    pub time_expression: String,
+    pub time_zone: Option<String>,
+    pub execute_type: ExecuteType,
+    pub processor: String,
+    pub params: String,
+    pub max_instances: u32,
+    pub concurrency: u32,
+    pub timeout_ms: u64,
+    pub instance_retries: u32,
+    pub task_retries: u32,
+    pub dispatch_strategy: DispatchStrategy,
+    pub designated_workers: Vec<String>,
+    pub min_cpu_cores: f64,
+    pub min_memory_gb: f64,
+    pub min_disk_gb: f64,
+    pub max_worker_count: u32,
+    pub misfire: MisfirePolicy,
+    pub lifecycle: Lifecycle,
+    pub enabled: bool,
+    pub created_at: EpochMs,
+    pub updated_at: EpochMs,
+}
+
+impl From<JobRecordV1> for JobRecord {
+    fn from(v: JobRecordV1) -> JobRecord {
+        JobRecord {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: AlarmRules::default(),
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+/// Encodes `job` at [`JOB_RECORD_VERSION`].
+pub(crate) fn encode_job(job: &JobRecord) -> Result<Vec<u8>, RepoError> {
+    encode_version(JOBS, JOB_RECORD_VERSION, job)
+}
+
+/// Decodes a stored job of any known version; other bytes give [`RepoError::Corrupt`].
+pub(crate) fn decode_job(key: &[u8], bytes: &[u8]) -> Result<JobRecord, RepoError> {
+    match version_of(JOBS, key, bytes)? {
+        1 => decode_archive::<JobRecordV1>(JOBS, key, bytes).map(JobRecord::from),
+        JOB_RECORD_VERSION => decode_archive::<JobRecord>(JOBS, key, bytes),
+        v => Err(RepoError::corrupt(
+            JOBS,
+            key,
+            format!("unknown job record version {v} (this build reads 1 and {JOB_RECORD_VERSION})"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alarm::FailureRule;
+    use crate::server::codec::encode;
+
+    fn v1() -> JobRecordV1 {
+        JobRecordV1 {
+            id: JobId(7),
+            app_id: AppId(3),
+            name: "nightly".into(),
+            time_expression_type: TimeExpressionType::Cron,
+            time_expression: "0 0 2 * * ?".into(),
+            time_zone: Some("Europe/Paris".into()),
+            execute_type: ExecuteType::Standalone,
+            processor: "shell".into(),
+            params: "echo hi".into(),
+            max_instances: 1,
+            concurrency: 5,
+            timeout_ms: 60_000,
+            instance_retries: 2,
+            task_retries: 0,
+            dispatch_strategy: DispatchStrategy::HealthFirst,
+            designated_workers: vec!["gpu".into()],
+            min_cpu_cores: 0.5,
+            min_memory_gb: 1.0,
+            min_disk_gb: 0.0,
+            max_worker_count: 0,
+            misfire: MisfirePolicy::FireOnce,
+            lifecycle: Lifecycle::default(),
+            enabled: true,
+            created_at: 1_000,
+            updated_at: 2_000,
+        }
+    }
+
+    #[test]
+    fn a_version_1_job_reads_with_no_alarm_rules() {
+        // What a server before alarm rules wrote: version byte 1 and the old layout.
+        let bytes = encode(JOBS, &v1()).unwrap();
+        assert_eq!(bytes[0], 1);
+        let job = decode_job(b"k", &bytes).unwrap();
+        assert_eq!(job.alarm, AlarmRules::default());
+        assert_eq!(job.name, "nightly");
+        assert_eq!(job.designated_workers, vec!["gpu".to_owned()]);
+        assert_eq!(job.updated_at, 2_000);
+        assert_eq!(job, JobRecord::from(v1()));
+    }
+
+    #[test]
+    fn a_version_2_job_round_trips_with_its_rules() {
+        let mut job = JobRecord::from(v1());
+        job.alarm = AlarmRules {
+            failures: Some(FailureRule {
+                threshold: 3,
+                window_ms: 60_000,
+                silence_ms: 600_000,
+            }),
+            recovered: true,
+            channels: vec!["ops".into()],
+            ..AlarmRules::default()
+        };
+        let bytes = encode_job(&job).unwrap();
+        assert_eq!(bytes[0], JOB_RECORD_VERSION);
+        assert_eq!(decode_job(b"k", &bytes).unwrap(), job);
+    }
+
+    #[test]
+    fn other_versions_and_bad_bytes_are_corrupt() {
+        let mut bytes = encode_job(&JobRecord::from(v1())).unwrap();
+        for v in [0u8, 3, 255] {
+            bytes[0] = v;
+            assert!(matches!(
+                decode_job(b"k", &bytes),
+                Err(RepoError::Corrupt { .. })
+            ));
+        }
+        assert!(matches!(
+            decode_job(b"k", &[]),
+            Err(RepoError::Corrupt { .. })
+        ));
+        // A version 2 archive under a version 1 byte fails validation, never panics.
+        bytes[0] = 1;
+        let _ = decode_job(b"k", &bytes);
+    }
+}

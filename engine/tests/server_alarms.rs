@@ -1,0 +1,412 @@
+//! Alarms end to end on a real server: a failing job's alarm is posted to a local HTTP
+//! receiver with its exact body and signature, an alarm raised before a restart is delivered
+//! after it with the same id, and a job that never succeeds trips its dead man's switch.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod server_runtime_support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use ferrojob::alarm::channel::ChannelKind;
+use ferrojob::alarm::{AlarmRules, FailureRule};
+use ferrojob::api::{Api, AppRef, ChannelBody, PageQuery};
+use ferrojob::ids::JobId;
+use ferrojob::model::InstanceStatus as S;
+use ferrojob::server::StoreChoice;
+use ferrojob::time_expression::TimeExpressionType as T;
+use ferrojob_transport::message::InstanceStatus as W;
+use hmac::{Hmac, Mac};
+use server_runtime_support::*;
+use sha2::Sha256;
+
+/// One request the receiver got: (alarm id header, signature header, body).
+type Got = (String, Option<String>, String);
+
+/// A local HTTP receiver: records every POST and answers with the status in `answer`.
+struct Receiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+    answer: Arc<AtomicU16>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(status: u16) -> Receiver {
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let answer = Arc::new(AtomicU16::new(status));
+        let (g, a) = (Arc::clone(&got), Arc::clone(&answer));
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap, body: String| {
+                let (g, a) = (Arc::clone(&g), Arc::clone(&a));
+                async move {
+                    let h = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+                    g.lock().unwrap().push((
+                        h("x-ferrojob-alarm-id").unwrap_or_default(),
+                        h("x-ferrojob-signature"),
+                        body,
+                    ));
+                    StatusCode::from_u16(a.load(Ordering::SeqCst)).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver {
+            addr,
+            got,
+            answer,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// An API job that alarms on every failure, to channel `ops`.
+async fn alarming_job(api: &Arc<dyn Api>, app: &AppRef) -> JobId {
+    let mut body = job(T::Api, "");
+    body.alarm = AlarmRules {
+        failures: Some(FailureRule {
+            threshold: 1,
+            window_ms: 0,
+            silence_ms: 0,
+        }),
+        recovered: true,
+        channels: vec!["ops".into()],
+        ..AlarmRules::default()
+    };
+    api.create_job(app.clone(), body).await.unwrap().id
+}
+
+async fn add_channel(api: &Arc<dyn Api>, app: &AppRef, url: String, secret: Option<&str>) {
+    let view = api
+        .put_channel(
+            app.clone(),
+            "ops".into(),
+            ChannelBody {
+                kind: ChannelKind::Webhook,
+                url,
+                secret: secret.map(str::to_owned),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.signed, secret.is_some());
+}
+
+#[tokio::test]
+async fn a_failed_run_alarms_a_local_webhook_with_a_signed_body() {
+    let receiver = Receiver::start(200).await;
+    let server = start(config(StoreChoice::Memory, None)).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    add_channel(&api, &app, receiver.url(), Some("hook-secret")).await;
+
+    // The test route reaches the receiver at once and stores nothing.
+    let test = api.test_channel(app.clone(), "ops".into()).await.unwrap();
+    assert!(test.delivered, "{test:?}");
+    assert_eq!(receiver.got().len(), 1);
+    assert!(api
+        .list_alarms(app.clone(), PageQuery::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Fail).await;
+    w.register(&api, &app, 8, 0).await;
+    let job = alarming_job(&api, &app).await;
+    let id = run(&api, &app, job).await;
+    status_is(&api, &app, id, S::Failed).await;
+    let _ = w.next_schedule().await;
+
+    let alarm_id = format!("job-{}-failures-{}", job.0, id.0);
+    let got = until("the alarm is delivered", || async {
+        let got = receiver.got();
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    let (hdr_id, sig, body) = &got[1];
+    assert_eq!(hdr_id, &alarm_id);
+    assert_eq!(sig.as_deref(), Some(sign("hook-secret", body).as_str()));
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["id"], alarm_id.as_str());
+    assert_eq!(json["app"], "a");
+    assert_eq!(json["job_id"], job.0);
+    assert_eq!(json["instance_id"], id.0);
+    assert_eq!(json["kind"], "FAILURES");
+
+    let listed = until("the delivery is recorded", || async {
+        let l = api
+            .list_alarms(app.clone(), PageQuery::default())
+            .await
+            .unwrap();
+        (l.items.first().is_some_and(|a| a.status == "DELIVERED")).then_some(l)
+    })
+    .await;
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].id, alarm_id);
+    assert_eq!(listed.items[0].delivered_to, vec!["ops".to_owned()]);
+    assert!(listed.items[0].attempts[0].ok);
+    let metrics = api.metrics_text();
+    assert!(
+        metrics.contains("\nferrojob_alarms_raised_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nferrojob_alarms_delivered_total 1\n"),
+        "{metrics}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_alarm_raised_before_a_restart_is_delivered_after_it_with_the_same_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreChoice::Log {
+        dir: dir.path().to_path_buf(),
+    };
+    // The receiver refuses at first: the alarm stays in the outbox.
+    let receiver = Receiver::start(503).await;
+    let (job, instance) = {
+        let server = start(config(store.clone(), None)).await;
+        let api = server.api();
+        let app = app(&api, "a").await;
+        add_channel(&api, &app, receiver.url(), None).await;
+        let mut w =
+            FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Fail).await;
+        w.register(&api, &app, 8, 0).await;
+        let job = alarming_job(&api, &app).await;
+        let id = run(&api, &app, job).await;
+        status_is(&api, &app, id, S::Failed).await;
+        let _ = w.next_schedule().await;
+        until("a refused attempt, recorded", || async {
+            let l = api
+                .list_alarms(app.clone(), PageQuery::default())
+                .await
+                .unwrap();
+            l.items
+                .first()
+                .is_some_and(|a| a.status == "PENDING" && a.attempt_count >= 1)
+                .then_some(())
+        })
+        .await;
+        assert!(!receiver.got().is_empty());
+        // Dropped without a shutdown: like a crash for its tasks.
+        drop(server);
+        (job, id)
+    };
+    let refused = receiver.got().len();
+    receiver.answer.store(200, Ordering::SeqCst);
+
+    let server = start(config(store, None)).await;
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    let alarm_id = format!("job-{}-failures-{}", job.0, instance.0);
+    let listed = until("delivered after the restart", || async {
+        let l = api
+            .list_alarms(app.clone(), PageQuery::default())
+            .await
+            .unwrap();
+        (l.items.first().is_some_and(|a| a.status == "DELIVERED")).then_some(l)
+    })
+    .await;
+    assert_eq!(listed.items.len(), 1, "one alarm, not a second one");
+    assert_eq!(listed.items[0].id, alarm_id);
+    assert!(listed.items[0].attempt_count >= 2);
+    let got = receiver.got();
+    assert!(got.len() > refused);
+    assert!(
+        got.iter()
+            .all(|(id, sig, _)| *id == alarm_id && sig.is_none()),
+        "{got:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_with_no_successful_run_trips_its_dead_man_switch() {
+    let receiver = Receiver::start(200).await;
+    let clock = ferrojob::clock::VirtualClock::new(T0);
+    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    add_channel(&api, &app, receiver.url(), None).await;
+    let mut body = job(T::Api, "");
+    body.alarm = AlarmRules {
+        dead_man_ms: Some(60_000),
+        channels: vec!["ops".into()],
+        ..AlarmRules::default()
+    };
+    let job = api.create_job(app.clone(), body).await.unwrap().id;
+    // Virtual time moves a second per look; the switch trips a minute after the server first
+    // saw the job.
+    let prefix = format!("job-{}-dead_man-", job.0);
+    let got = until("the dead man's switch", || async {
+        clock.advance(1_000);
+        let got = receiver.got();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0.starts_with(&prefix), "{got:?}");
+    let json: serde_json::Value = serde_json::from_str(&got[0].2).unwrap();
+    assert_eq!(json["kind"], "DEAD_MAN");
+    assert!(json["instance_id"].is_null());
+    let deadline: i64 = got[0].0[prefix.len()..].parse().unwrap();
+    assert!(deadline >= T0 + 60_000, "{deadline}");
+    assert!(ferrojob::clock::Clock::now_ms(&clock) >= deadline);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_alarm_routes_answer_over_http_through_the_client() {
+    use ferrojob::api::{CreateApp, ErrorCode};
+    use ferrojob::client::{Client, ClientError};
+    use ferrojob::launch::{launch, LaunchConfig};
+
+    let receiver = Receiver::start(200).await;
+    let server = launch(LaunchConfig::new(None, local(), local()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.http_addr());
+    let admin = Client::new(&base, server.admin_token()).unwrap();
+    admin
+        .create_app(&CreateApp {
+            name: "shop".into(),
+            secret: SECRET.into(),
+        })
+        .await
+        .unwrap();
+    let c = Client::new(&base, SECRET).unwrap();
+    let body = ChannelBody {
+        kind: ChannelKind::Slack,
+        url: receiver.url(),
+        secret: Some("k".into()),
+    };
+    let view = c.put_channel("shop", "ops", &body).await.unwrap();
+    assert!(view.signed);
+    let list = c.list_channels("shop").await.unwrap();
+    assert_eq!(list.items, vec![view]);
+
+    let sent = c.test_channel("shop", "ops").await.unwrap();
+    assert!(sent.delivered, "{sent:?}");
+    let got = receiver.got();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].0.starts_with("test-ops-"), "{got:?}");
+    assert_eq!(got[0].1.as_deref(), Some(sign("k", &got[0].2).as_str()));
+    let text: serde_json::Value = serde_json::from_str(&got[0].2).unwrap();
+    assert!(text["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("[ferrojob] shop: "));
+    assert!(c
+        .list_alarms("shop", PageQuery::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    let code = |r: Result<_, ClientError>| match r {
+        Err(ClientError::Api { error, .. }) => error.code,
+        other => panic!("expected an API error, got {other:?}"),
+    };
+    let wrong = Client::new(&base, "not-the-secret").unwrap();
+    assert_eq!(
+        code(
+            wrong
+                .list_alarms("shop", PageQuery::default())
+                .await
+                .map(drop)
+        ),
+        ErrorCode::Unauthorized
+    );
+    assert_eq!(
+        code(c.test_channel("shop", "nope").await.map(drop)),
+        ErrorCode::NotFound
+    );
+    let bad = ChannelBody {
+        url: "https://example.com".into(),
+        ..body
+    };
+    assert_eq!(
+        code(c.put_channel("shop", "ops", &bad).await.map(drop)),
+        ErrorCode::InvalidArgument
+    );
+    c.delete_channel("shop", "ops").await.unwrap();
+    assert!(c.list_channels("shop").await.unwrap().items.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_run_still_going_past_its_limit_alarms_once() {
+    let receiver = Receiver::start(200).await;
+    let clock = ferrojob::clock::VirtualClock::new(T0);
+    let server = start(config(StoreChoice::Memory, Some(&clock))).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    add_channel(&api, &app, receiver.url(), None).await;
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
+    w.register(&api, &app, 8, T0).await;
+    let mut body = job(T::Api, "");
+    body.alarm = AlarmRules {
+        overrun_ms: Some(5_000),
+        channels: vec!["ops".into()],
+        ..AlarmRules::default()
+    };
+    let job = api.create_job(app.clone(), body).await.unwrap().id;
+    let id = run(&api, &app, job).await;
+    status_is(&api, &app, id, S::Running).await;
+    let _ = w.next_schedule().await;
+    let alarm_id = format!("job-{}-overrun-{}", job.0, id.0);
+    let got = until("the overrun alarm", || async {
+        clock.advance(1_000);
+        let got = receiver.got();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(got[0].0, alarm_id);
+    // The run's end does not raise its overrun again.
+    w.r().report(id.0, W::Succeed, None).await;
+    status_is(&api, &app, id, S::Succeed).await;
+    let listed = api
+        .list_alarms(app.clone(), PageQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "{listed:?}");
+    assert_eq!(listed.items[0].id, alarm_id);
+    server.shutdown().await;
+}
