@@ -21,7 +21,7 @@ use super::error::RepoError;
 use super::keys::JOBS;
 use super::records::JobRecord;
 
-/// The version [`encode_job`] writes.
+/// The version `encode_job` writes.
 pub const JOB_RECORD_VERSION: u8 = 2;
 
 /// A job as version 1 stored it: the layout must never change.
