@@ -49,6 +49,7 @@
 pub mod alarm_repo;
 pub mod api_convert;
 mod codec;
+pub(crate) mod core;
 mod error;
 pub mod instance;
 mod instance_repo;

@@ -77,6 +77,18 @@ impl ConnectionHandle {
             })
     }
 
+    /// [`try_send`](Self::try_send) that hands the message back when the queue is full
+    /// (`Err(Some(message))`), so that the caller can wait with
+    /// [`send`](Self::send) without building it again; `Err(None)`: the connection is
+    /// closed.
+    pub fn try_send_or_return(&self, message: Message) -> Result<(), Option<Message>> {
+        match self.tx.try_send(Command::Send(message)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Command::Send(m))) => Err(Some(m)),
+            Err(_) => Err(None),
+        }
+    }
+
     /// Queues many one-way messages as one command (cheaper per message than `send`).
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<(), SendError> {
         self.tx

@@ -20,30 +20,26 @@
 //! one that did not is retried after 1 s, doubling to [`MAX_BACKOFF_MS`]. A crash between an
 //! answer and the write that records it sends the alarm again, with the same id.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use sha2::Sha256;
 
 use crate::alarm::channel::{request_body, Notice, ALARM_ID_HEADER, SIGNATURE_HEADER};
-use crate::alarm::{Alarm, AlarmKind, AlarmRules, JobAlarms, RunOutcome};
+use crate::alarm::AlarmKind;
 use crate::api::{
     AlarmList, ApiError, AppRef, ChannelBody, ChannelList, ChannelTestResult, ChannelView,
     PageQuery,
 };
 use crate::ids::{AppId, JobId};
-use crate::model::InstanceStatus;
 use crate::server::alarm_repo::{AlarmRecord, AttemptRecord, ChannelRecord, DeliveryStatus};
 use crate::server::api_convert::{alarm_view, channel_record, channel_view};
-use crate::server::{InstanceRecord, JobRecord};
 use crate::time_expression::EpochMs;
 
-use super::state::{is_running, Runtime};
+use super::driver::Runtime;
 
 /// Attempts before an alarm is given up (marked Failed).
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 12;
@@ -64,11 +60,10 @@ const POLL_EVERY_MS: i64 = 1_000;
 /// Timeout of one channel request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The server's alarm state: one evaluator per job that has rules, the delivery task's wake-up
-/// and its HTTP client.
+/// The delivery task's state: its wake-up and its HTTP client (the evaluation state is the
+/// core's).
 #[derive(Debug)]
 pub(crate) struct Alarms {
-    books: DashMap<JobId, Mutex<JobAlarms>>,
     wake: tokio::sync::Notify,
     http: reqwest::Client,
     /// When the time-driven rules were last polled, clock ms.
@@ -83,7 +78,6 @@ pub(crate) struct Alarms {
 impl Default for Alarms {
     fn default() -> Self {
         Alarms {
-            books: DashMap::new(),
             wake: tokio::sync::Notify::new(),
             http: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
@@ -97,16 +91,6 @@ impl Default for Alarms {
     }
 }
 
-/// The rules `job` is evaluated with: its own, without the dead man's switch while it is
-/// disabled (a disabled job is not expected to succeed).
-fn effective_rules(job: &JobRecord) -> AlarmRules {
-    let mut rules = job.alarm.clone();
-    if !job.enabled {
-        rules.dead_man_ms = None;
-    }
-    rules
-}
-
 /// The wait after `attempts` failed attempts: 1 s doubling, at most [`MAX_BACKOFF_MS`].
 pub(crate) fn backoff_ms(attempts: u32) -> i64 {
     let shift = attempts.saturating_sub(1).min(20);
@@ -116,125 +100,27 @@ pub(crate) fn backoff_ms(attempts: u32) -> i64 {
 }
 
 impl Runtime {
-    /// The alarms `rec`'s final transition at `now` raises, as records for the outbox (none
-    /// unless its job has rules).
-    pub(crate) fn alarms_on_final(&self, rec: &InstanceRecord, now: EpochMs) -> Vec<AlarmRecord> {
-        let Some(job) = self.job(rec.job_id) else {
-            self.alarms.books.remove(&rec.job_id);
-            return Vec::new();
-        };
-        let rules = effective_rules(&job.def().record);
-        if rules.is_empty() {
-            self.alarms.books.remove(&rec.job_id);
-            return Vec::new();
-        }
-        let outcome = match rec.status {
-            InstanceStatus::Succeed => RunOutcome::Succeeded,
-            InstanceStatus::Failed => RunOutcome::Failed,
-            _ => RunOutcome::Neutral,
-        };
-        let channels = rules.channels.clone();
-        let book = self
-            .alarms
-            .books
-            .entry(rec.job_id)
-            .or_insert_with(|| Mutex::new(JobAlarms::new(rec.job_id, rules.clone(), now)));
-        let mut book = book.lock();
-        if *book.rules() != rules {
-            book.set_rules(rules);
-        }
-        let mut raised: Vec<Alarm> = Vec::new();
-        if let Some(dispatched) = rec.actual_trigger_time {
-            raised.extend(book.on_dispatched(dispatched, rec.id, Some(rec.trigger_time)));
-        }
-        raised.extend(book.on_finished(now, rec.id, outcome, rec.actual_trigger_time));
-        drop(book);
-        self.metrics
-            .alarms_raised
-            .fetch_add(raised.len() as u64, Ordering::Relaxed);
-        raised
-            .into_iter()
-            .map(|a| {
-                tracing::warn!(alarm = %a.id, "{}", a.message);
-                AlarmRecord::raised(rec.app_id, a, channels.clone())
-            })
-            .collect()
-    }
-
     /// The time-driven rules, at most once per [`POLL_EVERY_MS`] of clock time: the dead
     /// man's switch of every enabled job that has one, and the overrun of every running
     /// instance of a job with `overrun_ms`. The alarms raised are written (a batch of their
     /// own) before the delivery round reads the outbox. A job's switch counts from its last
     /// success seen by this server, or from when this server first polled it.
-    async fn poll_time_rules(&self) {
+    async fn poll_time_rules(self: &Arc<Self>) {
         let now = self.now();
         let last = self.alarms.last_poll.load(Ordering::Relaxed);
         if now.saturating_sub(last) < POLL_EVERY_MS {
             return;
         }
         self.alarms.last_poll.store(now, Ordering::Relaxed);
-        // Jobs with a time-driven rule, with their effective rules and app.
-        let mut timed: HashMap<JobId, (AlarmRules, AppId)> = HashMap::new();
-        for job in self.jobs.iter() {
-            let def = job.def();
-            let rules = effective_rules(&def.record);
-            if rules.dead_man_ms.is_some() || rules.overrun_ms.is_some() {
-                timed.insert(job.id, (rules, def.record.app_id));
-            }
-        }
-        self.alarms.books.retain(|id, _| self.jobs.contains_key(id));
-        if timed.is_empty() {
-            return;
-        }
-        // Running instances of jobs watched for overrun: (job, instance, dispatch time).
-        let mut running = Vec::new();
-        if timed.values().any(|(r, _)| r.overrun_ms.is_some()) {
-            for slot in self.active.iter() {
-                // A busy instance is seen at the next poll.
-                let Some(st) = slot.try_lock() else { continue };
-                let watched = timed
-                    .get(&st.rec.job_id)
-                    .is_some_and(|(r, _)| r.overrun_ms.is_some());
-                if let (true, true, Some(at)) = (
-                    watched,
-                    is_running(st.rec.status),
-                    st.rec.actual_trigger_time,
-                ) {
-                    running.push((st.rec.job_id, st.rec.id, at));
-                }
-            }
-        }
-        let mut raised = Vec::new();
-        for (job, (rules, app)) in &timed {
-            let book = self
-                .alarms
-                .books
-                .entry(*job)
-                .or_insert_with(|| Mutex::new(JobAlarms::new(*job, rules.clone(), now)));
-            let mut book = book.lock();
-            if book.rules() != rules {
-                book.set_rules(rules.clone());
-            }
-            for (_, id, at) in running.iter().filter(|(j, _, _)| j == job) {
-                // Not a dispatch event for late start (no trigger time given): only tracked.
-                let _ = book.on_dispatched(*at, *id, None);
-            }
-            for a in book.poll(now) {
-                tracing::warn!(alarm = %a.id, "{}", a.message);
-                raised.push(AlarmRecord::raised(*app, a, rules.channels.clone()));
-            }
-        }
+        let raised = self.step(|core, now| core.time_rule_alarms(now));
         if raised.is_empty() {
             return;
         }
-        self.metrics
-            .alarms_raised
-            .fetch_add(raised.len() as u64, Ordering::Relaxed);
         match self.repo.insert_alarms(raised) {
             Ok(c) => {
                 let _ = self.await_commit(c).await;
             }
-            Err(e) => self.store_write_failed(&e),
+            Err(e) => self.metrics.store_write_failed(&e),
         }
     }
 
@@ -247,7 +133,8 @@ impl Runtime {
             return;
         }
         self.alarms.last_prune.store(now, Ordering::Relaxed);
-        let apps: Vec<AppId> = self.app_names.iter().map(|e| *e.key()).collect();
+        let mut apps: Vec<AppId> = self.core.lock().app_names.keys().copied().collect();
+        apps.sort_unstable_by_key(|a| a.0);
         for app in apps {
             match self.repo.prune_alarms(app, MAX_ALARMS_KEPT, 1000) {
                 Ok(c) => {
@@ -335,7 +222,7 @@ impl Runtime {
                     }
                 }
                 Err(e) => {
-                    self.store_write_failed(&e);
+                    self.metrics.store_write_failed(&e);
                     return None;
                 }
             }

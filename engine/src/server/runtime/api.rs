@@ -12,16 +12,12 @@ use crate::api::{
 };
 use crate::dispatch::GIB;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
-use crate::model::InstanceStatus;
 use crate::server::api_convert::{instance_view, job_record, job_view};
-use crate::server::{InstanceFilter, InstanceRecord, JobRecord};
-use crate::time_expression::TimeExpression;
+use crate::server::core::commands::check_period;
+use crate::server::core::{AfterCreate, JobDef};
+use crate::server::{Commit, InstanceFilter, InstanceRecord, JobRecord, RepoError};
 
-use super::state::{InstState, JobDef, JobState, Runtime, Slot, TimerEv};
-use super::write::{AfterCreate, Follow, PendingRun};
-
-/// Longest `delay_ms` of an API run (about 10 years).
-const MAX_DELAY_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+use super::driver::Runtime;
 
 /// The [`Api`] of a running server core.
 #[derive(Debug)]
@@ -31,43 +27,76 @@ fn limit(l: Option<u32>, default: usize) -> usize {
     l.map_or(default, |l| usize::try_from(l).unwrap_or(usize::MAX))
 }
 
-/// Refuses a FIXED_RATE period or FIXED_DELAY delay below the server's `min_period_ms`.
-pub(super) fn check_period(expr: &TimeExpression, min_ms: u64) -> Result<(), ApiError> {
-    let period = match expr {
-        TimeExpression::FixedRate { period_ms } => *period_ms,
-        TimeExpression::FixedDelay { delay_ms } => *delay_ms,
-        _ => return Ok(()),
-    };
-    if period < min_ms {
-        return Err(ApiError::invalid(
-            "time_expression",
-            format!("at least {min_ms} ms on this server (min_period_ms), got {period}"),
-        ));
+/// A run's creation, submitted: [`finish`](PendingRun::finish) awaits the write and then
+/// starts the instance. If the caller goes away before the write is acknowledged (an HTTP
+/// client that disconnects drops the request's future), `Drop` finishes it in a task of its
+/// own, so a written instance is never left unowned (or a `max_instances` slot reserved).
+#[derive(Debug)]
+pub(crate) struct PendingRun {
+    rt: Arc<Runtime>,
+    inner: Option<(Commit<InstanceRecord>, AfterCreate)>,
+}
+
+impl PendingRun {
+    /// Awaits the write; once acknowledged the instance is started and its id returned.
+    async fn finish(mut self) -> Result<InstanceId, RepoError> {
+        let t = std::time::Instant::now();
+        let result = match self.inner.as_mut() {
+            Some((commit, _)) => (&mut *commit).await,
+            None => return Err(RepoError::not_found("pending run", 0)),
+        };
+        self.rt.metrics.store_commit.observe(t.elapsed());
+        let Some((_, then)) = self.inner.take() else {
+            return Err(RepoError::not_found("pending run", 0));
+        };
+        match result {
+            Ok(rec) => {
+                let id = rec.id;
+                self.rt.step(|core, now| core.after_create(rec, then, now));
+                Ok(id)
+            }
+            Err(e) => {
+                self.rt.metrics.store_write_failed(&e);
+                self.rt.step(|core, _| core.create_failed(then));
+                Err(e)
+            }
+        }
     }
-    Ok(())
+}
+
+impl Drop for PendingRun {
+    fn drop(&mut self) {
+        let Some((commit, then)) = self.inner.take() else {
+            return;
+        };
+        let rt = Arc::clone(&self.rt);
+        // Without a runtime (the process is ending) there is nothing left to start.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let result = rt.await_commit(commit).await;
+                rt.step(|core, now| core.created(result, then, now));
+            });
+        }
+    }
 }
 
 impl NodeApi {
-    fn job_of(&self, app: &AppRef, id: JobId) -> Result<Arc<JobState>, ApiError> {
-        match self.0.job(id) {
-            Some(j) if !j.deleted.load(Ordering::Acquire) && j.def().record.app_id == app.id => {
-                Ok(j)
-            }
-            _ => Err(ApiError::not_found("job", id.0)),
-        }
+    /// `app`'s job `id`: its definition.
+    fn job_of(&self, app: &AppRef, id: JobId) -> Result<Arc<JobDef>, ApiError> {
+        Ok(self.0.core.lock().job_of(app.id, id)?.def())
     }
 
     /// The API view of an instance: the record plus the workflow link and, while it is in
     /// memory, its task progress.
     fn iview(&self, rec: &InstanceRecord, tasks: Option<crate::api::TaskProgress>) -> InstanceView {
         let mut v = instance_view(rec);
-        v.workflow_instance_id = self.0.wf_instance_of(rec.id);
+        v.workflow_instance_id = self.0.core.lock().wf_instance_of(rec.id);
         v.tasks = tasks;
         v
     }
 
-    fn view(&self, job: &JobState) -> JobView {
-        job_view(&job.def().record, self.0.repo.trigger(job.id))
+    fn view(&self, def: &JobDef) -> JobView {
+        job_view(&def.record, self.0.repo.trigger(def.record.id))
     }
 
     /// The instance as the core knows it now (memory for non-final ones, else the store),
@@ -82,11 +111,15 @@ impl NodeApi {
         app: &AppRef,
         id: InstanceId,
     ) -> Result<(InstanceRecord, Option<crate::api::TaskProgress>), ApiError> {
-        let (rec, tasks) = match self.0.slot(id) {
-            Some(s) => {
-                let st = s.lock();
-                (st.rec.clone(), st.tasks)
-            }
+        let held = self
+            .0
+            .core
+            .lock()
+            .active
+            .get(&id)
+            .map(|st| (st.rec.clone(), st.tasks));
+        let (rec, tasks) = match held {
+            Some(x) => x,
             None => (self.0.repo.get_instance(id)?, None),
         };
         if rec.app_id != app.id {
@@ -96,34 +129,16 @@ impl NodeApi {
     }
 
     /// Replaces a job's definition (update, enable, disable) and reschedules it.
-    async fn replace(
-        &self,
-        job: Arc<JobState>,
-        mut record: JobRecord,
-    ) -> Result<JobView, ApiError> {
-        let sh = &self.0;
-        record.id = job.id;
-        let def = JobDef::new(record.clone())?;
-        check_period(&def.expr, sh.config.min_period_ms)?;
-        let now = sh.now();
-        let next = def.initial_next(now);
-        let gen = job.gen.fetch_add(1, Ordering::AcqRel) + 1;
-        let saved = sh
-            .await_commit(sh.repo.update_job(record, next, now)?)
-            .await?;
-        let def = JobDef::new(saved)?;
-        *job.def.write() = Arc::new(def);
-        if let Some(n) = next {
-            sh.arm(
-                n,
-                TimerEv::Job {
-                    job: job.id,
-                    gen,
-                    due: n,
-                },
-            );
+    async fn replace(&self, id: JobId, record: JobRecord) -> Result<JobView, ApiError> {
+        let rt = &self.0;
+        let (commit, r) = rt.step(|core, now| core.replace_job(id, record, now))?;
+        let saved = rt.await_commit(commit).await?;
+        rt.step(|core, _| core.job_replaced(saved, r))?;
+        let def = self.0.core.lock().live_job(id).map(|j| j.def());
+        match def {
+            Some(d) => Ok(self.view(&d)),
+            None => Err(ApiError::not_found("job", id.0)),
         }
-        Ok(self.view(&job))
     }
 }
 
@@ -131,10 +146,8 @@ impl Api for NodeApi {
     fn resolve_app(&self, app: &str) -> Result<AppRef, ApiError> {
         let sh = &self.0;
         let rec = match app.parse::<u64>() {
-            Ok(id) => sh
-                .app_name(AppId(id))
-                .and_then(|n| sh.apps.get(&n).map(|a| a.clone())),
-            Err(_) => sh.apps.get(app).map(|a| a.clone()),
+            Ok(id) => sh.app_name(AppId(id)).and_then(|n| sh.app_by_name(&n)),
+            Err(_) => sh.app_by_name(app),
         };
         let rec = rec.ok_or_else(|| {
             let shown: String = app.chars().take(64).collect();
@@ -156,7 +169,7 @@ impl Api for NodeApi {
                 id: app.id,
                 name: app.name.clone(),
             };
-            sh.add_app(app);
+            sh.step(|core, _| core.add_app(app));
             Ok(out)
         })
     }
@@ -168,11 +181,7 @@ impl Api for NodeApi {
             let def = JobDef::new(record.clone())?;
             check_period(&def.expr, sh.config.min_period_ms)?;
             let max = sh.config.max_jobs_per_app;
-            let jobs = sh
-                .jobs
-                .iter()
-                .filter(|j| !j.deleted.load(Ordering::Acquire) && j.def().record.app_id == app.id)
-                .count();
+            let jobs = sh.core.lock().jobs_of(app.id);
             if jobs >= max {
                 return Err(ApiError::conflict(format!(
                     "app {} already has {jobs} jobs, the most this server allows per app (max_jobs_per_app {max})",
@@ -184,23 +193,7 @@ impl Api for NodeApi {
             let saved = sh
                 .await_commit(sh.repo.create_job(record, next, now)?)
                 .await?;
-            let id = saved.id;
-            let state = Arc::new(JobState::new(
-                Arc::from(app.name.as_str()),
-                JobDef::new(saved)?,
-            ));
-            let gen = state.gen.load(Ordering::Acquire);
-            sh.jobs.insert(id, state);
-            if let Some(n) = next {
-                sh.arm(
-                    n,
-                    TimerEv::Job {
-                        job: id,
-                        gen,
-                        due: n,
-                    },
-                );
-            }
+            let id = sh.step(|core, _| core.job_created(saved, &app.name, next))?;
             Ok(Created { id })
         })
     }
@@ -225,81 +218,56 @@ impl Api for NodeApi {
 
     fn get_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, JobView> {
         Box::pin(async move {
-            let job = self.job_of(&app, id)?;
-            Ok(self.view(&job))
+            let def = self.job_of(&app, id)?;
+            Ok(self.view(&def))
         })
     }
 
     fn update_job(&self, app: AppRef, id: JobId, body: JobBody) -> ApiFuture<'_, JobView> {
         Box::pin(async move {
-            let job = self.job_of(&app, id)?;
+            self.job_of(&app, id)?;
             let record = job_record(&body, app.id)?;
-            self.replace(job, record).await
+            self.replace(id, record).await
         })
     }
 
     fn delete_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, ()> {
         Box::pin(async move {
             let sh = &self.0;
-            let job = self.job_of(&app, id)?;
-            if let Some(wf) = sh.job_referenced(job.id) {
-                return Err(ApiError::conflict(format!(
-                    "{id} is referenced by {wf}; remove it from the workflow first"
-                )));
-            }
-            job.gen.fetch_add(1, Ordering::AcqRel);
-            sh.await_commit(sh.repo.delete_job(job.id)?).await?;
-            job.deleted.store(true, Ordering::Release);
-            sh.jobs.remove(&job.id);
+            let commit = sh.step(|core, _| {
+                core.job_of(app.id, id)?;
+                core.delete_job_begin(id)?;
+                Ok::<_, ApiError>(sh.repo.delete_job(id)?)
+            })?;
+            sh.await_commit(commit).await?;
+            sh.step(|core, _| core.job_deleted(id));
             Ok(())
         })
     }
 
     fn set_job_enabled(&self, app: AppRef, id: JobId, enabled: bool) -> ApiFuture<'_, JobView> {
         Box::pin(async move {
-            let job = self.job_of(&app, id)?;
-            let mut record = job.def().record.clone();
+            let def = self.job_of(&app, id)?;
+            let mut record = def.record.clone();
             if record.enabled == enabled {
-                return Ok(self.view(&job));
+                return Ok(self.view(&def));
             }
             record.enabled = enabled;
-            self.replace(job, record).await
+            self.replace(id, record).await
         })
     }
 
     fn run_job(&self, app: AppRef, id: JobId, req: RunJob) -> ApiFuture<'_, RunCreated> {
         Box::pin(async move {
-            let sh = &self.0;
-            let job = self.job_of(&app, id)?;
-            if req.delay_ms > MAX_DELAY_MS {
-                return Err(ApiError::invalid(
-                    "delay_ms",
-                    format!("at most {MAX_DELAY_MS}, got {}", req.delay_ms),
-                ));
+            let rt = Arc::clone(&self.0);
+            let (commit, then) =
+                rt.step(|core, now| core.prepare_run(app.id, id, req.params, req.delay_ms, now))?;
+            let iid = PendingRun {
+                rt,
+                inner: Some((commit, then)),
             }
-            let now = sh.now();
-            let delay = i64::try_from(req.delay_ms).unwrap_or(0);
-            let due = now.saturating_add(delay);
-            let mut rec = InstanceRecord::new(job.id, app.id, req.params, due);
-            // Dispatchable at once: written once, already WAITING_WORKER_RECEIVE (the answer
-            // still waits for that write, and ScheduleJob goes out after it). Otherwise
-            // written WAITING_DISPATCH and dispatched as usual.
-            let then = match (delay == 0).then(|| sh.dispatch_new(&job, &mut rec, now)) {
-                Some(Some(nd)) => AfterCreate::Dispatched(nd),
-                _ => AfterCreate::Dispatch {
-                    at: (delay > 0).then_some(due),
-                },
-            };
-            let commit = match sh.repo.create_instance(rec, (delay > 0).then_some(due)) {
-                Ok(c) => c,
-                Err(e) => {
-                    sh.create_failed(then);
-                    return Err(e.into());
-                }
-            };
-            let iid = PendingRun::new(Arc::clone(sh), commit, then)
-                .finish()
-                .await?;
+            .finish()
+            .await?;
             Ok(RunCreated { instance_id: iid })
         })
     }
@@ -318,19 +286,22 @@ impl Api for NodeApi {
             if let Some(status) = query.status.filter(|s| !s.is_final()) {
                 // Non-final instances all live in memory, which is ahead of the store (RUNNING
                 // is never written): list them from there, newest first.
-                let mut items: Vec<InstanceView> = sh
+                let held: Vec<(InstanceRecord, Option<crate::api::TaskProgress>)> = sh
+                    .core
+                    .lock()
                     .active
                     .iter()
-                    .filter(|e| query.cursor.is_none_or(|c| e.key().0 < c))
-                    .filter_map(|e| {
-                        let st = e.value().lock();
+                    .filter(|(k, _)| query.cursor.is_none_or(|c| k.0 < c))
+                    .filter(|(_, st)| {
                         let r = &st.rec;
-                        (r.app_id == app.id
+                        r.app_id == app.id
                             && r.status == status
-                            && query.job_id.is_none_or(|j| r.job_id == j))
-                        .then(|| self.iview(r, st.tasks))
+                            && query.job_id.is_none_or(|j| r.job_id == j)
                     })
+                    .map(|(_, st)| (st.rec.clone(), st.tasks))
                     .collect();
+                let mut items: Vec<InstanceView> =
+                    held.iter().map(|(r, t)| self.iview(r, *t)).collect();
                 items.sort_unstable_by_key(|v| std::cmp::Reverse(v.id));
                 let next_cursor = (items.len() > limit_n)
                     .then(|| items.get(limit_n - 1).map(|v| v.id.0))
@@ -345,14 +316,19 @@ impl Api for NodeApi {
             let page =
                 sh.repo
                     .list_instances(app.id, filter, query.cursor, limit(query.limit, 100))?;
+            let held: Vec<Option<(InstanceRecord, Option<crate::api::TaskProgress>)>> = {
+                let core = sh.core.lock();
+                page.items
+                    .iter()
+                    .map(|r| core.active.get(&r.id).map(|st| (st.rec.clone(), st.tasks)))
+                    .collect()
+            };
             let items = page
                 .items
                 .iter()
-                .map(|r| match sh.slot(r.id) {
-                    Some(s) => {
-                        let st = s.lock();
-                        self.iview(&st.rec, st.tasks)
-                    }
+                .zip(held)
+                .map(|(r, h)| match h {
+                    Some((rec, tasks)) => self.iview(&rec, tasks),
                     None => self.iview(r, None),
                 })
                 .collect();
@@ -370,105 +346,58 @@ impl Api for NodeApi {
         action: InstanceAction,
     ) -> ApiFuture<'_, InstanceView> {
         Box::pin(async move {
-            let sh = &self.0;
-            let id = iid.0;
-            let now = sh.now();
-            let slot: Slot = match sh.slot(iid) {
-                Some(s) => s,
+            let rt = Arc::clone(&self.0);
+            let held = rt.step(|core, now| core.command_held(app.id, iid, action, now));
+            match held {
+                Some(r) => {
+                    let (commit, commanded, rec) = r?;
+                    let view = self.iview(&rec, None);
+                    // Awaited in a task of its own: the follow-up happens even if the caller
+                    // goes away.
+                    let task = tokio::spawn(async move {
+                        let r = rt.await_commit(commit).await;
+                        if r.is_ok() {
+                            rt.step(|core, now| core.commanded(commanded, now));
+                        }
+                        r
+                    });
+                    match task.await {
+                        Ok(r) => r?,
+                        Err(e) => return Err(ApiError::internal(e.to_string())),
+                    }
+                    Ok(view)
+                }
                 None => {
                     let mut rec = self.instance(&app, iid)?;
                     if action != InstanceAction::Retry {
                         // Final (not owned by the core): stop and cancel are illegal.
+                        let now = rt.now();
                         let err = match action {
                             InstanceAction::Stop => rec.stop(now),
                             _ => rec.cancel(now),
                         };
                         err?;
                         return Err(ApiError::conflict(format!(
-                            "instance {id} changed; try again"
+                            "instance {} changed; try again",
+                            iid.0
                         )));
                     }
-                    if sh.job(rec.job_id).is_none() {
-                        return Err(ApiError::conflict(format!(
-                            "instance {id} cannot be retried: job {} was deleted",
-                            rec.job_id.0
-                        )));
-                    }
-                    let status = rec.status;
-                    rec.retry(now)?;
-                    let mut st = InstState::new(rec);
-                    st.persisted = Some(status);
-                    let slot: Slot = Arc::new(parking_lot::Mutex::new(st));
-                    let entry = sh.active.entry(iid).or_insert_with(|| Arc::clone(&slot));
-                    if !Arc::ptr_eq(&entry, &slot) {
-                        return Err(ApiError::conflict(format!(
-                            "instance {id} changed; try again"
-                        )));
-                    }
-                    drop(entry);
-                    sh.metrics
-                        .transition(Some(status), InstanceStatus::WaitingDispatch);
-                    let c = {
-                        let mut st = slot.lock();
-                        sh.persist(&mut st)
-                    };
-                    let c = c.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
-                    sh.await_commit(c).await?;
-                    let view = self.iview(&slot.lock().rec, None);
-                    tokio::spawn(Arc::clone(sh).dispatch(iid));
-                    return Ok(view);
-                }
-            };
-            let (commit, follow, worker, view) = {
-                let mut st = slot.lock();
-                if st.rec.app_id != app.id {
-                    return Err(ApiError::not_found("instance", id));
-                }
-                let old = st.rec.status;
-                let job = sh.job(st.rec.job_id);
-                let follow = match action {
-                    InstanceAction::Stop => {
-                        st.rec.stop(now)?;
-                        Follow::Final {
-                            id: iid,
-                            job: st.rec.job_id,
-                            run: st.rec.run,
+                    let (commit, rec) = rt.step(|core, now| core.retry_finished(rec, now))?;
+                    let view = self.iview(&rec, None);
+                    let task = tokio::spawn(async move {
+                        let r = rt.await_commit(commit).await;
+                        if r.is_ok() {
+                            rt.step(|core, now| core.dispatch(iid, now));
                         }
+                        r
+                    });
+                    match task.await {
+                        Ok(r) => r?,
+                        Err(e) => return Err(ApiError::internal(e.to_string())),
                     }
-                    InstanceAction::Cancel => {
-                        st.rec.cancel(now)?;
-                        Follow::Final {
-                            id: iid,
-                            job: st.rec.job_id,
-                            run: st.rec.run,
-                        }
-                    }
-                    InstanceAction::Retry => {
-                        // Final but not yet dropped from memory.
-                        st.rec.retry(now)?;
-                        st.no_worker_attempts = 0;
-                        st.ready = std::time::Instant::now();
-                        Follow::Dispatch { id: iid, at: None }
-                    }
-                };
-                sh.note(job.as_deref(), Some(old), st.rec.status);
-                let worker = (action == InstanceAction::Stop)
-                    .then(|| st.rec.worker.clone())
-                    .flatten();
-                (
-                    sh.persist(&mut st),
-                    follow,
-                    worker,
-                    self.iview(&st.rec, st.tasks),
-                )
-            };
-            let commit = commit.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
-            sh.await_commit(commit).await?;
-            if let Some(w) = worker {
-                sh.send_stop(app.id, &w, iid);
+                    Ok(view)
+                }
             }
-            sh.after_write(None, follow);
-            Ok(view)
         })
     }
 
@@ -628,7 +557,7 @@ impl Api for NodeApi {
 
     fn health(&self) -> Health {
         let sh = &self.0;
-        let degraded = sh.store_failed.load(Ordering::Relaxed);
+        let degraded = sh.metrics.store_failed.load(Ordering::Relaxed);
         Health {
             status: if degraded { "degraded" } else { "ok" }.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -13,7 +13,9 @@ use crate::ids::{AppId, InstanceId};
 use crate::model::LogLevel;
 use crate::server::LogLine;
 
-use super::state::{ConnEntry, Runtime, WorkerKey};
+use crate::server::core::WorkerKey;
+
+use super::driver::Runtime;
 
 /// Most per-instance log counters kept before those of finished instances are forgotten.
 const MAX_LOG_COUNTERS: usize = 1 << 20;
@@ -57,120 +59,101 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
     };
     let app: Arc<str> = Arc::from(app_name.as_str());
     // The handshake proved the secret of this app, so it exists.
-    let Some(app_id) = sh.apps.get(app_name.as_str()).map(|a| a.id) else {
+    let Some(app_id) = sh.app_by_name(&app_name).map(|a| a.id) else {
         handle.shutdown().await;
         return;
     };
     let key: WorkerKey = (app_id, worker_address.clone());
     let gen = sh.conn_gen.fetch_add(1, Ordering::Relaxed);
-    if let Some(old) = sh.conns.insert(
-        &worker_address,
-        ConnEntry {
-            app: app_id,
-            handle: handle.clone(),
-            gen,
-        },
-    ) {
+    tracing::info!(app = %app, worker = %worker_address, peer = %addr, "worker connected");
+    // Filed before the core hears of it: the core's reconciliation queries and dispatches
+    // find the connection.
+    let old = sh.conns.insert(key.clone(), (gen, handle.clone()));
+    sh.step(|core, _now| core.worker_connected(app_id, &worker_address, gen));
+    if let Some((_, h)) = old {
         // A worker reconnected before its old connection was noticed closed.
-        let h = old.handle;
         tokio::spawn(async move { h.shutdown().await });
     }
-    let came_back = sh.lost.remove(&key).is_some();
-    tracing::info!(app = %app, worker = %worker_address, peer = %addr, "worker connected");
-    let mut ids = sh
-        .reconcile
-        .remove(&key)
-        .map(|(_, ids)| ids)
-        .unwrap_or_default();
-    if came_back {
-        // Back after a dropped connection: whatever was in flight on the old one (a
-        // ScheduleJob, a final report) may be lost, so ask about every instance it holds.
-        ids.extend(sh.dispatched_to(app_id, &worker_address));
-        ids.sort_unstable_by_key(|id| id.0);
-        ids.dedup();
-    }
-    if !ids.is_empty() {
-        tokio::spawn(Arc::clone(&sh).reconcile_worker(key.clone(), handle.clone(), ids));
-    }
     let mut buf: Vec<Incoming> = Vec::with_capacity(RECV_BATCH);
+    let mut logs: Vec<LogBatch> = Vec::new();
     loop {
         if incoming.recv_many(&mut buf, RECV_BATCH).await == 0 {
             break;
         }
-        let now = sh.now();
-        let mut writes = Vec::new();
-        for inc in buf.drain(..) {
-            match inc.message {
-                Message::WorkerHeartbeat(hb) => {
-                    let status = WorkerStatus {
-                        address: worker_address.clone(),
-                        tags: tags.clone(),
-                        version: if hb.version.is_empty() {
-                            client_version.clone()
-                        } else {
-                            hb.version
-                        },
-                        overloaded: hb.overloaded,
-                        trackers: TrackerCounts {
-                            lightweight_task_trackers: hb.lightweight_task_trackers,
-                            heavy_task_trackers: hb.heavy_task_trackers,
-                            processor_trackers: hb.processor_trackers,
-                        },
-                    };
-                    let metrics = WorkerMetrics::from(&hb.metrics);
-                    if let Err(e) = sh.registry.heartbeat(&app, &status, metrics, now) {
-                        tracing::warn!(worker = %worker_address, error = %e, "heartbeat refused");
+        let mut queries = Vec::new();
+        sh.step(|core, now| {
+            for inc in buf.drain(..) {
+                match inc.message {
+                    Message::WorkerHeartbeat(hb) => {
+                        let status = WorkerStatus {
+                            address: worker_address.clone(),
+                            tags: tags.clone(),
+                            version: if hb.version.is_empty() {
+                                client_version.clone()
+                            } else {
+                                hb.version
+                            },
+                            overloaded: hb.overloaded,
+                            trackers: TrackerCounts {
+                                lightweight_task_trackers: hb.lightweight_task_trackers,
+                                heavy_task_trackers: hb.heavy_task_trackers,
+                                processor_trackers: hb.processor_trackers,
+                            },
+                        };
+                        let metrics = WorkerMetrics::from(&hb.metrics);
+                        core.on_heartbeat(&app, &status, metrics, now);
                     }
-                }
-                Message::ReportInstanceStatus(r) => {
-                    if let Some(w) = sh.on_report(app_id, &worker_address, &r, now) {
-                        writes.push(w);
+                    Message::ReportInstanceStatus(r) => {
+                        core.on_report(app_id, &worker_address, &r, now);
                     }
+                    Message::LogBatch(b) => logs.push(b),
+                    other => queries.push((inc.correlation, other)),
                 }
-                Message::LogBatch(b) => on_logs(&sh, app_id, &worker_address, b),
+            }
+        });
+        for b in logs.drain(..) {
+            on_logs(&sh, app_id, &worker_address, b);
+        }
+        for (correlation, message) in queries {
+            let Some(c) = correlation else {
+                tracing::debug!(worker = %worker_address, kind = %message.kind(), "unexpected message ignored");
+                continue;
+            };
+            match message {
                 Message::QueryExecutorCluster(_) => {
-                    if let Some(c) = inc.correlation {
-                        let workers = sh
-                            .registry
-                            .workers(&app)
-                            .into_iter()
-                            .map(|w| w.address.to_string())
-                            .collect();
-                        let _ = handle
-                            .respond(
-                                c,
-                                ExecutorCluster {
-                                    worker_addresses: workers,
-                                },
-                            )
-                            .await;
-                    }
+                    let workers = sh
+                        .registry
+                        .workers(&app)
+                        .into_iter()
+                        .map(|w| w.address.to_string())
+                        .collect();
+                    let _ = handle
+                        .respond(
+                            c,
+                            ExecutorCluster {
+                                worker_addresses: workers,
+                            },
+                        )
+                        .await;
                 }
                 other => {
                     tracing::debug!(worker = %worker_address, kind = %other.kind(), "unexpected message ignored");
-                    if let Some(c) = inc.correlation {
-                        let _ = handle
-                            .respond(
-                                c,
-                                ErrorReply {
-                                    code: ErrorCode::UnexpectedMessage,
-                                    message: format!("the server does not handle {}", other.kind()),
-                                },
-                            )
-                            .await;
-                    }
+                    let _ = handle
+                        .respond(
+                            c,
+                            ErrorReply {
+                                code: ErrorCode::UnexpectedMessage,
+                                message: format!("the server does not handle {}", other.kind()),
+                            },
+                        )
+                        .await;
                 }
             }
         }
-        sh.after_writes(writes);
     }
     // Closed: unroutable at once; dead unless it is back within the liveness window.
-    let mine = sh.conns.remove_if_current(app_id, &worker_address, gen);
-    if mine && !sh.is_shutting_down() {
-        sh.registry.remove(&app, &worker_address);
-        sh.lost.insert(key, (Arc::clone(&app), sh.now()));
-        tracing::info!(app = %app, worker = %worker_address, "worker disconnected");
-    }
+    sh.conns.remove_if(&key, |_, (g, _)| *g == gen);
+    sh.step(|core, now| core.worker_disconnected(&app, app_id, &worker_address, gen, now));
 }
 
 fn level(l: ferrojob_transport::message::LogLevel) -> LogLevel {
@@ -202,7 +185,12 @@ fn on_logs(sh: &Arc<Runtime>, app: AppId, worker: &str, batch: LogBatch) {
         // store first, so a busy log does not slow the reports queued behind it.
         // Only lines of the connection's own app: a worker cannot write into another app's
         // instances.
-        let live = sh.slot(id).map(|slot| slot.lock().rec.app_id == app);
+        let live = sh
+            .core
+            .lock()
+            .active
+            .get(&id)
+            .map(|st| st.rec.app_id == app);
         let ours = match live {
             Some(ours) => ours,
             None => sh.repo.get_instance(id).is_ok_and(|r| r.app_id == app),
@@ -219,7 +207,8 @@ fn on_logs(sh: &Arc<Runtime>, app: AppId, worker: &str, batch: LogBatch) {
         if sh.log_counts.len() >= MAX_LOG_COUNTERS {
             // Bounded memory: forget the counters of instances no longer running (their
             // `dropped` count then restarts from 0).
-            sh.log_counts.retain(|k, _| sh.active.contains_key(k));
+            let core = sh.core.lock();
+            sh.log_counts.retain(|k, _| core.active.contains_key(k));
         }
         let allowed = {
             let mut c = sh.log_counts.entry(id).or_insert((0, 0));

@@ -105,6 +105,8 @@ pub(crate) struct Metrics {
     pub(crate) no_worker: AtomicU64,
     /// Store writes that failed.
     pub(crate) store_errors: AtomicU64,
+    /// The store failed a write (the health check reports "degraded").
+    pub(crate) store_failed: std::sync::atomic::AtomicBool,
     /// Log lines dropped by the per-instance cap.
     pub(crate) log_lines_dropped: AtomicU64,
     /// Alarms raised (written to the outbox or the history).
@@ -153,6 +155,7 @@ impl Default for Metrics {
             reports_dropped: AtomicU64::new(0),
             no_worker: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            store_failed: std::sync::atomic::AtomicBool::new(false),
             log_lines_dropped: AtomicU64::new(0),
             alarms_raised: AtomicU64::new(0),
             alarms_delivered: AtomicU64::new(0),
@@ -170,6 +173,32 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts and logs a write the store refused or failed.
+    pub(crate) fn store_write_failed(&self, e: &crate::server::RepoError) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(e, crate::server::RepoError::Store(_)) {
+            self.store_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::error!(error = %e, "store write failed");
+    }
+
+    pub(crate) fn count_no_worker(&self) {
+        self.no_worker.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_report_dropped(&self) {
+        self.reports_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_alarms_raised(&self, n: usize) {
+        self.alarms_raised.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_wf_started(&self) {
+        self.wf_started.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records one workflow handoff.
     pub(crate) fn observe_handoff(&self, d: Duration) {
         self.wf_handoff.observe(d);

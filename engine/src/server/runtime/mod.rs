@@ -1,49 +1,19 @@
-//! The server core runtime: apps, jobs, the timing wheel, dispatch, worker connections,
-//! reports, logs, restart recovery and metrics, behind the [`Api`](crate::api::Api) trait.
+//! The server runtime: the I/O around the [`Core`](super::core::Core) — the store, the
+//! worker port, the timer, the API — behind the [`Api`](crate::api::Api) trait.
 //!
 //! ```text
-//!   Api (HTTP, client) ──► api.rs ──► Repo (durable) ──► active map + timer commands
-//!   timer.rs (TimerWheel on the Clock) ──► fire / delayed run / retry / checks / tick
-//!   fire.rs: a trigger (schedule::Schedule::plan), receive/run checks, worker liveness
-//!   dispatch.rs: claim ──► hand_over (ScheduleJob on the TaskTracker's connection)
-//!   report.rs: reports, retry policy, final transitions (prune, FIXED_DELAY re-arm)
-//!   write.rs: a transition's write ──► acknowledged ──► its follow-up
-//!   recover.rs: restart recovery, grace period, reconciliation with reconnected workers
-//!   conn.rs: transport Listener ──► per-connection task: heartbeats, reports, logs, queries
-//!   workflow/: workflows — a node's final report ──► its workflow instance's state machine
-//!              ──► one batch (node final + snapshot + successors' instances) ──► dispatch
+//!   Api (HTTP, client) ──► api.rs ──┐
+//!   timer task (driver.rs) ─────────┼──► Runtime::step: Core under its mutex ──► effects:
+//!   conn.rs: worker connections ────┘      writes awaited (driver.rs) ──► Core::resume
+//!                                          messages to connections, reconciliation queries
+//!   alarm.rs: the outbox's delivery task ──► channels
+//!   retention.rs: pruning and the age sweep, on blocking threads
 //!   metrics.rs: gauges, counters, histograms, Prometheus text
-//!   alarm.rs: a final transition's alarms (in its batch) ──► delivery task ──► channels
 //! ```
 //!
-//! Invariants:
-//!
-//! - Every non-final instance lives in memory in the `active` map, one mutex per instance;
-//!   every transition is made under that mutex through `InstanceRecord`'s lifecycle methods
-//!   and submitted to the store before it is released, so the store sees an instance's writes
-//!   in transition order. Nothing on the path wheel → select → socket takes a lock shared by
-//!   all instances or jobs.
-//! - A ScheduleJob is sent only after the WAITING_WORKER_RECEIVE write is acknowledged; an
-//!   API answer (create, run) only after its write is acknowledged. RUNNING is kept in memory
-//!   only: after a restart the worker is asked (`QueryInstanceStatus`).
-//! - A scheduled fire and the job's next trigger are one atomic batch (`Repo::fire_if`).
-//! - A worker is known by its app and the address it announced (`state::Conns`): a
-//!   connection, a report or a log line of one app never reaches another app's instances.
-//!
-//! Policies:
-//!
-//! - No eligible worker: 5 attempts 500 ms apart, then FAILED naming what excluded each
-//!   worker. Attempts during the restart grace do not count.
-//! - A failed attempt is retried after 1 s, 2 s, 4 s … (at most 30 s), preferring another
-//!   worker, while the job's `instance_retries` allow.
-//! - No confirmation within `worker_receive_timeout_ms`: the worker that had it is told to
-//!   stop, and the instance is dispatched again without using a retry.
-//! - No final report within the job's `timeout_ms` + 30 s: `StopInstance` and the retry policy.
-//! - A dead worker (3 missed heartbeats, or a connection not back within that window): its
-//!   instances go to the retry policy at once.
-//! - After a restart, instances on workers that have not reconnected within
-//!   `restart_grace_ms` go to the retry policy; a worker that reconnects is asked about every
-//!   instance it holds.
+//! The decisions, their invariants and policies are the core's (see its module docs); this
+//! module only turns sockets, timers, commits and API calls into the core's inputs and
+//! carries out its effects.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 #![cfg_attr(
@@ -54,16 +24,10 @@
 mod alarm;
 mod api;
 mod conn;
-mod dispatch;
-mod fire;
-mod metrics;
-mod recover;
-mod report;
+pub(crate) mod driver;
+pub(crate) mod metrics;
 mod retention;
-mod state;
-mod timer;
-mod workflow;
-mod write;
+mod workflow_api;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -185,7 +149,7 @@ impl From<DispatchError> for ServerError {
 /// [`shutdown`](ServerCore::shutdown) to stop it.
 #[derive(Debug)]
 pub struct ServerCore {
-    shared: Arc<state::Runtime>,
+    shared: Arc<driver::Runtime>,
     addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     log_store: Option<Arc<LogStore>>,
@@ -235,12 +199,12 @@ impl ServerCore {
         let repo = Repo::open(store)?;
         let loaded = repo.load()?;
         let (workflows, wf_active) = repo.load_workflows()?;
-        let shared = state::Runtime::new(config, repo)?;
+        let shared = driver::Runtime::new(config, repo)?;
         if let Some(log) = &log_store {
             let _ = shared.metrics.log_store.set(Arc::downgrade(log));
         }
         let secrets: Arc<dyn ferrojob_transport::auth::AppSecrets> =
-            Arc::new(state::AppTable(Arc::clone(&shared)));
+            Arc::new(driver::AppTable(Arc::clone(&shared)));
         let listener = ferrojob_transport::net::Listener::bind(
             shared.config.listen,
             shared.config.net.clone(),
@@ -250,10 +214,12 @@ impl ServerCore {
         let addr = listener.local_addr();
         shared.set_transport_metrics(Arc::clone(listener.metrics()));
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(timer::run(Arc::clone(&shared))));
-        let wf_recovery = shared.recover_workflows(&loaded, workflows, wf_active);
-        shared.recover(loaded);
-        shared.resume_workflows(wf_recovery);
+        shared.step(|core, now| {
+            let wf_recovery = core.recover_workflows(&loaded, workflows, wf_active, now);
+            core.recover(loaded, now);
+            core.resume_workflows(wf_recovery, now);
+        });
+        tasks.push(tokio::spawn(driver::timer_task(Arc::clone(&shared))));
         tasks.push(tokio::spawn(alarm::run(Arc::clone(&shared))));
         tasks.push(tokio::spawn(conn::accept_loop(
             Arc::clone(&shared),

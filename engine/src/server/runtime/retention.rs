@@ -15,10 +15,8 @@ use std::sync::Arc;
 use crate::ids::{InstanceId, JobId};
 use crate::time_expression::EpochMs;
 
-use super::state::{Runtime, TimerEv};
+use super::driver::Runtime;
 
-/// How often the age sweep runs, ms.
-pub(crate) const RETENTION_SWEEP_MS: i64 = 60_000;
 /// Instance records one sweep round examines at most.
 const SWEEP_EXAMINE: usize = 50_000;
 /// Instances one sweep round deletes at most.
@@ -47,21 +45,12 @@ impl Runtime {
         });
     }
 
-    /// The age sweep's timer event: deletes instances finished more than `retention_ms` ago
-    /// (one bounded round now, the next one [`RETENTION_SWEEP_MS`] later).
-    pub(super) fn on_retention(self: &Arc<Self>, now: EpochMs) {
-        let Ok(keep_ms) = i64::try_from(self.config.retention_ms) else {
-            return;
-        };
-        if keep_ms == 0 {
-            return;
-        }
-        self.arm(now.saturating_add(RETENTION_SWEEP_MS), TimerEv::Retention);
+    /// Starts a round of the age sweep (instances finished before `cutoff`) on a blocking
+    /// thread, unless the previous round is still deleting.
+    pub(super) fn sweep_in_background(self: &Arc<Self>, cutoff: EpochMs) {
         if self.sweeping.swap(true, Ordering::AcqRel) {
-            // The previous round is still deleting.
             return;
         }
-        let cutoff = now.saturating_sub(keep_ms);
         let sh = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             sh.sweep(cutoff);
@@ -104,7 +93,7 @@ impl Runtime {
     fn delete_finished(&self, ids: &[InstanceId]) -> usize {
         let mut deleted = 0;
         for &id in ids {
-            if self.active.contains_key(&id) || self.node_of_running_workflow(id) {
+            if self.core.lock().active.contains_key(&id) || self.node_of_running_workflow(id) {
                 continue;
             }
             match self.repo.delete_instance(id, false).and_then(|c| c.wait()) {
@@ -120,11 +109,11 @@ impl Runtime {
 
     /// Whether instance `id` ran a node of a workflow instance still held in memory.
     fn node_of_running_workflow(&self, id: InstanceId) -> bool {
-        if self.node_runs.contains_key(&id) {
+        if self.core.lock().node_runs.contains_key(&id) {
             return true;
         }
         match self.repo.node_link(id) {
-            Ok(Some(link)) => self.wf_active.contains_key(&link.wf_instance),
+            Ok(Some(link)) => self.core.lock().wf_active.contains_key(&link.wf_instance),
             Ok(None) => false,
             // Unreadable: keep it.
             Err(_) => true,

@@ -29,19 +29,9 @@
 //! - nesting is refused at runtime when the ancestor chain holds the workflow or is
 //!   [`MAX_NESTING`] deep: the node fails with a reason saying so.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
-use serde_json::{Map, Value as Json};
-
-use crate::api::{
-    ApiError, AppRef, Created, PageQuery, RunWorkflow, WorkflowDef, WorkflowInstanceAction,
-    WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
-    WorkflowNodeView, WorkflowRunCreated, WorkflowView,
-};
+use crate::api::ApiError;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::model::InstanceStatus;
 use crate::schedule::Schedule;
@@ -55,14 +45,11 @@ use crate::workflow::{
     WorkflowInstance,
 };
 
-use super::api::NodeApi;
-use super::state::{Runtime, TimerEv};
 use super::write::AfterCreate;
+use super::{Awaited, Core, Effect, Then, TimerEv};
 
 /// Deepest nesting of NESTED_WORKFLOW runs (a root instance has depth 0).
 pub(crate) const MAX_NESTING: usize = 8;
-/// Longest `delay_ms` of a workflow run (about 10 years).
-const MAX_DELAY_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 
 /// A workflow's definition version as the scheduler uses it. Immutable.
 #[derive(Debug)]
@@ -76,36 +63,33 @@ pub(crate) struct WfVersion {
 pub(crate) struct WfState {
     pub(crate) id: WorkflowId,
     pub(crate) app: AppId,
-    pub(crate) cur: RwLock<Arc<WfVersion>>,
+    pub(crate) cur: Arc<WfVersion>,
     /// Bumped when the schedule changes: armed fires of older generations are ignored.
-    pub(crate) gen: AtomicU64,
+    pub(crate) gen: u64,
     /// Unfinished instances (max_instances).
-    pub(crate) running: AtomicU32,
-    pub(crate) deleted: AtomicBool,
+    pub(crate) running: u32,
+    /// Its deletion is being written: nothing new starts for it.
+    pub(crate) deleted: bool,
 }
 
 impl WfState {
-    fn new(v: WfVersion) -> WfState {
+    pub(crate) fn new(v: WfVersion) -> WfState {
         WfState {
             id: v.record.id,
             app: v.record.app_id,
-            cur: RwLock::new(Arc::new(v)),
-            gen: AtomicU64::new(1),
-            running: AtomicU32::new(0),
-            deleted: AtomicBool::new(false),
+            cur: Arc::new(v),
+            gen: 1,
+            running: 0,
+            deleted: false,
         }
     }
 
     pub(crate) fn cur(&self) -> Arc<WfVersion> {
-        Arc::clone(&self.cur.read())
+        Arc::clone(&self.cur)
     }
 
-    fn unrun(&self) {
-        let _ = self
-            .running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(1))
-            });
+    fn unrun(&mut self) {
+        self.running = self.running.saturating_sub(1);
     }
 }
 
@@ -115,11 +99,8 @@ pub(crate) struct WfInst {
     pub(crate) rec: WfInstanceRecord,
     pub(crate) machine: WorkflowInstance,
     /// Whether it counts in its workflow's `running`.
-    counted: bool,
+    pub(crate) counted: bool,
 }
-
-/// A shared, individually locked workflow instance.
-pub(crate) type WfSlot = Arc<Mutex<WfInst>>;
 
 /// The workflow node a job instance runs (in memory while the instance is not final).
 #[derive(Debug)]
@@ -129,24 +110,28 @@ pub(crate) struct NodeRun {
     pub(crate) attempt: u32,
     /// The context at dispatch, JSON object text (ScheduleJob.workflow_context).
     pub(crate) context: Arc<str>,
-    /// When the final report of this instance arrived (handoff start).
-    pub(crate) reported: Mutex<Option<Instant>>,
-    /// When the final report of the predecessor that released this node arrived.
-    pub(crate) handoff_from: Mutex<Option<Instant>>,
+    /// When the final report of this instance arrived, clock µs (handoff start).
+    pub(crate) reported_us: Option<i64>,
+    /// When the final report of the predecessor that released this node arrived, clock µs.
+    pub(crate) handoff_from_us: Option<i64>,
 }
 
 /// What to do once a workflow transition's write is acknowledged.
 #[derive(Debug, Default)]
-struct Pending {
-    commit: Option<Commit<()>>,
+pub(crate) struct Pending {
     jobs: Vec<(InstanceRecord, AfterCreate)>,
     children: Vec<WorkflowInstanceId>,
     cancels: Vec<WfNodeRun>,
     finished: Option<(WfStatus, Option<WfParent>, Option<String>)>,
     wf_instance: WorkflowInstanceId,
+    /// The transition created the workflow instance: a failed write forgets it.
+    created: bool,
     /// A node's job instance saved final by this transition: finalize it once acknowledged.
     finalize: Option<(InstanceId, JobId, u64)>,
 }
+
+/// A submitted workflow transition: its write and what follows it.
+pub(crate) type Transition = (Commit<()>, Pending);
 
 /// A workflow validation error as the API's InvalidArgument, naming the field.
 pub(crate) fn wf_error(e: WorkflowError) -> ApiError {
@@ -165,12 +150,12 @@ pub(crate) fn wf_error(e: WorkflowError) -> ApiError {
     ApiError::invalid(field, e)
 }
 
-fn to_api(e: RepoError) -> ApiError {
+pub(crate) fn to_api(e: RepoError) -> ApiError {
     e.into()
 }
 
 /// The first trigger of a workflow scheduled at `now` (None for API).
-fn initial_next(dag: &ValidDag, now: EpochMs) -> Option<EpochMs> {
+pub(crate) fn initial_next(dag: &ValidDag, now: EpochMs) -> Option<EpochMs> {
     Schedule {
         expression: dag.time_expression(),
         lifecycle: &Lifecycle::default(),
@@ -180,17 +165,46 @@ fn initial_next(dag: &ValidDag, now: EpochMs) -> Option<EpochMs> {
 }
 
 mod advance;
-mod api;
 mod recover;
 mod run;
 
-impl Runtime {
-    pub(crate) fn workflow(&self, id: WorkflowId) -> Option<Arc<WfState>> {
-        self.workflows.get(&id).map(|w| Arc::clone(&w))
+impl Core {
+    pub(crate) fn workflow(&self, id: WorkflowId) -> Option<&WfState> {
+        self.workflows.get(&id).filter(|w| !w.deleted)
     }
 
-    fn wf_slot(&self, id: WorkflowInstanceId) -> Option<WfSlot> {
-        self.wf_active.get(&id).map(|s| Arc::clone(&s))
+    /// Runs `f` on workflow instance `id` taken out of the map (so that `f` may use the rest
+    /// of the core), then puts it back; `None` when the core does not hold it.
+    pub(crate) fn with_wf<R>(
+        &mut self,
+        id: WorkflowInstanceId,
+        f: impl FnOnce(&mut Core, &mut WfInst) -> R,
+    ) -> Option<R> {
+        let mut w = self.wf_active.remove(&id)?;
+        let r = f(self, &mut w);
+        self.wf_active.insert(id, w);
+        Some(r)
+    }
+
+    /// Releases workflow `wf`'s `max_instances` slot held by one instance.
+    fn unrun(&mut self, wf: WorkflowId) {
+        if let Some(w) = self.workflows.get_mut(&wf) {
+            w.unrun();
+        }
+    }
+
+    /// Emits a submitted transition's await (`false` when nothing was submitted).
+    pub(crate) fn emit_transition(&mut self, t: Option<Transition>) -> bool {
+        match t {
+            Some((c, p)) => {
+                self.emit(Effect::Await(Awaited::Write(
+                    c,
+                    Then::Workflow(Box::new(p)),
+                )));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Fills a ScheduleJob's workflow fields when its instance runs a workflow node.
@@ -201,20 +215,24 @@ impl Runtime {
         }
     }
 
-    /// The ScheduleJob of instance `id` was handed to its connection: the handoff from its
-    /// predecessor's final report ends here.
-    pub(crate) fn wf_sent(&self, id: InstanceId) {
-        if let Some(run) = self.node_runs.get(&id) {
-            if let Some(t) = run.handoff_from.lock().take() {
-                self.metrics.observe_handoff(t.elapsed());
+    /// The ScheduleJob of instance `id` was handed out: the handoff from its predecessor's
+    /// final report ends here.
+    pub(crate) fn wf_sent(&mut self, id: InstanceId) {
+        let now_us = self.now_us;
+        if let Some(run) = self.node_runs.get_mut(&id) {
+            if let Some(t) = run.handoff_from_us.take() {
+                let us = u64::try_from(now_us.saturating_sub(t)).unwrap_or(0);
+                self.metrics
+                    .observe_handoff(std::time::Duration::from_micros(us));
             }
         }
     }
 
     /// A final report arrived for instance `id`: start of a possible handoff.
-    pub(crate) fn wf_reported(&self, id: InstanceId) {
-        if let Some(run) = self.node_runs.get(&id) {
-            *run.reported.lock() = Some(Instant::now());
+    pub(crate) fn wf_reported(&mut self, id: InstanceId) {
+        let now_us = self.now_us;
+        if let Some(run) = self.node_runs.get_mut(&id) {
+            run.reported_us = Some(now_us);
         }
     }
 
@@ -232,15 +250,21 @@ impl Runtime {
 
     /// Whether a live workflow references job `job` (a JOB node).
     pub(crate) fn job_referenced(&self, job: JobId) -> Option<WorkflowId> {
-        self.workflows.iter().find_map(|w| {
-            (!w.deleted.load(Ordering::Acquire)
-                && w.cur()
-                    .dag
-                    .def()
-                    .nodes
-                    .iter()
-                    .any(|n| n.kind == NodeKind::Job && n.job_id == Some(job)))
-            .then_some(w.id)
-        })
+        let mut ids: Vec<WorkflowId> = self
+            .workflows
+            .values()
+            .filter(|w| {
+                !w.deleted
+                    && w.cur
+                        .dag
+                        .def()
+                        .nodes
+                        .iter()
+                        .any(|n| n.kind == NodeKind::Job && n.job_id == Some(job))
+            })
+            .map(|w| w.id)
+            .collect();
+        ids.sort_unstable_by_key(|w| w.0);
+        ids.first().copied()
     }
 }

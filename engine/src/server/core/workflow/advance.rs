@@ -3,11 +3,8 @@
 //! batch is acknowledged; the push from a node's final report.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
-use parking_lot::Mutex;
 use serde_json::Value as Json;
 
 use crate::ids::{InstanceId, NodeId, WorkflowId, WorkflowInstanceId};
@@ -19,11 +16,11 @@ use crate::server::{InstanceRecord, TriggerRecord};
 use crate::time_expression::EpochMs;
 use crate::workflow::{Action, InstanceStatus as WfStatus, NodeStatus, WorkflowInstance};
 
-use super::{NodeRun, Pending, WfInst, MAX_NESTING};
-use crate::server::runtime::state::{InstState, Runtime};
-use crate::server::runtime::write::{AfterCreate, Follow};
+use super::{NodeRun, Pending, Transition, WfInst, MAX_NESTING};
+use crate::server::core::write::{AfterCreate, Follow};
+use crate::server::core::{Core, InstState};
 
-impl Runtime {
+impl Core {
     /// Fails RUNNING node `node` at once (a dispatch that could not even be created).
     pub(super) fn fail_node(
         w: &mut WfInst,
@@ -39,31 +36,31 @@ impl Runtime {
 
     /// Performs `actions` of workflow instance `w` (under its lock) and submits the
     /// transition as one batch. `handoff`: when the final report that caused it arrived.
-    pub(super) fn advance(
-        &self,
+    pub(crate) fn advance(
+        &mut self,
         w: &mut WfInst,
         actions: Vec<Action>,
         now: EpochMs,
         created: bool,
         trigger: Option<(WorkflowId, TriggerRecord)>,
-        handoff: Option<Instant>,
-    ) -> Pending {
-        self.advance_with(w, actions, now, created, trigger, handoff, None)
+        handoff_us: Option<i64>,
+    ) -> Option<Transition> {
+        self.advance_with(w, actions, now, created, trigger, handoff_us, None)
     }
 
-    /// [`advance`](Runtime::advance), also saving `node_final` (a node's job instance that
+    /// [`advance`](Core::advance), also saving `node_final` (a node's job instance that
     /// just reached its final status, and the status last written for it) in the same batch.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn advance_with(
-        &self,
+    pub(crate) fn advance_with(
+        &mut self,
         w: &mut WfInst,
         actions: Vec<Action>,
         now: EpochMs,
         created: bool,
         trigger: Option<(WorkflowId, TriggerRecord)>,
-        handoff: Option<Instant>,
+        handoff_us: Option<i64>,
         node_final: Option<(InstanceRecord, Option<InstanceStatus>)>,
-    ) -> Pending {
+    ) -> Option<Transition> {
         let mut queue: VecDeque<Action> = actions.into();
         let mut write = WfWrite {
             instances: node_final.into_iter().collect(),
@@ -71,6 +68,7 @@ impl Runtime {
         };
         let mut p = Pending {
             wf_instance: w.rec.id,
+            created,
             ..Pending::default()
         };
         let mut children = Vec::new();
@@ -84,9 +82,9 @@ impl Runtime {
                     context,
                 } => {
                     let job = self
-                        .job(job_id)
-                        .filter(|j| !j.deleted.load(Ordering::Acquire))
-                        .filter(|j| j.def().record.app_id == w.rec.app_id);
+                        .live_job(job_id)
+                        .filter(|j| j.def.record.app_id == w.rec.app_id)
+                        .map(|j| j.id);
                     let Some(job) = job else {
                         let reason = format!("{job_id} does not exist (deleted?)");
                         queue.extend(Self::fail_node(w, node, reason, now));
@@ -101,13 +99,13 @@ impl Runtime {
                     };
                     let context_json =
                         serde_json::to_string(&*context).unwrap_or_else(|_| "{}".into());
-                    let mut rec = InstanceRecord::new(job.id, w.rec.app_id, params, now);
+                    let mut rec = InstanceRecord::new(job, w.rec.app_id, params, now);
                     rec.id = id;
                     if let Err(e) = rec.validate() {
                         queue.extend(Self::fail_node(w, node, e.to_string(), now));
                         continue;
                     }
-                    let then = match self.dispatch_new(&job, &mut rec, now) {
+                    let then = match self.dispatch_new(&mut rec, now) {
                         Some(nd) => AfterCreate::Dispatched(nd),
                         None => AfterCreate::Dispatch { at: None },
                     };
@@ -116,10 +114,10 @@ impl Runtime {
                         node,
                         attempt,
                         context: Arc::from(context_json.as_str()),
-                        reported: Mutex::new(None),
-                        handoff_from: Mutex::new(handoff),
+                        reported_us: None,
+                        handoff_from_us: handoff_us,
                     };
-                    self.node_runs.insert(id, Arc::new(run));
+                    self.node_runs.insert(id, run);
                     w.rec.set_run(WfNodeRun {
                         node,
                         instance: id.0,
@@ -161,10 +159,11 @@ impl Runtime {
                         queue.extend(Self::fail_node(w, node, reason, now));
                         continue;
                     }
-                    let wf = self
+                    let cur = self
                         .workflow(workflow_id)
-                        .filter(|x| !x.deleted.load(Ordering::Acquire) && x.app == w.rec.app_id);
-                    let Some(wf) = wf else {
+                        .filter(|x| x.app == w.rec.app_id)
+                        .map(|x| x.cur());
+                    let Some(cur) = cur else {
                         let reason = format!("{workflow_id} does not exist (deleted?)");
                         queue.extend(Self::fail_node(w, node, reason, now));
                         continue;
@@ -173,7 +172,6 @@ impl Runtime {
                     if let Ok(Json::Object(m)) = serde_json::from_str::<Json>(&params) {
                         init.extend(m);
                     }
-                    let cur = wf.cur();
                     let machine = match WorkflowInstance::new(
                         Arc::clone(&cur.dag),
                         Json::Object(init),
@@ -212,7 +210,9 @@ impl Runtime {
                         queue.extend(Self::fail_node(w, node, e.to_string(), now));
                         continue;
                     }
-                    wf.running.fetch_add(1, Ordering::AcqRel);
+                    if let Some(wf) = self.workflows.get_mut(&workflow_id) {
+                        wf.running += 1;
+                    }
                     write.wf_instances.push((rec.clone(), true, false));
                     w.rec.set_run(WfNodeRun {
                         node,
@@ -247,88 +247,76 @@ impl Runtime {
             // Released when the transition is made (not when it is acknowledged): an API
             // client that sees the instance finished may run the workflow again at once.
             w.counted = false;
-            if let Some(wf) = self.workflow(w.rec.workflow_id) {
-                wf.unrun();
-            }
+            self.unrun(w.rec.workflow_id);
         }
         if let Err(e) = w.rec.set_snapshot(&w.machine.snapshot()) {
-            self.store_write_failed(&e);
+            self.write_failed(&e);
         }
         write
             .wf_instances
             .insert(0, (w.rec.clone(), created, finished));
         write.trigger = trigger;
-        match self.repo.write_wf(&write) {
-            Ok(c) => p.commit = Some(c),
+        let commit = match self.repo.write_wf(&write) {
+            Ok(c) => c,
             Err(e) => {
-                self.store_write_failed(&e);
+                self.write_failed(&e);
                 // Nothing was submitted: undo the in-memory preparations.
                 for (rec, then) in p.jobs.drain(..) {
                     self.node_runs.remove(&rec.id);
                     self.create_failed(then);
                 }
                 for (_, child) in children {
-                    if let Some(wf) = self.workflow(child.rec.workflow_id) {
-                        wf.unrun();
-                    }
+                    self.unrun(child.rec.workflow_id);
                 }
-                p.cancels.clear();
-                p.finished = None;
-                return p;
+                return None;
             }
-        }
+        };
         for (id, inst) in children {
-            self.wf_active.insert(id, Arc::new(Mutex::new(inst)));
+            self.wf_active.insert(id, inst);
             p.children.push(id);
         }
-        p
+        Some((commit, p))
     }
 
-    /// Awaits a transition's write, then starts what it created and reports what ended.
-    /// (Boxed with an explicit `Send`: it spawns tasks that call it again.)
-    pub(super) fn complete(
-        self: &Arc<Self>,
-        p: Pending,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
-        let sh = Arc::clone(self);
-        Box::pin(async move { sh.complete_now(p).await })
-    }
-
-    pub(super) async fn complete_now(self: &Arc<Self>, p: Pending) {
-        let Some(commit) = p.commit else {
-            return;
-        };
-        if self.await_commit(commit).await.is_err() {
+    /// A transition's write came back (`ok`: acknowledged): start what it created and report
+    /// what ended.
+    pub(crate) fn complete(&mut self, p: Pending, ok: bool, now: EpochMs) {
+        if !ok {
             for (rec, then) in p.jobs {
                 self.node_runs.remove(&rec.id);
                 self.create_failed(then);
+            }
+            if p.created {
+                if let Some(w) = self.wf_active.remove(&p.wf_instance) {
+                    if w.counted {
+                        self.unrun(w.rec.workflow_id);
+                    }
+                }
             }
             return;
         }
         for (rec, then) in p.jobs {
             let id = rec.id;
-            self.after_create(rec, then);
+            self.after_create(rec, then, now);
             // A later transition may have cancelled the node before this one's instance was
             // owned (its Cancel then found nothing to stop): stop it now.
             if !self.wf_still_wanted(id) {
-                self.stop_node_instance(id);
+                self.stop_node_instance(id, now);
             }
         }
         for child in p.children {
-            let sh = Arc::clone(self);
-            tokio::spawn(async move { sh.wf_start(child).await });
+            self.wf_start(child, now);
         }
         for c in p.cancels {
             if c.nested {
-                let sh = Arc::clone(self);
-                tokio::spawn(async move { sh.wf_stop(WorkflowInstanceId(c.instance)).await });
+                let _ = self.wf_stop(WorkflowInstanceId(c.instance), now);
             } else {
-                self.stop_node_instance(InstanceId(c.instance));
+                self.stop_node_instance(InstanceId(c.instance), now);
             }
         }
         self.wf_settle(p.wf_instance);
         if let Some((id, job, run)) = p.finalize {
-            self.finalize(id, job, run).await;
+            self.finalize(id, job, run, now);
         }
         if let Some((status, parent, result)) = p.finished {
             self.metrics.wf_finished(status);
@@ -338,35 +326,30 @@ impl Runtime {
                 "workflow instance finished"
             );
             if let Some(parent) = parent {
-                let sh = Arc::clone(self);
                 let ok = status == WfStatus::Succeed;
-                let child = p.wf_instance;
-                tokio::spawn(async move {
-                    sh.wf_node_done(
-                        parent.instance,
-                        parent.node,
-                        parent.attempt,
-                        Some(child.0),
-                        ok,
-                        result,
-                        None,
-                    )
-                    .await;
-                });
+                self.wf_node_done(
+                    parent.instance,
+                    parent.node,
+                    parent.attempt,
+                    Some(p.wf_instance.0),
+                    ok,
+                    result,
+                    None,
+                    now,
+                );
             }
         }
     }
 
     /// Whether job instance `id` still runs its workflow node's current attempt.
-    pub(super) fn wf_still_wanted(&self, id: InstanceId) -> bool {
-        let Some(run) = self.node_runs.get(&id).map(|r| Arc::clone(&r)) else {
+    pub(crate) fn wf_still_wanted(&self, id: InstanceId) -> bool {
+        let Some(run) = self.node_runs.get(&id) else {
             // Already final and pushed.
             return true;
         };
-        let Some(slot) = self.wf_slot(run.wf_instance) else {
+        let Some(w) = self.wf_active.get(&run.wf_instance) else {
             return false;
         };
-        let w = slot.lock();
         let running = w
             .machine
             .node(run.node)
@@ -376,36 +359,28 @@ impl Runtime {
 
     /// Drops a finished workflow instance from memory (its `max_instances` slot was released
     /// by the transition that finished it).
-    pub(super) fn wf_settle(&self, id: WorkflowInstanceId) {
-        // `try_lock`: never wait for an instance's mutex under the map's shard lock (a
-        // transition holds its mutex while it inserts nested instances into the map). A
-        // contended instance is being changed; that change settles it again when it ends.
-        self.wf_active.remove_if(&id, |_, s| {
-            let Some(mut w) = s.try_lock() else {
-                return false;
-            };
-            let done = w.machine.status().is_finished();
-            if done && w.counted {
-                w.counted = false;
-                if let Some(wf) = self.workflow(w.rec.workflow_id) {
-                    wf.unrun();
-                }
+    pub(crate) fn wf_settle(&mut self, id: WorkflowInstanceId) {
+        let done = self
+            .wf_active
+            .get(&id)
+            .is_some_and(|w| w.machine.status().is_finished());
+        if !done {
+            return;
+        }
+        if let Some(w) = self.wf_active.remove(&id) {
+            if w.counted {
+                self.unrun(w.rec.workflow_id);
             }
-            done
-        });
+        }
     }
 
     /// Stops a node's job instance (FAIL_FAST, workflow stop) through the usual stop path.
-    pub(super) fn stop_node_instance(self: &Arc<Self>, id: InstanceId) {
-        let Some(slot) = self.slot(id) else { return };
-        let now = self.now();
-        let (commit, follow, worker, app) = {
-            let mut st = slot.lock();
+    pub(crate) fn stop_node_instance(&mut self, id: InstanceId, now: EpochMs) {
+        self.with_inst(id, |core, st| {
             let old = st.rec.status;
             if old.is_final() {
                 return;
             }
-            let job = self.job(st.rec.job_id);
             let moved = if old == InstanceStatus::WaitingDispatch {
                 st.rec.cancel(now)
             } else {
@@ -414,73 +389,59 @@ impl Runtime {
             if moved.is_err() {
                 return;
             }
-            self.note(job.as_deref(), Some(old), st.rec.status);
-            let worker = (old != InstanceStatus::WaitingDispatch)
-                .then(|| st.rec.worker.clone())
-                .flatten();
+            core.note(st.rec.job_id, Some(old), st.rec.status);
+            if old != InstanceStatus::WaitingDispatch {
+                if let Some(w) = st.rec.worker.clone() {
+                    core.send_stop(st.rec.app_id, &w, id);
+                }
+            }
             let follow = Follow::Final {
                 id,
                 job: st.rec.job_id,
                 run: st.rec.run,
             };
-            let (c, f) = self.persist_follow(&mut st, follow);
-            (c, f, worker, st.rec.app_id)
-        };
-        if let Some(w) = worker {
-            self.send_stop(app, &w, id);
-        }
-        self.after_write(commit, follow);
+            core.save(st, follow);
+        });
     }
 
-    /// Under the lock of job instance `st`, which a worker report just made final: if it runs
-    /// a workflow node that is waiting for it, makes the workflow transition now and submits
-    /// the instance's final record, the new snapshot and the successors' new job instances
-    /// as ONE batch; the successors are dispatched as soon as it is acknowledged. `false`:
-    /// not a node, or a late one; the caller saves the instance as usual.
-    pub(crate) fn wf_push_batched(self: &Arc<Self>, st: &mut InstState, now: EpochMs) -> bool {
+    /// With job instance `st` (taken out of the core), which a worker report just made final:
+    /// if it runs a workflow node that is waiting for it, makes the workflow transition now
+    /// and submits the instance's final record, the new snapshot and the successors' new job
+    /// instances as ONE batch; the successors are dispatched as soon as it is acknowledged.
+    /// `false`: not a node, or a late one; the caller saves the instance as usual.
+    pub(crate) fn wf_push_batched(&mut self, st: &mut InstState, now: EpochMs) -> bool {
         let id = st.rec.id;
-        let Some(run) = self.node_runs.get(&id).map(|r| Arc::clone(&r)) else {
+        let Some(run) = self.node_runs.get(&id) else {
             return false;
         };
-        let Some(slot) = self.wf_slot(run.wf_instance) else {
-            return false;
-        };
-        let pending = {
-            let mut w = slot.lock();
-            let current = w.machine.node(run.node).map(|n| (n.status, n.attempt));
+        let (wfi, node, attempt) = (run.wf_instance, run.node, run.attempt);
+        let reported = self.now_us;
+        let t = self.with_wf(wfi, |core, w| {
+            let current = w.machine.node(node).map(|n| (n.status, n.attempt));
             let same_run = w
                 .rec
-                .run_of(run.node)
+                .run_of(node)
                 .is_some_and(|r| !r.nested && r.instance == id.0);
-            if current != Some((NodeStatus::Running, run.attempt)) || !same_run {
-                return false;
+            if current != Some((NodeStatus::Running, attempt)) || !same_run {
+                return None;
             }
             let ok = st.rec.status == InstanceStatus::Succeed;
-            let actions = match w
+            let actions = w
                 .machine
-                .on_node_finished(run.node, ok, st.rec.result.clone(), now)
-            {
-                Ok(a) => a,
-                Err(_) => return false,
-            };
+                .on_node_finished(node, ok, st.rec.result.clone(), now)
+                .ok()?;
             let node_final = Some((st.rec.clone(), st.persisted.take()));
-            self.advance_with(
-                &mut w,
-                actions,
-                now,
-                false,
-                None,
-                Some(Instant::now()),
-                node_final,
-            )
+            Some(core.advance_with(w, actions, now, false, None, Some(reported), node_final))
+        });
+        let Some(Some(t)) = t else {
+            return false;
         };
         self.node_runs.remove(&id);
-        let mut pending = pending;
-        if pending.commit.is_some() {
+        if let Some((c, mut p)) = t {
             st.persisted = Some(st.rec.status);
-            pending.finalize = Some((id, st.rec.job_id, st.rec.run));
+            p.finalize = Some((id, st.rec.job_id, st.rec.run));
+            self.emit_transition(Some((c, p)));
         }
-        tokio::spawn(self.complete(pending));
         true
     }
 }

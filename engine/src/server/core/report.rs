@@ -1,19 +1,15 @@
 //! An attempt's outcome: worker reports, the retry policy, final transitions (FIXED_DELAY
 //! re-arm, pruning old runs).
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Instant;
-
 use ferrojob_transport::message::{self as wire, ReportInstanceStatus};
 
 use crate::ids::{AppId, InstanceId, JobId};
 use crate::model::{ExecuteType, InstanceStatus};
-use crate::server::{records::truncate_marked, Commit, MAX_RESULT_LEN};
+use crate::server::{records::truncate_marked, MAX_RESULT_LEN};
 use crate::time_expression::EpochMs;
 
-use super::state::{InstState, JobState, Runtime, TimerEv};
 use super::write::Follow;
+use super::{Awaited, Core, Effect, InstState, Then, TimerEv};
 
 /// First retry backoff after a failed attempt, ms; doubles per attempt up to the cap.
 pub(crate) const RETRY_BACKOFF_MS: i64 = 1000;
@@ -37,22 +33,17 @@ pub(crate) fn from_wire(s: &wire::InstanceStatus) -> InstanceStatus {
     }
 }
 
-impl Runtime {
+impl Core {
     /// WAITING_WORKER_RECEIVE | RUNNING → WAITING_DISPATCH without consuming a retry (the
     /// worker never confirmed), dispatched again at once preferring another worker.
-    pub(crate) fn requeue_plain(
-        &self,
-        st: &mut InstState,
-        job: Option<&JobState>,
-        now: EpochMs,
-    ) -> Follow {
+    pub(crate) fn requeue_plain(&mut self, st: &mut InstState, now: EpochMs) -> Follow {
         let old = st.rec.status;
         st.avoid = st.rec.worker.clone();
         if st.rec.requeue(now).is_err() {
             return Follow::Nothing;
         }
-        st.ready = Instant::now();
-        self.note(job, Some(old), st.rec.status);
+        st.ready_us = self.now_us;
+        self.note(st.rec.job_id, Some(old), st.rec.status);
         Follow::Dispatch {
             id: st.rec.id,
             at: None,
@@ -63,17 +54,15 @@ impl Runtime {
     /// FAILED by a report): requeue with `reason` when retries are left (after a backoff of
     /// 1 s, 2 s, 4 s ... capped at 30 s when `backoff`), else FAILED with `reason`.
     pub(crate) fn retry_policy(
-        &self,
+        &mut self,
         st: &mut InstState,
-        job: Option<&JobState>,
         reason: &str,
         old: InstanceStatus,
         now: EpochMs,
         backoff: bool,
     ) -> Follow {
-        let retries = job
-            .filter(|j| !j.deleted.load(Ordering::Acquire))
-            .map(|j| j.def().record.instance_retries);
+        let job = st.rec.job_id;
+        let retries = self.live_job(job).map(|j| j.def.record.instance_retries);
         let attempts = st.rec.running_times;
         let id = st.rec.id;
         if let Some(retries) = retries.filter(|r| attempts <= *r) {
@@ -85,7 +74,7 @@ impl Runtime {
             };
             if moved.is_ok() {
                 st.rec.result = Some(truncate_marked(reason, MAX_RESULT_LEN));
-                st.ready = Instant::now();
+                st.ready_us = self.now_us;
                 self.note(job, Some(old), st.rec.status);
                 let delay_ms = if backoff {
                     let shift = attempts.saturating_sub(1).min(16);
@@ -117,18 +106,12 @@ impl Runtime {
     }
 
     /// Any non-final status → FAILED now, no retry.
-    pub(super) fn fail_now(
-        &self,
-        st: &mut InstState,
-        job: Option<&JobState>,
-        reason: &str,
-        now: EpochMs,
-    ) -> Follow {
+    pub(crate) fn fail_now(&mut self, st: &mut InstState, reason: &str, now: EpochMs) -> Follow {
         let old = st.rec.status;
         if st.rec.fail(reason, now).is_err() {
             return Follow::Nothing;
         }
-        self.note(job, Some(old), st.rec.status);
+        self.note(st.rec.job_id, Some(old), st.rec.status);
         Follow::Final {
             id: st.rec.id,
             job: st.rec.job_id,
@@ -136,30 +119,36 @@ impl Runtime {
         }
     }
 
-    /// Applies one worker report (from the authenticated worker `source` of `app`); returns
-    /// the write to await, if the report changed the instance. A report for another app's
-    /// instance is dropped.
+    /// Applies one worker report (from the authenticated worker `source` of `app`). A
+    /// report for another app's instance, or one that changes nothing, is dropped.
     pub(crate) fn on_report(
-        self: &Arc<Self>,
+        &mut self,
         app: AppId,
         source: &str,
         r: &ReportInstanceStatus,
         now: EpochMs,
-    ) -> Option<(Option<Commit<()>>, Follow)> {
+    ) {
         let id = InstanceId(r.instance_id);
-        let dropped = || {
-            self.metrics.reports_dropped.fetch_add(1, Ordering::Relaxed);
-            None
-        };
-        if r.source_address != source {
-            return dropped();
+        let applied = r.source_address == source
+            && self
+                .with_inst(id, |core, st| core.apply_report(app, source, st, r, now))
+                .unwrap_or(false);
+        if !applied {
+            self.metrics.count_report_dropped();
         }
-        let Some(slot) = self.slot(id) else {
-            return dropped();
-        };
-        let mut st = slot.lock();
+    }
+
+    fn apply_report(
+        &mut self,
+        app: AppId,
+        source: &str,
+        st: &mut InstState,
+        r: &ReportInstanceStatus,
+        now: EpochMs,
+    ) -> bool {
+        let id = st.rec.id;
         if st.rec.app_id != app {
-            return dropped();
+            return false;
         }
         let old = st.rec.status;
         let status = from_wire(&r.status);
@@ -170,20 +159,20 @@ impl Runtime {
             Ok(crate::server::ReportOutcome::Applied) => {}
             Ok(outcome) => {
                 tracing::debug!(instance = id.0, ?outcome, "report dropped");
-                return dropped();
+                return false;
             }
             Err(e) => {
                 tracing::debug!(instance = id.0, error = %e, "report refused");
-                return dropped();
+                return false;
             }
         }
         if st.rec.status.is_final() {
             self.wf_reported(id);
         }
-        let job = self.job(st.rec.job_id);
-        let mapped = job.as_ref().is_some_and(|j| {
+        let job = st.rec.job_id;
+        let mapped = self.jobs.get(&job).is_some_and(|j| {
             matches!(
-                j.def().record.execute_type,
+                j.def.record.execute_type,
                 ExecuteType::Map | ExecuteType::MapReduce
             )
         });
@@ -201,13 +190,13 @@ impl Runtime {
                     st.rec.running_times,
                     st.rec.result.as_deref().unwrap_or("")
                 );
-                self.retry_policy(&mut st, job.as_deref(), &reason, old, now, true)
+                self.retry_policy(st, &reason, old, now, true)
             }
             s if s.is_final() => {
-                self.note(job.as_deref(), Some(old), s);
+                self.note(job, Some(old), s);
                 Follow::Final {
                     id,
-                    job: st.rec.job_id,
+                    job,
                     run: st.rec.run,
                 }
             }
@@ -215,52 +204,54 @@ impl Runtime {
                 // RUNNING (and its keepalives) stays in memory: the store keeps the
                 // WAITING_WORKER_RECEIVE write, and after a restart the worker is asked
                 // (QueryInstanceStatus), so nothing acknowledged depends on this write.
-                self.note(job.as_deref(), Some(old), s);
-                return None;
+                self.note(job, Some(old), s);
+                return true;
             }
         };
         // A workflow node's end: saved with the workflow's transition in one batch.
-        if matches!(follow, Follow::Final { .. }) && self.wf_push_batched(&mut st, now) {
-            return None;
+        if matches!(follow, Follow::Final { .. }) && self.wf_push_batched(st, now) {
+            return true;
         }
-        Some(self.persist_follow(&mut st, follow))
+        self.save(st, follow);
+        true
     }
 
     /// After a final write: drop the instance from memory, re-arm a FIXED_DELAY job from this
     /// completion, prune old finished runs.
-    pub(crate) async fn finalize(self: &Arc<Self>, id: InstanceId, job_id: JobId, run: u64) {
-        let mut status = None;
-        let mut result = None;
-        self.active.remove_if(&id, |_, s| {
-            let st = s.lock();
-            status = Some(st.rec.status);
-            if st.rec.status.is_final() {
-                result = st.rec.result.clone();
-            }
-            st.rec.status.is_final()
-        });
-        if let Some(s) = status.filter(|s| s.is_final()) {
-            self.metrics.finished(s);
-            if let Some((_, node)) = self.node_runs.remove(&id) {
-                self.wf_job_final(id, node, s, result).await;
+    pub(crate) fn finalize(&mut self, id: InstanceId, job_id: JobId, run: u64, now: EpochMs) {
+        let done = self
+            .active
+            .get(&id)
+            .is_some_and(|st| st.rec.status.is_final());
+        if done {
+            if let Some(st) = self.active.remove(&id) {
+                let s = st.rec.status;
+                self.metrics.finished(s);
+                if let Some(node) = self.node_runs.remove(&id) {
+                    self.wf_job_final(id, node, s, st.rec.result, now);
+                }
             }
         }
-        let Some(job) = self.job(job_id) else { return };
-        if job.deleted.load(Ordering::Acquire) {
+        let keep = self.config.keep_finished_runs;
+        let Some(job) = self.jobs.get_mut(&job_id).filter(|j| !j.deleted) else {
             return;
-        }
+        };
         // Keep the newest `keep_finished_runs` finished instances of the job, of every kind;
         // pruned a quarter of that count at a time, in the background.
-        let keep = self.config.keep_finished_runs;
         let every = u32::try_from(keep / 4).unwrap_or(u32::MAX).max(1);
-        if job.finished_since_prune.fetch_add(1, Ordering::AcqRel) + 1 >= every {
-            job.finished_since_prune.store(0, Ordering::Release);
-            self.prune_in_background(job_id);
+        job.finished_since_prune += 1;
+        let prune = job.finished_since_prune >= every;
+        if prune {
+            job.finished_since_prune = 0;
+        }
+        let def = job.def();
+        let gen = job.gen;
+        if prune {
+            self.emit(Effect::Prune(job_id));
         }
         if run == 0 {
             return;
         }
-        let def = job.def();
         if def.is_fixed_delay()
             && def.record.enabled
             && self
@@ -268,25 +259,19 @@ impl Runtime {
                 .trigger(job_id)
                 .is_some_and(|t| t.next_trigger.is_none())
         {
-            let now = self.now();
             if let Some(next) = def.initial_next(now) {
-                let gen = job.gen.load(Ordering::Acquire);
-                let current = || job.gen.load(Ordering::Acquire) == gen;
-                match self.repo.set_next_trigger_if(job_id, Some(next), current) {
+                match self.repo.set_next_trigger_if(job_id, Some(next), || true) {
                     Ok(None) => {}
                     Ok(Some(c)) => {
-                        if self.await_commit(c).await.is_ok() {
-                            self.arm(
-                                next,
-                                TimerEv::Job {
-                                    job: job_id,
-                                    gen,
-                                    due: next,
-                                },
-                            );
-                        }
+                        let c = c.discard_value();
+                        let ev = TimerEv::Job {
+                            job: job_id,
+                            gen,
+                            due: next,
+                        };
+                        self.emit(Effect::Await(Awaited::Write(c, Then::Arm { at: next, ev })));
                     }
-                    Err(e) => self.store_write_failed(&e),
+                    Err(e) => self.write_failed(&e),
                 }
             }
         }

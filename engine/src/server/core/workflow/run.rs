@@ -1,11 +1,6 @@
 //! Starting, stopping and firing workflow instances, and a node's end pushed to its
 //! workflow instance.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Instant;
-
-use parking_lot::Mutex;
 use serde_json::{Map, Value as Json};
 
 use crate::api::ApiError;
@@ -17,20 +12,20 @@ use crate::server::TriggerRecord;
 use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy};
 use crate::workflow::{InstanceStatus as WfStatus, NodeStatus, WorkflowInstance};
 
-use super::{NodeRun, WfInst, WfSlot, WfState};
-use crate::server::runtime::state::{Runtime, TimerEv};
+use super::{NodeRun, Transition, WfInst};
+use crate::server::core::{Awaited, Core, Effect, TimerEv};
 
-impl Runtime {
+impl Core {
     /// A job instance that runs a workflow node reached its final status (its final write is
     /// acknowledged): push it to its workflow instance.
-    pub(crate) async fn wf_job_final(
-        self: &Arc<Self>,
+    pub(crate) fn wf_job_final(
+        &mut self,
         id: InstanceId,
-        run: Arc<NodeRun>,
+        run: NodeRun,
         status: InstanceStatus,
         result: Option<String>,
+        now: EpochMs,
     ) {
-        let reported = *run.reported.lock();
         self.wf_node_done(
             run.wf_instance,
             run.node,
@@ -38,35 +33,26 @@ impl Runtime {
             Some(id.0),
             status == InstanceStatus::Succeed,
             result,
-            reported,
-        )
-        .await;
+            run.reported_us,
+            now,
+        );
     }
 
     /// Node `node` (attempt `attempt`, run by `instance` if known) of workflow instance
     /// `wf_instance` ended.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn wf_node_done(
-        self: &Arc<Self>,
+    pub(crate) fn wf_node_done(
+        &mut self,
         wf_instance: WorkflowInstanceId,
         node: NodeId,
         attempt: u32,
         instance: Option<u64>,
         ok: bool,
         result: Option<String>,
-        reported: Option<Instant>,
+        reported_us: Option<i64>,
+        now: EpochMs,
     ) {
-        let Some(slot) = self.wf_slot(wf_instance) else {
-            tracing::debug!(
-                wf_instance = wf_instance.0,
-                node = node.0,
-                "node end for a workflow instance not running"
-            );
-            return;
-        };
-        let now = self.now();
-        let pending = {
-            let mut w = slot.lock();
+        let t = self.with_wf(wf_instance, |core, w| {
             let current = w.machine.node(node).map(|n| (n.status, n.attempt));
             let same_run =
                 instance.is_none_or(|i| w.rec.run_of(node).is_some_and(|r| r.instance == i));
@@ -76,7 +62,7 @@ impl Runtime {
                     node = node.0,
                     "late node end ignored"
                 );
-                return;
+                return None;
             }
             let actions = match w.machine.on_node_finished(node, ok, result, now) {
                 Ok(a) => a,
@@ -87,49 +73,56 @@ impl Runtime {
                         error = %e,
                         "node end refused"
                     );
-                    return;
+                    return None;
                 }
             };
-            self.advance(&mut w, actions, now, false, None, reported)
-        };
-        self.complete(pending).await;
+            core.advance(w, actions, now, false, None, reported_us)
+        });
+        match t {
+            None => tracing::debug!(
+                wf_instance = wf_instance.0,
+                node = node.0,
+                "node end for a workflow instance not running"
+            ),
+            Some(t) => {
+                self.emit_transition(t);
+            }
+        }
     }
 
     /// Starts a WAITING workflow instance (created, delayed run due, nested run).
-    pub(crate) async fn wf_start(self: &Arc<Self>, id: WorkflowInstanceId) {
-        let Some(slot) = self.wf_slot(id) else { return };
-        let now = self.now();
-        let pending = {
-            let mut w = slot.lock();
+    pub(crate) fn wf_start(&mut self, id: WorkflowInstanceId, now: EpochMs) {
+        let t = self.with_wf(id, |core, w| {
             if w.machine.status() != WfStatus::Waiting {
-                return;
+                return None;
             }
             if w.rec.delayed_until.is_some_and(|d| d > now) {
-                return;
+                return None;
             }
             w.rec.delayed_until = None;
             let actions = match w.machine.start(now) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::debug!(wf_instance = id.0, error = %e, "start refused");
-                    return;
+                    return None;
                 }
             };
-            self.metrics.wf_started.fetch_add(1, Ordering::Relaxed);
-            self.advance(&mut w, actions, now, false, None, None)
-        };
-        self.complete(pending).await;
+            core.metrics.count_wf_started();
+            core.advance(w, actions, now, false, None, None)
+        });
+        if let Some(t) = t {
+            self.emit_transition(t);
+        }
     }
 
-    /// Stops workflow instance `id` (user stop, FAIL_FAST of a parent). Conflict when it is
-    /// already finished.
-    pub(crate) async fn wf_stop(self: &Arc<Self>, id: WorkflowInstanceId) -> Result<(), ApiError> {
-        let Some(slot) = self.wf_slot(id) else {
-            return Err(ApiError::conflict(format!("{id} is not running")));
-        };
-        let now = self.now();
-        let pending = {
-            let mut w = slot.lock();
+    /// Stops workflow instance `id` (user stop, FAIL_FAST of a parent): the transition,
+    /// submitted. Conflict when it is already finished or not running.
+    pub(crate) fn wf_stop_transition(
+        &mut self,
+        id: WorkflowInstanceId,
+        now: EpochMs,
+    ) -> Result<Transition, ApiError> {
+        let t = self.with_wf(id, |core, w| {
             if w.machine.status().is_finished() {
                 return Err(ApiError::conflict(format!(
                     "{id} already finished ({})",
@@ -137,37 +130,37 @@ impl Runtime {
                 )));
             }
             let actions = w.machine.stop(now);
-            self.advance(&mut w, actions, now, false, None, None)
-        };
-        let ok = pending.commit.is_some();
-        self.complete(pending).await;
-        if ok {
-            Ok(())
-        } else {
-            Err(ApiError::unavailable("the store refuses writes"))
-        }
+            core.advance(w, actions, now, false, None, None)
+                .ok_or_else(|| ApiError::unavailable("the store refuses writes"))
+        });
+        t.unwrap_or_else(|| Err(ApiError::conflict(format!("{id} is not running"))))
     }
 
-    /// Creates a workflow instance of `wf` (an API run, a fire) and starts it unless delayed.
-    /// The answer waits for the write.
-    pub(super) async fn wf_create_instance(
-        self: &Arc<Self>,
-        wf: &Arc<WfState>,
+    /// [`wf_stop_transition`](Core::wf_stop_transition), its follow-up emitted.
+    pub(crate) fn wf_stop(&mut self, id: WorkflowInstanceId, now: EpochMs) -> Result<(), ApiError> {
+        let t = self.wf_stop_transition(id, now)?;
+        self.emit_transition(Some(t));
+        Ok(())
+    }
+
+    /// Creates a workflow instance of `wf` (a run, a fire) and starts it unless delayed: the
+    /// transition that writes it, submitted.
+    pub(crate) fn wf_create_instance(
+        &mut self,
+        wf: WorkflowId,
         init: Map<String, Json>,
         delay_until: Option<EpochMs>,
         trigger: Option<(WorkflowId, TriggerRecord)>,
         run: u64,
         now: EpochMs,
-    ) -> Result<WorkflowInstanceId, ApiError> {
-        let cur = wf.cur();
+    ) -> Result<(WorkflowInstanceId, Transition), ApiError> {
+        let Some(state) = self.workflows.get_mut(&wf).filter(|w| !w.deleted) else {
+            return Err(ApiError::not_found("workflow", wf.0));
+        };
+        let cur = state.cur();
+        let app = state.app;
         let max = cur.dag.def().max_instances;
-        let reserved = wf
-            .running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if !reserved {
+        if state.running >= max {
             if let Some(t) = trigger {
                 // The fire is refused, but its trigger row (moved on) is still written.
                 let write = WfWrite {
@@ -175,34 +168,35 @@ impl Runtime {
                     ..WfWrite::default()
                 };
                 match self.repo.write_wf(&write) {
-                    Ok(c) => drop(c),
-                    Err(e) => self.store_write_failed(&e),
+                    Ok(c) => self.emit(Effect::Await(Awaited::Detached(c))),
+                    Err(e) => self.write_failed(&e),
                 }
             }
             return Err(ApiError::conflict(format!(
-                "too many instances: {} allows {max} at once (max_instances)",
-                wf.id
+                "too many instances: {wf} allows {max} at once (max_instances)"
             )));
         }
-        let machine = match WorkflowInstance::new(Arc::clone(&cur.dag), Json::Object(init), now) {
-            Ok(m) => m,
-            Err(e) => {
-                wf.unrun();
-                return Err(ApiError::invalid("init_params", e));
-            }
-        };
+        state.running += 1;
+        let machine =
+            match WorkflowInstance::new(std::sync::Arc::clone(&cur.dag), Json::Object(init), now) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.unrun(wf);
+                    return Err(ApiError::invalid("init_params", e));
+                }
+            };
         let id = match self.repo.new_wf_instance_id() {
             Ok(id) => id,
             Err(e) => {
-                wf.unrun();
+                self.unrun(wf);
                 return Err(e.into());
             }
         };
         let rec = WfInstanceRecord {
             id,
-            workflow_id: wf.id,
+            workflow_id: wf,
             version: cur.record.version,
-            app_id: wf.app,
+            app_id: app,
             parent: None,
             ancestors: Vec::new(),
             snapshot_json: String::new(),
@@ -216,42 +210,29 @@ impl Runtime {
             counted: true,
         };
         let actions = if delay_until.is_none() {
-            self.metrics.wf_started.fetch_add(1, Ordering::Relaxed);
+            self.metrics.count_wf_started();
             w.machine.start(now).unwrap_or_default()
         } else {
             Vec::new()
         };
-        let slot: WfSlot = Arc::new(Mutex::new(w));
-        // In memory before the write: a node that finishes at once finds its instance.
-        self.wf_active.insert(id, Arc::clone(&slot));
-        let pending = {
-            let mut w = slot.lock();
-            self.advance(&mut w, actions, now, true, trigger, None)
-        };
-        if pending.commit.is_none() {
-            self.wf_active.remove(&id);
-            wf.unrun();
+        let t = self.advance(&mut w, actions, now, true, trigger, None);
+        let Some(t) = t else {
+            self.unrun(wf);
             return Err(ApiError::unavailable("the store refuses writes"));
-        }
-        self.complete(pending).await;
+        };
+        self.wf_active.insert(id, w);
         if let Some(due) = delay_until {
             self.arm(due, TimerEv::WfStart(id));
         }
-        Ok(id)
+        Ok((id, t))
     }
 
-    /// A workflow's trigger came due (on the timer task): fire it and arm the next one.
-    pub(crate) fn on_wf_due(
-        self: &Arc<Self>,
-        wf_id: WorkflowId,
-        gen: u64,
-        due: EpochMs,
-        now: EpochMs,
-    ) {
+    /// A workflow's trigger came due: fire it and arm the next one.
+    pub(crate) fn on_wf_due(&mut self, wf_id: WorkflowId, gen: u64, due: EpochMs, now: EpochMs) {
         let Some(wf) = self.workflow(wf_id) else {
             return;
         };
-        if wf.gen.load(Ordering::Acquire) != gen || wf.deleted.load(Ordering::Acquire) {
+        if wf.gen != gen {
             return;
         }
         let cur = wf.cur();
@@ -272,19 +253,14 @@ impl Runtime {
             );
         }
         let next = plan.next;
-        let current = || wf.gen.load(Ordering::Acquire) == gen;
         // Room under max_instances, taken once: the instances of this plan are counted only
         // when they are created.
-        let mut room = cur
-            .dag
-            .def()
-            .max_instances
-            .saturating_sub(wf.running.load(Ordering::Acquire));
+        let mut room = cur.dag.def().max_instances.saturating_sub(wf.running);
         if plan.fires.is_empty() {
-            match self.repo.wf_set_next_trigger_if(wf_id, next, current) {
-                Ok(Some(c)) => drop(c),
+            match self.repo.wf_set_next_trigger_if(wf_id, next, || true) {
+                Ok(Some(c)) => self.emit(Effect::Await(Awaited::Detached(c.discard_value()))),
                 Ok(None) => return,
-                Err(e) => self.store_write_failed(&e),
+                Err(e) => self.write_failed(&e),
             }
         }
         for (i, _) in plan.fires.iter().enumerate() {
@@ -294,27 +270,32 @@ impl Runtime {
                     workflow = wf_id.0,
                     "fire skipped: max_instances instances are running"
                 );
-                match self.repo.wf_set_next_trigger_if(wf_id, next_for, current) {
-                    Ok(Some(c)) => drop(c),
+                match self.repo.wf_set_next_trigger_if(wf_id, next_for, || true) {
+                    Ok(Some(c)) => self.emit(Effect::Await(Awaited::Detached(c.discard_value()))),
                     Ok(None) => return,
-                    Err(e) => self.store_write_failed(&e),
+                    Err(e) => self.write_failed(&e),
                 }
                 continue;
             }
             room -= 1;
-            let Some(row) = self.repo.wf_fire_row(wf_id, next_for, current) else {
+            let Some(row) = self.repo.wf_fire_row(wf_id, next_for, || true) else {
                 return;
             };
-            let sh = Arc::clone(self);
-            let wf2 = Arc::clone(&wf);
-            tokio::spawn(async move {
-                if let Err(e) = sh
-                    .wf_create_instance(&wf2, Map::new(), None, Some((wf_id, row)), row.runs, now)
-                    .await
-                {
+            match self.wf_create_instance(
+                wf_id,
+                Map::new(),
+                None,
+                Some((wf_id, row)),
+                row.runs,
+                now,
+            ) {
+                Ok((_, t)) => {
+                    self.emit_transition(Some(t));
+                }
+                Err(e) => {
                     tracing::warn!(workflow = wf_id.0, error = %e, "workflow fire failed");
                 }
-            });
+            }
         }
         if let Some(n) = next {
             self.arm(

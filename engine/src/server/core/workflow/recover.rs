@@ -1,5 +1,8 @@
 //! Restart: workflows and their unfinished instances rebuilt from the store.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::*;
 
 /// A node end found at restart: (workflow instance, node, attempt, job instance, ok, result).
@@ -12,25 +15,25 @@ type Push = (
     Option<String>,
 );
 
-/// What [`Runtime::recover_workflows`] leaves to [`Runtime::resume_workflows`].
+/// What [`Core::recover_workflows`] leaves to [`Core::resume_workflows`].
 #[derive(Debug)]
 pub(crate) struct WfRecovery {
     replays: Vec<(WorkflowInstanceId, Vec<Action>)>,
     pushes: Vec<Push>,
 }
 
-impl Runtime {
+impl Core {
     // ----- restart -----
 
     /// Rebuilds the workflows and their unfinished instances from the store (before the job
     /// instances are recovered, so that every node's job instance finds its link).
     pub(crate) fn recover_workflows(
-        self: &Arc<Self>,
+        &mut self,
         loaded: &crate::server::LoadedState,
         wfs: Vec<LoadedWorkflow>,
         active: Vec<WfInstanceRecord>,
+        now: EpochMs,
     ) -> WfRecovery {
-        let now = self.now();
         let ids: std::collections::HashSet<WorkflowId> = wfs.iter().map(|w| w.record.id).collect();
         let jobs: std::collections::HashSet<JobId> = loaded.jobs.iter().map(|j| j.job.id).collect();
         for lw in wfs {
@@ -42,10 +45,10 @@ impl Runtime {
                     continue;
                 }
             };
-            let state = Arc::new(WfState::new(WfVersion {
+            let state = WfState::new(WfVersion {
                 record: lw.record,
                 dag,
-            }));
+            });
             self.workflows.insert(id, state);
             if let Some(t) = lw.trigger.next_trigger {
                 self.arm(
@@ -105,8 +108,8 @@ impl Runtime {
                     continue;
                 }
             };
-            if let Some(wf) = self.workflow(rec.workflow_id) {
-                wf.running.fetch_add(1, Ordering::AcqRel);
+            if let Some(wf) = self.workflows.get_mut(&rec.workflow_id) {
+                wf.running += 1;
             }
             let id = rec.id;
             if machine.status() == WfStatus::Waiting {
@@ -180,14 +183,14 @@ impl Runtime {
                         let context = link.map_or_else(|| "{}".to_owned(), |l| l.context_json);
                         self.node_runs.insert(
                             iid,
-                            Arc::new(NodeRun {
+                            NodeRun {
                                 wf_instance: id,
                                 node: n.id,
                                 attempt: n.attempt,
                                 context: Arc::from(context.as_str()),
-                                reported: Mutex::new(None),
-                                handoff_from: Mutex::new(None),
-                            }),
+                                reported_us: None,
+                                handoff_from_us: None,
+                            },
                         );
                     }
                     Err(e) => pushes.push((id, n.id, n.attempt, None, false, Some(e.to_string()))),
@@ -195,11 +198,11 @@ impl Runtime {
             }
             self.wf_active.insert(
                 id,
-                Arc::new(Mutex::new(WfInst {
+                WfInst {
                     rec,
                     machine,
                     counted: true,
-                })),
+                },
             );
             if !actions.is_empty() {
                 replays.push((id, actions));
@@ -208,29 +211,25 @@ impl Runtime {
         WfRecovery { replays, pushes }
     }
 
-    /// Runs what [`recover_workflows`](Runtime::recover_workflows) found due, once the jobs
+    /// Runs what [`recover_workflows`](Core::recover_workflows) found due, once the jobs
     /// and their instances are recovered too.
-    pub(crate) fn resume_workflows(self: &Arc<Self>, r: WfRecovery) {
+    pub(crate) fn resume_workflows(&mut self, r: WfRecovery, now: EpochMs) {
         let WfRecovery { replays, pushes } = r;
-        let sh = Arc::clone(self);
-        tokio::spawn(async move {
-            for (id, actions) in replays {
-                let Some(slot) = sh.wf_slot(id) else { continue };
-                let p = {
-                    let mut w = slot.lock();
-                    sh.advance(&mut w, actions, sh.now(), false, None, None)
-                };
-                sh.complete(p).await;
+        for (id, actions) in replays {
+            let t = self.with_wf(id, |core, w| {
+                core.advance(w, actions, now, false, None, None)
+            });
+            if let Some(t) = t {
+                self.emit_transition(t);
             }
-            for (wfi, node, attempt, inst, ok, result) in pushes {
-                tracing::info!(
-                    wf_instance = wfi.0,
-                    node = node.0,
-                    "node finished while the server was down; pushed"
-                );
-                sh.wf_node_done(wfi, node, attempt, inst, ok, result, None)
-                    .await;
-            }
-        });
+        }
+        for (wfi, node, attempt, inst, ok, result) in pushes {
+            tracing::info!(
+                wf_instance = wfi.0,
+                node = node.0,
+                "node finished while the server was down; pushed"
+            );
+            self.wf_node_done(wfi, node, attempt, inst, ok, result, None, now);
+        }
     }
 }

@@ -1,0 +1,302 @@
+//! The API's commands as the core sees them: each is a step that decides and submits its
+//! write, and — for those the caller waits on — a second step once the write is
+//! acknowledged.
+
+use std::sync::Arc;
+
+use crate::api::{ApiError, InstanceAction};
+use crate::ids::{AppId, InstanceId, JobId};
+use crate::model::InstanceStatus;
+use crate::server::{Commit, InstanceRecord, JobRecord};
+use crate::time_expression::{EpochMs, TimeExpression};
+
+use super::write::{AfterCreate, Follow};
+use super::{Core, InstState, JobDef, JobState, TimerEv};
+
+/// Longest `delay_ms` of an API run (about 10 years).
+pub(crate) const MAX_DELAY_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+
+/// Refuses a FIXED_RATE period or FIXED_DELAY delay below the server's `min_period_ms`.
+pub(crate) fn check_period(expr: &TimeExpression, min_ms: u64) -> Result<(), ApiError> {
+    let period = match expr {
+        TimeExpression::FixedRate { period_ms } => *period_ms,
+        TimeExpression::FixedDelay { delay_ms } => *delay_ms,
+        _ => return Ok(()),
+    };
+    if period < min_ms {
+        return Err(ApiError::invalid(
+            "time_expression",
+            format!("at least {min_ms} ms on this server (min_period_ms), got {period}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A job's change, submitted: what [`Core::job_replaced`] needs once it is acknowledged.
+#[derive(Debug)]
+pub(crate) struct Replacing {
+    pub(crate) job: JobId,
+    pub(crate) gen: u64,
+    pub(crate) next: Option<EpochMs>,
+}
+
+/// An instance command, submitted: what follows it once it is acknowledged.
+#[derive(Debug)]
+pub(crate) struct Commanded {
+    pub(crate) app: AppId,
+    pub(crate) id: InstanceId,
+    pub(crate) stop_on: Option<String>,
+    pub(crate) follow: Follow,
+}
+
+impl Core {
+    /// `app`'s live job `id`.
+    pub(crate) fn job_of(&self, app: AppId, id: JobId) -> Result<&JobState, ApiError> {
+        self.live_job(id)
+            .filter(|j| j.def.record.app_id == app)
+            .ok_or_else(|| ApiError::not_found("job", id.0))
+    }
+
+    /// Jobs `app` has.
+    pub(crate) fn jobs_of(&self, app: AppId) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| !j.deleted && j.def.record.app_id == app)
+            .count()
+    }
+
+    /// Replaces job `id`'s definition (update, enable, disable): the write, submitted. Armed
+    /// triggers of the old definition are void from here on.
+    pub(crate) fn replace_job(
+        &mut self,
+        id: JobId,
+        mut record: JobRecord,
+        now: EpochMs,
+    ) -> Result<(Commit<JobRecord>, Replacing), ApiError> {
+        record.id = id;
+        let def = JobDef::new(record.clone())?;
+        check_period(&def.expr, self.config.min_period_ms)?;
+        let next = def.initial_next(now);
+        let commit = self.repo.update_job(record, next, now)?;
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Err(ApiError::not_found("job", id.0));
+        };
+        job.gen += 1;
+        Ok((
+            commit,
+            Replacing {
+                job: id,
+                gen: job.gen,
+                next,
+            },
+        ))
+    }
+
+    /// A job's change is acknowledged: its new definition schedules from now on (unless a
+    /// later change was made meanwhile).
+    pub(crate) fn job_replaced(&mut self, saved: JobRecord, r: Replacing) -> Result<(), ApiError> {
+        let def = JobDef::new(saved)?;
+        let Some(job) = self.jobs.get_mut(&r.job) else {
+            return Ok(());
+        };
+        if job.gen != r.gen {
+            return Ok(());
+        }
+        job.def = Arc::new(def);
+        if let Some(n) = r.next {
+            self.arm(
+                n,
+                TimerEv::Job {
+                    job: r.job,
+                    gen: r.gen,
+                    due: n,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A job's creation is acknowledged: schedule it.
+    pub(crate) fn job_created(
+        &mut self,
+        saved: JobRecord,
+        app_name: &str,
+        next: Option<EpochMs>,
+    ) -> Result<JobId, ApiError> {
+        let id = saved.id;
+        let state = JobState::new(Arc::from(app_name), JobDef::new(saved)?);
+        let gen = state.gen;
+        self.jobs.insert(id, state);
+        if let Some(n) = next {
+            self.arm(
+                n,
+                TimerEv::Job {
+                    job: id,
+                    gen,
+                    due: n,
+                },
+            );
+        }
+        Ok(id)
+    }
+
+    /// Starts deleting job `id`: refused while a workflow references it; its armed triggers
+    /// are void from here on.
+    pub(crate) fn delete_job_begin(&mut self, id: JobId) -> Result<(), ApiError> {
+        if let Some(wf) = self.job_referenced(id) {
+            return Err(ApiError::conflict(format!(
+                "{id} is referenced by {wf}; remove it from the workflow first"
+            )));
+        }
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.gen += 1;
+        }
+        Ok(())
+    }
+
+    /// A job's deletion is acknowledged: forget it.
+    pub(crate) fn job_deleted(&mut self, id: JobId) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.deleted = true;
+        }
+        self.jobs.remove(&id);
+        self.alarm_books.remove(&id);
+    }
+
+    /// A run of `app`'s job `id` with `params`, `delay_ms` from now: its creation, submitted.
+    /// Dispatchable at once, it is written once, already WAITING_WORKER_RECEIVE (the answer
+    /// still waits for that write, and ScheduleJob goes out after it); otherwise it is
+    /// written WAITING_DISPATCH and dispatched as usual.
+    pub(crate) fn prepare_run(
+        &mut self,
+        app: AppId,
+        id: JobId,
+        params: String,
+        delay_ms: u64,
+        now: EpochMs,
+    ) -> Result<(Commit<InstanceRecord>, AfterCreate), ApiError> {
+        self.job_of(app, id)?;
+        if delay_ms > MAX_DELAY_MS {
+            return Err(ApiError::invalid(
+                "delay_ms",
+                format!("at most {MAX_DELAY_MS}, got {delay_ms}"),
+            ));
+        }
+        let delay = i64::try_from(delay_ms).unwrap_or(0);
+        let due = now.saturating_add(delay);
+        let mut rec = InstanceRecord::new(id, app, params, due);
+        let then = match (delay == 0).then(|| self.dispatch_new(&mut rec, now)) {
+            Some(Some(nd)) => AfterCreate::Dispatched(nd),
+            _ => AfterCreate::Dispatch {
+                at: (delay > 0).then_some(due),
+            },
+        };
+        match self.repo.create_instance(rec, (delay > 0).then_some(due)) {
+            Ok(c) => Ok((c, then)),
+            Err(e) => {
+                self.create_failed(then);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Stop, cancel or retry `app`'s instance `iid`, which the core holds: the transition's
+    /// write, submitted.
+    pub(crate) fn command_held(
+        &mut self,
+        app: AppId,
+        iid: InstanceId,
+        action: InstanceAction,
+        now: EpochMs,
+    ) -> Option<Result<(Commit<()>, Commanded, InstanceRecord), ApiError>> {
+        self.with_inst(iid, |core, st| {
+            if st.rec.app_id != app {
+                return Err(ApiError::not_found("instance", iid.0));
+            }
+            let old = st.rec.status;
+            let follow = match action {
+                InstanceAction::Stop => {
+                    st.rec.stop(now)?;
+                    Follow::Final {
+                        id: iid,
+                        job: st.rec.job_id,
+                        run: st.rec.run,
+                    }
+                }
+                InstanceAction::Cancel => {
+                    st.rec.cancel(now)?;
+                    Follow::Final {
+                        id: iid,
+                        job: st.rec.job_id,
+                        run: st.rec.run,
+                    }
+                }
+                InstanceAction::Retry => {
+                    // Final but not yet dropped from memory.
+                    st.rec.retry(now)?;
+                    st.no_worker_attempts = 0;
+                    st.ready_us = core.now_us;
+                    Follow::Dispatch { id: iid, at: None }
+                }
+            };
+            core.note(st.rec.job_id, Some(old), st.rec.status);
+            let stop_on = (action == InstanceAction::Stop)
+                .then(|| st.rec.worker.clone())
+                .flatten();
+            let commit = core
+                .persist(st)
+                .ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
+            Ok((
+                commit,
+                Commanded {
+                    app,
+                    id: iid,
+                    stop_on,
+                    follow,
+                },
+                st.rec.clone(),
+            ))
+        })
+    }
+
+    /// Retries finished instance `rec` (read from the store; the core no longer holds it):
+    /// the core owns it again, WAITING_DISPATCH; the write, submitted.
+    pub(crate) fn retry_finished(
+        &mut self,
+        mut rec: InstanceRecord,
+        now: EpochMs,
+    ) -> Result<(Commit<()>, InstanceRecord), ApiError> {
+        let id = rec.id;
+        if self.active.contains_key(&id) {
+            return Err(ApiError::conflict(format!(
+                "instance {} changed; try again",
+                id.0
+            )));
+        }
+        if !self.jobs.contains_key(&rec.job_id) {
+            return Err(ApiError::conflict(format!(
+                "instance {} cannot be retried: job {} was deleted",
+                id.0, rec.job_id.0
+            )));
+        }
+        let status = rec.status;
+        rec.retry(now)?;
+        let mut st = InstState::new(rec, self.now_us);
+        st.persisted = Some(status);
+        self.metrics
+            .transition(Some(status), InstanceStatus::WaitingDispatch);
+        let commit = self.persist(&mut st);
+        let rec = st.rec.clone();
+        self.active.insert(id, st);
+        let commit = commit.ok_or_else(|| ApiError::unavailable("the store refuses writes"))?;
+        Ok((commit, rec))
+    }
+
+    /// An instance command's write is acknowledged: stop the worker's run, follow up.
+    pub(crate) fn commanded(&mut self, c: Commanded, now: EpochMs) {
+        if let Some(w) = c.stop_on {
+            self.send_stop(c.app, &w, c.id);
+        }
+        self.follow(c.follow, now);
+    }
+}

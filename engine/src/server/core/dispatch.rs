@@ -1,0 +1,393 @@
+//! The one dispatch path: `claim` (job, `max_instances` slot, worker selection, connection)
+//! then `hand_over` (the ScheduleJob to the TaskTracker), and what happens when no worker is
+//! eligible.
+
+use std::sync::Arc;
+
+use ferrojob_transport::message::{self as wire, ScheduleJob, StopInstance};
+
+use crate::dispatch::DispatchError;
+use crate::ids::{AppId, InstanceId, JobId};
+use crate::model::{ExecuteType, InstanceStatus};
+use crate::server::instance::attempt_base;
+use crate::server::{InstanceRecord, JobRecord};
+use crate::time_expression::{EpochMs, TimeExpressionType};
+
+use super::report::RUN_SAFETY_MARGIN_MS;
+use super::{Awaited, Core, Effect, InstState, JobDef, Outgoing, Then, TimerEv};
+
+/// Dispatch attempts that find no eligible worker before the instance is FAILED.
+pub(crate) const NO_WORKER_ATTEMPTS: u32 = 5;
+
+/// Pause between those attempts, ms (so the window is about 2 s).
+pub(crate) const NO_WORKER_RETRY_MS: i64 = 500;
+
+fn wire_execute(e: ExecuteType) -> wire::ExecuteType {
+    match e {
+        ExecuteType::Standalone => wire::ExecuteType::Standalone,
+        ExecuteType::Broadcast => wire::ExecuteType::Broadcast,
+        ExecuteType::Map => wire::ExecuteType::Map,
+        ExecuteType::MapReduce => wire::ExecuteType::MapReduce,
+    }
+}
+
+fn wire_time(t: TimeExpressionType) -> wire::TimeExpressionType {
+    match t {
+        TimeExpressionType::Api => wire::TimeExpressionType::Api,
+        TimeExpressionType::Cron => wire::TimeExpressionType::Cron,
+        TimeExpressionType::FixedRate => wire::TimeExpressionType::FixedRate,
+        TimeExpressionType::FixedDelay => wire::TimeExpressionType::FixedDelay,
+        TimeExpressionType::DailyTimeInterval => wire::TimeExpressionType::DailyTimeInterval,
+        TimeExpressionType::Workflow => wire::TimeExpressionType::Workflow,
+    }
+}
+
+/// The ScheduleJob of `rec`'s current attempt (dispatched at `now` to `workers`, the
+/// TaskTracker first).
+fn schedule_msg(
+    r: &JobRecord,
+    rec: &InstanceRecord,
+    workers: &[Arc<str>],
+    now: EpochMs,
+) -> ScheduleJob {
+    ScheduleJob {
+        app_id: r.app_id.0,
+        job_id: r.id.0,
+        instance_id: rec.id.0,
+        workflow_instance_id: None,
+        execute_type: wire_execute(r.execute_type),
+        processor_type: wire::ProcessorType::BuiltIn,
+        processor_info: r.processor.clone(),
+        job_params: r.params.clone(),
+        instance_params: rec.params.clone(),
+        instance_timeout_ms: r.timeout_ms,
+        concurrency: r.concurrency,
+        task_retry_num: r.task_retries,
+        time_expression_type: wire_time(r.time_expression_type),
+        time_expression: r.time_expression.clone(),
+        max_instance_num: r.max_instances,
+        all_worker_addresses: workers.iter().map(|w| w.to_string()).collect(),
+        max_worker_count: r.max_worker_count,
+        log_config: wire::LogConfig {
+            log_type: wire::LogType::Online,
+            level: wire::LogLevel::Info,
+        },
+        alarm_config: wire::AlarmConfig {
+            threshold: 0,
+            statistic_window_s: 0,
+            silence_window_s: 0,
+        },
+        dispatch_time_ms: now,
+        report_seq_base: rec.report_seq,
+        workflow_context: String::new(),
+    }
+}
+
+/// An instance claimed for a worker before its WAITING_WORKER_RECEIVE write (see
+/// [`Core::claim`]): its job, the selected workers (the TaskTracker first). It holds one of
+/// the job's running slots (`max_instances`): [`Core::hand_over`] keeps it,
+/// [`Core::abandon`] gives it back.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    job: JobId,
+    def: Arc<JobDef>,
+    tracker: Arc<str>,
+    workers: Vec<Arc<str>>,
+    ready_us: i64,
+    now: EpochMs,
+}
+
+/// Why an instance cannot be handed to a worker now.
+#[derive(Debug)]
+enum Refusal {
+    /// No eligible or connected worker: try again shortly.
+    NoWorker(String),
+    /// The instance cannot run (job deleted, too many instances, invalid settings): FAILED.
+    Fail(String),
+    /// The instance is not WAITING_DISPATCH, or the server is stopping: nothing to do.
+    Nothing,
+}
+
+impl Core {
+    /// The one dispatch rule, for instances the core owns and new ones alike: the job must
+    /// still exist, a `max_instances` slot is reserved, the TaskTracker and the workers are
+    /// selected (a retried instance prefers another worker than `avoid`) and must be
+    /// connected, and `rec` moves to WAITING_WORKER_RECEIVE. On a refusal nothing changed.
+    fn claim(
+        &mut self,
+        rec: &mut InstanceRecord,
+        avoid: Option<&str>,
+        now: EpochMs,
+    ) -> Result<Claim, Refusal> {
+        if self.shutting_down || rec.status != InstanceStatus::WaitingDispatch {
+            return Err(Refusal::Nothing);
+        }
+        let Some(job) = self.live_job(rec.job_id) else {
+            return Err(Refusal::Fail(format!("job {} was deleted", rec.job_id.0)));
+        };
+        let def = job.def();
+        let max = def.record.max_instances;
+        // Every dispatched instance holds a running slot (counted even without a limit, so
+        // that the count is right when a limit is set later).
+        if !job.running.try_reserve(max) {
+            return Err(Refusal::Fail(format!(
+                "too many instances: job {} allows {max} at once (max_instances)",
+                job.id.0
+            )));
+        }
+        let job_id = job.id;
+        let release = |core: &Core| {
+            if let Some(j) = core.jobs.get(&job_id) {
+                j.running.release();
+            }
+        };
+        let (tracker, workers) = match self.select_workers(job_id, &def, avoid, now) {
+            Ok(sel) => sel,
+            Err(DispatchError::NoEligibleWorker { app, exclusions }) => {
+                release(self);
+                return Err(Refusal::NoWorker(format!(
+                    "no eligible worker for app {app}: {exclusions}"
+                )));
+            }
+            Err(e) => {
+                release(self);
+                return Err(Refusal::Fail(e.to_string()));
+            }
+        };
+        if !self
+            .conns
+            .contains_key(&(def.record.app_id, tracker.to_string()))
+        {
+            release(self);
+            return Err(Refusal::NoWorker(format!(
+                "worker {tracker} is not connected"
+            )));
+        }
+        if rec.dispatch(&tracker, now).is_err() {
+            release(self);
+            return Err(Refusal::Nothing);
+        }
+        Ok(Claim {
+            job: job_id,
+            def,
+            tracker,
+            workers,
+            ready_us: self.now_us,
+            now,
+        })
+    }
+
+    /// Dispatches a WAITING_DISPATCH instance the core owns: [`claim`](Core::claim) (a
+    /// refusal fails it, or retries shortly when no worker is eligible), the
+    /// WAITING_WORKER_RECEIVE write, then [`hand_over`](Core::hand_over) once it is
+    /// acknowledged.
+    pub(crate) fn dispatch(&mut self, id: InstanceId, now: EpochMs) {
+        self.with_inst(id, |core, st| {
+            let avoid = st.avoid.clone();
+            match core.claim(&mut st.rec, avoid.as_deref(), now) {
+                Ok(claim) => {
+                    st.no_worker_attempts = 0;
+                    st.ready_us = claim.ready_us;
+                    // The running count was taken by the claim.
+                    core.metrics.transition(
+                        Some(InstanceStatus::WaitingDispatch),
+                        InstanceStatus::WaitingWorkerReceive,
+                    );
+                    // Without a submitted write the instance stays WAITING_WORKER_RECEIVE in
+                    // memory, holding the claim's slot: the receive check requeues it.
+                    if let Some(c) = core.persist(st) {
+                        core.emit(Effect::Await(Awaited::Write(
+                            c,
+                            Then::HandOver { id, claim },
+                        )));
+                    }
+                }
+                Err(Refusal::Nothing) => {}
+                Err(Refusal::NoWorker(why)) => {
+                    if core.jobs.contains_key(&st.rec.job_id) {
+                        core.no_worker(st, &why, now);
+                    }
+                }
+                Err(Refusal::Fail(reason)) => {
+                    let f = core.fail_now(st, &reason, now);
+                    core.save(st, f);
+                }
+            }
+        });
+    }
+
+    /// Arms the receive check and (with a timeout) the run-timeout safety net of the attempt
+    /// dispatched at `now`.
+    pub(crate) fn arm_checks(&mut self, id: InstanceId, now: EpochMs, timeout_ms: u64) {
+        let receive = i64::try_from(self.config.worker_receive_timeout_ms).unwrap_or(i64::MAX);
+        self.arm(
+            now.saturating_add(receive),
+            TimerEv::ReceiveCheck { id, since: now },
+        );
+        if timeout_ms > 0 {
+            let t = i64::try_from(timeout_ms).unwrap_or(i64::MAX);
+            self.arm(
+                now.saturating_add(t).saturating_add(RUN_SAFETY_MARGIN_MS),
+                TimerEv::RunCheck { id, since: now },
+            );
+        }
+    }
+
+    /// Tries to dispatch a new instance (a run or a fire) before its first write, so it is
+    /// written once, already WAITING_WORKER_RECEIVE, instead of WAITING_DISPATCH and then
+    /// WAITING_WORKER_RECEIVE. It is [`claim`](Core::claim), the same rule as for owned
+    /// instances: on success the caller writes `rec` and then calls
+    /// [`start_dispatched`](Core::start_dispatched) once the write is acknowledged, or
+    /// [`abandon`](Core::abandon) if it failed. `None`: nothing changed; the caller writes
+    /// it WAITING_DISPATCH and [`dispatch`](Core::dispatch)es it, which handles every
+    /// refusal (FAILED, no-worker retries).
+    pub(crate) fn dispatch_new(&mut self, rec: &mut InstanceRecord, now: EpochMs) -> Option<Claim> {
+        self.claim(rec, None, now).ok()
+    }
+
+    /// The write of a [`dispatch_new`](Core::dispatch_new)ed instance is acknowledged: the
+    /// core owns it (WAITING_WORKER_RECEIVE) and hands it over.
+    pub(crate) fn start_dispatched(&mut self, rec: InstanceRecord, claim: Claim, now: EpochMs) {
+        let id = rec.id;
+        let status = rec.status;
+        let mut st = InstState::new(rec, claim.ready_us);
+        st.ready_us = claim.ready_us;
+        let before = self.active.insert(id, st);
+        debug_assert!(before.is_none(), "instance {} owned twice", id.0);
+        // The running count was taken by the claim.
+        self.metrics.transition(None, status);
+        self.hand_over(id, claim, now);
+    }
+
+    /// The WAITING_WORKER_RECEIVE write of a claimed instance is acknowledged: its checks
+    /// are armed and ScheduleJob goes to the TaskTracker (unless the attempt was superseded
+    /// meanwhile). A connection found closed requeues it at once
+    /// ([`on_send_closed`](Core::on_send_closed)) rather than at the receive check.
+    pub(crate) fn hand_over(&mut self, id: InstanceId, claim: Claim, _now: EpochMs) {
+        let Some(st) = self.active.get(&id) else {
+            return;
+        };
+        if st.rec.status != InstanceStatus::WaitingWorkerReceive || st.rec.status_time != claim.now
+        {
+            return;
+        }
+        let mut msg = schedule_msg(&claim.def.record, &st.rec, &claim.workers, claim.now);
+        // The attempt's reports are numbered in its own range (see `attempt_base`).
+        debug_assert!(
+            msg.report_seq_base >= attempt_base(st.rec.running_times)
+                && msg.report_seq_base < attempt_base(st.rec.running_times.saturating_add(1)),
+            "report base outside attempt {}",
+            st.rec.running_times
+        );
+        let app = st.rec.app_id;
+        self.wf_fill(&mut msg);
+        self.arm_checks(id, claim.now, claim.def.record.timeout_ms);
+        self.wf_sent(id);
+        self.emit(Effect::Send {
+            app,
+            worker: claim.tracker.to_string(),
+            msg: Outgoing::Schedule {
+                msg: Box::new(msg),
+                ready_us: claim.ready_us,
+                since: claim.now,
+            },
+        });
+    }
+
+    /// The ScheduleJob of instance `id`'s attempt dispatched at `since` could not be handed
+    /// to its connection (closed, or gone): requeued at once if it is still that attempt.
+    pub(crate) fn on_send_closed(&mut self, id: InstanceId, since: EpochMs, now: EpochMs) {
+        self.with_inst(id, |core, st| {
+            if st.rec.status != InstanceStatus::WaitingWorkerReceive || st.rec.status_time != since
+            {
+                return;
+            }
+            tracing::warn!(
+                instance = id.0,
+                "worker connection closed during dispatch; requeued"
+            );
+            let f = core.requeue_plain(st, now);
+            core.save(st, f);
+        });
+    }
+
+    /// The write of a claimed instance failed: give its running slot back (nothing else was
+    /// changed).
+    pub(crate) fn abandon(&mut self, claim: Claim) {
+        if let Some(j) = self.jobs.get(&claim.job) {
+            j.running.release();
+        }
+    }
+
+    /// Selects the TaskTracker and the workers; a retried instance prefers a worker other
+    /// than `avoid` (up to 8 more tries with RANDOM among the eligible ones).
+    fn select_workers(
+        &mut self,
+        job: JobId,
+        def: &JobDef,
+        avoid: Option<&str>,
+        now: EpochMs,
+    ) -> Result<(Arc<str>, Vec<Arc<str>>), DispatchError> {
+        let Some(j) = self.jobs.get(&job) else {
+            return Err(DispatchError::InvalidSpec {
+                field: "job",
+                reason: format!("job {} was deleted", job.0),
+            });
+        };
+        let sel = self
+            .registry
+            .select(&j.app, &def.spec, &j.cursor, &mut self.select, now)?;
+        if let Some(avoid) = avoid {
+            if &*sel.task_tracker == avoid
+                && sel.eligible > 1
+                && def.record.execute_type == ExecuteType::Standalone
+            {
+                let mut spec = def.spec.clone();
+                spec.strategy = crate::model::DispatchStrategy::Random;
+                for _ in 0..8 {
+                    let other =
+                        self.registry
+                            .select(&j.app, &spec, &j.cursor, &mut self.select, now)?;
+                    if &*other.task_tracker != avoid {
+                        return Ok((other.task_tracker, other.workers));
+                    }
+                }
+            }
+        }
+        Ok((sel.task_tracker, sel.workers))
+    }
+
+    /// No eligible (connected) worker: try again shortly, or FAILED after
+    /// [`NO_WORKER_ATTEMPTS`] (attempts during the restart grace period do not count).
+    pub(crate) fn no_worker(&mut self, st: &mut InstState, why: &str, now: EpochMs) {
+        self.metrics.count_no_worker();
+        if !self.in_grace(now) {
+            st.no_worker_attempts += 1;
+        }
+        let id = st.rec.id;
+        if st.no_worker_attempts < NO_WORKER_ATTEMPTS {
+            tracing::debug!(instance = id.0, why, "no worker yet; dispatch retried");
+            self.arm(
+                now.saturating_add(NO_WORKER_RETRY_MS),
+                TimerEv::Dispatch(id),
+            );
+            return;
+        }
+        let reason = format!(
+            "dispatch failed after {NO_WORKER_ATTEMPTS} attempts over {} ms: {why}",
+            i64::from(NO_WORKER_ATTEMPTS - 1) * NO_WORKER_RETRY_MS
+        );
+        tracing::warn!(instance = id.0, %reason, "instance failed");
+        let f = self.fail_now(st, &reason, now);
+        self.save(st, f);
+    }
+
+    /// Tells `app`'s worker `worker` to stop instance `id` (if it is connected).
+    pub(crate) fn send_stop(&mut self, app: AppId, worker: &str, id: InstanceId) {
+        self.emit(Effect::Send {
+            app,
+            worker: worker.to_owned(),
+            msg: Outgoing::Stop(StopInstance { instance_id: id.0 }),
+        });
+    }
+}

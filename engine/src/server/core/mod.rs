@@ -1,0 +1,512 @@
+//! The server core: a sans-IO state machine that makes every scheduling decision of the
+//! server — triggers, dispatch, reports, retries, checks, worker liveness, restart recovery,
+//! workflows — as a function of its state, its inputs and the `now` it is given.
+//!
+//! It owns plain maps (jobs, the non-final instances, workflows and their unfinished
+//! instances, the workers connected and lost) and the timer wheel; it takes no lock, reads no
+//! clock, spawns nothing and touches no socket. The runtime ([`super::runtime`]) holds it
+//! behind one mutex and drives it:
+//!
+//! ```text
+//!   timer task ──► Core::on_timers(now)          conn task ──► Core::on_report / on_heartbeat
+//!   API ─────────► Core::run_job / replace / …   commit acknowledged ──► Core::resume(then)
+//!        every step leaves Effects: Await(commit, then) · Send(app, worker, msg) ·
+//!        Query(app, worker, ids) · Prune(job) · WakeAlarms; the wheel's next expiration
+//! ```
+//!
+//! Writes: the core builds each batch through the [`Repo`] and submits it (a non-blocking
+//! hand-off to the store; submitting inside the core is what keeps an instance's writes in
+//! transition order), and hands the commit out as an [`Effect::Await`] with what to do once it
+//! is acknowledged ([`Then`]). Nothing that depends on a write happens before its
+//! acknowledgement comes back as an input.
+//!
+//! Files: `fire.rs` triggers, the receive and run checks, worker liveness; `dispatch.rs`
+//! claim → hand-over; `report.rs` reports, the retry policy, final transitions; `write.rs`
+//! writes and their follow-ups; `recover.rs` restart recovery and reconciliation;
+//! `workers.rs` connections; `alarms.rs` alarm evaluation; `workflow/` workflows.
+//!
+//! Invariants (`debug_assert!`ed where they are cheap):
+//!
+//! - Every non-final instance is in `active`; every transition goes through
+//!   [`InstanceRecord`]'s lifecycle methods and is submitted to the store in the same step,
+//!   so the store sees an instance's writes in transition order. A final status never
+//!   changes to another final status.
+//! - A ScheduleJob is sent only after the WAITING_WORKER_RECEIVE write is acknowledged; an
+//!   API answer (create, run) only after its write is acknowledged. RUNNING is kept in memory
+//!   only: after a restart the worker is asked (`QueryInstanceStatus`).
+//! - A scheduled fire and the job's next trigger are one atomic batch (`Repo::fire_if`); a
+//!   job has at most one armed trigger of its current generation.
+//! - A worker is known by its app and the address it announced: a connection, a report or a
+//!   log line of one app never reaches another app's instances.
+//!
+//! Policies:
+//!
+//! - No eligible worker: 5 attempts 500 ms apart, then FAILED naming what excluded each
+//!   worker. Attempts during the restart grace do not count.
+//! - A failed attempt is retried after 1 s, 2 s, 4 s … (at most 30 s), preferring another
+//!   worker, while the job's `instance_retries` allow.
+//! - No confirmation within `worker_receive_timeout_ms`: the worker that had it is told to
+//!   stop, and the instance is dispatched again without using a retry.
+//! - No final report within the job's `timeout_ms` + 30 s: `StopInstance` and the retry policy.
+//! - A dead worker (3 missed heartbeats, or a connection not back within that window): its
+//!   instances go to the retry policy at once.
+//! - After a restart, instances on workers that have not reconnected within
+//!   `restart_grace_ms` go to the retry policy; a worker that reconnects is asked about every
+//!   instance it holds.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+pub(crate) mod alarms;
+pub(crate) mod commands;
+pub(crate) mod dispatch;
+pub(crate) mod fire;
+pub(crate) mod recover;
+pub(crate) mod report;
+pub(crate) mod workers;
+pub(crate) mod workflow;
+pub(crate) mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferrojob_transport::message::{ScheduleJob, StopInstance};
+
+use crate::dispatch::{DispatchSpec, RoundRobinCursor, SelectState, WorkerRegistry};
+use crate::ids::{AppId, InstanceId, JobId, WorkflowId, WorkflowInstanceId};
+use crate::model::InstanceStatus;
+use crate::schedule::{RunningCount, Schedule};
+use crate::server::{AppRecord, Commit, InstanceRecord, JobRecord, Repo, RepoError};
+use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
+use crate::wheel::{Expired, TimerWheel};
+
+use super::runtime::metrics::Metrics;
+
+pub(crate) use dispatch::Claim;
+pub(crate) use write::{AfterCreate, Follow};
+
+/// The core's settings (the numbers of [`ServerConfig`](super::ServerConfig)).
+#[derive(Debug, Clone)]
+pub(crate) struct CoreConfig {
+    pub(crate) heartbeat_interval_ms: u64,
+    pub(crate) worker_receive_timeout_ms: u64,
+    pub(crate) keep_finished_runs: usize,
+    pub(crate) retention_ms: u64,
+    pub(crate) misfire_threshold_ms: u64,
+    pub(crate) restart_grace_ms: u64,
+    pub(crate) min_period_ms: u64,
+}
+
+impl From<&super::ServerConfig> for CoreConfig {
+    fn from(c: &super::ServerConfig) -> Self {
+        CoreConfig {
+            heartbeat_interval_ms: c.heartbeat_interval_ms,
+            worker_receive_timeout_ms: c.worker_receive_timeout_ms,
+            keep_finished_runs: c.keep_finished_runs,
+            retention_ms: c.retention_ms,
+            misfire_threshold_ms: c.misfire_threshold_ms,
+            restart_grace_ms: c.restart_grace_ms,
+            min_period_ms: c.min_period_ms,
+        }
+    }
+}
+
+/// A job's definition as the scheduler uses it: the record, its parsed expression and its
+/// dispatch settings. Immutable; replaced as a whole on update.
+#[derive(Debug)]
+pub(crate) struct JobDef {
+    pub(crate) record: JobRecord,
+    pub(crate) expr: TimeExpression,
+    pub(crate) spec: DispatchSpec,
+}
+
+impl JobDef {
+    pub(crate) fn new(record: JobRecord) -> Result<JobDef, RepoError> {
+        let expr = record.time_expression()?;
+        let spec = DispatchSpec {
+            execute_type: record.execute_type,
+            strategy: record.dispatch_strategy,
+            designated: record.designated_workers.clone(),
+            min_cpu_cores: record.min_cpu_cores,
+            min_memory_gb: record.min_memory_gb,
+            min_disk_gb: record.min_disk_gb,
+            max_worker_count: record.max_worker_count,
+        };
+        Ok(JobDef { record, expr, spec })
+    }
+
+    /// The job's schedule: its expression, lifecycle window and misfire policy.
+    pub(crate) fn schedule(&self) -> Schedule<'_> {
+        Schedule {
+            expression: &self.expr,
+            lifecycle: &self.record.lifecycle,
+            misfire: self.record.misfire,
+        }
+    }
+
+    /// The job's first trigger when (re)scheduled at `now` (created, enabled, updated,
+    /// FIXED_DELAY re-armed): `None` when disabled or never firing on its own.
+    pub(crate) fn initial_next(&self, now: EpochMs) -> Option<EpochMs> {
+        if !self.record.enabled {
+            return None;
+        }
+        self.schedule().first_trigger(now, now)
+    }
+
+    pub(crate) fn is_fixed_delay(&self) -> bool {
+        self.record.time_expression_type == TimeExpressionType::FixedDelay
+    }
+}
+
+/// One job's scheduling state.
+#[derive(Debug)]
+pub(crate) struct JobState {
+    pub(crate) id: JobId,
+    pub(crate) app: Arc<str>,
+    pub(crate) def: Arc<JobDef>,
+    /// Bumped whenever the schedule changes: armed wheel events of older generations are
+    /// ignored.
+    pub(crate) gen: u64,
+    /// Instances of the job in WAITING_WORKER_RECEIVE or RUNNING (max_instances).
+    pub(crate) running: RunningCount,
+    pub(crate) cursor: RoundRobinCursor,
+    /// Final transitions since the last prune.
+    pub(crate) finished_since_prune: u32,
+    /// Its deletion is being written: nothing new starts for it.
+    pub(crate) deleted: bool,
+}
+
+impl JobState {
+    pub(crate) fn new(app: Arc<str>, def: JobDef) -> JobState {
+        JobState {
+            id: def.record.id,
+            app,
+            def: Arc::new(def),
+            gen: 1,
+            running: RunningCount::new(),
+            cursor: RoundRobinCursor::new(),
+            finished_since_prune: 0,
+            deleted: false,
+        }
+    }
+
+    pub(crate) fn def(&self) -> Arc<JobDef> {
+        Arc::clone(&self.def)
+    }
+}
+
+/// One non-final instance, owned by the core.
+#[derive(Debug)]
+pub(crate) struct InstState {
+    pub(crate) rec: InstanceRecord,
+    /// When it last became WAITING_DISPATCH, clock µs (dispatch latency).
+    pub(crate) ready_us: i64,
+    /// Dispatch attempts in a row that found no eligible worker.
+    pub(crate) no_worker_attempts: u32,
+    /// The worker its last attempt failed on (a retry prefers another one).
+    pub(crate) avoid: Option<String>,
+    /// The status last submitted to the store (`None`: unknown, write every index row).
+    pub(crate) persisted: Option<InstanceStatus>,
+    /// MAP / MAP_REDUCE task counts as last reported (memory only).
+    pub(crate) tasks: Option<crate::api::TaskProgress>,
+}
+
+impl InstState {
+    /// A record as it is stored now, ready at `now_us`.
+    pub(crate) fn new(rec: InstanceRecord, now_us: i64) -> InstState {
+        let status = rec.status;
+        InstState {
+            rec,
+            ready_us: now_us,
+            no_worker_attempts: 0,
+            avoid: None,
+            persisted: Some(status),
+            tasks: None,
+        }
+    }
+}
+
+/// A worker as the server knows it: its app and the address it announced.
+pub(crate) type WorkerKey = (AppId, String);
+
+/// What the timer wheel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerEv {
+    /// A job's trigger `due` (ignored unless `gen` is still the job's generation).
+    Job { job: JobId, gen: u64, due: EpochMs },
+    /// Try to dispatch a WAITING_DISPATCH instance (delayed run due, backoff over, retry).
+    Dispatch(InstanceId),
+    /// Requeue the instance if it is still WAITING_WORKER_RECEIVE since `since`.
+    ReceiveCheck { id: InstanceId, since: EpochMs },
+    /// Fail/retry the instance if it is still on the attempt dispatched at `since`.
+    RunCheck { id: InstanceId, since: EpochMs },
+    /// Worker liveness check (every heartbeat interval).
+    Tick,
+    /// The restart grace period is over: unreconciled instances go to the retry policy.
+    GraceEnd,
+    /// A round of the retention sweep (instances finished longer ago than `retention_ms`).
+    Retention,
+    /// A workflow's trigger `due` (ignored unless `gen` is still the workflow's generation).
+    Workflow {
+        wf: WorkflowId,
+        gen: u64,
+        due: EpochMs,
+    },
+    /// Start a delayed workflow instance.
+    WfStart(WorkflowInstanceId),
+}
+
+/// A message for a worker.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// An attempt's ScheduleJob: when its connection turns out closed, the attempt is
+    /// requeued ([`Core::on_send_closed`]).
+    Schedule {
+        msg: Box<ScheduleJob>,
+        /// When the instance became ready, clock µs (dispatch latency).
+        ready_us: i64,
+        /// The attempt's dispatch time (its identity).
+        since: EpochMs,
+    },
+    /// Stop an instance.
+    Stop(StopInstance),
+}
+
+/// What the core asks of the world.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// Await a write, then resume the core with what follows it.
+    Await(Awaited),
+    /// Send a message to `app`'s worker `worker` (dropped when it is not connected).
+    Send {
+        app: AppId,
+        worker: String,
+        msg: Outgoing,
+    },
+    /// Ask a reconnected worker about the instances it held before a restart; the answers
+    /// come back through [`Core::on_query_answer`].
+    Query {
+        app: AppId,
+        worker: String,
+        ids: Vec<InstanceId>,
+    },
+    /// Delete the job's finished runs beyond `keep_finished_runs` (in the background).
+    Prune(JobId),
+    /// Start a round of the retention sweep for instances finished before `cutoff`.
+    Sweep { cutoff: EpochMs },
+    /// Alarms were submitted to the outbox: wake the delivery task.
+    WakeAlarms,
+}
+
+/// A submitted write and what follows its acknowledgement.
+#[derive(Debug)]
+pub(crate) enum Awaited {
+    /// A transition's write.
+    Write(Commit<()>, Then),
+    /// A created instance (a fire, a workflow-less run): the record with its id.
+    Created(Commit<InstanceRecord>, AfterCreate),
+    /// A write nothing waits for (counted when it fails).
+    Detached(Commit<()>),
+}
+
+/// What follows an acknowledged write.
+#[derive(Debug)]
+pub(crate) enum Then {
+    /// An instance's follow-up.
+    Follow(Follow),
+    /// The WAITING_WORKER_RECEIVE write of a claimed instance: hand it over.
+    HandOver { id: InstanceId, claim: Claim },
+    /// A workflow transition: start what it created.
+    Workflow(Box<workflow::Pending>),
+    /// A FIXED_DELAY job's next trigger: arm it.
+    Arm { at: EpochMs, ev: TimerEv },
+}
+
+/// The core's state (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) config: CoreConfig,
+    pub(crate) repo: Arc<Repo>,
+    pub(crate) registry: Arc<WorkerRegistry>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) apps: HashMap<String, AppRecord>,
+    pub(crate) app_names: HashMap<AppId, String>,
+    pub(crate) jobs: HashMap<JobId, JobState>,
+    pub(crate) active: HashMap<InstanceId, InstState>,
+    pub(crate) workflows: HashMap<WorkflowId, workflow::WfState>,
+    /// Workflow instances owned by the core (unfinished ones, and ones an API call changes).
+    pub(crate) wf_active: HashMap<WorkflowInstanceId, workflow::WfInst>,
+    /// Non-final job instances that run a workflow node.
+    pub(crate) node_runs: HashMap<InstanceId, workflow::NodeRun>,
+    /// Open worker connections, by worker, with their generation.
+    pub(crate) conns: HashMap<WorkerKey, u64>,
+    /// Workers whose connection closed: (app name, since) — dead if not back within the
+    /// window.
+    pub(crate) lost: HashMap<WorkerKey, (Arc<str>, EpochMs)>,
+    /// After a restart: instances believed dispatched to each worker, to reconcile.
+    pub(crate) reconcile: HashMap<WorkerKey, Vec<InstanceId>>,
+    /// Alarm evaluation state per job with rules.
+    pub(crate) alarm_books: HashMap<JobId, crate::alarm::JobAlarms>,
+    /// Armed timer events, in a wheel of millisecond ticks.
+    pub(crate) wheel: TimerWheel<TimerEv>,
+    /// Worker selection scratch space and rng.
+    pub(crate) select: SelectState,
+    pub(crate) shutting_down: bool,
+    /// Whether this start found stored apps (a restart): dispatch then waits for workers to
+    /// reconnect during the grace period.
+    pub(crate) restarted: bool,
+    pub(crate) started_ms: EpochMs,
+    /// The clock at the start of the current step, µs (latency stamps only).
+    pub(crate) now_us: i64,
+    /// Effects of the current step.
+    effects: Vec<Effect>,
+    expired: Vec<Expired<TimerEv>>,
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: CoreConfig,
+        repo: Arc<Repo>,
+        registry: Arc<WorkerRegistry>,
+        metrics: Arc<Metrics>,
+        select: SelectState,
+        started_ms: EpochMs,
+    ) -> Core {
+        Core {
+            config,
+            repo,
+            registry,
+            metrics,
+            apps: HashMap::new(),
+            app_names: HashMap::new(),
+            jobs: HashMap::new(),
+            active: HashMap::new(),
+            workflows: HashMap::new(),
+            wf_active: HashMap::new(),
+            node_runs: HashMap::new(),
+            conns: HashMap::new(),
+            lost: HashMap::new(),
+            reconcile: HashMap::new(),
+            alarm_books: HashMap::new(),
+            wheel: TimerWheel::new(u64::try_from(started_ms).unwrap_or(0)),
+            select,
+            shutting_down: false,
+            restarted: false,
+            started_ms,
+            now_us: started_ms.saturating_mul(1000),
+            effects: Vec::new(),
+            expired: Vec::new(),
+        }
+    }
+
+    /// Starts a step at clock `now_us`.
+    pub(crate) fn begin(&mut self, now_us: i64) {
+        self.now_us = now_us;
+    }
+
+    /// The effects of the step so far (the caller carries them out in order).
+    pub(crate) fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub(crate) fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
+    pub(crate) fn emit(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+
+    /// The earliest armed timer, in clock ms.
+    pub(crate) fn next_timer(&self) -> Option<u64> {
+        self.wheel.next_expiration()
+    }
+
+    /// Handles every timer due at `now`.
+    pub(crate) fn on_timers(&mut self, now: EpochMs) {
+        let now_tick = u64::try_from(now).unwrap_or(0).max(self.wheel.now());
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.drain_expired(now_tick, &mut expired);
+        for e in expired.drain(..) {
+            self.on_timer(e.value, now);
+        }
+        self.expired = expired;
+    }
+
+    /// Arms `ev` at clock ms `at` (a time already past fires at the next step).
+    pub(crate) fn arm(&mut self, at: EpochMs, ev: TimerEv) {
+        let tick = u64::try_from(at).unwrap_or(0).max(self.wheel.now());
+        self.wheel.insert(tick, ev);
+    }
+
+    pub(crate) fn app_name(&self, id: AppId) -> Option<String> {
+        self.app_names.get(&id).cloned()
+    }
+
+    /// Registers an app (after its creation is durable, or at load).
+    pub(crate) fn add_app(&mut self, app: AppRecord) {
+        self.app_names.insert(app.id, app.name.clone());
+        self.apps.insert(app.name.clone(), app);
+    }
+
+    /// A live (not being deleted) job.
+    pub(crate) fn live_job(&self, id: JobId) -> Option<&JobState> {
+        self.jobs.get(&id).filter(|j| !j.deleted)
+    }
+
+    /// Runs `f` on instance `id` taken out of the active map (so that `f` may use the rest of
+    /// the core), then puts it back; `None` when the core does not hold it.
+    pub(crate) fn with_inst<R>(
+        &mut self,
+        id: InstanceId,
+        f: impl FnOnce(&mut Core, &mut InstState) -> R,
+    ) -> Option<R> {
+        let mut st = self.active.remove(&id)?;
+        let r = f(self, &mut st);
+        self.active.insert(id, st);
+        Some(r)
+    }
+
+    /// Accounts for an instance of `job` moving from `old` (None: created) to `new`: status
+    /// gauges and counters, and the job's running count (max_instances).
+    pub(crate) fn note(&self, job: JobId, old: Option<InstanceStatus>, new: InstanceStatus) {
+        if old == Some(new) {
+            return;
+        }
+        debug_assert!(
+            !(old.is_some_and(|o| o.is_final()) && new.is_final()),
+            "a final status changed: {old:?} -> {new:?}"
+        );
+        self.metrics.transition(old, new);
+        let was = old.is_some_and(is_running);
+        let is = is_running(new);
+        if let Some(job) = self.jobs.get(&job) {
+            if is && !was {
+                // Not through a claim (restart recovery): counted, whatever the limit.
+                let _ = job.running.try_reserve(0);
+            } else if was && !is {
+                job.running.release();
+            }
+        }
+    }
+
+    pub(crate) fn hb_ms(&self) -> i64 {
+        i64::try_from(self.config.heartbeat_interval_ms).unwrap_or(i64::MAX)
+    }
+
+    /// Counts and logs a write the store refused.
+    pub(crate) fn write_failed(&self, e: &RepoError) {
+        self.metrics.store_write_failed(e);
+    }
+}
+
+/// WAITING_WORKER_RECEIVE or RUNNING: counts against max_instances.
+pub(crate) fn is_running(s: InstanceStatus) -> bool {
+    matches!(
+        s,
+        InstanceStatus::WaitingWorkerReceive | InstanceStatus::Running
+    )
+}
