@@ -81,10 +81,10 @@ impl ConnectionHandle {
     /// (`Err(Some(message))`), so that the caller can wait with
     /// [`send`](Self::send) without building it again; `Err(None)`: the connection is
     /// closed.
-    pub fn try_send_or_return(&self, message: Message) -> Result<(), Option<Message>> {
+    pub fn try_send_or_return(&self, message: Message) -> Result<(), Option<Box<Message>>> {
         match self.tx.try_send(Command::Send(message)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(Command::Send(m))) => Err(Some(m)),
+            Err(mpsc::error::TrySendError::Full(Command::Send(m))) => Err(Some(Box::new(m))),
             Err(_) => Err(None),
         }
     }

@@ -40,6 +40,9 @@ pub(crate) struct Replacing {
     pub(crate) next: Option<EpochMs>,
 }
 
+/// An instance command's write, what follows it, and the record it wrote.
+pub(crate) type CommandWrite = (Commit<()>, Commanded, InstanceRecord);
+
 /// An instance command, submitted: what follows it once it is acknowledged.
 #[derive(Debug)]
 pub(crate) struct Commanded {
@@ -208,7 +211,7 @@ impl Core {
         iid: InstanceId,
         action: InstanceAction,
         now: EpochMs,
-    ) -> Option<Result<(Commit<()>, Commanded, InstanceRecord), ApiError>> {
+    ) -> Option<Result<CommandWrite, ApiError>> {
         self.with_inst(iid, |core, st| {
             if st.rec.app_id != app {
                 return Err(ApiError::not_found("instance", iid.0));

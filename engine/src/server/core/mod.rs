@@ -276,6 +276,9 @@ pub(crate) enum Outgoing {
 }
 
 /// What the core asks of the world.
+// Effects live for one step only: boxing the large write variant would
+// cost an allocation per write on the dispatch path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Effect {
     /// Await a write, then resume the core with what follows it.

@@ -178,7 +178,7 @@ impl Runtime {
                         let metrics = Arc::clone(&self.metrics);
                         let clock = Arc::clone(&self.config.clock);
                         tokio::spawn(async move {
-                            if handle.send(message).await.is_ok() {
+                            if handle.send(*message).await.is_ok() {
                                 let us = clock.now_us().saturating_sub(ready_us);
                                 metrics
                                     .dispatch_latency
@@ -195,7 +195,7 @@ impl Runtime {
                         handle.try_send_or_return(Message::StopInstance(stop))
                     {
                         tokio::spawn(async move {
-                            let _ = handle.send(message).await;
+                            let _ = handle.send(*message).await;
                         });
                     }
                 }
