@@ -46,6 +46,13 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
         self.now_us().div_euclid(1000)
     }
 
+    /// Elapsed time, in microseconds, on a clock that never jumps: what durations between
+    /// two events (a worker's missed heartbeats) are measured with. By default the wall
+    /// clock itself (a virtual clock only moves when told to).
+    fn monotonic_us(&self) -> EpochUs {
+        self.now_us()
+    }
+
     /// Blocks the calling thread until the clock reaches `deadline_us` (`None`: no deadline) or
     /// `parker` is unparked ([`Parker::unpark`]), whichever comes first. May return early (spuriously); callers
     /// re-check the time and their inputs in a loop.
@@ -66,6 +73,16 @@ impl Clock for SystemClock {
             // A clock set before 1970: report the (negative) distance.
             Err(e) => i64::try_from(e.duration().as_micros()).map_or(i64::MIN, |us| -us),
         }
+    }
+
+    /// The process's monotonic clock (`Instant`), anchored at the wall clock of its first
+    /// use: a step of the system clock (NTP) does not move it.
+    fn monotonic_us(&self) -> EpochUs {
+        static ANCHOR: std::sync::OnceLock<(std::time::Instant, EpochUs)> =
+            std::sync::OnceLock::new();
+        let (at, wall) = *ANCHOR.get_or_init(|| (std::time::Instant::now(), self.now_us()));
+        let since = i64::try_from(at.elapsed().as_micros()).unwrap_or(i64::MAX);
+        wall.saturating_add(since)
     }
 
     fn park(&self, parker: &Parker, deadline_us: Option<EpochUs>) {

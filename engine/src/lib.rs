@@ -35,6 +35,8 @@ pub mod model;
 pub mod schedule;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(all(feature = "server", feature = "worker"))]
+pub mod sim;
 pub mod time_expression;
 pub mod wheel;
 #[cfg(feature = "worker")]

@@ -64,7 +64,7 @@
 mod admission;
 mod broadcast;
 pub mod builtin;
-mod core;
+pub(crate) mod core;
 mod driver;
 mod instance;
 mod logs;

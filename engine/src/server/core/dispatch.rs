@@ -141,7 +141,7 @@ impl Core {
                 j.running.release();
             }
         };
-        let (tracker, workers) = match self.select_workers(job_id, &def, avoid, now) {
+        let (tracker, workers) = match self.select_workers(job_id, &def, avoid) {
             Ok(sel) => sel,
             Err(DispatchError::NoEligibleWorker { app, exclusions }) => {
                 release(self);
@@ -326,7 +326,6 @@ impl Core {
         job: JobId,
         def: &JobDef,
         avoid: Option<&str>,
-        now: EpochMs,
     ) -> Result<(Arc<str>, Vec<Arc<str>>), DispatchError> {
         let Some(j) = self.jobs.get(&job) else {
             return Err(DispatchError::InvalidSpec {
@@ -334,9 +333,10 @@ impl Core {
                 reason: format!("job {} was deleted", job.0),
             });
         };
+        let live = self.live_ms;
         let sel = self
             .registry
-            .select(&j.app, &def.spec, &j.cursor, &mut self.select, now)?;
+            .select(&j.app, &def.spec, &j.cursor, &mut self.select, live)?;
         if let Some(avoid) = avoid {
             if &*sel.task_tracker == avoid
                 && sel.eligible > 1
@@ -347,7 +347,7 @@ impl Core {
                 for _ in 0..8 {
                     let other =
                         self.registry
-                            .select(&j.app, &spec, &j.cursor, &mut self.select, now)?;
+                            .select(&j.app, &spec, &j.cursor, &mut self.select, live)?;
                     if &*other.task_tracker != avoid {
                         return Ok((other.task_tracker, other.workers));
                     }
@@ -361,7 +361,7 @@ impl Core {
     /// [`NO_WORKER_ATTEMPTS`] (attempts during the restart grace period do not count).
     pub(crate) fn no_worker(&mut self, st: &mut InstState, why: &str, now: EpochMs) {
         self.metrics.count_no_worker();
-        if !self.in_grace(now) {
+        if !self.in_grace() {
             st.no_worker_attempts += 1;
         }
         let id = st.rec.id;

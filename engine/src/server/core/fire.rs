@@ -158,7 +158,11 @@ impl Core {
 
     pub(crate) fn on_tick(&mut self, now: EpochMs) {
         let window = self.registry.config().liveness_window_ms();
-        for (app, addr) in self.registry.expire(now) {
+        // Liveness is measured on the jump-free liveness time (see `Core::live_ms`).
+        let live = self.live_ms;
+        let mut expired = self.registry.expire(live);
+        expired.sort();
+        for (app, addr) in expired {
             let Some(app) = self.apps.get(&*app).map(|a| a.id) else {
                 continue;
             };
@@ -172,7 +176,7 @@ impl Core {
         let mut gone = Vec::new();
         let conns = &self.conns;
         self.lost.retain(|key, (_name, since)| {
-            if now.saturating_sub(*since) >= window && !conns.contains_key(key) {
+            if live.saturating_sub(*since) >= window && !conns.contains_key(key) {
                 gone.push(key.clone());
                 false
             } else {

@@ -361,7 +361,14 @@ pub(crate) struct Core {
     /// Whether this start found stored apps (a restart): dispatch then waits for workers to
     /// reconnect during the grace period.
     pub(crate) restarted: bool,
-    pub(crate) started_ms: EpochMs,
+    /// Worker liveness time, ms: the monotonic clock ([`Clock::monotonic_us`]), so that a
+    /// wall clock stepped forward never makes live workers look as if they missed their
+    /// heartbeats.
+    ///
+    /// [`Clock::monotonic_us`]: crate::clock::Clock::monotonic_us
+    pub(crate) live_ms: EpochMs,
+    /// After a restart, the liveness time the grace period ends at.
+    pub(crate) grace_until: EpochMs,
     /// The clock at the start of the current step, µs (latency stamps only).
     pub(crate) now_us: i64,
     /// Effects of the current step.
@@ -398,16 +405,18 @@ impl Core {
             select,
             shutting_down: false,
             restarted: false,
-            started_ms,
+            live_ms: i64::MIN,
+            grace_until: i64::MIN,
             now_us: started_ms.saturating_mul(1000),
             effects: Vec::new(),
             expired: Vec::new(),
         }
     }
 
-    /// Starts a step at clock `now_us`.
-    pub(crate) fn begin(&mut self, now_us: i64) {
+    /// Starts a step at wall clock `now_us` and monotonic clock `mono_us`.
+    pub(crate) fn begin(&mut self, now_us: i64, mono_us: i64) {
         self.now_us = now_us;
+        self.live_ms = self.live_ms.max(mono_us.div_euclid(1000));
     }
 
     /// The effects of the step so far (the caller carries them out in order).

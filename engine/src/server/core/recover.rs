@@ -120,23 +120,27 @@ impl Core {
                 },
             );
         }
+        // The grace is measured on the monotonic clock: a wall clock stepped forward must not
+        // cut it short (the wheel's event only looks; `on_grace_end` re-arms if early).
+        let grace = i64::try_from(self.config.restart_grace_ms).unwrap_or(i64::MAX);
+        self.grace_until = self.live_ms.saturating_add(grace);
         if !self.reconcile.is_empty() {
-            let grace = i64::try_from(self.config.restart_grace_ms).unwrap_or(i64::MAX);
             self.arm(now.saturating_add(grace), TimerEv::GraceEnd);
         }
         self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
         self.arm(now.saturating_add(RETENTION_SWEEP_MS), TimerEv::Retention);
     }
 
-    pub(crate) fn in_grace(&self, now: EpochMs) -> bool {
-        if !self.restarted {
-            return false;
-        }
-        let grace = i64::try_from(self.config.restart_grace_ms).unwrap_or(i64::MAX);
-        now < self.started_ms.saturating_add(grace)
+    pub(crate) fn in_grace(&self) -> bool {
+        self.restarted && self.live_ms < self.grace_until
     }
 
     pub(crate) fn on_grace_end(&mut self, now: EpochMs) {
+        if self.live_ms < self.grace_until {
+            let left = self.grace_until.saturating_sub(self.live_ms);
+            self.arm(now.saturating_add(left), TimerEv::GraceEnd);
+            return;
+        }
         let mut workers: Vec<WorkerKey> = self.reconcile.keys().cloned().collect();
         workers.sort();
         for key in workers {

@@ -5,7 +5,7 @@ use ferrojob_transport::message::{self as wire, ReportInstanceStatus};
 
 use crate::ids::{AppId, InstanceId, JobId};
 use crate::model::{ExecuteType, InstanceStatus};
-use crate::server::{records::truncate_marked, MAX_RESULT_LEN};
+use crate::server::{records::truncate_marked, ReportOutcome, MAX_RESULT_LEN};
 use crate::time_expression::EpochMs;
 
 use super::write::Follow;
@@ -19,6 +19,17 @@ pub(crate) const RETRY_BACKOFF_CAP_MS: i64 = 30_000;
 
 /// Grace beyond the job's timeout before the server fails a silent run itself, ms.
 pub(crate) const RUN_SAFETY_MARGIN_MS: i64 = 30_000;
+
+/// What a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Yes,
+    /// Dropped: stale, duplicate, out of range, or not this app's.
+    No,
+    /// From a worker that does not hold the instance's current attempt, or for an instance
+    /// already final.
+    NotItsRun,
+}
 
 /// Model status of a wire status.
 pub(crate) fn from_wire(s: &wire::InstanceStatus) -> InstanceStatus {
@@ -129,12 +140,22 @@ impl Core {
         now: EpochMs,
     ) {
         let id = InstanceId(r.instance_id);
-        let applied = r.source_address == source
-            && self
-                .with_inst(id, |core, st| core.apply_report(app, source, st, r, now))
-                .unwrap_or(false);
-        if !applied {
+        if r.source_address != source {
             self.metrics.count_report_dropped();
+            return;
+        }
+        let outcome = self.with_inst(id, |core, st| core.apply_report(app, source, st, r, now));
+        match outcome {
+            Some(Applied::Yes) => {}
+            Some(Applied::No) => self.metrics.count_report_dropped(),
+            // The worker runs an attempt the server no longer gives it (handed to another
+            // worker while it was thought dead, or already ended): stop it there.
+            Some(Applied::NotItsRun) | None => {
+                self.metrics.count_report_dropped();
+                if from_wire(&r.status) == InstanceStatus::Running {
+                    self.send_stop(app, source, id);
+                }
+            }
         }
     }
 
@@ -145,10 +166,10 @@ impl Core {
         st: &mut InstState,
         r: &ReportInstanceStatus,
         now: EpochMs,
-    ) -> bool {
+    ) -> Applied {
         let id = st.rec.id;
         if st.rec.app_id != app {
-            return false;
+            return Applied::No;
         }
         let old = st.rec.status;
         let status = from_wire(&r.status);
@@ -156,14 +177,18 @@ impl Core {
             .rec
             .apply_report(r.report_seq, source, status, r.result.as_deref(), now)
         {
-            Ok(crate::server::ReportOutcome::Applied) => {}
+            Ok(ReportOutcome::Applied) => {}
+            Ok(outcome @ (ReportOutcome::Foreign | ReportOutcome::Finished)) => {
+                tracing::debug!(instance = id.0, ?outcome, "report dropped");
+                return Applied::NotItsRun;
+            }
             Ok(outcome) => {
                 tracing::debug!(instance = id.0, ?outcome, "report dropped");
-                return false;
+                return Applied::No;
             }
             Err(e) => {
                 tracing::debug!(instance = id.0, error = %e, "report refused");
-                return false;
+                return Applied::No;
             }
         }
         if st.rec.status.is_final() {
@@ -205,15 +230,15 @@ impl Core {
                 // WAITING_WORKER_RECEIVE write, and after a restart the worker is asked
                 // (QueryInstanceStatus), so nothing acknowledged depends on this write.
                 self.note(job, Some(old), s);
-                return true;
+                return Applied::Yes;
             }
         };
         // A workflow node's end: saved with the workflow's transition in one batch.
         if matches!(follow, Follow::Final { .. }) && self.wf_push_batched(st, now) {
-            return true;
+            return Applied::Yes;
         }
         self.save(st, follow);
-        true
+        Applied::Yes
     }
 
     /// After a final write: drop the instance from memory, re-arm a FIXED_DELAY job from this

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crate::dispatch::{WorkerMetrics, WorkerStatus};
 use crate::ids::AppId;
-use crate::time_expression::EpochMs;
 
 use super::{Core, Effect, WorkerKey};
 
@@ -47,7 +46,6 @@ impl Core {
         app: AppId,
         addr: &str,
         gen: u64,
-        now: EpochMs,
     ) -> bool {
         let key: WorkerKey = (app, addr.to_owned());
         if self.conns.get(&key) != Some(&gen) {
@@ -56,21 +54,23 @@ impl Core {
         self.conns.remove(&key);
         if !self.shutting_down {
             self.registry.remove(app_name, addr);
-            self.lost.insert(key, (Arc::clone(app_name), now));
+            self.lost.insert(key, (Arc::clone(app_name), self.live_ms));
             tracing::info!(app = %app_name, worker = %addr, "worker disconnected");
         }
         true
     }
 
-    /// A heartbeat of `app`'s worker.
+    /// A heartbeat of `app`'s worker (stamped with the liveness time, see `Core::live_ms`).
     pub(crate) fn on_heartbeat(
         &mut self,
         app_name: &str,
         status: &WorkerStatus,
         metrics: WorkerMetrics,
-        now: EpochMs,
     ) {
-        if let Err(e) = self.registry.heartbeat(app_name, status, metrics, now) {
+        if let Err(e) = self
+            .registry
+            .heartbeat(app_name, status, metrics, self.live_ms)
+        {
             tracing::warn!(worker = %status.address, error = %e, "heartbeat refused");
         }
     }

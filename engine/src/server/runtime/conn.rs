@@ -101,7 +101,7 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
                             },
                         };
                         let metrics = WorkerMetrics::from(&hb.metrics);
-                        core.on_heartbeat(&app, &status, metrics, now);
+                        core.on_heartbeat(&app, &status, metrics);
                     }
                     Message::ReportInstanceStatus(r) => {
                         core.on_report(app_id, &worker_address, &r, now);
@@ -153,7 +153,7 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
     }
     // Closed: unroutable at once; dead unless it is back within the liveness window.
     sh.conns.remove_if(&key, |_, (g, _)| *g == gen);
-    sh.step(|core, now| core.worker_disconnected(&app, app_id, &worker_address, gen, now));
+    sh.step(|core, _| core.worker_disconnected(&app, app_id, &worker_address, gen));
 }
 
 fn level(l: ferrojob_transport::message::LogLevel) -> LogLevel {

@@ -122,7 +122,7 @@ impl Runtime {
         let (r, later, next) = {
             let mut core = self.core.lock();
             let now_us = self.config.clock.now_us();
-            core.begin(now_us);
+            core.begin(now_us, self.config.clock.monotonic_us());
             let now = now_us.div_euclid(1000);
             let r = f(&mut core, now);
             let mut later = Later::default();

@@ -1,0 +1,27 @@
+//! The deterministic simulator: the real server core ([`crate::server::core::Core`]) on the
+//! real log store (stepped, on a [`SimBackend`] disk), the real worker cores, a simulated
+//! network and API clients, all on virtual time in one thread. One seed decides everything:
+//! latencies, run durations and outcomes, and — unless turned off — the faults: connections
+//! cut, workers crashing and coming back, the server crashing at any point and restarting
+//! from the exact post-crash disk image (power loss: unsynced writes gone or torn; process
+//! crash: unsynced writes kept), slow fsyncs, duplicated and reordered reports, and clock
+//! jumps.
+//!
+//! ```text
+//!   event queue (time, seq) ─► server step (Core + Repo + LogStore, stepped) ─► effects
+//!        ▲                      worker step (WorkerCore per worker)          ─► transmits
+//!        └──────── network: per-connection FIFO with latency; cuts drop what is in flight
+//!   after every event: the invariants (check.rs); at the end, once faults stop: liveness
+//! ```
+//!
+//! The same seed replays the same run bit for bit: nothing reads a clock or the process's
+//! randomness; every map the core iterates into a decision is sorted first.
+
+mod check;
+mod world;
+
+pub use check::Violation;
+pub use world::{run, SimConfig, SimReport};
+
+#[cfg(test)]
+mod tests;
