@@ -11,6 +11,7 @@ mod demo;
 mod embedded_demo;
 mod jobs_cmd;
 mod remote;
+mod sim_cmd;
 mod store_cmd;
 mod validate;
 mod workflow_cmd;
@@ -70,13 +71,16 @@ enum Command {
     /// A server's store directory, offline: check it (read-only) or salvage it.
     #[command(subcommand)]
     Store(store_cmd::StoreCmd),
+    /// A deterministic simulation of a server, its workers and faults on virtual time:
+    /// checks the invariants, exits non-zero on a violation.
+    Sim(sim_cmd::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The store commands print a full report; the store's own warnings would repeat it.
     let default_log = match cli.command {
-        Command::Store(_) => "error",
+        Command::Store(_) | Command::Sim(_) => "error",
         _ => "warn",
     };
     ferrojob_bin::init_logging(default_log);
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Export(args) => jobs_cmd::export_cmd(&cli.conn, args),
         Command::ImportPowerjob(args) => jobs_cmd::import_cmd(args),
         Command::Bench(cmd) => bench::run(cmd, &cli.conn),
+        Command::Sim(args) => sim_cmd::run(args),
         Command::Store(cmd) => match store_cmd::run(cmd) {
             // Damage found by `check`: exit 1, errors exit 2.
             Ok(false) => return ExitCode::from(1),

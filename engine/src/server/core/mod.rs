@@ -70,6 +70,9 @@ pub(crate) mod workers;
 pub(crate) mod workflow;
 pub(crate) mod write;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
