@@ -37,11 +37,14 @@
 // returned by the handler at once and never stored: its size does not matter.
 #![allow(clippy::result_large_err)]
 
+mod dag;
 mod form;
 mod jobs;
 mod pages;
 mod routes;
 mod session;
+mod workflow_pages;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -75,6 +78,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
     };
     use jobs as j;
     use routes as r;
+    use workflows as w;
     Router::new()
         .route("/", get(r::overview))
         .route("/overview/live", get(r::overview_live))
@@ -95,5 +99,23 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
         .route("/instances/{id}/live", get(r::instance_live))
         .route("/instances/{id}/{action}", post(r::instance_action))
         .route("/workers", get(r::workers))
+        .route("/workflows", get(w::list).post(w::create))
+        .route("/workflows/new", get(w::new_form))
+        .route("/workflows/preview", post(w::preview))
+        .route("/workflows/{id}", get(w::detail).post(w::update))
+        .route("/workflows/{id}/edit", get(w::edit_form))
+        .route("/workflows/{id}/run", post(w::run))
+        .route(
+            "/workflows/{id}/delete",
+            get(w::confirm_delete).post(w::delete),
+        )
+        .route("/workflow-instances", get(w::runs))
+        .route("/workflow-instances/{id}", get(w::run_page))
+        .route("/workflow-instances/{id}/live", get(w::run_live))
+        .route("/workflow-instances/{id}/{action}", post(w::run_action))
+        .route(
+            "/workflow-instances/{id}/nodes/{node}/mark-success",
+            post(w::mark_success),
+        )
         .with_state(console)
 }

@@ -19,6 +19,7 @@ pub(crate) enum Tab {
     Overview,
     Jobs,
     Instances,
+    Workflows,
     Workers,
 }
 
@@ -64,6 +65,7 @@ pub(crate) fn layout(session: &Session, tab: Tab, title: &str, body: Markup) -> 
                         (link(Tab::Overview, "/", "Overview"))
                         (link(Tab::Jobs, "/jobs", "Jobs"))
                         (link(Tab::Instances, "/instances", "Instances"))
+                        (link(Tab::Workflows, "/workflows", "Workflows"))
                         (link(Tab::Workers, "/workers", "Workers"))
                     }
                     span.who {

@@ -80,7 +80,7 @@ pub(super) fn api_error(e: &ApiError) -> Response {
     html(status, pages::error_page(title, &e.message))
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     html(
         StatusCode::NOT_FOUND,
         pages::error_page("Not found", "There is no such page."),
