@@ -1,8 +1,10 @@
 //! The web console in a real headless Chromium, driven over WebDriver (Debian's `chromium`
 //! and `chromium-driver`), against a real in-process server and two workers: sign in; create
 //! a CRON job and see its preview; run it now and watch the instance page (htmx polling)
-//! reach SUCCEED; start a long `sleep` run and stop it from its page; sign out and be sent
-//! back to the sign-in page. A screenshot of each page goes to
+//! reach SUCCEED; start a long `sleep` run and stop it from its page; type a workflow with a
+//! decision into the editor and see its DAG previewed, create and run it, and see the taken
+//! branch coloured SUCCEED and the other SKIPPED on the run's DAG; sign out and be sent back
+//! to the sign-in page. A screenshot of each page goes to
 //! `target/console-screenshots/` on every run.
 //!
 //! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
@@ -339,6 +341,50 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("table", |t| t.contains("STOPPED") && t.contains("SUCCEED"))
         .await;
     b.screenshot("instances").await;
+
+    // A workflow typed into the editor, its DAG previewed, created, run with init params;
+    // the run's page colours the decision's branch.
+    let mut ids = Vec::new();
+    for name in ["extract", "load", "report"] {
+        let body = JobBody::new(name, TimeExpressionType::Api, "", "noop");
+        ids.push(api.create_job(APP, &body).await.unwrap().id.0);
+    }
+    let [extract, load, report] = ids[..] else {
+        unreachable!()
+    };
+    let definition = format!(
+        r#"{{"name": "nightly etl", "time_expression_type": "API", "nodes": [
+  {{"id": 1, "job_id": {extract}}},
+  {{"id": 2, "type": "DECISION", "expression": "go == true"}},
+  {{"id": 3, "job_id": {load}}},
+  {{"id": 4, "job_id": {report}}}],
+ "edges": [{{"from": 1, "to": 2}}, {{"from": 2, "to": 3, "property": "true"}},
+           {{"from": 2, "to": 4, "property": "false"}}]}}"#
+    );
+    b.open(&base, "/workflows/new").await;
+    b.type_into("#definition", "{ not json").await;
+    b.wait_text("#dag-preview", |t| t.starts_with("Definition:"))
+        .await;
+    b.type_into("#definition", &definition).await;
+    b.wait_text("#dag-preview", |t| t.contains("4 nodes, 3 edges; valid."))
+        .await;
+    b.find("#dag-preview svg.dag g[data-node='4']").await;
+    b.screenshot("workflow-editor").await;
+    b.click("form.workflow button[type=submit]").await;
+    b.wait_text("h1", |t| t.starts_with("Workflow ")).await;
+    b.find("svg.dag g.kind-DECISION").await;
+    b.screenshot("workflow").await;
+    b.type_into("form.run input[name=init_params]", r#"{"go": true}"#)
+        .await;
+    b.click("form.run button").await;
+    b.wait_text("h1", |t| t.starts_with("Workflow instance ")).await;
+    b.wait_text("#live dd .badge", |t| t == "SUCCEED").await;
+    b.find("svg.dag g.st-SUCCEED[data-node='3']").await;
+    b.find("svg.dag g.st-SKIPPED[data-node='4']").await;
+    b.screenshot("workflow-instance").await;
+    b.open(&base, "/workflows").await;
+    b.wait_text("table", |t| t.contains("nightly etl")).await;
+    b.screenshot("workflows").await;
 
     // Sign out: pages send back to the sign-in page.
     b.click("form[action='/logout'] button").await;
