@@ -1,11 +1,11 @@
 //! The web console in a real headless Chromium, driven over WebDriver (Debian's `chromium`
 //! and `chromium-driver`), against a real in-process server and two workers: sign in; create
 //! a CRON job and see its preview; run it now and watch the instance page (htmx polling)
-//! reach SUCCEED; start a long `sleep` run and stop it from its page; type a workflow with a
-//! decision into the editor and see its DAG previewed, create and run it, and see the taken
-//! branch coloured SUCCEED and the other SKIPPED on the run's DAG; sign out and be sent back
-//! to the sign-in page. A screenshot of each page goes to
-//! `target/console-screenshots/` on every run.
+//! reach SUCCEED; start a long `sleep` run and stop it from its page; stop a worker and see
+//! the workers page show it lost; type a workflow with a decision into the editor and see its
+//! DAG previewed, create and run it, and see the taken branch coloured SUCCEED and the other
+//! SKIPPED on the run's DAG; sign out and be sent back to the sign-in page. A screenshot of
+//! each page goes to `target/console-screenshots/` on every run.
 //!
 //! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
 //! `FERROJOB_BROWSER_TESTS=require` (set by `.ci/run`, which installs both): then it fails.
@@ -336,6 +336,12 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.open(&base, "/workers").await;
     b.wait_text("table", |t| t.contains("blue") && t.contains("green"))
         .await;
+    // One worker stops: the page, refreshing itself, moves it to the lost table.
+    if let Some(green) = workers.pop() {
+        green.shutdown().await;
+    }
+    b.wait_text("table.lost", |t| t.contains("green") && t.contains("lost"))
+        .await;
     b.screenshot("workers").await;
     b.open(&base, "/instances").await;
     b.wait_text("table", |t| t.contains("STOPPED") && t.contains("SUCCEED"))
@@ -377,7 +383,8 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.type_into("form.run input[name=init_params]", r#"{"go": true}"#)
         .await;
     b.click("form.run button").await;
-    b.wait_text("h1", |t| t.starts_with("Workflow instance ")).await;
+    b.wait_text("h1", |t| t.starts_with("Workflow instance "))
+        .await;
     b.wait_text("#live dd .badge", |t| t == "SUCCEED").await;
     b.find("svg.dag g.st-SUCCEED[data-node='3']").await;
     b.find("svg.dag g.st-SKIPPED[data-node='4']").await;

@@ -978,3 +978,35 @@ async fn workflows_are_drawn_edited_run_stopped_and_coloured_by_status() {
     worker.shutdown().await;
     h.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_goes_away_is_shown_lost() {
+    let h = Harness::start().await;
+    let mut config = WorkerConfig::new(h.server.transport_addr(), APP_A, SECRET_A);
+    config.tags = vec!["<blue>".to_owned()];
+    let worker = Worker::builder(config).builtins().start().await.unwrap();
+    let address = worker.address().to_owned();
+    let s = h.sign_in(APP_A, SECRET_A).await;
+    let other = h.sign_in(APP_B, SECRET_B).await;
+    let online = wait_live(&h, &s, "/workers", |p| p.contains(&address)).await;
+    assert!(
+        online.contains("&lt;blue&gt;") && online.contains(">online<"),
+        "{online}"
+    );
+    assert!(online.contains("No worker was lost."), "{online}");
+    assert!(online.contains("hx-get=\"/workers/live\""), "{online}");
+    worker.shutdown().await;
+    let live = wait_live(&h, &s, "/workers/live", |p| p.contains(">lost<")).await;
+    let lost = &live[live.find("<h2>Lost</h2>").unwrap()..];
+    assert!(
+        lost.contains(&address) && lost.contains("&lt;blue&gt;"),
+        "{live}"
+    );
+    assert!(live.contains("No worker is connected."), "{live}");
+    let (_, _, b) = h.get("/workers/live", Some(&other.id)).await;
+    assert!(
+        b.contains("No worker was lost.") && !b.contains(&address),
+        "{b}"
+    );
+    h.server.shutdown().await;
+}

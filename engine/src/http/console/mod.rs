@@ -29,9 +29,13 @@
 //!   fire times") are htmx fragments fetched by polling or on input; the fragment routes
 //!   answer the same markup the full page embeds, so a refresh causes no layout shift.
 //!
+//! - **Dead workers**: the [`Api`] lists live workers only; the console remembers the
+//!   workers it listed and shows those missing from a later listing as lost, with their last
+//!   heartbeat ([`sightings`]).
+//!
 //! What the [`Api`] does not offer, the console does not show: there is no app listing
-//! (sign in names the app), no time-range filter for instances, no record of dead workers,
-//! and an instance's start time is not kept apart from its dispatch time.
+//! (sign in names the app), no time-range filter for instances, and an instance's start
+//! time is not kept apart from its dispatch time.
 
 // Helpers answer `Result<_, Response>` whose `Err` is the finished error page or redirect,
 // returned by the handler at once and never stored: its size does not matter.
@@ -43,6 +47,7 @@ mod jobs;
 mod pages;
 mod routes;
 mod session;
+mod sightings;
 mod workflow_pages;
 mod workflows;
 
@@ -62,6 +67,8 @@ pub(crate) struct Console {
     admin_token: Arc<str>,
     sessions: Arc<Mutex<SessionTable>>,
     secure_cookies: bool,
+    /// Workers seen online, to show the ones that went away ([`sightings`]).
+    sightings: Arc<Mutex<sightings::Sightings>>,
 }
 
 /// The console's routes, with their own state; merged into the HTTP router beside `/v1`.
@@ -75,6 +82,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
         admin_token,
         sessions: Arc::new(Mutex::new(SessionTable::new(SessionLimits::default()))),
         secure_cookies,
+        sightings: Arc::new(Mutex::new(sightings::Sightings::default())),
     };
     use jobs as j;
     use routes as r;
@@ -99,6 +107,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
         .route("/instances/{id}/live", get(r::instance_live))
         .route("/instances/{id}/{action}", post(r::instance_action))
         .route("/workers", get(r::workers))
+        .route("/workers/live", get(r::workers_live))
         .route("/workflows", get(w::list).post(w::create))
         .route("/workflows/new", get(w::new_form))
         .route("/workflows/preview", post(w::preview))

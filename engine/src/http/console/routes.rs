@@ -295,9 +295,13 @@ async fn overview_data(c: &Console, s: &Session) -> Result<Overview, ApiError> {
         ..InstanceQuery::default()
     };
     let page = c.api.list_instances(s.app.clone(), query).await?;
+    let workers = c.api.list_workers(s.app.clone()).await?.workers;
+    // The overview's listing counts as a sighting too: a worker lost while only the
+    // overview was open is noticed.
+    c.sightings.lock().observe(s.app.id.0, &workers, now);
     let mut o = Overview {
         scanned: page.items.len(),
-        workers: c.api.list_workers(s.app.clone()).await?.workers.len(),
+        workers: workers.len(),
         ..Overview::default()
     };
     let mut lateness = Vec::new();
@@ -555,14 +559,36 @@ pub(super) async fn instance_action(
     }
 }
 
+/// The app's live workers, and the lost ones ([`super::sightings`]).
+async fn workers_markup(c: &Console, s: &Session) -> Result<Markup, ApiError> {
+    let list = c.api.list_workers(s.app.clone()).await?;
+    let lost = c
+        .sightings
+        .lock()
+        .observe(s.app.id.0, &list.workers, SystemClock.now_ms());
+    Ok(pages::workers_live(&list.workers, &lost))
+}
+
 /// `GET /workers`.
 pub(super) async fn workers(State(c): State<Console>, headers: HeaderMap) -> Response {
     let s = match c.session(&headers) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match c.api.list_workers(s.app.clone()).await {
-        Ok(list) => ok(pages::workers(&s, &list.workers)),
+    match workers_markup(&c, &s).await {
+        Ok(live) => ok(pages::workers(&s, live)),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `GET /workers/live`: the workers tables, refreshed.
+pub(super) async fn workers_live(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match workers_markup(&c, &s).await {
+        Ok(live) => ok(live),
         Err(e) => api_error(&e),
     }
 }
