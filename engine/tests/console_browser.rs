@@ -1,11 +1,11 @@
 //! The web console in a real headless Chromium, driven over WebDriver (Debian's `chromium`
 //! and `chromium-driver`), against a real in-process server and two workers: sign in; create
 //! a CRON job and see its preview; run it now and watch the instance page (htmx polling)
-//! reach SUCCEED; start a long `sleep` run and stop it from its page; stop a worker and see
-//! the workers page show it lost; type a workflow with a decision into the editor and see its
-//! DAG previewed, create and run it, and see the taken branch coloured SUCCEED and the other
-//! SKIPPED on the run's DAG; sign out and be sent back to the sign-in page. A screenshot of
-//! each page goes to `target/console-screenshots/` on every run.
+//! reach SUCCEED and its log appear; start a long `sleep` run and stop it from its page; stop
+//! a worker and see the workers page show it lost; type a workflow with a decision into the
+//! editor and see its DAG previewed, create and run it, and see the taken branch coloured
+//! SUCCEED and the other SKIPPED on the run's DAG; sign out and be sent back to the sign-in
+//! page. A screenshot of each page goes to `target/console-screenshots/` on every run.
 //!
 //! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
 //! `FERROJOB_BROWSER_TESTS=require` (set by `.ci/run`, which installs both): then it fails.
@@ -20,7 +20,7 @@ use ferrojob::api::{CreateApp, JobBody, RunJob};
 use ferrojob::client::Client;
 use ferrojob::launch::{launch, LaunchConfig};
 use ferrojob::time_expression::TimeExpressionType;
-use ferrojob::worker::{Worker, WorkerConfig};
+use ferrojob::worker::{ProcessResult, TaskContext, Worker, WorkerConfig};
 use serde_json::{json, Value};
 
 const APP: &str = "browser";
@@ -262,7 +262,16 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     for tag in ["blue", "green"] {
         let mut config = WorkerConfig::new(server.transport_addr(), APP, SECRET);
         config.tags = vec![tag.to_owned()];
-        workers.push(Worker::builder(config).builtins().start().await.unwrap());
+        let worker = Worker::builder(config)
+            .builtins()
+            .basic("say", |ctx: TaskContext| async move {
+                ctx.logger().info(format!("saying {}", ctx.params()));
+                ProcessResult::ok(format!("said {}", ctx.params()))
+            })
+            .start()
+            .await
+            .unwrap();
+        workers.push(worker);
     }
     let (_driver, b) = start_browser(&driver, &chromium).await;
 
@@ -280,7 +289,7 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     // A CRON job: the preview follows the expression as it is typed.
     b.open(&base, "/jobs/new").await;
     b.type_into("input[name=name]", "every minute <b>").await;
-    b.type_into("input[name=processor]", "noop").await;
+    b.type_into("input[name=processor]", "say").await;
     b.type_into("input[name=time_expression]", "0 * * * * ?")
         .await;
     b.type_into("input[name=time_zone]", "Asia/Tokyo").await;
@@ -316,6 +325,14 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t.starts_with("Instance ")).await;
     b.wait_text("#live .badge", |t| t == "SUCCEED").await;
     assert!(b.text("#live").await.contains("from the browser"));
+    // The log is shipped beside the report: a finished page shows it once it has arrived.
+    let instance_url = b.url().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !b.text("#live").await.contains("saying from the browser") {
+        assert!(tokio::time::Instant::now() < deadline, "no log line");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.post("/url", json!({ "url": instance_url })).await;
+    }
     b.screenshot("instance").await;
 
     // A long run, stopped from its page.

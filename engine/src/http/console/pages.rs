@@ -345,15 +345,22 @@ pub(crate) fn instances(
     layout(session, Tab::Instances, "Instances", body)
 }
 
-/// The live part of an instance's page: polled every 2 s by htmx until the status is final.
+/// How long after an instance finished its page keeps polling while it shows no log line:
+/// log lines travel beside the final report and may land just after it.
+pub(crate) const LOG_SETTLE_MS: i64 = 3000;
+
+/// The live part of an instance's page: polled every 2 s by htmx until the status is final
+/// (and, with no log line yet, [`LOG_SETTLE_MS`] past the finish at `now`).
 pub(crate) fn instance_live(
     session: &Session,
     i: &InstanceView,
     log: &[LogLineView],
     log_note: Option<String>,
+    now: EpochMs,
 ) -> Markup {
     let lateness = i.actual_trigger_time.map(|t| t - i.trigger_time);
-    let live = !i.status.is_final();
+    let settling = log.is_empty() && i.finished_time.is_some_and(|f| now - f < LOG_SETTLE_MS);
+    let live = !i.status.is_final() || settling;
     html! {
         div #live hx-get=[live.then(|| format!("/instances/{}/live", i.id.0))]
             hx-trigger=[live.then_some("every 2s")] hx-swap="outerHTML" {

@@ -497,7 +497,7 @@ async fn instance_markup(
         .await
         .map_err(|e| api_error(&e))?;
     let (log, note) = log_tail(c, s, id).await.map_err(|e| api_error(&e))?;
-    let live = pages::instance_live(s, &view, &log, note);
+    let live = pages::instance_live(s, &view, &log, note, SystemClock.now_ms());
     Ok((view, live))
 }
 
