@@ -29,6 +29,10 @@
 //!   fire times") are htmx fragments fetched by polling or on input; the fragment routes
 //!   answer the same markup the full page embeds, so a refresh causes no layout shift.
 //!
+//! - **Workflows** ([`workflows`]): a definition's DAG is drawn as SVG on the server
+//!   ([`dag`]: a layered layout computed in Rust, no script); the editor takes the API's
+//!   JSON and previews the DAG (or the validation error) as it is typed; a workflow
+//!   instance's nodes are coloured by status on the same drawing, polled while it runs.
 //! - **Dead workers**: the [`Api`] lists live workers only; the console remembers the
 //!   workers it listed and shows those missing from a later listing as lost, with their last
 //!   heartbeat ([`sightings`]).
@@ -48,6 +52,8 @@ mod pages;
 mod routes;
 mod session;
 mod sightings;
+#[cfg(test)]
+mod tests;
 mod workflow_pages;
 mod workflows;
 

@@ -28,7 +28,7 @@ use crate::ids::{NodeId, WorkflowId, WorkflowInstanceId};
 /// Pages of 1000 workflows the list reads at most.
 const MAX_PAGES: usize = 10;
 /// Rows the list shows at most.
-const MAX_ROWS: usize = 500;
+pub(super) const MAX_ROWS: usize = 500;
 /// Workflow instances per page of the instances table.
 const RUNS_PAGE: u32 = 50;
 /// Instances a workflow's page lists.
