@@ -4,8 +4,9 @@
 //! reach SUCCEED and its log appear; start a long `sleep` run and stop it from its page; stop
 //! a worker and see the workers page show it lost; type a workflow with a decision into the
 //! editor and see its DAG previewed, create and run it, and see the taken branch coloured
-//! SUCCEED and the other SKIPPED on the run's DAG; sign out and be sent back to the sign-in
-//! page. A screenshot of each page goes to `target/console-screenshots/` on every run.
+//! SUCCEED and the other SKIPPED on the run's DAG; check that no page scrolls sideways at
+//! phone width; sign out and be sent back to the sign-in page. A screenshot of each page goes
+//! to `target/console-screenshots/` on every run.
 //!
 //! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
 //! `FERROJOB_BROWSER_TESTS=require` (set by `.ci/run`, which installs both): then it fails.
@@ -406,9 +407,43 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.find("svg.dag g.st-SUCCEED[data-node='3']").await;
     b.find("svg.dag g.st-SKIPPED[data-node='4']").await;
     b.screenshot("workflow-instance").await;
+    let run_url = b.url().await;
     b.open(&base, "/workflows").await;
     b.wait_text("table", |t| t.contains("nightly etl")).await;
     b.screenshot("workflows").await;
+
+    // Phone width: no page scrolls sideways (wide tables and DAGs scroll in their own box).
+    b.post("/window/rect", json!({ "width": 390, "height": 844 }))
+        .await;
+    let pages = [
+        ("overview", format!("{base}/")),
+        ("jobs", format!("{base}/jobs")),
+        ("job-new", format!("{base}/jobs/new")),
+        ("instance", instance_url),
+        ("workflows", format!("{base}/workflows")),
+        ("workflow-editor", format!("{base}/workflows/new")),
+        ("workflow-instance", run_url),
+        ("workers", format!("{base}/workers")),
+    ];
+    for (name, url) in pages {
+        b.post("/url", json!({ "url": url })).await;
+        b.find("main h1").await;
+        let fits = b
+            .post(
+                "/execute/sync",
+                json!({
+                    "script": "return [document.documentElement.scrollWidth, window.innerWidth];",
+                    "args": [],
+                }),
+            )
+            .await;
+        let (scroll, inner) = (fits[0].as_u64().unwrap(), fits[1].as_u64().unwrap());
+        assert!(
+            scroll <= inner,
+            "{name} is {scroll} px wide in a {inner} px window"
+        );
+        b.screenshot(&format!("phone-{name}")).await;
+    }
 
     // Sign out: pages send back to the sign-in page.
     b.click("form[action='/logout'] button").await;
