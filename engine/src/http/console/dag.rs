@@ -22,7 +22,7 @@
 //! - **Colours** come from classes only (`st-SUCCEED`, `kind-DECISION`, ...) styled in
 //!   `console.css`, the same state colours as every badge; the SVG carries no style attribute
 //!   (the page's CSP forbids inline styles).
-//! - **Size**: O(nodes + edges) per sweep; the SVG has a `viewBox`, so it scales down to the
+//! - **Size**: O((nodes + edges) · log nodes) per sweep; the SVG has a `viewBox`, so it scales down to the
 //!   page width, and it sits in a scrolling box on narrow screens.
 
 use maud::{html, Markup};
@@ -134,16 +134,13 @@ pub(crate) fn layout(nodes: &[DagNode], edges: &[DagEdge]) -> Layout {
         }
     }
     let mut pos = vec![0usize; n];
-    let set_positions = |layers: &[Vec<usize>], pos: &mut [usize]| {
-        for row in layers {
-            for (p, &v) in row.iter().enumerate() {
-                if let Some(slot) = pos.get_mut(v) {
-                    *slot = p;
-                }
+    for row in &layers {
+        for (p, &v) in row.iter().enumerate() {
+            if let Some(slot) = pos.get_mut(v) {
+                *slot = p;
             }
         }
-    };
-    set_positions(&layers, &mut pos);
+    }
     for _ in 0..SWEEPS {
         for down in [true, false] {
             let rows: Vec<usize> = if down {
@@ -173,10 +170,14 @@ pub(crate) fn layout(nodes: &[DagNode], edges: &[DagEdge]) -> Layout {
                     .collect();
                 keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 let sorted: Vec<usize> = keyed.into_iter().map(|(_, _, v)| v).collect();
+                for (p, &v) in sorted.iter().enumerate() {
+                    if let Some(slot) = pos.get_mut(v) {
+                        *slot = p;
+                    }
+                }
                 if let Some(row) = layers.get_mut(r) {
                     *row = sorted;
                 }
-                set_positions(&layers, &mut pos);
             }
         }
     }
@@ -309,6 +310,30 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn the_largest_workflow_lays_out_with_every_edge_pointing_down() {
+        // 1000 nodes (the definition's limit): a spine 0..100, each spine node fanning out
+        // to nine leaves, and every leaf joining the next spine node.
+        let nodes: Vec<DagNode> = (0..1000).map(node).collect();
+        let mut edges = Vec::new();
+        for s in 0..99 {
+            edges.push(edge(s, s + 1));
+            for k in 0..9 {
+                let leaf = 100 + s * 9 + k;
+                edges.push(edge(s, leaf));
+                edges.push(edge(leaf, s + 1));
+            }
+        }
+        let l = layout(&nodes, &edges);
+        assert_eq!(l.edges.len(), edges.len());
+        for &(a, b, _) in &l.edges {
+            assert!(l.place[a].0 < l.place[b].0, "{a} → {b}");
+        }
+        assert_eq!(l.place[99].0, 2 * 99, "each spine step is two layers deep");
+        let svg = svg(&nodes, &edges, "big").into_string();
+        assert_eq!(svg.matches("<g class=\"node").count(), 1000);
     }
 
     #[test]
