@@ -997,6 +997,20 @@ async fn a_worker_that_goes_away_is_shown_lost() {
     );
     assert!(online.contains("No worker was lost."), "{online}");
     assert!(online.contains("hx-get=\"/workers/live\""), "{online}");
+    assert!(online.contains("<td class=\"running\">0</td>"), "{online}");
+    // A long run on it is counted on its row.
+    let body = JobBody::new("nap", TimeExpressionType::Api, "", "sleep");
+    let job = h.api.create_job(APP_A, &body).await.unwrap().id;
+    let run = RunJob {
+        params: "600000".into(),
+        delay_ms: 0,
+    };
+    let instance = h.api.run_job(APP_A, job, &run).await.unwrap().instance_id;
+    wait_live(&h, &s, "/workers/live", |p| {
+        p.contains("<td class=\"running\">1</td>")
+    })
+    .await;
+    h.api.stop_instance(APP_A, instance).await.unwrap();
     worker.shutdown().await;
     let live = wait_live(&h, &s, "/workers/live", |p| p.contains(">lost<")).await;
     let lost = &live[live.find("<h2>Lost</h2>").unwrap()..];

@@ -408,19 +408,27 @@ pub(crate) fn instance(session: &Session, live: Markup, id: u64) -> Markup {
 }
 
 /// The workers tables, refreshed every 5 s: the live ones, then the lost ones.
-pub(crate) fn workers_live(workers: &[WorkerInfo], lost: &[super::sightings::Lost]) -> Markup {
+/// `running`: RUNNING instances per worker address, counted over at most `capped` of them
+/// when there were more.
+pub(crate) fn workers_live(
+    workers: &[WorkerInfo],
+    running: &std::collections::HashMap<String, u32>,
+    capped: Option<u32>,
+    lost: &[super::sightings::Lost],
+) -> Markup {
     let gb = |used: f64, total: f64| format!("{used:.1} / {total:.1} GB");
     html! {
         div #live hx-get="/workers/live" hx-trigger="every 5s" hx-swap="outerHTML" {
             p.muted { "Workers that sent a heartbeat recently; the server drops a worker after three missed heartbeats." }
             @if workers.is_empty() { p.muted { "No worker is connected." } } @else {
                 table.workers {
-                    thead { tr { th { "Address" } th { "State" } th { "Health" } th { "CPU" } th { "Memory" } th { "Disk" } th { "Tags" } th { "Version" } th { "Last heartbeat" } } }
+                    thead { tr { th { "Address" } th { "State" } th { "Running" } th { "Health" } th { "CPU" } th { "Memory" } th { "Disk" } th { "Tags" } th { "Version" } th { "Last heartbeat" } } }
                     tbody {
                         @for w in workers {
                             tr {
                                 td { (w.address) }
                                 td { @if w.overloaded { span.badge.st-WAITING_DISPATCH { "overloaded" } } @else { span.badge.st-SUCCEED { "online" } } }
+                                td.running { (running.get(&w.address).copied().unwrap_or(0)) }
                                 td { (format!("{:.1}", w.health_score)) }
                                 td { (format!("{:.0} cores", w.cpu_cores)) @if let Some(l) = w.cpu_load { ", load " (format!("{l:.2}")) } }
                                 td { (gb(w.memory_used_gb, w.memory_total_gb)) }
@@ -432,6 +440,9 @@ pub(crate) fn workers_live(workers: &[WorkerInfo], lost: &[super::sightings::Los
                         }
                     }
                 }
+            }
+            @if let Some(n) = capped {
+                p.muted { "Running counts are over the newest " (n) " running instances of the app." }
             }
             h2 { "Lost" }
             p.muted {

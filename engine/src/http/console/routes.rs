@@ -1,7 +1,7 @@
 //! Console handlers shared by every page (responses, sign-in, the session and CSRF checks)
 //! and the pages other than jobs: overview, instances, workers, assets.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
@@ -31,6 +31,8 @@ const LOG_TAIL_LINES: usize = 200;
 const MAX_LOG_PAGES: usize = 10;
 /// Newest instances the overview counts.
 const OVERVIEW_INSTANCES: u32 = 1000;
+/// Newest RUNNING instances the workers page counts per worker.
+const RUNNING_SCAN: u32 = 1000;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -566,7 +568,26 @@ async fn workers_markup(c: &Console, s: &Session) -> Result<Markup, ApiError> {
         .sightings
         .lock()
         .observe(s.app.id.0, &list.workers, SystemClock.now_ms());
-    Ok(pages::workers_live(&list.workers, &lost))
+    // Running instances per worker, over the newest RUNNING instances of the app.
+    let query = InstanceQuery {
+        status: Some(InstanceStatus::Running),
+        limit: Some(RUNNING_SCAN),
+        ..InstanceQuery::default()
+    };
+    let running = c.api.list_instances(s.app.clone(), query).await?;
+    let mut per_worker: HashMap<String, u32> = HashMap::new();
+    for i in running.items {
+        if let Some(w) = i.worker {
+            *per_worker.entry(w).or_default() += 1;
+        }
+    }
+    let capped = running.next_cursor.map(|_| RUNNING_SCAN);
+    Ok(pages::workers_live(
+        &list.workers,
+        &per_worker,
+        capped,
+        &lost,
+    ))
 }
 
 /// `GET /workers`.

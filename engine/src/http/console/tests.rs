@@ -84,7 +84,10 @@ impl Api for Fake {
         unavailable()
     }
     fn list_instances(&self, _: AppRef, _: InstanceQuery) -> ApiFuture<'_, InstanceList> {
-        unavailable()
+        ready(Ok(InstanceList {
+            items: vec![],
+            next_cursor: None,
+        }))
     }
     fn instance_action(
         &self,
