@@ -210,10 +210,7 @@ pub fn check_labels(description: &str, tags: &[String]) -> Result<(), (&'static 
             ));
         }
         if tag.chars().any(|c| c.is_control() || c == ',') {
-            return Err((
-                "tags",
-                format!("{tag:?}: no control characters or commas"),
-            ));
+            return Err(("tags", format!("{tag:?}: no control characters or commas")));
         }
         if tag.trim() != tag {
             return Err(("tags", format!("{tag:?}: no spaces at either end")));
@@ -265,7 +262,14 @@ mod tests {
         assert!(check_labels("nightly ETL", &tags(&["etl", "team:data", "été"])).is_ok());
         let long = "x".repeat(MAX_DESCRIPTION_LEN + 1);
         assert_eq!(check_labels(&long, &[]).unwrap_err().0, "description");
-        let cases: &[&[&str]] = &[&[""], &["a,b"], &["a\nb"], &[" a"], &["a "], &["a", "b", "a"]];
+        let cases: &[&[&str]] = &[
+            &[""],
+            &["a,b"],
+            &["a\nb"],
+            &[" a"],
+            &["a "],
+            &["a", "b", "a"],
+        ];
         for t in cases {
             assert_eq!(check_labels("", &tags(t)).unwrap_err().0, "tags", "{t:?}");
         }

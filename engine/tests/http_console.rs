@@ -340,7 +340,7 @@ async fn every_form_post_needs_the_sessions_csrf_token() {
         }
     }
     // Nothing happened.
-    let jobs = h.api.list_jobs(APP_A, Default::default()).await.unwrap();
+    let jobs = h.api.list_jobs(APP_A, &Default::default()).await.unwrap();
     assert_eq!(jobs.items.len(), 1);
     assert!(jobs.items[0].body.enabled);
     let instances = h

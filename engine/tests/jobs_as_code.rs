@@ -367,6 +367,8 @@ app = "billing"
 
 [[jobs]]
 name = "extract"
+description = "Pulls the day's orders"
+tags = ["etl", "nightly"]
 time_expression_type = "CRON"
 time_expression = "0 0 2 * * ?"
 time_zone = "Europe/Paris"
@@ -392,6 +394,8 @@ enabled = false
 
 [[workflows]]
 name = "nightly"
+description = "The nightly chain"
+tags = ["etl"]
 time_expression_type = "CRON"
 time_expression = "0 30 2 * * ?"
 failure_policy = "FINISH_BRANCHES"
@@ -446,6 +450,15 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
     assert_eq!(nightly.body.nodes[3].workflow_id, Some(cleanup.id));
     let ping = state.jobs.iter().find(|j| j.body.name == "ping").unwrap();
     assert!(!ping.body.enabled);
+    let extract = state
+        .jobs
+        .iter()
+        .find(|j| j.body.name == "extract")
+        .unwrap();
+    assert_eq!(extract.body.description, "Pulls the day's orders");
+    assert_eq!(extract.body.tags, ["etl", "nightly"]);
+    assert_eq!(nightly.body.description, "The nightly chain");
+    assert_eq!(nightly.body.tags, ["etl"]);
 
     // Export → apply: no change, in both formats; the export parses to the same definitions.
     for format in [Format::Toml, Format::Json] {
@@ -460,6 +473,10 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
     // the workflow that names a removed job is deleted before it.
     let edited = FULL
         .replace("params = \"echo extract\"", "params = \"echo v2\"")
+        .replace(
+            "tags = [\"etl\", \"nightly\"]",
+            "tags = [\"etl\", \"daily\"]",
+        )
         .replace(
             &FULL[FULL.find("[[workflows]]").unwrap()..],
             "[[workflows]]\nname = \"cleanup\"\ntime_expression_type = \"API\"\n\
@@ -481,6 +498,7 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
         "{text}"
     );
     assert!(text.contains("nodes[0].enabled: false -> true"), "{text}");
+    assert!(text.contains("tags[1]: \"nightly\" -> \"daily\""), "{text}");
     let delete_nightly = text.find("- workflow \"nightly\"").unwrap();
     let delete_load = text.find("- job \"load\"").unwrap();
     assert!(delete_nightly < delete_load, "{text}");
@@ -495,6 +513,7 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
         .unwrap();
     assert_eq!(extract.id, id_of("extract"));
     assert_eq!(extract.body.params, "echo v2");
+    assert_eq!(extract.body.tags, ["etl", "daily"]);
     assert_eq!(after.jobs.len(), 2);
     assert_eq!(after.workflows.len(), 1);
     server.shutdown().await;

@@ -454,7 +454,9 @@ fn pagination_returns_each_instance_once_in_order() {
         // Time ranges are half-open, combine with the other filters, and page like them.
         let range = |from, to| TimeRange { from, to };
         let trigger_cases: [(TimeRange, &dyn Fn(i64) -> bool); 4] = [
-            (range(Some(NOW + 100), Some(NOW + 200)), &|t| (NOW + 100..NOW + 200).contains(&t)),
+            (range(Some(NOW + 100), Some(NOW + 200)), &|t| {
+                (NOW + 100..NOW + 200).contains(&t)
+            }),
             (range(Some(NOW + 990), None), &|t| t >= NOW + 990),
             (range(None, Some(NOW + 3)), &|t| t < NOW + 3),
             (range(Some(NOW + 5), Some(NOW + 5)), &|_| false),
@@ -541,7 +543,13 @@ fn job_listing_filters_each_field_and_pages_the_matches() {
         let a = app(&repo, "a");
         let b = app(&repo, "b");
         let specs: &[(&str, &[&str], TimeExpressionType, ExecuteType, bool)] = &[
-            ("Nightly-Export", &["etl", "team:data"], Cron, Standalone, true),
+            (
+                "Nightly-Export",
+                &["etl", "team:data"],
+                Cron,
+                Standalone,
+                true,
+            ),
             ("export-orders", &["etl"], FixedRate, Map, true),
             ("cleanup", &["ops"], Cron, Broadcast, false),
             ("Report EXPORT", &[], Api, Standalone, false),
@@ -568,25 +576,106 @@ fn job_listing_filters_each_field_and_pages_the_matches() {
         };
         let f = JobFilter::default;
         let cases: Vec<(JobFilter, &[&str])> = vec![
-            (f(), &["Nightly-Export", "export-orders", "cleanup", "Report EXPORT", "rebuild"]),
             (
-                JobFilter { name: Some("export".into()), ..f() },
+                f(),
+                &[
+                    "Nightly-Export",
+                    "export-orders",
+                    "cleanup",
+                    "Report EXPORT",
+                    "rebuild",
+                ],
+            ),
+            (
+                JobFilter {
+                    name: Some("export".into()),
+                    ..f()
+                },
                 &["Nightly-Export", "export-orders", "Report EXPORT"],
             ),
-            (JobFilter { name: Some("ORDERS".into()), ..f() }, &["export-orders"]),
-            (JobFilter { name: Some("nothing".into()), ..f() }, &[]),
-            (JobFilter { tag: Some("etl".into()), ..f() }, &["Nightly-Export", "export-orders"]),
-            (JobFilter { tag: Some("team:data".into()), ..f() }, &["Nightly-Export", "rebuild"]),
-            // Tags match exactly: no substring, no case folding.
-            (JobFilter { tag: Some("et".into()), ..f() }, &[]),
-            (JobFilter { tag: Some("ETL".into()), ..f() }, &[]),
-            (JobFilter { time_expression_type: Some(Cron), ..f() }, &["Nightly-Export", "cleanup"]),
-            (JobFilter { time_expression_type: Some(Api), ..f() }, &["Report EXPORT", "rebuild"]),
-            (JobFilter { execute_type: Some(Map), ..f() }, &["export-orders"]),
-            (JobFilter { execute_type: Some(Standalone), ..f() }, &["Nightly-Export", "Report EXPORT"]),
-            (JobFilter { enabled: Some(false), ..f() }, &["cleanup", "Report EXPORT"]),
             (
-                JobFilter { enabled: Some(true), ..f() },
+                JobFilter {
+                    name: Some("ORDERS".into()),
+                    ..f()
+                },
+                &["export-orders"],
+            ),
+            (
+                JobFilter {
+                    name: Some("nothing".into()),
+                    ..f()
+                },
+                &[],
+            ),
+            (
+                JobFilter {
+                    tag: Some("etl".into()),
+                    ..f()
+                },
+                &["Nightly-Export", "export-orders"],
+            ),
+            (
+                JobFilter {
+                    tag: Some("team:data".into()),
+                    ..f()
+                },
+                &["Nightly-Export", "rebuild"],
+            ),
+            // Tags match exactly: no substring, no case folding.
+            (
+                JobFilter {
+                    tag: Some("et".into()),
+                    ..f()
+                },
+                &[],
+            ),
+            (
+                JobFilter {
+                    tag: Some("ETL".into()),
+                    ..f()
+                },
+                &[],
+            ),
+            (
+                JobFilter {
+                    time_expression_type: Some(Cron),
+                    ..f()
+                },
+                &["Nightly-Export", "cleanup"],
+            ),
+            (
+                JobFilter {
+                    time_expression_type: Some(Api),
+                    ..f()
+                },
+                &["Report EXPORT", "rebuild"],
+            ),
+            (
+                JobFilter {
+                    execute_type: Some(Map),
+                    ..f()
+                },
+                &["export-orders"],
+            ),
+            (
+                JobFilter {
+                    execute_type: Some(Standalone),
+                    ..f()
+                },
+                &["Nightly-Export", "Report EXPORT"],
+            ),
+            (
+                JobFilter {
+                    enabled: Some(false),
+                    ..f()
+                },
+                &["cleanup", "Report EXPORT"],
+            ),
+            (
+                JobFilter {
+                    enabled: Some(true),
+                    ..f()
+                },
                 &["Nightly-Export", "export-orders", "rebuild"],
             ),
             (
@@ -678,7 +767,11 @@ fn workflow_listing_filters_name_tag_and_type() {
         let a = app(&repo, "a");
         let b = app(&repo, "b");
         let j = job(&repo, a.id, None);
-        let def = |name: &str, kind: &str, expr: &str, tags: &[&str]| -> ferrojob::workflow::WorkflowDef {
+        let def = |name: &str,
+                   kind: &str,
+                   expr: &str,
+                   tags: &[&str]|
+         -> ferrojob::workflow::WorkflowDef {
             serde_json::from_value(serde_json::json!({
                 "name": name, "time_expression_type": kind, "time_expression": expr,
                 "tags": tags, "description": format!("the {name} flow"),
@@ -687,7 +780,10 @@ fn workflow_listing_filters_name_tag_and_type() {
             .unwrap()
         };
         let create = |app: AppId, d: &ferrojob::workflow::WorkflowDef| {
-            repo.create_workflow(app, d, None, NOW).unwrap().wait().unwrap()
+            repo.create_workflow(app, d, None, NOW)
+                .unwrap()
+                .wait()
+                .unwrap()
         };
         let w1 = create(a.id, &def("Nightly ETL", "CRON", "0 0 2 * * ?", &["etl"]));
         create(a.id, &def("adhoc-etl", "API", "", &["etl", "manual"]));
@@ -714,11 +810,32 @@ fn workflow_listing_filters_name_tag_and_type() {
         let f = WorkflowFilter::default;
         let cases: Vec<(WorkflowFilter, &[&str])> = vec![
             (f(), &["renamed", "adhoc-etl", "billing"]),
-            (WorkflowFilter { name: Some("ETL".into()), ..f() }, &["adhoc-etl"]),
-            (WorkflowFilter { tag: Some("etl".into()), ..f() }, &["adhoc-etl"]),
-            (WorkflowFilter { tag: Some("moved".into()), ..f() }, &["renamed"]),
             (
-                WorkflowFilter { time_expression_type: Some(TimeExpressionType::Api), ..f() },
+                WorkflowFilter {
+                    name: Some("ETL".into()),
+                    ..f()
+                },
+                &["adhoc-etl"],
+            ),
+            (
+                WorkflowFilter {
+                    tag: Some("etl".into()),
+                    ..f()
+                },
+                &["adhoc-etl"],
+            ),
+            (
+                WorkflowFilter {
+                    tag: Some("moved".into()),
+                    ..f()
+                },
+                &["renamed"],
+            ),
+            (
+                WorkflowFilter {
+                    time_expression_type: Some(TimeExpressionType::Api),
+                    ..f()
+                },
                 &["adhoc-etl", "billing"],
             ),
             (

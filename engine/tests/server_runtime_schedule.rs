@@ -186,7 +186,7 @@ async fn api_and_workflow_jobs_never_fire_alone_and_disabled_jobs_stop() {
     clock.advance(5000);
     succeeded(&api, &app, fr, 2).await;
     let list = api
-        .list_jobs(app.clone(), PageQuery::default())
+        .list_jobs(app.clone(), Default::default())
         .await
         .unwrap();
     assert_eq!(list.items.len(), 3);

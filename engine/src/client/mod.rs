@@ -467,7 +467,14 @@ impl Client {
         copy: &CopyWorkflow,
     ) -> Result<Created<WorkflowId>, ClientError> {
         self.post(
-            &["v1", "apps", app, "workflows", &id.get().to_string(), "copy"],
+            &[
+                "v1",
+                "apps",
+                app,
+                "workflows",
+                &id.get().to_string(),
+                "copy",
+            ],
             copy,
         )
         .await

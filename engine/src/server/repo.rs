@@ -120,7 +120,9 @@ impl InstanceFilter {
             && self.status.is_none_or(|s| inst.status == s)
             && self.trigger.contains(inst.trigger_time)
             && (self.finished.is_unbounded()
-                || inst.finished_time.is_some_and(|t| self.finished.contains(t)))
+                || inst
+                    .finished_time
+                    .is_some_and(|t| self.finished.contains(t)))
     }
 }
 
@@ -153,7 +155,10 @@ impl JobFilter {
         self.name
             .as_deref()
             .is_none_or(|n| name_contains(&job.name, n))
-            && self.tag.as_deref().is_none_or(|t| job.tags.iter().any(|x| x == t))
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|t| job.tags.iter().any(|x| x == t))
             && self
                 .time_expression_type
                 .is_none_or(|k| job.time_expression_type == k)
@@ -192,7 +197,10 @@ impl WorkflowFilter {
     /// Whether `def` passes the filter.
     pub fn matches(&self, def: &crate::workflow::WorkflowDef) -> bool {
         self.name_matches(&def.name)
-            && self.tag.as_deref().is_none_or(|t| def.tags.iter().any(|x| x == t))
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|t| def.tags.iter().any(|x| x == t))
             && self
                 .time_expression_type
                 .is_none_or(|k| def.time_expression_type == k)

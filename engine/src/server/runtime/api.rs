@@ -6,9 +6,9 @@ use std::sync::Arc;
 use crate::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
     InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogLineView,
-    LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo, WorkerList, WorkflowDef,
-    WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView,
-    WorkflowList, WorkflowRunCreated, WorkflowView,
+    LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo, WorkerList,
+    WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
+    WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::dispatch::GIB;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};

@@ -219,9 +219,7 @@ impl NodeApi {
             tag: q.tag,
             time_expression_type: q.time_expression_type,
         };
-        let page = sh
-            .repo
-            .list_workflows(app.id, &filter, q.cursor, limit)?;
+        let page = sh.repo.list_workflows(app.id, &filter, q.cursor, limit)?;
         let items = page
             .items
             .iter()
