@@ -601,13 +601,13 @@ fn powerjob_export_is_imported_field_by_field() {
         [
             "alarmConfig",
             "extra",
-            "jobDescription",
             "jobName",
             "logConfig",
             "notifyUserIds",
-            "tag"
         ]
     );
+    assert_eq!(r.description, "the daily sales report");
+    assert_eq!(r.tags, ["reports"]);
     assert!(notes["jobName"].contains("_EXPORT_1717171717171"));
 
     // DAILY_TIME_INTERVAL: Monday to Friday in PowerJob's numbers (1-5) are 2-6 in Quartz's.

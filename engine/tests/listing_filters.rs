@@ -17,6 +17,16 @@ use serde_json::json;
 
 const APP: &str = "ops";
 
+/// Name, tags, time expression type and text, execute type, enabled.
+type JobSpec = (
+    &'static str,
+    &'static [&'static str],
+    T,
+    &'static str,
+    ExecuteType,
+    bool,
+);
+
 async fn server() -> (RunningServer, Client) {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = launch(LaunchConfig::new(None, any, any)).await.unwrap();
@@ -69,7 +79,7 @@ async fn job_names(c: &Client, q: JobQuery) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_and_workflows_are_tagged_filtered_and_copied() {
     let (server, c) = server().await;
-    let specs: &[(&str, &[&str], T, &str, ExecuteType, bool)] = &[
+    let specs: &[JobSpec] = &[
         (
             "Nightly Export",
             &["etl", "team:data"],

@@ -511,6 +511,15 @@ fn pagination_returns_each_instance_once_in_order() {
     });
 }
 
+/// Name, tags, time expression type, execute type, enabled.
+type LabelledSpec = (
+    &'static str,
+    &'static [&'static str],
+    TimeExpressionType,
+    ExecuteType,
+    bool,
+);
+
 /// A job of `app` with the given name, labels and kinds.
 fn labelled_job(
     repo: &Repo,
@@ -542,7 +551,7 @@ fn job_listing_filters_each_field_and_pages_the_matches() {
         let repo = Repo::open(store).unwrap();
         let a = app(&repo, "a");
         let b = app(&repo, "b");
-        let specs: &[(&str, &[&str], TimeExpressionType, ExecuteType, bool)] = &[
+        let specs: &[LabelledSpec] = &[
             (
                 "Nightly-Export",
                 &["etl", "team:data"],
