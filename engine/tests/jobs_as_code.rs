@@ -704,3 +704,43 @@ async fn imported_powerjob_jobs_apply_to_a_real_server() {
     assert!(plan_of(&client, &file, false).await.is_empty());
     server.shutdown().await;
 }
+
+#[test]
+fn powerjob_descriptions_and_tags_are_carried_or_the_job_is_skipped() {
+    let job = |description: &str, tag: Value| {
+        json!({
+            "jobName": "j", "timeExpressionType": "API", "executeType": "STANDALONE",
+            "processorType": "BUILT_IN", "processorInfo": "tech.powerjob.official.processors.impl.script.ShellProcessor",
+            "jobDescription": description, "tag": tag,
+        })
+    };
+    let cases: [(Value, Option<&[&str]>); 5] = [
+        (job("d", json!(null)), Some(&[])),
+        (job("d", json!("")), Some(&[])),
+        (
+            job("d", json!("etl, team:data ,etl,")),
+            Some(&["etl", "team:data"]),
+        ),
+        (job("d", json!("x".repeat(65))), None),
+        (job(&"d".repeat(4097), json!("etl")), None),
+    ];
+    for (input, want) in cases {
+        let imported = import(&input.to_string(), &ImportOptions::default()).unwrap();
+        match want {
+            Some(tags) => {
+                let j = &imported.jobs[0];
+                assert_eq!(j.tags, tags, "{input}");
+                assert_eq!(j.description, "d");
+                assert!(imported.notes.iter().all(|n| n.field != "tag"));
+            }
+            None => {
+                assert!(imported.jobs.is_empty(), "{input}");
+                let reason = &imported.skipped[0].reason;
+                assert!(
+                    reason.starts_with("tag:") || reason.starts_with("jobDescription:"),
+                    "{reason}"
+                );
+            }
+        }
+    }
+}

@@ -165,11 +165,6 @@ impl JobFilter {
             && self.execute_type.is_none_or(|e| job.execute_type == e)
             && self.enabled.is_none_or(|e| job.enabled == e)
     }
-
-    /// No filter at all: every job matches.
-    pub fn is_empty(&self) -> bool {
-        *self == JobFilter::default()
-    }
 }
 
 /// Which workflows [`Repo::list_workflows`] returns: those matching every part.
