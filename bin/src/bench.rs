@@ -452,9 +452,9 @@ async fn read_all(client: &Client, app: &str, job: JobId) -> Result<Vec<(Instanc
                 app,
                 &InstanceQuery {
                     job_id: Some(job),
-                    status: None,
                     limit: Some(1000),
                     cursor,
+                    ..InstanceQuery::default()
                 },
             )
             .await?;

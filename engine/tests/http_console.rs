@@ -348,7 +348,7 @@ async fn every_form_post_needs_the_sessions_csrf_token() {
         }
     }
     // Nothing happened.
-    let jobs = h.api.list_jobs(APP_A, Default::default()).await.unwrap();
+    let jobs = h.api.list_jobs(APP_A, &Default::default()).await.unwrap();
     assert_eq!(jobs.items.len(), 1);
     assert!(jobs.items[0].body.enabled);
     let instances = h
@@ -1024,5 +1024,32 @@ async fn a_worker_that_goes_away_is_shown_lost() {
         b.contains("No worker was lost.") && !b.contains(&address),
         "{b}"
     );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_the_console_keeps_what_the_form_does_not_show() {
+    let h = Harness::start().await;
+    let s = h.sign_in(APP_A, SECRET_A).await;
+    let mut body = JobBody::new("tagged", TimeExpressionType::Api, "", "noop");
+    body.description = "kept across edits".into();
+    body.tags = vec!["etl".into(), "team:data".into()];
+    body.alarm = serde_json::from_value(serde_json::json!({"recovered": true})).unwrap();
+    let id = h.api.create_job(APP_A, &body).await.unwrap().id;
+    let (status, _, page) = h
+        .post_as(
+            &s,
+            &format!("/jobs/{}", id.get()),
+            &[
+                ("name", "renamed"),
+                ("time_expression_type", "API"),
+                ("processor", "noop"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let stored = h.api.get_job(APP_A, id).await.unwrap();
+    assert_eq!(stored.body.name, "renamed");
+    assert_eq!(stored.body.description, body.description);
+    assert_eq!(stored.body.tags, body.tags);
+    assert_eq!(stored.body.alarm, body.alarm);
     h.server.shutdown().await;
 }

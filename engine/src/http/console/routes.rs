@@ -15,8 +15,8 @@ use super::pages::{self, Overview};
 use super::session::{cookie, random_token, set_cookie, Session, LOGIN_COOKIE, SESSION_COOKIE};
 use super::Console;
 use crate::api::{
-    ApiError, ErrorCode, InstanceAction, InstanceQuery, InstanceView, LogLineView, LogQuery,
-    PageQuery,
+    ApiError, ErrorCode, InstanceAction, InstanceQuery, InstanceView, JobQuery, LogLineView,
+    LogQuery,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::http::auth::ct_eq;
@@ -416,6 +416,7 @@ pub(super) async fn instances(State(c): State<Console>, req: Request) -> Respons
         status,
         limit: Some(INSTANCES_PAGE),
         cursor,
+        ..InstanceQuery::default()
     };
     match c.api.list_instances(s.app.clone(), query).await {
         Ok(page) => {
@@ -615,11 +616,8 @@ pub(super) async fn workers_live(State(c): State<Console>, headers: HeaderMap) -
 }
 
 /// A page of the app's jobs (used by [`super::jobs::scan`]).
-pub(super) fn job_page(cursor: Option<u64>) -> PageQuery {
-    PageQuery {
-        limit: Some(1000),
-        cursor,
-    }
+pub(super) fn job_page(cursor: Option<u64>) -> JobQuery {
+    JobQuery::page(Some(1000), cursor)
 }
 
 #[cfg(test)]
