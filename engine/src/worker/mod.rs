@@ -310,7 +310,9 @@ impl WorkerBuilder {
             .map_reduce("sum_mr", builtin::SumMrProcessor);
         for processor in allowed {
             builder = match processor {
-                DangerousBuiltin::Shell => builder.basic("shell", builtin::ShellProcessor),
+                DangerousBuiltin::Shell => {
+                    builder.basic("shell", builtin::ShellProcessor::default())
+                }
                 DangerousBuiltin::Http => builder.basic("http", builtin::HttpProcessor::default()),
             };
         }
