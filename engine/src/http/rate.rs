@@ -100,31 +100,28 @@ impl RateLimiter {
     /// the milliseconds until there is.
     pub(crate) fn check(&self, key: &str, now: EpochMs) -> Result<(), u64> {
         let mut buckets = self.buckets.lock();
-        let current = match buckets.get(key) {
-            Some(b) => self.refilled(*b, now),
-            None => {
-                if buckets.len() >= self.max_keys {
-                    self.make_room(&mut buckets, now);
-                }
-                Bucket {
-                    milli: self.cap,
-                    at: now,
-                }
+        if !buckets.contains_key(key) {
+            if buckets.len() >= self.max_keys {
+                self.make_room(&mut buckets, now);
             }
-        };
-        if current.milli >= MILLI {
+            // A new principal's bucket is full.
             buckets.insert(
                 key.to_owned(),
                 Bucket {
-                    milli: current.milli - MILLI,
-                    at: current.at,
+                    milli: self.cap,
+                    at: now,
                 },
             );
+        }
+        let Some(bucket) = buckets.get_mut(key) else {
+            return Ok(());
+        };
+        *bucket = self.refilled(*bucket, now);
+        if bucket.milli >= MILLI {
+            bucket.milli -= MILLI;
             Ok(())
         } else {
-            buckets.insert(key.to_owned(), current);
-            let missing = MILLI - current.milli;
-            Err(missing.div_ceil(self.per_sec))
+            Err((MILLI - bucket.milli).div_ceil(self.per_sec))
         }
     }
 

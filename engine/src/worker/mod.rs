@@ -164,7 +164,7 @@ pub struct WorkerConfig {
     /// [`DEFAULT_INSTANCE_TIMEOUT`], 24 h; `Duration::ZERO` = no timeout).
     pub default_instance_timeout: Duration,
     /// Bounds on each output stream of a `shell` run (default [`builtin::OutputLimits`]'s:
-    /// lines cut at 16 KiB, 8 MiB logged per stream and run).
+    /// lines cut at 8000 bytes, 8 MiB logged per stream and run).
     pub shell_output: builtin::OutputLimits,
 }
 

@@ -26,8 +26,10 @@ pub struct OutputLimits {
     pub max_output_bytes: usize,
 }
 
-/// Default [`OutputLimits::max_line_bytes`]: the longest log line a worker ships (16 KiB).
-pub const DEFAULT_MAX_LINE_BYTES: usize = crate::worker::logs::MAX_LINE_BYTES;
+/// Default [`OutputLimits::max_line_bytes`]: 8000 bytes, so that a cut line with its mark
+/// (`… [line cut: N more bytes]`, under 50 bytes) still fits the 8 KiB log line the server
+/// stores and its count of what was cut arrives.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 8000;
 /// Default [`OutputLimits::max_output_bytes`]: 8 MiB per stream and run.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 8 * 1024 * 1024;
 
