@@ -2938,3 +2938,99 @@ fn random_bodies_never_get_a_5xx() {
     });
     rt.block_on(h.assert_serving());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The per-app request rate.
+
+#[tokio::test]
+async fn an_app_beyond_its_rate_gets_429_with_retry_after_and_others_keep_working() {
+    use ferrojob::clock::VirtualClock;
+    use ferrojob::http::ApiRateLimit;
+
+    let clock = Arc::new(VirtualClock::new(1_000_000));
+    let config = HttpConfig {
+        api_rate: Some(ApiRateLimit {
+            per_sec: 1,
+            burst: 3,
+            max_keys: 16,
+        }),
+        clock: clock.clone(),
+        ..HttpConfig::new(ADMIN)
+    };
+    let h = Harness::start_with(config).await;
+    h.app("shop").await;
+    h.app("billing").await;
+    let shop = h.client("shop-secret");
+    // The burst, then 429 with the wait in whole seconds.
+    for _ in 0..3 {
+        shop.list_jobs("shop", PageQuery::default()).await.unwrap();
+    }
+    let resp = h
+        .raw
+        .get(h.url("/v1/apps/shop/jobs"))
+        .bearer_auth("shop-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = resp.bytes().await.unwrap();
+    assert_error(429, &body, 429, "rate_limited");
+    // Through the client: a typed error.
+    assert_api_error(
+        shop.list_jobs("shop", PageQuery::default()).await,
+        429,
+        ErrorCode::RateLimited,
+    );
+    // The admin token on shop's routes counts against shop too.
+    assert_api_error(
+        h.admin.list_jobs("shop", PageQuery::default()).await,
+        429,
+        ErrorCode::RateLimited,
+    );
+    // Another app, the admin routes and the open routes are not affected.
+    let billing = h.client("billing-secret");
+    billing
+        .list_jobs("billing", PageQuery::default())
+        .await
+        .unwrap();
+    h.assert_serving().await;
+    // A wrong token is refused without taking from the bucket: still 401, not 429.
+    let (status, body) = h
+        .send(
+            reqwest::Method::GET,
+            "/v1/apps/shop/jobs",
+            Some("nope"),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_error(status, &body, 401, "unauthorized");
+    // A second later one more request goes through.
+    clock.advance(1000);
+    shop.list_jobs("shop", PageQuery::default()).await.unwrap();
+    assert_api_error(
+        shop.list_jobs("shop", PageQuery::default()).await,
+        429,
+        ErrorCode::RateLimited,
+    );
+    // Each refusal is counted in /metrics.
+    let metrics = h
+        .raw
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferrojob_http_rate_limited_total 4"),
+        "{metrics}"
+    );
+}

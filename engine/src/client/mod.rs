@@ -145,6 +145,7 @@ fn code_for_status(status: StatusCode) -> ErrorCode {
         404 => ErrorCode::NotFound,
         409 => ErrorCode::Conflict,
         413 => ErrorCode::PayloadTooLarge,
+        429 => ErrorCode::RateLimited,
         503 => ErrorCode::Unavailable,
         400..=499 => ErrorCode::InvalidArgument,
         _ => ErrorCode::Internal,

@@ -70,6 +70,7 @@ pub(crate) async fn read_body(req: Request) -> Result<Bytes, Failure> {
         .map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
     let Ok(read) = tokio::time::timeout(timeout, Bytes::from_request(req, &())).await else {
         return Err(Failure {
+            retry_after: None,
             status: StatusCode::REQUEST_TIMEOUT,
             error: ApiError::new(
                 ErrorCode::InvalidArgument,

@@ -296,6 +296,7 @@ pub(crate) async fn not_found(method: Method, uri: Uri) -> Failure {
 /// code `invalid_argument`, since [`ErrorCode`] has no 405 kind.
 pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
     Failure {
+        retry_after: None,
         status: StatusCode::METHOD_NOT_ALLOWED,
         error: ApiError::new(
             ErrorCode::InvalidArgument,

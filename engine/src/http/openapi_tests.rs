@@ -383,13 +383,14 @@ fn every_enum_value_of_the_document_is_a_value_of_the_rust_enum() {
     parses::<WorkflowInstanceStatus>(&s["WorkflowInstanceStatus"], "WorkflowInstanceStatus");
 }
 
-const ERROR_CODES: [ErrorCode; 8] = [
+const ERROR_CODES: [ErrorCode; 9] = [
     ErrorCode::InvalidArgument,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
     ErrorCode::NotFound,
     ErrorCode::Conflict,
     ErrorCode::PayloadTooLarge,
+    ErrorCode::RateLimited,
     ErrorCode::Unavailable,
     ErrorCode::Internal,
 ];
