@@ -145,6 +145,8 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
                 );
                 // Keep every instance: the bench reads them all back.
                 config.core.keep_finished_runs = usize::MAX;
+                // The bench measures dispatch: its run requests are not rate limited.
+                config.api_rate = None;
                 let server = launch(config).await?;
                 let url = format!("http://{}", server.http_addr());
                 let client = Client::new(&url, server.admin_token())?;
@@ -452,9 +454,9 @@ async fn read_all(client: &Client, app: &str, job: JobId) -> Result<Vec<(Instanc
                 app,
                 &InstanceQuery {
                     job_id: Some(job),
-                    status: None,
                     limit: Some(1000),
                     cursor,
+                    ..InstanceQuery::default()
                 },
             )
             .await?;

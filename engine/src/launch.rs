@@ -28,7 +28,7 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::api::Api;
-use crate::http::{HttpConfig, HttpServer};
+use crate::http::{ApiRateLimit, HttpConfig, HttpServer};
 use crate::server::{ServerConfig, ServerCore, StoreChoice};
 
 /// Name of the admin token file in the data dir.
@@ -53,6 +53,10 @@ pub struct LaunchConfig {
     /// Mark the web console's cookies `Secure` (browsers reach the server over TLS through a
     /// proxy); see [`HttpConfig::secure_cookies`].
     pub secure_cookies: bool,
+    /// Requests a second per app on the OpenAPI; `None` = no limit. Default
+    /// [`ApiRateLimit::default`] (1000 a second after a burst of 2000); see
+    /// [`HttpConfig::api_rate`].
+    pub api_rate: Option<ApiRateLimit>,
     /// The core's settings; `store` and `listen` are overwritten from the fields above.
     pub core: ServerConfig,
 }
@@ -74,6 +78,7 @@ impl LaunchConfig {
             admin_token: None,
             max_body_bytes: 1 << 20,
             secure_cookies: false,
+            api_rate: Some(ApiRateLimit::default()),
             core: ServerConfig::new(store, listen),
         }
     }
@@ -301,6 +306,7 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     let http_config = HttpConfig {
         max_body_bytes: config.max_body_bytes,
         secure_cookies: config.secure_cookies,
+        api_rate: config.api_rate,
         ..HttpConfig::new(admin_token.clone())
     };
     let http = match HttpServer::bind(config.http, core.api(), http_config).await {

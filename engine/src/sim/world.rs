@@ -511,6 +511,7 @@ impl World {
             server_lost_after: Duration::from_secs(3600),
             max_running_instances: 0,
             finished_cache: 10_000,
+            default_instance_timeout_ms: 0,
             backoff: BackoffConfig::default(),
             seed: self.rng.gen(),
             metrics: SystemMetrics {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value as Json};
 
 use crate::api::{
-    ApiError, AppRef, Created, PageQuery, RunWorkflow, WorkflowDef, WorkflowInstanceAction,
+    ApiError, AppRef, Created, RunWorkflow, WorkflowDef, WorkflowInstanceAction,
     WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
     WorkflowNodeView, WorkflowRunCreated, WorkflowView,
 };
@@ -105,6 +105,8 @@ impl NodeApi {
 
     fn validate(&self, app: &AppRef, body: WorkflowDef) -> Result<ValidDag, ApiError> {
         let sh = &self.0;
+        crate::model::check_labels(&body.description, &body.tags)
+            .map_err(|(field, msg)| ApiError::invalid(field, msg))?;
         let dag = {
             let core = sh.core.lock();
             body.validate(
@@ -251,13 +253,18 @@ impl NodeApi {
     pub(crate) async fn wf_list(
         &self,
         app: AppRef,
-        q: PageQuery,
+        q: crate::api::WorkflowQuery,
     ) -> Result<WorkflowList, ApiError> {
         let sh = &self.0;
         let limit = q
             .limit
             .map_or(100, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let page = sh.repo.list_workflows(app.id, q.cursor, limit)?;
+        let filter = crate::server::WorkflowFilter {
+            name: q.name,
+            tag: q.tag,
+            time_expression_type: q.time_expression_type,
+        };
+        let page = sh.repo.list_workflows(app.id, &filter, q.cursor, limit)?;
         let curs: Vec<Arc<WfVersion>> = {
             let core = sh.core.lock();
             page.items
