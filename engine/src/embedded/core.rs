@@ -61,6 +61,7 @@ pub(crate) struct JobDef {
 impl JobDef {
     /// A job that is not yet scheduled (the core's `Command::Add` schedules it).
     pub(crate) fn new(id: JobId, spec: JobSpec, processor: Arc<dyn Processor>) -> Self {
+        let flags = if spec.enabled { ENABLED } else { 0 };
         JobDef {
             id,
             spec: StoredSpec::from(spec),
@@ -71,7 +72,7 @@ impl JobDef {
                 timer: AtomicU64::new(TimerKey::NONE_BITS),
                 anchor: AtomicI64::new(0),
             },
-            driver_flags: AtomicU8::new(0),
+            driver_flags: AtomicU8::new(flags),
         }
     }
 
@@ -201,7 +202,7 @@ struct DriverState {
 
 /// Flag: `Command::Add` has been handled (and `Command::Remove` not yet).
 const SCHEDULED: u8 = 1;
-/// Flag: the job fires on its schedule.
+/// Flag: the job fires on its schedule (initially [`JobSpec::enabled`]).
 const ENABLED: u8 = 1 << 1;
 /// Flag (FIXED_DELAY): a scheduled run is in flight; its completion arms the next trigger.
 const AWAITING_COMPLETION: u8 = 1 << 2;
@@ -258,8 +259,7 @@ impl Core {
                 let after = spec.resume_after().unwrap_or(now);
                 def.set_flag(SCHEDULED, true);
                 def.set_anchor(after);
-                def.set_flag(ENABLED, spec.enabled);
-                if spec.enabled {
+                if def.flag(ENABLED) {
                     self.arm(&def, after);
                 }
             }
@@ -398,7 +398,7 @@ impl Core {
                 job = def.id.0,
                 name = %def.spec.name,
                 late_ms,
-                policy = ?def.spec.misfire,
+                policy = ?def.spec.misfire(),
                 running = plan.fires.len(),
                 dropped = plan.dropped,
                 truncated = plan.truncated,
@@ -454,7 +454,7 @@ impl Core {
 /// Takes a run slot of `def` if its `max_instances` allows; otherwise the reason to skip.
 fn admit(def: &JobDef) -> Option<SkipReason> {
     let counters = &def.counters;
-    if !def.running.try_reserve(def.spec.max_instances) {
+    if !def.running.try_reserve(def.spec.max_instances()) {
         counters.skipped.fetch_add(1, Ordering::Relaxed);
         return Some(SkipReason::TooManyInstances);
     }
@@ -746,7 +746,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn a_job_and_its_wheel_entry_stay_small() {
-        assert_eq!(std::mem::size_of::<JobDef>(), 152);
+        assert_eq!(std::mem::size_of::<JobDef>(), 144);
         assert_eq!(
             std::mem::size_of::<Option<Arc<JobDef>>>(),
             8,
