@@ -208,7 +208,10 @@ const ENABLED: u8 = 1 << 1;
 const AWAITING_COMPLETION: u8 = 1 << 2;
 
 /// The wheel tick of instant `at`: an order-preserving bijection of `i64` onto `u64` (the sign
-/// bit flipped), so every instant, however far in the past, has its own tick.
+/// bit flipped), so every instant, however far in the past, has its own tick. The wheel's
+/// 2^36-tick epochs therefore start at fixed instants (every ~2.18 years, the next in 2028):
+/// a timer beyond the next one waits in the wheel's overflow queue and is re-placed when it
+/// is reached, one cascade like those of the wheel's top level.
 fn tick(at: EpochMs) -> u64 {
     at.cast_unsigned() ^ (1 << 63)
 }
