@@ -16,16 +16,23 @@
 //!   removed job has none. So a trigger can never fire twice.
 //! - The core keeps no table of jobs: each wheel entry and each command carries the job's
 //!   `Arc<JobDef>`, and the per-job scheduling state lives in `JobDef::driver`, which only the
-//!   driver thread locks (so the lock is never contended). A fire costs no map lookup, and a job
-//!   costs the scheduler one `JobDef`, one wheel entry and one registry slot.
+//!   driver thread reads or writes. A scheduled fire costs no map lookup, and a job costs the
+//!   scheduler one `JobDef`, one wheel entry (a pointer) and one registry slot (a pointer).
+//! - A wheel entry is the job alone; a manual trigger's own data (instance id, parameters)
+//!   waits in `Core::triggers` under its timer's key, so a timer whose key is there is a manual
+//!   trigger and any other is the job's schedule timer. Manual triggers are never cancelled,
+//!   so that table holds exactly the pending manual triggers.
+//! - Ticks are instants: `tick` maps every `EpochMs` to its own wheel tick and `instant` maps
+//!   it back, so a timer's deadline is its trigger time, exactly.
 //! - Only the core reserves a slot of a job's `running` count, and only when it emits a run,
 //!   within `max_instances`; each run releases its slot once. So the limit is never exceeded.
 //! - A FIXED_DELAY job has either a timer or is `awaiting_completion` of the run it fired,
 //!   never both; the run's completion schedules the next trigger.
 //! - Trigger times are never rounded: the wheel's 1 ms tick is the unit of every expression.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 
 use crate::ids::{InstanceId, JobId};
 use crate::schedule::{FirePlan, RunningCount};
@@ -41,25 +48,64 @@ pub(crate) struct JobDef {
     pub(crate) id: JobId,
     pub(crate) spec: StoredSpec,
     pub(crate) processor: Arc<dyn Processor>,
+    /// Runs in progress: the core reserves a slot (on the driver thread), each run releases it.
+    pub(crate) running: RunningCount,
     pub(crate) counters: JobCounters,
-    /// Scheduling state; locked only by the core, on the driver thread.
-    driver: Mutex<DriverState>,
+    /// Scheduling state; read and written only by the core, on the driver thread.
+    driver: DriverState,
+    /// The [`DriverState`] flags, kept here rather than in it so that they fill the padding
+    /// after `running` instead of adding a word to every job.
+    driver_flags: AtomicU8,
 }
 
 impl JobDef {
     /// A job that is not yet scheduled (the core's `Command::Add` schedules it).
     pub(crate) fn new(id: JobId, spec: JobSpec, processor: Arc<dyn Processor>) -> Self {
+        let flags = if spec.enabled { ENABLED } else { 0 };
         JobDef {
             id,
             spec: StoredSpec::from(spec),
             processor,
+            running: RunningCount::new(),
             counters: JobCounters::default(),
-            driver: Mutex::new(DriverState::default()),
+            driver: DriverState {
+                timer: AtomicU64::new(TimerKey::NONE_BITS),
+                anchor: AtomicI64::new(0),
+            },
+            driver_flags: AtomicU8::new(flags),
         }
     }
 
-    fn driver(&self) -> MutexGuard<'_, DriverState> {
-        self.driver.lock().unwrap_or_else(PoisonError::into_inner)
+    fn flag(&self, flag: u8) -> bool {
+        self.driver_flags.load(Ordering::Relaxed) & flag != 0
+    }
+
+    fn set_flag(&self, flag: u8, on: bool) {
+        let flags = self.driver_flags.load(Ordering::Relaxed);
+        let flags = if on { flags | flag } else { flags & !flag };
+        self.driver_flags.store(flags, Ordering::Relaxed);
+    }
+
+    /// Takes the job's schedule timer out of its slot, if one is armed.
+    fn take_timer(&self) -> Option<TimerKey> {
+        TimerKey::from_bits(
+            self.driver
+                .timer
+                .swap(TimerKey::NONE_BITS, Ordering::Relaxed),
+        )
+    }
+
+    fn set_timer(&self, key: Option<TimerKey>) {
+        let bits = key.map_or(TimerKey::NONE_BITS, TimerKey::to_bits);
+        self.driver.timer.store(bits, Ordering::Relaxed);
+    }
+
+    fn anchor(&self) -> EpochMs {
+        self.driver.anchor.load(Ordering::Relaxed)
+    }
+
+    fn set_anchor(&self, anchor: EpochMs) {
+        self.driver.anchor.store(anchor, Ordering::Relaxed);
     }
 }
 
@@ -72,11 +118,10 @@ impl std::fmt::Debug for JobDef {
     }
 }
 
-/// Live figures of one job. Relaxed orderings: these are statistics, except `running`, which
-/// the core reserves (on the driver thread) and runs release.
+/// Live figures of one job (besides `JobDef::running`). Relaxed orderings: these are
+/// statistics.
 #[derive(Debug)]
 pub(crate) struct JobCounters {
-    pub(crate) running: RunningCount,
     pub(crate) fired: AtomicU64,
     pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -89,7 +134,6 @@ pub(crate) struct JobCounters {
 impl Default for JobCounters {
     fn default() -> Self {
         JobCounters {
-            running: RunningCount::new(),
             fired: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -137,35 +181,44 @@ pub(crate) struct Fire {
     pub(crate) skip: Option<SkipReason>,
 }
 
-/// A wheel entry.
-#[derive(Debug)]
-enum Timer {
-    /// The job's next scheduled trigger, due at `due`.
-    Next { def: Arc<JobDef>, due: EpochMs },
-    /// A manual trigger.
-    Trigger(Box<PendingTrigger>),
-}
-
+/// A manual trigger waiting in the wheel (the wheel entry itself is the job).
 #[derive(Debug)]
 struct PendingTrigger {
-    def: Arc<JobDef>,
     instance: InstanceId,
     params: Option<Arc<str>>,
-    due: EpochMs,
 }
 
-/// A job's scheduling state, owned by the core.
-#[derive(Debug, Default)]
+/// A job's scheduling state, owned by the core. Atomics only because the `JobDef` is shared
+/// with other threads; only the driver thread touches these, so every access is `Relaxed`.
+/// Its flags live in `JobDef::driver_flags`: [`SCHEDULED`], [`ENABLED`],
+/// [`AWAITING_COMPLETION`].
+#[derive(Debug)]
 struct DriverState {
-    /// Whether `Command::Add` has been handled (and `Command::Remove` not yet).
-    scheduled: bool,
-    /// The schedule timer, if one is armed.
-    timer: Option<TimerKey>,
+    /// The schedule timer's key ([`TimerKey::to_bits`]), or [`TimerKey::NONE_BITS`].
+    timer: AtomicU64,
     /// FIXED_RATE's grid origin (fires at anchor + k·period); FIXED_DELAY's last completion.
-    anchor: EpochMs,
-    enabled: bool,
-    /// FIXED_DELAY: a scheduled run is in flight; its completion arms the next trigger.
-    awaiting_completion: bool,
+    anchor: AtomicI64,
+}
+
+/// Flag: `Command::Add` has been handled (and `Command::Remove` not yet).
+const SCHEDULED: u8 = 1;
+/// Flag: the job fires on its schedule (initially [`JobSpec::enabled`]).
+const ENABLED: u8 = 1 << 1;
+/// Flag (FIXED_DELAY): a scheduled run is in flight; its completion arms the next trigger.
+const AWAITING_COMPLETION: u8 = 1 << 2;
+
+/// The wheel tick of instant `at`: an order-preserving bijection of `i64` onto `u64` (the sign
+/// bit flipped), so every instant, however far in the past, has its own tick. The wheel's
+/// 2^36-tick epochs therefore start at fixed instants (every ~2.18 years, the next in 2028):
+/// a timer beyond the next one waits in the wheel's overflow queue and is re-placed when it
+/// is reached, one cascade like those of the wheel's top level.
+fn tick(at: EpochMs) -> u64 {
+    at.cast_unsigned() ^ (1 << 63)
+}
+
+/// The instant of wheel tick `tick`; the inverse of [`tick`].
+fn instant(tick: u64) -> EpochMs {
+    (tick ^ (1 << 63)).cast_signed()
 }
 
 /// Tunables of the core.
@@ -178,9 +231,11 @@ pub(crate) struct CoreConfig {
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Core {
-    /// Wheel tick 0 is this instant; tick `t` is `origin + t` ms.
-    origin: EpochMs,
-    wheel: TimerWheel<Timer>,
+    /// Every timer: a job's schedule timer or a manual trigger of the job. Ticks are instants
+    /// ([`tick`], [`instant`]).
+    wheel: TimerWheel<Arc<JobDef>>,
+    /// The pending manual triggers, by the key of their timer.
+    triggers: HashMap<TimerKey, PendingTrigger>,
     next_instance: Arc<AtomicU64>,
     config: CoreConfig,
     /// Scratch space of `on_due`, kept to fire without allocating.
@@ -191,16 +246,12 @@ impl Core {
     /// A core whose clock reads `now`; instance ids are drawn from `next_instance`.
     pub(crate) fn new(now: EpochMs, next_instance: Arc<AtomicU64>, config: CoreConfig) -> Self {
         Core {
-            origin: now,
-            wheel: TimerWheel::new(0),
+            wheel: TimerWheel::new(tick(now)),
+            triggers: HashMap::new(),
             next_instance,
             config,
             plan: FirePlan::with_capacity(4),
         }
-    }
-
-    fn tick(&self, at: EpochMs) -> u64 {
-        u64::try_from(at.saturating_sub(self.origin)).unwrap_or(0)
     }
 
     /// Applies one command at `now`.
@@ -209,21 +260,16 @@ impl Core {
             Command::Add(def) => {
                 let spec = &def.spec;
                 let after = spec.resume_after().unwrap_or(now);
-                {
-                    let mut st = def.driver();
-                    st.scheduled = true;
-                    st.anchor = after;
-                    st.enabled = spec.enabled;
-                }
-                if spec.enabled {
+                def.set_flag(SCHEDULED, true);
+                def.set_anchor(after);
+                if def.flag(ENABLED) {
                     self.arm(&def, after);
                 }
             }
             Command::Remove(def) => {
-                let mut st = def.driver();
-                st.scheduled = false;
-                st.enabled = false;
-                if let Some(key) = st.timer.take() {
+                def.set_flag(SCHEDULED, false);
+                def.set_flag(ENABLED, false);
+                if let Some(key) = def.take_timer() {
                     self.wheel.cancel(key);
                 }
                 def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
@@ -236,111 +282,89 @@ impl Core {
                 delay_ms,
             } => {
                 let due = now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
-                let tick = self.tick(due);
-                self.wheel.insert(
-                    tick,
-                    Timer::Trigger(Box::new(PendingTrigger {
-                        def,
-                        instance,
-                        params,
-                        due,
-                    })),
-                );
+                let key = self.wheel.insert(tick(due), def);
+                self.triggers
+                    .insert(key, PendingTrigger { instance, params });
             }
             Command::Completed { def, finished_at } => {
-                {
-                    let mut st = def.driver();
-                    if !st.scheduled || !st.enabled || !st.awaiting_completion {
-                        return;
-                    }
-                    st.awaiting_completion = false;
-                    st.anchor = finished_at;
+                if !def.flag(SCHEDULED) || !def.flag(ENABLED) || !def.flag(AWAITING_COMPLETION) {
+                    return;
                 }
+                def.set_flag(AWAITING_COMPLETION, false);
+                def.set_anchor(finished_at);
                 self.arm(&def, finished_at);
             }
         }
     }
 
     fn set_enabled(&mut self, now: EpochMs, def: &Arc<JobDef>, enabled: bool) {
-        {
-            let mut st = def.driver();
-            if !st.scheduled || st.enabled == enabled {
-                return;
+        if !def.flag(SCHEDULED) || def.flag(ENABLED) == enabled {
+            return;
+        }
+        def.set_flag(ENABLED, enabled);
+        if !enabled {
+            def.set_flag(AWAITING_COMPLETION, false);
+            if let Some(key) = def.take_timer() {
+                self.wheel.cancel(key);
             }
-            st.enabled = enabled;
-            if !enabled {
-                st.awaiting_completion = false;
-                if let Some(key) = st.timer.take() {
-                    self.wheel.cancel(key);
-                }
-                def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
-                return;
-            }
-            // A fixed delay counts from the moment the job is enabled again; other
-            // expressions keep their grid. The disabled period is not a misfire.
-            if matches!(def.spec.expression, TimeExpression::FixedDelay { .. }) {
-                st.anchor = now;
-            }
+            def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
+            return;
+        }
+        // A fixed delay counts from the moment the job is enabled again; other
+        // expressions keep their grid. The disabled period is not a misfire.
+        if matches!(def.spec.expression, TimeExpression::FixedDelay { .. }) {
+            def.set_anchor(now);
         }
         self.arm(def, now);
     }
 
     /// Arms the job's schedule timer at its first trigger strictly after `after`, if any.
     fn arm(&mut self, def: &Arc<JobDef>, after: EpochMs) {
-        let anchor = def.driver().anchor;
+        let anchor = def.anchor();
         let next = def.spec.schedule().first_trigger(anchor, after);
         self.arm_at(def, next);
     }
 
     /// Arms the job's schedule timer at `next` (`None`: disarms it).
     fn arm_at(&mut self, def: &Arc<JobDef>, next: Option<EpochMs>) {
-        let mut st = def.driver();
-        if let Some(key) = st.timer.take() {
+        if let Some(key) = def.take_timer() {
             self.wheel.cancel(key);
         }
         def.counters
             .next_fire_at
             .store(next.unwrap_or(i64::MIN), Ordering::Relaxed);
         if let Some(due) = next {
-            let tick = self.tick(due);
-            let timer = Timer::Next {
-                def: Arc::clone(def),
-                due,
-            };
-            st.timer = Some(self.wheel.insert(tick, timer));
+            def.set_timer(Some(self.wheel.insert(tick(due), Arc::clone(def))));
         }
     }
 
     /// The instant (ms since the epoch) at which [`Core::poll`] has work next, if any.
     pub(crate) fn next_wakeup(&self) -> Option<EpochMs> {
-        self.wheel.next_expiration().map(|t| {
-            self.origin
-                .saturating_add(i64::try_from(t).unwrap_or(i64::MAX))
-        })
+        self.wheel.next_expiration().map(instant)
     }
 
     /// Pops the timers due at `now` and appends the resulting fires to `out`, stopping once
     /// `out` holds at least `limit` fires (call again for the rest: nothing due is lost, and
     /// the order is kept). Returns whether it stopped because of the limit.
     pub(crate) fn poll(&mut self, now: EpochMs, out: &mut Vec<Fire>, limit: usize) -> bool {
-        let tick = self.tick(now);
+        let now_tick = tick(now);
         loop {
             if out.len() >= limit {
                 return true;
             }
-            let Some(expired) = self.wheel.poll(tick) else {
+            let Some(expired) = self.wheel.poll(now_tick) else {
                 return false;
             };
-            match expired.value {
-                Timer::Next { def, due } => self.on_due(now, def, due, out),
-                Timer::Trigger(t) => {
-                    let PendingTrigger {
-                        def,
-                        instance,
-                        params,
-                        due,
-                    } = *t;
-                    let removed = !def.driver().scheduled;
+            let (def, due) = (expired.value, instant(expired.deadline));
+            let trigger = if self.triggers.is_empty() {
+                None
+            } else {
+                self.triggers.remove(&expired.key)
+            };
+            match trigger {
+                None => self.on_due(now, def, due, out),
+                Some(PendingTrigger { instance, params }) => {
+                    let removed = !def.flag(SCHEDULED);
                     let skip = if removed {
                         Some(SkipReason::JobRemoved)
                     } else {
@@ -360,12 +384,9 @@ impl Core {
     }
 
     fn on_due(&mut self, now: EpochMs, def: Arc<JobDef>, due: EpochMs, out: &mut Vec<Fire>) {
-        {
-            let mut st = def.driver();
-            st.timer = None;
-            if !st.scheduled || !st.enabled {
-                return;
-            }
+        def.set_timer(None);
+        if !def.flag(SCHEDULED) || !def.flag(ENABLED) {
+            return;
         }
         let threshold_ms = self.config.misfire_threshold_ms;
         let mut plan = std::mem::take(&mut self.plan);
@@ -380,7 +401,7 @@ impl Core {
                 job = def.id.0,
                 name = %def.spec.name,
                 late_ms,
-                policy = ?def.spec.misfire,
+                policy = ?def.spec.misfire(),
                 running = plan.fires.len(),
                 dropped = plan.dropped,
                 truncated = plan.truncated,
@@ -408,11 +429,11 @@ impl Core {
         if fixed_delay && !plan.fires.is_empty() {
             if ran {
                 // The run's completion arms the next trigger.
-                def.driver().awaiting_completion = true;
+                def.set_flag(AWAITING_COMPLETION, true);
                 def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
             } else {
                 // Nothing ran, so no completion will come: count the delay from now.
-                def.driver().anchor = now;
+                def.set_anchor(now);
                 self.arm(&def, now);
             }
         } else {
@@ -436,7 +457,7 @@ impl Core {
 /// Takes a run slot of `def` if its `max_instances` allows; otherwise the reason to skip.
 fn admit(def: &JobDef) -> Option<SkipReason> {
     let counters = &def.counters;
-    if !counters.running.try_reserve(def.spec.max_instances) {
+    if !def.running.try_reserve(def.spec.max_instances()) {
         counters.skipped.fetch_add(1, Ordering::Relaxed);
         return Some(SkipReason::TooManyInstances);
     }
@@ -482,7 +503,7 @@ mod tests {
         out.into_iter()
             .map(|f| {
                 if f.skip.is_none() {
-                    f.def.counters.running.release();
+                    f.def.running.release();
                 }
                 (f.scheduled_at - T0, f.skip)
             })
@@ -608,11 +629,11 @@ mod tests {
         let mut out = Vec::new();
         c.poll(T0 + 10, &mut out, usize::MAX);
         assert!(out[0].skip.is_none());
-        assert_eq!(d.counters.running.count(), 1);
+        assert_eq!(d.running.count(), 1);
         out.clear();
         c.poll(T0 + 20, &mut out, usize::MAX);
         assert_eq!(out[0].skip, Some(SkipReason::TooManyInstances));
-        d.counters.running.release();
+        d.running.release();
         out.clear();
         c.poll(T0 + 30, &mut out, usize::MAX);
         assert!(out[0].skip.is_none());
@@ -660,6 +681,80 @@ mod tests {
         assert_eq!(poll(&mut c, T0), [(0, None)]);
         c.handle(T0 + 1, Command::Remove(Arc::clone(&d)));
         assert_eq!(poll(&mut c, T0 + 40), [(40, Some(SkipReason::JobRemoved))]);
+    }
+
+    #[test]
+    fn schedule_timers_and_manual_triggers_share_one_wheel_in_insertion_order() {
+        let mut c = core();
+        let rate = def(
+            1,
+            JobSpec::new("r", expr(TimeExpressionType::FixedRate, "50")),
+        );
+        let api = def(2, JobSpec::new("a", expr(TimeExpressionType::Api, "")));
+        c.handle(T0, Command::Add(Arc::clone(&api)));
+        let trigger = |instance: u64| Command::Trigger {
+            def: Arc::clone(&api),
+            instance: InstanceId(instance),
+            params: Some(format!("#{instance}").into()),
+            delay_ms: 50,
+        };
+        // Due at T0 + 50: a trigger, then the schedule timer, then another trigger.
+        c.handle(T0, trigger(7));
+        c.handle(T0, Command::Add(Arc::clone(&rate)));
+        c.handle(T0, trigger(8));
+        assert_eq!(c.triggers.len(), 2);
+        let mut out = Vec::new();
+        assert!(!c.poll(T0 + 50, &mut out, usize::MAX));
+        let got: Vec<(u64, bool, Option<&str>, i64)> = out
+            .iter()
+            .map(|f| {
+                (
+                    f.def.id.0,
+                    f.from_schedule,
+                    f.instance_params.as_deref(),
+                    f.scheduled_at - T0,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, false, Some("#7"), 50),
+                (1, true, None, 50),
+                (2, false, Some("#8"), 50)
+            ]
+        );
+        assert_eq!(
+            (out[0].instance, out[2].instance),
+            (InstanceId(7), InstanceId(8))
+        );
+        assert!(c.triggers.is_empty(), "a fired trigger leaves the table");
+        assert_eq!(c.next_wakeup(), Some(T0 + 100), "the schedule re-armed");
+    }
+
+    #[test]
+    fn every_instant_has_its_own_tick_in_order() {
+        let instants = [i64::MIN, -T0, -1, 0, 1, T0, T0 + 1, i64::MAX];
+        for pair in instants.windows(2) {
+            assert!(tick(pair[0]) < tick(pair[1]), "{pair:?}");
+        }
+        for at in instants {
+            assert_eq!(instant(tick(at)), at);
+        }
+    }
+
+    /// What one registered job costs in memory, held in place on 64-bit targets: the heap
+    /// bytes per job that BENCHMARKS.md reports are these plus the name, the wheel's queue
+    /// record and the registry's slot.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_job_and_its_wheel_entry_stay_small() {
+        assert_eq!(std::mem::size_of::<JobDef>(), 144);
+        assert_eq!(
+            std::mem::size_of::<Option<Arc<JobDef>>>(),
+            8,
+            "a wheel value is a pointer"
+        );
     }
 
     #[test]

@@ -156,24 +156,24 @@ const NO_BOUNDS: Lifecycle = Lifecycle {
     end: None,
 };
 
-/// What the scheduler keeps of a [`JobSpec`] while the job is registered, packed: the fields
-/// every fire reads stay inline; the ones most jobs leave at their defaults (lifecycle,
-/// `resume_after`, timeout, retries, parameters) live in one box that exists only when one of
-/// them is set. A job with defaults costs 48 bytes here instead of the spec's ~150, plus its
-/// name, stored at its exact length.
+/// What the scheduler keeps of a [`JobSpec`] while the job is registered, packed: the name
+/// (at its exact length) and the expression stay inline; the fields most jobs leave at their
+/// defaults (concurrency limit, misfire policy, lifecycle, `resume_after`, timeout, retries,
+/// parameters) live in one box that exists only when one of them is set. A job with defaults
+/// costs 48 bytes here instead of the spec's ~150, plus its name. `enabled` is not kept: it is
+/// the job's initial state, which the scheduler's core holds from then on.
 #[derive(Debug)]
 pub(crate) struct StoredSpec {
     pub(crate) name: Box<str>,
     pub(crate) expression: TimeExpression,
-    pub(crate) max_instances: u32,
-    pub(crate) misfire: MisfirePolicy,
-    pub(crate) enabled: bool,
     rare: Option<Box<RareFields>>,
 }
 
 /// The [`JobSpec`] fields that are usually at their defaults.
 #[derive(Debug)]
 struct RareFields {
+    max_instances: u32,
+    misfire: MisfirePolicy,
     lifecycle: Lifecycle,
     resume_after: Option<EpochMs>,
     timeout_ms: u64,
@@ -183,7 +183,9 @@ struct RareFields {
 
 impl From<JobSpec> for StoredSpec {
     fn from(spec: JobSpec) -> Self {
-        let defaults = spec.lifecycle == NO_BOUNDS
+        let defaults = spec.max_instances == 0
+            && spec.misfire == MisfirePolicy::default()
+            && spec.lifecycle == NO_BOUNDS
             && spec.resume_after.is_none()
             && spec.timeout_ms == 0
             && spec.retry == NO_RETRY
@@ -191,11 +193,10 @@ impl From<JobSpec> for StoredSpec {
         StoredSpec {
             name: spec.name.into_boxed_str(),
             expression: spec.expression,
-            max_instances: spec.max_instances,
-            misfire: spec.misfire,
-            enabled: spec.enabled,
             rare: (!defaults).then(|| {
                 Box::new(RareFields {
+                    max_instances: spec.max_instances,
+                    misfire: spec.misfire,
                     lifecycle: spec.lifecycle,
                     resume_after: spec.resume_after,
                     timeout_ms: spec.timeout_ms,
@@ -208,6 +209,18 @@ impl From<JobSpec> for StoredSpec {
 }
 
 impl StoredSpec {
+    /// [`JobSpec::max_instances`] (0 = unlimited).
+    pub(crate) fn max_instances(&self) -> u32 {
+        self.rare.as_ref().map_or(0, |r| r.max_instances)
+    }
+
+    /// [`JobSpec::misfire`].
+    pub(crate) fn misfire(&self) -> MisfirePolicy {
+        self.rare
+            .as_ref()
+            .map_or_else(MisfirePolicy::default, |r| r.misfire)
+    }
+
     /// [`JobSpec::lifecycle`].
     pub(crate) fn lifecycle(&self) -> &Lifecycle {
         self.rare.as_ref().map_or(&NO_BOUNDS, |r| &r.lifecycle)
@@ -238,7 +251,7 @@ impl StoredSpec {
         Schedule {
             expression: &self.expression,
             lifecycle: self.lifecycle(),
-            misfire: self.misfire,
+            misfire: self.misfire(),
         }
     }
 }
@@ -259,7 +272,8 @@ mod tests {
             (plain.resume_after(), plain.timeout_ms(), plain.params()),
             (None, 0, "")
         );
-        assert!(plain.enabled);
+        assert_eq!(plain.max_instances(), 0);
+        assert_eq!(plain.misfire(), MisfirePolicy::default());
 
         let mut spec = JobSpec::new("full", rate)
             .with_lifecycle(Lifecycle {
@@ -276,19 +290,25 @@ mod tests {
         let full = StoredSpec::from(spec);
         assert_eq!(full.lifecycle().start, Some(5));
         assert_eq!(full.lifecycle().end, Some(9));
-        assert_eq!(full.misfire, MisfirePolicy::Skip);
+        assert_eq!(full.misfire(), MisfirePolicy::Skip);
         assert_eq!(full.resume_after(), Some(7));
-        assert_eq!(full.max_instances, 3);
+        assert_eq!(full.max_instances(), 3);
         assert_eq!(full.timeout_ms(), 250);
         assert_eq!(full.retry().retries, 2);
         assert_eq!(full.params(), "p=1");
-        assert!(!full.enabled);
         // Any one rare field set keeps it.
         let only_params = StoredSpec::from(JobSpec {
             params: "x".into(),
             ..JobSpec::new("p", TimeExpression::Api)
         });
         assert_eq!(only_params.params(), "x");
+        let only_limit =
+            StoredSpec::from(JobSpec::new("l", TimeExpression::Api).with_max_instances(1));
+        assert_eq!(only_limit.max_instances(), 1);
+        let only_policy = StoredSpec::from(
+            JobSpec::new("m", TimeExpression::Api).with_misfire(MisfirePolicy::Skip),
+        );
+        assert_eq!(only_policy.misfire(), MisfirePolicy::Skip);
     }
 
     #[test]

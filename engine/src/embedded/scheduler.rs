@@ -135,7 +135,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     commands: flume::Sender<DriverMsg>,
     parker: Parker,
-    jobs: dashmap::DashMap<JobId, Arc<JobDef>>,
+    /// The registered jobs, looked up by id.
+    jobs: dashmap::DashSet<Registered>,
     next_job: AtomicU64,
     next_instance: Arc<AtomicU64>,
     reports: broadcast::Sender<RunReport>,
@@ -147,6 +148,32 @@ struct Inner {
     idle: Notify,
     shut_down: AtomicBool,
 }
+
+/// A registered job as the registry holds it: hashed and compared by its id alone, so the
+/// registry is a set looked up by [`JobId`] and each of its slots is one pointer (a map from id
+/// to `Arc<JobDef>` would store the id a second time in every slot).
+struct Registered(Arc<JobDef>);
+
+impl std::borrow::Borrow<JobId> for Registered {
+    fn borrow(&self) -> &JobId {
+        &self.0.id
+    }
+}
+
+impl std::hash::Hash for Registered {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Hashes exactly as the `JobId` it borrows as, which `Borrow` requires.
+        self.0.id.hash(state);
+    }
+}
+
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Registered {}
 
 /// An in-process scheduler: jobs with any time expression run async processors on tokio.
 ///
@@ -199,7 +226,7 @@ impl Scheduler {
             runtime,
             commands,
             parker: Parker::new(),
-            jobs: dashmap::DashMap::new(),
+            jobs: dashmap::DashSet::new(),
             next_job: AtomicU64::new(1),
             next_instance,
             reports,
@@ -259,7 +286,7 @@ impl Scheduler {
         }
         let id = JobId(self.inner.next_job.fetch_add(1, Ordering::Relaxed));
         let def = Arc::new(JobDef::new(id, spec, processor));
-        self.inner.jobs.insert(id, Arc::clone(&def));
+        self.inner.jobs.insert(Registered(Arc::clone(&def)));
         self.send(DriverMsg::Core(Command::Add(def)))?;
         Ok(id)
     }
@@ -268,7 +295,7 @@ impl Scheduler {
     /// skipped. Runs in progress finish.
     pub fn remove(&self, job: JobId) -> Result<(), SchedulerError> {
         self.check_open()?;
-        let (_, def) = self
+        let Registered(def) = self
             .inner
             .jobs
             .remove(&job)
@@ -318,7 +345,7 @@ impl Scheduler {
         let c = &def.counters;
         let next = c.next_fire_at.load(Ordering::Relaxed);
         Ok(JobStats {
-            running: c.running.count(),
+            running: def.running.count(),
             fired: c.fired.load(Ordering::Relaxed),
             succeeded: c.succeeded.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
@@ -334,7 +361,7 @@ impl Scheduler {
             .inner
             .jobs
             .iter()
-            .map(|e| (*e.key(), e.value().spec.name.to_string()))
+            .map(|e| (e.0.id, e.0.spec.name.to_string()))
             .collect();
         jobs.sort_by_key(|(id, _)| *id);
         jobs
@@ -396,7 +423,7 @@ impl Scheduler {
         self.inner
             .jobs
             .get(&job)
-            .map(|e| Arc::clone(e.value()))
+            .map(|e| Arc::clone(&e.0))
             .ok_or(SchedulerError::UnknownJob(job))
     }
 
@@ -567,7 +594,7 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
     };
     // Release: pairs with the Acquire reservation in `admit`, so a freed slot is reused only
     // after the run's effects.
-    counters.running.release();
+    def.running.release();
     if fire.from_schedule
         && matches!(
             spec.expression,

@@ -14,6 +14,30 @@ pub struct TimerKey {
     pub(super) generation: u32,
 }
 
+impl TimerKey {
+    /// A value no live key ever has (its index is the slab's "no entry" index): a stored
+    /// [`to_bits`](Self::to_bits) can use it for "no timer".
+    pub const NONE_BITS: u64 = u64::MAX;
+
+    /// The key as one `u64` (generation in the high half, index in the low half), e.g. to keep
+    /// it in an atomic. Never [`NONE_BITS`](Self::NONE_BITS).
+    #[inline]
+    pub fn to_bits(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The key [`to_bits`](Self::to_bits) encoded, or `None` for
+    /// [`NONE_BITS`](Self::NONE_BITS). Any other value is a key: one that names no live timer
+    /// is stale, and every operation checks that.
+    #[inline]
+    pub fn from_bits(bits: u64) -> Option<TimerKey> {
+        (bits != Self::NONE_BITS).then_some(TimerKey {
+            index: bits as u32,
+            generation: (bits >> 32) as u32,
+        })
+    }
+}
+
 /// A timer returned by [`TimerWheel::poll`](super::TimerWheel::poll).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expired<T> {

@@ -366,3 +366,23 @@ fn churn_in_one_slot_and_in_the_ready_queue_stays_bounded() {
         wheel.heap_bytes()
     );
 }
+
+#[test]
+fn keys_round_trip_through_bits_and_stay_generation_checked() {
+    let mut wheel = TimerWheel::new(0);
+    let first = wheel.insert(5, "a");
+    let bits = first.to_bits();
+    assert_ne!(bits, TimerKey::NONE_BITS);
+    assert_eq!(TimerKey::from_bits(bits), Some(first));
+    assert_eq!(TimerKey::from_bits(TimerKey::NONE_BITS), None);
+    assert_eq!(wheel.cancel(first), Some("a"));
+    // The cell is reused by the next timer under a new generation: the old bits name nothing.
+    let second = wheel.insert(5, "b");
+    assert_eq!(second.index, first.index);
+    let stale = TimerKey::from_bits(bits).unwrap();
+    assert_eq!(wheel.cancel(stale), None);
+    assert_eq!(wheel.get(second), Some(&"b"));
+    // Bits naming a cell that does not exist are simply unknown.
+    let unknown = TimerKey::from_bits(u64::from(u32::MAX - 1)).unwrap();
+    assert_eq!(wheel.get(unknown), None);
+}
