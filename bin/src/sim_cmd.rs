@@ -24,6 +24,9 @@ pub struct Args {
     /// Print the events of this instance id, and every fault, to stderr.
     #[arg(long)]
     trace_instance: Option<u64>,
+    /// Most server crashes to inject (each restart reads the whole log back).
+    #[arg(long)]
+    max_server_crashes: Option<u64>,
 }
 
 /// Runs it; an invariant violation is an error (exit code 2) after the report.
@@ -34,6 +37,7 @@ pub fn run(args: &Args) -> Result<()> {
     let mut config = ferrojob::sim::SimConfig::new(args.seed, args.instances, args.workers);
     config.faults = !args.no_faults;
     config.trace = args.trace_instance;
+    config.max_server_crashes = args.max_server_crashes;
     let started = Instant::now();
     let report = ferrojob::sim::run(config);
     let secs = started.elapsed().as_secs_f64();

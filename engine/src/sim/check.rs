@@ -147,20 +147,20 @@ impl Checker {
         }
     }
 
-    /// Worker `worker` starts processor run `run` of `instance`. `connected[w]`: worker `w`
+    /// Worker `worker` starts processor run `run` of `instance`. `connected(w)`: worker `w`
     /// is alive and connected.
     pub(super) fn run_started(
         &mut self,
         worker: usize,
         run: RunId,
         instance: u64,
-        connected: &[bool],
+        connected: impl Fn(usize) -> bool,
         now: EpochMs,
         v: &mut Vec<Violation>,
     ) {
         let runs = self.running.entry(instance).or_default();
         for (w, _, stopped) in runs.iter() {
-            if *w != worker && !*stopped && connected.get(*w).copied().unwrap_or(false) {
+            if *w != worker && !*stopped && connected(*w) {
                 v.push(Violation::new(
                     now,
                     format!(

@@ -51,6 +51,9 @@ pub struct SimConfig {
     pub faults: bool,
     /// Print the events of this instance, and every fault, to stderr.
     pub trace: Option<u64>,
+    /// Most server crashes to inject (`None`: no limit). Each restart reads the whole log
+    /// back, so very long runs bound them.
+    pub max_server_crashes: Option<u64>,
 }
 
 impl SimConfig {
@@ -62,6 +65,7 @@ impl SimConfig {
             workers,
             faults: true,
             trace: None,
+            max_server_crashes: None,
         }
     }
 }
@@ -193,6 +197,8 @@ struct World {
     checker: Checker,
     report: SimReport,
     store_step_armed: bool,
+    /// API runs still to come.
+    api_runs_pending: u64,
 }
 
 fn store_options() -> LogOptions {
@@ -253,6 +259,7 @@ impl World {
             checker: Checker::default(),
             report,
             store_step_armed: false,
+            api_runs_pending: 0,
             config,
         }
     }
@@ -402,6 +409,7 @@ impl World {
             let t = START_MS + self.rng.gen_range(0..span.max(1));
             let job = self.jobs[self.rng.gen_range(0..self.jobs.len())];
             self.at(t, Event::ApiRun(job));
+            self.api_runs_pending += 1;
         }
     }
 
@@ -585,7 +593,10 @@ impl World {
                 self.checker.run_ended(worker, run);
                 self.drain_worker(worker);
             }
-            Event::ApiRun(job) => self.api_run(job),
+            Event::ApiRun(job) => {
+                self.api_runs_pending = self.api_runs_pending.saturating_sub(1);
+                self.api_run(job);
+            }
             Event::Fault => self.fault(),
             Event::ServerRestart => {
                 self.trace(None, || "server restarts".into());
@@ -605,7 +616,7 @@ impl World {
         s.core.active.is_empty()
             && s.awaiting.is_empty()
             && s.runs.is_empty()
-            && !self.queue.values().any(|e| matches!(e, Event::ApiRun(_)))
+            && self.api_runs_pending == 0
             && self.now > self.faults_until + 2000
     }
 
@@ -1061,11 +1072,14 @@ impl World {
                     self.trace(Some(instance), || {
                         format!("worker {i}: run {} starts ({d} ms)", run.id.0)
                     });
+                    let workers = &self.workers;
+                    let connected =
+                        |w: usize| workers.get(w).is_some_and(|w| w.alive && w.conn.is_some());
                     self.checker.run_started(
                         i,
                         run.id,
                         instance,
-                        &self.workers_alive(),
+                        connected,
                         self.now,
                         &mut self.report.violations,
                     );
@@ -1125,13 +1139,6 @@ impl World {
         }
     }
 
-    fn workers_alive(&self) -> Vec<bool> {
-        self.workers
-            .iter()
-            .map(|w| w.alive && w.conn.is_some())
-            .collect()
-    }
-
     fn to_worker(&mut self, conn: u64, msg: Message, correlation: Option<u64>) {
         let Some(c) = self.conns.get(&conn) else {
             return;
@@ -1185,13 +1192,12 @@ impl World {
 
     /// Cuts connection `conn`: both ends learn it; what was in flight is lost.
     fn cut(&mut self, conn: u64) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.remove(&conn) else {
             return;
         };
         if !c.open {
             return;
         }
-        c.open = false;
         let (i, gen) = (c.worker, c.gen);
         self.trace(None, || {
             format!("fault: connection {conn} of worker {i} cut")
@@ -1287,6 +1293,13 @@ impl World {
     }
 
     fn crash_server(&mut self) {
+        if self
+            .config
+            .max_server_crashes
+            .is_some_and(|m| self.report.server_crashes >= m)
+        {
+            return;
+        }
         let Some(s) = self.server.take() else { return };
         self.report.server_crashes += 1;
         self.trace(None, || "fault: server crashes".into());
@@ -1325,8 +1338,7 @@ impl World {
             .collect();
         open.sort_unstable();
         for c in open {
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.open = false;
+            if let Some(conn) = self.conns.remove(&c) {
                 let i = conn.worker;
                 let w = &mut self.workers[i];
                 if w.conn == Some(c) {
