@@ -53,7 +53,12 @@ pub struct LaunchConfig {
     /// Mark the web console's cookies `Secure` (browsers reach the server over TLS through a
     /// proxy); see [`HttpConfig::secure_cookies`].
     pub secure_cookies: bool,
-    /// The core's settings; `store` and `listen` are overwritten from the fields above.
+    /// TLS for both ports (the worker port and HTTP) with one certificate; `None` serves
+    /// plain TCP and plain HTTP, and a warning is logged when either port is not on a
+    /// loopback address.
+    pub tls: Option<ferrojob_transport::tls::ServerTls>,
+    /// The core's settings; `store`, `listen` and `net.server_tls` are overwritten from the
+    /// fields above.
     pub core: ServerConfig,
 }
 
@@ -74,6 +79,7 @@ impl LaunchConfig {
             admin_token: None,
             max_body_bytes: 1 << 20,
             secure_cookies: false,
+            tls: None,
             core: ServerConfig::new(store, listen),
         }
     }
@@ -288,6 +294,19 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         _ => StoreChoice::Memory,
     };
     config.core.listen = config.listen;
+    config.core.net.server_tls = config.tls.clone();
+    if config.tls.is_none() {
+        for (port, addr) in [("worker", config.listen), ("HTTP", config.http)] {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    port,
+                    %addr,
+                    "listening without TLS on a non-loopback address: app secrets, tokens and \
+                     job messages cross the network in clear text and can be altered on the way"
+                );
+            }
+        }
+    }
     let (admin_token, token_file) =
         resolve_token(config.admin_token.as_deref(), config.data_dir.as_deref())?;
     let strict = config.core.recovery == ferrojob_store::RecoveryMode::Strict;
@@ -301,6 +320,7 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     let http_config = HttpConfig {
         max_body_bytes: config.max_body_bytes,
         secure_cookies: config.secure_cookies,
+        tls: config.tls.clone(),
         ..HttpConfig::new(admin_token.clone())
     };
     let http = match HttpServer::bind(config.http, core.api(), http_config).await {

@@ -147,6 +147,9 @@ pub struct HttpConfig {
     /// Mark the web console's cookies `Secure`: set it when browsers reach this server over
     /// TLS (a TLS-terminating proxy in front of it). Default false.
     pub secure_cookies: bool,
+    /// Serve HTTPS with this certificate and key (the TLS handshake must complete within
+    /// `header_read_timeout`); `None` serves plain HTTP. Default `None`.
+    pub tls: Option<ferrojob_transport::tls::ServerTls>,
 }
 
 impl HttpConfig {
@@ -160,6 +163,7 @@ impl HttpConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
             secure_cookies: false,
+            tls: None,
         }
     }
 }
@@ -174,6 +178,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("max_connections", &self.max_connections)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("secure_cookies", &self.secure_cookies)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
