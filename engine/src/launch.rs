@@ -54,11 +54,11 @@ pub struct LaunchConfig {
     /// proxy); see [`HttpConfig::secure_cookies`].
     pub secure_cookies: bool,
     /// TLS for both ports (the worker port and HTTP) with one certificate; `None` serves
-    /// plain TCP and plain HTTP, and a warning is logged when either port is not on a
-    /// loopback address.
+    /// plain HTTP, and the worker port as `core.net.server_tls` says. A warning is logged for
+    /// each plain port not on a loopback address.
     pub tls: Option<ferrojob_transport::tls::ServerTls>,
-    /// The core's settings; `store`, `listen` and `net.server_tls` are overwritten from the
-    /// fields above.
+    /// The core's settings; `store` and `listen` are overwritten from the fields above, and
+    /// `net.server_tls` from `tls` when that is set.
     pub core: ServerConfig,
 }
 
@@ -294,17 +294,25 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         _ => StoreChoice::Memory,
     };
     config.core.listen = config.listen;
-    config.core.net.server_tls = config.tls.clone();
-    if config.tls.is_none() {
-        for (port, addr) in [("worker", config.listen), ("HTTP", config.http)] {
-            if !addr.ip().is_loopback() {
-                tracing::warn!(
-                    port,
-                    %addr,
-                    "listening without TLS on a non-loopback address: app secrets, tokens and \
-                     job messages cross the network in clear text and can be altered on the way"
-                );
-            }
+    if let Some(tls) = &config.tls {
+        config.core.net.server_tls = Some(tls.clone());
+    }
+    let plain = [
+        (
+            "worker",
+            config.listen,
+            config.core.net.server_tls.is_none(),
+        ),
+        ("HTTP", config.http, config.tls.is_none()),
+    ];
+    for (port, addr, plain) in plain {
+        if plain && !addr.ip().is_loopback() {
+            tracing::warn!(
+                port,
+                %addr,
+                "listening without TLS on a non-loopback address: app secrets, tokens and job \
+                 messages cross the network in clear text and can be altered on the way"
+            );
         }
     }
     let (admin_token, token_file) =
@@ -319,7 +327,8 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     };
     let http_config = HttpConfig {
         max_body_bytes: config.max_body_bytes,
-        secure_cookies: config.secure_cookies,
+        // Served over HTTPS, the console's cookies never go out on plain HTTP.
+        secure_cookies: config.secure_cookies || config.tls.is_some(),
         tls: config.tls.clone(),
         ..HttpConfig::new(admin_token.clone())
     };
