@@ -36,6 +36,7 @@ async fn open(
     let tcp = open_tcp(addr, config).await?;
     let stream = connect_tls(tcp, addr, config).await.inspect_err(|_| {
         TransportMetrics::inc(&metrics.tls_handshake_failures);
+        TransportMetrics::inc(&metrics.handshake_failures);
     })?;
     let mut conn = new_client(config, identity, metrics);
     bind_connection(&mut conn, &stream, config.role, addr)?;
