@@ -28,13 +28,16 @@ pub enum AlarmCmd {
         app: AppArg,
         /// The channel's name.
         name: String,
-        /// WEBHOOK, SLACK, DINGTALK, FEISHU or WECOM.
+        /// WEBHOOK, SLACK, DINGTALK, FEISHU, WECOM or EMAIL.
         #[arg(long, default_value = "WEBHOOK", value_parser = parse_kind)]
         kind: ChannelKind,
-        /// The http:// URL alarms are posted to (`--url` is the server's).
+        /// The http:// URL alarms are posted to (`--url` is the server's); for EMAIL,
+        /// `smtp://[user@]host[:port]?from=ADDR&to=ADDR[,ADDR...]` (STARTTLS; `smtps://` for
+        /// TLS; `&tls=none` for a trusted local relay).
         #[arg(long)]
         endpoint: String,
-        /// Sign requests with HMAC-SHA256 under this key (X-Ferrojob-Signature).
+        /// Sign requests with HMAC-SHA256 under this key (X-Ferrojob-Signature; DingTalk and
+        /// Feishu: the robot's signing secret); for EMAIL, the SMTP password.
         #[arg(long, env = "FERROJOB_CHANNEL_SECRET", hide_env_values = true)]
         secret: Option<String>,
     },
@@ -54,7 +57,7 @@ pub enum AlarmCmd {
 
 fn parse_kind(s: &str) -> Result<ChannelKind, String> {
     serde_json::from_value(serde_json::Value::String(s.to_ascii_uppercase())).map_err(|_| {
-        format!("unknown channel kind {s:?}: WEBHOOK, SLACK, DINGTALK, FEISHU or WECOM")
+        format!("unknown channel kind {s:?}: WEBHOOK, SLACK, DINGTALK, FEISHU, WECOM or EMAIL")
     })
 }
 

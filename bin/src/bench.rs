@@ -156,6 +156,8 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
                 );
                 // Keep every instance: the bench reads them all back.
                 config.core.keep_finished_runs = usize::MAX;
+                // The bench measures dispatch: its run requests are not rate limited.
+                config.api_rate = None;
                 if let Some(pki) = &pki {
                     config.core.net.server_tls = Some(pki.server()?);
                 }
@@ -471,9 +473,9 @@ async fn read_all(client: &Client, app: &str, job: JobId) -> Result<Vec<(Instanc
                 app,
                 &InstanceQuery {
                     job_id: Some(job),
-                    status: None,
                     limit: Some(1000),
                     cursor,
+                    ..InstanceQuery::default()
                 },
             )
             .await?;

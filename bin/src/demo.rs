@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ferrojob::alarm::{AlarmRules, FailureRule};
 use ferrojob::api::{
-    ApiError, CreateApp, ErrorCode, InstanceQuery, JobBody, PageQuery, RunJob, RunWorkflow,
-    WorkflowDef, WorkflowInstanceQuery, WorkflowInstanceView,
+    ApiError, CreateApp, ErrorCode, InstanceQuery, JobBody, JobQuery, PageQuery, RunJob,
+    RunWorkflow, WorkflowDef, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowQuery,
 };
 use ferrojob::client::{Client, ClientError};
 use ferrojob::ids::{InstanceId, JobId, WorkflowId, WorkflowInstanceId};
@@ -270,13 +270,7 @@ async fn ensure_workflow(
     let mut cursor = None;
     loop {
         let page = client
-            .list_workflows(
-                APP,
-                PageQuery {
-                    limit: Some(1000),
-                    cursor,
-                },
-            )
+            .list_workflows(APP, &WorkflowQuery::page(Some(1000), cursor))
             .await?;
         if let Some(w) = page.items.iter().find(|w| w.body.name == WORKFLOW_NAME) {
             return Ok(w.id);
@@ -361,13 +355,7 @@ async fn ensure_jobs(client: &Client) -> Result<BTreeMap<JobId, &'static str>> {
     let mut cursor = None;
     loop {
         let page = client
-            .list_jobs(
-                APP,
-                PageQuery {
-                    limit: Some(1000),
-                    cursor,
-                },
-            )
+            .list_jobs(APP, &JobQuery::page(Some(1000), cursor))
             .await?;
         for j in &page.items {
             existing.insert(j.body.name.clone(), j.id);

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use ferrojob::api::{
-    CreateApp, InstanceQuery, InstanceView, JobBody, JobView, LifecycleJson, LogQuery, PageQuery,
-    RunJob, TaskProgress,
+    CopyJob, CreateApp, InstanceQuery, InstanceView, JobBody, JobQuery, JobView, LifecycleJson,
+    LogQuery, RunJob, TaskProgress,
 };
 use ferrojob::client::Client;
 use ferrojob::ids::{InstanceId, JobId};
@@ -167,9 +167,83 @@ pub struct JobFields {
     /// Lifecycle end, RFC 3339.
     #[arg(long)]
     end: Option<String>,
+    /// Free text for people.
+    #[arg(long)]
+    description: Option<String>,
+    /// Tags, comma-separated; replaces the job's tags (`--tags ""` removes them all).
+    #[arg(long)]
+    tags: Option<String>,
     /// Create it disabled.
     #[arg(long)]
     disabled: bool,
+}
+
+/// Splits a comma-separated tag list, trimming each tag and dropping empty ones.
+pub(crate) fn split_tags(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An instant on the command line: RFC 3339 (`2026-12-06T10:00:00Z`) or epoch milliseconds.
+pub(crate) fn instant(flag: &str, text: &str) -> Result<i64> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .with_context(|| format!("{flag} {text:?}: not RFC 3339 nor epoch milliseconds"))
+}
+
+/// The filters of `job list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobFilterArgs {
+    /// Only jobs whose name contains this (ignoring case).
+    #[arg(long)]
+    name: Option<String>,
+    /// Only jobs carrying this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Only jobs of this time expression type (CRON, API, ...).
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// Only jobs of this execute type (STANDALONE, BROADCAST, MAP, MAP_REDUCE).
+    #[arg(long)]
+    execute_type: Option<String>,
+    /// Only enabled jobs.
+    #[arg(long, conflicts_with = "disabled")]
+    enabled: bool,
+    /// Only disabled jobs.
+    #[arg(long)]
+    disabled: bool,
+}
+
+impl JobFilterArgs {
+    /// The query these filters make, for one page.
+    pub(crate) fn query(&self, limit: Option<u32>, cursor: Option<u64>) -> Result<JobQuery> {
+        Ok(JobQuery {
+            limit,
+            cursor,
+            name: self.name.clone(),
+            tag: self.tag.clone(),
+            time_expression_type: match &self.kind {
+                Some(k) => Some(k.parse().with_context(|| format!("--type {k}"))?),
+                None => None,
+            },
+            execute_type: match &self.execute_type {
+                Some(e) => Some(api_enum("execute type", e)?),
+                None => None,
+            },
+            enabled: match (self.enabled, self.disabled) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+        })
+    }
 }
 
 impl JobFields {
@@ -262,6 +336,12 @@ impl JobFields {
                 end: self.end.clone().or(body.lifecycle.end),
             };
         }
+        if let Some(v) = &self.description {
+            body.description = v.clone();
+        }
+        if let Some(v) = &self.tags {
+            body.tags = split_tags(v);
+        }
         if self.disabled {
             body.enabled = false;
         }
@@ -288,10 +368,12 @@ pub enum JobCmd {
         #[command(flatten)]
         fields: JobFields,
     },
-    /// List the app's jobs.
+    /// List the app's jobs (filtered by any of the flags).
     List {
         #[command(flatten)]
         app: AppArg,
+        #[command(flatten)]
+        filter: JobFilterArgs,
         /// Page size.
         #[arg(long)]
         limit: Option<u32>,
@@ -318,6 +400,19 @@ pub enum JobCmd {
         /// Delay, ms.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+    },
+    /// Copy a job under a new name (every other field as the source's); prints the copy's id.
+    Copy {
+        #[command(flatten)]
+        app: AppArg,
+        /// The job to copy.
+        id: JobId,
+        /// The copy's name.
+        #[arg(long)]
+        name: String,
+        /// Create the copy disabled (default: enabled as the source).
+        #[arg(long)]
+        disabled: bool,
     },
     /// Enable a job.
     Enable {
@@ -362,6 +457,18 @@ pub enum InstanceCmd {
         /// Only in this status (e.g. RUNNING, SUCCEED, FAILED).
         #[arg(long)]
         status: Option<String>,
+        /// Only triggered at or after this instant (RFC 3339 or epoch ms).
+        #[arg(long)]
+        trigger_from: Option<String>,
+        /// Only triggered before this instant (RFC 3339 or epoch ms).
+        #[arg(long)]
+        trigger_to: Option<String>,
+        /// Only finished at or after this instant (RFC 3339 or epoch ms).
+        #[arg(long)]
+        finished_from: Option<String>,
+        /// Only finished before this instant (RFC 3339 or epoch ms).
+        #[arg(long)]
+        finished_to: Option<String>,
         /// Page size.
         #[arg(long)]
         limit: Option<u32>,
@@ -443,8 +550,13 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn job_line(j: &JobView) -> String {
+    let tags = if j.body.tags.is_empty() {
+        String::new()
+    } else {
+        format!(" tags={}", j.body.tags.join(","))
+    };
     format!(
-        "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}",
+        "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}{tags}",
         j.id.get(),
         truncate(&j.body.name, 24),
         format!("{:?}", j.body.time_expression_type),
@@ -555,17 +667,33 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                     Ok(())
                 }
             }
-            JobCmd::List { app, limit, cursor } => {
-                let page = client
-                    .list_jobs(
-                        &app.app,
-                        PageQuery {
-                            limit: *limit,
-                            cursor: *cursor,
-                        },
-                    )
-                    .await?;
+            JobCmd::List {
+                app,
+                filter,
+                limit,
+                cursor,
+            } => {
+                let query = filter.query(*limit, *cursor)?;
+                let page = client.list_jobs(&app.app, &query).await?;
                 print_page(json, &page, &page.items, page.next_cursor, job_line)
+            }
+            JobCmd::Copy {
+                app,
+                id,
+                name,
+                disabled,
+            } => {
+                let copy = CopyJob {
+                    name: name.clone(),
+                    enabled: disabled.then_some(false),
+                };
+                let created = client.copy_job(&app.app, *id, &copy).await?;
+                if json {
+                    print_json(&created)
+                } else {
+                    println!("{}", created.id.get());
+                    Ok(())
+                }
             }
             JobCmd::Get { app, id } => print_json(&client.get_job(&app.app, *id).await?),
             JobCmd::Run {
@@ -626,6 +754,10 @@ pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
                 app,
                 job,
                 status,
+                trigger_from,
+                trigger_to,
+                finished_from,
+                finished_to,
                 limit,
                 cursor,
             } => {
@@ -633,17 +765,20 @@ pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
                     Some(s) => Some(api_enum::<InstanceStatus>("status", s)?),
                     None => None,
                 };
-                let page = client
-                    .list_instances(
-                        &app.app,
-                        &InstanceQuery {
-                            job_id: *job,
-                            status,
-                            limit: *limit,
-                            cursor: *cursor,
-                        },
-                    )
-                    .await?;
+                let at = |flag: &str, v: &Option<String>| {
+                    v.as_deref().map(|t| instant(flag, t)).transpose()
+                };
+                let query = InstanceQuery {
+                    job_id: *job,
+                    status,
+                    trigger_from: at("--trigger-from", trigger_from)?,
+                    trigger_to: at("--trigger-to", trigger_to)?,
+                    finished_from: at("--finished-from", finished_from)?,
+                    finished_to: at("--finished-to", finished_to)?,
+                    limit: *limit,
+                    cursor: *cursor,
+                };
+                let page = client.list_instances(&app.app, &query).await?;
                 print_page(json, &page, &page.items, page.next_cursor, instance_line)
             }
             InstanceCmd::Stop { app, id }

@@ -17,6 +17,8 @@
 //! misfire_threshold_ms = 5000       # later than this -> the job's misfire policy applies
 //! max_body_bytes = 1048576          # largest HTTP request body
 //! secure_cookies = false            # web console cookies `Secure` (served over TLS by a proxy)
+//! api_rate_per_sec = 1000           # OpenAPI requests per second per app (0: no limit) ...
+//! api_burst = 2000                  # ... after this many at once; beyond: 429 + Retry-After
 //! salvage = false                   # start even if the store is damaged mid-log: keep every
 //!                                   # intact record, move the damaged part aside
 //! restart_grace_ms = 3000           # after a restart, wait this long for workers to return
@@ -97,6 +99,13 @@ pub struct ServerArgs {
     /// TLS (through a TLS-terminating proxy). Default off.
     #[arg(long, env = "FERROJOB_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// OpenAPI requests per second per app (and for the admin token) after the burst; beyond
+    /// it a request is answered 429 with `Retry-After` (default 1000; 0 turns the limit off).
+    #[arg(long, env = "FERROJOB_API_RATE_PER_SEC")]
+    pub api_rate_per_sec: Option<u32>,
+    /// OpenAPI requests an app may send at once before the rate applies (default 2000).
+    #[arg(long, env = "FERROJOB_API_BURST")]
+    pub api_burst: Option<u32>,
     /// Start even if the store is damaged in the middle of its log: keep every intact record
     /// before the damage, move the damaged part aside (`*.log.corrupt*` files next to the
     /// segments, nothing deleted) and log what was moved. Default: refuse to start.
@@ -165,6 +174,8 @@ pub struct FileConfig {
     misfire_threshold_ms: Option<u64>,
     max_body_bytes: Option<usize>,
     secure_cookies: Option<bool>,
+    api_rate_per_sec: Option<u32>,
+    api_burst: Option<u32>,
     salvage: Option<bool>,
     restart_grace_ms: Option<u64>,
     max_log_lines_per_instance: Option<u64>,
@@ -226,6 +237,17 @@ impl ServerArgs {
             config.max_body_bytes = v;
         }
         config.secure_cookies = self.secure_cookies || file.secure_cookies.unwrap_or(false);
+        let rate = self.api_rate_per_sec.or(file.api_rate_per_sec);
+        let burst = self.api_burst.or(file.api_burst);
+        let default = ferrojob::http::ApiRateLimit::default();
+        config.api_rate = match rate {
+            Some(0) => None,
+            _ => Some(ferrojob::http::ApiRateLimit {
+                per_sec: rate.unwrap_or(default.per_sec),
+                burst: burst.unwrap_or(default.burst).max(1),
+                ..default
+            }),
+        };
         let core = &mut config.core;
         if self.salvage || file.salvage.unwrap_or(false) {
             core.recovery = ferrojob_store::RecoveryMode::Salvage;
@@ -436,6 +458,28 @@ mod tests {
         assert!(secure(&["s", "--secure-cookies"], ""));
         assert!(secure(&["s"], "secure_cookies = true"));
         assert!(!secure(&["s"], ""));
+    }
+
+    #[test]
+    fn the_api_rate_comes_from_flags_or_the_file_and_0_turns_it_off() {
+        let rate = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args)
+                .merge(toml::from_str::<FileConfig>(file).unwrap())
+                .unwrap()
+                .api_rate
+                .map(|r| (r.per_sec, r.burst))
+        };
+        assert_eq!(rate(&["s"], ""), Some((1000, 2000)));
+        assert_eq!(
+            rate(&["s"], "api_rate_per_sec = 5\napi_burst = 7"),
+            Some((5, 7))
+        );
+        assert_eq!(
+            rate(&["s", "--api-rate-per-sec", "9"], "api_rate_per_sec = 5"),
+            Some((9, 2000))
+        );
+        assert_eq!(rate(&["s", "--api-rate-per-sec", "0"], ""), None);
+        assert_eq!(rate(&["s"], "api_rate_per_sec = 0"), None);
     }
 
     #[test]

@@ -68,6 +68,20 @@ pub struct WorkerArgs {
         value_name = "shell|http"
     )]
     pub allow_processors: Vec<DangerousBuiltin>,
+    /// Timeout of an instance whose job sets none, ms (0 = none): such a run is stopped and
+    /// fails after this long.
+    #[arg(
+        long,
+        env = "FERROJOB_DEFAULT_TIMEOUT_MS",
+        default_value_t = 86_400_000
+    )]
+    pub default_timeout_ms: u64,
+    /// Longest `shell` output line logged, bytes; a longer one is cut and marked.
+    #[arg(long, env = "FERROJOB_SHELL_MAX_LINE_BYTES", default_value_t = ferrojob::worker::builtin::DEFAULT_MAX_LINE_BYTES)]
+    pub shell_max_line_bytes: usize,
+    /// `shell` output logged per stream and run, bytes; later lines are counted, not logged.
+    #[arg(long, env = "FERROJOB_SHELL_MAX_OUTPUT_BYTES", default_value_t = ferrojob::worker::builtin::DEFAULT_MAX_OUTPUT_BYTES)]
+    pub shell_max_output_bytes: usize,
     /// CA certificates (PEM) that signed the server's and the other workers' certificates:
     /// turns TLS on for every connection this worker makes. Needs --tls-cert and --tls-key
     /// (other workers connect to this one with TLS too).
@@ -111,6 +125,11 @@ impl WorkerArgs {
         config.max_running_instances = self.max_running;
         config.coordinator_only = self.coordinator_only;
         config.allow_processors = self.allow_processors.iter().copied().collect();
+        config.default_instance_timeout = Duration::from_millis(self.default_timeout_ms);
+        config.shell_output = ferrojob::worker::builtin::OutputLimits {
+            max_line_bytes: self.shell_max_line_bytes.max(1),
+            max_output_bytes: self.shell_max_output_bytes,
+        };
         self.apply_tls(&mut config)?;
         config.task_store = if self.memory_store {
             TaskStoreConfig::Memory

@@ -5,12 +5,15 @@
 //! ```text
 //! ferrojob workflow create --app A --file def.json      # or --body '{"name":...}', - = stdin
 //! ferrojob workflow run --app A 3 --init-params '{"tries":1}'
+//! ferrojob workflow list --app A --tag etl --type CRON
+//! ferrojob workflow copy --app A 3 --name "nightly (eu)"
 //! ferrojob workflow instance --app A 17                  # the node table
 //! ```
 
 use anyhow::{bail, Context, Result};
 use ferrojob::api::{
-    PageQuery, RunWorkflow, WorkflowDef, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowView,
+    CopyWorkflow, RunWorkflow, WorkflowDef, WorkflowInstanceQuery, WorkflowInstanceView,
+    WorkflowQuery, WorkflowView,
 };
 use ferrojob::client::Client;
 use ferrojob::ids::{NodeId, WorkflowId, WorkflowInstanceId};
@@ -61,16 +64,35 @@ pub enum WorkflowCmd {
         #[command(flatten)]
         def: DefSource,
     },
-    /// List the app's workflows.
+    /// List the app's workflows (filtered by any of the flags).
     List {
         #[command(flatten)]
         app: AppArg,
+        /// Only workflows whose name contains this (ignoring case).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only workflows carrying this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only workflows of this time expression type (API, CRON, ...).
+        #[arg(long = "type")]
+        kind: Option<String>,
         /// Page size.
         #[arg(long)]
         limit: Option<u32>,
         /// Cursor from the previous page.
         #[arg(long)]
         cursor: Option<u64>,
+    },
+    /// Copy a workflow (its nodes, jobs and edges) under a new name; prints the copy's id.
+    Copy {
+        #[command(flatten)]
+        app: AppArg,
+        /// The workflow to copy.
+        id: WorkflowId,
+        /// The copy's name.
+        #[arg(long)]
+        name: String,
     },
     /// Show one workflow (its definition as JSON).
     Get {
@@ -303,19 +325,38 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                     Ok(())
                 }
             }
-            WorkflowCmd::List { app, limit, cursor } => {
-                let page = client
-                    .list_workflows(
-                        &app.app,
-                        PageQuery {
-                            limit: *limit,
-                            cursor: *cursor,
-                        },
-                    )
-                    .await?;
+            WorkflowCmd::List {
+                app,
+                name,
+                tag,
+                kind,
+                limit,
+                cursor,
+            } => {
+                let query = WorkflowQuery {
+                    limit: *limit,
+                    cursor: *cursor,
+                    name: name.clone(),
+                    tag: tag.clone(),
+                    time_expression_type: match kind {
+                        Some(k) => Some(k.parse().with_context(|| format!("--type {k}"))?),
+                        None => None,
+                    },
+                };
+                let page = client.list_workflows(&app.app, &query).await?;
                 print_page(json, &page, &page.items, page.next_cursor, workflow_line)
             }
             WorkflowCmd::Get { app, id } => print_json(&client.get_workflow(&app.app, *id).await?),
+            WorkflowCmd::Copy { app, id, name } => {
+                let copy = CopyWorkflow { name: name.clone() };
+                let created = client.copy_workflow(&app.app, *id, &copy).await?;
+                if json {
+                    print_json(&created)
+                } else {
+                    println!("{}", created.id.get());
+                    Ok(())
+                }
+            }
             WorkflowCmd::Update { app, id, def } => {
                 let view = client.update_workflow(&app.app, *id, &def.read()?).await?;
                 if json {

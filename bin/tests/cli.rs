@@ -696,3 +696,239 @@ fn plan_refuses_a_file_for_another_app_or_of_unknown_format() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown format"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Organising: labels, listing filters, copies.
+
+/// The first column (the id) of each line of a human listing.
+fn listed_ids(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| !l.starts_with("(more"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn organising_flags_refuse_bad_local_input_before_any_request() {
+    let base = ["--url", "http://127.0.0.1:9", "--token", "t"];
+    for (args, needle) in [
+        (
+            &[
+                "instance",
+                "list",
+                "--app",
+                "a",
+                "--trigger-from",
+                "yesterday",
+            ][..],
+            "--trigger-from \"yesterday\"",
+        ),
+        (
+            &[
+                "instance",
+                "list",
+                "--app",
+                "a",
+                "--finished-to",
+                "2026-13-01T00:00:00Z",
+            ][..],
+            "--finished-to",
+        ),
+        (
+            &["job", "list", "--app", "a", "--type", "SOMETIMES"][..],
+            "--type SOMETIMES",
+        ),
+        (
+            &["job", "list", "--app", "a", "--execute-type", "ALL"][..],
+            "unknown execute type",
+        ),
+        (
+            &["workflow", "list", "--app", "a", "--type", "NOPE"][..],
+            "--type NOPE",
+        ),
+    ] {
+        let mut all = base.to_vec();
+        all.extend_from_slice(args);
+        let out = ferrojob(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("HTTP request failed"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let out = ferrojob(&["job", "list", "--enabled", "--disabled", "--app", "a"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--enabled conflicts with --disabled"
+    );
+    for sub in [&["job", "copy"][..], &["workflow", "copy"][..]] {
+        let mut all = sub.to_vec();
+        all.push("--help");
+        assert!(ferrojob(&all).status.success(), "{sub:?} --help");
+    }
+}
+
+/// Tags, descriptions, filters and copies through the CLI against a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_tags_filters_and_copies() {
+    use common::{Cluster, APP};
+
+    let c = Cluster::start(0, None).await;
+    let create = |name: &str, kind: &str, expr: &str, extra: &[&str]| {
+        let mut args = vec![
+            "job",
+            "create",
+            "--app",
+            APP,
+            "--name",
+            name,
+            "--type",
+            kind,
+            "--processor",
+            "noop",
+        ];
+        if !expr.is_empty() {
+            args.extend_from_slice(&["--expr", expr]);
+        }
+        args.extend_from_slice(extra);
+        workflow_ok(&c, &args).trim().to_owned()
+    };
+    let export = create(
+        "nightly export",
+        "CRON",
+        "0 0 2 * * ?",
+        &[
+            "--tags",
+            "etl, team:data",
+            "--description",
+            "orders to the warehouse",
+        ],
+    );
+    let orders = create(
+        "orders",
+        "FIXED_RATE",
+        "60000",
+        &["--tags", "etl", "--execute-type", "MAP"],
+    );
+    let adhoc = create("adhoc", "API", "", &["--disabled"]);
+    let job: serde_json::Value = serde_json::from_str(&workflow_ok(
+        &c,
+        &["--json", "job", "get", "--app", APP, &export],
+    ))
+    .unwrap();
+    assert_eq!(job["tags"], serde_json::json!(["etl", "team:data"]));
+    assert_eq!(job["description"], "orders to the warehouse");
+
+    let list = |extra: &[&str]| {
+        let mut args = vec!["job", "list", "--app", APP];
+        args.extend_from_slice(extra);
+        listed_ids(&workflow_ok(&c, &args))
+    };
+    assert_eq!(
+        list(&[]),
+        [export.as_str(), orders.as_str(), adhoc.as_str()]
+    );
+    assert_eq!(list(&["--tag", "etl"]), [export.as_str(), orders.as_str()]);
+    assert_eq!(list(&["--tag", "etl", "--limit", "1"]), [export.as_str()]);
+    assert_eq!(list(&["--name", "ORDER"]), [orders.as_str()]);
+    assert_eq!(list(&["--type", "cron"]), [export.as_str()]);
+    assert_eq!(list(&["--execute-type", "map"]), [orders.as_str()]);
+    assert_eq!(list(&["--disabled"]), [adhoc.as_str()]);
+    assert_eq!(
+        list(&["--enabled", "--tag", "team:data"]),
+        [export.as_str()]
+    );
+    assert!(
+        workflow_ok(&c, &["job", "list", "--app", APP, "--tag", "etl"])
+            .contains("tags=etl,team:data")
+    );
+
+    // A disabled copy keeps the tags; `--tags ""` clears them.
+    let copy = workflow_ok(
+        &c,
+        &[
+            "job",
+            "copy",
+            "--app",
+            APP,
+            &export,
+            "--name",
+            "export (eu)",
+            "--disabled",
+        ],
+    )
+    .trim()
+    .to_owned();
+    assert_eq!(
+        list(&["--tag", "team:data"]),
+        [export.as_str(), copy.as_str()]
+    );
+    assert_eq!(list(&["--disabled"]), [adhoc.as_str(), copy.as_str()]);
+    workflow_ok(&c, &["job", "update", "--app", APP, &copy, "--tags", ""]);
+    assert_eq!(list(&["--tag", "team:data"]), [export.as_str()]);
+    let (code, _, stderr) =
+        workflow_cli(&c, &["job", "update", "--app", APP, &copy, "--tags", "a,a"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("invalid tags"), "{stderr}");
+
+    // Workflows: tags from the definition, filters, a copy.
+    let def = format!(
+        r#"{{"name":"nightly","time_expression_type":"API","tags":["etl"],"nodes":[{{"id":1,"job_id":{adhoc}}}]}}"#
+    );
+    let wf = workflow_ok(&c, &["workflow", "create", "--app", APP, "--body", &def])
+        .trim()
+        .to_owned();
+    let wf_copy = workflow_ok(
+        &c,
+        &["workflow", "copy", "--app", APP, &wf, "--name", "nightly 2"],
+    )
+    .trim()
+    .to_owned();
+    let wf_list = |extra: &[&str]| {
+        let mut args = vec!["workflow", "list", "--app", APP];
+        args.extend_from_slice(extra);
+        listed_ids(&workflow_ok(&c, &args))
+    };
+    assert_eq!(wf_list(&["--tag", "etl"]), [wf.as_str(), wf_copy.as_str()]);
+    assert_eq!(wf_list(&["--name", " 2"]), [wf_copy.as_str()]);
+    assert!(wf_list(&["--type", "CRON"]).is_empty());
+
+    // Instances by trigger time: delayed runs an hour and two hours ahead (no worker runs them).
+    let first = workflow_ok(
+        &c,
+        &["job", "run", "--app", APP, &orders, "--delay-ms", "3600000"],
+    )
+    .trim()
+    .to_owned();
+    let second = workflow_ok(
+        &c,
+        &["job", "run", "--app", APP, &orders, "--delay-ms", "7200000"],
+    )
+    .trim()
+    .to_owned();
+    let inst: serde_json::Value = serde_json::from_str(&workflow_ok(
+        &c,
+        &["--json", "instance", "get", "--app", APP, &second],
+    ))
+    .unwrap();
+    let t2 = inst["trigger_time"].as_i64().unwrap();
+    let at = chrono::DateTime::from_timestamp_millis(t2)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let inst_list = |extra: &[&str]| {
+        let mut args = vec!["instance", "list", "--app", APP, "--job", &orders];
+        args.extend_from_slice(extra);
+        listed_ids(&workflow_ok(&c, &args))
+    };
+    assert_eq!(inst_list(&[]), [second.as_str(), first.as_str()]);
+    assert_eq!(inst_list(&["--trigger-from", &at]), [second.as_str()]);
+    assert_eq!(
+        inst_list(&["--trigger-to", &t2.to_string()]),
+        [first.as_str()]
+    );
+    assert!(inst_list(&["--finished-from", "0"]).is_empty());
+}

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::api::Api;
-use crate::http::{HttpConfig, HttpServer};
+use crate::http::{ApiRateLimit, HttpConfig, HttpServer};
 use crate::server::{ServerConfig, ServerCore, StoreChoice};
 
 /// Name of the admin token file in the data dir.
@@ -53,6 +53,10 @@ pub struct LaunchConfig {
     /// Mark the web console's cookies `Secure` (browsers reach the server over TLS through a
     /// proxy); see [`HttpConfig::secure_cookies`].
     pub secure_cookies: bool,
+    /// Requests a second per app on the OpenAPI; `None` = no limit. Default
+    /// [`ApiRateLimit::default`] (1000 a second after a burst of 2000); see
+    /// [`HttpConfig::api_rate`].
+    pub api_rate: Option<ApiRateLimit>,
     /// TLS for both ports (the worker port and HTTP) with one certificate; `None` serves
     /// plain HTTP, and the worker port as `core.net.server_tls` says. A warning is logged for
     /// each plain port not on a loopback address.
@@ -79,6 +83,7 @@ impl LaunchConfig {
             admin_token: None,
             max_body_bytes: 1 << 20,
             secure_cookies: false,
+            api_rate: Some(ApiRateLimit::default()),
             tls: None,
             core: ServerConfig::new(store, listen),
         }
@@ -329,6 +334,7 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         max_body_bytes: config.max_body_bytes,
         // Served over HTTPS, the console's cookies never go out on plain HTTP.
         secure_cookies: config.secure_cookies || config.tls.is_some(),
+        api_rate: config.api_rate,
         tls: config.tls.clone(),
         ..HttpConfig::new(admin_token.clone())
     };

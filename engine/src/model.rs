@@ -174,6 +174,54 @@ pub enum LogLevel {
     Error,
 }
 
+/// Longest `description` of a job or workflow, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+/// Most `tags` of one job or workflow.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 64;
+
+/// Checks the organising labels of a job or workflow: a `description` of at most
+/// [`MAX_DESCRIPTION_LEN`] bytes, and at most [`MAX_TAGS`] distinct `tags`, each 1 to
+/// [`MAX_TAG_LEN`] bytes with no control character, no comma (the CLI splits on commas) and no
+/// space at either end (tags are compared exactly, so `" x"` would never match `x`). The error
+/// is `(field, reason)`.
+pub fn check_labels(description: &str, tags: &[String]) -> Result<(), (&'static str, String)> {
+    if description.len() > MAX_DESCRIPTION_LEN {
+        return Err((
+            "description",
+            format!(
+                "at most {MAX_DESCRIPTION_LEN} bytes, got {}",
+                description.len()
+            ),
+        ));
+    }
+    if tags.len() > MAX_TAGS {
+        return Err((
+            "tags",
+            format!("at most {MAX_TAGS} tags, got {}", tags.len()),
+        ));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        if tag.is_empty() || tag.len() > MAX_TAG_LEN {
+            return Err((
+                "tags",
+                format!("each tag is 1 to {MAX_TAG_LEN} bytes, got {}", tag.len()),
+            ));
+        }
+        if tag.chars().any(|c| c.is_control() || c == ',') {
+            return Err(("tags", format!("{tag:?}: no control characters or commas")));
+        }
+        if tag.trim() != tag {
+            return Err(("tags", format!("{tag:?}: no spaces at either end")));
+        }
+        if tags.iter().take(i).any(|t| t == tag) {
+            return Err(("tags", format!("{tag:?} appears twice")));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +253,30 @@ mod tests {
             serde_json::to_string(&DispatchStrategy::HealthFirst).unwrap(),
             "\"HEALTH_FIRST\""
         );
+    }
+
+    #[test]
+    fn labels() {
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_labels("", &[]).is_ok());
+        assert!(check_labels("nightly ETL", &tags(&["etl", "team:data", "été"])).is_ok());
+        let long = "x".repeat(MAX_DESCRIPTION_LEN + 1);
+        assert_eq!(check_labels(&long, &[]).unwrap_err().0, "description");
+        let cases: &[&[&str]] = &[
+            &[""],
+            &["a,b"],
+            &["a\nb"],
+            &[" a"],
+            &["a "],
+            &["a", "b", "a"],
+        ];
+        for t in cases {
+            assert_eq!(check_labels("", &tags(t)).unwrap_err().0, "tags", "{t:?}");
+        }
+        let too_long = "t".repeat(MAX_TAG_LEN + 1);
+        assert!(check_labels("", &[too_long]).is_err());
+        let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
+        assert!(check_labels("", &many).is_err());
+        assert!(check_labels("", &many[..MAX_TAGS]).is_ok());
     }
 }

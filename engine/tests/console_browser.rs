@@ -1,9 +1,12 @@
 //! The web console in a real headless Chromium, driven over WebDriver (Debian's `chromium`
 //! and `chromium-driver`), against a real in-process server and two workers: sign in; create
 //! a CRON job and see its preview; run it now and watch the instance page (htmx polling)
-//! reach SUCCEED; start a long `sleep` run and stop it from its page; sign out and be sent
-//! back to the sign-in page. A screenshot of each page goes to
-//! `target/console-screenshots/` on every run.
+//! reach SUCCEED and its log appear; start a long `sleep` run and stop it from its page; stop
+//! a worker and see the workers page show it lost; type a workflow with a decision into the
+//! editor and see its DAG previewed, create and run it, and see the taken branch coloured
+//! SUCCEED and the other SKIPPED on the run's DAG; check that no page scrolls sideways at
+//! phone width; sign out and be sent back to the sign-in page. A screenshot of each page goes
+//! to `target/console-screenshots/` on every run.
 //!
 //! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
 //! `FERROJOB_BROWSER_TESTS=require` (set by `.ci/run`, which installs both): then it fails.
@@ -18,7 +21,7 @@ use ferrojob::api::{CreateApp, JobBody, RunJob};
 use ferrojob::client::Client;
 use ferrojob::launch::{launch, LaunchConfig};
 use ferrojob::time_expression::TimeExpressionType;
-use ferrojob::worker::{Worker, WorkerConfig};
+use ferrojob::worker::{ProcessResult, TaskContext, Worker, WorkerConfig};
 use serde_json::{json, Value};
 
 const APP: &str = "browser";
@@ -260,7 +263,16 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     for tag in ["blue", "green"] {
         let mut config = WorkerConfig::new(server.transport_addr(), APP, SECRET);
         config.tags = vec![tag.to_owned()];
-        workers.push(Worker::builder(config).builtins().start().await.unwrap());
+        let worker = Worker::builder(config)
+            .builtins()
+            .basic("say", |ctx: TaskContext| async move {
+                ctx.logger().info(format!("saying {}", ctx.params()));
+                ProcessResult::ok(format!("said {}", ctx.params()))
+            })
+            .start()
+            .await
+            .unwrap();
+        workers.push(worker);
     }
     let (_driver, b) = start_browser(&driver, &chromium).await;
 
@@ -278,7 +290,7 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     // A CRON job: the preview follows the expression as it is typed.
     b.open(&base, "/jobs/new").await;
     b.type_into("input[name=name]", "every minute <b>").await;
-    b.type_into("input[name=processor]", "noop").await;
+    b.type_into("input[name=processor]", "say").await;
     b.type_into("input[name=time_expression]", "0 * * * * ?")
         .await;
     b.type_into("input[name=time_zone]", "Asia/Tokyo").await;
@@ -314,6 +326,14 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t.starts_with("Instance ")).await;
     b.wait_text("#live .badge", |t| t == "SUCCEED").await;
     assert!(b.text("#live").await.contains("from the browser"));
+    // The log is shipped beside the report: a finished page shows it once it has arrived.
+    let instance_url = b.url().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !b.text("#live").await.contains("saying from the browser") {
+        assert!(tokio::time::Instant::now() < deadline, "no log line");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.post("/url", json!({ "url": instance_url })).await;
+    }
     b.screenshot("instance").await;
 
     // A long run, stopped from its page.
@@ -334,11 +354,96 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.open(&base, "/workers").await;
     b.wait_text("table", |t| t.contains("blue") && t.contains("green"))
         .await;
+    // One worker stops: the page, refreshing itself, moves it to the lost table.
+    if let Some(green) = workers.pop() {
+        green.shutdown().await;
+    }
+    b.wait_text("table.lost", |t| t.contains("green") && t.contains("lost"))
+        .await;
     b.screenshot("workers").await;
     b.open(&base, "/instances").await;
     b.wait_text("table", |t| t.contains("STOPPED") && t.contains("SUCCEED"))
         .await;
     b.screenshot("instances").await;
+
+    // A workflow typed into the editor, its DAG previewed, created, run with init params;
+    // the run's page colours the decision's branch.
+    let mut ids = Vec::new();
+    for name in ["extract", "load", "report"] {
+        let body = JobBody::new(name, TimeExpressionType::Api, "", "noop");
+        ids.push(api.create_job(APP, &body).await.unwrap().id.0);
+    }
+    let [extract, load, report] = ids[..] else {
+        unreachable!()
+    };
+    let definition = format!(
+        r#"{{"name": "nightly etl", "time_expression_type": "API", "nodes": [
+  {{"id": 1, "job_id": {extract}}},
+  {{"id": 2, "type": "DECISION", "expression": "go == true"}},
+  {{"id": 3, "job_id": {load}}},
+  {{"id": 4, "job_id": {report}}}],
+ "edges": [{{"from": 1, "to": 2}}, {{"from": 2, "to": 3, "property": "true"}},
+           {{"from": 2, "to": 4, "property": "false"}}]}}"#
+    );
+    b.open(&base, "/workflows/new").await;
+    b.type_into("#definition", "{ not json").await;
+    b.wait_text("#dag-preview", |t| t.starts_with("Definition:"))
+        .await;
+    b.type_into("#definition", &definition).await;
+    b.wait_text("#dag-preview", |t| t.contains("4 nodes, 3 edges; valid."))
+        .await;
+    b.find("#dag-preview svg.dag g[data-node='4']").await;
+    b.screenshot("workflow-editor").await;
+    b.click("form.workflow button[type=submit]").await;
+    b.wait_text("h1", |t| t.starts_with("Workflow ")).await;
+    b.find("svg.dag g.kind-DECISION").await;
+    b.screenshot("workflow").await;
+    b.type_into("form.run input[name=init_params]", r#"{"go": true}"#)
+        .await;
+    b.click("form.run button").await;
+    b.wait_text("h1", |t| t.starts_with("Workflow instance "))
+        .await;
+    b.wait_text("#live dd .badge", |t| t == "SUCCEED").await;
+    b.find("svg.dag g.st-SUCCEED[data-node='3']").await;
+    b.find("svg.dag g.st-SKIPPED[data-node='4']").await;
+    b.screenshot("workflow-instance").await;
+    let run_url = b.url().await;
+    b.open(&base, "/workflows").await;
+    b.wait_text("table", |t| t.contains("nightly etl")).await;
+    b.screenshot("workflows").await;
+
+    // Phone width: no page scrolls sideways (wide tables and DAGs scroll in their own box).
+    b.post("/window/rect", json!({ "width": 390, "height": 844 }))
+        .await;
+    let pages = [
+        ("overview", format!("{base}/")),
+        ("jobs", format!("{base}/jobs")),
+        ("job-new", format!("{base}/jobs/new")),
+        ("instance", instance_url),
+        ("workflows", format!("{base}/workflows")),
+        ("workflow-editor", format!("{base}/workflows/new")),
+        ("workflow-instance", run_url),
+        ("workers", format!("{base}/workers")),
+    ];
+    for (name, url) in pages {
+        b.post("/url", json!({ "url": url })).await;
+        b.find("main h1").await;
+        let fits = b
+            .post(
+                "/execute/sync",
+                json!({
+                    "script": "return [document.documentElement.scrollWidth, window.innerWidth];",
+                    "args": [],
+                }),
+            )
+            .await;
+        let (scroll, inner) = (fits[0].as_u64().unwrap(), fits[1].as_u64().unwrap());
+        assert!(
+            scroll <= inner,
+            "{name} is {scroll} px wide in a {inner} px window"
+        );
+        b.screenshot(&format!("phone-{name}")).await;
+    }
 
     // Sign out: pages send back to the sign-in page.
     b.click("form[action='/logout'] button").await;

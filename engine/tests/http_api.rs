@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ferrojob::api::{
-    Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, ErrorBody, ErrorCode, Health,
-    InstanceAction, InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobView,
-    LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, ValidateRequest,
-    WorkerInfo, WorkerList, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList,
-    WorkflowInstanceQuery, WorkflowInstanceStatus, WorkflowInstanceView, WorkflowList,
-    WorkflowNodeView, WorkflowRunCreated, WorkflowView,
+    Api, ApiError, ApiFuture, AppCreated, AppRef, CopyJob, CopyWorkflow, CreateApp, Created,
+    ErrorBody, ErrorCode, Health, InstanceAction, InstanceList, InstanceQuery, InstanceView,
+    JobBody, JobList, JobQuery, JobView, LogLineView, LogQuery, LogView, RunCreated, RunJob,
+    RunWorkflow, ValidateRequest, WorkerInfo, WorkerList, WorkflowDef, WorkflowInstanceAction,
+    WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceStatus, WorkflowInstanceView,
+    WorkflowList, WorkflowNodeView, WorkflowQuery, WorkflowRunCreated, WorkflowView,
 };
 use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
@@ -47,6 +47,10 @@ struct State {
     instances: BTreeMap<u64, (u64, InstanceView)>,
     workflows: BTreeMap<u64, WorkflowView>,
     workflow_instances: BTreeMap<u64, MockWorkflowInstance>,
+    /// The last job, workflow and instance listing queries received (what crossed HTTP).
+    last_job_query: Option<JobQuery>,
+    last_workflow_query: Option<WorkflowQuery>,
+    last_instance_query: Option<InstanceQuery>,
 }
 
 /// The mock's clock: every workflow transition happens at this time.
@@ -353,8 +357,9 @@ impl Api for MockApi {
         ready(Ok(Created { id: JobId(id) }))
     }
 
-    fn list_jobs(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, JobList> {
-        let st = self.lock();
+    fn list_jobs(&self, app: AppRef, query: JobQuery) -> ApiFuture<'_, JobList> {
+        let mut st = self.lock();
+        st.last_job_query = Some(query.clone());
         let r = page_limit(query.limit, 100).map(|limit| {
             let after = query.cursor.unwrap_or(0);
             let mut items: Vec<JobView> = st
@@ -447,7 +452,8 @@ impl Api for MockApi {
     }
 
     fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList> {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.last_instance_query = Some(query);
         let r = page_limit(query.limit, 100).map(|limit| {
             let before = query.cursor.unwrap_or(u64::MAX);
             let mut items: Vec<InstanceView> = st
@@ -555,8 +561,9 @@ impl Api for MockApi {
         ready(r)
     }
 
-    fn list_workflows(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, WorkflowList> {
-        let st = self.lock();
+    fn list_workflows(&self, app: AppRef, query: WorkflowQuery) -> ApiFuture<'_, WorkflowList> {
+        let mut st = self.lock();
+        st.last_workflow_query = Some(query.clone());
         let r = page_limit(query.limit, 100).map(|limit| {
             let after = query.cursor.unwrap_or(0);
             let mut items: Vec<WorkflowView> = st
@@ -746,6 +753,7 @@ struct Harness {
     base: String,
     admin: Client,
     raw: reqwest::Client,
+    api: Arc<MockApi>,
 }
 
 impl Harness {
@@ -755,7 +763,8 @@ impl Harness {
 
     async fn start_with(config: HttpConfig) -> Harness {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let server = HttpServer::bind(addr, Arc::new(MockApi::default()), config)
+        let api = Arc::new(MockApi::default());
+        let server = HttpServer::bind(addr, Arc::clone(&api) as Arc<dyn Api>, config)
             .await
             .unwrap();
         let base = format!("http://{}", server.local_addr());
@@ -765,6 +774,7 @@ impl Harness {
             base,
             admin,
             raw: reqwest::Client::new(),
+            api,
         }
     }
 
@@ -882,25 +892,13 @@ async fn every_route_round_trips_through_the_client() {
 
     let second = c.create_job("billing", &cron_job("second")).await.unwrap();
     let page = c
-        .list_jobs(
-            "billing",
-            PageQuery {
-                limit: Some(1),
-                cursor: None,
-            },
-        )
+        .list_jobs("billing", &JobQuery::page(Some(1), None))
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].id, job.id);
     let rest = c
-        .list_jobs(
-            "billing",
-            PageQuery {
-                limit: None,
-                cursor: page.next_cursor,
-            },
-        )
+        .list_jobs("billing", &JobQuery::page(None, page.next_cursor))
         .await
         .unwrap();
     assert_eq!(
@@ -952,7 +950,7 @@ async fn every_route_round_trips_through_the_client() {
                 job_id: Some(job.id),
                 status: Some(InstanceStatus::WaitingDispatch),
                 limit: Some(10),
-                cursor: None,
+                ..InstanceQuery::default()
             },
         )
         .await
@@ -1033,6 +1031,143 @@ async fn every_route_round_trips_through_the_client() {
 }
 
 #[tokio::test]
+async fn listing_filters_labels_and_copies_cross_http() {
+    let h = Harness::start().await;
+    h.app("a").await;
+    let c = h.client("a-secret");
+    let mut body = cron_job("nightly export");
+    body.description = "Exports yesterday's orders.".into();
+    body.tags = vec!["etl".into(), "team:data".into()];
+    let job = c.create_job("a", &body).await.unwrap();
+    let view = c.get_job("a", job.id).await.unwrap();
+    assert_eq!(view.body.description, body.description);
+    assert_eq!(view.body.tags, body.tags);
+
+    // Every filter reaches the Api exactly as the client set it.
+    let q = JobQuery {
+        limit: Some(7),
+        cursor: Some(3),
+        name: Some("night ly&x=1".into()),
+        tag: Some("team:data".into()),
+        time_expression_type: Some(TimeExpressionType::Cron),
+        execute_type: Some(ferrojob::model::ExecuteType::MapReduce),
+        enabled: Some(false),
+    };
+    c.list_jobs("a", &q).await.unwrap();
+    assert_eq!(h.api.lock().last_job_query.clone(), Some(q));
+    let q = WorkflowQuery {
+        limit: Some(2),
+        cursor: None,
+        name: Some("etl".into()),
+        tag: Some("nightly".into()),
+        time_expression_type: Some(TimeExpressionType::Api),
+    };
+    c.list_workflows("a", &q).await.unwrap();
+    assert_eq!(h.api.lock().last_workflow_query.clone(), Some(q));
+    let q = InstanceQuery {
+        job_id: Some(job.id),
+        status: Some(InstanceStatus::Failed),
+        trigger_from: Some(-1),
+        trigger_to: Some(1_000),
+        finished_from: Some(10),
+        finished_to: Some(20),
+        limit: Some(5),
+        cursor: None,
+    };
+    c.list_instances("a", &q).await.unwrap();
+    assert_eq!(h.api.lock().last_instance_query, Some(q));
+    // Bad filter values and filters a listing does not have are 400s naming them.
+    for path in [
+        "/v1/apps/a/jobs?enabled=maybe",
+        "/v1/apps/a/jobs?execute_type=SOMETIMES",
+        "/v1/apps/a/jobs?status=RUNNING",
+        "/v1/apps/a/workflows?enabled=true",
+        "/v1/apps/a/instances?trigger_from=yesterday",
+    ] {
+        let (status, body) = h
+            .send(
+                reqwest::Method::GET,
+                path,
+                Some("a-secret"),
+                None,
+                Vec::new(),
+            )
+            .await;
+        assert_error(status, &body, 400, "invalid_argument");
+    }
+
+    // A copy is a new job with the source's fields under the new name.
+    let copy = c
+        .copy_job(
+            "a",
+            job.id,
+            &CopyJob {
+                name: "nightly export (eu)".into(),
+                enabled: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    assert_ne!(copy.id, job.id);
+    let copied = c.get_job("a", copy.id).await.unwrap();
+    let mut want = body.clone();
+    want.name = "nightly export (eu)".into();
+    want.enabled = false;
+    assert_eq!(copied.body, want);
+    let copy = c
+        .copy_job(
+            "a",
+            job.id,
+            &CopyJob {
+                name: "again".into(),
+                enabled: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(c.get_job("a", copy.id).await.unwrap().body.enabled);
+    assert_api_error(
+        c.copy_job(
+            "a",
+            JobId(999_999),
+            &CopyJob {
+                name: "x".into(),
+                enabled: None,
+            },
+        )
+        .await,
+        404,
+        ErrorCode::NotFound,
+    );
+    let path = format!("/v1/apps/a/jobs/{}/copy", job.id.0);
+    for bad in ["{}", r#"{"name":"x","tags":[]}"#, "[]"] {
+        let (status, body) = h.post_json(&path, Some("a-secret"), bad).await;
+        assert_error(status, &body, 400, "invalid_argument");
+    }
+    let (status, body) = h.post_json(&path, None, r#"{"name":"x"}"#).await;
+    assert_error(status, &body, 401, "unauthorized");
+
+    let (mut def, _) = decision_workflow(&c).await;
+    def.description = "left or right".into();
+    def.tags = vec!["demo".into()];
+    let wf = c.create_workflow("a", &def).await.unwrap();
+    let copy = c
+        .copy_workflow("a", wf.id, &CopyWorkflow { name: "w2".into() })
+        .await
+        .unwrap();
+    let copied = c.get_workflow("a", copy.id).await.unwrap();
+    def.name = "w2".into();
+    assert_eq!(copied.body, def);
+    assert_api_error(
+        c.copy_workflow("a", WorkflowId(999_999), &CopyWorkflow { name: "x".into() })
+            .await,
+        404,
+        ErrorCode::NotFound,
+    );
+    h.assert_serving().await;
+}
+
+#[tokio::test]
 async fn app_names_travel_as_one_path_segment() {
     let h = Harness::start().await;
     for name in ["team a/b", "ünïcode", "50%", "x?y#z"] {
@@ -1100,7 +1235,7 @@ async fn ids_of_another_app_are_not_found() {
     );
     // With the admin token an unknown app is a plain 404.
     assert_api_error(
-        h.admin.list_jobs("nope", PageQuery::default()).await,
+        h.admin.list_jobs("nope", &JobQuery::default()).await,
         404,
         ErrorCode::NotFound,
     );
@@ -1118,14 +1253,7 @@ async fn invalid_values_are_400s_from_the_api() {
         ErrorCode::InvalidArgument,
     );
     assert_api_error(
-        c.list_jobs(
-            "a",
-            PageQuery {
-                limit: Some(0),
-                cursor: None,
-            },
-        )
-        .await,
+        c.list_jobs("a", &JobQuery::page(Some(0), None)).await,
         400,
         ErrorCode::InvalidArgument,
     );
@@ -1193,13 +1321,7 @@ async fn workflow_routes_round_trip_through_the_client() {
     assert_eq!((view.id, &view.body), (created.id, &def));
     let second = c.create_workflow("a", &def).await.unwrap();
     let page = c
-        .list_workflows(
-            "a",
-            PageQuery {
-                limit: Some(1),
-                cursor: None,
-            },
-        )
+        .list_workflows("a", &WorkflowQuery::page(Some(1), None))
         .await
         .unwrap();
     assert_eq!(
@@ -1207,13 +1329,7 @@ async fn workflow_routes_round_trip_through_the_client() {
         [created.id]
     );
     let rest = c
-        .list_workflows(
-            "a",
-            PageQuery {
-                limit: None,
-                cursor: page.next_cursor,
-            },
-        )
+        .list_workflows("a", &WorkflowQuery::page(None, page.next_cursor))
         .await
         .unwrap();
     assert_eq!(
@@ -2821,4 +2937,100 @@ fn random_bodies_never_get_a_5xx() {
         }
     });
     rt.block_on(h.assert_serving());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-app request rate.
+
+#[tokio::test]
+async fn an_app_beyond_its_rate_gets_429_with_retry_after_and_others_keep_working() {
+    use ferrojob::clock::VirtualClock;
+    use ferrojob::http::ApiRateLimit;
+
+    let clock = Arc::new(VirtualClock::new(1_000_000));
+    let config = HttpConfig {
+        api_rate: Some(ApiRateLimit {
+            per_sec: 1,
+            burst: 3,
+            max_keys: 16,
+        }),
+        clock: clock.clone(),
+        ..HttpConfig::new(ADMIN)
+    };
+    let h = Harness::start_with(config).await;
+    h.app("shop").await;
+    h.app("billing").await;
+    let shop = h.client("shop-secret");
+    // The burst, then 429 with the wait in whole seconds.
+    for _ in 0..3 {
+        shop.list_jobs("shop", PageQuery::default()).await.unwrap();
+    }
+    let resp = h
+        .raw
+        .get(h.url("/v1/apps/shop/jobs"))
+        .bearer_auth("shop-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = resp.bytes().await.unwrap();
+    assert_error(429, &body, 429, "rate_limited");
+    // Through the client: a typed error.
+    assert_api_error(
+        shop.list_jobs("shop", PageQuery::default()).await,
+        429,
+        ErrorCode::RateLimited,
+    );
+    // The admin token on shop's routes counts against shop too.
+    assert_api_error(
+        h.admin.list_jobs("shop", PageQuery::default()).await,
+        429,
+        ErrorCode::RateLimited,
+    );
+    // Another app, the admin routes and the open routes are not affected.
+    let billing = h.client("billing-secret");
+    billing
+        .list_jobs("billing", PageQuery::default())
+        .await
+        .unwrap();
+    h.assert_serving().await;
+    // A wrong token is refused without taking from the bucket: still 401, not 429.
+    let (status, body) = h
+        .send(
+            reqwest::Method::GET,
+            "/v1/apps/shop/jobs",
+            Some("nope"),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_error(status, &body, 401, "unauthorized");
+    // A second later one more request goes through.
+    clock.advance(1000);
+    shop.list_jobs("shop", PageQuery::default()).await.unwrap();
+    assert_api_error(
+        shop.list_jobs("shop", PageQuery::default()).await,
+        429,
+        ErrorCode::RateLimited,
+    );
+    // Each refusal is counted in /metrics.
+    let metrics = h
+        .raw
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferrojob_http_rate_limited_total 4"),
+        "{metrics}"
+    );
 }

@@ -258,6 +258,11 @@ async fn pages_need_a_session_and_sign_out_ends_it() {
         "/instances",
         "/workers",
         "/instances/1",
+        "/workflows",
+        "/workflows/new",
+        "/workflows/1",
+        "/workflow-instances",
+        "/workflow-instances/1",
     ] {
         let (status, location, _) = h.get(path, None).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
@@ -284,6 +289,9 @@ async fn pages_need_a_session_and_sign_out_ends_it() {
         "/jobs/new",
         "/instances",
         "/workers",
+        "/workflows",
+        "/workflows/new",
+        "/workflow-instances",
     ] {
         let (status, _, page) = h.get(path, Some(&s.id)).await;
         assert_eq!(status, StatusCode::OK, "{path}: {page}");
@@ -340,7 +348,7 @@ async fn every_form_post_needs_the_sessions_csrf_token() {
         }
     }
     // Nothing happened.
-    let jobs = h.api.list_jobs(APP_A, Default::default()).await.unwrap();
+    let jobs = h.api.list_jobs(APP_A, &Default::default()).await.unwrap();
     assert_eq!(jobs.items.len(), 1);
     assert!(jobs.items[0].body.enabled);
     let instances = h
@@ -528,8 +536,6 @@ async fn a_job_created_through_the_form_is_listed_escaped_and_runs_to_succeed() 
         if live.contains("st-SUCCEED") {
             assert!(live.contains("from the &lt;i&gt;console"), "{live}");
             assert!(!live.contains("<i>"), "{live}");
-            // Final: the fragment no longer polls.
-            assert!(!live.contains("hx-trigger"), "{live}");
             break;
         }
         assert!(
@@ -538,6 +544,10 @@ async fn a_job_created_through_the_form_is_listed_escaped_and_runs_to_succeed() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Final: the fragment stops polling (at once with a log, a few seconds after the finish
+    // without one: log lines may land just after the final report).
+    let instance_live = format!("/instances/{instance}/live");
+    wait_live(&h, &s, &instance_live, |l| !l.contains("hx-trigger")).await;
     let (_, _, page) = h.get(&format!("/instances?job_id={id}"), Some(&s.id)).await;
     assert!(page.contains(&format!("/instances/{instance}\"")), "{page}");
     let (_, _, overview) = h.get("/", Some(&s.id)).await;
@@ -595,5 +605,451 @@ async fn assets_are_served_from_the_binary() {
         !page.contains("http://") && !page.contains("https://"),
         "{page}"
     );
+    h.server.shutdown().await;
+}
+
+/// Polls the live fragment at `path` until `done` accepts it.
+async fn wait_live(h: &Harness, s: &Signed, path: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, _, live) = h.get(path, Some(&s.id)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {live}");
+        if done(&live) {
+            return live;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path}: {live}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The number at the end of a `Location` such as `/workflows/7`.
+fn tail_id(location: &str) -> u64 {
+    location.rsplit('/').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_drawn_edited_run_stopped_and_coloured_by_status() {
+    let h = Harness::start().await;
+    let worker = Worker::builder(WorkerConfig::new(
+        h.server.transport_addr(),
+        APP_A,
+        SECRET_A,
+    ))
+    .builtins()
+    .start()
+    .await
+    .unwrap();
+    let s = h.sign_in(APP_A, SECRET_A).await;
+    let extract = h.job_id(APP_A, "extract <x>").await.0;
+    let load = h.job_id(APP_A, "load").await.0;
+    let report = h.job_id(APP_A, "report").await.0;
+    let definition = |name: &str| {
+        format!(
+            r#"{{"name":{name:?},"time_expression_type":"API","nodes":[
+            {{"id":1,"job_id":{extract}}},
+            {{"id":2,"type":"DECISION","expression":"go == true"}},
+            {{"id":3,"job_id":{load}}},
+            {{"id":4,"job_id":{report}}}],
+            "edges":[{{"from":1,"to":2}},{{"from":2,"to":3,"property":"true"}},
+                     {{"from":2,"to":4,"property":"false"}}]}}"#
+        )
+    };
+
+    // The editor's preview: the DAG for a valid text, the error for a bad one.
+    let (status, _, preview) = h
+        .post_as(
+            &s,
+            "/workflows/preview",
+            &[("definition", &definition("w"))],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(preview.matches("<g class=\"node").count(), 4, "{preview}");
+    assert!(preview.contains(">true</text>") && preview.contains(">false</text>"));
+    let cycle = definition("w").replace(r#"{"from":1,"to":2}"#, r#"{"from":3,"to":1}"#);
+    let cycle = cycle.replace(r#""edges":["#, r#""edges":[{"from":1,"to":2},"#);
+    let (_, _, preview) = h
+        .post_as(&s, "/workflows/preview", &[("definition", &cycle)])
+        .await;
+    assert!(
+        preview.contains("class=\"error\"") && preview.contains("cycle"),
+        "{preview}"
+    );
+    let unknown_job = definition("w").replace(&format!(":{report}}}"), ":999999}");
+    let (_, _, preview) = h
+        .post_as(&s, "/workflows/preview", &[("definition", &unknown_job)])
+        .await;
+    assert!(preview.contains("does not exist"), "{preview}");
+
+    // A refused create keeps the text and shows why.
+    let (status, _, page) = h
+        .post_as(&s, "/workflows", &[("definition", &unknown_job)])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(
+        page.contains("does not exist") && page.contains("999999"),
+        "{page}"
+    );
+    let (status, _, page) = h.post_as(&s, "/workflows", &[("definition", "{")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+
+    // Created through the form; the page draws the DAG, names escaped.
+    let name = "<script>alert(2)</script>";
+    let (status, location, page) = h
+        .post_as(&s, "/workflows", &[("definition", &definition(name))])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let wf = tail_id(&location);
+    let (status, _, page) = h.get(&location, Some(&s.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !page.contains(name) && page.contains("&lt;script&gt;alert(2)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<svg") && page.contains("extract &lt;x&gt;"),
+        "{page}"
+    );
+    assert_eq!(page.matches("<g class=\"node").count(), 4, "{page}");
+    assert!(
+        page.contains("class=\"node kind-DECISION st-DEF\""),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<a href=\"/jobs/{load}\">")),
+        "{page}"
+    );
+    let (_, _, list) = h.get("/workflows?q=SCRIPT", Some(&s.id)).await;
+    assert!(
+        list.contains(&format!("/workflows/{wf}\"")) && !list.contains(name),
+        "{list}"
+    );
+    let (_, _, none) = h.get("/workflows?q=nothing-like-it", Some(&s.id)).await;
+    assert!(none.contains("No workflows match."), "{none}");
+
+    // Edited: the editor holds the stored definition; a save replaces it.
+    let (status, _, edit) = h.get(&format!("/workflows/{wf}/edit"), Some(&s.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        edit.contains("&quot;DECISION&quot;") && !edit.contains("null"),
+        "{edit}"
+    );
+    let (status, location, _) = h
+        .post_as(
+            &s,
+            &format!("/workflows/{wf}"),
+            &[("definition", &definition("nightly"))],
+        )
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, format!("/workflows/{wf}").as_str())
+    );
+    let stored = h
+        .api
+        .get_workflow(APP_A, ferrojob::ids::WorkflowId(wf))
+        .await
+        .unwrap();
+    assert_eq!(stored.body.name, "nightly");
+    let (status, _, _) = h
+        .post_as(
+            &s,
+            &format!("/workflows/{wf}"),
+            &[("definition", &unknown_job)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Run now with init params; the decision takes the true branch; node 4 is skipped.
+    let (status, _, _) = h
+        .post_as(
+            &s,
+            &format!("/workflows/{wf}/run"),
+            &[("init_params", "not json")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, location, _) = h
+        .post_as(
+            &s,
+            &format!("/workflows/{wf}/run"),
+            &[("init_params", r#"{"go": true}"#)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let run = tail_id(&location);
+    let live = wait_live(&h, &s, &format!("/workflow-instances/{run}/live"), |l| {
+        l.contains("<dd><span class=\"badge st-SUCCEED\">")
+    })
+    .await;
+    assert!(
+        live.contains(r#"class="node kind-DECISION st-SUCCEED" data-node="2""#),
+        "{live}"
+    );
+    assert!(
+        live.contains(r#"class="node kind-JOB st-SUCCEED" data-node="3""#),
+        "{live}"
+    );
+    assert!(
+        live.contains(r#"class="node kind-JOB st-SKIPPED" data-node="4""#),
+        "{live}"
+    );
+    assert!(live.contains("&quot;go&quot;: true"), "the context: {live}");
+    assert!(
+        !live.contains("hx-trigger"),
+        "a finished run stops polling: {live}"
+    );
+    let (status, _, page) = h.get(&location, Some(&s.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Workflow instance"), "{page}");
+    let (_, _, runs) = h
+        .get(
+            &format!("/workflow-instances?workflow_id={wf}"),
+            Some(&s.id),
+        )
+        .await;
+    assert!(
+        runs.contains(&format!("/workflow-instances/{run}\"")),
+        "{runs}"
+    );
+    let (_, _, detail) = h.get(&format!("/workflows/{wf}"), Some(&s.id)).await;
+    assert!(
+        detail.contains(&format!("/workflow-instances/{run}\"")),
+        "{detail}"
+    );
+
+    // A failing node: marked successful from the page, then the run retried.
+    let broken = h
+        .api
+        .create_job(
+            APP_A,
+            &JobBody::new("broken", TimeExpressionType::Api, "", "no-such-processor"),
+        )
+        .await
+        .unwrap()
+        .id
+        .0;
+    let failing = format!(
+        r#"{{"name":"failing","time_expression_type":"API","nodes":[{{"id":1,"job_id":{broken}}},{{"id":2,"job_id":{load}}}],"edges":[{{"from":1,"to":2}}]}}"#
+    );
+    let (_, location, _) = h
+        .post_as(&s, "/workflows", &[("definition", &failing)])
+        .await;
+    let failing_wf = tail_id(&location);
+    let (_, location, _) = h
+        .post_as(&s, &format!("/workflows/{failing_wf}/run"), &[])
+        .await;
+    let failed_run = tail_id(&location);
+    let live_path = format!("/workflow-instances/{failed_run}/live");
+    let live = wait_live(&h, &s, &live_path, |l| {
+        l.contains("<dd><span class=\"badge st-FAILED\">")
+    })
+    .await;
+    assert!(
+        live.contains(r#"class="node kind-JOB st-FAILED" data-node="1""#),
+        "{live}"
+    );
+    assert!(live.contains("/retry\""), "{live}");
+    let mark = format!("/workflow-instances/{failed_run}/nodes/1/mark-success");
+    assert!(live.contains(&format!("action=\"{mark}\"")), "{live}");
+    let (status, location, _) = h.post_as(&s, &mark, &[]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            format!("/workflow-instances/{failed_run}").as_str()
+        )
+    );
+    // The node passes; the run stays FAILED until it is retried, which runs node 2 only.
+    let (_, _, live) = h.get(&live_path, Some(&s.id)).await;
+    assert!(
+        live.contains(r#"class="node kind-JOB st-SUCCEED" data-node="1""#),
+        "{live}"
+    );
+    let (status, _, _) = h
+        .post_as(&s, &format!("/workflow-instances/{failed_run}/retry"), &[])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    wait_live(&h, &s, &live_path, |l| {
+        l.contains("<dd><span class=\"badge st-SUCCEED\">")
+    })
+    .await;
+
+    // A long run, stopped from its page, then retried.
+    let sleep = h
+        .api
+        .create_job(
+            APP_A,
+            &JobBody::new("nap", TimeExpressionType::Api, "", "sleep"),
+        )
+        .await
+        .unwrap()
+        .id
+        .0;
+    let long = format!(
+        r#"{{"name":"long","time_expression_type":"API","nodes":[{{"id":1,"job_id":{sleep},"params":"600000"}}]}}"#
+    );
+    let (_, location, _) = h.post_as(&s, "/workflows", &[("definition", &long)]).await;
+    let long_wf = tail_id(&location);
+    let (_, location, _) = h
+        .post_as(&s, &format!("/workflows/{long_wf}/run"), &[])
+        .await;
+    let long_run = tail_id(&location);
+    let live_path = format!("/workflow-instances/{long_run}/live");
+    let live = wait_live(&h, &s, &live_path, |l| {
+        l.contains("st-RUNNING\" data-node=\"1\"")
+    })
+    .await;
+    assert!(
+        live.contains("hx-trigger=\"every 2s\""),
+        "a running run polls: {live}"
+    );
+    let (status, _, _) = h
+        .post_as(&s, &format!("/workflow-instances/{long_run}/stop"), &[])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    wait_live(&h, &s, &live_path, |l| {
+        l.contains("<dd><span class=\"badge st-STOPPED\">")
+    })
+    .await;
+    let (status, _, _) = h
+        .post_as(&s, &format!("/workflow-instances/{long_run}/retry"), &[])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    wait_live(&h, &s, &live_path, |l| {
+        l.contains("st-RUNNING\" data-node=\"1\"")
+    })
+    .await;
+    h.post_as(&s, &format!("/workflow-instances/{long_run}/stop"), &[])
+        .await;
+    let (status, _, _) = h
+        .post_as(&s, &format!("/workflow-instances/{long_run}/pause"), &[])
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Another app's session sees none of it.
+    let other = h.sign_in(APP_B, SECRET_B).await;
+    for path in [
+        format!("/workflows/{wf}"),
+        format!("/workflows/{wf}/edit"),
+        format!("/workflow-instances/{run}"),
+        format!("/workflow-instances/{run}/live"),
+    ] {
+        let (status, _, page) = h.get(&path, Some(&other.id)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!page.contains("nightly"), "{path}: {page}");
+    }
+    for path in [
+        format!("/workflows/{wf}/run"),
+        format!("/workflows/{wf}/delete"),
+        format!("/workflow-instances/{run}/retry"),
+    ] {
+        let (status, _, _) = h.post_as(&other, &path, &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (_, _, list) = h.get("/workflows", Some(&other.id)).await;
+    assert!(list.contains("No workflows match."), "{list}");
+    // Forms need the CSRF token.
+    let cookie = format!("ferrojob_session={}", s.id);
+    for path in [
+        format!("/workflows/{wf}/run"),
+        format!("/workflows/{wf}/delete"),
+        "/workflows".to_owned(),
+    ] {
+        let (status, _, _) = h
+            .post(&path, &cookie, &[("definition", &definition("forged"))])
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // Delete asks first; the run's page still draws its nodes, without edges.
+    let (status, _, confirm) = h.get(&format!("/workflows/{wf}/delete"), Some(&s.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("Delete workflow"), "{confirm}");
+    let (status, location, _) = h.post_as(&s, &format!("/workflows/{wf}/delete"), &[]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/workflows")
+    );
+    let (status, _, page) = h
+        .get(&format!("/workflow-instances/{run}"), Some(&s.id))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("The workflow was deleted"), "{page}");
+    assert_eq!(page.matches("<g class=\"node").count(), 4, "{page}");
+    worker.shutdown().await;
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_goes_away_is_shown_lost() {
+    let h = Harness::start().await;
+    let mut config = WorkerConfig::new(h.server.transport_addr(), APP_A, SECRET_A);
+    config.tags = vec!["<blue>".to_owned()];
+    let worker = Worker::builder(config).builtins().start().await.unwrap();
+    let address = worker.address().to_owned();
+    let s = h.sign_in(APP_A, SECRET_A).await;
+    let other = h.sign_in(APP_B, SECRET_B).await;
+    let online = wait_live(&h, &s, "/workers", |p| p.contains(&address)).await;
+    assert!(
+        online.contains("&lt;blue&gt;") && online.contains(">online<"),
+        "{online}"
+    );
+    assert!(online.contains("No worker was lost."), "{online}");
+    assert!(online.contains("hx-get=\"/workers/live\""), "{online}");
+    assert!(online.contains("<td class=\"running\">0</td>"), "{online}");
+    // A long run on it is counted on its row.
+    let body = JobBody::new("nap", TimeExpressionType::Api, "", "sleep");
+    let job = h.api.create_job(APP_A, &body).await.unwrap().id;
+    let run = RunJob {
+        params: "600000".into(),
+        delay_ms: 0,
+    };
+    let instance = h.api.run_job(APP_A, job, &run).await.unwrap().instance_id;
+    wait_live(&h, &s, "/workers/live", |p| {
+        p.contains("<td class=\"running\">1</td>")
+    })
+    .await;
+    h.api.stop_instance(APP_A, instance).await.unwrap();
+    worker.shutdown().await;
+    let live = wait_live(&h, &s, "/workers/live", |p| p.contains(">lost<")).await;
+    let lost = &live[live.find("<h2>Lost</h2>").unwrap()..];
+    assert!(
+        lost.contains(&address) && lost.contains("&lt;blue&gt;"),
+        "{live}"
+    );
+    assert!(live.contains("No worker is connected."), "{live}");
+    let (_, _, b) = h.get("/workers/live", Some(&other.id)).await;
+    assert!(
+        b.contains("No worker was lost.") && !b.contains(&address),
+        "{b}"
+    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_the_console_keeps_what_the_form_does_not_show() {
+    let h = Harness::start().await;
+    let s = h.sign_in(APP_A, SECRET_A).await;
+    let mut body = JobBody::new("tagged", TimeExpressionType::Api, "", "noop");
+    body.description = "kept across edits".into();
+    body.tags = vec!["etl".into(), "team:data".into()];
+    body.alarm = serde_json::from_value(serde_json::json!({"recovered": true})).unwrap();
+    let id = h.api.create_job(APP_A, &body).await.unwrap().id;
+    let (status, _, page) = h
+        .post_as(
+            &s,
+            &format!("/jobs/{}", id.get()),
+            &[
+                ("name", "renamed"),
+                ("time_expression_type", "API"),
+                ("processor", "noop"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let stored = h.api.get_job(APP_A, id).await.unwrap();
+    assert_eq!(stored.body.name, "renamed");
+    assert_eq!(stored.body.description, body.description);
+    assert_eq!(stored.body.tags, body.tags);
+    assert_eq!(stored.body.alarm, body.alarm);
     h.server.shutdown().await;
 }

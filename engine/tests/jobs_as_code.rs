@@ -367,6 +367,8 @@ app = "billing"
 
 [[jobs]]
 name = "extract"
+description = "Pulls the day's orders"
+tags = ["etl", "nightly"]
 time_expression_type = "CRON"
 time_expression = "0 0 2 * * ?"
 time_zone = "Europe/Paris"
@@ -392,6 +394,8 @@ enabled = false
 
 [[workflows]]
 name = "nightly"
+description = "The nightly chain"
+tags = ["etl"]
 time_expression_type = "CRON"
 time_expression = "0 30 2 * * ?"
 failure_policy = "FINISH_BRANCHES"
@@ -446,6 +450,15 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
     assert_eq!(nightly.body.nodes[3].workflow_id, Some(cleanup.id));
     let ping = state.jobs.iter().find(|j| j.body.name == "ping").unwrap();
     assert!(!ping.body.enabled);
+    let extract = state
+        .jobs
+        .iter()
+        .find(|j| j.body.name == "extract")
+        .unwrap();
+    assert_eq!(extract.body.description, "Pulls the day's orders");
+    assert_eq!(extract.body.tags, ["etl", "nightly"]);
+    assert_eq!(nightly.body.description, "The nightly chain");
+    assert_eq!(nightly.body.tags, ["etl"]);
 
     // Export → apply: no change, in both formats; the export parses to the same definitions.
     for format in [Format::Toml, Format::Json] {
@@ -460,6 +473,10 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
     // the workflow that names a removed job is deleted before it.
     let edited = FULL
         .replace("params = \"echo extract\"", "params = \"echo v2\"")
+        .replace(
+            "tags = [\"etl\", \"nightly\"]",
+            "tags = [\"etl\", \"daily\"]",
+        )
         .replace(
             &FULL[FULL.find("[[workflows]]").unwrap()..],
             "[[workflows]]\nname = \"cleanup\"\ntime_expression_type = \"API\"\n\
@@ -481,6 +498,7 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
         "{text}"
     );
     assert!(text.contains("nodes[0].enabled: false -> true"), "{text}");
+    assert!(text.contains("tags[1]: \"nightly\" -> \"daily\""), "{text}");
     let delete_nightly = text.find("- workflow \"nightly\"").unwrap();
     let delete_load = text.find("- job \"load\"").unwrap();
     assert!(delete_nightly < delete_load, "{text}");
@@ -495,6 +513,7 @@ async fn plan_apply_export_round_trip_on_a_real_server() {
         .unwrap();
     assert_eq!(extract.id, id_of("extract"));
     assert_eq!(extract.body.params, "echo v2");
+    assert_eq!(extract.body.tags, ["etl", "daily"]);
     assert_eq!(after.jobs.len(), 2);
     assert_eq!(after.workflows.len(), 1);
     server.shutdown().await;
@@ -582,13 +601,13 @@ fn powerjob_export_is_imported_field_by_field() {
         [
             "alarmConfig",
             "extra",
-            "jobDescription",
             "jobName",
             "logConfig",
             "notifyUserIds",
-            "tag"
         ]
     );
+    assert_eq!(r.description, "the daily sales report");
+    assert_eq!(r.tags, ["reports"]);
     assert!(notes["jobName"].contains("_EXPORT_1717171717171"));
 
     // DAILY_TIME_INTERVAL: Monday to Friday in PowerJob's numbers (1-5) are 2-6 in Quartz's.
@@ -684,4 +703,44 @@ async fn imported_powerjob_jobs_apply_to_a_real_server() {
     assert_eq!(apply_file(&client, &file, false).await, 3);
     assert!(plan_of(&client, &file, false).await.is_empty());
     server.shutdown().await;
+}
+
+#[test]
+fn powerjob_descriptions_and_tags_are_carried_or_the_job_is_skipped() {
+    let job = |description: &str, tag: Value| {
+        json!({
+            "jobName": "j", "timeExpressionType": "API", "executeType": "STANDALONE",
+            "processorType": "BUILT_IN", "processorInfo": "tech.powerjob.official.processors.impl.script.ShellProcessor",
+            "jobDescription": description, "tag": tag,
+        })
+    };
+    let cases: [(Value, Option<&[&str]>); 5] = [
+        (job("d", json!(null)), Some(&[])),
+        (job("d", json!("")), Some(&[])),
+        (
+            job("d", json!("etl, team:data ,etl,")),
+            Some(&["etl", "team:data"]),
+        ),
+        (job("d", json!("x".repeat(65))), None),
+        (job(&"d".repeat(4097), json!("etl")), None),
+    ];
+    for (input, want) in cases {
+        let imported = import(&input.to_string(), &ImportOptions::default()).unwrap();
+        match want {
+            Some(tags) => {
+                let j = &imported.jobs[0];
+                assert_eq!(j.tags, tags, "{input}");
+                assert_eq!(j.description, "d");
+                assert!(imported.notes.iter().all(|n| n.field != "tag"));
+            }
+            None => {
+                assert!(imported.jobs.is_empty(), "{input}");
+                let reason = &imported.skipped[0].reason;
+                assert!(
+                    reason.starts_with("tag:") || reason.starts_with("jobDescription:"),
+                    "{reason}"
+                );
+            }
+        }
+    }
 }

@@ -410,3 +410,112 @@ async fn a_run_still_going_past_its_limit_alarms_once() {
     assert_eq!(listed.items[0].id, alarm_id);
     server.shutdown().await;
 }
+
+/// A one-session SMTP sink on 127.0.0.1: answers EHLO, MAIL, RCPT, DATA and QUIT, and
+/// returns the message's data lines.
+async fn smtp_sink() -> (u16, tokio::task::JoinHandle<Vec<String>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read, mut write) = socket.into_split();
+        let mut read = BufReader::new(read);
+        write.write_all(b"220 sink\r\n").await.unwrap();
+        let (mut data, mut in_data) = (Vec::new(), false);
+        loop {
+            let mut line = String::new();
+            if read.read_line(&mut line).await.unwrap() == 0 {
+                return data;
+            }
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    write.write_all(b"250 queued\r\n").await.unwrap();
+                } else {
+                    data.push(line);
+                }
+                continue;
+            }
+            let answer: &[u8] = match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                "EHLO" => b"250 sink\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go on\r\n"
+                }
+                "QUIT" => {
+                    write.write_all(b"221 bye\r\n").await.unwrap();
+                    return data;
+                }
+                _ => b"250 ok\r\n",
+            };
+            write.write_all(answer).await.unwrap();
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn an_email_channel_sends_its_test_alarm_over_smtp() {
+    use ferrojob::api::{CreateApp, ErrorCode};
+    use ferrojob::client::{Client, ClientError};
+    use ferrojob::launch::{launch, LaunchConfig};
+
+    let (port, sink) = smtp_sink().await;
+    let server = launch(LaunchConfig::new(None, local(), local()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.http_addr());
+    let admin = Client::new(&base, server.admin_token()).unwrap();
+    admin
+        .create_app(&CreateApp {
+            name: "shop".into(),
+            secret: SECRET.into(),
+        })
+        .await
+        .unwrap();
+    let c = Client::new(&base, SECRET).unwrap();
+    let body = ChannelBody {
+        kind: ChannelKind::Email,
+        url: format!(
+            "smtp://127.0.0.1:{port}?from=ferrojob@shop.example&to=oncall@shop.example&tls=none"
+        ),
+        secret: None,
+    };
+    let view = c.put_channel("shop", "mail", &body).await.unwrap();
+    assert_eq!(view.kind, ChannelKind::Email);
+    let sent = c.test_channel("shop", "mail").await.unwrap();
+    assert!(sent.delivered, "{sent:?}");
+    assert_eq!(sent.detail, "SMTP 250");
+    let data = sink.await.unwrap().concat();
+    assert!(
+        data.contains("Subject: [ferrojob] shop: RECOVERED alarm for job 0\r\n"),
+        "{data}"
+    );
+    assert!(data.contains("X-Ferrojob-Alarm-Id: test-mail-"), "{data}");
+    assert!(data.contains("test alarm from ferrojob\r\n"), "{data}");
+
+    // An email endpoint that cannot work is refused when the channel is set.
+    for url in [
+        "smtp://u:password@127.0.0.1?from=f@x.y&to=t@x.y",
+        "smtp://127.0.0.1?from=f@x.y",
+        "http://127.0.0.1/",
+    ] {
+        let bad = ChannelBody {
+            url: url.into(),
+            ..body.clone()
+        };
+        match c.put_channel("shop", "mail", &bad).await {
+            Err(ClientError::Api { error, .. }) => {
+                assert_eq!(
+                    error.code,
+                    ErrorCode::InvalidArgument,
+                    "{url}: {}",
+                    error.message
+                )
+            }
+            other => panic!("{url}: expected a 400, got {other:?}"),
+        }
+    }
+    server.shutdown().await;
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferrojob::ids::{AppId, InstanceId, JobId};
-use ferrojob::model::{DispatchStrategy, InstanceStatus, LogLevel};
+use ferrojob::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel};
 use ferrojob::server::*;
 use ferrojob::time_expression::{Lifecycle, TimeExpressionType};
 use ferrojob_store::backend::{Fault, SimBackend};
@@ -176,7 +176,9 @@ fn jobs_create_update_delete_list() {
         let mut seen = Vec::new();
         let mut cursor = None;
         loop {
-            let page = repo.list_jobs(a.id, cursor, 10).unwrap();
+            let page = repo
+                .list_jobs(a.id, &JobFilter::default(), cursor, 10)
+                .unwrap();
             seen.extend(page.items.iter().map(|j| j.id));
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
@@ -222,7 +224,8 @@ fn jobs_create_update_delete_list() {
             Err(RepoError::NotFound { what: "job", .. })
         ));
         assert_eq!(repo.trigger(jobs[1].id), None);
-        assert_eq!(repo.list_jobs(a.id, None, 1000).unwrap().items.len(), 24);
+        let all = repo.list_jobs(a.id, &JobFilter::default(), None, 1000);
+        assert_eq!(all.unwrap().items.len(), 24);
         let state = repo.load().unwrap();
         assert!(state.jobs.iter().all(|j| j.job.id != jobs[1].id));
         assert!(matches!(
@@ -426,15 +429,15 @@ fn pagination_returns_each_instance_once_in_order() {
         let (ids, _) = list(
             InstanceFilter {
                 job: Some(j2.id),
-                status: None,
+                ..InstanceFilter::default()
             },
             100,
         );
         assert_eq!(ids, newest_first(&|i| i.job_id == j2.id));
         let (ids, _) = list(
             InstanceFilter {
-                job: None,
                 status: Some(InstanceStatus::Failed),
+                ..InstanceFilter::default()
             },
             37,
         );
@@ -443,12 +446,426 @@ fn pagination_returns_each_instance_once_in_order() {
         let (ids, _) = list(
             InstanceFilter {
                 job: Some(jb.id),
-                status: None,
+                ..InstanceFilter::default()
             },
             100,
         );
         assert!(ids.is_empty());
+        // Time ranges are half-open, combine with the other filters, and page like them.
+        let range = |from, to| TimeRange { from, to };
+        let trigger_cases: [(TimeRange, &dyn Fn(i64) -> bool); 4] = [
+            (range(Some(NOW + 100), Some(NOW + 200)), &|t| {
+                (NOW + 100..NOW + 200).contains(&t)
+            }),
+            (range(Some(NOW + 990), None), &|t| t >= NOW + 990),
+            (range(None, Some(NOW + 3)), &|t| t < NOW + 3),
+            (range(Some(NOW + 5), Some(NOW + 5)), &|_| false),
+        ];
+        for (trigger, keep) in trigger_cases {
+            let (ids, _) = list(
+                InstanceFilter {
+                    trigger,
+                    ..InstanceFilter::default()
+                },
+                7,
+            );
+            assert_eq!(ids, newest_first(&|i| keep(i.trigger_time)), "{trigger:?}");
+        }
+        let (ids, _) = list(
+            InstanceFilter {
+                job: Some(j1.id),
+                trigger: range(Some(NOW + 100), Some(NOW + 400)),
+                ..InstanceFilter::default()
+            },
+            10,
+        );
+        let want = newest_first(&|i| {
+            i.job_id == j1.id && (NOW + 100..NOW + 400).contains(&i.trigger_time)
+        });
+        assert_eq!(ids, want);
+        assert_eq!(want.len(), 150);
+        // A finish range keeps only finished instances, by their finish time.
+        let finished_cases: [(TimeRange, bool); 4] = [
+            (range(Some(NOW + 2000), Some(NOW + 2001)), true),
+            (range(Some(NOW + 2000), None), true),
+            (range(None, Some(NOW + 2000)), false),
+            (range(Some(NOW + 2001), None), false),
+        ];
+        for (finished, any) in finished_cases {
+            let (ids, _) = list(
+                InstanceFilter {
+                    finished,
+                    ..InstanceFilter::default()
+                },
+                50,
+            );
+            let want = if any {
+                newest_first(&|i| i.finished_time.is_some())
+            } else {
+                Vec::new()
+            };
+            assert_eq!(ids.len(), if any { 334 } else { 0 }, "{finished:?}");
+            assert_eq!(ids, want, "{finished:?}");
+        }
         assert_eq!(repo.load().unwrap().active.len(), 1000 - 334 + 1);
+    });
+}
+
+/// Name, tags, time expression type, execute type, enabled.
+type LabelledSpec = (
+    &'static str,
+    &'static [&'static str],
+    TimeExpressionType,
+    ExecuteType,
+    bool,
+);
+
+/// A job of `app` with the given name, labels and kinds.
+fn labelled_job(
+    repo: &Repo,
+    app: AppId,
+    name: &str,
+    tags: &[&str],
+    kind: TimeExpressionType,
+    exec: ExecuteType,
+    enabled: bool,
+) -> JobRecord {
+    let expr = match kind {
+        TimeExpressionType::Cron => "0 */5 * * * ?",
+        TimeExpressionType::FixedRate => "60000",
+        _ => "",
+    };
+    let mut j = JobRecord::new(app, name, kind, expr, "noop");
+    j.tags = tags.iter().map(|t| t.to_string()).collect();
+    j.description = format!("the {name} job");
+    j.execute_type = exec;
+    j.enabled = enabled;
+    repo.create_job(j, None, NOW).unwrap().wait().unwrap()
+}
+
+#[test]
+fn job_listing_filters_each_field_and_pages_the_matches() {
+    use ExecuteType::*;
+    use TimeExpressionType::*;
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let b = app(&repo, "b");
+        let specs: &[LabelledSpec] = &[
+            (
+                "Nightly-Export",
+                &["etl", "team:data"],
+                Cron,
+                Standalone,
+                true,
+            ),
+            ("export-orders", &["etl"], FixedRate, Map, true),
+            ("cleanup", &["ops"], Cron, Broadcast, false),
+            ("Report EXPORT", &[], Api, Standalone, false),
+            ("rebuild", &["team:data"], Api, MapReduce, true),
+        ];
+        let jobs: Vec<JobRecord> = specs
+            .iter()
+            .map(|(n, t, k, e, on)| labelled_job(&repo, a.id, n, t, *k, *e, *on))
+            .collect();
+        // Another app's matching job never shows.
+        labelled_job(&repo, b.id, "export", &["etl"], Cron, Standalone, true);
+        let names = |f: JobFilter| -> Vec<String> {
+            let mut out = Vec::new();
+            let mut cursor = None;
+            loop {
+                let p = repo.list_jobs(a.id, &f, cursor, 1).unwrap();
+                assert!(p.items.len() <= 1);
+                out.extend(p.items.into_iter().map(|j| j.name));
+                match p.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return out,
+                }
+            }
+        };
+        let f = JobFilter::default;
+        let cases: Vec<(JobFilter, &[&str])> = vec![
+            (
+                f(),
+                &[
+                    "Nightly-Export",
+                    "export-orders",
+                    "cleanup",
+                    "Report EXPORT",
+                    "rebuild",
+                ],
+            ),
+            (
+                JobFilter {
+                    name: Some("export".into()),
+                    ..f()
+                },
+                &["Nightly-Export", "export-orders", "Report EXPORT"],
+            ),
+            (
+                JobFilter {
+                    name: Some("ORDERS".into()),
+                    ..f()
+                },
+                &["export-orders"],
+            ),
+            (
+                JobFilter {
+                    name: Some("nothing".into()),
+                    ..f()
+                },
+                &[],
+            ),
+            (
+                JobFilter {
+                    tag: Some("etl".into()),
+                    ..f()
+                },
+                &["Nightly-Export", "export-orders"],
+            ),
+            (
+                JobFilter {
+                    tag: Some("team:data".into()),
+                    ..f()
+                },
+                &["Nightly-Export", "rebuild"],
+            ),
+            // Tags match exactly: no substring, no case folding.
+            (
+                JobFilter {
+                    tag: Some("et".into()),
+                    ..f()
+                },
+                &[],
+            ),
+            (
+                JobFilter {
+                    tag: Some("ETL".into()),
+                    ..f()
+                },
+                &[],
+            ),
+            (
+                JobFilter {
+                    time_expression_type: Some(Cron),
+                    ..f()
+                },
+                &["Nightly-Export", "cleanup"],
+            ),
+            (
+                JobFilter {
+                    time_expression_type: Some(Api),
+                    ..f()
+                },
+                &["Report EXPORT", "rebuild"],
+            ),
+            (
+                JobFilter {
+                    execute_type: Some(Map),
+                    ..f()
+                },
+                &["export-orders"],
+            ),
+            (
+                JobFilter {
+                    execute_type: Some(Standalone),
+                    ..f()
+                },
+                &["Nightly-Export", "Report EXPORT"],
+            ),
+            (
+                JobFilter {
+                    enabled: Some(false),
+                    ..f()
+                },
+                &["cleanup", "Report EXPORT"],
+            ),
+            (
+                JobFilter {
+                    enabled: Some(true),
+                    ..f()
+                },
+                &["Nightly-Export", "export-orders", "rebuild"],
+            ),
+            (
+                JobFilter {
+                    name: Some("export".into()),
+                    tag: Some("etl".into()),
+                    time_expression_type: Some(Cron),
+                    execute_type: Some(Standalone),
+                    enabled: Some(true),
+                },
+                &["Nightly-Export"],
+            ),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(names(filter.clone()), *want, "{filter:?}");
+        }
+        // The labels are stored and read back.
+        let got = repo.get_job(jobs[0].id).unwrap();
+        assert_eq!(got.tags, vec!["etl".to_owned(), "team:data".to_owned()]);
+        assert_eq!(got.description, "the Nightly-Export job");
+    });
+}
+
+#[test]
+fn job_labels_are_validated() {
+    let repo = Repo::open(memory()).unwrap();
+    let a = app(&repo, "a");
+    let bad: &[(&[&str], &str)] = &[
+        (&["a,b"], "tags"),
+        (&[""], "tags"),
+        (&["x", "x"], "tags"),
+        (&[" x"], "tags"),
+    ];
+    for (tags, field) in bad {
+        let mut j = cron_job(a.id);
+        j.tags = tags.iter().map(|t| t.to_string()).collect();
+        assert!(
+            matches!(repo.create_job(j, None, NOW), Err(RepoError::Invalid { field: f, .. }) if f == *field),
+            "{tags:?}"
+        );
+    }
+    let mut j = cron_job(a.id);
+    j.description = "d".repeat(ferrojob::model::MAX_DESCRIPTION_LEN + 1);
+    assert!(matches!(
+        repo.create_job(j, None, NOW),
+        Err(RepoError::Invalid {
+            field: "description",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_filtered_job_listing_examines_a_bounded_number_of_jobs() {
+    let repo = Repo::open(memory()).unwrap();
+    let a = app(&repo, "a");
+    let commits: Vec<_> = (0..MAX_LIST_SCAN + 5)
+        .map(|i| {
+            let mut j = cron_job(a.id);
+            if i == MAX_LIST_SCAN + 2 {
+                j.tags = vec!["needle".into()];
+            }
+            repo.create_job(j, None, NOW).unwrap()
+        })
+        .collect();
+    let ids: Vec<JobId> = commits.into_iter().map(|c| c.wait().unwrap().id).collect();
+    let filter = JobFilter {
+        tag: Some("needle".into()),
+        ..JobFilter::default()
+    };
+    // The first page stops after MAX_LIST_SCAN jobs, empty but with a cursor.
+    let first = repo.list_jobs(a.id, &filter, None, 10).unwrap();
+    assert!(first.items.is_empty());
+    assert_eq!(first.next_cursor, Some(ids[MAX_LIST_SCAN - 1].0));
+    let second = repo
+        .list_jobs(a.id, &filter, first.next_cursor, 10)
+        .unwrap();
+    assert_eq!(
+        second.items.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[MAX_LIST_SCAN + 2]]
+    );
+    assert_eq!(second.next_cursor, None);
+}
+
+#[test]
+fn workflow_listing_filters_name_tag_and_type() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let b = app(&repo, "b");
+        let j = job(&repo, a.id, None);
+        let def = |name: &str,
+                   kind: &str,
+                   expr: &str,
+                   tags: &[&str]|
+         -> ferrojob::workflow::WorkflowDef {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "time_expression_type": kind, "time_expression": expr,
+                "tags": tags, "description": format!("the {name} flow"),
+                "nodes": [{"id": 1, "job_id": j.id.0}],
+            }))
+            .unwrap()
+        };
+        let create = |app: AppId, d: &ferrojob::workflow::WorkflowDef| {
+            repo.create_workflow(app, d, None, NOW)
+                .unwrap()
+                .wait()
+                .unwrap()
+        };
+        let w1 = create(a.id, &def("Nightly ETL", "CRON", "0 0 2 * * ?", &["etl"]));
+        create(a.id, &def("adhoc-etl", "API", "", &["etl", "manual"]));
+        create(a.id, &def("billing", "API", "", &[]));
+        create(b.id, &def("etl", "API", "", &["etl"]));
+        // A renamed and retagged workflow is filtered by its current definition.
+        let d = def("renamed", "FIXED_RATE", "60000", &["moved"]);
+        repo.update_workflow(w1.id, &d, None, NOW + 1)
+            .unwrap()
+            .wait()
+            .unwrap();
+        let names = |f: WorkflowFilter| -> Vec<String> {
+            let mut out = Vec::new();
+            let mut cursor = None;
+            loop {
+                let p = repo.list_workflows(a.id, &f, cursor, 1).unwrap();
+                out.extend(p.items.into_iter().map(|w| w.name));
+                match p.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return out,
+                }
+            }
+        };
+        let f = WorkflowFilter::default;
+        let cases: Vec<(WorkflowFilter, &[&str])> = vec![
+            (f(), &["renamed", "adhoc-etl", "billing"]),
+            (
+                WorkflowFilter {
+                    name: Some("ETL".into()),
+                    ..f()
+                },
+                &["adhoc-etl"],
+            ),
+            (
+                WorkflowFilter {
+                    tag: Some("etl".into()),
+                    ..f()
+                },
+                &["adhoc-etl"],
+            ),
+            (
+                WorkflowFilter {
+                    tag: Some("moved".into()),
+                    ..f()
+                },
+                &["renamed"],
+            ),
+            (
+                WorkflowFilter {
+                    time_expression_type: Some(TimeExpressionType::Api),
+                    ..f()
+                },
+                &["adhoc-etl", "billing"],
+            ),
+            (
+                WorkflowFilter {
+                    time_expression_type: Some(TimeExpressionType::FixedRate),
+                    ..f()
+                },
+                &["renamed"],
+            ),
+            (
+                WorkflowFilter {
+                    name: Some("a".into()),
+                    tag: Some("manual".into()),
+                    time_expression_type: Some(TimeExpressionType::Api),
+                },
+                &["adhoc-etl"],
+            ),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(names(filter.clone()), *want, "{filter:?}");
+        }
     });
 }
 

@@ -595,6 +595,7 @@ async fn listing_by_a_running_status_comes_from_memory() {
         status: Some(status),
         limit: Some(2),
         cursor,
+        ..InstanceQuery::default()
     };
     let p1 = api
         .list_instances(app.clone(), q(S::Running, None))

@@ -5,7 +5,7 @@
 
 mod server_runtime_support;
 
-use ferrojob::api::{JobBody, PageQuery};
+use ferrojob::api::{JobBody, JobQuery};
 use ferrojob::clock::VirtualClock;
 use ferrojob::ids::InstanceId;
 use ferrojob::model::InstanceStatus as S;
@@ -186,7 +186,7 @@ async fn api_and_workflow_jobs_never_fire_alone_and_disabled_jobs_stop() {
     clock.advance(5000);
     succeeded(&api, &app, fr, 2).await;
     let list = api
-        .list_jobs(app.clone(), PageQuery::default())
+        .list_jobs(app.clone(), JobQuery::default())
         .await
         .unwrap();
     assert_eq!(list.items.len(), 3);

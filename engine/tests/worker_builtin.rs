@@ -159,6 +159,61 @@ async fn shell_logs_output_and_reports_exit_codes() {
 }
 
 #[tokio::test]
+async fn shell_output_beyond_its_bounds_is_cut_and_the_log_says_so() {
+    let mut server = FakeServer::start(SECRET).await;
+    let mut c = config(server.addr);
+    c.shell_output = ferrojob::worker::builtin::OutputLimits {
+        max_line_bytes: 100,
+        max_output_bytes: 10_000,
+    };
+    let worker = Worker::builder(c).builtins().start().await.unwrap();
+    let mut conn = server.accept().await;
+    // `cat big.bin`: 8 MiB without a newline, then 100 000 short lines.
+    conn.schedule(job(
+        1,
+        "shell",
+        r"head -c 8388608 /dev/zero | tr '\0' x; echo; seq 1 100000",
+    ))
+    .await;
+    let last = conn.reports_until_final(1).await.pop().unwrap();
+    assert_final(&last, InstanceStatus::Succeed);
+    // The result is still the output's last lines.
+    assert!(last.result.as_deref().unwrap().ends_with("99999\n100000"));
+    // Batches that arrived with the reports are in `conn.logs` already.
+    let contents: Vec<String> = loop {
+        let contents: Vec<String> = conn
+            .logs
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .filter(|e| e.instance_id == 1)
+            .map(|e| e.content.clone())
+            .collect();
+        if contents.iter().any(|c| c.starts_with("[output cut: ")) {
+            break contents;
+        }
+        let batch = conn
+            .wait_for(|m| match m {
+                ferrojob_transport::message::Message::LogBatch(b) => Some(b.clone()),
+                _ => None,
+            })
+            .await;
+        conn.logs.push(batch);
+    };
+    assert_eq!(
+        contents.first().map(String::as_str),
+        Some(format!("{} … [line cut: 8388508 more bytes]", "x".repeat(100)).as_str())
+    );
+    let logged: usize = contents.iter().map(String::len).sum();
+    assert!(logged < 10_000 + 200, "{logged} bytes logged");
+    let summary = contents.last().unwrap();
+    assert!(
+        summary.contains("not logged, beyond 10000 bytes"),
+        "{summary}"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
 async fn noop_and_sleep() {
     let mut server = FakeServer::start(SECRET).await;
     let worker = Worker::builder(config(server.addr))

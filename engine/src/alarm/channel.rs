@@ -1,7 +1,8 @@
 //! Channels: where an app's alarms go, and the exact request body each kind receives.
 //!
-//! Every channel is an HTTP `POST` of a JSON body to the channel's URL; the kinds differ only
-//! in the body. The generic webhook gets the whole alarm:
+//! Every channel but `EMAIL` is an HTTP `POST` of a JSON body to the channel's URL; those kinds
+//! differ only in the body (and in how a secret signs it: see [`super::deliver`], which also
+//! sends `EMAIL` over SMTP). The generic webhook gets the whole alarm:
 //!
 //! ```json
 //! {"id":"job-7-failures-42","app":"shop","job_id":7,"instance_id":42,
@@ -15,8 +16,10 @@
 //! `{"msg_type":"text","content":{"text":…}}`.
 //!
 //! Every request carries the header `X-Ferrojob-Alarm-Id: {id}`, the same on every retry, for
-//! de-duplication; a channel with a secret adds `X-Ferrojob-Signature: sha256={hex}`, the
-//! HMAC-SHA256 of the exact body bytes under the secret.
+//! de-duplication; a webhook, Slack or WeCom channel with a secret adds
+//! `X-Ferrojob-Signature: sha256={hex}`, the HMAC-SHA256 of the exact body bytes under the
+//! secret, while DingTalk and Feishu channels with a secret are signed the vendors' way
+//! (DingTalk in the URL, Feishu in the body; see [`super::deliver`]).
 
 use rkyv::{Archive, Deserialize as RkyvDeserialize, Serialize as RkyvSerialize};
 use serde::{Deserialize, Serialize};
@@ -59,6 +62,8 @@ pub enum ChannelKind {
     /// A WeCom (WeChat Work) group robot.
     #[serde(rename = "WECOM")]
     WeCom,
+    /// Email over SMTP (`smtp://` with STARTTLS, `smtps://`; see [`super::deliver`]).
+    Email,
 }
 
 /// What a channel is told about one alarm.
@@ -113,15 +118,20 @@ struct FeishuBody<'a> {
     content: Text<'a>,
 }
 
-/// The request body `kind` receives for `notice` (see the module docs; keys in the order
-/// shown there).
-pub fn request_body(kind: ChannelKind, notice: &Notice<'_>) -> Vec<u8> {
-    let text = format!(
+/// The one line of text the chat kinds get: `[ferrojob] {app}: {message} (alarm {id})`.
+pub fn text_line(notice: &Notice<'_>) -> String {
+    format!(
         "[ferrojob] {}: {} (alarm {})",
         notice.app, notice.message, notice.id
-    );
+    )
+}
+
+/// The request body `kind` receives for `notice` (see the module docs; keys in the order
+/// shown there). `EMAIL` has no HTTP body: it gets the generic webhook's (never sent).
+pub fn request_body(kind: ChannelKind, notice: &Notice<'_>) -> Vec<u8> {
+    let text = text_line(notice);
     let body = match kind {
-        ChannelKind::Webhook => serde_json::to_vec(&WebhookBody {
+        ChannelKind::Webhook | ChannelKind::Email => serde_json::to_vec(&WebhookBody {
             id: notice.id,
             app: notice.app,
             job_id: notice.job_id,
@@ -195,6 +205,7 @@ mod tests {
             (ChannelKind::DingTalk, "\"DINGTALK\""),
             (ChannelKind::Feishu, "\"FEISHU\""),
             (ChannelKind::WeCom, "\"WECOM\""),
+            (ChannelKind::Email, "\"EMAIL\""),
         ] {
             assert_eq!(serde_json::to_string(&kind).unwrap(), name);
             assert_eq!(serde_json::from_str::<ChannelKind>(name).unwrap(), kind);

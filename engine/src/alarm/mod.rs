@@ -39,6 +39,8 @@ use crate::ids::{InstanceId, JobId};
 use crate::time_expression::EpochMs;
 
 pub mod channel;
+#[cfg(feature = "server")]
+pub mod deliver;
 #[cfg(test)]
 mod tests;
 

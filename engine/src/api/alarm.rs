@@ -13,11 +13,14 @@ use crate::time_expression::EpochMs;
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelBody {
-    /// `WEBHOOK`, `SLACK`, `DINGTALK`, `FEISHU` or `WECOM`: the body shape.
+    /// `WEBHOOK`, `SLACK`, `DINGTALK`, `FEISHU`, `WECOM` (the body shape) or `EMAIL`.
     pub kind: ChannelKind,
-    /// The `http://` URL alarms are posted to.
+    /// The `http://` URL alarms are posted to; for `EMAIL`,
+    /// `smtp://[user@]host[:port]?from=ADDR&to=ADDR[,ADDR...]` (STARTTLS), `smtps://...`
+    /// (TLS) or `smtp://...&tls=none` (a trusted local relay).
     pub url: String,
-    /// Key of the `X-Ferrojob-Signature` HMAC-SHA256 header; default none (unsigned).
+    /// Key of the `X-Ferrojob-Signature` HMAC-SHA256 header (DingTalk and Feishu: the
+    /// robot's signing secret, used their way; `EMAIL`: the SMTP password); default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }

@@ -22,6 +22,9 @@ pub enum ErrorCode {
     Conflict,
     /// 413: the request body is larger than the server accepts.
     PayloadTooLarge,
+    /// 429: the app (or the admin) sent more requests than its rate allows; the answer's
+    /// `Retry-After` header says when to try again.
+    RateLimited,
     /// 503: the server is shutting down or its store refuses writes.
     Unavailable,
     /// 500: a bug or a corrupt record; the message says which.
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -52,6 +56,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -21,12 +21,13 @@
 //! | `DELETE /v1/apps/{app}/jobs/{id}` | [`Api::delete_job`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/enable`, `.../disable` | [`Api::set_job_enabled`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/run` | [`Api::run_job`] |
+//! | `POST /v1/apps/{app}/jobs/{id}/copy` | [`Api::copy_job`] |
 //! | `GET /v1/apps/{app}/instances/{id}` | [`Api::get_instance`] |
 //! | `GET /v1/apps/{app}/instances` | [`Api::list_instances`] |
 //! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
 //! | `GET /v1/apps/{app}/instances/{id}/log` | [`Api::instance_log`] |
 //! | `GET /v1/apps/{app}/workers` | [`Api::list_workers`] |
-//! | `POST/GET /v1/apps/{app}/workflows`, `GET/PUT/DELETE .../workflows/{id}`, `POST .../workflows/{id}/run` | workflow methods ([`workflow`]) |
+//! | `POST/GET /v1/apps/{app}/workflows`, `GET/PUT/DELETE .../workflows/{id}`, `POST .../workflows/{id}/run`, `/copy` | workflow methods ([`workflow`]) |
 //! | `GET /v1/apps/{app}/workflow-instances[/{id}]`, `POST .../{id}/stop`, `/retry`, `.../nodes/{node}/mark-success` | workflow instance methods ([`workflow`]) |
 //! | `PUT/GET/DELETE /v1/apps/{app}/alarm-channels[/{name}]`, `POST .../{name}/test` | alarm channel methods ([`alarm`]) |
 //! | `GET /v1/apps/{app}/alarms` | [`Api::list_alarms`] |
@@ -79,8 +80,8 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     fn create_app(&self, req: CreateApp) -> ApiFuture<'_, AppCreated>;
     /// Creates a job (durable when the future resolves) and schedules it.
     fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created<JobId>>;
-    /// A page of the app's jobs in id order.
-    fn list_jobs(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, JobList>;
+    /// A page of the app's jobs matching the query's filters, in id order.
+    fn list_jobs(&self, app: AppRef, query: JobQuery) -> ApiFuture<'_, JobList>;
     /// One job.
     fn get_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, JobView>;
     /// Replaces a job's definition and reschedules it.
@@ -91,6 +92,19 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     fn set_job_enabled(&self, app: AppRef, id: JobId, enabled: bool) -> ApiFuture<'_, JobView>;
     /// Creates an API run now or after `delay_ms`; the instance is durable when this resolves.
     fn run_job(&self, app: AppRef, id: JobId, req: RunJob) -> ApiFuture<'_, RunCreated>;
+    /// Creates a copy of job `id` under a new name (every other field as the source's unless
+    /// `req` says otherwise); answers the new job's id. Built on [`Api::get_job`] and
+    /// [`Api::create_job`], so the copy is validated and scheduled like any new job.
+    fn copy_job(&self, app: AppRef, id: JobId, req: CopyJob) -> ApiFuture<'_, Created<JobId>> {
+        Box::pin(async move {
+            let mut body = self.get_job(app.clone(), id).await?.body;
+            body.name = req.name;
+            if let Some(enabled) = req.enabled {
+                body.enabled = enabled;
+            }
+            self.create_job(app, body).await
+        })
+    }
     /// One instance.
     fn get_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView>;
     /// A page of the app's (or a job's) instances, newest first.
@@ -111,8 +125,8 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     /// and schedules it.
     fn create_workflow(&self, app: AppRef, body: WorkflowDef)
         -> ApiFuture<'_, Created<WorkflowId>>;
-    /// A page of the app's workflows in id order.
-    fn list_workflows(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, WorkflowList>;
+    /// A page of the app's workflows matching the query's filters, in id order.
+    fn list_workflows(&self, app: AppRef, query: WorkflowQuery) -> ApiFuture<'_, WorkflowList>;
     /// One workflow.
     fn get_workflow(&self, app: AppRef, id: WorkflowId) -> ApiFuture<'_, WorkflowView>;
     /// Replaces a workflow's definition and reschedules it; running instances keep the
@@ -133,6 +147,21 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         id: WorkflowId,
         req: RunWorkflow,
     ) -> ApiFuture<'_, WorkflowRunCreated>;
+    /// Creates a copy of workflow `id` under a new name; answers the new workflow's id. Built
+    /// on [`Api::get_workflow`] and [`Api::create_workflow`], so the copy is validated and
+    /// scheduled like any new workflow.
+    fn copy_workflow(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        req: CopyWorkflow,
+    ) -> ApiFuture<'_, Created<WorkflowId>> {
+        Box::pin(async move {
+            let mut body = self.get_workflow(app.clone(), id).await?.body;
+            body.name = req.name;
+            self.create_workflow(app, body).await
+        })
+    }
     /// One workflow instance.
     fn get_workflow_instance(
         &self,

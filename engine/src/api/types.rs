@@ -192,6 +192,14 @@ pub struct JobBody {
     /// Alarm rules and the app channels they go to; default none (omitted when empty).
     #[serde(default, skip_serializing_if = "is_default_alarm")]
     pub alarm: AlarmRules,
+    /// Free text for people, at most 4096 bytes; default empty (omitted when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Labels the job listing filters on (`?tag=`): at most 32 distinct tags of 1 to 64
+    /// bytes, no commas, control characters or spaces at either end; default none (omitted
+    /// when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 fn is_default_alarm(a: &AlarmRules) -> bool {
@@ -230,6 +238,8 @@ impl JobBody {
             lifecycle: LifecycleJson::default(),
             enabled: default_true(),
             alarm: AlarmRules::default(),
+            description: String::new(),
+            tags: Vec::new(),
         }
     }
 }
@@ -271,7 +281,58 @@ pub struct JobList {
     pub next_cursor: Option<u64>,
 }
 
-/// `GET /v1/apps/{app}/jobs` query.
+/// `GET /v1/apps/{app}/jobs` query: a page of the jobs that match every filter given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<u64>,
+    /// Only jobs whose name contains this text, ignoring case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only jobs carrying this tag (exact match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Only jobs of this time expression type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_expression_type: Option<TimeExpressionType>,
+    /// Only jobs of this execute type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execute_type: Option<ExecuteType>,
+    /// Only enabled (`true`) or disabled (`false`) jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl JobQuery {
+    /// The first page of every job, `limit` at a time.
+    pub fn page(limit: Option<u32>, cursor: Option<u64>) -> JobQuery {
+        JobQuery {
+            limit,
+            cursor,
+            ..JobQuery::default()
+        }
+    }
+}
+
+/// `POST /v1/apps/{app}/jobs/{id}/copy` body: a new job with every field of the source but
+/// these. Answers 201 with the new job's id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyJob {
+    /// The copy's name (1 to 128 bytes).
+    pub name: String,
+    /// Whether the copy is enabled; default: as the source (a copy of an enabled CRON job
+    /// fires on the same schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A page query with no filter (`GET /v1/apps/{app}/alarms`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
@@ -348,12 +409,44 @@ pub struct InstanceQuery {
     /// Only instances in this status.
     #[serde(default)]
     pub status: Option<InstanceStatus>,
+    /// Only instances whose `trigger_time` is at or after this (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_from: Option<EpochMs>,
+    /// Only instances whose `trigger_time` is before this (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_to: Option<EpochMs>,
+    /// Only finished instances whose `finished_time` is at or after this (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_from: Option<EpochMs>,
+    /// Only finished instances whose `finished_time` is before this (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_to: Option<EpochMs>,
     /// Page size, 1 to 1000 (default 100).
     #[serde(default)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     #[serde(default)]
     pub cursor: Option<u64>,
+}
+
+impl InstanceQuery {
+    /// Refuses a time range whose start is after its end.
+    pub fn check(&self) -> Result<(), ApiError> {
+        for (field, from, to) in [
+            ("trigger_from", self.trigger_from, self.trigger_to),
+            ("finished_from", self.finished_from, self.finished_to),
+        ] {
+            if let (Some(f), Some(t)) = (from, to) {
+                if f > t {
+                    return Err(ApiError::invalid(
+                        field,
+                        format!("{f} is after the range's end {t}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `GET /v1/apps/{app}/instances` answer.

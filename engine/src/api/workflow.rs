@@ -3,11 +3,12 @@
 //! | route | method | body → answer |
 //! |---|---|---|
 //! | `POST /v1/apps/{app}/workflows` | [`Api::create_workflow`] | [`WorkflowDef`] → 201 [`Created`] |
-//! | `GET /v1/apps/{app}/workflows` | [`Api::list_workflows`] | [`PageQuery`] → [`WorkflowList`] |
+//! | `GET /v1/apps/{app}/workflows` | [`Api::list_workflows`] | [`WorkflowQuery`] → [`WorkflowList`] |
 //! | `GET /v1/apps/{app}/workflows/{id}` | [`Api::get_workflow`] | → [`WorkflowView`] |
 //! | `PUT /v1/apps/{app}/workflows/{id}` | [`Api::update_workflow`] | [`WorkflowDef`] → [`WorkflowView`] |
 //! | `DELETE /v1/apps/{app}/workflows/{id}` | [`Api::delete_workflow`] | → 204 |
 //! | `POST /v1/apps/{app}/workflows/{id}/run` | [`Api::run_workflow`] | [`RunWorkflow`] → [`WorkflowRunCreated`] |
+//! | `POST /v1/apps/{app}/workflows/{id}/copy` | [`Api::copy_workflow`] | [`CopyWorkflow`] → 201 [`Created`] |
 //! | `GET /v1/apps/{app}/workflow-instances` | [`Api::list_workflow_instances`] | [`WorkflowInstanceQuery`] → [`WorkflowInstanceList`] |
 //! | `GET /v1/apps/{app}/workflow-instances/{id}` | [`Api::get_workflow_instance`] | → [`WorkflowInstanceView`] |
 //! | `POST /v1/apps/{app}/workflow-instances/{id}/stop`, `/retry` | [`Api::workflow_instance_action`] | → [`WorkflowInstanceView`] |
@@ -15,7 +16,8 @@
 //!
 //! The definition body is [`crate::workflow::WorkflowDef`] itself (fields `name`,
 //! `time_expression_type`, `time_expression`, `time_zone`, `max_instances`, `failure_policy`,
-//! `nodes`, `edges`); `WorkflowDef::validate` is the one place it is checked.
+//! `nodes`, `edges`, `description`, `tags`); `WorkflowDef::validate` is the one place it is
+//! checked.
 //!
 //! [`Api::create_workflow`]: super::Api::create_workflow
 //! [`Api::list_workflows`]: super::Api::list_workflows
@@ -23,18 +25,18 @@
 //! [`Api::update_workflow`]: super::Api::update_workflow
 //! [`Api::delete_workflow`]: super::Api::delete_workflow
 //! [`Api::run_workflow`]: super::Api::run_workflow
+//! [`Api::copy_workflow`]: super::Api::copy_workflow
 //! [`Api::list_workflow_instances`]: super::Api::list_workflow_instances
 //! [`Api::get_workflow_instance`]: super::Api::get_workflow_instance
 //! [`Api::workflow_instance_action`]: super::Api::workflow_instance_action
 //! [`Api::mark_workflow_node_success`]: super::Api::mark_workflow_node_success
 //! [`Created`]: super::Created
-//! [`PageQuery`]: super::PageQuery
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
 use crate::ids::{AppId, NodeId, WorkflowId, WorkflowInstanceId};
-use crate::time_expression::EpochMs;
+use crate::time_expression::{EpochMs, TimeExpressionType};
 pub use crate::workflow::{
     EdgeDef, FailurePolicy, InstanceStatus as WorkflowInstanceStatus, NodeDef, NodeKind,
     NodeStatus, WorkflowDef,
@@ -66,6 +68,49 @@ pub struct WorkflowList {
     pub items: Vec<WorkflowView>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<u64>,
+}
+
+/// `GET /v1/apps/{app}/workflows` query: a page of the workflows that match every filter
+/// given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<u64>,
+    /// Only workflows whose name contains this text, ignoring case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only workflows carrying this tag (exact match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Only workflows of this time expression type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_expression_type: Option<TimeExpressionType>,
+}
+
+impl WorkflowQuery {
+    /// A page of every workflow, `limit` at a time.
+    pub fn page(limit: Option<u32>, cursor: Option<u64>) -> WorkflowQuery {
+        WorkflowQuery {
+            limit,
+            cursor,
+            ..WorkflowQuery::default()
+        }
+    }
+}
+
+/// `POST /v1/apps/{app}/workflows/{id}/copy` body: a new workflow with the source's
+/// definition (the same nodes, jobs and edges) under another name. Answers 201 with the new
+/// workflow's id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyWorkflow {
+    /// The copy's name (1 to 128 bytes).
+    pub name: String,
 }
 
 /// `POST /v1/apps/{app}/workflows/{id}/run` body (may be empty or `{}`).

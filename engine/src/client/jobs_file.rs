@@ -7,6 +7,8 @@
 //!
 //! [[jobs]]                     # every field of the job body (`crate::api::JobBody`)
 //! name = "extract"
+//! description = "Pulls yesterday's orders"
+//! tags = ["etl", "team:billing"]
 //! time_expression_type = "CRON"
 //! time_expression = "0 0 2 * * ?"
 //! time_zone = "Europe/Paris"
@@ -197,6 +199,12 @@ pub struct WorkflowSpec {
     /// The edges; default none.
     #[serde(default)]
     pub edges: Vec<EdgeDef>,
+    /// Free text for people; default empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Labels listings filter on; default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A node of a [`WorkflowSpec`]: the API's node with `job` and `workflow` names.
@@ -276,6 +284,8 @@ impl WorkflowSpec {
             failure_policy: def.failure_policy,
             nodes,
             edges: def.edges.clone(),
+            description: def.description.clone(),
+            tags: def.tags.clone(),
         })
     }
 
@@ -322,6 +332,8 @@ impl WorkflowSpec {
             failure_policy: self.failure_policy,
             nodes,
             edges: self.edges.clone(),
+            description: self.description.clone(),
+            tags: self.tags.clone(),
         })
     }
 
@@ -500,6 +512,8 @@ fn into_array(v: Value) -> Option<Vec<Value>> {
 /// The job body's fields in declaration order (a field missing here is written last).
 const JOB_FIELDS: &[&str] = &[
     "name",
+    "description",
+    "tags",
     "time_expression_type",
     "time_expression",
     "time_zone",
@@ -523,6 +537,8 @@ const JOB_FIELDS: &[&str] = &[
 ];
 const WORKFLOW_FIELDS: &[&str] = &[
     "name",
+    "description",
+    "tags",
     "time_expression_type",
     "time_expression",
     "time_zone",

@@ -48,11 +48,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    ApiError, AppCreated, CreateApp, Created, ErrorBody, ErrorCode, Health, InstanceList,
-    InstanceQuery, InstanceView, JobBody, JobList, JobView, LogQuery, LogView, PageQuery,
-    RunCreated, RunJob, RunWorkflow, ValidateRequest, ValidateResponse, WorkerList, WorkflowDef,
-    WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
-    WorkflowRunCreated, WorkflowView,
+    ApiError, AppCreated, CopyJob, CopyWorkflow, CreateApp, Created, ErrorBody, ErrorCode, Health,
+    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogQuery,
+    LogView, RunCreated, RunJob, RunWorkflow, ValidateRequest, ValidateResponse, WorkerList,
+    WorkflowDef, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
+    WorkflowQuery, WorkflowRunCreated, WorkflowView,
 };
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 
@@ -145,6 +145,7 @@ fn code_for_status(status: StatusCode) -> ErrorCode {
         404 => ErrorCode::NotFound,
         409 => ErrorCode::Conflict,
         413 => ErrorCode::PayloadTooLarge,
+        429 => ErrorCode::RateLimited,
         503 => ErrorCode::Unavailable,
         400..=499 => ErrorCode::InvalidArgument,
         _ => ErrorCode::Internal,
@@ -277,9 +278,24 @@ impl Client {
         self.post(&["v1", "apps", app, "jobs"], job).await
     }
 
-    /// `GET /v1/apps/{app}/jobs?limit=&cursor=`.
-    pub async fn list_jobs(&self, app: &str, query: PageQuery) -> Result<JobList, ClientError> {
-        self.get_query(&["v1", "apps", app, "jobs"], &query).await
+    /// `GET /v1/apps/{app}/jobs?limit=&cursor=&name=&tag=&time_expression_type=&execute_type=&enabled=`:
+    /// a page of the jobs matching every filter set in `query`.
+    pub async fn list_jobs(&self, app: &str, query: &JobQuery) -> Result<JobList, ClientError> {
+        self.get_query(&["v1", "apps", app, "jobs"], query).await
+    }
+
+    /// `POST /v1/apps/{app}/jobs/{id}/copy`: a new job like `id` under another name.
+    pub async fn copy_job(
+        &self,
+        app: &str,
+        id: JobId,
+        copy: &CopyJob,
+    ) -> Result<Created<JobId>, ClientError> {
+        self.post(
+            &["v1", "apps", app, "jobs", &id.get().to_string(), "copy"],
+            copy,
+        )
+        .await
     }
 
     /// `GET /v1/apps/{app}/jobs/{id}`.
@@ -349,7 +365,7 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/apps/{app}/instances?job_id=&status=&limit=&cursor=`.
+    /// `GET /v1/apps/{app}/instances?job_id=&status=&trigger_from=&trigger_to=&finished_from=&finished_to=&limit=&cursor=`.
     pub async fn list_instances(
         &self,
         app: &str,
@@ -432,14 +448,37 @@ impl Client {
         self.post(&["v1", "apps", app, "workflows"], workflow).await
     }
 
-    /// `GET /v1/apps/{app}/workflows?limit=&cursor=`.
+    /// `GET /v1/apps/{app}/workflows?limit=&cursor=&name=&tag=&time_expression_type=`: a
+    /// page of the workflows matching every filter set in `query`.
     pub async fn list_workflows(
         &self,
         app: &str,
-        query: PageQuery,
+        query: &WorkflowQuery,
     ) -> Result<WorkflowList, ClientError> {
-        self.get_query(&["v1", "apps", app, "workflows"], &query)
+        self.get_query(&["v1", "apps", app, "workflows"], query)
             .await
+    }
+
+    /// `POST /v1/apps/{app}/workflows/{id}/copy`: a new workflow with `id`'s definition under
+    /// another name.
+    pub async fn copy_workflow(
+        &self,
+        app: &str,
+        id: WorkflowId,
+        copy: &CopyWorkflow,
+    ) -> Result<Created<WorkflowId>, ClientError> {
+        self.post(
+            &[
+                "v1",
+                "apps",
+                app,
+                "workflows",
+                &id.get().to_string(),
+                "copy",
+            ],
+            copy,
+        )
+        .await
     }
 
     /// `GET /v1/apps/{app}/workflows/{id}`.

@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use super::jobs_file::{normalize_job, JobsFile, JobsFileError, WorkflowSpec, MAX_ENTRIES};
 use super::{Client, ClientError};
-use crate::api::{JobBody, JobView, PageQuery, WorkflowView};
+use crate::api::{JobBody, JobQuery, JobView, WorkflowQuery, WorkflowView};
 use crate::ids::{JobId, WorkflowId};
 use crate::time_expression::{TimeExpression, TimeExpressionType};
 
@@ -545,13 +545,7 @@ pub async fn fetch_state(client: &Client, app: &str) -> Result<AppState, JobsFil
     let mut cursor = None;
     loop {
         let page = client
-            .list_jobs(
-                app,
-                PageQuery {
-                    limit: Some(1000),
-                    cursor,
-                },
-            )
+            .list_jobs(app, &JobQuery::page(Some(1000), cursor))
             .await
             .map_err(failed("listing the jobs"))?;
         state.jobs.extend(page.items);
@@ -568,13 +562,7 @@ pub async fn fetch_state(client: &Client, app: &str) -> Result<AppState, JobsFil
     let mut cursor = None;
     loop {
         let page = client
-            .list_workflows(
-                app,
-                PageQuery {
-                    limit: Some(1000),
-                    cursor,
-                },
-            )
+            .list_workflows(app, &WorkflowQuery::page(Some(1000), cursor))
             .await
             .map_err(failed("listing the workflows"))?;
         state.workflows.extend(page.items);

@@ -24,7 +24,9 @@
 //! | `dispatchStrategy` | `dispatch_strategy` | HEALTH_FIRST, RANDOM, SPECIFY |
 //! | `lifeCycle` `{start, end}` (epoch ms) | `lifecycle` | RFC 3339 |
 //! | `id`, `appId` | — | server ids; the target app is the command's |
-//! | `jobDescription`, `tag`, `notifyUserIds`, `alarmConfig`, `logConfig`, `extra`, unknown fields | — | not carried; each non-empty one is a [`Note`] |
+//! | `jobDescription` | `description` | as is (at most 4096 bytes, else the job is skipped) |
+//! | `tag` | `tags` | split at commas, trimmed, duplicates dropped; tags ferrojob refuses skip the job, naming the reason |
+//! | `notifyUserIds`, `alarmConfig`, `logConfig`, `extra`, unknown fields | — | not carried; each non-empty one is a [`Note`] |
 //!
 //! PowerJob has no time zone per job (its server's zone applies): [`ImportOptions::time_zone`]
 //! sets one on CRON and DAILY_TIME_INTERVAL jobs.
@@ -455,11 +457,21 @@ fn convert(
             ));
         }
     };
-    dropped(
-        "jobDescription",
-        &req.job_description.map_or(Value::Null, Value::String),
-    );
-    dropped("tag", &req.tag.map_or(Value::Null, Value::String));
+    let description = req.job_description.unwrap_or_default();
+    let mut tags: Vec<String> = Vec::new();
+    for t in req.tag.as_deref().unwrap_or("").split(',').map(str::trim) {
+        if !t.is_empty() && !tags.iter().any(|x| x == t) {
+            tags.push(t.to_owned());
+        }
+    }
+    crate::model::check_labels(&description, &tags).map_err(|(field, why)| {
+        let field = if field == "tags" {
+            "tag"
+        } else {
+            "jobDescription"
+        };
+        format!("{field}: {why}")
+    })?;
     dropped("notifyUserIds", &req.notify_user_ids.unwrap_or(Value::Null));
     dropped("alarmConfig", &req.alarm_config.unwrap_or(Value::Null));
     dropped("logConfig", &req.log_config.unwrap_or(Value::Null));
@@ -490,6 +502,8 @@ fn convert(
     job.max_worker_count = req.max_worker_count.unwrap_or(0);
     job.lifecycle = lifecycle;
     job.enabled = req.enable.unwrap_or(true);
+    job.description = description;
+    job.tags = tags;
     Ok(job)
 }
 

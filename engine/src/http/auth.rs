@@ -7,6 +7,9 @@
 //!   token, a wrong token, another app's secret, and a non-admin token naming an app that does
 //!   not exist are all the same 401, so a caller without the admin token cannot learn which
 //!   apps exist. With the admin token an unknown app is 404.
+//! - An authorized request takes a token from its app's bucket (the admin's on admin
+//!   routes) when [`HttpConfig::api_rate`](super::HttpConfig::api_rate) is set; an empty
+//!   bucket is 429 with `Retry-After`. Requests that fail authorization take none.
 //! - Tokens are compared in constant time (in the longer of the two lengths); an empty
 //!   admin token or app secret never matches.
 
@@ -14,6 +17,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 
 use super::failure::Failure;
+use super::rate::retry_after_secs;
 use super::Shared;
 use crate::api::{ApiError, AppRef, ErrorCode};
 
@@ -51,18 +55,37 @@ impl Shared {
         !self.admin_token.is_empty() && ct_eq(token.as_bytes(), self.admin_token.as_bytes())
     }
 
-    /// Admits the admin token only.
+    /// Takes a token from `principal`'s bucket, or answers 429.
+    fn admit(&self, principal: &str) -> Result<(), Failure> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        rate.check(principal, self.clock.now_ms())
+            .map_err(|wait_ms| {
+                self.metrics.rate_limited();
+                Failure::rate_limited(retry_after_secs(wait_ms))
+            })
+    }
+
+    /// Admits the admin token only (within the admin's rate).
     pub(crate) fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), Failure> {
         let token = bearer(headers).ok_or_else(missing_token)?;
         if self.is_admin(token) {
-            Ok(())
+            // App names are path segments: `/` cannot be one, so the key is the admin's own.
+            self.admit("/")
         } else {
             Err(ApiError::new(ErrorCode::Forbidden, "this route needs the admin token").into())
         }
     }
 
-    /// Admits the admin token or `app`'s secret, and answers the app.
+    /// Admits the admin token or `app`'s secret (within the app's rate), and answers the app.
     pub(crate) fn authorize_app(&self, headers: &HeaderMap, app: &str) -> Result<AppRef, Failure> {
+        let found = self.authenticate_app(headers, app)?;
+        self.admit(&found.name)?;
+        Ok(found)
+    }
+
+    fn authenticate_app(&self, headers: &HeaderMap, app: &str) -> Result<AppRef, Failure> {
         let token = bearer(headers).ok_or_else(missing_token)?;
         if self.is_admin(token) {
             return Ok(self.api.resolve_app(app)?);

@@ -70,6 +70,7 @@ pub(crate) async fn read_body(req: Request) -> Result<Bytes, Failure> {
         .map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
     let Ok(read) = tokio::time::timeout(timeout, Bytes::from_request(req, &())).await else {
         return Err(Failure {
+            retry_after: None,
             status: StatusCode::REQUEST_TIMEOUT,
             error: ApiError::new(
                 ErrorCode::InvalidArgument,
@@ -164,6 +165,39 @@ mod tests {
         assert!(query::<PageQuery>("/x?bogus=1").is_err());
         assert!(query::<PageQuery>("/x?limit=1&limit=2").is_err());
         assert!(query::<InstanceQuery>("/x?status=NOPE").is_err());
+    }
+
+    #[test]
+    fn listing_filters() {
+        use crate::api::{JobQuery, WorkflowQuery};
+        use crate::model::ExecuteType;
+        use crate::time_expression::TimeExpressionType;
+        let q: JobQuery = query(
+            "/x?name=night%20ly&tag=team%3Adata&time_expression_type=CRON&execute_type=MAP_REDUCE&enabled=false",
+        )
+        .unwrap();
+        assert_eq!(q.name.as_deref(), Some("night ly"));
+        assert_eq!(q.tag.as_deref(), Some("team:data"));
+        assert_eq!(q.time_expression_type, Some(TimeExpressionType::Cron));
+        assert_eq!(q.execute_type, Some(ExecuteType::MapReduce));
+        assert_eq!(q.enabled, Some(false));
+        let q: JobQuery = query("/x?name=&tag=&enabled=").unwrap();
+        assert_eq!(q, JobQuery::default());
+        assert!(query::<JobQuery>("/x?enabled=maybe").is_err());
+        assert!(query::<JobQuery>("/x?execute_type=NOPE").is_err());
+        assert!(query::<JobQuery>("/x?tag=a&tag=b").is_err());
+        let q: WorkflowQuery = query("/x?name=etl&time_expression_type=API").unwrap();
+        assert_eq!(q.name.as_deref(), Some("etl"));
+        assert_eq!(q.time_expression_type, Some(TimeExpressionType::Api));
+        assert!(query::<WorkflowQuery>("/x?enabled=true").is_err());
+        let q: InstanceQuery =
+            query("/x?trigger_from=-5&trigger_to=10&finished_from=1&finished_to=2").unwrap();
+        assert_eq!((q.trigger_from, q.trigger_to), (Some(-5), Some(10)));
+        assert_eq!((q.finished_from, q.finished_to), (Some(1), Some(2)));
+        assert!(q.check().is_ok());
+        let q: InstanceQuery = query("/x?finished_from=3&finished_to=2").unwrap();
+        assert!(q.check().unwrap_err().message.contains("finished_from"));
+        assert!(query::<InstanceQuery>("/x?trigger_from=yesterday").is_err());
     }
 
     #[test]

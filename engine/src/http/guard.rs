@@ -22,9 +22,15 @@ pub(crate) struct HttpMetrics {
     client_errors: AtomicU64,
     server_errors: AtomicU64,
     panics: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl HttpMetrics {
+    /// Counts a request answered 429 by the rate limit.
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, status: u16) {
         let counter = match status {
             500.. => &self.server_errors,
@@ -40,6 +46,7 @@ impl HttpMetrics {
         let client = self.client_errors.load(Ordering::Relaxed);
         let server = self.server_errors.load(Ordering::Relaxed);
         let panics = self.panics.load(Ordering::Relaxed);
+        let limited = self.rate_limited.load(Ordering::Relaxed);
         format!(
             "# HELP ferrojob_http_responses_total HTTP responses of the OpenAPI, by status class.\n\
              # TYPE ferrojob_http_responses_total counter\n\
@@ -48,7 +55,10 @@ impl HttpMetrics {
              ferrojob_http_responses_total{{class=\"5xx\"}} {server}\n\
              # HELP ferrojob_http_handler_panics_total OpenAPI handlers that panicked (answered 500).\n\
              # TYPE ferrojob_http_handler_panics_total counter\n\
-             ferrojob_http_handler_panics_total {panics}\n"
+             ferrojob_http_handler_panics_total {panics}\n\
+             # HELP ferrojob_http_rate_limited_total OpenAPI requests answered 429 because their app (or the admin) exceeded its request rate.\n\
+             # TYPE ferrojob_http_rate_limited_total counter\n\
+             ferrojob_http_rate_limited_total {limited}\n"
         )
     }
 }

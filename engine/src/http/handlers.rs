@@ -13,8 +13,8 @@ use super::extract::{json_body, optional_json_body, parse_id, parse_query};
 use super::failure::Failure;
 use super::Shared;
 use crate::api::{
-    validate_expression, ApiError, CreateApp, ErrorCode, InstanceAction, InstanceQuery, JobBody,
-    LogQuery, PageQuery, RunJob, ValidateRequest,
+    validate_expression, ApiError, CopyJob, CreateApp, ErrorCode, InstanceAction, InstanceQuery,
+    JobBody, JobQuery, LogQuery, RunJob, ValidateRequest,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -87,7 +87,7 @@ pub(crate) async fn create_job(
     created(s.api.create_job(app, body).await?)
 }
 
-/// `GET /v1/apps/{app}/jobs?limit=&cursor=`.
+/// `GET /v1/apps/{app}/jobs?limit=&cursor=&name=&tag=&time_expression_type=&execute_type=&enabled=`.
 pub(crate) async fn list_jobs(
     State(s): State<Shared>,
     p: Result<Path<AppPath>, PathRejection>,
@@ -96,7 +96,7 @@ pub(crate) async fn list_jobs(
 ) -> Answer {
     let p = path(p)?;
     let app = s.authorize_app(&headers, &p.app)?;
-    let query: PageQuery = parse_query(&uri)?;
+    let query: JobQuery = parse_query(&uri)?;
     ok(s.api.list_jobs(app, query).await?)
 }
 
@@ -181,7 +181,20 @@ pub(crate) async fn run_job(
     ok(s.api.run_job(app, id, body).await?)
 }
 
-/// `GET /v1/apps/{app}/instances?job_id=&status=&limit=&cursor=`.
+/// `POST /v1/apps/{app}/jobs/{id}/copy` → 201 `{"id"}` of the copy.
+pub(crate) async fn copy_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    req: Request,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(req.headers(), &p.app)?;
+    let id = parse_id(&p.id)?;
+    let body: CopyJob = json_body(req).await?;
+    created(s.api.copy_job(app, id, body).await?)
+}
+
+/// `GET /v1/apps/{app}/instances?job_id=&status=&trigger_from=&trigger_to=&finished_from=&finished_to=&limit=&cursor=`.
 pub(crate) async fn list_instances(
     State(s): State<Shared>,
     p: Result<Path<AppPath>, PathRejection>,
@@ -283,6 +296,7 @@ pub(crate) async fn not_found(method: Method, uri: Uri) -> Failure {
 /// code `invalid_argument`, since [`ErrorCode`] has no 405 kind.
 pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
     Failure {
+        retry_after: None,
         status: StatusCode::METHOD_NOT_ALLOWED,
         error: ApiError::new(
             ErrorCode::InvalidArgument,

@@ -5,7 +5,7 @@
 //!   TCP ─▶ hyper ─▶ guard (catch panics, count, log) ─▶ DefaultBodyLimit ─▶ route
 //!                                                                            │
 //!          route handler: authorize (bearer) ─▶ parse ids, query, JSON ─▶ Api::method
-//!                                  │ any failure                              │
+//!                    └─ rate (429 + Retry-After) │ any failure               │
 //!                                  ▼                                          ▼
 //!                 {"error":{"code","message"}} + status          JSON answer + status
 //! ```
@@ -15,7 +15,9 @@
 //!   connection: a header-read timeout (which also bounds idle keep-alive time), at most
 //!   [`HttpConfig::max_connections`] at once, and a shutdown that closes every connection
 //!   gracefully and aborts the stragglers after [`HttpConfig::shutdown_grace`].
-//! - `auth` holds bearer parsing, the constant-time comparison and the admin/app rules.
+//! - `auth` holds bearer parsing, the constant-time comparison and the admin/app rules; an
+//!   authorized request then takes a token from its app's bucket (`rate`,
+//!   [`HttpConfig::api_rate`]).
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
 //!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
 //!   take an empty body as `{}`; every other body route requires a JSON body.
@@ -54,6 +56,7 @@
 //! | unknown route; unknown app (with the admin token), job, instance, workflow, workflow instance or node | 404 | `not_found` |
 //! | a method the route does not have | 405 (+ `Allow`) | `invalid_argument` |
 //! | a body larger than [`HttpConfig::max_body_bytes`] | 413 | `payload_too_large` |
+//! | an authorized request beyond its app's [`HttpConfig::api_rate`] (before its body is read) | 429 + `Retry-After` (seconds) | `rate_limited` |
 //! | a body not complete within [`HttpConfig::body_read_timeout`] | 408 (connection closed) | `invalid_argument` |
 //! | an [`ApiError`](crate::api::ApiError) from the [`Api`] | its [`ErrorCode::http_status`](crate::api::ErrorCode::http_status) | its code |
 //! | a panic in a handler (a bug) | 500 | `internal` |
@@ -83,6 +86,7 @@ mod failure;
 mod guard;
 mod handlers;
 mod openapi;
+mod rate;
 mod routes;
 mod server;
 mod workflow;
@@ -94,8 +98,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 
 use crate::api::Api;
+use crate::clock::{Clock, SystemClock};
 
 pub use openapi::OPENAPI_JSON;
+pub use rate::{ApiRateLimit, DEFAULT_API_BURST, DEFAULT_API_RATE_KEYS, DEFAULT_API_RATE_PER_SEC};
 pub use server::{HttpError, HttpServer, SHUTDOWN_GRACE};
 
 /// Default [`HttpConfig::max_body_bytes`]: 1 MiB.
@@ -147,6 +153,12 @@ pub struct HttpConfig {
     /// Mark the web console's cookies `Secure`: set it when browsers reach this server over
     /// TLS (a TLS-terminating proxy in front of it). Default false.
     pub secure_cookies: bool,
+    /// Requests a second per app (and for the admin token), as a token bucket: beyond it an
+    /// authorized request is answered 429 `rate_limited` with `Retry-After` (see `rate`).
+    /// `None` (the default here; the bundled server sets [`ApiRateLimit::default`]) = no limit.
+    pub api_rate: Option<ApiRateLimit>,
+    /// The time the rate limit reads. Default [`SystemClock`].
+    pub clock: Arc<dyn Clock>,
     /// Serve HTTPS with this certificate and key (the TLS handshake must complete within
     /// `header_read_timeout`); `None` serves plain HTTP. Default `None`.
     pub tls: Option<ferrojob_transport::tls::ServerTls>,
@@ -163,6 +175,8 @@ impl HttpConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
             secure_cookies: false,
+            api_rate: None,
+            clock: Arc::new(SystemClock),
             tls: None,
         }
     }
@@ -178,8 +192,9 @@ impl std::fmt::Debug for HttpConfig {
             .field("max_connections", &self.max_connections)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("secure_cookies", &self.secure_cookies)
+            .field("api_rate", &self.api_rate)
             .field("tls", &self.tls.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,6 +205,9 @@ pub(crate) struct Shared {
     pub(crate) admin_token: Arc<str>,
     pub(crate) metrics: Arc<guard::HttpMetrics>,
     pub(crate) body_read_timeout: Duration,
+    /// The per-principal request rate, when limited.
+    pub(crate) rate: Option<Arc<rate::RateLimiter>>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
@@ -202,6 +220,8 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         admin_token: Arc::from(config.admin_token),
         metrics: Arc::new(guard::HttpMetrics::default()),
         body_read_timeout: config.body_read_timeout,
+        rate: config.api_rate.map(|l| Arc::new(rate::RateLimiter::new(l))),
+        clock: config.clock,
     };
     routes::routes()
         .into_router()

@@ -256,7 +256,8 @@ fn workflow_def() -> WorkflowDef {
             {"id": 2, "type": "DECISION", "expression": "a == 1"},
             {"id": 3, "type": "NESTED_WORKFLOW", "workflow_id": 9}
         ],
-        "edges": [{"from": 1, "to": 2}, {"from": 2, "to": 3, "property": "true"}]
+        "edges": [{"from": 1, "to": 2}, {"from": 2, "to": 3, "property": "true"}],
+        "description": "d", "tags": ["t1", "t2"]
     }))
     .unwrap()
 }
@@ -279,6 +280,8 @@ fn full_job_body() -> JobBody {
         "recovered": true, "channels": ["ops"]
     }))
     .unwrap();
+    body.description = "nightly".into();
+    body.tags = vec!["etl".into(), "team:data".into()];
     body
 }
 
@@ -293,6 +296,20 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
         delay_ms: 1,
     };
     request_matches(&d, "post", "/v1/apps/{app}/jobs/{id}/run", "RunJob", &run);
+    let copy = CopyJob {
+        name: "c".into(),
+        enabled: Some(false),
+    };
+    request_matches(
+        &d,
+        "post",
+        "/v1/apps/{app}/jobs/{id}/copy",
+        "CopyJob",
+        &copy,
+    );
+    let copy = CopyWorkflow { name: "c".into() };
+    let path = "/v1/apps/{app}/workflows/{id}/copy";
+    request_matches(&d, "post", path, "CopyWorkflow", &copy);
     let wf = workflow_def();
     request_matches(&d, "post", "/v1/apps/{app}/workflows", "WorkflowBody", &wf);
     request_matches(
@@ -366,13 +383,14 @@ fn every_enum_value_of_the_document_is_a_value_of_the_rust_enum() {
     parses::<WorkflowInstanceStatus>(&s["WorkflowInstanceStatus"], "WorkflowInstanceStatus");
 }
 
-const ERROR_CODES: [ErrorCode; 8] = [
+const ERROR_CODES: [ErrorCode; 9] = [
     ErrorCode::InvalidArgument,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
     ErrorCode::NotFound,
     ErrorCode::Conflict,
     ErrorCode::PayloadTooLarge,
+    ErrorCode::RateLimited,
     ErrorCode::Unavailable,
     ErrorCode::Internal,
 ];
@@ -626,4 +644,68 @@ fn the_validator_refuses_what_it_should() {
     assert!(validate(&d, &s, &v, "i").is_err());
     v["id"] = json!("1");
     assert!(validate(&d, &s, &v, "i").is_err());
+}
+
+/// The query parameters of `GET path`, resolved, without the path parameters.
+fn query_parameters(d: &Value, path: &str) -> BTreeSet<String> {
+    d["paths"][path]["get"]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET {path} has no parameters"))
+        .iter()
+        .map(|p| match p.get("$ref").and_then(Value::as_str) {
+            Some(r) => resolve(d, r).clone(),
+            None => p.clone(),
+        })
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn field_names<T: Serialize>(full: &T) -> BTreeSet<String> {
+    serde_json::to_value(full)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn listing_query_parameters_are_exactly_the_query_types_fields() {
+    let d = doc();
+    let jobs = JobQuery {
+        limit: Some(1),
+        cursor: Some(2),
+        name: Some("n".into()),
+        tag: Some("t".into()),
+        time_expression_type: Some(TimeExpressionType::Cron),
+        execute_type: Some(ExecuteType::Map),
+        enabled: Some(true),
+    };
+    let workflows = WorkflowQuery {
+        limit: Some(1),
+        cursor: Some(2),
+        name: Some("n".into()),
+        tag: Some("t".into()),
+        time_expression_type: Some(TimeExpressionType::Api),
+    };
+    let instances = InstanceQuery {
+        job_id: Some(JobId(1)),
+        status: Some(InstanceStatus::Failed),
+        trigger_from: Some(1),
+        trigger_to: Some(2),
+        finished_from: Some(3),
+        finished_to: Some(4),
+        limit: Some(5),
+        cursor: Some(6),
+    };
+    let cases = [
+        ("/v1/apps/{app}/jobs", field_names(&jobs)),
+        ("/v1/apps/{app}/workflows", field_names(&workflows)),
+        ("/v1/apps/{app}/instances", field_names(&instances)),
+    ];
+    for (path, fields) in cases {
+        assert_eq!(query_parameters(&d, path), fields, "GET {path}");
+    }
 }

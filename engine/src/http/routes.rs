@@ -79,6 +79,7 @@ pub(crate) fn routes() -> Routes {
         .post("/v1/apps/{app}/jobs/{id}/enable", h::enable_job)
         .post("/v1/apps/{app}/jobs/{id}/disable", h::disable_job)
         .post("/v1/apps/{app}/jobs/{id}/run", h::run_job)
+        .post("/v1/apps/{app}/jobs/{id}/copy", h::copy_job)
         .get("/v1/apps/{app}/instances", h::list_instances)
         .get("/v1/apps/{app}/instances/{id}", h::get_instance)
         .post("/v1/apps/{app}/instances/{id}/stop", h::stop_instance)
@@ -92,6 +93,7 @@ pub(crate) fn routes() -> Routes {
         .put(WORKFLOW, w::update_workflow)
         .delete(WORKFLOW, w::delete_workflow)
         .post("/v1/apps/{app}/workflows/{id}/run", w::run_workflow)
+        .post("/v1/apps/{app}/workflows/{id}/copy", w::copy_workflow)
         .get(
             "/v1/apps/{app}/workflow-instances",
             w::list_workflow_instances,

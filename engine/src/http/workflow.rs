@@ -5,11 +5,12 @@
 //! | route | handler |
 //! |---|---|
 //! | `POST /v1/apps/{app}/workflows` → 201 | [`create_workflow`] |
-//! | `GET /v1/apps/{app}/workflows?limit=&cursor=` | [`list_workflows`] |
+//! | `GET /v1/apps/{app}/workflows?limit=&cursor=&name=&tag=&time_expression_type=` | [`list_workflows`] |
 //! | `GET /v1/apps/{app}/workflows/{id}` | [`get_workflow`] |
 //! | `PUT /v1/apps/{app}/workflows/{id}` | [`update_workflow`] |
 //! | `DELETE /v1/apps/{app}/workflows/{id}` → 204 | [`delete_workflow`] |
 //! | `POST /v1/apps/{app}/workflows/{id}/run` (empty body or `{}` allowed) | [`run_workflow`] |
+//! | `POST /v1/apps/{app}/workflows/{id}/copy` → 201 | [`copy_workflow`] |
 //! | `GET /v1/apps/{app}/workflow-instances?workflow_id=&limit=&cursor=` | [`list_workflow_instances`] |
 //! | `GET /v1/apps/{app}/workflow-instances/{id}` | [`get_workflow_instance`] |
 //! | `POST /v1/apps/{app}/workflow-instances/{id}/stop`, `/retry` | [`stop_workflow_instance`], [`retry_workflow_instance`] |
@@ -24,7 +25,10 @@ use serde::Deserialize;
 use super::extract::{json_body, optional_json_body, parse_id, parse_query};
 use super::handlers::{created, ok, path, Answer, AppIdPath, AppPath};
 use super::Shared;
-use crate::api::{RunWorkflow, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceQuery};
+use crate::api::{
+    CopyWorkflow, RunWorkflow, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceQuery,
+    WorkflowQuery,
+};
 
 /// `/v1/apps/{app}/workflow-instances/{id}/nodes/{node}/...`; the ids are parsed after
 /// authorization.
@@ -47,7 +51,7 @@ pub(crate) async fn create_workflow(
     created(s.api.create_workflow(app, body).await?)
 }
 
-/// `GET /v1/apps/{app}/workflows?limit=&cursor=`.
+/// `GET /v1/apps/{app}/workflows?limit=&cursor=&name=&tag=&time_expression_type=`.
 pub(crate) async fn list_workflows(
     State(s): State<Shared>,
     p: Result<Path<AppPath>, PathRejection>,
@@ -56,8 +60,21 @@ pub(crate) async fn list_workflows(
 ) -> Answer {
     let p = path(p)?;
     let app = s.authorize_app(&headers, &p.app)?;
-    let query = parse_query(&uri)?;
+    let query: WorkflowQuery = parse_query(&uri)?;
     ok(s.api.list_workflows(app, query).await?)
+}
+
+/// `POST /v1/apps/{app}/workflows/{id}/copy` → 201 `{"id"}` of the copy.
+pub(crate) async fn copy_workflow(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    req: Request,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(req.headers(), &p.app)?;
+    let id = parse_id(&p.id)?;
+    let body: CopyWorkflow = json_body(req).await?;
+    created(s.api.copy_workflow(app, id, body).await?)
 }
 
 /// `GET /v1/apps/{app}/workflows/{id}`.

@@ -199,12 +199,14 @@ impl ChannelRecord {
                 format!("1 to {MAX_CHANNEL_NAME_LEN} bytes of letters, digits, '_', '-', '.'"),
             ));
         }
-        if self.url.len() > MAX_CHANNEL_URL_LEN || !self.url.starts_with("http://") {
+        if self.url.len() > MAX_CHANNEL_URL_LEN {
             return Err(RepoError::invalid(
                 "url",
-                format!("must be an http:// URL of at most {MAX_CHANNEL_URL_LEN} bytes"),
+                format!("at most {MAX_CHANNEL_URL_LEN} bytes"),
             ));
         }
+        crate::alarm::deliver::validate_endpoint(self.kind, &self.url)
+            .map_err(|e| RepoError::invalid("url", e.to_string()))?;
         if self
             .secret
             .as_ref()

@@ -59,6 +59,8 @@ pub fn job_record(body: &JobBody, app_id: AppId) -> Result<JobRecord, ApiError> 
     job.lifecycle = body.lifecycle.to_lifecycle()?;
     job.enabled = body.enabled;
     job.alarm = body.alarm.clone();
+    job.description = body.description.clone();
+    job.tags = body.tags.clone();
     job.validate()?;
     Ok(job)
 }
@@ -88,6 +90,8 @@ pub fn job_body(job: &JobRecord) -> JobBody {
         lifecycle: LifecycleJson::from_lifecycle(&job.lifecycle),
         enabled: job.enabled,
         alarm: job.alarm.clone(),
+        description: job.description.clone(),
+        tags: job.tags.clone(),
     }
 }
 

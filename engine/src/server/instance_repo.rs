@@ -1,5 +1,6 @@
 //! The repository's job instances: the fire batch, creation, updates with their index rows,
-//! listings by app, job and status, deletion and the finished runs beyond a count.
+//! listings by app, job, status and trigger or finish time, deletion and the finished runs
+//! beyond a count.
 
 use std::ops::Bound;
 
@@ -186,7 +187,10 @@ impl Repo {
 
     /// Up to `limit` (at most [`MAX_PAGE`]) instances of `app`, newest first, matching
     /// `filter`, after `cursor` (the last instance id of the previous page). Examines at most
-    /// [`MAX_LIST_SCAN`] index rows; a page may then be short but still has a cursor.
+    /// [`MAX_LIST_SCAN`] index rows; a page may then be short but still has a cursor. A time
+    /// range is a filter over the newest-first index, not an index of its own: ids follow
+    /// creation, while trigger times move with delays and misfires and finish times with run
+    /// lengths, so no row order can end the scan early.
     pub fn list_instances(
         &self,
         app: AppId,
@@ -216,7 +220,7 @@ impl Repo {
                 let Some(inst) = self.indexed_instance(table, k, id)? else {
                     continue;
                 };
-                let matches = inst.app_id == app && filter.status.is_none_or(|s| inst.status == s);
+                let matches = inst.app_id == app && filter.matches(&inst);
                 if matches {
                     items.push(inst);
                     if items.len() == limit {

@@ -3,11 +3,13 @@
 //! | version | archive of | since |
 //! |---|---|---|
 //! | 1 | [`JobRecordV1`]: every field but `alarm` | the first release |
-//! | 2 | [`JobRecord`] | alarm rules |
+//! | 2 | [`JobRecordV2`]: every field but `description` and `tags` | alarm rules |
+//! | 3 | [`JobRecord`] | description and tags |
 //!
-//! Writes are always version 2. A version 1 value is read as a [`JobRecordV1`] and migrated
-//! to a job with no alarm rules, so a store written before alarms opens unchanged; it is
-//! rewritten at version 2 on the job's next update.
+//! Writes are always version 3. An older value is read in its own layout and migrated: a
+//! version 1 job has no alarm rules, versions 1 and 2 have an empty description and no tags.
+//! So a store written by an older build opens unchanged; a job is rewritten at version 3 on
+//! its next update.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -22,7 +24,7 @@ use super::keys::JOBS;
 use super::records::JobRecord;
 
 /// The version `encode_job` writes.
-pub const JOB_RECORD_VERSION: u8 = 2;
+pub const JOB_RECORD_VERSION: u8 = 3;
 
 /// A job as version 1 stored it: the layout must never change.
 #[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
@@ -81,6 +83,74 @@ impl From<JobRecordV1> for JobRecord {
             lifecycle: v.lifecycle,
             enabled: v.enabled,
             alarm: AlarmRules::default(),
+            description: String::new(),
+            tags: Vec::new(),
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+/// A job as version 2 stored it (version 1 plus `alarm`): the layout must never change.
+#[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
+pub(crate) struct JobRecordV2 {
+    pub id: JobId,
+    pub app_id: AppId,
+    pub name: String,
+    pub time_expression_type: TimeExpressionType,
+    pub time_expression: String,
+    pub time_zone: Option<String>,
+    pub execute_type: ExecuteType,
+    pub processor: String,
+    pub params: String,
+    pub max_instances: u32,
+    pub concurrency: u32,
+    pub timeout_ms: u64,
+    pub instance_retries: u32,
+    pub task_retries: u32,
+    pub dispatch_strategy: DispatchStrategy,
+    pub designated_workers: Vec<String>,
+    pub min_cpu_cores: f64,
+    pub min_memory_gb: f64,
+    pub min_disk_gb: f64,
+    pub max_worker_count: u32,
+    pub misfire: MisfirePolicy,
+    pub lifecycle: Lifecycle,
+    pub enabled: bool,
+    pub alarm: AlarmRules,
+    pub created_at: EpochMs,
+    pub updated_at: EpochMs,
+}
+
+impl From<JobRecordV2> for JobRecord {
+    fn from(v: JobRecordV2) -> JobRecord {
+        JobRecord {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: String::new(),
+            tags: Vec::new(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -96,11 +166,12 @@ pub(crate) fn encode_job(job: &JobRecord) -> Result<Vec<u8>, RepoError> {
 pub(crate) fn decode_job(key: &[u8], bytes: &[u8]) -> Result<JobRecord, RepoError> {
     match version_of(JOBS, key, bytes)? {
         1 => decode_archive::<JobRecordV1>(JOBS, key, bytes).map(JobRecord::from),
+        2 => decode_archive::<JobRecordV2>(JOBS, key, bytes).map(JobRecord::from),
         JOB_RECORD_VERSION => decode_archive::<JobRecord>(JOBS, key, bytes),
         v => Err(RepoError::corrupt(
             JOBS,
             key,
-            format!("unknown job record version {v} (this build reads 1 and {JOB_RECORD_VERSION})"),
+            format!("unknown job record version {v} (this build reads 1 to {JOB_RECORD_VERSION})"),
         )),
     }
 }
@@ -154,9 +225,60 @@ mod tests {
         assert_eq!(job, JobRecord::from(v1()));
     }
 
+    fn v2() -> JobRecordV2 {
+        let v = v1();
+        JobRecordV2 {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: AlarmRules {
+                recovered: true,
+                channels: vec!["ops".into()],
+                ..AlarmRules::default()
+            },
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        }
+    }
+
     #[test]
-    fn a_version_2_job_round_trips_with_its_rules() {
+    fn a_version_2_job_reads_with_its_rules_and_no_labels() {
+        // What a server before description and tags wrote.
+        let bytes = encode_version(JOBS, 2, &v2()).unwrap();
+        assert_eq!(bytes[0], 2);
+        let job = decode_job(b"k", &bytes).unwrap();
+        assert_eq!(job.alarm.channels, vec!["ops".to_owned()]);
+        assert!(job.alarm.recovered);
+        assert_eq!(job.description, "");
+        assert!(job.tags.is_empty());
+        assert_eq!(job, JobRecord::from(v2()));
+    }
+
+    #[test]
+    fn a_version_3_job_round_trips_with_its_rules_and_labels() {
         let mut job = JobRecord::from(v1());
+        job.description = "nightly export to the warehouse".into();
+        job.tags = vec!["etl".into(), "team:data".into()];
         job.alarm = AlarmRules {
             failures: Some(FailureRule {
                 threshold: 3,
@@ -175,7 +297,7 @@ mod tests {
     #[test]
     fn other_versions_and_bad_bytes_are_corrupt() {
         let mut bytes = encode_job(&JobRecord::from(v1())).unwrap();
-        for v in [0u8, 3, 255] {
+        for v in [0u8, 4, 255] {
             bytes[0] = v;
             assert!(matches!(
                 decode_job(b"k", &bytes),
@@ -186,8 +308,10 @@ mod tests {
             decode_job(b"k", &[]),
             Err(RepoError::Corrupt { .. })
         ));
-        // A version 2 archive under a version 1 byte fails validation, never panics.
-        bytes[0] = 1;
-        let _ = decode_job(b"k", &bytes);
+        // A version 3 archive under an older byte fails validation, never panics.
+        for v in [1u8, 2] {
+            bytes[0] = v;
+            let _ = decode_job(b"k", &bytes);
+        }
     }
 }

@@ -67,8 +67,8 @@ pub use records::{
     AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
 pub use repo::{
-    Commit, InstanceFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo, ID_BLOCK,
-    MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
+    Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,
+    TimeRange, WorkflowFilter, ID_BLOCK, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
 };
 pub use runtime::{ServerConfig, ServerCore, ServerError, StoreChoice};
 

@@ -130,6 +130,10 @@ pub struct JobRecord {
     pub enabled: bool,
     /// Alarm rules (default none: the job raises no alarm).
     pub alarm: AlarmRules,
+    /// Free text for people (default empty; see [`crate::model::check_labels`]).
+    pub description: String,
+    /// Labels a listing filters on (default none; see [`crate::model::check_labels`]).
+    pub tags: Vec<String>,
     /// Creation time, ms since the epoch (set by the repo).
     pub created_at: EpochMs,
     /// Last update, ms since the epoch (set by the repo).
@@ -140,7 +144,7 @@ impl JobRecord {
     /// A job with every documented default: enabled, STANDALONE, HEALTH_FIRST, UTC, no params,
     /// `max_instances` 0 (unlimited), `concurrency` 5, no timeout, no retries, no resource
     /// minimums, `max_worker_count` 0 (unlimited), FIRE_ONCE, unbounded lifecycle, no alarm
-    /// rules. The id and
+    /// rules, no description, no tags. The id and
     /// times are assigned by [`Repo::create_job`](super::Repo::create_job).
     pub fn new(
         app_id: AppId,
@@ -174,6 +178,8 @@ impl JobRecord {
             lifecycle: Lifecycle::default(),
             enabled: true,
             alarm: AlarmRules::default(),
+            description: String::new(),
+            tags: Vec::new(),
             created_at: 0,
             updated_at: 0,
         }
@@ -260,6 +266,8 @@ impl JobRecord {
             .map_err(|e| RepoError::invalid("lifecycle", e.to_string()))?;
         self.alarm
             .validate()
+            .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
+        crate::model::check_labels(&self.description, &self.tags)
             .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
         Ok(())
     }

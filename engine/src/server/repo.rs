@@ -60,8 +60,8 @@ use crate::ids::AppId;
 
 /// Largest page of a listing; a larger `limit` is clamped to it.
 pub const MAX_PAGE: usize = 1000;
-/// Most index rows one instance listing examines (when a status filter skips rows); the page
-/// then ends early with a cursor to continue from.
+/// Most index rows one filtered listing (jobs, workflows, instances) examines; the page then
+/// ends early with a cursor to continue from.
 pub const MAX_LIST_SCAN: usize = 10_000;
 /// Most log lines one [`Repo::append_logs`] stores; the rest are counted as dropped.
 pub const MAX_LOG_APPEND: usize = 4096;
@@ -77,13 +77,129 @@ pub struct Page<T> {
     pub next_cursor: Option<u64>,
 }
 
-/// Which instances [`Repo::list_instances`] returns.
+/// A half-open range of instants `[from, to)`, ms since the epoch; an absent end is
+/// unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// First instant in the range (inclusive).
+    pub from: Option<EpochMs>,
+    /// First instant after the range (exclusive).
+    pub to: Option<EpochMs>,
+}
+
+impl TimeRange {
+    /// No bound at either end.
+    pub fn is_unbounded(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+
+    /// Whether `t` is in the range.
+    pub fn contains(&self, t: EpochMs) -> bool {
+        self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|e| t < e)
+    }
+}
+
+/// Which instances [`Repo::list_instances`] returns: those matching every part.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InstanceFilter {
     /// Only this job's instances.
     pub job: Option<JobId>,
     /// Only instances in this status.
     pub status: Option<InstanceStatus>,
+    /// Only instances whose `trigger_time` is in this range.
+    pub trigger: TimeRange,
+    /// Only instances with a `finished_time` in this range (a bounded range excludes the
+    /// unfinished ones).
+    pub finished: TimeRange,
+}
+
+impl InstanceFilter {
+    /// Whether `inst` passes the filter (its app is the caller's to check).
+    pub fn matches(&self, inst: &InstanceRecord) -> bool {
+        self.job.is_none_or(|j| inst.job_id == j)
+            && self.status.is_none_or(|s| inst.status == s)
+            && self.trigger.contains(inst.trigger_time)
+            && (self.finished.is_unbounded()
+                || inst
+                    .finished_time
+                    .is_some_and(|t| self.finished.contains(t)))
+    }
+}
+
+/// Whether `name` contains `needle`, ignoring case (Unicode lowercase of both).
+fn name_contains(name: &str, needle: &str) -> bool {
+    if needle.is_empty() || name.contains(needle) {
+        return true;
+    }
+    name.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// Which jobs [`Repo::list_jobs`] returns: those matching every part.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs whose name contains this, ignoring case.
+    pub name: Option<String>,
+    /// Only jobs carrying this tag (exact match).
+    pub tag: Option<String>,
+    /// Only jobs of this time expression type.
+    pub time_expression_type: Option<crate::time_expression::TimeExpressionType>,
+    /// Only jobs of this execute type.
+    pub execute_type: Option<crate::model::ExecuteType>,
+    /// Only enabled (`true`) or disabled (`false`) jobs.
+    pub enabled: Option<bool>,
+}
+
+impl JobFilter {
+    /// Whether `job` passes the filter.
+    pub fn matches(&self, job: &JobRecord) -> bool {
+        self.name
+            .as_deref()
+            .is_none_or(|n| name_contains(&job.name, n))
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|t| job.tags.iter().any(|x| x == t))
+            && self
+                .time_expression_type
+                .is_none_or(|k| job.time_expression_type == k)
+            && self.execute_type.is_none_or(|e| job.execute_type == e)
+            && self.enabled.is_none_or(|e| job.enabled == e)
+    }
+}
+
+/// Which workflows [`Repo::list_workflows`] returns: those matching every part.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkflowFilter {
+    /// Only workflows whose name contains this, ignoring case.
+    pub name: Option<String>,
+    /// Only workflows carrying this tag (exact match).
+    pub tag: Option<String>,
+    /// Only workflows of this time expression type.
+    pub time_expression_type: Option<crate::time_expression::TimeExpressionType>,
+}
+
+impl WorkflowFilter {
+    /// Whether a workflow named `name` passes the name part of the filter.
+    pub fn name_matches(&self, name: &str) -> bool {
+        self.name.as_deref().is_none_or(|n| name_contains(name, n))
+    }
+
+    /// Whether the filter looks at more than the name (then the definition is read).
+    pub fn needs_definition(&self) -> bool {
+        self.tag.is_some() || self.time_expression_type.is_some()
+    }
+
+    /// Whether `def` passes the filter.
+    pub fn matches(&self, def: &crate::workflow::WorkflowDef) -> bool {
+        self.name_matches(&def.name)
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|t| def.tags.iter().any(|x| x == t))
+            && self
+                .time_expression_type
+                .is_none_or(|k| def.time_expression_type == k)
+    }
 }
 
 /// A stored log line and its position in the instance's log.
@@ -497,11 +613,13 @@ impl Repo {
         Ok(self.submit(batch, job))
     }
 
-    /// Up to `limit` (at most [`MAX_PAGE`]) jobs of `app` after `cursor` (a job id), oldest
-    /// first.
+    /// Up to `limit` (at most [`MAX_PAGE`]) jobs of `app` matching `filter`, after `cursor` (a
+    /// job id), oldest first. Examines at most [`MAX_LIST_SCAN`] jobs; a page may then be short
+    /// but still has a cursor to continue from.
     pub fn list_jobs(
         &self,
         app: AppId,
+        filter: &JobFilter,
         cursor: Option<u64>,
         limit: usize,
     ) -> Result<Page<JobRecord>, RepoError> {
@@ -511,22 +629,49 @@ impl Repo {
         if let Some(c) = cursor {
             range = range.after(&keys::pair(app.0, c));
         }
-        let rows = self.store.range(APP_JOBS, &range, limit)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (k, _) in &rows {
-            let id = keys::read_child(APP_JOBS, k)?;
-            match self.get_job(JobId(id)) {
-                Ok(job) => items.push(job),
-                // Deleted between the index read and this one.
-                Err(RepoError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+        let mut items = Vec::new();
+        let mut scanned = 0usize;
+        loop {
+            let chunk = (limit - items.len()).max(16).min(MAX_LIST_SCAN - scanned);
+            let rows = self.store.range(APP_JOBS, &range, chunk)?;
+            let exhausted = rows.len() < chunk;
+            for (k, _) in &rows {
+                scanned += 1;
+                let id = keys::read_child(APP_JOBS, k)?;
+                range = range.after(k);
+                match self.get_job(JobId(id)) {
+                    Ok(job) if filter.matches(&job) => {
+                        items.push(job);
+                        if items.len() == limit {
+                            return Ok(Page {
+                                items,
+                                next_cursor: Some(id),
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    // Deleted between the index read and this one.
+                    Err(RepoError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if exhausted {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            if scanned >= MAX_LIST_SCAN {
+                let last = rows
+                    .last()
+                    .map(|(k, _)| keys::read_child(APP_JOBS, k))
+                    .transpose()?;
+                return Ok(Page {
+                    items,
+                    next_cursor: last,
+                });
             }
         }
-        let next_cursor = match rows.last() {
-            Some((k, _)) if rows.len() == limit => Some(keys::read_child(APP_JOBS, k)?),
-            _ => None,
-        };
-        Ok(Page { items, next_cursor })
     }
 
     /// Job `id`'s trigger row as last written (including writes not yet acknowledged).

@@ -30,6 +30,7 @@ prop_compose! {
         mins in any::<(f64, f64, f64)>(),
         misfire in prop::sample::select(vec![MisfirePolicy::FireOnce, MisfirePolicy::FireAll, MisfirePolicy::Skip]),
         life in any::<(Option<i64>, Option<i64>)>(), enabled in any::<bool>(), times in any::<(i64, i64)>(),
+        description in ".{0,40}", tags in prop::collection::vec(".{0,10}", 0..4),
     ) -> JobRecord {
         JobRecord {
             id: JobId(id), app_id: AppId(app), name, time_expression_type: kind,
@@ -42,7 +43,7 @@ prop_compose! {
             alarm: crate::alarm::AlarmRules {
                 late_start_ms: nums.2.checked_sub(1), recovered: enabled, ..Default::default()
             },
-            created_at: times.0, updated_at: times.1,
+            description, tags, created_at: times.0, updated_at: times.1,
         }
     }
 }

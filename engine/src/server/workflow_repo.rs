@@ -38,7 +38,7 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys;
 use super::records::TriggerRecord;
-use super::repo::{counter, IdBlocks, Page, Repo, MAX_PAGE};
+use super::repo::{counter, IdBlocks, Page, Repo, WorkflowFilter, MAX_LIST_SCAN, MAX_PAGE};
 use super::Commit;
 
 /// Workflows by id.
@@ -364,10 +364,14 @@ impl Repo {
         Ok(self.submit(batch, rec))
     }
 
-    /// Up to `limit` (at most [`MAX_PAGE`]) workflows of `app` after `cursor`, in id order.
+    /// Up to `limit` (at most [`MAX_PAGE`]) workflows of `app` matching `filter`, after
+    /// `cursor`, in id order. The name is matched on the record; a tag or type filter reads
+    /// each candidate's current definition too. Examines at most [`MAX_LIST_SCAN`] workflows;
+    /// a page may then be short but still has a cursor to continue from.
     pub fn list_workflows(
         &self,
         app: AppId,
+        filter: &WorkflowFilter,
         cursor: Option<u64>,
         limit: usize,
     ) -> Result<Page<WorkflowRecord>, RepoError> {
@@ -377,21 +381,57 @@ impl Repo {
         if let Some(c) = cursor {
             range = range.after(&keys::pair(app.0, c));
         }
-        let rows = self.store().range(APP_WORKFLOWS, &range, limit)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (k, _) in &rows {
-            let id = WorkflowId(keys::read_child(APP_WORKFLOWS, k)?);
-            match self.get_workflow(id) {
-                Ok(w) => items.push(w),
-                Err(RepoError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+        let mut items = Vec::new();
+        let mut scanned = 0usize;
+        loop {
+            let chunk = (limit - items.len()).max(16).min(MAX_LIST_SCAN - scanned);
+            let rows = self.store().range(APP_WORKFLOWS, &range, chunk)?;
+            let exhausted = rows.len() < chunk;
+            for (k, _) in &rows {
+                scanned += 1;
+                let id = WorkflowId(keys::read_child(APP_WORKFLOWS, k)?);
+                range = range.after(k);
+                let w = match self.get_workflow(id) {
+                    Ok(w) => w,
+                    // Deleted between the index read and this one.
+                    Err(RepoError::NotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                if !filter.name_matches(&w.name) {
+                    continue;
+                }
+                if filter.needs_definition() {
+                    match self.workflow_def(id, w.version) {
+                        Ok(def) if filter.matches(&def) => {}
+                        Ok(_) | Err(RepoError::NotFound { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                items.push(w);
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next_cursor: Some(id.0),
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            if scanned >= MAX_LIST_SCAN {
+                let last = rows
+                    .last()
+                    .map(|(k, _)| keys::read_child(APP_WORKFLOWS, k))
+                    .transpose()?;
+                return Ok(Page {
+                    items,
+                    next_cursor: last,
+                });
             }
         }
-        let next_cursor = match rows.last() {
-            Some((k, _)) if rows.len() == limit => Some(keys::read_child(APP_WORKFLOWS, k)?),
-            _ => None,
-        };
-        Ok(Page { items, next_cursor })
     }
 
     /// Workflow `id`'s trigger row as last written.

@@ -166,7 +166,19 @@ pub struct WorkerConfig {
     /// (`shell`, `http`; default none). A job naming one that is not allowed fails with
     /// [`ProcessorUnavailable::NotAllowed`].
     pub allow_processors: std::collections::BTreeSet<DangerousBuiltin>,
+    /// The timeout of an instance whose job sets none (`instance_timeout_ms` 0): such a run
+    /// is stopped and fails after this long, as if the job had set it (default
+    /// [`DEFAULT_INSTANCE_TIMEOUT`], 24 h; `Duration::ZERO` = no timeout).
+    pub default_instance_timeout: Duration,
+    /// Bounds on each output stream of a `shell` run (default [`builtin::OutputLimits`]'s:
+    /// lines cut at 8000 bytes, 8 MiB logged per stream and run).
+    pub shell_output: builtin::OutputLimits,
 }
+
+/// Default [`WorkerConfig::default_instance_timeout`]: a day. A run that has gone on that
+/// long without its job asking for it is almost always stuck; a job that runs longer says so
+/// with its own timeout.
+pub const DEFAULT_INSTANCE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Where a worker keeps MAP/MAP_REDUCE task trees (see [`WorkerConfig::task_store`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,6 +214,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("map_tasks_in_flight", &self.map_tasks_in_flight)
             .field("map_worker_timeout", &self.map_worker_timeout)
             .field("allow_processors", &self.allow_processors)
+            .field("default_instance_timeout", &self.default_instance_timeout)
+            .field("shell_output", &self.shell_output)
             .finish_non_exhaustive()
     }
 }
@@ -228,6 +242,8 @@ impl WorkerConfig {
             map_tasks_in_flight: 4096,
             map_worker_timeout: Duration::from_secs(15),
             allow_processors: std::collections::BTreeSet::new(),
+            default_instance_timeout: DEFAULT_INSTANCE_TIMEOUT,
+            shell_output: builtin::OutputLimits::default(),
         }
     }
 }
@@ -311,13 +327,16 @@ impl WorkerBuilder {
     /// and `http` that [`WorkerConfig::allow_processors`] names.
     pub fn builtins(self) -> Self {
         let allowed = self.config.allow_processors.clone();
+        let shell_output = self.config.shell_output;
         let mut builder = self
             .basic("noop", builtin::NoopProcessor)
             .basic("sleep", builtin::SleepProcessor)
             .map_reduce("sum_mr", builtin::SumMrProcessor);
         for processor in allowed {
             builder = match processor {
-                DangerousBuiltin::Shell => builder.basic("shell", builtin::ShellProcessor),
+                DangerousBuiltin::Shell => {
+                    builder.basic("shell", builtin::ShellProcessor::with_limits(shell_output))
+                }
                 DangerousBuiltin::Http => builder.basic("http", builtin::HttpProcessor::default()),
             };
         }
@@ -393,6 +412,10 @@ impl WorkerBuilder {
                 tag: config.tags.first().cloned(),
                 heartbeat_interval_ms: millis(config.heartbeat_interval).max(10),
                 keepalive_interval_ms: millis(config.keepalive_interval),
+                default_instance_timeout_ms: u64::try_from(
+                    config.default_instance_timeout.as_millis(),
+                )
+                .unwrap_or(u64::MAX),
                 server_lost_after: config.server_lost_after,
                 max_running_instances: config.max_running_instances,
                 finished_cache: config.finished_cache,

@@ -457,6 +457,7 @@ mod tests {
                 tag: None,
                 heartbeat_interval_ms: 1000,
                 keepalive_interval_ms: 10_000,
+                default_instance_timeout_ms: 0,
                 server_lost_after: Duration::from_secs(30),
                 max_running_instances: 0,
                 finished_cache: 10,

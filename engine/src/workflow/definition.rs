@@ -92,6 +92,13 @@ pub struct WorkflowDef {
     /// The edges, at most [`MAX_EDGES`]; default none.
     #[serde(default)]
     pub edges: Vec<EdgeDef>,
+    /// Free text for people; default empty (omitted when empty). Checked with the tags by
+    /// [`crate::model::check_labels`] where the server accepts a definition.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Labels the workflow listing filters on; default none (omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 fn default_max_instances() -> u32 {

@@ -224,13 +224,23 @@ pub(super) async fn update(
         Ok(id) => id,
         Err(r) => return r,
     };
-    let body = match job_body(&fields) {
+    let mut body = match job_body(&fields) {
         Ok(b) => b,
         Err(msg) => {
             let e = ApiError::new(ErrorCode::InvalidArgument, msg);
             return refused(&s, Some(id), &fields, &e);
         }
     };
+    // The form does not show the description, the tags or the alarm rules: an edit keeps
+    // them as they are (a PUT replaces the whole job).
+    match c.api.get_job(s.app.clone(), JobId(id)).await {
+        Ok(current) => {
+            body.description = current.body.description;
+            body.tags = current.body.tags;
+            body.alarm = current.body.alarm;
+        }
+        Err(e) => return api_error(&e),
+    }
     match c.api.update_job(s.app.clone(), JobId(id), body).await {
         Ok(j) => see_other(&format!("/jobs/{}", j.id.0)),
         Err(e) if e.code == ErrorCode::InvalidArgument => refused(&s, Some(id), &fields, &e),

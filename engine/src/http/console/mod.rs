@@ -29,19 +29,33 @@
 //!   fire times") are htmx fragments fetched by polling or on input; the fragment routes
 //!   answer the same markup the full page embeds, so a refresh causes no layout shift.
 //!
+//! - **Workflows** ([`workflows`]): a definition's DAG is drawn as SVG on the server
+//!   ([`dag`]: a layered layout computed in Rust, no script); the editor takes the API's
+//!   JSON and previews the DAG (or the validation error) as it is typed; a workflow
+//!   instance's nodes are coloured by status on the same drawing, polled while it runs.
+//! - **Dead workers**: the [`Api`] lists live workers only; the console remembers the
+//!   workers it listed and shows those missing from a later listing as lost, with their last
+//!   heartbeat ([`sightings`]).
+//!
 //! What the [`Api`] does not offer, the console does not show: there is no app listing
-//! (sign in names the app), no time-range filter for instances, no record of dead workers,
-//! and an instance's start time is not kept apart from its dispatch time.
+//! (sign in names the app), no time-range filter for instances, and an instance's start
+//! time is not kept apart from its dispatch time.
 
 // Helpers answer `Result<_, Response>` whose `Err` is the finished error page or redirect,
 // returned by the handler at once and never stored: its size does not matter.
 #![allow(clippy::result_large_err)]
 
+mod dag;
 mod form;
 mod jobs;
 mod pages;
 mod routes;
 mod session;
+mod sightings;
+#[cfg(test)]
+mod tests;
+mod workflow_pages;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -59,6 +73,8 @@ pub(crate) struct Console {
     admin_token: Arc<str>,
     sessions: Arc<Mutex<SessionTable>>,
     secure_cookies: bool,
+    /// Workers seen online, to show the ones that went away ([`sightings`]).
+    sightings: Arc<Mutex<sightings::Sightings>>,
 }
 
 /// The console's routes, with their own state; merged into the HTTP router beside `/v1`.
@@ -72,9 +88,11 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
         admin_token,
         sessions: Arc::new(Mutex::new(SessionTable::new(SessionLimits::default()))),
         secure_cookies,
+        sightings: Arc::new(Mutex::new(sightings::Sightings::default())),
     };
     use jobs as j;
     use routes as r;
+    use workflows as w;
     Router::new()
         .route("/", get(r::overview))
         .route("/overview/live", get(r::overview_live))
@@ -95,5 +113,24 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
         .route("/instances/{id}/live", get(r::instance_live))
         .route("/instances/{id}/{action}", post(r::instance_action))
         .route("/workers", get(r::workers))
+        .route("/workers/live", get(r::workers_live))
+        .route("/workflows", get(w::list).post(w::create))
+        .route("/workflows/new", get(w::new_form))
+        .route("/workflows/preview", post(w::preview))
+        .route("/workflows/{id}", get(w::detail).post(w::update))
+        .route("/workflows/{id}/edit", get(w::edit_form))
+        .route("/workflows/{id}/run", post(w::run))
+        .route(
+            "/workflows/{id}/delete",
+            get(w::confirm_delete).post(w::delete),
+        )
+        .route("/workflow-instances", get(w::runs))
+        .route("/workflow-instances/{id}", get(w::run_page))
+        .route("/workflow-instances/{id}/live", get(w::run_live))
+        .route("/workflow-instances/{id}/{action}", post(w::run_action))
+        .route(
+            "/workflow-instances/{id}/nodes/{node}/mark-success",
+            post(w::mark_success),
+        )
         .with_state(console)
 }

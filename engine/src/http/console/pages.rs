@@ -19,6 +19,7 @@ pub(crate) enum Tab {
     Overview,
     Jobs,
     Instances,
+    Workflows,
     Workers,
 }
 
@@ -64,6 +65,7 @@ pub(crate) fn layout(session: &Session, tab: Tab, title: &str, body: Markup) -> 
                         (link(Tab::Overview, "/", "Overview"))
                         (link(Tab::Jobs, "/jobs", "Jobs"))
                         (link(Tab::Instances, "/instances", "Instances"))
+                        (link(Tab::Workflows, "/workflows", "Workflows"))
                         (link(Tab::Workers, "/workers", "Workers"))
                     }
                     span.who {
@@ -343,15 +345,22 @@ pub(crate) fn instances(
     layout(session, Tab::Instances, "Instances", body)
 }
 
-/// The live part of an instance's page: polled every 2 s by htmx until the status is final.
+/// How long after an instance finished its page keeps polling while it shows no log line:
+/// log lines travel beside the final report and may land just after it.
+pub(crate) const LOG_SETTLE_MS: i64 = 3000;
+
+/// The live part of an instance's page: polled every 2 s by htmx until the status is final
+/// (and, with no log line yet, [`LOG_SETTLE_MS`] past the finish at `now`).
 pub(crate) fn instance_live(
     session: &Session,
     i: &InstanceView,
     log: &[LogLineView],
     log_note: Option<String>,
+    now: EpochMs,
 ) -> Markup {
     let lateness = i.actual_trigger_time.map(|t| t - i.trigger_time);
-    let live = !i.status.is_final();
+    let settling = log.is_empty() && i.finished_time.is_some_and(|f| now - f < LOG_SETTLE_MS);
+    let live = !i.status.is_final() || settling;
     html! {
         div #live hx-get=[live.then(|| format!("/instances/{}/live", i.id.0))]
             hx-trigger=[live.then_some("every 2s")] hx-swap="outerHTML" {
@@ -398,32 +407,73 @@ pub(crate) fn instance(session: &Session, live: Markup, id: u64) -> Markup {
     layout(session, Tab::Instances, &format!("Instance {id}"), live)
 }
 
-/// The app's live workers.
-pub(crate) fn workers(session: &Session, workers: &[WorkerInfo]) -> Markup {
+/// The workers tables, refreshed every 5 s: the live ones, then the lost ones.
+/// `running`: RUNNING instances per worker address, counted over at most `capped` of them
+/// when there were more.
+pub(crate) fn workers_live(
+    workers: &[WorkerInfo],
+    running: &std::collections::HashMap<String, u32>,
+    capped: Option<u32>,
+    lost: &[super::sightings::Lost],
+) -> Markup {
     let gb = |used: f64, total: f64| format!("{used:.1} / {total:.1} GB");
-    let body = html! {
-        p.muted { "Workers that sent a heartbeat recently; a worker that stops is dropped from this list." }
-        @if workers.is_empty() { p.muted { "No worker is connected." } } @else {
-            table {
-                thead { tr { th { "Address" } th { "Health" } th { "CPU" } th { "Memory" } th { "Disk" } th { "Tags" } th { "Version" } th { "Last heartbeat" } } }
-                tbody {
-                    @for w in workers {
-                        tr {
-                            td { (w.address) @if w.overloaded { " " span.badge.st-FAILED { "overloaded" } } }
-                            td { (format!("{:.1}", w.health_score)) }
-                            td { (format!("{:.0} cores", w.cpu_cores)) @if let Some(l) = w.cpu_load { ", load " (format!("{l:.2}")) } }
-                            td { (gb(w.memory_used_gb, w.memory_total_gb)) }
-                            td { (gb(w.disk_used_gb, w.disk_total_gb)) }
-                            td { (w.tags.join(", ")) }
-                            td { (w.version) }
-                            td { (time(Some(w.last_heartbeat))) }
+    html! {
+        div #live hx-get="/workers/live" hx-trigger="every 5s" hx-swap="outerHTML" {
+            p.muted { "Workers that sent a heartbeat recently; the server drops a worker after three missed heartbeats." }
+            @if workers.is_empty() { p.muted { "No worker is connected." } } @else {
+                table.workers {
+                    thead { tr { th { "Address" } th { "State" } th { "Running" } th { "Health" } th { "CPU" } th { "Memory" } th { "Disk" } th { "Tags" } th { "Version" } th { "Last heartbeat" } } }
+                    tbody {
+                        @for w in workers {
+                            tr {
+                                td { (w.address) }
+                                td { @if w.overloaded { span.badge.st-WAITING_DISPATCH { "overloaded" } } @else { span.badge.st-SUCCEED { "online" } } }
+                                td.running { (running.get(&w.address).copied().unwrap_or(0)) }
+                                td { (format!("{:.1}", w.health_score)) }
+                                td { (format!("{:.0} cores", w.cpu_cores)) @if let Some(l) = w.cpu_load { ", load " (format!("{l:.2}")) } }
+                                td { (gb(w.memory_used_gb, w.memory_total_gb)) }
+                                td { (gb(w.disk_used_gb, w.disk_total_gb)) }
+                                td { (w.tags.join(", ")) }
+                                td { (w.version) }
+                                td { (time(Some(w.last_heartbeat))) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(n) = capped {
+                p.muted { "Running counts are over the newest " (n) " running instances of the app." }
+            }
+            h2 { "Lost" }
+            p.muted {
+                "Workers this console listed online that stopped sending heartbeats, kept for 24 hours "
+                "(in memory: a restart forgets them). “Noticed” is the first listing without the worker, "
+                "so it can be later than its death; the last heartbeat is exact."
+            }
+            @if lost.is_empty() { p.muted { "No worker was lost." } } @else {
+                table.lost {
+                    thead { tr { th { "Address" } th { "State" } th { "Tags" } th { "Version" } th { "Last heartbeat" } th { "Noticed" } } }
+                    tbody {
+                        @for l in lost {
+                            tr {
+                                td { (l.info.address) }
+                                td { span.badge.st-FAILED { "lost" } }
+                                td { (l.info.tags.join(", ")) }
+                                td { (l.info.version) }
+                                td { (time(Some(l.info.last_heartbeat))) }
+                                td { (time(Some(l.noticed))) }
+                            }
                         }
                     }
                 }
             }
         }
-    };
-    layout(session, Tab::Workers, "Workers", body)
+    }
+}
+
+/// The workers page.
+pub(crate) fn workers(session: &Session, live: Markup) -> Markup {
+    layout(session, Tab::Workers, "Workers", live)
 }
 
 /// The overview's numbers (see `routes::overview` for how they are computed).

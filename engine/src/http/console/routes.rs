@@ -1,7 +1,7 @@
 //! Console handlers shared by every page (responses, sign-in, the session and CSRF checks)
 //! and the pages other than jobs: overview, instances, workers, assets.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use axum::extract::{Path, Request, State};
@@ -15,8 +15,8 @@ use super::pages::{self, Overview};
 use super::session::{cookie, random_token, set_cookie, Session, LOGIN_COOKIE, SESSION_COOKIE};
 use super::Console;
 use crate::api::{
-    ApiError, ErrorCode, InstanceAction, InstanceQuery, InstanceView, LogLineView, LogQuery,
-    PageQuery,
+    ApiError, ErrorCode, InstanceAction, InstanceQuery, InstanceView, JobQuery, LogLineView,
+    LogQuery,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::http::auth::ct_eq;
@@ -31,6 +31,8 @@ const LOG_TAIL_LINES: usize = 200;
 const MAX_LOG_PAGES: usize = 10;
 /// Newest instances the overview counts.
 const OVERVIEW_INSTANCES: u32 = 1000;
+/// Newest RUNNING instances the workers page counts per worker.
+const RUNNING_SCAN: u32 = 1000;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -80,7 +82,7 @@ pub(super) fn api_error(e: &ApiError) -> Response {
     html(status, pages::error_page(title, &e.message))
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     html(
         StatusCode::NOT_FOUND,
         pages::error_page("Not found", "There is no such page."),
@@ -295,9 +297,13 @@ async fn overview_data(c: &Console, s: &Session) -> Result<Overview, ApiError> {
         ..InstanceQuery::default()
     };
     let page = c.api.list_instances(s.app.clone(), query).await?;
+    let workers = c.api.list_workers(s.app.clone()).await?.workers;
+    // The overview's listing counts as a sighting too: a worker lost while only the
+    // overview was open is noticed.
+    c.sightings.lock().observe(s.app.id.0, &workers, now);
     let mut o = Overview {
         scanned: page.items.len(),
-        workers: c.api.list_workers(s.app.clone()).await?.workers.len(),
+        workers: workers.len(),
         ..Overview::default()
     };
     let mut lateness = Vec::new();
@@ -410,6 +416,7 @@ pub(super) async fn instances(State(c): State<Console>, req: Request) -> Respons
         status,
         limit: Some(INSTANCES_PAGE),
         cursor,
+        ..InstanceQuery::default()
     };
     match c.api.list_instances(s.app.clone(), query).await {
         Ok(page) => {
@@ -493,7 +500,7 @@ async fn instance_markup(
         .await
         .map_err(|e| api_error(&e))?;
     let (log, note) = log_tail(c, s, id).await.map_err(|e| api_error(&e))?;
-    let live = pages::instance_live(s, &view, &log, note);
+    let live = pages::instance_live(s, &view, &log, note, SystemClock.now_ms());
     Ok((view, live))
 }
 
@@ -555,24 +562,62 @@ pub(super) async fn instance_action(
     }
 }
 
+/// The app's live workers, and the lost ones ([`super::sightings`]).
+async fn workers_markup(c: &Console, s: &Session) -> Result<Markup, ApiError> {
+    let list = c.api.list_workers(s.app.clone()).await?;
+    let lost = c
+        .sightings
+        .lock()
+        .observe(s.app.id.0, &list.workers, SystemClock.now_ms());
+    // Running instances per worker, over the newest RUNNING instances of the app.
+    let query = InstanceQuery {
+        status: Some(InstanceStatus::Running),
+        limit: Some(RUNNING_SCAN),
+        ..InstanceQuery::default()
+    };
+    let running = c.api.list_instances(s.app.clone(), query).await?;
+    let mut per_worker: HashMap<String, u32> = HashMap::new();
+    for i in running.items {
+        if let Some(w) = i.worker {
+            *per_worker.entry(w).or_default() += 1;
+        }
+    }
+    let capped = running.next_cursor.map(|_| RUNNING_SCAN);
+    Ok(pages::workers_live(
+        &list.workers,
+        &per_worker,
+        capped,
+        &lost,
+    ))
+}
+
 /// `GET /workers`.
 pub(super) async fn workers(State(c): State<Console>, headers: HeaderMap) -> Response {
     let s = match c.session(&headers) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match c.api.list_workers(s.app.clone()).await {
-        Ok(list) => ok(pages::workers(&s, &list.workers)),
+    match workers_markup(&c, &s).await {
+        Ok(live) => ok(pages::workers(&s, live)),
+        Err(e) => api_error(&e),
+    }
+}
+
+/// `GET /workers/live`: the workers tables, refreshed.
+pub(super) async fn workers_live(State(c): State<Console>, headers: HeaderMap) -> Response {
+    let s = match c.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match workers_markup(&c, &s).await {
+        Ok(live) => ok(live),
         Err(e) => api_error(&e),
     }
 }
 
 /// A page of the app's jobs (used by [`super::jobs::scan`]).
-pub(super) fn job_page(cursor: Option<u64>) -> PageQuery {
-    PageQuery {
-        limit: Some(1000),
-        cursor,
-    }
+pub(super) fn job_page(cursor: Option<u64>) -> JobQuery {
+    JobQuery::page(Some(1000), cursor)
 }
 
 #[cfg(test)]

@@ -275,6 +275,12 @@ impl Runtime {
         channel: &ChannelRecord,
         notice: &Notice<'_>,
     ) -> Result<String, String> {
+        use crate::alarm::deliver;
+        if deliver::needs_send(channel.kind, channel.secret.is_some()) {
+            let (kind, url, secret) = (channel.kind, &channel.url, channel.secret.as_deref());
+            let target = deliver::Target { kind, url, secret };
+            return deliver::send(&self.alarms.http, target, notice, self.now()).await;
+        }
         let body = request_body(channel.kind, notice);
         let mut req = self
             .alarms

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use crate::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
-    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobView, LogLineView, LogQuery,
-    LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo, WorkerList, WorkflowDef,
-    WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView,
-    WorkflowList, WorkflowRunCreated, WorkflowView,
+    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogLineView,
+    LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo, WorkerList,
+    WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
+    WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::dispatch::GIB;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
@@ -205,12 +205,19 @@ impl Api for NodeApi {
         })
     }
 
-    fn list_jobs(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, JobList> {
+    fn list_jobs(&self, app: AppRef, query: JobQuery) -> ApiFuture<'_, JobList> {
         Box::pin(async move {
             let sh = &self.0;
+            let filter = crate::server::JobFilter {
+                name: query.name,
+                tag: query.tag,
+                time_expression_type: query.time_expression_type,
+                execute_type: query.execute_type,
+                enabled: query.enabled,
+            };
             let page = sh
                 .repo
-                .list_jobs(app.id, query.cursor, limit(query.limit, 100))?;
+                .list_jobs(app.id, &filter, query.cursor, limit(query.limit, 100))?;
             let items = page
                 .items
                 .iter()
@@ -314,8 +321,21 @@ impl Api for NodeApi {
     fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList> {
         Box::pin(async move {
             let sh = &self.0;
+            query.check()?;
+            let filter = InstanceFilter {
+                job: query.job_id,
+                status: query.status,
+                trigger: crate::server::TimeRange {
+                    from: query.trigger_from,
+                    to: query.trigger_to,
+                },
+                finished: crate::server::TimeRange {
+                    from: query.finished_from,
+                    to: query.finished_to,
+                },
+            };
             let limit_n = limit(query.limit, 100).clamp(1, crate::server::MAX_PAGE);
-            if let Some(status) = query.status.filter(|s| !s.is_final()) {
+            if query.status.is_some_and(|s| !s.is_final()) {
                 // Non-final instances all live in memory, which is ahead of the store (RUNNING
                 // is never written): list them from there, newest first.
                 let mut items: Vec<InstanceView> = sh
@@ -325,10 +345,7 @@ impl Api for NodeApi {
                     .filter_map(|e| {
                         let st = e.value().lock();
                         let r = &st.rec;
-                        (r.app_id == app.id
-                            && r.status == status
-                            && query.job_id.is_none_or(|j| r.job_id == j))
-                        .then(|| self.iview(r, st.tasks))
+                        (r.app_id == app.id && filter.matches(r)).then(|| self.iview(r, st.tasks))
                     })
                     .collect();
                 items.sort_unstable_by_key(|v| std::cmp::Reverse(v.id));
@@ -338,10 +355,6 @@ impl Api for NodeApi {
                 items.truncate(limit_n);
                 return Ok(InstanceList { items, next_cursor });
             }
-            let filter = InstanceFilter {
-                job: query.job_id,
-                status: query.status,
-            };
             let page =
                 sh.repo
                     .list_instances(app.id, filter, query.cursor, limit(query.limit, 100))?;
@@ -533,7 +546,11 @@ impl Api for NodeApi {
         Box::pin(self.wf_create(app, body))
     }
 
-    fn list_workflows(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, WorkflowList> {
+    fn list_workflows(
+        &self,
+        app: AppRef,
+        query: crate::api::WorkflowQuery,
+    ) -> ApiFuture<'_, WorkflowList> {
         Box::pin(self.wf_list(app, query))
     }
 

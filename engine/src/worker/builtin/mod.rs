@@ -5,6 +5,7 @@
 //! [`TaskContext::params`] (the instance params, else the job params); `shell` runs the job's
 //! params only.
 
+pub mod output;
 pub mod shell;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use super::logs::truncate_at_char_boundary;
 use super::processor::{BasicProcessor, ProcessResult, TaskContext};
 
+pub use output::{OutputLimits, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_OUTPUT_BYTES};
 pub use shell::{
     shell_command, shell_env, ShellCommandError, ShellProcessor, SHELL_DEFAULT_PATH,
     SHELL_INHERITED_ENV, SHELL_RESULT_LINES,
@@ -92,8 +94,11 @@ struct HttpParams {
 /// `http`: one HTTP request. Registered by `WorkerBuilder::builtins` only when allowed
 /// ([`DangerousBuiltin::Http`]). Params are a URL (GET) or JSON
 /// `{"url", "method", "body", "headers", "timeout_ms"}`. Only `http://` (this build has no
-/// TLS). A 2xx status succeeds, anything else fails; the result is the status and the start of
-/// the body. Without `timeout_ms` the request is bounded by the instance's timeout.
+/// TLS). A 2xx status succeeds, anything else fails; the result is the status and the first
+/// [`RESULT_PREFIX_BYTES`] of the body, marked `… [body cut after N bytes]` when there was
+/// more; the rest of the body is never read, so a response of any size costs the worker at
+/// most that much memory. Without `timeout_ms` the request is bounded by the instance's
+/// timeout.
 #[derive(Debug, Clone)]
 pub struct HttpProcessor {
     /// The shared client, or why it could not be built (reported by every run).
@@ -170,7 +175,7 @@ impl BasicProcessor for HttpProcessor {
             Err(e) => return ProcessResult::fail(format!("http: request failed: {e}")),
         };
         let status = response.status();
-        let body = match response.bytes().await {
+        let (body, cut) = match body_prefix(response, RESULT_PREFIX_BYTES).await {
             Ok(b) => b,
             Err(e) => {
                 return ProcessResult::fail(format!("http: {status}: reading body failed: {e}"))
@@ -178,6 +183,9 @@ impl BasicProcessor for HttpProcessor {
         };
         let mut text = String::from_utf8_lossy(&body).into_owned();
         truncate_at_char_boundary(&mut text, RESULT_PREFIX_BYTES);
+        if cut {
+            text.push_str(&format!(" … [body cut after {RESULT_PREFIX_BYTES} bytes]"));
+        }
         let message = format!("{status}: {text}");
         ctx.logger().info(format!("http: {status}"));
         if status.is_success() {
@@ -186,6 +194,25 @@ impl BasicProcessor for HttpProcessor {
             ProcessResult::fail(message)
         }
     }
+}
+
+/// The first `max` bytes of `response`'s body, and whether there was more. The body is read
+/// chunk by chunk and never past `max` plus one chunk: what follows is not read (the
+/// connection is closed), so a response of any size costs the worker at most that.
+async fn body_prefix(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut kept = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = max.saturating_sub(kept.len());
+        if chunk.len() > room {
+            kept.extend_from_slice(chunk.get(..room).unwrap_or_default());
+            return Ok((kept, true));
+        }
+        kept.extend_from_slice(&chunk);
+    }
+    Ok((kept, false))
 }
 
 /// `noop`: succeeds at once with an empty result (benchmarks).
@@ -384,5 +411,72 @@ mod sum_mr_tests {
         check(r#"{"batch": 5}"#, Err("params must be JSON"));
         check(r#"{"tasks": 5, "extra": 1}"#, Err("params must be JSON"));
         check("", Err("params must be JSON"));
+    }
+}
+
+#[cfg(test)]
+mod http_tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::worker::logs::InstanceLogger;
+
+    fn ctx(params: &str) -> TaskContext {
+        let (tx, _rx) = mpsc::channel(16);
+        TaskContext {
+            instance_id: 5,
+            job_id: 9,
+            job_params: Arc::from(params),
+            instance_params: Arc::from(""),
+            workflow_instance_id: None,
+            workflow_context: Arc::from(""),
+            task_id: Arc::from("0"),
+            attempt: 1,
+            worker_address: Arc::from("127.0.0.1:7000"),
+            timeout: None,
+            logger: InstanceLogger::new(5, tx, Arc::default()),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_huge_response_body_is_cut_not_read_whole() {
+        // A server announcing 64 MiB and writing until the client goes away.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head).await;
+            let total: usize = 64 << 20;
+            let header =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n");
+            conn.write_all(header.as_bytes()).await.unwrap();
+            let block = vec![b'y'; 64 * 1024];
+            let mut written = 0usize;
+            while written < total {
+                if conn.write_all(&block).await.is_err() {
+                    break;
+                }
+                written += block.len();
+            }
+            written
+        });
+        let r = HttpProcessor::default()
+            .process(ctx(&format!("http://{addr}/big")))
+            .await;
+        assert!(r.success, "{}", r.message);
+        let expected = format!(
+            "200 OK: {} … [body cut after {RESULT_PREFIX_BYTES} bytes]",
+            "y".repeat(RESULT_PREFIX_BYTES)
+        );
+        assert_eq!(r.message, expected);
+        // The client stopped reading: the server could not write the whole body.
+        let written = server.await.unwrap();
+        assert!(written < 64 << 20, "the whole body was read");
     }
 }

@@ -26,9 +26,10 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
+use super::output::{BoundedLines, Line, OutputCut, OutputLimits};
 use super::RESULT_PREFIX_BYTES;
 use crate::worker::logs::truncate_at_char_boundary;
 use crate::worker::processor::{BasicProcessor, ProcessResult, TaskContext};
@@ -125,7 +126,10 @@ pub fn shell_env(
 
 /// `shell`: runs the job's command (see the module doc for where it comes from and what
 /// environment it gets) with `sh -c`. Standard output and error lines go to the instance
-/// log; exit status 0 succeeds with the last [`SHELL_RESULT_LINES`] lines of standard output
+/// log, each stream bounded by [`OutputLimits`] (a line longer than the bound is cut and
+/// marked, lines beyond the total are not logged but counted in one closing line; see
+/// [`super::output`]);
+/// exit status 0 succeeds with the last [`SHELL_RESULT_LINES`] lines of standard output
 /// as the result, anything else fails with the exit code. The command runs in its own process
 /// group; on stop or timeout the whole group is killed (SIGKILL), children included. A
 /// workflow node appends to the context when its result (the output above) is a JSON object.
@@ -133,7 +137,44 @@ pub fn shell_env(
 /// Registered by `WorkerBuilder::builtins` only when allowed
 /// ([`DangerousBuiltin::Shell`](super::DangerousBuiltin::Shell)).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct ShellProcessor;
+pub struct ShellProcessor {
+    limits: OutputLimits,
+}
+
+impl ShellProcessor {
+    /// A shell processor whose output streams are read with `limits` (the default:
+    /// [`OutputLimits::default`]).
+    pub fn with_limits(limits: OutputLimits) -> Self {
+        ShellProcessor { limits }
+    }
+}
+
+/// Reads `pipe` to its end through a [`BoundedLines`] with `limits`, giving each line to
+/// `emit`; a read error ends the stream like its end does.
+async fn read_lines(
+    pipe: Option<impl AsyncRead + Unpin>,
+    limits: OutputLimits,
+    mut emit: impl FnMut(Line),
+) -> OutputCut {
+    let mut split = BoundedLines::new(limits);
+    if let Some(mut pipe) = pipe {
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match pipe.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => split.push(buf.get(..n).unwrap_or_default(), &mut emit),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading a shell child's output failed");
+                    break;
+                }
+            }
+        }
+    }
+    split.finish(&mut emit)
+}
+
+/// Bytes read from a child's pipe at a time.
+const READ_CHUNK: usize = 8 * 1024;
 
 impl BasicProcessor for ShellProcessor {
     async fn process(&self, ctx: TaskContext) -> ProcessResult {
@@ -165,29 +206,52 @@ impl BasicProcessor for ShellProcessor {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let out_log = logger.clone();
+        let limits = self.limits;
         let read_out = async move {
             let mut tail: VecDeque<String> = VecDeque::with_capacity(SHELL_RESULT_LINES);
-            if let Some(out) = stdout {
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if tail.len() == SHELL_RESULT_LINES {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line.clone());
-                    out_log.info(line);
+            let cut = read_lines(stdout, limits, |line| {
+                if tail.len() == SHELL_RESULT_LINES {
+                    tail.pop_front();
                 }
+                match line {
+                    Line::Logged(text) => {
+                        tail.push_back(text.clone());
+                        out_log.info(text);
+                    }
+                    Line::Unlogged(text) => tail.push_back(text),
+                }
+            })
+            .await;
+            if let Some(summary) = cut.summary() {
+                out_log.warn(summary);
             }
-            tail
+            (tail, cut)
         };
         let read_err = async move {
-            if let Some(err) = stderr {
-                let mut lines = BufReader::new(err).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logger.warn(line);
+            let cut = read_lines(stderr, limits, |line| {
+                if let Line::Logged(text) = line {
+                    logger.warn(text);
                 }
+            })
+            .await;
+            if let Some(summary) = cut.summary() {
+                logger.warn(format!("stderr {summary}"));
             }
+            cut
         };
-        let (tail, (), status) = tokio::join!(read_out, read_err, child.wait());
+        let ((tail, out_cut), err_cut, status) = tokio::join!(read_out, read_err, child.wait());
+        for (stream, cut) in [("stdout", out_cut), ("stderr", err_cut)] {
+            if !cut.is_empty() {
+                tracing::info!(
+                    instance = ctx.instance_id(),
+                    stream,
+                    long_lines = cut.long_lines,
+                    lines_dropped = cut.lines_dropped,
+                    bytes_dropped = cut.bytes_dropped,
+                    "shell output cut to its bounds"
+                );
+            }
+        }
         let mut group = group;
         group.armed = false;
         let mut result = Vec::from(tail).join("\n");
@@ -338,7 +402,7 @@ mod tests {
     async fn a_shell_child_sees_only_the_documented_variables() {
         // This test process has many variables (CARGO_*, RUST_*, ...): none may reach `env`.
         let (ctx, _rx) = ctx("env", "the-run-params");
-        let r = ShellProcessor.process(ctx).await;
+        let r = ShellProcessor::default().process(ctx).await;
         assert!(r.success, "{}", r.message);
         let mut allowed: Vec<&str> = SHELL_INHERITED_ENV.to_vec();
         allowed.extend([
@@ -370,12 +434,45 @@ mod tests {
             r#"printf '%s\n' "$FERROJOB_INSTANCE_PARAMS""#,
             "$(echo injected); echo injected",
         );
-        let r = ShellProcessor.process(printing).await;
+        let r = ShellProcessor::default().process(printing).await;
         assert!(r.success, "{}", r.message);
         assert_eq!(r.message, "$(echo injected); echo injected");
         let (empty, _rx) = ctx("", "echo from the run");
-        let r = ShellProcessor.process(empty).await;
+        let r = ShellProcessor::default().process(empty).await;
         assert!(!r.success);
         assert!(r.message.contains("empty command"), "{}", r.message);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn output_beyond_the_bounds_is_cut_and_marked() {
+        // One 100 000-byte line, then a thousand short ones.
+        let (ctx, mut rx) = ctx(
+            "head -c 100000 /dev/zero | tr '\\0' x; echo; seq 1 1000",
+            "",
+        );
+        let limits = OutputLimits {
+            max_line_bytes: 100,
+            max_output_bytes: 1000,
+        };
+        let r = ShellProcessor::with_limits(limits).process(ctx).await;
+        assert!(r.success, "{}", r.message);
+        // The result is still the output's last lines, past the logging bound.
+        assert!(r.message.ends_with("999\n1000"), "{}", r.message);
+        rx.close();
+        let mut lines = Vec::new();
+        while let Some(entry) = rx.recv().await {
+            lines.push(entry.content);
+        }
+        let first = lines.first().cloned().unwrap_or_default();
+        assert_eq!(
+            first,
+            format!("{} … [line cut: 99900 more bytes]", "x".repeat(100))
+        );
+        let last = lines.last().cloned().unwrap_or_default();
+        assert!(last.starts_with("[output cut: "), "{last}");
+        let logged: usize = lines.iter().skip(1).rev().skip(1).map(|l| l.len()).sum();
+        assert!(100 + logged <= 1000, "{logged} bytes logged");
+        assert!(lines.len() < 1000, "{} lines logged", lines.len());
     }
 }

@@ -21,10 +21,15 @@ impl WorkerCore {
     pub(super) fn on_schedule(
         &mut self,
         now: EpochMs,
-        job: Box<ScheduleJob>,
+        mut job: Box<ScheduleJob>,
         processor: ProcessorKind,
     ) {
         let id = job.instance_id;
+        if job.instance_timeout_ms == 0 {
+            // Everything downstream (the deadline here, the processors' own timeouts, the
+            // peers running its tasks) sees the default as the job's own.
+            job.instance_timeout_ms = self.config.default_instance_timeout_ms;
+        }
         if self.closing {
             tracing::warn!(instance = id, "worker shutting down: ScheduleJob ignored");
             return;

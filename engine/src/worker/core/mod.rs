@@ -118,6 +118,8 @@ pub(crate) struct CoreConfig {
     pub heartbeat_interval_ms: i64,
     /// Milliseconds, 1 ..= one day.
     pub keepalive_interval_ms: i64,
+    /// The timeout given to an instance whose job sets none, ms; 0 = none.
+    pub default_instance_timeout_ms: u64,
     pub server_lost_after: Duration,
     /// Instances running at once before heartbeats say `overloaded`; 0 = no limit.
     pub max_running_instances: usize,

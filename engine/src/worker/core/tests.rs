@@ -31,6 +31,7 @@ pub(super) fn config() -> CoreConfig {
         tag: Some("blue".into()),
         heartbeat_interval_ms: 1000,
         keepalive_interval_ms: 10_000,
+        default_instance_timeout_ms: 0,
         server_lost_after: Duration::from_secs(30),
         max_running_instances: 0,
         finished_cache: 3,
@@ -302,6 +303,46 @@ fn timeout_cancels_fails_and_keeps_the_slot_until_the_run_unwinds() {
         "a cancelled run's result is ignored"
     );
     assert_eq!(h.runs().pop().unwrap().job.instance_id, 2);
+}
+
+#[test]
+fn a_job_without_a_timeout_gets_the_default_and_its_own_wins() {
+    let mut h = Harness::new(CoreConfig {
+        default_instance_timeout_ms: 500,
+        ..config()
+    });
+    h.schedule(job(1, 1), ProcessorKind::Basic);
+    let mut own = job(2, 2);
+    own.instance_timeout_ms = 2000;
+    h.schedule(own, ProcessorKind::Basic);
+    let runs = h.runs();
+    assert_eq!(runs.len(), 2);
+    // The run sees the default as its job's timeout.
+    let first = runs.iter().find(|r| r.job.instance_id == 1).unwrap();
+    assert_eq!(first.job.instance_timeout_ms, 500);
+    h.reports();
+    h.advance(499);
+    assert!(h.reports().is_empty());
+    h.advance(1);
+    let r = h.reports();
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].instance_id, r[0].status.clone()),
+        (1, InstanceStatus::Failed)
+    );
+    assert_eq!(r[0].result.as_deref(), Some("timed out after 500 ms"));
+    // The job that set its own is not cut by the default.
+    h.advance(1499);
+    assert!(h
+        .reports()
+        .iter()
+        .all(|r| r.status == InstanceStatus::Running));
+    h.advance(1);
+    let r = h.reports();
+    assert_eq!(
+        (r[0].instance_id, r[0].status.clone()),
+        (2, InstanceStatus::Failed)
+    );
 }
 
 #[test]

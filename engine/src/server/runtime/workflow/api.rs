@@ -82,6 +82,8 @@ impl NodeApi {
 
     fn validate(&self, app: &AppRef, body: WorkflowDef) -> Result<ValidDag, ApiError> {
         let sh = &self.0;
+        crate::model::check_labels(&body.description, &body.tags)
+            .map_err(|(field, msg)| ApiError::invalid(field, msg))?;
         body.validate(
             |j| {
                 sh.job(j).is_some_and(|j| {
@@ -206,13 +208,18 @@ impl NodeApi {
     pub(crate) async fn wf_list(
         &self,
         app: AppRef,
-        q: PageQuery,
+        q: crate::api::WorkflowQuery,
     ) -> Result<WorkflowList, ApiError> {
         let sh = &self.0;
         let limit = q
             .limit
             .map_or(100, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let page = sh.repo.list_workflows(app.id, q.cursor, limit)?;
+        let filter = crate::server::WorkflowFilter {
+            name: q.name,
+            tag: q.tag,
+            time_expression_type: q.time_expression_type,
+        };
+        let page = sh.repo.list_workflows(app.id, &filter, q.cursor, limit)?;
         let items = page
             .items
             .iter()

@@ -38,7 +38,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value as Json};
 
 use crate::api::{
-    ApiError, AppRef, Created, PageQuery, RunWorkflow, WorkflowDef, WorkflowInstanceAction,
+    ApiError, AppRef, Created, RunWorkflow, WorkflowDef, WorkflowInstanceAction,
     WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
     WorkflowNodeView, WorkflowRunCreated, WorkflowView,
 };
