@@ -6,6 +6,8 @@
 //!   message (32), buffered writes and reads, no validation: the practical physical limit.
 //!
 //! - `ferrojob_batched`: the same, messages handed over 256 at a time with `send_batch`.
+//! - `ferrojob_tls`: `ferrojob` inside TLS (rustls, ring provider, a CA and certificate made
+//!   at start; the handshake bound to the channel): what encryption costs per message.
 //!
 //! Cases: `one_way` (client → server small messages, counted on arrival) and `round_trip`
 //! (sequential request → answer). `target/bench-reports/loopback.json` gets `msgs_per_s`
@@ -20,6 +22,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ferrojob_benches::{percentile, Report, Row};
 use ferrojob_transport::message::{Ack, Message, StopInstance};
 use ferrojob_transport::net::{connect, ConnectionHandle, Listener, NetConfig};
+use ferrojob_transport::tls::{ClientTls, ServerTls};
 use ferrojob_transport::{AppSecret, AppSecrets, ClientIdentity, TransportMetrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -77,13 +80,41 @@ struct Ferro {
     counter: Arc<Counter>,
 }
 
-async fn ferro_setup() -> Ferro {
+/// TLS settings for both ends: a CA made now and a certificate for `localhost` it signed.
+fn tls_pair() -> (ServerTls, ClientTls) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    let server = ServerTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+        .expect("server TLS");
+    let client = ClientTls::from_ca_pem(ca.pem().as_bytes())
+        .expect("client TLS")
+        .with_server_name("localhost")
+        .expect("name");
+    (server, client)
+}
+
+async fn ferro_setup(tls: bool) -> Ferro {
     let mut secrets = HashMap::new();
     secrets.insert("bench".to_owned(), AppSecret::new("k"));
     let secrets: Arc<dyn AppSecrets> = Arc::new(secrets);
     let mut config = NetConfig::default();
     config.connection.heartbeat_interval = Duration::from_secs(60);
     config.connection.idle_timeout = Duration::from_secs(600);
+    let mut client_config = config.clone();
+    if tls {
+        let (server, client) = tls_pair();
+        config.server_tls = Some(server);
+        client_config.client_tls = Some(client);
+    }
     let mut listener = Listener::bind(
         "127.0.0.1:0".parse().expect("addr"),
         config.clone(),
@@ -102,7 +133,7 @@ async fn ferro_setup() -> Ferro {
     let (client, accepted) = tokio::join!(
         connect(
             addr,
-            config,
+            client_config,
             identity,
             Arc::new(TransportMetrics::default())
         ),
@@ -290,7 +321,8 @@ fn rtt_row(function: &str, mut samples: Vec<Duration>) -> Row {
 
 fn bench(c: &mut Criterion) {
     let rt = runtime();
-    let ferro = rt.block_on(ferro_setup());
+    let ferro = rt.block_on(ferro_setup(false));
+    let ferro_tls = rt.block_on(ferro_setup(true));
     let (mut raw_one, mut raw_echo) = rt.block_on(raw_setup());
 
     let mut group = c.benchmark_group("loopback");
@@ -301,6 +333,9 @@ fn bench(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("ferrojob_batched", "one_way"), |b| {
         b.iter_custom(|iters| rt.block_on(ferro_one_way_batched(&ferro, iters)))
     });
+    group.bench_function(BenchmarkId::new("ferrojob_tls", "one_way"), |b| {
+        b.iter_custom(|iters| rt.block_on(ferro_one_way(&ferro_tls, iters)))
+    });
     group.bench_function(BenchmarkId::new("raw_tcp", "one_way"), |b| {
         b.iter_custom(|iters| rt.block_on(raw_one_way(&mut raw_one, iters)))
     });
@@ -310,6 +345,17 @@ fn bench(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     total += ferro_rtt(&ferro).await;
+                }
+                total
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new("ferrojob_tls", "round_trip"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += ferro_rtt(&ferro_tls).await;
                 }
                 total
             })
@@ -331,8 +377,10 @@ fn bench(c: &mut Criterion) {
     // Figures for the report: the functions alternate so that machine noise hits both.
     let mut report = Report::new("loopback");
     let (mut f_best, mut fb_best, mut r_best) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let mut t_best = Duration::MAX;
     for _ in 0..3 {
         f_best = f_best.min(rt.block_on(ferro_one_way(&ferro, REPORT_MSGS)));
+        t_best = t_best.min(rt.block_on(ferro_one_way(&ferro_tls, REPORT_MSGS)));
         fb_best = fb_best.min(rt.block_on(ferro_one_way_batched(&ferro, REPORT_MSGS)));
         r_best = r_best.min(rt.block_on(raw_one_way(&mut raw_one, REPORT_MSGS)));
     }
@@ -349,18 +397,28 @@ fn bench(c: &mut Criterion) {
             .with("msgs_per_s", f_rate)
             .with("ratio_to_raw_tcp", f_rate / r_rate),
     );
+    let t_rate = REPORT_MSGS as f64 / t_best.as_secs_f64();
+    report.push(
+        Row::new("ferrojob_tls", "one_way")
+            .with("msgs_per_s", t_rate)
+            .with("ratio_to_ferrojob", t_rate / f_rate)
+            .with("ratio_to_raw_tcp", t_rate / r_rate),
+    );
     report.push(Row::new("raw_tcp", "one_way").with("msgs_per_s", r_rate));
-    let (mut f_rtt, mut r_rtt) = (
+    let (mut f_rtt, mut t_rtt, mut r_rtt) = (
+        Vec::with_capacity(REPORT_RTTS),
         Vec::with_capacity(REPORT_RTTS),
         Vec::with_capacity(REPORT_RTTS),
     );
     rt.block_on(async {
         for _ in 0..REPORT_RTTS {
             f_rtt.push(ferro_rtt(&ferro).await);
+            t_rtt.push(ferro_rtt(&ferro_tls).await);
             r_rtt.push(raw_rtt(&mut raw_echo).await);
         }
     });
     report.push(rtt_row("ferrojob", f_rtt));
+    report.push(rtt_row("ferrojob_tls", t_rtt));
     report.push(rtt_row("raw_tcp", r_rtt));
     if let Err(e) = report.write() {
         eprintln!("loopback report not written: {e}");

@@ -81,6 +81,10 @@ pub struct DispatchArgs {
     /// Worker transport address of the server `--connect` uses.
     #[arg(long)]
     transport: Option<SocketAddr>,
+    /// TLS on the worker port: a CA and certificate made at start, the workers trust the
+    /// CA (the OpenAPI stays plain HTTP: the bench's HTTP client has no TLS).
+    #[arg(long, conflicts_with = "connect")]
+    tls: bool,
 }
 
 /// How `bench dispatch` triggers runs.
@@ -101,6 +105,8 @@ struct Row {
     workers: usize,
     store: &'static str,
     via: &'static str,
+    /// The worker port: `tcp` or `tls`.
+    transport: &'static str,
     offered_per_s: u64,
     trigger_per_s: f64,
     durable_instances_per_s: f64,
@@ -129,6 +135,11 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
     if args.instances == 0 || args.workers == 0 || args.in_flight == 0 {
         bail!("--instances, --workers and --in-flight must be at least 1");
     }
+    let pki = if args.tls {
+        Some(ferrojob_bin::self_signed::SelfSigned::generate()?)
+    } else {
+        None
+    };
     // A server of our own (in this process), or one that runs elsewhere (`--url`).
     let (server, _dir, client, transport, app, secret) =
         match args.connect.then_some(args.transport).flatten() {
@@ -147,6 +158,9 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
                 config.core.keep_finished_runs = usize::MAX;
                 // The bench measures dispatch: its run requests are not rate limited.
                 config.api_rate = None;
+                if let Some(pki) = &pki {
+                    config.core.net.server_tls = Some(pki.server()?);
+                }
                 let server = launch(config).await?;
                 let url = format!("http://{}", server.http_addr());
                 let client = Client::new(&url, server.admin_token())?;
@@ -200,7 +214,11 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         .id;
     let mut workers = Vec::new();
     for _ in 0..args.workers {
-        let config = WorkerConfig::new(transport, app, secret);
+        let mut config = WorkerConfig::new(transport, app, secret);
+        if let Some(pki) = &pki {
+            config.net.client_tls = Some(pki.client()?);
+            config.net.server_tls = Some(pki.server()?);
+        }
         workers.push(Worker::builder(config).builtins().start().await?);
     }
     let connected = Instant::now();
@@ -324,6 +342,7 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
             Via::Http => "http",
             Via::Api => "api",
         },
+        transport: if args.tls { "tls" } else { "tcp" },
         offered_per_s: args.rate,
         trigger_per_s: args.instances as f64 / triggered.as_secs_f64(),
         durable_instances_per_s: args.instances as f64 / finished.as_secs_f64(),

@@ -72,5 +72,6 @@ pub async fn shutdown_signal() {
     }
 }
 
+pub mod self_signed;
 pub mod server_config;
 pub mod worker_config;

@@ -32,7 +32,16 @@
 //! handshake_burst = 200             # ... after this many at once
 //! max_frame_bytes = 4194304         # largest frame from an authenticated worker
 //! max_handshake_frame_bytes = 4096  # largest frame before authentication
+//! # TLS on both ports (PEM files; the chain starts with the server's certificate):
+//! tls_cert = "/etc/ferrojob/server.crt"
+//! tls_key = "/etc/ferrojob/server.key"
+//! insecure_plaintext = false        # allow plain TCP/HTTP on a non-loopback address
 //! ```
+//!
+//! Without `tls_cert`/`tls_key` both ports are plain TCP. That is allowed on loopback
+//! addresses only, unless `insecure_plaintext` says otherwise explicitly (the server then
+//! warns at start): app secrets, API tokens and job messages would cross the network in
+//! clear text.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,6 +144,18 @@ pub struct ServerArgs {
     /// Largest frame before authentication, bytes (default 4 KiB).
     #[arg(long, env = "FERROJOB_MAX_HANDSHAKE_FRAME_BYTES")]
     pub max_handshake_frame_bytes: Option<u32>,
+    /// TLS certificate chain (PEM, the server's certificate first) for the worker port and
+    /// HTTP; needs --tls-key.
+    #[arg(long, env = "FERROJOB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "FERROJOB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain TCP and HTTP on a non-loopback address (without it, the server refuses
+    /// to start so unless TLS is configured). Secrets and tokens then cross the network in
+    /// clear text.
+    #[arg(long, env = "FERROJOB_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 /// The TOML file's keys (all optional; unknown keys are an error).
@@ -166,6 +187,9 @@ pub struct FileConfig {
     handshake_burst: Option<u32>,
     max_frame_bytes: Option<u32>,
     max_handshake_frame_bytes: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure_plaintext: Option<bool>,
 }
 
 /// Default OpenAPI address.
@@ -283,6 +307,28 @@ impl ServerArgs {
         {
             net.connection.max_handshake_payload_len = v;
         }
+        let cert = self.tls_cert.clone().or(file.tls_cert);
+        let key = self.tls_key.clone().or(file.tls_key);
+        config.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(
+                ferrojob_transport::tls::ServerTls::from_pem_files(&cert, &key)
+                    .context("loading the TLS certificate and key")?,
+            ),
+            (None, None) => None,
+            _ => anyhow::bail!("tls_cert and tls_key go together: give both or neither"),
+        };
+        let plaintext_allowed = self.insecure_plaintext || file.insecure_plaintext.unwrap_or(false);
+        if config.tls.is_none() && !plaintext_allowed {
+            for (what, addr) in [("listen", config.listen), ("http", config.http)] {
+                if !addr.ip().is_loopback() {
+                    anyhow::bail!(
+                        "{what} {addr} is not a loopback address and no TLS is configured: give \
+                         --tls-cert and --tls-key, or --insecure-plaintext to serve plain TCP \
+                         there anyway"
+                    );
+                }
+            }
+        }
         Ok(config)
     }
 }
@@ -291,6 +337,45 @@ impl ServerArgs {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn plain_tcp_off_loopback_needs_tls_or_an_explicit_flag() {
+        let merge = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args).merge(toml::from_str::<FileConfig>(file).unwrap())
+        };
+        let err = merge(&["s", "--listen", "0.0.0.0:10086"], "").unwrap_err();
+        assert!(err.to_string().contains("--insecure-plaintext"), "{err}");
+        assert!(merge(&["s"], "http = \"0.0.0.0:7700\"").is_err());
+        let c = merge(
+            &["s", "--listen", "0.0.0.0:10086", "--insecure-plaintext"],
+            "",
+        )
+        .unwrap();
+        assert!(c.tls.is_none());
+        assert!(merge(
+            &["s", "--http", "0.0.0.0:7700"],
+            "insecure_plaintext = true"
+        )
+        .is_ok());
+        assert!(
+            merge(&["s"], "").unwrap().tls.is_none(),
+            "loopback: plain by default"
+        );
+        let err = merge(&["s"], "tls_cert = \"/nonexistent/c.pem\"").unwrap_err();
+        assert!(err.to_string().contains("both"), "{err}");
+        let err = merge(
+            &[
+                "s",
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/nonexistent/k.pem",
+            ],
+            "",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/c.pem"), "{err:#}");
+    }
 
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {

@@ -82,6 +82,26 @@ pub struct WorkerArgs {
     /// `shell` output logged per stream and run, bytes; later lines are counted, not logged.
     #[arg(long, env = "FERROJOB_SHELL_MAX_OUTPUT_BYTES", default_value_t = ferrojob::worker::builtin::DEFAULT_MAX_OUTPUT_BYTES)]
     pub shell_max_output_bytes: usize,
+    /// CA certificates (PEM) that signed the server's and the other workers' certificates:
+    /// turns TLS on for every connection this worker makes. Needs --tls-cert and --tls-key
+    /// (other workers connect to this one with TLS too).
+    #[arg(long, env = "FERROJOB_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the host of --server).
+    #[arg(long, env = "FERROJOB_TLS_SERVER_NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+    /// This worker's certificate chain (PEM) for its worker-to-worker listener; it must name
+    /// the host of the advertised address.
+    #[arg(long, env = "FERROJOB_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "FERROJOB_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+    /// Connect and listen over plain TCP although the server or the listen address is not
+    /// on loopback (without it the worker refuses to start so unless --tls-ca is given). The
+    /// app secret's proof, job parameters and results then cross the network in clear text.
+    #[arg(long, env = "FERROJOB_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 impl WorkerArgs {
@@ -110,6 +130,7 @@ impl WorkerArgs {
             max_line_bytes: self.shell_max_line_bytes.max(1),
             max_output_bytes: self.shell_max_output_bytes,
         };
+        self.apply_tls(&mut config)?;
         config.task_store = if self.memory_store {
             TaskStoreConfig::Memory
         } else {
@@ -118,6 +139,38 @@ impl WorkerArgs {
             }
         };
         Ok(config)
+    }
+
+    /// TLS settings from the flags, or the check that plain TCP stays on loopback.
+    fn apply_tls(&self, config: &mut WorkerConfig) -> Result<()> {
+        use ferrojob_transport::tls::{ClientTls, ServerTls};
+        let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key)
+        else {
+            if !self.insecure_plaintext {
+                let listen = self.listen.ip();
+                if !config.server.ip().is_loopback() || !listen.is_loopback() {
+                    anyhow::bail!(
+                        "the server {} or the listen address {listen} is not on loopback and \
+                         no TLS is configured: give --tls-ca, --tls-cert and --tls-key, or \
+                         --insecure-plaintext to use plain TCP anyway",
+                        config.server
+                    );
+                }
+            }
+            return Ok(());
+        };
+        let name = match &self.tls_server_name {
+            Some(n) => n.clone(),
+            None => server_host(&self.server).to_owned(),
+        };
+        let client = ClientTls::from_ca_pem_file(ca)
+            .context("--tls-ca")?
+            .with_server_name(&name)
+            .context("--tls-server-name")?;
+        config.net.client_tls = Some(client);
+        config.net.server_tls =
+            Some(ServerTls::from_pem_files(cert, key).context("--tls-cert / --tls-key")?);
+        Ok(())
     }
 
     /// The task store directory: `--data-dir`, else the per-worker default.
@@ -139,6 +192,12 @@ impl WorkerArgs {
         }
         remove_stale_pid_dirs(Path::new(DEFAULT_DATA_ROOT), std::process::id(), pid_alive);
     }
+}
+
+/// The host of `host:port` (`[v6]:port` included).
+fn server_host(server: &str) -> &str {
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Where the default task store directories live.
@@ -203,6 +262,44 @@ mod tests {
         let mut args = vec!["ferrojob-worker", "--app", "a", "--secret", "s"];
         args.extend_from_slice(extra);
         WorkerArgs::try_parse_from(args)
+    }
+
+    #[test]
+    fn plain_tcp_off_loopback_needs_tls_or_an_explicit_flag() {
+        let err = parse(&["--server", "10.1.2.3:10086"])
+            .unwrap()
+            .to_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("--insecure-plaintext"), "{err}");
+        assert!(parse(&["--listen", "0.0.0.0:0"])
+            .unwrap()
+            .to_config()
+            .is_err());
+        let plain = parse(&["--server", "10.1.2.3:10086", "--insecure-plaintext"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert!(plain.net.client_tls.is_none() && plain.net.server_tls.is_none());
+        // TLS takes the CA, this worker's certificate and its key together.
+        assert!(parse(&["--tls-ca", "ca.pem"]).is_err());
+        assert!(parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_err());
+        let err = parse(&[
+            "--tls-ca",
+            "/nonexistent/ca.pem",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ])
+        .unwrap()
+        .to_config()
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/ca.pem"),
+            "{err:#}"
+        );
+        assert_eq!(server_host("ferrojob.internal:10086"), "ferrojob.internal");
+        assert_eq!(server_host("[::1]:10086"), "::1");
     }
 
     #[test]

@@ -57,7 +57,12 @@ pub struct LaunchConfig {
     /// [`ApiRateLimit::default`] (1000 a second after a burst of 2000); see
     /// [`HttpConfig::api_rate`].
     pub api_rate: Option<ApiRateLimit>,
-    /// The core's settings; `store` and `listen` are overwritten from the fields above.
+    /// TLS for both ports (the worker port and HTTP) with one certificate; `None` serves
+    /// plain HTTP, and the worker port as `core.net.server_tls` says. A warning is logged for
+    /// each plain port not on a loopback address.
+    pub tls: Option<ferrojob_transport::tls::ServerTls>,
+    /// The core's settings; `store` and `listen` are overwritten from the fields above, and
+    /// `net.server_tls` from `tls` when that is set.
     pub core: ServerConfig,
 }
 
@@ -79,6 +84,7 @@ impl LaunchConfig {
             max_body_bytes: 1 << 20,
             secure_cookies: false,
             api_rate: Some(ApiRateLimit::default()),
+            tls: None,
             core: ServerConfig::new(store, listen),
         }
     }
@@ -293,6 +299,27 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         _ => StoreChoice::Memory,
     };
     config.core.listen = config.listen;
+    if let Some(tls) = &config.tls {
+        config.core.net.server_tls = Some(tls.clone());
+    }
+    let plain = [
+        (
+            "worker",
+            config.listen,
+            config.core.net.server_tls.is_none(),
+        ),
+        ("HTTP", config.http, config.tls.is_none()),
+    ];
+    for (port, addr, plain) in plain {
+        if plain && !addr.ip().is_loopback() {
+            tracing::warn!(
+                port,
+                %addr,
+                "listening without TLS on a non-loopback address: app secrets, tokens and job \
+                 messages cross the network in clear text and can be altered on the way"
+            );
+        }
+    }
     let (admin_token, token_file) =
         resolve_token(config.admin_token.as_deref(), config.data_dir.as_deref())?;
     let strict = config.core.recovery == ferrojob_store::RecoveryMode::Strict;
@@ -305,8 +332,10 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     };
     let http_config = HttpConfig {
         max_body_bytes: config.max_body_bytes,
-        secure_cookies: config.secure_cookies,
+        // Served over HTTPS, the console's cookies never go out on plain HTTP.
+        secure_cookies: config.secure_cookies || config.tls.is_some(),
         api_rate: config.api_rate,
+        tls: config.tls.clone(),
         ..HttpConfig::new(admin_token.clone())
     };
     let http = match HttpServer::bind(config.http, core.api(), http_config).await {

@@ -4,7 +4,8 @@
 //! sends, requests, answers, timeouts, closes, corrupted or injected bytes and dropped
 //! deliveries. Invariants: no panic; queued bytes stay bounded; after `Closed` no other event
 //! comes; every request id gets at most one response; the server asks its admission control
-//! at most once, and a client it refused never sees the connection established.
+//! at most once, and a client it refused never sees the connection established; ends bound
+//! to different roles or TLS channels never establish.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use ferrojob_transport::message::{samples, ErrorCode, Message};
 use ferrojob_transport::{
-    AdmissionControl, AppSecret, AppSecrets, ClientIdentity, Connection, ConnectionConfig, Event,
-    TransportMetrics,
+    AdmissionControl, AppSecret, AppSecrets, Binding, ClientIdentity, Connection, ConnectionConfig,
+    Event, Role, TransportMetrics,
 };
 
 /// Admission control that admits or refuses as the input says, and counts how often it was
@@ -125,6 +126,24 @@ pub fn run(data: &[u8]) {
     let first = u.arbitrary::<u8>().unwrap_or(1);
     let good_secret = !first.is_multiple_of(8);
     let admitted = first % 16 != 9;
+    // Both ends bound alike (a channel that depends on the input), except for two rare
+    // values: the client expects a worker's peer listener, or sits on another TLS channel.
+    let server_binding = Binding {
+        role: Role::Server,
+        channel: (first & 0x40 != 0).then_some([first; 32]),
+    };
+    let client_binding = match first {
+        0xFE => Binding {
+            role: Role::Worker,
+            ..server_binding
+        },
+        0xFD => Binding {
+            channel: Some([!first; 32]),
+            ..server_binding
+        },
+        _ => server_binding,
+    };
+    let bound_alike = client_binding == server_binding;
     let asked = Arc::new(AtomicUsize::new(0));
     let gate = Gate {
         open: admitted,
@@ -137,8 +156,21 @@ pub fn run(data: &[u8]) {
         client_version: "fuzz".into(),
         secret: AppSecret::new(if good_secret { "k" } else { "bad" }),
     };
+    let mut client_conn =
+        Connection::new_client(config(), identity, [1; 32], now, Arc::clone(&metrics));
+    client_conn.bind(client_binding);
+    let mut server_conn = Connection::new_server_with_admission(
+        config(),
+        secrets,
+        Box::new(gate),
+        [2; 32],
+        now,
+        0,
+        Arc::clone(&metrics),
+    );
+    server_conn.bind(server_binding);
     let mut client = Side {
-        conn: Connection::new_client(config(), identity, [1; 32], now, Arc::clone(&metrics)),
+        conn: client_conn,
         closed: false,
         established: false,
         responded: HashSet::new(),
@@ -146,15 +178,7 @@ pub fn run(data: &[u8]) {
         in_flight: Vec::new(),
     };
     let mut server = Side {
-        conn: Connection::new_server_with_admission(
-            config(),
-            secrets,
-            Box::new(gate),
-            [2; 32],
-            now,
-            0,
-            Arc::clone(&metrics),
-        ),
+        conn: server_conn,
         closed: false,
         established: false,
         responded: HashSet::new(),
@@ -270,6 +294,10 @@ pub fn run(data: &[u8]) {
         assert!(
             admitted || !(client.established || server.established),
             "established although admission refused"
+        );
+        assert!(
+            bound_alike || !(client.established || server.established),
+            "client established with a peer bound to another role or channel"
         );
     }
 }

@@ -1,12 +1,27 @@
 //! Handshake proofs: HMAC-SHA256 keyed by the app secret. The secret never crosses the wire.
 //!
 //! ```text
-//! proof        = HMAC-SHA256(secret, "ferrojob/handshake/v1" | server_nonce | client_nonce
-//!                                    | u32le(len app) | app | u32le(len addr) | addr)
-//! server_proof = HMAC-SHA256(secret, "ferrojob/accept/v1" | client_nonce | server_nonce)
+//! binding      = role | u32le(len channel) | channel
+//! proof        = HMAC-SHA256(secret, "ferrojob/handshake/v2" | binding | server_nonce
+//!                            | client_nonce | u32le(len app) | app | u32le(len addr) | addr)
+//! server_proof = HMAC-SHA256(secret, "ferrojob/accept/v2" | binding | client_nonce
+//!                            | server_nonce)
 //! ```
-//! Both nonces are fresh random bytes per connection, so a recorded proof is useless on
-//! another connection; the server proof lets the worker reject an impostor server.
+//! - Both nonces are fresh random bytes per connection, so a recorded proof is useless on
+//!   another connection; the server proof lets the worker reject a peer without the secret.
+//! - `role` is the [`Role`] of the accepting end, one byte: the scheduling server, or a
+//!   worker's peer listener. A client says which one it meant to reach, so a worker's peer
+//!   listener can never pass for the server (nor a relay turn one handshake into the other),
+//!   and a proof made for a peer does not open the server.
+//! - `channel` is the TLS channel binding ([`crate::tls`]; empty on plain TCP): a proof
+//!   made inside one TLS connection does not verify inside another, so a relay that
+//!   terminates TLS on both sides cannot forward a handshake.
+//!
+//! What the proofs cannot do: every holder of an app's secret (each of its workers) can
+//! compute the server proof for that app. What keeps a worker from posing as the server to
+//! other workers is TLS: workers check the server's certificate, whose key workers never
+//! hold. On plain TCP the server proof only shows that the peer knows the app secret.
+//!
 //! Proofs are compared in constant time (`hmac::Mac::verify_slice`).
 
 use std::collections::HashMap;
@@ -54,22 +69,68 @@ impl AppSecrets for HashMap<String, AppSecret> {
     }
 }
 
+/// The role of a handshake's accepting end, bound into both proofs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The scheduling server's worker port.
+    #[default]
+    Server,
+    /// A worker's listener for other workers (TaskTracker and ProcessorTracker traffic).
+    Worker,
+}
+
+impl Role {
+    fn byte(self) -> u8 {
+        match self {
+            Role::Server => 1,
+            Role::Worker => 2,
+        }
+    }
+}
+
+/// What a handshake binds besides the secret and the nonces: the accepting end's role and
+/// the TLS channel (`None` on plain TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Binding {
+    /// The role of the accepting end.
+    pub role: Role,
+    /// The TLS channel binding, if the connection runs over TLS.
+    pub channel: Option<[u8; crate::tls::CHANNEL_BINDING_LEN]>,
+}
+
+impl Binding {
+    fn update(&self, mac: &mut HmacSha256) {
+        mac.update(&[self.role.byte()]);
+        let channel: &[u8] = match &self.channel {
+            Some(c) => c,
+            None => &[],
+        };
+        update_prefixed(mac, channel);
+    }
+}
+
+fn update_prefixed(mac: &mut HmacSha256, field: &[u8]) {
+    // Length-prefixed so that ("ab", "c") and ("a", "bc") sign differently.
+    let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+    mac.update(&len.to_le_bytes());
+    mac.update(field);
+}
+
 fn client_mac(
     secret: &AppSecret,
+    binding: &Binding,
     server_nonce: &[u8; NONCE_LEN],
     client_nonce: &[u8; NONCE_LEN],
     app_name: &str,
     worker_address: &str,
 ) -> HmacSha256 {
     let mut mac = secret.mac();
-    mac.update(b"ferrojob/handshake/v1");
+    mac.update(b"ferrojob/handshake/v2");
+    binding.update(&mut mac);
     mac.update(server_nonce);
     mac.update(client_nonce);
     for field in [app_name, worker_address] {
-        // Length-prefixed so that ("ab", "c") and ("a", "bc") sign differently.
-        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-        mac.update(&len.to_le_bytes());
-        mac.update(field.as_bytes());
+        update_prefixed(&mut mac, field.as_bytes());
     }
     mac
 }
@@ -77,38 +138,56 @@ fn client_mac(
 /// The client's proof of knowing `secret`.
 pub fn client_proof(
     secret: &AppSecret,
+    binding: &Binding,
     server_nonce: &[u8; NONCE_LEN],
     client_nonce: &[u8; NONCE_LEN],
     app_name: &str,
     worker_address: &str,
 ) -> [u8; NONCE_LEN] {
-    client_mac(secret, server_nonce, client_nonce, app_name, worker_address)
-        .finalize()
-        .into_bytes()
-        .into()
+    client_mac(
+        secret,
+        binding,
+        server_nonce,
+        client_nonce,
+        app_name,
+        worker_address,
+    )
+    .finalize()
+    .into_bytes()
+    .into()
 }
 
 /// Checks a client's proof in constant time.
 pub fn verify_client_proof(
     secret: &AppSecret,
+    binding: &Binding,
     server_nonce: &[u8; NONCE_LEN],
     client_nonce: &[u8; NONCE_LEN],
     app_name: &str,
     worker_address: &str,
     proof: &[u8; NONCE_LEN],
 ) -> bool {
-    client_mac(secret, server_nonce, client_nonce, app_name, worker_address)
-        .verify_slice(proof)
-        .is_ok()
+    client_mac(
+        secret,
+        binding,
+        server_nonce,
+        client_nonce,
+        app_name,
+        worker_address,
+    )
+    .verify_slice(proof)
+    .is_ok()
 }
 
 fn server_mac(
     secret: &AppSecret,
+    binding: &Binding,
     client_nonce: &[u8; NONCE_LEN],
     server_nonce: &[u8; NONCE_LEN],
 ) -> HmacSha256 {
     let mut mac = secret.mac();
-    mac.update(b"ferrojob/accept/v1");
+    mac.update(b"ferrojob/accept/v2");
+    binding.update(&mut mac);
     mac.update(client_nonce);
     mac.update(server_nonce);
     mac
@@ -117,10 +196,11 @@ fn server_mac(
 /// The server's proof of knowing `secret`.
 pub fn server_proof(
     secret: &AppSecret,
+    binding: &Binding,
     client_nonce: &[u8; NONCE_LEN],
     server_nonce: &[u8; NONCE_LEN],
 ) -> [u8; NONCE_LEN] {
-    server_mac(secret, client_nonce, server_nonce)
+    server_mac(secret, binding, client_nonce, server_nonce)
         .finalize()
         .into_bytes()
         .into()
@@ -129,11 +209,12 @@ pub fn server_proof(
 /// Checks a server's proof in constant time.
 pub fn verify_server_proof(
     secret: &AppSecret,
+    binding: &Binding,
     client_nonce: &[u8; NONCE_LEN],
     server_nonce: &[u8; NONCE_LEN],
     proof: &[u8; NONCE_LEN],
 ) -> bool {
-    server_mac(secret, client_nonce, server_nonce)
+    server_mac(secret, binding, client_nonce, server_nonce)
         .verify_slice(proof)
         .is_ok()
 }
@@ -142,15 +223,21 @@ pub fn verify_server_proof(
 mod tests {
     use super::*;
 
+    const SERVER: Binding = Binding {
+        role: Role::Server,
+        channel: None,
+    };
+
     #[test]
     fn proof_verifies_only_with_the_same_inputs() {
         let s = AppSecret::new("s3cret");
-        let p = client_proof(&s, &[1; 32], &[2; 32], "app", "w:1");
+        let p = client_proof(&s, &SERVER, &[1; 32], &[2; 32], "app", "w:1");
         assert!(verify_client_proof(
-            &s, &[1; 32], &[2; 32], "app", "w:1", &p
+            &s, &SERVER, &[1; 32], &[2; 32], "app", "w:1", &p
         ));
         assert!(!verify_client_proof(
             &AppSecret::new("other"),
+            &SERVER,
             &[1; 32],
             &[2; 32],
             "app",
@@ -158,15 +245,67 @@ mod tests {
             &p
         ));
         assert!(!verify_client_proof(
-            &s, &[9; 32], &[2; 32], "app", "w:1", &p
+            &s, &SERVER, &[9; 32], &[2; 32], "app", "w:1", &p
         ));
         assert!(!verify_client_proof(
-            &s, &[1; 32], &[2; 32], "ap", "pw:1", &p
+            &s, &SERVER, &[1; 32], &[2; 32], "ap", "pw:1", &p
         ));
-        let sp = server_proof(&s, &[2; 32], &[1; 32]);
-        assert!(verify_server_proof(&s, &[2; 32], &[1; 32], &sp));
-        assert!(!verify_server_proof(&s, &[1; 32], &[2; 32], &sp));
+        let sp = server_proof(&s, &SERVER, &[2; 32], &[1; 32]);
+        assert!(verify_server_proof(&s, &SERVER, &[2; 32], &[1; 32], &sp));
+        assert!(!verify_server_proof(&s, &SERVER, &[1; 32], &[2; 32], &sp));
         assert_ne!(&sp, &p);
         assert_eq!(format!("{s:?}"), "AppSecret(..)");
+    }
+
+    #[test]
+    fn proofs_bind_the_role_of_the_accepting_end() {
+        let s = AppSecret::new("s3cret");
+        let peer = Binding {
+            role: Role::Worker,
+            channel: None,
+        };
+        // A worker's peer listener answers with a worker-role proof: a client that meant to
+        // reach the server rejects it, and the other way round.
+        let sp = server_proof(&s, &peer, &[2; 32], &[1; 32]);
+        assert!(verify_server_proof(&s, &peer, &[2; 32], &[1; 32], &sp));
+        assert!(!verify_server_proof(&s, &SERVER, &[2; 32], &[1; 32], &sp));
+        // A handshake a worker made towards a peer does not open the server.
+        let p = client_proof(&s, &peer, &[1; 32], &[2; 32], "app", "w:1");
+        assert!(!verify_client_proof(
+            &s, &SERVER, &[1; 32], &[2; 32], "app", "w:1", &p
+        ));
+    }
+
+    #[test]
+    fn proofs_bind_the_tls_channel() {
+        let s = AppSecret::new("s3cret");
+        let on = |c: u8| Binding {
+            role: Role::Server,
+            channel: Some([c; 32]),
+        };
+        let p = client_proof(&s, &on(7), &[1; 32], &[2; 32], "app", "w:1");
+        assert!(verify_client_proof(
+            &s,
+            &on(7),
+            &[1; 32],
+            &[2; 32],
+            "app",
+            "w:1",
+            &p
+        ));
+        assert!(!verify_client_proof(
+            &s,
+            &on(8),
+            &[1; 32],
+            &[2; 32],
+            "app",
+            "w:1",
+            &p
+        ));
+        assert!(!verify_client_proof(
+            &s, &SERVER, &[1; 32], &[2; 32], "app", "w:1", &p
+        ));
+        let sp = server_proof(&s, &on(7), &[2; 32], &[1; 32]);
+        assert!(!verify_server_proof(&s, &on(8), &[2; 32], &[1; 32], &sp));
     }
 }

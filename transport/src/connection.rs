@@ -34,7 +34,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::{self, AppSecret, AppSecrets};
+use crate::auth::{self, AppSecret, AppSecrets, Binding};
 use crate::error::{ConnectionError, EncodeError, FrameError, RequestError, SendError};
 use crate::frame::{
     encode_frame, Decoder, Flags, FrameHeader, DEFAULT_MAX_PAYLOAD_LEN, PROTOCOL_VERSION,
@@ -242,6 +242,8 @@ pub struct Connection {
     server_time_ms: i64,
     /// Asked once a peer has authenticated; kept for the connection's life.
     admission: Option<Box<dyn AdmissionControl>>,
+    /// What the handshake proofs bind besides the nonces (see [`Connection::bind`]).
+    binding: Binding,
 }
 
 impl Connection {
@@ -274,6 +276,22 @@ impl Connection {
             deadlines: BTreeSet::new(),
             server_time_ms: 0,
             admission: None,
+            binding: Binding::default(),
+        }
+    }
+
+    /// Sets what the handshake proofs bind: the role of the accepting end (a server end
+    /// accepts as that role; a client end expects its peer to have it) and the TLS channel
+    /// binding. The default is [`Role::Server`](crate::auth::Role::Server) on plain TCP.
+    /// Call it before any input: a client makes its proof on the challenge, a server checks
+    /// the worker's on its handshake. Once the client's proof is sent or the peer is
+    /// established, calls are ignored.
+    pub fn bind(&mut self, binding: Binding) {
+        if matches!(
+            self.state,
+            State::ClientAwaitChallenge { .. } | State::ServerAwaitHandshake { .. }
+        ) {
+            self.binding = binding;
         }
     }
 
@@ -881,6 +899,7 @@ impl Connection {
                     }
                     let proof = auth::client_proof(
                         &identity.secret,
+                        &self.binding,
                         &ch.nonce,
                         &client_nonce,
                         &identity.app_name,
@@ -928,6 +947,7 @@ impl Connection {
                 Message::HandshakeAccepted(acc) => {
                     if !auth::verify_server_proof(
                         &secret,
+                        &self.binding,
                         &client_nonce,
                         &server_nonce,
                         &acc.server_proof,
@@ -939,7 +959,10 @@ impl Connection {
                         };
                         self.auth_failed(
                             now,
-                            "server proof invalid: the server does not know the app secret".into(),
+                            "server proof invalid: the peer does not know the app secret, is not the \
+                             role this client meant to reach (server or worker), or the TLS \
+                             channel differs"
+                                .into(),
                         );
                         return;
                     }
@@ -983,6 +1006,7 @@ impl Connection {
                     };
                     if !auth::verify_client_proof(
                         &secret,
+                        &self.binding,
                         &nonce,
                         &h.client_nonce,
                         &h.app_name,
@@ -1012,7 +1036,12 @@ impl Connection {
                         return;
                     }
                     let accepted = HandshakeAccepted {
-                        server_proof: auth::server_proof(&secret, &h.client_nonce, &nonce),
+                        server_proof: auth::server_proof(
+                            &secret,
+                            &self.binding,
+                            &h.client_nonce,
+                            &nonce,
+                        ),
                         heartbeat_interval_ms: duration_ms_u32(self.config.heartbeat_interval),
                         idle_timeout_ms: duration_ms_u32(self.config.idle_timeout),
                         server_time_ms: self.elapsed_ms(now),

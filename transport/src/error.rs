@@ -299,6 +299,15 @@ pub enum TransportError {
         /// Why.
         source: ConnectionError,
     },
+    /// The TLS handshake failed (untrusted certificate, wrong name, plain TCP on the other
+    /// end) or did not complete in time.
+    #[error("TLS with {peer}: {reason}")]
+    Tls {
+        /// The address.
+        peer: SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// The listener or client was shut down.
     #[error("transport shut down")]
     Shutdown,

@@ -2,7 +2,7 @@
 //! tokio adapter.
 //!
 //! ```text
-//!   bytes --> frame::Decoder --> Frame --(validate)--> Message
+//!   bytes (plain TCP, or inside TLS: tls + net) --> frame::Decoder --> Frame --(validate)--> Message
 //!                                   \                     |
 //!   connection::Connection  <--------+---- handle_input --+   (sans-IO: no sockets, no clock)
 //!        | poll_event / poll_transmit / poll_timeout
@@ -16,7 +16,10 @@
 //! - [`frame`]: the 24-byte header, the protocol version and the incremental [`Decoder`].
 //! - [`message`]: one struct per frame kind, one file per family (handshake and keep-alive,
 //!   server ↔ worker, TaskTracker ↔ ProcessorTracker), and the closed enum [`Message`].
-//! - [`auth`]: the HMAC handshake proofs.
+//! - [`auth`]: the HMAC handshake proofs, bound to the accepting end's [`Role`] and to the
+//!   TLS channel.
+//! - [`tls`]: TLS settings from PEM files ([`tls::ServerTls`], [`tls::ClientTls`]) and the
+//!   channel binding.
 //! - [`connection`]: [`Connection`], the sans-IO core (handshake, send buffer, pending
 //!   requests, every timer).
 //! - [`net`]: the tokio adapter ([`net::Listener`], [`net::connect`],
@@ -52,8 +55,9 @@ pub mod message;
 pub mod metrics;
 pub mod net;
 pub mod rate_limit;
+pub mod tls;
 
-pub use auth::{AppSecret, AppSecrets};
+pub use auth::{AppSecret, AppSecrets, Binding, Role};
 pub use backoff::{Backoff, BackoffConfig};
 pub use connection::{
     AdmissionControl, ClientIdentity, Connection, ConnectionConfig, Event, PeerInfo,

@@ -51,6 +51,9 @@ counters! {
     /// Connections closed because the handshake did not complete within
     /// `ConnectionConfig::handshake_timeout` (also counted in `handshake_failures`).
     handshake_timeouts,
+    /// TLS handshakes that failed or timed out, before the ferrojob handshake (untrusted
+    /// certificate, plain TCP against TLS; also counted in `handshake_failures`).
+    tls_handshake_failures,
     /// Handshaking connections closed because the pre-authentication pool
     /// (`NetConfig::max_handshaking`) was full when a new connection arrived; the oldest goes.
     preauth_pool_full,

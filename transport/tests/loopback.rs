@@ -712,3 +712,269 @@ async fn a_flood_from_one_address_is_rate_limited_and_workers_elsewhere_get_in()
     assert_eq!(s.connections_established, 1);
     drop(flood);
 }
+
+/// TLS on the worker port: a test CA, a certificate for `localhost` and 127.0.0.1 signed by
+/// it, and the ferrojob handshake bound to the role and the TLS channel.
+mod tls {
+    use super::*;
+    use ferrojob_transport::message::LogBatch;
+    use ferrojob_transport::tls::{ClientTls, ServerTls};
+    use ferrojob_transport::Role;
+    use tokio::net::TcpListener;
+
+    /// A CA (PEM) and a server certificate chain and key (PEM) it signed.
+    struct TestPki {
+        ca: String,
+        cert: String,
+        key: String,
+    }
+
+    fn pki() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "ferrojob test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        TestPki {
+            ca: ca_cert.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    fn server_config(pki: &TestPki) -> NetConfig {
+        let mut c = config();
+        c.server_tls = Some(ServerTls::from_pem(pki.cert.as_bytes(), pki.key.as_bytes()).unwrap());
+        c
+    }
+
+    fn client_config(ca: &str, name: &str) -> NetConfig {
+        let mut c = config();
+        c.client_tls = Some(
+            ClientTls::from_ca_pem(ca.as_bytes())
+                .unwrap()
+                .with_server_name(name)
+                .unwrap(),
+        );
+        c
+    }
+
+    #[tokio::test]
+    async fn messages_flow_inside_tls_with_a_verified_server() {
+        let pki = pki();
+        let mut l = listener(server_config(&pki)).await;
+        let addr = l.local_addr();
+        let metrics = Arc::new(TransportMetrics::default());
+        let (client, server) = tokio::join!(
+            connect(
+                addr,
+                client_config(&pki.ca, "localhost"),
+                identity(SECRET),
+                metrics
+            ),
+            l.accept()
+        );
+        let client = client.unwrap();
+        let server = server.unwrap();
+        assert!(matches!(
+            client.peer,
+            ferrojob_transport::PeerInfo::Server { .. }
+        ));
+        let mut received = serve(server);
+        // Larger than one TLS record (16 KiB), so the writer's flush path is exercised.
+        let big = LogBatch {
+            worker_address: "x".repeat(100_000),
+            entries: vec![],
+        };
+        client.handle.send(big.clone()).await.unwrap();
+        assert_eq!(received.recv().await.unwrap(), Message::from(big));
+        let answer = client
+            .handle
+            .request(
+                QueryExecutorCluster {
+                    app_id: 1,
+                    job_id: 2,
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(answer, Message::ExecutorCluster(_)));
+        // Without a fixed name, the IP connected to is checked (the certificate has it).
+        let mut by_ip = client_config(&pki.ca, "localhost");
+        by_ip.client_tls = by_ip.client_tls.map(ClientTls::without_server_name);
+        let (c2, s2) = tokio::join!(
+            connect(addr, by_ip, identity(SECRET), Arc::default()),
+            l.accept()
+        );
+        c2.unwrap();
+        s2.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_server_with_a_certificate_from_another_ca_is_refused() {
+        let pki = pki();
+        let other = super::tls::pki();
+        let l = listener(server_config(&pki)).await;
+        let err = connect(
+            l.local_addr(),
+            client_config(&other.ca, "localhost"),
+            identity(SECRET),
+            Arc::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, TransportError::Tls { .. }), "{err}");
+        // The right CA but a name the certificate does not carry.
+        let err = connect(
+            l.local_addr(),
+            client_config(&pki.ca, "ferrojob.example"),
+            identity(SECRET),
+            Arc::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, TransportError::Tls { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn plain_tcp_is_refused_by_a_tls_listener_and_the_other_way_round() {
+        let pki = pki();
+        let mut server = server_config(&pki);
+        server.connection.handshake_timeout = Duration::from_millis(300);
+        let tls_listener = listener(server).await;
+        let mut plain_client = config();
+        plain_client.connection.handshake_timeout = Duration::from_millis(300);
+        assert!(connect(
+            tls_listener.local_addr(),
+            plain_client,
+            identity(SECRET),
+            Arc::default()
+        )
+        .await
+        .is_err());
+        let plain_listener = listener(config()).await;
+        let err = connect(
+            plain_listener.local_addr(),
+            client_config(&pki.ca, "localhost"),
+            identity(SECRET),
+            Arc::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, TransportError::Tls { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_worker_peer_listener_cannot_pass_for_the_server() {
+        // Same secret, same trusted certificate: only the role tells them apart.
+        let pki = pki();
+        let mut peer = server_config(&pki);
+        peer.role = Role::Worker;
+        let peer_listener = listener(peer).await;
+        let err = connect(
+            peer_listener.local_addr(),
+            client_config(&pki.ca, "localhost"),
+            identity(SECRET),
+            Arc::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, TransportError::Connection { .. }),
+            "a client that meant to reach the server refuses a worker: {err}"
+        );
+        // And a handshake meant for a worker does not open the server.
+        let server = listener(server_config(&pki)).await;
+        let mut to_peer = client_config(&pki.ca, "localhost");
+        to_peer.role = Role::Worker;
+        assert!(connect(
+            server.local_addr(),
+            to_peer,
+            identity(SECRET),
+            Arc::default()
+        )
+        .await
+        .is_err());
+        // Matching roles connect.
+        let mut peer = server_config(&pki);
+        peer.role = Role::Worker;
+        let mut peer_listener = listener(peer).await;
+        let mut to_peer = client_config(&pki.ca, "localhost");
+        to_peer.role = Role::Worker;
+        let (c, s) = tokio::join!(
+            connect(
+                peer_listener.local_addr(),
+                to_peer,
+                identity(SECRET),
+                Arc::default()
+            ),
+            peer_listener.accept()
+        );
+        c.unwrap();
+        s.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_relay_holding_a_valid_certificate_cannot_forward_a_handshake() {
+        // The relay terminates TLS towards the worker with a certificate the worker trusts,
+        // opens its own TLS connection to the server, and pipes the plaintext both ways.
+        // The proofs are bound to each TLS channel, so neither end accepts the other's.
+        let pki = pki();
+        let server = listener(server_config(&pki)).await;
+        let server_addr = server.local_addr();
+        let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = relay.local_addr().unwrap();
+        let acceptor = ServerTls::from_pem(pki.cert.as_bytes(), pki.key.as_bytes())
+            .unwrap()
+            .acceptor();
+        let upstream_tls = ClientTls::from_ca_pem(pki.ca.as_bytes())
+            .unwrap()
+            .with_server_name("localhost")
+            .unwrap();
+        tokio::spawn(async move {
+            let (down, _) = relay.accept().await.unwrap();
+            let mut down = acceptor.accept(down).await.unwrap();
+            let up = TcpStream::connect(server_addr).await.unwrap();
+            let mut up = upstream_tls
+                .connector()
+                .connect(upstream_tls.server_name_for(server_addr), up)
+                .await
+                .unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+        });
+        let err = connect(
+            relay_addr,
+            client_config(&pki.ca, "localhost"),
+            identity(SECRET),
+            Arc::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, TransportError::Connection { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_pem_is_a_typed_error() {
+        assert!(ServerTls::from_pem(b"not pem", b"not pem").is_err());
+        assert!(ClientTls::from_ca_pem(b"").is_err());
+        let pki = pki();
+        let other = super::tls::pki();
+        assert!(
+            ServerTls::from_pem(pki.cert.as_bytes(), other.key.as_bytes()).is_err(),
+            "a key that does not match the certificate"
+        );
+        assert!(ClientTls::from_ca_pem(pki.ca.as_bytes())
+            .unwrap()
+            .with_server_name("not a name!")
+            .is_err());
+    }
+}

@@ -159,6 +159,9 @@ pub struct HttpConfig {
     pub api_rate: Option<ApiRateLimit>,
     /// The time the rate limit reads. Default [`SystemClock`].
     pub clock: Arc<dyn Clock>,
+    /// Serve HTTPS with this certificate and key (the TLS handshake must complete within
+    /// `header_read_timeout`); `None` serves plain HTTP. Default `None`.
+    pub tls: Option<ferrojob_transport::tls::ServerTls>,
 }
 
 impl HttpConfig {
@@ -174,6 +177,7 @@ impl HttpConfig {
             secure_cookies: false,
             api_rate: None,
             clock: Arc::new(SystemClock),
+            tls: None,
         }
     }
 }
@@ -189,6 +193,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("secure_cookies", &self.secure_cookies)
             .field("api_rate", &self.api_rate)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }

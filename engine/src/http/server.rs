@@ -1,4 +1,6 @@
-//! [`HttpServer`]: the [`router`](super::router) served on a TCP socket in a tokio task.
+//! [`HttpServer`]: the [`router`](super::router) served on a TCP socket in a tokio task, as
+//! plain HTTP or, with [`HttpConfig::tls`], HTTPS (rustls; the TLS handshake runs in the
+//! connection's task, bounded by [`HttpConfig::header_read_timeout`]).
 //!
 //! ```text
 //!   accept loop (one task)                      connection tasks (JoinSet, one per socket)
@@ -76,9 +78,10 @@ pub struct HttpServer {
 }
 
 /// The connection limits of [`HttpConfig`], checked.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 struct Limits {
     header_read_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     max_connections: usize,
     shutdown_grace: Duration,
 }
@@ -105,6 +108,7 @@ impl Limits {
         }
         Ok(Limits {
             header_read_timeout: config.header_read_timeout,
+            tls: config.tls.as_ref().map(|t| t.acceptor()),
             max_connections: config.max_connections,
             shutdown_grace: config.shutdown_grace,
         })
@@ -127,10 +131,11 @@ impl HttpServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
+        let tls = config.tls.is_some();
         let app = router(api, config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, local_addr, app, limits, stopped));
-        tracing::info!(%local_addr, "OpenAPI listening");
+        tracing::info!(%local_addr, tls, "OpenAPI listening");
         Ok(HttpServer {
             local_addr,
             stop: Some(stop),
@@ -193,7 +198,7 @@ async fn serve(
                 let Some(permit) = permit else { break };
                 match accepted {
                     Ok((stream, peer)) => {
-                        let conn = connection(&http, stream, peer, app.clone(), closing.clone(), permit);
+                        let conn = connection(&http, stream, peer, app.clone(), closing.clone(), permit, &limits);
                         conns.spawn(conn);
                     }
                     Err(e) => {
@@ -260,9 +265,9 @@ fn reaped(joined: Result<(), JoinError>) {
     }
 }
 
-/// One connection: hyper's HTTP/1 state machine over `stream`, serving `app`, until the
-/// peer closes, a timeout closes it, or `closing` asks it to finish gracefully. Holds
-/// `permit` for its whole life.
+/// One connection: TLS first if configured, then hyper's HTTP/1 state machine over
+/// `stream`, serving `app`, until the peer closes, a timeout closes it, or `closing` asks it
+/// to finish gracefully. Holds `permit` for its whole life.
 fn connection(
     http: &http1::Builder,
     stream: TcpStream,
@@ -270,24 +275,53 @@ fn connection(
     app: Router,
     closing: CancellationToken,
     permit: OwnedSemaphorePermit,
+    limits: &Limits,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
-    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let http = http.clone();
+    let tls = limits.tls.clone();
+    let handshake_timeout = limits.header_read_timeout;
     async move {
         let _permit = permit;
-        let mut conn = std::pin::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            () = closing.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
+        let Some(acceptor) = tls else {
+            return serve_http(&http, TokioIo::new(stream), peer, app, closing).await;
         };
-        // Client-side failures (timeouts, resets, bad bytes) are not the server's errors.
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+        let stream = tokio::select! {
+            r = handshake => r,
+            () = closing.cancelled() => return,
+        };
+        match stream {
+            Ok(Ok(stream)) => serve_http(&http, TokioIo::new(stream), peer, app, closing).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake not complete in time"),
         }
+    }
+}
+
+/// Serves HTTP/1 on `io` until it ends or `closing` asks it to finish gracefully.
+async fn serve_http<I>(
+    http: &http1::Builder,
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    closing: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = http.serve_connection(io, TowerToHyperService::new(app));
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = closing.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    // Client-side failures (timeouts, resets, bad bytes) are not the server's errors.
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
     }
 }

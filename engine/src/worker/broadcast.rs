@@ -160,7 +160,7 @@ async fn talk_to_peer(
         .ok_or_else(|| "address resolves to nothing".to_string())?;
     let connecting = connect(
         socket,
-        shared.config.net.clone(),
+        shared.peer_net(address),
         shared.identity.clone(),
         Arc::clone(&shared.transport_metrics),
     );

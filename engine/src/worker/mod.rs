@@ -83,6 +83,7 @@ use std::time::Duration;
 
 use ferrojob_transport::message::SystemMetrics;
 use ferrojob_transport::net::{Listener, NetConfig};
+use ferrojob_transport::Role;
 use ferrojob_transport::{AppSecret, AppSecrets, ClientIdentity, TransportError, TransportMetrics};
 use parking_lot::Mutex;
 use rand::Rng;
@@ -142,6 +143,12 @@ pub struct WorkerConfig {
     /// Finished instances remembered for `QueryInstanceStatus` (default 10 000).
     pub finished_cache: usize,
     /// Transport settings (timeouts, queues, reconnect backoff) for the server and peers.
+    /// TLS: `net.client_tls` (the CA that signed the server's and the peers' certificates,
+    /// and the server's name) secures the connection to the server and to other workers;
+    /// `net.server_tls` (this worker's certificate, naming the host of its advertised
+    /// address) secures its worker-to-worker listener. Either both or neither: a worker
+    /// that reaches the server over TLS reaches its peers over TLS too. `net.role` is set by
+    /// the worker itself (the server for its session, a worker for its peers).
     pub net: NetConfig,
     /// Where this worker keeps the task trees of the MAP/MAP_REDUCE instances it tracks
     /// (default: in memory; the bundled worker defaults to a log store in its data dir).
@@ -343,11 +350,20 @@ impl WorkerBuilder {
         if config.app.is_empty() {
             return Err(WorkerError::Config("the app name is empty".into()));
         }
+        if config.net.client_tls.is_some() != config.net.server_tls.is_some() {
+            return Err(WorkerError::Config(
+                "TLS needs both the CA to trust (`net.client_tls`) and this worker's own \
+                 certificate for its peer listener (`net.server_tls`), or neither"
+                    .into(),
+            ));
+        }
         let secret = AppSecret::new(config.secret.as_bytes());
         let mut secrets: HashMap<String, AppSecret> = HashMap::new();
         secrets.insert(config.app.clone(), secret.clone());
         let secrets: Arc<dyn AppSecrets> = Arc::new(secrets);
-        let listener = Listener::bind(config.listen, config.net.clone(), secrets)
+        let mut peer_listener = config.net.clone();
+        peer_listener.role = Role::Worker;
+        let listener = Listener::bind(config.listen, peer_listener, secrets)
             .await
             .map_err(|source| WorkerError::Listen {
                 addr: config.listen,

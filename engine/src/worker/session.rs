@@ -51,7 +51,7 @@ pub(crate) async fn run(
     mut logs: mpsc::Receiver<LogBatch>,
     stop: CancellationToken,
 ) {
-    let mut net = shared.config.net.clone();
+    let mut net = shared.server_net();
     net.send_queue = net.send_queue.clamp(1, SERVER_SEND_QUEUE);
     loop {
         let at = shared.driven.lock().core.next_connect_at();

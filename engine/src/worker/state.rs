@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 use ferrojob_transport::message::LogEntry;
-use ferrojob_transport::{ClientIdentity, TransportMetrics};
+use ferrojob_transport::net::NetConfig;
+use ferrojob_transport::{ClientIdentity, Role, TransportMetrics};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,37 @@ pub(crate) struct Shared {
     pub transport_metrics: Arc<TransportMetrics>,
     /// The MAP/MAP_REDUCE task store, opened at the first MAP instance.
     pub task_store: tokio::sync::OnceCell<WorkerTaskStore>,
+}
+
+impl Shared {
+    /// Transport settings for a connection to the worker at `address` (`host:port`): the
+    /// worker role, and over TLS the peer's certificate must name `host`.
+    pub fn peer_net(&self, address: &str) -> NetConfig {
+        let mut net = self.config.net.clone();
+        net.role = Role::Worker;
+        net.client_tls = net.client_tls.map(|tls| {
+            let host = peer_host(address);
+            match tls.clone().with_server_name(host) {
+                Ok(named) => named,
+                // Not a name a certificate can carry: check the address connected to.
+                Err(_) => tls.without_server_name(),
+            }
+        });
+        net
+    }
+
+    /// The session's settings: the server role, and the server's name from the config.
+    pub fn server_net(&self) -> NetConfig {
+        let mut net = self.config.net.clone();
+        net.role = Role::Server;
+        net
+    }
+}
+
+/// The host of `host:port` (`[v6]:port` included).
+fn peer_host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 impl std::fmt::Debug for Shared {
@@ -147,5 +179,16 @@ impl WorkerTaskStore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_peer_host_is_the_address_without_its_port() {
+        assert_eq!(super::peer_host("10.0.0.5:27777"), "10.0.0.5");
+        assert_eq!(super::peer_host("worker-3.internal:1"), "worker-3.internal");
+        assert_eq!(super::peer_host("[::1]:80"), "::1");
+        assert_eq!(super::peer_host("nohost"), "nohost");
     }
 }

@@ -232,7 +232,7 @@ async fn link(
             .ok_or_else(|| "address resolves to nothing".to_string())?;
         connect(
             socket,
-            shared.config.net.clone(),
+            shared.peer_net(&address),
             shared.identity.clone(),
             Arc::clone(&shared.transport_metrics),
         )

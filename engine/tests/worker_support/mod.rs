@@ -163,8 +163,13 @@ pub async fn peer(worker: &str, claimed_address: &str) -> Conn {
         client_version: "test peer".into(),
         secret: AppSecret::new(SECRET),
     };
+    // A worker's listener accepts as the worker role only.
+    let net = NetConfig {
+        role: ferrojob_transport::Role::Worker,
+        ..net()
+    };
     let c =
-        ferrojob_transport::net::connect(worker.parse().unwrap(), net(), identity, Arc::default())
+        ferrojob_transport::net::connect(worker.parse().unwrap(), net, identity, Arc::default())
             .await
             .unwrap();
     Conn {

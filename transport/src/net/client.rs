@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::driver::{drive, DriverIo};
 use super::handle::{command_queue, Command, ConnectionHandle, Incoming};
-use super::{random_nonce, NetConfig};
+use super::{bind_connection, connect_tls, random_nonce, NetConfig, Stream};
 use crate::backoff::Backoff;
 use crate::connection::{ClientIdentity, Connection, PeerInfo};
 use crate::error::{ConnectionError, RequestError, TransportError};
@@ -26,7 +26,24 @@ pub struct Connected {
     pub peer: PeerInfo,
 }
 
-async fn open(addr: SocketAddr, config: &NetConfig) -> Result<TcpStream, TransportError> {
+/// Connects, runs TLS if `config` asks for it, and makes a client core bound to the stream.
+async fn open(
+    addr: SocketAddr,
+    config: &NetConfig,
+    identity: &ClientIdentity,
+    metrics: &Arc<TransportMetrics>,
+) -> Result<(Stream, Connection), TransportError> {
+    let tcp = open_tcp(addr, config).await?;
+    let stream = connect_tls(tcp, addr, config).await.inspect_err(|_| {
+        TransportMetrics::inc(&metrics.tls_handshake_failures);
+        TransportMetrics::inc(&metrics.handshake_failures);
+    })?;
+    let mut conn = new_client(config, identity, metrics);
+    bind_connection(&mut conn, &stream, config.role, addr)?;
+    Ok((stream, conn))
+}
+
+async fn open_tcp(addr: SocketAddr, config: &NetConfig) -> Result<TcpStream, TransportError> {
     let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| TransportError::ConnectTimeout {
@@ -64,8 +81,7 @@ pub async fn connect(
     identity: ClientIdentity,
     metrics: Arc<TransportMetrics>,
 ) -> Result<Connected, TransportError> {
-    let stream = open(addr, &config).await?;
-    let conn = new_client(&config, &identity, &metrics);
+    let (stream, conn) = open(addr, &config, &identity, &metrics).await?;
     let (handle, mut commands) = command_queue(config.send_queue, addr);
     let (incoming_tx, incoming) = mpsc::channel(config.incoming_queue.max(1));
     let (est_tx, est_rx) = oneshot::channel();
@@ -151,9 +167,8 @@ async fn supervise(
     let mut carried: Option<Command> = None;
     loop {
         TransportMetrics::inc(&metrics.reconnect_attempts);
-        let shutdown = match open(addr, &config).await {
-            Ok(stream) => {
-                let conn = new_client(&config, &identity, &metrics);
+        let shutdown = match open(addr, &config, &identity, &metrics).await {
+            Ok((stream, conn)) => {
                 let (est_tx, est_rx) = oneshot::channel();
                 let notify = async {
                     if let Ok(Ok(peer)) = est_rx.await {

@@ -1,5 +1,5 @@
-//! The per-connection task: moves bytes between a `TcpStream` and the connection core, and
-//! commands and messages between the core and its callers.
+//! The per-connection task: moves bytes between a `TcpStream` (plain or inside TLS) and the
+//! connection core, and commands and messages between the core and its callers.
 //!
 //! Each loop turn: drain the core's events (hand messages to the incoming queue, complete
 //! request waiters), take every queued byte from the core in one buffer, then wait for the
@@ -14,13 +14,12 @@
 
 use std::collections::HashMap;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as TokioInstant;
 
 use super::handle::{Command, Incoming};
-use super::NetConfig;
+use super::{NetConfig, Stream};
 use crate::connection::{Connection, Event, PeerInfo, RETAINED_SEND_CAPACITY};
 use crate::error::{ConnectionError, RequestError};
 use crate::message::{ErrorCode, Message};
@@ -64,18 +63,44 @@ pub(crate) struct DriverExit {
 
 /// Runs one connection to its end.
 pub(crate) async fn drive(
-    stream: TcpStream,
-    mut conn: Connection,
+    stream: Stream,
+    conn: Connection,
     io: DriverIo<'_>,
     config: &NetConfig,
 ) -> DriverExit {
+    match stream {
+        Stream::Plain(tcp) => {
+            let (rd, wr) = tcp.into_split();
+            drive_halves(rd, wr, false, conn, io, config).await
+        }
+        Stream::Tls(tls) => {
+            let (rd, wr) = tokio::io::split(*tls);
+            drive_halves(rd, wr, true, conn, io, config).await
+        }
+    }
+}
+
+/// [`drive`] over the two halves of a stream. With `flush_writes`, a write that emptied the
+/// buffer is followed by a flush: a TLS writer may keep encrypted records of it until then.
+async fn drive_halves<R, W>(
+    mut rd: R,
+    mut wr: W,
+    flush_writes: bool,
+    mut conn: Connection,
+    io: DriverIo<'_>,
+    config: &NetConfig,
+) -> DriverExit
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let DriverIo {
         commands,
         incoming,
         mut established,
         first,
     } = io;
-    let (mut rd, mut wr) = stream.into_split();
+    let mut unflushed = false;
     let read_cap = config.read_buffer.max(1024);
     let mut read_buf = vec![0u8; INITIAL_READ_BUFFER.min(read_cap)];
     let mut write_buf: Vec<u8> = Vec::new();
@@ -148,7 +173,9 @@ pub(crate) async fn drive(
             }
         }
 
-        if write_pos >= write_buf.len() {
+        // Over TLS, the next bytes are taken once the last ones are flushed, so that
+        // `handle_transmitted` always speaks of the bytes it was handed.
+        if write_pos >= write_buf.len() && !unflushed {
             write_buf.clear();
             write_pos = 0;
             if conn.poll_transmit(now(), &mut write_buf) == 0
@@ -196,16 +223,26 @@ pub(crate) async fn drive(
 
         tokio::select! {
             biased;
-            written = wr.write(pending_write), if !pending_write.is_empty() => {
-                match written {
-                    Ok(0) => conn.handle_eof(now()),
-                    Ok(n) => {
+            out = write_or_flush(&mut wr, pending_write), if !pending_write.is_empty() || unflushed => {
+                match out {
+                    Out::Wrote(Ok(0)) => conn.handle_eof(now()),
+                    Out::Wrote(Ok(n)) => {
                         write_pos = write_pos.saturating_add(n);
                         if write_pos >= write_buf.len() {
-                            conn.handle_transmitted(now());
+                            if flush_writes {
+                                unflushed = true;
+                            } else {
+                                conn.handle_transmitted(now());
+                            }
                         }
                     }
-                    Err(e) => closed = Some(ConnectionError::Io(format!("write: {e}"))),
+                    Out::Flushed(Ok(())) => {
+                        unflushed = false;
+                        conn.handle_transmitted(now());
+                    }
+                    Out::Wrote(Err(e)) | Out::Flushed(Err(e)) => {
+                        closed = Some(ConnectionError::Io(format!("write: {e}")));
+                    }
                 }
             }
             read = rd.read(&mut read_buf), if read_open => {
@@ -241,6 +278,21 @@ pub(crate) async fn drive(
                 conn.handle_timeout(now());
             }
         }
+    }
+}
+
+enum Out {
+    Wrote(std::io::Result<usize>),
+    Flushed(std::io::Result<()>),
+}
+
+/// Writes `pending`, or flushes when nothing is pending. Cancel-safe, like `write` and
+/// `flush`: a cancelled flush leaves its rest to the next one.
+async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, pending: &[u8]) -> Out {
+    if pending.is_empty() {
+        Out::Flushed(wr.flush().await)
+    } else {
+        Out::Wrote(wr.write(pending).await)
     }
 }
 

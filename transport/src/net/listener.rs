@@ -1,5 +1,5 @@
-//! The server side: accept (per-source rate limit), handshake in a task per connection (in
-//! the pre-authentication pool), admit (an established slot), yield authenticated peers.
+//! The server side: accept (per-source rate limit), TLS and handshake in a task per
+//! connection (in the pre-authentication pool), admit (an established slot), yield authenticated peers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use super::admission::{Admission, PreAuthPool, FULL};
 use super::driver::{drive, DriverIo};
 use super::handle::{command_queue, ConnectionHandle, Incoming};
-use super::{epoch_ms, random_nonce, NetConfig};
+use super::{accept_tls, bind_connection, epoch_ms, random_nonce, NetConfig};
 use crate::auth::AppSecrets;
 use crate::connection::{Connection, PeerInfo};
 use crate::error::TransportError;
@@ -164,7 +164,14 @@ async fn accept_loop(
             epoch_ms(),
             Arc::clone(&metrics),
         );
-        let serving = serve(stream, addr, conn, config.clone(), accepted.clone());
+        let serving = serve(
+            stream,
+            addr,
+            conn,
+            config.clone(),
+            accepted.clone(),
+            Arc::clone(&metrics),
+        );
         // The task starts once it is in the pool, so it cannot leave the pool before joining.
         let (open, gate) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -184,14 +191,28 @@ async fn accept_loop(
     }
 }
 
-/// One accepted connection: handshake, admission, then messages until it ends.
+/// One accepted connection: TLS if configured, handshake, admission, then messages until it
+/// ends.
 async fn serve(
     stream: TcpStream,
     addr: SocketAddr,
-    conn: Connection,
+    mut conn: Connection,
     config: NetConfig,
     accepted: mpsc::Sender<Accepted>,
+    metrics: Arc<TransportMetrics>,
 ) {
+    let secured = accept_tls(stream, addr, &config).await;
+    let stream =
+        match secured.and_then(|s| bind_connection(&mut conn, &s, config.role, addr).map(|()| s)) {
+            Ok(s) => s,
+            Err(e) => {
+                TransportMetrics::inc(&metrics.tls_handshake_failures);
+                TransportMetrics::inc(&metrics.handshake_failures);
+                tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                // Dropping the core counts the connection closed.
+                return;
+            }
+        };
     let (handle, mut commands) = command_queue(config.send_queue, addr);
     let (incoming_tx, incoming) = mpsc::channel(config.incoming_queue.max(1));
     let (est_tx, est_rx) = oneshot::channel();

@@ -4,7 +4,7 @@
 //!  callers --ConnectionHandle::{send,request,respond,shutdown}--> bounded mpsc (backpressure)
 //!                                                                     |
 //!                           one task per connection (driver)  <-------+
-//!                           Connection core <-> TcpStream halves
+//!                           Connection core <-> TcpStream halves (or TLS stream halves)
 //!                           many frames per write() (coalescing)
 //!                                                                     |
 //!  callers <--------------- bounded mpsc of Incoming {correlation, message} <---+
@@ -20,6 +20,12 @@
 //!   exponential backoff and jitter, keeping one handle and one incoming queue across
 //!   connections.
 //!
+//! TLS: with [`NetConfig::server_tls`] a [`Listener`] runs a TLS handshake before the
+//! ferrojob handshake (both within `connection.handshake_timeout`, in the
+//! pre-authentication pool); with [`NetConfig::client_tls`] clients do, and check the
+//! server's certificate. Either way the ferrojob proofs then bind the TLS channel and
+//! [`NetConfig::role`] (see [`crate::auth`]). Without them, connections are plain TCP.
+//!
 //! Write coalescing: the driver drains up to `max_batch` queued commands into the core before
 //! each write, and the core hands out all queued frames at once, so under load one `write`
 //! carries many frames (see the `write_calls` and `frames_sent` metrics).
@@ -32,14 +38,20 @@ mod driver;
 mod handle;
 mod listener;
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::net::TcpStream;
 
 pub use client::{connect, Connected, ReconnectingClient};
 pub use handle::{ConnectionHandle, Incoming};
 pub use listener::{Accepted, Listener};
 
+use crate::auth::{Binding, Role};
 use crate::backoff::BackoffConfig;
-use crate::connection::ConnectionConfig;
+use crate::connection::{Connection, ConnectionConfig};
+use crate::error::TransportError;
+use crate::tls::{channel_binding, ClientTls, ServerTls};
 
 /// Settings of the tokio adapter.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +104,15 @@ pub struct NetConfig {
     /// Source addresses the rate limit tracks at once (default 4096, at least 1). When full,
     /// sources whose allowance has refilled are forgotten first, then those closest to it.
     pub handshake_rate_sources: usize,
+    /// The role of the accepting end, bound into the handshake proofs: a [`Listener`]
+    /// accepts as this role, clients expect their peer to have it (default
+    /// [`Role::Server`]; a worker's peer listener and its connections to other workers use
+    /// [`Role::Worker`]).
+    pub role: Role,
+    /// TLS for a [`Listener`] (certificate and key); `None` serves plain TCP.
+    pub server_tls: Option<ServerTls>,
+    /// TLS for clients (trusted CAs, server name); `None` connects over plain TCP.
+    pub client_tls: Option<ClientTls>,
 }
 
 impl Default for NetConfig {
@@ -111,6 +132,9 @@ impl Default for NetConfig {
             handshake_rate_per_min: 6000,
             handshake_burst: 200,
             handshake_rate_sources: 4096,
+            role: Role::Server,
+            server_tls: None,
+            client_tls: None,
         }
     }
 }
@@ -126,4 +150,88 @@ fn epoch_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A connected socket, plain or inside TLS.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// What the handshake proofs of a connection on this stream bind.
+    fn binding(&self, role: Role) -> Result<Binding, String> {
+        let channel = match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => Some(match &**tls {
+                tokio_rustls::TlsStream::Client(c) => channel_binding(c.get_ref().1)?,
+                tokio_rustls::TlsStream::Server(s) => channel_binding(s.get_ref().1)?,
+            }),
+        };
+        Ok(Binding { role, channel })
+    }
+}
+
+/// Runs the server side of TLS on `stream` if `config` asks for it, within the handshake
+/// timeout.
+pub(crate) async fn accept_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &NetConfig,
+) -> Result<Stream, TransportError> {
+    let Some(tls) = &config.server_tls else {
+        return Ok(Stream::Plain(stream));
+    };
+    let timeout = config.connection.handshake_timeout;
+    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s)))),
+        Ok(Err(e)) => Err(TransportError::Tls {
+            peer,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(TransportError::Tls {
+            peer,
+            reason: format!("handshake not complete after {timeout:?}"),
+        }),
+    }
+}
+
+/// Runs the client side of TLS on `stream` if `config` asks for it, within the connect
+/// timeout.
+pub(crate) async fn connect_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &NetConfig,
+) -> Result<Stream, TransportError> {
+    let Some(tls) = &config.client_tls else {
+        return Ok(Stream::Plain(stream));
+    };
+    let timeout = config.connect_timeout;
+    let name = tls.server_name_for(peer);
+    match tokio::time::timeout(timeout, tls.connector().connect(name, stream)).await {
+        Ok(Ok(s)) => Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s)))),
+        Ok(Err(e)) => Err(TransportError::Tls {
+            peer,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(TransportError::Tls {
+            peer,
+            reason: format!("handshake not complete after {timeout:?}"),
+        }),
+    }
+}
+
+/// Binds `conn`'s handshake to `stream` and `role`; a TLS stream whose keying material
+/// cannot be exported is refused.
+pub(crate) fn bind_connection(
+    conn: &mut Connection,
+    stream: &Stream,
+    role: Role,
+    peer: SocketAddr,
+) -> Result<(), TransportError> {
+    let binding = stream
+        .binding(role)
+        .map_err(|reason| TransportError::Tls { peer, reason })?;
+    conn.bind(binding);
+    Ok(())
 }
