@@ -3,9 +3,11 @@
 //! workflows — as a function of its state, its inputs and the `now` it is given.
 //!
 //! It owns plain maps (jobs, the non-final instances, workflows and their unfinished
-//! instances, the workers connected and lost) and the timer wheel; it takes no lock, reads no
-//! clock, spawns nothing and touches no socket. The runtime ([`super::runtime`]) holds it
-//! behind one mutex and drives it:
+//! instances, the workers connected and lost) and the timer wheel; it reads no clock, spawns
+//! nothing, awaits nothing and touches no socket. Its own state takes no lock; the two shared
+//! structures it calls — the worker registry and the repository, which the API's listings
+//! also read — synchronise inside. The runtime ([`super::runtime`]) holds it behind one mutex
+//! and drives it:
 //!
 //! ```text
 //!   timer task ──► Core::on_timers(now)          conn task ──► Core::on_report / on_heartbeat
