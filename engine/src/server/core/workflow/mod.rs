@@ -5,22 +5,22 @@
 //!   job instance final (report, stop, timeout, dead worker; retries exhausted)
 //!     └─ finalize (after its final write is acknowledged)
 //!          └─ node_runs[instance] ─► wf_node_done(wf instance, node, attempt, ok, result)
-//!               └─ lock the workflow instance ─► WorkflowInstance::on_node_finished
+//!               └─ the workflow instance ─► WorkflowInstance::on_node_finished
 //!                    └─ advance(actions): Dispatch ─► new job instance (dispatch_new: written
 //!                       already WAITING_WORKER_RECEIVE) + node link; RunWorkflow ─► child
 //!                       workflow instance; Cancel ─► stop path; Finished ─► parent push
 //!                    └─ ONE batch: snapshot + new job instances + links + children (+ trigger)
-//!               └─ acknowledged ─► ScheduleJob of each successor handed to its connection
+//!               └─ acknowledged (Core::complete) ─► ScheduleJob of each successor sent
 //! ```
 //!
 //! Files: this one holds the state (workflows, workflow instances, node runs);
 //! `advance.rs` a transition's batch and what follows it (the push from a node's final
-//! report); `run.rs` start, stop, fire and a node's end; `recover.rs` the restart; `api.rs`
-//! the [`NodeApi`](super::api::NodeApi) methods.
+//! report); `run.rs` start, stop, fire and a node's end; `recover.rs` the restart. The API's
+//! workflow methods are the runtime's (`runtime/workflow_api.rs`).
 //!
 //! Invariants:
-//! - a workflow instance's transitions are made under its mutex and submitted before it is
-//!   released, so the store sees them in order;
+//! - a workflow instance's transitions are made in one core step each and submitted in it, so
+//!   the store sees them in order;
 //! - a node's job instance and the snapshot that marks the node RUNNING are one batch: after
 //!   a crash either both exist or neither;
 //! - the job instance's final write and the workflow's push are two batches; `recover` closes
