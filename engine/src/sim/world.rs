@@ -554,12 +554,12 @@ impl World {
                 conn,
                 msg,
                 correlation,
-            } => self.to_server(conn, msg, correlation),
+            } => self.deliver_to_server(conn, msg, correlation),
             Event::ToWorker {
                 conn,
                 msg,
                 correlation,
-            } => self.to_worker(conn, msg, correlation),
+            } => self.deliver_to_worker(conn, msg, correlation),
             Event::WorkerTimer(i) => {
                 if let Some(w) = self.workers.get_mut(i) {
                     if w.timer_at.is_some_and(|t| t <= self.now) {
@@ -928,7 +928,7 @@ impl World {
         );
     }
 
-    fn to_server(&mut self, conn: u64, msg: Message, correlation: Option<u64>) {
+    fn deliver_to_server(&mut self, conn: u64, msg: Message, correlation: Option<u64>) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -1139,7 +1139,7 @@ impl World {
         }
     }
 
-    fn to_worker(&mut self, conn: u64, msg: Message, correlation: Option<u64>) {
+    fn deliver_to_worker(&mut self, conn: u64, msg: Message, correlation: Option<u64>) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
