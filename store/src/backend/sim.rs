@@ -53,6 +53,11 @@ struct SimFile {
     /// since the last sync): a sync copies only what lies after it, so it costs what was
     /// written since the previous one, not the size of the file.
     synced_prefix: usize,
+    /// End of what was written since the last sync: beyond it `data` equals `durable` (or is
+    /// zeros the file grew by), so a sync of a preallocated file does not copy its tail.
+    dirty_end: usize,
+    /// Shortest length the file had since the last sync (`usize::MAX`: not shrunk).
+    min_len: usize,
 }
 
 impl SimFile {
@@ -61,17 +66,26 @@ impl SimFile {
         SimFile {
             durable: bytes.clone(),
             synced_prefix: bytes.len(),
+            dirty_end: 0,
+            min_len: usize::MAX,
             data: bytes,
         }
     }
 
     /// `sync_data`: the durable contents become the current ones.
     fn sync(&mut self) {
-        let from = self.synced_prefix.min(self.data.len());
-        self.durable.truncate(from);
-        self.durable
-            .extend_from_slice(self.data.get(from..).unwrap_or_default());
-        self.synced_prefix = self.data.len();
+        let len = self.data.len();
+        let from = self.synced_prefix.min(len);
+        let to = self.dirty_end.clamp(from, len);
+        // What the file lost by shrinking is gone; what it grew by without writes is zeros.
+        self.durable.truncate(self.min_len.min(self.durable.len()));
+        self.durable.resize(len, 0);
+        if let (Some(dst), Some(src)) = (self.durable.get_mut(from..to), self.data.get(from..to)) {
+            dst.copy_from_slice(src);
+        }
+        self.synced_prefix = len;
+        self.dirty_end = 0;
+        self.min_len = usize::MAX;
     }
 
     /// Records that the contents from `offset` on may differ from the durable ones.
@@ -398,6 +412,7 @@ impl BackendFile for SimHandle {
                 .checked_add(data.len())
                 .ok_or_else(|| io::Error::other("offset overflow"))?;
             f.touched(start);
+            f.dirty_end = f.dirty_end.max(end);
             if f.data.len() < end {
                 f.data.resize(end, 0);
             }
@@ -421,6 +436,7 @@ impl BackendFile for SimHandle {
         self.with(|f| {
             let len = usize::try_from(len).map_err(io::Error::other)?;
             f.touched(len.min(f.data.len()));
+            f.min_len = f.min_len.min(len);
             f.data.resize(len, 0);
             Ok(())
         })
