@@ -45,16 +45,3 @@ fn faulty_seeds_hold_every_invariant() {
         failed.join("\n")
     );
 }
-
-#[test]
-#[ignore]
-fn trace_one_seed() {
-    let seed = std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(38);
-    let mut c = SimConfig::new(seed, 300, 3);
-    c.trace = std::env::var("INSTANCE").ok().and_then(|s| s.parse().ok());
-    let r = run(c);
-    eprintln!("{r}\n{:#?}", r.violations);
-}

@@ -565,6 +565,17 @@ impl World {
                     if w.timer_at.is_some_and(|t| t <= self.now) {
                         w.timer_at = None;
                         let now = self.now;
+                        // The load the next heartbeat carries follows the runs going on, so
+                        // that HEALTH_FIRST spreads the work as it does on real hosts.
+                        let mut metrics = w.core.metrics().clone();
+                        metrics.cpu_load = w.core.running() as f64 / 4.0;
+                        w.core.handle(
+                            now,
+                            wcore::Input::Metrics {
+                                metrics,
+                                processor_trackers: 0,
+                            },
+                        );
                         w.core.handle(now, wcore::Input::Timer);
                         self.drain_worker(i);
                     }

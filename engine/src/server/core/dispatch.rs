@@ -282,6 +282,10 @@ impl Core {
         let app = st.rec.app_id;
         self.wf_fill(&mut msg);
         self.arm_checks(id, claim.now, claim.def.record.timeout_ms);
+        let live = self.live_ms;
+        if let Some(st) = self.active.get_mut(&id) {
+            st.handed_live = live;
+        }
         self.wf_sent(id);
         self.emit(Effect::Send {
             app,

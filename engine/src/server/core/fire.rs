@@ -6,8 +6,9 @@ use crate::model::InstanceStatus;
 use crate::server::InstanceRecord;
 use crate::time_expression::EpochMs;
 
+use super::report::RUN_SAFETY_MARGIN_MS;
 use super::write::AfterCreate;
-use super::{is_running, Awaited, Core, Effect, TimerEv};
+use super::{is_running, Awaited, Core, Effect, InstState, TimerEv};
 
 /// How often the retention sweep runs, ms.
 pub(crate) const RETENTION_SWEEP_MS: i64 = 60_000;
@@ -120,6 +121,10 @@ impl Core {
             {
                 return;
             }
+            let timeout = i64::try_from(core.config.worker_receive_timeout_ms).unwrap_or(i64::MAX);
+            if core.not_yet(st, timeout, now, TimerEv::ReceiveCheck { id, since }) {
+                return;
+            }
             tracing::warn!(instance = id.0, worker = ?st.rec.worker, "worker did not confirm in time; requeued");
             let worker = st.rec.worker.clone();
             let app = st.rec.app_id;
@@ -140,6 +145,16 @@ impl Core {
             if !is_running(st.rec.status) || st.rec.actual_trigger_time != Some(since) {
                 return;
             }
+            let job_timeout = core
+                .jobs
+                .get(&st.rec.job_id)
+                .map_or(0, |j| j.def.record.timeout_ms);
+            let wait = i64::try_from(job_timeout)
+                .unwrap_or(i64::MAX)
+                .saturating_add(RUN_SAFETY_MARGIN_MS);
+            if core.not_yet(st, wait, now, TimerEv::RunCheck { id, since }) {
+                return;
+            }
             let worker = st.rec.worker.clone().unwrap_or_default();
             let app = st.rec.app_id;
             let timeout = core
@@ -154,6 +169,17 @@ impl Core {
             let f = core.retry_policy(st, &reason, old, now, true);
             core.save(st, f);
         });
+    }
+
+    /// Whether `wait` ms have not yet passed on the monotonic clock since `st`'s attempt was
+    /// handed over; if so `ev` is armed again for the rest.
+    fn not_yet(&mut self, st: &InstState, wait: i64, now: EpochMs, ev: TimerEv) -> bool {
+        let due = st.handed_live.saturating_add(wait);
+        if st.handed_live == i64::MIN || self.live_ms >= due {
+            return false;
+        }
+        self.arm(now.saturating_add(due - self.live_ms), ev);
+        true
     }
 
     pub(crate) fn on_tick(&mut self, now: EpochMs) {

@@ -217,6 +217,10 @@ pub(crate) struct InstState {
     pub(crate) persisted: Option<InstanceStatus>,
     /// MAP / MAP_REDUCE task counts as last reported (memory only).
     pub(crate) tasks: Option<crate::api::TaskProgress>,
+    /// The liveness time its current attempt was handed over at: its receive and run checks
+    /// count from here on the monotonic clock (a wall clock stepped forward fires their
+    /// timers early; they then wait for the rest).
+    pub(crate) handed_live: EpochMs,
 }
 
 impl InstState {
@@ -230,6 +234,7 @@ impl InstState {
             avoid: None,
             persisted: Some(status),
             tasks: None,
+            handed_live: i64::MIN,
         }
     }
 }

@@ -200,3 +200,27 @@ fn a_worker_running_an_attempt_it_no_longer_holds_is_told_to_stop() {
         Some(InstanceStatus::WaitingWorkerReceive)
     );
 }
+
+#[test]
+fn a_wall_clock_stepped_forward_does_not_fire_the_receive_check_early() {
+    let (mut core, app) = core();
+    at(&mut core, T0, T0);
+    let mut rec = InstanceRecord::new(JobId(1), app, "", T0);
+    rec.id = InstanceId(11);
+    rec.dispatch("w1:1", T0).unwrap();
+    core.admit(rec);
+    if let Some(st) = core.active.get_mut(&InstanceId(11)) {
+        st.handed_live = T0;
+    }
+    let status = |core: &Core| core.active.get(&InstanceId(11)).map(|s| s.rec.status);
+    // The wall clock jumps past the receive timeout while 1 s passes: still waiting.
+    at(&mut core, T0 + 11_000, T0 + 1_000);
+    core.on_receive_check(InstanceId(11), T0, T0 + 11_000);
+    assert_eq!(status(&core), Some(InstanceStatus::WaitingWorkerReceive));
+    assert!(stops(&core.take_effects()).is_empty());
+    // 10 s on the monotonic clock: requeued, and the worker told to stop.
+    at(&mut core, T0 + 20_000, T0 + 10_000);
+    core.on_receive_check(InstanceId(11), T0, T0 + 20_000);
+    assert_eq!(status(&core), Some(InstanceStatus::WaitingDispatch));
+    assert_eq!(stops(&core.take_effects()), vec![("w1:1".to_owned(), 11)]);
+}
