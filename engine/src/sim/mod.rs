@@ -1,6 +1,6 @@
-//! The deterministic simulator: the real server core ([`crate::server::core::Core`]) on the
-//! real log store (stepped, on a [`SimBackend`] disk), the real worker cores, a simulated
-//! network and API clients, all on virtual time in one thread. One seed decides everything:
+//! The deterministic simulator: the real server core (`server::core::Core`) on the real log
+//! store (stepped, on a [`SimBackend`](ferrojob_store::backend::SimBackend) disk), the real
+//! worker cores, a simulated network and API clients, all on virtual time in one thread. One seed decides everything:
 //! latencies, run durations and outcomes, and — unless turned off — the faults: connections
 //! cut, workers crashing and coming back, the server crashing at any point and restarting
 //! from the exact post-crash disk image (power loss: unsynced writes gone or torn; process

@@ -1,4 +1,4 @@
-//! The server runtime: the I/O around the [`Core`](super::core::Core) — the store, the
+//! The server runtime: the I/O around the server core (`server::core::Core`) — the store, the
 //! worker port, the timer, the API — behind the [`Api`](crate::api::Api) trait.
 //!
 //! ```text
