@@ -880,8 +880,7 @@ fn logs_append_in_order_with_caps() {
         let line = |n: usize| LogLine {
             time: NOW + n as i64,
             level: LogLevel::Info,
-            content: format!("line {n}"),
-        };
+            content: format!("line {n}"), attempt: 0, fields: Vec::new(), };
         let r = repo
             .append_logs(i1.id, (0..150).map(line))
             .unwrap()
@@ -1003,8 +1002,7 @@ fn populate(repo: &Repo) {
         [LogLine {
             time: NOW,
             level: LogLevel::Error,
-            content: "boom".into(),
-        }],
+            content: "boom".into(), attempt: 0, fields: Vec::new(), }],
     )
     .unwrap()
     .wait()
@@ -1144,8 +1142,7 @@ fn delete_instance_removes_every_row_and_its_log() {
         let lines = (0..10).map(|n| LogLine {
             time: n,
             level: LogLevel::Debug,
-            content: String::new(),
-        });
+            content: String::new(), attempt: 0, fields: Vec::new(), });
         repo.append_logs(old.id, lines.clone())
             .unwrap()
             .wait()

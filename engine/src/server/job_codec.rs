@@ -4,12 +4,13 @@
 //! |---|---|---|
 //! | 1 | [`JobRecordV1`]: every field but `alarm` | the first release |
 //! | 2 | [`JobRecordV2`]: every field but `description` and `tags` | alarm rules |
-//! | 3 | [`JobRecord`] | description and tags |
+//! | 3 | [`JobRecordV3`]: every field but `log` | description and tags |
+//! | 4 | [`JobRecord`] | log settings |
 //!
-//! Writes are always version 3. An older value is read in its own layout and migrated: a
-//! version 1 job has no alarm rules, versions 1 and 2 have an empty description and no tags.
-//! So a store written by an older build opens unchanged; a job is rewritten at version 3 on
-//! its next update.
+//! Writes are always version 4. An older value is read in its own layout and migrated: a
+//! version 1 job has no alarm rules, versions 1 and 2 have an empty description and no tags,
+//! versions 1 to 3 log ONLINE from INFO. So a store written by an older build opens unchanged;
+//! a job is rewritten at version 4 on its next update.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -21,10 +22,10 @@ use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy, TimeExpressionTy
 use super::codec::{decode_archive, encode_version, version_of};
 use super::error::RepoError;
 use super::keys::JOBS;
-use super::records::JobRecord;
+use super::records::{JobRecord, LogSettings};
 
 /// The version `encode_job` writes.
-pub const JOB_RECORD_VERSION: u8 = 3;
+pub const JOB_RECORD_VERSION: u8 = 4;
 
 /// A job as version 1 stored it: the layout must never change.
 #[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
@@ -85,6 +86,7 @@ impl From<JobRecordV1> for JobRecord {
             alarm: AlarmRules::default(),
             description: String::new(),
             tags: Vec::new(),
+            log: LogSettings::default(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -151,6 +153,77 @@ impl From<JobRecordV2> for JobRecord {
             alarm: v.alarm,
             description: String::new(),
             tags: Vec::new(),
+            log: LogSettings::default(),
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+/// A job as version 3 stored it (version 2 plus `description` and `tags`): the layout must
+/// never change.
+#[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
+pub(crate) struct JobRecordV3 {
+    pub id: JobId,
+    pub app_id: AppId,
+    pub name: String,
+    pub time_expression_type: TimeExpressionType,
+    pub time_expression: String,
+    pub time_zone: Option<String>,
+    pub execute_type: ExecuteType,
+    pub processor: String,
+    pub params: String,
+    pub max_instances: u32,
+    pub concurrency: u32,
+    pub timeout_ms: u64,
+    pub instance_retries: u32,
+    pub task_retries: u32,
+    pub dispatch_strategy: DispatchStrategy,
+    pub designated_workers: Vec<String>,
+    pub min_cpu_cores: f64,
+    pub min_memory_gb: f64,
+    pub min_disk_gb: f64,
+    pub max_worker_count: u32,
+    pub misfire: MisfirePolicy,
+    pub lifecycle: Lifecycle,
+    pub enabled: bool,
+    pub alarm: AlarmRules,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub created_at: EpochMs,
+    pub updated_at: EpochMs,
+}
+
+impl From<JobRecordV3> for JobRecord {
+    fn from(v: JobRecordV3) -> JobRecord {
+        JobRecord {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: v.description,
+            tags: v.tags,
+            log: LogSettings::default(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -167,6 +240,7 @@ pub(crate) fn decode_job(key: &[u8], bytes: &[u8]) -> Result<JobRecord, RepoErro
     match version_of(JOBS, key, bytes)? {
         1 => decode_archive::<JobRecordV1>(JOBS, key, bytes).map(JobRecord::from),
         2 => decode_archive::<JobRecordV2>(JOBS, key, bytes).map(JobRecord::from),
+        3 => decode_archive::<JobRecordV3>(JOBS, key, bytes).map(JobRecord::from),
         JOB_RECORD_VERSION => decode_archive::<JobRecord>(JOBS, key, bytes),
         v => Err(RepoError::corrupt(
             JOBS,
@@ -275,8 +349,53 @@ mod tests {
     }
 
     #[test]
-    fn a_version_3_job_round_trips_with_its_rules_and_labels() {
+    fn a_version_3_job_reads_with_its_labels_and_default_log_settings() {
+        // What a server before log settings wrote.
+        let v = v2();
+        let v3 = JobRecordV3 {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: "d".into(),
+            tags: vec!["t".into()],
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        };
+        let bytes = encode_version(JOBS, 3, &v3).unwrap();
+        let job = decode_job(b"k", &bytes).unwrap();
+        assert_eq!(job.tags, vec!["t".to_owned()]);
+        assert_eq!(job.log, LogSettings::default());
+        assert_eq!(job, JobRecord::from(v3));
+    }
+
+    #[test]
+    fn a_version_4_job_round_trips_with_its_rules_labels_and_log_settings() {
         let mut job = JobRecord::from(v1());
+        job.log = LogSettings {
+            log_type: crate::model::LogType::Local,
+            level: crate::model::LogLevel::Warn,
+        };
         job.description = "nightly export to the warehouse".into();
         job.tags = vec!["etl".into(), "team:data".into()];
         job.alarm = AlarmRules {
@@ -297,7 +416,7 @@ mod tests {
     #[test]
     fn other_versions_and_bad_bytes_are_corrupt() {
         let mut bytes = encode_job(&JobRecord::from(v1())).unwrap();
-        for v in [0u8, 4, 255] {
+        for v in [0u8, 5, 255] {
             bytes[0] = v;
             assert!(matches!(
                 decode_job(b"k", &bytes),
@@ -308,8 +427,8 @@ mod tests {
             decode_job(b"k", &[]),
             Err(RepoError::Corrupt { .. })
         ));
-        // A version 3 archive under an older byte fails validation, never panics.
-        for v in [1u8, 2] {
+        // A version 4 archive under an older byte fails validation, never panics.
+        for v in [1u8, 2, 3] {
             bytes[0] = v;
             let _ = decode_job(b"k", &bytes);
         }

@@ -54,6 +54,7 @@ mod error;
 pub mod instance;
 mod instance_repo;
 mod job_codec;
+mod log_codec;
 pub mod keys;
 pub mod records;
 pub mod repo;
@@ -65,7 +66,8 @@ pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use job_codec::JOB_RECORD_VERSION;
 pub use records::{
-    AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
+    AppRecord, DelayedRun, JobRecord, LogLine, LogLineField, LogSettings, TriggerRecord, MAX_LOG_LINE_LEN,
+    MAX_PARAMS_LEN,
 };
 pub use repo::{
     Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,
@@ -82,7 +84,7 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         keys::TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
         keys::INSTANCES => codec::decode::<InstanceRecord>(table, key, value).map(drop),
         keys::DELAYED => codec::decode::<DelayedRun>(table, key, value).map(drop),
-        keys::LOGS => codec::decode::<LogLine>(table, key, value).map(drop),
+        keys::LOGS => log_codec::decode_log_line(key, value).map(drop),
         workflow_repo::WORKFLOWS => {
             codec::decode::<workflow_repo::WorkflowRecord>(table, key, value).map(drop)
         }

@@ -11,7 +11,9 @@ use ferrojob_transport::PeerInfo;
 use crate::dispatch::{TrackerCounts, WorkerMetrics, WorkerStatus};
 use crate::ids::{AppId, InstanceId};
 use crate::model::LogLevel;
-use crate::server::LogLine;
+use crate::server::records::truncate_marked;
+use crate::server::{LogLine, LogLineField};
+use crate::model::{MAX_LOG_FIELDS, MAX_LOG_FIELD_KEY_BYTES, MAX_LOG_FIELD_VALUE_BYTES};
 
 use crate::server::core::WorkerKey;
 
@@ -228,6 +230,18 @@ fn on_logs(sh: &Arc<Runtime>, app: AppId, worker: &str, batch: LogBatch) {
             time: e.time_ms,
             level: level(e.level),
             content: e.content,
+            attempt: e.attempt,
+            // The worker bounds the fields; the server keeps at most as many, whatever a
+            // peer sends (each is within the frame it came in, so a few bytes per byte read).
+            fields: e
+                .fields
+                .into_iter()
+                .take(MAX_LOG_FIELDS)
+                .map(|f| LogLineField {
+                    key: truncate_marked(&f.key, MAX_LOG_FIELD_KEY_BYTES),
+                    value: truncate_marked(&f.value, MAX_LOG_FIELD_VALUE_BYTES),
+                })
+                .collect(),
         });
         let appended = if live {
             sh.repo.append_logs_of_live(id, rows)
