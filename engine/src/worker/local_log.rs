@@ -337,7 +337,7 @@ mod tests {
         ];
         assert_eq!(
             format_line(&e),
-            "2026-11-18T08:26:40.123Z WARN instance=42 attempt=2 disk\\nalmost full {free_gb=3, volume=/data}"
+            "2026-11-18T11:06:40.123Z WARN instance=42 attempt=2 disk\\nalmost full {free_gb=3, volume=/data}"
         );
     }
 
