@@ -127,6 +127,19 @@ async fn workers_honour_log_levels_and_types_and_tell_attempts_apart() {
     );
     assert!(!cli(&c, &["worker", "local-log", "--dir", &logs_arg]).contains("null-"));
 
+    // STDOUT: one line per log line on the worker's own stdout, with the instance id.
+    let stdout = c
+        .job(shell_job("stdout", "echo stdout-out", LogType::Stdout, LogLevel::Info))
+        .await;
+    let stdout_run = run(&c, stdout).await;
+    assert_eq!(finished(&c, stdout_run).await, InstanceStatus::Succeed);
+    let printed = format!(" INFO instance={} attempt=1 stdout-out", stdout_run.0);
+    wait_for("the STDOUT line", WAIT, || async {
+        c.workers[0].stdout_text().contains(&printed).then_some(())
+    })
+    .await;
+    assert!(!c.workers[0].stdout_text().contains("null-"));
+
     // A retried instance: each attempt's lines carry their attempt.
     let mark = c.dir.path().join("failed-once");
     let script = format!(
