@@ -42,7 +42,12 @@ async fn log(c: &Cluster, id: InstanceId) -> LogView {
         .unwrap()
 }
 
-fn shell_job(name: &str, script: &str, log_type: LogType, level: LogLevel) -> ferrojob::api::JobBody {
+fn shell_job(
+    name: &str,
+    script: &str,
+    log_type: LogType,
+    level: LogLevel,
+) -> ferrojob::api::JobBody {
     let mut b = body(name, TimeExpressionType::Api, "", "shell", script);
     b.log_type = log_type;
     b.log_level = level;
@@ -79,25 +84,48 @@ async fn workers_honour_log_levels_and_types_and_tell_attempts_apart() {
 
     // NULL and LOCAL first: whatever they would send is queued before the WARN job's lines.
     let null = c
-        .job(shell_job("null", "echo null-out; echo null-err >&2", LogType::Null, LogLevel::Debug))
+        .job(shell_job(
+            "null",
+            "echo null-out; echo null-err >&2",
+            LogType::Null,
+            LogLevel::Debug,
+        ))
         .await;
     let local = c
-        .job(shell_job("local", "echo local-out; echo local-err >&2", LogType::Local, LogLevel::Info))
+        .job(shell_job(
+            "local",
+            "echo local-out; echo local-err >&2",
+            LogType::Local,
+            LogLevel::Info,
+        ))
         .await;
     let warn = c
-        .job(shell_job("warn", "echo info-out; echo warn-err >&2", LogType::Online, LogLevel::Warn))
+        .job(shell_job(
+            "warn",
+            "echo info-out; echo warn-err >&2",
+            LogType::Online,
+            LogLevel::Warn,
+        ))
         .await;
     let null_run = run(&c, null).await;
     assert_eq!(finished(&c, null_run).await, InstanceStatus::Succeed);
     let local_run = run(&c, local).await;
     assert_eq!(finished(&c, local_run).await, InstanceStatus::Succeed);
     let warn_run = run(&c, warn).await;
-    assert_eq!(finished(&c, warn_run).await, InstanceStatus::Succeed, "{}", c.diagnostics());
+    assert_eq!(
+        finished(&c, warn_run).await,
+        InstanceStatus::Succeed,
+        "{}",
+        c.diagnostics()
+    );
 
     // Level WARN: the stderr line (WARN) arrives, the stdout line (INFO) never left the worker.
     let view = wait_for("the WARN line", WAIT, || async {
         let v = log(&c, warn_run).await;
-        v.lines.iter().any(|l| l.content.contains("warn-err")).then_some(v)
+        v.lines
+            .iter()
+            .any(|l| l.content.contains("warn-err"))
+            .then_some(v)
     })
     .await;
     assert!(
@@ -117,19 +145,28 @@ async fn workers_honour_log_levels_and_types_and_tell_attempts_apart() {
     let logs_arg = logs_dir.to_str().unwrap().to_owned();
     let id = local_run.0.to_string();
     let text = wait_for("the LOCAL lines", WAIT, || async {
-        let out = cli(&c, &["worker", "local-log", "--dir", &logs_arg, "--instance", &id]);
+        let out = cli(
+            &c,
+            &["worker", "local-log", "--dir", &logs_arg, "--instance", &id],
+        );
         (out.contains("local-out") && out.contains("local-err")).then_some(out)
     })
     .await;
     assert!(
-        text.lines().all(|l| l.contains(&format!(" instance={id} attempt=1 "))),
+        text.lines()
+            .all(|l| l.contains(&format!(" instance={id} attempt=1 "))),
         "{text}"
     );
     assert!(!cli(&c, &["worker", "local-log", "--dir", &logs_arg]).contains("null-"));
 
     // STDOUT: one line per log line on the worker's own stdout, with the instance id.
     let stdout = c
-        .job(shell_job("stdout", "echo stdout-out", LogType::Stdout, LogLevel::Info))
+        .job(shell_job(
+            "stdout",
+            "echo stdout-out",
+            LogType::Stdout,
+            LogLevel::Info,
+        ))
         .await;
     let stdout_run = run(&c, stdout).await;
     assert_eq!(finished(&c, stdout_run).await, InstanceStatus::Succeed);
@@ -167,11 +204,7 @@ async fn workers_honour_log_levels_and_types_and_tell_attempts_apart() {
     assert_eq!(attempt_of("first-try"), Some(1), "{view:?}");
     assert_eq!(attempt_of("second-try"), Some(2), "{view:?}");
     // The whole log as text shows the attempts too.
-    let text = c
-        .client
-        .instance_log_text(APP, retried_run)
-        .await
-        .unwrap();
+    let text = c.client.instance_log_text(APP, retried_run).await.unwrap();
     assert!(text.contains("[attempt 1] first-try"), "{text}");
     assert!(text.contains("[attempt 2] second-try"), "{text}");
     // Paging backward from the end gives the last line.
@@ -210,7 +243,17 @@ async fn instance_log_follow_tails_a_running_instance_until_it_is_final() {
     })
     .await;
     // Returns only once the instance is final, with the lines written after it started.
-    let out = cli(&c, &["instance", "log", "--app", APP, "--follow", &id.0.to_string()]);
+    let out = cli(
+        &c,
+        &[
+            "instance",
+            "log",
+            "--app",
+            APP,
+            "--follow",
+            &id.0.to_string(),
+        ],
+    );
     assert!(out.contains("[attempt 1] follow-start"), "{out}");
     assert!(out.contains("[attempt 1] follow-end"), "{out}");
     let i = c.client.get_instance(APP, id).await.unwrap();

@@ -12,10 +12,11 @@ use std::time::Duration;
 use ferrojob::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CopyJob, CopyWorkflow, CreateApp, Created,
     ErrorBody, ErrorCode, Health, InstanceAction, InstanceList, InstanceQuery, InstanceView,
-    JobBody, JobList, JobQuery, JobView, LogFieldView, LogLineView, LogQuery, LogView, RunCreated, RunJob,
-    RunWorkflow, ValidateRequest, WorkerInfo, WorkerList, WorkflowDef, WorkflowInstanceAction,
-    WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceStatus, WorkflowInstanceView,
-    WorkflowList, WorkflowNodeView, WorkflowQuery, WorkflowRunCreated, WorkflowView,
+    JobBody, JobList, JobQuery, JobView, LogFieldView, LogLineView, LogQuery, LogView, RunCreated,
+    RunJob, RunWorkflow, ValidateRequest, WorkerInfo, WorkerList, WorkflowDef,
+    WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceStatus,
+    WorkflowInstanceView, WorkflowList, WorkflowNodeView, WorkflowQuery, WorkflowRunCreated,
+    WorkflowView,
 };
 use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
@@ -1015,7 +1016,13 @@ async fn every_route_round_trips_through_the_client() {
         .unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].ends_with(&format!("INFO  [attempt 1] instance {} line 1", run.instance_id.0)), "{text}");
+    assert!(
+        lines[0].ends_with(&format!(
+            "INFO  [attempt 1] instance {} line 1",
+            run.instance_id.0
+        )),
+        "{text}"
+    );
     assert!(lines[1].ends_with("line 2 {k=v}"), "{text}");
     // `cursor` and `before` together are refused.
     let both = LogQuery {
@@ -1023,7 +1030,10 @@ async fn every_route_round_trips_through_the_client() {
         cursor: Some(1),
         before: Some(3),
     };
-    assert!(c.instance_log("billing", run.instance_id, both).await.is_err());
+    assert!(c
+        .instance_log("billing", run.instance_id, both)
+        .await
+        .is_err());
 
     let workers = c.list_workers("billing").await.unwrap();
     assert_eq!(workers.workers[0].tags, ["gpu"]);

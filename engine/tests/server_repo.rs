@@ -880,7 +880,10 @@ fn logs_append_in_order_with_caps() {
         let line = |n: usize| LogLine {
             time: NOW + n as i64,
             level: LogLevel::Info,
-            content: format!("line {n}"), attempt: 0, fields: Vec::new(), };
+            content: format!("line {n}"),
+            attempt: 0,
+            fields: Vec::new(),
+        };
         let r = repo
             .append_logs(i1.id, (0..150).map(line))
             .unwrap()
@@ -1002,7 +1005,10 @@ fn populate(repo: &Repo) {
         [LogLine {
             time: NOW,
             level: LogLevel::Error,
-            content: "boom".into(), attempt: 0, fields: Vec::new(), }],
+            content: "boom".into(),
+            attempt: 0,
+            fields: Vec::new(),
+        }],
     )
     .unwrap()
     .wait()
@@ -1142,7 +1148,10 @@ fn delete_instance_removes_every_row_and_its_log() {
         let lines = (0..10).map(|n| LogLine {
             time: n,
             level: LogLevel::Debug,
-            content: String::new(), attempt: 0, fields: Vec::new(), });
+            content: String::new(),
+            attempt: 0,
+            fields: Vec::new(),
+        });
         repo.append_logs(old.id, lines.clone())
             .unwrap()
             .wait()

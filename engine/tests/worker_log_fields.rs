@@ -18,7 +18,11 @@ const SECRET: &str = "fields-secret";
 async fn a_processors_fields_are_stored_listed_and_printed() {
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = launch(LaunchConfig::new(None, any, any)).await.unwrap();
-    let api = Client::new(&format!("http://{}", server.http_addr()), server.admin_token()).unwrap();
+    let api = Client::new(
+        &format!("http://{}", server.http_addr()),
+        server.admin_token(),
+    )
+    .unwrap();
     let app = CreateApp {
         name: APP.into(),
         secret: SECRET.into(),
@@ -40,7 +44,10 @@ async fn a_processors_fields_are_stored_listed_and_printed() {
         .await
         .unwrap();
     let job = api
-        .create_job(APP, &JobBody::new("report", TimeExpressionType::Api, "", "report"))
+        .create_job(
+            APP,
+            &JobBody::new("report", TimeExpressionType::Api, "", "report"),
+        )
         .await
         .unwrap()
         .id;
@@ -54,7 +61,10 @@ async fn a_processors_fields_are_stored_listed_and_printed() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let view = loop {
         let i = api.get_instance(APP, id).await.unwrap();
-        let v = api.instance_log(APP, id, LogQuery::default()).await.unwrap();
+        let v = api
+            .instance_log(APP, id, LogQuery::default())
+            .await
+            .unwrap();
         if i.status == InstanceStatus::Succeed && !v.lines.is_empty() {
             break v;
         }

@@ -54,8 +54,8 @@ mod error;
 pub mod instance;
 mod instance_repo;
 mod job_codec;
-mod log_codec;
 pub mod keys;
+mod log_codec;
 pub mod records;
 pub mod repo;
 pub mod runtime;
@@ -66,8 +66,8 @@ pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use job_codec::JOB_RECORD_VERSION;
 pub use records::{
-    AppRecord, DelayedRun, JobRecord, LogLine, LogLineField, LogSettings, TriggerRecord, MAX_LOG_LINE_LEN,
-    MAX_PARAMS_LEN,
+    AppRecord, DelayedRun, JobRecord, LogLine, LogLineField, LogSettings, TriggerRecord,
+    MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
 pub use repo::{
     Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,

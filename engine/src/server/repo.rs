@@ -52,8 +52,8 @@ use super::codec::{decode, encode};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::job_codec::{decode_job, encode_job};
-use super::log_codec::{decode_log_line, encode_log_line};
 use super::keys::{self, *};
+use super::log_codec::{decode_log_line, encode_log_line};
 use super::records::{
     truncate_marked, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
 };

@@ -102,9 +102,10 @@ impl LocalWriter {
 }
 
 fn write_loop(config: LocalLogConfig, rx: Receiver<(Output, LogEntry)>) {
-    let mut file = config.dir.as_ref().map(|dir| {
-        RotatingFile::new(dir.clone(), config.max_file_bytes, config.max_files)
-    });
+    let mut file = config
+        .dir
+        .as_ref()
+        .map(|dir| RotatingFile::new(dir.clone(), config.max_file_bytes, config.max_files));
     let mut warned = false;
     while let Ok((output, entry)) = rx.recv() {
         let mut line = format_line(&entry);
@@ -412,6 +413,10 @@ mod tests {
         assert_eq!(read_local_log(dir.path(), None).unwrap().len(), 2);
         let ones = read_local_log(dir.path(), Some(1)).unwrap();
         assert_eq!(ones.len(), 1);
-        assert!(ones[0].ends_with("WARN instance=1 attempt=2 one"), "{}", ones[0]);
+        assert!(
+            ones[0].ends_with("WARN instance=1 attempt=2 one"),
+            "{}",
+            ones[0]
+        );
     }
 }

@@ -145,7 +145,13 @@ impl InstanceLogger {
         Self::build(instance_id, attempt, level_rank(&config.level), sink, stats)
     }
 
-    fn build(instance_id: u64, attempt: u32, min_rank: u8, sink: Sink, stats: Arc<LogStats>) -> Self {
+    fn build(
+        instance_id: u64,
+        attempt: u32,
+        min_rank: u8,
+        sink: Sink,
+        stats: Arc<LogStats>,
+    ) -> Self {
         InstanceLogger {
             inner: Arc::new(LoggerInner {
                 instance_id,
@@ -200,7 +206,7 @@ impl InstanceLogger {
     ///
     /// ```no_run
     /// # fn f(log: &ferrojob::worker::InstanceLogger) {
-    /// use ferrojob_transport::message::LogLevel;
+    /// use ferrojob::worker::LogLevel;
     /// log.log_fields(LogLevel::Info, "batch done", [("rows", "1200"), ("table", "orders")]);
     /// # }
     /// ```
@@ -428,7 +434,11 @@ mod tests {
             log.error("e");
             let got: Vec<String> = drain(&mut rx).into_iter().map(|(_, c)| c).collect();
             assert_eq!(got, kept, "level {level:?}");
-            assert_eq!(log.dropped_pending(), 0, "a filtered line is not a dropped one");
+            assert_eq!(
+                log.dropped_pending(),
+                0,
+                "a filtered line is not a dropped one"
+            );
         }
     }
 

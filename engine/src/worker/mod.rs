@@ -94,6 +94,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use admission::ProcessorUnavailable;
 pub use builtin::DangerousBuiltin;
+/// The level of a line an [`InstanceLogger`] writes (the protocol's, as it travels to the
+/// server).
+pub use ferrojob_transport::message::LogLevel;
 pub use local_log::{read_local_log, LocalLogConfig, LOCAL_LOG_FILE, MIN_LOCAL_LOG_FILE_BYTES};
 pub use logs::{
     InstanceLogger, MAX_LOG_FIELDS, MAX_LOG_FIELD_KEY_BYTES, MAX_LOG_FIELD_VALUE_BYTES,
@@ -450,7 +453,9 @@ impl WorkerBuilder {
                     config.local_log.clone(),
                     config.log_queue.max(1),
                 )
-                .map_err(|e| WorkerError::Config(format!("cannot start the local log writer: {e}")))?,
+                .map_err(|e| {
+                    WorkerError::Config(format!("cannot start the local log writer: {e}"))
+                })?,
             },
             log_stats: Arc::default(),
             tasks_root: CancellationToken::new(),

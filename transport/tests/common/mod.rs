@@ -238,17 +238,19 @@ pub fn message() -> impl Strategy<Value = Message> {
                 worker_address: w,
                 entries: e
                     .into_iter()
-                    .map(|(instance_id, time_ms, level, content, attempt, fields)| LogEntry {
-                        instance_id,
-                        time_ms,
-                        level,
-                        content,
-                        attempt,
-                        fields: fields
-                            .into_iter()
-                            .map(|(key, value)| LogField { key, value })
-                            .collect(),
-                    })
+                    .map(
+                        |(instance_id, time_ms, level, content, attempt, fields)| LogEntry {
+                            instance_id,
+                            time_ms,
+                            level,
+                            content,
+                            attempt,
+                            fields: fields
+                                .into_iter()
+                                .map(|(key, value)| LogField { key, value })
+                                .collect(),
+                        }
+                    )
                     .collect(),
             }
             .into()),

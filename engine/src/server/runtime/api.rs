@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
-    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogFieldView, LogLineView,
-    LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo, WorkerList,
-    WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
+    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogFieldView,
+    LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo,
+    WorkerList, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
     WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::dispatch::GIB;

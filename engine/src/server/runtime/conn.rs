@@ -11,9 +11,9 @@ use ferrojob_transport::PeerInfo;
 use crate::dispatch::{TrackerCounts, WorkerMetrics, WorkerStatus};
 use crate::ids::{AppId, InstanceId};
 use crate::model::LogLevel;
+use crate::model::{MAX_LOG_FIELDS, MAX_LOG_FIELD_KEY_BYTES, MAX_LOG_FIELD_VALUE_BYTES};
 use crate::server::records::truncate_marked;
 use crate::server::{LogLine, LogLineField};
-use crate::model::{MAX_LOG_FIELDS, MAX_LOG_FIELD_KEY_BYTES, MAX_LOG_FIELD_VALUE_BYTES};
 
 use crate::server::core::WorkerKey;
 
