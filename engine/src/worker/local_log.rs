@@ -40,8 +40,8 @@ pub const MIN_LOCAL_LOG_FILE_BYTES: u64 = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalLogConfig {
     /// The directory of the rotating files (created if missing). `None` (the library's
-    /// default): LOCAL lines are dropped and counted, and the worker warns once; the bundled
-    /// worker sets `DATA_DIR/logs`.
+    /// default): LOCAL lines are dropped, and the worker warns once; the bundled worker sets
+    /// `DATA_DIR/logs`.
     pub dir: Option<PathBuf>,
     /// Bytes per file before it is rotated (default 16 MiB; at least
     /// [`MIN_LOCAL_LOG_FILE_BYTES`]).

@@ -12,7 +12,6 @@ use crate::dispatch::{TrackerCounts, WorkerMetrics, WorkerStatus};
 use crate::ids::{AppId, InstanceId};
 use crate::model::LogLevel;
 use crate::model::{MAX_LOG_FIELDS, MAX_LOG_FIELD_KEY_BYTES, MAX_LOG_FIELD_VALUE_BYTES};
-use crate::server::records::truncate_marked;
 use crate::server::{LogLine, LogLineField};
 
 use crate::server::core::WorkerKey;
@@ -168,6 +167,18 @@ fn level(l: ferrojob_transport::message::LogLevel) -> LogLevel {
     }
 }
 
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while end > 0 && !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 /// Stores a worker's log lines per instance, up to the per-instance cap (the rest counted as
 /// dropped). Lines of finished instances (late batches) are still stored; lines of unknown
 /// instances, and of instances of another app than the connection's, are dropped. The counters live in memory: after a restart (or once more than
@@ -238,8 +249,8 @@ fn on_logs(sh: &Arc<Runtime>, app: AppId, worker: &str, batch: LogBatch) {
                 .into_iter()
                 .take(MAX_LOG_FIELDS)
                 .map(|f| LogLineField {
-                    key: truncate_marked(&f.key, MAX_LOG_FIELD_KEY_BYTES),
-                    value: truncate_marked(&f.value, MAX_LOG_FIELD_VALUE_BYTES),
+                    key: cut(f.key, MAX_LOG_FIELD_KEY_BYTES),
+                    value: cut(f.value, MAX_LOG_FIELD_VALUE_BYTES),
                 })
                 .collect(),
         });
