@@ -915,7 +915,10 @@ fn logs_page_backward_like_the_forward_listing_reversed() {
         assert_eq!(backward, forward);
         assert_eq!(backward[1500].line.attempt, 2);
         // Before the first line: nothing; a limit of 0 still gives one line.
-        assert!(repo.read_logs_before(i1.id, forward[0].seq, 10).unwrap().is_empty());
+        assert!(repo
+            .read_logs_before(i1.id, forward[0].seq, 10)
+            .unwrap()
+            .is_empty());
         let one = repo.read_logs_before(i1.id, forward[5].seq, 0).unwrap();
         assert_eq!(one, forward[4..5].to_vec());
     });
