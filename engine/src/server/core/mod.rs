@@ -442,6 +442,20 @@ impl Core {
         self.effects.push(e);
     }
 
+    /// Whether retention may delete finished instance `id`: the core no longer holds it, and
+    /// the workflow instance whose node it ran (if any) is not still going. An unreadable
+    /// node link keeps the instance.
+    pub(crate) fn may_delete(&self, id: InstanceId) -> bool {
+        if self.active.contains_key(&id) || self.node_runs.contains_key(&id) {
+            return false;
+        }
+        match self.repo.node_link(id) {
+            Ok(Some(link)) => !self.wf_active.contains_key(&link.wf_instance),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
     /// The earliest armed timer, in clock ms.
     pub(crate) fn next_timer(&self) -> Option<u64> {
         self.wheel.next_expiration()
