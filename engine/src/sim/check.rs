@@ -13,6 +13,8 @@
 //!   while no other connected worker still runs (and was not told to stop) the instance;
 //! - **liveness**: once the faults stop, every instance in the store — and every acknowledged
 //!   run — reaches a final status before the simulation's end;
+//! - **MAP_REDUCE reduces each task once**: a MAP_REDUCE instance that succeeded has the
+//!   result of one reduce over exactly one result per mapped task;
 //! - **workflows end with the right result**: every acknowledged workflow run survives
 //!   restarts and ends final; it SUCCEEDs exactly when every node did, and each finished
 //!   node's job instance (unless deleted by retention) ended as the node did.
@@ -54,6 +56,10 @@ pub(super) struct Checker {
     jobs: BTreeSet<JobId>,
     /// Runs whose creation the API client saw acknowledged.
     acked_runs: BTreeSet<InstanceId>,
+    /// MAP_REDUCE jobs and the result each successful instance must have.
+    mapreduce_jobs: HashMap<JobId, &'static str>,
+    /// MAP_REDUCE instances seen succeeded with the right result.
+    pub(super) mapreduce_succeeded: u64,
     /// Workflow runs the API client saw acknowledged.
     acked_workflow_runs: BTreeSet<WorkflowInstanceId>,
     /// The final status acknowledged for each instance.
@@ -80,6 +86,10 @@ impl Checker {
     }
 
     pub(super) fn instance_admitted(&mut self, _id: InstanceId) {}
+
+    pub(super) fn mapreduce_job(&mut self, id: JobId, expected: &'static str) {
+        self.mapreduce_jobs.insert(id, expected);
+    }
 
     pub(super) fn workflow_run_acknowledged(&mut self, id: WorkflowInstanceId) {
         self.acked_workflow_runs.insert(id);
@@ -130,6 +140,7 @@ impl Checker {
             ));
         }
         self.fire_seen(rec, now, v);
+        self.mapreduce_result(rec, now, v);
         self.deleting.insert(rec.id);
     }
 
@@ -144,6 +155,27 @@ impl Checker {
     /// Instances deleted by retention so far.
     pub(super) fn deleted_count(&self) -> u64 {
         self.deleted.len() as u64
+    }
+
+    /// A MAP_REDUCE instance that succeeded reduced every child's result exactly once.
+    fn mapreduce_result(&mut self, rec: &InstanceRecord, now: EpochMs, v: &mut Vec<Violation>) {
+        let Some(expected) = self.mapreduce_jobs.get(&rec.job_id) else {
+            return;
+        };
+        if rec.status != InstanceStatus::Succeed {
+            return;
+        }
+        if rec.result.as_deref() == Some(*expected) {
+            self.mapreduce_succeeded += 1;
+        } else {
+            v.push(Violation::new(
+                now,
+                format!(
+                    "{}: MAP_REDUCE succeeded with {:?}, {expected:?} expected",
+                    rec.id, rec.result
+                ),
+            ));
+        }
     }
 
     /// A scheduled instance seen: no other instance may have its (job, trigger time).
@@ -342,6 +374,7 @@ impl Checker {
                         ));
                     }
                     self.fire_seen(rec, now, v);
+                    self.mapreduce_result(rec, now, v);
                 }
                 match page.next_cursor {
                     Some(c) => cursor = Some(c),

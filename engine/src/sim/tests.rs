@@ -10,6 +10,7 @@ fn a_quiet_run_finishes_every_instance() {
     assert_eq!(r.instances, r.finished, "{r}");
     assert!(r.workflow_runs_acknowledged >= 40, "{r}");
     assert!(r.deleted > 0, "{r}");
+    assert!(r.mapreduce_succeeded >= 15, "{r}");
 }
 
 #[test]

@@ -35,6 +35,7 @@ impl World {
                     }
                     self.workers[i].alive = false;
                     self.checker.worker_crashed(i);
+                    self.mr_worker_crashed(i);
                     let back = self.now + self.rng.gen_range(500..8000);
                     self.at(back, Event::WorkerRestart(i));
                 }

@@ -31,6 +31,7 @@ use crate::worker::processor::ProcessResult;
 use super::check::{Checker, Violation};
 
 mod faults;
+mod mapreduce;
 mod net;
 mod server;
 mod workers;
@@ -100,6 +101,8 @@ pub struct SimReport {
     pub runs_acknowledged: u64,
     /// Acknowledged workflow runs (each four job instances).
     pub workflow_runs_acknowledged: u64,
+    /// MAP_REDUCE instances that succeeded, each with the right reduce.
+    pub mapreduce_succeeded: u64,
     /// Faults injected, by kind.
     pub server_crashes: u64,
     /// Worker processes crashed (and restarted).
@@ -159,6 +162,19 @@ enum Event {
     ApiRun(JobId),
     /// The API client asks for a run of workflow `wf`.
     WorkflowRun(WorkflowId),
+    /// A peer worker finished a task of map run `mr`.
+    TaskDone {
+        mr: u64,
+        peer: usize,
+        peer_life: u64,
+        task: u64,
+        dispatch: u32,
+        root: bool,
+        success: bool,
+        result: String,
+    },
+    /// Map run `mr`'s periodic tick: peers' signs of life, the tracker's timeouts.
+    MrTick(u64),
     /// A fault.
     Fault,
     /// The server comes back after a crash.
@@ -212,6 +228,11 @@ struct World {
     app_name: String,
     jobs: Vec<JobId>,
     workflows: Vec<WorkflowId>,
+    /// MAP_REDUCE jobs.
+    mr_jobs: Vec<JobId>,
+    /// Map runs going on (their TaskTrackers), by key.
+    mr_runs: BTreeMap<u64, mapreduce::MrRun>,
+    next_mr: u64,
     workers: Vec<Worker>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
@@ -280,6 +301,9 @@ impl World {
             app_name: "sim".into(),
             jobs: Vec::new(),
             workflows: Vec::new(),
+            mr_jobs: Vec::new(),
+            mr_runs: BTreeMap::new(),
+            next_mr: 1,
             workers: Vec::new(),
             conns: HashMap::new(),
             next_conn: 1,
@@ -305,6 +329,10 @@ impl World {
                 eprintln!("[{:>9}] {}", self.now - START_MS, what());
             }
         }
+    }
+
+    fn violation(&mut self, what: String) {
+        self.report.violations.push(Violation::new(self.now, what));
     }
 
     fn server_now(&self) -> EpochMs {
@@ -427,6 +455,17 @@ impl World {
                 self.api_runs_pending = self.api_runs_pending.saturating_sub(1);
                 self.workflow_run(wf);
             }
+            Event::TaskDone {
+                mr,
+                peer,
+                peer_life,
+                task,
+                dispatch,
+                root,
+                success,
+                result,
+            } => self.mr_task_done(mr, peer, peer_life, task, dispatch, root, success, result),
+            Event::MrTick(mr) => self.mr_tick(mr),
             Event::Fault => self.fault(),
             Event::ServerRestart => {
                 self.trace(None, || "server restarts".into());
@@ -465,6 +504,7 @@ impl World {
                 self.report.instances = total;
                 self.report.finished = finished;
                 self.report.deleted = self.checker.deleted_count();
+                self.report.mapreduce_succeeded = self.checker.mapreduce_succeeded;
             }
             None => self.report.violations.push(Violation::new(
                 self.now,
@@ -479,7 +519,7 @@ impl std::fmt::Display for SimReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {}: {} events over {} s simulated; {} instances ({} final, {} deleted by retention), {} runs and {} workflow runs acknowledged; faults: {} server crashes, {} worker crashes, {} connections cut, {} clock jumps; {} compactions; {} violations",
+            "seed {}: {} events over {} s simulated; {} instances ({} final, {} deleted by retention), {} runs and {} workflow runs acknowledged, {} MAP_REDUCE instances succeeded; faults: {} server crashes, {} worker crashes, {} connections cut, {} clock jumps; {} compactions; {} violations",
             self.seed,
             self.events,
             self.simulated_ms / 1000,
@@ -488,6 +528,7 @@ impl std::fmt::Display for SimReport {
             self.deleted,
             self.runs_acknowledged,
             self.workflow_runs_acknowledged,
+            self.mapreduce_succeeded,
             self.server_crashes,
             self.worker_crashes,
             self.connections_cut,

@@ -1,6 +1,8 @@
 //! The network: per-connection FIFO delivery with latency, what reaches the server and the
 //! workers, and connections cut with what was in flight.
 
+use ferrojob_transport::message::ExecuteType as WireExecuteType;
+
 use super::*;
 
 impl World {
@@ -155,10 +157,17 @@ impl World {
             return;
         }
         let input = match msg {
-            Message::ScheduleJob(job) => wcore::Input::ScheduleJob {
-                job: Box::new(job),
-                processor: wcore::ProcessorKind::Basic,
-            },
+            Message::ScheduleJob(job) => {
+                let processor = if job.execute_type == WireExecuteType::MapReduce {
+                    wcore::ProcessorKind::Map { has_reduce: true }
+                } else {
+                    wcore::ProcessorKind::Basic
+                };
+                wcore::Input::ScheduleJob {
+                    job: Box::new(job),
+                    processor,
+                }
+            }
             Message::StopInstance(s) => wcore::Input::StopInstance {
                 instance_id: s.instance_id,
             },

@@ -102,6 +102,24 @@ impl World {
             };
             let Some(e) = w.core.poll_effect() else { break };
             match e {
+                wcore::Effect::StartRun(run) if matches!(run.kind, wcore::RunKind::Map { .. }) => {
+                    let instance = run.job.instance_id;
+                    self.trace(Some(instance), || {
+                        format!("worker {i}: map run {} starts", run.id.0)
+                    });
+                    let workers = &self.workers;
+                    let connected =
+                        |w: usize| workers.get(w).is_some_and(|w| w.alive && w.conn.is_some());
+                    self.checker.run_started(
+                        i,
+                        run.id,
+                        instance,
+                        connected,
+                        self.now,
+                        &mut self.report.violations,
+                    );
+                    self.mr_start(i, run.id, instance);
+                }
                 wcore::Effect::StartRun(run) => {
                     let life = w.life;
                     let instance = run.job.instance_id;
@@ -138,6 +156,7 @@ impl World {
                 }
                 wcore::Effect::CancelInstance { instance_id } => {
                     self.checker.stop_received(i, instance_id);
+                    self.mr_cancelled(i, instance_id);
                 }
                 wcore::Effect::InstanceDone { .. }
                 | wcore::Effect::PeerTask { .. }

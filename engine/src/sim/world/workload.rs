@@ -1,9 +1,10 @@
 //! The workload: one app, FIXED_RATE jobs firing every second until the faults stop, API runs
-//! of them spread over that time, and API runs of four-node workflows whose nodes run jobs
-//! of their own.
+//! of them spread over that time, API runs of MAP_REDUCE jobs (see `mapreduce.rs`), and API
+//! runs of four-node workflows whose nodes run jobs of their own.
 
 use serde_json::json;
 
+use crate::model::ExecuteType;
 use crate::server::core::workflow::initial_next;
 use crate::workflow::WorkflowDef;
 
@@ -51,6 +52,24 @@ impl World {
             };
             self.jobs.push(id);
         }
+        // MAP_REDUCE jobs, run by the API client (about one instance in a hundred).
+        for k in 0..(jobs / 50).clamp(1, 200) {
+            let mut rec = JobRecord::new(
+                self.app,
+                format!("mapreduce-{k}"),
+                TimeExpressionType::Api,
+                "",
+                "sum",
+            );
+            rec.execute_type = ExecuteType::MapReduce;
+            rec.instance_retries = 2;
+            rec.timeout_ms = 60_000;
+            let Some(id) = self.create_job(rec, None) else {
+                return;
+            };
+            self.mr_jobs.push(id);
+            self.checker.mapreduce_job(id, mapreduce::EXPECTED_RESULT);
+        }
         self.setup_workflows();
         self.server_timer();
         // API runs: about one per nine fires, spread over the firing period.
@@ -59,6 +78,12 @@ impl World {
         for _ in 0..runs {
             let t = START_MS + self.rng.gen_range(0..span.max(1));
             let job = self.jobs[self.rng.gen_range(0..self.jobs.len())];
+            self.at(t, Event::ApiRun(job));
+            self.api_runs_pending += 1;
+        }
+        for _ in 0..self.config.instances / 100 {
+            let t = START_MS + self.rng.gen_range(0..span.max(1));
+            let job = self.mr_jobs[self.rng.gen_range(0..self.mr_jobs.len())];
             self.at(t, Event::ApiRun(job));
             self.api_runs_pending += 1;
         }
@@ -85,10 +110,6 @@ impl World {
                 None
             }
         }
-    }
-
-    fn violation(&mut self, what: String) {
-        self.report.violations.push(Violation::new(self.now, what));
     }
 
     /// Workflows of four nodes (`1 → 2, 1 → 3, 2 → 4, 3 → 4`), each node a job of its own,
