@@ -79,10 +79,12 @@
 )]
 
 mod alarm;
+mod apps;
 mod auth;
 mod console;
 mod extract;
 mod failure;
+mod failures;
 mod guard;
 mod handlers;
 mod openapi;
@@ -100,6 +102,10 @@ use axum::Router;
 use crate::api::Api;
 use crate::clock::{Clock, SystemClock};
 
+pub use failures::{
+    FailedLoginLimit, DEFAULT_FAILED_LOGINS_PER_MIN, DEFAULT_FAILED_LOGIN_BURST,
+    DEFAULT_FAILED_LOGIN_SOURCES,
+};
 pub use openapi::OPENAPI_JSON;
 pub use rate::{ApiRateLimit, DEFAULT_API_BURST, DEFAULT_API_RATE_KEYS, DEFAULT_API_RATE_PER_SEC};
 pub use server::{HttpError, HttpServer, SHUTDOWN_GRACE};
@@ -157,7 +163,16 @@ pub struct HttpConfig {
     /// authorized request is answered 429 `rate_limited` with `Retry-After` (see `rate`).
     /// `None` (the default here; the bundled server sets [`ApiRateLimit::default`]) = no limit.
     pub api_rate: Option<ApiRateLimit>,
-    /// The time the rate limit reads. Default [`SystemClock`].
+    /// Failed sign-ins allowed per source address (see `failures`): beyond them a request
+    /// that presents a credential is answered 429 before it is checked. Counted only for
+    /// connections served by [`HttpServer`] (which knows the peer's address). `None` (the
+    /// default here; the bundled server sets [`FailedLoginLimit::default`]) = no limit.
+    pub failed_logins: Option<FailedLoginLimit>,
+    /// Accept an app's worker secret as an `admin` API token of that app (and in the
+    /// console's sign-in): the compatibility mode for clients written before API tokens.
+    /// Default false: the worker secret opens only the worker port.
+    pub app_secret_tokens: bool,
+    /// The time the rate limits and token expiry read. Default [`SystemClock`].
     pub clock: Arc<dyn Clock>,
     /// Serve HTTPS with this certificate and key (the TLS handshake must complete within
     /// `header_read_timeout`); `None` serves plain HTTP. Default `None`.
@@ -176,6 +191,8 @@ impl HttpConfig {
             shutdown_grace: SHUTDOWN_GRACE,
             secure_cookies: false,
             api_rate: None,
+            failed_logins: None,
+            app_secret_tokens: false,
             clock: Arc::new(SystemClock),
             tls: None,
         }
@@ -193,16 +210,21 @@ impl std::fmt::Debug for HttpConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("secure_cookies", &self.secure_cookies)
             .field("api_rate", &self.api_rate)
+            .field("failed_logins", &self.failed_logins)
+            .field("app_secret_tokens", &self.app_secret_tokens)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// What every handler shares: the [`Api`], the admin token and the request counters.
+/// What every handler shares: the [`Api`], the accepted credentials and the request
+/// counters.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) api: Arc<dyn Api>,
-    pub(crate) admin_token: Arc<str>,
+    pub(crate) credentials: auth::Credentials,
+    /// Failed sign-ins per source, when limited.
+    pub(crate) failures: Option<Arc<failures::FailedLogins>>,
     pub(crate) metrics: Arc<guard::HttpMetrics>,
     pub(crate) body_read_timeout: Duration,
     /// The per-principal request rate, when limited.
@@ -217,7 +239,13 @@ pub(crate) struct Shared {
 pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
     let shared = Shared {
         api,
-        admin_token: Arc::from(config.admin_token),
+        credentials: auth::Credentials {
+            admin_token: Arc::from(config.admin_token),
+            app_secret_tokens: config.app_secret_tokens,
+        },
+        failures: config
+            .failed_logins
+            .map(|l| Arc::new(failures::FailedLogins::new(l))),
         metrics: Arc::new(guard::HttpMetrics::default()),
         body_read_timeout: config.body_read_timeout,
         rate: config.api_rate.map(|l| Arc::new(rate::RateLimiter::new(l))),
@@ -227,7 +255,8 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         .into_router()
         .merge(console::router(
             Arc::clone(&shared.api),
-            Arc::clone(&shared.admin_token),
+            shared.credentials.clone(),
+            Arc::clone(&shared.clock),
             config.secure_cookies,
         ))
         // After every route: it is installed on the routes that exist when it is called.
