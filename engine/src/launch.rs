@@ -425,7 +425,7 @@ mod tests {
                 .api()
                 .create_app(CreateApp {
                     name: name.clone(),
-                    secret: format!("secret-of-{name}"),
+                    secret: format!("secret-of-app-{name}"),
                 })
                 .await
                 .unwrap();

@@ -14,9 +14,9 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 
 const APP_A: &str = "console-a";
-const SECRET_A: &str = "secret-of-app-a";
+const SECRET_A: &str = "secret-of-app-a-01";
 const APP_B: &str = "console-b";
-const SECRET_B: &str = "secret-of-app-b";
+const SECRET_B: &str = "secret-of-app-b-01";
 /// How long a test waits for something the server does asynchronously.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -36,6 +36,8 @@ impl Harness {
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut config = LaunchConfig::new(None, any, any);
         config.secure_cookies = secure_cookies;
+        // Sessions sign in with the apps' secrets: the compatibility mode.
+        config.app_secret_tokens = true;
         let server = launch(config).await.unwrap();
         let base = format!("http://{}", server.http_addr());
         let api = Client::new(&base, server.admin_token()).unwrap();
