@@ -2273,7 +2273,12 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
     assert_error(s, &b, 404, "not_found");
 
     // Unknown routes: JSON 404 (`/` is the web console); wrong methods: JSON 405 with Allow.
-    for p in ["/v1", "/v2/apps", "/v1/apps/a/jobs/1/explode", "/v1/apps/a/nothing"] {
+    for p in [
+        "/v1",
+        "/v2/apps",
+        "/v1/apps/a/jobs/1/explode",
+        "/v1/apps/a/nothing",
+    ] {
         let (s, b) = h.send(get.clone(), p, t, None, vec![]).await;
         assert_error(s, &b, 404, "not_found");
     }

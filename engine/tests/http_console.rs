@@ -1088,10 +1088,16 @@ async fn a_session_keeps_its_tokens_role() {
     let s = h.sign_in(APP_A, &read).await;
     let (status, _, page) = h.get("/jobs", Some(&s.id)).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("nightly") && page.contains("read token"), "{page}");
+    assert!(
+        page.contains("nightly") && page.contains("read token"),
+        "{page}"
+    );
     let (status, _, page) = h.post_as(&s, &format!("/jobs/{id}/run"), &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(page.contains("`read`") && page.contains("`operate`"), "{page}");
+    assert!(
+        page.contains("`read`") && page.contains("`operate`"),
+        "{page}"
+    );
     let (status, _, _) = h.post_as(&s, &format!("/jobs/{id}/delete"), &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 

@@ -113,7 +113,10 @@ async fn roles_decide_what_a_token_opens() {
     assert_eq!(status(admin.get_job("b", b_job).await), 401);
     assert_eq!(status(admin.list_jobs("b", &Default::default()).await), 401);
     // Nor an app that does not exist (which it cannot tell from one it may not open).
-    assert_eq!(status(admin.list_jobs("nope", &Default::default()).await), 401);
+    assert_eq!(
+        status(admin.list_jobs("nope", &Default::default()).await),
+        401
+    );
     n.stop().await;
 }
 
@@ -158,14 +161,20 @@ async fn the_worker_secret_is_no_http_token_unless_the_compatibility_flag_says_s
     let secret = format!("a-{SECRET}");
     let n = Node::start(|_| {}).await;
     let by_secret = Client::new(&n.base, &secret).unwrap();
-    assert_eq!(status(by_secret.list_jobs("a", &Default::default()).await), 401);
+    assert_eq!(
+        status(by_secret.list_jobs("a", &Default::default()).await),
+        401
+    );
     n.stop().await;
 
     let n = Node::start(|c| c.app_secret_tokens = true).await;
     let by_secret = Client::new(&n.base, &secret).unwrap();
     by_secret.create_job("a", &job()).await.unwrap();
     // Still only its own app.
-    assert_eq!(status(by_secret.list_jobs("b", &Default::default()).await), 401);
+    assert_eq!(
+        status(by_secret.list_jobs("b", &Default::default()).await),
+        401
+    );
     n.stop().await;
 }
 
@@ -197,7 +206,10 @@ async fn a_rotation_accepts_both_secrets_until_its_overlap_ends() {
     FakeWorker::try_connect(addr, "a", &new, "w3:1", &[], Mode::Succeed)
         .await
         .unwrap();
-    assert_eq!(n.admin.get_app("a").await.unwrap().previous_secret_until, None);
+    assert_eq!(
+        n.admin.get_app("a").await.unwrap().previous_secret_until,
+        None
+    );
 
     // A short new secret is refused; without one the server draws one.
     let short = RotateSecret {
@@ -232,7 +244,11 @@ async fn failed_sign_ins_are_limited_per_source_and_counted() {
         assert_eq!(status(wrong.list_jobs("a", &Default::default()).await), 401);
     }
     // Past the burst, even the right token is refused unchecked from this address...
-    let err = n.admin.list_jobs("a", &Default::default()).await.unwrap_err();
+    let err = n
+        .admin
+        .list_jobs("a", &Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(429));
     // ...while requests without a credential still pass.
     let metrics = reqwest::get(format!("{}/metrics", n.base))
@@ -241,8 +257,14 @@ async fn failed_sign_ins_are_limited_per_source_and_counted() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("ferrojob_http_login_failures_total 3"), "{metrics}");
-    assert!(metrics.contains("ferrojob_http_login_throttled_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("ferrojob_http_login_failures_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferrojob_http_login_throttled_total 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("ferrojob_transport_handshake_failures_total"));
     // One failure's worth of time later, a sign-in is checked again.
     n.clock.advance(60_000);
@@ -291,7 +313,13 @@ async fn apps_are_listed_shown_and_deleted_only_when_empty_or_forced() {
         secret: format!("a-{SECRET}"),
     };
     n.admin.create_app(&again).await.unwrap();
-    assert!(n.admin.list_jobs("a", &Default::default()).await.unwrap().items.is_empty());
+    assert!(n
+        .admin
+        .list_jobs("a", &Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     // An empty app goes without force.
     n.admin.delete_app("b", false).await.unwrap();
     n.stop().await;

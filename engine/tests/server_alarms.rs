@@ -521,10 +521,7 @@ async fn an_email_channel_sends_its_test_alarm_over_smtp() {
 }
 
 /// A client with an `admin` API token of app `shop`.
-async fn app_token(
-    admin: &ferrojob::client::Client,
-    base: &str,
-) -> ferrojob::client::Client {
+async fn app_token(admin: &ferrojob::client::Client, base: &str) -> ferrojob::client::Client {
     let req = ferrojob::api::CreateToken {
         name: "alarms".into(),
         role: ferrojob::api::TokenRole::Admin,

@@ -9,11 +9,12 @@
 //! The HTTP layer owns transport concerns (routing, auth, JSON parsing and size limits, status
 //! codes); an [`Api`] implementation owns meaning (apps, jobs, instances, workers). Routes
 //! name an app by its numeric id or its name; [`Api::resolve_app`] turns either into an
-//! [`AppRef`] whose secret the HTTP layer checks against the bearer token.
+//! [`AppRef`], and [`Api::token_grant`] hands the HTTP layer a stored token's hash and role
+//! to check the bearer token against ([`token`]).
 //!
 //! | route | method |
 //! |---|---|
-//! | `POST /v1/apps` (admin) | [`Api::create_app`] |
+//! | `POST /v1/apps` (admin) | [`Api::create_app`] (secret of [`MIN_NEW_SECRET_LEN`] bytes, name not all digits) |
 //! | `POST /v1/apps/{app}/jobs` | [`Api::create_job`] |
 //! | `GET /v1/apps/{app}/jobs` | [`Api::list_jobs`] |
 //! | `GET /v1/apps/{app}/jobs/{id}` | [`Api::get_job`] |

@@ -273,6 +273,7 @@ pub fn check_new_secret(secret: &str) -> Result<(), super::ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

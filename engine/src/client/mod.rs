@@ -48,14 +48,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    AppList, AppView, CreateToken, RotateSecret, SecretRotated, TokenCreated, TokenList,
-};
-use crate::api::{
     ApiError, AppCreated, CopyJob, CopyWorkflow, CreateApp, Created, ErrorBody, ErrorCode, Health,
     InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogQuery,
     LogView, RunCreated, RunJob, RunWorkflow, ValidateRequest, ValidateResponse, WorkerList,
     WorkflowDef, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
     WorkflowQuery, WorkflowRunCreated, WorkflowView,
+};
+use crate::api::{
+    AppList, AppView, CreateToken, RotateSecret, SecretRotated, TokenCreated, TokenList,
 };
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 

@@ -49,9 +49,7 @@ pub(crate) async fn delete_app(
     s.authorize_admin(&headers)?;
     let query: DeleteAppQuery = parse_query(&uri)?;
     let app = s.api.resolve_app(&p.app).map_err(Failure::from)?;
-    s.api
-        .delete_app(app, query.force.unwrap_or(false))
-        .await?;
+    s.api.delete_app(app, query.force.unwrap_or(false)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -98,10 +96,9 @@ pub(crate) async fn revoke_token(
 ) -> Answer {
     let p = path(p)?;
     let app = s.authorize_app(&headers, &p.app, TokenRole::Admin)?;
-    let id: u64 = p
-        .id
-        .parse()
-        .map_err(|_| Failure::invalid(format!("invalid token id: `{}`", p.id)))?;
+    let id: u64 =
+        p.id.parse()
+            .map_err(|_| Failure::invalid(format!("invalid token id: `{}`", p.id)))?;
     s.api.revoke_token(app, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -190,6 +190,9 @@ mod tests {
             f.record(IpAddr::from([10, 1, 0, i]), 0);
             assert!(f.len() <= 3);
         }
-        assert!(f.blocked(bad, 100).is_some(), "the most blocked source was forgotten");
+        assert!(
+            f.blocked(bad, 100).is_some(),
+            "the most blocked source was forgotten"
+        );
     }
 }

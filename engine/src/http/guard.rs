@@ -116,7 +116,10 @@ pub(crate) async fn guard(State(shared): State<Shared>, mut req: Request, next: 
     if let Some((failures, ip)) = limit {
         if presents_credential(&req) {
             if let Some(wait_ms) = failures.blocked(ip, shared.clock.now_ms()) {
-                shared.metrics.login_throttled.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .login_throttled
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%ip, path, "credential refused unchecked: too many failed sign-ins");
                 let response = Failure::rate_limited(retry_after_secs(wait_ms)).into_response();
                 shared.metrics.record(response.status().as_u16());
@@ -143,7 +146,10 @@ pub(crate) async fn guard(State(shared): State<Shared>, mut req: Request, next: 
     let status = response.status().as_u16();
     shared.metrics.record(status);
     if response.extensions().get::<LoginFailed>().is_some() {
-        shared.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+        shared
+            .metrics
+            .login_failures
+            .fetch_add(1, Ordering::Relaxed);
         if let Some((failures, ip)) = limit {
             failures.record(ip, shared.clock.now_ms());
         }

@@ -15,9 +15,12 @@
 //!   connection: a header-read timeout (which also bounds idle keep-alive time), at most
 //!   [`HttpConfig::max_connections`] at once, and a shutdown that closes every connection
 //!   gracefully and aborts the stragglers after [`HttpConfig::shutdown_grace`].
-//! - `auth` holds bearer parsing, the constant-time comparison and the admin/app rules; an
+//! - `auth` holds bearer parsing, the constant-time comparisons and the rules of the admin
+//!   token, API tokens and their roles (one check shared with the console's sign-in); an
 //!   authorized request then takes a token from its app's bucket (`rate`,
-//!   [`HttpConfig::api_rate`]).
+//!   [`HttpConfig::api_rate`]). `failures` counts refused credentials per source address
+//!   ([`HttpConfig::failed_logins`]); the guard refuses a source past its allowance.
+//! - `apps` holds the app and token routes.
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
 //!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
 //!   take an empty body as `{}`; every other body route requires a JSON body.
@@ -36,9 +39,14 @@
 //! | route | accepted token | otherwise |
 //! |---|---|---|
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json`, `POST /v1/validate` | none needed | – |
-//! | `POST /v1/apps` (admin) | the admin token | no token 401, any other token 403 |
-//! | `/v1/apps/{app}/...` | the admin token, or the secret of `{app}` | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
-//! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`) | 303 to `/login`; a form without its CSRF token 403 |
+//! | `POST /v1/apps`, `GET /v1/apps`, `DELETE /v1/apps/{app}` (admin) | the admin token | no token 401, any other token 403 |
+//! | `GET /v1/apps/{app}/...`, `GET /v1/apps/{app}` | the admin token, or an API token of `{app}` with role `read` or more | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
+//! | runs, stops, cancels, retries, enable, disable, mark-success, alarm channel tests | … role `operate` or more | 401 as above; a token of a lower role 403 |
+//! | creating, updating, copying, deleting jobs, workflows and alarm channels; tokens; `rotate-secret` | … role `admin` | 401 as above; a token of a lower role 403 |
+//! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`), the role checked on every form | 303 to `/login`; a form without its CSRF token, or beyond the session's role, 403 |
+//!
+//! With [`HttpConfig::app_secret_tokens`] an app's worker secret is also an `admin` token
+//! of that app (compatibility); without it the secret is refused like any wrong token.
 //!
 //! `/v1/validate` is open: it reads no server state and its work is bounded (at most
 //! [`MAX_VALIDATE_COUNT`](crate::api::MAX_VALIDATE_COUNT) times, a body within the limit).
@@ -47,12 +55,13 @@
 //!
 //! | situation | status | `code` |
 //! |---|---|---|
-//! | created (`POST /v1/apps`, `POST .../jobs`, `POST .../workflows`) | 201 | – |
-//! | `DELETE .../jobs/{id}`, `DELETE .../workflows/{id}` | 204, empty body | – |
+//! | created (`POST /v1/apps`, `POST .../jobs`, `POST .../workflows`, `POST .../tokens`) | 201 | – |
+//! | `DELETE .../jobs/{id}`, `DELETE .../workflows/{id}`, `DELETE /v1/apps/{app}`, `DELETE .../tokens/{id}` | 204, empty body | – |
 //! | every other success | 200 | – |
 //! | malformed JSON, a body that is not a JSON object, wrong field type, unknown field, empty body, missing or non-JSON `Content-Type`, bad query string, non-numeric id | 400 | `invalid_argument` |
-//! | no or malformed `Authorization: Bearer`, or a token that is neither the admin token nor the app's secret (also when the app does not exist) | 401 | `unauthorized` |
-//! | a token other than the admin token on an admin route (`POST /v1/apps`) | 403 | `forbidden` |
+//! | no or malformed `Authorization: Bearer`, or a token that is neither the admin token nor a live token of the app (also when the app does not exist) | 401 | `unauthorized` |
+//! | a token other than the admin token on an admin route; a token whose role is below the route's | 403 | `forbidden` |
+//! | a request with a credential from a source past its failed sign-ins ([`HttpConfig::failed_logins`]; before it is checked) | 429 + `Retry-After` | `rate_limited` |
 //! | unknown route; unknown app (with the admin token), job, instance, workflow, workflow instance or node | 404 | `not_found` |
 //! | a method the route does not have | 405 (+ `Allow`) | `invalid_argument` |
 //! | a body larger than [`HttpConfig::max_body_bytes`] | 413 | `payload_too_large` |

@@ -99,11 +99,7 @@ impl Repo {
         }
         let batch = Batch::new()
             .put(API_TOKENS, keys::id(token.id), encode(API_TOKENS, &token)?)
-            .put(
-                APP_TOKENS,
-                keys::pair(token.app_id.0, token.id),
-                Vec::new(),
-            );
+            .put(APP_TOKENS, keys::pair(token.app_id.0, token.id), Vec::new());
         Ok(self.submit(batch, token))
     }
 

@@ -14,12 +14,12 @@ use super::form::{parse_wire, Fields};
 use super::pages::{self, Overview};
 use super::session::{cookie, random_token, set_cookie, Session, LOGIN_COOKIE, SESSION_COOKIE};
 use super::Console;
+use crate::api::TokenRole;
 use crate::api::{
     ApiError, ErrorCode, InstanceAction, InstanceQuery, InstanceView, JobQuery, LogLineView,
     LogQuery,
 };
 use crate::clock::{Clock, SystemClock};
-use crate::api::TokenRole;
 use crate::http::auth::{ct_eq, Denied};
 use crate::http::failure::LoginFailed;
 use crate::ids::{InstanceId, JobId};
@@ -150,8 +150,19 @@ impl Console {
 /// The role a console form POST to `path` needs (see the module docs).
 pub(super) fn needed_role(path: &str) -> TokenRole {
     let last = path.rsplit('/').next().unwrap_or("");
-    let operate = ["run", "enable", "disable", "mark-success", "stop", "retry", "cancel"];
-    if matches!(path, "/logout" | "/switch-app" | "/jobs/preview" | "/workflows/preview") {
+    let operate = [
+        "run",
+        "enable",
+        "disable",
+        "mark-success",
+        "stop",
+        "retry",
+        "cancel",
+    ];
+    if matches!(
+        path,
+        "/logout" | "/switch-app" | "/jobs/preview" | "/workflows/preview"
+    ) {
         TokenRole::Read
     } else if operate.contains(&last) {
         TokenRole::Operate

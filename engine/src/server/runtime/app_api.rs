@@ -3,12 +3,12 @@
 
 use rand::RngCore;
 
+use crate::api::Api;
 use crate::api::{
     check_new_secret, token_hash, ApiError, AppList, AppRef, AppView, CreateToken, JobQuery,
     RotateSecret, SecretRotated, TokenCreated, TokenGrant, TokenList, TokenView, WorkflowQuery,
     DEFAULT_OVERLAP_SECS, MAX_OVERLAP_SECS, MAX_TOKENS_PER_APP, MAX_TOKEN_NAME_LEN, TOKEN_PREFIX,
 };
-use crate::api::Api;
 use crate::server::token_repo::{role_byte, role_of, TokenRecord, MAX_TOKEN_ID};
 use crate::server::AppRecord;
 
@@ -68,8 +68,7 @@ impl NodeApi {
             None => None,
             Some(0) => return Err(ApiError::invalid("expires_in_secs", "must be at least 1")),
             Some(s) => Some(
-                i64::try_from(s.saturating_mul(1000))
-                    .map_or(i64::MAX, |ms| now.saturating_add(ms)),
+                i64::try_from(s.saturating_mul(1000)).map_or(i64::MAX, |ms| now.saturating_add(ms)),
             ),
         };
         let held = sh.repo.list_tokens(app.id)?.len();
@@ -231,7 +230,9 @@ impl NodeApi {
                 format!("must be at most {MAX_OVERLAP_SECS}"),
             ));
         }
-        let until = sh.now().saturating_add(i64::try_from(overlap * 1000).unwrap_or(i64::MAX));
+        let until = sh
+            .now()
+            .saturating_add(i64::try_from(overlap * 1000).unwrap_or(i64::MAX));
         let saved = sh
             .await_commit(sh.repo.rotate_secret(app.id, &secret, until)?)
             .await?;
