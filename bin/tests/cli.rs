@@ -960,7 +960,9 @@ async fn tokens_and_a_secret_rotation_from_the_cli() {
     let (code, token, err) = cli_as(
         &c,
         TOKEN,
-        &["token", "create", "--app", APP, "--name", "ci", "--role", "read"],
+        &[
+            "token", "create", "--app", APP, "--name", "ci", "--role", "read",
+        ],
     );
     assert_eq!(code, Some(0), "{err}");
     let token = token.trim().to_owned();
@@ -968,7 +970,16 @@ async fn tokens_and_a_secret_rotation_from_the_cli() {
     let (code, _, err) = cli_as(&c, &token, &["job", "list", "--app", APP]);
     assert_eq!(code, Some(0), "{err}");
     let create = [
-        "job", "create", "--app", APP, "--name", "x", "--type", "api", "--processor", "noop",
+        "job",
+        "create",
+        "--app",
+        APP,
+        "--name",
+        "x",
+        "--type",
+        "api",
+        "--processor",
+        "noop",
     ];
     let (code, _, err) = cli_as(&c, &token, &create);
     assert_ne!(code, Some(0));
@@ -993,7 +1004,15 @@ async fn tokens_and_a_secret_rotation_from_the_cli() {
     let (code, out, err) = cli_as(
         &c,
         TOKEN,
-        &["app", "rotate-secret", APP, "--secret", new, "--overlap-secs", "600"],
+        &[
+            "app",
+            "rotate-secret",
+            APP,
+            "--secret",
+            new,
+            "--overlap-secs",
+            "600",
+        ],
     );
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.trim(), new);
@@ -1002,5 +1021,8 @@ async fn tokens_and_a_secret_rotation_from_the_cli() {
     c.wait_workers(2).await;
     let (code, out, err) = cli_as(&c, TOKEN, &["app", "get", APP]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("previous worker secret accepted until"), "{out}");
+    assert!(
+        out.contains("previous worker secret accepted until"),
+        "{out}"
+    );
 }

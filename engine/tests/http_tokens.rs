@@ -324,3 +324,32 @@ async fn apps_are_listed_shown_and_deleted_only_when_empty_or_forced() {
     n.admin.delete_app("b", false).await.unwrap();
     n.stop().await;
 }
+
+#[tokio::test]
+async fn failed_handshakes_are_limited_per_source_and_counted() {
+    let mut c = config(StoreChoice::Memory, None);
+    c.net.failed_handshakes_per_min = 1;
+    c.net.failed_handshake_burst = 2;
+    let server = start(c).await;
+    let api = server.api();
+    app(&api, "a").await;
+    let addr = server.transport_addr();
+    for i in 0..2 {
+        let w = FakeWorker::try_connect(addr, "a", "wrong-secret-0123", "w:1", &[], Mode::Succeed)
+            .await;
+        assert!(w.is_err(), "wrong secret {i} accepted");
+    }
+    // The source is out of tries: even the right secret is refused on arrival for now.
+    let w = FakeWorker::try_connect(addr, "a", SECRET, "w:1", &[], Mode::Succeed).await;
+    assert!(w.is_err(), "a source past its failed handshakes was let in");
+    let metrics = api.metrics_text();
+    assert!(
+        metrics.contains("ferrojob_transport_handshake_failures_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferrojob_transport_failed_handshakes_limited_total 1"),
+        "{metrics}"
+    );
+    server.shutdown().await;
+}

@@ -641,6 +641,7 @@ impl Api for NodeApi {
         // The worker port's limits, each counted when hit (see `NetConfig`).
         let limits = [
             ("handshake_failures", "Worker-port handshakes refused (unknown app, wrong secret, other protocol) or timed out.", s.handshake_failures),
+            ("failed_handshakes_limited", "Connections closed on arrival because their source failed too many handshakes.", s.failed_handshakes_limited),
             ("handshake_timeouts", "Worker-port connections closed because the handshake did not complete in time.", s.handshake_timeouts),
             ("preauth_pool_full", "Handshaking connections closed to make room in the full pre-authentication pool.", s.preauth_pool_full),
             ("preauth_frames_too_large", "Connections closed for a frame over the pre-authentication size limit.", s.preauth_frames_too_large),
