@@ -303,7 +303,16 @@ async fn apps_are_listed_shown_and_deleted_only_when_empty_or_forced() {
     assert_eq!(status(app_admin.delete_app("a", true).await), 403);
     assert_eq!(status(n.admin.delete_app("a", false).await), 409);
     n.admin.delete_job("a", id).await.unwrap();
-    n.admin.create_job("a", &job()).await.unwrap();
+    let id = n.admin.create_job("a", &job()).await.unwrap().id;
+    let flow: ferrojob::api::WorkflowDef = serde_json::from_value(serde_json::json!({
+        "name": "flow",
+        "time_expression_type": "API",
+        "nodes": [{"id": 1, "job_id": id.get()}],
+        "edges": [],
+    }))
+    .unwrap();
+    n.admin.create_workflow("a", &flow).await.unwrap();
+    assert_eq!(status(n.admin.delete_app("a", false).await), 409);
     n.admin.delete_app("a", true).await.unwrap();
     assert_eq!(status(n.admin.get_app("a").await), 404);
     // Its tokens went with it, and its name is free again.

@@ -165,7 +165,9 @@ impl NodeApi {
         Ok(())
     }
 
-    /// Deletes every workflow, then every job of `app` (a forced deletion).
+    /// Deletes every workflow, then every job of `app` (a forced deletion). A workflow
+    /// nested in another goes in the round after its parent; a round that deletes nothing
+    /// (a running instance, say) ends it with that round's refusal.
     async fn delete_definitions(&self, app: &AppRef) -> Result<(), ApiError> {
         for _ in 0..FORCE_ROUNDS {
             let page = WorkflowQuery {
@@ -176,23 +178,16 @@ impl NodeApi {
             if workflows.is_empty() {
                 break;
             }
-            let mut last = None;
+            let mut deleted = 0usize;
+            let mut refused = None;
             for w in workflows {
-                if let Err(e) = self.delete_workflow(app.clone(), w.id).await {
-                    last = Some(e);
+                match self.delete_workflow(app.clone(), w.id).await {
+                    Ok(()) => deleted += 1,
+                    Err(e) => refused = Some(e),
                 }
             }
-            if let Some(e) = last {
-                // Nested workflows go once their parents are gone; a running instance stops it.
-                if self
-                    .list_workflows(app.clone(), WorkflowQuery::default())
-                    .await?
-                    .items
-                    .is_empty()
-                {
-                    break;
-                }
-                tracing::debug!(app = %app.name, error = %e, "a workflow could not be deleted yet");
+            if let (0, Some(e)) = (deleted, refused) {
+                return Err(e);
             }
         }
         loop {
