@@ -486,6 +486,27 @@ mod tests {
     }
 
     #[test]
+    fn credentials_settings_come_from_flags_or_the_file() {
+        let merged = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args)
+                .merge(toml::from_str::<FileConfig>(file).unwrap())
+                .unwrap()
+        };
+        let c = merged(&["s"], "");
+        assert!(!c.app_secret_tokens);
+        assert_eq!(
+            c.failed_logins,
+            Some(ferrojob::http::FailedLoginLimit::default())
+        );
+        assert!(merged(&["s", "--app-secret-tokens"], "").app_secret_tokens);
+        assert!(merged(&["s"], "app_secret_tokens = true").app_secret_tokens);
+        let per_min =
+            |args: &[&str], file: &str| merged(args, file).failed_logins.map(|l| l.per_min);
+        assert_eq!(per_min(&["s", "--failed-logins-per-min", "3"], ""), Some(3));
+        assert_eq!(per_min(&["s"], "failed_logins_per_min = 0"), None);
+    }
+
+    #[test]
     fn the_api_rate_comes_from_flags_or_the_file_and_0_turns_it_off() {
         let rate = |args: &[&str], file: &str| {
             ServerArgs::parse_from(args)
