@@ -29,7 +29,7 @@ pub struct Conn {
         global = true
     )]
     url: String,
-    /// Bearer token: the admin token or the app's secret.
+    /// Bearer token: the admin token, or an API token of the app (`ferrojob token create`).
     #[arg(long, env = "FERROJOB_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// File holding the token (used when --token is not given).
@@ -85,9 +85,37 @@ pub enum AppCmd {
         /// Unique name.
         #[arg(long)]
         name: String,
-        /// Secret workers prove in the handshake.
+        /// Secret workers prove in the handshake (16 bytes or more).
         #[arg(long, env = "FERROJOB_SECRET", hide_env_values = true)]
         secret: String,
+    },
+    /// List every app (admin token).
+    List,
+    /// Show one app.
+    Get {
+        /// App name or id.
+        app: String,
+    },
+    /// Delete an app and its tokens (admin token); refused while it has jobs or workflows,
+    /// unless --force, which deletes them first.
+    Delete {
+        /// App name or id.
+        app: String,
+        /// Delete its jobs and workflows too.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace the app's worker secret; the previous one keeps working for the overlap, so
+    /// workers can be restarted with the new one without downtime. Prints the new secret.
+    RotateSecret {
+        /// App name or id.
+        app: String,
+        /// The new secret (16 bytes or more); without it the server generates one.
+        #[arg(long, env = "FERROJOB_NEW_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Seconds the previous secret keeps working (default 3600; 0: none).
+        #[arg(long)]
+        overlap_secs: Option<u64>,
     },
 }
 
@@ -636,6 +664,55 @@ pub fn app(conn: &Conn, cmd: &AppCmd) -> Result<()> {
                     println!("app {} created with id {}", created.name, created.id.get());
                     Ok(())
                 }
+            }
+            AppCmd::List => {
+                let apps = client.list_apps().await?;
+                if conn.json {
+                    return print_json(&apps);
+                }
+                println!("{:>6}  {:<32}  CREATED", "ID", "NAME");
+                for a in &apps.items {
+                    println!("{:>6}  {:<32}  {}", a.id.get(), a.name, fmt_ms(a.created_at));
+                }
+                Ok(())
+            }
+            AppCmd::Get { app } => {
+                let a = client.get_app(app).await?;
+                if conn.json {
+                    return print_json(&a);
+                }
+                println!("app {} (id {}), created {}", a.name, a.id.get(), fmt_ms(a.created_at));
+                if let Some(until) = a.previous_secret_until {
+                    println!("previous worker secret accepted until {}", fmt_ms(until));
+                }
+                Ok(())
+            }
+            AppCmd::Delete { app, force } => {
+                client.delete_app(app, *force).await?;
+                if !conn.json {
+                    println!("app {app} deleted");
+                }
+                Ok(())
+            }
+            AppCmd::RotateSecret {
+                app,
+                secret,
+                overlap_secs,
+            } => {
+                let req = ferrojob::api::RotateSecret {
+                    secret: secret.clone(),
+                    overlap_secs: *overlap_secs,
+                };
+                let rotated = client.rotate_secret(app, &req).await?;
+                if conn.json {
+                    return print_json(&rotated);
+                }
+                println!("{}", rotated.secret);
+                eprintln!(
+                    "the previous secret works until {}: restart the workers with the new one before then",
+                    fmt_ms(rotated.previous_secret_until)
+                );
+                Ok(())
             }
         }
     })

@@ -344,7 +344,7 @@ async fn server() -> (RunningServer, Client) {
     client
         .create_app(&CreateApp {
             name: APP.into(),
-            secret: "billing-secret".into(),
+            secret: "billing-secret-0123".into(),
         })
         .await
         .unwrap();

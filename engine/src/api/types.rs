@@ -22,10 +22,11 @@ use super::error::ApiError;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
-    /// Unique app name (what workers name in `--app`).
+    /// Unique app name (what workers name in `--app`); not all digits.
     pub name: String,
-    /// The secret workers prove in the transport handshake; also a bearer token for the
-    /// app's routes.
+    /// The secret workers prove in the transport handshake (at least
+    /// [`MIN_NEW_SECRET_LEN`](super::MIN_NEW_SECRET_LEN) bytes). It is no API token, except
+    /// in the HTTP layer's compatibility mode.
     pub secret: String,
 }
 

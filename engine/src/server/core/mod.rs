@@ -488,6 +488,14 @@ impl Core {
         self.apps.insert(app.name.clone(), app);
     }
 
+    /// Forgets an app (after its deletion was submitted): its name resolves no more and
+    /// its workers' handshakes are refused.
+    pub(crate) fn remove_app(&mut self, id: AppId) {
+        if let Some(name) = self.app_names.remove(&id) {
+            self.apps.remove(&name);
+        }
+    }
+
     /// A live (not being deleted) job.
     pub(crate) fn live_job(&self, id: JobId) -> Option<&JobState> {
         self.jobs.get(&id).filter(|j| !j.deleted)

@@ -143,6 +143,46 @@ impl NodeApi {
 }
 
 impl Api for NodeApi {
+    fn token_grant(&self, id: u64) -> Result<Option<crate::api::TokenGrant>, ApiError> {
+        self.token_grant_of(id)
+    }
+
+    fn create_token(
+        &self,
+        app: AppRef,
+        req: crate::api::CreateToken,
+    ) -> ApiFuture<'_, crate::api::TokenCreated> {
+        Box::pin(self.create_token_of(app, req))
+    }
+
+    fn list_tokens(&self, app: AppRef) -> ApiFuture<'_, crate::api::TokenList> {
+        Box::pin(async move { self.list_tokens_of(&app) })
+    }
+
+    fn revoke_token(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+        Box::pin(self.revoke_token_of(app, id))
+    }
+
+    fn list_apps(&self) -> ApiFuture<'_, crate::api::AppList> {
+        Box::pin(async move { self.list_apps_of() })
+    }
+
+    fn get_app(&self, app: AppRef) -> ApiFuture<'_, crate::api::AppView> {
+        Box::pin(async move { self.get_app_of(&app) })
+    }
+
+    fn delete_app(&self, app: AppRef, force: bool) -> ApiFuture<'_, ()> {
+        Box::pin(self.delete_app_of(app, force))
+    }
+
+    fn rotate_secret(
+        &self,
+        app: AppRef,
+        req: crate::api::RotateSecret,
+    ) -> ApiFuture<'_, crate::api::SecretRotated> {
+        Box::pin(self.rotate_secret_of(app, req))
+    }
+
     fn resolve_app(&self, app: &str) -> Result<AppRef, ApiError> {
         let sh = &self.0;
         let rec = match app.parse::<u64>() {
@@ -163,6 +203,7 @@ impl Api for NodeApi {
     fn create_app(&self, req: CreateApp) -> ApiFuture<'_, AppCreated> {
         Box::pin(async move {
             let sh = &self.0;
+            crate::api::check_new_app(&req.name, &req.secret)?;
             let c = sh.repo.create_app(&req.name, &req.secret, sh.now())?;
             let app = sh.await_commit(c).await?;
             let out = AppCreated {
@@ -599,6 +640,8 @@ impl Api for NodeApi {
         let Some(s) = snapshot else { return out };
         // The worker port's limits, each counted when hit (see `NetConfig`).
         let limits = [
+            ("handshake_failures", "Worker-port handshakes refused (unknown app, wrong secret, other protocol) or timed out.", s.handshake_failures),
+            ("failed_handshakes_limited", "Connections closed on arrival because their source failed too many handshakes.", s.failed_handshakes_limited),
             ("handshake_timeouts", "Worker-port connections closed because the handshake did not complete in time.", s.handshake_timeouts),
             ("preauth_pool_full", "Handshaking connections closed to make room in the full pre-authentication pool.", s.preauth_pool_full),
             ("preauth_frames_too_large", "Connections closed for a frame over the pre-authentication size limit.", s.preauth_frames_too_large),
