@@ -239,6 +239,7 @@ impl State {
                         run: 0,
                         workflow_instance_id: Some(WorkflowInstanceId(wid)),
                         tasks: None,
+                        next_retry_at: None,
                     };
                     self.instances.insert(instance_id, (mock.app_id, view));
                     mock.node_instances.insert(node, instance_id);
@@ -350,6 +351,7 @@ impl Api for MockApi {
             body,
             next_trigger_time: None,
             runs: 0,
+            skipped_runs: 0,
             created_at: 1,
             updated_at: 1,
         };
@@ -439,6 +441,7 @@ impl Api for MockApi {
             run: 0,
             workflow_instance_id: None,
             tasks: None,
+            next_retry_at: None,
         };
         st.instances.insert(instance_id, (app.id.0, view));
         ready(Ok(RunCreated {

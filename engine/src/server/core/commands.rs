@@ -178,7 +178,15 @@ impl Core {
         delay_ms: u64,
         now: EpochMs,
     ) -> Result<(Commit<InstanceRecord>, AfterCreate), ApiError> {
-        self.job_of(app, id)?;
+        let job = self.job_of(app, id)?;
+        if delay_ms == 0 && self.skips(job) {
+            let max = job.def.record.max_instances;
+            self.count_skipped(id);
+            return Err(ApiError::conflict(format!(
+                "run skipped: job {} allows {max} at once (max_instances) and its overlap policy is SKIP",
+                id.0
+            )));
+        }
         if delay_ms > MAX_DELAY_MS {
             return Err(ApiError::invalid(
                 "delay_ms",
