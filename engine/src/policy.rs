@@ -59,7 +59,17 @@ pub enum BackoffShape {
 /// How long a failed run waits before each retry (see the module documentation for the
 /// formula). The default is the server's: exponential from 1 s, doubling, at most 30 s, no
 /// jitter.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryBackoff {
     /// `FIXED` or `EXPONENTIAL` (default).
@@ -285,7 +295,10 @@ mod tests {
             for n in 1..8 {
                 let d = p.delay_ms(n, seed);
                 let base = RetryBackoff::default().delay_ms(n, seed);
-                assert!(d <= base && d >= base / 2, "seed {seed} n {n}: {d} of {base}");
+                assert!(
+                    d <= base && d >= base / 2,
+                    "seed {seed} n {n}: {d} of {base}"
+                );
                 assert_eq!(d, p.delay_ms(n, seed), "the same inputs, the same delay");
             }
         }
@@ -307,10 +320,7 @@ mod tests {
         let bad = |p: RetryBackoff| p.validate().unwrap_err().0;
         assert!(RetryBackoff::default().validate().is_ok());
         assert!(RetryBackoff::fixed(0).validate().is_ok());
-        assert_eq!(
-            bad(RetryBackoff::exponential(5_000, 1_000)),
-            "max_delay_ms"
-        );
+        assert_eq!(bad(RetryBackoff::exponential(5_000, 1_000)), "max_delay_ms");
         assert_eq!(
             bad(RetryBackoff::fixed(MAX_RETRY_DELAY_MS + 1)),
             "initial_delay_ms"

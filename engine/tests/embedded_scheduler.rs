@@ -156,11 +156,10 @@ async fn timeout_cancels_the_attempt_and_retries_back_off() {
         .register(
             JobSpec::new("flaky", expr(TimeExpressionType::Api, "", None))
                 .with_timeout_ms(1_000)
-                .with_retry(RetryPolicy {
-                    retries: 2,
-                    initial_backoff_ms: 100,
-                    max_backoff_ms: 10_000,
-                }),
+                .with_retry(RetryPolicy::with_backoff(
+                    2,
+                    ferrojob::policy::RetryBackoff::exponential(100, 10_000),
+                )),
             move |ctx: RunContext| {
                 let started_tx = started_tx.clone();
                 seen.fetch_add(1, Ordering::SeqCst);

@@ -276,9 +276,9 @@ impl JobRecord {
         self.alarm
             .validate()
             .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
-        self.retry_backoff
-            .validate()
-            .map_err(|(field, msg)| RepoError::invalid("retry_backoff", format!("{field}: {msg}")))?;
+        self.retry_backoff.validate().map_err(|(field, msg)| {
+            RepoError::invalid("retry_backoff", format!("{field}: {msg}"))
+        })?;
         crate::model::check_labels(&self.description, &self.tags)
             .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
         Ok(())

@@ -17,8 +17,7 @@ use crate::time_expression::{EpochMs, TimeExpressionType};
 use super::report::RUN_SAFETY_MARGIN_MS;
 use super::write::Follow;
 use super::{
-    is_running, Awaited, Core, Effect, InstState, JobDef, Outgoing, Then, TimerEv,
-    MAX_QUEUED_RUNS,
+    is_running, Awaited, Core, Effect, InstState, JobDef, Outgoing, Then, TimerEv, MAX_QUEUED_RUNS,
 };
 
 /// Dispatch attempts that find no eligible worker before the instance is FAILED.
@@ -137,8 +136,7 @@ impl Core {
         let max = def.record.max_instances;
         // A QUEUE job's runs start in their order of arrival: none overtakes the queue.
         let head = job.queue.front().copied();
-        if def.record.overlap_policy == OverlapPolicy::Queue && head.is_some_and(|h| h != rec.id)
-        {
+        if def.record.overlap_policy == OverlapPolicy::Queue && head.is_some_and(|h| h != rec.id) {
             return Err(Refusal::Full(format!(
                 "job {} has {} runs queued ahead (overlap policy QUEUE)",
                 job.id.0,
@@ -269,7 +267,11 @@ impl Core {
                 st.rec.result = Some(reason);
                 self.count_skipped(job_id);
                 self.note(job_id, Some(old), st.rec.status);
-                tracing::info!(instance = id.0, job = job_id.0, "run skipped (overlap policy SKIP)");
+                tracing::info!(
+                    instance = id.0,
+                    job = job_id.0,
+                    "run skipped (overlap policy SKIP)"
+                );
                 let f = Follow::Final {
                     id,
                     job: job_id,
@@ -296,7 +298,12 @@ impl Core {
                 let queued = job.queue.len();
                 st.retry_at = None;
                 self.metrics.count_overlap(OverlapPolicy::Queue);
-                tracing::info!(instance = id.0, job = job_id.0, queued, "run queued (overlap policy QUEUE)");
+                tracing::info!(
+                    instance = id.0,
+                    job = job_id.0,
+                    queued,
+                    "run queued (overlap policy QUEUE)"
+                );
                 // A slot may have freed between the refusal and now (a claim abandoned).
                 self.wake_queue(job_id);
             }
@@ -340,7 +347,11 @@ impl Core {
             ));
             core.note(job, Some(old), v.rec.status);
             core.metrics.count_overlap(OverlapPolicy::Replace);
-            tracing::info!(instance = victim.0, by = by.0, "run replaced (overlap policy REPLACE)");
+            tracing::info!(
+                instance = victim.0,
+                by = by.0,
+                "run replaced (overlap policy REPLACE)"
+            );
             if let Some(w) = v.rec.worker.clone() {
                 core.send_stop(v.rec.app_id, &w, victim);
             }

@@ -343,7 +343,11 @@ impl Api for NodeApi {
                 let core = sh.core.lock();
                 page.items
                     .iter()
-                    .map(|r| core.active.get(&r.id).map(|st| (st.rec.clone(), st.held_view())))
+                    .map(|r| {
+                        core.active
+                            .get(&r.id)
+                            .map(|st| (st.rec.clone(), st.held_view()))
+                    })
                     .collect()
             };
             let items = page
