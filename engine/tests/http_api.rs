@@ -1650,10 +1650,6 @@ async fn invalid_workflows_are_400s_naming_the_fault() {
             r#"{"name":"w","time_expression_type":"CRON","time_expression":"0 0 25 * * ?","nodes":[{"id":1,"job_id":1}]}"#,
             "",
         ),
-        (
-            r#"{"name":"w","time_expression_type":"API","max_instances":0,"nodes":[{"id":1,"job_id":1}]}"#,
-            "max_instances",
-        ),
     ] {
         let (s, b) = h.post_json(path, t, body).await;
         let message = assert_error(s, &b, 400, "invalid_argument");
