@@ -106,6 +106,8 @@ impl Core {
             return Ok(());
         }
         job.def = Arc::new(def);
+        // A raised `max_instances` has room for queued runs now.
+        self.wake_queue(r.job);
         if let Some(n) = r.next {
             self.arm(
                 n,
@@ -162,7 +164,13 @@ impl Core {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.deleted = true;
         }
-        self.jobs.remove(&id);
+        if let Some(job) = self.jobs.remove(&id) {
+            // Its queued runs are dispatched, which fails them: the job is gone.
+            let now = self.now_us.div_euclid(1000);
+            for q in job.queue {
+                self.arm(now, TimerEv::Dispatch(q));
+            }
+        }
         self.alarm_books.remove(&id);
     }
 

@@ -616,3 +616,35 @@ fn overlap_replace_stops_the_running_instance_then_starts_the_new_one() {
     );
     assert_eq!(core.jobs[&job].running.count(), 1);
 }
+
+#[test]
+fn overlap_queue_follows_a_raised_limit_and_a_deleted_job() {
+    let (mut core, app, job, _first, _sent) = busy(OverlapPolicy::Queue);
+    let queued: Vec<InstanceId> = (1..=3)
+        .map(|i| run(&mut core, app, job, T0 + i).unwrap())
+        .collect();
+    // Two more slots: the two oldest queued runs start, the third still waits.
+    let mut rec = core.jobs[&job].def.record.clone();
+    rec.max_instances = 3;
+    at(&mut core, T0 + 10, T0 + 10);
+    let (c, r) = core.replace_job(job, rec, T0 + 10).unwrap();
+    core.job_replaced(c.wait().unwrap(), r).unwrap();
+    // Each start wakes the next one at the following step.
+    let mut sent = tick(&mut core, T0 + 10).0;
+    sent.extend(tick(&mut core, T0 + 10).0);
+    sent.extend(tick(&mut core, T0 + 10).0);
+    assert_eq!(
+        sent.iter().map(|s| InstanceId(s.1)).collect::<Vec<_>>(),
+        queued[..2].to_vec()
+    );
+    assert_eq!(
+        core.jobs[&job].queue.iter().copied().collect::<Vec<_>>(),
+        vec![queued[2]]
+    );
+    // The job is deleted: its queued run does not wait forever.
+    core.delete_job_begin(job).unwrap();
+    core.repo.delete_job(job).unwrap().wait().unwrap();
+    core.job_deleted(job);
+    tick(&mut core, T0 + 20);
+    assert_eq!(status_of(&core, queued[2]), Some(InstanceStatus::Failed));
+}
