@@ -3033,3 +3033,59 @@ async fn an_app_beyond_its_rate_gets_429_with_retry_after_and_others_keep_workin
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_repeated_by_16_clients_gives_one_instance() {
+    let h = Arc::new(Harness::start().await);
+    h.app("a").await;
+    let job = h
+        .client("a-secret")
+        .create_job("a", &cron_job("j"))
+        .await
+        .unwrap();
+    let run = format!("/v1/apps/a/jobs/{}/run", job.id.get());
+    let post = |key: &'static str| {
+        let (h, run) = (Arc::clone(&h), run.clone());
+        async move {
+            let resp = h
+                .raw
+                .post(h.url(&run))
+                .bearer_auth("a-secret")
+                .header("Idempotency-Key", key)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    let answers = futures::future::join_all((0..16).map(|_| tokio::spawn(post("k-1")))).await;
+    let ids: Vec<InstanceId> = answers
+        .into_iter()
+        .map(|a| {
+            let (s, b) = a.unwrap();
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+            serde_json::from_slice::<RunCreated>(&b)
+                .unwrap()
+                .instance_id
+        })
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    let all = h
+        .client("a-secret")
+        .list_instances("a", &InstanceQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 1, "one instance for one key");
+    // Another key runs again; a malformed key is refused.
+    let (s, b) = post("k-2").await;
+    assert_eq!(s, 200);
+    assert_ne!(
+        serde_json::from_slice::<RunCreated>(&b)
+            .unwrap()
+            .instance_id,
+        ids[0]
+    );
+    let (s, b) = post("has space").await;
+    assert_error(s, &b, 400, "invalid_argument");
+}

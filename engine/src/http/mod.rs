@@ -85,6 +85,7 @@ mod extract;
 mod failure;
 mod guard;
 mod handlers;
+mod idempotency;
 mod openapi;
 mod rate;
 mod routes;
@@ -208,6 +209,8 @@ pub(crate) struct Shared {
     /// The per-principal request rate, when limited.
     pub(crate) rate: Option<Arc<rate::RateLimiter>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// `Idempotency-Key` answers of the create and run routes.
+    pub(crate) idempotency: Arc<idempotency::Idempotency>,
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
@@ -222,6 +225,7 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         body_read_timeout: config.body_read_timeout,
         rate: config.api_rate.map(|l| Arc::new(rate::RateLimiter::new(l))),
         clock: config.clock,
+        idempotency: Arc::new(idempotency::Idempotency::default()),
     };
     routes::routes()
         .into_router()
