@@ -109,7 +109,7 @@ enum Refusal {
     /// The job's `max_instances` are running (or its queue is ahead of this run): the
     /// job's overlap policy decides.
     Full(String),
-    /// The instance cannot run (job deleted, too many instances, invalid settings): FAILED.
+    /// The instance cannot run (job deleted, invalid settings): FAILED.
     Fail(String),
     /// The instance is not WAITING_DISPATCH, or the server is stopping: nothing to do.
     Nothing,
@@ -212,39 +212,36 @@ impl Core {
     /// REPLACE overlap policy may still stop a running instance for it.
     fn dispatch_held(&mut self, st: &mut InstState, now: EpochMs, may_replace: bool) {
         let id = st.rec.id;
-        let core = self;
-        {
-            let avoid = st.avoid.clone();
-            match core.claim(&mut st.rec, avoid.as_deref(), now) {
-                Ok(claim) => {
-                    st.retry_at = None;
-                    st.no_worker_attempts = 0;
-                    st.ready_us = claim.ready_us;
-                    // The running count was taken by the claim.
-                    core.metrics.transition(
-                        Some(InstanceStatus::WaitingDispatch),
-                        InstanceStatus::WaitingWorkerReceive,
-                    );
-                    // Without a submitted write the instance stays WAITING_WORKER_RECEIVE in
-                    // memory, holding the claim's slot: the receive check requeues it.
-                    if let Some(c) = core.persist(st) {
-                        core.emit(Effect::Await(Awaited::Write(
-                            c,
-                            Then::HandOver { id, claim },
-                        )));
-                    }
+        let avoid = st.avoid.clone();
+        match self.claim(&mut st.rec, avoid.as_deref(), now) {
+            Ok(claim) => {
+                st.retry_at = None;
+                st.no_worker_attempts = 0;
+                st.ready_us = claim.ready_us;
+                // The running count was taken by the claim.
+                self.metrics.transition(
+                    Some(InstanceStatus::WaitingDispatch),
+                    InstanceStatus::WaitingWorkerReceive,
+                );
+                // Without a submitted write the instance stays WAITING_WORKER_RECEIVE in
+                // memory, holding the claim's slot: the receive check requeues it.
+                if let Some(c) = self.persist(st) {
+                    self.emit(Effect::Await(Awaited::Write(
+                        c,
+                        Then::HandOver { id, claim },
+                    )));
                 }
-                Err(Refusal::Nothing) => {}
-                Err(Refusal::NoWorker(why)) => {
-                    if core.jobs.contains_key(&st.rec.job_id) {
-                        core.no_worker(st, &why, now);
-                    }
+            }
+            Err(Refusal::Nothing) => {}
+            Err(Refusal::NoWorker(why)) => {
+                if self.jobs.contains_key(&st.rec.job_id) {
+                    self.no_worker(st, &why, now);
                 }
-                Err(Refusal::Full(reason)) => core.overlap(st, &reason, now, may_replace),
-                Err(Refusal::Fail(reason)) => {
-                    let f = core.fail_now(st, &reason, now);
-                    core.save(st, f);
-                }
+            }
+            Err(Refusal::Full(reason)) => self.overlap(st, &reason, now, may_replace),
+            Err(Refusal::Fail(reason)) => {
+                let f = self.fail_now(st, &reason, now);
+                self.save(st, f);
             }
         }
     }
