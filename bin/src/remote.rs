@@ -165,6 +165,24 @@ pub struct JobFields {
     /// Server-side re-runs of a failed instance.
     #[arg(long)]
     instance_retries: Option<u32>,
+    /// How re-runs back off: FIXED or EXPONENTIAL.
+    #[arg(long)]
+    retry_backoff: Option<String>,
+    /// Delay before the first re-run, ms.
+    #[arg(long)]
+    retry_initial_delay_ms: Option<u64>,
+    /// Growth of the delay per re-run (EXPONENTIAL).
+    #[arg(long)]
+    retry_factor: Option<f64>,
+    /// Largest delay between re-runs, ms.
+    #[arg(long)]
+    retry_max_delay_ms: Option<u64>,
+    /// Share of each delay taken off at random, 0 to 1.
+    #[arg(long)]
+    retry_jitter: Option<f64>,
+    /// When max_instances are running: FAIL, SKIP, QUEUE or REPLACE.
+    #[arg(long)]
+    overlap_policy: Option<String>,
     /// Worker-side re-runs of a failed task.
     #[arg(long)]
     task_retries: Option<u32>,
@@ -333,6 +351,24 @@ impl JobFields {
         }
         if let Some(v) = self.instance_retries {
             body.instance_retries = v;
+        }
+        if let Some(v) = &self.retry_backoff {
+            body.retry_backoff.shape = api_enum("retry backoff", v)?;
+        }
+        if let Some(v) = self.retry_initial_delay_ms {
+            body.retry_backoff.initial_delay_ms = v;
+        }
+        if let Some(v) = self.retry_factor {
+            body.retry_backoff.factor = v;
+        }
+        if let Some(v) = self.retry_max_delay_ms {
+            body.retry_backoff.max_delay_ms = v;
+        }
+        if let Some(v) = self.retry_jitter {
+            body.retry_backoff.jitter = v;
+        }
+        if let Some(v) = &self.overlap_policy {
+            body.overlap_policy = api_enum("overlap policy", v)?;
         }
         if let Some(v) = self.task_retries {
             body.task_retries = v;
@@ -583,8 +619,13 @@ fn job_line(j: &JobView) -> String {
     } else {
         format!(" tags={}", j.body.tags.join(","))
     };
+    let skipped = if j.skipped_runs == 0 {
+        String::new()
+    } else {
+        format!(" skipped={}", j.skipped_runs)
+    };
     format!(
-        "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}{tags}",
+        "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}{skipped}{tags}",
         j.id.get(),
         truncate(&j.body.name, 24),
         format!("{:?}", j.body.time_expression_type),
@@ -601,11 +642,11 @@ fn job_line(j: &JobView) -> String {
 }
 
 /// One instance on one line; MAP / MAP_REDUCE instances add their task progress
-/// (`tasks=succeeded/total`, and the failed count if any) and instances of a workflow node
-/// the workflow instance (`wf=ID`).
+/// (`tasks=succeeded/total`, and the failed count if any), instances waiting for a retry
+/// its time (`retry_at=`) and instances of a workflow node the workflow instance (`wf=ID`).
 pub(crate) fn instance_line(i: &InstanceView) -> String {
     format!(
-        "{:>8}  job={:<6} {:<22} tries={:<2} trigger={} worker={}{}{} result={}",
+        "{:>8}  job={:<6} {:<22} tries={:<2} trigger={} worker={}{}{}{} result={}",
         i.id.get(),
         i.job_id.get(),
         status_name(i.status),
@@ -613,6 +654,8 @@ pub(crate) fn instance_line(i: &InstanceView) -> String {
         fmt_ms(i.trigger_time),
         i.worker.as_deref().unwrap_or("-"),
         i.tasks.map_or(String::new(), |t| tasks_text(&t)),
+        i.next_retry_at
+            .map_or(String::new(), |t| format!(" retry_at={}", fmt_ms(t))),
         i.workflow_instance_id
             .map_or(String::new(), |w| format!(" wf={}", w.get())),
         truncate(i.result.as_deref().unwrap_or(""), 60),

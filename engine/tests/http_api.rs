@@ -239,6 +239,7 @@ impl State {
                         run: 0,
                         workflow_instance_id: Some(WorkflowInstanceId(wid)),
                         tasks: None,
+                        next_retry_at: None,
                     };
                     self.instances.insert(instance_id, (mock.app_id, view));
                     mock.node_instances.insert(node, instance_id);
@@ -350,6 +351,7 @@ impl Api for MockApi {
             body,
             next_trigger_time: None,
             runs: 0,
+            skipped_runs: 0,
             created_at: 1,
             updated_at: 1,
         };
@@ -439,6 +441,7 @@ impl Api for MockApi {
             run: 0,
             workflow_instance_id: None,
             tasks: None,
+            next_retry_at: None,
         };
         st.instances.insert(instance_id, (app.id.0, view));
         ready(Ok(RunCreated {
@@ -1649,10 +1652,6 @@ async fn invalid_workflows_are_400s_naming_the_fault() {
         (
             r#"{"name":"w","time_expression_type":"CRON","time_expression":"0 0 25 * * ?","nodes":[{"id":1,"job_id":1}]}"#,
             "",
-        ),
-        (
-            r#"{"name":"w","time_expression_type":"API","max_instances":0,"nodes":[{"id":1,"job_id":1}]}"#,
-            "max_instances",
         ),
     ] {
         let (s, b) = h.post_json(path, t, body).await;
@@ -3041,4 +3040,60 @@ async fn an_app_beyond_its_rate_gets_429_with_retry_after_and_others_keep_workin
         metrics.contains("ferrojob_http_rate_limited_total 4"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_repeated_by_16_clients_gives_one_instance() {
+    let h = Arc::new(Harness::start().await);
+    h.app("a").await;
+    let job = h
+        .client("a-secret")
+        .create_job("a", &cron_job("j"))
+        .await
+        .unwrap();
+    let run = format!("/v1/apps/a/jobs/{}/run", job.id.get());
+    let post = |key: &'static str| {
+        let (h, run) = (Arc::clone(&h), run.clone());
+        async move {
+            let resp = h
+                .raw
+                .post(h.url(&run))
+                .bearer_auth("a-secret")
+                .header("Idempotency-Key", key)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    let answers = futures::future::join_all((0..16).map(|_| tokio::spawn(post("k-1")))).await;
+    let ids: Vec<InstanceId> = answers
+        .into_iter()
+        .map(|a| {
+            let (s, b) = a.unwrap();
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+            serde_json::from_slice::<RunCreated>(&b)
+                .unwrap()
+                .instance_id
+        })
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    let all = h
+        .client("a-secret")
+        .list_instances("a", &InstanceQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 1, "one instance for one key");
+    // Another key runs again; a malformed key is refused.
+    let (s, b) = post("k-2").await;
+    assert_eq!(s, 200);
+    assert_ne!(
+        serde_json::from_slice::<RunCreated>(&b)
+            .unwrap()
+            .instance_id,
+        ids[0]
+    );
+    let (s, b) = post("has space").await;
+    assert_error(s, &b, 400, "invalid_argument");
 }

@@ -8,10 +8,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use std::sync::Arc;
 
 use super::extract::{json_body, optional_json_body, parse_id, parse_query};
 use super::failure::Failure;
-use super::Shared;
+use super::{idempotency, Shared};
 use crate::api::TokenRole;
 use crate::api::{
     validate_expression, ApiError, CopyJob, CreateApp, ErrorCode, InstanceAction, InstanceQuery,
@@ -84,8 +85,13 @@ pub(crate) async fn create_job(
 ) -> Answer {
     let p = path(p)?;
     let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
-    let body: JobBody = json_body(req).await?;
-    created(s.api.create_job(app, body).await?)
+    let scope = idempotency::scope(&req)?;
+    let api = Arc::clone(&s.api);
+    let run = || async move {
+        let body: JobBody = json_body(req).await?;
+        created(api.create_job(app, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
 /// `GET /v1/apps/{app}/jobs?limit=&cursor=&name=&tag=&time_expression_type=&execute_type=&enabled=`.
@@ -178,8 +184,13 @@ pub(crate) async fn run_job(
     let p = path(p)?;
     let app = s.authorize_app(req.headers(), &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
-    let body: RunJob = optional_json_body(req).await?;
-    ok(s.api.run_job(app, id, body).await?)
+    let scope = idempotency::scope(&req)?;
+    let api = Arc::clone(&s.api);
+    let run = || async move {
+        let body: RunJob = optional_json_body(req).await?;
+        ok(api.run_job(app, id, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
 /// `POST /v1/apps/{app}/jobs/{id}/copy` → 201 `{"id"}` of the copy.

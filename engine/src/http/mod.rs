@@ -96,6 +96,7 @@ mod failure;
 mod failures;
 mod guard;
 mod handlers;
+mod idempotency;
 mod openapi;
 mod rate;
 mod routes;
@@ -239,6 +240,8 @@ pub(crate) struct Shared {
     /// The per-principal request rate, when limited.
     pub(crate) rate: Option<Arc<rate::RateLimiter>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// `Idempotency-Key` answers of the create and run routes.
+    pub(crate) idempotency: Arc<idempotency::Idempotency>,
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
@@ -259,6 +262,7 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         body_read_timeout: config.body_read_timeout,
         rate: config.api_rate.map(|l| Arc::new(rate::RateLimiter::new(l))),
         clock: config.clock,
+        idempotency: Arc::new(idempotency::Idempotency::default()),
     };
     routes::routes()
         .into_router()

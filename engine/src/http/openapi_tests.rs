@@ -282,6 +282,12 @@ fn full_job_body() -> JobBody {
     .unwrap();
     body.description = "nightly".into();
     body.tags = vec!["etl".into(), "team:data".into()];
+    body.retry_backoff = serde_json::from_value(json!({
+        "shape": "EXPONENTIAL", "initial_delay_ms": 500, "factor": 1.5,
+        "max_delay_ms": 60000, "jitter": 0.2
+    }))
+    .unwrap();
+    body.overlap_policy = crate::policy::OverlapPolicy::Queue;
     body
 }
 
@@ -444,6 +450,7 @@ fn instance(status: InstanceStatus) -> InstanceView {
         run: 0,
         workflow_instance_id: None,
         tasks: None,
+        next_retry_at: (status == InstanceStatus::WaitingDispatch).then_some(1_700_000_002_000),
     }
 }
 
@@ -513,6 +520,7 @@ fn real_answers_match_the_response_schemas() {
             body,
             next_trigger_time: next,
             runs: 3,
+            skipped_runs: 6,
             created_at: 4,
             updated_at: 5,
         };

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::extract::{json_body, optional_json_body, parse_id, parse_query};
 use super::handlers::{created, ok, path, Answer, AppIdPath, AppPath};
-use super::Shared;
+use super::{idempotency, Shared};
 use crate::api::TokenRole;
 use crate::api::{
     CopyWorkflow, RunWorkflow, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceQuery,
@@ -48,8 +48,13 @@ pub(crate) async fn create_workflow(
 ) -> Answer {
     let p = path(p)?;
     let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
-    let body: WorkflowDef = json_body(req).await?;
-    created(s.api.create_workflow(app, body).await?)
+    let scope = idempotency::scope(&req)?;
+    let api = std::sync::Arc::clone(&s.api);
+    let run = || async move {
+        let body: WorkflowDef = json_body(req).await?;
+        created(api.create_workflow(app, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
 /// `GET /v1/apps/{app}/workflows?limit=&cursor=&name=&tag=&time_expression_type=`.
@@ -126,8 +131,13 @@ pub(crate) async fn run_workflow(
     let p = path(p)?;
     let app = s.authorize_app(req.headers(), &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
-    let body: RunWorkflow = optional_json_body(req).await?;
-    ok(s.api.run_workflow(app, id, body).await?)
+    let scope = idempotency::scope(&req)?;
+    let api = std::sync::Arc::clone(&s.api);
+    let run = || async move {
+        let body: RunWorkflow = optional_json_body(req).await?;
+        ok(api.run_workflow(app, id, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
 /// `GET /v1/apps/{app}/workflow-instances?workflow_id=&limit=&cursor=`.

@@ -14,7 +14,7 @@ use crate::dispatch::GIB;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::server::api_convert::{instance_view, job_record, job_view};
 use crate::server::core::commands::check_period;
-use crate::server::core::{AfterCreate, JobDef};
+use crate::server::core::{AfterCreate, HeldView, JobDef};
 use crate::server::{Commit, InstanceFilter, InstanceRecord, JobRecord, RepoError};
 
 use super::driver::Runtime;
@@ -88,15 +88,23 @@ impl NodeApi {
 
     /// The API view of an instance: the record plus the workflow link and, while it is in
     /// memory, its task progress.
-    fn iview(&self, rec: &InstanceRecord, tasks: Option<crate::api::TaskProgress>) -> InstanceView {
+    fn iview(&self, rec: &InstanceRecord, held: HeldView) -> InstanceView {
         let mut v = instance_view(rec);
         v.workflow_instance_id = self.0.core.lock().wf_instance_of(rec.id);
-        v.tasks = tasks;
+        v.tasks = held.tasks;
+        v.next_retry_at = held.next_retry_at;
         v
     }
 
     fn view(&self, def: &JobDef) -> JobView {
-        job_view(&def.record, self.0.repo.trigger(def.record.id))
+        let mut v = job_view(&def.record, self.0.repo.trigger(def.record.id));
+        v.skipped_runs = self.skipped(def.record.id);
+        v
+    }
+
+    /// Runs of job `id` its SKIP overlap policy skipped since the server started.
+    fn skipped(&self, id: JobId) -> u64 {
+        self.0.core.lock().jobs.get(&id).map_or(0, |j| j.skipped)
     }
 
     /// The instance as the core knows it now (memory for non-final ones, else the store),
@@ -110,17 +118,17 @@ impl NodeApi {
         &self,
         app: &AppRef,
         id: InstanceId,
-    ) -> Result<(InstanceRecord, Option<crate::api::TaskProgress>), ApiError> {
+    ) -> Result<(InstanceRecord, HeldView), ApiError> {
         let held = self
             .0
             .core
             .lock()
             .active
             .get(&id)
-            .map(|st| (st.rec.clone(), st.tasks));
+            .map(|st| (st.rec.clone(), st.held_view()));
         let (rec, tasks) = match held {
             Some(x) => x,
-            None => (self.0.repo.get_instance(id)?, None),
+            None => (self.0.repo.get_instance(id)?, HeldView::default()),
         };
         if rec.app_id != app.id {
             return Err(ApiError::not_found("instance", id.0));
@@ -255,7 +263,11 @@ impl Api for NodeApi {
             let items = page
                 .items
                 .iter()
-                .map(|j| job_view(j, sh.repo.trigger(j.id)))
+                .map(|j| {
+                    let mut v = job_view(j, sh.repo.trigger(j.id));
+                    v.skipped_runs = self.skipped(j.id);
+                    v
+                })
                 .collect();
             Ok(JobList {
                 items,
@@ -347,14 +359,14 @@ impl Api for NodeApi {
             if query.status.is_some_and(|s| !s.is_final()) {
                 // Non-final instances all live in memory, which is ahead of the store (RUNNING
                 // is never written): list them from there, newest first.
-                let held: Vec<(InstanceRecord, Option<crate::api::TaskProgress>)> = sh
+                let held: Vec<(InstanceRecord, HeldView)> = sh
                     .core
                     .lock()
                     .active
                     .iter()
                     .filter(|(k, _)| query.cursor.is_none_or(|c| k.0 < c))
                     .filter(|(_, st)| st.rec.app_id == app.id && filter.matches(&st.rec))
-                    .map(|(_, st)| (st.rec.clone(), st.tasks))
+                    .map(|(_, st)| (st.rec.clone(), st.held_view()))
                     .collect();
                 let mut items: Vec<InstanceView> =
                     held.iter().map(|(r, t)| self.iview(r, *t)).collect();
@@ -368,11 +380,15 @@ impl Api for NodeApi {
             let page =
                 sh.repo
                     .list_instances(app.id, filter, query.cursor, limit(query.limit, 100))?;
-            let held: Vec<Option<(InstanceRecord, Option<crate::api::TaskProgress>)>> = {
+            let held: Vec<Option<(InstanceRecord, HeldView)>> = {
                 let core = sh.core.lock();
                 page.items
                     .iter()
-                    .map(|r| core.active.get(&r.id).map(|st| (st.rec.clone(), st.tasks)))
+                    .map(|r| {
+                        core.active
+                            .get(&r.id)
+                            .map(|st| (st.rec.clone(), st.held_view()))
+                    })
                     .collect()
             };
             let items = page
@@ -381,7 +397,7 @@ impl Api for NodeApi {
                 .zip(held)
                 .map(|(r, h)| match h {
                     Some((rec, tasks)) => self.iview(&rec, tasks),
-                    None => self.iview(r, None),
+                    None => self.iview(r, HeldView::default()),
                 })
                 .collect();
             Ok(InstanceList {
@@ -403,7 +419,7 @@ impl Api for NodeApi {
             match held {
                 Some(r) => {
                     let (commit, commanded, rec) = r?;
-                    let view = self.iview(&rec, None);
+                    let view = self.iview(&rec, HeldView::default());
                     // Awaited in a task of its own: the follow-up happens even if the caller
                     // goes away.
                     let task = tokio::spawn(async move {
@@ -435,7 +451,7 @@ impl Api for NodeApi {
                         )));
                     }
                     let (commit, rec) = rt.step(|core, now| core.retry_finished(rec, now))?;
-                    let view = self.iview(&rec, None);
+                    let view = self.iview(&rec, HeldView::default());
                     let task = tokio::spawn(async move {
                         let r = rt.await_commit(commit).await;
                         if r.is_ok() {

@@ -139,7 +139,6 @@ pub(crate) fn wf_error(e: WorkflowError) -> ApiError {
         WorkflowError::BadName { .. } => "name",
         WorkflowError::TimeExpressionTypeNotAllowed(_) => "time_expression_type",
         WorkflowError::TimeExpression(_) => "time_expression",
-        WorkflowError::ZeroMaxInstances => "max_instances",
         WorkflowError::TooManyEdges { .. }
         | WorkflowError::DanglingEdge { .. }
         | WorkflowError::DuplicateEdge { .. }
