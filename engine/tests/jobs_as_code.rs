@@ -27,6 +27,7 @@ fn view(id: u64, toml_body: &str) -> JobView {
         body,
         next_trigger_time: None,
         runs: 0,
+        skipped_runs: 0,
         created_at: 0,
         updated_at: 0,
     }
@@ -344,7 +345,7 @@ async fn server() -> (RunningServer, Client) {
     client
         .create_app(&CreateApp {
             name: APP.into(),
-            secret: "billing-secret".into(),
+            secret: "billing-secret-0123".into(),
         })
         .await
         .unwrap();

@@ -17,7 +17,7 @@ use ferrojob::time_expression::TimeExpressionType;
 
 pub const TOKEN: &str = "e2e-admin-token";
 pub const APP: &str = "e2e";
-pub const SECRET: &str = "e2e-secret";
+pub const SECRET: &str = "e2e-secret-0123456";
 
 /// A child process killed (SIGKILL) when dropped; its stderr goes to a file for diagnosis.
 pub struct Proc {

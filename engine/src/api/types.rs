@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::alarm::AlarmRules;
 use crate::ids::{AppId, InstanceId, JobId, WorkflowInstanceId};
 use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel, LogType};
+use crate::policy::{OverlapPolicy, RetryBackoff};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -22,10 +23,11 @@ use super::error::ApiError;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
-    /// Unique app name (what workers name in `--app`).
+    /// Unique app name (what workers name in `--app`); not all digits.
     pub name: String,
-    /// The secret workers prove in the transport handshake; also a bearer token for the
-    /// app's routes.
+    /// The secret workers prove in the transport handshake (at least
+    /// [`MIN_NEW_SECRET_LEN`](super::MIN_NEW_SECRET_LEN) bytes). It is no API token, except
+    /// in the HTTP layer's compatibility mode.
     pub secret: String,
 }
 
@@ -159,6 +161,15 @@ pub struct JobBody {
     /// Times the server re-runs a failed instance; default 0.
     #[serde(default)]
     pub instance_retries: u32,
+    /// How long each re-run waits: `{"shape": "FIXED" | "EXPONENTIAL", "initial_delay_ms",
+    /// "factor", "max_delay_ms", "jitter"}`, each field optional; default exponential from
+    /// 1000 ms, factor 2, at most 30000 ms, jitter 0 (omitted when default).
+    #[serde(default, skip_serializing_if = "is_default_backoff")]
+    pub retry_backoff: RetryBackoff,
+    /// What a run does when `max_instances` are running: `FAIL` (default), `SKIP`, `QUEUE`
+    /// or `REPLACE` (omitted when default).
+    #[serde(default, skip_serializing_if = "is_default_overlap")]
+    pub overlap_policy: OverlapPolicy,
     /// Times a worker re-runs a failed task; default 0.
     #[serde(default)]
     pub task_retries: u32,
@@ -215,6 +226,14 @@ fn is_default_alarm(a: &AlarmRules) -> bool {
     *a == AlarmRules::default()
 }
 
+fn is_default_backoff(b: &RetryBackoff) -> bool {
+    *b == RetryBackoff::default()
+}
+
+fn is_default_overlap(p: &OverlapPolicy) -> bool {
+    *p == OverlapPolicy::default()
+}
+
 impl JobBody {
     /// A body with every default: the minimal job (the defaults are those documented on each
     /// field, the same as the server record's).
@@ -236,6 +255,8 @@ impl JobBody {
             concurrency: default_concurrency(),
             timeout_ms: 0,
             instance_retries: 0,
+            retry_backoff: RetryBackoff::default(),
+            overlap_policy: OverlapPolicy::default(),
             task_retries: 0,
             dispatch_strategy: DispatchStrategy::default(),
             designated_workers: Vec::new(),
@@ -277,6 +298,9 @@ pub struct JobView {
     pub next_trigger_time: Option<EpochMs>,
     /// How many times it has fired (its run counter).
     pub runs: u64,
+    /// Runs its `SKIP` overlap policy skipped since the server started (kept in memory).
+    #[serde(default)]
+    pub skipped_runs: u64,
     /// Creation time (epoch ms).
     pub created_at: EpochMs,
     /// Last update (epoch ms).
@@ -408,6 +432,10 @@ pub struct InstanceView {
     /// server's memory only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<super::workflow::TaskProgress>,
+    /// When a WAITING_DISPATCH instance's next attempt is due after a failed one (epoch ms;
+    /// the job's `retry_backoff`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_at: Option<EpochMs>,
 }
 
 /// `GET /v1/apps/{app}/instances` query.

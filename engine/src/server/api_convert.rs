@@ -48,6 +48,8 @@ pub fn job_record(body: &JobBody, app_id: AppId) -> Result<JobRecord, ApiError> 
     job.concurrency = body.concurrency;
     job.timeout_ms = body.timeout_ms;
     job.instance_retries = body.instance_retries;
+    job.retry_backoff = body.retry_backoff;
+    job.overlap_policy = body.overlap_policy;
     job.task_retries = body.task_retries;
     job.dispatch_strategy = body.dispatch_strategy;
     job.designated_workers = body.designated_workers.clone();
@@ -83,6 +85,8 @@ pub fn job_body(job: &JobRecord) -> JobBody {
         concurrency: job.concurrency,
         timeout_ms: job.timeout_ms,
         instance_retries: job.instance_retries,
+        retry_backoff: job.retry_backoff,
+        overlap_policy: job.overlap_policy,
         task_retries: job.task_retries,
         dispatch_strategy: job.dispatch_strategy,
         designated_workers: job.designated_workers.clone(),
@@ -101,7 +105,8 @@ pub fn job_body(job: &JobRecord) -> JobBody {
     }
 }
 
-/// The view of `job` with its trigger state (none: not scheduled, never fired).
+/// The view of `job` with its trigger state (none: not scheduled, never fired). The skip
+/// count is not in the record: the caller fills it in.
 pub fn job_view(job: &JobRecord, trigger: Option<TriggerRecord>) -> JobView {
     JobView {
         id: job.id,
@@ -109,13 +114,14 @@ pub fn job_view(job: &JobRecord, trigger: Option<TriggerRecord>) -> JobView {
         body: job_body(job),
         next_trigger_time: trigger.and_then(|t| t.next_trigger),
         runs: trigger.map_or(0, |t| t.runs),
+        skipped_runs: 0,
         created_at: job.created_at,
         updated_at: job.updated_at,
     }
 }
 
-/// The view of an instance record. The workflow link and the task progress are not in the
-/// record: the caller fills them in when it knows them.
+/// The view of an instance record. The workflow link, the task progress and the next retry
+/// time are not in the record: the caller fills them in when it knows them.
 pub fn instance_view(r: &InstanceRecord) -> InstanceView {
     InstanceView {
         id: r.id,
@@ -131,6 +137,7 @@ pub fn instance_view(r: &InstanceRecord) -> InstanceView {
         run: r.run,
         workflow_instance_id: None,
         tasks: None,
+        next_retry_at: None,
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`repo`]: [`Repo`], atomic writes, apps, jobs, logs, restart [`Repo::load`];
 //!   `instance_repo.rs` its instances (fire, listings, deletion).
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
+//! - [`token_repo`]: API tokens, the previous worker secret of a rotation, app deletion.
 //! - [`alarm_repo`]: the alarm outbox with its delivery history, and the apps' channels.
 //! - [`api_convert`]: records into API views, job bodies into records, repository errors
 //!   into API errors.
@@ -59,6 +60,7 @@ mod log_codec;
 pub mod records;
 pub mod repo;
 pub mod runtime;
+pub mod token_repo;
 pub mod workflow_repo;
 
 pub use codec::RECORD_VERSION;
@@ -98,6 +100,12 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         alarm_repo::ALARMS => codec::decode::<alarm_repo::AlarmRecord>(table, key, value).map(drop),
         alarm_repo::ALARM_CHANNELS => {
             codec::decode::<alarm_repo::ChannelRecord>(table, key, value).map(drop)
+        }
+        token_repo::API_TOKENS => {
+            codec::decode::<token_repo::TokenRecord>(table, key, value).map(drop)
+        }
+        token_repo::APP_PREV_SECRETS => {
+            codec::decode::<token_repo::PreviousSecretRecord>(table, key, value).map(drop)
         }
         workflow_repo::NODE_LINKS => {
             codec::decode::<workflow_repo::NodeLinkRecord>(table, key, value).map(drop)

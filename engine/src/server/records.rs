@@ -10,6 +10,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::alarm::AlarmRules;
 use crate::ids::{AppId, JobId};
 use crate::model::{DispatchStrategy, ExecuteType, LogLevel, LogType};
+use crate::policy::{OverlapPolicy, RetryBackoff};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -108,6 +109,11 @@ pub struct JobRecord {
     pub timeout_ms: u64,
     /// Times the server re-runs a failed instance (default 0).
     pub instance_retries: u32,
+    /// How long each of those re-runs waits (default exponential from 1 s, doubling, at
+    /// most 30 s, no jitter).
+    pub retry_backoff: RetryBackoff,
+    /// What a run does when `max_instances` are running (default FAIL).
+    pub overlap_policy: OverlapPolicy,
     /// Times a worker re-runs a failed task (default 0).
     pub task_retries: u32,
     /// Default HEALTH_FIRST.
@@ -144,7 +150,8 @@ pub struct JobRecord {
 
 impl JobRecord {
     /// A job with every documented default: enabled, STANDALONE, HEALTH_FIRST, UTC, no params,
-    /// `max_instances` 0 (unlimited), `concurrency` 5, no timeout, no retries, no resource
+    /// `max_instances` 0 (unlimited), overlap policy FAIL, `concurrency` 5, no timeout, no
+    /// retries (backing off 1 s, 2 s … 30 s were they raised), no resource
     /// minimums, `max_worker_count` 0 (unlimited), FIRE_ONCE, unbounded lifecycle, no alarm
     /// rules, no description, no tags, ONLINE logs from INFO. The id and
     /// times are assigned by [`Repo::create_job`](super::Repo::create_job).
@@ -169,6 +176,8 @@ impl JobRecord {
             concurrency: 5,
             timeout_ms: 0,
             instance_retries: 0,
+            retry_backoff: RetryBackoff::default(),
+            overlap_policy: OverlapPolicy::Fail,
             task_retries: 0,
             dispatch_strategy: DispatchStrategy::HealthFirst,
             designated_workers: Vec::new(),
@@ -270,6 +279,9 @@ impl JobRecord {
         self.alarm
             .validate()
             .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
+        self.retry_backoff.validate().map_err(|(field, msg)| {
+            RepoError::invalid("retry_backoff", format!("{field}: {msg}"))
+        })?;
         crate::model::check_labels(&self.description, &self.tags)
             .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
         Ok(())

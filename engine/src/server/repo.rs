@@ -510,6 +510,11 @@ impl Repo {
         Ok(self.submit(batch, app))
     }
 
+    /// Frees `name` for a new app (its app's deletion was submitted).
+    pub(super) fn forget_app_name(&self, name: &str) {
+        self.lock().app_names.remove(name);
+    }
+
     /// The app `id`.
     pub fn get_app(&self, id: AppId) -> Result<AppRecord, RepoError> {
         self.get_record(APPS, &keys::id(id.0), "app", id.0)

@@ -37,6 +37,8 @@ prop_compose! {
             time_expression: expr, time_zone: tz, execute_type: exec, processor, params,
             max_instances: nums.0, concurrency: nums.1, timeout_ms: nums.2,
             instance_retries: nums.3, task_retries: nums.4, dispatch_strategy: strategy,
+            retry_backoff: crate::policy::RetryBackoff::fixed(u64::from(nums.5)),
+            overlap_policy: if enabled { crate::policy::OverlapPolicy::Queue } else { crate::policy::OverlapPolicy::Replace },
             designated_workers: workers, min_cpu_cores: mins.0, min_memory_gb: mins.1,
             min_disk_gb: mins.2, max_worker_count: nums.5, misfire,
             lifecycle: Lifecycle { start: life.0, end: life.1 }, enabled,

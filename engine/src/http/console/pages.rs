@@ -70,7 +70,7 @@ pub(crate) fn layout(session: &Session, tab: Tab, title: &str, body: Markup) -> 
                     }
                     span.who {
                         "app " strong { (session.app.name) }
-                        @if session.admin { " (admin)" }
+                        @if session.admin { " (admin)" } @else { " (" (session.role.as_str()) " token)" }
                     }
                     @if session.admin {
                         form.inline method="post" action="/switch-app" {
