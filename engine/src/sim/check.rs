@@ -8,6 +8,10 @@
 //!   the status of the first one;
 //! - **one instance per trigger**: no two scheduled instances of a job share a trigger time
 //!   (instances deleted by retention included);
+//! - **no trigger is missed**: between two consecutive scheduled instances of a FIXED_RATE
+//!   job (and from its first trigger, and up to the end of its lifecycle) no trigger time is
+//!   skipped unless the server was down or its clock jumped over it then, where the misfire
+//!   policy (FIRE_ONCE) folds the missed triggers into one run;
 //! - **retention deletes only what is done**: an instance chosen for deletion is final;
 //! - **no instance runs on two live workers at once**: a processor run starts on a worker
 //!   while no other connected worker still runs (and was not told to stop) the instance;
@@ -19,7 +23,7 @@
 //!   restarts and ends final; it SUCCEEDs exactly when every node did, and each finished
 //!   node's job instance (unless deleted by retention) ended as the node did.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::ids::{InstanceId, JobId, WorkflowInstanceId};
 use crate::model::InstanceStatus;
@@ -74,11 +78,92 @@ pub(super) struct Checker {
     deleted: HashSet<InstanceId>,
     /// The scheduled instance of each (job, trigger time) seen at deletion.
     fires: HashMap<(JobId, EpochMs), InstanceId>,
+    /// FIXED_RATE jobs: (first trigger, period, end of lifecycle), server time.
+    fixed_rate: BTreeMap<JobId, (EpochMs, EpochMs, EpochMs)>,
+    /// Server-time spans in which triggers may be folded: the server down, clock jumps.
+    outages: Vec<(EpochMs, EpochMs)>,
+    /// Server time at which the server went down, while it is.
+    down_since: Option<EpochMs>,
 }
 
 impl Checker {
     pub(super) fn job_created(&mut self, id: JobId) {
         self.jobs.insert(id);
+    }
+
+    /// FIXED_RATE job `id` first fires at `first`, every `period` ms, until `end` (server
+    /// time).
+    pub(super) fn fixed_rate_job(
+        &mut self,
+        id: JobId,
+        first: EpochMs,
+        period: EpochMs,
+        end: EpochMs,
+    ) {
+        self.fixed_rate.insert(id, (first, period, end));
+    }
+
+    /// The server went down at server time `at`.
+    pub(super) fn server_down(&mut self, at: EpochMs) {
+        self.down_since.get_or_insert(at);
+    }
+
+    /// The server is up again at server time `at`.
+    pub(super) fn server_up(&mut self, at: EpochMs) {
+        if let Some(since) = self.down_since.take() {
+            self.outages.push((since, at));
+        }
+    }
+
+    /// The server's clock jumped from `from` to `to`.
+    pub(super) fn clock_jumped(&mut self, from: EpochMs, to: EpochMs) {
+        self.outages.push((from.min(to), from.max(to)));
+    }
+
+    /// Whether an outage overlaps the open span (`a`, `b`).
+    fn outage_within(&self, a: EpochMs, b: EpochMs) -> bool {
+        self.outages.iter().any(|&(s, e)| s < b && e > a)
+    }
+
+    /// No trigger of a FIXED_RATE job skipped outside an outage (see the module docs);
+    /// `server_now` is the server's clock at the end.
+    fn missed_triggers(&self, server_now: EpochMs, v: &mut Vec<Violation>, now: EpochMs) {
+        let mut by_job: HashMap<JobId, Vec<EpochMs>> = HashMap::new();
+        for (job, t) in self.fires.keys() {
+            if self.fixed_rate.contains_key(job) {
+                by_job.entry(*job).or_default().push(*t);
+            }
+        }
+        for (job, &(first, period, end)) in &self.fixed_rate {
+            let mut times = by_job.remove(job).unwrap_or_default();
+            times.sort_unstable();
+            // The span before the first run counts from one period before the first trigger.
+            let mut prev = first - period;
+            let mut missed = None;
+            for t in times {
+                if t - prev > period && !self.outage_within(prev, t) {
+                    missed = Some((prev, t));
+                    break;
+                }
+                prev = prev.max(t);
+            }
+            // After the last run, up to the end of the lifecycle once the clock is past it.
+            if missed.is_none()
+                && server_now >= end
+                && end - prev >= period
+                && !self.outage_within(prev, end + 1)
+            {
+                missed = Some((prev, end));
+            }
+            if let Some((a, b)) = missed {
+                v.push(Violation::new(
+                    now,
+                    format!(
+                        "{job}: a trigger between {a} and {b} (every {period} ms) has no run, and the server was up"
+                    ),
+                ));
+            }
+        }
     }
 
     pub(super) fn run_acknowledged(&mut self, id: InstanceId) {
@@ -323,6 +408,7 @@ impl Checker {
         repo: &Repo,
         core: &Core,
         now: EpochMs,
+        server_now: EpochMs,
         v: &mut Vec<Violation>,
     ) -> (u64, u64) {
         let mut total = 0u64;
@@ -420,6 +506,7 @@ impl Checker {
         for id in &self.acked_workflow_runs {
             self.workflow_result(repo, *id, now, v);
         }
+        self.missed_triggers(server_now, v, now);
         let deleted = self.deleted_count();
         (total + deleted, finished + deleted)
     }
@@ -495,5 +582,68 @@ impl Checker {
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checker_with_fires(times: &[EpochMs]) -> Checker {
+        let mut c = Checker::default();
+        c.fixed_rate_job(JobId(1), 1_000, 1_000, 10_000);
+        for (k, t) in times.iter().enumerate() {
+            let id = InstanceId(u64::try_from(k).unwrap() + 1);
+            c.fires.insert((JobId(1), *t), id);
+        }
+        c
+    }
+
+    fn missed(c: &Checker, server_now: EpochMs) -> Vec<Violation> {
+        let mut v = Vec::new();
+        c.missed_triggers(server_now, &mut v, 0);
+        v
+    }
+
+    #[test]
+    fn every_trigger_run_is_complete() {
+        let all: Vec<EpochMs> = (1..=10).map(|k| k * 1_000).collect();
+        assert!(missed(&checker_with_fires(&all), 20_000).is_empty());
+    }
+
+    #[test]
+    fn a_skipped_trigger_while_the_server_was_up_is_a_violation() {
+        let gap: Vec<EpochMs> = [1, 2, 3, 5, 6, 7, 8, 9, 10]
+            .iter()
+            .map(|k| k * 1_000)
+            .collect();
+        let v = missed(&checker_with_fires(&gap), 20_000);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].what.contains("between 3000 and 5000"), "{v:?}");
+    }
+
+    #[test]
+    fn triggers_folded_across_a_crash_or_a_clock_jump_are_allowed() {
+        let gap: Vec<EpochMs> = [1, 2, 3, 6, 7, 8, 9, 10]
+            .iter()
+            .map(|k| k * 1_000)
+            .collect();
+        let mut c = checker_with_fires(&gap);
+        c.server_down(3_500);
+        c.server_up(5_800);
+        assert!(missed(&c, 20_000).is_empty());
+        let mut c = checker_with_fires(&gap);
+        c.clock_jumped(3_200, 5_900);
+        assert!(missed(&c, 20_000).is_empty());
+    }
+
+    #[test]
+    fn a_job_that_stops_firing_before_its_end_is_a_violation() {
+        let early: Vec<EpochMs> = (1..=6).map(|k| k * 1_000).collect();
+        assert_eq!(missed(&checker_with_fires(&early), 20_000).len(), 1);
+        // Before the end of its lifecycle, the tail is not judged yet.
+        assert!(missed(&checker_with_fires(&early), 6_500).is_empty());
+        let late_start: Vec<EpochMs> = (3..=10).map(|k| k * 1_000).collect();
+        assert_eq!(missed(&checker_with_fires(&late_start), 20_000).len(), 1);
     }
 }

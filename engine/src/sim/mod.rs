@@ -2,7 +2,8 @@
 //! store (stepped, on a [`SimBackend`](ferrojob_store::backend::SimBackend) disk), the real
 //! worker cores and MapReduce task tracker cores, a simulated network and API clients, all on
 //! virtual time in one thread. One seed decides everything: latencies, run durations and
-//! outcomes, and — unless turned off — the faults: connections cut, workers crashing and
+//! outcomes, and — unless turned off — the faults: connections cut (at once, or half-open so
+//! that the server reads the old connection's messages after the new one's), workers crashing and
 //! coming back, the server crashing at any point and restarting from the exact post-crash
 //! disk image (power loss: unsynced writes gone or torn; process crash: unsynced writes
 //! kept), slow fsyncs, duplicated and reordered reports, and clock jumps. Retention deletes
@@ -17,6 +18,7 @@
 //!   event queue (time, seq) ─► server step (Core + Repo + LogStore, stepped) ─► effects
 //!        ▲                      worker step (WorkerCore per worker)          ─► transmits
 //!        └──────── network: per-connection FIFO with latency; cuts drop what is in flight
+//!                  to the worker, half-open ones still deliver what is in flight to the server
 //!   after every event: the invariants (check.rs); at the end, once faults stop: liveness
 //! ```
 //!

@@ -43,7 +43,9 @@ impl World {
             70..=84 => self.crash_server(),
             _ => {
                 // The server's clock jumps forward.
+                let from = self.server_now();
                 self.clock_offset += self.rng.gen_range(100..5000);
+                self.checker.clock_jumped(from, self.server_now());
                 self.trace(None, || {
                     format!("fault: server clock jumps to +{} ms", self.clock_offset)
                 });
@@ -65,6 +67,8 @@ impl World {
         }
         let Some(s) = self.server.take() else { return };
         self.report.server_crashes += 1;
+        let at = self.server_now();
+        self.checker.server_down(at);
         self.trace(None, || "fault: server crashes".into());
         // The disk as the crash leaves it: power loss (unsynced writes gone, or torn), or a
         // process crash (everything written stays).
@@ -93,6 +97,10 @@ impl World {
         drop(s);
         self.disk = image;
         // Every connection ends with the process.
+        self.conns.retain(|_, c| !c.half_open);
+        for w in &mut self.workers {
+            w.server_conn = None;
+        }
         let mut open: Vec<u64> = self
             .conns
             .iter()

@@ -109,6 +109,8 @@ pub struct SimReport {
     pub worker_crashes: u64,
     /// Connections cut.
     pub connections_cut: u64,
+    /// Of them, half-open for a while: the server noticed late.
+    pub half_open: u64,
     /// Clock jumps of the server.
     pub clock_jumps: u64,
     /// Compaction rounds of the store.
@@ -124,6 +126,9 @@ struct Conn {
     /// The server's generation for it.
     gen: u64,
     open: bool,
+    /// Closed on the worker's side only: the server still reads what was in flight and
+    /// writes into it (lost) until it notices the close (a half-open connection).
+    half_open: bool,
     /// Delivery times are kept increasing per direction (TCP keeps order).
     last_to_server: i64,
     last_to_worker: i64,
@@ -147,6 +152,8 @@ enum Event {
         msg: Message,
         correlation: Option<u64>,
     },
+    /// The server notices that half-open connection `conn` is closed.
+    ServerSeesCut(u64),
     /// A worker's timer.
     WorkerTimer(usize),
     /// A worker tries to connect.
@@ -190,6 +197,9 @@ struct Worker {
     life: u64,
     alive: bool,
     conn: Option<u64>,
+    /// The connection the server files for this worker (it differs from `conn` while a
+    /// connection is half-open).
+    server_conn: Option<u64>,
     /// Armed timer (to avoid queueing one per step).
     timer_at: Option<EpochMs>,
     connect_at: Option<EpochMs>,
@@ -467,9 +477,12 @@ impl World {
             } => self.mr_task_done(mr, peer, peer_life, task, dispatch, root, success, result),
             Event::MrTick(mr) => self.mr_tick(mr),
             Event::Fault => self.fault(),
+            Event::ServerSeesCut(conn) => self.server_sees_cut(conn),
             Event::ServerRestart => {
                 self.trace(None, || "server restarts".into());
                 self.start_server();
+                let at = self.server_now();
+                self.checker.server_up(at);
                 self.server_timer();
                 self.arm_store_step();
             }
@@ -498,9 +511,14 @@ impl World {
         }
         match self.server.as_ref() {
             Some(s) => {
-                let (total, finished) =
-                    self.checker
-                        .at_end(&s.repo, &s.core, self.now, &mut self.report.violations);
+                let server_now = self.now + self.clock_offset;
+                let (total, finished) = self.checker.at_end(
+                    &s.repo,
+                    &s.core,
+                    self.now,
+                    server_now,
+                    &mut self.report.violations,
+                );
                 self.report.instances = total;
                 self.report.finished = finished;
                 self.report.deleted = self.checker.deleted_count();
@@ -519,7 +537,7 @@ impl std::fmt::Display for SimReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {}: {} events over {} s simulated; {} instances ({} final, {} deleted by retention), {} runs and {} workflow runs acknowledged, {} MAP_REDUCE instances succeeded; faults: {} server crashes, {} worker crashes, {} connections cut, {} clock jumps; {} compactions; {} violations",
+            "seed {}: {} events over {} s simulated; {} instances ({} final, {} deleted by retention), {} runs and {} workflow runs acknowledged, {} MAP_REDUCE instances succeeded; faults: {} server crashes, {} worker crashes, {} connections cut ({} half-open), {} clock jumps; {} compactions; {} violations",
             self.seed,
             self.events,
             self.simulated_ms / 1000,
@@ -532,6 +550,7 @@ impl std::fmt::Display for SimReport {
             self.server_crashes,
             self.worker_crashes,
             self.connections_cut,
+            self.half_open,
             self.clock_jumps,
             self.compactions,
             self.violations.len()

@@ -1,5 +1,8 @@
 //! The network: per-connection FIFO delivery with latency, what reaches the server and the
-//! workers, and connections cut with what was in flight.
+//! workers, and connections cut with what was in flight — at once on both ends, or half-open:
+//! the server keeps reading what the worker had sent, and writing into the void, until it
+//! notices, while the worker may already be back on a new connection (so the server sees
+//! the old connection's messages after the new one's).
 
 use ferrojob_transport::message::ExecuteType as WireExecuteType;
 
@@ -11,8 +14,11 @@ impl World {
             return None;
         }
         let i = self.worker_index(worker)?;
-        let c = self.workers[i].conn?;
-        self.conns.get(&c).filter(|c| c.open).map(|_| c)
+        let c = self.workers[i].server_conn?;
+        self.conns
+            .get(&c)
+            .filter(|c| c.open || c.half_open)
+            .map(|_| c)
     }
 
     pub(super) fn worker_index(&self, address: &str) -> Option<usize> {
@@ -77,7 +83,7 @@ impl World {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if !c.open || self.server.is_none() {
+        if !(c.open || c.half_open) || self.server.is_none() {
             return;
         }
         let worker = c.worker;
@@ -199,20 +205,59 @@ impl World {
         self.drain_worker(i);
     }
 
-    /// Cuts connection `conn`: both ends learn it; what was in flight is lost.
+    /// Cuts connection `conn`: the worker learns it at once; the server at once too, or — a
+    /// half-open connection, one time in three — only later, reading what was in flight
+    /// from the worker meanwhile and writing into the void. What was in flight to the
+    /// worker is lost.
     pub(super) fn cut(&mut self, conn: u64) {
-        let Some(c) = self.conns.remove(&conn) else {
+        let half_open = self.config.faults
+            && self.now < self.faults_until
+            && self.server.is_some()
+            && self.rng.gen_ratio(1, 3);
+        let late = self.rng.gen_range(0..3000);
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if !c.open {
             return;
         }
-        let (i, gen) = (c.worker, c.gen);
+        c.open = false;
+        let i = c.worker;
+        let notice = (self.now + late).max(c.last_to_server + 1);
         self.trace(None, || {
-            format!("fault: connection {conn} of worker {i} cut")
+            format!("fault: connection {conn} of worker {i} cut (half-open: {half_open})")
         });
         self.report.connections_cut += 1;
-        // In-flight queries of this connection are unanswered.
+        if half_open {
+            self.report.half_open += 1;
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.half_open = true;
+            }
+            self.at(notice, Event::ServerSeesCut(conn));
+        } else {
+            self.server_sees_cut(conn);
+        }
+        let w = &mut self.workers[i];
+        if w.conn == Some(conn) {
+            w.conn = None;
+            if w.alive {
+                let t = self.now;
+                w.core.handle(t, wcore::Input::ConnectionLost);
+                self.drain_worker(i);
+            }
+        }
+    }
+
+    /// The server learns that connection `conn` closed: its queries in flight are
+    /// unanswered and the worker is disconnected (unless a newer connection replaced it).
+    pub(super) fn server_sees_cut(&mut self, conn: u64) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let (i, gen) = (c.worker, c.gen);
+        if self.workers[i].server_conn == Some(conn) {
+            self.workers[i].server_conn = None;
+        }
         let lost: Vec<(u64, String, InstanceId)> = match self.server.as_mut() {
             Some(s) => {
                 let mut ks: Vec<u64> = s
@@ -238,14 +283,5 @@ impl World {
             }
             core.worker_disconnected(&app_name, app, &address, gen);
         });
-        let w = &mut self.workers[i];
-        if w.conn == Some(conn) {
-            w.conn = None;
-            if w.alive {
-                let t = self.now;
-                w.core.handle(t, wcore::Input::ConnectionLost);
-                self.drain_worker(i);
-            }
-        }
     }
 }

@@ -148,14 +148,8 @@ impl World {
                     }
                 }
             }
-            Effect::Query {
-                app: _,
-                worker,
-                ids,
-            } => {
-                let conn = self
-                    .worker_index(&worker)
-                    .and_then(|i| self.workers[i].conn);
+            Effect::Query { app, worker, ids } => {
+                let conn = self.server_conn(app, &worker);
                 for id in ids {
                     match conn {
                         Some(c) => {

@@ -13,6 +13,7 @@ impl World {
             life: 0,
             alive: true,
             conn: None,
+            server_conn: None,
             timer_at: None,
             connect_at: None,
         };
@@ -76,6 +77,7 @@ impl World {
                 worker: i,
                 gen,
                 open: true,
+                half_open: false,
                 last_to_server: self.now,
                 last_to_worker: self.now,
             },
@@ -83,12 +85,18 @@ impl World {
         let address = self.workers[i].address.clone();
         self.trace(None, || format!("worker {i} connects (conn {id})"));
         self.workers[i].conn = Some(id);
+        self.workers[i].server_conn = Some(id);
         let app = self.app;
         // The server files the connection first (as the runtime does), then the worker
         // learns that it is up.
         let mut replaced = None;
         self.server_step(|core| replaced = core.worker_connected(app, &address, gen));
-        let _ = replaced;
+        if let Some(old) = replaced {
+            // The runtime closes a replaced connection: nothing more is read from it.
+            if self.conns.get(&old).is_some_and(|c| c.half_open) {
+                self.conns.remove(&old);
+            }
+        }
         let now = self.now;
         self.workers[i].core.handle(now, wcore::Input::Connected);
         self.drain_worker(i);

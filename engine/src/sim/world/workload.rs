@@ -50,6 +50,7 @@ impl World {
             let Some(id) = self.create_job(rec, Some(first)) else {
                 return;
             };
+            self.checker.fixed_rate_job(id, first, 1000, end);
             self.jobs.push(id);
         }
         // MAP_REDUCE jobs, run by the API client (about one instance in a hundred).
