@@ -219,6 +219,13 @@ pub struct JobFields {
     /// Tags, comma-separated; replaces the job's tags (`--tags ""` removes them all).
     #[arg(long)]
     tags: Option<String>,
+    /// Where workers send the log lines: ONLINE (the server, default), LOCAL (a rotating
+    /// file on the worker), STDOUT (the worker's stdout) or NULL.
+    #[arg(long)]
+    log_type: Option<String>,
+    /// Lines below this level are dropped at the worker: DEBUG, INFO (default), WARN, ERROR.
+    #[arg(long)]
+    log_level: Option<String>,
     /// Create it disabled.
     #[arg(long)]
     disabled: bool,
@@ -406,6 +413,12 @@ impl JobFields {
         if let Some(v) = &self.tags {
             body.tags = split_tags(v);
         }
+        if let Some(v) = &self.log_type {
+            body.log_type = api_enum("log type", v)?;
+        }
+        if let Some(v) = &self.log_level {
+            body.log_level = api_enum("log level", v)?;
+        }
         if self.disabled {
             body.enabled = false;
         }
@@ -561,12 +574,19 @@ pub enum InstanceCmd {
         /// Instance id.
         id: InstanceId,
     },
-    /// Print an instance's log.
+    /// Print an instance's log: time, level, the attempt that wrote each line, the text and
+    /// its fields.
     Log {
         #[command(flatten)]
         app: AppArg,
         /// Instance id.
         id: InstanceId,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N", conflicts_with = "follow")]
+        tail: Option<u32>,
+        /// Keep printing new lines until the instance is final.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 
@@ -577,6 +597,16 @@ pub enum WorkerCmd {
     List {
         #[command(flatten)]
         app: AppArg,
+    },
+    /// Print the LOCAL log a worker on this machine writes (its `--local-log-dir`, by default
+    /// `logs` in its data directory), oldest line first. Needs no server.
+    LocalLog {
+        /// The worker's local log directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Only the lines of this instance.
+        #[arg(long)]
+        instance: Option<u64>,
     },
 }
 
@@ -916,51 +946,99 @@ pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
                     Ok(())
                 }
             }
-            InstanceCmd::Log { app, id } => {
-                let mut cursor = None;
-                loop {
-                    let page = client
-                        .instance_log(
-                            &app.app,
-                            *id,
-                            LogQuery {
-                                limit: Some(1000),
-                                cursor,
-                            },
-                        )
-                        .await?;
+            InstanceCmd::Log {
+                app,
+                id,
+                tail,
+                follow,
+            } => {
+                let print = |page: &ferrojob::api::LogView| -> Result<()> {
                     if json {
-                        print_json(&page)?;
+                        print_json(page)
                     } else {
                         for l in &page.lines {
-                            println!(
-                                "{} {:<5} {}",
-                                fmt_ms(l.time_ms),
-                                serde_json::to_value(l.level)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_owned))
-                                    .unwrap_or_default(),
-                                l.content
-                            );
+                            println!("{}", l.to_text());
                         }
-                        if page.dropped > 0 && page.next_cursor.is_none() {
-                            println!("({} lines dropped)", page.dropped);
-                        }
+                        Ok(())
                     }
-                    match page.next_cursor {
-                        Some(c) if !page.lines.is_empty() => cursor = Some(c),
-                        _ => return Ok(()),
-                    }
+                };
+                if let Some(n) = tail {
+                    let query = LogQuery {
+                        limit: Some((*n).clamp(1, 1000)),
+                        cursor: None,
+                        before: Some(u64::MAX),
+                    };
+                    let page = client.instance_log(&app.app, *id, query).await?;
+                    return print(&page);
                 }
+                let mut cursor = None;
+                let mut dropped: u64;
+                let mut final_seen: Option<std::time::Instant> = None;
+                loop {
+                    let query = LogQuery {
+                        limit: Some(1000),
+                        cursor,
+                        before: None,
+                    };
+                    let page = client.instance_log(&app.app, *id, query).await?;
+                    print(&page)?;
+                    dropped = page.dropped;
+                    if let Some(last) = page.lines.last() {
+                        cursor = Some(last.seq);
+                    }
+                    if page.next_cursor.is_some() && !page.lines.is_empty() {
+                        continue;
+                    }
+                    if !*follow {
+                        break;
+                    }
+                    // Caught up. Once the instance is final, keep reading for FINAL_GRACE:
+                    // a worker sends its final report ahead of the last log batch (reports
+                    // never wait behind logs), so the last lines may land just after it.
+                    match final_seen {
+                        Some(at) if at.elapsed() >= FINAL_GRACE => break,
+                        Some(_) => {}
+                        None => {
+                            let status = client.get_instance(&app.app, *id).await?.status;
+                            if status.is_final() {
+                                final_seen = Some(std::time::Instant::now());
+                            }
+                        }
+                    }
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                }
+                if dropped > 0 && !json {
+                    println!("({dropped} lines dropped)");
+                }
+                Ok(())
             }
         }
     })
 }
 
+fn print_local_log(dir: &std::path::Path, instance: Option<u64>) -> Result<()> {
+    let lines = ferrojob::worker::read_local_log(dir, instance)
+        .with_context(|| format!("cannot read the local log in {}", dir.display()))?;
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+/// How often `instance log --follow` asks for new lines once caught up.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long `instance log --follow` still reads after the instance is final.
+const FINAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn worker(conn: &Conn, cmd: &WorkerCmd) -> Result<()> {
+    // Reads files on this machine: no server, no token.
+    if let WorkerCmd::LocalLog { dir, instance } = cmd {
+        return print_local_log(dir, *instance);
+    }
     let client = conn.client()?;
     runtime()?.block_on(async {
         match cmd {
+            WorkerCmd::LocalLog { dir, instance } => print_local_log(dir, *instance),
             WorkerCmd::List { app } => {
                 let list = client.list_workers(&app.app).await?;
                 if conn.json {

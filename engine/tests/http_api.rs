@@ -12,10 +12,11 @@ use std::time::Duration;
 use ferrojob::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CopyJob, CopyWorkflow, CreateApp, Created,
     ErrorBody, ErrorCode, Health, InstanceAction, InstanceList, InstanceQuery, InstanceView,
-    JobBody, JobList, JobQuery, JobView, LogLineView, LogQuery, LogView, RunCreated, RunJob,
-    RunWorkflow, ValidateRequest, WorkerInfo, WorkerList, WorkflowDef, WorkflowInstanceAction,
-    WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceStatus, WorkflowInstanceView,
-    WorkflowList, WorkflowNodeView, WorkflowQuery, WorkflowRunCreated, WorkflowView,
+    JobBody, JobList, JobQuery, JobView, LogFieldView, LogLineView, LogQuery, LogView, RunCreated,
+    RunJob, RunWorkflow, ValidateRequest, WorkerInfo, WorkerList, WorkflowDef,
+    WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceStatus,
+    WorkflowInstanceView, WorkflowList, WorkflowNodeView, WorkflowQuery, WorkflowRunCreated,
+    WorkflowView,
 };
 use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
@@ -522,6 +523,15 @@ impl Api for MockApi {
                     time_ms: 1_000 + i64::try_from(seq).unwrap_or(0),
                     level: LogLevel::Info,
                     content: format!("instance {} line {seq}", i.id.0),
+                    attempt: u32::try_from(seq).unwrap_or(0),
+                    fields: if seq == 2 {
+                        vec![LogFieldView {
+                            key: "k".into(),
+                            value: "v".into(),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect();
             let next_cursor = lines.last().map(|l| l.seq).filter(|&s| s < 3);
@@ -529,6 +539,7 @@ impl Api for MockApi {
                 instance_id: i.id,
                 lines,
                 next_cursor,
+                prev_cursor: None,
                 dropped: 0,
             })
         });
@@ -984,6 +995,7 @@ async fn every_route_round_trips_through_the_client() {
             LogQuery {
                 limit: Some(2),
                 cursor: None,
+                before: None,
             },
         )
         .await
@@ -997,11 +1009,37 @@ async fn every_route_round_trips_through_the_client() {
             LogQuery {
                 limit: None,
                 cursor: log.next_cursor,
+                before: None,
             },
         )
         .await
         .unwrap();
     assert_eq!(log.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [3]);
+    // The whole log as text: every page, one line each, attempts and fields shown.
+    let text = c
+        .instance_log_text("billing", run.instance_id)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].ends_with(&format!(
+            "INFO  [attempt 1] instance {} line 1",
+            run.instance_id.0
+        )),
+        "{text}"
+    );
+    assert!(lines[1].ends_with("line 2 {k=v}"), "{text}");
+    // `cursor` and `before` together are refused.
+    let both = LogQuery {
+        limit: None,
+        cursor: Some(1),
+        before: Some(3),
+    };
+    assert!(c
+        .instance_log("billing", run.instance_id, both)
+        .await
+        .is_err());
 
     let workers = c.list_workers("billing").await.unwrap();
     assert_eq!(workers.workers[0].tags, ["gpu"]);

@@ -869,6 +869,61 @@ fn workflow_listing_filters_name_tag_and_type() {
     });
 }
 
+/// Paging backward returns, in append order, the page just before a line: against the
+/// forward listing, across the store's scan chunks, with another instance's lines around.
+#[test]
+fn logs_page_backward_like_the_forward_listing_reversed() {
+    both(|store| {
+        let repo = Repo::open(store).unwrap();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let i1 = fire(&repo, &j, NOW, None);
+        let i2 = fire(&repo, &j, NOW, None);
+        let line = |n: usize| LogLine {
+            time: NOW + n as i64,
+            level: LogLevel::Info,
+            content: format!("line {n}"),
+            attempt: 1 + (n / 1000) as u32,
+            fields: Vec::new(),
+        };
+        // More lines than one scan chunk (MAX_PAGE), interleaved with another instance's.
+        for chunk in 0..3 {
+            let lines = (chunk * 900..(chunk + 1) * 900).map(line);
+            repo.append_logs(i1.id, lines).unwrap().wait().unwrap();
+            repo.append_logs(i2.id, [line(0)]).unwrap().wait().unwrap();
+        }
+        let mut forward = Vec::new();
+        let mut cursor = None;
+        loop {
+            let p = repo.read_logs(i1.id, cursor, 1000).unwrap();
+            forward.extend(p.items);
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(forward.len(), 2700);
+        let mut backward = Vec::new();
+        let mut before = u64::MAX;
+        loop {
+            let page = repo.read_logs_before(i1.id, before, 700).unwrap();
+            let Some(first) = page.first() else { break };
+            before = first.seq;
+            assert!(page.windows(2).all(|w| w[0].seq < w[1].seq));
+            backward.splice(0..0, page);
+        }
+        assert_eq!(backward, forward);
+        assert_eq!(backward[1500].line.attempt, 2);
+        // Before the first line: nothing; a limit of 0 still gives one line.
+        assert!(repo
+            .read_logs_before(i1.id, forward[0].seq, 10)
+            .unwrap()
+            .is_empty());
+        let one = repo.read_logs_before(i1.id, forward[5].seq, 0).unwrap();
+        assert_eq!(one, forward[4..5].to_vec());
+    });
+}
+
 #[test]
 fn logs_append_in_order_with_caps() {
     both(|store| {
@@ -881,6 +936,8 @@ fn logs_append_in_order_with_caps() {
             time: NOW + n as i64,
             level: LogLevel::Info,
             content: format!("line {n}"),
+            attempt: 0,
+            fields: Vec::new(),
         };
         let r = repo
             .append_logs(i1.id, (0..150).map(line))
@@ -1004,6 +1061,8 @@ fn populate(repo: &Repo) {
             time: NOW,
             level: LogLevel::Error,
             content: "boom".into(),
+            attempt: 0,
+            fields: Vec::new(),
         }],
     )
     .unwrap()
@@ -1145,6 +1204,8 @@ fn delete_instance_removes_every_row_and_its_log() {
             time: n,
             level: LogLevel::Debug,
             content: String::new(),
+            attempt: 0,
+            fields: Vec::new(),
         });
         repo.append_logs(old.id, lines.clone())
             .unwrap()

@@ -26,7 +26,7 @@
 //! | `GET /v1/apps/{app}/instances/{id}` | [`Api::get_instance`] |
 //! | `GET /v1/apps/{app}/instances` | [`Api::list_instances`] |
 //! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
-//! | `GET /v1/apps/{app}/instances/{id}/log` | [`Api::instance_log`] |
+//! | `GET /v1/apps/{app}/instances/{id}/log`, `.../log.txt` (whole log as text) | [`Api::instance_log`] |
 //! | `GET /v1/apps/{app}/workers` | [`Api::list_workers`] |
 //! | `POST/GET /v1/apps/{app}/workflows`, `GET/PUT/DELETE .../workflows/{id}`, `POST .../workflows/{id}/run`, `/copy` | workflow methods ([`workflow`]) |
 //! | `GET /v1/apps/{app}/workflow-instances[/{id}]`, `POST .../{id}/stop`, `/retry`, `.../nodes/{node}/mark-success` | workflow instance methods ([`workflow`]) |

@@ -474,7 +474,26 @@ impl Client {
         self.instance_action(app, id, "retry").await
     }
 
-    /// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=`.
+    /// `GET /v1/apps/{app}/instances/{id}/log.txt`: the whole log as text, one line per log
+    /// line.
+    pub async fn instance_log_text(
+        &self,
+        app: &str,
+        id: InstanceId,
+    ) -> Result<String, ClientError> {
+        let path = [
+            "v1",
+            "apps",
+            app,
+            "instances",
+            &id.get().to_string(),
+            "log.txt",
+        ];
+        let body = Client::send(self.request(Method::GET, &path)?).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=&before=`.
     pub async fn instance_log(
         &self,
         app: &str,

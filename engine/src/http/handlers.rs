@@ -270,7 +270,7 @@ pub(crate) async fn retry_instance(
     action(s, p, headers, InstanceAction::Retry).await
 }
 
-/// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=`.
+/// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=&before=`.
 pub(crate) async fn instance_log(
     State(s): State<Shared>,
     p: Result<Path<AppIdPath>, PathRejection>,
@@ -281,7 +281,50 @@ pub(crate) async fn instance_log(
     let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let id = parse_id(&p.id)?;
     let query: LogQuery = parse_query(&uri)?;
+    query.validate()?;
     ok(s.api.instance_log(app, id, query).await?)
+}
+
+/// Most bytes `GET .../log.txt` answers; a longer log ends with a line saying where it was
+/// cut (page the rest with `GET .../log?cursor=`).
+pub(crate) const MAX_LOG_TEXT_BYTES: usize = 32 << 20;
+
+/// `GET /v1/apps/{app}/instances/{id}/log.txt`: the whole log as text, oldest line first,
+/// one line per log line ([`LogLineView::to_text`](crate::api::LogLineView::to_text)).
+pub(crate) async fn instance_log_text(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
+    let id = parse_id(&p.id)?;
+    let mut text = String::new();
+    let mut cursor = None;
+    loop {
+        let query = LogQuery {
+            limit: None,
+            cursor,
+            before: None,
+        };
+        let page = s.api.instance_log(app.clone(), id, query).await?;
+        for line in &page.lines {
+            if text.len() >= MAX_LOG_TEXT_BYTES {
+                text.push_str(&format!(
+                    "ferrojob: log cut at {MAX_LOG_TEXT_BYTES} bytes; page on from cursor {}\n",
+                    cursor.unwrap_or(0)
+                ));
+                return Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+            }
+            text.push_str(&line.to_text());
+            text.push('\n');
+            cursor = Some(line.seq);
+        }
+        if page.next_cursor.is_none() || page.lines.is_empty() {
+            break;
+        }
+    }
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 /// `GET /v1/apps/{app}/workers`.

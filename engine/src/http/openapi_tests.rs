@@ -282,6 +282,8 @@ fn full_job_body() -> JobBody {
     .unwrap();
     body.description = "nightly".into();
     body.tags = vec!["etl".into(), "team:data".into()];
+    body.log_type = crate::model::LogType::Local;
+    body.log_level = LogLevel::Warn;
     body.retry_backoff = serde_json::from_value(json!({
         "shape": "EXPONENTIAL", "initial_delay_ms": 500, "factor": 1.5,
         "max_delay_ms": 60000, "jitter": 0.2
@@ -396,6 +398,7 @@ fn every_enum_value_of_the_document_is_a_value_of_the_rust_enum() {
     parses::<MisfirePolicy>(&s["MisfirePolicy"], "MisfirePolicy");
     parses::<InstanceStatus>(&s["InstanceStatus"], "InstanceStatus");
     parses::<LogLevel>(&s["LogLevel"], "LogLevel");
+    parses::<crate::model::LogType>(&s["LogType"], "LogType");
     parses::<FailurePolicy>(&s["FailurePolicy"], "FailurePolicy");
     parses::<NodeKind>(&s["NodeKind"], "NodeKind");
     parses::<NodeStatus>(&s["NodeStatus"], "NodeStatus");
@@ -578,8 +581,14 @@ fn real_answers_match_the_response_schemas() {
                 time_ms: 1,
                 level: LogLevel::Warn,
                 content: "line".into(),
+                attempt: 2,
+                fields: vec![crate::api::LogFieldView {
+                    key: "rows".into(),
+                    value: "12".into(),
+                }],
             }],
             next_cursor: Some(1),
+            prev_cursor: None,
             dropped: 2,
         },
     );

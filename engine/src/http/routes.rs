@@ -93,6 +93,10 @@ pub(crate) fn routes() -> Routes {
         .post("/v1/apps/{app}/instances/{id}/cancel", h::cancel_instance)
         .post("/v1/apps/{app}/instances/{id}/retry", h::retry_instance)
         .get("/v1/apps/{app}/instances/{id}/log", h::instance_log)
+        .get(
+            "/v1/apps/{app}/instances/{id}/log.txt",
+            h::instance_log_text,
+        )
         .get("/v1/apps/{app}/workers", h::list_workers)
         .post("/v1/apps/{app}/workflows", w::create_workflow)
         .get("/v1/apps/{app}/workflows", w::list_workflows)

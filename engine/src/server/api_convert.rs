@@ -23,7 +23,7 @@ use crate::workflow::{InstanceSnapshot, WorkflowDef};
 use super::alarm_repo::{AlarmRecord, ChannelRecord, DeliveryStatus};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
-use super::records::{JobRecord, TriggerRecord};
+use super::records::{JobRecord, LogSettings, TriggerRecord};
 use super::workflow_repo::{WfInstanceRecord, WorkflowRecord};
 
 /// The record `body` describes for app `app_id` (id 0: the repo assigns it), checked: the
@@ -63,6 +63,10 @@ pub fn job_record(body: &JobBody, app_id: AppId) -> Result<JobRecord, ApiError> 
     job.alarm = body.alarm.clone();
     job.description = body.description.clone();
     job.tags = body.tags.clone();
+    job.log = LogSettings {
+        log_type: body.log_type,
+        level: body.log_level,
+    };
     job.validate()?;
     Ok(job)
 }
@@ -96,6 +100,8 @@ pub fn job_body(job: &JobRecord) -> JobBody {
         alarm: job.alarm.clone(),
         description: job.description.clone(),
         tags: job.tags.clone(),
+        log_type: job.log.log_type,
+        log_level: job.log.level,
     }
 }
 

@@ -56,6 +56,7 @@ pub mod instance;
 mod instance_repo;
 mod job_codec;
 pub mod keys;
+mod log_codec;
 pub mod records;
 pub mod repo;
 pub mod runtime;
@@ -67,7 +68,8 @@ pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use job_codec::JOB_RECORD_VERSION;
 pub use records::{
-    AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
+    AppRecord, DelayedRun, JobRecord, LogLine, LogLineField, LogSettings, TriggerRecord,
+    MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
 pub use repo::{
     Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,
@@ -84,7 +86,7 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         keys::TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
         keys::INSTANCES => codec::decode::<InstanceRecord>(table, key, value).map(drop),
         keys::DELAYED => codec::decode::<DelayedRun>(table, key, value).map(drop),
-        keys::LOGS => codec::decode::<LogLine>(table, key, value).map(drop),
+        keys::LOGS => log_codec::decode_log_line(key, value).map(drop),
         workflow_repo::WORKFLOWS => {
             codec::decode::<workflow_repo::WorkflowRecord>(table, key, value).map(drop)
         }

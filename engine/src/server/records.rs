@@ -9,7 +9,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::alarm::AlarmRules;
 use crate::ids::{AppId, JobId};
-use crate::model::{DispatchStrategy, ExecuteType, LogLevel};
+use crate::model::{DispatchStrategy, ExecuteType, LogLevel, LogType};
 use crate::policy::{OverlapPolicy, RetryBackoff};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
@@ -140,6 +140,8 @@ pub struct JobRecord {
     pub description: String,
     /// Labels a listing filters on (default none; see [`crate::model::check_labels`]).
     pub tags: Vec<String>,
+    /// Where the workers send its log lines and from which level (default ONLINE, INFO).
+    pub log: LogSettings,
     /// Creation time, ms since the epoch (set by the repo).
     pub created_at: EpochMs,
     /// Last update, ms since the epoch (set by the repo).
@@ -151,7 +153,7 @@ impl JobRecord {
     /// `max_instances` 0 (unlimited), overlap policy FAIL, `concurrency` 5, no timeout, no
     /// retries (backing off 1 s, 2 s … 30 s were they raised), no resource
     /// minimums, `max_worker_count` 0 (unlimited), FIRE_ONCE, unbounded lifecycle, no alarm
-    /// rules, no description, no tags. The id and
+    /// rules, no description, no tags, ONLINE logs from INFO. The id and
     /// times are assigned by [`Repo::create_job`](super::Repo::create_job).
     pub fn new(
         app_id: AppId,
@@ -189,6 +191,7 @@ impl JobRecord {
             alarm: AlarmRules::default(),
             description: String::new(),
             tags: Vec::new(),
+            log: LogSettings::default(),
             created_at: 0,
             updated_at: 0,
         }
@@ -285,6 +288,24 @@ impl JobRecord {
     }
 }
 
+/// A job's log settings, which its workers honour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct LogSettings {
+    /// Where the lines go (default ONLINE).
+    pub log_type: LogType,
+    /// Lines below this level are dropped at the worker (default INFO).
+    pub level: LogLevel,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            log_type: LogType::Online,
+            level: LogLevel::Info,
+        }
+    }
+}
+
 /// A job's schedule state: its next trigger and how many times it has fired.
 ///
 /// Written by [`Repo::fire`](super::Repo::fire) in the same batch as the instance it creates.
@@ -311,7 +332,8 @@ pub struct DelayedRun {
 /// Longest stored log line, in bytes; longer content is cut at a char boundary and marked.
 pub const MAX_LOG_LINE_LEN: usize = 8 << 10;
 
-/// One line of an instance's log, as a worker shipped it.
+/// One line of an instance's log, as a worker shipped it (stored form and versions in
+/// `log_codec.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct LogLine {
     /// When the worker logged it, ms since the epoch.
@@ -320,6 +342,20 @@ pub struct LogLine {
     pub level: LogLevel,
     /// The text, at most [`MAX_LOG_LINE_LEN`] bytes once stored.
     pub content: String,
+    /// The dispatch attempt that wrote it (1 for the first); 0 = unknown (lines stored before
+    /// attempts were recorded, or from a worker that could not tell).
+    pub attempt: u32,
+    /// Structured fields the processor attached, in its order (the worker bounds them).
+    pub fields: Vec<LogLineField>,
+}
+
+/// One structured field of a [`LogLine`].
+#[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct LogLineField {
+    /// The name.
+    pub key: String,
+    /// The value, as text.
+    pub value: String,
 }
 
 /// Cuts `s` to at most `max` bytes at a char boundary, appending a marker that says how many

@@ -53,6 +53,7 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::job_codec::{decode_job, encode_job};
 use super::keys::{self, *};
+use super::log_codec::{decode_log_line, encode_log_line};
 use super::records::{
     truncate_marked, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
 };
@@ -760,7 +761,7 @@ impl Repo {
             // `kept.len()` is at most MAX_LOG_APPEND: the cast is lossless.
             let first = self.log_seqs.alloc(&*self.store, kept.len() as u64)?;
             for (seq, line) in (first..).zip(&kept) {
-                batch.push_put(LOGS, keys::pair(id.0, seq), encode(LOGS, line)?);
+                batch.push_put(LOGS, keys::pair(id.0, seq), encode_log_line(line)?);
                 out.stored += 1;
             }
         }
@@ -785,7 +786,7 @@ impl Repo {
         for (k, v) in &rows {
             items.push(LogEntry {
                 seq: keys::read_child(LOGS, k)?,
-                line: decode(LOGS, k, v)?,
+                line: decode_log_line(k, v)?,
             });
         }
         let next_cursor = match items.last() {
@@ -793,6 +794,49 @@ impl Repo {
             _ => None,
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) lines of instance `id`'s log just before `before`
+    /// (a [`LogEntry::seq`]), in append order: the page that precedes it (paging backward).
+    /// The store scans forward only, so this reads every line before `before` (bounded by the
+    /// per-instance log cap) and decodes only the page it returns.
+    pub fn read_logs_before(
+        &self,
+        id: InstanceId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, RepoError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let end = keys::pair(id.0, before);
+        let all = KeyRange::prefix(&keys::id(id.0));
+        let (start, _) = all.as_bounds();
+        let mut range = KeyRange::new(start, std::ops::Bound::Excluded(&end));
+        let mut last: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> =
+            std::collections::VecDeque::with_capacity(limit);
+        loop {
+            let rows = self.store.range(LOGS, &range, MAX_PAGE)?;
+            let full = rows.len() == MAX_PAGE;
+            let Some((k, _)) = rows.last() else { break };
+            let next = range.after(k);
+            for row in rows {
+                if last.len() == limit {
+                    last.pop_front();
+                }
+                last.push_back(row);
+            }
+            if !full {
+                break;
+            }
+            range = next;
+        }
+        last.iter()
+            .map(|(k, v)| {
+                Ok(LogEntry {
+                    seq: keys::read_child(LOGS, k)?,
+                    line: decode_log_line(k, v)?,
+                })
+            })
+            .collect()
     }
 
     // ----- restart -----

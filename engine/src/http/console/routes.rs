@@ -495,6 +495,7 @@ async fn log_tail(
                 LogQuery {
                     limit: Some(1000),
                     cursor,
+                    before: None,
                 },
             )
             .await?;

@@ -8,7 +8,7 @@ use ferrojob_transport::message::{self as wire, ScheduleJob, StopInstance};
 
 use crate::dispatch::DispatchError;
 use crate::ids::{AppId, InstanceId, JobId};
-use crate::model::{ExecuteType, InstanceStatus};
+use crate::model::{ExecuteType, InstanceStatus, LogLevel, LogType};
 use crate::policy::OverlapPolicy;
 use crate::server::instance::attempt_base;
 use crate::server::{InstanceRecord, JobRecord};
@@ -73,8 +73,18 @@ fn schedule_msg(
         all_worker_addresses: workers.iter().map(|w| w.to_string()).collect(),
         max_worker_count: r.max_worker_count,
         log_config: wire::LogConfig {
-            log_type: wire::LogType::Online,
-            level: wire::LogLevel::Info,
+            log_type: match r.log.log_type {
+                LogType::Online => wire::LogType::Online,
+                LogType::Local => wire::LogType::Local,
+                LogType::Stdout => wire::LogType::Stdout,
+                LogType::Null => wire::LogType::Null,
+            },
+            level: match r.log.level {
+                LogLevel::Debug => wire::LogLevel::Debug,
+                LogLevel::Info => wire::LogLevel::Info,
+                LogLevel::Warn => wire::LogLevel::Warn,
+                LogLevel::Error => wire::LogLevel::Error,
+            },
         },
         alarm_config: wire::AlarmConfig {
             threshold: 0,

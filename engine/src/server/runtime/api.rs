@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
-    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogLineView,
-    LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo, WorkerList,
-    WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
+    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogFieldView,
+    LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo,
+    WorkerList, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
     WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::dispatch::GIB;
@@ -472,24 +472,55 @@ impl Api for NodeApi {
     fn instance_log(&self, app: AppRef, id: InstanceId, query: LogQuery) -> ApiFuture<'_, LogView> {
         Box::pin(async move {
             let sh = &self.0;
+            query.validate()?;
             self.instance(&app, id)?;
-            let page = sh
-                .repo
-                .read_logs(id, query.cursor, limit(query.limit, 1000))?;
+            let limit = limit(query.limit, 1000);
+            let (items, next_cursor, prev_cursor) = match query.before {
+                Some(before) => {
+                    let items = sh.repo.read_logs_before(id, before, limit)?;
+                    // A full page may have lines before it; the page after it starts at
+                    // `before` (what the caller came from).
+                    let prev = items
+                        .first()
+                        .filter(|_| items.len() >= limit)
+                        .map(|e| e.seq);
+                    let next = items.last().map(|e| e.seq);
+                    (items, next, prev)
+                }
+                None => {
+                    let page = sh.repo.read_logs(id, query.cursor, limit)?;
+                    let prev = match (page.items.first(), query.cursor) {
+                        (_, None) => None,
+                        (Some(first), Some(_)) => Some(first.seq),
+                        (None, Some(c)) => c.checked_add(1),
+                    };
+                    (page.items, page.next_cursor, prev)
+                }
+            };
             let dropped = sh.log_counts.get(&id).map_or(0, |c| c.1);
             Ok(LogView {
                 instance_id: id,
-                lines: page
-                    .items
+                lines: items
                     .into_iter()
                     .map(|e| LogLineView {
                         seq: e.seq,
                         time_ms: e.line.time,
                         level: e.line.level,
                         content: e.line.content,
+                        attempt: e.line.attempt,
+                        fields: e
+                            .line
+                            .fields
+                            .into_iter()
+                            .map(|f| LogFieldView {
+                                key: f.key,
+                                value: f.value,
+                            })
+                            .collect(),
                     })
                     .collect(),
-                next_cursor: page.next_cursor,
+                next_cursor,
+                prev_cursor,
                 dropped,
             })
         })
