@@ -12,7 +12,7 @@ use ferrojob::worker::{ProcessResult, TaskContext, Worker, WorkerConfig};
 use ferrojob_transport::message::LogLevel as WireLevel;
 
 const APP: &str = "fields";
-const SECRET: &str = "fields-secret";
+const SECRET: &str = "fields-secret-fields";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processors_fields_are_stored_listed_and_printed() {
