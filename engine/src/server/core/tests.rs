@@ -648,3 +648,23 @@ fn overlap_queue_follows_a_raised_limit_and_a_deleted_job() {
     tick(&mut core, T0 + 20);
     assert_eq!(status_of(&core, queued[2]), Some(InstanceStatus::Failed));
 }
+
+#[test]
+fn a_worker_back_on_a_new_connection_while_the_old_looks_open_is_asked_what_it_holds() {
+    let (mut core, app, job) = with_job(|_| {});
+    let id = run(&mut core, app, job, T0).unwrap();
+    // The ScheduleJob went into connection 1, which the worker had already lost (half-open):
+    // the worker comes back on connection 2 before the server notices connection 1 closed.
+    at(&mut core, T0 + 100, T0 + 100);
+    assert_eq!(core.worker_connected(app, "w1:1", 2), Some(1));
+    let queried: Vec<InstanceId> = core
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Query { worker, ids, .. } if worker == "w1:1" => Some(ids),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(queried, vec![id]);
+}

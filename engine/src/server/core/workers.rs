@@ -20,9 +20,11 @@ impl Core {
         let replaced = self.conns.insert(key.clone(), gen);
         let came_back = self.lost.remove(&key).is_some();
         let mut ids = self.reconcile.remove(&key).unwrap_or_default();
-        if came_back {
-            // Back after a dropped connection: whatever was in flight on the old one (a
-            // ScheduleJob, a final report) may be lost, so ask about every instance it holds.
+        if came_back || replaced.is_some() {
+            // Back after a dropped connection, or on a new one while the old one still looks
+            // open (half-open: the server's writes to it went nowhere): whatever was in
+            // flight on the old one (a ScheduleJob, a StopInstance, a final report) may be
+            // lost, so ask about every instance it holds.
             ids.extend(self.dispatched_to(app, addr));
         }
         ids.sort_unstable_by_key(|id| id.0);
