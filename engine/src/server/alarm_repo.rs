@@ -7,12 +7,12 @@
 //! | `alarm_channels` | app id (8) ++ name (UTF-8)      | [`ChannelRecord`] | an app's channels by name |
 //!
 //! An alarm a final transition raises is written by
-//! [`Repo::put_instance_with_alarms`] in the batch that writes the instance: after a crash
+//! [`LogRepo::put_instance_with_alarms`] in the batch that writes the instance: after a crash
 //! either the instance is final and its alarms are in the outbox, or neither. The delivery
-//! task reads the outbox ([`Repo::pending_alarms`]) and records each attempt
-//! ([`Repo::update_alarm`]); the pending row goes when the alarm is delivered or given up.
+//! task reads the outbox ([`LogRepo::pending_alarms`]) and records each attempt
+//! ([`LogRepo::update_alarm`]); the pending row goes when the alarm is delivered or given up.
 //! Alarm sequence numbers come from the same hi-lo allocation as instance ids (`meta` key
-//! `next_alarm_seq`). [`Repo::prune_alarms`] bounds an app's history (the runtime keeps the
+//! `next_alarm_seq`). [`LogRepo::prune_alarms`] bounds an app's history (the runtime keeps the
 //! newest 10 000 alarms per app, and every pending one).
 
 use ferrojob_store::{Batch, KeyRange, Scan};
@@ -28,7 +28,7 @@ use super::codec::{decode, encode};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys;
-use super::repo::{Commit, Page, Repo, MAX_PAGE};
+use super::repo::{Commit, LogRepo, Page, MAX_PAGE};
 
 /// Alarms with their delivery history.
 pub const ALARMS: &str = "alarms";
@@ -224,8 +224,8 @@ fn channel_key(app: AppId, name: &str) -> Vec<u8> {
     k
 }
 
-impl Repo {
-    /// [`put_instance_from`](Repo::put_instance_from) and, in the same batch, `alarms` (fresh
+impl LogRepo {
+    /// [`put_instance_from`](LogRepo::put_instance_from) and, in the same batch, `alarms` (fresh
     /// sequence numbers assigned; pending ones into the outbox). The commit's value is the
     /// alarms as stored.
     pub fn put_instance_with_alarms(

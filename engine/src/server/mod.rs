@@ -57,6 +57,7 @@ mod job_codec;
 pub mod keys;
 pub mod records;
 pub mod repo;
+mod repository;
 pub mod runtime;
 pub mod workflow_repo;
 
@@ -67,8 +68,9 @@ pub use job_codec::JOB_RECORD_VERSION;
 pub use records::{
     AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
+pub use repository::{Repo, Repository};
 pub use repo::{
-    Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,
+    Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, LogRepo, Page,
     TimeRange, WorkflowFilter, ID_BLOCK, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
 };
 pub use runtime::{ServerConfig, ServerCore, ServerError, StoreChoice};

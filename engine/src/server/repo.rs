@@ -1,4 +1,5 @@
-//! [`Repo`]: the server's durable state over any [`Store`], with no clock and no network.
+//! [`LogRepo`]: the server's durable state over any [`Store`], with no clock and no network;
+//! the embedded implementation of [`Repository`](super::Repository).
 //!
 //! Every write builds one [`Batch`] — the record, its index rows and the id counter it used —
 //! and submits it: a write is atomic, and an id is never handed out twice, even across a crash
@@ -17,7 +18,7 @@
 //! submitted after that reservation, and both stores commit in submission order, so an
 //! acknowledged id is always below the persisted mark: after a crash the counter restarts at
 //! the mark and no id is handed out twice (ids skipped by a crash leave gaps). Trigger rows
-//! live in a sharded `DashMap`; [`Repo::fire`] holds only its job's shard entry while it
+//! live in a sharded `DashMap`; [`LogRepo::fire`] holds only its job's shard entry while it
 //! submits, so fires of one job are submitted in the order their run counters were taken.
 //! App and job ids (rare, cold) keep exact counters under a small lock of their own.
 //!
@@ -63,9 +64,9 @@ pub const MAX_PAGE: usize = 1000;
 /// Most index rows one filtered listing (jobs, workflows, instances) examines; the page then
 /// ends early with a cursor to continue from.
 pub const MAX_LIST_SCAN: usize = 10_000;
-/// Most log lines one [`Repo::append_logs`] stores; the rest are counted as dropped.
+/// Most log lines one [`LogRepo::append_logs`] stores; the rest are counted as dropped.
 pub const MAX_LOG_APPEND: usize = 4096;
-/// Most log lines [`Repo::delete_instance`] deletes per batch.
+/// Most log lines [`LogRepo::delete_instance`] deletes per batch.
 pub const MAX_DELETE_BATCH: usize = 10_000;
 
 /// One page of a listing.
@@ -99,7 +100,7 @@ impl TimeRange {
     }
 }
 
-/// Which instances [`Repo::list_instances`] returns: those matching every part.
+/// Which instances [`LogRepo::list_instances`] returns: those matching every part.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InstanceFilter {
     /// Only this job's instances.
@@ -134,7 +135,7 @@ fn name_contains(name: &str, needle: &str) -> bool {
     name.to_lowercase().contains(&needle.to_lowercase())
 }
 
-/// Which jobs [`Repo::list_jobs`] returns: those matching every part.
+/// Which jobs [`LogRepo::list_jobs`] returns: those matching every part.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobFilter {
     /// Only jobs whose name contains this, ignoring case.
@@ -167,7 +168,7 @@ impl JobFilter {
     }
 }
 
-/// Which workflows [`Repo::list_workflows`] returns: those matching every part.
+/// Which workflows [`LogRepo::list_workflows`] returns: those matching every part.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkflowFilter {
     /// Only workflows whose name contains this, ignoring case.
@@ -211,7 +212,7 @@ pub struct LogEntry {
     pub line: LogLine,
 }
 
-/// What [`Repo::append_logs`] stored.
+/// What [`LogRepo::append_logs`] stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogAppend {
     /// Lines stored.
@@ -222,7 +223,7 @@ pub struct LogAppend {
     pub truncated: usize,
 }
 
-/// A job with its schedule state, as [`Repo::load`] returns it.
+/// A job with its schedule state, as [`LogRepo::load`] returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadedJob {
     /// The job.
@@ -244,15 +245,50 @@ pub struct LoadedState {
     pub active: Vec<InstanceRecord>,
 }
 
-/// A submitted write: resolves to its value once the store acknowledges the batch.
+/// A submitted write: resolves to its value once the write is durable (the log store
+/// acknowledged its batch, or PostgreSQL committed the transaction that holds it).
 #[derive(Debug)]
 #[must_use = "a write is not acknowledged until its Commit is awaited or waited for"]
 pub struct Commit<T> {
     value: Option<T>,
-    handle: CommitHandle,
+    ack: Ack,
 }
 
+/// How a [`Commit`] learns that its write is durable.
+#[derive(Debug)]
+enum Ack {
+    /// The log store's handle.
+    Store(CommitHandle),
+    /// Another backend's writer: resolved once, with the backend's error as text.
+    Channel(futures::channel::oneshot::Receiver<Result<(), RepoError>>),
+}
+
+/// The sending half of a [`Commit`] from a backend other than the log store: the backend
+/// resolves it once the write is durable (or failed).
+pub(crate) type Acknowledger = futures::channel::oneshot::Sender<Result<(), RepoError>>;
+
 impl<T> Commit<T> {
+    pub(super) fn of_store(value: T, handle: CommitHandle) -> Commit<T> {
+        Commit {
+            value: Some(value),
+            ack: Ack::Store(handle),
+        }
+    }
+
+    /// A commit resolved by the returned [`Acknowledger`]. A dropped acknowledger resolves it
+    /// as failed (the writer is gone).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn pending(value: T) -> (Commit<T>, Acknowledger) {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        (
+            Commit {
+                value: Some(value),
+                ack: Ack::Channel(rx),
+            },
+            tx,
+        )
+    }
+
     /// The value the write will have stored (ids assigned), before it is acknowledged.
     pub fn value(&self) -> Option<&T> {
         self.value.as_ref()
@@ -262,19 +298,27 @@ impl<T> Commit<T> {
     pub fn discard_value(self) -> Commit<()> {
         Commit {
             value: Some(()),
-            handle: self.handle,
+            ack: self.ack,
         }
     }
 
-    /// Blocks until the batch is committed. Not on an async runtime's worker thread: `.await`.
+    /// Blocks until the write is durable. Not on an async runtime's worker thread: `.await`.
     pub fn wait(mut self) -> Result<T, RepoError> {
-        self.handle.wait()?;
-        self.value
-            .take()
-            .ok_or(RepoError::Store(StoreError::Closed {
-                dir: Default::default(),
-            }))
+        match self.ack {
+            Ack::Store(handle) => {
+                handle.wait()?;
+            }
+            Ack::Channel(rx) => futures::executor::block_on(rx).unwrap_or_else(|_| Err(gone()))?,
+        }
+        self.value.take().ok_or_else(gone)
     }
+}
+
+/// The error of a commit whose writer went away or that was already resolved.
+fn gone() -> RepoError {
+    RepoError::Store(StoreError::Closed {
+        dir: Default::default(),
+    })
 }
 
 impl<T: Unpin> Future for Commit<T> {
@@ -282,15 +326,17 @@ impl<T: Unpin> Future for Commit<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        match Pin::new(&mut this.handle).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-            Poll::Ready(Ok(_)) => Poll::Ready(this.value.take().ok_or(RepoError::Store(
-                StoreError::Closed {
-                    dir: Default::default(),
-                },
-            ))),
-        }
+        let done = match &mut this.ack {
+            Ack::Store(handle) => match Pin::new(handle).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.map(drop).map_err(RepoError::from),
+            },
+            Ack::Channel(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.unwrap_or_else(|_| Err(gone())),
+            },
+        };
+        Poll::Ready(done.and_then(|()| this.value.take().ok_or_else(gone)))
     }
 }
 
@@ -357,9 +403,9 @@ struct Cold {
     app_names: HashMap<String, AppId>,
 }
 
-/// The server's repository (see the module docs).
+/// The server's repository over a [`Store`] (see the module docs).
 #[derive(Debug)]
-pub struct Repo {
+pub struct LogRepo {
     pub(super) store: Arc<dyn Store>,
     cold: Mutex<Cold>,
     pub(super) instance_ids: IdBlocks,
@@ -393,9 +439,9 @@ fn alloc(next: &mut u64, what: &'static str) -> Result<u64, RepoError> {
     Ok(id)
 }
 
-impl Repo {
+impl LogRepo {
     /// Opens the repository over `store`: reads the id counters, app names and trigger rows.
-    pub fn open(store: Arc<dyn Store>) -> Result<Repo, RepoError> {
+    pub fn open(store: Arc<dyn Store>) -> Result<LogRepo, RepoError> {
         let mut app_names = HashMap::new();
         for kv in Scan::new(&*store, APP_NAMES, KeyRange::all()) {
             let (k, v) = kv?;
@@ -426,7 +472,7 @@ impl Repo {
             super::alarm_repo::NEXT_ALARM_SEQ,
             counter(&*store, super::alarm_repo::NEXT_ALARM_SEQ)?,
         );
-        Ok(Repo {
+        Ok(LogRepo {
             wf,
             alarm_seqs,
             store,
@@ -449,10 +495,7 @@ impl Repo {
     }
 
     pub(super) fn submit<T>(&self, batch: Batch, value: T) -> Commit<T> {
-        Commit {
-            value: Some(value),
-            handle: self.store.submit(batch),
-        }
+        Commit::of_store(value, self.store.submit(batch))
     }
 
     pub(super) fn get_record<T>(
@@ -690,8 +733,8 @@ impl Repo {
             .ok_or_else(|| RepoError::not_found("job", id.0))
     }
 
-    /// [`set_next_trigger`](Repo::set_next_trigger), but only if `still_current()` holds while
-    /// the job's trigger row is held (see [`fire_if`](Repo::fire_if)); `Ok(None)`: nothing
+    /// [`set_next_trigger`](LogRepo::set_next_trigger), but only if `still_current()` holds while
+    /// the job's trigger row is held (see [`fire_if`](LogRepo::fire_if)); `Ok(None)`: nothing
     /// was written.
     pub fn set_next_trigger_if(
         &self,
@@ -726,9 +769,9 @@ impl Repo {
         self.append_logs_of_live(id, lines)
     }
 
-    /// [`append_logs`](Repo::append_logs) for an instance the caller knows exists and is not
+    /// [`append_logs`](LogRepo::append_logs) for an instance the caller knows exists and is not
     /// being deleted (the server core's non-final instances): no read before the write.
-    pub(crate) fn append_logs_of_live(
+    pub fn append_logs_of_live(
         &self,
         id: InstanceId,
         lines: impl IntoIterator<Item = LogLine>,

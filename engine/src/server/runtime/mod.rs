@@ -253,7 +253,7 @@ impl ServerCore {
             let _ = t.await;
         }
         self.shared.close_connections().await;
-        if let Err(e) = self.shared.repo.store().flush() {
+        if let Err(e) = self.shared.repo.flush() {
             tracing::warn!(error = %e, "store flush at shutdown failed");
         }
         if let Some(log) = self.log_store.take() {
