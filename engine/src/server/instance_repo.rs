@@ -15,7 +15,9 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys::{self, *};
 use super::records::DelayedRun;
-use super::repo::{Commit, InstanceFilter, LogRepo, Page, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_PAGE};
+use super::repo::{
+    Commit, InstanceFilter, LogRepo, Page, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_PAGE,
+};
 
 /// Records in a row triggered within the retention window after which an age scan stops.
 pub(crate) const AGE_SCAN_YOUNG_RUN: usize = 1024;

@@ -55,6 +55,8 @@ pub mod instance;
 mod instance_repo;
 mod job_codec;
 pub mod keys;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod records;
 pub mod repo;
 mod repository;
@@ -65,14 +67,16 @@ pub use codec::RECORD_VERSION;
 pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use job_codec::JOB_RECORD_VERSION;
+#[cfg(feature = "postgres")]
+pub use pg::PgRepo;
 pub use records::{
     AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
-pub use repository::{Repo, Repository};
 pub use repo::{
     Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, LogRepo, Page,
     TimeRange, WorkflowFilter, ID_BLOCK, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
 };
+pub use repository::{Repo, Repository};
 pub use runtime::{ServerConfig, ServerCore, ServerError, StoreChoice};
 
 /// Decodes a stored value of `table` as its record type, for tests and tools that inspect a

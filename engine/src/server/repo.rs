@@ -369,6 +369,20 @@ impl IdBlocks {
 
     /// `n` consecutive fresh ids (the first one returned), covered by a submitted reservation.
     pub(super) fn alloc(&self, store: &dyn Store, n: u64) -> Result<u64, RepoError> {
+        self.alloc_with(n, |key, hi| {
+            drop(store.submit(Batch::new().put(META, key, keys::id(hi))));
+        })
+    }
+
+    /// [`alloc`](IdBlocks::alloc) for any backend: `reserve(key, hi)` submits the new
+    /// high-water mark `hi` of counter `key`; it is called, under the reservation lock, before
+    /// the mark is published, and the backend must commit it before any write submitted after
+    /// it.
+    pub(super) fn alloc_with(
+        &self,
+        n: u64,
+        reserve: impl FnOnce(&'static [u8], u64),
+    ) -> Result<u64, RepoError> {
         let first = self.next.fetch_add(n, Ordering::Relaxed);
         let end = first
             .checked_add(n)
@@ -386,7 +400,7 @@ impl IdBlocks {
                 }
                 // Submitted before the mark is published: every batch using an id below `hi`
                 // is submitted after it (commit order = submission order).
-                drop(store.submit(Batch::new().put(META, self.key, keys::id(hi))));
+                reserve(self.key, hi);
                 self.reserved.store(hi, Ordering::Release);
             }
         }
@@ -431,7 +445,7 @@ pub(super) fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
     }
 }
 
-fn alloc(next: &mut u64, what: &'static str) -> Result<u64, RepoError> {
+pub(super) fn alloc(next: &mut u64, what: &'static str) -> Result<u64, RepoError> {
     let id = *next;
     *next = next
         .checked_add(1)

@@ -266,8 +266,10 @@ pub trait Repository: Send + Sync + Debug {
         alarms: Vec<AlarmRecord>,
     ) -> Result<Commit<Vec<AlarmRecord>>, RepoError>;
     /// See [`LogRepo::insert_alarms`].
-    fn insert_alarms(&self, alarms: Vec<AlarmRecord>)
-        -> Result<Commit<Vec<AlarmRecord>>, RepoError>;
+    fn insert_alarms(
+        &self,
+        alarms: Vec<AlarmRecord>,
+    ) -> Result<Commit<Vec<AlarmRecord>>, RepoError>;
     /// See [`LogRepo::update_alarm`].
     fn update_alarm(&self, alarm: &AlarmRecord) -> Result<Commit<()>, RepoError>;
     /// See [`LogRepo::pending_alarms`].
@@ -284,8 +286,12 @@ pub trait Repository: Send + Sync + Debug {
         limit: usize,
     ) -> Result<Page<AlarmRecord>, RepoError>;
     /// See [`LogRepo::prune_alarms`].
-    fn prune_alarms(&self, app: AppId, keep: usize, limit: usize)
-        -> Result<Commit<usize>, RepoError>;
+    fn prune_alarms(
+        &self,
+        app: AppId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Commit<usize>, RepoError>;
     /// See [`LogRepo::put_channel`].
     fn put_channel(&self, channel: &ChannelRecord) -> Result<Commit<()>, RepoError>;
     /// See [`LogRepo::get_channel`].

@@ -1,0 +1,620 @@
+//! The write path: a bounded queue of writes and one task that commits them in batches.
+//!
+//! A write is a list of row operations ([`Op`]) and the [`Acknowledger`] of its
+//! [`Commit`](crate::server::Commit). The writer task takes every write queued (up to
+//! [`MAX_BATCH_WRITES`]) and commits them as **one transaction** with one multi-row statement
+//! per table and kind (`INSERT … SELECT … FROM unnest($1::bigint[], …) ON CONFLICT … DO
+//! UPDATE`, `DELETE … WHERE (key) IN (SELECT … FROM unnest(…))`), then resolves each
+//! acknowledger: never one round trip per row. Writes commit in queue order (the queue is
+//! FIFO and a batch is one transaction), which is the order the repository submits them.
+//!
+//! Within a transaction only the last operation on a key matters, so operations are folded
+//! per table and key in queue order before the statements are built (a key put twice is
+//! written once, with its last value; a key put then deleted is deleted). Removing an
+//! instance's whole log drops the log rows queued before it in the batch.
+//!
+//! After a failed transaction the writer refuses every further write (each commit fails):
+//! the repository's in-memory counters and trigger rows may then be ahead of the database,
+//! and reopening it rereads them, as the log store does after an I/O failure.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use crate::server::repo::Acknowledger;
+use crate::server::RepoError;
+
+/// Most writes folded into one transaction.
+pub(super) const MAX_BATCH_WRITES: usize = 4096;
+/// Writes queued and not yet taken by the writer; a submitter waits when it is full.
+pub(super) const QUEUE_CAPACITY: usize = 65_536;
+
+/// A column's SQL type, as the multi-row statements pass it (an array of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ty {
+    /// `bigint`.
+    I64,
+    /// `text`.
+    Text,
+    /// `boolean`.
+    Bool,
+    /// `bytea`.
+    Bytes,
+    /// `jsonb`, passed as text.
+    Json,
+}
+
+impl Ty {
+    fn array(self) -> &'static str {
+        match self {
+            Ty::I64 => "bigint[]",
+            Ty::Text | Ty::Json => "text[]",
+            Ty::Bool => "boolean[]",
+            Ty::Bytes => "bytea[]",
+        }
+    }
+}
+
+/// One value of a row, in the column's type.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Val {
+    /// `bigint` (nullable).
+    I64(Option<i64>),
+    /// `text` or `jsonb` text (nullable).
+    Text(Option<String>),
+    /// `boolean`.
+    Bool(bool),
+    /// `bytea`.
+    Bytes(Vec<u8>),
+}
+
+/// A key value (the primary key's columns), hashable for folding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum KeyVal {
+    I(Option<i64>),
+    T(Option<String>),
+}
+
+/// The tables the repository writes: name, columns (the first `key` of them are the primary
+/// key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Table {
+    Counters,
+    Apps,
+    Jobs,
+    Triggers,
+    Instances,
+    DelayedRuns,
+    Logs,
+    Workflows,
+    WorkflowVersions,
+    WorkflowTriggers,
+    WorkflowInstances,
+    NodeLinks,
+    Alarms,
+    Channels,
+}
+
+impl Table {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Table::Counters => "counters",
+            Table::Apps => "apps",
+            Table::Jobs => "jobs",
+            Table::Triggers => "triggers",
+            Table::Instances => "instances",
+            Table::DelayedRuns => "delayed_runs",
+            Table::Logs => "logs",
+            Table::Workflows => "workflows",
+            Table::WorkflowVersions => "workflow_versions",
+            Table::WorkflowTriggers => "workflow_triggers",
+            Table::WorkflowInstances => "workflow_instances",
+            Table::NodeLinks => "node_links",
+            Table::Alarms => "alarms",
+            Table::Channels => "channels",
+        }
+    }
+
+    /// Columns in row order, and how many leading ones form the primary key.
+    pub(super) fn columns(self) -> (&'static [(&'static str, Ty)], usize) {
+        use Ty::*;
+        match self {
+            Table::Counters => (&[("name", Text), ("next", I64)], 1),
+            Table::Apps => (
+                &[
+                    ("id", I64),
+                    ("name", Text),
+                    ("secret", Text),
+                    ("created_at", I64),
+                ],
+                1,
+            ),
+            Table::Jobs => (
+                &[
+                    ("id", I64),
+                    ("app_id", I64),
+                    ("name", Text),
+                    ("enabled", Bool),
+                    ("time_expression_type", Text),
+                    ("time_expression", Text),
+                    ("execute_type", Text),
+                    ("processor", Text),
+                    ("created_at", I64),
+                    ("updated_at", I64),
+                    ("record", Bytes),
+                ],
+                1,
+            ),
+            Table::Triggers => (&[("job_id", I64), ("next_trigger", I64), ("runs", I64)], 1),
+            Table::Instances => (
+                &[
+                    ("id", I64),
+                    ("app_id", I64),
+                    ("job_id", I64),
+                    ("run", I64),
+                    ("status", Text),
+                    ("final", Bool),
+                    ("trigger_time", I64),
+                    ("finished_time", I64),
+                    ("worker", Text),
+                    ("record", Bytes),
+                ],
+                1,
+            ),
+            Table::DelayedRuns => (&[("instance_id", I64), ("job_id", I64), ("due", I64)], 1),
+            Table::Logs => (
+                &[
+                    ("instance_id", I64),
+                    ("seq", I64),
+                    ("time", I64),
+                    ("level", Text),
+                    ("content", Text),
+                ],
+                2,
+            ),
+            Table::Workflows => (
+                &[
+                    ("id", I64),
+                    ("app_id", I64),
+                    ("name", Text),
+                    ("version", I64),
+                    ("created_at", I64),
+                    ("updated_at", I64),
+                ],
+                1,
+            ),
+            Table::WorkflowVersions => (
+                &[("workflow_id", I64), ("version", I64), ("definition", Json)],
+                2,
+            ),
+            Table::WorkflowTriggers => (
+                &[("workflow_id", I64), ("next_trigger", I64), ("runs", I64)],
+                1,
+            ),
+            Table::WorkflowInstances => (
+                &[
+                    ("id", I64),
+                    ("app_id", I64),
+                    ("workflow_id", I64),
+                    ("version", I64),
+                    ("run", I64),
+                    ("finished", Bool),
+                    ("delayed_until", I64),
+                    ("snapshot", Json),
+                    ("record", Bytes),
+                ],
+                1,
+            ),
+            Table::NodeLinks => (
+                &[
+                    ("instance_id", I64),
+                    ("workflow_instance_id", I64),
+                    ("node", I64),
+                    ("attempt", I64),
+                    ("context", Text),
+                ],
+                1,
+            ),
+            Table::Alarms => (
+                &[
+                    ("app_id", I64),
+                    ("seq", I64),
+                    ("pending", Bool),
+                    ("alarm_id", Text),
+                    ("job_id", I64),
+                    ("instance_id", I64),
+                    ("kind", Text),
+                    ("raised_at", I64),
+                    ("status", Text),
+                    ("record", Bytes),
+                ],
+                2,
+            ),
+            Table::Channels => (
+                &[
+                    ("app_id", I64),
+                    ("name", Text),
+                    ("kind", Text),
+                    ("url", Text),
+                    ("record", Bytes),
+                ],
+                2,
+            ),
+        }
+    }
+
+    const ALL: [Table; 14] = [
+        Table::Counters,
+        Table::Apps,
+        Table::Jobs,
+        Table::Triggers,
+        Table::Instances,
+        Table::DelayedRuns,
+        Table::Logs,
+        Table::Workflows,
+        Table::WorkflowVersions,
+        Table::WorkflowTriggers,
+        Table::WorkflowInstances,
+        Table::NodeLinks,
+        Table::Alarms,
+        Table::Channels,
+    ];
+
+    fn upsert_sql(self) -> String {
+        let (cols, key) = self.columns();
+        let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+        let arrays: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${}::{}", i + 1, ty.array()))
+            .collect();
+        let select: Vec<String> = cols
+            .iter()
+            .map(|(n, ty)| match ty {
+                Ty::Json => format!("{n}::jsonb"),
+                _ => (*n).to_owned(),
+            })
+            .collect();
+        let keys: Vec<&str> = names.iter().take(key).copied().collect();
+        let sets: Vec<String> = names
+            .iter()
+            .skip(key)
+            .map(|n| format!("{n} = EXCLUDED.{n}"))
+            .collect();
+        format!(
+            "INSERT INTO {t} ({names}) SELECT {select} FROM unnest({arrays}) AS u({names}) \
+             ON CONFLICT ({keys}) DO UPDATE SET {sets}",
+            t = self.name(),
+            names = names.join(", "),
+            select = select.join(", "),
+            arrays = arrays.join(", "),
+            keys = keys.join(", "),
+            sets = sets.join(", "),
+        )
+    }
+
+    fn delete_sql(self) -> String {
+        let (cols, key) = self.columns();
+        let keys: Vec<&str> = cols.iter().take(key).map(|c| c.0).collect();
+        let arrays: Vec<String> = cols
+            .iter()
+            .take(key)
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${}::{}", i + 1, ty.array()))
+            .collect();
+        format!(
+            "DELETE FROM {t} WHERE ({keys}) IN (SELECT * FROM unnest({arrays}))",
+            t = self.name(),
+            keys = keys.join(", "),
+            arrays = arrays.join(", "),
+        )
+    }
+}
+
+/// One row operation of a write.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Op {
+    /// Insert or replace a row (every column, in [`Table::columns`] order).
+    Put(Table, Vec<Val>),
+    /// Delete the row with this key (the key columns, in order).
+    Delete(Table, Vec<Val>),
+    /// Delete every log line of an instance.
+    DeleteLogsOf(i64),
+}
+
+/// A queued write.
+#[derive(Debug)]
+pub(super) struct Write {
+    pub(super) ops: Vec<Op>,
+    /// `None` for an id reservation (no one waits for it; later writes commit after it).
+    pub(super) ack: Option<Acknowledger>,
+}
+
+fn key_of(vals: &[Val], key: usize) -> Vec<KeyVal> {
+    vals.iter()
+        .take(key)
+        .map(|v| match v {
+            Val::I64(x) => KeyVal::I(*x),
+            Val::Text(x) => KeyVal::T(x.clone()),
+            Val::Bool(b) => KeyVal::I(Some(i64::from(*b))),
+            Val::Bytes(_) => KeyVal::I(None),
+        })
+        .collect()
+}
+
+/// The net effect of a batch: per table and key, the last row (or `None`: deleted), and the
+/// instances whose whole log goes.
+#[derive(Debug, Default)]
+struct Folded {
+    rows: HashMap<Table, HashMap<Vec<KeyVal>, Option<Vec<Val>>>>,
+    logs_of: BTreeSet<i64>,
+}
+
+impl Folded {
+    fn push(&mut self, op: &Op) {
+        match op {
+            Op::Put(t, vals) => {
+                let key = key_of(vals, t.columns().1);
+                self.rows
+                    .entry(*t)
+                    .or_default()
+                    .insert(key, Some(vals.clone()));
+            }
+            Op::Delete(t, vals) => {
+                let key = key_of(vals, t.columns().1);
+                self.rows.entry(*t).or_default().insert(key, None);
+            }
+            Op::DeleteLogsOf(id) => {
+                if let Some(logs) = self.rows.get_mut(&Table::Logs) {
+                    logs.retain(|k, _| k.first() != Some(&KeyVal::I(Some(*id))));
+                }
+                self.logs_of.insert(*id);
+            }
+        }
+    }
+}
+
+/// Column arrays of some rows: one boxed parameter per column.
+fn arrays(
+    cols: &[(&'static str, Ty)],
+    rows: &[&[Val]],
+) -> Result<Vec<Box<dyn ToSql + Sync + Send>>, RepoError> {
+    let mut out: Vec<Box<dyn ToSql + Sync + Send>> = Vec::with_capacity(cols.len());
+    for (i, (name, ty)) in cols.iter().enumerate() {
+        let mismatch = || RepoError::Database(format!("internal: column {name} has a bad value"));
+        match ty {
+            Ty::I64 => {
+                let mut v: Vec<Option<i64>> = Vec::with_capacity(rows.len());
+                for r in rows {
+                    match r.get(i) {
+                        Some(Val::I64(x)) => v.push(*x),
+                        _ => return Err(mismatch()),
+                    }
+                }
+                out.push(Box::new(v));
+            }
+            Ty::Text | Ty::Json => {
+                let mut v: Vec<Option<String>> = Vec::with_capacity(rows.len());
+                for r in rows {
+                    match r.get(i) {
+                        Some(Val::Text(x)) => v.push(x.clone()),
+                        _ => return Err(mismatch()),
+                    }
+                }
+                out.push(Box::new(v));
+            }
+            Ty::Bool => {
+                let mut v: Vec<bool> = Vec::with_capacity(rows.len());
+                for r in rows {
+                    match r.get(i) {
+                        Some(Val::Bool(x)) => v.push(*x),
+                        _ => return Err(mismatch()),
+                    }
+                }
+                out.push(Box::new(v));
+            }
+            Ty::Bytes => {
+                let mut v: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+                for r in rows {
+                    match r.get(i) {
+                        Some(Val::Bytes(x)) => v.push(x.clone()),
+                        _ => return Err(mismatch()),
+                    }
+                }
+                out.push(Box::new(v));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The prepared statements of every table.
+struct Prepared {
+    upsert: HashMap<Table, Statement>,
+    delete: HashMap<Table, Statement>,
+    delete_logs: Statement,
+}
+
+impl Prepared {
+    async fn new(client: &Client) -> Result<Prepared, tokio_postgres::Error> {
+        let mut upsert = HashMap::new();
+        let mut delete = HashMap::new();
+        for t in Table::ALL {
+            upsert.insert(t, client.prepare(&t.upsert_sql()).await?);
+            delete.insert(t, client.prepare(&t.delete_sql()).await?);
+        }
+        let delete_logs = client
+            .prepare("DELETE FROM logs WHERE instance_id = ANY($1::bigint[])")
+            .await?;
+        Ok(Prepared {
+            upsert,
+            delete,
+            delete_logs,
+        })
+    }
+}
+
+fn db(e: tokio_postgres::Error) -> RepoError {
+    RepoError::Database(super::error_text(&e))
+}
+
+/// Commits `writes` as one transaction.
+async fn commit(
+    client: &mut Client,
+    prepared: &Prepared,
+    writes: &[Write],
+) -> Result<(), RepoError> {
+    let mut folded = Folded::default();
+    for w in writes {
+        for op in &w.ops {
+            folded.push(op);
+        }
+    }
+    if folded.rows.is_empty() && folded.logs_of.is_empty() {
+        return Ok(());
+    }
+    let tx = client.transaction().await.map_err(db)?;
+    if !folded.logs_of.is_empty() {
+        let ids: Vec<i64> = folded.logs_of.iter().copied().collect();
+        tx.execute(&prepared.delete_logs, &[&ids])
+            .await
+            .map_err(db)?;
+    }
+    let mut tables: Vec<_> = folded.rows.into_iter().collect();
+    tables.sort_by_key(|(t, _)| *t);
+    for (table, rows) in &tables {
+        let (cols, key) = table.columns();
+        let mut puts: Vec<&[Val]> = Vec::new();
+        let mut deletes: Vec<Vec<Val>> = Vec::new();
+        for (k, row) in rows {
+            match row {
+                Some(vals) => puts.push(vals),
+                None => deletes.push(
+                    k.iter()
+                        .map(|kv| match kv {
+                            KeyVal::I(x) => Val::I64(*x),
+                            KeyVal::T(x) => Val::Text(x.clone()),
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        if !deletes.is_empty() {
+            let refs: Vec<&[Val]> = deletes.iter().map(Vec::as_slice).collect();
+            let key_cols = cols.get(..key).unwrap_or(cols);
+            let params = arrays(key_cols, &refs)?;
+            let p: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+            if let Some(stmt) = prepared.delete.get(table) {
+                tx.execute(stmt, &p).await.map_err(db)?;
+            }
+        }
+        if !puts.is_empty() {
+            let params = arrays(cols, &puts)?;
+            let p: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+            if let Some(stmt) = prepared.upsert.get(table) {
+                tx.execute(stmt, &p).await.map_err(db)?;
+            }
+        }
+    }
+    tx.commit().await.map_err(db)
+}
+
+/// The writer task: batches queued writes into transactions until the queue closes.
+pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>) {
+    let prepared = match Prepared::new(&client).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(error = %super::error_text(&e), "postgres writer cannot prepare its statements");
+            None
+        }
+    };
+    let mut failed: Option<String> = match prepared {
+        Some(_) => None,
+        None => Some("the writer could not prepare its statements".to_owned()),
+    };
+    let mut batch: Vec<Write> = Vec::new();
+    while let Ok(first) = queue.recv_async().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH_WRITES {
+            match queue.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let result = match (&failed, &prepared) {
+            (None, Some(p)) => commit(&mut client, p, &batch).await,
+            (Some(reason), _) => Err(RepoError::Database(format!(
+                "writes are refused after an earlier failure: {reason}"
+            ))),
+            (None, None) => Err(RepoError::Database(
+                "the writer has no statements".to_owned(),
+            )),
+        };
+        if let Err(e) = &result {
+            if failed.is_none() {
+                tracing::error!(error = %e, "a postgres write batch failed; refusing further writes");
+                failed = Some(e.to_string());
+            }
+        }
+        for w in batch.drain(..) {
+            if let Some(ack) = w.ack {
+                let r = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(RepoError::Database(e.to_string())),
+                };
+                // The submitter may have stopped waiting; nothing to do then.
+                let _ = ack.send(r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_name_every_column_and_the_key() {
+        assert_eq!(
+            Table::Triggers.upsert_sql(),
+            "INSERT INTO triggers (job_id, next_trigger, runs) SELECT job_id, next_trigger, runs \
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(job_id, next_trigger, runs) \
+             ON CONFLICT (job_id) DO UPDATE SET next_trigger = EXCLUDED.next_trigger, runs = EXCLUDED.runs"
+        );
+        assert_eq!(
+            Table::Logs.delete_sql(),
+            "DELETE FROM logs WHERE (instance_id, seq) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))"
+        );
+    }
+
+    #[test]
+    fn folding_keeps_the_last_operation_per_key() {
+        let mut f = Folded::default();
+        let row = |n: i64| vec![Val::I64(Some(1)), Val::I64(Some(n)), Val::I64(Some(0))];
+        f.push(&Op::Put(Table::Triggers, row(5)));
+        f.push(&Op::Put(Table::Triggers, row(6)));
+        f.push(&Op::Put(
+            Table::Logs,
+            vec![
+                Val::I64(Some(9)),
+                Val::I64(Some(1)),
+                Val::I64(Some(0)),
+                Val::Text(Some("INFO".into())),
+                Val::Text(Some("x".into())),
+            ],
+        ));
+        f.push(&Op::DeleteLogsOf(9));
+        let t = &f.rows[&Table::Triggers];
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t.values().next().unwrap().as_ref().unwrap()[1],
+            Val::I64(Some(6))
+        );
+        assert!(f.rows[&Table::Logs].is_empty());
+        f.push(&Op::Delete(Table::Triggers, vec![Val::I64(Some(1))]));
+        assert_eq!(f.rows[&Table::Triggers].values().next().unwrap(), &None);
+    }
+}
