@@ -4,7 +4,7 @@
 //! the HTTP API, the console, retention and the simulator hold.
 //!
 //! Both implementations keep one contract, checked by one conformance suite
-//! (`engine/tests/repository/`):
+//! (`engine/tests/server_repo.rs`):
 //! - a write validates, assigns ids and returns a [`Commit`] at once; its value is final once
 //!   the commit resolves, which is when the write is durable;
 //! - writes submitted by one caller commit in submission order, and many writes share one

@@ -13,7 +13,9 @@
 //! written once, with its last value; a key put then deleted is deleted). Removing an
 //! instance's whole log drops the log rows queued before it in the batch.
 //!
-//! After a failed transaction the writer refuses every further write (each commit fails):
+//! A batch refused by a unique constraint (a second scheduled fire of one job at one trigger
+//! time) is retried one write per transaction, so that only the refused write fails, with
+//! [`RepoError::Conflict`]. After any other failed transaction the writer refuses every further write (each commit fails):
 //! the repository's in-memory counters and trigger rows may then be ahead of the database,
 //! and reopening it rereads them, as the log store does after an I/O failure.
 
@@ -456,7 +458,15 @@ impl Prepared {
 }
 
 fn db(e: tokio_postgres::Error) -> RepoError {
-    RepoError::Database(super::error_text(&e))
+    let text = super::error_text(&e);
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        RepoError::Conflict {
+            what: "row",
+            name: text,
+        }
+    } else {
+        RepoError::Database(text)
+    }
 }
 
 /// Commits `writes` as one transaction.
@@ -545,7 +555,26 @@ pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>) {
             }
         }
         let result = match (&failed, &prepared) {
-            (None, Some(p)) => commit(&mut client, p, &batch).await,
+            (None, Some(p)) => match commit(&mut client, p, &batch).await {
+                // A write the constraints refuse (a second fire of one trigger time) fails
+                // alone: the batch is retried one write per transaction.
+                Err(RepoError::Conflict { .. }) if batch.len() > 1 => {
+                    for w in batch.drain(..) {
+                        let r = commit(&mut client, p, std::slice::from_ref(&w)).await;
+                        if let Err(e @ RepoError::Database(_)) = &r {
+                            if failed.is_none() {
+                                tracing::error!(error = %e, "a postgres write failed; refusing further writes");
+                                failed = Some(e.to_string());
+                            }
+                        }
+                        if let Some(ack) = w.ack {
+                            let _ = ack.send(r);
+                        }
+                    }
+                    continue;
+                }
+                r => r,
+            },
             (Some(reason), _) => Err(RepoError::Database(format!(
                 "writes are refused after an earlier failure: {reason}"
             ))),
@@ -553,7 +582,7 @@ pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>) {
                 "the writer has no statements".to_owned(),
             )),
         };
-        if let Err(e) = &result {
+        if let Err(e @ RepoError::Database(_)) = &result {
             if failed.is_none() {
                 tracing::error!(error = %e, "a postgres write batch failed; refusing further writes");
                 failed = Some(e.to_string());
@@ -563,6 +592,10 @@ pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>) {
             if let Some(ack) = w.ack {
                 let r = match &result {
                     Ok(()) => Ok(()),
+                    Err(RepoError::Conflict { what, name }) => Err(RepoError::Conflict {
+                        what,
+                        name: name.clone(),
+                    }),
                     Err(e) => Err(RepoError::Database(e.to_string())),
                 };
                 // The submitter may have stopped waiting; nothing to do then.
