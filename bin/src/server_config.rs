@@ -245,7 +245,10 @@ impl ServerArgs {
                     "--store takes a postgres:// URL (the default is the data dir's log store)"
                 );
             }
-            config.core.store = ferrojob::server::StoreChoice::Postgres { url };
+            config.core.store = ferrojob::server::StoreChoice::Postgres {
+                url,
+                options: ferrojob::server::pg::PgOptions::default(),
+            };
         }
         config.admin_token = self.admin_token.clone().or(file.admin_token);
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
@@ -421,7 +424,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             from_file.core.store,
-            StoreChoice::Postgres { ref url } if url == "postgres://u@h:5432/f"
+            StoreChoice::Postgres { ref url, .. } if url == "postgres://u@h:5432/f"
         ));
         let flag = ServerArgs {
             store: Some("postgresql://u@h/g".into()),
@@ -429,7 +432,7 @@ mod tests {
         };
         assert!(matches!(
             flag.merge(FileConfig::default()).unwrap().core.store,
-            StoreChoice::Postgres { ref url } if url == "postgresql://u@h/g"
+            StoreChoice::Postgres { ref url, .. } if url == "postgresql://u@h/g"
         ));
         let bad = ServerArgs {
             store: Some("/var/lib/ferrojob".into()),

@@ -295,7 +295,10 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     config.core.store = match (&config.core.store, &config.data_dir, config.ephemeral) {
         // A database keeps the state; the data dir keeps the admin token.
         #[cfg(feature = "postgres")]
-        (StoreChoice::Postgres { url }, _, _) => StoreChoice::Postgres { url: url.clone() },
+        (StoreChoice::Postgres { url, options }, _, _) => StoreChoice::Postgres {
+            url: url.clone(),
+            options: *options,
+        },
         (_, Some(dir), false) => StoreChoice::Log {
             dir: dir.join("store"),
         },

@@ -710,7 +710,7 @@ fn job_labels_are_validated() {
 }
 
 fn job_labels_are_validated_in(repo: &Repo) {
-    let a = app(&repo, "a");
+    let a = app(repo, "a");
     let bad: &[(&[&str], &str)] = &[
         (&["a,b"], "tags"),
         (&[""], "tags"),
@@ -744,7 +744,7 @@ fn a_filtered_job_listing_examines_a_bounded_number_of_jobs() {
 }
 
 fn a_filtered_job_listing_examines_a_bounded_number_of_jobs_in(repo: &Repo) {
-    let a = app(&repo, "a");
+    let a = app(repo, "a");
     let commits: Vec<_> = (0..MAX_LIST_SCAN + 5)
         .map(|i| {
             let mut j = cron_job(a.id);
@@ -1263,11 +1263,11 @@ fn finished_beyond_names_the_oldest_finished_runs() {
 }
 
 fn finished_beyond_names_the_oldest_finished_runs_in(repo: &Repo) {
-    let a = app(&repo, "a");
-    let j = job(&repo, a.id, None);
+    let a = app(repo, "a");
+    let j = job(repo, a.id, None);
     let mut ids = Vec::new();
     for k in 0..10 {
-        let mut i = fire(&repo, &j, NOW + k, None);
+        let mut i = fire(repo, &j, NOW + k, None);
         // Runs 3 and 7 are still waiting; the rest finished.
         if k != 3 && k != 7 {
             i.fail("x", NOW + k).unwrap();

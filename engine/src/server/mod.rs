@@ -68,7 +68,7 @@ pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use job_codec::JOB_RECORD_VERSION;
 #[cfg(feature = "postgres")]
-pub use pg::PgRepo;
+pub use pg::{PgOptions, PgRepo};
 pub use records::{
     AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };

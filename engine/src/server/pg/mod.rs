@@ -326,12 +326,34 @@ fn trigger_row(table: &'static str, row: &Row) -> Result<(u64, TriggerRecord), R
     ))
 }
 
+/// How [`PgRepo`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Most queued writes committed in one transaction (at least 1; default 4096). 1 makes
+    /// every write its own transaction: the way a scheduler that writes each state change on
+    /// its own uses its database (a benchmark's baseline).
+    pub max_batch_writes: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_batch_writes: writer::MAX_BATCH_WRITES,
+        }
+    }
+}
+
 impl PgRepo {
+    /// [`open_with`](PgRepo::open_with) the default options.
+    pub fn open(url: &str) -> Result<PgRepo, RepoError> {
+        PgRepo::open_with(url, PgOptions::default())
+    }
+
     /// Connects to the database at `url` (`postgres://user@host:port/db`), applies the
     /// missing migrations, and reads the counters and trigger rows. Fails with
     /// [`RepoError::Database`] when the database is unreachable or its schema is newer than
     /// this build. May be called from any thread, async or not.
-    pub fn open(url: &str) -> Result<PgRepo, RepoError> {
+    pub fn open_with(url: &str, options: PgOptions) -> Result<PgRepo, RepoError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ferrojob-pg")
@@ -341,7 +363,11 @@ impl PgRepo {
         let handle = runtime.handle().clone();
         let opened = run_on(&handle, open_all(url.to_owned())).ok_or_else(closed)??;
         let (queue, rx) = flume::bounded(writer::QUEUE_CAPACITY);
-        handle.spawn(writer::run(opened.writer, rx));
+        handle.spawn(writer::run(
+            opened.writer,
+            rx,
+            options.max_batch_writes.max(1),
+        ));
         let counter = |key: &[u8]| -> u64 {
             let name = String::from_utf8_lossy(key);
             opened.counters.get(&*name).copied().unwrap_or(1).max(1)

@@ -27,7 +27,7 @@ use tokio_postgres::{Client, Statement};
 use crate::server::repo::Acknowledger;
 use crate::server::RepoError;
 
-/// Most writes folded into one transaction.
+/// Most writes folded into one transaction, by default.
 pub(super) const MAX_BATCH_WRITES: usize = 4096;
 /// Writes queued and not yet taken by the writer; a submitter waits when it is full.
 pub(super) const QUEUE_CAPACITY: usize = 65_536;
@@ -533,7 +533,7 @@ async fn commit(
 }
 
 /// The writer task: batches queued writes into transactions until the queue closes.
-pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>) {
+pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>, max_batch: usize) {
     let prepared = match Prepared::new(&client).await {
         Ok(p) => Some(p),
         Err(e) => {
@@ -548,7 +548,7 @@ pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>) {
     let mut batch: Vec<Write> = Vec::new();
     while let Ok(first) = queue.recv_async().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH_WRITES {
+        while batch.len() < max_batch {
             match queue.try_recv() {
                 Ok(w) => batch.push(w),
                 Err(_) => break,

@@ -59,6 +59,8 @@ pub enum StoreChoice {
     Postgres {
         /// The connection URL (may hold a password: never logged).
         url: String,
+        /// How it writes.
+        options: crate::server::pg::PgOptions,
     },
 }
 
@@ -190,11 +192,13 @@ impl ServerCore {
         let (repo, log_store): (Repo, Option<Arc<LogStore>>) = match &config.store {
             StoreChoice::Memory => (Repo::open(Arc::new(MemoryStore::new()))?, None),
             #[cfg(feature = "postgres")]
-            StoreChoice::Postgres { url } => {
-                let url = url.clone();
-                let pg = tokio::task::spawn_blocking(move || crate::server::PgRepo::open(&url))
-                    .await
-                    .map_err(|e| ServerError::Config(format!("store open task failed: {e}")))??;
+            StoreChoice::Postgres { url, options } => {
+                let (url, options) = (url.clone(), *options);
+                let pg = tokio::task::spawn_blocking(move || {
+                    crate::server::PgRepo::open_with(&url, options)
+                })
+                .await
+                .map_err(|e| ServerError::Config(format!("store open task failed: {e}")))??;
                 (Repo::new(Arc::new(pg)), None)
             }
             StoreChoice::Log { dir } => {
