@@ -15,8 +15,11 @@
 //!   [`TriggerRecord`], [`DelayedRun`], [`LogLine`].
 //! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
 //! - [`keys`]: tables and key layout (the table is in its module docs).
-//! - [`repo`]: [`Repo`], atomic writes, apps, jobs, logs, restart [`Repo::load`];
-//!   `instance_repo.rs` its instances (fire, listings, deletion).
+//! - [`Repository`]: the trait every implementation of the repository keeps, and [`Repo`],
+//!   the handle the rest of the server holds (`repository.rs`).
+//! - [`repo`]: [`LogRepo`], the log store's implementation: atomic writes, apps, jobs, logs,
+//!   restart [`LogRepo::load`]; `instance_repo.rs` its instances (fire, listings, deletion).
+//! - `pg` (feature `postgres`): `PgRepo`, the implementation on PostgreSQL.
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
 //! - [`alarm_repo`]: the alarm outbox with its delivery history, and the apps' channels.
 //! - [`api_convert`]: records into API views, job bodies into records, repository errors
@@ -28,7 +31,7 @@
 //! one is [`RepoError::Corrupt`] naming the table and key, never a panic); no write is split
 //! across batches (a record, its index rows and the id counter it used commit together); no
 //! id is handed out twice, across restarts too; no index row outlives its record
-//! ([`Repo::delete_job`] and [`Repo::delete_instance`] remove them together); the repo reads
+//! ([`LogRepo::delete_job`] and [`LogRepo::delete_instance`] remove them together); the repo reads
 //! no clock (every time is an argument).
 //!
 //! Limits (refused unless said otherwise): names [`MAX_NAME_LEN`](records::MAX_NAME_LEN)
