@@ -41,7 +41,7 @@ pub const MAX_CONCURRENCY: u32 = 10_000;
 /// proofs. `Debug` prints it redacted.
 #[derive(Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct AppRecord {
-    /// Assigned by [`Repo::create_app`](super::Repo::create_app).
+    /// Assigned by [`Repo::create_app`](super::Repository::create_app).
     pub id: AppId,
     /// Unique, 1 to [`MAX_NAME_LEN`] bytes, no control characters.
     pub name: String,
@@ -82,7 +82,7 @@ impl AppRecord {
 /// of `POST /v1/apps/{app}/jobs`; [`JobRecord::new`] holds every documented default.
 #[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
 pub struct JobRecord {
-    /// Assigned by [`Repo::create_job`](super::Repo::create_job).
+    /// Assigned by [`Repo::create_job`](super::Repository::create_job).
     pub id: JobId,
     /// The app the job belongs to.
     pub app_id: AppId,
@@ -145,7 +145,7 @@ impl JobRecord {
     /// `max_instances` 0 (unlimited), `concurrency` 5, no timeout, no retries, no resource
     /// minimums, `max_worker_count` 0 (unlimited), FIRE_ONCE, unbounded lifecycle, no alarm
     /// rules, no description, no tags. The id and
-    /// times are assigned by [`Repo::create_job`](super::Repo::create_job).
+    /// times are assigned by [`Repo::create_job`](super::Repository::create_job).
     pub fn new(
         app_id: AppId,
         name: impl Into<String>,
@@ -275,7 +275,7 @@ impl JobRecord {
 
 /// A job's schedule state: its next trigger and how many times it has fired.
 ///
-/// Written by [`Repo::fire`](super::Repo::fire) in the same batch as the instance it creates.
+/// Written by [`Repo::fire`](super::Repository::fire) in the same batch as the instance it creates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct TriggerRecord {
     /// When the job fires next, ms since the epoch; `None` = not scheduled (API, WORKFLOW,

@@ -224,7 +224,7 @@ pub struct WfWrite {
     pub instances: Vec<(InstanceRecord, Option<crate::model::InstanceStatus>)>,
 }
 
-/// Workflow id allocation and trigger rows (part of [`Repo`]).
+/// Workflow id allocation and trigger rows (part of [`LogRepo`]).
 #[derive(Debug)]
 pub struct WfCounters {
     workflow_ids: IdBlocks,
