@@ -560,7 +560,13 @@ pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>, max_b
                 // alone: the batch is retried one write per transaction.
                 Err(RepoError::Conflict { .. }) if batch.len() > 1 => {
                     for w in batch.drain(..) {
-                        let r = commit(&mut client, p, std::slice::from_ref(&w)).await;
+                        let r = match &failed {
+                            // Nothing after a failed write commits: order is kept.
+                            Some(reason) => Err(RepoError::Database(format!(
+                                "writes are refused after an earlier failure: {reason}"
+                            ))),
+                            None => commit(&mut client, p, std::slice::from_ref(&w)).await,
+                        };
                         if let Err(e @ RepoError::Database(_)) = &r {
                             if failed.is_none() {
                                 tracing::error!(error = %e, "a postgres write failed; refusing further writes");
