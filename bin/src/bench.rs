@@ -189,7 +189,7 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
                     client,
                     transport,
                     "bench".to_owned(),
-                    "bench-secret".to_owned(),
+                    "bench-secret-0123".to_owned(),
                 )
             }
             Some(transport) => {

@@ -140,7 +140,7 @@ pub(super) async fn mapreduce(args: &MapReduceArgs, json: bool) -> Result<()> {
         &format!("http://{}", server.http_addr()),
         server.admin_token(),
     )?;
-    let (app, secret) = ("bench-mr", "bench-mr-secret");
+    let (app, secret) = ("bench-mr", "bench-mr-secret-01");
     client
         .create_app(&CreateApp {
             name: app.into(),

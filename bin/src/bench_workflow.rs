@@ -104,7 +104,7 @@ pub(super) async fn bench(args: &WorkflowArgs, json: bool) -> Result<()> {
     );
     let server = launch(config).await?;
     let api = server.api();
-    let (app, secret) = ("bench-wf", "bench-secret");
+    let (app, secret) = ("bench-wf", "bench-wf-secret-01");
     api.create_app(CreateApp {
         name: app.into(),
         secret: secret.into(),

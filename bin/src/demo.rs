@@ -408,9 +408,6 @@ async fn demo(args: &Args) -> Result<()> {
             .token_file()
             .map_or("memory".into(), |p| p.display().to_string())
     );
-    println!("  console   {url}/   (sign in: app {APP}, token {SECRET})");
-    println!("  transport {}", server.transport_addr());
-    println!("  data dir  {}", args.data_dir.display());
     let client = Client::new(&url, server.admin_token())?;
     match client
         .create_app(&CreateApp {
@@ -423,6 +420,28 @@ async fn demo(args: &Args) -> Result<()> {
         Err(e) if is_conflict(&e) => {}
         Err(e) => return Err(e).context("creating the demo app"),
     }
+    // The console signs in with an API token of the app (the worker secret is no token);
+    // the one a previous run on this data dir printed is revoked.
+    for old in client.list_tokens(APP).await?.items {
+        if old.name == "demo console" {
+            client.revoke_token(APP, old.id).await?;
+        }
+    }
+    let token = client
+        .create_token(
+            APP,
+            &ferrojob::api::CreateToken {
+                name: "demo console".to_owned(),
+                role: ferrojob::api::TokenRole::Admin,
+                expires_in_secs: Some(24 * 3600),
+            },
+        )
+        .await
+        .context("creating the demo's API token")?
+        .token;
+    println!("  console   {url}/   (sign in: app {APP}, token {token})");
+    println!("  transport {}", server.transport_addr());
+    println!("  data dir  {}", args.data_dir.display());
     let mut workers = Vec::new();
     for tag in ["blue", "green"] {
         let mut config = WorkerConfig::new(server.transport_addr(), APP, SECRET);

@@ -13,6 +13,7 @@ mod jobs_cmd;
 mod remote;
 mod sim_cmd;
 mod store_cmd;
+mod token_cmd;
 mod validate;
 mod workflow_cmd;
 
@@ -39,9 +40,12 @@ enum Command {
     /// Start a server (LogStore in ./ferrojob-data) and two workers, create sample jobs and
     /// show their instances live (Ctrl-C stops everything).
     Demo(demo::Args),
-    /// Apps (admin token).
+    /// Apps: create, list, delete (admin token), show, rotate the worker secret.
     #[command(subcommand)]
     App(remote::AppCmd),
+    /// API tokens of an app, with their roles: create, list, revoke.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCmd),
     /// Jobs of an app.
     #[command(subcommand)]
     Job(Box<remote::JobCmd>),
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Demo(args) => demo::run(args),
         Command::App(cmd) => remote::app(&cli.conn, cmd),
+        Command::Token(cmd) => token_cmd::token(&cli.conn, cmd),
         Command::Job(cmd) => remote::job(&cli.conn, cmd),
         Command::Instance(cmd) => remote::instance(&cli.conn, cmd),
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),

@@ -29,7 +29,7 @@ pub struct Conn {
         global = true
     )]
     url: String,
-    /// Bearer token: the admin token or the app's secret.
+    /// Bearer token: the admin token, or an API token of the app (`ferrojob token create`).
     #[arg(long, env = "FERROJOB_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// File holding the token (used when --token is not given).
@@ -85,9 +85,37 @@ pub enum AppCmd {
         /// Unique name.
         #[arg(long)]
         name: String,
-        /// Secret workers prove in the handshake.
+        /// Secret workers prove in the handshake (16 bytes or more).
         #[arg(long, env = "FERROJOB_SECRET", hide_env_values = true)]
         secret: String,
+    },
+    /// List every app (admin token).
+    List,
+    /// Show one app.
+    Get {
+        /// App name or id.
+        app: String,
+    },
+    /// Delete an app and its tokens (admin token); refused while it has jobs or workflows,
+    /// unless --force, which deletes them first.
+    Delete {
+        /// App name or id.
+        app: String,
+        /// Delete its jobs and workflows too.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace the app's worker secret; the previous one keeps working for the overlap, so
+    /// workers can be restarted with the new one without downtime. Prints the new secret.
+    RotateSecret {
+        /// App name or id.
+        app: String,
+        /// The new secret (16 bytes or more); without it the server generates one.
+        #[arg(long, env = "FERROJOB_NEW_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Seconds the previous secret keeps working (default 3600; 0: none).
+        #[arg(long)]
+        overlap_secs: Option<u64>,
     },
 }
 
@@ -137,6 +165,24 @@ pub struct JobFields {
     /// Server-side re-runs of a failed instance.
     #[arg(long)]
     instance_retries: Option<u32>,
+    /// How re-runs back off: FIXED or EXPONENTIAL.
+    #[arg(long)]
+    retry_backoff: Option<String>,
+    /// Delay before the first re-run, ms.
+    #[arg(long)]
+    retry_initial_delay_ms: Option<u64>,
+    /// Growth of the delay per re-run (EXPONENTIAL).
+    #[arg(long)]
+    retry_factor: Option<f64>,
+    /// Largest delay between re-runs, ms.
+    #[arg(long)]
+    retry_max_delay_ms: Option<u64>,
+    /// Share of each delay taken off at random, 0 to 1.
+    #[arg(long)]
+    retry_jitter: Option<f64>,
+    /// When max_instances are running: FAIL, SKIP, QUEUE or REPLACE.
+    #[arg(long)]
+    overlap_policy: Option<String>,
     /// Worker-side re-runs of a failed task.
     #[arg(long)]
     task_retries: Option<u32>,
@@ -173,6 +219,13 @@ pub struct JobFields {
     /// Tags, comma-separated; replaces the job's tags (`--tags ""` removes them all).
     #[arg(long)]
     tags: Option<String>,
+    /// Where workers send the log lines: ONLINE (the server, default), LOCAL (a rotating
+    /// file on the worker), STDOUT (the worker's stdout) or NULL.
+    #[arg(long)]
+    log_type: Option<String>,
+    /// Lines below this level are dropped at the worker: DEBUG, INFO (default), WARN, ERROR.
+    #[arg(long)]
+    log_level: Option<String>,
     /// Create it disabled.
     #[arg(long)]
     disabled: bool,
@@ -306,6 +359,24 @@ impl JobFields {
         if let Some(v) = self.instance_retries {
             body.instance_retries = v;
         }
+        if let Some(v) = &self.retry_backoff {
+            body.retry_backoff.shape = api_enum("retry backoff", v)?;
+        }
+        if let Some(v) = self.retry_initial_delay_ms {
+            body.retry_backoff.initial_delay_ms = v;
+        }
+        if let Some(v) = self.retry_factor {
+            body.retry_backoff.factor = v;
+        }
+        if let Some(v) = self.retry_max_delay_ms {
+            body.retry_backoff.max_delay_ms = v;
+        }
+        if let Some(v) = self.retry_jitter {
+            body.retry_backoff.jitter = v;
+        }
+        if let Some(v) = &self.overlap_policy {
+            body.overlap_policy = api_enum("overlap policy", v)?;
+        }
         if let Some(v) = self.task_retries {
             body.task_retries = v;
         }
@@ -341,6 +412,12 @@ impl JobFields {
         }
         if let Some(v) = &self.tags {
             body.tags = split_tags(v);
+        }
+        if let Some(v) = &self.log_type {
+            body.log_type = api_enum("log type", v)?;
+        }
+        if let Some(v) = &self.log_level {
+            body.log_level = api_enum("log level", v)?;
         }
         if self.disabled {
             body.enabled = false;
@@ -497,12 +574,19 @@ pub enum InstanceCmd {
         /// Instance id.
         id: InstanceId,
     },
-    /// Print an instance's log.
+    /// Print an instance's log: time, level, the attempt that wrote each line, the text and
+    /// its fields.
     Log {
         #[command(flatten)]
         app: AppArg,
         /// Instance id.
         id: InstanceId,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N", conflicts_with = "follow")]
+        tail: Option<u32>,
+        /// Keep printing new lines until the instance is final.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
 }
 
@@ -513,6 +597,16 @@ pub enum WorkerCmd {
     List {
         #[command(flatten)]
         app: AppArg,
+    },
+    /// Print the LOCAL log a worker on this machine writes (its `--local-log-dir`, by default
+    /// `logs` in its data directory), oldest line first. Needs no server.
+    LocalLog {
+        /// The worker's local log directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Only the lines of this instance.
+        #[arg(long)]
+        instance: Option<u64>,
     },
 }
 
@@ -555,8 +649,13 @@ fn job_line(j: &JobView) -> String {
     } else {
         format!(" tags={}", j.body.tags.join(","))
     };
+    let skipped = if j.skipped_runs == 0 {
+        String::new()
+    } else {
+        format!(" skipped={}", j.skipped_runs)
+    };
     format!(
-        "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}{tags}",
+        "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}{skipped}{tags}",
         j.id.get(),
         truncate(&j.body.name, 24),
         format!("{:?}", j.body.time_expression_type),
@@ -573,11 +672,11 @@ fn job_line(j: &JobView) -> String {
 }
 
 /// One instance on one line; MAP / MAP_REDUCE instances add their task progress
-/// (`tasks=succeeded/total`, and the failed count if any) and instances of a workflow node
-/// the workflow instance (`wf=ID`).
+/// (`tasks=succeeded/total`, and the failed count if any), instances waiting for a retry
+/// its time (`retry_at=`) and instances of a workflow node the workflow instance (`wf=ID`).
 pub(crate) fn instance_line(i: &InstanceView) -> String {
     format!(
-        "{:>8}  job={:<6} {:<22} tries={:<2} trigger={} worker={}{}{} result={}",
+        "{:>8}  job={:<6} {:<22} tries={:<2} trigger={} worker={}{}{}{} result={}",
         i.id.get(),
         i.job_id.get(),
         status_name(i.status),
@@ -585,6 +684,8 @@ pub(crate) fn instance_line(i: &InstanceView) -> String {
         fmt_ms(i.trigger_time),
         i.worker.as_deref().unwrap_or("-"),
         i.tasks.map_or(String::new(), |t| tasks_text(&t)),
+        i.next_retry_at
+            .map_or(String::new(), |t| format!(" retry_at={}", fmt_ms(t))),
         i.workflow_instance_id
             .map_or(String::new(), |w| format!(" wf={}", w.get())),
         truncate(i.result.as_deref().unwrap_or(""), 60),
@@ -636,6 +737,55 @@ pub fn app(conn: &Conn, cmd: &AppCmd) -> Result<()> {
                     println!("app {} created with id {}", created.name, created.id.get());
                     Ok(())
                 }
+            }
+            AppCmd::List => {
+                let apps = client.list_apps().await?;
+                if conn.json {
+                    return print_json(&apps);
+                }
+                println!("{:>6}  {:<32}  CREATED", "ID", "NAME");
+                for a in &apps.items {
+                    println!("{:>6}  {:<32}  {}", a.id.get(), a.name, fmt_ms(a.created_at));
+                }
+                Ok(())
+            }
+            AppCmd::Get { app } => {
+                let a = client.get_app(app).await?;
+                if conn.json {
+                    return print_json(&a);
+                }
+                println!("app {} (id {}), created {}", a.name, a.id.get(), fmt_ms(a.created_at));
+                if let Some(until) = a.previous_secret_until {
+                    println!("previous worker secret accepted until {}", fmt_ms(until));
+                }
+                Ok(())
+            }
+            AppCmd::Delete { app, force } => {
+                client.delete_app(app, *force).await?;
+                if !conn.json {
+                    println!("app {app} deleted");
+                }
+                Ok(())
+            }
+            AppCmd::RotateSecret {
+                app,
+                secret,
+                overlap_secs,
+            } => {
+                let req = ferrojob::api::RotateSecret {
+                    secret: secret.clone(),
+                    overlap_secs: *overlap_secs,
+                };
+                let rotated = client.rotate_secret(app, &req).await?;
+                if conn.json {
+                    return print_json(&rotated);
+                }
+                println!("{}", rotated.secret);
+                eprintln!(
+                    "the previous secret works until {}: restart the workers with the new one before then",
+                    fmt_ms(rotated.previous_secret_until)
+                );
+                Ok(())
             }
         }
     })
@@ -796,51 +946,99 @@ pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
                     Ok(())
                 }
             }
-            InstanceCmd::Log { app, id } => {
-                let mut cursor = None;
-                loop {
-                    let page = client
-                        .instance_log(
-                            &app.app,
-                            *id,
-                            LogQuery {
-                                limit: Some(1000),
-                                cursor,
-                            },
-                        )
-                        .await?;
+            InstanceCmd::Log {
+                app,
+                id,
+                tail,
+                follow,
+            } => {
+                let print = |page: &ferrojob::api::LogView| -> Result<()> {
                     if json {
-                        print_json(&page)?;
+                        print_json(page)
                     } else {
                         for l in &page.lines {
-                            println!(
-                                "{} {:<5} {}",
-                                fmt_ms(l.time_ms),
-                                serde_json::to_value(l.level)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_owned))
-                                    .unwrap_or_default(),
-                                l.content
-                            );
+                            println!("{}", l.to_text());
                         }
-                        if page.dropped > 0 && page.next_cursor.is_none() {
-                            println!("({} lines dropped)", page.dropped);
-                        }
+                        Ok(())
                     }
-                    match page.next_cursor {
-                        Some(c) if !page.lines.is_empty() => cursor = Some(c),
-                        _ => return Ok(()),
-                    }
+                };
+                if let Some(n) = tail {
+                    let query = LogQuery {
+                        limit: Some((*n).clamp(1, 1000)),
+                        cursor: None,
+                        before: Some(u64::MAX),
+                    };
+                    let page = client.instance_log(&app.app, *id, query).await?;
+                    return print(&page);
                 }
+                let mut cursor = None;
+                let mut dropped: u64;
+                let mut final_seen: Option<std::time::Instant> = None;
+                loop {
+                    let query = LogQuery {
+                        limit: Some(1000),
+                        cursor,
+                        before: None,
+                    };
+                    let page = client.instance_log(&app.app, *id, query).await?;
+                    print(&page)?;
+                    dropped = page.dropped;
+                    if let Some(last) = page.lines.last() {
+                        cursor = Some(last.seq);
+                    }
+                    if page.next_cursor.is_some() && !page.lines.is_empty() {
+                        continue;
+                    }
+                    if !*follow {
+                        break;
+                    }
+                    // Caught up. Once the instance is final, keep reading for FINAL_GRACE:
+                    // a worker sends its final report ahead of the last log batch (reports
+                    // never wait behind logs), so the last lines may land just after it.
+                    match final_seen {
+                        Some(at) if at.elapsed() >= FINAL_GRACE => break,
+                        Some(_) => {}
+                        None => {
+                            let status = client.get_instance(&app.app, *id).await?.status;
+                            if status.is_final() {
+                                final_seen = Some(std::time::Instant::now());
+                            }
+                        }
+                    }
+                    tokio::time::sleep(FOLLOW_POLL).await;
+                }
+                if dropped > 0 && !json {
+                    println!("({dropped} lines dropped)");
+                }
+                Ok(())
             }
         }
     })
 }
 
+fn print_local_log(dir: &std::path::Path, instance: Option<u64>) -> Result<()> {
+    let lines = ferrojob::worker::read_local_log(dir, instance)
+        .with_context(|| format!("cannot read the local log in {}", dir.display()))?;
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+/// How often `instance log --follow` asks for new lines once caught up.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long `instance log --follow` still reads after the instance is final.
+const FINAL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn worker(conn: &Conn, cmd: &WorkerCmd) -> Result<()> {
+    // Reads files on this machine: no server, no token.
+    if let WorkerCmd::LocalLog { dir, instance } = cmd {
+        return print_local_log(dir, *instance);
+    }
     let client = conn.client()?;
     runtime()?.block_on(async {
         match cmd {
+            WorkerCmd::LocalLog { dir, instance } => print_local_log(dir, *instance),
             WorkerCmd::List { app } => {
                 let list = client.list_workers(&app.app).await?;
                 if conn.json {

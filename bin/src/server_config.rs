@@ -20,6 +20,8 @@
 //! secure_cookies = false            # web console cookies `Secure` (served over TLS by a proxy)
 //! api_rate_per_sec = 1000           # OpenAPI requests per second per app (0: no limit) ...
 //! api_burst = 2000                  # ... after this many at once; beyond: 429 + Retry-After
+//! failed_logins_per_min = 10        # failed sign-ins per source address (0: no limit) ...
+//! app_secret_tokens = false         # compatibility: an app's worker secret is also its admin API token
 //! salvage = false                   # start even if the store is damaged mid-log: keep every
 //!                                   # intact record, move the damaged part aside
 //! restart_grace_ms = 3000           # after a restart, wait this long for workers to return
@@ -112,6 +114,16 @@ pub struct ServerArgs {
     /// OpenAPI requests an app may send at once before the rate applies (default 2000).
     #[arg(long, env = "FERROJOB_API_BURST")]
     pub api_burst: Option<u32>,
+    /// Failed sign-ins (refused tokens) a source address may make a minute after a burst of
+    /// 20; past it, its requests with a token are answered 429 (default 10; 0 turns the limit
+    /// off).
+    #[arg(long, env = "FERROJOB_FAILED_LOGINS_PER_MIN")]
+    pub failed_logins_per_min: Option<u32>,
+    /// Compatibility mode: accept each app's worker secret as an `admin` API token of that
+    /// app, as servers did before API tokens. Default off: the worker secret opens only the
+    /// worker port; create API tokens with `ferrojob token create`.
+    #[arg(long, env = "FERROJOB_APP_SECRET_TOKENS")]
+    pub app_secret_tokens: bool,
     /// Start even if the store is damaged in the middle of its log: keep every intact record
     /// before the damage, move the damaged part aside (`*.log.corrupt*` files next to the
     /// segments, nothing deleted) and log what was moved. Default: refuse to start.
@@ -183,6 +195,8 @@ pub struct FileConfig {
     secure_cookies: Option<bool>,
     api_rate_per_sec: Option<u32>,
     api_burst: Option<u32>,
+    failed_logins_per_min: Option<u32>,
+    app_secret_tokens: Option<bool>,
     salvage: Option<bool>,
     restart_grace_ms: Option<u64>,
     max_log_lines_per_instance: Option<u64>,
@@ -255,6 +269,17 @@ impl ServerArgs {
             config.max_body_bytes = v;
         }
         config.secure_cookies = self.secure_cookies || file.secure_cookies.unwrap_or(false);
+        config.app_secret_tokens =
+            self.app_secret_tokens || file.app_secret_tokens.unwrap_or(false);
+        let failed = self.failed_logins_per_min.or(file.failed_logins_per_min);
+        config.failed_logins = match failed {
+            Some(0) => None,
+            Some(per_min) => Some(ferrojob::http::FailedLoginLimit {
+                per_min,
+                ..ferrojob::http::FailedLoginLimit::default()
+            }),
+            None => Some(ferrojob::http::FailedLoginLimit::default()),
+        };
         let rate = self.api_rate_per_sec.or(file.api_rate_per_sec);
         let burst = self.api_burst.or(file.api_burst);
         let default = ferrojob::http::ApiRateLimit::default();
@@ -509,6 +534,27 @@ mod tests {
         assert!(secure(&["s", "--secure-cookies"], ""));
         assert!(secure(&["s"], "secure_cookies = true"));
         assert!(!secure(&["s"], ""));
+    }
+
+    #[test]
+    fn credentials_settings_come_from_flags_or_the_file() {
+        let merged = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args)
+                .merge(toml::from_str::<FileConfig>(file).unwrap())
+                .unwrap()
+        };
+        let c = merged(&["s"], "");
+        assert!(!c.app_secret_tokens);
+        assert_eq!(
+            c.failed_logins,
+            Some(ferrojob::http::FailedLoginLimit::default())
+        );
+        assert!(merged(&["s", "--app-secret-tokens"], "").app_secret_tokens);
+        assert!(merged(&["s"], "app_secret_tokens = true").app_secret_tokens);
+        let per_min =
+            |args: &[&str], file: &str| merged(args, file).failed_logins.map(|l| l.per_min);
+        assert_eq!(per_min(&["s", "--failed-logins-per-min", "3"], ""), Some(3));
+        assert_eq!(per_min(&["s"], "failed_logins_per_min = 0"), None);
     }
 
     #[test]

@@ -50,6 +50,17 @@ pub struct WorkerArgs {
     /// removed at start).
     #[arg(long, env = "FERROJOB_WORKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Directory of the rotating file jobs with log type LOCAL write to (`instances.log`,
+    /// `instances.log.1`, ...; read it with `ferrojob worker local-log --dir DIR`). Default:
+    /// `logs` in the data directory.
+    #[arg(long, env = "FERROJOB_LOCAL_LOG_DIR")]
+    pub local_log_dir: Option<PathBuf>,
+    /// Bytes per LOCAL log file before it rotates (at least 65536).
+    #[arg(long, env = "FERROJOB_LOCAL_LOG_MAX_FILE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub local_log_max_file_bytes: u64,
+    /// LOCAL log files kept, the current one included (at least 1).
+    #[arg(long, env = "FERROJOB_LOCAL_LOG_MAX_FILES", default_value_t = 5)]
+    pub local_log_max_files: u32,
     /// Keep MAP/MAP_REDUCE task trees in memory instead of on disk (faster; pending tasks
     /// take RAM).
     #[arg(long, env = "FERROJOB_MEMORY_STORE")]
@@ -131,6 +142,17 @@ impl WorkerArgs {
             max_output_bytes: self.shell_max_output_bytes,
         };
         self.apply_tls(&mut config)?;
+        config.local_log = ferrojob::worker::LocalLogConfig {
+            dir: Some(
+                self.local_log_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir().join("logs")),
+            ),
+            max_file_bytes: self
+                .local_log_max_file_bytes
+                .max(ferrojob::worker::MIN_LOCAL_LOG_FILE_BYTES),
+            max_files: self.local_log_max_files.max(1),
+        };
         config.task_store = if self.memory_store {
             TaskStoreConfig::Memory
         } else {

@@ -932,3 +932,97 @@ async fn the_cli_tags_filters_and_copies() {
     );
     assert!(inst_list(&["--finished-from", "0"]).is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// `ferrojob token ...`, `ferrojob app rotate-secret`
+
+/// Runs the CLI against `c` with `token`; answers (exit code, stdout, stderr).
+fn cli_as(c: &common::Cluster, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let url = format!("http://{}", c.http);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", &url, "--token", token])
+        .args(args)
+        .output()
+        .expect("run ferrojob");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_and_a_secret_rotation_from_the_cli() {
+    use common::{Cluster, APP, SECRET, TOKEN};
+
+    let mut c = Cluster::start(0, None).await;
+    // A `read` token lists jobs but cannot create one; revoked, it opens nothing.
+    let (code, token, err) = cli_as(
+        &c,
+        TOKEN,
+        &[
+            "token", "create", "--app", APP, "--name", "ci", "--role", "read",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("fjt_"), "{token}");
+    let (code, _, err) = cli_as(&c, &token, &["job", "list", "--app", APP]);
+    assert_eq!(code, Some(0), "{err}");
+    let create = [
+        "job",
+        "create",
+        "--app",
+        APP,
+        "--name",
+        "x",
+        "--type",
+        "api",
+        "--processor",
+        "noop",
+    ];
+    let (code, _, err) = cli_as(&c, &token, &create);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("403"), "{err}");
+    let (code, list, err) = cli_as(&c, TOKEN, &["token", "list", "--app", APP, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let id = list["items"][0]["id"].as_u64().unwrap().to_string();
+    assert!(list["items"][0].get("token").is_none(), "{list}");
+    let (code, _, err) = cli_as(&c, TOKEN, &["token", "revoke", "--app", APP, &id]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = cli_as(&c, &token, &["job", "list", "--app", APP]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("401"), "{err}");
+    // The worker secret is no HTTP token.
+    let (code, _, _) = cli_as(&c, SECRET, &["job", "list", "--app", APP]);
+    assert_ne!(code, Some(0));
+
+    // Rotation: during the overlap a worker with the old secret and one with the new both
+    // join; the new secret was printed.
+    let new = "e2e-rotated-secret-0123";
+    let (code, out, err) = cli_as(
+        &c,
+        TOKEN,
+        &[
+            "app",
+            "rotate-secret",
+            APP,
+            "--secret",
+            new,
+            "--overlap-secs",
+            "600",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), new);
+    c.add_worker(SECRET, "old");
+    c.add_worker(new, "new");
+    c.wait_workers(2).await;
+    let (code, out, err) = cli_as(&c, TOKEN, &["app", "get", APP]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("previous worker secret accepted until"),
+        "{out}"
+    );
+}

@@ -613,3 +613,82 @@ async fn shell_is_opt_in_and_its_children_get_neither_run_code_nor_the_secret() 
     );
     assert!(!witness.exists(), "a run's params ran as a command");
 }
+
+/// Every instance of `job` ran alone: in id order, each was dispatched only after the
+/// previous one finished.
+fn ran_one_at_a_time(name: &str, runs: &[ferrojob::api::InstanceView]) {
+    for pair in runs.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let (Some(finished), Some(started)) = (a.finished_time, b.actual_trigger_time) else {
+            panic!("{name}: run {} or {} has no times: {a:?} {b:?}", a.id, b.id);
+        };
+        assert!(
+            started >= finished,
+            "{name}: run {} was dispatched before run {} finished",
+            b.id,
+            a.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_runs_are_skipped_or_queued_on_a_real_worker() {
+    use ferrojob::policy::OverlapPolicy;
+    let c = Cluster::start(1, None).await;
+    // Each run sleeps 500 ms and the jobs fire every 200 ms: most fires find the last run
+    // still going.
+    let job = |name: &str, policy: OverlapPolicy| {
+        let mut b = body(name, TimeExpressionType::FixedRate, "200", "sleep", "500");
+        b.max_instances = 1;
+        b.overlap_policy = policy;
+        b
+    };
+    let skip = c.job(job("skip", OverlapPolicy::Skip)).await;
+    let queue = c.job(job("queue", OverlapPolicy::Queue)).await;
+    wait_for("two runs of each job", Duration::from_secs(30), || async {
+        (c.succeeded(skip).await.len() >= 2 && c.succeeded(queue).await.len() >= 2).then_some(())
+    })
+    .await;
+    c.client.disable_job(APP, skip).await.unwrap();
+    c.client.disable_job(APP, queue).await.unwrap();
+
+    // SKIP: the fires that found the run going made no instance, and were counted.
+    let skipped = c.client.get_job(APP, skip).await.unwrap().skipped_runs;
+    assert!(skipped >= 1, "no fire was skipped\n{}", c.diagnostics());
+    wait_for(
+        "the skip job's last run",
+        Duration::from_secs(30),
+        || async {
+            let all = c.instances(skip).await;
+            all.iter().all(|i| i.status.is_final()).then_some(())
+        },
+    )
+    .await;
+    let mut runs = c.instances(skip).await;
+    runs.sort_by_key(|i| i.id);
+    assert!(
+        runs.iter().all(|i| i.status == InstanceStatus::Succeed),
+        "a skipped fire left an instance: {runs:?}"
+    );
+    ran_one_at_a_time("skip", &runs);
+
+    // QUEUE: every fire made an instance; the queued ones run after the job is disabled,
+    // one at a time and in their order of arrival, and none fails.
+    assert_eq!(c.client.get_job(APP, queue).await.unwrap().skipped_runs, 0);
+    let mut runs = wait_for("the queue to drain", Duration::from_secs(60), || async {
+        let all = c.instances(queue).await;
+        all.iter().all(|i| i.status.is_final()).then_some(all)
+    })
+    .await;
+    runs.sort_by_key(|i| i.id);
+    assert!(
+        runs.len() > 2,
+        "no run was queued: {runs:?}\n{}",
+        c.diagnostics()
+    );
+    assert!(
+        runs.iter().all(|i| i.status == InstanceStatus::Succeed),
+        "a queued run did not succeed: {runs:?}"
+    );
+    ran_one_at_a_time("queue", &runs);
+}

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::api::Api;
-use crate::http::{ApiRateLimit, HttpConfig, HttpServer};
+use crate::http::{ApiRateLimit, FailedLoginLimit, HttpConfig, HttpServer};
 use crate::server::{ServerConfig, ServerCore, StoreChoice};
 
 /// Name of the admin token file in the data dir.
@@ -57,6 +57,14 @@ pub struct LaunchConfig {
     /// [`ApiRateLimit::default`] (1000 a second after a burst of 2000); see
     /// [`HttpConfig::api_rate`].
     pub api_rate: Option<ApiRateLimit>,
+    /// Failed sign-ins allowed per source address; `None` = no limit. Default
+    /// [`FailedLoginLimit::default`] (10 a minute after 20); see
+    /// [`HttpConfig::failed_logins`].
+    pub failed_logins: Option<FailedLoginLimit>,
+    /// Accept each app's worker secret as an `admin` API token of that app: the
+    /// compatibility mode for clients written before API tokens
+    /// ([`HttpConfig::app_secret_tokens`]). Default false.
+    pub app_secret_tokens: bool,
     /// TLS for both ports (the worker port and HTTP) with one certificate; `None` serves
     /// plain HTTP, and the worker port as `core.net.server_tls` says. A warning is logged for
     /// each plain port not on a loopback address.
@@ -84,6 +92,8 @@ impl LaunchConfig {
             max_body_bytes: 1 << 20,
             secure_cookies: false,
             api_rate: Some(ApiRateLimit::default()),
+            failed_logins: Some(FailedLoginLimit::default()),
+            app_secret_tokens: false,
             tls: None,
             core: ServerConfig::new(store, listen),
         }
@@ -341,6 +351,8 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         // Served over HTTPS, the console's cookies never go out on plain HTTP.
         secure_cookies: config.secure_cookies || config.tls.is_some(),
         api_rate: config.api_rate,
+        failed_logins: config.failed_logins,
+        app_secret_tokens: config.app_secret_tokens,
         tls: config.tls.clone(),
         ..HttpConfig::new(admin_token.clone())
     };
@@ -419,7 +431,7 @@ mod tests {
                 .api()
                 .create_app(CreateApp {
                     name: name.clone(),
-                    secret: format!("secret-of-{name}"),
+                    secret: format!("secret-of-app-{name}"),
                 })
                 .await
                 .unwrap();

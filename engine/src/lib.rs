@@ -32,6 +32,7 @@ pub mod launch;
 #[cfg(feature = "worker")]
 pub mod mapreduce;
 pub mod model;
+pub mod policy;
 pub mod schedule;
 #[cfg(feature = "server")]
 pub mod server;

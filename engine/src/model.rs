@@ -174,6 +174,61 @@ pub enum LogLevel {
     Error,
 }
 
+impl LogLevel {
+    /// INFO, the level of a job that sets none.
+    pub fn info() -> LogLevel {
+        LogLevel::Info
+    }
+
+    /// Whether this is INFO (the default, omitted from job bodies).
+    pub fn is_info(&self) -> bool {
+        *self == LogLevel::Info
+    }
+}
+
+/// Where a job's log lines go: PowerJob's log types, honoured by the worker.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub enum LogType {
+    /// Shipped to the server and listed by the log API (the default).
+    #[default]
+    Online,
+    /// Written to a rotating file on the worker (`ferrojob worker local-log` reads it).
+    Local,
+    /// Printed on the worker's stdout, one line per log line, for container log collectors.
+    Stdout,
+    /// Dropped at the worker.
+    Null,
+}
+
+/// Most structured fields one log line keeps; more are dropped.
+pub const MAX_LOG_FIELDS: usize = 16;
+/// Longest log field key, in bytes (longer keys are cut on a character boundary).
+pub const MAX_LOG_FIELD_KEY_BYTES: usize = 64;
+/// Longest log field value, in bytes (longer values are cut on a character boundary).
+pub const MAX_LOG_FIELD_VALUE_BYTES: usize = 1024;
+
+impl LogType {
+    /// Whether this is ONLINE (the default, omitted from job bodies).
+    pub fn is_online(&self) -> bool {
+        *self == LogType::Online
+    }
+}
+
 /// Longest `description` of a job or workflow, in bytes.
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
 /// Most `tags` of one job or workflow.

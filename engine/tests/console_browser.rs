@@ -25,7 +25,7 @@ use ferrojob::worker::{ProcessResult, TaskContext, Worker, WorkerConfig};
 use serde_json::{json, Value};
 
 const APP: &str = "browser";
-const SECRET: &str = "browser-secret";
+const SECRET: &str = "browser-secret-0123";
 /// How long the test waits for the browser or the server.
 const WAIT: Duration = Duration::from_secs(30);
 /// The W3C WebDriver key of an element reference.
@@ -251,7 +251,10 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     };
 
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = launch(LaunchConfig::new(None, any, any)).await.unwrap();
+    // The browser signs in with the app's secret: the compatibility mode.
+    let mut config = LaunchConfig::new(None, any, any);
+    config.app_secret_tokens = true;
+    let server = launch(config).await.unwrap();
     let base = format!("http://{}", server.http_addr());
     let api = Client::new(&base, server.admin_token()).unwrap();
     let app = CreateApp {

@@ -156,11 +156,10 @@ async fn timeout_cancels_the_attempt_and_retries_back_off() {
         .register(
             JobSpec::new("flaky", expr(TimeExpressionType::Api, "", None))
                 .with_timeout_ms(1_000)
-                .with_retry(RetryPolicy {
-                    retries: 2,
-                    initial_backoff_ms: 100,
-                    max_backoff_ms: 10_000,
-                }),
+                .with_retry(RetryPolicy::with_backoff(
+                    2,
+                    ferrojob::policy::RetryBackoff::exponential(100, 10_000),
+                )),
             move |ctx: RunContext| {
                 let started_tx = started_tx.clone();
                 seen.fetch_add(1, Ordering::SeqCst);
@@ -496,4 +495,51 @@ async fn shutdown_cancels_runs_in_progress_and_waits_for_them() {
     assert_eq!(next(&mut reports).await.outcome, RunOutcome::Cancelled);
     let stats = s.stats(job).unwrap();
     assert_eq!((stats.running, stats.cancelled, stats.failed), (0, 1, 0));
+}
+
+#[tokio::test]
+async fn a_fixed_backoff_waits_the_same_before_every_retry_and_a_bad_one_is_refused() {
+    use ferrojob::policy::RetryBackoff;
+    let (clock, s, mut reports) = setup();
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let job = s
+        .register(
+            JobSpec::new("fails", expr(TimeExpressionType::Api, "", None))
+                .with_retry(RetryPolicy::with_backoff(2, RetryBackoff::fixed(300))),
+            move |ctx: RunContext| {
+                let _ = started_tx.send(ctx.attempt());
+                async move {
+                    let result: ProcessResult = Err("always".into());
+                    result
+                }
+            },
+        )
+        .unwrap();
+    s.trigger(job, TriggerOptions::now()).unwrap();
+    s.settle().await.unwrap();
+    assert_eq!(within(started.recv()).await, Some(1));
+    wait_then_advance(&clock, 299).await;
+    assert!(started.try_recv().is_err(), "retried before 300 ms");
+    wait_then_advance(&clock, 1).await;
+    assert_eq!(within(started.recv()).await, Some(2));
+    wait_then_advance(&clock, 300).await;
+    assert_eq!(within(started.recv()).await, Some(3));
+    let r = next(&mut reports).await;
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.finished_at_us, (T0 + 600) * 1000);
+
+    let bad = RetryBackoff {
+        factor: 0.5,
+        ..RetryBackoff::default()
+    };
+    let refused = s.register(
+        JobSpec::new("bad", expr(TimeExpressionType::Api, "", None))
+            .with_retry(RetryPolicy::with_backoff(1, bad)),
+        |_: RunContext| async { ProcessResult::Ok(String::new()) },
+    );
+    assert!(
+        matches!(&refused, Err(SchedulerError::InvalidJob { reason, .. }) if reason.contains("factor")),
+        "{refused:?}"
+    );
+    s.shutdown().await;
 }

@@ -12,10 +12,11 @@ use std::time::Duration;
 use ferrojob::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CopyJob, CopyWorkflow, CreateApp, Created,
     ErrorBody, ErrorCode, Health, InstanceAction, InstanceList, InstanceQuery, InstanceView,
-    JobBody, JobList, JobQuery, JobView, LogLineView, LogQuery, LogView, RunCreated, RunJob,
-    RunWorkflow, ValidateRequest, WorkerInfo, WorkerList, WorkflowDef, WorkflowInstanceAction,
-    WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceStatus, WorkflowInstanceView,
-    WorkflowList, WorkflowNodeView, WorkflowQuery, WorkflowRunCreated, WorkflowView,
+    JobBody, JobList, JobQuery, JobView, LogFieldView, LogLineView, LogQuery, LogView, RunCreated,
+    RunJob, RunWorkflow, ValidateRequest, WorkerInfo, WorkerList, WorkflowDef,
+    WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceStatus,
+    WorkflowInstanceView, WorkflowList, WorkflowNodeView, WorkflowQuery, WorkflowRunCreated,
+    WorkflowView,
 };
 use ferrojob::client::{Client, ClientError, ClientOptions};
 use ferrojob::http::{HttpConfig, HttpServer};
@@ -239,6 +240,7 @@ impl State {
                         run: 0,
                         workflow_instance_id: Some(WorkflowInstanceId(wid)),
                         tasks: None,
+                        next_retry_at: None,
                     };
                     self.instances.insert(instance_id, (mock.app_id, view));
                     mock.node_instances.insert(node, instance_id);
@@ -350,6 +352,7 @@ impl Api for MockApi {
             body,
             next_trigger_time: None,
             runs: 0,
+            skipped_runs: 0,
             created_at: 1,
             updated_at: 1,
         };
@@ -439,6 +442,7 @@ impl Api for MockApi {
             run: 0,
             workflow_instance_id: None,
             tasks: None,
+            next_retry_at: None,
         };
         st.instances.insert(instance_id, (app.id.0, view));
         ready(Ok(RunCreated {
@@ -519,6 +523,15 @@ impl Api for MockApi {
                     time_ms: 1_000 + i64::try_from(seq).unwrap_or(0),
                     level: LogLevel::Info,
                     content: format!("instance {} line {seq}", i.id.0),
+                    attempt: u32::try_from(seq).unwrap_or(0),
+                    fields: if seq == 2 {
+                        vec![LogFieldView {
+                            key: "k".into(),
+                            value: "v".into(),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect();
             let next_cursor = lines.last().map(|l| l.seq).filter(|&s| s < 3);
@@ -526,6 +539,7 @@ impl Api for MockApi {
                 instance_id: i.id,
                 lines,
                 next_cursor,
+                prev_cursor: None,
                 dropped: 0,
             })
         });
@@ -761,7 +775,10 @@ impl Harness {
         Harness::start_with(HttpConfig::new(ADMIN)).await
     }
 
-    async fn start_with(config: HttpConfig) -> Harness {
+    async fn start_with(mut config: HttpConfig) -> Harness {
+        // The mock has no API tokens: apps' secrets open their routes (the compatibility
+        // mode; the token checks are in `http_tokens.rs`, over the real server).
+        config.app_secret_tokens = true;
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let api = Arc::new(MockApi::default());
         let server = HttpServer::bind(addr, Arc::clone(&api) as Arc<dyn Api>, config)
@@ -978,6 +995,7 @@ async fn every_route_round_trips_through_the_client() {
             LogQuery {
                 limit: Some(2),
                 cursor: None,
+                before: None,
             },
         )
         .await
@@ -991,11 +1009,37 @@ async fn every_route_round_trips_through_the_client() {
             LogQuery {
                 limit: None,
                 cursor: log.next_cursor,
+                before: None,
             },
         )
         .await
         .unwrap();
     assert_eq!(log.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [3]);
+    // The whole log as text: every page, one line each, attempts and fields shown.
+    let text = c
+        .instance_log_text("billing", run.instance_id)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].ends_with(&format!(
+            "INFO  [attempt 1] instance {} line 1",
+            run.instance_id.0
+        )),
+        "{text}"
+    );
+    assert!(lines[1].ends_with("line 2 {k=v}"), "{text}");
+    // `cursor` and `before` together are refused.
+    let both = LogQuery {
+        limit: None,
+        cursor: Some(1),
+        before: Some(3),
+    };
+    assert!(c
+        .instance_log("billing", run.instance_id, both)
+        .await
+        .is_err());
 
     let workers = c.list_workers("billing").await.unwrap();
     assert_eq!(workers.workers[0].tags, ["gpu"]);
@@ -1647,10 +1691,6 @@ async fn invalid_workflows_are_400s_naming_the_fault() {
             r#"{"name":"w","time_expression_type":"CRON","time_expression":"0 0 25 * * ?","nodes":[{"id":1,"job_id":1}]}"#,
             "",
         ),
-        (
-            r#"{"name":"w","time_expression_type":"API","max_instances":0,"nodes":[{"id":1,"job_id":1}]}"#,
-            "max_instances",
-        ),
     ] {
         let (s, b) = h.post_json(path, t, body).await;
         let message = assert_error(s, &b, 400, "invalid_argument");
@@ -2270,7 +2310,12 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
     assert_error(s, &b, 404, "not_found");
 
     // Unknown routes: JSON 404 (`/` is the web console); wrong methods: JSON 405 with Allow.
-    for p in ["/v1", "/v2/apps", "/v1/apps/a/jobs/1/explode", "/v1/apps/a"] {
+    for p in [
+        "/v1",
+        "/v2/apps",
+        "/v1/apps/a/jobs/1/explode",
+        "/v1/apps/a/nothing",
+    ] {
         let (s, b) = h.send(get.clone(), p, t, None, vec![]).await;
         assert_error(s, &b, 404, "not_found");
     }
@@ -2290,7 +2335,7 @@ async fn malformed_requests_get_json_4xx_and_the_server_keeps_serving() {
     let body = resp.bytes().await.unwrap();
     assert_error(405, &body, 405, "invalid_argument");
     let (s, b) = h
-        .send(get.clone(), "/v1/apps", Some(ADMIN), None, vec![])
+        .send(reqwest::Method::PUT, "/v1/apps", Some(ADMIN), None, vec![])
         .await;
     assert_error(s, &b, 405, "invalid_argument");
 
@@ -3033,4 +3078,60 @@ async fn an_app_beyond_its_rate_gets_429_with_retry_after_and_others_keep_workin
         metrics.contains("ferrojob_http_rate_limited_total 4"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_repeated_by_16_clients_gives_one_instance() {
+    let h = Arc::new(Harness::start().await);
+    h.app("a").await;
+    let job = h
+        .client("a-secret")
+        .create_job("a", &cron_job("j"))
+        .await
+        .unwrap();
+    let run = format!("/v1/apps/a/jobs/{}/run", job.id.get());
+    let post = |key: &'static str| {
+        let (h, run) = (Arc::clone(&h), run.clone());
+        async move {
+            let resp = h
+                .raw
+                .post(h.url(&run))
+                .bearer_auth("a-secret")
+                .header("Idempotency-Key", key)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    let answers = futures::future::join_all((0..16).map(|_| tokio::spawn(post("k-1")))).await;
+    let ids: Vec<InstanceId> = answers
+        .into_iter()
+        .map(|a| {
+            let (s, b) = a.unwrap();
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+            serde_json::from_slice::<RunCreated>(&b)
+                .unwrap()
+                .instance_id
+        })
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    let all = h
+        .client("a-secret")
+        .list_instances("a", &InstanceQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 1, "one instance for one key");
+    // Another key runs again; a malformed key is refused.
+    let (s, b) = post("k-2").await;
+    assert_eq!(s, 200);
+    assert_ne!(
+        serde_json::from_slice::<RunCreated>(&b)
+            .unwrap()
+            .instance_id,
+        ids[0]
+    );
+    let (s, b) = post("has space").await;
+    assert_error(s, &b, 400, "invalid_argument");
 }

@@ -14,9 +14,9 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 
 const APP_A: &str = "console-a";
-const SECRET_A: &str = "secret-of-app-a";
+const SECRET_A: &str = "secret-of-app-a-01";
 const APP_B: &str = "console-b";
-const SECRET_B: &str = "secret-of-app-b";
+const SECRET_B: &str = "secret-of-app-b-01";
 /// How long a test waits for something the server does asynchronously.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -36,6 +36,8 @@ impl Harness {
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut config = LaunchConfig::new(None, any, any);
         config.secure_cookies = secure_cookies;
+        // Sessions sign in with the apps' secrets: the compatibility mode.
+        config.app_secret_tokens = true;
         let server = launch(config).await.unwrap();
         let base = format!("http://{}", server.http_addr());
         let api = Client::new(&base, server.admin_token()).unwrap();
@@ -1054,5 +1056,60 @@ async fn an_edit_in_the_console_keeps_what_the_form_does_not_show() {
     assert_eq!(stored.body.description, body.description);
     assert_eq!(stored.body.tags, body.tags);
     assert_eq!(stored.body.alarm, body.alarm);
+    h.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_keeps_its_tokens_role() {
+    use ferrojob::api::{CreateToken, TokenRole};
+    let h = Harness::start().await;
+    let job = JobBody::new("nightly", TimeExpressionType::Api, "", "noop");
+    let id = h.api.create_job(APP_A, &job).await.unwrap().id.get();
+    let token = |role| CreateToken {
+        name: "console".into(),
+        role,
+        expires_in_secs: None,
+    };
+    let read = h
+        .api
+        .create_token(APP_A, &token(TokenRole::Read))
+        .await
+        .unwrap()
+        .token;
+    let operate = h
+        .api
+        .create_token(APP_A, &token(TokenRole::Operate))
+        .await
+        .unwrap()
+        .token;
+
+    // A `read` token signs in, sees the jobs, and is refused every action with a page that
+    // says why.
+    let s = h.sign_in(APP_A, &read).await;
+    let (status, _, page) = h.get("/jobs", Some(&s.id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("nightly") && page.contains("read token"),
+        "{page}"
+    );
+    let (status, _, page) = h.post_as(&s, &format!("/jobs/{id}/run"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        page.contains("`read`") && page.contains("`operate`"),
+        "{page}"
+    );
+    let (status, _, _) = h.post_as(&s, &format!("/jobs/{id}/delete"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // An `operate` token runs the job but cannot delete it.
+    let s = h.sign_in(APP_A, &operate).await;
+    let (status, _, page) = h.post_as(&s, &format!("/jobs/{id}/run"), &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let (status, _, page) = h.post_as(&s, &format!("/jobs/{id}/delete"), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("`admin`"), "{page}");
+    // A token of app A does not sign in to app B.
+    let refused = h.sign_in_raw(APP_B, &operate).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     h.server.shutdown().await;
 }

@@ -27,6 +27,7 @@ fn view(id: u64, toml_body: &str) -> JobView {
         body,
         next_trigger_time: None,
         runs: 0,
+        skipped_runs: 0,
         created_at: 0,
         updated_at: 0,
     }
@@ -344,7 +345,7 @@ async fn server() -> (RunningServer, Client) {
     client
         .create_app(&CreateApp {
             name: APP.into(),
-            secret: "billing-secret".into(),
+            secret: "billing-secret-0123".into(),
         })
         .await
         .unwrap();
@@ -598,14 +599,11 @@ fn powerjob_export_is_imported_field_by_field() {
     let fields: Vec<&str> = notes.keys().map(String::as_str).collect();
     assert_eq!(
         fields,
-        [
-            "alarmConfig",
-            "extra",
-            "jobName",
-            "logConfig",
-            "notifyUserIds",
-        ]
+        ["alarmConfig", "extra", "jobName", "notifyUserIds",]
     );
+    // logConfig {type 2, level 3}: LOCAL from WARN.
+    assert_eq!(r.log_type, ferrojob::model::LogType::Local);
+    assert_eq!(r.log_level, ferrojob::model::LogLevel::Warn);
     assert_eq!(r.description, "the daily sales report");
     assert_eq!(r.tags, ["reports"]);
     assert!(notes["jobName"].contains("_EXPORT_1717171717171"));

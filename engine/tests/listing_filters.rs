@@ -38,7 +38,7 @@ async fn server() -> (RunningServer, Client) {
     client
         .create_app(&CreateApp {
             name: APP.into(),
-            secret: "ops-secret-0123".into(),
+            secret: "ops-secret-01234".into(),
         })
         .await
         .unwrap();

@@ -311,7 +311,7 @@ async fn the_alarm_routes_answer_over_http_through_the_client() {
         })
         .await
         .unwrap();
-    let c = Client::new(&base, SECRET).unwrap();
+    let c = app_token(&admin, &base).await;
     let body = ChannelBody {
         kind: ChannelKind::Slack,
         url: receiver.url(),
@@ -474,7 +474,7 @@ async fn an_email_channel_sends_its_test_alarm_over_smtp() {
         })
         .await
         .unwrap();
-    let c = Client::new(&base, SECRET).unwrap();
+    let c = app_token(&admin, &base).await;
     let body = ChannelBody {
         kind: ChannelKind::Email,
         url: format!(
@@ -518,4 +518,15 @@ async fn an_email_channel_sends_its_test_alarm_over_smtp() {
         }
     }
     server.shutdown().await;
+}
+
+/// A client with an `admin` API token of app `shop`.
+async fn app_token(admin: &ferrojob::client::Client, base: &str) -> ferrojob::client::Client {
+    let req = ferrojob::api::CreateToken {
+        name: "alarms".into(),
+        role: ferrojob::api::TokenRole::Admin,
+        expires_in_secs: None,
+    };
+    let created = admin.create_token("shop", &req).await.unwrap();
+    ferrojob::client::Client::new(base, created.token).unwrap()
 }

@@ -62,6 +62,9 @@ fn fire(repo: &Repo, job: &JobRecord, t: i64, next: Option<i64>) -> InstanceReco
 mod place;
 use place::{each_repository, Place};
 
+#[path = "server_repo/apps.rs"]
+mod apps;
+
 #[test]
 fn apps_are_unique_by_name_and_found_by_id_and_name() {
     each_repository(|place| {
@@ -873,8 +876,67 @@ fn workflow_listing_filters_name_tag_and_type() {
     });
 }
 
+/// The retry backoff, the overlap policy and the log settings round-trip through create,
+/// update, listing and a reopen.
 #[test]
-fn logs_append_in_order_with_caps() {
+fn job_policies_and_log_settings_round_trip() {
+    use ferrojob::model::LogType;
+    use ferrojob::policy::{BackoffShape, OverlapPolicy, RetryBackoff};
+    each_repository(|place| {
+        let (created, updated) = {
+            let repo = place.open();
+            let a = app(&repo, "a");
+            let defaults = job(&repo, a.id, None);
+            assert_eq!(repo.get_job(defaults.id).unwrap(), defaults);
+            assert_eq!(defaults.overlap_policy, OverlapPolicy::Fail);
+            let mut j = cron_job(a.id);
+            j.name = "policies".into();
+            j.instance_retries = 3;
+            j.retry_backoff = RetryBackoff {
+                shape: BackoffShape::Exponential,
+                initial_delay_ms: 250,
+                factor: 1.5,
+                max_delay_ms: 9_000,
+                jitter: 0.25,
+            };
+            j.overlap_policy = OverlapPolicy::Queue;
+            j.log = LogSettings {
+                log_type: LogType::Local,
+                level: LogLevel::Debug,
+            };
+            let created = repo.create_job(j, None, NOW).unwrap().wait().unwrap();
+            assert_eq!(repo.get_job(created.id).unwrap(), created);
+            let mut u = created.clone();
+            u.retry_backoff = RetryBackoff::fixed(5_000);
+            u.overlap_policy = OverlapPolicy::Replace;
+            u.log = LogSettings {
+                log_type: LogType::Null,
+                level: LogLevel::Error,
+            };
+            let updated = repo.update_job(u, None, NOW + 1).unwrap().wait().unwrap();
+            assert_eq!(repo.get_job(updated.id).unwrap(), updated);
+            let listed = repo
+                .list_jobs(a.id, &JobFilter::default(), None, 10)
+                .unwrap()
+                .items;
+            assert_eq!(listed, vec![defaults, updated.clone()]);
+            (created, updated)
+        };
+        let repo = place.open();
+        assert_eq!(repo.get_job(created.id).unwrap(), updated);
+        let loaded = repo.load().unwrap();
+        assert!(
+            loaded.jobs.iter().any(|l| l.job == updated),
+            "{}",
+            place.name()
+        );
+    });
+}
+
+/// Paging backward returns, in append order, the page just before a line: against the
+/// forward listing, across the store's scan chunks, with another instance's lines around.
+#[test]
+fn logs_page_backward_like_the_forward_listing_reversed() {
     each_repository(|place| {
         let repo = place.open();
         let a = app(&repo, "a");
@@ -885,6 +947,79 @@ fn logs_append_in_order_with_caps() {
             time: NOW + n as i64,
             level: LogLevel::Info,
             content: format!("line {n}"),
+            attempt: 1 + (n / 1000) as u32,
+            fields: Vec::new(),
+        };
+        // More lines than one scan chunk (MAX_PAGE), interleaved with another instance's.
+        for chunk in 0..3 {
+            let lines = (chunk * 900..(chunk + 1) * 900).map(line);
+            repo.append_logs(i1.id, lines).unwrap().wait().unwrap();
+            repo.append_logs(i2.id, [line(0)]).unwrap().wait().unwrap();
+        }
+        let mut forward = Vec::new();
+        let mut cursor = None;
+        loop {
+            let p = repo.read_logs(i1.id, cursor, 1000).unwrap();
+            forward.extend(p.items);
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(forward.len(), 2700);
+        let mut backward = Vec::new();
+        let mut before = u64::MAX;
+        loop {
+            let page = repo.read_logs_before(i1.id, before, 700).unwrap();
+            let Some(first) = page.first() else { break };
+            before = first.seq;
+            assert!(page.windows(2).all(|w| w[0].seq < w[1].seq));
+            backward.splice(0..0, page);
+        }
+        assert_eq!(backward, forward);
+        assert_eq!(backward[1500].line.attempt, 2);
+        // Before the first line: nothing; a limit of 0 still gives one line.
+        assert!(repo
+            .read_logs_before(i1.id, forward[0].seq, 10)
+            .unwrap()
+            .is_empty());
+        let one = repo.read_logs_before(i1.id, forward[5].seq, 0).unwrap();
+        assert_eq!(one, forward[4..5].to_vec());
+    });
+}
+
+#[test]
+fn logs_append_in_order_with_caps() {
+    each_repository(|place| {
+        let repo = place.open();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let i1 = fire(&repo, &j, NOW, None);
+        let i2 = fire(&repo, &j, NOW + 1, None);
+        // Every line carries its attempt, and some structured fields (order kept, any text).
+        let line = |n: usize| LogLine {
+            time: NOW + n as i64,
+            level: LogLevel::Info,
+            content: format!("line {n}"),
+            attempt: (n % 3) as u32,
+            fields: if n % 4 == 0 {
+                vec![
+                    LogLineField {
+                        key: "rows".into(),
+                        value: n.to_string(),
+                    },
+                    LogLineField {
+                        key: "quoted \"é\"".into(),
+                        value: "a\nb\u{0}".into(),
+                    },
+                    LogLineField {
+                        key: "empty".into(),
+                        value: String::new(),
+                    },
+                ]
+            } else {
+                Vec::new()
+            },
         };
         let r = repo
             .append_logs(i1.id, (0..150).map(line))
@@ -910,8 +1045,16 @@ fn logs_append_in_order_with_caps() {
             }
         }
         assert_eq!(got.len(), 151);
+        // Every repository stores a NUL character as U+FFFD.
+        let stored = |n: usize| {
+            let mut l = line(n);
+            for f in &mut l.fields {
+                f.value = f.value.replace('\0', "\u{FFFD}");
+            }
+            l
+        };
         for (n, e) in got.iter().take(150).enumerate() {
-            assert_eq!(e.line, line(n));
+            assert_eq!(e.line, stored(n), "{}", place.name());
         }
         let last = &got[150].line.content;
         assert!(last.len() <= MAX_LOG_LINE_LEN + 32 && last.ends_with("bytes truncated]"));
@@ -1008,6 +1151,8 @@ fn populate(repo: &Repo) {
             time: NOW,
             level: LogLevel::Error,
             content: "boom".into(),
+            attempt: 0,
+            fields: Vec::new(),
         }],
     )
     .unwrap()
@@ -1152,6 +1297,8 @@ fn delete_instance_removes_every_row_and_its_log() {
             time: n,
             level: LogLevel::Debug,
             content: String::new(),
+            attempt: 0,
+            fields: Vec::new(),
         });
         repo.append_logs(old.id, lines.clone())
             .unwrap()
@@ -1702,4 +1849,140 @@ fn postgres_migrations_are_idempotent_and_refuse_a_newer_schema() {
     );
     let err = ferrojob::server::PgRepo::open(&db.url()).unwrap_err();
     assert!(err.to_string().contains("newer"), "{err}");
+}
+
+/// The columns added by schema version 2 hold the fields in a form people can read.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_keeps_the_new_fields_in_readable_columns() {
+    use ferrojob::model::LogType;
+    use ferrojob::policy::{OverlapPolicy, RetryBackoff};
+    use ferrojob::server::token_repo::TokenRecord;
+    let db = place::postgres::Database::create();
+    let repo = db.open();
+    let a = app(&repo, "a");
+    let mut j = cron_job(a.id);
+    j.retry_backoff = RetryBackoff::fixed(5_000);
+    j.overlap_policy = OverlapPolicy::Skip;
+    j.log = LogSettings {
+        log_type: LogType::Stdout,
+        level: LogLevel::Warn,
+    };
+    let j = repo.create_job(j, None, NOW).unwrap().wait().unwrap();
+    let i = fire(&repo, &j, NOW, None);
+    let line = LogLine {
+        time: NOW,
+        level: LogLevel::Warn,
+        content: "slow".into(),
+        attempt: 2,
+        fields: vec![
+            LogLineField {
+                key: "b".into(),
+                value: "1".into(),
+            },
+            LogLineField {
+                key: "a".into(),
+                value: "2".into(),
+            },
+        ],
+    };
+    repo.append_logs(i.id, [line]).unwrap().wait().unwrap();
+    let token = TokenRecord {
+        id: 42,
+        app_id: a.id,
+        name: "ci".into(),
+        role: 1,
+        hash: [7; 32],
+        created_at: NOW,
+        expires_at: None,
+    };
+    repo.create_token(token).unwrap().wait().unwrap();
+    repo.rotate_secret(a.id, "second-secret", NOW + 5)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let q = |sql: &str| place::postgres::query_on(&db.name, sql);
+    let text = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+    assert_eq!(
+        q(
+            "SELECT overlap_policy, retry_backoff->>'shape', retry_backoff->>'initial_delay_ms', \
+           log_type, log_level FROM jobs"
+        ),
+        vec![text(&["SKIP", "FIXED", "5000", "STDOUT", "WARN"])]
+    );
+    assert_eq!(
+        q("SELECT attempt, fields->0->>'key', fields->1->>'value' FROM logs"),
+        vec![text(&["2", "b", "2"])]
+    );
+    assert_eq!(
+        q("SELECT id, name, role, length(hash), expires_at IS NULL FROM api_tokens"),
+        vec![text(&["42", "ci", "operate", "32", "t"])]
+    );
+    assert_eq!(
+        q("SELECT secret, valid_until FROM app_previous_secrets"),
+        vec![text(&["secret-secret", &(NOW + 5).to_string()])]
+    );
+}
+
+/// A database at schema version 1 with data in it is upgraded in place: its jobs keep
+/// their records and its log lines read with an unknown attempt and no fields.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_upgrades_a_version_1_database_in_place() {
+    let db = place::postgres::Database::create();
+    let (j, i) = {
+        let repo = db.open();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, Some(NOW + 60_000));
+        let i = fire(&repo, &j, NOW, None);
+        (j, i)
+    };
+    // Back to version 1: the columns and tables of version 2 go, the rows stay.
+    place::postgres::execute_on(
+        &db.name,
+        "ALTER TABLE jobs DROP COLUMN overlap_policy, DROP COLUMN retry_backoff, \
+             DROP COLUMN log_type, DROP COLUMN log_level; \
+         ALTER TABLE logs DROP COLUMN attempt, DROP COLUMN fields; \
+         DROP TABLE api_tokens, app_previous_secrets; \
+         DELETE FROM schema_migrations WHERE version = 2; \
+         INSERT INTO logs (instance_id, seq, time, level, content) \
+             VALUES (1, 1, 5, 'ERROR', 'from version 1')"
+            .replace("(1, 1,", &format!("({}, 1,", i.id.0)),
+    );
+    let repo = db.open();
+    assert_eq!(repo.get_job(j.id).unwrap(), j);
+    let logs = repo.read_logs(i.id, None, 10).unwrap().items;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].line.content, "from version 1");
+    assert_eq!((logs[0].line.attempt, logs[0].line.fields.len()), (0, 0));
+    assert_eq!(
+        place::postgres::query_on(&db.name, "SELECT overlap_policy, log_type FROM jobs"),
+        vec![vec![Some("FAIL".to_owned()), Some("ONLINE".to_owned())]]
+    );
+    assert!(repo.list_tokens(j.app_id).unwrap().is_empty());
+}
+
+/// PostgreSQL's text cannot hold a NUL character: a write with one fails alone, and the
+/// writes around it commit.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_refuses_a_nul_character_alone() {
+    let db = place::postgres::Database::create();
+    let repo = db.open();
+    let a = app(&repo, "a");
+    let mut bad = cron_job(a.id);
+    bad.processor = "a\0b".into();
+    let refused = repo.create_job(bad, None, NOW).unwrap().wait();
+    assert!(
+        matches!(
+            refused,
+            Err(RepoError::Invalid {
+                field: "processor",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let j = job(&repo, a.id, None);
+    assert_eq!(repo.get_job(j.id).unwrap(), j);
 }

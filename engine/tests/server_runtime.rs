@@ -485,6 +485,8 @@ async fn logs_are_stored_per_instance_with_a_cap() {
             time_ms: i,
             level: LogLevel::Info,
             content: format!("line {i}"),
+            attempt: 1,
+            fields: Vec::new(),
         })
         .collect();
     w.handle
@@ -781,6 +783,8 @@ async fn a_worker_of_another_app_announcing_the_same_address_cannot_touch_this_a
                 time_ms: T0,
                 level: LogLevel::Info,
                 content: "forged".into(),
+                attempt: 1,
+                fields: Vec::new(),
             }],
         })
         .await

@@ -97,6 +97,8 @@ fn concurrent_fires_across_id_blocks_survive_power_loss_without_reuse() {
         time: i,
         level: LogLevel::Info,
         content: format!("l{i}"),
+        attempt: 0,
+        fields: Vec::new(),
     };
     repo.append_logs(id, (0..5000).map(line))
         .unwrap()

@@ -47,6 +47,10 @@ fn parses_the_openapi_body_with_defaults() {
     assert_eq!(minimal.failure_policy, FailurePolicy::FailFast);
     assert_eq!(minimal.max_instances, 1);
     assert!(minimal.edges.is_empty());
+    // 0 means unlimited, as for a job.
+    let unlimited = json!({"name": "u", "time_expression_type": "API", "max_instances": 0, "nodes": [{"id": 1, "job_id": 1}]});
+    assert_eq!(def(unlimited.clone()).max_instances, 0);
+    assert!(validate(unlimited).is_ok());
 }
 
 #[test]
@@ -84,11 +88,6 @@ fn validation_table() {
             E::TimeExpressionTypeNotAllowed(
                 ferrojob::time_expression::TimeExpressionType::Workflow,
             ),
-        ),
-        (
-            "zero max",
-            json!({"name": "w", "time_expression_type": "API", "max_instances": 0, "nodes": [j(1)]}),
-            E::ZeroMaxInstances,
         ),
         ("no nodes", base(json!([]), json!([])), E::Empty),
         (

@@ -61,6 +61,13 @@ impl std::fmt::Debug for AppSecret {
 pub trait AppSecrets: Send + Sync + std::fmt::Debug {
     /// The secret of `app_name`, or `None` for an unknown app.
     fn secret(&self, app_name: &str) -> Option<AppSecret>;
+    /// The secret `app_name` had before its last rotation, while workers may still prove it
+    /// (the rotation's overlap); `None` otherwise. A proof of either secret is accepted, and
+    /// the server proves the one the worker proved.
+    fn previous_secret(&self, app_name: &str) -> Option<AppSecret> {
+        let _ = app_name;
+        None
+    }
 }
 
 impl AppSecrets for HashMap<String, AppSecret> {

@@ -1004,15 +1004,24 @@ impl Connection {
                         );
                         return;
                     };
-                    if !auth::verify_client_proof(
-                        &secret,
-                        &self.binding,
-                        &nonce,
-                        &h.client_nonce,
-                        &h.app_name,
-                        &h.worker_address,
-                        &h.proof,
-                    ) {
+                    let proves = |secret: &auth::AppSecret| {
+                        auth::verify_client_proof(
+                            secret,
+                            &self.binding,
+                            &nonce,
+                            &h.client_nonce,
+                            &h.app_name,
+                            &h.worker_address,
+                            &h.proof,
+                        )
+                    };
+                    let secret = if proves(&secret) {
+                        Some(secret)
+                    } else {
+                        // During a rotation's overlap the previous secret still opens.
+                        secrets.previous_secret(&h.app_name).filter(|p| proves(p))
+                    };
+                    let Some(secret) = secret else {
                         self.auth_failed(
                             now,
                             format!(
@@ -1021,7 +1030,7 @@ impl Connection {
                             ),
                         );
                         return;
-                    }
+                    };
                     if let Some(Err(reason)) = self.admission.as_mut().map(|a| a.admit()) {
                         tracing::debug!(
                             worker = %h.worker_address,

@@ -63,6 +63,9 @@ counters! {
     /// Connections closed on arrival because their source address exceeded its handshake
     /// rate (`NetConfig::handshake_rate_per_min`, `handshake_burst`).
     handshakes_rate_limited,
+    /// Connections closed on arrival because their source address failed too many
+    /// handshakes (`NetConfig::failed_handshakes_per_min`, `failed_handshake_burst`).
+    failed_handshakes_limited,
     /// Connections closed because `NetConfig::max_connections` authenticated connections
     /// were open already: on arrival, or instead of accepting the handshake.
     connections_over_limit,

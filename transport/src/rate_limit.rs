@@ -91,6 +91,18 @@ impl HandshakeRateLimiter {
         true
     }
 
+    /// Whether [`allow`](Self::allow) would admit an attempt of `source` at `now`, without
+    /// taking anything (the failed-handshake count checks before it records).
+    pub fn would_allow(&self, source: IpAddr, now: Instant) -> bool {
+        if self.interval.is_none() {
+            return true;
+        }
+        match self.sources.get(&source_key(source)) {
+            Some(&tat) => now.checked_add(self.tolerance).is_none_or(|t| t >= tat),
+            None => true,
+        }
+    }
+
     /// Sources currently tracked.
     pub fn tracked_sources(&self) -> usize {
         self.sources.len()
@@ -134,6 +146,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn would_allow_peeks_without_taking() {
+        let mut l = HandshakeRateLimiter::new(60, 2, 16);
+        let t0 = Instant::now();
+        let a = ip("10.0.0.1");
+        assert!(l.would_allow(a, t0));
+        assert!(l.allow(a, t0));
+        assert!(l.would_allow(a, t0));
+        assert!(l.would_allow(a, t0));
+        assert!(l.allow(a, t0));
+        assert!(!l.would_allow(a, t0));
+        assert!(l.would_allow(a, t0 + Duration::from_secs(1)));
+        assert!(HandshakeRateLimiter::new(0, 1, 1).would_allow(a, t0));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! 127.0.0.1 with ephemeral ports and temp data dirs, driven through the Rust client.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +17,7 @@ use ferrojob::time_expression::TimeExpressionType;
 
 pub const TOKEN: &str = "e2e-admin-token";
 pub const APP: &str = "e2e";
-pub const SECRET: &str = "e2e-secret";
+pub const SECRET: &str = "e2e-secret-0123456";
 
 /// A child process killed (SIGKILL) when dropped; its stderr goes to a file for diagnosis.
 pub struct Proc {
@@ -50,15 +50,17 @@ impl Proc {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stdout_path = log_dir.join(format!("{name}.stdout"));
+        let mut rest = std::fs::File::create(&stdout_path).unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
             let _ = tx.send(line);
-            // Keep draining so the child never blocks on a full pipe.
-            let mut sink = Vec::new();
-            let _ = reader.read_to_end(&mut sink);
+            // Keep draining so the child never blocks on a full pipe; what follows the ready
+            // line goes to `<name>.stdout` (a worker's STDOUT job logs, for one).
+            let _ = std::io::copy(&mut reader, &mut rest);
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
         let proc = Proc {
@@ -81,6 +83,11 @@ impl Proc {
             .find_map(|w| w.strip_prefix(&format!("{key}=")))
             .unwrap_or_else(|| panic!("no {key}= in {:?}", self.line))
             .to_owned()
+    }
+
+    /// What the process printed on stdout after its ready line, so far.
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(self.stderr.with_extension("stdout")).unwrap_or_default()
     }
 
     pub fn stderr_text(&self) -> String {

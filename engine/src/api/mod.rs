@@ -9,11 +9,12 @@
 //! The HTTP layer owns transport concerns (routing, auth, JSON parsing and size limits, status
 //! codes); an [`Api`] implementation owns meaning (apps, jobs, instances, workers). Routes
 //! name an app by its numeric id or its name; [`Api::resolve_app`] turns either into an
-//! [`AppRef`] whose secret the HTTP layer checks against the bearer token.
+//! [`AppRef`], and [`Api::token_grant`] hands the HTTP layer a stored token's hash and role
+//! to check the bearer token against ([`token`]).
 //!
 //! | route | method |
 //! |---|---|
-//! | `POST /v1/apps` (admin) | [`Api::create_app`] |
+//! | `POST /v1/apps` (admin) | [`Api::create_app`] (secret of [`MIN_NEW_SECRET_LEN`] bytes, name not all digits) |
 //! | `POST /v1/apps/{app}/jobs` | [`Api::create_job`] |
 //! | `GET /v1/apps/{app}/jobs` | [`Api::list_jobs`] |
 //! | `GET /v1/apps/{app}/jobs/{id}` | [`Api::get_job`] |
@@ -25,12 +26,14 @@
 //! | `GET /v1/apps/{app}/instances/{id}` | [`Api::get_instance`] |
 //! | `GET /v1/apps/{app}/instances` | [`Api::list_instances`] |
 //! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
-//! | `GET /v1/apps/{app}/instances/{id}/log` | [`Api::instance_log`] |
+//! | `GET /v1/apps/{app}/instances/{id}/log`, `.../log.txt` (whole log as text) | [`Api::instance_log`] |
 //! | `GET /v1/apps/{app}/workers` | [`Api::list_workers`] |
 //! | `POST/GET /v1/apps/{app}/workflows`, `GET/PUT/DELETE .../workflows/{id}`, `POST .../workflows/{id}/run`, `/copy` | workflow methods ([`workflow`]) |
 //! | `GET /v1/apps/{app}/workflow-instances[/{id}]`, `POST .../{id}/stop`, `/retry`, `.../nodes/{node}/mark-success` | workflow instance methods ([`workflow`]) |
 //! | `PUT/GET/DELETE /v1/apps/{app}/alarm-channels[/{name}]`, `POST .../{name}/test` | alarm channel methods ([`alarm`]) |
 //! | `GET /v1/apps/{app}/alarms` | [`Api::list_alarms`] |
+//! | `GET /v1/apps` (admin), `GET/DELETE /v1/apps/{app}`, `POST .../rotate-secret` | [`Api::list_apps`], [`Api::get_app`], [`Api::delete_app`], [`Api::rotate_secret`] |
+//! | `POST/GET /v1/apps/{app}/tokens`, `DELETE .../tokens/{id}` | [`Api::create_token`], [`Api::list_tokens`], [`Api::revoke_token`] ([`token`]) |
 //! | `POST /v1/validate` | [`types::validate_expression`] (no server state) |
 //! | `GET /healthz` (no auth) | [`Api::health`] |
 //! | `GET /metrics` (no auth) | [`Api::metrics_text`] |
@@ -39,6 +42,7 @@
 
 pub mod alarm;
 pub mod error;
+pub mod token;
 pub mod types;
 pub mod workflow;
 
@@ -48,6 +52,7 @@ use std::pin::Pin;
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 pub use alarm::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use token::*;
 pub use types::*;
 pub use workflow::*;
 
@@ -189,7 +194,6 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         id: WorkflowInstanceId,
         node: NodeId,
     ) -> ApiFuture<'_, WorkflowInstanceView>;
-    /// Liveness and a summary.
     /// Creates or replaces the app's alarm channel `name`.
     fn put_channel(
         &self,
@@ -220,9 +224,56 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         let _ = (app, query);
         alarms_unavailable()
     }
+    /// The stored token `id` (its hash, app, role and expiry), `None` if there is none (never
+    /// issued, or revoked). The HTTP layer compares the hash.
+    fn token_grant(&self, id: u64) -> Result<Option<TokenGrant>, ApiError> {
+        let _ = id;
+        Ok(None)
+    }
+    /// Creates an API token for the app; Conflict past [`MAX_TOKENS_PER_APP`].
+    fn create_token(&self, app: AppRef, req: CreateToken) -> ApiFuture<'_, TokenCreated> {
+        let _ = (app, req);
+        tokens_unavailable()
+    }
+    /// The app's live tokens (without the tokens themselves).
+    fn list_tokens(&self, app: AppRef) -> ApiFuture<'_, TokenList> {
+        let _ = app;
+        tokens_unavailable()
+    }
+    /// Revokes token `id` of the app (NotFound if the app has no such token).
+    fn revoke_token(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+        let _ = (app, id);
+        tokens_unavailable()
+    }
+    /// Every app.
+    fn list_apps(&self) -> ApiFuture<'_, AppList> {
+        tokens_unavailable()
+    }
+    /// One app.
+    fn get_app(&self, app: AppRef) -> ApiFuture<'_, AppView> {
+        let _ = app;
+        tokens_unavailable()
+    }
+    /// Deletes the app with its tokens; Conflict while it has jobs or workflows, unless
+    /// `force` (which deletes them first).
+    fn delete_app(&self, app: AppRef, force: bool) -> ApiFuture<'_, ()> {
+        let _ = (app, force);
+        tokens_unavailable()
+    }
+    /// Replaces the app's worker secret; the previous one keeps working for the overlap.
+    fn rotate_secret(&self, app: AppRef, req: RotateSecret) -> ApiFuture<'_, SecretRotated> {
+        let _ = (app, req);
+        tokens_unavailable()
+    }
+    /// Liveness and a summary.
     fn health(&self) -> Health;
     /// Prometheus text exposition (version 0.0.4) of the server's metrics.
     fn metrics_text(&self) -> String;
+}
+
+/// The answer of an [`Api`] without tokens and app management.
+fn tokens_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
+    Box::pin(async { Err(ApiError::unavailable("this server has no app management")) })
 }
 
 /// The answer of an [`Api`] without alarms.

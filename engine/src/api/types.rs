@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarm::AlarmRules;
 use crate::ids::{AppId, InstanceId, JobId, WorkflowInstanceId};
-use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel};
+use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel, LogType};
+use crate::policy::{OverlapPolicy, RetryBackoff};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -22,10 +23,11 @@ use super::error::ApiError;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
-    /// Unique app name (what workers name in `--app`).
+    /// Unique app name (what workers name in `--app`); not all digits.
     pub name: String,
-    /// The secret workers prove in the transport handshake; also a bearer token for the
-    /// app's routes.
+    /// The secret workers prove in the transport handshake (at least
+    /// [`MIN_NEW_SECRET_LEN`](super::MIN_NEW_SECRET_LEN) bytes). It is no API token, except
+    /// in the HTTP layer's compatibility mode.
     pub secret: String,
 }
 
@@ -159,6 +161,15 @@ pub struct JobBody {
     /// Times the server re-runs a failed instance; default 0.
     #[serde(default)]
     pub instance_retries: u32,
+    /// How long each re-run waits: `{"shape": "FIXED" | "EXPONENTIAL", "initial_delay_ms",
+    /// "factor", "max_delay_ms", "jitter"}`, each field optional; default exponential from
+    /// 1000 ms, factor 2, at most 30000 ms, jitter 0 (omitted when default).
+    #[serde(default, skip_serializing_if = "is_default_backoff")]
+    pub retry_backoff: RetryBackoff,
+    /// What a run does when `max_instances` are running: `FAIL` (default), `SKIP`, `QUEUE`
+    /// or `REPLACE` (omitted when default).
+    #[serde(default, skip_serializing_if = "is_default_overlap")]
+    pub overlap_policy: OverlapPolicy,
     /// Times a worker re-runs a failed task; default 0.
     #[serde(default)]
     pub task_retries: u32,
@@ -200,10 +211,27 @@ pub struct JobBody {
     /// when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Where the workers send the instances' log lines: `ONLINE` (to the server, the
+    /// default), `LOCAL` (a rotating file on the worker), `STDOUT` (the worker's stdout) or
+    /// `NULL` (nowhere); omitted when `ONLINE`.
+    #[serde(default, skip_serializing_if = "LogType::is_online")]
+    pub log_type: LogType,
+    /// Lines below this level are dropped at the worker: `DEBUG`, `INFO` (the default),
+    /// `WARN` or `ERROR`; omitted when `INFO`.
+    #[serde(default = "LogLevel::info", skip_serializing_if = "LogLevel::is_info")]
+    pub log_level: LogLevel,
 }
 
 fn is_default_alarm(a: &AlarmRules) -> bool {
     *a == AlarmRules::default()
+}
+
+fn is_default_backoff(b: &RetryBackoff) -> bool {
+    *b == RetryBackoff::default()
+}
+
+fn is_default_overlap(p: &OverlapPolicy) -> bool {
+    *p == OverlapPolicy::default()
 }
 
 impl JobBody {
@@ -227,6 +255,8 @@ impl JobBody {
             concurrency: default_concurrency(),
             timeout_ms: 0,
             instance_retries: 0,
+            retry_backoff: RetryBackoff::default(),
+            overlap_policy: OverlapPolicy::default(),
             task_retries: 0,
             dispatch_strategy: DispatchStrategy::default(),
             designated_workers: Vec::new(),
@@ -240,6 +270,8 @@ impl JobBody {
             alarm: AlarmRules::default(),
             description: String::new(),
             tags: Vec::new(),
+            log_type: LogType::Online,
+            log_level: LogLevel::Info,
         }
     }
 }
@@ -266,6 +298,9 @@ pub struct JobView {
     pub next_trigger_time: Option<EpochMs>,
     /// How many times it has fired (its run counter).
     pub runs: u64,
+    /// Runs its `SKIP` overlap policy skipped since the server started (kept in memory).
+    #[serde(default)]
+    pub skipped_runs: u64,
     /// Creation time (epoch ms).
     pub created_at: EpochMs,
     /// Last update (epoch ms).
@@ -397,6 +432,10 @@ pub struct InstanceView {
     /// server's memory only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<super::workflow::TaskProgress>,
+    /// When a WAITING_DISPATCH instance's next attempt is due after a failed one (epoch ms;
+    /// the job's `retry_backoff`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_at: Option<EpochMs>,
 }
 
 /// `GET /v1/apps/{app}/instances` query.
@@ -461,7 +500,7 @@ pub struct InstanceList {
 /// One stored log line of an instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLineView {
-    /// Its position in the instance's log (use as `cursor`).
+    /// Its position in the instance's log (use as `cursor` or `before`).
     pub seq: u64,
     /// When the processor logged it (worker clock, epoch ms).
     pub time_ms: EpochMs,
@@ -469,18 +508,93 @@ pub struct LogLineView {
     pub level: LogLevel,
     /// The text (at most 8 KiB; longer lines are cut and marked).
     pub content: String,
+    /// The dispatch attempt that wrote it: 1 for the first run, one more per retry of the
+    /// instance; 0 when unknown (lines stored by an older server).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Structured fields the processor attached, in its order (at most 16; omitted when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<LogFieldView>,
 }
 
-/// `GET /v1/apps/{app}/instances/{id}/log` query.
+/// One structured field of a log line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFieldView {
+    /// The name (at most 64 bytes).
+    pub key: String,
+    /// The value, as text (at most 1 KiB).
+    pub value: String,
+}
+
+impl LogLineView {
+    /// The line as one line of text, as `GET .../log.txt` and the CLI print it:
+    /// `2026-12-06T20:30:00.123Z WARN [attempt 2] text {key=value, ...}` (newlines in the
+    /// text and fields escaped as `\n`).
+    pub fn to_text(&self) -> String {
+        let time = chrono::DateTime::from_timestamp_millis(self.time_ms)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .unwrap_or_else(|| self.time_ms.to_string());
+        let level = match self.level {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+        };
+        let mut s = format!("{time} {level:<5} [attempt {}] ", self.attempt);
+        push_escaped(&mut s, &self.content);
+        if !self.fields.is_empty() {
+            s.push_str(" {");
+            for (i, f) in self.fields.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(", ");
+                }
+                push_escaped(&mut s, &f.key);
+                s.push('=');
+                push_escaped(&mut s, &f.value);
+            }
+            s.push('}');
+        }
+        s
+    }
+}
+
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// `GET /v1/apps/{app}/instances/{id}/log` query. `cursor` pages forward, `before` backward;
+/// at most one of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Lines per page, 1 to 1000 (default 1000).
     #[serde(default)]
     pub limit: Option<u32>,
-    /// Only lines after this `seq`.
+    /// Only lines after this `seq` (the next page).
     #[serde(default)]
     pub cursor: Option<u64>,
+    /// Only the lines just before this `seq` (the previous page).
+    #[serde(default)]
+    pub before: Option<u64>,
+}
+
+impl LogQuery {
+    /// Refuses `cursor` and `before` together.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.cursor.is_some() && self.before.is_some() {
+            return Err(ApiError::invalid(
+                "before",
+                "give `cursor` (page forward) or `before` (page backward), not both",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `GET /v1/apps/{app}/instances/{id}/log` answer.
@@ -490,8 +604,11 @@ pub struct LogView {
     pub instance_id: InstanceId,
     /// Lines, oldest first.
     pub lines: Vec<LogLineView>,
-    /// Pass as `cursor` for more; null when there are no more lines yet.
+    /// Pass as `cursor` for the lines after this page; null when there are no more lines yet.
     pub next_cursor: Option<u64>,
+    /// Pass as `before` for the lines before this page; null when this page starts the log.
+    #[serde(default)]
+    pub prev_cursor: Option<u64>,
     /// Lines the workers dropped (bounded queues) or the server refused (per-instance cap),
     /// as far as the server knows.
     pub dropped: u64,

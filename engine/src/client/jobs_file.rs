@@ -14,6 +14,7 @@
 //! time_zone = "Europe/Paris"
 //! processor = "shell"
 //! params = "./extract.sh"
+//! log_level = "WARN"           # the worker drops INFO and DEBUG lines
 //!
 //! [[workflows]]                # a workflow body whose nodes name jobs and workflows
 //! name = "nightly"
@@ -521,9 +522,11 @@ const JOB_FIELDS: &[&str] = &[
     "processor",
     "params",
     "max_instances",
+    "overlap_policy",
     "concurrency",
     "timeout_ms",
     "instance_retries",
+    "retry_backoff",
     "task_retries",
     "dispatch_strategy",
     "designated_workers",
@@ -534,6 +537,8 @@ const JOB_FIELDS: &[&str] = &[
     "misfire",
     "lifecycle",
     "enabled",
+    "log_type",
+    "log_level",
 ];
 const WORKFLOW_FIELDS: &[&str] = &[
     "name",

@@ -7,7 +7,7 @@
 //! use ferrojob::client::Client;
 //! use ferrojob::time_expression::TimeExpressionType;
 //!
-//! let client = Client::new("http://127.0.0.1:7700", "the-app-secret")?;
+//! let client = Client::new("http://127.0.0.1:7700", "fjt_..._...")?; // an API token of my-app
 //! let job = JobBody::new("nightly", TimeExpressionType::Cron, "0 0 2 * * ?", "shell");
 //! let created = client.create_job("my-app", &job).await?;
 //! let run = client.run_job("my-app", created.id, &RunJob::default()).await?;
@@ -53,6 +53,9 @@ use crate::api::{
     LogView, RunCreated, RunJob, RunWorkflow, ValidateRequest, ValidateResponse, WorkerList,
     WorkflowDef, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
     WorkflowQuery, WorkflowRunCreated, WorkflowView,
+};
+use crate::api::{
+    AppList, AppView, CreateToken, RotateSecret, SecretRotated, TokenCreated, TokenList,
 };
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 
@@ -119,8 +122,8 @@ impl Default for ClientOptions {
     }
 }
 
-/// An OpenAPI client bound to one server and one bearer token (the admin token, or an app's
-/// secret for that app's routes). Cloning shares the connection pool.
+/// An OpenAPI client bound to one server and one bearer token (the admin token, or an API
+/// token of one app for that app's routes). Cloning shares the connection pool.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -267,6 +270,58 @@ impl Client {
     /// `POST /v1/apps` (admin token).
     pub async fn create_app(&self, req: &CreateApp) -> Result<AppCreated, ClientError> {
         self.post(&["v1", "apps"], req).await
+    }
+
+    /// `GET /v1/apps` (admin token): every app.
+    pub async fn list_apps(&self) -> Result<AppList, ClientError> {
+        self.get(&["v1", "apps"]).await
+    }
+
+    /// `GET /v1/apps/{app}`.
+    pub async fn get_app(&self, app: &str) -> Result<AppView, ClientError> {
+        self.get(&["v1", "apps", app]).await
+    }
+
+    /// `DELETE /v1/apps/{app}?force=` (admin token): refused (409) while the app has jobs or
+    /// workflows, unless `force`, which deletes them first.
+    pub async fn delete_app(&self, app: &str, force: bool) -> Result<(), ClientError> {
+        let req = self
+            .request(Method::DELETE, &["v1", "apps", app])?
+            .query(&[("force", force)]);
+        Client::send(req).await.map(drop)
+    }
+
+    /// `POST /v1/apps/{app}/rotate-secret`: a new worker secret; the previous one keeps
+    /// working for the overlap.
+    pub async fn rotate_secret(
+        &self,
+        app: &str,
+        req: &RotateSecret,
+    ) -> Result<SecretRotated, ClientError> {
+        self.post(&["v1", "apps", app, "rotate-secret"], req).await
+    }
+
+    /// `POST /v1/apps/{app}/tokens`: an API token, shown in the answer only.
+    pub async fn create_token(
+        &self,
+        app: &str,
+        req: &CreateToken,
+    ) -> Result<TokenCreated, ClientError> {
+        self.post(&["v1", "apps", app, "tokens"], req).await
+    }
+
+    /// `GET /v1/apps/{app}/tokens`.
+    pub async fn list_tokens(&self, app: &str) -> Result<TokenList, ClientError> {
+        self.get(&["v1", "apps", app, "tokens"]).await
+    }
+
+    /// `DELETE /v1/apps/{app}/tokens/{id}`.
+    pub async fn revoke_token(&self, app: &str, id: u64) -> Result<(), ClientError> {
+        let req = self.request(
+            Method::DELETE,
+            &["v1", "apps", app, "tokens", &id.to_string()],
+        )?;
+        Client::send(req).await.map(drop)
     }
 
     /// `POST /v1/apps/{app}/jobs`.
@@ -419,7 +474,26 @@ impl Client {
         self.instance_action(app, id, "retry").await
     }
 
-    /// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=`.
+    /// `GET /v1/apps/{app}/instances/{id}/log.txt`: the whole log as text, one line per log
+    /// line.
+    pub async fn instance_log_text(
+        &self,
+        app: &str,
+        id: InstanceId,
+    ) -> Result<String, ClientError> {
+        let path = [
+            "v1",
+            "apps",
+            app,
+            "instances",
+            &id.get().to_string(),
+            "log.txt",
+        ];
+        let body = Client::send(self.request(Method::GET, &path)?).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=&before=`.
     pub async fn instance_log(
         &self,
         app: &str,

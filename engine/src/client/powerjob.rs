@@ -26,7 +26,8 @@
 //! | `id`, `appId` | — | server ids; the target app is the command's |
 //! | `jobDescription` | `description` | as is (at most 4096 bytes, else the job is skipped) |
 //! | `tag` | `tags` | split at commas, trimmed, duplicates dropped; tags ferrojob refuses skip the job, naming the reason |
-//! | `notifyUserIds`, `alarmConfig`, `logConfig`, `extra`, unknown fields | — | not carried; each non-empty one is a [`Note`] |
+//! | `logConfig` `{type, level}` | `log_type`, `log_level` | ONLINE, LOCAL, STDOUT, NULL and DEBUG to ERROR as is; LOCAL_AND_ONLINE as ONLINE and `loggerName` noted; level OFF as type NULL |
+//! | `notifyUserIds`, `alarmConfig`, `extra`, unknown fields | — | not carried; each non-empty one is a [`Note`] |
 //!
 //! PowerJob has no time zone per job (its server's zone applies): [`ImportOptions::time_zone`]
 //! sets one on CRON and DAILY_TIME_INTERVAL jobs.
@@ -45,7 +46,7 @@ use serde_json::{Map, Value};
 
 use super::jobs_file::{JobsFile, MAX_ENTRIES};
 use crate::api::{JobBody, LifecycleJson};
-use crate::model::{DispatchStrategy, ExecuteType};
+use crate::model::{DispatchStrategy, ExecuteType, LogLevel, LogType};
 use crate::time_expression::{TimeExpression, TimeExpressionType};
 
 /// How to import.
@@ -474,7 +475,6 @@ fn convert(
     })?;
     dropped("notifyUserIds", &req.notify_user_ids.unwrap_or(Value::Null));
     dropped("alarmConfig", &req.alarm_config.unwrap_or(Value::Null));
-    dropped("logConfig", &req.log_config.unwrap_or(Value::Null));
     dropped("extra", &req.extra.map_or(Value::Null, Value::String));
     for (field, v) in &req.other {
         if !is_empty(v) {
@@ -484,6 +484,7 @@ fn convert(
             ));
         }
     }
+    let (log_type, log_level) = log_settings(req.log_config.as_ref(), notes);
 
     let mut job = JobBody::new(name, kind, expression, processor);
     job.time_zone = time_zone;
@@ -504,7 +505,47 @@ fn convert(
     job.enabled = req.enable.unwrap_or(true);
     job.description = description;
     job.tags = tags;
+    job.log_type = log_type;
+    job.log_level = log_level;
     Ok(job)
+}
+
+/// PowerJob's `logConfig` `{type, level, loggerName}` as ferrojob's log settings. Types:
+/// 1 ONLINE, 2 LOCAL, 3 STDOUT, 4 LOCAL_AND_ONLINE (carried as ONLINE, noted), 999 NULL;
+/// levels: 1 DEBUG, 2 INFO, 3 WARN, 4 ERROR, 99 OFF (carried as type NULL). Absent or
+/// unknown values keep the defaults (ONLINE, INFO), noted when unknown; `loggerName` is noted.
+fn log_settings(config: Option<&Value>, notes: &mut Notes) -> (LogType, LogLevel) {
+    let mut log_type = LogType::Online;
+    let mut level = LogLevel::Info;
+    let Some(config) = config.filter(|v| !is_empty(v)) else {
+        return (log_type, level);
+    };
+    match config.get("type").and_then(Value::as_i64) {
+        None | Some(1) => {}
+        Some(2) => log_type = LogType::Local,
+        Some(3) => log_type = LogType::Stdout,
+        Some(4) => notes.push((
+            "logConfig".into(),
+            "LOCAL_AND_ONLINE is carried as ONLINE (ferrojob sends a job's lines one way)".into(),
+        )),
+        Some(999) => log_type = LogType::Null,
+        Some(t) => notes.push(("logConfig".into(), format!("unknown log type {t}: ONLINE"))),
+    }
+    match config.get("level").and_then(Value::as_i64) {
+        None | Some(2) => {}
+        Some(1) => level = LogLevel::Debug,
+        Some(3) => level = LogLevel::Warn,
+        Some(4) => level = LogLevel::Error,
+        Some(99) => log_type = LogType::Null,
+        Some(l) => notes.push(("logConfig".into(), format!("unknown log level {l}: INFO"))),
+    }
+    if let Some(name) = config.get("loggerName").filter(|v| !is_empty(v)) {
+        notes.push((
+            "logConfig".into(),
+            format!("loggerName {name} is not carried over"),
+        ));
+    }
+    (log_type, level)
 }
 
 /// The PowerJob weekday `d` (1 = Monday … 7 = Sunday) as Quartz counts it (1 = Sunday … 7 =

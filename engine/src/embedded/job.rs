@@ -1,6 +1,7 @@
 //! What a job is to the embedded scheduler: when it runs ([`JobSpec::expression`], lifecycle,
 //! misfire policy) and how (concurrency limit, timeout, retries).
 
+use crate::policy::RetryBackoff;
 use crate::schedule::Schedule;
 use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy, TimeExpression};
 
@@ -104,25 +105,21 @@ impl JobSpec {
 }
 
 /// How failed attempts are retried: up to `retries` more attempts, the n-th after
-/// `min(initial_backoff_ms · 2^(n-1), max_backoff_ms)` milliseconds.
-///
-/// The backoff has no jitter: in one process there is no herd to spread, and a deterministic
-/// schedule is what tests and users can reason about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `backoff.delay_ms(n, instance)` milliseconds — the same rule as the server's
+/// ([`RetryBackoff`]: fixed or exponential, capped, with an optional jitter derived from the
+/// run's instance id, so a run's delays are the same every time).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts after the first (0 = never retry).
     pub retries: u32,
-    /// Delay before the first retry, in milliseconds.
-    pub initial_backoff_ms: u64,
-    /// Upper bound of any delay, in milliseconds.
-    pub max_backoff_ms: u64,
+    /// The delay before each retry (default: 1 s doubling up to 1 min, no jitter).
+    pub backoff: RetryBackoff,
 }
 
 /// [`RetryPolicy::default`].
 const NO_RETRY: RetryPolicy = RetryPolicy {
     retries: 0,
-    initial_backoff_ms: 1_000,
-    max_backoff_ms: 60_000,
+    backoff: RetryBackoff::exponential(1_000, 60_000),
 };
 
 impl Default for RetryPolicy {
@@ -141,12 +138,15 @@ impl RetryPolicy {
         }
     }
 
-    /// The delay before retry number `n` (1-based), in milliseconds.
-    pub fn backoff_ms(&self, n: u32) -> u64 {
-        let shift = n.saturating_sub(1).min(63);
-        self.initial_backoff_ms
-            .saturating_mul(1u64 << shift)
-            .min(self.max_backoff_ms)
+    /// `retries` retries after `backoff`.
+    pub fn with_backoff(retries: u32, backoff: RetryBackoff) -> Self {
+        RetryPolicy { retries, backoff }
+    }
+
+    /// The delay before retry number `n` (1-based) of the run `seed` (its instance id), in
+    /// milliseconds.
+    pub fn backoff_ms(&self, n: u32, seed: u64) -> u64 {
+        self.backoff.delay_ms(n, seed)
     }
 }
 
@@ -313,17 +313,22 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let p = RetryPolicy {
-            retries: 10,
-            initial_backoff_ms: 100,
-            max_backoff_ms: 1_000,
-        };
-        let got: Vec<u64> = (1..=6).map(|n| p.backoff_ms(n)).collect();
+        let p = RetryPolicy::with_backoff(10, RetryBackoff::exponential(100, 1_000));
+        let got: Vec<u64> = (1..=6).map(|n| p.backoff_ms(n, 7)).collect();
         assert_eq!(got, [100, 200, 400, 800, 1_000, 1_000]);
         assert_eq!(
-            p.backoff_ms(200),
+            p.backoff_ms(200, 7),
             1_000,
             "huge n saturates, never overflows"
         );
+        let d = RetryPolicy::default();
+        let got: Vec<u64> = (1..=8).map(|n| d.backoff_ms(n, 0)).collect();
+        assert_eq!(
+            got,
+            [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000],
+            "the default is what it always was"
+        );
+        let fixed = RetryPolicy::with_backoff(3, RetryBackoff::fixed(250));
+        assert_eq!(fixed.backoff_ms(3, 1), 250);
     }
 }

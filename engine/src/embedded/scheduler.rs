@@ -284,6 +284,12 @@ impl Scheduler {
                 });
             }
         }
+        if let Err((field, reason)) = spec.retry.backoff.validate() {
+            return Err(SchedulerError::InvalidJob {
+                name: spec.name,
+                reason: format!("retry backoff {field}: {reason}"),
+            });
+        }
         let id = JobId(self.inner.next_job.fetch_add(1, Ordering::Relaxed));
         let def = Arc::new(JobDef::new(id, spec, processor));
         self.inner.jobs.insert(Registered(Arc::clone(&def)));
@@ -574,7 +580,8 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
             ?failure,
             "retrying"
         );
-        let backoff = i64::try_from(spec.retry().backoff_ms(attempt)).unwrap_or(i64::MAX);
+        let backoff =
+            i64::try_from(spec.retry().backoff_ms(attempt, fire.instance.0)).unwrap_or(i64::MAX);
         let wake = inner
             .clock
             .now_us()

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::extract::{json_body, parse_query};
 use super::handlers::{ok, path, Answer, AppPath};
 use super::Shared;
+use crate::api::TokenRole;
 use crate::api::{ChannelBody, PageQuery};
 
 /// `/v1/apps/{app}/alarm-channels/{name}`.
@@ -34,7 +35,7 @@ pub(crate) async fn put_channel(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
     let body: ChannelBody = json_body(req).await?;
     ok(s.api.put_channel(app, p.name, body).await?)
 }
@@ -46,7 +47,7 @@ pub(crate) async fn list_channels(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     ok(s.api.list_channels(app).await?)
 }
 
@@ -57,7 +58,7 @@ pub(crate) async fn delete_channel(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Admin)?;
     s.api.delete_channel(app, p.name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -69,7 +70,7 @@ pub(crate) async fn test_channel(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Operate)?;
     ok(s.api.test_channel(app, p.name).await?)
 }
 
@@ -81,7 +82,7 @@ pub(crate) async fn list_alarms(
     uri: Uri,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let query: PageQuery = parse_query(&uri)?;
     ok(s.api.list_alarms(app, query).await?)
 }

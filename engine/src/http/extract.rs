@@ -71,6 +71,7 @@ pub(crate) async fn read_body(req: Request) -> Result<Bytes, Failure> {
     let Ok(read) = tokio::time::timeout(timeout, Bytes::from_request(req, &())).await else {
         return Err(Failure {
             retry_after: None,
+            login_failed: false,
             status: StatusCode::REQUEST_TIMEOUT,
             error: ApiError::new(
                 ErrorCode::InvalidArgument,

@@ -17,7 +17,15 @@ pub(crate) struct Failure {
     pub(crate) error: ApiError,
     /// Seconds for a `Retry-After` header (429 answers).
     pub(crate) retry_after: Option<u64>,
+    /// A credential was presented and refused: the answer carries [`LoginFailed`], which the
+    /// guard counts against the source address. Every 401 is one; so is a 403 for a token
+    /// that is not the admin token on an admin route.
+    pub(crate) login_failed: bool,
 }
+
+/// Marks a response to a refused credential (in its extensions), for the guard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoginFailed;
 
 impl Failure {
     /// 400 `invalid_argument` with `message`.
@@ -37,6 +45,14 @@ impl Failure {
         }
     }
 
+    /// 403 `forbidden` for a token that is not the admin token on an admin route.
+    pub(crate) fn not_admin() -> Failure {
+        Failure {
+            login_failed: true,
+            ..ApiError::new(ErrorCode::Forbidden, "this route needs the admin token").into()
+        }
+    }
+
     /// 401 `unauthorized` with `message`.
     pub(crate) fn unauthorized(message: impl Into<String>) -> Failure {
         ApiError::new(ErrorCode::Unauthorized, message).into()
@@ -48,6 +64,7 @@ impl From<ApiError> for Failure {
         let status = StatusCode::from_u16(error.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Failure {
+            login_failed: error.code == ErrorCode::Unauthorized,
             status,
             error,
             retry_after: None,
@@ -58,6 +75,9 @@ impl From<ApiError> for Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(ErrorBody { error: self.error })).into_response();
+        if self.login_failed {
+            response.extensions_mut().insert(LoginFailed);
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

@@ -10,7 +10,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 
-use super::failure::Failure;
+use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
+
+use super::failure::{Failure, LoginFailed};
+use super::rate::retry_after_secs;
 use super::Shared;
 use crate::api::ApiError;
 
@@ -23,7 +27,14 @@ pub(crate) struct HttpMetrics {
     server_errors: AtomicU64,
     panics: AtomicU64,
     rate_limited: AtomicU64,
+    login_failures: AtomicU64,
+    login_throttled: AtomicU64,
 }
+
+/// The address of the peer a request came from (put in its extensions by
+/// [`HttpServer`](super::HttpServer)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub(crate) std::net::SocketAddr);
 
 impl HttpMetrics {
     /// Counts a request answered 429 by the rate limit.
@@ -47,6 +58,8 @@ impl HttpMetrics {
         let server = self.server_errors.load(Ordering::Relaxed);
         let panics = self.panics.load(Ordering::Relaxed);
         let limited = self.rate_limited.load(Ordering::Relaxed);
+        let failures = self.login_failures.load(Ordering::Relaxed);
+        let throttled = self.login_throttled.load(Ordering::Relaxed);
         format!(
             "# HELP ferrojob_http_responses_total HTTP responses of the OpenAPI, by status class.\n\
              # TYPE ferrojob_http_responses_total counter\n\
@@ -58,7 +71,13 @@ impl HttpMetrics {
              ferrojob_http_handler_panics_total {panics}\n\
              # HELP ferrojob_http_rate_limited_total OpenAPI requests answered 429 because their app (or the admin) exceeded its request rate.\n\
              # TYPE ferrojob_http_rate_limited_total counter\n\
-             ferrojob_http_rate_limited_total {limited}\n"
+             ferrojob_http_rate_limited_total {limited}\n\
+             # HELP ferrojob_http_login_failures_total Requests whose credential was refused (OpenAPI tokens, console sign-ins).\n\
+             # TYPE ferrojob_http_login_failures_total counter\n\
+             ferrojob_http_login_failures_total {failures}\n\
+             # HELP ferrojob_http_login_throttled_total Requests with a credential answered 429 because their source address failed too many sign-ins.\n\
+             # TYPE ferrojob_http_login_throttled_total counter\n\
+             ferrojob_http_login_throttled_total {throttled}\n"
         )
     }
 }
@@ -78,13 +97,36 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
-/// Runs the rest of the stack for `req`, catching a panic as a 500 JSON error.
+/// Whether `req` presents a credential: a bearer header, or the console's sign-in form.
+fn presents_credential(req: &Request) -> bool {
+    req.headers().contains_key(AUTHORIZATION)
+        || (req.method() == Method::POST && req.uri().path() == "/login")
+}
+
+/// Runs the rest of the stack for `req`, catching a panic as a 500 JSON error; refuses a
+/// credential from a source past its failed sign-ins, and counts the refused ones.
 pub(crate) async fn guard(State(shared): State<Shared>, mut req: Request, next: Next) -> Response {
     req.extensions_mut()
         .insert(BodyReadTimeout(shared.body_read_timeout));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();
+    let source = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let limit = shared.failures.as_ref().zip(source);
+    if let Some((failures, ip)) = limit {
+        if presents_credential(&req) {
+            if let Some(wait_ms) = failures.blocked(ip, shared.clock.now_ms()) {
+                shared
+                    .metrics
+                    .login_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%ip, path, "credential refused unchecked: too many failed sign-ins");
+                let response = Failure::rate_limited(retry_after_secs(wait_ms)).into_response();
+                shared.metrics.record(response.status().as_u16());
+                return response;
+            }
+        }
+    }
     let response = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
@@ -103,6 +145,15 @@ pub(crate) async fn guard(State(shared): State<Shared>, mut req: Request, next: 
     };
     let status = response.status().as_u16();
     shared.metrics.record(status);
+    if response.extensions().get::<LoginFailed>().is_some() {
+        shared
+            .metrics
+            .login_failures
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some((failures, ip)) = limit {
+            failures.record(ip, shared.clock.now_ms());
+        }
+    }
     let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     if status >= 500 {
         tracing::warn!(%method, path, status, elapsed_us, "http request failed on the server side");

@@ -8,10 +8,12 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use std::sync::Arc;
 
 use super::extract::{json_body, optional_json_body, parse_id, parse_query};
 use super::failure::Failure;
-use super::Shared;
+use super::{idempotency, Shared};
+use crate::api::TokenRole;
 use crate::api::{
     validate_expression, ApiError, CopyJob, CreateApp, ErrorCode, InstanceAction, InstanceQuery,
     JobBody, JobQuery, LogQuery, RunJob, ValidateRequest,
@@ -82,9 +84,14 @@ pub(crate) async fn create_job(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
-    let body: JobBody = json_body(req).await?;
-    created(s.api.create_job(app, body).await?)
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
+    let scope = idempotency::scope(&req)?;
+    let api = Arc::clone(&s.api);
+    let run = || async move {
+        let body: JobBody = json_body(req).await?;
+        created(api.create_job(app, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
 /// `GET /v1/apps/{app}/jobs?limit=&cursor=&name=&tag=&time_expression_type=&execute_type=&enabled=`.
@@ -95,7 +102,7 @@ pub(crate) async fn list_jobs(
     uri: Uri,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let query: JobQuery = parse_query(&uri)?;
     ok(s.api.list_jobs(app, query).await?)
 }
@@ -107,7 +114,7 @@ pub(crate) async fn get_job(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let id = parse_id(&p.id)?;
     ok(s.api.get_job(app, id).await?)
 }
@@ -119,7 +126,7 @@ pub(crate) async fn update_job(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
     let id = parse_id(&p.id)?;
     let body: JobBody = json_body(req).await?;
     ok(s.api.update_job(app, id, body).await?)
@@ -132,7 +139,7 @@ pub(crate) async fn delete_job(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Admin)?;
     let id = parse_id(&p.id)?;
     s.api.delete_job(app, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -145,7 +152,7 @@ async fn set_enabled(
     enabled: bool,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
     ok(s.api.set_job_enabled(app, id, enabled).await?)
 }
@@ -175,10 +182,15 @@ pub(crate) async fn run_job(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
-    let body: RunJob = optional_json_body(req).await?;
-    ok(s.api.run_job(app, id, body).await?)
+    let scope = idempotency::scope(&req)?;
+    let api = Arc::clone(&s.api);
+    let run = || async move {
+        let body: RunJob = optional_json_body(req).await?;
+        ok(api.run_job(app, id, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
 /// `POST /v1/apps/{app}/jobs/{id}/copy` → 201 `{"id"}` of the copy.
@@ -188,7 +200,7 @@ pub(crate) async fn copy_job(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
     let id = parse_id(&p.id)?;
     let body: CopyJob = json_body(req).await?;
     created(s.api.copy_job(app, id, body).await?)
@@ -202,7 +214,7 @@ pub(crate) async fn list_instances(
     uri: Uri,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let query: InstanceQuery = parse_query(&uri)?;
     ok(s.api.list_instances(app, query).await?)
 }
@@ -214,7 +226,7 @@ pub(crate) async fn get_instance(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let id = parse_id(&p.id)?;
     ok(s.api.get_instance(app, id).await?)
 }
@@ -226,7 +238,7 @@ async fn action(
     action: InstanceAction,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
     ok(s.api.instance_action(app, id, action).await?)
 }
@@ -258,7 +270,7 @@ pub(crate) async fn retry_instance(
     action(s, p, headers, InstanceAction::Retry).await
 }
 
-/// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=`.
+/// `GET /v1/apps/{app}/instances/{id}/log?limit=&cursor=&before=`.
 pub(crate) async fn instance_log(
     State(s): State<Shared>,
     p: Result<Path<AppIdPath>, PathRejection>,
@@ -266,10 +278,53 @@ pub(crate) async fn instance_log(
     uri: Uri,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let id = parse_id(&p.id)?;
     let query: LogQuery = parse_query(&uri)?;
+    query.validate()?;
     ok(s.api.instance_log(app, id, query).await?)
+}
+
+/// Most bytes `GET .../log.txt` answers; a longer log ends with a line saying where it was
+/// cut (page the rest with `GET .../log?cursor=`).
+pub(crate) const MAX_LOG_TEXT_BYTES: usize = 32 << 20;
+
+/// `GET /v1/apps/{app}/instances/{id}/log.txt`: the whole log as text, oldest line first,
+/// one line per log line ([`LogLineView::to_text`](crate::api::LogLineView::to_text)).
+pub(crate) async fn instance_log_text(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
+    let id = parse_id(&p.id)?;
+    let mut text = String::new();
+    let mut cursor = None;
+    loop {
+        let query = LogQuery {
+            limit: None,
+            cursor,
+            before: None,
+        };
+        let page = s.api.instance_log(app.clone(), id, query).await?;
+        for line in &page.lines {
+            if text.len() >= MAX_LOG_TEXT_BYTES {
+                text.push_str(&format!(
+                    "ferrojob: log cut at {MAX_LOG_TEXT_BYTES} bytes; page on from cursor {}\n",
+                    cursor.unwrap_or(0)
+                ));
+                return Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+            }
+            text.push_str(&line.to_text());
+            text.push('\n');
+            cursor = Some(line.seq);
+        }
+        if page.next_cursor.is_none() || page.lines.is_empty() {
+            break;
+        }
+    }
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 /// `GET /v1/apps/{app}/workers`.
@@ -279,7 +334,7 @@ pub(crate) async fn list_workers(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     ok(s.api.list_workers(app).await?)
 }
 
@@ -297,6 +352,7 @@ pub(crate) async fn not_found(method: Method, uri: Uri) -> Failure {
 pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
     Failure {
         retry_after: None,
+        login_failed: false,
         status: StatusCode::METHOD_NOT_ALLOWED,
         error: ApiError::new(
             ErrorCode::InvalidArgument,

@@ -15,9 +15,12 @@
 //!   connection: a header-read timeout (which also bounds idle keep-alive time), at most
 //!   [`HttpConfig::max_connections`] at once, and a shutdown that closes every connection
 //!   gracefully and aborts the stragglers after [`HttpConfig::shutdown_grace`].
-//! - `auth` holds bearer parsing, the constant-time comparison and the admin/app rules; an
+//! - `auth` holds bearer parsing, the constant-time comparisons and the rules of the admin
+//!   token, API tokens and their roles (one check shared with the console's sign-in); an
 //!   authorized request then takes a token from its app's bucket (`rate`,
-//!   [`HttpConfig::api_rate`]).
+//!   [`HttpConfig::api_rate`]). `failures` counts refused credentials per source address
+//!   ([`HttpConfig::failed_logins`]); the guard refuses a source past its allowance.
+//! - `apps` holds the app and token routes.
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
 //!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
 //!   take an empty body as `{}`; every other body route requires a JSON body.
@@ -36,9 +39,14 @@
 //! | route | accepted token | otherwise |
 //! |---|---|---|
 //! | `GET /healthz`, `GET /metrics`, `GET /v1/openapi.json`, `POST /v1/validate` | none needed | – |
-//! | `POST /v1/apps` (admin) | the admin token | no token 401, any other token 403 |
-//! | `/v1/apps/{app}/...` | the admin token, or the secret of `{app}` | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
-//! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`) | 303 to `/login`; a form without its CSRF token 403 |
+//! | `POST /v1/apps`, `GET /v1/apps`, `DELETE /v1/apps/{app}` (admin) | the admin token | no token 401, any other token 403 |
+//! | `GET /v1/apps/{app}/...`, `GET /v1/apps/{app}` | the admin token, or an API token of `{app}` with role `read` or more | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
+//! | runs, stops, cancels, retries, enable, disable, mark-success, alarm channel tests | … role `operate` or more | 401 as above; a token of a lower role 403 |
+//! | creating, updating, copying, deleting jobs, workflows and alarm channels; tokens; `rotate-secret` | … role `admin` | 401 as above; a token of a lower role 403 |
+//! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`), the role checked on every form | 303 to `/login`; a form without its CSRF token, or beyond the session's role, 403 |
+//!
+//! With [`HttpConfig::app_secret_tokens`] an app's worker secret is also an `admin` token
+//! of that app (compatibility); without it the secret is refused like any wrong token.
 //!
 //! `/v1/validate` is open: it reads no server state and its work is bounded (at most
 //! [`MAX_VALIDATE_COUNT`](crate::api::MAX_VALIDATE_COUNT) times, a body within the limit).
@@ -47,12 +55,13 @@
 //!
 //! | situation | status | `code` |
 //! |---|---|---|
-//! | created (`POST /v1/apps`, `POST .../jobs`, `POST .../workflows`) | 201 | – |
-//! | `DELETE .../jobs/{id}`, `DELETE .../workflows/{id}` | 204, empty body | – |
+//! | created (`POST /v1/apps`, `POST .../jobs`, `POST .../workflows`, `POST .../tokens`) | 201 | – |
+//! | `DELETE .../jobs/{id}`, `DELETE .../workflows/{id}`, `DELETE /v1/apps/{app}`, `DELETE .../tokens/{id}` | 204, empty body | – |
 //! | every other success | 200 | – |
 //! | malformed JSON, a body that is not a JSON object, wrong field type, unknown field, empty body, missing or non-JSON `Content-Type`, bad query string, non-numeric id | 400 | `invalid_argument` |
-//! | no or malformed `Authorization: Bearer`, or a token that is neither the admin token nor the app's secret (also when the app does not exist) | 401 | `unauthorized` |
-//! | a token other than the admin token on an admin route (`POST /v1/apps`) | 403 | `forbidden` |
+//! | no or malformed `Authorization: Bearer`, or a token that is neither the admin token nor a live token of the app (also when the app does not exist) | 401 | `unauthorized` |
+//! | a token other than the admin token on an admin route; a token whose role is below the route's | 403 | `forbidden` |
+//! | a request with a credential from a source past its failed sign-ins ([`HttpConfig::failed_logins`]; before it is checked) | 429 + `Retry-After` | `rate_limited` |
 //! | unknown route; unknown app (with the admin token), job, instance, workflow, workflow instance or node | 404 | `not_found` |
 //! | a method the route does not have | 405 (+ `Allow`) | `invalid_argument` |
 //! | a body larger than [`HttpConfig::max_body_bytes`] | 413 | `payload_too_large` |
@@ -79,12 +88,15 @@
 )]
 
 mod alarm;
+mod apps;
 mod auth;
 mod console;
 mod extract;
 mod failure;
+mod failures;
 mod guard;
 mod handlers;
+mod idempotency;
 mod openapi;
 mod rate;
 mod routes;
@@ -100,6 +112,10 @@ use axum::Router;
 use crate::api::Api;
 use crate::clock::{Clock, SystemClock};
 
+pub use failures::{
+    FailedLoginLimit, DEFAULT_FAILED_LOGINS_PER_MIN, DEFAULT_FAILED_LOGIN_BURST,
+    DEFAULT_FAILED_LOGIN_SOURCES,
+};
 pub use openapi::OPENAPI_JSON;
 pub use rate::{ApiRateLimit, DEFAULT_API_BURST, DEFAULT_API_RATE_KEYS, DEFAULT_API_RATE_PER_SEC};
 pub use server::{HttpError, HttpServer, SHUTDOWN_GRACE};
@@ -157,7 +173,16 @@ pub struct HttpConfig {
     /// authorized request is answered 429 `rate_limited` with `Retry-After` (see `rate`).
     /// `None` (the default here; the bundled server sets [`ApiRateLimit::default`]) = no limit.
     pub api_rate: Option<ApiRateLimit>,
-    /// The time the rate limit reads. Default [`SystemClock`].
+    /// Failed sign-ins allowed per source address (see `failures`): beyond them a request
+    /// that presents a credential is answered 429 before it is checked. Counted only for
+    /// connections served by [`HttpServer`] (which knows the peer's address). `None` (the
+    /// default here; the bundled server sets [`FailedLoginLimit::default`]) = no limit.
+    pub failed_logins: Option<FailedLoginLimit>,
+    /// Accept an app's worker secret as an `admin` API token of that app (and in the
+    /// console's sign-in): the compatibility mode for clients written before API tokens.
+    /// Default false: the worker secret opens only the worker port.
+    pub app_secret_tokens: bool,
+    /// The time the rate limits and token expiry read. Default [`SystemClock`].
     pub clock: Arc<dyn Clock>,
     /// Serve HTTPS with this certificate and key (the TLS handshake must complete within
     /// `header_read_timeout`); `None` serves plain HTTP. Default `None`.
@@ -176,6 +201,8 @@ impl HttpConfig {
             shutdown_grace: SHUTDOWN_GRACE,
             secure_cookies: false,
             api_rate: None,
+            failed_logins: None,
+            app_secret_tokens: false,
             clock: Arc::new(SystemClock),
             tls: None,
         }
@@ -193,21 +220,28 @@ impl std::fmt::Debug for HttpConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("secure_cookies", &self.secure_cookies)
             .field("api_rate", &self.api_rate)
+            .field("failed_logins", &self.failed_logins)
+            .field("app_secret_tokens", &self.app_secret_tokens)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// What every handler shares: the [`Api`], the admin token and the request counters.
+/// What every handler shares: the [`Api`], the accepted credentials and the request
+/// counters.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) api: Arc<dyn Api>,
-    pub(crate) admin_token: Arc<str>,
+    pub(crate) credentials: auth::Credentials,
+    /// Failed sign-ins per source, when limited.
+    pub(crate) failures: Option<Arc<failures::FailedLogins>>,
     pub(crate) metrics: Arc<guard::HttpMetrics>,
     pub(crate) body_read_timeout: Duration,
     /// The per-principal request rate, when limited.
     pub(crate) rate: Option<Arc<rate::RateLimiter>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// `Idempotency-Key` answers of the create and run routes.
+    pub(crate) idempotency: Arc<idempotency::Idempotency>,
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
@@ -217,17 +251,25 @@ pub(crate) struct Shared {
 pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
     let shared = Shared {
         api,
-        admin_token: Arc::from(config.admin_token),
+        credentials: auth::Credentials {
+            admin_token: Arc::from(config.admin_token),
+            app_secret_tokens: config.app_secret_tokens,
+        },
+        failures: config
+            .failed_logins
+            .map(|l| Arc::new(failures::FailedLogins::new(l))),
         metrics: Arc::new(guard::HttpMetrics::default()),
         body_read_timeout: config.body_read_timeout,
         rate: config.api_rate.map(|l| Arc::new(rate::RateLimiter::new(l))),
         clock: config.clock,
+        idempotency: Arc::new(idempotency::Idempotency::default()),
     };
     routes::routes()
         .into_router()
         .merge(console::router(
             Arc::clone(&shared.api),
-            Arc::clone(&shared.admin_token),
+            shared.credentials.clone(),
+            Arc::clone(&shared.clock),
             config.secure_cookies,
         ))
         // After every route: it is installed on the routes that exist when it is called.

@@ -282,6 +282,14 @@ fn full_job_body() -> JobBody {
     .unwrap();
     body.description = "nightly".into();
     body.tags = vec!["etl".into(), "team:data".into()];
+    body.log_type = crate::model::LogType::Local;
+    body.log_level = LogLevel::Warn;
+    body.retry_backoff = serde_json::from_value(json!({
+        "shape": "EXPONENTIAL", "initial_delay_ms": 500, "factor": 1.5,
+        "max_delay_ms": 60000, "jitter": 0.2
+    }))
+    .unwrap();
+    body.overlap_policy = crate::policy::OverlapPolicy::Queue;
     body
 }
 
@@ -327,9 +335,22 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
     request_matches(&d, "post", path, "RunWorkflow", &run);
     let app = CreateApp {
         name: "a".into(),
-        secret: "s".into(),
+        secret: "s".repeat(16),
     };
     request_matches(&d, "post", "/v1/apps", "CreateApp", &app);
+    let token = CreateToken {
+        name: "t".into(),
+        role: TokenRole::Operate,
+        expires_in_secs: Some(60),
+    };
+    let path = "/v1/apps/{app}/tokens";
+    request_matches(&d, "post", path, "CreateToken", &token);
+    let rotate = RotateSecret {
+        secret: Some("s".repeat(16)),
+        overlap_secs: Some(60),
+    };
+    let path = "/v1/apps/{app}/rotate-secret";
+    request_matches(&d, "post", path, "RotateSecret", &rotate);
     let v = ValidateRequest {
         kind: TimeExpressionType::Cron,
         expression: "0 * * * * ?".into(),
@@ -377,6 +398,7 @@ fn every_enum_value_of_the_document_is_a_value_of_the_rust_enum() {
     parses::<MisfirePolicy>(&s["MisfirePolicy"], "MisfirePolicy");
     parses::<InstanceStatus>(&s["InstanceStatus"], "InstanceStatus");
     parses::<LogLevel>(&s["LogLevel"], "LogLevel");
+    parses::<crate::model::LogType>(&s["LogType"], "LogType");
     parses::<FailurePolicy>(&s["FailurePolicy"], "FailurePolicy");
     parses::<NodeKind>(&s["NodeKind"], "NodeKind");
     parses::<NodeStatus>(&s["NodeStatus"], "NodeStatus");
@@ -431,6 +453,7 @@ fn instance(status: InstanceStatus) -> InstanceView {
         run: 0,
         workflow_instance_id: None,
         tasks: None,
+        next_retry_at: (status == InstanceStatus::WaitingDispatch).then_some(1_700_000_002_000),
     }
 }
 
@@ -453,6 +476,45 @@ fn real_answers_match_the_response_schemas() {
         },
     );
     conforms(&d, "Created", &Created { id: WorkflowId(0) });
+    let view = TokenView {
+        id: 7,
+        name: "ci".into(),
+        role: TokenRole::Admin,
+        created_at: 1,
+        expires_at: Some(2),
+    };
+    conforms(&d, "TokenView", &view);
+    conforms(
+        &d,
+        "TokenList",
+        &TokenList {
+            items: vec![view.clone()],
+        },
+    );
+    conforms(
+        &d,
+        "TokenCreated",
+        &TokenCreated {
+            view,
+            token: "fjt_7_x".into(),
+        },
+    );
+    let app = AppView {
+        id: AppId(3),
+        name: "a".into(),
+        created_at: 1,
+        previous_secret_until: Some(5),
+    };
+    conforms(&d, "AppView", &app);
+    conforms(&d, "AppList", &AppList { items: vec![app] });
+    conforms(
+        &d,
+        "SecretRotated",
+        &SecretRotated {
+            secret: "s".repeat(16),
+            previous_secret_until: 9,
+        },
+    );
     let minimal = JobBody::new("j", TimeExpressionType::Api, "", "noop");
     for (body, next) in [(minimal, None), (full_job_body(), Some(-5))] {
         let job = JobView {
@@ -461,6 +523,7 @@ fn real_answers_match_the_response_schemas() {
             body,
             next_trigger_time: next,
             runs: 3,
+            skipped_runs: 6,
             created_at: 4,
             updated_at: 5,
         };
@@ -518,8 +581,14 @@ fn real_answers_match_the_response_schemas() {
                 time_ms: 1,
                 level: LogLevel::Warn,
                 content: "line".into(),
+                attempt: 2,
+                fields: vec![crate::api::LogFieldView {
+                    key: "rows".into(),
+                    value: "12".into(),
+                }],
             }],
             next_cursor: Some(1),
+            prev_cursor: None,
             dropped: 2,
         },
     );

@@ -8,7 +8,7 @@ use axum::http::Method;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use super::{alarm as a, handlers as h, openapi, workflow as w, Shared};
+use super::{alarm as a, apps as ap, handlers as h, openapi, workflow as w, Shared};
 
 /// A [`Router`] under construction and the `(method, path)` of every route added to it.
 pub(crate) struct Routes {
@@ -71,6 +71,13 @@ pub(crate) fn routes() -> Routes {
         .get("/v1/openapi.json", openapi::document)
         .post("/v1/validate", h::validate)
         .post("/v1/apps", h::create_app)
+        .get("/v1/apps", ap::list_apps)
+        .get("/v1/apps/{app}", ap::get_app)
+        .delete("/v1/apps/{app}", ap::delete_app)
+        .post("/v1/apps/{app}/rotate-secret", ap::rotate_secret)
+        .post("/v1/apps/{app}/tokens", ap::create_token)
+        .get("/v1/apps/{app}/tokens", ap::list_tokens)
+        .delete("/v1/apps/{app}/tokens/{id}", ap::revoke_token)
         .post("/v1/apps/{app}/jobs", h::create_job)
         .get("/v1/apps/{app}/jobs", h::list_jobs)
         .get(JOB, h::get_job)
@@ -86,6 +93,10 @@ pub(crate) fn routes() -> Routes {
         .post("/v1/apps/{app}/instances/{id}/cancel", h::cancel_instance)
         .post("/v1/apps/{app}/instances/{id}/retry", h::retry_instance)
         .get("/v1/apps/{app}/instances/{id}/log", h::instance_log)
+        .get(
+            "/v1/apps/{app}/instances/{id}/log.txt",
+            h::instance_log_text,
+        )
         .get("/v1/apps/{app}/workers", h::list_workers)
         .post("/v1/apps/{app}/workflows", w::create_workflow)
         .get("/v1/apps/{app}/workflows", w::list_workflows)

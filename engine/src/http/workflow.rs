@@ -24,7 +24,8 @@ use serde::Deserialize;
 
 use super::extract::{json_body, optional_json_body, parse_id, parse_query};
 use super::handlers::{created, ok, path, Answer, AppIdPath, AppPath};
-use super::Shared;
+use super::{idempotency, Shared};
+use crate::api::TokenRole;
 use crate::api::{
     CopyWorkflow, RunWorkflow, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceQuery,
     WorkflowQuery,
@@ -46,9 +47,14 @@ pub(crate) async fn create_workflow(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
-    let body: WorkflowDef = json_body(req).await?;
-    created(s.api.create_workflow(app, body).await?)
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
+    let scope = idempotency::scope(&req)?;
+    let api = std::sync::Arc::clone(&s.api);
+    let run = || async move {
+        let body: WorkflowDef = json_body(req).await?;
+        created(api.create_workflow(app, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
 /// `GET /v1/apps/{app}/workflows?limit=&cursor=&name=&tag=&time_expression_type=`.
@@ -59,7 +65,7 @@ pub(crate) async fn list_workflows(
     uri: Uri,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let query: WorkflowQuery = parse_query(&uri)?;
     ok(s.api.list_workflows(app, query).await?)
 }
@@ -71,7 +77,7 @@ pub(crate) async fn copy_workflow(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
     let id = parse_id(&p.id)?;
     let body: CopyWorkflow = json_body(req).await?;
     created(s.api.copy_workflow(app, id, body).await?)
@@ -84,7 +90,7 @@ pub(crate) async fn get_workflow(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let id = parse_id(&p.id)?;
     ok(s.api.get_workflow(app, id).await?)
 }
@@ -96,7 +102,7 @@ pub(crate) async fn update_workflow(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
     let id = parse_id(&p.id)?;
     let body: WorkflowDef = json_body(req).await?;
     ok(s.api.update_workflow(app, id, body).await?)
@@ -109,7 +115,7 @@ pub(crate) async fn delete_workflow(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Admin)?;
     let id = parse_id(&p.id)?;
     s.api.delete_workflow(app, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -123,10 +129,15 @@ pub(crate) async fn run_workflow(
     req: Request,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(req.headers(), &p.app)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
-    let body: RunWorkflow = optional_json_body(req).await?;
-    ok(s.api.run_workflow(app, id, body).await?)
+    let scope = idempotency::scope(&req)?;
+    let api = std::sync::Arc::clone(&s.api);
+    let run = || async move {
+        let body: RunWorkflow = optional_json_body(req).await?;
+        ok(api.run_workflow(app, id, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
 /// `GET /v1/apps/{app}/workflow-instances?workflow_id=&limit=&cursor=`.
@@ -137,7 +148,7 @@ pub(crate) async fn list_workflow_instances(
     uri: Uri,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let query: WorkflowInstanceQuery = parse_query(&uri)?;
     ok(s.api.list_workflow_instances(app, query).await?)
 }
@@ -149,7 +160,7 @@ pub(crate) async fn get_workflow_instance(
     headers: HeaderMap,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
     let id = parse_id(&p.id)?;
     ok(s.api.get_workflow_instance(app, id).await?)
 }
@@ -161,7 +172,7 @@ async fn action(
     action: WorkflowInstanceAction,
 ) -> Answer {
     let p = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
     ok(s.api.workflow_instance_action(app, id, action).await?)
 }
@@ -194,7 +205,7 @@ pub(crate) async fn mark_workflow_node_success(
     headers: HeaderMap,
 ) -> Answer {
     let p: AppIdNodePath = path(p)?;
-    let app = s.authorize_app(&headers, &p.app)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
     let node = parse_id(&p.node)?;
     ok(s.api.mark_workflow_node_success(app, id, node).await?)

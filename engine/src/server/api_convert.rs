@@ -23,7 +23,7 @@ use crate::workflow::{InstanceSnapshot, WorkflowDef};
 use super::alarm_repo::{AlarmRecord, ChannelRecord, DeliveryStatus};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
-use super::records::{JobRecord, TriggerRecord};
+use super::records::{JobRecord, LogSettings, TriggerRecord};
 use super::workflow_repo::{WfInstanceRecord, WorkflowRecord};
 
 /// The record `body` describes for app `app_id` (id 0: the repo assigns it), checked: the
@@ -48,6 +48,8 @@ pub fn job_record(body: &JobBody, app_id: AppId) -> Result<JobRecord, ApiError> 
     job.concurrency = body.concurrency;
     job.timeout_ms = body.timeout_ms;
     job.instance_retries = body.instance_retries;
+    job.retry_backoff = body.retry_backoff;
+    job.overlap_policy = body.overlap_policy;
     job.task_retries = body.task_retries;
     job.dispatch_strategy = body.dispatch_strategy;
     job.designated_workers = body.designated_workers.clone();
@@ -61,6 +63,10 @@ pub fn job_record(body: &JobBody, app_id: AppId) -> Result<JobRecord, ApiError> 
     job.alarm = body.alarm.clone();
     job.description = body.description.clone();
     job.tags = body.tags.clone();
+    job.log = LogSettings {
+        log_type: body.log_type,
+        level: body.log_level,
+    };
     job.validate()?;
     Ok(job)
 }
@@ -79,6 +85,8 @@ pub fn job_body(job: &JobRecord) -> JobBody {
         concurrency: job.concurrency,
         timeout_ms: job.timeout_ms,
         instance_retries: job.instance_retries,
+        retry_backoff: job.retry_backoff,
+        overlap_policy: job.overlap_policy,
         task_retries: job.task_retries,
         dispatch_strategy: job.dispatch_strategy,
         designated_workers: job.designated_workers.clone(),
@@ -92,10 +100,13 @@ pub fn job_body(job: &JobRecord) -> JobBody {
         alarm: job.alarm.clone(),
         description: job.description.clone(),
         tags: job.tags.clone(),
+        log_type: job.log.log_type,
+        log_level: job.log.level,
     }
 }
 
-/// The view of `job` with its trigger state (none: not scheduled, never fired).
+/// The view of `job` with its trigger state (none: not scheduled, never fired). The skip
+/// count is not in the record: the caller fills it in.
 pub fn job_view(job: &JobRecord, trigger: Option<TriggerRecord>) -> JobView {
     JobView {
         id: job.id,
@@ -103,13 +114,14 @@ pub fn job_view(job: &JobRecord, trigger: Option<TriggerRecord>) -> JobView {
         body: job_body(job),
         next_trigger_time: trigger.and_then(|t| t.next_trigger),
         runs: trigger.map_or(0, |t| t.runs),
+        skipped_runs: 0,
         created_at: job.created_at,
         updated_at: job.updated_at,
     }
 }
 
-/// The view of an instance record. The workflow link and the task progress are not in the
-/// record: the caller fills them in when it knows them.
+/// The view of an instance record. The workflow link, the task progress and the next retry
+/// time are not in the record: the caller fills them in when it knows them.
 pub fn instance_view(r: &InstanceRecord) -> InstanceView {
     InstanceView {
         id: r.id,
@@ -125,6 +137,7 @@ pub fn instance_view(r: &InstanceRecord) -> InstanceView {
         run: r.run,
         workflow_instance_id: None,
         tasks: None,
+        next_retry_at: None,
     }
 }
 

@@ -7,9 +7,10 @@
 //!           +---------+--------------------------------------+
 //! ```
 //!
-//! Every record is at version 1 except [`JobRecord`](super::JobRecord), which is at version 2
-//! (its alarm rules); `job_codec.rs` still reads version 1 jobs and migrates them on read. A
-//! value with an unknown version is [`RepoError::Corrupt`].
+//! Every record is at version 1 except [`JobRecord`](super::JobRecord) (`job_codec.rs`) and
+//! [`LogLine`](super::LogLine) (`log_codec.rs`), which have later versions and read their
+//! older ones, migrating them on read. A value with an unknown version is
+//! [`RepoError::Corrupt`].
 //!
 //! Reads copy the archive into an [`AlignedVec`] (the version byte leaves it misaligned in
 //! the store's buffer) and validate it with bytecheck before deserializing: a value the store

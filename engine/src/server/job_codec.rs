@@ -4,27 +4,32 @@
 //! |---|---|---|
 //! | 1 | [`JobRecordV1`]: every field but `alarm` | the first release |
 //! | 2 | [`JobRecordV2`]: every field but `description` and `tags` | alarm rules |
-//! | 3 | [`JobRecord`] | description and tags |
+//! | 3 | [`JobRecordV3`]: every field but `retry_backoff`, `overlap_policy` and `log` | description and tags |
+//! | 4 | [`JobRecordV4`]: every field but `log` | retry backoff and overlap policy |
+//! | 5 | [`JobRecord`] | log settings |
 //!
-//! Writes are always version 3. An older value is read in its own layout and migrated: a
-//! version 1 job has no alarm rules, versions 1 and 2 have an empty description and no tags.
-//! So a store written by an older build opens unchanged; a job is rewritten at version 3 on
-//! its next update.
+//! Writes are always version 5. An older value is read in its own layout and migrated: a
+//! version 1 job has no alarm rules, versions 1 and 2 have an empty description and no tags,
+//! versions 1 to 3 back off as every job did then (exponential from 1 s, doubling, at most
+//! 30 s) and FAIL a run beyond `max_instances`, versions 1 to 4 log ONLINE from INFO. So a
+//! store written by an older build opens unchanged; a job is rewritten at version 5 on its
+//! next update.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::alarm::AlarmRules;
 use crate::ids::{AppId, JobId};
 use crate::model::{DispatchStrategy, ExecuteType};
+use crate::policy::{OverlapPolicy, RetryBackoff};
 use crate::time_expression::{EpochMs, Lifecycle, MisfirePolicy, TimeExpressionType};
 
 use super::codec::{decode_archive, encode_version, version_of};
 use super::error::RepoError;
 use super::keys::JOBS;
-use super::records::JobRecord;
+use super::records::{JobRecord, LogSettings};
 
 /// The version `encode_job` writes.
-pub const JOB_RECORD_VERSION: u8 = 3;
+pub const JOB_RECORD_VERSION: u8 = 5;
 
 /// A job as version 1 stored it: the layout must never change.
 #[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
@@ -72,6 +77,8 @@ impl From<JobRecordV1> for JobRecord {
             concurrency: v.concurrency,
             timeout_ms: v.timeout_ms,
             instance_retries: v.instance_retries,
+            retry_backoff: RetryBackoff::default(),
+            overlap_policy: OverlapPolicy::Fail,
             task_retries: v.task_retries,
             dispatch_strategy: v.dispatch_strategy,
             designated_workers: v.designated_workers,
@@ -85,6 +92,7 @@ impl From<JobRecordV1> for JobRecord {
             alarm: AlarmRules::default(),
             description: String::new(),
             tags: Vec::new(),
+            log: LogSettings::default(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -138,6 +146,8 @@ impl From<JobRecordV2> for JobRecord {
             concurrency: v.concurrency,
             timeout_ms: v.timeout_ms,
             instance_retries: v.instance_retries,
+            retry_backoff: RetryBackoff::default(),
+            overlap_policy: OverlapPolicy::Fail,
             task_retries: v.task_retries,
             dispatch_strategy: v.dispatch_strategy,
             designated_workers: v.designated_workers,
@@ -151,6 +161,153 @@ impl From<JobRecordV2> for JobRecord {
             alarm: v.alarm,
             description: String::new(),
             tags: Vec::new(),
+            log: LogSettings::default(),
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+/// A job as version 3 stored it (version 2 plus `description` and `tags`): the layout must
+/// never change.
+#[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
+pub(crate) struct JobRecordV3 {
+    pub id: JobId,
+    pub app_id: AppId,
+    pub name: String,
+    pub time_expression_type: TimeExpressionType,
+    pub time_expression: String,
+    pub time_zone: Option<String>,
+    pub execute_type: ExecuteType,
+    pub processor: String,
+    pub params: String,
+    pub max_instances: u32,
+    pub concurrency: u32,
+    pub timeout_ms: u64,
+    pub instance_retries: u32,
+    pub task_retries: u32,
+    pub dispatch_strategy: DispatchStrategy,
+    pub designated_workers: Vec<String>,
+    pub min_cpu_cores: f64,
+    pub min_memory_gb: f64,
+    pub min_disk_gb: f64,
+    pub max_worker_count: u32,
+    pub misfire: MisfirePolicy,
+    pub lifecycle: Lifecycle,
+    pub enabled: bool,
+    pub alarm: AlarmRules,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub created_at: EpochMs,
+    pub updated_at: EpochMs,
+}
+
+impl From<JobRecordV3> for JobRecord {
+    fn from(v: JobRecordV3) -> JobRecord {
+        JobRecord {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            retry_backoff: RetryBackoff::default(),
+            overlap_policy: OverlapPolicy::Fail,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: v.description,
+            tags: v.tags,
+            log: LogSettings::default(),
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+/// A job as version 4 stored it (version 3 plus `retry_backoff` and `overlap_policy`): the
+/// layout must never change.
+#[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
+pub(crate) struct JobRecordV4 {
+    pub id: JobId,
+    pub app_id: AppId,
+    pub name: String,
+    pub time_expression_type: TimeExpressionType,
+    pub time_expression: String,
+    pub time_zone: Option<String>,
+    pub execute_type: ExecuteType,
+    pub processor: String,
+    pub params: String,
+    pub max_instances: u32,
+    pub concurrency: u32,
+    pub timeout_ms: u64,
+    pub instance_retries: u32,
+    pub retry_backoff: RetryBackoff,
+    pub overlap_policy: OverlapPolicy,
+    pub task_retries: u32,
+    pub dispatch_strategy: DispatchStrategy,
+    pub designated_workers: Vec<String>,
+    pub min_cpu_cores: f64,
+    pub min_memory_gb: f64,
+    pub min_disk_gb: f64,
+    pub max_worker_count: u32,
+    pub misfire: MisfirePolicy,
+    pub lifecycle: Lifecycle,
+    pub enabled: bool,
+    pub alarm: AlarmRules,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub created_at: EpochMs,
+    pub updated_at: EpochMs,
+}
+
+impl From<JobRecordV4> for JobRecord {
+    fn from(v: JobRecordV4) -> JobRecord {
+        JobRecord {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            retry_backoff: v.retry_backoff,
+            overlap_policy: v.overlap_policy,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: v.description,
+            tags: v.tags,
+            log: LogSettings::default(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -167,6 +324,8 @@ pub(crate) fn decode_job(key: &[u8], bytes: &[u8]) -> Result<JobRecord, RepoErro
     match version_of(JOBS, key, bytes)? {
         1 => decode_archive::<JobRecordV1>(JOBS, key, bytes).map(JobRecord::from),
         2 => decode_archive::<JobRecordV2>(JOBS, key, bytes).map(JobRecord::from),
+        3 => decode_archive::<JobRecordV3>(JOBS, key, bytes).map(JobRecord::from),
+        4 => decode_archive::<JobRecordV4>(JOBS, key, bytes).map(JobRecord::from),
         JOB_RECORD_VERSION => decode_archive::<JobRecord>(JOBS, key, bytes),
         v => Err(RepoError::corrupt(
             JOBS,
@@ -275,8 +434,107 @@ mod tests {
     }
 
     #[test]
-    fn a_version_3_job_round_trips_with_its_rules_and_labels() {
+    fn a_version_3_job_reads_with_the_default_policies() {
+        // What a server before retry backoff and overlap policies wrote.
+        let v = v2();
+        let v3 = JobRecordV3 {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: "nightly".into(),
+            tags: vec!["etl".into()],
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        };
+        let bytes = encode_version(JOBS, 3, &v3).unwrap();
+        assert_eq!(bytes[0], 3);
+        let job = decode_job(b"k", &bytes).unwrap();
+        assert_eq!(job.tags, vec!["etl".to_owned()]);
+        assert_eq!(job.retry_backoff, RetryBackoff::default());
+        assert_eq!(job.overlap_policy, OverlapPolicy::Fail);
+        assert_eq!(job.log, LogSettings::default());
+        assert_eq!(job, JobRecord::from(v3));
+    }
+
+    #[test]
+    fn a_version_4_job_reads_with_its_policies_and_default_log_settings() {
+        // What a server before log settings wrote.
+        let v = JobRecord::from(v2());
+        let v4 = JobRecordV4 {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            retry_backoff: RetryBackoff::fixed(2_000),
+            overlap_policy: OverlapPolicy::Skip,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: "nightly".into(),
+            tags: vec!["etl".into()],
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        };
+        let bytes = encode_version(JOBS, 4, &v4).unwrap();
+        assert_eq!(bytes[0], 4);
+        let job = decode_job(b"k", &bytes).unwrap();
+        assert_eq!(job.retry_backoff, RetryBackoff::fixed(2_000));
+        assert_eq!(job.overlap_policy, OverlapPolicy::Skip);
+        assert_eq!(job.log, LogSettings::default());
+        assert_eq!(job, JobRecord::from(v4));
+    }
+
+    #[test]
+    fn a_version_5_job_round_trips_with_its_rules_labels_policies_and_log_settings() {
         let mut job = JobRecord::from(v1());
+        job.retry_backoff = RetryBackoff {
+            jitter: 0.25,
+            factor: 1.5,
+            ..RetryBackoff::exponential(200, 5_000)
+        };
+        job.overlap_policy = OverlapPolicy::Queue;
+        job.log = LogSettings {
+            log_type: crate::model::LogType::Local,
+            level: crate::model::LogLevel::Warn,
+        };
         job.description = "nightly export to the warehouse".into();
         job.tags = vec!["etl".into(), "team:data".into()];
         job.alarm = AlarmRules {
@@ -297,7 +555,7 @@ mod tests {
     #[test]
     fn other_versions_and_bad_bytes_are_corrupt() {
         let mut bytes = encode_job(&JobRecord::from(v1())).unwrap();
-        for v in [0u8, 4, 255] {
+        for v in [0u8, 6, 255] {
             bytes[0] = v;
             assert!(matches!(
                 decode_job(b"k", &bytes),
@@ -308,8 +566,8 @@ mod tests {
             decode_job(b"k", &[]),
             Err(RepoError::Corrupt { .. })
         ));
-        // A version 3 archive under an older byte fails validation, never panics.
-        for v in [1u8, 2] {
+        // A version 5 archive under an older byte fails validation, never panics.
+        for v in [1u8, 2, 3, 4] {
             bytes[0] = v;
             let _ = decode_job(b"k", &bytes);
         }

@@ -18,6 +18,9 @@
 //! | `delayed`   | instance id (8)                      | [`DelayedRun`]     | pending delayed API runs |
 //! | `logs`      | instance id (8) ++ log seq (8)       | [`LogLine`]        | an instance's log, in append order |
 //!
+//! The tables of API tokens and rotated secrets (`api_tokens`, `app_tokens`,
+//! `app_prev_secrets`) are in `token_repo.rs`, the workflow and alarm tables in their files.
+//!
 //! `!id` is `u64::MAX - id`: instance index rows sort newest first, so the first page of a
 //! listing is the most recent runs.
 //!

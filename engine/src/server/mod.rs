@@ -21,6 +21,7 @@
 //!   restart [`LogRepo::load`]; `instance_repo.rs` its instances (fire, listings, deletion).
 //! - `pg` (feature `postgres`): `PgRepo`, the implementation on PostgreSQL.
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
+//! - [`token_repo`]: API tokens, the previous worker secret of a rotation, app deletion.
 //! - [`alarm_repo`]: the alarm outbox with its delivery history, and the apps' channels.
 //! - [`api_convert`]: records into API views, job bodies into records, repository errors
 //!   into API errors.
@@ -58,12 +59,14 @@ pub mod instance;
 mod instance_repo;
 mod job_codec;
 pub mod keys;
+mod log_codec;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod records;
 pub mod repo;
 mod repository;
 pub mod runtime;
+pub mod token_repo;
 pub mod workflow_repo;
 
 pub use codec::RECORD_VERSION;
@@ -73,7 +76,8 @@ pub use job_codec::JOB_RECORD_VERSION;
 #[cfg(feature = "postgres")]
 pub use pg::{PgOptions, PgRepo};
 pub use records::{
-    AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
+    AppRecord, DelayedRun, JobRecord, LogLine, LogLineField, LogSettings, TriggerRecord,
+    MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
 pub use repo::{
     Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, LogRepo, Page,
@@ -91,7 +95,7 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         keys::TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
         keys::INSTANCES => codec::decode::<InstanceRecord>(table, key, value).map(drop),
         keys::DELAYED => codec::decode::<DelayedRun>(table, key, value).map(drop),
-        keys::LOGS => codec::decode::<LogLine>(table, key, value).map(drop),
+        keys::LOGS => log_codec::decode_log_line(key, value).map(drop),
         workflow_repo::WORKFLOWS => {
             codec::decode::<workflow_repo::WorkflowRecord>(table, key, value).map(drop)
         }
@@ -105,6 +109,12 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         alarm_repo::ALARMS => codec::decode::<alarm_repo::AlarmRecord>(table, key, value).map(drop),
         alarm_repo::ALARM_CHANNELS => {
             codec::decode::<alarm_repo::ChannelRecord>(table, key, value).map(drop)
+        }
+        token_repo::API_TOKENS => {
+            codec::decode::<token_repo::TokenRecord>(table, key, value).map(drop)
+        }
+        token_repo::APP_PREV_SECRETS => {
+            codec::decode::<token_repo::PreviousSecretRecord>(table, key, value).map(drop)
         }
         workflow_repo::NODE_LINKS => {
             codec::decode::<workflow_repo::NodeLinkRecord>(table, key, value).map(drop)

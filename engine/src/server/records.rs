@@ -9,7 +9,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::alarm::AlarmRules;
 use crate::ids::{AppId, JobId};
-use crate::model::{DispatchStrategy, ExecuteType, LogLevel};
+use crate::model::{DispatchStrategy, ExecuteType, LogLevel, LogType};
+use crate::policy::{OverlapPolicy, RetryBackoff};
 use crate::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -108,6 +109,11 @@ pub struct JobRecord {
     pub timeout_ms: u64,
     /// Times the server re-runs a failed instance (default 0).
     pub instance_retries: u32,
+    /// How long each of those re-runs waits (default exponential from 1 s, doubling, at
+    /// most 30 s, no jitter).
+    pub retry_backoff: RetryBackoff,
+    /// What a run does when `max_instances` are running (default FAIL).
+    pub overlap_policy: OverlapPolicy,
     /// Times a worker re-runs a failed task (default 0).
     pub task_retries: u32,
     /// Default HEALTH_FIRST.
@@ -134,6 +140,8 @@ pub struct JobRecord {
     pub description: String,
     /// Labels a listing filters on (default none; see [`crate::model::check_labels`]).
     pub tags: Vec<String>,
+    /// Where the workers send its log lines and from which level (default ONLINE, INFO).
+    pub log: LogSettings,
     /// Creation time, ms since the epoch (set by the repo).
     pub created_at: EpochMs,
     /// Last update, ms since the epoch (set by the repo).
@@ -142,9 +150,10 @@ pub struct JobRecord {
 
 impl JobRecord {
     /// A job with every documented default: enabled, STANDALONE, HEALTH_FIRST, UTC, no params,
-    /// `max_instances` 0 (unlimited), `concurrency` 5, no timeout, no retries, no resource
+    /// `max_instances` 0 (unlimited), overlap policy FAIL, `concurrency` 5, no timeout, no
+    /// retries (backing off 1 s, 2 s … 30 s were they raised), no resource
     /// minimums, `max_worker_count` 0 (unlimited), FIRE_ONCE, unbounded lifecycle, no alarm
-    /// rules, no description, no tags. The id and
+    /// rules, no description, no tags, ONLINE logs from INFO. The id and
     /// times are assigned by [`Repo::create_job`](super::Repository::create_job).
     pub fn new(
         app_id: AppId,
@@ -167,6 +176,8 @@ impl JobRecord {
             concurrency: 5,
             timeout_ms: 0,
             instance_retries: 0,
+            retry_backoff: RetryBackoff::default(),
+            overlap_policy: OverlapPolicy::Fail,
             task_retries: 0,
             dispatch_strategy: DispatchStrategy::HealthFirst,
             designated_workers: Vec::new(),
@@ -180,6 +191,7 @@ impl JobRecord {
             alarm: AlarmRules::default(),
             description: String::new(),
             tags: Vec::new(),
+            log: LogSettings::default(),
             created_at: 0,
             updated_at: 0,
         }
@@ -267,9 +279,30 @@ impl JobRecord {
         self.alarm
             .validate()
             .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
+        self.retry_backoff.validate().map_err(|(field, msg)| {
+            RepoError::invalid("retry_backoff", format!("{field}: {msg}"))
+        })?;
         crate::model::check_labels(&self.description, &self.tags)
             .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
         Ok(())
+    }
+}
+
+/// A job's log settings, which its workers honour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct LogSettings {
+    /// Where the lines go (default ONLINE).
+    pub log_type: LogType,
+    /// Lines below this level are dropped at the worker (default INFO).
+    pub level: LogLevel,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            log_type: LogType::Online,
+            level: LogLevel::Info,
+        }
     }
 }
 
@@ -299,7 +332,8 @@ pub struct DelayedRun {
 /// Longest stored log line, in bytes; longer content is cut at a char boundary and marked.
 pub const MAX_LOG_LINE_LEN: usize = 8 << 10;
 
-/// One line of an instance's log, as a worker shipped it.
+/// One line of an instance's log, as a worker shipped it (stored form and versions in
+/// `log_codec.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct LogLine {
     /// When the worker logged it, ms since the epoch.
@@ -308,6 +342,38 @@ pub struct LogLine {
     pub level: LogLevel,
     /// The text, at most [`MAX_LOG_LINE_LEN`] bytes once stored.
     pub content: String,
+    /// The dispatch attempt that wrote it (1 for the first); 0 = unknown (lines stored before
+    /// attempts were recorded, or from a worker that could not tell).
+    pub attempt: u32,
+    /// Structured fields the processor attached, in its order (the worker bounds them).
+    /// A NUL character in them or in the content is stored as U+FFFD.
+    pub fields: Vec<LogLineField>,
+}
+
+impl LogLine {
+    /// Replaces each NUL character of the content and the fields with U+FFFD, as every
+    /// repository stores them (PostgreSQL's text cannot hold NUL).
+    pub(crate) fn replace_nul(&mut self) {
+        fn clean(s: &mut String) {
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
+            }
+        }
+        clean(&mut self.content);
+        for f in &mut self.fields {
+            clean(&mut f.key);
+            clean(&mut f.value);
+        }
+    }
+}
+
+/// One structured field of a [`LogLine`].
+#[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
+pub struct LogLineField {
+    /// The name.
+    pub key: String,
+    /// The value, as text.
+    pub value: String,
 }
 
 /// Cuts `s` to at most `max` bytes at a char boundary, appending a marker that says how many

@@ -54,6 +54,7 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::job_codec::{decode_job, encode_job};
 use super::keys::{self, *};
+use super::log_codec::{decode_log_line, encode_log_line};
 use super::records::{
     truncate_marked, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
 };
@@ -566,6 +567,11 @@ impl LogRepo {
         Ok(self.submit(batch, app))
     }
 
+    /// Frees `name` for a new app (its app's deletion was submitted).
+    pub(super) fn forget_app_name(&self, name: &str) {
+        self.lock().app_names.remove(name);
+    }
+
     /// The app `id`.
     pub fn get_app(&self, id: AppId) -> Result<AppRecord, RepoError> {
         self.get_record(APPS, &keys::id(id.0), "app", id.0)
@@ -773,7 +779,7 @@ impl LogRepo {
 
     /// Appends `lines` to instance `id`'s log, in order. Stores at most [`MAX_LOG_APPEND`]
     /// lines (the rest are dropped and counted); content beyond [`MAX_LOG_LINE_LEN`] bytes is
-    /// cut and marked.
+    /// cut and marked; a NUL character becomes U+FFFD.
     pub fn append_logs(
         &self,
         id: InstanceId,
@@ -801,6 +807,7 @@ impl LogRepo {
                 out.dropped += 1;
                 continue;
             }
+            line.replace_nul();
             if line.content.len() > MAX_LOG_LINE_LEN {
                 line.content = truncate_marked(&line.content, MAX_LOG_LINE_LEN);
                 out.truncated += 1;
@@ -812,7 +819,7 @@ impl LogRepo {
             // `kept.len()` is at most MAX_LOG_APPEND: the cast is lossless.
             let first = self.log_seqs.alloc(&*self.store, kept.len() as u64)?;
             for (seq, line) in (first..).zip(&kept) {
-                batch.push_put(LOGS, keys::pair(id.0, seq), encode(LOGS, line)?);
+                batch.push_put(LOGS, keys::pair(id.0, seq), encode_log_line(line)?);
                 out.stored += 1;
             }
         }
@@ -837,7 +844,7 @@ impl LogRepo {
         for (k, v) in &rows {
             items.push(LogEntry {
                 seq: keys::read_child(LOGS, k)?,
-                line: decode(LOGS, k, v)?,
+                line: decode_log_line(k, v)?,
             });
         }
         let next_cursor = match items.last() {
@@ -845,6 +852,49 @@ impl LogRepo {
             _ => None,
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// Up to `limit` (at most [`MAX_PAGE`]) lines of instance `id`'s log just before `before`
+    /// (a [`LogEntry::seq`]), in append order: the page that precedes it (paging backward).
+    /// The store scans forward only, so this reads every line before `before` (bounded by the
+    /// per-instance log cap) and decodes only the page it returns.
+    pub fn read_logs_before(
+        &self,
+        id: InstanceId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, RepoError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let end = keys::pair(id.0, before);
+        let all = KeyRange::prefix(&keys::id(id.0));
+        let (start, _) = all.as_bounds();
+        let mut range = KeyRange::new(start, std::ops::Bound::Excluded(&end));
+        let mut last: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> =
+            std::collections::VecDeque::with_capacity(limit);
+        loop {
+            let rows = self.store.range(LOGS, &range, MAX_PAGE)?;
+            let full = rows.len() == MAX_PAGE;
+            let Some((k, _)) = rows.last() else { break };
+            let next = range.after(k);
+            for row in rows {
+                if last.len() == limit {
+                    last.pop_front();
+                }
+                last.push_back(row);
+            }
+            if !full {
+                break;
+            }
+            range = next;
+        }
+        last.iter()
+            .map(|(k, v)| {
+                Ok(LogEntry {
+                    seq: keys::read_child(LOGS, k)?,
+                    line: decode_log_line(k, v)?,
+                })
+            })
+            .collect()
     }
 
     // ----- restart -----

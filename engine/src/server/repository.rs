@@ -34,6 +34,7 @@ use super::repo::{
     Commit, InstanceFilter, JobFilter, LoadedState, LogAppend, LogEntry, LogRepo, Page,
     WorkflowFilter,
 };
+use super::token_repo::{PreviousSecretRecord, TokenRecord};
 use super::workflow_repo::{
     LoadedWorkflow, NodeLinkRecord, WfInstanceRecord, WfWrite, WorkflowRecord,
 };
@@ -59,6 +60,27 @@ pub trait Repository: Send + Sync + Debug {
     fn get_app_by_name(&self, name: &str) -> Result<AppRecord, RepoError>;
     /// See [`LogRepo::list_apps`].
     fn list_apps(&self) -> Result<Vec<AppRecord>, RepoError>;
+    /// See [`LogRepo::rotate_secret`].
+    fn rotate_secret(
+        &self,
+        app: AppId,
+        secret: &str,
+        until: EpochMs,
+    ) -> Result<Commit<AppRecord>, RepoError>;
+    /// See [`LogRepo::previous_secret`].
+    fn previous_secret(&self, app: AppId) -> Result<Option<PreviousSecretRecord>, RepoError>;
+    /// See [`LogRepo::delete_app`].
+    fn delete_app(&self, app: AppId) -> Result<Commit<()>, RepoError>;
+
+    // ----- API tokens -----
+    /// See [`LogRepo::create_token`].
+    fn create_token(&self, token: TokenRecord) -> Result<Commit<TokenRecord>, RepoError>;
+    /// See [`LogRepo::token`].
+    fn token(&self, id: u64) -> Result<Option<TokenRecord>, RepoError>;
+    /// See [`LogRepo::list_tokens`].
+    fn list_tokens(&self, app: AppId) -> Result<Vec<TokenRecord>, RepoError>;
+    /// See [`LogRepo::revoke_token`].
+    fn revoke_token(&self, app: AppId, id: u64) -> Result<Commit<()>, RepoError>;
 
     // ----- jobs and their trigger rows -----
     /// See [`LogRepo::create_job`].
@@ -188,6 +210,13 @@ pub trait Repository: Send + Sync + Debug {
         cursor: Option<u64>,
         limit: usize,
     ) -> Result<Page<LogEntry>, RepoError>;
+    /// See [`LogRepo::read_logs_before`].
+    fn read_logs_before(
+        &self,
+        id: InstanceId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, RepoError>;
 
     // ----- workflows -----
     /// See [`LogRepo::create_workflow`].
@@ -429,6 +458,32 @@ impl Repository for LogRepo {
     fn list_apps(&self) -> Result<Vec<AppRecord>, RepoError> {
         LogRepo::list_apps(self)
     }
+    fn rotate_secret(
+        &self,
+        app: AppId,
+        secret: &str,
+        until: EpochMs,
+    ) -> Result<Commit<AppRecord>, RepoError> {
+        LogRepo::rotate_secret(self, app, secret, until)
+    }
+    fn previous_secret(&self, app: AppId) -> Result<Option<PreviousSecretRecord>, RepoError> {
+        LogRepo::previous_secret(self, app)
+    }
+    fn delete_app(&self, app: AppId) -> Result<Commit<()>, RepoError> {
+        LogRepo::delete_app(self, app)
+    }
+    fn create_token(&self, token: TokenRecord) -> Result<Commit<TokenRecord>, RepoError> {
+        LogRepo::create_token(self, token)
+    }
+    fn token(&self, id: u64) -> Result<Option<TokenRecord>, RepoError> {
+        LogRepo::token(self, id)
+    }
+    fn list_tokens(&self, app: AppId) -> Result<Vec<TokenRecord>, RepoError> {
+        LogRepo::list_tokens(self, app)
+    }
+    fn revoke_token(&self, app: AppId, id: u64) -> Result<Commit<()>, RepoError> {
+        LogRepo::revoke_token(self, app, id)
+    }
     fn create_job(
         &self,
         job: JobRecord,
@@ -574,6 +629,14 @@ impl Repository for LogRepo {
         limit: usize,
     ) -> Result<Page<LogEntry>, RepoError> {
         LogRepo::read_logs(self, id, cursor, limit)
+    }
+    fn read_logs_before(
+        &self,
+        id: InstanceId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, RepoError> {
+        LogRepo::read_logs_before(self, id, before, limit)
     }
     fn create_workflow(
         &self,

@@ -10,7 +10,7 @@ use super::codec::{decode, encode};
 use super::keys;
 use super::*;
 use crate::ids::{AppId, InstanceId, JobId};
-use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel};
+use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel, LogType};
 use crate::time_expression::{Lifecycle, MisfirePolicy, TimeExpressionType};
 
 fn status() -> impl Strategy<Value = InstanceStatus> {
@@ -37,13 +37,20 @@ prop_compose! {
             time_expression: expr, time_zone: tz, execute_type: exec, processor, params,
             max_instances: nums.0, concurrency: nums.1, timeout_ms: nums.2,
             instance_retries: nums.3, task_retries: nums.4, dispatch_strategy: strategy,
+            retry_backoff: crate::policy::RetryBackoff::fixed(u64::from(nums.5)),
+            overlap_policy: if enabled { crate::policy::OverlapPolicy::Queue } else { crate::policy::OverlapPolicy::Replace },
             designated_workers: workers, min_cpu_cores: mins.0, min_memory_gb: mins.1,
             min_disk_gb: mins.2, max_worker_count: nums.5, misfire,
             lifecycle: Lifecycle { start: life.0, end: life.1 }, enabled,
             alarm: crate::alarm::AlarmRules {
                 late_start_ms: nums.2.checked_sub(1), recovered: enabled, ..Default::default()
             },
-            description, tags, created_at: times.0, updated_at: times.1,
+            description, tags,
+            log: super::LogSettings {
+                log_type: [LogType::Online, LogType::Local, LogType::Stdout, LogType::Null][(nums.0 % 4) as usize],
+                level: [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error][(nums.1 % 4) as usize],
+            },
+            created_at: times.0, updated_at: times.1,
         }
     }
 }
@@ -131,8 +138,10 @@ proptest! {
         prop_assert_eq!(through_store(keys::TRIGGERS, &trig), trig);
         let d = DelayedRun { instance_id: InstanceId(id), job_id: JobId(runs), due: t };
         prop_assert_eq!(through_store(keys::DELAYED, &d), d);
-        let l = LogLine { time: t, level, content };
-        prop_assert_eq!(through_store(keys::LOGS, &l), l);
+        let fields = vec![super::LogLineField { key: content.clone(), value: t.to_string() }];
+        let l = LogLine { time: t, level, content, attempt: runs as u32, fields };
+        let bytes = super::log_codec::encode_log_line(&l).unwrap();
+        prop_assert_eq!(super::log_codec::decode_log_line(b"k", &bytes).unwrap(), l);
     }
 
     /// Arbitrary bytes as a stored value never panic: each table's decoder returns a record or

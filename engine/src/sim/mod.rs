@@ -1,11 +1,17 @@
 //! The deterministic simulator: the real server core (`server::core::Core`) on the real log
 //! store (stepped, on a [`SimBackend`](ferrojob_store::backend::SimBackend) disk), the real
-//! worker cores, a simulated network and API clients, all on virtual time in one thread. One seed decides everything:
-//! latencies, run durations and outcomes, and — unless turned off — the faults: connections
-//! cut, workers crashing and coming back, the server crashing at any point and restarting
-//! from the exact post-crash disk image (power loss: unsynced writes gone or torn; process
-//! crash: unsynced writes kept), slow fsyncs, duplicated and reordered reports, and clock
-//! jumps.
+//! worker cores and MapReduce task tracker cores, a simulated network and API clients, all on
+//! virtual time in one thread. One seed decides everything: latencies, run durations and
+//! outcomes, and — unless turned off — the faults: connections cut, workers crashing and
+//! coming back, the server crashing at any point and restarting from the exact post-crash
+//! disk image (power loss: unsynced writes gone or torn; process crash: unsynced writes
+//! kept), slow fsyncs, duplicated and reordered reports, and clock jumps. Retention deletes
+//! old finished runs and the store compacts, as on a real server.
+//!
+//! Files: `world/mod.rs` the event loop; `world/workload.rs` jobs, workflows and the API
+//! client's runs; `world/server.rs` the server process; `world/workers.rs` the workers;
+//! `world/mapreduce.rs` map runs on their task trackers; `world/net.rs` the network;
+//! `world/faults.rs` the fault schedule; `check.rs` the invariants.
 //!
 //! ```text
 //!   event queue (time, seq) ─► server step (Core + Repo + LogStore, stepped) ─► effects

@@ -8,6 +8,9 @@ fn a_quiet_run_finishes_every_instance() {
     assert!(r.violations.is_empty(), "{r}\n{:#?}", r.violations);
     assert!(r.instances >= 1_800, "{r}");
     assert_eq!(r.instances, r.finished, "{r}");
+    assert!(r.workflow_runs_acknowledged >= 40, "{r}");
+    assert!(r.deleted > 0, "{r}");
+    assert!(r.mapreduce_succeeded >= 15, "{r}");
 }
 
 #[test]

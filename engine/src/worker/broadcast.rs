@@ -289,7 +289,7 @@ async fn serve_peer(shared: Arc<Shared>, accepted: Accepted) {
                 let handle = handle.clone();
                 let sender = Arc::clone(&sender);
                 tokio::spawn(async move {
-                    let logger = shared.logger(instance_id);
+                    let logger = shared.logger(&start.instance);
                     let work = run_peer_task(&shared, &sender, &start, logger, cancel);
                     // Safety net: the TaskTracker enforces the timeout and stops us, but a
                     // lost TaskTracker must not leave the task running forever.

@@ -90,7 +90,7 @@ impl Shared {
                 let handle = d.instances.entry(id).or_insert_with(|| InstanceHandle {
                     info: Arc::new(InstanceInfo::new((*run.job).clone())),
                     cancel: self.tasks_root.child_token(),
-                    logger: self.logger(id),
+                    logger: self.logger(&run.job),
                 });
                 instance::spawn_run(self, handle, run);
             }
@@ -115,7 +115,7 @@ impl Shared {
                 line,
             } => match d.instances.get(&instance_id) {
                 Some(h) => h.logger.log(level, line),
-                None => self.logger(instance_id).log(level, line),
+                None => self.default_logger(instance_id).log(level, line),
             },
         }
     }

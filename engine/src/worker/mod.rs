@@ -67,6 +67,7 @@ pub mod builtin;
 pub(crate) mod core;
 mod driver;
 mod instance;
+mod local_log;
 mod logs;
 mod metrics;
 pub mod processor;
@@ -93,7 +94,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use admission::ProcessorUnavailable;
 pub use builtin::DangerousBuiltin;
-pub use logs::InstanceLogger;
+/// The level of a line an [`InstanceLogger`] writes (the protocol's, as it travels to the
+/// server).
+pub use ferrojob_transport::message::LogLevel;
+pub use local_log::{read_local_log, LocalLogConfig, LOCAL_LOG_FILE, MIN_LOCAL_LOG_FILE_BYTES};
+pub use logs::{
+    InstanceLogger, MAX_LOG_FIELDS, MAX_LOG_FIELD_KEY_BYTES, MAX_LOG_FIELD_VALUE_BYTES,
+};
 pub use processor::{
     summarise, BasicProcessor, BroadcastProcessor, MapContext, MapError, MapProcessor,
     MapReduceProcessor, MapTaskResult, ProcessResult, ReduceResults, TaskContext, TaskResult,
@@ -173,6 +180,9 @@ pub struct WorkerConfig {
     /// Bounds on each output stream of a `shell` run (default [`builtin::OutputLimits`]'s:
     /// lines cut at 8000 bytes, 8 MiB logged per stream and run).
     pub shell_output: builtin::OutputLimits,
+    /// The rotating files of jobs that log LOCAL (default: no directory, LOCAL lines are
+    /// dropped; the bundled worker uses `DATA_DIR/logs`). Read them with [`read_local_log`].
+    pub local_log: LocalLogConfig,
 }
 
 /// Default [`WorkerConfig::default_instance_timeout`]: a day. A run that has gone on that
@@ -216,6 +226,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("allow_processors", &self.allow_processors)
             .field("default_instance_timeout", &self.default_instance_timeout)
             .field("shell_output", &self.shell_output)
+            .field("local_log", &self.local_log)
             .finish_non_exhaustive()
     }
 }
@@ -244,6 +255,7 @@ impl WorkerConfig {
             allow_processors: std::collections::BTreeSet::new(),
             default_instance_timeout: DEFAULT_INSTANCE_TIMEOUT,
             shell_output: builtin::OutputLimits::default(),
+            local_log: LocalLogConfig::default(),
         }
     }
 }
@@ -435,7 +447,16 @@ impl WorkerBuilder {
             transmit_ready: Notify::new(),
             timer_changed: Notify::new(),
             instance_done: Notify::new(),
-            log_tx,
+            log_outputs: logs::LogOutputs {
+                online: log_tx,
+                local: local_log::LocalWriter::start(
+                    config.local_log.clone(),
+                    config.log_queue.max(1),
+                )
+                .map_err(|e| {
+                    WorkerError::Config(format!("cannot start the local log writer: {e}"))
+                })?,
+            },
             log_stats: Arc::default(),
             tasks_root: CancellationToken::new(),
             processor_trackers: AtomicU32::new(0),

@@ -294,7 +294,7 @@ async fn runner(
     pt: Arc<PtInstance>,
     handle: ConnectionHandle,
 ) {
-    let logger = shared.logger(info.job.instance_id);
+    let logger = shared.logger(&info.job);
     loop {
         let notified = pt.work.notified();
         tokio::pin!(notified);

@@ -444,6 +444,8 @@ mod tests {
                 time_ms: 0,
                 level: LogLevel::Info,
                 content: format!("line {i}"),
+                attempt: 1,
+                fields: Vec::new(),
             }],
         }
     }

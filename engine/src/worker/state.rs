@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
-use ferrojob_transport::message::LogEntry;
+use ferrojob_transport::message::ScheduleJob;
 use ferrojob_transport::net::NetConfig;
 use ferrojob_transport::{ClientIdentity, Role, TransportMetrics};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::Driven;
-use super::logs::{InstanceLogger, LogStats};
+use super::logs::{InstanceLogger, LogOutputs, LogStats};
 use super::processor::Registered;
 use super::TaskStoreConfig;
 use super::WorkerConfig;
@@ -37,7 +37,8 @@ pub(crate) struct Shared {
     pub timer_changed: Notify,
     /// Notified whenever an instance leaves the running set.
     pub instance_done: Notify,
-    pub log_tx: mpsc::Sender<LogEntry>,
+    /// Where instance loggers send their lines (ONLINE, LOCAL, STDOUT).
+    pub log_outputs: LogOutputs,
     pub log_stats: Arc<LogStats>,
     /// Parent of every instance's and every peer task's token: fired by shutdown.
     pub tasks_root: CancellationToken,
@@ -75,6 +76,12 @@ impl Shared {
     }
 }
 
+/// The dispatch attempt of `job` (1 for the first): the server bases attempt `n`'s report
+/// numbers at `n << 32` (see `ScheduleJob::report_seq_base`).
+pub(crate) fn attempt_of(job: &ScheduleJob) -> u32 {
+    u32::try_from(job.report_seq_base >> 32).unwrap_or(u32::MAX)
+}
+
 /// The host of `host:port` (`[v6]:port` included).
 fn peer_host(address: &str) -> &str {
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
@@ -91,11 +98,23 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// A logger for `instance_id` writing to the worker's log queue.
-    pub(crate) fn logger(&self, instance_id: u64) -> InstanceLogger {
+    /// A logger for the attempt of `job`'s instance, honouring the job's log settings.
+    pub(crate) fn logger(&self, job: &ScheduleJob) -> InstanceLogger {
+        InstanceLogger::with_config(
+            job.instance_id,
+            attempt_of(job),
+            &job.log_config,
+            &self.log_outputs,
+            Arc::clone(&self.log_stats),
+        )
+    }
+
+    /// A logger for an instance this worker holds no settings for any more: ONLINE, every
+    /// level, attempt 0 (unknown).
+    pub(crate) fn default_logger(&self, instance_id: u64) -> InstanceLogger {
         InstanceLogger::new(
             instance_id,
-            self.log_tx.clone(),
+            self.log_outputs.online.clone(),
             Arc::clone(&self.log_stats),
         )
     }

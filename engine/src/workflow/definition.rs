@@ -81,7 +81,8 @@ pub struct WorkflowDef {
     /// IANA zone for CRON and DAILY_TIME_INTERVAL; default UTC.
     #[serde(default)]
     pub time_zone: Option<String>,
-    /// Most instances of this workflow running at once; default 1, at least 1.
+    /// Most instances of this workflow running at once; 0 = unlimited (as for a job);
+    /// default 1.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
     /// Default `FAIL_FAST`.
@@ -252,9 +253,6 @@ impl WorkflowDef {
             &self.time_expression,
             self.time_zone.as_deref(),
         )?;
-        if self.max_instances == 0 {
-            return Err(WorkflowError::ZeroMaxInstances);
-        }
         if self.nodes.is_empty() {
             return Err(WorkflowError::Empty);
         }

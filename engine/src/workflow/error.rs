@@ -74,9 +74,6 @@ pub enum WorkflowError {
     /// The time expression does not parse.
     #[error("time expression: {0}")]
     TimeExpression(#[from] TimeExpressionError),
-    /// `max_instances` is 0.
-    #[error("max_instances must be at least 1")]
-    ZeroMaxInstances,
     /// No nodes.
     #[error("a workflow needs at least one node")]
     Empty,

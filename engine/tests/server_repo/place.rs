@@ -12,6 +12,8 @@ pub trait Place {
     fn open(&self) -> Repo;
     /// The key-value store underneath, for the log store's own checks (`None` elsewhere).
     fn store(&self) -> Option<Arc<dyn Store>>;
+    /// Which implementation, for failure messages.
+    fn name(&self) -> &'static str;
 }
 
 /// The log store's repository over one MemoryStore.
@@ -23,6 +25,9 @@ impl Place for Memory {
     }
     fn store(&self) -> Option<Arc<dyn Store>> {
         Some(Arc::clone(&self.0))
+    }
+    fn name(&self) -> &'static str {
+        "memory"
     }
 }
 
@@ -39,6 +44,9 @@ impl Place for Log {
     }
     fn store(&self) -> Option<Arc<dyn Store>> {
         None
+    }
+    fn name(&self) -> &'static str {
+        "log store"
     }
 }
 
@@ -88,6 +96,33 @@ pub mod postgres {
         });
     }
 
+    /// Runs `sql` on database `db` and answers its rows as text (`None` for NULL).
+    pub fn query_on(db: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+        let url = format!("{}/{db}", server_url());
+        let sql = sql.to_owned();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut out = Vec::new();
+            for m in client.simple_query(&sql).await.unwrap() {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
+                    out.push(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_owned))
+                            .collect(),
+                    );
+                }
+            }
+            out
+        })
+    }
+
     /// A database created for one test and dropped when this goes.
     pub struct Database {
         pub name: String,
@@ -129,6 +164,9 @@ pub mod postgres {
         }
         fn store(&self) -> Option<Arc<dyn Store>> {
             None
+        }
+        fn name(&self) -> &'static str {
+            "postgres"
         }
     }
 }

@@ -28,7 +28,7 @@ use ferrojob_transport::net::{connect, ConnectionHandle, NetConfig};
 use ferrojob_transport::{AppSecret, ClientIdentity, TransportMetrics};
 use tokio::sync::mpsc;
 
-pub const SECRET: &str = "secret-secret";
+pub const SECRET: &str = "secret-secret-secret";
 /// 2030-01-01T00:00:00Z, a round start for virtual clocks.
 pub const T0: i64 = 1_893_456_000_000;
 

@@ -403,8 +403,10 @@ fn replay(
         let mut pos = 0usize;
         let mut prev_last: Option<u64> = None;
         while pos < bytes.len() {
+            // Log batches follow each other's sequence numbers; a compacted segment's batches
+            // carry the copied records' own, in no order.
             let fault = match decode_batch(&bytes, pos, kind == SegmentKind::Log) {
-                Ok(batch) => if let Some(prev) = prev_last {
+                Ok(batch) => if let Some(prev) = prev_last.filter(|_| kind == SegmentKind::Log) {
                     if batch.first_seq != prev.wrapping_add(1) {
                         Some(BatchFault::Corrupt(CorruptionKind::BadSequence {
                             expected: prev.wrapping_add(1),

@@ -44,6 +44,30 @@ fn compaction_keeps_the_state_and_frees_space() {
 }
 
 #[test]
+fn a_compacted_segment_of_several_batches_reopens_after_a_crash() {
+    // More than one output batch (1 MiB) of live data in one output segment: it holds several
+    // batches, each with first_seq 0, which recovery must not read as a broken sequence.
+    let o = LogOptions {
+        segment_bytes: 3 << 20,
+        max_group_bytes: 1 << 20,
+        ..opts()
+    };
+    let b = SimBackend::new();
+    let s = open(&b, o.clone()).unwrap();
+    for k in 0..9000u32 {
+        s.put("t", &k.to_be_bytes(), &[7; 600]).unwrap();
+    }
+    let report = s.compact().unwrap();
+    assert_eq!(report.outputs, 1, "{report:?}");
+    assert!(report.bytes_after > 3 << 19, "{report:?}");
+    s.put("t", b"after", b"v").unwrap();
+    let expected = dump(&s);
+    // No hint (compaction removed it): the reopen replays the compacted segment in full.
+    assert!(b.read(&hint_path()).is_none());
+    assert_eq!(dump(&open(&b.crash(), o).unwrap()), expected);
+}
+
+#[test]
 fn deleted_keys_stay_deleted_after_compaction_and_reopen() {
     let b = SimBackend::new();
     let s = open(&b, opts()).unwrap();

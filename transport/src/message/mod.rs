@@ -60,7 +60,7 @@ pub use control::{
     Ack, Close, ErrorReply, Handshake, HandshakeAccepted, HandshakeChallenge, Ping, Pong, NONCE_LEN,
 };
 pub use server::{
-    ExecutorCluster, InstanceStatusReply, LogBatch, LogEntry, QueryExecutorCluster,
+    ExecutorCluster, InstanceStatusReply, LogBatch, LogEntry, LogField, QueryExecutorCluster,
     QueryInstanceStatus, ReportInstanceStatus, ScheduleJob, StopInstance, WorkerHeartbeat,
 };
 pub use tracker::{

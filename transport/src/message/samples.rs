@@ -157,12 +157,19 @@ pub fn all() -> Vec<Message> {
                     time_ms: 1_795_000_000_200,
                     level: LogLevel::Info,
                     content: "map stage produced 12000 tasks".into(),
+                    attempt: 1,
+                    fields: vec![LogField {
+                        key: "tasks".into(),
+                        value: "12000".into(),
+                    }],
                 },
                 LogEntry {
                     instance_id: 981_234_567_890,
                     time_ms: 1_795_000_000_900,
                     level: LogLevel::Warn,
                     content: "account 77 retried".into(),
+                    attempt: 2,
+                    fields: Vec::new(),
                 },
             ],
         }

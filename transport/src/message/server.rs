@@ -78,7 +78,8 @@ pub struct ScheduleJob {
     pub dispatch_time_ms: i64,
     /// The instance's last applied report sequence number: the worker numbers its reports
     /// of this attempt from `report_seq_base + 1`, so a re-dispatched instance's reports are
-    /// never mistaken for stale ones.
+    /// never mistaken for stale ones. The server gives attempt `n` (from 1) the base
+    /// `n << 32`, so `report_seq_base >> 32` is the attempt number workers stamp on log lines.
     pub report_seq_base: u64,
     /// The workflow instance's context when this node was dispatched (a JSON object as text);
     /// empty when the run is not a workflow node.
@@ -176,6 +177,23 @@ pub struct LogEntry {
     pub level: LogLevel,
     /// The text.
     pub content: String,
+    /// Which attempt of the instance wrote it: 1 for the first dispatch, one more for each
+    /// re-dispatch (the `report_seq_base >> 32` of the attempt's [`ScheduleJob`]); 0 when the
+    /// worker could not tell.
+    pub attempt: u32,
+    /// Structured key-value fields the processor attached, in the order it gave them
+    /// (senders keep at most 16 per line; keys up to 64 bytes, values up to 1 KiB).
+    pub fields: Vec<LogField>,
+}
+}
+
+wire_type! {
+/// One structured field of a log line.
+pub struct LogField {
+    /// The name.
+    pub key: String,
+    /// The value, as text.
+    pub value: String,
 }
 }
 

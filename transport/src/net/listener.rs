@@ -2,7 +2,7 @@
 //! connection (in the pre-authentication pool), admit (an established slot), yield authenticated peers.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -14,7 +14,7 @@ use super::handle::{command_queue, ConnectionHandle, Incoming};
 use super::{accept_tls, bind_connection, epoch_ms, random_nonce, NetConfig};
 use crate::auth::AppSecrets;
 use crate::connection::{Connection, PeerInfo};
-use crate::error::TransportError;
+use crate::error::{ConnectionError, TransportError};
 use crate::frame::{encode_to_vec, Flags};
 use crate::message::{Close, ErrorCode};
 use crate::metrics::TransportMetrics;
@@ -112,8 +112,15 @@ async fn accept_loop(
         config.handshake_burst,
         config.handshake_rate_sources,
     );
+    // Failed handshakes per source: checked here on arrival, recorded by `serve`.
+    let failures = Arc::new(Mutex::new(HandshakeRateLimiter::new(
+        config.failed_handshakes_per_min,
+        config.failed_handshake_burst,
+        config.handshake_rate_sources,
+    )));
     // Encoded once: every refusal on arrival writes the same bytes.
     let rate_limited_close = close_frame("too many connections from this address: retry later");
+    let failures_close = close_frame("too many failed handshakes from this address: retry later");
     let full_close = close_frame(FULL);
     let mut next_id: u64 = 0;
     loop {
@@ -135,6 +142,17 @@ async fn accept_loop(
             // A fresh socket's send buffer is empty: this never blocks, and a short write
             // only shortens the courtesy.
             let _ = stream.try_write(&rate_limited_close);
+            continue;
+        }
+        let admitted = failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .would_allow(addr.ip(), now);
+        if !admitted {
+            TransportMetrics::inc(&metrics.failed_handshakes_limited);
+            TransportMetrics::inc(&metrics.connections_closed);
+            tracing::debug!(%addr, "connection from a source with too many failed handshakes closed");
+            let _ = stream.try_write(&failures_close);
             continue;
         }
         if established.available_permits() == 0 {
@@ -171,6 +189,7 @@ async fn accept_loop(
             config.clone(),
             accepted.clone(),
             Arc::clone(&metrics),
+            Arc::clone(&failures),
         );
         // The task starts once it is in the pool, so it cannot leave the pool before joining.
         let (open, gate) = oneshot::channel::<()>();
@@ -200,6 +219,7 @@ async fn serve(
     config: NetConfig,
     accepted: mpsc::Sender<Accepted>,
     metrics: Arc<TransportMetrics>,
+    failures: Arc<Mutex<HandshakeRateLimiter>>,
 ) {
     let secured = accept_tls(stream, addr, &config).await;
     let stream =
@@ -237,6 +257,14 @@ async fn serve(
     };
     let (exit, ()) = tokio::join!(drive(stream, conn, io, &config), handshake);
     tracing::debug!(%addr, error = %exit.error, "connection ended");
+    if matches!(exit.error, ConnectionError::AuthFailed { .. }) {
+        let now = tokio::time::Instant::now().into_std();
+        // Over its allowance already, the source is refused on arrival: nothing to add.
+        let _ = failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(addr.ip(), now);
+    }
 }
 
 fn close_frame(message: &str) -> Vec<u8> {

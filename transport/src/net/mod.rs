@@ -104,6 +104,15 @@ pub struct NetConfig {
     /// Source addresses the rate limit tracks at once (default 4096, at least 1). When full,
     /// sources whose allowance has refilled are forgotten first, then those closest to it.
     pub handshake_rate_sources: usize,
+    /// Failed handshakes (unknown app, wrong secret) a [`Listener`] allows per source
+    /// address per minute after a burst of `failed_handshake_burst` (default 10; 0 turns the
+    /// limit off); the sources tracked are bounded by `handshake_rate_sources`. Past it, a
+    /// new connection from that source is closed on arrival, before any handshake work
+    /// (`failed_handshakes_limited`), so guessing a secret costs time.
+    pub failed_handshakes_per_min: u32,
+    /// Failed handshakes a source may make before `failed_handshakes_per_min` applies
+    /// (default 20, at least 1).
+    pub failed_handshake_burst: u32,
     /// The role of the accepting end, bound into the handshake proofs: a [`Listener`]
     /// accepts as this role, clients expect their peer to have it (default
     /// [`Role::Server`]; a worker's peer listener and its connections to other workers use
@@ -132,6 +141,8 @@ impl Default for NetConfig {
             handshake_rate_per_min: 6000,
             handshake_burst: 200,
             handshake_rate_sources: 4096,
+            failed_handshakes_per_min: 10,
+            failed_handshake_burst: 20,
             role: Role::Server,
             server_tls: None,
             client_tls: None,

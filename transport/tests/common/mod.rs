@@ -222,18 +222,35 @@ pub fn message() -> impl Strategy<Value = Message> {
         report_instance_status().prop_map(Message::from),
         (
             s(),
-            vec((any::<u64>(), any::<i64>(), log_level(), s()), 0..5)
+            vec(
+                (
+                    any::<u64>(),
+                    any::<i64>(),
+                    log_level(),
+                    s(),
+                    any::<u32>(),
+                    vec((s(), s()), 0..3)
+                ),
+                0..5
+            )
         )
             .prop_map(|(w, e)| LogBatch {
                 worker_address: w,
                 entries: e
                     .into_iter()
-                    .map(|(instance_id, time_ms, level, content)| LogEntry {
-                        instance_id,
-                        time_ms,
-                        level,
-                        content
-                    })
+                    .map(
+                        |(instance_id, time_ms, level, content, attempt, fields)| LogEntry {
+                            instance_id,
+                            time_ms,
+                            level,
+                            content,
+                            attempt,
+                            fields: fields
+                                .into_iter()
+                                .map(|(key, value)| LogField { key, value })
+                                .collect(),
+                        }
+                    )
                     .collect(),
             }
             .into()),

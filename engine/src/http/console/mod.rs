@@ -13,15 +13,20 @@
 //! - **Assets**: htmx (vendored, `assets/htmx.min.js`), `console.css` and `console.js` are
 //!   compiled into the binary with `include_str!` and served under `/assets/`; pages load
 //!   nothing from elsewhere, and their `Content-Security-Policy` forbids it.
-//! - **Sign-in** (`/login`): an app (name or id) and a token: the admin token, or that
-//!   app's secret, the same tokens the OpenAPI accepts for `/v1/apps/{app}/...`. A wrong
-//!   token, another app's secret and an unknown app get the same answer. The sign-in form
-//!   is protected by a double-submit token (cookie [`session::LOGIN_COOKIE`] = hidden field).
+//! - **Sign-in** (`/login`): an app (name or id) and a token: the admin token, or an API
+//!   token of that app (or its worker secret in the compatibility mode), the same check the
+//!   OpenAPI makes for `/v1/apps/{app}/...`. A wrong, revoked or expired token, another
+//!   app's token and an unknown app get the same answer. The sign-in form is protected by a
+//!   double-submit token (cookie [`session::LOGIN_COOKIE`] = hidden field).
+//! - **Roles**: a session keeps its token's role; every form POST checks it before anything
+//!   else (`read`: previews and sign-out only; `operate`: runs, stops, retries, enable and
+//!   disable; `admin`: creating, editing and deleting) and refuses the others with 403 and a
+//!   page that names both roles. Pages show the session's role beside the app.
 //! - **Sessions** ([`session`]): bounded, in memory, one app per session; every page and
 //!   action of a session passes that session's [`AppRef`](crate::api::AppRef) to the
 //!   [`Api`], which answers NotFound for another app's ids: a session never sees another
 //!   app's data. A session signed in with the admin token may switch to another app
-//!   (`POST /switch-app`); an app-secret session cannot, it signs out and in again.
+//!   (`POST /switch-app`); an app-token session cannot, it signs out and in again.
 //! - **CSRF**: every form carries the session's `_csrf`; every POST compares it (constant
 //!   time) before doing anything, and refuses with 403 when it is missing or wrong. The
 //!   session cookie is also `SameSite=Strict`.
@@ -63,14 +68,18 @@ use axum::routing::{get, post};
 use axum::Router;
 use parking_lot::Mutex;
 
+use super::auth::Credentials;
 use crate::api::Api;
+use crate::clock::Clock;
 use session::{SessionLimits, SessionTable};
 
 /// What every console handler shares.
 #[derive(Clone)]
 pub(crate) struct Console {
     api: Arc<dyn Api>,
-    admin_token: Arc<str>,
+    credentials: Credentials,
+    /// The time token expiry reads.
+    clock: Arc<dyn Clock>,
     sessions: Arc<Mutex<SessionTable>>,
     secure_cookies: bool,
     /// Workers seen online, to show the ones that went away ([`sightings`]).
@@ -80,12 +89,14 @@ pub(crate) struct Console {
 /// The console's routes, with their own state; merged into the HTTP router beside `/v1`.
 pub(crate) fn router<S: Clone + Send + Sync + 'static>(
     api: Arc<dyn Api>,
-    admin_token: Arc<str>,
+    credentials: Credentials,
+    clock: Arc<dyn Clock>,
     secure_cookies: bool,
 ) -> Router<S> {
     let console = Console {
         api,
-        admin_token,
+        credentials,
+        clock,
         sessions: Arc::new(Mutex::new(SessionTable::new(SessionLimits::default()))),
         secure_cookies,
         sightings: Arc::new(Mutex::new(sightings::Sightings::default())),

@@ -70,7 +70,7 @@ pub(crate) fn layout(session: &Session, tab: Tab, title: &str, body: Markup) -> 
                     }
                     span.who {
                         "app " strong { (session.app.name) }
-                        @if session.admin { " (admin)" }
+                        @if session.admin { " (admin)" } @else { " (" (session.role.as_str()) " token)" }
                     }
                     @if session.admin {
                         form.inline method="post" action="/switch-app" {
@@ -395,7 +395,14 @@ pub(crate) fn instance_live(
             @if log.is_empty() { p.muted { "No log lines yet." } }
             pre.log hidden[log.is_empty()] {
                 @for l in log {
-                    span class={ "lv-" (wire(&l.level)) } { (ms_to_rfc3339(l.time_ms)) " " (wire(&l.level)) " " (l.content) "\n" }
+                    span class={ "lv-" (wire(&l.level)) } {
+                        (ms_to_rfc3339(l.time_ms)) " " (wire(&l.level)) " [attempt " (l.attempt) "] " (l.content)
+                        @for (n, f) in l.fields.iter().enumerate() {
+                            (if n == 0 { " {" } else { ", " }) (f.key) "=" (f.value)
+                        }
+                        @if !l.fields.is_empty() { "}" }
+                        "\n"
+                    }
                 }
             }
         }

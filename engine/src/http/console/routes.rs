@@ -14,12 +14,14 @@ use super::form::{parse_wire, Fields};
 use super::pages::{self, Overview};
 use super::session::{cookie, random_token, set_cookie, Session, LOGIN_COOKIE, SESSION_COOKIE};
 use super::Console;
+use crate::api::TokenRole;
 use crate::api::{
     ApiError, ErrorCode, InstanceAction, InstanceQuery, InstanceView, JobQuery, LogLineView,
     LogQuery,
 };
 use crate::clock::{Clock, SystemClock};
-use crate::http::auth::ct_eq;
+use crate::http::auth::{ct_eq, Denied};
+use crate::http::failure::LoginFailed;
 use crate::ids::{InstanceId, JobId};
 use crate::model::InstanceStatus;
 
@@ -118,6 +120,7 @@ impl Console {
     /// session's (403 otherwise). The body is read only for a signed-in request.
     pub(super) async fn form(&self, req: Request) -> Result<(Session, Fields), Response> {
         let session = self.session(req.headers())?;
+        let path = req.uri().path().to_owned();
         let fields = read_fields(req).await?;
         let sent = fields.get("_csrf").unwrap_or("");
         if sent.is_empty() || !ct_eq(sent.as_bytes(), session.csrf.as_bytes()) {
@@ -129,7 +132,42 @@ impl Console {
                 ),
             ));
         }
+        let need = needed_role(path.as_str());
+        if session.role < need {
+            let message = format!(
+                "Signed in with a `{}` token, which cannot do this: it needs `{need}`. Sign in with a token of that role.",
+                session.role
+            );
+            return Err(html(
+                StatusCode::FORBIDDEN,
+                pages::error_page("Refused", &message),
+            ));
+        }
         Ok((session, fields))
+    }
+}
+
+/// The role a console form POST to `path` needs (see the module docs).
+pub(super) fn needed_role(path: &str) -> TokenRole {
+    let last = path.rsplit('/').next().unwrap_or("");
+    let operate = [
+        "run",
+        "enable",
+        "disable",
+        "mark-success",
+        "stop",
+        "retry",
+        "cancel",
+    ];
+    if matches!(
+        path,
+        "/logout" | "/switch-app" | "/jobs/preview" | "/workflows/preview"
+    ) {
+        TokenRole::Read
+    } else if operate.contains(&last) {
+        TokenRole::Operate
+    } else {
+        TokenRole::Admin
     }
 }
 
@@ -202,32 +240,33 @@ pub(super) async fn login(State(c): State<Console>, req: Request) -> Response {
     }
     let app = fields.get("app").unwrap_or("");
     let token = fields.get("token").unwrap_or("");
-    let admin = !c.admin_token.is_empty() && ct_eq(token.as_bytes(), c.admin_token.as_bytes());
-    let found = match c.api.resolve_app(app) {
-        Ok(found) if admin => Some(found),
-        Ok(found)
-            if !found.secret.is_empty() && ct_eq(token.as_bytes(), found.secret.as_bytes()) =>
-        {
-            Some(found)
-        }
-        Ok(_) => None,
-        Err(e) if admin && e.code == ErrorCode::NotFound => {
+    let grant = match c
+        .credentials
+        .authenticate(&*c.api, app, token, c.clock.now_ms())
+    {
+        Ok(grant) => grant,
+        Err(Denied::Api(e)) if e.code == ErrorCode::NotFound => {
+            // Only the admin token learns that an app does not exist.
             let page = pages::login(&login_token, app, Some("There is no such app."));
             return html(StatusCode::NOT_FOUND, page);
         }
-        Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::InvalidArgument) => None,
-        Err(e) => return api_error(&e),
+        Err(Denied::Api(e)) => return api_error(&e),
+        Err(Denied::Invalid) => {
+            let page = pages::login(
+                &login_token,
+                app,
+                Some("The app or the token is not valid."),
+            );
+            let mut response = html(StatusCode::UNAUTHORIZED, page);
+            response.extensions_mut().insert(LoginFailed);
+            return response;
+        }
     };
-    let Some(found) = found else {
-        let page = pages::login(
-            &login_token,
-            app,
-            Some("The app or the token is not valid."),
-        );
-        return html(StatusCode::UNAUTHORIZED, page);
-    };
-    tracing::info!(app = %found.name, admin, "console sign-in");
-    let id = c.sessions.lock().create(found, admin, Instant::now());
+    tracing::info!(app = %grant.app.name, admin = grant.admin, role = %grant.role, "console sign-in");
+    let id = c
+        .sessions
+        .lock()
+        .create(grant.app, grant.admin, grant.role, Instant::now());
     let mut response = see_other("/");
     for value in [
         set_cookie(SESSION_COOKIE, &id, c.secure_cookies),
@@ -456,6 +495,7 @@ async fn log_tail(
                 LogQuery {
                     limit: Some(1000),
                     cursor,
+                    before: None,
                 },
             )
             .await?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use crate::api::AppRef;
+use crate::api::{AppRef, TokenRole};
 
 /// Name of the session cookie.
 pub(crate) const SESSION_COOKIE: &str = "ferrojob_session";
@@ -51,8 +51,10 @@ impl Default for SessionLimits {
 pub(crate) struct Session {
     /// The app every page of this session shows; nothing else.
     pub(crate) app: AppRef,
-    /// Signed in with the admin token (rather than the app's secret).
+    /// Signed in with the admin token (rather than a token of the app).
     pub(crate) admin: bool,
+    /// What the session may do in its app (the admin token's sessions: everything).
+    pub(crate) role: TokenRole,
     /// The token every form of this session must carry.
     pub(crate) csrf: String,
 }
@@ -101,7 +103,13 @@ impl SessionTable {
     }
 
     /// Starts a session for `app` and answers its id.
-    pub(crate) fn create(&mut self, app: AppRef, admin: bool, now: Instant) -> String {
+    pub(crate) fn create(
+        &mut self,
+        app: AppRef,
+        admin: bool,
+        role: TokenRole,
+        now: Instant,
+    ) -> String {
         if self.entries.len() >= self.limits.max_sessions {
             let limits = self.limits;
             self.entries.retain(|_, e| {
@@ -123,6 +131,7 @@ impl SessionTable {
         let session = Session {
             app,
             admin,
+            role,
             csrf: random_token(),
         };
         self.entries.insert(
@@ -221,7 +230,7 @@ mod tests {
     fn a_session_answers_its_app_until_removed() {
         let now = Instant::now();
         let mut t = table(4);
-        let id = t.create(app(1), false, now);
+        let id = t.create(app(1), false, TokenRole::Admin, now);
         let s = t.get(&id, now).unwrap();
         assert_eq!(s.app.id, AppId(1));
         assert_eq!(s.csrf.len(), 64);
@@ -235,8 +244,8 @@ mod tests {
     fn only_admin_sessions_switch_apps() {
         let now = Instant::now();
         let mut t = table(4);
-        let admin = t.create(app(1), true, now);
-        let user = t.create(app(1), false, now);
+        let admin = t.create(app(1), true, TokenRole::Admin, now);
+        let user = t.create(app(1), false, TokenRole::Admin, now);
         assert!(t.switch_app(&admin, app(2), now));
         assert_eq!(t.get(&admin, now).unwrap().app.id, AppId(2));
         assert!(!t.switch_app(&user, app(2), now));
@@ -248,7 +257,7 @@ mod tests {
     fn idle_and_old_sessions_end() {
         let t0 = Instant::now();
         let mut t = table(4);
-        let id = t.create(app(1), false, t0);
+        let id = t.create(app(1), false, TokenRole::Admin, t0);
         // Used every 9 s it stays alive past the idle limit, until its lifetime ends.
         let mut now = t0;
         for _ in 0..11 {
@@ -257,7 +266,7 @@ mod tests {
         }
         now += Duration::from_secs(2);
         assert!(t.get(&id, now).is_none());
-        let id = t.create(app(1), false, now);
+        let id = t.create(app(1), false, TokenRole::Admin, now);
         assert!(t.get(&id, now + Duration::from_secs(10)).is_none());
         assert_eq!(t.len(), 0);
     }
@@ -266,12 +275,12 @@ mod tests {
     fn the_table_is_bounded_and_evicts_the_least_recently_used() {
         let t0 = Instant::now();
         let mut t = table(3);
-        let a = t.create(app(1), false, t0);
-        let b = t.create(app(2), false, t0 + Duration::from_secs(1));
-        let c = t.create(app(3), false, t0 + Duration::from_secs(2));
+        let a = t.create(app(1), false, TokenRole::Admin, t0);
+        let b = t.create(app(2), false, TokenRole::Admin, t0 + Duration::from_secs(1));
+        let c = t.create(app(3), false, TokenRole::Admin, t0 + Duration::from_secs(2));
         // `a` used last; `b` is now the least recently used.
         assert!(t.get(&a, t0 + Duration::from_secs(3)).is_some());
-        let d = t.create(app(4), false, t0 + Duration::from_secs(4));
+        let d = t.create(app(4), false, TokenRole::Admin, t0 + Duration::from_secs(4));
         assert_eq!(t.len(), 3);
         let now = t0 + Duration::from_secs(5);
         assert!(t.get(&b, now).is_none());
@@ -279,7 +288,7 @@ mod tests {
             assert!(t.get(id, now).is_some());
         }
         for i in 0..100 {
-            t.create(app(i), true, now);
+            t.create(app(i), true, TokenRole::Admin, now);
         }
         assert_eq!(t.len(), 3);
     }

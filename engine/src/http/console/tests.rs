@@ -249,7 +249,13 @@ fn csrf_in(page: &str) -> String {
 
 impl Client {
     async fn sign_in(fake: Arc<Fake>) -> Client {
-        let app: Router = super::router(fake, Arc::from("admin-token"), false);
+        // Signs in with the app's secret: the compatibility mode.
+        let credentials = crate::http::auth::Credentials {
+            admin_token: Arc::from("admin-token"),
+            app_secret_tokens: true,
+        };
+        let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SystemClock);
+        let app: Router = super::router(fake, credentials, clock, false);
         let get = Request::get("/login").body(Body::empty()).unwrap();
         let (status, cookies, page) = send(&app, get).await;
         assert_eq!(status, StatusCode::OK);

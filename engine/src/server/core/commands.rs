@@ -106,6 +106,8 @@ impl Core {
             return Ok(());
         }
         job.def = Arc::new(def);
+        // A raised `max_instances` has room for queued runs now.
+        self.wake_queue(r.job);
         if let Some(n) = r.next {
             self.arm(
                 n,
@@ -162,7 +164,13 @@ impl Core {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.deleted = true;
         }
-        self.jobs.remove(&id);
+        if let Some(job) = self.jobs.remove(&id) {
+            // Its queued runs are dispatched, which fails them: the job is gone.
+            let now = self.now_us.div_euclid(1000);
+            for q in job.queue {
+                self.arm(now, TimerEv::Dispatch(q));
+            }
+        }
         self.alarm_books.remove(&id);
     }
 
@@ -178,7 +186,15 @@ impl Core {
         delay_ms: u64,
         now: EpochMs,
     ) -> Result<(Commit<InstanceRecord>, AfterCreate), ApiError> {
-        self.job_of(app, id)?;
+        let job = self.job_of(app, id)?;
+        if delay_ms == 0 && self.skips(job) {
+            let max = job.def.record.max_instances;
+            self.count_skipped(id);
+            return Err(ApiError::conflict(format!(
+                "run skipped: job {} allows {max} at once (max_instances) and its overlap policy is SKIP",
+                id.0
+            )));
+        }
         if delay_ms > MAX_DELAY_MS {
             return Err(ApiError::invalid(
                 "delay_ms",

@@ -8,13 +8,17 @@ use ferrojob_transport::message::{self as wire, ScheduleJob, StopInstance};
 
 use crate::dispatch::DispatchError;
 use crate::ids::{AppId, InstanceId, JobId};
-use crate::model::{ExecuteType, InstanceStatus};
+use crate::model::{ExecuteType, InstanceStatus, LogLevel, LogType};
+use crate::policy::OverlapPolicy;
 use crate::server::instance::attempt_base;
 use crate::server::{InstanceRecord, JobRecord};
 use crate::time_expression::{EpochMs, TimeExpressionType};
 
 use super::report::RUN_SAFETY_MARGIN_MS;
-use super::{Awaited, Core, Effect, InstState, JobDef, Outgoing, Then, TimerEv};
+use super::write::Follow;
+use super::{
+    is_running, Awaited, Core, Effect, InstState, JobDef, Outgoing, Then, TimerEv, MAX_QUEUED_RUNS,
+};
 
 /// Dispatch attempts that find no eligible worker before the instance is FAILED.
 pub(crate) const NO_WORKER_ATTEMPTS: u32 = 5;
@@ -69,8 +73,18 @@ fn schedule_msg(
         all_worker_addresses: workers.iter().map(|w| w.to_string()).collect(),
         max_worker_count: r.max_worker_count,
         log_config: wire::LogConfig {
-            log_type: wire::LogType::Online,
-            level: wire::LogLevel::Info,
+            log_type: match r.log.log_type {
+                LogType::Online => wire::LogType::Online,
+                LogType::Local => wire::LogType::Local,
+                LogType::Stdout => wire::LogType::Stdout,
+                LogType::Null => wire::LogType::Null,
+            },
+            level: match r.log.level {
+                LogLevel::Debug => wire::LogLevel::Debug,
+                LogLevel::Info => wire::LogLevel::Info,
+                LogLevel::Warn => wire::LogLevel::Warn,
+                LogLevel::Error => wire::LogLevel::Error,
+            },
         },
         alarm_config: wire::AlarmConfig {
             threshold: 0,
@@ -102,7 +116,10 @@ pub(crate) struct Claim {
 enum Refusal {
     /// No eligible or connected worker: try again shortly.
     NoWorker(String),
-    /// The instance cannot run (job deleted, too many instances, invalid settings): FAILED.
+    /// The job's `max_instances` are running (or its queue is ahead of this run): the
+    /// job's overlap policy decides.
+    Full(String),
+    /// The instance cannot run (job deleted, invalid settings): FAILED.
     Fail(String),
     /// The instance is not WAITING_DISPATCH, or the server is stopping: nothing to do.
     Nothing,
@@ -127,10 +144,19 @@ impl Core {
         };
         let def = job.def();
         let max = def.record.max_instances;
+        // A QUEUE job's runs start in their order of arrival: none overtakes the queue.
+        let head = job.queue.front().copied();
+        if def.record.overlap_policy == OverlapPolicy::Queue && head.is_some_and(|h| h != rec.id) {
+            return Err(Refusal::Full(format!(
+                "job {} has {} runs queued ahead (overlap policy QUEUE)",
+                job.id.0,
+                job.queue.len()
+            )));
+        }
         // Every dispatched instance holds a running slot (counted even without a limit, so
         // that the count is right when a limit is set later).
         if !job.running.try_reserve(max) {
-            return Err(Refusal::Fail(format!(
+            return Err(Refusal::Full(format!(
                 "too many instances: job {} allows {max} at once (max_instances)",
                 job.id.0
             )));
@@ -167,6 +193,13 @@ impl Core {
             release(self);
             return Err(Refusal::Nothing);
         }
+        if head == Some(rec.id) {
+            if let Some(j) = self.jobs.get_mut(&job_id) {
+                j.queue.pop_front();
+            }
+            // More room (a raised limit, several slots freed at once): the next one too.
+            self.wake_queue(job_id);
+        }
         Ok(Claim {
             job: job_id,
             def,
@@ -182,38 +215,162 @@ impl Core {
     /// WAITING_WORKER_RECEIVE write, then [`hand_over`](Core::hand_over) once it is
     /// acknowledged.
     pub(crate) fn dispatch(&mut self, id: InstanceId, now: EpochMs) {
-        self.with_inst(id, |core, st| {
-            let avoid = st.avoid.clone();
-            match core.claim(&mut st.rec, avoid.as_deref(), now) {
-                Ok(claim) => {
-                    st.no_worker_attempts = 0;
-                    st.ready_us = claim.ready_us;
-                    // The running count was taken by the claim.
-                    core.metrics.transition(
-                        Some(InstanceStatus::WaitingDispatch),
-                        InstanceStatus::WaitingWorkerReceive,
-                    );
-                    // Without a submitted write the instance stays WAITING_WORKER_RECEIVE in
-                    // memory, holding the claim's slot: the receive check requeues it.
-                    if let Some(c) = core.persist(st) {
-                        core.emit(Effect::Await(Awaited::Write(
-                            c,
-                            Then::HandOver { id, claim },
-                        )));
-                    }
-                }
-                Err(Refusal::Nothing) => {}
-                Err(Refusal::NoWorker(why)) => {
-                    if core.jobs.contains_key(&st.rec.job_id) {
-                        core.no_worker(st, &why, now);
-                    }
-                }
-                Err(Refusal::Fail(reason)) => {
-                    let f = core.fail_now(st, &reason, now);
-                    core.save(st, f);
+        self.with_inst(id, |core, st| core.dispatch_held(st, now, true));
+    }
+
+    /// [`dispatch`](Core::dispatch) of the instance in hand; `may_replace`: whether the
+    /// REPLACE overlap policy may still stop a running instance for it.
+    fn dispatch_held(&mut self, st: &mut InstState, now: EpochMs, may_replace: bool) {
+        let id = st.rec.id;
+        let avoid = st.avoid.clone();
+        match self.claim(&mut st.rec, avoid.as_deref(), now) {
+            Ok(claim) => {
+                st.retry_at = None;
+                st.no_worker_attempts = 0;
+                st.ready_us = claim.ready_us;
+                // The running count was taken by the claim.
+                self.metrics.transition(
+                    Some(InstanceStatus::WaitingDispatch),
+                    InstanceStatus::WaitingWorkerReceive,
+                );
+                // Without a submitted write the instance stays WAITING_WORKER_RECEIVE in
+                // memory, holding the claim's slot: the receive check requeues it.
+                if let Some(c) = self.persist(st) {
+                    self.emit(Effect::Await(Awaited::Write(
+                        c,
+                        Then::HandOver { id, claim },
+                    )));
                 }
             }
-        });
+            Err(Refusal::Nothing) => {}
+            Err(Refusal::NoWorker(why)) => {
+                if self.jobs.contains_key(&st.rec.job_id) {
+                    self.no_worker(st, &why, now);
+                }
+            }
+            Err(Refusal::Full(reason)) => self.overlap(st, &reason, now, may_replace),
+            Err(Refusal::Fail(reason)) => {
+                let f = self.fail_now(st, &reason, now);
+                self.save(st, f);
+            }
+        }
+    }
+
+    /// The job of the instance in hand has its `max_instances` running: its overlap policy
+    /// decides (see the module docs of the core).
+    fn overlap(&mut self, st: &mut InstState, reason: &str, now: EpochMs, may_replace: bool) {
+        let id = st.rec.id;
+        let job_id = st.rec.job_id;
+        let policy = self
+            .live_job(job_id)
+            .map_or(OverlapPolicy::Fail, |j| j.def.record.overlap_policy);
+        match policy {
+            OverlapPolicy::Skip => {
+                let old = st.rec.status;
+                let reason = format!("skipped: {reason} (overlap policy SKIP)");
+                if st.rec.cancel(now).is_err() {
+                    return;
+                }
+                st.rec.result = Some(reason);
+                self.count_skipped(job_id);
+                self.note(job_id, Some(old), st.rec.status);
+                tracing::info!(
+                    instance = id.0,
+                    job = job_id.0,
+                    "run skipped (overlap policy SKIP)"
+                );
+                let f = Follow::Final {
+                    id,
+                    job: job_id,
+                    run: st.rec.run,
+                };
+                self.save(st, f);
+            }
+            OverlapPolicy::Queue => {
+                let Some(job) = self.jobs.get_mut(&job_id) else {
+                    return;
+                };
+                if job.queue.contains(&id) {
+                    return;
+                }
+                if job.queue.len() >= MAX_QUEUED_RUNS {
+                    let reason = format!(
+                        "{reason}, and {MAX_QUEUED_RUNS} runs are already queued (overlap policy QUEUE)"
+                    );
+                    let f = self.fail_now(st, &reason, now);
+                    self.save(st, f);
+                    return;
+                }
+                job.queue.push_back(id);
+                let queued = job.queue.len();
+                st.retry_at = None;
+                self.metrics.count_overlap(OverlapPolicy::Queue);
+                tracing::info!(
+                    instance = id.0,
+                    job = job_id.0,
+                    queued,
+                    "run queued (overlap policy QUEUE)"
+                );
+                // A slot may have freed between the refusal and now (a claim abandoned).
+                self.wake_queue(job_id);
+            }
+            OverlapPolicy::Replace if may_replace => {
+                if self.replace_oldest(job_id, id, now) {
+                    self.dispatch_held(st, now, false);
+                } else {
+                    let reason =
+                        format!("{reason}, and none of its runs can be stopped yet (overlap policy REPLACE)");
+                    let f = self.fail_now(st, &reason, now);
+                    self.save(st, f);
+                }
+            }
+            _ => {
+                let f = self.fail_now(st, reason, now);
+                self.save(st, f);
+            }
+        }
+    }
+
+    /// Stops the oldest running instance of `job` to make room for instance `by`: STOPPED
+    /// (its slot is free at once), `StopInstance` to its worker. Whether there was one.
+    fn replace_oldest(&mut self, job: JobId, by: InstanceId, now: EpochMs) -> bool {
+        let victim = self
+            .active
+            .values()
+            .filter(|v| v.rec.job_id == job && is_running(v.rec.status))
+            .map(|v| v.rec.id)
+            .min_by_key(|id| id.0);
+        let Some(victim) = victim else {
+            return false;
+        };
+        self.with_inst(victim, |core, v| {
+            let old = v.rec.status;
+            if v.rec.stop(now).is_err() {
+                return false;
+            }
+            v.rec.result = Some(format!(
+                "stopped to make room for instance {} (overlap policy REPLACE)",
+                by.0
+            ));
+            core.note(job, Some(old), v.rec.status);
+            core.metrics.count_overlap(OverlapPolicy::Replace);
+            tracing::info!(
+                instance = victim.0,
+                by = by.0,
+                "run replaced (overlap policy REPLACE)"
+            );
+            if let Some(w) = v.rec.worker.clone() {
+                core.send_stop(v.rec.app_id, &w, victim);
+            }
+            let f = Follow::Final {
+                id: victim,
+                job,
+                run: v.rec.run,
+            };
+            core.save(v, f);
+            true
+        })
+        .unwrap_or(false)
     }
 
     /// Arms the receive check and (with a timeout) the run-timeout safety net of the attempt
@@ -321,6 +478,7 @@ impl Core {
         if let Some(j) = self.jobs.get(&claim.job) {
             j.running.release();
         }
+        self.wake_queue(claim.job);
     }
 
     /// Selects the TaskTracker and the workers; a retried instance prefers a worker other

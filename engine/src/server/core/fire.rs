@@ -59,7 +59,7 @@ impl Core {
         let plan = def
             .schedule()
             .plan(self.config.misfire_threshold_ms, due, now);
-        let (fires, next) = (plan.fires, plan.next);
+        let (fires, mut next) = (plan.fires, plan.next);
         if plan.dropped > 0 || plan.truncated {
             tracing::warn!(
                 job = job_id.0,
@@ -71,7 +71,25 @@ impl Core {
                 "misfire"
             );
         }
+        // Whether the trigger row, as last submitted, says `next` (a skipped last fire did
+        // not write it).
+        let mut next_written = !fires.is_empty();
         for (i, at) in fires.iter().enumerate() {
+            if self.live_job(job_id).is_some_and(|j| self.skips(j)) {
+                self.count_skipped(job_id);
+                tracing::info!(
+                    job = job_id.0,
+                    trigger = at,
+                    "fire skipped: max_instances running (overlap policy SKIP)"
+                );
+                if def.is_fixed_delay() && next.is_none() {
+                    // No run, so no completion to re-arm from: the delay counts from now.
+                    next = def.initial_next(now);
+                }
+                next_written = false;
+                continue;
+            }
+            next_written = true;
             let next_for = fires.get(i + 1).copied().or(next);
             let mut rec = InstanceRecord::new(job_id, def.record.app_id, "", *at);
             // Dispatchable at once: the fire writes it already WAITING_WORKER_RECEIVE.
@@ -96,7 +114,7 @@ impl Core {
                 }
             }
         }
-        if fires.is_empty() {
+        if !next_written {
             match self.repo.set_next_trigger_if(job_id, next, || true) {
                 Ok(None) => return,
                 Ok(Some(c)) => self.emit(Effect::Await(Awaited::Detached(c.discard_value()))),

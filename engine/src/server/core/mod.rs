@@ -45,8 +45,14 @@
 //!
 //! - No eligible worker: 5 attempts 500 ms apart, then FAILED naming what excluded each
 //!   worker. Attempts during the restart grace do not count.
-//! - A failed attempt is retried after 1 s, 2 s, 4 s … (at most 30 s), preferring another
+//! - A failed attempt is retried after the job's `retry_backoff` (by default 1 s, 2 s, 4 s …
+//!   at most 30 s; jitter derived from the instance id and attempt), preferring another
 //!   worker, while the job's `instance_retries` allow.
+//! - A run that finds the job's `max_instances` running follows its overlap policy: FAILED
+//!   (FAIL), not created or CANCELED (SKIP, counted), held WAITING_DISPATCH in the job's FIFO
+//!   queue of at most [`MAX_QUEUED_RUNS`] until a slot frees (QUEUE), or the oldest running
+//!   instance stopped first (REPLACE). A queued instance is durable: WAITING_DISPATCH on disk,
+//!   queued again (in id order) when a restart recovers it.
 //! - No confirmation within `worker_receive_timeout_ms`: the worker that had it is told to
 //!   stop, and the instance is dispatched again without using a retry.
 //! - No final report within the job's `timeout_ms` + 30 s: `StopInstance` and the retry policy.
@@ -75,7 +81,7 @@ pub(crate) mod write;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use ferrojob_transport::message::{ScheduleJob, StopInstance};
@@ -83,6 +89,7 @@ use ferrojob_transport::message::{ScheduleJob, StopInstance};
 use crate::dispatch::{DispatchSpec, RoundRobinCursor, SelectState, WorkerRegistry};
 use crate::ids::{AppId, InstanceId, JobId, WorkflowId, WorkflowInstanceId};
 use crate::model::InstanceStatus;
+use crate::policy::OverlapPolicy;
 use crate::schedule::{RunningCount, Schedule};
 use crate::server::{AppRecord, Commit, InstanceRecord, JobRecord, Repo, RepoError};
 use crate::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
@@ -92,6 +99,10 @@ use super::runtime::metrics::Metrics;
 
 pub(crate) use dispatch::Claim;
 pub(crate) use write::{AfterCreate, Follow};
+
+/// Most runs of one job waiting in its QUEUE overlap policy's queue; a run beyond it is
+/// FAILED.
+pub(crate) const MAX_QUEUED_RUNS: usize = 256;
 
 /// The core's settings (the numbers of [`ServerConfig`](super::ServerConfig)).
 #[derive(Debug, Clone)]
@@ -182,6 +193,11 @@ pub(crate) struct JobState {
     pub(crate) finished_since_prune: u32,
     /// Its deletion is being written: nothing new starts for it.
     pub(crate) deleted: bool,
+    /// WAITING_DISPATCH instances held by the QUEUE overlap policy, oldest first (at most
+    /// [`MAX_QUEUED_RUNS`]).
+    pub(crate) queue: VecDeque<InstanceId>,
+    /// Runs the SKIP overlap policy skipped since the server started.
+    pub(crate) skipped: u64,
 }
 
 impl JobState {
@@ -195,6 +211,8 @@ impl JobState {
             cursor: RoundRobinCursor::new(),
             finished_since_prune: 0,
             deleted: false,
+            queue: VecDeque::new(),
+            skipped: 0,
         }
     }
 
@@ -221,6 +239,17 @@ pub(crate) struct InstState {
     /// count from here on the monotonic clock (a wall clock stepped forward fires their
     /// timers early; they then wait for the rest).
     pub(crate) handed_live: EpochMs,
+    /// When its next attempt is due after a failed one (the retry backoff), clock ms.
+    pub(crate) retry_at: Option<EpochMs>,
+}
+
+/// What the API shows of a held instance that its record does not hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HeldView {
+    /// MAP / MAP_REDUCE task counts as last reported.
+    pub(crate) tasks: Option<crate::api::TaskProgress>,
+    /// When its next attempt is due after a failed one.
+    pub(crate) next_retry_at: Option<EpochMs>,
 }
 
 impl InstState {
@@ -235,6 +264,17 @@ impl InstState {
             persisted: Some(status),
             tasks: None,
             handed_live: i64::MIN,
+            retry_at: None,
+        }
+    }
+
+    /// What the API shows of it beyond its record.
+    pub(crate) fn held_view(&self) -> HeldView {
+        HeldView {
+            tasks: self.tasks,
+            next_retry_at: self
+                .retry_at
+                .filter(|_| self.rec.status == InstanceStatus::WaitingDispatch),
         }
     }
 }
@@ -442,6 +482,20 @@ impl Core {
         self.effects.push(e);
     }
 
+    /// Whether retention may delete finished instance `id`: the core no longer holds it, and
+    /// the workflow instance whose node it ran (if any) is not still going. An unreadable
+    /// node link keeps the instance.
+    pub(crate) fn may_delete(&self, id: InstanceId) -> bool {
+        if self.active.contains_key(&id) || self.node_runs.contains_key(&id) {
+            return false;
+        }
+        match self.repo.node_link(id) {
+            Ok(Some(link)) => !self.wf_active.contains_key(&link.wf_instance),
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
     /// The earliest armed timer, in clock ms.
     pub(crate) fn next_timer(&self) -> Option<u64> {
         self.wheel.next_expiration()
@@ -474,6 +528,14 @@ impl Core {
         self.apps.insert(app.name.clone(), app);
     }
 
+    /// Forgets an app (after its deletion was submitted): its name resolves no more and
+    /// its workers' handshakes are refused.
+    pub(crate) fn remove_app(&mut self, id: AppId) {
+        if let Some(name) = self.app_names.remove(&id) {
+            self.apps.remove(&name);
+        }
+    }
+
     /// A live (not being deleted) job.
     pub(crate) fn live_job(&self, id: JobId) -> Option<&JobState> {
         self.jobs.get(&id).filter(|j| !j.deleted)
@@ -494,7 +556,7 @@ impl Core {
 
     /// Accounts for an instance of `job` moving from `old` (None: created) to `new`: status
     /// gauges and counters, and the job's running count (max_instances).
-    pub(crate) fn note(&self, job: JobId, old: Option<InstanceStatus>, new: InstanceStatus) {
+    pub(crate) fn note(&mut self, job: JobId, old: Option<InstanceStatus>, new: InstanceStatus) {
         if old == Some(new) {
             return;
         }
@@ -505,13 +567,58 @@ impl Core {
         self.metrics.transition(old, new);
         let was = old.is_some_and(is_running);
         let is = is_running(new);
+        let job_id = job;
         if let Some(job) = self.jobs.get(&job) {
             if is && !was {
                 // Not through a claim (restart recovery): counted, whatever the limit.
                 let _ = job.running.try_reserve(0);
             } else if was && !is {
                 job.running.release();
+                self.wake_queue(job_id);
             }
+        }
+    }
+
+    /// Whether a new run of `job` is to be skipped: its overlap policy is SKIP and its
+    /// `max_instances` are running.
+    pub(crate) fn skips(&self, job: &JobState) -> bool {
+        let max = job.def.record.max_instances;
+        job.def.record.overlap_policy == OverlapPolicy::Skip
+            && max != 0
+            && job.running.count() >= max
+    }
+
+    /// Counts a run of `job` the SKIP overlap policy skipped.
+    pub(crate) fn count_skipped(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.skipped = j.skipped.saturating_add(1);
+        }
+        self.metrics.count_overlap(OverlapPolicy::Skip);
+    }
+
+    /// A slot of `job` may have freed: the head of its queue (if any, and if the limit now
+    /// allows) is dispatched at the next step. Queued instances no longer WAITING_DISPATCH
+    /// are dropped from the queue first (one that reached a final status left it in
+    /// `finalize`; one missing from `active` is the instance a step holds in hand).
+    pub(crate) fn wake_queue(&mut self, job_id: JobId) {
+        let active = &self.active;
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        while let Some(head) = job.queue.front() {
+            let moved_on = active
+                .get(head)
+                .is_some_and(|st| st.rec.status != InstanceStatus::WaitingDispatch);
+            if !moved_on {
+                break;
+            }
+            job.queue.pop_front();
+        }
+        let max = job.def.record.max_instances;
+        let room = max == 0 || job.running.count() < max;
+        if let (Some(&head), true) = (job.queue.front(), room) {
+            let now = self.now_us.div_euclid(1000);
+            self.arm(now, TimerEv::Dispatch(head));
         }
     }
 

@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use crate::ids::{AppId, InstanceId};
 use crate::model::InstanceStatus;
+use crate::policy::OverlapPolicy;
 use crate::server::LoadedState;
 use crate::time_expression::EpochMs;
 
 use super::fire::RETENTION_SWEEP_MS;
 use super::write::Follow;
-use super::{is_running, Awaited, Core, Effect, JobDef, JobState, TimerEv, WorkerKey};
+use super::{
+    is_running, Awaited, Core, Effect, JobDef, JobState, TimerEv, WorkerKey, MAX_QUEUED_RUNS,
+};
 
 /// A worker's answer about an instance it held before the server restarted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,7 @@ impl Core {
             .map(|d| (d.instance_id, d.due))
             .collect();
         let mut fixed_delay_busy = std::collections::HashSet::new();
+        let mut requeued = std::collections::BTreeSet::new();
         for rec in loaded.active {
             let id = rec.id;
             if rec.run > 0 {
@@ -72,11 +76,33 @@ impl Core {
             let status = rec.status;
             let worker = rec.worker.clone();
             let app = rec.app_id;
+            let job = rec.job_id;
             self.admit(rec);
             match status {
                 InstanceStatus::WaitingDispatch => {
-                    let at = delayed.get(&id).copied().unwrap_or(now);
-                    self.arm(at, TimerEv::Dispatch(id));
+                    // A QUEUE job's waiting runs queue again in id order (their order of
+                    // arrival), whatever order the wheel would dispatch them in.
+                    let queue = match self.jobs.get_mut(&job) {
+                        Some(j)
+                            if !delayed.contains_key(&id)
+                                && j.def.record.overlap_policy == OverlapPolicy::Queue
+                                && j.def.record.max_instances != 0
+                                && j.queue.len() < MAX_QUEUED_RUNS =>
+                        {
+                            Some(&mut j.queue)
+                        }
+                        _ => None,
+                    };
+                    match queue {
+                        Some(q) => {
+                            q.push_back(id);
+                            requeued.insert(job);
+                        }
+                        None => {
+                            let at = delayed.get(&id).copied().unwrap_or(now);
+                            self.arm(at, TimerEv::Dispatch(id));
+                        }
+                    }
                 }
                 _ => match worker {
                     Some(w) => self.reconcile.entry((app, w)).or_default().push(id),
@@ -88,6 +114,10 @@ impl Core {
                     }
                 },
             }
+        }
+        // Every slot taken by a recovered running instance is counted by now.
+        for job in requeued {
+            self.wake_queue(job);
         }
         let mut rearm = Vec::new();
         for job in self.jobs.values() {

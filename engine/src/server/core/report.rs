@@ -11,12 +11,6 @@ use crate::time_expression::EpochMs;
 use super::write::Follow;
 use super::{Awaited, Core, Effect, InstState, Then, TimerEv};
 
-/// First retry backoff after a failed attempt, ms; doubles per attempt up to the cap.
-pub(crate) const RETRY_BACKOFF_MS: i64 = 1000;
-
-/// Largest retry backoff, ms.
-pub(crate) const RETRY_BACKOFF_CAP_MS: i64 = 30_000;
-
 /// Grace beyond the job's timeout before the server fails a silent run itself, ms.
 pub(crate) const RUN_SAFETY_MARGIN_MS: i64 = 30_000;
 
@@ -62,8 +56,9 @@ impl Core {
     }
 
     /// An attempt failed (`old` = the status before this operation; the record may already be
-    /// FAILED by a report): requeue with `reason` when retries are left (after a backoff of
-    /// 1 s, 2 s, 4 s ... capped at 30 s when `backoff`), else FAILED with `reason`.
+    /// FAILED by a report): requeue with `reason` when retries are left (after the job's
+    /// `retry_backoff` when `backoff`, jittered by the instance id), else FAILED with
+    /// `reason`.
     pub(crate) fn retry_policy(
         &mut self,
         st: &mut InstState,
@@ -73,7 +68,10 @@ impl Core {
         backoff: bool,
     ) -> Follow {
         let job = st.rec.job_id;
-        let retries = self.live_job(job).map(|j| j.def.record.instance_retries);
+        let policy = self
+            .live_job(job)
+            .map(|j| (j.def.record.instance_retries, j.def.record.retry_backoff));
+        let retries = policy.map(|p| p.0);
         let attempts = st.rec.running_times;
         let id = st.rec.id;
         if let Some(retries) = retries.filter(|r| attempts <= *r) {
@@ -87,11 +85,9 @@ impl Core {
                 st.rec.result = Some(truncate_marked(reason, MAX_RESULT_LEN));
                 st.ready_us = self.now_us;
                 self.note(job, Some(old), st.rec.status);
-                let delay_ms = if backoff {
-                    let shift = attempts.saturating_sub(1).min(16);
-                    (RETRY_BACKOFF_MS << shift).min(RETRY_BACKOFF_CAP_MS)
-                } else {
-                    0
+                let delay_ms = match policy.filter(|_| backoff) {
+                    Some((_, b)) => i64::try_from(b.delay_ms(attempts, id.0)).unwrap_or(i64::MAX),
+                    None => 0,
                 };
                 tracing::info!(
                     instance = id.0,
@@ -102,6 +98,7 @@ impl Core {
                     "instance retried"
                 );
                 let at = (delay_ms > 0).then(|| now.saturating_add(delay_ms));
+                st.retry_at = at;
                 return Follow::Dispatch { id, at };
             }
         }
@@ -249,6 +246,15 @@ impl Core {
             .get(&id)
             .is_some_and(|st| st.rec.status.is_final());
         if done {
+            let queued = self.jobs.get_mut(&job_id).is_some_and(|j| {
+                let before = j.queue.len();
+                j.queue.retain(|q| *q != id);
+                j.queue.len() != before
+            });
+            if queued {
+                // It may have been the head woken for a free slot: wake the next one.
+                self.wake_queue(job_id);
+            }
             if let Some(st) = self.active.remove(&id) {
                 let s = st.rec.status;
                 self.metrics.finished(s);

@@ -15,11 +15,19 @@
 //! unique per (job, trigger time) (`instances_fire_unique`), so two servers can never both
 //! fire one trigger.
 
+//!
+//! A migration, once released, never changes: a later schema is a new version.
+//!
+//! | version | adds |
+//! |---|---|
+//! | 1 | apps, jobs, triggers, instances, delayed runs, logs, workflows, alarms, channels, leases |
+//! | 2 | jobs' retry backoff, overlap policy and log settings; log lines' attempt and fields; API tokens; the previous worker secret of a rotation |
+
 /// The migrations, in order: (version, SQL).
-pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i32 = 1;
+pub(super) const LATEST: i32 = 2;
 
 const V1: &str = r#"
 CREATE TABLE counters (
@@ -168,3 +176,64 @@ CREATE TABLE leases (
 );
 COMMENT ON TABLE leases IS 'which server owns a partition, and its fencing epoch';
 "#;
+
+/// Version 2. The new job columns mirror fields of the record (which stays the source of
+/// truth); a row written by version 1 gets the values its record decodes with (the
+/// defaults). `retry_backoff` is the API's JSON form of the backoff. `fields` is the line's
+/// structured fields as a JSON array of `{"key", "value"}` objects, in the processor's
+/// order. A token row holds the SHA-256 of the token, never the token.
+const V2: &str = r#"
+ALTER TABLE jobs
+    ADD COLUMN overlap_policy text NOT NULL DEFAULT 'FAIL',
+    ADD COLUMN retry_backoff jsonb NOT NULL
+        DEFAULT '{"shape":"EXPONENTIAL","initial_delay_ms":1000,"factor":2.0,"max_delay_ms":30000,"jitter":0.0}',
+    ADD COLUMN log_type text NOT NULL DEFAULT 'ONLINE',
+    ADD COLUMN log_level text NOT NULL DEFAULT 'INFO';
+
+ALTER TABLE logs
+    ADD COLUMN attempt bigint NOT NULL DEFAULT 0,
+    ADD COLUMN fields jsonb NOT NULL DEFAULT '[]';
+COMMENT ON COLUMN logs.attempt IS 'the dispatch attempt that wrote the line (1 for the first); 0 = unknown';
+
+CREATE TABLE api_tokens (
+    id bigint PRIMARY KEY,
+    app_id bigint NOT NULL,
+    name text NOT NULL,
+    role text NOT NULL,
+    hash bytea NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint
+);
+CREATE INDEX api_tokens_app ON api_tokens (app_id, id);
+COMMENT ON COLUMN api_tokens.hash IS 'SHA-256 of the token';
+
+CREATE TABLE app_previous_secrets (
+    app_id bigint PRIMARY KEY,
+    secret text NOT NULL,
+    valid_until bigint NOT NULL
+);
+COMMENT ON TABLE app_previous_secrets IS 'the worker secret a rotation replaced, accepted until valid_until (ms, exclusive)';
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LogLevel, LogType};
+    use crate::policy::{OverlapPolicy, RetryBackoff};
+
+    /// The defaults a version 1 row gets are the ones its record decodes with.
+    #[test]
+    fn version_2_defaults_are_the_records_defaults() {
+        let backoff = serde_json::to_string(&RetryBackoff::default()).unwrap();
+        assert!(V2.contains(&format!("DEFAULT '{backoff}'")), "{backoff}");
+        for name in [
+            serde_json::to_string(&OverlapPolicy::default()).unwrap(),
+            serde_json::to_string(&LogType::default()).unwrap(),
+            serde_json::to_string(&LogLevel::Info).unwrap(),
+        ] {
+            let name = name.trim_matches('"');
+            assert!(V2.contains(&format!("DEFAULT '{name}'")), "{name}");
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(LATEST));
+    }
+}

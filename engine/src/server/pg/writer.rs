@@ -96,6 +96,8 @@ pub(super) enum Table {
     NodeLinks,
     Alarms,
     Channels,
+    ApiTokens,
+    AppPreviousSecrets,
 }
 
 impl Table {
@@ -115,6 +117,8 @@ impl Table {
             Table::NodeLinks => "node_links",
             Table::Alarms => "alarms",
             Table::Channels => "channels",
+            Table::ApiTokens => "api_tokens",
+            Table::AppPreviousSecrets => "app_previous_secrets",
         }
     }
 
@@ -145,6 +149,10 @@ impl Table {
                     ("created_at", I64),
                     ("updated_at", I64),
                     ("record", Bytes),
+                    ("overlap_policy", Text),
+                    ("retry_backoff", Json),
+                    ("log_type", Text),
+                    ("log_level", Text),
                 ],
                 1,
             ),
@@ -172,6 +180,8 @@ impl Table {
                     ("time", I64),
                     ("level", Text),
                     ("content", Text),
+                    ("attempt", I64),
+                    ("fields", Json),
                 ],
                 2,
             ),
@@ -243,10 +253,26 @@ impl Table {
                 ],
                 2,
             ),
+            Table::ApiTokens => (
+                &[
+                    ("id", I64),
+                    ("app_id", I64),
+                    ("name", Text),
+                    ("role", Text),
+                    ("hash", Bytes),
+                    ("created_at", I64),
+                    ("expires_at", I64),
+                ],
+                1,
+            ),
+            Table::AppPreviousSecrets => (
+                &[("app_id", I64), ("secret", Text), ("valid_until", I64)],
+                1,
+            ),
         }
     }
 
-    const ALL: [Table; 14] = [
+    const ALL: [Table; 16] = [
         Table::Counters,
         Table::Apps,
         Table::Jobs,
@@ -261,6 +287,8 @@ impl Table {
         Table::NodeLinks,
         Table::Alarms,
         Table::Channels,
+        Table::ApiTokens,
+        Table::AppPreviousSecrets,
     ];
 
     fn upsert_sql(self) -> String {
@@ -323,6 +351,32 @@ pub(super) enum Op {
     Delete(Table, Vec<Val>),
     /// Delete every log line of an instance.
     DeleteLogsOf(i64),
+}
+
+/// The refusal of a write whose text PostgreSQL cannot hold (a NUL character, raw in a
+/// `text` column or escaped in a `jsonb` one), if any: checked before the write is queued,
+/// so that it fails alone instead of failing its whole batch.
+pub(super) fn refused_text(ops: &[Op]) -> Option<RepoError> {
+    for op in ops {
+        let Op::Put(table, vals) = op else { continue };
+        for (&(name, ty), val) in table.columns().0.iter().zip(vals) {
+            let Val::Text(Some(s)) = val else { continue };
+            let bad = match ty {
+                Ty::Json => s.contains("\\u0000"),
+                _ => s.contains('\0'),
+            };
+            if bad {
+                return Some(RepoError::invalid(
+                    name,
+                    format!(
+                        "{}.{name} cannot hold a NUL character in PostgreSQL",
+                        table.name()
+                    ),
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// A queued write.
@@ -630,6 +684,39 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_character_is_refused_in_text_and_escaped_in_json_only() {
+        let log = |content: &str, fields: &str| {
+            Op::Put(
+                Table::Logs,
+                vec![
+                    Val::I64(Some(1)),
+                    Val::I64(Some(1)),
+                    Val::I64(Some(0)),
+                    Val::Text(Some("INFO".into())),
+                    Val::Text(Some(content.into())),
+                    Val::I64(Some(1)),
+                    Val::Text(Some(fields.into())),
+                ],
+            )
+        };
+        assert!(refused_text(&[log("a\\u0000b", "[]")]).is_none());
+        assert!(matches!(
+            refused_text(&[log("a\0b", "[]")]),
+            Some(RepoError::Invalid {
+                field: "content",
+                ..
+            })
+        ));
+        assert!(matches!(
+            refused_text(&[log("ok", r#"[{"key":"k","value":"\u0000"}]"#)]),
+            Some(RepoError::Invalid {
+                field: "fields",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn folding_keeps_the_last_operation_per_key() {
         let mut f = Folded::default();
         let row = |n: i64| vec![Val::I64(Some(1)), Val::I64(Some(n)), Val::I64(Some(0))];
@@ -643,6 +730,8 @@ mod tests {
                 Val::I64(Some(0)),
                 Val::Text(Some("INFO".into())),
                 Val::Text(Some("x".into())),
+                Val::I64(Some(1)),
+                Val::Text(Some("[]".into())),
             ],
         ));
         f.push(&Op::DeleteLogsOf(9));

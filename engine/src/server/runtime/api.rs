@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use crate::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
-    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogLineView,
-    LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo, WorkerList,
-    WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
+    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogFieldView,
+    LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo,
+    WorkerList, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
     WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::dispatch::GIB;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::server::api_convert::{instance_view, job_record, job_view};
 use crate::server::core::commands::check_period;
-use crate::server::core::{AfterCreate, JobDef};
+use crate::server::core::{AfterCreate, HeldView, JobDef};
 use crate::server::{Commit, InstanceFilter, InstanceRecord, JobRecord, RepoError};
 
 use super::driver::Runtime;
@@ -88,15 +88,23 @@ impl NodeApi {
 
     /// The API view of an instance: the record plus the workflow link and, while it is in
     /// memory, its task progress.
-    fn iview(&self, rec: &InstanceRecord, tasks: Option<crate::api::TaskProgress>) -> InstanceView {
+    fn iview(&self, rec: &InstanceRecord, held: HeldView) -> InstanceView {
         let mut v = instance_view(rec);
         v.workflow_instance_id = self.0.core.lock().wf_instance_of(rec.id);
-        v.tasks = tasks;
+        v.tasks = held.tasks;
+        v.next_retry_at = held.next_retry_at;
         v
     }
 
     fn view(&self, def: &JobDef) -> JobView {
-        job_view(&def.record, self.0.repo.trigger(def.record.id))
+        let mut v = job_view(&def.record, self.0.repo.trigger(def.record.id));
+        v.skipped_runs = self.skipped(def.record.id);
+        v
+    }
+
+    /// Runs of job `id` its SKIP overlap policy skipped since the server started.
+    fn skipped(&self, id: JobId) -> u64 {
+        self.0.core.lock().jobs.get(&id).map_or(0, |j| j.skipped)
     }
 
     /// The instance as the core knows it now (memory for non-final ones, else the store),
@@ -110,17 +118,17 @@ impl NodeApi {
         &self,
         app: &AppRef,
         id: InstanceId,
-    ) -> Result<(InstanceRecord, Option<crate::api::TaskProgress>), ApiError> {
+    ) -> Result<(InstanceRecord, HeldView), ApiError> {
         let held = self
             .0
             .core
             .lock()
             .active
             .get(&id)
-            .map(|st| (st.rec.clone(), st.tasks));
+            .map(|st| (st.rec.clone(), st.held_view()));
         let (rec, tasks) = match held {
             Some(x) => x,
-            None => (self.0.repo.get_instance(id)?, None),
+            None => (self.0.repo.get_instance(id)?, HeldView::default()),
         };
         if rec.app_id != app.id {
             return Err(ApiError::not_found("instance", id.0));
@@ -143,6 +151,46 @@ impl NodeApi {
 }
 
 impl Api for NodeApi {
+    fn token_grant(&self, id: u64) -> Result<Option<crate::api::TokenGrant>, ApiError> {
+        self.token_grant_of(id)
+    }
+
+    fn create_token(
+        &self,
+        app: AppRef,
+        req: crate::api::CreateToken,
+    ) -> ApiFuture<'_, crate::api::TokenCreated> {
+        Box::pin(self.create_token_of(app, req))
+    }
+
+    fn list_tokens(&self, app: AppRef) -> ApiFuture<'_, crate::api::TokenList> {
+        Box::pin(async move { self.list_tokens_of(&app) })
+    }
+
+    fn revoke_token(&self, app: AppRef, id: u64) -> ApiFuture<'_, ()> {
+        Box::pin(self.revoke_token_of(app, id))
+    }
+
+    fn list_apps(&self) -> ApiFuture<'_, crate::api::AppList> {
+        Box::pin(async move { self.list_apps_of() })
+    }
+
+    fn get_app(&self, app: AppRef) -> ApiFuture<'_, crate::api::AppView> {
+        Box::pin(async move { self.get_app_of(&app) })
+    }
+
+    fn delete_app(&self, app: AppRef, force: bool) -> ApiFuture<'_, ()> {
+        Box::pin(self.delete_app_of(app, force))
+    }
+
+    fn rotate_secret(
+        &self,
+        app: AppRef,
+        req: crate::api::RotateSecret,
+    ) -> ApiFuture<'_, crate::api::SecretRotated> {
+        Box::pin(self.rotate_secret_of(app, req))
+    }
+
     fn resolve_app(&self, app: &str) -> Result<AppRef, ApiError> {
         let sh = &self.0;
         let rec = match app.parse::<u64>() {
@@ -163,6 +211,7 @@ impl Api for NodeApi {
     fn create_app(&self, req: CreateApp) -> ApiFuture<'_, AppCreated> {
         Box::pin(async move {
             let sh = &self.0;
+            crate::api::check_new_app(&req.name, &req.secret)?;
             let c = sh.repo.create_app(&req.name, &req.secret, sh.now())?;
             let app = sh.await_commit(c).await?;
             let out = AppCreated {
@@ -214,7 +263,11 @@ impl Api for NodeApi {
             let items = page
                 .items
                 .iter()
-                .map(|j| job_view(j, sh.repo.trigger(j.id)))
+                .map(|j| {
+                    let mut v = job_view(j, sh.repo.trigger(j.id));
+                    v.skipped_runs = self.skipped(j.id);
+                    v
+                })
                 .collect();
             Ok(JobList {
                 items,
@@ -306,14 +359,14 @@ impl Api for NodeApi {
             if query.status.is_some_and(|s| !s.is_final()) {
                 // Non-final instances all live in memory, which is ahead of the store (RUNNING
                 // is never written): list them from there, newest first.
-                let held: Vec<(InstanceRecord, Option<crate::api::TaskProgress>)> = sh
+                let held: Vec<(InstanceRecord, HeldView)> = sh
                     .core
                     .lock()
                     .active
                     .iter()
                     .filter(|(k, _)| query.cursor.is_none_or(|c| k.0 < c))
                     .filter(|(_, st)| st.rec.app_id == app.id && filter.matches(&st.rec))
-                    .map(|(_, st)| (st.rec.clone(), st.tasks))
+                    .map(|(_, st)| (st.rec.clone(), st.held_view()))
                     .collect();
                 let mut items: Vec<InstanceView> =
                     held.iter().map(|(r, t)| self.iview(r, *t)).collect();
@@ -327,11 +380,15 @@ impl Api for NodeApi {
             let page =
                 sh.repo
                     .list_instances(app.id, filter, query.cursor, limit(query.limit, 100))?;
-            let held: Vec<Option<(InstanceRecord, Option<crate::api::TaskProgress>)>> = {
+            let held: Vec<Option<(InstanceRecord, HeldView)>> = {
                 let core = sh.core.lock();
                 page.items
                     .iter()
-                    .map(|r| core.active.get(&r.id).map(|st| (st.rec.clone(), st.tasks)))
+                    .map(|r| {
+                        core.active
+                            .get(&r.id)
+                            .map(|st| (st.rec.clone(), st.held_view()))
+                    })
                     .collect()
             };
             let items = page
@@ -340,7 +397,7 @@ impl Api for NodeApi {
                 .zip(held)
                 .map(|(r, h)| match h {
                     Some((rec, tasks)) => self.iview(&rec, tasks),
-                    None => self.iview(r, None),
+                    None => self.iview(r, HeldView::default()),
                 })
                 .collect();
             Ok(InstanceList {
@@ -362,7 +419,7 @@ impl Api for NodeApi {
             match held {
                 Some(r) => {
                     let (commit, commanded, rec) = r?;
-                    let view = self.iview(&rec, None);
+                    let view = self.iview(&rec, HeldView::default());
                     // Awaited in a task of its own: the follow-up happens even if the caller
                     // goes away.
                     let task = tokio::spawn(async move {
@@ -394,7 +451,7 @@ impl Api for NodeApi {
                         )));
                     }
                     let (commit, rec) = rt.step(|core, now| core.retry_finished(rec, now))?;
-                    let view = self.iview(&rec, None);
+                    let view = self.iview(&rec, HeldView::default());
                     let task = tokio::spawn(async move {
                         let r = rt.await_commit(commit).await;
                         if r.is_ok() {
@@ -415,24 +472,55 @@ impl Api for NodeApi {
     fn instance_log(&self, app: AppRef, id: InstanceId, query: LogQuery) -> ApiFuture<'_, LogView> {
         Box::pin(async move {
             let sh = &self.0;
+            query.validate()?;
             self.instance(&app, id)?;
-            let page = sh
-                .repo
-                .read_logs(id, query.cursor, limit(query.limit, 1000))?;
+            let limit = limit(query.limit, 1000);
+            let (items, next_cursor, prev_cursor) = match query.before {
+                Some(before) => {
+                    let items = sh.repo.read_logs_before(id, before, limit)?;
+                    // A full page may have lines before it; the page after it starts at
+                    // `before` (what the caller came from).
+                    let prev = items
+                        .first()
+                        .filter(|_| items.len() >= limit)
+                        .map(|e| e.seq);
+                    let next = items.last().map(|e| e.seq);
+                    (items, next, prev)
+                }
+                None => {
+                    let page = sh.repo.read_logs(id, query.cursor, limit)?;
+                    let prev = match (page.items.first(), query.cursor) {
+                        (_, None) => None,
+                        (Some(first), Some(_)) => Some(first.seq),
+                        (None, Some(c)) => c.checked_add(1),
+                    };
+                    (page.items, page.next_cursor, prev)
+                }
+            };
             let dropped = sh.log_counts.get(&id).map_or(0, |c| c.1);
             Ok(LogView {
                 instance_id: id,
-                lines: page
-                    .items
+                lines: items
                     .into_iter()
                     .map(|e| LogLineView {
                         seq: e.seq,
                         time_ms: e.line.time,
                         level: e.line.level,
                         content: e.line.content,
+                        attempt: e.line.attempt,
+                        fields: e
+                            .line
+                            .fields
+                            .into_iter()
+                            .map(|f| LogFieldView {
+                                key: f.key,
+                                value: f.value,
+                            })
+                            .collect(),
                     })
                     .collect(),
-                next_cursor: page.next_cursor,
+                next_cursor,
+                prev_cursor,
                 dropped,
             })
         })
@@ -599,6 +687,8 @@ impl Api for NodeApi {
         let Some(s) = snapshot else { return out };
         // The worker port's limits, each counted when hit (see `NetConfig`).
         let limits = [
+            ("handshake_failures", "Worker-port handshakes refused (unknown app, wrong secret, other protocol) or timed out.", s.handshake_failures),
+            ("failed_handshakes_limited", "Connections closed on arrival because their source failed too many handshakes.", s.failed_handshakes_limited),
             ("handshake_timeouts", "Worker-port connections closed because the handshake did not complete in time.", s.handshake_timeouts),
             ("preauth_pool_full", "Handshaking connections closed to make room in the full pre-authentication pool.", s.preauth_pool_full),
             ("preauth_frames_too_large", "Connections closed for a frame over the pre-authentication size limit.", s.preauth_frames_too_large),

@@ -11,7 +11,8 @@ use ferrojob_transport::PeerInfo;
 use crate::dispatch::{TrackerCounts, WorkerMetrics, WorkerStatus};
 use crate::ids::{AppId, InstanceId};
 use crate::model::LogLevel;
-use crate::server::LogLine;
+use crate::model::{MAX_LOG_FIELDS, MAX_LOG_FIELD_KEY_BYTES, MAX_LOG_FIELD_VALUE_BYTES};
+use crate::server::{LogLine, LogLineField};
 
 use crate::server::core::WorkerKey;
 
@@ -166,6 +167,18 @@ fn level(l: ferrojob_transport::message::LogLevel) -> LogLevel {
     }
 }
 
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while end > 0 && !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 /// Stores a worker's log lines per instance, up to the per-instance cap (the rest counted as
 /// dropped). Lines of finished instances (late batches) are still stored; lines of unknown
 /// instances, and of instances of another app than the connection's, are dropped. The counters live in memory: after a restart (or once more than
@@ -228,6 +241,18 @@ fn on_logs(sh: &Arc<Runtime>, app: AppId, worker: &str, batch: LogBatch) {
             time: e.time_ms,
             level: level(e.level),
             content: e.content,
+            attempt: e.attempt,
+            // The worker bounds the fields; the server keeps at most as many, whatever a
+            // peer sends (each is within the frame it came in, so a few bytes per byte read).
+            fields: e
+                .fields
+                .into_iter()
+                .take(MAX_LOG_FIELDS)
+                .map(|f| LogLineField {
+                    key: cut(f.key, MAX_LOG_FIELD_KEY_BYTES),
+                    value: cut(f.value, MAX_LOG_FIELD_VALUE_BYTES),
+                })
+                .collect(),
         });
         let appended = if live {
             sh.repo.append_logs_of_live(id, rows)

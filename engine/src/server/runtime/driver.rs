@@ -408,4 +408,17 @@ impl AppSecrets for AppTable {
             }
         }
     }
+
+    fn previous_secret(&self, app_name: &str) -> Option<AppSecret> {
+        let app = self.0.app_by_name(app_name)?;
+        let now = self.0.now();
+        match self.0.repo.previous_secret(app.id) {
+            Ok(Some(p)) if now < p.until => Some(AppSecret::new(p.secret.into_bytes())),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(app = %app.name, error = %e, "cannot read an app's previous secret");
+                None
+            }
+        }
+    }
 }

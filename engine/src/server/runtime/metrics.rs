@@ -103,6 +103,12 @@ pub(crate) struct Metrics {
     pub(crate) reports_dropped: AtomicU64,
     /// Dispatch attempts that found no eligible worker.
     pub(crate) no_worker: AtomicU64,
+    /// Runs the SKIP overlap policy skipped.
+    pub(crate) runs_skipped: AtomicU64,
+    /// Runs the QUEUE overlap policy queued.
+    pub(crate) runs_queued: AtomicU64,
+    /// Running instances the REPLACE overlap policy stopped.
+    pub(crate) runs_replaced: AtomicU64,
     /// Store writes that failed.
     pub(crate) store_errors: AtomicU64,
     /// The store failed a write (the health check reports "degraded").
@@ -154,6 +160,9 @@ impl Default for Metrics {
             store_commit: Histogram::new(LATENCY_BUCKETS),
             reports_dropped: AtomicU64::new(0),
             no_worker: AtomicU64::new(0),
+            runs_skipped: AtomicU64::new(0),
+            runs_queued: AtomicU64::new(0),
+            runs_replaced: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
             store_failed: std::sync::atomic::AtomicBool::new(false),
             log_lines_dropped: AtomicU64::new(0),
@@ -185,6 +194,18 @@ impl Metrics {
 
     pub(crate) fn count_no_worker(&self) {
         self.no_worker.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one run handled by an overlap policy (`SKIP`, `QUEUE` or `REPLACE`).
+    pub(crate) fn count_overlap(&self, policy: crate::policy::OverlapPolicy) {
+        use crate::policy::OverlapPolicy as P;
+        let c = match policy {
+            P::Skip => &self.runs_skipped,
+            P::Queue => &self.runs_queued,
+            P::Replace => &self.runs_replaced,
+            _ => return,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_report_dropped(&self) {
@@ -326,6 +347,21 @@ impl Metrics {
                 "ferrojob_dispatch_no_worker_total",
                 "Dispatch attempts that found no eligible worker.",
                 &self.no_worker,
+            ),
+            (
+                "ferrojob_runs_skipped_total",
+                "Runs skipped because their job's max_instances were running (overlap policy SKIP).",
+                &self.runs_skipped,
+            ),
+            (
+                "ferrojob_runs_queued_total",
+                "Runs queued until a slot of their job's max_instances freed (overlap policy QUEUE).",
+                &self.runs_queued,
+            ),
+            (
+                "ferrojob_runs_replaced_total",
+                "Running instances stopped to make room for a new run (overlap policy REPLACE).",
+                &self.runs_replaced,
             ),
             (
                 "ferrojob_store_errors_total",

@@ -23,6 +23,7 @@
 
 mod alarm;
 mod api;
+mod app_api;
 mod conn;
 pub(crate) mod driver;
 pub(crate) mod metrics;

@@ -93,7 +93,7 @@ impl Runtime {
     fn delete_finished(&self, ids: &[InstanceId]) -> usize {
         let mut deleted = 0;
         for &id in ids {
-            if self.core.lock().active.contains_key(&id) || self.node_of_running_workflow(id) {
+            if !self.core.lock().may_delete(id) {
                 continue;
             }
             match self.repo.delete_instance(id, false).and_then(|c| c.wait()) {
@@ -105,18 +105,5 @@ impl Runtime {
             }
         }
         deleted
-    }
-
-    /// Whether instance `id` ran a node of a workflow instance still held in memory.
-    fn node_of_running_workflow(&self, id: InstanceId) -> bool {
-        if self.core.lock().node_runs.contains_key(&id) {
-            return true;
-        }
-        match self.repo.node_link(id) {
-            Ok(Some(link)) => self.core.lock().wf_active.contains_key(&link.wf_instance),
-            Ok(None) => false,
-            // Unreadable: keep it.
-            Err(_) => true,
-        }
     }
 }

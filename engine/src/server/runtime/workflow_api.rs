@@ -230,23 +230,7 @@ impl NodeApi {
             .await_commit(sh.repo.create_workflow(app.id, dag.def(), next, now)?)
             .await?;
         let id = rec.id;
-        let state = WfState::new(WfVersion {
-            record: rec,
-            dag: Arc::new(dag),
-        });
-        sh.step(|core, _| {
-            core.workflows.insert(id, state);
-            if let Some(n) = next {
-                core.arm(
-                    n,
-                    crate::server::core::TimerEv::Workflow {
-                        wf: id,
-                        gen: 1,
-                        due: n,
-                    },
-                );
-            }
-        });
+        sh.step(|core, _| core.workflow_created(rec, dag, next));
         Ok(Created { id })
     }
 

@@ -139,7 +139,6 @@ pub(crate) fn wf_error(e: WorkflowError) -> ApiError {
         WorkflowError::BadName { .. } => "name",
         WorkflowError::TimeExpressionTypeNotAllowed(_) => "time_expression_type",
         WorkflowError::TimeExpression(_) => "time_expression",
-        WorkflowError::ZeroMaxInstances => "max_instances",
         WorkflowError::TooManyEdges { .. }
         | WorkflowError::DanglingEdge { .. }
         | WorkflowError::DuplicateEdge { .. }
@@ -194,6 +193,31 @@ impl Core {
     }
 
     /// Emits a submitted transition's await (`false` when nothing was submitted).
+    /// A workflow's creation was acknowledged: it is scheduled from `next` (its first fire).
+    pub(crate) fn workflow_created(
+        &mut self,
+        record: WorkflowRecord,
+        dag: ValidDag,
+        next: Option<EpochMs>,
+    ) {
+        let id = record.id;
+        let state = WfState::new(WfVersion {
+            record,
+            dag: Arc::new(dag),
+        });
+        self.workflows.insert(id, state);
+        if let Some(due) = next {
+            self.arm(
+                due,
+                TimerEv::Workflow {
+                    wf: id,
+                    gen: 1,
+                    due,
+                },
+            );
+        }
+    }
+
     pub(crate) fn emit_transition(&mut self, t: Option<Transition>) -> bool {
         match t {
             Some((c, p)) => {

@@ -160,7 +160,7 @@ impl Core {
         let cur = state.cur();
         let app = state.app;
         let max = cur.dag.def().max_instances;
-        if state.running >= max {
+        if max != 0 && state.running >= max {
             if let Some(t) = trigger {
                 // The fire is refused, but its trigger row (moved on) is still written.
                 let write = WfWrite {
@@ -255,7 +255,12 @@ impl Core {
         let next = plan.next;
         // Room under max_instances, taken once: the instances of this plan are counted only
         // when they are created.
-        let mut room = cur.dag.def().max_instances.saturating_sub(wf.running);
+        let max = cur.dag.def().max_instances;
+        let mut room = if max == 0 {
+            u32::MAX
+        } else {
+            max.saturating_sub(wf.running)
+        };
         if plan.fires.is_empty() {
             match self.repo.wf_set_next_trigger_if(wf_id, next, || true) {
                 Ok(Some(c)) => self.emit(Effect::Await(Awaited::Detached(c.discard_value()))),

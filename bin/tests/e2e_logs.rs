@@ -1,0 +1,261 @@
+//! End to end: per-job log settings honoured by the real `ferrojob-worker` binary (level,
+//! ONLINE / LOCAL / NULL), attempts told apart after a retry, the whole log as text, and
+//! `ferrojob instance log --follow`.
+//!
+//! One worker, so every ONLINE line goes through its one FIFO queue: once a later instance's
+//! line has reached the server, a line an earlier instance sent would have reached it too.
+//! That is how "sends nothing" is checked without waiting for a time.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ferrojob::api::{LogQuery, LogView, RunJob};
+use ferrojob::ids::{InstanceId, JobId};
+use ferrojob::model::{InstanceStatus, LogLevel, LogType};
+use ferrojob::time_expression::TimeExpressionType;
+
+mod common;
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn run(c: &Cluster, job: JobId) -> InstanceId {
+    let run = RunJob {
+        params: String::new(),
+        delay_ms: 0,
+    };
+    c.client.run_job(APP, job, &run).await.unwrap().instance_id
+}
+
+async fn finished(c: &Cluster, id: InstanceId) -> InstanceStatus {
+    wait_for("a final status", WAIT, || async {
+        let i = c.client.get_instance(APP, id).await.ok()?;
+        i.status.is_final().then_some(i.status)
+    })
+    .await
+}
+
+async fn log(c: &Cluster, id: InstanceId) -> LogView {
+    c.client
+        .instance_log(APP, id, LogQuery::default())
+        .await
+        .unwrap()
+}
+
+fn shell_job(
+    name: &str,
+    script: &str,
+    log_type: LogType,
+    level: LogLevel,
+) -> ferrojob::api::JobBody {
+    let mut b = body(name, TimeExpressionType::Api, "", "shell", script);
+    b.log_type = log_type;
+    b.log_level = level;
+    b
+}
+
+/// Runs the `ferrojob` CLI against the cluster; returns stdout (panics on failure).
+fn cli(c: &Cluster, args: &[&str]) -> String {
+    let url = format!("http://{}", c.http);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", &url, "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferrojob {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_honour_log_levels_and_types_and_tell_attempts_apart() {
+    let mut c = Cluster::start(0, None).await;
+    let data = c.dir.path().join("worker-data");
+    let data_arg = data.to_str().unwrap().to_owned();
+    c.add_worker_with(
+        SECRET,
+        "w",
+        &["--allow-processor", "shell", "--data-dir", &data_arg],
+    );
+    c.wait_workers(1).await;
+
+    // NULL and LOCAL first: whatever they would send is queued before the WARN job's lines.
+    let null = c
+        .job(shell_job(
+            "null",
+            "echo null-out; echo null-err >&2",
+            LogType::Null,
+            LogLevel::Debug,
+        ))
+        .await;
+    let local = c
+        .job(shell_job(
+            "local",
+            "echo local-out; echo local-err >&2",
+            LogType::Local,
+            LogLevel::Info,
+        ))
+        .await;
+    let warn = c
+        .job(shell_job(
+            "warn",
+            "echo info-out; echo warn-err >&2",
+            LogType::Online,
+            LogLevel::Warn,
+        ))
+        .await;
+    let null_run = run(&c, null).await;
+    assert_eq!(finished(&c, null_run).await, InstanceStatus::Succeed);
+    let local_run = run(&c, local).await;
+    assert_eq!(finished(&c, local_run).await, InstanceStatus::Succeed);
+    let warn_run = run(&c, warn).await;
+    assert_eq!(
+        finished(&c, warn_run).await,
+        InstanceStatus::Succeed,
+        "{}",
+        c.diagnostics()
+    );
+
+    // Level WARN: the stderr line (WARN) arrives, the stdout line (INFO) never left the worker.
+    let view = wait_for("the WARN line", WAIT, || async {
+        let v = log(&c, warn_run).await;
+        v.lines
+            .iter()
+            .any(|l| l.content.contains("warn-err"))
+            .then_some(v)
+    })
+    .await;
+    assert!(
+        view.lines
+            .iter()
+            .all(|l| matches!(l.level, LogLevel::Warn | LogLevel::Error)),
+        "{view:?}"
+    );
+    assert!(!view.lines.iter().any(|l| l.content.contains("info-out")));
+    assert!(view.lines.iter().all(|l| l.attempt == 1), "{view:?}");
+    // NULL and LOCAL sent nothing to the server.
+    assert!(log(&c, null_run).await.lines.is_empty());
+    assert!(log(&c, local_run).await.lines.is_empty());
+
+    // LOCAL wrote the worker's file, which the CLI reads while the worker runs.
+    let logs_dir = data.join("logs");
+    let logs_arg = logs_dir.to_str().unwrap().to_owned();
+    let id = local_run.0.to_string();
+    let text = wait_for("the LOCAL lines", WAIT, || async {
+        let out = cli(
+            &c,
+            &["worker", "local-log", "--dir", &logs_arg, "--instance", &id],
+        );
+        (out.contains("local-out") && out.contains("local-err")).then_some(out)
+    })
+    .await;
+    assert!(
+        text.lines()
+            .all(|l| l.contains(&format!(" instance={id} attempt=1 "))),
+        "{text}"
+    );
+    assert!(!cli(&c, &["worker", "local-log", "--dir", &logs_arg]).contains("null-"));
+
+    // STDOUT: one line per log line on the worker's own stdout, with the instance id.
+    let stdout = c
+        .job(shell_job(
+            "stdout",
+            "echo stdout-out",
+            LogType::Stdout,
+            LogLevel::Info,
+        ))
+        .await;
+    let stdout_run = run(&c, stdout).await;
+    assert_eq!(finished(&c, stdout_run).await, InstanceStatus::Succeed);
+    let printed = format!(" INFO instance={} attempt=1 stdout-out", stdout_run.0);
+    wait_for("the STDOUT line", WAIT, || async {
+        c.workers[0].stdout_text().contains(&printed).then_some(())
+    })
+    .await;
+    assert!(!c.workers[0].stdout_text().contains("null-"));
+
+    // A retried instance: each attempt's lines carry their attempt.
+    let mark = c.dir.path().join("failed-once");
+    let script = format!(
+        "if [ -f '{m}' ]; then echo second-try; else touch '{m}'; echo first-try; exit 1; fi",
+        m = mark.display()
+    );
+    let mut retried = shell_job("retried", &script, LogType::Online, LogLevel::Info);
+    retried.instance_retries = 1;
+    let retried = c.job(retried).await;
+    let retried_run = run(&c, retried).await;
+    let view = wait_for("both attempts' lines", WAIT, || async {
+        let i = c.client.get_instance(APP, retried_run).await.ok()?;
+        let v = log(&c, retried_run).await;
+        let done = i.status == InstanceStatus::Succeed
+            && v.lines.iter().any(|l| l.content.contains("second-try"));
+        done.then_some(v)
+    })
+    .await;
+    let attempt_of = |text: &str| {
+        view.lines
+            .iter()
+            .find(|l| l.content.contains(text))
+            .map(|l| l.attempt)
+    };
+    assert_eq!(attempt_of("first-try"), Some(1), "{view:?}");
+    assert_eq!(attempt_of("second-try"), Some(2), "{view:?}");
+    // The whole log as text shows the attempts too.
+    let text = c.client.instance_log_text(APP, retried_run).await.unwrap();
+    assert!(text.contains("[attempt 1] first-try"), "{text}");
+    assert!(text.contains("[attempt 2] second-try"), "{text}");
+    // Paging backward from the end gives the last line.
+    let last = c
+        .client
+        .instance_log(
+            APP,
+            retried_run,
+            LogQuery {
+                limit: Some(1),
+                cursor: None,
+                before: Some(u64::MAX),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(last.lines.len(), 1);
+    assert_eq!(last.lines.last(), view.lines.last());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_log_follow_tails_a_running_instance_until_it_is_final() {
+    let c = Cluster::start(1, None).await;
+    let job = c
+        .job(shell_job(
+            "slow",
+            "echo follow-start; sleep 2; echo follow-end",
+            LogType::Online,
+            LogLevel::Info,
+        ))
+        .await;
+    let id = run(&c, job).await;
+    wait_for("the run to start", WAIT, || async {
+        let i = c.client.get_instance(APP, id).await.ok()?;
+        (i.status == InstanceStatus::Running).then_some(())
+    })
+    .await;
+    // Returns only once the instance is final, with the lines written after it started.
+    let out = cli(
+        &c,
+        &[
+            "instance",
+            "log",
+            "--app",
+            APP,
+            "--follow",
+            &id.0.to_string(),
+        ],
+    );
+    assert!(out.contains("[attempt 1] follow-start"), "{out}");
+    assert!(out.contains("[attempt 1] follow-end"), "{out}");
+    let i = c.client.get_instance(APP, id).await.unwrap();
+    assert!(i.status.is_final(), "{i:?}");
+}
