@@ -1002,7 +1002,7 @@ fn logs_append_in_order_with_caps() {
             level: LogLevel::Info,
             content: format!("line {n}"),
             attempt: (n % 3) as u32,
-            fields: if n % 4 == 0 {
+            fields: if n.is_multiple_of(4) {
                 vec![
                     LogLineField {
                         key: "rows".into(),
