@@ -1,5 +1,6 @@
 //! End to end on PostgreSQL: the real `ferrojob-server --store postgres://…` and real workers
-//! on 127.0.0.1 (runs across a restart; tokens, a secret rotation, logs, app deletion), a fresh database per test (dropped afterwards). PostgreSQL must answer at
+//! on 127.0.0.1 (runs across a restart; tokens, a secret rotation, logs, app deletion), a
+//! fresh database per test (dropped afterwards). PostgreSQL must answer at
 //! `FERROJOB_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`, trust
 //! authentication) and `psql` must be installed, or the test fails.
 
