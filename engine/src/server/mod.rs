@@ -16,7 +16,8 @@
 //! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
 //! - [`keys`]: tables and key layout (the table is in its module docs).
 //! - [`Repository`]: the trait every implementation of the repository keeps, and [`Repo`],
-//!   the handle the rest of the server holds (`repository.rs`).
+//!   the handle the rest of the server holds (`repository/`, with the forwarding of
+//!   [`LogRepo`] in `repository/log_repo.rs`).
 //! - [`repo`]: [`LogRepo`], the log store's implementation: atomic writes, apps, jobs, logs,
 //!   restart [`LogRepo::load`]; `instance_repo.rs` its instances (fire, listings, deletion).
 //! - `pg` (feature `postgres`): `PgRepo`, the implementation on PostgreSQL.

@@ -8,7 +8,7 @@ use crate::server::codec::{decode, encode};
 use crate::server::error::RepoError;
 use crate::server::repo::{Commit, Page, MAX_PAGE};
 
-use super::writer::{Op, Table, Val};
+use super::tables::{Op, Table, Val};
 use super::{big, get, i64s, name_of, text, PgRepo};
 
 impl PgRepo {

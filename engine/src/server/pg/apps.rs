@@ -14,7 +14,7 @@ use crate::server::repo::{alloc, Commit};
 use crate::server::token_repo::{role_byte, role_of, PreviousSecretRecord, TokenRecord};
 use crate::time_expression::EpochMs;
 
-use super::writer::{Op, Table, Val};
+use super::tables::{Op, Table, Val};
 use super::{big, counter_op, get, i64s, text, unsigned, PgRepo};
 
 impl PgRepo {

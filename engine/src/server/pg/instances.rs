@@ -7,7 +7,7 @@ use crate::server::instance::InstanceRecord;
 use crate::server::repo::{Commit, InstanceFilter, Page, MAX_LIST_SCAN, MAX_PAGE};
 use crate::time_expression::EpochMs;
 
-use super::writer::{Op, Table};
+use super::tables::{Op, Table};
 use super::{big, get, i64s, unsigned, PgRepo, AGE_SCAN_YOUNG_RUN};
 
 impl PgRepo {

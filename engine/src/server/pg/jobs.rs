@@ -8,7 +8,7 @@ use crate::server::records::{JobRecord, TriggerRecord};
 use crate::server::repo::{alloc, Commit, JobFilter, Page, MAX_LIST_SCAN, MAX_PAGE};
 use crate::time_expression::EpochMs;
 
-use super::writer::{Op, Table};
+use super::tables::{Op, Table};
 use super::{big, counter_op, get, i64s, unsigned, PgRepo};
 
 impl PgRepo {

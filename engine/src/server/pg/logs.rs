@@ -11,7 +11,7 @@ use crate::server::keys;
 use crate::server::records::{truncate_marked, LogLine, LogLineField, MAX_LOG_LINE_LEN};
 use crate::server::repo::{Commit, LogAppend, LogEntry, Page, MAX_LOG_APPEND, MAX_PAGE};
 
-use super::writer::{Op, Table, Val};
+use super::tables::{Op, Table, Val};
 use super::{big, get, i64s, name_of, text, unsigned, PgRepo};
 
 impl PgRepo {

@@ -27,7 +27,7 @@
 //!   workflow's trigger row is cached, so a fire reads nothing.
 //!
 //! The tables are in `schema.rs`; they are created and upgraded by numbered migrations when
-//! the repository opens (`open.rs`). The write path is `writer.rs`; records become rows in
+//! the repository opens (`open.rs`). The write path is `writer.rs` over the table layouts of `tables.rs`; records become rows in
 //! `rows.rs`; each concern's reads and writes have a file (`apps.rs` with tokens and secret
 //! rotation, `jobs.rs`, `instances.rs`, `logs.rs`, `workflows.rs`, `alarms.rs`), and
 //! `repository.rs` implements the trait by forwarding to them.
@@ -44,6 +44,7 @@ mod open;
 mod repository;
 mod rows;
 mod schema;
+mod tables;
 mod workflows;
 mod writer;
 
@@ -65,7 +66,8 @@ use super::keys;
 use super::records::{DelayedRun, TriggerRecord};
 use super::repo::{Commit, IdBlocks, LoadedJob, LoadedState};
 use open::open_all;
-use writer::{Op, Table, Val, Write};
+use tables::{Op, Table, Val};
+use writer::Write;
 
 /// Read connections (queries on one connection are pipelined).
 const READERS: usize = 2;
@@ -312,10 +314,10 @@ impl PgRepo {
     }
 
     /// Queues `ops` as one write; a write PostgreSQL cannot hold (see
-    /// [`writer::refused_text`]) fails alone, unqueued.
+    /// [`tables::refused_text`]) fails alone, unqueued.
     fn submit<T>(&self, ops: Vec<Op>, value: T) -> Commit<T> {
         let (commit, ack) = Commit::pending(value);
-        if let Some(e) = writer::refused_text(&ops) {
+        if let Some(e) = tables::refused_text(&ops) {
             let _ = ack.send(Err(e));
             return commit;
         }

@@ -12,7 +12,7 @@ use crate::server::job_codec::encode_job;
 use crate::server::records::{AppRecord, JobRecord, TriggerRecord};
 use crate::server::workflow_repo::{WfInstanceRecord, WorkflowRecord};
 
-use super::writer::{Op, Table, Val};
+use super::tables::{Op, Table, Val};
 use super::{big, get, i64s, name_of, text, unsigned, PgRepo};
 
 impl PgRepo {

@@ -12,7 +12,7 @@ use crate::server::workflow_repo::{
 use crate::time_expression::EpochMs;
 use crate::workflow::WorkflowDef;
 
-use super::writer::{Op, Table, Val};
+use super::tables::{Op, Table, Val};
 use super::{big, def_json, get, i64s, text, unsigned, PgRepo};
 
 impl PgRepo {
