@@ -54,13 +54,16 @@
 pub mod alarm_repo;
 pub mod api_convert;
 mod codec;
+mod commit;
 pub(crate) mod core;
 mod error;
+mod filters;
 pub mod instance;
 mod instance_repo;
 mod job_codec;
 pub mod keys;
 mod log_codec;
+mod log_lines;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod records;

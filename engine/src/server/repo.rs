@@ -35,18 +35,14 @@
 //! serialize — the server core owns each job and instance on one task.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
-use std::task::{Context, Poll};
 
-use ferrojob_store::{Batch, CommitHandle, KeyRange, Scan, Store, StoreError};
+use ferrojob_store::{Batch, KeyRange, Scan, Store};
 
 use crate::ids::{InstanceId, JobId};
-use crate::model::InstanceStatus;
 use crate::time_expression::EpochMs;
 
 use super::codec::{decode, encode};
@@ -54,11 +50,12 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::job_codec::{decode_job, encode_job};
 use super::keys::{self, *};
-use super::log_codec::{decode_log_line, encode_log_line};
-use super::records::{
-    truncate_marked, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
-};
+use super::records::{AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord};
 use crate::ids::AppId;
+
+pub(crate) use super::commit::Acknowledger;
+pub use super::commit::Commit;
+pub use super::filters::{InstanceFilter, JobFilter, TimeRange, WorkflowFilter};
 
 /// Largest page of a listing; a larger `limit` is clamped to it.
 pub const MAX_PAGE: usize = 1000;
@@ -79,131 +76,6 @@ pub struct Page<T> {
     pub next_cursor: Option<u64>,
 }
 
-/// A half-open range of instants `[from, to)`, ms since the epoch; an absent end is
-/// unbounded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TimeRange {
-    /// First instant in the range (inclusive).
-    pub from: Option<EpochMs>,
-    /// First instant after the range (exclusive).
-    pub to: Option<EpochMs>,
-}
-
-impl TimeRange {
-    /// No bound at either end.
-    pub fn is_unbounded(&self) -> bool {
-        self.from.is_none() && self.to.is_none()
-    }
-
-    /// Whether `t` is in the range.
-    pub fn contains(&self, t: EpochMs) -> bool {
-        self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|e| t < e)
-    }
-}
-
-/// Which instances [`LogRepo::list_instances`] returns: those matching every part.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InstanceFilter {
-    /// Only this job's instances.
-    pub job: Option<JobId>,
-    /// Only instances in this status.
-    pub status: Option<InstanceStatus>,
-    /// Only instances whose `trigger_time` is in this range.
-    pub trigger: TimeRange,
-    /// Only instances with a `finished_time` in this range (a bounded range excludes the
-    /// unfinished ones).
-    pub finished: TimeRange,
-}
-
-impl InstanceFilter {
-    /// Whether `inst` passes the filter (its app is the caller's to check).
-    pub fn matches(&self, inst: &InstanceRecord) -> bool {
-        self.job.is_none_or(|j| inst.job_id == j)
-            && self.status.is_none_or(|s| inst.status == s)
-            && self.trigger.contains(inst.trigger_time)
-            && (self.finished.is_unbounded()
-                || inst
-                    .finished_time
-                    .is_some_and(|t| self.finished.contains(t)))
-    }
-}
-
-/// Whether `name` contains `needle`, ignoring case (Unicode lowercase of both).
-fn name_contains(name: &str, needle: &str) -> bool {
-    if needle.is_empty() || name.contains(needle) {
-        return true;
-    }
-    name.to_lowercase().contains(&needle.to_lowercase())
-}
-
-/// Which jobs [`LogRepo::list_jobs`] returns: those matching every part.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct JobFilter {
-    /// Only jobs whose name contains this, ignoring case.
-    pub name: Option<String>,
-    /// Only jobs carrying this tag (exact match).
-    pub tag: Option<String>,
-    /// Only jobs of this time expression type.
-    pub time_expression_type: Option<crate::time_expression::TimeExpressionType>,
-    /// Only jobs of this execute type.
-    pub execute_type: Option<crate::model::ExecuteType>,
-    /// Only enabled (`true`) or disabled (`false`) jobs.
-    pub enabled: Option<bool>,
-}
-
-impl JobFilter {
-    /// Whether `job` passes the filter.
-    pub fn matches(&self, job: &JobRecord) -> bool {
-        self.name
-            .as_deref()
-            .is_none_or(|n| name_contains(&job.name, n))
-            && self
-                .tag
-                .as_deref()
-                .is_none_or(|t| job.tags.iter().any(|x| x == t))
-            && self
-                .time_expression_type
-                .is_none_or(|k| job.time_expression_type == k)
-            && self.execute_type.is_none_or(|e| job.execute_type == e)
-            && self.enabled.is_none_or(|e| job.enabled == e)
-    }
-}
-
-/// Which workflows [`LogRepo::list_workflows`] returns: those matching every part.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkflowFilter {
-    /// Only workflows whose name contains this, ignoring case.
-    pub name: Option<String>,
-    /// Only workflows carrying this tag (exact match).
-    pub tag: Option<String>,
-    /// Only workflows of this time expression type.
-    pub time_expression_type: Option<crate::time_expression::TimeExpressionType>,
-}
-
-impl WorkflowFilter {
-    /// Whether a workflow named `name` passes the name part of the filter.
-    pub fn name_matches(&self, name: &str) -> bool {
-        self.name.as_deref().is_none_or(|n| name_contains(name, n))
-    }
-
-    /// Whether the filter looks at more than the name (then the definition is read).
-    pub fn needs_definition(&self) -> bool {
-        self.tag.is_some() || self.time_expression_type.is_some()
-    }
-
-    /// Whether `def` passes the filter.
-    pub fn matches(&self, def: &crate::workflow::WorkflowDef) -> bool {
-        self.name_matches(&def.name)
-            && self
-                .tag
-                .as_deref()
-                .is_none_or(|t| def.tags.iter().any(|x| x == t))
-            && self
-                .time_expression_type
-                .is_none_or(|k| def.time_expression_type == k)
-    }
-}
-
 /// A stored log line and its position in the instance's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
@@ -220,7 +92,7 @@ pub struct LogAppend {
     pub stored: usize,
     /// Lines dropped (beyond [`MAX_LOG_APPEND`]).
     pub dropped: usize,
-    /// Lines whose content was cut to [`MAX_LOG_LINE_LEN`].
+    /// Lines whose content was cut to [`MAX_LOG_LINE_LEN`](super::MAX_LOG_LINE_LEN).
     pub truncated: usize,
 }
 
@@ -244,101 +116,6 @@ pub struct LoadedState {
     pub delayed: Vec<DelayedRun>,
     /// Every instance not in a final status.
     pub active: Vec<InstanceRecord>,
-}
-
-/// A submitted write: resolves to its value once the write is durable (the log store
-/// acknowledged its batch, or PostgreSQL committed the transaction that holds it).
-#[derive(Debug)]
-#[must_use = "a write is not acknowledged until its Commit is awaited or waited for"]
-pub struct Commit<T> {
-    value: Option<T>,
-    ack: Ack,
-}
-
-/// How a [`Commit`] learns that its write is durable.
-#[derive(Debug)]
-enum Ack {
-    /// The log store's handle.
-    Store(CommitHandle),
-    /// Another backend's writer: resolved once, with the backend's error as text.
-    Channel(futures::channel::oneshot::Receiver<Result<(), RepoError>>),
-}
-
-/// The sending half of a [`Commit`] from a backend other than the log store: the backend
-/// resolves it once the write is durable (or failed).
-pub(crate) type Acknowledger = futures::channel::oneshot::Sender<Result<(), RepoError>>;
-
-impl<T> Commit<T> {
-    pub(super) fn of_store(value: T, handle: CommitHandle) -> Commit<T> {
-        Commit {
-            value: Some(value),
-            ack: Ack::Store(handle),
-        }
-    }
-
-    /// A commit resolved by the returned [`Acknowledger`]. A dropped acknowledger resolves it
-    /// as failed (the writer is gone).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn pending(value: T) -> (Commit<T>, Acknowledger) {
-        let (tx, rx) = futures::channel::oneshot::channel();
-        (
-            Commit {
-                value: Some(value),
-                ack: Ack::Channel(rx),
-            },
-            tx,
-        )
-    }
-
-    /// The value the write will have stored (ids assigned), before it is acknowledged.
-    pub fn value(&self) -> Option<&T> {
-        self.value.as_ref()
-    }
-
-    /// The same write, resolving to `()` once acknowledged.
-    pub fn discard_value(self) -> Commit<()> {
-        Commit {
-            value: Some(()),
-            ack: self.ack,
-        }
-    }
-
-    /// Blocks until the write is durable. Not on an async runtime's worker thread: `.await`.
-    pub fn wait(mut self) -> Result<T, RepoError> {
-        match self.ack {
-            Ack::Store(handle) => {
-                handle.wait()?;
-            }
-            Ack::Channel(rx) => futures::executor::block_on(rx).unwrap_or_else(|_| Err(gone()))?,
-        }
-        self.value.take().ok_or_else(gone)
-    }
-}
-
-/// The error of a commit whose writer went away or that was already resolved.
-fn gone() -> RepoError {
-    RepoError::Store(StoreError::Closed {
-        dir: Default::default(),
-    })
-}
-
-impl<T: Unpin> Future for Commit<T> {
-    type Output = Result<T, RepoError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let done = match &mut this.ack {
-            Ack::Store(handle) => match Pin::new(handle).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => r.map(drop).map_err(RepoError::from),
-            },
-            Ack::Channel(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => r.unwrap_or_else(|_| Err(gone())),
-            },
-        };
-        Poll::Ready(done.and_then(|()| this.value.take().ok_or_else(gone)))
-    }
 }
 
 /// Ids reserved per persisted high-water mark (hi-lo allocation, see the module docs).
@@ -424,7 +201,7 @@ pub struct LogRepo {
     pub(super) store: Arc<dyn Store>,
     cold: Mutex<Cold>,
     pub(super) instance_ids: IdBlocks,
-    log_seqs: IdBlocks,
+    pub(super) log_seqs: IdBlocks,
     /// Every job's trigger row as last submitted (fire reads and bumps the run counter).
     pub(super) triggers: DashMap<JobId, TriggerRecord>,
     /// Workflow ids, workflow instance ids and workflow trigger rows.
@@ -773,128 +550,6 @@ impl LogRepo {
         let batch = Batch::new().put(TRIGGERS, keys::id(id.0), encode(TRIGGERS, &trigger)?);
         *entry = trigger;
         Ok(Some(self.submit(batch, trigger)))
-    }
-
-    // ----- logs -----
-
-    /// Appends `lines` to instance `id`'s log, in order. Stores at most [`MAX_LOG_APPEND`]
-    /// lines (the rest are dropped and counted); content beyond [`MAX_LOG_LINE_LEN`] bytes is
-    /// cut and marked; a NUL character becomes U+FFFD.
-    pub fn append_logs(
-        &self,
-        id: InstanceId,
-        lines: impl IntoIterator<Item = LogLine>,
-    ) -> Result<Commit<LogAppend>, RepoError> {
-        self.get_instance(id)?;
-        self.append_logs_of_live(id, lines)
-    }
-
-    /// [`append_logs`](LogRepo::append_logs) for an instance the caller knows exists and is not
-    /// being deleted (the server core's non-final instances): no read before the write.
-    pub fn append_logs_of_live(
-        &self,
-        id: InstanceId,
-        lines: impl IntoIterator<Item = LogLine>,
-    ) -> Result<Commit<LogAppend>, RepoError> {
-        let mut out = LogAppend {
-            stored: 0,
-            dropped: 0,
-            truncated: 0,
-        };
-        let mut kept = Vec::new();
-        for mut line in lines {
-            if kept.len() == MAX_LOG_APPEND {
-                out.dropped += 1;
-                continue;
-            }
-            line.replace_nul();
-            if line.content.len() > MAX_LOG_LINE_LEN {
-                line.content = truncate_marked(&line.content, MAX_LOG_LINE_LEN);
-                out.truncated += 1;
-            }
-            kept.push(line);
-        }
-        let mut batch = Batch::new();
-        if !kept.is_empty() {
-            // `kept.len()` is at most MAX_LOG_APPEND: the cast is lossless.
-            let first = self.log_seqs.alloc(&*self.store, kept.len() as u64)?;
-            for (seq, line) in (first..).zip(&kept) {
-                batch.push_put(LOGS, keys::pair(id.0, seq), encode_log_line(line)?);
-                out.stored += 1;
-            }
-        }
-        Ok(self.submit(batch, out))
-    }
-
-    /// Up to `limit` (at most [`MAX_PAGE`]) lines of instance `id`'s log after `cursor` (a
-    /// [`LogEntry::seq`]), in append order.
-    pub fn read_logs(
-        &self,
-        id: InstanceId,
-        cursor: Option<u64>,
-        limit: usize,
-    ) -> Result<Page<LogEntry>, RepoError> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        let mut range = KeyRange::prefix(&keys::id(id.0));
-        if let Some(c) = cursor {
-            range = range.after(&keys::pair(id.0, c));
-        }
-        let rows = self.store.range(LOGS, &range, limit)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (k, v) in &rows {
-            items.push(LogEntry {
-                seq: keys::read_child(LOGS, k)?,
-                line: decode_log_line(k, v)?,
-            });
-        }
-        let next_cursor = match items.last() {
-            Some(e) if items.len() == limit => Some(e.seq),
-            _ => None,
-        };
-        Ok(Page { items, next_cursor })
-    }
-
-    /// Up to `limit` (at most [`MAX_PAGE`]) lines of instance `id`'s log just before `before`
-    /// (a [`LogEntry::seq`]), in append order: the page that precedes it (paging backward).
-    /// The store scans forward only, so this reads every line before `before` (bounded by the
-    /// per-instance log cap) and decodes only the page it returns.
-    pub fn read_logs_before(
-        &self,
-        id: InstanceId,
-        before: u64,
-        limit: usize,
-    ) -> Result<Vec<LogEntry>, RepoError> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        let end = keys::pair(id.0, before);
-        let all = KeyRange::prefix(&keys::id(id.0));
-        let (start, _) = all.as_bounds();
-        let mut range = KeyRange::new(start, std::ops::Bound::Excluded(&end));
-        let mut last: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> =
-            std::collections::VecDeque::with_capacity(limit);
-        loop {
-            let rows = self.store.range(LOGS, &range, MAX_PAGE)?;
-            let full = rows.len() == MAX_PAGE;
-            let Some((k, _)) = rows.last() else { break };
-            let next = range.after(k);
-            for row in rows {
-                if last.len() == limit {
-                    last.pop_front();
-                }
-                last.push_back(row);
-            }
-            if !full {
-                break;
-            }
-            range = next;
-        }
-        last.iter()
-            .map(|(k, v)| {
-                Ok(LogEntry {
-                    seq: keys::read_child(LOGS, k)?,
-                    line: decode_log_line(k, v)?,
-                })
-            })
-            .collect()
     }
 
     // ----- restart -----

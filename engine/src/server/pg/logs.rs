@@ -8,8 +8,9 @@ use crate::ids::InstanceId;
 use crate::model::LogLevel;
 use crate::server::error::RepoError;
 use crate::server::keys;
-use crate::server::records::{truncate_marked, LogLine, LogLineField, MAX_LOG_LINE_LEN};
-use crate::server::repo::{Commit, LogAppend, LogEntry, Page, MAX_LOG_APPEND, MAX_PAGE};
+use crate::server::log_lines::keep_log_lines;
+use crate::server::records::{LogLine, LogLineField};
+use crate::server::repo::{Commit, LogAppend, LogEntry, Page, MAX_PAGE};
 
 use super::tables::{Op, Table, Val};
 use super::{big, get, i64s, name_of, text, unsigned, PgRepo};
@@ -20,24 +21,7 @@ impl PgRepo {
         id: InstanceId,
         lines: Vec<LogLine>,
     ) -> Result<Commit<LogAppend>, RepoError> {
-        let mut out = LogAppend {
-            stored: 0,
-            dropped: 0,
-            truncated: 0,
-        };
-        let mut kept = Vec::new();
-        for mut line in lines {
-            if kept.len() == MAX_LOG_APPEND {
-                out.dropped += 1;
-                continue;
-            }
-            line.replace_nul();
-            if line.content.len() > MAX_LOG_LINE_LEN {
-                line.content = truncate_marked(&line.content, MAX_LOG_LINE_LEN);
-                out.truncated += 1;
-            }
-            kept.push(line);
-        }
+        let (kept, mut out) = keep_log_lines(lines);
         let mut ops = Vec::with_capacity(kept.len());
         if !kept.is_empty() {
             // At most MAX_LOG_APPEND lines: the cast is lossless.

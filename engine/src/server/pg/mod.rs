@@ -1,6 +1,6 @@
 //! [`PgRepo`]: the server's repository on PostgreSQL, the second implementation of
-//! [`Repository`] (the first is the log store's [`LogRepo`](super::LogRepo)); both pass the
-//! same conformance suite.
+//! [`Repository`](super::Repository) (the first is the log store's
+//! [`LogRepo`](super::LogRepo)); both pass the same conformance suite.
 //!
 //! # Shape
 //!
