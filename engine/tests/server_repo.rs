@@ -1962,8 +1962,8 @@ fn postgres_upgrades_a_version_1_database_in_place() {
     assert!(repo.list_tokens(j.app_id).unwrap().is_empty());
 }
 
-/// PostgreSQL's text cannot hold a NUL character: a write with one fails alone, and the
-/// writes around it commit.
+/// PostgreSQL's text cannot hold a NUL character: a write with one fails alone (before it
+/// changes the repository's caches), and the writes around it commit.
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_refuses_a_nul_character_alone() {
@@ -1972,7 +1972,7 @@ fn postgres_refuses_a_nul_character_alone() {
     let a = app(&repo, "a");
     let mut bad = cron_job(a.id);
     bad.processor = "a\0b".into();
-    let refused = repo.create_job(bad, None, NOW).unwrap().wait();
+    let refused = repo.create_job(bad, None, NOW).and_then(|c| c.wait());
     assert!(
         matches!(
             refused,
@@ -1985,4 +1985,17 @@ fn postgres_refuses_a_nul_character_alone() {
     );
     let j = job(&repo, a.id, None);
     assert_eq!(repo.get_job(j.id).unwrap(), j);
+    // Refused before the name is taken: the app can be created without the NUL.
+    let refused = repo.create_app("nul", "secret-\0-secret", NOW);
+    assert!(
+        matches!(
+            refused,
+            Err(RepoError::Invalid {
+                field: "secret",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    app(&repo, "nul");
 }

@@ -65,7 +65,8 @@ impl std::fmt::Debug for AppRecord {
 }
 
 impl AppRecord {
-    /// Checks name and secret.
+    /// Checks name and secret (its length, and no NUL character, which PostgreSQL's text
+    /// cannot hold).
     pub fn validate(&self) -> Result<(), RepoError> {
         check_name("name", &self.name)?;
         let len = self.secret.len();
@@ -73,6 +74,12 @@ impl AppRecord {
             return Err(RepoError::invalid(
                 "secret",
                 format!("must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} bytes, got {len}"),
+            ));
+        }
+        if self.secret.contains('\0') {
+            return Err(RepoError::invalid(
+                "secret",
+                "must not contain a NUL character",
             ));
         }
         Ok(())

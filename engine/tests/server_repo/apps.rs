@@ -112,10 +112,15 @@ fn a_rotation_keeps_the_previous_secret_until_its_end() {
                 .wait()
                 .unwrap();
             // A bad secret or an unknown app change nothing.
-            assert!(matches!(
-                repo.rotate_secret(a.id, "short", NOW + 30),
-                Err(RepoError::Invalid { .. })
-            ));
+            for bad in ["short", "a-nul-\0-in-the-secret"] {
+                assert!(matches!(
+                    repo.rotate_secret(a.id, bad, NOW + 30),
+                    Err(RepoError::Invalid {
+                        field: "secret",
+                        ..
+                    })
+                ));
+            }
             assert!(matches!(
                 repo.rotate_secret(ferrojob::ids::AppId(999), "fourth-secret", NOW),
                 Err(RepoError::NotFound { .. })

@@ -14,7 +14,7 @@ use crate::server::repo::{alloc, Commit};
 use crate::server::token_repo::{role_byte, role_of, PreviousSecretRecord, TokenRecord};
 use crate::time_expression::EpochMs;
 
-use super::tables::{Op, Table, Val};
+use super::tables::{self, Op, Table, Val};
 use super::{big, counter_op, get, i64s, text, unsigned, PgRepo};
 
 impl PgRepo {
@@ -41,6 +41,7 @@ impl PgRepo {
         let mut next = inner.next_app;
         app.id = AppId(alloc(&mut next, "app")?);
         let ops = vec![Self::app_op(&app)?, counter_op("next_app_id", big(next)?)];
+        tables::check_text(&ops)?;
         inner.next_app = next;
         inner.app_names.insert(name.to_owned(), app.id);
         Ok(self.submit(ops, app))

@@ -8,7 +8,7 @@ use crate::server::records::{JobRecord, TriggerRecord};
 use crate::server::repo::{alloc, Commit, JobFilter, Page, MAX_LIST_SCAN, MAX_PAGE};
 use crate::time_expression::EpochMs;
 
-use super::tables::{Op, Table};
+use super::tables::{self, Op, Table};
 use super::{big, counter_op, get, i64s, unsigned, PgRepo};
 
 impl PgRepo {
@@ -34,6 +34,7 @@ impl PgRepo {
             Self::trigger_op(Table::Triggers, job.id.0, &trigger)?,
             counter_op("next_job_id", big(next)?),
         ];
+        tables::check_text(&ops)?;
         inner.next_job = next;
         self.triggers.insert(job.id, trigger);
         Ok(self.submit(ops, job))
@@ -72,6 +73,7 @@ impl PgRepo {
             Self::job_op(&job)?,
             Self::trigger_op(Table::Triggers, job.id.0, &trigger)?,
         ];
+        tables::check_text(&ops)?;
         *entry = trigger;
         let commit = self.submit(ops, job);
         drop(entry);

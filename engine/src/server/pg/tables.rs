@@ -343,6 +343,12 @@ pub(super) fn refused_text(ops: &[Op]) -> Option<RepoError> {
     None
 }
 
+/// [`refused_text`] as a result, for the writes that change the repository's caches (app
+/// names, trigger rows): checked before they do.
+pub(super) fn check_text(ops: &[Op]) -> Result<(), RepoError> {
+    refused_text(ops).map_or(Ok(()), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

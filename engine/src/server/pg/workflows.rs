@@ -12,7 +12,7 @@ use crate::server::workflow_repo::{
 use crate::time_expression::EpochMs;
 use crate::workflow::WorkflowDef;
 
-use super::tables::{Op, Table, Val};
+use super::tables::{self, Op, Table, Val};
 use super::{big, def_json, get, i64s, text, unsigned, PgRepo};
 
 impl PgRepo {
@@ -49,6 +49,7 @@ impl PgRepo {
             ),
             Self::trigger_op(Table::WorkflowTriggers, id.0, &trigger)?,
         ];
+        tables::check_text(&ops)?;
         self.wf_triggers.insert(id, trigger);
         Ok(self.submit(ops, rec))
     }
@@ -114,6 +115,7 @@ impl PgRepo {
             ),
             Self::trigger_op(Table::WorkflowTriggers, id.0, &trigger)?,
         ];
+        tables::check_text(&ops)?;
         *entry = trigger;
         let commit = self.submit(ops, rec);
         drop(entry);
