@@ -53,7 +53,6 @@ use super::keys::{self, *};
 use super::records::{AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord};
 use crate::ids::AppId;
 
-pub(crate) use super::commit::Acknowledger;
 pub use super::commit::Commit;
 pub use super::filters::{InstanceFilter, JobFilter, TimeRange, WorkflowFilter};
 

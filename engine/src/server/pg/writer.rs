@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashMap};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use crate::server::repo::Acknowledger;
+use crate::server::commit::Acknowledger;
 use crate::server::RepoError;
 
 use super::tables::{Op, Table, Ty, Val};
