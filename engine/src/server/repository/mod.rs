@@ -9,7 +9,9 @@
 //!   the commit resolves, which is when the write is durable;
 //! - writes submitted by one caller commit in submission order, and many writes share one
 //!   commit (a group commit of the log store, a transaction per batch in PostgreSQL);
-//! - a read sees every write acknowledged before it started;
+//! - a read sees every write acknowledged before it started; a check that reads before it
+//!   writes (a token id taken, an app that still has jobs or workflows) sees every write
+//!   submitted before it;
 //! - an id is never handed out twice, across restarts too.
 //!
 //! The handle adds the generic conveniences a trait object cannot carry (closures, iterators)
