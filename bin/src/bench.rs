@@ -69,6 +69,14 @@ pub struct DispatchArgs {
     /// Use the MemoryStore instead of the LogStore (nothing durable: for comparison).
     #[arg(long)]
     ephemeral: bool,
+    /// Keep the server's state in this PostgreSQL database (`postgres://…`) instead of the
+    /// LogStore.
+    #[arg(long, conflicts_with_all = ["ephemeral", "connect"])]
+    store: Option<String>,
+    /// With `--store`: commit every write in a transaction of its own (the baseline of a
+    /// scheduler that writes each state change on its own) instead of batching.
+    #[arg(long, requires = "store")]
+    transaction_per_write: bool,
     /// How runs are triggered: `http` (the OpenAPI's run route, through the Rust client) or
     /// `api` (the same `Api::run_job` the route calls, in process: the server core without
     /// HTTP).
@@ -154,6 +162,16 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
                     any,
                     any,
                 );
+                if let Some(url) = &args.store {
+                    let mut options = ferrojob::server::PgOptions::default();
+                    if args.transaction_per_write {
+                        options.max_batch_writes = 1;
+                    }
+                    config.core.store = ferrojob::server::StoreChoice::Postgres {
+                        url: url.clone(),
+                        options,
+                    };
+                }
                 // Keep every instance: the bench reads them all back.
                 config.core.keep_finished_runs = usize::MAX;
                 // The bench measures dispatch: its run requests are not rate limited.
@@ -333,10 +351,12 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         param: format!("{}x{}", args.instances, args.workers),
         instances: args.instances,
         workers: args.workers,
-        store: match (args.connect, args.ephemeral) {
-            (true, _) => "remote",
-            (false, true) => "memory",
-            (false, false) => "log",
+        store: match (args.connect, args.ephemeral, &args.store) {
+            (true, _, _) => "remote",
+            (false, true, _) => "memory",
+            (false, false, Some(_)) if args.transaction_per_write => "postgres-per-write",
+            (false, false, Some(_)) => "postgres",
+            (false, false, None) => "log",
         },
         via: match args.via {
             Via::Http => "http",

@@ -6,6 +6,7 @@
 //!
 //! ```toml
 //! data_dir = "ferrojob-data"        # LogStore in DIR/store, admin token in DIR/admin.token
+//! store = "postgres://postgres@127.0.0.1:5432/ferrojob"  # PostgreSQL instead of DIR/store
 //! http = "127.0.0.1:7700"           # OpenAPI
 //! listen = "127.0.0.1:10086"        # workers connect here
 //! ephemeral = false                 # MemoryStore: nothing survives the process
@@ -75,6 +76,11 @@ pub struct ServerArgs {
     /// Keep everything in memory (nothing survives the process).
     #[arg(long, env = "FERROJOB_EPHEMERAL")]
     pub ephemeral: bool,
+    /// Keep the state in PostgreSQL instead of the data dir's log store:
+    /// `postgres://user[:password]@host:port/database` (the schema is created or upgraded at
+    /// start; the data dir then holds only the admin token).
+    #[arg(long, env = "FERROJOB_STORE")]
+    pub store: Option<String>,
     /// Admin token (default: read or generate DATA_DIR/admin.token).
     #[arg(long, env = "FERROJOB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -175,6 +181,7 @@ pub struct ServerArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     http: Option<SocketAddr>,
     listen: Option<SocketAddr>,
     ephemeral: Option<bool>,
@@ -246,6 +253,17 @@ impl ServerArgs {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let mut config = LaunchConfig::new(Some(data_dir), http, listen);
         config.ephemeral = ephemeral;
+        if let Some(url) = self.store.clone().or(file.store) {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                anyhow::bail!(
+                    "--store takes a postgres:// URL (the default is the data dir's log store)"
+                );
+            }
+            config.core.store = ferrojob::server::StoreChoice::Postgres {
+                url,
+                options: ferrojob::server::pg::PgOptions::default(),
+            };
+        }
         config.admin_token = self.admin_token.clone().or(file.admin_token);
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {
             config.max_body_bytes = v;
@@ -421,6 +439,39 @@ mod tests {
         assert_eq!(d.data_dir.unwrap(), PathBuf::from(DEFAULT_DATA_DIR));
         assert!(!d.ephemeral);
         assert_eq!(d.core.recovery, ferrojob_store::RecoveryMode::Strict);
+    }
+
+    #[test]
+    fn the_store_url_comes_from_the_flag_or_the_file_and_must_be_postgres() {
+        use ferrojob::server::StoreChoice;
+        let from_file = ServerArgs::default()
+            .merge(toml::from_str::<FileConfig>("store = \"postgres://u@h:5432/f\"").unwrap())
+            .unwrap();
+        assert!(matches!(
+            from_file.core.store,
+            StoreChoice::Postgres { ref url, .. } if url == "postgres://u@h:5432/f"
+        ));
+        let flag = ServerArgs {
+            store: Some("postgresql://u@h/g".into()),
+            ..ServerArgs::default()
+        };
+        assert!(matches!(
+            flag.merge(FileConfig::default()).unwrap().core.store,
+            StoreChoice::Postgres { ref url, .. } if url == "postgresql://u@h/g"
+        ));
+        let bad = ServerArgs {
+            store: Some("/var/lib/ferrojob".into()),
+            ..ServerArgs::default()
+        };
+        assert!(bad.merge(FileConfig::default()).is_err());
+        assert!(matches!(
+            ServerArgs::default()
+                .merge(FileConfig::default())
+                .unwrap()
+                .core
+                .store,
+            StoreChoice::Log { .. }
+        ));
     }
 
     #[test]

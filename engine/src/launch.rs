@@ -302,8 +302,14 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     } else if !config.ephemeral {
         return Err(LaunchError::NoDataDir);
     }
-    config.core.store = match (&config.data_dir, config.ephemeral) {
-        (Some(dir), false) => StoreChoice::Log {
+    config.core.store = match (&config.core.store, &config.data_dir, config.ephemeral) {
+        // A database keeps the state; the data dir keeps the admin token.
+        #[cfg(feature = "postgres")]
+        (StoreChoice::Postgres { url, options }, _, _) => StoreChoice::Postgres {
+            url: url.clone(),
+            options: *options,
+        },
+        (_, Some(dir), false) => StoreChoice::Log {
             dir: dir.join("store"),
         },
         _ => StoreChoice::Memory,

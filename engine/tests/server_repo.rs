@@ -1,7 +1,10 @@
-//! The server repository's suite, run against the MemoryStore and the LogStore (with reopen),
-//! plus crash atomicity of `fire` on the store's simulated file system.
+//! The repository conformance suite: the tests that take a [`Place`] run against every
+//! implementation of `Repository` — the log store over the MemoryStore and over a LogStore
+//! directory, and PostgreSQL (a fresh database per test, dropped afterwards; PostgreSQL must
+//! answer at `FERROJOB_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`, or the
+//! test fails). Then the log store's own: corrupt values, crash atomicity of `fire` on the
+//! store's simulated file system, races with pruning.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use ferrojob::ids::{AppId, InstanceId, JobId};
@@ -22,10 +25,6 @@ fn log_opts() -> LogOptions {
         background_compaction: false,
         ..LogOptions::default()
     }
-}
-
-fn log_store(dir: &Path) -> Arc<dyn Store> {
-    Arc::new(LogStore::open(dir, log_opts()).unwrap())
 }
 
 fn app(repo: &Repo, name: &str) -> AppRecord {
@@ -59,17 +58,17 @@ fn fire(repo: &Repo, job: &JobRecord, t: i64, next: Option<i64>) -> InstanceReco
         .unwrap()
 }
 
-/// Runs `check` against a fresh memory store and a fresh log store.
-fn both(check: impl Fn(Arc<dyn Store>)) {
-    check(memory());
-    let dir = tempfile::tempdir().unwrap();
-    check(log_store(dir.path()));
-}
+#[path = "server_repo/place.rs"]
+mod place;
+use place::{each_repository, Place};
+
+#[path = "server_repo/apps.rs"]
+mod apps;
 
 #[test]
 fn apps_are_unique_by_name_and_found_by_id_and_name() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "billing");
         let b = app(&repo, "search");
         assert_ne!(a.id, b.id);
@@ -159,8 +158,8 @@ fn job_validation_names_the_field() {
 
 #[test]
 fn jobs_create_update_delete_list() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let other = app(&repo, "b");
         assert!(matches!(
@@ -241,8 +240,8 @@ fn jobs_create_update_delete_list() {
 
 #[test]
 fn fire_inserts_the_instance_and_moves_the_trigger() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let j = job(&repo, a.id, Some(NOW));
         let i1 = fire(&repo, &j, NOW, Some(NOW + 300_000));
@@ -261,8 +260,8 @@ fn fire_inserts_the_instance_and_moves_the_trigger() {
 
 #[test]
 fn a_fire_that_is_no_longer_current_writes_nothing() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let j = job(&repo, a.id, Some(NOW));
         // An update replaced the schedule between the fire's decision and its write.
@@ -300,8 +299,8 @@ fn a_fire_that_is_no_longer_current_writes_nothing() {
 
 #[test]
 fn lifecycle_through_the_repo_and_delayed_runs() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let j = job(&repo, a.id, None);
         let mut delayed = repo
@@ -379,8 +378,8 @@ fn lifecycle_through_the_repo_and_delayed_runs() {
 /// job and status.
 #[test]
 fn pagination_returns_each_instance_once_in_order() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let b = app(&repo, "b");
         let j1 = job(&repo, a.id, None);
@@ -547,8 +546,8 @@ fn labelled_job(
 fn job_listing_filters_each_field_and_pages_the_matches() {
     use ExecuteType::*;
     use TimeExpressionType::*;
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let b = app(&repo, "b");
         let specs: &[LabelledSpec] = &[
@@ -710,8 +709,11 @@ fn job_listing_filters_each_field_and_pages_the_matches() {
 
 #[test]
 fn job_labels_are_validated() {
-    let repo = Repo::open(memory()).unwrap();
-    let a = app(&repo, "a");
+    each_repository(|place| job_labels_are_validated_in(&place.open()));
+}
+
+fn job_labels_are_validated_in(repo: &Repo) {
+    let a = app(repo, "a");
     let bad: &[(&[&str], &str)] = &[
         (&["a,b"], "tags"),
         (&[""], "tags"),
@@ -739,8 +741,13 @@ fn job_labels_are_validated() {
 
 #[test]
 fn a_filtered_job_listing_examines_a_bounded_number_of_jobs() {
-    let repo = Repo::open(memory()).unwrap();
-    let a = app(&repo, "a");
+    each_repository(|place| {
+        a_filtered_job_listing_examines_a_bounded_number_of_jobs_in(&place.open())
+    });
+}
+
+fn a_filtered_job_listing_examines_a_bounded_number_of_jobs_in(repo: &Repo) {
+    let a = app(repo, "a");
     let commits: Vec<_> = (0..MAX_LIST_SCAN + 5)
         .map(|i| {
             let mut j = cron_job(a.id);
@@ -771,8 +778,8 @@ fn a_filtered_job_listing_examines_a_bounded_number_of_jobs() {
 
 #[test]
 fn workflow_listing_filters_name_tag_and_type() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let b = app(&repo, "b");
         let j = job(&repo, a.id, None);
@@ -869,16 +876,73 @@ fn workflow_listing_filters_name_tag_and_type() {
     });
 }
 
+/// The retry backoff, the overlap policy and the log settings round-trip through create,
+/// update, listing and a reopen.
+#[test]
+fn job_policies_and_log_settings_round_trip() {
+    use ferrojob::model::LogType;
+    use ferrojob::policy::{BackoffShape, OverlapPolicy, RetryBackoff};
+    each_repository(|place| {
+        let (created, updated) = {
+            let repo = place.open();
+            let a = app(&repo, "a");
+            let defaults = job(&repo, a.id, None);
+            assert_eq!(repo.get_job(defaults.id).unwrap(), defaults);
+            assert_eq!(defaults.overlap_policy, OverlapPolicy::Fail);
+            let mut j = cron_job(a.id);
+            j.name = "policies".into();
+            j.instance_retries = 3;
+            j.retry_backoff = RetryBackoff {
+                shape: BackoffShape::Exponential,
+                initial_delay_ms: 250,
+                factor: 1.5,
+                max_delay_ms: 9_000,
+                jitter: 0.25,
+            };
+            j.overlap_policy = OverlapPolicy::Queue;
+            j.log = LogSettings {
+                log_type: LogType::Local,
+                level: LogLevel::Debug,
+            };
+            let created = repo.create_job(j, None, NOW).unwrap().wait().unwrap();
+            assert_eq!(repo.get_job(created.id).unwrap(), created);
+            let mut u = created.clone();
+            u.retry_backoff = RetryBackoff::fixed(5_000);
+            u.overlap_policy = OverlapPolicy::Replace;
+            u.log = LogSettings {
+                log_type: LogType::Null,
+                level: LogLevel::Error,
+            };
+            let updated = repo.update_job(u, None, NOW + 1).unwrap().wait().unwrap();
+            assert_eq!(repo.get_job(updated.id).unwrap(), updated);
+            let listed = repo
+                .list_jobs(a.id, &JobFilter::default(), None, 10)
+                .unwrap()
+                .items;
+            assert_eq!(listed, vec![defaults, updated.clone()]);
+            (created, updated)
+        };
+        let repo = place.open();
+        assert_eq!(repo.get_job(created.id).unwrap(), updated);
+        let loaded = repo.load().unwrap();
+        assert!(
+            loaded.jobs.iter().any(|l| l.job == updated),
+            "{}",
+            place.name()
+        );
+    });
+}
+
 /// Paging backward returns, in append order, the page just before a line: against the
 /// forward listing, across the store's scan chunks, with another instance's lines around.
 #[test]
 fn logs_page_backward_like_the_forward_listing_reversed() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let j = job(&repo, a.id, None);
         let i1 = fire(&repo, &j, NOW, None);
-        let i2 = fire(&repo, &j, NOW, None);
+        let i2 = fire(&repo, &j, NOW + 1, None);
         let line = |n: usize| LogLine {
             time: NOW + n as i64,
             level: LogLevel::Info,
@@ -926,18 +990,36 @@ fn logs_page_backward_like_the_forward_listing_reversed() {
 
 #[test]
 fn logs_append_in_order_with_caps() {
-    both(|store| {
-        let repo = Repo::open(store).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let j = job(&repo, a.id, None);
         let i1 = fire(&repo, &j, NOW, None);
-        let i2 = fire(&repo, &j, NOW, None);
+        let i2 = fire(&repo, &j, NOW + 1, None);
+        // Every line carries its attempt, and some structured fields (order kept, any text).
         let line = |n: usize| LogLine {
             time: NOW + n as i64,
             level: LogLevel::Info,
             content: format!("line {n}"),
-            attempt: 0,
-            fields: Vec::new(),
+            attempt: (n % 3) as u32,
+            fields: if n.is_multiple_of(4) {
+                vec![
+                    LogLineField {
+                        key: "rows".into(),
+                        value: n.to_string(),
+                    },
+                    LogLineField {
+                        key: "quoted \"é\"".into(),
+                        value: "a\nb\u{0}".into(),
+                    },
+                    LogLineField {
+                        key: "empty".into(),
+                        value: String::new(),
+                    },
+                ]
+            } else {
+                Vec::new()
+            },
         };
         let r = repo
             .append_logs(i1.id, (0..150).map(line))
@@ -963,8 +1045,16 @@ fn logs_append_in_order_with_caps() {
             }
         }
         assert_eq!(got.len(), 151);
+        // Every repository stores a NUL character as U+FFFD.
+        let stored = |n: usize| {
+            let mut l = line(n);
+            for f in &mut l.fields {
+                f.value = f.value.replace('\0', "\u{FFFD}");
+            }
+            l
+        };
         for (n, e) in got.iter().take(150).enumerate() {
-            assert_eq!(e.line, line(n));
+            assert_eq!(e.line, stored(n), "{}", place.name());
         }
         let last = &got[150].line.content;
         assert!(last.len() <= MAX_LOG_LINE_LEN + 32 && last.ends_with("bytes truncated]"));
@@ -1071,10 +1161,13 @@ fn populate(repo: &Repo) {
 }
 
 #[test]
-fn log_store_reopen_loads_exactly_the_state_before() {
-    let dir = tempfile::tempdir().unwrap();
+fn reopen_loads_exactly_the_state_before() {
+    each_repository(reopen_loads_exactly_the_state_before_in);
+}
+
+fn reopen_loads_exactly_the_state_before_in(place: &dyn Place) {
     let (before, max_instance) = {
-        let repo = Repo::open(log_store(dir.path())).unwrap();
+        let repo = place.open();
         populate(&repo);
         let state = repo.load().unwrap();
         let max = state.active.iter().map(|i| i.id.0).max().unwrap();
@@ -1085,7 +1178,7 @@ fn log_store_reopen_loads_exactly_the_state_before() {
     assert_eq!(before.delayed.len(), 1);
     assert_eq!(before.active.len(), 6);
     for _ in 0..2 {
-        let repo = Repo::open(log_store(dir.path())).unwrap();
+        let repo = place.open();
         assert_eq!(repo.load().unwrap(), before);
         // Counters survive: no id is handed out twice, the run counter continues, names stay
         // unique.
@@ -1097,7 +1190,7 @@ fn log_store_reopen_loads_exactly_the_state_before() {
         ));
         drop(repo);
     }
-    let repo = Repo::open(log_store(dir.path())).unwrap();
+    let repo = place.open();
     let j2 = &before.jobs[1].job;
     let next = fire(&repo, j2, NOW + 9999, None);
     assert!(next.id.0 > max_instance);
@@ -1194,12 +1287,12 @@ fn a_write_failure_during_fire_leaves_neither_row() {
 
 #[test]
 fn delete_instance_removes_every_row_and_its_log() {
-    both(|store| {
-        let repo = Repo::open(store.clone()).unwrap();
+    each_repository(|place| {
+        let repo = place.open();
         let a = app(&repo, "a");
         let j = job(&repo, a.id, None);
         let keep = fire(&repo, &j, NOW, None);
-        let mut old = fire(&repo, &j, NOW, None);
+        let mut old = fire(&repo, &j, NOW + 1, None);
         let lines = (0..10).map(|n| LogLine {
             time: n,
             level: LogLevel::Debug,
@@ -1230,15 +1323,18 @@ fn delete_instance_removes_every_row_and_its_log() {
             .unwrap();
         assert_eq!(listed.items, vec![keep.clone()]);
         repo.delete_instance(keep.id, true).unwrap().wait().unwrap();
-        for table in [
-            "instances",
-            "app_insts",
-            "job_insts",
-            "active",
-            "delayed",
-            "logs",
-        ] {
-            assert_eq!(store.count(table), 0, "{table}");
+        drop(repo);
+        if let Some(store) = place.store() {
+            for table in [
+                "instances",
+                "app_insts",
+                "job_insts",
+                "active",
+                "delayed",
+                "logs",
+            ] {
+                assert_eq!(store.count(table), 0, "{table}");
+            }
         }
     });
 }
@@ -1247,19 +1343,24 @@ fn delete_instance_removes_every_row_and_its_log() {
 /// past every id used.
 #[test]
 fn concurrent_writers_never_share_an_id() {
-    let dir = tempfile::tempdir().unwrap();
+    each_repository(concurrent_writers_never_share_an_id_in);
+}
+
+fn concurrent_writers_never_share_an_id_in(place: &dyn Place) {
     let (j, mut ids) = {
-        let repo = Arc::new(Repo::open(log_store(dir.path())).unwrap());
+        let repo = place.open();
         let a = app(&repo, "a");
         let j = job(&repo, a.id, None);
         let threads: Vec<_> = (0..4)
-            .map(|_| {
+            .map(|t| {
                 let repo = repo.clone();
                 let j = j.clone();
                 std::thread::spawn(move || {
+                    // Distinct trigger times: a scheduled fire is unique per (job, time).
                     let commits: Vec<_> = (0..50)
                         .map(|k| {
-                            repo.fire(InstanceRecord::new(j.id, j.app_id, "", NOW + k), None)
+                            let at = NOW + t * 1000 + k;
+                            repo.fire(InstanceRecord::new(j.id, j.app_id, "", at), None)
                                 .unwrap()
                         })
                         .collect();
@@ -1285,16 +1386,19 @@ fn concurrent_writers_never_share_an_id() {
     let mut runs: Vec<u64> = ids.iter().map(|p| p.1).collect();
     runs.sort_unstable();
     assert_eq!(runs, (1..=200).collect::<Vec<_>>());
-    let repo = Repo::open(log_store(dir.path())).unwrap();
+    let repo = place.open();
     assert_eq!(repo.trigger(j.id).unwrap().runs, 200);
-    let next = fire(&repo, &j, NOW, None);
+    let next = fire(&repo, &j, NOW + 10_000, None);
     assert!(next.id.0 > ids.last().unwrap().0);
 }
 
 /// `Commit` is a plain future: awaited without a runtime's help it resolves to the value.
 #[test]
 fn commit_is_a_future() {
-    let repo = Repo::open(memory()).unwrap();
+    each_repository(|place| commit_is_a_future_in(&place.open()));
+}
+
+fn commit_is_a_future_in(repo: &Repo) {
     let a =
         futures::executor::block_on(repo.create_app("a", "secret-secret", NOW).unwrap()).unwrap();
     assert_eq!(repo.get_app(a.id).unwrap(), a);
@@ -1302,12 +1406,15 @@ fn commit_is_a_future() {
 
 #[test]
 fn finished_beyond_names_the_oldest_finished_runs() {
-    let repo = Repo::open(memory()).unwrap();
-    let a = app(&repo, "a");
-    let j = job(&repo, a.id, None);
+    each_repository(|place| finished_beyond_names_the_oldest_finished_runs_in(&place.open()));
+}
+
+fn finished_beyond_names_the_oldest_finished_runs_in(repo: &Repo) {
+    let a = app(repo, "a");
+    let j = job(repo, a.id, None);
     let mut ids = Vec::new();
     for k in 0..10 {
-        let mut i = fire(&repo, &j, NOW + k, None);
+        let mut i = fire(repo, &j, NOW + k, None);
         // Runs 3 and 7 are still waiting; the rest finished.
         if k != 3 && k != 7 {
             i.fail("x", NOW + k).unwrap();
@@ -1441,4 +1548,454 @@ fn a_listing_that_races_a_prune_returns_the_remaining_rows() {
             Err(RepoError::Corrupt { .. })
         ));
     }
+}
+
+// ----- alarms, channels, workflows -----
+
+fn raised_alarm(job: JobId, instance: InstanceId) -> ferrojob::alarm::Alarm {
+    ferrojob::alarm::Alarm {
+        id: format!("job-{}-failures-{}", job.0, instance.0),
+        job_id: job,
+        instance_id: Some(instance),
+        kind: ferrojob::alarm::AlarmKind::Failures,
+        raised_at: 5,
+        message: "failed".into(),
+    }
+}
+
+#[test]
+fn the_outbox_is_written_with_the_instance_and_survives_a_reopen() {
+    use ferrojob::server::alarm_repo::{AlarmRecord, AttemptRecord, DeliveryStatus};
+    each_repository(|place| {
+        let (app, job, inst, stored) = {
+            let repo = place.open();
+            let app = app(&repo, "a").id;
+            let job = JobRecord::new(app, "j", TimeExpressionType::Api, "", "noop");
+            let job = repo.create_job(job, None, 0).unwrap().wait().unwrap().id;
+            let inst = InstanceRecord::new(job, app, "", 0);
+            let mut inst = repo.create_instance(inst, None).unwrap().wait().unwrap();
+            inst.fail("boom", 5).unwrap();
+            let raised = vec![
+                AlarmRecord::raised(app, raised_alarm(job, inst.id), vec!["ops".into()]),
+                AlarmRecord::raised(app, raised_alarm(JobId(99), inst.id), Vec::new()),
+            ];
+            let stored = repo
+                .put_instance_with_alarms(&inst, None, raised)
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(repo.get_instance(inst.id).unwrap().status, inst.status);
+            assert_ne!(stored[0].seq, stored[1].seq);
+            // Only the one with a channel is pending; both are listed, newest first.
+            let pending = repo.pending_alarms(None, 10).unwrap();
+            assert_eq!(pending, vec![stored[0].clone()]);
+            let listed = repo.list_alarms(app, None, 10).unwrap().items;
+            assert_eq!(listed, vec![stored[1].clone(), stored[0].clone()]);
+            (app, job, inst, stored)
+        };
+        // A reopened repo sees the same outbox and hands out fresh sequence numbers.
+        let repo = place.open();
+        assert_eq!(
+            repo.pending_alarms(None, 10).unwrap(),
+            vec![stored[0].clone()]
+        );
+        let mut delivered = stored[0].clone();
+        delivered.push_attempt(AttemptRecord {
+            at: 6,
+            channel: "ops".into(),
+            ok: true,
+            detail: "200".into(),
+        });
+        delivered.status = DeliveryStatus::Delivered;
+        repo.update_alarm(&delivered).unwrap().wait().unwrap();
+        assert!(repo.pending_alarms(None, 10).unwrap().is_empty());
+        let page = repo.list_alarms(app, None, 1).unwrap();
+        assert_eq!(page.items, vec![stored[1].clone()]);
+        let page = repo.list_alarms(app, page.next_cursor, 1).unwrap();
+        assert_eq!(page.items, vec![delivered]);
+        let more = AlarmRecord::raised(app, raised_alarm(job, InstanceId(1000)), Vec::new());
+        let again = repo
+            .put_instance_with_alarms(&inst, Some(inst.status), vec![more])
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(again[0].seq > stored[1].seq);
+    });
+}
+
+#[test]
+fn alarm_pruning_keeps_the_newest_and_the_pending() {
+    use ferrojob::server::alarm_repo::AlarmRecord;
+    each_repository(|place| {
+        let repo = place.open();
+        let app = AppId(1);
+        let mut alarms = Vec::new();
+        for i in 0..10u64 {
+            // The two oldest are pending, the rest history only.
+            let channels = if i < 2 {
+                vec!["ops".into()]
+            } else {
+                Vec::new()
+            };
+            alarms.push(AlarmRecord::raised(
+                app,
+                raised_alarm(JobId(1), InstanceId(i)),
+                channels,
+            ));
+        }
+        repo.insert_alarms(alarms).unwrap().wait().unwrap();
+        let other =
+            AlarmRecord::raised(AppId(2), raised_alarm(JobId(2), InstanceId(1)), Vec::new());
+        repo.insert_alarms(vec![other]).unwrap().wait().unwrap();
+        assert_eq!(repo.prune_alarms(app, 3, 100).unwrap().wait().unwrap(), 5);
+        let left: Vec<u64> = repo
+            .list_alarms(app, None, 100)
+            .unwrap()
+            .items
+            .iter()
+            .map(|a| a.instance_id.unwrap().0)
+            .collect();
+        assert_eq!(left, vec![9, 8, 7, 1, 0]);
+        assert_eq!(
+            repo.list_alarms(AppId(2), None, 100).unwrap().items.len(),
+            1
+        );
+        assert_eq!(repo.prune_alarms(app, 3, 100).unwrap().wait().unwrap(), 0);
+    });
+}
+
+#[test]
+fn channels_are_put_listed_by_name_and_deleted() {
+    use ferrojob::alarm::channel::ChannelKind;
+    use ferrojob::server::alarm_repo::ChannelRecord;
+    each_repository(|place| {
+        let repo = place.open();
+        let a = app(&repo, "a");
+        let ch = |name: &str| ChannelRecord {
+            app_id: a.id,
+            name: name.into(),
+            kind: ChannelKind::Webhook,
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: Some("key".into()),
+        };
+        for name in ["ops", "Zeta", "alpha", "ops"] {
+            repo.put_channel(&ch(name)).unwrap().wait().unwrap();
+        }
+        let names: Vec<String> = repo
+            .list_channels(a.id)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        // Byte order of the names.
+        assert_eq!(names, vec!["Zeta", "alpha", "ops"]);
+        assert_eq!(repo.get_channel(a.id, "ops").unwrap(), ch("ops"));
+        assert!(matches!(
+            repo.put_channel(&ChannelRecord {
+                app_id: AppId(77),
+                ..ch("x")
+            }),
+            Err(RepoError::NotFound { what: "app", .. })
+        ));
+        repo.delete_channel(a.id, "ops").unwrap().wait().unwrap();
+        assert!(matches!(
+            repo.get_channel(a.id, "ops"),
+            Err(RepoError::NotFound {
+                what: "channel",
+                ..
+            })
+        ));
+        assert!(repo.delete_channel(a.id, "ops").is_err());
+        assert_eq!(repo.list_channels(a.id).unwrap().len(), 2);
+    });
+}
+
+#[test]
+fn a_workflow_transition_writes_instances_and_node_links_together() {
+    use ferrojob::ids::NodeId;
+    use ferrojob::server::workflow_repo::{NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfWrite};
+    each_repository(|place| {
+        let (wf, rec) = {
+            let repo = place.open();
+            let a = app(&repo, "a");
+            let j = job(&repo, a.id, None);
+            let def: ferrojob::workflow::WorkflowDef = serde_json::from_value(serde_json::json!({
+                "name": "flow", "time_expression_type": "API", "time_expression": "",
+                "nodes": [{"id": 1, "job_id": j.id.0}],
+            }))
+            .unwrap();
+            let wf = repo
+                .create_workflow(a.id, &def, None, NOW)
+                .unwrap()
+                .wait()
+                .unwrap();
+            let wfi = repo.new_wf_instance_id().unwrap();
+            let mut inst = InstanceRecord::new(j.id, a.id, "", NOW);
+            inst.id = repo.new_instance_id().unwrap();
+            let rec = WfInstanceRecord {
+                id: wfi,
+                workflow_id: wf.id,
+                version: 1,
+                app_id: a.id,
+                parent: None,
+                ancestors: Vec::new(),
+                snapshot_json: "{\"nodes\": []}".into(),
+                nodes: vec![WfNodeRun {
+                    node: NodeId(1),
+                    instance: inst.id.0,
+                    nested: false,
+                }],
+                delayed_until: None,
+                run: 0,
+            };
+            let link = NodeLinkRecord {
+                wf_instance: wfi,
+                node: NodeId(1),
+                attempt: 1,
+                context_json: "{\"k\":  1}".into(),
+            };
+            repo.write_wf(&WfWrite {
+                wf_instances: vec![(rec.clone(), true, false)],
+                job_instances: vec![(inst.clone(), link.clone())],
+                ..WfWrite::default()
+            })
+            .unwrap()
+            .wait()
+            .unwrap();
+            assert_eq!(repo.get_wf_instance(wfi).unwrap(), rec);
+            assert_eq!(repo.node_link(inst.id).unwrap(), Some(link));
+            assert_eq!(repo.node_link(InstanceId(inst.id.0 + 1)).unwrap(), None);
+            assert_eq!(repo.get_instance(inst.id).unwrap(), inst);
+            assert_eq!(
+                repo.list_wf_instances(a.id, Some(wf.id), None, 10)
+                    .unwrap()
+                    .items,
+                vec![rec.clone()]
+            );
+            assert!(repo
+                .list_wf_instances(AppId(a.id.0 + 1), None, None, 10)
+                .unwrap()
+                .items
+                .is_empty());
+            (wf, rec)
+        };
+        let repo = place.open();
+        let (wfs, active) = repo.load_workflows().unwrap();
+        assert_eq!(wfs.len(), 1);
+        assert_eq!(wfs[0].record, wf);
+        assert_eq!(wfs[0].def.name, "flow");
+        assert_eq!(active, vec![rec.clone()]);
+        repo.write_wf(&WfWrite {
+            wf_instances: vec![(rec.clone(), false, true)],
+            ..WfWrite::default()
+        })
+        .unwrap()
+        .wait()
+        .unwrap();
+        assert!(repo.load_workflows().unwrap().1.is_empty());
+        assert!(repo.new_wf_instance_id().unwrap().0 > rec.id.0);
+        repo.delete_workflow(wf.id).unwrap().wait().unwrap();
+        assert!(matches!(
+            repo.get_workflow(wf.id),
+            Err(RepoError::NotFound { .. })
+        ));
+        assert_eq!(repo.get_wf_instance(rec.id).unwrap(), rec);
+    });
+}
+
+// ----- PostgreSQL's own -----
+
+/// Two fires of one job at one trigger time (two servers after a failover, a clock stepped
+/// back): the database refuses the second, alone, and goes on writing.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_refuses_a_second_fire_of_one_trigger_time_alone() {
+    let db = place::postgres::Database::create();
+    let repo = db.open();
+    let a = app(&repo, "a");
+    let j = job(&repo, a.id, None);
+    fire(&repo, &j, NOW, None);
+    let dup = repo
+        .fire(InstanceRecord::new(j.id, a.id, "", NOW), None)
+        .unwrap();
+    let other = repo
+        .fire(InstanceRecord::new(j.id, a.id, "", NOW + 1), None)
+        .unwrap();
+    let dup_id = dup.value().unwrap().id;
+    let dup = dup.wait();
+    assert!(matches!(dup, Err(RepoError::Conflict { .. })), "{dup:?}");
+    let other = other.wait().unwrap();
+    assert_eq!(repo.get_instance(other.id).unwrap(), other);
+    assert!(matches!(
+        repo.get_instance(dup_id),
+        Err(RepoError::NotFound { .. })
+    ));
+    app(&repo, "b");
+}
+
+/// Migrations run once, at every open; a database from a newer version is refused.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_migrations_are_idempotent_and_refuse_a_newer_schema() {
+    let db = place::postgres::Database::create();
+    for _ in 0..3 {
+        let repo = db.open();
+        app(&repo, &format!("a{}", repo.list_apps().unwrap().len()));
+    }
+    assert_eq!(db.open().list_apps().unwrap().len(), 3);
+    place::postgres::execute_on(
+        &db.name,
+        "INSERT INTO schema_migrations (version) VALUES (1000)".to_owned(),
+    );
+    let err = ferrojob::server::PgRepo::open(&db.url()).unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+/// The columns added by schema version 2 hold the fields in a form people can read.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_keeps_the_new_fields_in_readable_columns() {
+    use ferrojob::model::LogType;
+    use ferrojob::policy::{OverlapPolicy, RetryBackoff};
+    use ferrojob::server::token_repo::TokenRecord;
+    let db = place::postgres::Database::create();
+    let repo = db.open();
+    let a = app(&repo, "a");
+    let mut j = cron_job(a.id);
+    j.retry_backoff = RetryBackoff::fixed(5_000);
+    j.overlap_policy = OverlapPolicy::Skip;
+    j.log = LogSettings {
+        log_type: LogType::Stdout,
+        level: LogLevel::Warn,
+    };
+    let j = repo.create_job(j, None, NOW).unwrap().wait().unwrap();
+    let i = fire(&repo, &j, NOW, None);
+    let line = LogLine {
+        time: NOW,
+        level: LogLevel::Warn,
+        content: "slow".into(),
+        attempt: 2,
+        fields: vec![
+            LogLineField {
+                key: "b".into(),
+                value: "1".into(),
+            },
+            LogLineField {
+                key: "a".into(),
+                value: "2".into(),
+            },
+        ],
+    };
+    repo.append_logs(i.id, [line]).unwrap().wait().unwrap();
+    let token = TokenRecord {
+        id: 42,
+        app_id: a.id,
+        name: "ci".into(),
+        role: 1,
+        hash: [7; 32],
+        created_at: NOW,
+        expires_at: None,
+    };
+    repo.create_token(token).unwrap().wait().unwrap();
+    repo.rotate_secret(a.id, "second-secret", NOW + 5)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let q = |sql: &str| place::postgres::query_on(&db.name, sql);
+    let text = |v: &[&str]| v.iter().map(|s| Some((*s).to_owned())).collect::<Vec<_>>();
+    assert_eq!(
+        q(
+            "SELECT overlap_policy, retry_backoff->>'shape', retry_backoff->>'initial_delay_ms', \
+           log_type, log_level FROM jobs"
+        ),
+        vec![text(&["SKIP", "FIXED", "5000", "STDOUT", "WARN"])]
+    );
+    assert_eq!(
+        q("SELECT attempt, fields->0->>'key', fields->1->>'value' FROM logs"),
+        vec![text(&["2", "b", "2"])]
+    );
+    assert_eq!(
+        q("SELECT id, name, role, length(hash), expires_at IS NULL FROM api_tokens"),
+        vec![text(&["42", "ci", "operate", "32", "t"])]
+    );
+    assert_eq!(
+        q("SELECT secret, valid_until FROM app_previous_secrets"),
+        vec![text(&["secret-secret", &(NOW + 5).to_string()])]
+    );
+}
+
+/// A database at schema version 1 with data in it is upgraded in place: its jobs keep
+/// their records and its log lines read with an unknown attempt and no fields.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_upgrades_a_version_1_database_in_place() {
+    let db = place::postgres::Database::create();
+    let (j, i) = {
+        let repo = db.open();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, Some(NOW + 60_000));
+        let i = fire(&repo, &j, NOW, None);
+        (j, i)
+    };
+    // Back to version 1: the columns and tables of version 2 go, the rows stay.
+    place::postgres::execute_on(
+        &db.name,
+        "ALTER TABLE jobs DROP COLUMN overlap_policy, DROP COLUMN retry_backoff, \
+             DROP COLUMN log_type, DROP COLUMN log_level; \
+         ALTER TABLE logs DROP COLUMN attempt, DROP COLUMN fields; \
+         DROP TABLE api_tokens, app_previous_secrets; \
+         DELETE FROM schema_migrations WHERE version = 2; \
+         INSERT INTO logs (instance_id, seq, time, level, content) \
+             VALUES (1, 1, 5, 'ERROR', 'from version 1')"
+            .replace("(1, 1,", &format!("({}, 1,", i.id.0)),
+    );
+    let repo = db.open();
+    assert_eq!(repo.get_job(j.id).unwrap(), j);
+    let logs = repo.read_logs(i.id, None, 10).unwrap().items;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].line.content, "from version 1");
+    assert_eq!((logs[0].line.attempt, logs[0].line.fields.len()), (0, 0));
+    assert_eq!(
+        place::postgres::query_on(&db.name, "SELECT overlap_policy, log_type FROM jobs"),
+        vec![vec![Some("FAIL".to_owned()), Some("ONLINE".to_owned())]]
+    );
+    assert!(repo.list_tokens(j.app_id).unwrap().is_empty());
+}
+
+/// PostgreSQL's text cannot hold a NUL character: a write with one fails alone (before it
+/// changes the repository's caches), and the writes around it commit.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_refuses_a_nul_character_alone() {
+    let db = place::postgres::Database::create();
+    let repo = db.open();
+    let a = app(&repo, "a");
+    let mut bad = cron_job(a.id);
+    bad.processor = "a\0b".into();
+    let refused = repo.create_job(bad, None, NOW).and_then(|c| c.wait());
+    assert!(
+        matches!(
+            refused,
+            Err(RepoError::Invalid {
+                field: "processor",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let j = job(&repo, a.id, None);
+    assert_eq!(repo.get_job(j.id).unwrap(), j);
+    // Refused before the name is taken: the app can be created without the NUL.
+    let refused = repo.create_app("nul", "secret-\0-secret", NOW);
+    assert!(
+        matches!(
+            refused,
+            Err(RepoError::Invalid {
+                field: "secret",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    app(&repo, "nul");
 }

@@ -125,6 +125,16 @@ pub fn free_port() -> SocketAddr {
 }
 
 pub fn start_server(dir: &Path, transport: Option<SocketAddr>, name: &str) -> Proc {
+    start_server_with(dir, transport, name, &[])
+}
+
+/// [`start_server`] with extra flags.
+pub fn start_server_with(
+    dir: &Path,
+    transport: Option<SocketAddr>,
+    name: &str,
+    extra: &[String],
+) -> Proc {
     let listen = transport.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
     let args: Vec<String> = [
         "--data-dir",
@@ -141,14 +151,24 @@ pub fn start_server(dir: &Path, transport: Option<SocketAddr>, name: &str) -> Pr
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(extra.iter().cloned())
     .collect();
     Proc::spawn(env!("CARGO_BIN_EXE_ferrojob-server"), &args, dir, name)
 }
 
 impl Cluster {
     pub async fn start(workers: usize, transport: Option<SocketAddr>) -> Cluster {
+        Cluster::start_with(workers, transport, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra server flags.
+    pub async fn start_with(
+        workers: usize,
+        transport: Option<SocketAddr>,
+        server_flags: &[String],
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let server = start_server(dir.path(), transport, "server");
+        let server = start_server_with(dir.path(), transport, "server", server_flags);
         let http: SocketAddr = server.field("http").parse().unwrap();
         let transport: SocketAddr = server.field("transport").parse().unwrap();
         let client = Client::new(&format!("http://{http}"), TOKEN).unwrap();

@@ -7,12 +7,12 @@
 //! | `alarm_channels` | app id (8) ++ name (UTF-8)      | [`ChannelRecord`] | an app's channels by name |
 //!
 //! An alarm a final transition raises is written by
-//! [`Repo::put_instance_with_alarms`] in the batch that writes the instance: after a crash
+//! [`LogRepo::put_instance_with_alarms`] in the batch that writes the instance: after a crash
 //! either the instance is final and its alarms are in the outbox, or neither. The delivery
-//! task reads the outbox ([`Repo::pending_alarms`]) and records each attempt
-//! ([`Repo::update_alarm`]); the pending row goes when the alarm is delivered or given up.
+//! task reads the outbox ([`LogRepo::pending_alarms`]) and records each attempt
+//! ([`LogRepo::update_alarm`]); the pending row goes when the alarm is delivered or given up.
 //! Alarm sequence numbers come from the same hi-lo allocation as instance ids (`meta` key
-//! `next_alarm_seq`). [`Repo::prune_alarms`] bounds an app's history (the runtime keeps the
+//! `next_alarm_seq`). [`LogRepo::prune_alarms`] bounds an app's history (the runtime keeps the
 //! newest 10 000 alarms per app, and every pending one).
 
 use ferrojob_store::{Batch, KeyRange, Scan};
@@ -28,7 +28,7 @@ use super::codec::{decode, encode};
 use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys;
-use super::repo::{Commit, Page, Repo, MAX_PAGE};
+use super::repo::{Commit, LogRepo, Page, MAX_PAGE};
 
 /// Alarms with their delivery history.
 pub const ALARMS: &str = "alarms";
@@ -224,8 +224,8 @@ fn channel_key(app: AppId, name: &str) -> Vec<u8> {
     k
 }
 
-impl Repo {
-    /// [`put_instance_from`](Repo::put_instance_from) and, in the same batch, `alarms` (fresh
+impl LogRepo {
+    /// [`put_instance_from`](LogRepo::put_instance_from) and, in the same batch, `alarms` (fresh
     /// sequence numbers assigned; pending ones into the outbox). The commit's value is the
     /// alarms as stored.
     pub fn put_instance_with_alarms(
@@ -439,13 +439,7 @@ impl Repo {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use ferrojob_store::{MemoryStore, Store};
-
     use super::*;
-    use crate::server::JobRecord;
-    use crate::time_expression::TimeExpressionType;
 
     fn alarm(job: JobId, instance: InstanceId) -> Alarm {
         Alarm {
@@ -456,106 +450,6 @@ mod tests {
             raised_at: 5,
             message: "failed".into(),
         }
-    }
-
-    #[test]
-    fn the_outbox_is_written_with_the_instance_and_survives_a_reopen() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let repo = Repo::open(Arc::clone(&store)).unwrap();
-        let app = repo
-            .create_app("a", "secret-secret", 0)
-            .unwrap()
-            .wait()
-            .unwrap()
-            .id;
-        let job = JobRecord::new(app, "j", TimeExpressionType::Api, "", "noop");
-        let job = repo.create_job(job, None, 0).unwrap().wait().unwrap().id;
-        let inst = InstanceRecord::new(job, app, "", 0);
-        let mut inst = repo.create_instance(inst, None).unwrap().wait().unwrap();
-        inst.fail("boom", 5).unwrap();
-        let raised = vec![
-            AlarmRecord::raised(app, alarm(job, inst.id), vec!["ops".into()]),
-            AlarmRecord::raised(app, alarm(JobId(99), inst.id), Vec::new()),
-        ];
-        let stored = repo
-            .put_instance_with_alarms(&inst, None, raised)
-            .unwrap()
-            .wait()
-            .unwrap();
-        assert_eq!(repo.get_instance(inst.id).unwrap().status, inst.status);
-        assert_ne!(stored[0].seq, stored[1].seq);
-        // Only the one with a channel is pending; both are listed, newest first.
-        let pending = repo.pending_alarms(None, 10).unwrap();
-        assert_eq!(pending, vec![stored[0].clone()]);
-        let listed = repo.list_alarms(app, None, 10).unwrap().items;
-        assert_eq!(listed, vec![stored[1].clone(), stored[0].clone()]);
-
-        // A reopened repo sees the same outbox and hands out fresh sequence numbers.
-        let repo = Repo::open(Arc::clone(&store)).unwrap();
-        assert_eq!(
-            repo.pending_alarms(None, 10).unwrap(),
-            vec![stored[0].clone()]
-        );
-        let mut delivered = stored[0].clone();
-        delivered.push_attempt(AttemptRecord {
-            at: 6,
-            channel: "ops".into(),
-            ok: true,
-            detail: "200".into(),
-        });
-        assert_eq!(delivered.remaining().count(), 0);
-        delivered.status = DeliveryStatus::Delivered;
-        repo.update_alarm(&delivered).unwrap().wait().unwrap();
-        assert!(repo.pending_alarms(None, 10).unwrap().is_empty());
-        let page = repo.list_alarms(app, None, 1).unwrap();
-        assert_eq!(page.items, vec![stored[1].clone()]);
-        let page = repo.list_alarms(app, page.next_cursor, 1).unwrap();
-        assert_eq!(page.items, vec![delivered]);
-        let more = AlarmRecord::raised(app, alarm(job, InstanceId(1000)), Vec::new());
-        let again = repo
-            .put_instance_with_alarms(&inst, Some(inst.status), vec![more])
-            .unwrap()
-            .wait()
-            .unwrap();
-        assert!(again[0].seq > stored[1].seq);
-    }
-
-    #[test]
-    fn pruning_keeps_the_newest_and_the_pending() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let repo = Repo::open(Arc::clone(&store)).unwrap();
-        let app = AppId(1);
-        let mut alarms = Vec::new();
-        for i in 0..10u64 {
-            // The two oldest are pending, the rest history only.
-            let channels = if i < 2 {
-                vec!["ops".into()]
-            } else {
-                Vec::new()
-            };
-            alarms.push(AlarmRecord::raised(
-                app,
-                alarm(JobId(1), InstanceId(i)),
-                channels,
-            ));
-        }
-        repo.insert_alarms(alarms).unwrap().wait().unwrap();
-        let other = AlarmRecord::raised(AppId(2), alarm(JobId(2), InstanceId(1)), Vec::new());
-        repo.insert_alarms(vec![other]).unwrap().wait().unwrap();
-        assert_eq!(repo.prune_alarms(app, 3, 100).unwrap().wait().unwrap(), 5);
-        let left: Vec<u64> = repo
-            .list_alarms(app, None, 100)
-            .unwrap()
-            .items
-            .iter()
-            .map(|a| a.instance_id.unwrap().0)
-            .collect();
-        assert_eq!(left, vec![9, 8, 7, 1, 0]);
-        assert_eq!(
-            repo.list_alarms(AppId(2), None, 100).unwrap().items.len(),
-            1
-        );
-        assert_eq!(repo.prune_alarms(app, 3, 100).unwrap().wait().unwrap(), 0);
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub enum RepoError {
     /// The store failed (I/O, poisoned after an I/O failure, closed, limits).
     #[error("store error: {0}")]
     Store(#[from] StoreError),
+    /// The database failed (connection lost, statement refused, schema newer than this
+    /// version): the write was not made, or the read not answered.
+    #[error("database error: {0}")]
+    Database(String),
     /// An instance cannot go from its current status by this action.
     #[error("instance {instance} cannot {action} while {from:?}")]
     IllegalTransition {

@@ -72,7 +72,7 @@ pub struct InstanceRecord {
     /// stuck in WAITING_DISPATCH, WAITING_WORKER_RECEIVE, RUNNING without reports).
     pub status_time: EpochMs,
     /// The job's fire number this instance was created by (1-based; 0 for API and retried
-    /// runs not created by [`Repo::fire`](super::Repo::fire)).
+    /// runs not created by [`Repo::fire`](super::Repository::fire)).
     pub run: u64,
 }
 

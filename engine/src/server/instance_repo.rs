@@ -15,12 +15,14 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys::{self, *};
 use super::records::DelayedRun;
-use super::repo::{Commit, InstanceFilter, Page, Repo, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_PAGE};
+use super::repo::{
+    Commit, InstanceFilter, LogRepo, Page, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_PAGE,
+};
 
 /// Records in a row triggered within the retention window after which an age scan stops.
 pub(crate) const AGE_SCAN_YOUNG_RUN: usize = 1024;
 
-impl Repo {
+impl LogRepo {
     pub(super) fn insert_instance_ops(
         batch: &mut Batch,
         inst: &InstanceRecord,
@@ -56,9 +58,9 @@ impl Repo {
             .ok_or_else(|| RepoError::not_found("job", job.0))
     }
 
-    /// [`fire`](Repo::fire), but only if `still_current()` holds, checked while the job's
-    /// trigger row is held (the row [`update_job`](Repo::update_job) and
-    /// [`set_next_trigger`](Repo::set_next_trigger) write under the same hold). `Ok(None)`:
+    /// [`fire`](LogRepo::fire), but only if `still_current()` holds, checked while the job's
+    /// trigger row is held (the row [`update_job`](LogRepo::update_job) and
+    /// [`set_next_trigger`](LogRepo::set_next_trigger) write under the same hold). `Ok(None)`:
     /// nothing was written. The server passes "the job's schedule generation is unchanged" so
     /// that a fire computed from a definition an update just replaced never overwrites the
     /// update's next trigger.
@@ -94,7 +96,7 @@ impl Repo {
 
     /// Inserts an instance that is not a scheduled fire (an API run, a workflow node): with a
     /// fresh id, its index rows, and — when `delayed_until` is set — a pending delayed-run row
-    /// that [`load`](Repo::load) returns until the instance leaves WAITING_DISPATCH.
+    /// that [`load`](LogRepo::load) returns until the instance leaves WAITING_DISPATCH.
     pub fn create_instance(
         &self,
         mut instance: InstanceRecord,
@@ -138,14 +140,14 @@ impl Repo {
         self.put_instance(instance)
     }
 
-    /// [`update_instance`](Repo::update_instance) without re-reading the stored record: for
+    /// [`update_instance`](LogRepo::update_instance) without re-reading the stored record: for
     /// the server core, which owns every non-final instance in memory and so already knows
     /// that it exists with the same job and app. Validates the record.
     pub fn put_instance(&self, instance: &InstanceRecord) -> Result<Commit<()>, RepoError> {
         self.put_instance_from(instance, None)
     }
 
-    /// [`put_instance`](Repo::put_instance) knowing the status last written for the
+    /// [`put_instance`](LogRepo::put_instance) knowing the status last written for the
     /// instance (`prev`): index rows are then touched only when they change (the non-final
     /// index when the instance becomes final or leaves a final status, the delayed-run row
     /// when it leaves WAITING_DISPATCH), so most transitions are one put. `None` = unknown:
@@ -160,7 +162,7 @@ impl Repo {
         Ok(self.submit(batch, ()))
     }
 
-    /// The operations of [`put_instance_from`](Repo::put_instance_from), appended to `batch`
+    /// The operations of [`put_instance_from`](LogRepo::put_instance_from), appended to `batch`
     /// (a workflow transition writes a node's final instance in its own batch).
     pub(super) fn instance_put_ops(
         batch: &mut Batch,
@@ -313,7 +315,7 @@ impl Repo {
 
     /// Up to `limit` (at most [`MAX_PAGE`]) finished instances of `job` beyond its newest
     /// `keep` finished ones, newest first: what pruning to "keep the last `keep` runs"
-    /// deletes (with [`delete_instance`](Repo::delete_instance)). Examines at most
+    /// deletes (with [`delete_instance`](LogRepo::delete_instance)). Examines at most
     /// [`MAX_LIST_SCAN`] index rows per call.
     pub fn finished_beyond(
         &self,
@@ -324,8 +326,8 @@ impl Repo {
         self.finished_beyond_where(job, keep, limit, false)
     }
 
-    /// [`finished_beyond`](Repo::finished_beyond) counting only scheduled fires (instances
-    /// with `run > 0`, created by [`fire`](Repo::fire)): API runs and retried runs are never
+    /// [`finished_beyond`](LogRepo::finished_beyond) counting only scheduled fires (instances
+    /// with `run > 0`, created by [`fire`](LogRepo::fire)): API runs and retried runs are never
     /// pruned by the server.
     pub fn finished_fires_beyond(
         &self,

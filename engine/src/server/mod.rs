@@ -15,8 +15,12 @@
 //!   [`TriggerRecord`], [`DelayedRun`], [`LogLine`].
 //! - [`instance`]: [`InstanceRecord`] and its lifecycle transitions.
 //! - [`keys`]: tables and key layout (the table is in its module docs).
-//! - [`repo`]: [`Repo`], atomic writes, apps, jobs, logs, restart [`Repo::load`];
-//!   `instance_repo.rs` its instances (fire, listings, deletion).
+//! - [`Repository`]: the trait every implementation of the repository keeps, and [`Repo`],
+//!   the handle the rest of the server holds (`repository/`, with the forwarding of
+//!   [`LogRepo`] in `repository/log_repo.rs`).
+//! - [`repo`]: [`LogRepo`], the log store's implementation: atomic writes, apps, jobs, logs,
+//!   restart [`LogRepo::load`]; `instance_repo.rs` its instances (fire, listings, deletion).
+//! - `pg` (feature `postgres`): `PgRepo`, the implementation on PostgreSQL.
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
 //! - [`token_repo`]: API tokens, the previous worker secret of a rotation, app deletion.
 //! - [`alarm_repo`]: the alarm outbox with its delivery history, and the apps' channels.
@@ -29,7 +33,7 @@
 //! one is [`RepoError::Corrupt`] naming the table and key, never a panic); no write is split
 //! across batches (a record, its index rows and the id counter it used commit together); no
 //! id is handed out twice, across restarts too; no index row outlives its record
-//! ([`Repo::delete_job`] and [`Repo::delete_instance`] remove them together); the repo reads
+//! ([`LogRepo::delete_job`] and [`LogRepo::delete_instance`] remove them together); the repo reads
 //! no clock (every time is an argument).
 //!
 //! Limits (refused unless said otherwise): names [`MAX_NAME_LEN`](records::MAX_NAME_LEN)
@@ -50,15 +54,21 @@
 pub mod alarm_repo;
 pub mod api_convert;
 mod codec;
+mod commit;
 pub(crate) mod core;
 mod error;
+mod filters;
 pub mod instance;
 mod instance_repo;
 mod job_codec;
 pub mod keys;
 mod log_codec;
+mod log_lines;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod records;
 pub mod repo;
+mod repository;
 pub mod runtime;
 pub mod token_repo;
 pub mod workflow_repo;
@@ -67,14 +77,17 @@ pub use codec::RECORD_VERSION;
 pub use error::RepoError;
 pub use instance::{attempt_base, InstanceRecord, ReportOutcome, MAX_RESULT_LEN};
 pub use job_codec::JOB_RECORD_VERSION;
+#[cfg(feature = "postgres")]
+pub use pg::{PgOptions, PgRepo};
 pub use records::{
     AppRecord, DelayedRun, JobRecord, LogLine, LogLineField, LogSettings, TriggerRecord,
     MAX_LOG_LINE_LEN, MAX_PARAMS_LEN,
 };
 pub use repo::{
-    Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, Page, Repo,
+    Commit, InstanceFilter, JobFilter, LoadedJob, LoadedState, LogAppend, LogEntry, LogRepo, Page,
     TimeRange, WorkflowFilter, ID_BLOCK, MAX_DELETE_BATCH, MAX_LIST_SCAN, MAX_LOG_APPEND, MAX_PAGE,
 };
+pub use repository::{Repo, Repository};
 pub use runtime::{ServerConfig, ServerCore, ServerError, StoreChoice};
 
 /// Decodes a stored value of `table` as its record type, for tests and tools that inspect a

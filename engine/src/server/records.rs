@@ -42,7 +42,7 @@ pub const MAX_CONCURRENCY: u32 = 10_000;
 /// proofs. `Debug` prints it redacted.
 #[derive(Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct AppRecord {
-    /// Assigned by [`Repo::create_app`](super::Repo::create_app).
+    /// Assigned by [`Repo::create_app`](super::Repository::create_app).
     pub id: AppId,
     /// Unique, 1 to [`MAX_NAME_LEN`] bytes, no control characters.
     pub name: String,
@@ -65,7 +65,8 @@ impl std::fmt::Debug for AppRecord {
 }
 
 impl AppRecord {
-    /// Checks name and secret.
+    /// Checks name and secret (its length, and no NUL character, which PostgreSQL's text
+    /// cannot hold).
     pub fn validate(&self) -> Result<(), RepoError> {
         check_name("name", &self.name)?;
         let len = self.secret.len();
@@ -73,6 +74,12 @@ impl AppRecord {
             return Err(RepoError::invalid(
                 "secret",
                 format!("must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} bytes, got {len}"),
+            ));
+        }
+        if self.secret.contains('\0') {
+            return Err(RepoError::invalid(
+                "secret",
+                "must not contain a NUL character",
             ));
         }
         Ok(())
@@ -83,7 +90,7 @@ impl AppRecord {
 /// of `POST /v1/apps/{app}/jobs`; [`JobRecord::new`] holds every documented default.
 #[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
 pub struct JobRecord {
-    /// Assigned by [`Repo::create_job`](super::Repo::create_job).
+    /// Assigned by [`Repo::create_job`](super::Repository::create_job).
     pub id: JobId,
     /// The app the job belongs to.
     pub app_id: AppId,
@@ -154,7 +161,7 @@ impl JobRecord {
     /// retries (backing off 1 s, 2 s … 30 s were they raised), no resource
     /// minimums, `max_worker_count` 0 (unlimited), FIRE_ONCE, unbounded lifecycle, no alarm
     /// rules, no description, no tags, ONLINE logs from INFO. The id and
-    /// times are assigned by [`Repo::create_job`](super::Repo::create_job).
+    /// times are assigned by [`Repo::create_job`](super::Repository::create_job).
     pub fn new(
         app_id: AppId,
         name: impl Into<String>,
@@ -308,7 +315,7 @@ impl Default for LogSettings {
 
 /// A job's schedule state: its next trigger and how many times it has fired.
 ///
-/// Written by [`Repo::fire`](super::Repo::fire) in the same batch as the instance it creates.
+/// Written by [`Repo::fire`](super::Repository::fire) in the same batch as the instance it creates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct TriggerRecord {
     /// When the job fires next, ms since the epoch; `None` = not scheduled (API, WORKFLOW,
@@ -346,7 +353,25 @@ pub struct LogLine {
     /// attempts were recorded, or from a worker that could not tell).
     pub attempt: u32,
     /// Structured fields the processor attached, in its order (the worker bounds them).
+    /// A NUL character in them or in the content is stored as U+FFFD.
     pub fields: Vec<LogLineField>,
+}
+
+impl LogLine {
+    /// Replaces each NUL character of the content and the fields with U+FFFD, as every
+    /// repository stores them (PostgreSQL's text cannot hold NUL).
+    pub(crate) fn replace_nul(&mut self) {
+        fn clean(s: &mut String) {
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
+            }
+        }
+        clean(&mut self.content);
+        for f in &mut self.fields {
+            clean(&mut f.key);
+            clean(&mut f.value);
+        }
+    }
 }
 
 /// One structured field of a [`LogLine`].

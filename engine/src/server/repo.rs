@@ -1,4 +1,5 @@
-//! [`Repo`]: the server's durable state over any [`Store`], with no clock and no network.
+//! [`LogRepo`]: the server's durable state over any [`Store`], with no clock and no network;
+//! the embedded implementation of [`Repository`](super::Repository).
 //!
 //! Every write builds one [`Batch`] — the record, its index rows and the id counter it used —
 //! and submits it: a write is atomic, and an id is never handed out twice, even across a crash
@@ -17,7 +18,7 @@
 //! submitted after that reservation, and both stores commit in submission order, so an
 //! acknowledged id is always below the persisted mark: after a crash the counter restarts at
 //! the mark and no id is handed out twice (ids skipped by a crash leave gaps). Trigger rows
-//! live in a sharded `DashMap`; [`Repo::fire`] holds only its job's shard entry while it
+//! live in a sharded `DashMap`; [`LogRepo::fire`] holds only its job's shard entry while it
 //! submits, so fires of one job are submitted in the order their run counters were taken.
 //! App and job ids (rare, cold) keep exact counters under a small lock of their own.
 //!
@@ -34,18 +35,14 @@
 //! serialize — the server core owns each job and instance on one task.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
-use std::task::{Context, Poll};
 
-use ferrojob_store::{Batch, CommitHandle, KeyRange, Scan, Store, StoreError};
+use ferrojob_store::{Batch, KeyRange, Scan, Store};
 
 use crate::ids::{InstanceId, JobId};
-use crate::model::InstanceStatus;
 use crate::time_expression::EpochMs;
 
 use super::codec::{decode, encode};
@@ -53,20 +50,20 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::job_codec::{decode_job, encode_job};
 use super::keys::{self, *};
-use super::log_codec::{decode_log_line, encode_log_line};
-use super::records::{
-    truncate_marked, AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord, MAX_LOG_LINE_LEN,
-};
+use super::records::{AppRecord, DelayedRun, JobRecord, LogLine, TriggerRecord};
 use crate::ids::AppId;
+
+pub use super::commit::Commit;
+pub use super::filters::{InstanceFilter, JobFilter, TimeRange, WorkflowFilter};
 
 /// Largest page of a listing; a larger `limit` is clamped to it.
 pub const MAX_PAGE: usize = 1000;
 /// Most index rows one filtered listing (jobs, workflows, instances) examines; the page then
 /// ends early with a cursor to continue from.
 pub const MAX_LIST_SCAN: usize = 10_000;
-/// Most log lines one [`Repo::append_logs`] stores; the rest are counted as dropped.
+/// Most log lines one [`LogRepo::append_logs`] stores; the rest are counted as dropped.
 pub const MAX_LOG_APPEND: usize = 4096;
-/// Most log lines [`Repo::delete_instance`] deletes per batch.
+/// Most log lines [`LogRepo::delete_instance`] deletes per batch.
 pub const MAX_DELETE_BATCH: usize = 10_000;
 
 /// One page of a listing.
@@ -78,131 +75,6 @@ pub struct Page<T> {
     pub next_cursor: Option<u64>,
 }
 
-/// A half-open range of instants `[from, to)`, ms since the epoch; an absent end is
-/// unbounded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TimeRange {
-    /// First instant in the range (inclusive).
-    pub from: Option<EpochMs>,
-    /// First instant after the range (exclusive).
-    pub to: Option<EpochMs>,
-}
-
-impl TimeRange {
-    /// No bound at either end.
-    pub fn is_unbounded(&self) -> bool {
-        self.from.is_none() && self.to.is_none()
-    }
-
-    /// Whether `t` is in the range.
-    pub fn contains(&self, t: EpochMs) -> bool {
-        self.from.is_none_or(|f| t >= f) && self.to.is_none_or(|e| t < e)
-    }
-}
-
-/// Which instances [`Repo::list_instances`] returns: those matching every part.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct InstanceFilter {
-    /// Only this job's instances.
-    pub job: Option<JobId>,
-    /// Only instances in this status.
-    pub status: Option<InstanceStatus>,
-    /// Only instances whose `trigger_time` is in this range.
-    pub trigger: TimeRange,
-    /// Only instances with a `finished_time` in this range (a bounded range excludes the
-    /// unfinished ones).
-    pub finished: TimeRange,
-}
-
-impl InstanceFilter {
-    /// Whether `inst` passes the filter (its app is the caller's to check).
-    pub fn matches(&self, inst: &InstanceRecord) -> bool {
-        self.job.is_none_or(|j| inst.job_id == j)
-            && self.status.is_none_or(|s| inst.status == s)
-            && self.trigger.contains(inst.trigger_time)
-            && (self.finished.is_unbounded()
-                || inst
-                    .finished_time
-                    .is_some_and(|t| self.finished.contains(t)))
-    }
-}
-
-/// Whether `name` contains `needle`, ignoring case (Unicode lowercase of both).
-fn name_contains(name: &str, needle: &str) -> bool {
-    if needle.is_empty() || name.contains(needle) {
-        return true;
-    }
-    name.to_lowercase().contains(&needle.to_lowercase())
-}
-
-/// Which jobs [`Repo::list_jobs`] returns: those matching every part.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct JobFilter {
-    /// Only jobs whose name contains this, ignoring case.
-    pub name: Option<String>,
-    /// Only jobs carrying this tag (exact match).
-    pub tag: Option<String>,
-    /// Only jobs of this time expression type.
-    pub time_expression_type: Option<crate::time_expression::TimeExpressionType>,
-    /// Only jobs of this execute type.
-    pub execute_type: Option<crate::model::ExecuteType>,
-    /// Only enabled (`true`) or disabled (`false`) jobs.
-    pub enabled: Option<bool>,
-}
-
-impl JobFilter {
-    /// Whether `job` passes the filter.
-    pub fn matches(&self, job: &JobRecord) -> bool {
-        self.name
-            .as_deref()
-            .is_none_or(|n| name_contains(&job.name, n))
-            && self
-                .tag
-                .as_deref()
-                .is_none_or(|t| job.tags.iter().any(|x| x == t))
-            && self
-                .time_expression_type
-                .is_none_or(|k| job.time_expression_type == k)
-            && self.execute_type.is_none_or(|e| job.execute_type == e)
-            && self.enabled.is_none_or(|e| job.enabled == e)
-    }
-}
-
-/// Which workflows [`Repo::list_workflows`] returns: those matching every part.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkflowFilter {
-    /// Only workflows whose name contains this, ignoring case.
-    pub name: Option<String>,
-    /// Only workflows carrying this tag (exact match).
-    pub tag: Option<String>,
-    /// Only workflows of this time expression type.
-    pub time_expression_type: Option<crate::time_expression::TimeExpressionType>,
-}
-
-impl WorkflowFilter {
-    /// Whether a workflow named `name` passes the name part of the filter.
-    pub fn name_matches(&self, name: &str) -> bool {
-        self.name.as_deref().is_none_or(|n| name_contains(name, n))
-    }
-
-    /// Whether the filter looks at more than the name (then the definition is read).
-    pub fn needs_definition(&self) -> bool {
-        self.tag.is_some() || self.time_expression_type.is_some()
-    }
-
-    /// Whether `def` passes the filter.
-    pub fn matches(&self, def: &crate::workflow::WorkflowDef) -> bool {
-        self.name_matches(&def.name)
-            && self
-                .tag
-                .as_deref()
-                .is_none_or(|t| def.tags.iter().any(|x| x == t))
-            && self
-                .time_expression_type
-                .is_none_or(|k| def.time_expression_type == k)
-    }
-}
-
 /// A stored log line and its position in the instance's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
@@ -212,18 +84,18 @@ pub struct LogEntry {
     pub line: LogLine,
 }
 
-/// What [`Repo::append_logs`] stored.
+/// What [`LogRepo::append_logs`] stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogAppend {
     /// Lines stored.
     pub stored: usize,
     /// Lines dropped (beyond [`MAX_LOG_APPEND`]).
     pub dropped: usize,
-    /// Lines whose content was cut to [`MAX_LOG_LINE_LEN`].
+    /// Lines whose content was cut to [`MAX_LOG_LINE_LEN`](super::MAX_LOG_LINE_LEN).
     pub truncated: usize,
 }
 
-/// A job with its schedule state, as [`Repo::load`] returns it.
+/// A job with its schedule state, as [`LogRepo::load`] returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadedJob {
     /// The job.
@@ -243,56 +115,6 @@ pub struct LoadedState {
     pub delayed: Vec<DelayedRun>,
     /// Every instance not in a final status.
     pub active: Vec<InstanceRecord>,
-}
-
-/// A submitted write: resolves to its value once the store acknowledges the batch.
-#[derive(Debug)]
-#[must_use = "a write is not acknowledged until its Commit is awaited or waited for"]
-pub struct Commit<T> {
-    value: Option<T>,
-    handle: CommitHandle,
-}
-
-impl<T> Commit<T> {
-    /// The value the write will have stored (ids assigned), before it is acknowledged.
-    pub fn value(&self) -> Option<&T> {
-        self.value.as_ref()
-    }
-
-    /// The same write, resolving to `()` once acknowledged.
-    pub fn discard_value(self) -> Commit<()> {
-        Commit {
-            value: Some(()),
-            handle: self.handle,
-        }
-    }
-
-    /// Blocks until the batch is committed. Not on an async runtime's worker thread: `.await`.
-    pub fn wait(mut self) -> Result<T, RepoError> {
-        self.handle.wait()?;
-        self.value
-            .take()
-            .ok_or(RepoError::Store(StoreError::Closed {
-                dir: Default::default(),
-            }))
-    }
-}
-
-impl<T: Unpin> Future for Commit<T> {
-    type Output = Result<T, RepoError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.handle).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-            Poll::Ready(Ok(_)) => Poll::Ready(this.value.take().ok_or(RepoError::Store(
-                StoreError::Closed {
-                    dir: Default::default(),
-                },
-            ))),
-        }
-    }
 }
 
 /// Ids reserved per persisted high-water mark (hi-lo allocation, see the module docs).
@@ -324,6 +146,20 @@ impl IdBlocks {
 
     /// `n` consecutive fresh ids (the first one returned), covered by a submitted reservation.
     pub(super) fn alloc(&self, store: &dyn Store, n: u64) -> Result<u64, RepoError> {
+        self.alloc_with(n, |key, hi| {
+            drop(store.submit(Batch::new().put(META, key, keys::id(hi))));
+        })
+    }
+
+    /// [`alloc`](IdBlocks::alloc) for any backend: `reserve(key, hi)` submits the new
+    /// high-water mark `hi` of counter `key`; it is called, under the reservation lock, before
+    /// the mark is published, and the backend must commit it before any write submitted after
+    /// it.
+    pub(super) fn alloc_with(
+        &self,
+        n: u64,
+        reserve: impl FnOnce(&'static [u8], u64),
+    ) -> Result<u64, RepoError> {
         let first = self.next.fetch_add(n, Ordering::Relaxed);
         let end = first
             .checked_add(n)
@@ -341,7 +177,7 @@ impl IdBlocks {
                 }
                 // Submitted before the mark is published: every batch using an id below `hi`
                 // is submitted after it (commit order = submission order).
-                drop(store.submit(Batch::new().put(META, self.key, keys::id(hi))));
+                reserve(self.key, hi);
                 self.reserved.store(hi, Ordering::Release);
             }
         }
@@ -358,13 +194,13 @@ struct Cold {
     app_names: HashMap<String, AppId>,
 }
 
-/// The server's repository (see the module docs).
+/// The server's repository over a [`Store`] (see the module docs).
 #[derive(Debug)]
-pub struct Repo {
+pub struct LogRepo {
     pub(super) store: Arc<dyn Store>,
     cold: Mutex<Cold>,
     pub(super) instance_ids: IdBlocks,
-    log_seqs: IdBlocks,
+    pub(super) log_seqs: IdBlocks,
     /// Every job's trigger row as last submitted (fire reads and bumps the run counter).
     pub(super) triggers: DashMap<JobId, TriggerRecord>,
     /// Workflow ids, workflow instance ids and workflow trigger rows.
@@ -386,7 +222,7 @@ pub(super) fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
     }
 }
 
-fn alloc(next: &mut u64, what: &'static str) -> Result<u64, RepoError> {
+pub(super) fn alloc(next: &mut u64, what: &'static str) -> Result<u64, RepoError> {
     let id = *next;
     *next = next
         .checked_add(1)
@@ -394,9 +230,9 @@ fn alloc(next: &mut u64, what: &'static str) -> Result<u64, RepoError> {
     Ok(id)
 }
 
-impl Repo {
+impl LogRepo {
     /// Opens the repository over `store`: reads the id counters, app names and trigger rows.
-    pub fn open(store: Arc<dyn Store>) -> Result<Repo, RepoError> {
+    pub fn open(store: Arc<dyn Store>) -> Result<LogRepo, RepoError> {
         let mut app_names = HashMap::new();
         for kv in Scan::new(&*store, APP_NAMES, KeyRange::all()) {
             let (k, v) = kv?;
@@ -427,7 +263,7 @@ impl Repo {
             super::alarm_repo::NEXT_ALARM_SEQ,
             counter(&*store, super::alarm_repo::NEXT_ALARM_SEQ)?,
         );
-        Ok(Repo {
+        Ok(LogRepo {
             wf,
             alarm_seqs,
             store,
@@ -450,10 +286,7 @@ impl Repo {
     }
 
     pub(super) fn submit<T>(&self, batch: Batch, value: T) -> Commit<T> {
-        Commit {
-            value: Some(value),
-            handle: self.store.submit(batch),
-        }
+        Commit::of_store(value, self.store.submit(batch))
     }
 
     pub(super) fn get_record<T>(
@@ -696,8 +529,8 @@ impl Repo {
             .ok_or_else(|| RepoError::not_found("job", id.0))
     }
 
-    /// [`set_next_trigger`](Repo::set_next_trigger), but only if `still_current()` holds while
-    /// the job's trigger row is held (see [`fire_if`](Repo::fire_if)); `Ok(None)`: nothing
+    /// [`set_next_trigger`](LogRepo::set_next_trigger), but only if `still_current()` holds while
+    /// the job's trigger row is held (see [`fire_if`](LogRepo::fire_if)); `Ok(None)`: nothing
     /// was written.
     pub fn set_next_trigger_if(
         &self,
@@ -716,127 +549,6 @@ impl Repo {
         let batch = Batch::new().put(TRIGGERS, keys::id(id.0), encode(TRIGGERS, &trigger)?);
         *entry = trigger;
         Ok(Some(self.submit(batch, trigger)))
-    }
-
-    // ----- logs -----
-
-    /// Appends `lines` to instance `id`'s log, in order. Stores at most [`MAX_LOG_APPEND`]
-    /// lines (the rest are dropped and counted); content beyond [`MAX_LOG_LINE_LEN`] bytes is
-    /// cut and marked.
-    pub fn append_logs(
-        &self,
-        id: InstanceId,
-        lines: impl IntoIterator<Item = LogLine>,
-    ) -> Result<Commit<LogAppend>, RepoError> {
-        self.get_instance(id)?;
-        self.append_logs_of_live(id, lines)
-    }
-
-    /// [`append_logs`](Repo::append_logs) for an instance the caller knows exists and is not
-    /// being deleted (the server core's non-final instances): no read before the write.
-    pub(crate) fn append_logs_of_live(
-        &self,
-        id: InstanceId,
-        lines: impl IntoIterator<Item = LogLine>,
-    ) -> Result<Commit<LogAppend>, RepoError> {
-        let mut out = LogAppend {
-            stored: 0,
-            dropped: 0,
-            truncated: 0,
-        };
-        let mut kept = Vec::new();
-        for mut line in lines {
-            if kept.len() == MAX_LOG_APPEND {
-                out.dropped += 1;
-                continue;
-            }
-            if line.content.len() > MAX_LOG_LINE_LEN {
-                line.content = truncate_marked(&line.content, MAX_LOG_LINE_LEN);
-                out.truncated += 1;
-            }
-            kept.push(line);
-        }
-        let mut batch = Batch::new();
-        if !kept.is_empty() {
-            // `kept.len()` is at most MAX_LOG_APPEND: the cast is lossless.
-            let first = self.log_seqs.alloc(&*self.store, kept.len() as u64)?;
-            for (seq, line) in (first..).zip(&kept) {
-                batch.push_put(LOGS, keys::pair(id.0, seq), encode_log_line(line)?);
-                out.stored += 1;
-            }
-        }
-        Ok(self.submit(batch, out))
-    }
-
-    /// Up to `limit` (at most [`MAX_PAGE`]) lines of instance `id`'s log after `cursor` (a
-    /// [`LogEntry::seq`]), in append order.
-    pub fn read_logs(
-        &self,
-        id: InstanceId,
-        cursor: Option<u64>,
-        limit: usize,
-    ) -> Result<Page<LogEntry>, RepoError> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        let mut range = KeyRange::prefix(&keys::id(id.0));
-        if let Some(c) = cursor {
-            range = range.after(&keys::pair(id.0, c));
-        }
-        let rows = self.store.range(LOGS, &range, limit)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (k, v) in &rows {
-            items.push(LogEntry {
-                seq: keys::read_child(LOGS, k)?,
-                line: decode_log_line(k, v)?,
-            });
-        }
-        let next_cursor = match items.last() {
-            Some(e) if items.len() == limit => Some(e.seq),
-            _ => None,
-        };
-        Ok(Page { items, next_cursor })
-    }
-
-    /// Up to `limit` (at most [`MAX_PAGE`]) lines of instance `id`'s log just before `before`
-    /// (a [`LogEntry::seq`]), in append order: the page that precedes it (paging backward).
-    /// The store scans forward only, so this reads every line before `before` (bounded by the
-    /// per-instance log cap) and decodes only the page it returns.
-    pub fn read_logs_before(
-        &self,
-        id: InstanceId,
-        before: u64,
-        limit: usize,
-    ) -> Result<Vec<LogEntry>, RepoError> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        let end = keys::pair(id.0, before);
-        let all = KeyRange::prefix(&keys::id(id.0));
-        let (start, _) = all.as_bounds();
-        let mut range = KeyRange::new(start, std::ops::Bound::Excluded(&end));
-        let mut last: std::collections::VecDeque<(Vec<u8>, Vec<u8>)> =
-            std::collections::VecDeque::with_capacity(limit);
-        loop {
-            let rows = self.store.range(LOGS, &range, MAX_PAGE)?;
-            let full = rows.len() == MAX_PAGE;
-            let Some((k, _)) = rows.last() else { break };
-            let next = range.after(k);
-            for row in rows {
-                if last.len() == limit {
-                    last.pop_front();
-                }
-                last.push_back(row);
-            }
-            if !full {
-                break;
-            }
-            range = next;
-        }
-        last.iter()
-            .map(|(k, v)| {
-                Ok(LogEntry {
-                    seq: keys::read_child(LOGS, k)?,
-                    line: decode_log_line(k, v)?,
-                })
-            })
-            .collect()
     }
 
     // ----- restart -----

@@ -8,7 +8,7 @@
 //!
 //! A token record holds the SHA-256 of the token, never the token. Token ids are drawn at
 //! random by the caller (53 bits, so that they stay exact as JSON numbers in every client)
-//! rather than counted; [`Repo::create_token`] refuses an id that is taken.
+//! rather than counted; [`LogRepo::create_token`] refuses an id that is taken.
 //! A revoked token's rows are deleted. Deleting an app deletes its record, its name, its
 //! tokens and its previous secret in one batch; the caller removes its jobs and workflows
 //! first (the repository refuses while index rows of either remain).
@@ -23,7 +23,7 @@ use super::codec::{decode, encode};
 use super::error::RepoError;
 use super::keys::{self, APPS, APP_JOBS, APP_NAMES};
 use super::records::AppRecord;
-use super::repo::{Commit, Repo};
+use super::repo::{Commit, LogRepo};
 use super::workflow_repo::APP_WORKFLOWS;
 
 /// Tokens by id.
@@ -67,6 +67,22 @@ impl std::fmt::Debug for TokenRecord {
     }
 }
 
+impl TokenRecord {
+    /// Invalid if the id is 0 or beyond [`MAX_TOKEN_ID`], or the role byte beyond 2.
+    pub fn validate(&self) -> Result<(), RepoError> {
+        if self.id == 0 || self.id > MAX_TOKEN_ID {
+            return Err(RepoError::invalid("id", "a token id is 1 to 2^53 - 1"));
+        }
+        if self.role > role_byte(crate::api::TokenRole::Admin) {
+            return Err(RepoError::invalid(
+                "role",
+                "a role is 0 (read), 1 (operate) or 2 (admin)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The worker secret a rotation replaced.
 #[derive(Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct PreviousSecretRecord {
@@ -84,13 +100,12 @@ impl std::fmt::Debug for PreviousSecretRecord {
     }
 }
 
-impl Repo {
-    /// Stores `token`; Conflict if its id is taken (the caller draws another).
+impl LogRepo {
+    /// Stores `token`; Conflict if its id is taken (the caller draws another), Invalid if
+    /// [`TokenRecord::validate`] refuses it.
     pub fn create_token(&self, token: TokenRecord) -> Result<Commit<TokenRecord>, RepoError> {
         self.get_app(token.app_id)?;
-        if token.id == 0 || token.id > MAX_TOKEN_ID {
-            return Err(RepoError::invalid("id", "a token id is 1 to 2^53 - 1"));
-        }
+        token.validate()?;
         if self.store.get(API_TOKENS, &keys::id(token.id))?.is_some() {
             return Err(RepoError::Conflict {
                 what: "token",

@@ -38,7 +38,7 @@ use super::error::RepoError;
 use super::instance::InstanceRecord;
 use super::keys;
 use super::records::TriggerRecord;
-use super::repo::{counter, IdBlocks, Page, Repo, WorkflowFilter, MAX_LIST_SCAN, MAX_PAGE};
+use super::repo::{counter, IdBlocks, LogRepo, Page, WorkflowFilter, MAX_LIST_SCAN, MAX_PAGE};
 use super::Commit;
 
 /// Workflows by id.
@@ -69,7 +69,7 @@ pub const NEXT_WF_INSTANCE_ID: &[u8] = b"next_wf_instance_id";
 /// `wf_versions`).
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct WorkflowRecord {
-    /// Assigned by [`Repo::create_workflow`].
+    /// Assigned by [`LogRepo::create_workflow`].
     pub id: WorkflowId,
     /// Its app.
     pub app_id: AppId,
@@ -137,7 +137,7 @@ impl WfNodeRun {
 /// A workflow instance.
 #[derive(Clone, Debug, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub struct WfInstanceRecord {
-    /// Assigned by [`Repo::new_wf_instance_id`].
+    /// Assigned by [`LogRepo::new_wf_instance_id`].
     pub id: WorkflowInstanceId,
     /// Its workflow.
     pub workflow_id: WorkflowId,
@@ -206,7 +206,7 @@ pub struct NodeLinkRecord {
     pub context_json: String,
 }
 
-/// One workflow transition, written as one batch by [`Repo::write_wf`].
+/// One workflow transition, written as one batch by [`LogRepo::write_wf`].
 #[derive(Debug, Default)]
 pub struct WfWrite {
     /// Workflow instances to put (the one that moved, nested ones it starts), each with
@@ -214,17 +214,17 @@ pub struct WfWrite {
     /// the `wf_active` index; otherwise it is put there).
     pub wf_instances: Vec<(WfInstanceRecord, bool, bool)>,
     /// Job instances created for dispatched nodes (ids assigned by the caller with
-    /// [`Repo::new_instance_id`]) with their links.
+    /// [`LogRepo::new_instance_id`]) with their links.
     pub job_instances: Vec<(InstanceRecord, NodeLinkRecord)>,
     /// A fire's trigger row: (workflow id, row).
     pub trigger: Option<(WorkflowId, TriggerRecord)>,
     /// Existing job instances to save with the transition (the node's instance that just
     /// reached its final status), with the status last written for each (as
-    /// [`Repo::put_instance_from`] takes it).
+    /// [`LogRepo::put_instance_from`] takes it).
     pub instances: Vec<(InstanceRecord, Option<crate::model::InstanceStatus>)>,
 }
 
-/// Workflow id allocation and trigger rows (part of [`Repo`]).
+/// Workflow id allocation and trigger rows (part of [`LogRepo`]).
 #[derive(Debug)]
 pub struct WfCounters {
     workflow_ids: IdBlocks,
@@ -271,7 +271,7 @@ fn def_json(def: &WorkflowDef) -> Result<String, RepoError> {
     serde_json::to_string(def).map_err(|e| RepoError::invalid("workflow", e.to_string()))
 }
 
-impl Repo {
+impl LogRepo {
     // ----- workflows -----
 
     /// Creates a workflow (already validated by the caller) with its first definition

@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferrojob_store::{LogOptions, LogStore, MemoryStore, RecoveryMode, Store, StoreError};
+use ferrojob_store::{LogOptions, LogStore, MemoryStore, RecoveryMode, StoreError};
 use ferrojob_transport::error::TransportError;
 use tokio::task::JoinHandle;
 
@@ -54,6 +54,15 @@ pub enum StoreChoice {
     },
     /// The in-memory store: everything is lost when the process ends.
     Memory,
+    /// PostgreSQL (`postgres://user@host:port/db`): the schema is created or upgraded at
+    /// start; see `server::pg`.
+    #[cfg(feature = "postgres")]
+    Postgres {
+        /// The connection URL (may hold a password: never logged).
+        url: String,
+        /// How it writes.
+        options: crate::server::pg::PgOptions,
+    },
 }
 
 /// The server core's settings; [`ServerConfig::new`] holds every default.
@@ -181,8 +190,18 @@ impl ServerCore {
                 "heartbeat_interval_ms must be >= 1".into(),
             ));
         }
-        let (store, log_store): (Arc<dyn Store>, Option<Arc<LogStore>>) = match &config.store {
-            StoreChoice::Memory => (Arc::new(MemoryStore::new()), None),
+        let (repo, log_store): (Repo, Option<Arc<LogStore>>) = match &config.store {
+            StoreChoice::Memory => (Repo::open(Arc::new(MemoryStore::new()))?, None),
+            #[cfg(feature = "postgres")]
+            StoreChoice::Postgres { url, options } => {
+                let (url, options) = (url.clone(), *options);
+                let pg = tokio::task::spawn_blocking(move || {
+                    crate::server::PgRepo::open_with(&url, options)
+                })
+                .await
+                .map_err(|e| ServerError::Config(format!("store open task failed: {e}")))??;
+                (Repo::new(Arc::new(pg)), None)
+            }
             StoreChoice::Log { dir } => {
                 let dir = dir.clone();
                 let options = LogOptions {
@@ -194,10 +213,9 @@ impl ServerCore {
                     .map_err(|e| ServerError::Config(format!("store open task failed: {e}")))??;
                 log_recovery(&log);
                 let log = Arc::new(log);
-                (log.clone(), Some(log))
+                (Repo::open(log.clone())?, Some(log))
             }
         };
-        let repo = Repo::open(store)?;
         let loaded = repo.load()?;
         let (workflows, wf_active) = repo.load_workflows()?;
         let shared = driver::Runtime::new(config, repo)?;
@@ -254,7 +272,7 @@ impl ServerCore {
             let _ = t.await;
         }
         self.shared.close_connections().await;
-        if let Err(e) = self.shared.repo.store().flush() {
+        if let Err(e) = self.shared.repo.flush() {
             tracing::warn!(error = %e, "store flush at shutdown failed");
         }
         if let Some(log) = self.log_store.take() {

@@ -1,0 +1,409 @@
+//! [`PgRepo`]: the server's repository on PostgreSQL, the second implementation of
+//! [`Repository`](super::Repository) (the first is the log store's
+//! [`LogRepo`](super::LogRepo)); both pass the same conformance suite.
+//!
+//! # Shape
+//!
+//! ```text
+//!  callers (server core, HTTP, retention) ── sync reads ──► read connections (2, pipelined)
+//!        │ writes: Vec<Op> + Acknowledger                      ▲
+//!        ▼                                                     │ own tokio runtime,
+//!  bounded queue (65 536) ──► writer task: one transaction per batch, multi-row statements
+//! ```
+//!
+//! - **Writes** are queued, not executed: the writer task folds every queued write into one
+//!   transaction (`writer.rs`) and resolves each [`Commit`] after `COMMIT`. Writes commit in
+//!   submission order. A full queue makes the submitter wait (back-pressure).
+//! - **Reads** are synchronous, as the trait's are. They run on a small runtime the repository
+//!   owns (two worker threads, the connections' tasks, the writer) and the caller blocks on
+//!   the answer; on a multi-threaded tokio runtime the wait is wrapped in
+//!   [`tokio::task::block_in_place`] so that the runtime moves its other tasks off the
+//!   blocked worker. A read is one round trip to a server on the same host (well under a
+//!   millisecond), and the server core's hot path (fires, reports) does no reads.
+//! - **Ids and trigger rows** work as in [`LogRepo`](super::LogRepo): instance ids, log
+//!   sequence numbers, alarm sequence numbers, workflow and workflow instance ids come from
+//!   hi-lo blocks whose high-water marks (`counters`) are queued before any write that uses
+//!   them; app and job counters are written with the row that uses them; every job's and
+//!   workflow's trigger row is cached, so a fire reads nothing.
+//!
+//! The tables are in `schema.rs`; they are created and upgraded by numbered migrations when
+//! the repository opens (`open.rs`). The write path is `writer.rs` over the table layouts of `tables.rs`; records become rows in
+//! `rows.rs`; each concern's reads and writes have a file (`apps.rs` with tokens and secret
+//! rotation, `jobs.rs`, `instances.rs`, `logs.rs`, `workflows.rs`, `alarms.rs`), and
+//! `repository.rs` implements the trait by forwarding to them.
+//!
+//! The driver is `tokio-postgres` (no pool crate: three connections, fixed at open); see
+//! BENCHMARKS.md for the measurement that chose it.
+
+mod alarms;
+mod apps;
+mod instances;
+mod jobs;
+mod logs;
+mod open;
+mod repository;
+mod rows;
+mod schema;
+mod tables;
+mod workflows;
+mod writer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use dashmap::DashMap;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{Client, Row};
+
+use crate::ids::{AppId, InstanceId, JobId, WorkflowId};
+use crate::workflow::WorkflowDef;
+
+use super::error::RepoError;
+use super::job_codec::decode_job;
+use super::keys;
+use super::records::{DelayedRun, TriggerRecord};
+use super::repo::{Commit, IdBlocks, LoadedJob, LoadedState};
+use open::open_all;
+use tables::{Op, Table, Val};
+use writer::Write;
+
+/// Read connections (queries on one connection are pipelined).
+const READERS: usize = 2;
+
+/// Records in a row triggered within the retention window after which an age scan stops.
+const AGE_SCAN_YOUNG_RUN: usize = super::instance_repo::AGE_SCAN_YOUNG_RUN;
+
+/// A database error as text: the server's SQLSTATE and message when it sent one, else the
+/// client's error with its cause.
+pub(crate) fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn db(e: tokio_postgres::Error) -> RepoError {
+    RepoError::Database(error_text(&e))
+}
+
+/// `x` as a `bigint`.
+fn big(x: u64) -> Result<i64, RepoError> {
+    i64::try_from(x).map_err(|_| RepoError::invalid("id", format!("{x} is beyond 2^63 - 1")))
+}
+
+/// A stored `bigint` as an id or counter.
+fn unsigned(table: &'static str, x: i64) -> Result<u64, RepoError> {
+    u64::try_from(x).map_err(|_| RepoError::corrupt(table, &x.to_be_bytes(), "negative id"))
+}
+
+fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, RepoError> {
+    row.try_get(idx).map_err(db)
+}
+
+/// The API name of an enum value (its serde name: `WAITING_DISPATCH`, `CRON`, ...).
+fn name_of<T: serde::Serialize + std::fmt::Debug>(x: &T) -> String {
+    match serde_json::to_value(x) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{x:?}"),
+    }
+}
+
+fn i64s(x: Option<i64>) -> Val {
+    Val::I64(x)
+}
+
+fn text(s: &str) -> Val {
+    Val::Text(Some(s.to_owned()))
+}
+
+/// Cold state: app and job counters and app names, under a small lock.
+#[derive(Debug)]
+struct Cold {
+    next_app: u64,
+    next_job: u64,
+    app_names: HashMap<String, AppId>,
+}
+
+/// The server's repository on PostgreSQL (see the module docs).
+pub struct PgRepo {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    readers: Vec<Arc<Client>>,
+    next_reader: AtomicUsize,
+    queue: flume::Sender<Write>,
+    cold: Mutex<Cold>,
+    instance_ids: IdBlocks,
+    log_seqs: IdBlocks,
+    alarm_seqs: IdBlocks,
+    workflow_ids: IdBlocks,
+    wf_instance_ids: IdBlocks,
+    triggers: DashMap<JobId, TriggerRecord>,
+    wf_triggers: DashMap<WorkflowId, TriggerRecord>,
+}
+
+impl std::fmt::Debug for PgRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRepo")
+            .field("readers", &self.readers.len())
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgRepo {
+    fn drop(&mut self) {
+        // The runtime may be dropped from async code (the server shutting down): its threads
+        // are left to finish in the background rather than joined here.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Blocks the calling thread on `rx`, telling a multi-threaded tokio runtime first so that it
+/// moves its other tasks off this worker.
+fn wait_for<T>(rx: flume::Receiver<T>) -> Option<T> {
+    blocking(|| rx.recv().ok())
+}
+
+/// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so that it moves its
+/// other tasks off this worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// Runs `fut` on `handle`'s runtime and waits for its output, from any thread.
+fn run_on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = flume::bounded(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    wait_for(rx)
+}
+
+fn closed() -> RepoError {
+    RepoError::Database("the PostgreSQL repository is closed".to_owned())
+}
+
+/// How [`PgRepo`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Most queued writes committed in one transaction (at least 1; default 4096). 1 makes
+    /// every write its own transaction: the way a scheduler that writes each state change on
+    /// its own uses its database (a benchmark's baseline).
+    pub max_batch_writes: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            max_batch_writes: writer::MAX_BATCH_WRITES,
+        }
+    }
+}
+
+impl PgRepo {
+    /// [`open_with`](PgRepo::open_with) the default options.
+    pub fn open(url: &str) -> Result<PgRepo, RepoError> {
+        PgRepo::open_with(url, PgOptions::default())
+    }
+
+    /// Connects to the database at `url` (`postgres://user@host:port/db`), applies the
+    /// missing migrations, and reads the counters and trigger rows. Fails with
+    /// [`RepoError::Database`] when the database is unreachable or its schema is newer than
+    /// this build. May be called from any thread, async or not.
+    pub fn open_with(url: &str, options: PgOptions) -> Result<PgRepo, RepoError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ferrojob-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| RepoError::Database(format!("cannot start the database runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let opened = run_on(&handle, open_all(url.to_owned())).ok_or_else(closed)??;
+        let (queue, rx) = flume::bounded(writer::QUEUE_CAPACITY);
+        handle.spawn(writer::run(
+            opened.writer,
+            rx,
+            options.max_batch_writes.max(1),
+        ));
+        let counter = |key: &[u8]| -> u64 {
+            let name = String::from_utf8_lossy(key);
+            opened.counters.get(&*name).copied().unwrap_or(1).max(1)
+        };
+        let meta = super::alarm_repo::NEXT_ALARM_SEQ;
+        let wf_ids = super::workflow_repo::NEXT_WORKFLOW_ID;
+        let wfi_ids = super::workflow_repo::NEXT_WF_INSTANCE_ID;
+        Ok(PgRepo {
+            cold: Mutex::new(Cold {
+                next_app: counter(keys::NEXT_APP_ID),
+                next_job: counter(keys::NEXT_JOB_ID),
+                app_names: opened.app_names,
+            }),
+            instance_ids: IdBlocks::new(
+                "instance",
+                keys::NEXT_INSTANCE_ID,
+                counter(keys::NEXT_INSTANCE_ID),
+            ),
+            log_seqs: IdBlocks::new("log", keys::NEXT_LOG_SEQ, counter(keys::NEXT_LOG_SEQ)),
+            alarm_seqs: IdBlocks::new("alarm", meta, counter(meta)),
+            workflow_ids: IdBlocks::new("workflow", wf_ids, counter(wf_ids)),
+            wf_instance_ids: IdBlocks::new("workflow instance", wfi_ids, counter(wfi_ids)),
+            triggers: opened.triggers,
+            wf_triggers: opened.wf_triggers,
+            readers: opened.readers,
+            next_reader: AtomicUsize::new(0),
+            queue,
+            handle,
+            runtime: Some(runtime),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cold> {
+        // Updated only after every fallible step, like the log store's.
+        self.cold.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs a query on a read connection and waits for its rows.
+    fn query(
+        &self,
+        sql: &'static str,
+        params: Vec<Box<dyn ToSql + Sync + Send>>,
+    ) -> Result<Vec<Row>, RepoError> {
+        let n = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let Some(client) = self.readers.get(n % self.readers.len().max(1)).cloned() else {
+            return Err(closed());
+        };
+        run_on(&self.handle, async move {
+            let p: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+            client.query(sql, &p).await
+        })
+        .ok_or_else(closed)?
+        .map_err(db)
+    }
+
+    fn query_opt(
+        &self,
+        sql: &'static str,
+        params: Vec<Box<dyn ToSql + Sync + Send>>,
+    ) -> Result<Option<Row>, RepoError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// Queues a write (waiting while the queue is full).
+    fn enqueue(&self, w: Write) {
+        if let Err(flume::TrySendError::Full(w)) = self.queue.try_send(w) {
+            // A dropped write drops its acknowledger: its commit fails as closed.
+            let _ = blocking(|| self.queue.send(w));
+        }
+    }
+
+    /// Queues `ops` as one write; a write PostgreSQL cannot hold (see
+    /// [`tables::refused_text`]) fails alone, unqueued.
+    fn submit<T>(&self, ops: Vec<Op>, value: T) -> Commit<T> {
+        let (commit, ack) = Commit::pending(value);
+        if let Some(e) = tables::refused_text(&ops) {
+            let _ = ack.send(Err(e));
+            return commit;
+        }
+        self.enqueue(Write {
+            ops,
+            ack: Some(ack),
+        });
+        commit
+    }
+
+    fn alloc(&self, blocks: &IdBlocks, n: u64) -> Result<u64, RepoError> {
+        blocks.alloc_with(n, |key, hi| {
+            let name = String::from_utf8_lossy(key).into_owned();
+            let hi = i64::try_from(hi).unwrap_or(i64::MAX);
+            self.enqueue(Write {
+                ops: vec![counter_op(&name, hi)],
+                ack: None,
+            });
+        })
+    }
+
+    // ----- restart -----
+
+    fn load(&self) -> Result<LoadedState, RepoError> {
+        let apps = self.list_apps()?;
+        let mut jobs = Vec::new();
+        for row in self.query(
+            "SELECT j.id, j.record, t.next_trigger, t.runs FROM jobs j \
+             LEFT JOIN triggers t ON t.job_id = j.id ORDER BY j.id",
+            vec![],
+        )? {
+            let id = unsigned("jobs", get(&row, 0)?)?;
+            let job = decode_job(&keys::id(id), &get::<Vec<u8>>(&row, 1)?)?;
+            let runs: Option<i64> = get(&row, 3)?;
+            let trigger = TriggerRecord {
+                next_trigger: get(&row, 2)?,
+                runs: runs
+                    .map(|r| unsigned("triggers", r))
+                    .transpose()?
+                    .unwrap_or(0),
+            };
+            jobs.push(LoadedJob { job, trigger });
+        }
+        let mut delayed = Vec::new();
+        for row in self.query(
+            "SELECT instance_id, job_id, due FROM delayed_runs ORDER BY instance_id",
+            vec![],
+        )? {
+            delayed.push(DelayedRun {
+                instance_id: InstanceId(unsigned("delayed_runs", get(&row, 0)?)?),
+                job_id: JobId(unsigned("delayed_runs", get(&row, 1)?)?),
+                due: get(&row, 2)?,
+            });
+        }
+        let active = self
+            .query(
+                "SELECT id, record FROM instances WHERE NOT final ORDER BY id",
+                vec![],
+            )?
+            .iter()
+            .map(|row| Self::instance_from(row, 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(LoadedState {
+            apps,
+            jobs,
+            delayed,
+            active,
+        })
+    }
+
+    fn flush(&self) -> Result<(), RepoError> {
+        self.settle()
+    }
+
+    /// Waits until every write submitted before this call has committed; fails when one of
+    /// them could not (the writer then refuses every write).
+    fn settle(&self) -> Result<(), RepoError> {
+        let commit = self.submit(Vec::new(), ());
+        blocking(|| commit.wait())
+    }
+}
+
+fn counter_op(name: &str, next: i64) -> Op {
+    Op::Put(Table::Counters, vec![text(name), i64s(Some(next))])
+}
+
+fn def_json(def: &WorkflowDef) -> Result<String, RepoError> {
+    serde_json::to_string(def).map_err(|e| RepoError::invalid("workflow", e.to_string()))
+}
