@@ -298,8 +298,16 @@ impl Checker {
                 ));
             }
         }
-        // A deletion not yet acknowledged may or may not have survived the crash.
+        // A deletion not yet acknowledged may or may not have survived the crash: gone now,
+        // it was durable and counts as acknowledged from here on; still there, retention
+        // chooses it again.
         let deleting = std::mem::take(&mut self.deleting);
+        let mut gone: Vec<InstanceId> = deleting
+            .iter()
+            .copied()
+            .filter(|id| repo.get_instance(*id).is_err())
+            .collect();
+        gone.sort_unstable_by_key(|id| id.0);
         for id in &self.acked_runs {
             if repo.get_instance(*id).is_err() && !deleting.contains(id) {
                 v.push(Violation::new(
@@ -334,6 +342,9 @@ impl Checker {
                     format!("{id}: final {s:?} acknowledged, lost by a restart: {e}"),
                 )),
             }
+        }
+        for id in gone {
+            self.deleted(id);
         }
     }
 
@@ -587,6 +598,10 @@ impl Checker {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use ferrojob_store::MemoryStore;
+
     use super::*;
 
     fn checker_with_fires(times: &[EpochMs]) -> Checker {
@@ -603,6 +618,24 @@ mod tests {
         let mut v = Vec::new();
         c.missed_triggers(server_now, &mut v, 0);
         v
+    }
+
+    #[test]
+    fn a_deletion_that_a_crash_made_durable_is_not_lost_at_the_next_restart() {
+        let repo = Repo::open(Arc::new(MemoryStore::new())).unwrap();
+        let loaded = repo.load().unwrap();
+        let mut c = Checker::default();
+        let id = InstanceId(5);
+        c.run_acknowledged(id);
+        c.finals.insert(id, InstanceStatus::Succeed);
+        c.deleting.insert(id);
+        // The crash came before the deletion's acknowledgement, after it was durable.
+        let mut v = Vec::new();
+        c.after_restart(&repo, &loaded, 0, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        c.after_restart(&repo, &loaded, 1, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        assert!(c.deleted.contains(&id));
     }
 
     #[test]
