@@ -24,8 +24,27 @@ installed="$(python3 -c 'import schemathesis; print(schemathesis.__version__)' 2
 if [ "$installed" != "$version" ]; then
     python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$version"
 fi
+# CPython 3.11 before 3.11.8 can raise `SystemError: AST constructor recursion depth mismatch`
+# from `ast.parse` deep in a call stack; hypothesis parses a lambda's source only to name the
+# lambda in a strategy's repr, and schemathesis reports the SystemError as a runtime error of
+# the run. The wrapper names such a lambda plainly instead; nothing the fuzzer sends changes.
 st() {
-    python3 -c 'import sys; from schemathesis.cli import schemathesis; sys.argv[0] = "st"; sys.exit(schemathesis())' "$@"
+    python3 -c '
+import sys
+from schemathesis.cli import schemathesis
+import hypothesis.internal.reflection as reflection
+describe = reflection.get_pretty_function_description
+def plain_description(f):
+    try:
+        return describe(f)
+    except SystemError:
+        return getattr(f, "__name__", "<function>")
+for module in list(sys.modules.values()):
+    if getattr(module, "get_pretty_function_description", None) is describe:
+        module.get_pretty_function_description = plain_description
+sys.argv[0] = "st"
+sys.exit(schemathesis())
+' "$@"
 }
 
 server="${FERROJOB_SERVER:-}"
