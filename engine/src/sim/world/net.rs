@@ -222,6 +222,7 @@ impl World {
             return;
         }
         c.open = false;
+        c.half_open = half_open;
         let i = c.worker;
         let notice = (self.now + late).max(c.last_to_server + 1);
         self.trace(None, || {
@@ -230,9 +231,6 @@ impl World {
         self.report.connections_cut += 1;
         if half_open {
             self.report.half_open += 1;
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.half_open = true;
-            }
             self.at(notice, Event::ServerSeesCut(conn));
         } else {
             self.server_sees_cut(conn);
