@@ -24,7 +24,8 @@ pub struct Args {
     /// Print the events of this instance id, and every fault, to stderr.
     #[arg(long)]
     trace_instance: Option<u64>,
-    /// Most server crashes to inject (each restart reads the whole log back).
+    /// Most server crashes to inject (each restart loads the store's hint and replays the log
+    /// after it).
     #[arg(long)]
     max_server_crashes: Option<u64>,
 }

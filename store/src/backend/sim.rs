@@ -45,10 +45,13 @@ pub enum Tear {
     ZeroFilled(u64),
 }
 
+/// One file: its current and its durable contents. Both are shared copy-on-write, so a crash
+/// image costs no copy of a file until it is written again (sealed segments never are), and a
+/// file with nothing unsynced holds one buffer for both.
 #[derive(Debug, Default, Clone)]
 struct SimFile {
-    data: Vec<u8>,
-    durable: Vec<u8>,
+    data: Arc<Vec<u8>>,
+    durable: Arc<Vec<u8>>,
     /// Length of the prefix of `data` known to equal `durable`'s (nothing was written there
     /// since the last sync): a sync copies only what lies after it, so it costs what was
     /// written since the previous one, not the size of the file.
@@ -63,12 +66,17 @@ struct SimFile {
 impl SimFile {
     /// A file whose contents are all durable.
     fn synced(bytes: Vec<u8>) -> SimFile {
+        SimFile::shared(&Arc::new(bytes))
+    }
+
+    /// A file whose contents are all durable, sharing `bytes` until either is written.
+    fn shared(bytes: &Arc<Vec<u8>>) -> SimFile {
         SimFile {
-            durable: bytes.clone(),
+            durable: Arc::clone(bytes),
             synced_prefix: bytes.len(),
             dirty_end: 0,
             min_len: usize::MAX,
-            data: bytes,
+            data: Arc::clone(bytes),
         }
     }
 
@@ -77,11 +85,17 @@ impl SimFile {
         let len = self.data.len();
         let from = self.synced_prefix.min(len);
         let to = self.dirty_end.clamp(from, len);
-        // What the file lost by shrinking is gone; what it grew by without writes is zeros.
-        self.durable.truncate(self.min_len.min(self.durable.len()));
-        self.durable.resize(len, 0);
-        if let (Some(dst), Some(src)) = (self.durable.get_mut(from..to), self.data.get(from..to)) {
-            dst.copy_from_slice(src);
+        let keep = self.min_len.min(self.durable.len());
+        // Nothing changed since the last sync (or the crash image): nothing to copy.
+        let unchanged = from >= to && keep == self.durable.len() && len == keep;
+        if !unchanged && !Arc::ptr_eq(&self.data, &self.durable) {
+            let durable = Arc::make_mut(&mut self.durable);
+            // What the file lost by shrinking is gone; what it grew by without writes is zeros.
+            durable.truncate(keep);
+            durable.resize(len, 0);
+            if let (Some(dst), Some(src)) = (durable.get_mut(from..to), self.data.get(from..to)) {
+                dst.copy_from_slice(src);
+            }
         }
         self.synced_prefix = len;
         self.dirty_end = 0;
@@ -157,7 +171,7 @@ impl SimBackend {
         let mut files = BTreeMap::new();
         for inode in state.durable_dir.values() {
             if let Some(f) = state.files.get(inode) {
-                files.insert(*inode, SimFile::synced(f.durable.clone()));
+                files.insert(*inode, SimFile::shared(&f.durable));
             }
         }
         SimBackend {
@@ -212,7 +226,7 @@ impl SimBackend {
                 .min(unsynced.len());
             // The durable contents, the kept prefix of the new bytes written over them from
             // `from` on, and (for `ZeroFilled`) zeros up to the new length.
-            let mut data = f.durable.clone();
+            let mut data = f.durable.to_vec();
             data.resize(f.durable.len().max(from + kept.max(zeroed)), 0);
             if let Some(dst) = data.get_mut(from..from + kept) {
                 dst.copy_from_slice(unsynced.get(..kept).unwrap_or_default());
@@ -230,7 +244,7 @@ impl SimBackend {
         let files = state
             .files
             .iter()
-            .map(|(i, f)| (*i, SimFile::synced(f.data.clone())))
+            .map(|(i, f)| (*i, SimFile::shared(&f.data)))
             .collect();
         SimBackend {
             state: Arc::new(Mutex::new(State {
@@ -252,7 +266,7 @@ impl SimBackend {
     pub fn read(&self, path: &Path) -> Option<Vec<u8>> {
         let state = self.state.lock();
         let inode = state.dir.get(path)?;
-        state.files.get(inode).map(|f| f.data.clone())
+        state.files.get(inode).map(|f| f.data.to_vec())
     }
 
     /// Replaces (or creates) `path` with `bytes`, durably.
@@ -413,10 +427,12 @@ impl BackendFile for SimHandle {
                 .ok_or_else(|| io::Error::other("offset overflow"))?;
             f.touched(start);
             f.dirty_end = f.dirty_end.max(end);
-            if f.data.len() < end {
-                f.data.resize(end, 0);
+            // Copies the contents once if a crash image or the durable contents share them.
+            let contents = Arc::make_mut(&mut f.data);
+            if contents.len() < end {
+                contents.resize(end, 0);
             }
-            if let Some(dst) = f.data.get_mut(start..end) {
+            if let Some(dst) = contents.get_mut(start..end) {
                 dst.copy_from_slice(data);
             }
             Ok(())
@@ -437,7 +453,7 @@ impl BackendFile for SimHandle {
             let len = usize::try_from(len).map_err(io::Error::other)?;
             f.touched(len.min(f.data.len()));
             f.min_len = f.min_len.min(len);
-            f.data.resize(len, 0);
+            Arc::make_mut(&mut f.data).resize(len, 0);
             Ok(())
         })
     }

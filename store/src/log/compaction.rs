@@ -184,6 +184,9 @@ struct Input {
 /// Runs one compaction round over every sealed segment.
 pub(crate) fn compact(shared: &Shared) -> Result<CompactionReport, StoreError> {
     let _round = shared.compaction.lock();
+    // Odd while the round runs, whichever way it ends: an index snapshot taken meanwhile, or
+    // before and written after, is never written as the hint.
+    let _epoch = shared.compaction_round();
     if let Some(cause) = shared.poisoned() {
         return Err(shared.poison_error(cause));
     }

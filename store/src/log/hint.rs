@@ -1,8 +1,12 @@
 //! The hint file: a snapshot of the index so that opening does not replay every value.
 //!
-//! Written on close (and by `LogStore::checkpoint`) to `hint.tmp`, fdatasynced, renamed to
-//! `hint`, directory fsynced. It records, per segment, how many bytes it covers; opening loads
-//! the snapshot and replays only the bytes after those offsets. The hint is derived data: if it
+//! Written on close, by `LogStore::checkpoint`, and on the store's own once
+//! `LogOptions::checkpoint_min_bytes` of log followed the last one (the writer snapshots the
+//! index after a synced group, the compactor thread writes the file): to `hint.tmp`,
+//! fdatasynced, renamed to `hint`, directory fsynced. It records, per segment, how many bytes
+//! it covers; opening loads the snapshot and replays only the bytes after those offsets. A
+//! snapshot that a compaction round overtook before it was written is dropped (it would name
+//! files that are gone). The hint is derived data: if it
 //! is missing, fails its checksum, or disagrees with the segments (a covered file missing or
 //! shorter than covered), it is ignored and the log is replayed in full. Compaction deletes it
 //! before it renames its output into place.

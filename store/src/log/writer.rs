@@ -309,6 +309,7 @@ impl Writer {
             return Err(err);
         }
         self.unsynced = true;
+        self.shared.appended(self.buf.len() as u64);
         self.last_seq = seq;
         let base = self.active_len;
         self.active_len += self.buf.len() as u64;
@@ -459,11 +460,13 @@ impl GroupCommit {
             }
             if !commits.is_empty() {
                 self.commit_group(commits);
+                self.maybe_checkpoint();
             }
             if !snapshots.is_empty() {
-                let result = self
-                    .sync()
-                    .map(|()| crate::log::hint::encode(&self.writer.shared.index.read()));
+                let result = self.sync().map(|()| {
+                    self.writer.shared.snapshotting();
+                    crate::log::hint::encode(&self.writer.shared.index.read())
+                });
                 for reply in snapshots {
                     let _ = reply.send(
                         result
@@ -491,6 +494,33 @@ impl GroupCommit {
         }
         // Every sender is gone: make what was acknowledged durable before exiting.
         let _ = self.sync();
+    }
+
+    /// When enough log was appended since the last hint, snapshots the index of the durable
+    /// state and hands it to the compactor thread to write, off the commit path. Skipped while
+    /// the compactor's queue is full (it is compacting): the next group tries again.
+    fn maybe_checkpoint(&mut self) {
+        let shared = &self.writer.shared;
+        if !shared.needs_checkpoint() || shared.poisoned().is_some() {
+            return;
+        }
+        let Some(tx) = shared.compact_tx.clone() else {
+            return;
+        };
+        if tx.is_full() || self.sync().is_err() {
+            return;
+        }
+        let shared = &self.writer.shared;
+        let epoch = shared
+            .compaction_epoch
+            .load(std::sync::atomic::Ordering::Acquire);
+        if epoch % 2 == 1 {
+            // A compaction round is rewriting the index: the next group tries again.
+            return;
+        }
+        shared.snapshotting();
+        let bytes = crate::log::hint::encode(&shared.index.read());
+        let _ = tx.try_send(crate::log::CompactorJob::Hint { bytes, epoch });
     }
 
     /// [`Writer::sync`], timed.

@@ -385,3 +385,125 @@ fn retry_options_are_validated() {
     };
     assert!(open(&b, o).is_err());
 }
+
+#[test]
+fn a_stepped_store_asks_for_a_checkpoint_once_enough_log_is_written() {
+    let b = SimBackend::new();
+    let o = LogOptions {
+        writer: ferrojob_store::WriterMode::Stepped,
+        checkpoint_min_bytes: 8192,
+        ..opts()
+    };
+    let s = open(&b, o.clone()).unwrap();
+    assert!(!s.needs_checkpoint());
+    let mut i = 0u32;
+    while !s.needs_checkpoint() {
+        s.put("t", &(i % 50).to_be_bytes(), &[7u8; 100]).unwrap();
+        s.flush().unwrap();
+        i += 1;
+        assert!(i < 1000, "no checkpoint asked for after {i} puts");
+    }
+    // About 8 KiB of batches of ~130 bytes, not fewer.
+    assert!(i > 40, "{i}");
+    s.checkpoint().unwrap();
+    assert_eq!(s.checkpoints(), 1);
+    assert!(!s.needs_checkpoint());
+    // Power loss: the hint is used, and only the log after it is replayed.
+    s.put("t", b"after", b"v").unwrap();
+    s.flush().unwrap();
+    let expected = dump(&s);
+    let after = open(&b.crash(), o.clone()).unwrap();
+    assert!(after.recovery_report().used_hint);
+    assert_eq!(after.recovery_report().batches_replayed, 1);
+    assert_eq!(dump(&after), expected);
+    // A reopened store without the hint counts the whole log as unreplayed.
+    let without = open(
+        &b.crash(),
+        LogOptions {
+            use_hint: false,
+            ..o
+        },
+    )
+    .unwrap();
+    assert!(without.needs_checkpoint());
+}
+
+#[test]
+fn a_stepped_store_waits_for_twice_the_last_hint_before_the_next() {
+    let b = SimBackend::new();
+    let o = LogOptions {
+        writer: ferrojob_store::WriterMode::Stepped,
+        checkpoint_min_bytes: 4096,
+        ..opts()
+    };
+    let s = open(&b, o).unwrap();
+    // Many live keys make a hint larger than the minimum.
+    for i in 0..2000u32 {
+        s.put("t", &i.to_be_bytes(), b"v").unwrap();
+    }
+    s.flush().unwrap();
+    s.checkpoint().unwrap();
+    let hint_len = b.read(&hint_path()).unwrap().len() as u64;
+    assert!(hint_len > 4096 * 4, "{hint_len}");
+    let start = s.disk_bytes();
+    while !s.needs_checkpoint() {
+        s.put("t", b"same", &[1u8; 200]).unwrap();
+        s.flush().unwrap();
+        assert!(
+            s.disk_bytes() - start < hint_len * 4,
+            "no checkpoint asked for"
+        );
+    }
+    // Segment headers count in the disk's growth, not in the log appended.
+    let written = s.disk_bytes() - start;
+    assert!(
+        (hint_len * 2..hint_len * 2 + hint_len / 4).contains(&written),
+        "{written} appended, the hint is {hint_len}"
+    );
+}
+
+#[test]
+fn the_writer_thread_checkpoints_on_its_own_and_a_crash_replays_only_the_tail() {
+    let b = SimBackend::new();
+    let o = LogOptions {
+        writer: ferrojob_store::WriterMode::Thread,
+        checkpoint_min_bytes: 8192,
+        ..opts()
+    };
+    let s = open(&b, o.clone()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut i = 0u32;
+    // The hint is written by the compactor thread after the group that crossed the
+    // threshold: keep committing until it is there.
+    while s.checkpoints() == 0 {
+        s.put("t", &(i % 50).to_be_bytes(), &[7u8; 100]).unwrap();
+        i += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after {i} commits"
+        );
+    }
+    let expected = dump(&s);
+    let img = b.crash();
+    let with = open(&copy(&img), o.clone()).unwrap();
+    assert!(with.recovery_report().used_hint);
+    assert!(with.recovery_report().batches_replayed < u64::from(i));
+    assert_eq!(dump(&with), expected);
+    drop(s);
+
+    // Turned off: no hint but the one written on close.
+    let b = SimBackend::new();
+    let s = open(
+        &b,
+        LogOptions {
+            checkpoint_min_bytes: 0,
+            ..o
+        },
+    )
+    .unwrap();
+    for i in 0..500u32 {
+        s.put("t", &(i % 50).to_be_bytes(), &[7u8; 100]).unwrap();
+    }
+    s.close().unwrap();
+    assert_eq!(s.checkpoints(), 0);
+}

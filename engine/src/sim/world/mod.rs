@@ -63,8 +63,8 @@ pub struct SimConfig {
     pub faults: bool,
     /// Print the events of this instance, and every fault, to stderr.
     pub trace: Option<u64>,
-    /// Most server crashes to inject (`None`: no limit). Each restart reads the whole log
-    /// back, so very long runs bound them.
+    /// Most server crashes to inject (`None`: no limit). Each restart loads the store's
+    /// last hint and replays the log after it, so very long runs may bound them.
     pub max_server_crashes: Option<u64>,
 }
 
@@ -115,6 +115,8 @@ pub struct SimReport {
     pub clock_jumps: u64,
     /// Compaction rounds of the store.
     pub compactions: u64,
+    /// Hints the store wrote before a crash or the end (checkpoints).
+    pub checkpoints: u64,
     /// Every invariant violation found (empty: the run passed).
     pub violations: Vec<Violation>,
 }
@@ -256,14 +258,16 @@ struct World {
     api_runs_pending: u64,
 }
 
-/// The store's settings: segments (and the garbage that warrants compaction) scale with the
-/// run, so that short runs compact and crash mid-way through compacted data too.
+/// The store's settings: segments (and the garbage that warrants compaction, and the log
+/// written between checkpoints) scale with the run, so that short runs compact, checkpoint and
+/// crash mid-way through compacted and checkpointed data too.
 fn store_options(instances: u64) -> LogOptions {
     let segment_bytes = instances.saturating_mul(256).clamp(64 << 10, 64 << 20);
     LogOptions {
         writer: WriterMode::Stepped,
         segment_bytes,
         compaction_min_garbage_bytes: segment_bytes / 2,
+        checkpoint_min_bytes: segment_bytes,
         ..LogOptions::default()
     }
 }
@@ -537,7 +541,7 @@ impl std::fmt::Display for SimReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {}: {} events over {} s simulated; {} instances ({} final, {} deleted by retention), {} runs and {} workflow runs acknowledged, {} MAP_REDUCE instances succeeded; faults: {} server crashes, {} worker crashes, {} connections cut ({} half-open), {} clock jumps; {} compactions; {} violations",
+            "seed {}: {} events over {} s simulated; {} instances ({} final, {} deleted by retention), {} runs and {} workflow runs acknowledged, {} MAP_REDUCE instances succeeded; faults: {} server crashes, {} worker crashes, {} connections cut ({} half-open), {} clock jumps; {} compactions, {} checkpoints; {} violations",
             self.seed,
             self.events,
             self.simulated_ms / 1000,
@@ -553,6 +557,7 @@ impl std::fmt::Display for SimReport {
             self.half_open,
             self.clock_jumps,
             self.compactions,
+            self.checkpoints,
             self.violations.len()
         )
     }

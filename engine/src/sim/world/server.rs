@@ -248,6 +248,17 @@ impl World {
                     .push(Violation::new(self.now, format!("compaction failed: {e}"))),
             }
         }
+        // The store's own checkpoint, once enough log was written since the last hint: a
+        // restart replays only what follows it.
+        if s.store.needs_checkpoint() {
+            match s.store.checkpoint() {
+                Ok(()) => self.report.checkpoints += 1,
+                Err(e) => self
+                    .report
+                    .violations
+                    .push(Violation::new(self.now, format!("checkpoint failed: {e}"))),
+            }
+        }
         let now = self.now + self.clock_offset;
         let mono = self.now;
         s.core.begin(now * 1000, mono * 1000);
