@@ -30,5 +30,5 @@ pub(crate) async fn document() -> Response {
 }
 
 #[cfg(test)]
-#[path = "openapi_tests.rs"]
+#[path = "openapi_tests/mod.rs"]
 mod tests;

@@ -183,3 +183,34 @@ pub(super) fn sub(a: u64, b: u64, instance: u64) -> Result<u64, TaskStoreError> 
 pub(super) fn add(a: u64, b: u64, instance: u64) -> Result<u64, TaskStoreError> {
     a.checked_add(b).ok_or(TaskStoreError::Counters(instance))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_cuts_on_a_char_boundary() {
+        let s = "é".repeat(10);
+        assert_eq!(cap(s, 5), "éé");
+    }
+
+    #[test]
+    fn meta_roundtrips_and_rejects_garbage() {
+        let m = Meta {
+            next_task_id: 9,
+            next_pending_seq: 12,
+            counts: TaskCounts {
+                total: 9,
+                pending: 2,
+                running: 3,
+                succeeded: 3,
+                failed: 1,
+            },
+        };
+        assert_eq!(Meta::decode(b"k", &m.encode()).unwrap(), m);
+        assert!(Meta::decode(b"k", &[]).is_err());
+        let mut bad = m.encode();
+        bad[1 + 8 * 3] ^= 1;
+        assert!(Meta::decode(b"k", &bad).is_err());
+    }
+}
