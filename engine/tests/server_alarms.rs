@@ -360,7 +360,7 @@ async fn the_alarm_routes_answer_over_http_through_the_client() {
         ErrorCode::NotFound
     );
     let bad = ChannelBody {
-        url: "https://example.com".into(),
+        url: "ftp://example.com".into(),
         ..body
     };
     assert_eq!(
@@ -639,9 +639,9 @@ async fn an_https_webhook_on_a_private_ca_gets_the_exact_signed_body() {
     // A server trusting only the public roots cannot reach it, and says why.
     let public_only = start(config(StoreChoice::Memory, None)).await;
     let api = public_only.api();
-    let app = app(&api, "a").await;
-    add_channel(&api, &app, receiver.url(), Some("hook-secret")).await;
-    let test = api.test_channel(app.clone(), "ops".into()).await.unwrap();
+    let first = app(&api, "a").await;
+    add_channel(&api, &first, receiver.url(), Some("hook-secret")).await;
+    let test = api.test_channel(first, "ops".into()).await.unwrap();
     assert!(!test.delivered, "{test:?}");
     assert!(
         test.detail
