@@ -433,6 +433,32 @@ mod tests {
     }
 
     #[test]
+    fn the_alarm_ca_adds_to_the_public_roots_and_a_bad_one_stops_the_start() {
+        let merge = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args).merge(toml::from_str::<FileConfig>(file).unwrap())
+        };
+        let c = merge(&["s"], "").unwrap();
+        assert_eq!(c.core.alarm_tls, ferrojob::https::HttpsRoots::public());
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let pki = crate::self_signed::SelfSigned::generate().unwrap();
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let c = merge(
+            &["s"],
+            &format!("alarm_tls_ca = {:?}", ca.display().to_string()),
+        )
+        .unwrap();
+        assert!(c.core.alarm_tls.trusts_public());
+        assert_eq!(c.core.alarm_tls.extra_cas(), 1);
+        let err = merge(&["s", "--alarm-tls-ca", "/nonexistent/ca.pem"], "").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("--alarm-tls-ca") && text.contains("/nonexistent/ca.pem"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
         let file: FileConfig = toml::from_str(
             "http = \"127.0.0.1:9000\"\nlisten = \"127.0.0.1:9001\"\nkeep_finished_runs = 7\nephemeral = true\n",
