@@ -40,9 +40,9 @@ pub enum ClientError {
         host: String,
         /// What the failure means (see [`crate::https::explain`]).
         reason: &'static str,
-        /// rustls's error.
+        /// rustls's error (boxed: it is large, and this error travels in every `Result`).
         #[source]
-        source: rustls::Error,
+        source: Box<rustls::Error>,
     },
     /// The HTTPS settings could not be made (an unreadable CA file, one without a
     /// certificate).
@@ -143,7 +143,7 @@ fn transport_error(error: reqwest::Error) -> ClientError {
                 })
                 .unwrap_or_default(),
             reason: crate::https::explain(&source),
-            source,
+            source: Box::new(source),
         },
         None => ClientError::Transport(error),
     }
