@@ -31,7 +31,7 @@ pub enum AlarmCmd {
         /// WEBHOOK, SLACK, DINGTALK, FEISHU, WECOM or EMAIL.
         #[arg(long, default_value = "WEBHOOK", value_parser = parse_kind)]
         kind: ChannelKind,
-        /// The http:// URL alarms are posted to (`--url` is the server's); for EMAIL,
+        /// The http:// or https:// URL alarms are posted to (`--url` is the server's); for EMAIL,
         /// `smtp://[user@]host[:port]?from=ADDR&to=ADDR[,ADDR...]` (STARTTLS; `smtps://` for
         /// TLS; `&tls=none` for a trusted local relay).
         #[arg(long)]

@@ -115,6 +115,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            let tls = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<ferrojob::client::ClientError>(),
+                    Some(ferrojob::client::ClientError::Tls { .. })
+                )
+            });
+            if tls {
+                eprintln!("hint: give the CA that signed the server's certificate with --tls-ca FILE (PEM)");
+            }
             ExitCode::from(2)
         }
     }

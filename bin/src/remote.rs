@@ -9,7 +9,8 @@ use ferrojob::api::{
     CopyJob, CreateApp, InstanceQuery, InstanceView, JobBody, JobQuery, JobView, LifecycleJson,
     LogQuery, RunJob, TaskProgress,
 };
-use ferrojob::client::Client;
+use ferrojob::client::{Client, ClientOptions};
+use ferrojob::https::HttpsRoots;
 use ferrojob::ids::{InstanceId, JobId};
 use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
@@ -21,7 +22,7 @@ use crate::fmt_ms;
 /// Where the server is and who we are.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
-    /// Base URL of the server's OpenAPI.
+    /// Base URL of the server's OpenAPI (http:// or https://).
     #[arg(
         long,
         env = "FERROJOB_URL",
@@ -43,6 +44,10 @@ pub struct Conn {
     /// Print the API's JSON instead of the human form.
     #[arg(long, global = true)]
     json: bool,
+    /// CA certificates (PEM) to trust for an https:// --url, instead of the public roots (a
+    /// server with a certificate from a private CA).
+    #[arg(long, env = "FERROJOB_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
 }
 
 impl Conn {
@@ -65,7 +70,16 @@ impl Conn {
                 .trim()
                 .to_owned(),
         };
-        Ok(Client::new(&self.url, token)?)
+        let roots = match &self.tls_ca {
+            Some(ca) => HttpsRoots::from_ca_file(ca).context("--tls-ca")?,
+            None => HttpsRoots::public(),
+        };
+        Ok(Client::with_roots(
+            &self.url,
+            token,
+            ClientOptions::default(),
+            &roots,
+        )?)
     }
 }
 

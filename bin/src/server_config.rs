@@ -39,6 +39,8 @@
 //! tls_cert = "/etc/ferrojob/server.crt"
 //! tls_key = "/etc/ferrojob/server.key"
 //! insecure_plaintext = false        # allow plain TCP/HTTP on a non-loopback address
+//! # https:// alarm channels: verified against the public roots and this CA (PEM)
+//! alarm_tls_ca = "/etc/ferrojob/internal-ca.pem"
 //! ```
 //!
 //! Without `tls_cert`/`tls_key` both ports are plain TCP. That is allowed on loopback
@@ -174,6 +176,10 @@ pub struct ServerArgs {
     /// clear text.
     #[arg(long, env = "FERROJOB_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,
+    /// CA certificates (PEM) that https:// alarm channels may be signed by, besides the
+    /// public roots (webhooks on a private CA).
+    #[arg(long, env = "FERROJOB_ALARM_TLS_CA")]
+    pub alarm_tls_ca: Option<PathBuf>,
 }
 
 /// The TOML file's keys (all optional; unknown keys are an error).
@@ -211,6 +217,7 @@ pub struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     insecure_plaintext: Option<bool>,
+    alarm_tls_ca: Option<PathBuf>,
 }
 
 /// Default OpenAPI address.
@@ -360,6 +367,11 @@ impl ServerArgs {
             (None, None) => None,
             _ => anyhow::bail!("tls_cert and tls_key go together: give both or neither"),
         };
+        if let Some(ca) = self.alarm_tls_ca.clone().or(file.alarm_tls_ca) {
+            config.core.alarm_tls = ferrojob::https::HttpsRoots::from_ca_file(&ca)
+                .context("--alarm-tls-ca")?
+                .with_public();
+        }
         let plaintext_allowed = self.insecure_plaintext || file.insecure_plaintext.unwrap_or(false);
         if config.tls.is_none() && !plaintext_allowed {
             for (what, addr) in [("listen", config.listen), ("http", config.http)] {
@@ -418,6 +430,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent/c.pem"), "{err:#}");
+    }
+
+    #[test]
+    fn the_alarm_ca_adds_to_the_public_roots_and_a_bad_one_stops_the_start() {
+        let merge = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args).merge(toml::from_str::<FileConfig>(file).unwrap())
+        };
+        let c = merge(&["s"], "").unwrap();
+        assert_eq!(c.core.alarm_tls, ferrojob::https::HttpsRoots::public());
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let pki = crate::self_signed::SelfSigned::generate().unwrap();
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let c = merge(
+            &["s"],
+            &format!("alarm_tls_ca = {:?}", ca.display().to_string()),
+        )
+        .unwrap();
+        assert!(c.core.alarm_tls.trusts_public());
+        assert_eq!(c.core.alarm_tls.extra_cas(), 1);
+        let err = merge(&["s", "--alarm-tls-ca", "/nonexistent/ca.pem"], "").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("--alarm-tls-ca") && text.contains("/nonexistent/ca.pem"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct WorkerArgs {
     /// `shell` output logged per stream and run, bytes; later lines are counted, not logged.
     #[arg(long, env = "FERROJOB_SHELL_MAX_OUTPUT_BYTES", default_value_t = ferrojob::worker::builtin::DEFAULT_MAX_OUTPUT_BYTES)]
     pub shell_max_output_bytes: usize,
+    /// CA certificates (PEM) the `http` processor trusts for https:// URLs, besides the
+    /// public roots (a private CA of internal services).
+    #[arg(long, env = "FERROJOB_HTTP_TLS_CA")]
+    pub http_tls_ca: Option<PathBuf>,
     /// CA certificates (PEM) that signed the server's and the other workers' certificates:
     /// turns TLS on for every connection this worker makes. Needs --tls-cert and --tls-key
     /// (other workers connect to this one with TLS too).
@@ -142,6 +146,11 @@ impl WorkerArgs {
             max_output_bytes: self.shell_max_output_bytes,
         };
         self.apply_tls(&mut config)?;
+        if let Some(ca) = &self.http_tls_ca {
+            config.http_tls = ferrojob::https::HttpsRoots::from_ca_file(ca)
+                .context("--http-tls-ca")?
+                .with_public();
+        }
         config.local_log = ferrojob::worker::LocalLogConfig {
             dir: Some(
                 self.local_log_dir

@@ -355,7 +355,7 @@ async fn garbage_on_both_ports_leaves_the_server_serving() {
     if let Ok(mut s) = TcpStream::connect(c.http) {
         let _ = s.write_all(&[0u8; 1024]);
     }
-    let http = reqwest::Client::new();
+    let http = ferrojob::https::HttpsRoots::public().client().unwrap();
     let base = format!("http://{}", c.http);
     for (path, text) in [
         (format!("/v1/apps/{APP}/jobs"), "{not json"),

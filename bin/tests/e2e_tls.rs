@@ -166,7 +166,9 @@ async fn server_workers_and_api_talk_over_tls_and_a_worker_trusting_another_ca_i
         .unwrap();
 
     // HTTPS only: plain HTTP gets no answer, a client trusting another CA no connection.
-    let plain = reqwest::Client::new()
+    let plain = ferrojob::https::HttpsRoots::public()
+        .client()
+        .unwrap()
         .get(format!("http://{http}/healthz"))
         .timeout(Duration::from_secs(10))
         .send()
@@ -282,4 +284,117 @@ async fn server_workers_and_api_talk_over_tls_and_a_worker_trusting_another_ca_i
     );
     let list: WorkerList = call(&tls, http, "GET", &format!("/v1/apps/{APP}/workers"), None).await;
     assert_eq!(list.workers.len(), 2, "{}", diagnostics(&workers));
+}
+
+/// Runs the `ferrojob` CLI with `args` after `--url URL --token TOKEN`: (exit code, stdout,
+/// stderr).
+fn ferrojob_cli(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", url, "--token", TOKEN])
+        .args(args)
+        .env_remove("FERROJOB_TLS_CA")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_https_with_the_servers_ca_and_refuses_other_cas_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pki(d, "test");
+    write_pki(d, "other");
+    let server_args: Vec<String> = [
+        "--data-dir",
+        &path(d, "data"),
+        "--http",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        TOKEN,
+        "--tls-cert",
+        &path(d, "test-cert.pem"),
+        "--tls-key",
+        &path(d, "test-key.pem"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let server = Proc::spawn(
+        env!("CARGO_BIN_EXE_ferrojob-server"),
+        &server_args,
+        d,
+        "server",
+    );
+    let http: SocketAddr = server.field("http").parse().unwrap();
+    let url = format!("https://localhost:{}", http.port());
+    let ca = path(d, "test-ca.pem");
+    let ok = |args: &[&str]| {
+        let mut all = vec!["--tls-ca", ca.as_str()];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = ferrojob_cli(&url, &all);
+        assert_eq!(code, Some(0), "ferrojob {args:?}: {stderr}");
+        stdout
+    };
+
+    ok(&["app", "create", "--name", APP, "--secret", SECRET]);
+    assert!(ok(&["app", "list"]).contains(APP));
+    let id = ok(&[
+        "job",
+        "create",
+        "--app",
+        APP,
+        "--name",
+        "over-https",
+        "--type",
+        "api",
+        "--processor",
+        "noop",
+    ]);
+    let id = id.trim().to_owned();
+    assert!(ok(&["job", "list", "--app", APP]).contains("over-https"));
+    let instance = ok(&["job", "run", "--app", APP, &id]);
+    let instance = instance.trim().to_owned();
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(&["instance", "get", "--app", APP, &instance])).unwrap();
+    assert_eq!(got["job_id"].to_string(), id);
+
+    // Without the CA (the public roots) and with another CA: a clear error, exit 2.
+    let other = path(d, "other-ca.pem");
+    for args in [
+        vec!["app", "list"],
+        vec!["--tls-ca", other.as_str(), "app", "list"],
+    ] {
+        let (code, stdout, stderr) = ferrojob_cli(&url, &args);
+        assert_eq!(code, Some(2), "{args:?}: {stdout} {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "TLS handshake with localhost:{} failed",
+                http.port()
+            )) && stderr.contains("not signed by a CA this client trusts")
+                && stderr.contains("--tls-ca"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A CA file that does not exist or holds no certificate.
+    let (code, _, stderr) = ferrojob_cli(&url, &["--tls-ca", &path(d, "nope.pem"), "app", "list"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--tls-ca") && stderr.contains("nope.pem"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        ferrojob_cli(&url, &["--tls-ca", &path(d, "test-key.pem"), "app", "list"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no CERTIFICATE block"), "{stderr}");
+    // Plain http:// to the TLS port fails as a request error, not a panic.
+    let (code, _, stderr) = ferrojob_cli(&format!("http://{http}"), &["app", "list"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -6,9 +6,9 @@
 //! | feature | modules | pulls in |
 //! |---|---|---|
 //! | `embedded` | `embedded` | nothing beyond the core |
-//! | `server` | `server`, `dispatch` (`launch` with `http`) | `ferrojob-store`, `ferrojob-transport` |
-//! | `worker` | `worker`, `mapreduce`, `dispatch` | `ferrojob-store`, `ferrojob-transport`, `reqwest`, `sysinfo` |
-//! | `client` | `client` | `reqwest` |
+//! | `server` | `server`, `dispatch`, `https` (`launch` with `http`) | `ferrojob-store`, `ferrojob-transport`, `reqwest`, `rustls` |
+//! | `worker` | `worker`, `mapreduce`, `dispatch`, `https` | `ferrojob-store`, `ferrojob-transport`, `reqwest`, `rustls`, `sysinfo` |
+//! | `client` | `client`, `https` | `reqwest`, `rustls` |
 //! | `http` | `http` | `axum`, `hyper`, `hyper-util` |
 //!
 //! Always compiled: `ids`, `model`, `clock`, `wheel`, `time_expression`, `workflow` and the
@@ -26,6 +26,8 @@ pub mod dispatch;
 pub mod embedded;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(any(feature = "client", feature = "server", feature = "worker"))]
+pub mod https;
 pub mod ids;
 #[cfg(all(feature = "server", feature = "http"))]
 pub mod launch;

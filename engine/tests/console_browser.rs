@@ -187,7 +187,7 @@ async fn start_browser(driver: &Path, chromium: &Path) -> (tokio::process::Child
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = ferrojob::https::HttpsRoots::public().client().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

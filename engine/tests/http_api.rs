@@ -790,7 +790,7 @@ impl Harness {
             server,
             base,
             admin,
-            raw: reqwest::Client::new(),
+            raw: ferrojob::https::HttpsRoots::public().client().unwrap(),
             api,
         }
     }

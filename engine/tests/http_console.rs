@@ -48,7 +48,9 @@ impl Harness {
             };
             api.create_app(&app).await.unwrap();
         }
-        let http = reqwest::Client::builder()
+        let http = ferrojob::https::HttpsRoots::public()
+            .client_builder()
+            .unwrap()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();

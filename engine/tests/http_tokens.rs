@@ -251,7 +251,11 @@ async fn failed_sign_ins_are_limited_per_source_and_counted() {
         .unwrap_err();
     assert_eq!(err.status(), Some(429));
     // ...while requests without a credential still pass.
-    let metrics = reqwest::get(format!("{}/metrics", n.base))
+    let metrics = ferrojob::https::HttpsRoots::public()
+        .client()
+        .unwrap()
+        .get(format!("{}/metrics", n.base))
+        .send()
         .await
         .unwrap()
         .text()

@@ -1,6 +1,7 @@
 //! Alarms end to end on a real server: a failing job's alarm is posted to a local HTTP
-//! receiver with its exact body and signature, an alarm raised before a restart is delivered
-//! after it with the same id, and a job that never succeeds trips its dead man's switch.
+//! receiver with its exact body and signature (and to a local HTTPS receiver whose CA the
+//! server was given), an alarm raised before a restart is delivered after it with the same
+//! id, and a job that never succeeds trips its dead man's switch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod server_runtime_support;
@@ -359,7 +360,7 @@ async fn the_alarm_routes_answer_over_http_through_the_client() {
         ErrorCode::NotFound
     );
     let bad = ChannelBody {
-        url: "https://example.com".into(),
+        url: "ftp://example.com".into(),
         ..body
     };
     assert_eq!(
@@ -529,4 +530,176 @@ async fn app_token(admin: &ferrojob::client::Client, base: &str) -> ferrojob::cl
     };
     let created = admin.create_token("shop", &req).await.unwrap();
     ferrojob::client::Client::new(base, created.token).unwrap()
+}
+
+/// A local HTTPS receiver on a certificate for `localhost` signed by a fresh CA: reads one
+/// request per connection (by hand), records it, answers 200.
+struct TlsReceiver {
+    port: u16,
+    ca_pem: String,
+    got: Arc<Mutex<Vec<Got>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsReceiver {
+    async fn start() -> TlsReceiver {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let tls = ferrojob_transport::tls::ServerTls::from_pem(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let acceptor = tls.acceptor();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let g = Arc::clone(&got);
+        let task = tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let Ok(mut stream) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i;
+                    }
+                    let n = stream.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the request ended in its head");
+                    raw.extend_from_slice(&buf[..n]);
+                };
+                let head = String::from_utf8(raw[..head_end].to_vec()).unwrap();
+                let header = |name: &str| {
+                    head.split("\r\n").find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                    })
+                };
+                let len: usize = header("content-length").unwrap().parse().unwrap();
+                let mut body = raw[head_end + 4..].to_vec();
+                while body.len() < len {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the request ended in its body");
+                    body.extend_from_slice(&buf[..n]);
+                }
+                assert!(head.starts_with("POST /hook HTTP/1.1\r\n"), "{head}");
+                g.lock().unwrap().push((
+                    header("x-ferrojob-alarm-id").unwrap_or_default(),
+                    header("x-ferrojob-signature"),
+                    String::from_utf8(body).unwrap(),
+                ));
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        TlsReceiver {
+            port,
+            ca_pem: ca.pem(),
+            got,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://localhost:{}/hook", self.port)
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TlsReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn an_https_webhook_on_a_private_ca_gets_the_exact_signed_body() {
+    use ferrojob::alarm::channel::{request_body, Notice};
+    use ferrojob::https::HttpsRoots;
+    let receiver = TlsReceiver::start().await;
+
+    // A server trusting only the public roots cannot reach it, and says why.
+    let public_only = start(config(StoreChoice::Memory, None)).await;
+    let api = public_only.api();
+    let first = app(&api, "a").await;
+    add_channel(&api, &first, receiver.url(), Some("hook-secret")).await;
+    let test = api.test_channel(first, "ops".into()).await.unwrap();
+    assert!(!test.delivered, "{test:?}");
+    assert!(
+        test.detail
+            .contains("not signed by a CA this client trusts"),
+        "{test:?}"
+    );
+    public_only.shutdown().await;
+    assert!(receiver.got().is_empty());
+
+    // Given the receiver's CA besides the public roots, it delivers.
+    let mut c = config(StoreChoice::Memory, None);
+    c.alarm_tls = HttpsRoots::from_ca_pem(receiver.ca_pem.as_bytes())
+        .unwrap()
+        .with_public();
+    let server = start(c).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    add_channel(&api, &app, receiver.url(), Some("hook-secret")).await;
+    let test = api.test_channel(app.clone(), "ops".into()).await.unwrap();
+    assert!(test.delivered, "{test:?}");
+
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Fail).await;
+    w.register(&api, &app, 8, 0).await;
+    let job = alarming_job(&api, &app).await;
+    let id = run(&api, &app, job).await;
+    status_is(&api, &app, id, S::Failed).await;
+    let _ = w.next_schedule().await;
+    let listed = until("the delivery is recorded", || async {
+        let l = api
+            .list_alarms(app.clone(), PageQuery::default())
+            .await
+            .unwrap();
+        (l.items.first().is_some_and(|a| a.status == "DELIVERED")).then_some(l)
+    })
+    .await;
+    let alarm = &listed.items[0];
+    let expected = request_body(
+        ChannelKind::Webhook,
+        &Notice {
+            id: &alarm.id,
+            app: "a",
+            job_id: alarm.job_id,
+            instance_id: alarm.instance_id,
+            kind: alarm.kind,
+            raised_at: alarm.raised_at,
+            message: &alarm.message,
+        },
+    );
+    let expected = String::from_utf8(expected).unwrap();
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (hdr_id, sig, body) = &got[1];
+    assert_eq!(hdr_id, &alarm.id);
+    assert_eq!(body, &expected);
+    assert_eq!(
+        sig.as_deref(),
+        Some(sign("hook-secret", &expected).as_str())
+    );
+    assert_eq!(alarm.id, format!("job-{}-failures-{}", job.0, id.0));
+    server.shutdown().await;
 }

@@ -88,11 +88,14 @@ async fn http_succeeds_on_2xx_and_fails_otherwise() {
     assert_final(&last, InstanceStatus::Succeed);
     assert_eq!(last.result.as_deref(), Some("201 Created: yes"));
 
-    conn.schedule(job(4, "http", "https://example.invalid/"))
+    conn.schedule(job(4, "http", "ftp://example.invalid/"))
         .await;
     let last = conn.reports_until_final(4).await.pop().unwrap();
     assert_final(&last, InstanceStatus::Failed);
-    assert!(last.result.unwrap().contains("https:// is not supported"));
+    assert!(last
+        .result
+        .unwrap()
+        .contains("is not an http:// or https:// URL"));
 
     conn.schedule(job(5, "http", r#"{"url": 3}"#)).await;
     let last = conn.reports_until_final(5).await.pop().unwrap();

@@ -3,10 +3,13 @@
 //!
 //! | kind | endpoint | with a secret |
 //! |---|---|---|
-//! | `WEBHOOK`, `SLACK`, `WECOM` | `http://` URL, `POST` of the body in [`super::channel`] | header `X-Ferrojob-Signature: sha256={hex HMAC-SHA256 of the body}` |
-//! | `DINGTALK` | the robot's `http://` URL (with its `access_token`) | DingTalk's signature: `&timestamp={ms}&sign={urlencoded base64 HMAC-SHA256 of "{ms}\n{secret}" under the secret}` added to the URL |
-//! | `FEISHU` | the bot's `http://` URL | Feishu's signature: `"timestamp":"{s}","sign":"{base64 HMAC-SHA256 of nothing under "{s}\n{secret}"}"` first in the body |
+//! | `WEBHOOK`, `SLACK`, `WECOM` | `http://` or `https://` URL, `POST` of the body in [`super::channel`] | header `X-Ferrojob-Signature: sha256={hex HMAC-SHA256 of the body}` |
+//! | `DINGTALK` | the robot's `https://` (or `http://`) URL (with its `access_token`) | DingTalk's signature: `&timestamp={ms}&sign={urlencoded base64 HMAC-SHA256 of "{ms}\n{secret}" under the secret}` added to the URL |
+//! | `FEISHU` | the bot's `https://` (or `http://`) URL | Feishu's signature: `"timestamp":"{s}","sign":"{base64 HMAC-SHA256 of nothing under "{s}\n{secret}"}"` first in the body |
 //! | `EMAIL` | `smtp://[user@]host[:port]?from=ADDR&to=ADDR[,ADDR…]` | the SMTP password (with `user@`) |
+//!
+//! `https://` endpoints are verified against the public roots, plus the CA the server was
+//! given with `--alarm-tls-ca` (see [`crate::https`]); a webhook is never redirected.
 //!
 //! The vendor signatures follow DingTalk's "custom robot security settings" and Feishu's
 //! "custom bot signature verification" documents; both reject a timestamp more than an hour
@@ -65,8 +68,8 @@ impl std::fmt::Debug for Target<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
-    /// A webhook kind with something other than an `http://` URL.
-    #[error("must be an http:// URL")]
+    /// A webhook kind with something other than an `http://` or `https://` URL.
+    #[error("must be an http:// or https:// URL")]
     NotHttp,
     /// An email endpoint that does not parse or lacks a part.
     #[error("email endpoint: {0} (smtp://[user@]host[:port]?from=ADDR&to=ADDR[,ADDR...][&tls=none], or smtps://...)")]
@@ -99,7 +102,7 @@ pub fn needs_send(kind: ChannelKind, signed: bool) -> bool {
 pub fn validate_endpoint(kind: ChannelKind, url: &str) -> Result<(), EndpointError> {
     match kind {
         ChannelKind::Email => EmailEndpoint::parse(url).map(|_| ()),
-        _ if url.starts_with("http://") => Ok(()),
+        _ if url.starts_with("http://") || url.starts_with("https://") => Ok(()),
         _ => Err(EndpointError::NotHttp),
     }
 }
@@ -425,7 +428,7 @@ pub async fn send(
     match req.body(request.body).send().await {
         Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16().to_string()),
         Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
-        Err(e) => Err(format!("request failed: {e}")),
+        Err(e) => Err(format!("request failed: {}", crate::https::describe(&e))),
     }
 }
 

@@ -116,7 +116,12 @@ fn each_webhook_kind_gets_its_request() {
 fn endpoints_are_checked_per_kind() {
     let ok = |kind, url: &str| validate_endpoint(kind, url).is_ok();
     assert!(ok(ChannelKind::Webhook, "http://h/x"));
-    assert!(!ok(ChannelKind::Webhook, "https://h/x"));
+    assert!(ok(ChannelKind::Webhook, "https://h/x"));
+    assert!(ok(
+        ChannelKind::DingTalk,
+        "https://oapi.dingtalk.com/robot/send?access_token=T"
+    ));
+    assert!(!ok(ChannelKind::Webhook, "ftp://h/x"));
     assert!(!ok(ChannelKind::Webhook, "smtp://h?from=a@b.c&to=d@e.f"));
     assert!(ok(ChannelKind::Email, "smtp://h?from=a@b.c&to=d@e.f"));
     assert!(!ok(ChannelKind::Email, "http://h/x"));
@@ -222,7 +227,7 @@ async fn an_email_alarm_reaches_a_local_smtp_server() {
     let url = format!(
         "smtp://alarms@127.0.0.1:{port}?from=ferrojob@shop.example&to=oncall@shop.example,ops@shop.example&tls=none"
     );
-    let http = reqwest::Client::new();
+    let http = crate::https::HttpsRoots::public().client().unwrap();
     let sent = send(
         &http,
         target(ChannelKind::Email, &url, Some("pw")),
@@ -265,7 +270,7 @@ async fn an_smtp_server_that_refuses_is_a_failed_attempt() {
     });
     let url = format!("smtp://127.0.0.1:{port}?from=f@x.y&to=t@x.y&tls=none");
     let sent = send(
-        &reqwest::Client::new(),
+        &crate::https::HttpsRoots::public().client().unwrap(),
         target(ChannelKind::Email, &url, None),
         &notice(),
         0,
@@ -284,7 +289,7 @@ async fn a_starttls_endpoint_refuses_a_server_without_starttls() {
     let server = tokio::spawn(fake_smtp(listener));
     let url = format!("smtp://127.0.0.1:{port}?from=f@x.y&to=t@x.y");
     let sent = send(
-        &reqwest::Client::new(),
+        &crate::https::HttpsRoots::public().client().unwrap(),
         target(ChannelKind::Email, &url, None),
         &notice(),
         0,
@@ -332,7 +337,7 @@ async fn a_signed_dingtalk_alarm_carries_the_signature_in_its_url() {
     let url = format!("http://{addr}/robot/send?access_token=T");
     let now = 1_577_262_236_757;
     let sent = send(
-        &reqwest::Client::new(),
+        &crate::https::HttpsRoots::public().client().unwrap(),
         target(ChannelKind::DingTalk, &url, Some("this is secret")),
         &notice(),
         now,

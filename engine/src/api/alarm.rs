@@ -15,7 +15,7 @@ use crate::time_expression::EpochMs;
 pub struct ChannelBody {
     /// `WEBHOOK`, `SLACK`, `DINGTALK`, `FEISHU`, `WECOM` (the body shape) or `EMAIL`.
     pub kind: ChannelKind,
-    /// The `http://` URL alarms are posted to; for `EMAIL`,
+    /// The `http://` or `https://` URL alarms are posted to; for `EMAIL`,
     /// `smtp://[user@]host[:port]?from=ADDR&to=ADDR[,ADDR...]` (STARTTLS), `smtps://...`
     /// (TLS) or `smtp://...&tls=none` (a trusted local relay).
     pub url: String,

@@ -22,6 +22,9 @@
 //!   [`ClientError::Api`] with the server's `{"error"}` body (or one made from the status when
 //!   the body is not ours, e.g. from a proxy).
 //! - `{app}` is the app's name or numeric id, sent percent-encoded as one path segment.
+//! - `https://` base URLs are verified against the public roots, or against a private CA
+//!   with [`Client::with_roots`] (see [`crate::https`]); a failed handshake is
+//!   [`ClientError::Tls`]. The plumbing is in `request.rs`.
 //!
 //! Jobs as code is built on it: [`jobs_file`] (an app's jobs and workflows in a TOML or JSON
 //! file, keyed by name), [`plan`] (compare with a server, apply, export) and [`powerjob`]
@@ -33,240 +36,31 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use std::time::Duration;
-
 mod alarm;
 pub mod jobs_file;
 pub mod plan;
 pub mod powerjob;
+mod request;
 
 pub use jobs_file::{Format, JobsFile, JobsFileError, NodeSpec, WorkflowSpec};
 pub use plan::{AppState, Change, FieldDiff, Plan};
+pub use request::{Client, ClientError, ClientOptions};
 
-use reqwest::{Method, RequestBuilder, StatusCode, Url};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use reqwest::Method;
 
 use crate::api::{
-    ApiError, AppCreated, CopyJob, CopyWorkflow, CreateApp, Created, ErrorBody, ErrorCode, Health,
-    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogQuery,
-    LogView, RunCreated, RunJob, RunWorkflow, ValidateRequest, ValidateResponse, WorkerList,
-    WorkflowDef, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList,
-    WorkflowQuery, WorkflowRunCreated, WorkflowView,
+    AppCreated, CopyJob, CopyWorkflow, CreateApp, Created, Health, InstanceList, InstanceQuery,
+    InstanceView, JobBody, JobList, JobQuery, JobView, LogQuery, LogView, RunCreated, RunJob,
+    RunWorkflow, ValidateRequest, ValidateResponse, WorkerList, WorkflowDef, WorkflowInstanceList,
+    WorkflowInstanceQuery, WorkflowInstanceView, WorkflowList, WorkflowQuery, WorkflowRunCreated,
+    WorkflowView,
 };
 use crate::api::{
     AppList, AppView, CreateToken, RotateSecret, SecretRotated, TokenCreated, TokenList,
 };
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 
-/// Why a [`Client`] call failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The server answered with a non-2xx status and this error.
-    #[error("the server answered {status}: {error}")]
-    Api {
-        /// The HTTP status.
-        status: u16,
-        /// The `{"error"}` body (made from the status if the body was not one).
-        error: ApiError,
-    },
-    /// The request could not be sent or its answer not received (connection refused, timeout,
-    /// reset).
-    #[error("HTTP request failed: {0}")]
-    Transport(#[source] reqwest::Error),
-    /// A 2xx answer whose body is not the expected JSON.
-    #[error("cannot decode the server's answer: {0}")]
-    Decode(#[source] serde_json::Error),
-    /// The base URL does not parse or cannot carry a path.
-    #[error("invalid base URL: {0}")]
-    InvalidUrl(String),
-}
-
-impl ClientError {
-    /// The API error code, if the server answered with an error.
-    pub fn code(&self) -> Option<ErrorCode> {
-        match self {
-            ClientError::Api { error, .. } => Some(error.code),
-            _ => None,
-        }
-    }
-
-    /// The HTTP status, if the server answered with an error.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ClientError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
-/// Timeouts and pooling of a [`Client`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// Longest wait for a TCP connection; default 5 s.
-    pub connect_timeout: Duration,
-    /// Longest wait for a whole request, from sending to the end of the answer; default 30 s.
-    pub request_timeout: Duration,
-    /// How long an idle kept-alive connection stays in the pool; default 90 s.
-    pub pool_idle_timeout: Duration,
-}
-
-impl Default for ClientOptions {
-    fn default() -> ClientOptions {
-        ClientOptions {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            pool_idle_timeout: Duration::from_secs(90),
-        }
-    }
-}
-
-/// An OpenAPI client bound to one server and one bearer token (the admin token, or an API
-/// token of one app for that app's routes). Cloning shares the connection pool.
-#[derive(Clone)]
-pub struct Client {
-    http: reqwest::Client,
-    base: Url,
-    token: String,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("base", &self.base.as_str())
-            .field("token", &"<redacted>")
-            .finish()
-    }
-}
-
-/// The status's error code when the body is not an [`ErrorBody`].
-fn code_for_status(status: StatusCode) -> ErrorCode {
-    match status.as_u16() {
-        401 => ErrorCode::Unauthorized,
-        403 => ErrorCode::Forbidden,
-        404 => ErrorCode::NotFound,
-        409 => ErrorCode::Conflict,
-        413 => ErrorCode::PayloadTooLarge,
-        429 => ErrorCode::RateLimited,
-        503 => ErrorCode::Unavailable,
-        400..=499 => ErrorCode::InvalidArgument,
-        _ => ErrorCode::Internal,
-    }
-}
-
-fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
-    let error = match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody { error }) => error,
-        Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let text: String = text.chars().take(200).collect();
-            ApiError::new(code_for_status(status), format!("HTTP {status}: {text}"))
-        }
-    };
-    ClientError::Api {
-        status: status.as_u16(),
-        error,
-    }
-}
-
 impl Client {
-    /// A client of the server at `base_url` (`http://host:port`, optionally with a path
-    /// prefix) with the default [`ClientOptions`].
-    pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, ClientError> {
-        Client::with_options(base_url, token, ClientOptions::default())
-    }
-
-    /// A client with explicit timeouts.
-    pub fn with_options(
-        base_url: &str,
-        token: impl Into<String>,
-        options: ClientOptions,
-    ) -> Result<Client, ClientError> {
-        let base = Url::parse(base_url)
-            .map_err(|e| ClientError::InvalidUrl(format!("{base_url:?}: {e}")))?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(ClientError::InvalidUrl(format!(
-                "{base_url:?}: expected http://host:port"
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(ClientError::Transport)?;
-        Ok(Client {
-            http,
-            base,
-            token: token.into(),
-        })
-    }
-
-    /// The base URL.
-    pub fn base_url(&self) -> &str {
-        self.base.as_str()
-    }
-
-    /// The URL of `segments` under the base (each segment percent-encoded).
-    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| ClientError::InvalidUrl(format!("{}: cannot carry a path", self.base)))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
-    }
-
-    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {
-        Ok(self
-            .http
-            .request(method, self.url(segments)?)
-            .bearer_auth(&self.token))
-    }
-
-    /// Sends `req` and answers the body of a 2xx answer.
-    async fn send(req: RequestBuilder) -> Result<Vec<u8>, ClientError> {
-        let response = req.send().await.map_err(ClientError::Transport)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(ClientError::Transport)?;
-        if status.is_success() {
-            Ok(body.to_vec())
-        } else {
-            Err(api_error(status, &body))
-        }
-    }
-
-    async fn call<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError> {
-        let body = Client::send(req).await?;
-        serde_json::from_slice(&body).map_err(ClientError::Decode)
-    }
-
-    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
-        Client::call(self.request(Method::GET, segments)?).await
-    }
-
-    async fn get_query<T: DeserializeOwned, Q: Serialize>(
-        &self,
-        segments: &[&str],
-        query: &Q,
-    ) -> Result<T, ClientError> {
-        Client::call(self.request(Method::GET, segments)?.query(query)).await
-    }
-
-    async fn post<T: DeserializeOwned, B: Serialize>(
-        &self,
-        segments: &[&str],
-        body: &B,
-    ) -> Result<T, ClientError> {
-        Client::call(self.request(Method::POST, segments)?.json(body)).await
-    }
-
-    async fn post_empty<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
-        Client::call(self.request(Method::POST, segments)?).await
-    }
-
     /// `POST /v1/apps` (admin token).
     pub async fn create_app(&self, req: &CreateApp) -> Result<AppCreated, ClientError> {
         self.post(&["v1", "apps"], req).await
@@ -699,48 +493,5 @@ impl Client {
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let body = Client::send(self.request(Method::GET, &["metrics"])?).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_encode_segments_and_keep_a_prefix() {
-        let c = Client::new("http://127.0.0.1:7700", "t").unwrap();
-        assert_eq!(
-            c.url(&["v1", "apps", "a b/c", "jobs"]).unwrap().as_str(),
-            "http://127.0.0.1:7700/v1/apps/a%20b%2Fc/jobs"
-        );
-        let c = Client::new("http://h:1/prefix/", "t").unwrap();
-        assert_eq!(
-            c.url(&["healthz"]).unwrap().as_str(),
-            "http://h:1/prefix/healthz"
-        );
-    }
-
-    #[test]
-    fn bad_base_urls_are_refused() {
-        assert!(matches!(
-            Client::new("not a url", "t"),
-            Err(ClientError::InvalidUrl(_))
-        ));
-        assert!(matches!(
-            Client::new("mailto:x@y", "t"),
-            Err(ClientError::InvalidUrl(_))
-        ));
-    }
-
-    #[test]
-    fn foreign_error_bodies_become_api_errors() {
-        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
-        assert_eq!(e.status(), Some(502));
-        assert_eq!(e.code(), Some(ErrorCode::Internal));
-        let e = api_error(
-            StatusCode::NOT_FOUND,
-            br#"{"error":{"code":"not_found","message":"job 3 does not exist"}}"#,
-        );
-        assert_eq!(e.code(), Some(ErrorCode::NotFound));
     }
 }

@@ -183,6 +183,9 @@ pub struct WorkerConfig {
     /// The rotating files of jobs that log LOCAL (default: no directory, LOCAL lines are
     /// dropped; the bundled worker uses `DATA_DIR/logs`). Read them with [`read_local_log`].
     pub local_log: LocalLogConfig,
+    /// The CAs the `http` processor verifies `https://` URLs against (default: the public
+    /// roots; the bundled worker's `--http-tls-ca` adds a private CA to them).
+    pub http_tls: crate::https::HttpsRoots,
 }
 
 /// Default [`WorkerConfig::default_instance_timeout`]: a day. A run that has gone on that
@@ -227,6 +230,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("default_instance_timeout", &self.default_instance_timeout)
             .field("shell_output", &self.shell_output)
             .field("local_log", &self.local_log)
+            .field("http_tls", &self.http_tls)
             .finish_non_exhaustive()
     }
 }
@@ -256,6 +260,7 @@ impl WorkerConfig {
             default_instance_timeout: DEFAULT_INSTANCE_TIMEOUT,
             shell_output: builtin::OutputLimits::default(),
             local_log: LocalLogConfig::default(),
+            http_tls: crate::https::HttpsRoots::public(),
         }
     }
 }
@@ -340,6 +345,7 @@ impl WorkerBuilder {
     pub fn builtins(self) -> Self {
         let allowed = self.config.allow_processors.clone();
         let shell_output = self.config.shell_output;
+        let http_tls = self.config.http_tls.clone();
         let mut builder = self
             .basic("noop", builtin::NoopProcessor)
             .basic("sleep", builtin::SleepProcessor)
@@ -349,7 +355,9 @@ impl WorkerBuilder {
                 DangerousBuiltin::Shell => {
                     builder.basic("shell", builtin::ShellProcessor::with_limits(shell_output))
                 }
-                DangerousBuiltin::Http => builder.basic("http", builtin::HttpProcessor::default()),
+                DangerousBuiltin::Http => {
+                    builder.basic("http", builtin::HttpProcessor::with_roots(&http_tls))
+                }
             };
         }
         builder

@@ -34,6 +34,7 @@ use crate::api::{
     AlarmList, ApiError, AppRef, ChannelBody, ChannelList, ChannelTestResult, ChannelView,
     PageQuery,
 };
+use crate::https::{HttpsError, HttpsRoots};
 use crate::ids::{AppId, JobId};
 use crate::server::alarm_repo::{AlarmRecord, AttemptRecord, ChannelRecord, DeliveryStatus};
 use crate::server::api_convert::{alarm_view, channel_record, channel_view};
@@ -60,8 +61,9 @@ const POLL_EVERY_MS: i64 = 1_000;
 /// Timeout of one channel request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The delivery task's state: its wake-up and its HTTP client (the evaluation state is the
-/// core's).
+/// The delivery task's state: its wake-up and its HTTP client, which trusts
+/// [`ServerConfig::alarm_tls`](super::ServerConfig::alarm_tls) for `https://` channels (the
+/// evaluation state is the core's).
 #[derive(Debug)]
 pub(crate) struct Alarms {
     wake: tokio::sync::Notify,
@@ -75,19 +77,23 @@ pub(crate) struct Alarms {
     outbox_cursor: Mutex<Option<(AppId, u64)>>,
 }
 
-impl Default for Alarms {
-    fn default() -> Self {
-        Alarms {
+impl Alarms {
+    /// The delivery state, its HTTP client trusting `roots` for `https://` channels (never
+    /// following a redirect).
+    pub(crate) fn new(roots: &HttpsRoots) -> Result<Alarms, HttpsError> {
+        let http = roots
+            .client_builder()?
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| HttpsError::Config(e.to_string()))?;
+        Ok(Alarms {
             wake: tokio::sync::Notify::new(),
-            http: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http,
             last_poll: AtomicI64::new(i64::MIN),
             last_prune: AtomicI64::new(i64::MIN),
             outbox_cursor: Mutex::new(None),
-        }
+        })
     }
 }
 
@@ -181,7 +187,7 @@ impl Runtime {
         match req.body(body).send().await {
             Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16().to_string()),
             Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
-            Err(e) => Err(format!("request failed: {e}")),
+            Err(e) => Err(format!("request failed: {}", crate::https::describe(&e))),
         }
     }
 

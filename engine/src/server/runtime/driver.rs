@@ -81,6 +81,8 @@ impl Runtime {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             ..RegistryConfig::default()
         })?);
+        let alarms = Alarms::new(&config.alarm_tls)
+            .map_err(|e| super::ServerError::Config(format!("alarm HTTPS client: {e}")))?;
         let started_ms = config.clock.now_ms();
         let repo = Arc::new(repo);
         let metrics = Arc::new(Metrics::default());
@@ -103,7 +105,7 @@ impl Runtime {
             sleeping_until: AtomicU64::new(u64::MAX),
             timer_wake: tokio::sync::Notify::new(),
             metrics,
-            alarms: Alarms::default(),
+            alarms,
             transport_metrics: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),

@@ -107,6 +107,9 @@ pub struct ServerConfig {
     /// pre-authentication pool, per-source handshake rate, frame sizes, timeouts and queues
     /// (see [`NetConfig`](ferrojob_transport::net::NetConfig); its defaults by default).
     pub net: ferrojob_transport::net::NetConfig,
+    /// The CAs `https://` alarm channels are verified against (default: the public roots;
+    /// `--alarm-tls-ca` adds a private CA to them).
+    pub alarm_tls: crate::https::HttpsRoots,
 }
 
 impl ServerConfig {
@@ -127,6 +130,7 @@ impl ServerConfig {
             max_jobs_per_app: 10_000,
             min_period_ms: 1000,
             net: ferrojob_transport::net::NetConfig::default(),
+            alarm_tls: crate::https::HttpsRoots::public(),
         }
     }
 }

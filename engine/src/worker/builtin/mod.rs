@@ -93,8 +93,9 @@ struct HttpParams {
 
 /// `http`: one HTTP request. Registered by `WorkerBuilder::builtins` only when allowed
 /// ([`DangerousBuiltin::Http`]). Params are a URL (GET) or JSON
-/// `{"url", "method", "body", "headers", "timeout_ms"}`. Only `http://` (this build has no
-/// TLS). A 2xx status succeeds, anything else fails; the result is the status and the first
+/// `{"url", "method", "body", "headers", "timeout_ms"}`, the URL `http://` or `https://`
+/// (verified against the public roots, or the roots given to [`HttpProcessor::with_roots`];
+/// a failed handshake fails the run with its reason). A 2xx status succeeds, anything else fails; the result is the status and the first
 /// [`RESULT_PREFIX_BYTES`] of the body, marked `… [body cut after N bytes]` when there was
 /// more; the rest of the body is never read, so a response of any size costs the worker at
 /// most that much memory. Without `timeout_ms` the request is bounded by the instance's
@@ -107,12 +108,20 @@ pub struct HttpProcessor {
 
 impl Default for HttpProcessor {
     fn default() -> Self {
-        // `Client::new` panics when the client cannot be built; `build` says why instead.
-        HttpProcessor {
-            client: reqwest::Client::builder()
-                .build()
-                .map_err(|e| e.to_string()),
-        }
+        HttpProcessor::with_roots(&crate::https::HttpsRoots::public())
+    }
+}
+
+impl HttpProcessor {
+    /// An `http` processor whose `https://` requests trust `roots` (e.g. the public roots
+    /// and a private CA).
+    pub fn with_roots(roots: &crate::https::HttpsRoots) -> HttpProcessor {
+        // A client that cannot be built is reported by every run instead of a panic.
+        let client = roots
+            .client_builder()
+            .map_err(|e| e.to_string())
+            .and_then(|b| b.build().map_err(|e| e.to_string()));
+        HttpProcessor { client }
     }
 }
 
@@ -133,13 +142,11 @@ impl BasicProcessor for HttpProcessor {
                 timeout_ms: None,
             }
         };
-        if params.url.starts_with("https://") {
-            return ProcessResult::fail(
-                "http: https:// is not supported (this worker is built without TLS); use http://",
-            );
-        }
-        if !params.url.starts_with("http://") {
-            return ProcessResult::fail(format!("http: {:?} is not an http:// URL", params.url));
+        if !(params.url.starts_with("http://") || params.url.starts_with("https://")) {
+            return ProcessResult::fail(format!(
+                "http: {:?} is not an http:// or https:// URL",
+                params.url
+            ));
         }
         let method_name = params
             .method
@@ -172,7 +179,12 @@ impl BasicProcessor for HttpProcessor {
             .info(format!("http: {method_name} {}", params.url));
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return ProcessResult::fail(format!("http: request failed: {e}")),
+            Err(e) => {
+                return ProcessResult::fail(format!(
+                    "http: request failed: {}",
+                    crate::https::describe(&e)
+                ))
+            }
         };
         let status = response.status();
         let (body, cut) = match body_prefix(response, RESULT_PREFIX_BYTES).await {
@@ -478,5 +490,42 @@ mod http_tests {
         // The client stopped reading: the server could not write the whole body.
         let written = server.await.unwrap();
         assert!(written < 64 << 20, "the whole body was read");
+    }
+
+    #[tokio::test]
+    async fn https_urls_are_verified_against_the_processor_roots() {
+        use crate::https::test_server::{HttpsServer, Pki};
+        use crate::https::HttpsRoots;
+        let pki = Pki::new(&["localhost"]);
+        let server = HttpsServer::start(&pki, 200, "pong").await;
+        let url = server.url("localhost", "/ping");
+        let roots = HttpsRoots::from_ca_pem(pki.ca_pem.as_bytes())
+            .unwrap()
+            .with_public();
+        let params = format!(r#"{{"url": "{url}", "method": "post", "body": "hi"}}"#);
+        let r = HttpProcessor::with_roots(&roots)
+            .process(ctx(&params))
+            .await;
+        assert!(r.success, "{}", r.message);
+        assert_eq!(r.message, "200 OK: pong");
+        let got = server.requests();
+        assert_eq!(got[0].line, "POST /ping HTTP/1.1");
+        assert_eq!(got[0].body, b"hi");
+
+        // The public roots alone do not lead to the test CA: the run fails and says why.
+        let r = HttpProcessor::default().process(ctx(&url)).await;
+        assert!(!r.success);
+        assert!(
+            r.message.contains("not signed by a CA this client trusts"),
+            "{}",
+            r.message
+        );
+        assert_eq!(server.requests().len(), 1);
+        let r = HttpProcessor::default().process(ctx("ftp://h/x")).await;
+        assert!(
+            r.message.contains("is not an http:// or https:// URL"),
+            "{}",
+            r.message
+        );
     }
 }

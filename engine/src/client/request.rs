@@ -1,0 +1,368 @@
+//! The client's plumbing: the base URL and its paths, the bearer token, the HTTP or HTTPS
+//! connection pool, and how an answer becomes a value or a [`ClientError`]. The routes are
+//! methods of [`Client`] in the parent module and its submodules.
+//!
+//! HTTPS: a client trusts [`HttpsRoots`] — the public roots by default
+//! ([`Client::new`]), or a private CA ([`Client::with_roots`], `ferrojob --tls-ca FILE`). A
+//! failed handshake (an untrusted certificate, one that does not name the host, a server not
+//! speaking TLS) is [`ClientError::Tls`] naming the host and the reason.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{ApiError, ErrorBody, ErrorCode};
+use crate::https::{HttpsError, HttpsRoots};
+
+/// Why a [`Client`] call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with a non-2xx status and this error.
+    #[error("the server answered {status}: {error}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The `{"error"}` body (made from the status if the body was not one).
+        error: ApiError,
+    },
+    /// The request could not be sent or its answer not received (connection refused, timeout,
+    /// reset).
+    #[error("HTTP request failed: {0}")]
+    Transport(#[source] reqwest::Error),
+    /// The TLS handshake with the server failed: its certificate does not lead to a trusted
+    /// CA or does not name the host, or it does not speak TLS.
+    #[error("TLS handshake with {host} failed: {reason}")]
+    Tls {
+        /// The server's host and port.
+        host: String,
+        /// What the failure means (see [`crate::https::explain`]).
+        reason: &'static str,
+        /// rustls's error (boxed: it is large, and this error travels in every `Result`).
+        #[source]
+        source: Box<rustls::Error>,
+    },
+    /// The HTTPS settings could not be made (an unreadable CA file, one without a
+    /// certificate).
+    #[error(transparent)]
+    Https(#[from] HttpsError),
+    /// A 2xx answer whose body is not the expected JSON.
+    #[error("cannot decode the server's answer: {0}")]
+    Decode(#[source] serde_json::Error),
+    /// The base URL does not parse or cannot carry a path.
+    #[error("invalid base URL: {0}")]
+    InvalidUrl(String),
+}
+
+impl ClientError {
+    /// The API error code, if the server answered with an error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, if the server answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Timeouts and pooling of a [`Client`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Longest wait for a TCP connection; default 5 s.
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole request, from sending to the end of the answer; default 30 s.
+    pub request_timeout: Duration,
+    /// How long an idle kept-alive connection stays in the pool; default 90 s.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// An OpenAPI client bound to one server and one bearer token (the admin token, or an API
+/// token of one app for that app's routes). Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The status's error code when the body is not an [`ErrorBody`].
+fn code_for_status(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        429 => ErrorCode::RateLimited,
+        503 => ErrorCode::Unavailable,
+        400..=499 => ErrorCode::InvalidArgument,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// A failed request: [`ClientError::Tls`] when the handshake failed, else
+/// [`ClientError::Transport`].
+fn transport_error(error: reqwest::Error) -> ClientError {
+    let tls = crate::https::tls_failure(&error).cloned();
+    match tls {
+        Some(source) => ClientError::Tls {
+            host: error
+                .url()
+                .map(|u| match (u.host_str(), u.port_or_known_default()) {
+                    (Some(h), Some(p)) => format!("{h}:{p}"),
+                    (Some(h), None) => h.to_owned(),
+                    _ => u.to_string(),
+                })
+                .unwrap_or_default(),
+            reason: crate::https::explain(&source),
+            source: Box::new(source),
+        },
+        None => ClientError::Transport(error),
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let error = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => error,
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.chars().take(200).collect();
+            ApiError::new(code_for_status(status), format!("HTTP {status}: {text}"))
+        }
+    };
+    ClientError::Api {
+        status: status.as_u16(),
+        error,
+    }
+}
+
+impl Client {
+    /// A client of the server at `base_url` (`http://host:port`, optionally with a path
+    /// prefix) with the default [`ClientOptions`].
+    pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, ClientError> {
+        Client::with_options(base_url, token, ClientOptions::default())
+    }
+
+    /// A client with explicit timeouts (trusting the public roots over HTTPS).
+    pub fn with_options(
+        base_url: &str,
+        token: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        Client::with_roots(base_url, token, options, &HttpsRoots::public())
+    }
+
+    /// A client with explicit timeouts that trusts `roots` over HTTPS (e.g. only a private
+    /// CA: [`HttpsRoots::from_ca_file`]).
+    pub fn with_roots(
+        base_url: &str,
+        token: impl Into<String>,
+        options: ClientOptions,
+        roots: &HttpsRoots,
+    ) -> Result<Client, ClientError> {
+        let base = Url::parse(base_url)
+            .map_err(|e| ClientError::InvalidUrl(format!("{base_url:?}: {e}")))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::InvalidUrl(format!(
+                "{base_url:?}: expected http://host:port or https://host:port"
+            )));
+        }
+        let http = roots
+            .client_builder()?
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(ClientError::Transport)?;
+        Ok(Client {
+            http,
+            base,
+            token: token.into(),
+        })
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// The URL of `segments` under the base (each segment percent-encoded).
+    pub(super) fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ClientError::InvalidUrl(format!("{}: cannot carry a path", self.base)))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    pub(super) fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+    ) -> Result<RequestBuilder, ClientError> {
+        Ok(self
+            .http
+            .request(method, self.url(segments)?)
+            .bearer_auth(&self.token))
+    }
+
+    /// Sends `req` and answers the body of a 2xx answer.
+    pub(super) async fn send(req: RequestBuilder) -> Result<Vec<u8>, ClientError> {
+        let response = req.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport_error)?;
+        if status.is_success() {
+            Ok(body.to_vec())
+        } else {
+            Err(api_error(status, &body))
+        }
+    }
+
+    pub(super) async fn call<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError> {
+        let body = Client::send(req).await?;
+        serde_json::from_slice(&body).map_err(ClientError::Decode)
+    }
+
+    pub(super) async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<T, ClientError> {
+        Client::call(self.request(Method::GET, segments)?).await
+    }
+
+    pub(super) async fn get_query<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        segments: &[&str],
+        query: &Q,
+    ) -> Result<T, ClientError> {
+        Client::call(self.request(Method::GET, segments)?.query(query)).await
+    }
+
+    pub(super) async fn post<T: DeserializeOwned, B: Serialize>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, ClientError> {
+        Client::call(self.request(Method::POST, segments)?.json(body)).await
+    }
+
+    pub(super) async fn post_empty<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<T, ClientError> {
+        Client::call(self.request(Method::POST, segments)?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_encode_segments_and_keep_a_prefix() {
+        let c = Client::new("http://127.0.0.1:7700", "t").unwrap();
+        assert_eq!(
+            c.url(&["v1", "apps", "a b/c", "jobs"]).unwrap().as_str(),
+            "http://127.0.0.1:7700/v1/apps/a%20b%2Fc/jobs"
+        );
+        let c = Client::new("http://h:1/prefix/", "t").unwrap();
+        assert_eq!(
+            c.url(&["healthz"]).unwrap().as_str(),
+            "http://h:1/prefix/healthz"
+        );
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused() {
+        assert!(matches!(
+            Client::new("not a url", "t"),
+            Err(ClientError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            Client::new("mailto:x@y", "t"),
+            Err(ClientError::InvalidUrl(_))
+        ));
+    }
+
+    #[test]
+    fn foreign_error_bodies_become_api_errors() {
+        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
+        assert_eq!(e.status(), Some(502));
+        assert_eq!(e.code(), Some(ErrorCode::Internal));
+        let e = api_error(
+            StatusCode::NOT_FOUND,
+            br#"{"error":{"code":"not_found","message":"job 3 does not exist"}}"#,
+        );
+        assert_eq!(e.code(), Some(ErrorCode::NotFound));
+    }
+
+    #[tokio::test]
+    async fn https_with_a_private_ca_and_typed_tls_failures() {
+        use crate::https::test_server::{HttpsServer, Pki};
+        let pki = Pki::new(&["localhost"]);
+        let server = HttpsServer::start(&pki, 200, "ferrojob_up 1\n").await;
+        let base = server.url("localhost", "/");
+        let roots = HttpsRoots::from_ca_pem(pki.ca_pem.as_bytes()).unwrap();
+        let client = Client::with_roots(&base, "tok", ClientOptions::default(), &roots).unwrap();
+        assert_eq!(client.metrics().await.unwrap(), "ferrojob_up 1\n");
+        let got = server.requests();
+        assert_eq!(got[0].line, "GET /metrics HTTP/1.1");
+        assert_eq!(got[0].header("authorization"), Some("Bearer tok"));
+
+        // The public roots do not lead to the test CA.
+        let e = Client::new(&base, "tok")
+            .unwrap()
+            .metrics()
+            .await
+            .unwrap_err();
+        match &e {
+            ClientError::Tls { host, reason, .. } => {
+                assert_eq!(host, &format!("localhost:{}", server.addr.port()));
+                assert_eq!(
+                    *reason,
+                    "the server's certificate is not signed by a CA this client trusts"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The certificate does not name 127.0.0.1.
+        let by_ip = server.url("127.0.0.1", "/");
+        let e = Client::with_roots(&by_ip, "tok", ClientOptions::default(), &roots)
+            .unwrap()
+            .metrics()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("does not name the host"), "{e}");
+        assert_eq!(server.requests().len(), 1);
+    }
+}
