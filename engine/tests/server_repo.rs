@@ -65,6 +65,9 @@ use place::{each_repository, Place};
 #[path = "server_repo/apps.rs"]
 mod apps;
 
+#[path = "server_repo/history.rs"]
+mod history;
+
 #[test]
 fn apps_are_unique_by_name_and_found_by_id_and_name() {
     each_repository(|place| {

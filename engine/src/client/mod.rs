@@ -36,6 +36,7 @@
 use std::time::Duration;
 
 mod alarm;
+mod history;
 pub mod jobs_file;
 pub mod plan;
 pub mod powerjob;

@@ -37,6 +37,7 @@
 
 mod alarms;
 mod apps;
+mod history;
 mod instances;
 mod jobs;
 mod logs;
@@ -144,6 +145,7 @@ pub struct PgRepo {
     wf_instance_ids: IdBlocks,
     triggers: DashMap<JobId, TriggerRecord>,
     wf_triggers: DashMap<WorkflowId, TriggerRecord>,
+    audit: super::history::AuditSeqs,
 }
 
 impl std::fmt::Debug for PgRepo {
@@ -265,6 +267,7 @@ impl PgRepo {
             wf_instance_ids: IdBlocks::new("workflow instance", wfi_ids, counter(wfi_ids)),
             triggers: opened.triggers,
             wf_triggers: opened.wf_triggers,
+            audit: super::history::AuditSeqs::default(),
             readers: opened.readers,
             next_reader: AtomicUsize::new(0),
             queue,

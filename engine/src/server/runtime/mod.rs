@@ -25,6 +25,8 @@ mod alarm;
 mod api;
 mod app_api;
 mod conn;
+mod history_api;
+mod log_api;
 pub(crate) mod driver;
 pub(crate) mod metrics;
 mod retention;
