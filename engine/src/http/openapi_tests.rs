@@ -778,3 +778,6 @@ fn listing_query_parameters_are_exactly_the_query_types_fields() {
         assert_eq!(query_parameters(&d, path), fields, "GET {path}");
     }
 }
+
+#[path = "openapi_history_tests.rs"]
+mod history;

@@ -2,7 +2,8 @@
 //! worker port, the timer, the API — behind the [`Api`](crate::api::Api) trait.
 //!
 //! ```text
-//!   Api (HTTP, client) ──► api.rs ──┐
+//!   Api (HTTP, client) ──► api.rs ──┐   (with app_api.rs, workflow_api.rs, log_api.rs,
+//!                                   │    history_api.rs: versions, rollback, audit)
 //!   timer task (driver.rs) ─────────┼──► Runtime::step: Core under its mutex ──► effects:
 //!   conn.rs: worker connections ────┘      writes awaited (driver.rs) ──► Core::resume
 //!                                          messages to connections, reconciliation queries
