@@ -105,7 +105,13 @@ pub async fn workflow_versions(
         return print_json(&client.workflow_version(&app.app, id, v).await?);
     }
     let page = client.workflow_versions(&app.app, id, args.page()).await?;
-    print_page(json, &page, &page.items, page.next_cursor, workflow_version_line)
+    print_page(
+        json,
+        &page,
+        &page.items,
+        page.next_cursor,
+        workflow_version_line,
+    )
 }
 
 /// `ferrojob workflow rollback`.
@@ -180,7 +186,13 @@ pub fn audit(conn: &Conn, cmd: &AuditCmd) -> Result<()> {
                     target: target.clone(),
                 };
                 let page = client.list_audit(&app.app, &query).await?;
-                print_page(conn.json(), &page, &page.items, page.next_cursor, audit_line)
+                print_page(
+                    conn.json(),
+                    &page,
+                    &page.items,
+                    page.next_cursor,
+                    audit_line,
+                )
             }
         }
     })

@@ -88,8 +88,15 @@ async fn versions_rollback_and_the_audit_trail_through_the_cli() {
         ]
     );
     let listing = ok_at(h, TOKEN, &["job", "versions", "--app", APP, &id]);
-    assert!(listing.contains("v1") && listing.contains("nightly-v2"), "{listing}");
-    let shown = json_at(h, TOKEN, &["job", "versions", "--app", APP, &id, "--show", "1"]);
+    assert!(
+        listing.contains("v1") && listing.contains("nightly-v2"),
+        "{listing}"
+    );
+    let shown = json_at(
+        h,
+        TOKEN,
+        &["job", "versions", "--app", APP, &id, "--show", "1"],
+    );
     assert_eq!(shown["job"]["name"], "nightly");
 
     // Rollback to version 1: the job is the first definition again, as version 4.
@@ -154,9 +161,13 @@ async fn versions_rollback_and_the_audit_trail_through_the_cli() {
     };
     std::fs::write(&file, def("flow")).unwrap();
     let path = file.to_str().unwrap();
-    let wf = ok_at(h, TOKEN, &["workflow", "create", "--app", APP, "--file", path])
-        .trim()
-        .to_owned();
+    let wf = ok_at(
+        h,
+        TOKEN,
+        &["workflow", "create", "--app", APP, "--file", path],
+    )
+    .trim()
+    .to_owned();
     std::fs::write(&file, def("flow-v2")).unwrap();
     ok_at(
         h,
@@ -217,7 +228,14 @@ async fn versions_rollback_and_the_audit_trail_through_the_cli() {
     let only_job = json_at(
         h,
         TOKEN,
-        &["audit", "list", "--app", APP, "--target", &format!("job/{id}")],
+        &[
+            "audit",
+            "list",
+            "--app",
+            APP,
+            "--target",
+            &format!("job/{id}"),
+        ],
     );
     assert_eq!(only_job["items"].as_array().unwrap().len(), 5, "{only_job}");
     // The audit trail is for admins.
@@ -230,7 +248,11 @@ async fn versions_rollback_and_the_audit_trail_through_the_cli() {
     let server2 = start_server(c.dir.path(), None, "server-again");
     let http2 = server2.field("http");
     assert_eq!(versions(&http2, "job", &id).len(), 5);
-    let trail2 = json_at(&http2, TOKEN, &["audit", "list", "--app", APP, "--limit", "100"]);
+    let trail2 = json_at(
+        &http2,
+        TOKEN,
+        &["audit", "list", "--app", APP, "--limit", "100"],
+    );
     assert_eq!(trail2["items"].as_array().unwrap().len(), items.len());
 
     // Deleting the job deletes its versions (a 404 now).

@@ -7,8 +7,7 @@ mod server_runtime_support;
 use std::sync::Arc;
 
 use ferrojob::api::{
-    Api, AuditQuery, CreateToken, ErrorCode, PageQuery, Rollback, RunJob, TokenRole,
-    WorkflowDef,
+    Api, AuditQuery, CreateToken, ErrorCode, PageQuery, Rollback, RunJob, TokenRole, WorkflowDef,
 };
 use ferrojob::client::Client;
 use ferrojob::http::{HttpConfig, HttpServer};
@@ -87,10 +86,7 @@ async fn updates_are_versions_and_a_rollback_restores_one_as_a_new_version() {
         .unwrap_err();
     assert_eq!(foreign.code, ErrorCode::NotFound);
     api.delete_job(a.clone(), id).await.unwrap();
-    let gone = api
-        .get_job_version(a.clone(), id, 1)
-        .await
-        .unwrap_err();
+    let gone = api.get_job_version(a.clone(), id, 1).await.unwrap_err();
     assert_eq!(gone.code, ErrorCode::NotFound);
     server.shutdown().await;
 }
@@ -113,7 +109,9 @@ async fn a_workflow_rollback_restores_its_definition() {
         .unwrap()
     };
     let wf = api.create_workflow(a.clone(), def("one")).await.unwrap().id;
-    api.update_workflow(a.clone(), wf, def("two")).await.unwrap();
+    api.update_workflow(a.clone(), wf, def("two"))
+        .await
+        .unwrap();
     let view = api
         .rollback_workflow(a.clone(), wf, Rollback { version: 1 })
         .await
@@ -170,7 +168,11 @@ async fn the_http_layer_records_who_changed_what_from_where() {
     assert!(ops.list_audit("a", &AuditQuery::default()).await.is_err());
 
     let trail = admin.list_audit("a", &AuditQuery::default()).await.unwrap();
-    let actions: Vec<&str> = trail.items.iter().map(|r| r.entry.action.as_str()).collect();
+    let actions: Vec<&str> = trail
+        .items
+        .iter()
+        .map(|r| r.entry.action.as_str())
+        .collect();
     assert_eq!(actions, vec!["job.run", "job.create", "token.create"]);
     let run = &trail.items[0];
     assert_eq!(run.entry.actor, "token");

@@ -271,12 +271,22 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         tokens_unavailable()
     }
     /// A page of job `id`'s stored definitions, newest first.
-    fn job_versions(&self, app: AppRef, id: JobId, query: PageQuery) -> ApiFuture<'_, JobVersionList> {
+    fn job_versions(
+        &self,
+        app: AppRef,
+        id: JobId,
+        query: PageQuery,
+    ) -> ApiFuture<'_, JobVersionList> {
         let _ = (app, id, query);
         history_unavailable()
     }
     /// One stored definition of job `id`; NotFound when it is not kept.
-    fn get_job_version(&self, app: AppRef, id: JobId, version: u64) -> ApiFuture<'_, JobVersionView> {
+    fn get_job_version(
+        &self,
+        app: AppRef,
+        id: JobId,
+        version: u64,
+    ) -> ApiFuture<'_, JobVersionView> {
         let _ = (app, id, version);
         history_unavailable()
     }
@@ -338,7 +348,11 @@ fn tokens_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
 
 /// The answer of an [`Api`] without versions and audit.
 fn history_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
-    Box::pin(async { Err(ApiError::unavailable("this server keeps no versions or audit")) })
+    Box::pin(async {
+        Err(ApiError::unavailable(
+            "this server keeps no versions or audit",
+        ))
+    })
 }
 
 /// The answer of an [`Api`] without alarms.

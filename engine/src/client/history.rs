@@ -90,7 +90,11 @@ impl Client {
     }
 
     /// `GET /v1/apps/{app}/audit`: the app's audit records, newest first.
-    pub async fn list_audit(&self, app: &str, query: &AuditQuery) -> Result<AuditList, ClientError> {
+    pub async fn list_audit(
+        &self,
+        app: &str,
+        query: &AuditQuery,
+    ) -> Result<AuditList, ClientError> {
         self.get_query(&["v1", "apps", app, "audit"], query).await
     }
 }

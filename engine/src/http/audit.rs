@@ -153,7 +153,11 @@ pub(crate) async fn record(State(s): State<Shared>, req: Request, next: Next) ->
             }
             Err(e) => {
                 tracing::warn!(error = %e, %path, "answer not readable for the audit trail");
-                (Response::from_parts(parts, Body::empty()), None, String::new())
+                (
+                    Response::from_parts(parts, Body::empty()),
+                    None,
+                    String::new(),
+                )
             }
         }
     } else {

@@ -19,7 +19,17 @@ fn version_rollback_and_audit_bodies_match_the_document() {
         next_cursor: Some(2),
     };
     conforms(&d, "JobVersionList", &jobs);
-    conforms(&d, "JobVersion", &jobs.items[0]);
+    // A definition with every default, as a stored minimal job reads back.
+    let minimal: JobBody = serde_json::from_value(
+        json!({"name": "m", "time_expression_type": "API", "processor": "noop"}),
+    )
+    .unwrap();
+    let minimal = JobVersionView {
+        version: 1,
+        updated_at: 0,
+        job: minimal,
+    };
+    conforms(&d, "JobVersion", &minimal);
     let workflows = WorkflowVersionList {
         items: vec![WorkflowVersionView {
             version: 1,
@@ -59,7 +69,11 @@ fn version_rollback_and_audit_bodies_match_the_document() {
         target: Some("job/1".into()),
     };
     let path = "/v1/apps/{app}/audit";
-    assert_eq!(query_parameters(&d, path), field_names(&query), "GET {path}");
+    assert_eq!(
+        query_parameters(&d, path),
+        field_names(&query),
+        "GET {path}"
+    );
     for path in [
         "/v1/apps/{app}/jobs/{id}/versions",
         "/v1/apps/{app}/workflows/{id}/versions",

@@ -88,7 +88,10 @@ pub(crate) fn routes() -> Routes {
         .post("/v1/apps/{app}/jobs/{id}/run", h::run_job)
         .post("/v1/apps/{app}/jobs/{id}/copy", h::copy_job)
         .get("/v1/apps/{app}/jobs/{id}/versions", v::job_versions)
-        .get("/v1/apps/{app}/jobs/{id}/versions/{version}", v::job_version)
+        .get(
+            "/v1/apps/{app}/jobs/{id}/versions/{version}",
+            v::job_version,
+        )
         .post("/v1/apps/{app}/jobs/{id}/rollback", v::rollback_job)
         .get("/v1/apps/{app}/instances", h::list_instances)
         .get("/v1/apps/{app}/instances/{id}", h::get_instance)
@@ -108,12 +111,18 @@ pub(crate) fn routes() -> Routes {
         .delete(WORKFLOW, w::delete_workflow)
         .post("/v1/apps/{app}/workflows/{id}/run", w::run_workflow)
         .post("/v1/apps/{app}/workflows/{id}/copy", w::copy_workflow)
-        .get("/v1/apps/{app}/workflows/{id}/versions", v::workflow_versions)
+        .get(
+            "/v1/apps/{app}/workflows/{id}/versions",
+            v::workflow_versions,
+        )
         .get(
             "/v1/apps/{app}/workflows/{id}/versions/{version}",
             v::workflow_version,
         )
-        .post("/v1/apps/{app}/workflows/{id}/rollback", v::rollback_workflow)
+        .post(
+            "/v1/apps/{app}/workflows/{id}/rollback",
+            v::rollback_workflow,
+        )
         .get(
             "/v1/apps/{app}/workflow-instances",
             w::list_workflow_instances,

@@ -16,9 +16,11 @@
 //! instances (`workflow_repo.rs`); they are listed here, newest first, and stay after the
 //! workflow is deleted (its instances still read them).
 //!
-//! Audit sequence numbers count per app from 1, under one small lock, so the record that
-//! falls out of the newest [`MAX_AUDIT_RECORDS`] is known exactly and deleted in the batch
-//! that adds the new one. Deleting an app deletes its audit trail.
+//! Version numbers count per job and audit sequence numbers per app from 1, kept in memory
+//! as last submitted (`LatestSeqs`, read from the store once per job or app after opening),
+//! so the row that falls out of the newest [`MAX_JOB_VERSIONS`] or [`MAX_AUDIT_RECORDS`] is
+//! known exactly and deleted in the batch that adds the new one. Deleting an app deletes its
+//! audit trail.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -139,40 +141,59 @@ fn cut(s: &mut String, max: usize) {
     }
 }
 
-/// The newest audit sequence number of each app that wrote one since the repository opened;
-/// the lock also orders an app's appends (bounded by the number of apps).
-#[derive(Debug, Default)]
-pub(crate) struct AuditSeqs(Mutex<HashMap<AppId, u64>>);
+/// The newest number handed out per key (an app's audit sequence, a job's version) since the
+/// repository opened, as last submitted: a write not yet acknowledged is not visible to a
+/// read of the store, so the next number comes from here. The lock also orders the writes of
+/// one key. Bounded by the number of apps and jobs; a deleted one is forgotten.
+#[derive(Debug)]
+pub(crate) struct LatestSeqs<K>(Mutex<HashMap<K, u64>>);
 
-impl AuditSeqs {
-    /// Runs `write(seq)` with `app`'s next sequence number, under the lock; `latest()` reads
-    /// the newest stored one when `app` has not written since the repository opened. The
-    /// number is taken only if `write` succeeds.
-    pub(crate) fn next<T>(
+impl<K> Default for LatestSeqs<K> {
+    fn default() -> Self {
+        LatestSeqs(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> LatestSeqs<K> {
+    /// Runs `write(last)` under the lock, where `last` is the newest number of `key` (read
+    /// by `stored()` when `key` has none since the repository opened); `write` answers its
+    /// value and the new newest number, kept only if it succeeds.
+    pub(crate) fn advance<T>(
         &self,
-        app: AppId,
-        latest: impl FnOnce() -> Result<u64, RepoError>,
-        write: impl FnOnce(u64) -> Result<T, RepoError>,
+        key: K,
+        stored: impl FnOnce() -> Result<u64, RepoError>,
+        write: impl FnOnce(u64) -> Result<(T, u64), RepoError>,
     ) -> Result<T, RepoError> {
         let mut seqs = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let last = match seqs.get(&app) {
+        let last = match seqs.get(&key) {
             Some(s) => *s,
-            None => latest()?,
+            None => stored()?,
         };
-        let seq = last
-            .checked_add(1)
-            .ok_or_else(|| RepoError::invalid("seq", "audit sequence numbers are exhausted"))?;
-        let out = write(seq)?;
-        seqs.insert(app, seq);
+        let (out, newest) = write(last)?;
+        seqs.insert(key, newest);
         Ok(out)
     }
 
-    /// Forgets `app` (deleted).
-    pub(crate) fn forget(&self, app: AppId) {
+    /// Forgets `key` (deleted); answers its newest number, if it had one since opening.
+    pub(crate) fn forget(&self, key: K) -> Option<u64> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&app);
+            .remove(&key)
+    }
+}
+
+/// `last + 1`, or Invalid when the numbers of `what` are exhausted.
+pub(crate) fn next_number(last: u64, what: &str) -> Result<u64, RepoError> {
+    last.checked_add(1)
+        .ok_or_else(|| RepoError::invalid("version", format!("{what} are exhausted")))
+}
+
+/// The version numbers kept when `newest` is the newest (none when unknown).
+pub(crate) fn kept_versions(newest: Option<u64>) -> std::ops::RangeInclusive<u64> {
+    match newest {
+        Some(n) if n > 0 => n.saturating_sub(MAX_JOB_VERSIONS - 1).max(1)..=n,
+        _ => 1..=0,
     }
 }
 
@@ -205,34 +226,35 @@ impl LogRepo {
     /// version 1 when the job has none stored); deletes the version falling out.
     pub(super) fn with_job_version(
         &self,
-        mut batch: Batch,
+        batch: Batch,
         job: &JobRecord,
         old: Option<&JobRecord>,
     ) -> Result<Batch, RepoError> {
-        let mut latest = match old {
-            None => 0,
-            Some(_) => self.latest_job_version(job.id)?,
+        let stored = || match old {
+            None => Ok(0),
+            Some(_) => self.latest_job_version(job.id),
         };
-        if let (0, Some(old)) = (latest, old) {
-            latest = 1;
+        self.job_versions.advance(job.id, stored, |mut last| {
+            let mut batch = batch;
+            if let (0, Some(old)) = (last, old) {
+                last = 1;
+                batch = batch.put(
+                    JOB_VERSIONS,
+                    keys::newest_first(job.id.0, last),
+                    encode_job(old)?,
+                );
+            }
+            let version = next_number(last, "job versions")?;
             batch = batch.put(
                 JOB_VERSIONS,
-                keys::newest_first(job.id.0, latest),
-                encode_job(old)?,
+                keys::newest_first(job.id.0, version),
+                encode_job(job)?,
             );
-        }
-        let version = latest
-            .checked_add(1)
-            .ok_or_else(|| RepoError::invalid("version", "job versions are exhausted"))?;
-        batch = batch.put(
-            JOB_VERSIONS,
-            keys::newest_first(job.id.0, version),
-            encode_job(job)?,
-        );
-        if let Some(gone) = version_falling_out(version) {
-            batch = batch.delete(JOB_VERSIONS, keys::newest_first(job.id.0, gone).to_vec());
-        }
-        Ok(batch)
+            if let Some(gone) = version_falling_out(version) {
+                batch = batch.delete(JOB_VERSIONS, keys::newest_first(job.id.0, gone).to_vec());
+            }
+            Ok((batch, version))
+        })
     }
 
     /// Adds the deletion of every version of job `id` to `batch`.
@@ -245,6 +267,10 @@ impl LogRepo {
         for kv in Scan::new(&*self.store, JOB_VERSIONS, KeyRange::prefix(&prefix)) {
             let (k, _) = kv?;
             batch = batch.delete(JOB_VERSIONS, k);
+        }
+        // Versions submitted but not yet committed are not in the scan: their numbers are.
+        for v in kept_versions(self.job_versions.forget(id)) {
+            batch = batch.delete(JOB_VERSIONS, keys::newest_first(id.0, v).to_vec());
         }
         Ok(batch)
     }
@@ -310,7 +336,7 @@ impl LogRepo {
         let mut record = record.normalized();
         let app = record.app_id;
         self.get_app(app)?;
-        self.audit.next(
+        self.audit.advance(
             app,
             || {
                 let prefix = keys::id(app.0);
@@ -320,7 +346,8 @@ impl LogRepo {
                     None => Ok(0),
                 }
             },
-            |seq| {
+            |last| {
+                let seq = next_number(last, "audit sequence numbers")?;
                 record.seq = seq;
                 let mut batch = Batch::new().put(
                     AUDIT,
@@ -330,7 +357,7 @@ impl LogRepo {
                 if let Some(gone) = audit_falling_out(seq) {
                     batch = batch.delete(AUDIT, keys::newest_first(app.0, gone).to_vec());
                 }
-                Ok(self.submit(batch, record.clone()))
+                Ok((self.submit(batch, record.clone()), seq))
             },
         )
     }
@@ -355,7 +382,9 @@ impl LogRepo {
         let mut items = Vec::new();
         let mut scanned = 0usize;
         loop {
-            let chunk = (limit - items.len() + 1).max(16).min(MAX_LIST_SCAN - scanned);
+            let chunk = (limit - items.len() + 1)
+                .max(16)
+                .min(MAX_LIST_SCAN - scanned);
             let rows = self.store.range(AUDIT, &range, chunk)?;
             let exhausted = rows.len() < chunk;
             for (k, v) in &rows {
@@ -436,6 +465,12 @@ mod tests {
         assert_eq!(version_falling_out(MAX_JOB_VERSIONS + 1), Some(1));
         assert_eq!(audit_falling_out(MAX_AUDIT_RECORDS + 7), Some(7));
         assert_eq!(audit_falling_out(3), None);
+        assert_eq!(kept_versions(Some(3)), 1..=3);
+        assert_eq!(
+            kept_versions(Some(MAX_JOB_VERSIONS + 5)),
+            6..=MAX_JOB_VERSIONS + 5
+        );
+        assert!(kept_versions(None).is_empty());
     }
 
     #[test]

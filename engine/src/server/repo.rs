@@ -208,7 +208,9 @@ pub struct LogRepo {
     /// Alarm sequence numbers (`alarm_repo.rs`).
     pub(super) alarm_seqs: IdBlocks,
     /// Audit sequence numbers per app (`history.rs`).
-    pub(super) audit: super::history::AuditSeqs,
+    pub(super) audit: super::history::LatestSeqs<AppId>,
+    /// Newest version number per job (`history.rs`).
+    pub(super) job_versions: super::history::LatestSeqs<JobId>,
 }
 
 pub(super) fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
@@ -266,7 +268,8 @@ impl LogRepo {
             counter(&*store, super::alarm_repo::NEXT_ALARM_SEQ)?,
         );
         Ok(LogRepo {
-            audit: super::history::AuditSeqs::default(),
+            audit: super::history::LatestSeqs::default(),
+            job_versions: super::history::LatestSeqs::default(),
             wf,
             alarm_seqs,
             store,

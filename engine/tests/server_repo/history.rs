@@ -167,11 +167,17 @@ fn audit_records_are_numbered_per_app_listed_newest_first_and_filtered() {
         assert_eq!(first.token_id, Some(77));
         assert_eq!(first.peer, "127.0.0.1:4000");
         let rest = repo.list_audit(a.id, None, Some(2), 2).unwrap();
-        assert_eq!(rest.items.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            rest.items.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1]
+        );
         assert_eq!(rest.next_cursor, None);
         let job1 = repo.list_audit(a.id, Some("job/1"), None, 10).unwrap();
         assert_eq!(
-            job1.items.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+            job1.items
+                .iter()
+                .map(|r| r.action.as_str())
+                .collect::<Vec<_>>(),
             vec!["job.update", "job.create"]
         );
         // Numbering continues after a reopen.
@@ -197,7 +203,10 @@ fn the_audit_trail_is_bounded_and_deleted_with_its_app() {
         let a = app(&repo, "a");
         let mut last = None;
         for _ in 0..MAX_AUDIT_RECORDS + 2 {
-            last = Some(repo.append_audit(record(a.id, "instance.stop", "instance/1")).unwrap());
+            last = Some(
+                repo.append_audit(record(a.id, "instance.stop", "instance/1"))
+                    .unwrap(),
+            );
         }
         last.unwrap().wait().unwrap();
         let mut seen = 0;
@@ -212,11 +221,24 @@ fn the_audit_trail_is_bounded_and_deleted_with_its_app() {
                 None => break,
             }
         }
-        assert_eq!(seen, usize::try_from(MAX_AUDIT_RECORDS).unwrap(), "{}", place.name());
+        assert_eq!(
+            seen,
+            usize::try_from(MAX_AUDIT_RECORDS).unwrap(),
+            "{}",
+            place.name()
+        );
         assert_eq!(oldest, 3);
         repo.delete_app(a.id).unwrap().wait().unwrap();
         let again = app(&repo, "a2");
-        assert!(repo.list_audit(a.id, None, None, 10).unwrap().items.is_empty());
-        assert!(repo.list_audit(again.id, None, None, 10).unwrap().items.is_empty());
+        assert!(repo
+            .list_audit(a.id, None, None, 10)
+            .unwrap()
+            .items
+            .is_empty());
+        assert!(repo
+            .list_audit(again.id, None, None, 10)
+            .unwrap()
+            .items
+            .is_empty());
     });
 }

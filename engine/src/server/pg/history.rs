@@ -6,8 +6,8 @@
 use crate::ids::{AppId, JobId, WorkflowId};
 use crate::server::error::RepoError;
 use crate::server::history::{
-    audit_falling_out, version_falling_out, workflow_versions_page, AuditRecord, JobVersion,
-    WorkflowVersion, MAX_AUDIT_RECORDS, MAX_JOB_VERSIONS,
+    audit_falling_out, kept_versions, next_number, version_falling_out, workflow_versions_page,
+    AuditRecord, JobVersion, WorkflowVersion, MAX_AUDIT_RECORDS, MAX_JOB_VERSIONS,
 };
 use crate::server::job_codec::{decode_job, encode_job};
 use crate::server::keys;
@@ -44,32 +44,34 @@ impl PgRepo {
         job: &JobRecord,
         old: Option<&JobRecord>,
     ) -> Result<Vec<Op>, RepoError> {
-        let mut ops = Vec::new();
-        let mut latest = 0;
-        if let Some(old) = old {
-            // Every earlier write of this job committed first: the newest version is read.
+        let stored = || {
+            if old.is_none() {
+                return Ok(0);
+            }
+            // Read once per job after opening; every earlier write of it committed first.
             self.settle()?;
             let row = self.query_opt(
                 "SELECT coalesce(max(version), 0) FROM job_versions WHERE job_id = $1",
                 vec![Box::new(big(job.id.0)?)],
             )?;
-            latest = match row {
-                Some(r) => unsigned("job_versions", get(&r, 0)?)?,
-                None => 0,
-            };
-            if latest == 0 {
-                latest = 1;
+            match row {
+                Some(r) => unsigned("job_versions", get(&r, 0)?),
+                None => Ok(0),
+            }
+        };
+        self.job_versions.advance(job.id, stored, |mut last| {
+            let mut ops = Vec::new();
+            if let (0, Some(old)) = (last, old) {
+                last = 1;
                 ops.push(Self::job_version_op(old, 1)?);
             }
-        }
-        let version = latest
-            .checked_add(1)
-            .ok_or_else(|| RepoError::invalid("version", "job versions are exhausted"))?;
-        ops.push(Self::job_version_op(job, version)?);
-        if let Some(gone) = version_falling_out(version) {
-            ops.push(Self::job_version_key(job.id, gone)?);
-        }
-        Ok(ops)
+            let version = next_number(last, "job versions")?;
+            ops.push(Self::job_version_op(job, version)?);
+            if let Some(gone) = version_falling_out(version) {
+                ops.push(Self::job_version_key(job.id, gone)?);
+            }
+            Ok((ops, version))
+        })
     }
 
     /// The ops that delete every version of job `id`.
@@ -82,9 +84,14 @@ impl PgRepo {
                 Box::new(big(MAX_JOB_VERSIONS.saturating_mul(2))?),
             ],
         )?;
-        rows.iter()
+        let mut ops = rows
+            .iter()
             .map(|r| Self::job_version_key(id, unsigned("job_versions", get(r, 0)?)?))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        for v in kept_versions(self.job_versions.forget(id)) {
+            ops.push(Self::job_version_key(id, v)?);
+        }
+        Ok(ops)
     }
 
     pub(super) fn list_job_versions(
@@ -125,10 +132,7 @@ impl PgRepo {
             "SELECT record FROM job_versions WHERE job_id = $1 AND version = $2",
             vec![Box::new(big(id.0)?), Box::new(big(version)?)],
         )? {
-            Some(r) => decode_job(
-                &keys::newest_first(id.0, version),
-                &get::<Vec<u8>>(&r, 0)?,
-            ),
+            Some(r) => decode_job(&keys::newest_first(id.0, version), &get::<Vec<u8>>(&r, 0)?),
             None => Err(RepoError::not_found("job version", version)),
         }
     }
@@ -153,7 +157,7 @@ impl PgRepo {
         let app = record.app_id;
         self.get_app(app)?;
         let app_id = big(app.0)?;
-        self.audit.next(
+        self.audit.advance(
             app,
             || {
                 self.settle()?;
@@ -166,7 +170,8 @@ impl PgRepo {
                     None => Ok(0),
                 }
             },
-            |seq| {
+            |last| {
+                let seq = next_number(last, "audit sequence numbers")?;
                 record.seq = seq;
                 let mut ops = vec![Op::Put(
                     Table::Audit,
@@ -189,7 +194,7 @@ impl PgRepo {
                         vec![i64s(Some(app_id)), i64s(Some(big(gone)?))],
                     ));
                 }
-                Ok(self.submit(ops, record.clone()))
+                Ok((self.submit(ops, record.clone()), seq))
             },
         )
     }

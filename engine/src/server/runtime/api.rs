@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use crate::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
-    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView,
-    LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo,
-    WorkerList, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
-    WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
+    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogQuery,
+    LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerList, WorkflowDef,
+    WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView,
+    WorkflowList, WorkflowRunCreated, WorkflowView,
 };
-use crate::dispatch::GIB;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::server::api_convert::{instance_view, job_record, job_view};
 use crate::server::core::commands::check_period;
@@ -109,7 +108,11 @@ impl NodeApi {
 
     /// The instance as the core knows it now (memory for non-final ones, else the store),
     /// NotFound unless it belongs to `app`.
-    pub(super) fn instance(&self, app: &AppRef, id: InstanceId) -> Result<InstanceRecord, ApiError> {
+    pub(super) fn instance(
+        &self,
+        app: &AppRef,
+        id: InstanceId,
+    ) -> Result<InstanceRecord, ApiError> {
         Ok(self.instance_tasks(app, id)?.0)
     }
 
@@ -474,30 +477,7 @@ impl Api for NodeApi {
     }
 
     fn list_workers(&self, app: AppRef) -> ApiFuture<'_, WorkerList> {
-        Box::pin(async move {
-            let gb = |b: u64| b as f64 / GIB as f64;
-            let workers = self
-                .0
-                .registry
-                .workers(&app.name)
-                .into_iter()
-                .map(|w| WorkerInfo {
-                    address: w.address.to_string(),
-                    tags: w.tags.iter().map(|t| t.to_string()).collect(),
-                    version: w.version.clone(),
-                    health_score: w.health_score as f64 / 1000.0,
-                    cpu_cores: f64::from(w.metrics.cpu_cores),
-                    cpu_load: w.metrics.known_load(),
-                    memory_used_gb: gb(w.metrics.memory_used_bytes),
-                    memory_total_gb: gb(w.metrics.memory_max_bytes),
-                    disk_used_gb: gb(w.metrics.disk_used_bytes),
-                    disk_total_gb: gb(w.metrics.disk_total_bytes),
-                    overloaded: w.overloaded,
-                    last_heartbeat: w.last_heartbeat_ms,
-                })
-                .collect();
-            Ok(WorkerList { workers })
-        })
+        Box::pin(self.workers_of(app))
     }
 
     fn create_workflow(

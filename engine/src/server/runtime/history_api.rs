@@ -4,9 +4,8 @@
 //! answers.
 
 use crate::api::{
-    ApiError, AppRef, AuditEntry, AuditList, AuditQuery, AuditView, JobVersionList,
-    JobVersionView, JobView, PageQuery, Rollback, WorkflowVersionList, WorkflowVersionView,
-    WorkflowView,
+    ApiError, AppRef, AuditEntry, AuditList, AuditQuery, AuditView, JobVersionList, JobVersionView,
+    JobView, PageQuery, Rollback, WorkflowVersionList, WorkflowVersionView, WorkflowView,
 };
 use crate::ids::{JobId, WorkflowId};
 use crate::server::api_convert::job_body;
@@ -143,11 +142,17 @@ impl NodeApi {
         id: WorkflowId,
         req: Rollback,
     ) -> Result<WorkflowView, ApiError> {
-        let def = self.version_of_workflow(app.clone(), id, req.version).await?;
+        let def = self
+            .version_of_workflow(app.clone(), id, req.version)
+            .await?;
         self.wf_update(app, id, def.definition).await
     }
 
-    pub(super) async fn audit_record(&self, app: AppRef, entry: AuditEntry) -> Result<(), ApiError> {
+    pub(super) async fn audit_record(
+        &self,
+        app: AppRef,
+        entry: AuditEntry,
+    ) -> Result<(), ApiError> {
         let rt = &self.0;
         let record = AuditRecord {
             app_id: app.id,
