@@ -67,7 +67,8 @@ impl PgRepo {
         }
         job.created_at = old.created_at;
         job.updated_at = now;
-        // Read before the trigger row is held: it waits for earlier writes to commit.
+        // Before the trigger row is held: the first change of a job since opening waits for
+        // earlier writes to commit to read its newest version.
         let versions = self.job_version_ops(&job, Some(&old))?;
         let mut entry = self.triggers.entry(job.id).or_default();
         let mut trigger = *entry;
