@@ -9,6 +9,7 @@ mod alarm_cmd;
 mod bench;
 mod demo;
 mod embedded_demo;
+mod history_cmd;
 mod jobs_cmd;
 mod remote;
 mod sim_cmd;
@@ -58,6 +59,9 @@ enum Command {
     /// Alarms of an app: their delivery history and the channels they go to.
     #[command(subcommand)]
     Alarm(alarm_cmd::AlarmCmd),
+    /// The audit trail of an app: who changed what, from where.
+    #[command(subcommand)]
+    Audit(history_cmd::AuditCmd),
     /// Workflows (DAGs of jobs and decisions) of an app, and their instances.
     #[command(subcommand)]
     Workflow(Box<workflow_cmd::WorkflowCmd>),
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Instance(cmd) => remote::instance(&cli.conn, cmd),
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
         Command::Alarm(cmd) => alarm_cmd::alarm(&cli.conn, cmd),
+        Command::Audit(cmd) => history_cmd::audit(&cli.conn, cmd),
         Command::Workflow(cmd) => workflow_cmd::workflow(&cli.conn, cmd),
         Command::Plan(args) => jobs_cmd::plan_or_apply(&cli.conn, args, false),
         Command::Apply(args) => jobs_cmd::plan_or_apply(&cli.conn, args, true),

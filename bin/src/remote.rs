@@ -526,6 +526,25 @@ pub enum JobCmd {
         /// Job id.
         id: JobId,
     },
+    /// The job's stored definitions, newest first (the newest 50 are kept).
+    Versions {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: JobId,
+        #[command(flatten)]
+        args: crate::history_cmd::VersionsArgs,
+    },
+    /// Make a stored definition the job's current one again (as a new version).
+    Rollback {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: JobId,
+        /// The version to restore (see `ferrojob job versions`).
+        #[arg(long)]
+        version: u64,
+    },
 }
 
 /// `ferrojob instance ...`
@@ -903,6 +922,12 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                     println!("{id} deleted");
                 }
                 Ok(())
+            }
+            JobCmd::Versions { app, id, args } => {
+                crate::history_cmd::job_versions(&client, json, app, *id, args).await
+            }
+            JobCmd::Rollback { app, id, version } => {
+                crate::history_cmd::job_rollback(&client, json, app, *id, *version).await
             }
         }
     })

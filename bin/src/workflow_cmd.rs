@@ -117,6 +117,25 @@ pub enum WorkflowCmd {
         /// Workflow id.
         id: WorkflowId,
     },
+    /// The workflow's definitions, newest first.
+    Versions {
+        #[command(flatten)]
+        app: AppArg,
+        /// Workflow id.
+        id: WorkflowId,
+        #[command(flatten)]
+        args: crate::history_cmd::VersionsArgs,
+    },
+    /// Make a stored definition the workflow's current one again (as a new version).
+    Rollback {
+        #[command(flatten)]
+        app: AppArg,
+        /// Workflow id.
+        id: WorkflowId,
+        /// The version to restore (see `ferrojob workflow versions`).
+        #[arg(long)]
+        version: u64,
+    },
     /// Run a workflow now (or after --delay-ms); prints the workflow instance id.
     Run {
         #[command(flatten)]
@@ -372,6 +391,12 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                     println!("{id} deleted");
                 }
                 Ok(())
+            }
+            WorkflowCmd::Versions { app, id, args } => {
+                crate::history_cmd::workflow_versions(&client, json, app, *id, args).await
+            }
+            WorkflowCmd::Rollback { app, id, version } => {
+                crate::history_cmd::workflow_rollback(&client, json, app, *id, *version).await
             }
             WorkflowCmd::Run {
                 app,

@@ -65,6 +65,9 @@ use place::{each_repository, Place};
 #[path = "server_repo/apps.rs"]
 mod apps;
 
+#[path = "server_repo/history.rs"]
+mod history;
+
 #[test]
 fn apps_are_unique_by_name_and_found_by_id_and_name() {
     each_repository(|place| {
@@ -1937,14 +1940,15 @@ fn postgres_upgrades_a_version_1_database_in_place() {
         let i = fire(&repo, &j, NOW, None);
         (j, i)
     };
-    // Back to version 1: the columns and tables of version 2 go, the rows stay.
+    // Back to version 1: the columns and tables of versions 2 and 3 go, the rows stay.
     place::postgres::execute_on(
         &db.name,
         "ALTER TABLE jobs DROP COLUMN overlap_policy, DROP COLUMN retry_backoff, \
              DROP COLUMN log_type, DROP COLUMN log_level; \
          ALTER TABLE logs DROP COLUMN attempt, DROP COLUMN fields; \
          DROP TABLE api_tokens, app_previous_secrets; \
-         DELETE FROM schema_migrations WHERE version = 2; \
+         DROP TABLE job_versions, audit; \
+         DELETE FROM schema_migrations WHERE version >= 2; \
          INSERT INTO logs (instance_id, seq, time, level, content) \
              VALUES (1, 1, 5, 'ERROR', 'from version 1')"
             .replace("(1, 1,", &format!("({}, 1,", i.id.0)),

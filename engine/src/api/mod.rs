@@ -23,6 +23,9 @@
 //! | `POST /v1/apps/{app}/jobs/{id}/enable`, `.../disable` | [`Api::set_job_enabled`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/run` | [`Api::run_job`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/copy` | [`Api::copy_job`] |
+//! | `GET /v1/apps/{app}/jobs/{id}/versions[/{version}]`, `POST .../jobs/{id}/rollback` | [`Api::job_versions`], [`Api::get_job_version`], [`Api::rollback_job`] ([`history`]) |
+//! | `GET /v1/apps/{app}/workflows/{id}/versions[/{version}]`, `POST .../workflows/{id}/rollback` | [`Api::workflow_versions`], [`Api::get_workflow_version`], [`Api::rollback_workflow`] |
+//! | `GET /v1/apps/{app}/audit` | [`Api::list_audit`] (records written by the HTTP layer through [`Api::record_audit`]) |
 //! | `GET /v1/apps/{app}/instances/{id}` | [`Api::get_instance`] |
 //! | `GET /v1/apps/{app}/instances` | [`Api::list_instances`] |
 //! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
@@ -42,6 +45,7 @@
 
 pub mod alarm;
 pub mod error;
+pub mod history;
 pub mod token;
 pub mod types;
 pub mod workflow;
@@ -52,6 +56,7 @@ use std::pin::Pin;
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 pub use alarm::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use history::*;
 pub use token::*;
 pub use types::*;
 pub use workflow::*;
@@ -265,6 +270,71 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         let _ = (app, req);
         tokens_unavailable()
     }
+    /// A page of job `id`'s stored definitions, newest first.
+    fn job_versions(
+        &self,
+        app: AppRef,
+        id: JobId,
+        query: PageQuery,
+    ) -> ApiFuture<'_, JobVersionList> {
+        let _ = (app, id, query);
+        history_unavailable()
+    }
+    /// One stored definition of job `id`; NotFound when it is not kept.
+    fn get_job_version(
+        &self,
+        app: AppRef,
+        id: JobId,
+        version: u64,
+    ) -> ApiFuture<'_, JobVersionView> {
+        let _ = (app, id, version);
+        history_unavailable()
+    }
+    /// Makes a stored definition of job `id` current again, as a new version.
+    fn rollback_job(&self, app: AppRef, id: JobId, req: Rollback) -> ApiFuture<'_, JobView> {
+        let _ = (app, id, req);
+        history_unavailable()
+    }
+    /// A page of workflow `id`'s definitions, newest first.
+    fn workflow_versions(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        query: PageQuery,
+    ) -> ApiFuture<'_, WorkflowVersionList> {
+        let _ = (app, id, query);
+        history_unavailable()
+    }
+    /// One definition of workflow `id`.
+    fn get_workflow_version(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        version: u64,
+    ) -> ApiFuture<'_, WorkflowVersionView> {
+        let _ = (app, id, version);
+        history_unavailable()
+    }
+    /// Makes a definition of workflow `id` current again, as a new version.
+    fn rollback_workflow(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        req: Rollback,
+    ) -> ApiFuture<'_, WorkflowView> {
+        let _ = (app, id, req);
+        history_unavailable()
+    }
+    /// Stores an audit record of the app (durable when the future resolves).
+    fn record_audit(&self, app: AppRef, entry: AuditEntry) -> ApiFuture<'_, ()> {
+        let _ = (app, entry);
+        history_unavailable()
+    }
+    /// A page of the app's audit records, newest first.
+    fn list_audit(&self, app: AppRef, query: AuditQuery) -> ApiFuture<'_, AuditList> {
+        let _ = (app, query);
+        history_unavailable()
+    }
     /// Liveness and a summary.
     fn health(&self) -> Health;
     /// Prometheus text exposition (version 0.0.4) of the server's metrics.
@@ -274,6 +344,15 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
 /// The answer of an [`Api`] without tokens and app management.
 fn tokens_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
     Box::pin(async { Err(ApiError::unavailable("this server has no app management")) })
+}
+
+/// The answer of an [`Api`] without versions and audit.
+fn history_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
+    Box::pin(async {
+        Err(ApiError::unavailable(
+            "this server keeps no versions or audit",
+        ))
+    })
 }
 
 /// The answer of an [`Api`] without alarms.

@@ -37,6 +37,7 @@
 )]
 
 mod alarm;
+mod history;
 pub mod jobs_file;
 pub mod plan;
 pub mod powerjob;

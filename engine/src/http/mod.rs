@@ -20,7 +20,9 @@
 //!   authorized request then takes a token from its app's bucket (`rate`,
 //!   [`HttpConfig::api_rate`]). `failures` counts refused credentials per source address
 //!   ([`HttpConfig::failed_logins`]); the guard refuses a source past its allowance.
-//! - `apps` holds the app and token routes.
+//! - `apps` holds the app and token routes; `history` the version, rollback and audit
+//!   routes; `audit` the route layer that records every successful change and command of
+//!   an app in its audit trail (who, from where, what).
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
 //!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
 //!   take an empty body as `{}`; every other body route requires a JSON body.
@@ -42,7 +44,7 @@
 //! | `POST /v1/apps`, `GET /v1/apps`, `DELETE /v1/apps/{app}` (admin) | the admin token | no token 401, any other token 403 |
 //! | `GET /v1/apps/{app}/...`, `GET /v1/apps/{app}` | the admin token, or an API token of `{app}` with role `read` or more | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
 //! | runs, stops, cancels, retries, enable, disable, mark-success, alarm channel tests | … role `operate` or more | 401 as above; a token of a lower role 403 |
-//! | creating, updating, copying, deleting jobs, workflows and alarm channels; tokens; `rotate-secret` | … role `admin` | 401 as above; a token of a lower role 403 |
+//! | creating, updating, copying, deleting, rolling back jobs, workflows and alarm channels; tokens; `rotate-secret`; the audit trail | … role `admin` | 401 as above; a token of a lower role 403 |
 //! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`), the role checked on every form | 303 to `/login`; a form without its CSRF token, or beyond the session's role, 403 |
 //!
 //! With [`HttpConfig::app_secret_tokens`] an app's worker secret is also an `admin` token
@@ -89,6 +91,7 @@
 
 mod alarm;
 mod apps;
+mod audit;
 mod auth;
 mod console;
 mod extract;
@@ -96,6 +99,7 @@ mod failure;
 mod failures;
 mod guard;
 mod handlers;
+mod history;
 mod idempotency;
 mod openapi;
 mod rate;
@@ -266,6 +270,11 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
     };
     routes::routes()
         .into_router()
+        // On the API's routes only (it reads the matched route): the audit trail.
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            audit::record,
+        ))
         .merge(console::router(
             Arc::clone(&shared.api),
             shared.credentials.clone(),

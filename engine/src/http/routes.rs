@@ -8,7 +8,7 @@ use axum::http::Method;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use super::{alarm as a, apps as ap, handlers as h, openapi, workflow as w, Shared};
+use super::{alarm as a, apps as ap, handlers as h, history as v, openapi, workflow as w, Shared};
 
 /// A [`Router`] under construction and the `(method, path)` of every route added to it.
 pub(crate) struct Routes {
@@ -87,6 +87,12 @@ pub(crate) fn routes() -> Routes {
         .post("/v1/apps/{app}/jobs/{id}/disable", h::disable_job)
         .post("/v1/apps/{app}/jobs/{id}/run", h::run_job)
         .post("/v1/apps/{app}/jobs/{id}/copy", h::copy_job)
+        .get("/v1/apps/{app}/jobs/{id}/versions", v::job_versions)
+        .get(
+            "/v1/apps/{app}/jobs/{id}/versions/{version}",
+            v::job_version,
+        )
+        .post("/v1/apps/{app}/jobs/{id}/rollback", v::rollback_job)
         .get("/v1/apps/{app}/instances", h::list_instances)
         .get("/v1/apps/{app}/instances/{id}", h::get_instance)
         .post("/v1/apps/{app}/instances/{id}/stop", h::stop_instance)
@@ -105,6 +111,18 @@ pub(crate) fn routes() -> Routes {
         .delete(WORKFLOW, w::delete_workflow)
         .post("/v1/apps/{app}/workflows/{id}/run", w::run_workflow)
         .post("/v1/apps/{app}/workflows/{id}/copy", w::copy_workflow)
+        .get(
+            "/v1/apps/{app}/workflows/{id}/versions",
+            v::workflow_versions,
+        )
+        .get(
+            "/v1/apps/{app}/workflows/{id}/versions/{version}",
+            v::workflow_version,
+        )
+        .post(
+            "/v1/apps/{app}/workflows/{id}/rollback",
+            v::rollback_workflow,
+        )
         .get(
             "/v1/apps/{app}/workflow-instances",
             w::list_workflow_instances,
@@ -130,4 +148,5 @@ pub(crate) fn routes() -> Routes {
         .delete(CHANNEL, a::delete_channel)
         .post("/v1/apps/{app}/alarm-channels/{name}/test", a::test_channel)
         .get("/v1/apps/{app}/alarms", a::list_alarms)
+        .get("/v1/apps/{app}/audit", v::list_audit)
 }

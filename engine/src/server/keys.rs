@@ -19,7 +19,8 @@
 //! | `logs`      | instance id (8) ++ log seq (8)       | [`LogLine`]        | an instance's log, in append order |
 //!
 //! The tables of API tokens and rotated secrets (`api_tokens`, `app_tokens`,
-//! `app_prev_secrets`) are in `token_repo.rs`, the workflow and alarm tables in their files.
+//! `app_prev_secrets`) are in `token_repo.rs`, the workflow and alarm tables in their files,
+//! job versions and the audit trail (`job_versions`, `audit`) in `history.rs`.
 //!
 //! `!id` is `u64::MAX - id`: instance index rows sort newest first, so the first page of a
 //! listing is the most recent runs.

@@ -58,6 +58,7 @@ mod commit;
 pub(crate) mod core;
 mod error;
 mod filters;
+pub mod history;
 pub mod instance;
 mod instance_repo;
 mod job_codec;
@@ -120,6 +121,8 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         token_repo::APP_PREV_SECRETS => {
             codec::decode::<token_repo::PreviousSecretRecord>(table, key, value).map(drop)
         }
+        history::JOB_VERSIONS => job_codec::decode_job(key, value).map(drop),
+        history::AUDIT => codec::decode::<history::AuditRecord>(table, key, value).map(drop),
         workflow_repo::NODE_LINKS => {
             codec::decode::<workflow_repo::NodeLinkRecord>(table, key, value).map(drop)
         }

@@ -207,6 +207,10 @@ pub struct LogRepo {
     pub(super) wf: super::workflow_repo::WfCounters,
     /// Alarm sequence numbers (`alarm_repo.rs`).
     pub(super) alarm_seqs: IdBlocks,
+    /// Audit sequence numbers per app (`history.rs`).
+    pub(super) audit: super::history::LatestSeqs<AppId>,
+    /// Newest version number per job (`history.rs`).
+    pub(super) job_versions: super::history::LatestSeqs<JobId>,
 }
 
 pub(super) fn counter(store: &dyn Store, key: &[u8]) -> Result<u64, RepoError> {
@@ -264,6 +268,8 @@ impl LogRepo {
             counter(&*store, super::alarm_repo::NEXT_ALARM_SEQ)?,
         );
         Ok(LogRepo {
+            audit: super::history::LatestSeqs::default(),
+            job_versions: super::history::LatestSeqs::default(),
             wf,
             alarm_seqs,
             store,
@@ -397,6 +403,7 @@ impl LogRepo {
             .put(APP_JOBS, keys::pair(job.app_id.0, job.id.0), Vec::new())
             .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?)
             .put(META, NEXT_JOB_ID, keys::id(next));
+        let batch = self.with_job_version(batch, &job, None)?;
         inner.next_job = next;
         self.triggers.insert(job.id, trigger);
         Ok(self.submit(batch, job))
@@ -412,7 +419,8 @@ impl LogRepo {
     }
 
     /// Replaces job `job.id` (validated; its app cannot change; `created_at` is kept,
-    /// `updated_at = now`) and sets its next trigger, keeping its run counter.
+    /// `updated_at = now`) and sets its next trigger, keeping its run counter; the new
+    /// definition is stored as the job's next version (`history.rs`).
     pub fn update_job(
         &self,
         mut job: JobRecord,
@@ -435,11 +443,12 @@ impl LogRepo {
         let batch = Batch::new()
             .put(JOBS, keys::id(job.id.0), encode_job(&job)?)
             .put(TRIGGERS, keys::id(job.id.0), encode(TRIGGERS, &trigger)?);
+        let batch = self.with_job_version(batch, &job, Some(&old))?;
         *entry = trigger;
         Ok(self.submit(batch, job))
     }
 
-    /// Deletes job `id`, its index row and its trigger row. Its instances and their logs stay
+    /// Deletes job `id`, its index row, its trigger row and its versions. Its instances and their logs stay
     /// (history); a running instance of it finishes normally.
     pub fn delete_job(&self, id: JobId) -> Result<Commit<JobRecord>, RepoError> {
         let job = self.get_job(id)?;
@@ -447,6 +456,7 @@ impl LogRepo {
             .delete(JOBS, keys::id(id.0))
             .delete(APP_JOBS, keys::pair(job.app_id.0, id.0))
             .delete(TRIGGERS, keys::id(id.0));
+        let batch = self.without_job_versions(batch, id)?;
         // Removed before the delete is submitted: a fire after this point finds no job.
         self.triggers.remove(&id);
         Ok(self.submit(batch, job))

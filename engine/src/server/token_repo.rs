@@ -10,8 +10,8 @@
 //! random by the caller (53 bits, so that they stay exact as JSON numbers in every client)
 //! rather than counted; [`LogRepo::create_token`] refuses an id that is taken.
 //! A revoked token's rows are deleted. Deleting an app deletes its record, its name, its
-//! tokens and its previous secret in one batch; the caller removes its jobs and workflows
-//! first (the repository refuses while index rows of either remain).
+//! tokens, its previous secret and its audit trail in one batch; the caller removes its jobs
+//! and workflows first (the repository refuses while index rows of either remain).
 
 use ferrojob_store::{Batch, KeyRange, Scan};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -210,6 +210,7 @@ impl LogRepo {
                 .delete(API_TOKENS, keys::id(id).to_vec())
                 .delete(APP_TOKENS, k);
         }
+        let batch = self.without_audit(batch, app)?;
         let commit = self.submit(batch, ());
         self.forget_app_name(&rec.name);
         Ok(commit)

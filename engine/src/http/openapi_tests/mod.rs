@@ -4,10 +4,11 @@
 //! its routes are the router's, its `$ref`s resolve, its enums and error codes are the Rust
 //! ones. Beside it: [`validator`] (the JSON Schema subset the checks validate values with),
 //! [`fixtures`] (full values of the API's types), [`requests`] (request examples, schemas and
-//! query parameters against the types handlers parse) and [`responses`] (real answers against
-//! the response schemas).
+//! query parameters against the types handlers parse), [`responses`] (real answers against
+//! the response schemas) and [`history`] (the versions, rollback and audit parts).
 
 mod fixtures;
+mod history;
 mod requests;
 mod responses;
 mod validator;

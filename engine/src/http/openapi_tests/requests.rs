@@ -30,7 +30,7 @@ fn request(doc: &Value, method: &str, path: &str) -> (String, Value) {
 /// The example of `method path` deserializes into `T` (whose schema is `schema`) and
 /// validates against the schema; the schema's properties are exactly `T`'s fields as `full`
 /// (a value with every field set) serializes them.
-fn request_matches<T: DeserializeOwned + Serialize>(
+pub(super) fn request_matches<T: DeserializeOwned + Serialize>(
     d: &Value,
     method: &str,
     path: &str,
@@ -143,7 +143,7 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
 }
 
 /// The query parameters of `GET path`, resolved, without the path parameters.
-fn query_parameters(d: &Value, path: &str) -> BTreeSet<String> {
+pub(super) fn query_parameters(d: &Value, path: &str) -> BTreeSet<String> {
     d["paths"][path]["get"]["parameters"]
         .as_array()
         .unwrap_or_else(|| panic!("GET {path} has no parameters"))

@@ -29,11 +29,12 @@ impl PgRepo {
             next_trigger,
             runs: 0,
         };
-        let ops = vec![
+        let mut ops = vec![
             Self::job_op(&job)?,
             Self::trigger_op(Table::Triggers, job.id.0, &trigger)?,
             counter_op("next_job_id", big(next)?),
         ];
+        ops.extend(self.job_version_ops(&job, None)?);
         tables::check_text(&ops)?;
         inner.next_job = next;
         self.triggers.insert(job.id, trigger);
@@ -66,13 +67,17 @@ impl PgRepo {
         }
         job.created_at = old.created_at;
         job.updated_at = now;
+        // Before the trigger row is held: the first change of a job since opening waits for
+        // earlier writes to commit to read its newest version.
+        let versions = self.job_version_ops(&job, Some(&old))?;
         let mut entry = self.triggers.entry(job.id).or_default();
         let mut trigger = *entry;
         trigger.next_trigger = next_trigger;
-        let ops = vec![
+        let mut ops = vec![
             Self::job_op(&job)?,
             Self::trigger_op(Table::Triggers, job.id.0, &trigger)?,
         ];
+        ops.extend(versions);
         tables::check_text(&ops)?;
         *entry = trigger;
         let commit = self.submit(ops, job);
@@ -83,10 +88,11 @@ impl PgRepo {
     pub(super) fn delete_job(&self, id: JobId) -> Result<Commit<JobRecord>, RepoError> {
         let job = self.get_job(id)?;
         let key = vec![i64s(Some(big(id.0)?))];
-        let ops = vec![
+        let mut ops = vec![
             Op::Delete(Table::Jobs, key.clone()),
             Op::Delete(Table::Triggers, key),
         ];
+        ops.extend(self.job_versions_delete_ops(id)?);
         self.triggers.remove(&id);
         Ok(self.submit(ops, job))
     }

@@ -37,6 +37,7 @@
 
 mod alarms;
 mod apps;
+mod history;
 mod instances;
 mod jobs;
 mod logs;
@@ -144,6 +145,8 @@ pub struct PgRepo {
     wf_instance_ids: IdBlocks,
     triggers: DashMap<JobId, TriggerRecord>,
     wf_triggers: DashMap<WorkflowId, TriggerRecord>,
+    audit: super::history::LatestSeqs<AppId>,
+    job_versions: super::history::LatestSeqs<JobId>,
 }
 
 impl std::fmt::Debug for PgRepo {
@@ -265,6 +268,8 @@ impl PgRepo {
             wf_instance_ids: IdBlocks::new("workflow instance", wfi_ids, counter(wfi_ids)),
             triggers: opened.triggers,
             wf_triggers: opened.wf_triggers,
+            audit: super::history::LatestSeqs::default(),
+            job_versions: super::history::LatestSeqs::default(),
             readers: opened.readers,
             next_reader: AtomicUsize::new(0),
             queue,

@@ -5,6 +5,7 @@ use crate::ids::{AppId, InstanceId, JobId, WorkflowId, WorkflowInstanceId};
 use crate::model::InstanceStatus;
 use crate::server::alarm_repo::{AlarmRecord, ChannelRecord};
 use crate::server::error::RepoError;
+use crate::server::history::{AuditRecord, JobVersion, WorkflowVersion};
 use crate::server::instance::InstanceRecord;
 use crate::server::records::{AppRecord, JobRecord, LogLine, TriggerRecord};
 use crate::server::repo::{
@@ -366,5 +367,36 @@ impl Repository for PgRepo {
     }
     fn flush(&self) -> Result<(), RepoError> {
         PgRepo::flush(self)
+    }
+    fn list_job_versions(
+        &self,
+        id: JobId,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<JobVersion>, RepoError> {
+        PgRepo::list_job_versions(self, id, cursor, limit)
+    }
+    fn get_job_version(&self, id: JobId, version: u64) -> Result<JobRecord, RepoError> {
+        PgRepo::get_job_version(self, id, version)
+    }
+    fn list_workflow_versions(
+        &self,
+        id: WorkflowId,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<WorkflowVersion>, RepoError> {
+        PgRepo::list_workflow_versions(self, id, cursor, limit)
+    }
+    fn append_audit(&self, record: AuditRecord) -> Result<Commit<AuditRecord>, RepoError> {
+        PgRepo::append_audit(self, record)
+    }
+    fn list_audit(
+        &self,
+        app: AppId,
+        target: Option<&str>,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<AuditRecord>, RepoError> {
+        PgRepo::list_audit(self, app, target, cursor, limit)
     }
 }

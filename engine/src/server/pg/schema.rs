@@ -22,12 +22,13 @@
 //! |---|---|
 //! | 1 | apps, jobs, triggers, instances, delayed runs, logs, workflows, alarms, channels, leases |
 //! | 2 | jobs' retry backoff, overlap policy and log settings; log lines' attempt and fields; API tokens; the previous worker secret of a rotation |
+//! | 3 | job definition versions; the audit trail |
 
 /// The migrations, in order: (version, SQL).
-pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i32 = 2;
+pub(super) const LATEST: i32 = 3;
 
 const V1: &str = r#"
 CREATE TABLE counters (
@@ -213,6 +214,36 @@ CREATE TABLE app_previous_secrets (
     valid_until bigint NOT NULL
 );
 COMMENT ON TABLE app_previous_secrets IS 'the worker secret a rotation replaced, accepted until valid_until (ms, exclusive)';
+"#;
+
+/// Version 3. A job version's `record` is the job record in the log store's encoding, like
+/// `jobs.record`; `updated_at` is when the version was made. Audit rows are numbered per app
+/// (`seq`), newest kept.
+const V3: &str = r#"
+CREATE TABLE job_versions (
+    job_id bigint NOT NULL,
+    version bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (job_id, version)
+);
+COMMENT ON TABLE job_versions IS 'the newest definitions of each job (the current one included)';
+
+CREATE TABLE audit (
+    app_id bigint NOT NULL,
+    seq bigint NOT NULL,
+    time bigint NOT NULL,
+    actor text NOT NULL,
+    token_id bigint,
+    role text NOT NULL,
+    peer text NOT NULL,
+    action text NOT NULL,
+    target text NOT NULL,
+    summary text NOT NULL,
+    PRIMARY KEY (app_id, seq)
+);
+CREATE INDEX audit_target ON audit (app_id, target, seq);
+COMMENT ON TABLE audit IS 'who changed what through the API, per app, newest kept';
 "#;
 
 #[cfg(test)]

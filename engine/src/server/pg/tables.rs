@@ -62,6 +62,8 @@ pub(super) enum Table {
     Channels,
     ApiTokens,
     AppPreviousSecrets,
+    JobVersions,
+    Audit,
 }
 
 impl Table {
@@ -83,6 +85,8 @@ impl Table {
             Table::Channels => "channels",
             Table::ApiTokens => "api_tokens",
             Table::AppPreviousSecrets => "app_previous_secrets",
+            Table::JobVersions => "job_versions",
+            Table::Audit => "audit",
         }
     }
 
@@ -233,10 +237,34 @@ impl Table {
                 &[("app_id", I64), ("secret", Text), ("valid_until", I64)],
                 1,
             ),
+            Table::JobVersions => (
+                &[
+                    ("job_id", I64),
+                    ("version", I64),
+                    ("updated_at", I64),
+                    ("record", Bytes),
+                ],
+                2,
+            ),
+            Table::Audit => (
+                &[
+                    ("app_id", I64),
+                    ("seq", I64),
+                    ("time", I64),
+                    ("actor", Text),
+                    ("token_id", I64),
+                    ("role", Text),
+                    ("peer", Text),
+                    ("action", Text),
+                    ("target", Text),
+                    ("summary", Text),
+                ],
+                2,
+            ),
         }
     }
 
-    pub(super) const ALL: [Table; 16] = [
+    pub(super) const ALL: [Table; 18] = [
         Table::Counters,
         Table::Apps,
         Table::Jobs,
@@ -253,6 +281,8 @@ impl Table {
         Table::Channels,
         Table::ApiTokens,
         Table::AppPreviousSecrets,
+        Table::JobVersions,
+        Table::Audit,
     ];
 
     pub(super) fn upsert_sql(self) -> String {

@@ -9,6 +9,7 @@ use crate::workflow::WorkflowDef;
 use super::Repository;
 use crate::server::alarm_repo::{AlarmRecord, ChannelRecord};
 use crate::server::error::RepoError;
+use crate::server::history::{AuditRecord, JobVersion, WorkflowVersion};
 use crate::server::instance::InstanceRecord;
 use crate::server::records::{AppRecord, JobRecord, LogLine, TriggerRecord};
 use crate::server::repo::{
@@ -358,5 +359,36 @@ impl Repository for LogRepo {
     }
     fn flush(&self) -> Result<(), RepoError> {
         Ok(self.store().flush()?)
+    }
+    fn list_job_versions(
+        &self,
+        id: JobId,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<JobVersion>, RepoError> {
+        LogRepo::list_job_versions(self, id, cursor, limit)
+    }
+    fn get_job_version(&self, id: JobId, version: u64) -> Result<JobRecord, RepoError> {
+        LogRepo::get_job_version(self, id, version)
+    }
+    fn list_workflow_versions(
+        &self,
+        id: WorkflowId,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<WorkflowVersion>, RepoError> {
+        LogRepo::list_workflow_versions(self, id, cursor, limit)
+    }
+    fn append_audit(&self, record: AuditRecord) -> Result<Commit<AuditRecord>, RepoError> {
+        LogRepo::append_audit(self, record)
+    }
+    fn list_audit(
+        &self,
+        app: AppId,
+        target: Option<&str>,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<AuditRecord>, RepoError> {
+        LogRepo::list_audit(self, app, target, cursor, limit)
     }
 }

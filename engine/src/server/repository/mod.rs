@@ -30,6 +30,7 @@ use crate::workflow::WorkflowDef;
 
 use super::alarm_repo::{AlarmRecord, ChannelRecord};
 use super::error::RepoError;
+use super::history::{AuditRecord, JobVersion, WorkflowVersion};
 use super::instance::InstanceRecord;
 use super::records::{AppRecord, JobRecord, LogLine, TriggerRecord};
 use super::repo::{
@@ -331,6 +332,34 @@ pub trait Repository: Send + Sync + Debug {
     fn delete_channel(&self, app: AppId, name: &str) -> Result<Commit<()>, RepoError>;
     /// See [`LogRepo::list_channels`].
     fn list_channels(&self, app: AppId) -> Result<Vec<ChannelRecord>, RepoError>;
+
+    // ----- versions and audit -----
+    /// See [`LogRepo::list_job_versions`].
+    fn list_job_versions(
+        &self,
+        id: JobId,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<JobVersion>, RepoError>;
+    /// See [`LogRepo::get_job_version`].
+    fn get_job_version(&self, id: JobId, version: u64) -> Result<JobRecord, RepoError>;
+    /// See [`LogRepo::list_workflow_versions`].
+    fn list_workflow_versions(
+        &self,
+        id: WorkflowId,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<WorkflowVersion>, RepoError>;
+    /// See [`LogRepo::append_audit`].
+    fn append_audit(&self, record: AuditRecord) -> Result<Commit<AuditRecord>, RepoError>;
+    /// See [`LogRepo::list_audit`].
+    fn list_audit(
+        &self,
+        app: AppId,
+        target: Option<&str>,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<AuditRecord>, RepoError>;
 
     // ----- restart and shutdown -----
     /// See [`LogRepo::load`].

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use crate::api::{
     Api, ApiError, ApiFuture, AppCreated, AppRef, CreateApp, Created, Health, InstanceAction,
-    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogFieldView,
-    LogLineView, LogQuery, LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerInfo,
-    WorkerList, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery,
-    WorkflowInstanceView, WorkflowList, WorkflowRunCreated, WorkflowView,
+    InstanceList, InstanceQuery, InstanceView, JobBody, JobList, JobQuery, JobView, LogQuery,
+    LogView, PageQuery, RunCreated, RunJob, RunWorkflow, WorkerList, WorkflowDef,
+    WorkflowInstanceAction, WorkflowInstanceList, WorkflowInstanceQuery, WorkflowInstanceView,
+    WorkflowList, WorkflowRunCreated, WorkflowView,
 };
-use crate::dispatch::GIB;
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::server::api_convert::{instance_view, job_record, job_view};
 use crate::server::core::commands::check_period;
@@ -23,7 +22,7 @@ use super::driver::Runtime;
 #[derive(Debug)]
 pub(crate) struct NodeApi(pub(crate) Arc<Runtime>);
 
-fn limit(l: Option<u32>, default: usize) -> usize {
+pub(super) fn limit(l: Option<u32>, default: usize) -> usize {
     l.map_or(default, |l| usize::try_from(l).unwrap_or(usize::MAX))
 }
 
@@ -109,7 +108,11 @@ impl NodeApi {
 
     /// The instance as the core knows it now (memory for non-final ones, else the store),
     /// NotFound unless it belongs to `app`.
-    fn instance(&self, app: &AppRef, id: InstanceId) -> Result<InstanceRecord, ApiError> {
+    pub(super) fn instance(
+        &self,
+        app: &AppRef,
+        id: InstanceId,
+    ) -> Result<InstanceRecord, ApiError> {
         Ok(self.instance_tasks(app, id)?.0)
     }
 
@@ -137,7 +140,7 @@ impl NodeApi {
     }
 
     /// Replaces a job's definition (update, enable, disable) and reschedules it.
-    async fn replace(&self, id: JobId, record: JobRecord) -> Result<JobView, ApiError> {
+    pub(super) async fn replace(&self, id: JobId, record: JobRecord) -> Result<JobView, ApiError> {
         let rt = &self.0;
         let (commit, r) = rt.step(|core, now| core.replace_job(id, record, now))?;
         let saved = rt.await_commit(commit).await?;
@@ -470,87 +473,11 @@ impl Api for NodeApi {
     }
 
     fn instance_log(&self, app: AppRef, id: InstanceId, query: LogQuery) -> ApiFuture<'_, LogView> {
-        Box::pin(async move {
-            let sh = &self.0;
-            query.validate()?;
-            self.instance(&app, id)?;
-            let limit = limit(query.limit, 1000);
-            let (items, next_cursor, prev_cursor) = match query.before {
-                Some(before) => {
-                    let items = sh.repo.read_logs_before(id, before, limit)?;
-                    // A full page may have lines before it; the page after it starts at
-                    // `before` (what the caller came from).
-                    let prev = items
-                        .first()
-                        .filter(|_| items.len() >= limit)
-                        .map(|e| e.seq);
-                    let next = items.last().map(|e| e.seq);
-                    (items, next, prev)
-                }
-                None => {
-                    let page = sh.repo.read_logs(id, query.cursor, limit)?;
-                    let prev = match (page.items.first(), query.cursor) {
-                        (_, None) => None,
-                        (Some(first), Some(_)) => Some(first.seq),
-                        (None, Some(c)) => c.checked_add(1),
-                    };
-                    (page.items, page.next_cursor, prev)
-                }
-            };
-            let dropped = sh.log_counts.get(&id).map_or(0, |c| c.1);
-            Ok(LogView {
-                instance_id: id,
-                lines: items
-                    .into_iter()
-                    .map(|e| LogLineView {
-                        seq: e.seq,
-                        time_ms: e.line.time,
-                        level: e.line.level,
-                        content: e.line.content,
-                        attempt: e.line.attempt,
-                        fields: e
-                            .line
-                            .fields
-                            .into_iter()
-                            .map(|f| LogFieldView {
-                                key: f.key,
-                                value: f.value,
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-                next_cursor,
-                prev_cursor,
-                dropped,
-            })
-        })
+        Box::pin(self.log_page(app, id, query))
     }
 
     fn list_workers(&self, app: AppRef) -> ApiFuture<'_, WorkerList> {
-        Box::pin(async move {
-            let gb = |b: u64| b as f64 / GIB as f64;
-            let workers = self
-                .0
-                .registry
-                .workers(&app.name)
-                .into_iter()
-                .map(|w| WorkerInfo {
-                    address: w.address.to_string(),
-                    tags: w.tags.iter().map(|t| t.to_string()).collect(),
-                    version: w.version.clone(),
-                    health_score: w.health_score as f64 / 1000.0,
-                    cpu_cores: f64::from(w.metrics.cpu_cores),
-                    cpu_load: w.metrics.known_load(),
-                    memory_used_gb: gb(w.metrics.memory_used_bytes),
-                    memory_total_gb: gb(w.metrics.memory_max_bytes),
-                    disk_used_gb: gb(w.metrics.disk_used_bytes),
-                    disk_total_gb: gb(w.metrics.disk_total_bytes),
-                    overloaded: w.overloaded,
-                    last_heartbeat: w.last_heartbeat_ms,
-                })
-                .collect();
-            Ok(WorkerList { workers })
-        })
+        Box::pin(self.workers_of(app))
     }
 
     fn create_workflow(
@@ -656,6 +583,72 @@ impl Api for NodeApi {
 
     fn list_alarms(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, crate::api::AlarmList> {
         Box::pin(async move { self.0.api_list_alarms(app, query) })
+    }
+
+    fn job_versions(
+        &self,
+        app: AppRef,
+        id: JobId,
+        query: PageQuery,
+    ) -> ApiFuture<'_, crate::api::JobVersionList> {
+        Box::pin(self.versions_of_job(app, id, query))
+    }
+
+    fn get_job_version(
+        &self,
+        app: AppRef,
+        id: JobId,
+        version: u64,
+    ) -> ApiFuture<'_, crate::api::JobVersionView> {
+        Box::pin(self.version_of_job(app, id, version))
+    }
+
+    fn rollback_job(
+        &self,
+        app: AppRef,
+        id: JobId,
+        req: crate::api::Rollback,
+    ) -> ApiFuture<'_, JobView> {
+        Box::pin(self.job_rollback(app, id, req))
+    }
+
+    fn workflow_versions(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        query: PageQuery,
+    ) -> ApiFuture<'_, crate::api::WorkflowVersionList> {
+        Box::pin(self.versions_of_workflow(app, id, query))
+    }
+
+    fn get_workflow_version(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        version: u64,
+    ) -> ApiFuture<'_, crate::api::WorkflowVersionView> {
+        Box::pin(self.version_of_workflow(app, id, version))
+    }
+
+    fn rollback_workflow(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        req: crate::api::Rollback,
+    ) -> ApiFuture<'_, WorkflowView> {
+        Box::pin(self.workflow_rollback(app, id, req))
+    }
+
+    fn record_audit(&self, app: AppRef, entry: crate::api::AuditEntry) -> ApiFuture<'_, ()> {
+        Box::pin(self.audit_record(app, entry))
+    }
+
+    fn list_audit(
+        &self,
+        app: AppRef,
+        query: crate::api::AuditQuery,
+    ) -> ApiFuture<'_, crate::api::AuditList> {
+        Box::pin(self.audit_list(app, query))
     }
 
     fn health(&self) -> Health {

@@ -2,7 +2,8 @@
 //! worker port, the timer, the API — behind the [`Api`](crate::api::Api) trait.
 //!
 //! ```text
-//!   Api (HTTP, client) ──► api.rs ──┐
+//!   Api (HTTP, client) ──► api.rs ──┐   (with app_api.rs, workflow_api.rs, log_api.rs,
+//!                                   │    workers_api.rs, history_api.rs: versions, audit)
 //!   timer task (driver.rs) ─────────┼──► Runtime::step: Core under its mutex ──► effects:
 //!   conn.rs: worker connections ────┘      writes awaited (driver.rs) ──► Core::resume
 //!                                          messages to connections, reconciliation queries
@@ -26,8 +27,11 @@ mod api;
 mod app_api;
 mod conn;
 pub(crate) mod driver;
+mod history_api;
+mod log_api;
 pub(crate) mod metrics;
 mod retention;
+mod workers_api;
 mod workflow_api;
 
 use std::net::SocketAddr;
