@@ -535,10 +535,10 @@ pub enum InstanceCmd {
         #[arg(long)]
         status: Option<String>,
         /// Only triggered at or after this instant (RFC 3339 or epoch ms).
-        #[arg(long)]
+        #[arg(long, alias = "from")]
         trigger_from: Option<String>,
         /// Only triggered before this instant (RFC 3339 or epoch ms).
-        #[arg(long)]
+        #[arg(long, alias = "to")]
         trigger_to: Option<String>,
         /// Only finished at or after this instant (RFC 3339 or epoch ms).
         #[arg(long)]
