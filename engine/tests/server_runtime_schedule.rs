@@ -664,3 +664,40 @@ async fn an_app_at_its_job_quota_is_refused_without_touching_other_apps() {
     api.create_job(a.clone(), job(T::Api, "")).await.unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_run_carries_a_stable_trigger_key_and_its_attempt() {
+    let clock = VirtualClock::new(T0);
+    let (server, api, app, mut w) = setup(&clock).await;
+    *w.mode.lock().unwrap() = Mode::Hold;
+    let mut body = job(T::FixedRate, "1500");
+    body.instance_retries = 1;
+    let j = api.create_job(app.clone(), body).await.unwrap().id;
+    // A scheduled fire: the job and its trigger time, attempt 1.
+    clock.advance(1500);
+    let fired = w.next_schedule().await;
+    assert_eq!(fired.trigger_key, format!("job-{}-at-{}", j.0, T0 + 1500));
+    assert_eq!(fired.trigger_time_ms, T0 + 1500);
+    assert_eq!(fired.report_seq_base >> 32, 1);
+    // Its retry after a failure: the same key, attempt 2.
+    w.r().report(fired.instance_id, W::Failed, Some("boom")).await;
+    let iid = InstanceId(fired.instance_id);
+    let due = until("the retry to be armed", || async {
+        api.get_instance(app.clone(), iid).await.unwrap().next_retry_at
+    })
+    .await;
+    clock.advance(u64::try_from(due - (T0 + 1500)).unwrap());
+    let retried = w.next_schedule().await;
+    assert_eq!(retried.instance_id, fired.instance_id);
+    assert_eq!(retried.trigger_key, fired.trigger_key);
+    assert_eq!(retried.trigger_time_ms, T0 + 1500);
+    assert_eq!(retried.report_seq_base >> 32, 2);
+    // An API run: its instance, whatever its trigger time.
+    api.set_job_enabled(app.clone(), j, false).await.unwrap();
+    let id = run(&api, &app, j).await;
+    let ran = w.next_schedule().await;
+    assert_eq!(ran.instance_id, id.0);
+    assert_eq!(ran.trigger_key, format!("instance-{}", id.0));
+    assert_eq!(ran.report_seq_base >> 32, 1);
+    server.shutdown().await;
+}
