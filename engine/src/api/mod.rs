@@ -23,6 +23,7 @@
 //! | `POST /v1/apps/{app}/jobs/{id}/enable`, `.../disable` | [`Api::set_job_enabled`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/run` | [`Api::run_job`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/copy` | [`Api::copy_job`] |
+//! | `POST /v1/apps/{app}/jobs/{id}/backfill` | [`Api::backfill_job`] ([`backfill`]) |
 //! | `GET /v1/apps/{app}/instances/{id}` | [`Api::get_instance`] |
 //! | `GET /v1/apps/{app}/instances` | [`Api::list_instances`] |
 //! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
@@ -41,6 +42,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod alarm;
+pub mod backfill;
 pub mod error;
 pub mod token;
 pub mod types;
@@ -51,6 +53,7 @@ use std::pin::Pin;
 
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 pub use alarm::*;
+pub use backfill::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use token::*;
 pub use types::*;
@@ -109,6 +112,13 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
             }
             self.create_job(app, body).await
         })
+    }
+    /// Runs job `id` once per trigger time of its time expression in `req`'s past range
+    /// (refused past [`MAX_BACKFILL_RUNS`]), each run carrying its trigger time; a dry run
+    /// only lists the times. The runs are durable when this resolves.
+    fn backfill_job(&self, app: AppRef, id: JobId, req: Backfill) -> ApiFuture<'_, BackfillResult> {
+        let _ = (app, id, req);
+        Box::pin(async { Err(ApiError::unavailable("this server has no backfill")) })
     }
     /// One instance.
     fn get_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView>;

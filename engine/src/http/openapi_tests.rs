@@ -304,6 +304,13 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
         delay_ms: 1,
     };
     request_matches(&d, "post", "/v1/apps/{app}/jobs/{id}/run", "RunJob", &run);
+    let backfill = crate::api::Backfill {
+        from: 1,
+        to: 2,
+        dry_run: true,
+    };
+    let path = "/v1/apps/{app}/jobs/{id}/backfill";
+    request_matches(&d, "post", path, "Backfill", &backfill);
     let copy = CopyJob {
         name: "c".into(),
         enabled: Some(false),
@@ -547,6 +554,23 @@ fn real_answers_match_the_response_schemas() {
         "RunCreated",
         &RunCreated {
             instance_id: InstanceId(9),
+        },
+    );
+    conforms(
+        &d,
+        "BackfillResult",
+        &crate::api::BackfillResult {
+            runs: vec![
+                crate::api::BackfillRun {
+                    trigger_time: -1,
+                    instance_id: Some(InstanceId(9)),
+                },
+                crate::api::BackfillRun {
+                    trigger_time: 2,
+                    instance_id: None,
+                },
+            ],
+            dry_run: false,
         },
     );
     let bare = instance(InstanceStatus::WaitingDispatch);

@@ -87,6 +87,7 @@ pub(crate) fn routes() -> Routes {
         .post("/v1/apps/{app}/jobs/{id}/disable", h::disable_job)
         .post("/v1/apps/{app}/jobs/{id}/run", h::run_job)
         .post("/v1/apps/{app}/jobs/{id}/copy", h::copy_job)
+        .post("/v1/apps/{app}/jobs/{id}/backfill", h::backfill_job)
         .get("/v1/apps/{app}/instances", h::list_instances)
         .get("/v1/apps/{app}/instances/{id}", h::get_instance)
         .post("/v1/apps/{app}/instances/{id}/stop", h::stop_instance)

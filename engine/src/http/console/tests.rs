@@ -474,7 +474,10 @@ async fn the_instances_page_filters_by_a_time_range_and_pages_with_it() {
         .get("/instances?job_id=3&time=finished&from=2025-12-07T00%3A00&to=1765152000000")
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert!(page.contains("name=\"from\"") && page.contains("2025-12-07T00:00"), "{page}");
+    assert!(
+        page.contains("name=\"from\"") && page.contains("2025-12-07T00:00"),
+        "{page}"
+    );
     assert!(
         page.contains(
             "/instances?cursor=41&amp;job_id=3&amp;time=finished&amp;from=1765065600000&amp;to=1765152000000"

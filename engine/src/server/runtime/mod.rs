@@ -24,6 +24,7 @@
 mod alarm;
 mod api;
 mod app_api;
+mod backfill;
 mod conn;
 pub(crate) mod driver;
 pub(crate) mod metrics;
