@@ -552,7 +552,9 @@ fn backfill_lists_every_trigger_of_the_range_by_table() {
     let every = Lifecycle::default();
     let hourly = cron("0 0 * * * ?");
     let h = 60 * MIN;
-    let cases: [(&str, &TimeExpression, Lifecycle, i64, i64, usize, Result<Vec<i64>, BackfillError>); 9] = [
+    // (name, expression, window, from, to, cap, the times or the error)
+    type Case<'a> = (&'a str, &'a TimeExpression, Lifecycle, i64, i64, usize, Result<Vec<i64>, BackfillError>);
+    let cases: [Case; 9] = [
         ("cron, from on a trigger", &hourly, every, 0, 3 * h, 100, Ok(vec![0, h, 2 * h])),
         ("cron, to excluded", &hourly, every, 1, 3 * h + 1, 100, Ok(vec![h, 2 * h, 3 * h])),
         ("cron, nothing inside", &hourly, every, 1, h, 100, Ok(vec![])),
