@@ -580,3 +580,31 @@ fn a_year_of_per_second_triggers_is_refused_after_cap_steps() {
         })
     );
 }
+
+#[test]
+fn backfill_takes_any_range_without_panicking() {
+    let daily = expr(
+        TimeExpressionType::DailyTimeInterval,
+        r#"{"interval": 5, "unit": "SECONDS"}"#,
+    );
+    let exprs = [cron("0 0 * * * ?"), rate(1), rate(u64::MAX), daily];
+    let edges = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+    for e in &exprs {
+        for &from in &edges {
+            for &to in &edges {
+                let s = Schedule {
+                    expression: e,
+                    lifecycle: &Lifecycle::default(),
+                    misfire: Skip,
+                };
+                let r = s.backfill_times(from, to, MAX_BACKFILL_RUNS);
+                if let Ok(times) = r {
+                    assert!(
+                        times.iter().all(|t| (from..to).contains(t)),
+                        "{e:?} {from} {to}"
+                    );
+                }
+            }
+        }
+    }
+}
