@@ -492,6 +492,23 @@ pub enum JobCmd {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
+    /// Run a job once per trigger time of its schedule in a past range [from, to) (at most
+    /// 1000); prints the trigger times and the instances created.
+    Backfill {
+        #[command(flatten)]
+        app: AppArg,
+        /// Job id.
+        id: JobId,
+        /// Start of the range, inclusive (RFC 3339 or epoch ms).
+        #[arg(long)]
+        from: String,
+        /// End of the range, exclusive, not in the future (RFC 3339 or epoch ms).
+        #[arg(long)]
+        to: String,
+        /// Only list the trigger times.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Copy a job under a new name (every other field as the source's); prints the copy's id.
     Copy {
         #[command(flatten)]
@@ -568,10 +585,10 @@ pub enum InstanceCmd {
         #[arg(long)]
         status: Option<String>,
         /// Only triggered at or after this instant (RFC 3339 or epoch ms).
-        #[arg(long)]
+        #[arg(long, alias = "from")]
         trigger_from: Option<String>,
         /// Only triggered before this instant (RFC 3339 or epoch ms).
-        #[arg(long)]
+        #[arg(long, alias = "to")]
         trigger_to: Option<String>,
         /// Only finished at or after this instant (RFC 3339 or epoch ms).
         #[arg(long)]
@@ -901,6 +918,34 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                     println!("{}", run.instance_id.get());
                     Ok(())
                 }
+            }
+            JobCmd::Backfill {
+                app,
+                id,
+                from,
+                to,
+                dry_run,
+            } => {
+                let req = ferrojob::api::Backfill {
+                    from: instant("--from", from)?,
+                    to: instant("--to", to)?,
+                    dry_run: *dry_run,
+                };
+                let done = client.backfill_job(&app.app, *id, &req).await?;
+                if json {
+                    return print_json(&done);
+                }
+                for run in &done.runs {
+                    let t = run.trigger_time;
+                    let when = chrono::DateTime::from_timestamp_millis(t)
+                        .map_or_else(|| t.to_string(), |d| d.to_rfc3339());
+                    match (done.dry_run, run.instance_id) {
+                        (true, _) => println!("{when}"),
+                        (false, Some(iid)) => println!("{when} instance={}", iid.get()),
+                        (false, None) => println!("{when} skipped (overlap policy SKIP)"),
+                    }
+                }
+                Ok(())
             }
             JobCmd::Enable { app, id } | JobCmd::Disable { app, id } => {
                 let enable = matches!(cmd, JobCmd::Enable { .. });

@@ -181,6 +181,47 @@ impl Schedule<'_> {
         }
     }
 
+    /// The trigger times in `[from, to)`, ascending, at most `cap` of them: what a backfill
+    /// of the range runs. CRON and DAILY_TIME_INTERVAL give their own trigger times;
+    /// FIXED_RATE and FIXED_DELAY a grid that starts at `from` (`from`, `from + period`, ...),
+    /// since a past range has no runs of its own to space them from. Triggers outside the
+    /// lifecycle window are left out. The walk visits at most `cap + 1` triggers.
+    pub fn backfill_times(
+        &self,
+        from: EpochMs,
+        to: EpochMs,
+        cap: usize,
+    ) -> Result<Vec<EpochMs>, BackfillError> {
+        if from >= to {
+            return Err(BackfillError::EmptyRange { from, to });
+        }
+        if matches!(
+            self.expression,
+            TimeExpression::Api | TimeExpression::Workflow
+        ) {
+            return Err(BackfillError::NoTriggers);
+        }
+        // The grid is `anchor + k·step` for k >= 1: anchor one step before `from` so that
+        // `from` is its first point.
+        let anchor = match fixed_step(self.expression) {
+            Some(step) => from.saturating_sub(i64::try_from(step).unwrap_or(i64::MAX)),
+            None => from,
+        };
+        let mut out = Vec::new();
+        let mut t = self
+            .expression
+            .next_within(self.lifecycle, anchor, from.saturating_sub(1));
+        while let Some(at) = t.filter(|at| *at < to) {
+            if out.len() == cap {
+                return Err(BackfillError::TooMany { cap });
+            }
+            out.push(at);
+            t = self.step(at);
+        }
+        debug_assert!(out.windows(2).all(|w| w.first() < w.last()), "ascending");
+        Ok(out)
+    }
+
     /// What fires now that the trigger `due` came due at `now`, with a misfire threshold of
     /// `threshold_ms` milliseconds: see the module documentation.
     pub fn plan(&self, threshold_ms: u64, due: EpochMs, now: EpochMs) -> FirePlan {
@@ -259,6 +300,42 @@ impl Schedule<'_> {
         );
         debug_assert!(plan.fires.last().is_none_or(|f| *f <= now));
         debug_assert!(plan.dropped == 0 || missed_fired == cap);
+    }
+}
+
+/// Most runs one backfill creates: a range holding more trigger times is refused whole, so
+/// that a backfill never does part of what was asked.
+pub const MAX_BACKFILL_RUNS: usize = 1000;
+
+/// Why a backfill range has no plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackfillError {
+    /// `from` is not before `to`.
+    #[error("the range is empty: from {from} is not before to {to}")]
+    EmptyRange {
+        /// Start of the range (inclusive), epoch ms.
+        from: EpochMs,
+        /// End of the range (exclusive), epoch ms.
+        to: EpochMs,
+    },
+    /// API and WORKFLOW jobs have no trigger times of their own.
+    #[error("the job's time expression has no trigger times to backfill")]
+    NoTriggers,
+    /// The range holds more than `cap` trigger times.
+    #[error("the range holds more than {cap} trigger times; narrow it")]
+    TooMany {
+        /// The cap that was passed.
+        cap: usize,
+    },
+}
+
+/// A FIXED_RATE or FIXED_DELAY grid's step, ms.
+fn fixed_step(expression: &TimeExpression) -> Option<u64> {
+    match expression {
+        TimeExpression::FixedRate { period_ms } => Some(*period_ms),
+        TimeExpression::FixedDelay { delay_ms } => Some(*delay_ms),
+        _ => None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! The scheduling rules of `ferrojob::schedule`: the fire plan (misfire walk) by table, at its
 //! edges and against a brute-force model; the first-trigger and next-after-fire helpers.
 
-use ferrojob::schedule::{FirePlan, Schedule, MAX_CATCH_UP, MAX_WALK_STEPS};
+use ferrojob::schedule::{
+    BackfillError, FirePlan, Schedule, MAX_BACKFILL_RUNS, MAX_CATCH_UP, MAX_WALK_STEPS,
+};
 use ferrojob::time_expression::{
     EpochMs, Lifecycle, MisfirePolicy, TimeExpression, TimeExpressionType,
 };
@@ -524,5 +526,85 @@ proptest! {
         }
         let expected = e.next_n(start, start, fired.len());
         prop_assert_eq!(fired, expected);
+    }
+}
+
+/// A backfill of `[from, to)` (offsets from `T0`), as offsets from `T0`, or its error.
+fn backfill(
+    e: &TimeExpression,
+    lifecycle: Lifecycle,
+    from: i64,
+    to: i64,
+    cap: usize,
+) -> Result<Vec<i64>, BackfillError> {
+    let s = Schedule {
+        expression: e,
+        lifecycle: &lifecycle,
+        misfire: Skip,
+    };
+    s.backfill_times(T0 + from, T0 + to, cap)
+        .map(|v| v.into_iter().map(|t| t - T0).collect())
+}
+
+#[rustfmt::skip]
+#[test]
+fn backfill_lists_every_trigger_of_the_range_by_table() {
+    let every = Lifecycle::default();
+    let hourly = cron("0 0 * * * ?");
+    let h = 60 * MIN;
+    // (name, expression, window, from, to, cap, the times or the error)
+    type Case<'a> = (&'a str, &'a TimeExpression, Lifecycle, i64, i64, usize, Result<Vec<i64>, BackfillError>);
+    let cases: [Case; 9] = [
+        ("cron, from on a trigger", &hourly, every, 0, 3 * h, 100, Ok(vec![0, h, 2 * h])),
+        ("cron, to excluded", &hourly, every, 1, 3 * h + 1, 100, Ok(vec![h, 2 * h, 3 * h])),
+        ("cron, nothing inside", &hourly, every, 1, h, 100, Ok(vec![])),
+        ("rate, the grid starts at from", &rate(420_000), every, 5, 20 * MIN, 100, Ok(vec![5, 7 * MIN + 5, 14 * MIN + 5])),
+        ("lifecycle cuts both ends", &hourly, window(Some(h), Some(2 * h)), 0, DAY, 100, Ok(vec![h, 2 * h])),
+        ("exactly the cap", &hourly, every, 0, DAY, 24, Ok((0..24).map(|i| i * h).collect())),
+        ("one over the cap", &hourly, every, 0, DAY + 1, 24, Err(BackfillError::TooMany { cap: 24 })),
+        ("empty range", &hourly, every, h, h, 100, Err(BackfillError::EmptyRange { from: T0 + h, to: T0 + h })),
+        ("API has no triggers", &TimeExpression::Api, every, 0, DAY, 100, Err(BackfillError::NoTriggers)),
+    ];
+    for (name, e, lifecycle, from, to, cap, want) in cases {
+        assert_eq!(backfill(e, lifecycle, from, to, cap), want, "{name}");
+    }
+}
+
+#[test]
+fn a_year_of_per_second_triggers_is_refused_after_cap_steps() {
+    let e = cron("* * * * * ?");
+    assert_eq!(
+        backfill(&e, Lifecycle::default(), 0, 365 * DAY, MAX_BACKFILL_RUNS),
+        Err(BackfillError::TooMany {
+            cap: MAX_BACKFILL_RUNS
+        })
+    );
+}
+
+#[test]
+fn backfill_takes_any_range_without_panicking() {
+    let daily = expr(
+        TimeExpressionType::DailyTimeInterval,
+        r#"{"interval": 5, "unit": "SECONDS"}"#,
+    );
+    let exprs = [cron("0 0 * * * ?"), rate(1), rate(u64::MAX), daily];
+    let edges = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+    for e in &exprs {
+        for &from in &edges {
+            for &to in &edges {
+                let s = Schedule {
+                    expression: e,
+                    lifecycle: &Lifecycle::default(),
+                    misfire: Skip,
+                };
+                let r = s.backfill_times(from, to, MAX_BACKFILL_RUNS);
+                if let Ok(times) = r {
+                    assert!(
+                        times.iter().all(|t| (from..to).contains(t)),
+                        "{e:?} {from} {to}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 mod server_runtime_support;
 
-use ferrojob::api::{JobBody, JobQuery};
+use ferrojob::api::{Backfill, JobBody, JobQuery};
 use ferrojob::clock::VirtualClock;
 use ferrojob::ids::InstanceId;
 use ferrojob::model::InstanceStatus as S;
@@ -662,5 +662,135 @@ async fn an_app_at_its_job_quota_is_refused_without_touching_other_apps() {
     // Deleting one makes room again.
     api.delete_job(a.clone(), first).await.unwrap();
     api.create_job(a.clone(), job(T::Api, "")).await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_run_carries_a_stable_trigger_key_and_its_attempt() {
+    let clock = VirtualClock::new(T0);
+    let (server, api, app, mut w) = setup(&clock).await;
+    *w.mode.lock().unwrap() = Mode::Hold;
+    let mut body = job(T::FixedRate, "1500");
+    body.instance_retries = 1;
+    let j = api.create_job(app.clone(), body).await.unwrap().id;
+    // A scheduled fire: the job and its trigger time, attempt 1.
+    clock.advance(1500);
+    let fired = w.next_schedule().await;
+    assert_eq!(fired.trigger_key, format!("job-{}-at-{}", j.0, T0 + 1500));
+    assert_eq!(fired.trigger_time_ms, T0 + 1500);
+    assert_eq!(fired.report_seq_base >> 32, 1);
+    // Its retry after a failure: the same key, attempt 2.
+    w.r()
+        .report(fired.instance_id, W::Failed, Some("boom"))
+        .await;
+    let iid = InstanceId(fired.instance_id);
+    let due = until("the retry to be armed", || async {
+        api.get_instance(app.clone(), iid)
+            .await
+            .unwrap()
+            .next_retry_at
+    })
+    .await;
+    clock.advance(u64::try_from(due - (T0 + 1500)).unwrap());
+    let retried = w.next_schedule().await;
+    assert_eq!(retried.instance_id, fired.instance_id);
+    assert_eq!(retried.trigger_key, fired.trigger_key);
+    assert_eq!(retried.trigger_time_ms, T0 + 1500);
+    assert_eq!(retried.report_seq_base >> 32, 2);
+    // An API run: its instance, whatever its trigger time.
+    api.set_job_enabled(app.clone(), j, false).await.unwrap();
+    let id = run(&api, &app, j).await;
+    let ran = w.next_schedule().await;
+    assert_eq!(ran.instance_id, id.0);
+    assert_eq!(ran.trigger_key, format!("instance-{}", id.0));
+    assert_eq!(ran.report_seq_base >> 32, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn backfill_runs_each_past_trigger_time_once_with_its_time() {
+    const HOUR: i64 = 3_600_000;
+    let clock = VirtualClock::new(T0 + 24 * HOUR);
+    let (server, api, app, _w) = setup(&clock).await;
+    let j = api
+        .create_job(app.clone(), job(T::Cron, "0 0 * * * ?"))
+        .await
+        .unwrap()
+        .id;
+    let ask = |from: i64, to: i64, dry_run: bool| {
+        let (api, app) = (api.clone(), app.clone());
+        async move {
+            api.backfill_job(app, j, Backfill { from, to, dry_run })
+                .await
+        }
+    };
+    let times = vec![T0, T0 + HOUR, T0 + 2 * HOUR];
+
+    // A dry run lists the times and creates nothing.
+    let dry = ask(T0, T0 + 3 * HOUR, true).await.unwrap();
+    assert!(dry.dry_run);
+    let listed: Vec<i64> = dry.runs.iter().map(|r| r.trigger_time).collect();
+    assert_eq!(listed, times);
+    assert!(dry.runs.iter().all(|r| r.instance_id.is_none()));
+    assert!(instances(&api, &app, j).await.is_empty());
+
+    // The real one: one run per time, each carrying it.
+    let done = ask(T0, T0 + 3 * HOUR, false).await.unwrap();
+    assert!(!done.dry_run);
+    let ran = succeeded(&api, &app, j, 3).await;
+    let got: Vec<(i64, Option<InstanceId>)> =
+        ran.iter().map(|i| (i.trigger_time, Some(i.id))).collect();
+    let answered: Vec<(i64, Option<InstanceId>)> = done
+        .runs
+        .iter()
+        .map(|r| (r.trigger_time, r.instance_id))
+        .collect();
+    assert_eq!(got, answered);
+    assert_eq!(
+        ran.iter().map(|i| i.trigger_time).collect::<Vec<_>>(),
+        times
+    );
+    assert!(
+        ran.iter().all(|i| i.run == 0),
+        "backfill runs are not fires"
+    );
+
+    // Refused: a range reaching into the future, one over the cap, an empty one, an API job.
+    let refused = |r: Result<ferrojob::api::BackfillResult, ferrojob::api::ApiError>,
+                   field: &str| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code, ferrojob::api::ErrorCode::InvalidArgument, "{e:?}");
+        assert!(e.message.contains(field), "{field}: {e:?}");
+    };
+    refused(ask(T0, T0 + 25 * HOUR, true).await, "to");
+    let per_second = api
+        .create_job(app.clone(), job(T::Cron, "* * * * * ?"))
+        .await
+        .unwrap()
+        .id;
+    let over = Backfill {
+        from: T0,
+        to: T0 + HOUR,
+        dry_run: true,
+    };
+    refused(
+        api.backfill_job(app.clone(), per_second, over).await,
+        "1000",
+    );
+    refused(ask(T0 + HOUR, T0 + HOUR, true).await, "empty");
+    let api_job = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let some = Backfill {
+        from: T0,
+        to: T0 + HOUR,
+        dry_run: true,
+    };
+    refused(
+        api.backfill_job(app.clone(), api_job, some).await,
+        "no trigger times",
+    );
     server.shutdown().await;
 }

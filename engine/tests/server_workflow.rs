@@ -143,6 +143,8 @@ async fn chain_runs_in_order_and_the_context_reaches_downstream() {
     let s1 = e.finish_next(W::Succeed, r#"{"a": 1}"#).await;
     assert_eq!(s1.job_id, j1.0);
     assert_eq!(s1.workflow_instance_id, Some(wfi.0));
+    // A node's run is keyed by its instance, the same for every attempt.
+    assert_eq!(s1.trigger_key, format!("instance-{}", s1.instance_id));
     assert_eq!(ctx(&s1), json!({"seed": 7}));
     let s2 = e.finish_next(W::Succeed, "plain text").await;
     assert_eq!(s2.job_id, j2.0);

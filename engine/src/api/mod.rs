@@ -23,6 +23,7 @@
 //! | `POST /v1/apps/{app}/jobs/{id}/enable`, `.../disable` | [`Api::set_job_enabled`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/run` | [`Api::run_job`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/copy` | [`Api::copy_job`] |
+//! | `POST /v1/apps/{app}/jobs/{id}/backfill` | [`Api::backfill_job`] ([`backfill`]) |
 //! | `GET /v1/apps/{app}/jobs/{id}/versions[/{version}]`, `POST .../jobs/{id}/rollback` | [`Api::job_versions`], [`Api::get_job_version`], [`Api::rollback_job`] ([`history`]) |
 //! | `GET /v1/apps/{app}/workflows/{id}/versions[/{version}]`, `POST .../workflows/{id}/rollback` | [`Api::workflow_versions`], [`Api::get_workflow_version`], [`Api::rollback_workflow`] |
 //! | `GET /v1/apps/{app}/audit` | [`Api::list_audit`] (records written by the HTTP layer through [`Api::record_audit`]) |
@@ -44,6 +45,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod alarm;
+pub mod backfill;
 pub mod error;
 pub mod history;
 pub mod token;
@@ -55,6 +57,7 @@ use std::pin::Pin;
 
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 pub use alarm::*;
+pub use backfill::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use history::*;
 pub use token::*;
@@ -114,6 +117,13 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
             }
             self.create_job(app, body).await
         })
+    }
+    /// Runs job `id` once per trigger time of its time expression in `req`'s past range
+    /// (refused past [`MAX_BACKFILL_RUNS`]), each run carrying its trigger time; a dry run
+    /// only lists the times. The runs are durable when this resolves.
+    fn backfill_job(&self, app: AppRef, id: JobId, req: Backfill) -> ApiFuture<'_, BackfillResult> {
+        let _ = (app, id, req);
+        Box::pin(async { Err(ApiError::unavailable("this server has no backfill")) })
     }
     /// One instance.
     fn get_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView>;

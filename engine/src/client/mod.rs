@@ -205,6 +205,20 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/apps/{app}/jobs/{id}/backfill`.
+    pub async fn backfill_job(
+        &self,
+        app: &str,
+        id: JobId,
+        req: &crate::api::Backfill,
+    ) -> Result<crate::api::BackfillResult, ClientError> {
+        self.post(
+            &["v1", "apps", app, "jobs", &id.get().to_string(), "backfill"],
+            req,
+        )
+        .await
+    }
+
     /// `GET /v1/apps/{app}/instances/{id}`.
     pub async fn get_instance(
         &self,

@@ -193,6 +193,25 @@ pub(crate) async fn run_job(
     s.idempotency.answer(scope, s.clock.now_ms(), run).await
 }
 
+/// `POST /v1/apps/{app}/jobs/{id}/backfill` `{"from","to","dry_run"}` → the trigger times and
+/// the runs created (operate; honours `Idempotency-Key`).
+pub(crate) async fn backfill_job(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    req: Request,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Operate)?;
+    let id = parse_id(&p.id)?;
+    let scope = idempotency::scope(&req)?;
+    let api = Arc::clone(&s.api);
+    let run = || async move {
+        let body: crate::api::Backfill = json_body(req).await?;
+        ok(api.backfill_job(app, id, body).await?)
+    };
+    s.idempotency.answer(scope, s.clock.now_ms(), run).await
+}
+
 /// `POST /v1/apps/{app}/jobs/{id}/copy` → 201 `{"id"}` of the copy.
 pub(crate) async fn copy_job(
     State(s): State<Shared>,

@@ -100,6 +100,18 @@ pub fn attempt_base(attempt: u32) -> u64 {
 }
 
 impl InstanceRecord {
+    /// What this run is for, the same for every attempt and across restarts (processors
+    /// de-duplicate by it): `job-{job}-at-{trigger_time}` for a scheduled fire (`run > 0`:
+    /// one instance per job and trigger time), `instance-{id}` for every other run (API,
+    /// backfill, workflow node), whose instance is its only identity.
+    pub fn trigger_key(&self) -> String {
+        if self.run > 0 {
+            format!("job-{}-at-{}", self.job_id.0, self.trigger_time)
+        } else {
+            format!("instance-{}", self.id.0)
+        }
+    }
+
     /// A new WAITING_DISPATCH instance of `job_id` meant to fire at `trigger_time`
     /// (`status_time` = `trigger_time`; the id is assigned on insert).
     pub fn new(

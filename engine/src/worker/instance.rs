@@ -42,6 +42,7 @@ pub(crate) struct InstanceInfo {
     pub job_params: Arc<str>,
     pub instance_params: Arc<str>,
     pub workflow_context: Arc<str>,
+    pub trigger_key: Arc<str>,
     pub timeout: Option<Duration>,
 }
 
@@ -53,6 +54,7 @@ impl InstanceInfo {
             job_params: Arc::from(job.job_params.as_str()),
             instance_params: Arc::from(job.instance_params.as_str()),
             workflow_context: Arc::from(job.workflow_context.as_str()),
+            trigger_key: Arc::from(job.trigger_key.as_str()),
             timeout,
             job,
         }
@@ -76,6 +78,9 @@ impl InstanceInfo {
             workflow_context: Arc::clone(&self.workflow_context),
             task_id: Arc::from(task_id),
             attempt,
+            trigger_key: Arc::clone(&self.trigger_key),
+            trigger_time: self.job.trigger_time_ms,
+            dispatch_attempt: super::state::attempt_of(&self.job),
             worker_address: Arc::clone(&shared.address),
             timeout: self.timeout,
             logger,

@@ -74,6 +74,9 @@ pub struct TaskContext {
     pub(crate) workflow_context: Arc<str>,
     pub(crate) task_id: Arc<str>,
     pub(crate) attempt: u32,
+    pub(crate) trigger_key: Arc<str>,
+    pub(crate) trigger_time: i64,
+    pub(crate) dispatch_attempt: u32,
     pub(crate) worker_address: Arc<str>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) logger: InstanceLogger,
@@ -87,6 +90,8 @@ impl fmt::Debug for TaskContext {
             .field("job_id", &self.job_id)
             .field("task_id", &self.task_id)
             .field("attempt", &self.attempt)
+            .field("trigger_key", &self.trigger_key)
+            .field("dispatch_attempt", &self.dispatch_attempt)
             .field("worker_address", &self.worker_address)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -145,6 +150,30 @@ impl TaskContext {
     /// 1 for the first attempt of this task, 2 for its first retry, ...
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// What this run is for, the same for every attempt of it and across server restarts:
+    /// `job-{job}-at-{trigger_time}` for a scheduled fire, `instance-{id}` for an API run, a
+    /// backfill run or a workflow node. A processor whose writes must happen once per run
+    /// keys them by this, fenced by [`dispatch_attempt`](Self::dispatch_attempt).
+    pub fn trigger_key(&self) -> &str {
+        &self.trigger_key
+    }
+
+    /// The run's logical trigger time, ms since the epoch: when it was meant to fire (for a
+    /// backfill run, the past instant it stands for), not when it started.
+    pub fn trigger_time(&self) -> i64 {
+        self.trigger_time
+    }
+
+    /// The instance's dispatch number: 1 for the first dispatch, one more for each
+    /// re-dispatch (an instance retry, a retry from the API, a worker lost). It only grows
+    /// for a [`trigger_key`](Self::trigger_key), across server restarts too, so a
+    /// downstream store that keeps the highest attempt it has seen per key can refuse the
+    /// late write of an attempt it has already moved past (a fence). Task retries within one
+    /// dispatch share it; [`attempt`](Self::attempt) tells them apart.
+    pub fn dispatch_attempt(&self) -> u32 {
+        self.dispatch_attempt
     }
 
     /// The address (`host:port`) of the worker running this task.

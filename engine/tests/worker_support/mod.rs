@@ -212,6 +212,8 @@ pub fn job(instance_id: u64, processor: &str, params: &str) -> ScheduleJob {
         dispatch_time_ms: 0,
         report_seq_base: 0,
         workflow_context: String::new(),
+        trigger_key: format!("instance-{instance_id}"),
+        trigger_time_ms: 0,
     }
 }
 

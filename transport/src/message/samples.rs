@@ -38,6 +38,8 @@ pub fn schedule_job() -> ScheduleJob {
         dispatch_time_ms: 1_795_000_000_000,
         report_seq_base: 0,
         workflow_context: String::new(),
+        trigger_key: "job-1042-at-1795000000000".into(),
+        trigger_time_ms: 1_795_000_000_000,
     }
 }
 

@@ -106,6 +106,8 @@ prop_compose! {
         log in (prop_oneof![Just(LogType::Online), Just(LogType::Local), Just(LogType::Stdout), Just(LogType::Null)], log_level()),
         alarm in any::<(u32, u32, u32)>(),
         t in any::<i64>(),
+        key in s(),
+        trigger in any::<i64>(),
     ) -> ScheduleJob {
         ScheduleJob {
             app_id: ids.0, job_id: ids.1, instance_id: ids.2, workflow_instance_id: wf,
@@ -120,6 +122,8 @@ prop_compose! {
             dispatch_time_ms: t,
             report_seq_base: 0,
             workflow_context: String::new(),
+            trigger_key: key,
+            trigger_time_ms: trigger,
         }
     }
 }

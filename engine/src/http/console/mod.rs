@@ -43,8 +43,8 @@
 //!   heartbeat ([`sightings`]).
 //!
 //! What the [`Api`] does not offer, the console does not show: there is no app listing
-//! (sign in names the app), no time-range filter for instances, and an instance's start
-//! time is not kept apart from its dispatch time.
+//! (sign in names the app), and an instance's start time is not kept apart from its
+//! dispatch time.
 
 // Helpers answer `Result<_, Response>` whose `Err` is the finished error page or redirect,
 // returned by the handler at once and never stored: its size does not matter.
@@ -52,6 +52,7 @@
 
 mod dag;
 mod form;
+mod instance_filter;
 mod jobs;
 mod pages;
 mod routes;

@@ -310,7 +310,7 @@ pub(crate) fn confirm_delete(session: &Session, job: &JobView) -> Markup {
 /// The instances table, one page, newest first.
 pub(crate) fn instances(
     session: &Session,
-    filter: &super::routes::InstanceFilter,
+    filter: &super::instance_filter::InstanceFilter,
     items: &[InstanceView],
     next: Option<String>,
 ) -> Markup {
@@ -320,6 +320,9 @@ pub(crate) fn instances(
         form.filters method="get" action="/instances" {
             label { "Job id" input name="job_id" inputmode="numeric" value=(filter.job_id); }
             label { "Status" (select("status", &statuses, &filter.status, Some("any"))) }
+            label { "Time" (select("time", &["trigger", "finished"], filter.time.as_str(), None)) }
+            label { "From (UTC)" input name="from" placeholder="2026-12-01T00:00" value=(filter.from); }
+            label { "To (UTC, excluded)" input name="to" placeholder="epoch ms or RFC 3339" value=(filter.to); }
             button type="submit" { "Filter" }
         }
         @if items.is_empty() { p.muted { "No instances." } } @else {

@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::Markup;
 
-use super::form::{parse_wire, Fields};
+use super::form::Fields;
+use super::instance_filter::InstanceFilter;
 use super::pages::{self, Overview};
 use super::session::{cookie, random_token, set_cookie, Session, LOGIN_COOKIE, SESSION_COOKIE};
 use super::Console;
@@ -22,7 +23,7 @@ use crate::api::{
 use crate::clock::{Clock, SystemClock};
 use crate::http::auth::{ct_eq, Denied};
 use crate::http::failure::LoginFailed;
-use crate::ids::{InstanceId, JobId};
+use crate::ids::InstanceId;
 use crate::model::InstanceStatus;
 
 /// Instances per page of the instances table.
@@ -414,61 +415,30 @@ pub(super) async fn overview_live(State(c): State<Console>, headers: HeaderMap) 
     }
 }
 
-/// The instances page's filters, as typed.
-#[derive(Debug, Default)]
-pub(crate) struct InstanceFilter {
-    pub(crate) job_id: String,
-    pub(crate) status: String,
-}
-
-/// `GET /instances?job_id&status&cursor`: one page, newest first.
+/// `GET /instances?job_id&status&time&from&to&cursor`: one page, newest first.
 pub(super) async fn instances(State(c): State<Console>, req: Request) -> Response {
     let s = match c.session(req.headers()) {
         Ok(s) => s,
         Err(r) => return r,
     };
     let q = query(req.uri());
-    let filter = InstanceFilter {
-        job_id: q.get("job_id").unwrap_or("").to_owned(),
-        status: q.get("status").unwrap_or("").to_owned(),
-    };
     let bad = |what: &str| api_error(&ApiError::invalid(what, "not a valid value"));
-    let job_id = match q.get("job_id").map(str::parse::<u64>) {
-        None => None,
-        Some(Ok(id)) => Some(JobId(id)),
-        Some(Err(_)) => return bad("job_id"),
-    };
-    let status = match q.get("status") {
-        None => None,
-        Some(v) => match parse_wire::<InstanceStatus>(v) {
-            Some(st) => Some(st),
-            None => return bad("status"),
-        },
+    let filter = match InstanceFilter::parse(&q) {
+        Ok(f) => f,
+        Err(field) => return bad(field),
     };
     let cursor = match q.get("cursor").map(str::parse::<u64>) {
         None => None,
         Some(Ok(c)) => Some(c),
         Some(Err(_)) => return bad("cursor"),
     };
-    let query = InstanceQuery {
-        job_id,
-        status,
-        limit: Some(INSTANCES_PAGE),
-        cursor,
-        ..InstanceQuery::default()
-    };
-    match c.api.list_instances(s.app.clone(), query).await {
+    match c
+        .api
+        .list_instances(s.app.clone(), filter.query(INSTANCES_PAGE, cursor))
+        .await
+    {
         Ok(page) => {
-            let next = page.next_cursor.map(|cursor| {
-                let mut href = format!("/instances?cursor={cursor}");
-                if let Some(id) = job_id {
-                    href.push_str(&format!("&job_id={}", id.0));
-                }
-                if let Some(st) = status {
-                    href.push_str(&format!("&status={}", super::form::wire(&st)));
-                }
-                href
-            });
+            let next = page.next_cursor.map(|cursor| filter.older_href(cursor));
             ok(pages::instances(&s, &filter, &page.items, next))
         }
         Err(e) => api_error(&e),

@@ -24,6 +24,8 @@ struct State {
     more_runs: bool,
     /// `list_workflows` answers Unavailable.
     fail: bool,
+    /// Every query the instances page sent.
+    instance_queries: Vec<InstanceQuery>,
 }
 
 #[derive(Debug, Default)]
@@ -83,10 +85,12 @@ impl Api for Fake {
     fn get_instance(&self, _: AppRef, _: InstanceId) -> ApiFuture<'_, InstanceView> {
         unavailable()
     }
-    fn list_instances(&self, _: AppRef, _: InstanceQuery) -> ApiFuture<'_, InstanceList> {
+    fn list_instances(&self, _: AppRef, q: InstanceQuery) -> ApiFuture<'_, InstanceList> {
+        let mut st = self.0.lock();
+        st.instance_queries.push(q);
         ready(Ok(InstanceList {
             items: vec![],
-            next_cursor: None,
+            next_cursor: st.more_runs.then_some(41),
         }))
     }
     fn instance_action(
@@ -459,4 +463,35 @@ async fn bad_ids_and_api_failures_get_error_pages_not_panics() {
     let (status, page) = c.get("/workers").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("No worker is connected.") && page.contains("No worker was lost."));
+}
+
+#[tokio::test]
+async fn the_instances_page_filters_by_a_time_range_and_pages_with_it() {
+    let fake = Arc::new(Fake::default());
+    fake.0.lock().more_runs = true;
+    let c = Client::sign_in(fake.clone()).await;
+    let (status, page) = c
+        .get("/instances?job_id=3&time=finished&from=2025-12-07T00%3A00&to=1765152000000")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("name=\"from\"") && page.contains("2025-12-07T00:00"),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "/instances?cursor=41&amp;job_id=3&amp;time=finished&amp;from=1765065600000&amp;to=1765152000000"
+        ),
+        "{page}"
+    );
+    let sent = fake.0.lock().instance_queries.pop().unwrap();
+    assert_eq!(sent.job_id, Some(JobId(3)));
+    assert_eq!(
+        (sent.finished_from, sent.finished_to),
+        (Some(1_765_065_600_000), Some(1_765_152_000_000))
+    );
+    assert_eq!((sent.trigger_from, sent.trigger_to), (None, None));
+    let (status, page) = c.get("/instances?from=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("from"), "{page}");
 }

@@ -70,6 +70,13 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
         delay_ms: 1,
     };
     request_matches(&d, "post", "/v1/apps/{app}/jobs/{id}/run", "RunJob", &run);
+    let backfill = crate::api::Backfill {
+        from: 1,
+        to: 2,
+        dry_run: true,
+    };
+    let path = "/v1/apps/{app}/jobs/{id}/backfill";
+    request_matches(&d, "post", path, "Backfill", &backfill);
     let copy = CopyJob {
         name: "c".into(),
         enabled: Some(false),

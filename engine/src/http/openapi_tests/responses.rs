@@ -103,6 +103,23 @@ fn real_answers_match_the_response_schemas() {
             instance_id: InstanceId(9),
         },
     );
+    conforms(
+        &d,
+        "BackfillResult",
+        &crate::api::BackfillResult {
+            runs: vec![
+                crate::api::BackfillRun {
+                    trigger_time: -1,
+                    instance_id: Some(InstanceId(9)),
+                },
+                crate::api::BackfillRun {
+                    trigger_time: 2,
+                    instance_id: None,
+                },
+            ],
+            dry_run: false,
+        },
+    );
     let bare = instance(InstanceStatus::WaitingDispatch);
     let mut full = instance(InstanceStatus::Succeed);
     full.result = Some("ok".into());

@@ -219,6 +219,61 @@ impl Core {
         }
     }
 
+    /// The trigger times of `app`'s job `id` in `[from, to)`: what a backfill of the range
+    /// runs (see [`Schedule::backfill_times`](crate::schedule::Schedule::backfill_times)).
+    pub(crate) fn backfill_times(
+        &self,
+        app: AppId,
+        id: JobId,
+        from: EpochMs,
+        to: EpochMs,
+    ) -> Result<Vec<EpochMs>, ApiError> {
+        let job = self.job_of(app, id)?;
+        job.def
+            .schedule()
+            .backfill_times(from, to, crate::schedule::MAX_BACKFILL_RUNS)
+            .map_err(|e| match e {
+                crate::schedule::BackfillError::EmptyRange { .. } => {
+                    ApiError::invalid("from", e.to_string())
+                }
+                _ => ApiError::invalid("to", e.to_string()),
+            })
+    }
+
+    /// One backfill run of `app`'s job `id` for the past trigger time `trigger_time`: like an
+    /// API run without delay (the overlap policy applies, SKIP answers Conflict), but the
+    /// instance carries the trigger time it stands for. Its creation, submitted.
+    pub(crate) fn prepare_backfill_run(
+        &mut self,
+        app: AppId,
+        id: JobId,
+        trigger_time: EpochMs,
+        now: EpochMs,
+    ) -> Result<(Commit<InstanceRecord>, AfterCreate), ApiError> {
+        let job = self.job_of(app, id)?;
+        if self.skips(job) {
+            self.count_skipped(id);
+            return Err(ApiError::conflict(format!(
+                "backfill run at {trigger_time} skipped: job {} is at max_instances and its overlap policy is SKIP",
+                id.0
+            )));
+        }
+        let mut rec = InstanceRecord::new(id, app, "", trigger_time);
+        // Its status dates from now: the checkers' clocks start at creation, not in the past.
+        rec.status_time = now;
+        let then = match self.dispatch_new(&mut rec, now) {
+            Some(nd) => AfterCreate::Dispatched(nd),
+            None => AfterCreate::Dispatch { at: None },
+        };
+        match self.repo.create_instance(rec, None) {
+            Ok(c) => Ok((c, then)),
+            Err(e) => {
+                self.create_failed(then);
+                Err(e.into())
+            }
+        }
+    }
+
     /// Stop, cancel or retry `app`'s instance `iid`, which the core holds: the transition's
     /// write, submitted.
     pub(crate) fn command_held(

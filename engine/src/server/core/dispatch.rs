@@ -94,6 +94,8 @@ fn schedule_msg(
         dispatch_time_ms: now,
         report_seq_base: rec.report_seq,
         workflow_context: String::new(),
+        trigger_key: rec.trigger_key(),
+        trigger_time_ms: rec.trigger_time,
     }
 }
 

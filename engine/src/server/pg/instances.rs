@@ -105,18 +105,30 @@ impl PgRepo {
         limit: usize,
     ) -> Result<Page<InstanceRecord>, RepoError> {
         let limit = limit.clamp(1, MAX_PAGE);
+        // The time ranges are applied by the database too (a null bound is no bound; a null
+        // `finished_time` fails a bounded finish range), so they narrow what is scanned;
+        // `filter.matches` below still decides.
         let (sql, parent): (&'static str, u64) = match filter.job {
             Some(job) => (
                 "SELECT id, record FROM instances WHERE job_id = $1 AND id < $2 \
+                 AND ($4::bigint IS NULL OR trigger_time >= $4) \
+                 AND ($5::bigint IS NULL OR trigger_time < $5) \
+                 AND ($6::bigint IS NULL OR finished_time >= $6) \
+                 AND ($7::bigint IS NULL OR finished_time < $7) \
                  ORDER BY id DESC LIMIT $3",
                 job.0,
             ),
             None => (
                 "SELECT id, record FROM instances WHERE app_id = $1 AND id < $2 \
+                 AND ($4::bigint IS NULL OR trigger_time >= $4) \
+                 AND ($5::bigint IS NULL OR trigger_time < $5) \
+                 AND ($6::bigint IS NULL OR finished_time >= $6) \
+                 AND ($7::bigint IS NULL OR finished_time < $7) \
                  ORDER BY id DESC LIMIT $3",
                 app.0,
             ),
         };
+
         let parent = big(parent)?;
         let mut before = cursor.map(big).transpose()?.unwrap_or(i64::MAX);
         let mut items = Vec::new();
@@ -129,6 +141,10 @@ impl PgRepo {
                     Box::new(parent),
                     Box::new(before),
                     Box::new(i64::try_from(chunk).unwrap_or(i64::MAX)),
+                    Box::new(filter.trigger.from),
+                    Box::new(filter.trigger.to),
+                    Box::new(filter.finished.from),
+                    Box::new(filter.finished.to),
                 ],
             )?;
             let exhausted = rows.len() < chunk;

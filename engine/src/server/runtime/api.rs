@@ -32,13 +32,13 @@ pub(super) fn limit(l: Option<u32>, default: usize) -> usize {
 /// own, so a written instance is never left unowned (or a `max_instances` slot reserved).
 #[derive(Debug)]
 pub(crate) struct PendingRun {
-    rt: Arc<Runtime>,
-    inner: Option<(Commit<InstanceRecord>, AfterCreate)>,
+    pub(super) rt: Arc<Runtime>,
+    pub(super) inner: Option<(Commit<InstanceRecord>, AfterCreate)>,
 }
 
 impl PendingRun {
     /// Awaits the write; once acknowledged the instance is started and its id returned.
-    async fn finish(mut self) -> Result<InstanceId, RepoError> {
+    pub(super) async fn finish(mut self) -> Result<InstanceId, RepoError> {
         let t = std::time::Instant::now();
         let result = match self.inner.as_mut() {
             Some((commit, _)) => (&mut *commit).await,
@@ -333,6 +333,15 @@ impl Api for NodeApi {
             .await?;
             Ok(RunCreated { instance_id: iid })
         })
+    }
+
+    fn backfill_job(
+        &self,
+        app: AppRef,
+        id: JobId,
+        req: crate::api::Backfill,
+    ) -> ApiFuture<'_, crate::api::BackfillResult> {
+        Box::pin(super::backfill::backfill(Arc::clone(&self.0), app, id, req))
     }
 
     fn get_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView> {

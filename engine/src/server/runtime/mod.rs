@@ -25,6 +25,7 @@
 mod alarm;
 mod api;
 mod app_api;
+mod backfill;
 mod conn;
 pub(crate) mod driver;
 mod history_api;

@@ -19,6 +19,9 @@
 //! | `FERROJOB_JOB_ID` | the job id |
 //! | `FERROJOB_INSTANCE_PARAMS` | the run's params (empty when none) |
 //! | `FERROJOB_TASK_ID` | `0` (STANDALONE) or the worker's index (BROADCAST) |
+//! | `FERROJOB_TRIGGER_KEY` | what the run is for, the same for every attempt ([`TaskContext::trigger_key`]) |
+//! | `FERROJOB_TRIGGER_TIME` | the run's logical trigger time, epoch ms |
+//! | `FERROJOB_ATTEMPT` | the dispatch number, growing per trigger key ([`TaskContext::dispatch_attempt`]) |
 //! | `FERROJOB_WORKFLOW_INSTANCE_ID` | a workflow node's workflow instance |
 //! | `FERROJOB_WORKFLOW_CONTEXT` | a workflow node's context (a JSON object) |
 
@@ -114,6 +117,9 @@ pub fn shell_env(
         ctx.instance_params().to_string(),
     );
     own("FERROJOB_TASK_ID", ctx.task_id().to_string());
+    own("FERROJOB_TRIGGER_KEY", ctx.trigger_key().to_string());
+    own("FERROJOB_TRIGGER_TIME", ctx.trigger_time().to_string());
+    own("FERROJOB_ATTEMPT", ctx.dispatch_attempt().to_string());
     if let Some(wf) = ctx.workflow_instance_id() {
         own("FERROJOB_WORKFLOW_INSTANCE_ID", wf.to_string());
         own(
@@ -323,6 +329,9 @@ mod tests {
             workflow_context: Arc::from(""),
             task_id: Arc::from("0"),
             attempt: 1,
+            trigger_key: Arc::from("job-9-at-1000"),
+            trigger_time: 1000,
+            dispatch_attempt: 2,
             worker_address: Arc::from("127.0.0.1:7000"),
             timeout: None,
             logger: InstanceLogger::new(5, tx, Arc::default()),
@@ -381,11 +390,17 @@ mod tests {
             "FERROJOB_JOB_ID",
             "FERROJOB_INSTANCE_PARAMS",
             "FERROJOB_TASK_ID",
+            "FERROJOB_TRIGGER_KEY",
+            "FERROJOB_TRIGGER_TIME",
+            "FERROJOB_ATTEMPT",
         ]);
         assert_eq!(names, expected);
         let value = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(value("FERROJOB_INSTANCE_PARAMS"), Some("p=1".into()));
         assert_eq!(value("FERROJOB_INSTANCE_ID"), Some("5".into()));
+        assert_eq!(value("FERROJOB_TRIGGER_KEY"), Some("job-9-at-1000".into()));
+        assert_eq!(value("FERROJOB_TRIGGER_TIME"), Some("1000".into()));
+        assert_eq!(value("FERROJOB_ATTEMPT"), Some("2".into()));
         assert_eq!(value("PATH"), Some("worker-PATH".into()));
         // A worker without PATH still finds `sh` and the usual tools.
         let bare = shell_env(&ctx, |_| None);
@@ -410,6 +425,9 @@ mod tests {
             "FERROJOB_JOB_ID",
             "FERROJOB_INSTANCE_PARAMS",
             "FERROJOB_TASK_ID",
+            "FERROJOB_TRIGGER_KEY",
+            "FERROJOB_TRIGGER_TIME",
+            "FERROJOB_ATTEMPT",
             // Set by `sh` itself.
             "PWD",
             "SHLVL",

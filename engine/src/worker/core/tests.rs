@@ -72,6 +72,8 @@ pub(crate) fn job(instance_id: u64, job_id: u64) -> ScheduleJob {
         dispatch_time_ms: 0,
         report_seq_base: 0,
         workflow_context: String::new(),
+        trigger_key: format!("instance-{instance_id}"),
+        trigger_time_ms: 0,
     }
 }
 

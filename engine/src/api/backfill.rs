@@ -1,0 +1,59 @@
+//! `POST /v1/apps/{app}/jobs/{id}/backfill`: runs a job once per trigger time of its time
+//! expression in a past range, each run carrying its logical trigger time.
+
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use crate::ids::InstanceId;
+use crate::time_expression::EpochMs;
+
+pub use crate::schedule::MAX_BACKFILL_RUNS;
+
+/// `POST /v1/apps/{app}/jobs/{id}/backfill` body.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    /// Start of the range, epoch ms (inclusive).
+    pub from: EpochMs,
+    /// End of the range, epoch ms (exclusive); not after the server's now.
+    pub to: EpochMs,
+    /// List the trigger times without creating any run.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl Backfill {
+    /// Refuses a range that ends in the future: a backfill fills the past, the schedule does
+    /// the rest.
+    pub fn check(&self, now: EpochMs) -> Result<(), ApiError> {
+        if self.to > now {
+            return Err(ApiError::invalid(
+                "to",
+                format!(
+                    "{} is in the future (now is {now}); a backfill covers the past",
+                    self.to
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/apps/{app}/jobs/{id}/backfill` answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillResult {
+    /// One entry per trigger time of the range, ascending (at most [`MAX_BACKFILL_RUNS`]).
+    pub runs: Vec<BackfillRun>,
+    /// Whether this was a dry run (no run was created).
+    pub dry_run: bool,
+}
+
+/// One trigger time of a backfill and its run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillRun {
+    /// The trigger time the run stands for, epoch ms.
+    pub trigger_time: EpochMs,
+    /// The run created; null on a dry run, or when the job's overlap policy SKIP skipped it
+    /// (`max_instances` running).
+    pub instance_id: Option<InstanceId>,
+}

@@ -1,0 +1,90 @@
+//! [`Api::backfill_job`](crate::api::Api::backfill_job): the trigger times of a past range
+//! from the job's schedule, then one run per time, each written like an API run.
+
+use std::sync::Arc;
+
+use crate::api::{ApiError, AppRef, Backfill, BackfillResult, BackfillRun, ErrorCode};
+use crate::ids::JobId;
+
+use super::api::PendingRun;
+use super::driver::Runtime;
+
+/// Lists the range's trigger times and, unless it is a dry run, creates their runs: every
+/// run's write is submitted first, then all are awaited (they share the store's group
+/// commits). A run the overlap policy SKIP refuses is counted, not an error; another error
+/// stops the backfill there (the runs already submitted still start) and is the answer.
+pub(super) async fn backfill(
+    rt: Arc<Runtime>,
+    app: AppRef,
+    id: JobId,
+    req: Backfill,
+) -> Result<BackfillResult, ApiError> {
+    req.check(rt.now())?;
+    let trigger_times = rt
+        .core
+        .lock()
+        .backfill_times(app.id, id, req.from, req.to)?;
+    if req.dry_run {
+        return Ok(BackfillResult {
+            runs: trigger_times
+                .into_iter()
+                .map(|trigger_time| BackfillRun {
+                    trigger_time,
+                    instance_id: None,
+                })
+                .collect(),
+            dry_run: true,
+        });
+    }
+    // Per trigger time, its run's pending write (`None`: skipped).
+    let mut pending = Vec::with_capacity(trigger_times.len());
+    let mut failed = None;
+    for &at in &trigger_times {
+        match rt.step(|core, now| core.prepare_backfill_run(app.id, id, at, now)) {
+            Ok(submitted) => pending.push((
+                at,
+                Some(PendingRun {
+                    rt: Arc::clone(&rt),
+                    inner: Some(submitted),
+                }),
+            )),
+            Err(e) if e.code == ErrorCode::Conflict => pending.push((at, None)),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let mut runs = Vec::with_capacity(pending.len());
+    for (trigger_time, run) in pending {
+        let instance_id = match run {
+            None => None,
+            Some(run) => match run.finish().await {
+                Ok(iid) => Some(iid),
+                Err(e) => {
+                    failed.get_or_insert(e.into());
+                    None
+                }
+            },
+        };
+        runs.push(BackfillRun {
+            trigger_time,
+            instance_id,
+        });
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    tracing::info!(
+        job = id.0,
+        from = req.from,
+        to = req.to,
+        runs = runs.iter().filter(|r| r.instance_id.is_some()).count(),
+        skipped = runs.iter().filter(|r| r.instance_id.is_none()).count(),
+        "backfill"
+    );
+    Ok(BackfillResult {
+        runs,
+        dry_run: false,
+    })
+}
