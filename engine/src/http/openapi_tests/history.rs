@@ -1,7 +1,7 @@
 //! The version, rollback and audit parts of `openapi.json` against the code.
 
-use super::fixtures::full_job_body;
-use super::requests::{query_parameters, request_matches};
+use super::fixtures::{full_job_body, workflow_def};
+use super::requests::{field_names, query_parameters, request_matches};
 use super::*;
 
 #[test]

@@ -164,7 +164,7 @@ pub(super) fn query_parameters(d: &Value, path: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn field_names<T: Serialize>(full: &T) -> BTreeSet<String> {
+pub(super) fn field_names<T: Serialize>(full: &T) -> BTreeSet<String> {
     serde_json::to_value(full)
         .unwrap()
         .as_object()

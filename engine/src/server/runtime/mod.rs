@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   Api (HTTP, client) ──► api.rs ──┐   (with app_api.rs, workflow_api.rs, log_api.rs,
-//!                                   │    workers_api.rs, history_api.rs: versions, audit)
+//!                                   │    workers_api.rs, history_api.rs: versions, audit,
+//!                                   │    backfill.rs; pending_run.rs: a run written, then started)
 //!   timer task (driver.rs) ─────────┼──► Runtime::step: Core under its mutex ──► effects:
 //!   conn.rs: worker connections ────┘      writes awaited (driver.rs) ──► Core::resume
 //!                                          messages to connections, reconciliation queries
@@ -31,6 +32,7 @@ pub(crate) mod driver;
 mod history_api;
 mod log_api;
 pub(crate) mod metrics;
+mod pending_run;
 mod retention;
 mod workers_api;
 mod workflow_api;
