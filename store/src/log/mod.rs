@@ -512,7 +512,8 @@ impl LogStore {
             .map_err(|e| StoreError::io("restrict permissions of", &dir, e))?;
         let recovered = recovery::recover(&backend, &dir, &options)?;
         let threaded = options.writer == WriterMode::Thread;
-        // Room for a wake-up and a hint: one never crowds the other out.
+        // Two slots, usually a wake-up and a hint; while both are taken the writer skips its
+        // checkpoint and tries again after the next group.
         let (compact_tx, compact_rx) = crossbeam_channel::bounded(2);
         let last_seq = recovered.index.last_seq;
         // Without a hint the next open would replay every segment.
