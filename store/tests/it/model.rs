@@ -1,6 +1,7 @@
 //! Property test: the log store against a `BTreeMap` model, with reopen, power loss, process
 //! crash, compaction and checkpoints at random points, with and without preallocated segments
-//! (the writer thread and the preallocation thread racing as in production).
+//! and the store's own checkpoints (the writer, preallocation and compactor threads racing as
+//! in production).
 
 use std::collections::BTreeMap;
 
@@ -45,10 +46,13 @@ fn key(k: u8) -> Vec<u8> {
     vec![b'k', k]
 }
 
-fn run(steps: Vec<Step>, preallocate: bool) {
+fn run(steps: Vec<Step>, preallocate: bool, auto_checkpoint: bool) {
     let o = LogOptions {
         write_hint_on_close: true,
         preallocate,
+        // A small threshold: the writer snapshots and the compactor thread writes hints
+        // while the test's own compactions and checkpoints run.
+        checkpoint_min_bytes: if auto_checkpoint { 1024 } else { 0 },
         ..opts()
     };
     let mut backend = SimBackend::new();
@@ -120,7 +124,8 @@ proptest! {
     fn log_store_matches_a_btreemap(
         steps in prop::collection::vec(step(), 1..80),
         preallocate in any::<bool>(),
+        auto_checkpoint in any::<bool>(),
     ) {
-        run(steps, preallocate);
+        run(steps, preallocate, auto_checkpoint);
     }
 }
