@@ -5,7 +5,7 @@
 //!
 //! | routes | action | target |
 //! |---|---|---|
-//! | `POST .../jobs`, `PUT/DELETE .../jobs/{id}`, `.../enable`, `/disable`, `/rollback`, `/copy`, `/run` | `job.create`, `job.update`, `job.delete`, `job.enable`, `job.disable`, `job.rollback`, `job.copy`, `job.run` | `job/{id}` (the new id for a creation) |
+//! | `POST .../jobs`, `PUT/DELETE .../jobs/{id}`, `.../enable`, `/disable`, `/rollback`, `/copy`, `/run`, `/backfill` | `job.create`, `job.update`, `job.delete`, `job.enable`, `job.disable`, `job.rollback`, `job.copy`, `job.run`, `job.backfill` | `job/{id}` (the new id for a creation) |
 //! | `POST .../instances/{id}/stop`, `/cancel`, `/retry` | `instance.stop`, ... | `instance/{id}` |
 //! | the same for workflows and workflow instances (`mark-success` too) | `workflow.*`, `workflow_instance.*` | `workflow/{id}`, `workflow_instance/{id}` |
 //! | `POST/DELETE .../tokens[/{id}]`, `PUT/DELETE/POST .../alarm-channels/{name}[/test]`, `rotate-secret` | `token.create`, `token.revoke`, `channel.put`, `channel.delete`, `channel.test`, `app.rotate_secret` | `token/{id}`, `channel/{name}`, `app` |
@@ -48,6 +48,7 @@ fn classify<'a>(
         ("POST", ["jobs", id, "rollback"]) => ("job.rollback", "job", Some(*id)),
         ("POST", ["jobs", id, "copy"]) => ("job.copy", "job", Some(*id)),
         ("POST", ["jobs", id, "run"]) => ("job.run", "job", Some(*id)),
+        ("POST", ["jobs", id, "backfill"]) => ("job.backfill", "job", Some(*id)),
         ("POST", ["instances", id, "stop"]) => ("instance.stop", "instance", Some(*id)),
         ("POST", ["instances", id, "cancel"]) => ("instance.cancel", "instance", Some(*id)),
         ("POST", ["instances", id, "retry"]) => ("instance.retry", "instance", Some(*id)),
@@ -223,6 +224,10 @@ mod tests {
         assert_eq!(
             classify(&Method::POST, &["jobs"]),
             Some(("job.create", "job", None))
+        );
+        assert_eq!(
+            classify(&Method::POST, &["jobs", "12", "backfill"]),
+            Some(("job.backfill", "job", Some("12")))
         );
         assert_eq!(classify(&Method::GET, &["jobs", "12"]), None);
         assert_eq!(classify(&Method::GET, &["audit"]), None);
