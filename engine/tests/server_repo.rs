@@ -1714,6 +1714,77 @@ fn channels_are_put_listed_by_name_and_deleted() {
 }
 
 #[test]
+fn idempotency_keys_are_kept_replaced_deleted_pruned_by_age_and_survive_a_reopen() {
+    use ferrojob::server::idempotency_repo::{IdempotencyRecord, KeptAnswer};
+    each_repository(|place| {
+        let rec = |path: &str, key: &str, at: i64, answer: Option<&[u8]>| IdempotencyRecord {
+            path: path.into(),
+            key: key.into(),
+            at,
+            answer: answer.map(|b| KeptAnswer {
+                status: 200,
+                body: b.to_vec(),
+            }),
+        };
+        let sorted = |mut v: Vec<IdempotencyRecord>| {
+            v.sort_by(|a, b| (&a.path, &a.key).cmp(&(&b.path, &b.key)));
+            v
+        };
+        {
+            let repo = place.open();
+            for r in [
+                rec("/v1/apps/a/jobs/1/run", "k", 10, None),
+                rec(
+                    "/v1/apps/a/jobs/1/run",
+                    "k",
+                    20,
+                    Some(b"{\"instance_id\":5}"),
+                ),
+                rec("/v1/apps/a/jobs/1/run", "old", 1, Some(b"{}")),
+                rec("/v1/apps/a/jobs/2/run", "k", 30, None),
+                rec("/v1/apps/a/jobs/2/run", "gone", 30, None),
+            ] {
+                repo.put_idempotency(&r).unwrap().wait().unwrap();
+            }
+            repo.delete_idempotency("/v1/apps/a/jobs/2/run", "gone")
+                .unwrap()
+                .wait()
+                .unwrap();
+            // A key that is not kept: nothing happens.
+            repo.delete_idempotency("/v1/apps/a/jobs/3/run", "x")
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(repo.prune_idempotency(10).unwrap().wait().unwrap(), 1);
+            // Bad input is refused before anything is written.
+            assert!(repo.put_idempotency(&rec("", "k", 1, None)).is_err());
+            assert!(repo.put_idempotency(&rec("/p\0", "k", 1, None)).is_err());
+            assert!(repo
+                .put_idempotency(&rec("/p", "has space", 1, None))
+                .is_err());
+            assert!(repo
+                .put_idempotency(&rec("/p", &"k".repeat(256), 1, None))
+                .is_err());
+        }
+        let repo = place.open();
+        assert_eq!(
+            sorted(repo.list_idempotency().unwrap()),
+            vec![
+                rec(
+                    "/v1/apps/a/jobs/1/run",
+                    "k",
+                    20,
+                    Some(b"{\"instance_id\":5}")
+                ),
+                rec("/v1/apps/a/jobs/2/run", "k", 30, None),
+            ]
+        );
+        assert_eq!(repo.prune_idempotency(31).unwrap().wait().unwrap(), 2);
+        assert!(repo.list_idempotency().unwrap().is_empty());
+    });
+}
+
+#[test]
 fn a_workflow_transition_writes_instances_and_node_links_together() {
     use ferrojob::ids::NodeId;
     use ferrojob::server::workflow_repo::{NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfWrite};
@@ -1940,7 +2011,7 @@ fn postgres_upgrades_a_version_1_database_in_place() {
         let i = fire(&repo, &j, NOW, None);
         (j, i)
     };
-    // Back to version 1: the columns and tables of versions 2 and 3 go, the rows stay.
+    // Back to version 1: the columns and tables of versions 2 and later go, the rows stay.
     place::postgres::execute_on(
         &db.name,
         "ALTER TABLE jobs DROP COLUMN overlap_policy, DROP COLUMN retry_backoff, \
@@ -1948,6 +2019,7 @@ fn postgres_upgrades_a_version_1_database_in_place() {
          ALTER TABLE logs DROP COLUMN attempt, DROP COLUMN fields; \
          DROP TABLE api_tokens, app_previous_secrets; \
          DROP TABLE job_versions, audit; \
+         DROP TABLE idempotency_keys; \
          DELETE FROM schema_migrations WHERE version >= 2; \
          INSERT INTO logs (instance_id, seq, time, level, content) \
              VALUES (1, 1, 5, 'ERROR', 'from version 1')"

@@ -258,3 +258,77 @@ async fn waiting_instances_are_dispatched_once_workers_reconnect() {
     assert_eq!(instances(&api, &app, j).await.len(), 1);
     server.shutdown().await;
 }
+
+/// An `Idempotency-Key`'s answer is durable: after a restart without shutdown, the same key on
+/// the same run route answers the first run again and creates no second one.
+#[tokio::test]
+async fn an_idempotency_key_gives_its_first_run_after_a_restart() {
+    use ferrojob::api::{InstanceQuery, RunCreated};
+    use ferrojob::http::{HttpConfig, HttpServer};
+    use std::sync::Arc;
+
+    const ADMIN: &str = "the-admin-token";
+    let dir = tempfile::tempdir().unwrap();
+    let clock = VirtualClock::new(T0);
+    let serve = |server: &ferrojob::server::ServerCore| {
+        let mut c = HttpConfig::new(ADMIN);
+        c.clock = Arc::new(clock.clone());
+        HttpServer::bind(local(), server.api(), c)
+    };
+    let post = |url: String, key: &'static str| async move {
+        let resp = ferrojob::https::HttpsRoots::public()
+            .client()
+            .unwrap()
+            .post(url)
+            .bearer_auth(ADMIN)
+            .header("Idempotency-Key", key)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+    };
+    let run_created = |(status, body): (u16, Vec<u8>)| {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<RunCreated>(&body)
+            .unwrap()
+            .instance_id
+    };
+    let (job, first) = {
+        let server = start(config(log(&dir), Some(&clock))).await;
+        let api = server.api();
+        let app = app(&api, "a").await;
+        let job = api.create_job(app, job(T::Api, "")).await.unwrap().id;
+        let http = serve(&server).await.unwrap();
+        let url = format!(
+            "http://{}/v1/apps/a/jobs/{}/run",
+            http.local_addr(),
+            job.get()
+        );
+        let first = run_created(post(url.clone(), "k-1").await);
+        assert_eq!(run_created(post(url, "k-1").await), first);
+        // Like kill -9: no shutdown, acknowledged writes are durable.
+        drop(http);
+        drop(server);
+        (job, first)
+    };
+    clock.advance(60_000);
+    let server = start(config(log(&dir), Some(&clock))).await;
+    let http = serve(&server).await.unwrap();
+    let url = format!(
+        "http://{}/v1/apps/a/jobs/{}/run",
+        http.local_addr(),
+        job.get()
+    );
+    assert_eq!(run_created(post(url.clone(), "k-1").await), first);
+    let other = run_created(post(url, "k-2").await);
+    assert_ne!(other, first);
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    let runs = api
+        .list_instances(app, InstanceQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(runs.items.len(), 2, "one run per key: {:?}", runs.items);
+    http.shutdown().await;
+    server.shutdown().await;
+}

@@ -115,3 +115,18 @@ pub struct AuditQuery {
     #[serde(default)]
     pub target: Option<String>,
 }
+
+/// An `Idempotency-Key` of a create or run route as an [`Api`](super::Api) keeps it durable:
+/// the HTTP layer writes it as taken before the request acts and with its answer after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyEntry {
+    /// The request's path (it names the app and the job or workflow).
+    pub path: String,
+    /// The key.
+    pub key: String,
+    /// When the key was taken or answered (server clock, epoch ms).
+    pub at: EpochMs,
+    /// The answer's HTTP status and JSON body; `None` while the request is being answered
+    /// (after a restart: it was cut off, and whether it acted is unknown).
+    pub answer: Option<(u16, Vec<u8>)>,
+}

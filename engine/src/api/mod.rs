@@ -57,6 +57,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
+use crate::time_expression::EpochMs;
 pub use alarm::*;
 pub use backfill::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
@@ -346,6 +347,28 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     fn list_audit(&self, app: AppRef, query: AuditQuery) -> ApiFuture<'_, AuditList> {
         let _ = (app, query);
         history_unavailable()
+    }
+    /// The `Idempotency-Key`s kept durable, read once by the HTTP layer before it answers its
+    /// first key. An API that keeps none answers none (the keys then live in the HTTP
+    /// layer's memory only and a restart forgets them).
+    fn idempotency_keys(&self) -> ApiFuture<'_, Vec<IdempotencyEntry>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// Keeps `entry` (replacing the key's earlier state); resolves once it is durable.
+    fn keep_idempotency(&self, entry: IdempotencyEntry) -> ApiFuture<'_, ()> {
+        let _ = entry;
+        Box::pin(async { Ok(()) })
+    }
+    /// Forgets `key` on `path`; resolves once durable.
+    fn forget_idempotency(&self, path: String, key: String) -> ApiFuture<'_, ()> {
+        let _ = (path, key);
+        Box::pin(async { Ok(()) })
+    }
+    /// Forgets every key taken or answered before `before` (epoch ms); resolves to how many,
+    /// once durable. A key kept concurrently with a later time stays.
+    fn prune_idempotency(&self, before: EpochMs) -> ApiFuture<'_, usize> {
+        let _ = before;
+        Box::pin(async { Ok(0) })
     }
     /// Liveness and a summary.
     fn health(&self) -> Health;

@@ -87,11 +87,13 @@ pub(crate) async fn create_job(
     let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
     let scope = idempotency::scope(&req)?;
     let api = Arc::clone(&s.api);
-    let run = || async move {
+    let run = move || async move {
         let body: JobBody = json_body(req).await?;
         created(api.create_job(app, body).await?)
     };
-    s.idempotency.answer(scope, s.clock.now_ms(), run).await
+    s.idempotency
+        .answer(&s.api, scope, s.clock.now_ms(), run)
+        .await
 }
 
 /// `GET /v1/apps/{app}/jobs?limit=&cursor=&name=&tag=&time_expression_type=&execute_type=&enabled=`.
@@ -186,11 +188,13 @@ pub(crate) async fn run_job(
     let id = parse_id(&p.id)?;
     let scope = idempotency::scope(&req)?;
     let api = Arc::clone(&s.api);
-    let run = || async move {
+    let run = move || async move {
         let body: RunJob = optional_json_body(req).await?;
         ok(api.run_job(app, id, body).await?)
     };
-    s.idempotency.answer(scope, s.clock.now_ms(), run).await
+    s.idempotency
+        .answer(&s.api, scope, s.clock.now_ms(), run)
+        .await
 }
 
 /// `POST /v1/apps/{app}/jobs/{id}/backfill` `{"from","to","dry_run"}` → the trigger times and
@@ -205,11 +209,13 @@ pub(crate) async fn backfill_job(
     let id = parse_id(&p.id)?;
     let scope = idempotency::scope(&req)?;
     let api = Arc::clone(&s.api);
-    let run = || async move {
+    let run = move || async move {
         let body: crate::api::Backfill = json_body(req).await?;
         ok(api.backfill_job(app, id, body).await?)
     };
-    s.idempotency.answer(scope, s.clock.now_ms(), run).await
+    s.idempotency
+        .answer(&s.api, scope, s.clock.now_ms(), run)
+        .await
 }
 
 /// `POST /v1/apps/{app}/jobs/{id}/copy` → 201 `{"id"}` of the copy.

@@ -50,11 +50,13 @@ pub(crate) async fn create_workflow(
     let app = s.authorize_app(req.headers(), &p.app, TokenRole::Admin)?;
     let scope = idempotency::scope(&req)?;
     let api = std::sync::Arc::clone(&s.api);
-    let run = || async move {
+    let run = move || async move {
         let body: WorkflowDef = json_body(req).await?;
         created(api.create_workflow(app, body).await?)
     };
-    s.idempotency.answer(scope, s.clock.now_ms(), run).await
+    s.idempotency
+        .answer(&s.api, scope, s.clock.now_ms(), run)
+        .await
 }
 
 /// `GET /v1/apps/{app}/workflows?limit=&cursor=&name=&tag=&time_expression_type=`.
@@ -133,11 +135,13 @@ pub(crate) async fn run_workflow(
     let id = parse_id(&p.id)?;
     let scope = idempotency::scope(&req)?;
     let api = std::sync::Arc::clone(&s.api);
-    let run = || async move {
+    let run = move || async move {
         let body: RunWorkflow = optional_json_body(req).await?;
         ok(api.run_workflow(app, id, body).await?)
     };
-    s.idempotency.answer(scope, s.clock.now_ms(), run).await
+    s.idempotency
+        .answer(&s.api, scope, s.clock.now_ms(), run)
+        .await
 }
 
 /// `GET /v1/apps/{app}/workflow-instances?workflow_id=&limit=&cursor=`.

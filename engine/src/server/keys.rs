@@ -20,7 +20,8 @@
 //!
 //! The tables of API tokens and rotated secrets (`api_tokens`, `app_tokens`,
 //! `app_prev_secrets`) are in `token_repo.rs`, the workflow and alarm tables in their files,
-//! job versions and the audit trail (`job_versions`, `audit`) in `history.rs`.
+//! job versions and the audit trail (`job_versions`, `audit`) in `history.rs`, the kept
+//! `Idempotency-Key`s (`idempotency`) in `idempotency_repo.rs`.
 //!
 //! `!id` is `u64::MAX - id`: instance index rows sort newest first, so the first page of a
 //! listing is the most recent runs.

@@ -59,6 +59,7 @@ pub(crate) mod core;
 mod error;
 mod filters;
 pub mod history;
+pub mod idempotency_repo;
 pub mod instance;
 mod instance_repo;
 mod job_codec;

@@ -187,7 +187,7 @@ impl IdBlocks {
 
 /// App and job counters and app names: cold state under a small lock of its own.
 #[derive(Debug)]
-struct Cold {
+pub(super) struct Cold {
     next_app: u64,
     next_job: u64,
     /// Every app name, including those submitted but not yet acknowledged (uniqueness).
@@ -285,7 +285,7 @@ impl LogRepo {
         &self.store
     }
 
-    fn lock(&self) -> MutexGuard<'_, Cold> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Cold> {
         // The lock guards plain counters and maps that are updated only after every fallible
         // step, so a panic elsewhere cannot leave them half-written.
         self.cold.lock().unwrap_or_else(PoisonError::into_inner)

@@ -38,6 +38,7 @@
 mod alarms;
 mod apps;
 mod history;
+mod idempotency;
 mod instances;
 mod jobs;
 mod logs;

@@ -6,6 +6,7 @@ use crate::model::InstanceStatus;
 use crate::server::alarm_repo::{AlarmRecord, ChannelRecord};
 use crate::server::error::RepoError;
 use crate::server::history::{AuditRecord, JobVersion, WorkflowVersion};
+use crate::server::idempotency_repo::IdempotencyRecord;
 use crate::server::instance::InstanceRecord;
 use crate::server::records::{AppRecord, JobRecord, LogLine, TriggerRecord};
 use crate::server::repo::{
@@ -361,6 +362,18 @@ impl Repository for PgRepo {
     }
     fn list_channels(&self, app: AppId) -> Result<Vec<ChannelRecord>, RepoError> {
         PgRepo::list_channels(self, app)
+    }
+    fn put_idempotency(&self, record: &IdempotencyRecord) -> Result<Commit<()>, RepoError> {
+        PgRepo::put_idempotency(self, record)
+    }
+    fn delete_idempotency(&self, path: &str, key: &str) -> Result<Commit<()>, RepoError> {
+        PgRepo::delete_idempotency(self, path, key)
+    }
+    fn prune_idempotency(&self, before: EpochMs) -> Result<Commit<usize>, RepoError> {
+        PgRepo::prune_idempotency(self, before)
+    }
+    fn list_idempotency(&self) -> Result<Vec<IdempotencyRecord>, RepoError> {
+        PgRepo::list_idempotency(self)
     }
     fn load(&self) -> Result<LoadedState, RepoError> {
         PgRepo::load(self)

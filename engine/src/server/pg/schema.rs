@@ -23,12 +23,13 @@
 //! | 1 | apps, jobs, triggers, instances, delayed runs, logs, workflows, alarms, channels, leases |
 //! | 2 | jobs' retry backoff, overlap policy and log settings; log lines' attempt and fields; API tokens; the previous worker secret of a rotation |
 //! | 3 | job definition versions; the audit trail |
+//! | 5 | `Idempotency-Key` answers |
 
 /// The migrations, in order: (version, SQL).
-pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (5, V5)];
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i32 = 3;
+pub(super) const LATEST: i32 = 5;
 
 const V1: &str = r#"
 CREATE TABLE counters (
@@ -244,6 +245,18 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_target ON audit (app_id, target, seq);
 COMMENT ON TABLE audit IS 'who changed what through the API, per app, newest kept';
+"#;
+
+const V5: &str = r#"
+CREATE TABLE idempotency_keys (
+    path text NOT NULL,
+    key text NOT NULL,
+    at bigint NOT NULL,
+    status bigint,
+    record bytea NOT NULL,
+    PRIMARY KEY (path, key)
+);
+COMMENT ON TABLE idempotency_keys IS 'Idempotency-Key answers of the create and run routes (status null: cut off before its answer)';
 "#;
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub(super) enum Table {
     AppPreviousSecrets,
     JobVersions,
     Audit,
+    IdempotencyKeys,
 }
 
 impl Table {
@@ -87,6 +88,7 @@ impl Table {
             Table::AppPreviousSecrets => "app_previous_secrets",
             Table::JobVersions => "job_versions",
             Table::Audit => "audit",
+            Table::IdempotencyKeys => "idempotency_keys",
         }
     }
 
@@ -261,10 +263,20 @@ impl Table {
                 ],
                 2,
             ),
+            Table::IdempotencyKeys => (
+                &[
+                    ("path", Text),
+                    ("key", Text),
+                    ("at", I64),
+                    ("status", I64),
+                    ("record", Bytes),
+                ],
+                2,
+            ),
         }
     }
 
-    pub(super) const ALL: [Table; 18] = [
+    pub(super) const ALL: [Table; 19] = [
         Table::Counters,
         Table::Apps,
         Table::Jobs,
@@ -283,6 +295,7 @@ impl Table {
         Table::AppPreviousSecrets,
         Table::JobVersions,
         Table::Audit,
+        Table::IdempotencyKeys,
     ];
 
     pub(super) fn upsert_sql(self) -> String {

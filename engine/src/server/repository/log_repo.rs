@@ -10,6 +10,7 @@ use super::Repository;
 use crate::server::alarm_repo::{AlarmRecord, ChannelRecord};
 use crate::server::error::RepoError;
 use crate::server::history::{AuditRecord, JobVersion, WorkflowVersion};
+use crate::server::idempotency_repo::IdempotencyRecord;
 use crate::server::instance::InstanceRecord;
 use crate::server::records::{AppRecord, JobRecord, LogLine, TriggerRecord};
 use crate::server::repo::{
@@ -353,6 +354,18 @@ impl Repository for LogRepo {
     }
     fn list_channels(&self, app: AppId) -> Result<Vec<ChannelRecord>, RepoError> {
         LogRepo::list_channels(self, app)
+    }
+    fn put_idempotency(&self, record: &IdempotencyRecord) -> Result<Commit<()>, RepoError> {
+        LogRepo::put_idempotency(self, record)
+    }
+    fn delete_idempotency(&self, path: &str, key: &str) -> Result<Commit<()>, RepoError> {
+        LogRepo::delete_idempotency(self, path, key)
+    }
+    fn prune_idempotency(&self, before: EpochMs) -> Result<Commit<usize>, RepoError> {
+        LogRepo::prune_idempotency(self, before)
+    }
+    fn list_idempotency(&self) -> Result<Vec<IdempotencyRecord>, RepoError> {
+        LogRepo::list_idempotency(self)
     }
     fn load(&self) -> Result<LoadedState, RepoError> {
         LogRepo::load(self)

@@ -31,6 +31,7 @@ use crate::workflow::WorkflowDef;
 use super::alarm_repo::{AlarmRecord, ChannelRecord};
 use super::error::RepoError;
 use super::history::{AuditRecord, JobVersion, WorkflowVersion};
+use super::idempotency_repo::IdempotencyRecord;
 use super::instance::InstanceRecord;
 use super::records::{AppRecord, JobRecord, LogLine, TriggerRecord};
 use super::repo::{
@@ -362,6 +363,16 @@ pub trait Repository: Send + Sync + Debug {
     ) -> Result<Page<AuditRecord>, RepoError>;
 
     // ----- restart and shutdown -----
+    // ----- idempotency keys -----
+    /// See [`LogRepo::put_idempotency`].
+    fn put_idempotency(&self, record: &IdempotencyRecord) -> Result<Commit<()>, RepoError>;
+    /// See [`LogRepo::delete_idempotency`].
+    fn delete_idempotency(&self, path: &str, key: &str) -> Result<Commit<()>, RepoError>;
+    /// See [`LogRepo::prune_idempotency`].
+    fn prune_idempotency(&self, before: EpochMs) -> Result<Commit<usize>, RepoError>;
+    /// See [`LogRepo::list_idempotency`].
+    fn list_idempotency(&self) -> Result<Vec<IdempotencyRecord>, RepoError>;
+
     /// See [`LogRepo::load`].
     fn load(&self) -> Result<LoadedState, RepoError>;
     /// Makes every submitted write durable before returning (shutdown).

@@ -609,6 +609,22 @@ impl Api for NodeApi {
         Box::pin(self.audit_list(app, query))
     }
 
+    fn idempotency_keys(&self) -> ApiFuture<'_, Vec<crate::api::IdempotencyEntry>> {
+        Box::pin(self.idempotency_load())
+    }
+
+    fn keep_idempotency(&self, entry: crate::api::IdempotencyEntry) -> ApiFuture<'_, ()> {
+        Box::pin(self.idempotency_keep(entry))
+    }
+
+    fn forget_idempotency(&self, path: String, key: String) -> ApiFuture<'_, ()> {
+        Box::pin(async move { self.idempotency_forget(&path, &key).await })
+    }
+
+    fn prune_idempotency(&self, before: crate::time_expression::EpochMs) -> ApiFuture<'_, usize> {
+        Box::pin(self.idempotency_prune(before))
+    }
+
     fn health(&self) -> Health {
         let sh = &self.0;
         let degraded = sh.metrics.store_failed.load(Ordering::Relaxed);

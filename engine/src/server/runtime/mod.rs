@@ -30,6 +30,7 @@ mod backfill;
 mod conn;
 pub(crate) mod driver;
 mod history_api;
+mod idempotency_api;
 mod log_api;
 pub(crate) mod metrics;
 mod pending_run;
