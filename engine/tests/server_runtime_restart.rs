@@ -332,3 +332,47 @@ async fn an_idempotency_key_gives_its_first_run_after_a_restart() {
     http.shutdown().await;
     server.shutdown().await;
 }
+
+/// A scheduled run's trigger key is the job and its trigger time, the same after a crash of
+/// the server: the run a worker lost while the server was down is retried under the same key
+/// with the next attempt number.
+#[tokio::test]
+async fn a_run_keeps_its_trigger_key_across_a_server_crash_and_its_retry() {
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = VirtualClock::new(T0);
+    let (j, fired) = {
+        let server = start(config(log(&dir), Some(&clock))).await;
+        let api = server.api();
+        let app = app(&api, "a").await;
+        let mut w =
+            FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
+        w.register(&api, &app, 8, T0).await;
+        let mut body = job(T::FixedRate, &HOUR.to_string());
+        body.instance_retries = 1;
+        let j = api.create_job(app.clone(), body).await.unwrap().id;
+        clock.advance(HOUR as u64);
+        let fired = w.next_schedule().await;
+        assert_eq!(fired.trigger_key, format!("job-{}-at-{}", j.0, T0 + HOUR));
+        assert_eq!(fired.report_seq_base >> 32, 1);
+        // Like kill -9: no shutdown.
+        drop(server);
+        w.handle.shutdown().await;
+        (j, fired)
+    };
+    let server = start(config(log(&dir), Some(&clock))).await;
+    let api = server.api();
+    let app = api.resolve_app("a").unwrap();
+    // The worker comes back without the run: the run may have been lost, so the retry
+    // policy sends it again at once.
+    let mut w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
+    w.register(&api, &app, 8, T0 + HOUR).await;
+    let retried = w.next_schedule().await;
+    assert_eq!(retried.instance_id, fired.instance_id);
+    assert_eq!(retried.trigger_key, fired.trigger_key);
+    assert_eq!(retried.trigger_time_ms, T0 + HOUR);
+    assert_eq!(retried.report_seq_base >> 32, 2, "the next attempt");
+    let v = api.get_job(app.clone(), j).await.unwrap();
+    assert_eq!(v.runs, 1, "no second fire of the same trigger");
+    server.shutdown().await;
+}
