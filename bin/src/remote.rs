@@ -491,6 +491,10 @@ pub enum JobCmd {
         /// Delay, ms.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Send the run with this `Idempotency-Key` (and again after a network error): the
+        /// same key within 24 h gives the first run back, never a second one.
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Run a job once per trigger time of its schedule in a past range [from, to) (at most
     /// 1000); prints the trigger times and the instances created.
@@ -508,6 +512,9 @@ pub enum JobCmd {
         /// Only list the trigger times.
         #[arg(long)]
         dry_run: bool,
+        /// Send the backfill with this `Idempotency-Key` (see `job run`).
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// Copy a job under a new name (every other field as the source's); prints the copy's id.
     Copy {
@@ -658,6 +665,14 @@ pub enum WorkerCmd {
         #[arg(long)]
         instance: Option<u64>,
     },
+}
+
+/// `client`, carrying `key` as its `Idempotency-Key` when one is given.
+pub(crate) fn keyed(client: &Client, key: Option<&str>) -> Client {
+    match key {
+        Some(key) => client.with_idempotency_key(key),
+        None => client.clone(),
+    }
 }
 
 pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
@@ -901,8 +916,9 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                 id,
                 params,
                 delay_ms,
+                idempotency_key,
             } => {
-                let run = client
+                let run = keyed(&client, idempotency_key.as_deref())
                     .run_job(
                         &app.app,
                         *id,
@@ -925,13 +941,16 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                 from,
                 to,
                 dry_run,
+                idempotency_key,
             } => {
                 let req = ferrojob::api::Backfill {
                     from: instant("--from", from)?,
                     to: instant("--to", to)?,
                     dry_run: *dry_run,
                 };
-                let done = client.backfill_job(&app.app, *id, &req).await?;
+                let done = keyed(&client, idempotency_key.as_deref())
+                    .backfill_job(&app.app, *id, &req)
+                    .await?;
                 if json {
                     return print_json(&done);
                 }

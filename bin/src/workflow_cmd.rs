@@ -148,6 +148,9 @@ pub enum WorkflowCmd {
         /// Delay, ms.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Send the run with this `Idempotency-Key` (see `job run`).
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// List workflow instances, newest first.
     Instances {
@@ -403,12 +406,15 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                 id,
                 init_params: params,
                 delay_ms,
+                idempotency_key,
             } => {
                 let run = RunWorkflow {
                     init_params: init_params(params.as_deref())?,
                     delay_ms: *delay_ms,
                 };
-                let created = client.run_workflow(&app.app, *id, &run).await?;
+                let created = crate::remote::keyed(&client, idempotency_key.as_deref())
+                    .run_workflow(&app.app, *id, &run)
+                    .await?;
                 if json {
                     print_json(&created)
                 } else {

@@ -1026,3 +1026,63 @@ async fn tokens_and_a_secret_rotation_from_the_cli() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_run_with_an_idempotency_key_runs_once() {
+    use common::{Cluster, APP};
+
+    let c = Cluster::start(0, None).await;
+    let id = workflow_ok(
+        &c,
+        &[
+            "job",
+            "create",
+            "--app",
+            APP,
+            "--name",
+            "once",
+            "--type",
+            "API",
+            "--processor",
+            "noop",
+        ],
+    );
+    let run = |key: &str| {
+        workflow_ok(
+            &c,
+            &[
+                "job",
+                "run",
+                "--app",
+                APP,
+                id.trim(),
+                "--idempotency-key",
+                key,
+            ],
+        )
+        .trim()
+        .to_owned()
+    };
+    let first = run("nightly-2026-12-07");
+    assert!(!first.is_empty());
+    assert_eq!(
+        run("nightly-2026-12-07"),
+        first,
+        "the same key: the first run"
+    );
+    assert_ne!(run("nightly-2026-12-08"), first, "another key: another run");
+    let (code, _, stderr) = workflow_cli(
+        &c,
+        &[
+            "job",
+            "run",
+            "--app",
+            APP,
+            id.trim(),
+            "--idempotency-key",
+            "has space",
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("Idempotency-Key"), "{stderr}");
+}

@@ -102,7 +102,15 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: String,
+    /// The `Idempotency-Key` every POST carries (see [`Client::with_idempotency_key`]).
+    idempotency_key: Option<String>,
 }
+
+/// How many times a POST with an `Idempotency-Key` is sent again after a transport error.
+const IDEMPOTENT_RETRIES: u32 = 3;
+
+/// The wait before the first resend, doubled before each later one.
+const IDEMPOTENT_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,7 +215,21 @@ impl Client {
             http,
             base,
             token: token.into(),
+            idempotency_key: None,
         })
+    }
+
+    /// This client (sharing its connection pool) with every POST carrying
+    /// `Idempotency-Key: key`: a create, run or backfill made with it happens at most once
+    /// within the server's 24 h, however often it is sent. A POST that fails in transport
+    /// (no answer: connection refused or reset, timeout) is therefore sent again, up to 3
+    /// times, 0.5 s apart doubling. Use one key per logical request (for example the job and
+    /// the day it is meant for), never the same key for two different runs.
+    pub fn with_idempotency_key(&self, key: impl Into<String>) -> Client {
+        Client {
+            idempotency_key: Some(key.into()),
+            ..self.clone()
+        }
     }
 
     /// The base URL.
@@ -230,10 +252,38 @@ impl Client {
         method: Method,
         segments: &[&str],
     ) -> Result<RequestBuilder, ClientError> {
-        Ok(self
+        let post = method == Method::POST;
+        let req = self
             .http
             .request(method, self.url(segments)?)
-            .bearer_auth(&self.token))
+            .bearer_auth(&self.token);
+        Ok(match self.idempotency_key.as_deref().filter(|_| post) {
+            Some(key) => req.header("Idempotency-Key", key),
+            None => req,
+        })
+    }
+
+    /// Sends the POST `make` builds and decodes its answer; with an `Idempotency-Key`, sends
+    /// it again after a transport error (see [`Client::with_idempotency_key`]).
+    async fn post_with<T: DeserializeOwned>(
+        &self,
+        make: impl Fn() -> Result<RequestBuilder, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut delay = IDEMPOTENT_RETRY_DELAY;
+        let mut resends = 0;
+        loop {
+            match Client::call(make()?).await {
+                Err(ClientError::Transport(e))
+                    if self.idempotency_key.is_some() && resends < IDEMPOTENT_RETRIES =>
+                {
+                    tracing::debug!(error = %e, resends, "sending an idempotent request again");
+                    resends += 1;
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Sends `req` and answers the body of a 2xx answer.
@@ -273,20 +323,86 @@ impl Client {
         segments: &[&str],
         body: &B,
     ) -> Result<T, ClientError> {
-        Client::call(self.request(Method::POST, segments)?.json(body)).await
+        self.post_with(|| Ok(self.request(Method::POST, segments)?.json(body)))
+            .await
     }
 
     pub(super) async fn post_empty<T: DeserializeOwned>(
         &self,
         segments: &[&str],
     ) -> Result<T, ClientError> {
-        Client::call(self.request(Method::POST, segments)?).await
+        self.post_with(|| self.request(Method::POST, segments))
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server on 127.0.0.1 that closes its first `drops` connections unanswered and
+    /// answers `{}` on the next one; it hands back the request heads it read.
+    fn flaky_server(drops: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for (i, conn) in listener.incoming().enumerate() {
+                let mut conn = conn.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                heads.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                if i < drops {
+                    continue;
+                }
+                conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                )
+                .unwrap();
+                return heads;
+            }
+            heads
+        });
+        (url, handle)
+    }
+
+    #[tokio::test]
+    async fn a_post_with_an_idempotency_key_is_sent_again_after_a_transport_error() {
+        let (url, server) = flaky_server(1);
+        let c = Client::new(&url, "t").unwrap().with_idempotency_key("k-1");
+        let answer: serde_json::Value = c.post_empty(&["v1", "x"]).await.unwrap();
+        assert_eq!(answer, serde_json::json!({}));
+        let heads = server.join().unwrap();
+        assert_eq!(heads.len(), 2, "sent twice");
+        for head in heads {
+            assert!(
+                head.to_ascii_lowercase().contains("idempotency-key: k-1"),
+                "{head}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_without_a_key_is_not_sent_again_and_a_get_carries_no_key() {
+        let (url, server) = flaky_server(1);
+        let c = Client::new(&url, "t").unwrap();
+        let failed = c.post_empty::<serde_json::Value>(&["v1", "x"]).await;
+        assert!(
+            matches!(failed, Err(ClientError::Transport(_))),
+            "{failed:?}"
+        );
+        let keyed = c.with_idempotency_key("k-2");
+        let answer: serde_json::Value = keyed.get(&["v1", "x"]).await.unwrap();
+        assert_eq!(answer, serde_json::json!({}));
+        let heads = server.join().unwrap();
+        assert_eq!(heads.len(), 2);
+        assert!(
+            !heads[1].to_ascii_lowercase().contains("idempotency-key"),
+            "{}",
+            heads[1]
+        );
+    }
 
     #[test]
     fn urls_encode_segments_and_keep_a_prefix() {
