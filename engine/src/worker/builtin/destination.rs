@@ -21,7 +21,7 @@
 //! compatible, `64:ff9b::7f00:1` NAT64) is judged by the IPv4 address.
 //!
 //! What is checked is the address the connection goes to, never the name in the URL alone:
-//! - a host name is resolved by [`CheckedResolver`], which hands the client only the
+//! - a host name is resolved by `CheckedResolver`, which hands the client only the
 //!   addresses that pass, so the connection goes to an address that was checked (a name
 //!   that resolves to a public address first and to `127.0.0.1` on the connect cannot slip
 //!   through: there is only one resolution);
@@ -374,7 +374,7 @@ impl DestinationPolicy {
     }
 
     /// Checks the host of `url` when it is an IP address (a client connects to such a host
-    /// without resolving it, so [`CheckedResolver`] never sees it); a host name passes here
+    /// without resolving it, so `CheckedResolver` never sees it); a host name passes here
     /// and is checked when it is resolved.
     pub fn check_url(&self, url: &reqwest::Url) -> Result<(), DestinationRefused> {
         match url_ip(url) {
