@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ferrojob::worker::builtin::AllowedDestination;
 use ferrojob::worker::{DangerousBuiltin, TaskStoreConfig, WorkerConfig};
 
 /// Command-line flags of the bundled worker.
@@ -97,6 +98,17 @@ pub struct WorkerArgs {
     /// public roots (a private CA of internal services).
     #[arg(long, env = "FERROJOB_HTTP_TLS_CA")]
     pub http_tls_ca: Option<PathBuf>,
+    /// A network (`10.0.0.0/8`, `127.0.0.1`) or host name (`metrics.internal`) that the
+    /// `http` processor may reach although it is loopback, link-local, private or otherwise
+    /// internal (repeat for more; `0.0.0.0/0,::/0` allows everything). Without it, `http`
+    /// reaches public addresses only.
+    #[arg(
+        long = "http-allow",
+        env = "FERROJOB_HTTP_ALLOW",
+        value_delimiter = ',',
+        value_name = "NETWORK|HOST"
+    )]
+    pub http_allow: Vec<AllowedDestination>,
     /// CA certificates (PEM) that signed the server's and the other workers' certificates:
     /// turns TLS on for every connection this worker makes. Needs --tls-cert and --tls-key
     /// (other workers connect to this one with TLS too).
@@ -146,6 +158,7 @@ impl WorkerArgs {
             max_output_bytes: self.shell_max_output_bytes,
         };
         self.apply_tls(&mut config)?;
+        config.http_allow = self.http_allow.clone();
         if let Some(ca) = &self.http_tls_ca {
             config.http_tls = ferrojob::https::HttpsRoots::from_ca_file(ca)
                 .context("--http-tls-ca")?
@@ -351,6 +364,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("always registered"), "{err}");
+    }
+
+    #[test]
+    fn http_reaches_internal_destinations_only_when_allowed() {
+        let none = parse(&[]).unwrap().to_config().unwrap();
+        assert!(none.http_allow.is_empty());
+        let some = parse(&[
+            "--http-allow",
+            "10.0.0.0/8,127.0.0.1",
+            "--http-allow",
+            "Metrics.Internal",
+        ])
+        .unwrap()
+        .to_config()
+        .unwrap();
+        let shown: Vec<String> = some.http_allow.iter().map(|a| a.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "127.0.0.1/32", "metrics.internal"]);
+        let err = parse(&["--http-allow", "10.0.0.0/40"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a network"), "{err}");
     }
 
     #[test]

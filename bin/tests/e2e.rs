@@ -5,11 +5,15 @@
 //! (never a fixed sleep that a slow machine could outrun), and nothing asserts a duration.
 
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrojob::api::RunJob;
+use ferrojob::alarm::channel::ChannelKind;
+use ferrojob::alarm::{AlarmRules, FailureRule};
+use ferrojob::api::{AlarmView, ChannelBody, PageQuery, RunJob};
 use ferrojob::client::{Client, ClientError};
 use ferrojob::ids::{InstanceId, JobId};
 use ferrojob::model::{ExecuteType, InstanceStatus};
@@ -691,4 +695,250 @@ async fn overlapping_runs_are_skipped_or_queued_on_a_real_worker() {
         "a queued run did not succeed: {runs:?}"
     );
     ran_one_at_a_time("queue", &runs);
+}
+
+/// What [`Hook`] answers: 503, 200, or [`HOLD`].
+const HOLD: u16 = 0;
+
+/// A webhook alarm receiver on 127.0.0.1: records the alarm id of every POST with what it
+/// answered, by `mode` at the request's arrival: that status, or nothing at all ([`HOLD`]:
+/// the request stays unanswered until the client goes away).
+struct Hook {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<(String, u16)>>>,
+    mode: Arc<AtomicU16>,
+}
+
+impl Hook {
+    async fn start(mode: u16) -> Hook {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+        let mode = Arc::new(AtomicU16::new(mode));
+        let (g, m) = (Arc::clone(&got), Arc::clone(&mode));
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(Hook::serve(conn, Arc::clone(&g), Arc::clone(&m)));
+            }
+        });
+        Hook { addr, got, mode }
+    }
+
+    async fn serve(
+        mut conn: tokio::net::TcpStream,
+        got: Arc<Mutex<Vec<(String, u16)>>>,
+        mode: Arc<AtomicU16>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .map(|v| v.trim().to_owned())
+        };
+        let id = header("x-ferrojob-alarm-id").unwrap_or_default();
+        let length: usize = header("content-length").map_or(0, |v| v.parse().unwrap());
+        while buf.len() < head_end + length {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let answer = mode.load(Ordering::SeqCst);
+        got.lock().unwrap().push((id, answer));
+        if answer == HOLD {
+            // Until the server goes away.
+            while matches!(conn.read(&mut chunk).await, Ok(n) if n > 0) {}
+            return;
+        }
+        let reason = if answer == 200 { "OK" } else { "Unavailable" };
+        let response =
+            format!("HTTP/1.1 {answer} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = conn.write_all(response.as_bytes()).await;
+        let _ = conn.shutdown().await;
+    }
+
+    fn got(&self) -> Vec<(String, u16)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// How many requests for alarm `id` were answered `status`.
+    fn answered(&self, id: &str, status: u16) -> usize {
+        self.got()
+            .iter()
+            .filter(|(i, s)| i == id && *s == status)
+            .count()
+    }
+}
+
+async fn alarms(c: &Cluster) -> Vec<AlarmView> {
+    c.client
+        .list_alarms(APP, PageQuery::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// A `kill -9` of the server while an alarm's delivery is under way (the receiver holds the
+/// request, unanswered): after a restart on the same data dir the alarm is still pending with
+/// no delivery recorded, and once the receiver accepts it is delivered with the same id, once,
+/// and no second alarm is raised for the same failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_survives_a_server_kill_9_mid_delivery_and_is_delivered_once() {
+    let transport = free_port();
+    let mut c = Cluster::start(1, Some(transport)).await;
+    let hook = Hook::start(503).await;
+    c.client
+        .put_channel(
+            APP,
+            "ops",
+            &ChannelBody {
+                kind: ChannelKind::Webhook,
+                url: format!("http://{}/hook", hook.addr),
+                secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut failing = body("failing", TimeExpressionType::Api, "", "shell", "exit 3");
+    failing.alarm = AlarmRules {
+        failures: Some(FailureRule {
+            threshold: 1,
+            window_ms: 0,
+            silence_ms: 0,
+        }),
+        channels: vec!["ops".into()],
+        ..AlarmRules::default()
+    };
+    let job = c.job(failing).await;
+    let run = RunJob {
+        params: String::new(),
+        delay_ms: 0,
+    };
+    let instance = c.client.run_job(APP, job, &run).await.unwrap().instance_id;
+    let failed = wait_for("the run fails", Duration::from_secs(30), || async {
+        let i = c.client.get_instance(APP, instance).await.ok()?;
+        i.status.is_final().then_some(i.status)
+    })
+    .await;
+    assert_eq!(failed, InstanceStatus::Failed, "{}", c.diagnostics());
+    let alarm_id = format!("job-{}-failures-{}", job.0, instance.0);
+
+    // The receiver refuses the first attempt (recorded), then holds the next one open.
+    wait_for(
+        "a refused attempt, recorded",
+        Duration::from_secs(30),
+        || async {
+            alarms(&c)
+                .await
+                .first()
+                .is_some_and(|a| a.status == "PENDING" && a.attempt_count >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+    hook.mode.store(HOLD, Ordering::SeqCst);
+    wait_for("an attempt in flight", Duration::from_secs(30), || async {
+        (hook.answered(&alarm_id, HOLD) == 1).then_some(())
+    })
+    .await;
+    let refused_before = hook.answered(&alarm_id, 503);
+    assert!(refused_before >= 1);
+
+    // SIGKILL while the receiver holds the request: its answer is never recorded.
+    c.server.kill();
+    assert!(!c.server.is_running());
+    hook.mode.store(503, Ordering::SeqCst);
+    let server = start_server(c.dir.path(), Some(transport), "server2");
+    c.http = server.field("http").parse().unwrap();
+    c.server = server;
+    c.client = Client::new(&format!("http://{}", c.http), TOKEN).unwrap();
+
+    // Still pending, nothing acknowledged; the attempt under way at the kill is not counted.
+    let after = alarms(&c).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].id, alarm_id);
+    assert_eq!(after[0].status, "PENDING", "{after:?}");
+    assert!(after[0].delivered_to.is_empty(), "{after:?}");
+    assert!(
+        after[0].attempt_count as usize >= refused_before,
+        "{after:?}"
+    );
+    assert!(after[0].attempts.iter().all(|a| !a.ok), "{after:?}");
+
+    hook.mode.store(200, Ordering::SeqCst);
+    let delivered = wait_for(
+        "delivered after the restart",
+        Duration::from_secs(60),
+        || async {
+            let a = alarms(&c).await;
+            a.first()
+                .is_some_and(|a| a.status == "DELIVERED")
+                .then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(
+        delivered.len(),
+        1,
+        "one alarm, not a second one: {delivered:?}"
+    );
+    assert_eq!(delivered[0].id, alarm_id);
+    assert_eq!(delivered[0].delivered_to, ["ops"]);
+    // Every request before and after the crash carried the same id.
+    let got = hook.got();
+    assert!(got.iter().all(|(id, _)| *id == alarm_id), "{got:?}");
+    assert_eq!(hook.answered(&alarm_id, 200), 1, "{got:?}");
+
+    // A later failure is a new alarm, delivered after the first one left the outbox: once
+    // it is delivered, the delivery task has run past the first one, which was not sent again.
+    c.wait_workers(1).await;
+    let second = c.client.run_job(APP, job, &run).await.unwrap().instance_id;
+    let second_id = format!("job-{}-failures-{}", job.0, second.0);
+    let both = wait_for(
+        "the second alarm delivered",
+        Duration::from_secs(60),
+        || async {
+            let a = alarms(&c).await;
+            (a.len() == 2 && a.iter().all(|a| a.status == "DELIVERED")).then_some(a)
+        },
+    )
+    .await;
+    let mut ids: Vec<&str> = both.iter().map(|a| a.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = [alarm_id.as_str(), second_id.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert_eq!(hook.answered(&alarm_id, 200), 1, "{:?}", hook.got());
+    assert_eq!(hook.answered(&second_id, 200), 1, "{:?}", hook.got());
+
+    // The CLI shows the same: two alarms, each delivered.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", &format!("http://{}", c.http), "--token", TOKEN])
+        .args(["alarm", "list", "--app", APP])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = |id: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!(" {id} ")))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let first = line(&alarm_id);
+    assert_eq!(first.len(), 1, "{text}");
+    assert!(first[0].contains(" DELIVERED "), "{text}");
+    assert_eq!(line(&second_id).len(), 1, "{text}");
 }

@@ -58,11 +58,10 @@ async fn tiny_http() -> SocketAddr {
 async fn http_succeeds_on_2xx_and_fails_otherwise() {
     let http = tiny_http().await;
     let mut server = FakeServer::start(SECRET).await;
-    let worker = Worker::builder(config(server.addr))
-        .builtins()
-        .start()
-        .await
-        .unwrap();
+    // The test server is on loopback, which the `http` processor refuses unless allowed.
+    let mut allowed = config(server.addr);
+    allowed.http_allow = vec!["127.0.0.1/32".parse().unwrap()];
+    let worker = Worker::builder(allowed).builtins().start().await.unwrap();
     let mut conn = server.accept().await;
 
     conn.schedule(job(1, "http", &format!("http://{http}/ok")))
@@ -101,6 +100,43 @@ async fn http_succeeds_on_2xx_and_fails_otherwise() {
     let last = conn.reports_until_final(5).await.pop().unwrap();
     assert_final(&last, InstanceStatus::Failed);
     assert!(last.result.unwrap().starts_with("http: bad params"));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_refuses_loopback_and_metadata_unless_the_worker_allows_them() {
+    let http = tiny_http().await;
+    let mut server = FakeServer::start(SECRET).await;
+    let worker = Worker::builder(config(server.addr))
+        .builtins()
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.accept().await;
+    for (id, url, ip, range) in [
+        (1, format!("http://{http}/ok"), "127.0.0.1", "loopback"),
+        (
+            2,
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "169.254.169.254",
+            "link-local",
+        ),
+    ] {
+        let params = format!(r#"{{"url": "{url}", "timeout_ms": 2000}}"#);
+        conn.schedule(job(id, "http", &params)).await;
+        let last = conn.reports_until_final(id).await.pop().unwrap();
+        assert_final(&last, InstanceStatus::Failed);
+        assert_eq!(
+            last.result.as_deref(),
+            Some(
+                format!(
+                    "http: destination {ip} is {range}; refused (start the worker with \
+                     --http-allow to permit it)"
+                )
+                .as_str()
+            )
+        );
+    }
     worker.shutdown().await;
 }
 

@@ -186,6 +186,10 @@ pub struct WorkerConfig {
     /// The CAs the `http` processor verifies `https://` URLs against (default: the public
     /// roots; the bundled worker's `--http-tls-ca` adds a private CA to them).
     pub http_tls: crate::https::HttpsRoots,
+    /// The loopback, link-local, private and other internal destinations the `http`
+    /// processor may reach after all (default none: it reaches public addresses only; see
+    /// [`builtin::destination`]). The bundled worker's `--http-allow`.
+    pub http_allow: Vec<builtin::AllowedDestination>,
 }
 
 /// Default [`WorkerConfig::default_instance_timeout`]: a day. A run that has gone on that
@@ -231,6 +235,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("shell_output", &self.shell_output)
             .field("local_log", &self.local_log)
             .field("http_tls", &self.http_tls)
+            .field("http_allow", &self.http_allow)
             .finish_non_exhaustive()
     }
 }
@@ -261,6 +266,7 @@ impl WorkerConfig {
             shell_output: builtin::OutputLimits::default(),
             local_log: LocalLogConfig::default(),
             http_tls: crate::https::HttpsRoots::public(),
+            http_allow: Vec::new(),
         }
     }
 }
@@ -346,6 +352,7 @@ impl WorkerBuilder {
         let allowed = self.config.allow_processors.clone();
         let shell_output = self.config.shell_output;
         let http_tls = self.config.http_tls.clone();
+        let http_policy = builtin::DestinationPolicy::new(self.config.http_allow.clone());
         let mut builder = self
             .basic("noop", builtin::NoopProcessor)
             .basic("sleep", builtin::SleepProcessor)
@@ -355,9 +362,10 @@ impl WorkerBuilder {
                 DangerousBuiltin::Shell => {
                     builder.basic("shell", builtin::ShellProcessor::with_limits(shell_output))
                 }
-                DangerousBuiltin::Http => {
-                    builder.basic("http", builtin::HttpProcessor::with_roots(&http_tls))
-                }
+                DangerousBuiltin::Http => builder.basic(
+                    "http",
+                    builtin::HttpProcessor::new(&http_tls, http_policy.clone()),
+                ),
             };
         }
         builder

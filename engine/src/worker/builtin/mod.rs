@@ -5,9 +5,11 @@
 //! [`TaskContext::params`] (the instance params, else the job params); `shell` runs the job's
 //! params only.
 
+pub mod destination;
 pub mod output;
 pub mod shell;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -15,6 +17,7 @@ use serde::Deserialize;
 use super::logs::truncate_at_char_boundary;
 use super::processor::{BasicProcessor, ProcessResult, TaskContext};
 
+pub use destination::{AllowedDestination, DestinationPolicy};
 pub use output::{OutputLimits, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_OUTPUT_BYTES};
 pub use shell::{
     shell_command, shell_env, ShellCommandError, ShellProcessor, SHELL_DEFAULT_PATH,
@@ -100,10 +103,18 @@ struct HttpParams {
 /// more; the rest of the body is never read, so a response of any size costs the worker at
 /// most that much memory. Without `timeout_ms` the request is bounded by the instance's
 /// timeout.
+///
+/// Loopback, link-local (cloud metadata), private and other internal addresses are refused
+/// unless the [`DestinationPolicy`] allows them, checked on the address each connection goes
+/// to, after DNS resolution and on every redirect (at most
+/// [`destination::MAX_REDIRECTS`], never from `https://` to `http://`); proxies from the
+/// environment are not used. See [`destination`].
 #[derive(Debug, Clone)]
 pub struct HttpProcessor {
     /// The shared client, or why it could not be built (reported by every run).
     client: Result<reqwest::Client, String>,
+    /// Where requests may go (the client's resolver and redirect policy hold it too).
+    policy: Arc<DestinationPolicy>,
 }
 
 impl Default for HttpProcessor {
@@ -114,14 +125,26 @@ impl Default for HttpProcessor {
 
 impl HttpProcessor {
     /// An `http` processor whose `https://` requests trust `roots` (e.g. the public roots
-    /// and a private CA).
+    /// and a private CA), with the default [`DestinationPolicy`].
     pub fn with_roots(roots: &crate::https::HttpsRoots) -> HttpProcessor {
+        HttpProcessor::new(roots, DestinationPolicy::default())
+    }
+
+    /// An `http` processor trusting `roots` that connects where `policy` allows.
+    pub fn new(roots: &crate::https::HttpsRoots, policy: DestinationPolicy) -> HttpProcessor {
+        let policy = Arc::new(policy);
         // A client that cannot be built is reported by every run instead of a panic.
         let client = roots
             .client_builder()
             .map_err(|e| e.to_string())
-            .and_then(|b| b.build().map_err(|e| e.to_string()));
-        HttpProcessor { client }
+            .and_then(|b| {
+                b.no_proxy()
+                    .dns_resolver(destination::CheckedResolver::new(Arc::clone(&policy)))
+                    .redirect(destination::redirect_policy(Arc::clone(&policy)))
+                    .build()
+                    .map_err(|e| e.to_string())
+            });
+        HttpProcessor { client, policy }
     }
 }
 
@@ -148,6 +171,13 @@ impl BasicProcessor for HttpProcessor {
                 params.url
             ));
         }
+        let url = match reqwest::Url::parse(&params.url) {
+            Ok(u) => u,
+            Err(e) => return ProcessResult::fail(format!("http: bad URL {:?}: {e}", params.url)),
+        };
+        if let Err(refused) = self.policy.check_url(&url) {
+            return ProcessResult::fail(format!("http: {refused}"));
+        }
         let method_name = params
             .method
             .as_deref()
@@ -161,7 +191,7 @@ impl BasicProcessor for HttpProcessor {
             Ok(c) => c,
             Err(e) => return ProcessResult::fail(format!("http: no HTTP client: {e}")),
         };
-        let mut request = client.request(method, &params.url);
+        let mut request = client.request(method, url);
         for (k, v) in &params.headers {
             request = request.header(k, v);
         }
@@ -180,10 +210,10 @@ impl BasicProcessor for HttpProcessor {
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
-                return ProcessResult::fail(format!(
-                    "http: request failed: {}",
-                    crate::https::describe(&e)
-                ))
+                return ProcessResult::fail(match destination::refusal(&e) {
+                    Some(refused) => format!("http: {refused}"),
+                    None => format!("http: request failed: {}", crate::https::describe(&e)),
+                })
             }
         };
         let status = response.status();
@@ -452,10 +482,233 @@ mod http_tests {
             trigger_time: 1000,
             dispatch_attempt: 2,
             worker_address: Arc::from("127.0.0.1:7000"),
-            timeout: None,
+            // Bounds a request to a listener that never answers, should a check be missing.
+            timeout: Some(Duration::from_secs(10)),
             logger: InstanceLogger::new(5, tx, Arc::default()),
             cancel: CancellationToken::new(),
         }
+    }
+
+    /// An `http` processor trusting the public roots that may also reach `allow`.
+    fn allowing(allow: &[&str]) -> HttpProcessor {
+        let policy = DestinationPolicy::new(allow.iter().map(|a| a.parse().unwrap()));
+        HttpProcessor::new(&crate::https::HttpsRoots::public(), policy)
+    }
+
+    /// A listener nobody serves: whether a client connected shows in its accept queue (the
+    /// kernel completes the handshake before `connect` returns), with no waiting.
+    struct Witness(std::net::TcpListener);
+
+    impl Witness {
+        fn bind(ip: &str) -> Witness {
+            let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            Witness(l)
+        }
+
+        fn port(&self) -> u16 {
+            self.0.local_addr().unwrap().port()
+        }
+
+        #[track_caller]
+        fn assert_untouched(&self) {
+            match self.0.accept() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("accept: {e}"),
+                Ok((_, peer)) => panic!("{peer} connected to a refused destination"),
+            }
+        }
+    }
+
+    /// A server on `ip` that records each request line and answers by path: `/ok` 200
+    /// "hello"; `/go?URL` a 302 to URL; anything else 404.
+    async fn redirecting_server(
+        ip: &str,
+    ) -> (std::net::SocketAddr, Arc<parking_lot::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                log.lock().push(line);
+                let response = match path.strip_prefix("/go?") {
+                    Some(to) => format!(
+                        "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    ),
+                    None if path == "/ok" => "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello".to_owned(),
+                    None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned(),
+                };
+                let _ = conn.write_all(response.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        (addr, seen)
+    }
+
+    const HINT: &str = "refused (start the worker with --http-allow to permit it)";
+
+    #[tokio::test]
+    async fn loopback_and_metadata_addresses_are_refused_without_an_allow_list() {
+        let witness = Witness::bind("127.0.0.1");
+        let port = witness.port();
+        let r = HttpProcessor::default()
+            .process(ctx(&format!("http://127.0.0.1:{port}/")))
+            .await;
+        assert!(!r.success);
+        assert_eq!(
+            r.message,
+            format!("http: destination 127.0.0.1 is loopback; {HINT}")
+        );
+        // Other spellings of the same place: IPv4-mapped IPv6, "this host", a decimal IPv4.
+        for (url, ip, range) in [
+            (
+                format!("http://[::ffff:127.0.0.1]:{port}/"),
+                "127.0.0.1",
+                "loopback",
+            ),
+            (format!("http://0.0.0.0:{port}/"), "0.0.0.0", "unspecified"),
+            (
+                format!("http://2130706433:{port}/"),
+                "127.0.0.1",
+                "loopback",
+            ),
+        ] {
+            let r = HttpProcessor::default().process(ctx(&url)).await;
+            assert!(!r.success, "{url}");
+            assert!(
+                r.message.starts_with("http: destination "),
+                "{url}: {}",
+                r.message
+            );
+            assert!(
+                r.message.contains(&format!(" is {range}; {HINT}")),
+                "{url}: {}",
+                r.message
+            );
+            assert!(r.message.contains(ip), "{url}: {}", r.message);
+        }
+        witness.assert_untouched();
+
+        // The cloud metadata service: refused before any connection is tried (the timeout
+        // only bounds the run should the check be missing).
+        let params = r#"{"url": "http://169.254.169.254/latest/meta-data/", "timeout_ms": 2000}"#;
+        let r = HttpProcessor::default().process(ctx(params)).await;
+        assert!(!r.success);
+        assert_eq!(
+            r.message,
+            format!("http: destination 169.254.169.254 is link-local; {HINT}")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_name_is_checked_on_the_addresses_it_resolves_to() {
+        let witness = Witness::bind("127.0.0.1");
+        let r = HttpProcessor::default()
+            .process(ctx(&format!("http://localhost:{}/", witness.port())))
+            .await;
+        assert!(!r.success);
+        // localhost resolves to 127.0.0.1 or ::1 first, depending on the system.
+        assert!(
+            r.message.starts_with("http: destination localhost ("),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.ends_with(&format!(") is loopback; {HINT}")),
+            "{}",
+            r.message
+        );
+        witness.assert_untouched();
+    }
+
+    #[tokio::test]
+    async fn an_allow_list_permits_what_it_names() {
+        let (addr, seen) = redirecting_server("127.0.0.1").await;
+        let port = addr.port();
+        let r = allowing(&["127.0.0.1/32"])
+            .process(ctx(&format!("http://127.0.0.1:{port}/ok")))
+            .await;
+        assert_eq!((r.success, r.message.as_str()), (true, "200 OK: hello"));
+        // A network allows its addresses whatever name leads there; a host entry allows
+        // that name.
+        for allow in ["127.0.0.0/8", "localhost"] {
+            let r = allowing(&[allow])
+                .process(ctx(&format!("http://localhost:{port}/ok")))
+                .await;
+            assert_eq!(
+                (r.success, r.message.as_str()),
+                (true, "200 OK: hello"),
+                "{allow}"
+            );
+        }
+        // Another network does not.
+        let r = allowing(&["10.0.0.0/8"])
+            .process(ctx(&format!("http://127.0.0.1:{port}/ok")))
+            .await;
+        assert!(r.message.contains("is loopback; refused"), "{}", r.message);
+        assert_eq!(seen.lock().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn every_redirect_hop_is_checked() {
+        let (addr, seen) = redirecting_server("127.0.0.1").await;
+        // 127.0.0.2 is loopback too (all of 127/8 is, on Linux) but not allowed.
+        let second = Witness::bind("127.0.0.2");
+        let to_second = format!("http://127.0.0.2:{}/secret", second.port());
+        let allowed = allowing(&["127.0.0.1/32"]);
+        let r = allowed
+            .process(ctx(&format!("http://{addr}/go?{to_second}")))
+            .await;
+        assert!(!r.success);
+        assert_eq!(
+            r.message,
+            format!("http: redirect to {to_second}: destination 127.0.0.2 is loopback; {HINT}")
+        );
+        second.assert_untouched();
+
+        assert_eq!(*seen.lock(), [format!("GET /go?{to_second} HTTP/1.1")]);
+
+        // A redirect to a name is checked on the addresses the name resolves to: from a
+        // server on 127.0.0.2 (allowed) to localhost (127.0.0.1 or ::1, not allowed).
+        let (other, other_seen) = redirecting_server("127.0.0.2").await;
+        let witness = Witness::bind("127.0.0.1");
+        let to_name = format!("http://localhost:{}/ok", witness.port());
+        let r = allowing(&["127.0.0.2/32"])
+            .process(ctx(&format!("http://{other}/go?{to_name}")))
+            .await;
+        assert!(!r.success);
+        assert!(
+            r.message.starts_with("http: destination localhost ("),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.ends_with(&format!(") is loopback; {HINT}")),
+            "{}",
+            r.message
+        );
+        assert_eq!(*other_seen.lock(), [format!("GET /go?{to_name} HTTP/1.1")]);
+        witness.assert_untouched();
+
+        // Allowed, a redirect to a name is followed.
+        let to_first = format!("http://localhost:{}/ok", addr.port());
+        let r = allowing(&["127.0.0.2/32", "localhost"])
+            .process(ctx(&format!("http://{other}/go?{to_first}")))
+            .await;
+        assert_eq!((r.success, r.message.as_str()), (true, "200 OK: hello"));
+        assert_eq!(seen.lock().last().unwrap(), "GET /ok HTTP/1.1");
     }
 
     #[tokio::test]
@@ -481,7 +734,7 @@ mod http_tests {
             }
             written
         });
-        let r = HttpProcessor::default()
+        let r = allowing(&["127.0.0.1/32"])
             .process(ctx(&format!("http://{addr}/big")))
             .await;
         assert!(r.success, "{}", r.message);
@@ -506,7 +759,8 @@ mod http_tests {
             .unwrap()
             .with_public();
         let params = format!(r#"{{"url": "{url}", "method": "post", "body": "hi"}}"#);
-        let r = HttpProcessor::with_roots(&roots)
+        let localhost = DestinationPolicy::new(["localhost".parse().unwrap()]);
+        let r = HttpProcessor::new(&roots, localhost.clone())
             .process(ctx(&params))
             .await;
         assert!(r.success, "{}", r.message);
@@ -516,7 +770,9 @@ mod http_tests {
         assert_eq!(got[0].body, b"hi");
 
         // The public roots alone do not lead to the test CA: the run fails and says why.
-        let r = HttpProcessor::default().process(ctx(&url)).await;
+        let r = HttpProcessor::new(&HttpsRoots::public(), localhost)
+            .process(ctx(&url))
+            .await;
         assert!(!r.success);
         assert!(
             r.message.contains("not signed by a CA this client trusts"),
