@@ -41,6 +41,8 @@
 //! insecure_plaintext = false        # allow plain TCP/HTTP on a non-loopback address
 //! # https:// alarm channels: verified against the public roots and this CA (PEM)
 //! alarm_tls_ca = "/etc/ferrojob/internal-ca.pem"
+//! # internal networks or hosts alarm webhooks may reach (default: public addresses only)
+//! alarm_allow = ["10.0.0.0/8", "alerts.internal"]
 //! ```
 //!
 //! Without `tls_cert`/`tls_key` both ports are plain TCP. That is allowed on loopback
@@ -52,6 +54,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use ferrojob::https::destination::AllowedDestination;
 use ferrojob::launch::LaunchConfig;
 use serde::Deserialize;
 
@@ -180,6 +183,17 @@ pub struct ServerArgs {
     /// public roots (webhooks on a private CA).
     #[arg(long, env = "FERROJOB_ALARM_TLS_CA")]
     pub alarm_tls_ca: Option<PathBuf>,
+    /// A network (`10.0.0.0/8`, `127.0.0.1`) or host name (`alerts.internal`) that alarm
+    /// webhooks may reach although it is loopback, link-local, private or otherwise internal
+    /// (repeat for more; with the file's `alarm_allow`). Without it, webhooks reach public
+    /// addresses only: an app's admin chooses the URL, the server posts from its network.
+    #[arg(
+        long = "alarm-allow",
+        env = "FERROJOB_ALARM_ALLOW",
+        value_delimiter = ',',
+        value_name = "NETWORK|HOST"
+    )]
+    pub alarm_allow: Vec<AllowedDestination>,
 }
 
 /// The TOML file's keys (all optional; unknown keys are an error).
@@ -218,6 +232,7 @@ pub struct FileConfig {
     tls_key: Option<PathBuf>,
     insecure_plaintext: Option<bool>,
     alarm_tls_ca: Option<PathBuf>,
+    alarm_allow: Option<Vec<String>>,
 }
 
 /// Default OpenAPI address.
@@ -372,6 +387,13 @@ impl ServerArgs {
                 .context("--alarm-tls-ca")?
                 .with_public();
         }
+        config.core.alarm_allow = self.alarm_allow.clone();
+        for item in file.alarm_allow.iter().flatten() {
+            config
+                .core
+                .alarm_allow
+                .push(item.parse().context("alarm_allow in the config file")?);
+        }
         let plaintext_allowed = self.insecure_plaintext || file.insecure_plaintext.unwrap_or(false);
         if config.tls.is_none() && !plaintext_allowed {
             for (what, addr) in [("listen", config.listen), ("http", config.http)] {
@@ -456,6 +478,24 @@ mod tests {
             text.contains("--alarm-tls-ca") && text.contains("/nonexistent/ca.pem"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn alarm_webhooks_reach_internal_destinations_only_when_allowed() {
+        let merge = |args: &[&str], file: &str| {
+            ServerArgs::parse_from(args).merge(toml::from_str::<FileConfig>(file).unwrap())
+        };
+        let c = merge(&["s"], "").unwrap();
+        assert!(c.core.alarm_allow.is_empty());
+        let c = merge(
+            &["s", "--alarm-allow", "127.0.0.1,10.0.0.0/8"],
+            r#"alarm_allow = ["Alerts.Internal"]"#,
+        )
+        .unwrap();
+        let shown: Vec<String> = c.core.alarm_allow.iter().map(|a| a.to_string()).collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "alerts.internal"]);
+        let err = merge(&["s"], r#"alarm_allow = ["10.0.0.0/99"]"#).unwrap_err();
+        assert!(format!("{err:#}").contains("alarm_allow"), "{err:#}");
     }
 
     #[test]

@@ -259,6 +259,42 @@ async fn an_alarm_raised_before_a_restart_is_delivered_after_it_with_the_same_id
 }
 
 #[tokio::test]
+async fn a_webhook_to_an_internal_address_is_refused_unless_the_server_allows_it() {
+    let receiver = Receiver::start(200).await;
+    let mut c = config(StoreChoice::Memory, None);
+    c.alarm_allow.clear();
+    let server = start(c).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    add_channel(&api, &app, receiver.url(), None).await;
+    let test = api.test_channel(app.clone(), "ops".into()).await.unwrap();
+    assert!(!test.delivered, "{test:?}");
+    assert_eq!(
+        test.detail,
+        "destination 127.0.0.1 is loopback; refused (start the server with --alarm-allow to permit it)"
+    );
+    assert!(receiver.got().is_empty(), "nothing reached the receiver");
+    // A cloud metadata address, and a name that resolves to loopback.
+    for (url, detail) in [
+        (
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+            "destination 169.254.169.254 is link-local; refused",
+        ),
+        (
+            receiver.url().replace("127.0.0.1", "localhost"),
+            "destination localhost (",
+        ),
+    ] {
+        add_channel(&api, &app, url, None).await;
+        let test = api.test_channel(app.clone(), "ops".into()).await.unwrap();
+        assert!(!test.delivered, "{test:?}");
+        assert!(test.detail.starts_with(detail), "{test:?}");
+    }
+    assert!(receiver.got().is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_job_with_no_successful_run_trips_its_dead_man_switch() {
     let receiver = Receiver::start(200).await;
     let clock = ferrojob::clock::VirtualClock::new(T0);
@@ -300,9 +336,9 @@ async fn the_alarm_routes_answer_over_http_through_the_client() {
     use ferrojob::launch::{launch, LaunchConfig};
 
     let receiver = Receiver::start(200).await;
-    let server = launch(LaunchConfig::new(None, local(), local()))
-        .await
-        .unwrap();
+    let mut launch_config = LaunchConfig::new(None, local(), local());
+    launch_config.core.alarm_allow = vec!["127.0.0.1/32".parse().unwrap()];
+    let server = launch(launch_config).await.unwrap();
     let base = format!("http://{}", server.http_addr());
     let admin = Client::new(&base, server.admin_token()).unwrap();
     admin
@@ -463,9 +499,9 @@ async fn an_email_channel_sends_its_test_alarm_over_smtp() {
     use ferrojob::launch::{launch, LaunchConfig};
 
     let (port, sink) = smtp_sink().await;
-    let server = launch(LaunchConfig::new(None, local(), local()))
-        .await
-        .unwrap();
+    let mut launch_config = LaunchConfig::new(None, local(), local());
+    launch_config.core.alarm_allow = vec!["127.0.0.1/32".parse().unwrap()];
+    let server = launch(launch_config).await.unwrap();
     let base = format!("http://{}", server.http_addr());
     let admin = Client::new(&base, server.admin_token()).unwrap();
     admin

@@ -148,6 +148,9 @@ pub fn start_server_with(
         // The end-to-end jobs run every few hundred ms to finish quickly.
         "--min-period-ms",
         "100",
+        // The tests' alarm receivers listen on loopback.
+        "--alarm-allow",
+        "127.0.0.1/32",
     ]
     .iter()
     .map(|s| s.to_string())

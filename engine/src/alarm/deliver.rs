@@ -428,7 +428,10 @@ pub async fn send(
     match req.body(request.body).send().await {
         Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16().to_string()),
         Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
-        Err(e) => Err(format!("request failed: {}", crate::https::describe(&e))),
+        Err(e) => Err(match crate::https::destination::refusal(&e) {
+            Some(refused) => refused,
+            None => format!("request failed: {}", crate::https::describe(&e)),
+        }),
     }
 }
 

@@ -19,6 +19,9 @@
 //! A handshake failure surfaces as a [`rustls::Error`] deep in a request error's chain:
 //! [`tls_failure`] finds it and [`explain`] says in words what it means.
 
+#[cfg(any(feature = "server", feature = "worker"))]
+pub mod destination;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

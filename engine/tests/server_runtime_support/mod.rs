@@ -41,6 +41,8 @@ pub fn config(store: StoreChoice, clock: Option<&VirtualClock>) -> ServerConfig 
     // Fake workers heartbeat only when told: keep them alive unless a test says otherwise.
     c.heartbeat_interval_ms = 3_600_000;
     c.restart_grace_ms = 10_000;
+    // The tests' alarm receivers listen on loopback.
+    c.alarm_allow = vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()];
     if let Some(clock) = clock {
         c.clock = Arc::new(clock.clone());
     }

@@ -34,6 +34,7 @@ use crate::api::{
     AlarmList, ApiError, AppRef, ChannelBody, ChannelList, ChannelTestResult, ChannelView,
     PageQuery,
 };
+use crate::https::destination::{refusal, AllowedDestination, CheckedResolver, DestinationPolicy};
 use crate::https::{HttpsError, HttpsRoots};
 use crate::ids::{AppId, JobId};
 use crate::server::alarm_repo::{AlarmRecord, AttemptRecord, ChannelRecord, DeliveryStatus};
@@ -68,6 +69,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Alarms {
     wake: tokio::sync::Notify,
     http: reqwest::Client,
+    /// Where webhooks may be posted (the resolver of `http` checks host names; this checks
+    /// URLs that name an address).
+    destinations: Arc<DestinationPolicy>,
     /// When the time-driven rules were last polled, clock ms.
     last_poll: AtomicI64,
     /// When the alarm history was last pruned, clock ms.
@@ -78,18 +82,26 @@ pub(crate) struct Alarms {
 }
 
 impl Alarms {
-    /// The delivery state, its HTTP client trusting `roots` for `https://` channels (never
-    /// following a redirect).
-    pub(crate) fn new(roots: &HttpsRoots) -> Result<Alarms, HttpsError> {
+    /// The delivery state, its HTTP client trusting `roots` for `https://` channels, never
+    /// following a redirect nor using a proxy, and connecting to internal addresses only
+    /// when `allow` names them.
+    pub(crate) fn new(
+        roots: &HttpsRoots,
+        allow: &[AllowedDestination],
+    ) -> Result<Alarms, HttpsError> {
+        let destinations = Arc::new(DestinationPolicy::for_alarms(allow.iter().cloned()));
         let http = roots
             .client_builder()?
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(CheckedResolver::new(Arc::clone(&destinations)))
             .build()
             .map_err(|e| HttpsError::Config(e.to_string()))?;
         Ok(Alarms {
             wake: tokio::sync::Notify::new(),
             http,
+            destinations,
             last_poll: AtomicI64::new(i64::MIN),
             last_prune: AtomicI64::new(i64::MIN),
             outbox_cursor: Mutex::new(None),
@@ -169,6 +181,12 @@ impl Runtime {
         notice: &Notice<'_>,
     ) -> Result<String, String> {
         use crate::alarm::deliver;
+        if let Ok(url) = reqwest::Url::parse(&channel.url) {
+            self.alarms
+                .destinations
+                .check_url(&url)
+                .map_err(|refused| refused.to_string())?;
+        }
         if deliver::needs_send(channel.kind, channel.secret.is_some()) {
             let (kind, url, secret) = (channel.kind, &channel.url, channel.secret.as_deref());
             let target = deliver::Target { kind, url, secret };
@@ -187,7 +205,10 @@ impl Runtime {
         match req.body(body).send().await {
             Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16().to_string()),
             Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
-            Err(e) => Err(format!("request failed: {}", crate::https::describe(&e))),
+            Err(e) => Err(match refusal(&e) {
+                Some(refused) => refused,
+                None => format!("request failed: {}", crate::https::describe(&e)),
+            }),
         }
     }
 

@@ -81,7 +81,7 @@ impl Runtime {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             ..RegistryConfig::default()
         })?);
-        let alarms = Alarms::new(&config.alarm_tls)
+        let alarms = Alarms::new(&config.alarm_tls, &config.alarm_allow)
             .map_err(|e| super::ServerError::Config(format!("alarm HTTPS client: {e}")))?;
         let started_ms = config.clock.now_ms();
         let repo = Arc::new(repo);

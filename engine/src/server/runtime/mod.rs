@@ -118,6 +118,10 @@ pub struct ServerConfig {
     /// The CAs `https://` alarm channels are verified against (default: the public roots;
     /// `--alarm-tls-ca` adds a private CA to them).
     pub alarm_tls: crate::https::HttpsRoots,
+    /// The loopback, link-local, private and other internal destinations alarm webhooks may
+    /// reach after all (default none: public addresses only; see
+    /// [`crate::https::destination`]). `--alarm-allow`.
+    pub alarm_allow: Vec<crate::https::destination::AllowedDestination>,
 }
 
 impl ServerConfig {
@@ -139,6 +143,7 @@ impl ServerConfig {
             min_period_ms: 1000,
             net: ferrojob_transport::net::NetConfig::default(),
             alarm_tls: crate::https::HttpsRoots::public(),
+            alarm_allow: Vec::new(),
         }
     }
 }

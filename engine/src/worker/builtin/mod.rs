@@ -5,7 +5,7 @@
 //! [`TaskContext::params`] (the instance params, else the job params); `shell` runs the job's
 //! params only.
 
-pub mod destination;
+pub use crate::https::destination;
 pub mod output;
 pub mod shell;
 

@@ -1,10 +1,12 @@
-//! Where the `http` processor may send requests.
+//! Where the worker's `http` processor and the server's alarm webhooks may send requests.
 //!
 //! A job's URL is chosen by whoever may create or run the job, and the request leaves from
 //! the worker's network position: without a check, `http://169.254.169.254/` reads the
 //! cloud's instance metadata (credentials), `http://127.0.0.1:…/` reaches services bound to
-//! the worker's loopback, and `http://10.…/` the private network behind it. So the `http`
-//! processor refuses these ranges unless the worker allows them ([`DestinationPolicy`]):
+//! the worker's loopback, and `http://10.…/` the private network behind it. An alarm
+//! channel's URL is chosen by an app's admin and posted to from the server's position, which
+//! every app shares. So both refuse these ranges unless the operator allows them
+//! ([`DestinationPolicy`]: the worker's `--http-allow`, the server's `--alarm-allow`):
 //!
 //! | range | IPv4 | IPv6 |
 //! |---|---|---|
@@ -40,7 +42,7 @@ pub const MAX_REDIRECTS: usize = 5;
 /// Addresses of one host name kept from a DNS answer at most.
 const MAX_RESOLVED: usize = 32;
 
-/// A kind of address the `http` processor refuses unless allowed (see the module docs).
+/// A kind of address refused unless allowed (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RestrictedRange {
@@ -281,7 +283,7 @@ fn normalize_host(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// Why the `http` processor refused to connect somewhere.
+/// Why a connection somewhere was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct DestinationRefused {
     /// The host name that resolved to `ip`; `None` when the URL named `ip` itself.
@@ -290,6 +292,8 @@ pub struct DestinationRefused {
     pub ip: IpAddr,
     /// Its range.
     pub range: RestrictedRange,
+    /// Who may allow it, and how: `the worker with --http-allow`.
+    pub allowed_by: &'static str,
 }
 
 impl std::fmt::Display for DestinationRefused {
@@ -300,8 +304,8 @@ impl std::fmt::Display for DestinationRefused {
         }
         write!(
             f,
-            " is {}; refused (start the worker with --http-allow to permit it)",
-            self.range
+            " is {}; refused (start {} to permit it)",
+            self.range, self.allowed_by
         )
     }
 }
@@ -335,18 +339,37 @@ pub enum RedirectRefused {
     TooMany,
 }
 
-/// Which destinations the `http` processor may connect to: public addresses, and restricted
+/// Which destinations a client may connect to: public addresses, and restricted
 /// ones only when an [`AllowedDestination`] permits them. The default allows none of them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationPolicy {
     allow: Vec<AllowedDestination>,
+    /// Named in refusals: who may allow more, and how.
+    allowed_by: &'static str,
+}
+
+impl Default for DestinationPolicy {
+    fn default() -> DestinationPolicy {
+        DestinationPolicy::new([])
+    }
 }
 
 impl DestinationPolicy {
-    /// The default refusals, with these exceptions.
+    /// The `http` processor's: the default refusals, with these exceptions (the worker's
+    /// `--http-allow`).
     pub fn new(allow: impl IntoIterator<Item = AllowedDestination>) -> DestinationPolicy {
         DestinationPolicy {
             allow: allow.into_iter().collect(),
+            allowed_by: "the worker with --http-allow",
+        }
+    }
+
+    /// The alarm webhooks': the default refusals, with these exceptions (the server's
+    /// `--alarm-allow`).
+    pub fn for_alarms(allow: impl IntoIterator<Item = AllowedDestination>) -> DestinationPolicy {
+        DestinationPolicy {
+            allow: allow.into_iter().collect(),
+            allowed_by: "the server with --alarm-allow",
         }
     }
 
@@ -369,7 +392,12 @@ impl DestinationPolicy {
         if allowed {
             Ok(())
         } else {
-            Err(DestinationRefused { host, ip, range })
+            Err(DestinationRefused {
+                host,
+                ip,
+                range,
+                allowed_by: self.allowed_by,
+            })
         }
     }
 
@@ -419,6 +447,7 @@ pub fn check_redirect(
 }
 
 /// The redirect policy of the `http` processor's client: [`check_redirect`] on every hop.
+#[cfg(feature = "worker")]
 pub(crate) fn redirect_policy(policy: Arc<DestinationPolicy>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         match check_redirect(&policy, attempt.previous(), attempt.url()) {
@@ -428,7 +457,7 @@ pub(crate) fn redirect_policy(policy: Arc<DestinationPolicy>) -> reqwest::redire
     })
 }
 
-/// The `http` processor's DNS resolver: the system's (`getaddrinfo` through
+/// The checked clients' DNS resolver: the system's (`getaddrinfo` through
 /// [`tokio::net::lookup_host`]), and then only the addresses the policy allows. A name with
 /// none left fails with the first refusal.
 #[derive(Debug, Clone)]
@@ -454,7 +483,7 @@ impl reqwest::dns::Resolve for CheckedResolver {
                 match policy.check(Some(&host), addr.ip()) {
                     Ok(()) => kept.push(addr),
                     Err(refused) => {
-                        tracing::debug!(%refused, "http: resolved address refused");
+                        tracing::debug!(%refused, "a resolved address refused");
                         first_refusal.get_or_insert(refused);
                     }
                 }
