@@ -1940,14 +1940,15 @@ fn postgres_upgrades_a_version_1_database_in_place() {
         let i = fire(&repo, &j, NOW, None);
         (j, i)
     };
-    // Back to version 1: the columns and tables of versions 2 and 3 go, the rows stay.
+    // Back to version 1: the columns and tables of versions 2 to 4 go, the rows stay.
     place::postgres::execute_on(
         &db.name,
         "ALTER TABLE jobs DROP COLUMN overlap_policy, DROP COLUMN retry_backoff, \
-             DROP COLUMN log_type, DROP COLUMN log_level; \
+             DROP COLUMN log_type, DROP COLUMN log_level, DROP COLUMN calendars; \
          ALTER TABLE logs DROP COLUMN attempt, DROP COLUMN fields; \
          DROP TABLE api_tokens, app_previous_secrets; \
          DROP TABLE job_versions, audit; \
+         DROP TABLE calendars; \
          DELETE FROM schema_migrations WHERE version >= 2; \
          INSERT INTO logs (instance_id, seq, time, level, content) \
              VALUES (1, 1, 5, 'ERROR', 'from version 1')"
@@ -1960,10 +1961,18 @@ fn postgres_upgrades_a_version_1_database_in_place() {
     assert_eq!(logs[0].line.content, "from version 1");
     assert_eq!((logs[0].line.attempt, logs[0].line.fields.len()), (0, 0));
     assert_eq!(
-        place::postgres::query_on(&db.name, "SELECT overlap_policy, log_type FROM jobs"),
-        vec![vec![Some("FAIL".to_owned()), Some("ONLINE".to_owned())]]
+        place::postgres::query_on(
+            &db.name,
+            "SELECT overlap_policy, log_type, calendars::text FROM jobs"
+        ),
+        vec![vec![
+            Some("FAIL".to_owned()),
+            Some("ONLINE".to_owned()),
+            Some("[]".to_owned())
+        ]]
     );
     assert!(repo.list_tokens(j.app_id).unwrap().is_empty());
+    assert!(repo.list_calendars(j.app_id).unwrap().is_empty());
 }
 
 /// PostgreSQL's text cannot hold a NUL character: a write with one fails alone (before it

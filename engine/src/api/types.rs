@@ -220,6 +220,12 @@ pub struct JobBody {
     /// `WARN` or `ERROR`; omitted when `INFO`.
     #[serde(default = "LogLevel::info", skip_serializing_if = "LogLevel::is_info")]
     pub log_level: LogLevel,
+    /// Names of the app's calendars (`/v1/apps/{app}/calendars`): a scheduled trigger on a
+    /// date one of them excludes is skipped (counted in `calendar_skipped_runs`); at most 8,
+    /// each must exist; runs asked for through the API are not affected. Default none
+    /// (omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendars: Vec<String>,
 }
 
 fn is_default_alarm(a: &AlarmRules) -> bool {
@@ -272,6 +278,7 @@ impl JobBody {
             tags: Vec::new(),
             log_type: LogType::Online,
             log_level: LogLevel::Info,
+            calendars: Vec::new(),
         }
     }
 }
@@ -301,6 +308,10 @@ pub struct JobView {
     /// Runs its `SKIP` overlap policy skipped since the server started (kept in memory).
     #[serde(default)]
     pub skipped_runs: u64,
+    /// Scheduled triggers skipped since the server started because one of its calendars
+    /// excludes their date (kept in memory).
+    #[serde(default)]
+    pub calendar_skipped_runs: u64,
     /// Creation time (epoch ms).
     pub created_at: EpochMs,
     /// Last update (epoch ms).

@@ -206,6 +206,9 @@ pub struct WorkflowSpec {
     /// Labels listings filter on; default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Names of the app's calendars the workflow does not fire on; default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendars: Vec<String>,
 }
 
 /// A node of a [`WorkflowSpec`]: the API's node with `job` and `workflow` names.
@@ -287,6 +290,7 @@ impl WorkflowSpec {
             edges: def.edges.clone(),
             description: def.description.clone(),
             tags: def.tags.clone(),
+            calendars: def.calendars.clone(),
         })
     }
 
@@ -335,6 +339,7 @@ impl WorkflowSpec {
             edges: self.edges.clone(),
             description: self.description.clone(),
             tags: self.tags.clone(),
+            calendars: self.calendars.clone(),
         })
     }
 
@@ -536,6 +541,7 @@ const JOB_FIELDS: &[&str] = &[
     "max_worker_count",
     "misfire",
     "lifecycle",
+    "calendars",
     "enabled",
     "log_type",
     "log_level",
@@ -549,6 +555,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "time_zone",
     "max_instances",
     "failure_policy",
+    "calendars",
 ];
 const NODE_FIELDS: &[&str] = &[
     "id",

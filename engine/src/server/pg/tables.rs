@@ -64,6 +64,7 @@ pub(super) enum Table {
     AppPreviousSecrets,
     JobVersions,
     Audit,
+    Calendars,
 }
 
 impl Table {
@@ -87,6 +88,7 @@ impl Table {
             Table::AppPreviousSecrets => "app_previous_secrets",
             Table::JobVersions => "job_versions",
             Table::Audit => "audit",
+            Table::Calendars => "calendars",
         }
     }
 
@@ -121,6 +123,7 @@ impl Table {
                     ("retry_backoff", Json),
                     ("log_type", Text),
                     ("log_level", Text),
+                    ("calendars", Json),
                 ],
                 1,
             ),
@@ -261,10 +264,21 @@ impl Table {
                 ],
                 2,
             ),
+            Table::Calendars => (
+                &[
+                    ("app_id", I64),
+                    ("name", Text),
+                    ("time_zone", Text),
+                    ("excluded", Json),
+                    ("updated_at", I64),
+                    ("record", Bytes),
+                ],
+                2,
+            ),
         }
     }
 
-    pub(super) const ALL: [Table; 18] = [
+    pub(super) const ALL: [Table; 19] = [
         Table::Counters,
         Table::Apps,
         Table::Jobs,
@@ -283,6 +297,7 @@ impl Table {
         Table::AppPreviousSecrets,
         Table::JobVersions,
         Table::Audit,
+        Table::Calendars,
     ];
 
     pub(super) fn upsert_sql(self) -> String {
