@@ -225,6 +225,50 @@ where
         .map(|(n, _)| n)
 }
 
+/// Most triggers [`preview`] examines: a calendar that excludes long runs of dates ends the
+/// preview early instead of searching on.
+pub const MAX_PREVIEW_SCAN: usize = 10_000;
+
+/// The triggers a preview shows: the first ones that fire, and the ones skipped on the way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preview {
+    /// Triggers that fire, ascending, at most the count asked for.
+    pub fires: Vec<EpochMs>,
+    /// Triggers before the last of `fires` that `calendar` excludes, ascending.
+    pub skipped: Vec<EpochMs>,
+}
+
+/// The first `count` triggers of `expr` strictly after `after` that `calendar` (if any)
+/// allows, with those it excludes on the way; at most [`MAX_PREVIEW_SCAN`] triggers are
+/// examined. `anchor` is as for [`TimeExpression::next_after`].
+///
+/// [`TimeExpression::next_after`]: crate::time_expression::TimeExpression::next_after
+pub fn preview(
+    expr: &crate::time_expression::TimeExpression,
+    calendar: Option<&Calendar>,
+    anchor: EpochMs,
+    after: EpochMs,
+    count: usize,
+) -> Preview {
+    let mut out = Preview::default();
+    let mut after = after;
+    for _ in 0..MAX_PREVIEW_SCAN {
+        if out.fires.len() >= count {
+            break;
+        }
+        let Some(t) = expr.next_after(anchor, after) else {
+            break;
+        };
+        if calendar.is_some_and(|c| c.excludes(t)) {
+            out.skipped.push(t);
+        } else {
+            out.fires.push(t);
+        }
+        after = t;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +362,33 @@ mod tests {
         assert!(check_calendar_names(&["a".into(), "a".into()]).is_err());
         let nine: Vec<String> = (0..=MAX_CALENDARS_PER_JOB).map(|i| format!("c{i}")).collect();
         assert!(check_calendar_names(&nine).is_err());
+    }
+
+    #[test]
+    fn preview_skips_excluded_triggers_and_stays_bounded() {
+        use crate::time_expression::{TimeExpression, TimeExpressionType};
+        // Daily at 23:30 UTC: the trigger of the 24th is the 25th in Shanghai.
+        let expr = TimeExpression::parse(TimeExpressionType::Cron, "0 30 23 * * ?", None).unwrap();
+        let cal = Calendar::new("Asia/Shanghai", &["2026-12-25"]).unwrap();
+        let after = ms("2026-12-23T00:00:00Z");
+        let p = preview(&expr, Some(&cal), after, after, 3);
+        assert_eq!(
+            p.fires,
+            [
+                ms("2026-12-23T23:30:00Z"),
+                ms("2026-12-25T23:30:00Z"),
+                ms("2026-12-26T23:30:00Z")
+            ]
+        );
+        assert_eq!(p.skipped, [ms("2026-12-24T23:30:00Z")]);
+        // No calendar: every trigger fires.
+        assert_eq!(preview(&expr, None, after, after, 2).fires.len(), 2);
+        // A calendar that excludes every date: bounded, nothing fires.
+        let all = Calendar::new("UTC", &["1970-01-01..2299-12-31"]).unwrap();
+        let rate = TimeExpression::parse(TimeExpressionType::FixedRate, "1000", None).unwrap();
+        let p = preview(&rate, Some(&all), after, after, 5);
+        assert!(p.fires.is_empty());
+        assert_eq!(p.skipped.len(), MAX_PREVIEW_SCAN);
     }
 
     #[test]

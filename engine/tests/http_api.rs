@@ -2498,6 +2498,7 @@ async fn validate_answers_times_in_the_expression_zone() {
             expression: "0 0 2 * * ?".into(),
             time_zone: Some("Asia/Shanghai".into()),
             count: Some(3),
+            excluded: Vec::new(),
         })
         .await
         .unwrap()
@@ -2514,6 +2515,7 @@ async fn validate_answers_times_in_the_expression_zone() {
             expression: "0 0 25 * * ?".into(),
             time_zone: None,
             count: None,
+            excluded: Vec::new(),
         })
         .await;
     match bad {

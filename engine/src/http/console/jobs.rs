@@ -177,6 +177,7 @@ pub(super) async fn preview(State(c): State<Console>, req: Request) -> Response 
                 expression: fields.get("time_expression").unwrap_or("").to_owned(),
                 time_zone: fields.get("time_zone").map(str::to_owned),
                 count: Some(PREVIEW_COUNT),
+                excluded: Vec::new(),
             };
             validate_expression(&req, SystemClock.now_ms())
                 .map(|v| v.next)
