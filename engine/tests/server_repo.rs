@@ -1714,6 +1714,95 @@ fn channels_are_put_listed_by_name_and_deleted() {
 }
 
 #[test]
+fn calendars_are_put_listed_reopened_bounded_and_deleted_with_their_app() {
+    use ferrojob::calendar::MAX_CALENDARS_PER_APP;
+    use ferrojob::server::calendar_repo::CalendarRecord;
+    each_repository(|place| {
+        let a = {
+            let repo = place.open();
+            let a = app(&repo, "a");
+            let cal = |name: &str| CalendarRecord {
+                app_id: a.id,
+                name: name.into(),
+                time_zone: "Asia/Shanghai".into(),
+                excluded: vec!["2026-10-01..2026-10-07".into(), "2026-01-01".into()],
+                description: "public holidays".into(),
+                updated_at: NOW,
+            };
+            for name in ["cn", "Zeta", "alpha", "cn"] {
+                repo.put_calendar(&cal(name)).unwrap().wait().unwrap();
+            }
+            assert_eq!(repo.get_calendar(a.id, "cn").unwrap(), cal("cn"));
+            // Replaced in place.
+            let mut cn = cal("cn");
+            cn.excluded = vec!["2027-02-10".into()];
+            repo.put_calendar(&cn).unwrap().wait().unwrap();
+            assert_eq!(repo.get_calendar(a.id, "cn").unwrap(), cn);
+            // Refused: a bad entry, an unknown app.
+            let mut bad = cal("bad");
+            bad.excluded = vec!["2026-02-30".into()];
+            assert!(matches!(
+                repo.put_calendar(&bad),
+                Err(RepoError::Invalid {
+                    field: "excluded",
+                    ..
+                })
+            ));
+            assert!(matches!(
+                repo.put_calendar(&CalendarRecord {
+                    app_id: AppId(77),
+                    ..cal("x")
+                }),
+                Err(RepoError::NotFound { what: "app", .. })
+            ));
+            // At most MAX_CALENDARS_PER_APP per app; replacing one stays allowed.
+            for i in 3..MAX_CALENDARS_PER_APP {
+                repo.put_calendar(&cal(&format!("c{i:02}")))
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+            }
+            assert!(matches!(
+                repo.put_calendar(&cal("one-too-many")),
+                Err(RepoError::Invalid { field: "name", .. })
+            ));
+            repo.put_calendar(&cal("cn")).unwrap().wait().unwrap();
+            a
+        };
+        // Durable: a reopened repository reads them back, by name.
+        let repo = place.open();
+        let names: Vec<String> = repo
+            .list_calendars(a.id)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names.len(), MAX_CALENDARS_PER_APP);
+        assert_eq!(&names[..3], ["Zeta", "alpha", "c03"]);
+        repo.delete_calendar(a.id, "alpha").unwrap().wait().unwrap();
+        assert!(matches!(
+            repo.get_calendar(a.id, "alpha"),
+            Err(RepoError::NotFound {
+                what: "calendar",
+                ..
+            })
+        ));
+        assert!(repo.delete_calendar(a.id, "alpha").is_err());
+        // A job names calendars in its record.
+        let mut j = cron_job(a.id);
+        j.calendars = vec!["cn".into(), "Zeta".into()];
+        let j = repo.create_job(j, None, NOW).unwrap().wait().unwrap();
+        assert_eq!(repo.get_job(j.id).unwrap().calendars, ["cn", "Zeta"]);
+        repo.delete_job(j.id).unwrap().wait().unwrap();
+        // Deleting the app deletes its calendars: an app of the same name starts with none.
+        repo.delete_app(a.id).unwrap().wait().unwrap();
+        let b = app(&repo, "a");
+        assert!(repo.list_calendars(b.id).unwrap().is_empty());
+        assert!(repo.list_calendars(a.id).unwrap().is_empty());
+    });
+}
+
+#[test]
 fn a_workflow_transition_writes_instances_and_node_links_together() {
     use ferrojob::ids::NodeId;
     use ferrojob::server::workflow_repo::{NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfWrite};
