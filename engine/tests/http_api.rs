@@ -353,6 +353,7 @@ impl Api for MockApi {
             next_trigger_time: None,
             runs: 0,
             skipped_runs: 0,
+            calendar_skipped_runs: 0,
             created_at: 1,
             updated_at: 1,
         };

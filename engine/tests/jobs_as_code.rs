@@ -28,6 +28,7 @@ fn view(id: u64, toml_body: &str) -> JobView {
         next_trigger_time: None,
         runs: 0,
         skipped_runs: 0,
+        calendar_skipped_runs: 0,
         created_at: 0,
         updated_at: 0,
     }

@@ -160,3 +160,62 @@ async fn calendar_routes_roles_unknown_names_and_deletion_while_named() {
     assert_eq!(actions, ["calendar.delete", "calendar.put"]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_backfill_lists_the_times_a_calendar_excludes_and_creates_no_run_for_them() {
+    use ferrojob::api::Backfill;
+    let server = launch(LaunchConfig::new(None, local(), local()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.http_addr());
+    let admin = Client::new(&base, server.admin_token()).unwrap();
+    admin
+        .create_app(&CreateApp {
+            name: "shop".into(),
+            secret: SECRET.into(),
+        })
+        .await
+        .unwrap();
+    let c = token(&admin, &base, TokenRole::Admin).await;
+    // Excluded in Shanghai: 2020-03-02 starts at 2020-03-01T16:00Z there.
+    let cn = CalendarBody {
+        time_zone: Some("Asia/Shanghai".into()),
+        excluded: vec!["2020-03-02".into()],
+        description: String::new(),
+    };
+    c.put_calendar("shop", "cn", &cn).await.unwrap();
+    // Daily at 23:30 UTC.
+    let mut j = job(T::Cron, "0 30 23 * * ?");
+    j.calendars = vec!["cn".into()];
+    let id = c.create_job("shop", &j).await.unwrap().id;
+    let day = 86_400_000;
+    let from = 1_583_020_800_000; // 2020-03-01T00:00:00Z
+    let req = Backfill {
+        from,
+        to: from + 3 * day,
+        dry_run: true,
+    };
+    let dry = c.backfill_job("shop", id, &req).await.unwrap();
+    let excluded: Vec<Option<&str>> = dry
+        .runs
+        .iter()
+        .map(|r| r.excluded_by.as_deref())
+        .collect();
+    // 03-01T23:30Z is 03-02 in Shanghai: excluded; the other two are not.
+    assert_eq!(excluded, [Some("cn"), None, None]);
+    let done = c
+        .backfill_job(
+            "shop",
+            id,
+            &Backfill {
+                dry_run: false,
+                ..req
+            },
+        )
+        .await
+        .unwrap();
+    let created: Vec<bool> = done.runs.iter().map(|r| r.instance_id.is_some()).collect();
+    assert_eq!(created, [false, true, true]);
+    assert_eq!(done.runs[0].excluded_by.as_deref(), Some("cn"));
+    server.shutdown().await;
+}

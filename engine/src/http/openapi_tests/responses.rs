@@ -112,10 +112,12 @@ fn real_answers_match_the_response_schemas() {
                 crate::api::BackfillRun {
                     trigger_time: -1,
                     instance_id: Some(InstanceId(9)),
+                    excluded_by: None,
                 },
                 crate::api::BackfillRun {
                     trigger_time: 2,
                     instance_id: None,
+                    excluded_by: Some("holidays".into()),
                 },
             ],
             dry_run: false,
