@@ -958,10 +958,11 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                     let t = run.trigger_time;
                     let when = chrono::DateTime::from_timestamp_millis(t)
                         .map_or_else(|| t.to_string(), |d| d.to_rfc3339());
-                    match (done.dry_run, run.instance_id) {
-                        (true, _) => println!("{when}"),
-                        (false, Some(iid)) => println!("{when} instance={}", iid.get()),
-                        (false, None) => println!("{when} skipped (overlap policy SKIP)"),
+                    match (done.dry_run, run.instance_id, &run.excluded_by) {
+                        (_, _, Some(cal)) => println!("{when} skipped (excluded by calendar {cal})"),
+                        (true, _, None) => println!("{when}"),
+                        (false, Some(iid), None) => println!("{when} instance={}", iid.get()),
+                        (false, None, None) => println!("{when} skipped (overlap policy SKIP)"),
                     }
                 }
                 Ok(())
