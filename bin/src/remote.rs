@@ -959,7 +959,9 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                     let when = chrono::DateTime::from_timestamp_millis(t)
                         .map_or_else(|| t.to_string(), |d| d.to_rfc3339());
                     match (done.dry_run, run.instance_id, &run.excluded_by) {
-                        (_, _, Some(cal)) => println!("{when} skipped (excluded by calendar {cal})"),
+                        (_, _, Some(cal)) => {
+                            println!("{when} skipped (excluded by calendar {cal})")
+                        }
                         (true, _, None) => println!("{when}"),
                         (false, Some(iid), None) => println!("{when} instance={}", iid.get()),
                         (false, None, None) => println!("{when} skipped (overlap policy SKIP)"),

@@ -53,10 +53,19 @@ pub fn run(args: &Args) -> Result<()> {
     let calendar = if args.exclude.is_empty() {
         None
     } else {
-        Some(Calendar::new(args.tz.as_deref().unwrap_or_default(), &args.exclude)?)
+        Some(Calendar::new(
+            args.tz.as_deref().unwrap_or_default(),
+            &args.exclude,
+        )?)
     };
     let after_ms = after.timestamp_millis();
-    let p = preview(&expression, calendar.as_ref(), after_ms, after_ms, args.count);
+    let p = preview(
+        &expression,
+        calendar.as_ref(),
+        after_ms,
+        after_ms,
+        args.count,
+    );
     let tz = expression.time_zone();
     // Both lists ascending: merged, each time printed once, the skipped ones marked.
     let mut all: Vec<(EpochMs, bool)> = p.fires.iter().map(|t| (*t, false)).collect();

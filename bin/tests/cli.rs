@@ -140,7 +140,13 @@ fn validate_marks_the_trigger_times_excluded_dates_skip() {
     );
     // A bad date is refused, naming it.
     let out = ferrojob(&[
-        "validate", "--type", "cron", "--expr", "0 0 10 * * ?", "--exclude", "2026-02-30",
+        "validate",
+        "--type",
+        "cron",
+        "--expr",
+        "0 0 10 * * ?",
+        "--exclude",
+        "2026-02-30",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("2026-02-30"));

@@ -37,7 +37,9 @@ pub const MAX_CALENDAR_DESCRIPTION_LEN: usize = 1024;
 #[non_exhaustive]
 pub enum CalendarError {
     /// The name is empty, too long or has other characters.
-    #[error("calendar name {0:?}: 1 to {MAX_CALENDAR_NAME_LEN} bytes of letters, digits, '_', '-', '.'")]
+    #[error(
+        "calendar name {0:?}: 1 to {MAX_CALENDAR_NAME_LEN} bytes of letters, digits, '_', '-', '.'"
+    )]
     Name(String),
     /// An excluded entry does not parse.
     #[error("excluded entry {entry:?}: {reason}")]
@@ -299,28 +301,92 @@ mod tests {
         // An empty zone is UTC.
         check("", &["2026-12-25"], "2026-12-25T12:00:00Z", true);
         // The date boundary: 23:30 UTC on the 24th is already the 25th in Shanghai (UTC+8)…
-        check("Asia/Shanghai", &["2026-12-25"], "2026-12-24T23:30:00Z", true);
+        check(
+            "Asia/Shanghai",
+            &["2026-12-25"],
+            "2026-12-24T23:30:00Z",
+            true,
+        );
         check("UTC", &["2026-12-25"], "2026-12-24T23:30:00Z", false);
         // … and 15:59 UTC on the 25th is the 25th's last minute there; 16:00 is the 26th.
-        check("Asia/Shanghai", &["2026-12-25"], "2026-12-25T15:59:00Z", true);
-        check("Asia/Shanghai", &["2026-12-25"], "2026-12-25T16:00:00Z", false);
+        check(
+            "Asia/Shanghai",
+            &["2026-12-25"],
+            "2026-12-25T15:59:00Z",
+            true,
+        );
+        check(
+            "Asia/Shanghai",
+            &["2026-12-25"],
+            "2026-12-25T16:00:00Z",
+            false,
+        );
         // West of UTC: 03:00 UTC on the 26th is still the 25th in New York.
-        check("America/New_York", &["2026-12-25"], "2026-12-26T03:00:00Z", true);
-        check("America/New_York", &["2026-12-25"], "2026-12-25T03:00:00Z", false);
+        check(
+            "America/New_York",
+            &["2026-12-25"],
+            "2026-12-26T03:00:00Z",
+            true,
+        );
+        check(
+            "America/New_York",
+            &["2026-12-25"],
+            "2026-12-25T03:00:00Z",
+            false,
+        );
         // Inclusive ranges.
-        check("UTC", &["2026-12-24..2026-12-26"], "2026-12-24T00:00:00Z", true);
-        check("UTC", &["2026-12-24..2026-12-26"], "2026-12-26T23:00:00Z", true);
-        check("UTC", &["2026-12-24..2026-12-26"], "2026-12-27T00:00:00Z", false);
-        check("UTC", &["2026-12-24..2026-12-26"], "2026-12-23T23:00:00Z", false);
+        check(
+            "UTC",
+            &["2026-12-24..2026-12-26"],
+            "2026-12-24T00:00:00Z",
+            true,
+        );
+        check(
+            "UTC",
+            &["2026-12-24..2026-12-26"],
+            "2026-12-26T23:00:00Z",
+            true,
+        );
+        check(
+            "UTC",
+            &["2026-12-24..2026-12-26"],
+            "2026-12-27T00:00:00Z",
+            false,
+        );
+        check(
+            "UTC",
+            &["2026-12-24..2026-12-26"],
+            "2026-12-23T23:00:00Z",
+            false,
+        );
         // Several entries, unsorted and overlapping.
-        let many = ["2027-01-01", "2026-12-24..2026-12-26", "2026-12-25..2026-12-28"];
+        let many = [
+            "2027-01-01",
+            "2026-12-24..2026-12-26",
+            "2026-12-25..2026-12-28",
+        ];
         check("UTC", &many, "2026-12-28T10:00:00Z", true);
         check("UTC", &many, "2026-12-29T10:00:00Z", false);
         check("UTC", &many, "2027-01-01T10:00:00Z", true);
         // A DST change inside the excluded day (Paris, 2026-03-29).
-        check("Europe/Paris", &["2026-03-29"], "2026-03-28T23:00:00Z", true);
-        check("Europe/Paris", &["2026-03-29"], "2026-03-29T21:59:00Z", true);
-        check("Europe/Paris", &["2026-03-29"], "2026-03-29T22:00:00Z", false);
+        check(
+            "Europe/Paris",
+            &["2026-03-29"],
+            "2026-03-28T23:00:00Z",
+            true,
+        );
+        check(
+            "Europe/Paris",
+            &["2026-03-29"],
+            "2026-03-29T21:59:00Z",
+            true,
+        );
+        check(
+            "Europe/Paris",
+            &["2026-03-29"],
+            "2026-03-29T22:00:00Z",
+            false,
+        );
         // No entries: nothing is excluded.
         check("UTC", &[], "2026-12-25T00:00:00Z", false);
     }
@@ -329,7 +395,12 @@ mod tests {
     fn entries_are_merged_and_printed_back() {
         let cal = Calendar::new(
             "UTC",
-            &["2026-12-26", "2026-12-24..2026-12-25", "2027-01-01", "2026-12-27"],
+            &[
+                "2026-12-26",
+                "2026-12-24..2026-12-25",
+                "2027-01-01",
+                "2026-12-27",
+            ],
         )
         .unwrap();
         let text: Vec<String> = cal.ranges().iter().map(ToString::to_string).collect();
@@ -338,7 +409,14 @@ mod tests {
 
     #[test]
     fn bad_entries_names_and_zones_are_rejected() {
-        for bad in ["", "2026-13-01", "2026-12-26..2026-12-24", "25/12/2026", "2026-12-24..", "x..y"] {
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-12-26..2026-12-24",
+            "25/12/2026",
+            "2026-12-24..",
+            "x..y",
+        ] {
             assert!(
                 matches!(DateRange::parse(bad), Err(CalendarError::Entry { .. })),
                 "{bad:?}"
@@ -360,7 +438,9 @@ mod tests {
         }
         assert!(check_calendar_name("holidays-fr.2026_v1").is_ok());
         assert!(check_calendar_names(&["a".into(), "a".into()]).is_err());
-        let nine: Vec<String> = (0..=MAX_CALENDARS_PER_JOB).map(|i| format!("c{i}")).collect();
+        let nine: Vec<String> = (0..=MAX_CALENDARS_PER_JOB)
+            .map(|i| format!("c{i}"))
+            .collect();
         assert!(check_calendar_names(&nine).is_err());
     }
 

@@ -111,7 +111,11 @@ async fn calendar_routes_roles_unknown_names_and_deletion_while_named() {
         .unwrap()
     };
     assert_eq!(
-        code(c.create_workflow("shop", &wf(serde_json::json!(["de"]))).await).0,
+        code(
+            c.create_workflow("shop", &wf(serde_json::json!(["de"])))
+                .await
+        )
+        .0,
         400
     );
     let wf_id = c
@@ -125,7 +129,11 @@ async fn calendar_routes_roles_unknown_names_and_deletion_while_named() {
     match &err {
         Err(ClientError::Api { status: 409, error }) => {
             assert!(error.message.contains(&id.to_string()), "{}", error.message);
-            assert!(error.message.contains(&wf_id.to_string()), "{}", error.message);
+            assert!(
+                error.message.contains(&wf_id.to_string()),
+                "{}",
+                error.message
+            );
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -156,7 +164,11 @@ async fn calendar_routes_roles_unknown_names_and_deletion_while_named() {
         )
         .await
         .unwrap();
-    let actions: Vec<&str> = audit.items.iter().map(|a| a.entry.action.as_str()).collect();
+    let actions: Vec<&str> = audit
+        .items
+        .iter()
+        .map(|a| a.entry.action.as_str())
+        .collect();
     assert_eq!(actions, ["calendar.delete", "calendar.put"]);
     server.shutdown().await;
 }
@@ -196,11 +208,7 @@ async fn a_backfill_lists_the_times_a_calendar_excludes_and_creates_no_run_for_t
         dry_run: true,
     };
     let dry = c.backfill_job("shop", id, &req).await.unwrap();
-    let excluded: Vec<Option<&str>> = dry
-        .runs
-        .iter()
-        .map(|r| r.excluded_by.as_deref())
-        .collect();
+    let excluded: Vec<Option<&str>> = dry.runs.iter().map(|r| r.excluded_by.as_deref()).collect();
     // 03-01T23:30Z is 03-02 in Shanghai: excluded; the other two are not.
     assert_eq!(excluded, [Some("cn"), None, None]);
     let done = c

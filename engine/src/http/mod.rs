@@ -93,8 +93,8 @@
 mod alarm;
 mod apps;
 mod audit;
-mod calendar;
 mod auth;
+mod calendar;
 mod console;
 mod extract;
 mod failure;

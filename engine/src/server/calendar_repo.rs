@@ -127,7 +127,11 @@ impl LogRepo {
     }
 
     /// Adds the deletion of every calendar of `app` to `batch`.
-    pub(crate) fn delete_calendars_ops(&self, mut batch: Batch, app: AppId) -> Result<Batch, RepoError> {
+    pub(crate) fn delete_calendars_ops(
+        &self,
+        mut batch: Batch,
+        app: AppId,
+    ) -> Result<Batch, RepoError> {
         for kv in Scan::new(&*self.store, CALENDARS, KeyRange::prefix(&keys::id(app.0))) {
             let (k, _) = kv?;
             batch = batch.delete(CALENDARS, k);
@@ -153,7 +157,9 @@ mod tests {
 
     #[test]
     fn records_are_validated_field_by_field() {
-        assert!(cal("fr", "Europe/Paris", &["2026-12-25"]).calendar().is_ok());
+        assert!(cal("fr", "Europe/Paris", &["2026-12-25"])
+            .calendar()
+            .is_ok());
         let field = |r: CalendarRecord| match r.calendar() {
             Err(RepoError::Invalid { field, .. }) => field,
             other => panic!("{other:?}"),

@@ -699,7 +699,10 @@ fn a_trigger_on_an_excluded_date_creates_no_instance_and_the_next_one_fires() {
     );
     let (sent, _) = tick(&mut core, first);
     assert!(sent.is_empty(), "the excluded trigger ran");
-    assert!(core.active.is_empty(), "an excluded trigger creates no instance");
+    assert!(
+        core.active.is_empty(),
+        "an excluded trigger creates no instance"
+    );
     assert_eq!(core.jobs[&job].calendar_skipped, 1);
     assert_eq!(core.jobs[&job].skipped, 0, "not the overlap policy's count");
     assert_eq!(

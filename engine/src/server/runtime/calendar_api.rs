@@ -32,11 +32,7 @@ impl NodeApi {
             app_id: app.id,
             name,
             time_zone: body.time_zone.unwrap_or_default().trim().to_owned(),
-            excluded: body
-                .excluded
-                .iter()
-                .map(|e| e.trim().to_owned())
-                .collect(),
+            excluded: body.excluded.iter().map(|e| e.trim().to_owned()).collect(),
             description: body.description,
             updated_at: sh.now(),
         };
@@ -67,11 +63,20 @@ impl NodeApi {
             if !users.is_empty() {
                 let mut named: Vec<String> = users.jobs.iter().map(ToString::to_string).collect();
                 named.extend(users.workflows.iter().map(ToString::to_string));
-                let shown = named.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+                let shown = named
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let more = named.len().saturating_sub(10);
                 return Err(ApiError::conflict(format!(
                     "calendar {name:?} is still named by {shown}{}; remove it from them first",
-                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
                 )));
             }
             let commit = sh.repo.delete_calendar(app.id, &name)?;
