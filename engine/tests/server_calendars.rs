@@ -30,6 +30,21 @@ async fn token(admin: &Client, base: &str, role: TokenRole) -> Client {
     Client::new(base, created.token).unwrap()
 }
 
+/// Launches a server on the data dir of one just shut down, which may find its store still
+/// closing: retried briefly.
+async fn relaunch(config: LaunchConfig) -> ferrojob::launch::RunningServer {
+    for _ in 0..200 {
+        match launch(config.clone()).await {
+            Ok(s) => return s,
+            Err(ferrojob::launch::LaunchError::Core(ferrojob::server::ServerError::Store(
+                ferrojob_store::StoreError::Locked { .. },
+            ))) => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+            Err(e) => panic!("launch: {e}"),
+        }
+    }
+    panic!("store stayed locked")
+}
+
 fn holidays() -> CalendarBody {
     CalendarBody {
         time_zone: Some("Europe/Paris".into()),
@@ -139,7 +154,7 @@ async fn calendar_routes_roles_unknown_names_and_deletion_while_named() {
     }
     // The calendar is kept across a restart.
     server.shutdown().await;
-    let server = launch(config()).await.unwrap();
+    let server = relaunch(config()).await;
     let base = format!("http://{}", server.http_addr());
     let admin = Client::new(&base, server.admin_token()).unwrap();
     let c = token(&admin, &base, TokenRole::Admin).await;

@@ -232,13 +232,14 @@ pub(super) async fn update(
             return refused(&s, Some(id), &fields, &e);
         }
     };
-    // The form does not show the description, the tags or the alarm rules: an edit keeps
-    // them as they are (a PUT replaces the whole job).
+    // The form does not show the description, the tags, the alarm rules or the calendars:
+    // an edit keeps them as they are (a PUT replaces the whole job).
     match c.api.get_job(s.app.clone(), JobId(id)).await {
         Ok(current) => {
             body.description = current.body.description;
             body.tags = current.body.tags;
             body.alarm = current.body.alarm;
+            body.calendars = current.body.calendars;
         }
         Err(e) => return api_error(&e),
     }
