@@ -685,6 +685,29 @@ mod tests {
     }
 
     #[test]
+    fn jobs_and_workflows_carry_their_calendars_through_a_file() {
+        let text = "[[jobs]]\nname = \"a\"\ntime_expression_type = \"CRON\"\n\
+                    time_expression = \"0 0 2 * * ?\"\nprocessor = \"noop\"\n\
+                    calendars = [\"holidays-fr\"]\n\n\
+                    [[workflows]]\nname = \"w\"\ntime_expression_type = \"API\"\n\
+                    calendars = [\"freeze\"]\nnodes = [{ id = 1, job = \"a\" }]\n";
+        let file = JobsFile::parse(text, Format::Toml).unwrap();
+        assert_eq!(file.jobs[0].calendars, ["holidays-fr"]);
+        let def = file.workflows[0]
+            .to_def(|_| Some(JobId(4)), |_| None)
+            .unwrap();
+        assert_eq!(def.calendars, ["freeze"]);
+        let names = HashMap::from([(JobId(4), "a".to_owned())]);
+        let spec = WorkflowSpec::from_def(&def, &names, &HashMap::new()).unwrap();
+        assert_eq!(spec.calendars, ["freeze"]);
+        // Rendered back, both read the same.
+        for format in [Format::Toml, Format::Json] {
+            let again = JobsFile::parse(&file.render(format).unwrap(), format).unwrap();
+            assert_eq!(again, file);
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_refused_with_their_name() {
         let e = JobsFile::parse(
             "[[jobs]]\nname = \"a\"\ntime_expression_type = \"API\"\nprocessor = \"noop\"\nretries = 3\n",
