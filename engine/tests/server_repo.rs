@@ -2064,6 +2064,40 @@ fn postgres_upgrades_a_version_1_database_in_place() {
     assert!(repo.list_calendars(j.app_id).unwrap().is_empty());
 }
 
+/// Migration numbers are reserved ahead, so a database may hold a later migration without
+/// an earlier one: opening applies the missing one too, not only those above the newest.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_applies_a_migration_missing_below_the_newest_applied() {
+    let db = place::postgres::Database::create();
+    let j = {
+        let repo = db.open();
+        let a = app(&repo, "a");
+        job(&repo, a.id, None)
+    };
+    // Version 3 missing, version 4 applied.
+    place::postgres::execute_on(
+        &db.name,
+        "DROP TABLE job_versions, audit; DELETE FROM schema_migrations WHERE version = 3".into(),
+    );
+    let repo = db.open();
+    assert_eq!(
+        place::postgres::query_on(&db.name, "SELECT count(*)::text FROM job_versions"),
+        vec![vec![Some("0".to_owned())]]
+    );
+    let mut updated = j.clone();
+    updated.params = "again".into();
+    repo.update_job(updated, None, NOW + 1)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(!repo
+        .list_job_versions(j.id, None, 10)
+        .unwrap()
+        .items
+        .is_empty());
+}
+
 /// PostgreSQL's text cannot hold a NUL character: a write with one fails alone (before it
 /// changes the repository's caches), and the writes around it commit.
 #[cfg(feature = "postgres")]

@@ -1,6 +1,7 @@
 //! The schema, as numbered migrations applied at start.
 //!
-//! `schema_migrations` lists the versions applied. Opening applies the missing ones, each in
+//! `schema_migrations` lists the versions applied. Opening applies the missing ones (every
+//! version not listed, in order, also one below the newest listed), each in
 //! the transaction that records it, under a lock on that table (servers starting together
 //! apply each migration once), and refuses a database whose schema is newer than this build.
 //!
