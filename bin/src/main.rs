@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod alarm_cmd;
 mod bench;
+mod calendar_cmd;
 mod demo;
 mod embedded_demo;
 mod history_cmd;
@@ -59,6 +60,10 @@ enum Command {
     /// Alarms of an app: their delivery history and the channels they go to.
     #[command(subcommand)]
     Alarm(alarm_cmd::AlarmCmd),
+    /// Calendars of an app: named sets of excluded dates (holidays) jobs and workflows do
+    /// not fire on.
+    #[command(subcommand)]
+    Calendar(calendar_cmd::CalendarCmd),
     /// The audit trail of an app: who changed what, from where.
     #[command(subcommand)]
     Audit(history_cmd::AuditCmd),
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
         Command::Instance(cmd) => remote::instance(&cli.conn, cmd),
         Command::Worker(cmd) => remote::worker(&cli.conn, cmd),
         Command::Alarm(cmd) => alarm_cmd::alarm(&cli.conn, cmd),
+        Command::Calendar(cmd) => calendar_cmd::calendar(&cli.conn, cmd),
         Command::Audit(cmd) => history_cmd::audit(&cli.conn, cmd),
         Command::Workflow(cmd) => workflow_cmd::workflow(&cli.conn, cmd),
         Command::Plan(args) => jobs_cmd::plan_or_apply(&cli.conn, args, false),

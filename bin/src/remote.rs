@@ -240,6 +240,13 @@ pub struct JobFields {
     /// Lines below this level are dropped at the worker: DEBUG, INFO (default), WARN, ERROR.
     #[arg(long)]
     log_level: Option<String>,
+    /// A calendar of the app whose excluded dates the job does not fire on (repeat for more);
+    /// replaces the job's calendars.
+    #[arg(long = "calendar", value_name = "NAME")]
+    calendars: Vec<String>,
+    /// Remove every calendar from the job.
+    #[arg(long, conflicts_with = "calendars")]
+    no_calendars: bool,
     /// Create it disabled.
     #[arg(long)]
     disabled: bool,
@@ -432,6 +439,12 @@ impl JobFields {
         }
         if let Some(v) = &self.log_level {
             body.log_level = api_enum("log level", v)?;
+        }
+        if !self.calendars.is_empty() {
+            body.calendars = self.calendars.clone();
+        }
+        if self.no_calendars {
+            body.calendars.clear();
         }
         if self.disabled {
             body.enabled = false;
@@ -714,11 +727,17 @@ fn job_line(j: &JobView) -> String {
     } else {
         format!(" tags={}", j.body.tags.join(","))
     };
-    let skipped = if j.skipped_runs == 0 {
+    let mut skipped = if j.skipped_runs == 0 {
         String::new()
     } else {
         format!(" skipped={}", j.skipped_runs)
     };
+    if !j.body.calendars.is_empty() {
+        skipped.push_str(&format!(" calendars={}", j.body.calendars.join(",")));
+    }
+    if j.calendar_skipped_runs > 0 {
+        skipped.push_str(&format!(" calendar_skipped={}", j.calendar_skipped_runs));
+    }
     format!(
         "{:>6}  {:<24} {:<20} {:<16} {:<10} {:<8} runs={:<6} next={}{skipped}{tags}",
         j.id.get(),
@@ -958,10 +977,13 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                     let t = run.trigger_time;
                     let when = chrono::DateTime::from_timestamp_millis(t)
                         .map_or_else(|| t.to_string(), |d| d.to_rfc3339());
-                    match (done.dry_run, run.instance_id) {
-                        (true, _) => println!("{when}"),
-                        (false, Some(iid)) => println!("{when} instance={}", iid.get()),
-                        (false, None) => println!("{when} skipped (overlap policy SKIP)"),
+                    match (done.dry_run, run.instance_id, &run.excluded_by) {
+                        (_, _, Some(cal)) => {
+                            println!("{when} skipped (excluded by calendar {cal})")
+                        }
+                        (true, _, None) => println!("{when}"),
+                        (false, Some(iid), None) => println!("{when} instance={}", iid.get()),
+                        (false, None, None) => println!("{when} skipped (overlap policy SKIP)"),
                     }
                 }
                 Ok(())

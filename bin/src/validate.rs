@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use ferrojob::time_expression::{TimeExpression, TimeExpressionType};
+use ferrojob::calendar::{preview, Calendar};
+use ferrojob::time_expression::{EpochMs, TimeExpression, TimeExpressionType};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,6 +24,11 @@ pub struct Args {
     /// How many trigger times to print.
     #[arg(long, default_value_t = 5)]
     count: usize,
+    /// A date (2026-12-25) or inclusive range (2026-12-24..2026-12-26) to exclude, read in
+    /// `--tz`, as a calendar would (repeat for more): excluded trigger times are printed as
+    /// skipped and do not count toward `--count`.
+    #[arg(long = "exclude", value_name = "DATE[..DATE]")]
+    exclude: Vec<String>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -44,25 +50,49 @@ pub fn run(args: &Args) -> Result<()> {
             args.kind
         );
     }
-    let times = expression.next_n(
-        after.timestamp_millis(),
-        after.timestamp_millis(),
+    let calendar = if args.exclude.is_empty() {
+        None
+    } else {
+        Some(Calendar::new(
+            args.tz.as_deref().unwrap_or_default(),
+            &args.exclude,
+        )?)
+    };
+    let after_ms = after.timestamp_millis();
+    let p = preview(
+        &expression,
+        calendar.as_ref(),
+        after_ms,
+        after_ms,
         args.count,
     );
     let tz = expression.time_zone();
-    for at in &times {
+    // Both lists ascending: merged, each time printed once, the skipped ones marked.
+    let mut all: Vec<(EpochMs, bool)> = p.fires.iter().map(|t| (*t, false)).collect();
+    all.extend(p.skipped.iter().take(args.count).map(|t| (*t, true)));
+    all.sort_unstable();
+    for (at, skipped) in &all {
         let Some(utc) = DateTime::<Utc>::from_timestamp_millis(*at) else {
             bail!("trigger time {at} ms is outside the representable range");
         };
-        println!(
-            "{}",
-            utc.with_timezone(&tz)
-                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
-        );
+        let text = utc
+            .with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        if *skipped {
+            println!("{text} skipped (excluded)");
+        } else {
+            println!("{text}");
+        }
     }
+    let times = p.fires;
     if times.len() < args.count {
+        let why = if p.skipped.is_empty() {
+            ""
+        } else {
+            " outside the excluded dates (within the trigger times examined)"
+        };
         eprintln!(
-            "note: the expression has only {} trigger time(s) after {}",
+            "note: the expression has only {} trigger time(s){why} after {}",
             times.len(),
             after.to_rfc3339_opts(SecondsFormat::AutoSi, true)
         );

@@ -110,6 +110,49 @@ fn validate_prints_quartz_trigger_times_in_the_jobs_zone() {
 }
 
 #[test]
+fn validate_marks_the_trigger_times_excluded_dates_skip() {
+    // Daily at 10:00 in Shanghai; the 2nd and the 4th to 5th excluded there.
+    check(
+        &[
+            "--type",
+            "cron",
+            "--expr",
+            "0 0 10 * * ?",
+            "--tz",
+            "Asia/Shanghai",
+            "--after",
+            "2026-01-01T00:00:00Z",
+            "--count",
+            "3",
+            "--exclude",
+            "2026-01-02",
+            "--exclude",
+            "2026-01-04..2026-01-05",
+        ],
+        &[
+            "2026-01-01T10:00:00+08:00",
+            "2026-01-02T10:00:00+08:00 skipped (excluded)",
+            "2026-01-03T10:00:00+08:00",
+            "2026-01-04T10:00:00+08:00 skipped (excluded)",
+            "2026-01-05T10:00:00+08:00 skipped (excluded)",
+            "2026-01-06T10:00:00+08:00",
+        ],
+    );
+    // A bad date is refused, naming it.
+    let out = ferrojob(&[
+        "validate",
+        "--type",
+        "cron",
+        "--expr",
+        "0 0 10 * * ?",
+        "--exclude",
+        "2026-02-30",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2026-02-30"));
+}
+
+#[test]
 fn validate_other_expression_types() {
     check(
         &[

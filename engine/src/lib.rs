@@ -11,12 +11,13 @@
 //! | `client` | `client`, `https` | `reqwest`, `rustls` |
 //! | `http` | `http` | `axum`, `hyper`, `hyper-util` |
 //!
-//! Always compiled: `ids`, `model`, `clock`, `wheel`, `time_expression`, `workflow` and the
+//! Always compiled: `ids`, `model`, `clock`, `wheel`, `time_expression`, `calendar`, `workflow` and the
 //! `api` contract types. Embedding only the scheduler takes
 //! `ferrojob = { default-features = false, features = ["embedded"] }`.
 
 pub mod alarm;
 pub mod api;
+pub mod calendar;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;

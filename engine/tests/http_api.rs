@@ -353,6 +353,7 @@ impl Api for MockApi {
             next_trigger_time: None,
             runs: 0,
             skipped_runs: 0,
+            calendar_skipped_runs: 0,
             created_at: 1,
             updated_at: 1,
         };
@@ -2498,6 +2499,7 @@ async fn validate_answers_times_in_the_expression_zone() {
             expression: "0 0 2 * * ?".into(),
             time_zone: Some("Asia/Shanghai".into()),
             count: Some(3),
+            excluded: Vec::new(),
         })
         .await
         .unwrap()
@@ -2514,6 +2516,7 @@ async fn validate_answers_times_in_the_expression_zone() {
             expression: "0 0 25 * * ?".into(),
             time_zone: None,
             count: None,
+            excluded: Vec::new(),
         })
         .await;
     match bad {

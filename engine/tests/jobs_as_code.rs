@@ -28,6 +28,7 @@ fn view(id: u64, toml_body: &str) -> JobView {
         next_trigger_time: None,
         runs: 0,
         skipped_runs: 0,
+        calendar_skipped_runs: 0,
         created_at: 0,
         updated_at: 0,
     }
@@ -66,6 +67,7 @@ fn state() -> AppState {
                    "nodes": [{"id": 1, "job_id": 1}, {"id": 2, "job_id": 2}],
                    "edges": [{"from": 1, "to": 2}]}),
         )],
+        calendars: Vec::new(),
     }
 }
 
@@ -417,6 +419,72 @@ name = "cleanup"
 time_expression_type = "API"
 nodes = [{ id = 1, job = "load", enabled = false }]
 "#;
+
+const WITH_CALENDAR: &str = r#"
+[[jobs]]
+name = "extract"
+time_expression_type = "CRON"
+time_expression = "0 0 2 * * ?"
+processor = "noop"
+calendars = ["holidays"]
+
+[[workflows]]
+name = "nightly"
+time_expression_type = "CRON"
+time_expression = "0 30 2 * * ?"
+calendars = ["holidays"]
+nodes = [{ id = 1, job = "extract" }]
+
+[[calendars]]
+name = "holidays"
+time_zone = "Europe/Paris"
+excluded = ["2026-12-25", "2026-12-31..2027-01-01"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendars_plan_apply_and_export_with_the_jobs_that_name_them() {
+    let (server, client) = server().await;
+    let file = JobsFile::parse(WITH_CALENDAR, Format::Toml).unwrap();
+    // The calendar is created before the job and the workflow that name it.
+    let first = plan_of(&client, &file, false).await;
+    assert!(
+        matches!(first.changes[0], Change::CreateCalendar { .. }),
+        "{first}"
+    );
+    assert_eq!(first.counts(), (3, 0, 0), "{first}");
+    assert_eq!(apply_file(&client, &file, false).await, 3);
+    let again = plan_of(&client, &file, true).await;
+    assert!(again.is_empty(), "{again}");
+    // Export → parse → plan: no change.
+    let state = fetch_state(&client, APP).await.unwrap();
+    assert_eq!(state.calendars[0].excluded.len(), 2);
+    for format in [Format::Toml, Format::Json] {
+        let text = export(APP, &state).unwrap().render(format).unwrap();
+        let exported = JobsFile::parse(&text, format).unwrap();
+        let p = plan_of(&client, &exported, true).await;
+        assert!(p.is_empty(), "{format:?}: {p}\n{text}");
+    }
+    // An entry changed: one update, field by field.
+    let mut changed = file.clone();
+    changed.calendars[0].excluded.push("2027-05-01".into());
+    let p = plan_of(&client, &changed, false).await;
+    assert_eq!(p.counts(), (0, 1, 0), "{p}");
+    assert!(p.to_string().contains("~ calendar \"holidays\""), "{p}");
+    // Dropped from the file and from the job and workflow: with prune, the calendar goes
+    // last, after the definitions that named it changed (no conflict).
+    let mut dropped = file.clone();
+    dropped.calendars.clear();
+    dropped.jobs[0].calendars.clear();
+    dropped.workflows[0].calendars.clear();
+    let p = plan_of(&client, &dropped, true).await;
+    assert!(
+        matches!(p.changes.last(), Some(Change::DeleteCalendar { .. })),
+        "{p}"
+    );
+    assert_eq!(apply_file(&client, &dropped, true).await, 3);
+    assert!(client.list_calendars(APP).await.unwrap().items.is_empty());
+    server.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_apply_export_round_trip_on_a_real_server() {

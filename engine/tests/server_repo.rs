@@ -1785,6 +1785,95 @@ fn idempotency_keys_are_kept_replaced_deleted_pruned_by_age_and_survive_a_reopen
 }
 
 #[test]
+fn calendars_are_put_listed_reopened_bounded_and_deleted_with_their_app() {
+    use ferrojob::calendar::MAX_CALENDARS_PER_APP;
+    use ferrojob::server::calendar_repo::CalendarRecord;
+    each_repository(|place| {
+        let a = {
+            let repo = place.open();
+            let a = app(&repo, "a");
+            let cal = |name: &str| CalendarRecord {
+                app_id: a.id,
+                name: name.into(),
+                time_zone: "Asia/Shanghai".into(),
+                excluded: vec!["2026-10-01..2026-10-07".into(), "2026-01-01".into()],
+                description: "public holidays".into(),
+                updated_at: NOW,
+            };
+            for name in ["cn", "Zeta", "alpha", "cn"] {
+                repo.put_calendar(&cal(name)).unwrap().wait().unwrap();
+            }
+            assert_eq!(repo.get_calendar(a.id, "cn").unwrap(), cal("cn"));
+            // Replaced in place.
+            let mut cn = cal("cn");
+            cn.excluded = vec!["2027-02-10".into()];
+            repo.put_calendar(&cn).unwrap().wait().unwrap();
+            assert_eq!(repo.get_calendar(a.id, "cn").unwrap(), cn);
+            // Refused: a bad entry, an unknown app.
+            let mut bad = cal("bad");
+            bad.excluded = vec!["2026-02-30".into()];
+            assert!(matches!(
+                repo.put_calendar(&bad),
+                Err(RepoError::Invalid {
+                    field: "excluded",
+                    ..
+                })
+            ));
+            assert!(matches!(
+                repo.put_calendar(&CalendarRecord {
+                    app_id: AppId(77),
+                    ..cal("x")
+                }),
+                Err(RepoError::NotFound { what: "app", .. })
+            ));
+            // At most MAX_CALENDARS_PER_APP per app; replacing one stays allowed.
+            for i in 3..MAX_CALENDARS_PER_APP {
+                repo.put_calendar(&cal(&format!("c{i:02}")))
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+            }
+            assert!(matches!(
+                repo.put_calendar(&cal("one-too-many")),
+                Err(RepoError::Invalid { field: "name", .. })
+            ));
+            repo.put_calendar(&cal("cn")).unwrap().wait().unwrap();
+            a
+        };
+        // Durable: a reopened repository reads them back, by name.
+        let repo = place.open();
+        let names: Vec<String> = repo
+            .list_calendars(a.id)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names.len(), MAX_CALENDARS_PER_APP);
+        assert_eq!(&names[..3], ["Zeta", "alpha", "c03"]);
+        repo.delete_calendar(a.id, "alpha").unwrap().wait().unwrap();
+        assert!(matches!(
+            repo.get_calendar(a.id, "alpha"),
+            Err(RepoError::NotFound {
+                what: "calendar",
+                ..
+            })
+        ));
+        assert!(repo.delete_calendar(a.id, "alpha").is_err());
+        // A job names calendars in its record.
+        let mut j = cron_job(a.id);
+        j.calendars = vec!["cn".into(), "Zeta".into()];
+        let j = repo.create_job(j, None, NOW).unwrap().wait().unwrap();
+        assert_eq!(repo.get_job(j.id).unwrap().calendars, ["cn", "Zeta"]);
+        repo.delete_job(j.id).unwrap().wait().unwrap();
+        // Deleting the app deletes its calendars: an app of the same name starts with none.
+        repo.delete_app(a.id).unwrap().wait().unwrap();
+        let b = app(&repo, "a");
+        assert!(repo.list_calendars(b.id).unwrap().is_empty());
+        assert!(repo.list_calendars(a.id).unwrap().is_empty());
+    });
+}
+
+#[test]
 fn a_workflow_transition_writes_instances_and_node_links_together() {
     use ferrojob::ids::NodeId;
     use ferrojob::server::workflow_repo::{NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfWrite};
@@ -2015,11 +2104,12 @@ fn postgres_upgrades_a_version_1_database_in_place() {
     place::postgres::execute_on(
         &db.name,
         "ALTER TABLE jobs DROP COLUMN overlap_policy, DROP COLUMN retry_backoff, \
-             DROP COLUMN log_type, DROP COLUMN log_level; \
+             DROP COLUMN log_type, DROP COLUMN log_level, DROP COLUMN calendars; \
          ALTER TABLE logs DROP COLUMN attempt, DROP COLUMN fields; \
          DROP TABLE api_tokens, app_previous_secrets; \
          DROP TABLE job_versions, audit; \
          DROP TABLE idempotency_keys; \
+         DROP TABLE calendars; \
          DELETE FROM schema_migrations WHERE version >= 2; \
          INSERT INTO logs (instance_id, seq, time, level, content) \
              VALUES (1, 1, 5, 'ERROR', 'from version 1')"
@@ -2032,10 +2122,52 @@ fn postgres_upgrades_a_version_1_database_in_place() {
     assert_eq!(logs[0].line.content, "from version 1");
     assert_eq!((logs[0].line.attempt, logs[0].line.fields.len()), (0, 0));
     assert_eq!(
-        place::postgres::query_on(&db.name, "SELECT overlap_policy, log_type FROM jobs"),
-        vec![vec![Some("FAIL".to_owned()), Some("ONLINE".to_owned())]]
+        place::postgres::query_on(
+            &db.name,
+            "SELECT overlap_policy, log_type, calendars::text FROM jobs"
+        ),
+        vec![vec![
+            Some("FAIL".to_owned()),
+            Some("ONLINE".to_owned()),
+            Some("[]".to_owned())
+        ]]
     );
     assert!(repo.list_tokens(j.app_id).unwrap().is_empty());
+    assert!(repo.list_calendars(j.app_id).unwrap().is_empty());
+}
+
+/// Migration numbers are reserved ahead, so a database may hold a later migration without
+/// an earlier one: opening applies the missing one too, not only those above the newest.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_applies_a_migration_missing_below_the_newest_applied() {
+    let db = place::postgres::Database::create();
+    let j = {
+        let repo = db.open();
+        let a = app(&repo, "a");
+        job(&repo, a.id, None)
+    };
+    // Version 3 missing, version 4 applied.
+    place::postgres::execute_on(
+        &db.name,
+        "DROP TABLE job_versions, audit; DELETE FROM schema_migrations WHERE version = 3".into(),
+    );
+    let repo = db.open();
+    assert_eq!(
+        place::postgres::query_on(&db.name, "SELECT count(*)::text FROM job_versions"),
+        vec![vec![Some("0".to_owned())]]
+    );
+    let mut updated = j.clone();
+    updated.params = "again".into();
+    repo.update_job(updated, None, NOW + 1)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(!repo
+        .list_job_versions(j.id, None, 10)
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 /// PostgreSQL's text cannot hold a NUL character: a write with one fails alone (before it

@@ -563,6 +563,54 @@ async fn a_cron_workflow_fires_on_the_clock_within_max_instances() {
     assert_ne!(s2.workflow_instance_id, Some(wfi));
 }
 
+#[tokio::test]
+async fn a_workflow_trigger_on_a_date_its_calendar_excludes_is_skipped() {
+    use ferrojob::api::CalendarBody;
+    let mut e = env(1).await;
+    // T0 is 2030-01-01T00:00Z, still 2029-12-31 in New York: excluded there.
+    let ny = |excluded: &[&str]| CalendarBody {
+        time_zone: Some("America/New_York".into()),
+        excluded: excluded.iter().map(|d| (*d).to_owned()).collect(),
+        description: String::new(),
+    };
+    e.api
+        .put_calendar(e.app.clone(), "ny".into(), ny(&["2029-12-31"]))
+        .await
+        .unwrap();
+    let mut d = def("cron", json!([{"id": 1, "job_id": e.jobs[0]}]), json!([]));
+    d.time_expression_type = T::Cron;
+    d.time_expression = "0/10 * * * * ?".into();
+    d.calendars = vec!["ny".into()];
+    let wf = e.create(d).await;
+    e.clock.advance(10_000);
+    until("trigger moved on", || async {
+        let v = e.api.get_workflow(e.app.clone(), wf).await.unwrap();
+        (v.next_trigger_time == Some(T0 + 20_000)).then_some(())
+    })
+    .await;
+    assert!(
+        e.w.no_schedule_pending(),
+        "the excluded trigger started a run"
+    );
+    let listed = e
+        .api
+        .list_workflow_instances(e.app.clone(), Default::default())
+        .await
+        .unwrap();
+    assert!(
+        listed.items.is_empty(),
+        "an excluded trigger creates no instance"
+    );
+    // The calendar changed: the next trigger fires.
+    e.api
+        .put_calendar(e.app.clone(), "ny".into(), ny(&["2030-07-04"]))
+        .await
+        .unwrap();
+    e.clock.advance(10_000);
+    let s = e.w.next_schedule().await;
+    assert!(s.workflow_instance_id.is_some());
+}
+
 fn log(dir: &tempfile::TempDir) -> StoreChoice {
     StoreChoice::Log {
         dir: dir.path().to_path_buf(),

@@ -49,11 +49,15 @@ pub struct BackfillResult {
 }
 
 /// One trigger time of a backfill and its run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackfillRun {
     /// The trigger time the run stands for, epoch ms.
     pub trigger_time: EpochMs,
-    /// The run created; null on a dry run, or when the job's overlap policy SKIP skipped it
-    /// (`max_instances` running).
+    /// The run created; null on a dry run, when the job's overlap policy SKIP skipped it
+    /// (`max_instances` running), or when a calendar excludes the time.
     pub instance_id: Option<InstanceId>,
+    /// The job's calendar that excludes this trigger time (no run is created for it, dry run
+    /// or not); omitted when none does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded_by: Option<String>,
 }

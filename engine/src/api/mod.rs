@@ -36,6 +36,7 @@
 //! | `GET /v1/apps/{app}/workflow-instances[/{id}]`, `POST .../{id}/stop`, `/retry`, `.../nodes/{node}/mark-success` | workflow instance methods ([`workflow`]) |
 //! | `PUT/GET/DELETE /v1/apps/{app}/alarm-channels[/{name}]`, `POST .../{name}/test` | alarm channel methods ([`alarm`]) |
 //! | `GET /v1/apps/{app}/alarms` | [`Api::list_alarms`] |
+//! | `PUT/GET/DELETE /v1/apps/{app}/calendars/{name}`, `GET /v1/apps/{app}/calendars` | calendar methods ([`calendar`]) |
 //! | `GET /v1/apps` (admin), `GET/DELETE /v1/apps/{app}`, `POST .../rotate-secret` | [`Api::list_apps`], [`Api::get_app`], [`Api::delete_app`], [`Api::rotate_secret`] |
 //! | `POST/GET /v1/apps/{app}/tokens`, `DELETE .../tokens/{id}` | [`Api::create_token`], [`Api::list_tokens`], [`Api::revoke_token`] ([`token`]) |
 //! | `POST /v1/validate` | [`types::validate_expression`] (no server state) |
@@ -46,6 +47,7 @@
 
 pub mod alarm;
 pub mod backfill;
+pub mod calendar;
 pub mod error;
 pub mod history;
 pub mod instance_log;
@@ -60,6 +62,7 @@ use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::time_expression::EpochMs;
 pub use alarm::*;
 pub use backfill::*;
+pub use calendar::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use history::*;
 pub use instance_log::*;
@@ -237,6 +240,31 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         let _ = (app, name);
         alarms_unavailable()
     }
+    /// Creates or replaces the app's calendar `name`.
+    fn put_calendar(
+        &self,
+        app: AppRef,
+        name: String,
+        body: CalendarBody,
+    ) -> ApiFuture<'_, CalendarView> {
+        let _ = (app, name, body);
+        calendars_unavailable()
+    }
+    /// The app's calendar `name`.
+    fn get_calendar(&self, app: AppRef, name: String) -> ApiFuture<'_, CalendarView> {
+        let _ = (app, name);
+        calendars_unavailable()
+    }
+    /// The app's calendars, by name.
+    fn list_calendars(&self, app: AppRef) -> ApiFuture<'_, CalendarList> {
+        let _ = app;
+        calendars_unavailable()
+    }
+    /// Deletes the app's calendar `name`; a conflict while a job or workflow names it.
+    fn delete_calendar(&self, app: AppRef, name: String) -> ApiFuture<'_, ()> {
+        let _ = (app, name);
+        calendars_unavailable()
+    }
     /// The app's alarms with their delivery history, newest first.
     fn list_alarms(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, AlarmList> {
         let _ = (app, query);
@@ -391,6 +419,10 @@ fn history_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
 }
 
 /// The answer of an [`Api`] without alarms.
+fn calendars_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
+    Box::pin(async { Err(ApiError::unavailable("this server has no calendars")) })
+}
+
 fn alarms_unavailable<'a, T: Send + 'a>() -> ApiFuture<'a, T> {
     Box::pin(async { Err(ApiError::unavailable("this server has no alarms")) })
 }

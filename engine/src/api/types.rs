@@ -220,6 +220,12 @@ pub struct JobBody {
     /// `WARN` or `ERROR`; omitted when `INFO`.
     #[serde(default = "LogLevel::info", skip_serializing_if = "LogLevel::is_info")]
     pub log_level: LogLevel,
+    /// Names of the app's calendars (`/v1/apps/{app}/calendars`): a scheduled trigger on a
+    /// date one of them excludes is skipped (counted in `calendar_skipped_runs`); at most 8,
+    /// each must exist; runs asked for through the API are not affected. Default none
+    /// (omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendars: Vec<String>,
 }
 
 fn is_default_alarm(a: &AlarmRules) -> bool {
@@ -272,6 +278,7 @@ impl JobBody {
             tags: Vec::new(),
             log_type: LogType::Online,
             log_level: LogLevel::Info,
+            calendars: Vec::new(),
         }
     }
 }
@@ -301,6 +308,10 @@ pub struct JobView {
     /// Runs its `SKIP` overlap policy skipped since the server started (kept in memory).
     #[serde(default)]
     pub skipped_runs: u64,
+    /// Scheduled triggers skipped since the server started because one of its calendars
+    /// excludes their date (kept in memory).
+    #[serde(default)]
+    pub calendar_skipped_runs: u64,
     /// Creation time (epoch ms).
     pub created_at: EpochMs,
     /// Last update (epoch ms).
@@ -548,13 +559,21 @@ pub struct ValidateRequest {
     /// How many trigger times, 1 to 100 (default 5).
     #[serde(default)]
     pub count: Option<u32>,
+    /// Dates and inclusive ranges to exclude, as a calendar's (`2026-12-25`,
+    /// `2026-12-24..2026-12-26`), read in `time_zone`; default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
 }
 
 /// `POST /v1/validate` answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValidateResponse {
-    /// The next trigger times after now, RFC 3339 in the expression's zone.
+    /// The next trigger times after now, RFC 3339 in the expression's zone (without the
+    /// ones `excluded` skips).
     pub next: Vec<String>,
+    /// The trigger times `excluded` skipped on the way, at most `count` (omitted when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// Most trigger times `POST /v1/validate` computes.
@@ -577,20 +596,37 @@ pub fn validate_expression(
         req.kind,
         TimeExpressionType::Api | TimeExpressionType::Workflow
     ) {
-        return Ok(ValidateResponse { next: Vec::new() });
+        return Ok(ValidateResponse {
+            next: Vec::new(),
+            skipped: Vec::new(),
+        });
     }
+    let calendar = if req.excluded.is_empty() {
+        None
+    } else {
+        let zone = req.time_zone.as_deref().unwrap_or_default();
+        Some(
+            crate::calendar::Calendar::new(zone, &req.excluded)
+                .map_err(|e| ApiError::invalid("excluded", e))?,
+        )
+    };
     let tz = expr.time_zone();
-    let next = expr
-        .next_n(now, now, count as usize)
-        .into_iter()
-        .map(|ms| match DateTime::<Utc>::from_timestamp_millis(ms) {
-            Some(t) => t
-                .with_timezone(&tz)
-                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
-            None => ms.to_string(),
-        })
-        .collect();
-    Ok(ValidateResponse { next })
+    let text = |ms: EpochMs| match DateTime::<Utc>::from_timestamp_millis(ms) {
+        Some(t) => t
+            .with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        None => ms.to_string(),
+    };
+    let p = crate::calendar::preview(&expr, calendar.as_ref(), now, now, count as usize);
+    Ok(ValidateResponse {
+        next: p.fires.into_iter().map(text).collect(),
+        skipped: p
+            .skipped
+            .into_iter()
+            .take(count as usize)
+            .map(text)
+            .collect(),
+    })
 }
 
 /// `GET /healthz` answer.

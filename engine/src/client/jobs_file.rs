@@ -29,6 +29,11 @@
 //! [[workflows.edges]]
 //! from = 1
 //! to = 2
+//!
+//! [[calendars]]                # dates the jobs and workflows naming it do not fire on
+//! name = "holidays-fr"
+//! time_zone = "Europe/Paris"
+//! excluded = ["2026-12-25", "2026-12-31..2027-01-01"]
 //! ```
 //!
 //! - A job is exactly the API's [`JobBody`]: same fields, same defaults, unknown fields
@@ -36,7 +41,8 @@
 //!   (`job`) and nested workflow (`workflow`) instead of giving server ids, so one file fits
 //!   any server. [`WorkflowSpec::to_def`] and [`WorkflowSpec::from_def`] build the API types
 //!   field by field, so a field added to them does not compile until the file has it too.
-//! - Names are the keys: two jobs (or two workflows) of one file may not share a name.
+//! - Names are the keys: two jobs (or two workflows, or two calendars) of one file may not
+//!   share a name. A calendar is the API's calendar body with its `name`.
 //! - The format follows the file's extension (`.toml`, `.json`). [`JobsFile::render`] writes
 //!   the fields that differ from their defaults, in the body's field order, so an export is
 //!   short and reads like a hand-written file; parsing it gives back the same values.
@@ -173,6 +179,64 @@ pub struct JobsFile {
     /// The workflows, each keyed by its `name`.
     #[serde(default)]
     pub workflows: Vec<WorkflowSpec>,
+    /// The calendars jobs and workflows name, each keyed by its `name`; default none
+    /// (omitted when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendars: Vec<CalendarSpec>,
+}
+
+/// A calendar of a jobs file: the API's calendar body with its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarSpec {
+    /// The key: 1 to 64 bytes of letters, digits, '_', '-', '.'.
+    pub name: String,
+    /// IANA zone the dates are read in; default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Excluded dates (`2026-12-25`) and inclusive ranges (`2026-12-24..2026-12-26`).
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    /// Free text for people; default empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+impl CalendarSpec {
+    /// The spec as the server stores it: the zone named (`UTC` when none), entries trimmed.
+    pub fn normalized(&self) -> CalendarSpec {
+        let zone = self
+            .time_zone
+            .as_deref()
+            .map(str::trim)
+            .filter(|z| !z.is_empty())
+            .unwrap_or("UTC");
+        CalendarSpec {
+            name: self.name.clone(),
+            time_zone: Some(zone.to_owned()),
+            excluded: self.excluded.iter().map(|e| e.trim().to_owned()).collect(),
+            description: self.description.clone(),
+        }
+    }
+
+    /// The spec of a server calendar.
+    pub fn from_view(v: &crate::api::CalendarView) -> CalendarSpec {
+        CalendarSpec {
+            name: v.name.clone(),
+            time_zone: Some(v.time_zone.clone()),
+            excluded: v.excluded.clone(),
+            description: v.description.clone(),
+        }
+    }
+
+    /// The API body.
+    pub fn body(&self) -> crate::api::CalendarBody {
+        crate::api::CalendarBody {
+            time_zone: self.time_zone.clone(),
+            excluded: self.excluded.clone(),
+            description: self.description.clone(),
+        }
+    }
 }
 
 /// A workflow of a jobs file: [`WorkflowDef`] with nodes that name jobs and workflows.
@@ -206,6 +270,9 @@ pub struct WorkflowSpec {
     /// Labels listings filter on; default none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Names of the app's calendars the workflow does not fire on; default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendars: Vec<String>,
 }
 
 /// A node of a [`WorkflowSpec`]: the API's node with `job` and `workflow` names.
@@ -287,6 +354,7 @@ impl WorkflowSpec {
             edges: def.edges.clone(),
             description: def.description.clone(),
             tags: def.tags.clone(),
+            calendars: def.calendars.clone(),
         })
     }
 
@@ -335,6 +403,7 @@ impl WorkflowSpec {
             edges: self.edges.clone(),
             description: self.description.clone(),
             tags: self.tags.clone(),
+            calendars: self.calendars.clone(),
         })
     }
 
@@ -474,6 +543,27 @@ impl JobsFile {
         if !workflows.is_empty() {
             top.push(("workflows".to_owned(), Doc::List(workflows)));
         }
+        let calendars: Vec<Doc> = self
+            .calendars
+            .iter()
+            .map(|c| {
+                let default = CalendarSpec {
+                    name: c.name.clone(),
+                    time_zone: None,
+                    excluded: Vec::new(),
+                    description: String::new(),
+                };
+                Ok(compact(
+                    to_value(c)?,
+                    &to_value(&default)?,
+                    CALENDAR_FIELDS,
+                    &["name", "excluded"],
+                ))
+            })
+            .collect::<Result<_, JobsFileError>>()?;
+        if !calendars.is_empty() {
+            top.push(("calendars".to_owned(), Doc::List(calendars)));
+        }
         Ok(Doc::Map(top))
     }
 }
@@ -536,10 +626,12 @@ const JOB_FIELDS: &[&str] = &[
     "max_worker_count",
     "misfire",
     "lifecycle",
+    "calendars",
     "enabled",
     "log_type",
     "log_level",
 ];
+const CALENDAR_FIELDS: &[&str] = &["name", "description", "time_zone", "excluded"];
 const WORKFLOW_FIELDS: &[&str] = &[
     "name",
     "description",
@@ -549,6 +641,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "time_zone",
     "max_instances",
     "failure_policy",
+    "calendars",
 ];
 const NODE_FIELDS: &[&str] = &[
     "id",
@@ -675,6 +768,29 @@ mod tests {
         );
         assert!(Format::from_path(Path::new("jobs.yaml")).is_err());
         assert!(Format::from_path(Path::new("jobs")).is_err());
+    }
+
+    #[test]
+    fn jobs_and_workflows_carry_their_calendars_through_a_file() {
+        let text = "[[jobs]]\nname = \"a\"\ntime_expression_type = \"CRON\"\n\
+                    time_expression = \"0 0 2 * * ?\"\nprocessor = \"noop\"\n\
+                    calendars = [\"holidays-fr\"]\n\n\
+                    [[workflows]]\nname = \"w\"\ntime_expression_type = \"API\"\n\
+                    calendars = [\"freeze\"]\nnodes = [{ id = 1, job = \"a\" }]\n";
+        let file = JobsFile::parse(text, Format::Toml).unwrap();
+        assert_eq!(file.jobs[0].calendars, ["holidays-fr"]);
+        let def = file.workflows[0]
+            .to_def(|_| Some(JobId(4)), |_| None)
+            .unwrap();
+        assert_eq!(def.calendars, ["freeze"]);
+        let names = HashMap::from([(JobId(4), "a".to_owned())]);
+        let spec = WorkflowSpec::from_def(&def, &names, &HashMap::new()).unwrap();
+        assert_eq!(spec.calendars, ["freeze"]);
+        // Rendered back, both read the same.
+        for format in [Format::Toml, Format::Json] {
+            let again = JobsFile::parse(&file.render(format).unwrap(), format).unwrap();
+            assert_eq!(again, file);
+        }
     }
 
     #[test]

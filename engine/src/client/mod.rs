@@ -37,6 +37,7 @@
 )]
 
 mod alarm;
+mod calendar;
 mod history;
 pub mod jobs_file;
 pub mod plan;

@@ -8,9 +8,10 @@
 //! that plans to no change.
 //!
 //! Order of the changes (so that every reference exists when it is used and nothing still
-//! referenced is deleted): jobs created, jobs updated, workflows created or updated (a
-//! workflow after those it nests), workflows deleted (a workflow before those it nests),
-//! jobs deleted. Deletions happen only with `prune`.
+//! referenced is deleted): calendars created or updated, jobs created, jobs updated,
+//! workflows created or updated (a workflow after those it nests), workflows deleted (a
+//! workflow before those it nests), jobs deleted, calendars deleted. Deletions happen only
+//! with `prune`.
 //!
 //! Names are keys: a name the file uses that two server jobs (or workflows) share is an
 //! error, since either could be meant. A workflow node's `job` and `workflow` name an entry
@@ -26,7 +27,9 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::jobs_file::{normalize_job, JobsFile, JobsFileError, WorkflowSpec, MAX_ENTRIES};
+use super::jobs_file::{
+    normalize_job, CalendarSpec, JobsFile, JobsFileError, WorkflowSpec, MAX_ENTRIES,
+};
 use super::{Client, ClientError};
 use crate::api::{JobBody, JobQuery, JobView, WorkflowQuery, WorkflowView};
 use crate::ids::{JobId, WorkflowId};
@@ -39,6 +42,8 @@ pub struct AppState {
     pub jobs: Vec<JobView>,
     /// Every workflow, in id order.
     pub workflows: Vec<WorkflowView>,
+    /// Every calendar, by name.
+    pub calendars: Vec<crate::api::CalendarView>,
 }
 
 /// One field that differs: `before` is the server's value, `after` the file's, both as JSON.
@@ -106,6 +111,27 @@ pub enum Change {
         /// Its name.
         name: String,
     },
+    /// A calendar the server does not have.
+    CreateCalendar {
+        /// The calendar's name.
+        name: String,
+        /// Its definition.
+        spec: Box<CalendarSpec>,
+    },
+    /// A calendar whose definition differs.
+    UpdateCalendar {
+        /// Its name.
+        name: String,
+        /// What differs.
+        diffs: Vec<FieldDiff>,
+        /// The new definition.
+        spec: Box<CalendarSpec>,
+    },
+    /// A calendar the file no longer names (with `prune`).
+    DeleteCalendar {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What applying a file would do; see the [module docs](self) for the order.
@@ -128,9 +154,15 @@ impl Plan {
         let mut c = (0, 0, 0);
         for change in &self.changes {
             match change {
-                Change::CreateJob { .. } | Change::CreateWorkflow { .. } => c.0 += 1,
-                Change::UpdateJob { .. } | Change::UpdateWorkflow { .. } => c.1 += 1,
-                Change::DeleteJob { .. } | Change::DeleteWorkflow { .. } => c.2 += 1,
+                Change::CreateJob { .. }
+                | Change::CreateWorkflow { .. }
+                | Change::CreateCalendar { .. } => c.0 += 1,
+                Change::UpdateJob { .. }
+                | Change::UpdateWorkflow { .. }
+                | Change::UpdateCalendar { .. } => c.1 += 1,
+                Change::DeleteJob { .. }
+                | Change::DeleteWorkflow { .. }
+                | Change::DeleteCalendar { .. } => c.2 += 1,
             }
         }
         c
@@ -176,6 +208,20 @@ impl fmt::Display for Plan {
                     }
                 }
                 Change::DeleteWorkflow { id, name } => writeln!(f, "- workflow {name:?} ({id})")?,
+                Change::CreateCalendar { name, .. } => writeln!(f, "+ calendar {name:?}")?,
+                Change::UpdateCalendar { name, diffs, .. } => {
+                    writeln!(f, "~ calendar {name:?}")?;
+                    for d in diffs {
+                        writeln!(
+                            f,
+                            "    {}: {} -> {}",
+                            d.field,
+                            show(&d.before),
+                            show(&d.after)
+                        )?;
+                    }
+                }
+                Change::DeleteCalendar { name } => writeln!(f, "- calendar {name:?}")?,
             }
         }
         let (create, change, delete) = self.counts();
@@ -325,6 +371,42 @@ pub fn plan(file: &JobsFile, state: &AppState, prune: bool) -> Result<Plan, Jobs
         state.workflows.iter().map(|w| (w.id, w)).collect();
 
     let mut plan = Plan::default();
+    unique("calendar", file.calendars.iter().map(|c| c.name.as_str()))?;
+    let server_cals: HashMap<&str, &crate::api::CalendarView> = state
+        .calendars
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    for cal in &file.calendars {
+        let spec = cal.normalized();
+        crate::calendar::check_calendar_name(&spec.name)
+            .and_then(|()| {
+                crate::calendar::Calendar::new(
+                    spec.time_zone.as_deref().unwrap_or_default(),
+                    &spec.excluded,
+                )
+            })
+            .map_err(|e| JobsFileError::invalid(format!("calendar {:?}: {e}", cal.name)))?;
+        match server_cals.get(cal.name.as_str()) {
+            None => plan.changes.push(Change::CreateCalendar {
+                name: cal.name.clone(),
+                spec: Box::new(spec),
+            }),
+            Some(view) => {
+                let current = value(&CalendarSpec::from_view(view))?;
+                let diffs = diff_values(&current, &value(&spec)?);
+                if diffs.is_empty() {
+                    plan.unchanged += 1;
+                } else {
+                    plan.changes.push(Change::UpdateCalendar {
+                        name: cal.name.clone(),
+                        diffs,
+                        spec: Box::new(spec),
+                    });
+                }
+            }
+        }
+    }
     let mut job_updates = Vec::new();
     for job in &file.jobs {
         let body = normalize_job(job)?;
@@ -471,6 +553,14 @@ pub fn plan(file: &JobsFile, state: &AppState, prune: bool) -> Result<Plan, Jobs
                 });
             }
         }
+        let file_cals: HashSet<&str> = file.calendars.iter().map(|c| c.name.as_str()).collect();
+        for c in &state.calendars {
+            if !file_cals.contains(c.name.as_str()) {
+                plan.changes.push(Change::DeleteCalendar {
+                    name: c.name.clone(),
+                });
+            }
+        }
     }
     Ok(plan)
 }
@@ -497,7 +587,10 @@ fn change_name(c: &Change) -> &str {
         | Change::DeleteJob { name, .. }
         | Change::CreateWorkflow { name, .. }
         | Change::UpdateWorkflow { name, .. }
-        | Change::DeleteWorkflow { name, .. } => name,
+        | Change::DeleteWorkflow { name, .. }
+        | Change::CreateCalendar { name, .. }
+        | Change::UpdateCalendar { name, .. }
+        | Change::DeleteCalendar { name } => name,
     }
 }
 
@@ -576,6 +669,11 @@ pub async fn fetch_state(client: &Client, app: &str) -> Result<AppState, JobsFil
             _ => break,
         }
     }
+    state.calendars = client
+        .list_calendars(app)
+        .await
+        .map_err(failed("listing the calendars"))?
+        .items;
     Ok(state)
 }
 
@@ -645,13 +743,26 @@ pub async fn apply(
                     .await
                     .map_err(fail(format!("deleting workflow {name:?} ({id})")))?;
             }
+            Change::CreateCalendar { name, spec } | Change::UpdateCalendar { name, spec, .. } => {
+                client
+                    .put_calendar(app, name, &spec.body())
+                    .await
+                    .map_err(fail(format!("putting calendar {name:?}")))?;
+            }
+            Change::DeleteCalendar { name } => {
+                client
+                    .delete_calendar(app, name)
+                    .await
+                    .map_err(fail(format!("deleting calendar {name:?}")))?;
+            }
         }
         done += 1;
     }
     Ok(done)
 }
 
-/// The file that describes `state` for `app`: every job and workflow, in id order. Two jobs
+/// The file that describes `state` for `app`: every job and workflow, in id order, and
+/// every calendar. Two jobs
 /// (or workflows) with one name cannot be written as keys and are an error.
 pub fn export(app: &str, state: &AppState) -> Result<JobsFile, JobsFileError> {
     unique_on_server(
@@ -680,6 +791,11 @@ pub fn export(app: &str, state: &AppState) -> Result<JobsFile, JobsFileError> {
         app: Some(app.to_owned()),
         jobs: state.jobs.iter().map(|j| j.body.clone()).collect(),
         workflows,
+        calendars: state
+            .calendars
+            .iter()
+            .map(CalendarSpec::from_view)
+            .collect(),
     })
 }
 

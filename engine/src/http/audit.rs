@@ -9,6 +9,7 @@
 //! | `POST .../instances/{id}/stop`, `/cancel`, `/retry` | `instance.stop`, ... | `instance/{id}` |
 //! | the same for workflows and workflow instances (`mark-success` too) | `workflow.*`, `workflow_instance.*` | `workflow/{id}`, `workflow_instance/{id}` |
 //! | `POST/DELETE .../tokens[/{id}]`, `PUT/DELETE/POST .../alarm-channels/{name}[/test]`, `rotate-secret` | `token.create`, `token.revoke`, `channel.put`, `channel.delete`, `channel.test`, `app.rotate_secret` | `token/{id}`, `channel/{name}`, `app` |
+//! | `PUT/DELETE .../calendars/{name}` | `calendar.put`, `calendar.delete` | `calendar/{name}` |
 //!
 //! The record is durable before the answer is sent, but it is a write of its own after the
 //! change's: a crash between the two leaves the change without its record. A failure to
@@ -74,6 +75,8 @@ fn classify<'a>(
         ("PUT", ["alarm-channels", name]) => ("channel.put", "channel", Some(*name)),
         ("DELETE", ["alarm-channels", name]) => ("channel.delete", "channel", Some(*name)),
         ("POST", ["alarm-channels", name, "test"]) => ("channel.test", "channel", Some(*name)),
+        ("PUT", ["calendars", name]) => ("calendar.put", "calendar", Some(*name)),
+        ("DELETE", ["calendars", name]) => ("calendar.delete", "calendar", Some(*name)),
         ("POST", ["rotate-secret"]) => ("app.rotate_secret", "app", None),
         _ => return None,
     })

@@ -29,7 +29,8 @@
 //! - `console` serves the web console: HTML pages at `/` over the same [`Api`], with its own
 //!   sessions (cookie + CSRF token) instead of bearer tokens.
 //! - `handlers` holds one function per job, instance and app route, `workflow` one per
-//!   workflow and workflow instance route; `guard` the outer middleware.
+//!   workflow and workflow instance route, `calendar` one per calendar route; `guard` the
+//!   outer middleware.
 //! - `routes` is the route table: every route is added there, and the table is what the
 //!   tests compare with the OpenAPI document `openapi.json` (served at `GET /v1/openapi.json`
 //!   by `openapi`, which also holds the document's other checks).
@@ -44,7 +45,7 @@
 //! | `POST /v1/apps`, `GET /v1/apps`, `DELETE /v1/apps/{app}` (admin) | the admin token | no token 401, any other token 403 |
 //! | `GET /v1/apps/{app}/...`, `GET /v1/apps/{app}` | the admin token, or an API token of `{app}` with role `read` or more | 401 (also for an unknown app, so existence does not leak); with the admin token an unknown app is 404 |
 //! | runs, stops, cancels, retries, enable, disable, mark-success, alarm channel tests | … role `operate` or more | 401 as above; a token of a lower role 403 |
-//! | creating, updating, copying, deleting, rolling back jobs, workflows and alarm channels; tokens; `rotate-secret`; the audit trail | … role `admin` | 401 as above; a token of a lower role 403 |
+//! | creating, updating, copying, deleting, rolling back jobs, workflows, alarm channels and calendars; tokens; `rotate-secret`; the audit trail | … role `admin` | 401 as above; a token of a lower role 403 |
 //! | the web console (`/`, `/login`, `/jobs`, `/instances`, `/workers`, ...) | a session cookie from signing in with the same tokens (HTML pages; see `console`), the role checked on every form | 303 to `/login`; a form without its CSRF token, or beyond the session's role, 403 |
 //!
 //! With [`HttpConfig::app_secret_tokens`] an app's worker secret is also an `admin` token
@@ -58,7 +59,7 @@
 //! | situation | status | `code` |
 //! |---|---|---|
 //! | created (`POST /v1/apps`, `POST .../jobs`, `POST .../workflows`, `POST .../tokens`) | 201 | – |
-//! | `DELETE .../jobs/{id}`, `DELETE .../workflows/{id}`, `DELETE /v1/apps/{app}`, `DELETE .../tokens/{id}` | 204, empty body | – |
+//! | `DELETE .../jobs/{id}`, `DELETE .../workflows/{id}`, `DELETE /v1/apps/{app}`, `DELETE .../tokens/{id}`, `DELETE .../calendars/{name}` | 204, empty body | – |
 //! | every other success | 200 | – |
 //! | malformed JSON, a body that is not a JSON object, wrong field type, unknown field, empty body, missing or non-JSON `Content-Type`, bad query string, non-numeric id | 400 | `invalid_argument` |
 //! | no or malformed `Authorization: Bearer`, or a token that is neither the admin token nor a live token of the app (also when the app does not exist) | 401 | `unauthorized` |
@@ -93,6 +94,7 @@ mod alarm;
 mod apps;
 mod audit;
 mod auth;
+mod calendar;
 mod console;
 mod extract;
 mod failure;

@@ -8,7 +8,10 @@ use axum::http::Method;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 
-use super::{alarm as a, apps as ap, handlers as h, history as v, openapi, workflow as w, Shared};
+use super::{
+    alarm as a, apps as ap, calendar as c, handlers as h, history as v, openapi, workflow as w,
+    Shared,
+};
 
 /// A [`Router`] under construction and the `(method, path)` of every route added to it.
 pub(crate) struct Routes {
@@ -65,6 +68,7 @@ pub(crate) fn routes() -> Routes {
     const JOB: &str = "/v1/apps/{app}/jobs/{id}";
     const WORKFLOW: &str = "/v1/apps/{app}/workflows/{id}";
     const CHANNEL: &str = "/v1/apps/{app}/alarm-channels/{name}";
+    const CALENDAR: &str = "/v1/apps/{app}/calendars/{name}";
     Routes::new()
         .get("/healthz", h::healthz)
         .get("/metrics", h::metrics)
@@ -149,5 +153,9 @@ pub(crate) fn routes() -> Routes {
         .delete(CHANNEL, a::delete_channel)
         .post("/v1/apps/{app}/alarm-channels/{name}/test", a::test_channel)
         .get("/v1/apps/{app}/alarms", a::list_alarms)
+        .get("/v1/apps/{app}/calendars", c::list_calendars)
+        .get(CALENDAR, c::get_calendar)
+        .put(CALENDAR, c::put_calendar)
+        .delete(CALENDAR, c::delete_calendar)
         .get("/v1/apps/{app}/audit", v::list_audit)
 }

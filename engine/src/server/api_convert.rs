@@ -67,6 +67,7 @@ pub fn job_record(body: &JobBody, app_id: AppId) -> Result<JobRecord, ApiError> 
         log_type: body.log_type,
         level: body.log_level,
     };
+    job.calendars = body.calendars.clone();
     job.validate()?;
     Ok(job)
 }
@@ -102,6 +103,7 @@ pub fn job_body(job: &JobRecord) -> JobBody {
         tags: job.tags.clone(),
         log_type: job.log.log_type,
         log_level: job.log.level,
+        calendars: job.calendars.clone(),
     }
 }
 
@@ -115,6 +117,7 @@ pub fn job_view(job: &JobRecord, trigger: Option<TriggerRecord>) -> JobView {
         next_trigger_time: trigger.and_then(|t| t.next_trigger),
         runs: trigger.map_or(0, |t| t.runs),
         skipped_runs: 0,
+        calendar_skipped_runs: 0,
         created_at: job.created_at,
         updated_at: job.updated_at,
     }

@@ -6,14 +6,15 @@
 //! | 2 | [`JobRecordV2`]: every field but `description` and `tags` | alarm rules |
 //! | 3 | [`JobRecordV3`]: every field but `retry_backoff`, `overlap_policy` and `log` | description and tags |
 //! | 4 | [`JobRecordV4`]: every field but `log` | retry backoff and overlap policy |
-//! | 5 | [`JobRecord`] | log settings |
+//! | 5 | [`JobRecordV5`]: every field but `calendars` | log settings |
+//! | 6 | [`JobRecord`] | calendars |
 //!
-//! Writes are always version 5. An older value is read in its own layout and migrated: a
+//! Writes are always version 6. An older value is read in its own layout and migrated: a
 //! version 1 job has no alarm rules, versions 1 and 2 have an empty description and no tags,
 //! versions 1 to 3 back off as every job did then (exponential from 1 s, doubling, at most
-//! 30 s) and FAIL a run beyond `max_instances`, versions 1 to 4 log ONLINE from INFO. So a
-//! store written by an older build opens unchanged; a job is rewritten at version 5 on its
-//! next update.
+//! 30 s) and FAIL a run beyond `max_instances`, versions 1 to 4 log ONLINE from INFO,
+//! versions 1 to 5 name no calendar. So a store written by an older build opens unchanged; a
+//! job is rewritten at version 6 on its next update.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -29,7 +30,7 @@ use super::keys::JOBS;
 use super::records::{JobRecord, LogSettings};
 
 /// The version `encode_job` writes.
-pub const JOB_RECORD_VERSION: u8 = 5;
+pub const JOB_RECORD_VERSION: u8 = 6;
 
 /// A job as version 1 stored it: the layout must never change.
 #[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
@@ -93,6 +94,7 @@ impl From<JobRecordV1> for JobRecord {
             description: String::new(),
             tags: Vec::new(),
             log: LogSettings::default(),
+            calendars: Vec::new(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -162,6 +164,7 @@ impl From<JobRecordV2> for JobRecord {
             description: String::new(),
             tags: Vec::new(),
             log: LogSettings::default(),
+            calendars: Vec::new(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -234,6 +237,7 @@ impl From<JobRecordV3> for JobRecord {
             description: v.description,
             tags: v.tags,
             log: LogSettings::default(),
+            calendars: Vec::new(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -308,6 +312,82 @@ impl From<JobRecordV4> for JobRecord {
             description: v.description,
             tags: v.tags,
             log: LogSettings::default(),
+            calendars: Vec::new(),
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        }
+    }
+}
+
+/// A job as version 5 stored it (version 4 plus `log`): the layout must never change.
+#[derive(Clone, Debug, PartialEq, Archive, Serialize, Deserialize)]
+pub(crate) struct JobRecordV5 {
+    pub id: JobId,
+    pub app_id: AppId,
+    pub name: String,
+    pub time_expression_type: TimeExpressionType,
+    pub time_expression: String,
+    pub time_zone: Option<String>,
+    pub execute_type: ExecuteType,
+    pub processor: String,
+    pub params: String,
+    pub max_instances: u32,
+    pub concurrency: u32,
+    pub timeout_ms: u64,
+    pub instance_retries: u32,
+    pub retry_backoff: RetryBackoff,
+    pub overlap_policy: OverlapPolicy,
+    pub task_retries: u32,
+    pub dispatch_strategy: DispatchStrategy,
+    pub designated_workers: Vec<String>,
+    pub min_cpu_cores: f64,
+    pub min_memory_gb: f64,
+    pub min_disk_gb: f64,
+    pub max_worker_count: u32,
+    pub misfire: MisfirePolicy,
+    pub lifecycle: Lifecycle,
+    pub enabled: bool,
+    pub alarm: AlarmRules,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub log: LogSettings,
+    pub created_at: EpochMs,
+    pub updated_at: EpochMs,
+}
+
+impl From<JobRecordV5> for JobRecord {
+    fn from(v: JobRecordV5) -> JobRecord {
+        JobRecord {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            retry_backoff: v.retry_backoff,
+            overlap_policy: v.overlap_policy,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: v.description,
+            tags: v.tags,
+            log: v.log,
+            calendars: Vec::new(),
             created_at: v.created_at,
             updated_at: v.updated_at,
         }
@@ -326,6 +406,7 @@ pub(crate) fn decode_job(key: &[u8], bytes: &[u8]) -> Result<JobRecord, RepoErro
         2 => decode_archive::<JobRecordV2>(JOBS, key, bytes).map(JobRecord::from),
         3 => decode_archive::<JobRecordV3>(JOBS, key, bytes).map(JobRecord::from),
         4 => decode_archive::<JobRecordV4>(JOBS, key, bytes).map(JobRecord::from),
+        5 => decode_archive::<JobRecordV5>(JOBS, key, bytes).map(JobRecord::from),
         JOB_RECORD_VERSION => decode_archive::<JobRecord>(JOBS, key, bytes),
         v => Err(RepoError::corrupt(
             JOBS,
@@ -523,7 +604,56 @@ mod tests {
     }
 
     #[test]
-    fn a_version_5_job_round_trips_with_its_rules_labels_policies_and_log_settings() {
+    fn a_version_5_job_reads_with_its_log_settings_and_no_calendars() {
+        // What a server before calendars wrote.
+        let v = JobRecord::from(v2());
+        let log = LogSettings {
+            log_type: crate::model::LogType::Local,
+            level: crate::model::LogLevel::Warn,
+        };
+        let v5 = JobRecordV5 {
+            id: v.id,
+            app_id: v.app_id,
+            name: v.name,
+            time_expression_type: v.time_expression_type,
+            time_expression: v.time_expression,
+            time_zone: v.time_zone,
+            execute_type: v.execute_type,
+            processor: v.processor,
+            params: v.params,
+            max_instances: v.max_instances,
+            concurrency: v.concurrency,
+            timeout_ms: v.timeout_ms,
+            instance_retries: v.instance_retries,
+            retry_backoff: RetryBackoff::fixed(2_000),
+            overlap_policy: OverlapPolicy::Skip,
+            task_retries: v.task_retries,
+            dispatch_strategy: v.dispatch_strategy,
+            designated_workers: v.designated_workers,
+            min_cpu_cores: v.min_cpu_cores,
+            min_memory_gb: v.min_memory_gb,
+            min_disk_gb: v.min_disk_gb,
+            max_worker_count: v.max_worker_count,
+            misfire: v.misfire,
+            lifecycle: v.lifecycle,
+            enabled: v.enabled,
+            alarm: v.alarm,
+            description: "nightly".into(),
+            tags: vec!["etl".into()],
+            log,
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+        };
+        let bytes = encode_version(JOBS, 5, &v5).unwrap();
+        assert_eq!(bytes[0], 5);
+        let job = decode_job(b"k", &bytes).unwrap();
+        assert_eq!(job.log, log);
+        assert!(job.calendars.is_empty());
+        assert_eq!(job, JobRecord::from(v5));
+    }
+
+    #[test]
+    fn a_version_6_job_round_trips_with_its_rules_labels_policies_log_settings_and_calendars() {
         let mut job = JobRecord::from(v1());
         job.retry_backoff = RetryBackoff {
             jitter: 0.25,
@@ -537,6 +667,7 @@ mod tests {
         };
         job.description = "nightly export to the warehouse".into();
         job.tags = vec!["etl".into(), "team:data".into()];
+        job.calendars = vec!["holidays-fr".into(), "freeze".into()];
         job.alarm = AlarmRules {
             failures: Some(FailureRule {
                 threshold: 3,
@@ -555,7 +686,7 @@ mod tests {
     #[test]
     fn other_versions_and_bad_bytes_are_corrupt() {
         let mut bytes = encode_job(&JobRecord::from(v1())).unwrap();
-        for v in [0u8, 6, 255] {
+        for v in [0u8, 7, 255] {
             bytes[0] = v;
             assert!(matches!(
                 decode_job(b"k", &bytes),
@@ -566,8 +697,8 @@ mod tests {
             decode_job(b"k", &[]),
             Err(RepoError::Corrupt { .. })
         ));
-        // A version 5 archive under an older byte fails validation, never panics.
-        for v in [1u8, 2, 3, 4] {
+        // A version 6 archive under an older byte fails validation, never panics.
+        for v in [1u8, 2, 3, 4, 5] {
             bytes[0] = v;
             let _ = decode_job(b"k", &bytes);
         }

@@ -24,6 +24,7 @@
 //! - [`workflow_repo`]: workflows, workflow instances and node links.
 //! - [`token_repo`]: API tokens, the previous worker secret of a rotation, app deletion.
 //! - [`alarm_repo`]: the alarm outbox with its delivery history, and the apps' channels.
+//! - [`calendar_repo`]: the apps' calendars.
 //! - [`api_convert`]: records into API views, job bodies into records, repository errors
 //!   into API errors.
 //! - `codec`: the versioned, validated value encoding.
@@ -53,6 +54,7 @@
 
 pub mod alarm_repo;
 pub mod api_convert;
+pub mod calendar_repo;
 mod codec;
 mod commit;
 pub(crate) mod core;
@@ -115,6 +117,9 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         alarm_repo::ALARMS => codec::decode::<alarm_repo::AlarmRecord>(table, key, value).map(drop),
         alarm_repo::ALARM_CHANNELS => {
             codec::decode::<alarm_repo::ChannelRecord>(table, key, value).map(drop)
+        }
+        calendar_repo::CALENDARS => {
+            codec::decode::<calendar_repo::CalendarRecord>(table, key, value).map(drop)
         }
         token_repo::API_TOKENS => {
             codec::decode::<token_repo::TokenRecord>(table, key, value).map(drop)

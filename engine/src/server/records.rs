@@ -149,6 +149,9 @@ pub struct JobRecord {
     pub tags: Vec<String>,
     /// Where the workers send its log lines and from which level (default ONLINE, INFO).
     pub log: LogSettings,
+    /// Names of the app's calendars whose excluded dates the job does not fire on (default
+    /// none; see [`crate::calendar`]).
+    pub calendars: Vec<String>,
     /// Creation time, ms since the epoch (set by the repo).
     pub created_at: EpochMs,
     /// Last update, ms since the epoch (set by the repo).
@@ -198,6 +201,7 @@ impl JobRecord {
             alarm: AlarmRules::default(),
             description: String::new(),
             tags: Vec::new(),
+            calendars: Vec::new(),
             log: LogSettings::default(),
             created_at: 0,
             updated_at: 0,
@@ -291,6 +295,8 @@ impl JobRecord {
         })?;
         crate::model::check_labels(&self.description, &self.tags)
             .map_err(|(field, msg)| RepoError::invalid(field, msg))?;
+        crate::calendar::check_calendar_names(&self.calendars)
+            .map_err(|e| RepoError::invalid("calendars", e.to_string()))?;
         Ok(())
     }
 }

@@ -45,7 +45,7 @@ prop_compose! {
             alarm: crate::alarm::AlarmRules {
                 late_start_ms: nums.2.checked_sub(1), recovered: enabled, ..Default::default()
             },
-            description, tags,
+            description, calendars: tags.iter().rev().cloned().collect(), tags,
             log: super::LogSettings {
                 log_type: [LogType::Online, LogType::Local, LogType::Stdout, LogType::Null][(nums.0 % 4) as usize],
                 level: [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error][(nums.1 % 4) as usize],

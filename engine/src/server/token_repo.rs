@@ -185,7 +185,7 @@ impl LogRepo {
         }
     }
 
-    /// Deletes `app` (record, name, tokens, previous secret) in one batch; Invalid while it
+    /// Deletes `app` (record, name, tokens, previous secret, calendars) in one batch; Invalid while it
     /// still has jobs or workflows. The name is free for a new app once this is submitted.
     pub fn delete_app(&self, app: AppId) -> Result<Commit<()>, RepoError> {
         let rec = self.get_app(app)?;
@@ -210,6 +210,7 @@ impl LogRepo {
                 .delete(API_TOKENS, keys::id(id).to_vec())
                 .delete(APP_TOKENS, k);
         }
+        let batch = self.delete_calendars_ops(batch, app)?;
         let batch = self.without_audit(batch, app)?;
         let commit = self.submit(batch, ());
         self.forget_app_name(&rec.name);

@@ -100,6 +100,10 @@ pub struct WorkflowDef {
     /// Labels the workflow listing filters on; default none (omitted when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Names of the app's calendars whose excluded dates the workflow does not fire on
+    /// (see [`crate::calendar`]); default none (omitted when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calendars: Vec<String>,
 }
 
 fn default_max_instances() -> u32 {

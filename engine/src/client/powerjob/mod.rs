@@ -106,6 +106,7 @@ impl Imported {
             app,
             jobs: self.jobs.clone(),
             workflows: Vec::new(),
+            calendars: Vec::new(),
         }
     }
 }

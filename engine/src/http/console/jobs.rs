@@ -177,6 +177,7 @@ pub(super) async fn preview(State(c): State<Console>, req: Request) -> Response 
                 expression: fields.get("time_expression").unwrap_or("").to_owned(),
                 time_zone: fields.get("time_zone").map(str::to_owned),
                 count: Some(PREVIEW_COUNT),
+                excluded: Vec::new(),
             };
             validate_expression(&req, SystemClock.now_ms())
                 .map(|v| v.next)
@@ -231,13 +232,14 @@ pub(super) async fn update(
             return refused(&s, Some(id), &fields, &e);
         }
     };
-    // The form does not show the description, the tags or the alarm rules: an edit keeps
-    // them as they are (a PUT replaces the whole job).
+    // The form does not show the description, the tags, the alarm rules or the calendars:
+    // an edit keeps them as they are (a PUT replaces the whole job).
     match c.api.get_job(s.app.clone(), JobId(id)).await {
         Ok(current) => {
             body.description = current.body.description;
             body.tags = current.body.tags;
             body.alarm = current.body.alarm;
+            body.calendars = current.body.calendars;
         }
         Err(e) => return api_error(&e),
     }

@@ -178,7 +178,12 @@ pub(crate) fn jobs(
                         tr {
                             td { (j.id.0) }
                             td { a href={ "/jobs/" (j.id.0) } { (j.body.name) } }
-                            td { (j.body.time_expression_type.as_str()) " " code { (j.body.time_expression) } }
+                            td {
+                                (j.body.time_expression_type.as_str()) " " code { (j.body.time_expression) }
+                                @if !j.body.calendars.is_empty() {
+                                    " " span.muted title="calendars: scheduled triggers on their excluded dates are skipped" { "except " (j.body.calendars.join(", ")) }
+                                }
+                            }
                             td { (wire(&j.body.execute_type)) }
                             td { (j.body.processor) }
                             td { @if j.body.enabled { "yes" } @else { span.muted { "no" } } }
@@ -230,6 +235,9 @@ pub(crate) fn job_form(
                 legend { "When" }
                 label { "Time expression type" (select("time_expression_type", &time_types(), body.time_expression_type.as_str(), None)) }
                 label { "Time expression" input name="time_expression" value=(body.time_expression) placeholder="0 */5 * * * ?  or  60000" aria-describedby="preview"; }
+                @if !body.calendars.is_empty() {
+                    p.muted { "Calendars: " (body.calendars.join(", ")) " (kept on save; set with " code { "ferrojob job update --calendar" } " or the API)" }
+                }
                 label { "Time zone" input name="time_zone" value=(body.time_zone.as_deref().unwrap_or("")) placeholder="UTC"; }
                 label { "Misfire" (select("misfire", &MISFIRE_POLICIES, body.misfire.as_str(), None)) }
                 label { "Lifecycle start (RFC 3339)" input name="lifecycle_start" value=(body.lifecycle.start.as_deref().unwrap_or("")); }

@@ -18,7 +18,7 @@ pub(super) fn workflow_def() -> WorkflowDef {
             {"id": 3, "type": "NESTED_WORKFLOW", "workflow_id": 9}
         ],
         "edges": [{"from": 1, "to": 2}, {"from": 2, "to": 3, "property": "true"}],
-        "description": "d", "tags": ["t1", "t2"]
+        "description": "d", "tags": ["t1", "t2"], "calendars": ["holidays"]
     }))
     .unwrap()
 }
@@ -51,6 +51,7 @@ pub(super) fn full_job_body() -> JobBody {
     }))
     .unwrap();
     body.overlap_policy = crate::policy::OverlapPolicy::Queue;
+    body.calendars = vec!["holidays-fr".into(), "freeze".into()];
     body
 }
 

@@ -129,8 +129,16 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
         expression: "0 * * * * ?".into(),
         time_zone: Some("UTC".into()),
         count: Some(2),
+        excluded: vec!["2026-12-25".into(), "2026-12-30..2027-01-01".into()],
     };
     request_matches(&d, "post", "/v1/validate", "ValidateRequest", &v);
+    let calendar = crate::api::CalendarBody {
+        time_zone: Some("Europe/Paris".into()),
+        excluded: vec!["2026-12-25".into(), "2026-12-30..2027-01-01".into()],
+        description: "French holidays".into(),
+    };
+    let path = "/v1/apps/{app}/calendars/{name}";
+    request_matches(&d, "put", path, "CalendarBody", &calendar);
     let channel = crate::api::ChannelBody {
         kind: crate::alarm::channel::ChannelKind::Webhook,
         url: "http://h:1/x".into(),

@@ -78,6 +78,7 @@ fn real_answers_match_the_response_schemas() {
             next_trigger_time: next,
             runs: 3,
             skipped_runs: 6,
+            calendar_skipped_runs: 7,
             created_at: 4,
             updated_at: 5,
         };
@@ -111,10 +112,12 @@ fn real_answers_match_the_response_schemas() {
                 crate::api::BackfillRun {
                     trigger_time: -1,
                     instance_id: Some(InstanceId(9)),
+                    excluded_by: None,
                 },
                 crate::api::BackfillRun {
                     trigger_time: 2,
                     instance_id: None,
+                    excluded_by: Some("holidays".into()),
                 },
             ],
             dry_run: false,
@@ -253,15 +256,42 @@ fn real_answers_match_the_response_schemas() {
             uptime_ms: 1,
         },
     );
-    let req = ValidateRequest {
+    let mut req = ValidateRequest {
         kind: TimeExpressionType::FixedRate,
         expression: "1000".into(),
         time_zone: None,
         count: Some(3),
+        excluded: Vec::new(),
     };
     conforms(
         &d,
         "ValidateResponse",
         &validate_expression(&req, 0).unwrap(),
     );
+    let calendar = CalendarView {
+        name: "holidays-fr".into(),
+        time_zone: "Europe/Paris".into(),
+        excluded: vec!["2026-12-25".into(), "2026-12-30..2027-01-01".into()],
+        description: "French holidays".into(),
+        updated_at: 5,
+    };
+    let bare = CalendarView {
+        description: String::new(),
+        excluded: Vec::new(),
+        ..calendar.clone()
+    };
+    conforms(&d, "CalendarView", &calendar);
+    conforms(
+        &d,
+        "CalendarList",
+        &CalendarList {
+            items: vec![calendar, bare],
+        },
+    );
+    // With an excluded date: the skipped times are listed too.
+    req.excluded = vec!["1970-01-01".into()];
+    req.expression = "43200000".into();
+    let with_skips = validate_expression(&req, 0).unwrap();
+    assert!(!with_skips.skipped.is_empty());
+    conforms(&d, "ValidateResponse", &with_skips);
 }

@@ -227,9 +227,10 @@ impl Core {
         id: JobId,
         from: EpochMs,
         to: EpochMs,
-    ) -> Result<Vec<EpochMs>, ApiError> {
+    ) -> Result<Vec<(EpochMs, Option<String>)>, ApiError> {
         let job = self.job_of(app, id)?;
-        job.def
+        let times = job
+            .def
             .schedule()
             .backfill_times(from, to, crate::schedule::MAX_BACKFILL_RUNS)
             .map_err(|e| match e {
@@ -237,7 +238,12 @@ impl Core {
                     ApiError::invalid("from", e.to_string())
                 }
                 _ => ApiError::invalid("to", e.to_string()),
-            })
+            })?;
+        let calendars = &job.def.record.calendars;
+        Ok(times
+            .into_iter()
+            .map(|t| (t, self.excluding_calendar(app, calendars, t)))
+            .collect())
     }
 
     /// One backfill run of `app`'s job `id` for the past trigger time `trigger_time`: like an

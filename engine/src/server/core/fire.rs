@@ -44,7 +44,8 @@ impl Core {
         });
     }
 
-    /// A job's trigger came due: fire it (misfire policy when late) and arm the next one.
+    /// A job's trigger came due: fire it (misfire policy when late; a trigger its calendars
+    /// exclude is skipped) and arm the next one.
     pub(crate) fn on_job_due(&mut self, job_id: JobId, gen: u64, due: EpochMs, now: EpochMs) {
         let Some(job) = self.live_job(job_id) else {
             return;
@@ -75,6 +76,23 @@ impl Core {
         // not write it).
         let mut next_written = !fires.is_empty();
         for (i, at) in fires.iter().enumerate() {
+            if let Some(cal) =
+                self.excluding_calendar(def.record.app_id, &def.record.calendars, *at)
+            {
+                self.count_calendar_skipped(job_id);
+                tracing::info!(
+                    job = job_id.0,
+                    trigger = at,
+                    calendar = %cal,
+                    "fire skipped: the date is excluded by a calendar"
+                );
+                if def.is_fixed_delay() && next.is_none() {
+                    // No run, so no completion to re-arm from: the delay counts from now.
+                    next = def.initial_next(now);
+                }
+                next_written = false;
+                continue;
+            }
             if self.live_job(job_id).is_some_and(|j| self.skips(j)) {
                 self.count_skipped(job_id);
                 tracing::info!(

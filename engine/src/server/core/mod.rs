@@ -25,7 +25,8 @@
 //! Files: `fire.rs` triggers, the receive and run checks, worker liveness; `dispatch.rs`
 //! claim → hand-over; `report.rs` reports, the retry policy, final transitions; `write.rs`
 //! writes and their follow-ups; `recover.rs` restart recovery and reconciliation;
-//! `workers.rs` connections; `alarms.rs` alarm evaluation; `workflow/` workflows.
+//! `workers.rs` connections; `alarms.rs` alarm evaluation; `calendars.rs` the calendars'
+//! excluded dates; `workflow/` workflows.
 //!
 //! Invariants (`debug_assert!`ed where they are cheap):
 //!
@@ -48,6 +49,9 @@
 //! - A failed attempt is retried after the job's `retry_backoff` (by default 1 s, 2 s, 4 s …
 //!   at most 30 s; jitter derived from the instance id and attempt), preferring another
 //!   worker, while the job's `instance_retries` allow.
+//! - A scheduled trigger (a job's or a workflow's, a misfire's catch-up included) whose date
+//!   one of its calendars excludes is skipped: no instance, counted, the next trigger armed.
+//!   Runs asked for through the API are not affected.
 //! - A run that finds the job's `max_instances` running follows its overlap policy: FAILED
 //!   (FAIL), not created or CANCELED (SKIP, counted), held WAITING_DISPATCH in the job's FIFO
 //!   queue of at most [`MAX_QUEUED_RUNS`] until a slot frees (QUEUE), or the oldest running
@@ -69,6 +73,7 @@
 )]
 
 pub(crate) mod alarms;
+pub(crate) mod calendars;
 pub(crate) mod commands;
 pub(crate) mod dispatch;
 pub(crate) mod fire;
@@ -198,6 +203,8 @@ pub(crate) struct JobState {
     pub(crate) queue: VecDeque<InstanceId>,
     /// Runs the SKIP overlap policy skipped since the server started.
     pub(crate) skipped: u64,
+    /// Scheduled triggers its calendars excluded since the server started.
+    pub(crate) calendar_skipped: u64,
 }
 
 impl JobState {
@@ -213,6 +220,7 @@ impl JobState {
             deleted: false,
             queue: VecDeque::new(),
             skipped: 0,
+            calendar_skipped: 0,
         }
     }
 
@@ -403,6 +411,8 @@ pub(crate) struct Core {
     pub(crate) reconcile: HashMap<WorkerKey, Vec<InstanceId>>,
     /// Alarm evaluation state per job with rules.
     pub(crate) alarm_books: HashMap<JobId, crate::alarm::JobAlarms>,
+    /// The apps' calendars (at most `MAX_CALENDARS_PER_APP` per app).
+    pub(crate) calendars: HashMap<AppId, calendars::AppCalendars>,
     /// Armed timer events, in a wheel of millisecond ticks.
     pub(crate) wheel: TimerWheel<TimerEv>,
     /// Worker selection scratch space and rng.
@@ -451,6 +461,7 @@ impl Core {
             lost: HashMap::new(),
             reconcile: HashMap::new(),
             alarm_books: HashMap::new(),
+            calendars: HashMap::new(),
             wheel: TimerWheel::new(u64::try_from(started_ms).unwrap_or(0)),
             select,
             shutting_down: false,

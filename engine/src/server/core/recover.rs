@@ -32,6 +32,12 @@ impl Core {
     pub(crate) fn recover(&mut self, loaded: LoadedState, now: EpochMs) {
         self.restarted = !loaded.apps.is_empty();
         for app in loaded.apps {
+            match self.repo.list_calendars(app.id) {
+                Ok(cals) => cals.iter().for_each(|c| self.calendar_put(c)),
+                Err(e) => {
+                    tracing::error!(app = %app.name, error = %e, "calendars not loaded; they exclude nothing until changed");
+                }
+            }
             self.add_app(app);
         }
         for lj in loaded.jobs {

@@ -148,6 +148,7 @@ impl PgRepo {
                 vec![i64s(Some(get(&row, 0)?))],
             ));
         }
+        ops.extend(self.delete_calendars_ops(app)?);
         ops.extend(self.audit_delete_ops(app)?);
         let commit = self.submit(ops, ());
         self.lock().app_names.remove(&rec.name);

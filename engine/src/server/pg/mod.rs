@@ -29,7 +29,7 @@
 //! The tables are in `schema.rs`; they are created and upgraded by numbered migrations when
 //! the repository opens (`open.rs`). The write path is `writer.rs` over the table layouts of `tables.rs`; records become rows in
 //! `rows.rs`; each concern's reads and writes have a file (`apps.rs` with tokens and secret
-//! rotation, `jobs.rs`, `instances.rs`, `logs.rs`, `workflows.rs`, `alarms.rs`), and
+//! rotation, `jobs.rs`, `instances.rs`, `logs.rs`, `workflows.rs`, `alarms.rs`, `calendars.rs`), and
 //! `repository.rs` implements the trait by forwarding to them.
 //!
 //! The driver is `tokio-postgres` (no pool crate: three connections, fixed at open); see
@@ -37,6 +37,7 @@
 
 mod alarms;
 mod apps;
+mod calendars;
 mod history;
 mod idempotency;
 mod instances;

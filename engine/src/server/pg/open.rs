@@ -45,13 +45,15 @@ async fn migrate(client: &mut Client) -> Result<(), RepoError> {
     tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
         .await
         .map_err(db)?;
-    let current: Option<i32> = tx
-        .query_one("SELECT max(version) FROM schema_migrations", &[])
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
         .await
         .map_err(db)?
-        .try_get(0)
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
         .map_err(db)?;
-    let current = current.unwrap_or(0);
+    let current = applied.iter().copied().max().unwrap_or(0);
     if current > schema::LATEST {
         return Err(RepoError::Database(format!(
             "the database's schema is version {current}, newer than this ferrojob's ({}): \
@@ -59,8 +61,10 @@ async fn migrate(client: &mut Client) -> Result<(), RepoError> {
             schema::LATEST
         )));
     }
+    // Every migration not applied yet, in order, also one numbered below the newest applied:
+    // versions are reserved ahead, so a database may have a later one before an earlier one.
     for (version, sql) in schema::MIGRATIONS {
-        if *version <= current {
+        if applied.contains(version) {
             continue;
         }
         tx.batch_execute(sql).await.map_err(db)?;

@@ -4,6 +4,7 @@
 use crate::ids::{AppId, InstanceId, JobId, WorkflowId, WorkflowInstanceId};
 use crate::model::InstanceStatus;
 use crate::server::alarm_repo::{AlarmRecord, ChannelRecord};
+use crate::server::calendar_repo::CalendarRecord;
 use crate::server::error::RepoError;
 use crate::server::history::{AuditRecord, JobVersion, WorkflowVersion};
 use crate::server::idempotency_repo::IdempotencyRecord;
@@ -374,6 +375,18 @@ impl Repository for PgRepo {
     }
     fn list_idempotency(&self) -> Result<Vec<IdempotencyRecord>, RepoError> {
         PgRepo::list_idempotency(self)
+    }
+    fn put_calendar(&self, calendar: &CalendarRecord) -> Result<Commit<()>, RepoError> {
+        PgRepo::put_calendar(self, calendar)
+    }
+    fn get_calendar(&self, app: AppId, name: &str) -> Result<CalendarRecord, RepoError> {
+        PgRepo::get_calendar(self, app, name)
+    }
+    fn delete_calendar(&self, app: AppId, name: &str) -> Result<Commit<()>, RepoError> {
+        PgRepo::delete_calendar(self, app, name)
+    }
+    fn list_calendars(&self, app: AppId) -> Result<Vec<CalendarRecord>, RepoError> {
+        PgRepo::list_calendars(self, app)
     }
     fn load(&self) -> Result<LoadedState, RepoError> {
         PgRepo::load(self)

@@ -156,6 +156,10 @@ impl PgRepo {
                 )?)),
                 text(&name_of(&job.log.log_type)),
                 text(&name_of(&job.log.level)),
+                Val::Text(Some(
+                    serde_json::to_string(&job.calendars)
+                        .map_err(|e| RepoError::invalid("calendars", e.to_string()))?,
+                )),
             ],
         ))
     }

@@ -1,6 +1,7 @@
 //! The schema, as numbered migrations applied at start.
 //!
-//! `schema_migrations` lists the versions applied. Opening applies the missing ones, each in
+//! `schema_migrations` lists the versions applied. Opening applies the missing ones (every
+//! version not listed, in order, also one below the newest listed), each in
 //! the transaction that records it, under a lock on that table (servers starting together
 //! apply each migration once), and refuses a database whose schema is newer than this build.
 //!
@@ -23,10 +24,11 @@
 //! | 1 | apps, jobs, triggers, instances, delayed runs, logs, workflows, alarms, channels, leases |
 //! | 2 | jobs' retry backoff, overlap policy and log settings; log lines' attempt and fields; API tokens; the previous worker secret of a rotation |
 //! | 3 | job definition versions; the audit trail |
+//! | 4 | calendars; the calendars a job names |
 //! | 5 | `Idempotency-Key` answers |
 
 /// The migrations, in order: (version, SQL).
-pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (5, V5)];
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// The newest schema version this build knows.
 pub(super) const LATEST: i32 = 5;
@@ -245,6 +247,25 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_target ON audit (app_id, target, seq);
 COMMENT ON TABLE audit IS 'who changed what through the API, per app, newest kept';
+"#;
+
+/// Version 4. A calendar's `record` is the calendar in the log store's encoding; `excluded`
+/// mirrors its entries as a JSON array of strings (`"2026-12-25"`,
+/// `"2026-12-24..2026-12-26"`). `jobs.calendars` mirrors the names in the job's record (a
+/// workflow's are in its definition); a row written before gets the record's default, none.
+const V4: &str = r#"
+CREATE TABLE calendars (
+    app_id bigint NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    time_zone text NOT NULL,
+    excluded jsonb NOT NULL,
+    updated_at bigint NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (app_id, name)
+);
+COMMENT ON TABLE calendars IS 'named sets of excluded dates in a time zone, per app';
+
+ALTER TABLE jobs ADD COLUMN calendars jsonb NOT NULL DEFAULT '[]';
 "#;
 
 const V5: &str = r#"

@@ -65,6 +65,7 @@ pub(super) enum Table {
     JobVersions,
     Audit,
     IdempotencyKeys,
+    Calendars,
 }
 
 impl Table {
@@ -89,6 +90,7 @@ impl Table {
             Table::JobVersions => "job_versions",
             Table::Audit => "audit",
             Table::IdempotencyKeys => "idempotency_keys",
+            Table::Calendars => "calendars",
         }
     }
 
@@ -123,6 +125,7 @@ impl Table {
                     ("retry_backoff", Json),
                     ("log_type", Text),
                     ("log_level", Text),
+                    ("calendars", Json),
                 ],
                 1,
             ),
@@ -273,10 +276,21 @@ impl Table {
                 ],
                 2,
             ),
+            Table::Calendars => (
+                &[
+                    ("app_id", I64),
+                    ("name", Text),
+                    ("time_zone", Text),
+                    ("excluded", Json),
+                    ("updated_at", I64),
+                    ("record", Bytes),
+                ],
+                2,
+            ),
         }
     }
 
-    pub(super) const ALL: [Table; 19] = [
+    pub(super) const ALL: [Table; 20] = [
         Table::Counters,
         Table::Apps,
         Table::Jobs,
@@ -296,6 +310,7 @@ impl Table {
         Table::JobVersions,
         Table::Audit,
         Table::IdempotencyKeys,
+        Table::Calendars,
     ];
 
     pub(super) fn upsert_sql(self) -> String {

@@ -8,6 +8,7 @@ use crate::workflow::WorkflowDef;
 
 use super::Repository;
 use crate::server::alarm_repo::{AlarmRecord, ChannelRecord};
+use crate::server::calendar_repo::CalendarRecord;
 use crate::server::error::RepoError;
 use crate::server::history::{AuditRecord, JobVersion, WorkflowVersion};
 use crate::server::idempotency_repo::IdempotencyRecord;
@@ -366,6 +367,18 @@ impl Repository for LogRepo {
     }
     fn list_idempotency(&self) -> Result<Vec<IdempotencyRecord>, RepoError> {
         LogRepo::list_idempotency(self)
+    }
+    fn put_calendar(&self, calendar: &CalendarRecord) -> Result<Commit<()>, RepoError> {
+        LogRepo::put_calendar(self, calendar)
+    }
+    fn get_calendar(&self, app: AppId, name: &str) -> Result<CalendarRecord, RepoError> {
+        LogRepo::get_calendar(self, app, name)
+    }
+    fn delete_calendar(&self, app: AppId, name: &str) -> Result<Commit<()>, RepoError> {
+        LogRepo::delete_calendar(self, app, name)
+    }
+    fn list_calendars(&self, app: AppId) -> Result<Vec<CalendarRecord>, RepoError> {
+        LogRepo::list_calendars(self, app)
     }
     fn load(&self) -> Result<LoadedState, RepoError> {
         LogRepo::load(self)

@@ -29,6 +29,7 @@ use crate::time_expression::EpochMs;
 use crate::workflow::WorkflowDef;
 
 use super::alarm_repo::{AlarmRecord, ChannelRecord};
+use super::calendar_repo::CalendarRecord;
 use super::error::RepoError;
 use super::history::{AuditRecord, JobVersion, WorkflowVersion};
 use super::idempotency_repo::IdempotencyRecord;
@@ -333,6 +334,16 @@ pub trait Repository: Send + Sync + Debug {
     fn delete_channel(&self, app: AppId, name: &str) -> Result<Commit<()>, RepoError>;
     /// See [`LogRepo::list_channels`].
     fn list_channels(&self, app: AppId) -> Result<Vec<ChannelRecord>, RepoError>;
+
+    // ----- calendars -----
+    /// See [`LogRepo::put_calendar`].
+    fn put_calendar(&self, calendar: &CalendarRecord) -> Result<Commit<()>, RepoError>;
+    /// See [`LogRepo::get_calendar`].
+    fn get_calendar(&self, app: AppId, name: &str) -> Result<CalendarRecord, RepoError>;
+    /// See [`LogRepo::delete_calendar`].
+    fn delete_calendar(&self, app: AppId, name: &str) -> Result<Commit<()>, RepoError>;
+    /// See [`LogRepo::list_calendars`].
+    fn list_calendars(&self, app: AppId) -> Result<Vec<CalendarRecord>, RepoError>;
 
     // ----- versions and audit -----
     /// See [`LogRepo::list_job_versions`].

@@ -46,13 +46,30 @@ impl NodeApi {
 
     fn view(&self, def: &JobDef) -> JobView {
         let mut v = job_view(&def.record, self.0.repo.trigger(def.record.id));
-        v.skipped_runs = self.skipped(def.record.id);
+        (v.skipped_runs, v.calendar_skipped_runs) = self.skipped(def.record.id);
         v
     }
 
-    /// Runs of job `id` its SKIP overlap policy skipped since the server started.
-    fn skipped(&self, id: JobId) -> u64 {
-        self.0.core.lock().jobs.get(&id).map_or(0, |j| j.skipped)
+    /// Runs of job `id` its SKIP overlap policy skipped, and scheduled triggers its calendars
+    /// excluded, since the server started.
+    fn skipped(&self, id: JobId) -> (u64, u64) {
+        self.0
+            .core
+            .lock()
+            .jobs
+            .get(&id)
+            .map_or((0, 0), |j| (j.skipped, j.calendar_skipped))
+    }
+
+    /// A bad request unless `app` has a calendar of each of `names`.
+    pub(super) fn check_calendars(&self, app: &AppRef, names: &[String]) -> Result<(), ApiError> {
+        match self.0.core.lock().unknown_calendar(app.id, names) {
+            Some(name) => Err(ApiError::invalid(
+                "calendars",
+                format!("app {} has no calendar named {name:?}", app.name),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The instance as the core knows it now (memory for non-final ones, else the store),
@@ -179,6 +196,7 @@ impl Api for NodeApi {
         Box::pin(async move {
             let sh = &self.0;
             let record = job_record(&body, app.id)?;
+            self.check_calendars(&app, &record.calendars)?;
             let def = JobDef::new(record.clone())?;
             check_period(&def.expr, sh.config.min_period_ms)?;
             let max = sh.config.max_jobs_per_app;
@@ -217,7 +235,7 @@ impl Api for NodeApi {
                 .iter()
                 .map(|j| {
                     let mut v = job_view(j, sh.repo.trigger(j.id));
-                    v.skipped_runs = self.skipped(j.id);
+                    (v.skipped_runs, v.calendar_skipped_runs) = self.skipped(j.id);
                     v
                 })
                 .collect();
@@ -239,6 +257,7 @@ impl Api for NodeApi {
         Box::pin(async move {
             self.job_of(&app, id)?;
             let record = job_record(&body, app.id)?;
+            self.check_calendars(&app, &record.calendars)?;
             self.replace(id, record).await
         })
     }
@@ -537,6 +556,27 @@ impl Api for NodeApi {
         name: String,
     ) -> ApiFuture<'_, crate::api::ChannelTestResult> {
         Box::pin(self.0.api_test_channel(app, name))
+    }
+
+    fn put_calendar(
+        &self,
+        app: AppRef,
+        name: String,
+        body: crate::api::CalendarBody,
+    ) -> ApiFuture<'_, crate::api::CalendarView> {
+        Box::pin(self.calendar_put(app, name, body))
+    }
+
+    fn get_calendar(&self, app: AppRef, name: String) -> ApiFuture<'_, crate::api::CalendarView> {
+        Box::pin(async move { self.calendar_get(&app, &name) })
+    }
+
+    fn list_calendars(&self, app: AppRef) -> ApiFuture<'_, crate::api::CalendarList> {
+        Box::pin(async move { self.calendar_list(&app) })
+    }
+
+    fn delete_calendar(&self, app: AppRef, name: String) -> ApiFuture<'_, ()> {
+        Box::pin(self.calendar_delete(app, name))
     }
 
     fn list_alarms(&self, app: AppRef, query: PageQuery) -> ApiFuture<'_, crate::api::AlarmList> {

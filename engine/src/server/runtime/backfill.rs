@@ -11,7 +11,8 @@ use super::driver::Runtime;
 
 /// Lists the range's trigger times and, unless it is a dry run, creates their runs: every
 /// run's write is submitted first, then all are awaited (they share the store's group
-/// commits). A run the overlap policy SKIP refuses is counted, not an error; another error
+/// commits). A time one of the job's calendars excludes gets no run (it is listed with the
+/// calendar, dry run or not). A run the overlap policy SKIP refuses is counted, not an error; another error
 /// stops the backfill there (the runs already submitted still start) and is the answer.
 pub(super) async fn backfill(
     rt: Arc<Runtime>,
@@ -28,18 +29,24 @@ pub(super) async fn backfill(
         return Ok(BackfillResult {
             runs: trigger_times
                 .into_iter()
-                .map(|trigger_time| BackfillRun {
+                .map(|(trigger_time, excluded_by)| BackfillRun {
                     trigger_time,
                     instance_id: None,
+                    excluded_by,
                 })
                 .collect(),
             dry_run: true,
         });
     }
-    // Per trigger time, its run's pending write (`None`: skipped).
+    // Per trigger time, its run's pending write (`None`: skipped) and the calendar that
+    // excludes it.
     let mut pending = Vec::with_capacity(trigger_times.len());
     let mut failed = None;
-    for &at in &trigger_times {
+    for (at, excluded_by) in trigger_times {
+        if excluded_by.is_some() {
+            pending.push((at, None, excluded_by));
+            continue;
+        }
         match rt.step(|core, now| core.prepare_backfill_run(app.id, id, at, now)) {
             Ok(submitted) => pending.push((
                 at,
@@ -47,8 +54,9 @@ pub(super) async fn backfill(
                     rt: Arc::clone(&rt),
                     inner: Some(submitted),
                 }),
+                None,
             )),
-            Err(e) if e.code == ErrorCode::Conflict => pending.push((at, None)),
+            Err(e) if e.code == ErrorCode::Conflict => pending.push((at, None, None)),
             Err(e) => {
                 failed = Some(e);
                 break;
@@ -56,7 +64,7 @@ pub(super) async fn backfill(
         }
     }
     let mut runs = Vec::with_capacity(pending.len());
-    for (trigger_time, run) in pending {
+    for (trigger_time, run, excluded_by) in pending {
         let instance_id = match run {
             None => None,
             Some(run) => match run.finish().await {
@@ -70,6 +78,7 @@ pub(super) async fn backfill(
         runs.push(BackfillRun {
             trigger_time,
             instance_id,
+            excluded_by,
         });
     }
     if let Some(e) = failed {
@@ -81,6 +90,7 @@ pub(super) async fn backfill(
         to = req.to,
         runs = runs.iter().filter(|r| r.instance_id.is_some()).count(),
         skipped = runs.iter().filter(|r| r.instance_id.is_none()).count(),
+        excluded = runs.iter().filter(|r| r.excluded_by.is_some()).count(),
         "backfill"
     );
     Ok(BackfillResult {

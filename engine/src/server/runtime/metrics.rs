@@ -105,6 +105,9 @@ pub(crate) struct Metrics {
     pub(crate) no_worker: AtomicU64,
     /// Runs the SKIP overlap policy skipped.
     pub(crate) runs_skipped: AtomicU64,
+    /// Scheduled triggers (jobs' and workflows') skipped because a calendar excludes their
+    /// date.
+    pub(crate) runs_calendar_skipped: AtomicU64,
     /// Runs the QUEUE overlap policy queued.
     pub(crate) runs_queued: AtomicU64,
     /// Running instances the REPLACE overlap policy stopped.
@@ -161,6 +164,7 @@ impl Default for Metrics {
             reports_dropped: AtomicU64::new(0),
             no_worker: AtomicU64::new(0),
             runs_skipped: AtomicU64::new(0),
+            runs_calendar_skipped: AtomicU64::new(0),
             runs_queued: AtomicU64::new(0),
             runs_replaced: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
@@ -194,6 +198,11 @@ impl Metrics {
 
     pub(crate) fn count_no_worker(&self) {
         self.no_worker.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one scheduled trigger a calendar excluded.
+    pub(crate) fn count_calendar_skip(&self) {
+        self.runs_calendar_skipped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one run handled by an overlap policy (`SKIP`, `QUEUE` or `REPLACE`).
@@ -352,6 +361,11 @@ impl Metrics {
                 "ferrojob_runs_skipped_total",
                 "Runs skipped because their job's max_instances were running (overlap policy SKIP).",
                 &self.runs_skipped,
+            ),
+            (
+                "ferrojob_runs_calendar_skipped_total",
+                "Scheduled triggers of jobs and workflows skipped because a calendar excludes their date.",
+                &self.runs_calendar_skipped,
             ),
             (
                 "ferrojob_runs_queued_total",

@@ -27,6 +27,7 @@ mod alarm;
 mod api;
 mod app_api;
 mod backfill;
+mod calendar_api;
 mod conn;
 pub(crate) mod driver;
 mod history_api;

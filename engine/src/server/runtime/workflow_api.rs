@@ -107,6 +107,9 @@ impl NodeApi {
         let sh = &self.0;
         crate::model::check_labels(&body.description, &body.tags)
             .map_err(|(field, msg)| ApiError::invalid(field, msg))?;
+        crate::calendar::check_calendar_names(&body.calendars)
+            .map_err(|e| ApiError::invalid("calendars", e))?;
+        self.check_calendars(app, &body.calendars)?;
         let dag = {
             let core = sh.core.lock();
             body.validate(

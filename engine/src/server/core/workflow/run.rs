@@ -256,6 +256,7 @@ impl Core {
         // Room under max_instances, taken once: the instances of this plan are counted only
         // when they are created.
         let max = cur.dag.def().max_instances;
+        let (app, calendars) = (wf.app, cur.dag.def().calendars.clone());
         let mut room = if max == 0 {
             u32::MAX
         } else {
@@ -268,13 +269,24 @@ impl Core {
                 Err(e) => self.write_failed(&e),
             }
         }
-        for (i, _) in plan.fires.iter().enumerate() {
+        for (i, at) in plan.fires.iter().enumerate() {
             let next_for = plan.fires.get(i + 1).copied().or(next);
-            if room == 0 {
-                tracing::warn!(
-                    workflow = wf_id.0,
-                    "fire skipped: max_instances instances are running"
-                );
+            let excluded = self.excluding_calendar(app, &calendars, *at);
+            if room == 0 || excluded.is_some() {
+                if let Some(cal) = excluded {
+                    self.metrics.count_calendar_skip();
+                    tracing::info!(
+                        workflow = wf_id.0,
+                        trigger = at,
+                        calendar = %cal,
+                        "fire skipped: the date is excluded by a calendar"
+                    );
+                } else {
+                    tracing::warn!(
+                        workflow = wf_id.0,
+                        "fire skipped: max_instances instances are running"
+                    );
+                }
                 match self.repo.wf_set_next_trigger_if(wf_id, next_for, || true) {
                     Ok(Some(c)) => self.emit(Effect::Await(Awaited::Detached(c.discard_value()))),
                     Ok(None) => return,
