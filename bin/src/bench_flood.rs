@@ -18,7 +18,7 @@
 //!   byte a second (`--slow-readers`), and requests with a 1 MiB header (`--big-headers`).
 //!
 //! A closed attack connection is reopened after `--reopen-ms`, so the pressure stays on.
-//! Reported per phase: the dispatch figures, the server's resident set and open files
+//! Reported per measurement: the dispatch figures, the server's resident set and open files
 //! (sampled every 100 ms) and its CPU time; overall: the server's peak resident set
 //! (`VmHWM`), the attacker's CPU time (on a 2-core machine it competes with the server), the
 //! worker port's limit counters, and the workers' reconnects (worker-port handshakes
@@ -56,7 +56,7 @@ pub struct FloodArgs {
     /// Quiet/flood pairs, measured alternately (quiet first).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// API runs per measured phase.
+    /// API runs per measurement.
     #[arg(long, default_value_t = 50_000)]
     instances: u64,
     /// Workers (noop processor), in this process.
@@ -410,9 +410,9 @@ pub(super) async fn attack(args: &AttackArgs) -> Result<()> {
     Ok(())
 }
 
-/// One measured phase.
+/// One measurement, quiet or under flood.
 #[derive(Debug, Serialize)]
-struct PhaseRow {
+struct MeasurementRow {
     function: &'static str,
     param: String,
     round: u32,
@@ -424,7 +424,7 @@ struct PhaseRow {
     server_max_rss_bytes: u64,
     server_max_open_fds: u64,
     server_cpu_ms: u64,
-    /// Lines the server logged (WARN and above) during the phase.
+    /// Lines the server logged (WARN and above) during the measurement.
     server_log_lines: u64,
     attacker_cpu_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -547,7 +547,7 @@ pub(super) async fn flood(args: &FloodArgs, json: bool) -> Result<()> {
     super::wait_for_workers(&client, app, args.workers).await?;
     let established_at_start = harness::metric(&client.metrics().await?, ESTABLISHED) as u64;
 
-    let mut phases = Vec::new();
+    let mut measurements = Vec::new();
     let mut ratios = Vec::new();
     let (mut quiet_p99, mut flood_p99) = (Vec::new(), Vec::new());
     let (mut quiet_rate, mut flood_rate) = (Vec::new(), Vec::new());
@@ -635,7 +635,7 @@ pub(super) async fn flood(args: &FloodArgs, json: bool) -> Result<()> {
                 quiet_rate.push(measured.durable_instances_per_s);
                 quiet_p99.push(measured.dispatch_p99_us as f64);
             }
-            phases.push(PhaseRow {
+            measurements.push(MeasurementRow {
                 function,
                 param: format!("{}x{}/round{round}", args.instances, args.workers),
                 round,
@@ -667,7 +667,7 @@ pub(super) async fn flood(args: &FloodArgs, json: bool) -> Result<()> {
         quiet_median_p99_us: median(quiet_p99) as u64,
         flood_median_p99_us: median(flood_p99) as u64,
         server_peak_rss_bytes: usage.peak_rss_bytes,
-        server_max_open_fds: phases
+        server_max_open_fds: measurements
             .iter()
             .map(|p| p.server_max_open_fds)
             .max()
@@ -675,7 +675,7 @@ pub(super) async fn flood(args: &FloodArgs, json: bool) -> Result<()> {
         worker_reconnects: (harness::metric(&metrics, ESTABLISHED) as u64)
             .saturating_sub(established_at_start),
         connected_workers_at_end: harness::metric(&metrics, "ferrojob_connected_workers") as u64,
-        failed_instances: phases.iter().map(|p| p.measured.failed).sum(),
+        failed_instances: measurements.iter().map(|p| p.measured.failed).sum(),
         attack: args.attack.clone(),
         limit_counters: Value::Object(transport_counters(&metrics)),
         goal_throughput_met: flood_to_quiet_median_ratio >= 0.8,
@@ -684,7 +684,7 @@ pub(super) async fn flood(args: &FloodArgs, json: bool) -> Result<()> {
         w.shutdown().await;
     }
     drop(server);
-    let mut rows = phases
+    let mut rows = measurements
         .iter()
         .map(serde_json::to_value)
         .collect::<Result<Vec<Value>, _>>()?;

@@ -403,7 +403,7 @@ fn bench_soak_for_zero_minutes_samples_the_server_once_and_writes_its_report() {
 }
 
 #[test]
-fn bench_flood_with_a_small_attack_measures_both_phases_and_keeps_the_workers() {
+fn bench_flood_with_a_small_attack_measures_quiet_and_flooded_and_keeps_the_workers() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("flood.json");
     let out = ferrojob(&[
