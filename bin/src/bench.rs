@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ferrojob::api::{CreateApp, InstanceQuery, JobBody, RunJob};
+use ferrojob::api::{Api, AppRef, CreateApp, InstanceQuery, JobBody, RunJob};
 use ferrojob::client::Client;
 use ferrojob::ids::JobId;
 use ferrojob::launch::{launch, LaunchConfig};
@@ -37,8 +37,14 @@ use serde::Serialize;
 
 #[path = "bench_workflow.rs"]
 mod bench_workflow;
+#[path = "bench_flood.rs"]
+mod flood;
+#[path = "bench_harness.rs"]
+mod harness;
 #[path = "bench_mapreduce.rs"]
 mod mapreduce;
+#[path = "bench_soak.rs"]
+mod soak;
 
 /// `ferrojob bench ...`
 #[derive(Debug, clap::Subcommand)]
@@ -49,6 +55,17 @@ pub enum BenchCmd {
     Workflow(bench_workflow::WorkflowArgs),
     /// One sum_mr MAP_REDUCE instance over worker processes: tasks/s, peak RSS per worker.
     Mapreduce(mapreduce::MapReduceArgs),
+    /// Dispatch quiet and under an attack on both ports (pre-auth connections, oversized
+    /// frames and headers, wrong-secret handshakes, slow readers): throughput, p99, server
+    /// RSS, worker reconnects.
+    Flood(flood::FloodArgs),
+    /// The attacker of `bench flood`, as a process of its own.
+    #[command(hide = true)]
+    FloodAttack(flood::AttackArgs),
+    /// A mixed load (CRON, FIXED_RATE, API runs with logs, MAP_REDUCE, a workflow) for N
+    /// minutes with retention on: the server's RSS, open files, store size and keys each
+    /// minute.
+    Soak(soak::SoakArgs),
 }
 
 /// `ferrojob bench dispatch` flags.
@@ -135,6 +152,9 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
         BenchCmd::Dispatch(args) => runtime.block_on(dispatch(args, conn)),
         BenchCmd::Workflow(args) => runtime.block_on(bench_workflow::bench(args, conn.json())),
         BenchCmd::Mapreduce(args) => runtime.block_on(mapreduce::mapreduce(args, conn.json())),
+        BenchCmd::Flood(args) => runtime.block_on(flood::flood(args, conn.json())),
+        BenchCmd::FloodAttack(args) => runtime.block_on(flood::attack(args)),
+        BenchCmd::Soak(args) => runtime.block_on(soak::soak(args, conn.json())),
     }
 }
 
@@ -219,10 +239,6 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
             secret: secret.into(),
         })
         .await?;
-    // A server that already ran has counted finals and latencies before us.
-    let metrics_before = client.metrics().await?;
-    let finished_before = finished_total(&metrics_before);
-    let histogram_before = dispatch_histogram(&metrics_before);
     let job = client
         .create_job(
             app,
@@ -239,113 +255,26 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         }
         workers.push(Worker::builder(config).builtins().start().await?);
     }
-    let connected = Instant::now();
-    while client.list_workers(app).await?.workers.len() < args.workers {
-        if connected.elapsed() > Duration::from_secs(10) {
-            bail!("workers did not register within 10 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_workers(&client, app, args.workers).await?;
 
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(args.instances)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} durable {pos}/{len} [{bar:40}] {per_sec} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-
-    let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let triggered_count = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    let api = server.as_ref().map(|s| s.api());
-    let app_ref = match &api {
-        Some(api) => Some(api.resolve_app(app)?),
-        None => None,
-    };
-    let via = args.via;
-    for _ in 0..args.in_flight.min(args.instances as usize) {
-        let client = client.clone();
-        let api = api.clone();
-        let app_ref = app_ref.clone();
-        let app = app.to_owned();
-        let next = Arc::clone(&next);
-        let triggered_count = Arc::clone(&triggered_count);
-        let (total, rate) = (args.instances, args.rate);
-        tasks.spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    return Ok::<Instant, anyhow::Error>(Instant::now());
-                }
-                if let Some(offset) = n.saturating_mul(1_000_000_000).checked_div(rate) {
-                    let due = started + Duration::from_nanos(offset);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                match (via, &api, &app_ref) {
-                    (Via::Api, Some(api), Some(app_ref)) => {
-                        api.run_job(app_ref.clone(), job, RunJob::default()).await?;
-                    }
-                    _ => {
-                        client.run_job(&app, job, &RunJob::default()).await?;
-                    }
-                }
-                triggered_count.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    // Progress from the server's counter of final statuses durably recorded.
-    let mut triggered = Duration::ZERO;
-    let finished = loop {
-        while let Some(done) = tasks.try_join_next() {
-            let at = done.context("a load task panicked")??;
-            triggered = triggered.max(at.duration_since(started));
+    let bar = progress_bar(args.instances, json);
+    let in_process = match (args.via, &server) {
+        (Via::Api, Some(server)) => {
+            let api = server.api();
+            let app_ref = api.resolve_app(app)?;
+            Some((api, app_ref))
         }
-        let done = finished_total(&client.metrics().await?).saturating_sub(finished_before);
-        bar.set_position(done);
-        bar.set_message(format!(
-            "triggered {}",
-            triggered_count.load(Ordering::Relaxed)
-        ));
-        if done >= args.instances && tasks.is_empty() {
-            break started.elapsed();
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!(
-                "{done} of {} instances finished within 600 s",
-                args.instances
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        _ => None,
     };
-    let instances = read_all(&client, app, job).await?;
-    if (instances.len() as u64) < args.instances {
-        bail!(
-            "the server counted {} final instances but lists {}",
-            args.instances,
-            instances.len()
-        );
-    }
+    let load = Load {
+        instances: args.instances,
+        in_flight: args.in_flight,
+        rate: args.rate,
+        read_back: true,
+    };
+    let measured = measure(&client, in_process, app, job, load, &bar).await?;
     bar.finish_and_clear();
-    let failed = instances
-        .iter()
-        .filter(|i| i.0 != InstanceStatus::Succeed)
-        .count() as u64;
-    let mut latency: Vec<u64> = instances.iter().map(|i| i.1).collect();
-    latency.sort_unstable();
-    let histogram: Vec<(f64, u64)> = dispatch_histogram(&client.metrics().await?)
-        .into_iter()
-        .map(|(bound, count)| {
-            let before = histogram_before
-                .iter()
-                .find(|(b, _)| *b == bound)
-                .map_or(0, |(_, c)| *c);
-            (bound, count.saturating_sub(before))
-        })
-        .collect();
+    let failed = measured.failed;
     let row = Row {
         function: "dispatch",
         param: format!("{}x{}", args.instances, args.workers),
@@ -364,12 +293,12 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         },
         transport: if args.tls { "tls" } else { "tcp" },
         offered_per_s: args.rate,
-        trigger_per_s: args.instances as f64 / triggered.as_secs_f64(),
-        durable_instances_per_s: args.instances as f64 / finished.as_secs_f64(),
-        elapsed_s: finished.as_secs_f64(),
-        dispatch_p50_us: histogram_quantile(&histogram, 0.50),
-        dispatch_p99_us: histogram_quantile(&histogram, 0.99),
-        dispatch_max_us: histogram_max(&histogram).max(latency.last().copied().unwrap_or(0)),
+        trigger_per_s: measured.trigger_per_s,
+        durable_instances_per_s: measured.durable_instances_per_s,
+        elapsed_s: measured.elapsed_s,
+        dispatch_p50_us: measured.dispatch_p50_us,
+        dispatch_p99_us: measured.dispatch_p99_us,
+        dispatch_max_us: measured.dispatch_max_us,
         failed,
     };
     for w in workers {
@@ -406,6 +335,182 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How one measured batch of runs is offered.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    /// Runs to trigger (at least 1).
+    instances: u64,
+    /// Run requests outstanding at once (at least 1).
+    in_flight: usize,
+    /// Runs per second to pace at; 0 = as fast as possible.
+    rate: u64,
+    /// Read every instance back through the API (checks the count, adds the exact max
+    /// latency); needs a server that keeps them all (`keep_finished_runs`).
+    read_back: bool,
+}
+
+/// What one measured batch of runs gave.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Measured {
+    trigger_per_s: f64,
+    durable_instances_per_s: f64,
+    elapsed_s: f64,
+    dispatch_p50_us: u64,
+    dispatch_p99_us: u64,
+    dispatch_max_us: u64,
+    failed: u64,
+}
+
+/// A progress bar of `len` steps, hidden when the output is JSON.
+fn progress_bar(len: u64, json: bool) -> ProgressBar {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} durable {pos}/{len} [{bar:40}] {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Waits (10 s at most) until `workers` workers of `app` are registered with the server.
+async fn wait_for_workers(client: &Client, app: &str, workers: usize) -> Result<()> {
+    let connected = Instant::now();
+    while client.list_workers(app).await?.workers.len() < workers {
+        if connected.elapsed() > Duration::from_secs(10) {
+            bail!("workers did not register within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Triggers `load.instances` runs of the API job `job` (through the HTTP `client`, or the
+/// in-process `Api` when given) with `load.in_flight` requests outstanding, waits until the
+/// server has durably recorded that many more final statuses, reads every instance of `job`
+/// back, and measures: trigger and durable rates, and the dispatch latency from the server's
+/// histogram (differences over this batch, so `job` should be the only one running).
+async fn measure(
+    client: &Client,
+    in_process: Option<(Arc<dyn Api>, AppRef)>,
+    app: &str,
+    job: JobId,
+    load: Load,
+    bar: &ProgressBar,
+) -> Result<Measured> {
+    if load.instances == 0 || load.in_flight == 0 {
+        bail!("a measured batch needs at least one instance and one request in flight");
+    }
+    // A server that already ran has counted finals and latencies before us.
+    let metrics_before = client.metrics().await?;
+    let finished_before = finished_total(&metrics_before);
+    let histogram_before = dispatch_histogram(&metrics_before);
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let triggered_count = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..load
+        .in_flight
+        .min(usize::try_from(load.instances).unwrap_or(usize::MAX))
+    {
+        let client = client.clone();
+        let in_process = in_process.clone();
+        let app = app.to_owned();
+        let next = Arc::clone(&next);
+        let triggered_count = Arc::clone(&triggered_count);
+        let (total, rate) = (load.instances, load.rate);
+        tasks.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<Instant, anyhow::Error>(Instant::now());
+                }
+                if let Some(offset) = n.saturating_mul(1_000_000_000).checked_div(rate) {
+                    let due = started + Duration::from_nanos(offset);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                match &in_process {
+                    Some((api, app_ref)) => {
+                        api.run_job(app_ref.clone(), job, RunJob::default()).await?;
+                    }
+                    None => {
+                        client.run_job(&app, job, &RunJob::default()).await?;
+                    }
+                }
+                triggered_count.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    // Progress from the server's counter of final statuses durably recorded.
+    let mut triggered = Duration::ZERO;
+    let finished = loop {
+        while let Some(done) = tasks.try_join_next() {
+            let at = done.context("a load task panicked")??;
+            triggered = triggered.max(at.duration_since(started));
+        }
+        let done = finished_total(&client.metrics().await?).saturating_sub(finished_before);
+        bar.set_position(done);
+        bar.set_message(format!(
+            "triggered {}",
+            triggered_count.load(Ordering::Relaxed)
+        ));
+        if done >= load.instances && tasks.is_empty() {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "{done} of {} instances finished within 600 s",
+                load.instances
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let metrics_after = client.metrics().await?;
+    let mut failed = finished_total(&metrics_after)
+        .saturating_sub(finished_before)
+        .saturating_sub(
+            succeeded_total(&metrics_after).saturating_sub(succeeded_total(&metrics_before)),
+        );
+    let mut latency_max = 0;
+    if load.read_back {
+        let instances = read_all(client, app, job).await?;
+        if (instances.len() as u64) < load.instances {
+            bail!(
+                "the server counted {} final instances but lists {}",
+                load.instances,
+                instances.len()
+            );
+        }
+        // What the store lists is what was committed: it has the last word.
+        failed = instances
+            .iter()
+            .filter(|i| i.0 != InstanceStatus::Succeed)
+            .count() as u64;
+        latency_max = instances.iter().map(|i| i.1).max().unwrap_or(0);
+    }
+    let histogram: Vec<(f64, u64)> = dispatch_histogram(&metrics_after)
+        .into_iter()
+        .map(|(bound, count)| {
+            let before = histogram_before
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map_or(0, |(_, c)| *c);
+            (bound, count.saturating_sub(before))
+        })
+        .collect();
+    Ok(Measured {
+        trigger_per_s: load.instances as f64 / triggered.as_secs_f64(),
+        durable_instances_per_s: load.instances as f64 / finished.as_secs_f64(),
+        elapsed_s: finished.as_secs_f64(),
+        dispatch_p50_us: histogram_quantile(&histogram, 0.50),
+        dispatch_p99_us: histogram_quantile(&histogram, 0.99),
+        dispatch_max_us: histogram_max(&histogram).max(latency_max),
+        failed,
+    })
 }
 
 /// The cumulative buckets of `ferrojob_dispatch_latency_seconds`: (upper bound in s, count).
@@ -481,6 +586,19 @@ fn finished_total(metrics: &str) -> u64 {
         .filter(|l| l.starts_with("ferrojob_instances_finished_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Instances durably recorded SUCCEED since the server started.
+fn succeeded_total(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ferrojob_instances_finished_total{status=\"SUCCEED\"} ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Every instance of `job`: (status, dispatch latency in µs).

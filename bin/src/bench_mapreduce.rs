@@ -10,10 +10,8 @@
 //! tasks/s and every worker's peak RSS (`VmHWM` of `/proc/<pid>/status`). The TaskTracker is
 //! whichever worker the server picks; every worker runs tasks.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +22,8 @@ use ferrojob::model::{ExecuteType, InstanceStatus};
 use ferrojob::time_expression::TimeExpressionType;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+
+use super::harness::ChildProc;
 
 /// `ferrojob bench mapreduce` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -60,76 +60,12 @@ struct Row {
     max_worker_peak_rss_bytes: u64,
 }
 
-/// A worker process, killed when dropped.
-struct WorkerProc {
-    child: Child,
-}
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl WorkerProc {
-    fn spawn(exe: &PathBuf, args: &[String]) -> Result<WorkerProc> {
-        let child = Command::new(exe)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
-        let mut proc = WorkerProc { child };
-        let stdout = proc
-            .child
-            .stdout
-            .take()
-            .context("worker stdout not captured")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut sink = Vec::new();
-            let _ = reader.read_to_end(&mut sink);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        if !line.contains("ready") {
-            bail!("worker did not start: {line:?}");
-        }
-        Ok(proc)
-    }
-
-    /// Peak resident set size (`VmHWM`), bytes; 0 where /proc is not there.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-}
-
-/// Runs the bench in a runtime of its own.
 /// Runs one `sum_mr` instance over `args.workers` worker processes and reports it.
 pub(super) async fn mapreduce(args: &MapReduceArgs, json: bool) -> Result<()> {
     if args.workers == 0 || args.batch == 0 {
         bail!("--workers and --batch must be at least 1");
     }
-    let exe = std::env::current_exe()
-        .context("locating this executable")?
-        .with_file_name("ferrojob-worker");
-    if !exe.exists() {
-        bail!(
-            "{} not found: build it too (cargo build --release --bin ferrojob-worker)",
-            exe.display()
-        );
-    }
+    let exe = super::harness::sibling_exe("ferrojob-worker")?;
     let dir = tempfile::Builder::new()
         .prefix("ferrojob-bench-mr-")
         .tempdir()
@@ -164,7 +100,12 @@ pub(super) async fn mapreduce(args: &MapReduceArgs, json: bool) -> Result<()> {
         if args.memory_store {
             wargs.push("--memory-store".into());
         }
-        workers.push(WorkerProc::spawn(&exe, &wargs)?);
+        let mut command = Command::new(&exe);
+        command
+            .args(&wargs)
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::inherit());
+        workers.push(ChildProc::spawn(command, "ready")?.0);
     }
     let connected = Instant::now();
     while client.list_workers(app).await?.workers.len() < args.workers {
@@ -220,7 +161,7 @@ pub(super) async fn mapreduce(args: &MapReduceArgs, json: bool) -> Result<()> {
     };
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let rss: Vec<u64> = workers.iter().map(WorkerProc::peak_rss).collect();
+    let rss: Vec<u64> = workers.iter().map(|w| w.usage().peak_rss_bytes).collect();
     drop(workers);
     server.shutdown().await;
     let expected = u128::from(args.tasks) * u128::from(args.tasks.saturating_sub(1)) / 2;

@@ -77,13 +77,6 @@ fn histogram_of_commits(metrics: &str) -> Vec<(f64, u64)> {
     super::histogram(metrics, "ferrojob_store_commit_seconds")
 }
 
-fn gauge(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Runs `args.runs` chains of `args.nodes` nodes and reports the handoffs.
 pub(super) async fn bench(args: &WorkflowArgs, json: bool) -> Result<()> {
     if args.nodes == 0 || args.runs == 0 || args.workers == 0 {
@@ -188,7 +181,8 @@ pub(super) async fn bench(args: &WorkflowArgs, json: bool) -> Result<()> {
         handoffs,
         handoff_p50_us: super::histogram_quantile(&histogram, 0.50),
         handoff_p99_us: super::histogram_quantile(&histogram, 0.99),
-        handoff_max_us: (gauge(&metrics, "ferrojob_workflow_handoff_max_seconds") * 1e6) as u64,
+        handoff_max_us: (super::harness::metric(&metrics, "ferrojob_workflow_handoff_max_seconds")
+            * 1e6) as u64,
         chain_wall_ms_median: median,
         chain_wall_ms_max: walls.last().copied().unwrap_or(0.0),
         per_node_overhead_us: median * 1e3 / args.nodes as f64,

@@ -413,6 +413,97 @@ fn bench_dispatch_prints_one_json_row_with_every_instance_succeeded() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn bench_soak_for_zero_minutes_samples_the_server_once_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("soak.json");
+    let out = ferrojob(&[
+        "bench",
+        "soak",
+        "--minutes",
+        "0",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(row["function"], "soak");
+    assert_eq!(row["param"], "0min/0s");
+    // The server process was read: it has a resident set, open files and a store with keys
+    // (the app, the jobs and the workflow at least).
+    for key in ["rss_bytes", "open_fds", "store_keys", "store_disk_bytes"] {
+        assert!(row[key].as_u64().unwrap() > 0, "{key} in {row}");
+    }
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["param"], "0min/0s");
+}
+
+#[test]
+fn bench_flood_with_a_small_attack_measures_quiet_and_flooded_and_keeps_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("flood.json");
+    let out = ferrojob(&[
+        "bench",
+        "flood",
+        "--rounds",
+        "1",
+        "--instances",
+        "200",
+        "--idle-connections",
+        "20",
+        "--big-frame-connections",
+        "4",
+        "--bad-handshakes",
+        "1",
+        "--slow-readers",
+        "2",
+        "--big-headers",
+        "1",
+        "--warmup-ms",
+        "300",
+        "--cooldown-ms",
+        "0",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["function"], "flood_summary");
+    assert_eq!(summary["worker_reconnects"], 0, "{summary}");
+    assert_eq!(summary["connected_workers_at_end"], 2, "{summary}");
+    assert_eq!(summary["failed_instances"], 0, "{summary}");
+    assert!(summary["server_peak_rss_bytes"].as_u64().unwrap() > 0);
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let functions: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["function"].as_str().unwrap())
+        .collect();
+    assert_eq!(functions, ["flood", "flood_summary", "quiet"], "{rows}");
+    // The attacker ran and reported: it opened worker-port connections and no wrong-secret
+    // handshake got through.
+    let flood = &rows[0]["attack"];
+    assert!(
+        flood["worker_port_connections"].as_u64().unwrap() > 0,
+        "{flood}"
+    );
+    assert_eq!(flood["bad_handshakes_accepted"], 0, "{flood}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // `ferrojob workflow ...`
 

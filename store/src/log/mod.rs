@@ -711,6 +711,11 @@ impl LogStore {
         self.shared.index.read().files.values().map(|f| f.len).sum()
     }
 
+    /// Live keys in the index, over all tables: what the store's memory grows with.
+    pub fn key_count(&self) -> usize {
+        self.shared.index.read().key_count()
+    }
+
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.shared.index.read().files.len()

@@ -692,8 +692,10 @@ impl Api for NodeApi {
         });
         let mut out = sh.metrics.render(sh.conns.len(), protocol_errors);
         let Some(s) = snapshot else { return out };
-        // The worker port's limits, each counted when hit (see `NetConfig`).
+        // The worker port: connections established, and each limit counted when hit (see
+        // `NetConfig`).
         let limits = [
+            ("connections_established", "Worker-port connections that completed the handshake (a worker that reconnects counts again).", s.connections_established),
             ("handshake_failures", "Worker-port handshakes refused (unknown app, wrong secret, other protocol) or timed out.", s.handshake_failures),
             ("failed_handshakes_limited", "Connections closed on arrival because their source failed too many handshakes.", s.failed_handshakes_limited),
             ("handshake_timeouts", "Worker-port connections closed because the handshake did not complete in time.", s.handshake_timeouts),

@@ -335,13 +335,20 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        let (compaction_failures, compaction_failing) = self
+        let (compaction_failures, compaction_failing, keys, disk_bytes) = self
             .log_store
             .get()
             .and_then(std::sync::Weak::upgrade)
-            .map_or((0, false), |s| {
-                (s.compaction_failures(), s.compaction_failing())
+            .map_or((0, false, 0, 0), |s| {
+                (
+                    s.compaction_failures(),
+                    s.compaction_failing(),
+                    s.key_count(),
+                    s.disk_bytes(),
+                )
             });
+        let _ = writeln!(out, "# HELP ferrojob_store_keys Live keys in the log store's index (0 with another store): the store's memory grows with them.\n# TYPE ferrojob_store_keys gauge\nferrojob_store_keys {keys}");
+        let _ = writeln!(out, "# HELP ferrojob_store_disk_bytes Bytes in the log store's segments, up to the end of their data (0 with another store).\n# TYPE ferrojob_store_disk_bytes gauge\nferrojob_store_disk_bytes {disk_bytes}");
         let _ = writeln!(out, "# HELP ferrojob_store_compaction_failures_total Store compaction rounds that failed since start (each is retried, waiting 1 s doubling to 5 min).\n# TYPE ferrojob_store_compaction_failures_total counter\nferrojob_store_compaction_failures_total {compaction_failures}");
         let _ = writeln!(out, "# HELP ferrojob_store_compaction_failing 1 while the last store compaction round failed: disk space is not reclaimed until a retry succeeds.\n# TYPE ferrojob_store_compaction_failing gauge\nferrojob_store_compaction_failing {}", u8::from(compaction_failing));
         let _ = writeln!(out, "# HELP ferrojob_connected_workers Worker connections open now.\n# TYPE ferrojob_connected_workers gauge\nferrojob_connected_workers {connected_workers}");
@@ -479,6 +486,37 @@ mod tests {
         );
         assert!(
             text.contains("\nferrojob_store_compaction_failing 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_store_keys_and_disk_bytes_are_exported() {
+        let metrics = Metrics::default();
+        let text = metrics.render(0, 0);
+        assert!(text.contains("\nferrojob_store_keys 0\n"), "{text}");
+        assert!(text.contains("\nferrojob_store_disk_bytes 0\n"), "{text}");
+
+        let disk = SimBackend::new();
+        let options = LogOptions {
+            writer: WriterMode::Stepped,
+            ..LogOptions::default()
+        };
+        let store = Arc::new(LogStore::open_with(Arc::new(disk), "/s", options).unwrap());
+        for k in 0..150u32 {
+            store.put("a", &k.to_be_bytes(), &[1; 40]).unwrap();
+        }
+        for k in 0..50u32 {
+            store.put("b", &k.to_be_bytes(), &[2; 40]).unwrap();
+        }
+        store.delete("a", &0u32.to_be_bytes()).unwrap();
+        metrics.log_store.set(Arc::downgrade(&store)).unwrap();
+        let text = metrics.render(0, 0);
+        assert!(text.contains("\nferrojob_store_keys 199\n"), "{text}");
+        let disk_bytes = store.disk_bytes();
+        assert!(disk_bytes > 200 * 40, "{disk_bytes}");
+        assert!(
+            text.contains(&format!("\nferrojob_store_disk_bytes {disk_bytes}\n")),
             "{text}"
         );
     }
