@@ -2660,6 +2660,34 @@ async fn slow_and_idle_connections_are_closed_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_disconnected() {
+    let h = Harness::start_with(HttpConfig {
+        write_stall_timeout: Duration::from_millis(200),
+        ..HttpConfig::new(ADMIN)
+    })
+    .await;
+    let mut s = connect(h.server.local_addr()).await;
+    // 300 pipelined requests for the OpenAPI document (~50 MB of answers), never read: far
+    // more than the loopback socket buffers hold, so the server's writes stall.
+    let request = b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n";
+    let requests = 300;
+    s.write_all(&request.repeat(requests)).await.unwrap();
+    // Well past the stall limit, then read what was sent before the server gave up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut got))
+        .await
+        .expect("the server closed the connection");
+    let answers = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+    assert!(
+        answers < requests,
+        "{answers} answers of {requests}, {} bytes, {read:?}",
+        got.len()
+    );
+    h.assert_serving().await;
+}
+
+#[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_is_a_408_and_the_connection_closes() {
     let h = Harness::start_with(HttpConfig {
         body_read_timeout: Duration::from_millis(200),
@@ -2769,6 +2797,10 @@ async fn out_of_range_limits_are_refused_at_bind() {
         },
         HttpConfig {
             body_read_timeout: Duration::ZERO,
+            ..HttpConfig::new(ADMIN)
+        },
+        HttpConfig {
+            write_stall_timeout: Duration::ZERO,
             ..HttpConfig::new(ADMIN)
         },
     ] {

@@ -107,6 +107,7 @@ mod openapi;
 mod rate;
 mod routes;
 mod server;
+mod stall;
 mod workflow;
 
 use std::sync::Arc;
@@ -134,6 +135,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default [`HttpConfig::body_read_timeout`]: 30 s.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default [`HttpConfig::write_stall_timeout`]: 30 s.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default [`HttpConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -164,6 +168,10 @@ pub struct HttpConfig {
     /// hold a connection either. Must be more than zero. Default
     /// [`DEFAULT_BODY_READ_TIMEOUT`].
     pub body_read_timeout: Duration,
+    /// How long a write to a connection may wait for its peer to read before the connection
+    /// is closed, so a client that sends requests and never reads the answers cannot hold a
+    /// connection. Must be more than zero. Default [`DEFAULT_WRITE_STALL_TIMEOUT`].
+    pub write_stall_timeout: Duration,
     /// Most connections served at once. At the limit the server stops accepting (new
     /// connections wait in the kernel's listen backlog) until one closes. Must be at least 1.
     /// Default [`DEFAULT_MAX_CONNECTIONS`].
@@ -203,6 +211,7 @@ impl HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            write_stall_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: SHUTDOWN_GRACE,
             secure_cookies: false,
@@ -222,6 +231,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("body_read_timeout", &self.body_read_timeout)
+            .field("write_stall_timeout", &self.write_stall_timeout)
             .field("max_connections", &self.max_connections)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("secure_cookies", &self.secure_cookies)

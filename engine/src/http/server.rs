@@ -82,6 +82,7 @@ pub struct HttpServer {
 #[derive(Clone)]
 struct Limits {
     header_read_timeout: Duration,
+    write_stall_timeout: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
     max_connections: usize,
     shutdown_grace: Duration,
@@ -99,6 +100,11 @@ impl Limits {
                 "body_read_timeout must be more than zero",
             ));
         }
+        if config.write_stall_timeout.is_zero() {
+            return Err(HttpError::InvalidConfig(
+                "write_stall_timeout must be more than zero",
+            ));
+        }
         if config.max_connections == 0 {
             return Err(HttpError::InvalidConfig(
                 "max_connections must be at least 1",
@@ -109,6 +115,7 @@ impl Limits {
         }
         Ok(Limits {
             header_read_timeout: config.header_read_timeout,
+            write_stall_timeout: config.write_stall_timeout,
             tls: config.tls.as_ref().map(|t| t.acceptor()),
             max_connections: config.max_connections,
             shutdown_grace: config.shutdown_grace,
@@ -284,6 +291,8 @@ fn connection(
     let http = http.clone();
     let tls = limits.tls.clone();
     let handshake_timeout = limits.header_read_timeout;
+    // Under TLS too: a peer that stops reading stalls the TLS layer's socket writes.
+    let stream = super::stall::WriteStall::new(stream, limits.write_stall_timeout);
     async move {
         let _permit = permit;
         let Some(acceptor) = tls else {
