@@ -991,7 +991,7 @@ impl Connection {
                         self.auth_failed(
                             now,
                             format!(
-                                "worker {} speaks protocol {}, this server {}",
+                                "worker {:?} speaks protocol {}, this server {}",
                                 h.worker_address, h.protocol_version, PROTOCOL_VERSION
                             ),
                         );
@@ -1000,7 +1000,10 @@ impl Connection {
                     let Some(secret) = secrets.secret(&h.app_name) else {
                         self.auth_failed(
                             now,
-                            format!("worker {}: unknown app {:?}", h.worker_address, h.app_name),
+                            format!(
+                                "worker {:?}: unknown app {:?}",
+                                h.worker_address, h.app_name
+                            ),
                         );
                         return;
                     };
@@ -1025,7 +1028,7 @@ impl Connection {
                         self.auth_failed(
                             now,
                             format!(
-                                "worker {}: wrong secret for app {:?}",
+                                "worker {:?}: wrong secret for app {:?}",
                                 h.worker_address, h.app_name
                             ),
                         );
@@ -1033,7 +1036,7 @@ impl Connection {
                     };
                     if let Some(Err(reason)) = self.admission.as_mut().map(|a| a.admit()) {
                         tracing::debug!(
-                            worker = %h.worker_address,
+                            worker = ?h.worker_address,
                             %reason,
                             "authenticated peer not admitted"
                         );

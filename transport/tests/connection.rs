@@ -214,6 +214,35 @@ fn wrong_secret_is_refused_with_a_close_frame() {
     assert_eq!(p.client_metrics.snapshot().handshake_failures, 1);
 }
 
+/// The address a refused worker claims is its own text: it is quoted and escaped in the
+/// refusal (which the server logs), so it cannot forge log lines.
+#[test]
+fn a_refused_workers_claimed_address_is_escaped_in_the_refusal() {
+    let now = Instant::now();
+    let m = Arc::new(TransportMetrics::default());
+    let mut forged = identity("billing", "guess");
+    forged.worker_address = "w:1\nERROR forged line".into();
+    let mut client = Connection::new_client(config(), forged, [1; 32], now, m.clone());
+    let mut server = Connection::new_server(config(), secrets("billing", "x"), [2; 32], now, 0, m);
+    for _ in 0..3 {
+        let mut b = Vec::new();
+        server.poll_transmit(now, &mut b);
+        server.handle_transmitted(now);
+        client.handle_input(now, &b);
+        let mut b = Vec::new();
+        client.poll_transmit(now, &mut b);
+        client.handle_transmitted(now);
+        server.handle_input(now, &b);
+    }
+    match server.poll_event() {
+        Some(Event::Closed(ConnectionError::AuthFailed { reason })) => {
+            assert!(!reason.contains('\n'), "{reason}");
+            assert!(reason.contains(r#""w:1\nERROR forged line""#), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn unknown_app_is_refused_like_a_wrong_secret() {
     let now = Instant::now();

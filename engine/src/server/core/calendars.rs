@@ -78,7 +78,10 @@ impl Core {
             }
         }
         for (id, wf) in &self.workflows {
-            if wf.app == app && wf.cur().dag.def().calendars.iter().any(|c| c == name) {
+            if !wf.deleted
+                && wf.app == app
+                && wf.cur().dag.def().calendars.iter().any(|c| c == name)
+            {
                 users.workflows.push(*id);
             }
         }
