@@ -291,6 +291,32 @@ async fn a_webhook_to_an_internal_address_is_refused_unless_the_server_allows_it
         assert!(test.detail.starts_with(detail), "{test:?}");
     }
     assert!(receiver.got().is_empty());
+    // Email: an SMTP server at a loopback address or on a name that resolves to loopback.
+    let (port, sink) = smtp_sink().await;
+    for (host, detail) in [
+        ("127.0.0.1", "destination 127.0.0.1 is loopback; refused"),
+        ("localhost", "destination localhost ("),
+    ] {
+        api.put_channel(
+            app.clone(),
+            "mail".into(),
+            ChannelBody {
+                kind: ChannelKind::Email,
+                url: format!("smtp://{host}:{port}?from=f@shop.example&to=t@shop.example&tls=none"),
+                secret: None,
+            },
+        )
+        .await
+        .unwrap();
+        let test = api.test_channel(app.clone(), "mail".into()).await.unwrap();
+        assert!(!test.delivered, "{test:?}");
+        assert!(test.detail.starts_with(detail), "{test:?}");
+    }
+    sink.abort();
+    assert!(
+        sink.await.unwrap_err().is_cancelled(),
+        "the SMTP sink saw no session"
+    );
     server.shutdown().await;
 }
 

@@ -187,6 +187,11 @@ impl Runtime {
                 .check_url(&url)
                 .map_err(|refused| refused.to_string())?;
         }
+        if channel.kind == crate::alarm::channel::ChannelKind::Email {
+            if let Ok(endpoint) = deliver::EmailEndpoint::parse(&channel.url) {
+                self.check_smtp_host(&endpoint.host, endpoint.port).await?;
+            }
+        }
         if deliver::needs_send(channel.kind, channel.secret.is_some()) {
             let (kind, url, secret) = (channel.kind, &channel.url, channel.secret.as_deref());
             let target = deliver::Target { kind, url, secret };
@@ -210,6 +215,25 @@ impl Runtime {
                 None => format!("request failed: {}", crate::https::describe(&e)),
             }),
         }
+    }
+
+    /// Checks every address an SMTP host name resolves to against the destination policy
+    /// (the mail transport resolves and connects on its own, so none of them may be
+    /// refused); an address in the URL was checked with it.
+    async fn check_smtp_host(&self, host: &str, port: u16) -> Result<(), String> {
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return Ok(());
+        }
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+        for addr in addrs.take(32) {
+            self.alarms
+                .destinations
+                .check(Some(host), addr.ip())
+                .map_err(|refused| refused.to_string())?;
+        }
+        Ok(())
     }
 
     /// One delivery round over the outbox at `now`; returns when the next attempt is due.
