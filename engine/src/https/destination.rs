@@ -40,7 +40,7 @@ use std::sync::Arc;
 pub const MAX_REDIRECTS: usize = 5;
 
 /// Addresses of one host name kept from a DNS answer at most.
-const MAX_RESOLVED: usize = 32;
+pub(crate) const MAX_RESOLVED: usize = 32;
 
 /// A kind of address refused unless allowed (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

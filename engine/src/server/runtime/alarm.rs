@@ -227,7 +227,7 @@ impl Runtime {
         let addrs = tokio::net::lookup_host((host, port))
             .await
             .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-        for addr in addrs.take(32) {
+        for addr in addrs.take(crate::https::destination::MAX_RESOLVED) {
             self.alarms
                 .destinations
                 .check(Some(host), addr.ip())
