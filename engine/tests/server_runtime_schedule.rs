@@ -272,6 +272,14 @@ async fn finished_runs_beyond_the_keep_count_are_pruned() {
     for id in api_runs {
         assert!(left.iter().any(|x| x.id == id), "{left:?}");
     }
+    // Every deletion is counted, and only as pruning (no retention period is set): the 14
+    // finished runs are those left plus those counted.
+    until("pruning counted", || async {
+        let left = instances(&api, &app, j).await.len() as u64;
+        (left + metric(&api, "ferrojob_retention_pruned_total") == 14).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&api, "ferrojob_retention_deleted_total"), 0);
     server.shutdown().await;
 }
 

@@ -29,6 +29,7 @@ use crate::time_expression::EpochMs;
 
 use super::alarm::Alarms;
 use super::metrics::Metrics;
+use super::retention::PruneQueue;
 use super::ServerConfig;
 
 /// How long a reconciliation query waits for the worker.
@@ -60,6 +61,8 @@ pub(crate) struct Runtime {
     pub(crate) sweeping: AtomicBool,
     /// The instance id the next retention sweep round starts from.
     pub(crate) sweep_from: AtomicU64,
+    /// Jobs waiting for a count prune (`retention.rs`).
+    pub(crate) prunes: PruneQueue,
 }
 
 /// The messages of one step, carried out under the core's lock, and its writes, awaited after.
@@ -111,6 +114,7 @@ impl Runtime {
             started: Instant::now(),
             sweeping: AtomicBool::new(false),
             sweep_from: AtomicU64::new(0),
+            prunes: PruneQueue::default(),
         }))
     }
 

@@ -129,6 +129,8 @@ pub(crate) struct Metrics {
     pub(crate) alarms_pending: AtomicI64,
     /// Finished instances deleted by the age sweep.
     pub(crate) retention_deleted: AtomicU64,
+    /// Finished instances deleted because their job kept more than `keep_finished_runs`.
+    pub(crate) retention_pruned: AtomicU64,
     /// Rounds of the age sweep completed.
     pub(crate) retention_sweeps: AtomicU64,
     /// Final report of a workflow node's instance → ScheduleJob of a successor handed to
@@ -175,6 +177,7 @@ impl Default for Metrics {
             alarms_failed: AtomicU64::new(0),
             alarms_pending: AtomicI64::new(0),
             retention_deleted: AtomicU64::new(0),
+            retention_pruned: AtomicU64::new(0),
             retention_sweeps: AtomicU64::new(0),
             wf_handoff: Histogram::new(HANDOFF_BUCKETS),
             wf_handoff_max_ns: AtomicU64::new(0),
@@ -413,6 +416,11 @@ impl Metrics {
                 "ferrojob_retention_deleted_total",
                 "Finished instances deleted because they were older than the retention period.",
                 &self.retention_deleted,
+            ),
+            (
+                "ferrojob_retention_pruned_total",
+                "Finished instances deleted because their job kept more than keep_finished_runs.",
+                &self.retention_pruned,
             ),
             (
                 "ferrojob_retention_sweeps_total",

@@ -8,9 +8,16 @@
 //! job instances of workflow nodes. An instance is never deleted while the server holds it
 //! (not final, or not yet dropped from memory), nor while the workflow instance whose node it
 //! ran is still running.
+//!
+//! Count prunes go through one queue of jobs ([`PruneQueue`]) served by at most one blocking
+//! thread at a time, and a job is in the queue at most once: a job that finishes runs faster
+//! than the disk deletes them gets one prune that deletes everything beyond its count, not
+//! one thread per request all scanning and deleting the same instances. Each prune submits
+//! its deletions first and then waits for them, so they share the store's group commits.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::ids::{InstanceId, JobId};
 use crate::time_expression::EpochMs;
@@ -23,26 +30,87 @@ const SWEEP_EXAMINE: usize = 50_000;
 const SWEEP_DELETE: usize = 10_000;
 /// Instances one count prune deletes at most.
 const PRUNE_DELETE: usize = 1000;
+/// Jobs waiting for a count prune at most. A request beyond it is dropped: the job asks
+/// again after its next quarter of `keep_finished_runs` finished runs.
+const MAX_QUEUED_PRUNES: usize = 65_536;
+
+/// Jobs waiting for a count prune, each at most once, and whether a thread serves them.
+#[derive(Debug, Default)]
+pub(crate) struct PruneQueue {
+    state: Mutex<PruneState>,
+}
+
+#[derive(Debug, Default)]
+struct PruneState {
+    jobs: VecDeque<JobId>,
+    queued: HashSet<JobId>,
+    serving: bool,
+}
+
+impl PruneQueue {
+    /// Queues `job` (unless it waits already or the queue is full); true when the caller
+    /// must start the thread that serves the queue.
+    fn push(&self, job: JobId) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.queued.len() < MAX_QUEUED_PRUNES && st.queued.insert(job) {
+            st.jobs.push_back(job);
+        }
+        if st.serving || st.jobs.is_empty() {
+            return false;
+        }
+        st.serving = true;
+        true
+    }
+
+    /// The next job to prune; `None` (and the queue no longer served) when it is empty. A
+    /// job taken may be queued again at once: its new finishes need a new prune.
+    fn next(&self) -> Option<JobId> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match st.jobs.pop_front() {
+            Some(job) => {
+                st.queued.remove(&job);
+                Some(job)
+            }
+            None => {
+                st.serving = false;
+                None
+            }
+        }
+    }
+}
 
 impl Runtime {
     /// Deletes, in the background, `job`'s finished instances beyond the newest
     /// `keep_finished_runs`.
     pub(super) fn prune_in_background(self: &Arc<Self>, job: JobId) {
+        if !self.prunes.push(job) {
+            return;
+        }
         let sh = Arc::clone(self);
-        let keep = self.config.keep_finished_runs;
         tokio::task::spawn_blocking(move || {
-            let ids = match sh.repo.finished_beyond(job, keep, PRUNE_DELETE) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    tracing::warn!(job = job.0, error = %e, "pruning failed");
-                    return;
-                }
-            };
-            let n = sh.delete_finished(&ids);
-            if n > 0 {
-                tracing::debug!(job = job.0, deleted = n, "old finished runs pruned");
+            while let Some(job) = sh.prunes.next() {
+                sh.prune(job);
             }
         });
+    }
+
+    /// One count prune of `job` (blocking).
+    fn prune(&self, job: JobId) {
+        let keep = self.config.keep_finished_runs;
+        let ids = match self.repo.finished_beyond(job, keep, PRUNE_DELETE) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(job = job.0, error = %e, "pruning failed");
+                return;
+            }
+        };
+        let n = self.delete_finished(&ids);
+        if n > 0 {
+            self.metrics
+                .retention_pruned
+                .fetch_add(n as u64, Ordering::Relaxed);
+            tracing::debug!(job = job.0, deleted = n, "old finished runs pruned");
+        }
     }
 
     /// Starts a round of the age sweep (instances finished before `cutoff`) on a blocking
@@ -91,12 +159,20 @@ impl Runtime {
     /// Deletes each finished instance of `ids` the server does not hold (blocking); returns
     /// how many were deleted.
     fn delete_finished(&self, ids: &[InstanceId]) -> usize {
-        let mut deleted = 0;
+        // Every deletion is submitted before any is waited for: they share group commits.
+        let mut submitted = Vec::with_capacity(ids.len());
         for &id in ids {
             if !self.core.lock().may_delete(id) {
                 continue;
             }
-            match self.repo.delete_instance(id, false).and_then(|c| c.wait()) {
+            match self.repo.delete_instance(id, false) {
+                Ok(commit) => submitted.push((id, commit)),
+                Err(e) => tracing::debug!(instance = id.0, error = %e, "not deleted"),
+            }
+        }
+        let mut deleted = 0;
+        for (id, commit) in submitted {
+            match commit.wait() {
                 Ok(()) => {
                     self.log_counts.remove(&id);
                     deleted += 1;
@@ -105,5 +181,38 @@ impl Runtime {
             }
         }
         deleted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_waits_for_a_prune_at_most_once_and_one_thread_serves_the_queue() {
+        let q = PruneQueue::default();
+        assert!(q.push(JobId(1)), "the first request starts the thread");
+        assert!(!q.push(JobId(1)), "a queued job is not queued twice");
+        assert!(!q.push(JobId(2)), "the thread runs already");
+        assert_eq!(q.next(), Some(JobId(1)));
+        // Taken: its new finishes queue it again, behind the others.
+        assert!(!q.push(JobId(1)));
+        assert_eq!(q.next(), Some(JobId(2)));
+        assert_eq!(q.next(), Some(JobId(1)));
+        assert_eq!(q.next(), None);
+        assert!(q.push(JobId(3)), "an empty queue is no longer served");
+    }
+
+    #[test]
+    fn the_prune_queue_is_bounded() {
+        let q = PruneQueue::default();
+        for j in 0..MAX_QUEUED_PRUNES as u64 + 10 {
+            q.push(JobId(j));
+        }
+        let mut n = 0;
+        while q.next().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, MAX_QUEUED_PRUNES);
     }
 }
