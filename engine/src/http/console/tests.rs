@@ -353,6 +353,7 @@ fn run(
             })
             .collect(),
         parent_instance_id: Some(WorkflowInstanceId(2)),
+        trigger_time: 0,
         created_at: 0,
         started_at: Some(1),
         finished_at: None,

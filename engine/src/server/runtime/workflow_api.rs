@@ -59,6 +59,7 @@ fn view_of(rec: &WfInstanceRecord, m: &WorkflowInstance) -> WorkflowInstanceView
             })
             .collect(),
         parent_instance_id: rec.parent.map(|p| p.instance),
+        trigger_time: rec.trigger_time,
         created_at: m.created_at(),
         started_at: m.started_at(),
         finished_at: m.finished_at(),
@@ -83,6 +84,7 @@ fn view_of_stored(rec: &WfInstanceRecord) -> Result<WorkflowInstanceView, RepoEr
             })
             .collect(),
         parent_instance_id: rec.parent.map(|p| p.instance),
+        trigger_time: rec.trigger_time,
         created_at: s.created_at,
         started_at: s.started_at,
         finished_at: s.finished_at,
