@@ -230,8 +230,16 @@ fn api_name<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
 /// One workflow on one line.
 fn workflow_line(w: &WorkflowView) -> String {
     let b = &w.body;
+    // As `job list` shows a job's: the calendars, and the triggers they skipped.
+    let mut skipped = String::new();
+    if !b.calendars.is_empty() {
+        skipped.push_str(&format!(" calendars={}", b.calendars.join(",")));
+    }
+    if w.calendar_skipped_runs > 0 {
+        skipped.push_str(&format!(" calendar_skipped={}", w.calendar_skipped_runs));
+    }
     format!(
-        "{:>6}  {:<24} {:<20} {:<16} nodes={:<3} edges={:<3} {:<15} next={}",
+        "{:>6}  {:<24} {:<20} {:<16} nodes={:<3} edges={:<3} {:<15} next={}{skipped}",
         w.id.get(),
         truncate(&b.name, 24),
         api_name(&b.time_expression_type),

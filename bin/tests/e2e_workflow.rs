@@ -351,17 +351,23 @@ async fn a_workflow_backfill_from_the_cli_hands_each_past_trigger_to_its_nodes()
         let job = node(&done, 1).instance_id.unwrap();
         let view = c.client.get_instance(APP, InstanceId(job)).await.unwrap();
         assert_eq!(view.trigger_time, i.trigger_time);
-        let log = c
-            .client
-            .instance_log(APP, InstanceId(job), ferrojob::api::LogQuery::default())
-            .await
-            .unwrap();
-        let lines: Vec<&str> = log
-            .lines
-            .iter()
-            .map(|l| l.content.as_str())
-            .filter(|l| l.starts_with("key="))
-            .collect();
+        // The worker ships log lines on its own schedule: wait for the one echoed.
+        let lines: Vec<String> =
+            wait_for("the node's key line", Duration::from_secs(30), || async {
+                let log = c
+                    .client
+                    .instance_log(APP, InstanceId(job), ferrojob::api::LogQuery::default())
+                    .await
+                    .ok()?;
+                let lines: Vec<String> = log
+                    .lines
+                    .iter()
+                    .map(|l| l.content.clone())
+                    .filter(|l| l.starts_with("key="))
+                    .collect();
+                (!lines.is_empty()).then_some(lines)
+            })
+            .await;
         assert_eq!(
             lines,
             [format!(

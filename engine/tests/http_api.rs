@@ -569,6 +569,7 @@ impl Api for MockApi {
                     app_id: app.id,
                     body,
                     next_trigger_time: None,
+                    calendar_skipped_runs: 0,
                     created_at: 1,
                     updated_at: 1,
                 },

@@ -610,6 +610,8 @@ async fn a_workflow_trigger_on_a_date_its_calendar_excludes_is_skipped() {
         listed.items.is_empty(),
         "an excluded trigger creates no instance"
     );
+    let view = e.api.get_workflow(e.app.clone(), wf).await.unwrap();
+    assert_eq!(view.calendar_skipped_runs, 1, "counted like a job's");
     // The calendar changed: the next trigger fires.
     e.api
         .put_calendar(e.app.clone(), "ny".into(), ny(&["2030-07-04"]))

@@ -55,6 +55,10 @@ pub struct WorkflowView {
     /// The next scheduled run (CRON, FIXED_RATE, DAILY_TIME_INTERVAL), epoch ms; null for API
     /// workflows or when the expression has no further trigger.
     pub next_trigger_time: Option<EpochMs>,
+    /// Scheduled triggers skipped since the server started because one of the workflow's
+    /// calendars excludes their date.
+    #[serde(default)]
+    pub calendar_skipped_runs: u64,
     /// When it was created (epoch ms).
     pub created_at: EpochMs,
     /// When it was last updated (epoch ms).

@@ -156,6 +156,7 @@ pub fn workflow_view(
         app_id: rec.app_id,
         body: def,
         next_trigger_time: trigger.and_then(|t| t.next_trigger),
+        calendar_skipped_runs: 0,
         created_at: rec.created_at,
         updated_at: rec.updated_at,
     }

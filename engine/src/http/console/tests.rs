@@ -212,6 +212,7 @@ fn workflow(id: u64, name: &str, def: serde_json::Value) -> WorkflowView {
         app_id: AppId(1),
         body: serde_json::from_value(body).unwrap(),
         next_trigger_time: None,
+        calendar_skipped_runs: 0,
         created_at: 0,
         updated_at: 0,
     }

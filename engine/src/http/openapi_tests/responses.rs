@@ -211,6 +211,7 @@ fn real_answers_match_the_response_schemas() {
         app_id: AppId(1),
         body: workflow_def(),
         next_trigger_time: None,
+        calendar_skipped_runs: 3,
         created_at: 1,
         updated_at: 2,
     };

@@ -131,6 +131,13 @@ impl NodeApi {
             app_id: cur.record.app_id,
             body: cur.dag.def().clone(),
             next_trigger_time: self.0.repo.wf_trigger(id).and_then(|t| t.next_trigger),
+            calendar_skipped_runs: self
+                .0
+                .core
+                .lock()
+                .workflows
+                .get(&id)
+                .map_or(0, |w| w.calendar_skipped),
             created_at: cur.record.created_at,
             updated_at: cur.record.updated_at,
         }

@@ -89,6 +89,8 @@ pub(crate) struct WfState {
     pub(crate) running: u32,
     /// Its deletion is being written: nothing new starts for it.
     pub(crate) deleted: bool,
+    /// Scheduled triggers a calendar excluded since the server started.
+    pub(crate) calendar_skipped: u64,
 }
 
 impl WfState {
@@ -100,6 +102,7 @@ impl WfState {
             gen: 1,
             running: 0,
             deleted: false,
+            calendar_skipped: 0,
         }
     }
 

@@ -292,6 +292,9 @@ impl Core {
             if room == 0 || excluded.is_some() {
                 if let Some(cal) = excluded {
                     self.metrics.count_calendar_skip();
+                    if let Some(w) = self.workflows.get_mut(&wf_id) {
+                        w.calendar_skipped = w.calendar_skipped.saturating_add(1);
+                    }
                     tracing::info!(
                         workflow = wf_id.0,
                         trigger = at,
