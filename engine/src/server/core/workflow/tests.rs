@@ -43,7 +43,15 @@ fn settle(core: &mut Core, now: EpochMs) -> Vec<ScheduleJob> {
 /// A core with worker `w1:1`, an API job and workflow `def` (JSON, its nodes running that
 /// job as `"job_id": 0`), created and scheduled at `T0`.
 fn with_workflow(def: serde_json::Value) -> (Core, AppId, WorkflowId) {
-    let (mut core, app, job) = with_job(|_| {});
+    with_workflow_job(def, |_| {})
+}
+
+/// [`with_workflow`] whose job `job` shapes.
+fn with_workflow_job(
+    def: serde_json::Value,
+    job: impl FnOnce(&mut crate::server::JobRecord),
+) -> (Core, AppId, WorkflowId) {
+    let (mut core, app, job) = with_job(job);
     let text = def
         .to_string()
         .replace("\"job_id\":0", &format!("\"job_id\":{}", job.0));
@@ -228,4 +236,36 @@ fn a_scheduled_fire_stands_for_its_trigger_not_the_late_moment_it_ran() {
     core.emit_transition(Some(t));
     settle(&mut core, asked);
     assert_eq!(core.repo.get_wf_instance(run).unwrap().trigger_time, asked);
+}
+
+#[test]
+fn a_nodes_late_start_counts_from_its_creation_not_its_workflows_trigger_time() {
+    let (mut core, app, wf) = with_workflow_job(daily(serde_json::json!({})), |j| {
+        j.alarm.late_start_ms = Some(60_000);
+    });
+    // A backfill run ten days after the time it stands for: its node starts at once.
+    let now = T0 + 10 * DAY;
+    at(&mut core, now, now);
+    heartbeat(&mut core, "w1:1");
+    let (_, t) = core
+        .wf_prepare_backfill_run(app, wf, T0 + 2 * HOUR, now)
+        .unwrap();
+    core.emit_transition(Some(t));
+    let sent = settle(&mut core, now);
+    let [first] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    // Stopped (a final write of its own, where a job's alarms are evaluated).
+    let stopped = core.command_held(
+        app,
+        InstanceId(first.instance_id),
+        crate::api::InstanceAction::Stop,
+        now + 1_000,
+    );
+    assert!(matches!(stopped, Some(Ok(_))), "{stopped:?}");
+    let raised = core
+        .metrics
+        .alarms_raised
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(raised, 0, "a node started at once is not late");
 }
