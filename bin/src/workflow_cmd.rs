@@ -5,6 +5,7 @@
 //! ```text
 //! ferrojob workflow create --app A --file def.json      # or --body '{"name":...}', - = stdin
 //! ferrojob workflow run --app A 3 --init-params '{"tries":1}'
+//! ferrojob workflow backfill --app A 3 --from 2026-12-01T00:00:00Z --to 2026-12-03T00:00:00Z --dry-run
 //! ferrojob workflow list --app A --tag etl --type CRON
 //! ferrojob workflow copy --app A 3 --name "nightly (eu)"
 //! ferrojob workflow instance --app A 17                  # the node table
@@ -152,6 +153,26 @@ pub enum WorkflowCmd {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Run a workflow once per trigger time of its schedule in a past range [from, to) (at
+    /// most 1000); prints the trigger times and the workflow instances created.
+    Backfill {
+        #[command(flatten)]
+        app: AppArg,
+        /// Workflow id.
+        id: WorkflowId,
+        /// Start of the range, inclusive (RFC 3339 or epoch ms).
+        #[arg(long)]
+        from: String,
+        /// End of the range, exclusive, not in the future (RFC 3339 or epoch ms).
+        #[arg(long)]
+        to: String,
+        /// Only list the trigger times.
+        #[arg(long)]
+        dry_run: bool,
+        /// Send the backfill with this `Idempotency-Key` (see `job run`).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// List workflow instances, newest first.
     Instances {
         #[command(flatten)]
@@ -209,8 +230,16 @@ fn api_name<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
 /// One workflow on one line.
 fn workflow_line(w: &WorkflowView) -> String {
     let b = &w.body;
+    // As `job list` shows a job's: the calendars, and the triggers they skipped.
+    let mut skipped = String::new();
+    if !b.calendars.is_empty() {
+        skipped.push_str(&format!(" calendars={}", b.calendars.join(",")));
+    }
+    if w.calendar_skipped_runs > 0 {
+        skipped.push_str(&format!(" calendar_skipped={}", w.calendar_skipped_runs));
+    }
     format!(
-        "{:>6}  {:<24} {:<20} {:<16} nodes={:<3} edges={:<3} {:<15} next={}",
+        "{:>6}  {:<24} {:<20} {:<16} nodes={:<3} edges={:<3} {:<15} next={}{skipped}",
         w.id.get(),
         truncate(&b.name, 24),
         api_name(&b.time_expression_type),
@@ -268,10 +297,11 @@ pub(crate) fn workflow_instance_table(
     def: Option<&WorkflowDef>,
 ) -> String {
     let mut out = format!(
-        "{}  workflow={}  {}  created={} started={} finished={}\n",
+        "{}  workflow={}  {}  trigger={} created={} started={} finished={}\n",
         i.id,
         i.workflow_id.get(),
         api_name(&i.status),
+        fmt_ms(i.trigger_time),
         fmt_ms(i.created_at),
         i.started_at.map_or("-".to_owned(), fmt_ms),
         i.finished_at.map_or("-".to_owned(), fmt_ms),
@@ -422,6 +452,42 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                     Ok(())
                 }
             }
+            WorkflowCmd::Backfill {
+                app,
+                id,
+                from,
+                to,
+                dry_run,
+                idempotency_key,
+            } => {
+                let req = ferrojob::api::Backfill {
+                    from: crate::remote::instant("--from", from)?,
+                    to: crate::remote::instant("--to", to)?,
+                    dry_run: *dry_run,
+                };
+                let done = crate::remote::keyed(&client, idempotency_key.as_deref())
+                    .backfill_workflow(&app.app, *id, &req)
+                    .await?;
+                if json {
+                    return print_json(&done);
+                }
+                for run in &done.runs {
+                    let t = run.trigger_time;
+                    let when = chrono::DateTime::from_timestamp_millis(t)
+                        .map_or_else(|| t.to_string(), |d| d.to_rfc3339());
+                    match (done.dry_run, run.workflow_instance_id, &run.excluded_by) {
+                        (_, _, Some(cal)) => {
+                            println!("{when} skipped (excluded by calendar {cal})")
+                        }
+                        (true, _, None) => println!("{when}"),
+                        (false, Some(wfi), None) => {
+                            println!("{when} workflow_instance={}", wfi.get())
+                        }
+                        (false, None, None) => println!("{when} skipped (max_instances running)"),
+                    }
+                }
+                Ok(())
+            }
             WorkflowCmd::Instances {
                 app,
                 workflow,
@@ -513,6 +579,7 @@ mod tests {
                 },
             ],
             parent_instance_id: None,
+            trigger_time: 0,
             created_at: 0,
             started_at: Some(0),
             finished_at: Some(1),

@@ -248,3 +248,132 @@ async fn a_server_restart_in_the_middle_of_a_workflow_loses_nothing() {
         "survivor"
     );
 }
+
+/// `ferrojob --url .. --token .. args`: its stdout (the command must succeed).
+fn cli(c: &Cluster, args: &[&str]) -> String {
+    let url = format!("http://{}", c.http);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", &url, "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferrojob {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_backfill_from_the_cli_hands_each_past_trigger_to_its_nodes() {
+    const HOUR: i64 = 3_600_000;
+    let c = Cluster::start(1, None).await;
+    let stamp = shell_job(
+        &c,
+        "stamp",
+        "echo key=$FERROJOB_TRIGGER_KEY time=$FERROJOB_TRIGGER_TIME",
+    )
+    .await;
+    let wf = create(
+        &c,
+        json!({
+            "name": "hourly", "time_expression_type": "CRON", "time_expression": "0 0 * * * ?",
+            "max_instances": 2, "nodes": [{"id": 1, "job_id": stamp}],
+        }),
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = now - now.rem_euclid(HOUR);
+    let times = [hour - 3 * HOUR, hour - 2 * HOUR];
+    let (from, to) = (times[0].to_string(), (hour - HOUR).to_string());
+    let id = wf.0.to_string();
+    let args = [
+        "workflow", "backfill", "--app", APP, &id, "--from", &from, "--to", &to,
+    ];
+    let rfc = |t: i64| {
+        chrono::DateTime::from_timestamp_millis(t)
+            .unwrap()
+            .to_rfc3339()
+    };
+    // (A fire of the workflow itself, should the test cross an hour, stands for another time.)
+    let backfilled = || async {
+        let page = c
+            .client
+            .list_workflow_instances(
+                APP,
+                &ferrojob::api::WorkflowInstanceQuery {
+                    workflow_id: Some(wf),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut v: Vec<WorkflowInstanceView> = page
+            .items
+            .into_iter()
+            .filter(|i| times.contains(&i.trigger_time))
+            .collect();
+        v.sort_unstable_by_key(|i| i.trigger_time);
+        v
+    };
+
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let listed = cli(&c, &dry);
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        [rfc(times[0]), rfc(times[1])]
+    );
+    assert!(backfilled().await.is_empty(), "a dry run creates nothing");
+
+    let mut keyed = args.to_vec();
+    keyed.extend(["--idempotency-key", "fill-once"]);
+    let printed = cli(&c, &keyed);
+    // The same key again: the first answer, no second set of runs.
+    assert_eq!(cli(&c, &keyed), printed);
+    let made = backfilled().await;
+    assert_eq!(
+        made.iter().map(|i| i.trigger_time).collect::<Vec<_>>(),
+        times
+    );
+    for i in &made {
+        assert!(
+            printed.contains(&format!(
+                "{} workflow_instance={}",
+                rfc(i.trigger_time),
+                i.id.0
+            )),
+            "{printed}"
+        );
+        let done = finished(&c, i.id).await;
+        assert_eq!(done.status, WorkflowInstanceStatus::Succeed, "{done:?}");
+        let job = node(&done, 1).instance_id.unwrap();
+        let view = c.client.get_instance(APP, InstanceId(job)).await.unwrap();
+        assert_eq!(view.trigger_time, i.trigger_time);
+        // The worker ships log lines on its own schedule: wait for the one echoed.
+        let lines: Vec<String> =
+            wait_for("the node's key line", Duration::from_secs(30), || async {
+                let log = c
+                    .client
+                    .instance_log(APP, InstanceId(job), ferrojob::api::LogQuery::default())
+                    .await
+                    .ok()?;
+                let lines: Vec<String> = log
+                    .lines
+                    .iter()
+                    .map(|l| l.content.clone())
+                    .filter(|l| l.starts_with("key="))
+                    .collect();
+                (!lines.is_empty()).then_some(lines)
+            })
+            .await;
+        assert_eq!(
+            lines,
+            [format!(
+                "key=workflow-instance-{}-node-1-attempt-1 time={}",
+                i.id.0, i.trigger_time
+            )]
+        );
+    }
+}

@@ -277,6 +277,7 @@ impl State {
                 context: serde_json::Map::new(),
                 nodes: vec![],
                 parent_instance_id: None,
+                trigger_time: 0,
                 created_at: 0,
                 started_at: None,
                 finished_at: None,
@@ -299,6 +300,7 @@ impl State {
                 })
                 .collect(),
             parent_instance_id: None,
+            trigger_time: wi.created_at(),
             created_at: wi.created_at(),
             started_at: wi.started_at(),
             finished_at: wi.finished_at(),
@@ -567,6 +569,7 @@ impl Api for MockApi {
                     app_id: app.id,
                     body,
                     next_trigger_time: None,
+                    calendar_skipped_runs: 0,
                     created_at: 1,
                     updated_at: 1,
                 },

@@ -41,6 +41,7 @@ fn wf_view(id: u64, def: Value) -> WorkflowView {
         app_id: AppId(1),
         body,
         next_trigger_time: None,
+        calendar_skipped_runs: 0,
         created_at: 0,
         updated_at: 0,
     }

@@ -1910,6 +1910,8 @@ fn a_workflow_transition_writes_instances_and_node_links_together() {
                 }],
                 delayed_until: None,
                 run: 0,
+                // A backfill's past instant: stored as given, not the write's time.
+                trigger_time: NOW - 86_400_000,
             };
             let link = NodeLinkRecord {
                 wf_instance: wfi,
@@ -1967,6 +1969,55 @@ fn a_workflow_transition_writes_instances_and_node_links_together() {
 }
 
 // ----- PostgreSQL's own -----
+
+/// A workflow instance's trigger time is in its record and mirrored in the typed column.
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_mirrors_a_workflow_instances_trigger_time_in_its_column() {
+    use ferrojob::server::workflow_repo::{WfInstanceRecord, WfWrite};
+    let db = place::postgres::Database::create();
+    let repo = db.open();
+    let a = app(&repo, "a");
+    let j = job(&repo, a.id, None);
+    let def: ferrojob::workflow::WorkflowDef = serde_json::from_value(serde_json::json!({
+        "name": "flow", "time_expression_type": "API", "time_expression": "",
+        "nodes": [{"id": 1, "job_id": j.id.0}],
+    }))
+    .unwrap();
+    let wf = repo
+        .create_workflow(a.id, &def, None, NOW)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let rec = WfInstanceRecord {
+        id: repo.new_wf_instance_id().unwrap(),
+        workflow_id: wf.id,
+        version: 1,
+        app_id: a.id,
+        parent: None,
+        ancestors: Vec::new(),
+        snapshot_json: "{}".into(),
+        nodes: Vec::new(),
+        delayed_until: None,
+        run: 2,
+        trigger_time: NOW - 5_000,
+    };
+    repo.write_wf(&WfWrite {
+        wf_instances: vec![(rec.clone(), true, false)],
+        ..WfWrite::default()
+    })
+    .unwrap()
+    .wait()
+    .unwrap();
+    assert_eq!(repo.get_wf_instance(rec.id).unwrap(), rec);
+    assert_eq!(
+        place::postgres::query_on(
+            &db.name,
+            "SELECT trigger_time::text FROM workflow_instances"
+        ),
+        vec![vec![Some((NOW - 5_000).to_string())]]
+    );
+}
 
 /// Two fires of one job at one trigger time (two servers after a failover, a clock stepped
 /// back): the database refuses the second, alone, and goes on writing.
@@ -2110,6 +2161,7 @@ fn postgres_upgrades_a_version_1_database_in_place() {
          DROP TABLE job_versions, audit; \
          DROP TABLE idempotency_keys; \
          DROP TABLE calendars; \
+         ALTER TABLE workflow_instances DROP COLUMN trigger_time; \
          DELETE FROM schema_migrations WHERE version >= 2; \
          INSERT INTO logs (instance_id, seq, time, level, content) \
              VALUES (1, 1, 5, 'ERROR', 'from version 1')"

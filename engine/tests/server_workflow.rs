@@ -143,8 +143,12 @@ async fn chain_runs_in_order_and_the_context_reaches_downstream() {
     let s1 = e.finish_next(W::Succeed, r#"{"a": 1}"#).await;
     assert_eq!(s1.job_id, j1.0);
     assert_eq!(s1.workflow_instance_id, Some(wfi.0));
-    // A node's run is keyed by its instance, the same for every attempt.
-    assert_eq!(s1.trigger_key, format!("instance-{}", s1.instance_id));
+    // A node's run is keyed by its workflow instance, node and node run, the same for every
+    // dispatch of its job instance.
+    assert_eq!(
+        s1.trigger_key,
+        format!("workflow-instance-{}-node-1-attempt-1", wfi.0)
+    );
     assert_eq!(ctx(&s1), json!({"seed": 7}));
     let s2 = e.finish_next(W::Succeed, "plain text").await;
     assert_eq!(s2.job_id, j2.0);
@@ -297,6 +301,11 @@ async fn retry_reruns_only_the_failed_nodes_and_mark_success_releases_successors
     assert_eq!(r.status, WS::Running);
     let s2 = e.finish_next(W::Failed, "boom again").await;
     assert_eq!(s2.job_id, e.jobs[1].0);
+    // The re-run is a new job instance with a key of its own (node run 2).
+    assert_eq!(
+        s2.trigger_key,
+        format!("workflow-instance-{}-node-2-attempt-2", wfi.0)
+    );
     e.wf_status(wfi, WS::Failed).await;
     // Mark node 2 successful: the instance stays FAILED until retried; then node 3 runs.
     let m = e
@@ -601,6 +610,8 @@ async fn a_workflow_trigger_on_a_date_its_calendar_excludes_is_skipped() {
         listed.items.is_empty(),
         "an excluded trigger creates no instance"
     );
+    let view = e.api.get_workflow(e.app.clone(), wf).await.unwrap();
+    assert_eq!(view.calendar_skipped_runs, 1, "counted like a job's");
     // The calendar changed: the next trigger fires.
     e.api
         .put_calendar(e.app.clone(), "ny".into(), ny(&["2030-07-04"]))
@@ -609,6 +620,136 @@ async fn a_workflow_trigger_on_a_date_its_calendar_excludes_is_skipped() {
     e.clock.advance(10_000);
     let s = e.w.next_schedule().await;
     assert!(s.workflow_instance_id.is_some());
+}
+
+/// A CRON workflow backfilled over three past days: one workflow instance per trigger time
+/// but the one its calendar excludes (listed with the calendar), each standing for its
+/// time and handing it to both nodes' job instances; a dry run creates nothing.
+#[tokio::test]
+async fn a_backfill_runs_a_cron_workflow_once_per_past_trigger_with_its_time() {
+    use ferrojob::api::{Backfill, CalendarBody};
+    const DAY: i64 = 86_400_000;
+    let mut e = env(2).await;
+    let utc = CalendarBody {
+        time_zone: Some("UTC".into()),
+        excluded: vec!["2029-12-30".into()],
+        description: String::new(),
+    };
+    e.api
+        .put_calendar(e.app.clone(), "freeze".into(), utc)
+        .await
+        .unwrap();
+    let mut d = def(
+        "nightly",
+        json!([{"id": 1, "job_id": e.jobs[0]}, {"id": 2, "job_id": e.jobs[1]}]),
+        json!([{"from": 1, "to": 2}]),
+    );
+    d.time_expression_type = T::Cron;
+    d.time_expression = "0 0 2 * * ?".into();
+    d.calendars = vec!["freeze".into()];
+    d.max_instances = 3;
+    let wf = e.create(d).await;
+    // 2029-12-29, -30 and -31 at 02:00 UTC; T0 is 2030-01-01T00:00Z.
+    let times = [
+        T0 - 3 * DAY + 7_200_000,
+        T0 - 2 * DAY + 7_200_000,
+        T0 - DAY + 7_200_000,
+    ];
+    let req = Backfill {
+        from: T0 - 3 * DAY,
+        to: T0,
+        dry_run: true,
+    };
+    let dry = e
+        .api
+        .backfill_workflow(e.app.clone(), wf, req)
+        .await
+        .unwrap();
+    assert!(dry.dry_run);
+    let listed: Vec<_> = dry
+        .runs
+        .iter()
+        .map(|r| {
+            (
+                r.trigger_time,
+                r.workflow_instance_id,
+                r.excluded_by.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (times[0], None, None),
+            (times[1], None, Some("freeze")),
+            (times[2], None, None)
+        ]
+    );
+    let none = e
+        .api
+        .list_workflow_instances(e.app.clone(), Default::default())
+        .await
+        .unwrap();
+    assert!(none.items.is_empty(), "a dry run creates nothing");
+    assert!(e.w.no_schedule_pending());
+
+    let req = Backfill {
+        dry_run: false,
+        ..req
+    };
+    let done = e
+        .api
+        .backfill_workflow(e.app.clone(), wf, req)
+        .await
+        .unwrap();
+    assert!(!done.dry_run);
+    assert_eq!(done.runs.len(), 3);
+    assert_eq!(done.runs[1].excluded_by.as_deref(), Some("freeze"));
+    assert_eq!(done.runs[1].workflow_instance_id, None);
+    let made: Vec<(i64, WorkflowInstanceId)> = done
+        .runs
+        .iter()
+        .filter_map(|r| Some((r.trigger_time, r.workflow_instance_id?)))
+        .collect();
+    assert_eq!(
+        made.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        [times[0], times[2]]
+    );
+    for (t, wfi) in &made {
+        assert_eq!(e.wfi(*wfi).await.trigger_time, *t);
+    }
+    // Every node's job instance carries its workflow instance's time: node 1 of both, then
+    // node 2 of each as node 1 ends.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let s = e.finish_next(W::Succeed, "").await;
+        let wfi = WorkflowInstanceId(s.workflow_instance_id.unwrap());
+        let (t, _) = made.iter().find(|(_, w)| *w == wfi).unwrap();
+        assert_eq!(s.trigger_time_ms, *t, "{s:?}");
+        let job = e
+            .api
+            .get_instance(e.app.clone(), InstanceId(s.instance_id))
+            .await
+            .unwrap();
+        assert_eq!(job.trigger_time, *t);
+        assert!(s
+            .trigger_key
+            .starts_with(&format!("workflow-instance-{}-node-", wfi.0)));
+        seen.push((wfi, s.job_id));
+    }
+    seen.sort_unstable_by_key(|(w, j)| (w.0, *j));
+    let jobs = [e.jobs[0].0, e.jobs[1].0];
+    let want: Vec<_> = made
+        .iter()
+        .flat_map(|(_, w)| jobs.iter().map(move |j| (*w, *j)))
+        .collect();
+    assert_eq!(seen, want);
+    for (_, wfi) in &made {
+        e.wf_status(*wfi, WS::Succeed).await;
+    }
+    // The backfill is not a fire: the schedule is where it was.
+    let view = e.api.get_workflow(e.app.clone(), wf).await.unwrap();
+    assert_eq!(view.next_trigger_time, Some(T0 + 7_200_000));
 }
 
 fn log(dir: &tempfile::TempDir) -> StoreChoice {

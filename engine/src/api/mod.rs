@@ -25,6 +25,7 @@
 //! | `POST /v1/apps/{app}/jobs/{id}/copy` | [`Api::copy_job`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/backfill` | [`Api::backfill_job`] ([`backfill`]) |
 //! | `GET /v1/apps/{app}/jobs/{id}/versions[/{version}]`, `POST .../jobs/{id}/rollback` | [`Api::job_versions`], [`Api::get_job_version`], [`Api::rollback_job`] ([`history`]) |
+//! | `POST /v1/apps/{app}/workflows/{id}/backfill` | [`Api::backfill_workflow`] ([`backfill`]) |
 //! | `GET /v1/apps/{app}/workflows/{id}/versions[/{version}]`, `POST .../workflows/{id}/rollback` | [`Api::workflow_versions`], [`Api::get_workflow_version`], [`Api::rollback_workflow`] |
 //! | `GET /v1/apps/{app}/audit` | [`Api::list_audit`] (records written by the HTTP layer through [`Api::record_audit`]) |
 //! | `GET /v1/apps/{app}/instances/{id}` | [`Api::get_instance`] |
@@ -173,6 +174,19 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         id: WorkflowId,
         req: RunWorkflow,
     ) -> ApiFuture<'_, WorkflowRunCreated>;
+    /// Runs workflow `id` once per trigger time of its time expression in `req`'s past range
+    /// (refused past [`MAX_BACKFILL_RUNS`]), each workflow instance carrying its trigger time
+    /// and handing it to its nodes' job instances; a dry run only lists the times. The
+    /// workflow instances are durable when this resolves.
+    fn backfill_workflow(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        req: Backfill,
+    ) -> ApiFuture<'_, WorkflowBackfillResult> {
+        let _ = (app, id, req);
+        Box::pin(async { Err(ApiError::unavailable("this server has no backfill")) })
+    }
     /// Creates a copy of workflow `id` under a new name; answers the new workflow's id. Built
     /// on [`Api::get_workflow`] and [`Api::create_workflow`], so the copy is validated and
     /// scheduled like any new workflow.

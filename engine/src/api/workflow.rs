@@ -55,6 +55,10 @@ pub struct WorkflowView {
     /// The next scheduled run (CRON, FIXED_RATE, DAILY_TIME_INTERVAL), epoch ms; null for API
     /// workflows or when the expression has no further trigger.
     pub next_trigger_time: Option<EpochMs>,
+    /// Scheduled triggers skipped since the server started because one of the workflow's
+    /// calendars excludes their date.
+    #[serde(default)]
+    pub calendar_skipped_runs: u64,
     /// When it was created (epoch ms).
     pub created_at: EpochMs,
     /// When it was last updated (epoch ms).
@@ -163,6 +167,11 @@ pub struct WorkflowInstanceView {
     pub nodes: Vec<WorkflowNodeView>,
     /// The workflow instance this one runs as a NESTED_WORKFLOW node of, if any.
     pub parent_instance_id: Option<WorkflowInstanceId>,
+    /// Its logical trigger time (epoch ms): the trigger a scheduled fire stands for, the
+    /// request time of an API run, the past instant of a backfill run, the parent's for a
+    /// nested run. Its nodes' job instances carry it as their `trigger_time`.
+    #[serde(default)]
+    pub trigger_time: EpochMs,
     /// When it was created (epoch ms).
     pub created_at: EpochMs,
     /// When it (last) started (epoch ms).

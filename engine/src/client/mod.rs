@@ -414,6 +414,27 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/apps/{app}/workflows/{id}/backfill`.
+    pub async fn backfill_workflow(
+        &self,
+        app: &str,
+        id: WorkflowId,
+        req: &crate::api::Backfill,
+    ) -> Result<crate::api::WorkflowBackfillResult, ClientError> {
+        self.post(
+            &[
+                "v1",
+                "apps",
+                app,
+                "workflows",
+                &id.get().to_string(),
+                "backfill",
+            ],
+            req,
+        )
+        .await
+    }
+
     /// `GET /v1/apps/{app}/workflow-instances/{id}`.
     pub async fn get_workflow_instance(
         &self,

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `POST .../jobs`, `PUT/DELETE .../jobs/{id}`, `.../enable`, `/disable`, `/rollback`, `/copy`, `/run`, `/backfill` | `job.create`, `job.update`, `job.delete`, `job.enable`, `job.disable`, `job.rollback`, `job.copy`, `job.run`, `job.backfill` | `job/{id}` (the new id for a creation) |
 //! | `POST .../instances/{id}/stop`, `/cancel`, `/retry` | `instance.stop`, ... | `instance/{id}` |
-//! | the same for workflows and workflow instances (`mark-success` too) | `workflow.*`, `workflow_instance.*` | `workflow/{id}`, `workflow_instance/{id}` |
+//! | the same for workflows and workflow instances (`mark-success` too; `workflow.backfill`) | `workflow.*`, `workflow_instance.*` | `workflow/{id}`, `workflow_instance/{id}` |
 //! | `POST/DELETE .../tokens[/{id}]`, `PUT/DELETE/POST .../alarm-channels/{name}[/test]`, `rotate-secret` | `token.create`, `token.revoke`, `channel.put`, `channel.delete`, `channel.test`, `app.rotate_secret` | `token/{id}`, `channel/{name}`, `app` |
 //! | `PUT/DELETE .../calendars/{name}` | `calendar.put`, `calendar.delete` | `calendar/{name}` |
 //!
@@ -59,6 +59,7 @@ fn classify<'a>(
         ("POST", ["workflows", id, "rollback"]) => ("workflow.rollback", "workflow", Some(*id)),
         ("POST", ["workflows", id, "copy"]) => ("workflow.copy", "workflow", Some(*id)),
         ("POST", ["workflows", id, "run"]) => ("workflow.run", "workflow", Some(*id)),
+        ("POST", ["workflows", id, "backfill"]) => ("workflow.backfill", "workflow", Some(*id)),
         ("POST", ["workflow-instances", id, "stop"]) => {
             ("workflow_instance.stop", "workflow_instance", Some(*id))
         }
@@ -231,6 +232,10 @@ mod tests {
         assert_eq!(
             classify(&Method::POST, &["jobs", "12", "backfill"]),
             Some(("job.backfill", "job", Some("12")))
+        );
+        assert_eq!(
+            classify(&Method::POST, &["workflows", "3", "backfill"]),
+            Some(("workflow.backfill", "workflow", Some("3")))
         );
         assert_eq!(classify(&Method::GET, &["jobs", "12"]), None);
         assert_eq!(classify(&Method::GET, &["audit"]), None);

@@ -1,5 +1,5 @@
-//! `Idempotency-Key` on the routes that create something (create or run a job or a workflow,
-//! backfill a job): the first successful answer to a key on a path is kept for [`KEEP_MS`] and
+//! `Idempotency-Key` on the routes that create something (create, run or backfill a job or a
+//! workflow): the first successful answer to a key on a path is kept for [`KEEP_MS`] and
 //! given again to every later request with the same key on the same path, so a client that
 //! retries after a lost answer gets the first run, never a second one. A request that arrives
 //! while the first is still being answered waits for it; when the first fails (an error

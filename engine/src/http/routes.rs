@@ -115,6 +115,10 @@ pub(crate) fn routes() -> Routes {
         .put(WORKFLOW, w::update_workflow)
         .delete(WORKFLOW, w::delete_workflow)
         .post("/v1/apps/{app}/workflows/{id}/run", w::run_workflow)
+        .post(
+            "/v1/apps/{app}/workflows/{id}/backfill",
+            w::backfill_workflow,
+        )
         .post("/v1/apps/{app}/workflows/{id}/copy", w::copy_workflow)
         .get(
             "/v1/apps/{app}/workflows/{id}/versions",

@@ -10,6 +10,7 @@
 //! | `PUT /v1/apps/{app}/workflows/{id}` | [`update_workflow`] |
 //! | `DELETE /v1/apps/{app}/workflows/{id}` → 204 | [`delete_workflow`] |
 //! | `POST /v1/apps/{app}/workflows/{id}/run` (empty body or `{}` allowed) | [`run_workflow`] |
+//! | `POST /v1/apps/{app}/workflows/{id}/backfill` | [`backfill_workflow`] |
 //! | `POST /v1/apps/{app}/workflows/{id}/copy` → 201 | [`copy_workflow`] |
 //! | `GET /v1/apps/{app}/workflow-instances?workflow_id=&limit=&cursor=` | [`list_workflow_instances`] |
 //! | `GET /v1/apps/{app}/workflow-instances/{id}` | [`get_workflow_instance`] |
@@ -138,6 +139,27 @@ pub(crate) async fn run_workflow(
     let run = move || async move {
         let body: RunWorkflow = optional_json_body(req).await?;
         ok(api.run_workflow(app, id, body).await?)
+    };
+    s.idempotency
+        .answer(&s.api, scope, s.clock.now_ms(), run)
+        .await
+}
+
+/// `POST /v1/apps/{app}/workflows/{id}/backfill` `{"from","to","dry_run"}` → the trigger
+/// times and the workflow instances created (operate; honours `Idempotency-Key`).
+pub(crate) async fn backfill_workflow(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    req: Request,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Operate)?;
+    let id = parse_id(&p.id)?;
+    let scope = idempotency::scope(&req)?;
+    let api = std::sync::Arc::clone(&s.api);
+    let run = move || async move {
+        let body: crate::api::Backfill = json_body(req).await?;
+        ok(api.backfill_workflow(app, id, body).await?)
     };
     s.idempotency
         .answer(&s.api, scope, s.clock.now_ms(), run)

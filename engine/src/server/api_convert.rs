@@ -156,6 +156,7 @@ pub fn workflow_view(
         app_id: rec.app_id,
         body: def,
         next_trigger_time: trigger.and_then(|t| t.next_trigger),
+        calendar_skipped_runs: 0,
         created_at: rec.created_at,
         updated_at: rec.updated_at,
     }
@@ -184,6 +185,7 @@ pub fn workflow_instance_view(
             })
             .collect(),
         parent_instance_id: rec.parent.map(|p| p.instance),
+        trigger_time: rec.trigger_time,
         created_at: snap.created_at,
         started_at: snap.started_at,
         finished_at: snap.finished_at,
@@ -365,6 +367,7 @@ mod tests {
             }],
             delayed_until: None,
             run: 0,
+            trigger_time: 4,
         };
         let v = workflow_instance_view(&rec, snap);
         assert_eq!(
@@ -374,7 +377,10 @@ mod tests {
         assert_eq!(v.parent_instance_id, Some(WorkflowInstanceId(8)));
         let runs: Vec<_> = v.nodes.iter().map(|n| (n.id, n.instance_id)).collect();
         assert_eq!(runs, [(NodeId(1), Some(77)), (NodeId(2), None)]);
-        assert_eq!((v.created_at, v.started_at), (5, Some(6)));
+        assert_eq!(
+            (v.trigger_time, v.created_at, v.started_at),
+            (4, 5, Some(6))
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub mod repo;
 mod repository;
 pub mod runtime;
 pub mod token_repo;
+mod wf_codec;
 pub mod workflow_repo;
 
 pub use codec::RECORD_VERSION;
@@ -111,9 +112,7 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
             codec::decode::<workflow_repo::WorkflowDefRecord>(table, key, value).map(drop)
         }
         workflow_repo::WF_TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
-        workflow_repo::WF_INSTANCES => {
-            codec::decode::<workflow_repo::WfInstanceRecord>(table, key, value).map(drop)
-        }
+        workflow_repo::WF_INSTANCES => wf_codec::decode_wf_instance(table, key, value).map(drop),
         alarm_repo::ALARMS => codec::decode::<alarm_repo::AlarmRecord>(table, key, value).map(drop),
         alarm_repo::ALARM_CHANNELS => {
             codec::decode::<alarm_repo::ChannelRecord>(table, key, value).map(drop)

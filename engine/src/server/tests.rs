@@ -241,6 +241,7 @@ fn workflow_records_round_trip_and_bad_bytes_are_corrupt() {
         nodes: vec![],
         delayed_until: Some(9),
         run: 0,
+        trigger_time: 4,
     };
     rec.set_snapshot(&snap).unwrap();
     let write = WfWrite {

@@ -7,7 +7,7 @@
 //! | `wf_versions`  | workflow id (8) ++ version (8)       | [`WorkflowDefRecord`]   | every definition version (instances keep the one they started with) |
 //! | `app_wfs`      | app id (8) ++ workflow id (8)        | empty                   | an app's workflows, oldest first |
 //! | `wf_triggers`  | workflow id (8)                      | [`TriggerRecord`]       | next trigger and run counter |
-//! | `wf_insts`     | workflow instance id (8)             | [`WfInstanceRecord`]    | workflow instances (snapshot, node → instance map) |
+//! | `wf_insts`     | workflow instance id (8)             | [`WfInstanceRecord`] (`wf_codec.rs`, versioned) | workflow instances (snapshot, node → instance map, trigger time) |
 //! | `app_wf_insts` | app id (8) ++ !wf instance id (8)    | empty                   | an app's workflow instances, newest first |
 //! | `wf_wf_insts`  | workflow id (8) ++ !wf instance id (8)| empty                  | a workflow's instances, newest first |
 //! | `wf_active`    | workflow instance id (8)             | empty                   | unfinished workflow instances, for restart |
@@ -39,6 +39,7 @@ use super::instance::InstanceRecord;
 use super::keys;
 use super::records::TriggerRecord;
 use super::repo::{counter, IdBlocks, LogRepo, Page, WorkflowFilter, MAX_LIST_SCAN, MAX_PAGE};
+use super::wf_codec::{decode_wf_instance, encode_wf_instance};
 use super::Commit;
 
 /// Workflows by id.
@@ -157,6 +158,10 @@ pub struct WfInstanceRecord {
     pub delayed_until: Option<EpochMs>,
     /// The workflow's fire number (0 for API and nested runs).
     pub run: u64,
+    /// Its logical trigger time, ms since the epoch: the trigger a scheduled fire stands for,
+    /// the request time of an API run, the past instant of a backfill run, the parent's for a
+    /// nested run. Its nodes' job instances carry it as their trigger time.
+    pub trigger_time: EpochMs,
 }
 
 impl WfInstanceRecord {
@@ -500,7 +505,7 @@ impl LogRepo {
         }
         for (rec, created, finished) in &w.wf_instances {
             let key = keys::id(rec.id.0);
-            batch.push_put(WF_INSTANCES, key, encode(WF_INSTANCES, rec)?);
+            batch.push_put(WF_INSTANCES, key, encode_wf_instance(WF_INSTANCES, rec)?);
             if *created {
                 batch.push_put(
                     APP_WF_INSTANCES,
@@ -532,7 +537,11 @@ impl LogRepo {
 
     /// The workflow instance `id`.
     pub fn get_wf_instance(&self, id: WorkflowInstanceId) -> Result<WfInstanceRecord, RepoError> {
-        self.get_record(WF_INSTANCES, &keys::id(id.0), "workflow instance", id.0)
+        let key = keys::id(id.0);
+        match self.store().get(WF_INSTANCES, &key)? {
+            None => Err(RepoError::not_found("workflow instance", id.0)),
+            Some(v) => decode_wf_instance(WF_INSTANCES, &key, &v),
+        }
     }
 
     /// The node job instance `id` runs, if it runs one.

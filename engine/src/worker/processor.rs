@@ -153,15 +153,19 @@ impl TaskContext {
     }
 
     /// What this run is for, the same for every attempt of it and across server restarts:
-    /// `job-{job}-at-{trigger_time}` for a scheduled fire, `instance-{id}` for an API run, a
-    /// backfill run or a workflow node. A processor whose writes must happen once per run
+    /// `job-{job}-at-{trigger_time}` for a scheduled fire, `instance-{id}` for an API run or a
+    /// backfill run; a workflow node's names its workflow run, node and node attempt
+    /// (`workflow-{wf}-at-{trigger_time}-node-{node}-attempt-{n}` for a scheduled workflow
+    /// fire, `workflow-instance-{id}-node-{node}-attempt-{n}` otherwise). A processor whose
+    /// writes must happen once per run
     /// keys them by this, fenced by [`dispatch_attempt`](Self::dispatch_attempt).
     pub fn trigger_key(&self) -> &str {
         &self.trigger_key
     }
 
     /// The run's logical trigger time, ms since the epoch: when it was meant to fire (for a
-    /// backfill run, the past instant it stands for), not when it started.
+    /// backfill run, the past instant it stands for; for a workflow node, its workflow
+    /// instance's), not when it started.
     pub fn trigger_time(&self) -> i64 {
         self.trigger_time
     }

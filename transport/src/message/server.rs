@@ -86,11 +86,14 @@ pub struct ScheduleJob {
     pub workflow_context: String,
     /// What this run is for, the same for every attempt and across server restarts:
     /// `job-{job_id}-at-{trigger_time_ms}` for a scheduled fire, `instance-{instance_id}` for
-    /// an API run, a backfill run or a workflow node. Processors de-duplicate their writes by
-    /// it, fenced by the attempt (`report_seq_base >> 32`).
+    /// an API run or a backfill run; for a workflow node,
+    /// `workflow-{workflow_id}-at-{trigger_time_ms}-node-{node}-attempt-{n}` (a scheduled
+    /// workflow fire) or `workflow-instance-{id}-node-{node}-attempt-{n}`. Processors
+    /// de-duplicate their writes by it, fenced by the attempt (`report_seq_base >> 32`).
     pub trigger_key: String,
     /// The run's logical trigger time, epoch milliseconds: when it was meant to fire (a
-    /// backfill run's past instant), not when it was dispatched.
+    /// backfill run's past instant; a workflow node's, its workflow instance's), not when it
+    /// was dispatched.
     pub trigger_time_ms: i64,
 }
 }

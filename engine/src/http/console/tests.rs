@@ -212,6 +212,7 @@ fn workflow(id: u64, name: &str, def: serde_json::Value) -> WorkflowView {
         app_id: AppId(1),
         body: serde_json::from_value(body).unwrap(),
         next_trigger_time: None,
+        calendar_skipped_runs: 0,
         created_at: 0,
         updated_at: 0,
     }
@@ -353,6 +354,7 @@ fn run(
             })
             .collect(),
         parent_instance_id: Some(WorkflowInstanceId(2)),
+        trigger_time: 0,
         created_at: 0,
         started_at: Some(1),
         finished_at: None,

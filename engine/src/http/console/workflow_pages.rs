@@ -326,6 +326,7 @@ pub(crate) fn run_live(
                 dt { "Status" } dd { (status(run.status)) }
                 dt { "Workflow" } dd { a href={ "/workflows/" (run.workflow_id.0) } {
                     (def.map_or_else(|| run.workflow_id.0.to_string(), |d| d.name.clone())) } }
+                dt { "Triggered for" } dd { (time(Some(run.trigger_time))) }
                 dt { "Created" } dd { (time(Some(run.created_at))) }
                 dt { "Started" } dd { (time(run.started_at)) }
                 dt { "Finished" } dd { (time(run.finished_at)) }

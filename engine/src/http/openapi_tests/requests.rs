@@ -77,6 +77,8 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
     };
     let path = "/v1/apps/{app}/jobs/{id}/backfill";
     request_matches(&d, "post", path, "Backfill", &backfill);
+    let path = "/v1/apps/{app}/workflows/{id}/backfill";
+    request_matches(&d, "post", path, "Backfill", &backfill);
     let copy = CopyJob {
         name: "c".into(),
         enabled: Some(false),

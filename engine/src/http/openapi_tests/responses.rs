@@ -123,6 +123,25 @@ fn real_answers_match_the_response_schemas() {
             dry_run: false,
         },
     );
+    conforms(
+        &d,
+        "WorkflowBackfillResult",
+        &crate::api::WorkflowBackfillResult {
+            runs: vec![
+                crate::api::WorkflowBackfillRun {
+                    trigger_time: -1,
+                    workflow_instance_id: Some(WorkflowInstanceId(9)),
+                    excluded_by: None,
+                },
+                crate::api::WorkflowBackfillRun {
+                    trigger_time: 2,
+                    workflow_instance_id: None,
+                    excluded_by: Some("holidays".into()),
+                },
+            ],
+            dry_run: true,
+        },
+    );
     let bare = instance(InstanceStatus::WaitingDispatch);
     let mut full = instance(InstanceStatus::Succeed);
     full.result = Some("ok".into());
@@ -192,6 +211,7 @@ fn real_answers_match_the_response_schemas() {
         app_id: AppId(1),
         body: workflow_def(),
         next_trigger_time: None,
+        calendar_skipped_runs: 3,
         created_at: 1,
         updated_at: 2,
     };
@@ -233,6 +253,7 @@ fn real_answers_match_the_response_schemas() {
             },
         ],
         parent_instance_id: Some(WorkflowInstanceId(1)),
+        trigger_time: 1,
         created_at: 1,
         started_at: Some(2),
         finished_at: None,

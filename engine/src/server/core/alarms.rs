@@ -57,11 +57,17 @@ impl Core {
             InstanceStatus::Failed => RunOutcome::Failed,
             _ => RunOutcome::Neutral,
         };
+        // A workflow node's trigger time is its workflow's: its start is late counted from
+        // its creation (when its predecessors let it run).
+        let due = match self.node_runs.get(&rec.id) {
+            Some(run) => run.created_at,
+            None => Some(rec.trigger_time),
+        };
         let channels = rules.channels.clone();
         let book = self.book(rec.job_id, &rules, now);
         let mut raised: Vec<Alarm> = Vec::new();
         if let Some(dispatched) = rec.actual_trigger_time {
-            raised.extend(book.on_dispatched(dispatched, rec.id, Some(rec.trigger_time)));
+            raised.extend(book.on_dispatched(dispatched, rec.id, due));
         }
         raised.extend(book.on_finished(now, rec.id, outcome, rec.actual_trigger_time));
         self.metrics.count_alarms_raised(raised.len());

@@ -9,9 +9,9 @@ use super::*;
 use crate::dispatch::{RegistryConfig, TrackerCounts, WorkerMetrics, WorkerStatus};
 use crate::server::{LoadedState, Repo};
 
-const T0: EpochMs = 1_767_225_600_000;
+pub(super) const T0: EpochMs = 1_767_225_600_000;
 
-fn core() -> (Core, AppId) {
+pub(super) fn core() -> (Core, AppId) {
     let store: Arc<dyn ferrojob_store::Store> = Arc::new(MemoryStore::new());
     let repo = Arc::new(Repo::open(store).unwrap());
     let app = repo
@@ -48,7 +48,7 @@ fn core() -> (Core, AppId) {
     (core, id)
 }
 
-fn heartbeat(core: &mut Core, addr: &str) {
+pub(super) fn heartbeat(core: &mut Core, addr: &str) {
     let status = WorkerStatus {
         address: addr.into(),
         tags: Vec::new(),
@@ -69,11 +69,11 @@ fn heartbeat(core: &mut Core, addr: &str) {
 }
 
 /// One step at wall clock `wall` and monotonic clock `mono` (ms).
-fn at(core: &mut Core, wall: EpochMs, mono: EpochMs) {
+pub(super) fn at(core: &mut Core, wall: EpochMs, mono: EpochMs) {
     core.begin(wall * 1000, mono * 1000);
 }
 
-fn report(
+pub(super) fn report(
     id: InstanceId,
     from: &str,
     status: wire::InstanceStatus,
@@ -233,11 +233,11 @@ use crate::server::JobRecord;
 use crate::time_expression::TimeExpressionType;
 
 /// A ScheduleJob sent: (worker, instance, report_seq_base).
-type Sent = (String, u64, u64);
+pub(super) type Sent = (String, u64, u64);
 
 /// Carries out the step's effects at `now` until none is left: each write is acknowledged
 /// and resumed. Returns the ScheduleJobs and StopInstances sent, in order.
-fn settle(core: &mut Core, now: EpochMs) -> (Vec<Sent>, Vec<(String, u64)>) {
+pub(super) fn settle(core: &mut Core, now: EpochMs) -> (Vec<Sent>, Vec<(String, u64)>) {
     let (mut sent, mut stopped) = (Vec::new(), Vec::new());
     loop {
         let effects = core.take_effects();
@@ -274,7 +274,7 @@ fn settle(core: &mut Core, now: EpochMs) -> (Vec<Sent>, Vec<(String, u64)>) {
 
 /// Steps the virtual clock to `now` (wall and monotonic alike) and runs the due timers; the
 /// worker keeps beating.
-fn tick(core: &mut Core, now: EpochMs) -> (Vec<Sent>, Vec<(String, u64)>) {
+pub(super) fn tick(core: &mut Core, now: EpochMs) -> (Vec<Sent>, Vec<(String, u64)>) {
     at(core, now, now);
     heartbeat(core, "w1:1");
     core.on_timers(now);
@@ -282,7 +282,7 @@ fn tick(core: &mut Core, now: EpochMs) -> (Vec<Sent>, Vec<(String, u64)>) {
 }
 
 /// A core with one connected worker `w1:1` and job `job` (created and scheduled).
-fn with_job(job: impl FnOnce(&mut JobRecord)) -> (Core, AppId, JobId) {
+pub(super) fn with_job(job: impl FnOnce(&mut JobRecord)) -> (Core, AppId, JobId) {
     let (mut core, app) = core();
     at(&mut core, T0, T0);
     core.worker_connected(app, "w1:1", 1);
@@ -306,7 +306,7 @@ fn run(core: &mut Core, app: AppId, job: JobId, now: EpochMs) -> Option<Instance
 }
 
 /// The worker reports `status` for the attempt whose ScheduleJob was `sent`.
-fn worker_says(
+pub(super) fn worker_says(
     core: &mut Core,
     app: AppId,
     sent: &Sent,
@@ -670,7 +670,7 @@ fn a_worker_back_on_a_new_connection_while_the_old_looks_open_is_asked_what_it_h
 }
 
 /// Holds calendar `name` of `app` excluding `excluded`, read in `zone`.
-fn put_calendar(core: &mut Core, app: AppId, name: &str, zone: &str, excluded: &[&str]) {
+pub(super) fn put_calendar(core: &mut Core, app: AppId, name: &str, zone: &str, excluded: &[&str]) {
     core.calendar_put(&crate::server::calendar_repo::CalendarRecord {
         app_id: app,
         name: name.into(),

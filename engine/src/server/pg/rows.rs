@@ -10,6 +10,7 @@ use crate::server::error::RepoError;
 use crate::server::instance::InstanceRecord;
 use crate::server::job_codec::encode_job;
 use crate::server::records::{AppRecord, JobRecord, TriggerRecord};
+use crate::server::wf_codec::encode_wf_instance;
 use crate::server::workflow_repo::{WfInstanceRecord, WorkflowRecord};
 
 use super::tables::{Op, Table, Val};
@@ -104,7 +105,8 @@ impl PgRepo {
                 Val::Bool(finished),
                 i64s(rec.delayed_until),
                 Val::Text(Some(snapshot)),
-                Val::Bytes(encode("workflow_instances", rec)?),
+                Val::Bytes(encode_wf_instance("workflow_instances", rec)?),
+                i64s(Some(rec.trigger_time)),
             ],
         ))
     }

@@ -26,12 +26,14 @@
 //! | 3 | job definition versions; the audit trail |
 //! | 4 | calendars; the calendars a job names |
 //! | 5 | `Idempotency-Key` answers |
+//! | 6 | workflow instances' logical trigger time |
 
 /// The migrations, in order: (version, SQL).
-pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub(super) const MIGRATIONS: &[(i32, &str)] =
+    &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i32 = 5;
+pub(super) const LATEST: i32 = 6;
 
 const V1: &str = r#"
 CREATE TABLE counters (
@@ -278,6 +280,14 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (path, key)
 );
 COMMENT ON TABLE idempotency_keys IS 'Idempotency-Key answers of the create and run routes (status null: cut off before its answer)';
+"#;
+
+/// Version 6. `trigger_time` mirrors the record's logical trigger time (the record stays the
+/// source of truth); a row written before has none in the column, and its record reads with
+/// its creation time (see `wf_codec.rs`).
+const V6: &str = r#"
+ALTER TABLE workflow_instances ADD COLUMN trigger_time bigint;
+COMMENT ON COLUMN workflow_instances.trigger_time IS 'logical trigger time, ms since the epoch (null: written before schema version 6)';
 "#;
 
 #[cfg(test)]

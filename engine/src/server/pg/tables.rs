@@ -188,6 +188,7 @@ impl Table {
                     ("delayed_until", I64),
                     ("snapshot", Json),
                     ("record", Bytes),
+                    ("trigger_time", I64),
                 ],
                 1,
             ),

@@ -1,11 +1,11 @@
 //! Workflows, their versions and trigger rows, workflow instances and node links.
 
 use crate::ids::{AppId, InstanceId, NodeId, WorkflowId, WorkflowInstanceId};
-use crate::server::codec::decode;
 use crate::server::error::RepoError;
 use crate::server::keys;
 use crate::server::records::TriggerRecord;
 use crate::server::repo::{Commit, Page, WorkflowFilter, MAX_LIST_SCAN, MAX_PAGE};
+use crate::server::wf_codec::decode_wf_instance;
 use crate::server::workflow_repo::{
     LoadedWorkflow, NodeLinkRecord, WfInstanceRecord, WfWrite, WorkflowRecord,
 };
@@ -268,7 +268,7 @@ impl PgRepo {
             "SELECT record FROM workflow_instances WHERE id = $1",
             vec![Box::new(big(id.0)?)],
         )? {
-            Some(row) => decode(
+            Some(row) => decode_wf_instance(
                 "workflow_instances",
                 &keys::id(id.0),
                 &get::<Vec<u8>>(&row, 0)?,
@@ -330,7 +330,7 @@ impl PgRepo {
         for row in &rows {
             let id: i64 = get(row, 0)?;
             last = Some(unsigned("workflow_instances", id)?);
-            let rec: WfInstanceRecord = decode(
+            let rec: WfInstanceRecord = decode_wf_instance(
                 "workflow_instances",
                 &id.to_be_bytes(),
                 &get::<Vec<u8>>(row, 1)?,
@@ -370,7 +370,7 @@ impl PgRepo {
             vec![],
         )? {
             let id: i64 = get(&row, 0)?;
-            active.push(decode(
+            active.push(decode_wf_instance(
                 "workflow_instances",
                 &id.to_be_bytes(),
                 &get::<Vec<u8>>(&row, 1)?,

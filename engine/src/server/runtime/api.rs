@@ -499,6 +499,20 @@ impl Api for NodeApi {
         Box::pin(self.wf_run(app, id, req))
     }
 
+    fn backfill_workflow(
+        &self,
+        app: AppRef,
+        id: WorkflowId,
+        req: crate::api::Backfill,
+    ) -> ApiFuture<'_, crate::api::WorkflowBackfillResult> {
+        Box::pin(super::backfill::backfill_workflow(
+            Arc::clone(&self.0),
+            app,
+            id,
+            req,
+        ))
+    }
+
     fn get_workflow_instance(
         &self,
         app: AppRef,

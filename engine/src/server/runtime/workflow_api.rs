@@ -59,6 +59,7 @@ fn view_of(rec: &WfInstanceRecord, m: &WorkflowInstance) -> WorkflowInstanceView
             })
             .collect(),
         parent_instance_id: rec.parent.map(|p| p.instance),
+        trigger_time: rec.trigger_time,
         created_at: m.created_at(),
         started_at: m.started_at(),
         finished_at: m.finished_at(),
@@ -83,6 +84,7 @@ fn view_of_stored(rec: &WfInstanceRecord) -> Result<WorkflowInstanceView, RepoEr
             })
             .collect(),
         parent_instance_id: rec.parent.map(|p| p.instance),
+        trigger_time: rec.trigger_time,
         created_at: s.created_at,
         started_at: s.started_at,
         finished_at: s.finished_at,
@@ -129,6 +131,13 @@ impl NodeApi {
             app_id: cur.record.app_id,
             body: cur.dag.def().clone(),
             next_trigger_time: self.0.repo.wf_trigger(id).and_then(|t| t.next_trigger),
+            calendar_skipped_runs: self
+                .0
+                .core
+                .lock()
+                .workflows
+                .get(&id)
+                .map_or(0, |w| w.calendar_skipped),
             created_at: cur.record.created_at,
             updated_at: cur.record.updated_at,
         }

@@ -16,7 +16,7 @@ use crate::server::{InstanceRecord, TriggerRecord};
 use crate::time_expression::EpochMs;
 use crate::workflow::{Action, InstanceStatus as WfStatus, NodeStatus, WorkflowInstance};
 
-use super::{NodeRun, Pending, Transition, WfInst, MAX_NESTING};
+use super::{node_trigger_key, NodeRun, Pending, Transition, WfInst, MAX_NESTING};
 use crate::server::core::write::{AfterCreate, Follow};
 use crate::server::core::{Core, InstState};
 
@@ -99,7 +99,11 @@ impl Core {
                     };
                     let context_json =
                         serde_json::to_string(&*context).unwrap_or_else(|_| "{}".into());
-                    let mut rec = InstanceRecord::new(job, w.rec.app_id, params, now);
+                    // The node runs for its workflow instance's logical trigger time; its
+                    // status dates from now, so the checkers' clocks start at creation.
+                    let mut rec =
+                        InstanceRecord::new(job, w.rec.app_id, params, w.rec.trigger_time);
+                    rec.status_time = now;
                     rec.id = id;
                     if let Err(e) = rec.validate() {
                         queue.extend(Self::fail_node(w, node, e.to_string(), now));
@@ -114,6 +118,8 @@ impl Core {
                         node,
                         attempt,
                         context: Arc::from(context_json.as_str()),
+                        trigger_key: Arc::from(node_trigger_key(&w.rec, node, attempt)),
+                        created_at: Some(now),
                         reported_us: None,
                         handoff_from_us: handoff_us,
                     };
@@ -205,6 +211,8 @@ impl Core {
                         nodes: Vec::new(),
                         delayed_until: None,
                         run: 0,
+                        // A nested run stands for its parent's trigger.
+                        trigger_time: w.rec.trigger_time,
                     };
                     if let Err(e) = rec.set_snapshot(&machine.snapshot()) {
                         queue.extend(Self::fail_node(w, node, e.to_string(), now));

@@ -15,7 +15,8 @@
 //!
 //! Files: this one holds the state (workflows, workflow instances, node runs);
 //! `advance.rs` a transition's batch and what follows it (the push from a node's final
-//! report); `run.rs` start, stop, fire and a node's end; `recover.rs` the restart. The API's
+//! report); `run.rs` start, stop, fire and a node's end; `backfill.rs` a past range's runs;
+//! `recover.rs` the restart. The API's
 //! workflow methods are the runtime's (`runtime/workflow_api.rs`).
 //!
 //! Invariants:
@@ -28,6 +29,24 @@
 //! - a push is applied only for the node's current run (instance id and attempt match);
 //! - nesting is refused at runtime when the ancestor chain holds the workflow or is
 //!   [`MAX_NESTING`] deep: the node fails with a reason saying so.
+//!
+//! Logical trigger time and trigger key. A workflow instance stands for one trigger time
+//! (`WfInstanceRecord::trigger_time`): a scheduled fire's trigger, an API run's request
+//! time, a backfill run's past instant (`backfill.rs`), a nested run's parent's. Every job
+//! instance it creates for a node carries that time as its own `trigger_time` (its status
+//! clock still starts at creation), so a processor sees the day the workflow runs for, not
+//! the moment the node happened to start. The node's trigger key — what a processor
+//! de-duplicates its writes by, fenced by `dispatch_attempt` — is
+//! `workflow-{wf}-at-{trigger_time}-node-{node}-attempt-{n}` for a scheduled fire (one
+//! workflow instance per workflow and trigger time, like a job's `job-{job}-at-{time}`) and
+//! `workflow-instance-{id}-node-{node}-attempt-{n}` for every other run (API, backfill,
+//! nested), whose workflow instance is its only identity, as `instance-{id}` is a job API
+//! run's. It is the same for every dispatch of the node's job instance (the job's
+//! `instance_retries` included) and across restarts. `n` counts the node's runs from 1: a
+//! workflow instance retry re-runs a failed node as a new job instance, whose
+//! `dispatch_attempt` counts from 1 again, so under one key for both runs the fence would
+//! refuse the new run's writes or admit the old one's; with `n` in the key each run is
+//! fenced on its own.
 
 use std::sync::Arc;
 
@@ -70,6 +89,8 @@ pub(crate) struct WfState {
     pub(crate) running: u32,
     /// Its deletion is being written: nothing new starts for it.
     pub(crate) deleted: bool,
+    /// Scheduled triggers a calendar excluded since the server started.
+    pub(crate) calendar_skipped: u64,
 }
 
 impl WfState {
@@ -81,6 +102,7 @@ impl WfState {
             gen: 1,
             running: 0,
             deleted: false,
+            calendar_skipped: 0,
         }
     }
 
@@ -110,6 +132,11 @@ pub(crate) struct NodeRun {
     pub(crate) attempt: u32,
     /// The context at dispatch, JSON object text (ScheduleJob.workflow_context).
     pub(crate) context: Arc<str>,
+    /// What the node's run is for (ScheduleJob.trigger_key, see [`node_trigger_key`]).
+    pub(crate) trigger_key: Arc<str>,
+    /// When its job instance was created, ms (unknown after a restart): a node's late start
+    /// counts from here, not from its workflow's trigger time, which it carries.
+    pub(crate) created_at: Option<EpochMs>,
     /// When the final report of this instance arrived, clock µs (handoff start).
     pub(crate) reported_us: Option<i64>,
     /// When the final report of the predecessor that released this node arrived, clock µs.
@@ -153,6 +180,22 @@ pub(crate) fn to_api(e: RepoError) -> ApiError {
     e.into()
 }
 
+/// What attempt `attempt` of node `node` of workflow instance `rec` runs for: its job
+/// instance's trigger key (see the module docs), derived from stored fields only, so it is
+/// the same after a restart.
+pub(crate) fn node_trigger_key(rec: &WfInstanceRecord, node: NodeId, attempt: u32) -> String {
+    // The node's attempts count from 0; the key's, like `dispatch_attempt`, from 1.
+    let n = u64::from(attempt) + 1;
+    if rec.run > 0 && rec.parent.is_none() {
+        format!(
+            "workflow-{}-at-{}-node-{}-attempt-{n}",
+            rec.workflow_id.0, rec.trigger_time, node.0
+        )
+    } else {
+        format!("workflow-instance-{}-node-{}-attempt-{n}", rec.id.0, node.0)
+    }
+}
+
 /// The first trigger of a workflow scheduled at `now` (None for API).
 pub(crate) fn initial_next(dag: &ValidDag, now: EpochMs) -> Option<EpochMs> {
     Schedule {
@@ -164,8 +207,11 @@ pub(crate) fn initial_next(dag: &ValidDag, now: EpochMs) -> Option<EpochMs> {
 }
 
 mod advance;
+mod backfill;
 mod recover;
 mod run;
+#[cfg(test)]
+mod tests;
 
 impl Core {
     pub(crate) fn workflow(&self, id: WorkflowId) -> Option<&WfState> {
@@ -236,6 +282,7 @@ impl Core {
         if let Some(run) = self.node_runs.get(&InstanceId(msg.instance_id)) {
             msg.workflow_instance_id = Some(run.wf_instance.0);
             msg.workflow_context = run.context.to_string();
+            msg.trigger_key = run.trigger_key.to_string();
         }
     }
 

@@ -188,6 +188,8 @@ impl Core {
                                 node: n.id,
                                 attempt: n.attempt,
                                 context: Arc::from(context.as_str()),
+                                trigger_key: Arc::from(node_trigger_key(&rec, n.id, n.attempt)),
+                                created_at: None,
                                 reported_us: None,
                                 handoff_from_us: None,
                             },

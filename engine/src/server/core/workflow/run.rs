@@ -143,8 +143,8 @@ impl Core {
         Ok(())
     }
 
-    /// Creates a workflow instance of `wf` (a run, a fire) and starts it unless delayed: the
-    /// transition that writes it, submitted.
+    /// Creates a workflow instance of `wf` (an API run, whose logical trigger time is `now`)
+    /// and starts it unless delayed: the transition that writes it, submitted.
     pub(crate) fn wf_create_instance(
         &mut self,
         wf: WorkflowId,
@@ -152,6 +152,22 @@ impl Core {
         delay_until: Option<EpochMs>,
         trigger: Option<(WorkflowId, TriggerRecord)>,
         run: u64,
+        now: EpochMs,
+    ) -> Result<(WorkflowInstanceId, Transition), ApiError> {
+        self.wf_create_instance_at(wf, init, delay_until, trigger, run, now, now)
+    }
+
+    /// Creates a workflow instance of `wf` (a run, a fire, a backfill run) standing for
+    /// `trigger_time` and starts it unless delayed: the transition that writes it, submitted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn wf_create_instance_at(
+        &mut self,
+        wf: WorkflowId,
+        init: Map<String, Json>,
+        delay_until: Option<EpochMs>,
+        trigger: Option<(WorkflowId, TriggerRecord)>,
+        run: u64,
+        trigger_time: EpochMs,
         now: EpochMs,
     ) -> Result<(WorkflowInstanceId, Transition), ApiError> {
         let Some(state) = self.workflows.get_mut(&wf).filter(|w| !w.deleted) else {
@@ -203,6 +219,7 @@ impl Core {
             nodes: Vec::new(),
             delayed_until: delay_until,
             run,
+            trigger_time,
         };
         let mut w = WfInst {
             rec,
@@ -275,6 +292,9 @@ impl Core {
             if room == 0 || excluded.is_some() {
                 if let Some(cal) = excluded {
                     self.metrics.count_calendar_skip();
+                    if let Some(w) = self.workflows.get_mut(&wf_id) {
+                        w.calendar_skipped = w.calendar_skipped.saturating_add(1);
+                    }
                     tracing::info!(
                         workflow = wf_id.0,
                         trigger = at,
@@ -298,12 +318,13 @@ impl Core {
             let Some(row) = self.repo.wf_fire_row(wf_id, next_for, || true) else {
                 return;
             };
-            match self.wf_create_instance(
+            match self.wf_create_instance_at(
                 wf_id,
                 Map::new(),
                 None,
                 Some((wf_id, row)),
                 row.runs,
+                *at,
                 now,
             ) {
                 Ok((_, t)) => {
