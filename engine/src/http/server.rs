@@ -47,6 +47,12 @@ use crate::api::Api;
 /// in-flight requests before it drops the connections that are still open.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Request head (request line and headers) read without finding its end, after which the
+/// request is answered 431 and the connection closed: the last read may have brought up to
+/// as much again, so a head is refused somewhere between 64 and 128 KiB. It also bounds what
+/// the parser rescans as a long head trickles in.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
 /// How long the accept loop pauses after a failed `accept` (e.g. out of file descriptors),
 /// so that a persistent error does not spin a core.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -196,6 +202,7 @@ async fn serve(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .keep_alive(true);
     loop {
         tokio::select! {
