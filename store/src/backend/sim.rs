@@ -546,6 +546,32 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_file_is_freed_once_no_listing_names_it_and_no_handle_has_it_open() {
+        let b = SimBackend::new();
+        let f = file(&b, "a");
+        f.write_all_at(b"data", 0).unwrap();
+        f.sync_data().unwrap();
+        let files = |b: &SimBackend| b.state.lock().files.len();
+        b.remove_file(Path::new("/d/a")).unwrap();
+        // Still open, and still named by the durable listing: readable, kept.
+        let mut buf = [0u8; 4];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"data");
+        b.sync_dir(Path::new("/d")).unwrap();
+        assert_eq!(files(&b), 1);
+        drop(f);
+        assert_eq!(files(&b), 0);
+        // A file named only by the durable listing stays until the directory is synced.
+        let g = file(&b, "g");
+        drop(g);
+        b.remove_file(Path::new("/d/g")).unwrap();
+        assert_eq!(files(&b), 1);
+        assert!(b.crash().read(Path::new("/d/g")).is_some());
+        b.sync_dir(Path::new("/d")).unwrap();
+        assert_eq!(files(&b), 0);
+    }
+
+    #[test]
     fn a_torn_crash_keeps_a_prefix_of_appends_only() {
         let b = SimBackend::new();
         let appended = file(&b, "appended");
