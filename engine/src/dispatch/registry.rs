@@ -30,7 +30,11 @@
 //!   serialises every selection against every other and against heartbeats.
 //!
 //! Membership changes (a new worker, a removal, an expiry, a worker whose tags changed) are
-//! rare; they take the app's `writer` mutex, build a new snapshot and swap it in.
+//! rare; they take the app's `writer` mutex, build a new snapshot and swap it in. A new or
+//! retagged worker is put in its place in a copy of the current snapshot (`Snapshot::with_slot`)
+//! rather than sorting and hashing every slot again: after a server restart every worker
+//! registers once, and W registrations then cost W copies of up to W pointers each, not W
+//! sorts and W·W hash insertions (at 10,000 workers: seconds of CPU per restart).
 //!
 //! # Invariants
 //!
@@ -318,6 +322,42 @@ impl Snapshot {
         })
     }
 
+    /// `self` with `slot` put in its place by address, replacing the slot of the same
+    /// address if there is one: the snapshot [`build`](Self::build) gives for those slots,
+    /// without sorting or rehashing the others.
+    fn with_slot(&self, slot: Arc<WorkerSlot>) -> Arc<Snapshot> {
+        let mut index = self.index.clone();
+        let mut slots: Vec<Arc<WorkerSlot>> = Vec::with_capacity(self.slots.len() + 1);
+        match self
+            .slots
+            .binary_search_by(|s| s.address.cmp(&slot.address))
+        {
+            Ok(at) => {
+                index.insert(slot.address.clone(), at);
+                slots.extend(self.slots.iter().cloned());
+                if let Some(s) = slots.get_mut(at) {
+                    *s = slot;
+                }
+            }
+            Err(at) => {
+                for i in index.values_mut() {
+                    if *i >= at {
+                        *i += 1;
+                    }
+                }
+                index.insert(slot.address.clone(), at);
+                let (before, after) = self.slots.split_at(at.min(self.slots.len()));
+                slots.extend(before.iter().cloned());
+                slots.push(slot);
+                slots.extend(after.iter().cloned());
+            }
+        }
+        Arc::new(Snapshot {
+            slots: slots.into_boxed_slice(),
+            index,
+        })
+    }
+
     fn get(&self, address: &str) -> Option<&Arc<WorkerSlot>> {
         self.index.get(address).and_then(|&i| self.slots.get(i))
     }
@@ -420,7 +460,6 @@ impl WorkerRegistry {
         let _writing = lock(&writer);
         // Re-read under the writer lock: another heartbeat may have registered it meanwhile.
         let current = self.snapshot(app).unwrap_or_default();
-        let mut slots: Vec<Arc<WorkerSlot>> = Vec::with_capacity(current.slots.len() + 1);
         let mut outcome = HeartbeatOutcome::Registered;
         let mut address: Option<Arc<str>> = None;
         if let Some(slot) = current.get(&status.address) {
@@ -446,22 +485,13 @@ impl WorkerRegistry {
                 limit: self.config.max_workers_per_app,
             });
         }
-        slots.extend(
-            current
-                .slots
-                .iter()
-                .filter(|s| *s.address != *status.address)
-                .cloned(),
-        );
         let address = address.unwrap_or_else(|| Arc::from(status.address.as_str()));
         let mut tags: Vec<&str> = status.tags.iter().map(String::as_str).collect();
         tags.sort_unstable();
         tags.dedup();
         let tags: Box<[Arc<str>]> = tags.into_iter().map(Arc::from).collect();
-        slots.push(Arc::new(WorkerSlot::new(
-            address, tags, status, metrics, now,
-        )));
-        self.publish(app, Snapshot::build(slots));
+        let slot = Arc::new(WorkerSlot::new(address, tags, status, metrics, now));
+        self.publish(app, current.with_slot(slot));
         tracing::info!(app, address = status.address, tags = ?status.tags, ?outcome, "worker registered");
         Ok(outcome)
     }
@@ -631,4 +661,67 @@ fn shorten(s: &str) -> String {
 /// Locks `m`, ignoring poisoning: every critical section leaves its data consistent.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(address: &str, tag: &str) -> Arc<WorkerSlot> {
+        let status = WorkerStatus {
+            address: address.into(),
+            tags: vec![tag.into()],
+            version: String::new(),
+            overloaded: false,
+            trackers: TrackerCounts::default(),
+        };
+        let tags: Box<[Arc<str>]> = Box::new([Arc::from(tag)]);
+        Arc::new(WorkerSlot::new(
+            Arc::from(address),
+            tags,
+            &status,
+            WorkerMetrics::default(),
+            0,
+        ))
+    }
+
+    fn layout(s: &Snapshot) -> Vec<(String, String, usize)> {
+        s.slots
+            .iter()
+            .map(|slot| {
+                let at = s.index.get(&slot.address).copied().unwrap_or(usize::MAX);
+                (slot.address.to_string(), slot.tags.join(","), at)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slot_put_in_place_gives_the_snapshot_a_rebuild_gives() {
+        // Addresses out of order, at both ends, in the middle, and again with new tags.
+        let adds = [
+            ("w5:1", "a"),
+            ("w1:1", "a"),
+            ("w9:1", "a"),
+            ("w3:1", "a"),
+            ("w0:1", "a"),
+            ("w3:1", "b"),
+            ("w9:1", "b"),
+            ("w0:1", "b"),
+            ("w7:1", "a"),
+        ];
+        let mut incremental = Arc::new(Snapshot::default());
+        let mut all: Vec<Arc<WorkerSlot>> = Vec::new();
+        for (address, tag) in adds {
+            let new = slot(address, tag);
+            incremental = incremental.with_slot(new.clone());
+            all.retain(|s| *s.address != *address);
+            all.push(new);
+            let rebuilt = Snapshot::build(all.clone());
+            assert_eq!(layout(&incremental), layout(&rebuilt), "after {address}");
+            assert_eq!(incremental.index.len(), rebuilt.index.len());
+            for (k, (a, _, at)) in layout(&rebuilt).into_iter().enumerate() {
+                assert_eq!(at, k, "{a}");
+            }
+        }
+    }
 }

@@ -33,6 +33,8 @@ use crate::time_expression::EpochMs;
 use crate::worker::core::RunId;
 use crate::workflow::{InstanceStatus as WfStatus, NodeStatus};
 
+use super::id_set::IdSet;
+
 /// An invariant that did not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -74,8 +76,8 @@ pub(super) struct Checker {
     run_of: HashMap<(usize, RunId), u64>,
     /// Instances submitted for deletion by retention, not yet acknowledged.
     deleting: HashSet<InstanceId>,
-    /// Instances whose deletion was acknowledged.
-    deleted: HashSet<InstanceId>,
+    /// Instances whose deletion was acknowledged (a bitmap: every deleted instance of the run).
+    deleted: IdSet,
     /// The scheduled instance of each (job, trigger time) seen at deletion.
     fires: HashMap<(JobId, EpochMs), InstanceId>,
     /// FIXED_RATE jobs: (first trigger, period, end of lifecycle), server time.
@@ -239,7 +241,7 @@ impl Checker {
 
     /// Instances deleted by retention so far.
     pub(super) fn deleted_count(&self) -> u64 {
-        self.deleted.len() as u64
+        self.deleted.len()
     }
 
     /// A MAP_REDUCE instance that succeeded reduced every child's result exactly once.

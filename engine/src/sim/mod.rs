@@ -12,7 +12,8 @@
 //! Files: `world/mod.rs` the event loop; `world/workload.rs` jobs, workflows and the API
 //! client's runs; `world/server.rs` the server process; `world/workers.rs` the workers;
 //! `world/mapreduce.rs` map runs on their task trackers; `world/net.rs` the network;
-//! `world/faults.rs` the fault schedule; `check.rs` the invariants.
+//! `world/faults.rs` the fault schedule; `check.rs` the invariants; `id_set.rs` the checker's
+//! bitmap of deleted instances.
 //!
 //! ```text
 //!   event queue (time, seq) ─► server step (Core + Repo + LogStore, stepped) ─► effects
@@ -26,6 +27,7 @@
 //! randomness; every map the core iterates into a decision is sorted first.
 
 mod check;
+mod id_set;
 mod world;
 
 pub use check::Violation;

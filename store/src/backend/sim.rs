@@ -7,6 +7,10 @@
 //! [`SimBackend::crash_torn`] lets part of each file's unsynced appends survive, as a torn
 //! write does; [`SimBackend::process_crash`] keeps everything written, as the page cache does.
 //! [`SimBackend::fail`] injects I/O errors into chosen operations.
+//!
+//! As on a real file system, a file's contents are freed once no directory listing (current or
+//! durable) names it and no handle has it open: a long simulation that writes, compacts and
+//! removes segments holds only the files that still exist, not every file it ever wrote.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -61,6 +65,8 @@ struct SimFile {
     dirty_end: usize,
     /// Shortest length the file had since the last sync (`usize::MAX`: not shrunk).
     min_len: usize,
+    /// Handles of this backend open on the file (a crash image starts with none).
+    handles: usize,
 }
 
 impl SimFile {
@@ -76,6 +82,7 @@ impl SimFile {
             synced_prefix: bytes.len(),
             dirty_end: 0,
             min_len: usize::MAX,
+            handles: 0,
             data: Arc::clone(bytes),
         }
     }
@@ -119,6 +126,16 @@ struct State {
 }
 
 impl State {
+    /// Frees `inode`'s contents if nothing can reach it any more: no listing names it and no
+    /// handle has it open (what a real file system does with an unlinked, closed file).
+    fn reclaim(&mut self, inode: u64) {
+        let named = |dir: &BTreeMap<PathBuf, u64>| dir.values().any(|i| *i == inode);
+        let open = self.files.get(&inode).is_some_and(|f| f.handles > 0);
+        if !open && !named(&self.dir) && !named(&self.durable_dir) {
+            self.files.remove(&inode);
+        }
+    }
+
     fn check(&mut self, op: Fault) -> io::Result<()> {
         let mut fire = false;
         self.faults.retain_mut(|(f, after)| {
@@ -241,9 +258,11 @@ impl SimBackend {
     /// keeps its page cache). The new backend shares nothing with this one.
     pub fn process_crash(&self) -> SimBackend {
         let state = self.state.lock();
+        // Files only open handles still reach die with the process.
         let files = state
             .files
             .iter()
+            .filter(|(i, _)| state.dir.values().any(|d| d == *i))
             .map(|(i, f)| (*i, SimFile::shared(&f.data)))
             .collect();
         SimBackend {
@@ -282,14 +301,19 @@ impl SimBackend {
             }
         };
         state.durable_dir.insert(path.to_path_buf(), inode);
-        state.files.insert(inode, SimFile::synced(bytes.to_vec()));
+        let handles = state.files.get(&inode).map_or(0, |f| f.handles);
+        let mut file = SimFile::synced(bytes.to_vec());
+        file.handles = handles;
+        state.files.insert(inode, file);
     }
 
     /// Removes `path` durably (no-op when absent).
     pub fn delete(&self, path: &Path) {
         let mut state = self.state.lock();
-        state.dir.remove(path);
-        state.durable_dir.remove(path);
+        let named = [state.dir.remove(path), state.durable_dir.remove(path)];
+        for inode in named.into_iter().flatten() {
+            state.reclaim(inode);
+        }
     }
 }
 
@@ -335,6 +359,9 @@ impl Backend for SimBackend {
                 i
             }
         };
+        if let Some(f) = state.files.get_mut(&inode) {
+            f.handles += 1;
+        }
         Ok(Arc::new(SimHandle {
             state: self.state.clone(),
             inode,
@@ -345,18 +372,18 @@ impl Backend for SimBackend {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.check(Fault::Remove)?;
-        state
-            .dir
-            .remove(path)
-            .map(|_| ())
-            .ok_or_else(|| not_found(path))
+        let inode = state.dir.remove(path).ok_or_else(|| not_found(path))?;
+        state.reclaim(inode);
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.check(Fault::Rename)?;
         let inode = state.dir.remove(from).ok_or_else(|| not_found(from))?;
-        state.dir.insert(to.to_path_buf(), inode);
+        if let Some(replaced) = state.dir.insert(to.to_path_buf(), inode) {
+            state.reclaim(replaced);
+        }
         Ok(())
     }
 
@@ -364,7 +391,14 @@ impl Backend for SimBackend {
         let mut state = self.state.lock();
         state.check(Fault::SyncDir)?;
         let in_dir = |p: &PathBuf| p.parent() == Some(dir);
-        state.durable_dir.retain(|p, _| !in_dir(p));
+        let mut dropped = Vec::new();
+        state.durable_dir.retain(|p, i| {
+            let keep = !in_dir(p);
+            if !keep {
+                dropped.push(*i);
+            }
+            keep
+        });
         let entries: Vec<(PathBuf, u64)> = state
             .dir
             .iter()
@@ -372,6 +406,9 @@ impl Backend for SimBackend {
             .map(|(p, i)| (p.clone(), *i))
             .collect();
         state.durable_dir.extend(entries);
+        for inode in dropped {
+            state.reclaim(inode);
+        }
         Ok(())
     }
 
@@ -397,6 +434,16 @@ impl SimHandle {
             Some(file) => f(file),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "file vanished")),
         }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let mut state = self.state.lock();
+        if let Some(f) = state.files.get_mut(&self.inode) {
+            f.handles = f.handles.saturating_sub(1);
+        }
+        state.reclaim(self.inode);
     }
 }
 
@@ -496,6 +543,32 @@ mod tests {
         f.sync_data().unwrap();
         assert_eq!(durable(&b, "a"), b"012\0\0\0z");
         assert_eq!(b.read(Path::new("/d/a")).unwrap(), b"012\0\0\0z");
+    }
+
+    #[test]
+    fn a_removed_file_is_freed_once_no_listing_names_it_and_no_handle_has_it_open() {
+        let b = SimBackend::new();
+        let f = file(&b, "a");
+        f.write_all_at(b"data", 0).unwrap();
+        f.sync_data().unwrap();
+        let files = |b: &SimBackend| b.state.lock().files.len();
+        b.remove_file(Path::new("/d/a")).unwrap();
+        // Still open, and still named by the durable listing: readable, kept.
+        let mut buf = [0u8; 4];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"data");
+        b.sync_dir(Path::new("/d")).unwrap();
+        assert_eq!(files(&b), 1);
+        drop(f);
+        assert_eq!(files(&b), 0);
+        // A file named only by the durable listing stays until the directory is synced.
+        let g = file(&b, "g");
+        drop(g);
+        b.remove_file(Path::new("/d/g")).unwrap();
+        assert_eq!(files(&b), 1);
+        assert!(b.crash().read(Path::new("/d/g")).is_some());
+        b.sync_dir(Path::new("/d")).unwrap();
+        assert_eq!(files(&b), 0);
     }
 
     #[test]
