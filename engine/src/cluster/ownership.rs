@@ -601,26 +601,23 @@ impl Ownership {
     /// A lease the database granted this server at `epoch` without a usable send instant:
     /// held but not acted for until a renew is granted; released if another is preferred.
     fn adopt(&mut self, now: MonoUs, p: PartitionId, epoch: Epoch) {
-        match self.slot(p) {
-            Some(Slot::Idle { .. } | Slot::Acquiring { .. }) => {
-                if self.preferred(p) {
-                    self.set(
-                        p,
-                        Slot::Held {
-                            epoch,
-                            deadline: MonoUs::MIN,
-                            renew_at: now,
-                            renewing: None,
-                            announced: false,
-                        },
-                    );
-                } else {
-                    self.release(now, p, epoch);
-                }
+        // Held or draining already: the database keeps one lease per partition, so this
+        // answer is an old one.
+        if let Some(Slot::Idle { .. } | Slot::Acquiring { .. }) = self.slot(p) {
+            if self.preferred(p) {
+                self.set(
+                    p,
+                    Slot::Held {
+                        epoch,
+                        deadline: MonoUs::MIN,
+                        renew_at: now,
+                        renewing: None,
+                        announced: false,
+                    },
+                );
+            } else {
+                self.release(now, p, epoch);
             }
-            // Already held or draining at some epoch: the database keeps one lease per
-            // partition, so this answer is an old one.
-            _ => {}
         }
     }
 
