@@ -135,7 +135,8 @@ impl OwnershipConfig {
 pub enum Input {
     /// The live servers as the database lists them now (this server included while its own
     /// heartbeat is current); order and duplicates do not matter, at most [`MAX_SERVERS`]
-    /// are kept.
+    /// are kept. A view without this server drains every partition it holds: the others
+    /// see it as gone and will take its partitions once the leases expire.
     Membership(Vec<ServerId>),
     /// [`Command::TryAcquire`] granted the lease at `epoch`.
     Acquired {
@@ -354,7 +355,8 @@ impl Ownership {
         self.lost
     }
 
-    /// The next lease command to carry out.
+    /// The next lease command to carry out. Drain the commands and the events after every
+    /// `handle` and `handle_timeout`: one call queues at most two per partition.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
     }

@@ -38,7 +38,8 @@
 //! committed or rolled back, never between its check and its commit. So no write made under
 //! an old epoch is committed after a newer epoch was granted; a refused check is
 //! [`Fenced`], and the caller rolls back. A renew also waits for the owner's own open write
-//! transactions: the lease row's lock is held only for the length of one write batch.
+//! transactions (and so does a refused acquire, which locks the row it finds taken): the
+//! lease row's lock is held only for the length of one write batch.
 
 use std::time::Duration;
 
