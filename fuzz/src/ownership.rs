@@ -1,8 +1,9 @@
 //! Fuzz target `ownership`: arbitrary input sequences against one cluster ownership machine.
 //!
-//! The fuzzer plays the database and the rest of the server: it answers (or drops, or
-//! repeats, or forges) the machine's lease commands, changes the membership view, confirms
-//! drains and moves time. Invariants: no panic; the queues stay bounded; and the deadline
+//! The fuzzer plays the database and the rest of the server: it answers the machine's lease
+//! commands in any order (grants at any epoch, refusals, failures, or no answer at all),
+//! forges grants it never asked for, changes the membership view, confirms drains and moves
+//! time. Invariants: no panic; the queues stay bounded; and the deadline
 //! rule seen from outside — whenever the machine may act for a partition at an epoch, some
 //! answer granted that epoch to a command the machine sent less than `lease - safety_margin`
 //! ago.
