@@ -6,7 +6,7 @@
 //! | feature | modules | pulls in |
 //! |---|---|---|
 //! | `embedded` | `embedded` | nothing beyond the core |
-//! | `server` | `server`, `dispatch`, `https` (`launch` with `http`) | `ferrojob-store`, `ferrojob-transport`, `reqwest`, `rustls` |
+//! | `server` | `server`, `cluster`, `dispatch`, `https` (`launch` with `http`) | `ferrojob-store`, `ferrojob-transport`, `reqwest`, `rustls` |
 //! | `worker` | `worker`, `mapreduce`, `dispatch`, `https` | `ferrojob-store`, `ferrojob-transport`, `reqwest`, `rustls`, `sysinfo` |
 //! | `client` | `client`, `https` | `reqwest`, `rustls` |
 //! | `http` | `http` | `axum`, `hyper`, `hyper-util` |
@@ -21,6 +21,8 @@ pub mod calendar;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
+#[cfg(feature = "server")]
+pub mod cluster;
 #[cfg(any(feature = "server", feature = "worker"))]
 pub mod dispatch;
 #[cfg(feature = "embedded")]

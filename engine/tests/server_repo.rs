@@ -68,6 +68,10 @@ mod apps;
 #[path = "server_repo/history.rs"]
 mod history;
 
+#[cfg(feature = "postgres")]
+#[path = "server_repo/leases.rs"]
+mod leases;
+
 #[test]
 fn apps_are_unique_by_name_and_found_by_id_and_name() {
     each_repository(|place| {
@@ -2162,6 +2166,8 @@ fn postgres_upgrades_a_version_1_database_in_place() {
          DROP TABLE idempotency_keys; \
          DROP TABLE calendars; \
          ALTER TABLE workflow_instances DROP COLUMN trigger_time; \
+         DROP TABLE cluster_servers; \
+         ALTER TABLE leases DROP COLUMN acquired_at, DROP COLUMN renewed_at; \
          DELETE FROM schema_migrations WHERE version >= 2; \
          INSERT INTO logs (instance_id, seq, time, level, content) \
              VALUES (1, 1, 5, 'ERROR', 'from version 1')"

@@ -15,6 +15,8 @@ pub mod cron_parse;
 pub mod frame_decode;
 #[cfg(feature = "transport")]
 pub mod message_validate;
+#[cfg(feature = "engine")]
+pub mod ownership;
 #[cfg(feature = "store")]
 pub mod store_recover;
 #[cfg(feature = "engine")]

@@ -45,6 +45,12 @@ fn workflow_def_corpus() {
     replay("workflow_def", ferrojob_fuzz::workflow_def::run);
 }
 
+#[cfg(feature = "engine")]
+#[test]
+fn ownership_corpus() {
+    replay("ownership", ferrojob_fuzz::ownership::run);
+}
+
 #[cfg(feature = "store")]
 #[test]
 fn store_recover_corpus() {

@@ -27,13 +27,21 @@
 //! | 4 | calendars; the calendars a job names |
 //! | 5 | `Idempotency-Key` answers |
 //! | 6 | workflow instances' logical trigger time |
+//! | 7 | cluster membership (`cluster_servers`); when a lease was acquired and renewed |
 
 /// The migrations, in order: (version, SQL).
-pub(super) const MIGRATIONS: &[(i32, &str)] =
-    &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
+pub(super) const MIGRATIONS: &[(i32, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, V3),
+    (4, V4),
+    (5, V5),
+    (6, V6),
+    (7, V7),
+];
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i32 = 6;
+pub(super) const LATEST: i32 = 7;
 
 const V1: &str = r#"
 CREATE TABLE counters (
@@ -288,6 +296,26 @@ COMMENT ON TABLE idempotency_keys IS 'Idempotency-Key answers of the create and 
 const V6: &str = r#"
 ALTER TABLE workflow_instances ADD COLUMN trigger_time bigint;
 COMMENT ON COLUMN workflow_instances.trigger_time IS 'logical trigger time, ms since the epoch (null: written before schema version 6)';
+"#;
+
+/// Version 7: the servers of a cluster and their heartbeats (`lease.rs`). Every time is the
+/// database's own clock (`now()`): expiry is decided there, never by a server's clock.
+const V7: &str = r#"
+CREATE TABLE cluster_servers (
+    server_id text PRIMARY KEY,
+    addresses text[] NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX cluster_servers_expiry ON cluster_servers (expires_at);
+COMMENT ON TABLE cluster_servers IS 'servers of a cluster: live while expires_at > now(), by the database clock';
+
+ALTER TABLE leases
+    ADD COLUMN acquired_at timestamptz,
+    ADD COLUMN renewed_at timestamptz;
+COMMENT ON COLUMN leases.epoch IS 'incremented on every grant; writes of the partition are fenced on it';
+COMMENT ON COLUMN leases.expires_at IS 'by the database clock; null when released';
 "#;
 
 #[cfg(test)]
