@@ -1,7 +1,7 @@
 //! Cluster membership and partition leases on PostgreSQL: the database side of
 //! [`crate::cluster`]. The server does not call these yet.
 //!
-//! # Tables (schema versions 1 and 6)
+//! # Tables (schema versions 1 and 7)
 //!
 //! ```text
 //!   cluster_servers  server_id │ addresses │ started_at │ heartbeat_at │ expires_at
