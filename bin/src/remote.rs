@@ -973,19 +973,18 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                 if json {
                     return print_json(&done);
                 }
-                for run in &done.runs {
-                    let t = run.trigger_time;
-                    let when = chrono::DateTime::from_timestamp_millis(t)
-                        .map_or_else(|| t.to_string(), |d| d.to_rfc3339());
-                    match (done.dry_run, run.instance_id, &run.excluded_by) {
-                        (_, _, Some(cal)) => {
-                            println!("{when} skipped (excluded by calendar {cal})")
-                        }
-                        (true, _, None) => println!("{when}"),
-                        (false, Some(iid), None) => println!("{when} instance={}", iid.get()),
-                        (false, None, None) => println!("{when} skipped (overlap policy SKIP)"),
-                    }
-                }
+                print_backfill(
+                    done.dry_run,
+                    done.runs.iter().map(|r| {
+                        (
+                            r.trigger_time,
+                            r.instance_id.map(|i| i.get()),
+                            r.excluded_by.as_deref(),
+                        )
+                    }),
+                    "instance",
+                    "overlap policy SKIP",
+                );
                 Ok(())
             }
             JobCmd::Enable { app, id } | JobCmd::Disable { app, id } => {
@@ -1188,4 +1187,25 @@ pub fn worker(conn: &Conn, cmd: &WorkerCmd) -> Result<()> {
             }
         }
     })
+}
+
+/// Prints a backfill's answer, a line per trigger time (`runs`: the time, the id of the run
+/// created, the calendar that excluded it): `{what}={id}` for a run created, the reason for
+/// a time skipped (`skipped` when no calendar excluded it).
+pub(crate) fn print_backfill<'a>(
+    dry_run: bool,
+    runs: impl Iterator<Item = (i64, Option<u64>, Option<&'a str>)>,
+    what: &str,
+    skipped: &str,
+) {
+    for (t, id, excluded_by) in runs {
+        let when = chrono::DateTime::from_timestamp_millis(t)
+            .map_or_else(|| t.to_string(), |d| d.to_rfc3339());
+        match (dry_run, id, excluded_by) {
+            (_, _, Some(cal)) => println!("{when} skipped (excluded by calendar {cal})"),
+            (true, _, None) => println!("{when}"),
+            (false, Some(id), None) => println!("{when} {what}={id}"),
+            (false, None, None) => println!("{when} skipped ({skipped})"),
+        }
+    }
 }

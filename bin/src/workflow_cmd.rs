@@ -471,21 +471,18 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
                 if json {
                     return print_json(&done);
                 }
-                for run in &done.runs {
-                    let t = run.trigger_time;
-                    let when = chrono::DateTime::from_timestamp_millis(t)
-                        .map_or_else(|| t.to_string(), |d| d.to_rfc3339());
-                    match (done.dry_run, run.workflow_instance_id, &run.excluded_by) {
-                        (_, _, Some(cal)) => {
-                            println!("{when} skipped (excluded by calendar {cal})")
-                        }
-                        (true, _, None) => println!("{when}"),
-                        (false, Some(wfi), None) => {
-                            println!("{when} workflow_instance={}", wfi.get())
-                        }
-                        (false, None, None) => println!("{when} skipped (max_instances running)"),
-                    }
-                }
+                crate::remote::print_backfill(
+                    done.dry_run,
+                    done.runs.iter().map(|r| {
+                        (
+                            r.trigger_time,
+                            r.workflow_instance_id.map(|i| i.get()),
+                            r.excluded_by.as_deref(),
+                        )
+                    }),
+                    "workflow_instance",
+                    "max_instances running",
+                );
                 Ok(())
             }
             WorkflowCmd::Instances {
