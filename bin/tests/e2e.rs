@@ -437,22 +437,6 @@ async fn garbage_on_both_ports_leaves_the_server_serving() {
     .await;
 }
 
-/// Runs the `ferrojob` CLI against the cluster; returns stdout (panics on failure).
-fn cli(c: &Cluster, args: &[&str]) -> String {
-    let url = format!("http://{}", c.http);
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
-        .args(["--url", &url, "--token", TOKEN])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ferrojob {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_jobs_instances_and_workers() {
     let c = Cluster::start(1, None).await;

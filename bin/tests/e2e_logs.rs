@@ -6,7 +6,6 @@
 //! line has reached the server, a line an earlier instance sent would have reached it too.
 //! That is how "sends nothing" is checked without waiting for a time.
 
-use std::process::Command;
 use std::time::Duration;
 
 use ferrojob::api::{LogQuery, LogView, RunJob};
@@ -52,22 +51,6 @@ fn shell_job(
     b.log_type = log_type;
     b.log_level = level;
     b
-}
-
-/// Runs the `ferrojob` CLI against the cluster; returns stdout (panics on failure).
-fn cli(c: &Cluster, args: &[&str]) -> String {
-    let url = format!("http://{}", c.http);
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
-        .args(["--url", &url, "--token", TOKEN])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ferrojob {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -249,22 +249,6 @@ async fn a_server_restart_in_the_middle_of_a_workflow_loses_nothing() {
     );
 }
 
-/// `ferrojob --url .. --token .. args`: its stdout (the command must succeed).
-fn cli(c: &Cluster, args: &[&str]) -> String {
-    let url = format!("http://{}", c.http);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrojob"))
-        .args(["--url", &url, "--token", TOKEN])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ferrojob {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_backfill_from_the_cli_hands_each_past_trigger_to_its_nodes() {
     const HOUR: i64 = 3_600_000;

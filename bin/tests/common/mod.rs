@@ -313,3 +313,19 @@ pub fn body(
     b.params = params.into();
     b
 }
+
+/// `ferrojob --url .. --token .. args` against `c`: its stdout (the command must succeed).
+pub fn cli(c: &Cluster, args: &[&str]) -> String {
+    let url = format!("http://{}", c.http);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+        .args(["--url", &url, "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ferrojob {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
