@@ -1,13 +1,14 @@
 //! The web console in a real headless Chromium, driven over WebDriver (Debian's `chromium`
-//! and `chromium-driver`), against a real in-process server and two workers: sign in; create
-//! a tagged CRON job and see its preview; find it by its tag; run it now and watch the
-//! instance page (htmx polling) reach SUCCEED and its log appear; start a long `sleep` run,
-//! see its page refresh with no layout shift, and stop it from its page; delete a job after
-//! its confirmation; stop a worker and see the workers page show it lost; type a workflow
-//! with a decision into the editor and see its DAG previewed, create and run it, and see the
-//! taken branch coloured SUCCEED and the other SKIPPED on the run's DAG; check that no page
-//! scrolls sideways at phone width; sign out and be sent back to the sign-in page. A
-//! screenshot of each page goes to `target/console-screenshots/` on every run.
+//! and `chromium-driver`), against a real in-process server and two workers: sign in and
+//! Tab to the navigation; create a tagged CRON job and see its preview; find it by its tag;
+//! run it now and watch the instance page (htmx polling) reach SUCCEED and its log appear;
+//! start a long `sleep` run, see its page refresh with no layout shift, and stop it from its
+//! page; delete a job after its confirmation; stop a worker and see the workers page show it
+//! lost; type a workflow with a decision into the editor and see its DAG previewed, create
+//! and run it, and see the taken branch coloured SUCCEED and the other SKIPPED on the run's
+//! DAG; check at phone width that no page scrolls sideways and that every link and control
+//! takes the keyboard focus; sign out and be sent back to the sign-in page. A screenshot of
+//! each page goes to `target/console-screenshots/` on every run.
 //!
 //! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
 //! `FERROJOB_BROWSER_TESTS=require` (set by `.ci/run`, which installs both): then it fails.
@@ -315,6 +316,18 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t == "Overview").await;
     b.wait_text("main", |t| t.contains("Workers online")).await;
     b.screenshot("overview").await;
+    // The first Tab reaches the navigation.
+    let tab = json!({ "type": "key", "id": "keyboard", "actions": [
+        { "type": "keyDown", "value": "\u{E004}" }, { "type": "keyUp", "value": "\u{E004}" } ] });
+    b.post("/actions", json!({ "actions": [tab] })).await;
+    let focused = b
+        .exec("return document.activeElement.getAttribute('href');")
+        .await;
+    assert_eq!(
+        focused,
+        json!("/"),
+        "the first Tab goes to the Overview link"
+    );
 
     // A CRON job: the preview follows the expression as it is typed.
     b.open(&base, "/jobs/new").await;
@@ -493,6 +506,15 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
             scroll <= inner,
             "{name} is {scroll} px wide in a {inner} px window"
         );
+        // Keyboard: every link and control (the DAGs' node links too) takes the focus.
+        let unreachable = b
+            .exec(
+                "return [...document.querySelectorAll('a[href], button, input, select, textarea')] \
+                 .filter(e => e.type !== 'hidden' && !e.disabled && e.tabIndex < 0) \
+                 .map(e => e.outerHTML.slice(0, 80));",
+            )
+            .await;
+        assert_eq!(unreachable, json!([]), "{name}: not keyboard reachable");
         b.screenshot(&format!("phone-{name}")).await;
     }
 
