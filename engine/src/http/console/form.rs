@@ -86,6 +86,16 @@ impl Fields {
             .collect()
     }
 
+    /// Sets the field `name` to `value`.
+    pub(crate) fn set(&mut self, name: &str, value: &str) {
+        self.0.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// Removes the field `name`; whether it was there.
+    pub(crate) fn remove(&mut self, name: &str) -> bool {
+        self.0.remove(name).is_some()
+    }
+
     /// Whether a checkbox was ticked.
     pub(crate) fn checked(&self, name: &str) -> bool {
         self.get(name).is_some()

@@ -139,21 +139,29 @@ pub(super) async fn new_form(State(c): State<Console>, headers: HeaderMap) -> Re
     }
 }
 
-/// What the form shows again after a refused submit: the parsed body, or as much of it as
-/// the required fields give.
+/// What the form shows again after a refused submit: what was typed, with each field that
+/// does not parse (the error names it) back at its default.
 fn retyped(fields: &Fields) -> JobBody {
-    job_body(fields).unwrap_or_else(|_| {
-        let kind = fields
-            .get("time_expression_type")
-            .and_then(parse_wire)
-            .unwrap_or(TimeExpressionType::Cron);
-        JobBody::new(
-            fields.get("name").unwrap_or(""),
-            kind,
-            fields.get("time_expression").unwrap_or(""),
-            fields.get("processor").unwrap_or(""),
-        )
-    })
+    let mut fields = fields.clone();
+    if fields
+        .get("time_expression_type")
+        .and_then(parse_wire::<TimeExpressionType>)
+        .is_none()
+    {
+        fields.set("time_expression_type", "CRON");
+    }
+    // One bad field at a time; the loop ends because each round removes a field.
+    loop {
+        match job_body(&fields) {
+            Ok(body) => return body,
+            Err(msg) => {
+                let name = msg.split(':').next().unwrap_or("");
+                if !fields.remove(name) {
+                    return JobBody::new("", TimeExpressionType::Cron, "", "");
+                }
+            }
+        }
+    }
 }
 
 /// The form again with `message`, 400 (a bad field) or the error's own status.

@@ -238,6 +238,43 @@ async fn the_job_form_carries_every_field_of_the_api() {
 }
 
 #[tokio::test]
+async fn a_refused_job_form_comes_back_with_what_was_typed() {
+    let fake = Arc::new(Fake::default());
+    let c = Client::sign_in(fake.clone()).await;
+    let typed: Vec<(String, String)> = [
+        ("name", "keep-me"),
+        ("time_expression_type", "FIXED_RATE"),
+        ("time_expression", "60000"),
+        ("processor", "noop"),
+        ("tags", "etl, nightly"),
+        ("description", "typed <here>"),
+        ("concurrency", "many"),
+        ("backoff_jitter", "lots"),
+        ("overlap_policy", "QUEUE"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (status, _, page) = c.post("/jobs", &typed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("concurrency: &quot;many&quot;"), "{page}");
+    let back = job_form_fields(&page);
+    let value = |name: &str| {
+        back.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    assert_eq!(value("name"), "keep-me");
+    assert_eq!(value("time_expression_type"), "FIXED_RATE");
+    assert_eq!(value("tags"), "etl, nightly");
+    assert_eq!(value("description"), "typed <here>");
+    assert_eq!(value("overlap_policy"), "QUEUE");
+    // The fields that did not parse are back at their defaults.
+    assert_eq!((value("concurrency"), value("backoff_jitter")), ("5", "0"));
+}
+
+#[tokio::test]
 async fn the_jobs_page_hands_its_filters_to_the_api() {
     let fake = Arc::new(Fake::default());
     let mut tagged = every_field();
