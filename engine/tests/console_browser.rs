@@ -1,12 +1,14 @@
 //! The web console in a real headless Chromium, driven over WebDriver (Debian's `chromium`
-//! and `chromium-driver`), against a real in-process server and two workers: sign in; create
-//! a CRON job and see its preview; run it now and watch the instance page (htmx polling)
-//! reach SUCCEED and its log appear; start a long `sleep` run and stop it from its page; stop
-//! a worker and see the workers page show it lost; type a workflow with a decision into the
-//! editor and see its DAG previewed, create and run it, and see the taken branch coloured
-//! SUCCEED and the other SKIPPED on the run's DAG; check that no page scrolls sideways at
-//! phone width; sign out and be sent back to the sign-in page. A screenshot of each page goes
-//! to `target/console-screenshots/` on every run.
+//! and `chromium-driver`), against a real in-process server and two workers: sign in and
+//! Tab to the navigation; create a tagged CRON job and see its preview; find it by its tag;
+//! run it now and watch the instance page (htmx polling) reach SUCCEED and its log appear;
+//! start a long `sleep` run, see its page refresh with no layout shift, and stop it from its
+//! page; delete a job after its confirmation; stop a worker and see the workers page show it
+//! lost; type a workflow with a decision into the editor and see its DAG previewed, create
+//! and run it, and see the taken branch coloured SUCCEED and the other SKIPPED on the run's
+//! DAG; check at phone width that no page scrolls sideways and that every link and control
+//! takes the keyboard focus; sign out and be sent back to the sign-in page. A screenshot of
+//! each page goes to `target/console-screenshots/` on every run.
 //!
 //! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
 //! `FERROJOB_BROWSER_TESTS=require` (set by `.ci/run`, which installs both): then it fails.
@@ -161,6 +163,31 @@ impl Browser {
         self.post(&format!("/element/{id}/click"), json!({})).await;
     }
 
+    /// Runs `script` (a function body) in the page; its return value.
+    async fn exec(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
+    /// Counts the live part's refreshes and the layout shifts from now on (Chromium's
+    /// Layout Instability API), then waits for `swaps` refreshes: the shifts they caused.
+    async fn layout_shift_over_refreshes(&self, swaps: u64) -> f64 {
+        self.exec(
+            "window.__swaps = 0; window.__shift = 0; \
+             document.addEventListener('htmx:afterSwap', () => { window.__swaps += 1; }); \
+             new PerformanceObserver(list => { for (const e of list.getEntries()) { \
+                 if (!e.hadRecentInput) { window.__shift += e.value; } } }) \
+                 .observe({ type: 'layout-shift' });",
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.exec("return window.__swaps;").await.as_u64() < Some(swaps) {
+            assert!(tokio::time::Instant::now() < deadline, "no live refresh");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.exec("return window.__shift;").await.as_f64().unwrap()
+    }
+
     async fn screenshot(&self, name: &str) {
         let data = self.get("/screenshot").await;
         let png = base64_decode(data.as_str().unwrap_or(""));
@@ -289,11 +316,24 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t == "Overview").await;
     b.wait_text("main", |t| t.contains("Workers online")).await;
     b.screenshot("overview").await;
+    // The first Tab reaches the navigation.
+    let tab = json!({ "type": "key", "id": "keyboard", "actions": [
+        { "type": "keyDown", "value": "\u{E004}" }, { "type": "keyUp", "value": "\u{E004}" } ] });
+    b.post("/actions", json!({ "actions": [tab] })).await;
+    let focused = b
+        .exec("return document.activeElement.getAttribute('href');")
+        .await;
+    assert_eq!(
+        focused,
+        json!("/"),
+        "the first Tab goes to the Overview link"
+    );
 
     // A CRON job: the preview follows the expression as it is typed.
     b.open(&base, "/jobs/new").await;
     b.type_into("input[name=name]", "every minute <b>").await;
     b.type_into("input[name=processor]", "say").await;
+    b.type_into("input[name=tags]", "demo, minutely").await;
     b.type_into("input[name=time_expression]", "0 * * * * ?")
         .await;
     b.type_into("input[name=time_zone]", "Asia/Tokyo").await;
@@ -303,21 +343,26 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
         .await;
     b.wait_text("#preview", |t| t.contains("Time expression:"))
         .await;
+    b.find("input[name=time_expression][aria-invalid=true]")
+        .await;
     b.screenshot("job-preview-error").await;
     b.type_into("input[name=time_expression]", "0 * * * * ?")
         .await;
     b.wait_text("#preview", |t| t.contains("Next 5 fire times"))
         .await;
+    b.find("input[name=time_expression][aria-invalid=false]")
+        .await;
     b.screenshot("job-new").await;
     b.click("form.job button[type=submit]").await;
     b.wait_text("h1", |t| t.starts_with("Job ")).await;
+    b.screenshot("job").await;
 
-    // It is listed, its name as text.
-    b.open(&base, "/jobs").await;
+    // It is listed, its name as text, and found by its tag.
+    b.open(&base, "/jobs?tag=minutely").await;
     let table = b
         .wait_text("table", |t| t.contains("every minute <b>"))
         .await;
-    assert!(table.contains("CRON"), "{table}");
+    assert!(table.contains("CRON") && table.contains("demo"), "{table}");
     b.screenshot("jobs").await;
 
     // Run it now; the instance page follows it to SUCCEED.
@@ -350,9 +395,22 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.open(&base, &format!("/instances/{}", instance.0)).await;
     b.wait_text("#live .badge", |t| t == "RUNNING").await;
     b.screenshot("instance-running").await;
+    // Its page refreshes itself while it runs, without moving anything on the page.
+    let shift = b.layout_shift_over_refreshes(2).await;
+    assert!(
+        shift <= 0.0,
+        "the live refresh shifted the layout by {shift}"
+    );
     b.click("form[action$='/stop'] button").await;
     b.wait_text("#live .badge", |t| t == "STOPPED").await;
     b.screenshot("instance-stopped").await;
+    // Deleting it asks first.
+    b.open(&base, &format!("/jobs/{}/delete", job.0)).await;
+    b.wait_text("main", |t| t.contains("Delete job long sleep"))
+        .await;
+    b.screenshot("job-delete").await;
+    b.click("form[action$='/delete'] button.danger").await;
+    b.wait_text("h1", |t| t == "Jobs").await;
 
     b.open(&base, "/workers").await;
     b.wait_text("table", |t| t.contains("blue") && t.contains("green"))
@@ -414,6 +472,9 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.open(&base, "/workflows").await;
     b.wait_text("table", |t| t.contains("nightly etl")).await;
     b.screenshot("workflows").await;
+    b.open(&base, "/workflow-instances").await;
+    b.wait_text("table", |t| t.contains("SUCCEED")).await;
+    b.screenshot("workflow-instances").await;
 
     // Phone width: no page scrolls sideways (wide tables and DAGs scroll in their own box).
     b.post("/window/rect", json!({ "width": 390, "height": 844 }))
@@ -445,6 +506,15 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
             scroll <= inner,
             "{name} is {scroll} px wide in a {inner} px window"
         );
+        // Keyboard: every link and control (the DAGs' node links too) takes the focus.
+        let unreachable = b
+            .exec(
+                "return [...document.querySelectorAll('a[href], button, input, select, textarea')] \
+                 .filter(e => e.type !== 'hidden' && !e.disabled && e.tabIndex < 0) \
+                 .map(e => e.outerHTML.slice(0, 80));",
+            )
+            .await;
+        assert_eq!(unreachable, json!([]), "{name}: not keyboard reachable");
         b.screenshot(&format!("phone-{name}")).await;
     }
 

@@ -1032,13 +1032,10 @@ async fn a_worker_that_goes_away_is_shown_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edit_in_the_console_keeps_what_the_form_does_not_show() {
+async fn the_job_form_sets_tags_and_policies_and_the_table_filters_on_them() {
     let h = Harness::start().await;
     let s = h.sign_in(APP_A, SECRET_A).await;
-    let mut body = JobBody::new("tagged", TimeExpressionType::Api, "", "noop");
-    body.description = "kept across edits".into();
-    body.tags = vec!["etl".into(), "team:data".into()];
-    body.alarm = serde_json::from_value(serde_json::json!({"recovered": true})).unwrap();
+    let body = JobBody::new("plain", TimeExpressionType::Api, "", "noop");
     let id = h.api.create_job(APP_A, &body).await.unwrap().id;
     let (status, _, page) = h
         .post_as(
@@ -1049,15 +1046,46 @@ async fn an_edit_in_the_console_keeps_what_the_form_does_not_show() {
                 ("time_expression_type", "API"),
                 ("processor", "noop"),
                 ("enabled", "on"),
+                ("description", "loads the orders"),
+                ("tags", "etl, team:data"),
+                ("max_instances", "1"),
+                ("overlap_policy", "QUEUE"),
+                ("log_level", "WARN"),
+                ("backoff_shape", "FIXED"),
+                ("backoff_initial_delay_ms", "2000"),
+                ("backoff_max_delay_ms", "2000"),
+                ("alarm_recovered", "on"),
             ],
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
-    let stored = h.api.get_job(APP_A, id).await.unwrap();
-    assert_eq!(stored.body.name, "renamed");
-    assert_eq!(stored.body.description, body.description);
-    assert_eq!(stored.body.tags, body.tags);
-    assert_eq!(stored.body.alarm, body.alarm);
+    let stored = h.api.get_job(APP_A, id).await.unwrap().body;
+    assert_eq!(stored.name, "renamed");
+    assert_eq!(stored.description, "loads the orders");
+    assert_eq!(stored.tags, ["etl", "team:data"]);
+    assert_eq!(
+        stored.overlap_policy,
+        ferrojob::policy::OverlapPolicy::Queue
+    );
+    assert_eq!(stored.log_level, ferrojob::model::LogLevel::Warn);
+    assert_eq!(
+        stored.retry_backoff,
+        ferrojob::policy::RetryBackoff::fixed(2000)
+    );
+    assert!(stored.alarm.recovered);
+    h.job_id(APP_A, "untagged").await;
+    let (_, _, page) = h.get("/jobs?tag=team%3Adata", Some(&s.id)).await;
+    assert!(
+        page.contains("renamed") && !page.contains("untagged"),
+        "{page}"
+    );
+    let (_, _, page) = h
+        .get("/jobs?enabled=yes&type=API&q=UNTAG", Some(&s.id))
+        .await;
+    assert!(
+        page.contains("untagged") && !page.contains("renamed"),
+        "{page}"
+    );
     h.server.shutdown().await;
 }
 

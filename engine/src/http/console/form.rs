@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::alarm::{AlarmRules, FailureRule};
 use crate::api::{JobBody, LifecycleJson};
+use crate::policy::RetryBackoff;
 
 /// Most fields a console form or query string may carry; more is refused (the body limit
 /// bounds the bytes, this bounds the map).
@@ -61,6 +63,39 @@ impl Fields {
         }
     }
 
+    /// The field as a number, `None` when blank; the error names the field.
+    pub(crate) fn optional_number<T: std::str::FromStr>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, String> {
+        self.get(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("{name}: {v:?} is not a valid number"))
+            })
+            .transpose()
+    }
+
+    /// A comma-separated field as its trimmed, non-empty items.
+    pub(crate) fn list(&self, name: &str) -> Vec<String> {
+        self.raw(name)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Sets the field `name` to `value`.
+    pub(crate) fn set(&mut self, name: &str, value: &str) {
+        self.0.insert(name.to_owned(), value.to_owned());
+    }
+
+    /// Removes the field `name`; whether it was there.
+    pub(crate) fn remove(&mut self, name: &str) -> bool {
+        self.0.remove(name).is_some()
+    }
+
     /// Whether a checkbox was ticked.
     pub(crate) fn checked(&self, name: &str) -> bool {
         self.get(name).is_some()
@@ -81,46 +116,71 @@ pub(crate) fn wire<T: Serialize>(value: &T) -> String {
 }
 
 /// The job form's fields as a [`JobBody`]; the error names the first bad field.
+///
+/// The body is written out field by field, with no `..` rest: a field added to the API
+/// does not compile here until the form reads it.
 pub(crate) fn job_body(f: &Fields) -> Result<JobBody, String> {
-    let name = f.get("name").unwrap_or("");
     let kind = f
         .get("time_expression_type")
         .and_then(parse_wire)
         .ok_or("time_expression_type: choose a type")?;
-    let processor = f.get("processor").unwrap_or("");
-    let mut body = JobBody::new(
-        name,
-        kind,
-        f.get("time_expression").unwrap_or(""),
-        processor,
-    );
-    body.time_zone = f.get("time_zone").map(str::to_owned);
-    body.execute_type = f.choice("execute_type", body.execute_type)?;
-    body.params = f.raw("params").to_owned();
-    body.max_instances = f.number("max_instances", body.max_instances)?;
-    body.concurrency = f.number("concurrency", body.concurrency)?;
-    body.timeout_ms = f.number("timeout_ms", body.timeout_ms)?;
-    body.instance_retries = f.number("instance_retries", body.instance_retries)?;
-    body.task_retries = f.number("task_retries", body.task_retries)?;
-    body.dispatch_strategy = f.choice("dispatch_strategy", body.dispatch_strategy)?;
-    body.designated_workers = f
-        .raw("designated_workers")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    body.min_cpu_cores = f.number("min_cpu_cores", body.min_cpu_cores)?;
-    body.min_memory_gb = f.number("min_memory_gb", body.min_memory_gb)?;
-    body.min_disk_gb = f.number("min_disk_gb", body.min_disk_gb)?;
-    body.max_worker_count = f.number("max_worker_count", body.max_worker_count)?;
-    body.misfire = f.choice("misfire", body.misfire)?;
-    body.lifecycle = LifecycleJson {
-        start: f.get("lifecycle_start").map(str::to_owned),
-        end: f.get("lifecycle_end").map(str::to_owned),
+    let d = JobBody::new("", kind, "", "");
+    let failures = match f.get("alarm_failures_threshold") {
+        None => None,
+        Some(_) => Some(FailureRule {
+            threshold: f.number("alarm_failures_threshold", 0)?,
+            window_ms: f.number("alarm_failures_window_ms", 0)?,
+            silence_ms: f.number("alarm_failures_silence_ms", 0)?,
+        }),
     };
-    body.enabled = f.checked("enabled");
-    Ok(body)
+    Ok(JobBody {
+        name: f.get("name").unwrap_or("").to_owned(),
+        time_expression_type: kind,
+        time_expression: f.get("time_expression").unwrap_or("").to_owned(),
+        time_zone: f.get("time_zone").map(str::to_owned),
+        execute_type: f.choice("execute_type", d.execute_type)?,
+        processor: f.get("processor").unwrap_or("").to_owned(),
+        params: f.raw("params").to_owned(),
+        max_instances: f.number("max_instances", d.max_instances)?,
+        concurrency: f.number("concurrency", d.concurrency)?,
+        timeout_ms: f.number("timeout_ms", d.timeout_ms)?,
+        instance_retries: f.number("instance_retries", d.instance_retries)?,
+        retry_backoff: RetryBackoff {
+            shape: f.choice("backoff_shape", d.retry_backoff.shape)?,
+            initial_delay_ms: f
+                .number("backoff_initial_delay_ms", d.retry_backoff.initial_delay_ms)?,
+            factor: f.number("backoff_factor", d.retry_backoff.factor)?,
+            max_delay_ms: f.number("backoff_max_delay_ms", d.retry_backoff.max_delay_ms)?,
+            jitter: f.number("backoff_jitter", d.retry_backoff.jitter)?,
+        },
+        overlap_policy: f.choice("overlap_policy", d.overlap_policy)?,
+        task_retries: f.number("task_retries", d.task_retries)?,
+        dispatch_strategy: f.choice("dispatch_strategy", d.dispatch_strategy)?,
+        designated_workers: f.list("designated_workers"),
+        min_cpu_cores: f.number("min_cpu_cores", d.min_cpu_cores)?,
+        min_memory_gb: f.number("min_memory_gb", d.min_memory_gb)?,
+        min_disk_gb: f.number("min_disk_gb", d.min_disk_gb)?,
+        max_worker_count: f.number("max_worker_count", d.max_worker_count)?,
+        misfire: f.choice("misfire", d.misfire)?,
+        lifecycle: LifecycleJson {
+            start: f.get("lifecycle_start").map(str::to_owned),
+            end: f.get("lifecycle_end").map(str::to_owned),
+        },
+        enabled: f.checked("enabled"),
+        alarm: AlarmRules {
+            failures,
+            late_start_ms: f.optional_number("alarm_late_start_ms")?,
+            overrun_ms: f.optional_number("alarm_overrun_ms")?,
+            dead_man_ms: f.optional_number("alarm_dead_man_ms")?,
+            recovered: f.checked("alarm_recovered"),
+            channels: f.list("alarm_channels"),
+        },
+        description: f.raw("description").trim().to_owned(),
+        tags: f.list("tags"),
+        log_type: f.choice("log_type", d.log_type)?,
+        log_level: f.choice("log_level", d.log_level)?,
+        calendars: f.list("calendars"),
+    })
 }
 
 #[cfg(test)]

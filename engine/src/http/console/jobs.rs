@@ -1,27 +1,30 @@
 //! The jobs pages: the table with search and filters, create and edit, the live preview of
 //! the next fire times, enable/disable, run now, delete with confirmation.
 //!
-//! The [`Api`](crate::api::Api) lists jobs by id a page at a time and filters nothing, so
-//! the table scans at most [`MAX_JOB_PAGES`] pages and shows at most [`MAX_JOB_ROWS`]
-//! matches (and says so when it stops early).
+//! The [`Api`](crate::api::Api) filters the jobs (name, tag, time expression type, execute
+//! type, enabled) and lists the matches by id a page at a time; the table reads at most
+//! [`MAX_JOB_PAGES`] pages and shows at most [`MAX_JOB_ROWS`] matches (and says so when it
+//! stops early).
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::form::{job_body, parse_wire, wire, Fields};
+use super::form::{job_body, parse_wire, Fields};
 use super::pages;
-use super::routes::{api_error, html, job_page, ok, path_id, query, see_other};
+use super::routes::{api_error, html, ok, path_id, query, see_other};
 use super::session::Session;
 use super::Console;
 use crate::api::{
-    validate_expression, ApiError, ErrorCode, JobBody, JobView, RunJob, ValidateRequest,
+    validate_expression, ApiError, ErrorCode, JobBody, JobQuery, JobView, RunJob, ValidateRequest,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::ids::JobId;
 use crate::time_expression::TimeExpressionType;
 
-/// Pages of 1000 jobs the table reads at most.
+/// Jobs per page the table asks the API for.
+const JOB_PAGE: u32 = 1000;
+/// Pages of [`JOB_PAGE`] jobs the table reads at most.
 const MAX_JOB_PAGES: usize = 10;
 /// Rows the table shows at most.
 const MAX_JOB_ROWS: usize = 500;
@@ -32,36 +35,58 @@ const PREVIEW_COUNT: u32 = 5;
 #[derive(Debug, Default)]
 pub(crate) struct JobFilter {
     pub(crate) q: String,
+    pub(crate) tag: String,
     pub(crate) kind: String,
     pub(crate) execute: String,
     pub(crate) enabled: String,
 }
 
 impl JobFilter {
-    fn matches(&self, j: &JobView) -> bool {
-        let q = self.q.to_lowercase();
-        (q.is_empty() || j.body.name.to_lowercase().contains(&q))
-            && (self.kind.is_empty() || j.body.time_expression_type.as_str() == self.kind)
-            && (self.execute.is_empty() || wire(&j.body.execute_type) == self.execute)
-            && match self.enabled.as_str() {
-                "yes" => j.body.enabled,
-                "no" => !j.body.enabled,
-                _ => true,
+    /// The filter as the API's query; the field named in the error is not a valid choice.
+    fn query(&self) -> Result<JobQuery, &'static str> {
+        let text = |v: &str| Some(v.trim().to_owned()).filter(|v| !v.is_empty());
+        fn choice<T: serde::de::DeserializeOwned>(
+            v: &str,
+            field: &'static str,
+        ) -> Result<Option<T>, &'static str> {
+            match v {
+                "" => Ok(None),
+                v => parse_wire(v).map(Some).ok_or(field),
             }
+        }
+        Ok(JobQuery {
+            name: text(&self.q),
+            tag: text(&self.tag),
+            time_expression_type: choice(&self.kind, "type")?,
+            execute_type: choice(&self.execute, "execute")?,
+            enabled: match self.enabled.as_str() {
+                "" => None,
+                "yes" => Some(true),
+                "no" => Some(false),
+                _ => return Err("enabled"),
+            },
+            ..JobQuery::default()
+        })
     }
 }
 
-/// The app's jobs that `keep` accepts, in id order, at most [`MAX_JOB_ROWS`]; `true` when
-/// the scan stopped before the last job.
+/// The app's jobs that match `filter` (the API's) and `keep`, in id order, at most
+/// [`MAX_JOB_ROWS`]; `true` when the scan stopped before the last job.
 pub(super) async fn scan(
     c: &Console,
     s: &Session,
+    filter: &JobQuery,
     keep: impl Fn(&JobView) -> bool,
 ) -> Result<(Vec<JobView>, bool), ApiError> {
     let mut out = Vec::new();
     let mut cursor = None;
     for _ in 0..MAX_JOB_PAGES {
-        let page = c.api.list_jobs(s.app.clone(), job_page(cursor)).await?;
+        let query = JobQuery {
+            limit: Some(JOB_PAGE),
+            cursor,
+            ..filter.clone()
+        };
+        let page = c.api.list_jobs(s.app.clone(), query).await?;
         for j in page.items {
             if keep(&j) {
                 if out.len() == MAX_JOB_ROWS {
@@ -78,7 +103,7 @@ pub(super) async fn scan(
     Ok((out, true))
 }
 
-/// `GET /jobs?q&type&execute&enabled`.
+/// `GET /jobs?q&tag&type&execute&enabled`.
 pub(super) async fn list(State(c): State<Console>, req: Request) -> Response {
     let s = match c.session(req.headers()) {
         Ok(s) => s,
@@ -88,11 +113,16 @@ pub(super) async fn list(State(c): State<Console>, req: Request) -> Response {
     let text = |name: &str| q.get(name).unwrap_or("").to_owned();
     let filter = JobFilter {
         q: text("q"),
+        tag: text("tag"),
         kind: text("type"),
         execute: text("execute"),
         enabled: text("enabled"),
     };
-    match scan(&c, &s, |j| filter.matches(j)).await {
+    let api_filter = match filter.query() {
+        Ok(f) => f,
+        Err(field) => return api_error(&ApiError::invalid(field, "not a valid choice")),
+    };
+    match scan(&c, &s, &api_filter, |_| true).await {
         Ok((jobs, truncated)) => ok(pages::jobs(&s, &filter, &jobs, truncated)),
         Err(e) => api_error(&e),
     }
@@ -109,21 +139,29 @@ pub(super) async fn new_form(State(c): State<Console>, headers: HeaderMap) -> Re
     }
 }
 
-/// What the form shows again after a refused submit: the parsed body, or as much of it as
-/// the required fields give.
+/// What the form shows again after a refused submit: what was typed, with each field that
+/// does not parse (the error names it) back at its default.
 fn retyped(fields: &Fields) -> JobBody {
-    job_body(fields).unwrap_or_else(|_| {
-        let kind = fields
-            .get("time_expression_type")
-            .and_then(parse_wire)
-            .unwrap_or(TimeExpressionType::Cron);
-        JobBody::new(
-            fields.get("name").unwrap_or(""),
-            kind,
-            fields.get("time_expression").unwrap_or(""),
-            fields.get("processor").unwrap_or(""),
-        )
-    })
+    let mut fields = fields.clone();
+    if fields
+        .get("time_expression_type")
+        .and_then(parse_wire::<TimeExpressionType>)
+        .is_none()
+    {
+        fields.set("time_expression_type", "CRON");
+    }
+    // One bad field at a time; the loop ends because each round removes a field.
+    loop {
+        match job_body(&fields) {
+            Ok(body) => return body,
+            Err(msg) => {
+                let name = msg.split(':').next().unwrap_or("");
+                if !fields.remove(name) {
+                    return JobBody::new("", TimeExpressionType::Cron, "", "");
+                }
+            }
+        }
+    }
 }
 
 /// The form again with `message`, 400 (a bad field) or the error's own status.
@@ -225,24 +263,14 @@ pub(super) async fn update(
         Ok(id) => id,
         Err(r) => return r,
     };
-    let mut body = match job_body(&fields) {
+    // The form carries every field of the job: the update replaces the whole job, as a PUT.
+    let body = match job_body(&fields) {
         Ok(b) => b,
         Err(msg) => {
             let e = ApiError::new(ErrorCode::InvalidArgument, msg);
             return refused(&s, Some(id), &fields, &e);
         }
     };
-    // The form does not show the description, the tags, the alarm rules or the calendars:
-    // an edit keeps them as they are (a PUT replaces the whole job).
-    match c.api.get_job(s.app.clone(), JobId(id)).await {
-        Ok(current) => {
-            body.description = current.body.description;
-            body.tags = current.body.tags;
-            body.alarm = current.body.alarm;
-            body.calendars = current.body.calendars;
-        }
-        Err(e) => return api_error(&e),
-    }
     match c.api.update_job(s.app.clone(), JobId(id), body).await {
         Ok(j) => see_other(&format!("/jobs/{}", j.id.0)),
         Err(e) if e.code == ErrorCode::InvalidArgument => refused(&s, Some(id), &fields, &e),

@@ -26,6 +26,10 @@ pub(crate) enum Tab {
 const EXECUTE_TYPES: [&str; 4] = ["STANDALONE", "BROADCAST", "MAP", "MAP_REDUCE"];
 const DISPATCH_STRATEGIES: [&str; 4] = ["HEALTH_FIRST", "RANDOM", "ROUND_ROBIN", "SPECIFY"];
 const MISFIRE_POLICIES: [&str; 3] = ["FIRE_ONCE", "FIRE_ALL", "SKIP"];
+const OVERLAP_POLICIES: [&str; 4] = ["FAIL", "SKIP", "QUEUE", "REPLACE"];
+const BACKOFF_SHAPES: [&str; 2] = ["EXPONENTIAL", "FIXED"];
+const LOG_TYPES: [&str; 4] = ["ONLINE", "LOCAL", "STDOUT", "NULL"];
+const LOG_LEVELS: [&str; 4] = ["DEBUG", "INFO", "WARN", "ERROR"];
 
 /// The hidden CSRF field every form of a session carries.
 pub(crate) fn csrf(session: &Session) -> Markup {
@@ -164,6 +168,7 @@ pub(crate) fn jobs(
     let body = html! {
         form.filters method="get" action="/jobs" role="search" {
             label { "Name" input name="q" value=(filter.q) placeholder="search"; }
+            label { "Tag" input name="tag" value=(filter.tag) placeholder="exact tag"; }
             label { "Time type" (select("type", &time_types(), &filter.kind, Some("any"))) }
             label { "Execute type" (select("execute", &EXECUTE_TYPES, &filter.execute, Some("any"))) }
             label { "Enabled" (select("enabled", &["yes", "no"], &filter.enabled, Some("any"))) }
@@ -177,7 +182,10 @@ pub(crate) fn jobs(
                     @for j in jobs {
                         tr {
                             td { (j.id.0) }
-                            td { a href={ "/jobs/" (j.id.0) } { (j.body.name) } }
+                            td {
+                                a href={ "/jobs/" (j.id.0) } { (j.body.name) }
+                                @for t in &j.body.tags { " " span.tag { (t) } }
+                            }
                             td {
                                 (j.body.time_expression_type.as_str()) " " code { (j.body.time_expression) }
                                 @if !j.body.calendars.is_empty() {
@@ -217,6 +225,8 @@ pub(crate) fn job_form(
         Some(id) => format!("/jobs/{id}"),
         None => "/jobs".to_owned(),
     };
+    let (a, b) = (&body.alarm, &body.retry_backoff);
+    let opt = |v: Option<_>| v.map(|v: u64| v.to_string()).unwrap_or_default();
     let num = |name: &str, label: &str, value: String| {
         html! { label { (label) input name=(name) inputmode="decimal" value=(value); } }
     };
@@ -229,16 +239,17 @@ pub(crate) fn job_form(
                 label { "Name" input name="name" required maxlength="128" value=(body.name); }
                 label { "Processor" input name="processor" required value=(body.processor) placeholder="shell, http, noop, sleep"; }
                 label { "Params" textarea name="params" rows="3" { (body.params) } }
+                label { "Description" textarea name="description" rows="3" maxlength="4096" { (body.description) } }
+                label { "Tags (comma-separated)" input name="tags" value=(body.tags.join(", ")); }
                 label { "Enabled" input type="checkbox" name="enabled" checked[body.enabled]; }
             }
             fieldset {
                 legend { "When" }
                 label { "Time expression type" (select("time_expression_type", &time_types(), body.time_expression_type.as_str(), None)) }
                 label { "Time expression" input name="time_expression" value=(body.time_expression) placeholder="0 */5 * * * ?  or  60000" aria-describedby="preview"; }
-                @if !body.calendars.is_empty() {
-                    p.muted { "Calendars: " (body.calendars.join(", ")) " (kept on save; set with " code { "ferrojob job update --calendar" } " or the API)" }
-                }
                 label { "Time zone" input name="time_zone" value=(body.time_zone.as_deref().unwrap_or("")) placeholder="UTC"; }
+                label { "Calendars (names, comma-separated; their excluded dates are skipped)"
+                    input name="calendars" value=(body.calendars.join(", ")); }
                 label { "Misfire" (select("misfire", &MISFIRE_POLICIES, body.misfire.as_str(), None)) }
                 label { "Lifecycle start (RFC 3339)" input name="lifecycle_start" value=(body.lifecycle.start.as_deref().unwrap_or("")); }
                 label { "Lifecycle end (RFC 3339)" input name="lifecycle_end" value=(body.lifecycle.end.as_deref().unwrap_or("")); }
@@ -255,12 +266,34 @@ pub(crate) fn job_form(
                 (num("max_instances", "Max instances (0 = unlimited)", body.max_instances.to_string()))
                 (num("concurrency", "Concurrency per worker", body.concurrency.to_string()))
                 (num("timeout_ms", "Timeout, ms (0 = none)", body.timeout_ms.to_string()))
-                (num("instance_retries", "Instance retries", body.instance_retries.to_string()))
+                label { "Overlap policy (at max instances)" (select("overlap_policy", &OVERLAP_POLICIES, body.overlap_policy.as_str(), None)) }
                 (num("task_retries", "Task retries", body.task_retries.to_string()))
                 (num("max_worker_count", "Max workers (0 = unlimited)", body.max_worker_count.to_string()))
                 (num("min_cpu_cores", "Min free CPU cores", body.min_cpu_cores.to_string()))
                 (num("min_memory_gb", "Min free memory, GB", body.min_memory_gb.to_string()))
                 (num("min_disk_gb", "Min free disk, GB", body.min_disk_gb.to_string()))
+                label { "Log type" (select("log_type", &LOG_TYPES, &wire(&body.log_type), None)) }
+                label { "Log level" (select("log_level", &LOG_LEVELS, &wire(&body.log_level), None)) }
+            }
+            fieldset {
+                legend { "Retries" }
+                (num("instance_retries", "Instance retries", body.instance_retries.to_string()))
+                label { "Backoff" (select("backoff_shape", &BACKOFF_SHAPES, &wire(&b.shape), None)) }
+                (num("backoff_initial_delay_ms", "First retry after, ms", b.initial_delay_ms.to_string()))
+                (num("backoff_factor", "Growth factor (exponential)", b.factor.to_string()))
+                (num("backoff_max_delay_ms", "Longest delay, ms", b.max_delay_ms.to_string()))
+                (num("backoff_jitter", "Jitter, 0 to 1", b.jitter.to_string()))
+            }
+            fieldset {
+                legend { "Alarms (blank: none)" }
+                (num("alarm_failures_threshold", "After this many failures", opt(a.failures.map(|f| u64::from(f.threshold)))))
+                (num("alarm_failures_window_ms", "… within, ms (0 = ever)", opt(a.failures.map(|f| f.window_ms))))
+                (num("alarm_failures_silence_ms", "… then silent for, ms", opt(a.failures.map(|f| f.silence_ms))))
+                (num("alarm_late_start_ms", "Late start after, ms", opt(a.late_start_ms)))
+                (num("alarm_overrun_ms", "Overrun after, ms", opt(a.overrun_ms)))
+                (num("alarm_dead_man_ms", "No success for, ms", opt(a.dead_man_ms)))
+                label { "Notice on recovery" input type="checkbox" name="alarm_recovered" checked[a.recovered]; }
+                label { "Channels (comma-separated)" input name="alarm_channels" value=(a.channels.join(", ")); }
             }
             button type="submit" { @if id.is_some() { "Save" } @else { "Create" } }
         }
@@ -384,6 +417,7 @@ pub(crate) fn instance_live(
                 dt { "Lateness" } dd { @match lateness { Some(ms) => { (ms) " ms" }, None => "–" } }
                 dt { "Worker" } dd { (i.worker.as_deref().unwrap_or("–")) }
                 dt { "Attempts" } dd { (i.running_times) }
+                @if let Some(at) = i.next_retry_at { dt { "Next attempt" } dd { (time(Some(at))) } }
                 @if let Some(t) = &i.tasks {
                     dt { "Tasks" } dd { (t.succeeded) " succeeded, " (t.failed) " failed, " (t.total) " in all" }
                 }
@@ -407,7 +441,7 @@ pub(crate) fn instance_live(
             pre.log hidden[log.is_empty()] {
                 @for l in log {
                     span class={ "lv-" (wire(&l.level)) } {
-                        (ms_to_rfc3339(l.time_ms)) " " (wire(&l.level)) " [attempt " (l.attempt) "] " (l.content)
+                        (time(Some(l.time_ms))) " " (wire(&l.level)) " [attempt " (l.attempt) "] " (l.content)
                         @for (n, f) in l.fields.iter().enumerate() {
                             (if n == 0 { " {" } else { ", " }) (f.key) "=" (f.value)
                         }

@@ -380,7 +380,11 @@ async fn overview_data(c: &Console, s: &Session) -> Result<Overview, ApiError> {
     lateness.sort_unstable();
     o.lateness_p50 = percentile(&lateness, 50);
     o.lateness_p99 = percentile(&lateness, 99);
-    let (jobs, _) = super::jobs::scan(c, s, |j| j.next_trigger_time.is_some()).await?;
+    let enabled = JobQuery {
+        enabled: Some(true),
+        ..JobQuery::default()
+    };
+    let (jobs, _) = super::jobs::scan(c, s, &enabled, |j| j.next_trigger_time.is_some()).await?;
     let mut next: Vec<(u64, String, i64)> = jobs
         .into_iter()
         .filter_map(|j| Some((j.id.0, j.body.name, j.next_trigger_time?)))
@@ -623,11 +627,6 @@ pub(super) async fn workers_live(State(c): State<Console>, headers: HeaderMap) -
         Ok(live) => ok(live),
         Err(e) => api_error(&e),
     }
-}
-
-/// A page of the app's jobs (used by [`super::jobs::scan`]).
-pub(super) fn job_page(cursor: Option<u64>) -> JobQuery {
-    JobQuery::page(Some(1000), cursor)
 }
 
 #[cfg(test)]

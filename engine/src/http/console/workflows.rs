@@ -20,8 +20,8 @@ use super::session::Session;
 use super::workflow_pages as pages;
 use super::Console;
 use crate::api::{
-    ApiError, ErrorCode, RunWorkflow, WorkflowDef, WorkflowInstanceAction, WorkflowInstanceQuery,
-    WorkflowInstanceView, WorkflowView,
+    ApiError, ErrorCode, JobQuery, RunWorkflow, WorkflowDef, WorkflowInstanceAction,
+    WorkflowInstanceQuery, WorkflowInstanceView, WorkflowView,
 };
 use crate::ids::{NodeId, WorkflowId, WorkflowInstanceId};
 
@@ -92,7 +92,7 @@ async fn scan(
 }
 
 async fn names(c: &Console, s: &Session) -> Result<Names, ApiError> {
-    let (jobs, jobs_cut) = super::jobs::scan(c, s, |_| true).await?;
+    let (jobs, jobs_cut) = super::jobs::scan(c, s, &JobQuery::default(), |_| true).await?;
     let (workflows, workflows_cut) = scan(c, s, |_| true).await?;
     Ok(Names {
         jobs: jobs.into_iter().map(|j| (j.id.0, j.body.name)).collect(),

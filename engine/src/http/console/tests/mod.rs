@@ -1,7 +1,10 @@
-//! Handler tests of the workflow and worker pages: the console's router driven in process,
-//! one request at a time (no socket), over a fake [`Api`] that can hold what a real server
-//! makes slow or hard to reach: a busy app past the scans' bounds, a run of a workflow edited
-//! since, an Api that fails.
+//! Handler tests of the console's pages: the console's router driven in process, one
+//! request at a time (no socket), over a fake [`Api`] that can hold what a real server makes
+//! slow or hard to reach: a busy app past the scans' bounds, a run of a workflow edited
+//! since, an Api that fails. The workflow pages' tests are here, the jobs', instances',
+//! overview's and workers' in [`jobs`].
+
+mod jobs;
 
 use std::sync::Arc;
 
@@ -26,6 +29,18 @@ struct State {
     fail: bool,
     /// Every query the instances page sent.
     instance_queries: Vec<InstanceQuery>,
+    /// The app's jobs (`get_job` finds them by id; listings ignore filters but the page size).
+    jobs: Vec<JobView>,
+    /// Every query the jobs listing got.
+    job_queries: Vec<JobQuery>,
+    /// Every body `update_job` got.
+    updates: Vec<JobBody>,
+    /// The app's instances, newest first (listings ignore filters but the page size).
+    instances: Vec<InstanceView>,
+    /// Every instance's log.
+    log: Vec<LogLineView>,
+    /// The app's live workers.
+    workers: Vec<WorkerInfo>,
 }
 
 #[derive(Debug, Default)]
@@ -61,17 +76,35 @@ impl Api for Fake {
     fn create_job(&self, _: AppRef, _: JobBody) -> ApiFuture<'_, Created<JobId>> {
         unavailable()
     }
-    fn list_jobs(&self, _: AppRef, _: crate::api::JobQuery) -> ApiFuture<'_, JobList> {
-        ready(Ok(JobList {
-            items: vec![],
-            next_cursor: None,
-        }))
+    fn list_jobs(&self, _: AppRef, q: JobQuery) -> ApiFuture<'_, JobList> {
+        let mut st = self.0.lock();
+        let from = q.cursor.map_or(0, |c| {
+            st.jobs
+                .iter()
+                .position(|j| j.id.0 == c)
+                .map_or(0, |i| i + 1)
+        });
+        let to = (from + q.limit.unwrap_or(100) as usize).min(st.jobs.len());
+        let items = st.jobs.get(from..to).unwrap_or_default().to_vec();
+        let next_cursor = (to < st.jobs.len())
+            .then(|| items.last().map(|j| j.id.0))
+            .flatten();
+        st.job_queries.push(q);
+        ready(Ok(JobList { items, next_cursor }))
     }
-    fn get_job(&self, _: AppRef, _: JobId) -> ApiFuture<'_, JobView> {
-        unavailable()
+    fn get_job(&self, _: AppRef, id: JobId) -> ApiFuture<'_, JobView> {
+        let st = self.0.lock();
+        let found = st.jobs.iter().find(|j| j.id == id).cloned();
+        ready(found.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such job")))
     }
-    fn update_job(&self, _: AppRef, _: JobId, _: JobBody) -> ApiFuture<'_, JobView> {
-        unavailable()
+    fn update_job(&self, _: AppRef, id: JobId, body: JobBody) -> ApiFuture<'_, JobView> {
+        let mut st = self.0.lock();
+        st.updates.push(body.clone());
+        let found = st.jobs.iter_mut().find(|j| j.id == id).map(|j| {
+            j.body = body;
+            j.clone()
+        });
+        ready(found.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such job")))
     }
     fn delete_job(&self, _: AppRef, _: JobId) -> ApiFuture<'_, ()> {
         unavailable()
@@ -82,15 +115,20 @@ impl Api for Fake {
     fn run_job(&self, _: AppRef, _: JobId, _: RunJob) -> ApiFuture<'_, RunCreated> {
         unavailable()
     }
-    fn get_instance(&self, _: AppRef, _: InstanceId) -> ApiFuture<'_, InstanceView> {
-        unavailable()
+    fn get_instance(&self, _: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView> {
+        let st = self.0.lock();
+        let found = st.instances.iter().find(|i| i.id == id).cloned();
+        ready(found.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such instance")))
     }
     fn list_instances(&self, _: AppRef, q: InstanceQuery) -> ApiFuture<'_, InstanceList> {
         let mut st = self.0.lock();
+        let limit = q.limit.unwrap_or(100) as usize;
         st.instance_queries.push(q);
+        let items: Vec<InstanceView> = st.instances.iter().take(limit).cloned().collect();
+        let more = st.more_runs || st.instances.len() > limit;
         ready(Ok(InstanceList {
-            items: vec![],
-            next_cursor: st.more_runs.then_some(41),
+            items,
+            next_cursor: more.then_some(41),
         }))
     }
     fn instance_action(
@@ -101,11 +139,19 @@ impl Api for Fake {
     ) -> ApiFuture<'_, InstanceView> {
         unavailable()
     }
-    fn instance_log(&self, _: AppRef, _: InstanceId, _: LogQuery) -> ApiFuture<'_, LogView> {
-        unavailable()
+    fn instance_log(&self, _: AppRef, id: InstanceId, _: LogQuery) -> ApiFuture<'_, LogView> {
+        let st = self.0.lock();
+        ready(Ok(LogView {
+            instance_id: id,
+            lines: st.log.clone(),
+            next_cursor: None,
+            prev_cursor: None,
+            dropped: 0,
+        }))
     }
     fn list_workers(&self, _: AppRef) -> ApiFuture<'_, WorkerList> {
-        ready(Ok(WorkerList { workers: vec![] }))
+        let workers = self.0.lock().workers.clone();
+        ready(Ok(WorkerList { workers }))
     }
     fn create_workflow(&self, _: AppRef, _: WorkflowDef) -> ApiFuture<'_, Created<WorkflowId>> {
         unavailable()
@@ -226,6 +272,8 @@ fn one_node() -> serde_json::Value {
 struct Client {
     app: Router,
     cookie: String,
+    /// The session's CSRF token.
+    csrf: String,
 }
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<String>, String) {
@@ -276,7 +324,43 @@ impl Client {
             .into_iter()
             .find(|c| c.starts_with("ferrojob_session="))
             .unwrap();
-        Client { app, cookie }
+        let mut client = Client {
+            app,
+            cookie,
+            csrf: String::new(),
+        };
+        let (status, page) = client.get("/").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        client.csrf = csrf_in(&page);
+        client
+    }
+
+    /// POSTs `fields` as a form of the session (its CSRF token added).
+    async fn post(&self, path: &str, fields: &[(String, String)]) -> (StatusCode, String, String) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("_csrf", &self.csrf)
+            .extend_pairs(fields)
+            .finish();
+        let req = Request::post(path)
+            .header(header::COOKIE, &self.cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = TowerToHyperService::new(self.app.clone())
+            .call(req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        (status, location, String::from_utf8(body.to_vec()).unwrap())
     }
 
     async fn get(&self, path: &str) -> (StatusCode, String) {

@@ -1,0 +1,455 @@
+//! The jobs, instances, overview and workers pages over the fake [`Api`]: each renders for
+//! an empty and for a busy app, user-provided text renders as text, the job form carries
+//! every field of the API, and the jobs page hands its filters to the API.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
+use super::{Client, Fake};
+use crate::alarm::{AlarmRules, FailureRule};
+use crate::api::*;
+use crate::clock::{Clock, SystemClock};
+use crate::ids::{AppId, InstanceId, JobId};
+use crate::model::{DispatchStrategy, ExecuteType, InstanceStatus, LogLevel, LogType};
+use crate::policy::{BackoffShape, OverlapPolicy, RetryBackoff};
+use crate::time_expression::{MisfirePolicy, TimeExpressionType};
+
+const SCRIPT: &str = "<script>alert(1)</script>";
+
+/// A job body with every field away from its default.
+fn every_field() -> JobBody {
+    JobBody {
+        name: "nightly <b>".into(),
+        time_expression_type: TimeExpressionType::Cron,
+        time_expression: "0 0 2 * * ?".into(),
+        time_zone: Some("Europe/Paris".into()),
+        execute_type: ExecuteType::MapReduce,
+        processor: "shell".into(),
+        params: "a & b\n\"quoted\"".into(),
+        max_instances: 2,
+        concurrency: 7,
+        timeout_ms: 60_000,
+        instance_retries: 3,
+        retry_backoff: RetryBackoff {
+            shape: BackoffShape::Fixed,
+            initial_delay_ms: 2_500,
+            factor: 1.5,
+            max_delay_ms: 9_000,
+            jitter: 0.25,
+        },
+        overlap_policy: OverlapPolicy::Queue,
+        task_retries: 4,
+        dispatch_strategy: DispatchStrategy::Specify,
+        designated_workers: vec!["blue".into(), "10.0.0.7:27777".into()],
+        min_cpu_cores: 0.5,
+        min_memory_gb: 1.25,
+        min_disk_gb: 3.0,
+        max_worker_count: 5,
+        misfire: MisfirePolicy::Skip,
+        lifecycle: LifecycleJson {
+            start: Some("2026-01-01T00:00:00Z".into()),
+            end: Some("2027-01-01T00:00:00Z".into()),
+        },
+        enabled: false,
+        alarm: AlarmRules {
+            failures: Some(FailureRule {
+                threshold: 3,
+                window_ms: 600_000,
+                silence_ms: 60_000,
+            }),
+            late_start_ms: Some(30_000),
+            overrun_ms: Some(3_600_000),
+            dead_man_ms: Some(86_400_000),
+            recovered: true,
+            channels: vec!["ops".into(), "team <a>".into()],
+        },
+        description: "Loads the <day>'s \"orders\" & refunds.".into(),
+        tags: vec!["etl".into(), "team:data".into()],
+        log_type: LogType::Stdout,
+        log_level: LogLevel::Warn,
+        calendars: vec!["holidays".into(), "freeze".into()],
+    }
+}
+
+fn job(id: u64, body: JobBody) -> JobView {
+    JobView {
+        id: JobId(id),
+        app_id: AppId(1),
+        body,
+        next_trigger_time: Some(1_800_000_000_000 + id as i64),
+        runs: 0,
+        skipped_runs: 0,
+        calendar_skipped_runs: 0,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn instance(id: u64, status: InstanceStatus, trigger_time: i64) -> InstanceView {
+    let finished = status.is_final().then_some(trigger_time + 2_000);
+    InstanceView {
+        id: InstanceId(id),
+        job_id: JobId(1),
+        status,
+        result: Some(format!("result of {id} {SCRIPT}")),
+        params: SCRIPT.into(),
+        trigger_time,
+        actual_trigger_time: Some(trigger_time + 40),
+        finished_time: finished,
+        worker: Some("10.0.0.7:27777".into()),
+        running_times: 1,
+        run: id,
+        workflow_instance_id: None,
+        tasks: None,
+        next_retry_at: None,
+    }
+}
+
+fn worker(n: u32) -> WorkerInfo {
+    WorkerInfo {
+        address: format!("10.0.0.{n}:27777"),
+        tags: vec![format!("<rack-{n}>")],
+        version: "1.0".into(),
+        health_score: 0.9,
+        cpu_cores: 8.0,
+        cpu_load: Some(1.5),
+        memory_used_gb: 3.0,
+        memory_total_gb: 16.0,
+        disk_used_gb: 40.0,
+        disk_total_gb: 100.0,
+        overloaded: n == 1,
+        last_heartbeat: 1_765_000_000_000,
+    }
+}
+
+/// `html`'s entities back to text (maud writes these four).
+fn unescape(html: &str) -> String {
+    html.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// `name="value"` attributes of one tag's text (maud quotes every value and escapes `>`).
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let marker = format!(" {name}=\"");
+    let start = tag.find(&marker)? + marker.len();
+    let len = tag[start..].find('"')?;
+    Some(unescape(&tag[start..start + len]))
+}
+
+fn has_flag(tag: &str, name: &str) -> bool {
+    tag.split([' ', '>'])
+        .any(|word| word == name || word.starts_with(&format!("{name}=")))
+}
+
+/// The fields a browser would submit from the first `<form class="job"` of `page`: inputs
+/// (ticked checkboxes as `on`), text areas and each select's chosen option.
+fn job_form_fields(page: &str) -> Vec<(String, String)> {
+    let start = page.find("<form class=\"job\"").expect("a job form");
+    let form = &page[start..start + page[start..].find("</form>").unwrap()];
+    let mut out = Vec::new();
+    let mut rest = form;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open..];
+        let tag = &rest[..=rest.find('>').unwrap()];
+        let name = attr(tag, "name");
+        if tag.starts_with("<input") {
+            let name = name.unwrap();
+            if attr(tag, "type").as_deref() == Some("checkbox") {
+                if has_flag(tag, "checked") {
+                    out.push((name, "on".to_owned()));
+                }
+            } else {
+                out.push((name, attr(tag, "value").unwrap_or_default()));
+            }
+        } else if tag.starts_with("<textarea") {
+            let body = &rest[tag.len()..];
+            let text = &body[..body.find("</textarea>").unwrap()];
+            out.push((name.unwrap(), unescape(text)));
+        } else if tag.starts_with("<select") {
+            let body = &rest[..rest.find("</select>").unwrap()];
+            let chosen = body
+                .split("<option")
+                .skip(1)
+                .find(|o| has_flag(&o[..o.find('>').unwrap()], "selected"))
+                .and_then(|o| attr(o, "value"))
+                .unwrap_or_default();
+            out.push((name.unwrap(), chosen));
+        }
+        rest = &rest[tag.len()..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_job_form_carries_every_field_of_the_api() {
+    let fake = Arc::new(Fake::default());
+    fake.0.lock().jobs = vec![job(7, every_field())];
+    let c = Client::sign_in(fake.clone()).await;
+    let (status, page) = c.get("/jobs/7").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let fields = job_form_fields(&page);
+    assert!(fields.iter().all(|(k, _)| k != "_csrf" || !k.is_empty()));
+    let fields: Vec<_> = fields.into_iter().filter(|(k, _)| k != "_csrf").collect();
+    // Saved untouched, the form gives back the job it was opened on.
+    let (status, location, page) = c.post("/jobs/7", &fields).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/jobs/7"),
+        "{page}"
+    );
+    let sent = fake.0.lock().updates.pop().unwrap();
+    assert_eq!(sent, every_field());
+
+    // The new-job form has the same fields, with the API's defaults.
+    let (_, page) = c.get("/jobs/new").await;
+    let new_fields = job_form_fields(&page);
+    let names = |f: &[(String, String)]| {
+        let mut n: Vec<String> = f.iter().map(|(k, _)| k.clone()).collect();
+        n.retain(|k| !["_csrf", "enabled", "alarm_recovered"].contains(&k.as_str()));
+        n.sort();
+        n
+    };
+    assert_eq!(names(&new_fields), names(&fields));
+    let mut with_name = new_fields.clone();
+    for (k, v) in &mut with_name {
+        match k.as_str() {
+            "name" => *v = "fresh".into(),
+            "processor" => *v = "noop".into(),
+            _ => {}
+        }
+    }
+    let parsed = super::super::form::job_body(
+        &super::super::form::Fields::parse(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&with_name)
+                .finish()
+                .as_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        parsed,
+        JobBody::new("fresh", TimeExpressionType::Cron, "0 * * * * ?", "noop")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_job_form_comes_back_with_what_was_typed() {
+    let fake = Arc::new(Fake::default());
+    let c = Client::sign_in(fake.clone()).await;
+    let typed: Vec<(String, String)> = [
+        ("name", "keep-me"),
+        ("time_expression_type", "FIXED_RATE"),
+        ("time_expression", "60000"),
+        ("processor", "noop"),
+        ("tags", "etl, nightly"),
+        ("description", "typed <here>"),
+        ("concurrency", "many"),
+        ("backoff_jitter", "lots"),
+        ("overlap_policy", "QUEUE"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (status, _, page) = c.post("/jobs", &typed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    assert!(page.contains("concurrency: &quot;many&quot;"), "{page}");
+    let back = job_form_fields(&page);
+    let value = |name: &str| {
+        back.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    assert_eq!(value("name"), "keep-me");
+    assert_eq!(value("time_expression_type"), "FIXED_RATE");
+    assert_eq!(value("tags"), "etl, nightly");
+    assert_eq!(value("description"), "typed <here>");
+    assert_eq!(value("overlap_policy"), "QUEUE");
+    // The fields that did not parse are back at their defaults.
+    assert_eq!((value("concurrency"), value("backoff_jitter")), ("5", "0"));
+}
+
+#[tokio::test]
+async fn the_jobs_page_hands_its_filters_to_the_api() {
+    let fake = Arc::new(Fake::default());
+    let mut tagged = every_field();
+    tagged.name = SCRIPT.into();
+    fake.0.lock().jobs = vec![job(1, tagged)];
+    let c = Client::sign_in(fake.clone()).await;
+    let (status, page) = c
+        .get("/jobs?q=night&tag=team%3Adata&type=CRON&execute=MAP_REDUCE&enabled=no")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let sent = fake.0.lock().job_queries.pop().unwrap();
+    assert_eq!(
+        sent,
+        JobQuery {
+            limit: Some(1000),
+            cursor: None,
+            name: Some("night".into()),
+            tag: Some("team:data".into()),
+            time_expression_type: Some(TimeExpressionType::Cron),
+            execute_type: Some(ExecuteType::MapReduce),
+            enabled: Some(false),
+        }
+    );
+    // The form shows the filters back; the row shows the job's tags, as text.
+    assert!(page.contains(r#"name="tag" value="team:data""#), "{page}");
+    assert!(
+        page.contains(r#"<span class="tag">team:data</span>"#),
+        "{page}"
+    );
+    assert!(
+        !page.contains(SCRIPT) && page.contains("&lt;script&gt;"),
+        "{page}"
+    );
+    for bad in [
+        "/jobs?type=HOURLY",
+        "/jobs?execute=ALL",
+        "/jobs?enabled=maybe",
+    ] {
+        let (status, page) = c.get(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {page}");
+    }
+}
+
+/// The pages of the jobs, instances, overview and workers, with the ids the busy app has.
+const PAGES: [&str; 11] = [
+    "/",
+    "/overview/live",
+    "/jobs",
+    "/jobs/new",
+    "/jobs/1",
+    "/jobs/1/delete",
+    "/instances",
+    "/instances/1",
+    "/instances/1/live",
+    "/workers",
+    "/workers/live",
+];
+
+#[tokio::test]
+async fn every_page_renders_for_an_empty_and_a_busy_app() {
+    let fake = Arc::new(Fake::default());
+    let c = Client::sign_in(fake.clone()).await;
+    for path in PAGES {
+        let (status, page) = c.get(path).await;
+        let want = if path.starts_with("/jobs/1") || path.starts_with("/instances/1") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status, want, "{path}: {page}");
+    }
+    let (_, page) = c.get("/").await;
+    assert!(page.contains("No job is scheduled."), "{page}");
+    let (_, page) = c.get("/instances").await;
+    assert!(page.contains("No instances."), "{page}");
+
+    // Busy: 1200 jobs, 1000 instances of the last day, 40 workers.
+    let now = SystemClock.now_ms();
+    {
+        let mut st = fake.0.lock();
+        st.jobs = (1..=1200)
+            .map(|i| {
+                let mut body =
+                    JobBody::new(format!("job-{i}"), TimeExpressionType::Api, "", "noop");
+                if i == 1 {
+                    body.name = SCRIPT.into();
+                    body.tags = vec!["<t>".into()];
+                }
+                job(i, body)
+            })
+            .collect();
+        st.instances = (1..=1000u64)
+            .map(|i| {
+                let (status, ago) = match i % 4 {
+                    0 => (InstanceStatus::Succeed, 10 * 60_000),
+                    1 => (InstanceStatus::Running, 5_000),
+                    2 => (InstanceStatus::Failed, 5 * 3_600_000),
+                    _ => (InstanceStatus::WaitingDispatch, 20_000),
+                };
+                instance(i, status, now - ago)
+            })
+            .collect();
+        if let Some(first) = st.instances.first_mut() {
+            first.tasks = Some(TaskProgress {
+                total: 10,
+                succeeded: 6,
+                failed: 1,
+            });
+            first.running_times = 2;
+        }
+        st.log = vec![LogLineView {
+            seq: 1,
+            time_ms: now - 1_000,
+            level: LogLevel::Warn,
+            content: format!("line {SCRIPT}"),
+            attempt: 2,
+            fields: vec![],
+        }];
+        st.workers = (1..=40).map(worker).collect();
+    }
+    for path in PAGES {
+        let (status, page) = c.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        assert!(
+            !page.contains(SCRIPT),
+            "{path} must show user text as text: {page}"
+        );
+    }
+    let (_, page) = c.get("/").await;
+    // 250 of each status: SUCCEED 10 minutes ago, FAILED 5 hours ago, RUNNING and
+    // WAITING_DISPATCH triggered in the last minute (500 / 60 s).
+    let counts = |ok: u32, failed: u32| {
+        format!("{ok} ok</span> · <span class=\"bad\">{failed} failed</span>")
+    };
+    assert!(page.contains(&counts(250, 0)), "last hour: {page}");
+    assert!(page.contains(&counts(250, 250)), "last day: {page}");
+    assert!(
+        page.contains("<span class=\"v\">8.33</span>"),
+        "per second: {page}"
+    );
+    assert!(page.contains("40 ms / 40 ms"), "lateness p50 / p99: {page}");
+    assert!(page.contains("<a href=\"/workers\">40</a>"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;"),
+        "next triggers name the job: {page}"
+    );
+    assert!(page.contains("hx-trigger=\"every 5s\""), "{page}");
+    let (_, page) = c.get("/jobs").await;
+    assert!(
+        page.contains("Only the first 500 matches are shown"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span class=\"tag\">&lt;t&gt;</span>"),
+        "{page}"
+    );
+    let (_, page) = c.get("/instances").await;
+    assert_eq!(page.matches("<tr>").count(), 1 + 50, "{page}");
+    assert!(page.contains("Older"), "{page}");
+    let (_, page) = c.get("/instances/1").await;
+    for needle in [
+        "6 succeeded, 1 failed, 10 in all",
+        "<dt>Attempts</dt><dd>2</dd>",
+        "<dt>Lateness</dt><dd>40 ms</dd>",
+        "line &lt;script&gt;",
+        // A log line's time is shown in the browser's zone like every other.
+        "</time> WARN [attempt 2] line",
+        "hx-trigger=\"every 2s\"",
+    ] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+    let (_, page) = c.get("/workers").await;
+    assert_eq!(page.matches("<td class=\"running\">").count(), 40, "{page}");
+    assert!(
+        page.contains("&lt;rack-7&gt;") && page.contains(">overloaded<"),
+        "{page}"
+    );
+}
