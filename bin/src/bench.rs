@@ -39,6 +39,8 @@ use serde::Serialize;
 mod bench_workflow;
 #[path = "bench_flood.rs"]
 mod flood;
+#[path = "bench_fsync.rs"]
+mod fsync;
 #[path = "bench_harness.rs"]
 mod harness;
 #[path = "bench_mapreduce.rs"]
@@ -51,6 +53,9 @@ mod soak;
 pub enum BenchCmd {
     /// Durable instances per second through server, store and workers; dispatch latency.
     Dispatch(DispatchArgs),
+    /// The fdatasync latency (p50/p99/p999) of the disk the LogStore writes to: the floor
+    /// under the durable dispatch latency.
+    Fsync(fsync::FsyncArgs),
     /// Workflow handoff (a node's completion → the next node's dispatch) on a chain.
     Workflow(bench_workflow::WorkflowArgs),
     /// One sum_mr MAP_REDUCE instance over worker processes: tasks/s, peak RSS per worker.
@@ -150,6 +155,7 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
         .context("starting the tokio runtime")?;
     match cmd {
         BenchCmd::Dispatch(args) => runtime.block_on(dispatch(args, conn)),
+        BenchCmd::Fsync(args) => fsync::fsync(args, conn.json()),
         BenchCmd::Workflow(args) => runtime.block_on(bench_workflow::bench(args, conn.json())),
         BenchCmd::Mapreduce(args) => runtime.block_on(mapreduce::mapreduce(args, conn.json())),
         BenchCmd::Flood(args) => runtime.block_on(flood::flood(args, conn.json())),

@@ -23,7 +23,7 @@ pub mod client;
 pub mod clock;
 #[cfg(feature = "server")]
 pub mod cluster;
-#[cfg(any(feature = "server", feature = "worker"))]
+#[cfg(any(feature = "server", feature = "worker", feature = "dispatch"))]
 pub mod dispatch;
 #[cfg(feature = "embedded")]
 pub mod embedded;
