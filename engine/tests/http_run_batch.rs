@@ -44,7 +44,12 @@ impl Node {
         for name in ["a", "b"] {
             let app = CreateApp {
                 name: name.into(),
-                secret: format!("{name}-{SECRET}"),
+                // App "a" has the secret the fake worker proves.
+                secret: if name == "a" {
+                    SECRET.to_owned()
+                } else {
+                    format!("{name}-{SECRET}")
+                },
             };
             admin.create_app(&app).await.unwrap();
         }
@@ -103,6 +108,20 @@ async fn a_batch_is_one_write_answers_ids_in_order_and_every_run_is_started() {
         .await
         .unwrap()
         .id;
+    // One run over HTTP: its write (already WAITING_WORKER_RECEIVE) and its audit record.
+    let before = commits(&node.server);
+    let one = node.admin.run_job("a", job, &RunJob::default()).await.unwrap();
+    let single = commits(&node.server) - before;
+    assert_eq!(single, 2, "the run and its audit record");
+    assert_eq!(w.next_schedule().await.instance_id, one.instance_id.0);
+    w.r().report(one.instance_id.0, W::Succeed, None).await;
+    status_is(&api, &app, one.instance_id, S::Succeed).await;
+    // Its final status is a write too: wait for it, so that none is pending below.
+    until("the final write", || async {
+        (commits(&node.server) - before == single + 1).then_some(())
+    })
+    .await;
+    // Five runs in a batch: as many writes as the one run.
     let before = commits(&node.server);
     let params = ["p0", "p1", "p2", "p3", "p4"];
     let created = node
@@ -112,8 +131,8 @@ async fn a_batch_is_one_write_answers_ids_in_order_and_every_run_is_started() {
         .unwrap();
     assert_eq!(
         commits(&node.server) - before,
-        1,
-        "five runs, one write (each written already WAITING_WORKER_RECEIVE)"
+        single,
+        "five runs in one write, and one audit record"
     );
     let ids = created.instance_ids;
     assert_eq!(ids.len(), params.len());
