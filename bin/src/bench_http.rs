@@ -76,6 +76,10 @@ pub struct RunsArgs {
     /// Report file (default `$CARGO_TARGET_DIR/bench-reports/http_runs.json`).
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+    /// A flag for the `ferrojob-server` (repeat for more), e.g.
+    /// `--server-arg=--keep-finished-runs=1000000000`.
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
 }
 
 /// `ferrojob bench http load` flags.
@@ -125,6 +129,10 @@ struct Round {
     p99_us: u64,
     server_cpu_s: f64,
     load_cpu_s: f64,
+    /// The server's awaited store commits during the measurement
+    /// (`ferrojob_store_commit_seconds`): p50 and p99, µs.
+    commit_p50_us: u64,
+    commit_p99_us: u64,
 }
 
 /// Runs `ferrojob bench http ...`.
@@ -155,7 +163,7 @@ async fn runs(args: &RunsArgs, json: bool) -> Result<()> {
     let server = ServerProc::spawn(
         &dir.path().join("data"),
         &dir.path().join("server.log"),
-        &[],
+        &args.server_arg,
     )?;
     let (ceiling, ceiling_line) = ChildProc::spawn(
         {
@@ -269,7 +277,7 @@ async fn runs(args: &RunsArgs, json: bool) -> Result<()> {
             let r = measure(&target, durable.then_some(&client), process).await?;
             if !json {
                 eprintln!(
-                    "round {} {name}: {:.0} requests/s, {:.0} runs/s (finished {:.0}/s), p50 {} µs, p99 {} µs, server CPU {:.1} s, load CPU {:.1} s",
+                    "round {} {name}: {:.0} requests/s, {:.0} runs/s (finished {:.0}/s), p50 {} µs, p99 {} µs, server CPU {:.1} s, load CPU {:.1} s, store commits p50 {} µs p99 {} µs",
                     round + 1,
                     r.requests_per_s,
                     r.runs_per_s,
@@ -277,7 +285,9 @@ async fn runs(args: &RunsArgs, json: bool) -> Result<()> {
                     r.p50_us,
                     r.p99_us,
                     r.server_cpu_s,
-                    r.load_cpu_s
+                    r.load_cpu_s,
+                    r.commit_p50_us,
+                    r.commit_p99_us
                 );
             }
             if let Some(v) = rounds.get_mut(i) {
@@ -318,6 +328,8 @@ async fn runs(args: &RunsArgs, json: bool) -> Result<()> {
             "latency_p99_us": med(v, |r| r.p99_us as f64),
             "server_cpu_s": med(v, |r| r.server_cpu_s),
             "load_cpu_s": med(v, |r| r.load_cpu_s),
+            "store_commit_p50_us": med(v, |r| r.commit_p50_us as f64),
+            "store_commit_p99_us": med(v, |r| r.commit_p99_us as f64),
         });
         if let (Some(map), serde_json::Value::Object(more)) = (row.as_object_mut(), extra) {
             map.extend(more);
@@ -404,10 +416,11 @@ async fn measure(
     finished_of: Option<&Client>,
     server: &ChildProc,
 ) -> Result<Round> {
-    let finished_before = match finished_of {
-        Some(client) => finished_total(&client.metrics().await?),
-        None => 0,
+    let metrics_before = match finished_of {
+        Some(client) => client.metrics().await?,
+        None => String::new(),
     };
+    let finished_before = finished_total(&metrics_before);
     let server_before = server.usage();
     let mut command = Command::new(std::env::current_exe()?);
     command
@@ -439,6 +452,7 @@ async fn measure(
     }
     let runs = result.ok.saturating_mul(t.per_request);
     let mut finished_per_s = 0.0;
+    let mut commits = (0, 0);
     if let Some(client) = finished_of {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
@@ -452,6 +466,22 @@ async fn measure(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         finished_per_s = runs as f64 / started.elapsed().as_secs_f64();
+        let name = "ferrojob_store_commit_seconds";
+        let before = super::histogram(&metrics_before, name);
+        let delta: Vec<(f64, u64)> = super::histogram(&client.metrics().await?, name)
+            .into_iter()
+            .map(|(bound, count)| {
+                let was = before
+                    .iter()
+                    .find(|(b, _)| *b == bound)
+                    .map_or(0, |(_, c)| *c);
+                (bound, count.saturating_sub(was))
+            })
+            .collect();
+        commits = (
+            super::histogram_quantile(&delta, 0.50),
+            super::histogram_quantile(&delta, 0.99),
+        );
     }
     let server_cpu_s = server.usage().cpu_ms.saturating_sub(server_before.cpu_ms) as f64 / 1000.0;
     Ok(Round {
@@ -462,6 +492,8 @@ async fn measure(
         p99_us: result.latency_p99_us,
         server_cpu_s,
         load_cpu_s: load_cpu_ms as f64 / 1000.0,
+        commit_p50_us: commits.0,
+        commit_p99_us: commits.1,
     })
 }
 
