@@ -110,7 +110,11 @@ async fn a_batch_is_one_write_answers_ids_in_order_and_every_run_is_started() {
         .id;
     // One run over HTTP: its write (already WAITING_WORKER_RECEIVE) and its audit record.
     let before = commits(&node.server);
-    let one = node.admin.run_job("a", job, &RunJob::default()).await.unwrap();
+    let one = node
+        .admin
+        .run_job("a", job, &RunJob::default())
+        .await
+        .unwrap();
     let single = commits(&node.server) - before;
     assert_eq!(single, 2, "the run and its audit record");
     assert_eq!(w.next_schedule().await.instance_id, one.instance_id.0);
