@@ -43,6 +43,8 @@ mod flood;
 mod fsync;
 #[path = "bench_harness.rs"]
 mod harness;
+#[path = "bench_http.rs"]
+mod http;
 #[path = "bench_mapreduce.rs"]
 mod mapreduce;
 #[path = "bench_soak.rs"]
@@ -71,6 +73,10 @@ pub enum BenchCmd {
     /// minutes with retention on: the server's RSS, open files, store size and keys each
     /// minute.
     Soak(soak::SoakArgs),
+    /// API runs over HTTP (single-run and batch routes) against an axum ceiling, the load
+    /// generator in a process of its own.
+    #[command(subcommand)]
+    Http(http::HttpCmd),
 }
 
 /// `ferrojob bench dispatch` flags.
@@ -161,6 +167,7 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
         BenchCmd::Flood(args) => runtime.block_on(flood::flood(args, conn.json())),
         BenchCmd::FloodAttack(args) => runtime.block_on(flood::attack(args)),
         BenchCmd::Soak(args) => runtime.block_on(soak::soak(args, conn.json())),
+        BenchCmd::Http(cmd) => runtime.block_on(http::run(cmd, conn.json())),
     }
 }
 

@@ -492,7 +492,8 @@ pub enum JobCmd {
         /// Job id.
         id: JobId,
     },
-    /// Run a job now (or after --delay-ms); prints the instance id.
+    /// Run a job now (or after --delay-ms); prints the instance id (one per line with
+    /// --count).
     Run {
         #[command(flatten)]
         app: AppArg,
@@ -504,6 +505,10 @@ pub enum JobCmd {
         /// Delay, ms.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Runs to create, all or none, in one request and one durable write
+        /// (`POST .../jobs/{id}/runs`), 1 to 1000.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        count: u16,
         /// Send the run with this `Idempotency-Key` (and again after a network error): the
         /// same key within 24 h gives the first run back, never a second one.
         #[arg(long)]
@@ -935,7 +940,35 @@ pub fn job(conn: &Conn, cmd: &JobCmd) -> Result<()> {
                 id,
                 params,
                 delay_ms,
+                count,
                 idempotency_key,
+            } if *count > 1 => {
+                let run = RunJob {
+                    params: params.clone(),
+                    delay_ms: *delay_ms,
+                };
+                let batch = ferrojob::api::RunJobBatch {
+                    runs: vec![run; usize::from(*count)],
+                };
+                let created = keyed(&client, idempotency_key.as_deref())
+                    .run_job_batch(&app.app, *id, &batch)
+                    .await?;
+                if json {
+                    print_json(&created)
+                } else {
+                    for iid in &created.instance_ids {
+                        println!("{}", iid.get());
+                    }
+                    Ok(())
+                }
+            }
+            JobCmd::Run {
+                app,
+                id,
+                params,
+                delay_ms,
+                idempotency_key,
+                ..
             } => {
                 let run = keyed(&client, idempotency_key.as_deref())
                     .run_job(

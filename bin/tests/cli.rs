@@ -1065,6 +1065,31 @@ async fn the_cli_tags_filters_and_copies() {
         [first.as_str()]
     );
     assert!(inst_list(&["--finished-from", "0"]).is_empty());
+
+    // A batch: three runs in one request, their ids one a line, in order.
+    let batch = workflow_ok(
+        &c,
+        &[
+            "job",
+            "run",
+            "--app",
+            APP,
+            &orders,
+            "--count",
+            "3",
+            "--delay-ms",
+            "10800000",
+        ],
+    );
+    let ids: Vec<u64> = batch.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{batch}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(inst_list(&[]).len(), 5);
+    let (code, _, stderr) = workflow_cli(
+        &c,
+        &["job", "run", "--app", APP, &orders, "--count", "1001"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -381,6 +381,65 @@ fn lifecycle_through_the_repo_and_delayed_runs() {
     });
 }
 
+/// A batch of instances is one write: consecutive ids in order, every index row, delayed
+/// rows for the delayed ones, durable across a reopen; an empty or mixed batch, or an
+/// invalid record in it, writes nothing.
+#[test]
+fn a_batch_of_instances_is_created_in_one_write() {
+    each_repository(|place| {
+        let repo = place.open();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let other = job(&repo, a.id, None);
+        let runs: Vec<_> = (0..5)
+            .map(|i| {
+                let due = NOW + i * 1000;
+                let rec = InstanceRecord::new(j.id, a.id, format!("p{i}"), due);
+                (rec, (i == 4).then_some(due))
+            })
+            .collect();
+        let created = repo.create_instances(runs).unwrap().wait().unwrap();
+        let ids: Vec<u64> = created.iter().map(|r| r.id.0).collect();
+        assert_eq!(ids.len(), 5);
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+        for (i, rec) in created.iter().enumerate() {
+            assert_eq!(rec.params, format!("p{i}"));
+        }
+        // Refused whole: nothing of it is written.
+        assert!(repo.create_instances(Vec::new()).is_err());
+        let mixed = vec![
+            (InstanceRecord::new(j.id, a.id, "", NOW), None),
+            (InstanceRecord::new(other.id, a.id, "", NOW), None),
+        ];
+        assert!(matches!(
+            repo.create_instances(mixed),
+            Err(RepoError::Invalid { .. })
+        ));
+        let mut big = InstanceRecord::new(j.id, a.id, "", NOW);
+        big.params = "x".repeat(MAX_PARAMS_LEN + 1);
+        let bad = vec![
+            (InstanceRecord::new(j.id, a.id, "", NOW), None),
+            (big, None),
+        ];
+        assert!(repo.create_instances(bad).is_err());
+        drop(repo);
+        let repo = place.open();
+        let state = repo.load().unwrap();
+        assert_eq!(state.active.len(), 5, "only the accepted batch");
+        assert_eq!(
+            state.delayed,
+            vec![DelayedRun {
+                instance_id: created[4].id,
+                job_id: j.id,
+                due: NOW + 4000
+            }]
+        );
+        for rec in &created {
+            assert_eq!(repo.get_instance(rec.id).unwrap().params, rec.params);
+        }
+    });
+}
+
 /// Listing 1000 instances in pages of 100 returns each exactly once, newest first; filters by
 /// job and status.
 #[test]

@@ -22,6 +22,7 @@
 //! | `DELETE /v1/apps/{app}/jobs/{id}` | [`Api::delete_job`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/enable`, `.../disable` | [`Api::set_job_enabled`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/run` | [`Api::run_job`] |
+//! | `POST /v1/apps/{app}/jobs/{id}/runs` (1 to [`MAX_RUN_BATCH`] runs, one durable batch) | [`Api::run_job_batch`] ([`run_batch`]) |
 //! | `POST /v1/apps/{app}/jobs/{id}/copy` | [`Api::copy_job`] |
 //! | `POST /v1/apps/{app}/jobs/{id}/backfill` | [`Api::backfill_job`] ([`backfill`]) |
 //! | `GET /v1/apps/{app}/jobs/{id}/versions[/{version}]`, `POST .../jobs/{id}/rollback` | [`Api::job_versions`], [`Api::get_job_version`], [`Api::rollback_job`] ([`history`]) |
@@ -52,6 +53,7 @@ pub mod calendar;
 pub mod error;
 pub mod history;
 pub mod instance_log;
+pub mod run_batch;
 pub mod token;
 pub mod types;
 pub mod workflow;
@@ -67,6 +69,7 @@ pub use calendar::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use history::*;
 pub use instance_log::*;
+pub use run_batch::*;
 pub use token::*;
 pub use types::*;
 pub use workflow::*;
@@ -112,6 +115,17 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     fn set_job_enabled(&self, app: AppRef, id: JobId, enabled: bool) -> ApiFuture<'_, JobView>;
     /// Creates an API run now or after `delay_ms`; the instance is durable when this resolves.
     fn run_job(&self, app: AppRef, id: JobId, req: RunJob) -> ApiFuture<'_, RunCreated>;
+    /// Creates the batch's API runs, all or none, in one durable write; answers their
+    /// instance ids in the order of the runs (see [`run_batch`]).
+    fn run_job_batch(
+        &self,
+        app: AppRef,
+        id: JobId,
+        req: RunJobBatch,
+    ) -> ApiFuture<'_, RunBatchCreated> {
+        let _ = (app, id, req);
+        Box::pin(async { Err(ApiError::unavailable("this server has no batch runs")) })
+    }
     /// Creates a copy of job `id` under a new name (every other field as the source's unless
     /// `req` says otherwise); answers the new job's id. Built on [`Api::get_job`] and
     /// [`Api::create_job`], so the copy is validated and scheduled like any new job.

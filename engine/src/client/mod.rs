@@ -206,6 +206,22 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/apps/{app}/jobs/{id}/runs`: 1 to
+    /// [`MAX_RUN_BATCH`](crate::api::MAX_RUN_BATCH) runs in one request and one durable
+    /// write, all or none; the instance ids come back in the runs' order.
+    pub async fn run_job_batch(
+        &self,
+        app: &str,
+        id: JobId,
+        runs: &crate::api::RunJobBatch,
+    ) -> Result<crate::api::RunBatchCreated, ClientError> {
+        self.post(
+            &["v1", "apps", app, "jobs", &id.get().to_string(), "runs"],
+            runs,
+        )
+        .await
+    }
+
     /// `POST /v1/apps/{app}/jobs/{id}/backfill`.
     pub async fn backfill_job(
         &self,

@@ -5,7 +5,7 @@
 //!
 //! | routes | action | target |
 //! |---|---|---|
-//! | `POST .../jobs`, `PUT/DELETE .../jobs/{id}`, `.../enable`, `/disable`, `/rollback`, `/copy`, `/run`, `/backfill` | `job.create`, `job.update`, `job.delete`, `job.enable`, `job.disable`, `job.rollback`, `job.copy`, `job.run`, `job.backfill` | `job/{id}` (the new id for a creation) |
+//! | `POST .../jobs`, `PUT/DELETE .../jobs/{id}`, `.../enable`, `/disable`, `/rollback`, `/copy`, `/run`, `/runs`, `/backfill` | `job.create`, `job.update`, `job.delete`, `job.enable`, `job.disable`, `job.rollback`, `job.copy`, `job.run`, `job.run_batch`, `job.backfill` | `job/{id}` (the new id for a creation) |
 //! | `POST .../instances/{id}/stop`, `/cancel`, `/retry` | `instance.stop`, ... | `instance/{id}` |
 //! | the same for workflows and workflow instances (`mark-success` too; `workflow.backfill`) | `workflow.*`, `workflow_instance.*` | `workflow/{id}`, `workflow_instance/{id}` |
 //! | `POST/DELETE .../tokens[/{id}]`, `PUT/DELETE/POST .../alarm-channels/{name}[/test]`, `rotate-secret` | `token.create`, `token.revoke`, `channel.put`, `channel.delete`, `channel.test`, `app.rotate_secret` | `token/{id}`, `channel/{name}`, `app` |
@@ -16,7 +16,8 @@
 //! record is logged and does not change the answer (the change is made).
 //!
 //! The summary is the request line, plus the ids a creation or run answered (`id`,
-//! `instance_id`, `workflow_instance_id`); no other part of a body is read, so a new token's
+//! `instance_id`, `workflow_instance_id`; for a batch of runs their count and the first and
+//! last `instance_ids`); no other part of a body is read, so a new token's
 //! secret never reaches the trail.
 
 use axum::body::Body;
@@ -49,6 +50,7 @@ fn classify<'a>(
         ("POST", ["jobs", id, "rollback"]) => ("job.rollback", "job", Some(*id)),
         ("POST", ["jobs", id, "copy"]) => ("job.copy", "job", Some(*id)),
         ("POST", ["jobs", id, "run"]) => ("job.run", "job", Some(*id)),
+        ("POST", ["jobs", id, "runs"]) => ("job.run_batch", "job", Some(*id)),
         ("POST", ["jobs", id, "backfill"]) => ("job.backfill", "job", Some(*id)),
         ("POST", ["instances", id, "stop"]) => ("instance.stop", "instance", Some(*id)),
         ("POST", ["instances", id, "cancel"]) => ("instance.cancel", "instance", Some(*id)),
@@ -117,6 +119,17 @@ fn answered_ids(body: &[u8]) -> (Option<u64>, String) {
                 id = Some(n);
             }
             text.push_str(&format!(" {key}={n}"));
+        }
+    }
+    if let Some(ids) = map
+        .get("instance_ids")
+        .and_then(serde_json::Value::as_array)
+    {
+        let first = ids.first().and_then(serde_json::Value::as_u64);
+        let last = ids.last().and_then(serde_json::Value::as_u64);
+        text.push_str(&format!(" runs={}", ids.len()));
+        if let (Some(first), Some(last)) = (first, last) {
+            text.push_str(&format!(" instance_ids={first}..={last}"));
         }
     }
     (id, text)
@@ -245,5 +258,13 @@ mod tests {
             (Some(7), " id=7".to_owned())
         );
         assert_eq!(answered_ids(b"not json"), (None, String::new()));
+        assert_eq!(
+            classify(&Method::POST, &["jobs", "12", "runs"]),
+            Some(("job.run_batch", "job", Some("12")))
+        );
+        assert_eq!(
+            answered_ids(br#"{"instance_ids":[4,5,6]}"#),
+            (None, " runs=3 instance_ids=4..=6".to_owned())
+        );
     }
 }

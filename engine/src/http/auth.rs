@@ -14,7 +14,9 @@
 //!   token cannot learn which apps exist. With the admin token an unknown app is 404.
 //! - An authorized request takes a token from its app's bucket (the admin's on admin
 //!   routes) when [`HttpConfig::api_rate`](super::HttpConfig::api_rate) is set; an empty
-//!   bucket is 429 with `Retry-After`. Requests that fail authorization take none, but count
+//!   bucket is 429 with `Retry-After`. A batch of runs (`POST .../jobs/{id}/runs`) takes
+//!   one token per run: the rest once its body is read (a batch beyond the bucket's burst
+//!   is 413). Requests that fail authorization take none, but count
 //!   against their source address (`guard`, [`super::failures`]).
 //! - Tokens are compared in constant time: the admin token and the compatibility secret
 //!   byte for byte (in the longer of the two lengths), API tokens by their SHA-256; an empty
@@ -155,6 +157,35 @@ impl Shared {
             return Ok(());
         };
         rate.check(principal, self.clock.now_ms())
+            .map_err(|wait_ms| {
+                self.metrics.rate_limited();
+                Failure::rate_limited(retry_after_secs(wait_ms))
+            })
+    }
+
+    /// Takes `more` tokens from app `principal`'s bucket beyond the one its request took
+    /// (one per run of a batch), or answers 429 — or 413 when `more + 1` is beyond the
+    /// bucket's burst, which no wait would make room for.
+    pub(crate) fn admit_more(&self, principal: &str, more: u64) -> Result<(), Failure> {
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        if more == 0 {
+            return Ok(());
+        }
+        let burst = rate.burst();
+        if more.saturating_add(1) > burst {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "runs: {} runs take {} tokens of the app's request rate, whose burst is {burst}; send at most {burst} runs in one request",
+                    more.saturating_add(1),
+                    more.saturating_add(1)
+                ),
+            )
+            .into());
+        }
+        rate.take(principal, more, self.clock.now_ms())
             .map_err(|wait_ms| {
                 self.metrics.rate_limited();
                 Failure::rate_limited(retry_after_secs(wait_ms))

@@ -16,7 +16,7 @@ use super::{idempotency, Shared};
 use crate::api::TokenRole;
 use crate::api::{
     validate_expression, ApiError, CopyJob, CreateApp, ErrorCode, InstanceAction, InstanceQuery,
-    JobBody, JobQuery, LogQuery, RunJob, ValidateRequest,
+    JobBody, JobQuery, LogQuery, RunJob, RunJobBatch, ValidateRequest,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -191,6 +191,31 @@ pub(crate) async fn run_job(
     let run = move || async move {
         let body: RunJob = optional_json_body(req).await?;
         ok(api.run_job(app, id, body).await?)
+    };
+    s.idempotency
+        .answer(&s.api, scope, s.clock.now_ms(), run)
+        .await
+}
+
+/// `POST /v1/apps/{app}/jobs/{id}/runs` `{"runs":[{"params","delay_ms"}, ...]}` → 200
+/// `{"instance_ids"}` in the runs' order (operate; honours `Idempotency-Key`). Every run
+/// takes a token of the app's rate: the request's own, and the rest once the body is read.
+pub(crate) async fn run_job_batch(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    req: Request,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(req.headers(), &p.app, TokenRole::Operate)?;
+    let id = parse_id(&p.id)?;
+    let scope = idempotency::scope(&req)?;
+    let shared = s.clone();
+    let run = move || async move {
+        let body: RunJobBatch = json_body(req).await?;
+        body.check()?;
+        let more = u64::try_from(body.runs.len().saturating_sub(1)).unwrap_or(u64::MAX);
+        shared.admit_more(&app.name, more)?;
+        ok(shared.api.run_job_batch(app, id, body).await?)
     };
     s.idempotency
         .answer(&s.api, scope, s.clock.now_ms(), run)

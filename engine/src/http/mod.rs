@@ -67,8 +67,8 @@
 //! | a request with a credential from a source past its failed sign-ins ([`HttpConfig::failed_logins`]; before it is checked) | 429 + `Retry-After` | `rate_limited` |
 //! | unknown route; unknown app (with the admin token), job, instance, workflow, workflow instance or node | 404 | `not_found` |
 //! | a method the route does not have | 405 (+ `Allow`) | `invalid_argument` |
-//! | a body larger than [`HttpConfig::max_body_bytes`] | 413 | `payload_too_large` |
-//! | an authorized request beyond its app's [`HttpConfig::api_rate`] (before its body is read) | 429 + `Retry-After` (seconds) | `rate_limited` |
+//! | a body larger than [`HttpConfig::max_body_bytes`]; a batch of runs of more than [`MAX_RUN_BATCH`](crate::api::MAX_RUN_BATCH) runs, or of more runs than its app's rate burst | 413 | `payload_too_large` |
+//! | an authorized request beyond its app's [`HttpConfig::api_rate`] (before its body is read; a batch of N runs takes N tokens, the other N−1 after its body is read) | 429 + `Retry-After` (seconds) | `rate_limited` |
 //! | a body not complete within [`HttpConfig::body_read_timeout`] | 408 (connection closed) | `invalid_argument` |
 //! | an [`ApiError`](crate::api::ApiError) from the [`Api`] | its [`ErrorCode::http_status`](crate::api::ErrorCode::http_status) | its code |
 //! | a panic in a handler (a bug) | 500 | `internal` |

@@ -99,6 +99,19 @@ impl RateLimiter {
     /// Takes a token from `key`'s bucket at `now`: `Ok` when there was one, else `Err` with
     /// the milliseconds until there is.
     pub(crate) fn check(&self, key: &str, now: EpochMs) -> Result<(), u64> {
+        self.take(key, 1, now)
+    }
+
+    /// Most tokens a bucket holds (its `burst`): more cannot be taken at once.
+    pub(crate) fn burst(&self) -> u64 {
+        self.cap / MILLI
+    }
+
+    /// Takes `n` tokens (at most [`burst`](RateLimiter::burst)) from `key`'s bucket at `now`,
+    /// all or none: `Ok` when there were `n`, else `Err` with the milliseconds until there
+    /// are (a batch of API runs takes one token per run).
+    pub(crate) fn take(&self, key: &str, n: u64, now: EpochMs) -> Result<(), u64> {
+        let need = n.saturating_mul(MILLI);
         let mut buckets = self.buckets.lock();
         if !buckets.contains_key(key) {
             if buckets.len() >= self.max_keys {
@@ -117,11 +130,11 @@ impl RateLimiter {
             return Ok(());
         };
         *bucket = self.refilled(*bucket, now);
-        if bucket.milli >= MILLI {
-            bucket.milli -= MILLI;
+        if bucket.milli >= need {
+            bucket.milli -= need;
             Ok(())
         } else {
-            Err((MILLI - bucket.milli).div_ceil(self.per_sec))
+            Err((need - bucket.milli).div_ceil(self.per_sec))
         }
     }
 
@@ -183,6 +196,18 @@ mod tests {
             assert_eq!(l.check("shop", t), Ok(()));
         }
         assert!(l.check("shop", t).is_err());
+    }
+
+    #[test]
+    fn many_tokens_are_taken_all_or_none() {
+        let l = limiter(10, 5, 100);
+        assert_eq!(l.burst(), 5);
+        assert_eq!(l.take("shop", 3, 0), Ok(()));
+        // Two left: three more are 100 ms away, and none is taken meanwhile.
+        assert_eq!(l.take("shop", 3, 0), Err(100));
+        assert_eq!(l.take("shop", 2, 0), Ok(()));
+        assert_eq!(l.take("shop", 3, 300), Ok(()));
+        assert!(l.check("shop", 300).is_err());
     }
 
     #[test]

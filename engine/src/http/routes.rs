@@ -90,6 +90,7 @@ pub(crate) fn routes() -> Routes {
         .post("/v1/apps/{app}/jobs/{id}/enable", h::enable_job)
         .post("/v1/apps/{app}/jobs/{id}/disable", h::disable_job)
         .post("/v1/apps/{app}/jobs/{id}/run", h::run_job)
+        .post("/v1/apps/{app}/jobs/{id}/runs", h::run_job_batch)
         .post("/v1/apps/{app}/jobs/{id}/copy", h::copy_job)
         .post("/v1/apps/{app}/jobs/{id}/backfill", h::backfill_job)
         .get("/v1/apps/{app}/jobs/{id}/versions", v::job_versions)

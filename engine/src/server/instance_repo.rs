@@ -120,6 +120,38 @@ impl LogRepo {
         Ok(self.submit(batch, instance))
     }
 
+    /// [`create_instance`](LogRepo::create_instance) for many instances of one job, in one
+    /// batch: each `(instance, delayed_until)` gets a fresh id (consecutive, in order), its
+    /// index rows and its delayed-run row. All are durable when the one commit resolves, or
+    /// none is. Refuses an empty list, and instances of different jobs.
+    pub fn create_instances(
+        &self,
+        runs: Vec<(InstanceRecord, Option<EpochMs>)>,
+    ) -> Result<Commit<Vec<InstanceRecord>>, RepoError> {
+        let job = check_one_job(&runs)?;
+        if !self.triggers.contains_key(&job) {
+            return Err(RepoError::not_found("job", job.0));
+        }
+        let n = runs.len() as u64;
+        let first = self.instance_ids.alloc(&*self.store, n)?;
+        let mut batch = Batch::new();
+        let mut out = Vec::with_capacity(runs.len());
+        for (id, (mut instance, delayed_until)) in (first..).zip(runs) {
+            instance.id = InstanceId(id);
+            Self::insert_instance_ops(&mut batch, &instance)?;
+            if let Some(due) = delayed_until {
+                let run = DelayedRun {
+                    instance_id: instance.id,
+                    job_id: instance.job_id,
+                    due,
+                };
+                batch.push_put(DELAYED, keys::id(instance.id.0), encode(DELAYED, &run)?);
+            }
+            out.push(instance);
+        }
+        Ok(self.submit(batch, out))
+    }
+
     /// The instance `id`.
     pub fn get_instance(&self, id: InstanceId) -> Result<InstanceRecord, RepoError> {
         self.get_record(INSTANCES, &keys::id(id.0), "instance", id.0)
@@ -422,4 +454,27 @@ impl LogRepo {
             }
         }
     }
+}
+
+/// The one job every instance of `runs` belongs to, each validated; refuses an empty list
+/// and a list that mixes jobs.
+pub(crate) fn check_one_job(
+    runs: &[(InstanceRecord, Option<EpochMs>)],
+) -> Result<JobId, RepoError> {
+    let Some((first, _)) = runs.first() else {
+        return Err(RepoError::invalid("instances", "at least one"));
+    };
+    for (instance, _) in runs {
+        instance.validate()?;
+        if instance.job_id != first.job_id {
+            return Err(RepoError::invalid(
+                "job_id",
+                format!(
+                    "one batch holds runs of one job: {} and {}",
+                    first.job_id, instance.job_id
+                ),
+            ));
+        }
+    }
+    Ok(first.job_id)
 }

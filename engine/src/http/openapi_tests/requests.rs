@@ -70,6 +70,9 @@ fn request_examples_parse_into_the_real_types_and_schemas_name_their_fields() {
         delay_ms: 1,
     };
     request_matches(&d, "post", "/v1/apps/{app}/jobs/{id}/run", "RunJob", &run);
+    let batch = RunJobBatch { runs: vec![run] };
+    let path = "/v1/apps/{app}/jobs/{id}/runs";
+    request_matches(&d, "post", path, "RunJobBatch", &batch);
     let backfill = crate::api::Backfill {
         from: 1,
         to: 2,

@@ -106,6 +106,13 @@ fn real_answers_match_the_response_schemas() {
     );
     conforms(
         &d,
+        "RunBatchCreated",
+        &RunBatchCreated {
+            instance_ids: vec![InstanceId(9), InstanceId(10)],
+        },
+    );
+    conforms(
+        &d,
         "BackfillResult",
         &crate::api::BackfillResult {
             runs: vec![

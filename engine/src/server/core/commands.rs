@@ -219,6 +219,70 @@ impl Core {
         }
     }
 
+    /// A batch of runs of `app`'s job `id`, each `(params, delay_ms)`: their creation,
+    /// submitted as one write. Each run is prepared as [`prepare_run`](Core::prepare_run)
+    /// prepares one, in order; the batch is all or none, so a run that would be refused
+    /// (a delay too long, the overlap policy SKIP at `max_instances`) refuses the batch and
+    /// releases what the runs before it reserved. The follow-ups are in the runs' order.
+    pub(crate) fn prepare_runs(
+        &mut self,
+        app: AppId,
+        id: JobId,
+        runs: Vec<(String, u64)>,
+        now: EpochMs,
+    ) -> Result<(Commit<Vec<InstanceRecord>>, Vec<AfterCreate>), ApiError> {
+        self.job_of(app, id)?;
+        if let Some((i, (_, d))) = runs
+            .iter()
+            .enumerate()
+            .find(|(_, (_, d))| *d > MAX_DELAY_MS)
+        {
+            return Err(ApiError::invalid(
+                &format!("runs[{i}].delay_ms"),
+                format!("at most {MAX_DELAY_MS}, got {d}"),
+            ));
+        }
+        let n = runs.len();
+        let mut records = Vec::with_capacity(n);
+        let mut thens = Vec::with_capacity(n);
+        for (i, (params, delay_ms)) in runs.into_iter().enumerate() {
+            let job = self.job_of(app, id)?;
+            if delay_ms == 0 && self.skips(job) {
+                let max = job.def.record.max_instances;
+                for then in thens.drain(..) {
+                    self.create_failed(then);
+                }
+                for _ in 0..n {
+                    self.count_skipped(id);
+                }
+                return Err(ApiError::conflict(format!(
+                    "batch skipped: its run {i} would exceed job {}'s {max} at once (max_instances) and its overlap policy is SKIP; no run was created",
+                    id.0
+                )));
+            }
+            let delay = i64::try_from(delay_ms).unwrap_or(0);
+            let due = now.saturating_add(delay);
+            let mut rec = InstanceRecord::new(id, app, params, due);
+            let then = match (delay == 0).then(|| self.dispatch_new(&mut rec, now)) {
+                Some(Some(nd)) => AfterCreate::Dispatched(nd),
+                _ => AfterCreate::Dispatch {
+                    at: (delay > 0).then_some(due),
+                },
+            };
+            records.push((rec, (delay > 0).then_some(due)));
+            thens.push(then);
+        }
+        match self.repo.create_instances(records) {
+            Ok(c) => Ok((c, thens)),
+            Err(e) => {
+                for then in thens {
+                    self.create_failed(then);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     /// The trigger times of `app`'s job `id` in `[from, to)`: what a backfill of the range
     /// runs (see [`Schedule::backfill_times`](crate::schedule::Schedule::backfill_times)).
     pub(crate) fn backfill_times(

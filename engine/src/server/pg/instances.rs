@@ -62,6 +62,35 @@ impl PgRepo {
         Ok(self.submit(ops, instance))
     }
 
+    pub(super) fn create_instances(
+        &self,
+        runs: Vec<(InstanceRecord, Option<EpochMs>)>,
+    ) -> Result<Commit<Vec<InstanceRecord>>, RepoError> {
+        let job = crate::server::instance_repo::check_one_job(&runs)?;
+        if !self.triggers.contains_key(&job) {
+            return Err(RepoError::not_found("job", job.0));
+        }
+        let first = self.alloc(&self.instance_ids, runs.len() as u64)?;
+        let mut ops = Vec::with_capacity(runs.len().saturating_mul(2));
+        let mut out = Vec::with_capacity(runs.len());
+        for (id, (mut instance, delayed_until)) in (first..).zip(runs) {
+            instance.id = InstanceId(id);
+            ops.push(Self::instance_row(&instance)?);
+            if let Some(due) = delayed_until {
+                ops.push(Op::Put(
+                    Table::DelayedRuns,
+                    vec![
+                        i64s(Some(big(instance.id.0)?)),
+                        i64s(Some(big(instance.job_id.0)?)),
+                        i64s(Some(due)),
+                    ],
+                ));
+            }
+            out.push(instance);
+        }
+        Ok(self.submit(ops, out))
+    }
+
     pub(super) fn get_instance(&self, id: InstanceId) -> Result<InstanceRecord, RepoError> {
         match self.query_opt(
             "SELECT id, record FROM instances WHERE id = $1",

@@ -141,6 +141,12 @@ impl Repository for PgRepo {
     ) -> Result<Commit<InstanceRecord>, RepoError> {
         PgRepo::create_instance(self, instance, delayed_until)
     }
+    fn create_instances(
+        &self,
+        runs: Vec<(InstanceRecord, Option<EpochMs>)>,
+    ) -> Result<Commit<Vec<InstanceRecord>>, RepoError> {
+        PgRepo::create_instances(self, runs)
+    }
     fn get_instance(&self, id: InstanceId) -> Result<InstanceRecord, RepoError> {
         PgRepo::get_instance(self, id)
     }

@@ -139,6 +139,12 @@ impl Repository for LogRepo {
     ) -> Result<Commit<InstanceRecord>, RepoError> {
         LogRepo::create_instance(self, instance, delayed_until)
     }
+    fn create_instances(
+        &self,
+        runs: Vec<(InstanceRecord, Option<EpochMs>)>,
+    ) -> Result<Commit<Vec<InstanceRecord>>, RepoError> {
+        LogRepo::create_instances(self, runs)
+    }
     fn get_instance(&self, id: InstanceId) -> Result<InstanceRecord, RepoError> {
         LogRepo::get_instance(self, id)
     }

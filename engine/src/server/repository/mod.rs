@@ -150,6 +150,11 @@ pub trait Repository: Send + Sync + Debug {
         instance: InstanceRecord,
         delayed_until: Option<EpochMs>,
     ) -> Result<Commit<InstanceRecord>, RepoError>;
+    /// See [`LogRepo::create_instances`].
+    fn create_instances(
+        &self,
+        runs: Vec<(InstanceRecord, Option<EpochMs>)>,
+    ) -> Result<Commit<Vec<InstanceRecord>>, RepoError>;
     /// See [`LogRepo::get_instance`].
     fn get_instance(&self, id: InstanceId) -> Result<InstanceRecord, RepoError>;
     /// See [`LogRepo::update_instance`].

@@ -303,6 +303,20 @@ impl Api for NodeApi {
         })
     }
 
+    fn run_job_batch(
+        &self,
+        app: AppRef,
+        id: JobId,
+        req: crate::api::RunJobBatch,
+    ) -> ApiFuture<'_, crate::api::RunBatchCreated> {
+        Box::pin(super::pending_run::run_batch(
+            Arc::clone(&self.0),
+            app,
+            id,
+            req,
+        ))
+    }
+
     fn backfill_job(
         &self,
         app: AppRef,
