@@ -39,6 +39,8 @@ use serde::Serialize;
 mod bench_workflow;
 #[path = "bench_flood.rs"]
 mod flood;
+#[path = "bench_flood_attack.rs"]
+mod flood_attack;
 #[path = "bench_fsync.rs"]
 mod fsync;
 #[path = "bench_harness.rs"]
@@ -68,7 +70,10 @@ pub enum BenchCmd {
     Flood(flood::FloodArgs),
     /// The attacker of `bench flood`, as a process of its own.
     #[command(hide = true)]
-    FloodAttack(flood::AttackArgs),
+    FloodAttack(flood_attack::AttackArgs),
+    /// The control of `bench flood`: takes CPU and does nothing else.
+    #[command(hide = true)]
+    FloodBurn(flood_attack::BurnArgs),
     /// A mixed load (CRON, FIXED_RATE, API runs with logs, MAP_REDUCE, a workflow) for N
     /// minutes with retention on: the server's RSS, open files, store size and keys each
     /// minute.
@@ -165,7 +170,8 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
         BenchCmd::Workflow(args) => runtime.block_on(bench_workflow::bench(args, conn.json())),
         BenchCmd::Mapreduce(args) => runtime.block_on(mapreduce::mapreduce(args, conn.json())),
         BenchCmd::Flood(args) => runtime.block_on(flood::flood(args, conn.json())),
-        BenchCmd::FloodAttack(args) => runtime.block_on(flood::attack(args)),
+        BenchCmd::FloodAttack(args) => runtime.block_on(flood_attack::attack(args)),
+        BenchCmd::FloodBurn(args) => flood_attack::burn(args),
         BenchCmd::Soak(args) => runtime.block_on(soak::soak(args, conn.json())),
         BenchCmd::Http(cmd) => runtime.block_on(http::run(cmd, conn.json())),
     }

@@ -21,6 +21,7 @@
 //! api_rate_per_sec = 1000           # OpenAPI requests per second per app (0: no limit) ...
 //! api_burst = 2000                  # ... after this many at once; beyond: 429 + Retry-After
 //! failed_logins_per_min = 10        # failed sign-ins per source address (0: no limit) ...
+//! http_connections_per_min = 6000   # new HTTP connections per source address after 200 (0: no limit)
 //! app_secret_tokens = false         # compatibility: an app's worker secret is also its admin API token
 //! salvage = false                   # start even if the store is damaged mid-log: keep every
 //!                                   # intact record, move the damaged part aside
@@ -124,6 +125,11 @@ pub struct ServerArgs {
     /// off).
     #[arg(long, env = "FERROJOB_FAILED_LOGINS_PER_MIN")]
     pub failed_logins_per_min: Option<u32>,
+    /// New HTTP connections a source address may open a minute after a burst of 200; past
+    /// it a connection is answered 429 and closed on arrival (default 6000; 0 turns the
+    /// limit off).
+    #[arg(long, env = "FERROJOB_HTTP_CONNECTIONS_PER_MIN")]
+    pub http_connections_per_min: Option<u32>,
     /// Compatibility mode: accept each app's worker secret as an `admin` API token of that
     /// app, as servers did before API tokens. Default off: the worker secret opens only the
     /// worker port; create API tokens with `ferrojob token create`.
@@ -216,6 +222,7 @@ pub struct FileConfig {
     api_rate_per_sec: Option<u32>,
     api_burst: Option<u32>,
     failed_logins_per_min: Option<u32>,
+    http_connections_per_min: Option<u32>,
     app_secret_tokens: Option<bool>,
     salvage: Option<bool>,
     restart_grace_ms: Option<u64>,
@@ -301,6 +308,17 @@ impl ServerArgs {
                 ..ferrojob::http::FailedLoginLimit::default()
             }),
             None => Some(ferrojob::http::FailedLoginLimit::default()),
+        };
+        config.http_connection_rate = match self
+            .http_connections_per_min
+            .or(file.http_connections_per_min)
+        {
+            Some(0) => None,
+            Some(per_min) => Some(ferrojob::http::ConnectionRateLimit {
+                per_min,
+                ..ferrojob::http::ConnectionRateLimit::default()
+            }),
+            None => Some(ferrojob::http::ConnectionRateLimit::default()),
         };
         let rate = self.api_rate_per_sec.or(file.api_rate_per_sec);
         let burst = self.api_burst.or(file.api_burst);
@@ -633,6 +651,17 @@ mod tests {
             |args: &[&str], file: &str| merged(args, file).failed_logins.map(|l| l.per_min);
         assert_eq!(per_min(&["s", "--failed-logins-per-min", "3"], ""), Some(3));
         assert_eq!(per_min(&["s"], "failed_logins_per_min = 0"), None);
+        let connections =
+            |args: &[&str], file: &str| merged(args, file).http_connection_rate.map(|l| l.per_min);
+        assert_eq!(
+            connections(&["s"], ""),
+            Some(ferrojob::http::DEFAULT_CONNECTIONS_PER_MIN)
+        );
+        assert_eq!(
+            connections(&["s", "--http-connections-per-min", "60"], ""),
+            Some(60)
+        );
+        assert_eq!(connections(&["s"], "http_connections_per_min = 0"), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use rand::RngCore;
 
 use crate::api::Api;
-use crate::http::{ApiRateLimit, FailedLoginLimit, HttpConfig, HttpServer};
+use crate::http::{ApiRateLimit, ConnectionRateLimit, FailedLoginLimit, HttpConfig, HttpServer};
 use crate::server::{ServerConfig, ServerCore, StoreChoice};
 
 /// Name of the admin token file in the data dir.
@@ -61,6 +61,10 @@ pub struct LaunchConfig {
     /// [`FailedLoginLimit::default`] (10 a minute after 20); see
     /// [`HttpConfig::failed_logins`].
     pub failed_logins: Option<FailedLoginLimit>,
+    /// New HTTP connections per source address; `None` = no limit. Default
+    /// [`ConnectionRateLimit::default`] (100 a second after 200); see
+    /// [`HttpConfig::connection_rate`].
+    pub http_connection_rate: Option<ConnectionRateLimit>,
     /// Accept each app's worker secret as an `admin` API token of that app: the
     /// compatibility mode for clients written before API tokens
     /// ([`HttpConfig::app_secret_tokens`]). Default false.
@@ -93,6 +97,7 @@ impl LaunchConfig {
             secure_cookies: false,
             api_rate: Some(ApiRateLimit::default()),
             failed_logins: Some(FailedLoginLimit::default()),
+            http_connection_rate: Some(ConnectionRateLimit::default()),
             app_secret_tokens: false,
             tls: None,
             core: ServerConfig::new(store, listen),
@@ -352,6 +357,7 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         secure_cookies: config.secure_cookies || config.tls.is_some(),
         api_rate: config.api_rate,
         failed_logins: config.failed_logins,
+        connection_rate: config.http_connection_rate,
         app_secret_tokens: config.app_secret_tokens,
         tls: config.tls.clone(),
         ..HttpConfig::new(admin_token.clone())

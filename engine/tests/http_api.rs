@@ -19,7 +19,7 @@ use ferrojob::api::{
     WorkflowView,
 };
 use ferrojob::client::{Client, ClientError, ClientOptions};
-use ferrojob::http::{HttpConfig, HttpServer};
+use ferrojob::http::{ConnectionRateLimit, HttpConfig, HttpServer};
 use ferrojob::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 use ferrojob::model::InstanceStatus;
 use ferrojob::model::LogLevel;
@@ -2663,7 +2663,7 @@ async fn slow_and_idle_connections_are_closed_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
-async fn a_request_head_far_over_64_kib_is_a_431_and_one_under_it_is_served() {
+async fn a_request_head_far_over_16_kib_is_a_431_and_one_under_it_is_served() {
     let h = Harness::start().await;
     let head = |fill: usize| {
         let mut r = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Fill: ".to_vec();
@@ -2671,9 +2671,9 @@ async fn a_request_head_far_over_64_kib_is_a_431_and_one_under_it_is_served() {
         r.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
         r
     };
-    // The parser stops reading once 64 KiB of a head arrived without its end; a read may
+    // The parser stops reading once 16 KiB of a head arrived without its end; a read may
     // have brought more by then, so the refused head is well past the limit.
-    for (fill, status) in [(32 * 1024, "200"), (256 * 1024, "431")] {
+    for (fill, status) in [(12 * 1024, "200"), (256 * 1024, "431")] {
         let mut s = connect(h.server.local_addr()).await;
         // The server may answer and close before it read the whole head.
         let _ = s.write_all(&head(fill)).await;
@@ -2688,6 +2688,49 @@ async fn a_request_head_far_over_64_kib_is_a_431_and_one_under_it_is_served() {
         );
     }
     h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn a_source_over_its_connection_rate_is_answered_429_on_arrival_and_others_are_served() {
+    let h = Harness::start_with(HttpConfig {
+        connection_rate: Some(ConnectionRateLimit {
+            per_min: 1,
+            burst: 3,
+            max_sources: 16,
+        }),
+        ..HttpConfig::new(ADMIN)
+    })
+    .await;
+    let addr = h.server.local_addr();
+    let get = |from: &'static str, path: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        // The server may close a refused connection before it reads the request.
+        let _ = s.write_all(request.as_bytes()).await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut got))
+            .await
+            .expect("the server closed the connection");
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    // A burst of three from one source, then one a minute.
+    for _ in 0..3 {
+        let answer = get("127.0.0.1", "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+    let refused = get("127.0.0.1", "/healthz").await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused:?}");
+    assert!(refused.contains("Retry-After: 1"), "{refused:?}");
+    assert!(refused.contains(r#""code":"rate_limited""#), "{refused:?}");
+    // Another source has its own allowance, and the refusal was counted.
+    let metrics = get("127.0.0.2", "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics:?}");
+    assert!(
+        metrics.contains("ferrojob_http_connections_rate_limited_total 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

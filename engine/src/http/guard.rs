@@ -29,6 +29,7 @@ pub(crate) struct HttpMetrics {
     rate_limited: AtomicU64,
     login_failures: AtomicU64,
     login_throttled: AtomicU64,
+    connections_rate_limited: AtomicU64,
 }
 
 /// The address of the peer a request came from (put in its extensions by
@@ -40,6 +41,12 @@ impl HttpMetrics {
     /// Counts a request answered 429 by the rate limit.
     pub(crate) fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed on arrival for its source's connection rate.
+    pub(crate) fn connection_rate_limited(&self) {
+        self.connections_rate_limited
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn record(&self, status: u16) {
@@ -60,6 +67,7 @@ impl HttpMetrics {
         let limited = self.rate_limited.load(Ordering::Relaxed);
         let failures = self.login_failures.load(Ordering::Relaxed);
         let throttled = self.login_throttled.load(Ordering::Relaxed);
+        let refused = self.connections_rate_limited.load(Ordering::Relaxed);
         format!(
             "# HELP ferrojob_http_responses_total HTTP responses of the OpenAPI, by status class.\n\
              # TYPE ferrojob_http_responses_total counter\n\
@@ -77,7 +85,10 @@ impl HttpMetrics {
              ferrojob_http_login_failures_total {failures}\n\
              # HELP ferrojob_http_login_throttled_total Requests with a credential answered 429 because their source address failed too many sign-ins.\n\
              # TYPE ferrojob_http_login_throttled_total counter\n\
-             ferrojob_http_login_throttled_total {throttled}\n"
+             ferrojob_http_login_throttled_total {throttled}\n\
+             # HELP ferrojob_http_connections_rate_limited_total HTTP connections closed on arrival because their source address opened too many.\n\
+             # TYPE ferrojob_http_connections_rate_limited_total counter\n\
+             ferrojob_http_connections_rate_limited_total {refused}\n"
         )
     }
 }

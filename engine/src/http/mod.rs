@@ -13,7 +13,8 @@
 //! - [`router`] builds the routes of the table in [`crate::api`]; [`HttpServer`] binds a
 //!   socket and serves the router with hyper's HTTP/1 connection builder, one task per
 //!   connection: a header-read timeout (which also bounds idle keep-alive time), at most
-//!   [`HttpConfig::max_connections`] at once, and a shutdown that closes every connection
+//!   [`HttpConfig::max_connections`] at once, new connections per source address
+//!   ([`HttpConfig::connection_rate`], refused on arrival), and a shutdown that closes every connection
 //!   gracefully and aborts the stragglers after [`HttpConfig::shutdown_grace`].
 //! - `auth` holds bearer parsing, the constant-time comparisons and the rules of the admin
 //!   token, API tokens and their roles (one check shared with the console's sign-in); an
@@ -70,6 +71,7 @@
 //! | a body larger than [`HttpConfig::max_body_bytes`]; a batch of runs of more than [`MAX_RUN_BATCH`](crate::api::MAX_RUN_BATCH) runs, or of more runs than its app's rate burst | 413 | `payload_too_large` |
 //! | an authorized request beyond its app's [`HttpConfig::api_rate`] (before its body is read; a batch of N runs takes N tokens, the other N−1 after its body is read) | 429 + `Retry-After` (seconds) | `rate_limited` |
 //! | a body not complete within [`HttpConfig::body_read_timeout`] | 408 (connection closed) | `invalid_argument` |
+//! | a new connection from a source past its [`HttpConfig::connection_rate`] (written on arrival, before any request is read; plain HTTP only) | 429 + `Retry-After: 1` (connection closed) | `rate_limited` |
 //! | an [`ApiError`](crate::api::ApiError) from the [`Api`] | its [`ErrorCode::http_status`](crate::api::ErrorCode::http_status) | its code |
 //! | a panic in a handler (a bug) | 500 | `internal` |
 //!
@@ -125,7 +127,10 @@ pub use failures::{
 };
 pub use openapi::OPENAPI_JSON;
 pub use rate::{ApiRateLimit, DEFAULT_API_BURST, DEFAULT_API_RATE_KEYS, DEFAULT_API_RATE_PER_SEC};
-pub use server::{HttpError, HttpServer, SHUTDOWN_GRACE};
+pub use server::{
+    ConnectionRateLimit, HttpError, HttpServer, DEFAULT_CONNECTIONS_PER_MIN,
+    DEFAULT_CONNECTION_BURST, DEFAULT_CONNECTION_SOURCES, MAX_REQUEST_HEAD_BYTES, SHUTDOWN_GRACE,
+};
 
 /// Default [`HttpConfig::max_body_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -176,6 +181,13 @@ pub struct HttpConfig {
     /// connections wait in the kernel's listen backlog) until one closes. Must be at least 1.
     /// Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// New connections per source address, as a token bucket checked when a connection is
+    /// accepted: past it the connection is answered `429 Too Many Requests` (plain HTTP;
+    /// closed without a word under TLS) and closed before any request is read, so a source
+    /// that reconnects in a loop costs an accept and a close, not a request parse. Counted
+    /// in `ferrojob_http_connections_rate_limited_total`. `None` (the default here; the
+    /// bundled server sets [`ConnectionRateLimit::default`]) = no limit.
+    pub connection_rate: Option<ConnectionRateLimit>,
     /// On shutdown, how long connections get to finish their in-flight request after they
     /// were asked to close; the ones still open then are dropped. Default
     /// [`SHUTDOWN_GRACE`].
@@ -213,6 +225,7 @@ impl HttpConfig {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             write_stall_timeout: DEFAULT_WRITE_STALL_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            connection_rate: None,
             shutdown_grace: SHUTDOWN_GRACE,
             secure_cookies: false,
             api_rate: None,
@@ -233,6 +246,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("body_read_timeout", &self.body_read_timeout)
             .field("write_stall_timeout", &self.write_stall_timeout)
             .field("max_connections", &self.max_connections)
+            .field("connection_rate", &self.connection_rate)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("secure_cookies", &self.secure_cookies)
             .field("api_rate", &self.api_rate)
@@ -265,6 +279,16 @@ pub(crate) struct Shared {
 /// `/`, outside `/v1`), with JSON errors for unknown routes (404) and methods (405), the body
 /// limit of `config` and a guard that turns a handler panic into a 500.
 pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
+    router_counting(api, config, Arc::default())
+}
+
+/// [`router`], counting its requests in `metrics` (which [`HttpServer`] shares with its
+/// accept loop).
+fn router_counting(
+    api: Arc<dyn Api>,
+    config: HttpConfig,
+    metrics: Arc<guard::HttpMetrics>,
+) -> Router {
     let shared = Shared {
         api,
         credentials: auth::Credentials {
@@ -274,7 +298,7 @@ pub fn router(api: Arc<dyn Api>, config: HttpConfig) -> Router {
         failures: config
             .failed_logins
             .map(|l| Arc::new(failures::FailedLogins::new(l))),
-        metrics: Arc::new(guard::HttpMetrics::default()),
+        metrics,
         body_read_timeout: config.body_read_timeout,
         rate: config.api_rate.map(|l| Arc::new(rate::RateLimiter::new(l))),
         clock: config.clock,

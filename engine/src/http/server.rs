@@ -7,8 +7,10 @@
 //!   ──────────────────────                      ─────────────────────────────────────────
 //!   acquire a permit (≤ max_connections) ─┐
 //!   accept ───────────────────────────────┴──▶  hyper http1 conn (header_read_timeout via
-//!   reap finished connection tasks               TokioTimer) serving the Router; holds the
-//!   stop signal ─▶ stop accepting,               permit until it ends
+//!   source over its connection rate:             TokioTimer) serving the Router; holds the
+//!     429 written, closed, permit back           permit until it ends
+//!   reap finished connection tasks
+//!   stop signal ─▶ stop accepting,
 //!                  cancel `closing` ─────────▶  graceful_shutdown(): finish the in-flight
 //!                  wait ≤ shutdown_grace         request, then close
 //!                  abort the rest
@@ -39,8 +41,10 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::guard::PeerAddr;
-use super::{router, HttpConfig};
+use ferrojob_transport::rate_limit::HandshakeRateLimiter;
+
+use super::guard::{HttpMetrics, PeerAddr};
+use super::{router_counting, HttpConfig};
 use crate::api::Api;
 
 /// Default [`HttpConfig::shutdown_grace`]: how long [`HttpServer::shutdown`] waits for
@@ -49,9 +53,52 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Request head (request line and headers) read without finding its end, after which the
 /// request is answered 431 and the connection closed: the last read may have brought up to
-/// as much again, so a head is refused somewhere between 64 and 128 KiB. It also bounds what
-/// the parser rescans as a long head trickles in.
-pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// as much again, so a head is refused somewhere between 16 and 32 KiB (nginx's default
+/// allows 1 KiB plus four 8 KiB header lines). It also bounds the parser's work on a hostile
+/// head: the end of a head is searched byte by byte as it trickles in.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+
+/// Default [`ConnectionRateLimit::per_min`]: 6000 (100 a second, like the worker port).
+pub const DEFAULT_CONNECTIONS_PER_MIN: u32 = 6000;
+/// Default [`ConnectionRateLimit::burst`].
+pub const DEFAULT_CONNECTION_BURST: u32 = 200;
+/// Default [`ConnectionRateLimit::max_sources`].
+pub const DEFAULT_CONNECTION_SOURCES: usize = 4096;
+
+/// New HTTP connections a source address may open ([`HttpConfig::connection_rate`]): a
+/// token bucket per source (an IPv4 address, an IPv6 /64), in a table of bounded size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionRateLimit {
+    /// Connections a minute in the long run, at least 1.
+    pub per_min: u32,
+    /// Connections at once before the rate applies, at least 1.
+    pub burst: u32,
+    /// Most sources tracked at once, at least 1; past it the sources closest to a full
+    /// bucket are forgotten first.
+    pub max_sources: usize,
+}
+
+impl Default for ConnectionRateLimit {
+    fn default() -> Self {
+        ConnectionRateLimit {
+            per_min: DEFAULT_CONNECTIONS_PER_MIN,
+            burst: DEFAULT_CONNECTION_BURST,
+            max_sources: DEFAULT_CONNECTION_SOURCES,
+        }
+    }
+}
+
+/// What a connection over its source's rate gets before it is closed (plain HTTP only): the
+/// API's error shape, code `rate_limited`.
+fn rate_limited_answer() -> Vec<u8> {
+    let body = r#"{"error":{"code":"rate_limited","message":"too many connections from this address: retry later"}}"#;
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// How long the accept loop pauses after a failed `accept` (e.g. out of file descriptors),
 /// so that a persistent error does not spin a core.
@@ -91,6 +138,7 @@ struct Limits {
     write_stall_timeout: Duration,
     tls: Option<tokio_rustls::TlsAcceptor>,
     max_connections: usize,
+    connection_rate: Option<ConnectionRateLimit>,
     shutdown_grace: Duration,
 }
 
@@ -119,11 +167,19 @@ impl Limits {
         if config.max_connections > Semaphore::MAX_PERMITS {
             return Err(HttpError::InvalidConfig("max_connections is too large"));
         }
+        if let Some(rate) = config.connection_rate {
+            if rate.per_min == 0 || rate.burst == 0 || rate.max_sources == 0 {
+                return Err(HttpError::InvalidConfig(
+                    "connection_rate needs per_min, burst and max_sources of at least 1",
+                ));
+            }
+        }
         Ok(Limits {
             header_read_timeout: config.header_read_timeout,
             write_stall_timeout: config.write_stall_timeout,
             tls: config.tls.as_ref().map(|t| t.acceptor()),
             max_connections: config.max_connections,
+            connection_rate: config.connection_rate,
             shutdown_grace: config.shutdown_grace,
         })
     }
@@ -146,9 +202,15 @@ impl HttpServer {
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
         let tls = config.tls.is_some();
-        let app = router(api, config);
+        let metrics = Arc::new(HttpMetrics::default());
+        let app = router_counting(api, config, Arc::clone(&metrics));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, local_addr, app, limits, stopped));
+        let accepting = Accepting {
+            listener,
+            local_addr,
+            metrics,
+        };
+        let task = tokio::spawn(serve(accepting, app, limits, stopped));
         tracing::info!(%local_addr, tls, "OpenAPI listening");
         Ok(HttpServer {
             local_addr,
@@ -187,15 +249,30 @@ impl Drop for HttpServer {
     }
 }
 
+/// The socket a [`HttpServer`] accepts on, and the counters it shares with its router.
+struct Accepting {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    metrics: Arc<HttpMetrics>,
+}
+
 /// The serving task: accepts until `stopped` resolves (sent or its sender dropped), then
 /// shuts the connections down.
 async fn serve(
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    accepting: Accepting,
     app: Router,
     limits: Limits,
     mut stopped: oneshot::Receiver<()>,
 ) {
+    let Accepting {
+        listener,
+        local_addr,
+        metrics,
+    } = accepting;
+    let mut rate = limits
+        .connection_rate
+        .map(|l| HandshakeRateLimiter::new(l.per_min, l.burst, l.max_sources));
+    let refusal = rate_limited_answer();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let closing = CancellationToken::new();
     let mut conns: JoinSet<()> = JoinSet::new();
@@ -213,6 +290,18 @@ async fn serve(
                 let Some(permit) = permit else { break };
                 match accepted {
                     Ok((stream, peer)) => {
+                        let now = std::time::Instant::now();
+                        if rate.as_mut().is_some_and(|r| !r.allow(peer.ip(), now)) {
+                            metrics.connection_rate_limited();
+                            tracing::debug!(%peer, "HTTP connection over its source's rate closed");
+                            if limits.tls.is_none() {
+                                // A fresh socket's send buffer is empty: this does not block,
+                                // and a short write only shortens the courtesy.
+                                let _ = stream.try_write(&refusal);
+                            }
+                            drop(permit);
+                            continue;
+                        }
                         let conn = connection(&http, stream, peer, app.clone(), closing.clone(), permit, &limits);
                         conns.spawn(conn);
                     }

@@ -44,6 +44,7 @@ impl Core {
         rec: &InstanceRecord,
         now: EpochMs,
     ) -> Vec<AlarmRecord> {
+        let backfilled = self.backfill_created.remove(&rec.id);
         let rules = match self.jobs.get(&rec.job_id) {
             Some(job) => effective_rules(&job.def.record),
             None => AlarmRules::default(),
@@ -58,10 +59,12 @@ impl Core {
             _ => RunOutcome::Neutral,
         };
         // A workflow node's trigger time is its workflow's: its start is late counted from
-        // its creation (when its predecessors let it run).
-        let due = match self.node_runs.get(&rec.id) {
-            Some(run) => run.created_at,
-            None => Some(rec.trigger_time),
+        // its creation (when its predecessors let it run). A backfill run's is in the past
+        // on purpose: from its creation too.
+        let due = match (self.node_runs.get(&rec.id), backfilled) {
+            (Some(run), _) => run.created_at,
+            (None, Some(created)) => Some(created),
+            (None, None) => Some(rec.trigger_time),
         };
         let channels = rules.channels.clone();
         let book = self.book(rec.job_id, &rules, now);

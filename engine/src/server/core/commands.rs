@@ -13,6 +13,9 @@ use crate::time_expression::{EpochMs, TimeExpression};
 use super::write::{AfterCreate, Follow};
 use super::{Core, InstState, JobDef, JobState, TimerEv};
 
+/// Backfill runs whose creation time the core tracks before it drops those no longer held.
+const MAX_BACKFILL_TRACKED: usize = 10_000;
+
 /// Longest `delay_ms` of an API run (about 10 years).
 pub(crate) const MAX_DELAY_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 
@@ -336,7 +339,18 @@ impl Core {
             None => AfterCreate::Dispatch { at: None },
         };
         match self.repo.create_instance(rec, None) {
-            Ok(c) => Ok((c, then)),
+            Ok(c) => {
+                if let Some(created) = c.value() {
+                    if self.backfill_created.len() >= MAX_BACKFILL_TRACKED {
+                        // Entries of runs whose creation failed: the live ones are held.
+                        let active = &self.active;
+                        self.backfill_created
+                            .retain(|id, _| active.contains_key(id));
+                    }
+                    self.backfill_created.insert(created.id, now);
+                }
+                Ok((c, then))
+            }
             Err(e) => {
                 self.create_failed(then);
                 Err(e.into())

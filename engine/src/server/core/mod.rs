@@ -402,6 +402,11 @@ pub(crate) struct Core {
     pub(crate) wf_active: HashMap<WorkflowInstanceId, workflow::WfInst>,
     /// Non-final job instances that run a workflow node.
     pub(crate) node_runs: HashMap<InstanceId, workflow::NodeRun>,
+    /// Non-final backfill runs, with when each was created: a backfill run stands for a past
+    /// trigger time, so its start is late counted from its creation (memory only: after a
+    /// restart its trigger time counts again). Removed at its final transition; at most one
+    /// entry per held instance.
+    pub(crate) backfill_created: HashMap<InstanceId, EpochMs>,
     /// Open worker connections, by worker, with their generation.
     pub(crate) conns: HashMap<WorkerKey, u64>,
     /// Workers whose connection closed: (app name, since) — dead if not back within the
@@ -457,6 +462,7 @@ impl Core {
             workflows: HashMap::new(),
             wf_active: HashMap::new(),
             node_runs: HashMap::new(),
+            backfill_created: HashMap::new(),
             conns: HashMap::new(),
             lost: HashMap::new(),
             reconcile: HashMap::new(),

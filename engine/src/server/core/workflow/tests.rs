@@ -269,3 +269,34 @@ fn a_nodes_late_start_counts_from_its_creation_not_its_workflows_trigger_time() 
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(raised, 0, "a node started at once is not late");
 }
+
+#[test]
+fn a_job_backfill_runs_late_start_counts_from_its_creation_not_its_trigger_time() {
+    let (mut core, app, job) = with_job(|j| j.alarm.late_start_ms = Some(60_000));
+    // A backfill run for a time ten days back, dispatched at once.
+    let now = T0 + 10 * DAY;
+    at(&mut core, now, now);
+    heartbeat(&mut core, "w1:1");
+    let (created, then) = core
+        .prepare_backfill_run(app, job, T0 + 2 * HOUR, now)
+        .unwrap();
+    core.created(created.wait(), then, now);
+    let sent = settle(&mut core, now);
+    let [first] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    // Stopped (a final write of its own, where a job's alarms are evaluated).
+    let stopped = core.command_held(
+        app,
+        InstanceId(first.instance_id),
+        crate::api::InstanceAction::Stop,
+        now + 1_000,
+    );
+    assert!(matches!(stopped, Some(Ok(_))), "{stopped:?}");
+    let raised = core
+        .metrics
+        .alarms_raised
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(raised, 0, "a backfill run started at once is not late");
+    assert!(core.backfill_created.is_empty());
+}
