@@ -204,22 +204,39 @@ impl Core {
                 format!("at most {MAX_DELAY_MS}, got {delay_ms}"),
             ));
         }
-        let delay = i64::try_from(delay_ms).unwrap_or(0);
-        let due = now.saturating_add(delay);
-        let mut rec = InstanceRecord::new(id, app, params, due);
-        let then = match (delay == 0).then(|| self.dispatch_new(&mut rec, now)) {
-            Some(Some(nd)) => AfterCreate::Dispatched(nd),
-            _ => AfterCreate::Dispatch {
-                at: (delay > 0).then_some(due),
-            },
-        };
-        match self.repo.create_instance(rec, (delay > 0).then_some(due)) {
+        let (rec, delayed, then) = self.planned_run(app, id, params, delay_ms, now);
+        match self.repo.create_instance(rec, delayed) {
             Ok(c) => Ok((c, then)),
             Err(e) => {
                 self.create_failed(then);
                 Err(e.into())
             }
         }
+    }
+
+    /// The record of one API run of `app`'s job `id` (checked by the caller), its due time
+    /// when delayed, and what follows its creation: dispatched now (a worker is claimed for
+    /// it) or later.
+    fn planned_run(
+        &mut self,
+        app: AppId,
+        id: JobId,
+        params: String,
+        delay_ms: u64,
+        now: EpochMs,
+    ) -> (InstanceRecord, Option<EpochMs>, AfterCreate) {
+        let delay = i64::try_from(delay_ms).unwrap_or(0);
+        let due = now.saturating_add(delay);
+        let delayed = (delay > 0).then_some(due);
+        let mut rec = InstanceRecord::new(id, app, params, due);
+        let then = match delayed {
+            None => match self.dispatch_new(&mut rec, now) {
+                Some(nd) => AfterCreate::Dispatched(nd),
+                None => AfterCreate::Dispatch { at: None },
+            },
+            Some(at) => AfterCreate::Dispatch { at: Some(at) },
+        };
+        (rec, delayed, then)
     }
 
     /// A batch of runs of `app`'s job `id`, each `(params, delay_ms)`: their creation,
@@ -263,16 +280,8 @@ impl Core {
                     id.0
                 )));
             }
-            let delay = i64::try_from(delay_ms).unwrap_or(0);
-            let due = now.saturating_add(delay);
-            let mut rec = InstanceRecord::new(id, app, params, due);
-            let then = match (delay == 0).then(|| self.dispatch_new(&mut rec, now)) {
-                Some(Some(nd)) => AfterCreate::Dispatched(nd),
-                _ => AfterCreate::Dispatch {
-                    at: (delay > 0).then_some(due),
-                },
-            };
-            records.push((rec, (delay > 0).then_some(due)));
+            let (rec, delayed, then) = self.planned_run(app, id, params, delay_ms, now);
+            records.push((rec, delayed));
             thens.push(then);
         }
         match self.repo.create_instances(records) {
