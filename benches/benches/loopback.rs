@@ -4,6 +4,10 @@
 //!   every message framed, validated and deserialized, writes coalesced by the driver;
 //! - `raw_tcp`: a plain length-prefixed stream over tokio with the same bytes on the wire per
 //!   message (32), buffered writes and reads, no validation: the practical physical limit.
+//! - `raw_tcp_tasks`: `raw_tcp`'s framing moved behind the task hand-offs ferrojob's design
+//!   has (caller → client connection task over an mpsc, answer back over a oneshot; server
+//!   connection task → handler task → connection task over two mpscs), no encoding, no
+//!   validation: the floor of that design, the hand-offs' cost alone.
 //!
 //! - `ferrojob_batched`: the same, messages handed over 256 at a time with `send_batch`.
 //! - `ferrojob_tls`: `ferrojob` inside TLS (rustls, ring provider, a CA and certificate made
@@ -11,9 +15,9 @@
 //!
 //! Cases: `one_way` (client → server small messages, counted on arrival) and `round_trip`
 //! (sequential request → answer). `target/bench-reports/loopback.json` gets `msgs_per_s`
-//! (one-way) and `rtt_p50_us`/`rtt_p99_us` (round trip) per function.
+//! (one-way), `rtt_p50_us`/`rtt_p99_us` (round trip) and `ratio_to_raw_tcp` per function.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +31,7 @@ use ferrojob_transport::{AppSecret, AppSecrets, ClientIdentity, TransportMetrics
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Payload bytes of a raw message, so that a raw message is 32 bytes on the wire like a
 /// ferrojob `StopInstance` frame (24-byte header + 8-byte archive).
@@ -308,15 +312,222 @@ async fn raw_rtt(r: &mut Raw) -> Duration {
     start.elapsed()
 }
 
+// ----- raw tcp behind ferrojob's task hand-offs ---------------------------------------------
+
+type RawMsg = [u8; RAW_PAYLOAD];
+
+/// First payload byte of a request (answered); any other value is a one-way message.
+const REQUEST_FLAG: u8 = 1;
+/// Queue lengths and commands drained per write, as in ferrojob's default `NetConfig`.
+const QUEUE: usize = 4096;
+const DRAIN: usize = 256;
+
+enum RawCommand {
+    Send(RawMsg),
+    Request(RawMsg, oneshot::Sender<RawMsg>),
+}
+
+struct RawTasks {
+    commands: mpsc::Sender<RawCommand>,
+    counter: Arc<Counter>,
+}
+
+/// Takes every complete frame (u32 length + payload) off the front of `buf`.
+fn take_frames(buf: &mut Vec<u8>, mut each: impl FnMut(RawMsg)) {
+    let mut pos = 0;
+    while let Some(head) = buf
+        .get(pos..pos + 4)
+        .and_then(|h| <[u8; 4]>::try_from(h).ok())
+    {
+        let len = u32::from_le_bytes(head) as usize;
+        let Some(body) = buf.get(pos + 4..pos + 4 + len) else {
+            break;
+        };
+        let mut msg = [0u8; RAW_PAYLOAD];
+        let n = len.min(RAW_PAYLOAD);
+        msg[..n].copy_from_slice(&body[..n]);
+        each(msg);
+        pos += 4 + len;
+    }
+    buf.drain(..pos);
+}
+
+async fn write_frame(
+    w: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    msg: &RawMsg,
+) -> std::io::Result<()> {
+    w.write_u32_le(RAW_PAYLOAD as u32).await?;
+    w.write_all(msg).await
+}
+
+/// The client connection task: owns the socket, writes what callers queue, hands each answer
+/// to the caller's oneshot (answers come in request order).
+async fn raw_tasks_client(stream: TcpStream, mut commands: mpsc::Receiver<RawCommand>) {
+    let (mut rd, wr) = stream.into_split();
+    let mut w = BufWriter::with_capacity(64 * 1024, wr);
+    let mut read_buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut waiters: VecDeque<oneshot::Sender<RawMsg>> = VecDeque::new();
+    let mut batch = Vec::with_capacity(DRAIN);
+    loop {
+        tokio::select! {
+            n = commands.recv_many(&mut batch, DRAIN) => {
+                if n == 0 {
+                    return;
+                }
+                for command in batch.drain(..) {
+                    let msg = match command {
+                        RawCommand::Send(msg) => msg,
+                        RawCommand::Request(msg, reply) => {
+                            waiters.push_back(reply);
+                            msg
+                        }
+                    };
+                    if write_frame(&mut w, &msg).await.is_err() {
+                        return;
+                    }
+                }
+                if w.flush().await.is_err() {
+                    return;
+                }
+            }
+            read = rd.read_buf(&mut read_buf) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return;
+                }
+                take_frames(&mut read_buf, |msg| {
+                    if let Some(reply) = waiters.pop_front() {
+                        let _ = reply.send(msg);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The server connection task: hands every frame read to the handler, writes the handler's
+/// answers.
+async fn raw_tasks_server(
+    stream: TcpStream,
+    to_handler: mpsc::Sender<RawMsg>,
+    mut answers: mpsc::Receiver<RawMsg>,
+) {
+    let (mut rd, wr) = stream.into_split();
+    let mut w = BufWriter::with_capacity(64 * 1024, wr);
+    let mut read_buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut received = Vec::new();
+    let mut batch = Vec::with_capacity(DRAIN);
+    loop {
+        tokio::select! {
+            n = answers.recv_many(&mut batch, DRAIN) => {
+                if n == 0 {
+                    return;
+                }
+                for msg in batch.drain(..) {
+                    if write_frame(&mut w, &msg).await.is_err() {
+                        return;
+                    }
+                }
+                if w.flush().await.is_err() {
+                    return;
+                }
+            }
+            read = rd.read_buf(&mut read_buf) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return;
+                }
+                take_frames(&mut read_buf, |msg| received.push(msg));
+                for msg in received.drain(..) {
+                    if to_handler.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn raw_tasks_setup() -> RawTasks {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let (client, server) = (a.expect("connect"), b.expect("accept").0);
+    for s in [&client, &server] {
+        s.set_nodelay(true).expect("nodelay");
+    }
+    let (to_handler, mut requests) = mpsc::channel::<RawMsg>(QUEUE);
+    let (answer_tx, answers) = mpsc::channel::<RawMsg>(QUEUE);
+    tokio::spawn(raw_tasks_server(server, to_handler, answers));
+    let counter = Arc::new(Counter::default());
+    let c = Arc::clone(&counter);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(DRAIN);
+        while requests.recv_many(&mut batch, DRAIN).await > 0 {
+            for msg in batch.drain(..) {
+                if msg[0] == REQUEST_FLAG {
+                    if answer_tx.send(msg).await.is_err() {
+                        return;
+                    }
+                } else {
+                    c.arrived();
+                }
+            }
+        }
+    });
+    let (commands, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(raw_tasks_client(client, rx));
+    RawTasks { commands, counter }
+}
+
+async fn raw_tasks_one_way(r: &RawTasks, n: u64) -> Duration {
+    let target = r.counter.expect(n);
+    let start = Instant::now();
+    let mut payload = [0u8; RAW_PAYLOAD];
+    for i in 0..n {
+        payload[1..9].copy_from_slice(&i.to_le_bytes());
+        r.commands
+            .send(RawCommand::Send(payload))
+            .await
+            .map_err(|_| "closed")
+            .expect("send");
+    }
+    r.counter.wait(target).await;
+    start.elapsed()
+}
+
+async fn raw_tasks_rtt(r: &RawTasks) -> Duration {
+    let start = Instant::now();
+    let mut payload = [7u8; RAW_PAYLOAD];
+    payload[0] = REQUEST_FLAG;
+    let (reply, answer) = oneshot::channel();
+    r.commands
+        .send(RawCommand::Request(payload, reply))
+        .await
+        .map_err(|_| "closed")
+        .expect("send");
+    answer.await.expect("answer");
+    start.elapsed()
+}
+
 // ----- bench --------------------------------------------------------------------------------
 
-fn rtt_row(function: &str, mut samples: Vec<Duration>) -> Row {
+/// Sorts `samples`; their p50 in microseconds.
+fn p50_us(samples: &mut [Duration]) -> f64 {
     samples.sort_unstable();
+    percentile(samples, 0.5).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+}
+
+/// A round-trip row; `raw_p50_us` adds the p50 ratio to raw_tcp's.
+fn rtt_row(function: &str, mut samples: Vec<Duration>, raw_p50_us: Option<f64>) -> Row {
+    let p50 = p50_us(&mut samples);
     let us = |q| percentile(&samples, q).map_or(0.0, |d: Duration| d.as_secs_f64() * 1e6);
-    Row::new(function, "round_trip")
-        .with("rtt_p50_us", us(0.5))
+    let row = Row::new(function, "round_trip")
+        .with("rtt_p50_us", p50)
         .with("rtt_p99_us", us(0.99))
-        .with("samples", samples.len() as u64)
+        .with("samples", samples.len() as u64);
+    match raw_p50_us {
+        Some(raw) if raw > 0.0 => row.with("ratio_to_raw_tcp", p50 / raw),
+        _ => row,
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -324,6 +535,7 @@ fn bench(c: &mut Criterion) {
     let ferro = rt.block_on(ferro_setup(false));
     let ferro_tls = rt.block_on(ferro_setup(true));
     let (mut raw_one, mut raw_echo) = rt.block_on(raw_setup());
+    let raw_tasks = rt.block_on(raw_tasks_setup());
 
     let mut group = c.benchmark_group("loopback");
     group.throughput(Throughput::Elements(1));
@@ -338,6 +550,9 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function(BenchmarkId::new("raw_tcp", "one_way"), |b| {
         b.iter_custom(|iters| rt.block_on(raw_one_way(&mut raw_one, iters)))
+    });
+    group.bench_function(BenchmarkId::new("raw_tcp_tasks", "one_way"), |b| {
+        b.iter_custom(|iters| rt.block_on(raw_tasks_one_way(&raw_tasks, iters)))
     });
     group.bench_function(BenchmarkId::new("ferrojob", "round_trip"), |b| {
         b.iter_custom(|iters| {
@@ -372,17 +587,29 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    group.bench_function(BenchmarkId::new("raw_tcp_tasks", "round_trip"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += raw_tasks_rtt(&raw_tasks).await;
+                }
+                total
+            })
+        })
+    });
     group.finish();
 
     // Figures for the report: the functions alternate so that machine noise hits both.
     let mut report = Report::new("loopback");
     let (mut f_best, mut fb_best, mut r_best) = (Duration::MAX, Duration::MAX, Duration::MAX);
-    let mut t_best = Duration::MAX;
+    let (mut t_best, mut k_best) = (Duration::MAX, Duration::MAX);
     for _ in 0..3 {
         f_best = f_best.min(rt.block_on(ferro_one_way(&ferro, REPORT_MSGS)));
         t_best = t_best.min(rt.block_on(ferro_one_way(&ferro_tls, REPORT_MSGS)));
         fb_best = fb_best.min(rt.block_on(ferro_one_way_batched(&ferro, REPORT_MSGS)));
         r_best = r_best.min(rt.block_on(raw_one_way(&mut raw_one, REPORT_MSGS)));
+        k_best = k_best.min(rt.block_on(raw_tasks_one_way(&raw_tasks, REPORT_MSGS)));
     }
     let f_rate = REPORT_MSGS as f64 / f_best.as_secs_f64();
     let fb_rate = REPORT_MSGS as f64 / fb_best.as_secs_f64();
@@ -404,8 +631,15 @@ fn bench(c: &mut Criterion) {
             .with("ratio_to_ferrojob", t_rate / f_rate)
             .with("ratio_to_raw_tcp", t_rate / r_rate),
     );
+    let k_rate = REPORT_MSGS as f64 / k_best.as_secs_f64();
+    report.push(
+        Row::new("raw_tcp_tasks", "one_way")
+            .with("msgs_per_s", k_rate)
+            .with("ratio_to_raw_tcp", k_rate / r_rate),
+    );
     report.push(Row::new("raw_tcp", "one_way").with("msgs_per_s", r_rate));
-    let (mut f_rtt, mut t_rtt, mut r_rtt) = (
+    let (mut f_rtt, mut t_rtt, mut r_rtt, mut k_rtt) = (
+        Vec::with_capacity(REPORT_RTTS),
         Vec::with_capacity(REPORT_RTTS),
         Vec::with_capacity(REPORT_RTTS),
         Vec::with_capacity(REPORT_RTTS),
@@ -415,11 +649,14 @@ fn bench(c: &mut Criterion) {
             f_rtt.push(ferro_rtt(&ferro).await);
             t_rtt.push(ferro_rtt(&ferro_tls).await);
             r_rtt.push(raw_rtt(&mut raw_echo).await);
+            k_rtt.push(raw_tasks_rtt(&raw_tasks).await);
         }
     });
-    report.push(rtt_row("ferrojob", f_rtt));
-    report.push(rtt_row("ferrojob_tls", t_rtt));
-    report.push(rtt_row("raw_tcp", r_rtt));
+    let raw_p50 = Some(p50_us(&mut r_rtt));
+    report.push(rtt_row("ferrojob", f_rtt, raw_p50));
+    report.push(rtt_row("ferrojob_tls", t_rtt, raw_p50));
+    report.push(rtt_row("raw_tcp_tasks", k_rtt, raw_p50));
+    report.push(rtt_row("raw_tcp", r_rtt, None));
     if let Err(e) = report.write() {
         eprintln!("loopback report not written: {e}");
     }
