@@ -493,10 +493,29 @@ fn bench_flood_with_a_small_attack_measures_quiet_and_flooded_and_keeps_the_work
         .iter()
         .map(|r| r["function"].as_str().unwrap())
         .collect();
-    assert_eq!(functions, ["flood", "flood_summary", "quiet"], "{rows}");
+    assert_eq!(
+        functions,
+        ["control", "flood", "flood_summary", "quiet"],
+        "{rows}"
+    );
+    let row = |function: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["function"] == function)
+            .unwrap()
+    };
+    // The control ran a burner, not the attacker, and its ratio is in the summary.
+    assert!(row("control").get("attack").is_none(), "{rows}");
+    assert_eq!(row("control")["attacker_cpu_ms"], 0, "{rows}");
+    assert_eq!(
+        summary["control_to_quiet_ratios"].as_array().map(Vec::len),
+        Some(1),
+        "{summary}"
+    );
     // The attacker ran and reported: it opened worker-port connections and no wrong-secret
     // handshake got through.
-    let flood = &rows[0]["attack"];
+    let flood = &row("flood")["attack"];
     assert!(
         flood["worker_port_connections"].as_u64().unwrap() > 0,
         "{flood}"
