@@ -349,8 +349,8 @@ pub(super) async fn attack(args: &AttackArgs) -> Result<()> {
 /// stops when its stdin closes).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BurnArgs {
-    /// Cores of CPU to take, e.g. 0.6: the process spins while its CPU time is below this
-    /// many times the time since it started, over `ceil(cores)` threads.
+    /// Cores of CPU to take, 0 to 64, e.g. 0.6: the process spins while its CPU time is
+    /// below this many times the time since it started, over `ceil(cores)` threads.
     #[arg(long)]
     cores: f64,
 }
@@ -370,12 +370,18 @@ fn own_cpu_ms() -> u64 {
     ticks * 10
 }
 
+/// The threads a burner of `cores` spins on. 0 is allowed: an attacker whose CPU time read 0
+/// (the counter moves in 10 ms ticks) is matched by a burner that takes nothing.
+fn spinners(cores: f64) -> Result<usize> {
+    if !(cores.is_finite() && (0.0..=64.0).contains(&cores)) {
+        bail!("--cores must be 0 to 64, got {cores}");
+    }
+    Ok((cores.ceil() as usize).max(1))
+}
+
 /// Takes `args.cores` of CPU until stdin closes.
 pub(super) fn burn(args: &BurnArgs) -> Result<()> {
-    if !(args.cores.is_finite() && args.cores > 0.0 && args.cores <= 64.0) {
-        bail!("--cores must be more than 0 and at most 64");
-    }
-    let threads = args.cores.ceil() as usize;
+    let threads = spinners(args.cores)?;
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut spinners = Vec::with_capacity(threads);
@@ -441,6 +447,16 @@ mod tests {
             serde_json::to_value(&parsed).unwrap(),
             serde_json::to_value(&load).unwrap()
         );
+    }
+
+    #[test]
+    fn a_burner_spins_on_enough_threads_and_takes_zero_cores() {
+        assert_eq!(spinners(0.0).unwrap(), 1);
+        assert_eq!(spinners(0.6).unwrap(), 1);
+        assert_eq!(spinners(1.2).unwrap(), 2);
+        for bad in [-0.1, 64.5, f64::NAN, f64::INFINITY] {
+            assert!(spinners(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
