@@ -238,6 +238,22 @@ fn a_scheduled_fire_stands_for_its_trigger_not_the_late_moment_it_ran() {
     assert_eq!(core.repo.get_wf_instance(run).unwrap().trigger_time, asked);
 }
 
+/// Stops the one run in `sent` at `when` (a final write of its own, where a job's alarms are
+/// evaluated) and answers how many alarms the core has raised.
+fn alarms_after_stopping(core: &mut Core, app: AppId, sent: &[ScheduleJob], when: EpochMs) -> u64 {
+    let [run] = sent else { panic!("{sent:?}") };
+    let stopped = core.command_held(
+        app,
+        InstanceId(run.instance_id),
+        crate::api::InstanceAction::Stop,
+        when,
+    );
+    assert!(matches!(stopped, Some(Ok(_))), "{stopped:?}");
+    core.metrics
+        .alarms_raised
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[test]
 fn a_nodes_late_start_counts_from_its_creation_not_its_workflows_trigger_time() {
     let (mut core, app, wf) = with_workflow_job(daily(serde_json::json!({})), |j| {
@@ -252,22 +268,11 @@ fn a_nodes_late_start_counts_from_its_creation_not_its_workflows_trigger_time() 
         .unwrap();
     core.emit_transition(Some(t));
     let sent = settle(&mut core, now);
-    let [first] = &sent[..] else {
-        panic!("{sent:?}")
-    };
-    // Stopped (a final write of its own, where a job's alarms are evaluated).
-    let stopped = core.command_held(
-        app,
-        InstanceId(first.instance_id),
-        crate::api::InstanceAction::Stop,
-        now + 1_000,
+    assert_eq!(
+        alarms_after_stopping(&mut core, app, &sent, now + 1_000),
+        0,
+        "a node started at once is not late"
     );
-    assert!(matches!(stopped, Some(Ok(_))), "{stopped:?}");
-    let raised = core
-        .metrics
-        .alarms_raised
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(raised, 0, "a node started at once is not late");
 }
 
 #[test]
@@ -282,21 +287,10 @@ fn a_job_backfill_runs_late_start_counts_from_its_creation_not_its_trigger_time(
         .unwrap();
     core.created(created.wait(), then, now);
     let sent = settle(&mut core, now);
-    let [first] = &sent[..] else {
-        panic!("{sent:?}")
-    };
-    // Stopped (a final write of its own, where a job's alarms are evaluated).
-    let stopped = core.command_held(
-        app,
-        InstanceId(first.instance_id),
-        crate::api::InstanceAction::Stop,
-        now + 1_000,
+    assert_eq!(
+        alarms_after_stopping(&mut core, app, &sent, now + 1_000),
+        0,
+        "a backfill run started at once is not late"
     );
-    assert!(matches!(stopped, Some(Ok(_))), "{stopped:?}");
-    let raised = core
-        .metrics
-        .alarms_raised
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(raised, 0, "a backfill run started at once is not late");
     assert!(core.backfill_created.is_empty());
 }
