@@ -15,7 +15,7 @@ use ferrojob::api::{
 use ferrojob::client::{Client, ClientError};
 use ferrojob::clock::VirtualClock;
 use ferrojob::http::{ApiRateLimit, HttpConfig, HttpServer};
-use ferrojob::ids::InstanceId;
+use ferrojob::ids::{InstanceId, JobId};
 use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::{ServerCore, StoreChoice};
 use ferrojob::time_expression::TimeExpressionType as T;
@@ -82,6 +82,15 @@ fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (u16, Option<ErrorC
     (e.status().unwrap(), e.code())
 }
 
+/// A new API job of app `a`, created with the admin token.
+async fn api_job(node: &Node) -> JobId {
+    node.admin
+        .create_job("a", &job(T::Api, ""))
+        .await
+        .unwrap()
+        .id
+}
+
 fn runs(params: &[&str]) -> RunJobBatch {
     RunJobBatch {
         runs: params
@@ -102,12 +111,7 @@ async fn a_batch_is_one_write_answers_ids_in_order_and_every_run_is_started() {
     let mut w =
         FakeWorker::connect(node.server.transport_addr(), "a", "w1:1", &[], Mode::Hold).await;
     w.register(&api, &app, 8, T0).await;
-    let job = node
-        .admin
-        .create_job("a", &job(T::Api, ""))
-        .await
-        .unwrap()
-        .id;
+    let job = api_job(&node).await;
     // One run over HTTP: its write (already WAITING_WORKER_RECEIVE) and its audit record.
     let before = commits(&node.server);
     let one = node
@@ -203,12 +207,7 @@ async fn a_batch_is_one_write_answers_ids_in_order_and_every_run_is_started() {
 #[tokio::test]
 async fn an_idempotency_key_gives_the_first_batch_back() {
     let node = Node::start(|_| {}).await;
-    let job = node
-        .admin
-        .create_job("a", &job(T::Api, ""))
-        .await
-        .unwrap()
-        .id;
+    let job = api_job(&node).await;
     let keyed = node.admin.with_idempotency_key("batch-1");
     let first = keyed
         .run_job_batch("a", job, &runs(&["x", "y"]))
@@ -237,12 +236,7 @@ async fn an_idempotency_key_gives_the_first_batch_back() {
 #[tokio::test]
 async fn a_batch_is_bounded_and_all_or_nothing() {
     let node = Node::start(|_| {}).await;
-    let job = node
-        .admin
-        .create_job("a", &job(T::Api, ""))
-        .await
-        .unwrap()
-        .id;
+    let job = api_job(&node).await;
     let c = &node.admin;
     assert_eq!(
         refused(
@@ -300,12 +294,7 @@ async fn every_run_of_a_batch_takes_a_token_of_the_apps_rate() {
     })
     .await;
     // The admin's own bucket is another principal's: app "a" starts full (10 tokens).
-    let job = node
-        .admin
-        .create_job("a", &job(T::Api, ""))
-        .await
-        .unwrap()
-        .id;
+    let job = api_job(&node).await;
     assert_eq!(
         refused(
             node.admin
@@ -334,12 +323,7 @@ async fn every_run_of_a_batch_takes_a_token_of_the_apps_rate() {
 #[tokio::test]
 async fn a_batch_needs_the_operate_role_of_its_app() {
     let node = Node::start(|_| {}).await;
-    let job = node
-        .admin
-        .create_job("a", &job(T::Api, ""))
-        .await
-        .unwrap()
-        .id;
+    let job = api_job(&node).await;
     let token = |app: &'static str, role: TokenRole| {
         let admin = node.admin.clone();
         let base = node.base.clone();
