@@ -94,6 +94,10 @@ pub struct WorkerArgs {
     /// `shell` output logged per stream and run, bytes; later lines are counted, not logged.
     #[arg(long, env = "FERROJOB_SHELL_MAX_OUTPUT_BYTES", default_value_t = ferrojob::worker::builtin::DEFAULT_MAX_OUTPUT_BYTES)]
     pub shell_max_output_bytes: usize,
+    /// Tasks one MAP/MAP_REDUCE instance tracked by this worker may hold (its root task
+    /// included); a `map` past it is refused and the mapping task fails.
+    #[arg(long, env = "FERROJOB_MAX_TASKS_PER_INSTANCE", default_value_t = ferrojob::mapreduce::DEFAULT_MAX_TASKS_PER_INSTANCE, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tasks_per_instance: u64,
     /// CA certificates (PEM) the `http` processor trusts for https:// URLs, besides the
     /// public roots (a private CA of internal services).
     #[arg(long, env = "FERROJOB_HTTP_TLS_CA")]
@@ -151,6 +155,7 @@ impl WorkerArgs {
         config.server_lost_after = Duration::from_millis(self.server_lost_after_ms);
         config.max_running_instances = self.max_running;
         config.coordinator_only = self.coordinator_only;
+        config.max_tasks_per_instance = self.max_tasks_per_instance;
         config.allow_processors = self.allow_processors.iter().copied().collect();
         config.default_instance_timeout = Duration::from_millis(self.default_timeout_ms);
         config.shell_output = ferrojob::worker::builtin::OutputLimits {

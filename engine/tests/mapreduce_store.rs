@@ -418,6 +418,36 @@ fn oversized_content_is_refused_and_results_are_capped() {
 }
 
 #[test]
+fn a_map_past_the_task_limit_is_refused_whole_and_other_instances_go_on() {
+    let ts = TaskStore::new(Arc::new(MemoryStore::new())).with_max_tasks_per_instance(10);
+    ts.map(1, None, "ROOT", vec![vec![]]).unwrap();
+    ts.map(1, Some(0), "s", vec![vec![]; 6]).unwrap();
+    // 7 held: 4 more would make 11.
+    let err = ts.map(1, Some(0), "s", vec![vec![]; 4]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TaskStoreError::TooManyTasks {
+                instance_id: 1,
+                max: 10,
+                held: 7,
+                asked: 4
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("at most 10 tasks"), "{err}");
+    // Nothing of the refused call was stored; up to the limit still maps.
+    assert_eq!(ts.counts(1).unwrap().total, 7);
+    assert_eq!(ts.map(1, Some(0), "s", vec![vec![]; 3]).unwrap(), 7..10);
+    assert!(ts.map(1, Some(0), "s", vec![vec![]]).is_err());
+    // The limit is per instance.
+    ts.map(2, None, "ROOT", vec![vec![]]).unwrap();
+    ts.map(2, Some(0), "s", vec![vec![]; 9]).unwrap();
+    assert_eq!(ts.counts(2).unwrap().total, 10);
+}
+
+#[test]
 fn results_page_through_many_tasks_with_bounded_buffer() {
     let ts = TaskStore::new(Arc::new(MemoryStore::new()));
     ts.map(3, None, "ROOT", vec![vec![]]).unwrap();

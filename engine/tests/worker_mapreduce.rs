@@ -239,6 +239,43 @@ async fn sum_mr_is_exact_across_three_workers_and_reports_progress() {
     }
 }
 
+fn at_most_100_tasks(_: usize, config: &mut WorkerConfig) {
+    config.max_tasks_per_instance = 100;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_past_the_task_limit_fails_the_instance_with_the_limit_named() {
+    let seen = Seen::new();
+    let mut c = Cluster::start(2, &seen, 0, at_most_100_tasks, None, None).await;
+    // 60 subtasks fit (61 with the root); the next batch of 60 does not.
+    let j = c.job(
+        3,
+        ExecuteType::MapReduce,
+        "sum_mr",
+        r#"{"tasks": 120, "batch": 60}"#,
+    );
+    c.conns[0].schedule(j).await;
+    let last = c.conns[0].reports_until_final(3).await.pop().unwrap();
+    assert_final(&last, InstanceStatus::Failed);
+    let result = last.result.as_deref().unwrap_or_default();
+    assert!(result.contains("at most 100 tasks"), "{last:?}");
+    assert_eq!(last.total_tasks, 61, "{last:?}");
+    // Under the limit the same worker runs the same job to the exact sum.
+    let j = c.job(
+        4,
+        ExecuteType::MapReduce,
+        "sum_mr",
+        r#"{"tasks": 99, "batch": 60}"#,
+    );
+    c.conns[0].schedule(j).await;
+    let last = c.conns[0].reports_until_final(4).await.pop().unwrap();
+    assert_final(&last, InstanceStatus::Succeed);
+    assert_eq!(
+        last.result.as_deref(),
+        Some((99 * 98 / 2).to_string().as_str())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_spread_over_workers_and_a_task_failing_once_succeeds_on_retry() {
     let seen = Seen::new();

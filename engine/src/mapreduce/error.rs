@@ -50,6 +50,22 @@ pub enum TaskStoreError {
         /// The task.
         task_id: u64,
     },
+    /// `map` would take the instance past its task limit
+    /// ([`TaskStore::max_tasks_per_instance`](super::TaskStore::max_tasks_per_instance)).
+    #[error(
+        "instance {instance_id} may hold at most {max} tasks: it holds {held} and {asked} more \
+         were mapped (the worker's --max-tasks-per-instance)"
+    )]
+    TooManyTasks {
+        /// The instance.
+        instance_id: u64,
+        /// The limit.
+        max: u64,
+        /// Tasks the instance holds.
+        held: u64,
+        /// Tasks the refused call mapped.
+        asked: u64,
+    },
     /// A worker address longer than 65 535 bytes (it is length-prefixed in keys).
     #[error("worker address of {0} bytes is too long")]
     WorkerTooLong(usize),

@@ -36,6 +36,7 @@ pub mod tracker;
 pub use error::TaskStoreError;
 pub use task_store::{
     Finish, TaskCounts, TaskRecord, TaskReport, TaskResult, TaskResults, TaskState, TaskStore,
-    MAX_CONTENT_LEN, MAX_RESULT_LEN, TABLE_META, TABLE_PENDING, TABLE_TASKS, TABLE_WORKER,
+    DEFAULT_MAX_TASKS_PER_INSTANCE, MAX_CONTENT_LEN, MAX_RESULT_LEN, TABLE_META, TABLE_PENDING,
+    TABLE_TASKS, TABLE_WORKER,
 };
 pub use tracker::{Action, Dispatch, MapKind, TaskTrackerCore, TrackerConfig, ROOT_TASK_NAME};

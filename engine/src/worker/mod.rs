@@ -169,6 +169,11 @@ pub struct WorkerConfig {
     /// A ProcessorTracker silent for this long is dead for its TaskTracker, which re-dispatches
     /// its tasks (default 15 s; a closed connection counts at once).
     pub map_worker_timeout: Duration,
+    /// Tasks one MAP/MAP_REDUCE instance this worker tracks may hold, its root task included
+    /// (default [`DEFAULT_MAX_TASKS_PER_INSTANCE`](crate::mapreduce::DEFAULT_MAX_TASKS_PER_INSTANCE)).
+    /// A `map` call that would go past it is refused whole: the mapping task gets the error
+    /// and fails, so a mapping loop cannot fill the TaskTracker's memory or disk.
+    pub max_tasks_per_instance: u64,
     /// The built-ins that act beyond the worker which [`WorkerBuilder::builtins`] registers
     /// (`shell`, `http`; default none). A job naming one that is not allowed fails with
     /// [`ProcessorUnavailable::NotAllowed`].
@@ -230,6 +235,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("coordinator_only", &self.coordinator_only)
             .field("map_tasks_in_flight", &self.map_tasks_in_flight)
             .field("map_worker_timeout", &self.map_worker_timeout)
+            .field("max_tasks_per_instance", &self.max_tasks_per_instance)
             .field("allow_processors", &self.allow_processors)
             .field("default_instance_timeout", &self.default_instance_timeout)
             .field("shell_output", &self.shell_output)
@@ -261,6 +267,7 @@ impl WorkerConfig {
             coordinator_only: false,
             map_tasks_in_flight: 4096,
             map_worker_timeout: Duration::from_secs(15),
+            max_tasks_per_instance: crate::mapreduce::DEFAULT_MAX_TASKS_PER_INSTANCE,
             allow_processors: std::collections::BTreeSet::new(),
             default_instance_timeout: DEFAULT_INSTANCE_TIMEOUT,
             shell_output: builtin::OutputLimits::default(),

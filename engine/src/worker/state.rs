@@ -130,9 +130,10 @@ impl Shared {
     /// the log store is there to keep pending tasks out of RAM.
     pub(crate) async fn task_store(&self) -> Result<WorkerTaskStore, String> {
         let config = self.config.task_store.clone();
+        let max_tasks = self.config.max_tasks_per_instance;
         self.task_store
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || open_task_store(&config))
+                tokio::task::spawn_blocking(move || open_task_store(&config, max_tasks))
                     .await
                     .map_err(|e| format!("task store: {e}"))?
             })
@@ -141,7 +142,10 @@ impl Shared {
     }
 }
 
-fn open_task_store(config: &TaskStoreConfig) -> Result<WorkerTaskStore, String> {
+fn open_task_store(
+    config: &TaskStoreConfig,
+    max_tasks_per_instance: u64,
+) -> Result<WorkerTaskStore, String> {
     use ferrojob_store::{Durability, LogOptions, MemoryStore, Store};
     let mut log = None;
     let store: Arc<dyn Store> = match config {
@@ -165,7 +169,7 @@ fn open_task_store(config: &TaskStoreConfig) -> Result<WorkerTaskStore, String> 
             store
         }
     };
-    let tasks = TaskStore::new(store);
+    let tasks = TaskStore::new(store).with_max_tasks_per_instance(max_tasks_per_instance);
     let stale = tasks.instances().map_err(|e| e.to_string())?;
     for instance in stale {
         tracing::info!(

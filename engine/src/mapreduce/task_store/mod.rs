@@ -77,6 +77,10 @@ pub const TABLE_META: &str = "mr.meta";
 pub const MAX_CONTENT_LEN: usize = 64 * 1024;
 /// Longest result or failure reason kept; longer ones are cut on a character boundary.
 pub const MAX_RESULT_LEN: usize = 8 * 1024;
+/// Default [`TaskStore::max_tasks_per_instance`]: tasks one instance may hold, its root task
+/// included. A TaskTracker holds about 140 bytes of memory per task, so the default bounds
+/// one instance at roughly 700 MiB.
+pub const DEFAULT_MAX_TASKS_PER_INSTANCE: u64 = 5_000_000;
 
 /// Format version in front of every task record.
 pub(super) const RECORD_VERSION: u8 = 1;
@@ -102,6 +106,7 @@ pub struct TaskStore {
     /// entry is inserted after its dispatch commits and removed whenever the task leaves
     /// `Dispatched` (report, requeue, delete), so it never differs from the store.
     in_flight: Arc<Mutex<HashMap<(u64, u64), TaskRecord>>>,
+    max_tasks_per_instance: u64,
 }
 
 impl fmt::Debug for TaskStore {
@@ -113,13 +118,27 @@ impl fmt::Debug for TaskStore {
 }
 
 impl TaskStore {
-    /// A task store over `store`.
+    /// A task store over `store`, each instance limited to
+    /// [`DEFAULT_MAX_TASKS_PER_INSTANCE`] tasks.
     pub fn new(store: Arc<dyn Store>) -> TaskStore {
         TaskStore {
             store,
             write: Arc::new(Mutex::new(())),
             in_flight: Arc::default(),
+            max_tasks_per_instance: DEFAULT_MAX_TASKS_PER_INSTANCE,
         }
+    }
+
+    /// The same store with each instance limited to `max` tasks (at least 1: the root).
+    pub fn with_max_tasks_per_instance(mut self, max: u64) -> TaskStore {
+        self.max_tasks_per_instance = max.max(1);
+        self
+    }
+
+    /// Tasks one instance may hold, its root included: a `map` that would go past it is
+    /// refused whole with [`TaskStoreError::TooManyTasks`].
+    pub fn max_tasks_per_instance(&self) -> u64 {
+        self.max_tasks_per_instance
     }
 
     /// The underlying store.
@@ -196,8 +215,10 @@ impl TaskStore {
     /// Appends `contents.len()` pending tasks named `name` under `parent` (`None`: root tasks),
     /// in one batch, and returns their ids (consecutive, in `contents` order).
     ///
-    /// Refused if `parent` does not exist or is final, or a content is over
-    /// [`MAX_CONTENT_LEN`]. An empty `contents` changes nothing.
+    /// Refused if `parent` does not exist or is final, a content is over
+    /// [`MAX_CONTENT_LEN`], or the instance would hold more than
+    /// [`max_tasks_per_instance`](TaskStore::max_tasks_per_instance) tasks (then nothing of
+    /// the call is stored). An empty `contents` changes nothing.
     pub fn map(
         &self,
         instance: u64,
@@ -226,6 +247,14 @@ impl TaskStore {
             return Ok(first..first);
         }
         let n = contents.len() as u64;
+        if meta.counts.total.saturating_add(n) > self.max_tasks_per_instance {
+            return Err(TaskStoreError::TooManyTasks {
+                instance_id: instance,
+                max: self.max_tasks_per_instance,
+                held: meta.counts.total,
+                asked: n,
+            });
+        }
         let mut batch = Batch::new();
         for (content, task_id) in contents.into_iter().zip(first..) {
             let pending_seq = meta.next_pending_seq;
