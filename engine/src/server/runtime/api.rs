@@ -732,6 +732,7 @@ impl Api for NodeApi {
             ("handshakes_rate_limited", "Connections closed on arrival because their source exceeded its handshake rate.", s.handshakes_rate_limited),
             ("connections_over_limit", "Connections refused because max_connections authenticated connections were open.", s.connections_over_limit),
             ("control_queue_overflows", "Connections closed because the peer asked for pongs or refusals without reading them.", s.control_queue_overflows),
+            ("peers_not_reading", "Worker-port connections closed because the peer read nothing within the write-stall timeout.", s.peers_not_reading),
         ];
         for (name, help, value) in limits {
             let _ = writeln!(

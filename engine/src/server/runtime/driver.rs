@@ -181,6 +181,9 @@ impl Runtime {
                 match handle.try_send_or_return(Message::ScheduleJob(*msg)) {
                     Ok(()) => self.observe_dispatch(ready_us),
                     Err(Some(message)) => {
+                        self.metrics
+                            .worker_send_waits
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let metrics = Arc::clone(&self.metrics);
                         let clock = Arc::clone(&self.config.clock);
                         tokio::spawn(async move {
@@ -200,6 +203,9 @@ impl Runtime {
                     if let Err(Some(message)) =
                         handle.try_send_or_return(Message::StopInstance(stop))
                     {
+                        self.metrics
+                            .worker_send_waits
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tokio::spawn(async move {
                             let _ = handle.send(*message).await;
                         });

@@ -103,6 +103,8 @@ pub(crate) struct Metrics {
     pub(crate) reports_dropped: AtomicU64,
     /// Dispatch attempts that found no eligible worker.
     pub(crate) no_worker: AtomicU64,
+    /// Messages to a worker that found its connection's queue full and waited for room.
+    pub(crate) worker_send_waits: AtomicU64,
     /// Runs the SKIP overlap policy skipped.
     pub(crate) runs_skipped: AtomicU64,
     /// Scheduled triggers (jobs' and workflows') skipped because a calendar excludes their
@@ -164,6 +166,7 @@ impl Default for Metrics {
             fire_lateness: Histogram::new(LATENCY_BUCKETS),
             store_commit: Histogram::new(LATENCY_BUCKETS),
             reports_dropped: AtomicU64::new(0),
+            worker_send_waits: AtomicU64::new(0),
             no_worker: AtomicU64::new(0),
             runs_skipped: AtomicU64::new(0),
             runs_calendar_skipped: AtomicU64::new(0),
@@ -361,6 +364,11 @@ impl Metrics {
                 "ferrojob_reports_dropped_total",
                 "Worker reports dropped (stale, duplicate, foreign, finished, unknown).",
                 &self.reports_dropped,
+            ),
+            (
+                "ferrojob_worker_send_waits_total",
+                "Messages to a worker (ScheduleJob, StopInstance) that found its connection's queue full and waited for room.",
+                &self.worker_send_waits,
             ),
             (
                 "ferrojob_dispatch_no_worker_total",
