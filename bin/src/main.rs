@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod alarm_cmd;
 mod bench;
 mod calendar_cmd;
+mod cluster_cmd;
 mod demo;
 mod embedded_demo;
 mod history_cmd;
@@ -84,6 +85,9 @@ enum Command {
     /// A server's store directory, offline: check it (read-only) or salvage it.
     #[command(subcommand)]
     Store(store_cmd::StoreCmd),
+    /// A cluster of servers on PostgreSQL: its servers and who holds which partition.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCmd),
     /// A deterministic simulation of a server, its workers and faults on virtual time:
     /// checks the invariants, exits non-zero on a violation.
     Sim(sim_cmd::Args),
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Command::ImportPowerjob(args) => jobs_cmd::import_cmd(args),
         Command::Bench(cmd) => bench::run(cmd, &cli.conn),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Cluster(cmd) => cluster_cmd::run(cmd, cli.conn.json()),
         Command::Store(cmd) => match store_cmd::run(cmd) {
             // Damage found by `check`: exit 1, errors exit 2.
             Ok(false) => return ExitCode::from(1),

@@ -257,3 +257,116 @@ async fn tokens_a_rotation_logs_and_app_deletion_on_postgres() {
         .unwrap();
     drop(c);
 }
+
+/// Told nothing: the status command only reads what the memberships wrote.
+struct NoServer;
+
+impl ferrojob::server::pg::member::Partitions for NoServer {
+    fn acting(&self, _: ferrojob::cluster::PartitionId, _: ferrojob::cluster::Epoch) {}
+    fn stop(&self, _: ferrojob::cluster::PartitionId) {}
+}
+
+#[test]
+fn cluster_status_lists_the_servers_and_every_partitions_owner() {
+    use ferrojob::cluster::{OwnershipConfig, ServerId, PARTITION_COUNT};
+    use ferrojob::server::pg::member::{Member, MemberConfig};
+    use std::sync::Arc;
+
+    let db = Database::create();
+    drop(ferrojob::server::PgRepo::open(&db.url()).unwrap()); // the tables
+    let status = |json: bool| {
+        let mut args = vec!["cluster", "status", "--store"];
+        let url = db.url();
+        args.push(&url);
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrojob"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let empty = status(false);
+    assert!(empty.starts_with("servers: 0 live of 0\n"), "{empty}");
+    assert!(empty.contains("never granted: 64"), "{empty}");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let members: Vec<Member> = ["s1", "s2"]
+        .into_iter()
+        .map(|name| {
+            let mut config = MemberConfig::new(
+                ServerId::new(name).unwrap(),
+                vec![format!("{name}.local:10086")],
+            );
+            config.ownership = OwnershipConfig {
+                lease: Duration::from_secs(30),
+                ..OwnershipConfig::default()
+            };
+            rt.block_on(Member::start(
+                &db.url(),
+                config,
+                Arc::new(ferrojob::clock::SystemClock),
+                Arc::new(NoServer),
+            ))
+            .unwrap()
+        })
+        .collect();
+    let all_held = || {
+        members
+            .iter()
+            .map(|m| m.status().acting.len())
+            .sum::<usize>()
+            == usize::from(PARTITION_COUNT)
+    };
+    for _ in 0..400 {
+        if all_held() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(all_held());
+
+    let text = status(false);
+    assert!(text.starts_with("servers: 2 live of 2\n"), "{text}");
+    assert!(
+        text.contains("s1.local:10086") && text.contains("s2.local:10086"),
+        "{text}"
+    );
+    let (n1, n2) = (
+        members[0].status().acting.len(),
+        members[1].status().acting.len(),
+    );
+    assert!(
+        text.contains(&format!(
+            "partitions: 64 (s1: {n1}, s2: {n2}; expired: 0, released: 0, never granted: 0)"
+        )),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    let partitions = v["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 64);
+    for p in partitions {
+        let owner = p["owner"].as_str().unwrap();
+        let n = u16::try_from(p["partition"].as_u64().unwrap()).unwrap();
+        let member = if owner == "s1" {
+            &members[0]
+        } else {
+            &members[1]
+        };
+        let epoch = member.status().acting[&ferrojob::cluster::PartitionId::new(n).unwrap()];
+        assert_eq!(p["epoch"].as_u64(), Some(epoch.0), "{p}");
+        assert_eq!(p["live"], true);
+    }
+    for m in members {
+        rt.block_on(m.leave(Duration::from_secs(5)));
+    }
+    let after = status(false);
+    assert!(after.starts_with("servers: 0 live of 0\n"), "{after}");
+    assert!(after.contains("released: 64"), "{after}");
+}

@@ -72,6 +72,10 @@ mod history;
 #[path = "server_repo/leases.rs"]
 mod leases;
 
+#[cfg(feature = "postgres")]
+#[path = "server_repo/member.rs"]
+mod member;
+
 #[test]
 fn apps_are_unique_by_name_and_found_by_id_and_name() {
     each_repository(|place| {

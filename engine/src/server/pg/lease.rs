@@ -1,5 +1,5 @@
 //! Cluster membership and partition leases on PostgreSQL: the database side of
-//! [`crate::cluster`]. The server does not call these yet.
+//! [`crate::cluster`], driven by a server's [`member`](super::member) task.
 //!
 //! # Tables (schema versions 1 and 7)
 //!
@@ -192,6 +192,20 @@ fn partition_param(p: PartitionId) -> i32 {
 
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, LeaseError> {
     row.try_get(i).map_err(db)
+}
+
+/// A connection of its own to the database at `url`, for membership and lease calls (its
+/// driver runs on a task of the current runtime and ends with the client).
+pub async fn connect(url: &str) -> Result<Client, LeaseError> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %error_text(&e), "cluster: database connection ended");
+        }
+    });
+    Ok(client)
 }
 
 /// Registers `server` with its `addresses`, or renews its heartbeat: it is live until

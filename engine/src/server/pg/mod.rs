@@ -46,6 +46,7 @@ mod instances;
 mod jobs;
 pub mod lease;
 mod logs;
+pub mod member;
 mod open;
 mod repository;
 mod rows;

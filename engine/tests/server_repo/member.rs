@@ -1,0 +1,175 @@
+//! Servers' memberships (`server::pg::member`) on a real PostgreSQL: three members spread the
+//! partitions by rendezvous hashing, one that leaves hands its partitions over, one that
+//! stops without a word loses them once the database says its leases expired. Leases are
+//! about a second; the tests wait for outcomes and never assert durations.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrojob::clock::SystemClock;
+use ferrojob::cluster::{
+    preferred_owner, Epoch, OwnershipConfig, PartitionId, ServerId, PARTITION_COUNT,
+};
+use ferrojob::server::pg::lease;
+use ferrojob::server::pg::member::{Member, MemberConfig, Partitions};
+
+use super::place::postgres::Database;
+use super::place::Place;
+
+/// What one server was told: the partitions it acts for, and every grant it saw.
+#[derive(Default)]
+struct Sink {
+    acting: Mutex<BTreeMap<PartitionId, Epoch>>,
+    grants: Mutex<Vec<(PartitionId, Epoch)>>,
+}
+
+impl Partitions for Sink {
+    fn acting(&self, partition: PartitionId, epoch: Epoch) {
+        let mut acting = self.acting.lock().unwrap();
+        assert!(
+            acting.insert(partition, epoch).is_none(),
+            "{partition} acted twice"
+        );
+        self.grants.lock().unwrap().push((partition, epoch));
+    }
+    fn stop(&self, partition: PartitionId) {
+        self.acting.lock().unwrap().remove(&partition);
+    }
+}
+
+impl Sink {
+    fn acting(&self) -> BTreeMap<PartitionId, Epoch> {
+        self.acting.lock().unwrap().clone()
+    }
+}
+
+fn sid(s: &str) -> ServerId {
+    ServerId::new(s).unwrap()
+}
+
+fn config(name: &str) -> MemberConfig {
+    let mut c = MemberConfig::new(sid(name), vec![format!("{name}.local:10086")]);
+    c.ownership = OwnershipConfig {
+        lease: Duration::from_millis(1200),
+        safety_margin: Duration::from_millis(300),
+        renew_every: Duration::from_millis(300),
+        retry_every: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(800),
+    };
+    c.heartbeat_every = Duration::from_millis(150);
+    c.server_ttl = Duration::from_millis(900);
+    c
+}
+
+async fn start(url: &str, name: &str) -> (Member, Arc<Sink>) {
+    let sink = Arc::new(Sink::default());
+    let member = Member::start(url, config(name), Arc::new(SystemClock), sink.clone())
+        .await
+        .unwrap();
+    (member, sink)
+}
+
+/// Waits until every partition is acted for by exactly its preferred owner among `live`.
+async fn settled(live: &[(&str, &Arc<Sink>)]) {
+    let ids: Vec<ServerId> = live.iter().map(|(n, _)| sid(n)).collect();
+    let want = |name: &str| -> Vec<PartitionId> {
+        PartitionId::all()
+            .filter(|p| preferred_owner(*p, &ids).map(ServerId::as_str) == Some(name))
+            .collect()
+    };
+    for _ in 0..400 {
+        let done = live
+            .iter()
+            .all(|(name, sink)| sink.acting().keys().copied().collect::<Vec<_>>() == want(name));
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got: Vec<(&str, usize)> = live.iter().map(|(n, s)| (*n, s.acting().len())).collect();
+    panic!("never settled: {got:?}");
+}
+
+#[test]
+fn members_spread_the_partitions_hand_them_over_and_take_them_from_a_dead_one() {
+    let db = Database::create();
+    drop(db.open()); // applies the migrations
+    let url = db.url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (a, sa) = start(&url, "a").await;
+        let (b, sb) = start(&url, "b").await;
+        let (c, sc) = start(&url, "c").await;
+        settled(&[("a", &sa), ("b", &sb), ("c", &sc)]).await;
+        for (m, s) in [(&a, &sa), (&b, &sb), (&c, &sc)] {
+            let status = m.status();
+            assert_eq!(status.acting, s.acting());
+            assert_eq!(status.live.len(), 3);
+            assert!(status.metrics_text().contains(&format!(
+                "ferrojob_cluster_partitions_owned {}",
+                status.acting.len()
+            )));
+        }
+
+        // c leaves: it stops acting for everything, releases, and a and b take its share.
+        let c_had = sc.acting();
+        assert!(!c_had.is_empty());
+        c.leave(Duration::from_secs(5)).await;
+        assert!(sc.acting().is_empty());
+        settled(&[("a", &sa), ("b", &sb)]).await;
+        let client = connect(&url).await;
+        let servers = lease::all_servers(&client).await.unwrap();
+        assert!(
+            servers.iter().all(|s| s.id != sid("c")),
+            "c left: {servers:?}"
+        );
+        for (p, old) in &c_had {
+            let now = sa.acting().get(p).or(sb.acting().get(p)).copied();
+            assert!(now.is_some_and(|e| e > *old), "{p}: {old} then {now:?}");
+        }
+
+        // b stops without a word: a takes everything once b's leases expire.
+        let b_had = sb.acting();
+        b.abandon();
+        settled(&[("a", &sa)]).await;
+        assert_eq!(sa.acting().len(), usize::from(PARTITION_COUNT));
+        for (p, old) in &b_had {
+            assert!(sa.acting()[p] > *old, "{p}");
+        }
+        // No epoch of a partition was ever granted to two servers, or twice.
+        let mut last: BTreeMap<PartitionId, Epoch> = BTreeMap::new();
+        let mut all: Vec<(PartitionId, Epoch)> = Vec::new();
+        for s in [&sa, &sb, &sc] {
+            all.extend(s.grants.lock().unwrap().iter().copied());
+        }
+        all.sort();
+        for (p, e) in all {
+            if let Some(prev) = last.insert(p, e) {
+                assert!(e > prev, "{p}: {e} granted twice");
+            }
+        }
+        // The lease table agrees with a.
+        let rows = lease::leases(&client).await.unwrap();
+        for row in rows {
+            assert_eq!(row.owner, Some(sid("a")), "{row:?}");
+            assert_eq!(Some(&row.epoch), sa.acting().get(&row.partition));
+        }
+        a.leave(Duration::from_secs(5)).await;
+        assert!(sa.acting().is_empty());
+        let rows = lease::leases(&client).await.unwrap();
+        assert!(rows.iter().all(|r| r.owner.is_none()), "a released all");
+    });
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
