@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use crate::backend::BackendFile;
 use crate::batch::Op;
@@ -198,13 +198,25 @@ impl Writer {
         self.unsynced = false;
         let id = self.shared.next_file_id.fetch_add(1, Ordering::Relaxed);
         let spare = self.spares.as_mut().and_then(Spares::take);
-        let (handle, path, capacity) = match spare {
-            Some(spare) => {
-                let path = self.shared.dir.join(segment_name(id));
-                self.adopt_spare(&spare, id, &path)?;
-                self.next_spare = next_capacity(spare.capacity, self.shared.options.segment_bytes);
-                (spare.handle, path, spare.capacity)
+        let adopted = spare.and_then(|spare| {
+            let path = self.shared.dir.join(segment_name(id));
+            match self.adopt_spare(&spare, id, &path) {
+                Ok(()) => {
+                    self.next_spare =
+                        next_capacity(spare.capacity, self.shared.options.segment_bytes);
+                    Some((spare.handle, path, spare.capacity))
+                }
+                // The rename is atomic: segment `id` does not exist, and what is left of the
+                // spare is removed by the next preparation or open. A spare is only an
+                // optimisation, so the writer goes on as without one.
+                Err(e) => {
+                    warn!(error = %e, "could not rotate into the preallocated segment; creating the next segment instead");
+                    None
+                }
             }
+        });
+        let (handle, path, capacity) = match adopted {
+            Some(adopted) => adopted,
             None => {
                 let (handle, path) = create_segment_file(
                     self.shared.backend.as_ref(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::common::{copy, dump, open, opts, segments, State, DIR};
-use ferrojob_store::backend::{SimBackend, Tear};
+use ferrojob_store::backend::{Backend, Fault, SimBackend, Tear};
 use ferrojob_store::{Batch, LogOptions, LogStore, Store, WriterMode};
 
 /// Stepped (spares are made on the caller's thread: deterministic), 4 KiB segments, so every
@@ -267,4 +267,40 @@ fn preallocated_segments_on_the_real_file_system() {
         s.get("instances", &11999u32.to_be_bytes()).unwrap(),
         Some(value)
     );
+}
+
+/// A spare the writer cannot rotate into — its rename fails, or the file is gone — is given
+/// up: the writer creates the next segment itself, and no commit fails for it.
+#[test]
+fn a_spare_that_cannot_be_adopted_is_given_up_and_no_commit_fails() {
+    for vanish in [false, true] {
+        let o = prealloc();
+        let b = SimBackend::new();
+        let s = open(&b, o.clone()).unwrap();
+        let mut i = 0;
+        while b.read(&spare_path()).is_none() {
+            s.commit(batch(i)).unwrap();
+            i += 1;
+            assert!(i < 100, "a spare is made once the segment is half full");
+        }
+        let segments_before = segments(&b).len();
+        if vanish {
+            b.remove_file(&spare_path()).unwrap();
+        } else {
+            b.fail(Fault::Rename, 0);
+        }
+        for _ in 0..40 {
+            s.commit(batch(i)).unwrap();
+            i += 1;
+        }
+        assert!(
+            segments(&b).len() > segments_before + 1,
+            "the log rotated on (vanish {vanish})"
+        );
+        let expected = dump(&s);
+        drop(s);
+        let s = open(&b, o.clone()).unwrap();
+        assert_eq!(dump(&s), expected, "vanish {vanish}");
+        assert!(s.recovery_report().truncated.is_empty());
+    }
 }
