@@ -32,7 +32,9 @@
 //! `segment_bytes`: a busy store reaches full-size (64 MiB) segments after four rotations. Without a ready spare the writer does what it does with preallocation
 //! off: it appends (growing the file) until the segment reaches `segment_bytes`, then creates
 //! the next segment itself. A spare that cannot be made (a full disk) is only logged: commits
-//! never wait for one and never fail because of one.
+//! never wait for one and never fail because of one. Nor does a spare the writer cannot rotate
+//! into (its header write or its rename fails, or the file was removed behind the store's
+//! back): the writer logs it and creates the next segment itself.
 //!
 //! On disk a preallocated segment is a segment whose last batch is followed by zeros, and
 //! recovery reads zeros where a batch header would start as the end of that segment (a batch
