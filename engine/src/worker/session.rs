@@ -280,8 +280,8 @@ fn on_message(shared: &Arc<Shared>, handle: &ConnectionHandle, m: Incoming) {
                 processor,
             });
         }
-        Message::StopInstance(StopInstance { instance_id }) => {
-            shared.drive(Input::StopInstance { instance_id });
+        Message::StopInstance(StopInstance { instance_id, epoch }) => {
+            shared.drive(Input::StopInstance { instance_id, epoch });
         }
         Message::QueryInstanceStatus(q) => match correlation {
             Some(correlation) => shared.drive(Input::QueryInstanceStatus {

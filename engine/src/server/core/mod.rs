@@ -77,12 +77,15 @@ pub(crate) mod calendars;
 pub(crate) mod commands;
 pub(crate) mod dispatch;
 pub(crate) mod fire;
+pub(crate) mod partitions;
 pub(crate) mod recover;
 pub(crate) mod report;
 pub(crate) mod workers;
 pub(crate) mod workflow;
 pub(crate) mod write;
 
+#[cfg(test)]
+mod partitions_tests;
 #[cfg(test)]
 mod tests;
 
@@ -436,6 +439,11 @@ pub(crate) struct Core {
     pub(crate) grace_until: EpochMs,
     /// The clock at the start of the current step, µs (latency stamps only).
     pub(crate) now_us: i64,
+    /// The apps the core acts for: all of them, or those of the partitions it holds.
+    pub(crate) acting: partitions::Acting,
+    /// Partition loads so far: the generation recovered jobs and workflows start at is
+    /// above every generation an earlier holding of theirs armed.
+    pub(crate) loads: u64,
     /// Effects of the current step.
     effects: Vec<Effect>,
     expired: Vec<Expired<TimerEv>>,
@@ -475,6 +483,8 @@ impl Core {
             live_ms: i64::MIN,
             grace_until: i64::MIN,
             now_us: started_ms.saturating_mul(1000),
+            acting: partitions::Acting::AllApps,
+            loads: 0,
             effects: Vec::new(),
             expired: Vec::new(),
         }
@@ -541,6 +551,7 @@ impl Core {
 
     /// Registers an app (after its creation is durable, or at load).
     pub(crate) fn add_app(&mut self, app: AppRecord) {
+        self.place_app(&app);
         self.app_names.insert(app.id, app.name.clone());
         self.apps.insert(app.name.clone(), app);
     }
@@ -548,6 +559,7 @@ impl Core {
     /// Forgets an app (after its deletion was submitted): its name resolves no more and
     /// its workers' handshakes are refused.
     pub(crate) fn remove_app(&mut self, id: AppId) {
+        self.unplace_app(id);
         if let Some(name) = self.app_names.remove(&id) {
             self.apps.remove(&name);
         }
@@ -637,6 +649,13 @@ impl Core {
             let now = self.now_us.div_euclid(1000);
             self.arm(now, TimerEv::Dispatch(head));
         }
+    }
+
+    /// The first schedule generation of a job or workflow recovered by the current load:
+    /// 1 at a restart, above any generation an earlier holding of its partition armed
+    /// after that.
+    pub(crate) fn load_gen(&self) -> u64 {
+        (self.loads << 32) | 1
     }
 
     pub(crate) fn hb_ms(&self) -> i64 {

@@ -31,6 +31,21 @@ impl Core {
     /// Rebuilds the in-memory state from the store and arms everything that was pending.
     pub(crate) fn recover(&mut self, loaded: LoadedState, now: EpochMs) {
         self.restarted = !loaded.apps.is_empty();
+        self.recover_apps(loaded, now);
+        self.arm_periodic(now);
+    }
+
+    /// Arms the core's own periodic timers: worker liveness and the retention sweep.
+    pub(crate) fn arm_periodic(&mut self, now: EpochMs) {
+        self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
+        self.arm(now.saturating_add(RETENTION_SWEEP_MS), TimerEv::Retention);
+    }
+
+    /// Rebuilds the state of `loaded`'s apps (every app at a restart, a partition's when it
+    /// is acquired) and arms what was pending; running instances wait for their workers
+    /// through the grace period.
+    pub(crate) fn recover_apps(&mut self, loaded: LoadedState, now: EpochMs) {
+        let gen = self.load_gen();
         for app in loaded.apps {
             match self.repo.list_calendars(app.id) {
                 Ok(cals) => cals.iter().for_each(|c| self.calendar_put(c)),
@@ -53,7 +68,8 @@ impl Core {
                 }
             };
             let enabled = def.record.enabled;
-            let state = JobState::new(Arc::from(app.as_str()), def);
+            let mut state = JobState::new(Arc::from(app.as_str()), def);
+            state.gen = gen;
             let id = state.id;
             self.jobs.insert(id, state);
             if let (true, Some(t)) = (enabled, lj.trigger.next_trigger) {
@@ -61,7 +77,7 @@ impl Core {
                     t,
                     TimerEv::Job {
                         job: id,
-                        gen: 1,
+                        gen,
                         due: t,
                     },
                 );
@@ -151,7 +167,7 @@ impl Core {
                 next,
                 TimerEv::Job {
                     job,
-                    gen: 1,
+                    gen,
                     due: next,
                 },
             );
@@ -159,12 +175,10 @@ impl Core {
         // The grace is measured on the monotonic clock: a wall clock stepped forward must not
         // cut it short (the wheel's event only looks; `on_grace_end` re-arms if early).
         let grace = i64::try_from(self.config.restart_grace_ms).unwrap_or(i64::MAX);
-        self.grace_until = self.live_ms.saturating_add(grace);
+        self.grace_until = self.grace_until.max(self.live_ms.saturating_add(grace));
         if !self.reconcile.is_empty() {
             self.arm(now.saturating_add(grace), TimerEv::GraceEnd);
         }
-        self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
-        self.arm(now.saturating_add(RETENTION_SWEEP_MS), TimerEv::Retention);
     }
 
     pub(crate) fn in_grace(&self) -> bool {
