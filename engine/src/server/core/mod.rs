@@ -26,7 +26,19 @@
 //! claim → hand-over; `report.rs` reports, the retry policy, final transitions; `write.rs`
 //! writes and their follow-ups; `recover.rs` restart recovery and reconciliation;
 //! `workers.rs` connections; `alarms.rs` alarm evaluation; `calendars.rs` the calendars'
-//! excluded dates; `workflow/` workflows.
+//! excluded dates; `workflow/` workflows; `partitions.rs` which apps it acts for.
+//!
+//! Acting: a single server's core acts for every app, and its messages carry epoch 0. A
+//! server of a cluster ([`Core::start_partitioned`]) acts only for the apps of the partitions
+//! it is told it holds: [`Core::on_partition_acquired`] loads a partition's state through
+//! the restart-recovery path (filtered to its apps: jobs, delayed runs, queued and running
+//! instances, workflows; running instances are reconciled with their workers as after a
+//! restart), [`Core::on_partition_lost`] drops it from memory in the same step without
+//! writing anything. Commands, reports, heartbeats and handshakes of an app the core does
+//! not act for are refused or dropped (`partitions::NotOwner`, `AppSecrets::serves`). Every
+//! `ScheduleJob` and `StopInstance` carries the epoch of its app's partition, and workers
+//! drop those of an older epoch. Jobs and workflows loaded by a later holding start at a
+//! higher schedule generation, so triggers an earlier holding armed never fire twice.
 //!
 //! Invariants (`debug_assert!`ed where they are cheap):
 //!
@@ -41,6 +53,8 @@
 //!   job has at most one armed trigger of its current generation.
 //! - A worker is known by its app and the address it announced: a connection, a report or a
 //!   log line of one app never reaches another app's instances.
+//! - The core holds state (jobs, instances, workflows) only of apps it acts for, and sends
+//!   nothing for any other app.
 //!
 //! Policies:
 //!

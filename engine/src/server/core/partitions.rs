@@ -22,8 +22,8 @@
 //! when the core learns the app.
 //!
 //! The server's runtime does not drive a lease machine: it starts the core acting for every
-//! app, and the partition inputs are exercised by the core's tests. The cluster runtime
-//! feeds them from [`crate::cluster::Ownership`]'s events.
+//! app, and only the core's tests drive the partition inputs. In a cluster they are
+//! [`crate::cluster::Ownership`]'s acting and stopped events.
 
 // Only the tests drive the partition inputs until the cluster runtime calls them.
 #![cfg_attr(not(test), allow(dead_code))]
@@ -323,9 +323,15 @@ impl Core {
             self.backfill_created.remove(&id);
         }
         self.workflows.retain(|_, w| !apps.contains(&w.app));
-        self.wf_active.retain(|_, w| !apps.contains(&w.rec.app_id));
+        let wf_insts: HashSet<_> = self
+            .wf_active
+            .iter()
+            .filter(|(_, w)| apps.contains(&w.rec.app_id))
+            .map(|(id, _)| *id)
+            .collect();
+        self.wf_active.retain(|id, _| !wf_insts.contains(id));
         self.node_runs
-            .retain(|_, n| self.wf_active.contains_key(&n.wf_instance));
+            .retain(|_, n| !wf_insts.contains(&n.wf_instance));
         self.reconcile.retain(|(a, _), _| !apps.contains(a));
         self.lost.retain(|(a, _), _| !apps.contains(a));
         self.calendars.retain(|a, _| !apps.contains(a));

@@ -379,3 +379,34 @@ fn a_single_server_acts_for_every_app_with_epoch_zero() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].2, 0);
 }
+
+#[test]
+fn acquiring_a_partition_leaves_the_other_held_partitions_jobs_alone() {
+    let f = Fixture::new();
+    let rec = JobRecord::new(f.b.id, "fd", TimeExpressionType::FixedDelay, "1000", "noop");
+    let fd = f
+        .repo
+        .create_job(rec, Some(T0 + 1_000), T0)
+        .unwrap()
+        .wait()
+        .unwrap()
+        .id;
+    let mut s = f.server();
+    connect_both(&mut s, &f);
+    s.on_partition_acquired(partition_of(&f.b.name), Epoch(1), T0)
+        .unwrap();
+    let (sent, _) = tick(&mut s, &f, T0 + 1_000);
+    let fd_runs = |s: &Core| s.active.values().filter(|st| st.rec.job_id == fd).count();
+    assert_eq!(fd_runs(&s), 1, "{sent:?}");
+    // The FIXED_DELAY run is going: no next trigger until it ends. Taking another partition
+    // must not re-arm it as if it had been idle.
+    at(&mut s, T0 + 1_100, T0 + 1_100);
+    s.on_partition_acquired(f.pa(), Epoch(1), T0 + 1_100)
+        .unwrap();
+    settle(&mut s, T0 + 1_100);
+    assert_eq!(f.repo.trigger(fd).and_then(|t| t.next_trigger), None);
+    for t in [2_100, 3_100] {
+        tick(&mut s, &f, T0 + t);
+    }
+    assert_eq!(fd_runs(&s), 1, "a second FIXED_DELAY run started");
+}

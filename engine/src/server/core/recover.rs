@@ -55,6 +55,7 @@ impl Core {
             }
             self.add_app(app);
         }
+        let mut recovered = Vec::with_capacity(loaded.jobs.len());
         for lj in loaded.jobs {
             let Some(app) = self.app_name(lj.job.app_id) else {
                 tracing::error!(job = lj.job.id.0, "job of an unknown app skipped");
@@ -72,6 +73,7 @@ impl Core {
             state.gen = gen;
             let id = state.id;
             self.jobs.insert(id, state);
+            recovered.push(id);
             if let (true, Some(t)) = (enabled, lj.trigger.next_trigger) {
                 self.arm(
                     t,
@@ -142,7 +144,8 @@ impl Core {
             self.wake_queue(job);
         }
         let mut rearm = Vec::new();
-        for job in self.jobs.values() {
+        // Only the jobs loaded here: another partition's FIXED_DELAY job may be running.
+        for job in recovered.iter().filter_map(|id| self.jobs.get(id)) {
             let def = job.def();
             if def.is_fixed_delay()
                 && def.record.enabled

@@ -21,6 +21,8 @@
 //!    [`WorkerCore::next_connect_at`] for when to try the server next while disconnected.
 //!
 //! # What it decides
+//! - Fencing: a `ScheduleJob` or `StopInstance` stamped with an older epoch than the highest
+//!   the worker has seen for its app comes from a server that lost the app, and is dropped.
 //! - Accepting a `ScheduleJob` (duplicates of a running instance, and all instances once
 //!   shutting down or at [`MAX_INSTANCES`], are ignored), its RUNNING report, its keepalives
 //!   (RUNNING again every `keepalive_interval`, at least every second for MAP), its timeout,
