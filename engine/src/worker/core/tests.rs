@@ -712,7 +712,7 @@ fn messages_from_an_older_server_epoch_are_dropped() {
     assert_eq!(h.runs().len(), 1);
     assert_eq!(h.core.server_epoch(), 7);
     // The former owner (epoch 6), paused, wakes up: its dispatch and its stop are dropped.
-    let mut old = job(2, 1);
+    let mut old = job(2, 2);
     old.epoch = 6;
     h.schedule(old, ProcessorKind::Basic);
     assert!(h.runs().is_empty(), "an older epoch's ScheduleJob ran");
@@ -735,7 +735,7 @@ fn messages_from_an_older_server_epoch_are_dropped() {
         epoch: 7,
     });
     assert_eq!(h.core.running(), 0);
-    let mut later = job(3, 1);
+    let mut later = job(3, 3);
     later.epoch = 9;
     h.schedule(later, ProcessorKind::Basic);
     assert_eq!(h.runs().len(), 1);
