@@ -172,7 +172,10 @@ async fn ferro_one_way(f: &Ferro, n: u64) -> Duration {
     let start = Instant::now();
     for i in 0..n {
         f.client
-            .send(StopInstance { instance_id: i })
+            .send(StopInstance {
+                instance_id: i,
+                epoch: 0,
+            })
             .await
             .expect("send");
     }
@@ -189,7 +192,13 @@ async fn ferro_one_way_batched(f: &Ferro, n: u64) -> Duration {
     while i < n {
         let end = (i + 256).min(n);
         let batch: Vec<Message> = (i..end)
-            .map(|id| StopInstance { instance_id: id }.into())
+            .map(|id| {
+                StopInstance {
+                    instance_id: id,
+                    epoch: 0,
+                }
+                .into()
+            })
             .collect();
         f.client.send_batch(batch).await.expect("send");
         i = end;
@@ -200,7 +209,11 @@ async fn ferro_one_way_batched(f: &Ferro, n: u64) -> Duration {
 
 async fn ferro_rtt(f: &Ferro) -> Duration {
     let start = Instant::now();
-    let m: Message = StopInstance { instance_id: 1 }.into();
+    let m: Message = StopInstance {
+        instance_id: 1,
+        epoch: 0,
+    }
+    .into();
     f.client
         .request(m, Duration::from_secs(10))
         .await

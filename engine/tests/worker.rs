@@ -275,7 +275,10 @@ async fn stop_kills_the_shell_and_its_children() {
     let pid = read_pid(&pid_file);
     assert!(!process_gone(pid));
     conn.handle
-        .send(StopInstance { instance_id: 1 })
+        .send(StopInstance {
+            instance_id: 1,
+            epoch: 0,
+        })
         .await
         .unwrap();
     let last = conn.reports_until_final(1).await.pop().unwrap();
@@ -302,12 +305,18 @@ async fn stop_instance_cancels_and_reports_stopped() {
         (InstanceStatus::Running, 4)
     );
     conn.handle
-        .send(StopInstance { instance_id: 5 })
+        .send(StopInstance {
+            instance_id: 5,
+            epoch: 0,
+        })
         .await
         .unwrap();
     // An unknown instance is ignored.
     conn.handle
-        .send(StopInstance { instance_id: 99 })
+        .send(StopInstance {
+            instance_id: 99,
+            epoch: 0,
+        })
         .await
         .unwrap();
     let stopped = conn.report(5).await;

@@ -217,7 +217,10 @@ async fn stopping_a_broadcast_stops_the_peers_tasks() {
     .await;
     conns[0]
         .handle
-        .send(ferrojob_transport::message::StopInstance { instance_id: 4 })
+        .send(ferrojob_transport::message::StopInstance {
+            instance_id: 4,
+            epoch: 0,
+        })
         .await
         .unwrap();
     assert_final(&conns[0].report(4).await, InstanceStatus::Stopped);

@@ -68,6 +68,43 @@ pub trait AppSecrets: Send + Sync + std::fmt::Debug {
         let _ = app_name;
         None
     }
+
+    /// Whether this server serves `app_name`'s workers, asked once a handshake proved the
+    /// secret: a server of a cluster that does not hold the app's partition refuses with
+    /// [`NotServed`], and the connection closes with
+    /// [`ErrorCode::NotOwner`](crate::message::ErrorCode::NotOwner) naming the owner it
+    /// knows. A single server serves every app it has a secret for.
+    fn serves(&self, app_name: &str) -> Result<(), NotServed> {
+        let _ = app_name;
+        Ok(())
+    }
+}
+
+/// A server's refusal of an app's workers: another server of the cluster serves the app.
+/// Its text is the detail of the `NotOwner` close frame, and [`NotServed::parse`] reads it
+/// back on the worker's side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotServed {
+    /// The server that holds the app's partition, as the cluster names it.
+    #[error("{NOT_SERVED_PREFIX}{0}")]
+    OwnedBy(String),
+    /// This server does not know which server holds it now.
+    #[error("{NOT_SERVED_UNKNOWN}")]
+    OwnerUnknown,
+}
+
+const NOT_SERVED_PREFIX: &str = "app served by server ";
+const NOT_SERVED_UNKNOWN: &str = "app not served here; its server is not known to this one";
+
+impl NotServed {
+    /// The refusal a `NotOwner` close frame's detail carries, when it is one.
+    pub fn parse(detail: &str) -> Option<NotServed> {
+        if detail == NOT_SERVED_UNKNOWN {
+            return Some(NotServed::OwnerUnknown);
+        }
+        let owner = detail.strip_prefix(NOT_SERVED_PREFIX)?;
+        (!owner.is_empty()).then(|| NotServed::OwnedBy(owner.to_owned()))
+    }
 }
 
 impl AppSecrets for HashMap<String, AppSecret> {

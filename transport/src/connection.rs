@@ -1034,6 +1034,20 @@ impl Connection {
                         );
                         return;
                     };
+                    if let Err(refusal) = secrets.serves(&h.app_name) {
+                        tracing::info!(
+                            worker = ?h.worker_address,
+                            app = ?h.app_name,
+                            %refusal,
+                            "worker of an app this server does not serve refused"
+                        );
+                        let error = ConnectionError::LocalClose {
+                            code: ErrorCode::NotOwner,
+                            message: refusal.to_string(),
+                        };
+                        self.fail(now, error);
+                        return;
+                    }
                     if let Some(Err(reason)) = self.admission.as_mut().map(|a| a.admit()) {
                         tracing::debug!(
                             worker = ?h.worker_address,

@@ -38,7 +38,7 @@ use crate::message::{Message, MessageKind};
 /// First four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"FJOB";
 /// The protocol version this build speaks (message structs + pinned rkyv format).
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Header length, bytes.
 pub const HEADER_LEN: usize = 24;
 /// Default maximum payload length: 4 MiB.

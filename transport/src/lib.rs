@@ -57,7 +57,7 @@ pub mod net;
 pub mod rate_limit;
 pub mod tls;
 
-pub use auth::{AppSecret, AppSecrets, Binding, Role};
+pub use auth::{AppSecret, AppSecrets, Binding, NotServed, Role};
 pub use backoff::{Backoff, BackoffConfig};
 pub use connection::{
     AdmissionControl, ClientIdentity, Connection, ConnectionConfig, Event, PeerInfo,

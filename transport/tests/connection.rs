@@ -14,7 +14,8 @@ use ferrojob_transport::message::{
 };
 use ferrojob_transport::{
     AdmissionControl, AppSecret, AppSecrets, Backoff, BackoffConfig, ClientIdentity, Connection,
-    ConnectionConfig, ConnectionError, Event, PeerInfo, RequestError, SendError, TransportMetrics,
+    ConnectionConfig, ConnectionError, Event, NotServed, PeerInfo, RequestError, SendError,
+    TransportMetrics,
 };
 use proptest::prelude::*;
 
@@ -272,6 +273,59 @@ fn unknown_app_is_refused_like_a_wrong_secret() {
     ));
 }
 
+/// A server of a cluster that does not serve the app: it knows the secret, but it refuses
+/// the worker once the proof checked out, naming the server that does.
+#[derive(Debug)]
+struct ServedElsewhere(Option<String>);
+
+impl AppSecrets for ServedElsewhere {
+    fn secret(&self, app_name: &str) -> Option<AppSecret> {
+        (app_name == "billing").then(|| AppSecret::new("x"))
+    }
+
+    fn serves(&self, _app_name: &str) -> Result<(), NotServed> {
+        Err(match &self.0 {
+            Some(owner) => NotServed::OwnedBy(owner.clone()),
+            None => NotServed::OwnerUnknown,
+        })
+    }
+}
+
+#[test]
+fn a_server_that_does_not_serve_the_app_refuses_naming_its_owner() {
+    for owner in [Some("server-b:10086".to_owned()), None] {
+        let now = Instant::now();
+        let m = Arc::new(TransportMetrics::default());
+        let mut client =
+            Connection::new_client(config(), identity("billing", "x"), [1; 32], now, m.clone());
+        let secrets: Arc<dyn AppSecrets> = Arc::new(ServedElsewhere(owner.clone()));
+        let mut server = Connection::new_server(config(), secrets, [2; 32], now, 0, m);
+        for _ in 0..3 {
+            let mut b = Vec::new();
+            server.poll_transmit(now, &mut b);
+            server.handle_transmitted(now);
+            client.handle_input(now, &b);
+            let mut b = Vec::new();
+            client.poll_transmit(now, &mut b);
+            client.handle_transmitted(now);
+            server.handle_input(now, &b);
+        }
+        let detail = match client.poll_event() {
+            Some(Event::Closed(ConnectionError::PeerClosed {
+                code: ErrorCode::NotOwner,
+                message,
+            })) => message,
+            other => panic!("{other:?}"),
+        };
+        let expected = match owner {
+            Some(o) => NotServed::OwnedBy(o),
+            None => NotServed::OwnerUnknown,
+        };
+        assert_eq!(NotServed::parse(&detail), Some(expected));
+        assert!(!client.is_established());
+    }
+}
+
 #[test]
 fn client_rejects_a_server_that_cannot_prove_the_secret() {
     let now = Instant::now();
@@ -448,7 +502,11 @@ fn request_times_out_and_a_late_response_is_dropped() {
         .client
         .request(
             p.now,
-            &StopInstance { instance_id: 1 }.into(),
+            &StopInstance {
+                instance_id: 1,
+                epoch: 0,
+            }
+            .into(),
             Duration::from_secs(2),
         )
         .unwrap();
@@ -603,12 +661,23 @@ fn close_flushes_earlier_messages_then_tells_the_peer_why() {
         .client
         .request(
             p.now,
-            &StopInstance { instance_id: 5 }.into(),
+            &StopInstance {
+                instance_id: 5,
+                epoch: 0,
+            }
+            .into(),
             Duration::from_secs(9),
         )
         .unwrap();
     p.client
-        .send(p.now, &StopInstance { instance_id: 6 }.into())
+        .send(
+            p.now,
+            &StopInstance {
+                instance_id: 6,
+                epoch: 0,
+            }
+            .into(),
+        )
         .unwrap();
     p.client
         .close(p.now, ErrorCode::ShuttingDown, "worker stopping");
@@ -780,7 +849,14 @@ fn the_full_frame_limit_applies_from_the_first_frame_after_the_handshake() {
     job.job_params = "x".repeat(30 * 1024);
     p.client.send(p.now, &job.clone().into()).unwrap();
     p.client
-        .send(p.now, &StopInstance { instance_id: 7 }.into())
+        .send(
+            p.now,
+            &StopInstance {
+                instance_id: 7,
+                epoch: 0,
+            }
+            .into(),
+        )
         .unwrap();
     p.drive();
     assert!(p.server_closed().is_none(), "{:?}", p.server_closed());

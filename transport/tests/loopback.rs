@@ -120,12 +120,22 @@ async fn messages_and_requests_flow_both_ways() {
 
     // Server to client.
     server_handle
-        .send(StopInstance { instance_id: 77 })
+        .send(StopInstance {
+            instance_id: 77,
+            epoch: 0,
+        })
         .await
         .unwrap();
     let mut incoming = client.incoming;
     let got = incoming.recv().await.unwrap();
-    assert_eq!(got.message, StopInstance { instance_id: 77 }.into());
+    assert_eq!(
+        got.message,
+        StopInstance {
+            instance_id: 77,
+            epoch: 0
+        }
+        .into()
+    );
     assert_eq!(got.correlation, None);
     let snap = metrics.snapshot();
     assert!(snap.frames_sent >= all.len() as u64 + 2);
@@ -157,7 +167,13 @@ async fn wrong_secret_is_refused_and_good_clients_still_connect() {
     let good = good.unwrap();
     let _rx = serve(acc.unwrap());
     good.handle
-        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .request(
+            StopInstance {
+                instance_id: 1,
+                epoch: 0,
+            },
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_eq!(l.metrics().snapshot().handshake_failures, 1);
@@ -212,7 +228,13 @@ async fn garbage_peer_gets_a_close_frame_and_others_carry_on() {
     let _rx = serve(acc.unwrap());
     good.unwrap()
         .handle
-        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .request(
+            StopInstance {
+                instance_id: 1,
+                epoch: 0,
+            },
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
 }
@@ -315,7 +337,13 @@ async fn non_reading_peer_gets_backpressure_then_is_dropped() {
     let _rx = serve(acc2.unwrap());
     good.unwrap()
         .handle
-        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .request(
+            StopInstance {
+                instance_id: 1,
+                epoch: 0,
+            },
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
 }
@@ -334,20 +362,39 @@ async fn graceful_shutdown_flushes_everything_accepted() {
     let sender = client.handle.clone();
     let send = tokio::spawn(async move {
         for i in 0..N {
-            sender.send(StopInstance { instance_id: i }).await.unwrap();
+            sender
+                .send(StopInstance {
+                    instance_id: i,
+                    epoch: 0,
+                })
+                .await
+                .unwrap();
         }
         sender.shutdown().await;
     });
     let mut next = 0;
     while let Some(inc) = acc.incoming.recv().await {
-        assert_eq!(inc.message, StopInstance { instance_id: next }.into());
+        assert_eq!(
+            inc.message,
+            StopInstance {
+                instance_id: next,
+                epoch: 0
+            }
+            .into()
+        );
         next += 1;
     }
     assert_eq!(next, N, "every accepted message arrived before the close");
     send.await.unwrap();
     assert!(client.handle.is_closed());
     assert_eq!(
-        client.handle.send(StopInstance { instance_id: 0 }).await,
+        client
+            .handle
+            .send(StopInstance {
+                instance_id: 0,
+                epoch: 0
+            })
+            .await,
         Err(SendError::Closed)
     );
 }
@@ -371,10 +418,20 @@ async fn a_tiny_send_buffer_loses_nothing() {
     tokio::spawn(async move {
         for i in 0..N {
             if i % 2 == 0 {
-                sender.send(StopInstance { instance_id: i }).await.unwrap();
+                sender
+                    .send(StopInstance {
+                        instance_id: i,
+                        epoch: 0,
+                    })
+                    .await
+                    .unwrap();
             } else {
                 sender
-                    .send_batch(vec![StopInstance { instance_id: i }.into()])
+                    .send_batch(vec![StopInstance {
+                        instance_id: i,
+                        epoch: 0,
+                    }
+                    .into()])
                     .await
                     .unwrap();
             }
@@ -382,7 +439,14 @@ async fn a_tiny_send_buffer_loses_nothing() {
     });
     for i in 0..N {
         let inc = acc.incoming.recv().await.unwrap();
-        assert_eq!(inc.message, StopInstance { instance_id: i }.into());
+        assert_eq!(
+            inc.message,
+            StopInstance {
+                instance_id: i,
+                epoch: 0
+            }
+            .into()
+        );
     }
 }
 
@@ -428,7 +492,13 @@ async fn the_listener_serves_at_most_max_connections() {
     third
         .unwrap()
         .handle
-        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .request(
+            StopInstance {
+                instance_id: 1,
+                epoch: 0,
+            },
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
 }
@@ -445,7 +515,13 @@ async fn request_without_answer_times_out() {
     let err = client
         .unwrap()
         .handle
-        .request(StopInstance { instance_id: 1 }, Duration::from_millis(100))
+        .request(
+            StopInstance {
+                instance_id: 1,
+                epoch: 0,
+            },
+            Duration::from_millis(100),
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -479,7 +555,13 @@ async fn reconnecting_client_comes_back_after_the_server_drops_it() {
     let _rx1 = serve(first);
     client
         .handle
-        .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+        .request(
+            StopInstance {
+                instance_id: 1,
+                epoch: 0,
+            },
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
 
@@ -490,12 +572,19 @@ async fn reconnecting_client_comes_back_after_the_server_drops_it() {
     let mut rx2 = serve(second);
     client
         .handle
-        .send(StopInstance { instance_id: 2 })
+        .send(StopInstance {
+            instance_id: 2,
+            epoch: 0,
+        })
         .await
         .unwrap();
     assert_eq!(
         rx2.recv().await.unwrap(),
-        StopInstance { instance_id: 2 }.into()
+        StopInstance {
+            instance_id: 2,
+            epoch: 0
+        }
+        .into()
     );
     assert!(metrics.snapshot().connections_established >= 2);
     client.handle.shutdown().await;
@@ -549,12 +638,24 @@ async fn a_flood_of_never_authenticating_connections_does_not_lock_out_workers()
         let _rx = serve(acc.unwrap());
         good.unwrap()
             .handle
-            .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+            .request(
+                StopInstance {
+                    instance_id: 1,
+                    epoch: 0,
+                },
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         first
             .handle
-            .request(StopInstance { instance_id: 2 }, Duration::from_secs(5))
+            .request(
+                StopInstance {
+                    instance_id: 2,
+                    epoch: 0,
+                },
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         flood
@@ -687,7 +788,13 @@ async fn a_flood_from_one_address_is_rate_limited_and_workers_elsewhere_get_in()
         let _rx = serve(acc.unwrap());
         good.unwrap()
             .handle
-            .request(StopInstance { instance_id: 1 }, Duration::from_secs(5))
+            .request(
+                StopInstance {
+                    instance_id: 1,
+                    epoch: 0,
+                },
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         flood

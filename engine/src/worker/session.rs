@@ -92,6 +92,27 @@ pub(crate) async fn run(
 }
 
 fn log_connect_error(shared: &Shared, e: &TransportError) {
+    if let TransportError::Connection {
+        source:
+            ConnectionError::PeerClosed {
+                code: ErrorCode::NotOwner,
+                message,
+            },
+        ..
+    } = e
+    {
+        let owner = match ferrojob_transport::NotServed::parse(message) {
+            Some(ferrojob_transport::NotServed::OwnedBy(o)) => o,
+            _ => "unknown".to_owned(),
+        };
+        tracing::warn!(
+            server = %shared.config.server,
+            app = %shared.config.app,
+            %owner,
+            "this server does not serve the app (another server of the cluster does); retrying"
+        );
+        return;
+    }
     let refused = matches!(
         e,
         TransportError::Connection {
@@ -280,8 +301,8 @@ fn on_message(shared: &Arc<Shared>, handle: &ConnectionHandle, m: Incoming) {
                 processor,
             });
         }
-        Message::StopInstance(StopInstance { instance_id }) => {
-            shared.drive(Input::StopInstance { instance_id });
+        Message::StopInstance(StopInstance { instance_id, epoch }) => {
+            shared.drive(Input::StopInstance { instance_id, epoch });
         }
         Message::QueryInstanceStatus(q) => match correlation {
             Some(correlation) => shared.drive(Input::QueryInstanceStatus {

@@ -214,6 +214,7 @@ pub fn job(instance_id: u64, processor: &str, params: &str) -> ScheduleJob {
         workflow_context: String::new(),
         trigger_key: format!("instance-{instance_id}"),
         trigger_time_ms: 0,
+        epoch: 0,
     }
 }
 

@@ -221,5 +221,8 @@ pub enum ErrorCode {
     SlowPeer,
     /// A frame was larger than the receiver's maximum.
     FrameTooLarge,
+    /// This server of a cluster does not serve the app the handshake named: the message
+    /// names the server that does, or says that it is not known; ask again elsewhere.
+    NotOwner,
 }
 }

@@ -5,7 +5,7 @@
 //!        |  ---------------- TCP connect ---------------> |
 //!        |  <------ HandshakeChallenge{nonce} ----------- |
 //!        |  ------- Handshake{app, proof, client_nonce} ->|  proof = HMAC(secret, ...)
-//!        |  <------ HandshakeAccepted{server_proof} ----- |  or Close{AuthFailed}
+//!        |  <------ HandshakeAccepted{server_proof} ----- |  or Close{AuthFailed | NotOwner}
 //!        |  <========== any message, both ways =========> |
 //!        |  ------- Ping{time} ---------------------------> |  when idle for a heartbeat
 //!        |  <------ Pong{time} ---------------------------- |

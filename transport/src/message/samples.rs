@@ -40,6 +40,7 @@ pub fn schedule_job() -> ScheduleJob {
         workflow_context: String::new(),
         trigger_key: "job-1042-at-1795000000000".into(),
         trigger_time_ms: 1_795_000_000_000,
+        epoch: 0,
     }
 }
 
@@ -133,6 +134,7 @@ pub fn all() -> Vec<Message> {
         job.clone().into(),
         StopInstance {
             instance_id: 981_234_567_890,
+            epoch: 3,
         }
         .into(),
         QueryInstanceStatus {

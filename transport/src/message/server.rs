@@ -95,6 +95,11 @@ pub struct ScheduleJob {
     /// backfill run's past instant; a workflow node's, its workflow instance's), not when it
     /// was dispatched.
     pub trigger_time_ms: i64,
+    /// The sending server's fencing epoch for the app's partition (0 from a single server):
+    /// a worker drops a `ScheduleJob` or `StopInstance` whose epoch is older than the
+    /// highest it has seen for its app, so a server that lost the app cannot start or stop
+    /// anything after a newer owner spoke.
+    pub epoch: u64,
 }
 }
 
@@ -103,6 +108,9 @@ wire_type! {
 pub struct StopInstance {
     /// The instance to stop.
     pub instance_id: u64,
+    /// The sending server's fencing epoch for the app's partition (see
+    /// [`ScheduleJob::epoch`]).
+    pub epoch: u64,
 }
 }
 

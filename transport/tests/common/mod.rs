@@ -82,7 +82,8 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::ShuttingDown),
         Just(ErrorCode::IdleTimeout),
         Just(ErrorCode::SlowPeer),
-        Just(ErrorCode::FrameTooLarge)
+        Just(ErrorCode::FrameTooLarge),
+        Just(ErrorCode::NotOwner)
     ]
 }
 
@@ -124,6 +125,7 @@ prop_compose! {
             workflow_context: String::new(),
             trigger_key: key,
             trigger_time_ms: trigger,
+            epoch: ids.2.rotate_left(7),
         }
     }
 }
@@ -203,7 +205,8 @@ pub fn message() -> impl Strategy<Value = Message> {
         (error_code(), s()).prop_map(|(code, message)| Close { code, message }.into()),
         heartbeat().prop_map(Message::from),
         schedule_job().prop_map(Message::from),
-        any::<u64>().prop_map(|instance_id| StopInstance { instance_id }.into()),
+        any::<(u64, u64)>()
+            .prop_map(|(instance_id, epoch)| StopInstance { instance_id, epoch }.into()),
         any::<u64>().prop_map(|instance_id| QueryInstanceStatus { instance_id }.into()),
         (
             any::<u64>(),

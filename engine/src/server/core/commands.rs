@@ -57,7 +57,10 @@ pub(crate) struct Commanded {
 
 impl Core {
     /// `app`'s live job `id`.
+    /// `app`'s live job `id` (refused with [`NotOwner`](super::partitions::NotOwner) when
+    /// this server does not act for `app`).
     pub(crate) fn job_of(&self, app: AppId, id: JobId) -> Result<&JobState, ApiError> {
+        self.acting_for(app)?;
         self.live_job(id)
             .filter(|j| j.def.record.app_id == app)
             .ok_or_else(|| ApiError::not_found("job", id.0))
@@ -80,6 +83,7 @@ impl Core {
         now: EpochMs,
     ) -> Result<(Commit<JobRecord>, Replacing), ApiError> {
         record.id = id;
+        self.acting_for(record.app_id)?;
         let def = JobDef::new(record.clone())?;
         check_period(&def.expr, self.config.min_period_ms)?;
         let next = def.initial_next(now);
@@ -132,6 +136,8 @@ impl Core {
         next: Option<EpochMs>,
     ) -> Result<JobId, ApiError> {
         let id = saved.id;
+        // Stored already: the owner of its app's partition loads it with the partition.
+        self.acting_for(saved.app_id)?;
         let state = JobState::new(Arc::from(app_name), JobDef::new(saved)?);
         let gen = state.gen;
         self.jobs.insert(id, state);
@@ -376,6 +382,9 @@ impl Core {
         action: InstanceAction,
         now: EpochMs,
     ) -> Option<Result<CommandWrite, ApiError>> {
+        if let Err(e) = self.acting_for(app) {
+            return Some(Err(e.into()));
+        }
         self.with_inst(iid, |core, st| {
             if st.rec.app_id != app {
                 return Err(ApiError::not_found("instance", iid.0));
@@ -434,6 +443,7 @@ impl Core {
         now: EpochMs,
     ) -> Result<(Commit<()>, InstanceRecord), ApiError> {
         let id = rec.id;
+        self.acting_for(rec.app_id)?;
         if self.active.contains_key(&id) {
             return Err(ApiError::conflict(format!(
                 "instance {} changed; try again",

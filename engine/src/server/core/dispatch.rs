@@ -96,6 +96,7 @@ fn schedule_msg(
         workflow_context: String::new(),
         trigger_key: rec.trigger_key(),
         trigger_time_ms: rec.trigger_time,
+        epoch: 0,
     }
 }
 
@@ -439,6 +440,10 @@ impl Core {
             st.rec.running_times
         );
         let app = st.rec.app_id;
+        let Some(epoch) = self.epoch_of(app) else {
+            return;
+        };
+        msg.epoch = epoch;
         self.wf_fill(&mut msg);
         self.arm_checks(id, claim.now, claim.def.record.timeout_ms);
         let live = self.live_ms;
@@ -547,11 +552,18 @@ impl Core {
     }
 
     /// Tells `app`'s worker `worker` to stop instance `id` (if it is connected).
+    /// Nothing is sent for an app the core does not act for.
     pub(crate) fn send_stop(&mut self, app: AppId, worker: &str, id: InstanceId) {
+        let Some(epoch) = self.epoch_of(app) else {
+            return;
+        };
         self.emit(Effect::Send {
             app,
             worker: worker.to_owned(),
-            msg: Outgoing::Stop(StopInstance { instance_id: id.0 }),
+            msg: Outgoing::Stop(StopInstance {
+                instance_id: id.0,
+                epoch,
+            }),
         });
     }
 }

@@ -26,7 +26,19 @@
 //! claim → hand-over; `report.rs` reports, the retry policy, final transitions; `write.rs`
 //! writes and their follow-ups; `recover.rs` restart recovery and reconciliation;
 //! `workers.rs` connections; `alarms.rs` alarm evaluation; `calendars.rs` the calendars'
-//! excluded dates; `workflow/` workflows.
+//! excluded dates; `workflow/` workflows; `partitions.rs` which apps it acts for.
+//!
+//! Acting: a single server's core acts for every app, and its messages carry epoch 0. A
+//! server of a cluster ([`Core::start_partitioned`]) acts only for the apps of the partitions
+//! it is told it holds: [`Core::on_partition_acquired`] loads a partition's state through
+//! the restart-recovery path (filtered to its apps: jobs, delayed runs, queued and running
+//! instances, workflows; running instances are reconciled with their workers as after a
+//! restart), [`Core::on_partition_lost`] drops it from memory in the same step without
+//! writing anything. Commands, reports, heartbeats and handshakes of an app the core does
+//! not act for are refused or dropped (`partitions::NotOwner`, `AppSecrets::serves`). Every
+//! `ScheduleJob` and `StopInstance` carries the epoch of its app's partition, and workers
+//! drop those of an older epoch. Jobs and workflows loaded by a later holding start at a
+//! higher schedule generation, so triggers an earlier holding armed never fire twice.
 //!
 //! Invariants (`debug_assert!`ed where they are cheap):
 //!
@@ -41,6 +53,8 @@
 //!   job has at most one armed trigger of its current generation.
 //! - A worker is known by its app and the address it announced: a connection, a report or a
 //!   log line of one app never reaches another app's instances.
+//! - The core holds state (jobs, instances, workflows) only of apps it acts for, and sends
+//!   nothing for any other app.
 //!
 //! Policies:
 //!
@@ -77,12 +91,15 @@ pub(crate) mod calendars;
 pub(crate) mod commands;
 pub(crate) mod dispatch;
 pub(crate) mod fire;
+pub(crate) mod partitions;
 pub(crate) mod recover;
 pub(crate) mod report;
 pub(crate) mod workers;
 pub(crate) mod workflow;
 pub(crate) mod write;
 
+#[cfg(test)]
+mod partitions_tests;
 #[cfg(test)]
 mod tests;
 
@@ -436,6 +453,11 @@ pub(crate) struct Core {
     pub(crate) grace_until: EpochMs,
     /// The clock at the start of the current step, µs (latency stamps only).
     pub(crate) now_us: i64,
+    /// The apps the core acts for: all of them, or those of the partitions it holds.
+    pub(crate) acting: partitions::Acting,
+    /// Partition loads so far: the generation recovered jobs and workflows start at is
+    /// above every generation an earlier holding of theirs armed.
+    pub(crate) loads: u64,
     /// Effects of the current step.
     effects: Vec<Effect>,
     expired: Vec<Expired<TimerEv>>,
@@ -475,6 +497,8 @@ impl Core {
             live_ms: i64::MIN,
             grace_until: i64::MIN,
             now_us: started_ms.saturating_mul(1000),
+            acting: partitions::Acting::AllApps,
+            loads: 0,
             effects: Vec::new(),
             expired: Vec::new(),
         }
@@ -541,6 +565,7 @@ impl Core {
 
     /// Registers an app (after its creation is durable, or at load).
     pub(crate) fn add_app(&mut self, app: AppRecord) {
+        self.place_app(&app);
         self.app_names.insert(app.id, app.name.clone());
         self.apps.insert(app.name.clone(), app);
     }
@@ -548,6 +573,7 @@ impl Core {
     /// Forgets an app (after its deletion was submitted): its name resolves no more and
     /// its workers' handshakes are refused.
     pub(crate) fn remove_app(&mut self, id: AppId) {
+        self.unplace_app(id);
         if let Some(name) = self.app_names.remove(&id) {
             self.apps.remove(&name);
         }
@@ -637,6 +663,13 @@ impl Core {
             let now = self.now_us.div_euclid(1000);
             self.arm(now, TimerEv::Dispatch(head));
         }
+    }
+
+    /// The first schedule generation of a job or workflow recovered by the current load:
+    /// 1 at a restart, above any generation an earlier holding of its partition armed
+    /// after that.
+    pub(crate) fn load_gen(&self) -> u64 {
+        (self.loads << 32) | 1
     }
 
     pub(crate) fn hb_ms(&self) -> i64 {

@@ -31,6 +31,21 @@ impl Core {
     /// Rebuilds the in-memory state from the store and arms everything that was pending.
     pub(crate) fn recover(&mut self, loaded: LoadedState, now: EpochMs) {
         self.restarted = !loaded.apps.is_empty();
+        self.recover_apps(loaded, now);
+        self.arm_periodic(now);
+    }
+
+    /// Arms the core's own periodic timers: worker liveness and the retention sweep.
+    pub(crate) fn arm_periodic(&mut self, now: EpochMs) {
+        self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
+        self.arm(now.saturating_add(RETENTION_SWEEP_MS), TimerEv::Retention);
+    }
+
+    /// Rebuilds the state of `loaded`'s apps (every app at a restart, a partition's when it
+    /// is acquired) and arms what was pending; running instances wait for their workers
+    /// through the grace period.
+    pub(crate) fn recover_apps(&mut self, loaded: LoadedState, now: EpochMs) {
+        let gen = self.load_gen();
         for app in loaded.apps {
             match self.repo.list_calendars(app.id) {
                 Ok(cals) => cals.iter().for_each(|c| self.calendar_put(c)),
@@ -40,6 +55,7 @@ impl Core {
             }
             self.add_app(app);
         }
+        let mut recovered = Vec::with_capacity(loaded.jobs.len());
         for lj in loaded.jobs {
             let Some(app) = self.app_name(lj.job.app_id) else {
                 tracing::error!(job = lj.job.id.0, "job of an unknown app skipped");
@@ -53,15 +69,17 @@ impl Core {
                 }
             };
             let enabled = def.record.enabled;
-            let state = JobState::new(Arc::from(app.as_str()), def);
+            let mut state = JobState::new(Arc::from(app.as_str()), def);
+            state.gen = gen;
             let id = state.id;
             self.jobs.insert(id, state);
+            recovered.push(id);
             if let (true, Some(t)) = (enabled, lj.trigger.next_trigger) {
                 self.arm(
                     t,
                     TimerEv::Job {
                         job: id,
-                        gen: 1,
+                        gen,
                         due: t,
                     },
                 );
@@ -126,7 +144,8 @@ impl Core {
             self.wake_queue(job);
         }
         let mut rearm = Vec::new();
-        for job in self.jobs.values() {
+        // Only the jobs loaded here: another partition's FIXED_DELAY job may be running.
+        for job in recovered.iter().filter_map(|id| self.jobs.get(id)) {
             let def = job.def();
             if def.is_fixed_delay()
                 && def.record.enabled
@@ -151,7 +170,7 @@ impl Core {
                 next,
                 TimerEv::Job {
                     job,
-                    gen: 1,
+                    gen,
                     due: next,
                 },
             );
@@ -159,12 +178,10 @@ impl Core {
         // The grace is measured on the monotonic clock: a wall clock stepped forward must not
         // cut it short (the wheel's event only looks; `on_grace_end` re-arms if early).
         let grace = i64::try_from(self.config.restart_grace_ms).unwrap_or(i64::MAX);
-        self.grace_until = self.live_ms.saturating_add(grace);
+        self.grace_until = self.grace_until.max(self.live_ms.saturating_add(grace));
         if !self.reconcile.is_empty() {
             self.arm(now.saturating_add(grace), TimerEv::GraceEnd);
         }
-        self.arm(now.saturating_add(self.hb_ms()), TimerEv::Tick);
-        self.arm(now.saturating_add(RETENTION_SWEEP_MS), TimerEv::Retention);
     }
 
     pub(crate) fn in_grace(&self) -> bool {

@@ -137,7 +137,7 @@ impl Core {
         now: EpochMs,
     ) {
         let id = InstanceId(r.instance_id);
-        if r.source_address != source {
+        if r.source_address != source || self.epoch_of(app).is_none() {
             self.metrics.count_report_dropped();
             return;
         }

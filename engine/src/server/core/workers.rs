@@ -69,6 +69,10 @@ impl Core {
         status: &WorkerStatus,
         metrics: WorkerMetrics,
     ) {
+        if let Err(e) = self.serves(app_name) {
+            tracing::debug!(worker = %status.address, error = %e, "heartbeat of an app not served here dropped");
+            return;
+        }
         if let Err(e) = self
             .registry
             .heartbeat(app_name, status, metrics, self.live_ms)

@@ -141,6 +141,11 @@ impl Core {
 
     /// A run's creation is acknowledged: start it.
     pub(crate) fn after_create(&mut self, rec: InstanceRecord, then: AfterCreate, now: EpochMs) {
+        if self.epoch_of(rec.app_id).is_none() {
+            // Its partition was lost while it was written: the new owner loads it.
+            self.create_failed(then);
+            return;
+        }
         match then {
             AfterCreate::Dispatched(claim) => self.start_dispatched(rec, claim, now),
             AfterCreate::Dispatch { at } => {

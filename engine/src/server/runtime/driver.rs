@@ -421,6 +421,10 @@ impl AppSecrets for AppTable {
         }
     }
 
+    fn serves(&self, app_name: &str) -> Result<(), ferrojob_transport::NotServed> {
+        self.0.core.lock().serves(app_name)
+    }
+
     fn previous_secret(&self, app_name: &str) -> Option<AppSecret> {
         let app = self.0.app_by_name(app_name)?;
         let now = self.0.now();

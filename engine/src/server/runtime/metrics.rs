@@ -272,6 +272,17 @@ impl Metrics {
         }
     }
 
+    /// An instance in status `s` the core no longer holds without a transition (its
+    /// partition went to another server): it leaves the gauges.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn released(&self, s: InstanceStatus) {
+        if !s.is_final() {
+            if let Some(g) = self.gauges.get(status_index(s)) {
+                g.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Counts a final status once its write is acknowledged by the store.
     pub(crate) fn finished(&self, s: InstanceStatus) {
         if let Some(c) = self.finals.get(status_index(s)) {

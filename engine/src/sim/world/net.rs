@@ -176,6 +176,7 @@ impl World {
             }
             Message::StopInstance(s) => wcore::Input::StopInstance {
                 instance_id: s.instance_id,
+                epoch: s.epoch,
             },
             Message::QueryInstanceStatus(q) => match correlation {
                 Some(correlation) => wcore::Input::QueryInstanceStatus {
@@ -190,15 +191,16 @@ impl World {
             wcore::Input::ScheduleJob { job, .. } => self.trace(Some(job.instance_id), || {
                 format!("worker {i}: ScheduleJob arrives")
             }),
-            wcore::Input::StopInstance { instance_id } => self.trace(Some(*instance_id), || {
-                format!("worker {i}: StopInstance arrives")
-            }),
+            wcore::Input::StopInstance { instance_id, .. } => self
+                .trace(Some(*instance_id), || {
+                    format!("worker {i}: StopInstance arrives")
+                }),
             _ => {}
         }
         let Some(w) = self.workers.get_mut(i) else {
             return;
         };
-        if let wcore::Input::StopInstance { instance_id } = &input {
+        if let wcore::Input::StopInstance { instance_id, .. } = &input {
             self.checker.stop_received(i, *instance_id);
         }
         w.core.handle(now, input);

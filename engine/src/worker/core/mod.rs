@@ -21,6 +21,8 @@
 //!    [`WorkerCore::next_connect_at`] for when to try the server next while disconnected.
 //!
 //! # What it decides
+//! - Fencing: a `ScheduleJob` or `StopInstance` stamped with an older epoch than the highest
+//!   the worker has seen for its app comes from a server that lost the app, and is dropped.
 //! - Accepting a `ScheduleJob` (duplicates of a running instance, and all instances once
 //!   shutting down or at [`MAX_INSTANCES`], are ignored), its RUNNING report, its keepalives
 //!   (RUNNING again every `keepalive_interval`, at least every second for MAP), its timeout,
@@ -150,8 +152,8 @@ pub(crate) enum Input {
         job: Box<ScheduleJob>,
         processor: ProcessorKind,
     },
-    /// The server asked to stop an instance.
-    StopInstance { instance_id: u64 },
+    /// The server asked to stop an instance, at its fencing `epoch`.
+    StopInstance { instance_id: u64, epoch: u64 },
     /// The server asked about an instance; answer with `correlation`.
     QueryInstanceStatus { correlation: u64, instance_id: u64 },
     /// A run the core started has returned (or was cancelled: its result is then ignored).
@@ -324,6 +326,10 @@ pub(crate) struct WorkerCore {
     closing: bool,
     next_run: u64,
     next_generation: u64,
+    /// The highest fencing epoch a server stamped on a `ScheduleJob` or `StopInstance` for
+    /// this worker's app: one from an older epoch comes from a server that lost the app and
+    /// is dropped.
+    server_epoch: u64,
 }
 
 impl WorkerCore {
@@ -357,7 +363,30 @@ impl WorkerCore {
             closing: false,
             next_run: 0,
             next_generation: 0,
+            server_epoch: 0,
         }
+    }
+
+    /// Whether a server message stamped with `epoch` is to be followed: not older than the
+    /// highest epoch seen for the app (which it then becomes).
+    fn current_epoch(&mut self, epoch: u64, what: &'static str, instance: u64) -> bool {
+        if epoch < self.server_epoch {
+            tracing::warn!(
+                instance,
+                epoch,
+                current = self.server_epoch,
+                "{what} from a server's older epoch dropped: that server no longer serves the app"
+            );
+            return false;
+        }
+        self.server_epoch = epoch;
+        true
+    }
+
+    /// The highest fencing epoch seen from a server (0 with a single server).
+    #[cfg(test)]
+    pub(crate) fn server_epoch(&self) -> u64 {
+        self.server_epoch
     }
 
     /// Feeds one input.
@@ -366,8 +395,15 @@ impl WorkerCore {
             Input::Connected => self.on_connected(now),
             Input::ConnectFailed => self.schedule_reconnect(now),
             Input::ConnectionLost => self.on_connection_lost(now),
-            Input::ScheduleJob { job, processor } => self.on_schedule(now, job, processor),
-            Input::StopInstance { instance_id } => {
+            Input::ScheduleJob { job, processor } => {
+                if self.current_epoch(job.epoch, "ScheduleJob", job.instance_id) {
+                    self.on_schedule(now, job, processor);
+                }
+            }
+            Input::StopInstance { instance_id, epoch } => {
+                if !self.current_epoch(epoch, "StopInstance", instance_id) {
+                    return;
+                }
                 if self.instances.contains_key(&instance_id) {
                     self.finish(now, instance_id, Outcome::Stopped);
                 } else {

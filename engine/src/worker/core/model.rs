@@ -206,6 +206,7 @@ fn run_model(ops: Vec<Op>) {
                 }
                 h.input(Input::StopInstance {
                     instance_id: instance,
+                    epoch: 0,
                 });
             }
             Op::Finish { pick, success } => {

@@ -74,6 +74,7 @@ pub(crate) fn job(instance_id: u64, job_id: u64) -> ScheduleJob {
         workflow_context: String::new(),
         trigger_key: format!("instance-{instance_id}"),
         trigger_time_ms: 0,
+        epoch: 0,
     }
 }
 
@@ -356,9 +357,18 @@ fn stop_reports_one_stopped_and_ignores_unknown_and_duplicates() {
     h.schedule(j, ProcessorKind::Basic); // re-sent: ignored
     let run = h.runs().pop().unwrap();
     assert!(h.runs().is_empty());
-    h.input(Input::StopInstance { instance_id: 5 });
-    h.input(Input::StopInstance { instance_id: 5 });
-    h.input(Input::StopInstance { instance_id: 99 });
+    h.input(Input::StopInstance {
+        instance_id: 5,
+        epoch: 0,
+    });
+    h.input(Input::StopInstance {
+        instance_id: 5,
+        epoch: 0,
+    });
+    h.input(Input::StopInstance {
+        instance_id: 99,
+        epoch: 0,
+    });
     let r = h.reports();
     assert_eq!(
         r.iter().map(status_seq).collect::<Vec<_>>(),
@@ -424,7 +434,10 @@ fn concurrency_bounds_one_jobs_runs_across_instances() {
     let mut j = job(4, 9);
     j.concurrency = 2;
     h.schedule(j, ProcessorKind::Basic);
-    h.input(Input::StopInstance { instance_id: 4 });
+    h.input(Input::StopInstance {
+        instance_id: 4,
+        epoch: 0,
+    });
     h.finish(runs[1].id, ok(""));
     h.finish(next[0].id, ok(""));
     assert!(h.runs().is_empty());
@@ -687,4 +700,44 @@ fn peer_tasks_share_the_jobs_slots_and_shutdown_refuses_the_waiting() {
     assert_eq!(last.result.as_deref(), Some("worker shut down"));
     h.schedule(job(2, 5), ProcessorKind::Basic);
     assert_eq!(h.core.running(), 0, "no new instance once shutting down");
+}
+
+#[test]
+fn messages_from_an_older_server_epoch_are_dropped() {
+    let mut h = Harness::new(config());
+    // The new owner (epoch 7) dispatches instance 1.
+    let mut new = job(1, 1);
+    new.epoch = 7;
+    h.schedule(new, ProcessorKind::Basic);
+    assert_eq!(h.runs().len(), 1);
+    assert_eq!(h.core.server_epoch(), 7);
+    // The former owner (epoch 6), paused, wakes up: its dispatch and its stop are dropped.
+    let mut old = job(2, 2);
+    old.epoch = 6;
+    h.schedule(old, ProcessorKind::Basic);
+    assert!(h.runs().is_empty(), "an older epoch's ScheduleJob ran");
+    h.input(Input::StopInstance {
+        instance_id: 1,
+        epoch: 6,
+    });
+    assert_eq!(
+        h.core.running(),
+        1,
+        "an older epoch's StopInstance stopped a run"
+    );
+    assert!(h
+        .reports()
+        .iter()
+        .all(|r| r.status == InstanceStatus::Running && r.instance_id == 1));
+    // The current epoch's stop is followed, and a later epoch becomes the current one.
+    h.input(Input::StopInstance {
+        instance_id: 1,
+        epoch: 7,
+    });
+    assert_eq!(h.core.running(), 0);
+    let mut later = job(3, 3);
+    later.epoch = 9;
+    h.schedule(later, ProcessorKind::Basic);
+    assert_eq!(h.runs().len(), 1);
+    assert_eq!(h.core.server_epoch(), 9);
 }

@@ -17,6 +17,7 @@ use crate::server::core::Core;
 impl Core {
     /// `app`'s live workflow `id`.
     fn wf_of_app(&self, app: AppId, id: WorkflowId) -> Result<&WfState, ApiError> {
+        self.acting_for(app)?;
         self.workflow(id)
             .filter(|w| w.app == app)
             .ok_or_else(|| ApiError::not_found("workflow", id.0))

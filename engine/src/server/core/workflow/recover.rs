@@ -45,17 +45,19 @@ impl Core {
                     continue;
                 }
             };
-            let state = WfState::new(WfVersion {
+            let mut state = WfState::new(WfVersion {
                 record: lw.record,
                 dag,
             });
+            let gen = self.load_gen();
+            state.gen = gen;
             self.workflows.insert(id, state);
             if let Some(t) = lw.trigger.next_trigger {
                 self.arm(
                     t,
                     TimerEv::Workflow {
                         wf: id,
-                        gen: 1,
+                        gen,
                         due: t,
                     },
                 );
