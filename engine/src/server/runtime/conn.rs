@@ -75,7 +75,9 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
         // A worker reconnected before its old connection was noticed closed.
         tokio::spawn(async move { h.shutdown().await });
     }
-    let mut buf: Vec<Incoming> = Vec::with_capacity(RECV_BATCH);
+    // Grown on demand: `RECV_BATCH` messages reserved up front would be ~200 KiB for every
+    // connected worker, most of whom send a heartbeat at a time.
+    let mut buf: Vec<Incoming> = Vec::new();
     let mut logs: Vec<LogBatch> = Vec::new();
     loop {
         if incoming.recv_many(&mut buf, RECV_BATCH).await == 0 {
