@@ -173,3 +173,69 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(conn);
     client
 }
+
+/// Two servers' repositories on one database hand out disjoint ids of every kind: blocks are
+/// reserved in the database, and a reopened repository continues above every block taken.
+#[test]
+fn repositories_sharing_a_database_never_hand_out_the_same_id() {
+    use std::collections::BTreeSet;
+
+    use ferrojob::ids::AppId;
+    use ferrojob::server::JobRecord;
+    use ferrojob::time_expression::TimeExpressionType;
+
+    let db = Database::create();
+    let (a, b) = (db.open(), db.open());
+    let mut instances = BTreeSet::new();
+    for round in 0..3 {
+        for repo in [&a, &b] {
+            for _ in 0..3000 {
+                let id = repo.new_instance_id().unwrap();
+                assert!(instances.insert(id), "instance {id:?} handed out twice");
+            }
+        }
+        // Ids of one repository increase.
+        let x = a.new_instance_id().unwrap();
+        let y = a.new_instance_id().unwrap();
+        assert!(y > x, "round {round}");
+        instances.extend([x, y]);
+    }
+    let mut workflows = BTreeSet::new();
+    for _ in 0..100 {
+        for repo in [&a, &b] {
+            assert!(workflows.insert(repo.new_wf_instance_id().unwrap()));
+        }
+    }
+    // Apps and jobs, created alternately on both: distinct ids, both stored.
+    let mut apps = Vec::new();
+    for i in 0..6 {
+        let repo = if i % 2 == 0 { &a } else { &b };
+        let app = repo
+            .create_app(&format!("app-{i}"), "secret-secret", 1)
+            .unwrap()
+            .wait()
+            .unwrap();
+        apps.push(app.id);
+    }
+    assert_eq!(
+        apps.iter().collect::<BTreeSet<&AppId>>().len(),
+        6,
+        "{apps:?}"
+    );
+    let mut jobs = BTreeSet::new();
+    for (i, app) in apps.iter().enumerate() {
+        let repo = if i % 2 == 0 { &b } else { &a };
+        let job = JobRecord::new(*app, "j", TimeExpressionType::Api, "", "noop");
+        let job = repo.create_job(job, None, 1).unwrap().wait().unwrap();
+        assert!(jobs.insert(job.id), "job {:?} handed out twice", job.id);
+    }
+    let fresh = db.open();
+    let next = fresh.new_instance_id().unwrap();
+    assert!(
+        instances.iter().all(|i| *i < next),
+        "{next:?} after a reopen"
+    );
+    for job in &jobs {
+        assert!(fresh.get_job(*job).is_ok(), "{job:?} stored");
+    }
+}

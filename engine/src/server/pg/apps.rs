@@ -10,12 +10,12 @@ use crate::api::TokenRole;
 use crate::ids::AppId;
 use crate::server::error::RepoError;
 use crate::server::records::{AppRecord, MAX_NAME_LEN};
-use crate::server::repo::{alloc, Commit};
+use crate::server::repo::Commit;
 use crate::server::token_repo::{role_byte, role_of, PreviousSecretRecord, TokenRecord};
 use crate::time_expression::EpochMs;
 
 use super::tables::{self, Op, Table, Val};
-use super::{big, counter_op, get, i64s, text, unsigned, PgRepo};
+use super::{big, get, i64s, text, unsigned, PgRepo};
 
 impl PgRepo {
     pub(super) fn create_app(
@@ -38,11 +38,9 @@ impl PgRepo {
                 name: name.to_owned(),
             });
         }
-        let mut next = inner.next_app;
-        app.id = AppId(alloc(&mut next, "app")?);
-        let ops = vec![Self::app_op(&app)?, counter_op("next_app_id", big(next)?)];
+        app.id = AppId(self.alloc(&self.app_ids, 1)?);
+        let ops = vec![Self::app_op(&app)?];
         tables::check_text(&ops)?;
-        inner.next_app = next;
         inner.app_names.insert(name.to_owned(), app.id);
         Ok(self.submit(ops, app))
     }

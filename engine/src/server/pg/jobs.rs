@@ -5,11 +5,11 @@ use crate::server::error::RepoError;
 use crate::server::job_codec::decode_job;
 use crate::server::keys;
 use crate::server::records::{JobRecord, TriggerRecord};
-use crate::server::repo::{alloc, Commit, JobFilter, Page, MAX_LIST_SCAN, MAX_PAGE};
+use crate::server::repo::{Commit, JobFilter, Page, MAX_LIST_SCAN, MAX_PAGE};
 use crate::time_expression::EpochMs;
 
 use super::tables::{self, Op, Table};
-use super::{big, counter_op, get, i64s, unsigned, PgRepo};
+use super::{big, get, i64s, unsigned, PgRepo};
 
 impl PgRepo {
     pub(super) fn create_job(
@@ -22,9 +22,7 @@ impl PgRepo {
         self.get_app(job.app_id)?;
         job.created_at = now;
         job.updated_at = now;
-        let mut inner = self.lock();
-        let mut next = inner.next_job;
-        job.id = JobId(alloc(&mut next, "job")?);
+        job.id = JobId(self.alloc(&self.job_ids, 1)?);
         let trigger = TriggerRecord {
             next_trigger,
             runs: 0,
@@ -32,11 +30,9 @@ impl PgRepo {
         let mut ops = vec![
             Self::job_op(&job)?,
             Self::trigger_op(Table::Triggers, job.id.0, &trigger)?,
-            counter_op("next_job_id", big(next)?),
         ];
         ops.extend(self.job_version_ops(&job, None)?);
         tables::check_text(&ops)?;
-        inner.next_job = next;
         self.triggers.insert(job.id, trigger);
         Ok(self.submit(ops, job))
     }

@@ -20,11 +20,11 @@
 //!   [`tokio::task::block_in_place`] so that the runtime moves its other tasks off the
 //!   blocked worker. A read is one round trip to a server on the same host (well under a
 //!   millisecond), and the server core's hot path (fires, reports) does no reads.
-//! - **Ids and trigger rows** work as in [`LogRepo`](super::LogRepo): instance ids, log
-//!   sequence numbers, alarm sequence numbers, workflow and workflow instance ids come from
-//!   hi-lo blocks whose high-water marks (`counters`) are queued before any write that uses
-//!   them; app and job counters are written with the row that uses them; every job's and
-//!   workflow's trigger row is cached, so a fire reads nothing.
+//! - **Ids** come from blocks reserved in the database (`ids.rs`): one atomic statement on
+//!   `counters` per block (4096 instance ids, log or alarm sequence numbers, workflow or
+//!   workflow instance ids; one app or job id), committed before any of its ids is used, so
+//!   servers sharing the database never hand out the same id. **Trigger rows**: every job's
+//!   and workflow's is cached, so a fire reads nothing.
 //!
 //! The tables are in `schema.rs`; they are created and upgraded by numbered migrations when
 //! the repository opens (`open.rs`). The write path is `writer.rs` over the table layouts of `tables.rs`; records become rows in
@@ -42,6 +42,7 @@ mod apps;
 mod calendars;
 mod history;
 mod idempotency;
+mod ids;
 mod instances;
 mod jobs;
 pub mod lease;
@@ -71,9 +72,10 @@ use super::error::RepoError;
 use super::job_codec::decode_job;
 use super::keys;
 use super::records::{DelayedRun, TriggerRecord};
-use super::repo::{Commit, IdBlocks, LoadedJob, LoadedState};
+use super::repo::{Commit, LoadedJob, LoadedState, ID_BLOCK};
+use ids::SharedIds;
 use open::open_all;
-use tables::{Op, Table, Val};
+use tables::{Op, Val};
 use writer::Write;
 
 /// Read connections (queries on one connection are pipelined).
@@ -128,11 +130,9 @@ fn text(s: &str) -> Val {
     Val::Text(Some(s.to_owned()))
 }
 
-/// Cold state: app and job counters and app names, under a small lock.
+/// Cold state: app names, under a small lock.
 #[derive(Debug)]
 struct Cold {
-    next_app: u64,
-    next_job: u64,
     app_names: HashMap<String, AppId>,
 }
 
@@ -144,11 +144,13 @@ pub struct PgRepo {
     next_reader: AtomicUsize,
     queue: flume::Sender<Write>,
     cold: Mutex<Cold>,
-    instance_ids: IdBlocks,
-    log_seqs: IdBlocks,
-    alarm_seqs: IdBlocks,
-    workflow_ids: IdBlocks,
-    wf_instance_ids: IdBlocks,
+    app_ids: SharedIds,
+    job_ids: SharedIds,
+    instance_ids: SharedIds,
+    log_seqs: SharedIds,
+    alarm_seqs: SharedIds,
+    workflow_ids: SharedIds,
+    wf_instance_ids: SharedIds,
     triggers: DashMap<JobId, TriggerRecord>,
     wf_triggers: DashMap<WorkflowId, TriggerRecord>,
     audit: super::history::LatestSeqs<AppId>,
@@ -250,28 +252,21 @@ impl PgRepo {
             rx,
             options.max_batch_writes.max(1),
         ));
-        let counter = |key: &[u8]| -> u64 {
-            let name = String::from_utf8_lossy(key);
-            opened.counters.get(&*name).copied().unwrap_or(1).max(1)
-        };
         let meta = super::alarm_repo::NEXT_ALARM_SEQ;
         let wf_ids = super::workflow_repo::NEXT_WORKFLOW_ID;
         let wfi_ids = super::workflow_repo::NEXT_WF_INSTANCE_ID;
         Ok(PgRepo {
             cold: Mutex::new(Cold {
-                next_app: counter(keys::NEXT_APP_ID),
-                next_job: counter(keys::NEXT_JOB_ID),
                 app_names: opened.app_names,
             }),
-            instance_ids: IdBlocks::new(
-                "instance",
-                keys::NEXT_INSTANCE_ID,
-                counter(keys::NEXT_INSTANCE_ID),
-            ),
-            log_seqs: IdBlocks::new("log", keys::NEXT_LOG_SEQ, counter(keys::NEXT_LOG_SEQ)),
-            alarm_seqs: IdBlocks::new("alarm", meta, counter(meta)),
-            workflow_ids: IdBlocks::new("workflow", wf_ids, counter(wf_ids)),
-            wf_instance_ids: IdBlocks::new("workflow instance", wfi_ids, counter(wfi_ids)),
+            // One at a time: apps and jobs are few, and their ids stay consecutive.
+            app_ids: SharedIds::new("app", keys::NEXT_APP_ID, 1),
+            job_ids: SharedIds::new("job", keys::NEXT_JOB_ID, 1),
+            instance_ids: SharedIds::new("instance", keys::NEXT_INSTANCE_ID, ID_BLOCK),
+            log_seqs: SharedIds::new("log", keys::NEXT_LOG_SEQ, ID_BLOCK),
+            alarm_seqs: SharedIds::new("alarm", meta, ID_BLOCK),
+            workflow_ids: SharedIds::new("workflow", wf_ids, ID_BLOCK),
+            wf_instance_ids: SharedIds::new("workflow instance", wfi_ids, ID_BLOCK),
             triggers: opened.triggers,
             wf_triggers: opened.wf_triggers,
             audit: super::history::LatestSeqs::default(),
@@ -339,15 +334,8 @@ impl PgRepo {
         commit
     }
 
-    fn alloc(&self, blocks: &IdBlocks, n: u64) -> Result<u64, RepoError> {
-        blocks.alloc_with(n, |key, hi| {
-            let name = String::from_utf8_lossy(key).into_owned();
-            let hi = i64::try_from(hi).unwrap_or(i64::MAX);
-            self.enqueue(Write {
-                ops: vec![counter_op(&name, hi)],
-                ack: None,
-            });
-        })
+    fn alloc(&self, ids: &SharedIds, n: u64) -> Result<u64, RepoError> {
+        ids.alloc(self, n)
     }
 
     // ----- restart -----
@@ -409,10 +397,6 @@ impl PgRepo {
         let commit = self.submit(Vec::new(), ());
         blocking(|| commit.wait())
     }
-}
-
-fn counter_op(name: &str, next: i64) -> Op {
-    Op::Put(Table::Counters, vec![text(name), i64s(Some(next))])
 }
 
 fn def_json(def: &WorkflowDef) -> Result<String, RepoError> {

@@ -16,7 +16,6 @@ use super::{get, unsigned};
 pub(super) struct Opened {
     pub(super) readers: Vec<Arc<Client>>,
     pub(super) writer: Client,
-    pub(super) counters: HashMap<String, u64>,
     pub(super) app_names: HashMap<String, AppId>,
     pub(super) triggers: DashMap<JobId, TriggerRecord>,
     pub(super) wf_triggers: DashMap<WorkflowId, TriggerRecord>,
@@ -86,16 +85,6 @@ pub(super) async fn open_all(url: String) -> Result<Opened, RepoError> {
     for _ in 0..READERS {
         readers.push(Arc::new(connect(url.clone()).await?));
     }
-    let mut counters = HashMap::new();
-    for row in writer
-        .query("SELECT name, next FROM counters", &[])
-        .await
-        .map_err(db)?
-    {
-        let name: String = get(&row, 0)?;
-        let next: i64 = get(&row, 1)?;
-        counters.insert(name, unsigned("counters", next)?);
-    }
     let mut app_names = HashMap::new();
     for row in writer
         .query("SELECT id, name FROM apps", &[])
@@ -129,7 +118,6 @@ pub(super) async fn open_all(url: String) -> Result<Opened, RepoError> {
     Ok(Opened {
         readers,
         writer,
-        counters,
         app_names,
         triggers,
         wf_triggers,
