@@ -134,12 +134,27 @@ impl Index {
                 return;
             }
         }
-        if let Some(cur) = self.get(table, key) {
-            if cur.seq >= loc.seq {
-                return;
+        // One search of the table: replay puts every record of the log through here.
+        let old = match self.tables.get_mut(table) {
+            Some(t) => match t.get_mut(key) {
+                Some(slot) if slot.seq >= loc.seq => return,
+                Some(slot) => Some(std::mem::replace(slot, loc)),
+                None => {
+                    t.insert(Box::from(key), loc);
+                    None
+                }
+            },
+            None => {
+                let mut t = BTreeMap::new();
+                t.insert(Box::from(key), loc);
+                self.tables.insert(Box::from(table), t);
+                None
             }
+        };
+        if let Some(old) = old {
+            self.sub_live(old);
         }
-        self.put(table, key, loc);
+        self.add_live(loc);
     }
 
     /// Recovery's delete: removes the key if the index holds an older value, and remembers the
@@ -151,12 +166,29 @@ impl Index {
         seq: u64,
         tombstones: &mut Tombstones,
     ) {
-        if let Some(cur) = self.get(table, key) {
-            if cur.seq < seq {
-                self.delete(table, key);
+        if let Some(t) = self.tables.get_mut(table) {
+            // One search when the key goes (the usual case); a newer value is put back.
+            let old = match t.remove_entry(key) {
+                Some((k, cur)) if cur.seq >= seq => {
+                    t.insert(k, cur);
+                    None
+                }
+                Some((_, cur)) => Some(cur),
+                None => None,
+            };
+            if t.is_empty() {
+                self.tables.remove(table);
+            }
+            if let Some(old) = old {
+                self.sub_live(old);
             }
         }
-        let t = tombstones.entry(Box::from(table)).or_default();
+        if !tombstones.contains_key(table) {
+            tombstones.insert(Box::from(table), HashMap::new());
+        }
+        let Some(t) = tombstones.get_mut(table) else {
+            return;
+        };
         match t.get_mut(key) {
             Some(s) => *s = (*s).max(seq),
             None => {

@@ -516,11 +516,14 @@ impl LogStore {
         // checkpoint and tries again after the next group.
         let (compact_tx, compact_rx) = crossbeam_channel::bounded(2);
         let last_seq = recovered.index.last_seq;
-        // Without a hint the next open would replay every segment.
-        let since_hint = if recovered.report.used_hint {
-            0
+        // The log not covered by the hint: the next open replays it again (and, without a
+        // hint, every segment), so it counts towards the next checkpoint. Were it counted
+        // from zero, a server crashing more often than it writes `checkpoint_min_bytes` would
+        // never checkpoint, and each restart would replay more than the one before.
+        let (since_hint, last_hint_len) = if recovered.report.used_hint {
+            (recovered.report.replayed_bytes, recovered.report.hint_bytes)
         } else {
-            recovered.index.files.values().map(|f| f.len).sum()
+            (recovered.index.files.values().map(|f| f.len).sum(), 0)
         };
         let shared = Arc::new(Shared {
             dir,
@@ -536,7 +539,7 @@ impl LogStore {
             compaction_failures: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             since_hint: AtomicU64::new(since_hint),
-            last_hint_len: AtomicU64::new(0),
+            last_hint_len: AtomicU64::new(last_hint_len),
             checkpoints: AtomicU64::new(0),
             compaction_epoch: AtomicU64::new(0),
             _lock: lock,

@@ -54,6 +54,11 @@ pub struct RecoveryReport {
     pub moved_aside: Vec<PathBuf>,
     /// Live keys after recovery.
     pub keys: usize,
+    /// Bytes of log replayed (after the hint's coverage, or all of it without a hint): what
+    /// the next open replays too unless a hint is written in between.
+    pub replayed_bytes: u64,
+    /// Size of the hint file used (0 without one).
+    pub hint_bytes: u64,
 }
 
 /// The recovered state, ready for the writer.
@@ -88,6 +93,7 @@ struct Plan {
     actions: Vec<Action>,
     batches: u64,
     used_hint: bool,
+    replayed_bytes: u64,
 }
 
 /// Why a replay with the hint was abandoned.
@@ -140,6 +146,7 @@ pub(crate) fn recover(
     }
     let mut segments = open_segments(backend, dir, ids, OpenMode::Existing)?;
 
+    let mut hint_bytes = 0u64;
     let hint = if has_hint && options.use_hint {
         let path = dir.join(HINT_NAME);
         let bytes = backend
@@ -152,7 +159,10 @@ pub(crate) fn recover(
             })
             .map_err(|e| StoreError::io("read hint", &path, e))?;
         match hint::decode(&bytes) {
-            Ok(h) => Some(h),
+            Ok(h) => {
+                hint_bytes = bytes.len() as u64;
+                Some(h)
+            }
             Err(reason) => {
                 warn!(path = %path.display(), reason, "ignoring hint file; replaying the whole log");
                 None
@@ -185,7 +195,12 @@ pub(crate) fn recover(
             }
         },
     };
-    apply(backend, dir, segments, plan, max_id, options)
+    if !plan.used_hint {
+        hint_bytes = 0;
+    }
+    let mut recovered = apply(backend, dir, segments, plan, max_id, options)?;
+    recovered.report.hint_bytes = hint_bytes;
+    Ok(recovered)
 }
 
 /// The log segments `ids` of `dir`, opened, in ascending id order.
@@ -369,6 +384,7 @@ fn replay(
 
     let mut tombstones = Tombstones::new();
     let mut batches = 0u64;
+    let mut replayed_bytes = 0u64;
     let mut salvaged_log: Option<u32> = None;
     for (i, seg) in segments.iter().enumerate() {
         let Some(kind) = seg.kind else { continue };
@@ -499,6 +515,10 @@ fn replay(
             }
             pos = batch.end;
         }
+        replayed_bytes += index
+            .files
+            .get(&seg.id)
+            .map_or(0, |f| f.len.saturating_sub(start));
     }
     if used_hint {
         // Live bytes of hint entries were not counted by `put`: count them now.
@@ -527,6 +547,7 @@ fn replay(
         actions,
         batches,
         used_hint,
+        replayed_bytes,
     })
 }
 
@@ -590,11 +611,13 @@ fn apply(
         actions,
         batches,
         used_hint,
+        replayed_bytes,
     } = plan;
     let mut report = RecoveryReport {
         used_hint,
         segments: segments.len(),
         batches_replayed: batches,
+        replayed_bytes,
         ..RecoveryReport::default()
     };
     let mut dir_changed = false;

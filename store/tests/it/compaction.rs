@@ -429,6 +429,43 @@ fn a_stepped_store_asks_for_a_checkpoint_once_enough_log_is_written() {
 }
 
 #[test]
+fn a_reopened_store_counts_the_log_it_replayed_towards_the_next_checkpoint() {
+    let b = SimBackend::new();
+    let o = LogOptions {
+        writer: ferrojob_store::WriterMode::Stepped,
+        checkpoint_min_bytes: 8192,
+        ..opts()
+    };
+    let s = open(&b, o.clone()).unwrap();
+    s.put("t", b"first", b"v").unwrap();
+    s.flush().unwrap();
+    s.checkpoint().unwrap();
+    // Crashes that each come after half of the minimum: every open replays the log written
+    // since the hint, so the counts add up and a checkpoint is asked for at last (counted from
+    // zero at each open, a crash loop would never checkpoint and each replay would grow).
+    let mut disk = b.crash();
+    drop(s);
+    for round in 0..4u32 {
+        let s = open(&disk, o.clone()).unwrap();
+        assert!(s.recovery_report().used_hint);
+        if s.needs_checkpoint() {
+            assert!(round >= 2, "asked for after {round} rounds");
+            assert!(s.recovery_report().replayed_bytes >= 8192);
+            return;
+        }
+        let start = s.disk_bytes();
+        let mut i = 0u32;
+        while s.disk_bytes() - start < 4096 {
+            s.put("t", &i.to_be_bytes(), &[7u8; 100]).unwrap();
+            s.flush().unwrap();
+            i += 1;
+        }
+        disk = disk.crash();
+    }
+    panic!("no checkpoint asked for after four crashes");
+}
+
+#[test]
 fn a_stepped_store_waits_for_twice_the_last_hint_before_the_next() {
     let b = SimBackend::new();
     let o = LogOptions {

@@ -233,7 +233,9 @@ struct World {
     /// Added to the server's clock (clock jumps).
     clock_offset: i64,
     seq: u64,
-    queue: BTreeMap<(EpochMs, u64), Event>,
+    /// Boxed: the B-tree shifts its entries on every insert and removal, and an event
+    /// carries a whole message.
+    queue: BTreeMap<(EpochMs, u64), Box<Event>>,
     disk: SimBackend,
     server: Option<Server>,
     app: AppId,
@@ -334,7 +336,7 @@ impl World {
 
     fn at(&mut self, t: EpochMs, e: Event) {
         self.seq += 1;
-        self.queue.insert((t.max(self.now), self.seq), e);
+        self.queue.insert((t.max(self.now), self.seq), Box::new(e));
     }
 
     fn trace(&self, instance: Option<u64>, what: impl FnOnce() -> String) {
@@ -367,16 +369,16 @@ impl World {
             let t = self.now + self.rng.gen_range(200..2000);
             self.at(t, Event::Fault);
         }
-        while let Some((&(t, s), _)) = self.queue.iter().next() {
+        while let Some((&(t, _), _)) = self.queue.first_key_value() {
             if t > self.end_at {
                 break;
             }
-            let Some(e) = self.queue.remove(&(t, s)) else {
+            let Some((_, e)) = self.queue.pop_first() else {
                 break;
             };
             self.now = t;
             self.report.events += 1;
-            self.handle(e);
+            self.handle(*e);
             if self.report.violations.len() >= 16 {
                 break;
             }
