@@ -202,15 +202,7 @@ impl World {
 
     fn db(&mut self, from: usize, command: Command) -> Option<Input> {
         if self.faults && self.rng.chance(3) {
-            return match command {
-                Command::TryAcquire {
-                    request, partition, ..
-                }
-                | Command::Renew {
-                    request, partition, ..
-                } => Some(Input::Failed { request, partition }),
-                Command::Release { .. } => None,
-            };
+            return command.failed();
         }
         let now = self.t;
         let lease_us = |d: Duration| DbUs::try_from(d.as_micros()).unwrap();

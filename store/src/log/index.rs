@@ -85,8 +85,15 @@ impl Index {
 
     /// Points `key` at `loc` (the writer's path: `loc` is always the newest).
     pub(crate) fn put(&mut self, table: &str, key: &[u8], loc: Loc) {
+        self.put_newer(table, key, loc, false);
+    }
+
+    /// Points `key` at `loc` in one search of its table, unless `only_newer` and the index
+    /// holds a record at or after `loc`'s sequence number.
+    fn put_newer(&mut self, table: &str, key: &[u8], loc: Loc, only_newer: bool) {
         let old = match self.tables.get_mut(table) {
             Some(t) => match t.get_mut(key) {
+                Some(slot) if only_newer && slot.seq >= loc.seq => return,
                 Some(slot) => Some(std::mem::replace(slot, loc)),
                 None => {
                     t.insert(Box::from(key), loc);
@@ -134,27 +141,7 @@ impl Index {
                 return;
             }
         }
-        // One search of the table: replay puts every record of the log through here.
-        let old = match self.tables.get_mut(table) {
-            Some(t) => match t.get_mut(key) {
-                Some(slot) if slot.seq >= loc.seq => return,
-                Some(slot) => Some(std::mem::replace(slot, loc)),
-                None => {
-                    t.insert(Box::from(key), loc);
-                    None
-                }
-            },
-            None => {
-                let mut t = BTreeMap::new();
-                t.insert(Box::from(key), loc);
-                self.tables.insert(Box::from(table), t);
-                None
-            }
-        };
-        if let Some(old) = old {
-            self.sub_live(old);
-        }
-        self.add_live(loc);
+        self.put_newer(table, key, loc, true);
     }
 
     /// Recovery's delete: removes the key if the index holds an older value, and remembers the

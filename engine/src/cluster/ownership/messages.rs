@@ -101,6 +101,22 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The answer for this command when it could not be carried out (the database failed
+    /// or did not answer): [`Input::Failed`], or none for a release.
+    pub fn failed(&self) -> Option<Input> {
+        match *self {
+            Command::TryAcquire {
+                request, partition, ..
+            }
+            | Command::Renew {
+                request, partition, ..
+            } => Some(Input::Failed { request, partition }),
+            Command::Release { .. } => None,
+        }
+    }
+}
+
 /// Why the server must stop acting for a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {

@@ -339,7 +339,7 @@ async fn database_task(
                     Err(_) => {
                         tracing::warn!(?command, "cluster membership: lease call timed out");
                         DbAnswer::Lease {
-                            input: failed_input(&command),
+                            input: command.failed(),
                             renew_us: None,
                             failed: true,
                         }
@@ -368,19 +368,6 @@ async fn database_task(
         if answers.send(answer).await.is_err() {
             break;
         }
-    }
-}
-
-/// The answer a command gets when its call fails: none for a release.
-fn failed_input(command: &Command) -> Option<Input> {
-    match *command {
-        Command::TryAcquire {
-            request, partition, ..
-        }
-        | Command::Renew {
-            request, partition, ..
-        } => Some(Input::Failed { request, partition }),
-        Command::Release { .. } => None,
     }
 }
 
