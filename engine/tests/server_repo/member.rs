@@ -166,6 +166,47 @@ fn members_spread_the_partitions_hand_them_over_and_take_them_from_a_dead_one() 
     });
 }
 
+/// A database that stops answering (the leases table locked by another session) does not
+/// hold up the deadlines: the member stops acting for every partition on its own clock, and
+/// takes them back once the database answers again.
+#[test]
+fn a_hung_database_stops_the_member_by_its_deadlines() {
+    let db = Database::create();
+    drop(db.open());
+    let url = db.url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (a, sa) = start(&url, "a").await;
+        settled(&[("a", &sa)]).await;
+        let mut locker = connect(&url).await;
+        let tx = locker.transaction().await.unwrap();
+        tx.batch_execute("LOCK TABLE leases IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        for _ in 0..400 {
+            if sa.acting().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            sa.acting().is_empty(),
+            "still acting: {}",
+            sa.acting().len()
+        );
+        let status = a.status();
+        assert_eq!(status.lost, u64::from(PARTITION_COUNT));
+        assert!(status.database_errors > 0);
+        tx.rollback().await.unwrap();
+        settled(&[("a", &sa)]).await;
+        a.leave(Duration::from_secs(5)).await;
+    });
+}
+
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await

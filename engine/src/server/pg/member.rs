@@ -401,7 +401,7 @@ impl Looper {
                 self.heartbeat_in_flight = self.requests.try_send(DbRequest::Heartbeat).is_ok();
                 self.next_heartbeat = now.plus(self.config.heartbeat_every);
             }
-            if !self.flush().await {
+            if !self.flush() {
                 return;
             }
             let wake = self
@@ -466,15 +466,25 @@ impl Looper {
 
     /// Hands the machine's commands to the database task and its events to the server, until
     /// neither is left; publishes the status. False when the database task is gone.
-    async fn flush(&mut self) -> bool {
+    fn flush(&mut self) -> bool {
         loop {
             let mut idle = true;
             while let Some(command) = self.ownership.poll_command() {
                 idle = false;
-                // The queue holds every command one step can make; waiting here would only
-                // happen with the database task far behind, and then in order.
-                if self.requests.send(DbRequest::Lease(command)).await.is_err() {
-                    return false;
+                // Never waits: a database far behind (hung, each call cut at the timeout) must
+                // not hold up the deadlines. A command that finds the queue full is answered
+                // as failed at once; the machine retries it later (a release is left to
+                // expire).
+                match self.requests.try_send(DbRequest::Lease(command)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(DbRequest::Lease(command))) => {
+                        self.status.database_errors += 1;
+                        if let Some(input) = command.failed() {
+                            let now = self.now();
+                            self.ownership.handle(now, input);
+                        }
+                    }
+                    Err(_) => return false,
                 }
             }
             while let Some(event) = self.ownership.poll_event() {
@@ -530,11 +540,12 @@ impl Looper {
         live.retain(|s| *s != me);
         let now = self.now();
         self.ownership.handle(now, Input::Membership(live));
-        if !self.flush().await {
+        if !self.flush() {
             return;
         }
         let (done, left) = oneshot::channel();
-        if self.requests.send(DbRequest::Leave(done)).await.is_err() {
+        if self.requests.try_send(DbRequest::Leave(done)).is_err() {
+            tracing::warn!("cluster membership: the database is far behind; this server's row will expire instead");
             return;
         }
         // Answers still arriving (acquires in flight) are fed in, so that a lease granted
@@ -548,7 +559,7 @@ impl Looper {
                     Some(DbAnswer::Membership(_)) => self.heartbeat_in_flight = false,
                     Some(answer) => {
                         self.on_answer(answer);
-                        if !self.flush().await {
+                        if !self.flush() {
                             return;
                         }
                     }
