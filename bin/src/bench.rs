@@ -213,8 +213,10 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
                 }
                 // Keep every instance: the bench reads them all back.
                 config.core.keep_finished_runs = usize::MAX;
-                // The bench measures dispatch: its run requests are not rate limited.
+                // The bench measures dispatch: its run requests and its client's connections
+                // are not rate limited.
                 config.api_rate = None;
+                config.http_connection_rate = None;
                 if let Some(pki) = &pki {
                     config.core.net.server_tls = Some(pki.server()?);
                 }
@@ -252,47 +254,60 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         };
     let app = app.as_str();
     let secret = secret.as_str();
-    client
-        .create_app(&CreateApp {
-            name: app.into(),
-            secret: secret.into(),
-        })
-        .await?;
-    let job = client
-        .create_job(
-            app,
-            &JobBody::new("noop", TimeExpressionType::Api, "", "noop"),
-        )
-        .await?
-        .id;
+    // Whatever fails, the workers and the server stop before the server's data dir is
+    // removed (a store writing into a deleted directory fails in confusing ways).
     let mut workers = Vec::new();
-    for _ in 0..args.workers {
-        let mut config = WorkerConfig::new(transport, app, secret);
-        if let Some(pki) = &pki {
-            config.net.client_tls = Some(pki.client()?);
-            config.net.server_tls = Some(pki.server()?);
+    let measured = async {
+        client
+            .create_app(&CreateApp {
+                name: app.into(),
+                secret: secret.into(),
+            })
+            .await?;
+        let job = client
+            .create_job(
+                app,
+                &JobBody::new("noop", TimeExpressionType::Api, "", "noop"),
+            )
+            .await?
+            .id;
+        for _ in 0..args.workers {
+            let mut config = WorkerConfig::new(transport, app, secret);
+            if let Some(pki) = &pki {
+                config.net.client_tls = Some(pki.client()?);
+                config.net.server_tls = Some(pki.server()?);
+            }
+            workers.push(Worker::builder(config).builtins().start().await?);
         }
-        workers.push(Worker::builder(config).builtins().start().await?);
-    }
-    wait_for_workers(&client, app, args.workers).await?;
+        wait_for_workers(&client, app, args.workers).await?;
 
-    let bar = progress_bar(args.instances, json);
-    let in_process = match (args.via, &server) {
-        (Via::Api, Some(server)) => {
-            let api = server.api();
-            let app_ref = api.resolve_app(app)?;
-            Some((api, app_ref))
-        }
-        _ => None,
-    };
-    let load = Load {
-        instances: args.instances,
-        in_flight: args.in_flight,
-        rate: args.rate,
-        read_back: true,
-    };
-    let measured = measure(&client, in_process, app, job, load, &bar).await?;
-    bar.finish_and_clear();
+        let bar = progress_bar(args.instances, json);
+        let in_process = match (args.via, &server) {
+            (Via::Api, Some(server)) => {
+                let api = server.api();
+                let app_ref = api.resolve_app(app)?;
+                Some((api, app_ref))
+            }
+            _ => None,
+        };
+        let load = Load {
+            instances: args.instances,
+            in_flight: args.in_flight,
+            rate: args.rate,
+            read_back: true,
+        };
+        let measured = measure(&client, in_process, app, job, load, &bar).await?;
+        bar.finish_and_clear();
+        anyhow::Ok(measured)
+    }
+    .await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    let measured = measured?;
     let failed = measured.failed;
     let row = Row {
         function: "dispatch",
@@ -320,12 +335,6 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         dispatch_max_us: measured.dispatch_max_us,
         failed,
     };
-    for w in workers {
-        w.shutdown().await;
-    }
-    if let Some(server) = server {
-        server.shutdown().await;
-    }
     if json {
         println!("{}", serde_json::to_string(&row)?);
     } else {
