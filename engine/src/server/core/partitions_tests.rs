@@ -9,11 +9,11 @@ use ferrojob_transport::message as wire;
 use ferrojob_transport::NotServed;
 
 use super::partitions::NotOwner;
-use super::tests::{at, core, report, T0};
+use super::tests::{at, core, heartbeat_of, report, T0};
 use super::*;
 use crate::api::InstanceAction;
 use crate::cluster::{partition_of, Epoch, PartitionId, ServerId};
-use crate::dispatch::{RegistryConfig, TrackerCounts, WorkerMetrics, WorkerStatus};
+use crate::dispatch::RegistryConfig;
 use crate::server::{AppRecord, JobRecord, Repo};
 use crate::time_expression::TimeExpressionType;
 
@@ -95,26 +95,6 @@ impl Fixture {
     }
 }
 
-fn beat(core: &mut Core, app_name: &str, addr: &str) {
-    let status = WorkerStatus {
-        address: addr.into(),
-        tags: Vec::new(),
-        version: "1".into(),
-        overloaded: false,
-        trackers: TrackerCounts::default(),
-    };
-    let metrics = WorkerMetrics {
-        cpu_cores: 4,
-        cpu_load: 0.1,
-        memory_used_bytes: 1 << 30,
-        memory_max_bytes: 8 << 30,
-        disk_used_bytes: 1 << 30,
-        disk_total_bytes: 100 << 30,
-        reported_score: 0,
-    };
-    core.on_heartbeat(app_name, &status, metrics);
-}
-
 /// Carries out the step's effects until none is left (writes acknowledged at once); the
 /// messages sent, and whether anything was written.
 fn settle(core: &mut Core, now: EpochMs) -> (Vec<Msg>, bool) {
@@ -159,8 +139,8 @@ fn settle(core: &mut Core, now: EpochMs) -> (Vec<Msg>, bool) {
 /// Steps to `now` with both apps' workers beating, and runs the due timers.
 fn tick(core: &mut Core, f: &Fixture, now: EpochMs) -> (Vec<Msg>, bool) {
     at(core, now, now);
-    beat(core, &f.a.name, "wa:1");
-    beat(core, &f.b.name, "wb:1");
+    heartbeat_of(core, &f.a.name, "wa:1");
+    heartbeat_of(core, &f.b.name, "wb:1");
     core.on_timers(now);
     settle(core, now)
 }
@@ -168,8 +148,8 @@ fn tick(core: &mut Core, f: &Fixture, now: EpochMs) -> (Vec<Msg>, bool) {
 fn connect_both(core: &mut Core, f: &Fixture) {
     core.worker_connected(f.a.id, "wa:1", 1);
     core.worker_connected(f.b.id, "wb:1", 1);
-    beat(core, &f.a.name, "wa:1");
-    beat(core, &f.b.name, "wb:1");
+    heartbeat_of(core, &f.a.name, "wa:1");
+    heartbeat_of(core, &f.b.name, "wb:1");
 }
 
 #[test]

@@ -49,6 +49,11 @@ pub(super) fn core() -> (Core, AppId) {
 }
 
 pub(super) fn heartbeat(core: &mut Core, addr: &str) {
+    heartbeat_of(core, "a", addr);
+}
+
+/// A heartbeat of `app_name`'s worker `addr`: healthy, 4 cores, lightly loaded.
+pub(super) fn heartbeat_of(core: &mut Core, app_name: &str, addr: &str) {
     let status = WorkerStatus {
         address: addr.into(),
         tags: Vec::new(),
@@ -65,7 +70,7 @@ pub(super) fn heartbeat(core: &mut Core, addr: &str) {
         disk_total_bytes: 100 << 30,
         reported_score: 0,
     };
-    core.on_heartbeat("a", &status, metrics);
+    core.on_heartbeat(app_name, &status, metrics);
 }
 
 /// One step at wall clock `wall` and monotonic clock `mono` (ms).
