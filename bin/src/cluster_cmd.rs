@@ -67,7 +67,10 @@ fn status_text(servers: &[ServerRow], leases: &[LeaseRow]) -> String {
         let state = if s.expires_in_ms > 0 {
             format!("live, heartbeat expires in {} ms", s.expires_in_ms)
         } else {
-            format!("gone, heartbeat expired {} ms ago", -s.expires_in_ms)
+            format!(
+                "gone, heartbeat expired {} ms ago",
+                s.expires_in_ms.saturating_neg()
+            )
         };
         out.push_str(&format!(
             "  {:<24} {state}  {}\n",
@@ -99,7 +102,7 @@ fn status_text(servers: &[ServerRow], leases: &[LeaseRow]) -> String {
         let lease = match (l.owner.is_some(), l.expires_in_ms) {
             (false, _) | (_, None) => "released".to_owned(),
             (true, Some(ms)) if ms > 0 => format!("expires in {ms} ms"),
-            (true, Some(ms)) => format!("expired {} ms ago", -ms),
+            (true, Some(ms)) => format!("expired {} ms ago", ms.saturating_neg()),
         };
         out.push_str(&format!(
             "  {:<9}  {:<24}  {:>5}  {lease}\n",

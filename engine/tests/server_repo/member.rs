@@ -91,17 +91,26 @@ async fn settled(live: &[(&str, &Arc<Sink>)]) {
     panic!("never settled: {got:?}");
 }
 
-#[test]
-fn members_spread_the_partitions_hand_them_over_and_take_them_from_a_dead_one() {
+/// Runs `test` with the URL of a fresh, migrated database, on a two-thread runtime (the
+/// members' tasks run beside the test's polling).
+fn on_migrated_database<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let db = Database::create();
     drop(db.open()); // applies the migrations
-    let url = db.url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async move {
+        .unwrap()
+        .block_on(test(db.url()));
+}
+
+#[test]
+fn members_spread_the_partitions_hand_them_over_and_take_them_from_a_dead_one() {
+    on_migrated_database(|url| async move {
         let (a, sa) = start(&url, "a").await;
         let (b, sb) = start(&url, "b").await;
         let (c, sc) = start(&url, "c").await;
@@ -178,15 +187,7 @@ fn members_spread_the_partitions_hand_them_over_and_take_them_from_a_dead_one() 
 /// takes them back once the database answers again.
 #[test]
 fn a_hung_database_stops_the_member_by_its_deadlines() {
-    let db = Database::create();
-    drop(db.open());
-    let url = db.url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    on_migrated_database(|url| async move {
         let (a, sa) = start(&url, "a").await;
         settled(&[("a", &sa)]).await;
         let mut locker = connect(&url).await;
