@@ -252,6 +252,19 @@ pub fn preview(
     after: EpochMs,
     count: usize,
 ) -> Preview {
+    let calendars = calendar.map_or(&[][..], std::slice::from_ref);
+    preview_all(expr, calendars, anchor, after, count)
+}
+
+/// [`preview`] for a job that names several calendars: a trigger any of them excludes is
+/// skipped, as the server skips it.
+pub fn preview_all(
+    expr: &crate::time_expression::TimeExpression,
+    calendars: &[Calendar],
+    anchor: EpochMs,
+    after: EpochMs,
+    count: usize,
+) -> Preview {
     let mut out = Preview::default();
     let mut after = after;
     for _ in 0..MAX_PREVIEW_SCAN {
@@ -261,7 +274,7 @@ pub fn preview(
         let Some(t) = expr.next_after(anchor, after) else {
             break;
         };
-        if calendar.is_some_and(|c| c.excludes(t)) {
+        if calendars.iter().any(|c| c.excludes(t)) {
             out.skipped.push(t);
         } else {
             out.fires.push(t);
@@ -469,6 +482,32 @@ mod tests {
         let p = preview(&rate, Some(&all), after, after, 5);
         assert!(p.fires.is_empty());
         assert_eq!(p.skipped.len(), MAX_PREVIEW_SCAN);
+    }
+
+    #[test]
+    fn preview_all_skips_what_any_calendar_excludes() {
+        use crate::time_expression::{TimeExpression, TimeExpressionType};
+        let expr = TimeExpression::parse(TimeExpressionType::Cron, "0 0 12 * * ?", None).unwrap();
+        let fr = Calendar::new("Europe/Paris", &["2026-07-14"]).unwrap();
+        let us = Calendar::new("America/New_York", &["2026-07-15..2026-07-16"]).unwrap();
+        let after = ms("2026-07-13T13:00:00Z");
+        let p = preview_all(&expr, &[fr, us], after, after, 2);
+        assert_eq!(
+            p.fires,
+            [ms("2026-07-17T12:00:00Z"), ms("2026-07-18T12:00:00Z")]
+        );
+        assert_eq!(
+            p.skipped,
+            [
+                ms("2026-07-14T12:00:00Z"),
+                ms("2026-07-15T12:00:00Z"),
+                ms("2026-07-16T12:00:00Z")
+            ]
+        );
+        assert_eq!(
+            preview_all(&expr, &[], after, after, 2),
+            preview(&expr, None, after, after, 2)
+        );
     }
 
     #[test]
