@@ -15,12 +15,13 @@ use super::pages;
 use super::routes::{api_error, html, ok, path_id, query, see_other};
 use super::session::Session;
 use super::Console;
-use crate::api::{
-    validate_expression, ApiError, ErrorCode, JobBody, JobQuery, JobView, RunJob, ValidateRequest,
-};
+use crate::api::{ApiError, ErrorCode, JobBody, JobQuery, JobView, RunJob};
+use crate::calendar::{check_calendar_names, preview_all, Calendar};
 use crate::clock::{Clock, SystemClock};
 use crate::ids::JobId;
-use crate::time_expression::TimeExpressionType;
+use crate::time_expression::{
+    parse_time_zone, EpochMs, Lifecycle, TimeExpression, TimeExpressionType,
+};
 
 /// Jobs per page the table asks the API for.
 const JOB_PAGE: u32 = 1000;
@@ -200,29 +201,114 @@ pub(super) async fn create(State(c): State<Console>, req: Request) -> Response {
 /// `POST /jobs/preview`: the next fire times of the form's expression (an htmx fragment;
 /// always 200 so that htmx swaps the error in too).
 pub(super) async fn preview(State(c): State<Console>, req: Request) -> Response {
-    let (_, fields) = match c.form(req).await {
+    let (s, fields) = match c.form(req).await {
         Ok(f) => f,
         Err(r) => return r,
     };
-    let result = match fields
+    ok(pages::preview(
+        next_fires(&c, &s, &fields, SystemClock.now_ms()).await,
+    ))
+}
+
+/// A preview's refusal: the form field at fault and why.
+pub(crate) type FieldError = (&'static str, String);
+
+/// The next fire times a job typed as `fields` would have after `now`, with the app's
+/// calendars it names read through the [`Api`](crate::api::Api); see [`fires`].
+pub(crate) async fn next_fires(
+    c: &Console,
+    s: &Session,
+    fields: &Fields,
+    now: EpochMs,
+) -> Result<pages::Fires, FieldError> {
+    // The fields of the expression first: their errors come before the calendars'.
+    fires(fields, &[], now)?;
+    let names = fields.list("calendars");
+    check_calendar_names(&names).map_err(|e| ("calendars", e.to_string()))?;
+    let mut calendars = Vec::with_capacity(names.len());
+    for name in names {
+        let view = match c.api.get_calendar(s.app.clone(), name.clone()).await {
+            Ok(v) => v,
+            Err(e) if e.code == ErrorCode::NotFound => {
+                return Err(("calendars", format!("this app has no calendar {name:?}")))
+            }
+            Err(e) => return Err(("calendars", e.message)),
+        };
+        let calendar = Calendar::new(&view.time_zone, &view.excluded)
+            .map_err(|e| ("calendars", format!("{name}: {e}")))?;
+        calendars.push(calendar);
+    }
+    fires(fields, &calendars, now)
+}
+
+/// The next fire times after `now` of a job typed as `fields`: its expression in its zone,
+/// within its lifecycle, without the triggers `calendars` exclude. The expression is read and
+/// stepped as `POST /v1/validate` does (with no calendar and an open lifecycle, the times are
+/// [`validate_expression`]'s); the error names the field at fault.
+///
+/// [`validate_expression`]: crate::api::validate_expression
+pub(crate) fn fires(
+    fields: &Fields,
+    calendars: &[Calendar],
+    now: EpochMs,
+) -> Result<pages::Fires, FieldError> {
+    let kind = fields
         .get("time_expression_type")
         .and_then(parse_wire::<TimeExpressionType>)
-    {
-        None => Err("choose a time expression type".to_owned()),
-        Some(kind) => {
-            let req = ValidateRequest {
-                kind,
-                expression: fields.get("time_expression").unwrap_or("").to_owned(),
-                time_zone: fields.get("time_zone").map(str::to_owned),
-                count: Some(PREVIEW_COUNT),
-                excluded: Vec::new(),
-            };
-            validate_expression(&req, SystemClock.now_ms())
-                .map(|v| v.next)
-                .map_err(|e| e.message)
-        }
+        .ok_or(("time_expression_type", "choose a type".to_owned()))?;
+    let zone = fields.get("time_zone");
+    let tz = parse_time_zone(zone).map_err(|e| ("time_zone", e.to_string()))?;
+    let expression = fields.get("time_expression").unwrap_or("");
+    let expr = TimeExpression::parse(kind, expression, zone)
+        .map_err(|e| ("time_expression", e.to_string()))?;
+    let instant = |field: &'static str| -> Result<Option<EpochMs>, FieldError> {
+        fields
+            .get(field)
+            .map(|text| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|e| (field, format!("{text:?} is not an RFC 3339 instant ({e})")))
+            })
+            .transpose()
     };
-    ok(pages::preview(result))
+    let lifecycle = Lifecycle::new(instant("lifecycle_start")?, instant("lifecycle_end")?)
+        .map_err(|e| ("lifecycle_end", e.to_string()))?;
+    if matches!(kind, TimeExpressionType::Api | TimeExpressionType::Workflow) {
+        return Ok(pages::Fires::default());
+    }
+    let p = preview_all(
+        &expr,
+        calendars,
+        now,
+        lifecycle.clamp(now),
+        PREVIEW_COUNT as usize,
+    );
+    let text = |ms: EpochMs| match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => t
+            .with_timezone(&tz)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        None => ms.to_string(),
+    };
+    let in_window = |t: &EpochMs| lifecycle.end.is_none_or(|end| *t <= end);
+    let cut = p.fires.iter().any(|t| !in_window(t));
+    Ok(pages::Fires {
+        scheduled: true,
+        next: p
+            .fires
+            .iter()
+            .copied()
+            .filter(in_window)
+            .map(text)
+            .collect(),
+        skipped: p
+            .skipped
+            .iter()
+            .copied()
+            .filter(in_window)
+            .map(text)
+            .collect(),
+        lifecycle_end: lifecycle.end.filter(|_| cut),
+    })
 }
 
 async fn job(c: &Console, s: &Session, id: &str) -> Result<JobView, Response> {

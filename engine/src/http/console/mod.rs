@@ -33,6 +33,10 @@
 //! - **Live parts** (the instance page while it runs, the overview, the job form's "next 5
 //!   fire times") are htmx fragments fetched by polling or on input; the fragment routes
 //!   answer the same markup the full page embeds, so a refresh causes no layout shift.
+//! - **Fire-time preview** ([`jobs::fires`]): the expression read and stepped as
+//!   `POST /v1/validate` does, in the form's zone, within its lifecycle window, without the
+//!   triggers the app's calendars it names exclude; an error fills the slot under the field at
+//!   fault (htmx out-of-band swaps; `console.js` sets `aria-invalid` from the slots).
 //!
 //! - **Workflows** ([`workflows`]): a definition's DAG is drawn as SVG on the server
 //!   ([`dag`]: a layered layout computed in Rust, no script); the editor takes the API's

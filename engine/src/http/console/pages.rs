@@ -227,6 +227,13 @@ pub(crate) fn job_form(
     };
     let (a, b) = (&body.alarm, &body.retry_backoff);
     let opt = |v: Option<_>| v.map(|v: u64| v.to_string()).unwrap_or_default();
+    // A field the preview reads: its error slot under it, described by it and the preview.
+    let previewed = |name: &str, label: &str, value: &str, placeholder: &str| {
+        html! { label { (label)
+        input name=(name) value=(value) placeholder=[(!placeholder.is_empty()).then_some(placeholder)]
+            aria-describedby={ "error-" (name) " preview" };
+        (field_error(name, None, false)) } }
+    };
     let num = |name: &str, label: &str, value: String| {
         html! { label { (label) input name=(name) inputmode="decimal" value=(value); } }
     };
@@ -245,14 +252,14 @@ pub(crate) fn job_form(
             }
             fieldset {
                 legend { "When" }
-                label { "Time expression type" (select("time_expression_type", &time_types(), body.time_expression_type.as_str(), None)) }
-                label { "Time expression" input name="time_expression" value=(body.time_expression) placeholder="0 */5 * * * ?  or  60000" aria-describedby="preview"; }
-                label { "Time zone" input name="time_zone" value=(body.time_zone.as_deref().unwrap_or("")) placeholder="UTC"; }
-                label { "Calendars (names, comma-separated; their excluded dates are skipped)"
-                    input name="calendars" value=(body.calendars.join(", ")); }
+                label { "Time expression type" (select("time_expression_type", &time_types(), body.time_expression_type.as_str(), None))
+                    (field_error("time_expression_type", None, false)) }
+                (previewed("time_expression", "Time expression", &body.time_expression, "0 */5 * * * ?  or  60000"))
+                (previewed("time_zone", "Time zone", body.time_zone.as_deref().unwrap_or(""), "UTC"))
+                (previewed("calendars", "Calendars (names, comma-separated; their excluded dates are skipped)", &body.calendars.join(", "), ""))
                 label { "Misfire" (select("misfire", &MISFIRE_POLICIES, body.misfire.as_str(), None)) }
-                label { "Lifecycle start (RFC 3339)" input name="lifecycle_start" value=(body.lifecycle.start.as_deref().unwrap_or("")); }
-                label { "Lifecycle end (RFC 3339)" input name="lifecycle_end" value=(body.lifecycle.end.as_deref().unwrap_or("")); }
+                (previewed("lifecycle_start", "Lifecycle start (RFC 3339)", body.lifecycle.start.as_deref().unwrap_or(""), ""))
+                (previewed("lifecycle_end", "Lifecycle end (RFC 3339)", body.lifecycle.end.as_deref().unwrap_or(""), ""))
                 // Its own element asks for the preview (the form's values go along): a request
                 // from the form itself would first run the browser's validation of every field.
                 div #preview.preview aria-live="polite" hx-post="/jobs/preview"
@@ -321,17 +328,73 @@ pub(crate) fn job_form(
     layout(session, Tab::Jobs, &title, html! { (form) (extra) })
 }
 
-/// The preview fragment: the next fire times, or the expression's error.
-pub(crate) fn preview(result: Result<Vec<String>, String>) -> Markup {
-    match result {
-        Err(e) => html! { p.error role="alert" { "Time expression: " (e) } },
-        Ok(next) if next.is_empty() => {
+/// What the job form's preview shows: the next fire times (RFC 3339 in the job's zone), the
+/// triggers its calendars skip on the way, and the lifecycle's end when it cuts the list short.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fires {
+    /// The expression fires by itself (false: API and WORKFLOW jobs fire only when run).
+    pub(crate) scheduled: bool,
+    pub(crate) next: Vec<String>,
+    pub(crate) skipped: Vec<String>,
+    pub(crate) lifecycle_end: Option<EpochMs>,
+}
+
+/// The job form's fields the preview reads; each has a slot under it for the preview's error
+/// (`#error-{name}`), which every preview answer fills or empties out of band.
+pub(crate) const PREVIEW_FIELDS: [&str; 6] = [
+    "time_expression_type",
+    "time_expression",
+    "time_zone",
+    "calendars",
+    "lifecycle_start",
+    "lifecycle_end",
+];
+
+/// The error slot under a previewed field, holding `message`.
+fn field_error(name: &str, message: Option<&str>, oob: bool) -> Markup {
+    html! {
+        small.field-error id={ "error-" (name) } data-for=(name) role=[message.map(|_| "alert")]
+            hx-swap-oob=[oob.then_some("true")] { (message.unwrap_or("")) }
+    }
+}
+
+/// The preview fragment: the next fire times, or what is wrong and with which field (its
+/// message also goes under that field, and the other fields' slots are emptied).
+pub(crate) fn preview(result: Result<Fires, super::jobs::FieldError>) -> Markup {
+    let bad = result.as_ref().err();
+    let body = match &result {
+        Err((field, e)) => html! { p.error { (field_label(field)) ": " (e) } },
+        Ok(f) if !f.scheduled => {
             html! { p.muted { "Fires only when run (API or workflow)." } }
         }
-        Ok(next) => html! {
-            p { "Next " (next.len()) " fire times:" }
-            ol.preview-times { @for t in &next { li { code { (t) } } } }
+        Ok(f) => html! {
+            @if f.next.is_empty() { p { "No fire time ahead." } } @else { p { "Next " (f.next.len()) " fire times:" } }
+            ol.preview-times { @for t in &f.next { li { code { (t) } } } }
+            @if let Some(end) = f.lifecycle_end { p.muted { "No fire after the lifecycle's end, " (time(Some(end))) "." } }
+            @if !f.skipped.is_empty() {
+                p.muted { "Skipped by the calendars on the way: " @for (n, t) in f.skipped.iter().take(5).enumerate() {
+                    @if n > 0 { ", " } code { (t) } }
+                    @if f.skipped.len() > 5 { " and " (f.skipped.len() - 5) " more" } "." }
+            }
         },
+    };
+    html! {
+        (body)
+        @for name in PREVIEW_FIELDS {
+            (field_error(name, bad.filter(|(f, _)| *f == name).map(|(_, e)| e.as_str()), true))
+        }
+    }
+}
+
+/// A previewed field's name as its label says it.
+fn field_label(name: &str) -> &'static str {
+    match name {
+        "time_expression_type" => "Time expression type",
+        "time_zone" => "Time zone",
+        "calendars" => "Calendars",
+        "lifecycle_start" => "Lifecycle start",
+        "lifecycle_end" => "Lifecycle end",
+        _ => "Time expression",
     }
 }
 

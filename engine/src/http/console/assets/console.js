@@ -17,13 +17,17 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { localize(document); });
-  // The job form's preview answers an error for a bad expression: mark the field too.
-  document.addEventListener("htmx:afterSwap", function (e) {
-    var target = e.detail && e.detail.target;
-    var field = document.querySelector("input[name=time_expression]");
-    if (target && target.id === "preview" && field) {
-      field.setAttribute("aria-invalid", target.querySelector(".error") ? "true" : "false");
-    }
-  });
+  // The job form's preview fills the error slot under the field at fault (and empties the
+  // others): mark each previewed field invalid exactly while its slot holds a message.
+  function markFields() {
+    document.querySelectorAll(".field-error[data-for]").forEach(function (slot) {
+      var field = document.querySelector("form.job [name='" + slot.getAttribute("data-for") + "']");
+      if (field) {
+        field.setAttribute("aria-invalid", slot.textContent.trim() ? "true" : "false");
+      }
+    });
+  }
+  document.addEventListener("htmx:afterSettle", markFields);
+  document.addEventListener("htmx:oobAfterSwap", markFields);
   document.addEventListener("htmx:afterSwap", function (e) { localize(e.target.parentNode || document); });
 })();

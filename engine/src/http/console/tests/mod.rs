@@ -41,6 +41,8 @@ struct State {
     log: Vec<LogLineView>,
     /// The app's live workers.
     workers: Vec<WorkerInfo>,
+    /// The app's calendars.
+    calendars: Vec<CalendarView>,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +154,16 @@ impl Api for Fake {
     fn list_workers(&self, _: AppRef) -> ApiFuture<'_, WorkerList> {
         let workers = self.0.lock().workers.clone();
         ready(Ok(WorkerList { workers }))
+    }
+    fn get_calendar(&self, _: AppRef, name: String) -> ApiFuture<'_, CalendarView> {
+        let found = self
+            .0
+            .lock()
+            .calendars
+            .iter()
+            .find(|c| c.name == name)
+            .cloned();
+        ready(found.ok_or_else(|| ApiError::not_found("calendar", name)))
     }
     fn create_workflow(&self, _: AppRef, _: WorkflowDef) -> ApiFuture<'_, Created<WorkflowId>> {
         unavailable()
