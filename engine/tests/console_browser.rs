@@ -1,14 +1,18 @@
 //! The web console in a real headless Chromium, driven over WebDriver (Debian's `chromium`
-//! and `chromium-driver`), against a real in-process server and two workers: sign in and
-//! Tab to the navigation; create a tagged CRON job and see its preview; find it by its tag;
-//! run it now and watch the instance page (htmx polling) reach SUCCEED and its log appear;
-//! start a long `sleep` run, see its page refresh with no layout shift, and stop it from its
-//! page; delete a job after its confirmation; stop a worker and see the workers page show it
-//! lost; type a workflow with a decision into the editor and see its DAG previewed, create
-//! and run it, and see the taken branch coloured SUCCEED and the other SKIPPED on the run's
-//! DAG; check at phone width that no page scrolls sideways and that every link and control
-//! takes the keyboard focus; sign out and be sent back to the sign-in page. A screenshot of
-//! each page goes to `target/console-screenshots/` on every run.
+//! and `chromium-driver`), against a real in-process server and two workers: sign in, see the
+//! overview refresh with no layout shift, and Tab to the navigation; create a tagged CRON job
+//! and see its preview follow the expression, the zone and the app's calendars (an unknown
+//! calendar refused under its field); find it by its tag; run it now and watch the instance
+//! page (htmx polling) reach SUCCEED and its log appear; start a long `sleep` run from its
+//! job's page with params, see its page refresh with no layout shift, and stop it from its
+//! page; run it with a delay and cancel the waiting run; delete a job after its confirmation;
+//! stop a worker and see the workers page show it lost; type a workflow with a decision into
+//! the editor and see its DAG previewed, create it, open its editor and its delete
+//! confirmation, run it, and see the taken branch coloured SUCCEED and the other SKIPPED on
+//! the run's DAG; check at phone width that no page scrolls sideways, that every link and
+//! control takes the keyboard focus and that every field has a label; sign out and be sent
+//! back to the sign-in page. A screenshot of each page goes to `target/console-screenshots/`
+//! on every run.
 //!
 //! Without `chromedriver` and `chromium` on this machine the test says so and passes, unless
 //! `FERROJOB_BROWSER_TESTS=require` (set by `.ci/run`, which installs both): then it fails.
@@ -19,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrojob::api::{CreateApp, JobBody, RunJob};
+use ferrojob::api::{CreateApp, JobBody};
 use ferrojob::client::Client;
 use ferrojob::launch::{launch, LaunchConfig};
 use ferrojob::time_expression::TimeExpressionType;
@@ -316,6 +320,12 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t == "Overview").await;
     b.wait_text("main", |t| t.contains("Workers online")).await;
     b.screenshot("overview").await;
+    // The overview refreshes itself without moving anything on the page.
+    let shift = b.layout_shift_over_refreshes(1).await;
+    assert!(
+        shift <= 0.0,
+        "the overview's refresh shifted the layout by {shift}"
+    );
     // The first Tab reaches the navigation.
     let tab = json!({ "type": "key", "id": "keyboard", "actions": [
         { "type": "keyDown", "value": "\u{E004}" }, { "type": "keyUp", "value": "\u{E004}" } ] });
@@ -352,6 +362,30 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
         .await;
     b.find("input[name=time_expression][aria-invalid=false]")
         .await;
+    // The app's calendars skip their dates in the preview; an unknown one is refused under
+    // its field (the error slots are swapped in out of band).
+    let today = chrono::Utc::now().date_naive();
+    let closed = ferrojob::api::CalendarBody {
+        time_zone: None,
+        excluded: vec![format!("{today}..{}", today + chrono::Days::new(1))],
+        description: String::new(),
+    };
+    api.put_calendar(APP, "closed", &closed).await.unwrap();
+    b.type_into("input[name=calendars]", "closed").await;
+    b.wait_text("#preview", |t| t.contains("Skipped by the calendars"))
+        .await;
+    b.screenshot("job-preview-calendar").await;
+    b.type_into("input[name=calendars]", "closed, nope").await;
+    b.wait_text("#error-calendars", |t| t.contains("no calendar \"nope\""))
+        .await;
+    b.find("input[name=calendars][aria-invalid=true]").await;
+    b.find("input[name=time_expression][aria-invalid=false]")
+        .await;
+    // (WebDriver's clear fires no `input` event: the field is retyped rather than emptied.)
+    b.type_into("input[name=calendars]", "closed").await;
+    b.find("input[name=calendars][aria-invalid=false]").await;
+    b.wait_text("#preview", |t| t.contains("Next 5 fire times"))
+        .await;
     b.screenshot("job-new").await;
     b.click("form.job button[type=submit]").await;
     b.wait_text("h1", |t| t.starts_with("Job ")).await;
@@ -363,6 +397,7 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
         .wait_text("table", |t| t.contains("every minute <b>"))
         .await;
     assert!(table.contains("CRON") && table.contains("demo"), "{table}");
+    assert!(table.contains("except closed"), "{table}");
     b.screenshot("jobs").await;
 
     // Run it now; the instance page follows it to SUCCEED.
@@ -384,16 +419,16 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     }
     b.screenshot("instance").await;
 
-    // A long run, stopped from its page.
+    // A long run, started from its job's page with its params, and stopped from its page.
     let body = JobBody::new("long sleep", TimeExpressionType::Api, "", "sleep");
     let job = api.create_job(APP, &body).await.unwrap().id;
-    let run = RunJob {
-        params: "600000".into(),
-        delay_ms: 0,
-    };
-    let instance = api.run_job(APP, job, &run).await.unwrap().instance_id;
-    b.open(&base, &format!("/instances/{}", instance.0)).await;
+    b.open(&base, &format!("/jobs/{}", job.0)).await;
+    b.type_into("form.inline input[name=params]", "600000")
+        .await;
+    b.click("form.inline button").await;
+    b.wait_text("h1", |t| t.starts_with("Instance ")).await;
     b.wait_text("#live .badge", |t| t == "RUNNING").await;
+    assert!(b.text("#live").await.contains("600000"));
     b.screenshot("instance-running").await;
     // Its page refreshes itself while it runs, without moving anything on the page.
     let shift = b.layout_shift_over_refreshes(2).await;
@@ -404,6 +439,17 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.click("form[action$='/stop'] button").await;
     b.wait_text("#live .badge", |t| t == "STOPPED").await;
     b.screenshot("instance-stopped").await;
+    // A run with a delay waits; it is canceled from its page before it is dispatched.
+    b.open(&base, &format!("/jobs/{}", job.0)).await;
+    b.type_into("form.inline input[name=delay_ms]", "600000")
+        .await;
+    b.click("form.inline button").await;
+    b.wait_text("h1", |t| t.starts_with("Instance ")).await;
+    b.wait_text("#live .badge", |t| t == "WAITING_DISPATCH")
+        .await;
+    b.click("form[action$='/cancel'] button").await;
+    b.wait_text("#live .badge", |t| t == "CANCELED").await;
+    b.screenshot("instance-canceled").await;
     // Deleting it asks first.
     b.open(&base, &format!("/jobs/{}/delete", job.0)).await;
     b.wait_text("main", |t| t.contains("Delete job long sleep"))
@@ -459,6 +505,18 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t.starts_with("Workflow ")).await;
     b.find("svg.dag g.kind-DECISION").await;
     b.screenshot("workflow").await;
+    let workflow_url = b.url().await;
+    // Its editor shows the stored definition and its DAG; its delete asks first.
+    b.open(&workflow_url, "/edit").await;
+    b.wait_text("#dag-preview", |t| t.contains("4 nodes, 3 edges; valid."))
+        .await;
+    b.screenshot("workflow-edit").await;
+    b.open(&workflow_url, "/delete").await;
+    b.wait_text("main", |t| t.contains("Delete workflow nightly etl"))
+        .await;
+    b.screenshot("workflow-delete").await;
+    b.post("/url", json!({ "url": workflow_url })).await;
+    b.wait_text("h1", |t| t.starts_with("Workflow ")).await;
     b.type_into("form.run input[name=init_params]", r#"{"go": true}"#)
         .await;
     b.click("form.run button").await;
@@ -515,6 +573,15 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
             )
             .await;
         assert_eq!(unreachable, json!([]), "{name}: not keyboard reachable");
+        // Every field has a name a screen reader reads: a label, or an aria-label.
+        let unlabelled = b
+            .exec(
+                "return [...document.querySelectorAll('input, select, textarea')] \
+                 .filter(e => e.type !== 'hidden' && e.labels.length === 0 && !e.getAttribute('aria-label')) \
+                 .map(e => e.outerHTML.slice(0, 80));",
+            )
+            .await;
+        assert_eq!(unlabelled, json!([]), "{name}: fields without a label");
         b.screenshot(&format!("phone-{name}")).await;
     }
 
@@ -523,6 +590,7 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t == "ferrojob console").await;
     b.open(&base, "/jobs").await;
     assert!(b.url().await.ends_with("/login"));
+    b.screenshot("signed-out").await;
 
     b.close().await;
     for w in workers {
