@@ -595,6 +595,9 @@ pub(crate) fn workers(session: &Session, live: Markup) -> Markup {
 #[derive(Debug, Default)]
 pub(crate) struct Overview {
     pub(crate) scanned: usize,
+    /// The oldest trigger time the scan reached when it stopped inside the last day (the
+    /// app has more instances than it reads): the counts hold only from there.
+    pub(crate) counted_since: Option<EpochMs>,
     pub(crate) per_second: f64,
     pub(crate) hour: (u64, u64),
     pub(crate) day: (u64, u64),
@@ -619,7 +622,11 @@ pub(crate) fn overview_live(o: &Overview) -> Markup {
                 div.card { span.k { "Fire lateness p50 / p99 (last hour)" } span.v { (ms(o.lateness_p50)) " / " (ms(o.lateness_p99)) } }
                 div.card { span.k { "Workers online" } span.v { a href="/workers" { (o.workers) } } }
             }
-            p.muted { "Counted over the newest " (o.scanned) " instances." }
+            @match o.counted_since {
+                Some(since) => p.muted { "Counted over the newest " (o.scanned) " instances only, those triggered since "
+                    (time(Some(since))) "; older ones of the last hour or day are not counted." },
+                None => p.muted { "Counted over the newest " (o.scanned) " instances." },
+            }
             h2 { "Next triggers" }
             @if o.next.is_empty() { p.muted { "No job is scheduled." } } @else {
                 table {

@@ -376,6 +376,11 @@ async fn overview_data(c: &Console, s: &Session) -> Result<Overview, ApiError> {
             o.day.1 += failed;
         }
     }
+    // Past the scan, older instances of the window go uncounted: say from when the counts hold.
+    o.counted_since = page
+        .next_cursor
+        .and_then(|_| page.items.iter().map(|i| i.trigger_time).min())
+        .filter(|since| now - since < 86_400_000);
     o.per_second = f64::from(last_minute) / 60.0;
     lateness.sort_unstable();
     o.lateness_p50 = percentile(&lateness, 50);

@@ -752,3 +752,28 @@ async fn the_preview_reads_the_apps_calendars_and_puts_errors_under_their_field(
         );
     }
 }
+
+#[tokio::test]
+async fn the_overview_says_when_its_counts_do_not_cover_the_whole_day() {
+    let fake = Arc::new(Fake::default());
+    let now = SystemClock.now_ms();
+    fake.0.lock().instances = vec![
+        instance(2, InstanceStatus::Succeed, now - 60_000),
+        instance(1, InstanceStatus::Failed, now - 600_000),
+    ];
+    let c = Client::sign_in(fake.clone()).await;
+    let (_, page) = c.get("/").await;
+    assert!(
+        page.contains("Counted over the newest 2 instances."),
+        "{page}"
+    );
+    // An older page exists: the counts hold from the oldest trigger time read.
+    fake.0.lock().more_runs = true;
+    let (_, page) = c.get("/overview/live").await;
+    let since = crate::api::ms_to_rfc3339(now - 600_000);
+    assert!(
+        page.contains("Counted over the newest 2 instances only, those triggered since")
+            && page.contains(&format!(r#"<time datetime="{since}""#)),
+        "{page}"
+    );
+}
