@@ -105,6 +105,8 @@ pub(crate) struct Metrics {
     pub(crate) no_worker: AtomicU64,
     /// Messages to a worker that found its connection's queue full and waited for room.
     pub(crate) worker_send_waits: AtomicU64,
+    /// ScheduleJobs not sent because the worker's connection backlog was full.
+    pub(crate) worker_sends_dropped: AtomicU64,
     /// Runs the SKIP overlap policy skipped.
     pub(crate) runs_skipped: AtomicU64,
     /// Scheduled triggers (jobs' and workflows') skipped because a calendar excludes their
@@ -167,6 +169,7 @@ impl Default for Metrics {
             store_commit: Histogram::new(LATENCY_BUCKETS),
             reports_dropped: AtomicU64::new(0),
             worker_send_waits: AtomicU64::new(0),
+            worker_sends_dropped: AtomicU64::new(0),
             no_worker: AtomicU64::new(0),
             runs_skipped: AtomicU64::new(0),
             runs_calendar_skipped: AtomicU64::new(0),
@@ -378,8 +381,13 @@ impl Metrics {
             ),
             (
                 "ferrojob_worker_send_waits_total",
-                "Messages to a worker (ScheduleJob, StopInstance) that found its connection's queue full and waited for room.",
+                "Messages to a worker (ScheduleJob, StopInstance) that found its connection's queue full and waited in its backlog, in order.",
                 &self.worker_send_waits,
+            ),
+            (
+                "ferrojob_worker_sends_dropped_total",
+                "ScheduleJobs not sent because the worker's connection and its backlog were full; each is dispatched again at its receive timeout.",
+                &self.worker_sends_dropped,
             ),
             (
                 "ferrojob_dispatch_no_worker_total",

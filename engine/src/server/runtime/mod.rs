@@ -32,6 +32,7 @@ mod conn;
 pub(crate) mod driver;
 mod history_api;
 mod idempotency_api;
+mod link;
 mod log_api;
 pub(crate) mod metrics;
 mod pending_run;
