@@ -89,8 +89,10 @@ fn a_former_owner_cannot_write_a_partition_and_keeps_writing_the_others() {
 
     let e_lost = acquire(&rt, &db.url(), lost_p, "a");
     let e_kept = acquire(&rt, &db.url(), kept_p, "a");
-    pg.hold_partition(lost_p, e_lost).unwrap();
-    pg.hold_partition(kept_p, e_kept).unwrap();
+    pg.prepare_partition(lost_p).unwrap();
+    pg.hold_partition(lost_p, e_lost);
+    pg.prepare_partition(kept_p).unwrap();
+    pg.hold_partition(kept_p, e_kept);
     let lost_job = job(&repo, lost_app.id, Some(1_000));
     let kept_job = job(&repo, kept_app.id, Some(1_000));
 
@@ -150,7 +152,8 @@ fn a_partition_taken_over_is_written_with_the_rows_its_former_owner_left() {
     let repo_a = Repo::new(a.clone());
     let the_app = app(&repo_a, name);
     let e1 = acquire(&rt, &db.url(), p, "a");
-    a.hold_partition(p, e1).unwrap();
+    a.prepare_partition(p).unwrap();
+    a.hold_partition(p, e1);
     let the_job = job(&repo_a, the_app.id, Some(1_000));
     repo_a
         .fire(
@@ -167,7 +170,8 @@ fn a_partition_taken_over_is_written_with_the_rows_its_former_owner_left() {
     // Server b opened before any of that: it learns the app, the job and the trigger row
     // when it is granted the partition, and carries on from them.
     let e2 = acquire(&rt, &db.url(), p, "b");
-    b.hold_partition(p, e2).unwrap();
+    b.prepare_partition(p).unwrap();
+    b.hold_partition(p, e2);
     let repo_b = Repo::new(b.clone());
     let trigger = repo_b
         .trigger(the_job.id)

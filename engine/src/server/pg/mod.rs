@@ -403,16 +403,14 @@ impl PgRepo {
         Ok(())
     }
 
-    /// This server acquired `partition` at `epoch`: its writes are made under that epoch from
-    /// now on. Rereads which app each job and workflow belongs to and the partition's trigger
-    /// rows (the former owner created and moved them). Refused when the writes are not fenced.
-    pub fn hold_partition(&self, partition: PartitionId, epoch: Epoch) -> Result<(), RepoError> {
+    /// Before [`hold_partition`](Self::hold_partition): rereads which app each job and
+    /// workflow belongs to and `partition`'s trigger rows (its former owner created and moved
+    /// them; this server's copies may be old). Refused when the writes are not fenced.
+    pub fn prepare_partition(&self, partition: PartitionId) -> Result<(), RepoError> {
         let Some(fencing) = self.fencing.get() else {
             return Err(RepoError::invalid("cluster", "the writes are not fenced"));
         };
         self.learn_owners(fencing)?;
-        // The partition's trigger rows as its former owner left them: this server's copies
-        // of them may be old (it did not write them while another server held them).
         for row in self.query("SELECT job_id, next_trigger, runs FROM triggers", vec![])? {
             let (id, rec) = open::trigger_row("triggers", &row)?;
             if fencing.job_partition(JobId(id)) == Some(partition) {
@@ -428,8 +426,15 @@ impl PgRepo {
                 self.wf_triggers.insert(WorkflowId(id), rec);
             }
         }
-        fencing.hold(partition, epoch);
         Ok(())
+    }
+
+    /// This server acquired `partition` at `epoch`: its writes are made under that epoch from
+    /// now on (a no-op when the writes are not fenced).
+    pub fn hold_partition(&self, partition: PartitionId, epoch: Epoch) {
+        if let Some(fencing) = self.fencing.get() {
+            fencing.hold(partition, epoch);
+        }
     }
 
     /// This server no longer holds `partition`: its writes are refused from now on, queued

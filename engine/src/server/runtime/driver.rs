@@ -64,6 +64,10 @@ pub(crate) struct Runtime {
     pub(crate) sweep_from: AtomicU64,
     /// Jobs waiting for a count prune (`retention.rs`).
     pub(crate) prunes: PruneQueue,
+    /// A server of a cluster: what its membership knows, for `/metrics`.
+    #[cfg(feature = "postgres")]
+    pub(crate) member:
+        OnceLock<tokio::sync::watch::Receiver<crate::server::pg::member::MemberStatus>>,
 }
 
 /// The messages of one step, carried out under the core's lock, and its writes, awaited after.
@@ -116,6 +120,8 @@ impl Runtime {
             sweeping: AtomicBool::new(false),
             sweep_from: AtomicU64::new(0),
             prunes: PruneQueue::default(),
+            #[cfg(feature = "postgres")]
+            member: OnceLock::new(),
         }))
     }
 
@@ -360,8 +366,26 @@ impl Runtime {
     }
 
     /// The app named `name`.
+    /// The app named `name`. A server of a cluster that holds the app's partition but does
+    /// not know the app (another server created it after the partition was loaded) reads it
+    /// from the repository and learns it.
     pub(crate) fn app_by_name(&self, name: &str) -> Option<crate::server::AppRecord> {
-        self.core.lock().apps.get(name).cloned()
+        {
+            let core = self.core.lock();
+            if let Some(app) = core.apps.get(name) {
+                return Some(app.clone());
+            }
+            if !core.is_partitioned() || core.serves(name).is_err() {
+                return None;
+            }
+        }
+        let app = self.repo.get_app_by_name(name).ok()?;
+        let mut core = self.core.lock();
+        if !core.apps.contains_key(name) {
+            tracing::info!(app = %app.name, "learned an app another server created");
+            core.add_app(app.clone());
+        }
+        Some(app)
     }
 
     pub(crate) fn app_name(&self, id: AppId) -> Option<String> {

@@ -1,0 +1,263 @@
+//! End to end, a cluster on PostgreSQL: two real `ferrojob-server --cluster` processes
+//! sharing one fresh database, a real worker given both addresses. The app's partition
+//! settles on its rendezvous owner, which runs the job; the owner is killed (SIGKILL) and
+//! the other server takes the partition over, reloads the job from the database and runs it
+//! on, with the worker following it, and no trigger time is run twice. PostgreSQL must
+//! answer at `FERROJOB_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`) and
+//! `psql` must be installed, or the test fails.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use ferrojob::api::{CreateApp, InstanceQuery};
+use ferrojob::client::Client;
+use ferrojob::cluster::{partition_of, preferred_owner, PartitionId, ServerId};
+use ferrojob::model::InstanceStatus;
+use ferrojob::time_expression::TimeExpressionType;
+
+mod common;
+use common::*;
+
+fn server_url() -> String {
+    std::env::var("FERROJOB_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+fn psql(sql: &str) {
+    let out = Command::new("psql")
+        .arg(format!("{}/postgres", server_url()))
+        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .expect("psql must be installed for the PostgreSQL tests");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Database(String);
+
+impl Database {
+    fn create() -> Database {
+        let name = format!(
+            "ferrojob_cluster_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        psql(&format!("CREATE DATABASE {name}"));
+        Database(name)
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", server_url(), self.0)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+    }
+}
+
+/// One server of the cluster: its process, its API and its worker address (= its id).
+struct Server {
+    proc: Proc,
+    client: Client,
+    transport: SocketAddr,
+}
+
+fn start(dir: &std::path::Path, name: &str, db: &Database) -> Server {
+    let transport = free_port();
+    let flags: Vec<String> = ["--store", &db.url(), "--cluster", "--lease-ms", "2000"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    let proc = start_server_with(&dir.join(name), Some(transport), name, &flags);
+    let http: SocketAddr = proc.field("http").parse().unwrap();
+    Server {
+        client: Client::new(&format!("http://{http}"), TOKEN).unwrap(),
+        proc,
+        transport,
+    }
+}
+
+/// The partitions a server says it acts for.
+async fn owned(s: &Server) -> Option<u64> {
+    let text = s.client.metrics().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ferrojob_cluster_partitions_owned "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn diagnostics(servers: &[&Server], worker: &Proc) -> String {
+    let mut out = String::new();
+    for s in servers {
+        out.push_str(&format!(
+            "\n--- server {} ---\n{}",
+            s.transport,
+            s.proc.stderr_text()
+        ));
+    }
+    out.push_str(&format!("\n--- worker ---\n{}", worker.stderr_text()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_s_partition_is_taken_over_and_its_job_runs_on_without_a_double_run() {
+    let db = Database::create();
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), "a", &db);
+    let b = start(dir.path(), "b", &db);
+    let ids = [
+        ServerId::new(&a.transport.to_string()).unwrap(),
+        ServerId::new(&b.transport.to_string()).unwrap(),
+    ];
+    // Every partition held by its rendezvous owner (the first server took them all, then
+    // handed the second its share).
+    let share = |id: &ServerId| {
+        PartitionId::all()
+            .filter(|p| preferred_owner(*p, &ids) == Some(id))
+            .count() as u64
+    };
+    let (share_a, share_b) = (share(&ids[0]), share(&ids[1]));
+    wait_for(
+        "the partitions to settle",
+        Duration::from_secs(30),
+        || async { (owned(&a).await? == share_a && owned(&b).await? == share_b).then_some(()) },
+    )
+    .await;
+    let owner_id = preferred_owner(partition_of(APP), &ids).unwrap().clone();
+    let (mut owner, other) = if owner_id == ids[0] { (a, b) } else { (b, a) };
+
+    owner
+        .client
+        .create_app(&CreateApp {
+            name: APP.into(),
+            secret: SECRET.into(),
+        })
+        .await
+        .unwrap();
+    let job = owner
+        .client
+        .create_job(
+            APP,
+            &body("rate", TimeExpressionType::FixedRate, "200", "noop", ""),
+        )
+        .await
+        .unwrap()
+        .id;
+    // The other server does not act for the app: it refuses, naming no state of it.
+    assert!(other.client.get_job(APP, job).await.is_err());
+
+    // A worker that knows both servers: the other one turns it away to the owner.
+    let servers = format!("{},{}", other.transport, owner.transport);
+    let worker = Proc::spawn(
+        env!("CARGO_BIN_EXE_ferrojob-worker"),
+        &[
+            "--server",
+            &servers,
+            "--app",
+            APP,
+            "--secret",
+            SECRET,
+            "--heartbeat-interval-ms",
+            "200",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+        dir.path(),
+        "worker",
+    );
+    let runs_on = |s: &Server, n: u64| {
+        let client = s.client.clone();
+        async move {
+            let j = client.get_job(APP, job).await.ok()?;
+            (j.runs >= n).then_some(j.runs)
+        }
+    };
+    wait_for("runs on the owner", Duration::from_secs(30), || {
+        runs_on(&owner, 3)
+    })
+    .await;
+    let succeeded_on = |s: &Server| {
+        let client = s.client.clone();
+        async move {
+            let page = client
+                .list_instances(
+                    APP,
+                    &InstanceQuery {
+                        job_id: Some(job),
+                        limit: Some(1000),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .ok()?;
+            Some(
+                page.items
+                    .into_iter()
+                    .filter(|i| i.status == InstanceStatus::Succeed)
+                    .count(),
+            )
+        }
+    };
+    wait_for(
+        "a run to succeed on the owner",
+        Duration::from_secs(30),
+        || async { succeeded_on(&owner).await.filter(|n| *n >= 2) },
+    )
+    .await;
+
+    // SIGKILL: nothing handed over; the other server takes over once the lease expires.
+    owner.proc.kill();
+    let before = wait_for(
+        "the other server to act for the app",
+        Duration::from_secs(30),
+        || async { other.client.get_job(APP, job).await.ok().map(|j| j.runs) },
+    )
+    .await;
+    let after = wait_for(
+        "new runs on the server that took over",
+        Duration::from_secs(30),
+        || async {
+            let n = succeeded_on(&other).await?;
+            let j = other.client.get_job(APP, job).await.ok()?;
+            (j.runs >= before + 3 && n >= 4).then_some(j.runs)
+        },
+    )
+    .await;
+    assert!(after > before);
+
+    // Each trigger time was run once at most, across both servers' lives.
+    let all = other
+        .client
+        .list_instances(
+            APP,
+            &InstanceQuery {
+                job_id: Some(job),
+                limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    let mut seen = BTreeSet::new();
+    for i in &all {
+        assert!(
+            seen.insert(i.trigger_time),
+            "trigger time {} run twice: {all:?}{}",
+            i.trigger_time,
+            diagnostics(&[&other], &worker)
+        );
+    }
+    drop(worker);
+}
