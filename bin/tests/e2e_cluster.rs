@@ -14,6 +14,7 @@ use std::time::Duration;
 use ferrojob::api::{CreateApp, InstanceQuery};
 use ferrojob::client::Client;
 use ferrojob::cluster::{partition_of, preferred_owner, PartitionId, ServerId};
+use ferrojob::ids::JobId;
 use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
 
@@ -109,8 +110,40 @@ fn diagnostics(servers: &[&Server], worker: &Proc) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_owner_s_partition_is_taken_over_and_its_job_runs_on_without_a_double_run() {
+/// Two servers with the app's partition settled on its owner, and a FIXED_RATE job of the
+/// app run there by a worker that knows both servers.
+struct Running {
+    // Dropped first: the processes go before their database.
+    owner: Server,
+    other: Server,
+    worker: Proc,
+    job: JobId,
+    _dir: tempfile::TempDir,
+    _db: Database,
+}
+
+async fn succeeded_on(s: &Server, job: JobId) -> Option<usize> {
+    let page = s
+        .client
+        .list_instances(
+            APP,
+            &InstanceQuery {
+                job_id: Some(job),
+                limit: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await
+        .ok()?;
+    Some(
+        page.items
+            .into_iter()
+            .filter(|i| i.status == InstanceStatus::Succeed)
+            .count(),
+    )
+}
+
+async fn running() -> Running {
     let db = Database::create();
     let dir = tempfile::tempdir().unwrap();
     let a = start(dir.path(), "a", &db);
@@ -134,7 +167,7 @@ async fn a_killed_owner_s_partition_is_taken_over_and_its_job_runs_on_without_a_
     )
     .await;
     let owner_id = preferred_owner(partition_of(APP), &ids).unwrap().clone();
-    let (mut owner, other) = if owner_id == ids[0] { (a, b) } else { (b, a) };
+    let (owner, other) = if owner_id == ids[0] { (a, b) } else { (b, a) };
 
     owner
         .client
@@ -153,96 +186,81 @@ async fn a_killed_owner_s_partition_is_taken_over_and_its_job_runs_on_without_a_
         .await
         .unwrap()
         .id;
-    // The other server does not act for the app: it refuses, naming no state of it.
+    // The other server does not act for the app: it refuses.
     assert!(other.client.get_job(APP, job).await.is_err());
 
     // A worker that knows both servers: the other one turns it away to the owner.
     let servers = format!("{},{}", other.transport, owner.transport);
+    let args: Vec<String> = [
+        "--server",
+        &servers,
+        "--app",
+        APP,
+        "--secret",
+        SECRET,
+        "--heartbeat-interval-ms",
+        "200",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let worker = Proc::spawn(
         env!("CARGO_BIN_EXE_ferrojob-worker"),
-        &[
-            "--server",
-            &servers,
-            "--app",
-            APP,
-            "--secret",
-            SECRET,
-            "--heartbeat-interval-ms",
-            "200",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>(),
+        &args,
         dir.path(),
         "worker",
     );
-    let runs_on = |s: &Server, n: u64| {
-        let client = s.client.clone();
-        async move {
-            let j = client.get_job(APP, job).await.ok()?;
-            (j.runs >= n).then_some(j.runs)
-        }
-    };
-    wait_for("runs on the owner", Duration::from_secs(30), || {
-        runs_on(&owner, 3)
-    })
-    .await;
-    let succeeded_on = |s: &Server| {
-        let client = s.client.clone();
-        async move {
-            let page = client
-                .list_instances(
-                    APP,
-                    &InstanceQuery {
-                        job_id: Some(job),
-                        limit: Some(1000),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .ok()?;
-            Some(
-                page.items
-                    .into_iter()
-                    .filter(|i| i.status == InstanceStatus::Succeed)
-                    .count(),
-            )
-        }
-    };
     wait_for(
-        "a run to succeed on the owner",
+        "runs to succeed on the owner",
         Duration::from_secs(30),
-        || async { succeeded_on(&owner).await.filter(|n| *n >= 2) },
+        || async {
+            let j = owner.client.get_job(APP, job).await.ok()?;
+            let n = succeeded_on(&owner, job).await?;
+            (j.runs >= 3 && n >= 2).then_some(())
+        },
     )
     .await;
+    Running {
+        owner,
+        other,
+        worker,
+        job,
+        _dir: dir,
+        _db: db,
+    }
+}
 
-    // SIGKILL: nothing handed over; the other server takes over once the lease expires.
-    owner.proc.kill();
+/// The other server acts for the app and runs the job on.
+async fn runs_on_after_takeover(r: &Running) {
+    let (other, job) = (&r.other, r.job);
     let before = wait_for(
         "the other server to act for the app",
         Duration::from_secs(30),
         || async { other.client.get_job(APP, job).await.ok().map(|j| j.runs) },
     )
     .await;
-    let after = wait_for(
+    let before_ok = succeeded_on(other, job).await.unwrap_or(0);
+    wait_for(
         "new runs on the server that took over",
         Duration::from_secs(30),
         || async {
-            let n = succeeded_on(&other).await?;
+            let n = succeeded_on(other, job).await?;
             let j = other.client.get_job(APP, job).await.ok()?;
-            (j.runs >= before + 3 && n >= 4).then_some(j.runs)
+            (j.runs >= before + 3 && n >= before_ok + 2).then_some(())
         },
     )
     .await;
-    assert!(after > before);
+}
 
-    // Each trigger time was run once at most, across both servers' lives.
-    let all = other
+/// Each trigger time was run once at most, across both servers' lives.
+async fn no_trigger_time_twice(r: &Running) {
+    let all = r
+        .other
         .client
         .list_instances(
             APP,
             &InstanceQuery {
-                job_id: Some(job),
+                job_id: Some(r.job),
                 limit: Some(1000),
                 ..Default::default()
             },
@@ -256,8 +274,40 @@ async fn a_killed_owner_s_partition_is_taken_over_and_its_job_runs_on_without_a_
             seen.insert(i.trigger_time),
             "trigger time {} run twice: {all:?}{}",
             i.trigger_time,
-            diagnostics(&[&other], &worker)
+            diagnostics(&[&r.other], &r.worker)
         );
     }
-    drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_s_partition_is_taken_over_and_its_job_runs_on_without_a_double_run() {
+    let mut r = running().await;
+    // SIGKILL: nothing handed over; the other server takes over once the lease expires.
+    r.owner.proc.kill();
+    runs_on_after_takeover(&r).await;
+    no_trigger_time_twice(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_owner_hands_its_partitions_over_and_exits_cleanly() {
+    let mut r = running().await;
+    // SIGTERM: the owner commits what it wrote, stops acting, releases its leases, leaves.
+    let pid = r.owner.proc.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let exit = wait_for("the owner to exit", Duration::from_secs(30), || {
+        let exited = r.owner.proc.child.try_wait().ok().flatten();
+        async move { exited }
+    })
+    .await;
+    let log = r.owner.proc.stderr_text();
+    assert!(
+        exit.success()
+            && log.contains("handing partition over")
+            && log.contains("left the membership"),
+        "{exit:?}{}",
+        diagnostics(&[&r.owner, &r.other], &r.worker)
+    );
+    runs_on_after_takeover(&r).await;
+    no_trigger_time_twice(&r).await;
 }
