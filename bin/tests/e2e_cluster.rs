@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use ferrojob::api::{CreateApp, InstanceQuery};
+use ferrojob::api::{CreateApp, InstanceQuery, RunJob};
 use ferrojob::client::Client;
 use ferrojob::cluster::{partition_of, preferred_owner, PartitionId, ServerId};
-use ferrojob::ids::JobId;
+use ferrojob::ids::{InstanceId, JobId};
 use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
 
@@ -310,4 +310,295 @@ async fn a_stopped_owner_hands_its_partitions_over_and_exits_cleanly() {
     );
     runs_on_after_takeover(&r).await;
     no_trigger_time_twice(&r).await;
+}
+
+/// The servers, by index, that answer the app's routes now (the owner; others refuse).
+async fn acting(servers: &[Server], alive: &[bool], job: JobId) -> Option<usize> {
+    for (i, s) in servers.iter().enumerate() {
+        if alive[i] && s.client.get_job(APP, job).await.is_ok() {
+            return Some(i);
+        }
+    }
+    None
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let pid = p.child.id().to_string();
+    let sent = Command::new("kill").args([sig, &pid]).status().unwrap();
+    assert!(sent.success(), "kill {sig} {pid}");
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Three servers, three workers, a FIXED_RATE job, a CRON job and API runs; the owner is
+/// killed, then the next owner is paused past its lease and resumed. Every acknowledged run
+/// succeeds, no trigger time runs twice, the FIXED_RATE series keeps going, and the paused
+/// server, once resumed, knows it lost the partition and commits nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_survive_a_killed_owner_and_a_paused_one() {
+    let db = Database::create();
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers: Vec<Server> = ["a", "b", "c"]
+        .iter()
+        .map(|n| start(dir.path(), n, &db))
+        .collect();
+    let mut alive = [true; 3];
+    let mut ids: Vec<ServerId> = servers
+        .iter()
+        .map(|s| ServerId::new(&s.transport.to_string()).unwrap())
+        .collect();
+    let share = |ids: &[ServerId], id: &ServerId| {
+        PartitionId::all()
+            .filter(|p| preferred_owner(*p, ids) == Some(id))
+            .count() as u64
+    };
+    wait_for(
+        "the partitions to settle",
+        Duration::from_secs(60),
+        || async {
+            for (s, id) in servers.iter().zip(&ids) {
+                if owned(s).await? != share(&ids, id) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let first = ids
+        .iter()
+        .position(|id| Some(id) == preferred_owner(partition_of(APP), &ids))
+        .unwrap();
+    let owner = &servers[first];
+    owner
+        .client
+        .create_app(&CreateApp {
+            name: APP.into(),
+            secret: SECRET.into(),
+        })
+        .await
+        .unwrap();
+    let create = |b| {
+        let client = owner.client.clone();
+        async move { client.create_job(APP, &b).await.unwrap().id }
+    };
+    let rate = create(body(
+        "rate",
+        TimeExpressionType::FixedRate,
+        "200",
+        "noop",
+        "",
+    ))
+    .await;
+    let cron = create(body(
+        "cron",
+        TimeExpressionType::Cron,
+        "* * * * * ?",
+        "noop",
+        "",
+    ))
+    .await;
+    let api = create(body("api", TimeExpressionType::Api, "", "noop", "")).await;
+    let every: String = servers
+        .iter()
+        .map(|s| s.transport.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let workers: Vec<Proc> = (0..3)
+        .map(|i| {
+            let args: Vec<String> = [
+                "--server",
+                &every,
+                "--app",
+                APP,
+                "--secret",
+                SECRET,
+                "--heartbeat-interval-ms",
+                "200",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            Proc::spawn(
+                env!("CARGO_BIN_EXE_ferrojob-worker"),
+                &args,
+                dir.path(),
+                &format!("worker{i}"),
+            )
+        })
+        .collect();
+    let diag = |servers: &[Server]| {
+        let mut out = String::new();
+        for s in servers {
+            out.push_str(&format!(
+                "\n--- server {} ---\n{}",
+                s.transport,
+                s.proc.stderr_text()
+            ));
+        }
+        for (i, w) in workers.iter().enumerate() {
+            out.push_str(&format!("\n--- worker{i} ---\n{}", w.stderr_text()));
+        }
+        out
+    };
+
+    // API runs, each acknowledged by whichever server acts for the app at the time.
+    let mut acknowledged = Vec::new();
+    async fn run_some(
+        servers: &[Server],
+        alive: &[bool],
+        api: JobId,
+        n: usize,
+        out: &mut Vec<InstanceId>,
+    ) {
+        let mut done = 0;
+        while done < n {
+            let Some(i) = acting(servers, alive, api).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let run = RunJob {
+                params: format!("run {}", out.len()),
+                delay_ms: 0,
+            };
+            if let Ok(r) = servers[i].client.run_job(APP, api, &run).await {
+                out.push(r.instance_id);
+                done += 1;
+            }
+        }
+    }
+    run_some(&servers, &alive, api, 5, &mut acknowledged).await;
+    wait_for(
+        "runs on the first owner",
+        Duration::from_secs(30),
+        || async {
+            let j = servers[first].client.get_job(APP, rate).await.ok()?;
+            (j.runs >= 5).then_some(())
+        },
+    )
+    .await;
+
+    // kill -9 the owner: the preferred one of the other two takes over.
+    servers[first].proc.kill();
+    alive[first] = false;
+    ids.retain(|id| *id != ServerId::new(&servers[first].transport.to_string()).unwrap());
+    let second = wait_for("a second owner", Duration::from_secs(30), || {
+        acting(&servers, &alive, rate)
+    })
+    .await;
+    run_some(&servers, &alive, api, 5, &mut acknowledged).await;
+    let before_pause = servers[second]
+        .client
+        .get_job(APP, rate)
+        .await
+        .unwrap()
+        .runs;
+    wait_for(
+        "runs on the second owner",
+        Duration::from_secs(30),
+        || async {
+            let j = servers[second].client.get_job(APP, rate).await.ok()?;
+            (j.runs >= before_pause + 3).then_some(())
+        },
+    )
+    .await;
+
+    // SIGSTOP the second owner well past its lease: the third takes over meanwhile.
+    signal(&servers[second].proc, "-STOP");
+    alive[second] = false;
+    let third = wait_for("a third owner", Duration::from_secs(30), || {
+        acting(&servers, &alive, rate)
+    })
+    .await;
+    assert_ne!(third, second);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&servers[second].proc, "-CONT");
+    alive[second] = true;
+    // Resumed, it finds it lost the partition and stops acting for it (it may be given the
+    // partition back later, under a new epoch: it is the preferred owner again).
+    wait_for(
+        "the resumed server to know it lost",
+        Duration::from_secs(30),
+        || async {
+            let m = servers[second].client.metrics().await.ok()?;
+            (counter(&m, "ferrojob_cluster_leases_lost_total ") >= 1).then_some(())
+        },
+    )
+    .await;
+    run_some(&servers, &alive, api, 5, &mut acknowledged).await;
+    // Whoever acts for the app now answers; ownership may still move.
+    let now = |job: JobId| {
+        let (servers, alive) = (&servers, alive);
+        async move {
+            let i = acting(servers, &alive, job).await?;
+            Some(servers[i].client.clone())
+        }
+    };
+    let runs = wait_for("an owner", Duration::from_secs(30), || async {
+        now(rate)
+            .await?
+            .get_job(APP, rate)
+            .await
+            .ok()
+            .map(|j| j.runs)
+    })
+    .await;
+    let mut grown = false;
+    for _ in 0..600 {
+        if let Some(c) = now(rate).await {
+            if c.get_job(APP, rate).await.is_ok_and(|j| j.runs >= runs + 5) {
+                grown = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(grown, "no runs after the pause{}", diag(&servers));
+
+    // Every acknowledged API run succeeded.
+    for id in &acknowledged {
+        let i = wait_for(
+            "an acknowledged run to end",
+            Duration::from_secs(60),
+            || async {
+                let i = now(api).await?.get_instance(APP, *id).await.ok()?;
+                i.status.is_final().then_some(i)
+            },
+        )
+        .await;
+        assert_eq!(i.status, InstanceStatus::Succeed, "{i:?}{}", diag(&servers));
+    }
+    // No trigger time of the scheduled jobs ran twice, and the FIXED_RATE series has no gap
+    // longer than a failover (lease, pause and reconnection included).
+    for job in [rate, cron] {
+        let all = wait_for("the instances", Duration::from_secs(30), || async {
+            let q = InstanceQuery {
+                job_id: Some(job),
+                limit: Some(1000),
+                ..Default::default()
+            };
+            now(job).await?.list_instances(APP, &q).await.ok()
+        })
+        .await
+        .items;
+        let mut times: Vec<i64> = all.iter().map(|i| i.trigger_time).collect();
+        times.sort_unstable();
+        let n = times.len();
+        times.dedup();
+        assert_eq!(times.len(), n, "a trigger time ran twice: {all:?}");
+        if job == rate {
+            let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+            assert!(
+                gap < 30_000,
+                "the longest gap was {gap} ms{}",
+                diag(&servers)
+            );
+        }
+    }
+    drop(workers);
 }
