@@ -7,6 +7,9 @@
 //! ```toml
 //! data_dir = "ferrojob-data"        # LogStore in DIR/store, admin token in DIR/admin.token
 //! store = "postgres://postgres@127.0.0.1:5432/ferrojob"  # PostgreSQL instead of DIR/store
+//! cluster = false                   # one server of a cluster sharing `store`
+//! server_id = "10.0.0.5:10086"      # its id in the cluster (default: the `listen` address)
+//! lease_ms = 4000                   # a dead server's partitions are taken over after this
 //! http = "127.0.0.1:7700"           # OpenAPI
 //! listen = "127.0.0.1:10086"        # workers connect here
 //! ephemeral = false                 # MemoryStore: nothing survives the process
@@ -53,6 +56,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ferrojob::https::destination::AllowedDestination;
@@ -87,6 +91,19 @@ pub struct ServerArgs {
     /// start; the data dir then holds only the admin token).
     #[arg(long, env = "FERROJOB_STORE")]
     pub store: Option<String>,
+    /// Run as one server of a cluster sharing the `--store` database: apps are spread over
+    /// the live servers by partition, each partition owned by one server under a lease, and
+    /// another server takes a dead one's partitions over (default off: the only server).
+    #[arg(long, env = "FERROJOB_CLUSTER")]
+    pub cluster: bool,
+    /// This server's id in the cluster: unique among the servers, 1 to 64 of ASCII letters,
+    /// digits, '.', '_', '-', ':' (default: the worker transport address).
+    #[arg(long, env = "FERROJOB_SERVER_ID")]
+    pub server_id: Option<String>,
+    /// How long a partition's lease lasts without a renew, ms (default 4000): a dead
+    /// server's partitions are taken over about this long after it stopped renewing.
+    #[arg(long, env = "FERROJOB_LEASE_MS")]
+    pub lease_ms: Option<u64>,
     /// Admin token (default: read or generate DATA_DIR/admin.token).
     #[arg(long, env = "FERROJOB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -208,6 +225,9 @@ pub struct ServerArgs {
 pub struct FileConfig {
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    cluster: Option<bool>,
+    server_id: Option<String>,
+    lease_ms: Option<u64>,
     http: Option<SocketAddr>,
     listen: Option<SocketAddr>,
     ephemeral: Option<bool>,
@@ -248,6 +268,8 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:7700";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10086";
 /// Default data dir.
 pub const DEFAULT_DATA_DIR: &str = "ferrojob-data";
+/// Default lease of a cluster's partitions, ms.
+pub const DEFAULT_LEASE_MS: u64 = 4000;
 
 impl ServerArgs {
     /// Reads `--config` (if any) and merges: flag/env > file > default.
@@ -292,6 +314,35 @@ impl ServerArgs {
                 url,
                 options: ferrojob::server::pg::PgOptions::default(),
             };
+        }
+        if self.cluster || file.cluster.unwrap_or(false) {
+            if !matches!(
+                config.core.store,
+                ferrojob::server::StoreChoice::Postgres { .. }
+            ) {
+                anyhow::bail!("--cluster needs --store postgres://... (the servers share it)");
+            }
+            let id = self
+                .server_id
+                .clone()
+                .or(file.server_id)
+                .unwrap_or_else(|| listen.to_string());
+            let server = ferrojob::cluster::ServerId::new(&id)?;
+            let lease = self.lease_ms.or(file.lease_ms).unwrap_or(DEFAULT_LEASE_MS);
+            let mut member = ferrojob::server::pg::member::MemberConfig::new(
+                server,
+                vec![listen.to_string(), http.to_string()],
+            );
+            member.ownership =
+                ferrojob::cluster::OwnershipConfig::with_lease(Duration::from_millis(lease));
+            member
+                .ownership
+                .validate()
+                .context("--lease-ms is too short")?;
+            // A server drops out of the others' view a lease after its last heartbeat.
+            member.server_ttl = Duration::from_millis(lease).max(Duration::from_secs(2));
+            member.heartbeat_every = member.server_ttl / 4;
+            config.core.cluster = Some(member);
         }
         config.admin_token = self.admin_token.clone().or(file.admin_token);
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {

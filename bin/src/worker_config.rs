@@ -16,7 +16,8 @@ use ferrojob::worker::{DangerousBuiltin, TaskStoreConfig, WorkerConfig};
     about = "A ferrojob worker with the built-in processors noop, sleep and sum_mr, and shell and http when allowed (--allow-processor)"
 )]
 pub struct WorkerArgs {
-    /// The server's transport address.
+    /// The server's transport address; a cluster's servers separated by commas (the worker
+    /// connects to the one that owns its app, trying them in turn).
     #[arg(long, env = "FERROJOB_SERVER", default_value = "127.0.0.1:10086")]
     pub server: String,
     /// App name.
@@ -138,11 +139,25 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     /// The library's configuration.
     pub fn to_config(&self) -> Result<WorkerConfig> {
-        let server = std::net::ToSocketAddrs::to_socket_addrs(&self.server)
-            .with_context(|| format!("--server {}", self.server))?
-            .next()
-            .with_context(|| format!("--server {} resolves to no address", self.server))?;
+        let mut servers = Vec::new();
+        for one in self
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            servers.push(
+                std::net::ToSocketAddrs::to_socket_addrs(one)
+                    .with_context(|| format!("--server {one}"))?
+                    .next()
+                    .with_context(|| format!("--server {one} resolves to no address"))?,
+            );
+        }
+        let Some((&server, others)) = servers.split_first() else {
+            anyhow::bail!("--server names no address");
+        };
         let mut config = WorkerConfig::new(server, self.app.clone(), self.secret.clone());
+        config.other_servers = others.to_vec();
         config.tags = self
             .tags
             .iter()
@@ -197,7 +212,10 @@ impl WorkerArgs {
         else {
             if !self.insecure_plaintext {
                 let listen = self.listen.ip();
-                if !config.server.ip().is_loopback() || !listen.is_loopback() {
+                let servers_local = std::iter::once(&config.server)
+                    .chain(&config.other_servers)
+                    .all(|s| s.ip().is_loopback());
+                if !servers_local || !listen.is_loopback() {
                     anyhow::bail!(
                         "the server {} or the listen address {listen} is not on loopback and \
                          no TLS is configured: give --tls-ca, --tls-cert and --tls-key, or \
@@ -210,7 +228,9 @@ impl WorkerArgs {
         };
         let name = match &self.tls_server_name {
             Some(n) => n.clone(),
-            None => server_host(&self.server).to_owned(),
+            None => {
+                server_host(self.server.split(',').next().unwrap_or_default().trim()).to_owned()
+            }
         };
         let client = ClientTls::from_ca_pem_file(ca)
             .context("--tls-ca")?

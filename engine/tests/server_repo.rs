@@ -76,6 +76,10 @@ mod leases;
 #[path = "server_repo/member.rs"]
 mod member;
 
+#[cfg(feature = "postgres")]
+#[path = "server_repo/fenced.rs"]
+mod fenced;
+
 #[test]
 fn apps_are_unique_by_name_and_found_by_id_and_name() {
     each_repository(|place| {

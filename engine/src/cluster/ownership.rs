@@ -105,6 +105,19 @@ impl Default for OwnershipConfig {
 pub struct InvalidConfig(&'static str);
 
 impl OwnershipConfig {
+    /// Timings scaled to a lease of `lease` (the defaults are those of 10 s): the local
+    /// deadline a fifth of the lease early, a renew every quarter lease, a command given up
+    /// after a quarter lease, a refused acquire tried again after an eighth (at most 1 s).
+    pub fn with_lease(lease: Duration) -> OwnershipConfig {
+        OwnershipConfig {
+            lease,
+            safety_margin: lease / 5,
+            renew_every: lease / 4,
+            retry_every: (lease / 8).min(Duration::from_secs(1)),
+            request_timeout: lease / 4,
+        }
+    }
+
     /// Checks that the timings leave room to renew before the deadline.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.lease.is_zero() || self.retry_every.is_zero() || self.request_timeout.is_zero() {

@@ -198,7 +198,7 @@ impl From<RepoError> for ApiError {
             RepoError::NotFound { .. } => ErrorCode::NotFound,
             RepoError::Conflict { .. } | RepoError::IllegalTransition { .. } => ErrorCode::Conflict,
             RepoError::Invalid { .. } => ErrorCode::InvalidArgument,
-            RepoError::Store(_) => ErrorCode::Unavailable,
+            RepoError::Store(_) | RepoError::Fenced { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())

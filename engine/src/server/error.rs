@@ -52,6 +52,19 @@ pub enum RepoError {
     /// version): the write was not made, or the read not answered.
     #[error("database error: {0}")]
     Database(String),
+    /// A write of a cluster's partition this server does not hold at the epoch the write
+    /// was made under (it was lost, released or taken by another server; `epoch` 0: not held
+    /// when the write was submitted). Nothing of it was committed; the partition's owner has
+    /// the state.
+    #[error(
+        "partition {partition} is not held by this server at epoch {epoch}: the write was refused"
+    )]
+    Fenced {
+        /// The partition written.
+        partition: u16,
+        /// The epoch the write was made under (0: none).
+        epoch: u64,
+    },
     /// An instance cannot go from its current status by this action.
     #[error("instance {instance} cannot {action} while {from:?}")]
     IllegalTransition {

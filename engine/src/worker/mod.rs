@@ -124,6 +124,10 @@ pub const OUTBOUND_QUEUE: usize = 65_536;
 pub struct WorkerConfig {
     /// The server's transport address.
     pub server: SocketAddr,
+    /// The other servers of a cluster (default none): when the current server cannot be
+    /// reached, or does not serve the app (another server of the cluster owns it), the
+    /// worker tries the owner it names when that is one of these, else the next one in turn.
+    pub other_servers: Vec<SocketAddr>,
     /// The app this worker serves.
     pub app: String,
     /// The app's secret (proved in the handshake, never sent).
@@ -220,6 +224,7 @@ impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerConfig")
             .field("server", &self.server)
+            .field("other_servers", &self.other_servers)
             .field("app", &self.app)
             .field("secret", &"..")
             .field("tags", &self.tags)
@@ -251,6 +256,7 @@ impl WorkerConfig {
     pub fn new(server: SocketAddr, app: impl Into<String>, secret: impl Into<String>) -> Self {
         WorkerConfig {
             server,
+            other_servers: Vec::new(),
             app: app.into(),
             secret: secret.into(),
             tags: Vec::new(),

@@ -24,6 +24,7 @@
 //! logs pour out waits behind at most that many batches.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ferrojob_transport::message::{ErrorCode, ErrorReply, LogBatch, Message, StopInstance};
@@ -53,6 +54,7 @@ pub(crate) async fn run(
 ) {
     let mut net = shared.server_net();
     net.send_queue = net.send_queue.clamp(1, SERVER_SEND_QUEUE);
+    let mut servers = Servers::new(shared.config.server, &shared.config.other_servers);
     loop {
         let at = shared.driven.lock().core.next_connect_at();
         if let Some(at) = at {
@@ -63,7 +65,7 @@ pub(crate) async fn run(
         }
         let attempt = tokio::select! {
             c = connect(
-                shared.config.server,
+                servers.current(),
                 net.clone(),
                 shared.identity.clone(),
                 Arc::clone(&shared.transport_metrics),
@@ -72,12 +74,15 @@ pub(crate) async fn run(
         };
         match attempt {
             Ok(connected) => {
-                if serve(&shared, connected, &mut logs, &stop).await {
+                if serve(&shared, servers.current(), connected, &mut logs, &stop).await {
                     return;
                 }
+                // The server may be gone for good: the next try goes to another one.
+                servers.next(None);
             }
             Err(e) => {
-                log_connect_error(&shared, &e);
+                let owner = log_connect_error(&shared, servers.current(), &e);
+                servers.next(owner.as_deref());
                 shared.drive(Input::ConnectFailed);
             }
         }
@@ -91,7 +96,45 @@ pub(crate) async fn run(
     }
 }
 
-fn log_connect_error(shared: &Shared, e: &TransportError) {
+/// The servers a worker may connect to: the configured one first, the cluster's others in
+/// turn.
+#[derive(Debug)]
+struct Servers {
+    first: SocketAddr,
+    all: Vec<SocketAddr>,
+    at: usize,
+}
+
+impl Servers {
+    fn new(first: SocketAddr, others: &[SocketAddr]) -> Servers {
+        let mut all = vec![first];
+        for s in others {
+            if !all.contains(s) {
+                all.push(*s);
+            }
+        }
+        Servers { first, all, at: 0 }
+    }
+
+    fn current(&self) -> SocketAddr {
+        self.all.get(self.at).copied().unwrap_or(self.first)
+    }
+
+    /// Moves on after a failed or lost connection: to `owner` (a server id as a refusal
+    /// named it) when it is one of the addresses, else to the next in turn.
+    fn next(&mut self, owner: Option<&str>) {
+        let named = owner
+            .and_then(|o| o.parse::<SocketAddr>().ok())
+            .and_then(|o| self.all.iter().position(|s| *s == o));
+        self.at = match named {
+            Some(i) => i,
+            None => (self.at + 1) % self.all.len().max(1),
+        };
+    }
+}
+
+/// Logs why a connection attempt failed; answers the owner a refusing server named.
+fn log_connect_error(shared: &Shared, server: SocketAddr, e: &TransportError) -> Option<String> {
     if let TransportError::Connection {
         source:
             ConnectionError::PeerClosed {
@@ -102,16 +145,16 @@ fn log_connect_error(shared: &Shared, e: &TransportError) {
     } = e
     {
         let owner = match ferrojob_transport::NotServed::parse(message) {
-            Some(ferrojob_transport::NotServed::OwnedBy(o)) => o,
-            _ => "unknown".to_owned(),
+            Some(ferrojob_transport::NotServed::OwnedBy(o)) => Some(o),
+            _ => None,
         };
         tracing::warn!(
-            server = %shared.config.server,
+            %server,
             app = %shared.config.app,
-            %owner,
+            owner = owner.as_deref().unwrap_or("unknown"),
             "this server does not serve the app (another server of the cluster does); retrying"
         );
-        return;
+        return owner;
     }
     let refused = matches!(
         e,
@@ -126,19 +169,21 @@ fn log_connect_error(shared: &Shared, e: &TransportError) {
     );
     if refused {
         tracing::error!(
-            server = %shared.config.server,
+            %server,
             app = %shared.config.app,
             error = %e,
             "the server refused this worker: check the app name and secret; retrying"
         );
     } else {
-        tracing::warn!(server = %shared.config.server, error = %e, "cannot reach the server; retrying");
+        tracing::warn!(%server, error = %e, "cannot reach the server; retrying");
     }
+    None
 }
 
 /// Serves one connection; `true` when it ended because of `stop` (do not reconnect).
 async fn serve(
     shared: &Arc<Shared>,
+    server: SocketAddr,
     connected: Connected,
     logs: &mut mpsc::Receiver<LogBatch>,
     stop: &CancellationToken,
@@ -148,7 +193,7 @@ async fn serve(
         mut incoming,
         ..
     } = connected;
-    tracing::info!(server = %shared.config.server, address = %shared.address, "connected to the server");
+    tracing::info!(%server, address = %shared.address, "connected to the server");
     shared.drive(Input::Connected);
 
     let reader = async {
@@ -166,7 +211,7 @@ async fn serve(
         let grace = shared.config.net.close_flush_timeout;
         let _ = tokio::time::timeout(grace, handle.shutdown()).await;
     } else {
-        tracing::warn!(server = %shared.config.server, "connection to the server lost");
+        tracing::warn!(%server, "connection to the server lost");
     }
     stopped
 }
@@ -372,6 +417,26 @@ pub(crate) async fn sample_metrics(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_worker_tries_the_owner_a_server_names_else_the_next_server_in_turn() {
+        let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let c: std::net::SocketAddr = "127.0.0.1:3".parse().unwrap();
+        let mut s = super::Servers::new(a, &[b, c, a]);
+        assert_eq!(s.current(), a);
+        s.next(Some("127.0.0.1:3"));
+        assert_eq!(s.current(), c);
+        // An owner that is not one of the addresses (a server id that is a name): in turn.
+        s.next(Some("server-7"));
+        assert_eq!(s.current(), a);
+        s.next(None);
+        assert_eq!(s.current(), b);
+        // A single server: always that one.
+        let mut one = super::Servers::new(a, &[]);
+        one.next(None);
+        assert_eq!(one.current(), a);
+    }
+
     use std::time::Duration;
 
     use ferrojob_transport::message::{LogEntry, LogLevel, SystemMetrics, TimeExpressionType};

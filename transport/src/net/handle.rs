@@ -159,3 +159,44 @@ pub(crate) fn command_queue(
     let (tx, rx) = mpsc::channel(capacity.max(1));
     (ConnectionHandle { tx, peer }, rx)
 }
+
+/// The far end of [`ConnectionHandle::unconnected`]: what a connection would have written.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Debug)]
+pub struct UnconnectedPeer {
+    rx: mpsc::Receiver<Command>,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl ConnectionHandle {
+    /// A handle with a queue of `capacity` commands and no connection behind it: a test
+    /// takes what is queued from the returned [`UnconnectedPeer`], and dropping that closes
+    /// the handle.
+    pub fn unconnected(capacity: usize) -> (ConnectionHandle, UnconnectedPeer) {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (handle, rx) = command_queue(capacity, peer);
+        (handle, UnconnectedPeer { rx })
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl UnconnectedPeer {
+    /// The next message queued to be sent (batches one by one), or `None` once every handle
+    /// is gone. Requests and answers count as their message; shutdowns are acknowledged.
+    pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            match self.rx.recv().await? {
+                Command::Send(m) | Command::Respond { message: m, .. } => return Some(m),
+                Command::Request { message, .. } => return Some(message),
+                Command::SendBatch(mut ms) => {
+                    if !ms.is_empty() {
+                        return Some(ms.remove(0));
+                    }
+                }
+                Command::Shutdown(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}

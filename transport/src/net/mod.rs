@@ -44,6 +44,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub use client::{connect, Connected, ReconnectingClient};
+#[cfg(any(test, feature = "test-util"))]
+pub use handle::UnconnectedPeer;
 pub use handle::{ConnectionHandle, Incoming};
 pub use listener::{Accepted, Listener};
 

@@ -21,12 +21,12 @@
 //! name is hashed per instance. With held partitions, an app's partition is computed once,
 //! when the core learns the app.
 //!
-//! The server's runtime does not drive a lease machine: it starts the core acting for every
-//! app, and only the core's tests drive the partition inputs. In a cluster they are
-//! [`crate::cluster::Ownership`]'s acting and stopped events.
+//! A single server acts for every app. A server of a cluster (`ServerConfig::cluster`) is
+//! told by its membership, through the runtime's cluster glue (`runtime/cluster.rs`), which
+//! turns [`crate::cluster::Ownership`]'s acting and stopped events into these inputs.
 
-// Only the tests drive the partition inputs until the cluster runtime calls them.
-#![cfg_attr(not(test), allow(dead_code))]
+// A cluster shares a PostgreSQL store: built without it, nothing drives the partition inputs.
+#![cfg_attr(not(any(test, feature = "postgres")), allow(dead_code))]
 
 use std::collections::{HashMap, HashSet};
 
@@ -117,6 +117,11 @@ impl Core {
         self.arm_periodic(now);
     }
 
+    /// Whether the core acts only for held partitions (a server of a cluster).
+    pub(crate) fn is_partitioned(&self) -> bool {
+        matches!(self.acting, Acting::Partitions(_))
+    }
+
     /// Notes the partition of an app the core learns (a no-op when it acts for every app).
     pub(crate) fn place_app(&mut self, app: &AppRecord) {
         if let Acting::Partitions(h) = &mut self.acting {
@@ -188,6 +193,7 @@ impl Core {
 
     /// The partitions held, with their epochs, in partition order (empty when the core acts
     /// for every app).
+    #[cfg(test)]
     pub(crate) fn held_partitions(&self) -> Vec<(PartitionId, Epoch)> {
         match &self.acting {
             Acting::AllApps => Vec::new(),

@@ -64,7 +64,14 @@ impl PgRepo {
             "SELECT id, name, secret, created_at FROM apps WHERE name = $1",
             vec![Box::new(name.to_owned())],
         )? {
-            Some(row) => Self::app_from(&row),
+            Some(row) => {
+                let app = Self::app_from(&row)?;
+                // Another server may have created it: the fence learns its partition.
+                if let Some(f) = self.fencing.get() {
+                    f.learn_app(app.id, &app.name);
+                }
+                Ok(app)
+            }
             None => Err(RepoError::not_found("app", name)),
         }
     }

@@ -40,6 +40,7 @@
 mod alarms;
 mod apps;
 mod calendars;
+mod fence;
 mod history;
 mod idempotency;
 mod ids;
@@ -59,12 +60,13 @@ mod writer;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use dashmap::DashMap;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Client, Row};
 
+use crate::cluster::{Epoch, PartitionId, ServerId};
 use crate::ids::{AppId, InstanceId, JobId, WorkflowId};
 use crate::workflow::WorkflowDef;
 
@@ -73,6 +75,7 @@ use super::job_codec::decode_job;
 use super::keys;
 use super::records::{DelayedRun, TriggerRecord};
 use super::repo::{Commit, LoadedJob, LoadedState, ID_BLOCK};
+use fence::Fencing;
 use ids::SharedIds;
 use open::open_all;
 use tables::{Op, Val};
@@ -155,6 +158,10 @@ pub struct PgRepo {
     wf_triggers: DashMap<WorkflowId, TriggerRecord>,
     audit: super::history::LatestSeqs<AppId>,
     job_versions: super::history::LatestSeqs<JobId>,
+    /// Set once the writes are fenced (a server of a cluster; see `fence.rs`).
+    fencing: OnceLock<Arc<Fencing>>,
+    /// The fenced server's id, for the writer.
+    fence_server: Arc<OnceLock<ServerId>>,
 }
 
 impl std::fmt::Debug for PgRepo {
@@ -247,10 +254,12 @@ impl PgRepo {
         let handle = runtime.handle().clone();
         let opened = run_on(&handle, open_all(url.to_owned())).ok_or_else(closed)??;
         let (queue, rx) = flume::bounded(writer::QUEUE_CAPACITY);
+        let fence_server = Arc::new(OnceLock::new());
         handle.spawn(writer::run(
             opened.writer,
             rx,
             options.max_batch_writes.max(1),
+            Arc::clone(&fence_server),
         ));
         let meta = super::alarm_repo::NEXT_ALARM_SEQ;
         let wf_ids = super::workflow_repo::NEXT_WORKFLOW_ID;
@@ -272,6 +281,8 @@ impl PgRepo {
             audit: super::history::LatestSeqs::default(),
             job_versions: super::history::LatestSeqs::default(),
             readers: opened.readers,
+            fencing: OnceLock::new(),
+            fence_server,
             next_reader: AtomicUsize::new(0),
             queue,
             handle,
@@ -320,18 +331,123 @@ impl PgRepo {
     }
 
     /// Queues `ops` as one write; a write PostgreSQL cannot hold (see
-    /// [`tables::refused_text`]) fails alone, unqueued.
+    /// [`tables::refused_text`]), or one of a partition this server does not hold once its
+    /// writes are fenced, fails alone, unqueued.
     fn submit<T>(&self, ops: Vec<Op>, value: T) -> Commit<T> {
         let (commit, ack) = Commit::pending(value);
         if let Some(e) = tables::refused_text(&ops) {
             let _ = ack.send(Err(e));
             return commit;
         }
+        let fences = match self.fencing.get().map(|f| f.scope(&ops)) {
+            None => Vec::new(),
+            Some(Ok(fences)) => fences,
+            Some(Err(e)) => {
+                let _ = ack.send(Err(e));
+                return commit;
+            }
+        };
+        if let Some(f) = self.fencing.get() {
+            f.forget(&ops);
+        }
         self.enqueue(Write {
             ops,
             ack: Some(ack),
+            fences,
         });
         commit
+    }
+
+    // ----- fencing (a server of a cluster) -----
+
+    /// From now on every state write of a cluster partition commits only while `server`
+    /// holds the partition's lease at the epoch the write was made under (see `fence.rs`);
+    /// none is held until [`hold_partition`](Self::hold_partition). Reads which app each job
+    /// and workflow belongs to. Called once, before the server acts for any partition;
+    /// refused when the writes are fenced already.
+    pub fn fence_as(&self, server: ServerId) -> Result<(), RepoError> {
+        if self.fencing.get().is_some() || self.fence_server.set(server).is_err() {
+            return Err(RepoError::invalid(
+                "cluster",
+                "this repository's writes are fenced already",
+            ));
+        }
+        let fencing = Arc::new(Fencing::new());
+        self.learn_owners(&fencing)?;
+        let _ = self.fencing.set(fencing);
+        Ok(())
+    }
+
+    /// Reads every app, job and workflow's owner into `fencing` (and the apps other servers
+    /// created into the name index).
+    fn learn_owners(&self, fencing: &Fencing) -> Result<(), RepoError> {
+        let apps = self.list_apps()?;
+        let mut cold = self.lock();
+        for app in &apps {
+            fencing.learn_app(app.id, &app.name);
+            cold.app_names.insert(app.name.clone(), app.id);
+        }
+        drop(cold);
+        for row in self.query("SELECT id, app_id FROM jobs", vec![])? {
+            fencing.learn_job(
+                JobId(unsigned("jobs", get(&row, 0)?)?),
+                AppId(unsigned("jobs", get(&row, 1)?)?),
+            );
+        }
+        for row in self.query("SELECT id, app_id FROM workflows", vec![])? {
+            fencing.learn_workflow(
+                WorkflowId(unsigned("workflows", get(&row, 0)?)?),
+                AppId(unsigned("workflows", get(&row, 1)?)?),
+            );
+        }
+        Ok(())
+    }
+
+    /// Before [`hold_partition`](Self::hold_partition): rereads which app each job and
+    /// workflow belongs to and `partition`'s trigger rows (its former owner created and moved
+    /// them; this server's copies may be old). Refused when the writes are not fenced.
+    pub fn prepare_partition(&self, partition: PartitionId) -> Result<(), RepoError> {
+        let Some(fencing) = self.fencing.get() else {
+            return Err(RepoError::invalid("cluster", "the writes are not fenced"));
+        };
+        self.learn_owners(fencing)?;
+        for row in self.query("SELECT job_id, next_trigger, runs FROM triggers", vec![])? {
+            let (id, rec) = open::trigger_row("triggers", &row)?;
+            if fencing.job_partition(JobId(id)) == Some(partition) {
+                self.triggers.insert(JobId(id), rec);
+            }
+        }
+        for row in self.query(
+            "SELECT workflow_id, next_trigger, runs FROM workflow_triggers",
+            vec![],
+        )? {
+            let (id, rec) = open::trigger_row("workflow_triggers", &row)?;
+            if fencing.workflow_partition(WorkflowId(id)) == Some(partition) {
+                self.wf_triggers.insert(WorkflowId(id), rec);
+            }
+        }
+        Ok(())
+    }
+
+    /// This server acquired `partition` at `epoch`: its writes are made under that epoch from
+    /// now on (a no-op when the writes are not fenced).
+    pub fn hold_partition(&self, partition: PartitionId, epoch: Epoch) {
+        if let Some(fencing) = self.fencing.get() {
+            fencing.hold(partition, epoch);
+        }
+    }
+
+    /// This server no longer holds `partition`: its writes are refused from now on, queued
+    /// ones by their fence.
+    pub fn release_partition(&self, partition: PartitionId) {
+        if let Some(fencing) = self.fencing.get() {
+            fencing.release(partition);
+        }
+    }
+
+    /// The epoch `partition` is held at by this server's writes, if any.
+    pub fn held_partition(&self, partition: PartitionId) -> Option<Epoch> {
+        self.fencing.get().and_then(|f| f.held(partition))
     }
 
     fn alloc(&self, ids: &SharedIds, n: u64) -> Result<u64, RepoError> {

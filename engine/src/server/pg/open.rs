@@ -124,7 +124,10 @@ pub(super) async fn open_all(url: String) -> Result<Opened, RepoError> {
     })
 }
 
-fn trigger_row(table: &'static str, row: &Row) -> Result<(u64, TriggerRecord), RepoError> {
+pub(super) fn trigger_row(
+    table: &'static str,
+    row: &Row,
+) -> Result<(u64, TriggerRecord), RepoError> {
     let id: i64 = get(row, 0)?;
     let next: Option<i64> = get(row, 1)?;
     let runs: i64 = get(row, 2)?;

@@ -15,15 +15,20 @@
 //!
 //! A batch refused by a unique constraint (a second scheduled fire of one job at one trigger
 //! time) is retried one write per transaction, so that only the refused write fails, with
-//! [`RepoError::Conflict`]. After any other failed transaction the writer refuses every further write (each commit fails):
+//! [`RepoError::Conflict`]. In a cluster, a write carries the partitions it changes and the
+//! epoch each was held at (`fence.rs`); the transaction checks each lease first, and a
+//! partition that was lost fails only its own writes ([`RepoError::Fenced`]): the batch is
+//! retried without them. After any other failed transaction the writer refuses every further write (each commit fails):
 //! the repository's in-memory counters and trigger rows may then be ahead of the database,
 //! and reopening it rereads them, as the log store does after an I/O failure.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
+use crate::cluster::{Epoch, PartitionId, ServerId};
 use crate::server::commit::Acknowledger;
 use crate::server::RepoError;
 
@@ -47,6 +52,9 @@ pub(super) struct Write {
     pub(super) ops: Vec<Op>,
     /// `None` for an id reservation (no one waits for it; later writes commit after it).
     pub(super) ack: Option<Acknowledger>,
+    /// In a cluster: the partitions the write changes, each with the epoch it was held at
+    /// when the write was submitted, in partition order.
+    pub(super) fences: Vec<(PartitionId, Epoch)>,
 }
 
 fn key_of(vals: &[Val], key: usize) -> Vec<KeyVal> {
@@ -185,22 +193,44 @@ fn db(e: tokio_postgres::Error) -> RepoError {
     }
 }
 
-/// Commits `writes` as one transaction.
+/// Commits `writes` as one transaction, fenced by `server`'s leases of the partitions they
+/// change.
 async fn commit(
     client: &mut Client,
     prepared: &Prepared,
+    server: Option<&ServerId>,
     writes: &[Write],
 ) -> Result<(), RepoError> {
     let mut folded = Folded::default();
+    let mut fences = BTreeSet::new();
     for w in writes {
         for op in &w.ops {
             folded.push(op);
         }
+        fences.extend(w.fences.iter().copied());
     }
     if folded.rows.is_empty() && folded.logs_of.is_empty() {
         return Ok(());
     }
     let tx = client.transaction().await.map_err(db)?;
+    // First, in partition order (two servers' transactions cannot deadlock on the leases).
+    for (partition, epoch) in fences {
+        let Some(server) = server else {
+            return Err(RepoError::Database(
+                "internal: a fenced write reached a writer without a server id".to_owned(),
+            ));
+        };
+        match super::lease::fence(&tx, partition, server, epoch).await {
+            Ok(()) => {}
+            Err(super::lease::LeaseError::Fenced(_)) => {
+                return Err(RepoError::Fenced {
+                    partition: partition.get(),
+                    epoch: epoch.0,
+                })
+            }
+            Err(e) => return Err(RepoError::Database(e.to_string())),
+        }
+    }
     if !folded.logs_of.is_empty() {
         let ids: Vec<i64> = folded.logs_of.iter().copied().collect();
         tx.execute(&prepared.delete_logs, &[&ids])
@@ -248,8 +278,34 @@ async fn commit(
     tx.commit().await.map_err(db)
 }
 
-/// The writer task: batches queued writes into transactions until the queue closes.
-pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>, max_batch: usize) {
+/// Takes the writes of `batch` that carry the refused fence out of it and fails them.
+fn fail_fenced(batch: &mut Vec<Write>, partition: u16, epoch: u64) {
+    let refused = |w: &Write| {
+        w.fences
+            .iter()
+            .any(|(p, e)| p.get() == partition && e.0 == epoch)
+    };
+    let mut kept = Vec::with_capacity(batch.len());
+    for w in batch.drain(..) {
+        if refused(&w) {
+            if let Some(ack) = w.ack {
+                let _ = ack.send(Err(RepoError::Fenced { partition, epoch }));
+            }
+        } else {
+            kept.push(w);
+        }
+    }
+    *batch = kept;
+}
+
+/// The writer task: batches queued writes into transactions until the queue closes. `server`
+/// is set once the repository's writes are fenced (a server of a cluster).
+pub(super) async fn run(
+    mut client: Client,
+    queue: flume::Receiver<Write>,
+    max_batch: usize,
+    server: Arc<OnceLock<ServerId>>,
+) {
     let prepared = match Prepared::new(&client).await {
         Ok(p) => Some(p),
         Err(e) => {
@@ -262,8 +318,17 @@ pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>, max_b
         None => Some("the writer could not prepare its statements".to_owned()),
     };
     let mut batch: Vec<Write> = Vec::new();
-    while let Ok(first) = queue.recv_async().await {
-        batch.push(first);
+    // Writes of a batch a lost partition's fence refused, to commit again without it.
+    let mut retry: Vec<Write> = Vec::new();
+    loop {
+        if retry.is_empty() {
+            match queue.recv_async().await {
+                Ok(first) => batch.push(first),
+                Err(_) => break,
+            }
+        } else {
+            batch.append(&mut retry);
+        }
         while batch.len() < max_batch {
             match queue.try_recv() {
                 Ok(w) => batch.push(w),
@@ -271,7 +336,19 @@ pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>, max_b
             }
         }
         let result = match (&failed, &prepared) {
-            (None, Some(p)) => match commit(&mut client, p, &batch).await {
+            (None, Some(p)) => match commit(&mut client, p, server.get(), &batch).await {
+                // A lost partition fails only its own writes; the others go again.
+                Err(RepoError::Fenced { partition, epoch }) => {
+                    tracing::info!(
+                        partition,
+                        epoch,
+                        "writes of a partition no longer held refused"
+                    );
+                    fail_fenced(&mut batch, partition, epoch);
+                    // The next round commits the rest first, in order.
+                    retry.append(&mut batch);
+                    continue;
+                }
                 // A write the constraints refuse (a second fire of one trigger time) fails
                 // alone: the batch is retried one write per transaction.
                 Err(RepoError::Conflict { .. }) if batch.len() > 1 => {
@@ -281,7 +358,9 @@ pub(super) async fn run(mut client: Client, queue: flume::Receiver<Write>, max_b
                             Some(reason) => Err(RepoError::Database(format!(
                                 "writes are refused after an earlier failure: {reason}"
                             ))),
-                            None => commit(&mut client, p, std::slice::from_ref(&w)).await,
+                            None => {
+                                commit(&mut client, p, server.get(), std::slice::from_ref(&w)).await
+                            }
                         };
                         if let Err(e @ RepoError::Database(_)) = &r {
                             if failed.is_none() {

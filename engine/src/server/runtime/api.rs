@@ -200,7 +200,12 @@ impl Api for NodeApi {
             let def = JobDef::new(record.clone())?;
             check_period(&def.expr, sh.config.min_period_ms)?;
             let max = sh.config.max_jobs_per_app;
-            let jobs = sh.core.lock().jobs_of(app.id);
+            let jobs = {
+                let core = sh.core.lock();
+                // A server of a cluster creates jobs only of the apps it acts for.
+                core.acting_for(app.id)?;
+                core.jobs_of(app.id)
+            };
             if jobs >= max {
                 return Err(ApiError::conflict(format!(
                     "app {} already has {jobs} jobs, the most this server allows per app (max_jobs_per_app {max})",
@@ -719,6 +724,10 @@ impl Api for NodeApi {
                 + s.unexpected_messages
         });
         let mut out = sh.metrics.render(sh.conns.len(), protocol_errors);
+        #[cfg(feature = "postgres")]
+        if let Some(member) = sh.member.get() {
+            out.push_str(&member.borrow().metrics_text());
+        }
         let Some(s) = snapshot else { return out };
         // The worker port: connections established, and each limit counted when hit (see
         // `NetConfig`).

@@ -17,6 +17,7 @@ use crate::server::{LogLine, LogLineField};
 use crate::server::core::WorkerKey;
 
 use super::driver::Runtime;
+use super::link::WorkerLink;
 
 /// Most per-instance log counters kept before those of finished instances are forgotten.
 const MAX_LOG_COUNTERS: usize = 1 << 20;
@@ -69,11 +70,13 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
     tracing::info!(app = %app, worker = %worker_address, peer = %addr, "worker connected");
     // Filed before the core hears of it: the core's reconciliation queries and dispatches
     // find the connection.
-    let old = sh.conns.insert(key.clone(), (gen, handle.clone()));
+    let old = sh
+        .conns
+        .insert(key.clone(), WorkerLink::new(gen, handle.clone()));
     sh.step(|core, _now| core.worker_connected(app_id, &worker_address, gen));
-    if let Some((_, h)) = old {
+    if let Some(old) = old {
         // A worker reconnected before its old connection was noticed closed.
-        tokio::spawn(async move { h.shutdown().await });
+        tokio::spawn(async move { old.handle.shutdown().await });
     }
     // Grown on demand: `RECV_BATCH` messages reserved up front would be ~200 KiB for every
     // connected worker, most of whom send a heartbeat at a time.
@@ -155,7 +158,7 @@ async fn serve(sh: Arc<Runtime>, acc: Accepted) {
         }
     }
     // Closed: unroutable at once; dead unless it is back within the liveness window.
-    sh.conns.remove_if(&key, |_, (g, _)| *g == gen);
+    sh.conns.remove_if(&key, |_, link| link.gen == gen);
     sh.step(|core, _| core.worker_disconnected(&app, app_id, &worker_address, gen));
 }
 

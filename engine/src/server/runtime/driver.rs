@@ -28,6 +28,7 @@ use crate::server::{Commit, InstanceRecord, Repo, RepoError};
 use crate::time_expression::EpochMs;
 
 use super::alarm::Alarms;
+use super::link::{Delivery, WorkerLink};
 use super::metrics::Metrics;
 use super::retention::PruneQueue;
 use super::ServerConfig;
@@ -43,7 +44,7 @@ pub(crate) struct Runtime {
     pub(crate) registry: Arc<WorkerRegistry>,
     pub(crate) core: Mutex<Core>,
     /// Open worker connections: generation and handle, by worker.
-    pub(crate) conns: DashMap<WorkerKey, (u64, ConnectionHandle)>,
+    pub(crate) conns: DashMap<WorkerKey, WorkerLink>,
     pub(crate) conn_gen: AtomicU64,
     /// Per instance: (lines stored, lines dropped) since this server started.
     pub(crate) log_counts: DashMap<InstanceId, (u64, u64)>,
@@ -63,6 +64,10 @@ pub(crate) struct Runtime {
     pub(crate) sweep_from: AtomicU64,
     /// Jobs waiting for a count prune (`retention.rs`).
     pub(crate) prunes: PruneQueue,
+    /// A server of a cluster: what its membership knows, for `/metrics`.
+    #[cfg(feature = "postgres")]
+    pub(crate) member:
+        OnceLock<tokio::sync::watch::Receiver<crate::server::pg::member::MemberStatus>>,
 }
 
 /// The messages of one step, carried out under the core's lock, and its writes, awaited after.
@@ -115,6 +120,8 @@ impl Runtime {
             sweeping: AtomicBool::new(false),
             sweep_from: AtomicU64::new(0),
             prunes: PruneQueue::default(),
+            #[cfg(feature = "postgres")]
+            member: OnceLock::new(),
         }))
     }
 
@@ -163,55 +170,55 @@ impl Runtime {
         }
     }
 
-    /// Hands a message to its worker's connection; a ScheduleJob that finds the connection
-    /// closed (or gone) is requeued at once.
+    /// Hands a message to its worker's connection without waiting (see [`WorkerLink`]); a
+    /// ScheduleJob that finds the connection closed (or gone) is requeued at once, one past
+    /// the connection's backlog is left to its receive timeout.
     fn send(&self, core: &mut Core, app: AppId, worker: String, msg: Outgoing, now: EpochMs) {
-        let handle = self.conns.get(&(app, worker)).map(|e| e.value().1.clone());
-        match msg {
+        let link = self.conns.get(&(app, worker)).map(|e| e.value().clone());
+        let (message, ready) = match msg {
             Outgoing::Schedule {
                 msg,
                 ready_us,
                 since,
-            } => {
-                let id = InstanceId(msg.instance_id);
-                let Some(handle) = handle else {
-                    core.on_send_closed(id, since, now);
-                    return;
-                };
-                match handle.try_send_or_return(Message::ScheduleJob(*msg)) {
-                    Ok(()) => self.observe_dispatch(ready_us),
-                    Err(Some(message)) => {
-                        self.metrics
-                            .worker_send_waits
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let metrics = Arc::clone(&self.metrics);
-                        let clock = Arc::clone(&self.config.clock);
-                        tokio::spawn(async move {
-                            if handle.send(*message).await.is_ok() {
-                                let us = clock.now_us().saturating_sub(ready_us);
-                                metrics
-                                    .dispatch_latency
-                                    .observe(Duration::from_micros(u64::try_from(us).unwrap_or(0)));
-                            }
-                        });
-                    }
-                    Err(None) => core.on_send_closed(id, since, now),
-                }
+            } => (Message::ScheduleJob(*msg), Some((ready_us, since))),
+            Outgoing::Stop(stop) => (Message::StopInstance(stop), None),
+        };
+        let instance = match &message {
+            Message::ScheduleJob(m) => InstanceId(m.instance_id),
+            _ => InstanceId(0),
+        };
+        let delivery = match &link {
+            None => Delivery::Closed,
+            Some(link) => {
+                let metrics = Arc::clone(&self.metrics);
+                let clock = Arc::clone(&self.config.clock);
+                link.deliver(message, ready.map(|r| r.0), move |ready_us| {
+                    let us = clock.now_us().saturating_sub(ready_us);
+                    metrics
+                        .dispatch_latency
+                        .observe(Duration::from_micros(u64::try_from(us).unwrap_or(0)));
+                })
             }
-            Outgoing::Stop(stop) => {
-                if let Some(handle) = handle {
-                    if let Err(Some(message)) =
-                        handle.try_send_or_return(Message::StopInstance(stop))
-                    {
-                        self.metrics
-                            .worker_send_waits
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tokio::spawn(async move {
-                            let _ = handle.send(*message).await;
-                        });
-                    }
-                }
+        };
+        match (delivery, ready) {
+            (Delivery::Sent, Some((ready_us, _))) => self.observe_dispatch(ready_us),
+            (Delivery::Sent, None) => {}
+            (Delivery::Backlogged, _) => {
+                self.metrics
+                    .worker_send_waits
+                    .fetch_add(1, Ordering::Relaxed);
             }
+            (Delivery::Dropped, _) => {
+                self.metrics
+                    .worker_sends_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    instance = instance.0,
+                    "worker's send backlog is full; the dispatch waits for its receive timeout"
+                );
+            }
+            (Delivery::Closed, Some((_, since))) => core.on_send_closed(instance, since, now),
+            (Delivery::Closed, None) => {}
         }
     }
 
@@ -304,7 +311,7 @@ impl Runtime {
         let handle = self
             .conns
             .get(&(app, worker.clone()))
-            .map(|e| e.value().1.clone());
+            .map(|e| e.value().handle.clone());
         for id in ids {
             let answer = match &handle {
                 None => QueryAnswer::Unanswered,
@@ -347,8 +354,11 @@ impl Runtime {
     }
 
     pub(crate) async fn close_connections(&self) {
-        let handles: Vec<ConnectionHandle> =
-            self.conns.iter().map(|e| e.value().1.clone()).collect();
+        let handles: Vec<ConnectionHandle> = self
+            .conns
+            .iter()
+            .map(|e| e.value().handle.clone())
+            .collect();
         self.conns.clear();
         for h in handles {
             h.shutdown().await;
@@ -356,8 +366,26 @@ impl Runtime {
     }
 
     /// The app named `name`.
+    /// The app named `name`. A server of a cluster that holds the app's partition but does
+    /// not know the app (another server created it after the partition was loaded) reads it
+    /// from the repository and learns it.
     pub(crate) fn app_by_name(&self, name: &str) -> Option<crate::server::AppRecord> {
-        self.core.lock().apps.get(name).cloned()
+        {
+            let core = self.core.lock();
+            if let Some(app) = core.apps.get(name) {
+                return Some(app.clone());
+            }
+            if !core.is_partitioned() || core.serves(name).is_err() {
+                return None;
+            }
+        }
+        let app = self.repo.get_app_by_name(name).ok()?;
+        let mut core = self.core.lock();
+        if !core.apps.contains_key(name) {
+            tracing::info!(app = %app.name, "learned an app another server created");
+            core.add_app(app.clone());
+        }
+        Some(app)
     }
 
     pub(crate) fn app_name(&self, id: AppId) -> Option<String> {

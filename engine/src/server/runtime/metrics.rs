@@ -105,6 +105,10 @@ pub(crate) struct Metrics {
     pub(crate) no_worker: AtomicU64,
     /// Messages to a worker that found its connection's queue full and waited for room.
     pub(crate) worker_send_waits: AtomicU64,
+    /// ScheduleJobs not sent because the worker's connection backlog was full.
+    pub(crate) worker_sends_dropped: AtomicU64,
+    /// Writes refused because this server no longer held their partition (a cluster).
+    pub(crate) writes_fenced: AtomicU64,
     /// Runs the SKIP overlap policy skipped.
     pub(crate) runs_skipped: AtomicU64,
     /// Scheduled triggers (jobs' and workflows') skipped because a calendar excludes their
@@ -167,6 +171,8 @@ impl Default for Metrics {
             store_commit: Histogram::new(LATENCY_BUCKETS),
             reports_dropped: AtomicU64::new(0),
             worker_send_waits: AtomicU64::new(0),
+            worker_sends_dropped: AtomicU64::new(0),
+            writes_fenced: AtomicU64::new(0),
             no_worker: AtomicU64::new(0),
             runs_skipped: AtomicU64::new(0),
             runs_calendar_skipped: AtomicU64::new(0),
@@ -194,6 +200,13 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts and logs a write the store refused or failed.
     pub(crate) fn store_write_failed(&self, e: &crate::server::RepoError) {
+        if matches!(e, crate::server::RepoError::Fenced { .. }) {
+            // A server of a cluster that lost a partition: its late writes are refused, as
+            // they must be; the store is fine.
+            self.writes_fenced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(error = %e, "a write of a partition no longer held was refused");
+            return;
+        }
         self.store_errors.fetch_add(1, Ordering::Relaxed);
         if matches!(e, crate::server::RepoError::Store(_)) {
             self.store_failed
@@ -378,8 +391,18 @@ impl Metrics {
             ),
             (
                 "ferrojob_worker_send_waits_total",
-                "Messages to a worker (ScheduleJob, StopInstance) that found its connection's queue full and waited for room.",
+                "Messages to a worker (ScheduleJob, StopInstance) that found its connection's queue full and waited in its backlog, in order.",
                 &self.worker_send_waits,
+            ),
+            (
+                "ferrojob_worker_sends_dropped_total",
+                "ScheduleJobs not sent because the worker's connection and its backlog were full; each is dispatched again at its receive timeout.",
+                &self.worker_sends_dropped,
+            ),
+            (
+                "ferrojob_cluster_writes_fenced_total",
+                "Writes refused because this server no longer held their partition's lease at the epoch they were made under (a server of a cluster that lost or handed over a partition).",
+                &self.writes_fenced,
             ),
             (
                 "ferrojob_dispatch_no_worker_total",

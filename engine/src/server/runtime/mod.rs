@@ -28,10 +28,13 @@ mod api;
 mod app_api;
 mod backfill;
 mod calendar_api;
+#[cfg(feature = "postgres")]
+mod cluster;
 mod conn;
 pub(crate) mod driver;
 mod history_api;
 mod idempotency_api;
+mod link;
 mod log_api;
 pub(crate) mod metrics;
 mod pending_run;
@@ -123,6 +126,13 @@ pub struct ServerConfig {
     /// reach after all (default none: public addresses only; see
     /// [`crate::https::destination`]). `--alarm-allow`.
     pub alarm_allow: Vec<crate::https::destination::AllowedDestination>,
+    /// With a PostgreSQL store: run as one server of a cluster sharing the database (default
+    /// `None`: the only server, acting for every app). The server then acts only for the
+    /// partitions its membership holds, and its writes are fenced by their leases (see
+    /// `server::pg::member` and `server::pg`'s fencing). Empty `addresses` announce the
+    /// worker port's address.
+    #[cfg(feature = "postgres")]
+    pub cluster: Option<crate::server::pg::member::MemberConfig>,
 }
 
 impl ServerConfig {
@@ -145,6 +155,8 @@ impl ServerConfig {
             net: ferrojob_transport::net::NetConfig::default(),
             alarm_tls: crate::https::HttpsRoots::public(),
             alarm_allow: Vec::new(),
+            #[cfg(feature = "postgres")]
+            cluster: None,
         }
     }
 }
@@ -165,6 +177,10 @@ pub enum ServerError {
     /// A setting is unusable.
     #[error("invalid server config: {0}")]
     Config(String),
+    /// The cluster membership could not start (database unreachable, bad lease timings).
+    #[cfg(feature = "postgres")]
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] crate::server::pg::member::MemberError),
 }
 
 impl From<DispatchError> for ServerError {
@@ -181,7 +197,15 @@ pub struct ServerCore {
     addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
     log_store: Option<Arc<LogStore>>,
+    /// A server of a cluster: its membership.
+    #[cfg(feature = "postgres")]
+    member: Option<crate::server::pg::member::Member>,
 }
+
+/// How long a server of a cluster waits, when it shuts down, for its partitions to be
+/// handed over before it leaves them to expire.
+#[cfg(feature = "postgres")]
+const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Logs what opening the store changed: torn tails cut off, damaged data moved aside.
 fn log_recovery(log: &LogStore) {
@@ -208,17 +232,32 @@ impl ServerCore {
                 "heartbeat_interval_ms must be >= 1".into(),
             ));
         }
+        // A server of a cluster: its membership's settings, the database and its repository.
+        #[cfg(feature = "postgres")]
+        let mut cluster: Option<(
+            crate::server::pg::member::MemberConfig,
+            String,
+            Arc<crate::server::PgRepo>,
+        )> = None;
         let (repo, log_store): (Repo, Option<Arc<LogStore>>) = match &config.store {
             StoreChoice::Memory => (Repo::open(Arc::new(MemoryStore::new()))?, None),
             #[cfg(feature = "postgres")]
             StoreChoice::Postgres { url, options } => {
-                let (url, options) = (url.clone(), *options);
+                let (open_url, options) = (url.clone(), *options);
+                let fence_as = config.cluster.as_ref().map(|m| m.server.clone());
                 let pg = tokio::task::spawn_blocking(move || {
-                    crate::server::PgRepo::open_with(&url, options)
+                    let pg = crate::server::PgRepo::open_with(&open_url, options)?;
+                    if let Some(server) = fence_as {
+                        pg.fence_as(server)?;
+                    }
+                    Ok::<_, RepoError>(Arc::new(pg))
                 })
                 .await
                 .map_err(|e| ServerError::Config(format!("store open task failed: {e}")))??;
-                (Repo::new(Arc::new(pg)), None)
+                if let Some(member) = &config.cluster {
+                    cluster = Some((member.clone(), url.clone(), Arc::clone(&pg)));
+                }
+                (Repo::new(pg), None)
             }
             StoreChoice::Log { dir } => {
                 let dir = dir.clone();
@@ -234,8 +273,23 @@ impl ServerCore {
                 (Repo::open(log.clone())?, Some(log))
             }
         };
-        let loaded = repo.load()?;
-        let (workflows, wf_active) = repo.load_workflows()?;
+        #[cfg(feature = "postgres")]
+        let clustered = cluster.is_some();
+        #[cfg(not(feature = "postgres"))]
+        let clustered = false;
+        // A server of a cluster loads each partition when it is granted; the only server
+        // loads everything now.
+        let recovered = if clustered {
+            None
+        } else {
+            let loaded = repo.load()?;
+            Some((loaded, repo.load_workflows()?))
+        };
+        let apps = if clustered {
+            repo.list_apps()?
+        } else {
+            Vec::new()
+        };
         let shared = driver::Runtime::new(config, repo)?;
         if let Some(log) = &log_store {
             let _ = shared.metrics.log_store.set(Arc::downgrade(log));
@@ -251,11 +305,39 @@ impl ServerCore {
         let addr = listener.local_addr();
         shared.set_transport_metrics(Arc::clone(listener.metrics()));
         let mut tasks = Vec::new();
-        shared.step(|core, now| {
-            let wf_recovery = core.recover_workflows(&loaded, workflows, wf_active, now);
-            core.recover(loaded, now);
-            core.resume_workflows(wf_recovery, now);
+        shared.step(|core, now| match recovered {
+            Some((loaded, (workflows, wf_active))) => {
+                let wf_recovery = core.recover_workflows(&loaded, workflows, wf_active, now);
+                core.recover(loaded, now);
+                core.resume_workflows(wf_recovery, now);
+            }
+            None => core.start_partitioned(apps, now),
         });
+        #[cfg(feature = "postgres")]
+        let member = match cluster {
+            None => None,
+            Some((mut member, url, pg)) => {
+                if member.addresses.is_empty() {
+                    member.addresses = vec![addr.to_string()];
+                }
+                let glue = cluster::ClusterGlue::start(
+                    Arc::clone(&shared),
+                    pg,
+                    tokio::runtime::Handle::current(),
+                )
+                .map_err(|e| ServerError::Config(format!("cannot start a thread: {e}")))?;
+                tracing::info!(server = %member.server, "joining the cluster");
+                let m = crate::server::pg::member::Member::start(
+                    &url,
+                    member,
+                    Arc::clone(&shared.config.clock),
+                    glue,
+                )
+                .await?;
+                let _ = shared.member.set(m.watch());
+                Some(m)
+            }
+        };
         tasks.push(tokio::spawn(driver::timer_task(Arc::clone(&shared))));
         tasks.push(tokio::spawn(alarm::run(Arc::clone(&shared))));
         tasks.push(tokio::spawn(conn::accept_loop(
@@ -268,6 +350,8 @@ impl ServerCore {
             addr,
             tasks,
             log_store,
+            #[cfg(feature = "postgres")]
+            member,
         })
     }
 
@@ -285,6 +369,17 @@ impl ServerCore {
     /// what was queued) and flushes the store.
     pub async fn shutdown(mut self) {
         self.shared.begin_shutdown();
+        // A server of a cluster commits what it wrote under its leases, then hands its
+        // partitions over (each stopped here first) and leaves.
+        #[cfg(feature = "postgres")]
+        if let Some(member) = self.member.take() {
+            let shared = Arc::clone(&self.shared);
+            let flushed = tokio::task::spawn_blocking(move || shared.repo.flush()).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "store flush before leaving the cluster failed");
+            }
+            member.leave(LEAVE_TIMEOUT).await;
+        }
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
@@ -306,6 +401,11 @@ impl Drop for ServerCore {
     fn drop(&mut self) {
         // Like a crash for the timer and the listener; acknowledged writes are durable.
         self.shared.begin_shutdown();
+        // Like a crash for the membership too: the leases expire.
+        #[cfg(feature = "postgres")]
+        if let Some(member) = self.member.take() {
+            member.abandon();
+        }
         for t in &self.tasks {
             t.abort();
         }

@@ -236,6 +236,8 @@ impl NodeApi {
     ) -> Result<Created<WorkflowId>, ApiError> {
         let sh = &self.0;
         let dag = self.validate(&app, body)?;
+        // A server of a cluster creates workflows only of the apps it acts for.
+        sh.core.lock().acting_for(app.id)?;
         let now = sh.now();
         let next = initial_next(&dag, now);
         let rec = sh
