@@ -22,7 +22,8 @@ use crate::fmt_ms;
 /// Where the server is and who we are.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
-    /// Base URL of the server's OpenAPI (http:// or https://).
+    /// Base URL of the server's OpenAPI (http:// or https://); a cluster's servers separated
+    /// by commas (each request goes to the one that serves the app).
     #[arg(
         long,
         env = "FERROJOB_URL",

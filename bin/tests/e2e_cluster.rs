@@ -560,6 +560,19 @@ async fn three_servers_survive_a_killed_owner_and_a_paused_one() {
     }
     assert!(grown, "no runs after the pause{}", diag(&servers));
 
+    // A client given every server finds the owner, whichever it is now.
+    let every_url: Vec<String> = servers
+        .iter()
+        .map(|s| s.client.base_url().trim_end_matches('/').to_owned())
+        .collect();
+    let anywhere = Client::new(&every_url.join(","), TOKEN).unwrap();
+    wait_for(
+        "the owner through every URL",
+        Duration::from_secs(30),
+        || async { anywhere.get_job(APP, rate).await.ok() },
+    )
+    .await;
+
     // Every acknowledged API run succeeded.
     for id in &acknowledged {
         let i = wait_for(

@@ -14,7 +14,7 @@ impl Client {
         body: &ChannelBody,
     ) -> Result<ChannelView, ClientError> {
         let req = self.request(Method::PUT, &["v1", "apps", app, "alarm-channels", name])?;
-        Client::call(req.json(body)).await
+        self.call(req.json(body)).await
     }
 
     /// `GET /v1/apps/{app}/alarm-channels`.
@@ -25,7 +25,7 @@ impl Client {
     /// `DELETE /v1/apps/{app}/alarm-channels/{name}`.
     pub async fn delete_channel(&self, app: &str, name: &str) -> Result<(), ClientError> {
         let req = self.request(Method::DELETE, &["v1", "apps", app, "alarm-channels", name])?;
-        Client::send(req).await.map(drop)
+        self.send(req).await.map(drop)
     }
 
     /// `POST /v1/apps/{app}/alarm-channels/{name}/test`: sends a test alarm now.

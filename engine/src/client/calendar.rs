@@ -14,7 +14,7 @@ impl Client {
         body: &CalendarBody,
     ) -> Result<CalendarView, ClientError> {
         let req = self.request(Method::PUT, &["v1", "apps", app, "calendars", name])?;
-        Client::call(req.json(body)).await
+        self.call(req.json(body)).await
     }
 
     /// `GET /v1/apps/{app}/calendars/{name}`.
@@ -31,6 +31,6 @@ impl Client {
     /// it).
     pub async fn delete_calendar(&self, app: &str, name: &str) -> Result<(), ClientError> {
         let req = self.request(Method::DELETE, &["v1", "apps", app, "calendars", name])?;
-        Client::send(req).await.map(drop)
+        self.send(req).await.map(drop)
     }
 }

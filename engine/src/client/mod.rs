@@ -84,7 +84,7 @@ impl Client {
         let req = self
             .request(Method::DELETE, &["v1", "apps", app])?
             .query(&[("force", force)]);
-        Client::send(req).await.map(drop)
+        self.send(req).await.map(drop)
     }
 
     /// `POST /v1/apps/{app}/rotate-secret`: a new worker secret; the previous one keeps
@@ -117,7 +117,7 @@ impl Client {
             Method::DELETE,
             &["v1", "apps", app, "tokens", &id.to_string()],
         )?;
-        Client::send(req).await.map(drop)
+        self.send(req).await.map(drop)
     }
 
     /// `POST /v1/apps/{app}/jobs`.
@@ -168,7 +168,7 @@ impl Client {
                 &["v1", "apps", app, "jobs", &id.get().to_string()],
             )?
             .json(job);
-        Client::call(req).await
+        self.call(req).await
     }
 
     /// `DELETE /v1/apps/{app}/jobs/{id}`.
@@ -177,7 +177,7 @@ impl Client {
             Method::DELETE,
             &["v1", "apps", app, "jobs", &id.get().to_string()],
         )?;
-        Client::send(req).await.map(drop)
+        self.send(req).await.map(drop)
     }
 
     /// `POST /v1/apps/{app}/jobs/{id}/enable`.
@@ -315,7 +315,7 @@ impl Client {
             &id.get().to_string(),
             "log.txt",
         ];
-        let body = Client::send(self.request(Method::GET, &path)?).await?;
+        let body = self.send(self.request(Method::GET, &path)?).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -404,7 +404,7 @@ impl Client {
                 &["v1", "apps", app, "workflows", &id.get().to_string()],
             )?
             .json(workflow);
-        Client::call(req).await
+        self.call(req).await
     }
 
     /// `DELETE /v1/apps/{app}/workflows/{id}`.
@@ -413,7 +413,7 @@ impl Client {
             Method::DELETE,
             &["v1", "apps", app, "workflows", &id.get().to_string()],
         )?;
-        Client::send(req).await.map(drop)
+        self.send(req).await.map(drop)
     }
 
     /// `POST /v1/apps/{app}/workflows/{id}/run`.
@@ -544,7 +544,7 @@ impl Client {
 
     /// `GET /metrics`: Prometheus text.
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let body = Client::send(self.request(Method::GET, &["metrics"])?).await?;
+        let body = self.send(self.request(Method::GET, &["metrics"])?).await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 }

@@ -6,7 +6,15 @@
 //! ([`Client::new`]), or a private CA ([`Client::with_roots`], `ferrojob --tls-ca FILE`). A
 //! failed handshake (an untrusted certificate, one that does not name the host, a server not
 //! speaking TLS) is [`ClientError::Tls`] naming the host and the reason.
+//!
+//! A cluster's servers: a client given several base URLs (`http://a:7700,http://b:7700`)
+//! sends each request to the server that answered last. When that server cannot be
+//! connected to, or answers 503 (it does not serve the app: another server of the cluster
+//! owns it; or it cannot write now), the request goes to the next one in turn: a request
+//! refused so, or never delivered, changed nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
@@ -95,12 +103,16 @@ impl Default for ClientOptions {
     }
 }
 
-/// An OpenAPI client bound to one server and one bearer token (the admin token, or an API
-/// token of one app for that app's routes). Cloning shares the connection pool.
+/// An OpenAPI client bound to one server (or a cluster's servers, see the module docs) and
+/// one bearer token (the admin token, or an API token of one app for that app's routes).
+/// Cloning shares the connection pool and the server last answering.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: Url,
+    /// The servers' base URLs (all with the same path).
+    bases: Arc<Bases>,
+    /// The one requests go to first: the last that answered.
+    at: Arc<AtomicUsize>,
     token: String,
     /// The `Idempotency-Key` every POST carries (see [`Client::with_idempotency_key`]).
     idempotency_key: Option<String>,
@@ -115,7 +127,7 @@ const IDEMPOTENT_RETRY_DELAY: Duration = Duration::from_millis(500);
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base.as_str())
+            .field("bases", &self.bases)
             .field("token", &"<redacted>")
             .finish()
     }
@@ -172,6 +184,46 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     }
 }
 
+/// The body of a 2xx answer, or the error.
+async fn finish(answer: Result<reqwest::Response, reqwest::Error>) -> Result<Vec<u8>, ClientError> {
+    let response = answer.map_err(transport_error)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(transport_error)?;
+    if status.is_success() {
+        Ok(body.to_vec())
+    } else {
+        Err(api_error(status, &body))
+    }
+}
+
+/// Points `url` at `base`'s server (the bases share their path).
+fn rebase(url: &mut Url, base: &Url) {
+    let _ = url.set_scheme(base.scheme());
+    let _ = url.set_host(base.host_str());
+    let _ = url.set_port(base.port());
+}
+
+/// A client's servers: one, or a cluster's.
+#[derive(Debug)]
+struct Bases {
+    first: Url,
+    others: Vec<Url>,
+}
+
+impl Bases {
+    fn len(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// The `i`-th server (the first past the end).
+    fn get(&self, i: usize) -> &Url {
+        match i.checked_sub(1) {
+            Some(j) => self.others.get(j).unwrap_or(&self.first),
+            None => &self.first,
+        }
+    }
+}
+
 impl Client {
     /// A client of the server at `base_url` (`http://host:port`, optionally with a path
     /// prefix) with the default [`ClientOptions`].
@@ -196,11 +248,23 @@ impl Client {
         options: ClientOptions,
         roots: &HttpsRoots,
     ) -> Result<Client, ClientError> {
-        let base = Url::parse(base_url)
-            .map_err(|e| ClientError::InvalidUrl(format!("{base_url:?}: {e}")))?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+        let mut bases = Vec::new();
+        for one in base_url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let base =
+                Url::parse(one).map_err(|e| ClientError::InvalidUrl(format!("{one:?}: {e}")))?;
+            if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+                return Err(ClientError::InvalidUrl(format!(
+                    "{one:?}: expected http://host:port or https://host:port"
+                )));
+            }
+            bases.push(base);
+        }
+        let Some((first, others)) = bases.split_first() else {
+            return Err(ClientError::InvalidUrl(format!("{base_url:?}: no URL")));
+        };
+        if others.iter().any(|b| b.path() != first.path()) {
             return Err(ClientError::InvalidUrl(format!(
-                "{base_url:?}: expected http://host:port or https://host:port"
+                "{base_url:?}: a cluster's URLs must have the same path"
             )));
         }
         let http = roots
@@ -213,7 +277,11 @@ impl Client {
             .map_err(ClientError::Transport)?;
         Ok(Client {
             http,
-            base,
+            bases: Arc::new(Bases {
+                first: first.clone(),
+                others: others.to_vec(),
+            }),
+            at: Arc::new(AtomicUsize::new(0)),
             token: token.into(),
             idempotency_key: None,
         })
@@ -232,16 +300,21 @@ impl Client {
         }
     }
 
-    /// The base URL.
+    /// The base URL requests go to first (the server that answered last).
     pub fn base_url(&self) -> &str {
-        self.base.as_str()
+        self.base().as_str()
+    }
+
+    fn base(&self) -> &Url {
+        self.bases.get(self.at.load(Ordering::Relaxed))
     }
 
     /// The URL of `segments` under the base (each segment percent-encoded).
     pub(super) fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
-        let mut url = self.base.clone();
+        let base = self.base();
+        let mut url = base.clone();
         url.path_segments_mut()
-            .map_err(|()| ClientError::InvalidUrl(format!("{}: cannot carry a path", self.base)))?
+            .map_err(|()| ClientError::InvalidUrl(format!("{base}: cannot carry a path")))?
             .pop_if_empty()
             .extend(segments);
         Ok(url)
@@ -272,7 +345,7 @@ impl Client {
         let mut delay = IDEMPOTENT_RETRY_DELAY;
         let mut resends = 0;
         loop {
-            match Client::call(make()?).await {
+            match self.call(make()?).await {
                 Err(ClientError::Transport(e))
                     if self.idempotency_key.is_some() && resends < IDEMPOTENT_RETRIES =>
                 {
@@ -286,20 +359,49 @@ impl Client {
         }
     }
 
-    /// Sends `req` and answers the body of a 2xx answer.
-    pub(super) async fn send(req: RequestBuilder) -> Result<Vec<u8>, ClientError> {
-        let response = req.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport_error)?;
-        if status.is_success() {
-            Ok(body.to_vec())
-        } else {
-            Err(api_error(status, &body))
+    /// Sends `req` and answers the body of a 2xx answer; with several servers, to the next
+    /// one while a server cannot be connected to or answers 503 (see the module docs).
+    pub(super) async fn send(&self, req: RequestBuilder) -> Result<Vec<u8>, ClientError> {
+        let (http, request) = req.build_split();
+        let request = request.map_err(transport_error)?;
+        let n = self.bases.len();
+        let first = self.at.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let attempt = if n == 1 {
+                None
+            } else {
+                request.try_clone().map(|mut r| {
+                    rebase(r.url_mut(), self.bases.get(i));
+                    r
+                })
+            };
+            let Some(attempt) = attempt else {
+                // One server, or a body that cannot be sent twice: one try.
+                return finish(http.execute(request).await).await;
+            };
+            match http.execute(attempt).await {
+                Err(e) if e.is_connect() && k + 1 < n => last = Some(transport_error(e)),
+                Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE && k + 1 < n => {
+                    let status = r.status();
+                    let body = r.bytes().await.map_err(transport_error)?;
+                    last = Some(api_error(status, &body));
+                }
+                answer => {
+                    self.at.store(i, Ordering::Relaxed);
+                    return finish(answer).await;
+                }
+            }
         }
+        Err(last.unwrap_or_else(|| ClientError::InvalidUrl("no server to send to".to_owned())))
     }
 
-    pub(super) async fn call<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, ClientError> {
-        let body = Client::send(req).await?;
+    pub(super) async fn call<T: DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let body = self.send(req).await?;
         serde_json::from_slice(&body).map_err(ClientError::Decode)
     }
 
@@ -307,7 +409,7 @@ impl Client {
         &self,
         segments: &[&str],
     ) -> Result<T, ClientError> {
-        Client::call(self.request(Method::GET, segments)?).await
+        self.call(self.request(Method::GET, segments)?).await
     }
 
     pub(super) async fn get_query<T: DeserializeOwned, Q: Serialize>(
@@ -315,7 +417,8 @@ impl Client {
         segments: &[&str],
         query: &Q,
     ) -> Result<T, ClientError> {
-        Client::call(self.request(Method::GET, segments)?.query(query)).await
+        self.call(self.request(Method::GET, segments)?.query(query))
+            .await
     }
 
     pub(super) async fn post<T: DeserializeOwned, B: Serialize>(
@@ -365,6 +468,62 @@ mod tests {
             heads
         });
         (url, handle)
+    }
+
+    /// A server on 127.0.0.1 answering each connection with `answer` (a whole response);
+    /// it hands back the request lines it read, once its listener is given up.
+    fn answering(answer: &'static str) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let _ = tx.send(head.lines().next().unwrap_or_default().to_owned());
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn a_cluster_client_goes_past_an_unreachable_server_and_a_refusing_one_and_stays() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let (refusing, refused) = answering(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 79\r\n\r\n{\"error\":{\"code\":\"unavailable\",\"message\":\"app a is not served by this server\"}}",
+        );
+        let (owner, served) = answering(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}",
+        );
+        let c = Client::new(&format!("{dead}, {refusing},{owner}"), "t").unwrap();
+        let answer: serde_json::Value = c.get(&["v1", "apps", "a", "jobs"]).await.unwrap();
+        assert_eq!(answer, serde_json::json!({}));
+        assert_eq!(c.base_url(), format!("{owner}/"));
+        // The next request goes to the server that answered, and a POST too.
+        let answer: serde_json::Value = c.post_empty(&["v1", "apps", "a", "x"]).await.unwrap();
+        assert_eq!(answer, serde_json::json!({}));
+        assert_eq!(refused.try_iter().count(), 1);
+        let lines: Vec<String> = served.try_iter().collect();
+        assert_eq!(
+            lines,
+            ["GET /v1/apps/a/jobs HTTP/1.1", "POST /v1/apps/a/x HTTP/1.1"]
+        );
+        // With every server refusing, the last refusal is the answer.
+        let c = Client::new(&format!("{dead},{refusing}"), "t").unwrap();
+        let e = c.get::<serde_json::Value>(&["v1"]).await.unwrap_err();
+        assert_eq!(e.status(), Some(503), "{e:?}");
+        // URLs with different paths cannot be one cluster's.
+        assert!(matches!(
+            Client::new("http://a:1/x,http://b:1/y", "t"),
+            Err(ClientError::InvalidUrl(_))
+        ));
     }
 
     #[tokio::test]
