@@ -409,6 +409,14 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t.starts_with("Instance ")).await;
     b.wait_text("#live .badge", |t| t == "SUCCEED").await;
     assert!(b.text("#live").await.contains("from the browser"));
+    // Its start on the worker is shown beside its dispatch and finish.
+    let started = b
+        .exec(
+            "return [...document.querySelectorAll('#live dt')].some(dt => \
+             dt.textContent === 'Started' && dt.nextElementSibling.querySelector('time'));",
+        )
+        .await;
+    assert_eq!(started, json!(true), "no start time on the instance page");
     // The log is shipped beside the report: a finished page shows it once it has arrived.
     let instance_url = b.url().await;
     let deadline = tokio::time::Instant::now() + WAIT;

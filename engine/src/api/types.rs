@@ -427,6 +427,11 @@ pub struct InstanceView {
     pub trigger_time: EpochMs,
     /// When it was last dispatched (epoch ms).
     pub actual_trigger_time: Option<EpochMs>,
+    /// When its last attempt started running on its worker (epoch ms; the worker's clock,
+    /// never before `actual_trigger_time` nor after the server received it); null until the
+    /// worker reports it, and from each dispatch on until it does again.
+    #[serde(default)]
+    pub started_time: Option<EpochMs>,
     /// When it reached a final status (epoch ms).
     pub finished_time: Option<EpochMs>,
     /// The worker (address) it ran on last.

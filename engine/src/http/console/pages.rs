@@ -476,6 +476,7 @@ pub(crate) fn instance_live(
                 dt { "Job" } dd { a href={ "/jobs/" (i.job_id.0) } { (i.job_id.0) } }
                 dt { "Triggered for" } dd { (time(Some(i.trigger_time))) }
                 dt { "Dispatched" } dd { (time(i.actual_trigger_time)) }
+                dt { "Started" } dd { (time(i.started_time)) }
                 dt { "Finished" } dd { (time(i.finished_time)) }
                 dt { "Lateness" } dd { @match lateness { Some(ms) => { (ms) " ms" }, None => "–" } }
                 dt { "Worker" } dd { (i.worker.as_deref().unwrap_or("–")) }

@@ -188,6 +188,9 @@ impl Core {
                 return Applied::No;
             }
         }
+        // Every status a worker reports means the attempt has started there (a run may be
+        // over before its RUNNING report is sent): its first report gives the start time.
+        st.rec.note_started(r.start_time_ms, now);
         if st.rec.status.is_final() {
             self.wf_reported(id);
         }

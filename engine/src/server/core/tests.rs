@@ -770,3 +770,68 @@ fn calendar_users_and_unknown_names() {
     assert_eq!(core.unknown_calendar(app, &names[..1]), None);
     assert_eq!(core.unknown_calendar(AppId(999), &names[..1]), Some("fr"));
 }
+
+/// The worker of the attempt `sent` reports `status` with report number `n` of the attempt,
+/// saying the attempt started at `started` on its clock.
+fn worker_reports_start(
+    core: &mut Core,
+    app: AppId,
+    sent: &Sent,
+    (status, n): (wire::InstanceStatus, u64),
+    started: EpochMs,
+    now: EpochMs,
+) {
+    at(core, now, now);
+    let mut r = report(InstanceId(sent.1), &sent.0, status, sent.2 + n);
+    r.start_time_ms = started;
+    core.on_report(app, &sent.0, &r, now);
+    settle(core, now);
+}
+
+#[test]
+fn an_attempts_start_time_is_its_first_reported_start_kept_within_dispatch_and_receipt() {
+    let (mut core, app, job) = with_job(|j| {
+        j.instance_retries = 2;
+        j.retry_backoff = RetryBackoff::fixed(100);
+    });
+    const RUNNING: wire::InstanceStatus = wire::InstanceStatus::Running;
+    const FAILED: wire::InstanceStatus = wire::InstanceStatus::Failed;
+    const SUCCEED: wire::InstanceStatus = wire::InstanceStatus::Succeed;
+    let id = run(&mut core, app, job, T0).unwrap();
+    let started = |core: &Core| core.active.get(&id).and_then(|st| st.rec.started_time);
+    let sent = core_sent_first(&mut core, id);
+    assert_eq!(
+        started(&core),
+        None,
+        "not started before the worker says so"
+    );
+    // Attempt 1: the first RUNNING report's start is kept; a keepalive's is not.
+    worker_reports_start(&mut core, app, &sent, (RUNNING, 1), T0 + 20, T0 + 50);
+    assert_eq!(started(&core), Some(T0 + 20));
+    worker_reports_start(&mut core, app, &sent, (RUNNING, 2), T0 + 45, T0 + 60);
+    assert_eq!(started(&core), Some(T0 + 20));
+    worker_reports_start(&mut core, app, &sent, (FAILED, 3), T0 + 20, T0 + 100);
+    // The requeue's write keeps the failed attempt's start with its dispatch time.
+    assert_eq!(
+        core.repo.get_instance(id).unwrap().started_time,
+        Some(T0 + 20)
+    );
+    // Attempt 2, dispatched at T0 + 200: the start is the new attempt's again, and a worker
+    // clock behind the server's cannot put it before the dispatch.
+    let (sent, _) = tick(&mut core, T0 + 200);
+    let sent = sent.into_iter().next().unwrap();
+    assert_eq!(started(&core), None, "a new attempt has not started yet");
+    worker_reports_start(&mut core, app, &sent, (RUNNING, 1), T0 - 5_000, T0 + 230);
+    assert_eq!(started(&core), Some(T0 + 200));
+    worker_reports_start(&mut core, app, &sent, (FAILED, 2), T0 - 5_000, T0 + 300);
+    // Attempt 3, at T0 + 400: a worker clock ahead cannot put it after the report arrived.
+    // Its first report is already final (the run was quicker than its RUNNING report).
+    let (sent, _) = tick(&mut core, T0 + 400);
+    let sent = sent.into_iter().next().unwrap();
+    worker_reports_start(&mut core, app, &sent, (SUCCEED, 1), T0 + 9_000, T0 + 450);
+    let stored = core.repo.get_instance(id).unwrap();
+    assert_eq!(stored.status, InstanceStatus::Succeed);
+    assert_eq!(stored.actual_trigger_time, Some(T0 + 400));
+    assert_eq!(stored.started_time, Some(T0 + 450));
+    assert_eq!(stored.finished_time, Some(T0 + 450));
+}

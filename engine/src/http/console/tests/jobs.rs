@@ -96,6 +96,7 @@ fn instance(id: u64, status: InstanceStatus, trigger_time: i64) -> InstanceView 
         params: SCRIPT.into(),
         trigger_time,
         actual_trigger_time: Some(trigger_time + 40),
+        started_time: Some(trigger_time + 55),
         finished_time: finished,
         worker: Some("10.0.0.7:27777".into()),
         running_times: 1,
