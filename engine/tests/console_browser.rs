@@ -319,6 +319,11 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.click("form[action='/login'] button").await;
     b.wait_text("h1", |t| t == "Overview").await;
     b.wait_text("main", |t| t.contains("Workers online")).await;
+    // The server has just started: its counts hold since then, shown as the browser's HH:MM.
+    b.wait_text("#counted-since", |t| {
+        t.starts_with("Counted by the server since ") && !t.contains("UTC")
+    })
+    .await;
     b.screenshot("overview").await;
     // The overview refreshes itself without moving anything on the page.
     let shift = b.layout_shift_over_refreshes(1).await;

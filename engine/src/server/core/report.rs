@@ -261,6 +261,7 @@ impl Core {
             if let Some(st) = self.active.remove(&id) {
                 let s = st.rec.status;
                 self.metrics.finished(s);
+                self.stats.finished(st.rec.app_id, s, now);
                 if let Some(node) = self.node_runs.remove(&id) {
                     self.wf_job_final(id, node, s, st.rec.result, now);
                 }
