@@ -319,6 +319,11 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.click("form[action='/login'] button").await;
     b.wait_text("h1", |t| t == "Overview").await;
     b.wait_text("main", |t| t.contains("Workers online")).await;
+    // The server has just started: its counts hold since then, shown as the browser's HH:MM.
+    b.wait_text("#counted-since", |t| {
+        t.starts_with("Counted by the server since ") && !t.contains("UTC")
+    })
+    .await;
     b.screenshot("overview").await;
     // The overview refreshes itself without moving anything on the page.
     let shift = b.layout_shift_over_refreshes(1).await;
@@ -409,6 +414,14 @@ async fn a_user_signs_in_creates_runs_and_stops_jobs_and_signs_out() {
     b.wait_text("h1", |t| t.starts_with("Instance ")).await;
     b.wait_text("#live .badge", |t| t == "SUCCEED").await;
     assert!(b.text("#live").await.contains("from the browser"));
+    // Its start on the worker is shown beside its dispatch and finish.
+    let started = b
+        .exec(
+            "return [...document.querySelectorAll('#live dt')].some(dt => \
+             dt.textContent === 'Started' && dt.nextElementSibling.querySelector('time'));",
+        )
+        .await;
+    assert_eq!(started, json!(true), "no start time on the instance page");
     // The log is shipped beside the report: a finished page shows it once it has arrived.
     let instance_url = b.url().await;
     let deadline = tokio::time::Instant::now() + WAIT;

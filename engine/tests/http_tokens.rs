@@ -11,6 +11,7 @@ use ferrojob::api::{CreateApp, CreateToken, JobBody, RotateSecret, RunJob, Token
 use ferrojob::client::{Client, ClientError};
 use ferrojob::clock::VirtualClock;
 use ferrojob::http::{FailedLoginLimit, HttpConfig, HttpServer};
+use ferrojob::model::InstanceStatus as S;
 use ferrojob::server::{ServerCore, StoreChoice};
 use ferrojob::time_expression::TimeExpressionType;
 use server_runtime_support::*;
@@ -365,4 +366,65 @@ async fn failed_handshakes_are_limited_per_source_and_counted() {
         "{metrics}"
     );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_stats_route_counts_the_apps_finished_runs_for_a_read_token() {
+    let n = Node::start(|_| {}).await;
+    let api = n.server.api();
+    let a = api.resolve_app("a").unwrap();
+    let addr = n.server.transport_addr();
+    let secret = format!("a-{SECRET}");
+    let w = FakeWorker::try_connect(addr, "a", &secret, "w1:1", &[], Mode::Succeed)
+        .await
+        .unwrap();
+    w.register(&api, &a, 8, 0).await;
+    let read = n.token("a", TokenRole::Read, None).await;
+    let before = read.app_stats("a").await.unwrap();
+    assert_eq!((before.since, before.as_of), (T0, T0));
+    assert_eq!(before.last_day.finished, 0);
+    assert_eq!(before.last_day.from, T0, "counted from the server's start");
+
+    let id = n.admin.create_job("a", &job()).await.unwrap().id;
+    let run = n
+        .admin
+        .run_job("a", id, &RunJob::default())
+        .await
+        .unwrap()
+        .instance_id;
+    let view = status_is(&api, &a, run, S::Succeed).await;
+    // The fake worker reports no start time of its own (0): the start is the dispatch.
+    assert_eq!(view.started_time, view.actual_trigger_time);
+    assert!(view.started_time.is_some());
+    let stats = until("the run counted", || async {
+        let s = read.app_stats("a").await.unwrap();
+        (s.last_day.finished == 1).then_some(s)
+    })
+    .await;
+    for w in [stats.last_5_minutes, stats.last_hour, stats.last_day] {
+        assert_eq!((w.finished, w.succeeded, w.failed, w.fires), (1, 1, 0, 0));
+        assert_eq!(w.lateness_p99_ms, None, "an API run is no scheduled fire");
+    }
+    // The JSON as it travels: every field of the document's schema.
+    let raw: serde_json::Value = ferrojob::https::HttpsRoots::public()
+        .client_builder()
+        .unwrap()
+        .build()
+        .unwrap()
+        .get(format!("{}/v1/apps/a/stats", n.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["last_hour"]["succeeded"], 1, "{raw}");
+    assert_eq!(raw["since"], T0, "{raw}");
+    assert!(raw["last_day"]["lateness_p50_ms"].is_null(), "{raw}");
+
+    // Another app counts apart; a token of `a` cannot read it.
+    assert_eq!(n.admin.app_stats("b").await.unwrap().last_day.finished, 0);
+    assert_eq!(status(read.app_stats("b").await), 401);
+    n.stop().await;
 }

@@ -34,6 +34,7 @@
 //! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
 //! | `GET /v1/apps/{app}/instances/{id}/log`, `.../log.txt` (whole log as text) | [`Api::instance_log`] |
 //! | `GET /v1/apps/{app}/workers` | [`Api::list_workers`] |
+//! | `GET /v1/apps/{app}/stats` | [`Api::app_stats`] |
 //! | `POST/GET /v1/apps/{app}/workflows`, `GET/PUT/DELETE .../workflows/{id}`, `POST .../workflows/{id}/run`, `/copy` | workflow methods ([`workflow`]) |
 //! | `GET /v1/apps/{app}/workflow-instances[/{id}]`, `POST .../{id}/stop`, `/retry`, `.../nodes/{node}/mark-success` | workflow instance methods ([`workflow`]) |
 //! | `PUT/GET/DELETE /v1/apps/{app}/alarm-channels[/{name}]`, `POST .../{name}/test` | alarm channel methods ([`alarm`]) |
@@ -425,6 +426,11 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
     fn prune_idempotency(&self, before: EpochMs) -> ApiFuture<'_, usize> {
         let _ = before;
         Box::pin(async { Ok(0) })
+    }
+    /// The app's counts of final instances and fire lateness over trailing windows.
+    fn app_stats(&self, app: AppRef) -> ApiFuture<'_, AppStats> {
+        let _ = app;
+        Box::pin(async { Err(ApiError::unavailable("this server keeps no counts")) })
     }
     /// Liveness and a summary.
     fn health(&self) -> Health;

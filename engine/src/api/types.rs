@@ -427,6 +427,11 @@ pub struct InstanceView {
     pub trigger_time: EpochMs,
     /// When it was last dispatched (epoch ms).
     pub actual_trigger_time: Option<EpochMs>,
+    /// When its last attempt started running on its worker (epoch ms; the worker's clock,
+    /// never before `actual_trigger_time` nor after the server received it); null until the
+    /// worker reports it, and from each dispatch on until it does again.
+    #[serde(default)]
+    pub started_time: Option<EpochMs>,
     /// When it reached a final status (epoch ms).
     pub finished_time: Option<EpochMs>,
     /// The worker (address) it ran on last.
@@ -542,6 +547,47 @@ pub struct WorkerInfo {
 pub struct WorkerList {
     /// Live workers, by address.
     pub workers: Vec<WorkerInfo>,
+}
+
+/// `GET /v1/apps/{app}/stats` answer: the app's instances that reached a final status and its
+/// scheduled fires over trailing windows, counted by the server in one-minute buckets held in
+/// memory. The counts start empty when the server starts: each window counts from `since` at
+/// the earliest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStats {
+    /// When the counts were read (epoch ms); every window ends here.
+    pub as_of: EpochMs,
+    /// From when the counts hold (epoch ms): when this server started counting.
+    pub since: EpochMs,
+    /// The last 5 minutes (its 5 one-minute buckets, the current one included).
+    pub last_5_minutes: StatsWindow,
+    /// The last hour (60 one-minute buckets).
+    pub last_hour: StatsWindow,
+    /// The last day (1440 one-minute buckets).
+    pub last_day: StatsWindow,
+}
+
+/// The counts of one window of [`AppStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsWindow {
+    /// Where the window starts (epoch ms): the start of its oldest minute, or `since` when
+    /// that is later.
+    pub from: EpochMs,
+    /// Instances that reached a final status (SUCCEED, FAILED, STOPPED or CANCELED).
+    pub finished: u64,
+    /// Of those, SUCCEED.
+    pub succeeded: u64,
+    /// Of those, FAILED (after their retries).
+    pub failed: u64,
+    /// Scheduled fires of the app's jobs that created an instance.
+    pub fires: u64,
+    /// Median fire lateness (from the trigger time to the fire, ms): the upper bound of the
+    /// histogram bin it falls in (1-2-5 steps from 0 ms to 5000 s), at most the largest
+    /// lateness seen; null without fires. The day window's lateness is kept by hour and
+    /// reaches back to the start of the hour `from` falls in.
+    pub lateness_p50_ms: Option<i64>,
+    /// 99th percentile of the fire lateness, as `lateness_p50_ms`.
+    pub lateness_p99_ms: Option<i64>,
 }
 
 /// `POST /v1/validate` body.

@@ -58,7 +58,7 @@ use crate::api::{
     WorkflowView,
 };
 use crate::api::{
-    AppList, AppView, CreateToken, RotateSecret, SecretRotated, TokenCreated, TokenList,
+    AppList, AppStats, AppView, CreateToken, RotateSecret, SecretRotated, TokenCreated, TokenList,
 };
 use crate::ids::{InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
 
@@ -336,6 +336,12 @@ impl Client {
     /// `GET /v1/apps/{app}/workers`.
     pub async fn list_workers(&self, app: &str) -> Result<WorkerList, ClientError> {
         self.get(&["v1", "apps", app, "workers"]).await
+    }
+
+    /// `GET /v1/apps/{app}/stats`: the app's final instances and fire lateness over the
+    /// last 5 minutes, hour and day.
+    pub async fn app_stats(&self, app: &str) -> Result<AppStats, ClientError> {
+        self.get(&["v1", "apps", app, "stats"]).await
     }
 
     /// `POST /v1/apps/{app}/workflows`: creates a workflow (the server validates it: a

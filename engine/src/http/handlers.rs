@@ -388,6 +388,17 @@ pub(crate) async fn list_workers(
     ok(s.api.list_workers(app).await?)
 }
 
+/// `GET /v1/apps/{app}/stats`.
+pub(crate) async fn app_stats(
+    State(s): State<Shared>,
+    p: Result<Path<AppPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Read)?;
+    ok(s.api.app_stats(app).await?)
+}
+
 /// Any path without a route: 404 `not_found`.
 pub(crate) async fn not_found(method: Method, uri: Uri) -> Failure {
     ApiError::new(

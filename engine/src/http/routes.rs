@@ -110,6 +110,7 @@ pub(crate) fn routes() -> Routes {
             h::instance_log_text,
         )
         .get("/v1/apps/{app}/workers", h::list_workers)
+        .get("/v1/apps/{app}/stats", h::app_stats)
         .post("/v1/apps/{app}/workflows", w::create_workflow)
         .get("/v1/apps/{app}/workflows", w::list_workflows)
         .get(WORKFLOW, w::get_workflow)

@@ -134,6 +134,7 @@ pub fn instance_view(r: &InstanceRecord) -> InstanceView {
         params: r.params.clone(),
         trigger_time: r.trigger_time,
         actual_trigger_time: r.actual_trigger_time,
+        started_time: r.started_time,
         finished_time: r.finished_time,
         worker: r.worker.clone(),
         running_times: r.running_times,

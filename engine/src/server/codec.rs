@@ -8,10 +8,10 @@
 //! ```
 //!
 //! Every record is at version 1 except [`JobRecord`](super::JobRecord) (`job_codec.rs`),
-//! [`LogLine`](super::LogLine) (`log_codec.rs`) and
+//! [`LogLine`](super::LogLine) (`log_codec.rs`),
+//! [`InstanceRecord`](super::InstanceRecord) (`instance_codec.rs`) and
 //! [`WfInstanceRecord`](super::workflow_repo::WfInstanceRecord) (`wf_codec.rs`), which have
-//! later versions and read their
-//! older ones, migrating them on read. A value with an unknown version is
+//! later versions and read their older ones, migrating them on read. A value with an unknown version is
 //! [`RepoError::Corrupt`].
 //!
 //! Reads copy the archive into an [`AlignedVec`] (the version byte leaves it misaligned in

@@ -74,6 +74,10 @@ pub struct InstanceRecord {
     /// The job's fire number this instance was created by (1-based; 0 for API and retried
     /// runs not created by [`Repo::fire`](super::Repository::fire)).
     pub run: u64,
+    /// When its current attempt started running on its worker, ms since the epoch (see
+    /// [`InstanceRecord::note_started`]); `None` until the worker says so, and again from each
+    /// dispatch on.
+    pub started_time: Option<EpochMs>,
 }
 
 /// What [`InstanceRecord::apply_report`] did with a report.
@@ -136,6 +140,7 @@ impl InstanceRecord {
             last_report_time: None,
             status_time: trigger_time,
             run: 0,
+            started_time: None,
         }
     }
 
@@ -184,8 +189,24 @@ impl InstanceRecord {
         self.running_times += 1;
         self.report_seq = self.report_seq.max(attempt_base(self.running_times));
         self.actual_trigger_time = Some(now);
+        self.started_time = None;
         self.set_status(InstanceStatus::WaitingWorkerReceive, now);
         Ok(())
+    }
+
+    /// Notes that the current attempt started running on its worker at `reported` (the
+    /// worker's wall clock, from a report or an answer of the attempt's worker) as the server
+    /// saw it at `now`. The first start of an attempt is kept; later ones are ignored.
+    ///
+    /// The worker's clock is another machine's: the time is kept as reported but never
+    /// earlier than the attempt's dispatch nor later than `now` on the server's clock, so
+    /// trigger ≤ dispatch ≤ start ≤ finish holds on the server's timeline (a worker clock
+    /// running behind or ahead by up to the attempt's run time still shows as reported).
+    pub fn note_started(&mut self, reported: EpochMs, now: EpochMs) {
+        let (None, Some(dispatched)) = (self.started_time, self.actual_trigger_time) else {
+            return;
+        };
+        self.started_time = Some(reported.min(now).max(dispatched));
     }
 
     /// Applies a worker's status report (see the module docs for what is dropped).

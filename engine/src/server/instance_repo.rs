@@ -10,9 +10,10 @@ use crate::ids::{AppId, InstanceId, JobId};
 use crate::model::InstanceStatus;
 use crate::time_expression::EpochMs;
 
-use super::codec::{decode, encode};
+use super::codec::encode;
 use super::error::RepoError;
 use super::instance::InstanceRecord;
+use super::instance_codec::{decode_instance, encode_instance};
 use super::keys::{self, *};
 use super::records::DelayedRun;
 use super::repo::{
@@ -28,7 +29,7 @@ impl LogRepo {
         inst: &InstanceRecord,
     ) -> Result<(), RepoError> {
         let id = inst.id.0;
-        batch.push_put(INSTANCES, keys::id(id), encode(INSTANCES, inst)?);
+        batch.push_put(INSTANCES, keys::id(id), encode_instance(INSTANCES, inst)?);
         batch.push_put(
             APP_INSTANCES,
             keys::newest_first(inst.app_id.0, id),
@@ -154,7 +155,11 @@ impl LogRepo {
 
     /// The instance `id`.
     pub fn get_instance(&self, id: InstanceId) -> Result<InstanceRecord, RepoError> {
-        self.get_record(INSTANCES, &keys::id(id.0), "instance", id.0)
+        let key = keys::id(id.0);
+        match self.store.get(INSTANCES, &key)? {
+            None => Err(RepoError::not_found("instance", id.0)),
+            Some(v) => decode_instance(INSTANCES, &key, &v),
+        }
     }
 
     /// Saves `instance` (after a transition). It must exist with the same job and app. Keeps
@@ -203,7 +208,7 @@ impl LogRepo {
     ) -> Result<(), RepoError> {
         instance.validate()?;
         let key = keys::id(instance.id.0);
-        batch.push_put(INSTANCES, key, encode(INSTANCES, instance)?);
+        batch.push_put(INSTANCES, key, encode_instance(INSTANCES, instance)?);
         let now_final = instance.status.is_final();
         let was_final = prev.map(InstanceStatus::is_final);
         if now_final && was_final != Some(true) {
@@ -435,7 +440,7 @@ impl LogRepo {
             range = range.after(last);
             for (k, v) in &rows {
                 examined += 1;
-                let inst: InstanceRecord = decode(INSTANCES, k, v)?;
+                let inst = decode_instance(INSTANCES, k, v)?;
                 if inst.trigger_time >= cutoff {
                     young_run += 1;
                     if young_run >= AGE_SCAN_YOUNG_RUN {

@@ -63,6 +63,7 @@ mod filters;
 pub mod history;
 pub mod idempotency_repo;
 pub mod instance;
+mod instance_codec;
 mod instance_repo;
 mod job_codec;
 pub mod keys;
@@ -102,7 +103,7 @@ pub fn check_value(table: &'static str, key: &[u8], value: &[u8]) -> Result<(), 
         keys::APPS => codec::decode::<AppRecord>(table, key, value).map(drop),
         keys::JOBS => job_codec::decode_job(key, value).map(drop),
         keys::TRIGGERS => codec::decode::<TriggerRecord>(table, key, value).map(drop),
-        keys::INSTANCES => codec::decode::<InstanceRecord>(table, key, value).map(drop),
+        keys::INSTANCES => instance_codec::decode_instance(table, key, value).map(drop),
         keys::DELAYED => codec::decode::<DelayedRun>(table, key, value).map(drop),
         keys::LOGS => log_codec::decode_log_line(key, value).map(drop),
         workflow_repo::WORKFLOWS => {

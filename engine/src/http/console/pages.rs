@@ -139,6 +139,14 @@ pub(crate) fn time(ms: Option<EpochMs>) -> Markup {
     }
 }
 
+/// An instant shown as its hour and minute (`HH:MM`, in the browser's zone once the script
+/// ran; UTC before), the whole UTC instant on hover.
+pub(crate) fn time_hm(ms: EpochMs) -> Markup {
+    let utc = ms_to_rfc3339(ms);
+    let hm = utc.get(11..16).unwrap_or(&utc);
+    html! { time datetime=(utc) title={ (utc) " UTC" } data-format="hm" { (hm) " UTC" } }
+}
+
 /// A status badge; the colour comes from its class, the same on every page.
 pub(crate) fn status(s: InstanceStatus) -> Markup {
     let name = wire(&s);
@@ -476,6 +484,7 @@ pub(crate) fn instance_live(
                 dt { "Job" } dd { a href={ "/jobs/" (i.job_id.0) } { (i.job_id.0) } }
                 dt { "Triggered for" } dd { (time(Some(i.trigger_time))) }
                 dt { "Dispatched" } dd { (time(i.actual_trigger_time)) }
+                dt { "Started" } dd { (time(i.started_time)) }
                 dt { "Finished" } dd { (time(i.finished_time)) }
                 dt { "Lateness" } dd { @match lateness { Some(ms) => { (ms) " ms" }, None => "–" } }
                 dt { "Worker" } dd { (i.worker.as_deref().unwrap_or("–")) }
@@ -594,12 +603,14 @@ pub(crate) fn workers(session: &Session, live: Markup) -> Markup {
 /// The overview's numbers (see `routes::overview` for how they are computed).
 #[derive(Debug, Default)]
 pub(crate) struct Overview {
-    pub(crate) scanned: usize,
-    /// The oldest trigger time the scan reached when it stopped inside the last day (the
-    /// app has more instances than it reads): the counts hold only from there.
+    /// From when the server's counts hold, when that is less than a day ago (they live in its
+    /// memory and start empty at its start).
     pub(crate) counted_since: Option<EpochMs>,
+    /// Instances finished per second over the last 5 minutes.
     pub(crate) per_second: f64,
+    /// Succeeded and failed in the last hour.
     pub(crate) hour: (u64, u64),
+    /// Succeeded and failed in the last day.
     pub(crate) day: (u64, u64),
     pub(crate) lateness_p50: Option<i64>,
     pub(crate) lateness_p99: Option<i64>,
@@ -616,16 +627,16 @@ pub(crate) fn overview_live(o: &Overview) -> Markup {
     html! {
         div #live hx-get="/overview/live" hx-trigger="every 5s" hx-swap="outerHTML" {
             div.cards {
-                div.card { span.k { "Instances / s (last minute)" } span.v { (format!("{:.2}", o.per_second)) } }
+                div.card { span.k { "Instances finished / s (last 5 min)" } span.v { (format!("{:.2}", o.per_second)) } }
                 div.card { span.k { "Last hour" } span.v { span.ok { (o.hour.0) " ok" } " · " span.bad { (o.hour.1) " failed" } } }
                 div.card { span.k { "Last day" } span.v { span.ok { (o.day.0) " ok" } " · " span.bad { (o.day.1) " failed" } } }
                 div.card { span.k { "Fire lateness p50 / p99 (last hour)" } span.v { (ms(o.lateness_p50)) " / " (ms(o.lateness_p99)) } }
                 div.card { span.k { "Workers online" } span.v { a href="/workers" { (o.workers) } } }
             }
             @match o.counted_since {
-                Some(since) => p.muted { "Counted over the newest " (o.scanned) " instances only, those triggered since "
-                    (time(Some(since))) "; older ones of the last hour or day are not counted." },
-                None => p.muted { "Counted over the newest " (o.scanned) " instances." },
+                Some(since) => p.muted #counted-since { "Counted by the server since " (time_hm(since))
+                    " (it counts in memory from its start): earlier instances of the last hour or day are not counted." },
+                None => p.muted #counted-since { "Counted by the server over the whole day." },
             }
             h2 { "Next triggers" }
             @if o.next.is_empty() { p.muted { "No job is scheduled." } } @else {

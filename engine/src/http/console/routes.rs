@@ -32,8 +32,8 @@ const INSTANCES_PAGE: u32 = 50;
 const LOG_TAIL_LINES: usize = 200;
 /// Log pages (of 1000 lines) read to find the tail; a longer log shows an earlier window.
 const MAX_LOG_PAGES: usize = 10;
-/// Newest instances the overview counts.
-const OVERVIEW_INSTANCES: u32 = 1000;
+/// A day, ms: the overview's longest window.
+const DAY_MS: i64 = 86_400_000;
 /// Newest RUNNING instances the workers page counts per worker.
 const RUNNING_SCAN: u32 = 1000;
 
@@ -320,71 +320,31 @@ pub(super) async fn switch_app(State(c): State<Console>, req: Request) -> Respon
     }
 }
 
-/// `p`-th percentile (0–100) of sorted `values`, nearest rank.
-fn percentile(sorted: &[i64], p: usize) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (sorted.len() * p).div_ceil(100).max(1) - 1;
-    sorted.get(rank.min(sorted.len() - 1)).copied()
-}
-
-/// The overview's numbers over the newest [`OVERVIEW_INSTANCES`] instances of the app.
+/// The overview's numbers: the server's per-app counts (`GET /v1/apps/{app}/stats`), the
+/// workers online and the next triggers.
 async fn overview_data(c: &Console, s: &Session) -> Result<Overview, ApiError> {
     let now = SystemClock.now_ms();
-    let query = InstanceQuery {
-        limit: Some(OVERVIEW_INSTANCES),
-        ..InstanceQuery::default()
-    };
-    let page = c.api.list_instances(s.app.clone(), query).await?;
+    let stats = c.api.app_stats(s.app.clone()).await?;
     let workers = c.api.list_workers(s.app.clone()).await?.workers;
     // The overview's listing counts as a sighting too: a worker lost while only the
     // overview was open is noticed.
     c.sightings.lock().observe(s.app.id.0, &workers, now);
+    let recent = &stats.last_5_minutes;
+    // Instances that finished per second over the time the 5-minute window covers.
+    let covered_ms = (stats.as_of - recent.from).max(1);
+    let per_second = recent.finished as f64 * 1000.0 / covered_ms as f64;
     let mut o = Overview {
-        scanned: page.items.len(),
         workers: workers.len(),
+        per_second,
+        hour: (stats.last_hour.succeeded, stats.last_hour.failed),
+        day: (stats.last_day.succeeded, stats.last_day.failed),
+        lateness_p50: stats.last_hour.lateness_p50_ms,
+        lateness_p99: stats.last_hour.lateness_p99_ms,
+        // The server counts in memory from its start: say from when while that is less than
+        // a day ago.
+        counted_since: (stats.since > stats.as_of - DAY_MS).then_some(stats.since),
         ..Overview::default()
     };
-    let mut lateness = Vec::new();
-    let mut last_minute = 0u32;
-    for i in &page.items {
-        if (0..=60_000).contains(&(now - i.trigger_time)) {
-            last_minute += 1;
-        }
-        // Fire lateness: first attempts triggered in the last hour (a retry's dispatch time
-        // includes its backoff, which is not lateness).
-        if let Some(dispatched) = i.actual_trigger_time {
-            if i.running_times <= 1 && (0..=3_600_000).contains(&(now - i.trigger_time)) {
-                lateness.push((dispatched - i.trigger_time).max(0));
-            }
-        }
-        let Some(finished) = i.finished_time else {
-            continue;
-        };
-        let (ok, failed) = match i.status {
-            InstanceStatus::Succeed => (1, 0),
-            InstanceStatus::Failed => (0, 1),
-            _ => continue,
-        };
-        if now - finished <= 3_600_000 {
-            o.hour.0 += ok;
-            o.hour.1 += failed;
-        }
-        if now - finished <= 86_400_000 {
-            o.day.0 += ok;
-            o.day.1 += failed;
-        }
-    }
-    // Past the scan, older instances of the window go uncounted: say from when the counts hold.
-    o.counted_since = page
-        .next_cursor
-        .and_then(|_| page.items.iter().map(|i| i.trigger_time).min())
-        .filter(|since| now - since < 86_400_000);
-    o.per_second = f64::from(last_minute) / 60.0;
-    lateness.sort_unstable();
-    o.lateness_p50 = percentile(&lateness, 50);
-    o.lateness_p99 = percentile(&lateness, 99);
     let enabled = JobQuery {
         enabled: Some(true),
         ..JobQuery::default()
@@ -631,21 +591,5 @@ pub(super) async fn workers_live(State(c): State<Console>, headers: HeaderMap) -
     match workers_markup(&c, &s).await {
         Ok(live) => ok(live),
         Err(e) => api_error(&e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        assert_eq!(percentile(&[], 50), None);
-        assert_eq!(percentile(&[7], 99), Some(7));
-        let v: Vec<i64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50), Some(50));
-        assert_eq!(percentile(&v, 99), Some(99));
-        assert_eq!(percentile(&v, 100), Some(100));
-        assert_eq!(percentile(&[1, 2, 3], 0), Some(1));
     }
 }

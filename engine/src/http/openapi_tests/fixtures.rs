@@ -64,6 +64,7 @@ pub(super) fn instance(status: InstanceStatus) -> InstanceView {
         params: String::new(),
         trigger_time: 1_700_000_000_000,
         actual_trigger_time: None,
+        started_time: (status == InstanceStatus::Running).then_some(1_700_000_001_000),
         finished_time: None,
         worker: None,
         running_times: 0,

@@ -213,6 +213,26 @@ fn real_answers_match_the_response_schemas() {
             workers: vec![worker(None), worker(Some(0.5))],
         },
     );
+    let busy = StatsWindow {
+        from: -5,
+        finished: u64::MAX,
+        succeeded: 7,
+        failed: 1,
+        fires: 9,
+        lateness_p50_ms: Some(0),
+        lateness_p99_ms: Some(i64::MAX),
+    };
+    conforms(
+        &d,
+        "AppStats",
+        &AppStats {
+            as_of: 10,
+            since: 1,
+            last_5_minutes: StatsWindow::default(),
+            last_hour: busy,
+            last_day: busy,
+        },
+    );
     let wf = WorkflowView {
         id: WorkflowId(1),
         app_id: AppId(1),

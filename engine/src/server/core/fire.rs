@@ -121,9 +121,9 @@ impl Core {
                     return;
                 }
                 Ok(Some(c)) => {
-                    self.metrics
-                        .fire_lateness
-                        .observe_ms(now.saturating_sub(*at));
+                    let late = now.saturating_sub(*at);
+                    self.metrics.fire_lateness.observe_ms(late);
+                    self.stats.fired(def.record.app_id, late, now);
                     self.emit(Effect::Await(Awaited::Created(c, then)));
                 }
                 Err(e) => {

@@ -26,7 +26,8 @@
 //! claim → hand-over; `report.rs` reports, the retry policy, final transitions; `write.rs`
 //! writes and their follow-ups; `recover.rs` restart recovery and reconciliation;
 //! `workers.rs` connections; `alarms.rs` alarm evaluation; `calendars.rs` the calendars'
-//! excluded dates; `workflow/` workflows; `partitions.rs` which apps it acts for.
+//! excluded dates; `stats.rs` per-app counts over the last day; `workflow/` workflows;
+//! `partitions.rs` which apps it acts for.
 //!
 //! Acting: a single server's core acts for every app, and its messages carry epoch 0. A
 //! server of a cluster ([`Core::start_partitioned`]) acts only for the apps of the partitions
@@ -94,6 +95,7 @@ pub(crate) mod fire;
 pub(crate) mod partitions;
 pub(crate) mod recover;
 pub(crate) mod report;
+pub(crate) mod stats;
 pub(crate) mod workers;
 pub(crate) mod workflow;
 pub(crate) mod write;
@@ -435,6 +437,8 @@ pub(crate) struct Core {
     pub(crate) alarm_books: HashMap<JobId, crate::alarm::JobAlarms>,
     /// The apps' calendars (at most `MAX_CALENDARS_PER_APP` per app).
     pub(crate) calendars: HashMap<AppId, calendars::AppCalendars>,
+    /// Per app, final instances and fire lateness over the last day (`stats.rs`).
+    pub(crate) stats: stats::Stats,
     /// Armed timer events, in a wheel of millisecond ticks.
     pub(crate) wheel: TimerWheel<TimerEv>,
     /// Worker selection scratch space and rng.
@@ -490,6 +494,7 @@ impl Core {
             reconcile: HashMap::new(),
             alarm_books: HashMap::new(),
             calendars: HashMap::new(),
+            stats: stats::Stats::new(started_ms),
             wheel: TimerWheel::new(u64::try_from(started_ms).unwrap_or(0)),
             select,
             shutting_down: false,
@@ -574,6 +579,7 @@ impl Core {
     /// its workers' handshakes are refused.
     pub(crate) fn remove_app(&mut self, id: AppId) {
         self.unplace_app(id);
+        self.stats.remove(id);
         if let Some(name) = self.app_names.remove(&id) {
             self.apps.remove(&name);
         }

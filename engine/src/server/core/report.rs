@@ -188,6 +188,9 @@ impl Core {
                 return Applied::No;
             }
         }
+        // Every status a worker reports means the attempt has started there (a run may be
+        // over before its RUNNING report is sent): its first report gives the start time.
+        st.rec.note_started(r.start_time_ms, now);
         if st.rec.status.is_final() {
             self.wf_reported(id);
         }
@@ -258,6 +261,7 @@ impl Core {
             if let Some(st) = self.active.remove(&id) {
                 let s = st.rec.status;
                 self.metrics.finished(s);
+                self.stats.finished(st.rec.app_id, s, now);
                 if let Some(node) = self.node_runs.remove(&id) {
                     self.wf_job_final(id, node, s, st.rec.result, now);
                 }

@@ -5,9 +5,10 @@ use tokio_postgres::Row;
 use crate::ids::{AppId, WorkflowId};
 use crate::model::InstanceStatus;
 use crate::server::alarm_repo::{AlarmRecord, DeliveryStatus};
-use crate::server::codec::{decode, encode};
+use crate::server::codec::encode;
 use crate::server::error::RepoError;
 use crate::server::instance::InstanceRecord;
+use crate::server::instance_codec::{decode_instance, encode_instance};
 use crate::server::job_codec::encode_job;
 use crate::server::records::{AppRecord, JobRecord, TriggerRecord};
 use crate::server::wf_codec::encode_wf_instance;
@@ -30,7 +31,7 @@ impl PgRepo {
                 i64s(Some(inst.trigger_time)),
                 i64s(inst.finished_time),
                 Val::Text(inst.worker.clone()),
-                Val::Bytes(encode("instances", inst)?),
+                Val::Bytes(encode_instance("instances", inst)?),
             ],
         ))
     }
@@ -189,6 +190,6 @@ impl PgRepo {
     pub(super) fn instance_from(row: &Row, col: usize) -> Result<InstanceRecord, RepoError> {
         let bytes: Vec<u8> = get(row, col)?;
         let id: i64 = get(row, 0)?;
-        decode("instances", &id.to_be_bytes(), &bytes)
+        decode_instance("instances", &id.to_be_bytes(), &bytes)
     }
 }

@@ -698,6 +698,13 @@ impl Api for NodeApi {
         Box::pin(self.idempotency_prune(before))
     }
 
+    fn app_stats(&self, app: AppRef) -> ApiFuture<'_, crate::api::AppStats> {
+        Box::pin(async move {
+            let now = self.0.now();
+            Ok(self.0.core.lock().stats.read(app.id, now))
+        })
+    }
+
     fn health(&self) -> Health {
         let sh = &self.0;
         let degraded = sh.metrics.store_failed.load(Ordering::Relaxed);

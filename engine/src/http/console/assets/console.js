@@ -12,6 +12,10 @@
         };
         // Log lines keep their milliseconds.
         if (el.closest("pre.log")) { format.fractionalSecondDigits = 3; }
+        // An hour and minute only where the page asks for it.
+        if (el.getAttribute("data-format") === "hm") {
+          format = { hour: "2-digit", minute: "2-digit", hour12: false };
+        }
         el.textContent = d.toLocaleString(undefined, format);
       }
     });

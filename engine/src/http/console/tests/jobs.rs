@@ -96,6 +96,7 @@ fn instance(id: u64, status: InstanceStatus, trigger_time: i64) -> InstanceView 
         params: SCRIPT.into(),
         trigger_time,
         actual_trigger_time: Some(trigger_time + 40),
+        started_time: Some(trigger_time + 55),
         finished_time: finished,
         worker: Some("10.0.0.7:27777".into()),
         running_times: 1,
@@ -433,6 +434,22 @@ async fn every_page_renders_for_an_empty_and_a_busy_app() {
             fields: vec![],
         }];
         st.workers = (1..=40).map(worker).collect();
+        let window = |from, finished, succeeded, failed| StatsWindow {
+            from,
+            finished,
+            succeeded,
+            failed,
+            fires: finished,
+            lateness_p50_ms: Some(40),
+            lateness_p99_ms: Some(40),
+        };
+        st.stats = Some(AppStats {
+            as_of: now,
+            since: now - 2 * 86_400_000,
+            last_5_minutes: window(now - 300_000, 2_500, 2_500, 0),
+            last_hour: window(now - 3_600_000, 250, 250, 0),
+            last_day: window(now - 86_400_000, 500, 250, 250),
+        });
         let def = serde_json::json!({
             "nodes": [
                 { "id": 1, "job_id": 1, "params": SCRIPT },
@@ -474,9 +491,18 @@ async fn every_page_renders_for_an_empty_and_a_busy_app() {
             "{path} must show user text as text: {page}"
         );
     }
+    let (_, page) = c.get("/instances/1/live").await;
+    for fact in ["Dispatched", "Started", "Finished"] {
+        assert!(page.contains(&format!("<dt>{fact}</dt>")), "{fact}: {page}");
+    }
+    let started = crate::api::ms_to_rfc3339(now - 5_000 + 55);
+    assert!(
+        page.contains(&format!(r#"<time datetime="{started}""#)),
+        "{page}"
+    );
     let (_, page) = c.get("/").await;
-    // 250 of each status: SUCCEED 10 minutes ago, FAILED 5 hours ago, RUNNING and
-    // WAITING_DISPATCH triggered in the last minute (500 / 60 s).
+    // The server's counts: 250 succeeded in the last hour, 250 more and 250 failed in the
+    // day, 2500 finished in the last 5 minutes (2500 / 300 s).
     let counts = |ok: u32, failed: u32| {
         format!("{ok} ok</span> · <span class=\"bad\">{failed} failed</span>")
     };
@@ -754,26 +780,65 @@ async fn the_preview_reads_the_apps_calendars_and_puts_errors_under_their_field(
 }
 
 #[tokio::test]
-async fn the_overview_says_when_its_counts_do_not_cover_the_whole_day() {
+async fn the_overview_shows_the_servers_counts_and_since_when_they_hold() {
     let fake = Arc::new(Fake::default());
     let now = SystemClock.now_ms();
-    fake.0.lock().instances = vec![
-        instance(2, InstanceStatus::Succeed, now - 60_000),
-        instance(1, InstanceStatus::Failed, now - 600_000),
-    ];
+    let window = |from, finished, succeeded, failed, p50, p99| StatsWindow {
+        from,
+        finished,
+        succeeded,
+        failed,
+        fires: finished,
+        lateness_p50_ms: p50,
+        lateness_p99_ms: p99,
+    };
+    // A busy app: far more than any listing page, counted by the server over the whole day.
+    fake.0.lock().stats = Some(AppStats {
+        as_of: now,
+        since: now - 3 * 86_400_000,
+        last_5_minutes: window(now - 300_000, 60_000, 59_990, 10, Some(5), Some(50)),
+        last_hour: window(
+            now - 3_600_000,
+            700_000,
+            698_000,
+            2_000,
+            Some(10),
+            Some(200),
+        ),
+        last_day: window(now - 86_400_000, 9_000_000, 8_999_000, 1_000, None, None),
+    });
     let c = Client::sign_in(fake.clone()).await;
     let (_, page) = c.get("/").await;
+    for shown in [
+        "200.00",
+        "698000 ok",
+        "2000 failed",
+        "8999000 ok",
+        "1000 failed",
+        "10 ms / 200 ms",
+        "Counted by the server over the whole day.",
+    ] {
+        assert!(page.contains(shown), "{shown}: {page}");
+    }
     assert!(
-        page.contains("Counted over the newest 2 instances."),
-        "{page}"
+        fake.0.lock().instance_queries.is_empty(),
+        "the overview lists no instances"
     );
-    // An older page exists: the counts hold from the oldest trigger time read.
-    fake.0.lock().more_runs = true;
+    // After a server restart an hour ago: the counts hold from then.
+    let since = now - 3_600_000;
+    fake.0.lock().stats = Some(AppStats {
+        as_of: now,
+        since,
+        last_5_minutes: window(now - 300_000, 0, 0, 0, None, None),
+        last_hour: window(since, 3, 2, 1, None, None),
+        last_day: window(since, 3, 2, 1, None, None),
+    });
     let (_, page) = c.get("/overview/live").await;
-    let since = crate::api::ms_to_rfc3339(now - 600_000);
+    let utc = crate::api::ms_to_rfc3339(since);
     assert!(
-        page.contains("Counted over the newest 2 instances only, those triggered since")
-            && page.contains(&format!(r#"<time datetime="{since}""#)),
+        page.contains("Counted by the server since ")
+            && page.contains(&format!(r#"<time datetime="{utc}""#))
+            && page.contains(&format!("{} UTC</time>", &utc[11..16])),
         "{page}"
     );
 }

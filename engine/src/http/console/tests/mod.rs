@@ -43,6 +43,8 @@ struct State {
     workers: Vec<WorkerInfo>,
     /// The app's calendars.
     calendars: Vec<CalendarView>,
+    /// What `app_stats` answers (none: zero counts holding for the whole day).
+    stats: Option<AppStats>,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +123,23 @@ impl Api for Fake {
         let st = self.0.lock();
         let found = st.instances.iter().find(|i| i.id == id).cloned();
         ready(found.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such instance")))
+    }
+    fn app_stats(&self, _: AppRef) -> ApiFuture<'_, AppStats> {
+        let stats = self.0.lock().stats.clone().unwrap_or_else(|| {
+            let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+            let window = |ms: i64| StatsWindow {
+                from: now - ms,
+                ..StatsWindow::default()
+            };
+            AppStats {
+                as_of: now,
+                since: now - 2 * 86_400_000,
+                last_5_minutes: window(300_000),
+                last_hour: window(3_600_000),
+                last_day: window(86_400_000),
+            }
+        });
+        ready(Ok(stats))
     }
     fn list_instances(&self, _: AppRef, q: InstanceQuery) -> ApiFuture<'_, InstanceList> {
         let mut st = self.0.lock();
