@@ -701,7 +701,10 @@ impl Api for NodeApi {
     fn app_stats(&self, app: AppRef) -> ApiFuture<'_, crate::api::AppStats> {
         Box::pin(async move {
             let now = self.0.now();
-            Ok(self.0.core.lock().stats.read(app.id, now))
+            let core = self.0.core.lock();
+            // A server of a cluster counts only the apps it acts for.
+            core.acting_for(app.id)?;
+            Ok(core.stats.read(app.id, now))
         })
     }
 
