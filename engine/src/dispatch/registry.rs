@@ -204,7 +204,7 @@ struct SlotDetails {
     version: String,
     trackers: TrackerCounts,
     registered_at_ms: EpochMs,
-    /// Set once, when the slot leaves the app's snapshot; a removed slot is never updated.
+    /// Set once, when the slot leaves the app's workers; a removed slot is never updated.
     removed: bool,
 }
 
@@ -390,7 +390,7 @@ impl WorkerRegistry {
             None => self
                 .apps
                 .entry(Arc::from(app))
-                .or_insert_with(AppEntry::default)
+                .or_default()
                 .clone(),
         };
         let mut workers = entry.write();
@@ -581,4 +581,3 @@ fn shorten(s: &str) -> String {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
-

@@ -169,7 +169,7 @@ impl RoundRobinCursor {
 #[derive(Debug)]
 pub struct SelectState<R = StdRng> {
     rng: R,
-    /// (slot index in the snapshot, score), in address order.
+    /// (slot index in the address-ordered workers, score), in address order.
     eligible: Vec<(usize, HealthScore)>,
 }
 
@@ -231,8 +231,7 @@ impl WorkerRegistry {
         };
         let workers = entry.read();
         if req.filters() {
-            let (all, _) = workers.ordered();
-            scan(app, spec, &req, &all, cursor, state, now, window)
+            scan(app, spec, &req, &workers.all(), cursor, state, now, window)
         } else {
             pick(app, spec, &workers, cursor, state, now, window)
         }
@@ -285,8 +284,7 @@ fn pick<R: Rng>(
                 // `len` fits in u64 and the remainder is below `len`: both casts are lossless.
                 (cursor.next() % len as u64) as usize
             };
-            let (_, in_turn) = workers.ordered();
-            kth_alive(&in_turn, live.dead_ranked(), k).cloned()
+            kth_alive(&workers.ranked(), live.dead_ranked(), k).cloned()
         }
         DispatchStrategy::HealthFirst | DispatchStrategy::Specify => workers
             .ranking

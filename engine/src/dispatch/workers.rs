@@ -135,7 +135,10 @@ impl AppWorkers {
             self.ranking.insert(key, slot.clone());
         }
         let previous = self.by_address.insert(slot.address.clone(), slot);
-        debug_assert!(previous.is_none(), "a registered address was inserted again");
+        debug_assert!(
+            previous.is_none(),
+            "a registered address was inserted again"
+        );
         *self.ordered.get_mut() = None;
         let live = self.liveness.get_mut();
         if live.valid {
@@ -154,11 +157,17 @@ impl AppWorkers {
     pub(super) fn forget(&mut self, slot: &Arc<WorkerSlot>) {
         if let Some(key) = rank_key(slot) {
             let ranked = self.ranking.remove(&key);
-            debug_assert!(ranked.is_some(), "a ranked worker was missing from the ranking");
+            debug_assert!(
+                ranked.is_some(),
+                "a ranked worker was missing from the ranking"
+            );
         }
         self.by_address.remove(&slot.address);
         *self.ordered.get_mut() = None;
-        self.liveness.get_mut().dead.retain(|d| !Arc::ptr_eq(d, slot));
+        self.liveness
+            .get_mut()
+            .dead
+            .retain(|d| !Arc::ptr_eq(d, slot));
     }
 
     /// Takes `slot` out of the ranking before its score or overload flag change. Write lock.
@@ -223,11 +232,20 @@ impl AppWorkers {
         live
     }
 
-    /// The workers in address order (every one, and the ranked ones), built if a change
-    /// dropped them. Read lock is enough.
-    pub(super) fn ordered(&self) -> (Arc<[Arc<WorkerSlot>]>, Arc<[Arc<WorkerSlot>]>) {
+    /// Every worker in address order, built if a change dropped it. Read lock is enough.
+    pub(super) fn all(&self) -> Arc<[Arc<WorkerSlot>]> {
+        self.ordered(|o| o.all.clone())
+    }
+
+    /// The ranked workers in address order, built if a change dropped them. Read lock is
+    /// enough.
+    pub(super) fn ranked(&self) -> Arc<[Arc<WorkerSlot>]> {
+        self.ordered(|o| o.ranked.clone())
+    }
+
+    fn ordered<T>(&self, f: impl FnOnce(&Ordered) -> T) -> T {
         let mut ordered = self.ordered.lock();
-        let o = ordered.get_or_insert_with(|| {
+        f(ordered.get_or_insert_with(|| {
             let all: Arc<[Arc<WorkerSlot>]> = self.by_address.values().cloned().collect();
             let ranked: Arc<[Arc<WorkerSlot>]> = all
                 .iter()
@@ -236,8 +254,7 @@ impl AppWorkers {
                 .collect();
             debug_assert_eq!(ranked.len(), self.ranking.len());
             Ordered { all, ranked }
-        });
-        (o.all.clone(), o.ranked.clone())
+        }))
     }
 }
 
