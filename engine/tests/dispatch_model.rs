@@ -10,6 +10,8 @@ use ferrojob::dispatch::{
 };
 use ferrojob::model::{DispatchStrategy, ExecuteType};
 use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const APPS: [&str; 2] = ["a", "b"];
 const TAGS: [&str; 3] = ["gpu", "eu", "big"];
@@ -322,6 +324,192 @@ proptest! {
         }
         if eligible.is_empty() {
             prop_assert!(reg.select("a", &spec, &cursor, &mut state, 1).is_err());
+        }
+    }
+}
+
+/// A spec without filters (no designated list, no minimums): the registry answers it from its
+/// indexes instead of judging every worker.
+fn plain_spec() -> impl Strategy<Value = DispatchSpec> {
+    (
+        prop_oneof![
+            Just(ExecuteType::Standalone),
+            Just(ExecuteType::Broadcast),
+            Just(ExecuteType::MapReduce)
+        ],
+        prop_oneof![
+            Just(DispatchStrategy::HealthFirst),
+            Just(DispatchStrategy::Random),
+            Just(DispatchStrategy::RoundRobin)
+        ],
+        0u32..5,
+    )
+        .prop_map(|(execute_type, strategy, max_worker_count)| DispatchSpec {
+            execute_type,
+            strategy,
+            max_worker_count,
+            ..DispatchSpec::default()
+        })
+}
+
+/// Few distinct scores, so that ties (broken by address) are common.
+fn tied_metrics() -> impl Strategy<Value = WorkerMetrics> {
+    (0u64..3, prop::bool::weighted(0.8)).prop_map(|(mem, known)| WorkerMetrics {
+        cpu_cores: 4,
+        cpu_load: if known { 1.0 } else { -1.0 },
+        memory_used_bytes: GIB,
+        memory_max_bytes: GIB + mem * GIB,
+        disk_used_bytes: GIB,
+        disk_total_bytes: 3 * GIB,
+        reported_score: 0,
+    })
+}
+
+fn wide_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0usize..2, 0usize..24, prop::collection::vec(0usize..3, 0..2), prop::bool::weighted(0.15), prop_oneof![tied_metrics(), metrics()])
+            .prop_map(|(app, worker, tags, overloaded, metrics)| Op::Heartbeat { app, worker, tags, overloaded, metrics }),
+        1 => (0usize..2, 0usize..24).prop_map(|(app, worker)| Op::Remove { app, worker }),
+        // Backwards too: the registry must not assume that `now` only grows.
+        3 => prop_oneof![0i64..1200, Just(1000), Just(3000), Just(-700)].prop_map(Op::Advance),
+        1 => Just(Op::Expire),
+        8 => (0usize..2, prop_oneof![3 => plain_spec(), 1 => spec()], 0usize..2)
+            .prop_map(|(app, spec, job)| Op::Select { app, spec, job }),
+    ]
+}
+
+/// What one selection returned, in plain values.
+type Outcome = Result<(String, Vec<String>, usize), [usize; 7]>;
+
+/// The selection as a scan of every worker in address order (the registry's algorithm before
+/// it kept indexes, written out on the model's state): judge each worker, then pick with the
+/// same rng draw or cursor turn, then list the others best first.
+fn scan_model(
+    model: &BTreeMap<(usize, String), Model>,
+    app: usize,
+    spec: &DispatchSpec,
+    turn: &mut u64,
+    rng: &mut StdRng,
+    now: i64,
+) -> Outcome {
+    let mut excl = [0usize; 7];
+    let mut eligible: Vec<(String, i64)> = Vec::new();
+    for ((a, addr), w) in model {
+        if *a != app {
+            continue;
+        }
+        excl[6] += 1;
+        match judge(w, addr, spec, now) {
+            Ok(score) => eligible.push((addr.clone(), score)),
+            Err(i) => excl[i] += 1,
+        }
+    }
+    if eligible.is_empty() {
+        return Err(excl);
+    }
+    let len = eligible.len();
+    let pick = match spec.strategy {
+        DispatchStrategy::Random => rng.gen_range(0..len),
+        DispatchStrategy::RoundRobin => {
+            let k = (*turn % len as u64) as usize;
+            *turn += 1;
+            k
+        }
+        // HEALTH_FIRST and SPECIFY.
+        _ => {
+            let max = eligible.iter().map(|e| e.1).max().unwrap();
+            eligible.iter().position(|e| e.1 == max).unwrap()
+        }
+    };
+    let tracker = eligible[pick].0.clone();
+    let workers = match spec.execute_type {
+        ExecuteType::Standalone => vec![tracker.clone()],
+        _ => {
+            let cap = match spec.max_worker_count {
+                0 => len,
+                n => len.min(n as usize),
+            };
+            let mut rest: Vec<(i64, usize, String)> = eligible
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.0 != tracker)
+                .map(|(i, e)| (-e.1, i, e.0.clone()))
+                .collect();
+            rest.sort();
+            std::iter::once(tracker.clone())
+                .chain(rest.into_iter().take(cap - 1).map(|r| r.2))
+                .collect()
+        }
+    };
+    Ok((tracker, workers, len))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Found nothing yet; guards the indexed selection (ranking, liveness set, k-th in turn)
+    /// against the scan it replaced: same state, same cursor, same rng → the same `Selection`,
+    /// and the same counts per filter when nobody is eligible.
+    #[test]
+    fn selection_is_the_scan_of_every_worker(ops in prop::collection::vec(wide_op(), 1..160), seed in 0u64..1000) {
+        let reg = WorkerRegistry::default();
+        let mut model: BTreeMap<(usize, String), Model> = BTreeMap::new();
+        let cursors = [RoundRobinCursor::new(), RoundRobinCursor::new()];
+        let mut turns = [0u64; 2];
+        let mut state = SelectState::seeded(seed);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut now = 1_000_000i64;
+        for op in ops {
+            match op {
+                Op::Heartbeat { app, worker, tags, overloaded, metrics } => {
+                    let status = WorkerStatus {
+                        address: address(worker),
+                        tags: tags.iter().map(|&t| TAGS[t].to_string()).collect(),
+                        overloaded,
+                        ..WorkerStatus::default()
+                    };
+                    reg.heartbeat(APPS[app], &status, metrics, now).unwrap();
+                    let tags: BTreeSet<String> = status.tags.into_iter().collect();
+                    // A worker whose tags change registers again: its heartbeat time restarts.
+                    let last = match model.get(&(app, address(worker))) {
+                        Some(w) if w.tags == tags => w.last.max(now),
+                        _ => now,
+                    };
+                    model.insert((app, address(worker)), Model { tags, overloaded, metrics, last });
+                }
+                Op::Remove { app, worker } => {
+                    let was = model.remove(&(app, address(worker))).is_some();
+                    prop_assert_eq!(reg.remove(APPS[app], &address(worker)), was);
+                }
+                Op::Advance(dt) => now += dt,
+                Op::Expire => {
+                    let got = reg.expire(now).len();
+                    let before = model.len();
+                    model.retain(|_, w| now < w.last + WINDOW);
+                    prop_assert_eq!(got, before - model.len());
+                }
+                Op::Select { app, spec, job } => {
+                    let want = scan_model(&model, app, &spec, &mut turns[job], &mut rng, now);
+                    let got: Outcome = match reg.select(APPS[app], &spec, &cursors[job], &mut state, now) {
+                        Ok(sel) => Ok((
+                            sel.task_tracker.to_string(),
+                            sel.workers.iter().map(|w| w.to_string()).collect(),
+                            sel.eligible,
+                        )),
+                        Err(DispatchError::NoEligibleWorker { exclusions: e, .. }) => Err([
+                            e.dead,
+                            e.not_designated,
+                            e.overloaded,
+                            e.insufficient_cpu,
+                            e.insufficient_memory,
+                            e.insufficient_disk,
+                            e.registered,
+                        ]),
+                        Err(e) => panic!("unexpected error {e}"),
+                    };
+                    prop_assert_eq!(got, want, "spec {:?} at {}", spec, now);
+                }
+            }
         }
     }
 }

@@ -16,6 +16,8 @@
 //! - [`health`] holds [`WorkerMetrics`] and the health score (PowerJob's formula).
 //! - [`registry`] holds [`WorkerRegistry`], liveness and membership; why the hot path needs no
 //!   global lock.
+//! - `workers` holds one app's workers in the orders selection reads them in (by address, by
+//!   score, the set dead at a time), each kept up to date in O(log n).
 //! - [`select`] holds [`DispatchSpec`], filters and strategies.
 //! - [`error`] holds [`DispatchError`].
 
@@ -29,6 +31,7 @@ pub mod error;
 pub mod health;
 pub mod registry;
 pub mod select;
+mod workers;
 
 pub use error::{DispatchError, Exclusions};
 pub use health::{HealthScore, WorkerMetrics, GIB};

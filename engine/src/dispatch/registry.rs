@@ -4,64 +4,58 @@
 //!
 //! ```text
 //!   WorkerRegistry
-//!     apps: DashMap<app, AppEntry>            sharded; readers take one shard read lock
-//!             AppEntry
-//!               snapshot: Arc<Snapshot>       immutable membership, swapped on change
-//!               writer:   Arc<Mutex<()>>      serialises membership changes of this app
-//!                 Snapshot
-//!                   slots: [Arc<WorkerSlot>]  sorted by address
-//!                   index: address -> slot
-//!                     WorkerSlot
-//!                       address, tags                       immutable
-//!                       last_heartbeat_ms, overloaded,      atomics: what `select` reads
-//!                       score, cpu/memory/disk free
-//!                       details: Mutex<..>                  full metrics, version, trackers
+//!     apps: DashMap<app, Arc<RwLock<AppWorkers>>>   sharded; readers clone the app's Arc
+//!             AppWorkers (see `workers`)            by address, ranked by score, liveness
+//!               WorkerSlot
+//!                 address, tags                       immutable
+//!                 last_heartbeat_ms,                  atomics: what `select` reads
+//!                 cpu/memory/disk free
+//!                 score, overloaded                   atomics, changed under the write lock
+//!                 details: Mutex<..>                  full metrics, version, trackers
 //! ```
 //!
-//! The dispatch hot path (`select`) takes no global lock and holds none while it scans: it
-//! takes the app's shard read lock just long enough to clone the `Arc<Snapshot>`, then reads
-//! each slot's atomics. Why this shape rather than the alternatives:
+//! The dispatch hot path (`select`) takes the app's shard read lock just long enough to clone
+//! the app's `Arc`, then the app's read lock while it picks. Why this shape:
 //!
-//! - *A snapshot rebuilt on every heartbeat* (per-app `Arc<[Worker]>` swapped on change) would
-//!   rebuild an n-worker array n times per heartbeat interval: a million worker copies per
-//!   second at 1000 workers. Here a heartbeat of a known worker rewrites only its own slot's
-//!   atomics, under its own slot mutex, and never touches the snapshot.
-//! - *A `Mutex<HashMap>` per app* (the `mutex_scan` peer of the `dispatch_select` bench)
-//!   serialises every selection against every other and against heartbeats.
-//!
-//! Membership changes (a new worker, a removal, an expiry, a worker whose tags changed) are
-//! rare; they take the app's `writer` mutex, build a new snapshot and swap it in. A new or
-//! retagged worker is put in its place in a copy of the current snapshot (`Snapshot::with_slot`)
-//! rather than sorting and hashing every slot again: after a server restart every worker
-//! registers once, and W registrations then cost W copies of up to W pointers each, not W
-//! sorts and W·W hash insertions (at 10,000 workers: seconds of CPU per restart).
+//! - *A snapshot rebuilt on every heartbeat* would rebuild an n-worker array n times per
+//!   heartbeat interval. Here a heartbeat of a known worker whose score and overload flag did
+//!   not change rewrites only its own slot's atomics, under the app's read lock and its own
+//!   slot mutex; one whose rank changed takes the write lock for two O(log n) map updates.
+//! - *An immutable snapshot copied on every membership change* (the previous layout) made the
+//!   reconnect of W workers after a server restart cost O(W²); here each registration is an
+//!   insert into two maps: O(log W).
+//! - *A scan of every worker per dispatch* cost O(workers) per instance; `AppWorkers` keeps the
+//!   orders the strategies need (see `workers`), so a spec without filters picks in O(log n).
 //!
 //! # Invariants
 //!
-//! - A slot in an app's current snapshot has `removed == false`; a slot is marked removed,
-//!   under its details mutex, before the snapshot without it is published. A heartbeat
-//!   updates a slot only under that mutex and only if it is not removed, so a heartbeat never
-//!   lands on a slot that expiry has already dropped (it re-registers the worker instead), and
-//!   expiry never drops a worker whose heartbeat it has seen.
-//! - Slots are sorted by address, and addresses are unique per app.
-//! - The atomics of one slot are written together under the slot mutex but read without it:
-//!   a concurrent `select` may see fields of two consecutive heartbeats mixed, each of them a
-//!   genuine measurement less than one interval old. `last_heartbeat_ms` never decreases.
+//! - A slot in an app's maps has `removed == false`; a slot is marked removed, under its
+//!   details mutex and the app's write lock, when it leaves them. A heartbeat updates a slot
+//!   only under the app's lock and that mutex and only if it is not removed, so a heartbeat
+//!   never lands on a slot that expiry has already dropped (it re-registers the worker
+//!   instead), and expiry never drops a worker whose heartbeat it has seen.
+//! - Addresses are unique per app.
+//! - `score` and `overloaded` change only under the app's write lock (they place the slot in
+//!   the ranking); the other atomics of one slot are written together under the slot mutex
+//!   but read without it: a concurrent `select` may see fields of two consecutive heartbeats
+//!   mixed, each of them a genuine measurement less than one interval old.
+//!   `last_heartbeat_ms` never decreases.
 //! - No app has more than `max_workers_per_app` workers.
 //! - An app's entry is never dropped once created, even when its last worker goes: dropping
 //!   it would race with a registration holding the old entry's writer mutex. The entries are
 //!   bounded by the apps the server admits (workers prove the app's secret before their first
-//!   heartbeat reaches the registry), and an empty entry is a few dozen bytes.
+//!   heartbeat reaches the registry), and an empty entry is a few hundred bytes.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use super::error::DispatchError;
 use super::health::{HealthScore, WorkerMetrics};
+use super::workers::{is_dead, AppWorkers};
 use crate::time_expression::EpochMs;
 
 /// Longest app name accepted, bytes.
@@ -210,7 +204,7 @@ struct SlotDetails {
     version: String,
     trackers: TrackerCounts,
     registered_at_ms: EpochMs,
-    /// Set once, when the slot leaves the app's snapshot; a removed slot is never updated.
+    /// Set once, when the slot leaves the app's workers; a removed slot is never updated.
     removed: bool,
 }
 
@@ -246,14 +240,16 @@ impl WorkerSlot {
         slot
     }
 
-    /// Writes one heartbeat. The caller holds `details` (this slot's mutex).
+    /// Writes one heartbeat and returns the previous last heartbeat. The caller holds
+    /// `details` (this slot's mutex), and the app's write lock unless the score and the
+    /// overload flag stay as they are.
     fn update(
         &self,
         details: &mut SlotDetails,
         status: &WorkerStatus,
         metrics: WorkerMetrics,
         now: EpochMs,
-    ) {
+    ) -> EpochMs {
         // Relaxed everywhere: each atomic is an independent measurement (see the module doc);
         // the slot mutex orders heartbeats against expiry.
         self.overloaded.store(status.overloaded, Ordering::Relaxed);
@@ -264,12 +260,20 @@ impl WorkerSlot {
             .store(metrics.memory_free_bytes(), Ordering::Relaxed);
         self.disk_free_bytes
             .store(metrics.disk_free_bytes(), Ordering::Relaxed);
-        self.last_heartbeat_ms.fetch_max(now, Ordering::Relaxed);
+        let prev = self.last_heartbeat_ms.fetch_max(now, Ordering::SeqCst);
         details.metrics = metrics;
         details.trackers = status.trackers;
         if details.version != status.version {
             details.version.clone_from(&status.version);
         }
+        prev
+    }
+
+    /// Whether a heartbeat with `status` and `metrics` leaves this slot's place in the ranking
+    /// (its score and overload flag) as it is.
+    fn same_rank(&self, status: &WorkerStatus, metrics: &WorkerMetrics) -> bool {
+        self.overloaded.load(Ordering::Relaxed) == status.overloaded
+            && self.score.load(Ordering::Relaxed) == metrics.health_score()
     }
 
     /// Whether `tags` (any order, duplicates allowed) is the same set as this slot's tags.
@@ -300,77 +304,8 @@ impl WorkerSlot {
     }
 }
 
-/// One app's workers at one moment of membership (metrics inside the slots move on).
-#[derive(Debug, Default)]
-pub(super) struct Snapshot {
-    /// Sorted by address.
-    pub(super) slots: Box<[Arc<WorkerSlot>]>,
-    index: HashMap<Arc<str>, usize>,
-}
-
-impl Snapshot {
-    fn build(mut slots: Vec<Arc<WorkerSlot>>) -> Arc<Snapshot> {
-        slots.sort_unstable_by(|a, b| a.address.cmp(&b.address));
-        let index = slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.address.clone(), i))
-            .collect();
-        Arc::new(Snapshot {
-            slots: slots.into_boxed_slice(),
-            index,
-        })
-    }
-
-    /// `self` with `slot` put in its place by address, replacing the slot of the same
-    /// address if there is one: the snapshot [`build`](Self::build) gives for those slots,
-    /// without sorting or rehashing the others.
-    fn with_slot(&self, slot: Arc<WorkerSlot>) -> Arc<Snapshot> {
-        let mut index = self.index.clone();
-        let mut slots: Vec<Arc<WorkerSlot>> = Vec::with_capacity(self.slots.len() + 1);
-        match self
-            .slots
-            .binary_search_by(|s| s.address.cmp(&slot.address))
-        {
-            Ok(at) => {
-                index.insert(slot.address.clone(), at);
-                slots.extend(self.slots.iter().cloned());
-                if let Some(s) = slots.get_mut(at) {
-                    *s = slot;
-                }
-            }
-            Err(at) => {
-                for i in index.values_mut() {
-                    if *i >= at {
-                        *i += 1;
-                    }
-                }
-                index.insert(slot.address.clone(), at);
-                let (before, after) = self.slots.split_at(at.min(self.slots.len()));
-                slots.extend(before.iter().cloned());
-                slots.push(slot);
-                slots.extend(after.iter().cloned());
-            }
-        }
-        Arc::new(Snapshot {
-            slots: slots.into_boxed_slice(),
-            index,
-        })
-    }
-
-    fn get(&self, address: &str) -> Option<&Arc<WorkerSlot>> {
-        self.index.get(address).and_then(|&i| self.slots.get(i))
-    }
-}
-
-/// An app's name, snapshot and writer mutex, cloned out of the map.
-type AppHandles = (Arc<str>, Arc<Snapshot>, Arc<Mutex<()>>);
-
-#[derive(Debug)]
-struct AppEntry {
-    snapshot: Arc<Snapshot>,
-    writer: Arc<Mutex<()>>,
-}
+/// One app's workers behind its lock.
+pub(super) type AppEntry = Arc<RwLock<AppWorkers>>;
 
 /// The workers of every app: registered and refreshed by heartbeats, dropped by
 /// [`remove`](Self::remove) and [`expire`](Self::expire), chosen from by `select`.
@@ -411,10 +346,11 @@ impl WorkerRegistry {
     /// Registers `status.address` under `app`, or refreshes it: metrics, overload flag,
     /// trackers, version, and the time of its last heartbeat (`now`, never moved backwards).
     ///
-    /// A known worker's heartbeat touches only that worker's slot (no app-wide lock); a new
-    /// worker, or one whose tags changed, is a membership change. Refused with a typed error:
-    /// an empty or oversized app name, address, tag or version, too many tags, or a new
-    /// worker beyond `max_workers_per_app`.
+    /// A known worker's heartbeat that leaves its score and overload flag as they were touches
+    /// only that worker's slot (under the app's read lock); a new worker, one whose tags
+    /// changed, or one whose rank changed takes the app's write lock for O(log n) updates.
+    /// Refused with a typed error: an empty or oversized app name, address, tag or version,
+    /// too many tags, or a new worker beyond `max_workers_per_app`.
     pub fn heartbeat(
         &self,
         app: &str,
@@ -423,12 +359,15 @@ impl WorkerRegistry {
         now: EpochMs,
     ) -> Result<HeartbeatOutcome, DispatchError> {
         validate(app, status)?;
-        if let Some(snapshot) = self.snapshot(app) {
-            if let Some(slot) = snapshot.get(&status.address) {
-                if slot.same_tags(&status.tags) {
+        let window = self.config.liveness_window_ms();
+        if let Some(entry) = self.entry(app) {
+            let workers = entry.read();
+            if let Some(slot) = workers.by_address.get(status.address.as_str()) {
+                if slot.same_tags(&status.tags) && slot.same_rank(status, &metrics) {
                     let mut details = lock(&slot.details);
                     if !details.removed {
-                        slot.update(&mut details, status, metrics, now);
+                        let prev = slot.update(&mut details, status, metrics, now);
+                        workers.beat(prev, window);
                         return Ok(HeartbeatOutcome::Refreshed);
                     }
                 }
@@ -437,7 +376,7 @@ impl WorkerRegistry {
         self.register(app, status, metrics, now)
     }
 
-    /// The slow path of `heartbeat`: a membership change under the app's writer mutex.
+    /// The slow path of `heartbeat`: a membership or rank change under the app's write lock.
     fn register(
         &self,
         app: &str,
@@ -445,34 +384,35 @@ impl WorkerRegistry {
         metrics: WorkerMetrics,
         now: EpochMs,
     ) -> Result<HeartbeatOutcome, DispatchError> {
-        let writer = match self.apps.get(app) {
-            Some(entry) => entry.writer.clone(),
+        let window = self.config.liveness_window_ms();
+        let entry = match self.entry(app) {
+            Some(entry) => entry,
             None => self
                 .apps
                 .entry(Arc::from(app))
-                .or_insert_with(|| AppEntry {
-                    snapshot: Arc::default(),
-                    writer: Arc::default(),
-                })
-                .writer
+                .or_default()
                 .clone(),
         };
-        let _writing = lock(&writer);
-        // Re-read under the writer lock: another heartbeat may have registered it meanwhile.
-        let current = self.snapshot(app).unwrap_or_default();
+        let mut workers = entry.write();
         let mut outcome = HeartbeatOutcome::Registered;
         let mut address: Option<Arc<str>> = None;
-        if let Some(slot) = current.get(&status.address) {
+        if let Some(slot) = workers.by_address.get(status.address.as_str()).cloned() {
             let mut details = lock(&slot.details);
-            if slot.same_tags(&status.tags) && !details.removed {
-                slot.update(&mut details, status, metrics, now);
+            debug_assert!(!details.removed, "a removed slot is still registered");
+            if slot.same_tags(&status.tags) {
+                let before = workers.unrank(&slot);
+                let prev = slot.update(&mut details, status, metrics, now);
+                workers.rerank(&slot, before);
+                workers.beat(prev, window);
                 return Ok(HeartbeatOutcome::Refreshed);
             }
             // Tags changed: the old slot leaves, a new one with the new tags replaces it.
             details.removed = true;
+            drop(details);
+            workers.forget(&slot);
             outcome = HeartbeatOutcome::Retagged;
             address = Some(slot.address.clone());
-        } else if current.slots.len() >= self.config.max_workers_per_app {
+        } else if workers.by_address.len() >= self.config.max_workers_per_app {
             tracing::warn!(
                 app,
                 address = status.address,
@@ -491,31 +431,24 @@ impl WorkerRegistry {
         tags.dedup();
         let tags: Box<[Arc<str>]> = tags.into_iter().map(Arc::from).collect();
         let slot = Arc::new(WorkerSlot::new(address, tags, status, metrics, now));
-        self.publish(app, current.with_slot(slot));
+        workers.insert(slot, now, window);
+        drop(workers);
         tracing::info!(app, address = status.address, tags = ?status.tags, ?outcome, "worker registered");
         Ok(outcome)
     }
 
     /// Drops `address` from `app`. Returns whether it was registered.
     pub fn remove(&self, app: &str, address: &str) -> bool {
-        let Some(writer) = self.apps.get(app).map(|e| e.writer.clone()) else {
+        let Some(entry) = self.entry(app) else {
             return false;
         };
-        let _writing = lock(&writer);
-        let Some(current) = self.snapshot(app) else {
-            return false;
-        };
-        let Some(slot) = current.get(address) else {
+        let mut workers = entry.write();
+        let Some(slot) = workers.by_address.get(address).cloned() else {
             return false;
         };
         lock(&slot.details).removed = true;
-        let slots = current
-            .slots
-            .iter()
-            .filter(|s| *s.address != *address)
-            .cloned()
-            .collect();
-        self.publish(app, Snapshot::build(slots));
+        workers.forget(&slot);
+        drop(workers);
         tracing::info!(app, address, "worker removed");
         true
     }
@@ -529,47 +462,34 @@ impl WorkerRegistry {
     /// call either lands first (and the worker stays) or re-registers it afterwards.
     pub fn expire(&self, now: EpochMs) -> Vec<(Arc<str>, Arc<str>)> {
         let window = self.config.liveness_window_ms();
-        let is_dead = |slot: &WorkerSlot| {
-            now >= slot
-                .last_heartbeat_ms
-                .load(Ordering::Relaxed)
-                .saturating_add(window)
-        };
-        // Collect first: no shard lock is held while taking writer mutexes.
-        let apps: Vec<AppHandles> = self
+        // Collect first: no shard lock is held while taking app locks.
+        let apps: Vec<(Arc<str>, AppEntry)> = self
             .apps
             .iter()
-            .map(|e| (e.key().clone(), e.snapshot.clone(), e.writer.clone()))
+            .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
         let mut expired = Vec::new();
-        for (app, snapshot, writer) in apps {
-            if !snapshot.slots.iter().any(|s| is_dead(s)) {
+        for (app, entry) in apps {
+            if entry.read().liveness(now, window).dead.is_empty() {
                 continue;
             }
-            let _writing = lock(&writer);
-            let Some(current) = self.snapshot(&app) else {
-                continue;
-            };
-            let mut survivors = Vec::with_capacity(current.slots.len());
-            let before = expired.len();
-            for slot in current.slots.iter() {
+            let mut workers = entry.write();
+            // Dead at `now` under the write lock: no heartbeat can land meanwhile.
+            let dead = workers.liveness(now, window).dead.clone();
+            for slot in dead {
                 let mut details = lock(&slot.details);
-                if is_dead(slot) {
-                    details.removed = true;
-                    tracing::warn!(
-                        app = &*app,
-                        address = &*slot.address,
-                        last_heartbeat_ms = slot.last_heartbeat_ms.load(Ordering::Relaxed),
-                        now,
-                        "worker expired: missed heartbeats"
-                    );
-                    expired.push((app.clone(), slot.address.clone()));
-                } else {
-                    survivors.push(slot.clone());
-                }
-            }
-            if expired.len() != before {
-                self.publish(&app, Snapshot::build(survivors));
+                debug_assert!(is_dead(&slot, now, window));
+                details.removed = true;
+                drop(details);
+                tracing::warn!(
+                    app = &*app,
+                    address = &*slot.address,
+                    last_heartbeat_ms = slot.last_heartbeat_ms.load(Ordering::Relaxed),
+                    now,
+                    "worker expired: missed heartbeats"
+                );
+                workers.forget(&slot);
+                expired.push((app.clone(), slot.address.clone()));
             }
         }
         expired
@@ -578,14 +498,20 @@ impl WorkerRegistry {
     /// The workers of `app`, sorted by address (empty for an unknown app).
     pub fn workers(&self, app: &str) -> Vec<WorkerView> {
         let window = self.config.liveness_window_ms();
-        self.snapshot(app)
-            .map(|s| s.slots.iter().map(|slot| slot.view(window)).collect())
+        self.entry(app)
+            .map(|e| {
+                e.read()
+                    .by_address
+                    .values()
+                    .map(|slot| slot.view(window))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// How many workers `app` has registered (dead ones not yet expired included).
     pub fn worker_count(&self, app: &str) -> usize {
-        self.snapshot(app).map_or(0, |s| s.slots.len())
+        self.entry(app).map_or(0, |e| e.read().by_address.len())
     }
 
     /// The apps that have (or had) workers.
@@ -593,16 +519,9 @@ impl WorkerRegistry {
         self.apps.iter().map(|e| e.key().clone()).collect()
     }
 
-    /// The app's current snapshot: one shard read lock, one `Arc` clone.
-    pub(super) fn snapshot(&self, app: &str) -> Option<Arc<Snapshot>> {
-        self.apps.get(app).map(|e| e.snapshot.clone())
-    }
-
-    /// Swaps in `snapshot`. The caller holds the app's writer mutex.
-    fn publish(&self, app: &str, snapshot: Arc<Snapshot>) {
-        if let Some(mut entry) = self.apps.get_mut(app) {
-            entry.snapshot = snapshot;
-        }
+    /// The app's workers: one shard read lock, one `Arc` clone.
+    pub(super) fn entry(&self, app: &str) -> Option<AppEntry> {
+        self.apps.get(app).map(|e| e.value().clone())
     }
 }
 
@@ -661,67 +580,4 @@ fn shorten(s: &str) -> String {
 /// Locks `m`, ignoring poisoning: every critical section leaves its data consistent.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn slot(address: &str, tag: &str) -> Arc<WorkerSlot> {
-        let status = WorkerStatus {
-            address: address.into(),
-            tags: vec![tag.into()],
-            version: String::new(),
-            overloaded: false,
-            trackers: TrackerCounts::default(),
-        };
-        let tags: Box<[Arc<str>]> = Box::new([Arc::from(tag)]);
-        Arc::new(WorkerSlot::new(
-            Arc::from(address),
-            tags,
-            &status,
-            WorkerMetrics::default(),
-            0,
-        ))
-    }
-
-    fn layout(s: &Snapshot) -> Vec<(String, String, usize)> {
-        s.slots
-            .iter()
-            .map(|slot| {
-                let at = s.index.get(&slot.address).copied().unwrap_or(usize::MAX);
-                (slot.address.to_string(), slot.tags.join(","), at)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_slot_put_in_place_gives_the_snapshot_a_rebuild_gives() {
-        // Addresses out of order, at both ends, in the middle, and again with new tags.
-        let adds = [
-            ("w5:1", "a"),
-            ("w1:1", "a"),
-            ("w9:1", "a"),
-            ("w3:1", "a"),
-            ("w0:1", "a"),
-            ("w3:1", "b"),
-            ("w9:1", "b"),
-            ("w0:1", "b"),
-            ("w7:1", "a"),
-        ];
-        let mut incremental = Arc::new(Snapshot::default());
-        let mut all: Vec<Arc<WorkerSlot>> = Vec::new();
-        for (address, tag) in adds {
-            let new = slot(address, tag);
-            incremental = incremental.with_slot(new.clone());
-            all.retain(|s| *s.address != *address);
-            all.push(new);
-            let rebuilt = Snapshot::build(all.clone());
-            assert_eq!(layout(&incremental), layout(&rebuilt), "after {address}");
-            assert_eq!(incremental.index.len(), rebuilt.index.len());
-            for (k, (a, _, at)) in layout(&rebuilt).into_iter().enumerate() {
-                assert_eq!(at, k, "{a}");
-            }
-        }
-    }
 }

@@ -4,7 +4,7 @@
 //! # One selection
 //!
 //! ```text
-//!   snapshot of the app (sorted by address)
+//!   the app's workers (sorted by address)
 //!        │  per worker, the first filter that fails counts it in `Exclusions`:
 //!        │  dead → not designated → overloaded → min_cpu_cores → min_memory_gb → min_disk_gb
 //!        ▼
@@ -25,6 +25,17 @@
 //! `designatedWorkers` does); SPECIFY additionally requires it to be non-empty and then picks
 //! like HEALTH_FIRST among the designated workers.
 //!
+//! # Two ways to the same choice
+//!
+//! The diagram is what a spec *with filters* (a designated list, a minimum) does: one pass
+//! over every worker (`scan`). A spec without them, the common case, needs only "alive and not
+//! overloaded", which the app's workers keep indexed (see `workers`): `pick` takes the first
+//! live worker of the ranking (HEALTH_FIRST), the k-th live worker of the not-overloaded ones
+//! in address order (ROUND_ROBIN, RANDOM: the same `k`, so the same worker, as the scan), and
+//! the best-first list straight from the ranking; the eligible count is the ranking's size
+//! minus its dead workers. Both give the same `Selection` for the same state, cursor and rng
+//! (the `dispatch_model` tests run the scan of every worker as the model).
+//!
 //! # Invariants
 //!
 //! - Nothing is selected that is dead at `now` (expired or not), not designated (when a list
@@ -34,8 +45,9 @@
 //!   set; uncapped BROADCAST/MAP/MAP_REDUCE get exactly the eligible set.
 //! - Every choice is a function of the registry state, the spec, `now`, the cursor and the
 //!   rng: with a seeded rng, selection is deterministic.
-//! - Selection takes no lock beyond one shard read lock to clone the app's snapshot, and
-//!   allocates only the returned `workers` vector (plus the scratch vector's first growth).
+//! - Selection takes one shard read lock to clone the app's handle and the app's read lock
+//!   while it picks; it allocates only the returned `workers` vector (plus the scratch
+//!   vector's first growth, and the address-ordered arrays after a membership change).
 
 use std::cmp::Reverse;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +60,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{DispatchError, Exclusions};
 use super::health::{cores_to_millicores, gib_to_bytes, HealthScore};
 use super::registry::{WorkerRegistry, WorkerSlot};
+use super::workers::{is_dead, kth_alive, AppWorkers};
 use crate::model::{DispatchStrategy, ExecuteType};
 use crate::time_expression::EpochMs;
 
@@ -156,7 +169,7 @@ impl RoundRobinCursor {
 #[derive(Debug)]
 pub struct SelectState<R = StdRng> {
     rng: R,
-    /// (slot index in the snapshot, score), in address order.
+    /// (slot index in the address-ordered workers, score), in address order.
     eligible: Vec<(usize, HealthScore)>,
 }
 
@@ -210,86 +223,206 @@ impl WorkerRegistry {
     ) -> Result<Selection, DispatchError> {
         let req = spec.compile()?;
         let window = self.config().liveness_window_ms();
-        let snapshot = self.snapshot(app).unwrap_or_default();
-        let slots = &snapshot.slots;
-        let mut exclusions = Exclusions {
-            registered: slots.len(),
-            ..Exclusions::default()
+        let Some(entry) = self.entry(app) else {
+            return Err(DispatchError::NoEligibleWorker {
+                app: app.into(),
+                exclusions: Exclusions::default(),
+            });
         };
-        let eligible = &mut state.eligible;
-        eligible.clear();
-        for (i, slot) in slots.iter().enumerate() {
-            let last = slot.last_heartbeat_ms.load(Ordering::Relaxed);
-            if now >= last.saturating_add(window) {
-                exclusions.dead += 1;
-            } else if !req.designated.is_empty() && !req.designates(slot) {
-                exclusions.not_designated += 1;
-            } else if slot.overloaded.load(Ordering::Relaxed) {
-                exclusions.overloaded += 1;
-            } else if req.min_cpu_millicores > 0
-                && slot.cpu_free_millicores.load(Ordering::Relaxed) < req.min_cpu_millicores
-            {
-                exclusions.insufficient_cpu += 1;
-            } else if slot.memory_free_bytes.load(Ordering::Relaxed) < req.min_memory_bytes {
-                exclusions.insufficient_memory += 1;
-            } else if slot.disk_free_bytes.load(Ordering::Relaxed) < req.min_disk_bytes {
-                exclusions.insufficient_disk += 1;
-            } else {
-                eligible.push((i, slot.score.load(Ordering::Relaxed)));
-            }
+        let workers = entry.read();
+        if req.filters() {
+            scan(app, spec, &req, &workers.all(), cursor, state, now, window)
+        } else {
+            pick(app, spec, &workers, cursor, state, now, window)
         }
-        let no_worker = || DispatchError::NoEligibleWorker {
+    }
+}
+
+impl Requirements<'_> {
+    /// Whether the spec filters workers beyond liveness and the overload flag.
+    fn filters(&self) -> bool {
+        !self.designated.is_empty()
+            || self.min_cpu_millicores > 0
+            || self.min_memory_bytes > 0
+            || self.min_disk_bytes > 0
+    }
+}
+
+/// Selection for a spec without filters: eligible = alive and not overloaded, read from the
+/// app's ranking and liveness set without visiting every worker (see `workers`).
+fn pick<R: Rng>(
+    app: &str,
+    spec: &DispatchSpec,
+    workers: &AppWorkers,
+    cursor: &RoundRobinCursor,
+    state: &mut SelectState<R>,
+    now: EpochMs,
+    window: i64,
+) -> Result<Selection, DispatchError> {
+    let live = workers.liveness(now, window);
+    let registered = workers.by_address.len();
+    let ranked = workers.ranking.len();
+    let dead_ranked = live.dead_ranked().count();
+    let len = ranked - dead_ranked;
+    if len == 0 {
+        let dead_overloaded = live.dead.len() - dead_ranked;
+        return Err(DispatchError::NoEligibleWorker {
             app: app.into(),
-            exclusions,
-        };
-        let len = eligible.len();
-        if len == 0 {
-            return Err(no_worker());
-        }
-        let pick = match spec.strategy {
-            DispatchStrategy::Random => state.rng.gen_range(0..len),
-            DispatchStrategy::RoundRobin => {
+            exclusions: Exclusions {
+                registered,
+                dead: live.dead.len(),
+                overloaded: registered - ranked - dead_overloaded,
+                ..Exclusions::default()
+            },
+        });
+    }
+    let tracker = match spec.strategy {
+        DispatchStrategy::Random | DispatchStrategy::RoundRobin => {
+            let k = if spec.strategy == DispatchStrategy::Random {
+                state.rng.gen_range(0..len)
+            } else {
                 // `len` fits in u64 and the remainder is below `len`: both casts are lossless.
                 (cursor.next() % len as u64) as usize
+            };
+            kth_alive(&workers.ranked(), live.dead_ranked(), k).cloned()
+        }
+        DispatchStrategy::HealthFirst | DispatchStrategy::Specify => workers
+            .ranking
+            .values()
+            .find(|slot| !is_dead(slot, now, window))
+            .cloned(),
+    };
+    let Some(tracker) = tracker else {
+        debug_assert!(false, "the ranking and the liveness set disagree");
+        return Err(DispatchError::NoEligibleWorker {
+            app: app.into(),
+            exclusions: Exclusions {
+                registered,
+                ..Exclusions::default()
+            },
+        });
+    };
+    let task_tracker = tracker.address.clone();
+    let workers = match spec.execute_type {
+        ExecuteType::Standalone => vec![task_tracker.clone()],
+        ExecuteType::Broadcast | ExecuteType::Map | ExecuteType::MapReduce => {
+            let cap = cap(spec, len);
+            let mut list = Vec::with_capacity(cap);
+            list.push(task_tracker.clone());
+            if cap > 1 {
+                // The ranking is the order wanted: score descending, address breaking ties.
+                let rest = workers
+                    .ranking
+                    .values()
+                    .filter(|slot| !is_dead(slot, now, window) && !Arc::ptr_eq(slot, &tracker))
+                    .take(cap - 1)
+                    .map(|slot| slot.address.clone());
+                list.extend(rest);
             }
-            DispatchStrategy::HealthFirst | DispatchStrategy::Specify => best(eligible),
-        };
-        let address = |i: usize| slots.get(i).map(|s| s.address.clone());
-        let Some((tracker_index, _)) = eligible.get(pick).copied() else {
-            return Err(no_worker());
-        };
-        let Some(task_tracker) = address(tracker_index) else {
-            return Err(no_worker());
-        };
-        let workers = match spec.execute_type {
-            ExecuteType::Standalone => vec![task_tracker.clone()],
-            ExecuteType::Broadcast | ExecuteType::Map | ExecuteType::MapReduce => {
-                let cap = match spec.max_worker_count {
-                    0 => len,
-                    n => len.min(usize::try_from(n).unwrap_or(usize::MAX)),
-                };
-                let mut workers = Vec::with_capacity(cap);
-                workers.push(task_tracker.clone());
-                if cap > 1 {
-                    // Best first: score descending, address (= slot index) breaking ties.
-                    eligible.sort_unstable_by_key(|&(i, score)| (Reverse(score), i));
-                    workers.extend(
-                        eligible
-                            .iter()
-                            .filter(|&&(i, _)| i != tracker_index)
-                            .take(cap - 1)
-                            .filter_map(|&(i, _)| address(i)),
-                    );
-                }
-                workers
-            }
-        };
-        Ok(Selection {
-            task_tracker,
-            workers,
-            eligible: len,
-        })
+            list
+        }
+    };
+    Ok(Selection {
+        task_tracker,
+        workers,
+        eligible: len,
+    })
+}
+
+/// Most workers for `len` eligible ones under `spec.max_worker_count` (0 = no cap).
+fn cap(spec: &DispatchSpec, len: usize) -> usize {
+    match spec.max_worker_count {
+        0 => len,
+        n => len.min(usize::try_from(n).unwrap_or(usize::MAX)),
     }
+}
+
+/// Selection for a spec with filters: every worker in address order is judged (see the
+/// module doc), then the strategy picks among the eligible ones.
+#[allow(clippy::too_many_arguments)]
+fn scan<R: Rng>(
+    app: &str,
+    spec: &DispatchSpec,
+    req: &Requirements<'_>,
+    slots: &[Arc<WorkerSlot>],
+    cursor: &RoundRobinCursor,
+    state: &mut SelectState<R>,
+    now: EpochMs,
+    window: i64,
+) -> Result<Selection, DispatchError> {
+    let mut exclusions = Exclusions {
+        registered: slots.len(),
+        ..Exclusions::default()
+    };
+    let eligible = &mut state.eligible;
+    eligible.clear();
+    for (i, slot) in slots.iter().enumerate() {
+        if is_dead(slot, now, window) {
+            exclusions.dead += 1;
+        } else if !req.designated.is_empty() && !req.designates(slot) {
+            exclusions.not_designated += 1;
+        } else if slot.overloaded.load(Ordering::Relaxed) {
+            exclusions.overloaded += 1;
+        } else if req.min_cpu_millicores > 0
+            && slot.cpu_free_millicores.load(Ordering::Relaxed) < req.min_cpu_millicores
+        {
+            exclusions.insufficient_cpu += 1;
+        } else if slot.memory_free_bytes.load(Ordering::Relaxed) < req.min_memory_bytes {
+            exclusions.insufficient_memory += 1;
+        } else if slot.disk_free_bytes.load(Ordering::Relaxed) < req.min_disk_bytes {
+            exclusions.insufficient_disk += 1;
+        } else {
+            eligible.push((i, slot.score.load(Ordering::Relaxed)));
+        }
+    }
+    let no_worker = || DispatchError::NoEligibleWorker {
+        app: app.into(),
+        exclusions,
+    };
+    let len = eligible.len();
+    if len == 0 {
+        return Err(no_worker());
+    }
+    let pick = match spec.strategy {
+        DispatchStrategy::Random => state.rng.gen_range(0..len),
+        DispatchStrategy::RoundRobin => {
+            // `len` fits in u64 and the remainder is below `len`: both casts are lossless.
+            (cursor.next() % len as u64) as usize
+        }
+        DispatchStrategy::HealthFirst | DispatchStrategy::Specify => best(eligible),
+    };
+    let address = |i: usize| slots.get(i).map(|s| s.address.clone());
+    let Some((tracker_index, _)) = eligible.get(pick).copied() else {
+        return Err(no_worker());
+    };
+    let Some(task_tracker) = address(tracker_index) else {
+        return Err(no_worker());
+    };
+    let workers = match spec.execute_type {
+        ExecuteType::Standalone => vec![task_tracker.clone()],
+        ExecuteType::Broadcast | ExecuteType::Map | ExecuteType::MapReduce => {
+            let cap = cap(spec, len);
+            let mut workers = Vec::with_capacity(cap);
+            workers.push(task_tracker.clone());
+            if cap > 1 {
+                // Best first: score descending, address (= slot index) breaking ties.
+                eligible.sort_unstable_by_key(|&(i, score)| (Reverse(score), i));
+                workers.extend(
+                    eligible
+                        .iter()
+                        .filter(|&&(i, _)| i != tracker_index)
+                        .take(cap - 1)
+                        .filter_map(|&(i, _)| address(i)),
+                );
+            }
+            workers
+        }
+    };
+    Ok(Selection {
+        task_tracker,
+        workers,
+        eligible: len,
+    })
 }
 
 /// Position of the best score in `eligible` (address order): the first of equal maxima, so
