@@ -19,6 +19,7 @@ use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
 
 mod common;
+use common::postgres::Database;
 use common::*;
 
 /// The lease: long enough that a loaded machine renews in time, short enough for a quick
@@ -28,51 +29,6 @@ const LEASE_MS: &str = "3000";
 /// One test at a time: each runs two or three servers, workers and a database on a machine
 /// that may have two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn server_url() -> String {
-    std::env::var("FERROJOB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .arg(format!("{}/postgres", server_url()))
-        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
-        .output()
-        .expect("psql must be installed for the PostgreSQL tests");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Database(String);
-
-impl Database {
-    fn create() -> Database {
-        let name = format!(
-            "ferrojob_cluster_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        psql(&format!("CREATE DATABASE {name}"));
-        Database(name)
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", server_url(), self.0)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-    }
-}
 
 /// One server of the cluster: its process, its API and its worker address (= its id).
 struct Server {

@@ -13,53 +13,8 @@ use ferrojob::model::InstanceStatus;
 use ferrojob::time_expression::TimeExpressionType;
 
 mod common;
+use common::postgres::Database;
 use common::*;
-
-fn server_url() -> String {
-    std::env::var("FERROJOB_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .arg(format!("{}/postgres", server_url()))
-        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
-        .output()
-        .expect("psql must be installed for the PostgreSQL tests");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A database of its own, dropped when the test ends.
-struct Database(String);
-
-impl Database {
-    fn create() -> Database {
-        let name = format!(
-            "ferrojob_e2e_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        psql(&format!("CREATE DATABASE {name}"));
-        Database(name)
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", server_url(), self.0)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_on_postgres_runs_jobs_and_keeps_history_across_a_restart() {

@@ -329,3 +329,56 @@ pub fn cli(c: &Cluster, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// PostgreSQL for the tests that need it: it must answer at `FERROJOB_TEST_POSTGRES`
+/// (default `postgres://postgres@127.0.0.1:5432`, trust authentication) and `psql` must be
+/// installed, or the test fails.
+pub mod postgres {
+    use std::process::Command;
+
+    pub fn server_url() -> String {
+        std::env::var("FERROJOB_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+    }
+
+    pub fn psql(sql: &str) {
+        let out = Command::new("psql")
+            .arg(format!("{}/postgres", server_url()))
+            .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+            .output()
+            .expect("psql must be installed for the PostgreSQL tests");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A database of its own, dropped when the test ends.
+    pub struct Database(pub String);
+
+    impl Database {
+        pub fn create() -> Database {
+            let name = format!(
+                "ferrojob_e2e_{}_{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos()
+            );
+            psql(&format!("CREATE DATABASE {name}"));
+            Database(name)
+        }
+
+        pub fn url(&self) -> String {
+            format!("{}/{}", server_url(), self.0)
+        }
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+        }
+    }
+}

@@ -387,11 +387,7 @@ impl WorkerRegistry {
         let window = self.config.liveness_window_ms();
         let entry = match self.entry(app) {
             Some(entry) => entry,
-            None => self
-                .apps
-                .entry(Arc::from(app))
-                .or_default()
-                .clone(),
+            None => self.apps.entry(Arc::from(app)).or_default().clone(),
         };
         let mut workers = entry.write();
         let mut outcome = HeartbeatOutcome::Registered;
