@@ -31,7 +31,7 @@
 //!
 //! Acting: a single server's core acts for every app, and its messages carry epoch 0. A
 //! server of a cluster ([`Core::start_partitioned`]) acts only for the apps of the partitions
-//! it is told it holds: [`Core::on_partition_acquired`] loads a partition's state through
+//! it is told it holds: [`Core::on_partition_loaded`] takes a partition's state through
 //! the restart-recovery path (filtered to its apps: jobs, delayed runs, queued and running
 //! instances, workflows; running instances are reconciled with their workers as after a
 //! restart), [`Core::on_partition_lost`] drops it from memory in the same step without

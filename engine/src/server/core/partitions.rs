@@ -4,7 +4,7 @@
 //! The lease machine ([`crate::cluster::Ownership`]) decides when a partition is held; the
 //! core is told through two inputs:
 //!
-//! - [`Core::on_partition_acquired`]: the partition's apps, jobs, pending delayed runs,
+//! - [`Core::on_partition_loaded`]: the partition's apps, jobs, pending delayed runs,
 //!   queued and non-final instances, workflows and their unfinished instances are loaded
 //!   from the repository through the restart-recovery path (filtered to the partition), their
 //!   timers armed, and their running instances reconciled as after a restart: each worker is
@@ -36,7 +36,10 @@ use thiserror::Error;
 use crate::api::ApiError;
 use crate::cluster::{partition_of, Epoch, PartitionId, ServerId, PARTITION_COUNT};
 use crate::ids::{AppId, InstanceId};
-use crate::server::{AppRecord, LoadedState, RepoError};
+use crate::server::workflow_repo::{LoadedWorkflow, WfInstanceRecord};
+#[cfg(test)]
+use crate::server::RepoError;
+use crate::server::{AppRecord, LoadedState};
 use crate::time_expression::EpochMs;
 
 use super::Core;
@@ -203,29 +206,45 @@ impl Core {
         }
     }
 
-    /// Partition `p` was acquired at `epoch`: its apps' state is loaded from the repository
-    /// and the core acts for them from this step on (see the module docs). A partition held
-    /// already (at an older epoch: the lease was lost and taken again) is dropped and loaded
-    /// afresh. A load that fails leaves the partition not held: the caller is to release it.
-    /// Ignored when the core acts for every app.
+    /// [`on_partition_loaded`](Self::on_partition_loaded) with the state read here, in the
+    /// step (the tests' way; the runtime reads it outside the core's lock).
+    #[cfg(test)]
     pub(crate) fn on_partition_acquired(
         &mut self,
         p: PartitionId,
         epoch: Epoch,
         now: EpochMs,
     ) -> Result<(), RepoError> {
+        let loaded = self.repo.load()?;
+        let workflows = self.repo.load_workflows()?;
+        self.on_partition_loaded(p, epoch, loaded, workflows, now);
+        Ok(())
+    }
+
+    /// Partition `p` was acquired at `epoch`: from this step on the core acts for its apps,
+    /// whose state is `loaded` and `workflows`, the whole store as read by the caller
+    /// (outside the core's lock, once the repository holds the partition's fence, so nothing
+    /// of the partition changes meanwhile); see the module docs. A partition held already (at
+    /// an older epoch: the lease was lost and taken again) is dropped and loaded afresh.
+    /// Ignored when the core acts for every app.
+    pub(crate) fn on_partition_loaded(
+        &mut self,
+        p: PartitionId,
+        epoch: Epoch,
+        loaded: LoadedState,
+        (workflows, wf_active): (Vec<LoadedWorkflow>, Vec<WfInstanceRecord>),
+        now: EpochMs,
+    ) {
         let Acting::Partitions(h) = &self.acting else {
             tracing::warn!(
                 partition = p.get(),
                 "partition acquired by a server acting for every app: ignored"
             );
-            return Ok(());
+            return;
         };
         if h.epoch(p).is_some() {
             self.drop_partition(p);
         }
-        let loaded = self.repo.load()?;
-        let (workflows, wf_active) = self.repo.load_workflows()?;
         let loaded = only_partition(loaded, p);
         let apps: HashSet<AppId> = loaded.apps.iter().map(|a| a.id).collect();
         let workflows: Vec<_> = workflows
@@ -256,7 +275,6 @@ impl Core {
         let wf_recovery = self.recover_workflows(&loaded, workflows, wf_active, now);
         self.recover_apps(loaded, now);
         self.resume_workflows(wf_recovery, now);
-        Ok(())
     }
 
     /// Partition `p` was lost or released (`owner`: the server that holds it now, when

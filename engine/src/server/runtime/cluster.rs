@@ -9,8 +9,9 @@
 //!   workers' connections are closed (they come back to the new owner).
 //! - `acting` is handed to one thread that loads partitions, in the order granted: it rereads
 //!   the partition's rows the former owner left, lets the repository write under the new
-//!   epoch, and has the core load and act for the partition (restart recovery, filtered). A
-//!   load that fails is tried again every second while the partition is still granted.
+//!   epoch, reads the stored state (outside the core's lock) and has the core act for the
+//!   partition (restart recovery, filtered). A load that fails is tried again every second
+//!   while the partition is still granted.
 //!
 //! A partition stopped while its load is still queued or running is not acted for: the
 //! thread checks, under the core's lock, that the grant it loads is still the current one.
@@ -139,14 +140,17 @@ impl Loader {
             }
             self.pg.hold_partition(p, epoch);
         }
+        // Read outside the core's lock, so that a large store's load never holds up the
+        // core's other steps (nor, through them, the runtime's threads).
+        let loaded = self.runtime.repo.load()?;
+        let workflows = self.runtime.repo.load_workflows()?;
         self.runtime.step(|core, now| {
             // Checked under the core's lock: a stop after this waits for the step.
             if self.current(p, epoch) {
-                core.on_partition_acquired(p, epoch, now)
-            } else {
-                Ok(())
+                core.on_partition_loaded(p, epoch, loaded, workflows, now);
             }
-        })
+        });
+        Ok(())
     }
 }
 
