@@ -64,10 +64,35 @@ pub(crate) struct Runtime {
     pub(crate) sweep_from: AtomicU64,
     /// Jobs waiting for a count prune (`retention.rs`).
     pub(crate) prunes: PruneQueue,
+    /// Measures the dispatch latency of a ScheduleJob sent from a connection's backlog.
+    sent_late: SentLate,
     /// A server of a cluster: what its membership knows, for `/metrics`.
     #[cfg(feature = "postgres")]
     pub(crate) member:
         OnceLock<tokio::sync::watch::Receiver<crate::server::pg::member::MemberStatus>>,
+}
+
+/// Observes a ScheduleJob's dispatch latency (from when it was ready to when its connection
+/// took it).
+#[derive(Debug, Clone)]
+struct SentLate {
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl super::link::OnSent for SentLate {
+    fn sent(&self, ready_us: i64) {
+        self.observe(ready_us);
+    }
+}
+
+impl SentLate {
+    fn observe(&self, ready_us: i64) {
+        let us = self.clock.now_us().saturating_sub(ready_us);
+        self.metrics
+            .dispatch_latency
+            .observe(Duration::from_micros(u64::try_from(us).unwrap_or(0)));
+    }
 }
 
 /// The messages of one step, carried out under the core's lock, and its writes, awaited after.
@@ -102,6 +127,10 @@ impl Runtime {
             SelectState::from_entropy(),
             started_ms,
         );
+        let sent_late = SentLate {
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&config.clock),
+        };
         Ok(Arc::new(Runtime {
             config,
             repo,
@@ -120,6 +149,7 @@ impl Runtime {
             sweeping: AtomicBool::new(false),
             sweep_from: AtomicU64::new(0),
             prunes: PruneQueue::default(),
+            sent_late,
             #[cfg(feature = "postgres")]
             member: OnceLock::new(),
         }))
@@ -189,16 +219,7 @@ impl Runtime {
         };
         let delivery = match &link {
             None => Delivery::Closed,
-            Some(link) => {
-                let metrics = Arc::clone(&self.metrics);
-                let clock = Arc::clone(&self.config.clock);
-                link.deliver(message, ready.map(|r| r.0), move |ready_us| {
-                    let us = clock.now_us().saturating_sub(ready_us);
-                    metrics
-                        .dispatch_latency
-                        .observe(Duration::from_micros(u64::try_from(us).unwrap_or(0)));
-                })
-            }
+            Some(link) => link.deliver(message, ready.map(|r| r.0), &self.sent_late),
         };
         match (delivery, ready) {
             (Delivery::Sent, Some((ready_us, _))) => self.observe_dispatch(ready_us),
@@ -223,10 +244,7 @@ impl Runtime {
     }
 
     fn observe_dispatch(&self, ready_us: i64) {
-        let us = self.config.clock.now_us().saturating_sub(ready_us);
-        self.metrics
-            .dispatch_latency
-            .observe(Duration::from_micros(u64::try_from(us).unwrap_or(0)));
+        self.sent_late.observe(ready_us);
     }
 
     fn run_later(self: &Arc<Self>, later: Later) {

@@ -20,6 +20,17 @@ use parking_lot::Mutex;
 /// ScheduleJobs a connection's backlog holds at most, beyond the transport's own queue.
 pub(crate) const BACKLOG_SCHEDULES: usize = 1024;
 
+/// Told the dispatch-ready time of each ScheduleJob sent from a backlog.
+pub(crate) trait OnSent: Clone + Send + 'static {
+    fn sent(&self, ready_us: i64);
+}
+
+impl<F: Fn(i64) + Clone + Send + 'static> OnSent for F {
+    fn sent(&self, ready_us: i64) {
+        self(ready_us)
+    }
+}
+
 /// What became of a message handed to [`WorkerLink::deliver`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivery {
@@ -74,12 +85,12 @@ impl WorkerLink {
 
     /// Hands `message` to the connection without waiting. `ready_us` is a ScheduleJob's
     /// dispatch-ready time; `on_sent` is told it for a ScheduleJob that went out from the
-    /// backlog.
+    /// backlog (cloned only then).
     pub(crate) fn deliver(
         &self,
         message: Message,
         ready_us: Option<i64>,
-        on_sent: impl Fn(i64) + Send + 'static,
+        on_sent: &impl OnSent,
     ) -> Delivery {
         let schedule = matches!(message, Message::ScheduleJob(_));
         let mut b = self.backlog.lock();
@@ -94,7 +105,7 @@ impl WorkerLink {
                     tokio::spawn(drain(
                         self.handle.clone(),
                         Arc::clone(&self.backlog),
-                        on_sent,
+                        on_sent.clone(),
                     ));
                     Delivery::Backlogged
                 }
@@ -118,7 +129,7 @@ impl Backlog {
 /// Feeds the backlog to the connection in order, waiting for room; ends when it is empty or
 /// the connection closed (what is left is dropped: the core hears of the close and
 /// redispatches).
-async fn drain(handle: ConnectionHandle, backlog: Arc<Mutex<Backlog>>, on_sent: impl Fn(i64)) {
+async fn drain(handle: ConnectionHandle, backlog: Arc<Mutex<Backlog>>, on_sent: impl OnSent) {
     loop {
         let next = {
             let mut b = backlog.lock();
@@ -143,7 +154,7 @@ async fn drain(handle: ConnectionHandle, backlog: Arc<Mutex<Backlog>>, on_sent: 
             return;
         }
         if let Some(ready) = next.ready_us {
-            on_sent(ready);
+            on_sent.sent(ready);
         }
     }
 }
@@ -192,7 +203,7 @@ mod tests {
         let mut expected = Vec::new();
         // Two fit the connection's queue; the rest wait in the backlog up to its bound.
         for id in 0..(2 + BACKLOG_SCHEDULES as u64) {
-            let d = link.deliver(schedule(id), Some(0), counted(&sent));
+            let d = link.deliver(schedule(id), Some(0), &counted(&sent));
             assert_eq!(
                 d,
                 if id < 2 {
@@ -205,11 +216,11 @@ mod tests {
         }
         // Past the bound a ScheduleJob is dropped, a StopInstance is not.
         assert_eq!(
-            link.deliver(schedule(9_999), Some(0), counted(&sent)),
+            link.deliver(schedule(9_999), Some(0), &counted(&sent)),
             Delivery::Dropped
         );
         assert_eq!(
-            link.deliver(stop(7), None, counted(&sent)),
+            link.deliver(stop(7), None, &counted(&sent)),
             Delivery::Backlogged
         );
         expected.push((false, 7));
@@ -226,12 +237,12 @@ mod tests {
         assert_eq!(link.backlogged(), 0);
         assert_eq!(sent.load(Ordering::Relaxed), BACKLOG_SCHEDULES);
         assert_eq!(
-            link.deliver(schedule(1), Some(0), counted(&sent)),
+            link.deliver(schedule(1), Some(0), &counted(&sent)),
             Delivery::Sent
         );
         drop(peer);
         assert_eq!(
-            link.deliver(stop(1), None, counted(&sent)),
+            link.deliver(stop(1), None, &counted(&sent)),
             Delivery::Closed
         );
     }
@@ -240,17 +251,20 @@ mod tests {
     async fn a_connection_closing_under_a_backlog_empties_it() {
         let (handle, peer) = ConnectionHandle::unconnected(1);
         let link = WorkerLink::new(1, handle);
-        assert_eq!(link.deliver(schedule(1), Some(0), |_| {}), Delivery::Sent);
+        assert_eq!(link.deliver(schedule(1), Some(0), &|_| {}), Delivery::Sent);
         assert_eq!(
-            link.deliver(schedule(2), Some(0), |_| {}),
+            link.deliver(schedule(2), Some(0), &|_| {}),
             Delivery::Backlogged
         );
-        assert_eq!(link.deliver(stop(2), None, |_| {}), Delivery::Backlogged);
+        assert_eq!(link.deliver(stop(2), None, &|_| {}), Delivery::Backlogged);
         drop(peer);
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
         assert_eq!(link.backlogged(), 0);
-        assert_eq!(link.deliver(schedule(3), Some(0), |_| {}), Delivery::Closed);
+        assert_eq!(
+            link.deliver(schedule(3), Some(0), &|_| {}),
+            Delivery::Closed
+        );
     }
 }
