@@ -185,6 +185,15 @@ async fn running() -> Running {
         },
     )
     .await;
+    // The other server knew nothing of the app (created after it started): it still checked
+    // the worker's secret and turned it away as not served there, not as unknown.
+    assert!(
+        !worker
+            .stderr_text()
+            .contains("check the app name and secret"),
+        "{}",
+        worker.stderr_text()
+    );
     Running {
         owner,
         other,

@@ -384,16 +384,18 @@ impl Runtime {
     }
 
     /// The app named `name`.
-    /// The app named `name`. A server of a cluster that holds the app's partition but does
-    /// not know the app (another server created it after the partition was loaded) reads it
-    /// from the repository and learns it.
+    /// The app named `name`. A server of a cluster that does not know the app (another
+    /// server created it after this one loaded its partitions) reads it from the repository,
+    /// so that its workers' secrets are checked and its commands refused as not served here
+    /// (rather than as an unknown app), and learns it: known by name, acted for only while
+    /// its partition is held.
     pub(crate) fn app_by_name(&self, name: &str) -> Option<crate::server::AppRecord> {
         {
             let core = self.core.lock();
             if let Some(app) = core.apps.get(name) {
                 return Some(app.clone());
             }
-            if !core.is_partitioned() || core.serves(name).is_err() {
+            if !core.is_partitioned() {
                 return None;
             }
         }
