@@ -14,6 +14,12 @@
 //! `ferrojob-server` process): a fresh app is created on it, and the counters the bench reads
 //! (`ferrojob_instances_finished_total`, the dispatch histogram) are taken as differences.
 //!
+//! `--store postgres://… --servers N` (or `--cluster`) starts N servers of a cluster sharing
+//! the database, all in this process, waits until every partition sits with its rendezvous
+//! owner, and spreads the runs round robin over `--apps` apps named so that their
+//! partitions prefer the servers in turn; each run goes to its app's owner, and the counters
+//! and histograms are summed over the servers.
+//!
 //! Workers run in this process (own tasks, own connections): on a 2-core machine the server,
 //! the workers and the load generator share the cores, as they would on one box.
 
