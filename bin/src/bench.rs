@@ -14,6 +14,12 @@
 //! `ferrojob-server` process): a fresh app is created on it, and the counters the bench reads
 //! (`ferrojob_instances_finished_total`, the dispatch histogram) are taken as differences.
 //!
+//! `--store postgres://… --servers N` (or `--cluster`) starts N servers of a cluster sharing
+//! the database, all in this process, waits until every partition sits with its rendezvous
+//! owner, and spreads the runs round robin over `--apps` apps named so that their
+//! partitions prefer the servers in turn; each run goes to its app's owner, and the counters
+//! and histograms are summed over the servers.
+//!
 //! Workers run in this process (own tasks, own connections): on a 2-core machine the server,
 //! the workers and the load generator share the cores, as they would on one box.
 
@@ -37,6 +43,10 @@ use serde::Serialize;
 
 #[path = "bench_workflow.rs"]
 mod bench_workflow;
+#[path = "bench_cluster.rs"]
+mod cluster;
+#[path = "bench_failover.rs"]
+mod failover;
 #[path = "bench_flood.rs"]
 mod flood;
 #[path = "bench_flood_attack.rs"]
@@ -71,6 +81,9 @@ pub enum BenchCmd {
     /// The attacker of `bench flood`, as a process of its own.
     #[command(hide = true)]
     FloodAttack(flood_attack::AttackArgs),
+    /// A cluster on PostgreSQL: `kill -9` of an app's owner until the first run another
+    /// server dispatches, repeated; p50/p99/max.
+    Failover(failover::FailoverArgs),
     /// The control of `bench flood`: takes CPU and does nothing else.
     #[command(hide = true)]
     FloodBurn(flood_attack::BurnArgs),
@@ -126,6 +139,23 @@ pub struct DispatchArgs {
     /// CA (the OpenAPI stays plain HTTP: the bench's HTTP client has no TLS).
     #[arg(long, conflicts_with = "connect")]
     tls: bool,
+    /// With `--store`: start this many servers of a cluster sharing the database, all in
+    /// this process (each with its own ports, membership and leases; implies `--cluster`).
+    /// The runs are spread over `--apps` apps, each sent to the server that owns it.
+    #[arg(long, default_value_t = 1, requires = "store")]
+    servers: usize,
+    /// With `--store`: run the server(s) as members of a cluster (leases, fenced writes)
+    /// even when there is one.
+    #[arg(long, requires = "store")]
+    cluster: bool,
+    /// Apps the runs are spread over, round robin (default: one per server). Their names are
+    /// chosen so that their partitions prefer the servers in turn; each app has its own job
+    /// and `--workers` workers, connected to the server that owns it.
+    #[arg(long)]
+    apps: Option<usize>,
+    /// With a cluster: the partitions' lease, ms.
+    #[arg(long, default_value_t = ferrojob_bin::server_config::DEFAULT_LEASE_MS)]
+    lease_ms: u64,
 }
 
 /// How `bench dispatch` triggers runs.
@@ -143,7 +173,12 @@ struct Row {
     function: &'static str,
     param: String,
     instances: u64,
+    /// Workers per app.
     workers: usize,
+    /// Servers (of a cluster when `cluster`).
+    servers: usize,
+    apps: usize,
+    cluster: bool,
     store: &'static str,
     via: &'static str,
     /// The worker port: `tcp` or `tls`.
@@ -170,6 +205,7 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
         BenchCmd::Workflow(args) => runtime.block_on(bench_workflow::bench(args, conn.json())),
         BenchCmd::Mapreduce(args) => runtime.block_on(mapreduce::mapreduce(args, conn.json())),
         BenchCmd::Flood(args) => runtime.block_on(flood::flood(args, conn.json())),
+        BenchCmd::Failover(args) => runtime.block_on(failover::failover(args, conn.json())),
         BenchCmd::FloodAttack(args) => runtime.block_on(flood_attack::attack(args)),
         BenchCmd::FloodBurn(args) => flood_attack::burn(args),
         BenchCmd::Soak(args) => runtime.block_on(soak::soak(args, conn.json())),
@@ -177,126 +213,228 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
     }
 }
 
+/// Where `bench dispatch` sends its load.
+struct Deployment {
+    /// Servers started here (none with `--connect`), stopped at the end.
+    servers: Vec<ferrojob::launch::RunningServer>,
+    /// Their data dirs: removed after the servers stopped.
+    dirs: Vec<tempfile::TempDir>,
+    /// One API client per server.
+    clients: Vec<Client>,
+    /// Each server's worker address.
+    transports: Vec<SocketAddr>,
+    /// The apps: (name, worker secret, index of the server that acts for it).
+    apps: Vec<(String, String, usize)>,
+}
+
+/// Starts the server(s) `args` asks for (or finds the one `--connect` names) and names the
+/// apps the load goes to.
+async fn deploy(
+    args: &DispatchArgs,
+    conn: &Conn,
+    pki: Option<&ferrojob_bin::self_signed::SelfSigned>,
+) -> Result<Deployment> {
+    let apps = args.apps.unwrap_or(args.servers);
+    if let (true, Some(transport)) = (args.connect, args.transport) {
+        if args.via == Via::Api {
+            bail!("--via api needs the server in this process: drop --connect");
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        return Ok(Deployment {
+            servers: Vec::new(),
+            dirs: Vec::new(),
+            clients: vec![conn.client()?],
+            transports: vec![transport],
+            apps: (0..apps)
+                .map(|i| {
+                    (
+                        format!("bench-{stamp}-{i}"),
+                        format!("bench-secret-{stamp}"),
+                        0,
+                    )
+                })
+                .collect(),
+        });
+    }
+    let secret = "bench-secret-0123".to_owned();
+    if let (Some(url), true) = (&args.store, args.cluster || args.servers > 1) {
+        if pki.is_some() {
+            bail!("--tls is not wired into the cluster servers here: drop it or --servers");
+        }
+        let mut deployment = Deployment {
+            servers: Vec::new(),
+            dirs: Vec::new(),
+            clients: Vec::new(),
+            transports: Vec::new(),
+            apps: Vec::new(),
+        };
+        let ids = (0..args.servers)
+            .map(|i| ferrojob::cluster::ServerId::new(&format!("bench-{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let started = async {
+            for id in &ids {
+                let dir = tempfile::Builder::new()
+                    .prefix("ferrojob-bench-")
+                    .tempdir()
+                    .context("creating a temp data dir")?;
+                let server = cluster::start_member(
+                    url,
+                    id.as_str(),
+                    dir.path(),
+                    args.lease_ms,
+                    args.transaction_per_write,
+                )
+                .await?;
+                deployment.clients.push(Client::new(
+                    &format!("http://{}", server.http_addr()),
+                    cluster::TOKEN,
+                )?);
+                deployment.transports.push(server.transport_addr());
+                deployment.servers.push(server);
+                deployment.dirs.push(dir);
+            }
+            let members: Vec<(&Client, &ferrojob::cluster::ServerId)> =
+                deployment.clients.iter().zip(&ids).collect();
+            cluster::wait_settled(&members, Duration::from_secs(60)).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = started {
+            for s in deployment.servers {
+                s.shutdown().await;
+            }
+            return Err(e);
+        }
+        deployment.apps = cluster::spread_apps(&ids, apps)?
+            .into_iter()
+            .map(|(name, owner)| (name, secret.clone(), owner))
+            .collect();
+        return Ok(deployment);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("ferrojob-bench-")
+        .tempdir()
+        .context("creating a temp data dir")?;
+    let any: SocketAddr = "127.0.0.1:0".parse()?;
+    let mut config = LaunchConfig::new(
+        (!args.ephemeral).then(|| dir.path().to_path_buf()),
+        any,
+        any,
+    );
+    if let Some(url) = &args.store {
+        let mut options = ferrojob::server::PgOptions::default();
+        if args.transaction_per_write {
+            options.max_batch_writes = 1;
+        }
+        config.core.store = ferrojob::server::StoreChoice::Postgres {
+            url: url.clone(),
+            options,
+        };
+    }
+    // Keep every instance: the bench reads them all back.
+    config.core.keep_finished_runs = usize::MAX;
+    // The bench measures dispatch: its run requests and its client's connections are not
+    // rate limited.
+    config.api_rate = None;
+    config.http_connection_rate = None;
+    if let Some(pki) = pki {
+        config.core.net.server_tls = Some(pki.server()?);
+    }
+    let server = launch(config).await?;
+    let client = Client::new(
+        &format!("http://{}", server.http_addr()),
+        server.admin_token(),
+    )?;
+    Ok(Deployment {
+        clients: vec![client],
+        transports: vec![server.transport_addr()],
+        servers: vec![server],
+        dirs: vec![dir],
+        apps: (0..apps)
+            .map(|i| {
+                let name = if i == 0 {
+                    "bench".to_owned()
+                } else {
+                    format!("bench-{i}")
+                };
+                (name, secret.clone(), 0)
+            })
+            .collect(),
+    })
+}
+
 async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
     let json = conn.json();
-    if args.instances == 0 || args.workers == 0 || args.in_flight == 0 {
-        bail!("--instances, --workers and --in-flight must be at least 1");
+    let apps = args.apps.unwrap_or(args.servers);
+    if args.instances == 0
+        || args.workers == 0
+        || args.in_flight == 0
+        || args.servers == 0
+        || apps == 0
+    {
+        bail!("--instances, --workers, --in-flight, --servers and --apps must be at least 1");
     }
+    let clustered = args.store.is_some() && (args.cluster || args.servers > 1);
     let pki = if args.tls {
         Some(ferrojob_bin::self_signed::SelfSigned::generate()?)
     } else {
         None
     };
-    // A server of our own (in this process), or one that runs elsewhere (`--url`).
-    let (server, _dir, client, transport, app, secret) =
-        match args.connect.then_some(args.transport).flatten() {
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("ferrojob-bench-")
-                    .tempdir()
-                    .context("creating a temp data dir")?;
-                let any: SocketAddr = "127.0.0.1:0".parse()?;
-                let mut config = LaunchConfig::new(
-                    (!args.ephemeral).then(|| dir.path().to_path_buf()),
-                    any,
-                    any,
-                );
-                if let Some(url) = &args.store {
-                    let mut options = ferrojob::server::PgOptions::default();
-                    if args.transaction_per_write {
-                        options.max_batch_writes = 1;
-                    }
-                    config.core.store = ferrojob::server::StoreChoice::Postgres {
-                        url: url.clone(),
-                        options,
-                    };
-                }
-                // Keep every instance: the bench reads them all back.
-                config.core.keep_finished_runs = usize::MAX;
-                // The bench measures dispatch: its run requests and its client's connections
-                // are not rate limited.
-                config.api_rate = None;
-                config.http_connection_rate = None;
-                if let Some(pki) = &pki {
-                    config.core.net.server_tls = Some(pki.server()?);
-                }
-                let server = launch(config).await?;
-                let url = format!("http://{}", server.http_addr());
-                let client = Client::new(&url, server.admin_token())?;
-                let transport = server.transport_addr();
-                (
-                    Some(server),
-                    Some(dir),
-                    client,
-                    transport,
-                    "bench".to_owned(),
-                    "bench-secret-0123".to_owned(),
-                )
-            }
-            Some(transport) => {
-                if args.via == Via::Api {
-                    bail!("--via api needs the server in this process: drop --connect");
-                }
-                let client = conn.client()?;
-                let stamp = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis());
-                let app = format!("bench-{stamp}");
-                (
-                    None,
-                    None,
-                    client,
-                    transport,
-                    app,
-                    format!("bench-secret-{stamp}"),
-                )
-            }
-        };
-    let app = app.as_str();
-    let secret = secret.as_str();
-    // Whatever fails, the workers and the server stop before the server's data dir is
+    let deployment = deploy(args, conn, pki.as_ref()).await?;
+    // Whatever fails, the workers and the servers stop before the servers' data dirs are
     // removed (a store writing into a deleted directory fails in confusing ways).
     let mut workers = Vec::new();
     let measured = async {
-        client
-            .create_app(&CreateApp {
-                name: app.into(),
-                secret: secret.into(),
-            })
-            .await?;
-        let job = client
-            .create_job(
-                app,
-                &JobBody::new("noop", TimeExpressionType::Api, "", "noop"),
-            )
-            .await?
-            .id;
-        for _ in 0..args.workers {
-            let mut config = WorkerConfig::new(transport, app, secret);
-            if let Some(pki) = &pki {
-                config.net.client_tls = Some(pki.client()?);
-                config.net.server_tls = Some(pki.server()?);
+        let mut targets = Vec::new();
+        for (app, secret, owner) in &deployment.apps {
+            let (client, transport) = deployment
+                .clients
+                .get(*owner)
+                .zip(deployment.transports.get(*owner))
+                .context("an app without a server")?;
+            create_app(client, app, secret).await?;
+            let job = client
+                .create_job(
+                    app,
+                    &JobBody::new("noop", TimeExpressionType::Api, "", "noop"),
+                )
+                .await?
+                .id;
+            for _ in 0..args.workers {
+                let mut config = WorkerConfig::new(*transport, app, secret);
+                if let Some(pki) = &pki {
+                    config.net.client_tls = Some(pki.client()?);
+                    config.net.server_tls = Some(pki.server()?);
+                }
+                workers.push(Worker::builder(config).builtins().start().await?);
             }
-            workers.push(Worker::builder(config).builtins().start().await?);
+            wait_for_workers(client, app, args.workers).await?;
+            let in_process = match (args.via, deployment.servers.get(*owner)) {
+                (Via::Api, Some(server)) => {
+                    let api = server.api();
+                    let app_ref = api.resolve_app(app)?;
+                    Some((api, app_ref))
+                }
+                _ => None,
+            };
+            targets.push(Target {
+                client: client.clone(),
+                in_process,
+                app: app.clone(),
+                job,
+            });
         }
-        wait_for_workers(&client, app, args.workers).await?;
 
         let bar = progress_bar(args.instances, json);
-        let in_process = match (args.via, &server) {
-            (Via::Api, Some(server)) => {
-                let api = server.api();
-                let app_ref = api.resolve_app(app)?;
-                Some((api, app_ref))
-            }
-            _ => None,
-        };
         let load = Load {
             instances: args.instances,
             in_flight: args.in_flight,
             rate: args.rate,
             read_back: true,
         };
-        let measured = measure(&client, in_process, app, job, load, &bar).await?;
+        let measured = measure_spread(&deployment.clients, targets, load, &bar).await?;
         bar.finish_and_clear();
         anyhow::Ok(measured)
     }
@@ -304,16 +442,27 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
     for w in workers {
         w.shutdown().await;
     }
-    if let Some(server) = server {
+    for server in deployment.servers {
         server.shutdown().await;
     }
+    drop(deployment.dirs);
     let measured = measured?;
     let failed = measured.failed;
     let row = Row {
         function: "dispatch",
-        param: format!("{}x{}", args.instances, args.workers),
+        param: if clustered {
+            format!(
+                "{}x{}x{}servers",
+                args.instances, args.workers, args.servers
+            )
+        } else {
+            format!("{}x{}", args.instances, args.workers)
+        },
         instances: args.instances,
         workers: args.workers,
+        servers: args.servers,
+        apps,
+        cluster: clustered,
         store: match (args.connect, args.ephemeral, &args.store) {
             (true, _, _) => "remote",
             (false, true, _) => "memory",
@@ -339,10 +488,16 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         println!("{}", serde_json::to_string(&row)?);
     } else {
         println!(
-            "{} instances over {} worker(s), {} store{}",
+            "{} instances over {} worker(s) per app, {} app(s), {} store{}{}",
             row.instances,
             row.workers,
+            row.apps,
             row.store,
+            if clustered {
+                format!(", a cluster of {} server(s)", args.servers)
+            } else {
+                String::new()
+            },
             if args.rate > 0 {
                 format!(", offered {} runs/s", args.rate)
             } else {
@@ -355,7 +510,7 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
             row.durable_instances_per_s, row.elapsed_s
         );
         println!(
-            "  dispatch latency p50 {} µs, p99 {} µs (interpolated in the server's histogram), max ≤ {} µs (its bucket bound)",
+            "  dispatch latency p50 {} µs, p99 {} µs (interpolated in the servers' histograms), max ≤ {} µs (its bucket bound)",
             row.dispatch_p50_us, row.dispatch_p99_us, row.dispatch_max_us
         );
         if failed > 0 {
@@ -363,6 +518,37 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates `app`; a server of a cluster may still be loading the app's partition for a
+/// moment after it was granted, so a refusal is retried for 10 s.
+async fn create_app(client: &Client, app: &str, secret: &str) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let created = client
+            .create_app(&CreateApp {
+                name: app.into(),
+                secret: secret.into(),
+            })
+            .await;
+        match created {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() > Duration::from_secs(10) => {
+                return Err(e).with_context(|| format!("creating app {app}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Where one share of the runs goes: an API job of an app, through the HTTP `client` of
+/// the server that acts for the app, or through its in-process `Api` when given.
+#[derive(Clone)]
+struct Target {
+    client: Client,
+    in_process: Option<(Arc<dyn Api>, AppRef)>,
+    app: String,
+    job: JobId,
 }
 
 /// How one measured batch of runs is offered.
@@ -430,13 +616,56 @@ async fn measure(
     load: Load,
     bar: &ProgressBar,
 ) -> Result<Measured> {
-    if load.instances == 0 || load.in_flight == 0 {
-        bail!("a measured batch needs at least one instance and one request in flight");
+    let target = Target {
+        client: client.clone(),
+        in_process,
+        app: app.to_owned(),
+        job,
+    };
+    measure_spread(std::slice::from_ref(client), vec![target], load, bar).await
+}
+
+/// The `/metrics` text of every server.
+async fn metrics_of(servers: &[Client]) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(servers.len());
+    for s in servers {
+        out.push(s.metrics().await?);
+    }
+    Ok(out)
+}
+
+/// The dispatch histograms of several servers added bucket by bucket (they share bounds).
+fn summed_histogram(metrics: &[String]) -> Vec<(f64, u64)> {
+    let mut sum: Vec<(f64, u64)> = Vec::new();
+    for m in metrics {
+        for (bound, count) in dispatch_histogram(m) {
+            match sum.iter_mut().find(|(b, _)| *b == bound) {
+                Some((_, c)) => *c += count,
+                None => sum.push((bound, count)),
+            }
+        }
+    }
+    sum
+}
+
+/// [`measure`] over several targets and servers: the n-th run goes to
+/// `targets[n % targets.len()]`; the counters and histograms are summed over `servers`
+/// (each server once, whatever number of targets it serves).
+async fn measure_spread(
+    servers: &[Client],
+    targets: Vec<Target>,
+    load: Load,
+    bar: &ProgressBar,
+) -> Result<Measured> {
+    if load.instances == 0 || load.in_flight == 0 || targets.is_empty() || servers.is_empty() {
+        bail!("a measured batch needs at least one instance, one request in flight, one target and one server");
     }
     // A server that already ran has counted finals and latencies before us.
-    let metrics_before = client.metrics().await?;
-    let finished_before = finished_total(&metrics_before);
-    let histogram_before = dispatch_histogram(&metrics_before);
+    let metrics_before = metrics_of(servers).await?;
+    let finished_before: u64 = metrics_before.iter().map(|m| finished_total(m)).sum();
+    let succeeded_before: u64 = metrics_before.iter().map(|m| succeeded_total(m)).sum();
+    let histogram_before = summed_histogram(&metrics_before);
+    let targets = Arc::new(targets);
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let triggered_count = Arc::new(AtomicU64::new(0));
@@ -445,9 +674,7 @@ async fn measure(
         .in_flight
         .min(usize::try_from(load.instances).unwrap_or(usize::MAX))
     {
-        let client = client.clone();
-        let in_process = in_process.clone();
-        let app = app.to_owned();
+        let targets = Arc::clone(&targets);
         let next = Arc::clone(&next);
         let triggered_count = Arc::clone(&triggered_count);
         let (total, rate) = (load.instances, load.rate);
@@ -461,26 +688,37 @@ async fn measure(
                     let due = started + Duration::from_nanos(offset);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                match &in_process {
+                let which = usize::try_from(n % targets.len() as u64).unwrap_or(0);
+                let target = targets.get(which).context("no target")?;
+                match &target.in_process {
                     Some((api, app_ref)) => {
-                        api.run_job(app_ref.clone(), job, RunJob::default()).await?;
+                        api.run_job(app_ref.clone(), target.job, RunJob::default())
+                            .await?;
                     }
                     None => {
-                        client.run_job(&app, job, &RunJob::default()).await?;
+                        target
+                            .client
+                            .run_job(&target.app, target.job, &RunJob::default())
+                            .await?;
                     }
                 }
                 triggered_count.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
-    // Progress from the server's counter of final statuses durably recorded.
+    // Progress from the servers' counters of final statuses durably recorded.
     let mut triggered = Duration::ZERO;
     let finished = loop {
         while let Some(done) = tasks.try_join_next() {
             let at = done.context("a load task panicked")??;
             triggered = triggered.max(at.duration_since(started));
         }
-        let done = finished_total(&client.metrics().await?).saturating_sub(finished_before);
+        let done = metrics_of(servers)
+            .await?
+            .iter()
+            .map(|m| finished_total(m))
+            .sum::<u64>()
+            .saturating_sub(finished_before);
         bar.set_position(done);
         bar.set_message(format!(
             "triggered {}",
@@ -497,18 +735,21 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let metrics_after = client.metrics().await?;
-    let mut failed = finished_total(&metrics_after)
+    let metrics_after = metrics_of(servers).await?;
+    let finished_after: u64 = metrics_after.iter().map(|m| finished_total(m)).sum();
+    let succeeded_after: u64 = metrics_after.iter().map(|m| succeeded_total(m)).sum();
+    let mut failed = finished_after
         .saturating_sub(finished_before)
-        .saturating_sub(
-            succeeded_total(&metrics_after).saturating_sub(succeeded_total(&metrics_before)),
-        );
+        .saturating_sub(succeeded_after.saturating_sub(succeeded_before));
     let mut latency_max = 0;
     if load.read_back {
-        let instances = read_all(client, app, job).await?;
+        let mut instances = Vec::new();
+        for t in targets.iter() {
+            instances.extend(read_all(&t.client, &t.app, t.job).await?);
+        }
         if (instances.len() as u64) < load.instances {
             bail!(
-                "the server counted {} final instances but lists {}",
+                "the servers counted {} final instances but list {}",
                 load.instances,
                 instances.len()
             );
@@ -520,7 +761,7 @@ async fn measure(
             .count() as u64;
         latency_max = instances.iter().map(|i| i.1).max().unwrap_or(0);
     }
-    let histogram: Vec<(f64, u64)> = dispatch_histogram(&metrics_after)
+    let histogram: Vec<(f64, u64)> = summed_histogram(&metrics_after)
         .into_iter()
         .map(|(bound, count)| {
             let before = histogram_before

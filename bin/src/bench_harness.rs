@@ -93,6 +93,13 @@ impl ChildProc {
         false
     }
 
+    /// Kills the child with SIGKILL (no chance to clean up, as a crash) and reaps it.
+    pub(super) fn kill(&mut self) -> Result<()> {
+        self.child.kill().context("sending SIGKILL")?;
+        self.child.wait().context("reaping a killed child")?;
+        Ok(())
+    }
+
     /// The child's process id.
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
