@@ -45,6 +45,8 @@ use serde::Serialize;
 mod bench_workflow;
 #[path = "bench_cluster.rs"]
 mod cluster;
+#[path = "bench_cpu.rs"]
+mod cpu;
 #[path = "bench_failover.rs"]
 mod failover;
 #[path = "bench_flood.rs"]
@@ -191,6 +193,14 @@ struct Row {
     dispatch_p99_us: u64,
     dispatch_max_us: u64,
     failed: u64,
+    /// CPU µs per durable instance of this process (server, workers and load generator
+    /// when they run here); absent when not measurable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us_per_instance: Option<f64>,
+    /// CPU µs per durable instance of the PostgreSQL backends serving the run's database,
+    /// when it runs on this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    db_cpu_us_per_instance: Option<f64>,
 }
 
 /// Runs a bench; `conn` gives the global `--url`, `--token` and `--json`.
@@ -433,6 +443,7 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
             in_flight: args.in_flight,
             rate: args.rate,
             read_back: true,
+            cpu: cpu::CpuClock::new(args.store.as_deref().filter(|_| !args.connect)),
         };
         let measured = measure_spread(&deployment.clients, targets, load, &bar).await?;
         bar.finish_and_clear();
@@ -483,6 +494,8 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
         dispatch_p99_us: measured.dispatch_p99_us,
         dispatch_max_us: measured.dispatch_max_us,
         failed,
+        cpu_us_per_instance: measured.cpu_us_per_instance,
+        db_cpu_us_per_instance: measured.db_cpu_us_per_instance,
     };
     if json {
         println!("{}", serde_json::to_string(&row)?);
@@ -513,6 +526,12 @@ async fn dispatch(args: &DispatchArgs, conn: &Conn) -> Result<()> {
             "  dispatch latency p50 {} µs, p99 {} µs (interpolated in the servers' histograms), max ≤ {} µs (its bucket bound)",
             row.dispatch_p50_us, row.dispatch_p99_us, row.dispatch_max_us
         );
+        if let Some(us) = row.cpu_us_per_instance {
+            let db = row.db_cpu_us_per_instance.map_or(String::new(), |d| {
+                format!(", the database's backends {d:.1} µs")
+            });
+            println!("  CPU per instance: this process {us:.1} µs{db}");
+        }
         if failed > 0 {
             println!("  NOT SUCCEED: {failed}");
         }
@@ -552,7 +571,7 @@ struct Target {
 }
 
 /// How one measured batch of runs is offered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Load {
     /// Runs to trigger (at least 1).
     instances: u64,
@@ -563,6 +582,8 @@ struct Load {
     /// Read every instance back through the API (checks the count, adds the exact max
     /// latency); needs a server that keeps them all (`keep_finished_runs`).
     read_back: bool,
+    /// Whose CPU time the batch is charged with.
+    cpu: cpu::CpuClock,
 }
 
 /// What one measured batch of runs gave.
@@ -575,6 +596,10 @@ struct Measured {
     dispatch_p99_us: u64,
     dispatch_max_us: u64,
     failed: u64,
+    /// CPU µs per instance of this process (see [`cpu`]).
+    cpu_us_per_instance: Option<f64>,
+    /// CPU µs per instance of the database's backends (see [`cpu`]).
+    db_cpu_us_per_instance: Option<f64>,
 }
 
 /// A progress bar of `len` steps, hidden when the output is JSON.
@@ -666,6 +691,7 @@ async fn measure_spread(
     let succeeded_before: u64 = metrics_before.iter().map(|m| succeeded_total(m)).sum();
     let histogram_before = summed_histogram(&metrics_before);
     let targets = Arc::new(targets);
+    let cpu_before = load.cpu.sample();
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let triggered_count = Arc::new(AtomicU64::new(0));
@@ -708,7 +734,7 @@ async fn measure_spread(
     }
     // Progress from the servers' counters of final statuses durably recorded.
     let mut triggered = Duration::ZERO;
-    let finished = loop {
+    let (finished, cpu_after) = loop {
         while let Some(done) = tasks.try_join_next() {
             let at = done.context("a load task panicked")??;
             triggered = triggered.max(at.duration_since(started));
@@ -725,7 +751,7 @@ async fn measure_spread(
             triggered_count.load(Ordering::Relaxed)
         ));
         if done >= load.instances && tasks.is_empty() {
-            break started.elapsed();
+            break (started.elapsed(), load.cpu.sample());
         }
         if started.elapsed() > Duration::from_secs(600) {
             bail!(
@@ -735,6 +761,8 @@ async fn measure_spread(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let (cpu_us_per_instance, db_cpu_us_per_instance) =
+        cpu::per_instance(cpu_before, cpu_after, load.instances);
     let metrics_after = metrics_of(servers).await?;
     let finished_after: u64 = metrics_after.iter().map(|m| finished_total(m)).sum();
     let succeeded_after: u64 = metrics_after.iter().map(|m| succeeded_total(m)).sum();
@@ -779,6 +807,8 @@ async fn measure_spread(
         dispatch_p99_us: histogram_quantile(&histogram, 0.99),
         dispatch_max_us: histogram_max(&histogram).max(latency_max),
         failed,
+        cpu_us_per_instance,
+        db_cpu_us_per_instance,
     })
 }
 

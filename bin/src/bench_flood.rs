@@ -307,6 +307,7 @@ pub(super) async fn flood(args: &FloodArgs, json: bool) -> Result<()> {
                 in_flight: args.in_flight,
                 rate: 0,
                 read_back: false,
+                cpu: super::cpu::CpuClock::default(),
             };
             let bar = super::progress_bar(args.instances, json);
             let started = Instant::now();

@@ -2001,6 +2001,13 @@ fn a_workflow_transition_writes_instances_and_node_links_together() {
             assert_eq!(repo.get_wf_instance(wfi).unwrap(), rec);
             assert_eq!(repo.node_link(inst.id).unwrap(), Some(link));
             assert_eq!(repo.node_link(InstanceId(inst.id.0 + 1)).unwrap(), None);
+            // A listing's whole page in one lookup, in the order asked.
+            assert_eq!(
+                repo.workflow_instances_of(&[InstanceId(inst.id.0 + 1), inst.id, inst.id])
+                    .unwrap(),
+                vec![None, Some(wfi), Some(wfi)]
+            );
+            assert_eq!(repo.workflow_instances_of(&[]).unwrap(), Vec::new());
             assert_eq!(repo.get_instance(inst.id).unwrap(), inst);
             assert_eq!(
                 repo.list_wf_instances(a.id, Some(wf.id), None, 10)

@@ -301,6 +301,12 @@ impl Repository for PgRepo {
     fn node_link(&self, id: InstanceId) -> Result<Option<NodeLinkRecord>, RepoError> {
         PgRepo::node_link(self, id)
     }
+    fn workflow_instances_of(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<Option<WorkflowInstanceId>>, RepoError> {
+        PgRepo::workflow_instances_of(self, ids)
+    }
     fn list_wf_instances(
         &self,
         app: AppId,

@@ -1,5 +1,7 @@
 //! Workflows, their versions and trigger rows, workflow instances and node links.
 
+use std::collections::HashMap;
+
 use crate::ids::{AppId, InstanceId, NodeId, WorkflowId, WorkflowInstanceId};
 use crate::server::error::RepoError;
 use crate::server::keys;
@@ -295,6 +297,34 @@ impl PgRepo {
             })?,
             context_json: get(&row, 3)?,
         }))
+    }
+
+    /// The workflow instance each of `ids` ran a node of, in the order of `ids`, in one query.
+    pub(super) fn workflow_instances_of(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<Option<WorkflowInstanceId>>, RepoError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = ids
+            .iter()
+            .map(|id| big(id.0))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let rows = self.query(
+            "SELECT instance_id, workflow_instance_id FROM node_links \
+             WHERE instance_id = ANY($1::bigint[])",
+            vec![Box::new(keys)],
+        )?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = get(row, 0)?;
+            let wf = unsigned("node_links", get(row, 1)?)?;
+            found.insert(id, WorkflowInstanceId(wf));
+        }
+        ids.iter()
+            .map(|id| Ok(found.get(&big(id.0)?).copied()))
+            .collect()
     }
 
     pub(super) fn list_wf_instances(

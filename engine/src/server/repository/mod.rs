@@ -285,6 +285,18 @@ pub trait Repository: Send + Sync + Debug {
     fn get_wf_instance(&self, id: WorkflowInstanceId) -> Result<WfInstanceRecord, RepoError>;
     /// See [`LogRepo::node_link`].
     fn node_link(&self, id: InstanceId) -> Result<Option<NodeLinkRecord>, RepoError>;
+    /// The workflow instance each of `ids` ran a node of (`None`: not a node's run), in the
+    /// order of `ids`: one lookup for a whole page of a listing. By default one
+    /// [`node_link`](Repository::node_link) per id; a repository whose reads are round trips
+    /// answers with one query.
+    fn workflow_instances_of(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<Option<WorkflowInstanceId>>, RepoError> {
+        ids.iter()
+            .map(|&id| Ok(self.node_link(id)?.map(|l| l.wf_instance)))
+            .collect()
+    }
     /// See [`LogRepo::list_wf_instances`].
     fn list_wf_instances(
         &self,

@@ -307,16 +307,10 @@ impl Core {
         }
     }
 
-    /// The workflow instance (node) `id` runs as, for InstanceView.
-    pub(crate) fn wf_instance_of(&self, id: InstanceId) -> Option<WorkflowInstanceId> {
-        if let Some(r) = self.node_runs.get(&id) {
-            return Some(r.wf_instance);
-        }
-        self.repo
-            .node_link(id)
-            .ok()
-            .flatten()
-            .map(|l| l.wf_instance)
+    /// The workflow instance whose node `id` runs, while the core holds that run (the
+    /// repository's node links know the others).
+    pub(crate) fn node_run_of(&self, id: InstanceId) -> Option<WorkflowInstanceId> {
+        self.node_runs.get(&id).map(|r| r.wf_instance)
     }
 
     /// Whether a live workflow references job `job` (a JOB node).
