@@ -603,6 +603,7 @@ fn workflow_commands_refuse_bad_local_input_before_any_request() {
         "instance",
         "stop",
         "retry",
+        "delete-instance",
         "mark-success",
     ] {
         let out = ferrojob(&["workflow", sub, "--help"]);
