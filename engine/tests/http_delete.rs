@@ -158,7 +158,13 @@ async fn a_finished_instance_is_deleted_with_its_log_and_a_running_one_is_refuse
     let (code, msg) = refused(n.admin.delete_instance("a", running).await);
     assert_eq!(code, 409);
     assert!(msg.contains("stop it first"), "{msg}");
-    assert!(!n.admin.get_instance("a", running).await.unwrap().status.is_final());
+    assert!(!n
+        .admin
+        .get_instance("a", running)
+        .await
+        .unwrap()
+        .status
+        .is_final());
 
     // Roles: deleting needs `admin`, as deleting a job does.
     for role in [TokenRole::Read, TokenRole::Operate] {
@@ -176,12 +182,7 @@ async fn a_finished_instance_is_deleted_with_its_log_and_a_running_one_is_refuse
     admin_token.delete_instance("a", done).await.unwrap();
     assert_eq!(refused(n.admin.get_instance("a", done).await).0, 404);
     assert_eq!(
-        refused(
-            n.admin
-                .instance_log("a", done, LogQuery::default())
-                .await
-        )
-        .0,
+        refused(n.admin.instance_log("a", done, LogQuery::default()).await).0,
         404
     );
     let listed: Vec<InstanceId> = n
@@ -223,7 +224,10 @@ async fn a_finished_instance_is_deleted_with_its_log_and_a_running_one_is_refuse
         .collect();
     assert_eq!(
         deletes,
-        vec![format!("instance/{}", running.0), format!("instance/{}", done.0)]
+        vec![
+            format!("instance/{}", running.0),
+            format!("instance/{}", done.0)
+        ]
     );
     n.stop().await;
 }
@@ -273,7 +277,9 @@ async fn a_finished_workflow_instance_is_deleted_with_its_node_instances() {
     let first = n.w.next_schedule().await;
     let first_id = InstanceId(first.instance_id);
     n.log(first_id, 4).await;
-    n.w.r().report(first.instance_id, W::Succeed, Some("{}")).await;
+    n.w.r()
+        .report(first.instance_id, W::Succeed, Some("{}"))
+        .await;
     let second = InstanceId(n.w.next_schedule().await.instance_id);
     n.until_final(first_id).await;
 
@@ -283,13 +289,19 @@ async fn a_finished_workflow_instance_is_deleted_with_its_node_instances() {
     assert!(msg.contains("stop it first"), "{msg}");
     let (code, msg) = refused(n.admin.delete_instance("a", first_id).await);
     assert_eq!(code, 409);
-    assert!(msg.contains(&format!("workflow instance {}", wi.0)), "{msg}");
+    assert!(
+        msg.contains(&format!("workflow instance {}", wi.0)),
+        "{msg}"
+    );
 
     for role in [TokenRole::Read, TokenRole::Operate] {
         let c = n.token(role).await;
         assert_eq!(refused(c.delete_workflow_instance("a", wi).await).0, 403);
     }
-    assert_eq!(refused(n.admin.delete_workflow_instance("b", wi).await).0, 404);
+    assert_eq!(
+        refused(n.admin.delete_workflow_instance("b", wi).await).0,
+        404
+    );
     assert_eq!(
         refused(
             n.admin
@@ -332,10 +344,7 @@ async fn a_finished_workflow_instance_is_deleted_with_its_node_instances() {
     wf_status(&n, stopped, WS::Stopped).await;
     n.until_final(node).await;
     until("the stopped workflow instance deleted", || async {
-        n.admin
-            .delete_workflow_instance("a", stopped)
-            .await
-            .ok()
+        n.admin.delete_workflow_instance("a", stopped).await.ok()
     })
     .await;
     assert_eq!(refused(n.admin.get_instance("a", node).await).0, 404);

@@ -2049,7 +2049,10 @@ fn wf_instance_with_node(
     status: ferrojob::workflow::InstanceStatus,
     created: i64,
     lines: usize,
-) -> (ferrojob::server::workflow_repo::WfInstanceRecord, InstanceRecord) {
+) -> (
+    ferrojob::server::workflow_repo::WfInstanceRecord,
+    InstanceRecord,
+) {
     use ferrojob::ids::NodeId;
     use ferrojob::server::workflow_repo::{NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfWrite};
     let finished = status.is_finished();
@@ -2137,7 +2140,10 @@ fn a_workflow_instance_is_deleted_with_its_node_instances_and_logs() {
         let (run, run_node) = wf_instance_with_node(&repo, &wf, &j, WS::Running, NOW + 30, 1);
 
         // By count: newest first, the running one not counted.
-        assert_eq!(repo.wf_finished_beyond(wf.id, 1, 100).unwrap(), vec![mid.id, old.id]);
+        assert_eq!(
+            repo.wf_finished_beyond(wf.id, 1, 100).unwrap(),
+            vec![mid.id, old.id]
+        );
         assert_eq!(repo.wf_finished_beyond(wf.id, 1, 1).unwrap(), vec![mid.id]);
         assert!(repo.wf_finished_beyond(wf.id, 3, 100).unwrap().is_empty());
         // By age: finished before the cutoff, oldest first, from an id on.
@@ -2145,7 +2151,9 @@ fn a_workflow_instance_is_deleted_with_its_node_instances_and_logs() {
             .wf_finished_before(NOW + 12, old.id, 1000, 100)
             .unwrap();
         assert_eq!(ids, vec![old.id, mid.id]);
-        let (ids, _) = repo.wf_finished_before(NOW + 12, mid.id, 1000, 100).unwrap();
+        let (ids, _) = repo
+            .wf_finished_before(NOW + 12, mid.id, 1000, 100)
+            .unwrap();
         assert_eq!(ids, vec![mid.id]);
         let (ids, next) = repo.wf_finished_before(NOW + 100, old.id, 1, 100).unwrap();
         assert_eq!(ids, vec![old.id]);
@@ -2168,7 +2176,11 @@ fn a_workflow_instance_is_deleted_with_its_node_instances_and_logs() {
             repo.get_instance(mid_node.id),
             Err(RepoError::NotFound { .. })
         ));
-        assert!(repo.read_logs(mid_node.id, None, 100).unwrap().items.is_empty());
+        assert!(repo
+            .read_logs(mid_node.id, None, 100)
+            .unwrap()
+            .items
+            .is_empty());
         assert_eq!(repo.node_link(mid_node.id).unwrap(), None);
         assert!(matches!(
             repo.delete_wf_instance(mid.id, false),
@@ -2184,7 +2196,10 @@ fn a_workflow_instance_is_deleted_with_its_node_instances_and_logs() {
                 .collect::<Vec<_>>(),
             vec![run.id, new.id, old.id]
         );
-        assert_eq!(repo.read_logs(old_node.id, None, 100).unwrap().items.len(), 3);
+        assert_eq!(
+            repo.read_logs(old_node.id, None, 100).unwrap().items.len(),
+            3
+        );
         assert!(repo.node_link(new_node.id).unwrap().is_some());
         // A node instance deleted already (its job's retention) is skipped.
         repo.delete_instance(old_node.id, false)
@@ -2204,7 +2219,10 @@ fn a_workflow_instance_is_deleted_with_its_node_instances_and_logs() {
             repo.get_instance(run_node.id),
             Err(RepoError::NotFound { .. })
         ));
-        assert_eq!(repo.wf_finished_beyond(wf.id, 0, 100).unwrap(), vec![new.id]);
+        assert_eq!(
+            repo.wf_finished_beyond(wf.id, 0, 100).unwrap(),
+            vec![new.id]
+        );
         repo.delete_wf_instance(new.id, false)
             .unwrap()
             .wait()

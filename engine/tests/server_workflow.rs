@@ -1136,7 +1136,14 @@ fn metric(api: &Arc<dyn Api>, name: &str) -> u64 {
 /// A server whose worker succeeds at once, with a one-node workflow; `tweak` sets retention.
 async fn retention_env(
     tweak: impl FnOnce(&mut ferrojob::server::ServerConfig),
-) -> (ServerCore, Arc<dyn Api>, AppRef, FakeWorker, WorkflowId, VirtualClock) {
+) -> (
+    ServerCore,
+    Arc<dyn Api>,
+    AppRef,
+    FakeWorker,
+    WorkflowId,
+    VirtualClock,
+) {
     let clock = VirtualClock::new(T0);
     let mut cfg = config(StoreChoice::Memory, Some(&clock));
     tweak(&mut cfg);
@@ -1151,7 +1158,10 @@ async fn retention_env(
         .unwrap()
         .id;
     let wf = api
-        .create_workflow(app.clone(), def("one", json!([{"id": 1, "job_id": j}]), json!([])))
+        .create_workflow(
+            app.clone(),
+            def("one", json!([{"id": 1, "job_id": j}]), json!([])),
+        )
         .await
         .unwrap()
         .id;
@@ -1211,7 +1221,10 @@ async fn finished_workflow_instances_beyond_the_keep_count_are_deleted_with_thei
         api.get_instance(app.clone(), *node).await.unwrap();
     }
     for (wi, node) in &runs[..4] {
-        let e = api.get_workflow_instance(app.clone(), *wi).await.unwrap_err();
+        let e = api
+            .get_workflow_instance(app.clone(), *wi)
+            .await
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
         let e = api.get_instance(app.clone(), *node).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound, "{node} outlived {wi}");

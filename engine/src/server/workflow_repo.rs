@@ -603,10 +603,7 @@ impl LogRepo {
         let key = keys::id(id.0);
         batch.push_delete(WF_INSTANCES, key);
         batch.push_delete(APP_WF_INSTANCES, keys::newest_first(rec.app_id.0, id.0));
-        batch.push_delete(
-            WF_WF_INSTANCES,
-            keys::newest_first(rec.workflow_id.0, id.0),
-        );
+        batch.push_delete(WF_WF_INSTANCES, keys::newest_first(rec.workflow_id.0, id.0));
         batch.push_delete(WF_ACTIVE, key);
         Ok(self.submit(batch, ()))
     }

@@ -14,7 +14,11 @@ use super::driver::Runtime;
 
 impl NodeApi {
     /// `DELETE .../instances/{id}`.
-    pub(crate) async fn instance_delete(&self, app: AppRef, id: InstanceId) -> Result<(), ApiError> {
+    pub(crate) async fn instance_delete(
+        &self,
+        app: AppRef,
+        id: InstanceId,
+    ) -> Result<(), ApiError> {
         let rt = Arc::clone(&self.0);
         rt.step(|core, _| core.delete_instance_begin(app.id, id))?;
         let task = tokio::spawn(async move {

@@ -220,7 +220,11 @@ impl Runtime {
             self.metrics
                 .retention_wf_pruned
                 .fetch_add(n as u64, Ordering::Relaxed);
-            tracing::debug!(workflow = wf.0, deleted = n, "old workflow instances pruned");
+            tracing::debug!(
+                workflow = wf.0,
+                deleted = n,
+                "old workflow instances pruned"
+            );
         }
     }
 

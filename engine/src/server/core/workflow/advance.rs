@@ -322,7 +322,10 @@ impl Core {
                 self.stop_node_instance(InstanceId(c.instance), now);
             }
         }
-        let workflow = self.wf_active.get(&p.wf_instance).map(|w| w.rec.workflow_id);
+        let workflow = self
+            .wf_active
+            .get(&p.wf_instance)
+            .map(|w| w.rec.workflow_id);
         self.wf_settle(p.wf_instance);
         if let Some((id, job, run)) = p.finalize {
             self.finalize(id, job, run, now);
