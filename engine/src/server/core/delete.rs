@@ -12,6 +12,7 @@
 
 use crate::api::ApiError;
 use crate::ids::{AppId, InstanceId, WorkflowInstanceId};
+use crate::model::InstanceStatus;
 use crate::server::workflow_repo::WfInstanceRecord;
 
 use super::Core;
@@ -35,8 +36,9 @@ impl Core {
                 return Err(ApiError::not_found("instance", id.0));
             }
             return Err(ApiError::conflict(format!(
-                "instance {} is {:?}; stop it first",
-                id.0, st.rec.status
+                "instance {} is {}; stop it first",
+                id.0,
+                status_name(st.rec.status)
             )));
         }
         let rec = self.repo.get_instance(id)?;
@@ -46,8 +48,9 @@ impl Core {
         self.instance_deletable(id)?;
         if !rec.status.is_final() {
             return Err(ApiError::conflict(format!(
-                "instance {} is {:?}; stop it first",
-                id.0, rec.status
+                "instance {} is {}; stop it first",
+                id.0,
+                status_name(rec.status)
             )));
         }
         self.mark_deleting(None, &[id])
@@ -213,5 +216,13 @@ impl Core {
         }
         self.deleting.extend(ids.iter().copied());
         Ok(())
+    }
+}
+
+/// The API name of `s` (`WAITING_DISPATCH`), for messages.
+fn status_name(s: InstanceStatus) -> String {
+    match serde_json::to_value(s) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{s:?}"),
     }
 }
