@@ -397,12 +397,7 @@ fn a_server_that_does_not_act_for_the_app_refuses_deletions_as_not_its_own() {
     let mut s = f.server();
     let mut done = InstanceRecord::new(f.job_a, f.a.id, "", T0);
     done.fail("x", T0).unwrap();
-    let done = f
-        .repo
-        .create_instance(done, None)
-        .unwrap()
-        .wait()
-        .unwrap();
+    let done = f.repo.create_instance(done, None).unwrap().wait().unwrap();
     // Not held: refused as unavailable (503), naming no owner yet, and nothing marked.
     let err = s.delete_instance_begin(f.a.id, done.id).unwrap_err();
     assert_eq!(err.code, crate::api::ErrorCode::Unavailable, "{err:?}");
