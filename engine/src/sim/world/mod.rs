@@ -297,6 +297,7 @@ fn core_config() -> CoreConfig {
         heartbeat_interval_ms: HEARTBEAT_MS,
         worker_receive_timeout_ms: 10_000,
         keep_finished_runs: KEEP_FINISHED_RUNS,
+        keep_finished_workflow_runs: KEEP_FINISHED_RUNS,
         retention_ms: 0,
         misfire_threshold_ms: 5000,
         restart_grace_ms: 3000,

@@ -182,7 +182,9 @@ impl World {
                 }
             }
             Effect::Prune(job) => self.prune(job),
-            Effect::Sweep { .. } | Effect::WakeAlarms => {}
+            // Workflow instances are not deleted in the simulation: its checks follow every
+            // node instance to the end of its workflow instance.
+            Effect::PruneWorkflow(_) | Effect::Sweep { .. } | Effect::WakeAlarms => {}
         }
     }
 
