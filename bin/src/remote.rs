@@ -650,6 +650,13 @@ pub enum InstanceCmd {
         /// Instance id.
         id: InstanceId,
     },
+    /// Delete a finished instance with its log (refused while it runs: stop it first).
+    Delete {
+        #[command(flatten)]
+        app: AppArg,
+        /// Instance id.
+        id: InstanceId,
+    },
     /// Print an instance's log: time, level, the attempt that wrote each line, the text and
     /// its fields.
     Log {
@@ -1103,6 +1110,13 @@ pub fn instance(conn: &Conn, cmd: &InstanceCmd) -> Result<()> {
                     println!("{}", instance_line(&view));
                     Ok(())
                 }
+            }
+            InstanceCmd::Delete { app, id } => {
+                client.delete_instance(&app.app, *id).await?;
+                if !json {
+                    println!("{id} deleted");
+                }
+                Ok(())
             }
             InstanceCmd::Log {
                 app,

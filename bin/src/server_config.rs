@@ -17,7 +17,10 @@
 //! heartbeat_interval_ms = 1000      # a worker missing 3 heartbeats is dead
 //! worker_receive_timeout_ms = 10000 # dispatched but unconfirmed this long -> re-dispatch
 //! keep_finished_runs = 100          # finished instances kept per job (oldest deleted)
-//! retention_ms = 604800000          # finished instances older than this are deleted (0: off)
+//! keep_finished_workflow_runs = 100 # finished workflow instances kept per workflow (oldest
+//!                                   # deleted with their node instances)
+//! retention_ms = 604800000          # finished instances and workflow instances older than
+//!                                   # this are deleted (0: off)
 //! misfire_threshold_ms = 5000       # later than this -> the job's misfire policy applies
 //! max_body_bytes = 1048576          # largest HTTP request body
 //! secure_cookies = false            # web console cookies `Secure` (served over TLS by a proxy)
@@ -116,8 +119,13 @@ pub struct ServerArgs {
     /// Finished instances kept per job (default 100).
     #[arg(long, env = "FERROJOB_KEEP_FINISHED_RUNS")]
     pub keep_finished_runs: Option<usize>,
-    /// Finished instances older than this are deleted with their logs, ms (default 7 days;
-    /// 0 turns the age rule off).
+    /// Finished workflow instances kept per workflow (default 100); older ones are deleted
+    /// with their node instances and those instances' logs.
+    #[arg(long, env = "FERROJOB_KEEP_FINISHED_WORKFLOW_RUNS")]
+    pub keep_finished_workflow_runs: Option<usize>,
+    /// Finished instances and workflow instances older than this are deleted with their logs
+    /// (a workflow instance with its node instances), ms (default 7 days; 0 turns the age rule
+    /// off).
     #[arg(long, env = "FERROJOB_RETENTION_MS")]
     pub retention_ms: Option<u64>,
     /// Misfire threshold, ms (default 5000).
@@ -235,6 +243,7 @@ pub struct FileConfig {
     heartbeat_interval_ms: Option<u64>,
     worker_receive_timeout_ms: Option<u64>,
     keep_finished_runs: Option<usize>,
+    keep_finished_workflow_runs: Option<usize>,
     retention_ms: Option<u64>,
     misfire_threshold_ms: Option<u64>,
     max_body_bytes: Option<usize>,
@@ -397,6 +406,12 @@ impl ServerArgs {
         }
         if let Some(v) = self.keep_finished_runs.or(file.keep_finished_runs) {
             core.keep_finished_runs = v;
+        }
+        if let Some(v) = self
+            .keep_finished_workflow_runs
+            .or(file.keep_finished_workflow_runs)
+        {
+            core.keep_finished_workflow_runs = v;
         }
         if let Some(v) = self.retention_ms.or(file.retention_ms) {
             core.retention_ms = v;
@@ -570,7 +585,7 @@ mod tests {
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
         let file: FileConfig = toml::from_str(
-            "http = \"127.0.0.1:9000\"\nlisten = \"127.0.0.1:9001\"\nkeep_finished_runs = 7\nephemeral = true\n",
+            "http = \"127.0.0.1:9000\"\nlisten = \"127.0.0.1:9001\"\nkeep_finished_runs = 7\nkeep_finished_workflow_runs = 3\nephemeral = true\n",
         )
         .unwrap();
         let args = ServerArgs::parse_from(["ferrojob-server", "--http", "127.0.0.1:9100"]);
@@ -578,6 +593,7 @@ mod tests {
         assert_eq!(c.http.to_string(), "127.0.0.1:9100");
         assert_eq!(c.listen.to_string(), "127.0.0.1:9001");
         assert_eq!(c.core.keep_finished_runs, 7);
+        assert_eq!(c.core.keep_finished_workflow_runs, 3);
         assert!(c.ephemeral);
         let d = ServerArgs::parse_from(["ferrojob-server"])
             .merge(FileConfig::default())

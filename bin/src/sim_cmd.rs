@@ -1,4 +1,5 @@
-//! `ferrojob sim`: one deterministic simulation of a server and its workers.
+//! `ferrojob sim`: one deterministic simulation of a server and its workers, or of a cluster
+//! of servers sharing a simulated database.
 
 use std::time::Instant;
 
@@ -15,9 +16,13 @@ pub struct Args {
     /// Job instances to create (scheduled fires and runs).
     #[arg(long, default_value_t = 10_000)]
     instances: u64,
-    /// Workers of the simulated app.
+    /// Workers of the simulated app (with `--servers` above 1: of each app).
     #[arg(long, default_value_t = 8)]
     workers: usize,
+    /// Servers: above 1, a cluster sharing a simulated database (leases, fenced writes),
+    /// with server pauses longer than a lease and cuts from the database among the faults.
+    #[arg(long, default_value_t = 1)]
+    servers: usize,
     /// No faults: no crashes, cuts, slow fsyncs, duplicates or clock jumps.
     #[arg(long)]
     no_faults: bool,
@@ -35,10 +40,14 @@ pub fn run(args: &Args) -> Result<()> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
+    if !(1..=16).contains(&args.servers) {
+        bail!("--servers must be 1 to 16");
+    }
     let mut config = ferrojob::sim::SimConfig::new(args.seed, args.instances, args.workers);
     config.faults = !args.no_faults;
     config.trace = args.trace_instance;
     config.max_server_crashes = args.max_server_crashes;
+    config.servers = args.servers;
     let started = Instant::now();
     let report = ferrojob::sim::run(config);
     let secs = started.elapsed().as_secs_f64();
@@ -56,11 +65,16 @@ pub fn run(args: &Args) -> Result<()> {
         println!("VIOLATION {v}");
     }
     bail!(
-        "{} invariant violations; replay with: ferrojob sim --seed {} --instances {} --workers {}{}",
+        "{} invariant violations; replay with: ferrojob sim --seed {} --instances {} --workers {}{}{}",
         report.violations.len(),
         args.seed,
         args.instances,
         args.workers,
+        if args.servers > 1 {
+            format!(" --servers {}", args.servers)
+        } else {
+            String::new()
+        },
         if args.no_faults { " --no-faults" } else { "" }
     )
 }

@@ -208,6 +208,14 @@ pub enum WorkflowCmd {
         /// Workflow instance id.
         id: WorkflowInstanceId,
     },
+    /// Delete a finished workflow instance with its nodes' job instances and their logs
+    /// (refused while anything of it runs: stop it first).
+    DeleteInstance {
+        #[command(flatten)]
+        app: AppArg,
+        /// Workflow instance id.
+        id: WorkflowInstanceId,
+    },
     /// Mark a FAILED or STOPPED node successful; its successors then run.
     MarkSuccess {
         #[command(flatten)]
@@ -520,6 +528,13 @@ pub fn workflow(conn: &Conn, cmd: &WorkflowCmd) -> Result<()> {
             WorkflowCmd::Retry { app, id } => {
                 let view = client.retry_workflow_instance(&app.app, *id).await?;
                 show_instance(&client, &app.app, &view, json).await
+            }
+            WorkflowCmd::DeleteInstance { app, id } => {
+                client.delete_workflow_instance(&app.app, *id).await?;
+                if !json {
+                    println!("{id} deleted");
+                }
+                Ok(())
             }
             WorkflowCmd::MarkSuccess { app, id, node } => {
                 let view = client

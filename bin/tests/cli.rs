@@ -603,6 +603,7 @@ fn workflow_commands_refuse_bad_local_input_before_any_request() {
         "instance",
         "stop",
         "retry",
+        "delete-instance",
         "mark-success",
     ] {
         let out = ferrojob(&["workflow", sub, "--help"]);
@@ -778,6 +779,25 @@ async fn the_cli_drives_workflows_end_to_end() {
     wait_for("a failed retry", Duration::from_secs(20), failed).await;
     let marked = workflow_ok(&c, &["workflow", "mark-success", "--app", APP, &fwi, "1"]);
     assert!(marked.contains("SUCCEED"), "{marked}");
+
+    // Deleting: one finished node instance, then whole finished workflow instances.
+    let fview = c
+        .client
+        .get_workflow_instance(APP, fwi.parse().unwrap())
+        .await
+        .unwrap();
+    let fnode = fview.nodes[0].instance_id.unwrap().to_string();
+    let out = workflow_ok(&c, &["instance", "delete", "--app", APP, &fnode]);
+    assert!(out.contains("deleted"), "{out}");
+    let (code, _, stderr) = workflow_cli(&c, &["instance", "get", "--app", APP, &fnode]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("404"), "{stderr}");
+    for w in [wi.to_string(), fwi.clone()] {
+        workflow_ok(&c, &["workflow", "delete-instance", "--app", APP, &w]);
+        let (code, _, stderr) = workflow_cli(&c, &["workflow", "instance", "--app", APP, &w]);
+        assert_eq!(code, Some(2));
+        assert!(stderr.contains("404"), "{stderr}");
+    }
 
     // A slow node: stop.
     let sid = workflow_ok(

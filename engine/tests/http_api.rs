@@ -1912,6 +1912,7 @@ async fn workflow_routes_check_auth_ids_and_methods() {
         (delete.clone(), "/v1/apps/a/workflows/x"),
         (post.clone(), "/v1/apps/a/workflows/x/run"),
         (get.clone(), "/v1/apps/a/workflow-instances/x"),
+        (delete.clone(), "/v1/apps/a/workflow-instances/x"),
         (post.clone(), "/v1/apps/a/workflow-instances/x/stop"),
         (post.clone(), "/v1/apps/a/workflow-instances/x/retry"),
         (
@@ -1957,9 +1958,9 @@ async fn workflow_routes_check_auth_ids_and_methods() {
             "POST",
         ),
         (
-            delete.clone(),
+            put.clone(),
             format!("/v1/apps/a/workflow-instances/{wi}"),
-            "GET",
+            "DELETE",
         ),
         (
             post.clone(),

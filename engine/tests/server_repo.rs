@@ -2046,6 +2046,224 @@ fn a_workflow_transition_writes_instances_and_node_links_together() {
     });
 }
 
+/// Writes a workflow instance of `wf` with one JOB node run by a new job instance of `job`
+/// (with `lines` log lines), in `status`, created at `created` and (when finished) finished
+/// at `created + 1`.
+fn wf_instance_with_node(
+    repo: &Repo,
+    wf: &ferrojob::server::workflow_repo::WorkflowRecord,
+    job: &JobRecord,
+    status: ferrojob::workflow::InstanceStatus,
+    created: i64,
+    lines: usize,
+) -> (
+    ferrojob::server::workflow_repo::WfInstanceRecord,
+    InstanceRecord,
+) {
+    use ferrojob::ids::NodeId;
+    use ferrojob::server::workflow_repo::{NodeLinkRecord, WfInstanceRecord, WfNodeRun, WfWrite};
+    let finished = status.is_finished();
+    let snap = ferrojob::workflow::InstanceSnapshot {
+        status,
+        nodes: Vec::new(),
+        decisions: Vec::new(),
+        context: serde_json::Map::new(),
+        failed: false,
+        created_at: created,
+        started_at: Some(created),
+        finished_at: finished.then_some(created + 1),
+    };
+    let mut inst = InstanceRecord::new(job.id, job.app_id, "", created);
+    inst.id = repo.new_instance_id().unwrap();
+    let rec = WfInstanceRecord {
+        id: repo.new_wf_instance_id().unwrap(),
+        workflow_id: wf.id,
+        version: 1,
+        app_id: wf.app_id,
+        parent: None,
+        ancestors: Vec::new(),
+        snapshot_json: serde_json::to_string(&snap).unwrap(),
+        nodes: vec![WfNodeRun {
+            node: NodeId(1),
+            instance: inst.id.0,
+            nested: false,
+        }],
+        delayed_until: None,
+        run: 0,
+        trigger_time: created,
+    };
+    let link = NodeLinkRecord {
+        wf_instance: rec.id,
+        node: NodeId(1),
+        attempt: 0,
+        context_json: "{}".into(),
+    };
+    repo.write_wf(&WfWrite {
+        wf_instances: vec![(rec.clone(), true, finished)],
+        job_instances: vec![(inst.clone(), link)],
+        ..WfWrite::default()
+    })
+    .unwrap()
+    .wait()
+    .unwrap();
+    if finished {
+        inst.fail("x", created + 1).unwrap();
+        repo.update_instance(&inst).unwrap().wait().unwrap();
+    }
+    let log = (0..lines).map(|n| LogLine {
+        time: n as i64,
+        level: LogLevel::Info,
+        content: format!("line {n}"),
+        attempt: 0,
+        fields: Vec::new(),
+    });
+    repo.append_logs(inst.id, log).unwrap().wait().unwrap();
+    (rec, inst)
+}
+
+/// Deleting a workflow instance deletes its record, index rows, node instances, their
+/// links and logs, and nothing of another; an unfinished one is refused unless forced. The
+/// retention scans name the finished ones beyond a count and before a time.
+#[test]
+fn a_workflow_instance_is_deleted_with_its_node_instances_and_logs() {
+    use ferrojob::workflow::InstanceStatus as WS;
+    each_repository(|place| {
+        let repo = place.open();
+        let a = app(&repo, "a");
+        let j = job(&repo, a.id, None);
+        let def: ferrojob::workflow::WorkflowDef = serde_json::from_value(serde_json::json!({
+            "name": "flow", "time_expression_type": "API", "time_expression": "",
+            "nodes": [{"id": 1, "job_id": j.id.0}],
+        }))
+        .unwrap();
+        let wf = repo
+            .create_workflow(a.id, &def, None, NOW)
+            .unwrap()
+            .wait()
+            .unwrap();
+        let (old, old_node) = wf_instance_with_node(&repo, &wf, &j, WS::Succeed, NOW, 3);
+        let (mid, mid_node) = wf_instance_with_node(&repo, &wf, &j, WS::Failed, NOW + 10, 2);
+        let (new, new_node) = wf_instance_with_node(&repo, &wf, &j, WS::Stopped, NOW + 20, 1);
+        let (run, run_node) = wf_instance_with_node(&repo, &wf, &j, WS::Running, NOW + 30, 1);
+
+        // By count: newest first, the running one not counted.
+        assert_eq!(
+            repo.wf_finished_beyond(wf.id, 1, 100).unwrap(),
+            vec![mid.id, old.id]
+        );
+        assert_eq!(repo.wf_finished_beyond(wf.id, 1, 1).unwrap(), vec![mid.id]);
+        assert!(repo.wf_finished_beyond(wf.id, 3, 100).unwrap().is_empty());
+        // By age: finished before the cutoff, oldest first, from an id on.
+        let (ids, _) = repo
+            .wf_finished_before(NOW + 12, old.id, 1000, 100)
+            .unwrap();
+        assert_eq!(ids, vec![old.id, mid.id]);
+        let (ids, _) = repo
+            .wf_finished_before(NOW + 12, mid.id, 1000, 100)
+            .unwrap();
+        assert_eq!(ids, vec![mid.id]);
+        let (ids, next) = repo.wf_finished_before(NOW + 100, old.id, 1, 100).unwrap();
+        assert_eq!(ids, vec![old.id]);
+        assert_eq!(next.map(|n| n.0), Some(old.id.0 + 1));
+
+        // Running: refused (its node instance is not final either), unless forced.
+        assert!(matches!(
+            repo.delete_wf_instance(run.id, false),
+            Err(RepoError::Unfinished { .. })
+        ));
+        repo.delete_wf_instance(mid.id, false)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(matches!(
+            repo.get_wf_instance(mid.id),
+            Err(RepoError::NotFound { .. })
+        ));
+        assert!(matches!(
+            repo.get_instance(mid_node.id),
+            Err(RepoError::NotFound { .. })
+        ));
+        assert!(repo
+            .read_logs(mid_node.id, None, 100)
+            .unwrap()
+            .items
+            .is_empty());
+        assert_eq!(repo.node_link(mid_node.id).unwrap(), None);
+        assert!(matches!(
+            repo.delete_wf_instance(mid.id, false),
+            Err(RepoError::NotFound { .. })
+        ));
+        // The others are untouched.
+        assert_eq!(
+            repo.list_wf_instances(a.id, Some(wf.id), None, 10)
+                .unwrap()
+                .items
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            vec![run.id, new.id, old.id]
+        );
+        assert_eq!(
+            repo.read_logs(old_node.id, None, 100).unwrap().items.len(),
+            3
+        );
+        assert!(repo.node_link(new_node.id).unwrap().is_some());
+        // A node instance deleted already (its job's retention) is skipped.
+        repo.delete_instance(old_node.id, false)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(repo.node_link(old_node.id).unwrap(), None);
+        repo.delete_wf_instance(old.id, false)
+            .unwrap()
+            .wait()
+            .unwrap();
+        repo.delete_wf_instance(run.id, true)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(matches!(
+            repo.get_instance(run_node.id),
+            Err(RepoError::NotFound { .. })
+        ));
+        assert_eq!(
+            repo.wf_finished_beyond(wf.id, 0, 100).unwrap(),
+            vec![new.id]
+        );
+        repo.delete_wf_instance(new.id, false)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(repo
+            .list_wf_instances(a.id, None, None, 10)
+            .unwrap()
+            .items
+            .is_empty());
+        assert!(repo
+            .list_instances(a.id, InstanceFilter::default(), None, 100)
+            .unwrap()
+            .items
+            .is_empty());
+        drop(repo);
+        if let Some(store) = place.store() {
+            for table in [
+                "wf_insts",
+                "app_wf_insts",
+                "wf_wf_insts",
+                "wf_active",
+                "node_links",
+                "instances",
+                "app_insts",
+                "job_insts",
+                "active",
+                "logs",
+            ] {
+                assert_eq!(store.count(table), 0, "{table}");
+            }
+        }
+    });
+}
+
 // ----- PostgreSQL's own -----
 
 /// A workflow instance's trigger time is in its record and mirrored in the typed column.

@@ -1123,3 +1123,154 @@ async fn fan_out_and_in_with_concurrent_instances() {
     assert_eq!(all.len(), 5 * 22);
     assert!(all.iter().all(|i| i.status == S::Succeed));
 }
+
+/// The value of counter `name` in the server's metrics text.
+fn metric(api: &Arc<dyn Api>, name: &str) -> u64 {
+    api.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A server whose worker succeeds at once, with a one-node workflow; `tweak` sets retention.
+async fn retention_env(
+    tweak: impl FnOnce(&mut ferrojob::server::ServerConfig),
+) -> (
+    ServerCore,
+    Arc<dyn Api>,
+    AppRef,
+    FakeWorker,
+    WorkflowId,
+    VirtualClock,
+) {
+    let clock = VirtualClock::new(T0);
+    let mut cfg = config(StoreChoice::Memory, Some(&clock));
+    tweak(&mut cfg);
+    let server = start(cfg).await;
+    let api = server.api();
+    let app = app(&api, "a").await;
+    let w = FakeWorker::connect(server.transport_addr(), "a", "w1:1", &[], Mode::Succeed).await;
+    w.register(&api, &app, 8, T0).await;
+    let j = api
+        .create_job(app.clone(), job(T::Api, ""))
+        .await
+        .unwrap()
+        .id;
+    let wf = api
+        .create_workflow(
+            app.clone(),
+            def("one", json!([{"id": 1, "job_id": j}]), json!([])),
+        )
+        .await
+        .unwrap()
+        .id;
+    (server, api, app, w, wf, clock)
+}
+
+/// Runs `wf` to its end; answers the workflow instance and its node's job instance.
+async fn run_to_end(
+    api: &Arc<dyn Api>,
+    app: &AppRef,
+    wf: WorkflowId,
+) -> (WorkflowInstanceId, InstanceId) {
+    let id = api
+        .run_workflow(app.clone(), wf, RunWorkflow::default())
+        .await
+        .unwrap()
+        .workflow_instance_id;
+    let v = until(&format!("{id} succeeded"), || async {
+        let v = api.get_workflow_instance(app.clone(), id).await.unwrap();
+        (v.status == WS::Succeed).then_some(v)
+    })
+    .await;
+    let node = InstanceId(v.nodes[0].instance_id.unwrap());
+    (id, node)
+}
+
+async fn wf_instances(api: &Arc<dyn Api>, app: &AppRef) -> Vec<WorkflowInstanceId> {
+    api.list_workflow_instances(app.clone(), WorkflowInstanceQuery::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|v| v.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn finished_workflow_instances_beyond_the_keep_count_are_deleted_with_their_nodes() {
+    let (server, api, app, _w, wf, _clock) = retention_env(|c| {
+        c.keep_finished_workflow_runs = 2;
+        c.retention_ms = 0;
+    })
+    .await;
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(run_to_end(&api, &app, wf).await);
+    }
+    let left = until("pruned to the newest two", || async {
+        let v = wf_instances(&api, &app).await;
+        (v.len() == 2).then_some(v)
+    })
+    .await;
+    // Newest first: the last two runs stay, with their node instances.
+    assert_eq!(left, vec![runs[5].0, runs[4].0]);
+    for (wi, node) in &runs[4..] {
+        api.get_workflow_instance(app.clone(), *wi).await.unwrap();
+        api.get_instance(app.clone(), *node).await.unwrap();
+    }
+    for (wi, node) in &runs[..4] {
+        let e = api
+            .get_workflow_instance(app.clone(), *wi)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = api.get_instance(app.clone(), *node).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound, "{node} outlived {wi}");
+    }
+    until("pruning counted", || async {
+        (metric(&api, "ferrojob_retention_workflow_instances_pruned_total") == 4).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(&api, "ferrojob_retention_workflow_instances_deleted_total"),
+        0
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn finished_workflow_instances_older_than_the_retention_period_are_deleted() {
+    let (server, api, app, _w, wf, clock) = retention_env(|c| c.retention_ms = 60_000).await;
+    let old = [
+        run_to_end(&api, &app, wf).await,
+        run_to_end(&api, &app, wf).await,
+    ];
+    // First sweep: finished exactly one retention period ago is not older than it.
+    clock.advance(60_000);
+    until("the first sweep", || async {
+        (metric(&api, "ferrojob_retention_sweeps_total") >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(wf_instances(&api, &app).await.len(), 2);
+    // A run finished within the period survives the next sweep.
+    let young = run_to_end(&api, &app, wf).await;
+    clock.advance(60_000);
+    let left = until("old workflow instances deleted", || async {
+        let v = wf_instances(&api, &app).await;
+        (v.len() == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(left, vec![young.0]);
+    api.get_instance(app.clone(), young.1).await.unwrap();
+    for (wi, node) in old {
+        assert!(api.get_workflow_instance(app.clone(), wi).await.is_err());
+        assert!(api.get_instance(app.clone(), node).await.is_err());
+    }
+    until("the sweep counted", || async {
+        (metric(&api, "ferrojob_retention_workflow_instances_deleted_total") == 2).then_some(())
+    })
+    .await;
+    server.shutdown().await;
+}

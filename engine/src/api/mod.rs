@@ -31,12 +31,14 @@
 //! | `GET /v1/apps/{app}/audit` | [`Api::list_audit`] (records written by the HTTP layer through [`Api::record_audit`]) |
 //! | `GET /v1/apps/{app}/instances/{id}` | [`Api::get_instance`] |
 //! | `GET /v1/apps/{app}/instances` | [`Api::list_instances`] |
+//! | `DELETE /v1/apps/{app}/instances/{id}` | [`Api::delete_instance`] |
 //! | `POST /v1/apps/{app}/instances/{id}/stop`, `/cancel`, `/retry` | [`Api::instance_action`] |
 //! | `GET /v1/apps/{app}/instances/{id}/log`, `.../log.txt` (whole log as text) | [`Api::instance_log`] |
 //! | `GET /v1/apps/{app}/workers` | [`Api::list_workers`] |
 //! | `GET /v1/apps/{app}/stats` | [`Api::app_stats`] |
 //! | `POST/GET /v1/apps/{app}/workflows`, `GET/PUT/DELETE .../workflows/{id}`, `POST .../workflows/{id}/run`, `/copy` | workflow methods ([`workflow`]) |
 //! | `GET /v1/apps/{app}/workflow-instances[/{id}]`, `POST .../{id}/stop`, `/retry`, `.../nodes/{node}/mark-success` | workflow instance methods ([`workflow`]) |
+//! | `DELETE /v1/apps/{app}/workflow-instances/{id}` | [`Api::delete_workflow_instance`] |
 //! | `PUT/GET/DELETE /v1/apps/{app}/alarm-channels[/{name}]`, `POST .../{name}/test` | alarm channel methods ([`alarm`]) |
 //! | `GET /v1/apps/{app}/alarms` | [`Api::list_alarms`] |
 //! | `PUT/GET/DELETE /v1/apps/{app}/calendars/{name}`, `GET /v1/apps/{app}/calendars` | calendar methods ([`calendar`]) |
@@ -158,6 +160,13 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         id: InstanceId,
         action: InstanceAction,
     ) -> ApiFuture<'_, InstanceView>;
+    /// Deletes a finished instance with its log; durable when this resolves. Conflict while
+    /// it is not final, or while the workflow instance whose node it ran is running: stop it
+    /// first (a deletion never stops anything).
+    fn delete_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, ()> {
+        let _ = (app, id);
+        Box::pin(async { Err(ApiError::unavailable("this server cannot delete instances")) })
+    }
     /// A page of an instance's log.
     fn instance_log(&self, app: AppRef, id: InstanceId, query: LogQuery) -> ApiFuture<'_, LogView>;
     /// The app's live workers.
@@ -236,6 +245,17 @@ pub trait Api: Send + Sync + std::fmt::Debug + 'static {
         id: WorkflowInstanceId,
         action: WorkflowInstanceAction,
     ) -> ApiFuture<'_, WorkflowInstanceView>;
+    /// Deletes a finished workflow instance with the job instances of its nodes and their
+    /// logs; durable when this resolves. Conflict while it, its parent (a nested run's) or
+    /// one of its node instances or nested runs is running: stop it first.
+    fn delete_workflow_instance(&self, app: AppRef, id: WorkflowInstanceId) -> ApiFuture<'_, ()> {
+        let _ = (app, id);
+        Box::pin(async {
+            Err(ApiError::unavailable(
+                "this server cannot delete workflow instances",
+            ))
+        })
+    }
     /// Marks a FAILED node successful (its successors then run as if it had succeeded);
     /// answers the instance after the change.
     fn mark_workflow_node_success(

@@ -256,6 +256,16 @@ impl Client {
             .await
     }
 
+    /// `DELETE /v1/apps/{app}/instances/{id}`: a finished instance with its log (409 while
+    /// it runs, or while the workflow instance whose node it ran runs).
+    pub async fn delete_instance(&self, app: &str, id: InstanceId) -> Result<(), ClientError> {
+        let req = self.request(
+            Method::DELETE,
+            &["v1", "apps", app, "instances", &id.get().to_string()],
+        )?;
+        self.send(req).await.map(drop)
+    }
+
     async fn instance_action(
         &self,
         app: &str,
@@ -481,6 +491,26 @@ impl Client {
     ) -> Result<WorkflowInstanceList, ClientError> {
         self.get_query(&["v1", "apps", app, "workflow-instances"], query)
             .await
+    }
+
+    /// `DELETE /v1/apps/{app}/workflow-instances/{id}`: a finished workflow instance with the
+    /// job instances of its nodes and their logs (409 while anything of it runs).
+    pub async fn delete_workflow_instance(
+        &self,
+        app: &str,
+        id: WorkflowInstanceId,
+    ) -> Result<(), ClientError> {
+        let req = self.request(
+            Method::DELETE,
+            &[
+                "v1",
+                "apps",
+                app,
+                "workflow-instances",
+                &id.get().to_string(),
+            ],
+        )?;
+        self.send(req).await.map(drop)
     }
 
     /// `POST /v1/apps/{app}/workflow-instances/{id}/stop`.

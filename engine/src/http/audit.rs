@@ -6,8 +6,8 @@
 //! | routes | action | target |
 //! |---|---|---|
 //! | `POST .../jobs`, `PUT/DELETE .../jobs/{id}`, `.../enable`, `/disable`, `/rollback`, `/copy`, `/run`, `/runs`, `/backfill` | `job.create`, `job.update`, `job.delete`, `job.enable`, `job.disable`, `job.rollback`, `job.copy`, `job.run`, `job.run_batch`, `job.backfill` | `job/{id}` (the new id for a creation) |
-//! | `POST .../instances/{id}/stop`, `/cancel`, `/retry` | `instance.stop`, ... | `instance/{id}` |
-//! | the same for workflows and workflow instances (`mark-success` too; `workflow.backfill`) | `workflow.*`, `workflow_instance.*` | `workflow/{id}`, `workflow_instance/{id}` |
+//! | `DELETE .../instances/{id}`, `POST .../instances/{id}/stop`, `/cancel`, `/retry` | `instance.delete`, `instance.stop`, ... | `instance/{id}` |
+//! | the same for workflows and workflow instances (`mark-success` too; `workflow.backfill`, `workflow_instance.delete`) | `workflow.*`, `workflow_instance.*` | `workflow/{id}`, `workflow_instance/{id}` |
 //! | `POST/DELETE .../tokens[/{id}]`, `PUT/DELETE/POST .../alarm-channels/{name}[/test]`, `rotate-secret` | `token.create`, `token.revoke`, `channel.put`, `channel.delete`, `channel.test`, `app.rotate_secret` | `token/{id}`, `channel/{name}`, `app` |
 //! | `PUT/DELETE .../calendars/{name}` | `calendar.put`, `calendar.delete` | `calendar/{name}` |
 //!
@@ -52,6 +52,7 @@ fn classify<'a>(
         ("POST", ["jobs", id, "run"]) => ("job.run", "job", Some(*id)),
         ("POST", ["jobs", id, "runs"]) => ("job.run_batch", "job", Some(*id)),
         ("POST", ["jobs", id, "backfill"]) => ("job.backfill", "job", Some(*id)),
+        ("DELETE", ["instances", id]) => ("instance.delete", "instance", Some(*id)),
         ("POST", ["instances", id, "stop"]) => ("instance.stop", "instance", Some(*id)),
         ("POST", ["instances", id, "cancel"]) => ("instance.cancel", "instance", Some(*id)),
         ("POST", ["instances", id, "retry"]) => ("instance.retry", "instance", Some(*id)),
@@ -62,6 +63,9 @@ fn classify<'a>(
         ("POST", ["workflows", id, "copy"]) => ("workflow.copy", "workflow", Some(*id)),
         ("POST", ["workflows", id, "run"]) => ("workflow.run", "workflow", Some(*id)),
         ("POST", ["workflows", id, "backfill"]) => ("workflow.backfill", "workflow", Some(*id)),
+        ("DELETE", ["workflow-instances", id]) => {
+            ("workflow_instance.delete", "workflow_instance", Some(*id))
+        }
         ("POST", ["workflow-instances", id, "stop"]) => {
             ("workflow_instance.stop", "workflow_instance", Some(*id))
         }
@@ -249,6 +253,14 @@ mod tests {
         assert_eq!(
             classify(&Method::POST, &["workflows", "3", "backfill"]),
             Some(("workflow.backfill", "workflow", Some("3")))
+        );
+        assert_eq!(
+            classify(&Method::DELETE, &["instances", "40"]),
+            Some(("instance.delete", "instance", Some("40")))
+        );
+        assert_eq!(
+            classify(&Method::DELETE, &["workflow-instances", "8"]),
+            Some(("workflow_instance.delete", "workflow_instance", Some("8")))
         );
         assert_eq!(classify(&Method::GET, &["jobs", "12"]), None);
         assert_eq!(classify(&Method::GET, &["audit"]), None);

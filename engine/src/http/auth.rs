@@ -5,7 +5,8 @@
 //! - App routes (`/v1/apps/{app}/...`) accept the admin token (every role), or an API token
 //!   of `{app}` (`fjt_<id>_<hex>`, see [`crate::api::token`]) whose role is at least the
 //!   route's: `read` for `GET`, `operate` for runs, stops, retries, enable and disable,
-//!   `admin` for definitions and tokens. A token of another role is 403 naming both roles.
+//!   `admin` for definitions, tokens and deletions. A token of another role is 403 naming
+//!   both roles.
 //!   With [`HttpConfig::app_secret_tokens`](super::HttpConfig::app_secret_tokens) the
 //!   app's worker secret also opens its routes as an `admin` token (the compatibility mode of
 //!   servers that predate API tokens); without it the secret is refused like any wrong

@@ -281,6 +281,20 @@ pub(crate) async fn get_instance(
     ok(s.api.get_instance(app, id).await?)
 }
 
+/// `DELETE /v1/apps/{app}/instances/{id}` → 204, empty body: a finished instance with its
+/// log (409 while it runs, or while the workflow instance whose node it ran runs).
+pub(crate) async fn delete_instance(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Admin)?;
+    let id = parse_id(&p.id)?;
+    s.api.delete_instance(app, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn action(
     s: Shared,
     p: Result<Path<AppIdPath>, PathRejection>,

@@ -101,6 +101,7 @@ pub(crate) fn routes() -> Routes {
         .post("/v1/apps/{app}/jobs/{id}/rollback", v::rollback_job)
         .get("/v1/apps/{app}/instances", h::list_instances)
         .get("/v1/apps/{app}/instances/{id}", h::get_instance)
+        .delete("/v1/apps/{app}/instances/{id}", h::delete_instance)
         .post("/v1/apps/{app}/instances/{id}/stop", h::stop_instance)
         .post("/v1/apps/{app}/instances/{id}/cancel", h::cancel_instance)
         .post("/v1/apps/{app}/instances/{id}/retry", h::retry_instance)
@@ -141,6 +142,10 @@ pub(crate) fn routes() -> Routes {
         .get(
             "/v1/apps/{app}/workflow-instances/{id}",
             w::get_workflow_instance,
+        )
+        .delete(
+            "/v1/apps/{app}/workflow-instances/{id}",
+            w::delete_workflow_instance,
         )
         .post(
             "/v1/apps/{app}/workflow-instances/{id}/stop",

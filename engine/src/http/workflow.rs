@@ -14,6 +14,7 @@
 //! | `POST /v1/apps/{app}/workflows/{id}/copy` → 201 | [`copy_workflow`] |
 //! | `GET /v1/apps/{app}/workflow-instances?workflow_id=&limit=&cursor=` | [`list_workflow_instances`] |
 //! | `GET /v1/apps/{app}/workflow-instances/{id}` | [`get_workflow_instance`] |
+//! | `DELETE /v1/apps/{app}/workflow-instances/{id}` → 204 | [`delete_workflow_instance`] |
 //! | `POST /v1/apps/{app}/workflow-instances/{id}/stop`, `/retry` | [`stop_workflow_instance`], [`retry_workflow_instance`] |
 //! | `POST /v1/apps/{app}/workflow-instances/{id}/nodes/{node}/mark-success` | [`mark_workflow_node_success`] |
 
@@ -201,6 +202,20 @@ async fn action(
     let app = s.authorize_app(&headers, &p.app, TokenRole::Operate)?;
     let id = parse_id(&p.id)?;
     ok(s.api.workflow_instance_action(app, id, action).await?)
+}
+
+/// `DELETE /v1/apps/{app}/workflow-instances/{id}` → 204, empty body: a finished workflow
+/// instance with its node instances and their logs (409 while anything of it runs).
+pub(crate) async fn delete_workflow_instance(
+    State(s): State<Shared>,
+    p: Result<Path<AppIdPath>, PathRejection>,
+    headers: HeaderMap,
+) -> Answer {
+    let p = path(p)?;
+    let app = s.authorize_app(&headers, &p.app, TokenRole::Admin)?;
+    let id = parse_id(&p.id)?;
+    s.api.delete_workflow_instance(app, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /v1/apps/{app}/workflow-instances/{id}/stop` → the workflow instance (any body is

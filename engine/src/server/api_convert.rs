@@ -197,7 +197,9 @@ impl From<RepoError> for ApiError {
     fn from(e: RepoError) -> ApiError {
         let code = match &e {
             RepoError::NotFound { .. } => ErrorCode::NotFound,
-            RepoError::Conflict { .. } | RepoError::IllegalTransition { .. } => ErrorCode::Conflict,
+            RepoError::Conflict { .. }
+            | RepoError::IllegalTransition { .. }
+            | RepoError::Unfinished { .. } => ErrorCode::Conflict,
             RepoError::Invalid { .. } => ErrorCode::InvalidArgument,
             RepoError::Store(_) | RepoError::Fenced { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,

@@ -65,6 +65,15 @@ pub enum RepoError {
         /// The epoch the write was made under (0: none).
         epoch: u64,
     },
+    /// A workflow instance (or another record that runs) has not finished, and the action
+    /// needs it finished (a deletion).
+    #[error("{what} {id} has not finished: stop it first")]
+    Unfinished {
+        /// `"workflow instance"`.
+        what: &'static str,
+        /// Its id.
+        id: u64,
+    },
     /// An instance cannot go from its current status by this action.
     #[error("instance {instance} cannot {action} while {from:?}")]
     IllegalTransition {

@@ -313,10 +313,11 @@ impl LogRepo {
         }
     }
 
-    /// Deletes instance `id` with its index rows, its delayed-run row and its log (pruning of
-    /// old finished runs). A log longer than [`MAX_DELETE_BATCH`] lines is deleted in earlier
-    /// batches first, so a crash part-way leaves the instance with a shorter log, never log
-    /// lines without their instance. Refuses a non-final instance unless `force`.
+    /// Deletes instance `id` with its index rows, its delayed-run row, its workflow node
+    /// link and its log (retention, the API's delete). A log longer than
+    /// [`MAX_DELETE_BATCH`] lines is deleted in earlier batches first, so a crash part-way
+    /// leaves the instance with a shorter log, never log lines without their instance.
+    /// Refuses a non-final instance unless `force`.
     pub fn delete_instance(&self, id: InstanceId, force: bool) -> Result<Commit<()>, RepoError> {
         let inst = self.get_instance(id)?;
         if !force && !inst.status.is_final() {
@@ -326,28 +327,46 @@ impl LogRepo {
                 action: "be deleted",
             });
         }
+        let mut batch = Batch::new();
+        let mut log_room = MAX_DELETE_BATCH;
+        self.push_instance_delete(&mut batch, &mut log_room, &inst)?;
+        Ok(self.submit(batch, ()))
+    }
+
+    /// Adds to `batch` the deletion of `inst` with its index rows, delayed-run row, node link
+    /// and log. `batch` takes at most `log_room` more log lines: a longer log is deleted
+    /// first, in batches of its own of up to [`MAX_DELETE_BATCH`] lines, each waited for.
+    pub(super) fn push_instance_delete(
+        &self,
+        batch: &mut Batch,
+        log_room: &mut usize,
+        inst: &InstanceRecord,
+    ) -> Result<(), RepoError> {
+        let id = inst.id;
         let log_range = KeyRange::prefix(&keys::id(id.0));
         loop {
             let rows = self.store.range(LOGS, &log_range, MAX_DELETE_BATCH)?;
-            if rows.len() < MAX_DELETE_BATCH {
-                let key = keys::id(id.0);
-                let mut batch = Batch::new()
-                    .delete(INSTANCES, key)
-                    .delete(APP_INSTANCES, keys::newest_first(inst.app_id.0, id.0))
-                    .delete(JOB_INSTANCES, keys::newest_first(inst.job_id.0, id.0))
-                    .delete(ACTIVE, key)
-                    .delete(DELAYED, key);
+            if rows.len() < MAX_DELETE_BATCH && rows.len() <= *log_room {
+                *log_room -= rows.len();
                 for (k, _) in rows {
                     batch.push_delete(LOGS, k);
                 }
-                return Ok(self.submit(batch, ()));
+                break;
             }
-            let mut batch = Batch::new();
+            let mut early = Batch::new();
             for (k, _) in rows {
-                batch.push_delete(LOGS, k);
+                early.push_delete(LOGS, k);
             }
-            self.store.submit(batch).wait()?;
+            self.store.submit(early).wait()?;
         }
+        let key = keys::id(id.0);
+        batch.push_delete(INSTANCES, key);
+        batch.push_delete(APP_INSTANCES, keys::newest_first(inst.app_id.0, id.0));
+        batch.push_delete(JOB_INSTANCES, keys::newest_first(inst.job_id.0, id.0));
+        batch.push_delete(ACTIVE, key);
+        batch.push_delete(DELAYED, key);
+        batch.push_delete(super::workflow_repo::NODE_LINKS, key);
+        Ok(())
     }
 
     /// Up to `limit` (at most [`MAX_PAGE`]) finished instances of `job` beyond its newest

@@ -450,6 +450,12 @@ impl Core {
                 id.0
             )));
         }
+        if self.deleting.contains(&id) {
+            return Err(ApiError::conflict(format!(
+                "instance {} is being deleted",
+                id.0
+            )));
+        }
         if !self.jobs.contains_key(&rec.job_id) {
             return Err(ApiError::conflict(format!(
                 "instance {} cannot be retried: job {} was deleted",

@@ -90,6 +90,7 @@
 pub(crate) mod alarms;
 pub(crate) mod calendars;
 pub(crate) mod commands;
+pub(crate) mod delete;
 pub(crate) mod dispatch;
 pub(crate) mod fire;
 pub(crate) mod partitions;
@@ -105,7 +106,7 @@ mod partitions_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use ferrojob_transport::message::{ScheduleJob, StopInstance};
@@ -134,6 +135,7 @@ pub(crate) struct CoreConfig {
     pub(crate) heartbeat_interval_ms: u64,
     pub(crate) worker_receive_timeout_ms: u64,
     pub(crate) keep_finished_runs: usize,
+    pub(crate) keep_finished_workflow_runs: usize,
     pub(crate) retention_ms: u64,
     pub(crate) misfire_threshold_ms: u64,
     pub(crate) restart_grace_ms: u64,
@@ -146,6 +148,7 @@ impl From<&super::ServerConfig> for CoreConfig {
             heartbeat_interval_ms: c.heartbeat_interval_ms,
             worker_receive_timeout_ms: c.worker_receive_timeout_ms,
             keep_finished_runs: c.keep_finished_runs,
+            keep_finished_workflow_runs: c.keep_finished_workflow_runs,
             retention_ms: c.retention_ms,
             misfire_threshold_ms: c.misfire_threshold_ms,
             restart_grace_ms: c.restart_grace_ms,
@@ -375,6 +378,9 @@ pub(crate) enum Effect {
     },
     /// Delete the job's finished runs beyond `keep_finished_runs` (in the background).
     Prune(JobId),
+    /// Delete the workflow's finished instances beyond `keep_finished_workflow_runs` (in the
+    /// background).
+    PruneWorkflow(WorkflowId),
     /// Start a round of the retention sweep for instances finished before `cutoff`.
     Sweep { cutoff: EpochMs },
     /// Alarms were submitted to the outbox: wake the delivery task.
@@ -421,6 +427,11 @@ pub(crate) struct Core {
     pub(crate) wf_active: HashMap<WorkflowInstanceId, workflow::WfInst>,
     /// Non-final job instances that run a workflow node.
     pub(crate) node_runs: HashMap<InstanceId, workflow::NodeRun>,
+    /// Finished job instances whose deletion is being written (`delete.rs`; at most
+    /// [`delete::MAX_DELETING`] with `wf_deleting`).
+    pub(crate) deleting: HashSet<InstanceId>,
+    /// Finished workflow instances whose deletion is being written.
+    pub(crate) wf_deleting: HashSet<WorkflowInstanceId>,
     /// Non-final backfill runs, with when each was created: a backfill run stands for a past
     /// trigger time, so its start is late counted from its creation (memory only: after a
     /// restart its trigger time counts again). Removed at its final transition; at most one
@@ -488,6 +499,8 @@ impl Core {
             workflows: HashMap::new(),
             wf_active: HashMap::new(),
             node_runs: HashMap::new(),
+            deleting: HashSet::new(),
+            wf_deleting: HashSet::new(),
             backfill_created: HashMap::new(),
             conns: HashMap::new(),
             lost: HashMap::new(),
@@ -528,18 +541,19 @@ impl Core {
         self.effects.push(e);
     }
 
-    /// Whether retention may delete finished instance `id`: the core no longer holds it, and
-    /// the workflow instance whose node it ran (if any) is not still going. An unreadable
-    /// node link keeps the instance.
-    pub(crate) fn may_delete(&self, id: InstanceId) -> bool {
-        if self.active.contains_key(&id) || self.node_runs.contains_key(&id) {
+    /// Whether retention may delete finished instance `id`, whose node link names workflow
+    /// instance `wf` (`None`: a run of no workflow): the core no longer holds it, the API is
+    /// not deleting it, and that workflow instance is not still going nor being deleted.
+    /// The caller reads the link before taking the core's lock (on PostgreSQL a read is a
+    /// round trip, and a finished run's link no longer changes).
+    pub(crate) fn may_delete(&self, id: InstanceId, wf: Option<WorkflowInstanceId>) -> bool {
+        if self.active.contains_key(&id)
+            || self.node_runs.contains_key(&id)
+            || self.deleting.contains(&id)
+        {
             return false;
         }
-        match self.repo.node_link(id) {
-            Ok(Some(link)) => !self.wf_active.contains_key(&link.wf_instance),
-            Ok(None) => true,
-            Err(_) => false,
-        }
+        wf.is_none_or(|wf| !self.wf_active.contains_key(&wf) && !self.wf_deleting.contains(&wf))
     }
 
     /// The earliest armed timer, in clock ms.

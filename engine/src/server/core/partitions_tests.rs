@@ -390,3 +390,32 @@ fn acquiring_a_partition_leaves_the_other_held_partitions_jobs_alone() {
     }
     assert_eq!(fd_runs(&s), 1, "a second FIXED_DELAY run started");
 }
+
+#[test]
+fn a_server_that_does_not_act_for_the_app_refuses_deletions_as_not_its_own() {
+    let f = Fixture::new();
+    let mut s = f.server();
+    let mut done = InstanceRecord::new(f.job_a, f.a.id, "", T0);
+    done.fail("x", T0).unwrap();
+    let done = f.repo.create_instance(done, None).unwrap().wait().unwrap();
+    // Not held: refused as unavailable (503), naming no owner yet, and nothing marked.
+    let err = s.delete_instance_begin(f.a.id, done.id).unwrap_err();
+    assert_eq!(err.code, crate::api::ErrorCode::Unavailable, "{err:?}");
+    let err = s
+        .delete_wf_instance_begin(f.a.id, WorkflowInstanceId(1))
+        .unwrap_err();
+    assert_eq!(err.code, crate::api::ErrorCode::Unavailable, "{err:?}");
+    assert!(s.deleting.is_empty() && s.wf_deleting.is_empty());
+    // Held: the finished instance may go; an unknown workflow instance is not found.
+    s.on_partition_acquired(f.pa(), Epoch(1), T0).unwrap();
+    s.delete_instance_begin(f.a.id, done.id).unwrap();
+    assert!(s.deleting.contains(&done.id));
+    s.delete_instance_end(done.id);
+    let err = s
+        .delete_wf_instance_begin(f.a.id, WorkflowInstanceId(1))
+        .unwrap_err();
+    assert_eq!(err.code, crate::api::ErrorCode::NotFound, "{err:?}");
+    // Another app of a partition not held: refused as not its own before anything is read.
+    let err = s.delete_instance_begin(f.b.id, done.id).unwrap_err();
+    assert_eq!(err.code, crate::api::ErrorCode::Unavailable, "{err:?}");
+}

@@ -30,6 +30,7 @@ pub(super) fn core() -> (Core, AppId) {
         heartbeat_interval_ms: 1000,
         worker_receive_timeout_ms: 10_000,
         keep_finished_runs: 100,
+        keep_finished_workflow_runs: 100,
         retention_ms: 0,
         misfire_threshold_ms: 5000,
         restart_grace_ms: 3000,

@@ -225,6 +225,7 @@ impl PgRepo {
             Op::DeleteLogsOf(key),
             Op::Delete(Table::Instances, vec![i64s(Some(key))]),
             Op::Delete(Table::DelayedRuns, vec![i64s(Some(key))]),
+            Op::Delete(Table::NodeLinks, vec![i64s(Some(key))]),
         ];
         Ok(self.submit(ops, ()))
     }

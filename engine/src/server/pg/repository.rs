@@ -316,6 +316,30 @@ impl Repository for PgRepo {
     ) -> Result<Page<WfInstanceRecord>, RepoError> {
         PgRepo::list_wf_instances(self, app, workflow, cursor, limit)
     }
+    fn delete_wf_instance(
+        &self,
+        id: WorkflowInstanceId,
+        force: bool,
+    ) -> Result<Commit<()>, RepoError> {
+        PgRepo::delete_wf_instance(self, id, force)
+    }
+    fn wf_finished_beyond(
+        &self,
+        workflow: WorkflowId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Vec<WorkflowInstanceId>, RepoError> {
+        PgRepo::wf_finished_beyond(self, workflow, keep, limit)
+    }
+    fn wf_finished_before(
+        &self,
+        cutoff: EpochMs,
+        from: WorkflowInstanceId,
+        max_examine: usize,
+        limit: usize,
+    ) -> Result<(Vec<WorkflowInstanceId>, Option<WorkflowInstanceId>), RepoError> {
+        PgRepo::wf_finished_before(self, cutoff, from, max_examine, limit)
+    }
     fn load_workflows(&self) -> Result<(Vec<LoadedWorkflow>, Vec<WfInstanceRecord>), RepoError> {
         PgRepo::load_workflows(self)
     }

@@ -327,6 +327,142 @@ impl PgRepo {
             .collect()
     }
 
+    pub(super) fn delete_wf_instance(
+        &self,
+        id: WorkflowInstanceId,
+        force: bool,
+    ) -> Result<Commit<()>, RepoError> {
+        let rec = self.get_wf_instance(id)?;
+        if !force && !rec.snapshot()?.status.is_finished() {
+            return Err(RepoError::Unfinished {
+                what: "workflow instance",
+                id: id.0,
+            });
+        }
+        let mut node_ids = Vec::new();
+        for run in &rec.nodes {
+            if let Some(iid) = run.job_instance() {
+                node_ids.push(big(iid.0)?);
+            }
+        }
+        let mut ops = Vec::new();
+        if !node_ids.is_empty() {
+            // Node instances gone already (their job's retention) are not found: skipped.
+            let rows = self.query(
+                "SELECT id, final FROM instances WHERE id = ANY($1) ORDER BY id",
+                vec![Box::new(node_ids)],
+            )?;
+            for row in &rows {
+                let key: i64 = get(row, 0)?;
+                let is_final: bool = get(row, 1)?;
+                if !force && !is_final {
+                    let inst = self.get_instance(InstanceId(unsigned("instances", key)?))?;
+                    return Err(RepoError::IllegalTransition {
+                        instance: inst.id.0,
+                        from: inst.status,
+                        action: "be deleted",
+                    });
+                }
+                ops.push(Op::DeleteLogsOf(key));
+                ops.push(Op::Delete(Table::Instances, vec![i64s(Some(key))]));
+                ops.push(Op::Delete(Table::DelayedRuns, vec![i64s(Some(key))]));
+                ops.push(Op::Delete(Table::NodeLinks, vec![i64s(Some(key))]));
+            }
+        }
+        ops.push(Op::Delete(
+            Table::WorkflowInstances,
+            vec![i64s(Some(big(id.0)?))],
+        ));
+        Ok(self.submit(ops, ()))
+    }
+
+    pub(super) fn wf_finished_beyond(
+        &self,
+        workflow: WorkflowId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Vec<WorkflowInstanceId>, RepoError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let workflow = big(workflow.0)?;
+        let mut before = i64::MAX;
+        let mut finished = 0usize;
+        let mut scanned = 0usize;
+        let mut out = Vec::new();
+        while scanned < MAX_LIST_SCAN {
+            let rows = self.query(
+                "SELECT id, finished FROM workflow_instances WHERE workflow_id = $1 AND id < $2 \
+                 ORDER BY id DESC LIMIT 256",
+                vec![Box::new(workflow), Box::new(before)],
+            )?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                scanned += 1;
+                before = get(row, 0)?;
+                let is_finished: bool = get(row, 1)?;
+                if is_finished {
+                    finished += 1;
+                    if finished > keep {
+                        out.push(WorkflowInstanceId(unsigned("workflow_instances", before)?));
+                        if out.len() == limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn wf_finished_before(
+        &self,
+        cutoff: EpochMs,
+        from: WorkflowInstanceId,
+        max_examine: usize,
+        limit: usize,
+    ) -> Result<(Vec<WorkflowInstanceId>, Option<WorkflowInstanceId>), RepoError> {
+        let mut start = big(from.0)?;
+        let mut out = Vec::new();
+        let mut examined = 0usize;
+        let mut young_run = 0usize;
+        loop {
+            let rows = self.query(
+                "SELECT id, record FROM workflow_instances WHERE id >= $1 ORDER BY id LIMIT 256",
+                vec![Box::new(start)],
+            )?;
+            if rows.is_empty() {
+                return Ok((out, None));
+            }
+            for row in &rows {
+                examined += 1;
+                let raw: i64 = get(row, 0)?;
+                start = raw.saturating_add(1);
+                let id = unsigned("workflow_instances", raw)?;
+                let rec = decode_wf_instance(
+                    "workflow_instances",
+                    &raw.to_be_bytes(),
+                    &get::<Vec<u8>>(row, 1)?,
+                )?;
+                let snap = rec.snapshot()?;
+                if snap.created_at >= cutoff {
+                    young_run += 1;
+                    if young_run >= super::AGE_SCAN_YOUNG_RUN {
+                        return Ok((out, None));
+                    }
+                } else {
+                    young_run = 0;
+                }
+                if snap.status.is_finished() && snap.finished_at.is_some_and(|t| t < cutoff) {
+                    out.push(WorkflowInstanceId(id));
+                }
+                if out.len() >= limit || examined >= max_examine {
+                    return Ok((out, id.checked_add(1).map(WorkflowInstanceId)));
+                }
+            }
+        }
+    }
+
     pub(super) fn list_wf_instances(
         &self,
         app: AppId,

@@ -307,6 +307,30 @@ impl Repository for LogRepo {
     ) -> Result<Page<WfInstanceRecord>, RepoError> {
         LogRepo::list_wf_instances(self, app, workflow, cursor, limit)
     }
+    fn delete_wf_instance(
+        &self,
+        id: WorkflowInstanceId,
+        force: bool,
+    ) -> Result<Commit<()>, RepoError> {
+        LogRepo::delete_wf_instance(self, id, force)
+    }
+    fn wf_finished_beyond(
+        &self,
+        workflow: WorkflowId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Vec<WorkflowInstanceId>, RepoError> {
+        LogRepo::wf_finished_beyond(self, workflow, keep, limit)
+    }
+    fn wf_finished_before(
+        &self,
+        cutoff: EpochMs,
+        from: WorkflowInstanceId,
+        max_examine: usize,
+        limit: usize,
+    ) -> Result<(Vec<WorkflowInstanceId>, Option<WorkflowInstanceId>), RepoError> {
+        LogRepo::wf_finished_before(self, cutoff, from, max_examine, limit)
+    }
     fn load_workflows(&self) -> Result<(Vec<LoadedWorkflow>, Vec<WfInstanceRecord>), RepoError> {
         LogRepo::load_workflows(self)
     }

@@ -305,6 +305,27 @@ pub trait Repository: Send + Sync + Debug {
         cursor: Option<u64>,
         limit: usize,
     ) -> Result<Page<WfInstanceRecord>, RepoError>;
+    /// See [`LogRepo::delete_wf_instance`].
+    fn delete_wf_instance(
+        &self,
+        id: WorkflowInstanceId,
+        force: bool,
+    ) -> Result<Commit<()>, RepoError>;
+    /// See [`LogRepo::wf_finished_beyond`].
+    fn wf_finished_beyond(
+        &self,
+        workflow: WorkflowId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Vec<WorkflowInstanceId>, RepoError>;
+    /// See [`LogRepo::wf_finished_before`].
+    fn wf_finished_before(
+        &self,
+        cutoff: EpochMs,
+        from: WorkflowInstanceId,
+        max_examine: usize,
+        limit: usize,
+    ) -> Result<(Vec<WorkflowInstanceId>, Option<WorkflowInstanceId>), RepoError>;
     /// See [`LogRepo::load_workflows`].
     fn load_workflows(&self) -> Result<(Vec<LoadedWorkflow>, Vec<WfInstanceRecord>), RepoError>;
 

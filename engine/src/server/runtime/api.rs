@@ -508,6 +508,14 @@ impl Api for NodeApi {
         })
     }
 
+    fn delete_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, ()> {
+        Box::pin(self.instance_delete(app, id))
+    }
+
+    fn delete_workflow_instance(&self, app: AppRef, id: WorkflowInstanceId) -> ApiFuture<'_, ()> {
+        Box::pin(self.wf_instance_delete(app, id))
+    }
+
     fn instance_log(&self, app: AppRef, id: InstanceId, query: LogQuery) -> ApiFuture<'_, LogView> {
         Box::pin(self.log_page(app, id, query))
     }

@@ -62,8 +62,12 @@ pub(crate) struct Runtime {
     pub(crate) sweeping: AtomicBool,
     /// The instance id the next retention sweep round starts from.
     pub(crate) sweep_from: AtomicU64,
+    /// The workflow instance id the next retention sweep round starts from.
+    pub(crate) wf_sweep_from: AtomicU64,
     /// Jobs waiting for a count prune (`retention.rs`).
-    pub(crate) prunes: PruneQueue,
+    pub(crate) prunes: PruneQueue<crate::ids::JobId>,
+    /// Workflows waiting for a count prune.
+    pub(crate) wf_prunes: PruneQueue<crate::ids::WorkflowId>,
     /// Measures the dispatch latency of a ScheduleJob sent from a connection's backlog.
     sent_late: SentLate,
     /// A server of a cluster: what its membership knows, for `/metrics`.
@@ -101,6 +105,7 @@ struct Later {
     awaits: Vec<Awaited>,
     queries: Vec<(AppId, String, Vec<InstanceId>)>,
     prunes: Vec<crate::ids::JobId>,
+    wf_prunes: Vec<crate::ids::WorkflowId>,
     sweeps: Vec<EpochMs>,
     wake_alarms: bool,
 }
@@ -148,7 +153,9 @@ impl Runtime {
             started: Instant::now(),
             sweeping: AtomicBool::new(false),
             sweep_from: AtomicU64::new(0),
+            wf_sweep_from: AtomicU64::new(0),
             prunes: PruneQueue::default(),
+            wf_prunes: PruneQueue::default(),
             sent_late,
             #[cfg(feature = "postgres")]
             member: OnceLock::new(),
@@ -195,6 +202,7 @@ impl Runtime {
             Effect::Send { app, worker, msg } => self.send(core, app, worker, msg, now),
             Effect::Query { app, worker, ids } => later.queries.push((app, worker, ids)),
             Effect::Prune(job) => later.prunes.push(job),
+            Effect::PruneWorkflow(wf) => later.wf_prunes.push(wf),
             Effect::Sweep { cutoff } => later.sweeps.push(cutoff),
             Effect::WakeAlarms => later.wake_alarms = true,
         }
@@ -252,6 +260,7 @@ impl Runtime {
             awaits,
             queries,
             prunes,
+            wf_prunes,
             sweeps,
             wake_alarms,
         } = later;
@@ -260,6 +269,9 @@ impl Runtime {
         }
         for job in prunes {
             self.prune_in_background(job);
+        }
+        for wf in wf_prunes {
+            self.prune_wf_in_background(wf);
         }
         for cutoff in sweeps {
             self.sweep_in_background(cutoff);

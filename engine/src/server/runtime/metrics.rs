@@ -139,6 +139,11 @@ pub(crate) struct Metrics {
     pub(crate) retention_pruned: AtomicU64,
     /// Rounds of the age sweep completed.
     pub(crate) retention_sweeps: AtomicU64,
+    /// Finished workflow instances deleted by the age sweep.
+    pub(crate) retention_wf_deleted: AtomicU64,
+    /// Finished workflow instances deleted because their workflow kept more than
+    /// `keep_finished_workflow_runs`.
+    pub(crate) retention_wf_pruned: AtomicU64,
     /// Final report of a workflow node's instance → ScheduleJob of a successor handed to
     /// its connection.
     pub(crate) wf_handoff: Histogram,
@@ -188,6 +193,8 @@ impl Default for Metrics {
             retention_deleted: AtomicU64::new(0),
             retention_pruned: AtomicU64::new(0),
             retention_sweeps: AtomicU64::new(0),
+            retention_wf_deleted: AtomicU64::new(0),
+            retention_wf_pruned: AtomicU64::new(0),
             wf_handoff: Histogram::new(HANDOFF_BUCKETS),
             wf_handoff_max_ns: AtomicU64::new(0),
             wf_started: AtomicU64::new(0),
@@ -468,6 +475,16 @@ impl Metrics {
                 "ferrojob_retention_sweeps_total",
                 "Rounds of the retention sweep completed.",
                 &self.retention_sweeps,
+            ),
+            (
+                "ferrojob_retention_workflow_instances_deleted_total",
+                "Finished workflow instances deleted, with their node instances and logs, because they were older than the retention period.",
+                &self.retention_wf_deleted,
+            ),
+            (
+                "ferrojob_retention_workflow_instances_pruned_total",
+                "Finished workflow instances deleted, with their node instances and logs, because their workflow kept more than keep_finished_workflow_runs.",
+                &self.retention_wf_pruned,
             ),
         ] {
             let _ = writeln!(

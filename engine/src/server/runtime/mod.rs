@@ -9,7 +9,7 @@
 //!   conn.rs: worker connections ────┘      writes awaited (driver.rs) ──► Core::resume
 //!                                          messages to connections, reconciliation queries
 //!   alarm.rs: the outbox's delivery task ──► channels
-//!   retention.rs: pruning and the age sweep, on blocking threads
+//!   retention.rs: pruning and the age sweep, on blocking threads (delete_api.rs: the API's)
 //!   metrics.rs: gauges, counters, histograms, Prometheus text
 //! ```
 //!
@@ -31,6 +31,7 @@ mod calendar_api;
 #[cfg(feature = "postgres")]
 mod cluster;
 mod conn;
+mod delete_api;
 pub(crate) mod driver;
 mod history_api;
 mod idempotency_api;
@@ -93,9 +94,13 @@ pub struct ServerConfig {
     /// Finished instances kept per job, of every kind (scheduled, API, retried, workflow
     /// node; default 100); older ones are deleted with their logs.
     pub keep_finished_runs: usize,
-    /// How long a finished instance is kept, ms (default 7 days, PowerJob's
-    /// `instanceinfo.retention`; 0 keeps them until `keep_finished_runs` prunes them). The
-    /// sweep runs every minute in the background.
+    /// Finished workflow instances kept per workflow (default 100); older ones are deleted
+    /// with their node instances and those instances' logs.
+    pub keep_finished_workflow_runs: usize,
+    /// How long a finished instance or workflow instance is kept, ms (default 7 days,
+    /// PowerJob's `instanceinfo.retention`; 0 keeps them until `keep_finished_runs` and
+    /// `keep_finished_workflow_runs` prune them). The sweep runs every minute in the
+    /// background.
     pub retention_ms: u64,
     /// A trigger later than this (ms, default 5000) is a misfire and follows the job's policy.
     pub misfire_threshold_ms: u64,
@@ -145,6 +150,7 @@ impl ServerConfig {
             heartbeat_interval_ms: 1000,
             worker_receive_timeout_ms: 10_000,
             keep_finished_runs: 100,
+            keep_finished_workflow_runs: 100,
             retention_ms: 7 * 24 * 3600 * 1000,
             misfire_threshold_ms: 5000,
             max_log_lines_per_instance: 100_000,

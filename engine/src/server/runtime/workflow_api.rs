@@ -182,6 +182,12 @@ impl NodeApi {
             }
             return Ok(());
         }
+        if core.wf_deleting.contains(&id) {
+            return Err(ApiError::conflict(format!(
+                "workflow instance {} is being deleted",
+                id.0
+            )));
+        }
         let rec = core.repo.get_wf_instance(id)?;
         if rec.app_id != app.id {
             return Err(ApiError::not_found("workflow instance", id.0));

@@ -66,6 +66,12 @@ pub struct SimConfig {
     /// Most server crashes to inject (`None`: no limit). Each restart loads the store's
     /// last hint and replays the log after it, so very long runs may bound them.
     pub max_server_crashes: Option<u64>,
+    /// Servers: 1 simulates one server on its own store; more simulate a cluster sharing a
+    /// simulated database (see `sim/cluster`), `workers` then being per app.
+    pub servers: usize,
+    /// In a cluster, the database refuses writes not made under the writer's current lease
+    /// (on by default). Off only to show that the checker catches what the fence prevents.
+    pub fencing: bool,
 }
 
 impl SimConfig {
@@ -78,6 +84,8 @@ impl SimConfig {
             faults: true,
             trace: None,
             max_server_crashes: None,
+            servers: 1,
+            fencing: true,
         }
     }
 }
@@ -117,6 +125,16 @@ pub struct SimReport {
     pub compactions: u64,
     /// Hints the store wrote before a crash or the end (checkpoints).
     pub checkpoints: u64,
+    /// Servers simulated (0 or 1: one server).
+    pub servers: usize,
+    /// Cluster faults: server pauses longer than a lease.
+    pub pauses: u64,
+    /// Cluster faults: servers cut from the database for a while.
+    pub db_cuts: u64,
+    /// Leases granted to another server than the partition's previous owner.
+    pub takeovers: u64,
+    /// Writes the database refused by the fence.
+    pub fenced_writes: u64,
     /// Every invariant violation found (empty: the run passed).
     pub violations: Vec<Violation>,
 }
@@ -279,6 +297,7 @@ fn core_config() -> CoreConfig {
         heartbeat_interval_ms: HEARTBEAT_MS,
         worker_receive_timeout_ms: 10_000,
         keep_finished_runs: KEEP_FINISHED_RUNS,
+        keep_finished_workflow_runs: KEEP_FINISHED_RUNS,
         retention_ms: 0,
         misfire_threshold_ms: 5000,
         restart_grace_ms: 3000,
@@ -286,13 +305,16 @@ fn core_config() -> CoreConfig {
     }
 }
 
-fn poll_now<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+pub(super) fn poll_now<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     let mut cx = Context::from_waker(Waker::noop());
     std::pin::Pin::new(f).poll(&mut cx)
 }
 
-/// Runs one simulation.
+/// Runs one simulation: of one server, or of a cluster when `config.servers` is above 1.
 pub fn run(config: SimConfig) -> SimReport {
+    if config.servers > 1 {
+        return super::cluster::run(config);
+    }
     let mut w = World::new(config);
     w.run();
     w.finish()
@@ -541,6 +563,26 @@ impl World {
 
 impl std::fmt::Display for SimReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.servers > 1 {
+            return write!(
+                f,
+                "seed {}: {} servers, {} events over {} s simulated; {} instances ({} API runs acknowledged, {} of them final); faults: {} pauses longer than a lease, {} cuts from the database, {} server crashes, {} connections cut; {} lease takeovers, {} writes fenced; {} violations",
+                self.seed,
+                self.servers,
+                self.events,
+                self.simulated_ms / 1000,
+                self.instances,
+                self.runs_acknowledged,
+                self.finished,
+                self.pauses,
+                self.db_cuts,
+                self.server_crashes,
+                self.connections_cut,
+                self.takeovers,
+                self.fenced_writes,
+                self.violations.len()
+            );
+        }
         write!(
             f,
             "seed {}: {} events over {} s simulated; {} instances ({} final, {} deleted by retention), {} runs and {} workflow runs acknowledged, {} MAP_REDUCE instances succeeded; faults: {} server crashes, {} worker crashes, {} connections cut ({} half-open), {} clock jumps; {} compactions, {} checkpoints; {} violations",

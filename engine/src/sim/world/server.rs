@@ -182,7 +182,9 @@ impl World {
                 }
             }
             Effect::Prune(job) => self.prune(job),
-            Effect::Sweep { .. } | Effect::WakeAlarms => {}
+            // Workflow instances are not deleted in the simulation: its checks follow every
+            // node instance to the end of its workflow instance.
+            Effect::PruneWorkflow(_) | Effect::Sweep { .. } | Effect::WakeAlarms => {}
         }
     }
 
@@ -395,7 +397,11 @@ impl World {
             }
         };
         for id in ids {
-            if !s.core.may_delete(id) {
+            let wf = match s.repo.node_link(id) {
+                Ok(link) => link.map(|l| l.wf_instance),
+                Err(_) => continue,
+            };
+            if !s.core.may_delete(id, wf) {
                 continue;
             }
             let rec = match s.repo.get_instance(id) {

@@ -18,7 +18,7 @@ use crate::workflow::{Action, InstanceStatus as WfStatus, NodeStatus, WorkflowIn
 
 use super::{node_trigger_key, NodeRun, Pending, Transition, WfInst, MAX_NESTING};
 use crate::server::core::write::{AfterCreate, Follow};
-use crate::server::core::{Core, InstState};
+use crate::server::core::{Core, Effect, InstState};
 
 impl Core {
     /// Fails RUNNING node `node` at once (a dispatch that could not even be created).
@@ -322,12 +322,19 @@ impl Core {
                 self.stop_node_instance(InstanceId(c.instance), now);
             }
         }
+        let workflow = self
+            .wf_active
+            .get(&p.wf_instance)
+            .map(|w| w.rec.workflow_id);
         self.wf_settle(p.wf_instance);
         if let Some((id, job, run)) = p.finalize {
             self.finalize(id, job, run, now);
         }
         if let Some((status, parent, result)) = p.finished {
             self.metrics.wf_finished(status);
+            if let Some(wf) = workflow {
+                self.count_wf_finished(wf);
+            }
             tracing::info!(
                 wf_instance = p.wf_instance.0,
                 status = status.as_str(),
@@ -363,6 +370,22 @@ impl Core {
             .node(run.node)
             .is_some_and(|n| n.status == NodeStatus::Running && n.attempt == run.attempt);
         running && w.rec.run_of(run.node).is_some_and(|r| r.instance == id.0)
+    }
+
+    /// Counts a finished instance of workflow `wf`: every quarter of
+    /// `keep_finished_workflow_runs` finishes, its finished instances beyond that count are
+    /// deleted in the background (as a job's finished runs are, `report.rs`).
+    fn count_wf_finished(&mut self, wf: WorkflowId) {
+        let keep = self.config.keep_finished_workflow_runs;
+        let every = u32::try_from(keep / 4).unwrap_or(u32::MAX).max(1);
+        let Some(w) = self.workflows.get_mut(&wf).filter(|w| !w.deleted) else {
+            return;
+        };
+        w.finished_since_prune += 1;
+        if w.finished_since_prune >= every {
+            w.finished_since_prune = 0;
+            self.emit(Effect::PruneWorkflow(wf));
+        }
     }
 
     /// Drops a finished workflow instance from memory (its `max_instances` slot was released

@@ -87,6 +87,8 @@ pub(crate) struct WfState {
     pub(crate) gen: u64,
     /// Unfinished instances (max_instances).
     pub(crate) running: u32,
+    /// Instances finished since the last count prune.
+    pub(crate) finished_since_prune: u32,
     /// Its deletion is being written: nothing new starts for it.
     pub(crate) deleted: bool,
     /// Scheduled triggers a calendar excluded since the server started.
@@ -101,6 +103,7 @@ impl WfState {
             cur: Arc::new(v),
             gen: 1,
             running: 0,
+            finished_since_prune: 0,
             deleted: false,
             calendar_skipped: 0,
         }
