@@ -504,6 +504,31 @@ impl Repository for FencedRepo {
     ) -> Result<(Vec<InstanceId>, Option<InstanceId>), RepoError> {
         self.inner.finished_before(cutoff, from, max_examine, limit)
     }
+    fn delete_wf_instance(
+        &self,
+        id: WorkflowInstanceId,
+        force: bool,
+    ) -> Result<Commit<()>, RepoError> {
+        self.inner.delete_wf_instance(id, force)
+    }
+    fn wf_finished_beyond(
+        &self,
+        workflow: WorkflowId,
+        keep: usize,
+        limit: usize,
+    ) -> Result<Vec<WorkflowInstanceId>, RepoError> {
+        self.inner.wf_finished_beyond(workflow, keep, limit)
+    }
+    fn wf_finished_before(
+        &self,
+        cutoff: EpochMs,
+        from: WorkflowInstanceId,
+        max_examine: usize,
+        limit: usize,
+    ) -> Result<(Vec<WorkflowInstanceId>, Option<WorkflowInstanceId>), RepoError> {
+        self.inner
+            .wf_finished_before(cutoff, from, max_examine, limit)
+    }
     fn append_log_lines(
         &self,
         id: InstanceId,

@@ -95,6 +95,7 @@ fn core_config() -> CoreConfig {
         heartbeat_interval_ms: WORKER_HEARTBEAT_MS,
         worker_receive_timeout_ms: 10_000,
         keep_finished_runs: 100,
+        keep_finished_workflow_runs: 100,
         retention_ms: 0,
         misfire_threshold_ms: 5000,
         restart_grace_ms: 3000,
@@ -793,7 +794,10 @@ impl Cluster {
                 }
             }
             // Retention is not simulated in a cluster; alarms have no channel here.
-            Effect::Prune(_) | Effect::Sweep { .. } | Effect::WakeAlarms => {}
+            Effect::Prune(_)
+            | Effect::PruneWorkflow(_)
+            | Effect::Sweep { .. }
+            | Effect::WakeAlarms => {}
         }
     }
 
