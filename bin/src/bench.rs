@@ -53,6 +53,8 @@ mod failover;
 mod flood;
 #[path = "bench_flood_attack.rs"]
 mod flood_attack;
+#[path = "bench_forward.rs"]
+mod forward;
 #[path = "bench_fsync.rs"]
 mod fsync;
 #[path = "bench_harness.rs"]
@@ -86,6 +88,9 @@ pub enum BenchCmd {
     /// A cluster on PostgreSQL: `kill -9` of an app's owner until the first run another
     /// server dispatches, repeated; p50/p99/max.
     Failover(failover::FailoverArgs),
+    /// A cluster on PostgreSQL: a request sent to a server that forwards it to the app's
+    /// owner, against the same request sent to the owner; p50/p99 of both.
+    Forward(forward::ForwardArgs),
     /// The control of `bench flood`: takes CPU and does nothing else.
     #[command(hide = true)]
     FloodBurn(flood_attack::BurnArgs),
@@ -216,6 +221,7 @@ pub fn run(cmd: &BenchCmd, conn: &Conn) -> Result<()> {
         BenchCmd::Mapreduce(args) => runtime.block_on(mapreduce::mapreduce(args, conn.json())),
         BenchCmd::Flood(args) => runtime.block_on(flood::flood(args, conn.json())),
         BenchCmd::Failover(args) => runtime.block_on(failover::failover(args, conn.json())),
+        BenchCmd::Forward(args) => runtime.block_on(forward::forward(args)),
         BenchCmd::FloodAttack(args) => runtime.block_on(flood_attack::attack(args)),
         BenchCmd::FloodBurn(args) => flood_attack::burn(args),
         BenchCmd::Soak(args) => runtime.block_on(soak::soak(args, conn.json())),

@@ -21,7 +21,8 @@
 //!    settle again (the restarted server takes its partitions back by a drain).
 //!
 //! Also measured: the time until another server first answered the app's job route
-//! (`GET /v1/apps/{app}/jobs/{id}`, which a server that does not act for the app refuses),
+//! (`GET /v1/apps/{app}/jobs/{id}`, answered 503 until a live server acts for the app: the
+//! others forward it to the dead owner until they see the new one),
 //! to the poll's 20 ms: the takeover alone, before the worker has found the new owner. Prints p50/p99/max (nearest rank: with 20
 //! kills the p99 is the largest) and writes one row to `--report` (default
 //! `$CARGO_TARGET_DIR/bench-reports/failover.json`). The database should be a fresh one;
@@ -187,8 +188,8 @@ fn nearest_rank(samples: &[i64], q: f64) -> i64 {
 }
 
 /// The earliest dispatch time after `after_ms` among the newest 1000 instances of `job`
-/// that `client`'s server lists; `Err` when the server refuses (it does not act for the
-/// app), `Ok(None)` when there is none yet.
+/// that `client`'s server lists (or its owner, to which it forwards); `Err` when the server
+/// refuses (no live server acts for the app), `Ok(None)` when there is none yet.
 async fn first_dispatch_after(
     client: &Client,
     app: &str,

@@ -10,8 +10,8 @@ use serde_json::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCmd {
-    /// The servers (live or not, their addresses, when their heartbeat expires) and every
-    /// partition's owner, epoch and lease expiry, by the database's clock.
+    /// The servers (live or not, their addresses and HTTP URL, when their heartbeat expires)
+    /// and every partition's owner, epoch and lease expiry, by the database's clock.
     Status {
         /// The cluster's database (the servers' `--store`).
         #[arg(long, env = "FERROJOB_STORE")]
@@ -46,6 +46,7 @@ fn status_json(servers: &[ServerRow], leases: &[LeaseRow]) -> serde_json::Value 
             "id": s.id.as_str(),
             "live": s.expires_in_ms > 0,
             "addresses": s.addresses,
+            "http_url": s.http_url,
             "expires_in_ms": s.expires_in_ms,
         })).collect::<Vec<_>>(),
         "partitions": leases.iter().map(|l| json!({
@@ -72,8 +73,12 @@ fn status_text(servers: &[ServerRow], leases: &[LeaseRow]) -> String {
                 s.expires_in_ms.saturating_neg()
             )
         };
+        let http = s
+            .http_url
+            .as_deref()
+            .map_or_else(|| "no HTTP URL".to_owned(), |u| format!("HTTP {u}"));
         out.push_str(&format!(
-            "  {:<24} {state}  {}\n",
+            "  {:<24} {state}  {}  {http}\n",
             s.id.as_str(),
             s.addresses.join(",")
         ));

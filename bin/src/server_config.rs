@@ -10,6 +10,7 @@
 //! cluster = false                   # one server of a cluster sharing `store`
 //! server_id = "10.0.0.5:10086"      # its id in the cluster (default: the `listen` address)
 //! lease_ms = 4000                   # a dead server's partitions are taken over after this
+//! http_advertise = "http://10.0.0.5:7700"  # where the other servers forward this one's apps
 //! http = "127.0.0.1:7700"           # OpenAPI
 //! listen = "127.0.0.1:10086"        # workers connect here
 //! ephemeral = false                 # MemoryStore: nothing survives the process
@@ -107,6 +108,12 @@ pub struct ServerArgs {
     /// server's partitions are taken over about this long after it stopped renewing.
     #[arg(long, env = "FERROJOB_LEASE_MS")]
     pub lease_ms: Option<u64>,
+    /// With --cluster: the `http://host:port` the other servers reach this one's HTTP API at,
+    /// to forward the requests of the apps it owns (default: `http://` and the --http
+    /// address, unless that is 0.0.0.0 or [::] or HTTP is served over TLS; then this server's
+    /// apps are answered 503 by the others instead of forwarded).
+    #[arg(long, env = "FERROJOB_HTTP_ADVERTISE")]
+    pub http_advertise: Option<String>,
     /// Admin token (default: read or generate DATA_DIR/admin.token).
     #[arg(long, env = "FERROJOB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -236,6 +243,7 @@ pub struct FileConfig {
     cluster: Option<bool>,
     server_id: Option<String>,
     lease_ms: Option<u64>,
+    http_advertise: Option<String>,
     http: Option<SocketAddr>,
     listen: Option<SocketAddr>,
     ephemeral: Option<bool>,
@@ -352,6 +360,9 @@ impl ServerArgs {
             member.server_ttl = Duration::from_millis(lease).max(Duration::from_secs(2));
             member.heartbeat_every = member.server_ttl / 4;
             config.core.cluster = Some(member);
+            config.http_advertise = self.http_advertise.clone().or(file.http_advertise);
+        } else if self.http_advertise.is_some() || file.http_advertise.is_some() {
+            anyhow::bail!("--http-advertise is for a server of a cluster (--cluster)");
         }
         config.admin_token = self.admin_token.clone().or(file.admin_token);
         if let Some(v) = self.max_body_bytes.or(file.max_body_bytes) {

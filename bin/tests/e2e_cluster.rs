@@ -2,7 +2,8 @@
 //! sharing one fresh database, a real worker given both addresses. The app's partition
 //! settles on its rendezvous owner, which runs the job; the owner is killed (SIGKILL) and
 //! the other server takes the partition over, reloads the job from the database and runs it
-//! on, with the worker following it, and no trigger time is run twice. PostgreSQL must
+//! on, with the worker following it, and no trigger time is run twice. Every server answers
+//! every app's routes: the others forward them to the owner. PostgreSQL must
 //! answer at `FERROJOB_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`) and
 //! `psql` must be installed, or the test fails.
 
@@ -151,8 +152,15 @@ async fn running() -> Running {
         },
     )
     .await;
-    // The other server does not act for the app: it refuses.
-    assert!(other.client.get_job(APP, job).await.is_err());
+    // The other server does not act for the app: it forwards to the owner (once it has read
+    // who holds the partition, at its next heartbeat).
+    let (path, owner_name) = (format!("jobs/{}", job.0), owner.transport.to_string());
+    wait_for(
+        "the other server to forward to the owner",
+        Duration::from_secs(60),
+        || async { (served_by(&other, &path).await? == owner_name).then_some(()) },
+    )
+    .await;
 
     // A worker that knows both servers: the other one turns it away to the owner.
     let servers = format!("{},{}", other.transport, owner.transport);
@@ -288,14 +296,153 @@ async fn a_stopped_owner_hands_its_partitions_over_and_exits_cleanly() {
     no_trigger_time_twice(&r).await;
 }
 
-/// The servers, by index, that answer the app's routes now (the owner; others refuse).
+/// The server, by index, that acts for the app now: the one that serves its routes itself
+/// (the others forward them to it).
 async fn acting(servers: &[Server], alive: &[bool], job: JobId) -> Option<usize> {
     for (i, s) in servers.iter().enumerate() {
-        if alive[i] && s.client.get_job(APP, job).await.is_ok() {
+        let path = format!("jobs/{}", job.0);
+        if alive[i] && served_by(s, &path).await == Some(s.transport.to_string()) {
             return Some(i);
         }
     }
     None
+}
+
+/// `GET /v1/apps/{APP}/{path}` on `s`: its answer (status, `Retry-After`, and the server
+/// that served it), `None` when none came within 2 s.
+async fn get_raw(
+    s: &Server,
+    path: &str,
+    token: &str,
+) -> Option<(u16, Option<String>, Option<String>)> {
+    let url = format!(
+        "{}/v1/apps/{APP}/{path}",
+        s.client.base_url().trim_end_matches('/')
+    );
+    let answer = ferrojob::https::HttpsRoots::public()
+        .client_builder()
+        .unwrap()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?;
+    let header = |name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Some((
+        answer.status().as_u16(),
+        header("retry-after"),
+        header("ferrojob-served-by"),
+    ))
+}
+
+/// The server that served a successful `GET` of the app's `path` on `s`.
+async fn served_by(s: &Server, path: &str) -> Option<String> {
+    match get_raw(s, path, TOKEN).await? {
+        (200, _, by) => by,
+        _ => None,
+    }
+}
+
+/// Every server answers every app's routes: commands and reads sent to a server that does not
+/// own the app are forwarded to its owner, after the token was checked where it arrived; with
+/// the owner dead, the other server answers 503 with `Retry-After` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_forwards_an_app_s_requests_to_its_owner() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let db = Database::create();
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), "a", &db);
+    let b = start(dir.path(), "b", &db);
+    let ids = [
+        ServerId::new(&a.transport.to_string()).unwrap(),
+        ServerId::new(&b.transport.to_string()).unwrap(),
+    ];
+    let owner_id = preferred_owner(partition_of(APP), &ids).unwrap().clone();
+    let (mut owner, other) = if owner_id == ids[0] { (a, b) } else { (b, a) };
+    // Created through the other server too: `POST /v1/apps` is served anywhere.
+    other
+        .client
+        .create_app(&CreateApp {
+            name: APP.into(),
+            secret: SECRET.into(),
+        })
+        .await
+        .unwrap();
+    // Until the partition settles on its owner the other server may still act for the app;
+    // a job it creates then is the owner's once it takes the partition.
+    let job = wait_for(
+        "the job created through the other server",
+        Duration::from_secs(60),
+        || async {
+            let b = body("api", TimeExpressionType::Api, "", "noop", "");
+            other.client.create_job(APP, &b).await.ok().map(|c| c.id)
+        },
+    )
+    .await;
+    let path = format!("jobs/{}", job.0);
+    let owner_name = owner.transport.to_string();
+    wait_for(
+        "the owner to serve the app",
+        Duration::from_secs(60),
+        || async { (served_by(&other, &path).await? == owner_name).then_some(()) },
+    )
+    .await;
+    let run = RunJob {
+        params: "through the other server".into(),
+        delay_ms: 0,
+    };
+    let created = other.client.run_job(APP, job, &run).await.unwrap();
+    let seen = other
+        .client
+        .get_instance(APP, created.instance_id)
+        .await
+        .unwrap();
+    let at_owner = owner
+        .client
+        .get_instance(APP, created.instance_id)
+        .await
+        .unwrap();
+    assert_eq!((seen.id, seen.job_id), (at_owner.id, at_owner.job_id));
+    let listed = other
+        .client
+        .list_instances(
+            APP,
+            &InstanceQuery {
+                job_id: Some(job),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(listed.items.iter().any(|i| i.id == created.instance_id));
+    let forwarded = counter(
+        &other.client.metrics().await.unwrap(),
+        "ferrojob_http_forwarded_total ",
+    );
+    assert!(forwarded >= 4, "{forwarded} forwarded");
+
+    // A wrong token is refused where it arrived, and counted there only.
+    let (status, _, _) = get_raw(&other, &path, "not-a-token").await.unwrap();
+    assert_eq!(status, 401);
+    let failures = |m: String| counter(&m, "ferrojob_http_login_failures_total ");
+    assert_eq!(failures(other.client.metrics().await.unwrap()), 1);
+    assert_eq!(failures(owner.client.metrics().await.unwrap()), 0);
+
+    // The owner dies: until its lease expires the other server cannot reach it, and says so.
+    owner.proc.kill();
+    let (status, retry, _) = get_raw(&other, &path, TOKEN)
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!((status, retry.as_deref()), (503, Some("1")));
 }
 
 fn signal(p: &Proc, sig: &str) {

@@ -73,6 +73,13 @@ pub struct LaunchConfig {
     /// plain HTTP, and the worker port as `core.net.server_tls` says. A warning is logged for
     /// each plain port not on a loopback address.
     pub tls: Option<ferrojob_transport::tls::ServerTls>,
+    /// On a server of a cluster: the base URL the other servers reach this one's HTTP API at
+    /// (`http://host:port`), announced in the membership so that they can forward the
+    /// requests of the apps this server owns. `None` (the default): `http://` and the bound
+    /// HTTP address, unless that address is unspecified (`0.0.0.0`, `[::]`) or HTTP is
+    /// served over TLS; then nothing is announced and the other servers answer this
+    /// server's apps 503 instead of forwarding. `--http-advertise`.
+    pub http_advertise: Option<String>,
     /// The core's settings; `store` and `listen` are overwritten from the fields above, and
     /// `net.server_tls` from `tls` when that is set.
     pub core: ServerConfig,
@@ -100,6 +107,7 @@ impl LaunchConfig {
             http_connection_rate: Some(ConnectionRateLimit::default()),
             app_secret_tokens: false,
             tls: None,
+            http_advertise: None,
             core: ServerConfig::new(store, listen),
         }
     }
@@ -142,6 +150,38 @@ pub enum LaunchError {
     /// The HTTP listener failed to start.
     #[error("http: {0}")]
     Http(#[from] crate::http::HttpError),
+    /// `http_advertise` is not an `http://` URL of at most 256 bytes.
+    #[error("invalid --http-advertise {0:?}: give the http://host:port the other servers of the cluster reach this one's HTTP API at")]
+    BadAdvertise(String),
+}
+
+/// The HTTP URL a server of a cluster announces (see [`LaunchConfig::http_advertise`]).
+fn advertised_url(
+    given: Option<&str>,
+    bound: SocketAddr,
+    tls: bool,
+) -> Result<Option<String>, LaunchError> {
+    if let Some(url) = given {
+        let url = url.trim_end_matches('/');
+        let ok = url.len() <= 256
+            && url
+                .strip_prefix("http://")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#', ' ']));
+        return if ok {
+            Ok(Some(url.to_owned()))
+        } else {
+            Err(LaunchError::BadAdvertise(url.to_owned()))
+        };
+    }
+    if tls {
+        tracing::warn!("HTTP is served over TLS: this server's apps are not forwarded to it by the other servers of the cluster (they answer 503)");
+        return Ok(None);
+    }
+    if bound.ip().is_unspecified() {
+        tracing::warn!(%bound, "HTTP listens on an unspecified address: set --http-advertise so that the other servers of the cluster can forward this server's apps to it (they answer 503 meanwhile)");
+        return Ok(None);
+    }
+    Ok(Some(format!("http://{bound}")))
 }
 
 /// A running server: core + HTTP.
@@ -343,6 +383,27 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
     }
     let (admin_token, token_file) =
         resolve_token(config.admin_token.as_deref(), config.data_dir.as_deref())?;
+    // Bound first: a server of a cluster announces the address it got.
+    let http_listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|source| crate::http::HttpError::Bind {
+            addr: config.http,
+            source,
+        })?;
+    #[cfg(feature = "postgres")]
+    if let Some(member) = &mut config.core.cluster {
+        let bound = http_listener
+            .local_addr()
+            .map_err(|source| crate::http::HttpError::Bind {
+                addr: config.http,
+                source,
+            })?;
+        member.http_url = advertised_url(
+            config.http_advertise.as_deref(),
+            bound,
+            config.tls.is_some(),
+        )?;
+    }
     let strict = config.core.recovery == ferrojob_store::RecoveryMode::Strict;
     let core = match ServerCore::start(config.core).await {
         Ok(core) => core,
@@ -360,9 +421,11 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
         connection_rate: config.http_connection_rate,
         app_secret_tokens: config.app_secret_tokens,
         tls: config.tls.clone(),
+        #[cfg(feature = "postgres")]
+        forwarding: core.forwarding(),
         ..HttpConfig::new(admin_token.clone())
     };
-    let http = match HttpServer::bind(config.http, core.api(), http_config).await {
+    let http = match HttpServer::serve(http_listener, core.api(), http_config) {
         Ok(h) => h,
         Err(e) => {
             core.shutdown().await;
@@ -385,6 +448,32 @@ pub async fn launch(mut config: LaunchConfig) -> Result<RunningServer, LaunchErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_advertised_http_url() {
+        let bound: SocketAddr = "10.0.0.7:7700".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:7700".parse().unwrap();
+        let url = |given, bound, tls| advertised_url(given, bound, tls).unwrap();
+        assert_eq!(
+            url(None, bound, false).as_deref(),
+            Some("http://10.0.0.7:7700")
+        );
+        assert_eq!(url(None, any, false), None);
+        assert_eq!(url(None, bound, true), None);
+        assert_eq!(
+            url(Some("http://sched-a.internal:7700/"), any, false).as_deref(),
+            Some("http://sched-a.internal:7700")
+        );
+        for bad in [
+            "sched-a:7700",
+            "https://a:1",
+            "http://",
+            "http://a:1/v1",
+            "http://a b",
+        ] {
+            assert!(advertised_url(Some(bad), bound, false).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_generated_token_is_written_once_and_reused() {

@@ -3247,3 +3247,188 @@ async fn an_idempotency_key_repeated_by_16_clients_gives_one_instance() {
     let (s, b) = post("has space").await;
     assert_error(s, &b, 400, "invalid_argument");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding to an app's owner (`http::forward`): two servers over one mock, each told where
+// the app is served by a routing the test sets.
+
+const FORWARD_KEY: &str = "forward-key-0123456789abcdef0123";
+
+/// A routing the test points where it wants.
+struct RouteTo(Mutex<ferrojob::http::AppHome>);
+
+impl ferrojob::http::AppRouting for RouteTo {
+    fn home(&self, _app: &str) -> ferrojob::http::AppHome {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn owner_at(server: &HttpServer) -> ferrojob::http::AppHome {
+    ferrojob::http::AppHome::Owner {
+        server: "owner".into(),
+        url: format!("http://{}", server.local_addr()),
+    }
+}
+
+/// A server named `name` over `api`, sending `home`'s apps where it says; one failed sign-in
+/// per source at most.
+async fn cluster_member(
+    api: &Arc<MockApi>,
+    name: &str,
+    home: ferrojob::http::AppHome,
+) -> (HttpServer, Arc<RouteTo>) {
+    let route = Arc::new(RouteTo(Mutex::new(home)));
+    let mut config = HttpConfig::new(ADMIN);
+    config.failed_logins = Some(ferrojob::http::FailedLoginLimit {
+        per_min: 1,
+        burst: 1,
+        max_sources: 16,
+    });
+    config.forwarding = Some(ferrojob::http::Forwarding {
+        routing: Arc::clone(&route) as Arc<dyn ferrojob::http::AppRouting>,
+        key: Arc::from(FORWARD_KEY),
+        server: name.into(),
+        timeout: Duration::from_secs(5),
+    });
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = HttpServer::bind(addr, Arc::clone(api) as Arc<dyn Api>, config)
+        .await
+        .unwrap();
+    (server, route)
+}
+
+/// `GET /v1/apps/a/jobs/{job}` on `server` with `token` and extra headers: status,
+/// `Retry-After`, `Ferrojob-Served-By`.
+async fn get_job_raw(
+    server: &HttpServer,
+    job: JobId,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, Option<String>) {
+    let mut req = ferrojob::https::HttpsRoots::public()
+        .client()
+        .unwrap()
+        .get(format!(
+            "http://{}/v1/apps/a/jobs/{}",
+            server.local_addr(),
+            job.0
+        ))
+        .bearer_auth(token);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let answer = req.send().await.unwrap();
+    let header = |n: &str| {
+        answer
+            .headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    (
+        answer.status().as_u16(),
+        header("retry-after"),
+        header(ferrojob::http::SERVED_BY_HEADER),
+    )
+}
+
+#[tokio::test]
+async fn a_request_of_an_app_owned_elsewhere_is_forwarded_to_its_owner() {
+    use ferrojob::http::AppHome;
+    let api = Arc::new(MockApi::default());
+    let (owner, _) = cluster_member(&api, "owner", AppHome::Here).await;
+    let (other, _) = cluster_member(&api, "other", owner_at(&owner)).await;
+    let client = Client::new(&format!("http://{}", other.local_addr()), ADMIN).unwrap();
+    client
+        .create_app(&CreateApp {
+            name: "a".into(),
+            secret: "a-secret".into(),
+        })
+        .await
+        .unwrap();
+    // A command and reads through the other server: the owner serves them.
+    let job = client.create_job("a", &cron_job("j")).await.unwrap().id;
+    assert_eq!(client.get_job("a", job).await.unwrap().id, job);
+    let (status, _, by) = get_job_raw(&other, job, ADMIN, &[]).await;
+    assert_eq!((status, by.as_deref()), (200, Some("owner")));
+    let (status, _, by) = get_job_raw(&owner, job, ADMIN, &[]).await;
+    assert_eq!((status, by.as_deref()), (200, Some("owner")));
+    // A wrong token is refused where it arrived: the next credential from this address is
+    // throttled there, not at the owner.
+    assert_eq!(get_job_raw(&other, job, "nope", &[]).await.0, 401);
+    assert_eq!(get_job_raw(&other, job, ADMIN, &[]).await.0, 429);
+    assert_eq!(get_job_raw(&owner, job, ADMIN, &[]).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_forwarding_header_counts_only_with_the_cluster_s_key() {
+    use ferrojob::http::AppHome;
+    let api = Arc::new(MockApi::default());
+    let (owner, _) = cluster_member(&api, "owner", AppHome::Here).await;
+    let admin = Client::new(&format!("http://{}", owner.local_addr()), ADMIN).unwrap();
+    admin
+        .create_app(&CreateApp {
+            name: "a".into(),
+            secret: "a-secret".into(),
+        })
+        .await
+        .unwrap();
+    let job = admin.create_job("a", &cron_job("j")).await.unwrap().id;
+    // With the key, a failed sign-in counts against the client the header names.
+    let keyed = format!("for=192.0.2.9; key={FORWARD_KEY}");
+    let marked = [(ferrojob::http::FORWARDED_HEADER, keyed.as_str())];
+    assert_eq!(get_job_raw(&owner, job, "nope", &marked).await.0, 401);
+    assert_eq!(get_job_raw(&owner, job, ADMIN, &marked).await.0, 429);
+    assert_eq!(get_job_raw(&owner, job, ADMIN, &[]).await.0, 200);
+    // Without it the header is nothing: the failure counts against the peer itself.
+    let forged = [(
+        ferrojob::http::FORWARDED_HEADER,
+        "for=192.0.2.10; key=guess",
+    )];
+    assert_eq!(get_job_raw(&owner, job, "nope", &forged).await.0, 401);
+    assert_eq!(get_job_raw(&owner, job, ADMIN, &[]).await.0, 429);
+}
+
+#[tokio::test]
+async fn a_forwarded_request_makes_one_hop_and_an_unreachable_owner_is_a_503() {
+    use ferrojob::http::AppHome;
+    let api = Arc::new(MockApi::default());
+    let (a, route_a) = cluster_member(&api, "a", AppHome::Here).await;
+    let (b, _) = cluster_member(&api, "b", owner_at(&a)).await;
+    let admin = Client::new(&format!("http://{}", a.local_addr()), ADMIN).unwrap();
+    admin
+        .create_app(&CreateApp {
+            name: "a".into(),
+            secret: "a-secret".into(),
+        })
+        .await
+        .unwrap();
+    let job = admin.create_job("a", &cron_job("j")).await.unwrap().id;
+    // Each believes the other owns the app: a request sent to b is forwarded to a, which
+    // serves it instead of sending it back.
+    *route_a.0.lock().unwrap() = owner_at(&b);
+    let (status, _, by) = get_job_raw(&b, job, ADMIN, &[]).await;
+    assert_eq!((status, by.as_deref()), (200, Some("a")));
+    // An owner nobody knows, or one that is gone: 503 with Retry-After, once the token
+    // is checked.
+    *route_a.0.lock().unwrap() = AppHome::Unknown;
+    assert_eq!(
+        get_job_raw(&a, job, ADMIN, &[]).await,
+        (503, Some("1".into()), None)
+    );
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", gone.local_addr().unwrap());
+    drop(gone);
+    *route_a.0.lock().unwrap() = AppHome::Owner {
+        server: "gone".into(),
+        url,
+    };
+    assert_eq!(
+        get_job_raw(&b, job, ADMIN, &[]).await.0,
+        200,
+        "b still forwards to a, which serves a forwarded request"
+    );
+    let (status, retry, _) = get_job_raw(&a, job, ADMIN, &[]).await;
+    assert_eq!((status, retry.as_deref()), (503, Some("1")));
+    // The token is checked before the owner is looked for.
+    assert_eq!(get_job_raw(&a, job, "nope", &[]).await.0, 401);
+}

@@ -9,9 +9,11 @@
 //!
 //! A cluster's servers: a client given several base URLs (`http://a:7700,http://b:7700`)
 //! sends each request to the server that answered last. When that server cannot be
-//! connected to, or answers 503 (it does not serve the app: another server of the cluster
-//! owns it; or it cannot write now), the request goes to the next one in turn: a request
-//! refused so, or never delivered, changed nothing.
+//! connected to, or answers 503 (it cannot write now; or the app's owner, to which every
+//! server of a cluster forwards the app's requests, is not known or not reachable during a
+//! failover), the request goes to the next one in turn: a request refused so, or never
+//! delivered, changed nothing (except a forwarded one whose owner's answer was lost: a run
+//! sent with an `Idempotency-Key` is safe to send again).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -15,13 +15,16 @@ use crate::api::{ApiError, ErrorBody, ErrorCode};
 pub(crate) struct Failure {
     pub(crate) status: StatusCode,
     pub(crate) error: ApiError,
-    /// Seconds for a `Retry-After` header (429 answers).
+    /// Seconds for a `Retry-After` header (429 and 503 answers).
     pub(crate) retry_after: Option<u64>,
     /// A credential was presented and refused: the answer carries [`LoginFailed`], which the
     /// guard counts against the source address. Every 401 is one; so is a 403 for a token
     /// that is not the admin token on an admin route.
     pub(crate) login_failed: bool,
 }
+
+/// `Retry-After` of a 503 answer, seconds.
+pub(crate) const UNAVAILABLE_RETRY_SECS: u64 = 1;
 
 /// Marks a response to a refused credential (in its extensions), for the guard.
 #[derive(Debug, Clone, Copy)]
@@ -65,9 +68,11 @@ impl From<ApiError> for Failure {
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Failure {
             login_failed: error.code == ErrorCode::Unauthorized,
+            // A 503 passes: the store is back, or the app's new owner is known, within about
+            // a second or a lease.
+            retry_after: (error.code == ErrorCode::Unavailable).then_some(UNAVAILABLE_RETRY_SECS),
             status,
             error,
-            retry_after: None,
         }
     }
 }

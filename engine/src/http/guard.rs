@@ -30,6 +30,8 @@ pub(crate) struct HttpMetrics {
     login_failures: AtomicU64,
     login_throttled: AtomicU64,
     connections_rate_limited: AtomicU64,
+    forwarded: AtomicU64,
+    forward_failures: AtomicU64,
 }
 
 /// The address of the peer a request came from (put in its extensions by
@@ -41,6 +43,16 @@ impl HttpMetrics {
     /// Counts a request answered 429 by the rate limit.
     pub(crate) fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request forwarded to its app's owner and answered by it.
+    pub(crate) fn forwarded(&self) {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request that could not be forwarded to its app's owner (answered 503).
+    pub(crate) fn forward_failed(&self) {
+        self.forward_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a connection closed on arrival for its source's connection rate.
@@ -68,6 +80,8 @@ impl HttpMetrics {
         let failures = self.login_failures.load(Ordering::Relaxed);
         let throttled = self.login_throttled.load(Ordering::Relaxed);
         let refused = self.connections_rate_limited.load(Ordering::Relaxed);
+        let forwarded = self.forwarded.load(Ordering::Relaxed);
+        let forward_failures = self.forward_failures.load(Ordering::Relaxed);
         format!(
             "# HELP ferrojob_http_responses_total HTTP responses of the OpenAPI, by status class.\n\
              # TYPE ferrojob_http_responses_total counter\n\
@@ -88,7 +102,13 @@ impl HttpMetrics {
              ferrojob_http_login_throttled_total {throttled}\n\
              # HELP ferrojob_http_connections_rate_limited_total HTTP connections closed on arrival because their source address opened too many.\n\
              # TYPE ferrojob_http_connections_rate_limited_total counter\n\
-             ferrojob_http_connections_rate_limited_total {refused}\n"
+             ferrojob_http_connections_rate_limited_total {refused}\n\
+             # HELP ferrojob_http_forwarded_total Requests of apps another server of the cluster owns, forwarded to it and answered.\n\
+             # TYPE ferrojob_http_forwarded_total counter\n\
+             ferrojob_http_forwarded_total {forwarded}\n\
+             # HELP ferrojob_http_forward_failures_total Requests of apps another server owns answered 503 because the owner was unknown, unreachable or too slow.\n\
+             # TYPE ferrojob_http_forward_failures_total counter\n\
+             ferrojob_http_forward_failures_total {forward_failures}\n"
         )
     }
 }
@@ -119,6 +139,8 @@ fn presents_credential(req: &Request) -> bool {
 pub(crate) async fn guard(State(shared): State<Shared>, mut req: Request, next: Next) -> Response {
     req.extensions_mut()
         .insert(BodyReadTimeout(shared.body_read_timeout));
+    // A request forwarded by a server of the cluster counts as its client's from here on.
+    super::forward::accept_forwarded(&shared, &mut req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = Instant::now();

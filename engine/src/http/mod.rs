@@ -27,6 +27,10 @@
 //! - `extract` turns path ids, query strings and bodies into `api::types`, every failure
 //!   into a 400 (or 413). Run routes (`POST .../jobs/{id}/run`, `POST .../workflows/{id}/run`)
 //!   take an empty body as `{}`; every other body route requires a JSON body.
+//! - `forward` makes every server of a cluster answer every app's routes: the requests of an
+//!   app another server owns are forwarded to it, one hop at most, after the token was
+//!   checked here ([`HttpConfig::forwarding`]; the design and its trust rules are in that
+//!   module's docs).
 //! - `console` serves the web console: HTML pages at `/` over the same [`Api`], with its own
 //!   sessions (cookie + CSRF token) instead of bearer tokens.
 //! - `handlers` holds one function per job, instance and app route, `workflow` one per
@@ -72,7 +76,8 @@
 //! | an authorized request beyond its app's [`HttpConfig::api_rate`] (before its body is read; a batch of N runs takes N tokens, the other N−1 after its body is read) | 429 + `Retry-After` (seconds) | `rate_limited` |
 //! | a body not complete within [`HttpConfig::body_read_timeout`] | 408 (connection closed) | `invalid_argument` |
 //! | a new connection from a source past its [`HttpConfig::connection_rate`] (written on arrival, before any request is read; plain HTTP only) | 429 + `Retry-After: 1` (connection closed) | `rate_limited` |
-//! | an [`ApiError`](crate::api::ApiError) from the [`Api`] | its [`ErrorCode::http_status`](crate::api::ErrorCode::http_status) | its code |
+//! | an [`ApiError`](crate::api::ApiError) from the [`Api`] | its [`ErrorCode::http_status`](crate::api::ErrorCode::http_status) (a 503 with `Retry-After: 1`) | its code |
+//! | on a cluster, an app whose owner is not known now, cannot be reached or does not answer within [`Forwarding::timeout`] (after the token was checked) | 503 + `Retry-After: 1` | `unavailable` |
 //! | a panic in a handler (a bug) | 500 | `internal` |
 //!
 //! # Invariants
@@ -101,6 +106,7 @@ mod console;
 mod extract;
 mod failure;
 mod failures;
+mod forward;
 mod guard;
 mod handlers;
 mod history;
@@ -124,6 +130,10 @@ use crate::clock::{Clock, SystemClock};
 pub use failures::{
     FailedLoginLimit, DEFAULT_FAILED_LOGINS_PER_MIN, DEFAULT_FAILED_LOGIN_BURST,
     DEFAULT_FAILED_LOGIN_SOURCES,
+};
+pub use forward::{
+    AppHome, AppRouting, Forwarding, DEFAULT_FORWARD_TIMEOUT, FORWARDED_HEADER, MIN_KEY_LEN,
+    SERVED_BY_HEADER,
 };
 pub use openapi::OPENAPI_JSON;
 pub use rate::{ApiRateLimit, DEFAULT_API_BURST, DEFAULT_API_RATE_KEYS, DEFAULT_API_RATE_PER_SEC};
@@ -213,6 +223,9 @@ pub struct HttpConfig {
     /// Serve HTTPS with this certificate and key (the TLS handshake must complete within
     /// `header_read_timeout`); `None` serves plain HTTP. Default `None`.
     pub tls: Option<ferrojob_transport::tls::ServerTls>,
+    /// On a server of a cluster: forward the requests of the apps another server owns to it
+    /// (see `forward`). `None` (the default): every app is served here.
+    pub forwarding: Option<Forwarding>,
 }
 
 impl HttpConfig {
@@ -233,6 +246,7 @@ impl HttpConfig {
             app_secret_tokens: false,
             clock: Arc::new(SystemClock),
             tls: None,
+            forwarding: None,
         }
     }
 }
@@ -253,6 +267,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("failed_logins", &self.failed_logins)
             .field("app_secret_tokens", &self.app_secret_tokens)
             .field("tls", &self.tls.is_some())
+            .field("forwarding", &self.forwarding)
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +287,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     /// `Idempotency-Key` answers of the create and run routes.
     pub(crate) idempotency: Arc<idempotency::Idempotency>,
+    /// On a server of a cluster: forwarding to the apps' owners.
+    pub(crate) forward: Option<Arc<forward::Forwarder>>,
 }
 
 /// The router of every OpenAPI route (see the table in [`crate::api`]), `GET /healthz`,
@@ -303,6 +320,9 @@ fn router_counting(
         rate: config.api_rate.map(|l| Arc::new(rate::RateLimiter::new(l))),
         clock: config.clock,
         idempotency: Arc::new(idempotency::Idempotency::default()),
+        forward: config
+            .forwarding
+            .map(|f| Arc::new(forward::Forwarder::new(f))),
     };
     routes::routes()
         .into_router()
@@ -310,6 +330,11 @@ fn router_counting(
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             audit::record,
+        ))
+        // Outside the audit trail: a request forwarded to its app's owner is recorded there.
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            forward::route,
         ))
         .merge(console::router(
             Arc::clone(&shared.api),

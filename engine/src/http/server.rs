@@ -194,13 +194,25 @@ impl HttpServer {
         api: Arc<dyn Api>,
         config: HttpConfig,
     ) -> Result<HttpServer, HttpError> {
-        let limits = Limits::of(&config)?;
+        Limits::of(&config)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| HttpError::Bind { addr, source })?;
+        HttpServer::serve(listener, api, config)
+    }
+
+    /// [`HttpServer::bind`] on a socket already bound (so that its address is known before
+    /// the server starts, e.g. to advertise it). Must be called within a tokio runtime.
+    pub fn serve(
+        listener: TcpListener,
+        api: Arc<dyn Api>,
+        config: HttpConfig,
+    ) -> Result<HttpServer, HttpError> {
+        let limits = Limits::of(&config)?;
+        let local_addr = listener.local_addr().map_err(|source| HttpError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
         let tls = config.tls.is_some();
         let metrics = Arc::new(HttpMetrics::default());
         let app = router_counting(api, config, Arc::clone(&metrics));

@@ -281,9 +281,16 @@ fn membership_is_decided_by_the_database_clock() {
     with_database(|url| async move {
         let c = connect(&url).await;
         let addrs = vec!["10.0.0.1:7700".to_owned(), "[::1]:7700".to_owned()];
-        lease::heartbeat(&c, &sid("a"), &addrs, LONG).await.unwrap();
-        lease::heartbeat(&c, &sid("b"), &[], LONG).await.unwrap();
-        lease::heartbeat(&c, &sid("c"), &[], SHORT).await.unwrap();
+        let url = Some("http://10.0.0.1:8080");
+        lease::heartbeat(&c, &sid("a"), &addrs, url, LONG)
+            .await
+            .unwrap();
+        lease::heartbeat(&c, &sid("b"), &[], None, LONG)
+            .await
+            .unwrap();
+        lease::heartbeat(&c, &sid("c"), &[], None, SHORT)
+            .await
+            .unwrap();
         let mut polls = 0;
         let live = loop {
             let live = lease::live_servers(&c).await.unwrap();
@@ -297,9 +304,13 @@ fn membership_is_decided_by_the_database_clock() {
         let ids: Vec<&str> = live.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(live[0].addresses, addrs);
+        assert_eq!(live[0].http_url.as_deref(), url);
+        assert_eq!(live[1].http_url, None);
         assert_eq!(lease::all_servers(&c).await.unwrap().len(), 3);
         // A heartbeat brings a server back; forgetting removes only the long expired.
-        lease::heartbeat(&c, &sid("c"), &[], LONG).await.unwrap();
+        lease::heartbeat(&c, &sid("c"), &[], None, LONG)
+            .await
+            .unwrap();
         assert_eq!(lease::live_servers(&c).await.unwrap().len(), 3);
         assert_eq!(lease::forget_expired(&c, LONG).await.unwrap(), 0);
         lease::leave(&c, &sid("a")).await.unwrap();
@@ -312,13 +323,63 @@ fn membership_is_decided_by_the_database_clock() {
         assert_eq!(ids, ["b", "c"]);
         let too_many = vec!["x:1".to_owned(); lease::MAX_ADDRESSES + 1];
         assert!(matches!(
-            lease::heartbeat(&c, &sid("d"), &too_many, LONG).await,
+            lease::heartbeat(&c, &sid("d"), &too_many, None, LONG).await,
             Err(LeaseError::Invalid { .. })
         ));
         assert!(matches!(
-            lease::heartbeat(&c, &sid("d"), &[], Duration::ZERO).await,
+            lease::heartbeat(&c, &sid("d"), &[], None, Duration::ZERO).await,
             Err(LeaseError::Invalid { .. })
         ));
+        assert!(matches!(
+            lease::heartbeat(&c, &sid("d"), &[], Some(""), LONG).await,
+            Err(LeaseError::Invalid { .. })
+        ));
+    });
+}
+
+/// A partition's home is the live holder of its unexpired lease, with that server's HTTP
+/// URL; a released or expired lease, or a holder whose heartbeat expired, is no home.
+#[test]
+fn the_homes_of_partitions_are_their_live_holders() {
+    with_database(|url| async move {
+        let c = connect(&url).await;
+        let (a, b) = (sid("a"), sid("b"));
+        lease::heartbeat(&c, &a, &[], Some("http://a:8080"), LONG)
+            .await
+            .unwrap();
+        lease::heartbeat(&c, &b, &[], None, SHORT).await.unwrap();
+        for (p, s) in [(0, &a), (1, &a), (2, &b)] {
+            lease::try_acquire(&c, part(p), s, LONG).await.unwrap();
+        }
+        lease::release(&c, part(1), &a, Epoch(1)).await.unwrap();
+        let mut polls = 0;
+        let homes = loop {
+            let homes = lease::homes(&c).await.unwrap();
+            if homes.len() == 1 {
+                break homes;
+            }
+            c.execute("SELECT pg_sleep(0.05)", &[]).await.unwrap();
+            polls += 1;
+            assert!(polls < 200, "b's heartbeat never expired: {homes:?}");
+        };
+        assert_eq!(
+            homes,
+            [lease::PartitionHome {
+                partition: part(0),
+                owner: a,
+                http_url: Some("http://a:8080".into()),
+            }]
+        );
+    });
+}
+
+/// The first server's key is the cluster's; every later one reads it.
+#[test]
+fn the_forwarding_key_is_written_once() {
+    with_database(|url| async move {
+        let c = connect(&url).await;
+        assert_eq!(lease::forward_key(&c, "first").await.unwrap(), "first");
+        assert_eq!(lease::forward_key(&c, "second").await.unwrap(), "first");
     });
 }
 

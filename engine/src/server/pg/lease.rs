@@ -1,12 +1,16 @@
 //! Cluster membership and partition leases on PostgreSQL: the database side of
 //! [`crate::cluster`], driven by a server's [`member`](super::member) task.
 //!
-//! # Tables (schema versions 1 and 7)
+//! # Tables (schema versions 1, 7 and 8)
 //!
 //! ```text
-//!   cluster_servers  server_id │ addresses │ started_at │ heartbeat_at │ expires_at
-//!   leases           partition │ owner │ epoch │ expires_at │ acquired_at │ renewed_at
+//!   cluster_servers   server_id │ addresses │ http_url │ started_at │ heartbeat_at │ expires_at
+//!   leases            partition │ owner │ epoch │ expires_at │ acquired_at │ renewed_at
+//!   cluster_settings  id (= 1) │ forward_key
 //! ```
+//!
+//! [`homes`] joins the two first: which live server holds each partition and where its HTTP
+//! API answers (what a server forwards an app's requests by, see `crate::http`'s forwarding).
 //!
 //! # The database's clock decides
 //!
@@ -54,7 +58,7 @@ use super::error_text;
 /// Most addresses a server announces.
 pub const MAX_ADDRESSES: usize = 8;
 
-/// Most bytes in one announced address.
+/// Most bytes in one announced address (and in an advertised HTTP URL).
 pub const MAX_ADDRESS_LEN: usize = 256;
 
 /// A write of a partition refused because this server no longer holds the partition's lease
@@ -110,6 +114,8 @@ pub struct ServerRow {
     pub id: ServerId,
     /// The addresses it announced.
     pub addresses: Vec<String>,
+    /// The base URL of its HTTP API, when it advertised one.
+    pub http_url: Option<String>,
     /// Milliseconds until its heartbeat expires by the database's clock (negative: expired).
     pub expires_in_ms: i64,
 }
@@ -208,19 +214,28 @@ pub async fn connect(url: &str) -> Result<Client, LeaseError> {
     Ok(client)
 }
 
-/// Registers `server` with its `addresses`, or renews its heartbeat: it is live until
-/// `ttl` from now by the database's clock.
+/// Whether `a` can be announced: 1 to [`MAX_ADDRESS_LEN`] bytes without NUL.
+fn announceable(a: &str) -> bool {
+    !a.is_empty() && a.len() <= MAX_ADDRESS_LEN && !a.contains('\0')
+}
+
+/// Registers `server` with its `addresses` and the base URL of its HTTP API (`None`: other
+/// servers cannot forward to it), or renews its heartbeat: it is live until `ttl` from now
+/// by the database's clock.
 pub async fn heartbeat(
     client: &Client,
     server: &ServerId,
     addresses: &[String],
+    http_url: Option<&str>,
     ttl: Duration,
 ) -> Result<(), LeaseError> {
-    if addresses.len() > MAX_ADDRESSES
-        || addresses
-            .iter()
-            .any(|a| a.is_empty() || a.len() > MAX_ADDRESS_LEN || a.contains('\0'))
-    {
+    if http_url.is_some_and(|u| !announceable(u)) {
+        return Err(LeaseError::Invalid {
+            field: "http_url",
+            reason: format!("1 to {MAX_ADDRESS_LEN} bytes without NUL"),
+        });
+    }
+    if addresses.len() > MAX_ADDRESSES || addresses.iter().any(|a| !announceable(a)) {
         return Err(LeaseError::Invalid {
             field: "addresses",
             reason: format!(
@@ -231,11 +246,13 @@ pub async fn heartbeat(
     let ttl = millis("heartbeat ttl", ttl)?;
     client
         .execute(
-            "INSERT INTO cluster_servers AS s (server_id, addresses, heartbeat_at, expires_at) \
-             VALUES ($1, $2, now(), now() + $3::bigint * interval '1 millisecond') \
+            "INSERT INTO cluster_servers AS s \
+                 (server_id, addresses, http_url, heartbeat_at, expires_at) \
+             VALUES ($1, $2, $3, now(), now() + $4::bigint * interval '1 millisecond') \
              ON CONFLICT (server_id) DO UPDATE SET addresses = EXCLUDED.addresses, \
+                 http_url = EXCLUDED.http_url, \
                  heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at",
-            &[&server.as_str(), &addresses, &ttl],
+            &[&server.as_str(), &addresses, &http_url, &ttl],
         )
         .await
         .map_err(db)?;
@@ -284,7 +301,7 @@ async fn servers(client: &Client, live_only: bool) -> Result<Vec<ServerRow>, Lea
     let limit = i64::try_from(MAX_SERVERS).unwrap_or(i64::MAX);
     let rows = client
         .query(
-            "SELECT server_id, addresses, \
+            "SELECT server_id, addresses, http_url, \
                  (extract(epoch FROM expires_at - now()) * 1000)::bigint \
              FROM cluster_servers WHERE NOT $1 OR expires_at > now() \
              ORDER BY server_id LIMIT $2",
@@ -297,10 +314,76 @@ async fn servers(client: &Client, live_only: bool) -> Result<Vec<ServerRow>, Lea
             Ok(ServerRow {
                 id: server_of("cluster_servers", &col::<String>(row, 0)?)?,
                 addresses: col(row, 1)?,
-                expires_in_ms: col(row, 2)?,
+                http_url: col(row, 2)?,
+                expires_in_ms: col(row, 3)?,
             })
         })
         .collect()
+}
+
+/// Where a partition's apps are served: the live server that holds its unexpired lease, and
+/// the base URL of that server's HTTP API (`None`: it advertised none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionHome {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Its holder.
+    pub owner: ServerId,
+    /// The holder's HTTP API.
+    pub http_url: Option<String>,
+}
+
+/// Every partition held by a live server under an unexpired lease, by the database's clock,
+/// by partition (the others have no home now).
+pub async fn homes(client: &Client) -> Result<Vec<PartitionHome>, LeaseError> {
+    let rows = client
+        .query(
+            "SELECT l.partition, l.owner, s.http_url \
+             FROM leases l JOIN cluster_servers s ON s.server_id = l.owner \
+             WHERE l.expires_at > now() AND s.expires_at > now() \
+                 AND l.partition >= 0 AND l.partition < $1 \
+             ORDER BY l.partition",
+            &[&i32::from(PARTITION_COUNT)],
+        )
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|row| {
+            Ok(PartitionHome {
+                partition: partition_of_row(col(row, 0)?)?,
+                owner: server_of("leases", &col::<String>(row, 1)?)?,
+                http_url: col(row, 2)?,
+            })
+        })
+        .collect()
+}
+
+/// The cluster's forwarding key: `candidate` when this is the first server to ask (it is
+/// stored), the stored one otherwise. `candidate` must be fresh random text.
+pub async fn forward_key(client: &Client, candidate: &str) -> Result<String, LeaseError> {
+    client
+        .execute(
+            "INSERT INTO cluster_settings (id, forward_key) VALUES (1, $1) \
+             ON CONFLICT (id) DO NOTHING",
+            &[&candidate],
+        )
+        .await
+        .map_err(db)?;
+    let row = client
+        .query_one("SELECT forward_key FROM cluster_settings WHERE id = 1", &[])
+        .await
+        .map_err(db)?;
+    col(&row, 0)
+}
+
+fn partition_of_row(n: i32) -> Result<PartitionId, LeaseError> {
+    u16::try_from(n)
+        .ok()
+        .and_then(PartitionId::new)
+        .ok_or_else(|| LeaseError::Corrupt {
+            table: "leases",
+            reason: format!("partition {n} out of range"),
+        })
 }
 
 /// Grants `server` the lease of `partition` for `lease` when it is free or expired by the
@@ -412,16 +495,8 @@ pub async fn leases(client: &Client) -> Result<Vec<LeaseRow>, LeaseError> {
         .map_err(db)?;
     rows.iter()
         .map(|row| {
-            let n: i32 = col(row, 0)?;
-            let partition = u16::try_from(n)
-                .ok()
-                .and_then(PartitionId::new)
-                .ok_or_else(|| LeaseError::Corrupt {
-                    table: "leases",
-                    reason: format!("partition {n} out of range"),
-                })?;
             Ok(LeaseRow {
-                partition,
+                partition: partition_of_row(col(row, 0)?)?,
                 owner: col::<Option<String>>(row, 1)?
                     .map(|s| server_of("leases", &s))
                     .transpose()?,

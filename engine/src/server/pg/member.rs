@@ -19,7 +19,9 @@
 //!
 //! Every `heartbeat_every` the database task renews this server's row (live for
 //! `server_ttl`) and reads the live servers: the membership view the machine spreads the
-//! partitions by. A view that could not be read changes nothing.
+//! partitions by. A view that could not be read changes nothing. In the same round it reads
+//! which live server holds each partition and where its HTTP API answers ([`Homes`], what
+//! the HTTP API forwards an app's requests by); a read that fails keeps the last one.
 //!
 //! Leaving ([`Member::leave`]): the machine is given a view without this server, which
 //! drains every partition (the server stops acting for each, then releases its lease), and
@@ -52,6 +54,10 @@ pub struct MemberConfig {
     pub server: ServerId,
     /// Where workers and clients reach it (`host:port`), announced in `cluster_servers`.
     pub addresses: Vec<String>,
+    /// The base URL of its HTTP API (`http://host:port`), announced in `cluster_servers`:
+    /// where the other servers forward the requests of the apps this one owns. `None`: they
+    /// answer those requests 503 instead.
+    pub http_url: Option<String>,
     /// Lease timings.
     pub ownership: OwnershipConfig,
     /// How often the heartbeat is renewed and the live servers read (default 1 s).
@@ -66,6 +72,7 @@ impl MemberConfig {
         MemberConfig {
             server,
             addresses,
+            http_url: None,
             ownership: OwnershipConfig::default(),
             heartbeat_every: Duration::from_secs(1),
             server_ttl: Duration::from_secs(5),
@@ -187,6 +194,35 @@ impl MemberStatus {
     }
 }
 
+/// Which live server holds each partition and where its HTTP API answers, as the membership
+/// last read it from the database (every `heartbeat_every`; see the module docs). It may be
+/// one read behind: a server that forwards by it to a former owner gets a refusal or no
+/// connection, never a wrong answer.
+#[derive(Debug, Default)]
+pub struct Homes {
+    by_partition: parking_lot::RwLock<BTreeMap<PartitionId, lease::PartitionHome>>,
+}
+
+impl Homes {
+    /// The holder of `partition` and its HTTP API, when a live server holds it.
+    pub fn of(&self, partition: PartitionId) -> Option<lease::PartitionHome> {
+        self.by_partition.read().get(&partition).cloned()
+    }
+
+    fn replace(&self, homes: Vec<lease::PartitionHome>) {
+        let homes = homes.into_iter().map(|h| (h.partition, h)).collect();
+        *self.by_partition.write() = homes;
+    }
+}
+
+/// Random text for a new cluster's forwarding key (32 bytes from a CSPRNG, hex).
+fn fresh_key() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A request for the database task.
 enum DbRequest {
     Lease(Command),
@@ -207,7 +243,10 @@ enum DbAnswer {
 /// A running membership (see the module docs).
 #[derive(Debug)]
 pub struct Member {
+    server: ServerId,
     status: watch::Receiver<MemberStatus>,
+    homes: Arc<Homes>,
+    forward_key: Arc<str>,
     leave: Option<oneshot::Sender<()>>,
     main: JoinHandle<()>,
     db: JoinHandle<()>,
@@ -215,7 +254,8 @@ pub struct Member {
 
 impl Member {
     /// Connects to the database at `url` (migrated already: the server's repository does
-    /// that), sends the first heartbeat and starts the membership's tasks.
+    /// that), sends the first heartbeat, reads the cluster's forwarding key (writing one when
+    /// it is the first server) and starts the membership's tasks.
     pub async fn start(
         url: &str,
         config: MemberConfig,
@@ -234,14 +274,20 @@ impl Member {
             &client,
             &config.server,
             &config.addresses,
+            config.http_url.as_deref(),
             config.server_ttl,
         )
         .await?;
+        let forward_key: Arc<str> = Arc::from(lease::forward_key(&client, &fresh_key()).await?);
+        let homes = Arc::new(Homes::default());
+        homes.replace(lease::homes(&client).await?);
+        let server = config.server.clone();
         let (requests, requests_rx) = mpsc::channel(MAX_DB_QUEUE);
         let (answers_tx, answers) = mpsc::channel(MAX_DB_QUEUE);
         let db = tokio::spawn(database_task(
             client,
             config.clone(),
+            Arc::clone(&homes),
             requests_rx,
             answers_tx,
         ));
@@ -262,7 +308,10 @@ impl Member {
             .run(answers, leave_rx),
         );
         Ok(Member {
+            server,
             status,
+            homes,
+            forward_key,
             leave: Some(leave),
             main,
             db,
@@ -272,6 +321,22 @@ impl Member {
     /// What the membership knows now.
     pub fn status(&self) -> MemberStatus {
         self.status.borrow().clone()
+    }
+
+    /// This server.
+    pub fn server(&self) -> &ServerId {
+        &self.server
+    }
+
+    /// Which server holds each partition, and where its HTTP API answers.
+    pub fn homes(&self) -> Arc<Homes> {
+        Arc::clone(&self.homes)
+    }
+
+    /// The key every server of the cluster shares to mark the requests it forwards (see
+    /// `crate::http`'s forwarding): a secret, as sensitive as the admin token.
+    pub fn forward_key(&self) -> Arc<str> {
+        Arc::clone(&self.forward_key)
     }
 
     /// A receiver that sees every change of the status.
@@ -311,6 +376,7 @@ impl Drop for Member {
 async fn database_task(
     client: Client,
     config: MemberConfig,
+    homes: Arc<Homes>,
     mut requests: mpsc::Receiver<DbRequest>,
     answers: mpsc::Sender<DbAnswer>,
 ) {
@@ -348,8 +414,17 @@ async fn database_task(
             }
             DbRequest::Heartbeat => {
                 let call = async {
-                    lease::heartbeat(&client, me, &config.addresses, config.server_ttl).await?;
+                    let url = config.http_url.as_deref();
+                    lease::heartbeat(&client, me, &config.addresses, url, config.server_ttl)
+                        .await?;
                     let live = lease::live_servers(&client).await?;
+                    // The membership view counts even when the homes cannot be read.
+                    match lease::homes(&client).await {
+                        Ok(found) => homes.replace(found),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cluster membership: cannot read the partitions' homes")
+                        }
+                    }
                     Ok(live.into_iter().map(|s| s.id).collect())
                 };
                 let view = tokio::time::timeout(limit, call)

@@ -28,6 +28,7 @@
 //! | 5 | `Idempotency-Key` answers |
 //! | 6 | workflow instances' logical trigger time |
 //! | 7 | cluster membership (`cluster_servers`); when a lease was acquired and renewed |
+//! | 8 | each server's advertised HTTP URL; the cluster's forwarding key (`cluster_settings`) |
 
 /// The migrations, in order: (version, SQL).
 pub(super) const MIGRATIONS: &[(i32, &str)] = &[
@@ -38,10 +39,11 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
     (5, V5),
     (6, V6),
     (7, V7),
+    (8, V8),
 ];
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i32 = 7;
+pub(super) const LATEST: i32 = 8;
 
 const V1: &str = r#"
 CREATE TABLE counters (
@@ -316,6 +318,22 @@ ALTER TABLE leases
     ADD COLUMN renewed_at timestamptz;
 COMMENT ON COLUMN leases.epoch IS 'incremented on every grant; writes of the partition are fenced on it';
 COMMENT ON COLUMN leases.expires_at IS 'by the database clock; null when released';
+"#;
+
+/// Version 8: where each server's HTTP API answers, so that the others can forward an app's
+/// requests to its owner, and the key that marks a request as forwarded by a server of the
+/// cluster (`lease.rs`, `http::forward`). One row: the first server to start writes a random
+/// key, every later one reads it.
+const V8: &str = r#"
+ALTER TABLE cluster_servers ADD COLUMN http_url text;
+COMMENT ON COLUMN cluster_servers.http_url IS 'the server''s advertised HTTP API base URL; null: it cannot be forwarded to';
+
+CREATE TABLE cluster_settings (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    forward_key text NOT NULL
+);
+COMMENT ON TABLE cluster_settings IS 'one row: settings every server of a cluster shares';
+COMMENT ON COLUMN cluster_settings.forward_key IS 'proves a request was forwarded by a server of the cluster (a secret: as sensitive as the admin token)';
 "#;
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::cluster::{partition_of, Epoch, PartitionId, PARTITION_COUNT};
-use crate::server::pg::member::Partitions;
+use crate::cluster::{partition_of, Epoch, PartitionId, ServerId, PARTITION_COUNT};
+use crate::server::pg::member::{Homes, Partitions};
 use crate::server::PgRepo;
 
 use super::driver::Runtime;
@@ -178,6 +178,37 @@ impl Runtime {
             .collect();
         for h in closing {
             tokio::spawn(async move { h.shutdown().await });
+        }
+    }
+}
+
+/// Where the HTTP API serves each app on a server of a cluster: here when the core acts for
+/// the app's partition (granted and loaded), else at the partition's holder as the
+/// membership last read it (see `crate::http`'s forwarding).
+pub(crate) struct AppHomes {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) homes: Arc<Homes>,
+    pub(crate) me: ServerId,
+}
+
+#[cfg(feature = "http")]
+impl crate::http::AppRouting for AppHomes {
+    fn home(&self, app: &str) -> crate::http::AppHome {
+        use crate::http::AppHome;
+        if self.runtime.core.lock().serves(app).is_ok() {
+            return AppHome::Here;
+        }
+        match self.homes.of(partition_of(app)) {
+            // Held here but not loaded yet (or just lost): nobody else acts for it either.
+            Some(h) if h.owner == self.me => AppHome::Unknown,
+            Some(h) => match h.http_url {
+                Some(url) => AppHome::Owner {
+                    server: h.owner.to_string(),
+                    url,
+                },
+                None => AppHome::Unknown,
+            },
+            None => AppHome::Unknown,
         }
     }
 }

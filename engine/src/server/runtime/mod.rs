@@ -366,6 +366,24 @@ impl ServerCore {
         self.addr
     }
 
+    /// On a server of a cluster: how its HTTP API forwards the requests of the apps other
+    /// servers own (see `crate::http`'s forwarding). `None` for the only server.
+    #[cfg(all(feature = "postgres", feature = "http"))]
+    pub fn forwarding(&self) -> Option<crate::http::Forwarding> {
+        let member = self.member.as_ref()?;
+        let homes = cluster::AppHomes {
+            runtime: Arc::clone(&self.shared),
+            homes: member.homes(),
+            me: member.server().clone(),
+        };
+        Some(crate::http::Forwarding {
+            routing: Arc::new(homes),
+            key: member.forward_key(),
+            server: member.server().to_string(),
+            timeout: crate::http::DEFAULT_FORWARD_TIMEOUT,
+        })
+    }
+
     /// The OpenAPI implementation over this server.
     pub fn api(&self) -> Arc<dyn crate::api::Api> {
         Arc::new(api::NodeApi(Arc::clone(&self.shared)))
