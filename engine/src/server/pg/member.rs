@@ -39,7 +39,7 @@ use crate::clock::Clock;
 use crate::cluster::ownership::{Command, Event, Input, InvalidConfig, Ownership, OwnershipConfig};
 use crate::cluster::{Epoch, MonoUs, PartitionId, ServerId, PARTITION_COUNT};
 
-use super::lease::{self, LeaseError};
+use super::lease::{self, LeaseError, ServerRow};
 
 /// Commands and heartbeats waiting for the database task at most: the machine queues at most
 /// four commands per partition between two polls, and one heartbeat is in flight at a time.
@@ -50,7 +50,8 @@ const MAX_DB_QUEUE: usize = 4 * PARTITION_COUNT as usize + 2;
 pub struct MemberConfig {
     /// This server.
     pub server: ServerId,
-    /// Where workers and clients reach it (`host:port`), announced in `cluster_servers`.
+    /// Where workers and clients reach it (`host:port`), announced in `cluster_servers`:
+    /// the first is where its workers connect (refusals of other servers name it).
     pub addresses: Vec<String>,
     /// Lease timings.
     pub ownership: OwnershipConfig,
@@ -101,6 +102,12 @@ pub trait Partitions: Send + Sync + 'static {
     /// The server stops acting for `partition` now (the lease was lost, its deadline passed,
     /// or it is handed to another server); it has stopped when this returns.
     fn stop(&self, partition: PartitionId);
+    /// The live servers changed (ids or announced addresses): `live` is the new view, which
+    /// spreads the partitions. Called before the view's drains; when leaving, with a view
+    /// without this server.
+    fn live_servers(&self, live: &[ServerRow]) {
+        let _ = live;
+    }
 }
 
 /// What the membership knows, for `/metrics` and `cluster status`.
@@ -201,7 +208,7 @@ enum DbAnswer {
         renew_us: Option<u64>,
         failed: bool,
     },
-    Membership(Result<Vec<ServerId>, LeaseError>),
+    Membership(Result<Vec<ServerRow>, LeaseError>),
 }
 
 /// A running membership (see the module docs).
@@ -255,6 +262,7 @@ impl Member {
                 partitions,
                 requests,
                 status: MemberStatus::default(),
+                rows: Vec::new(),
                 status_tx,
                 heartbeat_in_flight: false,
                 next_heartbeat: MonoUs::MIN,
@@ -349,8 +357,7 @@ async fn database_task(
             DbRequest::Heartbeat => {
                 let call = async {
                     lease::heartbeat(&client, me, &config.addresses, config.server_ttl).await?;
-                    let live = lease::live_servers(&client).await?;
-                    Ok(live.into_iter().map(|s| s.id).collect())
+                    lease::live_servers(&client).await
                 };
                 let view = tokio::time::timeout(limit, call)
                     .await
@@ -379,6 +386,9 @@ struct Looper {
     partitions: Arc<dyn Partitions>,
     requests: mpsc::Sender<DbRequest>,
     status: MemberStatus,
+    /// The live servers of the last view, as told to [`Partitions::live_servers`] (sorted
+    /// by id; the expiries left out, so that a renewed heartbeat changes nothing).
+    rows: Vec<ServerRow>,
     status_tx: watch::Sender<MemberStatus>,
     heartbeat_in_flight: bool,
     next_heartbeat: MonoUs,
@@ -451,7 +461,9 @@ impl Looper {
             DbAnswer::Membership(view) => {
                 self.heartbeat_in_flight = false;
                 match view {
-                    Ok(live) => {
+                    Ok(rows) => {
+                        let live: Vec<ServerId> = rows.iter().map(|s| s.id.clone()).collect();
+                        self.tell_live_servers(rows);
                         self.status.live = live.clone();
                         self.ownership.handle(now, Input::Membership(live));
                     }
@@ -461,6 +473,18 @@ impl Looper {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the server the live servers, when they changed.
+    fn tell_live_servers(&mut self, mut rows: Vec<ServerRow>) {
+        for r in &mut rows {
+            r.expires_in_ms = 0;
+        }
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        if rows != self.rows {
+            self.partitions.live_servers(&rows);
+            self.rows = rows;
         }
     }
 
@@ -538,6 +562,9 @@ impl Looper {
         let me = self.ownership.me().clone();
         let mut live = self.status.live.clone();
         live.retain(|s| *s != me);
+        let mut rows = self.rows.clone();
+        rows.retain(|s| s.id != me);
+        self.tell_live_servers(rows);
         let now = self.now();
         self.ownership.handle(now, Input::Membership(live));
         if !self.flush() {
