@@ -64,6 +64,15 @@ pub(super) async fn start_member(
 /// turns: the i-th name's partition prefers `servers[i % servers.len()]`. Each answer is
 /// `(name, index of its preferred owner)`.
 pub(super) fn spread_apps(servers: &[ServerId], count: usize) -> Result<Vec<(String, usize)>> {
+    spread_apps_named(servers, count, "bench-app")
+}
+
+/// [`spread_apps`] with names `{prefix}-K`.
+pub(super) fn spread_apps_named(
+    servers: &[ServerId],
+    count: usize,
+    prefix: &str,
+) -> Result<Vec<(String, usize)>> {
     if servers.is_empty() {
         bail!("no servers to spread apps over");
     }
@@ -73,7 +82,7 @@ pub(super) fn spread_apps(servers: &[ServerId], count: usize) -> Result<Vec<(Str
         let want = out.len() % servers.len();
         // A partition prefers each server with probability 1/n: a few tries per app.
         let found = (0..10_000).find_map(|_| {
-            let name = format!("bench-app-{k}");
+            let name = format!("{prefix}-{k}");
             k += 1;
             let owner = preferred_owner(partition_of(&name), servers)?;
             (servers.get(want) == Some(owner)).then_some(name)

@@ -356,9 +356,17 @@ impl ServerArgs {
                 .ownership
                 .validate()
                 .context("--lease-ms is too short")?;
-            // A server drops out of the others' view a lease after its last heartbeat.
+            // A server drops out of the others' view a lease after its last heartbeat. The
+            // others read the view with every heartbeat: every sixteenth of that (250 ms at
+            // the default lease), so that a dead owner's successor sees it gone within a
+            // sixteenth after its row expired, about when its leases expire (two small
+            // statements per server per heartbeat).
             member.server_ttl = Duration::from_millis(lease).max(Duration::from_secs(2));
-            member.heartbeat_every = member.server_ttl / 4;
+            member.heartbeat_every = member.server_ttl / 16;
+            // A refused acquire (the lease not expired yet) is tried again as often: the
+            // successor takes the partition within a sixteenth of a lease after it expires.
+            // Only partitions whose preferred owner does not hold them are tried.
+            member.ownership.retry_every = member.server_ttl / 16;
             config.core.cluster = Some(member);
             config.http_advertise = self.http_advertise.clone().or(file.http_advertise);
         } else if self.http_advertise.is_some() || file.http_advertise.is_some() {

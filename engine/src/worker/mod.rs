@@ -72,6 +72,7 @@ mod logs;
 mod metrics;
 pub mod processor;
 mod processor_tracker;
+mod servers;
 mod session;
 mod state;
 mod task_tracker;
@@ -106,7 +107,7 @@ pub use processor::{
     MapReduceProcessor, MapTaskResult, ProcessResult, ReduceResults, TaskContext, TaskResult,
 };
 
-pub use self::core::MAX_RECONNECT_DELAY;
+pub use self::core::{MAX_HANDOFF_DELAY, MAX_RECONNECT_DELAY};
 
 use self::core::{CoreConfig, Input, WorkerCore};
 use driver::Driven;

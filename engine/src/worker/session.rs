@@ -14,7 +14,9 @@
 //! The worker runs its own reconnect loop over [`connect`] instead of `ReconnectingClient`
 //! because the core decides when to try again (its backoff is capped at
 //! [`MAX_RECONNECT_DELAY`](super::core::MAX_RECONNECT_DELAY)) and must know when the
-//! connection is down (`server_lost_after`). Reader and writer run concurrently so that a full
+//! connection is down (`server_lost_after`). With several servers, the rotation
+//! ([`Servers`]) picks the address of each attempt and says whether the next one goes out at
+//! once (the round over the addresses is not over) or after a backoff. Reader and writer run concurrently so that a full
 //! command queue (slow server) never stops this side from reading, which would deadlock both
 //! peers.
 //!
@@ -33,10 +35,12 @@ use ferrojob_transport::{ConnectionError, TransportError};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::core::{Input, Transmit};
+use super::core::{Input, Retry, Transmit};
 use super::driver::until;
+use super::epoch_ms;
 use super::instance::processor_kind;
 use super::metrics::Sampler;
+use super::servers::{Failure, Servers};
 use super::state::Shared;
 
 /// Control messages moved from the core to the connection per batch at most.
@@ -74,16 +78,18 @@ pub(crate) async fn run(
         };
         match attempt {
             Ok(connected) => {
+                servers.connected(epoch_ms());
                 if serve(&shared, servers.current(), connected, &mut logs, &stop).await {
                     return;
                 }
                 // The server may be gone for good: the next try goes to another one.
-                servers.next(None);
+                let retry = servers.lost(epoch_ms());
+                shared.drive(Input::ConnectionLost { retry });
             }
             Err(e) => {
-                let owner = log_connect_error(&shared, servers.current(), &e);
-                servers.next(owner.as_deref());
-                shared.drive(Input::ConnectFailed);
+                let failure = log_connect_error(&shared, servers.current(), &e);
+                let retry = servers.failed(failure);
+                shared.drive(Input::ConnectFailed { retry });
             }
         }
     }
@@ -96,45 +102,8 @@ pub(crate) async fn run(
     }
 }
 
-/// The servers a worker may connect to: the configured one first, the cluster's others in
-/// turn.
-#[derive(Debug)]
-struct Servers {
-    first: SocketAddr,
-    all: Vec<SocketAddr>,
-    at: usize,
-}
-
-impl Servers {
-    fn new(first: SocketAddr, others: &[SocketAddr]) -> Servers {
-        let mut all = vec![first];
-        for s in others {
-            if !all.contains(s) {
-                all.push(*s);
-            }
-        }
-        Servers { first, all, at: 0 }
-    }
-
-    fn current(&self) -> SocketAddr {
-        self.all.get(self.at).copied().unwrap_or(self.first)
-    }
-
-    /// Moves on after a failed or lost connection: to `owner` (a server id as a refusal
-    /// named it) when it is one of the addresses, else to the next in turn.
-    fn next(&mut self, owner: Option<&str>) {
-        let named = owner
-            .and_then(|o| o.parse::<SocketAddr>().ok())
-            .and_then(|o| self.all.iter().position(|s| *s == o));
-        self.at = match named {
-            Some(i) => i,
-            None => (self.at + 1) % self.all.len().max(1),
-        };
-    }
-}
-
-/// Logs why a connection attempt failed; answers the owner a refusing server named.
-fn log_connect_error(shared: &Shared, server: SocketAddr, e: &TransportError) -> Option<String> {
+/// Logs why a connection attempt failed; answers what the rotation needs of it.
+fn log_connect_error(shared: &Shared, server: SocketAddr, e: &TransportError) -> Failure {
     if let TransportError::Connection {
         source:
             ConnectionError::PeerClosed {
@@ -154,7 +123,7 @@ fn log_connect_error(shared: &Shared, server: SocketAddr, e: &TransportError) ->
             owner = owner.as_deref().unwrap_or("unknown"),
             "this server does not serve the app (another server of the cluster does); retrying"
         );
-        return owner;
+        return Failure::NotServed { owner };
     }
     let refused = matches!(
         e,
@@ -177,7 +146,7 @@ fn log_connect_error(shared: &Shared, server: SocketAddr, e: &TransportError) ->
     } else {
         tracing::warn!(%server, error = %e, "cannot reach the server; retrying");
     }
-    None
+    Failure::Other
 }
 
 /// Serves one connection; `true` when it ended because of `stop` (do not reconnect).
@@ -206,8 +175,10 @@ async fn serve(
         () = reader => false,
         s = writer => s,
     };
-    shared.drive(Input::ConnectionLost);
     if stopped {
+        shared.drive(Input::ConnectionLost {
+            retry: Retry::Backoff,
+        });
         let grace = shared.config.net.close_flush_timeout;
         let _ = tokio::time::timeout(grace, handle.shutdown()).await;
     } else {
@@ -417,26 +388,6 @@ pub(crate) async fn sample_metrics(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_worker_tries_the_owner_a_server_names_else_the_next_server_in_turn() {
-        let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let b: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let c: std::net::SocketAddr = "127.0.0.1:3".parse().unwrap();
-        let mut s = super::Servers::new(a, &[b, c, a]);
-        assert_eq!(s.current(), a);
-        s.next(Some("127.0.0.1:3"));
-        assert_eq!(s.current(), c);
-        // An owner that is not one of the addresses (a server id that is a name): in turn.
-        s.next(Some("server-7"));
-        assert_eq!(s.current(), a);
-        s.next(None);
-        assert_eq!(s.current(), b);
-        // A single server: always that one.
-        let mut one = super::Servers::new(a, &[]);
-        one.next(None);
-        assert_eq!(one.current(), a);
-    }
-
     use std::time::Duration;
 
     use ferrojob_transport::message::{LogEntry, LogLevel, SystemMetrics, TimeExpressionType};

@@ -17,11 +17,13 @@ use ferrojob::server::pg::member::{Member, MemberConfig, Partitions};
 use super::place::postgres::Database;
 use super::place::Place;
 
-/// What one server was told: the partitions it acts for, and every grant it saw.
+/// What one server was told: the partitions it acts for, every grant it saw, and the last
+/// view of the live servers (id, announced addresses).
 #[derive(Default)]
 struct Sink {
     acting: Mutex<BTreeMap<PartitionId, Epoch>>,
     grants: Mutex<Vec<(PartitionId, Epoch)>>,
+    live: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 impl Partitions for Sink {
@@ -36,11 +38,26 @@ impl Partitions for Sink {
     fn stop(&self, partition: PartitionId) {
         self.acting.lock().unwrap().remove(&partition);
     }
+    fn live_servers(&self, live: &[lease::ServerRow]) {
+        *self.live.lock().unwrap() = live
+            .iter()
+            .map(|s| (s.id.to_string(), s.addresses.clone()))
+            .collect();
+    }
 }
 
 impl Sink {
     fn acting(&self) -> BTreeMap<PartitionId, Epoch> {
         self.acting.lock().unwrap().clone()
+    }
+
+    /// The ids of the last view of the live servers, after checking their addresses.
+    fn live(&self) -> Vec<String> {
+        let live = self.live.lock().unwrap().clone();
+        for (id, addresses) in &live {
+            assert_eq!(addresses, &[format!("{id}.local:10086")]);
+        }
+        live.into_iter().map(|(id, _)| id).collect()
     }
 }
 
@@ -126,6 +143,8 @@ fn members_spread_the_partitions_hand_them_over_and_take_them_from_a_dead_one() 
             let status = m.status();
             assert_eq!(status.acting, s.acting());
             assert_eq!(status.live.len(), 3);
+            // The server was told the view, with the addresses each member announced.
+            assert_eq!(s.live(), ["a", "b", "c"]);
             assert!(status.metrics_text().contains(&format!(
                 "ferrojob_cluster_partitions_owned {}",
                 status.acting.len()
@@ -137,6 +156,8 @@ fn members_spread_the_partitions_hand_them_over_and_take_them_from_a_dead_one() 
         assert!(!c_had.is_empty());
         c.leave(Duration::from_secs(5)).await;
         assert!(sc.acting().is_empty());
+        // Leaving, c was told a view without itself (its refusals name the others).
+        assert_eq!(sc.live(), ["a", "b"]);
         settled(&[("a", &sa), ("b", &sb)]).await;
         let client = connect(&url).await;
         let servers = lease::all_servers(&client).await.unwrap();

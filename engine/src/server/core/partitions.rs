@@ -34,7 +34,9 @@ use ferrojob_transport::NotServed;
 use thiserror::Error;
 
 use crate::api::ApiError;
-use crate::cluster::{partition_of, Epoch, PartitionId, ServerId, PARTITION_COUNT};
+use crate::cluster::{
+    partition_of, preferred_owner, Epoch, PartitionId, ServerId, PARTITION_COUNT,
+};
 use crate::ids::{AppId, InstanceId};
 use crate::server::workflow_repo::{LoadedWorkflow, WfInstanceRecord};
 #[cfg(test)]
@@ -54,13 +56,27 @@ pub(crate) enum Acting {
     Partitions(Box<Held>),
 }
 
+/// A live server of the cluster, as the membership view lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveServer {
+    pub(crate) id: ServerId,
+    /// Where its workers reach it (`host:port`, the first address it announced), if it
+    /// announced one.
+    pub(crate) worker_address: Option<String>,
+}
+
 /// The partitions a server of a cluster holds, and what it knows of the others.
 #[derive(Debug)]
 pub(crate) struct Held {
     /// Each partition's epoch while held (by partition number).
     epochs: [Option<Epoch>; PARTITION_COUNT as usize],
-    /// The server last known to hold a partition this one does not (for refusals).
+    /// The server last known to hold a partition this one does not (for refusals when the
+    /// membership view is empty).
     owners: HashMap<PartitionId, ServerId>,
+    /// The live servers of the last membership view, sorted by id, without duplicates.
+    live: Vec<ServerId>,
+    /// Their worker addresses.
+    worker_addresses: HashMap<ServerId, String>,
     /// The partition of each app the core knows.
     parts: HashMap<AppId, PartitionId>,
 }
@@ -70,8 +86,17 @@ impl Held {
         Held {
             epochs: [None; PARTITION_COUNT as usize],
             owners: HashMap::new(),
+            live: Vec::new(),
+            worker_addresses: HashMap::new(),
             parts: HashMap::new(),
         }
+    }
+
+    /// The server to name in a refusal for partition `p`: the preferred owner of the last
+    /// membership view (the server that holds it or is taking it over: possibly this one,
+    /// about to act for it), else the server last known to hold it.
+    fn owner(&self, p: PartitionId) -> Option<&ServerId> {
+        preferred_owner(p, &self.live).or_else(|| self.owners.get(&p))
     }
 
     fn epoch(&self, p: PartitionId) -> Option<Epoch> {
@@ -89,7 +114,7 @@ impl Held {
 /// the caller is to ask [`owner`](NotOwner::owner) (when known) instead.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("app {app} is not served by this server; {}", match .owner {
-    Some(o) => format!("server {o} holds it"),
+    Some(o) => format!("server {o} holds it or is taking it over"),
     None => "the server that holds it is not known here".to_owned(),
 })]
 pub(crate) struct NotOwner {
@@ -97,7 +122,8 @@ pub(crate) struct NotOwner {
     pub(crate) app: String,
     /// Its partition (`None`: an app this server does not know).
     pub(crate) partition: Option<PartitionId>,
-    /// The server last known to hold the partition, if any.
+    /// The server that holds the partition or is taking it over, as far as this server
+    /// knows (see [`Core::serves`]).
     pub(crate) owner: Option<ServerId>,
 }
 
@@ -173,13 +199,16 @@ impl Core {
         Err(NotOwner {
             app: name.cloned().unwrap_or_else(|| format!("{}", app.0)),
             partition: Some(partition),
-            owner: h.owners.get(&partition).cloned(),
+            owner: h.owner(partition).cloned(),
         })
     }
 
     /// Whether this server takes `app_name`'s workers (the transport's handshake check): a
     /// server acting for every app takes every app's; one of a cluster only those of the
-    /// partitions it holds.
+    /// partitions it holds. The refusal names the partition's preferred owner in the last
+    /// membership view, by its worker address when it announced one: the server that holds
+    /// the partition, or the one that takes it over once its lease is free (this one too,
+    /// when it is about to act for it: the worker is to come back shortly).
     pub(crate) fn serves(&self, app_name: &str) -> Result<(), NotServed> {
         let Acting::Partitions(h) = &self.acting else {
             return Ok(());
@@ -188,10 +217,33 @@ impl Core {
         if h.epoch(p).is_some() {
             return Ok(());
         }
-        Err(match h.owners.get(&p) {
-            Some(o) => NotServed::OwnedBy(o.to_string()),
+        Err(match h.owner(p) {
+            Some(o) => NotServed::OwnedBy(
+                h.worker_addresses
+                    .get(o)
+                    .cloned()
+                    .unwrap_or_else(|| o.to_string()),
+            ),
             None => NotServed::OwnerUnknown,
         })
+    }
+
+    /// The live servers of the cluster as the membership's last view lists them (refusals
+    /// name the preferred owner among them). Ignored when the core acts for every app.
+    pub(crate) fn set_live_servers(&mut self, live: Vec<LiveServer>) {
+        let Acting::Partitions(h) = &mut self.acting else {
+            return;
+        };
+        let mut ids: Vec<ServerId> = live.iter().map(|s| s.id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(crate::cluster::MAX_SERVERS);
+        h.worker_addresses = live
+            .into_iter()
+            .filter(|s| ids.binary_search(&s.id).is_ok())
+            .filter_map(|s| Some((s.id, s.worker_address?)))
+            .collect();
+        h.live = ids;
     }
 
     /// The partitions held, with their epochs, in partition order (empty when the core acts

@@ -419,3 +419,62 @@ fn a_server_that_does_not_act_for_the_app_refuses_deletions_as_not_its_own() {
     let err = s.delete_instance_begin(f.b.id, done.id).unwrap_err();
     assert_eq!(err.code, crate::api::ErrorCode::Unavailable, "{err:?}");
 }
+
+#[test]
+fn refusals_name_the_preferred_owner_of_the_membership_view_by_its_worker_address() {
+    use super::partitions::LiveServer;
+    use crate::cluster::preferred_owner;
+
+    let f = Fixture::new();
+    let mut s = f.server();
+    let pb = partition_of(&f.b.name);
+    let ids: Vec<ServerId> = ["s-1", "s-2", "s-3"]
+        .iter()
+        .map(|i| ServerId::new(i).unwrap())
+        .collect();
+    let address = |id: &ServerId| format!("10.0.0.{}:10086", &id.as_str()[2..]);
+    let view = |ids: &[ServerId]| -> Vec<LiveServer> {
+        ids.iter()
+            .map(|id| LiveServer {
+                id: id.clone(),
+                worker_address: Some(address(id)),
+            })
+            .collect()
+    };
+    s.set_live_servers(view(&ids));
+    let owner = preferred_owner(pb, &ids).unwrap().clone();
+    assert_eq!(
+        s.serves(&f.b.name),
+        Err(NotServed::OwnedBy(address(&owner)))
+    );
+    // The API's refusal names it by its id.
+    assert_eq!(s.acting_for(f.b.id).unwrap_err().owner, Some(owner.clone()));
+
+    // The owner leaves the view: the refusal names the server that takes the app over.
+    let rest: Vec<ServerId> = ids.iter().filter(|i| **i != owner).cloned().collect();
+    s.set_live_servers(view(&rest));
+    let next = preferred_owner(pb, &rest).unwrap().clone();
+    assert_ne!(next, owner);
+    assert_eq!(s.serves(&f.b.name), Err(NotServed::OwnedBy(address(&next))));
+
+    // A partition this server lost: the view's preferred owner, not the last holder told.
+    s.on_partition_acquired(f.pa(), Epoch(1), T0).unwrap();
+    assert_eq!(s.serves(&f.a.name), Ok(()));
+    let told = ServerId::new("s-9").unwrap();
+    s.on_partition_lost(f.pa(), Some(told), T0 + 1);
+    let pa_owner = preferred_owner(f.pa(), &rest).unwrap();
+    assert_eq!(
+        s.serves(&f.a.name),
+        Err(NotServed::OwnedBy(address(pa_owner)))
+    );
+
+    // A server that announced no address is named by its id.
+    s.set_live_servers(vec![LiveServer {
+        id: next.clone(),
+        worker_address: None,
+    }]);
+    assert_eq!(
+        s.serves(&f.b.name),
+        Err(NotServed::OwnedBy(next.to_string()))
+    );
+}

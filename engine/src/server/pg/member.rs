@@ -41,7 +41,7 @@ use crate::clock::Clock;
 use crate::cluster::ownership::{Command, Event, Input, InvalidConfig, Ownership, OwnershipConfig};
 use crate::cluster::{Epoch, MonoUs, PartitionId, ServerId, PARTITION_COUNT};
 
-use super::lease::{self, LeaseError};
+use super::lease::{self, LeaseError, ServerRow};
 
 /// Commands and heartbeats waiting for the database task at most: the machine queues at most
 /// four commands per partition between two polls, and one heartbeat is in flight at a time.
@@ -52,7 +52,8 @@ const MAX_DB_QUEUE: usize = 4 * PARTITION_COUNT as usize + 2;
 pub struct MemberConfig {
     /// This server.
     pub server: ServerId,
-    /// Where workers and clients reach it (`host:port`), announced in `cluster_servers`.
+    /// Where workers and clients reach it (`host:port`), announced in `cluster_servers`:
+    /// the first is where its workers connect (refusals of other servers name it).
     pub addresses: Vec<String>,
     /// The base URL of its HTTP API (`http://host:port`), announced in `cluster_servers`:
     /// where the other servers forward the requests of the apps this one owns. `None`: they
@@ -108,6 +109,12 @@ pub trait Partitions: Send + Sync + 'static {
     /// The server stops acting for `partition` now (the lease was lost, its deadline passed,
     /// or it is handed to another server); it has stopped when this returns.
     fn stop(&self, partition: PartitionId);
+    /// The live servers changed (ids or announced addresses): `live` is the new view, which
+    /// spreads the partitions. Called before the view's drains; when leaving, with a view
+    /// without this server.
+    fn live_servers(&self, live: &[ServerRow]) {
+        let _ = live;
+    }
 }
 
 /// What the membership knows, for `/metrics` and `cluster status`.
@@ -237,7 +244,7 @@ enum DbAnswer {
         renew_us: Option<u64>,
         failed: bool,
     },
-    Membership(Result<Vec<ServerId>, LeaseError>),
+    Membership(Result<Vec<ServerRow>, LeaseError>),
 }
 
 /// A running membership (see the module docs).
@@ -301,6 +308,7 @@ impl Member {
                 partitions,
                 requests,
                 status: MemberStatus::default(),
+                rows: Vec::new(),
                 status_tx,
                 heartbeat_in_flight: false,
                 next_heartbeat: MonoUs::MIN,
@@ -425,7 +433,7 @@ async fn database_task(
                             tracing::debug!(error = %e, "cluster membership: cannot read the partitions' homes")
                         }
                     }
-                    Ok(live.into_iter().map(|s| s.id).collect())
+                    Ok(live)
                 };
                 let view = tokio::time::timeout(limit, call)
                     .await
@@ -454,6 +462,9 @@ struct Looper {
     partitions: Arc<dyn Partitions>,
     requests: mpsc::Sender<DbRequest>,
     status: MemberStatus,
+    /// The live servers of the last view, as told to [`Partitions::live_servers`] (sorted
+    /// by id; the expiries left out, so that a renewed heartbeat changes nothing).
+    rows: Vec<ServerRow>,
     status_tx: watch::Sender<MemberStatus>,
     heartbeat_in_flight: bool,
     next_heartbeat: MonoUs,
@@ -526,7 +537,9 @@ impl Looper {
             DbAnswer::Membership(view) => {
                 self.heartbeat_in_flight = false;
                 match view {
-                    Ok(live) => {
+                    Ok(rows) => {
+                        let live: Vec<ServerId> = rows.iter().map(|s| s.id.clone()).collect();
+                        self.tell_live_servers(rows);
                         self.status.live = live.clone();
                         self.ownership.handle(now, Input::Membership(live));
                     }
@@ -536,6 +549,18 @@ impl Looper {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the server the live servers, when they changed.
+    fn tell_live_servers(&mut self, mut rows: Vec<ServerRow>) {
+        for r in &mut rows {
+            r.expires_in_ms = 0;
+        }
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        if rows != self.rows {
+            self.partitions.live_servers(&rows);
+            self.rows = rows;
         }
     }
 
@@ -613,6 +638,9 @@ impl Looper {
         let me = self.ownership.me().clone();
         let mut live = self.status.live.clone();
         live.retain(|s| *s != me);
+        let mut rows = self.rows.clone();
+        rows.retain(|s| s.id != me);
+        self.tell_live_servers(rows);
         let now = self.now();
         self.ownership.handle(now, Input::Membership(live));
         if !self.flush() {

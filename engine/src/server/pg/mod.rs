@@ -407,13 +407,21 @@ impl PgRepo {
     /// workflow belongs to and `partition`'s trigger rows (its former owner created and moved
     /// them; this server's copies may be old). Refused when the writes are not fenced.
     pub fn prepare_partition(&self, partition: PartitionId) -> Result<(), RepoError> {
+        self.prepare_partitions(&[partition])
+    }
+
+    /// [`prepare_partition`](Self::prepare_partition) for several partitions at once, with
+    /// one read of each table (a server that takes over a dead one's share gets its
+    /// partitions granted together).
+    pub fn prepare_partitions(&self, partitions: &[PartitionId]) -> Result<(), RepoError> {
         let Some(fencing) = self.fencing.get() else {
             return Err(RepoError::invalid("cluster", "the writes are not fenced"));
         };
         self.learn_owners(fencing)?;
+        let wanted = |p: Option<PartitionId>| p.is_some_and(|p| partitions.contains(&p));
         for row in self.query("SELECT job_id, next_trigger, runs FROM triggers", vec![])? {
             let (id, rec) = open::trigger_row("triggers", &row)?;
-            if fencing.job_partition(JobId(id)) == Some(partition) {
+            if wanted(fencing.job_partition(JobId(id))) {
                 self.triggers.insert(JobId(id), rec);
             }
         }
@@ -422,7 +430,7 @@ impl PgRepo {
             vec![],
         )? {
             let (id, rec) = open::trigger_row("workflow_triggers", &row)?;
-            if fencing.workflow_partition(WorkflowId(id)) == Some(partition) {
+            if wanted(fencing.workflow_partition(WorkflowId(id))) {
                 self.wf_triggers.insert(WorkflowId(id), rec);
             }
         }

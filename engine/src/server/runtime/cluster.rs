@@ -7,11 +7,14 @@
 //! - `stop` takes effect before it returns: the repository refuses the partition's writes
 //!   (queued ones by their fence), the core drops the partition's apps in one step, and their
 //!   workers' connections are closed (they come back to the new owner).
-//! - `acting` is handed to one thread that loads partitions, in the order granted: it rereads
-//!   the partition's rows the former owner left, lets the repository write under the new
-//!   epoch, reads the stored state (outside the core's lock) and has the core act for the
-//!   partition (restart recovery, filtered). A load that fails is tried again every second
-//!   while the partition is still granted.
+//! - `live_servers` hands the membership view to the core, so that its refusals of workers
+//!   and API calls name the preferred owner of the app's partition (the one holding it or
+//!   taking it over), by the worker address it announced.
+//! - `acting` is handed to one thread that loads partitions, in the order granted, those
+//!   granted meanwhile together: it rereads the partitions' rows the former owner left, lets
+//!   the repository write under the new epochs, reads the stored state once (outside the
+//!   core's lock) and has the core act for each partition (restart recovery, filtered). A
+//!   load that fails is tried again every second while a partition is still granted.
 //!
 //! A partition stopped while its load is still queued or running is not acted for: the
 //! thread checks, under the core's lock, that the grant it loads is still the current one.
@@ -23,6 +26,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::cluster::{partition_of, Epoch, PartitionId, ServerId, PARTITION_COUNT};
+use crate::server::core::partitions::LiveServer;
+use crate::server::pg::lease::ServerRow;
 use crate::server::pg::member::{Homes, Partitions};
 use crate::server::PgRepo;
 
@@ -64,8 +69,11 @@ impl ClusterGlue {
             .name("ferrojob-partitions".to_owned())
             .spawn(move || {
                 let _entered = tokio.enter();
-                while let Ok((p, epoch)) = queue.recv() {
-                    loader.load(p, epoch);
+                // Grants queued meanwhile are loaded together.
+                while let Ok(first) = queue.recv() {
+                    let mut grants = vec![first];
+                    grants.extend(queue.try_iter().take(MAX_QUEUED_GRANTS));
+                    loader.load(grants);
                 }
             })?;
         Ok(Arc::new(ClusterGlue {
@@ -104,6 +112,17 @@ impl Partitions for ClusterGlue {
             .step(|core, now| core.on_partition_lost(partition, None, now));
         self.runtime.close_partition_connections(partition);
     }
+
+    fn live_servers(&self, live: &[ServerRow]) {
+        let live: Vec<LiveServer> = live
+            .iter()
+            .map(|s| LiveServer {
+                id: s.id.clone(),
+                worker_address: s.addresses.first().cloned(),
+            })
+            .collect();
+        self.runtime.step(|core, _| core.set_live_servers(live));
+    }
 }
 
 /// The loading thread's side.
@@ -118,36 +137,51 @@ impl Loader {
         self.granted.lock().get(p.index()).copied().flatten() == Some(epoch)
     }
 
-    /// Loads partition `p` granted at `epoch`, until it is loaded or no longer granted.
-    fn load(&self, p: PartitionId, epoch: Epoch) {
-        while self.current(p, epoch) {
-            match self.try_load(p, epoch) {
+    /// Loads the partitions of `grants`, until each is loaded or no longer granted.
+    fn load(&self, mut grants: Vec<(PartitionId, Epoch)>) {
+        loop {
+            grants.retain(|(p, epoch)| self.current(*p, *epoch));
+            if grants.is_empty() {
+                return;
+            }
+            match self.try_load(&grants) {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::error!(partition = p.get(), %epoch, error = %e, "cannot load a granted partition; trying again");
+                    let partitions: Vec<u16> = grants.iter().map(|(p, _)| p.get()).collect();
+                    tracing::error!(?partitions, error = %e, "cannot load granted partitions; trying again");
                     std::thread::sleep(RELOAD_AFTER);
                 }
             }
         }
     }
 
-    fn try_load(&self, p: PartitionId, epoch: Epoch) -> Result<(), crate::server::RepoError> {
-        self.pg.prepare_partition(p)?;
-        {
+    /// One read of the store for all of `grants` (a dead server's share is granted at
+    /// once: read one by one, the last would wait for all the others' reads).
+    fn try_load(&self, grants: &[(PartitionId, Epoch)]) -> Result<(), crate::server::RepoError> {
+        let partitions: Vec<PartitionId> = grants.iter().map(|(p, _)| *p).collect();
+        self.pg.prepare_partitions(&partitions)?;
+        let held: Vec<(PartitionId, Epoch)> = {
             let granted = self.granted.lock();
-            if granted.get(p.index()).copied().flatten() != Some(epoch) {
-                return Ok(());
-            }
-            self.pg.hold_partition(p, epoch);
+            grants
+                .iter()
+                .copied()
+                .filter(|(p, epoch)| granted.get(p.index()).copied().flatten() == Some(*epoch))
+                .inspect(|(p, epoch)| self.pg.hold_partition(*p, *epoch))
+                .collect()
+        };
+        if held.is_empty() {
+            return Ok(());
         }
         // Read outside the core's lock, so that a large store's load never holds up the
         // core's other steps (nor, through them, the runtime's threads).
         let loaded = self.runtime.repo.load()?;
         let workflows = self.runtime.repo.load_workflows()?;
         self.runtime.step(|core, now| {
-            // Checked under the core's lock: a stop after this waits for the step.
-            if self.current(p, epoch) {
-                core.on_partition_loaded(p, epoch, loaded, workflows, now);
+            for (p, epoch) in held {
+                // Checked under the core's lock: a stop after this waits for the step.
+                if self.current(p, epoch) {
+                    core.on_partition_loaded(p, epoch, loaded.clone(), workflows.clone(), now);
+                }
             }
         });
         Ok(())

@@ -242,7 +242,12 @@ impl World {
             w.conn = None;
             if w.alive {
                 let t = self.now;
-                w.core.handle(t, wcore::Input::ConnectionLost);
+                w.core.handle(
+                    t,
+                    wcore::Input::ConnectionLost {
+                        retry: wcore::Retry::Backoff,
+                    },
+                );
                 self.drain_worker(i);
             }
         }

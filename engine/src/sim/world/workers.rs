@@ -64,7 +64,12 @@ impl World {
         }
         w.connect_at = None;
         if self.server.is_none() {
-            w.core.handle(self.now, wcore::Input::ConnectFailed);
+            w.core.handle(
+                self.now,
+                wcore::Input::ConnectFailed {
+                    retry: wcore::Retry::Backoff,
+                },
+            );
             self.drain_worker(i);
             return;
         }

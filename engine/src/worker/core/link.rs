@@ -5,7 +5,7 @@ use ferrojob_transport::message::{InstanceStatus, WorkerHeartbeat};
 
 use ferrojob_transport::Backoff;
 
-use super::reconnect::{SplitMix64, MAX_RECONNECT_DELAY};
+use super::reconnect::{Retry, SplitMix64, MAX_HANDOFF_DELAY, MAX_RECONNECT_DELAY};
 use super::{About, EpochMs, Outcome, TimerKey, Transmit, WorkerCore, TRANSMIT_SOFT_LIMIT};
 
 /// The server connection as the core sees it.
@@ -20,6 +20,8 @@ pub(super) struct Link {
     pub(super) lost_applied: bool,
     pub(super) next_heartbeat: EpochMs,
     pub(super) backoff: Backoff,
+    /// Between rounds over the servers while the app is handed over.
+    pub(super) handoff: Backoff,
     pub(super) rng: SplitMix64,
 }
 
@@ -31,6 +33,7 @@ impl WorkerCore {
         link.next_connect_at = None;
         link.lost_applied = false;
         link.backoff.reset();
+        link.handoff.reset();
         link.next_heartbeat = now.saturating_add(self.config.heartbeat_interval_ms);
         // The heartbeat goes first: it tells the server who this worker is now.
         self.transmits.retain(|(_, a)| *a != About::Heartbeat);
@@ -40,7 +43,7 @@ impl WorkerCore {
         self.heartbeat_queued = true;
     }
 
-    pub(super) fn on_connection_lost(&mut self, now: EpochMs) {
+    pub(super) fn on_connection_lost(&mut self, now: EpochMs, retry: Retry) {
         if self.link.connected {
             self.link.connected = false;
             self.link.disconnected_since = Some(now);
@@ -50,16 +53,29 @@ impl WorkerCore {
         self.transmits
             .retain(|(_, a)| !matches!(a, About::Heartbeat | About::Reply));
         self.heartbeat_queued = false;
-        self.schedule_reconnect(now);
+        self.schedule_reconnect(now, retry);
     }
 
-    pub(super) fn schedule_reconnect(&mut self, now: EpochMs) {
+    /// Sets when to try a server next; only [`Retry::Backoff`] and [`Retry::Handoff`] draw a
+    /// delay (and advance their backoff).
+    pub(super) fn schedule_reconnect(&mut self, now: EpochMs, retry: Retry) {
         if self.link.connected {
             debug_assert!(false, "reconnect scheduled while connected");
             return;
         }
-        let unit = self.link.rng.unit();
-        let delay = self.link.backoff.next_delay(unit);
+        let delay = match retry {
+            Retry::Now => std::time::Duration::ZERO,
+            Retry::Backoff => {
+                let unit = self.link.rng.unit();
+                self.link.backoff.next_delay(unit)
+            }
+            Retry::Handoff => {
+                let unit = self.link.rng.unit();
+                let d = self.link.handoff.next_delay(unit);
+                debug_assert!(d <= MAX_HANDOFF_DELAY);
+                d
+            }
+        };
         debug_assert!(delay <= MAX_RECONNECT_DELAY);
         let ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         self.link.next_connect_at = Some(now.saturating_add(ms));

@@ -81,7 +81,8 @@ use ferrojob_transport::BackoffConfig;
 
 pub(crate) use finished::{Finished, FinishedCache};
 pub(crate) use instance::{Outcome, ProcessorKind};
-pub use reconnect::MAX_RECONNECT_DELAY;
+pub(crate) use reconnect::Retry;
+pub use reconnect::{MAX_HANDOFF_DELAY, MAX_RECONNECT_DELAY};
 
 use instance::{Counts, Instance, Phase};
 use link::Link;
@@ -143,10 +144,10 @@ pub(crate) struct RunId(pub u64);
 pub(crate) enum Input {
     /// The server connection is up (handshake done).
     Connected,
-    /// An attempt to reach the server failed.
-    ConnectFailed,
-    /// The server connection ended.
-    ConnectionLost,
+    /// An attempt to reach a server failed; `retry` says how soon to try again.
+    ConnectFailed { retry: Retry },
+    /// The server connection ended; `retry` says how soon to try again.
+    ConnectionLost { retry: Retry },
     /// The server dispatched an instance; `processor` is what is registered under its name.
     ScheduleJob {
         job: Box<ScheduleJob>,
@@ -342,6 +343,7 @@ impl WorkerCore {
             lost_applied: false,
             next_heartbeat: now,
             backoff: reconnect::reconnect_backoff(&config.backoff),
+            handoff: reconnect::handoff_backoff(&config.backoff),
             rng: SplitMix64::new(config.seed),
         };
         WorkerCore {
@@ -393,8 +395,8 @@ impl WorkerCore {
     pub(crate) fn handle(&mut self, now: EpochMs, input: Input) {
         match input {
             Input::Connected => self.on_connected(now),
-            Input::ConnectFailed => self.schedule_reconnect(now),
-            Input::ConnectionLost => self.on_connection_lost(now),
+            Input::ConnectFailed { retry } => self.schedule_reconnect(now, retry),
+            Input::ConnectionLost { retry } => self.on_connection_lost(now, retry),
             Input::ScheduleJob { job, processor } => {
                 if self.current_epoch(job.epoch, "ScheduleJob", job.instance_id) {
                     self.on_schedule(now, job, processor);

@@ -223,7 +223,9 @@ fn run_model(ops: Vec<Op>) {
             }
             Op::Advance(ms) => h.advance(ms),
             Op::Drain(n) => m.observe(&mut h, n),
-            Op::Lose => h.input(Input::ConnectionLost),
+            Op::Lose => h.input(Input::ConnectionLost {
+                retry: Retry::Backoff,
+            }),
             Op::Connect => {
                 if !h.core.is_connected() {
                     h.input(Input::Connected);

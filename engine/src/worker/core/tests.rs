@@ -529,7 +529,9 @@ fn unusable_processors_fail_after_running() {
 fn heartbeats_go_first_on_each_connection_then_every_interval_one_at_a_time() {
     let mut h = Harness::new(config());
     h.schedule(job(1, 1), ProcessorKind::Basic);
-    h.input(Input::ConnectionLost);
+    h.input(Input::ConnectionLost {
+        retry: Retry::Backoff,
+    });
     h.input(Input::Connected);
     let t = h.transmits();
     assert!(
@@ -555,14 +557,18 @@ fn reconnect_delays_stay_under_a_second_with_the_default_backoff() {
     // The transport's default backoff grows to 30 s; a worker must come back within the
     // server's restart grace (3 s by default), so its own delay is capped.
     let mut h = Harness::new(config());
-    h.input(Input::ConnectionLost);
+    h.input(Input::ConnectionLost {
+        retry: Retry::Backoff,
+    });
     let mut max = 0;
     for _ in 0..40 {
         let at = h.core.next_connect_at().unwrap();
         assert!(at >= h.now);
         max = max.max(at - h.now);
         h.now = at;
-        h.input(Input::ConnectFailed);
+        h.input(Input::ConnectFailed {
+            retry: Retry::Backoff,
+        });
     }
     assert!(max <= 1000, "a reconnect waited {max} ms");
     assert!(max >= 500, "the backoff still grows to its cap: {max} ms");
@@ -579,7 +585,9 @@ fn losing_the_server_stops_fixed_rate_work_only_after_server_lost_after() {
     h.schedule(job(2, 2), ProcessorKind::Basic);
     h.reports();
     h.advance(5);
-    h.input(Input::ConnectionLost);
+    h.input(Input::ConnectionLost {
+        retry: Retry::Backoff,
+    });
     h.advance(30_000);
     assert_eq!(
         h.core.running(),
@@ -627,7 +635,9 @@ fn queries_answer_from_running_and_finished_and_die_with_their_connection() {
         correlation: 9,
         instance_id: 1,
     });
-    h.input(Input::ConnectionLost);
+    h.input(Input::ConnectionLost {
+        retry: Retry::Backoff,
+    });
     assert!(
         h.transmits().is_empty(),
         "an answer belongs to its connection"
