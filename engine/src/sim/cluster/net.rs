@@ -119,7 +119,12 @@ impl Cluster {
                 };
                 let w = &mut self.workers[i];
                 w.hint = next;
-                w.core.handle(self.now, wcore::Input::ConnectFailed);
+                w.core.handle(
+                    self.now,
+                    wcore::Input::ConnectFailed {
+                        retry: wcore::Retry::Backoff,
+                    },
+                );
                 self.drain_worker(i);
                 return;
             }
@@ -372,7 +377,12 @@ impl Cluster {
             if w.conn == Some(conn) {
                 w.conn = None;
                 if w.alive {
-                    w.core.handle(self.now, wcore::Input::ConnectionLost);
+                    w.core.handle(
+                        self.now,
+                        wcore::Input::ConnectionLost {
+                            retry: wcore::Retry::Backoff,
+                        },
+                    );
                     self.drain_worker(i);
                 }
             }
