@@ -1,7 +1,8 @@
 //! Ownership of apps across a cluster of servers that share one PostgreSQL database: which
 //! server schedules which app, and the fencing that keeps a former owner from acting or
-//! writing after it lost that right. The server does not use this module yet; it is the
-//! tested foundation that the server's cluster mode is built on.
+//! writing after it lost that right. The server's cluster mode (`server::runtime::cluster`,
+//! `server::pg::member`) runs these machines against the database's lease rows, and the
+//! simulator (`sim::cluster`) against a simulated database.
 //!
 //! # Shape
 //!

@@ -277,6 +277,69 @@ fn a_takeover_waits_for_a_fenced_transaction() {
 }
 
 #[test]
+fn a_bounded_lock_wait_fails_the_takeover_alone_and_the_session_goes_on() {
+    with_database(|url| async move {
+        let (mut a, b, watch) = (
+            connect(&url).await,
+            connect(&url).await,
+            connect(&url).await,
+        );
+        lease::bound_lock_waits(&b, Duration::from_millis(200))
+            .await
+            .unwrap();
+        let (sa, sb) = (sid("a"), sid("b"));
+        // b holds another partition on a long lease: its renewals must keep working.
+        let other = part(20);
+        let Acquire::Granted(eo) = lease::try_acquire(&b, other, &sb, LONG).await.unwrap() else {
+            panic!("a fresh partition is free");
+        };
+        let mut tried = 0u16;
+        let (p, ea, tx) = loop {
+            let p = part(tried);
+            tried += 1;
+            assert!(tried < 10, "never fenced within 2 s of the grant");
+            let Acquire::Granted(ea) = lease::try_acquire(&a, p, &sa, Duration::from_secs(2))
+                .await
+                .unwrap()
+            else {
+                panic!("a fresh partition is free");
+            };
+            let tx = a.transaction().await.unwrap();
+            if lease::fence(&tx, p, &sa, ea).await.is_ok() {
+                break (p, ea, tx);
+            }
+        };
+        // Wait, by the database's clock, until a's lease has expired under its open fence.
+        let expired = "SELECT count(*) FROM leases WHERE partition = $1 AND expires_at <= now()";
+        let pn = i32::from(p.get());
+        let mut polls = 0;
+        while watch
+            .query_one(expired, &[&pn])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            watch.execute("SELECT pg_sleep(0.05)", &[]).await.unwrap();
+            polls += 1;
+            assert!(polls < 400, "the lease of {p} never expired");
+        }
+        // The takeover cannot have the row while the fence holds it: it fails, it does not
+        // hang, and the same session still renews its other partition.
+        let refused = lease::try_acquire(&b, p, &sb, LONG).await;
+        assert!(
+            matches!(refused, Err(LeaseError::Database(_))),
+            "{refused:?}"
+        );
+        assert!(lease::renew(&b, other, &sb, eo, LONG).await.unwrap());
+        // Once the fenced transaction ends, the takeover goes through.
+        tx.commit().await.unwrap();
+        let eb = acquire_when_expired(&b, p, &sb).await;
+        assert!(eb > ea, "{eb} after {ea}");
+    });
+}
+
+#[test]
 fn membership_is_decided_by_the_database_clock() {
     with_database(|url| async move {
         let c = connect(&url).await;

@@ -214,6 +214,20 @@ pub async fn connect(url: &str) -> Result<Client, LeaseError> {
     Ok(client)
 }
 
+/// Bounds how long a statement of `client`'s session waits for a row lock. A lease row is
+/// locked (shared) by every fenced write transaction of its holder until that transaction
+/// ends; should the holder stop inside one (paused, or cut off mid-transaction), a takeover's
+/// acquire would wait on it, and every request queued behind it on the same connection —
+/// the renewals of this server's other partitions — would miss its deadline. With the bound,
+/// that acquire alone fails (and is tried again later), and the rest goes on.
+pub async fn bound_lock_waits(client: &Client, limit: Duration) -> Result<(), LeaseError> {
+    let ms = limit.as_millis().clamp(1, i32::MAX as u128);
+    client
+        .batch_execute(&format!("SET lock_timeout = {ms}"))
+        .await
+        .map_err(db)
+}
+
 /// Whether `a` can be announced: 1 to [`MAX_ADDRESS_LEN`] bytes without NUL.
 fn announceable(a: &str) -> bool {
     !a.is_empty() && a.len() <= MAX_ADDRESS_LEN && !a.contains('\0')

@@ -277,6 +277,8 @@ impl Member {
             });
         }
         let client = lease::connect(url).await?;
+        // A lock wait ends well before the request's own time-out.
+        lease::bound_lock_waits(&client, config.ownership.request_timeout * 3 / 4).await?;
         lease::heartbeat(
             &client,
             &config.server,
