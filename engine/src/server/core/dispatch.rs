@@ -239,6 +239,7 @@ impl Core {
                 // Without a submitted write the instance stays WAITING_WORKER_RECEIVE in
                 // memory, holding the claim's slot: the receive check requeues it.
                 if let Some(c) = self.persist(st) {
+                    self.handing_over.insert(id);
                     self.emit(Effect::Await(Awaited::Write(
                         c,
                         Then::HandOver { id, claim },

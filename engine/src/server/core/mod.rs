@@ -427,6 +427,9 @@ pub(crate) struct Core {
     pub(crate) wf_active: HashMap<WorkflowInstanceId, workflow::WfInst>,
     /// Non-final job instances that run a workflow node.
     pub(crate) node_runs: HashMap<InstanceId, workflow::NodeRun>,
+    /// Instances whose WAITING_WORKER_RECEIVE write is under way: once it is acknowledged
+    /// their `ScheduleJob` goes to the worker (at most one per held instance).
+    pub(crate) handing_over: HashSet<InstanceId>,
     /// Finished job instances whose deletion is being written (`delete.rs`; at most
     /// [`delete::MAX_DELETING`] with `wf_deleting`).
     pub(crate) deleting: HashSet<InstanceId>,
@@ -499,6 +502,7 @@ impl Core {
             workflows: HashMap::new(),
             wf_active: HashMap::new(),
             node_runs: HashMap::new(),
+            handing_over: HashSet::new(),
             deleting: HashSet::new(),
             wf_deleting: HashSet::new(),
             backfill_created: HashMap::new(),

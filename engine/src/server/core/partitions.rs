@@ -361,6 +361,23 @@ impl Core {
         }
     }
 
+    /// Whether an instance of partition `p`'s apps has its WAITING_WORKER_RECEIVE write under
+    /// way. Such an instance is recorded as handed to a worker, but its `ScheduleJob` goes
+    /// out only once the write is acknowledged: a server that stops acting for `p` before
+    /// then leaves it recorded as dispatched to a worker that never heard of it, and the next
+    /// owner's reconciliation can only hand it to the retry policy. A graceful stop waits
+    /// for these first (`runtime::cluster`).
+    pub(crate) fn hand_overs_under_way(&self, p: PartitionId) -> bool {
+        let Acting::Partitions(h) = &self.acting else {
+            return false;
+        };
+        self.handing_over.iter().any(|id| {
+            self.active
+                .get(id)
+                .is_some_and(|st| h.parts.get(&st.rec.app_id) == Some(&p))
+        })
+    }
+
     /// Drops from memory everything of partition `p`'s apps (nothing is written).
     fn drop_partition(&mut self, p: PartitionId) {
         let Acting::Partitions(h) = &self.acting else {
@@ -395,6 +412,7 @@ impl Core {
             if let Some(st) = self.active.remove(&id) {
                 self.metrics.released(st.rec.status);
             }
+            self.handing_over.remove(&id);
             self.node_runs.remove(&id);
             self.backfill_created.remove(&id);
         }

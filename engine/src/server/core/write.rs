@@ -83,6 +83,7 @@ impl Core {
                 }
             }
             Then::HandOver { id, claim } => {
+                self.handing_over.remove(&id);
                 if ok {
                     self.hand_over(id, claim, now);
                 }

@@ -101,6 +101,29 @@ impl Partitions for ClusterGlue {
     }
 
     fn stop(&self, partition: PartitionId) {
+        // Dispatches whose WAITING_WORKER_RECEIVE write is under way reach their workers
+        // first (their writes still commit under the lease: this server stops acting before
+        // the database lets the lease go), so the next owner finds them on their workers
+        // instead of recorded as handed to a worker that never heard of them. Bounded: a
+        // write the database does not acknowledge in time is left to the next owner.
+        let until = std::time::Instant::now() + HAND_OVER_WAIT;
+        let under_way = || self.runtime.core.lock().hand_overs_under_way(partition);
+        if under_way() {
+            let wait = || {
+                while under_way() && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            };
+            // The membership's task runs on the server's multi-threaded runtime: its other
+            // tasks (the writes' acknowledgements among them) move off this thread meanwhile.
+            let on_worker = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if on_worker {
+                tokio::task::block_in_place(wait);
+            } else {
+                wait();
+            }
+        }
         {
             let mut granted = self.granted.lock();
             if let Some(slot) = granted.get_mut(partition.index()) {
@@ -124,6 +147,9 @@ impl Partitions for ClusterGlue {
         self.runtime.step(|core, _| core.set_live_servers(live));
     }
 }
+
+/// Longest a stop waits for the partition's dispatches under way (see [`ClusterGlue::stop`]).
+const HAND_OVER_WAIT: Duration = Duration::from_millis(500);
 
 /// The loading thread's side.
 struct Loader {
