@@ -110,7 +110,7 @@ pub struct ServerArgs {
     pub lease_ms: Option<u64>,
     /// With --cluster: the `http://host:port` the other servers reach this one's HTTP API at,
     /// to forward the requests of the apps it owns (default: `http://` and the --http
-    /// address, unless that is 0.0.0.0 or [::] or HTTP is served over TLS; then this server's
+    /// address, unless that is `0.0.0.0` or `[::]` or HTTP is served over TLS; then this server's
     /// apps are answered 503 by the others instead of forwarded).
     #[arg(long, env = "FERROJOB_HTTP_ADVERTISE")]
     pub http_advertise: Option<String>,

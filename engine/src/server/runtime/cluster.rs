@@ -25,10 +25,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::cluster::{partition_of, Epoch, PartitionId, ServerId, PARTITION_COUNT};
+#[cfg(feature = "http")]
+use crate::cluster::ServerId;
+use crate::cluster::{partition_of, Epoch, PartitionId, PARTITION_COUNT};
 use crate::server::core::partitions::LiveServer;
 use crate::server::pg::lease::ServerRow;
-use crate::server::pg::member::{Homes, Partitions};
+#[cfg(feature = "http")]
+use crate::server::pg::member::Homes;
+use crate::server::pg::member::Partitions;
 use crate::server::PgRepo;
 
 use super::driver::Runtime;
@@ -245,6 +249,7 @@ impl Runtime {
 /// Where the HTTP API serves each app on a server of a cluster: here when the core acts for
 /// the app's partition (granted and loaded), else at the partition's holder as the
 /// membership last read it (see `crate::http`'s forwarding).
+#[cfg(feature = "http")]
 pub(crate) struct AppHomes {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) homes: Arc<Homes>,
