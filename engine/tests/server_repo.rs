@@ -2458,7 +2458,7 @@ fn postgres_upgrades_a_version_1_database_in_place() {
          DROP TABLE idempotency_keys; \
          DROP TABLE calendars; \
          ALTER TABLE workflow_instances DROP COLUMN trigger_time; \
-         DROP TABLE cluster_servers; \
+         DROP TABLE cluster_servers, cluster_settings; \
          ALTER TABLE leases DROP COLUMN acquired_at, DROP COLUMN renewed_at; \
          DELETE FROM schema_migrations WHERE version >= 2; \
          INSERT INTO logs (instance_id, seq, time, level, content) \
