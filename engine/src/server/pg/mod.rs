@@ -191,7 +191,7 @@ fn wait_for<T>(rx: flume::Receiver<T>) -> Option<T> {
 
 /// Runs `f`, which blocks, telling a multi-threaded tokio runtime first so that it moves its
 /// other tasks off this worker.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     let on_worker = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if on_worker {

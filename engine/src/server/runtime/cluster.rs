@@ -4,7 +4,8 @@
 //! The membership ([`Member`]) calls [`Partitions::acting`] and [`Partitions::stop`] from its
 //! own task, which must never wait for long:
 //!
-//! - `stop` takes effect before it returns: the repository refuses the partition's writes
+//! - `stop` takes effect before it returns, after waiting (at most `HAND_OVER_WAIT`, 500 ms) for
+//!   the partition's dispatches whose write is under way: the repository refuses the partition's writes
 //!   (queued ones by their fence), the core drops the partition's apps in one step, and their
 //!   workers' connections are closed (they come back to the new owner).
 //! - `live_servers` hands the membership view to the core, so that its refusals of workers
@@ -120,13 +121,7 @@ impl Partitions for ClusterGlue {
             };
             // The membership's task runs on the server's multi-threaded runtime: its other
             // tasks (the writes' acknowledgements among them) move off this thread meanwhile.
-            let on_worker = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            if on_worker {
-                tokio::task::block_in_place(wait);
-            } else {
-                wait();
-            }
+            crate::server::pg::blocking(wait);
         }
         {
             let mut granted = self.granted.lock();
