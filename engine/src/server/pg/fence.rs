@@ -350,6 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_state_makes_every_epoch_held_so_far_stale() {
+        let f = fencing();
+        let (pb, ps) = (partition_of("billing"), partition_of("search"));
+        assert!(f.hold(pb, Epoch(3)));
+        assert!(f.hold(ps, Epoch(4)));
+        f.release(ps);
+        f.lose_state();
+        assert_eq!((f.held(pb), f.held(ps)), (None, None));
+        // Held when the session failed, or earlier: stale, and never held again.
+        for (p, e) in [(pb, 3), (pb, 2), (ps, 4)] {
+            assert!(f.is_stale(p, Epoch(e)), "{p} {e}");
+            assert!(!f.hold(p, Epoch(e)), "{p} {e}");
+        }
+        // A newer grant is not.
+        assert!(!f.is_stale(pb, Epoch(4)));
+        assert!(f.hold(pb, Epoch(4)));
+        assert_eq!(f.held(pb), Some(Epoch(4)));
+    }
+
+    #[test]
     fn a_row_whose_app_cannot_be_told_is_refused_and_deleted_jobs_are_forgotten() {
         let f = fencing();
         f.hold(partition_of("billing"), Epoch(1));

@@ -30,9 +30,9 @@
 //! the repository opens (`open.rs`). The write path is `writer.rs` over the table layouts of `tables.rs`; records become rows in
 //! `rows.rs`; each concern's reads and writes have a file (`apps.rs` with tokens and secret
 //! rotation, `jobs.rs`, `instances.rs`, `logs.rs`, `workflows.rs`, `alarms.rs`, `calendars.rs`), and
-//! `repository.rs` implements the trait by forwarding to them. `lease.rs` (public, not used by
-//! the repository) holds the cluster's membership and partition leases, for
-//! [`crate::cluster`].
+//! `repository.rs` implements the trait by forwarding to them. `lease.rs` (public) holds the
+//! cluster's membership and partition leases, for [`crate::cluster`], with the fence and the
+//! session limits the writer uses once its writes are fenced.
 //!
 //! The driver is `tokio-postgres` (no pool crate: three connections, fixed at open); see
 //! BENCHMARKS.md for the measurement that chose it.
