@@ -26,6 +26,10 @@
 //!    └──── Release ◄── Stopped, or deadline passed ◄──────────── Draining
 //! ```
 //!
+//! [`Input::StateLost`] (the server's writes lost their session mid-transaction) takes every
+//! held partition back to `Idle` through a stop and a release, due at once: it is acquired
+//! again under a new epoch and loaded afresh.
+//!
 //! # The local deadline
 //!
 //! A partition is acted for only while `now < deadline`, where `deadline` is the instant the
@@ -390,6 +394,25 @@ impl Ownership {
             Input::Stopped { partition } => {
                 if let Some(Slot::Draining { epoch, .. }) = self.slot(partition) {
                     self.release(now, partition, epoch);
+                }
+            }
+            Input::StateLost => {
+                for p in PartitionId::all() {
+                    if let Some(Slot::Held {
+                        epoch, announced, ..
+                    }) = self.slot(p)
+                    {
+                        if announced {
+                            self.event(Event::Stop {
+                                partition: p,
+                                reason: StopReason::StateLost,
+                            });
+                        }
+                        self.release(now, p, epoch);
+                        // Acquired again at once (after the release: the commands go in
+                        // order), under the next epoch.
+                        self.set(p, Slot::Idle { retry_at: now });
+                    }
                 }
             }
         }

@@ -174,6 +174,14 @@ impl<K: std::hash::Hash + Eq + Copy> LatestSeqs<K> {
         Ok(out)
     }
 
+    /// Forgets every key `keep` refuses: its next number is read from the store again.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k, _| keep(k));
+    }
+
     /// Forgets `key` (deleted); answers its newest number, if it had one since opening.
     pub(crate) fn forget(&self, key: K) -> Option<u64> {
         self.0

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ferrojob::cluster::{partition_of, Epoch, PartitionId, ServerId};
 use ferrojob::server::pg::lease::{self, Acquire};
+use ferrojob::server::pg::member::WriterStatus;
 use ferrojob::server::{PgRepo, Repo, RepoError};
 
 use super::place::postgres::{query_on, Database};
@@ -75,7 +76,7 @@ fn a_former_owner_cannot_write_a_partition_and_keeps_writing_the_others() {
     // Apps are not partition state: any server creates them.
     let lost_app = app(&repo, lost_name);
     let kept_app = app(&repo, kept_name);
-    pg.fence_as(sid("a")).unwrap();
+    pg.fence_as(sid("a"), LONG).unwrap();
 
     // Nothing held yet: a job of either app is refused before it is queued.
     let refused = repo
@@ -147,8 +148,8 @@ fn a_partition_taken_over_is_written_with_the_rows_its_former_owner_left() {
     // Server a creates the app and a job, moves the trigger, and goes.
     let a = Arc::new(PgRepo::open(&db.url()).unwrap());
     let b = Arc::new(PgRepo::open(&db.url()).unwrap());
-    a.fence_as(sid("a")).unwrap();
-    b.fence_as(sid("b")).unwrap();
+    a.fence_as(sid("a"), LONG).unwrap();
+    b.fence_as(sid("b"), LONG).unwrap();
     let repo_a = Repo::new(a.clone());
     let the_app = app(&repo_a, name);
     let e1 = acquire(&rt, &db.url(), p, "a");
@@ -183,4 +184,108 @@ fn a_partition_taken_over_is_written_with_the_rows_its_former_owner_left() {
         .wait()
         .unwrap();
     assert_eq!(next_trigger(&db, the_job.id.0).as_deref(), Some("3000"));
+}
+
+/// Ends the session of `db`'s writer from another connection, as the database does to an
+/// idle-in-transaction session; waits until it is gone.
+fn kill_writer(rt: &tokio::runtime::Runtime, db: &Database) {
+    rt.block_on(async {
+        let client = lease::connect(&db.url()).await.unwrap();
+        let killed: Vec<bool> = client
+            .query(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+                 WHERE datname = $1 AND application_name = $2",
+                &[&db.name, &ferrojob::server::pg::WRITER_APPLICATION_NAME],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(killed, vec![true], "one writer session, ended");
+    })
+}
+
+/// A server whose writer lost its session mid-write: the write fails, the server holds
+/// nothing and every epoch it held is stale, so no write made from its state of then
+/// commits, even while the database still shows its lease. Once the partition is acquired
+/// again and prepared, its rows are read afresh and the writes commit on a new session.
+#[test]
+fn a_writer_that_lost_its_session_writes_again_only_after_the_partition_is_loaded_afresh() {
+    let db = Database::create();
+    let (name, _) = two_partitions();
+    let p = partition_of(name);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pg = Arc::new(PgRepo::open(&db.url()).unwrap());
+    let repo = Repo::new(pg.clone());
+    let the_app = app(&repo, name);
+    pg.fence_as(sid("a"), LONG).unwrap();
+    let mut status = pg.writer_status();
+    let e1 = acquire(&rt, &db.url(), p, "a");
+    pg.prepare_partition(p).unwrap();
+    assert!(pg.hold_partition(p, e1));
+    let the_job = job(&repo, the_app.id, Some(1_000));
+    super::fire(&repo, &the_job, 1_000, Some(2_000));
+
+    kill_writer(&rt, &db);
+    // The next fire moves the cached trigger row (runs 2, next 3000) and fails to commit.
+    let instance = ferrojob::server::InstanceRecord::new(the_job.id, the_app.id, "", 2_000);
+    let failed = repo.fire(instance, Some(3_000)).unwrap().wait();
+    assert!(matches!(failed, Err(RepoError::Database(_))), "{failed:?}");
+    // A write made from that cached state (a next trigger after the failed fire) is refused,
+    // although the database still shows the lease at e1.
+    let stale = repo
+        .set_next_trigger(the_job.id, Some(4_000))
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(stale, Err(RepoError::Fenced { partition, .. }) if partition == p.get()),
+        "{stale:?}"
+    );
+    assert_eq!(pg.held_partition(p), None);
+    rt.block_on(status.wait_for(|s| s.failures == 1)).unwrap();
+
+    // The membership gives the lease up and is granted the partition again.
+    release(&rt, &db.url(), p, "a", e1);
+    let e2 = acquire(&rt, &db.url(), p, "a");
+    assert!(e2 > e1);
+    assert!(
+        !pg.hold_partition(p, e1),
+        "a stale epoch is never held again"
+    );
+    pg.prepare_partition(p).unwrap();
+    assert!(pg.hold_partition(p, e2));
+    let trigger = repo.trigger(the_job.id).expect("the trigger row is known");
+    assert_eq!(
+        (trigger.next_trigger, trigger.runs),
+        (Some(2_000), 1),
+        "the cached row is the stored one"
+    );
+    repo.set_next_trigger(the_job.id, Some(5_000))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(next_trigger(&db, the_job.id.0).as_deref(), Some("5000"));
+    let instances = query_on(
+        &db.name,
+        &format!(
+            "SELECT count(*) FROM instances WHERE job_id = {}",
+            the_job.id.0
+        ),
+    );
+    assert_eq!(
+        instances,
+        vec![vec![Some("1".to_owned())]],
+        "only the first fire"
+    );
+    assert_eq!(
+        *status.borrow(),
+        WriterStatus {
+            failures: 1,
+            reconnects: 1
+        }
+    );
 }

@@ -339,6 +339,80 @@ fn a_bounded_lock_wait_fails_the_takeover_alone_and_the_session_goes_on() {
     });
 }
 
+/// A holder stopped inside a fenced transaction (a paused process: it sends nothing more)
+/// does not keep its locks: with the writer's session limits, PostgreSQL ends its session,
+/// the transaction rolls back, and a takeover after the lease expired goes through at once —
+/// its first try, with the lock wait the membership bounds.
+#[test]
+fn a_holder_paused_inside_a_fenced_transaction_loses_its_locks_to_the_database() {
+    with_database(|url| async move {
+        let lease_of_a = Duration::from_secs(2);
+        let (mut a, b, watch) = (
+            connect(&url).await,
+            connect(&url).await,
+            connect(&url).await,
+        );
+        let limits = lease::SessionLimits::for_lease(lease_of_a);
+        assert!(limits.idle_in_transaction < lease_of_a / 4);
+        lease::limit_session(&a, limits).await.unwrap();
+        lease::bound_lock_waits(&b, Duration::from_millis(200))
+            .await
+            .unwrap();
+        let (sa, sb) = (sid("a"), sid("b"));
+        let a_pid: i32 = a
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let mut tried = 0u16;
+        let (p, ea, tx) = loop {
+            let p = part(tried);
+            tried += 1;
+            assert!(tried < 10, "never fenced within the lease of the grant");
+            let Acquire::Granted(ea) = lease::try_acquire(&a, p, &sa, lease_of_a).await.unwrap()
+            else {
+                panic!("a fresh partition is free");
+            };
+            let tx = a.transaction().await.unwrap();
+            if lease::fence(&tx, p, &sa, ea).await.is_ok() {
+                break (p, ea, tx);
+            }
+        };
+        tx.execute("INSERT INTO counters VALUES ('written by a', 1)", &[])
+            .await
+            .unwrap();
+        // a "pauses": it sends nothing more. Wait, on the database's side, until a's session
+        // is gone and its lease expired.
+        let gone = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1";
+        let expired =
+            "SELECT count(*) = 1 FROM leases WHERE partition = $1 AND expires_at <= now()";
+        let pn = i32::from(p.get());
+        let mut polls = 0;
+        loop {
+            let g: bool = watch.query_one(gone, &[&a_pid]).await.unwrap().get(0);
+            let e: bool = watch.query_one(expired, &[&pn]).await.unwrap().get(0);
+            if g && e {
+                break;
+            }
+            watch.execute("SELECT pg_sleep(0.05)", &[]).await.unwrap();
+            polls += 1;
+            assert!(
+                polls < 400,
+                "a's session was never ended (gone {g}, expired {e})"
+            );
+        }
+        // The lease row is free: the first try takes it, without a lock wait.
+        let granted = lease::try_acquire(&b, p, &sb, LONG).await.unwrap();
+        assert!(
+            matches!(granted, Acquire::Granted(eb) if eb > ea),
+            "{granted:?} after {ea}"
+        );
+        // a's transaction was rolled back: nothing it wrote is there, and its commit fails.
+        assert!(tx.commit().await.is_err());
+        assert_eq!(count(&watch, "written by a").await, 0);
+    });
+}
+
 #[test]
 fn membership_is_decided_by_the_database_clock() {
     with_database(|url| async move {

@@ -12,7 +12,7 @@ use ferrojob::cluster::{
     preferred_owner, Epoch, OwnershipConfig, PartitionId, ServerId, PARTITION_COUNT,
 };
 use ferrojob::server::pg::lease;
-use ferrojob::server::pg::member::{Member, MemberConfig, Partitions};
+use ferrojob::server::pg::member::{Member, MemberConfig, Partitions, WriterStatus};
 
 use super::place::postgres::Database;
 use super::place::Place;
@@ -24,6 +24,8 @@ struct Sink {
     acting: Mutex<BTreeMap<PartitionId, Epoch>>,
     grants: Mutex<Vec<(PartitionId, Epoch)>>,
     live: Mutex<Vec<(String, Vec<String>)>>,
+    /// The writes' health the membership watches, when the test gives one.
+    writer: Option<tokio::sync::watch::Receiver<WriterStatus>>,
 }
 
 impl Partitions for Sink {
@@ -37,6 +39,9 @@ impl Partitions for Sink {
     }
     fn stop(&self, partition: PartitionId) {
         self.acting.lock().unwrap().remove(&partition);
+    }
+    fn writer_status(&self) -> Option<tokio::sync::watch::Receiver<WriterStatus>> {
+        self.writer.clone()
     }
     fn live_servers(&self, live: &[lease::ServerRow]) {
         *self.live.lock().unwrap() = live
@@ -80,7 +85,11 @@ fn config(name: &str) -> MemberConfig {
 }
 
 async fn start(url: &str, name: &str) -> (Member, Arc<Sink>) {
-    let sink = Arc::new(Sink::default());
+    start_with(url, name, Sink::default()).await
+}
+
+async fn start_with(url: &str, name: &str, sink: Sink) -> (Member, Arc<Sink>) {
+    let sink = Arc::new(sink);
     let member = Member::start(url, config(name), Arc::new(SystemClock), sink.clone())
         .await
         .unwrap();
@@ -308,4 +317,70 @@ fn repositories_sharing_a_database_never_hand_out_the_same_id() {
     for job in &jobs {
         assert!(fresh.get_job(*job).is_ok(), "{job:?} stored");
     }
+}
+
+/// The server's writes failed (its writer lost its session): the membership stops every
+/// partition it acts for, releases it and acquires it again under a new epoch, and counts the
+/// failure (and, when told, the writer's new session).
+#[test]
+fn a_failure_of_the_writes_has_every_partition_acquired_again() {
+    on_migrated_database(|url| async move {
+        let (writer, health) = tokio::sync::watch::channel(WriterStatus::default());
+        let sink = Sink {
+            writer: Some(health),
+            ..Sink::default()
+        };
+        let (a, sa) = start_with(&url, "a", sink).await;
+        settled(&[("a", &sa)]).await;
+        let before = sa.acting();
+        assert_eq!(before.len(), usize::from(PARTITION_COUNT));
+
+        writer.send_modify(|s| s.failures += 1);
+        for _ in 0..400 {
+            let now = sa.acting();
+            let again = now.len() == before.len()
+                && before
+                    .iter()
+                    .all(|(p, old)| now.get(p).is_some_and(|e| e > old));
+            if again {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let now = sa.acting();
+        for (p, old) in &before {
+            assert!(
+                now.get(p).is_some_and(|e| e > old),
+                "{p}: {old} then {now:?}"
+            );
+        }
+        // (The sink checks that each was stopped before it was acted for again.)
+        for _ in 0..100 {
+            if a.status().writer.failures == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(a
+            .status()
+            .metrics_text()
+            .contains("ferrojob_cluster_writer_failures_total 1"));
+
+        // A new session is counted; it is no failure.
+        writer.send_modify(|s| s.reconnects += 1);
+        for _ in 0..100 {
+            if a.status().writer.reconnects == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            a.status().writer,
+            WriterStatus {
+                failures: 1,
+                reconnects: 1
+            }
+        );
+        a.leave(Duration::from_secs(5)).await;
+    });
 }

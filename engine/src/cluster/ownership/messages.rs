@@ -64,6 +64,12 @@ pub enum Input {
         /// The partition.
         partition: PartitionId,
     },
+    /// The server's state of the partitions it holds may be ahead of the database (its
+    /// writes' session failed mid-transaction): every held partition is stopped
+    /// ([`StopReason::StateLost`]) and released, then acquired again under a new epoch, so
+    /// that the server loads it afresh. Partitions draining or being acquired are not acted
+    /// for, and are left as they are.
+    StateLost,
 }
 
 /// A lease command for the database (`server::pg::lease`), to be answered with an [`Input`].
@@ -124,6 +130,8 @@ pub enum StopReason {
     DeadlinePassed,
     /// The database refused a renew: the lease is gone.
     Lost,
+    /// The server's state of the partition may be stale ([`Input::StateLost`]).
+    StateLost,
 }
 
 /// A notice for the rest of the server.

@@ -428,3 +428,54 @@ fn time_never_goes_back() {
         "a smaller now is the latest seen"
     );
 }
+
+/// The server's state went stale (its writes lost their session): a held partition is
+/// stopped and released, and acquired again at once after the release; a partition being
+/// acquired is left alone, and the next grant acts under its new epoch.
+#[test]
+fn a_lost_state_gives_every_held_partition_up_and_acquires_it_again() {
+    let mut m = holding(100);
+    let _ = (events(&mut m), commands(&mut m));
+    assert_eq!(m.may_act(p(0), ms(200)), Some(Epoch(7)));
+    m.handle(ms(200), Input::StateLost);
+    assert_eq!(
+        events(&mut m),
+        vec![Event::Stop {
+            partition: p(0),
+            reason: StopReason::StateLost,
+        }]
+    );
+    assert_eq!(m.may_act(p(0), ms(200)), None);
+    let cmds = commands(&mut m);
+    let release = cmds.iter().position(|c| {
+        *c == Command::Release {
+            partition: p(0),
+            epoch: Epoch(7),
+        }
+    });
+    let again = cmds
+        .iter()
+        .position(|c| matches!(c, Command::TryAcquire { partition, .. } if *partition == p(0)));
+    assert!(
+        matches!((release, again), (Some(r), Some(a)) if r < a),
+        "release, then acquire: {cmds:?}"
+    );
+    // The other partitions' acquires were in flight: nothing new for them.
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    m.handle(
+        ms(300),
+        Input::Acquired {
+            request: acquire_of(&cmds, p(0)),
+            partition: p(0),
+            epoch: Epoch(8),
+        },
+    );
+    assert_eq!(
+        events(&mut m),
+        vec![Event::Acting {
+            partition: p(0),
+            epoch: Epoch(8),
+        }]
+    );
+    assert_eq!(m.may_act(p(0), ms(300)), Some(Epoch(8)));
+}

@@ -18,22 +18,46 @@
 //! (a former owner's late log lines add to a run's log, they change no state), and deletes
 //! that name only an instance or a workflow instance (retention's deletes of finished runs,
 //! which every owner would make alike).
+//!
+//! # A lost session
+//!
+//! When a write transaction fails for another reason (the database ended the writer's
+//! session, a statement or lock wait ran out of time), the repository's cached state may be
+//! ahead of the database. [`Fencing::lose_state`] then makes every epoch this server has held
+//! so far *stale*: a write made under one is refused by the writer, however late it reaches
+//! it, and no partition is held until the cluster glue has loaded it again under a newer
+//! epoch (the membership releases and re-acquires the leases, see `writer.rs`).
 
 use std::collections::BTreeSet;
 
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
-use crate::cluster::{partition_of, Epoch, PartitionId, PARTITION_COUNT};
+use crate::cluster::{partition_of, Epoch, PartitionId, ServerId, PARTITION_COUNT};
 use crate::ids::{AppId, JobId, WorkflowId};
 use crate::server::RepoError;
 
 use super::tables::{Op, Table, Val};
 
+/// The epochs of each partition, as this server knows them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Epochs {
+    /// Held now: writes are made under it.
+    held: Option<Epoch>,
+    /// The newest ever held.
+    newest: Option<Epoch>,
+    /// Writes made under this epoch or an older one are refused (see [`Fencing::lose_state`]).
+    stale_through: Option<Epoch>,
+}
+
 /// What this server holds, and which app each job and workflow belongs to.
 #[derive(Debug)]
 pub(super) struct Fencing {
-    held: RwLock<[Option<Epoch>; PARTITION_COUNT as usize]>,
+    /// The server whose leases fence the writes.
+    server: ServerId,
+    /// The limits of the writer's session (from the lease duration).
+    session: super::lease::SessionLimits,
+    epochs: RwLock<[Epochs; PARTITION_COUNT as usize]>,
     apps: DashMap<AppId, PartitionId>,
     jobs: DashMap<JobId, AppId>,
     workflows: DashMap<WorkflowId, AppId>,
@@ -91,29 +115,69 @@ fn owner(op: &Op) -> Owner {
 }
 
 impl Fencing {
-    pub(super) fn new() -> Fencing {
+    pub(super) fn new(server: ServerId, session: super::lease::SessionLimits) -> Fencing {
         Fencing {
-            held: RwLock::new([None; PARTITION_COUNT as usize]),
+            server,
+            session,
+            epochs: RwLock::new([Epochs::default(); PARTITION_COUNT as usize]),
             apps: DashMap::new(),
             jobs: DashMap::new(),
             workflows: DashMap::new(),
         }
     }
 
-    pub(super) fn hold(&self, p: PartitionId, epoch: Epoch) {
-        if let Some(slot) = self.held.write().get_mut(p.index()) {
-            *slot = Some(epoch);
+    /// The server whose leases fence the writes.
+    pub(super) fn server(&self) -> &ServerId {
+        &self.server
+    }
+
+    /// The limits of the writer's session.
+    pub(super) fn session(&self) -> super::lease::SessionLimits {
+        self.session
+    }
+
+    /// Writes of `p` are made under `epoch` from now on; refused when `epoch` is stale (a
+    /// grant older than a lost session), which the membership never asks for.
+    pub(super) fn hold(&self, p: PartitionId, epoch: Epoch) -> bool {
+        let mut epochs = self.epochs.write();
+        let Some(slot) = epochs.get_mut(p.index()) else {
+            return false;
+        };
+        if slot.stale_through.is_some_and(|s| epoch <= s) {
+            return false;
         }
+        slot.held = Some(epoch);
+        slot.newest = slot.newest.max(Some(epoch));
+        true
     }
 
     pub(super) fn release(&self, p: PartitionId) {
-        if let Some(slot) = self.held.write().get_mut(p.index()) {
-            *slot = None;
+        if let Some(slot) = self.epochs.write().get_mut(p.index()) {
+            slot.held = None;
         }
     }
 
     pub(super) fn held(&self, p: PartitionId) -> Option<Epoch> {
-        self.held.read().get(p.index()).copied().flatten()
+        self.epochs.read().get(p.index()).and_then(|s| s.held)
+    }
+
+    /// The writes' session failed mid-transaction (see the module docs): nothing is held
+    /// from now on, and every epoch held so far is stale.
+    pub(super) fn lose_state(&self) {
+        for slot in self.epochs.write().iter_mut() {
+            slot.held = None;
+            slot.stale_through = slot.stale_through.max(slot.newest);
+        }
+    }
+
+    /// Whether a write made under `epoch` of `p` must be refused: the epoch was held when
+    /// the writes' session failed.
+    pub(super) fn is_stale(&self, p: PartitionId, epoch: Epoch) -> bool {
+        self.epochs
+            .read()
+            .get(p.index())
+            .and_then(|s| s.stale_through)
+            .is_some_and(|s| epoch <= s)
     }
 
     pub(super) fn learn_app(&self, app: AppId, name: &str) {
@@ -191,10 +255,10 @@ impl Fencing {
                 None => return Err(unknown("app", app.0)),
             };
         }
-        let held = self.held.read();
+        let epochs = self.epochs.read();
         parts
             .into_iter()
-            .map(|p| match held.get(p.index()).copied().flatten() {
+            .map(|p| match epochs.get(p.index()).and_then(|s| s.held) {
                 Some(e) => Ok((p, e)),
                 None => Err(RepoError::Fenced {
                     partition: p.get(),
@@ -237,7 +301,10 @@ mod tests {
     }
 
     fn fencing() -> Fencing {
-        let f = Fencing::new();
+        let f = Fencing::new(
+            ServerId::new("a").unwrap(),
+            super::super::lease::SessionLimits::for_lease(std::time::Duration::from_secs(10)),
+        );
         f.learn_app(AppId(1), "billing");
         f.learn_app(AppId(2), "search");
         f
@@ -280,6 +347,26 @@ mod tests {
         assert!(f.scope(&fire).is_err());
         f.hold(pb, Epoch(5));
         assert_eq!(f.scope(&fire).unwrap(), vec![(pb, Epoch(5))]);
+    }
+
+    #[test]
+    fn a_lost_state_makes_every_epoch_held_so_far_stale() {
+        let f = fencing();
+        let (pb, ps) = (partition_of("billing"), partition_of("search"));
+        assert!(f.hold(pb, Epoch(3)));
+        assert!(f.hold(ps, Epoch(4)));
+        f.release(ps);
+        f.lose_state();
+        assert_eq!((f.held(pb), f.held(ps)), (None, None));
+        // Held when the session failed, or earlier: stale, and never held again.
+        for (p, e) in [(pb, 3), (pb, 2), (ps, 4)] {
+            assert!(f.is_stale(p, Epoch(e)), "{p} {e}");
+            assert!(!f.hold(p, Epoch(e)), "{p} {e}");
+        }
+        // A newer grant is not.
+        assert!(!f.is_stale(pb, Epoch(4)));
+        assert!(f.hold(pb, Epoch(4)));
+        assert_eq!(f.held(pb), Some(Epoch(4)));
     }
 
     #[test]

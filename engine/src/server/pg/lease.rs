@@ -228,6 +228,62 @@ pub async fn bound_lock_waits(client: &Client, limit: Duration) -> Result<(), Le
         .map_err(db)
 }
 
+/// Time limits of a session that writes under leases of a given duration (the fenced
+/// writer's): what PostgreSQL itself enforces so that a holder stopped in the middle of a
+/// transaction (paused, cut off, stuck) never keeps its row locks — the lease rows the fence
+/// locks `FOR SHARE`, the rows it wrote — long enough to hold up another server's takeover.
+///
+/// PostgreSQL 15 semantics, per setting:
+///
+/// - `idle_in_transaction_session_timeout`: a session idle (waiting for its client's next
+///   command) inside an open transaction for longer is **terminated**; its transaction rolls
+///   back and its locks go. A paused process is idle from the server's side, whichever
+///   statement it was about to send.
+/// - `lock_timeout`: a statement waiting longer for a lock fails (the transaction aborts, the
+///   session stays): a writer never waits out another server's stuck transaction.
+/// - `statement_timeout`: a statement running longer fails. A writer's transaction holds its
+///   lease rows' share locks, which its own renewals wait for, so a very long statement would
+///   cost the leases anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// `idle_in_transaction_session_timeout`.
+    pub idle_in_transaction: Duration,
+    /// `lock_timeout`.
+    pub lock_wait: Duration,
+    /// `statement_timeout`.
+    pub statement: Duration,
+}
+
+impl SessionLimits {
+    /// The limits for leases of `lease`: idle in a transaction a fifth of the lease, a lock
+    /// wait a quarter, a statement half; each at least 1 ms. A lease is renewed every quarter
+    /// of it, so a holder paused inside a transaction loses its locks well before its last
+    /// renewed lease expires: the takeover that waits for the expiry finds the rows free.
+    pub fn for_lease(lease: Duration) -> SessionLimits {
+        let at_least = |d: Duration| d.max(Duration::from_millis(1));
+        SessionLimits {
+            idle_in_transaction: at_least(lease / 5),
+            lock_wait: at_least(lease / 4),
+            statement: at_least(lease / 2),
+        }
+    }
+}
+
+/// Sets `limits` on `client`'s session (see [`SessionLimits`]).
+pub async fn limit_session(client: &Client, limits: SessionLimits) -> Result<(), LeaseError> {
+    let ms = |d: Duration| d.as_millis().clamp(1, i32::MAX as u128);
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}; SET lock_timeout = {}; \
+             SET statement_timeout = {}",
+            ms(limits.idle_in_transaction),
+            ms(limits.lock_wait),
+            ms(limits.statement)
+        ))
+        .await
+        .map_err(db)
+}
+
 /// Whether `a` can be announced: 1 to [`MAX_ADDRESS_LEN`] bytes without NUL.
 fn announceable(a: &str) -> bool {
     !a.is_empty() && a.len() <= MAX_ADDRESS_LEN && !a.contains('\0')

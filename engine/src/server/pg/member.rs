@@ -23,6 +23,11 @@
 //! which live server holds each partition and where its HTTP API answers ([`Homes`], what
 //! the HTTP API forwards an app's requests by); a read that fails keeps the last one.
 //!
+//! When the server's writes lose their session mid-transaction ([`WriterStatus::failures`]
+//! grows, see [`Partitions::writer_status`]), its cached state may be ahead of the database:
+//! the machine is told [`Input::StateLost`], which stops every held partition and releases its
+//! lease, and acquires them again, so that each is loaded afresh under a new epoch.
+//!
 //! Leaving ([`Member::leave`]): the machine is given a view without this server, which
 //! drains every partition (the server stops acting for each, then releases its lease), and
 //! the server's row is deleted, so the others take its partitions at once instead of after
@@ -115,6 +120,22 @@ pub trait Partitions: Send + Sync + 'static {
     fn live_servers(&self, live: &[ServerRow]) {
         let _ = live;
     }
+    /// The health of the server's fenced writes, watched from the start (`None`: nothing to
+    /// watch). Each new failure makes the membership give up and acquire again every
+    /// partition it holds (see the module docs).
+    fn writer_status(&self) -> Option<watch::Receiver<WriterStatus>> {
+        None
+    }
+}
+
+/// The health of a server's fenced writes on PostgreSQL (its repository's writer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStatus {
+    /// Write transactions that failed (not refused by a fence or a unique constraint) since
+    /// the start: each one made the server's cached state suspect.
+    pub failures: u64,
+    /// Times the writer opened a new session after losing one.
+    pub reconnects: u64,
 }
 
 /// What the membership knows, for `/metrics` and `cluster status`.
@@ -137,6 +158,8 @@ pub struct MemberStatus {
     pub max_renew_us: u64,
     /// Database calls that failed or were cut off.
     pub database_errors: u64,
+    /// The fenced writes' health, as last seen.
+    pub writer: WriterStatus,
 }
 
 impl MemberStatus {
@@ -196,6 +219,18 @@ impl MemberStatus {
             "counter",
             "Lease and heartbeat calls that failed or got no answer in time.",
             self.database_errors.to_string(),
+        );
+        metric(
+            "ferrojob_cluster_writer_failures_total",
+            "counter",
+            "Write transactions that failed (not refused by a fence): each made the server give up and load again every partition it held.",
+            self.writer.failures.to_string(),
+        );
+        metric(
+            "ferrojob_cluster_writer_reconnects_total",
+            "counter",
+            "Times the writer opened a new database session after losing one.",
+            self.writer.reconnects.to_string(),
         );
         out
     }
@@ -302,6 +337,7 @@ impl Member {
         ));
         let (status_tx, status) = watch::channel(MemberStatus::default());
         let (leave, leave_rx) = oneshot::channel();
+        let writer = partitions.writer_status();
         let main = tokio::spawn(
             Looper {
                 ownership,
@@ -315,7 +351,7 @@ impl Member {
                 heartbeat_in_flight: false,
                 next_heartbeat: MonoUs::MIN,
             }
-            .run(answers, leave_rx),
+            .run(answers, leave_rx, writer),
         );
         Ok(Member {
             server,
@@ -456,6 +492,18 @@ async fn database_task(
     }
 }
 
+/// The next value of `writer`, or `None` when its sender is gone; pending forever without
+/// one.
+async fn changed(writer: &mut Option<watch::Receiver<WriterStatus>>) -> Option<WriterStatus> {
+    match writer {
+        Some(w) => match w.changed().await {
+            Ok(()) => Some(*w.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// The membership's loop: the machine, its timer, the answers and the events.
 struct Looper {
     ownership: Ownership,
@@ -481,7 +529,11 @@ impl Looper {
         mut self,
         mut answers: mpsc::Receiver<DbAnswer>,
         mut leave: oneshot::Receiver<()>,
+        mut writer: Option<watch::Receiver<WriterStatus>>,
     ) {
+        if let Some(w) = &mut writer {
+            self.status.writer = *w.borrow_and_update();
+        }
         loop {
             let now = self.now();
             self.ownership.handle_timeout(now);
@@ -509,8 +561,27 @@ impl Looper {
                     self.hand_over(&mut answers).await;
                     return;
                 }
+                changed = changed(&mut writer) => match changed {
+                    Some(now) => self.on_writer(now),
+                    // The repository is gone: nothing more to watch.
+                    None => writer = None,
+                },
                 () = sleep => {}
             }
+        }
+    }
+
+    /// The writes' health changed: a new failure loses every held partition's state.
+    fn on_writer(&mut self, now: WriterStatus) {
+        let failed = now.failures > self.status.writer.failures;
+        self.status.writer = now;
+        if failed {
+            tracing::warn!(
+                failures = now.failures,
+                "cluster: the writes' session failed; loading every held partition again under a new lease"
+            );
+            let at = self.now();
+            self.ownership.handle(at, Input::StateLost);
         }
     }
 

@@ -30,9 +30,9 @@
 //! the repository opens (`open.rs`). The write path is `writer.rs` over the table layouts of `tables.rs`; records become rows in
 //! `rows.rs`; each concern's reads and writes have a file (`apps.rs` with tokens and secret
 //! rotation, `jobs.rs`, `instances.rs`, `logs.rs`, `workflows.rs`, `alarms.rs`, `calendars.rs`), and
-//! `repository.rs` implements the trait by forwarding to them. `lease.rs` (public, not used by
-//! the repository) holds the cluster's membership and partition leases, for
-//! [`crate::cluster`].
+//! `repository.rs` implements the trait by forwarding to them. `lease.rs` (public) holds the
+//! cluster's membership and partition leases, for [`crate::cluster`], with the fence and the
+//! session limits the writer uses once its writes are fenced.
 //!
 //! The driver is `tokio-postgres` (no pool crate: three connections, fixed at open); see
 //! BENCHMARKS.md for the measurement that chose it.
@@ -80,6 +80,8 @@ use ids::SharedIds;
 use open::open_all;
 use tables::{Op, Val};
 use writer::Write;
+
+pub use writer::APPLICATION_NAME as WRITER_APPLICATION_NAME;
 
 /// Read connections (queries on one connection are pipelined).
 const READERS: usize = 2;
@@ -158,10 +160,11 @@ pub struct PgRepo {
     wf_triggers: DashMap<WorkflowId, TriggerRecord>,
     audit: super::history::LatestSeqs<AppId>,
     job_versions: super::history::LatestSeqs<JobId>,
-    /// Set once the writes are fenced (a server of a cluster; see `fence.rs`).
-    fencing: OnceLock<Arc<Fencing>>,
-    /// The fenced server's id, for the writer.
-    fence_server: Arc<OnceLock<ServerId>>,
+    /// Set once the writes are fenced (a server of a cluster; see `fence.rs`); shared with
+    /// the writer.
+    fencing: Arc<OnceLock<Arc<Fencing>>>,
+    /// The writer's health (see `writer.rs`).
+    writer_status: tokio::sync::watch::Receiver<member::WriterStatus>,
 }
 
 impl std::fmt::Debug for PgRepo {
@@ -254,12 +257,17 @@ impl PgRepo {
         let handle = runtime.handle().clone();
         let opened = run_on(&handle, open_all(url.to_owned())).ok_or_else(closed)??;
         let (queue, rx) = flume::bounded(writer::QUEUE_CAPACITY);
-        let fence_server = Arc::new(OnceLock::new());
+        let fencing = Arc::new(OnceLock::new());
+        let (status_tx, writer_status) = tokio::sync::watch::channel(Default::default());
         handle.spawn(writer::run(
             opened.writer,
             rx,
             options.max_batch_writes.max(1),
-            Arc::clone(&fence_server),
+            writer::Shared {
+                url: url.to_owned(),
+                fencing: Arc::clone(&fencing),
+                status: status_tx,
+            },
         ));
         let meta = super::alarm_repo::NEXT_ALARM_SEQ;
         let wf_ids = super::workflow_repo::NEXT_WORKFLOW_ID;
@@ -281,8 +289,8 @@ impl PgRepo {
             audit: super::history::LatestSeqs::default(),
             job_versions: super::history::LatestSeqs::default(),
             readers: opened.readers,
-            fencing: OnceLock::new(),
-            fence_server,
+            fencing,
+            writer_status,
             next_reader: AtomicUsize::new(0),
             queue,
             handle,
@@ -363,19 +371,26 @@ impl PgRepo {
     /// From now on every state write of a cluster partition commits only while `server`
     /// holds the partition's lease at the epoch the write was made under (see `fence.rs`);
     /// none is held until [`hold_partition`](Self::hold_partition). Reads which app each job
-    /// and workflow belongs to. Called once, before the server acts for any partition;
-    /// refused when the writes are fenced already.
-    pub fn fence_as(&self, server: ServerId) -> Result<(), RepoError> {
-        if self.fencing.get().is_some() || self.fence_server.set(server).is_err() {
-            return Err(RepoError::invalid(
-                "cluster",
-                "this repository's writes are fenced already",
-            ));
+    /// and workflow belongs to. The writer's session gets the time limits of leases of
+    /// `lease` ([`lease::SessionLimits::for_lease`]), and recovers from a lost session (see
+    /// `writer.rs`). Called once, before the server acts for any partition; refused when
+    /// the writes are fenced already.
+    pub fn fence_as(&self, server: ServerId, lease: std::time::Duration) -> Result<(), RepoError> {
+        let fenced_already =
+            || RepoError::invalid("cluster", "this repository's writes are fenced already");
+        if self.fencing.get().is_some() {
+            return Err(fenced_already());
         }
-        let fencing = Arc::new(Fencing::new());
+        let fencing = Arc::new(Fencing::new(server, lease::SessionLimits::for_lease(lease)));
         self.learn_owners(&fencing)?;
-        let _ = self.fencing.set(fencing);
-        Ok(())
+        self.fencing.set(fencing).map_err(|_| fenced_already())
+    }
+
+    /// The writer's health: its failed transactions and new sessions since the open. In a
+    /// cluster each failure makes every held partition stale (see `writer.rs`), which the
+    /// membership watches.
+    pub fn writer_status(&self) -> tokio::sync::watch::Receiver<member::WriterStatus> {
+        self.writer_status.clone()
     }
 
     /// Reads every app, job and workflow's owner into `fencing` (and the apps other servers
@@ -419,6 +434,15 @@ impl PgRepo {
         };
         self.learn_owners(fencing)?;
         let wanted = |p: Option<PartitionId>| p.is_some_and(|p| partitions.contains(&p));
+        // What this server cached of the partitions (when it held them before, or wrote
+        // them in a transaction that failed) goes: the rows are the truth. Nothing writes
+        // them meanwhile, as they are not held.
+        self.triggers
+            .retain(|id, _| !wanted(fencing.job_partition(*id)));
+        self.wf_triggers
+            .retain(|id, _| !wanted(fencing.workflow_partition(*id)));
+        self.job_versions
+            .retain(|id| !wanted(fencing.job_partition(*id)));
         for row in self.query("SELECT job_id, next_trigger, runs FROM triggers", vec![])? {
             let (id, rec) = open::trigger_row("triggers", &row)?;
             if wanted(fencing.job_partition(JobId(id))) {
@@ -438,10 +462,12 @@ impl PgRepo {
     }
 
     /// This server acquired `partition` at `epoch`: its writes are made under that epoch from
-    /// now on (a no-op when the writes are not fenced).
-    pub fn hold_partition(&self, partition: PartitionId, epoch: Epoch) {
-        if let Some(fencing) = self.fencing.get() {
-            fencing.hold(partition, epoch);
+    /// now on (a no-op when the writes are not fenced). False, and nothing held, when the
+    /// epoch is stale: granted before the writer lost its session (see `fence.rs`).
+    pub fn hold_partition(&self, partition: PartitionId, epoch: Epoch) -> bool {
+        match self.fencing.get() {
+            Some(fencing) => fencing.hold(partition, epoch),
+            None => true,
         }
     }
 
@@ -516,7 +542,7 @@ impl PgRepo {
     }
 
     /// Waits until every write submitted before this call has committed; fails when one of
-    /// them could not (the writer then refuses every write).
+    /// them could not (see `writer.rs` for what the writer does then).
     fn settle(&self) -> Result<(), RepoError> {
         let commit = self.submit(Vec::new(), ());
         blocking(|| commit.wait())

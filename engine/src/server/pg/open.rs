@@ -21,7 +21,7 @@ pub(super) struct Opened {
     pub(super) wf_triggers: DashMap<WorkflowId, TriggerRecord>,
 }
 
-async fn connect(url: String) -> Result<Client, RepoError> {
+pub(super) async fn connect(url: String) -> Result<Client, RepoError> {
     let (client, conn) = tokio_postgres::connect(&url, NoTls).await.map_err(db)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {

@@ -19,6 +19,11 @@
 //!
 //! A partition stopped while its load is still queued or running is not acted for: the
 //! thread checks, under the core's lock, that the grant it loads is still the current one.
+//!
+//! When the repository's writer loses its session mid-transaction, the membership stops every
+//! held partition through `stop` and acquires it again (`writer_status`, see
+//! `crate::server::pg::member`): the load of each new grant rereads the partition's rows, so
+//! that nothing cached before the failure is written.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -135,6 +140,12 @@ impl Partitions for ClusterGlue {
         self.runtime.close_partition_connections(partition);
     }
 
+    fn writer_status(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<crate::server::pg::member::WriterStatus>> {
+        Some(self.pg.writer_status())
+    }
+
     fn live_servers(&self, live: &[ServerRow]) {
         let live: Vec<LiveServer> = live
             .iter()
@@ -191,7 +202,9 @@ impl Loader {
                 .iter()
                 .copied()
                 .filter(|(p, epoch)| granted.get(p.index()).copied().flatten() == Some(*epoch))
-                .inspect(|(p, epoch)| self.pg.hold_partition(*p, *epoch))
+                // A grant older than a failure of the writes is not acted for: the
+                // membership gives it up and acquires the partition again.
+                .filter(|(p, epoch)| self.pg.hold_partition(*p, *epoch))
                 .collect()
         };
         if held.is_empty() {

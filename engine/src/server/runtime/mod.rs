@@ -250,11 +250,14 @@ impl ServerCore {
             #[cfg(feature = "postgres")]
             StoreChoice::Postgres { url, options } => {
                 let (open_url, options) = (url.clone(), *options);
-                let fence_as = config.cluster.as_ref().map(|m| m.server.clone());
+                let fence_as = config
+                    .cluster
+                    .as_ref()
+                    .map(|m| (m.server.clone(), m.ownership.lease));
                 let pg = tokio::task::spawn_blocking(move || {
                     let pg = crate::server::PgRepo::open_with(&open_url, options)?;
-                    if let Some(server) = fence_as {
-                        pg.fence_as(server)?;
+                    if let Some((server, lease)) = fence_as {
+                        pg.fence_as(server, lease)?;
                     }
                     Ok::<_, RepoError>(Arc::new(pg))
                 })
