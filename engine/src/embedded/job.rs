@@ -156,22 +156,31 @@ const NO_BOUNDS: Lifecycle = Lifecycle {
     end: None,
 };
 
-/// What the scheduler keeps of a [`JobSpec`] while the job is registered, packed: the name
-/// (at its exact length) and the expression stay inline; the fields most jobs leave at their
-/// defaults (concurrency limit, misfire policy, lifecycle, `resume_after`, timeout, retries,
-/// parameters) live in one box that exists only when one of them is set. A job with defaults
-/// costs 48 bytes here instead of the spec's ~150, plus its name. `enabled` is not kept: it is
-/// the job's initial state, which the scheduler's core holds from then on.
+/// What the scheduler keeps of a [`JobSpec`] while the job is registered, packed into 32
+/// bytes: the name (at its exact length) and, for a job whose other fields are at their
+/// defaults, the expression inline; a job that sets any of the rarely set fields
+/// (concurrency limit, misfire policy, lifecycle, `resume_after`, timeout, retries,
+/// parameters) keeps its expression and those fields in one box instead. `enabled` is not
+/// kept: it is the job's initial state, which the scheduler's core holds from then on.
 #[derive(Debug)]
 pub(crate) struct StoredSpec {
     pub(crate) name: Box<str>,
-    pub(crate) expression: TimeExpression,
-    rare: Option<Box<RareFields>>,
+    when: When,
 }
 
-/// The [`JobSpec`] fields that are usually at their defaults.
+/// A job's expression, alone or with its rarely set fields. 16 bytes: `Custom`'s pointer
+/// lies beside a spare value of the expression's tag.
 #[derive(Debug)]
-struct RareFields {
+enum When {
+    Plain(TimeExpression),
+    Custom(Box<Custom>),
+}
+
+/// The expression of a job that sets some of the [`JobSpec`] fields that are usually at their
+/// defaults, and those fields.
+#[derive(Debug)]
+struct Custom {
+    expression: TimeExpression,
     max_instances: u32,
     misfire: MisfirePolicy,
     lifecycle: Lifecycle,
@@ -190,66 +199,83 @@ impl From<JobSpec> for StoredSpec {
             && spec.timeout_ms == 0
             && spec.retry == NO_RETRY
             && spec.params.is_empty();
+        let when = if defaults {
+            When::Plain(spec.expression)
+        } else {
+            When::Custom(Box::new(Custom {
+                expression: spec.expression,
+                max_instances: spec.max_instances,
+                misfire: spec.misfire,
+                lifecycle: spec.lifecycle,
+                resume_after: spec.resume_after,
+                timeout_ms: spec.timeout_ms,
+                retry: spec.retry,
+                params: spec.params.into_boxed_str(),
+            }))
+        };
         StoredSpec {
             name: spec.name.into_boxed_str(),
-            expression: spec.expression,
-            rare: (!defaults).then(|| {
-                Box::new(RareFields {
-                    max_instances: spec.max_instances,
-                    misfire: spec.misfire,
-                    lifecycle: spec.lifecycle,
-                    resume_after: spec.resume_after,
-                    timeout_ms: spec.timeout_ms,
-                    retry: spec.retry,
-                    params: spec.params.into_boxed_str(),
-                })
-            }),
+            when,
         }
     }
 }
 
 impl StoredSpec {
+    fn custom(&self) -> Option<&Custom> {
+        match &self.when {
+            When::Plain(_) => None,
+            When::Custom(c) => Some(c),
+        }
+    }
+
+    /// [`JobSpec::expression`].
+    pub(crate) fn expression(&self) -> &TimeExpression {
+        match &self.when {
+            When::Plain(e) => e,
+            When::Custom(c) => &c.expression,
+        }
+    }
+
     /// [`JobSpec::max_instances`] (0 = unlimited).
     pub(crate) fn max_instances(&self) -> u32 {
-        self.rare.as_ref().map_or(0, |r| r.max_instances)
+        self.custom().map_or(0, |r| r.max_instances)
     }
 
     /// [`JobSpec::misfire`].
     pub(crate) fn misfire(&self) -> MisfirePolicy {
-        self.rare
-            .as_ref()
+        self.custom()
             .map_or_else(MisfirePolicy::default, |r| r.misfire)
     }
 
     /// [`JobSpec::lifecycle`].
     pub(crate) fn lifecycle(&self) -> &Lifecycle {
-        self.rare.as_ref().map_or(&NO_BOUNDS, |r| &r.lifecycle)
+        self.custom().map_or(&NO_BOUNDS, |r| &r.lifecycle)
     }
 
     /// [`JobSpec::resume_after`].
     pub(crate) fn resume_after(&self) -> Option<EpochMs> {
-        self.rare.as_ref().and_then(|r| r.resume_after)
+        self.custom().and_then(|r| r.resume_after)
     }
 
     /// [`JobSpec::timeout_ms`].
     pub(crate) fn timeout_ms(&self) -> u64 {
-        self.rare.as_ref().map_or(0, |r| r.timeout_ms)
+        self.custom().map_or(0, |r| r.timeout_ms)
     }
 
     /// [`JobSpec::retry`].
     pub(crate) fn retry(&self) -> &RetryPolicy {
-        self.rare.as_ref().map_or(&NO_RETRY, |r| &r.retry)
+        self.custom().map_or(&NO_RETRY, |r| &r.retry)
     }
 
     /// [`JobSpec::params`].
     pub(crate) fn params(&self) -> &str {
-        self.rare.as_ref().map_or("", |r| &r.params)
+        self.custom().map_or("", |r| &r.params)
     }
 
     /// The job's schedule as the shared scheduling rules see it.
     pub(crate) fn schedule(&self) -> Schedule<'_> {
         Schedule {
-            expression: &self.expression,
+            expression: self.expression(),
             lifecycle: self.lifecycle(),
             misfire: self.misfire(),
         }
@@ -264,7 +290,8 @@ mod tests {
     fn a_stored_spec_keeps_every_field() {
         let rate = TimeExpression::FixedRate { period_ms: 1_000 };
         let plain = StoredSpec::from(JobSpec::new("plain", rate.clone()));
-        assert!(plain.rare.is_none());
+        assert!(plain.custom().is_none());
+        assert_eq!(plain.expression(), &rate);
         assert_eq!(&*plain.name, "plain");
         assert_eq!(plain.lifecycle(), &Lifecycle::default());
         assert_eq!(plain.retry(), &RetryPolicy::default());
@@ -275,7 +302,7 @@ mod tests {
         assert_eq!(plain.max_instances(), 0);
         assert_eq!(plain.misfire(), MisfirePolicy::default());
 
-        let mut spec = JobSpec::new("full", rate)
+        let mut spec = JobSpec::new("full", rate.clone())
             .with_lifecycle(Lifecycle {
                 start: Some(5),
                 end: Some(9),
@@ -288,6 +315,7 @@ mod tests {
         spec.params = "p=1".into();
         spec.enabled = false;
         let full = StoredSpec::from(spec);
+        assert_eq!(full.expression(), &rate);
         assert_eq!(full.lifecycle().start, Some(5));
         assert_eq!(full.lifecycle().end, Some(9));
         assert_eq!(full.misfire(), MisfirePolicy::Skip);

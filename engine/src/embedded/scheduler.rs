@@ -351,11 +351,11 @@ impl Scheduler {
         let c = &def.counters;
         let next = c.next_fire_at.load(Ordering::Relaxed);
         Ok(JobStats {
-            running: def.running.count(),
+            running: def.running(),
             fired: c.fired.load(Ordering::Relaxed),
             succeeded: c.succeeded.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
-            cancelled: c.cancelled.load(Ordering::Relaxed),
+            cancelled: def.cancelled(),
             skipped: c.skipped.load(Ordering::Relaxed),
             next_fire_at: (next != i64::MIN).then_some(next),
         })
@@ -595,16 +595,20 @@ async fn execute(inner: Arc<Inner>, fire: Fire, fired_at_us: i64) {
     let finished_at_us = inner.clock.now_us();
     let counters = &def.counters;
     match outcome {
-        RunOutcome::Succeeded { .. } => counters.succeeded.fetch_add(1, Ordering::Relaxed),
-        RunOutcome::Cancelled => counters.cancelled.fetch_add(1, Ordering::Relaxed),
-        _ => counters.failed.fetch_add(1, Ordering::Relaxed),
-    };
+        RunOutcome::Succeeded { .. } => {
+            counters.succeeded.fetch_add(1, Ordering::Relaxed);
+        }
+        RunOutcome::Cancelled => {}
+        _ => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     // Release: pairs with the Acquire reservation in `admit`, so a freed slot is reused only
-    // after the run's effects.
-    def.running.release();
+    // after the run's effects. A cancelled run is counted in the same step.
+    def.release(matches!(outcome, RunOutcome::Cancelled));
     if fire.from_schedule
         && matches!(
-            spec.expression,
+            spec.expression(),
             crate::time_expression::TimeExpression::FixedDelay { .. }
         )
     {

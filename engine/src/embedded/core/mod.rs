@@ -12,11 +12,12 @@
 //! 3. [`Core::next_wakeup`], the instant to sleep until (unless a command arrives first).
 //!
 //! # Invariants
-//! - A job has at most one schedule timer in the wheel (`DriverState::timer`); a disabled or
-//!   removed job has none. So a trigger can never fire twice.
+//! - A job has at most one schedule timer in the wheel (its key in `JobDef::slot`, its
+//!   trigger time in `next_fire_at`); a disabled or removed job has none. So a trigger can
+//!   never fire twice.
 //! - The core keeps no table of jobs: each wheel entry and each command carries the job's
-//!   `Arc<JobDef>`, and the per-job scheduling state lives in `JobDef::driver`, which only the
-//!   driver thread reads or writes. A scheduled fire costs no map lookup, and a job costs the
+//!   `Arc<JobDef>`, and the per-job scheduling state (the timer's key or the anchor, the
+//!   flags) lives in the `JobDef`, where only the driver thread writes it. A scheduled fire costs no map lookup, and a job costs the
 //!   scheduler one `JobDef`, one wheel entry (a pointer) and one registry slot (a pointer).
 //! - A wheel entry is the job alone; a manual trigger's own data (instance id, parameters)
 //!   waits in `Core::triggers` under its timer's key, so a timer whose key is there is a manual
@@ -148,16 +149,15 @@ impl Core {
                 def.set_flag(SCHEDULED, true);
                 def.set_anchor(after);
                 if def.flag(ENABLED) {
-                    self.arm(&def, after);
+                    self.arm(&def, after, after);
                 }
             }
             Command::Remove(def) => {
                 def.set_flag(SCHEDULED, false);
                 def.set_flag(ENABLED, false);
-                if let Some(key) = def.take_timer() {
+                if let Some(key) = def.disarm() {
                     self.wheel.cancel(key);
                 }
-                def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
             }
             Command::SetEnabled(def, enabled) => self.set_enabled(now, &def, enabled),
             Command::Trigger {
@@ -176,8 +176,7 @@ impl Core {
                     return;
                 }
                 def.set_flag(AWAITING_COMPLETION, false);
-                def.set_anchor(finished_at);
-                self.arm(&def, finished_at);
+                self.arm(&def, finished_at, finished_at);
             }
         }
     }
@@ -189,37 +188,35 @@ impl Core {
         def.set_flag(ENABLED, enabled);
         if !enabled {
             def.set_flag(AWAITING_COMPLETION, false);
-            if let Some(key) = def.take_timer() {
+            if let Some(key) = def.disarm() {
                 self.wheel.cancel(key);
             }
-            def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
             return;
         }
         // A fixed delay counts from the moment the job is enabled again; other
         // expressions keep their grid. The disabled period is not a misfire.
-        if matches!(def.spec.expression, TimeExpression::FixedDelay { .. }) {
-            def.set_anchor(now);
-        }
-        self.arm(def, now);
+        let anchor = if matches!(def.spec.expression(), TimeExpression::FixedDelay { .. }) {
+            now
+        } else {
+            def.anchor()
+        };
+        self.arm(def, anchor, now);
     }
 
-    /// Arms the job's schedule timer at its first trigger strictly after `after`, if any.
-    fn arm(&mut self, def: &Arc<JobDef>, after: EpochMs) {
-        let anchor = def.anchor();
+    /// Arms the job's schedule timer at its first trigger strictly after `after` on a
+    /// schedule anchored at `anchor`, if any.
+    fn arm(&mut self, def: &Arc<JobDef>, anchor: EpochMs, after: EpochMs) {
         let next = def.spec.schedule().first_trigger(anchor, after);
         self.arm_at(def, next);
     }
 
     /// Arms the job's schedule timer at `next` (`None`: disarms it).
     fn arm_at(&mut self, def: &Arc<JobDef>, next: Option<EpochMs>) {
-        if let Some(key) = def.take_timer() {
+        if let Some(key) = def.disarm() {
             self.wheel.cancel(key);
         }
-        def.counters
-            .next_fire_at
-            .store(next.unwrap_or(i64::MIN), Ordering::Relaxed);
         if let Some(due) = next {
-            def.set_timer(Some(self.wheel.insert(tick(due), Arc::clone(def))));
+            def.set_armed(due, self.wheel.insert(tick(due), Arc::clone(def)));
         }
     }
 
@@ -247,7 +244,10 @@ impl Core {
                 self.triggers.remove(&expired.key)
             };
             match trigger {
-                None => self.on_due(now, def, due, out),
+                None => {
+                    debug_assert_eq!(def.armed_timer(), Some(expired.key), "the job's timer");
+                    self.on_due(now, def, due, out);
+                }
                 Some(PendingTrigger { instance, params }) => {
                     let removed = !def.flag(SCHEDULED);
                     let skip = if removed {
@@ -269,7 +269,8 @@ impl Core {
     }
 
     fn on_due(&mut self, now: EpochMs, def: Arc<JobDef>, due: EpochMs, out: &mut Vec<Fire>) {
-        def.set_timer(None);
+        // The timer came out of the wheel; its key is stale.
+        def.disarm();
         if !def.flag(SCHEDULED) || !def.flag(ENABLED) {
             return;
         }
@@ -279,7 +280,7 @@ impl Core {
             .schedule()
             .plan_into(threshold_ms, due, now, &mut plan);
 
-        let fixed_delay = matches!(def.spec.expression, TimeExpression::FixedDelay { .. });
+        let fixed_delay = matches!(def.spec.expression(), TimeExpression::FixedDelay { .. });
         let late_ms = u64::try_from(now.saturating_sub(due)).unwrap_or(0);
         if late_ms > threshold_ms && !fixed_delay {
             tracing::warn!(
@@ -315,11 +316,9 @@ impl Core {
             if ran {
                 // The run's completion arms the next trigger.
                 def.set_flag(AWAITING_COMPLETION, true);
-                def.counters.next_fire_at.store(i64::MIN, Ordering::Relaxed);
             } else {
                 // Nothing ran, so no completion will come: count the delay from now.
-                def.set_anchor(now);
-                self.arm(&def, now);
+                self.arm(&def, now, now);
             }
         } else {
             self.arm_at(&def, plan.next);
@@ -342,7 +341,7 @@ impl Core {
 /// Takes a run slot of `def` if its `max_instances` allows; otherwise the reason to skip.
 fn admit(def: &JobDef) -> Option<SkipReason> {
     let counters = &def.counters;
-    if !def.running.try_reserve(def.spec.max_instances()) {
+    if !def.try_reserve(def.spec.max_instances()) {
         counters.skipped.fetch_add(1, Ordering::Relaxed);
         return Some(SkipReason::TooManyInstances);
     }

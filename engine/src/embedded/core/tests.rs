@@ -39,7 +39,7 @@ fn poll(core: &mut Core, now: EpochMs) -> Vec<(i64, Option<SkipReason>)> {
     out.into_iter()
         .map(|f| {
             if f.skip.is_none() {
-                f.def.running.release();
+                f.def.release(false);
             }
             (f.scheduled_at - T0, f.skip)
         })
@@ -164,11 +164,11 @@ fn max_instances_skips_while_running() {
     let mut out = Vec::new();
     c.poll(T0 + 10, &mut out, usize::MAX);
     assert!(out[0].skip.is_none());
-    assert_eq!(d.running.count(), 1);
+    assert_eq!(d.running(), 1);
     out.clear();
     c.poll(T0 + 20, &mut out, usize::MAX);
     assert_eq!(out[0].skip, Some(SkipReason::TooManyInstances));
-    d.running.release();
+    d.release(false);
     out.clear();
     c.poll(T0 + 30, &mut out, usize::MAX);
     assert!(out[0].skip.is_none());
@@ -194,6 +194,50 @@ fn disable_enable_and_remove() {
     assert_eq!(c.next_wakeup(), None);
     c.handle(T0 + 560, Command::SetEnabled(d, true));
     assert_eq!(c.next_wakeup(), None, "a removed job cannot be re-enabled");
+}
+
+/// The core keeps no FIXED_RATE anchor while a timer is armed (`JobDef::anchor`): whatever
+/// fired before, a job disabled and enabled again arms exactly the trigger that its original
+/// anchor gives.
+#[test]
+fn a_re_enabled_fixed_rate_job_keeps_its_grid_whatever_fired_before() {
+    for period in [1, 7, 100, 1_000] {
+        for start in [None, Some(T0 + 33), Some(T0 + 2_500)] {
+            for resume in [None, Some(T0 - 1_234), Some(T0 + 450)] {
+                for run in [0, 5, 99, 1_000, 3_001] {
+                    for pause in [0, 1, 49, 1_500] {
+                        let mut spec = JobSpec::new(
+                            "g",
+                            expr(TimeExpressionType::FixedRate, &period.to_string()),
+                        )
+                        .with_lifecycle(Lifecycle { start, end: None })
+                        .with_misfire(MisfirePolicy::Skip);
+                        if let Some(r) = resume {
+                            spec = spec.with_resume_after(r);
+                        }
+                        let d = def(1, spec);
+                        let anchor = resume.unwrap_or(T0);
+                        let mut c = core();
+                        c.handle(T0, Command::Add(Arc::clone(&d)));
+                        let mut now = T0 + run;
+                        for round in 0..2 {
+                            poll(&mut c, now);
+                            c.handle(now, Command::SetEnabled(Arc::clone(&d), false));
+                            now += pause;
+                            c.handle(now, Command::SetEnabled(Arc::clone(&d), true));
+                            assert_eq!(
+                                c.next_wakeup(),
+                                d.spec.schedule().first_trigger(anchor, now),
+                                "period {period}, start {start:?}, resume {resume:?}, \
+                                 run {run}, pause {pause}, round {round}"
+                            );
+                            now += run;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
