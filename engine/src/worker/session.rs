@@ -7,7 +7,8 @@
 //!                   reader: ScheduleJob / StopInstance / QueryInstanceStatus → the core
 //!                   writer: control first: core.poll_transmit (reports, heartbeats, answers)
 //!                           then one log batch, then control again, ...
-//!                 until the connection ends (Input::ConnectionLost) or shutdown (flush, close)
+//!                 until the connection ends (what it received is still read; then
+//!                 Input::ConnectionLost) or shutdown (flush, close)
 //!  sampler task:  every heartbeat_interval: sample metrics (spawn_blocking) → Input::Metrics
 //! ```
 //!
@@ -165,16 +166,14 @@ async fn serve(
     tracing::info!(%server, address = %shared.address, "connected to the server");
     shared.drive(Input::Connected);
 
-    let reader = async {
-        while let Some(m) = incoming.recv().await {
-            on_message(shared, &handle, m);
-        }
-    };
     let writer = write(shared.as_ref(), &handle, logs, stop);
-    let stopped = tokio::select! {
-        () = reader => false,
-        s = writer => s,
-    };
+    let stopped = pump(
+        &mut incoming,
+        |m| on_message(shared, &handle, m),
+        writer,
+        shared.config.net.close_flush_timeout,
+    )
+    .await;
     if stopped {
         shared.drive(Input::ConnectionLost {
             retry: Retry::Backoff,
@@ -183,6 +182,48 @@ async fn serve(
         let _ = tokio::time::timeout(grace, handle.shutdown()).await;
     } else {
         tracing::warn!(%server, "connection to the server lost");
+    }
+    stopped
+}
+
+/// Runs the reader (every message of `incoming` to `on`, in order) and `writer` together
+/// until one ends; answers what the writer answered (`true`: stopped), `false` when the
+/// connection ended.
+///
+/// The writer may find the connection gone before the reader has taken every message the
+/// connection received before it closed: a server handing the app over sends its last
+/// `ScheduleJob`s and then closes, and a heartbeat sent meanwhile fails. Those messages are
+/// still handed to `on` (the connection closes `incoming` once gone; `drain_for` bounds the
+/// wait), so an instance the server recorded as handed to this worker runs here instead of
+/// being unknown to the worker when the next server asks.
+async fn pump<T>(
+    incoming: &mut mpsc::Receiver<T>,
+    mut on: impl FnMut(T),
+    writer: impl Future<Output = bool>,
+    drain_for: std::time::Duration,
+) -> bool {
+    let stopped = {
+        let reader = async {
+            while let Some(m) = incoming.recv().await {
+                on(m);
+            }
+        };
+        tokio::select! {
+            () = reader => false,
+            s = writer => s,
+        }
+    };
+    if !stopped {
+        let drain = async {
+            while let Some(m) = incoming.recv().await {
+                on(m);
+            }
+        };
+        if tokio::time::timeout(drain_for, drain).await.is_err() {
+            tracing::warn!(
+                "connection ended but its received messages did not: some were not read"
+            );
+        }
     }
     stopped
 }
@@ -485,6 +526,43 @@ mod tests {
                 fields: Vec::new(),
             }],
         }
+    }
+
+    #[tokio::test]
+    async fn messages_received_before_the_connection_ended_are_read_when_the_writer_sees_it_first()
+    {
+        let (tx, mut incoming) = mpsc::channel::<u32>(8);
+        // The connection received three messages the reader has not taken yet when the
+        // writer finds the connection gone; then the connection closes the channel.
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            for m in 1..=3 {
+                let _ = tx.send(m).await;
+            }
+        });
+        let mut read = Vec::new();
+        let stopped = pump(
+            &mut incoming,
+            |m| read.push(m),
+            async { false },
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(!stopped);
+        assert_eq!(read, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_writer_does_not_wait_for_the_connection_to_end() {
+        let (_tx, mut incoming) = mpsc::channel::<u32>(8);
+        let stopped = pump(
+            &mut incoming,
+            |_| {},
+            async { true },
+            Duration::from_secs(3600),
+        )
+        .await;
+        assert!(stopped);
     }
 
     #[tokio::test]
