@@ -102,7 +102,13 @@ pub(crate) mod workflow;
 pub(crate) mod write;
 
 #[cfg(test)]
+mod calendar_tests;
+#[cfg(test)]
 mod partitions_tests;
+#[cfg(test)]
+mod retry_overlap_tests;
+#[cfg(test)]
+mod stats_tests;
 #[cfg(test)]
 mod tests;
 
