@@ -10,6 +10,7 @@ use super::*;
 use crate::dispatch::RegistryConfig;
 use crate::policy::{OverlapPolicy, RetryBackoff};
 use crate::server::Repo;
+use crate::time_expression::TimeExpressionType;
 
 /// Runs a job with 3 retries and `backoff`; its every attempt fails. Returns the delay
 /// before each retry, as the core armed it and as the API shows it (`next_retry_at`).

@@ -4,6 +4,7 @@ use ferrojob_transport::message as wire;
 
 use super::tests::*;
 use super::*;
+use crate::time_expression::TimeExpressionType;
 
 /// An API run of `job` created and ended with `status` at `now`.
 fn run_ending(core: &mut Core, app: AppId, job: JobId, status: wire::InstanceStatus, now: i64) {
