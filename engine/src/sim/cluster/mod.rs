@@ -63,7 +63,7 @@ use crate::worker::core as wcore;
 use crate::worker::processor::ProcessResult;
 
 use super::check::Violation;
-use super::world::poll_now;
+use super::world::{poll_now, resume_awaited};
 use super::{SimConfig, SimReport};
 
 mod client;

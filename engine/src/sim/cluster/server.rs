@@ -193,26 +193,7 @@ impl Cluster {
         };
         core.begin(wall * 1000, mono.0);
         let mut retries = Vec::new();
-        while let Some(front) = v.awaiting.front_mut() {
-            let ready = match front {
-                Awaited::Write(c, _) => poll_now(c).map(|r| r.map(drop)),
-                Awaited::Created(c, _) => match poll_now(c) {
-                    Poll::Ready(r) => {
-                        let Some(Awaited::Created(_, then)) = v.awaiting.pop_front() else {
-                            break;
-                        };
-                        core.created(r, then, wall);
-                        continue;
-                    }
-                    Poll::Pending => Poll::Pending,
-                },
-                Awaited::Detached(c) => poll_now(c).map(|r| r.map(drop)),
-            };
-            let Poll::Ready(r) = ready else { break };
-            if let Some(Awaited::Write(_, then)) = v.awaiting.pop_front() {
-                core.resume(then, r.is_ok(), wall);
-            }
-        }
+        resume_awaited(core, &mut v.awaiting, wall, |_| {});
         while let Some((c, _, _, _)) = v.runs.front_mut() {
             let Poll::Ready(r) = poll_now(c) else { break };
             let Some((_, then, job, app)) = v.runs.pop_front() else {
