@@ -1,5 +1,5 @@
-//! [`Api`] over the server core: [`NodeApi`], whose methods hand each call to the
-//! `*_api.rs` file of its subject (jobs, instances, workflows, apps, ...).
+//! [`Api`] over the server core: [`NodeApi`], whose methods hand most calls to the
+//! `*_api.rs` file of their subject (jobs, instances, workflows, apps, ...).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
