@@ -27,7 +27,7 @@ struct HttpParams {
 }
 
 /// `http`: one HTTP request. Registered by `WorkerBuilder::builtins` only when allowed
-/// ([`DangerousBuiltin::Http`]). Params are a URL (GET) or JSON
+/// ([`DangerousBuiltin::Http`](super::DangerousBuiltin::Http)). Params are a URL (GET) or JSON
 /// `{"url", "method", "body", "headers", "timeout_ms"}`, the URL `http://` or `https://`
 /// (verified against the public roots, or the roots given to [`HttpProcessor::with_roots`];
 /// a failed handshake fails the run with its reason). A 2xx status succeeds, anything else fails; the result is the status and the first
