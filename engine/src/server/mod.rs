@@ -21,7 +21,8 @@
 //! - [`repo`]: [`LogRepo`], the log store's implementation: atomic writes, apps, jobs, logs,
 //!   restart [`LogRepo::load`]; `instance_repo.rs` its instances (fire, listings, deletion).
 //! - `pg` (feature `postgres`): `PgRepo`, the implementation on PostgreSQL.
-//! - [`workflow_repo`]: workflows, workflow instances and node links.
+//! - [`workflow_repo`]: workflows, workflow instances and node links (types, tables,
+//!   workflows); `wf_instance_repo.rs` the workflow instances' reads and writes.
 //! - [`token_repo`]: API tokens, the previous worker secret of a rotation, app deletion.
 //! - [`alarm_repo`]: the alarm outbox with its delivery history, and the apps' channels.
 //! - [`calendar_repo`]: the apps' calendars.
@@ -77,6 +78,7 @@ mod repository;
 pub mod runtime;
 pub mod token_repo;
 mod wf_codec;
+mod wf_instance_repo;
 pub mod workflow_repo;
 
 pub use codec::RECORD_VERSION;

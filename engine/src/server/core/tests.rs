@@ -1,4 +1,6 @@
-//! The core on its own, driven by hand: the behaviours the simulator found wrong once.
+//! The core on its own, driven by hand: the behaviours the simulator found wrong once, and
+//! the harness (a core over a memory store, a worker, a virtual clock) the other core tests
+//! share.
 
 use std::sync::Arc;
 
@@ -7,7 +9,9 @@ use ferrojob_transport::message::{self as wire, ReportInstanceStatus};
 
 use super::*;
 use crate::dispatch::{RegistryConfig, TrackerCounts, WorkerMetrics, WorkerStatus};
-use crate::server::{LoadedState, Repo};
+use crate::policy::RetryBackoff;
+use crate::server::{JobRecord, LoadedState, Repo};
+use crate::time_expression::TimeExpressionType;
 
 pub(super) const T0: EpochMs = 1_767_225_600_000;
 
@@ -231,12 +235,9 @@ fn a_wall_clock_stepped_forward_does_not_fire_the_receive_check_early() {
     assert_eq!(stops(&core.take_effects()), vec![("w1:1".to_owned(), 11)]);
 }
 
-// Retry backoff and overlap policies, on a virtual clock: every write is acknowledged at
-// once (a memory store) and the step's follow-ups run before the next input.
-
-use crate::policy::{OverlapPolicy, RetryBackoff};
-use crate::server::JobRecord;
-use crate::time_expression::TimeExpressionType;
+// The harness the retry, overlap, calendar and stats tests share: on a virtual clock, every
+// write is acknowledged at once (a memory store) and the step's follow-ups run before the
+// next input.
 
 /// A ScheduleJob sent: (worker, instance, report_seq_base).
 pub(super) type Sent = (String, u64, u64);
@@ -303,7 +304,7 @@ pub(super) fn with_job(job: impl FnOnce(&mut JobRecord)) -> (Core, AppId, JobId)
 }
 
 /// An API run of `job` at `now`: its instance (None: refused).
-fn run(core: &mut Core, app: AppId, job: JobId, now: EpochMs) -> Option<InstanceId> {
+pub(super) fn run(core: &mut Core, app: AppId, job: JobId, now: EpochMs) -> Option<InstanceId> {
     at(core, now, now);
     let (c, then) = core.prepare_run(app, job, String::new(), 0, now).ok()?;
     let id = core.created(c.wait(), then, now);
@@ -330,329 +331,18 @@ pub(super) fn worker_says(
     core.on_report(app, &sent.0, &r, now);
 }
 
-fn status_of(core: &Core, id: InstanceId) -> Option<InstanceStatus> {
+pub(super) fn status_of(core: &Core, id: InstanceId) -> Option<InstanceStatus> {
     match core.active.get(&id) {
         Some(st) => Some(st.rec.status),
         None => core.repo.get_instance(id).ok().map(|r| r.status),
     }
 }
 
-/// Runs a job with 3 retries and `backoff`; its every attempt fails. Returns the delay
-/// before each retry, as the core armed it and as the API shows it (`next_retry_at`).
-fn retry_delays(backoff: RetryBackoff) -> (InstanceId, Vec<i64>) {
-    let (mut core, app, job) = with_job(|j| {
-        j.instance_retries = 3;
-        j.retry_backoff = backoff;
-    });
-    let id = run(&mut core, app, job, T0).unwrap();
-    let mut sent = core_sent_first(&mut core, id);
-    let mut now = T0;
-    let mut delays = Vec::new();
-    for _ in 0..3 {
-        now += 10;
-        worker_says(&mut core, app, &sent, wire::InstanceStatus::Failed, now);
-        settle(&mut core, now);
-        let st = core.active.get(&id).unwrap();
-        assert_eq!(st.rec.status, InstanceStatus::WaitingDispatch);
-        let due = st
-            .held_view()
-            .next_retry_at
-            .expect("the next retry time is shown");
-        delays.push(due - now);
-        // Not a millisecond early.
-        let (early, _) = tick(&mut core, due - 1);
-        assert!(early.is_empty(), "dispatched before its backoff");
-        let (on_time, _) = tick(&mut core, due);
-        assert_eq!(on_time.len(), 1, "dispatched when its backoff ends");
-        assert_eq!(
-            core.active.get(&id).unwrap().held_view().next_retry_at,
-            None
-        );
-        sent = on_time.into_iter().next().unwrap();
-        now = due;
-    }
-    // Retries exhausted: FAILED.
-    worker_says(&mut core, app, &sent, wire::InstanceStatus::Failed, now + 1);
-    settle(&mut core, now + 1);
-    assert_eq!(status_of(&core, id), Some(InstanceStatus::Failed));
-    (id, delays)
-}
-
 /// The ScheduleJob of a run that was dispatched when it was created.
-fn core_sent_first(core: &mut Core, id: InstanceId) -> Sent {
+pub(super) fn core_sent_first(core: &mut Core, id: InstanceId) -> Sent {
     let st = core.active.get(&id).unwrap();
     assert_eq!(st.rec.status, InstanceStatus::WaitingWorkerReceive);
     (st.rec.worker.clone().unwrap(), id.0, st.rec.report_seq)
-}
-
-#[test]
-fn each_retry_shape_waits_its_delays_on_the_virtual_clock() {
-    let check =
-        |b: RetryBackoff, expected: &[i64]| assert_eq!(retry_delays(b).1, expected, "{b:?}");
-    // The default is the server's historical backoff.
-    check(RetryBackoff::default(), &[1_000, 2_000, 4_000]);
-    check(RetryBackoff::fixed(700), &[700, 700, 700]);
-    check(
-        RetryBackoff {
-            factor: 3.0,
-            ..RetryBackoff::exponential(100, 500)
-        },
-        &[100, 300, 500],
-    );
-    // Jitter: the same instance and attempts give the same delays, each within its bounds.
-    let jittered = RetryBackoff {
-        jitter: 0.5,
-        ..RetryBackoff::fixed(1_000)
-    };
-    let (id, a) = retry_delays(jittered);
-    assert_eq!(a, retry_delays(jittered).1, "jitter is deterministic");
-    assert!(a.iter().all(|d| (500..=1_000).contains(d)), "{a:?}");
-    let expected: Vec<i64> = (1..=3).map(|n| jittered.delay_ms(n, id.0) as i64).collect();
-    assert_eq!(a, expected, "derived from the instance id and the attempt");
-}
-
-/// A job with `max_instances` 1 under `policy`, its first run dispatched to w1.
-fn busy(policy: OverlapPolicy) -> (Core, AppId, JobId, InstanceId, Sent) {
-    let (mut core, app, job) = with_job(|j| {
-        j.max_instances = 1;
-        j.overlap_policy = policy;
-    });
-    let first = run(&mut core, app, job, T0).unwrap();
-    let sent = core_sent_first(&mut core, first);
-    worker_says(&mut core, app, &sent, wire::InstanceStatus::Running, T0);
-    (core, app, job, first, sent)
-}
-
-#[test]
-fn overlap_fail_fails_the_extra_run() {
-    let (mut core, app, job, first, _) = busy(OverlapPolicy::Fail);
-    let second = run(&mut core, app, job, T0 + 1).unwrap();
-    assert_eq!(status_of(&core, second), Some(InstanceStatus::Failed));
-    let rec = core.repo.get_instance(second).unwrap();
-    assert!(rec.result.unwrap().contains("max_instances"));
-    assert_eq!(status_of(&core, first), Some(InstanceStatus::Running));
-}
-
-#[test]
-fn overlap_skip_creates_nothing_and_counts() {
-    let (mut core, app, job, first, sent) = busy(OverlapPolicy::Skip);
-    // An API run is refused and counted.
-    assert_eq!(run(&mut core, app, job, T0 + 1), None);
-    assert!(core
-        .prepare_run(app, job, String::new(), 0, T0 + 1)
-        .is_err());
-    assert_eq!(core.jobs[&job].skipped, 2);
-    assert_eq!(
-        core.metrics
-            .runs_skipped
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2
-    );
-    assert_eq!(core.active.len(), 1, "no instance was created");
-    // A run that already has an instance (a retry, a workflow node) is CANCELED, counted.
-    let rec = InstanceRecord::new(job, app, "", T0);
-    let rec = core
-        .repo
-        .create_instance(rec, None)
-        .unwrap()
-        .wait()
-        .unwrap();
-    let held = rec.id;
-    core.admit(rec);
-    at(&mut core, T0 + 2, T0 + 2);
-    core.dispatch(held, T0 + 2);
-    settle(&mut core, T0 + 2);
-    assert_eq!(status_of(&core, held), Some(InstanceStatus::Canceled));
-    assert!(core
-        .repo
-        .get_instance(held)
-        .unwrap()
-        .result
-        .unwrap()
-        .contains("SKIP"));
-    assert_eq!(core.jobs[&job].skipped, 3);
-    // Once the slot is free, runs start again.
-    worker_says(&mut core, app, &sent, wire::InstanceStatus::Succeed, T0 + 3);
-    settle(&mut core, T0 + 3);
-    assert_eq!(status_of(&core, first), Some(InstanceStatus::Succeed));
-    assert!(run(&mut core, app, job, T0 + 4).is_some());
-}
-
-#[test]
-fn overlap_skip_skips_scheduled_fires_and_keeps_the_schedule() {
-    // A FIXED_RATE job every second whose runs last longer than that.
-    let (mut core, app, job) = with_job(|j| {
-        j.time_expression_type = TimeExpressionType::FixedRate;
-        j.time_expression = "1000".into();
-        j.max_instances = 1;
-        j.overlap_policy = OverlapPolicy::Skip;
-    });
-    let (first, _) = tick(&mut core, T0 + 1_000);
-    assert_eq!(first.len(), 1);
-    let first = &first[0];
-    worker_says(
-        &mut core,
-        app,
-        first,
-        wire::InstanceStatus::Running,
-        T0 + 1_000,
-    );
-    for s in 2..=4 {
-        let (sent, _) = tick(&mut core, T0 + s * 1_000);
-        assert!(sent.is_empty(), "fire {s} was not skipped");
-    }
-    assert_eq!(core.jobs[&job].skipped, 3);
-    assert_eq!(core.active.len(), 1, "skipped fires create no instance");
-    assert_eq!(
-        core.repo.trigger(job).and_then(|t| t.next_trigger),
-        Some(T0 + 5_000),
-        "the trigger moved on past the skipped fires"
-    );
-    worker_says(
-        &mut core,
-        app,
-        first,
-        wire::InstanceStatus::Succeed,
-        T0 + 4_500,
-    );
-    settle(&mut core, T0 + 4_500);
-    let (sent, _) = tick(&mut core, T0 + 5_000);
-    assert_eq!(sent.len(), 1, "the next fire runs once the slot is free");
-}
-
-#[test]
-fn overlap_queue_runs_the_waiting_runs_in_order_as_slots_free() {
-    let (mut core, app, job, first, sent) = busy(OverlapPolicy::Queue);
-    let queued: Vec<InstanceId> = (1..=3)
-        .map(|i| run(&mut core, app, job, T0 + i).unwrap())
-        .collect();
-    for q in &queued {
-        assert_eq!(status_of(&core, *q), Some(InstanceStatus::WaitingDispatch));
-    }
-    assert_eq!(
-        core.jobs[&job].queue.iter().copied().collect::<Vec<_>>(),
-        queued
-    );
-    // Each end frees the slot for the oldest waiting run, and only for it.
-    let mut running = sent;
-    let mut now = T0 + 10;
-    let mut order = Vec::new();
-    for _ in 0..3 {
-        worker_says(&mut core, app, &running, wire::InstanceStatus::Succeed, now);
-        let (s, _) = settle(&mut core, now);
-        assert!(s.is_empty());
-        let (s, _) = tick(&mut core, now);
-        assert_eq!(s.len(), 1, "one slot, one run");
-        running = s.into_iter().next().unwrap();
-        order.push(InstanceId(running.1));
-        worker_says(&mut core, app, &running, wire::InstanceStatus::Running, now);
-        now += 10;
-    }
-    assert_eq!(order, queued, "first in, first out");
-    assert!(core.jobs[&job].queue.is_empty());
-    assert_eq!(status_of(&core, first), Some(InstanceStatus::Succeed));
-}
-
-#[test]
-fn overlap_queue_is_bounded_and_survives_a_restart() {
-    let (mut core, app, job, _first, _sent) = busy(OverlapPolicy::Queue);
-    let queued: Vec<InstanceId> = (0..MAX_QUEUED_RUNS as i64)
-        .map(|i| run(&mut core, app, job, T0 + 1 + i).unwrap())
-        .collect();
-    assert_eq!(core.jobs[&job].queue.len(), MAX_QUEUED_RUNS);
-    // One more than the bound: FAILED, saying why.
-    let over = run(&mut core, app, job, T0 + 1_000).unwrap();
-    assert_eq!(status_of(&core, over), Some(InstanceStatus::Failed));
-    assert!(core
-        .repo
-        .get_instance(over)
-        .unwrap()
-        .result
-        .unwrap()
-        .contains("queued"));
-    // A restart: the queued runs are WAITING_DISPATCH on disk and queue again in order,
-    // behind the run that was dispatched (its worker is asked about it).
-    let loaded = core.repo.load().unwrap();
-    let store_repo = Arc::clone(&core.repo);
-    let (mut again, _) = core_on(store_repo);
-    at(&mut again, T0 + 2_000, T0 + 2_000);
-    again.recover(loaded, T0 + 2_000);
-    assert_eq!(
-        again.jobs[&job].queue.iter().copied().collect::<Vec<_>>(),
-        queued
-    );
-}
-
-/// A fresh core over an existing repository (a restart).
-fn core_on(repo: Arc<Repo>) -> (Core, ()) {
-    let registry = Arc::new(WorkerRegistry::new(RegistryConfig::default()).unwrap());
-    let (template, _) = core();
-    let core = Core::new(
-        template.config.clone(),
-        repo,
-        registry,
-        Arc::new(Metrics::default()),
-        SelectState::seeded(1),
-        T0,
-    );
-    (core, ())
-}
-
-#[test]
-fn overlap_replace_stops_the_running_instance_then_starts_the_new_one() {
-    let (mut core, app, job, first, _) = busy(OverlapPolicy::Replace);
-    at(&mut core, T0 + 5, T0 + 5);
-    let (c, then) = core
-        .prepare_run(app, job, String::new(), 0, T0 + 5)
-        .unwrap();
-    let second = core.created(c.wait(), then, T0 + 5).unwrap();
-    let (sent, stopped) = settle(&mut core, T0 + 5);
-    assert_eq!(
-        stopped,
-        vec![("w1:1".to_owned(), first.0)],
-        "the old run is stopped"
-    );
-    assert_eq!(sent.iter().map(|s| s.1).collect::<Vec<_>>(), vec![second.0]);
-    assert_eq!(status_of(&core, first), Some(InstanceStatus::Stopped));
-    let rec = core.repo.get_instance(first).unwrap();
-    assert!(rec.result.unwrap().contains("REPLACE"));
-    assert_eq!(
-        status_of(&core, second),
-        Some(InstanceStatus::WaitingWorkerReceive)
-    );
-    assert_eq!(core.jobs[&job].running.count(), 1);
-}
-
-#[test]
-fn overlap_queue_follows_a_raised_limit_and_a_deleted_job() {
-    let (mut core, app, job, _first, _sent) = busy(OverlapPolicy::Queue);
-    let queued: Vec<InstanceId> = (1..=3)
-        .map(|i| run(&mut core, app, job, T0 + i).unwrap())
-        .collect();
-    // Two more slots: the two oldest queued runs start, the third still waits.
-    let mut rec = core.jobs[&job].def.record.clone();
-    rec.max_instances = 3;
-    at(&mut core, T0 + 10, T0 + 10);
-    let (c, r) = core.replace_job(job, rec, T0 + 10).unwrap();
-    core.job_replaced(c.wait().unwrap(), r).unwrap();
-    // Each start wakes the next one at the following step.
-    let mut sent = tick(&mut core, T0 + 10).0;
-    sent.extend(tick(&mut core, T0 + 10).0);
-    sent.extend(tick(&mut core, T0 + 10).0);
-    assert_eq!(
-        sent.iter().map(|s| InstanceId(s.1)).collect::<Vec<_>>(),
-        queued[..2].to_vec()
-    );
-    assert_eq!(
-        core.jobs[&job].queue.iter().copied().collect::<Vec<_>>(),
-        vec![queued[2]]
-    );
-    // The job is deleted: its queued run does not wait forever.
-    core.delete_job_begin(job).unwrap();
-    core.repo.delete_job(job).unwrap().wait().unwrap();
-    core.job_deleted(job);
-    tick(&mut core, T0 + 20);
-    assert_eq!(status_of(&core, queued[2]), Some(InstanceStatus::Failed));
 }
 
 #[test]
@@ -685,91 +375,6 @@ pub(super) fn put_calendar(core: &mut Core, app: AppId, name: &str, zone: &str, 
         description: String::new(),
         updated_at: T0,
     });
-}
-
-#[test]
-fn a_trigger_on_an_excluded_date_creates_no_instance_and_the_next_one_fires() {
-    const HOUR: EpochMs = 3_600_000;
-    // Daily at 23:30 UTC; the calendar excludes 2026-01-02 in Shanghai (UTC+8), which
-    // starts at 16:00 UTC on the 1st: the trigger of 2026-01-01T23:30Z is excluded.
-    let (mut core, app, job) = with_job(|j| {
-        j.time_expression_type = TimeExpressionType::Cron;
-        j.time_expression = "0 30 23 * * ?".into();
-        j.calendars = vec!["cn".into()];
-    });
-    put_calendar(&mut core, app, "cn", "Asia/Shanghai", &["2026-01-02"]);
-    let first = T0 + 23 * HOUR + HOUR / 2;
-    assert_eq!(
-        core.repo.trigger(job).and_then(|t| t.next_trigger),
-        Some(first)
-    );
-    let (sent, _) = tick(&mut core, first);
-    assert!(sent.is_empty(), "the excluded trigger ran");
-    assert!(
-        core.active.is_empty(),
-        "an excluded trigger creates no instance"
-    );
-    assert_eq!(core.jobs[&job].calendar_skipped, 1);
-    assert_eq!(core.jobs[&job].skipped, 0, "not the overlap policy's count");
-    assert_eq!(
-        core.metrics
-            .runs_calendar_skipped
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
-    assert_eq!(
-        core.repo.trigger(job).and_then(|t| t.next_trigger),
-        Some(first + 24 * HOUR),
-        "the next trigger is planned as usual"
-    );
-    // The next day is not excluded: it fires.
-    let (sent, _) = tick(&mut core, first + 24 * HOUR);
-    assert_eq!(sent.len(), 1);
-    assert_eq!(core.jobs[&job].calendar_skipped, 1);
-    // A run asked for through the API is not affected by calendars, on an excluded date too.
-    put_calendar(&mut core, app, "cn", "UTC", &["2026-01-01..2026-01-31"]);
-    assert!(run(&mut core, app, job, first + 24 * HOUR + 1).is_some());
-}
-
-#[test]
-fn a_calendar_that_excludes_every_date_skips_each_trigger_without_searching() {
-    let (mut core, app, job) = with_job(|j| {
-        j.time_expression_type = TimeExpressionType::FixedRate;
-        j.time_expression = "1000".into();
-        j.misfire = crate::time_expression::MisfirePolicy::FireAll;
-        j.calendars = vec!["never".into()];
-    });
-    put_calendar(&mut core, app, "never", "UTC", &["1970-01-01..2299-12-31"]);
-    for s in 1..=3 {
-        let (sent, _) = tick(&mut core, T0 + s * 1_000);
-        assert!(sent.is_empty());
-    }
-    // A late step (FIRE_ALL catches up on the missed triggers): each one is excluded too.
-    let (sent, _) = tick(&mut core, T0 + 6_000);
-    assert!(sent.is_empty());
-    assert_eq!(core.jobs[&job].calendar_skipped, 6);
-    assert!(core.active.is_empty());
-    assert_eq!(
-        core.repo.trigger(job).and_then(|t| t.next_trigger),
-        Some(T0 + 7_000)
-    );
-    // The calendar deleted, the job fires again.
-    core.calendar_deleted(app, "never");
-    let (sent, _) = tick(&mut core, T0 + 7_000);
-    assert_eq!(sent.len(), 1);
-}
-
-#[test]
-fn calendar_users_and_unknown_names() {
-    let (mut core, app, job) = with_job(|j| j.calendars = vec!["fr".into()]);
-    put_calendar(&mut core, app, "fr", "Europe/Paris", &["2026-07-14"]);
-    let users = core.calendar_users(app, "fr");
-    assert_eq!(users.jobs, vec![job]);
-    assert!(core.calendar_users(app, "other").is_empty());
-    let names = vec!["fr".to_owned(), "de".to_owned()];
-    assert_eq!(core.unknown_calendar(app, &names), Some("de"));
-    assert_eq!(core.unknown_calendar(app, &names[..1]), None);
-    assert_eq!(core.unknown_calendar(AppId(999), &names[..1]), Some("fr"));
 }
 
 /// The worker of the attempt `sent` reports `status` with report number `n` of the attempt,
@@ -835,89 +440,4 @@ fn an_attempts_start_time_is_its_first_reported_start_kept_within_dispatch_and_r
     assert_eq!(stored.actual_trigger_time, Some(T0 + 400));
     assert_eq!(stored.started_time, Some(T0 + 450));
     assert_eq!(stored.finished_time, Some(T0 + 450));
-}
-
-/// An API run of `job` created and ended with `status` at `now`.
-fn run_ending(core: &mut Core, app: AppId, job: JobId, status: wire::InstanceStatus, now: i64) {
-    at_step(core, now);
-    let id = run(core, app, job, now).unwrap();
-    let sent = core_sent_first(core, id);
-    worker_says(core, app, &sent, status, now);
-    settle(core, now);
-    assert!(status_of(core, id).is_some_and(|s| s.is_final()));
-}
-
-/// A step at `now` in which the worker beats.
-fn at_step(core: &mut Core, now: i64) {
-    at(core, now, now);
-    heartbeat(core, "w1:1");
-}
-
-#[test]
-fn per_app_counts_fall_in_minute_buckets_and_age_out_of_their_windows() {
-    const MIN: i64 = 60_000;
-    const SUCCEED: wire::InstanceStatus = wire::InstanceStatus::Succeed;
-    const FAILED: wire::InstanceStatus = wire::InstanceStatus::Failed;
-    let (mut core, app, job) = with_job(|_| {});
-    // T0 is a whole hour: minute 0 of the ring ends at T0 + 59_999.
-    run_ending(&mut core, app, job, SUCCEED, T0 + MIN - 1);
-    run_ending(&mut core, app, job, FAILED, T0 + MIN);
-    run_ending(&mut core, app, job, SUCCEED, T0 + 60 * MIN - 1);
-    let r = core.stats.read(app, T0 + 60 * MIN);
-    assert_eq!(r.since, T0, "the core started counting at T0");
-    // Minutes 56 to 60: the run of minute 59.
-    let w = r.last_5_minutes;
-    assert_eq!(
-        (w.from, w.finished, w.succeeded, w.failed),
-        (T0 + 56 * MIN, 1, 1, 0)
-    );
-    // Minutes 1 to 60: minute 0's run is out.
-    let w = r.last_hour;
-    assert_eq!(
-        (w.from, w.finished, w.succeeded, w.failed),
-        (T0 + MIN, 2, 1, 1)
-    );
-    // The day reaches back before T0: it counts from T0, every run.
-    let w = r.last_day;
-    assert_eq!((w.from, w.finished, w.succeeded, w.failed), (T0, 3, 2, 1));
-    assert_eq!(r.last_day.lateness_p50_ms, None, "no scheduled fire");
-    // A day later, minute 1440 reuses minute 0's bucket: the old count is gone, not added.
-    run_ending(&mut core, app, job, SUCCEED, T0 + 1440 * MIN);
-    let r = core.stats.read(app, T0 + 1441 * MIN + 30_000);
-    let w = r.last_day;
-    assert_eq!(
-        (w.from, w.finished, w.succeeded, w.failed),
-        (T0 + 2 * MIN, 2, 2, 0)
-    );
-    assert_eq!(r.last_hour.finished, 1);
-    // Another app counts apart, and a deleted app's counts go with it.
-    assert_eq!(core.stats.read(AppId(app.0 + 1), T0).last_day.finished, 0);
-    core.remove_app(app);
-    assert_eq!(core.stats.read(app, T0 + 1441 * MIN).last_day.finished, 0);
-}
-
-#[test]
-fn per_app_fire_lateness_is_a_histogram_by_minute_and_by_hour() {
-    let (mut core, app, _) = with_job(|j| {
-        j.time_expression_type = TimeExpressionType::FixedRate;
-        j.time_expression = "60000".into();
-    });
-    // The first trigger is due at T0 + 60 s: fired 700 ms late, the next one 30 ms late.
-    tick(&mut core, T0 + 60_700);
-    tick(&mut core, T0 + 120_030);
-    let r = core.stats.read(app, T0 + 120_030);
-    for w in [r.last_5_minutes, r.last_hour, r.last_day] {
-        assert_eq!(w.fires, 2);
-        // 30 ms lies in the (20, 50] bin; 700 ms in (500, 1000], capped by the largest.
-        assert_eq!(
-            (w.lateness_p50_ms, w.lateness_p99_ms),
-            (Some(50), Some(700))
-        );
-        assert_eq!(w.finished, 0, "still running");
-    }
-    // Two hours on, the fires are out of the hour but still in the day (kept by hour).
-    let r = core.stats.read(app, T0 + 2 * 3_600_000 + 120_030);
-    assert_eq!(r.last_hour.lateness_p99_ms, None);
-    assert_eq!(r.last_day.lateness_p99_ms, Some(700));
-    assert_eq!(r.last_day.fires, 2);
 }

@@ -1,4 +1,5 @@
-//! [`Api`] over the server core.
+//! [`Api`] over the server core: [`NodeApi`], whose methods hand most calls to the
+//! `*_api.rs` file of their subject (jobs, instances, workflows, apps, ...).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,10 +12,6 @@ use crate::api::{
     WorkflowList, WorkflowRunCreated, WorkflowView,
 };
 use crate::ids::{AppId, InstanceId, JobId, NodeId, WorkflowId, WorkflowInstanceId};
-use crate::server::api_convert::{instance_view, job_record, job_view};
-use crate::server::core::commands::check_period;
-use crate::server::core::{HeldView, JobDef};
-use crate::server::{InstanceFilter, InstanceRecord, JobRecord};
 
 use super::driver::Runtime;
 
@@ -26,140 +23,6 @@ pub(crate) struct NodeApi(pub(crate) Arc<Runtime>);
 
 pub(super) fn limit(l: Option<u32>, default: usize) -> usize {
     l.map_or(default, |l| usize::try_from(l).unwrap_or(usize::MAX))
-}
-
-impl NodeApi {
-    /// `app`'s job `id`: its definition.
-    fn job_of(&self, app: &AppRef, id: JobId) -> Result<Arc<JobDef>, ApiError> {
-        Ok(self.0.core.lock().job_of(app.id, id)?.def())
-    }
-
-    /// The API view of an instance: the record plus the workflow link and, while it is in
-    /// memory, its task progress.
-    fn iview(&self, rec: &InstanceRecord, held: HeldView) -> InstanceView {
-        let mut views = self.iviews([(rec, held)]);
-        views.pop().unwrap_or_else(|| instance_view(rec))
-    }
-
-    /// The API views of instances (see [`iview`](Self::iview)), in order. The workflow links
-    /// of runs the core holds come from memory, the others from the repository in one lookup
-    /// made outside the core's lock: on PostgreSQL a lookup is a round trip, which neither a
-    /// page of a listing nor dispatch should wait for once per instance.
-    fn iviews<'a>(
-        &self,
-        recs: impl IntoIterator<Item = (&'a InstanceRecord, HeldView)>,
-    ) -> Vec<InstanceView> {
-        let mut views: Vec<InstanceView> = recs
-            .into_iter()
-            .map(|(rec, held)| {
-                let mut v = instance_view(rec);
-                v.tasks = held.tasks;
-                v.next_retry_at = held.next_retry_at;
-                v
-            })
-            .collect();
-        let in_memory: Vec<Option<WorkflowInstanceId>> = {
-            let core = self.0.core.lock();
-            views.iter().map(|v| core.node_run_of(v.id)).collect()
-        };
-        let stored_ids: Vec<InstanceId> = views
-            .iter()
-            .zip(&in_memory)
-            .filter(|(_, wf)| wf.is_none())
-            .map(|(v, _)| v.id)
-            .collect();
-        // An unreadable link leaves the field empty, as a run of no workflow.
-        let stored = self
-            .0
-            .repo
-            .workflow_instances_of(&stored_ids)
-            .unwrap_or_else(|e| {
-                tracing::debug!(error = %e, "workflow links of instances not read");
-                Vec::new()
-            });
-        let mut stored = stored.into_iter();
-        for (v, wf) in views.iter_mut().zip(in_memory) {
-            v.workflow_instance_id = match wf {
-                Some(wf) => Some(wf),
-                None => stored.next().flatten(),
-            };
-        }
-        views
-    }
-
-    fn view(&self, def: &JobDef) -> JobView {
-        let mut v = job_view(&def.record, self.0.repo.trigger(def.record.id));
-        (v.skipped_runs, v.calendar_skipped_runs) = self.skipped(def.record.id);
-        v
-    }
-
-    /// Runs of job `id` its SKIP overlap policy skipped, and scheduled triggers its calendars
-    /// excluded, since the server started.
-    fn skipped(&self, id: JobId) -> (u64, u64) {
-        self.0
-            .core
-            .lock()
-            .jobs
-            .get(&id)
-            .map_or((0, 0), |j| (j.skipped, j.calendar_skipped))
-    }
-
-    /// A bad request unless `app` has a calendar of each of `names`.
-    pub(super) fn check_calendars(&self, app: &AppRef, names: &[String]) -> Result<(), ApiError> {
-        match self.0.core.lock().unknown_calendar(app.id, names) {
-            Some(name) => Err(ApiError::invalid(
-                "calendars",
-                format!("app {} has no calendar named {name:?}", app.name),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    /// The instance as the core knows it now (memory for non-final ones, else the store),
-    /// NotFound unless it belongs to `app`.
-    pub(super) fn instance(
-        &self,
-        app: &AppRef,
-        id: InstanceId,
-    ) -> Result<InstanceRecord, ApiError> {
-        Ok(self.instance_tasks(app, id)?.0)
-    }
-
-    /// [`instance`](Self::instance) with the task progress kept in memory.
-    fn instance_tasks(
-        &self,
-        app: &AppRef,
-        id: InstanceId,
-    ) -> Result<(InstanceRecord, HeldView), ApiError> {
-        let held = self
-            .0
-            .core
-            .lock()
-            .active
-            .get(&id)
-            .map(|st| (st.rec.clone(), st.held_view()));
-        let (rec, tasks) = match held {
-            Some(x) => x,
-            None => (self.0.repo.get_instance(id)?, HeldView::default()),
-        };
-        if rec.app_id != app.id {
-            return Err(ApiError::not_found("instance", id.0));
-        }
-        Ok((rec, tasks))
-    }
-
-    /// Replaces a job's definition (update, enable, disable) and reschedules it.
-    pub(super) async fn replace(&self, id: JobId, record: JobRecord) -> Result<JobView, ApiError> {
-        let rt = &self.0;
-        let (commit, r) = rt.step(|core, now| core.replace_job(id, record, now))?;
-        let saved = rt.await_commit(commit).await?;
-        rt.step(|core, _| core.job_replaced(saved, r))?;
-        let def = self.0.core.lock().live_job(id).map(|j| j.def());
-        match def {
-            Some(d) => Ok(self.view(&d)),
-            None => Err(ApiError::not_found("job", id.0)),
-        }
-    }
 }
 
 impl Api for NodeApi {
@@ -236,119 +99,31 @@ impl Api for NodeApi {
     }
 
     fn create_job(&self, app: AppRef, body: JobBody) -> ApiFuture<'_, Created<JobId>> {
-        Box::pin(async move {
-            let sh = &self.0;
-            let record = job_record(&body, app.id)?;
-            self.check_calendars(&app, &record.calendars)?;
-            let def = JobDef::new(record.clone())?;
-            check_period(&def.expr, sh.config.min_period_ms)?;
-            let max = sh.config.max_jobs_per_app;
-            let jobs = {
-                let core = sh.core.lock();
-                // A server of a cluster creates jobs only of the apps it acts for.
-                core.acting_for(app.id)?;
-                core.jobs_of(app.id)
-            };
-            if jobs >= max {
-                return Err(ApiError::conflict(format!(
-                    "app {} already has {jobs} jobs, the most this server allows per app (max_jobs_per_app {max})",
-                    app.name
-                )));
-            }
-            let now = sh.now();
-            let next = def.initial_next(now);
-            let saved = sh
-                .await_commit(sh.repo.create_job(record, next, now)?)
-                .await?;
-            let id = sh.step(|core, _| core.job_created(saved, &app.name, next))?;
-            Ok(Created { id })
-        })
+        Box::pin(self.job_create(app, body))
     }
 
     fn list_jobs(&self, app: AppRef, query: JobQuery) -> ApiFuture<'_, JobList> {
-        Box::pin(async move {
-            let sh = &self.0;
-            let filter = crate::server::JobFilter {
-                name: query.name,
-                tag: query.tag,
-                time_expression_type: query.time_expression_type,
-                execute_type: query.execute_type,
-                enabled: query.enabled,
-            };
-            let page = sh
-                .repo
-                .list_jobs(app.id, &filter, query.cursor, limit(query.limit, 100))?;
-            let items = page
-                .items
-                .iter()
-                .map(|j| {
-                    let mut v = job_view(j, sh.repo.trigger(j.id));
-                    (v.skipped_runs, v.calendar_skipped_runs) = self.skipped(j.id);
-                    v
-                })
-                .collect();
-            Ok(JobList {
-                items,
-                next_cursor: page.next_cursor,
-            })
-        })
+        Box::pin(self.job_list(app, query))
     }
 
     fn get_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, JobView> {
-        Box::pin(async move {
-            let def = self.job_of(&app, id)?;
-            Ok(self.view(&def))
-        })
+        Box::pin(self.job_get(app, id))
     }
 
     fn update_job(&self, app: AppRef, id: JobId, body: JobBody) -> ApiFuture<'_, JobView> {
-        Box::pin(async move {
-            self.job_of(&app, id)?;
-            let record = job_record(&body, app.id)?;
-            self.check_calendars(&app, &record.calendars)?;
-            self.replace(id, record).await
-        })
+        Box::pin(self.job_update(app, id, body))
     }
 
     fn delete_job(&self, app: AppRef, id: JobId) -> ApiFuture<'_, ()> {
-        Box::pin(async move {
-            let sh = &self.0;
-            let commit = sh.step(|core, _| {
-                core.job_of(app.id, id)?;
-                core.delete_job_begin(id)?;
-                Ok::<_, ApiError>(sh.repo.delete_job(id)?)
-            })?;
-            sh.await_commit(commit).await?;
-            sh.step(|core, _| core.job_deleted(id));
-            Ok(())
-        })
+        Box::pin(self.job_delete(app, id))
     }
 
     fn set_job_enabled(&self, app: AppRef, id: JobId, enabled: bool) -> ApiFuture<'_, JobView> {
-        Box::pin(async move {
-            let def = self.job_of(&app, id)?;
-            let mut record = def.record.clone();
-            if record.enabled == enabled {
-                return Ok(self.view(&def));
-            }
-            record.enabled = enabled;
-            self.replace(id, record).await
-        })
+        Box::pin(self.job_set_enabled(app, id, enabled))
     }
 
     fn run_job(&self, app: AppRef, id: JobId, req: RunJob) -> ApiFuture<'_, RunCreated> {
-        Box::pin(async move {
-            let rt = Arc::clone(&self.0);
-            let (commit, then) =
-                rt.step(|core, now| core.prepare_run(app.id, id, req.params, req.delay_ms, now))?;
-            let iid = PendingRun {
-                rt,
-                inner: Some((commit, then)),
-            }
-            .finish()
-            .await?;
-            Ok(RunCreated { instance_id: iid })
-        })
+        Box::pin(self.job_run(app, id, req))
     }
 
     fn run_job_batch(
@@ -375,75 +150,11 @@ impl Api for NodeApi {
     }
 
     fn get_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, InstanceView> {
-        Box::pin(async move {
-            let (rec, tasks) = self.instance_tasks(&app, id)?;
-            Ok(self.iview(&rec, tasks))
-        })
+        Box::pin(self.instance_get(app, id))
     }
 
     fn list_instances(&self, app: AppRef, query: InstanceQuery) -> ApiFuture<'_, InstanceList> {
-        Box::pin(async move {
-            let sh = &self.0;
-            query.check()?;
-            let filter = InstanceFilter {
-                job: query.job_id,
-                status: query.status,
-                trigger: crate::server::TimeRange {
-                    from: query.trigger_from,
-                    to: query.trigger_to,
-                },
-                finished: crate::server::TimeRange {
-                    from: query.finished_from,
-                    to: query.finished_to,
-                },
-            };
-            let limit_n = limit(query.limit, 100).clamp(1, crate::server::MAX_PAGE);
-            if query.status.is_some_and(|s| !s.is_final()) {
-                // Non-final instances all live in memory, which is ahead of the store (RUNNING
-                // is never written): list them from there, newest first.
-                let held: Vec<(InstanceRecord, HeldView)> = sh
-                    .core
-                    .lock()
-                    .active
-                    .iter()
-                    .filter(|(k, _)| query.cursor.is_none_or(|c| k.0 < c))
-                    .filter(|(_, st)| st.rec.app_id == app.id && filter.matches(&st.rec))
-                    .map(|(_, st)| (st.rec.clone(), st.held_view()))
-                    .collect();
-                let mut items: Vec<InstanceView> = self.iviews(held.iter().map(|(r, t)| (r, *t)));
-                items.sort_unstable_by_key(|v| std::cmp::Reverse(v.id));
-                let next_cursor = (items.len() > limit_n)
-                    .then(|| items.get(limit_n - 1).map(|v| v.id.0))
-                    .flatten();
-                items.truncate(limit_n);
-                return Ok(InstanceList { items, next_cursor });
-            }
-            let page =
-                sh.repo
-                    .list_instances(app.id, filter, query.cursor, limit(query.limit, 100))?;
-            let held: Vec<Option<(InstanceRecord, HeldView)>> = {
-                let core = sh.core.lock();
-                page.items
-                    .iter()
-                    .map(|r| {
-                        core.active
-                            .get(&r.id)
-                            .map(|st| (st.rec.clone(), st.held_view()))
-                    })
-                    .collect()
-            };
-            let recs: Vec<(InstanceRecord, HeldView)> = page
-                .items
-                .iter()
-                .zip(held)
-                .map(|(r, h)| h.unwrap_or_else(|| (r.clone(), HeldView::default())))
-                .collect();
-            let items = self.iviews(recs.iter().map(|(r, t)| (r, *t)));
-            Ok(InstanceList {
-                items,
-                next_cursor: page.next_cursor,
-            })
-        })
+        Box::pin(self.instance_list(app, query))
     }
 
     fn instance_action(
@@ -452,60 +163,7 @@ impl Api for NodeApi {
         iid: InstanceId,
         action: InstanceAction,
     ) -> ApiFuture<'_, InstanceView> {
-        Box::pin(async move {
-            let rt = Arc::clone(&self.0);
-            let held = rt.step(|core, now| core.command_held(app.id, iid, action, now));
-            match held {
-                Some(r) => {
-                    let (commit, commanded, rec) = r?;
-                    let view = self.iview(&rec, HeldView::default());
-                    // Awaited in a task of its own: the follow-up happens even if the caller
-                    // goes away.
-                    let task = tokio::spawn(async move {
-                        let r = rt.await_commit(commit).await;
-                        if r.is_ok() {
-                            rt.step(|core, now| core.commanded(commanded, now));
-                        }
-                        r
-                    });
-                    match task.await {
-                        Ok(r) => r?,
-                        Err(e) => return Err(ApiError::internal(e.to_string())),
-                    }
-                    Ok(view)
-                }
-                None => {
-                    let mut rec = self.instance(&app, iid)?;
-                    if action != InstanceAction::Retry {
-                        // Final (not owned by the core): stop and cancel are illegal.
-                        let now = rt.now();
-                        let err = match action {
-                            InstanceAction::Stop => rec.stop(now),
-                            _ => rec.cancel(now),
-                        };
-                        err?;
-                        return Err(ApiError::conflict(format!(
-                            "instance {} changed; try again",
-                            iid.0
-                        )));
-                    }
-                    let (commit, rec) = rt.step(|core, now| core.retry_finished(rec, now))?;
-                    let view = self.iview(&rec, HeldView::default());
-                    let task = tokio::spawn(async move {
-                        let r = rt.await_commit(commit).await;
-                        if r.is_ok() {
-                            rt.step(|core, now| core.dispatch(iid, now));
-                        }
-                        r
-                    });
-                    match task.await {
-                        Ok(r) => r?,
-                        Err(e) => return Err(ApiError::internal(e.to_string())),
-                    }
-                    Ok(view)
-                }
-            }
-        })
+        Box::pin(self.instance_act(app, iid, action))
     }
 
     fn delete_instance(&self, app: AppRef, id: InstanceId) -> ApiFuture<'_, ()> {

@@ -35,6 +35,8 @@ mod delete_api;
 pub(crate) mod driver;
 mod history_api;
 mod idempotency_api;
+mod instance_api;
+mod job_api;
 mod link;
 mod log_api;
 pub(crate) mod metrics;

@@ -310,6 +310,54 @@ pub(super) fn poll_now<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Out
     std::pin::Pin::new(f).poll(&mut cx)
 }
 
+/// A write the core awaited that [`resume_awaited`] resumed it with.
+pub(super) enum Resumed {
+    /// A creation came back: the instance it admitted, if any.
+    Created(Option<InstanceId>),
+    /// The final write of this instance was acknowledged.
+    FinalAcknowledged(InstanceId),
+}
+
+/// Resumes `core` with the writes of `awaiting` that resolved, in submission order, stopping
+/// at the first one still pending (as the runtime's driver does); `on` hears of each creation
+/// and of each acknowledged final write, after the core took it. Shared by the single-server
+/// world and the cluster.
+pub(super) fn resume_awaited(
+    core: &mut Core,
+    awaiting: &mut VecDeque<Awaited>,
+    now: EpochMs,
+    mut on: impl FnMut(Resumed),
+) {
+    while let Some(front) = awaiting.front_mut() {
+        let ready = match front {
+            Awaited::Write(c, _) => poll_now(c).map(|r| r.map(drop)),
+            Awaited::Created(c, _) => match poll_now(c) {
+                Poll::Ready(r) => {
+                    let Some(Awaited::Created(_, then)) = awaiting.pop_front() else {
+                        break;
+                    };
+                    on(Resumed::Created(core.created(r, then, now)));
+                    continue;
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            Awaited::Detached(c) => poll_now(c).map(|r| r.map(drop)),
+        };
+        let Poll::Ready(r) = ready else { break };
+        let ok = r.is_ok();
+        if let Some(Awaited::Write(_, then)) = awaiting.pop_front() {
+            let final_id = match &then {
+                Then::Follow(crate::server::core::Follow::Final { id, .. }) => Some(*id),
+                _ => None,
+            };
+            core.resume(then, ok, now);
+            if let (true, Some(id)) = (ok, final_id) {
+                on(Resumed::FinalAcknowledged(id));
+            }
+        }
+    }
+}
+
 /// Runs one simulation: of one server, or of a cluster when `config.servers` is above 1.
 pub fn run(config: SimConfig) -> SimReport {
     if config.servers > 1 {

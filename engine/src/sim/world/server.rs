@@ -265,46 +265,15 @@ impl World {
         let mono = self.now;
         s.core.begin(now * 1000, mono * 1000);
         // Writes resolve in submission order: stop at the first one still pending.
-        while let Some(front) = s.awaiting.front_mut() {
-            let ready = match front {
-                Awaited::Write(c, _) => poll_now(c).map(|r| r.map(drop)),
-                Awaited::Created(c, _) => match poll_now(c) {
-                    Poll::Ready(r) => {
-                        let Some(Awaited::Created(_, then)) = s.awaiting.pop_front() else {
-                            break;
-                        };
-                        let id = s.core.created(r, then, now);
-                        if let Some(id) = id {
-                            self.checker.instance_admitted(id);
-                        }
-                        continue;
-                    }
-                    Poll::Pending => Poll::Pending,
-                },
-                Awaited::Detached(c) => poll_now(c).map(|r| r.map(drop)),
-            };
-            let Poll::Ready(r) = ready else { break };
-            let ok = r.is_ok();
-            match s.awaiting.pop_front() {
-                Some(Awaited::Write(_, then)) => {
-                    let final_id = match &then {
-                        Then::Follow(crate::server::core::Follow::Final { id, .. }) => Some(*id),
-                        _ => None,
-                    };
-                    s.core.resume(then, ok, now);
-                    if let (true, Some(id)) = (ok, final_id) {
-                        self.checker.final_acknowledged(
-                            &s.repo,
-                            id,
-                            self.now,
-                            &mut self.report.violations,
-                        );
-                    }
-                }
-                Some(_) => {}
-                None => break,
+        let (checker, violations) = (&mut self.checker, &mut self.report.violations);
+        let (repo, world_now) = (&s.repo, self.now);
+        resume_awaited(&mut s.core, &mut s.awaiting, now, |resumed| match resumed {
+            Resumed::Created(Some(id)) => checker.instance_admitted(id),
+            Resumed::Created(None) => {}
+            Resumed::FinalAcknowledged(id) => {
+                checker.final_acknowledged(repo, id, world_now, violations);
             }
-        }
+        });
         while let Some((c, _)) = s.runs.front_mut() {
             let Poll::Ready(r) = poll_now(c) else { break };
             let Some((_, then)) = s.runs.pop_front() else {

@@ -57,6 +57,8 @@
 mod broadcast;
 #[cfg(test)]
 mod broadcast_tests;
+#[cfg(test)]
+mod connection_tests;
 mod finished;
 mod instance;
 mod lifecycle;

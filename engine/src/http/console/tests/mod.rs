@@ -1,10 +1,13 @@
 //! Handler tests of the console's pages: the console's router driven in process, one
 //! request at a time (no socket), over a fake [`Api`] that can hold what a real server makes
 //! slow or hard to reach: a busy app past the scans' bounds, a run of a workflow edited
-//! since, an Api that fails. The workflow pages' tests are here, the jobs', instances',
-//! overview's and workers' in [`jobs`].
+//! since, an Api that fails. The workflow pages' tests are here, the job form's and the jobs
+//! page's in [`jobs`], the job preview's in [`preview`], and every page's (with the overview
+//! and the workers) in [`pages`].
 
 mod jobs;
+mod pages;
+mod preview;
 
 use std::sync::Arc;
 
@@ -276,6 +279,24 @@ impl Api for Fake {
     }
     fn metrics_text(&self) -> String {
         String::new()
+    }
+}
+
+/// Text that must render as text, never as markup.
+const SCRIPT: &str = "<script>alert(1)</script>";
+
+/// A job of the busy app.
+fn job(id: u64, body: JobBody) -> JobView {
+    JobView {
+        id: JobId(id),
+        app_id: AppId(1),
+        body,
+        next_trigger_time: Some(1_800_000_000_000 + id as i64),
+        runs: 0,
+        skipped_runs: 0,
+        calendar_skipped_runs: 0,
+        created_at: 0,
+        updated_at: 0,
     }
 }
 
