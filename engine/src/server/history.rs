@@ -175,6 +175,7 @@ impl<K: std::hash::Hash + Eq + Copy> LatestSeqs<K> {
     }
 
     /// Forgets every key `keep` refuses: its next number is read from the store again.
+    #[cfg(feature = "postgres")]
     pub(crate) fn retain(&self, mut keep: impl FnMut(&K) -> bool) {
         self.0
             .lock()
