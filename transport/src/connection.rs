@@ -768,6 +768,14 @@ impl Connection {
     fn establish(&mut self, peer: PeerInfo) {
         // Called between frames, so the next header is checked against the new limit.
         debug_assert!(!self.decoder.in_frame());
+        if let PeerInfo::Server {
+            heartbeat_interval_ms,
+            ..
+        } = &peer
+        {
+            self.config.idle_timeout =
+                followed_idle_timeout(self.config.idle_timeout, *heartbeat_interval_ms);
+        }
         self.state = State::Established;
         self.decoder
             .set_max_payload_len(self.config.max_payload_len);
@@ -787,6 +795,11 @@ impl Connection {
         let ms = now.saturating_duration_since(self.created).as_millis();
         self.server_time_ms
             .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+
+    /// The idle timeout in effect (a client's follows its server's heartbeat).
+    pub fn idle_timeout(&self) -> Duration {
+        self.config.idle_timeout
     }
 
     fn idle_deadline(&self) -> Instant {
@@ -1179,3 +1192,25 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Connection>();
 };
+
+/// Heartbeat intervals of the server a client may miss before it gives the connection up.
+const MISSED_SERVER_HEARTBEATS: u32 = 4;
+/// The shortest idle timeout a client takes from its server's heartbeat.
+const MIN_FOLLOWED_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A client's idle timeout once its server said how often it sends at the least (a ping
+/// when it has sent nothing for `heartbeat_interval_ms`): no longer than its own `idle`, and
+/// no longer than [`MISSED_SERVER_HEARTBEATS`] of the server's intervals (at least
+/// [`MIN_FOLLOWED_IDLE_TIMEOUT`]). A server that stops sending — paused, its machine frozen,
+/// cut off without a reset — is then given up after a few of its own heartbeats, so a
+/// worker finds the server that took its app over instead of waiting for a fixed timeout
+/// made for the slowest servers. 0 (a server that does not say) leaves `idle` as it is.
+fn followed_idle_timeout(idle: Duration, heartbeat_interval_ms: u32) -> Duration {
+    if heartbeat_interval_ms == 0 {
+        return idle;
+    }
+    let follow = Duration::from_millis(u64::from(heartbeat_interval_ms))
+        .saturating_mul(MISSED_SERVER_HEARTBEATS)
+        .max(MIN_FOLLOWED_IDLE_TIMEOUT);
+    idle.min(follow)
+}

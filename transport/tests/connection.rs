@@ -62,6 +62,15 @@ struct Pair {
 
 impl Pair {
     fn new(client_secret: &str, server_secret: &str, config: ConnectionConfig) -> Pair {
+        Pair::with_configs(client_secret, server_secret, config.clone(), config)
+    }
+
+    fn with_configs(
+        client_secret: &str,
+        server_secret: &str,
+        config: ConnectionConfig,
+        server_config: ConnectionConfig,
+    ) -> Pair {
         let now = Instant::now();
         let client_metrics = Arc::new(TransportMetrics::default());
         let server_metrics = Arc::new(TransportMetrics::default());
@@ -73,7 +82,7 @@ impl Pair {
             Arc::clone(&client_metrics),
         );
         let server = Connection::new_server(
-            config,
+            server_config,
             secrets("billing", server_secret),
             [2; 32],
             now,
@@ -564,6 +573,53 @@ fn a_silent_peer_hits_the_idle_timeout() {
         })
     );
     assert_eq!(p.client_metrics.snapshot().idle_timeouts, 1);
+}
+
+#[test]
+fn a_client_gives_up_a_silent_server_after_four_of_its_heartbeats() {
+    let mut server = config();
+    server.heartbeat_interval = Duration::from_millis(500);
+    let mut p = Pair::with_configs("s3cret", "s3cret", config(), server);
+    p.drive();
+    assert!(p.client.is_established());
+    assert_eq!(p.client.idle_timeout(), Duration::from_secs(2));
+    // A server that sends keeps the connection open: its pings come every 500 ms.
+    p.advance(Duration::from_secs(60));
+    assert!(p.client_closed().is_none() && p.server_closed().is_none());
+    p.server_to_client = false; // the server stops sending (paused, frozen, cut off)
+    p.advance(Duration::from_millis(1400));
+    assert!(p.client_closed().is_none());
+    p.advance(Duration::from_millis(700));
+    assert_eq!(
+        p.client_closed(),
+        Some(&ConnectionError::IdleTimeout {
+            timeout: Duration::from_secs(2)
+        })
+    );
+}
+
+#[test]
+fn a_client_follows_its_server_heartbeat_within_its_own_idle_timeout() {
+    // A slow server heartbeat never lengthens the client's own idle timeout, and a very fast
+    // one is floored at a second.
+    for (server_beat, expected) in [
+        (Duration::from_secs(30), Duration::from_secs(20)),
+        (Duration::from_secs(5), Duration::from_secs(20)),
+        (Duration::from_millis(100), Duration::from_secs(1)),
+    ] {
+        let mut server = config();
+        server.heartbeat_interval = server_beat;
+        let mut p = Pair::with_configs("s3cret", "s3cret", config(), server);
+        p.drive();
+        assert!(p.client.is_established());
+        assert_eq!(
+            p.client.idle_timeout(),
+            expected,
+            "server beat {server_beat:?}"
+        );
+        // The server's own idle timeout is its own.
+        assert_eq!(p.server.idle_timeout(), Duration::from_secs(20));
+    }
 }
 
 #[test]

@@ -142,6 +142,11 @@ pub struct ServerConfig {
     pub cluster: Option<crate::server::pg::member::MemberConfig>,
 }
 
+/// The shortest transport heartbeat a server of a cluster sends its workers at (see
+/// [`ServerCore::start`]).
+#[cfg(feature = "postgres")]
+const CLUSTER_MIN_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl ServerConfig {
     /// The defaults, with `store` and `listen`.
     pub fn new(store: StoreChoice, listen: SocketAddr) -> Self {
@@ -307,12 +312,19 @@ impl ServerCore {
         }
         let secrets: Arc<dyn ferrojob_transport::auth::AppSecrets> =
             Arc::new(driver::AppTable(Arc::clone(&shared)));
-        let listener = ferrojob_transport::net::Listener::bind(
-            shared.config.listen,
-            shared.config.net.clone(),
-            secrets,
-        )
-        .await?;
+        #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
+        let mut net = shared.config.net.clone();
+        // A worker gives its server up after a few of the server's heartbeats (the transport
+        // client follows the interval the handshake announces): in a cluster, a server paused
+        // or frozen is then left within about a lease, and its workers find the server that
+        // took their app over before that server's reconnection grace runs out.
+        #[cfg(feature = "postgres")]
+        if let Some(member) = &shared.config.cluster {
+            let beat = (member.ownership.lease / 4).max(CLUSTER_MIN_HEARTBEAT);
+            net.connection.heartbeat_interval = net.connection.heartbeat_interval.min(beat);
+        }
+        let listener =
+            ferrojob_transport::net::Listener::bind(shared.config.listen, net, secrets).await?;
         let addr = listener.local_addr();
         shared.set_transport_metrics(Arc::clone(listener.metrics()));
         let mut tasks = Vec::new();
