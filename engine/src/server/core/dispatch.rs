@@ -403,7 +403,26 @@ impl Core {
     /// it WAITING_DISPATCH and [`dispatch`](Core::dispatch)es it, which handles every
     /// refusal (FAILED, no-worker retries).
     pub(crate) fn dispatch_new(&mut self, rec: &mut InstanceRecord, now: EpochMs) -> Option<Claim> {
-        self.claim(rec, None, now).ok()
+        let claim = self.claim(rec, None, now).ok()?;
+        debug_assert_eq!(
+            claim.def.record.app_id, rec.app_id,
+            "a claim of another app's job"
+        );
+        // Until the creation is acknowledged ([`Core::after_create`]) or has failed
+        // ([`Core::create_failed`]), exactly one of which every claim reaches.
+        *self.creating_dispatched.entry(rec.app_id).or_default() += 1;
+        Some(claim)
+    }
+
+    /// A creation of [`dispatch_new`](Core::dispatch_new) came back (acknowledged or failed).
+    pub(crate) fn creation_resolved(&mut self, claim: &Claim) {
+        let app = claim.def.record.app_id;
+        if let Some(n) = self.creating_dispatched.get_mut(&app) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.creating_dispatched.remove(&app);
+            }
+        }
     }
 
     /// The write of a [`dispatch_new`](Core::dispatch_new)ed instance is acknowledged: the

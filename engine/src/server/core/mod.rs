@@ -285,6 +285,11 @@ pub(crate) struct Core {
     /// Instances whose WAITING_WORKER_RECEIVE write is under way: once it is acknowledged
     /// their `ScheduleJob` goes to the worker (at most one per held instance).
     pub(crate) handing_over: HashSet<InstanceId>,
+    /// Per app: runs created already dispatched ([`Core::dispatch_new`]: written
+    /// WAITING_WORKER_RECEIVE on the worker they claimed) whose creation is neither
+    /// acknowledged nor failed yet. Their `ScheduleJob` too goes out only once the write is
+    /// acknowledged, so a stop waits for them as for `handing_over`.
+    pub(crate) creating_dispatched: HashMap<AppId, u32>,
     /// Finished job instances whose deletion is being written (`delete.rs`; at most
     /// [`delete::MAX_DELETING`] with `wf_deleting`).
     pub(crate) deleting: HashSet<InstanceId>,
@@ -358,6 +363,7 @@ impl Core {
             wf_active: HashMap::new(),
             node_runs: HashMap::new(),
             handing_over: HashSet::new(),
+            creating_dispatched: HashMap::new(),
             deleting: HashSet::new(),
             wf_deleting: HashSet::new(),
             backfill_created: HashMap::new(),

@@ -362,7 +362,8 @@ impl Core {
     }
 
     /// Whether an instance of partition `p`'s apps has its WAITING_WORKER_RECEIVE write under
-    /// way. Such an instance is recorded as handed to a worker, but its `ScheduleJob` goes
+    /// way: a dispatch's, or the creation of a run created already dispatched (an API run, a
+    /// fire or a workflow node that found its worker at once). Such an instance is recorded as handed to a worker, but its `ScheduleJob` goes
     /// out only once the write is acknowledged: a server that stops acting for `p` before
     /// then leaves it recorded as dispatched to a worker that never heard of it, and the next
     /// owner's reconciliation can only hand it to the retry policy. A graceful stop waits
@@ -371,11 +372,17 @@ impl Core {
         let Acting::Partitions(h) = &self.acting else {
             return false;
         };
-        self.handing_over.iter().any(|id| {
-            self.active
-                .get(id)
-                .is_some_and(|st| h.parts.get(&st.rec.app_id) == Some(&p))
-        })
+        // Runs created already dispatched: the same, from their creation's write on.
+        let creating = self
+            .creating_dispatched
+            .keys()
+            .any(|app| h.parts.get(app) == Some(&p));
+        creating
+            || self.handing_over.iter().any(|id| {
+                self.active
+                    .get(id)
+                    .is_some_and(|st| h.parts.get(&st.rec.app_id) == Some(&p))
+            })
     }
 
     /// Drops from memory everything of partition `p`'s apps (nothing is written).

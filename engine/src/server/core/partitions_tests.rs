@@ -478,3 +478,54 @@ fn refusals_name_the_preferred_owner_of_the_membership_view_by_its_worker_addres
         Err(NotServed::OwnedBy(next.to_string()))
     );
 }
+
+#[test]
+fn a_run_created_already_dispatched_is_a_hand_over_under_way_until_its_creation_comes_back() {
+    let f = Fixture::new();
+    let mut s = f.server();
+    connect_both(&mut s, &f);
+    at(&mut s, T0 + 100, T0 + 100);
+    s.on_partition_acquired(f.pa(), Epoch(5), T0 + 100).unwrap();
+    tick(&mut s, &f, T0 + 100);
+    assert!(!s.hand_overs_under_way(f.pa()));
+
+    // An API run finds its worker at once: it is written WAITING_WORKER_RECEIVE on that
+    // worker, and its ScheduleJob goes out when the write is acknowledged. Until then a stop
+    // must wait for it, or the next owner finds it recorded on a worker that never heard of
+    // it.
+    let (c, then) = s
+        .prepare_run(f.a.id, f.job_a, String::new(), 0, T0 + 200)
+        .unwrap();
+    assert!(matches!(then, AfterCreate::Dispatched(_)), "{then:?}");
+    assert!(s.hand_overs_under_way(f.pa()));
+    let other = partition_of(&f.b.name);
+    assert!(
+        !s.hand_overs_under_way(other),
+        "another partition waits too"
+    );
+    s.created(c.wait(), then, T0 + 200);
+    assert!(!s.hand_overs_under_way(f.pa()));
+    let (sent, _) = settle(&mut s, T0 + 200);
+    assert!(
+        sent.iter()
+            .any(|(w, _, epoch, schedule)| w == "wa:1" && *epoch == 5 && *schedule),
+        "{sent:?}"
+    );
+
+    // A creation that fails, or comes back after the partition was lost, is no longer
+    // under way either.
+    let (c, then) = s
+        .prepare_run(f.a.id, f.job_a, String::new(), 0, T0 + 300)
+        .unwrap();
+    assert!(s.hand_overs_under_way(f.pa()));
+    drop(c);
+    s.create_failed(then);
+    assert!(!s.hand_overs_under_way(f.pa()));
+    let (c, then) = s
+        .prepare_run(f.a.id, f.job_a, String::new(), 0, T0 + 400)
+        .unwrap();
+    assert!(matches!(then, AfterCreate::Dispatched(_)), "{then:?}");
+    s.on_partition_lost(f.pa(), None, T0 + 400);
+    s.created(c.wait(), then, T0 + 400);
+    assert!(s.creating_dispatched.is_empty());
+}

@@ -148,7 +148,10 @@ impl Core {
             return;
         }
         match then {
-            AfterCreate::Dispatched(claim) => self.start_dispatched(rec, claim, now),
+            AfterCreate::Dispatched(claim) => {
+                self.creation_resolved(&claim);
+                self.start_dispatched(rec, claim, now);
+            }
             AfterCreate::Dispatch { at } => {
                 let id = rec.id;
                 self.admit(rec);
@@ -163,6 +166,7 @@ impl Core {
     /// A run's creation failed: undo what was prepared for it.
     pub(crate) fn create_failed(&mut self, then: AfterCreate) {
         if let AfterCreate::Dispatched(claim) = then {
+            self.creation_resolved(&claim);
             self.abandon(claim);
         }
     }
